@@ -1,0 +1,27 @@
+package cli
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/berthhq/berth/controller/internal/daemon"
+)
+
+func (a *app) serveCmd() *cobra.Command {
+	var cfg daemon.Config
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the controller (embedded PostgreSQL unless --database-url is given)",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Logger = a.log
+			cfg.EncryptionKeys = envEncryptionKeys()
+			return daemon.Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/berth", "directory for the CA, encryption keys and the embedded database")
+	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL; empty runs an embedded PostgreSQL in DATA_DIR/postgres")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "address for the web UI and /healthz")
+	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:7443", "address for the agent and admin gRPC APIs")
+	return cmd
+}

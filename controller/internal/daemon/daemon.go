@@ -1,0 +1,203 @@
+// Package daemon runs `berth serve`: the embedded or external PostgreSQL,
+// migrations, the HTTP and gRPC listeners and the background maintenance,
+// started in that order and stopped in reverse.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/berthhq/berth/controller/internal/grpcapi"
+	"github.com/berthhq/berth/controller/internal/httpapi"
+	"github.com/berthhq/berth/controller/internal/maintenance"
+	"github.com/berthhq/berth/controller/internal/migrate"
+	"github.com/berthhq/berth/controller/internal/secrets"
+)
+
+// Config is everything `berth serve` is told.
+type Config struct {
+	DataDir     string
+	DatabaseURL string
+	HTTPAddr    string
+	GRPCAddr    string
+	// EncryptionKeys is BERTH_ENCRYPTION_KEYS; empty means the key file in
+	// the data dir (created on first start).
+	EncryptionKeys string
+	Logger         *slog.Logger
+	// Ready, when set, is called once every listener is up.
+	Ready func(httpAddr, grpcAddr net.Addr)
+}
+
+func (c *Config) checkAndSetDefaults() error {
+	if c.DataDir == "" {
+		return errors.New("--data-dir is required")
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	c.DataDir = abs
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = "127.0.0.1:8080"
+	}
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = "127.0.0.1:7443"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// KeyFile is where the encryption keyring lives in the data dir.
+func KeyFile(dataDir string) string { return filepath.Join(dataDir, "encryption.keys") }
+
+// Run serves until ctx is canceled, then shuts down cleanly.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.checkAndSetDefaults(); err != nil {
+		return err
+	}
+	log := cfg.Logger
+	if err := EnsureDataDir(cfg.DataDir); err != nil {
+		return err
+	}
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	keys, created, err := secrets.Load(cfg.EncryptionKeys, KeyFile(cfg.DataDir))
+	if err != nil {
+		return fmt.Errorf("encryption keys: %w", err)
+	}
+	if created {
+		log.Warn("generated a new encryption key: back up this file with your database backups", "path", KeyFile(cfg.DataDir))
+	}
+	log.Info("encryption keys loaded", "keys", keys)
+
+	// Listen before starting PostgreSQL so a taken port fails fast.
+	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	defer httpLn.Close()
+	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("grpc listen: %w", err)
+	}
+	defer grpcLn.Close()
+
+	database, err := OpenDatabase(ctx, cfg.DataDir, cfg.DatabaseURL, false, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := database.Close(stopCtx); err != nil {
+			log.Error("stop embedded PostgreSQL", "err", err)
+		}
+	}()
+
+	st, err := migrate.UpDSN(ctx, database.DSN, log)
+	if err != nil {
+		return err
+	}
+	log.Info("schema up to date", "version", st.Version)
+
+	pool, err := newPool(ctx, database.DSN)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	var wg sync.WaitGroup
+	bgCtx, cancelBG := context.WithCancel(ctx)
+	defer func() { cancelBG(); wg.Wait() }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		maintenance.New(pool, log).Run(bgCtx)
+	}()
+
+	mux := http.NewServeMux()
+	httpapi.Register(mux, httpapi.Deps{DB: pool, SchemaVersion: st.Version})
+	httpSrv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	grpcSrv := grpc.NewServer(
+		grpc.MaxRecvMsgSize(4<<20),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	grpcapi.Register(grpcSrv, pool, st.Version)
+
+	errc := make(chan error, 2)
+	go func() { errc <- ignoreClosed(httpSrv.Serve(httpLn)) }()
+	go func() { errc <- grpcSrv.Serve(grpcLn) }()
+	log.Info("berth controller listening", "http", httpLn.Addr().String(), "grpc", grpcLn.Addr().String(), "data_dir", cfg.DataDir)
+	if cfg.Ready != nil {
+		cfg.Ready(httpLn.Addr(), grpcLn.Addr())
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case serveErr = <-errc:
+		log.Error("listener failed", "err", serveErr)
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(shutCtx)
+	stopped := make(chan struct{})
+	go func() { grpcSrv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-shutCtx.Done():
+		grpcSrv.Stop()
+	}
+	return serveErr
+}
+
+func newPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("database pool: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	return pool, nil
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,3 @@
+module github.com/berthhq/berth/db
+
+go 1.26.7

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what `make test` and `make run` need when it is missing, on a fresh
+# Debian/Ubuntu machine, or stops with a one-line instruction when it may not.
+set -euo pipefail
+target=${1:-deps-test}
+
+have_pg() {
+  command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 && return 0
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+
+apt_install() {
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing $*: install it (Debian/Ubuntu: sudo apt-get install -y $*) and run make again" >&2
+    exit 1
+  fi
+  echo "installing $* ..." >&2
+  if [ -z "${APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if ! have_pg; then
+  # Berth runs its own private clusters; keep Debian from creating and
+  # starting a system-wide one as a side effect of the install.
+  mkdir -p /etc/postgresql-common
+  if [ "$(id -u)" = 0 ] && ! grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf; then
+    echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
+  fi
+  apt_install postgresql
+fi
+if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+  echo "running as root needs the 'postgres' system user (initdb refuses root): install the postgresql package" >&2
+  exit 1
+fi
+exit 0
