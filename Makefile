@@ -10,7 +10,8 @@ VERSION ?= dev
 LDFLAGS := -s -w -X github.com/berthhq/berth/controller/internal/buildinfo.Version=$(VERSION)
 DATA_DIR ?= $(CURDIR)/.berth
 
-.PHONY: all build run test test-go check-generated generate tools lint fmt vet bench deps-test clean
+
+.PHONY: sqlc all build run test test-go check-generated generate tools lint fmt vet bench deps-test clean
 
 all: build
 
@@ -30,6 +31,10 @@ generate: tools
 	PATH=$(BIN):$$PATH $(BIN)/buf generate
 	cd db && $(BIN)/sqlc generate
 	cd gen && $(GO) mod tidy
+
+## sqlc: regenerate only the sqlc queries (quick loop while writing queries)
+sqlc: tools
+	cd db && $(BIN)/sqlc generate
 
 ## check-generated: fail when regenerating changes anything
 check-generated: generate

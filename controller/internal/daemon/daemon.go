@@ -23,6 +23,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/maintenance"
 	"github.com/berthhq/berth/controller/internal/migrate"
 	"github.com/berthhq/berth/controller/internal/secrets"
+	"github.com/berthhq/berth/controller/internal/store"
 )
 
 // Config is everything `berth serve` is told.
@@ -86,6 +87,11 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("generated a new encryption key: back up this file with your database backups", "path", KeyFile(cfg.DataDir))
 	}
 	log.Info("encryption keys loaded", "keys", keys)
+	keyPath := KeyFile(cfg.DataDir)
+	if cfg.EncryptionKeys != "" {
+		keyPath = "" // from the environment: nothing on disk to reload
+	}
+	keySource := secrets.NewSource(keys, keyPath)
 
 	// Listen before starting PostgreSQL so a taken port fails fast.
 	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -123,13 +129,16 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer pool.Close()
 
+	// The capability services (later issues) are built on db as well.
+	db := store.New(pool, keySource)
+
 	var wg sync.WaitGroup
 	bgCtx, cancelBG := context.WithCancel(ctx)
 	defer func() { cancelBG(); wg.Wait() }()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		maintenance.New(pool, log).Run(bgCtx)
+		maintenance.New(db, log).Run(bgCtx)
 	}()
 
 	mux := http.NewServeMux()

@@ -11,12 +11,13 @@ package maintenance
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/berthhq/berth/controller/internal/store"
 )
 
 // leaderLockKey is the advisory lock that elects the maintenance leader.
@@ -33,7 +34,7 @@ type Job struct {
 	Every time.Duration
 	// Run does the work as of now and reports how many rows or partitions it
 	// touched.
-	Run func(ctx context.Context, db *pgxpool.Pool, now time.Time) (int64, error)
+	Run func(ctx context.Context, st *store.Store, now time.Time) (int64, error)
 }
 
 // Retention periods from the seed's cleanup table.
@@ -52,10 +53,10 @@ func Jobs() []Job {
 	return []Job{
 		{Name: "metrics_partitions_create", Every: time.Hour, Run: EnsureMetricsPartitions},
 		{Name: "metrics_retention", Every: day, Run: DropOldMetrics},
-		{Name: "login_attempts_retention", Every: week, Run: deleteOlderThan("login_attempts", LoginAttemptsRetention)},
-		{Name: "security_events_retention", Every: week, Run: deleteOlderThan("security_events", SecurityEventsRetention)},
-		{Name: "notifications_retention", Every: week, Run: deleteOlderThan("notifications", NotificationsRetention)},
-		{Name: "activity_log_retention", Every: week, Run: deleteOlderThan("activity_log", ActivityLogRetention)},
+		{Name: "login_attempts_retention", Every: week, Run: deleteOlderThan(store.RetainLoginAttempts, LoginAttemptsRetention)},
+		{Name: "security_events_retention", Every: week, Run: deleteOlderThan(store.RetainSecurityEvents, SecurityEventsRetention)},
+		{Name: "notifications_retention", Every: week, Run: deleteOlderThan(store.RetainNotifications, NotificationsRetention)},
+		{Name: "activity_log_retention", Every: week, Run: deleteOlderThan(store.RetainActivityLog, ActivityLogRetention)},
 	}
 }
 
@@ -67,47 +68,32 @@ func utcDay(t time.Time) time.Time {
 
 // EnsureMetricsPartitions creates the daily partitions from yesterday to
 // PartitionsAhead days ahead; existing ones are left alone.
-func EnsureMetricsPartitions(ctx context.Context, db *pgxpool.Pool, now time.Time) (int64, error) {
-	var n int64
-	err := db.QueryRow(ctx, "SELECT berth_ensure_metrics_partitions($1::date, $2)",
-		utcDay(now).Add(-day), PartitionsAhead+2).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("ensure metrics partitions: %w", err)
-	}
-	return n, nil
+func EnsureMetricsPartitions(ctx context.Context, st *store.Store, now time.Time) (int64, error) {
+	n, err := st.EnsureMetricsPartitions(ctx, utcDay(now).Add(-day), PartitionsAhead+2)
+	return int64(n), err
 }
 
 // DropOldMetrics drops whole daily partitions older than MetricsRetention:
 // a partition drop frees the space at once, where DELETE would leave dead
 // rows for vacuum.
-func DropOldMetrics(ctx context.Context, db *pgxpool.Pool, now time.Time) (int64, error) {
-	var n int64
-	err := db.QueryRow(ctx, "SELECT berth_drop_metrics_partitions_before($1::date)",
-		utcDay(now).Add(-MetricsRetention)).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("drop old metrics partitions: %w", err)
-	}
-	return n, nil
+func DropOldMetrics(ctx context.Context, st *store.Store, now time.Time) (int64, error) {
+	n, err := st.DropMetricsPartitionsBefore(ctx, utcDay(now).Add(-MetricsRetention))
+	return int64(n), err
 }
 
 // deleteBatch bounds how many rows one DELETE touches, so retention never
 // holds long locks or bloats one transaction.
 const deleteBatch = 5000
 
-func deleteOlderThan(table string, age time.Duration) func(context.Context, *pgxpool.Pool, time.Time) (int64, error) {
-	ident := pgx.Identifier{table}.Sanitize()
-	q := fmt.Sprintf(`DELETE FROM %s WHERE ctid IN (SELECT ctid FROM %s WHERE created_at < $1 LIMIT %d)`, ident, ident, deleteBatch)
-	return func(ctx context.Context, db *pgxpool.Pool, now time.Time) (int64, error) {
+func deleteOlderThan(t store.RetentionTable, age time.Duration) func(context.Context, *store.Store, time.Time) (int64, error) {
+	return func(ctx context.Context, st *store.Store, now time.Time) (int64, error) {
 		cutoff := now.Add(-age)
 		var total int64
 		for {
-			tag, err := db.Exec(ctx, q, cutoff)
-			if err != nil {
-				return total, fmt.Errorf("retention %s: %w", table, err)
-			}
-			total += tag.RowsAffected()
-			if tag.RowsAffected() < deleteBatch {
-				return total, nil
+			n, err := st.DeleteOlderThan(ctx, t, cutoff, deleteBatch)
+			total += n
+			if err != nil || n < deleteBatch {
+				return total, err
 			}
 		}
 	}
@@ -115,7 +101,7 @@ func deleteOlderThan(table string, age time.Duration) func(context.Context, *pgx
 
 // Runner schedules Jobs on the elected leader.
 type Runner struct {
-	db   *pgxpool.Pool
+	st   *store.Store
 	log  *slog.Logger
 	jobs []Job
 	now  func() time.Time
@@ -123,14 +109,14 @@ type Runner struct {
 }
 
 // New returns a runner for the standard schedule.
-func New(db *pgxpool.Pool, log *slog.Logger) *Runner {
-	return &Runner{db: db, log: log.With("component", "maintenance"), jobs: Jobs(), now: time.Now, tick: time.Minute}
+func New(st *store.Store, log *slog.Logger) *Runner {
+	return &Runner{st: st, log: log.With("component", "maintenance"), jobs: Jobs(), now: time.Now, tick: time.Minute}
 }
 
 // Run loops until ctx ends. Every controller creates the partitions it needs
 // right away (idempotent) so ingest never waits for an election.
 func (r *Runner) Run(ctx context.Context) {
-	if _, err := EnsureMetricsPartitions(ctx, r.db, r.now()); err != nil && ctx.Err() == nil {
+	if _, err := EnsureMetricsPartitions(ctx, r.st, r.now()); err != nil && ctx.Err() == nil {
 		r.log.Error("initial partition check failed", "err", err)
 	}
 	var leader *pgxpool.Conn
@@ -166,7 +152,7 @@ func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn) *pgxpool.Conn {
 		_ = conn.Hijack().Close(context.Background())
 		r.log.Warn("lost maintenance leadership")
 	}
-	c, err := r.db.Acquire(ctx)
+	c, err := r.st.Pool().Acquire(ctx)
 	if err != nil {
 		return nil
 	}
@@ -186,25 +172,20 @@ func (r *Runner) RunDue(ctx context.Context) {
 			return
 		}
 		now := r.now()
-		var last time.Time
-		err := r.db.QueryRow(ctx, "SELECT last_run_at FROM maintenance_runs WHERE job = $1", j.Name).Scan(&last)
-		if err != nil && err != pgx.ErrNoRows {
+		last, err := r.st.LastMaintenanceRun(ctx, j.Name)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			r.log.Error("read maintenance schedule", "job", j.Name, "err", err)
 			continue
 		}
 		if err == nil && now.Sub(last) < j.Every {
 			continue
 		}
-		n, err := j.Run(ctx, r.db, now)
+		n, err := j.Run(ctx, r.st, now)
 		if err != nil {
 			r.log.Error("maintenance job failed", "job", j.Name, "err", err)
 			continue
 		}
-		_, err = r.db.Exec(ctx, `INSERT INTO maintenance_runs (job, last_run_at, last_affected, updated_at)
-			VALUES ($1, $2, $3, now())
-			ON CONFLICT (job) DO UPDATE SET last_run_at = EXCLUDED.last_run_at, last_affected = EXCLUDED.last_affected, updated_at = now()`,
-			j.Name, now, n)
-		if err != nil {
+		if err := r.st.RecordMaintenanceRun(ctx, j.Name, now, n); err != nil {
 			r.log.Error("record maintenance run", "job", j.Name, "err", err)
 			continue
 		}
