@@ -225,11 +225,16 @@ func TestServeHealthVersionAndCleanShutdown(t *testing.T) {
 		t.Fatalf("GetHealth = %v, %v", h, err)
 	}
 
-	// Data dir and key file are private.
-	for path, want := range map[string]os.FileMode{dataDir: 0o700, filepath.Join(dataDir, "encryption.keys"): 0o600} {
+	// Data dir and key file are private: nobody else may read or write them
+	// (as root the data dir is traversable so the postgres user reaches its
+	// cluster).
+	for path, want := range map[string]os.FileMode{dataDir: 0o700, filepath.Join(dataDir, "encryption.keys"): 0o600, filepath.Join(dataDir, "postgres"): 0o700} {
 		st, err := os.Stat(path)
-		if err != nil || st.Mode().Perm() != want {
-			t.Fatalf("%s: mode %v (%v), want %v", path, st.Mode().Perm(), err, want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Mode().Perm(); got&0o066 != 0 || got&0o700 != want&0o700 {
+			t.Fatalf("%s: mode %v, want %v (at most traversable by others)", path, got, want)
 		}
 	}
 

@@ -79,20 +79,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer unlock()
 
-	keys, created, err := secrets.Load(cfg.EncryptionKeys, KeyFile(cfg.DataDir))
-	if err != nil {
-		return fmt.Errorf("encryption keys: %w", err)
-	}
-	if created {
-		log.Warn("generated a new encryption key: back up this file with your database backups", "path", KeyFile(cfg.DataDir))
-	}
-	log.Info("encryption keys loaded", "keys", keys)
-	keyPath := KeyFile(cfg.DataDir)
-	if cfg.EncryptionKeys != "" {
-		keyPath = "" // from the environment: nothing on disk to reload
-	}
-	keySource := secrets.NewSource(keys, keyPath)
-
 	// Listen before starting PostgreSQL so a taken port fails fast.
 	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -128,6 +114,22 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer pool.Close()
+
+	// Keys load after the database answers, so a bad --database-url fails
+	// with one line and no key file is created for a controller that never ran.
+	keys, created, err := secrets.Load(cfg.EncryptionKeys, KeyFile(cfg.DataDir))
+	if err != nil {
+		return fmt.Errorf("encryption keys: %w", err)
+	}
+	if created {
+		log.Warn("generated a new encryption key: back up this file with your database backups", "path", KeyFile(cfg.DataDir))
+	}
+	log.Info("encryption keys loaded", "keys", keys)
+	keyPath := KeyFile(cfg.DataDir)
+	if cfg.EncryptionKeys != "" {
+		keyPath = "" // from the environment: nothing on disk to reload
+	}
+	keySource := secrets.NewSource(keys, keyPath)
 
 	// The capability services (later issues) are built on db as well.
 	db := store.New(pool, keySource)

@@ -41,6 +41,15 @@ func OpenDatabase(ctx context.Context, dataDir, url string, adopt bool, log *slo
 	if dataDir == "" {
 		return nil, errors.New("no database: pass --database-url or --data-dir")
 	}
+	if os.Geteuid() == 0 {
+		// PostgreSQL runs as the postgres user, who must pass through the
+		// data dir to reach its own 0700 cluster directory. Traverse only:
+		// nothing in the data dir can be listed, and every secret file in it
+		// is 0600.
+		if err := os.Chmod(dataDir, 0o711); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+	}
 	c, err := pgembed.Start(ctx, pgembed.Config{Dir: filepath.Join(dataDir, "postgres"), Adopt: adopt, Logger: log})
 	if err != nil {
 		return nil, err

@@ -113,6 +113,12 @@ func New(st *store.Store, log *slog.Logger) *Runner {
 	return &Runner{st: st, log: log.With("component", "maintenance"), jobs: Jobs(), now: time.Now, tick: time.Minute}
 }
 
+// WithClock makes the runner read time from now (tests).
+func (r *Runner) WithClock(now func() time.Time) *Runner {
+	r.now = now
+	return r
+}
+
 // Run loops until ctx ends. Every controller creates the partitions it needs
 // right away (idempotent) so ingest never waits for an election.
 func (r *Runner) Run(ctx context.Context) {
@@ -142,6 +148,10 @@ func (r *Runner) Run(ctx context.Context) {
 
 // lead keeps or tries to take leadership and returns the lock's connection,
 // or nil when another controller leads.
+// Lead keeps or takes leadership (see lead); exported for tests that
+// check only one of several controllers leads.
+func (r *Runner) Lead(ctx context.Context, conn *pgxpool.Conn) *pgxpool.Conn { return r.lead(ctx, conn) }
+
 func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn) *pgxpool.Conn {
 	if conn != nil {
 		if err := conn.Ping(ctx); err == nil {

@@ -17,8 +17,20 @@ func (s *Store) EnsureMetricsPartitions(ctx context.Context, fromDay time.Time, 
 
 // DropMetricsPartitionsBefore drops the daily partitions that end at or
 // before cutoff (UTC midnight) and reports how many it dropped.
+//
+// A partition drop takes an ACCESS EXCLUSIVE lock on server_metrics for a
+// moment. The lock timeout keeps it from queueing behind a long chart query
+// and stalling ingest behind itself; a timed-out drop simply runs next time.
 func (s *Store) DropMetricsPartitionsBefore(ctx context.Context, cutoff time.Time) (int, error) {
-	n, err := s.q.DropMetricsPartitionsBefore(ctx, pgDate(cutoff))
+	var n int32
+	err := s.InTx(ctx, func(tx *Store) error {
+		if _, err := tx.db.Exec(ctx, "SET LOCAL lock_timeout = '5s'"); err != nil {
+			return err
+		}
+		var err error
+		n, err = tx.q.DropMetricsPartitionsBefore(ctx, pgDate(cutoff))
+		return err
+	})
 	return int(n), mapErr("drop metrics partitions", err)
 }
 
