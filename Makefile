@@ -7,7 +7,10 @@ GO ?= go
 BIN := $(CURDIR)/.bin
 MODULES := gen db controller agent
 VERSION ?= dev
-LDFLAGS := -s -w -X github.com/berthhq/berth/controller/internal/buildinfo.Version=$(VERSION)
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+LDFLAGS := -s -w -X github.com/berthhq/berth/controller/internal/buildinfo.Version=$(VERSION) \
+	-X github.com/berthhq/berth/controller/internal/buildinfo.commit=$(COMMIT) \
+	-X github.com/berthhq/berth/agent/internal/version.Version=$(VERSION)
 DATA_DIR ?= $(CURDIR)/.berth
 
 

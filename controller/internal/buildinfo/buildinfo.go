@@ -7,8 +7,15 @@ import "runtime/debug"
 // Version is the release version; "dev" for local builds.
 var Version = "dev"
 
-// Commit returns the VCS revision recorded by the Go toolchain, if any.
+// commit is set at link time by the Makefile; builds with -buildvcs=false
+// (the default here) record no revision otherwise.
+var commit = ""
+
+// Commit returns the VCS revision the binary was built from, if known.
 func Commit() string {
+	if commit != "" {
+		return commit
+	}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return ""
