@@ -5,13 +5,16 @@
 // source: berth/admin/v1/admin.proto
 
 // Package berth.admin.v1 is the controller's admin API, used by the berth
-// CLI and by automation with API tokens.
+// CLI and by automation. Every call but GetHealth needs a bearer API token
+// in the "authorization" metadata.
 
 package adminv1
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -208,11 +211,929 @@ func (x *GetHealthResponse) GetDatabaseOk() bool {
 	return false
 }
 
+// Server is a managed server as the API shows it.
+type Server struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// status is pending, online, offline or disabled.
+	Status       string            `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	Labels       map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Hostname     string            `protobuf:"bytes,5,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	AgentVersion string            `protobuf:"bytes,6,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// facts is the JSON object the agent reported (os, kernel, arch, cpus, ...).
+	FactsJson     string                 `protobuf:"bytes,7,opt,name=facts_json,json=factsJson,proto3" json:"facts_json,omitempty"`
+	LastSeenAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_seen_at,json=lastSeenAt,proto3" json:"last_seen_at,omitempty"`
+	EnrolledAt    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=enrolled_at,json=enrolledAt,proto3" json:"enrolled_at,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	IpAddress     string                 `protobuf:"bytes,11,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Server) Reset() {
+	*x = Server{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Server) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Server) ProtoMessage() {}
+
+func (x *Server) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Server.ProtoReflect.Descriptor instead.
+func (*Server) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Server) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Server) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Server) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Server) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Server) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *Server) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return ""
+}
+
+func (x *Server) GetFactsJson() string {
+	if x != nil {
+		return x.FactsJson
+	}
+	return ""
+}
+
+func (x *Server) GetLastSeenAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenAt
+	}
+	return nil
+}
+
+func (x *Server) GetEnrolledAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EnrolledAt
+	}
+	return nil
+}
+
+func (x *Server) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Server) GetIpAddress() string {
+	if x != nil {
+		return x.IpAddress
+	}
+	return ""
+}
+
+// AddServerRequest names the new server.
+type AddServerRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Labels map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// token_ttl is how long the join token stays valid (default 1h, max 7 days).
+	TokenTtl      *durationpb.Duration `protobuf:"bytes,3,opt,name=token_ttl,json=tokenTtl,proto3" json:"token_ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddServerRequest) Reset() {
+	*x = AddServerRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddServerRequest) ProtoMessage() {}
+
+func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddServerRequest.ProtoReflect.Descriptor instead.
+func (*AddServerRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AddServerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddServerRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *AddServerRequest) GetTokenTtl() *durationpb.Duration {
+	if x != nil {
+		return x.TokenTtl
+	}
+	return nil
+}
+
+// AddServerResponse carries the join token, shown once.
+type AddServerResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Server         *Server                `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	Token          string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	TokenExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=token_expires_at,json=tokenExpiresAt,proto3" json:"token_expires_at,omitempty"`
+	CaPin          string                 `protobuf:"bytes,4,opt,name=ca_pin,json=caPin,proto3" json:"ca_pin,omitempty"`
+	EnrollCommand  string                 `protobuf:"bytes,5,opt,name=enroll_command,json=enrollCommand,proto3" json:"enroll_command,omitempty"`
+	InstallCommand string                 `protobuf:"bytes,6,opt,name=install_command,json=installCommand,proto3" json:"install_command,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AddServerResponse) Reset() {
+	*x = AddServerResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddServerResponse) ProtoMessage() {}
+
+func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddServerResponse.ProtoReflect.Descriptor instead.
+func (*AddServerResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AddServerResponse) GetServer() *Server {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+func (x *AddServerResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AddServerResponse) GetTokenExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TokenExpiresAt
+	}
+	return nil
+}
+
+func (x *AddServerResponse) GetCaPin() string {
+	if x != nil {
+		return x.CaPin
+	}
+	return ""
+}
+
+func (x *AddServerResponse) GetEnrollCommand() string {
+	if x != nil {
+		return x.EnrollCommand
+	}
+	return ""
+}
+
+func (x *AddServerResponse) GetInstallCommand() string {
+	if x != nil {
+		return x.InstallCommand
+	}
+	return ""
+}
+
+// ListServersRequest filters and pages.
+type ListServersRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Status string                 `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	// before is the id to page from (exclusive), empty for the first page.
+	Before        string `protobuf:"bytes,2,opt,name=before,proto3" json:"before,omitempty"`
+	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServersRequest) Reset() {
+	*x = ListServersRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServersRequest) ProtoMessage() {}
+
+func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServersRequest.ProtoReflect.Descriptor instead.
+func (*ListServersRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListServersRequest) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ListServersRequest) GetBefore() string {
+	if x != nil {
+		return x.Before
+	}
+	return ""
+}
+
+func (x *ListServersRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ListServersResponse is one page.
+type ListServersResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Servers []*Server              `protobuf:"bytes,1,rep,name=servers,proto3" json:"servers,omitempty"`
+	// next_before pages on; empty at the end.
+	NextBefore    string `protobuf:"bytes,2,opt,name=next_before,json=nextBefore,proto3" json:"next_before,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServersResponse) Reset() {
+	*x = ListServersResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServersResponse) ProtoMessage() {}
+
+func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServersResponse.ProtoReflect.Descriptor instead.
+func (*ListServersResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListServersResponse) GetServers() []*Server {
+	if x != nil {
+		return x.Servers
+	}
+	return nil
+}
+
+func (x *ListServersResponse) GetNextBefore() string {
+	if x != nil {
+		return x.NextBefore
+	}
+	return ""
+}
+
+// GetServerRequest names a server.
+type GetServerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// server is a name or an id.
+	Server        string `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServerRequest) Reset() {
+	*x = GetServerRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServerRequest) ProtoMessage() {}
+
+func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServerRequest.ProtoReflect.Descriptor instead.
+func (*GetServerRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetServerRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+// GetServerResponse is the server.
+type GetServerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        *Server                `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServerResponse) Reset() {
+	*x = GetServerResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServerResponse) ProtoMessage() {}
+
+func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServerResponse.ProtoReflect.Descriptor instead.
+func (*GetServerResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetServerResponse) GetServer() *Server {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+// RemoveServerRequest names a server.
+type RemoveServerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveServerRequest) Reset() {
+	*x = RemoveServerRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveServerRequest) ProtoMessage() {}
+
+func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
+func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RemoveServerRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+// RemoveServerResponse is empty.
+type RemoveServerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveServerResponse) Reset() {
+	*x = RemoveServerResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveServerResponse) ProtoMessage() {}
+
+func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
+func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+// DisableServerRequest names a server.
+type DisableServerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableServerRequest) Reset() {
+	*x = DisableServerRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableServerRequest) ProtoMessage() {}
+
+func (x *DisableServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableServerRequest.ProtoReflect.Descriptor instead.
+func (*DisableServerRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DisableServerRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+// DisableServerResponse is the server after the change.
+type DisableServerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        *Server                `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableServerResponse) Reset() {
+	*x = DisableServerResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableServerResponse) ProtoMessage() {}
+
+func (x *DisableServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableServerResponse.ProtoReflect.Descriptor instead.
+func (*DisableServerResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DisableServerResponse) GetServer() *Server {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+// GetMetricsRequest selects a window and a step.
+type GetMetricsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Server string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	// since is how far back from now (default 1h, at most 7 days).
+	Since *durationpb.Duration `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	// step is the bucket width (default: since / 120, at least 1s).
+	Step          *durationpb.Duration `protobuf:"bytes,3,opt,name=step,proto3" json:"step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMetricsRequest) Reset() {
+	*x = GetMetricsRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMetricsRequest) ProtoMessage() {}
+
+func (x *GetMetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMetricsRequest.ProtoReflect.Descriptor instead.
+func (*GetMetricsRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GetMetricsRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *GetMetricsRequest) GetSince() *durationpb.Duration {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *GetMetricsRequest) GetStep() *durationpb.Duration {
+	if x != nil {
+		return x.Step
+	}
+	return nil
+}
+
+// MetricPoint is one downsampled bucket.
+type MetricPoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	T             *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=t,proto3" json:"t,omitempty"`
+	CpuPercent    float64                `protobuf:"fixed64,2,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
+	Load1         float64                `protobuf:"fixed64,3,opt,name=load1,proto3" json:"load1,omitempty"`
+	Load5         float64                `protobuf:"fixed64,4,opt,name=load5,proto3" json:"load5,omitempty"`
+	Load15        float64                `protobuf:"fixed64,5,opt,name=load15,proto3" json:"load15,omitempty"`
+	MemUsed       float64                `protobuf:"fixed64,6,opt,name=mem_used,json=memUsed,proto3" json:"mem_used,omitempty"`
+	MemTotal      float64                `protobuf:"fixed64,7,opt,name=mem_total,json=memTotal,proto3" json:"mem_total,omitempty"`
+	SwapUsed      float64                `protobuf:"fixed64,8,opt,name=swap_used,json=swapUsed,proto3" json:"swap_used,omitempty"`
+	SwapTotal     float64                `protobuf:"fixed64,9,opt,name=swap_total,json=swapTotal,proto3" json:"swap_total,omitempty"`
+	DiskUsed      float64                `protobuf:"fixed64,10,opt,name=disk_used,json=diskUsed,proto3" json:"disk_used,omitempty"`
+	DiskTotal     float64                `protobuf:"fixed64,11,opt,name=disk_total,json=diskTotal,proto3" json:"disk_total,omitempty"`
+	DiskReadBps   float64                `protobuf:"fixed64,12,opt,name=disk_read_bps,json=diskReadBps,proto3" json:"disk_read_bps,omitempty"`
+	DiskWriteBps  float64                `protobuf:"fixed64,13,opt,name=disk_write_bps,json=diskWriteBps,proto3" json:"disk_write_bps,omitempty"`
+	NetRxBps      float64                `protobuf:"fixed64,14,opt,name=net_rx_bps,json=netRxBps,proto3" json:"net_rx_bps,omitempty"`
+	NetTxBps      float64                `protobuf:"fixed64,15,opt,name=net_tx_bps,json=netTxBps,proto3" json:"net_tx_bps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricPoint) Reset() {
+	*x = MetricPoint{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricPoint) ProtoMessage() {}
+
+func (x *MetricPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricPoint.ProtoReflect.Descriptor instead.
+func (*MetricPoint) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MetricPoint) GetT() *timestamppb.Timestamp {
+	if x != nil {
+		return x.T
+	}
+	return nil
+}
+
+func (x *MetricPoint) GetCpuPercent() float64 {
+	if x != nil {
+		return x.CpuPercent
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetLoad1() float64 {
+	if x != nil {
+		return x.Load1
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetLoad5() float64 {
+	if x != nil {
+		return x.Load5
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetLoad15() float64 {
+	if x != nil {
+		return x.Load15
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetMemUsed() float64 {
+	if x != nil {
+		return x.MemUsed
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetMemTotal() float64 {
+	if x != nil {
+		return x.MemTotal
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetSwapUsed() float64 {
+	if x != nil {
+		return x.SwapUsed
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetSwapTotal() float64 {
+	if x != nil {
+		return x.SwapTotal
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetDiskUsed() float64 {
+	if x != nil {
+		return x.DiskUsed
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetDiskTotal() float64 {
+	if x != nil {
+		return x.DiskTotal
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetDiskReadBps() float64 {
+	if x != nil {
+		return x.DiskReadBps
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetDiskWriteBps() float64 {
+	if x != nil {
+		return x.DiskWriteBps
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetNetRxBps() float64 {
+	if x != nil {
+		return x.NetRxBps
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetNetTxBps() float64 {
+	if x != nil {
+		return x.NetTxBps
+	}
+	return 0
+}
+
+// GetMetricsResponse is the series, oldest first.
+type GetMetricsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Points        []*MetricPoint         `protobuf:"bytes,1,rep,name=points,proto3" json:"points,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMetricsResponse) Reset() {
+	*x = GetMetricsResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMetricsResponse) ProtoMessage() {}
+
+func (x *GetMetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMetricsResponse.ProtoReflect.Descriptor instead.
+func (*GetMetricsResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetMetricsResponse) GetPoints() []*MetricPoint {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
 var File_berth_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1aberth/admin/v1/admin.proto\x12\x0eberth.admin.v1\"\x13\n" +
+	"\x1aberth/admin/v1/admin.proto\x12\x0eberth.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n" +
 	"\x11GetVersionRequest\"m\n" +
 	"\x12GetVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
@@ -221,11 +1142,100 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x10GetHealthRequest\"4\n" +
 	"\x11GetHealthResponse\x12\x1f\n" +
 	"\vdatabase_ok\x18\x01 \x01(\bR\n" +
-	"databaseOk2\xb5\x01\n" +
+	"databaseOk\"\xf0\x03\n" +
+	"\x06Server\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12:\n" +
+	"\x06labels\x18\x04 \x03(\v2\".berth.admin.v1.Server.LabelsEntryR\x06labels\x12\x1a\n" +
+	"\bhostname\x18\x05 \x01(\tR\bhostname\x12#\n" +
+	"\ragent_version\x18\x06 \x01(\tR\fagentVersion\x12\x1d\n" +
+	"\n" +
+	"facts_json\x18\a \x01(\tR\tfactsJson\x12<\n" +
+	"\flast_seen_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastSeenAt\x12;\n" +
+	"\venrolled_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"enrolledAt\x129\n" +
+	"\n" +
+	"created_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"ip_address\x18\v \x01(\tR\tipAddress\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\x01\n" +
+	"\x10AddServerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12D\n" +
+	"\x06labels\x18\x02 \x03(\v2,.berth.admin.v1.AddServerRequest.LabelsEntryR\x06labels\x126\n" +
+	"\ttoken_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\btokenTtl\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x02\n" +
+	"\x11AddServerResponse\x12.\n" +
+	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12D\n" +
+	"\x10token_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAt\x12\x15\n" +
+	"\x06ca_pin\x18\x04 \x01(\tR\x05caPin\x12%\n" +
+	"\x0eenroll_command\x18\x05 \x01(\tR\renrollCommand\x12'\n" +
+	"\x0finstall_command\x18\x06 \x01(\tR\x0einstallCommand\"Z\n" +
+	"\x12ListServersRequest\x12\x16\n" +
+	"\x06status\x18\x01 \x01(\tR\x06status\x12\x16\n" +
+	"\x06before\x18\x02 \x01(\tR\x06before\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"h\n" +
+	"\x13ListServersResponse\x120\n" +
+	"\aservers\x18\x01 \x03(\v2\x16.berth.admin.v1.ServerR\aservers\x12\x1f\n" +
+	"\vnext_before\x18\x02 \x01(\tR\n" +
+	"nextBefore\"*\n" +
+	"\x10GetServerRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\"C\n" +
+	"\x11GetServerResponse\x12.\n" +
+	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\"-\n" +
+	"\x13RemoveServerRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\"\x16\n" +
+	"\x14RemoveServerResponse\".\n" +
+	"\x14DisableServerRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\"G\n" +
+	"\x15DisableServerResponse\x12.\n" +
+	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\"\x8b\x01\n" +
+	"\x11GetMetricsRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x12/\n" +
+	"\x05since\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05since\x12-\n" +
+	"\x04step\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04step\"\xd2\x03\n" +
+	"\vMetricPoint\x12(\n" +
+	"\x01t\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x01t\x12\x1f\n" +
+	"\vcpu_percent\x18\x02 \x01(\x01R\n" +
+	"cpuPercent\x12\x14\n" +
+	"\x05load1\x18\x03 \x01(\x01R\x05load1\x12\x14\n" +
+	"\x05load5\x18\x04 \x01(\x01R\x05load5\x12\x16\n" +
+	"\x06load15\x18\x05 \x01(\x01R\x06load15\x12\x19\n" +
+	"\bmem_used\x18\x06 \x01(\x01R\amemUsed\x12\x1b\n" +
+	"\tmem_total\x18\a \x01(\x01R\bmemTotal\x12\x1b\n" +
+	"\tswap_used\x18\b \x01(\x01R\bswapUsed\x12\x1d\n" +
+	"\n" +
+	"swap_total\x18\t \x01(\x01R\tswapTotal\x12\x1b\n" +
+	"\tdisk_used\x18\n" +
+	" \x01(\x01R\bdiskUsed\x12\x1d\n" +
+	"\n" +
+	"disk_total\x18\v \x01(\x01R\tdiskTotal\x12\"\n" +
+	"\rdisk_read_bps\x18\f \x01(\x01R\vdiskReadBps\x12$\n" +
+	"\x0edisk_write_bps\x18\r \x01(\x01R\fdiskWriteBps\x12\x1c\n" +
+	"\n" +
+	"net_rx_bps\x18\x0e \x01(\x01R\bnetRxBps\x12\x1c\n" +
+	"\n" +
+	"net_tx_bps\x18\x0f \x01(\x01R\bnetTxBps\"I\n" +
+	"\x12GetMetricsResponse\x123\n" +
+	"\x06points\x18\x01 \x03(\v2\x1b.berth.admin.v1.MetricPointR\x06points2\xbf\x05\n" +
 	"\fAdminService\x12S\n" +
 	"\n" +
 	"GetVersion\x12!.berth.admin.v1.GetVersionRequest\x1a\".berth.admin.v1.GetVersionResponse\x12P\n" +
-	"\tGetHealth\x12 .berth.admin.v1.GetHealthRequest\x1a!.berth.admin.v1.GetHealthResponseB\xb5\x01\n" +
+	"\tGetHealth\x12 .berth.admin.v1.GetHealthRequest\x1a!.berth.admin.v1.GetHealthResponse\x12P\n" +
+	"\tAddServer\x12 .berth.admin.v1.AddServerRequest\x1a!.berth.admin.v1.AddServerResponse\x12V\n" +
+	"\vListServers\x12\".berth.admin.v1.ListServersRequest\x1a#.berth.admin.v1.ListServersResponse\x12P\n" +
+	"\tGetServer\x12 .berth.admin.v1.GetServerRequest\x1a!.berth.admin.v1.GetServerResponse\x12Y\n" +
+	"\fRemoveServer\x12#.berth.admin.v1.RemoveServerRequest\x1a$.berth.admin.v1.RemoveServerResponse\x12\\\n" +
+	"\rDisableServer\x12$.berth.admin.v1.DisableServerRequest\x1a%.berth.admin.v1.DisableServerResponse\x12S\n" +
+	"\n" +
+	"GetMetrics\x12!.berth.admin.v1.GetMetricsRequest\x1a\".berth.admin.v1.GetMetricsResponseB\xb5\x01\n" +
 	"\x12com.berth.admin.v1B\n" +
 	"AdminProtoP\x01Z9github.com/berthhq/berth/gen/proto/berth/admin/v1;adminv1\xa2\x02\x03BAX\xaa\x02\x0eBerth.Admin.V1\xca\x02\x0eBerth\\Admin\\V1\xe2\x02\x1aBerth\\Admin\\V1\\GPBMetadata\xea\x02\x10Berth::Admin::V1b\x06proto3"
 
@@ -241,23 +1251,68 @@ func file_berth_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_berth_admin_v1_admin_proto_rawDescData
 }
 
-var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_berth_admin_v1_admin_proto_goTypes = []any{
-	(*GetVersionRequest)(nil),  // 0: berth.admin.v1.GetVersionRequest
-	(*GetVersionResponse)(nil), // 1: berth.admin.v1.GetVersionResponse
-	(*GetHealthRequest)(nil),   // 2: berth.admin.v1.GetHealthRequest
-	(*GetHealthResponse)(nil),  // 3: berth.admin.v1.GetHealthResponse
+	(*GetVersionRequest)(nil),     // 0: berth.admin.v1.GetVersionRequest
+	(*GetVersionResponse)(nil),    // 1: berth.admin.v1.GetVersionResponse
+	(*GetHealthRequest)(nil),      // 2: berth.admin.v1.GetHealthRequest
+	(*GetHealthResponse)(nil),     // 3: berth.admin.v1.GetHealthResponse
+	(*Server)(nil),                // 4: berth.admin.v1.Server
+	(*AddServerRequest)(nil),      // 5: berth.admin.v1.AddServerRequest
+	(*AddServerResponse)(nil),     // 6: berth.admin.v1.AddServerResponse
+	(*ListServersRequest)(nil),    // 7: berth.admin.v1.ListServersRequest
+	(*ListServersResponse)(nil),   // 8: berth.admin.v1.ListServersResponse
+	(*GetServerRequest)(nil),      // 9: berth.admin.v1.GetServerRequest
+	(*GetServerResponse)(nil),     // 10: berth.admin.v1.GetServerResponse
+	(*RemoveServerRequest)(nil),   // 11: berth.admin.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),  // 12: berth.admin.v1.RemoveServerResponse
+	(*DisableServerRequest)(nil),  // 13: berth.admin.v1.DisableServerRequest
+	(*DisableServerResponse)(nil), // 14: berth.admin.v1.DisableServerResponse
+	(*GetMetricsRequest)(nil),     // 15: berth.admin.v1.GetMetricsRequest
+	(*MetricPoint)(nil),           // 16: berth.admin.v1.MetricPoint
+	(*GetMetricsResponse)(nil),    // 17: berth.admin.v1.GetMetricsResponse
+	nil,                           // 18: berth.admin.v1.Server.LabelsEntry
+	nil,                           // 19: berth.admin.v1.AddServerRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
 }
 var file_berth_admin_v1_admin_proto_depIdxs = []int32{
-	0, // 0: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
-	2, // 1: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
-	1, // 2: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
-	3, // 3: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
-	2, // [2:4] is the sub-list for method output_type
-	0, // [0:2] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	18, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
+	20, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
+	20, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
+	20, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
+	19, // 4: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
+	21, // 5: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	4,  // 6: berth.admin.v1.AddServerResponse.server:type_name -> berth.admin.v1.Server
+	20, // 7: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 8: berth.admin.v1.ListServersResponse.servers:type_name -> berth.admin.v1.Server
+	4,  // 9: berth.admin.v1.GetServerResponse.server:type_name -> berth.admin.v1.Server
+	4,  // 10: berth.admin.v1.DisableServerResponse.server:type_name -> berth.admin.v1.Server
+	21, // 11: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
+	21, // 12: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
+	20, // 13: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
+	16, // 14: berth.admin.v1.GetMetricsResponse.points:type_name -> berth.admin.v1.MetricPoint
+	0,  // 15: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
+	2,  // 16: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
+	5,  // 17: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
+	7,  // 18: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
+	9,  // 19: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
+	11, // 20: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
+	13, // 21: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
+	15, // 22: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
+	1,  // 23: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
+	3,  // 24: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
+	6,  // 25: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
+	8,  // 26: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
+	10, // 27: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
+	12, // 28: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
+	14, // 29: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
+	17, // 30: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
+	23, // [23:31] is the sub-list for method output_type
+	15, // [15:23] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_berth_admin_v1_admin_proto_init() }
@@ -271,7 +1326,7 @@ func file_berth_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_admin_v1_admin_proto_rawDesc), len(file_berth_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -5,7 +5,8 @@
 // source: berth/admin/v1/admin.proto
 
 // Package berth.admin.v1 is the controller's admin API, used by the berth
-// CLI and by automation with API tokens.
+// CLI and by automation. Every call but GetHealth needs a bearer API token
+// in the "authorization" metadata.
 
 package adminv1
 
@@ -22,8 +23,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_GetVersion_FullMethodName = "/berth.admin.v1.AdminService/GetVersion"
-	AdminService_GetHealth_FullMethodName  = "/berth.admin.v1.AdminService/GetHealth"
+	AdminService_GetVersion_FullMethodName    = "/berth.admin.v1.AdminService/GetVersion"
+	AdminService_GetHealth_FullMethodName     = "/berth.admin.v1.AdminService/GetHealth"
+	AdminService_AddServer_FullMethodName     = "/berth.admin.v1.AdminService/AddServer"
+	AdminService_ListServers_FullMethodName   = "/berth.admin.v1.AdminService/ListServers"
+	AdminService_GetServer_FullMethodName     = "/berth.admin.v1.AdminService/GetServer"
+	AdminService_RemoveServer_FullMethodName  = "/berth.admin.v1.AdminService/RemoveServer"
+	AdminService_DisableServer_FullMethodName = "/berth.admin.v1.AdminService/DisableServer"
+	AdminService_GetMetrics_FullMethodName    = "/berth.admin.v1.AdminService/GetMetrics"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -34,8 +41,23 @@ const (
 type AdminServiceClient interface {
 	// GetVersion reports the controller's build.
 	GetVersion(ctx context.Context, in *GetVersionRequest, opts ...grpc.CallOption) (*GetVersionResponse, error)
-	// GetHealth reports whether the controller and its database answer.
+	// GetHealth reports whether the controller and its database answer. No
+	// token needed.
 	GetHealth(ctx context.Context, in *GetHealthRequest, opts ...grpc.CallOption) (*GetHealthResponse, error)
+	// AddServer creates a pending server and its one-time join token.
+	AddServer(ctx context.Context, in *AddServerRequest, opts ...grpc.CallOption) (*AddServerResponse, error)
+	// ListServers lists servers, newest first.
+	ListServers(ctx context.Context, in *ListServersRequest, opts ...grpc.CallOption) (*ListServersResponse, error)
+	// GetServer returns one server by name or id.
+	GetServer(ctx context.Context, in *GetServerRequest, opts ...grpc.CallOption) (*GetServerResponse, error)
+	// RemoveServer deletes a server, revokes its certificates and cuts its
+	// agent's stream.
+	RemoveServer(ctx context.Context, in *RemoveServerRequest, opts ...grpc.CallOption) (*RemoveServerResponse, error)
+	// DisableServer keeps the server but revokes its certificates and cuts its
+	// stream; EnableServer lets it enroll again with a new join token.
+	DisableServer(ctx context.Context, in *DisableServerRequest, opts ...grpc.CallOption) (*DisableServerResponse, error)
+	// GetMetrics returns a server's metrics downsampled to a step.
+	GetMetrics(ctx context.Context, in *GetMetricsRequest, opts ...grpc.CallOption) (*GetMetricsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -66,6 +88,66 @@ func (c *adminServiceClient) GetHealth(ctx context.Context, in *GetHealthRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) AddServer(ctx context.Context, in *AddServerRequest, opts ...grpc.CallOption) (*AddServerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddServerResponse)
+	err := c.cc.Invoke(ctx, AdminService_AddServer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListServers(ctx context.Context, in *ListServersRequest, opts ...grpc.CallOption) (*ListServersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListServersResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListServers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetServer(ctx context.Context, in *GetServerRequest, opts ...grpc.CallOption) (*GetServerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetServerResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetServer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RemoveServer(ctx context.Context, in *RemoveServerRequest, opts ...grpc.CallOption) (*RemoveServerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveServerResponse)
+	err := c.cc.Invoke(ctx, AdminService_RemoveServer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DisableServer(ctx context.Context, in *DisableServerRequest, opts ...grpc.CallOption) (*DisableServerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DisableServerResponse)
+	err := c.cc.Invoke(ctx, AdminService_DisableServer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetMetrics(ctx context.Context, in *GetMetricsRequest, opts ...grpc.CallOption) (*GetMetricsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetMetricsResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetMetrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -74,8 +156,23 @@ func (c *adminServiceClient) GetHealth(ctx context.Context, in *GetHealthRequest
 type AdminServiceServer interface {
 	// GetVersion reports the controller's build.
 	GetVersion(context.Context, *GetVersionRequest) (*GetVersionResponse, error)
-	// GetHealth reports whether the controller and its database answer.
+	// GetHealth reports whether the controller and its database answer. No
+	// token needed.
 	GetHealth(context.Context, *GetHealthRequest) (*GetHealthResponse, error)
+	// AddServer creates a pending server and its one-time join token.
+	AddServer(context.Context, *AddServerRequest) (*AddServerResponse, error)
+	// ListServers lists servers, newest first.
+	ListServers(context.Context, *ListServersRequest) (*ListServersResponse, error)
+	// GetServer returns one server by name or id.
+	GetServer(context.Context, *GetServerRequest) (*GetServerResponse, error)
+	// RemoveServer deletes a server, revokes its certificates and cuts its
+	// agent's stream.
+	RemoveServer(context.Context, *RemoveServerRequest) (*RemoveServerResponse, error)
+	// DisableServer keeps the server but revokes its certificates and cuts its
+	// stream; EnableServer lets it enroll again with a new join token.
+	DisableServer(context.Context, *DisableServerRequest) (*DisableServerResponse, error)
+	// GetMetrics returns a server's metrics downsampled to a step.
+	GetMetrics(context.Context, *GetMetricsRequest) (*GetMetricsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -91,6 +188,24 @@ func (UnimplementedAdminServiceServer) GetVersion(context.Context, *GetVersionRe
 }
 func (UnimplementedAdminServiceServer) GetHealth(context.Context, *GetHealthRequest) (*GetHealthResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetHealth not implemented")
+}
+func (UnimplementedAdminServiceServer) AddServer(context.Context, *AddServerRequest) (*AddServerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddServer not implemented")
+}
+func (UnimplementedAdminServiceServer) ListServers(context.Context, *ListServersRequest) (*ListServersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListServers not implemented")
+}
+func (UnimplementedAdminServiceServer) GetServer(context.Context, *GetServerRequest) (*GetServerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetServer not implemented")
+}
+func (UnimplementedAdminServiceServer) RemoveServer(context.Context, *RemoveServerRequest) (*RemoveServerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveServer not implemented")
+}
+func (UnimplementedAdminServiceServer) DisableServer(context.Context, *DisableServerRequest) (*DisableServerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DisableServer not implemented")
+}
+func (UnimplementedAdminServiceServer) GetMetrics(context.Context, *GetMetricsRequest) (*GetMetricsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetMetrics not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -149,6 +264,114 @@ func _AdminService_GetHealth_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_AddServer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddServerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).AddServer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_AddServer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).AddServer(ctx, req.(*AddServerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListServers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListServersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListServers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListServers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListServers(ctx, req.(*ListServersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetServer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetServerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetServer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetServer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetServer(ctx, req.(*GetServerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RemoveServer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveServerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RemoveServer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RemoveServer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RemoveServer(ctx, req.(*RemoveServerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DisableServer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DisableServerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DisableServer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DisableServer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DisableServer(ctx, req.(*DisableServerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetMetrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetMetricsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetMetrics(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetMetrics_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetMetrics(ctx, req.(*GetMetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -163,6 +386,30 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetHealth",
 			Handler:    _AdminService_GetHealth_Handler,
+		},
+		{
+			MethodName: "AddServer",
+			Handler:    _AdminService_AddServer_Handler,
+		},
+		{
+			MethodName: "ListServers",
+			Handler:    _AdminService_ListServers_Handler,
+		},
+		{
+			MethodName: "GetServer",
+			Handler:    _AdminService_GetServer_Handler,
+		},
+		{
+			MethodName: "RemoveServer",
+			Handler:    _AdminService_RemoveServer_Handler,
+		},
+		{
+			MethodName: "DisableServer",
+			Handler:    _AdminService_DisableServer_Handler,
+		},
+		{
+			MethodName: "GetMetrics",
+			Handler:    _AdminService_GetMetrics_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

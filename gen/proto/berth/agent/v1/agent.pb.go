@@ -13,6 +13,8 @@ package agentv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -135,20 +137,1247 @@ func (x *GetVersionResponse) GetProtocolVersion() uint32 {
 	return 0
 }
 
+// HostFacts describe the machine an agent runs on.
+type HostFacts struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Hostname string                 `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// os is the kernel family (linux).
+	Os string `protobuf:"bytes,2,opt,name=os,proto3" json:"os,omitempty"`
+	// platform and platform_version name the distribution (debian 12).
+	Platform        string                 `protobuf:"bytes,3,opt,name=platform,proto3" json:"platform,omitempty"`
+	PlatformVersion string                 `protobuf:"bytes,4,opt,name=platform_version,json=platformVersion,proto3" json:"platform_version,omitempty"`
+	Kernel          string                 `protobuf:"bytes,5,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	Arch            string                 `protobuf:"bytes,6,opt,name=arch,proto3" json:"arch,omitempty"`
+	Cpus            uint32                 `protobuf:"varint,7,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryBytes     uint64                 `protobuf:"varint,8,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	AgentVersion    string                 `protobuf:"bytes,9,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	BootTime        *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=boot_time,json=bootTime,proto3" json:"boot_time,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *HostFacts) Reset() {
+	*x = HostFacts{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostFacts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostFacts) ProtoMessage() {}
+
+func (x *HostFacts) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostFacts.ProtoReflect.Descriptor instead.
+func (*HostFacts) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HostFacts) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *HostFacts) GetOs() string {
+	if x != nil {
+		return x.Os
+	}
+	return ""
+}
+
+func (x *HostFacts) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *HostFacts) GetPlatformVersion() string {
+	if x != nil {
+		return x.PlatformVersion
+	}
+	return ""
+}
+
+func (x *HostFacts) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *HostFacts) GetArch() string {
+	if x != nil {
+		return x.Arch
+	}
+	return ""
+}
+
+func (x *HostFacts) GetCpus() uint32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *HostFacts) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *HostFacts) GetAgentVersion() string {
+	if x != nil {
+		return x.AgentVersion
+	}
+	return ""
+}
+
+func (x *HostFacts) GetBootTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BootTime
+	}
+	return nil
+}
+
+// EnrollRequest is an agent's first and only unauthenticated call.
+type EnrollRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the one-time join token printed by `berth server add`.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// csr_der is a PKCS#10 request for the agent's own key (never sent).
+	CsrDer        []byte     `protobuf:"bytes,2,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	Facts         *HostFacts `protobuf:"bytes,3,opt,name=facts,proto3" json:"facts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollRequest) Reset() {
+	*x = EnrollRequest{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollRequest) ProtoMessage() {}
+
+func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
+func (*EnrollRequest) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *EnrollRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetCsrDer() []byte {
+	if x != nil {
+		return x.CsrDer
+	}
+	return nil
+}
+
+func (x *EnrollRequest) GetFacts() *HostFacts {
+	if x != nil {
+		return x.Facts
+	}
+	return nil
+}
+
+// EnrollResponse carries the agent's identity.
+type EnrollResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// server_id is the server's ULID, also named by the certificate.
+	ServerId string `protobuf:"bytes,1,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	// certificate_der is the client certificate (ClientAuth only).
+	CertificateDer []byte `protobuf:"bytes,2,opt,name=certificate_der,json=certificateDer,proto3" json:"certificate_der,omitempty"`
+	// ca_certificate_der is the controller CA the agent trusts from now on.
+	CaCertificateDer []byte `protobuf:"bytes,3,opt,name=ca_certificate_der,json=caCertificateDer,proto3" json:"ca_certificate_der,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *EnrollResponse) Reset() {
+	*x = EnrollResponse{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollResponse) ProtoMessage() {}
+
+func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
+func (*EnrollResponse) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EnrollResponse) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *EnrollResponse) GetCertificateDer() []byte {
+	if x != nil {
+		return x.CertificateDer
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetCaCertificateDer() []byte {
+	if x != nil {
+		return x.CaCertificateDer
+	}
+	return nil
+}
+
+// ConnectRequest is one message from the agent on the stream.
+type ConnectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ConnectRequest_Hello
+	//	*ConnectRequest_Heartbeat
+	//	*ConnectRequest_Metrics
+	//	*ConnectRequest_Renew
+	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectRequest) Reset() {
+	*x = ConnectRequest{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectRequest) ProtoMessage() {}
+
+func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
+func (*ConnectRequest) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ConnectRequest) GetMsg() isConnectRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetHello() *Hello {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_Hello); ok {
+			return x.Hello
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetMetrics() *MetricsBatch {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_Metrics); ok {
+			return x.Metrics
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetRenew() *RenewRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_Renew); ok {
+			return x.Renew
+		}
+	}
+	return nil
+}
+
+type isConnectRequest_Msg interface {
+	isConnectRequest_Msg()
+}
+
+type ConnectRequest_Hello struct {
+	Hello *Hello `protobuf:"bytes,1,opt,name=hello,proto3,oneof"`
+}
+
+type ConnectRequest_Heartbeat struct {
+	Heartbeat *Heartbeat `protobuf:"bytes,2,opt,name=heartbeat,proto3,oneof"`
+}
+
+type ConnectRequest_Metrics struct {
+	Metrics *MetricsBatch `protobuf:"bytes,3,opt,name=metrics,proto3,oneof"`
+}
+
+type ConnectRequest_Renew struct {
+	Renew *RenewRequest `protobuf:"bytes,4,opt,name=renew,proto3,oneof"`
+}
+
+func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_Metrics) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_Renew) isConnectRequest_Msg() {}
+
+// ConnectResponse is one message from the controller on the stream.
+type ConnectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ConnectResponse_Welcome
+	//	*ConnectResponse_Config
+	//	*ConnectResponse_MetricsAck
+	//	*ConnectResponse_Renew
+	Msg           isConnectResponse_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectResponse) Reset() {
+	*x = ConnectResponse{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectResponse) ProtoMessage() {}
+
+func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
+func (*ConnectResponse) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetWelcome() *Welcome {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_Welcome); ok {
+			return x.Welcome
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetConfig() *Config {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_Config); ok {
+			return x.Config
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetMetricsAck() *MetricsAck {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_MetricsAck); ok {
+			return x.MetricsAck
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetRenew() *RenewResponse {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_Renew); ok {
+			return x.Renew
+		}
+	}
+	return nil
+}
+
+type isConnectResponse_Msg interface {
+	isConnectResponse_Msg()
+}
+
+type ConnectResponse_Welcome struct {
+	Welcome *Welcome `protobuf:"bytes,1,opt,name=welcome,proto3,oneof"`
+}
+
+type ConnectResponse_Config struct {
+	Config *Config `protobuf:"bytes,2,opt,name=config,proto3,oneof"`
+}
+
+type ConnectResponse_MetricsAck struct {
+	MetricsAck *MetricsAck `protobuf:"bytes,3,opt,name=metrics_ack,json=metricsAck,proto3,oneof"`
+}
+
+type ConnectResponse_Renew struct {
+	Renew *RenewResponse `protobuf:"bytes,4,opt,name=renew,proto3,oneof"`
+}
+
+func (*ConnectResponse_Welcome) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_Config) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_MetricsAck) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_Renew) isConnectResponse_Msg() {}
+
+// Hello opens every stream.
+type Hello struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Facts *HostFacts             `protobuf:"bytes,1,opt,name=facts,proto3" json:"facts,omitempty"`
+	// metrics_dropped counts samples dropped from a full buffer since start.
+	MetricsDropped uint64 `protobuf:"varint,2,opt,name=metrics_dropped,json=metricsDropped,proto3" json:"metrics_dropped,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Hello) Reset() {
+	*x = Hello{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Hello) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Hello) ProtoMessage() {}
+
+func (x *Hello) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Hello.ProtoReflect.Descriptor instead.
+func (*Hello) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Hello) GetFacts() *HostFacts {
+	if x != nil {
+		return x.Facts
+	}
+	return nil
+}
+
+func (x *Hello) GetMetricsDropped() uint64 {
+	if x != nil {
+		return x.MetricsDropped
+	}
+	return 0
+}
+
+// Welcome answers Hello.
+type Welcome struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ServerId string                 `protobuf:"bytes,1,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	// last_metrics_seq is the newest batch the controller has committed, so
+	// the agent numbers new batches after it.
+	LastMetricsSeq uint64  `protobuf:"varint,2,opt,name=last_metrics_seq,json=lastMetricsSeq,proto3" json:"last_metrics_seq,omitempty"`
+	Config         *Config `protobuf:"bytes,3,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Welcome) Reset() {
+	*x = Welcome{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Welcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Welcome) ProtoMessage() {}
+
+func (x *Welcome) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
+func (*Welcome) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Welcome) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *Welcome) GetLastMetricsSeq() uint64 {
+	if x != nil {
+		return x.LastMetricsSeq
+	}
+	return 0
+}
+
+func (x *Welcome) GetConfig() *Config {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+// Config is what the controller tells an agent to do; sent in Welcome and
+// again whenever it changes.
+type Config struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	HeartbeatInterval *durationpb.Duration   `protobuf:"bytes,1,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
+	MetricsInterval   *durationpb.Duration   `protobuf:"bytes,2,opt,name=metrics_interval,json=metricsInterval,proto3" json:"metrics_interval,omitempty"`
+	// metrics_batch_max bounds the samples in one MetricsBatch.
+	MetricsBatchMax uint32 `protobuf:"varint,3,opt,name=metrics_batch_max,json=metricsBatchMax,proto3" json:"metrics_batch_max,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Config) Reset() {
+	*x = Config{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Config) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Config) ProtoMessage() {}
+
+func (x *Config) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Config.ProtoReflect.Descriptor instead.
+func (*Config) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Config) GetHeartbeatInterval() *durationpb.Duration {
+	if x != nil {
+		return x.HeartbeatInterval
+	}
+	return nil
+}
+
+func (x *Config) GetMetricsInterval() *durationpb.Duration {
+	if x != nil {
+		return x.MetricsInterval
+	}
+	return nil
+}
+
+func (x *Config) GetMetricsBatchMax() uint32 {
+	if x != nil {
+		return x.MetricsBatchMax
+	}
+	return 0
+}
+
+// Heartbeat says the agent is alive.
+type Heartbeat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SentAt        *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Heartbeat) Reset() {
+	*x = Heartbeat{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Heartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Heartbeat) ProtoMessage() {}
+
+func (x *Heartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
+func (*Heartbeat) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SentAt
+	}
+	return nil
+}
+
+// DiskUsage is one real mount.
+type DiskUsage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mount         string                 `protobuf:"bytes,1,opt,name=mount,proto3" json:"mount,omitempty"`
+	UsedBytes     uint64                 `protobuf:"varint,2,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
+	TotalBytes    uint64                 `protobuf:"varint,3,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiskUsage) Reset() {
+	*x = DiskUsage{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiskUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiskUsage) ProtoMessage() {}
+
+func (x *DiskUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiskUsage.ProtoReflect.Descriptor instead.
+func (*DiskUsage) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DiskUsage) GetMount() string {
+	if x != nil {
+		return x.Mount
+	}
+	return ""
+}
+
+func (x *DiskUsage) GetUsedBytes() uint64 {
+	if x != nil {
+		return x.UsedBytes
+	}
+	return 0
+}
+
+func (x *DiskUsage) GetTotalBytes() uint64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+// MetricSample is one sample; rates are absent on the first sample after a
+// start, when there is nothing to take a difference from.
+type MetricSample struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	RecordedAt     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	CpuPercent     float64                `protobuf:"fixed64,2,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
+	Load1          float64                `protobuf:"fixed64,3,opt,name=load1,proto3" json:"load1,omitempty"`
+	Load5          float64                `protobuf:"fixed64,4,opt,name=load5,proto3" json:"load5,omitempty"`
+	Load15         float64                `protobuf:"fixed64,5,opt,name=load15,proto3" json:"load15,omitempty"`
+	MemUsedBytes   uint64                 `protobuf:"varint,6,opt,name=mem_used_bytes,json=memUsedBytes,proto3" json:"mem_used_bytes,omitempty"`
+	MemTotalBytes  uint64                 `protobuf:"varint,7,opt,name=mem_total_bytes,json=memTotalBytes,proto3" json:"mem_total_bytes,omitempty"`
+	SwapUsedBytes  uint64                 `protobuf:"varint,8,opt,name=swap_used_bytes,json=swapUsedBytes,proto3" json:"swap_used_bytes,omitempty"`
+	SwapTotalBytes uint64                 `protobuf:"varint,9,opt,name=swap_total_bytes,json=swapTotalBytes,proto3" json:"swap_total_bytes,omitempty"`
+	DiskUsedBytes  uint64                 `protobuf:"varint,10,opt,name=disk_used_bytes,json=diskUsedBytes,proto3" json:"disk_used_bytes,omitempty"`
+	DiskTotalBytes uint64                 `protobuf:"varint,11,opt,name=disk_total_bytes,json=diskTotalBytes,proto3" json:"disk_total_bytes,omitempty"`
+	DiskReadBps    *float64               `protobuf:"fixed64,12,opt,name=disk_read_bps,json=diskReadBps,proto3,oneof" json:"disk_read_bps,omitempty"`
+	DiskWriteBps   *float64               `protobuf:"fixed64,13,opt,name=disk_write_bps,json=diskWriteBps,proto3,oneof" json:"disk_write_bps,omitempty"`
+	NetRxBps       *float64               `protobuf:"fixed64,14,opt,name=net_rx_bps,json=netRxBps,proto3,oneof" json:"net_rx_bps,omitempty"`
+	NetTxBps       *float64               `protobuf:"fixed64,15,opt,name=net_tx_bps,json=netTxBps,proto3,oneof" json:"net_tx_bps,omitempty"`
+	Disks          []*DiskUsage           `protobuf:"bytes,16,rep,name=disks,proto3" json:"disks,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *MetricSample) Reset() {
+	*x = MetricSample{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricSample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricSample) ProtoMessage() {}
+
+func (x *MetricSample) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricSample.ProtoReflect.Descriptor instead.
+func (*MetricSample) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MetricSample) GetRecordedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedAt
+	}
+	return nil
+}
+
+func (x *MetricSample) GetCpuPercent() float64 {
+	if x != nil {
+		return x.CpuPercent
+	}
+	return 0
+}
+
+func (x *MetricSample) GetLoad1() float64 {
+	if x != nil {
+		return x.Load1
+	}
+	return 0
+}
+
+func (x *MetricSample) GetLoad5() float64 {
+	if x != nil {
+		return x.Load5
+	}
+	return 0
+}
+
+func (x *MetricSample) GetLoad15() float64 {
+	if x != nil {
+		return x.Load15
+	}
+	return 0
+}
+
+func (x *MetricSample) GetMemUsedBytes() uint64 {
+	if x != nil {
+		return x.MemUsedBytes
+	}
+	return 0
+}
+
+func (x *MetricSample) GetMemTotalBytes() uint64 {
+	if x != nil {
+		return x.MemTotalBytes
+	}
+	return 0
+}
+
+func (x *MetricSample) GetSwapUsedBytes() uint64 {
+	if x != nil {
+		return x.SwapUsedBytes
+	}
+	return 0
+}
+
+func (x *MetricSample) GetSwapTotalBytes() uint64 {
+	if x != nil {
+		return x.SwapTotalBytes
+	}
+	return 0
+}
+
+func (x *MetricSample) GetDiskUsedBytes() uint64 {
+	if x != nil {
+		return x.DiskUsedBytes
+	}
+	return 0
+}
+
+func (x *MetricSample) GetDiskTotalBytes() uint64 {
+	if x != nil {
+		return x.DiskTotalBytes
+	}
+	return 0
+}
+
+func (x *MetricSample) GetDiskReadBps() float64 {
+	if x != nil && x.DiskReadBps != nil {
+		return *x.DiskReadBps
+	}
+	return 0
+}
+
+func (x *MetricSample) GetDiskWriteBps() float64 {
+	if x != nil && x.DiskWriteBps != nil {
+		return *x.DiskWriteBps
+	}
+	return 0
+}
+
+func (x *MetricSample) GetNetRxBps() float64 {
+	if x != nil && x.NetRxBps != nil {
+		return *x.NetRxBps
+	}
+	return 0
+}
+
+func (x *MetricSample) GetNetTxBps() float64 {
+	if x != nil && x.NetTxBps != nil {
+		return *x.NetTxBps
+	}
+	return 0
+}
+
+func (x *MetricSample) GetDisks() []*DiskUsage {
+	if x != nil {
+		return x.Disks
+	}
+	return nil
+}
+
+// MetricsBatch carries samples under a sequence number. A batch re-sent
+// after a lost ack keeps its number, and the controller stores it once.
+type MetricsBatch struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Seq     uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Samples []*MetricSample        `protobuf:"bytes,2,rep,name=samples,proto3" json:"samples,omitempty"`
+	// dropped_total counts samples the agent dropped from a full buffer.
+	DroppedTotal  uint64 `protobuf:"varint,3,opt,name=dropped_total,json=droppedTotal,proto3" json:"dropped_total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsBatch) Reset() {
+	*x = MetricsBatch{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsBatch) ProtoMessage() {}
+
+func (x *MetricsBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsBatch.ProtoReflect.Descriptor instead.
+func (*MetricsBatch) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *MetricsBatch) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *MetricsBatch) GetSamples() []*MetricSample {
+	if x != nil {
+		return x.Samples
+	}
+	return nil
+}
+
+func (x *MetricsBatch) GetDroppedTotal() uint64 {
+	if x != nil {
+		return x.DroppedTotal
+	}
+	return 0
+}
+
+// MetricsAck says a batch is committed (or was already).
+type MetricsAck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	// duplicate is true when the batch had been stored before.
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsAck) Reset() {
+	*x = MetricsAck{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsAck) ProtoMessage() {}
+
+func (x *MetricsAck) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsAck.ProtoReflect.Descriptor instead.
+func (*MetricsAck) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *MetricsAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *MetricsAck) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
+// RenewRequest asks for a fresh certificate for a new key.
+type RenewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CsrDer        []byte                 `protobuf:"bytes,1,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RenewRequest) GetCsrDer() []byte {
+	if x != nil {
+		return x.CsrDer
+	}
+	return nil
+}
+
+// RenewResponse carries the renewed certificate.
+type RenewResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CertificateDer []byte                 `protobuf:"bytes,1,opt,name=certificate_der,json=certificateDer,proto3" json:"certificate_der,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RenewResponse) Reset() {
+	*x = RenewResponse{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewResponse) ProtoMessage() {}
+
+func (x *RenewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
+func (*RenewResponse) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RenewResponse) GetCertificateDer() []byte {
+	if x != nil {
+		return x.CertificateDer
+	}
+	return nil
+}
+
 var File_berth_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1aberth/agent/v1/agent.proto\x12\x0eberth.agent.v1\"8\n" +
+	"\x1aberth/agent/v1/agent.proto\x12\x0eberth.agent.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n" +
 	"\x11GetVersionRequest\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\"q\n" +
 	"\x12GetVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06commit\x18\x02 \x01(\tR\x06commit\x12)\n" +
-	"\x10protocol_version\x18\x03 \x01(\rR\x0fprotocolVersion2c\n" +
+	"\x10protocol_version\x18\x03 \x01(\rR\x0fprotocolVersion\"\xbf\x02\n" +
+	"\tHostFacts\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x0e\n" +
+	"\x02os\x18\x02 \x01(\tR\x02os\x12\x1a\n" +
+	"\bplatform\x18\x03 \x01(\tR\bplatform\x12)\n" +
+	"\x10platform_version\x18\x04 \x01(\tR\x0fplatformVersion\x12\x16\n" +
+	"\x06kernel\x18\x05 \x01(\tR\x06kernel\x12\x12\n" +
+	"\x04arch\x18\x06 \x01(\tR\x04arch\x12\x12\n" +
+	"\x04cpus\x18\a \x01(\rR\x04cpus\x12!\n" +
+	"\fmemory_bytes\x18\b \x01(\x04R\vmemoryBytes\x12#\n" +
+	"\ragent_version\x18\t \x01(\tR\fagentVersion\x127\n" +
+	"\tboot_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\bbootTime\"o\n" +
+	"\rEnrollRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x17\n" +
+	"\acsr_der\x18\x02 \x01(\fR\x06csrDer\x12/\n" +
+	"\x05facts\x18\x03 \x01(\v2\x19.berth.agent.v1.HostFactsR\x05facts\"\x84\x01\n" +
+	"\x0eEnrollResponse\x12\x1b\n" +
+	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12'\n" +
+	"\x0fcertificate_der\x18\x02 \x01(\fR\x0ecertificateDer\x12,\n" +
+	"\x12ca_certificate_der\x18\x03 \x01(\fR\x10caCertificateDer\"\xf1\x01\n" +
+	"\x0eConnectRequest\x12-\n" +
+	"\x05hello\x18\x01 \x01(\v2\x15.berth.agent.v1.HelloH\x00R\x05hello\x129\n" +
+	"\theartbeat\x18\x02 \x01(\v2\x19.berth.agent.v1.HeartbeatH\x00R\theartbeat\x128\n" +
+	"\ametrics\x18\x03 \x01(\v2\x1c.berth.agent.v1.MetricsBatchH\x00R\ametrics\x124\n" +
+	"\x05renew\x18\x04 \x01(\v2\x1c.berth.agent.v1.RenewRequestH\x00R\x05renewB\x05\n" +
+	"\x03msg\"\xf5\x01\n" +
+	"\x0fConnectResponse\x123\n" +
+	"\awelcome\x18\x01 \x01(\v2\x17.berth.agent.v1.WelcomeH\x00R\awelcome\x120\n" +
+	"\x06config\x18\x02 \x01(\v2\x16.berth.agent.v1.ConfigH\x00R\x06config\x12=\n" +
+	"\vmetrics_ack\x18\x03 \x01(\v2\x1a.berth.agent.v1.MetricsAckH\x00R\n" +
+	"metricsAck\x125\n" +
+	"\x05renew\x18\x04 \x01(\v2\x1d.berth.agent.v1.RenewResponseH\x00R\x05renewB\x05\n" +
+	"\x03msg\"a\n" +
+	"\x05Hello\x12/\n" +
+	"\x05facts\x18\x01 \x01(\v2\x19.berth.agent.v1.HostFactsR\x05facts\x12'\n" +
+	"\x0fmetrics_dropped\x18\x02 \x01(\x04R\x0emetricsDropped\"\x80\x01\n" +
+	"\aWelcome\x12\x1b\n" +
+	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12(\n" +
+	"\x10last_metrics_seq\x18\x02 \x01(\x04R\x0elastMetricsSeq\x12.\n" +
+	"\x06config\x18\x03 \x01(\v2\x16.berth.agent.v1.ConfigR\x06config\"\xc4\x01\n" +
+	"\x06Config\x12H\n" +
+	"\x12heartbeat_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12D\n" +
+	"\x10metrics_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0fmetricsInterval\x12*\n" +
+	"\x11metrics_batch_max\x18\x03 \x01(\rR\x0fmetricsBatchMax\"@\n" +
+	"\tHeartbeat\x123\n" +
+	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"a\n" +
+	"\tDiskUsage\x12\x14\n" +
+	"\x05mount\x18\x01 \x01(\tR\x05mount\x12\x1d\n" +
+	"\n" +
+	"used_bytes\x18\x02 \x01(\x04R\tusedBytes\x12\x1f\n" +
+	"\vtotal_bytes\x18\x03 \x01(\x04R\n" +
+	"totalBytes\"\xb0\x05\n" +
+	"\fMetricSample\x12;\n" +
+	"\vrecorded_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordedAt\x12\x1f\n" +
+	"\vcpu_percent\x18\x02 \x01(\x01R\n" +
+	"cpuPercent\x12\x14\n" +
+	"\x05load1\x18\x03 \x01(\x01R\x05load1\x12\x14\n" +
+	"\x05load5\x18\x04 \x01(\x01R\x05load5\x12\x16\n" +
+	"\x06load15\x18\x05 \x01(\x01R\x06load15\x12$\n" +
+	"\x0emem_used_bytes\x18\x06 \x01(\x04R\fmemUsedBytes\x12&\n" +
+	"\x0fmem_total_bytes\x18\a \x01(\x04R\rmemTotalBytes\x12&\n" +
+	"\x0fswap_used_bytes\x18\b \x01(\x04R\rswapUsedBytes\x12(\n" +
+	"\x10swap_total_bytes\x18\t \x01(\x04R\x0eswapTotalBytes\x12&\n" +
+	"\x0fdisk_used_bytes\x18\n" +
+	" \x01(\x04R\rdiskUsedBytes\x12(\n" +
+	"\x10disk_total_bytes\x18\v \x01(\x04R\x0ediskTotalBytes\x12'\n" +
+	"\rdisk_read_bps\x18\f \x01(\x01H\x00R\vdiskReadBps\x88\x01\x01\x12)\n" +
+	"\x0edisk_write_bps\x18\r \x01(\x01H\x01R\fdiskWriteBps\x88\x01\x01\x12!\n" +
+	"\n" +
+	"net_rx_bps\x18\x0e \x01(\x01H\x02R\bnetRxBps\x88\x01\x01\x12!\n" +
+	"\n" +
+	"net_tx_bps\x18\x0f \x01(\x01H\x03R\bnetTxBps\x88\x01\x01\x12/\n" +
+	"\x05disks\x18\x10 \x03(\v2\x19.berth.agent.v1.DiskUsageR\x05disksB\x10\n" +
+	"\x0e_disk_read_bpsB\x11\n" +
+	"\x0f_disk_write_bpsB\r\n" +
+	"\v_net_rx_bpsB\r\n" +
+	"\v_net_tx_bps\"}\n" +
+	"\fMetricsBatch\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x126\n" +
+	"\asamples\x18\x02 \x03(\v2\x1c.berth.agent.v1.MetricSampleR\asamples\x12#\n" +
+	"\rdropped_total\x18\x03 \x01(\x04R\fdroppedTotal\"<\n" +
+	"\n" +
+	"MetricsAck\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"'\n" +
+	"\fRenewRequest\x12\x17\n" +
+	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"8\n" +
+	"\rRenewResponse\x12'\n" +
+	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer2\xfc\x01\n" +
 	"\fAgentService\x12S\n" +
 	"\n" +
-	"GetVersion\x12!.berth.agent.v1.GetVersionRequest\x1a\".berth.agent.v1.GetVersionResponseB\xb5\x01\n" +
+	"GetVersion\x12!.berth.agent.v1.GetVersionRequest\x1a\".berth.agent.v1.GetVersionResponse\x12G\n" +
+	"\x06Enroll\x12\x1d.berth.agent.v1.EnrollRequest\x1a\x1e.berth.agent.v1.EnrollResponse\x12N\n" +
+	"\aConnect\x12\x1e.berth.agent.v1.ConnectRequest\x1a\x1f.berth.agent.v1.ConnectResponse(\x010\x01B\xb5\x01\n" +
 	"\x12com.berth.agent.v1B\n" +
 	"AgentProtoP\x01Z9github.com/berthhq/berth/gen/proto/berth/agent/v1;agentv1\xa2\x02\x03BAX\xaa\x02\x0eBerth.Agent.V1\xca\x02\x0eBerth\\Agent\\V1\xe2\x02\x1aBerth\\Agent\\V1\\GPBMetadata\xea\x02\x10Berth::Agent::V1b\x06proto3"
 
@@ -164,19 +1393,58 @@ func file_berth_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_berth_agent_v1_agent_proto_rawDescData
 }
 
-var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_berth_agent_v1_agent_proto_goTypes = []any{
-	(*GetVersionRequest)(nil),  // 0: berth.agent.v1.GetVersionRequest
-	(*GetVersionResponse)(nil), // 1: berth.agent.v1.GetVersionResponse
+	(*GetVersionRequest)(nil),     // 0: berth.agent.v1.GetVersionRequest
+	(*GetVersionResponse)(nil),    // 1: berth.agent.v1.GetVersionResponse
+	(*HostFacts)(nil),             // 2: berth.agent.v1.HostFacts
+	(*EnrollRequest)(nil),         // 3: berth.agent.v1.EnrollRequest
+	(*EnrollResponse)(nil),        // 4: berth.agent.v1.EnrollResponse
+	(*ConnectRequest)(nil),        // 5: berth.agent.v1.ConnectRequest
+	(*ConnectResponse)(nil),       // 6: berth.agent.v1.ConnectResponse
+	(*Hello)(nil),                 // 7: berth.agent.v1.Hello
+	(*Welcome)(nil),               // 8: berth.agent.v1.Welcome
+	(*Config)(nil),                // 9: berth.agent.v1.Config
+	(*Heartbeat)(nil),             // 10: berth.agent.v1.Heartbeat
+	(*DiskUsage)(nil),             // 11: berth.agent.v1.DiskUsage
+	(*MetricSample)(nil),          // 12: berth.agent.v1.MetricSample
+	(*MetricsBatch)(nil),          // 13: berth.agent.v1.MetricsBatch
+	(*MetricsAck)(nil),            // 14: berth.agent.v1.MetricsAck
+	(*RenewRequest)(nil),          // 15: berth.agent.v1.RenewRequest
+	(*RenewResponse)(nil),         // 16: berth.agent.v1.RenewResponse
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
 }
 var file_berth_agent_v1_agent_proto_depIdxs = []int32{
-	0, // 0: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
-	1, // 1: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	17, // 0: berth.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
+	2,  // 1: berth.agent.v1.EnrollRequest.facts:type_name -> berth.agent.v1.HostFacts
+	7,  // 2: berth.agent.v1.ConnectRequest.hello:type_name -> berth.agent.v1.Hello
+	10, // 3: berth.agent.v1.ConnectRequest.heartbeat:type_name -> berth.agent.v1.Heartbeat
+	13, // 4: berth.agent.v1.ConnectRequest.metrics:type_name -> berth.agent.v1.MetricsBatch
+	15, // 5: berth.agent.v1.ConnectRequest.renew:type_name -> berth.agent.v1.RenewRequest
+	8,  // 6: berth.agent.v1.ConnectResponse.welcome:type_name -> berth.agent.v1.Welcome
+	9,  // 7: berth.agent.v1.ConnectResponse.config:type_name -> berth.agent.v1.Config
+	14, // 8: berth.agent.v1.ConnectResponse.metrics_ack:type_name -> berth.agent.v1.MetricsAck
+	16, // 9: berth.agent.v1.ConnectResponse.renew:type_name -> berth.agent.v1.RenewResponse
+	2,  // 10: berth.agent.v1.Hello.facts:type_name -> berth.agent.v1.HostFacts
+	9,  // 11: berth.agent.v1.Welcome.config:type_name -> berth.agent.v1.Config
+	18, // 12: berth.agent.v1.Config.heartbeat_interval:type_name -> google.protobuf.Duration
+	18, // 13: berth.agent.v1.Config.metrics_interval:type_name -> google.protobuf.Duration
+	17, // 14: berth.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	17, // 15: berth.agent.v1.MetricSample.recorded_at:type_name -> google.protobuf.Timestamp
+	11, // 16: berth.agent.v1.MetricSample.disks:type_name -> berth.agent.v1.DiskUsage
+	12, // 17: berth.agent.v1.MetricsBatch.samples:type_name -> berth.agent.v1.MetricSample
+	0,  // 18: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
+	3,  // 19: berth.agent.v1.AgentService.Enroll:input_type -> berth.agent.v1.EnrollRequest
+	5,  // 20: berth.agent.v1.AgentService.Connect:input_type -> berth.agent.v1.ConnectRequest
+	1,  // 21: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
+	4,  // 22: berth.agent.v1.AgentService.Enroll:output_type -> berth.agent.v1.EnrollResponse
+	6,  // 23: berth.agent.v1.AgentService.Connect:output_type -> berth.agent.v1.ConnectResponse
+	21, // [21:24] is the sub-list for method output_type
+	18, // [18:21] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_berth_agent_v1_agent_proto_init() }
@@ -184,13 +1452,26 @@ func file_berth_agent_v1_agent_proto_init() {
 	if File_berth_agent_v1_agent_proto != nil {
 		return
 	}
+	file_berth_agent_v1_agent_proto_msgTypes[5].OneofWrappers = []any{
+		(*ConnectRequest_Hello)(nil),
+		(*ConnectRequest_Heartbeat)(nil),
+		(*ConnectRequest_Metrics)(nil),
+		(*ConnectRequest_Renew)(nil),
+	}
+	file_berth_agent_v1_agent_proto_msgTypes[6].OneofWrappers = []any{
+		(*ConnectResponse_Welcome)(nil),
+		(*ConnectResponse_Config)(nil),
+		(*ConnectResponse_MetricsAck)(nil),
+		(*ConnectResponse_Renew)(nil),
+	}
+	file_berth_agent_v1_agent_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_agent_v1_agent_proto_rawDesc), len(file_berth_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
