@@ -26,6 +26,31 @@ type ActivityLog struct {
 	CreatedAt   time.Time
 }
 
+type AgentCertificate struct {
+	ID           pgtype.UUID
+	ServerID     pgtype.UUID
+	Serial       string
+	IssuedFor    string
+	NotBefore    time.Time
+	NotAfter     time.Time
+	RevokedAt    *time.Time
+	RevokeReason *string
+	CreatedAt    time.Time
+}
+
+type ApiToken struct {
+	ID         pgtype.UUID
+	UserID     pgtype.UUID
+	Name       string
+	TokenHash  []byte
+	Scopes     []string
+	ExpiresAt  *time.Time
+	LastUsedAt *time.Time
+	LastUsedIp *netip.Addr
+	RevokedAt  *time.Time
+	CreatedAt  time.Time
+}
+
 type App struct {
 	ID                        pgtype.UUID
 	ServerID                  pgtype.UUID

@@ -1,0 +1,23 @@
+-- name: CreateAPIToken :one
+INSERT INTO api_tokens (id, user_id, name, token_hash, scopes, expires_at)
+VALUES (sqlc.arg(id), sqlc.arg(user_id), sqlc.arg(name), sqlc.arg(token_hash), sqlc.arg(scopes)::text[], sqlc.narg(expires_at))
+RETURNING *;
+
+-- name: GetAPITokenByHash :one
+-- The token, its user, and whether both are usable now.
+SELECT sqlc.embed(api_tokens), u.email AS user_email, u.status AS user_status
+FROM api_tokens
+JOIN users u ON u.id = api_tokens.user_id
+WHERE api_tokens.token_hash = sqlc.arg(token_hash);
+
+-- name: TouchAPIToken :exec
+-- Record use at most once a minute per token, so a busy client does not
+-- turn every call into a write.
+UPDATE api_tokens SET last_used_at = now(), last_used_ip = sqlc.narg(ip)
+WHERE id = sqlc.arg(id) AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute');
+
+-- name: ListAPITokensForUser :many
+SELECT * FROM api_tokens WHERE user_id = sqlc.arg(user_id) ORDER BY id DESC;
+
+-- name: RevokeAPIToken :one
+UPDATE api_tokens SET revoked_at = now() WHERE id = sqlc.arg(id) AND revoked_at IS NULL RETURNING *;
