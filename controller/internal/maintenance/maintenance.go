@@ -150,7 +150,9 @@ func (r *Runner) Run(ctx context.Context) {
 // or nil when another controller leads.
 // Lead keeps or takes leadership (see lead); exported for tests that
 // check only one of several controllers leads.
-func (r *Runner) Lead(ctx context.Context, conn *pgxpool.Conn) *pgxpool.Conn { return r.lead(ctx, conn) }
+func (r *Runner) Lead(ctx context.Context, conn *pgxpool.Conn) *pgxpool.Conn {
+	return r.lead(ctx, conn)
+}
 
 func (r *Runner) lead(ctx context.Context, conn *pgxpool.Conn) *pgxpool.Conn {
 	if conn != nil {

@@ -1,0 +1,214 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/berthhq/berth/gen/dbsqlc"
+)
+
+// MetricSample is one agent sample. A nil metric was not measured in this
+// sample (the first sample after a start has no rates).
+type MetricSample struct {
+	ServerID     ID
+	RecordedAt   time.Time
+	CPUPercent   *float64
+	Load1        *float64
+	Load5        *float64
+	Load15       *float64
+	MemUsed      *int64 // bytes
+	MemTotal     *int64
+	SwapUsed     *int64
+	SwapTotal    *int64
+	DiskUsed     *int64 // bytes, root filesystem (or the aggregate)
+	DiskTotal    *int64
+	DiskReadBps  *float64 // bytes per second over the sample interval
+	DiskWriteBps *float64
+	NetRxBps     *float64
+	NetTxBps     *float64
+	// Disks is [{"mount":"/","used":123,"total":456}, ...]; nil for none.
+	Disks json.RawMessage
+}
+
+func metricSampleFromRow(r dbsqlc.ServerMetric) MetricSample {
+	return MetricSample{
+		ServerID: fromPG(r.ServerID), RecordedAt: r.RecordedAt,
+		CPUPercent: r.CpuPercent, Load1: r.Load1, Load5: r.Load5, Load15: r.Load15,
+		MemUsed: r.MemUsed, MemTotal: r.MemTotal, SwapUsed: r.SwapUsed, SwapTotal: r.SwapTotal,
+		DiskUsed: r.DiskUsed, DiskTotal: r.DiskTotal, DiskReadBps: r.DiskReadBps, DiskWriteBps: r.DiskWriteBps,
+		NetRxBps: r.NetRxBps, NetTxBps: r.NetTxBps, Disks: json.RawMessage(r.Disks),
+	}
+}
+
+func metricSampleParams(serverID ID, m MetricSample) dbsqlc.InsertServerMetricsParams {
+	return dbsqlc.InsertServerMetricsParams{
+		ServerID: pgID(serverID), RecordedAt: m.RecordedAt,
+		CpuPercent: m.CPUPercent, Load1: m.Load1, Load5: m.Load5, Load15: m.Load15,
+		MemUsed: m.MemUsed, MemTotal: m.MemTotal, SwapUsed: m.SwapUsed, SwapTotal: m.SwapTotal,
+		DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal, DiskReadBps: m.DiskReadBps, DiskWriteBps: m.DiskWriteBps,
+		NetRxBps: m.NetRxBps, NetTxBps: m.NetTxBps, Disks: []byte(m.Disks),
+	}
+}
+
+// InsertMetrics writes samples with COPY and reports how many. A sample
+// outside every daily partition fails the whole COPY (there is no default
+// partition). It does not dedupe: agents' batches go through
+// IngestMetricsBatch.
+func (s *Store) InsertMetrics(ctx context.Context, samples []MetricSample) (int64, error) {
+	rows := make([]dbsqlc.InsertServerMetricsParams, len(samples))
+	for i, m := range samples {
+		rows[i] = metricSampleParams(m.ServerID, m)
+	}
+	n, err := s.q.InsertServerMetrics(ctx, rows)
+	return n, mapErr("insert metrics", err)
+}
+
+// IngestMetricsBatch stores an agent's batch exactly once. In one
+// transaction it advances the server's metrics_seq to seq, only if seq is
+// greater (a compare-and-set that also locks the row, so two deliveries of
+// one batch serialise), and COPYs the samples, all attributed to serverID.
+// A replayed batch (seq <= metrics_seq) stores nothing and returns false;
+// the caller acknowledges it all the same. ErrNotFound when the server is
+// gone; seq must be positive.
+func (s *Store) IngestMetricsBatch(ctx context.Context, serverID ID, seq int64, samples []MetricSample) (bool, error) {
+	if seq <= 0 {
+		return false, fmt.Errorf("ingest metrics: sequence %d: %w", seq, ErrInvalid)
+	}
+	stored := false
+	err := s.InTx(ctx, func(tx *Store) error {
+		n, err := tx.q.AdvanceServerMetricsSeq(ctx, dbsqlc.AdvanceServerMetricsSeqParams{ID: pgID(serverID), Seq: seq})
+		if err != nil {
+			return mapErr("ingest metrics", err)
+		}
+		if n == 0 {
+			// Already committed, or no such server: only the latter is an error.
+			if _, err := tx.q.GetServer(ctx, pgID(serverID)); err != nil {
+				return mapErr("ingest metrics", err)
+			}
+			return nil
+		}
+		rows := make([]dbsqlc.InsertServerMetricsParams, len(samples))
+		for i, m := range samples {
+			rows[i] = metricSampleParams(serverID, m)
+		}
+		if _, err := tx.q.InsertServerMetrics(ctx, rows); err != nil {
+			return mapErr("ingest metrics", err)
+		}
+		stored = true
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return stored, nil
+}
+
+// CountMetrics counts a server's samples in [since, until).
+func (s *Store) CountMetrics(ctx context.Context, serverID ID, since, until time.Time) (int64, error) {
+	n, err := s.q.CountServerMetrics(ctx, dbsqlc.CountServerMetricsParams{ServerID: pgID(serverID), Since: since, Until: until})
+	return n, mapErr("count metrics", err)
+}
+
+// LatestMetrics returns the newest sample since a time for each of the
+// given servers; servers without one are absent from the map.
+func (s *Store) LatestMetrics(ctx context.Context, serverIDs []ID, since time.Time) (map[ID]MetricSample, error) {
+	rows, err := s.q.LatestMetrics(ctx, dbsqlc.LatestMetricsParams{ServerIds: pgIDs(serverIDs), Since: since})
+	if err != nil {
+		return nil, mapErr("latest metrics", err)
+	}
+	out := make(map[ID]MetricSample, len(rows))
+	for _, r := range rows {
+		m := metricSampleFromRow(r)
+		out[m.ServerID] = m
+	}
+	return out, nil
+}
+
+// MetricPoint is one downsampled bucket: the average of each metric over the
+// bucket's samples, except CPUPercentMax and the totals, which are maxima.
+// A nil value was measured by no sample in the bucket.
+type MetricPoint struct {
+	ServerID      ID
+	T             time.Time // the bucket's start
+	Samples       int64
+	CPUPercent    *float64
+	CPUPercentMax *float64
+	Load1         *float64
+	Load5         *float64
+	Load15        *float64
+	MemUsed       *float64
+	MemTotal      *float64
+	SwapUsed      *float64
+	SwapTotal     *float64
+	DiskUsed      *float64
+	DiskTotal     *float64
+	DiskReadBps   *float64
+	DiskWriteBps  *float64
+	NetRxBps      *float64
+	NetTxBps      *float64
+}
+
+func metricPointFromRow(r dbsqlc.MetricsSeriesRow) MetricPoint {
+	return MetricPoint{
+		ServerID: fromPG(r.ServerID), T: r.Bucket, Samples: r.Samples,
+		CPUPercent: nanToNil(r.CpuPercent), CPUPercentMax: nanToNil(r.CpuPercentMax),
+		Load1: nanToNil(r.Load1), Load5: nanToNil(r.Load5), Load15: nanToNil(r.Load15),
+		MemUsed: nanToNil(r.MemUsed), MemTotal: nanToNil(r.MemTotal),
+		SwapUsed: nanToNil(r.SwapUsed), SwapTotal: nanToNil(r.SwapTotal),
+		DiskUsed: nanToNil(r.DiskUsed), DiskTotal: nanToNil(r.DiskTotal),
+		DiskReadBps: nanToNil(r.DiskReadBps), DiskWriteBps: nanToNil(r.DiskWriteBps),
+		NetRxBps: nanToNil(r.NetRxBps), NetTxBps: nanToNil(r.NetTxBps),
+	}
+}
+
+// seriesOrigin aligns buckets on multiples of the step since the Unix epoch
+// (so whole minutes, hours, UTC days): the same bucket boundaries whatever
+// the window, and a chart that does not shift as it refreshes.
+var seriesOrigin = time.Unix(0, 0).UTC()
+
+// MetricsSeries downsamples a server's samples in [since, until) to one
+// point per step, oldest first; buckets without samples are absent. The
+// first bucket starts at or before since (buckets are aligned, see
+// seriesOrigin) but holds only samples from since on.
+func (s *Store) MetricsSeries(ctx context.Context, serverID ID, since, until time.Time, step time.Duration) ([]MetricPoint, error) {
+	return s.metricsSeries(ctx, []ID{serverID}, since, until, step)
+}
+
+// MetricsSeriesForServers is MetricsSeries for several servers in one query
+// (the dashboard's sparklines), by server.
+func (s *Store) MetricsSeriesForServers(ctx context.Context, serverIDs []ID, since, until time.Time, step time.Duration) (map[ID][]MetricPoint, error) {
+	points, err := s.metricsSeries(ctx, serverIDs, since, until, step)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[ID][]MetricPoint, len(serverIDs))
+	for _, p := range points {
+		out[p.ServerID] = append(out[p.ServerID], p)
+	}
+	return out, nil
+}
+
+func (s *Store) metricsSeries(ctx context.Context, serverIDs []ID, since, until time.Time, step time.Duration) ([]MetricPoint, error) {
+	if step < time.Second || !until.After(since) {
+		return nil, fmt.Errorf("metrics series: step %s over [%s, %s): %w", step, since, until, ErrInvalid)
+	}
+	rows, err := s.q.MetricsSeries(ctx, dbsqlc.MetricsSeriesParams{
+		Step:      pgtype.Interval{Microseconds: step.Microseconds(), Valid: true},
+		Origin:    seriesOrigin,
+		ServerIds: pgIDs(serverIDs),
+		Since:     since,
+		Until:     until,
+	})
+	if err != nil {
+		return nil, mapErr("metrics series", err)
+	}
+	out := make([]MetricPoint, len(rows))
+	for i, r := range rows {
+		out[i] = metricPointFromRow(r)
+	}
+	return out, nil
+}

@@ -1,0 +1,62 @@
+-- server_metrics: written with COPY, read downsampled.
+
+-- name: InsertServerMetrics :copyfrom
+INSERT INTO server_metrics (
+    server_id, recorded_at, cpu_percent, load1, load5, load15,
+    mem_used, mem_total, swap_used, swap_total, disk_used, disk_total,
+    disk_read_bps, disk_write_bps, net_rx_bps, net_tx_bps, disks
+) VALUES (
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
+);
+
+-- name: MetricsSeries :many
+-- One point per server and step-wide bucket in [since, until): averages,
+-- plus the peak CPU and the largest totals (a total only changes when the
+-- hardware does). Buckets are aligned on origin so a chart's buckets do not
+-- shift as time passes. Partition pruning keeps it to the days involved.
+-- Buckets without samples are absent. A value no sample in the bucket
+-- measured comes back as NaN, not NULL: sqlc cannot type a nullable
+-- aggregate, and the store maps NaN back to "no value".
+SELECT
+    server_id,
+    date_bin(sqlc.arg(step)::interval, recorded_at, sqlc.arg(origin)::timestamptz)::timestamptz AS bucket,
+    count(*) AS samples,
+    coalesce(avg(cpu_percent)::float8, 'NaN')::float8 AS cpu_percent,
+    coalesce(max(cpu_percent)::float8, 'NaN')::float8 AS cpu_percent_max,
+    coalesce(avg(load1)::float8, 'NaN')::float8 AS load1,
+    coalesce(avg(load5)::float8, 'NaN')::float8 AS load5,
+    coalesce(avg(load15)::float8, 'NaN')::float8 AS load15,
+    coalesce(avg(mem_used)::float8, 'NaN')::float8 AS mem_used,
+    coalesce(max(mem_total)::float8, 'NaN')::float8 AS mem_total,
+    coalesce(avg(swap_used)::float8, 'NaN')::float8 AS swap_used,
+    coalesce(max(swap_total)::float8, 'NaN')::float8 AS swap_total,
+    coalesce(avg(disk_used)::float8, 'NaN')::float8 AS disk_used,
+    coalesce(max(disk_total)::float8, 'NaN')::float8 AS disk_total,
+    coalesce(avg(disk_read_bps)::float8, 'NaN')::float8 AS disk_read_bps,
+    coalesce(avg(disk_write_bps)::float8, 'NaN')::float8 AS disk_write_bps,
+    coalesce(avg(net_rx_bps)::float8, 'NaN')::float8 AS net_rx_bps,
+    coalesce(avg(net_tx_bps)::float8, 'NaN')::float8 AS net_tx_bps
+FROM server_metrics
+WHERE server_id = ANY(sqlc.arg(server_ids)::uuid[])
+  AND recorded_at >= sqlc.arg(since)::timestamptz
+  AND recorded_at < sqlc.arg(until)::timestamptz
+GROUP BY server_id, bucket
+ORDER BY server_id, bucket;
+
+-- name: LatestMetrics :many
+-- The newest sample since a time for each of the given servers (the
+-- dashboard): one index probe per server and partition, newest first.
+SELECT m.*
+FROM unnest(sqlc.arg(server_ids)::uuid[]) AS s(id)
+CROSS JOIN LATERAL (
+    SELECT * FROM server_metrics sm
+    WHERE sm.server_id = s.id AND sm.recorded_at >= sqlc.arg(since)::timestamptz
+    ORDER BY sm.recorded_at DESC
+    LIMIT 1
+) m;
+
+-- name: CountServerMetrics :one
+SELECT count(*) FROM server_metrics
+WHERE server_id = sqlc.arg(server_id)
+  AND recorded_at >= sqlc.arg(since)::timestamptz
+  AND recorded_at < sqlc.arg(until)::timestamptz;

@@ -1,0 +1,116 @@
+-- servers: ssh_private_key is sealed in Go with the row id bound in; only
+-- SetServerSSHKey writes it and only GetServerSSHKey reads it for opening.
+
+-- name: CreateServer :one
+INSERT INTO servers (id, name, labels, join_token_hash, join_token_expires_at)
+VALUES (sqlc.arg(id), sqlc.arg(name), sqlc.arg(labels)::jsonb,
+        sqlc.narg(join_token_hash), sqlc.narg(join_token_expires_at))
+RETURNING *;
+
+-- name: GetServer :one
+SELECT * FROM servers WHERE id = sqlc.arg(id);
+
+-- name: GetServerByName :one
+SELECT * FROM servers WHERE name = sqlc.arg(name);
+
+-- name: ListServers :many
+-- Newest first; keyset paging on the ULID id. labels is a selector:
+-- {"env":"prod"} matches servers carrying at least those labels (GIN index).
+SELECT * FROM servers
+WHERE (sqlc.narg(status)::text IS NULL OR status = sqlc.narg(status))
+  AND (sqlc.narg(labels)::jsonb IS NULL OR labels @> sqlc.narg(labels))
+  AND (sqlc.narg(before)::uuid IS NULL OR id < sqlc.narg(before))
+ORDER BY id DESC
+LIMIT sqlc.arg(lim);
+
+-- name: CountServersByStatus :many
+SELECT status, count(*) AS servers FROM servers GROUP BY status ORDER BY status;
+
+-- name: SetServerLabels :one
+UPDATE servers SET labels = sqlc.arg(labels)::jsonb WHERE id = sqlc.arg(id) RETURNING *;
+
+-- name: UpdateServerFacts :one
+-- What the agent reports in its hello. NULL leaves a field as it is.
+UPDATE servers
+SET facts = coalesce(sqlc.narg(facts)::jsonb, facts),
+    hostname = coalesce(sqlc.narg(hostname), hostname),
+    agent_version = coalesce(sqlc.narg(agent_version), agent_version)
+WHERE id = sqlc.arg(id)
+RETURNING *;
+
+-- name: MarkServerSeen :one
+-- A hello or heartbeat: the server is online as of now. A disabled server
+-- stays disabled (its connection is being refused anyway): no row, not found.
+-- previous_status lets the caller announce pending/offline -> online once.
+UPDATE servers s
+SET status = 'online', last_seen_at = now(), ip_address = coalesce(sqlc.narg(ip_address), s.ip_address)
+FROM (SELECT p.id, p.status FROM servers p WHERE p.id = sqlc.arg(id) FOR UPDATE) prev
+WHERE s.id = prev.id AND s.status <> 'disabled'
+RETURNING sqlc.embed(s), prev.status AS previous_status;
+
+-- name: SetServerStatus :one
+-- pending/online/offline transitions; never out of or into disabled (that
+-- needs disabled_at: SetServerDisabled).
+UPDATE servers SET status = sqlc.arg(status)
+WHERE id = sqlc.arg(id) AND status <> 'disabled'
+RETURNING *;
+
+-- name: ListStaleServers :many
+-- Online servers not heard from since cutoff (servers_last_seen_at_idx).
+SELECT * FROM servers
+WHERE status = 'online' AND last_seen_at < sqlc.arg(cutoff)::timestamptz
+ORDER BY last_seen_at;
+
+-- name: MarkStaleServersOffline :many
+-- The offline sweep in one statement: a heartbeat that lands meanwhile moves
+-- last_seen_at, the row no longer matches on recheck, and it stays online.
+UPDATE servers SET status = 'offline'
+WHERE status = 'online' AND last_seen_at < sqlc.arg(cutoff)::timestamptz
+RETURNING *;
+
+-- name: DisableServer :one
+UPDATE servers SET status = 'disabled', disabled_at = coalesce(disabled_at, now())
+WHERE id = sqlc.arg(id)
+RETURNING *;
+
+-- name: EnableServer :one
+-- Back to offline (pending if it never enrolled); the next heartbeat brings
+-- it online.
+UPDATE servers
+SET status = CASE WHEN enrolled_at IS NULL THEN 'pending' ELSE 'offline' END, disabled_at = NULL
+WHERE id = sqlc.arg(id) AND status = 'disabled'
+RETURNING *;
+
+-- name: DeleteServer :execrows
+DELETE FROM servers WHERE id = sqlc.arg(id);
+
+-- name: SetServerJoinToken :one
+-- A new one-time join token (re-enrolment), replacing any unused one.
+UPDATE servers
+SET join_token_hash = sqlc.arg(token_hash), join_token_expires_at = sqlc.arg(expires_at)::timestamptz
+WHERE id = sqlc.arg(id)
+RETURNING *;
+
+-- name: ConsumeServerJoinToken :one
+-- Enrolment, single use in one statement: of two concurrent uses one clears
+-- the hash and the other finds nothing. An expired token or a disabled
+-- server matches nothing.
+UPDATE servers
+SET join_token_hash = NULL, join_token_expires_at = NULL, enrolled_at = now()
+WHERE join_token_hash = sqlc.arg(token_hash)
+  AND join_token_expires_at > now()
+  AND status <> 'disabled'
+RETURNING *;
+
+-- name: AdvanceServerMetricsSeq :execrows
+-- Exactly-once metrics: run in the transaction that COPYs the batch. Zero
+-- rows means the batch was committed before (or the server is gone). The row
+-- lock serialises two deliveries of one batch.
+UPDATE servers SET metrics_seq = sqlc.arg(seq)
+WHERE id = sqlc.arg(id) AND metrics_seq < sqlc.arg(seq);
+
+-- name: SetServerSSHKey :execrows
+UPDATE servers SET ssh_private_key = sqlc.narg(ssh_private_key) WHERE id = sqlc.arg(id);
+
+-- name: GetServerSSHKey :one
+SELECT ssh_private_key FROM servers WHERE id = sqlc.arg(id);
