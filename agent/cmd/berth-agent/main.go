@@ -3,19 +3,36 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"os/signal"
 	"runtime"
+	"syscall"
+	"time"
 
+	"github.com/berthhq/berth/agent/internal/client"
+	"github.com/berthhq/berth/agent/internal/facts"
+	"github.com/berthhq/berth/agent/internal/metrics"
 	"github.com/berthhq/berth/agent/internal/version"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
 const usage = `usage: berth-agent <command> [flags]
 
 commands:
+  enroll    join this server to a controller with a one-time token
+  run       stay connected to the controller (the systemd service)
   version   print the agent version
+
+Run 'berth-agent <command> -h' for a command's flags.
 `
+
+const defaultDataDir = "/var/lib/berth-agent"
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -26,6 +43,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
 	switch args[0] {
 	case "version":
 		fmt.Fprintf(stdout, "berth-agent %s %s/%s %s\n", version.Version, runtime.GOOS, runtime.GOARCH, runtime.Version())
@@ -33,8 +53,92 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "enroll":
+		err = enroll(ctx, args[1:], stdout, stderr)
+	case "run":
+		err = runAgent(ctx, args[1:], stderr)
 	default:
 		fmt.Fprintf(stderr, "berth-agent: unknown command %q (see 'berth-agent --help')\n", args[0])
 		return 2
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent: %s\n", err)
+		return 1
+	}
+	return 0
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("berth-agent "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// envDefault lets BERTH_AGENT_* variables stand in for flags (the systemd
+// unit's EnvironmentFile).
+func envDefault(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func enroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("enroll", stderr)
+	controller := fs.String("controller", envDefault("BERTH_AGENT_CONTROLLER", ""), "controller gRPC address HOST:PORT")
+	token := fs.String("token", "", "one-time join token from 'berth server add'")
+	pin := fs.String("ca-pin", "", "controller CA pin (sha256:HEX) from 'berth server add'")
+	dataDir := fs.String("data-dir", envDefault("BERTH_AGENT_DATA_DIR", defaultDataDir), "where the agent keeps its key and certificate")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	id, err := client.Enroll(ctx, client.EnrollParams{
+		Controller: *controller, Token: *token, CAPin: *pin, DataDir: *dataDir, Facts: facts.Collect(ctx),
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "enrolled as server %s; credentials in %s\n", id, *dataDir)
+	return nil
+}
+
+func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	controller := fs.String("controller", envDefault("BERTH_AGENT_CONTROLLER", ""), "controller gRPC address HOST:PORT")
+	dataDir := fs.String("data-dir", envDefault("BERTH_AGENT_DATA_DIR", defaultDataDir), "where the agent keeps its key and certificate")
+	bufferFor := fs.Duration("buffer", 24*time.Hour, "how much metrics history to keep while the controller is unreachable")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	addr := *controller
+	if addr == "" {
+		// enroll remembers the controller it joined.
+		a, err := client.SavedController(*dataDir)
+		if err != nil {
+			return errors.New("--controller is required (or enroll first)")
+		}
+		addr = a
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	sampler, err := metrics.NewSampler(metrics.SamplerOptions{})
+	if err != nil {
+		return err
+	}
+	return client.Run(ctx, client.Config{
+		Controller: addr,
+		DataDir:    *dataDir,
+		Facts:      func() *agentv1.HostFacts { return facts.Collect(ctx) },
+		Sampler:    sampler,
+		Buffer:     metrics.NewBuffer(metrics.CapacityFor(*bufferFor, 10*time.Second)),
+		Logger:     log,
+	})
 }

@@ -8,6 +8,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -90,7 +93,22 @@ func Enroll(ctx context.Context, p EnrollParams) (string, error) {
 	if err := identity.Save(p.DataDir, key, resp.GetCertificateDer(), ca.Raw); err != nil {
 		return "", fmt.Errorf("save identity: %w", err)
 	}
+	// Remember the controller so `berth-agent run` needs no flags.
+	if err := os.WriteFile(filepath.Join(p.DataDir, controllerFile), []byte(p.Controller+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("save controller address: %w", err)
+	}
 	return resp.GetServerId(), nil
+}
+
+const controllerFile = "controller"
+
+// SavedController is the controller address enroll stored in dataDir.
+func SavedController(dataDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, controllerFile))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 func mustParse(der []byte) *x509.Certificate {

@@ -1,0 +1,97 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/berthhq/berth/agent/internal/metrics"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
+)
+
+// Sampler takes one metrics sample.
+type Sampler interface {
+	Sample(ctx context.Context) (metrics.Sample, error)
+}
+
+// Config is what `berth-agent run` needs.
+type Config struct {
+	Controller string
+	DataDir    string
+	Facts      func() *agentv1.HostFacts
+	Sampler    Sampler
+	Buffer     *metrics.Buffer
+	Logger     *slog.Logger
+	// Backoff bounds between reconnect attempts.
+	MinBackoff, MaxBackoff time.Duration
+	// Now is the clock (tests).
+	Now func() time.Time
+}
+
+func (c *Config) checkAndSetDefaults() error {
+	if c.Controller == "" || c.DataDir == "" || c.Facts == nil || c.Sampler == nil || c.Buffer == nil {
+		return errors.New("client: Controller, DataDir, Facts, Sampler and Buffer are required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = time.Second
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// errRedial ends a session so the agent dials again with a renewed
+// certificate; it is not a failure and resets the backoff.
+var errRedial = errors.New("certificate renewed: reconnecting")
+
+// errFatal marks refusals that retrying cannot fix.
+type errFatal struct{ error }
+
+// Run keeps the agent connected until ctx ends. Metrics keep being sampled
+// into the buffer while disconnected, so nothing is lost to an outage
+// shorter than the buffer.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.checkAndSetDefaults(); err != nil {
+		return err
+	}
+	a := &agent{cfg: cfg, log: cfg.Logger}
+	a.metricsEvery.Store(int64(10 * time.Second))
+	go a.sampleLoop(ctx)
+
+	backoff := cfg.MinBackoff
+	for {
+		started := cfg.Now()
+		err := a.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var fatal errFatal
+		if errors.As(err, &fatal) {
+			return fatal.error
+		}
+		if errors.Is(err, errRedial) || cfg.Now().Sub(started) > 30*time.Second {
+			backoff = cfg.MinBackoff // a session that worked resets the backoff
+		}
+		// Full jitter keeps a fleet from reconnecting in lockstep after a
+		// controller restart.
+		wait := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
+		a.log.Warn("disconnected from controller", "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		if !errors.Is(err, errRedial) {
+			backoff = min(backoff*2, cfg.MaxBackoff)
+		}
+	}
+}

@@ -1,0 +1,276 @@
+package client
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/berthhq/berth/agent/internal/identity"
+	"github.com/berthhq/berth/agent/internal/metrics"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
+)
+
+// maxInFlight bounds unacknowledged metrics batches on one stream.
+const maxInFlight = 4
+
+type agent struct {
+	cfg Config
+	log *slog.Logger
+
+	metricsEvery atomic.Int64 // nanoseconds, set by the controller
+	wake         chan struct{}
+	wakeOnce     sync.Once
+}
+
+func (a *agent) wakeCh() chan struct{} {
+	a.wakeOnce.Do(func() { a.wake = make(chan struct{}, 1) })
+	return a.wake
+}
+
+// sampleLoop samples on its own clock, connected or not.
+func (a *agent) sampleLoop(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s, err := a.cfg.Sampler.Sample(ctx)
+		if err != nil {
+			a.log.Warn("metrics sample failed", "err", err)
+		} else {
+			a.cfg.Buffer.Add(s)
+			select {
+			case a.wakeCh() <- struct{}{}:
+			default:
+			}
+		}
+		t.Reset(time.Duration(a.metricsEvery.Load()))
+	}
+}
+
+// session is one connection: it returns when the stream ends.
+func (a *agent) session(ctx context.Context) error {
+	id, err := identity.Load(a.cfg.DataDir)
+	if errors.Is(err, identity.ErrNotEnrolled) {
+		return errFatal{err}
+	}
+	if err != nil {
+		return errFatal{fmt.Errorf("load identity: %w", err)}
+	}
+	conn, err := grpc.NewClient(a.cfg.Controller,
+		grpc.WithTransportCredentials(credentials.NewTLS(id.ClientTLS())),
+		// Must agree with the controller's enforcement policy (MinTime 10s).
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stream, err := agentv1.NewAgentServiceClient(conn).Connect(sctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Hello{Hello: &agentv1.Hello{
+		Facts: a.cfg.Facts(), MetricsDropped: a.cfg.Buffer.Dropped(),
+	}}}); err != nil {
+		return recvErr(stream)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return describe(err)
+	}
+	welcome := first.GetWelcome()
+	if welcome == nil {
+		return errors.New("controller did not answer hello with welcome")
+	}
+	hb := a.applyConfig(welcome.GetConfig())
+	batchMax := int(max(welcome.GetConfig().GetMetricsBatchMax(), 1))
+	// Number new batches after what the controller has; resend unacked
+	// batches with their own numbers so a lost ack never doubles rows.
+	a.cfg.Buffer.SetNextSeq(welcome.GetLastMetricsSeq() + 1)
+	a.cfg.Buffer.Requeue()
+	a.log.Info("connected to controller", "server_id", welcome.GetServerId(), "controller", a.cfg.Controller)
+
+	var (
+		configCh  = make(chan time.Duration, 1)
+		renewedCh = make(chan *agentv1.RenewResponse, 1)
+	)
+	// Receiver: acks, config and renewals.
+	recvDone := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvDone <- describe(err)
+				return
+			}
+			switch msg := m.Msg.(type) {
+			case *agentv1.ConnectResponse_MetricsAck:
+				a.cfg.Buffer.Ack(msg.MetricsAck.GetSeq())
+				select {
+				case a.wakeCh() <- struct{}{}:
+				default:
+				}
+			case *agentv1.ConnectResponse_Config:
+				select {
+				case configCh <- a.applyConfig(msg.Config):
+				default:
+				}
+			case *agentv1.ConnectResponse_Renew:
+				renewedCh <- msg.Renew
+			}
+		}
+	}()
+
+	send := func(m *agentv1.ConnectRequest) error {
+		if err := stream.Send(m); err != nil {
+			return recvErr(stream)
+		}
+		return nil
+	}
+	heartbeat := time.NewTicker(hb)
+	defer heartbeat.Stop()
+	renewTimer := time.NewTimer(max(time.Until(identity.RenewAt(id.Cert)), 0))
+	defer renewTimer.Stop()
+	var pendingKey *ecdsa.PrivateKey
+
+	for {
+		// Send batches while the window allows.
+		// The buffer's own count: one ack can release several batches, and
+		// a batch dropped for room is never acked.
+		for a.cfg.Buffer.InFlight() < maxInFlight {
+			b, ok := a.cfg.Buffer.NextBatch(batchMax)
+			if !ok {
+				break
+			}
+			if err := send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Metrics{Metrics: batchToProto(b, a.cfg.Buffer.Dropped())}}); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			_ = stream.CloseSend()
+			return ctx.Err()
+		case err := <-recvDone:
+			return err
+		case <-a.wakeCh():
+		case d := <-configCh:
+			heartbeat.Reset(d)
+		case <-heartbeat.C:
+			if err := send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Heartbeat{Heartbeat: &agentv1.Heartbeat{SentAt: timestamppb.Now()}}}); err != nil {
+				return err
+			}
+		case <-renewTimer.C:
+			key, err := identity.NewKey()
+			if err != nil {
+				return err
+			}
+			csr, err := identity.CSR(key, a.cfg.Facts().GetHostname())
+			if err != nil {
+				return err
+			}
+			pendingKey = key
+			if err := send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Renew{Renew: &agentv1.RenewRequest{CsrDer: csr}}}); err != nil {
+				return err
+			}
+			renewTimer.Reset(5 * time.Minute) // ask again if no answer comes
+		case r := <-renewedCh:
+			if pendingKey == nil {
+				continue
+			}
+			if err := a.installRenewed(id, pendingKey, r.GetCertificateDer()); err != nil {
+				a.log.Error("renewed certificate rejected", "err", err)
+				continue
+			}
+			a.log.Info("certificate renewed; reconnecting with it")
+			_ = stream.CloseSend()
+			return errRedial
+		}
+	}
+}
+
+func (a *agent) installRenewed(id *identity.Identity, key *ecdsa.PrivateKey, der []byte) error {
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return err
+	}
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok || !pub.Equal(&key.PublicKey) {
+		return errors.New("certificate is not for the key we sent")
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(id.CA)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return err
+	}
+	return identity.Save(a.cfg.DataDir, key, der, id.CA.Raw)
+}
+
+// applyConfig stores the metrics interval and returns the heartbeat interval.
+func (a *agent) applyConfig(c *agentv1.Config) time.Duration {
+	if d := c.GetMetricsInterval().AsDuration(); d >= time.Second {
+		a.metricsEvery.Store(int64(d))
+	}
+	if d := c.GetHeartbeatInterval().AsDuration(); d >= time.Second {
+		return d
+	}
+	return 10 * time.Second
+}
+
+// recvErr gets the real reason a Send failed: gRPC reports it on Recv.
+func recvErr(stream grpc.BidiStreamingClient[agentv1.ConnectRequest, agentv1.ConnectResponse]) error {
+	_, err := stream.Recv()
+	if err == nil {
+		err = errors.New("stream send failed")
+	}
+	return describe(err)
+}
+
+func describe(err error) error {
+	if s, ok := status.FromError(err); ok {
+		switch s.Code() {
+		case codes.Unauthenticated, codes.PermissionDenied:
+			return fmt.Errorf("controller refused this agent: %s", s.Message())
+		}
+	}
+	return err
+}
+
+func batchToProto(b metrics.Batch, dropped uint64) *agentv1.MetricsBatch {
+	out := &agentv1.MetricsBatch{Seq: b.Seq, DroppedTotal: dropped, Samples: make([]*agentv1.MetricSample, len(b.Samples))}
+	for i, s := range b.Samples {
+		m := &agentv1.MetricSample{
+			RecordedAt: timestamppb.New(s.RecordedAt),
+			CpuPercent: s.CPUPercent, Load1: s.Load1, Load5: s.Load5, Load15: s.Load15,
+			MemUsedBytes: s.MemUsed, MemTotalBytes: s.MemTotal, SwapUsedBytes: s.SwapUsed, SwapTotalBytes: s.SwapTotal,
+			DiskUsedBytes: s.DiskUsed, DiskTotalBytes: s.DiskTotal,
+		}
+		if s.HasRates {
+			m.DiskReadBps, m.DiskWriteBps, m.NetRxBps, m.NetTxBps = &s.DiskReadBps, &s.DiskWriteBps, &s.NetRxBps, &s.NetTxBps
+		}
+		for _, d := range s.Disks {
+			m.Disks = append(m.Disks, &agentv1.DiskUsage{Mount: d.Mount, UsedBytes: d.Used, TotalBytes: d.Total})
+		}
+		out.Samples[i] = m
+	}
+	return out
+}
