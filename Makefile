@@ -24,7 +24,7 @@ TOOLS := github.com/bufbuild/buf/cmd/buf github.com/sqlc-dev/sqlc/cmd/sqlc \
 tools: $(BIN)/.tools-stamp
 
 $(BIN)/.tools-stamp: tools/go.mod tools/go.sum
-	cd tools && $(GO) build -o $(BIN)/ $(TOOLS)
+	cd tools && GOWORK=off $(GO) build -o $(BIN)/ $(TOOLS)
 	touch $@
 
 ## generate: regenerate everything under gen/ (protobuf, gRPC, sqlc)
