@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bufio"
+	"crypto/x509"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -19,14 +20,17 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
+	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/migrate"
 	"github.com/berthhq/berth/controller/internal/testdb"
 	adminv1 "github.com/berthhq/berth/gen/proto/berth/admin/v1"
 )
 
-var berthBin string
+var berthBin, agentBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "berthbin-")
@@ -37,6 +41,12 @@ func TestMain(m *testing.M) {
 	out, err := exec.Command("go", "build", "-o", berthBin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build berth: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	agentBin = filepath.Join(dir, "berth-agent")
+	out, err = exec.Command("go", "build", "-o", agentBin, "github.com/berthhq/berth/agent/cmd/berth-agent").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build berth-agent: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -212,8 +222,17 @@ func TestServeHealthVersionAndCleanShutdown(t *testing.T) {
 		t.Fatalf("schema_version = %d, want %d (%v)", v.SchemaVersion, latest, err)
 	}
 
-	// The admin API answers health without credentials.
-	conn, err := grpc.NewClient(c.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The admin API answers health without credentials, over TLS with the
+	// controller CA, and refuses anything else without a token.
+	caPEM, err := os.ReadFile(filepath.Join(dataDir, "ca.crt"))
+	if err != nil {
+		t.Fatalf("serve wrote no ca.crt: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("ca.crt holds no certificate")
+	}
+	conn, err := grpc.NewClient(c.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(ca.ClientTLSConfig(pool, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,6 +242,9 @@ func TestServeHealthVersionAndCleanShutdown(t *testing.T) {
 	h, err := adminv1.NewAdminServiceClient(conn).GetHealth(ctx, &adminv1.GetHealthRequest{})
 	if err != nil || !h.DatabaseOk {
 		t.Fatalf("GetHealth = %v, %v", h, err)
+	}
+	if _, err := adminv1.NewAdminServiceClient(conn).ListServers(ctx, &adminv1.ListServersRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("ListServers without a token = %v, want Unauthenticated", err)
 	}
 
 	// Data dir and key file are private: nobody else may read or write them

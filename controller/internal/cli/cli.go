@@ -79,7 +79,7 @@ func (a *app) rootCmd() *cobra.Command {
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(a.serveCmd(), a.migrateCmd(), a.keysCmd(), a.versionCmd())
+	root.AddCommand(a.serveCmd(), a.migrateCmd(), a.keysCmd(), a.versionCmd(), a.adminCmd(), a.tokenCmd(), a.serverCmd(), a.metricsCmd())
 	return root
 }
 

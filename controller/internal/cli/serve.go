@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"time"
+
 	"github.com/spf13/cobra"
 
 	"github.com/berthhq/berth/controller/internal/daemon"
@@ -23,5 +25,9 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL; empty runs an embedded PostgreSQL in DATA_DIR/postgres")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "address for the web UI and /healthz")
 	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:7443", "address for the agent and admin gRPC APIs")
+	f.DurationVar(&cfg.MetricsInterval, "metrics-interval", 10*time.Second, "how often agents sample metrics (at least 1s)")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", 10*time.Second, "how often agents report in (at least 1s)")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "gRPC address agents dial, for printed enroll commands (default: --grpc-addr)")
+	f.StringSliceVar(&cfg.Hostnames, "hostname", nil, "extra DNS names or IPs for the controller's certificate (repeatable)")
 	return cmd
 }

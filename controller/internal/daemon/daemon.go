@@ -16,8 +16,13 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+
+	"github.com/berthhq/berth/controller/internal/ca"
+	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/grpcapi"
 	"github.com/berthhq/berth/controller/internal/httpapi"
 	"github.com/berthhq/berth/controller/internal/maintenance"
@@ -36,6 +41,15 @@ type Config struct {
 	// the data dir (created on first start).
 	EncryptionKeys string
 	Logger         *slog.Logger
+	// MetricsInterval is how often agents sample (1s at least).
+	MetricsInterval time.Duration
+	// HeartbeatInterval is how often agents report in.
+	HeartbeatInterval time.Duration
+	// AdvertiseAddr is the gRPC address agents dial, printed in enroll
+	// commands; default the gRPC listen address.
+	AdvertiseAddr string
+	// Hostnames go into the serving certificate besides the fixed name.
+	Hostnames []string
 	// Ready, when set, is called once every listener is up.
 	Ready func(httpAddr, grpcAddr net.Addr)
 }
@@ -57,6 +71,12 @@ func (c *Config) checkAndSetDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.MetricsInterval != 0 && c.MetricsInterval < time.Second {
+		return errors.New("--metrics-interval must be at least 1s")
+	}
+	if c.HeartbeatInterval != 0 && c.HeartbeatInterval < time.Second {
+		return errors.New("--heartbeat-interval must be at least 1s")
 	}
 	return nil
 }
@@ -131,8 +151,26 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	keySource := secrets.NewSource(keys, keyPath)
 
-	// The capability services (later issues) are built on db as well.
 	db := store.New(pool, keySource)
+
+	// The CA lives in the data dir; its certificate (public part only) is
+	// DATA_DIR/ca.crt for CLI clients.
+	authority, _, err := ca.LoadOrCreate(cfg.DataDir, ca.Options{Hostnames: cfg.Hostnames})
+	if err != nil {
+		return fmt.Errorf("certificate authority: %w", err)
+	}
+	certs, err := authority.ServerCertificateSource(nil)
+	if err != nil {
+		return fmt.Errorf("serving certificate: %w", err)
+	}
+	advertise := cfg.AdvertiseAddr
+	if advertise == "" {
+		advertise = grpcLn.Addr().String()
+	}
+	fleetSvc := fleet.New(db, authority, log, fleet.Config{
+		HeartbeatInterval: cfg.HeartbeatInterval, MetricsInterval: cfg.MetricsInterval,
+		ControllerAddr: advertise, InstallURL: "http://" + httpLn.Addr().String(),
+	})
 
 	var wg sync.WaitGroup
 	bgCtx, cancelBG := context.WithCancel(ctx)
@@ -141,6 +179,11 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() {
 		defer wg.Done()
 		maintenance.New(db, log).Run(bgCtx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		fleetSvc.Liveness(bgCtx)
 	}()
 
 	mux := http.NewServeMux()
@@ -153,12 +196,17 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, SchemaVersion: st.Version, Log: log}
+	authn := grpcapi.NewAuthenticator(deps)
 	grpcSrv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(authority.ServerTLSConfig(certs.GetCertificate))),
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(), authn.Unary),
+		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(), authn.Stream),
 		grpc.MaxRecvMsgSize(4<<20),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
-	grpcapi.Register(grpcSrv, pool, st.Version)
+	grpcapi.Register(grpcSrv, deps)
 
 	errc := make(chan error, 2)
 	go func() { errc <- ignoreClosed(httpSrv.Serve(httpLn)) }()

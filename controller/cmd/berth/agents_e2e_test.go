@@ -1,0 +1,214 @@
+package main_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type fleetEnv struct {
+	c       *controller
+	dataDir string
+	env     []string // BERTH_ADDR, BERTH_TOKEN, BERTH_CA_FILE
+}
+
+func startFleet(t *testing.T) *fleetEnv {
+	t.Helper()
+	dataDir := shortDir(t)
+	c := startController(t, dataDir, "--metrics-interval", "1s", "--heartbeat-interval", "1s")
+	f := &fleetEnv{c: c, dataDir: dataDir}
+	r := runIn(t, nil, "correct horse battery staple\n", "admin create", "admin", "create", "--email", "ops@example.com", "--password-stdin", "--data-dir", dataDir)
+	if r.code != 0 {
+		t.Fatalf("admin create: %+v", r)
+	}
+	r = run(t, nil, "token", "create", "--email", "ops@example.com", "--name", "e2e", "-o", "json", "--data-dir", dataDir)
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &tok) != nil || !strings.HasPrefix(tok.Token, "berth_") {
+		t.Fatalf("token create: %+v", r)
+	}
+	f.env = []string{"BERTH_ADDR=" + c.grpcAddr, "BERTH_TOKEN=" + tok.Token, "BERTH_CA_FILE=" + filepath.Join(dataDir, "ca.crt")}
+	return f
+}
+
+func runIn(t *testing.T, env []string, stdin, what string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(berthBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+type added struct {
+	ID            string `json:"id"`
+	Name          string `json:"name"`
+	Token         string `json:"token"`
+	CAPin         string `json:"ca_pin"`
+	EnrollCommand string `json:"enroll_command"`
+	Install       string `json:"install_command"`
+}
+
+func (f *fleetEnv) addServer(t *testing.T, name string, extra ...string) added {
+	t.Helper()
+	r := run(t, f.env, append([]string{"server", "add", name, "--label", "env=test", "-o", "json"}, extra...)...)
+	var a added
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &a) != nil || a.Token == "" || !strings.HasPrefix(a.CAPin, "sha256:") {
+		t.Fatalf("server add: %+v", r)
+	}
+	return a
+}
+
+func enrollAgent(t *testing.T, addr, token, pin, dir string) result {
+	t.Helper()
+	cmd := exec.Command(agentBin, "enroll", "--controller", addr, "--token", token, "--ca-pin", pin, "--data-dir", dir)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+type agentProc struct {
+	cmd  *exec.Cmd
+	logs *bytes.Buffer
+	done chan error
+}
+
+func startAgent(t *testing.T, dir string) *agentProc {
+	t.Helper()
+	p := &agentProc{logs: &bytes.Buffer{}, done: make(chan error, 1)}
+	p.cmd = exec.Command(agentBin, "run", "--data-dir", dir)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("agent log:\n%s", p.logs.String())
+		}
+	})
+	return p
+}
+
+func (f *fleetEnv) server(t *testing.T, name string) map[string]any {
+	t.Helper()
+	r := run(t, f.env, "server", "show", name, "-o", "json")
+	if r.code != 0 {
+		return nil
+	}
+	var m map[string]any
+	_ = json.Unmarshal([]byte(r.stdout), &m)
+	return m
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if ok() {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestAgentEnrollStreamMetricsAndRemove runs the real controller and real
+// agents as processes over mutual TLS on loopback.
+func TestAgentEnrollStreamMetricsAndRemove(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t)
+
+	// Bad tokens and pins: one clear line, exit 1.
+	a := f.addServer(t, "web-1")
+	agentDir := filepath.Join(t.TempDir(), "agent")
+	if r := enrollAgent(t, f.c.grpcAddr, a.Token, "sha256:"+strings.Repeat("0", 64), agentDir); r.code != 1 || !strings.Contains(r.stderr, "does not match --ca-pin") {
+		t.Fatalf("wrong pin: %+v", r)
+	}
+	if r := enrollAgent(t, f.c.grpcAddr, "bjt_"+strings.Repeat("A", 43), a.CAPin, agentDir); r.code != 1 || !strings.Contains(r.stderr, "enrollment refused") {
+		t.Fatalf("unknown token: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(agentDir, "agent.key")); err == nil {
+		t.Fatal("a refused enrollment left a key behind")
+	}
+
+	if r := enrollAgent(t, f.c.grpcAddr, a.Token, a.CAPin, agentDir); r.code != 0 || !strings.Contains(r.stdout, a.ID) {
+		t.Fatalf("enroll: %+v", r)
+	}
+	if st, err := os.Stat(filepath.Join(agentDir, "agent.key")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("agent key mode: %v %v", st, err)
+	}
+	// The token is single use.
+	if r := enrollAgent(t, f.c.grpcAddr, a.Token, a.CAPin, filepath.Join(t.TempDir(), "again")); r.code != 1 || !strings.Contains(r.stderr, "enrollment refused") {
+		t.Fatalf("reused token: %+v", r)
+	}
+
+	ag := startAgent(t, agentDir)
+	waitFor(t, "web-1 online", 30*time.Second, func() bool {
+		s := f.server(t, "web-1")
+		return s != nil && s["status"] == "online" && s["hostname"] != ""
+	})
+	waitFor(t, "metrics for web-1", 30*time.Second, func() bool {
+		r := run(t, f.env, "metrics", "web-1", "--since", "5m", "--step", "1s", "-o", "json")
+		var pts []map[string]any
+		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &pts) == nil && len(pts) >= 2 && pts[0]["mem_total"].(float64) > 0
+	})
+
+	// Remove: the stream is cut and the agent cannot come back.
+	if r := run(t, f.env, "server", "remove", "web-1"); r.code != 0 {
+		t.Fatalf("remove: %+v", r)
+	}
+	waitFor(t, "the agent to be refused", 15*time.Second, func() bool {
+		return strings.Contains(ag.logs.String(), "controller refused this agent")
+	})
+	if s := f.server(t, "web-1"); s != nil {
+		t.Fatalf("removed server still listed: %v", s)
+	}
+
+	// A missing or bad token: non-zero, one line, Unauthenticated.
+	bad := append([]string{}, f.env...)
+	bad[1] = "BERTH_TOKEN=berth_" + strings.Repeat("x", 43)
+	r := run(t, bad, "server", "list")
+	if r.code == 0 || !strings.HasPrefix(oneLine(t, r), "berth: Unauthenticated") {
+		t.Fatalf("bad token: %+v", r)
+	}
+	r = run(t, f.env[:1], "server", "list", "--ca-file", filepath.Join(f.dataDir, "ca.crt"))
+	if r.code == 0 || !strings.Contains(oneLine(t, r), "Unauthenticated") {
+		t.Fatalf("missing token: %+v", r)
+	}
+
+	// SIGTERM: the agent exits cleanly.
+	_ = ag.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-ag.done:
+		if err != nil {
+			t.Fatalf("agent exit after SIGTERM: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent did not exit after SIGTERM")
+	}
+}

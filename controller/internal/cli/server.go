@@ -1,0 +1,226 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	adminv1 "github.com/berthhq/berth/gen/proto/berth/admin/v1"
+)
+
+func (a *app) serverCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "server", Short: "Add, list, inspect, disable and remove managed servers"}
+
+	var addF apiFlags
+	var labels []string
+	var ttl time.Duration
+	add := apiCommand(&cobra.Command{
+		Use:   "add NAME",
+		Short: "Add a server and print its one-time join token and install command",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lm := map[string]string{}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || k == "" {
+					return usageError{fmt.Errorf("--label wants key=value, got %q", l)}
+				}
+				lm[k] = v
+			}
+			c, done, err := addF.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := c.AddServer(cmd.Context(), &adminv1.AddServerRequest{Name: args[0], Labels: lm, TokenTtl: durationpb.New(ttl)})
+			if err != nil {
+				return rpcErr(err)
+			}
+			if addF.output == "json" {
+				return a.printJSON(map[string]any{
+					"id": res.GetServer().GetId(), "name": res.GetServer().GetName(), "token": res.GetToken(),
+					"token_expires_at": res.GetTokenExpiresAt().AsTime(), "ca_pin": res.GetCaPin(),
+					"enroll_command": res.GetEnrollCommand(), "install_command": res.GetInstallCommand(),
+				})
+			}
+			fmt.Fprintf(a.stdout, "Server %s added (%s). The join token is shown once and expires %s.\n\n",
+				res.GetServer().GetName(), res.GetServer().GetId(), res.GetTokenExpiresAt().AsTime().Local().Format(time.RFC3339))
+			fmt.Fprintf(a.stdout, "Install and enroll on the server (as root):\n  %s\n\nOr, with berth-agent already installed:\n  %s\n",
+				res.GetInstallCommand(), res.GetEnrollCommand())
+			return nil
+		},
+	}, &addF)
+	add.Flags().StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
+	add.Flags().DurationVar(&ttl, "token-ttl", time.Hour, "how long the join token is valid")
+
+	var listF apiFlags
+	var statusFilter string
+	list := apiCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List servers",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := listF.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			var all []*adminv1.Server
+			before := ""
+			for {
+				res, err := c.ListServers(cmd.Context(), &adminv1.ListServersRequest{Status: statusFilter, Before: before, Limit: 500})
+				if err != nil {
+					return rpcErr(err)
+				}
+				all = append(all, res.GetServers()...)
+				if before = res.GetNextBefore(); before == "" {
+					break
+				}
+			}
+			if listF.output == "json" {
+				out := make([]map[string]any, 0, len(all))
+				for _, s := range all {
+					out = append(out, serverJSON(s))
+				}
+				return a.printJSON(out)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tLAST SEEN\tHOSTNAME")
+			for _, s := range all {
+				seen := "never"
+				if s.GetLastSeenAt() != nil {
+					seen = time.Since(s.GetLastSeenAt().AsTime()).Round(time.Second).String() + " ago"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.GetId(), s.GetName(), s.GetStatus(), seen, s.GetHostname())
+			}
+			return tw.Flush()
+		},
+	}, &listF)
+	list.Flags().StringVar(&statusFilter, "status", "", "only servers in this status (pending, online, offline, disabled)")
+
+	var showF apiFlags
+	show := apiCommand(&cobra.Command{
+		Use:   "show NAME",
+		Short: "Show one server",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := showF.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := c.GetServer(cmd.Context(), &adminv1.GetServerRequest{Server: args[0]})
+			if err != nil {
+				return rpcErr(err)
+			}
+			if showF.output == "json" {
+				return a.printJSON(serverJSON(res.GetServer()))
+			}
+			s := res.GetServer()
+			fmt.Fprintf(a.stdout, "id:       %s\nname:     %s\nstatus:   %s\nhostname: %s\nagent:    %s\nfacts:    %s\n", s.GetId(), s.GetName(), s.GetStatus(), s.GetHostname(), s.GetAgentVersion(), s.GetFactsJson())
+			return nil
+		},
+	}, &showF)
+
+	var rmF apiFlags
+	remove := apiCommand(&cobra.Command{
+		Use:   "remove NAME",
+		Short: "Remove a server: revoke its certificates and cut its agent off",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := rmF.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			if _, err := c.RemoveServer(cmd.Context(), &adminv1.RemoveServerRequest{Server: args[0]}); err != nil {
+				return rpcErr(err)
+			}
+			fmt.Fprintf(a.stdout, "server %s removed\n", args[0])
+			return nil
+		},
+	}, &rmF)
+
+	var disF apiFlags
+	disable := apiCommand(&cobra.Command{
+		Use:   "disable NAME",
+		Short: "Disable a server: keep its record, revoke its certificates and cut its agent off",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := disF.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			if _, err := c.DisableServer(cmd.Context(), &adminv1.DisableServerRequest{Server: args[0]}); err != nil {
+				return rpcErr(err)
+			}
+			fmt.Fprintf(a.stdout, "server %s disabled\n", args[0])
+			return nil
+		},
+	}, &disF)
+
+	cmd.AddCommand(add, list, show, remove, disable)
+	return cmd
+}
+
+func serverJSON(s *adminv1.Server) map[string]any {
+	m := map[string]any{
+		"id": s.GetId(), "name": s.GetName(), "status": s.GetStatus(), "labels": s.GetLabels(),
+		"hostname": s.GetHostname(), "agent_version": s.GetAgentVersion(), "last_seen_at": nil,
+		"created_at": s.GetCreatedAt().AsTime(), "ip_address": s.GetIpAddress(),
+	}
+	if s.GetLastSeenAt() != nil {
+		m["last_seen_at"] = s.GetLastSeenAt().AsTime()
+	}
+	var facts any = map[string]any{}
+	_ = jsonUnmarshal(s.GetFactsJson(), &facts)
+	m["facts"] = facts
+	return m
+}
+
+func (a *app) metricsCmd() *cobra.Command {
+	var f apiFlags
+	var since, step time.Duration
+	cmd := apiCommand(&cobra.Command{
+		Use:   "metrics NAME",
+		Short: "Show a server's metrics, downsampled",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := f.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := c.GetMetrics(cmd.Context(), &adminv1.GetMetricsRequest{Server: args[0], Since: durationpb.New(since), Step: durationpb.New(step)})
+			if err != nil {
+				return rpcErr(err)
+			}
+			if f.output == "json" {
+				out := make([]map[string]any, 0, len(res.GetPoints()))
+				for _, p := range res.GetPoints() {
+					out = append(out, map[string]any{
+						"t": p.GetT().AsTime(), "cpu_percent": p.GetCpuPercent(), "load1": p.GetLoad1(), "load5": p.GetLoad5(), "load15": p.GetLoad15(),
+						"mem_used": p.GetMemUsed(), "mem_total": p.GetMemTotal(), "swap_used": p.GetSwapUsed(), "swap_total": p.GetSwapTotal(),
+						"disk_used": p.GetDiskUsed(), "disk_total": p.GetDiskTotal(), "disk_read_bps": p.GetDiskReadBps(), "disk_write_bps": p.GetDiskWriteBps(),
+						"net_rx_bps": p.GetNetRxBps(), "net_tx_bps": p.GetNetTxBps(),
+					})
+				}
+				return a.printJSON(out)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tCPU%\tLOAD1\tMEM USED\tDISK USED\tNET RX/s\tNET TX/s")
+			for _, p := range res.GetPoints() {
+				fmt.Fprintf(tw, "%s\t%.1f\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\n", p.GetT().AsTime().Local().Format(time.TimeOnly), p.GetCpuPercent(), p.GetLoad1(), p.GetMemUsed(), p.GetDiskUsed(), p.GetNetRxBps(), p.GetNetTxBps())
+			}
+			return tw.Flush()
+		},
+	}, &f)
+	cmd.Flags().DurationVar(&since, "since", time.Hour, "how far back")
+	cmd.Flags().DurationVar(&step, "step", 0, "bucket width (default since/120)")
+	return cmd
+}

@@ -1,0 +1,422 @@
+// Package fleet is the servers capability: adding servers and their join
+// tokens, agent enrollment, the agents' live streams (status, heartbeats,
+// metrics, certificate renewal) and removing or disabling servers. The gRPC
+// admin API and the web UI both call this service, so authorisation,
+// validation and audit live here once.
+package fleet
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/ca"
+	"github.com/berthhq/berth/controller/internal/store"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
+)
+
+// Config tunes the fleet.
+type Config struct {
+	// HeartbeatInterval is what agents are told; a server is offline after
+	// HeartbeatInterval*3 plus Grace without one.
+	HeartbeatInterval time.Duration
+	Grace             time.Duration
+	// StartGrace is the longer grace right after this controller started, so
+	// a controller restart does not mark the fleet offline.
+	StartGrace time.Duration
+	// MetricsInterval is how often agents sample (1s at least).
+	MetricsInterval time.Duration
+	// AgentCertTTL is the client certificate lifetime.
+	AgentCertTTL time.Duration
+	// ControllerAddr is what agents dial (host:port), for printed commands.
+	ControllerAddr string
+	// InstallURL is the controller's HTTP base for the install script.
+	InstallURL string
+	Now        func() time.Time
+}
+
+func (c *Config) checkAndSetDefaults() {
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 10 * time.Second
+	}
+	if c.Grace == 0 {
+		c.Grace = 5 * time.Second
+	}
+	if c.StartGrace == 0 {
+		c.StartGrace = 2 * time.Minute
+	}
+	if c.MetricsInterval == 0 {
+		c.MetricsInterval = 10 * time.Second
+	}
+	if c.AgentCertTTL == 0 {
+		c.AgentCertTTL = ca.DefaultAgentCertTTL
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Service is the fleet capability.
+type Service struct {
+	st      *store.Store
+	ca      *ca.CA
+	hub     *Hub
+	log     *slog.Logger
+	cfg     Config
+	limit   *ipLimiter
+	started time.Time
+}
+
+// New returns the service.
+func New(st *store.Store, authority *ca.CA, log *slog.Logger, cfg Config) *Service {
+	cfg.checkAndSetDefaults()
+	return &Service{
+		st: st, ca: authority, hub: NewHub(), log: log.With("component", "fleet"), cfg: cfg,
+		// 10 enrollments a minute per address (burst 5), 50/s overall.
+		limit:   newIPLimiter(10, 5, 50),
+		started: cfg.Now(),
+	}
+}
+
+// Hub is the registry of connected agents.
+func (s *Service) Hub() *Hub { return s.hub }
+
+// Errors callers map to status codes.
+var (
+	ErrInvalid     = errors.New("invalid argument")
+	ErrEnrollToken = errors.New("join token unknown, used or expired")
+	ErrRateLimited = errors.New("too many enrollment attempts: slow down")
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// Peer is where a request came from, for the audit trail.
+type Peer struct {
+	IP        *netip.Addr
+	UserAgent string
+}
+
+// ParsePeer turns "ip:port" into a Peer.
+func ParsePeer(addr, userAgent string) Peer {
+	p := Peer{UserAgent: userAgent}
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		ip := ap.Addr().Unmap()
+		p.IP = &ip
+	}
+	return p
+}
+
+func (p Peer) String() string {
+	if p.IP == nil {
+		return ""
+	}
+	return p.IP.String()
+}
+
+func require(pr *auth.Principal, need store.Scope) error {
+	if pr == nil {
+		return auth.ErrUnauthenticated
+	}
+	if !pr.Allows(need) {
+		return fmt.Errorf("%w: needs the %s scope", auth.ErrForbidden, need)
+	}
+	return nil
+}
+
+func (s *Service) activity(ctx context.Context, pr *auth.Principal, peer Peer, action string, srv store.Server, changes map[string]any) {
+	p := store.CreateActivityParams{
+		ActorType: store.ActorAPIToken, Actor: pr.Email, UserID: &pr.UserID, Action: action,
+		SubjectType: "server", SubjectID: &srv.ID, SubjectName: srv.Name, Changes: changes, IPAddress: peer.IP, UserAgent: peer.UserAgent,
+	}
+	if pr.TokenID == nil {
+		p.ActorType = store.ActorUser
+	}
+	if _, err := s.st.CreateActivity(ctx, p); err != nil {
+		s.log.Error("record activity", "action", action, "err", err)
+	}
+}
+
+func (s *Service) security(ctx context.Context, typ string, sev store.Severity, serverID *store.ID, pr *auth.Principal, peer Peer, details map[string]any) {
+	p := store.CreateSecurityEventParams{Type: typ, Severity: sev, ServerID: serverID, IPAddress: peer.IP, UserAgent: peer.UserAgent, Details: details}
+	if pr != nil {
+		p.UserID, p.Actor = &pr.UserID, pr.Email
+	}
+	if _, err := s.st.CreateSecurityEvent(ctx, p); err != nil {
+		s.log.Error("record security event", "type", typ, "err", err)
+	}
+}
+
+// AddResult is what adding a server prints, once.
+type AddResult struct {
+	Server         store.Server
+	Token          string
+	TokenExpiresAt time.Time
+	CAPin          string
+	EnrollCommand  string
+	InstallCommand string
+}
+
+// AddServer creates a pending server and its one-time join token.
+func (s *Service) AddServer(ctx context.Context, pr *auth.Principal, peer Peer, name string, labels map[string]string, ttl time.Duration) (AddResult, error) {
+	if err := require(pr, store.ScopeWrite); err != nil {
+		return AddResult{}, err
+	}
+	name = strings.ToLower(strings.TrimSpace(name))
+	if !nameRE.MatchString(name) {
+		return AddResult{}, fmt.Errorf("%w: server name must be a lowercase slug of 1-63 letters, digits, '.', '_' or '-'", ErrInvalid)
+	}
+	if len(labels) > 64 {
+		return AddResult{}, fmt.Errorf("%w: at most 64 labels", ErrInvalid)
+	}
+	for k, v := range labels {
+		if !nameRE.MatchString(k) || len(v) > 255 {
+			return AddResult{}, fmt.Errorf("%w: label %q: keys are lowercase slugs, values at most 255 bytes", ErrInvalid, k)
+		}
+	}
+	if ttl == 0 {
+		ttl = time.Hour
+	}
+	if ttl < time.Minute || ttl > 7*24*time.Hour {
+		return AddResult{}, fmt.Errorf("%w: token TTL must be between 1m and 168h", ErrInvalid)
+	}
+	token, hash := newJoinToken()
+	exp := s.cfg.Now().Add(ttl)
+	srv, err := s.st.CreateServer(ctx, store.CreateServerParams{Name: name, Labels: labels, JoinTokenHash: hash, JoinTokenExpiresAt: &exp})
+	if errors.Is(err, store.ErrConflict) {
+		return AddResult{}, fmt.Errorf("%w: a server named %q already exists", store.ErrConflict, name)
+	}
+	if err != nil {
+		return AddResult{}, err
+	}
+	s.activity(ctx, pr, peer, "server.created", srv, map[string]any{"labels": labels, "token_ttl": ttl.String()})
+	pin := s.ca.Pin()
+	res := AddResult{Server: srv, Token: token, TokenExpiresAt: exp, CAPin: pin}
+	res.EnrollCommand = fmt.Sprintf("berth-agent enroll --controller %s --token %s --ca-pin %s", s.cfg.ControllerAddr, token, pin)
+	if s.cfg.InstallURL != "" {
+		res.InstallCommand = fmt.Sprintf("curl -fsSL %s/install.sh | sudo sh -s -- --controller %s --token %s --ca-pin %s",
+			strings.TrimRight(s.cfg.InstallURL, "/"), s.cfg.ControllerAddr, token, pin)
+	}
+	return res, nil
+}
+
+// joinTokenPrefix marks join tokens (distinct from API tokens).
+const joinTokenPrefix = "bjt_"
+
+func newJoinToken() (string, []byte) {
+	var b [32]byte // 256 bits
+	_, _ = rand.Read(b[:])
+	t := joinTokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
+	return t, auth.HashToken(t)
+}
+
+// Enrolled is an agent's new identity.
+type Enrolled struct {
+	ServerID store.ID
+	CertDER  []byte
+}
+
+// Enroll trades a join token and CSR for a client certificate. Every refusal
+// is recorded with the peer address; the caller gets one generic error.
+func (s *Service) Enroll(ctx context.Context, peer Peer, token string, csr []byte, facts *agentv1.HostFacts) (Enrolled, error) {
+	if !s.limit.allow(peer.String(), s.cfg.Now()) {
+		s.security(ctx, "agent.enroll_refused", store.SeverityWarning, nil, nil, peer, map[string]any{"reason": "rate_limited"})
+		return Enrolled{}, ErrRateLimited
+	}
+	if !strings.HasPrefix(token, joinTokenPrefix) || len(token) > 100 {
+		s.security(ctx, "agent.enroll_refused", store.SeverityWarning, nil, nil, peer, map[string]any{"reason": "malformed_token"})
+		return Enrolled{}, ErrEnrollToken
+	}
+	var out Enrolled
+	err := s.st.InTx(ctx, func(tx *store.Store) error {
+		srv, err := tx.ConsumeServerJoinToken(ctx, auth.HashToken(token))
+		if err != nil {
+			return err
+		}
+		issued, err := s.ca.SignAgentCSR(csr, srv.ID, s.cfg.AgentCertTTL)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		if _, err := tx.RecordAgentCertificate(ctx, store.AgentCertificate{ServerID: srv.ID, Serial: issued.SerialHex, IssuedFor: "enroll", NotBefore: issued.NotBefore, NotAfter: issued.NotAfter}); err != nil {
+			return err
+		}
+		if _, err := tx.UpdateServerFacts(ctx, srv.ID, factsOf(facts)); err != nil {
+			return err
+		}
+		out = Enrolled{ServerID: srv.ID, CertDER: issued.DER}
+		return nil
+	})
+	if err != nil {
+		reason := "invalid_token"
+		if errors.Is(err, ErrInvalid) {
+			reason = "bad_csr"
+		} else if !errors.Is(err, store.ErrNotFound) {
+			s.log.Error("enroll", "err", err)
+			return Enrolled{}, err
+		}
+		s.security(ctx, "agent.enroll_refused", store.SeverityWarning, nil, nil, peer, map[string]any{"reason": reason})
+		if reason == "bad_csr" {
+			return Enrolled{}, err
+		}
+		return Enrolled{}, ErrEnrollToken
+	}
+	s.security(ctx, "agent.enrolled", store.SeverityInfo, &out.ServerID, nil, peer, map[string]any{"hostname": facts.GetHostname()})
+	return out, nil
+}
+
+func factsOf(f *agentv1.HostFacts) store.ServerFacts {
+	m := map[string]any{
+		"hostname": f.GetHostname(), "os": f.GetOs(), "platform": f.GetPlatform(), "platform_version": f.GetPlatformVersion(),
+		"kernel": f.GetKernel(), "arch": f.GetArch(), "cpus": f.GetCpus(), "memory_bytes": f.GetMemoryBytes(), "agent_version": f.GetAgentVersion(),
+	}
+	if f.GetBootTime() != nil {
+		m["boot_time"] = f.GetBootTime().AsTime().UTC().Format(time.RFC3339)
+	}
+	b, _ := json.Marshal(m)
+	return store.ServerFacts{Facts: b, Hostname: truncate(f.GetHostname(), 253), AgentVersion: truncate(f.GetAgentVersion(), 64)}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// Resolve finds a server by id or name.
+func (s *Service) Resolve(ctx context.Context, ref string) (store.Server, error) {
+	if id, err := store.ParseID(ref); err == nil {
+		return s.st.Server(ctx, id)
+	}
+	return s.st.ServerByName(ctx, strings.ToLower(strings.TrimSpace(ref)))
+}
+
+// Get returns one server.
+func (s *Service) Get(ctx context.Context, pr *auth.Principal, ref string) (store.Server, error) {
+	if err := require(pr, store.ScopeRead); err != nil {
+		return store.Server{}, err
+	}
+	return s.Resolve(ctx, ref)
+}
+
+// List lists servers.
+func (s *Service) List(ctx context.Context, pr *auth.Principal, f store.ServerFilter) ([]store.Server, error) {
+	if err := require(pr, store.ScopeRead); err != nil {
+		return nil, err
+	}
+	return s.st.Servers(ctx, f)
+}
+
+// Remove deletes a server, revokes its certificates and cuts its stream.
+func (s *Service) Remove(ctx context.Context, pr *auth.Principal, peer Peer, ref string) error {
+	if err := require(pr, store.ScopeAdmin); err != nil {
+		return err
+	}
+	srv, err := s.Resolve(ctx, ref)
+	if err != nil {
+		return err
+	}
+	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		if _, err := tx.RevokeServerCertificates(ctx, srv.ID, "server removed"); err != nil {
+			return err
+		}
+		return tx.DeleteServer(ctx, srv.ID)
+	})
+	if errors.Is(err, store.ErrReferenced) {
+		return fmt.Errorf("%w: server %s still has apps: delete or move them first", store.ErrReferenced, srv.Name)
+	}
+	if err != nil {
+		return err
+	}
+	s.hub.Cut(srv.ID, ErrRevoked)
+	s.activity(ctx, pr, peer, "server.removed", srv, nil)
+	s.security(ctx, "server.removed", store.SeverityWarning, nil, pr, peer, map[string]any{"server": srv.Name, "server_id": srv.ID.String()})
+	return nil
+}
+
+// Disable keeps a server but shuts its agent out.
+func (s *Service) Disable(ctx context.Context, pr *auth.Principal, peer Peer, ref string) (store.Server, error) {
+	if err := require(pr, store.ScopeAdmin); err != nil {
+		return store.Server{}, err
+	}
+	srv, err := s.Resolve(ctx, ref)
+	if err != nil {
+		return store.Server{}, err
+	}
+	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		if _, err := tx.RevokeServerCertificates(ctx, srv.ID, "server disabled"); err != nil {
+			return err
+		}
+		srv, err = tx.DisableServer(ctx, srv.ID)
+		return err
+	})
+	if err != nil {
+		return store.Server{}, err
+	}
+	s.hub.Cut(srv.ID, ErrRevoked)
+	s.activity(ctx, pr, peer, "server.disabled", srv, nil)
+	s.security(ctx, "certificate.revoked", store.SeverityWarning, &srv.ID, pr, peer, map[string]any{"reason": "server disabled"})
+	return srv, nil
+}
+
+// Metrics returns a server's series.
+func (s *Service) Metrics(ctx context.Context, pr *auth.Principal, ref string, since, step time.Duration) ([]store.MetricPoint, error) {
+	if err := require(pr, store.ScopeRead); err != nil {
+		return nil, err
+	}
+	if since <= 0 {
+		since = time.Hour
+	}
+	if since > 7*24*time.Hour {
+		return nil, fmt.Errorf("%w: --since is at most 168h (metrics are kept 7 days)", ErrInvalid)
+	}
+	if step <= 0 {
+		step = max(since/120, time.Second)
+	}
+	if step < time.Second || since/step > 5000 {
+		return nil, fmt.Errorf("%w: --step too small for --since (at most 5000 points, at least 1s)", ErrInvalid)
+	}
+	srv, err := s.Resolve(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now()
+	return s.st.MetricsSeries(ctx, srv.ID, now.Add(-since), now, step)
+}
+
+// Liveness marks servers offline when their heartbeats stop. Idempotent,
+// so every controller may run it.
+func (s *Service) Liveness(ctx context.Context) {
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := s.cfg.Now()
+		if now.Sub(s.started) < s.cfg.StartGrace {
+			continue // agents are still reconnecting to the restarted controller
+		}
+		cutoff := now.Add(-(3*s.cfg.HeartbeatInterval + s.cfg.Grace))
+		gone, err := s.st.MarkStaleServersOffline(ctx, cutoff)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("mark stale servers offline", "err", err)
+			}
+			continue
+		}
+		for _, srv := range gone {
+			s.log.Info("server offline", "server", srv.Name)
+		}
+	}
+}

@@ -1,0 +1,241 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/store"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
+)
+
+// Stream limits: a batch holds at most this many samples, and an agent
+// cannot send samples dated far from the controller's clock (they would land
+// outside every partition and jam its buffer).
+const (
+	MaxBatchSamples = 500
+	maxClockSkew    = 10 * time.Minute
+	helloTimeout    = 15 * time.Second
+)
+
+// ErrProtocol marks a misbehaving agent (wrong first message, bad batch).
+var ErrProtocol = errors.New("protocol violation")
+
+type connectStream = grpc.BidiStreamingServer[agentv1.ConnectRequest, agentv1.ConnectResponse]
+
+// Serve runs one agent's stream until it ends or is cut.
+func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+
+	first, err := recvWithin(stream, helloTimeout)
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return fmt.Errorf("%w: the first message must be hello", ErrProtocol)
+	}
+	srv, err := s.st.UpdateServerFacts(ctx, ag.ServerID, factsOf(hello.GetFacts()))
+	if err != nil {
+		return err
+	}
+	srv, prev, err := s.st.MarkServerSeen(ctx, ag.ServerID, peer.IP)
+	if err != nil {
+		return err
+	}
+	if prev != store.ServerOnline {
+		s.log.Info("server online", "server", srv.Name, "peer", peer.String())
+	}
+
+	c := &conn{serverID: ag.ServerID, serial: ag.Serial, out: make(chan *agentv1.ConnectResponse, sendQueue), cancel: cancel}
+	s.hub.register(c)
+	defer s.hub.unregister(c)
+
+	cfg := s.agentConfig()
+	if err := stream.Send(&agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_Welcome{Welcome: &agentv1.Welcome{
+		ServerId: ag.ServerID.String(), LastMetricsSeq: uint64(srv.MetricsSeq), Config: cfg,
+	}}}); err != nil {
+		return err
+	}
+
+	// One goroutine owns Send; the handler's goroutine owns Recv. A handler
+	// returning ends the stream, which unblocks both.
+	sendErr := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				sendErr <- fmt.Errorf("send loop panic: %v", r)
+			}
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				sendErr <- nil
+				return
+			case m := <-c.out:
+				if err := stream.Send(m); err != nil {
+					sendErr <- err
+					return
+				}
+			}
+		}
+	}()
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			if err := s.handle(ctx, c, peer, m); err != nil {
+				recvErr <- err
+				return
+			}
+		}
+	}()
+
+	select {
+	case err := <-recvErr:
+		return err
+	case err := <-sendErr:
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			return cause
+		}
+		return err
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func (s *Service) agentConfig() *agentv1.Config {
+	return &agentv1.Config{
+		HeartbeatInterval: durationpb.New(s.cfg.HeartbeatInterval),
+		MetricsInterval:   durationpb.New(s.cfg.MetricsInterval),
+		MetricsBatchMax:   MaxBatchSamples,
+	}
+}
+
+func recvWithin(stream connectStream, d time.Duration) (*agentv1.ConnectRequest, error) {
+	type res struct {
+		m   *agentv1.ConnectRequest
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		m, err := stream.Recv()
+		ch <- res{m, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.m, r.err
+	case <-time.After(d):
+		return nil, fmt.Errorf("%w: no hello within %s", ErrProtocol, d)
+	}
+}
+
+func (s *Service) handle(ctx context.Context, c *conn, peer Peer, m *agentv1.ConnectRequest) error {
+	switch msg := m.Msg.(type) {
+	case *agentv1.ConnectRequest_Heartbeat:
+		if _, _, err := s.st.MarkServerSeen(ctx, c.serverID, peer.IP); err != nil {
+			return err
+		}
+	case *agentv1.ConnectRequest_Metrics:
+		dup, err := s.ingest(ctx, c.serverID, msg.Metrics)
+		if err != nil {
+			return err
+		}
+		return s.queue(c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_MetricsAck{MetricsAck: &agentv1.MetricsAck{Seq: msg.Metrics.GetSeq(), Duplicate: dup}}})
+	case *agentv1.ConnectRequest_Renew:
+		issued, err := s.ca.SignAgentCSR(msg.Renew.GetCsrDer(), c.serverID, s.cfg.AgentCertTTL)
+		if err != nil {
+			return fmt.Errorf("%w: renew: %v", ErrProtocol, err)
+		}
+		if _, err := s.st.RecordAgentCertificate(ctx, store.AgentCertificate{ServerID: c.serverID, Serial: issued.SerialHex, IssuedFor: "renew", NotBefore: issued.NotBefore, NotAfter: issued.NotAfter}); err != nil {
+			return err
+		}
+		s.security(ctx, "certificate.issued", store.SeverityInfo, &c.serverID, nil, peer, map[string]any{"serial": issued.SerialHex, "reason": "renew"})
+		return s.queue(c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_Renew{Renew: &agentv1.RenewResponse{CertificateDer: issued.DER}}})
+	case *agentv1.ConnectRequest_Hello:
+		return fmt.Errorf("%w: hello sent twice", ErrProtocol)
+	default:
+		return fmt.Errorf("%w: unknown message", ErrProtocol)
+	}
+	return nil
+}
+
+func (s *Service) queue(c *conn, m *agentv1.ConnectResponse) error {
+	select {
+	case c.out <- m:
+		return nil
+	default:
+		return ErrSlowAgent
+	}
+}
+
+// ingest stores a batch exactly once and reports whether it was a replay.
+func (s *Service) ingest(ctx context.Context, serverID store.ID, b *agentv1.MetricsBatch) (bool, error) {
+	if b.GetSeq() == 0 || b.GetSeq() > 1<<62 {
+		return false, fmt.Errorf("%w: batch sequence %d", ErrProtocol, b.GetSeq())
+	}
+	if len(b.GetSamples()) > MaxBatchSamples {
+		return false, fmt.Errorf("%w: %d samples in one batch (max %d)", ErrProtocol, len(b.GetSamples()), MaxBatchSamples)
+	}
+	now := s.cfg.Now()
+	samples := make([]store.MetricSample, 0, len(b.GetSamples()))
+	for _, p := range b.GetSamples() {
+		t := p.GetRecordedAt().AsTime()
+		// Samples from a wildly wrong clock, or older than retention, have no
+		// partition: drop them rather than jam the agent's buffer forever.
+		if p.GetRecordedAt() == nil || t.After(now.Add(maxClockSkew)) || t.Before(now.Add(-7*24*time.Hour+time.Hour)) {
+			continue
+		}
+		samples = append(samples, sampleOf(serverID, p))
+	}
+	stored, err := s.st.IngestMetricsBatch(ctx, serverID, int64(b.GetSeq()), samples)
+	if err != nil {
+		return false, err
+	}
+	return !stored, nil
+}
+
+func f64(v float64) *float64 { return &v }
+func i64(v uint64) *int64 {
+	x := int64(min(v, 1<<62))
+	return &x
+}
+
+func sampleOf(serverID store.ID, p *agentv1.MetricSample) store.MetricSample {
+	m := store.MetricSample{
+		ServerID: serverID, RecordedAt: p.GetRecordedAt().AsTime(),
+		CPUPercent: f64(p.GetCpuPercent()), Load1: f64(p.GetLoad1()), Load5: f64(p.GetLoad5()), Load15: f64(p.GetLoad15()),
+		MemUsed: i64(p.GetMemUsedBytes()), MemTotal: i64(p.GetMemTotalBytes()),
+		SwapUsed: i64(p.GetSwapUsedBytes()), SwapTotal: i64(p.GetSwapTotalBytes()),
+		DiskUsed: i64(p.GetDiskUsedBytes()), DiskTotal: i64(p.GetDiskTotalBytes()),
+		DiskReadBps: p.DiskReadBps, DiskWriteBps: p.DiskWriteBps, NetRxBps: p.NetRxBps, NetTxBps: p.NetTxBps,
+	}
+	if len(p.GetDisks()) > 0 {
+		type disk struct {
+			Mount string `json:"mount"`
+			Used  uint64 `json:"used"`
+			Total uint64 `json:"total"`
+		}
+		ds := make([]disk, 0, min(len(p.GetDisks()), 64))
+		for i, d := range p.GetDisks() {
+			if i == 64 {
+				break
+			}
+			ds = append(ds, disk{truncate(d.GetMount(), 4096), d.GetUsedBytes(), d.GetTotalBytes()})
+		}
+		m.Disks, _ = json.Marshal(ds)
+	}
+	return m
+}
