@@ -2,9 +2,9 @@ package main_test
 
 import (
 	"bufio"
-	"crypto/x509"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"

@@ -24,7 +24,6 @@ func (a *adminServer) GetHealth(ctx context.Context, _ *adminv1.GetHealthRequest
 	return &adminv1.GetHealthResponse{DatabaseOk: pingDB(ctx, a.d.Store)}, nil
 }
 
-
 func serverPB(s store.Server) *adminv1.Server {
 	out := &adminv1.Server{
 		Id: s.ID.String(), Name: s.Name, Status: string(s.Status), Labels: s.Labels, Hostname: s.Hostname,
