@@ -52,7 +52,7 @@ build:
 
 ## run: the controller on its embedded PostgreSQL in ./.berth
 run: build deps-run
-	$(BIN)/berth serve --data-dir $(DATA_DIR)
+	BIN=$(BIN) DATA_DIR=$(DATA_DIR) ./scripts/run.sh
 
 ## deps-test / deps-run: install what tests and `make run` need when missing
 deps-run deps-test:
