@@ -41,7 +41,9 @@ type Config struct {
 	ControllerAddr string
 	// InstallURL is the controller's HTTP base for the install script.
 	InstallURL string
-	Now        func() time.Time
+	// EnrollPerMinute and EnrollBurst limit enrollment attempts per address.
+	EnrollPerMinute, EnrollBurst int
+	Now                          func() time.Time
 }
 
 func (c *Config) checkAndSetDefaults() {
@@ -63,6 +65,9 @@ func (c *Config) checkAndSetDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.EnrollPerMinute == 0 {
+		c.EnrollPerMinute, c.EnrollBurst = 10, 5
+	}
 }
 
 // Service is the fleet capability.
@@ -81,8 +86,8 @@ func New(st *store.Store, authority *ca.CA, log *slog.Logger, cfg Config) *Servi
 	cfg.checkAndSetDefaults()
 	return &Service{
 		st: st, ca: authority, hub: NewHub(), log: log.With("component", "fleet"), cfg: cfg,
-		// 10 enrollments a minute per address (burst 5), 50/s overall.
-		limit:   newIPLimiter(10, 5, 50),
+		// Per address as configured (10 a minute, burst 5), 50/s overall.
+		limit:   newIPLimiter(cfg.EnrollPerMinute, cfg.EnrollBurst, 50),
 		started: cfg.Now(),
 	}
 }
