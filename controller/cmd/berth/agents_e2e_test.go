@@ -89,13 +89,13 @@ func enrollAgent(t *testing.T, addr, token, pin, dir string) result {
 
 type agentProc struct {
 	cmd  *exec.Cmd
-	logs *bytes.Buffer
+	logs *syncBuffer
 	done chan error
 }
 
 func startAgent(t *testing.T, dir string) *agentProc {
 	t.Helper()
-	p := &agentProc{logs: &bytes.Buffer{}, done: make(chan error, 1)}
+	p := &agentProc{logs: &syncBuffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(agentBin, "run", "--data-dir", dir)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {

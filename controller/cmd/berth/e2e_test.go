@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -107,17 +108,37 @@ func run(t *testing.T, env []string, args ...string) result {
 	return result{code, out.String(), errb.String()}
 }
 
+// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) Bytes() []byte { return []byte(s.String()) }
+
 type controller struct {
 	cmd      *exec.Cmd
 	httpAddr string
 	grpcAddr string
-	logs     *bytes.Buffer
+	logs     *syncBuffer
 	done     chan error
 }
 
 func startController(t *testing.T, dataDir string, extra ...string) *controller {
 	t.Helper()
-	c := &controller{httpAddr: freeAddr(t), grpcAddr: freeAddr(t), logs: &bytes.Buffer{}, done: make(chan error, 1)}
+	c := &controller{httpAddr: freeAddr(t), grpcAddr: freeAddr(t), logs: &syncBuffer{}, done: make(chan error, 1)}
 	args := append([]string{"serve", "--data-dir", dataDir, "--grpc-addr", c.grpcAddr}, extra...)
 	c.cmd = exec.Command(berthBin, args...)
 	// The HTTP address comes from the environment to prove BERTH_* works.
