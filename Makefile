@@ -49,6 +49,11 @@ check-generated: generate
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth ./controller/cmd/berth
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/berth-agent ./agent/cmd/berth-agent
+	mkdir -p $(BIN)/agent-dist
+	for arch in amd64 arm64; do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/agent-dist/berth-agent-linux-$$arch ./agent/cmd/berth-agent; \
+	done
+	cp agent/packaging/install.sh agent/packaging/berth-agent.service $(BIN)/agent-dist/
 
 ## run: the controller on its embedded PostgreSQL in ./.berth
 run: build deps-run

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -210,5 +211,65 @@ func TestAgentEnrollStreamMetricsAndRemove(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("agent did not exit after SIGTERM")
+	}
+}
+
+// TestInstallOneLiner runs the served install script the way the printed
+// one-liner does (minus systemd, which this machine does not run), and
+// checks that it refuses a binary whose checksum does not match.
+func TestInstallOneLiner(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t)
+	a := f.addServer(t, "fresh-1")
+	if !strings.Contains(a.Install, "/install.sh | sudo sh -s -- --controller "+f.c.grpcAddr) {
+		t.Fatalf("install command: %q", a.Install)
+	}
+	code, script := get(f.c.url("/install.sh"))
+	if code != 200 || !strings.Contains(script, `BASE_URL="http://`+f.c.httpAddr+`"`) {
+		t.Fatalf("install.sh: %d", code)
+	}
+	if code, _ := get(f.c.url("/download/../ca.key")); code == 200 {
+		t.Fatal("download served a file outside the allow list")
+	}
+	if code, _ := get(f.c.url("/download/ca.key")); code != 404 {
+		t.Fatalf("download of ca.key = %d, want 404", code)
+	}
+	root := t.TempDir()
+	install := func() result {
+		cmd := exec.Command("sh", "-s", "--", "--controller", f.c.grpcAddr, "--token", a.Token, "--ca-pin", a.CAPin)
+		cmd.Stdin = strings.NewReader(script)
+		cmd.Env = append(os.Environ(), "BERTH_INSTALL_PREFIX="+root+"/bin", "BERTH_AGENT_DATA_DIR="+root+"/data", "BERTH_INSTALL_NO_SYSTEMD=1")
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		c := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			c = ee.ExitCode()
+		}
+		return result{c, out.String(), errb.String()}
+	}
+	if r := install(); r.code != 0 || !strings.Contains(r.stdout, "enrolled") {
+		t.Fatalf("install: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(root, "data", "agent.crt")); err != nil {
+		t.Fatalf("install did not enroll: %v", err)
+	}
+
+	// Tamper with the served binary: the script refuses it.
+	bin := filepath.Join(filepath.Dir(berthBin), "agent-dist", "berth-agent-linux-"+runtime.GOARCH)
+	orig, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.WriteFile(bin, orig, 0o755) })
+	if err := os.WriteFile(bin, append(append([]byte{}, orig...), 0), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root = t.TempDir()
+	if r := install(); r.code == 0 || !strings.Contains(r.stderr, "checksum mismatch") {
+		t.Fatalf("tampered binary: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(root, "bin", "berth-agent")); err == nil {
+		t.Fatal("a tampered binary was installed")
 	}
 }

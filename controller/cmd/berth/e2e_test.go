@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,6 +50,24 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build berth-agent: %v\n%s", err, out)
 		os.Exit(1)
+	}
+	// The controller serves agent packages from agent-dist beside its binary.
+	dist := filepath.Join(dir, "agent-dist")
+	if err := os.MkdirAll(dist, 0o755); err != nil {
+		panic(err)
+	}
+	for src, dst := range map[string]string{
+		agentBin: "berth-agent-linux-" + runtime.GOARCH,
+		"../../../agent/packaging/install.sh":         "install.sh",
+		"../../../agent/packaging/berth-agent.service": "berth-agent.service",
+	} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			panic(err)
+		}
+		if err := os.WriteFile(filepath.Join(dist, dst), b, 0o755); err != nil {
+			panic(err)
+		}
 	}
 	code := m.Run()
 	testdb.Shutdown()

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,6 +30,18 @@ func (a *app) serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.MetricsInterval, "metrics-interval", 10*time.Second, "how often agents sample metrics (at least 1s)")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", 10*time.Second, "how often agents report in (at least 1s)")
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "gRPC address agents dial, for printed enroll commands (default: --grpc-addr)")
+	f.StringVar(&cfg.AgentDist, "agent-dist", defaultAgentDist(), "directory with the agent binaries and install script to serve")
+	f.StringVar(&cfg.PublicURL, "public-url", "", "controller HTTP base URL as servers reach it (default http://HTTP_ADDR)")
 	f.StringSliceVar(&cfg.Hostnames, "hostname", nil, "extra DNS names or IPs for the controller's certificate (repeatable)")
 	return cmd
+}
+
+// defaultAgentDist is agent-dist beside the berth binary, where `make build`
+// puts it.
+func defaultAgentDist() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "agent-dist"
+	}
+	return filepath.Join(filepath.Dir(exe), "agent-dist")
 }

@@ -48,6 +48,11 @@ type Config struct {
 	// AdvertiseAddr is the gRPC address agents dial, printed in enroll
 	// commands; default the gRPC listen address.
 	AdvertiseAddr string
+	// AgentDist is the directory with the agent binaries and install script.
+	AgentDist string
+	// PublicURL is the controller's HTTP base as servers reach it, for the
+	// install one-liner; default http://HTTP_ADDR.
+	PublicURL string
 	// Hostnames go into the serving certificate besides the fixed name.
 	Hostnames []string
 	// Ready, when set, is called once every listener is up.
@@ -163,13 +168,21 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("serving certificate: %w", err)
 	}
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		publicURL = "http://" + httpLn.Addr().String()
+	}
+	dist, err := httpapi.NewDist(cfg.AgentDist, publicURL)
+	if err != nil {
+		return err
+	}
 	advertise := cfg.AdvertiseAddr
 	if advertise == "" {
 		advertise = grpcLn.Addr().String()
 	}
 	fleetSvc := fleet.New(db, authority, log, fleet.Config{
 		HeartbeatInterval: cfg.HeartbeatInterval, MetricsInterval: cfg.MetricsInterval,
-		ControllerAddr: advertise, InstallURL: "http://" + httpLn.Addr().String(),
+		ControllerAddr: advertise, InstallURL: publicURL,
 	})
 
 	var wg sync.WaitGroup
@@ -188,6 +201,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	mux := http.NewServeMux()
 	httpapi.Register(mux, httpapi.Deps{DB: pool, SchemaVersion: st.Version})
+	dist.Register(mux)
 	httpSrv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
