@@ -32,24 +32,39 @@ type agent struct {
 
 	metricsEvery atomic.Int64 // nanoseconds, set by the controller
 	wake         chan struct{}
-	wakeOnce     sync.Once
+	retime       chan struct{} // the metrics interval changed
+	chOnce       sync.Once
+}
+
+func (a *agent) init() {
+	a.chOnce.Do(func() {
+		a.wake = make(chan struct{}, 1)
+		a.retime = make(chan struct{}, 1)
+	})
 }
 
 func (a *agent) wakeCh() chan struct{} {
-	a.wakeOnce.Do(func() { a.wake = make(chan struct{}, 1) })
+	a.init()
 	return a.wake
 }
 
 // sampleLoop samples on its own clock, connected or not.
 func (a *agent) sampleLoop(ctx context.Context) {
+	a.init()
 	t := time.NewTimer(0)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-a.retime:
+			// Follow a new interval at once instead of after the old one.
+			t.Reset(max(time.Until(last.Add(time.Duration(a.metricsEvery.Load()))), 0))
+			continue
 		case <-t.C:
 		}
+		last = time.Now()
 		s, err := a.cfg.Sampler.Sample(ctx)
 		if err != nil {
 			a.log.Warn("metrics sample failed", "err", err)
@@ -227,8 +242,12 @@ func (a *agent) installRenewed(id *identity.Identity, key *ecdsa.PrivateKey, der
 
 // applyConfig stores the metrics interval and returns the heartbeat interval.
 func (a *agent) applyConfig(c *agentv1.Config) time.Duration {
-	if d := c.GetMetricsInterval().AsDuration(); d >= time.Second {
-		a.metricsEvery.Store(int64(d))
+	if d := c.GetMetricsInterval().AsDuration(); d >= time.Second && a.metricsEvery.Swap(int64(d)) != int64(d) {
+		a.init()
+		select {
+		case a.retime <- struct{}{}:
+		default:
+		}
 	}
 	if d := c.GetHeartbeatInterval().AsDuration(); d >= time.Second {
 		return d

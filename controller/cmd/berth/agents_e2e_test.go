@@ -23,7 +23,13 @@ func startFleet(t *testing.T) *fleetEnv {
 	t.Helper()
 	dataDir := shortDir(t)
 	c := startController(t, dataDir, "--metrics-interval", "1s", "--heartbeat-interval", "1s")
-	f := &fleetEnv{c: c, dataDir: dataDir}
+	return startFleetOn(t, &fleetEnv{c: c, dataDir: dataDir})
+}
+
+// startFleetOn creates the first admin and a CLI token on a running controller.
+func startFleetOn(t *testing.T, f *fleetEnv) *fleetEnv {
+	t.Helper()
+	dataDir, c := f.dataDir, f.c
 	r := runIn(t, nil, "correct horse battery staple\n", "admin create", "admin", "create", "--email", "ops@example.com", "--password-stdin", "--data-dir", dataDir)
 	if r.code != 0 {
 		t.Fatalf("admin create: %+v", r)

@@ -57,8 +57,8 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	for src, dst := range map[string]string{
-		agentBin: "berth-agent-linux-" + runtime.GOARCH,
-		"../../../agent/packaging/install.sh":         "install.sh",
+		agentBin:                              "berth-agent-linux-" + runtime.GOARCH,
+		"../../../agent/packaging/install.sh": "install.sh",
 		"../../../agent/packaging/berth-agent.service": "berth-agent.service",
 	} {
 		b, err := os.ReadFile(src)
@@ -157,7 +157,14 @@ type controller struct {
 
 func startController(t *testing.T, dataDir string, extra ...string) *controller {
 	t.Helper()
-	c := &controller{httpAddr: freeAddr(t), grpcAddr: freeAddr(t), logs: &syncBuffer{}, done: make(chan error, 1)}
+	return startControllerAt(t, dataDir, freeAddr(t), freeAddr(t), extra...)
+}
+
+// startControllerAt starts a controller on given addresses (a restart keeps
+// them, so agents find it again).
+func startControllerAt(t *testing.T, dataDir, httpAddr, grpcAddr string, extra ...string) *controller {
+	t.Helper()
+	c := &controller{httpAddr: httpAddr, grpcAddr: grpcAddr, logs: &syncBuffer{}, done: make(chan error, 1)}
 	args := append([]string{"serve", "--data-dir", dataDir, "--grpc-addr", c.grpcAddr}, extra...)
 	c.cmd = exec.Command(berthBin, args...)
 	// The HTTP address comes from the environment to prove BERTH_* works.

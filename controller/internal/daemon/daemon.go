@@ -48,6 +48,8 @@ type Config struct {
 	// AdvertiseAddr is the gRPC address agents dial, printed in enroll
 	// commands; default the gRPC listen address.
 	AdvertiseAddr string
+	// StartGrace is how long after start no server is marked offline.
+	StartGrace time.Duration
 	// AgentDist is the directory with the agent binaries and install script.
 	AgentDist string
 	// PublicURL is the controller's HTTP base as servers reach it, for the
@@ -181,7 +183,7 @@ func Run(ctx context.Context, cfg Config) error {
 		advertise = grpcLn.Addr().String()
 	}
 	fleetSvc := fleet.New(db, authority, log, fleet.Config{
-		HeartbeatInterval: cfg.HeartbeatInterval, MetricsInterval: cfg.MetricsInterval,
+		HeartbeatInterval: cfg.HeartbeatInterval, MetricsInterval: cfg.MetricsInterval, StartGrace: cfg.StartGrace,
 		ControllerAddr: advertise, InstallURL: publicURL,
 	})
 

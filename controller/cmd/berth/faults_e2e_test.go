@@ -1,0 +1,128 @@
+package main_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TestControllerKilledAgentsKeepEverySample: three agents stream metrics
+// every second; the controller is killed with SIGKILL and kept down 20 s.
+// After it comes back, every agent's series is complete (no gap wider than
+// one interval and a bit) and no sample is stored twice.
+func TestControllerKilledAgentsKeepEverySample(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t)
+	names := []string{"node-a", "node-b", "node-c"}
+	agents := map[string]*agentProc{}
+	for _, n := range names {
+		a := f.addServer(t, n)
+		dir := filepath.Join(t.TempDir(), n)
+		if r := enrollAgent(t, f.c.grpcAddr, a.Token, a.CAPin, dir); r.code != 0 {
+			t.Fatalf("enroll %s: %+v", n, r)
+		}
+		agents[n] = startAgent(t, dir)
+	}
+	for _, n := range names {
+		waitFor(t, n+" online", 30*time.Second, func() bool {
+			s := f.server(t, n)
+			return s != nil && s["status"] == "online"
+		})
+	}
+	time.Sleep(3 * time.Second)
+
+	_ = f.c.stop(t, syscall.SIGKILL)
+	time.Sleep(20 * time.Second)
+	f.c = startControllerAt(t, f.dataDir, f.c.httpAddr, f.c.grpcAddr, "--metrics-interval", "1s", "--heartbeat-interval", "1s")
+	// The restarted controller gives agents time before marking anything
+	// offline; they reconnect and flush their buffers.
+	dsn := fmt.Sprintf("host=%s user=berth dbname=berth sslmode=disable", filepath.Join(f.dataDir, "postgres", "run"))
+	outageEnd := time.Now()
+	waitFor(t, "buffered samples to arrive", 60*time.Second, func() bool {
+		for _, n := range names {
+			if latest(t, dsn, n).Before(outageEnd) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range names {
+		_ = agents[n].cmd.Process.Signal(syscall.SIGTERM)
+		<-agents[n].done
+	}
+
+	for _, n := range names {
+		times := series(t, dsn, n)
+		if len(times) < 25 {
+			t.Fatalf("%s: only %d samples across a 20 s outage at 1 s", n, len(times))
+		}
+		for i := 1; i < len(times); i++ {
+			gap := times[i].Sub(times[i-1])
+			if gap <= 0 {
+				t.Fatalf("%s: sample at %s stored twice", n, times[i])
+			}
+			if gap > 2500*time.Millisecond {
+				t.Fatalf("%s: %s gap in samples at %s: samples were lost", n, gap, times[i-1])
+			}
+		}
+	}
+}
+
+func series(t *testing.T, dsn, name string) []time.Time {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT m.recorded_at FROM server_metrics m JOIN servers s ON s.id = m.server_id WHERE s.name = $1 ORDER BY m.recorded_at`, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func latest(t *testing.T, dsn, name string) time.Time {
+	ts := series(t, dsn, name)
+	if len(ts) == 0 {
+		return time.Time{}
+	}
+	return ts[len(ts)-1]
+}
+
+// TestKilledAgentGoesOffline: SIGKILL an agent; its server turns offline
+// once the heartbeat TTL and grace pass, and online again when it returns.
+func TestKilledAgentGoesOffline(t *testing.T) {
+	t.Parallel()
+	dataDir := shortDir(t)
+	c := startController(t, dataDir, "--metrics-interval", "1s", "--heartbeat-interval", "1s", "--start-grace", "1s")
+	f := &fleetEnv{c: c, dataDir: dataDir}
+	g := startFleetOn(t, f)
+	a := g.addServer(t, "edge-1")
+	dir := filepath.Join(t.TempDir(), "edge-1")
+	if r := enrollAgent(t, c.grpcAddr, a.Token, a.CAPin, dir); r.code != 0 {
+		t.Fatalf("enroll: %+v", r)
+	}
+	ag := startAgent(t, dir)
+	waitFor(t, "online", 30*time.Second, func() bool { s := g.server(t, "edge-1"); return s != nil && s["status"] == "online" })
+	_ = ag.cmd.Process.Signal(syscall.SIGKILL)
+	<-ag.done
+	killed := time.Now()
+	waitFor(t, "offline", 30*time.Second, func() bool { s := g.server(t, "edge-1"); return s != nil && s["status"] == "offline" })
+	// TTL is 3 heartbeats plus 5 s grace: not before that.
+	if since := time.Since(killed); since < 3*time.Second {
+		t.Fatalf("offline after %s, before the TTL", since)
+	}
+	startAgent(t, dir)
+	waitFor(t, "online again", 30*time.Second, func() bool { s := g.server(t, "edge-1"); return s != nil && s["status"] == "online" })
+}
