@@ -34,7 +34,7 @@ CREATE TABLE apps (
     -- secret must be recoverable to verify GitHub HMAC signatures and GitLab
     -- tokens. NULL: the webhook endpoint refuses this app.
     webhook_secret               bytea,
-    -- Encrypted dotenv content: common variables, overlaid by the environment's.
+    -- Encrypted JSON objects of variables: common ones, overlaid by the environment's.
     env_vars                     bytea,
     env_production               bytea,
     env_staging                  bytea,
