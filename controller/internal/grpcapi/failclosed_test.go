@@ -357,3 +357,45 @@ func TestEnrollRefusals(t *testing.T) {
 		t.Fatalf("refused enrollments recorded: %d", len(evs))
 	}
 }
+
+func TestRenewOverStream(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 100)
+	ctx := context.Background()
+	id, cert := e.enroll(t, "renew-1")
+	s, _, err := connect(t, e.client(t, &cert), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, csr := newCSR(t)
+	_ = s.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Renew{Renew: &agentv1.RenewRequest{CsrDer: csr}}})
+	m, err := s.Recv()
+	if err != nil || m.GetRenew() == nil {
+		t.Fatalf("renew: %v %v", m, err)
+	}
+	leaf, err := x509.ParseCertificate(m.GetRenew().GetCertificateDer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.Subject.CommonName != id.String() || !leaf.PublicKey.(*ecdsa.PublicKey).Equal(&key.PublicKey) {
+		t.Fatalf("renewed certificate names %q", leaf.Subject.CommonName)
+	}
+	certs, err := e.st.AgentCertificates(ctx, id)
+	if err != nil || len(certs) != 2 || certs[0].IssuedFor != "renew" {
+		t.Fatalf("recorded certificates: %+v %v", certs, err)
+	}
+	// The renewed certificate works on a new connection.
+	renewed := tls.Certificate{Certificate: [][]byte{m.GetRenew().GetCertificateDer()}, PrivateKey: key}
+	if _, m, err := connect(t, e.client(t, &renewed), nil); err != nil || m.GetWelcome() == nil {
+		t.Fatalf("connect with renewed certificate: %v %v", m, err)
+	}
+	// A garbage CSR ends the stream with InvalidArgument.
+	s2, _, err := connect(t, e.client(t, &renewed), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s2.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Renew{Renew: &agentv1.RenewRequest{CsrDer: []byte("junk")}}})
+	if _, err := s2.Recv(); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("junk CSR: %v", err)
+	}
+}
