@@ -3,7 +3,9 @@ package main_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -125,4 +127,43 @@ func TestKilledAgentGoesOffline(t *testing.T) {
 	}
 	startAgent(t, dir)
 	waitFor(t, "online again", 30*time.Second, func() bool { s := g.server(t, "edge-1"); return s != nil && s["status"] == "online" })
+}
+
+// TestRemoveCutsStreamOnAnotherController: two controllers share one
+// database (and the CA and keys, as a real multi-controller install does);
+// removing a server through one cuts its agent's stream on the other.
+func TestRemoveCutsStreamOnAnotherController(t *testing.T) {
+	t.Parallel()
+	f := startFleet(t)
+	d2 := shortDir(t)
+	if err := os.MkdirAll(d2, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"ca.key", "ca.crt", "encryption.keys"} {
+		b, err := os.ReadFile(filepath.Join(f.dataDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d2, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dsn := fmt.Sprintf("host=%s user=berth dbname=berth sslmode=disable", filepath.Join(f.dataDir, "postgres", "run"))
+	c2 := startController(t, d2, "--database-url", dsn, "--heartbeat-interval", "1s")
+
+	a := f.addServer(t, "shared-1")
+	dir := filepath.Join(t.TempDir(), "agent")
+	if r := enrollAgent(t, c2.grpcAddr, a.Token, a.CAPin, dir); r.code != 0 {
+		t.Fatalf("enroll through the second controller: %+v", r)
+	}
+	ag := startAgent(t, dir)
+	waitFor(t, "connected to the second controller", 30*time.Second, func() bool {
+		return strings.Contains(ag.logs.String(), "connected to controller")
+	})
+	if r := run(t, f.env, "server", "remove", "shared-1"); r.code != 0 {
+		t.Fatalf("remove through the first controller: %+v", r)
+	}
+	waitFor(t, "the stream on the second controller to be cut", 2*time.Second, func() bool {
+		return strings.Contains(ag.logs.String(), "controller refused this agent")
+	})
 }

@@ -195,10 +195,14 @@ func Run(ctx context.Context, cfg Config) error {
 		defer wg.Done()
 		maintenance.New(db, log).Run(bgCtx)
 	}()
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		fleetSvc.Liveness(bgCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		fleetSvc.ListenRevocations(bgCtx, pool)
 	}()
 
 	mux := http.NewServeMux()

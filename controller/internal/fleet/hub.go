@@ -119,3 +119,5 @@ func (h *Hub) Count() int {
 	defer h.mu.Unlock()
 	return len(h.conns)
 }
+
+func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }

@@ -342,6 +342,7 @@ func (s *Service) Remove(ctx context.Context, pr *auth.Principal, peer Peer, ref
 		return err
 	}
 	s.hub.Cut(srv.ID, ErrRevoked)
+	s.announceRevoked(ctx, srv.ID)
 	s.activity(ctx, pr, peer, "server.removed", srv, nil)
 	s.security(ctx, "server.removed", store.SeverityWarning, nil, pr, peer, map[string]any{"server": srv.Name, "server_id": srv.ID.String()})
 	return nil
@@ -367,6 +368,7 @@ func (s *Service) Disable(ctx context.Context, pr *auth.Principal, peer Peer, re
 		return store.Server{}, err
 	}
 	s.hub.Cut(srv.ID, ErrRevoked)
+	s.announceRevoked(ctx, srv.ID)
 	s.activity(ctx, pr, peer, "server.disabled", srv, nil)
 	s.security(ctx, "certificate.revoked", store.SeverityWarning, &srv.ID, pr, peer, map[string]any{"reason": "server disabled"})
 	return srv, nil
