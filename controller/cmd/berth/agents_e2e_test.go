@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -45,9 +46,12 @@ func startFleetOn(t *testing.T, f *fleetEnv) *fleetEnv {
 	return f
 }
 
+// runIn runs berth with stdin, bounded in time.
 func runIn(t *testing.T, env []string, stdin, what string, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(berthBin, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, berthBin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
