@@ -114,3 +114,12 @@ UPDATE servers SET ssh_private_key = sqlc.narg(ssh_private_key) WHERE id = sqlc.
 
 -- name: GetServerSSHKey :one
 SELECT ssh_private_key FROM servers WHERE id = sqlc.arg(id);
+
+-- name: MarkServersSeen :execrows
+-- Heartbeats of many servers in one statement: the controller gathers them
+-- in memory and flushes every few seconds, so 10,000 agents cost a handful
+-- of writes a second instead of a thousand. Disabled servers stay disabled.
+UPDATE servers s
+SET status = 'online', last_seen_at = GREATEST(coalesce(s.last_seen_at, v.seen_at), v.seen_at)
+FROM (SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(seen_at)::timestamptz[]) AS seen_at) AS v
+WHERE s.id = v.id AND s.status <> 'disabled';

@@ -195,10 +195,14 @@ func Run(ctx context.Context, cfg Config) error {
 		defer wg.Done()
 		maintenance.New(db, log).Run(bgCtx)
 	}()
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		fleetSvc.Liveness(bgCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		fleetSvc.FlushHeartbeats(bgCtx)
 	}()
 	go func() {
 		defer wg.Done()

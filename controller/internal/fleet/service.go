@@ -79,6 +79,7 @@ type Service struct {
 	cfg     Config
 	limit   *ipLimiter
 	started time.Time
+	seen    seenBatch
 }
 
 // New returns the service.

@@ -145,9 +145,8 @@ func recvWithin(stream connectStream, d time.Duration) (*agentv1.ConnectRequest,
 func (s *Service) handle(ctx context.Context, c *conn, peer Peer, m *agentv1.ConnectRequest) error {
 	switch msg := m.Msg.(type) {
 	case *agentv1.ConnectRequest_Heartbeat:
-		if _, _, err := s.st.MarkServerSeen(ctx, c.serverID, peer.IP); err != nil {
-			return err
-		}
+		// Batched: FlushHeartbeats writes them every few seconds.
+		s.seen.add(c.serverID, s.cfg.Now())
 	case *agentv1.ConnectRequest_Metrics:
 		dup, err := s.ingest(ctx, c.serverID, msg.Metrics)
 		if err != nil {
