@@ -31,6 +31,7 @@ type conn struct {
 	serial   string
 	out      chan *agentv1.ConnectResponse
 	cancel   context.CancelCauseFunc
+	dropped  uint64 // samples the agent reported dropped from a full buffer
 }
 
 // Hub tracks the agents connected to this controller, at most one stream per

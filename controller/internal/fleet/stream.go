@@ -54,7 +54,7 @@ func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
 		s.log.Info("server online", "server", srv.Name, "peer", peer.String())
 	}
 
-	c := &conn{serverID: ag.ServerID, serial: ag.Serial, out: make(chan *agentv1.ConnectResponse, sendQueue), cancel: cancel}
+	c := &conn{serverID: ag.ServerID, serial: ag.Serial, out: make(chan *agentv1.ConnectResponse, sendQueue), cancel: cancel, dropped: hello.GetMetricsDropped()}
 	s.hub.register(c)
 	defer s.hub.unregister(c)
 
@@ -148,6 +148,11 @@ func (s *Service) handle(ctx context.Context, c *conn, peer Peer, m *agentv1.Con
 		// Batched: FlushHeartbeats writes them every few seconds.
 		s.seen.add(c.serverID, s.cfg.Now())
 	case *agentv1.ConnectRequest_Metrics:
+		if d := msg.Metrics.GetDroppedTotal(); d > c.dropped {
+			// Only the receive goroutine touches c.dropped.
+			s.log.Warn("agent dropped metrics samples from a full buffer", "server_id", c.serverID.String(), "dropped_total", d, "new", d-c.dropped)
+			c.dropped = d
+		}
 		dup, err := s.ingest(ctx, c.serverID, msg.Metrics)
 		if err != nil {
 			return err
