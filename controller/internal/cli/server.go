@@ -40,18 +40,7 @@ func (a *app) serverCmd() *cobra.Command {
 			if err != nil {
 				return rpcErr(err)
 			}
-			if addF.output == "json" {
-				return a.printJSON(map[string]any{
-					"id": res.GetServer().GetId(), "name": res.GetServer().GetName(), "token": res.GetToken(),
-					"token_expires_at": res.GetTokenExpiresAt().AsTime(), "ca_pin": res.GetCaPin(),
-					"enroll_command": res.GetEnrollCommand(), "install_command": res.GetInstallCommand(),
-				})
-			}
-			fmt.Fprintf(a.stdout, "Server %s added (%s). The join token is shown once and expires %s.\n\n",
-				res.GetServer().GetName(), res.GetServer().GetId(), res.GetTokenExpiresAt().AsTime().Local().Format(time.RFC3339))
-			fmt.Fprintf(a.stdout, "Install and enroll on the server (as root):\n  %s\n\nOr, with berth-agent already installed:\n  %s\n",
-				res.GetInstallCommand(), res.GetEnrollCommand())
-			return nil
+			return a.printJoin(addF.output, "added", res.GetServer(), res.GetToken(), res.GetTokenExpiresAt().AsTime(), res.GetCaPin(), res.GetEnrollCommand(), res.GetInstallCommand())
 		},
 	}, &addF)
 	add.Flags().StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
@@ -164,7 +153,28 @@ func (a *app) serverCmd() *cobra.Command {
 		},
 	}, &disF)
 
-	cmd.AddCommand(add, list, show, remove, disable)
+	var enF apiFlags
+	var enTTL time.Duration
+	enable := apiCommand(&cobra.Command{
+		Use:   "enable NAME",
+		Short: "Re-enable a disabled server and print a new join token (its agent enrolls again)",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := enF.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := c.EnableServer(cmd.Context(), &adminv1.EnableServerRequest{Server: args[0], TokenTtl: durationpb.New(enTTL)})
+			if err != nil {
+				return rpcErr(err)
+			}
+			return a.printJoin(enF.output, "enabled", res.GetServer(), res.GetToken(), res.GetTokenExpiresAt().AsTime(), res.GetCaPin(), res.GetEnrollCommand(), res.GetInstallCommand())
+		},
+	}, &enF)
+	enable.Flags().DurationVar(&enTTL, "token-ttl", time.Hour, "how long the join token is valid")
+
+	cmd.AddCommand(add, list, show, remove, disable, enable)
 	return cmd
 }
 
@@ -223,4 +233,18 @@ func (a *app) metricsCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&since, "since", time.Hour, "how far back")
 	cmd.Flags().DurationVar(&step, "step", 0, "bucket width (default since/120)")
 	return cmd
+}
+
+// printJoin shows a join token once, with the commands that use it.
+func (a *app) printJoin(output, verb string, srv *adminv1.Server, token string, exp time.Time, pin, enroll, install string) error {
+	if output == "json" {
+		return a.printJSON(map[string]any{
+			"id": srv.GetId(), "name": srv.GetName(), "token": token, "token_expires_at": exp,
+			"ca_pin": pin, "enroll_command": enroll, "install_command": install,
+		})
+	}
+	fmt.Fprintf(a.stdout, "Server %s %s (%s). The join token is shown once and expires %s.\n\n",
+		srv.GetName(), verb, srv.GetId(), exp.Local().Format(time.RFC3339))
+	fmt.Fprintf(a.stdout, "Install and enroll on the server (as root):\n  %s\n\nOr, with berth-agent already installed:\n  %s\n", install, enroll)
+	return nil
 }

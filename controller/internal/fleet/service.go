@@ -204,6 +204,11 @@ func (s *Service) AddServer(ctx context.Context, pr *auth.Principal, peer Peer, 
 		return AddResult{}, err
 	}
 	s.activity(ctx, pr, peer, "server.created", srv, map[string]any{"labels": labels, "token_ttl": ttl.String()})
+	return s.joinResult(srv, token, exp), nil
+}
+
+// joinResult is what an operator needs to (re-)enroll a server's agent.
+func (s *Service) joinResult(srv store.Server, token string, exp time.Time) AddResult {
 	pin := s.ca.Pin()
 	res := AddResult{Server: srv, Token: token, TokenExpiresAt: exp, CAPin: pin}
 	res.EnrollCommand = fmt.Sprintf("berth-agent enroll --controller %s --token %s --ca-pin %s", s.cfg.ControllerAddr, token, pin)
@@ -211,7 +216,42 @@ func (s *Service) AddServer(ctx context.Context, pr *auth.Principal, peer Peer, 
 		res.InstallCommand = fmt.Sprintf("curl -fsSL %s/install.sh | sudo sh -s -- --controller %s --token %s --ca-pin %s",
 			strings.TrimRight(s.cfg.InstallURL, "/"), s.cfg.ControllerAddr, token, pin)
 	}
-	return res, nil
+	return res
+}
+
+// Enable re-enables a disabled server with a new join token. Its old
+// certificates stay revoked: the agent enrolls again.
+func (s *Service) Enable(ctx context.Context, pr *auth.Principal, peer Peer, ref string, ttl time.Duration) (AddResult, error) {
+	if err := require(pr, store.ScopeAdmin); err != nil {
+		return AddResult{}, err
+	}
+	if ttl == 0 {
+		ttl = time.Hour
+	}
+	if ttl < time.Minute || ttl > 7*24*time.Hour {
+		return AddResult{}, fmt.Errorf("%w: token TTL must be between 1m and 168h", ErrInvalid)
+	}
+	srv, err := s.Resolve(ctx, ref)
+	if err != nil {
+		return AddResult{}, err
+	}
+	if srv.Status != store.ServerDisabled {
+		return AddResult{}, fmt.Errorf("%w: server %s is not disabled", ErrInvalid, srv.Name)
+	}
+	token, hash := newJoinToken()
+	exp := s.cfg.Now().Add(ttl)
+	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		if _, err := tx.EnableServer(ctx, srv.ID); err != nil {
+			return err
+		}
+		srv, err = tx.SetServerJoinToken(ctx, srv.ID, hash, exp)
+		return err
+	})
+	if err != nil {
+		return AddResult{}, err
+	}
+	s.activity(ctx, pr, peer, "server.enabled", srv, nil)
+	return s.joinResult(srv, token, exp), nil
 }
 
 // joinTokenPrefix marks join tokens (distinct from API tokens).

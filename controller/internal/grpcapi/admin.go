@@ -121,3 +121,14 @@ func (a *adminServer) GetMetrics(ctx context.Context, req *adminv1.GetMetricsReq
 	}
 	return out, nil
 }
+
+func (a *adminServer) EnableServer(ctx context.Context, req *adminv1.EnableServerRequest) (*adminv1.EnableServerResponse, error) {
+	res, err := a.d.Fleet.Enable(ctx, auth.PrincipalFrom(ctx), peerOf(ctx), req.GetServer(), req.GetTokenTtl().AsDuration())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &adminv1.EnableServerResponse{
+		Server: serverPB(res.Server), Token: res.Token, TokenExpiresAt: timestamppb.New(res.TokenExpiresAt),
+		CaPin: res.CAPin, EnrollCommand: res.EnrollCommand, InstallCommand: res.InstallCommand,
+	}, nil
+}

@@ -306,6 +306,24 @@ func TestAgentAPIFailsClosed(t *testing.T) {
 			t.Fatal("refusals not recorded as security events with the peer address")
 		}
 	})
+	t.Run("enable re-enrolls", func(t *testing.T) {
+		if _, err := e.fleet.Enable(ctx, e.admin, fleet.Peer{}, "web-1", time.Hour); err == nil {
+			t.Fatal("enabled a server that is not disabled")
+		}
+		res, err := e.fleet.Enable(ctx, e.admin, fleet.Peer{}, "web-disabled", time.Hour)
+		if err != nil || res.Server.Status != store.ServerPending && res.Server.Status != store.ServerOffline {
+			t.Fatalf("enable: %+v %v", res.Server, err)
+		}
+		key, csr := newCSR(t)
+		r, err := e.client(t, nil).Enroll(ctx, &agentv1.EnrollRequest{Token: res.Token, CsrDer: csr, Facts: &agentv1.HostFacts{Hostname: "again"}})
+		if err != nil || r.ServerId != res.Server.ID.String() {
+			t.Fatalf("re-enroll: %v %v", r, err)
+		}
+		fresh := tls.Certificate{Certificate: [][]byte{r.CertificateDer}, PrivateKey: key}
+		if _, m, err := connect(t, e.client(t, &fresh), nil); err != nil || m.GetWelcome() == nil {
+			t.Fatalf("connect after re-enroll: %v %v", m, err)
+		}
+	})
 }
 
 func TestEnrollRefusals(t *testing.T) {

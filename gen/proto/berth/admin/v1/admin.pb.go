@@ -864,6 +864,145 @@ func (x *DisableServerResponse) GetServer() *Server {
 	return nil
 }
 
+// EnableServerRequest names a server.
+type EnableServerRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Server string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	// token_ttl is how long the new join token stays valid (default 1h).
+	TokenTtl      *durationpb.Duration `protobuf:"bytes,2,opt,name=token_ttl,json=tokenTtl,proto3" json:"token_ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableServerRequest) Reset() {
+	*x = EnableServerRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableServerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableServerRequest) ProtoMessage() {}
+
+func (x *EnableServerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableServerRequest.ProtoReflect.Descriptor instead.
+func (*EnableServerRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *EnableServerRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *EnableServerRequest) GetTokenTtl() *durationpb.Duration {
+	if x != nil {
+		return x.TokenTtl
+	}
+	return nil
+}
+
+// EnableServerResponse carries the new join token, shown once.
+type EnableServerResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Server         *Server                `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	Token          string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	TokenExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=token_expires_at,json=tokenExpiresAt,proto3" json:"token_expires_at,omitempty"`
+	CaPin          string                 `protobuf:"bytes,4,opt,name=ca_pin,json=caPin,proto3" json:"ca_pin,omitempty"`
+	EnrollCommand  string                 `protobuf:"bytes,5,opt,name=enroll_command,json=enrollCommand,proto3" json:"enroll_command,omitempty"`
+	InstallCommand string                 `protobuf:"bytes,6,opt,name=install_command,json=installCommand,proto3" json:"install_command,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *EnableServerResponse) Reset() {
+	*x = EnableServerResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableServerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableServerResponse) ProtoMessage() {}
+
+func (x *EnableServerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableServerResponse.ProtoReflect.Descriptor instead.
+func (*EnableServerResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *EnableServerResponse) GetServer() *Server {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+func (x *EnableServerResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *EnableServerResponse) GetTokenExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TokenExpiresAt
+	}
+	return nil
+}
+
+func (x *EnableServerResponse) GetCaPin() string {
+	if x != nil {
+		return x.CaPin
+	}
+	return ""
+}
+
+func (x *EnableServerResponse) GetEnrollCommand() string {
+	if x != nil {
+		return x.EnrollCommand
+	}
+	return ""
+}
+
+func (x *EnableServerResponse) GetInstallCommand() string {
+	if x != nil {
+		return x.InstallCommand
+	}
+	return ""
+}
+
 // GetMetricsRequest selects a window and a step.
 type GetMetricsRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -878,7 +1017,7 @@ type GetMetricsRequest struct {
 
 func (x *GetMetricsRequest) Reset() {
 	*x = GetMetricsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1029,7 @@ func (x *GetMetricsRequest) String() string {
 func (*GetMetricsRequest) ProtoMessage() {}
 
 func (x *GetMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1042,7 @@ func (x *GetMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetMetricsRequest) GetServer() string {
@@ -951,7 +1090,7 @@ type MetricPoint struct {
 
 func (x *MetricPoint) Reset() {
 	*x = MetricPoint{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1102,7 @@ func (x *MetricPoint) String() string {
 func (*MetricPoint) ProtoMessage() {}
 
 func (x *MetricPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1115,7 @@ func (x *MetricPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricPoint.ProtoReflect.Descriptor instead.
 func (*MetricPoint) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MetricPoint) GetT() *timestamppb.Timestamp {
@@ -1094,7 +1233,7 @@ type GetMetricsResponse struct {
 
 func (x *GetMetricsResponse) Reset() {
 	*x = GetMetricsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1245,7 @@ func (x *GetMetricsResponse) String() string {
 func (*GetMetricsResponse) ProtoMessage() {}
 
 func (x *GetMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1258,7 @@ func (x *GetMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetricsResponse.ProtoReflect.Descriptor instead.
 func (*GetMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetMetricsResponse) GetPoints() []*MetricPoint {
@@ -1196,7 +1335,17 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x14DisableServerRequest\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\"G\n" +
 	"\x15DisableServerResponse\x12.\n" +
-	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\"\x8b\x01\n" +
+	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\"e\n" +
+	"\x13EnableServerRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x126\n" +
+	"\ttoken_ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\btokenTtl\"\x89\x02\n" +
+	"\x14EnableServerResponse\x12.\n" +
+	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\x12D\n" +
+	"\x10token_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAt\x12\x15\n" +
+	"\x06ca_pin\x18\x04 \x01(\tR\x05caPin\x12%\n" +
+	"\x0eenroll_command\x18\x05 \x01(\tR\renrollCommand\x12'\n" +
+	"\x0finstall_command\x18\x06 \x01(\tR\x0einstallCommand\"\x8b\x01\n" +
 	"\x11GetMetricsRequest\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x12/\n" +
 	"\x05since\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05since\x12-\n" +
@@ -1224,7 +1373,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"net_tx_bps\x18\x0f \x01(\x01R\bnetTxBps\"I\n" +
 	"\x12GetMetricsResponse\x123\n" +
-	"\x06points\x18\x01 \x03(\v2\x1b.berth.admin.v1.MetricPointR\x06points2\xbf\x05\n" +
+	"\x06points\x18\x01 \x03(\v2\x1b.berth.admin.v1.MetricPointR\x06points2\x9a\x06\n" +
 	"\fAdminService\x12S\n" +
 	"\n" +
 	"GetVersion\x12!.berth.admin.v1.GetVersionRequest\x1a\".berth.admin.v1.GetVersionResponse\x12P\n" +
@@ -1233,7 +1382,8 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\vListServers\x12\".berth.admin.v1.ListServersRequest\x1a#.berth.admin.v1.ListServersResponse\x12P\n" +
 	"\tGetServer\x12 .berth.admin.v1.GetServerRequest\x1a!.berth.admin.v1.GetServerResponse\x12Y\n" +
 	"\fRemoveServer\x12#.berth.admin.v1.RemoveServerRequest\x1a$.berth.admin.v1.RemoveServerResponse\x12\\\n" +
-	"\rDisableServer\x12$.berth.admin.v1.DisableServerRequest\x1a%.berth.admin.v1.DisableServerResponse\x12S\n" +
+	"\rDisableServer\x12$.berth.admin.v1.DisableServerRequest\x1a%.berth.admin.v1.DisableServerResponse\x12Y\n" +
+	"\fEnableServer\x12#.berth.admin.v1.EnableServerRequest\x1a$.berth.admin.v1.EnableServerResponse\x12S\n" +
 	"\n" +
 	"GetMetrics\x12!.berth.admin.v1.GetMetricsRequest\x1a\".berth.admin.v1.GetMetricsResponseB\xb5\x01\n" +
 	"\x12com.berth.admin.v1B\n" +
@@ -1251,7 +1401,7 @@ func file_berth_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_berth_admin_v1_admin_proto_rawDescData
 }
 
-var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_berth_admin_v1_admin_proto_goTypes = []any{
 	(*GetVersionRequest)(nil),     // 0: berth.admin.v1.GetVersionRequest
 	(*GetVersionResponse)(nil),    // 1: berth.admin.v1.GetVersionResponse
@@ -1268,51 +1418,58 @@ var file_berth_admin_v1_admin_proto_goTypes = []any{
 	(*RemoveServerResponse)(nil),  // 12: berth.admin.v1.RemoveServerResponse
 	(*DisableServerRequest)(nil),  // 13: berth.admin.v1.DisableServerRequest
 	(*DisableServerResponse)(nil), // 14: berth.admin.v1.DisableServerResponse
-	(*GetMetricsRequest)(nil),     // 15: berth.admin.v1.GetMetricsRequest
-	(*MetricPoint)(nil),           // 16: berth.admin.v1.MetricPoint
-	(*GetMetricsResponse)(nil),    // 17: berth.admin.v1.GetMetricsResponse
-	nil,                           // 18: berth.admin.v1.Server.LabelsEntry
-	nil,                           // 19: berth.admin.v1.AddServerRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*EnableServerRequest)(nil),   // 15: berth.admin.v1.EnableServerRequest
+	(*EnableServerResponse)(nil),  // 16: berth.admin.v1.EnableServerResponse
+	(*GetMetricsRequest)(nil),     // 17: berth.admin.v1.GetMetricsRequest
+	(*MetricPoint)(nil),           // 18: berth.admin.v1.MetricPoint
+	(*GetMetricsResponse)(nil),    // 19: berth.admin.v1.GetMetricsResponse
+	nil,                           // 20: berth.admin.v1.Server.LabelsEntry
+	nil,                           // 21: berth.admin.v1.AddServerRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
 }
 var file_berth_admin_v1_admin_proto_depIdxs = []int32{
-	18, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
-	20, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
-	20, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
-	20, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
-	19, // 4: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
-	21, // 5: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	20, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
+	22, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
+	22, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
+	22, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
+	21, // 4: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
+	23, // 5: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
 	4,  // 6: berth.admin.v1.AddServerResponse.server:type_name -> berth.admin.v1.Server
-	20, // 7: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	22, // 7: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
 	4,  // 8: berth.admin.v1.ListServersResponse.servers:type_name -> berth.admin.v1.Server
 	4,  // 9: berth.admin.v1.GetServerResponse.server:type_name -> berth.admin.v1.Server
 	4,  // 10: berth.admin.v1.DisableServerResponse.server:type_name -> berth.admin.v1.Server
-	21, // 11: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
-	21, // 12: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
-	20, // 13: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
-	16, // 14: berth.admin.v1.GetMetricsResponse.points:type_name -> berth.admin.v1.MetricPoint
-	0,  // 15: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
-	2,  // 16: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
-	5,  // 17: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
-	7,  // 18: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
-	9,  // 19: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
-	11, // 20: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
-	13, // 21: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
-	15, // 22: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
-	1,  // 23: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
-	3,  // 24: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
-	6,  // 25: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
-	8,  // 26: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
-	10, // 27: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
-	12, // 28: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
-	14, // 29: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
-	17, // 30: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
-	23, // [23:31] is the sub-list for method output_type
-	15, // [15:23] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	23, // 11: berth.admin.v1.EnableServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	4,  // 12: berth.admin.v1.EnableServerResponse.server:type_name -> berth.admin.v1.Server
+	22, // 13: berth.admin.v1.EnableServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	23, // 14: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
+	23, // 15: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
+	22, // 16: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
+	18, // 17: berth.admin.v1.GetMetricsResponse.points:type_name -> berth.admin.v1.MetricPoint
+	0,  // 18: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
+	2,  // 19: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
+	5,  // 20: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
+	7,  // 21: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
+	9,  // 22: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
+	11, // 23: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
+	13, // 24: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
+	15, // 25: berth.admin.v1.AdminService.EnableServer:input_type -> berth.admin.v1.EnableServerRequest
+	17, // 26: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
+	1,  // 27: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
+	3,  // 28: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
+	6,  // 29: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
+	8,  // 30: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
+	10, // 31: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
+	12, // 32: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
+	14, // 33: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
+	16, // 34: berth.admin.v1.AdminService.EnableServer:output_type -> berth.admin.v1.EnableServerResponse
+	19, // 35: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
+	27, // [27:36] is the sub-list for method output_type
+	18, // [18:27] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_berth_admin_v1_admin_proto_init() }
@@ -1326,7 +1483,7 @@ func file_berth_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_admin_v1_admin_proto_rawDesc), len(file_berth_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

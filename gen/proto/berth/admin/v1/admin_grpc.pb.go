@@ -30,6 +30,7 @@ const (
 	AdminService_GetServer_FullMethodName     = "/berth.admin.v1.AdminService/GetServer"
 	AdminService_RemoveServer_FullMethodName  = "/berth.admin.v1.AdminService/RemoveServer"
 	AdminService_DisableServer_FullMethodName = "/berth.admin.v1.AdminService/DisableServer"
+	AdminService_EnableServer_FullMethodName  = "/berth.admin.v1.AdminService/EnableServer"
 	AdminService_GetMetrics_FullMethodName    = "/berth.admin.v1.AdminService/GetMetrics"
 )
 
@@ -56,6 +57,9 @@ type AdminServiceClient interface {
 	// DisableServer keeps the server but revokes its certificates and cuts its
 	// stream; EnableServer lets it enroll again with a new join token.
 	DisableServer(ctx context.Context, in *DisableServerRequest, opts ...grpc.CallOption) (*DisableServerResponse, error)
+	// EnableServer re-enables a disabled server and issues a new join token:
+	// its old certificates stay revoked, so the agent enrolls again.
+	EnableServer(ctx context.Context, in *EnableServerRequest, opts ...grpc.CallOption) (*EnableServerResponse, error)
 	// GetMetrics returns a server's metrics downsampled to a step.
 	GetMetrics(ctx context.Context, in *GetMetricsRequest, opts ...grpc.CallOption) (*GetMetricsResponse, error)
 }
@@ -138,6 +142,16 @@ func (c *adminServiceClient) DisableServer(ctx context.Context, in *DisableServe
 	return out, nil
 }
 
+func (c *adminServiceClient) EnableServer(ctx context.Context, in *EnableServerRequest, opts ...grpc.CallOption) (*EnableServerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnableServerResponse)
+	err := c.cc.Invoke(ctx, AdminService_EnableServer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) GetMetrics(ctx context.Context, in *GetMetricsRequest, opts ...grpc.CallOption) (*GetMetricsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetMetricsResponse)
@@ -171,6 +185,9 @@ type AdminServiceServer interface {
 	// DisableServer keeps the server but revokes its certificates and cuts its
 	// stream; EnableServer lets it enroll again with a new join token.
 	DisableServer(context.Context, *DisableServerRequest) (*DisableServerResponse, error)
+	// EnableServer re-enables a disabled server and issues a new join token:
+	// its old certificates stay revoked, so the agent enrolls again.
+	EnableServer(context.Context, *EnableServerRequest) (*EnableServerResponse, error)
 	// GetMetrics returns a server's metrics downsampled to a step.
 	GetMetrics(context.Context, *GetMetricsRequest) (*GetMetricsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
@@ -203,6 +220,9 @@ func (UnimplementedAdminServiceServer) RemoveServer(context.Context, *RemoveServ
 }
 func (UnimplementedAdminServiceServer) DisableServer(context.Context, *DisableServerRequest) (*DisableServerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DisableServer not implemented")
+}
+func (UnimplementedAdminServiceServer) EnableServer(context.Context, *EnableServerRequest) (*EnableServerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnableServer not implemented")
 }
 func (UnimplementedAdminServiceServer) GetMetrics(context.Context, *GetMetricsRequest) (*GetMetricsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMetrics not implemented")
@@ -354,6 +374,24 @@ func _AdminService_DisableServer_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_EnableServer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnableServerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).EnableServer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_EnableServer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).EnableServer(ctx, req.(*EnableServerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_GetMetrics_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetMetricsRequest)
 	if err := dec(in); err != nil {
@@ -406,6 +444,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DisableServer",
 			Handler:    _AdminService_DisableServer_Handler,
+		},
+		{
+			MethodName: "EnableServer",
+			Handler:    _AdminService_EnableServer_Handler,
 		},
 		{
 			MethodName: "GetMetrics",
