@@ -169,9 +169,6 @@ func TestKeyFileCreationRace(t *testing.T) {
 
 func TestKeyFileRefusals(t *testing.T) {
 	t.Parallel()
-	if runtime.GOOS == "windows" {
-		t.Skip("no Unix permissions")
-	}
 	write := func(t *testing.T, content string, mode fs.FileMode) string {
 		path := filepath.Join(t.TempDir(), KeyFileName)
 		if err := os.WriteFile(path, []byte(content), mode); err != nil {
