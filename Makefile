@@ -82,7 +82,8 @@ lint: vet fmt-check
 	$(BIN)/buf lint
 
 ## bench: benchmarks; figures go to BENCHMARKS.md
-bench: deps-test
+bench: deps-test build
+	@command -v prometheus-node-exporter >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-node-exporter >/dev/null; } || true
 	./scripts/bench.sh
 
 clean:
