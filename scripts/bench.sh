@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-cmd1="go test ./controller/internal/store -run '^\$' -bench 'IngestBatch|RawCopy' -benchtime 5s -count 1"
+cmd1="go test ./controller/internal/store -run '^\$' -bench 'IngestBatch|RawCopy|BackfillParallel' -benchtime 5s -count 1"
 cmd2="go test ./agent/internal/metrics -run '^\$' -bench Sample -benchmem -count 1"
 echo "\$ $cmd1" | tee "$out"
 eval "$cmd1" 2>&1 | grep -E '^(Benchmark|ok|FAIL)' | tee -a "$out"
@@ -18,6 +18,7 @@ footprint=$(BIN=$(pwd)/.bin ./scripts/footprint.sh)
 echo "$footprint" | tee -a "$out"
 
 ingest=$(awk '/^BenchmarkIngestBatch/ { for (i=1;i<=NF;i++) if ($(i+1)=="rows/s") print $i }' "$out")
+backfill=$(awk '/^BenchmarkBackfillParallel/ { for (i=1;i<=NF;i++) if ($(i+1)=="rows/s") print $i }' "$out")
 raw=$(awk '/^BenchmarkRawCopy/ { for (i=1;i<=NF;i++) if ($(i+1)=="rows/s") print $i }' "$out")
 ratio=$(awk -v a="$ingest" -v b="$raw" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
 {
@@ -33,6 +34,7 @@ ratio=$(awk -v a="$ingest" -v b="$raw" 'BEGIN { if (b > 0) printf "%.2f", a / b;
   echo "| path | rows/s |"
   echo "|---|---|"
   echo "| IngestMetricsBatch (360-sample batches) | $ingest |"
+  echo "| IngestMetricsBatch, 200 servers replaying an hour at once (4 goroutines per core) | $backfill |"
   echo "| raw COPY | $raw |"
   echo "| ratio | $ratio |"
   echo
