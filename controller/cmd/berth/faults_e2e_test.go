@@ -167,3 +167,34 @@ func TestRemoveCutsStreamOnAnotherController(t *testing.T) {
 		return strings.Contains(ag.logs.String(), "controller refused this agent")
 	})
 }
+
+// TestAgentRenewsItsCertificate: with a 90 s certificate lifetime the agent
+// renews over its stream once a third is left, then re-dials with the new
+// certificate, which the controller recorded.
+func TestAgentRenewsItsCertificate(t *testing.T) {
+	t.Parallel()
+	dataDir := shortDir(t)
+	c := startController(t, dataDir, "--metrics-interval", "1s", "--heartbeat-interval", "1s", "--agent-cert-ttl", "90s")
+	f := startFleetOn(t, &fleetEnv{c: c, dataDir: dataDir})
+	a := f.addServer(t, "renew-1")
+	dir := filepath.Join(t.TempDir(), "agent")
+	if r := enrollAgent(t, c.grpcAddr, a.Token, a.CAPin, dir); r.code != 0 {
+		t.Fatalf("enroll: %+v", r)
+	}
+	ag := startAgent(t, dir)
+	waitFor(t, "the certificate renewal", 120*time.Second, func() bool {
+		return strings.Count(ag.logs.String(), "connected to controller") >= 2 && strings.Contains(ag.logs.String(), "certificate renewed")
+	})
+	dsn := fmt.Sprintf("host=%s user=berth dbname=berth sslmode=disable", filepath.Join(dataDir, "postgres", "run"))
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM agent_certificates c JOIN servers s ON s.id = c.server_id WHERE s.name = 'renew-1' AND c.issued_for = 'renew'`).Scan(&n); err != nil || n < 1 {
+		t.Fatalf("renewed certificates recorded: %d (%v)", n, err)
+	}
+	// Still online on the renewed certificate.
+	waitFor(t, "online after renewal", 10*time.Second, func() bool { s := f.server(t, "renew-1"); return s != nil && s["status"] == "online" })
+}

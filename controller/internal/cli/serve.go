@@ -30,6 +30,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.MetricsInterval, "metrics-interval", 10*time.Second, "how often agents sample metrics (at least 1s)")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", 10*time.Second, "how often agents report in (at least 1s)")
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "gRPC address agents dial, for printed enroll commands (default: --grpc-addr)")
+	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", 7*24*time.Hour, "lifetime of agent certificates (renewed with a third left)")
 	f.DurationVar(&cfg.StartGrace, "start-grace", 2*time.Minute, "after a start, how long before any server may be marked offline (agents reconnecting)")
 	f.StringVar(&cfg.AgentDist, "agent-dist", defaultAgentDist(), "directory with the agent binaries and install script to serve")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "controller HTTP base URL as servers reach it (default http://HTTP_ADDR)")

@@ -48,6 +48,8 @@ type Config struct {
 	// AdvertiseAddr is the gRPC address agents dial, printed in enroll
 	// commands; default the gRPC listen address.
 	AdvertiseAddr string
+	// AgentCertTTL is the lifetime of agents' client certificates.
+	AgentCertTTL time.Duration
 	// StartGrace is how long after start no server is marked offline.
 	StartGrace time.Duration
 	// AgentDist is the directory with the agent binaries and install script.
@@ -183,7 +185,7 @@ func Run(ctx context.Context, cfg Config) error {
 		advertise = grpcLn.Addr().String()
 	}
 	fleetSvc := fleet.New(db, authority, log, fleet.Config{
-		HeartbeatInterval: cfg.HeartbeatInterval, MetricsInterval: cfg.MetricsInterval, StartGrace: cfg.StartGrace,
+		HeartbeatInterval: cfg.HeartbeatInterval, MetricsInterval: cfg.MetricsInterval, StartGrace: cfg.StartGrace, AgentCertTTL: cfg.AgentCertTTL,
 		ControllerAddr: advertise, InstallURL: publicURL,
 	})
 
