@@ -25,6 +25,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -276,8 +277,7 @@ func FetchCA(addr, pin string, timeout time.Duration) (*x509.Certificate, error)
 			return nil
 		},
 	}
-	d := &tls.Dialer{Config: cfg, NetDialer: nil}
-	d.NetDialer = newNetDialer(timeout)
+	d := &tls.Dialer{Config: cfg, NetDialer: &net.Dialer{Timeout: timeout}}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
