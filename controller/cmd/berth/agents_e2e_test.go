@@ -49,9 +49,15 @@ func startFleetOn(t *testing.T, f *fleetEnv) *fleetEnv {
 // runIn runs berth with stdin, bounded in time.
 func runIn(t *testing.T, env []string, stdin, what string, args ...string) result {
 	t.Helper()
+	return runBin(t, berthBin, env, stdin, what, args...)
+}
+
+// runBin runs a binary with stdin, bounded in time, and collects its output.
+func runBin(t *testing.T, bin string, env []string, stdin, what string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, berthBin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
@@ -87,15 +93,7 @@ func (f *fleetEnv) addServer(t *testing.T, name string, extra ...string) added {
 
 func enrollAgent(t *testing.T, addr, token, pin, dir string) result {
 	t.Helper()
-	cmd := exec.Command(agentBin, "enroll", "--controller", addr, "--token", token, "--ca-pin", pin, "--data-dir", dir)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	}
-	return result{code, out.String(), errb.String()}
+	return runBin(t, agentBin, nil, "", "berth-agent enroll", "enroll", "--controller", addr, "--token", token, "--ca-pin", pin, "--data-dir", dir)
 }
 
 type agentProc struct {
@@ -246,17 +244,8 @@ func TestInstallOneLiner(t *testing.T) {
 	}
 	root := t.TempDir()
 	install := func() result {
-		cmd := exec.Command("sh", "-s", "--", "--controller", f.c.grpcAddr, "--token", a.Token, "--ca-pin", a.CAPin)
-		cmd.Stdin = strings.NewReader(script)
-		cmd.Env = append(os.Environ(), "BERTH_INSTALL_PREFIX="+root+"/bin", "BERTH_AGENT_DATA_DIR="+root+"/data", "BERTH_INSTALL_NO_SYSTEMD=1")
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		c := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			c = ee.ExitCode()
-		}
-		return result{c, out.String(), errb.String()}
+		env := []string{"BERTH_INSTALL_PREFIX=" + root + "/bin", "BERTH_AGENT_DATA_DIR=" + root + "/data", "BERTH_INSTALL_NO_SYSTEMD=1"}
+		return runBin(t, "sh", env, script, "install.sh", "-s", "--", "--controller", f.c.grpcAddr, "--token", a.Token, "--ca-pin", a.CAPin)
 	}
 	if r := install(); r.code != 0 || !strings.Contains(r.stdout, "enrolled") {
 		t.Fatalf("install: %+v", r)

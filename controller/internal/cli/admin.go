@@ -2,38 +2,18 @@ package cli
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/password"
 	"github.com/berthhq/berth/controller/internal/store"
 )
-
-// withDB opens the database for a command that runs on the controller host.
-func (a *app) withDB(ctx context.Context, df *dbFlags, fn func(*store.Store) error) error {
-	database, err := df.open(ctx, a)
-	if err != nil {
-		return err
-	}
-	defer database.Close(context.Background())
-	pool, err := pgxpool.New(ctx, database.DSN)
-	if err != nil {
-		return fmt.Errorf("database: %w", err)
-	}
-	defer pool.Close()
-	if err := pool.Ping(ctx); err != nil {
-		return fmt.Errorf("connect to database: %w", err)
-	}
-	return fn(store.New(pool, nil))
-}
 
 func (a *app) adminCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "admin", Short: "Manage administrators on the controller host"}
@@ -64,7 +44,7 @@ func (a *app) adminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.withDB(cmd.Context(), &df, func(st *store.Store) error {
+			return a.withDB(cmd.Context(), &df, nil, func(st *store.Store) error {
 				u, err := st.CreateUser(cmd.Context(), store.CreateUserParams{Email: email, PasswordHash: hash, Role: store.RoleAdmin, Status: store.UserActive})
 				if errors.Is(err, store.ErrConflict) {
 					return fmt.Errorf("a user with email %s already exists", email)
@@ -114,7 +94,7 @@ func (a *app) tokenCmd() *cobra.Command {
 					return usageError{fmt.Errorf("unknown scope %q (read, write, deploy, admin)", s)}
 				}
 			}
-			return a.withDB(cmd.Context(), &df, func(st *store.Store) error {
+			return a.withDB(cmd.Context(), &df, nil, func(st *store.Store) error {
 				u, err := st.UserByEmail(cmd.Context(), strings.TrimSpace(email))
 				if errors.Is(err, store.ErrNotFound) {
 					return fmt.Errorf("no user with email %s", email)

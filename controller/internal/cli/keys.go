@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 
 	"github.com/berthhq/berth/controller/internal/daemon"
@@ -62,21 +61,8 @@ func (a *app) keysCmd() *cobra.Command {
 		if err != nil {
 			return fmt.Errorf("encryption keys: %w", err)
 		}
-		database, err := df.open(ctx, a)
-		if err != nil {
-			return err
-		}
-		defer database.Close(context.Background())
-		pool, err := pgxpool.New(ctx, database.DSN)
-		if err != nil {
-			return fmt.Errorf("database: %w", err)
-		}
-		defer pool.Close()
-		if err := pool.Ping(ctx); err != nil {
-			return fmt.Errorf("connect to database: %w", err)
-		}
 		src := secrets.NewSource(kr, keyFile)
-		return fn(store.New(pool, src), src, keyFile)
+		return a.withDB(ctx, &df, src, func(st *store.Store) error { return fn(st, src, keyFile) })
 	}
 
 	reencryptAll := func(ctx context.Context, st *store.Store) error {

@@ -6,11 +6,14 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/berthhq/berth/controller/internal/daemon"
 	"github.com/berthhq/berth/controller/internal/migrate"
+	"github.com/berthhq/berth/controller/internal/secrets"
+	"github.com/berthhq/berth/controller/internal/store"
 )
 
 // dbFlags are the flags of every command that talks to the database
@@ -36,6 +39,26 @@ func (d *dbFlags) open(ctx context.Context, a *app) (*daemon.Database, error) {
 		}
 	}
 	return daemon.OpenDatabase(ctx, d.dataDir, d.databaseURL, true, a.log)
+}
+
+// withDB opens the database for a command that runs on the controller host
+// and hands it a store; keys may be nil for commands that never touch
+// encrypted columns.
+func (a *app) withDB(ctx context.Context, df *dbFlags, keys *secrets.Source, fn func(*store.Store) error) error {
+	database, err := df.open(ctx, a)
+	if err != nil {
+		return err
+	}
+	defer database.Close(context.Background())
+	pool, err := pgxpool.New(ctx, database.DSN)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer pool.Close()
+	if err := pool.Ping(ctx); err != nil {
+		return fmt.Errorf("connect to database: %w", err)
+	}
+	return fn(store.New(pool, keys))
 }
 
 func (a *app) migrateCmd() *cobra.Command {
