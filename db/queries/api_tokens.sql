@@ -21,3 +21,10 @@ SELECT * FROM api_tokens WHERE user_id = sqlc.arg(user_id) ORDER BY id DESC;
 
 -- name: RevokeAPIToken :one
 UPDATE api_tokens SET revoked_at = now() WHERE id = sqlc.arg(id) AND revoked_at IS NULL RETURNING *;
+
+-- name: GetAPIToken :one
+SELECT * FROM api_tokens WHERE id = sqlc.arg(id);
+
+-- name: RevokeUserAPITokens :execrows
+-- Every live token of a user at once, when the user is disabled.
+UPDATE api_tokens SET revoked_at = now() WHERE user_id = sqlc.arg(user_id) AND revoked_at IS NULL;

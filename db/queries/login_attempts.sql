@@ -36,3 +36,12 @@ WHERE (sqlc.narg(user_id)::uuid IS NULL OR user_id = sqlc.narg(user_id))
   AND (sqlc.narg(before)::uuid IS NULL OR id < sqlc.narg(before))
 ORDER BY id DESC
 LIMIT sqlc.arg(lim);
+
+-- name: CreateLoginAttemptAt :one
+-- CreateLoginAttempt with the time given by the caller: the accounts service
+-- counts its throttling windows on its own clock (injectable in tests), so
+-- the rows it counts must carry that clock's time.
+INSERT INTO login_attempts (id, user_id, email, ip_address, user_agent, stage, result, reason, created_at)
+VALUES (sqlc.arg(id), sqlc.narg(user_id), sqlc.arg(email), sqlc.narg(ip_address), sqlc.narg(user_agent),
+        sqlc.arg(stage), sqlc.arg(result), sqlc.narg(reason), sqlc.arg(created_at))
+RETURNING *;

@@ -41,3 +41,8 @@ DELETE FROM password_reset_tokens WHERE user_id = sqlc.arg(user_id) AND used_at 
 -- The sweep: expired links, and used ones older than the cutoff.
 DELETE FROM password_reset_tokens
 WHERE expires_at <= now() OR used_at < sqlc.arg(used_before)::timestamptz;
+
+-- name: GetPasswordResetTokenByHash :one
+-- After ConsumePasswordResetToken refused a link: tells "expired" and
+-- "already used" apart from "unknown", so the user gets a clear message.
+SELECT * FROM password_reset_tokens WHERE token_hash = sqlc.arg(token_hash) AND purpose = sqlc.arg(purpose);

@@ -49,3 +49,11 @@ WHERE user_id = sqlc.arg(user_id)
 -- The sweep: past the absolute expiry, or idle since before idle_before.
 DELETE FROM sessions
 WHERE expires_at <= now() OR last_seen_at < sqlc.arg(idle_before)::timestamptz;
+
+-- name: SetSessionLastSeen :execrows
+-- TouchSession with the time given by the caller (whose clock the idle
+-- timeout is checked on); never moves last_seen_at backwards. The caller
+-- decides how often to write.
+UPDATE sessions
+SET last_seen_at = sqlc.arg(seen_at)::timestamptz, ip_address = coalesce(sqlc.narg(ip_address), ip_address)
+WHERE id = sqlc.arg(id) AND last_seen_at < sqlc.arg(seen_at)::timestamptz;

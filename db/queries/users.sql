@@ -129,3 +129,10 @@ SELECT recovery_codes FROM users WHERE id = sqlc.arg(id) FOR UPDATE;
 -- name: ReplaceUserRecoveryCodes :exec
 -- Rewrites the remaining codes after one was used; keeps the generation time.
 UPDATE users SET recovery_codes = sqlc.arg(codes) WHERE id = sqlc.arg(id);
+
+-- name: LockActiveAdmins :many
+-- Inside a transaction, before disabling (or demoting) an admin: holds the
+-- active admins' rows, so two concurrent changes cannot both see "another
+-- admin remains" and leave none. A waiting transaction re-reads the rows
+-- after the first commits and no longer counts the one it disabled.
+SELECT id FROM users WHERE role = 'admin' AND status = 'active' ORDER BY id FOR UPDATE;

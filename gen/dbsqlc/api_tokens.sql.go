@@ -53,6 +53,28 @@ func (q *Queries) CreateAPIToken(ctx context.Context, arg CreateAPITokenParams) 
 	return i, err
 }
 
+const getAPIToken = `-- name: GetAPIToken :one
+SELECT id, user_id, name, token_hash, scopes, expires_at, last_used_at, last_used_ip, revoked_at, created_at FROM api_tokens WHERE id = $1
+`
+
+func (q *Queries) GetAPIToken(ctx context.Context, id pgtype.UUID) (ApiToken, error) {
+	row := q.db.QueryRow(ctx, getAPIToken, id)
+	var i ApiToken
+	err := row.Scan(
+		&i.ID,
+		&i.UserID,
+		&i.Name,
+		&i.TokenHash,
+		&i.Scopes,
+		&i.ExpiresAt,
+		&i.LastUsedAt,
+		&i.LastUsedIp,
+		&i.RevokedAt,
+		&i.CreatedAt,
+	)
+	return i, err
+}
+
 const getAPITokenByHash = `-- name: GetAPITokenByHash :one
 SELECT api_tokens.id, api_tokens.user_id, api_tokens.name, api_tokens.token_hash, api_tokens.scopes, api_tokens.expires_at, api_tokens.last_used_at, api_tokens.last_used_ip, api_tokens.revoked_at, api_tokens.created_at, u.email AS user_email, u.status AS user_status
 FROM api_tokens
@@ -142,6 +164,19 @@ func (q *Queries) RevokeAPIToken(ctx context.Context, id pgtype.UUID) (ApiToken,
 		&i.CreatedAt,
 	)
 	return i, err
+}
+
+const revokeUserAPITokens = `-- name: RevokeUserAPITokens :execrows
+UPDATE api_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL
+`
+
+// Every live token of a user at once, when the user is disabled.
+func (q *Queries) RevokeUserAPITokens(ctx context.Context, userID pgtype.UUID) (int64, error) {
+	result, err := q.db.Exec(ctx, revokeUserAPITokens, userID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const touchAPIToken = `-- name: TouchAPIToken :exec

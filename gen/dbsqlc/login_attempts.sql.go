@@ -114,6 +114,55 @@ func (q *Queries) CreateLoginAttempt(ctx context.Context, arg CreateLoginAttempt
 	return i, err
 }
 
+const createLoginAttemptAt = `-- name: CreateLoginAttemptAt :one
+INSERT INTO login_attempts (id, user_id, email, ip_address, user_agent, stage, result, reason, created_at)
+VALUES ($1, $2, $3, $4, $5,
+        $6, $7, $8, $9)
+RETURNING id, user_id, email, ip_address, user_agent, stage, result, reason, created_at
+`
+
+type CreateLoginAttemptAtParams struct {
+	ID        pgtype.UUID
+	UserID    pgtype.UUID
+	Email     string
+	IpAddress *netip.Addr
+	UserAgent *string
+	Stage     string
+	Result    string
+	Reason    *string
+	CreatedAt time.Time
+}
+
+// CreateLoginAttempt with the time given by the caller: the accounts service
+// counts its throttling windows on its own clock (injectable in tests), so
+// the rows it counts must carry that clock's time.
+func (q *Queries) CreateLoginAttemptAt(ctx context.Context, arg CreateLoginAttemptAtParams) (LoginAttempt, error) {
+	row := q.db.QueryRow(ctx, createLoginAttemptAt,
+		arg.ID,
+		arg.UserID,
+		arg.Email,
+		arg.IpAddress,
+		arg.UserAgent,
+		arg.Stage,
+		arg.Result,
+		arg.Reason,
+		arg.CreatedAt,
+	)
+	var i LoginAttempt
+	err := row.Scan(
+		&i.ID,
+		&i.UserID,
+		&i.Email,
+		&i.IpAddress,
+		&i.UserAgent,
+		&i.Stage,
+		&i.Result,
+		&i.Reason,
+		&i.CreatedAt,
+	)
+	return i, err
+}
+
 const listLoginAttempts = `-- name: ListLoginAttempts :many
 SELECT id, user_id, email, ip_address, user_agent, stage, result, reason, created_at FROM login_attempts
 WHERE ($1::uuid IS NULL OR user_id = $1)

@@ -156,3 +156,31 @@ func (q *Queries) GetLivePasswordResetToken(ctx context.Context, arg GetLivePass
 	)
 	return i, err
 }
+
+const getPasswordResetTokenByHash = `-- name: GetPasswordResetTokenByHash :one
+SELECT id, user_id, email, purpose, token_hash, requested_ip, expires_at, used_at, created_at FROM password_reset_tokens WHERE token_hash = $1 AND purpose = $2
+`
+
+type GetPasswordResetTokenByHashParams struct {
+	TokenHash []byte
+	Purpose   string
+}
+
+// After ConsumePasswordResetToken refused a link: tells "expired" and
+// "already used" apart from "unknown", so the user gets a clear message.
+func (q *Queries) GetPasswordResetTokenByHash(ctx context.Context, arg GetPasswordResetTokenByHashParams) (PasswordResetToken, error) {
+	row := q.db.QueryRow(ctx, getPasswordResetTokenByHash, arg.TokenHash, arg.Purpose)
+	var i PasswordResetToken
+	err := row.Scan(
+		&i.ID,
+		&i.UserID,
+		&i.Email,
+		&i.Purpose,
+		&i.TokenHash,
+		&i.RequestedIp,
+		&i.ExpiresAt,
+		&i.UsedAt,
+		&i.CreatedAt,
+	)
+	return i, err
+}

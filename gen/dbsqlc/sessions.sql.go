@@ -229,6 +229,29 @@ func (q *Queries) ListSessionsForUser(ctx context.Context, userID pgtype.UUID) (
 	return items, nil
 }
 
+const setSessionLastSeen = `-- name: SetSessionLastSeen :execrows
+UPDATE sessions
+SET last_seen_at = $1::timestamptz, ip_address = coalesce($2, ip_address)
+WHERE id = $3 AND last_seen_at < $1::timestamptz
+`
+
+type SetSessionLastSeenParams struct {
+	SeenAt    time.Time
+	IpAddress *netip.Addr
+	ID        pgtype.UUID
+}
+
+// TouchSession with the time given by the caller (whose clock the idle
+// timeout is checked on); never moves last_seen_at backwards. The caller
+// decides how often to write.
+func (q *Queries) SetSessionLastSeen(ctx context.Context, arg SetSessionLastSeenParams) (int64, error) {
+	result, err := q.db.Exec(ctx, setSessionLastSeen, arg.SeenAt, arg.IpAddress, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const touchSession = `-- name: TouchSession :exec
 UPDATE sessions
 SET last_seen_at = now(), ip_address = coalesce($1, ip_address)

@@ -361,6 +361,34 @@ func (q *Queries) ListUsers(ctx context.Context, arg ListUsersParams) ([]User, e
 	return items, nil
 }
 
+const lockActiveAdmins = `-- name: LockActiveAdmins :many
+SELECT id FROM users WHERE role = 'admin' AND status = 'active' ORDER BY id FOR UPDATE
+`
+
+// Inside a transaction, before disabling (or demoting) an admin: holds the
+// active admins' rows, so two concurrent changes cannot both see "another
+// admin remains" and leave none. A waiting transaction re-reads the rows
+// after the first commits and no longer counts the one it disabled.
+func (q *Queries) LockActiveAdmins(ctx context.Context) ([]pgtype.UUID, error) {
+	rows, err := q.db.Query(ctx, lockActiveAdmins)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []pgtype.UUID{}
+	for rows.Next() {
+		var id pgtype.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const lockUserRecoveryCodes = `-- name: LockUserRecoveryCodes :one
 SELECT recovery_codes FROM users WHERE id = $1 FOR UPDATE
 `

@@ -116,3 +116,19 @@ func (s *Store) RevokeAPIToken(ctx context.Context, id ID) (APIToken, error) {
 	}
 	return apiTokenFromRow(r), nil
 }
+
+// APIToken gets a token's record by id.
+func (s *Store) APIToken(ctx context.Context, id ID) (APIToken, error) {
+	r, err := s.q.GetAPIToken(ctx, pgID(id))
+	if err != nil {
+		return APIToken{}, mapErr("get api token", err)
+	}
+	return apiTokenFromRow(r), nil
+}
+
+// RevokeUserAPITokens revokes every live token of a user (when the user is
+// disabled) and reports how many.
+func (s *Store) RevokeUserAPITokens(ctx context.Context, userID ID) (int64, error) {
+	n, err := s.q.RevokeUserAPITokens(ctx, pgID(userID))
+	return n, mapErr("revoke user api tokens", err)
+}

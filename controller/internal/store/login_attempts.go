@@ -139,3 +139,24 @@ func (s *Store) LoginAttempts(ctx context.Context, f LoginAttemptFilter) ([]Logi
 	}
 	return out, nil
 }
+
+// CreateLoginAttemptAt records an attempt stamped with at rather than the
+// database's clock, for callers that count throttling windows on their own
+// (injectable) clock.
+func (s *Store) CreateLoginAttemptAt(ctx context.Context, p CreateLoginAttemptParams, at time.Time) (LoginAttempt, error) {
+	if p.ID == (ID{}) {
+		p.ID = NewID()
+	}
+	if p.Stage == "" {
+		p.Stage = StagePassword
+	}
+	r, err := s.q.CreateLoginAttemptAt(ctx, dbsqlc.CreateLoginAttemptAtParams{
+		ID: pgID(p.ID), UserID: pgOptID(p.UserID), Email: p.Email, IpAddress: p.IPAddress,
+		UserAgent: nullText(p.UserAgent), Stage: string(p.Stage), Result: string(p.Result), Reason: nullText(p.Reason),
+		CreatedAt: at,
+	})
+	if err != nil {
+		return LoginAttempt{}, mapErr("create login attempt", err)
+	}
+	return loginAttemptFromRow(r), nil
+}

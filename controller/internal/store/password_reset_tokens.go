@@ -103,3 +103,13 @@ func (s *Store) DeleteExpiredPasswordResetTokens(ctx context.Context, usedBefore
 	n, err := s.q.DeleteExpiredPasswordResetTokens(ctx, usedBefore)
 	return n, mapErr("delete expired password reset tokens", err)
 }
+
+// PasswordResetTokenByHash finds a link by its hash whatever its state (used,
+// expired), to explain why ConsumePasswordResetToken refused it.
+func (s *Store) PasswordResetTokenByHash(ctx context.Context, hash []byte, purpose ResetPurpose) (PasswordResetToken, error) {
+	r, err := s.q.GetPasswordResetTokenByHash(ctx, dbsqlc.GetPasswordResetTokenByHashParams{TokenHash: hash, Purpose: string(purpose)})
+	if err != nil {
+		return PasswordResetToken{}, mapErr("get password reset token", err)
+	}
+	return resetTokenFromRow(r), nil
+}

@@ -143,3 +143,12 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, idleBefore time.Time)
 	n, err := s.q.DeleteExpiredSessions(ctx, idleBefore)
 	return n, mapErr("delete expired sessions", err)
 }
+
+// SetSessionLastSeen records activity at a time given by the caller, whose
+// clock the idle timeout is checked on; it never moves last_seen_at
+// backwards and reports whether it wrote. ip, when not nil, becomes the
+// session's latest address. How often to write is the caller's choice.
+func (s *Store) SetSessionLastSeen(ctx context.Context, id ID, ip *netip.Addr, at time.Time) (bool, error) {
+	n, err := s.q.SetSessionLastSeen(ctx, dbsqlc.SetSessionLastSeenParams{ID: pgID(id), IpAddress: ip, SeenAt: at})
+	return n > 0, mapErr("set session last seen", err)
+}

@@ -393,3 +393,19 @@ func (s *Store) openRecoveryCodes(id ID, ct []byte) ([]string, error) {
 	}
 	return codes, nil
 }
+
+// LockActiveAdmins locks the active admins' rows until the transaction ends
+// and returns their ids. Call it inside InTx before disabling an admin, so
+// two concurrent changes cannot both leave the other as the last admin and
+// then disable it.
+func (s *Store) LockActiveAdmins(ctx context.Context) ([]ID, error) {
+	rows, err := s.q.LockActiveAdmins(ctx)
+	if err != nil {
+		return nil, mapErr("lock active admins", err)
+	}
+	out := make([]ID, len(rows))
+	for i, r := range rows {
+		out[i] = fromPG(r)
+	}
+	return out, nil
+}
