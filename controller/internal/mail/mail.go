@@ -1,0 +1,167 @@
+// Package mail sends the controller's few emails (password reset links,
+// invitations). Messages are plain text: they carry single-use links, and a
+// plain body is the easiest to read in any client and the hardest to get
+// wrong.
+package mail
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	gomail "github.com/wneessen/go-mail"
+)
+
+// Message is one email. Text is the plain-text body; it often contains a
+// secret link, so it is never logged.
+type Message struct {
+	To      string
+	Subject string
+	Text    string
+}
+
+// Mailer sends messages.
+type Mailer interface {
+	Send(ctx context.Context, m Message) error
+}
+
+// TLSMode says how the SMTP connection is protected.
+type TLSMode string
+
+// The TLS modes.
+const (
+	// TLSNone: plain SMTP, for a relay on localhost or in tests only.
+	TLSNone TLSMode = "none"
+	// TLSStartTLS: connect in plain text and upgrade with STARTTLS, which
+	// is required (no silent fallback to plain text). Usually port 587.
+	TLSStartTLS TLSMode = "starttls"
+	// TLSImplicit: TLS from the first byte ("SMTPS"). Usually port 465.
+	TLSImplicit TLSMode = "tls"
+)
+
+// SMTPConfig is an SMTP relay.
+type SMTPConfig struct {
+	Host string
+	// Port defaults by TLS mode: 25 (none), 587 (starttls), 465 (tls).
+	Port int
+	// Username and Password authenticate when Username is set (the best
+	// mechanism the server offers).
+	Username string
+	Password string
+	// From is the sender address, e.g. "Berth <berth@example.com>".
+	From string
+	// TLS defaults to starttls.
+	TLS TLSMode
+	// TLSConfig overrides the TLS settings (a private CA, say); nil uses
+	// the system roots and Host as the server name.
+	TLSConfig *tls.Config
+	// Timeout bounds connecting and each command; default 15 s.
+	Timeout time.Duration
+}
+
+// SMTP sends through an SMTP relay. It uses github.com/wneessen/go-mail
+// rather than net/smtp: net/smtp is frozen, has no implicit-TLS mode, and
+// leaves MIME encoding and header injection to the caller.
+type SMTP struct {
+	cfg SMTPConfig
+}
+
+// NewSMTP checks cfg and returns a mailer. Nothing is dialled until Send.
+func NewSMTP(cfg SMTPConfig) (*SMTP, error) {
+	if cfg.Host == "" {
+		return nil, errors.New("mail: smtp host is required")
+	}
+	if cfg.From == "" {
+		return nil, errors.New("mail: sender address (from) is required")
+	}
+	if cfg.TLS == "" {
+		cfg.TLS = TLSStartTLS
+	}
+	switch cfg.TLS {
+	case TLSNone, TLSStartTLS, TLSImplicit:
+	default:
+		return nil, fmt.Errorf("mail: unknown tls mode %q (none, starttls or tls)", cfg.TLS)
+	}
+	if cfg.Port == 0 {
+		cfg.Port = map[TLSMode]int{TLSNone: 25, TLSStartTLS: 587, TLSImplicit: 465}[cfg.TLS]
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 15 * time.Second
+	}
+	// Reject a bad sender now rather than at the first password reset.
+	if err := gomail.NewMsg().From(cfg.From); err != nil {
+		return nil, fmt.Errorf("mail: sender address: %w", err)
+	}
+	return &SMTP{cfg: cfg}, nil
+}
+
+// Send delivers one message, dialling a new connection: the controller sends
+// a few mails a day, not enough to keep a connection open for.
+func (s *SMTP) Send(ctx context.Context, m Message) error {
+	msg := gomail.NewMsg()
+	if err := msg.From(s.cfg.From); err != nil {
+		return fmt.Errorf("mail: from: %w", err)
+	}
+	if err := msg.To(m.To); err != nil {
+		return fmt.Errorf("mail: to: %w", err)
+	}
+	msg.Subject(m.Subject)
+	msg.SetDate()
+	msg.SetMessageID()
+	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
+
+	opts := []gomail.Option{gomail.WithPort(s.cfg.Port), gomail.WithTimeout(s.cfg.Timeout)}
+	switch s.cfg.TLS {
+	case TLSNone:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.NoTLS))
+	case TLSStartTLS:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSMandatory))
+	case TLSImplicit:
+		opts = append(opts, gomail.WithSSL())
+	}
+	if s.cfg.TLSConfig != nil {
+		opts = append(opts, gomail.WithTLSConfig(s.cfg.TLSConfig))
+	}
+	if s.cfg.Username != "" {
+		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
+			gomail.WithUsername(s.cfg.Username), gomail.WithPassword(s.cfg.Password))
+	}
+	c, err := gomail.NewClient(s.cfg.Host, opts...)
+	if err != nil {
+		return fmt.Errorf("mail: client: %w", err)
+	}
+	if err := c.DialAndSendWithContext(ctx, msg); err != nil {
+		return fmt.Errorf("mail: send to %s via %s:%d: %w", m.To, s.cfg.Host, s.cfg.Port, err)
+	}
+	return nil
+}
+
+// Log is the mailer used when no SMTP relay is configured: it drops the
+// message and logs that it did, without the body (which holds secret links)
+// so an operator sees why no mail arrived.
+type Log struct {
+	Logger *slog.Logger // nil: slog.Default()
+}
+
+// Send logs and discards m.
+func (l Log) Send(ctx context.Context, m Message) error {
+	lg := l.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	lg.WarnContext(ctx, "mail not configured: message dropped", "to", m.To, "subject", m.Subject)
+	return nil
+}
+
+// New returns an SMTP mailer for cfg, or the Log fallback when cfg.Host is
+// empty.
+func New(cfg SMTPConfig, logger *slog.Logger) (Mailer, error) {
+	if strings.TrimSpace(cfg.Host) == "" {
+		return Log{Logger: logger}, nil
+	}
+	return NewSMTP(cfg)
+}

@@ -1,0 +1,132 @@
+package mail_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berthhq/berth/controller/internal/mail"
+	"github.com/berthhq/berth/controller/internal/mail/mailtest"
+)
+
+func TestSMTPDelivers(t *testing.T) {
+	srv := mailtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	body := "Hello Ada,\n\nOpen https://berth.example/reset/abc_DEF-123 to continue. Ünïcode and a very long line " + strings.Repeat("x", 120) + "\n"
+	if err := srv.Mailer().Send(ctx, mail.Message{To: "ada@example.com", Subject: "Réinitialiser: your password", Text: body}); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	got, err := srv.WaitFor(ctx, "ADA@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Subject != "Réinitialiser: your password" {
+		t.Errorf("subject = %q", got.Subject)
+	}
+	if got.Text != body && strings.TrimRight(got.Text, "\n") != strings.TrimRight(body, "\n") {
+		t.Errorf("text = %q, want %q", got.Text, body)
+	}
+	if len(got.To) != 1 || got.To[0] != "ada@example.com" || !strings.Contains(got.From, "berth@example.test") {
+		t.Errorf("envelope = %q -> %q", got.From, got.To)
+	}
+	if got.Header.Get("Message-Id") == "" || got.Header.Get("Date") == "" {
+		t.Errorf("missing Message-ID or Date: %v", got.Header)
+	}
+
+	// A second message is handed out by a second WaitFor, not the first again.
+	if err := srv.Mailer().Send(ctx, mail.Message{To: "ada@example.com", Subject: "two", Text: "second"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := srv.WaitFor(ctx, "ada@example.com"); err != nil || got.Subject != "two" {
+		t.Fatalf("second WaitFor = %q, %v", got.Subject, err)
+	}
+	if n := len(srv.MessagesTo("ada@example.com")); n != 2 {
+		t.Errorf("MessagesTo = %d messages, want 2", n)
+	}
+
+	// Nothing more arrives: WaitFor gives up with the context.
+	short, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel2()
+	if _, err := srv.WaitFor(short, "ada@example.com"); err == nil {
+		t.Fatal("WaitFor returned a message that was already handed out")
+	}
+}
+
+func TestSMTPRefusesHeaderInjection(t *testing.T) {
+	srv := mailtest.Start(t)
+	err := srv.Mailer().Send(context.Background(), mail.Message{To: "ada@example.com\r\nBcc: eve@example.com", Subject: "x", Text: "y"})
+	if err == nil {
+		t.Fatal("an address with a header injection was accepted")
+	}
+	if n := len(srv.Messages()); n != 0 {
+		t.Fatalf("%d messages delivered", n)
+	}
+}
+
+func TestSMTPUnreachable(t *testing.T) {
+	m, err := mail.NewSMTP(mail.SMTPConfig{Host: "127.0.0.1", Port: 1, From: "b@example.test", TLS: mail.TLSNone, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Send(context.Background(), mail.Message{To: "a@example.com", Subject: "s", Text: "t"}); err == nil {
+		t.Fatal("send to a closed port succeeded")
+	}
+}
+
+func TestStartTLSIsRequired(t *testing.T) {
+	// The capture server offers no STARTTLS: a starttls mailer must refuse
+	// to send in plain text rather than fall back.
+	srv := mailtest.Start(t)
+	cfg := srv.Config()
+	cfg.TLS = mail.TLSStartTLS
+	m, err := mail.NewSMTP(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Send(context.Background(), mail.Message{To: "a@example.com", Subject: "s", Text: "secret"}); err == nil {
+		t.Fatal("starttls mailer sent without TLS")
+	}
+	if n := len(srv.Messages()); n != 0 {
+		t.Fatalf("%d messages delivered in plain text", n)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	for name, cfg := range map[string]mail.SMTPConfig{
+		"no host":  {From: "a@example.com"},
+		"no from":  {Host: "smtp.example.com"},
+		"bad from": {Host: "smtp.example.com", From: "not an address"},
+		"bad tls":  {Host: "smtp.example.com", From: "a@example.com", TLS: "ssl3"},
+	} {
+		if _, err := mail.NewSMTP(cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestLogFallbackHidesBody(t *testing.T) {
+	var buf bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	m, err := mail.New(mail.SMTPConfig{}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.(mail.Log); !ok {
+		t.Fatalf("New without a host = %T, want mail.Log", m)
+	}
+	if err := m.Send(context.Background(), mail.Message{To: "a@example.com", Subject: "Reset", Text: "https://x/reset/SECRET-TOKEN"}); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if !strings.Contains(out, "mail not configured") || !strings.Contains(out, "a@example.com") {
+		t.Errorf("log = %q", out)
+	}
+	if strings.Contains(out, "SECRET-TOKEN") {
+		t.Errorf("log contains the body: %q", out)
+	}
+}
