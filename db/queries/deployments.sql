@@ -156,3 +156,7 @@ WHERE app_id = sqlc.arg(app_id) AND triggered_by = 'webhook' AND trigger_ref = s
 
 -- name: DeleteDeployment :execrows
 DELETE FROM deployments WHERE id = sqlc.arg(id);
+
+-- name: SetDeploymentReleasePath :exec
+-- The release directory the agent built or rolled back to.
+UPDATE deployments SET release_path = sqlc.arg(release_path) WHERE id = sqlc.arg(id);

@@ -42,7 +42,7 @@ UPDATE deployments u
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + u.timeout_seconds * interval '1 second'
 FROM next
 WHERE u.id = next.id AND u.status = 'queued'
-RETURNING u.id, u.app_id, u.user_id, u.triggered_by, u.trigger_ref, u.environment, u.branch, u.commit_sha, u.commit_message, u.commit_author, u.status, u.failed_step, u.exit_code, u.failure_reason, u.release_path, u.rollback_from_id, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.log_bytes, u.log_truncated, u.created_at, u.updated_at
+RETURNING u.id, u.app_id, u.user_id, u.triggered_by, u.trigger_ref, u.environment, u.branch, u.commit_sha, u.commit_message, u.commit_author, u.status, u.failed_step, u.exit_code, u.failure_reason, u.release_path, u.rollback_from_id, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.log_bytes, u.log_truncated, u.created_at, u.updated_at, u.agent_seq
 `
 
 type ClaimQueuedDeploymentsParams struct {
@@ -92,6 +92,7 @@ func (q *Queries) ClaimQueuedDeployments(ctx context.Context, arg ClaimQueuedDep
 			&i.LogTruncated,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AgentSeq,
 		); err != nil {
 			return nil, err
 		}
@@ -118,7 +119,7 @@ SELECT $1::uuid, a.id, $2::uuid, $3::text, $4::text,
 FROM apps a
 WHERE a.id = $14
 ON CONFLICT (app_id, trigger_ref) WHERE triggered_by = 'webhook' DO NOTHING
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq
 `
 
 type CreateDeploymentParams struct {
@@ -190,6 +191,7 @@ func (q *Queries) CreateDeployment(ctx context.Context, arg CreateDeploymentPara
 		&i.LogTruncated,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AgentSeq,
 	)
 	return i, err
 }
@@ -210,7 +212,7 @@ const dispatchDeployment = `-- name: DispatchDeployment :one
 UPDATE deployments
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + timeout_seconds * interval '1 second'
 WHERE id = $1 AND status = 'queued'
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq
 `
 
 // queued -> dispatched. A unique violation means another deployment of the
@@ -246,6 +248,7 @@ func (q *Queries) DispatchDeployment(ctx context.Context, id pgtype.UUID) (Deplo
 		&i.LogTruncated,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AgentSeq,
 	)
 	return i, err
 }
@@ -258,7 +261,7 @@ SET status = $1,
     exit_code = coalesce($4, exit_code),
     failure_reason = coalesce($5, failure_reason)
 WHERE id = $6 AND status = ANY ($7::text[])
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq
 `
 
 type FinishDeploymentParams struct {
@@ -311,12 +314,13 @@ func (q *Queries) FinishDeployment(ctx context.Context, arg FinishDeploymentPara
 		&i.LogTruncated,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AgentSeq,
 	)
 	return i, err
 }
 
 const getDeployment = `-- name: GetDeployment :one
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at FROM deployments WHERE id = $1
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments WHERE id = $1
 `
 
 func (q *Queries) GetDeployment(ctx context.Context, id pgtype.UUID) (Deployment, error) {
@@ -350,12 +354,13 @@ func (q *Queries) GetDeployment(ctx context.Context, id pgtype.UUID) (Deployment
 		&i.LogTruncated,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AgentSeq,
 	)
 	return i, err
 }
 
 const getDeploymentByTriggerRef = `-- name: GetDeploymentByTriggerRef :one
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments
 WHERE app_id = $1 AND triggered_by = 'webhook' AND trigger_ref = $2
 `
 
@@ -396,12 +401,13 @@ func (q *Queries) GetDeploymentByTriggerRef(ctx context.Context, arg GetDeployme
 		&i.LogTruncated,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AgentSeq,
 	)
 	return i, err
 }
 
 const listActiveDeploymentsForServer = `-- name: ListActiveDeploymentsForServer :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments
 WHERE status IN ('dispatched', 'running')
   AND app_id IN (SELECT a.id FROM apps a WHERE a.server_id = $1)
 ORDER BY id
@@ -446,6 +452,7 @@ func (q *Queries) ListActiveDeploymentsForServer(ctx context.Context, serverID p
 			&i.LogTruncated,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AgentSeq,
 		); err != nil {
 			return nil, err
 		}
@@ -458,7 +465,7 @@ func (q *Queries) ListActiveDeploymentsForServer(ctx context.Context, serverID p
 }
 
 const listDeployments = `-- name: ListDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments
 WHERE ($1::uuid IS NULL OR app_id = $1)
   AND ($2::text IS NULL OR status = $2)
   AND ($3::uuid IS NULL OR id < $3)
@@ -516,6 +523,7 @@ func (q *Queries) ListDeployments(ctx context.Context, arg ListDeploymentsParams
 			&i.LogTruncated,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AgentSeq,
 		); err != nil {
 			return nil, err
 		}
@@ -528,7 +536,7 @@ func (q *Queries) ListDeployments(ctx context.Context, arg ListDeploymentsParams
 }
 
 const listOverdueDeployments = `-- name: ListOverdueDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments
 WHERE status IN ('queued', 'dispatched', 'running') AND deadline_at < $1::timestamptz
 ORDER BY deadline_at
 LIMIT $2
@@ -578,6 +586,7 @@ func (q *Queries) ListOverdueDeployments(ctx context.Context, arg ListOverdueDep
 			&i.LogTruncated,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AgentSeq,
 		); err != nil {
 			return nil, err
 		}
@@ -590,7 +599,7 @@ func (q *Queries) ListOverdueDeployments(ctx context.Context, arg ListOverdueDep
 }
 
 const listSucceededDeployments = `-- name: ListSucceededDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments
 WHERE app_id = $1 AND status = 'succeeded'
   AND ($2::uuid IS NULL OR id < $2)
 ORDER BY id DESC
@@ -641,6 +650,7 @@ func (q *Queries) ListSucceededDeployments(ctx context.Context, arg ListSucceede
 			&i.LogTruncated,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AgentSeq,
 		); err != nil {
 			return nil, err
 		}
@@ -653,7 +663,7 @@ func (q *Queries) ListSucceededDeployments(ctx context.Context, arg ListSucceede
 }
 
 const nextQueuedDeployments = `-- name: NextQueuedDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at FROM deployments d
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments d
 WHERE d.status = 'queued'
   AND ($1::uuid[] IS NULL
        OR d.app_id IN (SELECT a.id FROM apps a WHERE a.server_id = ANY ($1::uuid[])))
@@ -715,6 +725,7 @@ func (q *Queries) NextQueuedDeployments(ctx context.Context, arg NextQueuedDeplo
 			&i.LogTruncated,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AgentSeq,
 		); err != nil {
 			return nil, err
 		}
@@ -730,7 +741,7 @@ const requestDeploymentCancel = `-- name: RequestDeploymentCancel :one
 UPDATE deployments
 SET cancel_requested_at = coalesce(cancel_requested_at, now())
 WHERE id = $1 AND status IN ('queued', 'dispatched', 'running')
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq
 `
 
 // Records a cancel request on an unfinished deployment (the first request's
@@ -766,6 +777,7 @@ func (q *Queries) RequestDeploymentCancel(ctx context.Context, id pgtype.UUID) (
 		&i.LogTruncated,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AgentSeq,
 	)
 	return i, err
 }
@@ -776,7 +788,7 @@ SET commit_sha = $1,
     commit_message = coalesce($2, commit_message),
     commit_author = coalesce($3, commit_author)
 WHERE id = $4
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq
 `
 
 type SetDeploymentCommitParams struct {
@@ -823,15 +835,31 @@ func (q *Queries) SetDeploymentCommit(ctx context.Context, arg SetDeploymentComm
 		&i.LogTruncated,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AgentSeq,
 	)
 	return i, err
+}
+
+const setDeploymentReleasePath = `-- name: SetDeploymentReleasePath :exec
+UPDATE deployments SET release_path = $1 WHERE id = $2
+`
+
+type SetDeploymentReleasePathParams struct {
+	ReleasePath *string
+	ID          pgtype.UUID
+}
+
+// The release directory the agent built or rolled back to.
+func (q *Queries) SetDeploymentReleasePath(ctx context.Context, arg SetDeploymentReleasePathParams) error {
+	_, err := q.db.Exec(ctx, setDeploymentReleasePath, arg.ReleasePath, arg.ID)
+	return err
 }
 
 const startDeployment = `-- name: StartDeployment :one
 UPDATE deployments
 SET status = 'running', started_at = coalesce($1::timestamptz, now())
 WHERE id = $2 AND status = 'dispatched'
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq
 `
 
 type StartDeploymentParams struct {
@@ -871,6 +899,7 @@ func (q *Queries) StartDeployment(ctx context.Context, arg StartDeploymentParams
 		&i.LogTruncated,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AgentSeq,
 	)
 	return i, err
 }

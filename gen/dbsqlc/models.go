@@ -165,6 +165,15 @@ type Deployment struct {
 	LogTruncated      bool
 	CreatedAt         time.Time
 	UpdatedAt         time.Time
+	AgentSeq          int64
+}
+
+type DeploymentLog struct {
+	DeploymentID pgtype.UUID
+	Seq          int64
+	Step         string
+	Data         []byte
+	CreatedAt    time.Time
 }
 
 type Domain struct {
@@ -333,4 +342,15 @@ type User struct {
 	DisabledAt               *time.Time
 	CreatedAt                time.Time
 	UpdatedAt                time.Time
+}
+
+type WebhookDelivery struct {
+	ID           pgtype.UUID
+	AppID        pgtype.UUID
+	Provider     string
+	DeliveryID   string
+	Ref          string
+	Result       string
+	DeploymentID pgtype.UUID
+	CreatedAt    time.Time
 }
