@@ -1268,6 +1268,2121 @@ func (x *GetMetricsResponse) GetPoints() []*MetricPoint {
 	return nil
 }
 
+// GitCredential is a credential as the API shows it: never its secret.
+type GitCredential struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// kind is ssh or https.
+	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	// public_key (ssh) is the OpenSSH line to add as a deploy key.
+	PublicKey   string `protobuf:"bytes,4,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Fingerprint string `protobuf:"bytes,5,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// username (https).
+	Username      string                 `protobuf:"bytes,6,opt,name=username,proto3" json:"username,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	LastUsedAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GitCredential) Reset() {
+	*x = GitCredential{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GitCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GitCredential) ProtoMessage() {}
+
+func (x *GitCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GitCredential.ProtoReflect.Descriptor instead.
+func (*GitCredential) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GitCredential) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GitCredential) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GitCredential) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *GitCredential) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+func (x *GitCredential) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *GitCredential) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *GitCredential) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *GitCredential) GetLastUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedAt
+	}
+	return nil
+}
+
+// AddGitCredentialRequest: kind ssh with an empty private_key generates an
+// ed25519 key; kind https needs username and token.
+type AddGitCredentialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	PrivateKey    string                 `protobuf:"bytes,3,opt,name=private_key,json=privateKey,proto3" json:"private_key,omitempty"`
+	Username      string                 `protobuf:"bytes,4,opt,name=username,proto3" json:"username,omitempty"`
+	Token         string                 `protobuf:"bytes,5,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddGitCredentialRequest) Reset() {
+	*x = AddGitCredentialRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddGitCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddGitCredentialRequest) ProtoMessage() {}
+
+func (x *AddGitCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddGitCredentialRequest.ProtoReflect.Descriptor instead.
+func (*AddGitCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *AddGitCredentialRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddGitCredentialRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AddGitCredentialRequest) GetPrivateKey() string {
+	if x != nil {
+		return x.PrivateKey
+	}
+	return ""
+}
+
+func (x *AddGitCredentialRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *AddGitCredentialRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// AddGitCredentialResponse carries the public part only.
+type AddGitCredentialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    *GitCredential         `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddGitCredentialResponse) Reset() {
+	*x = AddGitCredentialResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddGitCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddGitCredentialResponse) ProtoMessage() {}
+
+func (x *AddGitCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddGitCredentialResponse.ProtoReflect.Descriptor instead.
+func (*AddGitCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *AddGitCredentialResponse) GetCredential() *GitCredential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+// ListGitCredentialsRequest is empty.
+type ListGitCredentialsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGitCredentialsRequest) Reset() {
+	*x = ListGitCredentialsRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGitCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGitCredentialsRequest) ProtoMessage() {}
+
+func (x *ListGitCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGitCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*ListGitCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+// ListGitCredentialsResponse lists every credential.
+type ListGitCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credentials   []*GitCredential       `protobuf:"bytes,1,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGitCredentialsResponse) Reset() {
+	*x = ListGitCredentialsResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGitCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGitCredentialsResponse) ProtoMessage() {}
+
+func (x *ListGitCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGitCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*ListGitCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListGitCredentialsResponse) GetCredentials() []*GitCredential {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+// DeleteGitCredentialRequest names a credential.
+type DeleteGitCredentialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    string                 `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteGitCredentialRequest) Reset() {
+	*x = DeleteGitCredentialRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteGitCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteGitCredentialRequest) ProtoMessage() {}
+
+func (x *DeleteGitCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteGitCredentialRequest.ProtoReflect.Descriptor instead.
+func (*DeleteGitCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DeleteGitCredentialRequest) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
+// DeleteGitCredentialResponse is empty.
+type DeleteGitCredentialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteGitCredentialResponse) Reset() {
+	*x = DeleteGitCredentialResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteGitCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteGitCredentialResponse) ProtoMessage() {}
+
+func (x *DeleteGitCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteGitCredentialResponse.ProtoReflect.Descriptor instead.
+func (*DeleteGitCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+// App is an app as the API shows it: never its secrets.
+type App struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	ServerId      string                 `protobuf:"bytes,3,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	Server        string                 `protobuf:"bytes,4,opt,name=server,proto3" json:"server,omitempty"`
+	RepositoryUrl string                 `protobuf:"bytes,5,opt,name=repository_url,json=repositoryUrl,proto3" json:"repository_url,omitempty"`
+	Branch        string                 `protobuf:"bytes,6,opt,name=branch,proto3" json:"branch,omitempty"`
+	// credential is the git credential's name, empty for none.
+	Credential                string   `protobuf:"bytes,7,opt,name=credential,proto3" json:"credential,omitempty"`
+	DeployPath                string   `protobuf:"bytes,8,opt,name=deploy_path,json=deployPath,proto3" json:"deploy_path,omitempty"`
+	RunAsUser                 string   `protobuf:"bytes,9,opt,name=run_as_user,json=runAsUser,proto3" json:"run_as_user,omitempty"`
+	DeployScript              string   `protobuf:"bytes,10,opt,name=deploy_script,json=deployScript,proto3" json:"deploy_script,omitempty"`
+	HealthCheckCommand        string   `protobuf:"bytes,11,opt,name=health_check_command,json=healthCheckCommand,proto3" json:"health_check_command,omitempty"`
+	HealthCheckUrl            string   `protobuf:"bytes,12,opt,name=health_check_url,json=healthCheckUrl,proto3" json:"health_check_url,omitempty"`
+	HealthCheckTimeoutSeconds uint32   `protobuf:"varint,13,opt,name=health_check_timeout_seconds,json=healthCheckTimeoutSeconds,proto3" json:"health_check_timeout_seconds,omitempty"`
+	ReloadCommand             string   `protobuf:"bytes,14,opt,name=reload_command,json=reloadCommand,proto3" json:"reload_command,omitempty"`
+	ReleasesToKeep            uint32   `protobuf:"varint,15,opt,name=releases_to_keep,json=releasesToKeep,proto3" json:"releases_to_keep,omitempty"`
+	SharedPaths               []string `protobuf:"bytes,16,rep,name=shared_paths,json=sharedPaths,proto3" json:"shared_paths,omitempty"`
+	TimeoutSeconds            uint32   `protobuf:"varint,17,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	HasWebhookSecret          bool     `protobuf:"varint,18,opt,name=has_webhook_secret,json=hasWebhookSecret,proto3" json:"has_webhook_secret,omitempty"`
+	// env_keys names the variables set, per scope (common, production,
+	// staging); never their values.
+	EnvKeys             map[string]*EnvKeys    `protobuf:"bytes,19,rep,name=env_keys,json=envKeys,proto3" json:"env_keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CurrentDeploymentId string                 `protobuf:"bytes,20,opt,name=current_deployment_id,json=currentDeploymentId,proto3" json:"current_deployment_id,omitempty"`
+	CreatedAt           *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *App) Reset() {
+	*x = App{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *App) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*App) ProtoMessage() {}
+
+func (x *App) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use App.ProtoReflect.Descriptor instead.
+func (*App) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *App) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *App) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *App) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *App) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *App) GetRepositoryUrl() string {
+	if x != nil {
+		return x.RepositoryUrl
+	}
+	return ""
+}
+
+func (x *App) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *App) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
+func (x *App) GetDeployPath() string {
+	if x != nil {
+		return x.DeployPath
+	}
+	return ""
+}
+
+func (x *App) GetRunAsUser() string {
+	if x != nil {
+		return x.RunAsUser
+	}
+	return ""
+}
+
+func (x *App) GetDeployScript() string {
+	if x != nil {
+		return x.DeployScript
+	}
+	return ""
+}
+
+func (x *App) GetHealthCheckCommand() string {
+	if x != nil {
+		return x.HealthCheckCommand
+	}
+	return ""
+}
+
+func (x *App) GetHealthCheckUrl() string {
+	if x != nil {
+		return x.HealthCheckUrl
+	}
+	return ""
+}
+
+func (x *App) GetHealthCheckTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.HealthCheckTimeoutSeconds
+	}
+	return 0
+}
+
+func (x *App) GetReloadCommand() string {
+	if x != nil {
+		return x.ReloadCommand
+	}
+	return ""
+}
+
+func (x *App) GetReleasesToKeep() uint32 {
+	if x != nil {
+		return x.ReleasesToKeep
+	}
+	return 0
+}
+
+func (x *App) GetSharedPaths() []string {
+	if x != nil {
+		return x.SharedPaths
+	}
+	return nil
+}
+
+func (x *App) GetTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *App) GetHasWebhookSecret() bool {
+	if x != nil {
+		return x.HasWebhookSecret
+	}
+	return false
+}
+
+func (x *App) GetEnvKeys() map[string]*EnvKeys {
+	if x != nil {
+		return x.EnvKeys
+	}
+	return nil
+}
+
+func (x *App) GetCurrentDeploymentId() string {
+	if x != nil {
+		return x.CurrentDeploymentId
+	}
+	return ""
+}
+
+func (x *App) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+// EnvKeys lists variable names.
+type EnvKeys struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []string               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnvKeys) Reset() {
+	*x = EnvKeys{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnvKeys) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnvKeys) ProtoMessage() {}
+
+func (x *EnvKeys) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnvKeys.ProtoReflect.Descriptor instead.
+func (*EnvKeys) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *EnvKeys) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// CreateAppRequest describes the app; zero values get the defaults.
+type CreateAppRequest struct {
+	state                     protoimpl.MessageState `protogen:"open.v1"`
+	Name                      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Server                    string                 `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
+	RepositoryUrl             string                 `protobuf:"bytes,3,opt,name=repository_url,json=repositoryUrl,proto3" json:"repository_url,omitempty"`
+	Branch                    string                 `protobuf:"bytes,4,opt,name=branch,proto3" json:"branch,omitempty"`
+	Credential                string                 `protobuf:"bytes,5,opt,name=credential,proto3" json:"credential,omitempty"`
+	DeployPath                string                 `protobuf:"bytes,6,opt,name=deploy_path,json=deployPath,proto3" json:"deploy_path,omitempty"`
+	RunAsUser                 string                 `protobuf:"bytes,7,opt,name=run_as_user,json=runAsUser,proto3" json:"run_as_user,omitempty"`
+	DeployScript              string                 `protobuf:"bytes,8,opt,name=deploy_script,json=deployScript,proto3" json:"deploy_script,omitempty"`
+	HealthCheckCommand        string                 `protobuf:"bytes,9,opt,name=health_check_command,json=healthCheckCommand,proto3" json:"health_check_command,omitempty"`
+	HealthCheckUrl            string                 `protobuf:"bytes,10,opt,name=health_check_url,json=healthCheckUrl,proto3" json:"health_check_url,omitempty"`
+	HealthCheckTimeoutSeconds uint32                 `protobuf:"varint,11,opt,name=health_check_timeout_seconds,json=healthCheckTimeoutSeconds,proto3" json:"health_check_timeout_seconds,omitempty"`
+	ReloadCommand             string                 `protobuf:"bytes,12,opt,name=reload_command,json=reloadCommand,proto3" json:"reload_command,omitempty"`
+	ReleasesToKeep            uint32                 `protobuf:"varint,13,opt,name=releases_to_keep,json=releasesToKeep,proto3" json:"releases_to_keep,omitempty"`
+	SharedPaths               []string               `protobuf:"bytes,14,rep,name=shared_paths,json=sharedPaths,proto3" json:"shared_paths,omitempty"`
+	TimeoutSeconds            uint32                 `protobuf:"varint,15,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
+}
+
+func (x *CreateAppRequest) Reset() {
+	*x = CreateAppRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAppRequest) ProtoMessage() {}
+
+func (x *CreateAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAppRequest.ProtoReflect.Descriptor instead.
+func (*CreateAppRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CreateAppRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateAppRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *CreateAppRequest) GetRepositoryUrl() string {
+	if x != nil {
+		return x.RepositoryUrl
+	}
+	return ""
+}
+
+func (x *CreateAppRequest) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *CreateAppRequest) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
+func (x *CreateAppRequest) GetDeployPath() string {
+	if x != nil {
+		return x.DeployPath
+	}
+	return ""
+}
+
+func (x *CreateAppRequest) GetRunAsUser() string {
+	if x != nil {
+		return x.RunAsUser
+	}
+	return ""
+}
+
+func (x *CreateAppRequest) GetDeployScript() string {
+	if x != nil {
+		return x.DeployScript
+	}
+	return ""
+}
+
+func (x *CreateAppRequest) GetHealthCheckCommand() string {
+	if x != nil {
+		return x.HealthCheckCommand
+	}
+	return ""
+}
+
+func (x *CreateAppRequest) GetHealthCheckUrl() string {
+	if x != nil {
+		return x.HealthCheckUrl
+	}
+	return ""
+}
+
+func (x *CreateAppRequest) GetHealthCheckTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.HealthCheckTimeoutSeconds
+	}
+	return 0
+}
+
+func (x *CreateAppRequest) GetReloadCommand() string {
+	if x != nil {
+		return x.ReloadCommand
+	}
+	return ""
+}
+
+func (x *CreateAppRequest) GetReleasesToKeep() uint32 {
+	if x != nil {
+		return x.ReleasesToKeep
+	}
+	return 0
+}
+
+func (x *CreateAppRequest) GetSharedPaths() []string {
+	if x != nil {
+		return x.SharedPaths
+	}
+	return nil
+}
+
+func (x *CreateAppRequest) GetTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+// CreateAppResponse is the new app.
+type CreateAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           *App                   `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAppResponse) Reset() {
+	*x = CreateAppResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAppResponse) ProtoMessage() {}
+
+func (x *CreateAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAppResponse.ProtoReflect.Descriptor instead.
+func (*CreateAppResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CreateAppResponse) GetApp() *App {
+	if x != nil {
+		return x.App
+	}
+	return nil
+}
+
+// ListAppsRequest filters by server (name or id; empty for all).
+type ListAppsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAppsRequest) Reset() {
+	*x = ListAppsRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAppsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAppsRequest) ProtoMessage() {}
+
+func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAppsRequest.ProtoReflect.Descriptor instead.
+func (*ListAppsRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListAppsRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+// ListAppsResponse lists apps.
+type ListAppsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Apps          []*App                 `protobuf:"bytes,1,rep,name=apps,proto3" json:"apps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAppsResponse) Reset() {
+	*x = ListAppsResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAppsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAppsResponse) ProtoMessage() {}
+
+func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAppsResponse.ProtoReflect.Descriptor instead.
+func (*ListAppsResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListAppsResponse) GetApps() []*App {
+	if x != nil {
+		return x.Apps
+	}
+	return nil
+}
+
+// GetAppRequest names an app.
+type GetAppRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAppRequest) Reset() {
+	*x = GetAppRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAppRequest) ProtoMessage() {}
+
+func (x *GetAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAppRequest.ProtoReflect.Descriptor instead.
+func (*GetAppRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GetAppRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+// GetAppResponse is the app.
+type GetAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           *App                   `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAppResponse) Reset() {
+	*x = GetAppResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAppResponse) ProtoMessage() {}
+
+func (x *GetAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAppResponse.ProtoReflect.Descriptor instead.
+func (*GetAppResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *GetAppResponse) GetApp() *App {
+	if x != nil {
+		return x.App
+	}
+	return nil
+}
+
+// SetAppEnvRequest changes one scope: common, production or staging.
+type SetAppEnvRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Scope         string                 `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
+	Set           map[string]string      `protobuf:"bytes,3,rep,name=set,proto3" json:"set,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Unset         []string               `protobuf:"bytes,4,rep,name=unset,proto3" json:"unset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAppEnvRequest) Reset() {
+	*x = SetAppEnvRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAppEnvRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAppEnvRequest) ProtoMessage() {}
+
+func (x *SetAppEnvRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAppEnvRequest.ProtoReflect.Descriptor instead.
+func (*SetAppEnvRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SetAppEnvRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *SetAppEnvRequest) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *SetAppEnvRequest) GetSet() map[string]string {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *SetAppEnvRequest) GetUnset() []string {
+	if x != nil {
+		return x.Unset
+	}
+	return nil
+}
+
+// SetAppEnvResponse names the variables now set in the scope.
+type SetAppEnvResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []string               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAppEnvResponse) Reset() {
+	*x = SetAppEnvResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAppEnvResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAppEnvResponse) ProtoMessage() {}
+
+func (x *SetAppEnvResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAppEnvResponse.ProtoReflect.Descriptor instead.
+func (*SetAppEnvResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SetAppEnvResponse) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// SetAppWebhookSecretRequest: an empty secret generates one.
+type SetAppWebhookSecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Secret        string                 `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAppWebhookSecretRequest) Reset() {
+	*x = SetAppWebhookSecretRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAppWebhookSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAppWebhookSecretRequest) ProtoMessage() {}
+
+func (x *SetAppWebhookSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAppWebhookSecretRequest.ProtoReflect.Descriptor instead.
+func (*SetAppWebhookSecretRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *SetAppWebhookSecretRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *SetAppWebhookSecretRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// SetAppWebhookSecretResponse carries the secret and the endpoint paths, once.
+type SetAppWebhookSecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secret        string                 `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	GithubPath    string                 `protobuf:"bytes,2,opt,name=github_path,json=githubPath,proto3" json:"github_path,omitempty"`
+	GitlabPath    string                 `protobuf:"bytes,3,opt,name=gitlab_path,json=gitlabPath,proto3" json:"gitlab_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAppWebhookSecretResponse) Reset() {
+	*x = SetAppWebhookSecretResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAppWebhookSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAppWebhookSecretResponse) ProtoMessage() {}
+
+func (x *SetAppWebhookSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAppWebhookSecretResponse.ProtoReflect.Descriptor instead.
+func (*SetAppWebhookSecretResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SetAppWebhookSecretResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *SetAppWebhookSecretResponse) GetGithubPath() string {
+	if x != nil {
+		return x.GithubPath
+	}
+	return ""
+}
+
+func (x *SetAppWebhookSecretResponse) GetGitlabPath() string {
+	if x != nil {
+		return x.GitlabPath
+	}
+	return ""
+}
+
+// Deployment is a deploy or rollback job.
+type Deployment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	AppId         string                 `protobuf:"bytes,2,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	App           string                 `protobuf:"bytes,3,opt,name=app,proto3" json:"app,omitempty"`
+	TriggeredBy   string                 `protobuf:"bytes,4,opt,name=triggered_by,json=triggeredBy,proto3" json:"triggered_by,omitempty"`
+	Environment   string                 `protobuf:"bytes,5,opt,name=environment,proto3" json:"environment,omitempty"`
+	Branch        string                 `protobuf:"bytes,6,opt,name=branch,proto3" json:"branch,omitempty"`
+	CommitSha     string                 `protobuf:"bytes,7,opt,name=commit_sha,json=commitSha,proto3" json:"commit_sha,omitempty"`
+	CommitMessage string                 `protobuf:"bytes,8,opt,name=commit_message,json=commitMessage,proto3" json:"commit_message,omitempty"`
+	// status: queued, dispatched, running, succeeded, failed, canceled, timed_out.
+	Status          string                 `protobuf:"bytes,9,opt,name=status,proto3" json:"status,omitempty"`
+	FailedStep      string                 `protobuf:"bytes,10,opt,name=failed_step,json=failedStep,proto3" json:"failed_step,omitempty"`
+	ExitCode        int32                  `protobuf:"varint,11,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	HasExitCode     bool                   `protobuf:"varint,12,opt,name=has_exit_code,json=hasExitCode,proto3" json:"has_exit_code,omitempty"`
+	FailureReason   string                 `protobuf:"bytes,13,opt,name=failure_reason,json=failureReason,proto3" json:"failure_reason,omitempty"`
+	ReleasePath     string                 `protobuf:"bytes,14,opt,name=release_path,json=releasePath,proto3" json:"release_path,omitempty"`
+	RollbackFromId  string                 `protobuf:"bytes,15,opt,name=rollback_from_id,json=rollbackFromId,proto3" json:"rollback_from_id,omitempty"`
+	QueuedAt        *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=queued_at,json=queuedAt,proto3" json:"queued_at,omitempty"`
+	StartedAt       *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	FinishedAt      *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	DeadlineAt      *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=deadline_at,json=deadlineAt,proto3" json:"deadline_at,omitempty"`
+	CancelRequested bool                   `protobuf:"varint,20,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
+	LogBytes        int64                  `protobuf:"varint,21,opt,name=log_bytes,json=logBytes,proto3" json:"log_bytes,omitempty"`
+	LogTruncated    bool                   `protobuf:"varint,22,opt,name=log_truncated,json=logTruncated,proto3" json:"log_truncated,omitempty"`
+	User            string                 `protobuf:"bytes,23,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Deployment) Reset() {
+	*x = Deployment{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deployment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deployment) ProtoMessage() {}
+
+func (x *Deployment) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
+func (*Deployment) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *Deployment) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Deployment) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *Deployment) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *Deployment) GetTriggeredBy() string {
+	if x != nil {
+		return x.TriggeredBy
+	}
+	return ""
+}
+
+func (x *Deployment) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *Deployment) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *Deployment) GetCommitSha() string {
+	if x != nil {
+		return x.CommitSha
+	}
+	return ""
+}
+
+func (x *Deployment) GetCommitMessage() string {
+	if x != nil {
+		return x.CommitMessage
+	}
+	return ""
+}
+
+func (x *Deployment) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Deployment) GetFailedStep() string {
+	if x != nil {
+		return x.FailedStep
+	}
+	return ""
+}
+
+func (x *Deployment) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *Deployment) GetHasExitCode() bool {
+	if x != nil {
+		return x.HasExitCode
+	}
+	return false
+}
+
+func (x *Deployment) GetFailureReason() string {
+	if x != nil {
+		return x.FailureReason
+	}
+	return ""
+}
+
+func (x *Deployment) GetReleasePath() string {
+	if x != nil {
+		return x.ReleasePath
+	}
+	return ""
+}
+
+func (x *Deployment) GetRollbackFromId() string {
+	if x != nil {
+		return x.RollbackFromId
+	}
+	return ""
+}
+
+func (x *Deployment) GetQueuedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.QueuedAt
+	}
+	return nil
+}
+
+func (x *Deployment) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *Deployment) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *Deployment) GetDeadlineAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeadlineAt
+	}
+	return nil
+}
+
+func (x *Deployment) GetCancelRequested() bool {
+	if x != nil {
+		return x.CancelRequested
+	}
+	return false
+}
+
+func (x *Deployment) GetLogBytes() int64 {
+	if x != nil {
+		return x.LogBytes
+	}
+	return 0
+}
+
+func (x *Deployment) GetLogTruncated() bool {
+	if x != nil {
+		return x.LogTruncated
+	}
+	return false
+}
+
+func (x *Deployment) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+// DeployRequest names the app and optionally the environment and commit.
+type DeployRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Environment   string                 `protobuf:"bytes,2,opt,name=environment,proto3" json:"environment,omitempty"`
+	Commit        string                 `protobuf:"bytes,3,opt,name=commit,proto3" json:"commit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeployRequest) Reset() {
+	*x = DeployRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeployRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeployRequest) ProtoMessage() {}
+
+func (x *DeployRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeployRequest.ProtoReflect.Descriptor instead.
+func (*DeployRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *DeployRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *DeployRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *DeployRequest) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+// DeployResponse is the queued deployment; queued_behind names the
+// deployments of the app ahead of it (one per app runs at a time).
+type DeployResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deployment    *Deployment            `protobuf:"bytes,1,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	QueuedBehind  []string               `protobuf:"bytes,2,rep,name=queued_behind,json=queuedBehind,proto3" json:"queued_behind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeployResponse) Reset() {
+	*x = DeployResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeployResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeployResponse) ProtoMessage() {}
+
+func (x *DeployResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeployResponse.ProtoReflect.Descriptor instead.
+func (*DeployResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *DeployResponse) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+func (x *DeployResponse) GetQueuedBehind() []string {
+	if x != nil {
+		return x.QueuedBehind
+	}
+	return nil
+}
+
+// RollbackRequest: to is a deployment id; empty is the release before the
+// current one.
+type RollbackRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackRequest) Reset() {
+	*x = RollbackRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackRequest) ProtoMessage() {}
+
+func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
+func (*RollbackRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *RollbackRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *RollbackRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+// RollbackResponse is the queued rollback.
+type RollbackResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deployment    *Deployment            `protobuf:"bytes,1,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	QueuedBehind  []string               `protobuf:"bytes,2,rep,name=queued_behind,json=queuedBehind,proto3" json:"queued_behind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackResponse) Reset() {
+	*x = RollbackResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackResponse) ProtoMessage() {}
+
+func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
+func (*RollbackResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *RollbackResponse) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+func (x *RollbackResponse) GetQueuedBehind() []string {
+	if x != nil {
+		return x.QueuedBehind
+	}
+	return nil
+}
+
+// CancelDeploymentRequest names a deployment.
+type CancelDeploymentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelDeploymentRequest) Reset() {
+	*x = CancelDeploymentRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelDeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelDeploymentRequest) ProtoMessage() {}
+
+func (x *CancelDeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelDeploymentRequest.ProtoReflect.Descriptor instead.
+func (*CancelDeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *CancelDeploymentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// CancelDeploymentResponse is the deployment after the request.
+type CancelDeploymentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deployment    *Deployment            `protobuf:"bytes,1,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelDeploymentResponse) Reset() {
+	*x = CancelDeploymentResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelDeploymentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelDeploymentResponse) ProtoMessage() {}
+
+func (x *CancelDeploymentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelDeploymentResponse.ProtoReflect.Descriptor instead.
+func (*CancelDeploymentResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *CancelDeploymentResponse) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+// ListDeploymentsRequest names the app and pages.
+type ListDeploymentsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Before        string                 `protobuf:"bytes,2,opt,name=before,proto3" json:"before,omitempty"`
+	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeploymentsRequest) Reset() {
+	*x = ListDeploymentsRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeploymentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeploymentsRequest) ProtoMessage() {}
+
+func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
+func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ListDeploymentsRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *ListDeploymentsRequest) GetBefore() string {
+	if x != nil {
+		return x.Before
+	}
+	return ""
+}
+
+func (x *ListDeploymentsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ListDeploymentsResponse is one page.
+type ListDeploymentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deployments   []*Deployment          `protobuf:"bytes,1,rep,name=deployments,proto3" json:"deployments,omitempty"`
+	NextBefore    string                 `protobuf:"bytes,2,opt,name=next_before,json=nextBefore,proto3" json:"next_before,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeploymentsResponse) Reset() {
+	*x = ListDeploymentsResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeploymentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeploymentsResponse) ProtoMessage() {}
+
+func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
+func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
+	if x != nil {
+		return x.Deployments
+	}
+	return nil
+}
+
+func (x *ListDeploymentsResponse) GetNextBefore() string {
+	if x != nil {
+		return x.NextBefore
+	}
+	return ""
+}
+
+// GetDeploymentRequest names a deployment.
+type GetDeploymentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeploymentRequest) Reset() {
+	*x = GetDeploymentRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeploymentRequest) ProtoMessage() {}
+
+func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
+func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *GetDeploymentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// GetDeploymentResponse is the deployment.
+type GetDeploymentResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deployment    *Deployment            `protobuf:"bytes,1,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeploymentResponse) Reset() {
+	*x = GetDeploymentResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeploymentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeploymentResponse) ProtoMessage() {}
+
+func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeploymentResponse.ProtoReflect.Descriptor instead.
+func (*GetDeploymentResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *GetDeploymentResponse) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
+// FollowDeploymentRequest: after_seq resumes after a chunk already seen.
+type FollowDeploymentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	AfterSeq      uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FollowDeploymentRequest) Reset() {
+	*x = FollowDeploymentRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowDeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowDeploymentRequest) ProtoMessage() {}
+
+func (x *FollowDeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowDeploymentRequest.ProtoReflect.Descriptor instead.
+func (*FollowDeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *FollowDeploymentRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *FollowDeploymentRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+// FollowDeploymentResponse is a log chunk, a state change, or both.
+type FollowDeploymentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Step  string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	Data  []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// deployment is set when its state changed, and on the last message.
+	Deployment    *Deployment `protobuf:"bytes,4,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FollowDeploymentResponse) Reset() {
+	*x = FollowDeploymentResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FollowDeploymentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FollowDeploymentResponse) ProtoMessage() {}
+
+func (x *FollowDeploymentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FollowDeploymentResponse.ProtoReflect.Descriptor instead.
+func (*FollowDeploymentResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *FollowDeploymentResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *FollowDeploymentResponse) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *FollowDeploymentResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *FollowDeploymentResponse) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
+}
+
 var File_berth_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_berth_admin_v1_admin_proto_rawDesc = "" +
@@ -1373,7 +3488,197 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"net_tx_bps\x18\x0f \x01(\x01R\bnetTxBps\"I\n" +
 	"\x12GetMetricsResponse\x123\n" +
-	"\x06points\x18\x01 \x03(\v2\x1b.berth.admin.v1.MetricPointR\x06points2\x9a\x06\n" +
+	"\x06points\x18\x01 \x03(\v2\x1b.berth.admin.v1.MetricPointR\x06points\"\x9d\x02\n" +
+	"\rGitCredential\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x04 \x01(\tR\tpublicKey\x12 \n" +
+	"\vfingerprint\x18\x05 \x01(\tR\vfingerprint\x12\x1a\n" +
+	"\busername\x18\x06 \x01(\tR\busername\x129\n" +
+	"\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12<\n" +
+	"\flast_used_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastUsedAt\"\x94\x01\n" +
+	"\x17AddGitCredentialRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1f\n" +
+	"\vprivate_key\x18\x03 \x01(\tR\n" +
+	"privateKey\x12\x1a\n" +
+	"\busername\x18\x04 \x01(\tR\busername\x12\x14\n" +
+	"\x05token\x18\x05 \x01(\tR\x05token\"Y\n" +
+	"\x18AddGitCredentialResponse\x12=\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x1d.berth.admin.v1.GitCredentialR\n" +
+	"credential\"\x1b\n" +
+	"\x19ListGitCredentialsRequest\"]\n" +
+	"\x1aListGitCredentialsResponse\x12?\n" +
+	"\vcredentials\x18\x01 \x03(\v2\x1d.berth.admin.v1.GitCredentialR\vcredentials\"<\n" +
+	"\x1aDeleteGitCredentialRequest\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\tR\n" +
+	"credential\"\x1d\n" +
+	"\x1bDeleteGitCredentialResponse\"\x8c\a\n" +
+	"\x03App\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
+	"\tserver_id\x18\x03 \x01(\tR\bserverId\x12\x16\n" +
+	"\x06server\x18\x04 \x01(\tR\x06server\x12%\n" +
+	"\x0erepository_url\x18\x05 \x01(\tR\rrepositoryUrl\x12\x16\n" +
+	"\x06branch\x18\x06 \x01(\tR\x06branch\x12\x1e\n" +
+	"\n" +
+	"credential\x18\a \x01(\tR\n" +
+	"credential\x12\x1f\n" +
+	"\vdeploy_path\x18\b \x01(\tR\n" +
+	"deployPath\x12\x1e\n" +
+	"\vrun_as_user\x18\t \x01(\tR\trunAsUser\x12#\n" +
+	"\rdeploy_script\x18\n" +
+	" \x01(\tR\fdeployScript\x120\n" +
+	"\x14health_check_command\x18\v \x01(\tR\x12healthCheckCommand\x12(\n" +
+	"\x10health_check_url\x18\f \x01(\tR\x0ehealthCheckUrl\x12?\n" +
+	"\x1chealth_check_timeout_seconds\x18\r \x01(\rR\x19healthCheckTimeoutSeconds\x12%\n" +
+	"\x0ereload_command\x18\x0e \x01(\tR\rreloadCommand\x12(\n" +
+	"\x10releases_to_keep\x18\x0f \x01(\rR\x0ereleasesToKeep\x12!\n" +
+	"\fshared_paths\x18\x10 \x03(\tR\vsharedPaths\x12'\n" +
+	"\x0ftimeout_seconds\x18\x11 \x01(\rR\x0etimeoutSeconds\x12,\n" +
+	"\x12has_webhook_secret\x18\x12 \x01(\bR\x10hasWebhookSecret\x12;\n" +
+	"\benv_keys\x18\x13 \x03(\v2 .berth.admin.v1.App.EnvKeysEntryR\aenvKeys\x122\n" +
+	"\x15current_deployment_id\x18\x14 \x01(\tR\x13currentDeploymentId\x129\n" +
+	"\n" +
+	"created_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x1aS\n" +
+	"\fEnvKeysEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
+	"\x05value\x18\x02 \x01(\v2\x17.berth.admin.v1.EnvKeysR\x05value:\x028\x01\"\x1d\n" +
+	"\aEnvKeys\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\tR\x04keys\"\xbd\x04\n" +
+	"\x10CreateAppRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06server\x18\x02 \x01(\tR\x06server\x12%\n" +
+	"\x0erepository_url\x18\x03 \x01(\tR\rrepositoryUrl\x12\x16\n" +
+	"\x06branch\x18\x04 \x01(\tR\x06branch\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x05 \x01(\tR\n" +
+	"credential\x12\x1f\n" +
+	"\vdeploy_path\x18\x06 \x01(\tR\n" +
+	"deployPath\x12\x1e\n" +
+	"\vrun_as_user\x18\a \x01(\tR\trunAsUser\x12#\n" +
+	"\rdeploy_script\x18\b \x01(\tR\fdeployScript\x120\n" +
+	"\x14health_check_command\x18\t \x01(\tR\x12healthCheckCommand\x12(\n" +
+	"\x10health_check_url\x18\n" +
+	" \x01(\tR\x0ehealthCheckUrl\x12?\n" +
+	"\x1chealth_check_timeout_seconds\x18\v \x01(\rR\x19healthCheckTimeoutSeconds\x12%\n" +
+	"\x0ereload_command\x18\f \x01(\tR\rreloadCommand\x12(\n" +
+	"\x10releases_to_keep\x18\r \x01(\rR\x0ereleasesToKeep\x12!\n" +
+	"\fshared_paths\x18\x0e \x03(\tR\vsharedPaths\x12'\n" +
+	"\x0ftimeout_seconds\x18\x0f \x01(\rR\x0etimeoutSeconds\":\n" +
+	"\x11CreateAppResponse\x12%\n" +
+	"\x03app\x18\x01 \x01(\v2\x13.berth.admin.v1.AppR\x03app\")\n" +
+	"\x0fListAppsRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\";\n" +
+	"\x10ListAppsResponse\x12'\n" +
+	"\x04apps\x18\x01 \x03(\v2\x13.berth.admin.v1.AppR\x04apps\"!\n" +
+	"\rGetAppRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\"7\n" +
+	"\x0eGetAppResponse\x12%\n" +
+	"\x03app\x18\x01 \x01(\v2\x13.berth.admin.v1.AppR\x03app\"\xc5\x01\n" +
+	"\x10SetAppEnvRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x14\n" +
+	"\x05scope\x18\x02 \x01(\tR\x05scope\x12;\n" +
+	"\x03set\x18\x03 \x03(\v2).berth.admin.v1.SetAppEnvRequest.SetEntryR\x03set\x12\x14\n" +
+	"\x05unset\x18\x04 \x03(\tR\x05unset\x1a6\n" +
+	"\bSetEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"'\n" +
+	"\x11SetAppEnvResponse\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\tR\x04keys\"F\n" +
+	"\x1aSetAppWebhookSecretRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"w\n" +
+	"\x1bSetAppWebhookSecretResponse\x12\x16\n" +
+	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x1f\n" +
+	"\vgithub_path\x18\x02 \x01(\tR\n" +
+	"githubPath\x12\x1f\n" +
+	"\vgitlab_path\x18\x03 \x01(\tR\n" +
+	"gitlabPath\"\xc5\x06\n" +
+	"\n" +
+	"Deployment\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
+	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x10\n" +
+	"\x03app\x18\x03 \x01(\tR\x03app\x12!\n" +
+	"\ftriggered_by\x18\x04 \x01(\tR\vtriggeredBy\x12 \n" +
+	"\venvironment\x18\x05 \x01(\tR\venvironment\x12\x16\n" +
+	"\x06branch\x18\x06 \x01(\tR\x06branch\x12\x1d\n" +
+	"\n" +
+	"commit_sha\x18\a \x01(\tR\tcommitSha\x12%\n" +
+	"\x0ecommit_message\x18\b \x01(\tR\rcommitMessage\x12\x16\n" +
+	"\x06status\x18\t \x01(\tR\x06status\x12\x1f\n" +
+	"\vfailed_step\x18\n" +
+	" \x01(\tR\n" +
+	"failedStep\x12\x1b\n" +
+	"\texit_code\x18\v \x01(\x05R\bexitCode\x12\"\n" +
+	"\rhas_exit_code\x18\f \x01(\bR\vhasExitCode\x12%\n" +
+	"\x0efailure_reason\x18\r \x01(\tR\rfailureReason\x12!\n" +
+	"\frelease_path\x18\x0e \x01(\tR\vreleasePath\x12(\n" +
+	"\x10rollback_from_id\x18\x0f \x01(\tR\x0erollbackFromId\x127\n" +
+	"\tqueued_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\bqueuedAt\x129\n" +
+	"\n" +
+	"started_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
+	"\vfinished_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x12;\n" +
+	"\vdeadline_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"deadlineAt\x12)\n" +
+	"\x10cancel_requested\x18\x14 \x01(\bR\x0fcancelRequested\x12\x1b\n" +
+	"\tlog_bytes\x18\x15 \x01(\x03R\blogBytes\x12#\n" +
+	"\rlog_truncated\x18\x16 \x01(\bR\flogTruncated\x12\x12\n" +
+	"\x04user\x18\x17 \x01(\tR\x04user\"[\n" +
+	"\rDeployRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12 \n" +
+	"\venvironment\x18\x02 \x01(\tR\venvironment\x12\x16\n" +
+	"\x06commit\x18\x03 \x01(\tR\x06commit\"q\n" +
+	"\x0eDeployResponse\x12:\n" +
+	"\n" +
+	"deployment\x18\x01 \x01(\v2\x1a.berth.admin.v1.DeploymentR\n" +
+	"deployment\x12#\n" +
+	"\rqueued_behind\x18\x02 \x03(\tR\fqueuedBehind\"3\n" +
+	"\x0fRollbackRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\"s\n" +
+	"\x10RollbackResponse\x12:\n" +
+	"\n" +
+	"deployment\x18\x01 \x01(\v2\x1a.berth.admin.v1.DeploymentR\n" +
+	"deployment\x12#\n" +
+	"\rqueued_behind\x18\x02 \x03(\tR\fqueuedBehind\")\n" +
+	"\x17CancelDeploymentRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"V\n" +
+	"\x18CancelDeploymentResponse\x12:\n" +
+	"\n" +
+	"deployment\x18\x01 \x01(\v2\x1a.berth.admin.v1.DeploymentR\n" +
+	"deployment\"X\n" +
+	"\x16ListDeploymentsRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x16\n" +
+	"\x06before\x18\x02 \x01(\tR\x06before\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"x\n" +
+	"\x17ListDeploymentsResponse\x12<\n" +
+	"\vdeployments\x18\x01 \x03(\v2\x1a.berth.admin.v1.DeploymentR\vdeployments\x12\x1f\n" +
+	"\vnext_before\x18\x02 \x01(\tR\n" +
+	"nextBefore\"&\n" +
+	"\x14GetDeploymentRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"S\n" +
+	"\x15GetDeploymentResponse\x12:\n" +
+	"\n" +
+	"deployment\x18\x01 \x01(\v2\x1a.berth.admin.v1.DeploymentR\n" +
+	"deployment\"F\n" +
+	"\x17FollowDeploymentRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"\x90\x01\n" +
+	"\x18FollowDeploymentResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\tR\x04step\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12:\n" +
+	"\n" +
+	"deployment\x18\x04 \x01(\v2\x1a.berth.admin.v1.DeploymentR\n" +
+	"deployment2\xb4\x10\n" +
 	"\fAdminService\x12S\n" +
 	"\n" +
 	"GetVersion\x12!.berth.admin.v1.GetVersionRequest\x1a\".berth.admin.v1.GetVersionResponse\x12P\n" +
@@ -1385,7 +3690,21 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\rDisableServer\x12$.berth.admin.v1.DisableServerRequest\x1a%.berth.admin.v1.DisableServerResponse\x12Y\n" +
 	"\fEnableServer\x12#.berth.admin.v1.EnableServerRequest\x1a$.berth.admin.v1.EnableServerResponse\x12S\n" +
 	"\n" +
-	"GetMetrics\x12!.berth.admin.v1.GetMetricsRequest\x1a\".berth.admin.v1.GetMetricsResponseB\xb5\x01\n" +
+	"GetMetrics\x12!.berth.admin.v1.GetMetricsRequest\x1a\".berth.admin.v1.GetMetricsResponse\x12e\n" +
+	"\x10AddGitCredential\x12'.berth.admin.v1.AddGitCredentialRequest\x1a(.berth.admin.v1.AddGitCredentialResponse\x12k\n" +
+	"\x12ListGitCredentials\x12).berth.admin.v1.ListGitCredentialsRequest\x1a*.berth.admin.v1.ListGitCredentialsResponse\x12n\n" +
+	"\x13DeleteGitCredential\x12*.berth.admin.v1.DeleteGitCredentialRequest\x1a+.berth.admin.v1.DeleteGitCredentialResponse\x12P\n" +
+	"\tCreateApp\x12 .berth.admin.v1.CreateAppRequest\x1a!.berth.admin.v1.CreateAppResponse\x12M\n" +
+	"\bListApps\x12\x1f.berth.admin.v1.ListAppsRequest\x1a .berth.admin.v1.ListAppsResponse\x12G\n" +
+	"\x06GetApp\x12\x1d.berth.admin.v1.GetAppRequest\x1a\x1e.berth.admin.v1.GetAppResponse\x12P\n" +
+	"\tSetAppEnv\x12 .berth.admin.v1.SetAppEnvRequest\x1a!.berth.admin.v1.SetAppEnvResponse\x12n\n" +
+	"\x13SetAppWebhookSecret\x12*.berth.admin.v1.SetAppWebhookSecretRequest\x1a+.berth.admin.v1.SetAppWebhookSecretResponse\x12G\n" +
+	"\x06Deploy\x12\x1d.berth.admin.v1.DeployRequest\x1a\x1e.berth.admin.v1.DeployResponse\x12M\n" +
+	"\bRollback\x12\x1f.berth.admin.v1.RollbackRequest\x1a .berth.admin.v1.RollbackResponse\x12e\n" +
+	"\x10CancelDeployment\x12'.berth.admin.v1.CancelDeploymentRequest\x1a(.berth.admin.v1.CancelDeploymentResponse\x12b\n" +
+	"\x0fListDeployments\x12&.berth.admin.v1.ListDeploymentsRequest\x1a'.berth.admin.v1.ListDeploymentsResponse\x12\\\n" +
+	"\rGetDeployment\x12$.berth.admin.v1.GetDeploymentRequest\x1a%.berth.admin.v1.GetDeploymentResponse\x12g\n" +
+	"\x10FollowDeployment\x12'.berth.admin.v1.FollowDeploymentRequest\x1a(.berth.admin.v1.FollowDeploymentResponse0\x01B\xb5\x01\n" +
 	"\x12com.berth.admin.v1B\n" +
 	"AdminProtoP\x01Z9github.com/berthhq/berth/gen/proto/berth/admin/v1;adminv1\xa2\x02\x03BAX\xaa\x02\x0eBerth.Admin.V1\xca\x02\x0eBerth\\Admin\\V1\xe2\x02\x1aBerth\\Admin\\V1\\GPBMetadata\xea\x02\x10Berth::Admin::V1b\x06proto3"
 
@@ -1401,75 +3720,158 @@ func file_berth_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_berth_admin_v1_admin_proto_rawDescData
 }
 
-var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_berth_admin_v1_admin_proto_goTypes = []any{
-	(*GetVersionRequest)(nil),     // 0: berth.admin.v1.GetVersionRequest
-	(*GetVersionResponse)(nil),    // 1: berth.admin.v1.GetVersionResponse
-	(*GetHealthRequest)(nil),      // 2: berth.admin.v1.GetHealthRequest
-	(*GetHealthResponse)(nil),     // 3: berth.admin.v1.GetHealthResponse
-	(*Server)(nil),                // 4: berth.admin.v1.Server
-	(*AddServerRequest)(nil),      // 5: berth.admin.v1.AddServerRequest
-	(*AddServerResponse)(nil),     // 6: berth.admin.v1.AddServerResponse
-	(*ListServersRequest)(nil),    // 7: berth.admin.v1.ListServersRequest
-	(*ListServersResponse)(nil),   // 8: berth.admin.v1.ListServersResponse
-	(*GetServerRequest)(nil),      // 9: berth.admin.v1.GetServerRequest
-	(*GetServerResponse)(nil),     // 10: berth.admin.v1.GetServerResponse
-	(*RemoveServerRequest)(nil),   // 11: berth.admin.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),  // 12: berth.admin.v1.RemoveServerResponse
-	(*DisableServerRequest)(nil),  // 13: berth.admin.v1.DisableServerRequest
-	(*DisableServerResponse)(nil), // 14: berth.admin.v1.DisableServerResponse
-	(*EnableServerRequest)(nil),   // 15: berth.admin.v1.EnableServerRequest
-	(*EnableServerResponse)(nil),  // 16: berth.admin.v1.EnableServerResponse
-	(*GetMetricsRequest)(nil),     // 17: berth.admin.v1.GetMetricsRequest
-	(*MetricPoint)(nil),           // 18: berth.admin.v1.MetricPoint
-	(*GetMetricsResponse)(nil),    // 19: berth.admin.v1.GetMetricsResponse
-	nil,                           // 20: berth.admin.v1.Server.LabelsEntry
-	nil,                           // 21: berth.admin.v1.AddServerRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*GetVersionRequest)(nil),           // 0: berth.admin.v1.GetVersionRequest
+	(*GetVersionResponse)(nil),          // 1: berth.admin.v1.GetVersionResponse
+	(*GetHealthRequest)(nil),            // 2: berth.admin.v1.GetHealthRequest
+	(*GetHealthResponse)(nil),           // 3: berth.admin.v1.GetHealthResponse
+	(*Server)(nil),                      // 4: berth.admin.v1.Server
+	(*AddServerRequest)(nil),            // 5: berth.admin.v1.AddServerRequest
+	(*AddServerResponse)(nil),           // 6: berth.admin.v1.AddServerResponse
+	(*ListServersRequest)(nil),          // 7: berth.admin.v1.ListServersRequest
+	(*ListServersResponse)(nil),         // 8: berth.admin.v1.ListServersResponse
+	(*GetServerRequest)(nil),            // 9: berth.admin.v1.GetServerRequest
+	(*GetServerResponse)(nil),           // 10: berth.admin.v1.GetServerResponse
+	(*RemoveServerRequest)(nil),         // 11: berth.admin.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),        // 12: berth.admin.v1.RemoveServerResponse
+	(*DisableServerRequest)(nil),        // 13: berth.admin.v1.DisableServerRequest
+	(*DisableServerResponse)(nil),       // 14: berth.admin.v1.DisableServerResponse
+	(*EnableServerRequest)(nil),         // 15: berth.admin.v1.EnableServerRequest
+	(*EnableServerResponse)(nil),        // 16: berth.admin.v1.EnableServerResponse
+	(*GetMetricsRequest)(nil),           // 17: berth.admin.v1.GetMetricsRequest
+	(*MetricPoint)(nil),                 // 18: berth.admin.v1.MetricPoint
+	(*GetMetricsResponse)(nil),          // 19: berth.admin.v1.GetMetricsResponse
+	(*GitCredential)(nil),               // 20: berth.admin.v1.GitCredential
+	(*AddGitCredentialRequest)(nil),     // 21: berth.admin.v1.AddGitCredentialRequest
+	(*AddGitCredentialResponse)(nil),    // 22: berth.admin.v1.AddGitCredentialResponse
+	(*ListGitCredentialsRequest)(nil),   // 23: berth.admin.v1.ListGitCredentialsRequest
+	(*ListGitCredentialsResponse)(nil),  // 24: berth.admin.v1.ListGitCredentialsResponse
+	(*DeleteGitCredentialRequest)(nil),  // 25: berth.admin.v1.DeleteGitCredentialRequest
+	(*DeleteGitCredentialResponse)(nil), // 26: berth.admin.v1.DeleteGitCredentialResponse
+	(*App)(nil),                         // 27: berth.admin.v1.App
+	(*EnvKeys)(nil),                     // 28: berth.admin.v1.EnvKeys
+	(*CreateAppRequest)(nil),            // 29: berth.admin.v1.CreateAppRequest
+	(*CreateAppResponse)(nil),           // 30: berth.admin.v1.CreateAppResponse
+	(*ListAppsRequest)(nil),             // 31: berth.admin.v1.ListAppsRequest
+	(*ListAppsResponse)(nil),            // 32: berth.admin.v1.ListAppsResponse
+	(*GetAppRequest)(nil),               // 33: berth.admin.v1.GetAppRequest
+	(*GetAppResponse)(nil),              // 34: berth.admin.v1.GetAppResponse
+	(*SetAppEnvRequest)(nil),            // 35: berth.admin.v1.SetAppEnvRequest
+	(*SetAppEnvResponse)(nil),           // 36: berth.admin.v1.SetAppEnvResponse
+	(*SetAppWebhookSecretRequest)(nil),  // 37: berth.admin.v1.SetAppWebhookSecretRequest
+	(*SetAppWebhookSecretResponse)(nil), // 38: berth.admin.v1.SetAppWebhookSecretResponse
+	(*Deployment)(nil),                  // 39: berth.admin.v1.Deployment
+	(*DeployRequest)(nil),               // 40: berth.admin.v1.DeployRequest
+	(*DeployResponse)(nil),              // 41: berth.admin.v1.DeployResponse
+	(*RollbackRequest)(nil),             // 42: berth.admin.v1.RollbackRequest
+	(*RollbackResponse)(nil),            // 43: berth.admin.v1.RollbackResponse
+	(*CancelDeploymentRequest)(nil),     // 44: berth.admin.v1.CancelDeploymentRequest
+	(*CancelDeploymentResponse)(nil),    // 45: berth.admin.v1.CancelDeploymentResponse
+	(*ListDeploymentsRequest)(nil),      // 46: berth.admin.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),     // 47: berth.admin.v1.ListDeploymentsResponse
+	(*GetDeploymentRequest)(nil),        // 48: berth.admin.v1.GetDeploymentRequest
+	(*GetDeploymentResponse)(nil),       // 49: berth.admin.v1.GetDeploymentResponse
+	(*FollowDeploymentRequest)(nil),     // 50: berth.admin.v1.FollowDeploymentRequest
+	(*FollowDeploymentResponse)(nil),    // 51: berth.admin.v1.FollowDeploymentResponse
+	nil,                                 // 52: berth.admin.v1.Server.LabelsEntry
+	nil,                                 // 53: berth.admin.v1.AddServerRequest.LabelsEntry
+	nil,                                 // 54: berth.admin.v1.App.EnvKeysEntry
+	nil,                                 // 55: berth.admin.v1.SetAppEnvRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),       // 56: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 57: google.protobuf.Duration
 }
 var file_berth_admin_v1_admin_proto_depIdxs = []int32{
-	20, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
-	22, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
-	22, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
-	22, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
-	21, // 4: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
-	23, // 5: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	52, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
+	56, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
+	56, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
+	56, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
+	53, // 4: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
+	57, // 5: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
 	4,  // 6: berth.admin.v1.AddServerResponse.server:type_name -> berth.admin.v1.Server
-	22, // 7: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	56, // 7: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
 	4,  // 8: berth.admin.v1.ListServersResponse.servers:type_name -> berth.admin.v1.Server
 	4,  // 9: berth.admin.v1.GetServerResponse.server:type_name -> berth.admin.v1.Server
 	4,  // 10: berth.admin.v1.DisableServerResponse.server:type_name -> berth.admin.v1.Server
-	23, // 11: berth.admin.v1.EnableServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	57, // 11: berth.admin.v1.EnableServerRequest.token_ttl:type_name -> google.protobuf.Duration
 	4,  // 12: berth.admin.v1.EnableServerResponse.server:type_name -> berth.admin.v1.Server
-	22, // 13: berth.admin.v1.EnableServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
-	23, // 14: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
-	23, // 15: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
-	22, // 16: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
+	56, // 13: berth.admin.v1.EnableServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	57, // 14: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
+	57, // 15: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
+	56, // 16: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
 	18, // 17: berth.admin.v1.GetMetricsResponse.points:type_name -> berth.admin.v1.MetricPoint
-	0,  // 18: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
-	2,  // 19: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
-	5,  // 20: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
-	7,  // 21: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
-	9,  // 22: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
-	11, // 23: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
-	13, // 24: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
-	15, // 25: berth.admin.v1.AdminService.EnableServer:input_type -> berth.admin.v1.EnableServerRequest
-	17, // 26: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
-	1,  // 27: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
-	3,  // 28: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
-	6,  // 29: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
-	8,  // 30: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
-	10, // 31: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
-	12, // 32: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
-	14, // 33: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
-	16, // 34: berth.admin.v1.AdminService.EnableServer:output_type -> berth.admin.v1.EnableServerResponse
-	19, // 35: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
-	27, // [27:36] is the sub-list for method output_type
-	18, // [18:27] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	56, // 18: berth.admin.v1.GitCredential.created_at:type_name -> google.protobuf.Timestamp
+	56, // 19: berth.admin.v1.GitCredential.last_used_at:type_name -> google.protobuf.Timestamp
+	20, // 20: berth.admin.v1.AddGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
+	20, // 21: berth.admin.v1.ListGitCredentialsResponse.credentials:type_name -> berth.admin.v1.GitCredential
+	54, // 22: berth.admin.v1.App.env_keys:type_name -> berth.admin.v1.App.EnvKeysEntry
+	56, // 23: berth.admin.v1.App.created_at:type_name -> google.protobuf.Timestamp
+	27, // 24: berth.admin.v1.CreateAppResponse.app:type_name -> berth.admin.v1.App
+	27, // 25: berth.admin.v1.ListAppsResponse.apps:type_name -> berth.admin.v1.App
+	27, // 26: berth.admin.v1.GetAppResponse.app:type_name -> berth.admin.v1.App
+	55, // 27: berth.admin.v1.SetAppEnvRequest.set:type_name -> berth.admin.v1.SetAppEnvRequest.SetEntry
+	56, // 28: berth.admin.v1.Deployment.queued_at:type_name -> google.protobuf.Timestamp
+	56, // 29: berth.admin.v1.Deployment.started_at:type_name -> google.protobuf.Timestamp
+	56, // 30: berth.admin.v1.Deployment.finished_at:type_name -> google.protobuf.Timestamp
+	56, // 31: berth.admin.v1.Deployment.deadline_at:type_name -> google.protobuf.Timestamp
+	39, // 32: berth.admin.v1.DeployResponse.deployment:type_name -> berth.admin.v1.Deployment
+	39, // 33: berth.admin.v1.RollbackResponse.deployment:type_name -> berth.admin.v1.Deployment
+	39, // 34: berth.admin.v1.CancelDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	39, // 35: berth.admin.v1.ListDeploymentsResponse.deployments:type_name -> berth.admin.v1.Deployment
+	39, // 36: berth.admin.v1.GetDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	39, // 37: berth.admin.v1.FollowDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	28, // 38: berth.admin.v1.App.EnvKeysEntry.value:type_name -> berth.admin.v1.EnvKeys
+	0,  // 39: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
+	2,  // 40: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
+	5,  // 41: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
+	7,  // 42: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
+	9,  // 43: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
+	11, // 44: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
+	13, // 45: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
+	15, // 46: berth.admin.v1.AdminService.EnableServer:input_type -> berth.admin.v1.EnableServerRequest
+	17, // 47: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
+	21, // 48: berth.admin.v1.AdminService.AddGitCredential:input_type -> berth.admin.v1.AddGitCredentialRequest
+	23, // 49: berth.admin.v1.AdminService.ListGitCredentials:input_type -> berth.admin.v1.ListGitCredentialsRequest
+	25, // 50: berth.admin.v1.AdminService.DeleteGitCredential:input_type -> berth.admin.v1.DeleteGitCredentialRequest
+	29, // 51: berth.admin.v1.AdminService.CreateApp:input_type -> berth.admin.v1.CreateAppRequest
+	31, // 52: berth.admin.v1.AdminService.ListApps:input_type -> berth.admin.v1.ListAppsRequest
+	33, // 53: berth.admin.v1.AdminService.GetApp:input_type -> berth.admin.v1.GetAppRequest
+	35, // 54: berth.admin.v1.AdminService.SetAppEnv:input_type -> berth.admin.v1.SetAppEnvRequest
+	37, // 55: berth.admin.v1.AdminService.SetAppWebhookSecret:input_type -> berth.admin.v1.SetAppWebhookSecretRequest
+	40, // 56: berth.admin.v1.AdminService.Deploy:input_type -> berth.admin.v1.DeployRequest
+	42, // 57: berth.admin.v1.AdminService.Rollback:input_type -> berth.admin.v1.RollbackRequest
+	44, // 58: berth.admin.v1.AdminService.CancelDeployment:input_type -> berth.admin.v1.CancelDeploymentRequest
+	46, // 59: berth.admin.v1.AdminService.ListDeployments:input_type -> berth.admin.v1.ListDeploymentsRequest
+	48, // 60: berth.admin.v1.AdminService.GetDeployment:input_type -> berth.admin.v1.GetDeploymentRequest
+	50, // 61: berth.admin.v1.AdminService.FollowDeployment:input_type -> berth.admin.v1.FollowDeploymentRequest
+	1,  // 62: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
+	3,  // 63: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
+	6,  // 64: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
+	8,  // 65: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
+	10, // 66: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
+	12, // 67: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
+	14, // 68: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
+	16, // 69: berth.admin.v1.AdminService.EnableServer:output_type -> berth.admin.v1.EnableServerResponse
+	19, // 70: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
+	22, // 71: berth.admin.v1.AdminService.AddGitCredential:output_type -> berth.admin.v1.AddGitCredentialResponse
+	24, // 72: berth.admin.v1.AdminService.ListGitCredentials:output_type -> berth.admin.v1.ListGitCredentialsResponse
+	26, // 73: berth.admin.v1.AdminService.DeleteGitCredential:output_type -> berth.admin.v1.DeleteGitCredentialResponse
+	30, // 74: berth.admin.v1.AdminService.CreateApp:output_type -> berth.admin.v1.CreateAppResponse
+	32, // 75: berth.admin.v1.AdminService.ListApps:output_type -> berth.admin.v1.ListAppsResponse
+	34, // 76: berth.admin.v1.AdminService.GetApp:output_type -> berth.admin.v1.GetAppResponse
+	36, // 77: berth.admin.v1.AdminService.SetAppEnv:output_type -> berth.admin.v1.SetAppEnvResponse
+	38, // 78: berth.admin.v1.AdminService.SetAppWebhookSecret:output_type -> berth.admin.v1.SetAppWebhookSecretResponse
+	41, // 79: berth.admin.v1.AdminService.Deploy:output_type -> berth.admin.v1.DeployResponse
+	43, // 80: berth.admin.v1.AdminService.Rollback:output_type -> berth.admin.v1.RollbackResponse
+	45, // 81: berth.admin.v1.AdminService.CancelDeployment:output_type -> berth.admin.v1.CancelDeploymentResponse
+	47, // 82: berth.admin.v1.AdminService.ListDeployments:output_type -> berth.admin.v1.ListDeploymentsResponse
+	49, // 83: berth.admin.v1.AdminService.GetDeployment:output_type -> berth.admin.v1.GetDeploymentResponse
+	51, // 84: berth.admin.v1.AdminService.FollowDeployment:output_type -> berth.admin.v1.FollowDeploymentResponse
+	62, // [62:85] is the sub-list for method output_type
+	39, // [39:62] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_berth_admin_v1_admin_proto_init() }
@@ -1483,7 +3885,7 @@ func file_berth_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_admin_v1_admin_proto_rawDesc), len(file_berth_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

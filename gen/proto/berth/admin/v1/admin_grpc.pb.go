@@ -23,15 +23,29 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_GetVersion_FullMethodName    = "/berth.admin.v1.AdminService/GetVersion"
-	AdminService_GetHealth_FullMethodName     = "/berth.admin.v1.AdminService/GetHealth"
-	AdminService_AddServer_FullMethodName     = "/berth.admin.v1.AdminService/AddServer"
-	AdminService_ListServers_FullMethodName   = "/berth.admin.v1.AdminService/ListServers"
-	AdminService_GetServer_FullMethodName     = "/berth.admin.v1.AdminService/GetServer"
-	AdminService_RemoveServer_FullMethodName  = "/berth.admin.v1.AdminService/RemoveServer"
-	AdminService_DisableServer_FullMethodName = "/berth.admin.v1.AdminService/DisableServer"
-	AdminService_EnableServer_FullMethodName  = "/berth.admin.v1.AdminService/EnableServer"
-	AdminService_GetMetrics_FullMethodName    = "/berth.admin.v1.AdminService/GetMetrics"
+	AdminService_GetVersion_FullMethodName          = "/berth.admin.v1.AdminService/GetVersion"
+	AdminService_GetHealth_FullMethodName           = "/berth.admin.v1.AdminService/GetHealth"
+	AdminService_AddServer_FullMethodName           = "/berth.admin.v1.AdminService/AddServer"
+	AdminService_ListServers_FullMethodName         = "/berth.admin.v1.AdminService/ListServers"
+	AdminService_GetServer_FullMethodName           = "/berth.admin.v1.AdminService/GetServer"
+	AdminService_RemoveServer_FullMethodName        = "/berth.admin.v1.AdminService/RemoveServer"
+	AdminService_DisableServer_FullMethodName       = "/berth.admin.v1.AdminService/DisableServer"
+	AdminService_EnableServer_FullMethodName        = "/berth.admin.v1.AdminService/EnableServer"
+	AdminService_GetMetrics_FullMethodName          = "/berth.admin.v1.AdminService/GetMetrics"
+	AdminService_AddGitCredential_FullMethodName    = "/berth.admin.v1.AdminService/AddGitCredential"
+	AdminService_ListGitCredentials_FullMethodName  = "/berth.admin.v1.AdminService/ListGitCredentials"
+	AdminService_DeleteGitCredential_FullMethodName = "/berth.admin.v1.AdminService/DeleteGitCredential"
+	AdminService_CreateApp_FullMethodName           = "/berth.admin.v1.AdminService/CreateApp"
+	AdminService_ListApps_FullMethodName            = "/berth.admin.v1.AdminService/ListApps"
+	AdminService_GetApp_FullMethodName              = "/berth.admin.v1.AdminService/GetApp"
+	AdminService_SetAppEnv_FullMethodName           = "/berth.admin.v1.AdminService/SetAppEnv"
+	AdminService_SetAppWebhookSecret_FullMethodName = "/berth.admin.v1.AdminService/SetAppWebhookSecret"
+	AdminService_Deploy_FullMethodName              = "/berth.admin.v1.AdminService/Deploy"
+	AdminService_Rollback_FullMethodName            = "/berth.admin.v1.AdminService/Rollback"
+	AdminService_CancelDeployment_FullMethodName    = "/berth.admin.v1.AdminService/CancelDeployment"
+	AdminService_ListDeployments_FullMethodName     = "/berth.admin.v1.AdminService/ListDeployments"
+	AdminService_GetDeployment_FullMethodName       = "/berth.admin.v1.AdminService/GetDeployment"
+	AdminService_FollowDeployment_FullMethodName    = "/berth.admin.v1.AdminService/FollowDeployment"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -62,6 +76,39 @@ type AdminServiceClient interface {
 	EnableServer(ctx context.Context, in *EnableServerRequest, opts ...grpc.CallOption) (*EnableServerResponse, error)
 	// GetMetrics returns a server's metrics downsampled to a step.
 	GetMetrics(ctx context.Context, in *GetMetricsRequest, opts ...grpc.CallOption) (*GetMetricsResponse, error)
+	// AddGitCredential stores a deploy key (generated ed25519 or imported) or
+	// an HTTPS username and token. The secret is write-only: no response
+	// carries it.
+	AddGitCredential(ctx context.Context, in *AddGitCredentialRequest, opts ...grpc.CallOption) (*AddGitCredentialResponse, error)
+	// ListGitCredentials lists credentials (never their secrets).
+	ListGitCredentials(ctx context.Context, in *ListGitCredentialsRequest, opts ...grpc.CallOption) (*ListGitCredentialsResponse, error)
+	// DeleteGitCredential deletes a credential no app uses.
+	DeleteGitCredential(ctx context.Context, in *DeleteGitCredentialRequest, opts ...grpc.CallOption) (*DeleteGitCredentialResponse, error)
+	// CreateApp creates an app on a server.
+	CreateApp(ctx context.Context, in *CreateAppRequest, opts ...grpc.CallOption) (*CreateAppResponse, error)
+	// ListApps lists apps.
+	ListApps(ctx context.Context, in *ListAppsRequest, opts ...grpc.CallOption) (*ListAppsResponse, error)
+	// GetApp returns one app by name or id (never its secrets).
+	GetApp(ctx context.Context, in *GetAppRequest, opts ...grpc.CallOption) (*GetAppResponse, error)
+	// SetAppEnv sets (and unsets) variables of one of an app's environments.
+	SetAppEnv(ctx context.Context, in *SetAppEnvRequest, opts ...grpc.CallOption) (*SetAppEnvResponse, error)
+	// SetAppWebhookSecret sets or generates the app's webhook secret and
+	// returns it once.
+	SetAppWebhookSecret(ctx context.Context, in *SetAppWebhookSecretRequest, opts ...grpc.CallOption) (*SetAppWebhookSecretResponse, error)
+	// Deploy enqueues a deployment of an app.
+	Deploy(ctx context.Context, in *DeployRequest, opts ...grpc.CallOption) (*DeployResponse, error)
+	// Rollback enqueues a switch back to a kept release.
+	Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*RollbackResponse, error)
+	// CancelDeployment cancels a queued, dispatched or running deployment.
+	CancelDeployment(ctx context.Context, in *CancelDeploymentRequest, opts ...grpc.CallOption) (*CancelDeploymentResponse, error)
+	// ListDeployments lists an app's deployments, newest first.
+	ListDeployments(ctx context.Context, in *ListDeploymentsRequest, opts ...grpc.CallOption) (*ListDeploymentsResponse, error)
+	// GetDeployment returns one deployment.
+	GetDeployment(ctx context.Context, in *GetDeploymentRequest, opts ...grpc.CallOption) (*GetDeploymentResponse, error)
+	// FollowDeployment streams a deployment's log from the start (or after
+	// a chunk), then new chunks as they arrive, and ends with the finished
+	// deployment.
+	FollowDeployment(ctx context.Context, in *FollowDeploymentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FollowDeploymentResponse], error)
 }
 
 type adminServiceClient struct {
@@ -162,6 +209,155 @@ func (c *adminServiceClient) GetMetrics(ctx context.Context, in *GetMetricsReque
 	return out, nil
 }
 
+func (c *adminServiceClient) AddGitCredential(ctx context.Context, in *AddGitCredentialRequest, opts ...grpc.CallOption) (*AddGitCredentialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddGitCredentialResponse)
+	err := c.cc.Invoke(ctx, AdminService_AddGitCredential_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListGitCredentials(ctx context.Context, in *ListGitCredentialsRequest, opts ...grpc.CallOption) (*ListGitCredentialsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListGitCredentialsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListGitCredentials_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteGitCredential(ctx context.Context, in *DeleteGitCredentialRequest, opts ...grpc.CallOption) (*DeleteGitCredentialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteGitCredentialResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteGitCredential_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CreateApp(ctx context.Context, in *CreateAppRequest, opts ...grpc.CallOption) (*CreateAppResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateAppResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateApp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListApps(ctx context.Context, in *ListAppsRequest, opts ...grpc.CallOption) (*ListAppsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAppsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListApps_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetApp(ctx context.Context, in *GetAppRequest, opts ...grpc.CallOption) (*GetAppResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAppResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetApp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SetAppEnv(ctx context.Context, in *SetAppEnvRequest, opts ...grpc.CallOption) (*SetAppEnvResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetAppEnvResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetAppEnv_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SetAppWebhookSecret(ctx context.Context, in *SetAppWebhookSecretRequest, opts ...grpc.CallOption) (*SetAppWebhookSecretResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetAppWebhookSecretResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetAppWebhookSecret_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) Deploy(ctx context.Context, in *DeployRequest, opts ...grpc.CallOption) (*DeployResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeployResponse)
+	err := c.cc.Invoke(ctx, AdminService_Deploy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*RollbackResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackResponse)
+	err := c.cc.Invoke(ctx, AdminService_Rollback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CancelDeployment(ctx context.Context, in *CancelDeploymentRequest, opts ...grpc.CallOption) (*CancelDeploymentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelDeploymentResponse)
+	err := c.cc.Invoke(ctx, AdminService_CancelDeployment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListDeployments(ctx context.Context, in *ListDeploymentsRequest, opts ...grpc.CallOption) (*ListDeploymentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeploymentsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListDeployments_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetDeployment(ctx context.Context, in *GetDeploymentRequest, opts ...grpc.CallOption) (*GetDeploymentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetDeploymentResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetDeployment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) FollowDeployment(ctx context.Context, in *FollowDeploymentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FollowDeploymentResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[0], AdminService_FollowDeployment_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FollowDeploymentRequest, FollowDeploymentResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_FollowDeploymentClient = grpc.ServerStreamingClient[FollowDeploymentResponse]
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -190,6 +386,39 @@ type AdminServiceServer interface {
 	EnableServer(context.Context, *EnableServerRequest) (*EnableServerResponse, error)
 	// GetMetrics returns a server's metrics downsampled to a step.
 	GetMetrics(context.Context, *GetMetricsRequest) (*GetMetricsResponse, error)
+	// AddGitCredential stores a deploy key (generated ed25519 or imported) or
+	// an HTTPS username and token. The secret is write-only: no response
+	// carries it.
+	AddGitCredential(context.Context, *AddGitCredentialRequest) (*AddGitCredentialResponse, error)
+	// ListGitCredentials lists credentials (never their secrets).
+	ListGitCredentials(context.Context, *ListGitCredentialsRequest) (*ListGitCredentialsResponse, error)
+	// DeleteGitCredential deletes a credential no app uses.
+	DeleteGitCredential(context.Context, *DeleteGitCredentialRequest) (*DeleteGitCredentialResponse, error)
+	// CreateApp creates an app on a server.
+	CreateApp(context.Context, *CreateAppRequest) (*CreateAppResponse, error)
+	// ListApps lists apps.
+	ListApps(context.Context, *ListAppsRequest) (*ListAppsResponse, error)
+	// GetApp returns one app by name or id (never its secrets).
+	GetApp(context.Context, *GetAppRequest) (*GetAppResponse, error)
+	// SetAppEnv sets (and unsets) variables of one of an app's environments.
+	SetAppEnv(context.Context, *SetAppEnvRequest) (*SetAppEnvResponse, error)
+	// SetAppWebhookSecret sets or generates the app's webhook secret and
+	// returns it once.
+	SetAppWebhookSecret(context.Context, *SetAppWebhookSecretRequest) (*SetAppWebhookSecretResponse, error)
+	// Deploy enqueues a deployment of an app.
+	Deploy(context.Context, *DeployRequest) (*DeployResponse, error)
+	// Rollback enqueues a switch back to a kept release.
+	Rollback(context.Context, *RollbackRequest) (*RollbackResponse, error)
+	// CancelDeployment cancels a queued, dispatched or running deployment.
+	CancelDeployment(context.Context, *CancelDeploymentRequest) (*CancelDeploymentResponse, error)
+	// ListDeployments lists an app's deployments, newest first.
+	ListDeployments(context.Context, *ListDeploymentsRequest) (*ListDeploymentsResponse, error)
+	// GetDeployment returns one deployment.
+	GetDeployment(context.Context, *GetDeploymentRequest) (*GetDeploymentResponse, error)
+	// FollowDeployment streams a deployment's log from the start (or after
+	// a chunk), then new chunks as they arrive, and ends with the finished
+	// deployment.
+	FollowDeployment(*FollowDeploymentRequest, grpc.ServerStreamingServer[FollowDeploymentResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -226,6 +455,48 @@ func (UnimplementedAdminServiceServer) EnableServer(context.Context, *EnableServ
 }
 func (UnimplementedAdminServiceServer) GetMetrics(context.Context, *GetMetricsRequest) (*GetMetricsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMetrics not implemented")
+}
+func (UnimplementedAdminServiceServer) AddGitCredential(context.Context, *AddGitCredentialRequest) (*AddGitCredentialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddGitCredential not implemented")
+}
+func (UnimplementedAdminServiceServer) ListGitCredentials(context.Context, *ListGitCredentialsRequest) (*ListGitCredentialsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListGitCredentials not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteGitCredential(context.Context, *DeleteGitCredentialRequest) (*DeleteGitCredentialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteGitCredential not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateApp(context.Context, *CreateAppRequest) (*CreateAppResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateApp not implemented")
+}
+func (UnimplementedAdminServiceServer) ListApps(context.Context, *ListAppsRequest) (*ListAppsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListApps not implemented")
+}
+func (UnimplementedAdminServiceServer) GetApp(context.Context, *GetAppRequest) (*GetAppResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetApp not implemented")
+}
+func (UnimplementedAdminServiceServer) SetAppEnv(context.Context, *SetAppEnvRequest) (*SetAppEnvResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetAppEnv not implemented")
+}
+func (UnimplementedAdminServiceServer) SetAppWebhookSecret(context.Context, *SetAppWebhookSecretRequest) (*SetAppWebhookSecretResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetAppWebhookSecret not implemented")
+}
+func (UnimplementedAdminServiceServer) Deploy(context.Context, *DeployRequest) (*DeployResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Deploy not implemented")
+}
+func (UnimplementedAdminServiceServer) Rollback(context.Context, *RollbackRequest) (*RollbackResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rollback not implemented")
+}
+func (UnimplementedAdminServiceServer) CancelDeployment(context.Context, *CancelDeploymentRequest) (*CancelDeploymentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelDeployment not implemented")
+}
+func (UnimplementedAdminServiceServer) ListDeployments(context.Context, *ListDeploymentsRequest) (*ListDeploymentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeployments not implemented")
+}
+func (UnimplementedAdminServiceServer) GetDeployment(context.Context, *GetDeploymentRequest) (*GetDeploymentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetDeployment not implemented")
+}
+func (UnimplementedAdminServiceServer) FollowDeployment(*FollowDeploymentRequest, grpc.ServerStreamingServer[FollowDeploymentResponse]) error {
+	return status.Error(codes.Unimplemented, "method FollowDeployment not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -410,6 +681,251 @@ func _AdminService_GetMetrics_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_AddGitCredential_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddGitCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).AddGitCredential(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_AddGitCredential_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).AddGitCredential(ctx, req.(*AddGitCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListGitCredentials_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListGitCredentialsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListGitCredentials(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListGitCredentials_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListGitCredentials(ctx, req.(*ListGitCredentialsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteGitCredential_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteGitCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteGitCredential(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteGitCredential_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteGitCredential(ctx, req.(*DeleteGitCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CreateApp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateAppRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateApp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateApp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateApp(ctx, req.(*CreateAppRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListApps_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAppsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListApps(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListApps_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListApps(ctx, req.(*ListAppsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetApp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAppRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetApp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetApp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetApp(ctx, req.(*GetAppRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SetAppEnv_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetAppEnvRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetAppEnv(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetAppEnv_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetAppEnv(ctx, req.(*SetAppEnvRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SetAppWebhookSecret_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetAppWebhookSecretRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetAppWebhookSecret(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetAppWebhookSecret_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetAppWebhookSecret(ctx, req.(*SetAppWebhookSecretRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_Deploy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeployRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Deploy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Deploy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Deploy(ctx, req.(*DeployRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_Rollback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Rollback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Rollback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Rollback(ctx, req.(*RollbackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CancelDeployment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelDeploymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CancelDeployment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CancelDeployment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CancelDeployment(ctx, req.(*CancelDeploymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListDeployments_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeploymentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListDeployments(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListDeployments_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListDeployments(ctx, req.(*ListDeploymentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetDeployment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetDeploymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetDeployment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetDeployment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetDeployment(ctx, req.(*GetDeploymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_FollowDeployment_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FollowDeploymentRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).FollowDeployment(m, &grpc.GenericServerStream[FollowDeploymentRequest, FollowDeploymentResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_FollowDeploymentServer = grpc.ServerStreamingServer[FollowDeploymentResponse]
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -453,7 +969,65 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetMetrics",
 			Handler:    _AdminService_GetMetrics_Handler,
 		},
+		{
+			MethodName: "AddGitCredential",
+			Handler:    _AdminService_AddGitCredential_Handler,
+		},
+		{
+			MethodName: "ListGitCredentials",
+			Handler:    _AdminService_ListGitCredentials_Handler,
+		},
+		{
+			MethodName: "DeleteGitCredential",
+			Handler:    _AdminService_DeleteGitCredential_Handler,
+		},
+		{
+			MethodName: "CreateApp",
+			Handler:    _AdminService_CreateApp_Handler,
+		},
+		{
+			MethodName: "ListApps",
+			Handler:    _AdminService_ListApps_Handler,
+		},
+		{
+			MethodName: "GetApp",
+			Handler:    _AdminService_GetApp_Handler,
+		},
+		{
+			MethodName: "SetAppEnv",
+			Handler:    _AdminService_SetAppEnv_Handler,
+		},
+		{
+			MethodName: "SetAppWebhookSecret",
+			Handler:    _AdminService_SetAppWebhookSecret_Handler,
+		},
+		{
+			MethodName: "Deploy",
+			Handler:    _AdminService_Deploy_Handler,
+		},
+		{
+			MethodName: "Rollback",
+			Handler:    _AdminService_Rollback_Handler,
+		},
+		{
+			MethodName: "CancelDeployment",
+			Handler:    _AdminService_CancelDeployment_Handler,
+		},
+		{
+			MethodName: "ListDeployments",
+			Handler:    _AdminService_ListDeployments_Handler,
+		},
+		{
+			MethodName: "GetDeployment",
+			Handler:    _AdminService_GetDeployment_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "FollowDeployment",
+			Handler:       _AdminService_FollowDeployment_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "berth/admin/v1/admin.proto",
 }

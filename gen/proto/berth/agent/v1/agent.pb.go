@@ -392,6 +392,9 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Heartbeat
 	//	*ConnectRequest_Metrics
 	//	*ConnectRequest_Renew
+	//	*ConnectRequest_JobOutput
+	//	*ConnectRequest_JobProgress
+	//	*ConnectRequest_JobResult
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -470,6 +473,33 @@ func (x *ConnectRequest) GetRenew() *RenewRequest {
 	return nil
 }
 
+func (x *ConnectRequest) GetJobOutput() *JobOutput {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_JobOutput); ok {
+			return x.JobOutput
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetJobProgress() *JobProgress {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_JobProgress); ok {
+			return x.JobProgress
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetJobResult() *JobResult {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_JobResult); ok {
+			return x.JobResult
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -490,6 +520,18 @@ type ConnectRequest_Renew struct {
 	Renew *RenewRequest `protobuf:"bytes,4,opt,name=renew,proto3,oneof"`
 }
 
+type ConnectRequest_JobOutput struct {
+	JobOutput *JobOutput `protobuf:"bytes,5,opt,name=job_output,json=jobOutput,proto3,oneof"`
+}
+
+type ConnectRequest_JobProgress struct {
+	JobProgress *JobProgress `protobuf:"bytes,6,opt,name=job_progress,json=jobProgress,proto3,oneof"`
+}
+
+type ConnectRequest_JobResult struct {
+	JobResult *JobResult `protobuf:"bytes,7,opt,name=job_result,json=jobResult,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
@@ -497,6 +539,12 @@ func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
 func (*ConnectRequest_Metrics) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Renew) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_JobOutput) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_JobProgress) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_JobResult) isConnectRequest_Msg() {}
 
 // ConnectResponse is one message from the controller on the stream.
 type ConnectResponse struct {
@@ -507,6 +555,9 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Config
 	//	*ConnectResponse_MetricsAck
 	//	*ConnectResponse_Renew
+	//	*ConnectResponse_JobStart
+	//	*ConnectResponse_JobCancel
+	//	*ConnectResponse_JobAck
 	Msg           isConnectResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -585,6 +636,33 @@ func (x *ConnectResponse) GetRenew() *RenewResponse {
 	return nil
 }
 
+func (x *ConnectResponse) GetJobStart() *JobStart {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_JobStart); ok {
+			return x.JobStart
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetJobCancel() *JobCancel {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_JobCancel); ok {
+			return x.JobCancel
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetJobAck() *JobAck {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_JobAck); ok {
+			return x.JobAck
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Msg interface {
 	isConnectResponse_Msg()
 }
@@ -605,6 +683,18 @@ type ConnectResponse_Renew struct {
 	Renew *RenewResponse `protobuf:"bytes,4,opt,name=renew,proto3,oneof"`
 }
 
+type ConnectResponse_JobStart struct {
+	JobStart *JobStart `protobuf:"bytes,5,opt,name=job_start,json=jobStart,proto3,oneof"`
+}
+
+type ConnectResponse_JobCancel struct {
+	JobCancel *JobCancel `protobuf:"bytes,6,opt,name=job_cancel,json=jobCancel,proto3,oneof"`
+}
+
+type ConnectResponse_JobAck struct {
+	JobAck *JobAck `protobuf:"bytes,7,opt,name=job_ack,json=jobAck,proto3,oneof"`
+}
+
 func (*ConnectResponse_Welcome) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Config) isConnectResponse_Msg() {}
@@ -612,6 +702,12 @@ func (*ConnectResponse_Config) isConnectResponse_Msg() {}
 func (*ConnectResponse_MetricsAck) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Renew) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_JobStart) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_JobCancel) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_JobAck) isConnectResponse_Msg() {}
 
 // Hello opens every stream.
 type Hello struct {
@@ -1272,6 +1368,685 @@ func (x *RenewResponse) GetCertificateDer() []byte {
 	return nil
 }
 
+// JobStart tells the agent to run a deploy or rollback job. It is sent when
+// the job is dispatched and again after every reconnect while the job is
+// unfinished; the agent runs a job id once and ignores a repeat. The
+// credential and the environment travel only here, over the mutual-TLS
+// stream, and the agent keeps them on disk only while the job runs.
+type JobStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// job_id is the deployment's ULID, also the release directory name.
+	JobId   string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	AppId   string `protobuf:"bytes,2,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	AppName string `protobuf:"bytes,3,opt,name=app_name,json=appName,proto3" json:"app_name,omitempty"`
+	// kind is deploy or rollback.
+	Kind          string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	RepositoryUrl string `protobuf:"bytes,5,opt,name=repository_url,json=repositoryUrl,proto3" json:"repository_url,omitempty"`
+	Branch        string `protobuf:"bytes,6,opt,name=branch,proto3" json:"branch,omitempty"`
+	// commit pins the deploy to a SHA; empty is the head of branch.
+	Commit       string         `protobuf:"bytes,7,opt,name=commit,proto3" json:"commit,omitempty"`
+	Credential   *GitCredential `protobuf:"bytes,8,opt,name=credential,proto3" json:"credential,omitempty"`
+	DeployPath   string         `protobuf:"bytes,9,opt,name=deploy_path,json=deployPath,proto3" json:"deploy_path,omitempty"`
+	RunAsUser    string         `protobuf:"bytes,10,opt,name=run_as_user,json=runAsUser,proto3" json:"run_as_user,omitempty"`
+	DeployScript string         `protobuf:"bytes,11,opt,name=deploy_script,json=deployScript,proto3" json:"deploy_script,omitempty"`
+	// env is the merged environment (common overlaid by the environment's).
+	Env                map[string]string    `protobuf:"bytes,12,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	HealthCheckCommand string               `protobuf:"bytes,13,opt,name=health_check_command,json=healthCheckCommand,proto3" json:"health_check_command,omitempty"`
+	HealthCheckUrl     string               `protobuf:"bytes,14,opt,name=health_check_url,json=healthCheckUrl,proto3" json:"health_check_url,omitempty"`
+	HealthCheckTimeout *durationpb.Duration `protobuf:"bytes,15,opt,name=health_check_timeout,json=healthCheckTimeout,proto3" json:"health_check_timeout,omitempty"`
+	KeepReleases       uint32               `protobuf:"varint,16,opt,name=keep_releases,json=keepReleases,proto3" json:"keep_releases,omitempty"`
+	SharedPaths        []string             `protobuf:"bytes,17,rep,name=shared_paths,json=sharedPaths,proto3" json:"shared_paths,omitempty"`
+	Timeout            *durationpb.Duration `protobuf:"bytes,18,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// rollback_to is the release (deployment ULID) a rollback switches to.
+	RollbackTo    string `protobuf:"bytes,19,opt,name=rollback_to,json=rollbackTo,proto3" json:"rollback_to,omitempty"`
+	ReloadCommand string `protobuf:"bytes,20,opt,name=reload_command,json=reloadCommand,proto3" json:"reload_command,omitempty"`
+	// acked_seq is the highest event of this job the controller committed.
+	AckedSeq      uint64 `protobuf:"varint,21,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobStart) Reset() {
+	*x = JobStart{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobStart) ProtoMessage() {}
+
+func (x *JobStart) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobStart.ProtoReflect.Descriptor instead.
+func (*JobStart) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *JobStart) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobStart) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *JobStart) GetAppName() string {
+	if x != nil {
+		return x.AppName
+	}
+	return ""
+}
+
+func (x *JobStart) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *JobStart) GetRepositoryUrl() string {
+	if x != nil {
+		return x.RepositoryUrl
+	}
+	return ""
+}
+
+func (x *JobStart) GetBranch() string {
+	if x != nil {
+		return x.Branch
+	}
+	return ""
+}
+
+func (x *JobStart) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *JobStart) GetCredential() *GitCredential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *JobStart) GetDeployPath() string {
+	if x != nil {
+		return x.DeployPath
+	}
+	return ""
+}
+
+func (x *JobStart) GetRunAsUser() string {
+	if x != nil {
+		return x.RunAsUser
+	}
+	return ""
+}
+
+func (x *JobStart) GetDeployScript() string {
+	if x != nil {
+		return x.DeployScript
+	}
+	return ""
+}
+
+func (x *JobStart) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *JobStart) GetHealthCheckCommand() string {
+	if x != nil {
+		return x.HealthCheckCommand
+	}
+	return ""
+}
+
+func (x *JobStart) GetHealthCheckUrl() string {
+	if x != nil {
+		return x.HealthCheckUrl
+	}
+	return ""
+}
+
+func (x *JobStart) GetHealthCheckTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.HealthCheckTimeout
+	}
+	return nil
+}
+
+func (x *JobStart) GetKeepReleases() uint32 {
+	if x != nil {
+		return x.KeepReleases
+	}
+	return 0
+}
+
+func (x *JobStart) GetSharedPaths() []string {
+	if x != nil {
+		return x.SharedPaths
+	}
+	return nil
+}
+
+func (x *JobStart) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *JobStart) GetRollbackTo() string {
+	if x != nil {
+		return x.RollbackTo
+	}
+	return ""
+}
+
+func (x *JobStart) GetReloadCommand() string {
+	if x != nil {
+		return x.ReloadCommand
+	}
+	return ""
+}
+
+func (x *JobStart) GetAckedSeq() uint64 {
+	if x != nil {
+		return x.AckedSeq
+	}
+	return 0
+}
+
+// GitCredential is a deploy key or an HTTPS username and token.
+type GitCredential struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SshPrivateKey string                 `protobuf:"bytes,1,opt,name=ssh_private_key,json=sshPrivateKey,proto3" json:"ssh_private_key,omitempty"`
+	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Token         string                 `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GitCredential) Reset() {
+	*x = GitCredential{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GitCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GitCredential) ProtoMessage() {}
+
+func (x *GitCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GitCredential.ProtoReflect.Descriptor instead.
+func (*GitCredential) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GitCredential) GetSshPrivateKey() string {
+	if x != nil {
+		return x.SshPrivateKey
+	}
+	return ""
+}
+
+func (x *GitCredential) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *GitCredential) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// JobCancel asks the agent to stop a job (TERM to its process group, then
+// KILL after a grace); the job ends with status canceled.
+type JobCancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobCancel) Reset() {
+	*x = JobCancel{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobCancel) ProtoMessage() {}
+
+func (x *JobCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobCancel.ProtoReflect.Descriptor instead.
+func (*JobCancel) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *JobCancel) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+// JobAck says the controller committed every event of a job up to seq.
+type JobAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobAck) Reset() {
+	*x = JobAck{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobAck) ProtoMessage() {}
+
+func (x *JobAck) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobAck.ProtoReflect.Descriptor instead.
+func (*JobAck) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *JobAck) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// JobOutput is a chunk of whole output lines of one step (redacted).
+type JobOutput struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Step          string                 `protobuf:"bytes,3,opt,name=step,proto3" json:"step,omitempty"`
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobOutput) Reset() {
+	*x = JobOutput{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobOutput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobOutput) ProtoMessage() {}
+
+func (x *JobOutput) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobOutput.ProtoReflect.Descriptor instead.
+func (*JobOutput) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *JobOutput) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobOutput) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *JobOutput) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *JobOutput) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *JobOutput) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// JobProgress says a step started; during fetch it names the commit.
+type JobProgress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Step          string                 `protobuf:"bytes,3,opt,name=step,proto3" json:"step,omitempty"`
+	Commit        string                 `protobuf:"bytes,4,opt,name=commit,proto3" json:"commit,omitempty"`
+	CommitMessage string                 `protobuf:"bytes,5,opt,name=commit_message,json=commitMessage,proto3" json:"commit_message,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobProgress) Reset() {
+	*x = JobProgress{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobProgress) ProtoMessage() {}
+
+func (x *JobProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobProgress.ProtoReflect.Descriptor instead.
+func (*JobProgress) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *JobProgress) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobProgress) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *JobProgress) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *JobProgress) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *JobProgress) GetCommitMessage() string {
+	if x != nil {
+		return x.CommitMessage
+	}
+	return ""
+}
+
+func (x *JobProgress) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// JobResult is a job's last event.
+type JobResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	JobId string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Seq   uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	// status: succeeded, failed, canceled or timed_out.
+	Status          string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	FailedStep      string                 `protobuf:"bytes,4,opt,name=failed_step,json=failedStep,proto3" json:"failed_step,omitempty"`
+	ExitCode        int32                  `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Error           string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	Commit          string                 `protobuf:"bytes,7,opt,name=commit,proto3" json:"commit,omitempty"`
+	CommitMessage   string                 `protobuf:"bytes,8,opt,name=commit_message,json=commitMessage,proto3" json:"commit_message,omitempty"`
+	ReleasePath     string                 `protobuf:"bytes,9,opt,name=release_path,json=releasePath,proto3" json:"release_path,omitempty"`
+	PreviousRelease string                 `protobuf:"bytes,10,opt,name=previous_release,json=previousRelease,proto3" json:"previous_release,omitempty"`
+	StartedAt       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	FinishedAt      *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	LogDroppedBytes int64                  `protobuf:"varint,13,opt,name=log_dropped_bytes,json=logDroppedBytes,proto3" json:"log_dropped_bytes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *JobResult) Reset() {
+	*x = JobResult{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobResult) ProtoMessage() {}
+
+func (x *JobResult) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobResult.ProtoReflect.Descriptor instead.
+func (*JobResult) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *JobResult) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobResult) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *JobResult) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *JobResult) GetFailedStep() string {
+	if x != nil {
+		return x.FailedStep
+	}
+	return ""
+}
+
+func (x *JobResult) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *JobResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *JobResult) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *JobResult) GetCommitMessage() string {
+	if x != nil {
+		return x.CommitMessage
+	}
+	return ""
+}
+
+func (x *JobResult) GetReleasePath() string {
+	if x != nil {
+		return x.ReleasePath
+	}
+	return ""
+}
+
+func (x *JobResult) GetPreviousRelease() string {
+	if x != nil {
+		return x.PreviousRelease
+	}
+	return ""
+}
+
+func (x *JobResult) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *JobResult) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *JobResult) GetLogDroppedBytes() int64 {
+	if x != nil {
+		return x.LogDroppedBytes
+	}
+	return 0
+}
+
 var File_berth_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_berth_agent_v1_agent_proto_rawDesc = "" +
@@ -1302,19 +2077,28 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\x0eEnrollResponse\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12'\n" +
 	"\x0fcertificate_der\x18\x02 \x01(\fR\x0ecertificateDer\x12,\n" +
-	"\x12ca_certificate_der\x18\x03 \x01(\fR\x10caCertificateDer\"\xf1\x01\n" +
+	"\x12ca_certificate_der\x18\x03 \x01(\fR\x10caCertificateDer\"\xab\x03\n" +
 	"\x0eConnectRequest\x12-\n" +
 	"\x05hello\x18\x01 \x01(\v2\x15.berth.agent.v1.HelloH\x00R\x05hello\x129\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x19.berth.agent.v1.HeartbeatH\x00R\theartbeat\x128\n" +
 	"\ametrics\x18\x03 \x01(\v2\x1c.berth.agent.v1.MetricsBatchH\x00R\ametrics\x124\n" +
-	"\x05renew\x18\x04 \x01(\v2\x1c.berth.agent.v1.RenewRequestH\x00R\x05renewB\x05\n" +
-	"\x03msg\"\xf5\x01\n" +
+	"\x05renew\x18\x04 \x01(\v2\x1c.berth.agent.v1.RenewRequestH\x00R\x05renew\x12:\n" +
+	"\n" +
+	"job_output\x18\x05 \x01(\v2\x19.berth.agent.v1.JobOutputH\x00R\tjobOutput\x12@\n" +
+	"\fjob_progress\x18\x06 \x01(\v2\x1b.berth.agent.v1.JobProgressH\x00R\vjobProgress\x12:\n" +
+	"\n" +
+	"job_result\x18\a \x01(\v2\x19.berth.agent.v1.JobResultH\x00R\tjobResultB\x05\n" +
+	"\x03msg\"\x9d\x03\n" +
 	"\x0fConnectResponse\x123\n" +
 	"\awelcome\x18\x01 \x01(\v2\x17.berth.agent.v1.WelcomeH\x00R\awelcome\x120\n" +
 	"\x06config\x18\x02 \x01(\v2\x16.berth.agent.v1.ConfigH\x00R\x06config\x12=\n" +
 	"\vmetrics_ack\x18\x03 \x01(\v2\x1a.berth.agent.v1.MetricsAckH\x00R\n" +
 	"metricsAck\x125\n" +
-	"\x05renew\x18\x04 \x01(\v2\x1d.berth.agent.v1.RenewResponseH\x00R\x05renewB\x05\n" +
+	"\x05renew\x18\x04 \x01(\v2\x1d.berth.agent.v1.RenewResponseH\x00R\x05renew\x127\n" +
+	"\tjob_start\x18\x05 \x01(\v2\x18.berth.agent.v1.JobStartH\x00R\bjobStart\x12:\n" +
+	"\n" +
+	"job_cancel\x18\x06 \x01(\v2\x19.berth.agent.v1.JobCancelH\x00R\tjobCancel\x121\n" +
+	"\ajob_ack\x18\a \x01(\v2\x16.berth.agent.v1.JobAckH\x00R\x06jobAckB\x05\n" +
 	"\x03msg\"a\n" +
 	"\x05Hello\x12/\n" +
 	"\x05facts\x18\x01 \x01(\v2\x19.berth.agent.v1.HostFactsR\x05facts\x12'\n" +
@@ -1372,7 +2156,77 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\fRenewRequest\x12\x17\n" +
 	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"8\n" +
 	"\rRenewResponse\x12'\n" +
-	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer2\xfc\x01\n" +
+	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\"\xdb\x06\n" +
+	"\bJobStart\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x15\n" +
+	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x19\n" +
+	"\bapp_name\x18\x03 \x01(\tR\aappName\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\x12%\n" +
+	"\x0erepository_url\x18\x05 \x01(\tR\rrepositoryUrl\x12\x16\n" +
+	"\x06branch\x18\x06 \x01(\tR\x06branch\x12\x16\n" +
+	"\x06commit\x18\a \x01(\tR\x06commit\x12=\n" +
+	"\n" +
+	"credential\x18\b \x01(\v2\x1d.berth.agent.v1.GitCredentialR\n" +
+	"credential\x12\x1f\n" +
+	"\vdeploy_path\x18\t \x01(\tR\n" +
+	"deployPath\x12\x1e\n" +
+	"\vrun_as_user\x18\n" +
+	" \x01(\tR\trunAsUser\x12#\n" +
+	"\rdeploy_script\x18\v \x01(\tR\fdeployScript\x123\n" +
+	"\x03env\x18\f \x03(\v2!.berth.agent.v1.JobStart.EnvEntryR\x03env\x120\n" +
+	"\x14health_check_command\x18\r \x01(\tR\x12healthCheckCommand\x12(\n" +
+	"\x10health_check_url\x18\x0e \x01(\tR\x0ehealthCheckUrl\x12K\n" +
+	"\x14health_check_timeout\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x12healthCheckTimeout\x12#\n" +
+	"\rkeep_releases\x18\x10 \x01(\rR\fkeepReleases\x12!\n" +
+	"\fshared_paths\x18\x11 \x03(\tR\vsharedPaths\x123\n" +
+	"\atimeout\x18\x12 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x1f\n" +
+	"\vrollback_to\x18\x13 \x01(\tR\n" +
+	"rollbackTo\x12%\n" +
+	"\x0ereload_command\x18\x14 \x01(\tR\rreloadCommand\x12\x1b\n" +
+	"\tacked_seq\x18\x15 \x01(\x04R\backedSeq\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"i\n" +
+	"\rGitCredential\x12&\n" +
+	"\x0fssh_private_key\x18\x01 \x01(\tR\rsshPrivateKey\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\"\"\n" +
+	"\tJobCancel\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"1\n" +
+	"\x06JobAck\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x8c\x01\n" +
+	"\tJobOutput\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\tR\x04step\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12.\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xb9\x01\n" +
+	"\vJobProgress\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\tR\x04step\x12\x16\n" +
+	"\x06commit\x18\x04 \x01(\tR\x06commit\x12%\n" +
+	"\x0ecommit_message\x18\x05 \x01(\tR\rcommitMessage\x12.\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xd1\x03\n" +
+	"\tJobResult\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x1f\n" +
+	"\vfailed_step\x18\x04 \x01(\tR\n" +
+	"failedStep\x12\x1b\n" +
+	"\texit_code\x18\x05 \x01(\x05R\bexitCode\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x16\n" +
+	"\x06commit\x18\a \x01(\tR\x06commit\x12%\n" +
+	"\x0ecommit_message\x18\b \x01(\tR\rcommitMessage\x12!\n" +
+	"\frelease_path\x18\t \x01(\tR\vreleasePath\x12)\n" +
+	"\x10previous_release\x18\n" +
+	" \x01(\tR\x0fpreviousRelease\x129\n" +
+	"\n" +
+	"started_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
+	"\vfinished_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x12*\n" +
+	"\x11log_dropped_bytes\x18\r \x01(\x03R\x0flogDroppedBytes2\xfc\x01\n" +
 	"\fAgentService\x12S\n" +
 	"\n" +
 	"GetVersion\x12!.berth.agent.v1.GetVersionRequest\x1a\".berth.agent.v1.GetVersionResponse\x12G\n" +
@@ -1393,7 +2247,7 @@ func file_berth_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_berth_agent_v1_agent_proto_rawDescData
 }
 
-var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_berth_agent_v1_agent_proto_goTypes = []any{
 	(*GetVersionRequest)(nil),     // 0: berth.agent.v1.GetVersionRequest
 	(*GetVersionResponse)(nil),    // 1: berth.agent.v1.GetVersionResponse
@@ -1412,39 +2266,61 @@ var file_berth_agent_v1_agent_proto_goTypes = []any{
 	(*MetricsAck)(nil),            // 14: berth.agent.v1.MetricsAck
 	(*RenewRequest)(nil),          // 15: berth.agent.v1.RenewRequest
 	(*RenewResponse)(nil),         // 16: berth.agent.v1.RenewResponse
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*JobStart)(nil),              // 17: berth.agent.v1.JobStart
+	(*GitCredential)(nil),         // 18: berth.agent.v1.GitCredential
+	(*JobCancel)(nil),             // 19: berth.agent.v1.JobCancel
+	(*JobAck)(nil),                // 20: berth.agent.v1.JobAck
+	(*JobOutput)(nil),             // 21: berth.agent.v1.JobOutput
+	(*JobProgress)(nil),           // 22: berth.agent.v1.JobProgress
+	(*JobResult)(nil),             // 23: berth.agent.v1.JobResult
+	nil,                           // 24: berth.agent.v1.JobStart.EnvEntry
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
 }
 var file_berth_agent_v1_agent_proto_depIdxs = []int32{
-	17, // 0: berth.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
+	25, // 0: berth.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
 	2,  // 1: berth.agent.v1.EnrollRequest.facts:type_name -> berth.agent.v1.HostFacts
 	7,  // 2: berth.agent.v1.ConnectRequest.hello:type_name -> berth.agent.v1.Hello
 	10, // 3: berth.agent.v1.ConnectRequest.heartbeat:type_name -> berth.agent.v1.Heartbeat
 	13, // 4: berth.agent.v1.ConnectRequest.metrics:type_name -> berth.agent.v1.MetricsBatch
 	15, // 5: berth.agent.v1.ConnectRequest.renew:type_name -> berth.agent.v1.RenewRequest
-	8,  // 6: berth.agent.v1.ConnectResponse.welcome:type_name -> berth.agent.v1.Welcome
-	9,  // 7: berth.agent.v1.ConnectResponse.config:type_name -> berth.agent.v1.Config
-	14, // 8: berth.agent.v1.ConnectResponse.metrics_ack:type_name -> berth.agent.v1.MetricsAck
-	16, // 9: berth.agent.v1.ConnectResponse.renew:type_name -> berth.agent.v1.RenewResponse
-	2,  // 10: berth.agent.v1.Hello.facts:type_name -> berth.agent.v1.HostFacts
-	9,  // 11: berth.agent.v1.Welcome.config:type_name -> berth.agent.v1.Config
-	18, // 12: berth.agent.v1.Config.heartbeat_interval:type_name -> google.protobuf.Duration
-	18, // 13: berth.agent.v1.Config.metrics_interval:type_name -> google.protobuf.Duration
-	17, // 14: berth.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	17, // 15: berth.agent.v1.MetricSample.recorded_at:type_name -> google.protobuf.Timestamp
-	11, // 16: berth.agent.v1.MetricSample.disks:type_name -> berth.agent.v1.DiskUsage
-	12, // 17: berth.agent.v1.MetricsBatch.samples:type_name -> berth.agent.v1.MetricSample
-	0,  // 18: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
-	3,  // 19: berth.agent.v1.AgentService.Enroll:input_type -> berth.agent.v1.EnrollRequest
-	5,  // 20: berth.agent.v1.AgentService.Connect:input_type -> berth.agent.v1.ConnectRequest
-	1,  // 21: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
-	4,  // 22: berth.agent.v1.AgentService.Enroll:output_type -> berth.agent.v1.EnrollResponse
-	6,  // 23: berth.agent.v1.AgentService.Connect:output_type -> berth.agent.v1.ConnectResponse
-	21, // [21:24] is the sub-list for method output_type
-	18, // [18:21] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	21, // 6: berth.agent.v1.ConnectRequest.job_output:type_name -> berth.agent.v1.JobOutput
+	22, // 7: berth.agent.v1.ConnectRequest.job_progress:type_name -> berth.agent.v1.JobProgress
+	23, // 8: berth.agent.v1.ConnectRequest.job_result:type_name -> berth.agent.v1.JobResult
+	8,  // 9: berth.agent.v1.ConnectResponse.welcome:type_name -> berth.agent.v1.Welcome
+	9,  // 10: berth.agent.v1.ConnectResponse.config:type_name -> berth.agent.v1.Config
+	14, // 11: berth.agent.v1.ConnectResponse.metrics_ack:type_name -> berth.agent.v1.MetricsAck
+	16, // 12: berth.agent.v1.ConnectResponse.renew:type_name -> berth.agent.v1.RenewResponse
+	17, // 13: berth.agent.v1.ConnectResponse.job_start:type_name -> berth.agent.v1.JobStart
+	19, // 14: berth.agent.v1.ConnectResponse.job_cancel:type_name -> berth.agent.v1.JobCancel
+	20, // 15: berth.agent.v1.ConnectResponse.job_ack:type_name -> berth.agent.v1.JobAck
+	2,  // 16: berth.agent.v1.Hello.facts:type_name -> berth.agent.v1.HostFacts
+	9,  // 17: berth.agent.v1.Welcome.config:type_name -> berth.agent.v1.Config
+	26, // 18: berth.agent.v1.Config.heartbeat_interval:type_name -> google.protobuf.Duration
+	26, // 19: berth.agent.v1.Config.metrics_interval:type_name -> google.protobuf.Duration
+	25, // 20: berth.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	25, // 21: berth.agent.v1.MetricSample.recorded_at:type_name -> google.protobuf.Timestamp
+	11, // 22: berth.agent.v1.MetricSample.disks:type_name -> berth.agent.v1.DiskUsage
+	12, // 23: berth.agent.v1.MetricsBatch.samples:type_name -> berth.agent.v1.MetricSample
+	18, // 24: berth.agent.v1.JobStart.credential:type_name -> berth.agent.v1.GitCredential
+	24, // 25: berth.agent.v1.JobStart.env:type_name -> berth.agent.v1.JobStart.EnvEntry
+	26, // 26: berth.agent.v1.JobStart.health_check_timeout:type_name -> google.protobuf.Duration
+	26, // 27: berth.agent.v1.JobStart.timeout:type_name -> google.protobuf.Duration
+	25, // 28: berth.agent.v1.JobOutput.time:type_name -> google.protobuf.Timestamp
+	25, // 29: berth.agent.v1.JobProgress.time:type_name -> google.protobuf.Timestamp
+	25, // 30: berth.agent.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	25, // 31: berth.agent.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	0,  // 32: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
+	3,  // 33: berth.agent.v1.AgentService.Enroll:input_type -> berth.agent.v1.EnrollRequest
+	5,  // 34: berth.agent.v1.AgentService.Connect:input_type -> berth.agent.v1.ConnectRequest
+	1,  // 35: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
+	4,  // 36: berth.agent.v1.AgentService.Enroll:output_type -> berth.agent.v1.EnrollResponse
+	6,  // 37: berth.agent.v1.AgentService.Connect:output_type -> berth.agent.v1.ConnectResponse
+	35, // [35:38] is the sub-list for method output_type
+	32, // [32:35] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_berth_agent_v1_agent_proto_init() }
@@ -1457,12 +2333,18 @@ func file_berth_agent_v1_agent_proto_init() {
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_Metrics)(nil),
 		(*ConnectRequest_Renew)(nil),
+		(*ConnectRequest_JobOutput)(nil),
+		(*ConnectRequest_JobProgress)(nil),
+		(*ConnectRequest_JobResult)(nil),
 	}
 	file_berth_agent_v1_agent_proto_msgTypes[6].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
 		(*ConnectResponse_Config)(nil),
 		(*ConnectResponse_MetricsAck)(nil),
 		(*ConnectResponse_Renew)(nil),
+		(*ConnectResponse_JobStart)(nil),
+		(*ConnectResponse_JobCancel)(nil),
+		(*ConnectResponse_JobAck)(nil),
 	}
 	file_berth_agent_v1_agent_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
@@ -1471,7 +2353,7 @@ func file_berth_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_agent_v1_agent_proto_rawDesc), len(file_berth_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
