@@ -1,0 +1,71 @@
+// Server metrics charts with uPlot. Data comes downsampled from the
+// controller (/servers/NAME/metrics.json), a few hundred points per range.
+(function () {
+  "use strict";
+  var box = document.getElementById("charts");
+  if (!box || typeof uPlot === "undefined") return;
+
+  function bytes(v) {
+    if (v == null) return "";
+    var u = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
+    while (Math.abs(v) >= 1024 && i < u.length - 1) { v /= 1024; i++; }
+    return v.toFixed(i ? 1 : 0) + " " + u[i];
+  }
+  function pct(v) { return v == null ? "" : v.toFixed(1) + "%"; }
+  function num(v) { return v == null ? "" : v.toFixed(2); }
+  function rate(v) { return v == null ? "" : bytes(v) + "/s"; }
+
+  var charts = [
+    { title: "CPU", fmt: pct, series: [["cpu_percent", "CPU %", "#0b57d0"]], range: [0, 100] },
+    { title: "Load", fmt: num, series: [["load1", "1 min", "#0b57d0"], ["load5", "5 min", "#137333"], ["load15", "15 min", "#a05a00"]] },
+    { title: "Memory", fmt: bytes, series: [["mem_used", "used", "#0b57d0"], ["mem_total", "total", "#9aa0a6"], ["swap_used", "swap used", "#b3261e"]] },
+    { title: "Disk", fmt: bytes, series: [["disk_used", "used", "#0b57d0"], ["disk_total", "total", "#9aa0a6"]] },
+    { title: "Disk I/O", fmt: rate, series: [["disk_read_bps", "read", "#137333"], ["disk_write_bps", "write", "#b3261e"]] },
+    { title: "Network", fmt: rate, series: [["net_rx_bps", "received", "#137333"], ["net_tx_bps", "sent", "#0b57d0"]] }
+  ];
+  var plots = [];
+
+  function draw(data) {
+    box.textContent = "";
+    plots = [];
+    if (!data.t || data.t.length === 0) {
+      var p = document.createElement("p");
+      p.className = "muted";
+      p.setAttribute("data-charts-empty", "");
+      p.textContent = "No metrics in this range yet. They appear once the agent is online.";
+      box.appendChild(p);
+      return;
+    }
+    charts.forEach(function (c) {
+      var wrap = document.createElement("figure");
+      wrap.className = "chart";
+      wrap.setAttribute("data-chart", c.title);
+      var h = document.createElement("h3");
+      h.textContent = c.title;
+      wrap.appendChild(h);
+      box.appendChild(wrap);
+      var series = [{}];
+      var cols = [data.t];
+      c.series.forEach(function (s) {
+        series.push({ label: s[1], stroke: s[2], width: 1.5, value: function (u, v) { return c.fmt(v); } });
+        cols.push(data.series[s[0]] || []);
+      });
+      var opts = {
+        width: Math.max(280, wrap.clientWidth || 340), height: 180, series: series,
+        axes: [{}, { values: function (u, vals) { return vals.map(c.fmt); }, size: 70 }],
+        scales: c.range ? { y: { range: c.range } } : {}
+      };
+      plots.push(new uPlot(opts, cols, wrap));
+    });
+  }
+
+  function load() {
+    fetch(box.dataset.metrics, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(draw)
+      .catch(function (e) { box.textContent = "Could not load metrics: " + e.message; });
+  }
+  load();
+  // The 1 h view follows along; longer ranges barely move.
+  if (box.dataset.range === "1h") setInterval(load, 30000);
+})();

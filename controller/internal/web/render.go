@@ -1,0 +1,256 @@
+package web
+
+import (
+	"bytes"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/berthhq/berth/controller/internal/accounts"
+	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/store"
+)
+
+// viewer is the signed-in person behind a request.
+type viewer struct {
+	UserID    store.ID
+	Email     string
+	Name      string
+	Role      store.UserRole
+	SessionID store.ID
+	TwoFactor bool
+	Principal *auth.Principal
+	Actor     accounts.Actor
+}
+
+func (v *viewer) IsAdmin() bool { return v != nil && v.Role == store.RoleAdmin }
+
+// CanWrite: operators and admins change things; viewers only look.
+func (v *viewer) CanWrite() bool {
+	return v != nil && (v.Role == store.RoleAdmin || v.Role == store.RoleOperator)
+}
+
+// view is what every template gets.
+type view struct {
+	Title  string
+	Nav    string
+	User   *viewer
+	Flash  string
+	Error  string
+	Status int
+	Data   any
+	Form   url.Values
+}
+
+// Nav items for the whole product, in order.
+type navItem struct{ Key, Path, Label string }
+
+var navItems = []navItem{
+	{"servers", "/servers", "Servers"},
+	{"apps", "/apps", "Apps"},
+	{"deployments", "/deployments", "Deployments"},
+	{"backups", "/backups", "Backups"},
+	{"notifications", "/notifications", "Notifications"},
+	{"activity", "/activity", "Activity"},
+	{"security", "/security", "Security"},
+	{"settings", "/settings", "Settings"},
+}
+
+type pages struct{ byName map[string]*template.Template }
+
+var funcs = template.FuncMap{
+	"nav": func() []navItem { return navItems },
+	"ago": func(t any) string {
+		var tt time.Time
+		switch v := t.(type) {
+		case time.Time:
+			tt = v
+		case *time.Time:
+			if v == nil {
+				return "never"
+			}
+			tt = *v
+		default:
+			return ""
+		}
+		return humanAgo(time.Since(tt))
+	},
+	"when": func(t any) string {
+		switch v := t.(type) {
+		case time.Time:
+			return v.UTC().Format("2006-01-02 15:04:05 UTC")
+		case *time.Time:
+			if v == nil {
+				return "—"
+			}
+			return v.UTC().Format("2006-01-02 15:04:05 UTC")
+		}
+		return ""
+	},
+	"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"isoPtr": func(t *time.Time) string {
+		if t == nil {
+			return ""
+		}
+		return t.UTC().Format(time.RFC3339)
+	},
+	"list": func(v ...string) []string { return v },
+	"bytes": humanBytes,
+	"join":  strings.Join,
+	"deref": func(s *string) string {
+		if s == nil {
+			return ""
+		}
+		return *s
+	},
+	"str": func(v any) string { return fmt.Sprint(v) },
+}
+
+func parsePages() (*pages, error) {
+	names, err := fs.Glob(templatesFS, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	p := &pages{byName: map[string]*template.Template{}}
+	for _, n := range names {
+		base := path.Base(n)
+		if base == "layout.html" {
+			continue
+		}
+		t, err := template.New(base).Funcs(funcs).ParseFS(templatesFS, "templates/layout.html", n)
+		if err != nil {
+			return nil, fmt.Errorf("template %s: %w", base, err)
+		}
+		p.byName[strings.TrimSuffix(base, ".html")] = t
+	}
+	return p, nil
+}
+
+// render writes a page. It renders into a buffer first so a template error
+// becomes a clean error page instead of half a page.
+func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, v view) {
+	t, ok := s.pages.byName[name]
+	if !ok {
+		panic("web: no template " + name)
+	}
+	if v.Flash == "" {
+		v.Flash = s.takeFlash(w, r)
+	}
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout", v); err != nil {
+		s.d.Log.Error("render page", "page", name, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	// Pages show private data: never cache them, anywhere.
+	w.Header().Set("Cache-Control", "no-store")
+	if v.Status != 0 {
+		w.WriteHeader(v.Status)
+	}
+	_, _ = buf.WriteTo(w)
+}
+
+// errorPage answers with a page for people and a line for scripts.
+func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, title, detail string) {
+	if !wantsHTML(r) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(status)
+		_, _ = fmt.Fprintf(w, "%s: %s\n", title, detail)
+		return
+	}
+	s.render(w, r, "error", view{Title: title, Status: status, Error: detail, User: viewerFrom(r)})
+}
+
+func wantsHTML(r *http.Request) bool {
+	a := r.Header.Get("Accept")
+	return a == "" || strings.Contains(a, "text/html") || strings.Contains(a, "*/*")
+}
+
+const flashCookie = "berth_flash"
+
+// flash carries a one-line confirmation across a redirect (post, redirect,
+// get). It holds no secrets: those are rendered in the response itself.
+func (s *Server) flash(w http.ResponseWriter, msg string) {
+	http.SetCookie(w, &http.Cookie{Name: flashCookie, Value: url.QueryEscape(msg), Path: "/", HttpOnly: true,
+		Secure: s.cfg.Secure, SameSite: http.SameSiteLaxMode, MaxAge: 60})
+}
+
+func (s *Server) takeFlash(w http.ResponseWriter, r *http.Request) string {
+	c, err := r.Cookie(flashCookie)
+	if err != nil {
+		return ""
+	}
+	http.SetCookie(w, &http.Cookie{Name: flashCookie, Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.cfg.Secure, SameSite: http.SameSiteLaxMode})
+	msg, err := url.QueryUnescape(c.Value)
+	if err != nil || len(msg) > 300 {
+		return ""
+	}
+	return msg
+}
+
+func (s *Server) redirect(w http.ResponseWriter, r *http.Request, to, flash string) {
+	if flash != "" {
+		s.flash(w, flash)
+	}
+	http.Redirect(w, r, to, http.StatusSeeOther)
+}
+
+// safeNext keeps post-login redirects on this site.
+func safeNext(next string) string {
+	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") || strings.ContainsAny(next, "\r\n") {
+		return "/"
+	}
+	return next
+}
+
+func humanAgo(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "just now"
+	case d < 5*time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+func humanBytes(v any) string {
+	var f float64
+	switch x := v.(type) {
+	case float64:
+		f = x
+	case *float64:
+		if x == nil {
+			return "—"
+		}
+		f = *x
+	case int64:
+		f = float64(x)
+	case uint64:
+		f = float64(x)
+	default:
+		return fmt.Sprint(v)
+	}
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
+	i := 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%.0f %s", f, units[i])
+	}
+	return fmt.Sprintf("%.1f %s", f, units[i])
+}
