@@ -1,0 +1,110 @@
+package deploy
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestCrashHelper is the agent process the crash test kills: it starts a
+// deploy and waits to be killed.
+func TestCrashHelper(t *testing.T) {
+	if os.Getenv("BERTH_DEPLOY_CRASH_HELPER") != "1" {
+		t.Skip("helper process for TestAgentCrashMidJob")
+	}
+	ex, err := New(Config{DataDir: os.Getenv("DATA")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ex.Start(t.Context(), Spec{
+		DeploymentID: os.Getenv("ID"), AppID: "app1", Kind: KindDeploy,
+		RepoURL: os.Getenv("REPO"), DeployPath: os.Getenv("DEPLOY"),
+		DeployScript: longScript(os.Getenv("MARKS")),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {}
+}
+
+func TestAgentCrashMidJob(t *testing.T) {
+	repo := newRepo(t)
+	repo.commit("c", map[string]string{"build.sh": buildSh})
+	h := newHarness(t, Config{})
+	good := h.spec(repo)
+	mustSucceed(t, h, good.DeploymentID, h.run(good))
+	h.ex.Close()
+
+	id, marks := newID(), t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.v")
+	cmd.Env = append(os.Environ(), "BERTH_DEPLOY_CRASH_HELPER=1",
+		"DATA="+h.data, "ID="+id, "REPO="+repo.url(), "DEPLOY="+h.deploy, "MARKS="+marks)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	bg := waitFile(t, filepath.Join(marks, "bg.pid"))
+	leader := waitFile(t, filepath.Join(marks, "leader.pid"))
+	// Wait until "started" is journaled, so there is output to deliver.
+	deadline := time.Now().Add(hangGuard)
+	for !journalHas(filepath.Join(h.data, "jobs", id, eventsFile), "started") {
+		if time.Now().After(deadline) {
+			t.Fatalf("output never journaled; helper said:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+
+	h.open(Config{})
+	res := h.wait(id)
+	if res.Status != StatusFailed || res.FailedStep != StepBuild || res.Error != "agent restarted during step build" {
+		t.Errorf("result = %+v", res)
+	}
+	if h.current() != good.DeploymentID {
+		t.Errorf("current = %s, want %s", h.current(), good.DeploymentID)
+	}
+	if _, err := os.Stat(filepath.Join(h.deploy, "releases", id)); !os.IsNotExist(err) {
+		t.Errorf("interrupted release left behind: %v", err)
+	}
+	// What the dead agent left running is gone too.
+	waitGone(t, bg)
+	waitGone(t, leader)
+
+	// The output written before the crash is delivered, then the result.
+	var p []Event
+	for _, ev := range h.ex.Pending() {
+		if ev.JobID == id {
+			p = append(p, ev)
+		}
+	}
+	var log strings.Builder
+	for i, ev := range p {
+		if ev.Seq != uint64(i+1) {
+			t.Fatalf("pending[%d].Seq = %d", i, ev.Seq)
+		}
+		log.Write(ev.Data)
+	}
+	if !strings.Contains(log.String(), "started") || p[len(p)-1].Type != EventResult {
+		t.Errorf("pending log:\n%s", log.String())
+	}
+	// The app is free for the next deploy.
+	next := h.spec(repo)
+	mustSucceed(t, h, next.DeploymentID, h.run(next))
+}
+
+func journalHas(path, s string) bool {
+	evs, _, _ := readEvents(path)
+	for _, ev := range evs {
+		if strings.Contains(string(ev.Data), s) {
+			return true
+		}
+	}
+	return false
+}

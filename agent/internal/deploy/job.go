@@ -1,0 +1,363 @@
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// execute runs the job to its end and reports the result.
+func (j *job) execute(ctx context.Context) {
+	j.log.start()
+	res := Result{StartedAt: j.getState().StartedAt}
+	var err error
+	if err = os.Mkdir(j.tmp, 0o700); err == nil {
+		j.user, err = lookupRunAs(j.spec.RunAsUser)
+	}
+	if err != nil {
+		res.FailedStep, res.ExitCode = "start", -1
+	} else if j.spec.Kind == KindRollback {
+		err = j.rollback(ctx, &res)
+	} else {
+		err = j.deploy(ctx, &res)
+	}
+	// Secrets go first, whatever happened.
+	if rerr := os.RemoveAll(j.tmp); rerr != nil {
+		j.e.log.Error("remove job secrets", "job", j.id, "err", rerr)
+	}
+	cause := context.Cause(ctx)
+	if errors.Is(cause, errShutdown) {
+		j.log.close()
+		j.abandon()
+		return
+	}
+	if st := j.getState(); err != nil && j.spec.Kind == KindDeploy && st.Release != "" {
+		// Never remove what current points at, however the job failed.
+		cur, cerr := readCurrent(j.spec.DeployPath)
+		if cerr == nil && releaseIDOf(j.spec.DeployPath, cur) != j.id {
+			if rerr := os.RemoveAll(st.Release); rerr != nil {
+				j.log.printf("[berth] could not remove the failed release: %v", rerr)
+			}
+		}
+	}
+	switch {
+	case err == nil:
+		res.Status = StatusSucceeded
+		j.log.printf("==> done: %s", res.ReleasePath)
+	case errors.Is(cause, errCanceled):
+		res.Status, res.Error = StatusCanceled, "canceled during step "+res.FailedStep
+	case errors.Is(cause, errTimedOut):
+		res.Status = StatusTimedOut
+		res.Error = fmt.Sprintf("timed out after %s during step %s", j.spec.Timeout, res.FailedStep)
+	default:
+		res.Status, res.Error = StatusFailed, j.redact.string(err.Error())
+	}
+	if res.Status != StatusSucceeded {
+		j.log.printf("==> %s: %s", res.Status, res.Error)
+	}
+	j.log.close()
+	res.LogDroppedBytes = j.log.droppedBytes()
+	res.FinishedAt = time.Now().UTC()
+	j.finish(res)
+}
+
+// step runs one named step: banner, progress event, journaled state; a
+// failure is recorded as this step's. Once the job's context is done no
+// further step starts.
+func (j *job) step(ctx context.Context, name string, res *Result, fn func() error) error {
+	if ctx.Err() != nil {
+		res.FailedStep, res.ExitCode = name, -1
+		return context.Cause(ctx)
+	}
+	j.log.setStep(name)
+	err := j.saveState(func(s *jobState) { s.Step = name })
+	j.emit(Event{Type: EventProgress, Step: name})
+	j.log.printf("==> %s", name)
+	if err == nil {
+		err = fn()
+	}
+	if err != nil {
+		res.FailedStep, res.ExitCode = name, -1
+		var ee *exitError
+		if errors.As(err, &ee) {
+			res.ExitCode = ee.code
+		}
+	}
+	return err
+}
+
+func (j *job) deploy(ctx context.Context, res *Result) error {
+	release := releasePath(j.spec.DeployPath, j.id)
+	res.ReleasePath = release
+	if err := j.step(ctx, StepFetch, res, func() error { return j.fetch(ctx, res) }); err != nil {
+		return err
+	}
+	if err := j.step(ctx, StepCheckout, res, func() error { return j.checkout(ctx, res.Commit, release) }); err != nil {
+		return err
+	}
+	if err := j.step(ctx, StepLinkShared, res, func() error {
+		for _, p := range j.spec.SharedPaths {
+			if err := j.linkShared(release, p); err != nil {
+				return fmt.Errorf("shared path %s: %w", p, err)
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := j.step(ctx, StepWriteEnv, res, func() error {
+		if len(j.spec.Env) == 0 {
+			j.log.printf("no environment configured; .env left as the repository has it")
+			return nil
+		}
+		return j.writeEnv(release)
+	}); err != nil {
+		return err
+	}
+	if err := j.step(ctx, StepBuild, res, func() error { return j.runScript(ctx, release, res.Commit) }); err != nil {
+		return err
+	}
+	if err := j.step(ctx, StepHealthCheck, res, func() error { return j.healthCheck(ctx, release, res.Commit) }); err != nil {
+		return err
+	}
+	var prev string
+	if err := j.step(ctx, StepActivate, res, func() error {
+		target, err := readCurrent(j.spec.DeployPath)
+		if err != nil {
+			return err
+		}
+		prev = releaseIDOf(j.spec.DeployPath, target)
+		res.PreviousRelease = prev
+		// Journaled before the switch: a crash right after the rename
+		// must still know what current pointed at.
+		if err := j.saveState(func(s *jobState) { s.PrevTarget, s.Activated = target, true }); err != nil {
+			return err
+		}
+		if err := switchCurrent(j.spec.DeployPath, release, j.user); err != nil {
+			return err
+		}
+		j.log.printf("current -> %s", release)
+		return nil
+	}); err != nil {
+		return err
+	}
+	// The release is live: pruning runs even if a cancel arrives now, and
+	// its failure is a warning, never a failed deploy.
+	j.log.setStep(StepPrune)
+	j.saveState(func(s *jobState) { s.Step = StepPrune })
+	j.emit(Event{Type: EventProgress, Step: StepPrune})
+	j.log.printf("==> %s", StepPrune)
+	if err := j.prune(j.id, prev); err != nil {
+		j.log.printf("[berth] warning: prune: %v", err)
+	}
+	return nil
+}
+
+func (j *job) rollback(ctx context.Context, res *Result) error {
+	release := releasePath(j.spec.DeployPath, j.spec.RollbackTo)
+	res.ReleasePath = release
+	if err := j.step(ctx, StepVerify, res, func() error {
+		fi, err := os.Stat(release)
+		if err != nil || !fi.IsDir() {
+			return fmt.Errorf("release %s was pruned (no %s on this server)", j.spec.RollbackTo, release)
+		}
+		j.log.printf("release %s is here", j.spec.RollbackTo)
+		return nil
+	}); err != nil {
+		return err
+	}
+	var prevTarget string
+	if err := j.step(ctx, StepActivate, res, func() error {
+		var err error
+		if prevTarget, err = readCurrent(j.spec.DeployPath); err != nil {
+			return err
+		}
+		res.PreviousRelease = releaseIDOf(j.spec.DeployPath, prevTarget)
+		if err := j.saveState(func(s *jobState) { s.PrevTarget, s.Activated = prevTarget, true }); err != nil {
+			return err
+		}
+		if err := switchCurrent(j.spec.DeployPath, release, j.user); err != nil {
+			return err
+		}
+		j.log.printf("current -> %s", release)
+		return nil
+	}); err != nil {
+		return err
+	}
+	err := j.step(ctx, StepReload, res, func() error {
+		if j.spec.ReloadCommand == "" {
+			j.log.printf("no reload command configured")
+			return nil
+		}
+		return j.run(ctx, cmdSpec{
+			argv: []string{"bash", "-c", j.spec.ReloadCommand}, dir: release,
+			env: j.userEnv(release, ""), asUser: true, echo: j.spec.ReloadCommand,
+		})
+	})
+	if err == nil {
+		err = j.step(ctx, StepHealthCheck, res, func() error { return j.healthCheck(ctx, release, "") })
+	}
+	if err != nil {
+		j.restoreAfterRollback(ctx, prevTarget)
+	}
+	return err
+}
+
+// restoreAfterRollback switches current back after a failed rollback and
+// reloads again so the app serves what current says.
+func (j *job) restoreAfterRollback(ctx context.Context, prevTarget string) {
+	j.log.printf("[berth] rollback failed: switching current back to %q", prevTarget)
+	if err := restoreCurrent(j.spec.DeployPath, prevTarget); err != nil {
+		j.log.printf("[berth] could not switch current back: %v", err)
+		return
+	}
+	j.saveState(func(s *jobState) { s.Activated = false })
+	if j.spec.ReloadCommand == "" || prevTarget == "" {
+		return
+	}
+	// The job's own context may be canceled or past its deadline; the
+	// reload that undoes the switch still gets its chance.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	dir := prevTarget
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(j.spec.DeployPath, dir)
+	}
+	if err := j.run(rctx, cmdSpec{
+		argv: []string{"bash", "-c", j.spec.ReloadCommand}, dir: dir,
+		env: j.userEnv(dir, ""), asUser: true, echo: j.spec.ReloadCommand,
+	}); err != nil {
+		j.log.printf("[berth] reload after switching back failed: %v", err)
+	}
+}
+
+// userEnv is the environment of the app's own commands: a minimal base,
+// a few BERTH_ variables, then the app's Env (which wins).
+func (j *job) userEnv(release, commit string) []string {
+	env := []string{
+		"PATH=" + minimalPath,
+		"HOME=" + j.user.home,
+		"USER=" + j.user.name,
+		"LOGNAME=" + j.user.name,
+		"LANG=C.UTF-8",
+		"BERTH_APP_NAME=" + j.spec.AppName,
+		"BERTH_DEPLOYMENT_ID=" + j.id,
+		"BERTH_DEPLOY_PATH=" + j.spec.DeployPath,
+		"BERTH_RELEASE_PATH=" + release,
+	}
+	if commit != "" {
+		env = append(env, "BERTH_COMMIT="+commit)
+	}
+	for k, v := range j.spec.Env {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// runScript runs the deploy script with bash in the release. The script
+// reaches bash through a pipe on fd 3, not argv (ps would show it) and
+// not a file (the app user could not read the agent's private dir).
+func (j *job) runScript(ctx context.Context, release, commit string) error {
+	if strings.TrimSpace(j.spec.DeployScript) == "" {
+		j.log.printf("no deploy script configured")
+		return nil
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	if j.user.cred != nil {
+		// bash opens /dev/fd/3 afresh, which checks the pipe's owner.
+		if err := r.Chown(j.user.uid, j.user.gid); err != nil {
+			r.Close()
+			w.Close()
+			return err
+		}
+	}
+	p, err := j.start(ctx, cmdSpec{
+		argv: []string{"bash", "/dev/fd/3"}, dir: release,
+		env: j.userEnv(release, commit), asUser: true, extra: []*os.File{r},
+	})
+	r.Close()
+	if err != nil {
+		w.Close()
+		return err
+	}
+	go func() {
+		// bash reads the script as it runs; an early exit just ends this.
+		w.WriteString(j.spec.DeployScript)
+		w.Close()
+	}()
+	return p.wait()
+}
+
+var errHealthTimeout = errors.New("health check timed out")
+
+// healthCheck runs the configured command and/or polls the URL, within
+// the check's own timeout.
+func (j *job) healthCheck(ctx context.Context, dir, commit string) error {
+	hc := j.spec.HealthCheck
+	if hc == nil {
+		j.log.printf("no health check configured")
+		return nil
+	}
+	hctx, cancel := context.WithTimeoutCause(ctx, hc.Timeout, errHealthTimeout)
+	defer cancel()
+	if hc.Command != "" {
+		err := j.run(hctx, cmdSpec{
+			argv: []string{"bash", "-c", hc.Command}, dir: dir,
+			env: j.userEnv(dir, commit), asUser: true, echo: hc.Command,
+		})
+		if err != nil && ctx.Err() == nil && hctx.Err() != nil {
+			return fmt.Errorf("health check command did not finish within %s", hc.Timeout)
+		}
+		if err != nil {
+			return fmt.Errorf("health check command failed: %w", err)
+		}
+	}
+	if hc.URL != "" {
+		return j.pollURL(ctx, hctx, hc)
+	}
+	return nil
+}
+
+func (j *job) pollURL(ctx, hctx context.Context, hc *HealthCheck) error {
+	url := j.redact.string(hc.URL)
+	client := &http.Client{}
+	last := ""
+	for {
+		req, err := http.NewRequestWithContext(hctx, http.MethodGet, hc.URL, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("User-Agent", "berth-agent health check")
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				j.log.printf("GET %s: %s", url, resp.Status)
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = j.redact.string(err.Error())
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		j.log.printf("GET %s: %s", url, last)
+		select {
+		case <-hctx.Done():
+			if ctx.Err() != nil {
+				return context.Cause(ctx)
+			}
+			return fmt.Errorf("health check %s got no 2xx answer within %s (last: %s)", url, hc.Timeout, last)
+		case <-time.After(time.Second):
+		}
+	}
+}

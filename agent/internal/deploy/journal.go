@@ -1,0 +1,430 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Journal files in a job's directory.
+const (
+	specFile   = "spec.json"
+	stateFile  = "state.json"
+	eventsFile = "events.log"
+	ackedFile  = "acked"
+	tmpDir     = "tmp"
+)
+
+// jobState is what Recover needs to finish an interrupted job honestly.
+type jobState struct {
+	Running   bool      `json:"running"`
+	Step      string    `json:"step"`
+	StartedAt time.Time `json:"started_at"`
+
+	Commit        string `json:"commit,omitempty"`
+	CommitMessage string `json:"commit_message,omitempty"`
+	// Release is set once this job created its release directory, so
+	// Recover removes only what the job made.
+	Release string `json:"release,omitempty"`
+	// Activated means `current` may have been switched (it is journaled
+	// just before the rename); PrevTarget is what it pointed at before.
+	Activated  bool   `json:"activated,omitempty"`
+	PrevTarget string `json:"prev_target,omitempty"`
+
+	// The process group running now, identified well enough to kill what
+	// is left of it after an agent crash without hitting a recycled pid.
+	PGID      int    `json:"pgid,omitempty"`
+	PGIDStart uint64 `json:"pgid_start,omitempty"`
+	BootID    string `json:"boot_id,omitempty"`
+}
+
+// journalSpec is the spec as journaled: no credential, no env values.
+type journalSpec struct {
+	Spec
+	CredentialKind string   `json:"credential_kind,omitempty"`
+	EnvKeys        []string `json:"env_keys,omitempty"`
+}
+
+type job struct {
+	e    *Executor
+	id   string
+	spec Spec
+	dir  string
+
+	// Guarded by e.mu.
+	events    []Event // journaled, not yet acked, by Seq
+	nextSeq   uint64  // last Seq used
+	acked     uint64
+	resultSeq uint64
+	running   bool
+	file      *os.File // events.log while the job may append
+	cancel    context.CancelCauseFunc
+
+	emitMu sync.Mutex // keeps journal order and Sink order the same
+
+	stateMu sync.Mutex
+	state   jobState
+
+	log    *logBuffer
+	redact *redactor
+	user   *runAs
+	tmp    string // secrets and git's HOME, removed when the job ends
+}
+
+func newJob(e *Executor, spec Spec) *job {
+	j := &job{
+		e:       e,
+		id:      spec.DeploymentID,
+		spec:    spec,
+		dir:     filepath.Join(e.jobsDir, spec.DeploymentID),
+		running: true,
+		state:   jobState{Running: true, StartedAt: time.Now().UTC()},
+	}
+	j.tmp = filepath.Join(j.dir, tmpDir)
+	j.redact = newRedactor(spec)
+	j.log = newLogBuffer(j, e.cfg.MaxLogBytes, e.cfg.FlushInterval)
+	return j
+}
+
+// create writes the job's journal before anything runs.
+func (j *job) create() error {
+	if err := os.Mkdir(j.dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("%w: %s", ErrJobExists, j.id)
+		}
+		return fmt.Errorf("deploy: %w", err)
+	}
+	js := journalSpec{Spec: j.spec, CredentialKind: j.spec.Credential.kind()}
+	for k := range j.spec.Env {
+		js.EnvKeys = append(js.EnvKeys, k)
+	}
+	slices.Sort(js.EnvKeys)
+	if hc := js.HealthCheck; hc != nil {
+		c := *hc
+		c.URL = string(j.redact.apply([]byte(c.URL)))
+		js.HealthCheck = &c
+	}
+	b, err := json.MarshalIndent(js, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(j.dir, specFile), b, 0o600); err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	}
+	if err := j.saveState(func(*jobState) {}); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(j.dir, eventsFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	}
+	j.file = f
+	return nil
+}
+
+// saveState applies change and writes the state file. A failure to write
+// it fails the job's next step: without a journal, a crash could not be
+// reported honestly.
+func (j *job) saveState(change func(*jobState)) error {
+	j.stateMu.Lock()
+	defer j.stateMu.Unlock()
+	change(&j.state)
+	b, err := json.Marshal(j.state)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(j.dir, stateFile), b, 0o600); err != nil {
+		return fmt.Errorf("deploy: journal state: %w", err)
+	}
+	return nil
+}
+
+func (j *job) getState() jobState {
+	j.stateMu.Lock()
+	defer j.stateMu.Unlock()
+	return j.state
+}
+
+// emit numbers ev, appends it to the journal and hands it to the Sink.
+func (j *job) emit(ev Event) Event {
+	j.emitMu.Lock()
+	defer j.emitMu.Unlock()
+	e := j.e
+	e.mu.Lock()
+	j.nextSeq++
+	ev.JobID, ev.Seq = j.id, j.nextSeq
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	if line, err := json.Marshal(ev); err != nil {
+		e.log.Error("encode event", "job", j.id, "err", err)
+	} else if _, err := j.file.Write(append(line, '\n')); err != nil {
+		// The event still goes out from memory; only a crash before its
+		// ack would lose it.
+		e.log.Error("journal event", "job", j.id, "seq", ev.Seq, "err", err)
+	}
+	if ev.Type == EventResult {
+		j.resultSeq = ev.Seq
+		if err := j.file.Sync(); err != nil {
+			e.log.Error("sync journal", "job", j.id, "err", err)
+		}
+	}
+	j.events = append(j.events, ev)
+	e.mu.Unlock()
+	if e.cfg.Sink != nil {
+		e.cfg.Sink(ev)
+	}
+	return ev
+}
+
+// finish journals the result and releases the app for its next job.
+func (j *job) finish(res Result) {
+	if err := j.saveState(func(s *jobState) { s.Running = false; s.PGID = 0 }); err != nil {
+		j.e.log.Error("journal state", "job", j.id, "err", err)
+	}
+	r := res
+	j.emitMu.Lock() // the result goes last, after any log flush in flight
+	j.e.mu.Lock()
+	j.running = false
+	if j.e.apps[j.spec.AppID] == j.id {
+		delete(j.e.apps, j.spec.AppID)
+	}
+	j.e.mu.Unlock()
+	j.emitMu.Unlock()
+	j.emit(Event{Type: EventResult, Step: res.FailedStep, Result: &r})
+	j.e.mu.Lock()
+	j.file.Close()
+	j.e.mu.Unlock()
+}
+
+// abandon leaves a job's journal as it is (still "running") for the next
+// Recover to report: used when the executor closes under a running job.
+func (j *job) abandon() {
+	j.e.mu.Lock()
+	defer j.e.mu.Unlock()
+	j.running = false
+	if j.e.apps[j.spec.AppID] == j.id {
+		delete(j.e.apps, j.spec.AppID)
+	}
+	delete(j.e.jobs, j.id)
+	j.file.Close()
+}
+
+// Recover loads the journals left by an earlier agent process: events not
+// yet acked become Pending again, and a job that was running when that
+// process died is finished now as failed with "agent restarted during step
+// <step>". What is left of its process group is killed, its half-built
+// release removed and `current` left as it was (a rollback that had
+// already switched it is switched back). Call it once after New, before
+// connecting and before Start.
+func (e *Executor) Recover() error {
+	entries, err := os.ReadDir(e.jobsDir)
+	if err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	}
+	var errs []error
+	for _, de := range entries {
+		if !de.IsDir() || !IsReleaseID(de.Name()) {
+			continue
+		}
+		e.mu.Lock()
+		_, known := e.jobs[de.Name()]
+		e.mu.Unlock()
+		if known {
+			continue
+		}
+		if err := e.recoverJob(de.Name()); err != nil {
+			errs = append(errs, fmt.Errorf("deploy: recover job %s: %w", de.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Executor) recoverJob(id string) error {
+	dir := filepath.Join(e.jobsDir, id)
+	var js journalSpec
+	b, err := os.ReadFile(filepath.Join(dir, specFile))
+	if err == nil {
+		err = json.Unmarshal(b, &js)
+	}
+	var st jobState
+	if err == nil {
+		b, err = os.ReadFile(filepath.Join(dir, stateFile))
+		if err == nil {
+			err = json.Unmarshal(b, &st)
+		}
+	}
+	if err != nil {
+		// The agent died while creating the journal: nothing ran and
+		// nothing was sent.
+		e.log.Warn("removing incomplete job journal", "job", id, "err", err)
+		return os.RemoveAll(dir)
+	}
+	j := newJob(e, js.Spec)
+	j.state = st
+	j.running = false
+	if b, err := os.ReadFile(filepath.Join(dir, ackedFile)); err == nil {
+		j.acked, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	}
+	events, good, err := readEvents(filepath.Join(dir, eventsFile))
+	if err != nil {
+		return err
+	}
+	for _, ev := range events {
+		j.nextSeq = ev.Seq
+		if ev.Type == EventResult {
+			j.resultSeq = ev.Seq
+		}
+		if ev.Seq > j.acked {
+			j.events = append(j.events, ev)
+		}
+	}
+	os.RemoveAll(j.tmp) // a key file left by the crash
+	if j.resultSeq != 0 && j.acked >= j.resultSeq {
+		return os.RemoveAll(dir)
+	}
+	e.mu.Lock()
+	e.jobs[id] = j
+	e.mu.Unlock()
+	if j.resultSeq != 0 {
+		return nil
+	}
+
+	// Interrupted: cut off a half-written last line, then finish the job.
+	f, err := os.OpenFile(filepath.Join(dir, eventsFile), os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(good); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Seek(good, 0); err != nil {
+		f.Close()
+		return err
+	}
+	j.file = f
+	res := e.settleInterrupted(j)
+	j.log.line(fmt.Appendf(nil, "[berth] %s", res.Error))
+	j.log.flush()
+	j.finish(res)
+	return nil
+}
+
+// settleInterrupted undoes what an interrupted job left behind and says
+// how it ended.
+func (e *Executor) settleInterrupted(j *job) Result {
+	st, spec := j.state, j.spec
+	if st.PGID > 0 {
+		killOrphanGroup(st.PGID, st.PGIDStart, st.BootID, e.cfg.KillGrace)
+	}
+	step := st.Step
+	if step == "" {
+		step = "start"
+	}
+	res := Result{
+		Status:        StatusFailed,
+		FailedStep:    step,
+		ExitCode:      -1,
+		Error:         "agent restarted during step " + step,
+		Commit:        st.Commit,
+		CommitMessage: st.CommitMessage,
+		StartedAt:     st.StartedAt,
+		FinishedAt:    time.Now().UTC(),
+	}
+	// A temporary symlink of a switch the crash cut short.
+	if tmps, _ := filepath.Glob(filepath.Join(spec.DeployPath, ".current.tmp-*")); len(tmps) > 0 {
+		for _, t := range tmps {
+			os.Remove(t)
+		}
+	}
+	cur, _ := readCurrent(spec.DeployPath)
+	res.PreviousRelease = releaseIDOf(spec.DeployPath, st.PrevTarget)
+	switch spec.Kind {
+	case KindDeploy:
+		res.ReleasePath = st.Release
+		if releaseIDOf(spec.DeployPath, cur) == j.id {
+			// Only pruning was left: the release is live, say so.
+			res.Status, res.FailedStep, res.ExitCode = StatusSucceeded, "", 0
+			res.Error = "agent restarted during step " + step + "; the release is active"
+			break
+		}
+		if st.Release != "" {
+			if err := os.RemoveAll(st.Release); err != nil {
+				e.log.Warn("remove interrupted release", "job", j.id, "err", err)
+			}
+		}
+		// A first clone the crash cut short.
+		os.RemoveAll(filepath.Join(e.mirrorsDir, spec.AppID+".git.tmp-"+j.id))
+	case KindRollback:
+		res.ReleasePath = releasePath(spec.DeployPath, spec.RollbackTo)
+		if st.Activated && cur != st.PrevTarget {
+			if err := restoreCurrent(spec.DeployPath, st.PrevTarget); err != nil {
+				e.log.Warn("restore current after interrupted rollback", "job", j.id, "err", err)
+			}
+		}
+	}
+	return res
+}
+
+// readEvents parses events.log, stopping at the first line that is not a
+// whole event (the agent died mid-write). good is the length of the whole
+// lines.
+func readEvents(path string) (events []Event, good int64, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	for len(b[good:]) > 0 {
+		i := bytes.IndexByte(b[good:], '\n')
+		if i < 0 {
+			break
+		}
+		var ev Event
+		if json.Unmarshal(b[good:good+int64(i)], &ev) != nil {
+			break
+		}
+		events = append(events, ev)
+		good += int64(i) + 1
+	}
+	return events, good, nil
+}
+
+// writeFileAtomic replaces path with data: a reader (or a crash) sees the
+// old file or the new one, never half of one.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}

@@ -1,0 +1,240 @@
+// Package deploy is the agent's executor for durable deploy and rollback
+// jobs. It knows nothing of the transport: a job arrives as a Spec, its
+// output and outcome leave as numbered Events through a Sink, and the
+// transport acknowledges them with Ack once the controller has committed
+// them. Everything a job produces is journaled on disk first, so a job keeps
+// running while the link is down and its events are re-sent from Pending
+// after a reconnect, or after an agent restart (Recover).
+//
+// On disk, under Config.DataDir:
+//
+//	jobs/<deployment id>/spec.json    the spec without secrets
+//	jobs/<deployment id>/state.json   running/finished, current step, process group
+//	jobs/<deployment id>/events.log   every event, one JSON line each, by seq
+//	jobs/<deployment id>/acked        the highest seq the controller committed
+//	jobs/<deployment id>/tmp/         secrets for the job's lifetime only
+//	mirrors/<app id>.git              bare mirror of the app's repository
+//	mirrors/<app id>.known_hosts      SSH host keys seen for the app (TOFU)
+//
+// On the server, under Spec.DeployPath:
+//
+//	releases/<deployment id>/  one directory per kept release
+//	shared/<path>              what SharedPaths link into every release
+//	current -> releases/<id>   switched atomically with rename(2)
+package deploy
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Kind says what a job does.
+type Kind string
+
+const (
+	KindDeploy   Kind = "deploy"
+	KindRollback Kind = "rollback"
+)
+
+// Defaults for zero values in a Spec.
+const (
+	DefaultKeepReleases       = 5
+	DefaultTimeout            = 30 * time.Minute
+	DefaultHealthCheckTimeout = 30 * time.Second
+)
+
+// Step names, as reported in Result.FailedStep and Event.Step.
+const (
+	StepFetch       = "fetch"
+	StepCheckout    = "checkout"
+	StepLinkShared  = "link_shared"
+	StepWriteEnv    = "write_env"
+	StepBuild       = "build"
+	StepHealthCheck = "health_check"
+	StepActivate    = "activate"
+	StepPrune       = "prune"
+	// Rollback only.
+	StepVerify = "verify"
+	StepReload = "reload"
+)
+
+// Spec is one deploy or rollback job as the controller sends it.
+type Spec struct {
+	DeploymentID string `json:"deployment_id"` // ULID; also the release directory name
+	AppID        string `json:"app_id"`
+	AppName      string `json:"app_name"`
+	Kind         Kind   `json:"kind"`
+
+	RepoURL string `json:"repo_url"`
+	Branch  string `json:"branch"`
+	// Commit pins the deploy to a SHA; empty means the head of Branch (or
+	// the repository's default branch when Branch is empty too).
+	Commit string `json:"commit"`
+	// Credential is never journaled, never written into the repository or
+	// the mirror's config, and redacted from all output.
+	Credential *Credential `json:"-"`
+
+	DeployPath string `json:"deploy_path"` // absolute, e.g. /srv/berth/shop
+	// RunAsUser runs the deploy script, health check and reload command (and
+	// owns the release) as this system user. Empty means the agent's user.
+	RunAsUser    string `json:"run_as_user"`
+	DeployScript string `json:"deploy_script"`
+	// Env is written to the release's .env (mode 0600, owned by the app
+	// user) and passed to the deploy script, health check and reload
+	// command. Only its keys are journaled.
+	Env          map[string]string `json:"-"`
+	HealthCheck  *HealthCheck      `json:"health_check,omitempty"`
+	KeepReleases int               `json:"keep_releases"`
+	// SharedPaths are relative paths (like "storage" or "database/app.db")
+	// linked from DeployPath/shared into every release.
+	SharedPaths []string      `json:"shared_paths"`
+	Timeout     time.Duration `json:"timeout"`
+
+	// Rollback only: the release to switch back to, and the command that
+	// makes the running app pick it up (e.g. "sudo systemctl reload php-fpm").
+	RollbackTo    string `json:"rollback_to"`
+	ReloadCommand string `json:"reload_command"`
+}
+
+// Credential is how the agent authenticates to the git server: either an
+// SSH private key (OpenSSH PEM) or an HTTPS username and token.
+type Credential struct {
+	SSHPrivateKey string
+	Username      string
+	Token         string
+}
+
+func (c *Credential) kind() string {
+	switch {
+	case c == nil:
+		return ""
+	case c.SSHPrivateKey != "":
+		return "ssh"
+	default:
+		return "https"
+	}
+}
+
+// HealthCheck runs before a new release goes live (and after a rollback).
+// Command runs with bash in the release directory and must exit 0 within
+// Timeout. URL is polled with GET until it answers 2xx or Timeout passes
+// (the app may need a moment to come up). When both are set, both must pass.
+type HealthCheck struct {
+	Command string        `json:"command,omitempty"`
+	URL     string        `json:"url,omitempty"`
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+var (
+	ulidRE   = regexp.MustCompile(`^[0-7][0-9A-HJKMNP-TV-Z]{25}$`)
+	safeIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	shaRE    = regexp.MustCompile(`^[0-9a-fA-F]{4,64}$`)
+)
+
+// IsReleaseID reports whether s is shaped like a ULID (26 Crockford base32
+// characters), the only names the executor creates or prunes in releases/.
+func IsReleaseID(s string) bool { return ulidRE.MatchString(s) }
+
+// normalize checks s and fills in defaults. IDs become path components, so
+// they are checked strictly.
+func (s *Spec) normalize() error {
+	if !IsReleaseID(s.DeploymentID) {
+		return fmt.Errorf("deploy: deployment id %q is not a ULID", s.DeploymentID)
+	}
+	if !safeIDRE.MatchString(s.AppID) || s.AppID == "." || s.AppID == ".." {
+		return fmt.Errorf("deploy: app id %q is not a safe identifier", s.AppID)
+	}
+	if s.DeployPath == "" || !filepath.IsAbs(s.DeployPath) || filepath.Clean(s.DeployPath) == "/" {
+		return fmt.Errorf("deploy: deploy path %q must be an absolute path below /", s.DeployPath)
+	}
+	s.DeployPath = filepath.Clean(s.DeployPath)
+	if s.KeepReleases <= 0 {
+		s.KeepReleases = DefaultKeepReleases
+	}
+	if s.Timeout <= 0 {
+		s.Timeout = DefaultTimeout
+	}
+	if hc := s.HealthCheck; hc != nil {
+		if hc.Command == "" && hc.URL == "" {
+			s.HealthCheck = nil
+		} else if hc.Timeout <= 0 {
+			hc.Timeout = DefaultHealthCheckTimeout
+		}
+		if hc.URL != "" {
+			u, err := url.Parse(hc.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("deploy: health check URL %q is not an http(s) URL", hc.URL)
+			}
+		}
+	}
+	for k := range s.Env {
+		if !envKeyRE.MatchString(k) {
+			return fmt.Errorf("deploy: environment variable name %q is invalid", k)
+		}
+	}
+	for _, p := range s.SharedPaths {
+		if _, err := cleanRel(p); err != nil {
+			return err
+		}
+	}
+	switch s.Kind {
+	case KindDeploy:
+		if s.RepoURL == "" {
+			return errors.New("deploy: repository URL is required")
+		}
+		if strings.HasPrefix(s.RepoURL, "-") || strings.HasPrefix(s.Branch, "-") {
+			return errors.New("deploy: repository URL and branch must not start with '-'")
+		}
+		if s.Commit != "" && !shaRE.MatchString(s.Commit) {
+			return fmt.Errorf("deploy: commit %q is not a hex SHA", s.Commit)
+		}
+		if err := s.moveURLCredential(); err != nil {
+			return err
+		}
+		if c := s.Credential; c != nil && c.SSHPrivateKey == "" && c.Token == "" {
+			s.Credential = nil
+		}
+	case KindRollback:
+		if !IsReleaseID(s.RollbackTo) {
+			return fmt.Errorf("deploy: rollback target %q is not a release id", s.RollbackTo)
+		}
+	default:
+		return fmt.Errorf("deploy: unknown job kind %q", s.Kind)
+	}
+	return nil
+}
+
+// moveURLCredential takes a user:password out of an http(s) repository URL:
+// git would otherwise store it in the mirror's config and print it.
+func (s *Spec) moveURLCredential() error {
+	u, err := url.Parse(s.RepoURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.User == nil {
+		return nil
+	}
+	pass, ok := u.User.Password()
+	if !ok {
+		return nil
+	}
+	if s.Credential == nil {
+		s.Credential = &Credential{Username: u.User.Username(), Token: pass}
+	}
+	u.User = nil
+	s.RepoURL = u.String()
+	return nil
+}
+
+// cleanRel checks a shared path: relative, inside the release, not the
+// release itself.
+func cleanRel(p string) (string, error) {
+	c := filepath.Clean(p)
+	if p == "" || filepath.IsAbs(p) || c == "." || c == ".." || strings.HasPrefix(c, "../") {
+		return "", fmt.Errorf("deploy: shared path %q must be relative and stay inside the release", p)
+	}
+	return c, nil
+}

@@ -1,0 +1,103 @@
+package deploy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRedactor(t *testing.T) {
+	r := newRedactor(Spec{
+		Credential: &Credential{Username: "bob", Token: "tok_ABCDEFGH"},
+		Env:        map[string]string{"DB_PASSWORD": "hunter22", "APP_ENV": "production", "API_KEY": "abc"},
+	})
+	for in, want := range map[string]string{
+		"fatal: https://bob:tok_ABCDEFGH@git.example.com/x": "fatal: https://***@git.example.com/x",
+		"token tok_ABCDEFGH here":                           "token *** here",
+		"Authorization: Basic Ym9iOnRva19BQkNERUZHSA==":     "Authorization: Basic ***",
+		"url http://u:p4ss@host/x":                          "url http://u:***@host/x",
+		"db hunter22 env production key abc":                "db *** env production key abc",
+		"ssh://git@github.com/a/b.git":                      "ssh://git@github.com/a/b.git",
+	} {
+		if got := r.string(in); got != want {
+			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestDotenvQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"production":     "production",
+		"":               "''",
+		"two words":      "'two words'",
+		"a$b":            "'a$b'",
+		"it's":           `"it's"`,
+		"line1\nline2\"": `"line1\nline2\""`,
+	} {
+		if got := dotenvQuote(in); got != want {
+			t.Errorf("dotenvQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestSpecValidation(t *testing.T) {
+	good := Spec{DeploymentID: newID(), AppID: "a", Kind: KindDeploy, RepoURL: "file:///x", DeployPath: "/srv/x"}
+	for name, mod := range map[string]func(*Spec){
+		"id":          func(s *Spec) { s.DeploymentID = "x/../y" },
+		"app":         func(s *Spec) { s.AppID = "../a" },
+		"path":        func(s *Spec) { s.DeployPath = "srv" },
+		"root":        func(s *Spec) { s.DeployPath = "/" },
+		"kind":        func(s *Spec) { s.Kind = "backup" },
+		"shared":      func(s *Spec) { s.SharedPaths = []string{"../etc"} },
+		"env":         func(s *Spec) { s.Env = map[string]string{"A B": "x"} },
+		"commit":      func(s *Spec) { s.Commit = "--upload-pack=x" },
+		"rollback to": func(s *Spec) { s.Kind = KindRollback },
+		"health url":  func(s *Spec) { s.HealthCheck = &HealthCheck{URL: "file:///etc/passwd"} },
+	} {
+		s := good
+		mod(&s)
+		if err := s.normalize(); err == nil {
+			t.Errorf("%s: accepted %+v", name, s)
+		}
+	}
+	s := good
+	if err := s.normalize(); err != nil || s.KeepReleases != DefaultKeepReleases || s.Timeout != DefaultTimeout {
+		t.Errorf("defaults: %v %+v", err, s)
+	}
+}
+
+// A graceful agent stop kills the job and leaves its journal running: the
+// next start reports it like a crash.
+func TestCloseThenRecover(t *testing.T) {
+	repo := newRepo(t)
+	repo.commit("c", map[string]string{"build.sh": buildSh})
+	h := newHarness(t, Config{})
+	dir := t.TempDir()
+	s := h.spec(repo)
+	s.DeployScript = longScript(dir)
+	h.start(s)
+	bg := waitFile(t, filepath.Join(dir, "bg.pid"))
+	if err := h.ex.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, bg)
+	if err := h.ex.Start(t.Context(), h.spec(repo)); err != ErrClosed {
+		t.Errorf("start after close: %v", err)
+	}
+	h.open(Config{})
+	res := h.wait(s.DeploymentID)
+	if res.Status != StatusFailed || !strings.Contains(res.Error, "agent restarted during step build") {
+		t.Errorf("result = %+v", res)
+	}
+	if _, err := os.Stat(filepath.Join(h.deploy, "releases", s.DeploymentID)); !os.IsNotExist(err) {
+		t.Errorf("release left behind: %v", err)
+	}
+}
+
+func TestSecondExecutorRefused(t *testing.T) {
+	h := newHarness(t, Config{})
+	if _, err := New(Config{DataDir: h.data}); err == nil {
+		t.Error("a second executor on the same data dir was allowed")
+	}
+}
