@@ -5,7 +5,7 @@ RETURNING *;
 
 -- name: GetAPITokenByHash :one
 -- The token, its user, and whether both are usable now.
-SELECT sqlc.embed(api_tokens), u.email AS user_email, u.status AS user_status
+SELECT sqlc.embed(api_tokens), u.email AS user_email, u.status AS user_status, u.role AS user_role
 FROM api_tokens
 JOIN users u ON u.id = api_tokens.user_id
 WHERE api_tokens.token_hash = sqlc.arg(token_hash);

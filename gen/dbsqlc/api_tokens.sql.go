@@ -76,7 +76,7 @@ func (q *Queries) GetAPIToken(ctx context.Context, id pgtype.UUID) (ApiToken, er
 }
 
 const getAPITokenByHash = `-- name: GetAPITokenByHash :one
-SELECT api_tokens.id, api_tokens.user_id, api_tokens.name, api_tokens.token_hash, api_tokens.scopes, api_tokens.expires_at, api_tokens.last_used_at, api_tokens.last_used_ip, api_tokens.revoked_at, api_tokens.created_at, u.email AS user_email, u.status AS user_status
+SELECT api_tokens.id, api_tokens.user_id, api_tokens.name, api_tokens.token_hash, api_tokens.scopes, api_tokens.expires_at, api_tokens.last_used_at, api_tokens.last_used_ip, api_tokens.revoked_at, api_tokens.created_at, u.email AS user_email, u.status AS user_status, u.role AS user_role
 FROM api_tokens
 JOIN users u ON u.id = api_tokens.user_id
 WHERE api_tokens.token_hash = $1
@@ -86,6 +86,7 @@ type GetAPITokenByHashRow struct {
 	ApiToken   ApiToken
 	UserEmail  string
 	UserStatus string
+	UserRole   string
 }
 
 // The token, its user, and whether both are usable now.
@@ -105,6 +106,7 @@ func (q *Queries) GetAPITokenByHash(ctx context.Context, tokenHash []byte) (GetA
 		&i.ApiToken.CreatedAt,
 		&i.UserEmail,
 		&i.UserStatus,
+		&i.UserRole,
 	)
 	return i, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -134,7 +136,19 @@ func (a *Authenticator) principal(ctx context.Context) (*auth.Principal, error) 
 	pe := peerOf(ctx)
 	_ = a.d.Store.TouchAPIToken(ctx, t.ID, pe.IP)
 	id := t.ID
-	return &auth.Principal{UserID: t.UserID, Email: t.UserEmail, TokenID: &id, Scopes: t.Scopes, IP: pe.String()}, nil
+	// The token's scopes, capped by its user's role now (not when it was
+	// made): demoting a user demotes their tokens at once.
+	allowed := accounts.RoleScopes(t.UserRole) // lowest first
+	scopes := make([]store.Scope, 0, len(t.Scopes))
+	for _, sc := range t.Scopes {
+		switch {
+		case slices.Contains(allowed, sc):
+			scopes = append(scopes, sc)
+		case len(allowed) > 0:
+			scopes = append(scopes, allowed[len(allowed)-1])
+		}
+	}
+	return &auth.Principal{UserID: t.UserID, Email: t.UserEmail, TokenID: &id, Scopes: scopes, IP: pe.String()}, nil
 }
 
 // Unary is the unary interceptor.

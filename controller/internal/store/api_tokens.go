@@ -38,6 +38,9 @@ type APITokenWithUser struct {
 	APIToken
 	UserEmail  string
 	UserStatus string
+	// UserRole caps what the token may do: a token never outranks its
+	// user's current role, even when the role was lowered after it was made.
+	UserRole UserRole
 }
 
 func apiTokenFromRow(r dbsqlc.ApiToken) APIToken {
@@ -87,7 +90,7 @@ func (s *Store) APITokenByHash(ctx context.Context, hash []byte) (APITokenWithUs
 	if err != nil {
 		return APITokenWithUser{}, mapErr("get api token", err)
 	}
-	return APITokenWithUser{APIToken: apiTokenFromRow(r.ApiToken), UserEmail: r.UserEmail, UserStatus: r.UserStatus}, nil
+	return APITokenWithUser{APIToken: apiTokenFromRow(r.ApiToken), UserEmail: r.UserEmail, UserStatus: r.UserStatus, UserRole: UserRole(r.UserRole)}, nil
 }
 
 // TouchAPIToken records a use (at most once a minute).
