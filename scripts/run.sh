@@ -46,7 +46,8 @@ pids+=($!)
 cat <<MSG
 
 Berth is running.
-  Web / health:  http://$HTTP_ADDR   (curl http://$HTTP_ADDR/healthz)
+  Web UI:        http://$HTTP_ADDR/login   (admin@localhost.localdomain, the password shown on first start)
+  Health:        http://$HTTP_ADDR/healthz
   gRPC API:      $GRPC_ADDR
   Logs:          $DATA_DIR/controller.log, $DATA_DIR/agent.log
 
