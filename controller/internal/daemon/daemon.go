@@ -22,6 +22,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 
 	"github.com/berthhq/berth/controller/internal/ca"
+	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/grpcapi"
 	"github.com/berthhq/berth/controller/internal/httpapi"
@@ -210,10 +211,17 @@ func Run(ctx context.Context, cfg Config) error {
 		defer wg.Done()
 		fleetSvc.ListenRevocations(bgCtx, pool)
 	}()
+	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		deploySvc.Run(bgCtx, pool)
+	}()
 
 	mux := http.NewServeMux()
 	httpapi.Register(mux, httpapi.Deps{DB: pool, SchemaVersion: st.Version})
 	dist.Register(mux)
+	mux.Handle("POST /hooks/apps/{app}/{provider}", deploySvc.WebhookHandler())
 	httpSrv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -222,7 +230,7 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, SchemaVersion: st.Version, Log: log}
+	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Deploys: deploySvc, SchemaVersion: st.Version, Log: log}
 	authn := grpcapi.NewAuthenticator(deps)
 	grpcSrv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(authority.ServerTLSConfig(certs.GetCertificate))),

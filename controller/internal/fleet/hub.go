@@ -40,6 +40,7 @@ type conn struct {
 type Hub struct {
 	mu    sync.Mutex
 	conns map[store.ID]*conn
+	jobs  JobHandler
 }
 
 // NewHub returns an empty hub.
@@ -122,3 +123,26 @@ func (h *Hub) Count() int {
 }
 
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
+
+// JobHandler is the deploys service as the agent streams see it: job events
+// go to it, and it re-sends unfinished jobs when an agent connects.
+type JobHandler interface {
+	// AgentConnected runs once per stream, after the welcome.
+	AgentConnected(ctx context.Context, serverID store.ID)
+	// JobEvent stores one numbered job event and returns the ack to send
+	// (nil: none). An error ends the stream.
+	JobEvent(ctx context.Context, serverID store.ID, m *agentv1.ConnectRequest) (*agentv1.JobAck, error)
+}
+
+// SetJobHandler routes job messages (set once, before serving).
+func (s *Service) SetJobHandler(h JobHandler) {
+	s.hub.mu.Lock()
+	s.hub.jobs = h
+	s.hub.mu.Unlock()
+}
+
+func (s *Service) jobHandler() JobHandler {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	return s.hub.jobs
+}

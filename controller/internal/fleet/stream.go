@@ -58,11 +58,12 @@ func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
 	s.hub.register(c)
 	defer s.hub.unregister(c)
 
-	cfg := s.agentConfig()
-	if err := stream.Send(&agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_Welcome{Welcome: &agentv1.Welcome{
-		ServerId: ag.ServerID.String(), LastMetricsSeq: uint64(srv.MetricsSeq), Config: cfg,
-	}}}); err != nil {
+	if err := s.sendWelcome(stream, ag, srv); err != nil {
 		return err
+	}
+	// Jobs after the welcome: re-send the server's unfinished ones.
+	if h := s.jobHandler(); h != nil {
+		h.AgentConnected(ctx, c.serverID)
 	}
 
 	// One goroutine owns Send; the handler's goroutine owns Recv. A handler
@@ -114,6 +115,12 @@ func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
+}
+
+func (s *Service) sendWelcome(stream connectStream, ag *auth.Agent, srv store.Server) error {
+	return stream.Send(&agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_Welcome{Welcome: &agentv1.Welcome{
+		ServerId: ag.ServerID.String(), LastMetricsSeq: uint64(srv.MetricsSeq), Config: s.agentConfig(),
+	}}})
 }
 
 func (s *Service) agentConfig() *agentv1.Config {
@@ -168,6 +175,16 @@ func (s *Service) handle(ctx context.Context, c *conn, peer Peer, m *agentv1.Con
 		}
 		s.security(ctx, "certificate.issued", store.SeverityInfo, &c.serverID, nil, peer, map[string]any{"serial": issued.SerialHex, "reason": "renew"})
 		return s.queue(c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_Renew{Renew: &agentv1.RenewResponse{CertificateDer: issued.DER}}})
+	case *agentv1.ConnectRequest_JobOutput, *agentv1.ConnectRequest_JobProgress, *agentv1.ConnectRequest_JobResult:
+		h := s.jobHandler()
+		if h == nil {
+			return nil // no jobs here: the agent re-sends after a reconnect
+		}
+		ack, err := h.JobEvent(ctx, c.serverID, m)
+		if err != nil || ack == nil {
+			return err
+		}
+		return s.queue(c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_JobAck{JobAck: ack}})
 	case *agentv1.ConnectRequest_Hello:
 		return fmt.Errorf("%w: hello sent twice", ErrProtocol)
 	default:

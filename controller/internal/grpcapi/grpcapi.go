@@ -19,6 +19,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/buildinfo"
 	"github.com/berthhq/berth/controller/internal/ca"
+	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/store"
 	adminv1 "github.com/berthhq/berth/gen/proto/berth/admin/v1"
@@ -33,6 +34,7 @@ type Deps struct {
 	Store         *store.Store
 	CA            *ca.CA
 	Fleet         *fleet.Service
+	Deploys       *deploys.Service
 	SchemaVersion uint
 	Log           *slog.Logger
 }
@@ -64,7 +66,9 @@ func toStatus(err error) error {
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, fleet.ErrRateLimited), errors.Is(err, fleet.ErrSlowAgent):
 		return status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, fleet.ErrInvalid), errors.Is(err, store.ErrInvalid), errors.Is(err, fleet.ErrProtocol):
+	case errors.Is(err, deploys.ErrPruned), errors.Is(err, store.ErrWrongState):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, fleet.ErrInvalid), errors.Is(err, store.ErrInvalid), errors.Is(err, fleet.ErrProtocol), errors.Is(err, deploys.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, store.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())

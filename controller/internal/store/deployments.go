@@ -83,8 +83,11 @@ type Deployment struct {
 	FinishedAt        *time.Time
 	LogBytes          int64
 	LogTruncated      bool
-	CreatedAt         time.Time
-	UpdatedAt         time.Time
+	// AgentSeq is the highest event of the job the agent reported that is
+	// committed (its log chunks are numbered by these events).
+	AgentSeq  int64
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 func deploymentFromRow(r dbsqlc.Deployment) Deployment {
@@ -95,7 +98,7 @@ func deploymentFromRow(r dbsqlc.Deployment) Deployment {
 		FailedStep: r.FailedStep, ExitCode: ptrInt(r.ExitCode), FailureReason: r.FailureReason, ReleasePath: r.ReleasePath,
 		RollbackFromID: fromOptPG(r.RollbackFromID), TimeoutSeconds: int(r.TimeoutSeconds), DeadlineAt: r.DeadlineAt,
 		CancelRequestedAt: r.CancelRequestedAt, QueuedAt: r.QueuedAt, DispatchedAt: r.DispatchedAt, StartedAt: r.StartedAt,
-		FinishedAt: r.FinishedAt, LogBytes: r.LogBytes, LogTruncated: r.LogTruncated, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		FinishedAt: r.FinishedAt, LogBytes: r.LogBytes, LogTruncated: r.LogTruncated, AgentSeq: r.AgentSeq, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
 

@@ -1,0 +1,222 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/berthhq/berth/gen/proto/berth/admin/v1"
+)
+
+func appJSON(p *adminv1.App) map[string]any {
+	env := map[string][]string{}
+	for sc, k := range p.GetEnvKeys() {
+		env[sc] = append([]string{}, k.GetKeys()...)
+	}
+	return map[string]any{
+		"id": p.GetId(), "name": p.GetName(), "server": p.GetServer(), "server_id": p.GetServerId(), "repository_url": p.GetRepositoryUrl(),
+		"branch": p.GetBranch(), "credential": p.GetCredential(), "deploy_path": p.GetDeployPath(), "run_as_user": p.GetRunAsUser(),
+		"deploy_script": p.GetDeployScript(), "health_check_command": p.GetHealthCheckCommand(), "health_check_url": p.GetHealthCheckUrl(),
+		"health_check_timeout_seconds": p.GetHealthCheckTimeoutSeconds(), "reload_command": p.GetReloadCommand(),
+		"releases_to_keep": p.GetReleasesToKeep(), "shared_paths": p.GetSharedPaths(), "timeout_seconds": p.GetTimeoutSeconds(),
+		"has_webhook_secret": p.GetHasWebhookSecret(), "env_keys": env, "current_deployment_id": p.GetCurrentDeploymentId(),
+		"created_at": p.GetCreatedAt().AsTime(),
+	}
+}
+
+func (a *app) appCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "app", Short: "Create and inspect apps and set their environment variables"}
+
+	var createF apiFlags
+	var req adminv1.CreateAppRequest
+	var scriptFile string
+	create := apiCommand(&cobra.Command{
+		Use:   "create NAME",
+		Short: "Create an app deployed from a git repository onto a server",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			if req.Server == "" || req.RepositoryUrl == "" {
+				return usageError{errors.New("--server and --repo are required")}
+			}
+			if scriptFile != "" {
+				b, err := os.ReadFile(scriptFile)
+				if err != nil {
+					return fmt.Errorf("deploy script: %w", err)
+				}
+				req.DeployScript = string(b)
+			}
+			c, done, err := createF.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := c.CreateApp(cmd.Context(), &req)
+			if err != nil {
+				return rpcErr(err)
+			}
+			if createF.output == "json" {
+				return a.printJSON(appJSON(res.GetApp()))
+			}
+			p := res.GetApp()
+			fmt.Fprintf(a.stdout, "app %s created on %s (%s, branch %s) at %s, run as %s\n", p.GetName(), p.GetServer(), p.GetRepositoryUrl(), p.GetBranch(), p.GetDeployPath(), p.GetRunAsUser())
+			return nil
+		},
+	}, &createF)
+	f := create.Flags()
+	f.StringVar(&req.Server, "server", "", "server to deploy on (name or id)")
+	f.StringVar(&req.RepositoryUrl, "repo", "", "git repository URL (https://… or git@host:…/ssh://…)")
+	f.StringVar(&req.Branch, "branch", "", "branch to deploy (default main)")
+	f.StringVar(&req.Credential, "credential", "", "git credential for a private repository")
+	f.StringVar(&req.DeployPath, "path", "", "deploy path on the server (default /srv/berth/NAME)")
+	f.StringVar(&req.RunAsUser, "user", "", "system user that owns the releases and runs the deploy script (default berth)")
+	f.StringVar(&scriptFile, "deploy-script", "", "file with the deploy script, run with bash from the new release directory")
+	f.StringVar(&req.HealthCheckCommand, "health-cmd", "", "health check command, run with bash in the new release; must exit 0")
+	f.StringVar(&req.HealthCheckUrl, "health-url", "", "health check URL polled until it answers 2xx")
+	f.Uint32Var(&req.HealthCheckTimeoutSeconds, "health-timeout", 0, "health check timeout in seconds (default 30)")
+	f.StringVar(&req.ReloadCommand, "reload-cmd", "", "command run after `current` switches (deploy and rollback)")
+	f.Uint32Var(&req.ReleasesToKeep, "keep", 0, "releases to keep (default 5)")
+	f.StringArrayVar(&req.SharedPaths, "shared", nil, "path inside the release linked to DEPLOY_PATH/shared (repeatable)")
+	f.Uint32Var(&req.TimeoutSeconds, "timeout", 0, "deploy timeout in seconds (default 1800)")
+
+	var listF apiFlags
+	var server string
+	list := apiCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List apps",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := listF.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := c.ListApps(cmd.Context(), &adminv1.ListAppsRequest{Server: server})
+			if err != nil {
+				return rpcErr(err)
+			}
+			if listF.output == "json" {
+				out := make([]map[string]any, 0, len(res.GetApps()))
+				for _, p := range res.GetApps() {
+					out = append(out, appJSON(p))
+				}
+				return a.printJSON(out)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSERVER\tBRANCH\tREPOSITORY\tCURRENT")
+			for _, p := range res.GetApps() {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.GetName(), p.GetServer(), p.GetBranch(), p.GetRepositoryUrl(), p.GetCurrentDeploymentId())
+			}
+			return tw.Flush()
+		},
+	}, &listF)
+	list.Flags().StringVar(&server, "server", "", "only this server's apps")
+
+	var showF apiFlags
+	show := apiCommand(&cobra.Command{
+		Use:   "show APP",
+		Short: "Show an app (variable names only, never values)",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := showF.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := c.GetApp(cmd.Context(), &adminv1.GetAppRequest{App: args[0]})
+			if err != nil {
+				return rpcErr(err)
+			}
+			if showF.output == "json" {
+				return a.printJSON(appJSON(res.GetApp()))
+			}
+			p := res.GetApp()
+			fmt.Fprintf(a.stdout, "id:       %s\nname:     %s\nserver:   %s\nrepo:     %s\nbranch:   %s\npath:     %s\nuser:     %s\ncurrent:  %s\n",
+				p.GetId(), p.GetName(), p.GetServer(), p.GetRepositoryUrl(), p.GetBranch(), p.GetDeployPath(), p.GetRunAsUser(), p.GetCurrentDeploymentId())
+			for _, sc := range []string{"common", "production", "staging"} {
+				fmt.Fprintf(a.stdout, "env %-10s %s\n", sc+":", strings.Join(p.GetEnvKeys()[sc].GetKeys(), " "))
+			}
+			return nil
+		},
+	}, &showF)
+
+	env := &cobra.Command{Use: "env", Short: "Set an app's environment variables"}
+	var setF apiFlags
+	var scope string
+	var unset []string
+	set := apiCommand(&cobra.Command{
+		Use:   "set APP KEY=VALUE...",
+		Short: "Set variables: common ones, or with --env those that overlay them in production or staging",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 1 || (len(args) < 2 && len(unset) == 0) {
+				return usageError{errors.New("give the app and at least one KEY=VALUE")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			vars := map[string]string{}
+			for _, kv := range args[1:] {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return usageError{fmt.Errorf("want KEY=VALUE, got an argument without '=' (%q)", k)}
+				}
+				vars[k] = v
+			}
+			sc := "common"
+			switch scope {
+			case "":
+			case "production", "staging":
+				sc = scope
+			default:
+				return usageError{errors.New("--env must be production or staging")}
+			}
+			c, done, err := setF.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := c.SetAppEnv(cmd.Context(), &adminv1.SetAppEnvRequest{App: args[0], Scope: sc, Set: vars, Unset: unset})
+			if err != nil {
+				return rpcErr(err)
+			}
+			if setF.output == "json" {
+				return a.printJSON(map[string]any{"app": args[0], "scope": sc, "keys": res.GetKeys()})
+			}
+			fmt.Fprintf(a.stdout, "%s %s environment: %s\n", args[0], sc, strings.Join(res.GetKeys(), " "))
+			return nil
+		},
+	}, &setF)
+	set.Flags().StringVar(&scope, "env", "", "production or staging (default: the common variables)")
+	set.Flags().StringArrayVar(&unset, "unset", nil, "remove this variable (repeatable)")
+	env.AddCommand(set)
+
+	var hookF apiFlags
+	hook := apiCommand(&cobra.Command{
+		Use:   "webhook-secret APP",
+		Short: "Generate the app's webhook secret and print it with the GitHub and GitLab endpoint paths (shown once)",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := hookF.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := c.SetAppWebhookSecret(cmd.Context(), &adminv1.SetAppWebhookSecretRequest{App: args[0]})
+			if err != nil {
+				return rpcErr(err)
+			}
+			if hookF.output == "json" {
+				return a.printJSON(map[string]any{"secret": res.GetSecret(), "github_path": res.GetGithubPath(), "gitlab_path": res.GetGitlabPath()})
+			}
+			fmt.Fprintf(a.stdout, "secret: %s\ngithub: POST %s\ngitlab: POST %s\n", res.GetSecret(), res.GetGithubPath(), res.GetGitlabPath())
+			return nil
+		},
+	}, &hookF)
+
+	cmd.AddCommand(create, list, show, env, hook)
+	return cmd
+}

@@ -1,0 +1,390 @@
+package deploys
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/url"
+	"path"
+	"slices"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/store"
+)
+
+// AddGitCredentialParams: Kind ssh with an empty PrivateKey generates an
+// ed25519 deploy key; https needs Username and Token.
+type AddGitCredentialParams struct {
+	Name       string
+	Kind       store.GitCredentialKind
+	PrivateKey string
+	Username   string
+	Token      string
+}
+
+// AddGitCredential stores a credential; only its public part comes back.
+// Managing credentials needs the admin scope: they open private repositories.
+func (s *Service) AddGitCredential(ctx context.Context, pr *auth.Principal, peer Peer, p AddGitCredentialParams) (store.GitCredential, error) {
+	if err := require(pr, store.ScopeAdmin); err != nil {
+		return store.GitCredential{}, err
+	}
+	p.Name = strings.ToLower(strings.TrimSpace(p.Name))
+	if !nameRE.MatchString(p.Name) {
+		return store.GitCredential{}, fmt.Errorf("%w: credential name must be a lowercase slug of 1-63 letters, digits, '.', '_' or '-'", ErrInvalid)
+	}
+	cp := store.CreateGitCredentialParams{Name: p.Name, Kind: p.Kind}
+	switch p.Kind {
+	case store.GitCredentialSSH:
+		if p.Username != "" || p.Token != "" {
+			return store.GitCredential{}, fmt.Errorf("%w: an ssh credential takes a private key only", ErrInvalid)
+		}
+		key := strings.TrimSpace(p.PrivateKey)
+		var signer ssh.Signer
+		if key == "" {
+			_, priv, err := ed25519.GenerateKey(rand.Reader)
+			if err != nil {
+				return store.GitCredential{}, err
+			}
+			block, err := ssh.MarshalPrivateKey(priv, "berth deploy key "+p.Name)
+			if err != nil {
+				return store.GitCredential{}, err
+			}
+			key = string(pem.EncodeToMemory(block))
+			if signer, err = ssh.NewSignerFromKey(priv); err != nil {
+				return store.GitCredential{}, err
+			}
+		} else {
+			if len(key) > 16<<10 {
+				return store.GitCredential{}, fmt.Errorf("%w: private key too large", ErrInvalid)
+			}
+			var err error
+			signer, err = ssh.ParsePrivateKey([]byte(key))
+			var missing *ssh.PassphraseMissingError
+			if errors.As(err, &missing) {
+				return store.GitCredential{}, fmt.Errorf("%w: the private key is passphrase-protected; import an unencrypted deploy key", ErrInvalid)
+			}
+			if err != nil {
+				return store.GitCredential{}, fmt.Errorf("%w: not an OpenSSH or PEM private key", ErrInvalid)
+			}
+			key += "\n"
+		}
+		pub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))) + " berth-" + p.Name
+		fp := ssh.FingerprintSHA256(signer.PublicKey())
+		cp.PublicKey, cp.Fingerprint = &pub, &fp
+		cp.Secret = store.GitCredentialSecret{PrivateKey: key}
+	case store.GitCredentialHTTPS:
+		if p.PrivateKey != "" {
+			return store.GitCredential{}, fmt.Errorf("%w: an https credential takes a username and token", ErrInvalid)
+		}
+		if p.Username == "" || len(p.Username) > 200 || strings.ContainsAny(p.Username, ":\n\r") {
+			return store.GitCredential{}, fmt.Errorf("%w: https needs a username (no ':' or newline)", ErrInvalid)
+		}
+		tok := strings.TrimSpace(p.Token)
+		if tok == "" || len(tok) > 4096 || strings.ContainsAny(tok, "\n\r") {
+			return store.GitCredential{}, fmt.Errorf("%w: https needs a token of one line", ErrInvalid)
+		}
+		u := p.Username
+		cp.Username = &u
+		cp.Secret = store.GitCredentialSecret{Username: u, Token: tok}
+	default:
+		return store.GitCredential{}, fmt.Errorf("%w: credential kind must be ssh or https", ErrInvalid)
+	}
+	c, err := s.st.CreateGitCredential(ctx, cp)
+	if errors.Is(err, store.ErrConflict) {
+		return store.GitCredential{}, fmt.Errorf("%w: a git credential named %q already exists", store.ErrConflict, p.Name)
+	}
+	if err != nil {
+		return store.GitCredential{}, err
+	}
+	s.activity(ctx, pr, peer, "git_credential.created", "git_credential", c.ID, c.Name, map[string]any{"kind": string(c.Kind), "credentials": map[string]any{"changed": true}})
+	return c, nil
+}
+
+// ListGitCredentials lists credentials (public parts only).
+func (s *Service) ListGitCredentials(ctx context.Context, pr *auth.Principal) ([]store.GitCredential, error) {
+	if err := require(pr, store.ScopeRead); err != nil {
+		return nil, err
+	}
+	var all []store.GitCredential
+	var before *store.ID
+	for {
+		page, err := s.st.ListGitCredentials(ctx, store.GitCredentialFilter{Before: before, Limit: 500})
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if len(page) < 500 {
+			return all, nil
+		}
+		before = &page[len(page)-1].ID
+	}
+}
+
+// DeleteGitCredential deletes a credential no app uses.
+func (s *Service) DeleteGitCredential(ctx context.Context, pr *auth.Principal, peer Peer, ref string) error {
+	if err := require(pr, store.ScopeAdmin); err != nil {
+		return err
+	}
+	c, err := s.resolveCredential(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if err := s.st.DeleteGitCredential(ctx, c.ID); errors.Is(err, store.ErrReferenced) {
+		names, _ := s.st.AppNamesUsingGitCredential(ctx, c.ID)
+		return fmt.Errorf("%w: git credential %s is used by %s", store.ErrReferenced, c.Name, strings.Join(names, ", "))
+	} else if err != nil {
+		return err
+	}
+	s.activity(ctx, pr, peer, "git_credential.deleted", "git_credential", c.ID, c.Name, nil)
+	return nil
+}
+
+// CreateAppParams is what an app is created with; Server and Credential
+// are names or ids.
+type CreateAppParams struct {
+	store.AppSettings
+	Server     string
+	Credential string
+}
+
+// CreateApp validates and stores an app.
+func (s *Service) CreateApp(ctx context.Context, pr *auth.Principal, peer Peer, p CreateAppParams) (store.App, error) {
+	if err := require(pr, store.ScopeWrite); err != nil {
+		return store.App{}, err
+	}
+	a := p.AppSettings
+	a.Name = strings.ToLower(strings.TrimSpace(a.Name))
+	if !nameRE.MatchString(a.Name) {
+		return store.App{}, fmt.Errorf("%w: app name must be a lowercase slug of 1-63 letters, digits, '.', '_' or '-'", ErrInvalid)
+	}
+	srv, err := s.fleet.Resolve(ctx, p.Server)
+	if err != nil {
+		return store.App{}, fmt.Errorf("server %q: %w", p.Server, err)
+	}
+	a.ServerID = srv.ID
+	if p.Credential != "" {
+		c, err := s.resolveCredential(ctx, p.Credential)
+		if err != nil {
+			return store.App{}, err
+		}
+		a.GitCredentialID = &c.ID
+	}
+	if err := validateApp(&a); err != nil {
+		return store.App{}, err
+	}
+	app, err := s.st.CreateApp(ctx, store.CreateAppParams{AppSettings: a})
+	if errors.Is(err, store.ErrConflict) {
+		return store.App{}, fmt.Errorf("%w: an app named %q or another app at %s on %s already exists", store.ErrConflict, a.Name, app.DeployPath, srv.Name)
+	}
+	if err != nil {
+		return store.App{}, err
+	}
+	s.activity(ctx, pr, peer, "app.created", "app", app.ID, app.Name, map[string]any{
+		"server": srv.Name, "repository_url": redactURL(app.RepositoryURL), "branch": app.Branch, "deploy_path": app.DeployPath,
+	})
+	return app, nil
+}
+
+// redactURL drops a password from a URL for the audit trail.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+func validateApp(a *store.AppSettings) error {
+	a.RepositoryURL = strings.TrimSpace(a.RepositoryURL)
+	if a.RepositoryURL == "" || len(a.RepositoryURL) > 2048 || strings.HasPrefix(a.RepositoryURL, "-") || strings.ContainsAny(a.RepositoryURL, " \n\r") {
+		return fmt.Errorf("%w: --repo must be a git URL", ErrInvalid)
+	}
+	if u, err := url.Parse(a.RepositoryURL); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return fmt.Errorf("%w: put the password or token in a git credential, not in the repository URL", ErrInvalid)
+		}
+	}
+	if strings.HasPrefix(a.Branch, "-") || strings.ContainsAny(a.Branch, " \n\r~^:?*[\\") || len(a.Branch) > 255 {
+		return fmt.Errorf("%w: invalid branch name", ErrInvalid)
+	}
+	if a.DeployPath != "" && (!path.IsAbs(a.DeployPath) || path.Clean(a.DeployPath) != a.DeployPath || a.DeployPath == "/") {
+		return fmt.Errorf("%w: --path must be a clean absolute path below /", ErrInvalid)
+	}
+	if a.RunAsUser != "" && !runAsRE.MatchString(a.RunAsUser) {
+		return fmt.Errorf("%w: --user must be a system user name", ErrInvalid)
+	}
+	if len(a.DeployScript) > 256<<10 {
+		return fmt.Errorf("%w: deploy script larger than 256 KiB", ErrInvalid)
+	}
+	if a.HealthCheckURL != nil {
+		u, err := url.Parse(*a.HealthCheckURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%w: the health check URL must be http(s)", ErrInvalid)
+		}
+	}
+	if a.ReleasesToKeep < 0 || a.ReleasesToKeep > 100 {
+		return fmt.Errorf("%w: --keep must be between 1 and 100", ErrInvalid)
+	}
+	if a.TimeoutSeconds < 0 || a.TimeoutSeconds > 86400 || a.HealthCheckTimeoutSeconds < 0 || a.HealthCheckTimeoutSeconds > 3600 {
+		return fmt.Errorf("%w: timeout out of range", ErrInvalid)
+	}
+	for _, sp := range a.SharedPaths {
+		c := path.Clean(sp)
+		if sp == "" || path.IsAbs(sp) || c == "." || c == ".." || strings.HasPrefix(c, "../") {
+			return fmt.Errorf("%w: shared path %q must be relative and stay inside the release", ErrInvalid, sp)
+		}
+	}
+	return nil
+}
+
+// ListApps lists apps, optionally of one server.
+func (s *Service) ListApps(ctx context.Context, pr *auth.Principal, server string) ([]store.App, error) {
+	if err := require(pr, store.ScopeRead); err != nil {
+		return nil, err
+	}
+	f := store.AppFilter{Limit: 500}
+	if server != "" {
+		srv, err := s.fleet.Resolve(ctx, server)
+		if err != nil {
+			return nil, err
+		}
+		f.ServerID = &srv.ID
+	}
+	var all []store.App
+	for {
+		page, err := s.st.ListApps(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if len(page) < 500 {
+			return all, nil
+		}
+		f.Before = &page[len(page)-1].ID
+	}
+}
+
+// AppView is an app with the names (never values) of its variables.
+type AppView struct {
+	store.App
+	ServerName, CredentialName string
+	EnvKeys                    map[store.AppEnvScope][]string
+}
+
+// GetApp returns an app and the names of its variables.
+func (s *Service) GetApp(ctx context.Context, pr *auth.Principal, ref string) (AppView, error) {
+	if err := require(pr, store.ScopeRead); err != nil {
+		return AppView{}, err
+	}
+	a, err := s.ResolveApp(ctx, ref)
+	if err != nil {
+		return AppView{}, err
+	}
+	return s.View(ctx, a)
+}
+
+// View adds names and variable names to an app.
+func (s *Service) View(ctx context.Context, a store.App) (AppView, error) {
+	v := AppView{App: a, EnvKeys: map[store.AppEnvScope][]string{}}
+	if srv, err := s.st.Server(ctx, a.ServerID); err == nil {
+		v.ServerName = srv.Name
+	}
+	if a.GitCredentialID != nil {
+		if c, err := s.st.GitCredential(ctx, *a.GitCredentialID); err == nil {
+			v.CredentialName = c.Name
+		}
+	}
+	for _, sc := range []store.AppEnvScope{store.AppEnvCommon, store.AppEnvProduction, store.AppEnvStaging} {
+		vars, err := s.st.AppEnv(ctx, a.ID, sc)
+		if err != nil {
+			return AppView{}, err
+		}
+		keys := make([]string, 0, len(vars))
+		for k := range vars {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		v.EnvKeys[sc] = keys
+	}
+	return v, nil
+}
+
+// SetAppEnv sets and unsets variables of one scope (common, production,
+// staging) and returns the names now set. The audit trail records only
+// that the scope changed and which names were touched.
+func (s *Service) SetAppEnv(ctx context.Context, pr *auth.Principal, peer Peer, ref string, scope store.AppEnvScope, set map[string]string, unset []string) ([]string, error) {
+	if err := require(pr, store.ScopeWrite); err != nil {
+		return nil, err
+	}
+	if scope == "" {
+		scope = store.AppEnvCommon
+	}
+	if scope != store.AppEnvCommon && scope != store.AppEnvProduction && scope != store.AppEnvStaging {
+		return nil, fmt.Errorf("%w: --env must be production or staging (or omitted for every environment)", ErrInvalid)
+	}
+	if len(set)+len(unset) == 0 || len(set) > 500 {
+		return nil, fmt.Errorf("%w: give 1-500 KEY=VALUE pairs", ErrInvalid)
+	}
+	for k, v := range set {
+		if len(v) > 64<<10 || strings.ContainsRune(v, 0) {
+			return nil, fmt.Errorf("%w: value of %s too large or holds a NUL byte", ErrInvalid, k)
+		}
+	}
+	a, err := s.ResolveApp(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	vars, err := s.st.UpdateAppEnv(ctx, a.ID, scope, set, unset)
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(vars))
+	for k := range vars {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	touched := make([]string, 0, len(set)+len(unset))
+	for k := range set {
+		touched = append(touched, k)
+	}
+	touched = append(touched, unset...)
+	slices.Sort(touched)
+	col := map[store.AppEnvScope]string{store.AppEnvCommon: "env_vars", store.AppEnvProduction: "env_production", store.AppEnvStaging: "env_staging"}[scope]
+	s.activity(ctx, pr, peer, "app.env_changed", "app", a.ID, a.Name, map[string]any{col: map[string]any{"changed": true, "keys": touched}})
+	return keys, nil
+}
+
+// SetWebhookSecret sets the app's webhook secret (empty: generate one)
+// and returns it, once.
+func (s *Service) SetWebhookSecret(ctx context.Context, pr *auth.Principal, peer Peer, ref, secret string) (store.App, string, error) {
+	if err := require(pr, store.ScopeWrite); err != nil {
+		return store.App{}, "", err
+	}
+	if secret == "" {
+		var b [32]byte
+		_, _ = rand.Read(b[:])
+		secret = base64.RawURLEncoding.EncodeToString(b[:])
+	}
+	if len(secret) < 16 || len(secret) > 256 {
+		return store.App{}, "", fmt.Errorf("%w: a webhook secret has 16-256 characters", ErrInvalid)
+	}
+	a, err := s.ResolveApp(ctx, ref)
+	if err != nil {
+		return store.App{}, "", err
+	}
+	if err := s.st.SetAppWebhookSecret(ctx, a.ID, []byte(secret)); err != nil {
+		return store.App{}, "", err
+	}
+	s.activity(ctx, pr, peer, "app.webhook_secret_changed", "app", a.ID, a.Name, map[string]any{"webhook_secret": map[string]any{"changed": true}})
+	return a, secret, nil
+}

@@ -1,0 +1,359 @@
+package deploys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/berthhq/berth/controller/internal/store"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
+)
+
+// Job kinds as the agent knows them.
+const (
+	kindDeploy   = "deploy"
+	kindRollback = "rollback"
+)
+
+// dispatch moves the queued deployments of the agents connected here to
+// dispatched (one per app, oldest first) and sends them.
+func (s *Service) dispatch(ctx context.Context) {
+	servers := s.fleet.Hub().Connected()
+	if len(servers) == 0 {
+		return
+	}
+	claimed, err := s.st.ClaimQueuedDeployments(ctx, servers, 100)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("claim queued deployments", "err", err)
+		}
+		return
+	}
+	for _, d := range claimed {
+		s.send(ctx, d)
+		s.notify(ctx, "log:"+d.ID.String())
+	}
+}
+
+// send builds a deployment's JobStart and queues it for its agent. A job
+// that cannot be built (its credential or environment cannot be opened)
+// fails at the dispatch step; an agent that is gone gets it again when it
+// reconnects.
+func (s *Service) send(ctx context.Context, d store.Deployment) {
+	a, err := s.st.App(ctx, d.AppID)
+	if err != nil {
+		s.log.Error("dispatch: load app", "deployment", d.ID.String(), "err", err)
+		return
+	}
+	start, err := s.jobStart(ctx, a, d)
+	if err != nil {
+		s.log.Error("dispatch: build job", "deployment", d.ID.String(), "err", err)
+		step, reason := "dispatch", "could not prepare the job: "+safeReason(err)
+		if _, ferr := s.st.FinishDeployment(ctx, d.ID, store.DeploymentResult{Status: store.DeploymentFailed, FailedStep: &step, FailureReason: &reason}); ferr == nil {
+			s.notify(ctx, "log:"+d.ID.String())
+			s.notify(ctx, "dispatch")
+		}
+		return
+	}
+	msgs := []*agentv1.ConnectResponse{{Msg: &agentv1.ConnectResponse_JobStart{JobStart: start}}}
+	if d.CancelRequestedAt != nil {
+		msgs = append(msgs, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_JobCancel{JobCancel: &agentv1.JobCancel{JobId: d.ID.String()}}})
+	}
+	for _, m := range msgs {
+		if err := s.fleet.Hub().Send(a.ServerID, m); err != nil {
+			s.log.Warn("dispatch: agent not reachable now; it gets the job when it reconnects", "deployment", d.ID.String(), "err", err)
+			return
+		}
+	}
+}
+
+// safeReason keeps a store error's kind but never its details.
+func safeReason(err error) string {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return "a referenced record is missing"
+	default:
+		return "secrets could not be opened (check the encryption keys)"
+	}
+}
+
+func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment) (*agentv1.JobStart, error) {
+	env, err := s.st.MergedAppEnv(ctx, a.ID, d.Environment)
+	if err != nil {
+		return nil, err
+	}
+	js := &agentv1.JobStart{
+		JobId: d.ID.String(), AppId: a.ID.String(), AppName: a.Name, Kind: kindDeploy,
+		RepositoryUrl: a.RepositoryURL, Branch: d.Branch, DeployPath: a.DeployPath, RunAsUser: a.RunAsUser,
+		DeployScript: a.DeployScript, Env: env, HealthCheckTimeout: durationpb.New(time.Duration(a.HealthCheckTimeoutSeconds) * time.Second),
+		KeepReleases: uint32(a.ReleasesToKeep), SharedPaths: a.SharedPaths,
+		Timeout: durationpb.New(time.Duration(d.TimeoutSeconds) * time.Second), AckedSeq: uint64(d.AgentSeq),
+	}
+	if d.CommitSHA != nil {
+		js.Commit = *d.CommitSHA
+	}
+	if a.HealthCheckCommand != nil {
+		js.HealthCheckCommand = *a.HealthCheckCommand
+	}
+	if a.HealthCheckURL != nil {
+		js.HealthCheckUrl = *a.HealthCheckURL
+	}
+	if a.ReloadCommand != nil {
+		js.ReloadCommand = *a.ReloadCommand
+	}
+	if d.TriggeredBy == store.TriggerRollback {
+		if d.RollbackFromID == nil {
+			return nil, fmt.Errorf("rollback without a target: %w", store.ErrNotFound)
+		}
+		js.Kind, js.RollbackTo = kindRollback, d.RollbackFromID.String()
+		return js, nil
+	}
+	if a.GitCredentialID != nil {
+		sec, err := s.st.GitCredentialSecret(ctx, *a.GitCredentialID)
+		if err != nil {
+			return nil, err
+		}
+		js.Credential = &agentv1.GitCredential{SshPrivateKey: sec.PrivateKey, Username: sec.Username, Token: sec.Token}
+		_ = s.st.TouchGitCredential(ctx, *a.GitCredentialID)
+	}
+	return js, nil
+}
+
+// AgentConnected re-sends the server's unfinished jobs (the agent runs a
+// job id once and re-sends its unacknowledged events itself), with their
+// cancel requests, then dispatches what waits for it.
+func (s *Service) AgentConnected(ctx context.Context, serverID store.ID) {
+	active, err := s.st.ActiveDeploymentsForServer(ctx, serverID)
+	if err != nil {
+		s.log.Error("list active deployments", "server_id", serverID.String(), "err", err)
+	}
+	for _, d := range active {
+		s.send(ctx, d)
+	}
+	s.poke()
+}
+
+// JobEvent stores one numbered event of a job exactly once and returns the
+// ack for everything committed up to it.
+func (s *Service) JobEvent(ctx context.Context, serverID store.ID, m *agentv1.ConnectRequest) (*agentv1.JobAck, error) {
+	var (
+		jobID string
+		ev    store.JobEvent
+	)
+	switch msg := m.Msg.(type) {
+	case *agentv1.ConnectRequest_JobOutput:
+		o := msg.JobOutput
+		jobID, ev.Seq, ev.Step, ev.Data = o.GetJobId(), int64(o.GetSeq()), truncate(o.GetStep(), 64), o.GetData()
+		if len(ev.Data) > store.MaxLogChunk {
+			return nil, fmt.Errorf("%w: output chunk of %d bytes", ErrInvalid, len(ev.Data))
+		}
+		ev.Apply = func(tx *store.Store, d store.Deployment) error {
+			return startIfDispatched(ctx, tx, d, o.GetTime().AsTime())
+		}
+	case *agentv1.ConnectRequest_JobProgress:
+		p := msg.JobProgress
+		jobID, ev.Seq, ev.Step = p.GetJobId(), int64(p.GetSeq()), truncate(p.GetStep(), 64)
+		ev.Apply = func(tx *store.Store, d store.Deployment) error {
+			if err := startIfDispatched(ctx, tx, d, p.GetTime().AsTime()); err != nil {
+				return err
+			}
+			if isSHA(p.GetCommit()) {
+				_, err := tx.SetDeploymentCommit(ctx, d.ID, p.GetCommit(), optText(truncate(p.GetCommitMessage(), 1000)), nil)
+				return err
+			}
+			return nil
+		}
+	case *agentv1.ConnectRequest_JobResult:
+		r := msg.JobResult
+		jobID, ev.Seq = r.GetJobId(), int64(r.GetSeq())
+		ev.Apply = func(tx *store.Store, d store.Deployment) error { return s.finish(ctx, tx, d, r) }
+	default:
+		return nil, nil
+	}
+	id, err := store.ParseID(jobID)
+	if err != nil || ev.Seq <= 0 {
+		return nil, fmt.Errorf("%w: job event for %q seq %d", ErrInvalid, truncate(jobID, 40), ev.Seq)
+	}
+	ev.DeploymentID = id
+	d, err := s.st.Deployment(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		// Deleted meanwhile: acknowledge so the agent forgets it.
+		return &agentv1.JobAck{JobId: jobID, Seq: uint64(ev.Seq)}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.st.App(ctx, d.AppID)
+	if err != nil {
+		return nil, err
+	}
+	if a.ServerID != serverID {
+		return nil, fmt.Errorf("%w: job %s is not this server's", ErrInvalid, jobID)
+	}
+	committed, dup, err := s.st.CommitJobEvent(ctx, ev, s.cfg.LogCap)
+	if errors.Is(err, store.ErrSeqGap) {
+		s.log.Warn("job event out of order; waiting for the agent to re-send", "deployment", jobID, "seq", ev.Seq)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !dup {
+		s.notify(ctx, "log:"+jobID)
+		if _, ok := m.Msg.(*agentv1.ConnectRequest_JobResult); ok {
+			s.notify(ctx, "dispatch")
+		}
+	}
+	return &agentv1.JobAck{JobId: jobID, Seq: uint64(committed)}, nil
+}
+
+func startIfDispatched(ctx context.Context, tx *store.Store, d store.Deployment, at time.Time) error {
+	if d.Status != store.DeploymentDispatched {
+		return nil
+	}
+	var atp *time.Time
+	if !at.IsZero() && at.Unix() > 0 {
+		atp = &at
+	}
+	_, err := tx.StartDeployment(ctx, d.ID, atp)
+	if errors.Is(err, store.ErrWrongState) {
+		return nil
+	}
+	return err
+}
+
+// finish applies a job's result. A deployment already ended by the
+// controller (agent unreachable, timed out in the queue) keeps its status.
+func (s *Service) finish(ctx context.Context, tx *store.Store, d store.Deployment, r *agentv1.JobResult) error {
+	if d.Status.Finished() {
+		s.log.Info("result for a deployment already ended", "deployment", d.ID.String(), "status", d.Status, "agent_status", r.GetStatus())
+		return nil
+	}
+	st := store.DeploymentStatus(r.GetStatus())
+	if !st.Finished() {
+		return fmt.Errorf("%w: job result status %q", ErrInvalid, truncate(r.GetStatus(), 20))
+	}
+	if st == store.DeploymentSucceeded || d.Status == store.DeploymentDispatched {
+		if err := startIfDispatched(ctx, tx, d, r.GetStartedAt().AsTime()); err != nil {
+			return err
+		}
+	}
+	if isSHA(r.GetCommit()) && (d.CommitSHA == nil || *d.CommitSHA != r.GetCommit()) {
+		if _, err := tx.SetDeploymentCommit(ctx, d.ID, r.GetCommit(), optText(truncate(r.GetCommitMessage(), 1000)), nil); err != nil {
+			return err
+		}
+	}
+	if p := r.GetReleasePath(); p != "" {
+		if err := tx.SetDeploymentReleasePath(ctx, d.ID, truncate(p, 4096)); err != nil {
+			return err
+		}
+	}
+	res := store.DeploymentResult{Status: st, FailedStep: optText(truncate(r.GetFailedStep(), 64)), FailureReason: optText(truncate(r.GetError(), 2000))}
+	if st != store.DeploymentSucceeded || r.GetExitCode() != 0 {
+		ec := int(r.GetExitCode())
+		res.ExitCode = &ec
+	} else {
+		zero := 0
+		res.ExitCode = &zero
+	}
+	if ft := r.GetFinishedAt(); ft != nil && ft.AsTime().Unix() > 0 {
+		t := ft.AsTime()
+		res.At = &t
+	}
+	done, err := tx.FinishDeployment(ctx, d.ID, res)
+	if errors.Is(err, store.ErrWrongState) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st == store.DeploymentSucceeded {
+		cur := d.ID
+		if d.TriggeredBy == store.TriggerRollback && d.RollbackFromID != nil {
+			cur = *d.RollbackFromID
+		}
+		if _, err := tx.SetAppCurrentDeployment(ctx, d.AppID, &cur); err != nil {
+			return err
+		}
+	}
+	changes := map[string]any{"status": string(st)}
+	if res.FailedStep != nil {
+		changes["failed_step"] = *res.FailedStep
+	}
+	if a, err := tx.App(ctx, d.AppID); err == nil {
+		srvID := a.ServerID
+		s.systemActivity(ctx, store.ActorAgent, "agent:"+srvID.String(), "deployment."+string(st), done, a.Name, changes)
+	}
+	return nil
+}
+
+// sweep ends overdue deployments: queued ones time out; dispatched or
+// running ones whose agent never reported are failed "agent unreachable"
+// once past the deadline plus the grace (the agent times its own jobs out
+// and reports timed_out before that). Compare-and-set: safe on every
+// controller at once.
+func (s *Service) sweep(ctx context.Context) {
+	now := s.cfg.Now()
+	overdue, err := s.st.OverdueDeployments(ctx, now, 100)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("list overdue deployments", "err", err)
+		}
+		return
+	}
+	for _, d := range overdue {
+		var res store.DeploymentResult
+		switch {
+		case d.Status == store.DeploymentQueued:
+			res = store.DeploymentResult{Status: store.DeploymentTimedOut, FailureReason: optText("waited in the queue past its deadline")}
+			if d.CancelRequestedAt != nil {
+				res.Status = store.DeploymentCanceled
+			}
+		case now.After(d.DeadlineAt.Add(s.cfg.UnreachableGrace)):
+			res = store.DeploymentResult{Status: store.DeploymentFailed, FailureReason: optText("agent unreachable")}
+		default:
+			continue
+		}
+		done, err := s.st.FinishDeployment(ctx, d.ID, res)
+		if err != nil {
+			continue // another controller or the agent got there first
+		}
+		name := ""
+		if a, err := s.st.App(ctx, d.AppID); err == nil {
+			name = a.Name
+		}
+		s.log.Warn("deployment ended by the controller", "deployment", d.ID.String(), "status", res.Status, "reason", *res.FailureReason)
+		s.systemActivity(ctx, store.ActorSystem, "system", "deployment."+string(res.Status), done, name, map[string]any{"status": string(res.Status), "reason": *res.FailureReason})
+		s.notify(ctx, "log:"+d.ID.String())
+		s.notify(ctx, "dispatch")
+	}
+}
+
+func optText(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func isSHA(s string) bool {
+	if len(s) < 4 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,175 @@
+// Package deploys is the apps and deployments capability: git credentials,
+// apps and their environments, deploy and rollback jobs (queue, dispatch to
+// the server's agent, ingest of the agent's numbered events, cancel,
+// deadlines), live logs for followers, and the push webhook. The gRPC admin
+// API and the web UI both call this service, so authorisation, validation
+// and audit live here once.
+//
+// Jobs are durable in PostgreSQL. Every controller sharing the database runs
+// Run: it dispatches queued deployments to the agents connected to it, ends
+// overdue ones (idempotent compare-and-set, so several controllers may), and
+// relays cancels and log notifications it hears on the berth_jobs channel
+// (LISTEN/NOTIFY), so a request served by one controller reaches an agent or
+// a follower on another.
+package deploys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/fleet"
+	"github.com/berthhq/berth/controller/internal/store"
+)
+
+// Config tunes the service.
+type Config struct {
+	// LogCap bounds a deployment's stored log (0: store.DefaultLogCap).
+	LogCap int64
+	// UnreachableGrace is how long past its deadline a dispatched or
+	// running deployment may stay unfinished before it is failed with
+	// "agent unreachable" (default 30s).
+	UnreachableGrace time.Duration
+	// Tick is how often queues and deadlines are checked besides
+	// notifications (default 1s).
+	Tick time.Duration
+	Now  func() time.Time
+}
+
+// Service is the deploys capability.
+type Service struct {
+	st    *store.Store
+	fleet *fleet.Service
+	log   *slog.Logger
+	cfg   Config
+	wake  chan struct{}
+
+	mu        sync.Mutex
+	followers map[store.ID]map[chan struct{}]struct{}
+}
+
+// New returns the service and registers it with the fleet as the handler of
+// job messages on agent streams.
+func New(st *store.Store, fl *fleet.Service, log *slog.Logger, cfg Config) *Service {
+	if cfg.UnreachableGrace <= 0 {
+		cfg.UnreachableGrace = 30 * time.Second
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Service{st: st, fleet: fl, log: log.With("component", "deploys"), cfg: cfg,
+		wake: make(chan struct{}, 1), followers: map[store.ID]map[chan struct{}]struct{}{}}
+	fl.SetJobHandler(s)
+	return s
+}
+
+// Errors callers map to status codes.
+var (
+	ErrInvalid = errors.New("invalid argument")
+	// ErrPruned: a rollback target's release is no longer kept.
+	ErrPruned = errors.New("release pruned")
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+func require(pr *auth.Principal, need store.Scope) error {
+	if pr == nil {
+		return auth.ErrUnauthenticated
+	}
+	if !pr.Allows(need) {
+		return fmt.Errorf("%w: needs the %s scope", auth.ErrForbidden, need)
+	}
+	return nil
+}
+
+// Peer is where a request came from, for the audit trail.
+type Peer = fleet.Peer
+
+func (s *Service) activity(ctx context.Context, pr *auth.Principal, peer Peer, action, subjectType string, id store.ID, name string, changes map[string]any) {
+	p := store.CreateActivityParams{
+		Action: action, SubjectType: subjectType, SubjectID: &id, SubjectName: name, Changes: changes,
+		IPAddress: peer.IP, UserAgent: peer.UserAgent,
+	}
+	switch {
+	case pr == nil:
+		p.ActorType, p.Actor = store.ActorSystem, "system"
+	case pr.TokenID != nil:
+		p.ActorType, p.Actor, p.UserID = store.ActorAPIToken, pr.Email, &pr.UserID
+	default:
+		p.ActorType, p.Actor, p.UserID = store.ActorUser, pr.Email, &pr.UserID
+	}
+	if _, err := s.st.CreateActivity(ctx, p); err != nil {
+		s.log.Error("record activity", "action", action, "err", err)
+	}
+}
+
+func (s *Service) systemActivity(ctx context.Context, actorType store.ActorType, actor, action string, d store.Deployment, appName string, changes map[string]any) {
+	id := d.ID
+	if _, err := s.st.CreateActivity(ctx, store.CreateActivityParams{
+		ActorType: actorType, Actor: actor, Action: action, SubjectType: "deployment", SubjectID: &id,
+		SubjectName: appName, Changes: changes,
+	}); err != nil {
+		s.log.Error("record activity", "action", action, "err", err)
+	}
+}
+
+// ResolveApp finds an app by id or name.
+func (s *Service) ResolveApp(ctx context.Context, ref string) (store.App, error) {
+	if id, err := store.ParseID(ref); err == nil {
+		return s.st.App(ctx, id)
+	}
+	a, err := s.st.AppByName(ctx, strings.ToLower(strings.TrimSpace(ref)))
+	if errors.Is(err, store.ErrNotFound) {
+		return store.App{}, fmt.Errorf("%w: no app named %q", store.ErrNotFound, ref)
+	}
+	return a, err
+}
+
+func (s *Service) resolveCredential(ctx context.Context, ref string) (store.GitCredential, error) {
+	if id, err := store.ParseID(ref); err == nil {
+		return s.st.GitCredential(ctx, id)
+	}
+	c, err := s.st.GitCredentialByName(ctx, strings.ToLower(strings.TrimSpace(ref)))
+	if errors.Is(err, store.ErrNotFound) {
+		return store.GitCredential{}, fmt.Errorf("%w: no git credential named %q", store.ErrNotFound, ref)
+	}
+	return c, err
+}
+
+// Run dispatches, sweeps and relays notifications until ctx ends.
+func (s *Service) Run(ctx context.Context, pool *pgxpool.Pool) {
+	go s.listen(ctx, pool)
+	t := time.NewTicker(s.cfg.Tick)
+	defer t.Stop()
+	for {
+		s.dispatch(ctx)
+		s.sweep(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.wake:
+		}
+	}
+}
+
+// poke wakes this controller's dispatcher.
+func (s *Service) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+var fleetParse = fleet.ParsePeer
