@@ -1,0 +1,218 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/berthhq/berth/controller/internal/mail"
+	"github.com/berthhq/berth/controller/internal/password"
+	"github.com/berthhq/berth/controller/internal/store"
+)
+
+// hashNew validates and hashes a new password.
+func hashNew(pw string) (string, error) {
+	if err := password.Validate(pw); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrWeakPassword, err)
+	}
+	h, err := password.Hash(pw)
+	if err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
+	return h, nil
+}
+
+// ChangePassword sets a new password after checking the current one (a
+// failed check counts toward throttling). Every other session of the user
+// is revoked and outstanding reset links die; the current session stays.
+func (s *Service) ChangePassword(ctx context.Context, a Actor, current, next string) error {
+	if err := s.requireSession(a); err != nil {
+		return err
+	}
+	u, err := s.st.User(ctx, a.UserID)
+	if err != nil {
+		return fmt.Errorf("change password: %w", err)
+	}
+	// Validate before checking the old password, so a weak choice does not
+	// cost an attempt.
+	if err := password.Validate(next); err != nil {
+		return fmt.Errorf("%w: %w", ErrWeakPassword, err)
+	}
+	at := attempt{email: u.Email, userID: &u.ID, stage: store.StagePassword, meta: a.Meta}
+	if err := s.checkThrottle(ctx, at); err != nil {
+		return err
+	}
+	hash, err := s.st.UserPasswordHash(ctx, u.ID)
+	if err != nil {
+		return fmt.Errorf("change password: %w", err)
+	}
+	if hash == "" || password.Verify(hash, current) != nil {
+		return s.loginFailed(ctx, at, "bad_password", ErrWrongPassword)
+	}
+	newHash, err := hashNew(next)
+	if err != nil {
+		return err
+	}
+	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		if _, err := tx.SetUserPassword(ctx, u.ID, newHash); err != nil {
+			return err
+		}
+		n, err := tx.RevokeUserSessions(ctx, u.ID, a.SessionID)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.DeleteUserPasswordResetTokens(ctx, u.ID); err != nil {
+			return err
+		}
+		if err := s.event(ctx, tx, "password_changed", store.SeverityInfo, &u.ID, a.label(), a.Meta,
+			map[string]any{"sessions_revoked": n}); err != nil {
+			return err
+		}
+		return s.activity(ctx, tx, a, "user.password_change", "user", &u.ID, u.Email,
+			map[string]any{"password": changed})
+	})
+	if err != nil {
+		return fmt.Errorf("change password: %w", err)
+	}
+	return nil
+}
+
+// RequestPasswordReset mails a single-use reset link (valid ResetTTL) to an
+// active account with this email. It returns nil whether or not such an
+// account exists, and the mail goes out in the background, so neither the
+// answer nor its timing tells whether the email is registered. Only
+// infrastructure failures (the database) return an error.
+func (s *Service) RequestPasswordReset(ctx context.Context, email string, meta Meta) error {
+	email, err := normalizeEmail(email)
+	if err != nil {
+		return nil // same answer as for an unknown address
+	}
+	u, err := s.st.UserByEmail(ctx, email)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && u.Status != store.UserActive) {
+		s.log.InfoContext(ctx, "password reset requested for no active account", "ip", meta.IP)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("request password reset: %w", err)
+	}
+	tok := randomToken()
+	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		t, err := tx.CreatePasswordResetToken(ctx, store.CreatePasswordResetTokenParams{
+			UserID: u.ID, Email: u.Email, Purpose: store.PurposeReset, TokenHash: hashToken(tok),
+			RequestedIP: meta.ip(), ExpiresAt: s.now().Add(s.cfg.ResetTTL),
+		})
+		if err != nil {
+			return err
+		}
+		if err := s.event(ctx, tx, "password_reset_requested", store.SeverityInfo, &u.ID, "anonymous", meta, nil); err != nil {
+			return err
+		}
+		// Not yet proven to be the user: recorded without the user as actor.
+		return s.activity(ctx, tx, Actor{Meta: meta}, "user.password_reset_request", "user", &u.ID, u.Email,
+			map[string]any{"expires_at": t.ExpiresAt})
+	})
+	if err != nil {
+		return fmt.Errorf("request password reset: %w", err)
+	}
+	s.sendLater(mail.Message{
+		To:      u.Email,
+		Subject: "Reset your Berth password",
+		Text: fmt.Sprintf("Someone (hopefully you) asked to reset the password of the Berth account %s.\n\n"+
+			"Open this link within %s to choose a new password:\n\n%s\n\n"+
+			"If you did not ask for this, ignore this mail: your password stays as it is.\n",
+			u.Email, humanDuration(s.cfg.ResetTTL), s.link("reset", tok)),
+	})
+	return nil
+}
+
+// ResetPassword redeems a reset link: the link is used up, the password
+// set, and every session of the user revoked. It does not sign the user in,
+// and 2FA stays as it was: the next login still asks for the code.
+// ErrLinkExpired, ErrLinkUsed or ErrLinkInvalid for a bad link;
+// ErrWeakPassword (link not used up) for a refused password.
+func (s *Service) ResetPassword(ctx context.Context, token, newPassword string, meta Meta) error {
+	newHash, err := hashNew(newPassword)
+	if err != nil {
+		return err
+	}
+	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		t, err := s.consumeLink(ctx, tx, token, store.PurposeReset)
+		if err != nil {
+			return err
+		}
+		u, err := tx.SetUserPassword(ctx, t.UserID, newHash)
+		if err != nil {
+			return err
+		}
+		n, err := tx.RevokeUserSessions(ctx, u.ID, nil)
+		if err != nil {
+			return err
+		}
+		a := Actor{UserID: u.ID, Email: u.Email, Role: u.Role, Meta: meta}
+		if err := s.event(ctx, tx, "password_reset", store.SeverityWarning, &u.ID, a.label(), meta,
+			map[string]any{"sessions_revoked": n}); err != nil {
+			return err
+		}
+		return s.activity(ctx, tx, a, "user.password_reset", "user", &u.ID, u.Email, map[string]any{"password": changed})
+	})
+	if err != nil {
+		return fmt.Errorf("reset password: %w", err)
+	}
+	return nil
+}
+
+// consumeLink uses up a reset or invite link inside tx, or says why not.
+func (s *Service) consumeLink(ctx context.Context, tx *store.Store, token string, purpose store.ResetPurpose) (store.PasswordResetToken, error) {
+	h := hashToken(token)
+	t, err := tx.ConsumePasswordResetToken(ctx, h, purpose)
+	if errors.Is(err, store.ErrNotFound) {
+		old, lerr := tx.PasswordResetTokenByHash(ctx, h, purpose)
+		switch {
+		case errors.Is(lerr, store.ErrNotFound):
+			return t, ErrLinkInvalid
+		case lerr != nil:
+			return t, lerr
+		case old.UsedAt != nil:
+			return t, ErrLinkUsed
+		case !s.now().Before(old.ExpiresAt):
+			return t, ErrLinkExpired
+		}
+		return t, ErrLinkInvalid // the account changed (email, disabled)
+	}
+	if err != nil {
+		return t, err
+	}
+	// The database checked expiry on its own clock; check ours too (the
+	// transaction rolls back, so the link is not spent by this refusal).
+	if !s.now().Before(t.ExpiresAt) {
+		return t, ErrLinkExpired
+	}
+	return t, nil
+}
+
+func (s *Service) link(kind, tok string) string { return s.base + "/" + kind + "/" + tok }
+
+// sendLater sends m in the background, for mails whose sending must not
+// show in the response time. Failures are logged (without the body).
+func (s *Service) sendLater(m mail.Message) {
+	s.mailWG.Add(1)
+	go func() {
+		defer s.mailWG.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.MailTimeout)
+		defer cancel()
+		if err := s.mail.Send(ctx, m); err != nil {
+			s.log.Error("sending mail failed", "to", m.To, "subject", m.Subject, "err", err)
+		}
+	}()
+}
+
+func humanDuration(d time.Duration) string {
+	switch {
+	case d%time.Hour == 0 && d >= 2*time.Hour:
+		return fmt.Sprintf("%d hours", d/time.Hour)
+	case d%time.Minute == 0:
+		return fmt.Sprintf("%d minutes", d/time.Minute)
+	}
+	return d.String()
+}
