@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/berthhq/berth/agent/internal/client"
+	"github.com/berthhq/berth/agent/internal/deploy"
 	"github.com/berthhq/berth/agent/internal/facts"
 	"github.com/berthhq/berth/agent/internal/metrics"
 	"github.com/berthhq/berth/agent/internal/version"
@@ -113,6 +114,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	controller := fs.String("controller", envDefault("BERTH_AGENT_CONTROLLER", ""), "controller gRPC address HOST:PORT")
 	dataDir := fs.String("data-dir", envDefault("BERTH_AGENT_DATA_DIR", defaultDataDir), "where the agent keeps its key and certificate")
 	bufferFor := fs.Duration("buffer", 24*time.Hour, "how much metrics history to keep while the controller is unreachable")
+	killGrace := fs.Duration("kill-grace", deploy.DefaultKillGrace, "how long a canceled or timed-out deploy's processes get between TERM and KILL")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -133,6 +135,18 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Deploy jobs: journaled under the data dir; jobs an earlier process
+	// left running are reported failed before anything new starts.
+	jobs := client.NewJobs()
+	exec, err := deploy.New(deploy.Config{DataDir: *dataDir, Logger: log, Sink: jobs.Sink, KillGrace: *killGrace})
+	if err != nil {
+		return err
+	}
+	defer exec.Close()
+	if err := exec.Recover(); err != nil {
+		log.Error("recover deploy jobs", "err", err)
+	}
+	jobs.Exec = exec
 	return client.Run(ctx, client.Config{
 		Controller: addr,
 		DataDir:    *dataDir,
@@ -140,5 +154,6 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		Sampler:    sampler,
 		Buffer:     metrics.NewBuffer(metrics.CapacityFor(*bufferFor, 10*time.Second)),
 		Logger:     log,
+		Jobs:       jobs,
 	})
 }

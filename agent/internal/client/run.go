@@ -28,6 +28,8 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Now is the clock (tests).
 	Now func() time.Time
+	// Jobs runs deploy jobs the controller sends (nil: none are run).
+	Jobs *Jobs
 }
 
 func (c *Config) checkAndSetDefaults() error {

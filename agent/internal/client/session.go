@@ -152,6 +152,8 @@ func (a *agent) session(ctx context.Context) error {
 				}
 			case *agentv1.ConnectResponse_Renew:
 				renewedCh <- msg.Renew
+			case *agentv1.ConnectResponse_JobStart, *agentv1.ConnectResponse_JobCancel, *agentv1.ConnectResponse_JobAck:
+				a.cfg.Jobs.handle(sctx, a.log, m)
 			}
 		}
 	}()
@@ -167,6 +169,7 @@ func (a *agent) session(ctx context.Context) error {
 	renewTimer := time.NewTimer(max(time.Until(identity.RenewAt(id.Cert)), 0))
 	defer renewTimer.Stop()
 	var pendingKey *ecdsa.PrivateKey
+	jobsSent := map[string]uint64{} // highest job event sent on this stream
 
 	for {
 		// Send batches while the window allows.
@@ -181,12 +184,16 @@ func (a *agent) session(ctx context.Context) error {
 				return err
 			}
 		}
+		if err := a.cfg.Jobs.flush(send, jobsSent); err != nil {
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			_ = stream.CloseSend()
 			return ctx.Err()
 		case err := <-recvDone:
 			return err
+		case <-a.cfg.Jobs.wakeCh():
 		case <-a.wakeCh():
 		case d := <-configCh:
 			heartbeat.Reset(d)
