@@ -308,9 +308,7 @@ func TestHealthCheckFailureKeepsCurrent(t *testing.T) {
 	}
 
 	// A URL that never answers 2xx within the check's timeout.
-	var hits int
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits++
 		http.Error(w, "down", http.StatusServiceUnavailable)
 	}))
 	defer srv.Close()

@@ -153,7 +153,6 @@ func (e *Executor) Start(ctx context.Context, spec Spec) error {
 		delete(e.jobs, j.id)
 		delete(e.apps, spec.AppID)
 		e.mu.Unlock()
-		os.RemoveAll(j.dir)
 		return err
 	}
 	jctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))

@@ -95,7 +95,8 @@ func newJob(e *Executor, spec Spec) *job {
 	return j
 }
 
-// create writes the job's journal before anything runs.
+// create writes the job's journal before anything runs. An existing
+// journal (a job this agent already ran) is left alone.
 func (j *job) create() error {
 	if err := os.Mkdir(j.dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
@@ -103,6 +104,14 @@ func (j *job) create() error {
 		}
 		return fmt.Errorf("deploy: %w", err)
 	}
+	if err := j.writeJournal(); err != nil {
+		os.RemoveAll(j.dir)
+		return err
+	}
+	return nil
+}
+
+func (j *job) writeJournal() error {
 	js := journalSpec{Spec: j.spec, CredentialKind: j.spec.Credential.kind()}
 	for k := range j.spec.Env {
 		js.EnvKeys = append(js.EnvKeys, k)
