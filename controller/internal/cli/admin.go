@@ -134,5 +134,6 @@ func (a *app) tokenCmd() *cobra.Command {
 	create.Flags().StringSliceVar(&scopes, "scope", []string{"admin"}, "scopes: read, write, deploy, admin")
 	create.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	cmd.AddCommand(create)
+	cmd.AddCommand(a.tokenAPICmds()...)
 	return cmd
 }

@@ -43,39 +43,44 @@ func (t tokenAuth) GetRequestMetadata(context.Context, ...string) (map[string]st
 func (tokenAuth) RequireTransportSecurity() bool { return true }
 
 func (f *apiFlags) dial() (adminv1.AdminServiceClient, func(), error) {
+	conn, err := f.conn()
+	if err != nil {
+		return nil, nil, err
+	}
+	return adminv1.NewAdminServiceClient(conn), func() { conn.Close() }, nil
+}
+
+// conn dials the controller's gRPC API over TLS with the bearer token.
+func (f *apiFlags) conn() (*grpc.ClientConn, error) {
 	if f.output != "text" && f.output != "json" {
-		return nil, nil, usageError{fmt.Errorf("-o must be text or json")}
+		return nil, usageError{fmt.Errorf("-o must be text or json")}
 	}
 	var cfg *tls.Config
 	switch {
 	case f.caPin != "":
 		c, err := ca.PinnedClientTLSConfig(f.caPin, nil)
 		if err != nil {
-			return nil, nil, usageError{err}
+			return nil, usageError{err}
 		}
 		cfg = c
 	case f.caFile != "":
 		pemBytes, err := os.ReadFile(f.caFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("CA file: %w", err)
+			return nil, fmt.Errorf("CA file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pemBytes) {
-			return nil, nil, fmt.Errorf("CA file %s holds no certificate", f.caFile)
+			return nil, fmt.Errorf("CA file %s holds no certificate", f.caFile)
 		}
 		cfg = ca.ClientTLSConfig(pool, nil)
 	default:
-		return nil, nil, usageError{errors.New("set BERTH_CA_FILE (the controller's DATA_DIR/ca.crt) or --ca-pin")}
+		return nil, usageError{errors.New("set BERTH_CA_FILE (the controller's DATA_DIR/ca.crt) or --ca-pin")}
 	}
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
 	if f.token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(tokenAuth(f.token)))
 	}
-	conn, err := grpc.NewClient(f.addr, opts...)
-	if err != nil {
-		return nil, nil, err
-	}
-	return adminv1.NewAdminServiceClient(conn), func() { conn.Close() }, nil
+	return grpc.NewClient(f.addr, opts...)
 }
 
 // rpcErr turns a gRPC status into one line: "Unauthenticated: invalid token".

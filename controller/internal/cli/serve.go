@@ -34,7 +34,19 @@ func (a *app) serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.StartGrace, "start-grace", 2*time.Minute, "after a start, how long before any server may be marked offline (agents reconnecting)")
 	f.StringVar(&cfg.AgentDist, "agent-dist", defaultAgentDist(), "directory with the agent binaries and install script to serve")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "controller HTTP base URL as servers reach it (default http://HTTP_ADDR)")
+	f.IntVar(&cfg.EnrollPerMinute, "enroll-rate", 10, "agent enrollments allowed per minute from one address (burst: half of it); raise it to enroll a large fleet from one network address at once")
 	f.StringSliceVar(&cfg.Hostnames, "hostname", nil, "extra DNS names or IPs for the controller's certificate (repeatable)")
+	f.StringVar(&cfg.Web.TLSCert, "tls-cert", "", "certificate (PEM) to serve the web UI over HTTPS; without it --http-addr must be loopback")
+	f.StringVar(&cfg.Web.TLSKey, "tls-key", "", "private key (PEM) for --tls-cert")
+	f.StringVar(&cfg.Web.SMTP.Host, "smtp-host", "", "SMTP relay for password resets and invitations (none: mails are logged as dropped)")
+	f.IntVar(&cfg.Web.SMTP.Port, "smtp-port", 0, "SMTP port (default by --smtp-tls: 587 starttls, 465 tls, 25 none)")
+	f.StringVar(&cfg.Web.SMTP.Username, "smtp-username", "", "SMTP username")
+	f.StringVar(&cfg.Web.SMTP.Password, "smtp-password", "", "SMTP password (prefer BERTH_SMTP_PASSWORD: flags show in ps)")
+	f.StringVar(&cfg.Web.SMTP.From, "smtp-from", "", "sender address, e.g. 'Berth <berth@example.com>'")
+	f.StringVar((*string)(&cfg.Web.SMTP.TLS), "smtp-tls", "starttls", "SMTP transport security: starttls, tls or none")
+	f.DurationVar(&cfg.Web.SessionIdle, "session-idle-timeout", 30*time.Minute, "sign a web session out after this long without use")
+	f.DurationVar(&cfg.Web.SessionMax, "session-max-age", 12*time.Hour, "sign a web session out this long after login")
+	f.StringSliceVar(&cfg.Web.TrustedProxies, "trusted-proxy", nil, "address or CIDR of a reverse proxy whose X-Forwarded-For is trusted (repeatable)")
 	return cmd
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 
+	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
@@ -58,8 +60,12 @@ type Config struct {
 	// PublicURL is the controller's HTTP base as servers reach it, for the
 	// install one-liner; default http://HTTP_ADDR.
 	PublicURL string
+	// EnrollPerMinute limits enrollment attempts per address (0: 10).
+	EnrollPerMinute int
 	// Hostnames go into the serving certificate besides the fixed name.
 	Hostnames []string
+	// Web is the web UI's configuration.
+	Web WebConfig
 	// Ready, when set, is called once every listener is up.
 	Ready func(httpAddr, grpcAddr net.Addr)
 }
@@ -82,11 +88,17 @@ func (c *Config) checkAndSetDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if err := c.Web.checkHTTP(c.HTTPAddr); err != nil {
+		return err
+	}
 	if c.MetricsInterval != 0 && c.MetricsInterval < time.Second {
 		return errors.New("--metrics-interval must be at least 1s")
 	}
 	if c.HeartbeatInterval != 0 && c.HeartbeatInterval < time.Second {
 		return errors.New("--heartbeat-interval must be at least 1s")
+	}
+	if c.EnrollPerMinute < 0 {
+		return errors.New("--enroll-rate must be at least 1")
 	}
 	return nil
 }
@@ -173,9 +185,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("serving certificate: %w", err)
 	}
+	webTLS, err := cfg.Web.tlsConfig()
+	if err != nil {
+		return err
+	}
 	publicURL := cfg.PublicURL
 	if publicURL == "" {
 		publicURL = "http://" + httpLn.Addr().String()
+		if webTLS != nil {
+			publicURL = "https://" + httpLn.Addr().String()
+		}
 	}
 	dist, err := httpapi.NewDist(cfg.AgentDist, publicURL)
 	if err != nil {
@@ -187,7 +206,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	fleetSvc := fleet.New(db, authority, log, fleet.Config{
 		HeartbeatInterval: cfg.HeartbeatInterval, MetricsInterval: cfg.MetricsInterval, StartGrace: cfg.StartGrace, AgentCertTTL: cfg.AgentCertTTL,
-		ControllerAddr: advertise, InstallURL: publicURL,
+		ControllerAddr: advertise, InstallURL: publicURL, EnrollPerMinute: cfg.EnrollPerMinute,
 	})
 
 	var wg sync.WaitGroup
@@ -218,19 +237,32 @@ func Run(ctx context.Context, cfg Config) error {
 		deploySvc.Run(bgCtx, pool)
 	}()
 
+	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, publicURL, log)
+	if err != nil {
+		return err
+	}
+	defer accountsSvc.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ui.Run(bgCtx)
+	}()
+
 	mux := http.NewServeMux()
 	httpapi.Register(mux, httpapi.Deps{DB: pool, SchemaVersion: st.Version})
 	dist.Register(mux)
 	mux.Handle("POST /hooks/apps/{app}/{provider}", deploySvc.WebhookHandler())
+	ui.Register(mux)
 	httpSrv := &http.Server{
-		Handler:           mux,
+		Handler:           ui.Wrap(mux),
+		TLSConfig:         webTLS,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Deploys: deploySvc, SchemaVersion: st.Version, Log: log}
+	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Accounts: accountsSvc, Audit: audit.New(db), Deploys: deploySvc, SchemaVersion: st.Version, Log: log}
 	authn := grpcapi.NewAuthenticator(deps)
 	grpcSrv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(authority.ServerTLSConfig(certs.GetCertificate))),
@@ -243,7 +275,13 @@ func Run(ctx context.Context, cfg Config) error {
 	grpcapi.Register(grpcSrv, deps)
 
 	errc := make(chan error, 2)
-	go func() { errc <- ignoreClosed(httpSrv.Serve(httpLn)) }()
+	go func() {
+		if webTLS != nil {
+			errc <- ignoreClosed(httpSrv.ServeTLS(httpLn, "", ""))
+			return
+		}
+		errc <- ignoreClosed(httpSrv.Serve(httpLn))
+	}()
 	go func() { errc <- grpcSrv.Serve(grpcLn) }()
 	log.Info("berth controller listening", "http", httpLn.Addr().String(), "grpc", grpcLn.Addr().String(), "data_dir", cfg.DataDir)
 	if cfg.Ready != nil {
@@ -270,10 +308,21 @@ func Run(ctx context.Context, cfg Config) error {
 	return serveErr
 }
 
+// defaultPoolConns is the controller's pool size unless the database URL
+// sets pool_max_conns. Agents' metrics batches each commit a transaction, and
+// a commit mostly waits for the WAL flush: more connections in flight share
+// each flush (group commit). pgxpool's own default (4 on a small machine, one
+// of them held by LISTEN) could not keep up with 10,000 agents at 10 s
+// (scripts/fleet-bench.sh). Well inside PostgreSQL's default of 100.
+const defaultPoolConns = 16
+
 func newPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("database url: %w", err)
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		cfg.MaxConns = defaultPoolConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

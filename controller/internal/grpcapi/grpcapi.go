@@ -16,6 +16,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/berthhq/berth/controller/internal/accounts"
+	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/buildinfo"
 	"github.com/berthhq/berth/controller/internal/ca"
@@ -35,6 +37,8 @@ type Deps struct {
 	CA            *ca.CA
 	Fleet         *fleet.Service
 	Deploys       *deploys.Service
+	Accounts      *accounts.Service
+	Audit         *audit.Service
 	SchemaVersion uint
 	Log           *slog.Logger
 }
@@ -43,6 +47,9 @@ type Deps struct {
 func Register(s *grpc.Server, d Deps) *health.Server {
 	adminv1.RegisterAdminServiceServer(s, &adminServer{d: d})
 	agentv1.RegisterAgentServiceServer(s, &agentServer{d: d})
+	if d.Accounts != nil && d.Audit != nil {
+		adminv1.RegisterAccountServiceServer(s, &accountServer{d: d})
+	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s, hs)
 	return hs

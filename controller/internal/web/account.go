@@ -244,7 +244,9 @@ func (s *Server) usersView(w http.ResponseWriter, r *http.Request, v *viewer, st
 	s.render(w, r, "users", view{Title: "Users", Nav: "settings", User: v, Status: status, Error: errMsg, Form: r.PostForm, Data: map[string]any{"Users": list}})
 }
 
-func (s *Server) userList(w http.ResponseWriter, r *http.Request, v *viewer) { s.usersView(w, r, v, 0, "") }
+func (s *Server) userList(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.usersView(w, r, v, 0, "")
+}
 
 func (s *Server) userCreate(w http.ResponseWriter, r *http.Request, v *viewer) {
 	if !s.parseForm(w, r) {

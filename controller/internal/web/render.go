@@ -99,7 +99,7 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format(time.RFC3339)
 	},
-	"list": func(v ...string) []string { return v },
+	"list":  func(v ...string) []string { return v },
 	"bytes": humanBytes,
 	"join":  strings.Join,
 	"deref": func(s *string) string {
