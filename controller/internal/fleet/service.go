@@ -41,7 +41,9 @@ type Config struct {
 	ControllerAddr string
 	// InstallURL is the controller's HTTP base for the install script.
 	InstallURL string
-	// EnrollPerMinute and EnrollBurst limit enrollment attempts per address.
+	// EnrollPerMinute and EnrollBurst limit enrollment attempts per address
+	// (default 10 a minute, burst 5). Overall, enrollment is capped at 50 a
+	// second, or at EnrollPerMinute/60 a second when that is higher.
 	EnrollPerMinute, EnrollBurst int
 	Now                          func() time.Time
 }
@@ -65,8 +67,11 @@ func (c *Config) checkAndSetDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if c.EnrollPerMinute == 0 {
-		c.EnrollPerMinute, c.EnrollBurst = 10, 5
+	if c.EnrollPerMinute <= 0 {
+		c.EnrollPerMinute = 10
+	}
+	if c.EnrollBurst <= 0 {
+		c.EnrollBurst = max(c.EnrollPerMinute/2, 1) // half a minute's worth: 5 by default
 	}
 }
 
@@ -87,8 +92,9 @@ func New(st *store.Store, authority *ca.CA, log *slog.Logger, cfg Config) *Servi
 	cfg.checkAndSetDefaults()
 	return &Service{
 		st: st, ca: authority, hub: NewHub(), log: log.With("component", "fleet"), cfg: cfg,
-		// Per address as configured (10 a minute, burst 5), 50/s overall.
-		limit:   newIPLimiter(cfg.EnrollPerMinute, cfg.EnrollBurst, 50),
+		// Per address as configured (10 a minute, burst 5), 50/s overall
+		// unless the per-address rate alone is higher.
+		limit:   newIPLimiter(cfg.EnrollPerMinute, cfg.EnrollBurst, max(50, float64(cfg.EnrollPerMinute)/60)),
 		started: cfg.Now(),
 	}
 }
