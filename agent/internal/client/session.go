@@ -160,7 +160,11 @@ func (a *agent) session(ctx context.Context) error {
 
 	send := func(m *agentv1.ConnectRequest) error {
 		if err := stream.Send(m); err != nil {
-			return recvErr(stream)
+			// gRPC reports the real reason on Recv, which the receiver
+			// owns: a second, concurrent Recv could wait forever for the
+			// one status the receiver already took. A failed Send means
+			// the stream is over, so the receiver's Recv returns at once.
+			return <-recvDone
 		}
 		return nil
 	}
@@ -263,6 +267,7 @@ func (a *agent) applyConfig(c *agentv1.Config) time.Duration {
 }
 
 // recvErr gets the real reason a Send failed: gRPC reports it on Recv.
+// Only while no other goroutine receives on the stream.
 func recvErr(stream grpc.BidiStreamingClient[agentv1.ConnectRequest, agentv1.ConnectResponse]) error {
 	_, err := stream.Recv()
 	if err == nil {
