@@ -30,6 +30,23 @@ type Config struct {
 	Now func() time.Time
 	// Jobs runs deploy jobs the controller sends (nil: none are run).
 	Jobs *Jobs
+	// OnAck, when set, observes every metrics batch the controller
+	// acknowledges, from the stream's receive goroutine (so it must be quick).
+	// The fleet simulator (berth-fleetsim) measures ack latency and committed
+	// samples with it; the agent leaves it nil, and then nothing is recorded.
+	OnAck func(Ack)
+}
+
+// Ack is one acknowledged metrics batch, as OnAck sees it.
+type Ack struct {
+	Seq     uint64
+	Samples int
+	// SentAt is when this connection last sent the batch; zero if it was
+	// not sent on this connection (an ack the controller owed from before).
+	SentAt time.Time
+	// Duplicate is true when the controller already had the batch and
+	// stored nothing.
+	Duplicate bool
 }
 
 func (c *Config) checkAndSetDefaults() error {

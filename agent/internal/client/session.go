@@ -126,6 +126,7 @@ func (a *agent) session(ctx context.Context) error {
 	a.log.Info("connected to controller", "server_id", welcome.GetServerId(), "controller", a.cfg.Controller)
 
 	var (
+		sent      sentBatches // only used with OnAck
 		configCh  = make(chan time.Duration, 1)
 		renewedCh = make(chan *agentv1.RenewResponse, 1)
 	)
@@ -141,6 +142,9 @@ func (a *agent) session(ctx context.Context) error {
 			switch msg := m.Msg.(type) {
 			case *agentv1.ConnectResponse_MetricsAck:
 				a.cfg.Buffer.Ack(msg.MetricsAck.GetSeq())
+				if a.cfg.OnAck != nil {
+					a.cfg.OnAck(sent.ack(msg.MetricsAck))
+				}
 				select {
 				case a.wakeCh() <- struct{}{}:
 				default:
@@ -183,6 +187,9 @@ func (a *agent) session(ctx context.Context) error {
 			b, ok := a.cfg.Buffer.NextBatch(batchMax)
 			if !ok {
 				break
+			}
+			if a.cfg.OnAck != nil {
+				sent.record(b.Seq, len(b.Samples), a.cfg.Now())
 			}
 			if err := send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Metrics{Metrics: batchToProto(b, a.cfg.Buffer.Dropped())}}); err != nil {
 				return err
@@ -302,6 +309,44 @@ func batchToProto(b metrics.Batch, dropped uint64) *agentv1.MetricsBatch {
 			m.Disks = append(m.Disks, &agentv1.DiskUsage{Mount: d.Mount, UsedBytes: d.Used, TotalBytes: d.Total})
 		}
 		out.Samples[i] = m
+	}
+	return out
+}
+
+// sentBatches remembers when each in-flight batch was sent on this
+// connection, for Config.OnAck. It holds at most maxInFlight entries.
+type sentBatches struct {
+	mu sync.Mutex
+	m  map[uint64]sentBatch
+}
+
+type sentBatch struct {
+	at      time.Time
+	samples int
+}
+
+func (s *sentBatches) record(seq uint64, samples int, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = make(map[uint64]sentBatch, maxInFlight)
+	}
+	s.m[seq] = sentBatch{at: at, samples: samples}
+}
+
+// ack forgets the acknowledged batch and every earlier one (the controller
+// acks in order; an earlier batch lost its ack) and describes it.
+func (s *sentBatches) ack(m *agentv1.MetricsAck) Ack {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := Ack{Seq: m.GetSeq(), Duplicate: m.GetDuplicate()}
+	if b, ok := s.m[m.GetSeq()]; ok {
+		out.SentAt, out.Samples = b.at, b.samples
+	}
+	for seq := range s.m {
+		if seq <= m.GetSeq() {
+			delete(s.m, seq)
+		}
 	}
 	return out
 }
