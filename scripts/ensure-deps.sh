@@ -35,4 +35,9 @@ if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
   echo "running as root needs the 'postgres' system user (initdb refuses root): install the postgresql package" >&2
   exit 1
 fi
+# The deploy end-to-end tests serve a private repository over SSH with a real
+# sshd on a loopback port (and over HTTP with git http-backend).
+if [ "$target" = deps-test ] && { [ ! -x /usr/sbin/sshd ] || ! command -v git >/dev/null 2>&1; }; then
+  apt_install openssh-server git
+fi
 exit 0
