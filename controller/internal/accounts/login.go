@@ -168,6 +168,14 @@ func (s *Service) newSession(ctx context.Context, st *store.Store, u store.User,
 	if err != nil {
 		return nil, fmt.Errorf("create session: %w", err)
 	}
+	// The row's last_seen_at is the database's clock; the idle timeout is
+	// measured on ours, so start it from ours.
+	if now := s.now(); row.LastSeenAt.Before(now) {
+		if _, err := st.SetSessionLastSeen(ctx, row.ID, nil, now); err != nil {
+			return nil, fmt.Errorf("create session: %w", err)
+		}
+		row.LastSeenAt = now
+	}
 	return &LoginResult{Token: tok, Session: sessionOf(row, u), TwoFactorRequired: status == store.SessionPendingTwoFactor}, nil
 }
 
