@@ -209,13 +209,19 @@ func Run(ctx context.Context, cfg Config) error {
 		ControllerAddr: advertise, InstallURL: publicURL, EnrollPerMinute: cfg.EnrollPerMinute,
 	})
 
+	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, publicURL, log)
+	if err != nil {
+		return err
+	}
+	defer accountsSvc.Wait()
+
 	var wg sync.WaitGroup
 	bgCtx, cancelBG := context.WithCancel(ctx)
 	defer func() { cancelBG(); wg.Wait() }()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		maintenance.New(db, log).Run(bgCtx)
+		maintenance.New(db, log).WithJobs(accountJobs(accountsSvc)...).Run(bgCtx)
 	}()
 	wg.Add(3)
 	go func() {
@@ -237,11 +243,6 @@ func Run(ctx context.Context, cfg Config) error {
 		deploySvc.Run(bgCtx, pool)
 	}()
 
-	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, publicURL, log)
-	if err != nil {
-		return err
-	}
-	defer accountsSvc.Wait()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

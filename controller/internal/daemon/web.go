@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/mail"
+	"github.com/berthhq/berth/controller/internal/maintenance"
 	"github.com/berthhq/berth/controller/internal/store"
 	"github.com/berthhq/berth/controller/internal/web"
 )
@@ -107,4 +109,19 @@ func newWeb(c WebConfig, st *store.Store, fl *fleet.Service, publicURL string, l
 		return nil, nil, err
 	}
 	return ui, acc, nil
+}
+
+// accountJobs are the accounts service's housekeeping: expired sessions and
+// spent reset or invitation links, swept on the leader.
+func accountJobs(acc *accounts.Service) []maintenance.Job {
+	return []maintenance.Job{
+		{Name: "sessions_sweep", Every: time.Hour, Run: func(ctx context.Context, _ *store.Store, _ time.Time) (int64, error) {
+			return acc.SweepSessions(ctx)
+		}},
+		{Name: "reset_links_sweep", Every: 24 * time.Hour, Run: func(ctx context.Context, st *store.Store, now time.Time) (int64, error) {
+			// Used links are kept a day, so a second click still gets
+			// "already used" rather than "not valid".
+			return st.DeleteExpiredPasswordResetTokens(ctx, now.Add(-24*time.Hour))
+		}},
+	}
 }

@@ -113,6 +113,13 @@ func New(st *store.Store, log *slog.Logger) *Runner {
 	return &Runner{st: st, log: log.With("component", "maintenance"), jobs: Jobs(), now: time.Now, tick: time.Minute}
 }
 
+// WithJobs adds jobs owned by other services (session sweeps, say) to the
+// schedule; they run on the leader like the rest.
+func (r *Runner) WithJobs(jobs ...Job) *Runner {
+	r.jobs = append(r.jobs, jobs...)
+	return r
+}
+
 // WithClock makes the runner read time from now (tests).
 func (r *Runner) WithClock(now func() time.Time) *Runner {
 	r.now = now
