@@ -87,7 +87,10 @@ func TestScopesAndValidation(t *testing.T) {
 			_, err := e.svc.CreateApp(ctx, e.as(store.ScopeRead), Peer{}, CreateAppParams{Server: "web-1", AppSettings: store.AppSettings{Name: "x", RepositoryURL: "https://h/x.git"}})
 			return err
 		}()},
-		{"write deploys", func() error { _, err := e.svc.Deploy(ctx, e.as(store.ScopeWrite), Peer{}, DeployParams{App: "shop"}); return err }()},
+		{"write deploys", func() error {
+			_, err := e.svc.Deploy(ctx, e.as(store.ScopeWrite), Peer{}, DeployParams{App: "shop"})
+			return err
+		}()},
 		{"write rolls back", func() error { _, err := e.svc.Rollback(ctx, e.as(store.ScopeWrite), Peer{}, "shop", ""); return err }()},
 		{"deploy adds a credential", func() error {
 			_, err := e.svc.AddGitCredential(ctx, e.as(store.ScopeDeploy), Peer{}, AddGitCredentialParams{Name: "k", Kind: store.GitCredentialSSH})
