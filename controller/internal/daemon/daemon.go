@@ -209,7 +209,8 @@ func Run(ctx context.Context, cfg Config) error {
 		ControllerAddr: advertise, InstallURL: publicURL, EnrollPerMinute: cfg.EnrollPerMinute,
 	})
 
-	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, publicURL, log)
+	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{})
+	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, deploySvc, publicURL, log)
 	if err != nil {
 		return err
 	}
@@ -236,7 +237,6 @@ func Run(ctx context.Context, cfg Config) error {
 		defer wg.Done()
 		fleetSvc.ListenRevocations(bgCtx, pool)
 	}()
-	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/audit"
+	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/mail"
 	"github.com/berthhq/berth/controller/internal/maintenance"
@@ -87,7 +88,7 @@ func (c WebConfig) proxies() ([]netip.Prefix, error) {
 }
 
 // newWeb builds the accounts service and the web UI on it.
-func newWeb(c WebConfig, st *store.Store, fl *fleet.Service, publicURL string, log *slog.Logger) (*web.Server, *accounts.Service, error) {
+func newWeb(c WebConfig, st *store.Store, fl *fleet.Service, dep *deploys.Service, publicURL string, log *slog.Logger) (*web.Server, *accounts.Service, error) {
 	mailer, err := mail.New(c.SMTP, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("smtp: %w", err)
@@ -103,7 +104,7 @@ func newWeb(c WebConfig, st *store.Store, fl *fleet.Service, publicURL string, l
 		return nil, nil, err
 	}
 	u, _ := url.Parse(publicURL)
-	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: acc, Audit: audit.New(st)},
+	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: acc, Audit: audit.New(st), Deploys: dep},
 		web.Config{Secure: c.TLSCert != "" || (u != nil && u.Scheme == "https"), TrustedProxies: proxies})
 	if err != nil {
 		return nil, nil, err

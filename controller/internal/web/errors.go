@@ -7,7 +7,6 @@ import (
 
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/auth"
-	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/store"
 )
 
@@ -46,9 +45,6 @@ func publicMessage(err error) string {
 	}
 	if errors.Is(err, auth.ErrForbidden) {
 		return "Your role does not allow this."
-	}
-	if errors.Is(err, fleet.ErrInvalid) || errors.Is(err, store.ErrInvalid) {
-		return err.Error()
 	}
 	return err.Error()
 }

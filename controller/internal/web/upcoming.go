@@ -10,8 +10,6 @@ type section struct {
 }
 
 var upcoming = []section{
-	{"apps", "/apps", "Apps", "No apps yet. Deploying apps from git arrives with the deployments capability; servers and their metrics work today."},
-	{"deployments", "/deployments", "Deployments", "No deployments yet."},
 	{"backups", "/backups", "Backups", "No backups configured. Backups are not available in this version yet."},
 	{"notifications", "/notifications", "Notifications", "No notifications. Notification channels are not available in this version yet."},
 }

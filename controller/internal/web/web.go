@@ -18,6 +18,7 @@ import (
 
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/audit"
+	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -48,6 +49,7 @@ type Deps struct {
 	Fleet    *fleet.Service
 	Accounts *accounts.Service
 	Audit    *audit.Service
+	Deploys  *deploys.Service
 }
 
 // Server is the web UI.
@@ -131,6 +133,23 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /users/{id}/enable", s.page(s.userEnable))
 	mux.HandleFunc("GET /security", s.page(s.securityEvents))
 	mux.HandleFunc("GET /activity", s.page(s.activityLog))
+
+	// Apps and deployments.
+	mux.HandleFunc("GET /apps", s.page(s.appList))
+	mux.HandleFunc("GET /apps/new", s.page(s.appNew))
+	mux.HandleFunc("POST /apps", s.page(s.appCreate))
+	mux.HandleFunc("GET /apps/{app}", s.page(s.appShow))
+	mux.HandleFunc("POST /apps/{app}/env", s.page(s.appEnv))
+	mux.HandleFunc("POST /apps/{app}/webhook-secret", s.page(s.appWebhook))
+	mux.HandleFunc("POST /apps/{app}/deploy", s.page(s.appDeploy))
+	mux.HandleFunc("POST /apps/{app}/rollback", s.page(s.appRollback))
+	mux.HandleFunc("GET /deployments", s.page(s.deploymentList))
+	mux.HandleFunc("GET /deployments/{id}", s.page(s.deploymentShow))
+	mux.HandleFunc("GET /deployments/{id}/log", s.page(s.deploymentLog))
+	mux.HandleFunc("POST /deployments/{id}/cancel", s.page(s.deploymentCancel))
+	mux.HandleFunc("GET /git-credentials", s.page(s.credentialList))
+	mux.HandleFunc("POST /git-credentials", s.page(s.credentialCreate))
+	mux.HandleFunc("POST /git-credentials/{name}/delete", s.page(s.credentialDelete))
 
 	// Capabilities whose pages come with their own services.
 	for _, sec := range upcoming {
@@ -237,8 +256,10 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrReferenced), errors.Is(err, store.ErrWrongState):
 		return http.StatusConflict
-	case errors.Is(err, store.ErrInvalid), errors.Is(err, fleet.ErrInvalid):
+	case errors.Is(err, store.ErrInvalid), errors.Is(err, fleet.ErrInvalid), errors.Is(err, deploys.ErrInvalid):
 		return http.StatusBadRequest
+	case errors.Is(err, deploys.ErrPruned):
+		return http.StatusConflict
 	}
 	return accountsStatus(err)
 }

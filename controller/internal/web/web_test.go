@@ -19,6 +19,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/ca"
+	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/mail/mailtest"
 	"github.com/berthhq/berth/controller/internal/password"
@@ -84,7 +85,7 @@ func newEnv(t *testing.T, secure bool) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: e.acc, Audit: audit.New(st)},
+	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: e.acc, Audit: audit.New(st), Deploys: deploys.New(st, fl, log, deploys.Config{})},
 		web.Config{Secure: secure, EventsPoll: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -26,6 +26,9 @@
   var plots = [];
 
   function draw(data) {
+    // The x axis spans the chosen range up to now, however few points
+    // there are yet (uPlot would stretch a single point over years).
+    var now = Date.now() / 1000, span = { "1h": 3600, "24h": 86400, "7d": 604800 }[box.dataset.range] || 3600;
     box.textContent = "";
     plots = [];
     if (!data.t || data.t.length === 0) {
@@ -53,8 +56,9 @@
       var opts = {
         width: Math.max(280, wrap.clientWidth || 340), height: 180, series: series,
         axes: [{}, { values: function (u, vals) { return vals.map(c.fmt); }, size: 70 }],
-        scales: c.range ? { y: { range: c.range } } : {}
+        scales: { x: { time: true, range: function () { return [now - span, now]; } } }
       };
+      if (c.range) opts.scales.y = { range: c.range };
       plots.push(new uPlot(opts, cols, wrap));
     });
   }

@@ -1,0 +1,399 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/store"
+)
+
+// appRow is one line of the apps list.
+type appRow struct {
+	store.App
+	ServerName string
+	Last       *store.Deployment
+}
+
+func (s *Server) appList(w http.ResponseWriter, r *http.Request, v *viewer) {
+	apps, err := s.d.Deploys.ListApps(r.Context(), v.Principal, "")
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	servers := map[store.ID]string{}
+	rows := make([]appRow, len(apps))
+	for i, a := range apps {
+		rows[i] = appRow{App: a}
+		if n, ok := servers[a.ServerID]; ok {
+			rows[i].ServerName = n
+		} else if srv, err := s.d.Store.Server(r.Context(), a.ServerID); err == nil {
+			servers[a.ServerID] = srv.Name
+			rows[i].ServerName = srv.Name
+		}
+		if ds, err := s.d.Deploys.ListDeployments(r.Context(), v.Principal, a.ID.String(), nil, 1); err == nil && len(ds) == 1 {
+			rows[i].Last = &ds[0]
+		}
+	}
+	s.render(w, r, "apps", view{Title: "Apps", Nav: "apps", User: v, Data: map[string]any{"Apps": rows}})
+}
+
+func (s *Server) appNewView(w http.ResponseWriter, r *http.Request, v *viewer, status int, errMsg string) {
+	servers, err := s.d.Fleet.List(r.Context(), v.Principal, store.ServerFilter{Limit: 500})
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	var creds []store.GitCredential
+	if v.IsAdmin() {
+		creds, _ = s.d.Deploys.ListGitCredentials(r.Context(), v.Principal)
+	}
+	s.render(w, r, "app_new", view{Title: "New app", Nav: "apps", User: v, Status: status, Error: errMsg, Form: r.PostForm,
+		Data: map[string]any{"Servers": servers, "Credentials": creds}})
+}
+
+func (s *Server) appNew(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.appNewView(w, r, v, 0, "")
+}
+
+func optional(v string) *string {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return nil
+	}
+	return &v
+}
+
+func atoiOr(v string, def int) (int, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return def, nil
+	}
+	return strconv.Atoi(v)
+}
+
+func (s *Server) appCreate(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	f := r.PostForm
+	keep, err1 := atoiOr(f.Get("keep"), 0)
+	timeout, err2 := atoiOr(f.Get("timeout_minutes"), 0)
+	hcTimeout, err3 := atoiOr(f.Get("health_timeout"), 0)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		s.appNewView(w, r, v, http.StatusBadRequest, "Releases to keep and the timeouts are whole numbers.")
+		return
+	}
+	var shared []string
+	for _, p := range strings.FieldsFunc(f.Get("shared_paths"), func(c rune) bool { return c == '\n' || c == ',' }) {
+		if p = strings.TrimSpace(p); p != "" {
+			shared = append(shared, p)
+		}
+	}
+	p := deploys.CreateAppParams{Server: f.Get("server"), Credential: f.Get("credential"), AppSettings: store.AppSettings{
+		Name: f.Get("name"), RepositoryURL: f.Get("repo"), Branch: f.Get("branch"), DeployPath: f.Get("path"), RunAsUser: f.Get("user"),
+		DeployScript: strings.ReplaceAll(f.Get("deploy_script"), "\r\n", "\n"), HealthCheckCommand: optional(f.Get("health_cmd")),
+		HealthCheckURL: optional(f.Get("health_url")), HealthCheckTimeoutSeconds: hcTimeout, ReloadCommand: optional(f.Get("reload_cmd")),
+		ReleasesToKeep: keep, SharedPaths: shared, TimeoutSeconds: timeout * 60,
+	}}
+	a, err := s.d.Deploys.CreateApp(r.Context(), v.Principal, s.peer(r), p)
+	if err != nil {
+		if st := statusOf(err); st == http.StatusBadRequest || st == http.StatusConflict || st == http.StatusNotFound {
+			s.appNewView(w, r, v, st, publicMessage(err))
+			return
+		}
+		s.fail(w, r, v, err)
+		return
+	}
+	s.redirect(w, r, "/apps/"+a.Name, "App "+a.Name+" created. Set its environment, then deploy.")
+}
+
+func (s *Server) appShow(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.appView(w, r, v, 0, "", "")
+}
+
+func (s *Server) appView(w http.ResponseWriter, r *http.Request, v *viewer, status int, errMsg, webhookSecret string) {
+	av, err := s.d.Deploys.GetApp(r.Context(), v.Principal, r.PathValue("app"))
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	list, err := s.d.Deploys.ListDeployments(r.Context(), v.Principal, av.ID.String(), nil, 30)
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	var kept []store.Deployment
+	for _, d := range list {
+		if d.Status == store.DeploymentSucceeded && d.ReleasePath != nil {
+			kept = append(kept, d)
+		}
+	}
+	scopes := []store.AppEnvScope{store.AppEnvCommon, store.AppEnvProduction, store.AppEnvStaging}
+	type envScope struct {
+		Scope store.AppEnvScope
+		Keys  []string
+	}
+	var env []envScope
+	for _, sc := range scopes {
+		keys := append([]string(nil), av.EnvKeys[sc]...)
+		sort.Strings(keys)
+		env = append(env, envScope{sc, keys})
+	}
+	s.render(w, r, "app", view{Title: av.Name, Nav: "apps", User: v, Status: status, Error: errMsg, Data: map[string]any{
+		"App": av, "Deployments": list, "Kept": kept, "Env": env, "CanDeploy": v.Principal.Allows(store.ScopeDeploy),
+		"WebhookSecret": webhookSecret, "HookBase": "/hooks/apps/" + av.ID.String(),
+	}})
+}
+
+// appEnv sets and unsets variables of one scope. Values are write-only:
+// the page shows names, never values.
+func (s *Server) appEnv(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	set := map[string]string{}
+	for _, line := range strings.Split(strings.ReplaceAll(r.PostFormValue("set"), "\r\n", "\n"), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(line, "=")
+		if !ok {
+			s.appView(w, r, v, http.StatusBadRequest, "Variables are KEY=VALUE, one per line.", "")
+			return
+		}
+		set[strings.TrimSpace(k)] = val
+	}
+	_, err := s.d.Deploys.SetAppEnv(r.Context(), v.Principal, s.peer(r), r.PathValue("app"), store.AppEnvScope(r.PostFormValue("scope")), set, r.PostForm["unset"])
+	if err != nil {
+		if st := statusOf(err); st == http.StatusBadRequest {
+			s.appView(w, r, v, st, publicMessage(err), "")
+			return
+		}
+		s.fail(w, r, v, err)
+		return
+	}
+	s.redirect(w, r, "/apps/"+r.PathValue("app"), fmt.Sprintf("Environment saved (%d set, %d removed). It applies from the next deploy.", len(set), len(r.PostForm["unset"])))
+}
+
+func (s *Server) appWebhook(w http.ResponseWriter, r *http.Request, v *viewer) {
+	_, secret, err := s.d.Deploys.SetWebhookSecret(r.Context(), v.Principal, s.peer(r), r.PathValue("app"), "")
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	// Shown on this response only.
+	s.appView(w, r, v, 0, "", secret)
+}
+
+func (s *Server) appDeploy(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	q, err := s.d.Deploys.Deploy(r.Context(), v.Principal, s.peer(r), deploys.DeployParams{
+		App: r.PathValue("app"), Environment: store.Environment(r.PostFormValue("env")), Commit: strings.TrimSpace(r.PostFormValue("commit")),
+	})
+	s.queued(w, r, v, q, err, "Deployment")
+}
+
+func (s *Server) appRollback(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	q, err := s.d.Deploys.Rollback(r.Context(), v.Principal, s.peer(r), r.PathValue("app"), r.PostFormValue("to"))
+	s.queued(w, r, v, q, err, "Rollback")
+}
+
+func (s *Server) queued(w http.ResponseWriter, r *http.Request, v *viewer, q deploys.Queued, err error, what string) {
+	if err != nil {
+		if st := statusOf(err); st == http.StatusBadRequest || st == http.StatusConflict || st == http.StatusNotFound {
+			s.appView(w, r, v, st, publicMessage(err), "")
+			return
+		}
+		s.fail(w, r, v, err)
+		return
+	}
+	msg := what + " queued."
+	if n := len(q.Behind); n > 0 {
+		msg = fmt.Sprintf("%s queued behind %d unfinished deployment(s) of this app: it starts when they end.", what, n)
+	}
+	s.redirect(w, r, "/deployments/"+q.Deployment.ID.String(), msg)
+}
+
+// deploymentRow names a deployment's app for the global list.
+type deploymentRow struct {
+	store.Deployment
+	AppName string
+}
+
+func (s *Server) deploymentList(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !v.Principal.Allows(store.ScopeRead) {
+		s.errorPage(w, r, http.StatusForbidden, "Not allowed", "Your role does not allow this.")
+		return
+	}
+	f := store.DeploymentFilter{Limit: 50}
+	if !s.before(w, r, &f.Before) {
+		return
+	}
+	list, err := s.d.Store.ListDeployments(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	names := map[store.ID]string{}
+	rows := make([]deploymentRow, len(list))
+	for i, d := range list {
+		rows[i] = deploymentRow{Deployment: d}
+		if n, ok := names[d.AppID]; ok {
+			rows[i].AppName = n
+		} else if a, err := s.d.Store.App(r.Context(), d.AppID); err == nil {
+			names[d.AppID], rows[i].AppName = a.Name, a.Name
+		}
+	}
+	s.render(w, r, "deployments", view{Title: "Deployments", Nav: "deployments", User: v, Data: map[string]any{
+		"Deployments": rows, "Next": nextPage(r, len(list), f.Limit, idOf(list, func(d store.Deployment) store.ID { return d.ID })),
+	}})
+}
+
+func (s *Server) deploymentShow(w http.ResponseWriter, r *http.Request, v *viewer) {
+	d, err := s.d.Deploys.GetDeployment(r.Context(), v.Principal, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	app, err := s.d.Store.App(r.Context(), d.AppID)
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	s.render(w, r, "deployment", view{Title: "Deployment " + d.ID.String(), Nav: "deployments", User: v, Data: map[string]any{
+		"D": d, "App": app, "CanDeploy": v.Principal.Allows(store.ScopeDeploy),
+	}})
+}
+
+func (s *Server) deploymentCancel(w http.ResponseWriter, r *http.Request, v *viewer) {
+	d, err := s.d.Deploys.Cancel(r.Context(), v.Principal, s.peer(r), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	s.redirect(w, r, "/deployments/"+d.ID.String(), "Cancel requested: the agent stops the whole process group.")
+}
+
+// deploymentLog streams a deployment's log and state as server-sent
+// events: "chunk" (text), "status" (JSON), and "end" when it finished.
+func (s *Server) deploymentLog(w http.ResponseWriter, r *http.Request, v *viewer) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	var after int64
+	if le := r.Header.Get("Last-Event-ID"); le != "" {
+		n, err := strconv.ParseInt(le, 10, 64)
+		if err != nil || n < 0 {
+			http.Error(w, "bad Last-Event-ID", http.StatusBadRequest)
+			return
+		}
+		after = n
+	}
+	if _, err := s.d.Deploys.GetDeployment(r.Context(), v.Principal, r.PathValue("id")); err != nil {
+		http.Error(w, publicMessage(err), statusOf(err))
+		return
+	}
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fl.Flush()
+	err := s.d.Deploys.Follow(r.Context(), v.Principal, r.PathValue("id"), after, func(ev deploys.FollowEvent) error {
+		if ev.Chunk != nil {
+			b, _ := json.Marshal(map[string]any{"step": ev.Chunk.Step, "text": string(ev.Chunk.Data)})
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: chunk\ndata: %s\n\n", ev.Chunk.Seq, b); err != nil {
+				return err
+			}
+		}
+		if d := ev.Deployment; d != nil {
+			b, _ := json.Marshal(deploymentState(*d))
+			if _, err := fmt.Fprintf(w, "event: status\ndata: %s\n\n", b); err != nil {
+				return err
+			}
+		}
+		fl.Flush()
+		return nil
+	})
+	if err == nil {
+		_, _ = fmt.Fprint(w, "event: end\ndata: {}\n\n")
+		fl.Flush()
+	}
+}
+
+func deploymentState(d store.Deployment) map[string]any {
+	m := map[string]any{"status": d.Status, "cancel_requested": d.CancelRequestedAt != nil}
+	if d.FailedStep != nil {
+		m["failed_step"] = *d.FailedStep
+	}
+	if d.FailureReason != nil {
+		m["failure_reason"] = *d.FailureReason
+	}
+	if d.ExitCode != nil {
+		m["exit_code"] = *d.ExitCode
+	}
+	if d.CommitSHA != nil {
+		m["commit_sha"] = *d.CommitSHA
+	}
+	return m
+}
+
+// Git credentials (admins: they open private repositories).
+
+func (s *Server) credentialsView(w http.ResponseWriter, r *http.Request, v *viewer, status int, errMsg string, created *store.GitCredential) {
+	list, err := s.d.Deploys.ListGitCredentials(r.Context(), v.Principal)
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	s.render(w, r, "credentials", view{Title: "Git credentials", Nav: "apps", User: v, Status: status, Error: errMsg, Form: r.PostForm,
+		Data: map[string]any{"Credentials": list, "Created": created}})
+}
+
+func (s *Server) credentialList(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.credentialsView(w, r, v, 0, "", nil)
+}
+
+func (s *Server) credentialCreate(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	p := deploys.AddGitCredentialParams{Name: r.PostFormValue("name"), Kind: store.GitCredentialKind(r.PostFormValue("kind")),
+		PrivateKey: strings.ReplaceAll(r.PostFormValue("private_key"), "\r\n", "\n"), Username: r.PostFormValue("username"), Token: r.PostFormValue("token")}
+	c, err := s.d.Deploys.AddGitCredential(r.Context(), v.Principal, s.peer(r), p)
+	if err != nil {
+		if st := statusOf(err); st == http.StatusBadRequest || st == http.StatusConflict {
+			r.PostForm.Del("private_key")
+			r.PostForm.Del("token")
+			s.credentialsView(w, r, v, st, publicMessage(err), nil)
+			return
+		}
+		s.fail(w, r, v, err)
+		return
+	}
+	r.PostForm = nil
+	s.credentialsView(w, r, v, http.StatusCreated, "", &c)
+}
+
+func (s *Server) credentialDelete(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if err := s.d.Deploys.DeleteGitCredential(r.Context(), v.Principal, s.peer(r), r.PathValue("name")); err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	s.redirect(w, r, "/git-credentials", "Credential deleted.")
+}
