@@ -272,3 +272,43 @@ func uuidOf(t *testing.T, id string) string {
 	h := hex.EncodeToString(u[:])
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
+
+// TestDeployAgentNeverReturns: a deployment whose agent is gone for good is
+// failed "agent unreachable" by the controller after its deadline plus the
+// grace; nothing stays running forever.
+func TestDeployAgentNeverReturns(t *testing.T) {
+	t.Parallel()
+	e := setupDeploy(t)
+	url := e.repo.serveHTTP(t, gitUser, gitToken)
+	e.repo.commit(t, "main", "slow", map[string]string{"version.txt": "v1\n", "slow": "x\n"})
+	if r := e.cli(t, gitToken+"\n", "git-credential", "add", "gitcred", "--https", "--username", gitUser, "--token-stdin"); r.code != 0 {
+		t.Fatalf("credential: %+v", r)
+	}
+	e.createApp(t, "shop", url, "gitcred", "--timeout", "5")
+	var d deployment
+	e.mustJSON(t, &d, "deploy", "shop")
+	e.waitStatus(t, "shop", d.ID, "running")
+	_ = e.agent.cmd.Process.Kill()
+	<-e.agent.done
+	got := e.waitStatus(t, "shop", d.ID, "failed", "timed_out", "succeeded", "canceled")
+	if got.Status != "failed" || got.FailureReason != "agent unreachable" {
+		t.Fatalf("agent gone: %+v", got)
+	}
+	// A later deploy waits in the queue, then times out there.
+	var q deployment
+	e.mustJSON(t, &q, "deploy", "shop")
+	if got := e.waitStatus(t, "shop", q.ID, "timed_out", "failed", "succeeded", "canceled"); got.Status != "timed_out" {
+		t.Fatalf("queued without an agent: %+v", got)
+	}
+	// When the agent does come back, it cleans up the interrupted job (its
+	// processes and half-built release) and reports it; the row keeps the
+	// controller's verdict.
+	e.agent = e.startAgent(t)
+	waitFor(t, "the interrupted release to be removed", time.Minute, func() bool {
+		_, err := os.Stat(filepath.Join(e.base, "shop", "releases", d.ID))
+		return os.IsNotExist(err)
+	})
+	if got := e.deployment(t, "shop", d.ID); got.Status != "failed" || got.FailureReason != "agent unreachable" {
+		t.Fatalf("after the agent returned: %+v", got)
+	}
+}
