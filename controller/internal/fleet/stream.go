@@ -61,11 +61,6 @@ func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
 	if err := s.sendWelcome(stream, ag, srv); err != nil {
 		return err
 	}
-	// Jobs after the welcome: re-send the server's unfinished ones.
-	if h := s.jobHandler(); h != nil {
-		h.AgentConnected(ctx, c.serverID)
-	}
-
 	// One goroutine owns Send; the handler's goroutine owns Recv. A handler
 	// returning ends the stream, which unblocks both.
 	sendErr := make(chan error, 1)
@@ -88,6 +83,12 @@ func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
 			}
 		}
 	}()
+
+	// Jobs after the welcome, with the send loop draining the queue:
+	// re-send the server's unfinished ones.
+	if h := s.jobHandler(); h != nil {
+		go h.AgentConnected(ctx, c.serverID)
+	}
 
 	recvErr := make(chan error, 1)
 	go func() {
