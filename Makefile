@@ -87,6 +87,7 @@ bench: deps-test build
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/berth-rawcopy ./controller/cmd/berth-rawcopy
 	@command -v prometheus-node-exporter >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-node-exporter >/dev/null; } || true
 	./scripts/bench.sh
+	BIN=$(BIN) ./scripts/deploy-bench.sh | tee -a BENCHMARKS.md
 
 clean:
 	rm -rf $(BIN) gen/proto gen/dbsqlc

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Deploy dispatch latency: from invoking `berth deploy` to the first line of
+# the app's deploy script running on the server (the script's first command
+# stamps the time), against running one command with `ssh localhost`, fresh
+# and over an open ControlMaster connection, on this machine. The deploy
+# path includes what a real deploy does before the script: queue, dispatch
+# over the agent's stream, git fetch of the exact commit into the mirror,
+# checkout into a new release, .env. Prints one markdown section.
+set -euo pipefail
+N=${BENCH_DEPLOY_RUNS:-30}
+BIN=${BIN:-$(pwd)/.bin}
+work=$(mktemp -d /tmp/berthdb.XXXX)
+chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+now() { date +%s%N; }
+# pct FILE P: the P-th percentile (nearest rank) of the numbers in FILE, in ms.
+pct() { sort -n "$1" | awk -v p="$2" '{ a[NR] = $1 } END { i = int((p * NR + 99) / 100); if (i < 1) i = 1; printf "%.1f", a[i] / 1e6 }'; }
+
+"$BIN/berth" serve --data-dir "$work/c" --http-addr 127.0.0.1:28080 --grpc-addr 127.0.0.1:27443 --heartbeat-interval 1s 2>"$work/c.log" &
+pids+=($!)
+for _ in $(seq 1 300); do curl -fsS http://127.0.0.1:28080/healthz >/dev/null 2>&1 && break; sleep 0.2; done
+printf 'a-long-bench-password\n' | "$BIN/berth" admin create --email bench@example.com --password-stdin --data-dir "$work/c" >/dev/null
+export BERTH_ADDR=127.0.0.1:27443 BERTH_CA_FILE=$work/c/ca.crt
+BERTH_TOKEN=$("$BIN/berth" token create --email bench@example.com --name bench --data-dir "$work/c")
+export BERTH_TOKEN
+out=$("$BIN/berth" server add bench -o json)
+token=$(printf '%s' "$out" | sed -n 's/.*"token": "\([^"]*\)".*/\1/p')
+pin=$(printf '%s' "$out" | sed -n 's/.*"ca_pin": "\([^"]*\)".*/\1/p')
+"$BIN/berth-agent" enroll --controller 127.0.0.1:27443 --token "$token" --ca-pin "$pin" --data-dir "$work/a" >/dev/null
+"$BIN/berth-agent" run --data-dir "$work/a" 2>"$work/a.log" &
+pids+=($!)
+for _ in $(seq 1 150); do "$BIN/berth" server show bench -o json | grep -q '"status": "online"' && break; sleep 0.2; done
+
+# A small repository; the deploy script's first command stamps the time.
+git init -q -b main "$work/repo"
+echo v1 > "$work/repo/index.html"
+git -C "$work/repo" -c user.name=b -c user.email=b@example.com add -A
+git -C "$work/repo" -c user.name=b -c user.email=b@example.com commit -q -m bench
+printf 'date +%%s%%N >> %s\n' "$work/marks" > "$work/deploy.sh"
+"$BIN/berth" app create benchapp --server bench --repo "$work/repo" --path "$work/srv/benchapp" --user "$(id -un)" \
+  --deploy-script "$work/deploy.sh" --keep 2 >/dev/null
+"$BIN/berth" deploy benchapp --follow >/dev/null 2>&1 # warm the mirror like any later deploy
+: > "$work/marks"
+: > "$work/deploy.ns"
+for i in $(seq 1 "$N"); do
+  t0=$(now)
+  "$BIN/berth" deploy benchapp --follow >/dev/null 2>&1
+  t1=$(sed -n "${i}p" "$work/marks")
+  echo $((t1 - t0)) >> "$work/deploy.ns"
+done
+
+# sshd on a loopback port with a throwaway key.
+ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
+ssh-keygen -q -t ed25519 -N '' -f "$work/id"
+cp "$work/id.pub" "$work/authorized_keys"
+cat > "$work/sshd_config" <<CFG
+Port 27022
+ListenAddress 127.0.0.1
+HostKey $work/host_key
+PidFile $work/sshd.pid
+AuthorizedKeysFile $work/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+CFG
+mkdir -p /run/sshd
+/usr/sbin/sshd -D -f "$work/sshd_config" 2>"$work/sshd.log" &
+pids+=($!)
+for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/27022) 2>/dev/null && break; sleep 0.1; done
+sshopts=(-i "$work/id" -p 27022 -o StrictHostKeyChecking=no -o UserKnownHostsFile="$work/known_hosts" -o BatchMode=yes -o LogLevel=ERROR)
+: > "$work/fresh.ns"
+for _ in $(seq 1 "$N"); do
+  t0=$(now); t1=$(ssh "${sshopts[@]}" "$(id -un)@127.0.0.1" 'date +%s%N'); echo $((t1 - t0)) >> "$work/fresh.ns"
+done
+ssh "${sshopts[@]}" -o ControlMaster=yes -o ControlPath="$work/cm" -o ControlPersist=60 -fN "$(id -un)@127.0.0.1"
+: > "$work/cm.ns"
+for _ in $(seq 1 "$N"); do
+  t0=$(now); t1=$(ssh "${sshopts[@]}" -o ControlPath="$work/cm" "$(id -un)@127.0.0.1" 'date +%s%N'); echo $((t1 - t0)) >> "$work/cm.ns"
+done
+ssh "${sshopts[@]}" -o ControlPath="$work/cm" -O exit "$(id -un)@127.0.0.1" 2>/dev/null || true
+
+echo
+echo "## Deploy dispatch latency"
+echo
+echo "\`BENCH_DEPLOY_RUNS=$N scripts/deploy-bench.sh\`: a real controller and agent on this machine; from"
+echo "invoking \`berth deploy\` to the deploy script's first line (stamped by the script), against one"
+echo "command over \`ssh\` to a loopback sshd. The deploy includes queueing, dispatch over the agent's"
+echo "stream, the git fetch of the exact commit, checkout into a new release and .env."
+echo
+echo "| path ($N runs each) | p50 | p99 |"
+echo "|---|---|---|"
+echo "| \`berth deploy\` to the deploy script's first line (queue, dispatch, fetch, checkout, .env) | $(pct "$work/deploy.ns" 50) ms | $(pct "$work/deploy.ns" 99) ms |"
+echo "| \`ssh localhost CMD\`, fresh connection | $(pct "$work/fresh.ns" 50) ms | $(pct "$work/fresh.ns" 99) ms |"
+echo "| \`ssh localhost CMD\` over an open ControlMaster | $(pct "$work/cm.ns" 50) ms | $(pct "$work/cm.ns" 99) ms |"
+# sshd runs the command through the user's shell, which reads ~/.bashrc;
+# the agent's bash does not. Say what that costs here.
+if [ -f "$HOME/.bashrc" ]; then
+  : > "$work/rc.ns"
+  for _ in $(seq 1 5); do t0=$(now); bash -c ". '$HOME/.bashrc' >/dev/null 2>&1; true"; t1=$(now); echo $((t1 - t0)) >> "$work/rc.ns"; done
+  echo
+  echo "The ssh figures include the remote user's ~/.bashrc, which sshd's shell reads for every command:"
+  echo "$(pct "$work/rc.ns" 50) ms (p50) for $(id -un) on this machine."
+fi
