@@ -312,3 +312,49 @@ func TestDeployAgentNeverReturns(t *testing.T) {
 		t.Fatalf("after the agent returned: %+v", got)
 	}
 }
+
+// TestDeployThroughAnotherController: two controllers share the database;
+// the agent streams to the first, the CLI talks to the second. Dispatch,
+// the followed log and cancel reach across (LISTEN/NOTIFY).
+func TestDeployThroughAnotherController(t *testing.T) {
+	t.Parallel()
+	e := setupDeploy(t)
+	d2 := shortDir(t)
+	if err := os.MkdirAll(d2, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"ca.key", "ca.crt", "encryption.keys"} {
+		if err := os.WriteFile(filepath.Join(d2, name), must(os.ReadFile(filepath.Join(e.dataDir, name))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c2 := startController(t, d2, "--database-url", e.dsn(), "--heartbeat-interval", "1s")
+	url := e.repo.serveHTTP(t, gitUser, gitToken)
+	e.repo.commit(t, "main", "first", map[string]string{"version.txt": "v1\n", "lines": "x\n"})
+	if r := e.cli(t, gitToken+"\n", "git-credential", "add", "gitcred", "--https", "--username", gitUser, "--token-stdin"); r.code != 0 {
+		t.Fatalf("credential: %+v", r)
+	}
+	e.createApp(t, "shop", url, "gitcred")
+	// From here on the CLI uses the second controller.
+	for i, kv := range e.env {
+		if strings.HasPrefix(kv, "BERTH_ADDR=") {
+			e.env[i] = "BERTH_ADDR=" + c2.grpcAddr
+		}
+	}
+	d, logs, code := e.deployFollow(t, "shop")
+	if code != 0 || d.Status != "succeeded" || strings.Count(logs, "line 40\n") != 1 || strings.Count(logs, "line 1\n") != 1 {
+		t.Fatalf("deploy through the second controller: %d %+v\n%s", code, d, logs)
+	}
+	e.repo.commit(t, "main", "slow", map[string]string{"lines": "", "slow": "x\n"})
+	var slow deployment
+	e.mustJSON(t, &slow, "deploy", "shop")
+	waitFor(t, "the slow build to start", time.Minute, func() bool {
+		return strings.Contains(e.cli(t, "", "deployments", "logs", slow.ID).stdout, "sleeping")
+	})
+	if r := e.cli(t, "", "deploy", "cancel", slow.ID); r.code != 0 {
+		t.Fatalf("cancel: %+v", r)
+	}
+	if got := e.waitStatus(t, "shop", slow.ID, "canceled", "failed", "succeeded"); got.Status != "canceled" || e.current(t, "shop") != d.ID {
+		t.Fatalf("cancel across controllers: %+v", got)
+	}
+}
