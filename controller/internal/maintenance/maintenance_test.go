@@ -137,7 +137,14 @@ func TestOneLeader(t *testing.T) {
 	// The leader's session dies (PostgreSQL restart, cut link): the other
 	// controller takes over.
 	_ = la.Hijack().Close(ctx)
-	lb := b.Lead(ctx, nil)
+	// PostgreSQL drops the lock when it notices the closed connection,
+	// which is asynchronous: keep asking, as the runner does every tick.
+	var lb *pgxpool.Conn
+	for deadline := time.Now().Add(30 * time.Second); lb == nil && time.Now().Before(deadline); {
+		if lb = b.Lead(ctx, nil); lb == nil {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	if lb == nil {
 		t.Fatal("second controller did not take over after the leader's session ended")
 	}
