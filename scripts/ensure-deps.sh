@@ -40,4 +40,21 @@ fi
 if [ "$target" = deps-test ] && { [ ! -x /usr/sbin/sshd ] || ! command -v git >/dev/null 2>&1; }; then
   apt_install openssh-server git
 fi
+# The web UI's browser tests drive a real headless Chromium (chromedp); it
+# needs a font to lay pages out and render the screenshots.
+have_chromium() {
+  local b
+  for b in chromium chromium-browser google-chrome google-chrome-stable headless-shell; do
+    command -v "$b" >/dev/null 2>&1 && return 0
+  done
+  return 1
+}
+if [ "$target" = deps-test ]; then
+  browser=()
+  have_chromium || browser+=(chromium)
+  compgen -G '/usr/share/fonts/truetype/*/*.ttf' >/dev/null || browser+=(fonts-dejavu-core)
+  if [ ${#browser[@]} -gt 0 ]; then
+    apt_install "${browser[@]}"
+  fi
+fi
 exit 0
