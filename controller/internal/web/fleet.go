@@ -107,6 +107,11 @@ func sparkline(pts []store.MetricPoint, now time.Time, val func(store.MetricPoin
 		fmt.Fprintf(&b, "%.1f,%.1f", math.Max(0, math.Min(sparkW, x)), y)
 		last = fmt.Sprintf("%.0f%%", frac*100)
 	}
+	// One point draws nothing: show it as a short level line ending now.
+	if n := strings.Count(b.String(), ","); n == 1 {
+		_, y, _ := strings.Cut(b.String(), ",")
+		return fmt.Sprintf("%.1f,%s %.1f,%s", sparkW-6, y, sparkW, y), last
+	}
 	return b.String(), last
 }
 

@@ -88,6 +88,9 @@ func (s *Server) Run(ctx context.Context) { s.events.run(ctx) }
 // Register mounts the UI's routes on mux.
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle("GET /assets/", s.assets())
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/assets/favicon.svg", http.StatusMovedPermanently)
+	})
 	mux.HandleFunc("GET /{$}", s.page(s.dashboard))
 
 	// Signing in: reachable without a session.

@@ -55,7 +55,7 @@
       });
       var opts = {
         width: Math.max(280, wrap.clientWidth || 340), height: 180, series: series,
-        axes: [{}, { values: function (u, vals) { return vals.map(c.fmt); }, size: 70 }],
+        axes: [{}, { values: function (u, vals) { return vals.map(c.fmt); }, size: 90 }],
         scales: { x: { time: true, range: function () { return [now - span, now]; } } }
       };
       if (c.range) opts.scales.y = { range: c.range };
