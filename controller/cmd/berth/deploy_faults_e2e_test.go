@@ -205,6 +205,18 @@ func TestDeployKilledControllerAndAgent(t *testing.T) {
 	waitFor(t, "the build to print lines", time.Minute, func() bool {
 		return strings.Contains(e.cli(t, "", "deployments", "logs", d.ID).stdout, "line 3\n")
 	})
+	// A follower started before the kill resumes after the restart from
+	// the last chunk it printed.
+	follower := exec.Command(berthBin, "deployments", "logs", d.ID, "--follow")
+	follower.Env = append(os.Environ(), e.env...)
+	var followed, followErr bytes.Buffer
+	follower.Stdout, follower.Stderr = &followed, &followErr
+	if err := follower.Start(); err != nil {
+		t.Fatal(err)
+	}
+	followDone := make(chan error, 1)
+	go func() { followDone <- follower.Wait() }()
+	t.Cleanup(func() { _ = follower.Process.Kill() })
 	_ = e.c.stop(t, syscall.SIGKILL)
 	time.Sleep(4 * time.Second) // the build goes on meanwhile
 	e.c = startControllerAt(t, e.dataDir, e.c.httpAddr, e.c.grpcAddr, "--metrics-interval", "1s", "--heartbeat-interval", "1s")
@@ -219,6 +231,19 @@ func TestDeployKilledControllerAndAgent(t *testing.T) {
 	}
 	if e.current(t, "shop") != d.ID {
 		t.Fatalf("current = %s", e.current(t, "shop"))
+	}
+	select {
+	case err := <-followDone:
+		if err != nil {
+			t.Fatalf("follower: %v\n%s", err, followErr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the follower did not end with the deployment")
+	}
+	for i := 1; i <= 40; i++ {
+		if n := strings.Count(followed.String(), fmt.Sprintf("line %d\n", i)); n != 1 {
+			t.Fatalf("follower: line %d appears %d times:\n%s\n%s", i, n, followed.String(), followErr.String())
+		}
 	}
 
 	// kill -9 the agent during a slow build.

@@ -72,6 +72,10 @@ func (a *app) follow(ctx context.Context, c adminv1.AdminServiceClient, id strin
 	for attempt := 0; ; attempt++ {
 		stream, err := c.FollowDeployment(ctx, &adminv1.FollowDeploymentRequest{Id: id, AfterSeq: after})
 		if err != nil {
+			if follow && ctx.Err() == nil && attempt < 600 && isUnavailable(err) {
+				time.Sleep(time.Second)
+				continue
+			}
 			return nil, rpcErr(err)
 		}
 		for {
