@@ -49,11 +49,13 @@ type deployEnv struct {
 	outputs  *strings.Builder
 }
 
-// setupDeploy starts a controller and an enrolled agent on server web-1,
-// and a private repository.
-func setupDeploy(t *testing.T) *deployEnv {
+// setupDeploy starts a controller (with extra serve flags) and an enrolled
+// agent on server web-1, and a private repository.
+func setupDeploy(t *testing.T, extra ...string) *deployEnv {
 	t.Helper()
-	f := startFleet(t)
+	dataDir := shortDir(t)
+	c := startController(t, dataDir, append([]string{"--metrics-interval", "1s", "--heartbeat-interval", "1s"}, extra...)...)
+	f := startFleetOn(t, &fleetEnv{c: c, dataDir: dataDir})
 	a := f.addServer(t, "web-1")
 	e := &deployEnv{fleetEnv: f, agentDir: filepath.Join(shortDir(t), "agent"), repo: newGitRepo(t), base: t.TempDir(), outputs: &strings.Builder{}}
 	if r := enrollAgent(t, f.c.grpcAddr, a.Token, a.CAPin, e.agentDir); r.code != 0 {

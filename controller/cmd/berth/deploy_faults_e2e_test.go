@@ -303,7 +303,8 @@ func uuidOf(t *testing.T, id string) string {
 // grace; nothing stays running forever.
 func TestDeployAgentNeverReturns(t *testing.T) {
 	t.Parallel()
-	e := setupDeploy(t)
+	// No start grace: the controller has been up all along.
+	e := setupDeploy(t, "--start-grace", "1s")
 	url := e.repo.serveHTTP(t, gitUser, gitToken)
 	e.repo.commit(t, "main", "slow", map[string]string{"version.txt": "v1\n", "slow": "x\n"})
 	if r := e.cli(t, gitToken+"\n", "git-credential", "add", "gitcred", "--https", "--username", gitUser, "--token-stdin"); r.code != 0 {

@@ -209,7 +209,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ControllerAddr: advertise, InstallURL: publicURL, EnrollPerMinute: cfg.EnrollPerMinute,
 	})
 
-	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{})
+	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{StartGrace: cfg.StartGrace})
 	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, deploySvc, publicURL, log)
 	if err != nil {
 		return err

@@ -293,7 +293,8 @@ func (s *Service) finish(ctx context.Context, tx *store.Store, d store.Deploymen
 // sweep ends overdue deployments: queued ones time out; dispatched or
 // running ones whose agent never reported are failed "agent unreachable"
 // once past the deadline plus the grace (the agent times its own jobs out
-// and reports timed_out before that). Compare-and-set: safe on every
+// and reports timed_out before that), but not in the first StartGrace after
+// this controller started, while agents reconnect and deliver. Compare-and-set: safe on every
 // controller at once.
 func (s *Service) sweep(ctx context.Context) {
 	now := s.cfg.Now()
@@ -312,7 +313,7 @@ func (s *Service) sweep(ctx context.Context) {
 			if d.CancelRequestedAt != nil {
 				res.Status = store.DeploymentCanceled
 			}
-		case now.After(d.DeadlineAt.Add(s.cfg.UnreachableGrace)):
+		case now.After(d.DeadlineAt.Add(s.cfg.UnreachableGrace)) && now.Sub(s.started) >= s.cfg.StartGrace:
 			res = store.DeploymentResult{Status: store.DeploymentFailed, FailureReason: optText("agent unreachable")}
 		default:
 			continue

@@ -38,6 +38,10 @@ type Config struct {
 	// running deployment may stay unfinished before it is failed with
 	// "agent unreachable" (default 30s).
 	UnreachableGrace time.Duration
+	// StartGrace: for this long after the controller starts, no deployment
+	// is failed as "agent unreachable": agents are still reconnecting and
+	// delivering what they journaled meanwhile (default 2m).
+	StartGrace time.Duration
 	// Tick is how often queues and deadlines are checked besides
 	// notifications (default 1s).
 	Tick time.Duration
@@ -51,6 +55,8 @@ type Service struct {
 	log   *slog.Logger
 	cfg   Config
 	wake  chan struct{}
+	// started is when this service started (StartGrace).
+	started time.Time
 
 	mu        sync.Mutex
 	followers map[store.ID]map[chan struct{}]struct{}
@@ -62,6 +68,9 @@ func New(st *store.Store, fl *fleet.Service, log *slog.Logger, cfg Config) *Serv
 	if cfg.UnreachableGrace <= 0 {
 		cfg.UnreachableGrace = 30 * time.Second
 	}
+	if cfg.StartGrace <= 0 {
+		cfg.StartGrace = 2 * time.Minute
+	}
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
 	}
@@ -69,7 +78,7 @@ func New(st *store.Store, fl *fleet.Service, log *slog.Logger, cfg Config) *Serv
 		cfg.Now = time.Now
 	}
 	s := &Service{st: st, fleet: fl, log: log.With("component", "deploys"), cfg: cfg,
-		wake: make(chan struct{}, 1), followers: map[store.ID]map[chan struct{}]struct{}{}}
+		wake: make(chan struct{}, 1), started: cfg.Now(), followers: map[store.ID]map[chan struct{}]struct{}{}}
 	fl.SetJobHandler(s)
 	return s
 }
