@@ -236,7 +236,8 @@ func TestDeployOverHTTPS(t *testing.T) {
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &cred) != nil || cred["username"] != gitUser || cred["kind"] != "https" {
 		t.Fatalf("git-credential add: %+v", r)
 	}
-	e.createApp(t, "shop", url, "gitcred", "--keep", "2")
+	reloads := filepath.Join(e.base, "reloads")
+	e.createApp(t, "shop", url, "gitcred", "--keep", "2", "--reload-cmd", "cat version.txt >> "+reloads)
 
 	// First deploy: succeeds, current points at its release, .env is 0600
 	// with the merged environment.
@@ -284,6 +285,10 @@ func TestDeployOverHTTPS(t *testing.T) {
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rb) != nil || rb.Status != "succeeded" || rb.RollbackFromID != d1.ID || rb.TriggeredBy != "rollback" ||
 		e.current(t, "shop") != d1.ID || strings.Contains(r.stderr, "building") {
 		t.Fatalf("rollback: %+v %+v", r, rb)
+	}
+	// The reload command ran in the release rolled back to.
+	if b, _ := os.ReadFile(reloads); !strings.HasSuffix(string(b), "v1\n") {
+		t.Fatalf("reload command after rollback: %q", b)
 	}
 
 	// Deploy an explicit commit (the second one) by --commit.
