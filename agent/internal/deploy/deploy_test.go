@@ -78,7 +78,7 @@ func TestDeploy(t *testing.T) {
 	log := h.log(s.DeploymentID)
 	for _, want := range []string{
 		"==> fetch", "==> checkout", "==> link_shared", "==> write_env", "==> build",
-		"==> health_check", "==> activate", "==> prune",
+		"==> health_check", "==> activate", "==> reload", "==> prune",
 		"building shop at " + sha, "to stderr", "APP_ENV is production",
 		"commit " + sha + ": first release",
 	} {
@@ -104,7 +104,7 @@ func TestDeploy(t *testing.T) {
 	if evs[len(evs)-1].Type != EventResult {
 		t.Error("last event is not the result")
 	}
-	if got := strings.Join(steps, ","); got != "fetch,checkout,link_shared,write_env,build,health_check,activate,prune" {
+	if got := strings.Join(steps, ","); got != "fetch,checkout,link_shared,write_env,build,health_check,activate,reload,prune" {
 		t.Errorf("steps = %s", got)
 	}
 	if r := h.ex.Running(); len(r) != 0 {
@@ -642,5 +642,35 @@ func TestRunAsUser(t *testing.T) {
 	}
 	if st, _ := os.Stat(release + "/build.sh"); st.Mode().Perm() != 0o644 {
 		t.Errorf("build.sh mode %v", st.Mode().Perm())
+	}
+}
+
+// A deploy reloads the app after the switch; a failing reload puts current
+// back, so the app never serves a release it did not reload into.
+func TestDeployReload(t *testing.T) {
+	repo := newRepo(t)
+	repo.commit("c", map[string]string{"build.sh": buildSh})
+	h := newHarness(t, Config{})
+	marker := filepath.Join(t.TempDir(), "reloaded")
+	good := h.spec(repo)
+	good.ReloadCommand = "pwd >> " + marker
+	mustSucceed(t, h, good.DeploymentID, h.run(good))
+	if got := strings.TrimSpace(waitFile(t, marker)); got != filepath.Join(h.deploy, "releases", good.DeploymentID) {
+		t.Fatalf("reload ran in %q", got)
+	}
+
+	bad := h.spec(repo)
+	bad.ReloadCommand = "pwd >> " + marker + "; test \"$(basename \"$PWD\")\" = " + good.DeploymentID
+	res := h.run(bad)
+	if res.Status != StatusFailed || res.FailedStep != StepReload || res.ExitCode != 1 {
+		t.Fatalf("failing reload: %+v\n%s", res, h.log(bad.DeploymentID))
+	}
+	if h.current() != good.DeploymentID {
+		t.Fatalf("current = %s after a failed reload", h.current())
+	}
+	// The reload ran again in the restored release.
+	lines := strings.Split(strings.TrimSpace(waitFile(t, marker)), "\n")
+	if len(lines) != 3 || lines[2] != filepath.Join(h.deploy, "releases", good.DeploymentID) {
+		t.Fatalf("reload runs: %q", lines)
 	}
 }

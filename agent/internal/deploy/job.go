@@ -125,12 +125,13 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 	if err := j.step(ctx, StepHealthCheck, res, func() error { return j.healthCheck(ctx, release, res.Commit) }); err != nil {
 		return err
 	}
-	var prev string
+	var prev, prevTarget string
 	if err := j.step(ctx, StepActivate, res, func() error {
 		target, err := readCurrent(j.spec.DeployPath)
 		if err != nil {
 			return err
 		}
+		prevTarget = target
 		prev = releaseIDOf(j.spec.DeployPath, target)
 		res.PreviousRelease = prev
 		// Journaled before the switch: a crash right after the rename
@@ -144,6 +145,13 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 		j.log.printf("current -> %s", release)
 		return nil
 	}); err != nil {
+		return err
+	}
+	// The app's reload command (php-fpm, a systemd unit...) makes it serve
+	// the new release. If it fails, current goes back to what it was, so a
+	// failed deploy never leaves a half-switched app.
+	if err := j.step(ctx, StepReload, res, func() error { return j.reload(ctx, release) }); err != nil {
+		j.restoreAfterRollback(ctx, prevTarget)
 		return err
 	}
 	// The release is live: pruning runs even if a cancel arrives now, and
@@ -189,16 +197,7 @@ func (j *job) rollback(ctx context.Context, res *Result) error {
 	}); err != nil {
 		return err
 	}
-	err := j.step(ctx, StepReload, res, func() error {
-		if j.spec.ReloadCommand == "" {
-			j.log.printf("no reload command configured")
-			return nil
-		}
-		return j.run(ctx, cmdSpec{
-			argv: []string{"bash", "-c", j.spec.ReloadCommand}, dir: release,
-			env: j.userEnv(release, ""), asUser: true, echo: j.spec.ReloadCommand,
-		})
-	})
+	err := j.step(ctx, StepReload, res, func() error { return j.reload(ctx, release) })
 	if err == nil {
 		err = j.step(ctx, StepHealthCheck, res, func() error { return j.healthCheck(ctx, release, "") })
 	}
@@ -208,7 +207,20 @@ func (j *job) rollback(ctx context.Context, res *Result) error {
 	return err
 }
 
-// restoreAfterRollback switches current back after a failed rollback and
+// reload runs the app's reload command from the release now current.
+func (j *job) reload(ctx context.Context, release string) error {
+	if j.spec.ReloadCommand == "" {
+		j.log.printf("no reload command configured")
+		return nil
+	}
+	return j.run(ctx, cmdSpec{
+		argv: []string{"bash", "-c", j.spec.ReloadCommand}, dir: release,
+		env: j.userEnv(release, ""), asUser: true, echo: j.spec.ReloadCommand,
+	})
+}
+
+// restoreAfterRollback switches current back after a failed rollback (or
+// a deploy whose reload failed) and
 // reloads again so the app serves what current says.
 func (j *job) restoreAfterRollback(ctx context.Context, prevTarget string) {
 	j.log.printf("[berth] rollback failed: switching current back to %q", prevTarget)

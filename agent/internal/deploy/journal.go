@@ -361,6 +361,14 @@ func (e *Executor) settleInterrupted(j *job) Result {
 	switch spec.Kind {
 	case KindDeploy:
 		res.ReleasePath = st.Release
+		if releaseIDOf(spec.DeployPath, cur) == j.id && step == StepReload {
+			// Switched but never reloaded: the app may still serve the
+			// old code, so put current back and fail the deploy.
+			if err := restoreCurrent(spec.DeployPath, st.PrevTarget); err != nil {
+				e.log.Warn("restore current after interrupted reload", "job", j.id, "err", err)
+			}
+			cur = st.PrevTarget
+		}
 		if releaseIDOf(spec.DeployPath, cur) == j.id {
 			// Only pruning was left: the release is live, say so.
 			res.Status, res.FailedStep, res.ExitCode = StatusSucceeded, "", 0

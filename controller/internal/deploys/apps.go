@@ -146,6 +146,10 @@ func (s *Service) DeleteGitCredential(ctx context.Context, pr *auth.Principal, p
 	return nil
 }
 
+// reservedAppNames would be read as a subcommand (berth deploy cancel) or
+// a page (/apps/new) instead of the app.
+var reservedAppNames = map[string]bool{"cancel": true, "new": true, "list": true, "logs": true}
+
 // CreateAppParams is what an app is created with; Server and Credential
 // are names or ids.
 type CreateAppParams struct {
@@ -163,6 +167,9 @@ func (s *Service) CreateApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 	a.Name = strings.ToLower(strings.TrimSpace(a.Name))
 	if !nameRE.MatchString(a.Name) {
 		return store.App{}, fmt.Errorf("%w: app name must be a lowercase slug of 1-63 letters, digits, '.', '_' or '-'", ErrInvalid)
+	}
+	if reservedAppNames[a.Name] {
+		return store.App{}, fmt.Errorf("%w: %q is reserved (it is a word of the CLI or a page): choose another app name", ErrInvalid, a.Name)
 	}
 	srv, err := s.fleet.Resolve(ctx, p.Server)
 	if err != nil {

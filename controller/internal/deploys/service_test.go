@@ -120,6 +120,7 @@ func TestScopesAndValidation(t *testing.T) {
 	invalid["option as url"] = mk(store.AppSettings{Name: "a2", RepositoryURL: "--upload-pack=evil"})
 	invalid["relative path"] = mk(store.AppSettings{Name: "a3", RepositoryURL: "https://h/x.git", DeployPath: "srv/a3"})
 	invalid["escaping shared path"] = mk(store.AppSettings{Name: "a4", RepositoryURL: "https://h/x.git", SharedPaths: []string{"../etc"}})
+	invalid["reserved name"] = mk(store.AppSettings{Name: "cancel", RepositoryURL: "https://h/x.git"})
 	invalid["bad user"] = mk(store.AppSettings{Name: "a5", RepositoryURL: "https://h/x.git", RunAsUser: "root;rm"})
 	invalid["huge script"] = mk(store.AppSettings{Name: "a6", RepositoryURL: "https://h/x.git", DeployScript: strings.Repeat("x", 300<<10)})
 	_, invalid["bad commit"] = e.svc.Deploy(ctx, e.admin, Peer{}, DeployParams{App: "shop", Commit: "not-a-sha"})
