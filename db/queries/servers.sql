@@ -123,3 +123,18 @@ UPDATE servers s
 SET status = 'online', last_seen_at = GREATEST(coalesce(s.last_seen_at, v.seen_at), v.seen_at)
 FROM (SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(seen_at)::timestamptz[]) AS seen_at) AS v
 WHERE s.id = v.id AND s.status <> 'disabled';
+
+-- name: LockServersForIngest :many
+-- Group commit of metrics: lock every server of the group in id order (so
+-- two groups never deadlock) and read their committed sequence numbers.
+SELECT id, metrics_seq FROM servers
+WHERE id = ANY(sqlc.arg(ids)::uuid[])
+ORDER BY id
+FOR UPDATE;
+
+-- name: SetServersMetricsSeq :exec
+-- Group commit of metrics: advance the sequences of the accepted batches
+-- (their rows are locked by LockServersForIngest in this transaction).
+UPDATE servers s SET metrics_seq = v.seq
+FROM (SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(seqs)::bigint[]) AS seq) AS v
+WHERE s.id = v.id;

@@ -401,6 +401,40 @@ func (q *Queries) ListStaleServers(ctx context.Context, cutoff time.Time) ([]Ser
 	return items, nil
 }
 
+const lockServersForIngest = `-- name: LockServersForIngest :many
+SELECT id, metrics_seq FROM servers
+WHERE id = ANY($1::uuid[])
+ORDER BY id
+FOR UPDATE
+`
+
+type LockServersForIngestRow struct {
+	ID         pgtype.UUID
+	MetricsSeq int64
+}
+
+// Group commit of metrics: lock every server of the group in id order (so
+// two groups never deadlock) and read their committed sequence numbers.
+func (q *Queries) LockServersForIngest(ctx context.Context, ids []pgtype.UUID) ([]LockServersForIngestRow, error) {
+	rows, err := q.db.Query(ctx, lockServersForIngest, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []LockServersForIngestRow{}
+	for rows.Next() {
+		var i LockServersForIngestRow
+		if err := rows.Scan(&i.ID, &i.MetricsSeq); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const markServerSeen = `-- name: MarkServerSeen :one
 UPDATE servers s
 SET status = 'online', last_seen_at = now(), ip_address = coalesce($1, s.ip_address)
@@ -643,6 +677,24 @@ func (q *Queries) SetServerStatus(ctx context.Context, arg SetServerStatusParams
 		&i.UpdatedAt,
 	)
 	return i, err
+}
+
+const setServersMetricsSeq = `-- name: SetServersMetricsSeq :exec
+UPDATE servers s SET metrics_seq = v.seq
+FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS seq) AS v
+WHERE s.id = v.id
+`
+
+type SetServersMetricsSeqParams struct {
+	Ids  []pgtype.UUID
+	Seqs []int64
+}
+
+// Group commit of metrics: advance the sequences of the accepted batches
+// (their rows are locked by LockServersForIngest in this transaction).
+func (q *Queries) SetServersMetricsSeq(ctx context.Context, arg SetServersMetricsSeqParams) error {
+	_, err := q.db.Exec(ctx, setServersMetricsSeq, arg.Ids, arg.Seqs)
+	return err
 }
 
 const updateServerFacts = `-- name: UpdateServerFacts :one

@@ -85,6 +85,7 @@ type Service struct {
 	limit   *ipLimiter
 	started time.Time
 	seen    seenBatch
+	ingest  *ingester
 }
 
 // New returns the service.
@@ -96,6 +97,7 @@ func New(st *store.Store, authority *ca.CA, log *slog.Logger, cfg Config) *Servi
 		// unless the per-address rate alone is higher.
 		limit:   newIPLimiter(cfg.EnrollPerMinute, cfg.EnrollBurst, max(50, float64(cfg.EnrollPerMinute)/60)),
 		started: cfg.Now(),
+		ingest:  newIngester(st, log.With("component", "fleet")),
 	}
 }
 

@@ -161,7 +161,7 @@ func (s *Service) handle(ctx context.Context, c *conn, peer Peer, m *agentv1.Con
 			s.log.Warn("agent dropped metrics samples from a full buffer", "server_id", c.serverID.String(), "dropped_total", d, "new", d-c.dropped)
 			c.dropped = d
 		}
-		dup, err := s.ingest(ctx, c.serverID, msg.Metrics)
+		dup, err := s.ingestBatch(ctx, c.serverID, msg.Metrics)
 		if err != nil {
 			return err
 		}
@@ -203,8 +203,9 @@ func (s *Service) queue(c *conn, m *agentv1.ConnectResponse) error {
 	}
 }
 
-// ingest stores a batch exactly once and reports whether it was a replay.
-func (s *Service) ingest(ctx context.Context, serverID store.ID, b *agentv1.MetricsBatch) (bool, error) {
+// ingestBatch stores a batch exactly once (group-committed with other
+// agents' batches) and reports whether it was a replay.
+func (s *Service) ingestBatch(ctx context.Context, serverID store.ID, b *agentv1.MetricsBatch) (bool, error) {
 	if b.GetSeq() == 0 || b.GetSeq() > 1<<62 {
 		return false, fmt.Errorf("%w: batch sequence %d", ErrProtocol, b.GetSeq())
 	}
@@ -222,11 +223,7 @@ func (s *Service) ingest(ctx context.Context, serverID store.ID, b *agentv1.Metr
 		}
 		samples = append(samples, sampleOf(serverID, p))
 	}
-	stored, err := s.st.IngestMetricsBatch(ctx, serverID, int64(b.GetSeq()), samples)
-	if err != nil {
-		return false, err
-	}
-	return !stored, nil
+	return s.ingest.submit(ctx, store.MetricsBatch{ServerID: serverID, Seq: int64(b.GetSeq()), Samples: samples})
 }
 
 func f64(v float64) *float64 { return &v }

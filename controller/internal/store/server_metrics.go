@@ -212,3 +212,86 @@ func (s *Store) metricsSeries(ctx context.Context, serverIDs []ID, since, until 
 	}
 	return out, nil
 }
+
+// MetricsBatch is one agent batch for IngestMetricsBatches.
+type MetricsBatch struct {
+	ServerID ID
+	Seq      int64
+	Samples  []MetricSample
+}
+
+// IngestOutcome is what became of one batch of a group.
+type IngestOutcome uint8
+
+// Outcomes of IngestMetricsBatches, per batch.
+const (
+	// IngestStored: committed now.
+	IngestStored IngestOutcome = iota + 1
+	// IngestDuplicate: committed before (a re-sent batch); acknowledge it.
+	IngestDuplicate
+)
+
+// IngestMetricsBatches is group commit for many agents' batches: one
+// transaction locks the servers in id order, keeps the batches whose
+// sequence is new, advances those sequences in one statement and COPYs
+// every kept sample at once. Exactly-once holds per batch as in
+// IngestMetricsBatch. The servers must be distinct. The result maps each
+// server to IngestStored or IngestDuplicate; a server that no longer
+// exists is absent (its batch is dropped). When the group fails as a whole
+// (one bad row fails the COPY), the caller retries the batches one by one
+// with IngestMetricsBatch, so one bad batch never blocks the others.
+func (s *Store) IngestMetricsBatches(ctx context.Context, batches []MetricsBatch) (map[ID]IngestOutcome, error) {
+	ids := make([]pgtype.UUID, len(batches))
+	want := make(map[ID]*MetricsBatch, len(batches))
+	for i := range batches {
+		b := &batches[i]
+		if b.Seq <= 0 {
+			return nil, fmt.Errorf("ingest metrics: sequence %d: %w", b.Seq, ErrInvalid)
+		}
+		if _, dup := want[b.ServerID]; dup {
+			return nil, fmt.Errorf("ingest metrics: server %s twice in one group: %w", b.ServerID, ErrInvalid)
+		}
+		want[b.ServerID] = b
+		ids[i] = pgID(b.ServerID)
+	}
+	out := make(map[ID]IngestOutcome, len(batches))
+	err := s.InTx(ctx, func(tx *Store) error {
+		clear(out)
+		locked, err := tx.q.LockServersForIngest(ctx, ids)
+		if err != nil {
+			return mapErr("ingest metrics", err)
+		}
+		var advIDs []pgtype.UUID
+		var advSeqs []int64
+		var rows []dbsqlc.InsertServerMetricsParams
+		for _, l := range locked {
+			id := fromPG(l.ID)
+			b := want[id]
+			if b.Seq <= l.MetricsSeq {
+				out[id] = IngestDuplicate
+				continue
+			}
+			out[id] = IngestStored
+			advIDs, advSeqs = append(advIDs, l.ID), append(advSeqs, b.Seq)
+			for _, m := range b.Samples {
+				rows = append(rows, metricSampleParams(id, m))
+			}
+		}
+		if len(advIDs) == 0 {
+			return nil
+		}
+		if err := tx.q.SetServersMetricsSeq(ctx, dbsqlc.SetServersMetricsSeqParams{Ids: advIDs, Seqs: advSeqs}); err != nil {
+			return mapErr("ingest metrics", err)
+		}
+		if len(rows) > 0 {
+			if _, err := tx.q.InsertServerMetrics(ctx, rows); err != nil {
+				return mapErr("ingest metrics", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
