@@ -124,13 +124,21 @@ SET status = 'online', last_seen_at = GREATEST(coalesce(s.last_seen_at, v.seen_a
 FROM (SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(seen_at)::timestamptz[]) AS seen_at) AS v
 WHERE s.id = v.id AND s.status <> 'disabled';
 
+-- name: LockServersForSeen :exec
+-- Heartbeat flush: lock a chunk of servers in id order first, the order
+-- metrics group commit locks them in, so the two never deadlock.
+SELECT id FROM servers
+WHERE id = ANY(sqlc.arg(ids)::uuid[])
+ORDER BY id
+FOR NO KEY UPDATE;
+
 -- name: LockServersForIngest :many
 -- Group commit of metrics: lock every server of the group in id order (so
 -- two groups never deadlock) and read their committed sequence numbers.
 SELECT id, metrics_seq FROM servers
 WHERE id = ANY(sqlc.arg(ids)::uuid[])
 ORDER BY id
-FOR UPDATE;
+FOR NO KEY UPDATE;
 
 -- name: SetServersMetricsSeq :exec
 -- Group commit of metrics: advance the sequences of the accepted batches

@@ -405,7 +405,7 @@ const lockServersForIngest = `-- name: LockServersForIngest :many
 SELECT id, metrics_seq FROM servers
 WHERE id = ANY($1::uuid[])
 ORDER BY id
-FOR UPDATE
+FOR NO KEY UPDATE
 `
 
 type LockServersForIngestRow struct {
@@ -433,6 +433,20 @@ func (q *Queries) LockServersForIngest(ctx context.Context, ids []pgtype.UUID) (
 		return nil, err
 	}
 	return items, nil
+}
+
+const lockServersForSeen = `-- name: LockServersForSeen :exec
+SELECT id FROM servers
+WHERE id = ANY($1::uuid[])
+ORDER BY id
+FOR NO KEY UPDATE
+`
+
+// Heartbeat flush: lock a chunk of servers in id order first, the order
+// metrics group commit locks them in, so the two never deadlock.
+func (q *Queries) LockServersForSeen(ctx context.Context, ids []pgtype.UUID) error {
+	_, err := q.db.Exec(ctx, lockServersForSeen, ids)
+	return err
 }
 
 const markServerSeen = `-- name: MarkServerSeen :one
