@@ -18,7 +18,7 @@ import (
 // load the groups grow and the flushes stay few. There is no linger timer,
 // so grouping never adds latency of its own.
 const (
-	ingestWorkers     = 2     // groups committing at once
+	ingestWorkers     = 4     // groups committing at once
 	maxGroupBatches   = 2000  // batches in one transaction
 	maxGroupSamples   = 60000 // samples in one COPY
 	ingestQueueLength = 20000
