@@ -276,6 +276,14 @@ func killOrphanGroup(pgid int, start uint64, boot string, grace time.Duration) {
 // group pgid. Zombies count as gone: they are dead, only not yet reaped
 // (and kill(-pgid, 0) would still succeed on them).
 func groupAlive(pgid int) bool {
+	// Fast path: no process at all in the group (the usual case once a
+	// step's command exited). Scanning /proc costs milliseconds per call,
+	// and a deploy runs a dozen commands.
+	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+		return false
+	}
+	// Something is there: a live member, or only zombies (which signals
+	// cannot end and which do not count).
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return syscall.Kill(-pgid, 0) == nil
