@@ -310,12 +310,13 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // defaultPoolConns is the controller's pool size unless the database URL
-// sets pool_max_conns. Agents' metrics batches each commit a transaction, and
-// a commit mostly waits for the WAL flush: more connections in flight share
-// each flush (group commit). pgxpool's own default (4 on a small machine, one
-// of them held by LISTEN) could not keep up with 10,000 agents at 10 s
-// (scripts/fleet-bench.sh). Well inside PostgreSQL's default of 100.
-const defaultPoolConns = 16
+// sets pool_max_conns. Metrics are group-committed by a few workers, but a
+// fleet reconnecting at once (a controller restart) needs a certificate
+// check and a hello update per agent beside them; pgxpool's own default (4
+// on a small machine, one held by LISTEN) made those wait past the agents'
+// handshake deadline (scripts/fleet-bench.sh). Well inside PostgreSQL's
+// default of 100 connections.
+const defaultPoolConns = 32
 
 func newPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
