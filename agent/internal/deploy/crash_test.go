@@ -1,6 +1,8 @@
 package deploy
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,23 +12,30 @@ import (
 	"time"
 )
 
-// TestCrashHelper is the agent process the crash test kills: it starts a
-// deploy and waits to be killed.
-func TestCrashHelper(t *testing.T) {
-	if os.Getenv("BERTH_DEPLOY_CRASH_HELPER") != "1" {
-		t.Skip("helper process for TestAgentCrashMidJob")
+// TestMain doubles as the agent process the crash test kills: with
+// BERTH_DEPLOY_CRASH_HELPER set, the test binary starts a deploy and waits
+// to be killed instead of running tests.
+func TestMain(m *testing.M) {
+	if os.Getenv("BERTH_DEPLOY_CRASH_HELPER") == "1" {
+		crashHelper()
 	}
+	os.Exit(m.Run())
+}
+
+func crashHelper() {
 	ex, err := New(Config{DataDir: os.Getenv("DATA")})
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		os.Exit(2)
 	}
-	err = ex.Start(t.Context(), Spec{
+	err = ex.Start(context.Background(), Spec{
 		DeploymentID: os.Getenv("ID"), AppID: "app1", Kind: KindDeploy,
 		RepoURL: os.Getenv("REPO"), DeployPath: os.Getenv("DEPLOY"),
 		DeployScript: longScript(os.Getenv("MARKS")),
 	})
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		os.Exit(2)
 	}
 	select {}
 }
@@ -40,7 +49,7 @@ func TestAgentCrashMidJob(t *testing.T) {
 	h.ex.Close()
 
 	id, marks := newID(), t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.v")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), "BERTH_DEPLOY_CRASH_HELPER=1",
 		"DATA="+h.data, "ID="+id, "REPO="+repo.url(), "DEPLOY="+h.deploy, "MARKS="+marks)
 	out := &lockedBuffer{}

@@ -65,12 +65,5 @@ func page(limit *int) error {
 	return nil
 }
 
-func require(pr *auth.Principal, need store.Scope) error {
-	if pr == nil {
-		return auth.ErrUnauthenticated
-	}
-	if !pr.Allows(need) {
-		return fmt.Errorf("%w: needs the %s scope", auth.ErrForbidden, need)
-	}
-	return nil
-}
+// require is auth.Require, the check every service shares.
+var require = auth.Require

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -59,6 +60,18 @@ var scopeRank = map[store.Scope]int{store.ScopeRead: 1, store.ScopeWrite: 2, sto
 // Allows reports whether the principal holds need (or a scope above it).
 func (p *Principal) Allows(need store.Scope) bool {
 	return slices.ContainsFunc(p.Scopes, func(s store.Scope) bool { return scopeRank[s] >= scopeRank[need] })
+}
+
+// Require is the authorisation check every service makes first: a caller,
+// holding need or a scope above it.
+func Require(pr *Principal, need store.Scope) error {
+	if pr == nil {
+		return ErrUnauthenticated
+	}
+	if !pr.Allows(need) {
+		return fmt.Errorf("%w: needs the %s scope", ErrForbidden, need)
+	}
+	return nil
 }
 
 // Agent is an agent authenticated by its client certificate.

@@ -92,15 +92,8 @@ var (
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
-func require(pr *auth.Principal, need store.Scope) error {
-	if pr == nil {
-		return auth.ErrUnauthenticated
-	}
-	if !pr.Allows(need) {
-		return fmt.Errorf("%w: needs the %s scope", auth.ErrForbidden, need)
-	}
-	return nil
-}
+// require is auth.Require, the check every service shares.
+var require = auth.Require
 
 // Peer is where a request came from, for the audit trail.
 type Peer = fleet.Peer

@@ -136,15 +136,8 @@ func (p Peer) String() string {
 	return p.IP.String()
 }
 
-func require(pr *auth.Principal, need store.Scope) error {
-	if pr == nil {
-		return auth.ErrUnauthenticated
-	}
-	if !pr.Allows(need) {
-		return fmt.Errorf("%w: needs the %s scope", auth.ErrForbidden, need)
-	}
-	return nil
-}
+// require is auth.Require, the check every service shares.
+var require = auth.Require
 
 func (s *Service) activity(ctx context.Context, pr *auth.Principal, peer Peer, action string, srv store.Server, changes map[string]any) {
 	p := store.CreateActivityParams{

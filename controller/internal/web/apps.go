@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -289,11 +288,6 @@ func (s *Server) deploymentCancel(w http.ResponseWriter, r *http.Request, v *vie
 // deploymentLog streams a deployment's log and state as server-sent
 // events: "chunk" (text), "status" (JSON), and "end" when it finished.
 func (s *Server) deploymentLog(w http.ResponseWriter, r *http.Request, v *viewer) {
-	fl, ok := w.(http.Flusher)
-	if !ok {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
-		return
-	}
 	var after int64
 	if le := r.Header.Get("Last-Event-ID"); le != "" {
 		n, err := strconv.ParseInt(le, 10, 64)
@@ -307,13 +301,10 @@ func (s *Server) deploymentLog(w http.ResponseWriter, r *http.Request, v *viewer
 		http.Error(w, publicMessage(err), statusOf(err))
 		return
 	}
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	fl.Flush()
+	fl, ok := startEvents(w)
+	if !ok {
+		return
+	}
 	err := s.d.Deploys.Follow(r.Context(), v.Principal, r.PathValue("id"), after, func(ev deploys.FollowEvent) error {
 		if ev.Chunk != nil {
 			b, _ := json.Marshal(map[string]any{"step": ev.Chunk.Step, "text": string(ev.Chunk.Data)})

@@ -138,19 +138,10 @@ func (b *broadcaster) diff(ctx context.Context, last map[store.ID]serverEvent) (
 
 // eventStream is the server-sent events feed of live status.
 func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, v *viewer) {
-	fl, ok := w.(http.Flusher)
+	fl, ok := startEvents(w)
 	if !ok {
-		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
 		return
 	}
-	rc := http.NewResponseController(w)
-	// The server's write timeout would cut a long-lived stream.
-	_ = rc.SetWriteDeadline(time.Time{})
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
 	_, _ = fmt.Fprint(w, "retry: 3000\n\n")
 	fl.Flush()
 
@@ -185,4 +176,22 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, v *viewer) 
 			}
 		}
 	}
+}
+
+// startEvents begins a server-sent events response: headers, no write
+// deadline (a stream lives long), no proxy buffering.
+func startEvents(w http.ResponseWriter) (http.Flusher, bool) {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return nil, false
+	}
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fl.Flush()
+	return fl, true
 }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/berthhq/berth/controller/internal/accounts"
@@ -233,23 +234,10 @@ func (s *Server) clientIP(r *http.Request) netip.Addr {
 	return ip
 }
 
+// lastForwarded is the address the trusted proxy itself saw: the last
+// entry of X-Forwarded-For (earlier ones are the client's to forge).
 func lastForwarded(h string) string {
-	for i := len(h) - 1; i >= 0; i-- {
-		if h[i] == ',' {
-			return trimSpace(h[i+1:])
-		}
-	}
-	return trimSpace(h)
-}
-
-func trimSpace(s string) string {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	return s
+	return strings.TrimSpace(h[strings.LastIndexByte(h, ',')+1:])
 }
 
 // statusOf maps service errors to HTTP statuses.
