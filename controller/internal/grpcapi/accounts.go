@@ -232,6 +232,15 @@ func before(s string) (*store.ID, error) {
 	return &id, nil
 }
 
+// pageLimit is a request's page size: 50 when unset; anything too large is
+// left for the audit service to refuse with its message.
+func pageLimit(n uint32) int {
+	if n == 0 {
+		return 50
+	}
+	return int(min(n, 1000))
+}
+
 func ipString(ip *netip.Addr) string {
 	if ip == nil {
 		return ""
@@ -262,7 +271,7 @@ func (a *accountServer) ListSecurityEvents(ctx context.Context, req *adminv1.Lis
 	if err != nil {
 		return nil, err
 	}
-	f := store.SecurityEventFilter{Type: req.GetType(), Severity: store.Severity(req.GetSeverity()), Before: b, Limit: int(min(req.GetLimit(), 1000))}
+	f := store.SecurityEventFilter{Type: req.GetType(), Severity: store.Severity(req.GetSeverity()), Before: b, Limit: pageLimit(req.GetLimit())}
 	list, err := a.d.Audit.SecurityEvents(ctx, auth.PrincipalFrom(ctx), f)
 	if err != nil {
 		return nil, accountsStatus(err)
@@ -275,7 +284,7 @@ func (a *accountServer) ListSecurityEvents(ctx context.Context, req *adminv1.Lis
 			UserId: idString(e.UserID), ServerId: idString(e.ServerID),
 		})
 	}
-	if f.Limit > 0 && len(list) == f.Limit || f.Limit == 0 && len(list) == 50 {
+	if len(list) == f.Limit {
 		out.NextBefore = list[len(list)-1].ID.String()
 	}
 	return out, nil
@@ -286,7 +295,7 @@ func (a *accountServer) ListActivity(ctx context.Context, req *adminv1.ListActiv
 	if err != nil {
 		return nil, err
 	}
-	f := store.ActivityFilter{Action: req.GetAction(), SubjectType: req.GetSubjectType(), Before: b, Limit: int(min(req.GetLimit(), 1000))}
+	f := store.ActivityFilter{Action: req.GetAction(), SubjectType: req.GetSubjectType(), Before: b, Limit: pageLimit(req.GetLimit())}
 	list, err := a.d.Audit.Activity(ctx, auth.PrincipalFrom(ctx), f)
 	if err != nil {
 		return nil, accountsStatus(err)
@@ -299,7 +308,7 @@ func (a *accountServer) ListActivity(ctx context.Context, req *adminv1.ListActiv
 			IpAddress: ipString(e.IPAddress), CreatedAt: timestamppb.New(e.CreatedAt),
 		})
 	}
-	if f.Limit > 0 && len(list) == f.Limit || f.Limit == 0 && len(list) == 50 {
+	if len(list) == f.Limit {
 		out.NextBefore = list[len(list)-1].ID.String()
 	}
 	return out, nil
