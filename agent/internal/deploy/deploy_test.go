@@ -132,7 +132,7 @@ func TestRedeployFetchesIncrementally(t *testing.T) {
 	res := h.run(s2)
 	mustSucceed(t, h, s2.DeploymentID, res)
 	log := h.log(s2.DeploymentID)
-	if strings.Contains(log, "clone") || !strings.Contains(log, "$ git --git-dir") || !strings.Contains(log, "fetch --prune origin") {
+	if strings.Contains(log, "clone") || !strings.Contains(log, "$ git --git-dir") || !strings.Contains(log, "fetch --prune") {
 		t.Errorf("second deploy did not fetch into the mirror:\n%s", log)
 	}
 	if _, err := os.Stat(marker); err != nil {

@@ -204,7 +204,7 @@ func (e *Executor) Ack(id string, seq uint64) {
 		}
 		return
 	}
-	if err := writeFileAtomic(filepath.Join(j.dir, "acked"), fmt.Appendf(nil, "%d\n", j.acked), 0o600); err != nil {
+	if err := writeFileHint(filepath.Join(j.dir, ackedFile), fmt.Appendf(nil, "%d\n", j.acked), 0o600); err != nil {
 		e.log.Warn("journal ack", "job", id, "err", err)
 	}
 }

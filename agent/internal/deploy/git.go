@@ -1,14 +1,19 @@
 package deploy
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 const minimalPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -74,23 +79,53 @@ func (j *job) gitOutput(ctx context.Context, args ...string) (string, error) {
 		return "", err
 	}
 	var out bytes.Buffer
-	err = j.run(ctx, cmdSpec{argv: append([]string{"git"}, args...), env: env, dir: j.tmp, stdout: &out})
+	err = j.run(ctx, cmdSpec{argv: append([]string{"git"}, args...), env: env, dir: j.tmp, stdout: &out, untracked: true})
 	return strings.TrimSpace(out.String()), err
 }
 
 // fetch brings the app's mirror up to date (cloning it the first time)
-// and resolves the commit to deploy.
+// and resolves the commit to deploy. Every git process costs time on the
+// deploy's critical path, so the common cases spawn as few as possible:
+// a pinned commit already in the mirror needs no fetch at all (a commit
+// names its content), and a fetch names the URL and refspecs itself
+// instead of rewriting the mirror's remote first.
 func (j *job) fetch(ctx context.Context, res *Result) error {
 	m := j.mirrorPath()
-	fresh := true
-	if _, err := os.Stat(filepath.Join(m, "HEAD")); err == nil {
-		if _, err := j.gitOutput(ctx, "--git-dir", m, "rev-parse", "--git-dir"); err == nil {
-			fresh = false
-		} else if ctx.Err() == nil {
-			j.log.printf("[berth] the cached mirror is damaged; cloning again")
+	rev, what := "HEAD", "the default branch"
+	switch {
+	case j.spec.Commit != "":
+		rev, what = j.spec.Commit, "commit "+j.spec.Commit
+	case j.spec.Branch != "":
+		rev, what = "refs/heads/"+j.spec.Branch, "branch "+j.spec.Branch
+	}
+	_, err := os.Stat(filepath.Join(m, "HEAD"))
+	have := err == nil
+	if have && j.spec.Commit != "" {
+		check := j.checkOnBranch(ctx, m)
+		sha, msg, err := j.resolve(ctx, m, rev)
+		onBranch := check()
+		if err == nil {
+			j.log.printf("commit %s is in the cached mirror; no fetch needed", sha)
+			return j.resolved(sha, msg, onBranch, res)
 		}
 	}
-	if fresh {
+	if have {
+		err := j.git(ctx, "--git-dir", m, "fetch", "--prune", "--no-auto-maintenance", "--no-write-fetch-head",
+			"--", j.spec.RepoURL, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+		if err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			// Only a mirror git no longer recognises is cloned again; a
+			// remote that refuses or cannot be reached is the error.
+			if _, derr := j.gitOutput(ctx, "--git-dir", m, "rev-parse", "--git-dir"); derr == nil || ctx.Err() != nil {
+				return err
+			}
+			j.log.printf("[berth] the cached mirror is damaged; cloning again")
+			have = false
+		}
+	}
+	if !have {
 		// Clone beside it and rename, so a failed first clone leaves no
 		// half-mirror to trip over next time.
 		tmp := m + ".tmp-" + j.id
@@ -103,40 +138,53 @@ func (j *job) fetch(ctx context.Context, res *Result) error {
 		if err := os.Rename(tmp, m); err != nil {
 			return err
 		}
-	} else {
-		// The app's URL may have changed since the last fetch.
-		if _, err := j.gitOutput(ctx, "--git-dir", m, "remote", "set-url", "origin", j.spec.RepoURL); err != nil {
-			return err
-		}
-		if err := j.git(ctx, "--git-dir", m, "fetch", "--prune", "origin"); err != nil {
-			return err
-		}
 	}
-
-	rev, what := "HEAD", "the default branch"
-	switch {
-	case j.spec.Commit != "":
-		rev, what = j.spec.Commit, "commit "+j.spec.Commit
-	case j.spec.Branch != "":
-		rev, what = "refs/heads/"+j.spec.Branch, "branch "+j.spec.Branch
-	}
-	sha, err := j.gitOutput(ctx, "--git-dir", m, "rev-parse", "--verify", "--quiet", "--end-of-options", rev+"^{commit}")
-	if err != nil || sha == "" {
+	check := j.checkOnBranch(ctx, m)
+	sha, msg, err := j.resolve(ctx, m, rev)
+	onBranch := check()
+	if err != nil {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
 		return fmt.Errorf("%s not found in the repository", what)
 	}
-	if j.spec.Commit != "" && j.spec.Branch != "" {
-		// A pinned commit should belong to the app's branch; say so when
-		// it does not, but deploy it: the controller asked for it.
-		if _, err := j.gitOutput(ctx, "--git-dir", m, "merge-base", "--is-ancestor", sha, "refs/heads/"+j.spec.Branch); err != nil && ctx.Err() == nil {
-			j.log.printf("[berth] note: commit %s is not on branch %s", sha, j.spec.Branch)
-		}
+	return j.resolved(sha, msg, onBranch, res)
+}
+
+// checkOnBranch starts asking whether a pinned commit is on the app's
+// branch, beside the other git process of the moment; the function it
+// returns waits for the answer (true when there is nothing to check).
+func (j *job) checkOnBranch(ctx context.Context, mirror string) func() bool {
+	if j.spec.Commit == "" || j.spec.Branch == "" {
+		return func() bool { return true }
 	}
-	msg, err := j.gitOutput(ctx, "--git-dir", m, "log", "-1", "--format=%s", sha)
+	done := make(chan bool, 1)
+	go func() {
+		_, err := j.gitOutput(ctx, "--git-dir", mirror, "merge-base", "--is-ancestor", "--end-of-options", j.spec.Commit, "refs/heads/"+j.spec.Branch)
+		done <- err == nil || ctx.Err() != nil
+	}()
+	return func() bool { return <-done }
+}
+
+// resolve names rev's commit and its subject with one git process.
+func (j *job) resolve(ctx context.Context, mirror, rev string) (sha, msg string, err error) {
+	out, err := j.gitOutput(ctx, "--git-dir", mirror, "log", "-1", "--format=%H%x00%s", "--end-of-options", rev+"^{commit}", "--")
 	if err != nil {
-		return err
+		return "", "", err
+	}
+	sha, msg, ok := strings.Cut(out, "\x00")
+	if !ok || len(sha) < 40 {
+		return "", "", fmt.Errorf("git log printed no commit for %s", rev)
+	}
+	return sha, msg, nil
+}
+
+// resolved records the commit about to be deployed.
+func (j *job) resolved(sha, msg string, onBranch bool, res *Result) error {
+	if !onBranch {
+		// A pinned commit should belong to the app's branch; say so, but
+		// deploy it: the controller asked for it.
+		j.log.printf("[berth] note: commit %s is not on branch %s", sha, j.spec.Branch)
 	}
 	res.Commit, res.CommitMessage = sha, msg
 	if err := j.saveState(func(s *jobState) { s.Commit, s.CommitMessage = sha, msg }); err != nil {
@@ -179,32 +227,116 @@ func (j *job) checkout(ctx context.Context, sha, release string) error {
 	if err != nil {
 		return err
 	}
-	tar, err := j.start(ctx, cmdSpec{
-		argv: []string{"tar", "-x", "--no-same-owner", "-f", "-", "-C", release},
-		dir:  release, env: j.userEnv(release, sha), asUser: true, stdin: r,
-	})
-	if err != nil {
-		r.Close()
-		w.Close()
-		return err
-	}
 	archive, err := j.start(ctx, cmdSpec{
 		argv: []string{"git", "-c", "tar.umask=0022", "--git-dir", j.mirrorPath(), "archive", "--format=tar", sha},
 		env:  env, dir: j.tmp, stdout: w,
-		echo: "git archive " + sha + " | tar -x -C " + release,
+		echo: "git archive " + sha + " into " + release,
 	})
-	r.Close()
 	w.Close()
 	if err != nil {
-		tar.wait()
+		r.Close()
 		return err
 	}
+	// Unpacked here rather than by tar as the app user: one process less
+	// on every deploy, and os.Root keeps every entry inside the release
+	// whatever names or symlinks the repository holds.
+	xerr := extractTar(r, release, j.user)
+	r.Close() // an early stop makes git archive end on a broken pipe
 	aerr := archive.wait()
-	terr := tar.wait()
 	if aerr != nil {
 		return aerr
 	}
-	return terr
+	if xerr != nil {
+		return fmt.Errorf("unpack the release: %w", xerr)
+	}
+	return nil
+}
+
+// extractTar unpacks a tar stream made by git archive into dir: its
+// directories, regular files and symlinks, with their modes and times,
+// owned by the app user. Entries cannot leave dir: os.Root resolves every
+// name beneath it, symlinks included.
+func extractTar(r io.Reader, dir string, u *runAs) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	tr := tar.NewReader(r)
+	type dirTime struct {
+		name string
+		t    time.Time
+	}
+	var dirs []dirTime // their times are set last: their entries change them
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			for i := len(dirs) - 1; i >= 0; i-- {
+				if err := root.Chtimes(dirs[i].name, dirs[i].t, dirs[i].t); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if h.Typeflag == tar.TypeXGlobalHeader {
+			continue // git archive's commit id
+		}
+		name := path.Clean(h.Name)
+		if name == "." {
+			continue
+		}
+		if !filepath.IsLocal(name) {
+			return fmt.Errorf("archive entry %q is outside the release", h.Name)
+		}
+		perm := fs.FileMode(h.Mode).Perm()
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := root.Mkdir(name, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+				return err
+			}
+			// The agent's umask is 077: set the mode it asked for.
+			if err := root.Chmod(name, perm); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(f, tr)
+			if err == nil {
+				err = f.Chmod(perm)
+			}
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			if err := root.Symlink(h.Linkname, name); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("archive entry %q has unexpected type %q", h.Name, h.Typeflag)
+		}
+		if u.cred != nil {
+			if err := root.Lchown(name, u.uid, u.gid); err != nil {
+				return err
+			}
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			dirs = append(dirs, dirTime{name, h.ModTime})
+		case tar.TypeReg:
+			if err := root.Chtimes(name, h.ModTime, h.ModTime); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // shellQuote quotes s for sh (GIT_SSH_COMMAND is run by a shell).

@@ -75,7 +75,7 @@ func (j *job) step(ctx context.Context, name string, res *Result, fn func() erro
 		return context.Cause(ctx)
 	}
 	j.log.setStep(name)
-	err := j.saveState(func(s *jobState) { s.Step = name })
+	err := j.saveStep(name)
 	j.emit(Event{Type: EventProgress, Step: name})
 	j.log.printf("==> %s", name)
 	if err == nil {
@@ -157,11 +157,18 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 	// The release is live: pruning runs even if a cancel arrives now, and
 	// its failure is a warning, never a failed deploy.
 	j.log.setStep(StepPrune)
-	j.saveState(func(s *jobState) { s.Step = StepPrune })
+	j.saveStep(StepPrune)
 	j.emit(Event{Type: EventProgress, Step: StepPrune})
 	j.log.printf("==> %s", StepPrune)
 	if err := j.prune(j.id, prev); err != nil {
 		j.log.printf("[berth] warning: prune: %v", err)
+	}
+	// The fetch skipped git's automatic housekeeping to keep it off the
+	// critical path; it runs here, once the release is live.
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+	defer cancel()
+	if err := j.git(mctx, "--git-dir", j.mirrorPath(), "maintenance", "run", "--auto"); err != nil {
+		j.log.printf("[berth] warning: mirror housekeeping: %v", err)
 	}
 	return nil
 }
@@ -292,7 +299,9 @@ func (j *job) runScript(ctx context.Context, release, commit string) error {
 		}
 	}
 	p, err := j.start(ctx, cmdSpec{
-		argv: []string{"bash", "/dev/fd/3"}, dir: release,
+		// Sourced from fd 3 by bash -c, which sets the umask first
+		// without another process.
+		argv: []string{"bash", "-c", ". /dev/fd/3", "deploy-script"}, dir: release,
 		env: j.userEnv(release, commit), asUser: true, extra: []*os.File{r},
 	})
 	r.Close()

@@ -144,6 +144,18 @@ func (j *job) writeJournal() error {
 // it fails the job's next step: without a journal, a crash could not be
 // reported honestly.
 func (j *job) saveState(change func(*jobState)) error {
+	return j.writeState(change, true)
+}
+
+// saveStep journals the step the job is in. It does not wait for the
+// disk: the step only names where a job stopped, and an agent killed
+// mid-job still leaves the file whole; the records recovery acts on
+// (release, switch of current) go through saveState.
+func (j *job) saveStep(name string) error {
+	return j.writeState(func(s *jobState) { s.Step = name }, false)
+}
+
+func (j *job) writeState(change func(*jobState), sync bool) error {
 	j.stateMu.Lock()
 	defer j.stateMu.Unlock()
 	change(&j.state)
@@ -151,7 +163,7 @@ func (j *job) saveState(change func(*jobState)) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(j.dir, stateFile), b, 0o600); err != nil {
+	if err := writeFile(filepath.Join(j.dir, stateFile), b, 0o600, sync); err != nil {
 		return fmt.Errorf("deploy: journal state: %w", err)
 	}
 	return nil
@@ -422,6 +434,18 @@ func readEvents(path string) (events []Event, good int64, err error) {
 // writeFileAtomic replaces path with data: a reader (or a crash) sees the
 // old file or the new one, never half of one.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, true)
+}
+
+// writeFileHint replaces path atomically without waiting for the disk:
+// for records whose loss in a power cut costs nothing (a stale ack only
+// makes the controller see events again, which it ignores by number).
+// A crash of the agent alone still leaves the old or the new file whole.
+func writeFileHint(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, false)
+}
+
+func writeFile(path string, data []byte, perm os.FileMode, sync bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
@@ -431,7 +455,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err == nil {
 		err = f.Chmod(perm)
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {

@@ -75,6 +75,11 @@ type cmdSpec struct {
 	stdout io.Writer // nil: into the log
 	extra  []*os.File
 	echo   string // the line logged before the command starts ("" for none)
+	// untracked: not journaled as the job's process group. For short
+	// read-only git queries (running beside another process) and for a
+	// script waiting to be released, which ends by itself if the agent
+	// dies (its release pipe closes).
+	untracked bool
 }
 
 // exitError is a process that ran and failed.
@@ -92,12 +97,13 @@ func (e *exitError) Error() string {
 
 // proc is a started process in its own process group.
 type proc struct {
-	j       *job
-	cmd     *exec.Cmd
-	name    string
-	exited  chan struct{}
-	readers sync.WaitGroup
-	rfiles  []*os.File
+	j         *job
+	cmd       *exec.Cmd
+	name      string
+	exited    chan struct{}
+	untracked bool
+	readers   sync.WaitGroup
+	rfiles    []*os.File
 }
 
 // run starts c and waits for it.
@@ -121,8 +127,13 @@ func (j *job) start(ctx context.Context, c cmdSpec) (*proc, error) {
 	argv := c.argv
 	if c.asUser {
 		// The agent runs with umask 077 (systemd unit); releases must be
-		// readable by the web server like any deploy's.
-		argv = append([]string{"/bin/sh", "-c", `umask 022 && exec "$@"`, "sh"}, argv...)
+		// readable by the web server like any deploy's. A bash -c command
+		// sets it itself; anything else goes through sh, a process more.
+		if len(argv) >= 3 && argv[0] == "bash" && argv[1] == "-c" {
+			argv = append([]string{"bash", "-c", "umask 022\n" + argv[2]}, argv[3:]...)
+		} else {
+			argv = append([]string{"/bin/sh", "-c", `umask 022 && exec "$@"`, "sh"}, argv...)
+		}
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir, cmd.Env = c.dir, c.env
@@ -171,9 +182,9 @@ func (j *job) start(ctx context.Context, c cmdSpec) (*proc, error) {
 		w.Close()
 	}
 	pgid := cmd.Process.Pid
-	start, _ := procStartTime(pgid)
-	if err := j.saveState(func(s *jobState) { s.PGID, s.PGIDStart, s.BootID = pgid, start, bootID() }); err != nil {
-		j.e.log.Error("journal state", "job", j.id, "err", err)
+	p.untracked = c.untracked
+	if !c.untracked {
+		p.track()
 	}
 	for _, r := range p.rfiles {
 		p.readers.Add(1)
@@ -201,6 +212,17 @@ func (j *job) start(ctx context.Context, c cmdSpec) (*proc, error) {
 	return p, nil
 }
 
+// track journals p's process group as the job's, so that an agent
+// restarted mid-job can end it.
+func (p *proc) track() {
+	pgid := p.cmd.Process.Pid
+	start, _ := procStartTime(pgid)
+	if err := p.j.saveState(func(s *jobState) { s.PGID, s.PGIDStart, s.BootID = pgid, start, bootID() }); err != nil {
+		p.j.e.log.Error("journal state", "job", p.j.id, "err", err)
+	}
+	p.untracked = false
+}
+
 // wait waits for the process, then ends what it left running in its group
 // (a job's processes end with their step), then drains its output.
 func (p *proc) wait() error {
@@ -223,8 +245,10 @@ func (p *proc) wait() error {
 	for _, r := range p.rfiles {
 		r.Close()
 	}
-	if serr := p.j.saveState(func(s *jobState) { s.PGID, s.PGIDStart = 0, 0 }); serr != nil {
-		p.j.e.log.Error("journal state", "job", p.j.id, "err", serr)
+	if !p.untracked {
+		if serr := p.j.saveState(func(s *jobState) { s.PGID, s.PGIDStart = 0, 0 }); serr != nil {
+			p.j.e.log.Error("journal state", "job", p.j.id, "err", serr)
+		}
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

@@ -1,0 +1,176 @@
+package deploy
+
+import (
+	"archive/tar"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A pinned commit the mirror already holds is deployed without a fetch;
+// one it does not hold is fetched first; an executable keeps its mode.
+func TestPinnedCommitFetchOnlyWhenMissing(t *testing.T) {
+	repo := newRepo(t)
+	sha1 := repo.commit("one", map[string]string{"build.sh": buildSh, "run.sh": "echo hi\n"})
+	gitT(t, repo.work, "update-index", "--chmod=+x", "run.sh")
+	gitT(t, repo.work, "commit", "-q", "-m", "exec bit")
+	gitT(t, repo.work, "push", "-q", repo.bare, "main")
+	h := newHarness(t, Config{})
+	s1 := h.spec(repo)
+	mustSucceed(t, h, s1.DeploymentID, h.run(s1))
+	release := filepath.Join(h.deploy, "releases", s1.DeploymentID)
+	if fi, err := os.Stat(filepath.Join(release, "run.sh")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("run.sh: %v, %v (want mode 0755)", fi, err)
+	}
+	if fi, err := os.Stat(filepath.Join(release, "build.sh")); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("build.sh: %v, %v (want mode 0644)", fi, err)
+	}
+
+	// In the mirror already: no fetch.
+	s2 := h.spec(repo)
+	s2.Commit = sha1
+	res := h.run(s2)
+	mustSucceed(t, h, s2.DeploymentID, res)
+	log := h.log(s2.DeploymentID)
+	if strings.Contains(log, "fetch --prune") || !strings.Contains(log, "no fetch needed") {
+		t.Errorf("pinned commit in the mirror was fetched:\n%s", log)
+	}
+	if res.Commit != sha1 || res.CommitMessage != "one" {
+		t.Errorf("result commit = %q %q", res.Commit, res.CommitMessage)
+	}
+	if strings.Contains(log, "is not on branch") {
+		t.Errorf("commit on the branch reported off it:\n%s", log)
+	}
+
+	// Pushed after the mirror's last fetch: fetched, then deployed.
+	sha3 := repo.commit("three", map[string]string{"v": "3"})
+	s3 := h.spec(repo)
+	s3.Commit = sha3
+	res = h.run(s3)
+	mustSucceed(t, h, s3.DeploymentID, res)
+	if log := h.log(s3.DeploymentID); !strings.Contains(log, "fetch --prune") {
+		t.Errorf("pinned commit missing from the mirror was not fetched:\n%s", log)
+	}
+	if res.Commit != sha3 || res.CommitMessage != "three" {
+		t.Errorf("result commit = %q %q", res.Commit, res.CommitMessage)
+	}
+
+	// A commit on no branch is deployed with a note.
+	gitT(t, repo.work, "checkout", "-q", "--detach")
+	side := repo.commit("side", map[string]string{"v": "side"})
+	gitT(t, repo.work, "push", "-q", repo.bare, "HEAD:refs/tags/side")
+	s4 := h.spec(repo)
+	s4.Commit = side
+	res = h.run(s4)
+	mustSucceed(t, h, s4.DeploymentID, res)
+	if log := h.log(s4.DeploymentID); !strings.Contains(log, "is not on branch main") {
+		t.Errorf("commit off the branch not noted:\n%s", log)
+	}
+
+	// A commit nowhere in the repository fails the fetch step.
+	s5 := h.spec(repo)
+	s5.Commit = strings.Repeat("ab", 20)
+	res = h.run(s5)
+	if res.Status != StatusFailed || res.FailedStep != StepFetch || !strings.Contains(res.Error, "not found") {
+		t.Errorf("unknown commit: %+v", res)
+	}
+}
+
+// A mirror git no longer recognises is cloned again; a remote that is
+// gone is an error, not a re-clone.
+func TestDamagedMirrorIsClonedAgain(t *testing.T) {
+	repo := newRepo(t)
+	repo.commit("one", map[string]string{"build.sh": buildSh})
+	h := newHarness(t, Config{})
+	s1 := h.spec(repo)
+	mustSucceed(t, h, s1.DeploymentID, h.run(s1))
+	mirror := filepath.Join(h.data, "mirrors", "app1.git")
+	if err := os.RemoveAll(filepath.Join(mirror, "objects")); err != nil {
+		t.Fatal(err)
+	}
+	s2 := h.spec(repo)
+	mustSucceed(t, h, s2.DeploymentID, h.run(s2))
+	if log := h.log(s2.DeploymentID); !strings.Contains(log, "damaged") || !strings.Contains(log, "clone --mirror") {
+		t.Errorf("damaged mirror not cloned again:\n%s", log)
+	}
+
+	s3 := h.spec(repo)
+	s3.RepoURL = "file://" + filepath.Join(t.TempDir(), "gone.git")
+	res := h.run(s3)
+	if res.Status != StatusFailed || res.FailedStep != StepFetch {
+		t.Errorf("fetch from a missing remote: %+v", res)
+	}
+	if log := h.log(s3.DeploymentID); strings.Contains(log, "damaged") {
+		t.Errorf("a missing remote was taken for a damaged mirror:\n%s", log)
+	}
+	if _, err := os.Stat(filepath.Join(mirror, "HEAD")); err != nil {
+		t.Errorf("the good mirror was removed: %v", err)
+	}
+}
+
+func tarOf(t *testing.T, entries ...tar.Header) *bytes.Reader {
+	t.Helper()
+	var b bytes.Buffer
+	w := tar.NewWriter(&b)
+	for _, h := range entries {
+		if h.Typeflag != tar.TypeXGlobalHeader {
+			h.ModTime = time.Unix(1700000000, 0)
+		}
+		body := ""
+		if h.Typeflag == tar.TypeReg {
+			body = "x"
+			h.Size = 1
+		}
+		if err := w.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if body != "" {
+			w.Write([]byte(body))
+		}
+	}
+	w.Close()
+	return bytes.NewReader(b.Bytes())
+}
+
+// Whatever a repository's tree holds, unpacking stays inside the release.
+func TestExtractTarStaysInside(t *testing.T) {
+	u := &runAs{}
+	outside := t.TempDir()
+	cases := map[string][]tar.Header{
+		"dot-dot":      {{Name: "../escape", Typeflag: tar.TypeReg, Mode: 0o644}},
+		"absolute":     {{Name: "/" + filepath.Join(outside, "abs"), Typeflag: tar.TypeReg, Mode: 0o644}},
+		"through link": {{Name: "l", Typeflag: tar.TypeSymlink, Linkname: outside}, {Name: "l/escape", Typeflag: tar.TypeReg, Mode: 0o644}},
+		"device":       {{Name: "dev", Typeflag: tar.TypeChar, Mode: 0o644}},
+	}
+	for name, entries := range cases {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := extractTar(tarOf(t, entries...), dir, u); err == nil {
+				t.Errorf("no error")
+			}
+			if got, _ := os.ReadDir(outside); len(got) != 0 {
+				t.Errorf("wrote outside the release: %v", got)
+			}
+		})
+	}
+
+	dir := t.TempDir()
+	err := extractTar(tarOf(t,
+		tar.Header{Typeflag: tar.TypeXGlobalHeader, PAXRecords: map[string]string{"comment": "0123"}},
+		tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755},
+		tar.Header{Name: "d/f", Typeflag: tar.TypeReg, Mode: 0o644},
+		tar.Header{Name: "d/l", Typeflag: tar.TypeSymlink, Linkname: "f"},
+	), dir, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "d", "l")); err != nil || string(b) != "x" {
+		t.Errorf("d/l: %q %v", b, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "d")); err != nil || fi.Mode().Perm() != 0o755 || !fi.ModTime().Equal(time.Unix(1700000000, 0)) {
+		t.Errorf("d: %v %v", fi, err)
+	}
+}
