@@ -96,15 +96,17 @@ func (e *deployEnv) mustJSON(t *testing.T, v any, args ...string) {
 }
 
 type deployment struct {
-	ID             string `json:"id"`
-	Status         string `json:"status"`
-	FailedStep     string `json:"failed_step"`
-	FailureReason  string `json:"failure_reason"`
-	ExitCode       *int   `json:"exit_code"`
-	CommitSHA      string `json:"commit_sha"`
-	ReleasePath    string `json:"release_path"`
-	RollbackFromID string `json:"rollback_from_id"`
-	TriggeredBy    string `json:"triggered_by"`
+	ID             string     `json:"id"`
+	Status         string     `json:"status"`
+	FailedStep     string     `json:"failed_step"`
+	FailureReason  string     `json:"failure_reason"`
+	ExitCode       *int       `json:"exit_code"`
+	CommitSHA      string     `json:"commit_sha"`
+	ReleasePath    string     `json:"release_path"`
+	RollbackFromID string     `json:"rollback_from_id"`
+	TriggeredBy    string     `json:"triggered_by"`
+	DeadlineAt     time.Time  `json:"deadline_at"`
+	FinishedAt     *time.Time `json:"finished_at"`
 	QueuedBehind   []string
 }
 

@@ -304,7 +304,7 @@ func uuidOf(t *testing.T, id string) string {
 func TestDeployAgentNeverReturns(t *testing.T) {
 	t.Parallel()
 	// No start grace: the controller has been up all along.
-	e := setupDeploy(t, "--start-grace", "1s")
+	e := setupDeploy(t, "--start-grace", "1s", "--unreachable-grace", "3s")
 	url := e.repo.serveHTTP(t, gitUser, gitToken)
 	e.repo.commit(t, "main", "slow", map[string]string{"version.txt": "v1\n", "slow": "x\n"})
 	if r := e.cli(t, gitToken+"\n", "git-credential", "add", "gitcred", "--https", "--username", gitUser, "--token-stdin"); r.code != 0 {
@@ -319,6 +319,10 @@ func TestDeployAgentNeverReturns(t *testing.T) {
 	got := e.waitStatus(t, "shop", d.ID, "failed", "timed_out", "succeeded", "canceled")
 	if got.Status != "failed" || got.FailureReason != "agent unreachable" {
 		t.Fatalf("agent gone: %+v", got)
+	}
+	// Not before its deadline plus the 3 s grace.
+	if got.FinishedAt == nil || got.FinishedAt.Sub(got.DeadlineAt) < 3*time.Second {
+		t.Errorf("failed at %v, before its deadline %v plus the grace (3s)", got.FinishedAt, got.DeadlineAt)
 	}
 	// A later deploy waits in the queue, then times out there.
 	var q deployment

@@ -375,6 +375,7 @@ func TestBadInputGivesOneClearLine(t *testing.T) {
 	}{
 		{"unknown flag", []string{"serve", "--bogus"}, "unknown flag: --bogus"},
 		{"unknown command", []string{"frobnicate"}, "unknown command"},
+		{"negative unreachable grace", []string{"serve", "--unreachable-grace", "-5s"}, "--unreachable-grace must not be negative"},
 		{"migrate without database", []string{"migrate", "up"}, "pass --database-url or --data-dir"},
 		{"migrate down bad N", []string{"migrate", "down", "zero", "--database-url", "postgres://x@127.0.0.1:1/x"}, "N must be a positive number"},
 		{"migrate force beyond latest", []string{"migrate", "force", "9999", "--database-url", "postgres://x@127.0.0.1:1/x"}, "does not exist"},

@@ -55,6 +55,10 @@ type Config struct {
 	AgentCertTTL time.Duration
 	// StartGrace is how long after start no server is marked offline.
 	StartGrace time.Duration
+	// UnreachableGrace is how long past its deadline a deployment whose
+	// agent stays away waits before it is failed as "agent unreachable"
+	// (0: 30s).
+	UnreachableGrace time.Duration
 	// AgentDist is the directory with the agent binaries and install script.
 	AgentDist string
 	// PublicURL is the controller's HTTP base as servers reach it, for the
@@ -93,6 +97,9 @@ func (c *Config) checkAndSetDefaults() error {
 	}
 	if c.MetricsInterval != 0 && c.MetricsInterval < time.Second {
 		return errors.New("--metrics-interval must be at least 1s")
+	}
+	if c.UnreachableGrace < 0 {
+		return errors.New("--unreachable-grace must not be negative")
 	}
 	if c.HeartbeatInterval != 0 && c.HeartbeatInterval < time.Second {
 		return errors.New("--heartbeat-interval must be at least 1s")
@@ -209,7 +216,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ControllerAddr: advertise, InstallURL: publicURL, EnrollPerMinute: cfg.EnrollPerMinute,
 	})
 
-	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{StartGrace: cfg.StartGrace})
+	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{StartGrace: cfg.StartGrace, UnreachableGrace: cfg.UnreachableGrace})
 	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, deploySvc, publicURL, log)
 	if err != nil {
 		return err
