@@ -27,6 +27,7 @@ import (
 
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/fleet"
+	"github.com/berthhq/berth/controller/internal/ratelimit"
 	"github.com/berthhq/berth/controller/internal/store"
 )
 
@@ -57,6 +58,9 @@ type Service struct {
 	wake  chan struct{}
 	// started is when this service started (StartGrace).
 	started time.Time
+	// badHooks budgets webhook deliveries that fail verification, per app
+	// and address: 10 a minute (burst 10), 50 a second over all.
+	badHooks *ratelimit.PerKey
 
 	mu        sync.Mutex
 	followers map[store.ID]map[chan struct{}]struct{}
@@ -78,7 +82,7 @@ func New(st *store.Store, fl *fleet.Service, log *slog.Logger, cfg Config) *Serv
 		cfg.Now = time.Now
 	}
 	s := &Service{st: st, fleet: fl, log: log.With("component", "deploys"), cfg: cfg,
-		wake: make(chan struct{}, 1), started: cfg.Now(), followers: map[store.ID]map[chan struct{}]struct{}{}}
+		wake: make(chan struct{}, 1), started: cfg.Now(), badHooks: ratelimit.New(10, 10, 50), followers: map[store.ID]map[chan struct{}]struct{}{}}
 	fl.SetJobHandler(s)
 	return s
 }

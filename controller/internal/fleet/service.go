@@ -20,6 +20,7 @@ import (
 
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/ca"
+	"github.com/berthhq/berth/controller/internal/ratelimit"
 	"github.com/berthhq/berth/controller/internal/store"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
@@ -82,7 +83,7 @@ type Service struct {
 	hub     *Hub
 	log     *slog.Logger
 	cfg     Config
-	limit   *ipLimiter
+	limit   *ratelimit.PerKey
 	started time.Time
 	seen    seenBatch
 	ingest  *ingester
@@ -95,7 +96,7 @@ func New(st *store.Store, authority *ca.CA, log *slog.Logger, cfg Config) *Servi
 		st: st, ca: authority, hub: NewHub(), log: log.With("component", "fleet"), cfg: cfg,
 		// Per address as configured (10 a minute, burst 5), 50/s overall
 		// unless the per-address rate alone is higher.
-		limit:   newIPLimiter(cfg.EnrollPerMinute, cfg.EnrollBurst, max(50, float64(cfg.EnrollPerMinute)/60)),
+		limit:   ratelimit.New(cfg.EnrollPerMinute, cfg.EnrollBurst, max(50, float64(cfg.EnrollPerMinute)/60)),
 		started: cfg.Now(),
 		ingest:  newIngester(st, log.With("component", "fleet")),
 	}
@@ -274,7 +275,7 @@ type Enrolled struct {
 // Enroll trades a join token and CSR for a client certificate. Every refusal
 // is recorded with the peer address; the caller gets one generic error.
 func (s *Service) Enroll(ctx context.Context, peer Peer, token string, csr []byte, facts *agentv1.HostFacts) (Enrolled, error) {
-	if !s.limit.allow(peer.String(), s.cfg.Now()) {
+	if !s.limit.Allow(peer.String(), s.cfg.Now()) {
 		s.security(ctx, "agent.enroll_refused", store.SeverityWarning, nil, nil, peer, map[string]any{"reason": "rate_limited"})
 		return Enrolled{}, ErrRateLimited
 	}

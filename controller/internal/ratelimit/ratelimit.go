@@ -1,4 +1,6 @@
-package fleet
+// Package ratelimit limits events per key (a peer address, say) with a
+// global cap, in bounded memory. Shared by enrollment and webhooks.
+package ratelimit
 
 import (
 	"sync"
@@ -7,10 +9,10 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// ipLimiter rate-limits by peer address, with a global cap so a flood from
+// PerKey rate-limits by key (a peer address), with a global cap so a flood from
 // many addresses is bounded too. Idle entries are forgotten so memory stays
 // bounded under a spray of addresses.
-type ipLimiter struct {
+type PerKey struct {
 	mu      sync.Mutex
 	perIP   map[string]*limEntry
 	every   rate.Limit
@@ -24,8 +26,10 @@ type limEntry struct {
 	seen time.Time
 }
 
-func newIPLimiter(perMinute, burst int, globalPerSecond float64) *ipLimiter {
-	return &ipLimiter{
+// New allows perMinute events per key with the given burst, and at most
+// globalPerSecond over all keys.
+func New(perMinute, burst int, globalPerSecond float64) *PerKey {
+	return &PerKey{
 		perIP:   make(map[string]*limEntry),
 		every:   rate.Limit(float64(perMinute) / 60),
 		burst:   burst,
@@ -34,7 +38,8 @@ func newIPLimiter(perMinute, burst int, globalPerSecond float64) *ipLimiter {
 	}
 }
 
-func (l *ipLimiter) allow(ip string, now time.Time) bool {
+// Allow takes one event for key at now; false means over a limit.
+func (l *PerKey) Allow(ip string, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e := l.perIP[ip]
