@@ -38,9 +38,7 @@ func TestPinnedCommitFetchOnlyWhenMissing(t *testing.T) {
 	if strings.Contains(log, "fetch --prune") || !strings.Contains(log, "no fetch needed") {
 		t.Errorf("pinned commit in the mirror was fetched:\n%s", log)
 	}
-	if res.Commit != sha1 || res.CommitMessage != "one" {
-		t.Errorf("result commit = %q %q", res.Commit, res.CommitMessage)
-	}
+	wantCommit(t, res, sha1, "one")
 	if strings.Contains(log, "is not on branch") {
 		t.Errorf("commit on the branch reported off it:\n%s", log)
 	}
@@ -54,9 +52,7 @@ func TestPinnedCommitFetchOnlyWhenMissing(t *testing.T) {
 	if log := h.log(s3.DeploymentID); !strings.Contains(log, "fetch --prune") {
 		t.Errorf("pinned commit missing from the mirror was not fetched:\n%s", log)
 	}
-	if res.Commit != sha3 || res.CommitMessage != "three" {
-		t.Errorf("result commit = %q %q", res.Commit, res.CommitMessage)
-	}
+	wantCommit(t, res, sha3, "three")
 
 	// A commit on no branch is deployed with a note.
 	gitT(t, repo.work, "checkout", "-q", "--detach")
@@ -76,6 +72,13 @@ func TestPinnedCommitFetchOnlyWhenMissing(t *testing.T) {
 	res = h.run(s5)
 	if res.Status != StatusFailed || res.FailedStep != StepFetch || !strings.Contains(res.Error, "not found") {
 		t.Errorf("unknown commit: %+v", res)
+	}
+}
+
+func wantCommit(t *testing.T, res Result, sha, msg string) {
+	t.Helper()
+	if res.Commit != sha || res.CommitMessage != msg {
+		t.Errorf("result commit = %q %q, want %q %q", res.Commit, res.CommitMessage, sha, msg)
 	}
 }
 

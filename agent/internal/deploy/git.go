@@ -101,10 +101,7 @@ func (j *job) fetch(ctx context.Context, res *Result) error {
 	_, err := os.Stat(filepath.Join(m, "HEAD"))
 	have := err == nil
 	if have && j.spec.Commit != "" {
-		check := j.checkOnBranch(ctx, m)
-		sha, msg, err := j.resolve(ctx, m, rev)
-		onBranch := check()
-		if err == nil {
+		if sha, msg, onBranch, err := j.resolve(ctx, m, rev); err == nil {
 			j.log.printf("commit %s is in the cached mirror; no fetch needed", sha)
 			return j.resolved(sha, msg, onBranch, res)
 		}
@@ -139,9 +136,7 @@ func (j *job) fetch(ctx context.Context, res *Result) error {
 			return err
 		}
 	}
-	check := j.checkOnBranch(ctx, m)
-	sha, msg, err := j.resolve(ctx, m, rev)
-	onBranch := check()
+	sha, msg, onBranch, err := j.resolve(ctx, m, rev)
 	if err != nil {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
@@ -151,32 +146,29 @@ func (j *job) fetch(ctx context.Context, res *Result) error {
 	return j.resolved(sha, msg, onBranch, res)
 }
 
-// checkOnBranch starts asking whether a pinned commit is on the app's
-// branch, beside the other git process of the moment; the function it
-// returns waits for the answer (true when there is nothing to check).
-func (j *job) checkOnBranch(ctx context.Context, mirror string) func() bool {
-	if j.spec.Commit == "" || j.spec.Branch == "" {
-		return func() bool { return true }
+// resolve names rev's commit and its subject with one git process. For a
+// pinned commit it also says whether the commit is on the app's branch,
+// asked by a second git process running beside the first.
+func (j *job) resolve(ctx context.Context, mirror, rev string) (sha, msg string, onBranch bool, err error) {
+	branchCheck := make(chan bool, 1)
+	if j.spec.Commit != "" && j.spec.Branch != "" {
+		go func() {
+			_, err := j.gitOutput(ctx, "--git-dir", mirror, "merge-base", "--is-ancestor", "--end-of-options", j.spec.Commit, "refs/heads/"+j.spec.Branch)
+			branchCheck <- err == nil || ctx.Err() != nil
+		}()
+	} else {
+		branchCheck <- true
 	}
-	done := make(chan bool, 1)
-	go func() {
-		_, err := j.gitOutput(ctx, "--git-dir", mirror, "merge-base", "--is-ancestor", "--end-of-options", j.spec.Commit, "refs/heads/"+j.spec.Branch)
-		done <- err == nil || ctx.Err() != nil
-	}()
-	return func() bool { return <-done }
-}
-
-// resolve names rev's commit and its subject with one git process.
-func (j *job) resolve(ctx context.Context, mirror, rev string) (sha, msg string, err error) {
 	out, err := j.gitOutput(ctx, "--git-dir", mirror, "log", "-1", "--format=%H%x00%s", "--end-of-options", rev+"^{commit}", "--")
+	onBranch = <-branchCheck
 	if err != nil {
-		return "", "", err
+		return "", "", false, err
 	}
 	sha, msg, ok := strings.Cut(out, "\x00")
 	if !ok || len(sha) < 40 {
-		return "", "", fmt.Errorf("git log printed no commit for %s", rev)
+		return "", "", false, fmt.Errorf("git log printed no commit for %s", rev)
 	}
-	return sha, msg, nil
+	return sha, msg, onBranch, nil
 }
 
 // resolved records the commit about to be deployed.
@@ -301,6 +293,7 @@ func extractTar(r io.Reader, dir string, u *runAs) error {
 			if err := root.Chmod(name, perm); err != nil {
 				return err
 			}
+			dirs = append(dirs, dirTime{name, h.ModTime})
 		case tar.TypeReg:
 			f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 			if err != nil {
@@ -312,6 +305,9 @@ func extractTar(r io.Reader, dir string, u *runAs) error {
 			}
 			if cerr := f.Close(); err == nil {
 				err = cerr
+			}
+			if err == nil {
+				err = root.Chtimes(name, h.ModTime, h.ModTime) // chown keeps it
 			}
 			if err != nil {
 				return err
@@ -325,14 +321,6 @@ func extractTar(r io.Reader, dir string, u *runAs) error {
 		}
 		if u.cred != nil {
 			if err := root.Lchown(name, u.uid, u.gid); err != nil {
-				return err
-			}
-		}
-		switch h.Typeflag {
-		case tar.TypeDir:
-			dirs = append(dirs, dirTime{name, h.ModTime})
-		case tar.TypeReg:
-			if err := root.Chtimes(name, h.ModTime, h.ModTime); err != nil {
 				return err
 			}
 		}

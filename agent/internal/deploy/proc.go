@@ -75,10 +75,8 @@ type cmdSpec struct {
 	stdout io.Writer // nil: into the log
 	extra  []*os.File
 	echo   string // the line logged before the command starts ("" for none)
-	// untracked: not journaled as the job's process group. For short
-	// read-only git queries (running beside another process) and for a
-	// script waiting to be released, which ends by itself if the agent
-	// dies (its release pipe closes).
+	// untracked: not journaled as the job's process group, for short
+	// read-only git queries that may run beside another process.
 	untracked bool
 }
 
@@ -184,7 +182,10 @@ func (j *job) start(ctx context.Context, c cmdSpec) (*proc, error) {
 	pgid := cmd.Process.Pid
 	p.untracked = c.untracked
 	if !c.untracked {
-		p.track()
+		start, _ := procStartTime(pgid)
+		if err := j.saveState(func(s *jobState) { s.PGID, s.PGIDStart, s.BootID = pgid, start, bootID() }); err != nil {
+			j.e.log.Error("journal state", "job", j.id, "err", err)
+		}
 	}
 	for _, r := range p.rfiles {
 		p.readers.Add(1)
@@ -210,17 +211,6 @@ func (j *job) start(ctx context.Context, c cmdSpec) (*proc, error) {
 		}
 	}()
 	return p, nil
-}
-
-// track journals p's process group as the job's, so that an agent
-// restarted mid-job can end it.
-func (p *proc) track() {
-	pgid := p.cmd.Process.Pid
-	start, _ := procStartTime(pgid)
-	if err := p.j.saveState(func(s *jobState) { s.PGID, s.PGIDStart, s.BootID = pgid, start, bootID() }); err != nil {
-		p.j.e.log.Error("journal state", "job", p.j.id, "err", err)
-	}
-	p.untracked = false
 }
 
 // wait waits for the process, then ends what it left running in its group

@@ -95,11 +95,7 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		// A valid signature always gets through; failures beyond the
 		// budget of this address for this app are refused without a row
 		// each, so a flood fills neither the audit log nor the database.
-		from := "unknown"
-		if peer.IP != nil {
-			from = peer.IP.String()
-		}
-		if !s.badHooks.Allow(a.ID.String()+"|"+from, s.cfg.Now()) {
+		if !s.badHooks.Allow(a.ID.String()+"|"+peer.String(), s.cfg.Now()) {
 			w.Header().Set("Retry-After", "60")
 			webhookReply(w, http.StatusTooManyRequests, map[string]any{"error": "too many failed deliveries from this address; try again later"})
 			return
