@@ -434,6 +434,7 @@ func (f *fleet) backfill(ctx context.Context) error {
 	defer func() { stopAgents(); wg.Wait() }()
 
 	progress("backfill: %d agents replay %d samples each, all at once", n, o.backfill)
+	cpu0, pg0, self0 := ticks(o.controllerPID), treeTicks(o.pgPID), ticks(os.Getpid())
 	t0 := time.Now()
 	for i := range n {
 		f.startAgent(actx, &wg, i, bufs[i], func(a client.Ack) {
@@ -472,6 +473,17 @@ wait:
 	}
 	end := time.Unix(0, lastDone.Load())
 	secs := end.Sub(t0).Seconds()
+	cpu1, pg1, self1 := ticks(o.controllerPID), treeTicks(o.pgPID), ticks(os.Getpid())
+	// Where the machine's CPU went: the three processes share its cores.
+	for _, c := range []struct {
+		name   string
+		t0, t1 int64
+		pid    int
+	}{{"controller", cpu0, cpu1, o.controllerPID}, {"postgres", pg0, pg1, o.pgPID}, {"simulator", self0, self1, os.Getpid()}} {
+		if c.pid > 0 {
+			result("backfill_"+c.name+"_cpu_seconds", fmt.Sprintf("%.1f", float64(c.t1-c.t0)/clkTck))
+		}
+	}
 	rows := committed.Load()
 	mu.Lock()
 	l := lat

@@ -293,24 +293,43 @@ func describe(err error) error {
 	return err
 }
 
+// batchToProto lays a batch out column by column (see MetricColumns): a
+// few dozen allocations however many samples it holds.
 func batchToProto(b metrics.Batch, dropped uint64) *agentv1.MetricsBatch {
-	out := &agentv1.MetricsBatch{Seq: b.Seq, DroppedTotal: dropped, Samples: make([]*agentv1.MetricSample, len(b.Samples))}
-	for i, s := range b.Samples {
-		m := &agentv1.MetricSample{
-			RecordedAt: timestamppb.New(s.RecordedAt),
-			CpuPercent: s.CPUPercent, Load1: s.Load1, Load5: s.Load5, Load15: s.Load15,
-			MemUsedBytes: s.MemUsed, MemTotalBytes: s.MemTotal, SwapUsedBytes: s.SwapUsed, SwapTotalBytes: s.SwapTotal,
-			DiskUsedBytes: s.DiskUsed, DiskTotalBytes: s.DiskTotal,
-		}
-		if s.HasRates {
-			m.DiskReadBps, m.DiskWriteBps, m.NetRxBps, m.NetTxBps = &s.DiskReadBps, &s.DiskWriteBps, &s.NetRxBps, &s.NetTxBps
-		}
-		for _, d := range s.Disks {
-			m.Disks = append(m.Disks, &agentv1.DiskUsage{Mount: d.Mount, UsedBytes: d.Used, TotalBytes: d.Total})
-		}
-		out.Samples[i] = m
+	n := len(b.Samples)
+	f64 := func() []float64 { return make([]float64, n) }
+	u64 := func() []uint64 { return make([]uint64, n) }
+	c := &agentv1.MetricColumns{
+		RecordedAtUnixMicros: make([]int64, n),
+		CpuPercent:           f64(), Load1: f64(), Load5: f64(), Load15: f64(),
+		MemUsedBytes: u64(), MemTotalBytes: u64(), SwapUsedBytes: u64(), SwapTotalBytes: u64(),
+		DiskUsedBytes: u64(), DiskTotalBytes: u64(),
+		HasRates:    make([]bool, n),
+		DiskReadBps: f64(), DiskWriteBps: f64(), NetRxBps: f64(), NetTxBps: f64(),
+		DiskCount: make([]uint32, n),
 	}
-	return out
+	mounts := map[string]uint32{}
+	for i, s := range b.Samples {
+		c.RecordedAtUnixMicros[i] = s.RecordedAt.UnixMicro()
+		c.CpuPercent[i], c.Load1[i], c.Load5[i], c.Load15[i] = s.CPUPercent, s.Load1, s.Load5, s.Load15
+		c.MemUsedBytes[i], c.MemTotalBytes[i], c.SwapUsedBytes[i], c.SwapTotalBytes[i] = s.MemUsed, s.MemTotal, s.SwapUsed, s.SwapTotal
+		c.DiskUsedBytes[i], c.DiskTotalBytes[i] = s.DiskUsed, s.DiskTotal
+		c.HasRates[i] = s.HasRates
+		c.DiskReadBps[i], c.DiskWriteBps[i], c.NetRxBps[i], c.NetTxBps[i] = s.DiskReadBps, s.DiskWriteBps, s.NetRxBps, s.NetTxBps
+		c.DiskCount[i] = uint32(len(s.Disks))
+		for _, d := range s.Disks {
+			k, ok := mounts[d.Mount]
+			if !ok {
+				k = uint32(len(c.Mounts))
+				mounts[d.Mount] = k
+				c.Mounts = append(c.Mounts, d.Mount)
+			}
+			c.DiskMount = append(c.DiskMount, k)
+			c.DiskUsed = append(c.DiskUsed, d.Used)
+			c.DiskTotal = append(c.DiskTotal, d.Total)
+		}
+	}
+	return &agentv1.MetricsBatch{Seq: b.Seq, DroppedTotal: dropped, Columns: c}
 }
 
 // sentBatches remembers when each in-flight batch was sent on this

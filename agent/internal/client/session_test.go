@@ -1,9 +1,11 @@
 package client
 
 import (
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/berthhq/berth/agent/internal/metrics"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
@@ -31,5 +33,31 @@ func TestSentBatchesAck(t *testing.T) {
 	}
 	if len(s.m) != 0 {
 		t.Fatalf("%d batches remembered after the last ack", len(s.m))
+	}
+}
+
+func TestBatchToProto(t *testing.T) {
+	t0 := time.Unix(1700000000, 123456789)
+	b := metrics.Batch{Seq: 7, Samples: []metrics.Sample{
+		{RecordedAt: t0, CPUPercent: 1, MemUsed: 10, Disks: []metrics.Disk{{Mount: "/", Used: 1, Total: 2}, {Mount: "/srv", Used: 3, Total: 4}}},
+		{RecordedAt: t0.Add(time.Second), CPUPercent: 2, HasRates: true, NetRxBps: 5},
+		{RecordedAt: t0.Add(2 * time.Second), CPUPercent: 3, HasRates: true, Disks: []metrics.Disk{{Mount: "/srv", Used: 6, Total: 7}}},
+	}}
+	m := batchToProto(b, 4)
+	c := m.GetColumns()
+	if m.GetSeq() != 7 || m.GetDroppedTotal() != 4 {
+		t.Fatalf("header: %v", m)
+	}
+	if want := []int64{t0.UnixMicro(), t0.Add(time.Second).UnixMicro(), t0.Add(2 * time.Second).UnixMicro()}; !slices.Equal(c.GetRecordedAtUnixMicros(), want) {
+		t.Fatalf("times %v, want %v", c.GetRecordedAtUnixMicros(), want)
+	}
+	if !slices.Equal(c.GetCpuPercent(), []float64{1, 2, 3}) || !slices.Equal(c.GetHasRates(), []bool{false, true, true}) ||
+		!slices.Equal(c.GetNetRxBps(), []float64{0, 5, 0}) || !slices.Equal(c.GetMemUsedBytes(), []uint64{10, 0, 0}) {
+		t.Fatalf("columns: %v", c)
+	}
+	// Each mount point is named once; filesystems follow their samples.
+	if !slices.Equal(c.GetMounts(), []string{"/", "/srv"}) || !slices.Equal(c.GetDiskCount(), []uint32{2, 0, 1}) ||
+		!slices.Equal(c.GetDiskMount(), []uint32{0, 1, 1}) || !slices.Equal(c.GetDiskUsed(), []uint64{1, 3, 6}) || !slices.Equal(c.GetDiskTotal(), []uint64{2, 4, 7}) {
+		t.Fatalf("filesystems: %v", c)
 	}
 }

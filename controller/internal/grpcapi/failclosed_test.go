@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/ca"
@@ -218,9 +217,9 @@ func TestAgentAPIFailsClosed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		big := &agentv1.MetricsBatch{Seq: 1}
-		for range fleet.MaxBatchSamples + 1 {
-			big.Samples = append(big.Samples, &agentv1.MetricSample{RecordedAt: timestamppb.Now()})
+		big := &agentv1.MetricsBatch{Seq: 1, Columns: oneSample(time.Now())}
+		for range fleet.MaxBatchSamples {
+			big.Columns.RecordedAtUnixMicros = append(big.Columns.RecordedAtUnixMicros, time.Now().UnixMicro())
 		}
 		_ = s.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Metrics{Metrics: big}})
 		if _, err := s.Recv(); status.Code(err) != codes.InvalidArgument {
@@ -230,10 +229,21 @@ func TestAgentAPIFailsClosed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		huge := &agentv1.MetricsBatch{Seq: 2, Samples: []*agentv1.MetricSample{{Disks: []*agentv1.DiskUsage{{Mount: strings.Repeat("x", 2<<20)}}}}}
+		huge := &agentv1.MetricsBatch{Seq: 2, Columns: oneSample(time.Now())}
+		huge.Columns.Mounts = []string{strings.Repeat("x", 2<<20)}
 		_ = s.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Metrics{Metrics: huge}})
 		if _, err := s.Recv(); status.Code(err) != codes.ResourceExhausted {
 			t.Fatalf("oversized message: %v", err)
+		}
+		s, _, err = connect(t, c, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ragged := &agentv1.MetricsBatch{Seq: 3, Columns: oneSample(time.Now())}
+		ragged.Columns.CpuPercent = nil
+		_ = s.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Metrics{Metrics: ragged}})
+		if _, err := s.Recv(); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("columns of unequal length: %v", err)
 		}
 		// Nothing from the refused batches was stored.
 		if n, err := e.st.CountMetrics(ctx, id2, time.Now().Add(-time.Hour), time.Now().Add(time.Hour)); err != nil || n != 0 {
@@ -246,7 +256,7 @@ func TestAgentAPIFailsClosed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b := &agentv1.MetricsBatch{Seq: 1, Samples: []*agentv1.MetricSample{{RecordedAt: timestamppb.Now(), CpuPercent: 12}}}
+		b := &agentv1.MetricsBatch{Seq: 1, Columns: oneSample(time.Now())}
 		for i, wantDup := range []bool{false, true} {
 			_ = s.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Metrics{Metrics: b}})
 			m, err := s.Recv()
@@ -415,5 +425,16 @@ func TestRenewOverStream(t *testing.T) {
 	_ = s2.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Renew{Renew: &agentv1.RenewRequest{CsrDer: []byte("junk")}}})
 	if _, err := s2.Recv(); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("junk CSR: %v", err)
+	}
+}
+
+// oneSample is a well-formed batch of one sample at t, without rates or
+// filesystems.
+func oneSample(t time.Time) *agentv1.MetricColumns {
+	return &agentv1.MetricColumns{
+		RecordedAtUnixMicros: []int64{t.UnixMicro()}, CpuPercent: []float64{12}, Load1: []float64{0}, Load5: []float64{0}, Load15: []float64{0},
+		MemUsedBytes: []uint64{1}, MemTotalBytes: []uint64{2}, SwapUsedBytes: []uint64{0}, SwapTotalBytes: []uint64{0},
+		DiskUsedBytes: []uint64{3}, DiskTotalBytes: []uint64{4}, HasRates: []bool{false},
+		DiskReadBps: []float64{0}, DiskWriteBps: []float64{0}, NetRxBps: []float64{0}, NetTxBps: []float64{0}, DiskCount: []uint32{0},
 	}
 }

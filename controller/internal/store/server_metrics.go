@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/berthhq/berth/gen/dbsqlc"
@@ -44,26 +45,63 @@ func metricSampleFromRow(r dbsqlc.ServerMetric) MetricSample {
 	}
 }
 
-func metricSampleParams(serverID ID, m MetricSample) dbsqlc.InsertServerMetricsParams {
-	return dbsqlc.InsertServerMetricsParams{
-		ServerID: pgID(serverID), RecordedAt: m.RecordedAt,
-		CpuPercent: m.CPUPercent, Load1: m.Load1, Load5: m.Load5, Load15: m.Load15,
-		MemUsed: m.MemUsed, MemTotal: m.MemTotal, SwapUsed: m.SwapUsed, SwapTotal: m.SwapTotal,
-		DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal, DiskReadBps: m.DiskReadBps, DiskWriteBps: m.DiskWriteBps,
-		NetRxBps: m.NetRxBps, NetTxBps: m.NetTxBps, Disks: []byte(m.Disks),
-	}
+// metricColumns are server_metrics' columns in the order metricRows gives
+// them (the same as the InsertServerMetrics query's).
+var metricColumns = []string{"server_id", "recorded_at", "cpu_percent", "load1", "load5", "load15", "mem_used", "mem_total",
+	"swap_used", "swap_total", "disk_used", "disk_total", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps", "disks"}
+
+// copyMetrics COPYs the batches' samples, each attributed to its batch's
+// server, or to the sample's own ServerID when ownID is set.
+func (s *Store) copyMetrics(ctx context.Context, batches []MetricsBatch, ownID bool) (int64, error) {
+	return s.db.CopyFrom(ctx, pgx.Identifier{"server_metrics"}, metricColumns, &metricRows{batches: batches, ownID: ownID, b: 0, i: -1})
 }
+
+// metricRows feeds samples to COPY without a copy of them: the generated
+// iterator wants every row as a parameter struct and boxes three values
+// per row into fresh interfaces, which showed in backfills of millions of
+// rows. This one reuses one row of pointers (pgx encodes each row before
+// asking for the next).
+type metricRows struct {
+	batches []MetricsBatch
+	ownID   bool
+	b, i    int // the current batch and sample
+	id      pgtype.UUID
+	disks   []byte
+	row     [17]any
+}
+
+func (r *metricRows) Next() bool {
+	r.i++
+	for r.b < len(r.batches) && r.i >= len(r.batches[r.b].Samples) {
+		r.b, r.i = r.b+1, 0
+	}
+	return r.b < len(r.batches)
+}
+
+func (r *metricRows) Values() ([]any, error) {
+	m := &r.batches[r.b].Samples[r.i]
+	id := r.batches[r.b].ServerID
+	if r.ownID {
+		id = m.ServerID
+	}
+	r.id = pgID(id)
+	r.disks = m.Disks
+	r.row = [17]any{&r.id, &m.RecordedAt, m.CPUPercent, m.Load1, m.Load5, m.Load15, m.MemUsed, m.MemTotal,
+		m.SwapUsed, m.SwapTotal, m.DiskUsed, m.DiskTotal, m.DiskReadBps, m.DiskWriteBps, m.NetRxBps, m.NetTxBps, nil}
+	if m.Disks != nil {
+		r.row[16] = &r.disks
+	}
+	return r.row[:], nil
+}
+
+func (r *metricRows) Err() error { return nil }
 
 // InsertMetrics writes samples with COPY and reports how many. A sample
 // outside every daily partition fails the whole COPY (there is no default
 // partition). It does not dedupe: agents' batches go through
 // IngestMetricsBatch.
 func (s *Store) InsertMetrics(ctx context.Context, samples []MetricSample) (int64, error) {
-	rows := make([]dbsqlc.InsertServerMetricsParams, len(samples))
-	for i, m := range samples {
-		rows[i] = metricSampleParams(m.ServerID, m)
-	}
-	n, err := s.q.InsertServerMetrics(ctx, rows)
+	n, err := s.copyMetrics(ctx, []MetricsBatch{{Samples: samples}}, true)
 	return n, mapErr("insert metrics", err)
 }
 
@@ -91,11 +129,7 @@ func (s *Store) IngestMetricsBatch(ctx context.Context, serverID ID, seq int64, 
 			}
 			return nil
 		}
-		rows := make([]dbsqlc.InsertServerMetricsParams, len(samples))
-		for i, m := range samples {
-			rows[i] = metricSampleParams(serverID, m)
-		}
-		if _, err := tx.q.InsertServerMetrics(ctx, rows); err != nil {
+		if _, err := tx.copyMetrics(ctx, []MetricsBatch{{ServerID: serverID, Samples: samples}}, false); err != nil {
 			return mapErr("ingest metrics", err)
 		}
 		stored = true
@@ -263,7 +297,8 @@ func (s *Store) IngestMetricsBatches(ctx context.Context, batches []MetricsBatch
 		}
 		var advIDs []pgtype.UUID
 		var advSeqs []int64
-		var rows []dbsqlc.InsertServerMetricsParams
+		var kept []MetricsBatch
+		rows := 0
 		for _, l := range locked {
 			id := fromPG(l.ID)
 			b := want[id]
@@ -273,9 +308,8 @@ func (s *Store) IngestMetricsBatches(ctx context.Context, batches []MetricsBatch
 			}
 			out[id] = IngestStored
 			advIDs, advSeqs = append(advIDs, l.ID), append(advSeqs, b.Seq)
-			for _, m := range b.Samples {
-				rows = append(rows, metricSampleParams(id, m))
-			}
+			kept = append(kept, *b)
+			rows += len(b.Samples)
 		}
 		if len(advIDs) == 0 {
 			return nil
@@ -283,8 +317,8 @@ func (s *Store) IngestMetricsBatches(ctx context.Context, batches []MetricsBatch
 		if err := tx.q.SetServersMetricsSeq(ctx, dbsqlc.SetServersMetricsSeqParams{Ids: advIDs, Seqs: advSeqs}); err != nil {
 			return mapErr("ingest metrics", err)
 		}
-		if len(rows) > 0 {
-			if _, err := tx.q.InsertServerMetrics(ctx, rows); err != nil {
+		if rows > 0 {
+			if _, err := tx.copyMetrics(ctx, kept, false); err != nil {
 				return mapErr("ingest metrics", err)
 			}
 		}

@@ -934,248 +934,21 @@ func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
 	return nil
 }
 
-// DiskUsage is one real mount.
-type DiskUsage struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Mount         string                 `protobuf:"bytes,1,opt,name=mount,proto3" json:"mount,omitempty"`
-	UsedBytes     uint64                 `protobuf:"varint,2,opt,name=used_bytes,json=usedBytes,proto3" json:"used_bytes,omitempty"`
-	TotalBytes    uint64                 `protobuf:"varint,3,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *DiskUsage) Reset() {
-	*x = DiskUsage{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[11]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *DiskUsage) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*DiskUsage) ProtoMessage() {}
-
-func (x *DiskUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[11]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use DiskUsage.ProtoReflect.Descriptor instead.
-func (*DiskUsage) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{11}
-}
-
-func (x *DiskUsage) GetMount() string {
-	if x != nil {
-		return x.Mount
-	}
-	return ""
-}
-
-func (x *DiskUsage) GetUsedBytes() uint64 {
-	if x != nil {
-		return x.UsedBytes
-	}
-	return 0
-}
-
-func (x *DiskUsage) GetTotalBytes() uint64 {
-	if x != nil {
-		return x.TotalBytes
-	}
-	return 0
-}
-
-// MetricSample is one sample; rates are absent on the first sample after a
-// start, when there is nothing to take a difference from.
-type MetricSample struct {
-	state          protoimpl.MessageState `protogen:"open.v1"`
-	RecordedAt     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
-	CpuPercent     float64                `protobuf:"fixed64,2,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
-	Load1          float64                `protobuf:"fixed64,3,opt,name=load1,proto3" json:"load1,omitempty"`
-	Load5          float64                `protobuf:"fixed64,4,opt,name=load5,proto3" json:"load5,omitempty"`
-	Load15         float64                `protobuf:"fixed64,5,opt,name=load15,proto3" json:"load15,omitempty"`
-	MemUsedBytes   uint64                 `protobuf:"varint,6,opt,name=mem_used_bytes,json=memUsedBytes,proto3" json:"mem_used_bytes,omitempty"`
-	MemTotalBytes  uint64                 `protobuf:"varint,7,opt,name=mem_total_bytes,json=memTotalBytes,proto3" json:"mem_total_bytes,omitempty"`
-	SwapUsedBytes  uint64                 `protobuf:"varint,8,opt,name=swap_used_bytes,json=swapUsedBytes,proto3" json:"swap_used_bytes,omitempty"`
-	SwapTotalBytes uint64                 `protobuf:"varint,9,opt,name=swap_total_bytes,json=swapTotalBytes,proto3" json:"swap_total_bytes,omitempty"`
-	DiskUsedBytes  uint64                 `protobuf:"varint,10,opt,name=disk_used_bytes,json=diskUsedBytes,proto3" json:"disk_used_bytes,omitempty"`
-	DiskTotalBytes uint64                 `protobuf:"varint,11,opt,name=disk_total_bytes,json=diskTotalBytes,proto3" json:"disk_total_bytes,omitempty"`
-	DiskReadBps    *float64               `protobuf:"fixed64,12,opt,name=disk_read_bps,json=diskReadBps,proto3,oneof" json:"disk_read_bps,omitempty"`
-	DiskWriteBps   *float64               `protobuf:"fixed64,13,opt,name=disk_write_bps,json=diskWriteBps,proto3,oneof" json:"disk_write_bps,omitempty"`
-	NetRxBps       *float64               `protobuf:"fixed64,14,opt,name=net_rx_bps,json=netRxBps,proto3,oneof" json:"net_rx_bps,omitempty"`
-	NetTxBps       *float64               `protobuf:"fixed64,15,opt,name=net_tx_bps,json=netTxBps,proto3,oneof" json:"net_tx_bps,omitempty"`
-	Disks          []*DiskUsage           `protobuf:"bytes,16,rep,name=disks,proto3" json:"disks,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
-}
-
-func (x *MetricSample) Reset() {
-	*x = MetricSample{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[12]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *MetricSample) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*MetricSample) ProtoMessage() {}
-
-func (x *MetricSample) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[12]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use MetricSample.ProtoReflect.Descriptor instead.
-func (*MetricSample) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{12}
-}
-
-func (x *MetricSample) GetRecordedAt() *timestamppb.Timestamp {
-	if x != nil {
-		return x.RecordedAt
-	}
-	return nil
-}
-
-func (x *MetricSample) GetCpuPercent() float64 {
-	if x != nil {
-		return x.CpuPercent
-	}
-	return 0
-}
-
-func (x *MetricSample) GetLoad1() float64 {
-	if x != nil {
-		return x.Load1
-	}
-	return 0
-}
-
-func (x *MetricSample) GetLoad5() float64 {
-	if x != nil {
-		return x.Load5
-	}
-	return 0
-}
-
-func (x *MetricSample) GetLoad15() float64 {
-	if x != nil {
-		return x.Load15
-	}
-	return 0
-}
-
-func (x *MetricSample) GetMemUsedBytes() uint64 {
-	if x != nil {
-		return x.MemUsedBytes
-	}
-	return 0
-}
-
-func (x *MetricSample) GetMemTotalBytes() uint64 {
-	if x != nil {
-		return x.MemTotalBytes
-	}
-	return 0
-}
-
-func (x *MetricSample) GetSwapUsedBytes() uint64 {
-	if x != nil {
-		return x.SwapUsedBytes
-	}
-	return 0
-}
-
-func (x *MetricSample) GetSwapTotalBytes() uint64 {
-	if x != nil {
-		return x.SwapTotalBytes
-	}
-	return 0
-}
-
-func (x *MetricSample) GetDiskUsedBytes() uint64 {
-	if x != nil {
-		return x.DiskUsedBytes
-	}
-	return 0
-}
-
-func (x *MetricSample) GetDiskTotalBytes() uint64 {
-	if x != nil {
-		return x.DiskTotalBytes
-	}
-	return 0
-}
-
-func (x *MetricSample) GetDiskReadBps() float64 {
-	if x != nil && x.DiskReadBps != nil {
-		return *x.DiskReadBps
-	}
-	return 0
-}
-
-func (x *MetricSample) GetDiskWriteBps() float64 {
-	if x != nil && x.DiskWriteBps != nil {
-		return *x.DiskWriteBps
-	}
-	return 0
-}
-
-func (x *MetricSample) GetNetRxBps() float64 {
-	if x != nil && x.NetRxBps != nil {
-		return *x.NetRxBps
-	}
-	return 0
-}
-
-func (x *MetricSample) GetNetTxBps() float64 {
-	if x != nil && x.NetTxBps != nil {
-		return *x.NetTxBps
-	}
-	return 0
-}
-
-func (x *MetricSample) GetDisks() []*DiskUsage {
-	if x != nil {
-		return x.Disks
-	}
-	return nil
-}
-
 // MetricsBatch carries samples under a sequence number. A batch re-sent
 // after a lost ack keeps its number, and the controller stores it once.
 type MetricsBatch struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Seq     uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Samples []*MetricSample        `protobuf:"bytes,2,rep,name=samples,proto3" json:"samples,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// dropped_total counts samples the agent dropped from a full buffer.
-	DroppedTotal  uint64 `protobuf:"varint,3,opt,name=dropped_total,json=droppedTotal,proto3" json:"dropped_total,omitempty"`
+	DroppedTotal  uint64         `protobuf:"varint,3,opt,name=dropped_total,json=droppedTotal,proto3" json:"dropped_total,omitempty"`
+	Columns       *MetricColumns `protobuf:"bytes,4,opt,name=columns,proto3" json:"columns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MetricsBatch) Reset() {
 	*x = MetricsBatch{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +960,7 @@ func (x *MetricsBatch) String() string {
 func (*MetricsBatch) ProtoMessage() {}
 
 func (x *MetricsBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +973,7 @@ func (x *MetricsBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsBatch.ProtoReflect.Descriptor instead.
 func (*MetricsBatch) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MetricsBatch) GetSeq() uint64 {
@@ -1210,18 +983,235 @@ func (x *MetricsBatch) GetSeq() uint64 {
 	return 0
 }
 
-func (x *MetricsBatch) GetSamples() []*MetricSample {
-	if x != nil {
-		return x.Samples
-	}
-	return nil
-}
-
 func (x *MetricsBatch) GetDroppedTotal() uint64 {
 	if x != nil {
 		return x.DroppedTotal
 	}
 	return 0
+}
+
+func (x *MetricsBatch) GetColumns() *MetricColumns {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+// MetricColumns holds a batch's samples column by column: sample i is entry
+// i of every per-sample column, and each per-sample column has one entry per
+// sample. Columns (packed on the wire) keep a batch of hundreds of samples
+// to a few dozen allocations at either end, where a message per sample cost
+// several each: a reconnecting fleet replays millions of samples at once.
+type MetricColumns struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	RecordedAtUnixMicros []int64                `protobuf:"varint,1,rep,packed,name=recorded_at_unix_micros,json=recordedAtUnixMicros,proto3" json:"recorded_at_unix_micros,omitempty"`
+	CpuPercent           []float64              `protobuf:"fixed64,2,rep,packed,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
+	Load1                []float64              `protobuf:"fixed64,3,rep,packed,name=load1,proto3" json:"load1,omitempty"`
+	Load5                []float64              `protobuf:"fixed64,4,rep,packed,name=load5,proto3" json:"load5,omitempty"`
+	Load15               []float64              `protobuf:"fixed64,5,rep,packed,name=load15,proto3" json:"load15,omitempty"`
+	MemUsedBytes         []uint64               `protobuf:"varint,6,rep,packed,name=mem_used_bytes,json=memUsedBytes,proto3" json:"mem_used_bytes,omitempty"`
+	MemTotalBytes        []uint64               `protobuf:"varint,7,rep,packed,name=mem_total_bytes,json=memTotalBytes,proto3" json:"mem_total_bytes,omitempty"`
+	SwapUsedBytes        []uint64               `protobuf:"varint,8,rep,packed,name=swap_used_bytes,json=swapUsedBytes,proto3" json:"swap_used_bytes,omitempty"`
+	SwapTotalBytes       []uint64               `protobuf:"varint,9,rep,packed,name=swap_total_bytes,json=swapTotalBytes,proto3" json:"swap_total_bytes,omitempty"`
+	// The root filesystem (or the aggregate).
+	DiskUsedBytes  []uint64 `protobuf:"varint,10,rep,packed,name=disk_used_bytes,json=diskUsedBytes,proto3" json:"disk_used_bytes,omitempty"`
+	DiskTotalBytes []uint64 `protobuf:"varint,11,rep,packed,name=disk_total_bytes,json=diskTotalBytes,proto3" json:"disk_total_bytes,omitempty"`
+	// has_rates is false for a sample without rates (the first after a
+	// start, with nothing to take a difference from): its entries in the four
+	// rate columns mean nothing.
+	HasRates     []bool    `protobuf:"varint,12,rep,packed,name=has_rates,json=hasRates,proto3" json:"has_rates,omitempty"`
+	DiskReadBps  []float64 `protobuf:"fixed64,13,rep,packed,name=disk_read_bps,json=diskReadBps,proto3" json:"disk_read_bps,omitempty"`
+	DiskWriteBps []float64 `protobuf:"fixed64,14,rep,packed,name=disk_write_bps,json=diskWriteBps,proto3" json:"disk_write_bps,omitempty"`
+	NetRxBps     []float64 `protobuf:"fixed64,15,rep,packed,name=net_rx_bps,json=netRxBps,proto3" json:"net_rx_bps,omitempty"`
+	NetTxBps     []float64 `protobuf:"fixed64,16,rep,packed,name=net_tx_bps,json=netTxBps,proto3" json:"net_tx_bps,omitempty"`
+	// disk_count[i] filesystems belong to sample i; they follow those of the
+	// samples before it in the per-filesystem columns below.
+	DiskCount []uint32 `protobuf:"varint,17,rep,packed,name=disk_count,json=diskCount,proto3" json:"disk_count,omitempty"`
+	// Per filesystem: its mount point as an index into mounts, and its usage.
+	DiskMount []uint32 `protobuf:"varint,18,rep,packed,name=disk_mount,json=diskMount,proto3" json:"disk_mount,omitempty"`
+	DiskUsed  []uint64 `protobuf:"varint,19,rep,packed,name=disk_used,json=diskUsed,proto3" json:"disk_used,omitempty"`
+	DiskTotal []uint64 `protobuf:"varint,20,rep,packed,name=disk_total,json=diskTotal,proto3" json:"disk_total,omitempty"`
+	// mounts names each mount point once per batch.
+	Mounts        []string `protobuf:"bytes,21,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricColumns) Reset() {
+	*x = MetricColumns{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricColumns) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricColumns) ProtoMessage() {}
+
+func (x *MetricColumns) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricColumns.ProtoReflect.Descriptor instead.
+func (*MetricColumns) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MetricColumns) GetRecordedAtUnixMicros() []int64 {
+	if x != nil {
+		return x.RecordedAtUnixMicros
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetCpuPercent() []float64 {
+	if x != nil {
+		return x.CpuPercent
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetLoad1() []float64 {
+	if x != nil {
+		return x.Load1
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetLoad5() []float64 {
+	if x != nil {
+		return x.Load5
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetLoad15() []float64 {
+	if x != nil {
+		return x.Load15
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetMemUsedBytes() []uint64 {
+	if x != nil {
+		return x.MemUsedBytes
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetMemTotalBytes() []uint64 {
+	if x != nil {
+		return x.MemTotalBytes
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetSwapUsedBytes() []uint64 {
+	if x != nil {
+		return x.SwapUsedBytes
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetSwapTotalBytes() []uint64 {
+	if x != nil {
+		return x.SwapTotalBytes
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskUsedBytes() []uint64 {
+	if x != nil {
+		return x.DiskUsedBytes
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskTotalBytes() []uint64 {
+	if x != nil {
+		return x.DiskTotalBytes
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetHasRates() []bool {
+	if x != nil {
+		return x.HasRates
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskReadBps() []float64 {
+	if x != nil {
+		return x.DiskReadBps
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskWriteBps() []float64 {
+	if x != nil {
+		return x.DiskWriteBps
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetNetRxBps() []float64 {
+	if x != nil {
+		return x.NetRxBps
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetNetTxBps() []float64 {
+	if x != nil {
+		return x.NetTxBps
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskCount() []uint32 {
+	if x != nil {
+		return x.DiskCount
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskMount() []uint32 {
+	if x != nil {
+		return x.DiskMount
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskUsed() []uint64 {
+	if x != nil {
+		return x.DiskUsed
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskTotal() []uint64 {
+	if x != nil {
+		return x.DiskTotal
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetMounts() []string {
+	if x != nil {
+		return x.Mounts
+	}
+	return nil
 }
 
 // MetricsAck says a batch is committed (or was already).
@@ -1236,7 +1226,7 @@ type MetricsAck struct {
 
 func (x *MetricsAck) Reset() {
 	*x = MetricsAck{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1238,7 @@ func (x *MetricsAck) String() string {
 func (*MetricsAck) ProtoMessage() {}
 
 func (x *MetricsAck) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1251,7 @@ func (x *MetricsAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsAck.ProtoReflect.Descriptor instead.
 func (*MetricsAck) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MetricsAck) GetSeq() uint64 {
@@ -1288,7 +1278,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1290,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1303,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RenewRequest) GetCsrDer() []byte {
@@ -1333,7 +1323,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1335,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1348,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RenewResponse) GetCertificateDer() []byte {
@@ -1408,7 +1398,7 @@ type JobStart struct {
 
 func (x *JobStart) Reset() {
 	*x = JobStart{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1410,7 @@ func (x *JobStart) String() string {
 func (*JobStart) ProtoMessage() {}
 
 func (x *JobStart) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1423,7 @@ func (x *JobStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStart.ProtoReflect.Descriptor instead.
 func (*JobStart) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *JobStart) GetJobId() string {
@@ -1595,7 +1585,7 @@ type GitCredential struct {
 
 func (x *GitCredential) Reset() {
 	*x = GitCredential{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1597,7 @@ func (x *GitCredential) String() string {
 func (*GitCredential) ProtoMessage() {}
 
 func (x *GitCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1610,7 @@ func (x *GitCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GitCredential.ProtoReflect.Descriptor instead.
 func (*GitCredential) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GitCredential) GetSshPrivateKey() string {
@@ -1655,7 +1645,7 @@ type JobCancel struct {
 
 func (x *JobCancel) Reset() {
 	*x = JobCancel{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1657,7 @@ func (x *JobCancel) String() string {
 func (*JobCancel) ProtoMessage() {}
 
 func (x *JobCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1670,7 @@ func (x *JobCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobCancel.ProtoReflect.Descriptor instead.
 func (*JobCancel) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JobCancel) GetJobId() string {
@@ -1701,7 +1691,7 @@ type JobAck struct {
 
 func (x *JobAck) Reset() {
 	*x = JobAck{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1713,7 +1703,7 @@ func (x *JobAck) String() string {
 func (*JobAck) ProtoMessage() {}
 
 func (x *JobAck) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1726,7 +1716,7 @@ func (x *JobAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAck.ProtoReflect.Descriptor instead.
 func (*JobAck) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JobAck) GetJobId() string {
@@ -1757,7 +1747,7 @@ type JobOutput struct {
 
 func (x *JobOutput) Reset() {
 	*x = JobOutput{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1769,7 +1759,7 @@ func (x *JobOutput) String() string {
 func (*JobOutput) ProtoMessage() {}
 
 func (x *JobOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1782,7 +1772,7 @@ func (x *JobOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobOutput.ProtoReflect.Descriptor instead.
 func (*JobOutput) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JobOutput) GetJobId() string {
@@ -1835,7 +1825,7 @@ type JobProgress struct {
 
 func (x *JobProgress) Reset() {
 	*x = JobProgress{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +1837,7 @@ func (x *JobProgress) String() string {
 func (*JobProgress) ProtoMessage() {}
 
 func (x *JobProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +1850,7 @@ func (x *JobProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobProgress.ProtoReflect.Descriptor instead.
 func (*JobProgress) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *JobProgress) GetJobId() string {
@@ -1928,7 +1918,7 @@ type JobResult struct {
 
 func (x *JobResult) Reset() {
 	*x = JobResult{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +1930,7 @@ func (x *JobResult) String() string {
 func (*JobResult) ProtoMessage() {}
 
 func (x *JobResult) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[23]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +1943,7 @@ func (x *JobResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobResult.ProtoReflect.Descriptor instead.
 func (*JobResult) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JobResult) GetJobId() string {
@@ -2112,43 +2102,40 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\x10metrics_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0fmetricsInterval\x12*\n" +
 	"\x11metrics_batch_max\x18\x03 \x01(\rR\x0fmetricsBatchMax\"@\n" +
 	"\tHeartbeat\x123\n" +
-	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"a\n" +
-	"\tDiskUsage\x12\x14\n" +
-	"\x05mount\x18\x01 \x01(\tR\x05mount\x12\x1d\n" +
-	"\n" +
-	"used_bytes\x18\x02 \x01(\x04R\tusedBytes\x12\x1f\n" +
-	"\vtotal_bytes\x18\x03 \x01(\x04R\n" +
-	"totalBytes\"\xb0\x05\n" +
-	"\fMetricSample\x12;\n" +
-	"\vrecorded_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"recordedAt\x12\x1f\n" +
-	"\vcpu_percent\x18\x02 \x01(\x01R\n" +
-	"cpuPercent\x12\x14\n" +
-	"\x05load1\x18\x03 \x01(\x01R\x05load1\x12\x14\n" +
-	"\x05load5\x18\x04 \x01(\x01R\x05load5\x12\x16\n" +
-	"\x06load15\x18\x05 \x01(\x01R\x06load15\x12$\n" +
-	"\x0emem_used_bytes\x18\x06 \x01(\x04R\fmemUsedBytes\x12&\n" +
-	"\x0fmem_total_bytes\x18\a \x01(\x04R\rmemTotalBytes\x12&\n" +
-	"\x0fswap_used_bytes\x18\b \x01(\x04R\rswapUsedBytes\x12(\n" +
-	"\x10swap_total_bytes\x18\t \x01(\x04R\x0eswapTotalBytes\x12&\n" +
-	"\x0fdisk_used_bytes\x18\n" +
-	" \x01(\x04R\rdiskUsedBytes\x12(\n" +
-	"\x10disk_total_bytes\x18\v \x01(\x04R\x0ediskTotalBytes\x12'\n" +
-	"\rdisk_read_bps\x18\f \x01(\x01H\x00R\vdiskReadBps\x88\x01\x01\x12)\n" +
-	"\x0edisk_write_bps\x18\r \x01(\x01H\x01R\fdiskWriteBps\x88\x01\x01\x12!\n" +
-	"\n" +
-	"net_rx_bps\x18\x0e \x01(\x01H\x02R\bnetRxBps\x88\x01\x01\x12!\n" +
-	"\n" +
-	"net_tx_bps\x18\x0f \x01(\x01H\x03R\bnetTxBps\x88\x01\x01\x12/\n" +
-	"\x05disks\x18\x10 \x03(\v2\x19.berth.agent.v1.DiskUsageR\x05disksB\x10\n" +
-	"\x0e_disk_read_bpsB\x11\n" +
-	"\x0f_disk_write_bpsB\r\n" +
-	"\v_net_rx_bpsB\r\n" +
-	"\v_net_tx_bps\"}\n" +
+	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x8d\x01\n" +
 	"\fMetricsBatch\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\x126\n" +
-	"\asamples\x18\x02 \x03(\v2\x1c.berth.agent.v1.MetricSampleR\asamples\x12#\n" +
-	"\rdropped_total\x18\x03 \x01(\x04R\fdroppedTotal\"<\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12#\n" +
+	"\rdropped_total\x18\x03 \x01(\x04R\fdroppedTotal\x127\n" +
+	"\acolumns\x18\x04 \x01(\v2\x1d.berth.agent.v1.MetricColumnsR\acolumnsJ\x04\b\x02\x10\x03R\asamples\"\xd2\x05\n" +
+	"\rMetricColumns\x125\n" +
+	"\x17recorded_at_unix_micros\x18\x01 \x03(\x03R\x14recordedAtUnixMicros\x12\x1f\n" +
+	"\vcpu_percent\x18\x02 \x03(\x01R\n" +
+	"cpuPercent\x12\x14\n" +
+	"\x05load1\x18\x03 \x03(\x01R\x05load1\x12\x14\n" +
+	"\x05load5\x18\x04 \x03(\x01R\x05load5\x12\x16\n" +
+	"\x06load15\x18\x05 \x03(\x01R\x06load15\x12$\n" +
+	"\x0emem_used_bytes\x18\x06 \x03(\x04R\fmemUsedBytes\x12&\n" +
+	"\x0fmem_total_bytes\x18\a \x03(\x04R\rmemTotalBytes\x12&\n" +
+	"\x0fswap_used_bytes\x18\b \x03(\x04R\rswapUsedBytes\x12(\n" +
+	"\x10swap_total_bytes\x18\t \x03(\x04R\x0eswapTotalBytes\x12&\n" +
+	"\x0fdisk_used_bytes\x18\n" +
+	" \x03(\x04R\rdiskUsedBytes\x12(\n" +
+	"\x10disk_total_bytes\x18\v \x03(\x04R\x0ediskTotalBytes\x12\x1b\n" +
+	"\thas_rates\x18\f \x03(\bR\bhasRates\x12\"\n" +
+	"\rdisk_read_bps\x18\r \x03(\x01R\vdiskReadBps\x12$\n" +
+	"\x0edisk_write_bps\x18\x0e \x03(\x01R\fdiskWriteBps\x12\x1c\n" +
+	"\n" +
+	"net_rx_bps\x18\x0f \x03(\x01R\bnetRxBps\x12\x1c\n" +
+	"\n" +
+	"net_tx_bps\x18\x10 \x03(\x01R\bnetTxBps\x12\x1d\n" +
+	"\n" +
+	"disk_count\x18\x11 \x03(\rR\tdiskCount\x12\x1d\n" +
+	"\n" +
+	"disk_mount\x18\x12 \x03(\rR\tdiskMount\x12\x1b\n" +
+	"\tdisk_used\x18\x13 \x03(\x04R\bdiskUsed\x12\x1d\n" +
+	"\n" +
+	"disk_total\x18\x14 \x03(\x04R\tdiskTotal\x12\x16\n" +
+	"\x06mounts\x18\x15 \x03(\tR\x06mounts\"<\n" +
 	"\n" +
 	"MetricsAck\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1c\n" +
@@ -2247,7 +2234,7 @@ func file_berth_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_berth_agent_v1_agent_proto_rawDescData
 }
 
-var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_berth_agent_v1_agent_proto_goTypes = []any{
 	(*GetVersionRequest)(nil),     // 0: berth.agent.v1.GetVersionRequest
 	(*GetVersionResponse)(nil),    // 1: berth.agent.v1.GetVersionResponse
@@ -2260,67 +2247,64 @@ var file_berth_agent_v1_agent_proto_goTypes = []any{
 	(*Welcome)(nil),               // 8: berth.agent.v1.Welcome
 	(*Config)(nil),                // 9: berth.agent.v1.Config
 	(*Heartbeat)(nil),             // 10: berth.agent.v1.Heartbeat
-	(*DiskUsage)(nil),             // 11: berth.agent.v1.DiskUsage
-	(*MetricSample)(nil),          // 12: berth.agent.v1.MetricSample
-	(*MetricsBatch)(nil),          // 13: berth.agent.v1.MetricsBatch
-	(*MetricsAck)(nil),            // 14: berth.agent.v1.MetricsAck
-	(*RenewRequest)(nil),          // 15: berth.agent.v1.RenewRequest
-	(*RenewResponse)(nil),         // 16: berth.agent.v1.RenewResponse
-	(*JobStart)(nil),              // 17: berth.agent.v1.JobStart
-	(*GitCredential)(nil),         // 18: berth.agent.v1.GitCredential
-	(*JobCancel)(nil),             // 19: berth.agent.v1.JobCancel
-	(*JobAck)(nil),                // 20: berth.agent.v1.JobAck
-	(*JobOutput)(nil),             // 21: berth.agent.v1.JobOutput
-	(*JobProgress)(nil),           // 22: berth.agent.v1.JobProgress
-	(*JobResult)(nil),             // 23: berth.agent.v1.JobResult
-	nil,                           // 24: berth.agent.v1.JobStart.EnvEntry
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*MetricsBatch)(nil),          // 11: berth.agent.v1.MetricsBatch
+	(*MetricColumns)(nil),         // 12: berth.agent.v1.MetricColumns
+	(*MetricsAck)(nil),            // 13: berth.agent.v1.MetricsAck
+	(*RenewRequest)(nil),          // 14: berth.agent.v1.RenewRequest
+	(*RenewResponse)(nil),         // 15: berth.agent.v1.RenewResponse
+	(*JobStart)(nil),              // 16: berth.agent.v1.JobStart
+	(*GitCredential)(nil),         // 17: berth.agent.v1.GitCredential
+	(*JobCancel)(nil),             // 18: berth.agent.v1.JobCancel
+	(*JobAck)(nil),                // 19: berth.agent.v1.JobAck
+	(*JobOutput)(nil),             // 20: berth.agent.v1.JobOutput
+	(*JobProgress)(nil),           // 21: berth.agent.v1.JobProgress
+	(*JobResult)(nil),             // 22: berth.agent.v1.JobResult
+	nil,                           // 23: berth.agent.v1.JobStart.EnvEntry
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
 }
 var file_berth_agent_v1_agent_proto_depIdxs = []int32{
-	25, // 0: berth.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
+	24, // 0: berth.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
 	2,  // 1: berth.agent.v1.EnrollRequest.facts:type_name -> berth.agent.v1.HostFacts
 	7,  // 2: berth.agent.v1.ConnectRequest.hello:type_name -> berth.agent.v1.Hello
 	10, // 3: berth.agent.v1.ConnectRequest.heartbeat:type_name -> berth.agent.v1.Heartbeat
-	13, // 4: berth.agent.v1.ConnectRequest.metrics:type_name -> berth.agent.v1.MetricsBatch
-	15, // 5: berth.agent.v1.ConnectRequest.renew:type_name -> berth.agent.v1.RenewRequest
-	21, // 6: berth.agent.v1.ConnectRequest.job_output:type_name -> berth.agent.v1.JobOutput
-	22, // 7: berth.agent.v1.ConnectRequest.job_progress:type_name -> berth.agent.v1.JobProgress
-	23, // 8: berth.agent.v1.ConnectRequest.job_result:type_name -> berth.agent.v1.JobResult
+	11, // 4: berth.agent.v1.ConnectRequest.metrics:type_name -> berth.agent.v1.MetricsBatch
+	14, // 5: berth.agent.v1.ConnectRequest.renew:type_name -> berth.agent.v1.RenewRequest
+	20, // 6: berth.agent.v1.ConnectRequest.job_output:type_name -> berth.agent.v1.JobOutput
+	21, // 7: berth.agent.v1.ConnectRequest.job_progress:type_name -> berth.agent.v1.JobProgress
+	22, // 8: berth.agent.v1.ConnectRequest.job_result:type_name -> berth.agent.v1.JobResult
 	8,  // 9: berth.agent.v1.ConnectResponse.welcome:type_name -> berth.agent.v1.Welcome
 	9,  // 10: berth.agent.v1.ConnectResponse.config:type_name -> berth.agent.v1.Config
-	14, // 11: berth.agent.v1.ConnectResponse.metrics_ack:type_name -> berth.agent.v1.MetricsAck
-	16, // 12: berth.agent.v1.ConnectResponse.renew:type_name -> berth.agent.v1.RenewResponse
-	17, // 13: berth.agent.v1.ConnectResponse.job_start:type_name -> berth.agent.v1.JobStart
-	19, // 14: berth.agent.v1.ConnectResponse.job_cancel:type_name -> berth.agent.v1.JobCancel
-	20, // 15: berth.agent.v1.ConnectResponse.job_ack:type_name -> berth.agent.v1.JobAck
+	13, // 11: berth.agent.v1.ConnectResponse.metrics_ack:type_name -> berth.agent.v1.MetricsAck
+	15, // 12: berth.agent.v1.ConnectResponse.renew:type_name -> berth.agent.v1.RenewResponse
+	16, // 13: berth.agent.v1.ConnectResponse.job_start:type_name -> berth.agent.v1.JobStart
+	18, // 14: berth.agent.v1.ConnectResponse.job_cancel:type_name -> berth.agent.v1.JobCancel
+	19, // 15: berth.agent.v1.ConnectResponse.job_ack:type_name -> berth.agent.v1.JobAck
 	2,  // 16: berth.agent.v1.Hello.facts:type_name -> berth.agent.v1.HostFacts
 	9,  // 17: berth.agent.v1.Welcome.config:type_name -> berth.agent.v1.Config
-	26, // 18: berth.agent.v1.Config.heartbeat_interval:type_name -> google.protobuf.Duration
-	26, // 19: berth.agent.v1.Config.metrics_interval:type_name -> google.protobuf.Duration
-	25, // 20: berth.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	25, // 21: berth.agent.v1.MetricSample.recorded_at:type_name -> google.protobuf.Timestamp
-	11, // 22: berth.agent.v1.MetricSample.disks:type_name -> berth.agent.v1.DiskUsage
-	12, // 23: berth.agent.v1.MetricsBatch.samples:type_name -> berth.agent.v1.MetricSample
-	18, // 24: berth.agent.v1.JobStart.credential:type_name -> berth.agent.v1.GitCredential
-	24, // 25: berth.agent.v1.JobStart.env:type_name -> berth.agent.v1.JobStart.EnvEntry
-	26, // 26: berth.agent.v1.JobStart.health_check_timeout:type_name -> google.protobuf.Duration
-	26, // 27: berth.agent.v1.JobStart.timeout:type_name -> google.protobuf.Duration
-	25, // 28: berth.agent.v1.JobOutput.time:type_name -> google.protobuf.Timestamp
-	25, // 29: berth.agent.v1.JobProgress.time:type_name -> google.protobuf.Timestamp
-	25, // 30: berth.agent.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	25, // 31: berth.agent.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	0,  // 32: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
-	3,  // 33: berth.agent.v1.AgentService.Enroll:input_type -> berth.agent.v1.EnrollRequest
-	5,  // 34: berth.agent.v1.AgentService.Connect:input_type -> berth.agent.v1.ConnectRequest
-	1,  // 35: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
-	4,  // 36: berth.agent.v1.AgentService.Enroll:output_type -> berth.agent.v1.EnrollResponse
-	6,  // 37: berth.agent.v1.AgentService.Connect:output_type -> berth.agent.v1.ConnectResponse
-	35, // [35:38] is the sub-list for method output_type
-	32, // [32:35] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	25, // 18: berth.agent.v1.Config.heartbeat_interval:type_name -> google.protobuf.Duration
+	25, // 19: berth.agent.v1.Config.metrics_interval:type_name -> google.protobuf.Duration
+	24, // 20: berth.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	12, // 21: berth.agent.v1.MetricsBatch.columns:type_name -> berth.agent.v1.MetricColumns
+	17, // 22: berth.agent.v1.JobStart.credential:type_name -> berth.agent.v1.GitCredential
+	23, // 23: berth.agent.v1.JobStart.env:type_name -> berth.agent.v1.JobStart.EnvEntry
+	25, // 24: berth.agent.v1.JobStart.health_check_timeout:type_name -> google.protobuf.Duration
+	25, // 25: berth.agent.v1.JobStart.timeout:type_name -> google.protobuf.Duration
+	24, // 26: berth.agent.v1.JobOutput.time:type_name -> google.protobuf.Timestamp
+	24, // 27: berth.agent.v1.JobProgress.time:type_name -> google.protobuf.Timestamp
+	24, // 28: berth.agent.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	24, // 29: berth.agent.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	0,  // 30: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
+	3,  // 31: berth.agent.v1.AgentService.Enroll:input_type -> berth.agent.v1.EnrollRequest
+	5,  // 32: berth.agent.v1.AgentService.Connect:input_type -> berth.agent.v1.ConnectRequest
+	1,  // 33: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
+	4,  // 34: berth.agent.v1.AgentService.Enroll:output_type -> berth.agent.v1.EnrollResponse
+	6,  // 35: berth.agent.v1.AgentService.Connect:output_type -> berth.agent.v1.ConnectResponse
+	33, // [33:36] is the sub-list for method output_type
+	30, // [30:33] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_berth_agent_v1_agent_proto_init() }
@@ -2346,14 +2330,13 @@ func file_berth_agent_v1_agent_proto_init() {
 		(*ConnectResponse_JobCancel)(nil),
 		(*ConnectResponse_JobAck)(nil),
 	}
-	file_berth_agent_v1_agent_proto_msgTypes[12].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_agent_v1_agent_proto_rawDesc), len(file_berth_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
