@@ -40,6 +40,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,6 +70,17 @@ type options struct {
 }
 
 func main() {
+	// One process stands in for thousands of machines and holds all their
+	// buffers (an hour of samples each in the backfill): with Go's default
+	// pacing its collector rescans that heap again and again, and the CPU
+	// it burns is taken from the controller under test on the same cores.
+	// A real agent's heap is a few MB. BERTH_FLEETSIM_GOGC overrides.
+	gogc := 400
+	if v, err := strconv.Atoi(os.Getenv("BERTH_FLEETSIM_GOGC")); err == nil {
+		gogc = v
+	}
+	debug.SetGCPercent(gogc)
+
 	var o options
 	fs := flag.NewFlagSet("berth-fleetsim", flag.ExitOnError)
 	fs.StringVar(&o.controller, "controller", "127.0.0.1:7443", "controller gRPC address")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -92,6 +93,11 @@ func (a *agent) session(ctx context.Context) error {
 		grpc.WithTransportCredentials(credentials.NewTLS(id.ClientTLS())),
 		// Must agree with the controller's enforcement policy (MinTime 10s).
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		// A controller taking a whole fleet back at once handshakes in turn;
+		// giving up on the queue after grpc's default 20 s only starts the
+		// wait over, and the retried handshake costs both sides again. The
+		// controller allows as long (daemon's grpc.ConnectionTimeout).
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: time.Minute}),
 	)
 	if err != nil {
 		return err

@@ -17,7 +17,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -273,7 +272,11 @@ func Run(ctx context.Context, cfg Config) error {
 	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Accounts: accountsSvc, Audit: audit.New(db), Deploys: deploySvc, SchemaVersion: st.Version, Log: log}
 	authn := grpcapi.NewAuthenticator(deps)
 	grpcSrv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(authority.ServerTLSConfig(certs.GetCertificate))),
+		grpc.Creds(grpcapi.AdmitHandshakes(authority.ServerTLSConfig(certs.GetCertificate), handshakeSlots)),
+		// As long as agents wait for their handshake (agent client's
+		// MinConnectTimeout); it bounds how long a stalled client holds
+		// its handshake slot (grpc's default is two minutes).
+		grpc.ConnectionTimeout(time.Minute),
 		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(), authn.Unary),
 		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(), authn.Stream),
 		grpc.MaxRecvMsgSize(4<<20),
@@ -315,6 +318,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	return serveErr
 }
+
+// handshakeSlots is how many TLS handshakes of the gRPC listener run at
+// once (see grpcapi.AdmitHandshakes). Well above the cores, since a slot
+// is also held across the round trip to the client, and high enough that a
+// few stalled clients cannot block the rest for long.
+const handshakeSlots = 64
 
 // defaultPoolConns is the controller's pool size unless the database URL
 // sets pool_max_conns. Metrics are group-committed by a few workers, but a

@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -79,7 +78,7 @@ func (g *ingester) work() {
 		}
 		group := []*ingestReq{first}
 		servers := map[store.ID]bool{first.batch.ServerID: true}
-		samples := len(first.batch.Samples)
+		samples := first.batch.Len()
 	fill:
 		for len(group) < maxGroupBatches && samples < maxGroupSamples {
 			select {
@@ -91,7 +90,7 @@ func (g *ingester) work() {
 				}
 				servers[r.batch.ServerID] = true
 				group = append(group, r)
-				samples += len(r.batch.Samples)
+				samples += r.batch.Len()
 			default:
 				break fill
 			}
@@ -108,29 +107,30 @@ func (g *ingester) commit(group []*ingestReq) {
 		batches[i] = r.batch
 	}
 	res, err := g.st.IngestMetricsBatches(ctx, batches)
-	if err == nil {
+	if err != nil && len(group) > 1 {
+		g.log.Warn("group commit of metrics failed; committing its batches one by one", "batches", len(group), "err", err)
+		// One by one, so a bad batch fails alone and the others land.
 		for _, r := range group {
-			switch res[r.batch.ServerID] {
-			case store.IngestStored:
-				r.done <- ingestRes{}
-			case store.IngestDuplicate:
-				r.done <- ingestRes{dup: true}
-			default:
-				r.done <- ingestRes{err: store.ErrNotFound}
-			}
+			res, err := g.st.IngestMetricsBatches(ctx, []store.MetricsBatch{r.batch})
+			r.answer(res, err)
 		}
 		return
 	}
-	if len(group) > 1 {
-		g.log.Warn("group commit of metrics failed; committing its batches one by one", "batches", len(group), "err", err)
-	}
-	// One by one, so a bad batch fails alone and the others land.
 	for _, r := range group {
-		stored, err := g.st.IngestMetricsBatch(ctx, r.batch.ServerID, r.batch.Seq, r.batch.Samples)
-		if errors.Is(err, store.ErrNotFound) {
-			r.done <- ingestRes{err: err}
-			continue
-		}
-		r.done <- ingestRes{dup: err == nil && !stored, err: err}
+		r.answer(res, err)
+	}
+}
+
+// answer tells the batch's sender what became of it.
+func (r *ingestReq) answer(res map[store.ID]store.IngestOutcome, err error) {
+	switch {
+	case err != nil:
+		r.done <- ingestRes{err: err}
+	case res[r.batch.ServerID] == store.IngestStored:
+		r.done <- ingestRes{}
+	case res[r.batch.ServerID] == store.IngestDuplicate:
+		r.done <- ingestRes{dup: true}
+	default: // the server is gone
+		r.done <- ingestRes{err: store.ErrNotFound}
 	}
 }

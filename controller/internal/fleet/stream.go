@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -210,105 +209,40 @@ func (s *Service) ingestBatch(ctx context.Context, serverID store.ID, b *agentv1
 	if b.GetSeq() == 0 || b.GetSeq() > 1<<62 {
 		return false, fmt.Errorf("%w: batch sequence %d", ErrProtocol, b.GetSeq())
 	}
-	samples, err := samplesOf(serverID, b.GetColumns(), s.cfg.Now())
+	cols, err := columnsOf(b.GetColumns(), s.cfg.Now())
 	if err != nil {
 		return false, err
 	}
-	return s.ingest.submit(ctx, store.MetricsBatch{ServerID: serverID, Seq: int64(b.GetSeq()), Samples: samples})
+	return s.ingest.submit(ctx, store.MetricsBatch{ServerID: serverID, Seq: int64(b.GetSeq()), Columns: cols})
 }
 
-// Per sample, at most this many filesystems are kept, with mount points
-// cut to this many bytes.
-const (
-	maxSampleDisks = 64
-	maxMountBytes  = 4096
-)
+// maxMountBytes cuts mount points longer than this.
+const maxMountBytes = 4096
 
-// samplesOf checks a batch's columns and turns them into samples. The
-// whole batch takes a handful of allocations: the samples' values live in
-// shared arrays and their disks JSON in one buffer (a backfill converts
-// millions of samples, and allocations per sample showed). Samples from a
+// columnsOf checks a batch's columns and hands them to the store as they
+// are: no sample is copied between the wire and COPY. Samples from a
 // wildly wrong clock, or older than retention, have no partition: they are
-// dropped rather than jam the agent's buffer forever.
-func samplesOf(serverID store.ID, c *agentv1.MetricColumns, now time.Time) ([]store.MetricSample, error) {
-	n := len(c.GetRecordedAtUnixMicros())
-	if n > MaxBatchSamples {
+// skipped rather than jam the agent's buffer forever.
+func columnsOf(c *agentv1.MetricColumns, now time.Time) (*store.MetricColumns, error) {
+	if n := len(c.GetRecordedAtUnixMicros()); n > MaxBatchSamples {
 		return nil, fmt.Errorf("%w: %d samples in one batch (max %d)", ErrProtocol, n, MaxBatchSamples)
 	}
-	for _, l := range []int{len(c.GetCpuPercent()), len(c.GetLoad1()), len(c.GetLoad5()), len(c.GetLoad15()),
-		len(c.GetMemUsedBytes()), len(c.GetMemTotalBytes()), len(c.GetSwapUsedBytes()), len(c.GetSwapTotalBytes()),
-		len(c.GetDiskUsedBytes()), len(c.GetDiskTotalBytes()), len(c.GetHasRates()), len(c.GetDiskReadBps()),
-		len(c.GetDiskWriteBps()), len(c.GetNetRxBps()), len(c.GetNetTxBps()), len(c.GetDiskCount())} {
-		if l != n {
-			return nil, fmt.Errorf("%w: a metrics column has %d entries for %d samples", ErrProtocol, l, n)
-		}
+	out := &store.MetricColumns{
+		RecordedAt: c.GetRecordedAtUnixMicros(),
+		CPUPercent: c.GetCpuPercent(), Load1: c.GetLoad1(), Load5: c.GetLoad5(), Load15: c.GetLoad15(),
+		MemUsed: c.GetMemUsedBytes(), MemTotal: c.GetMemTotalBytes(), SwapUsed: c.GetSwapUsedBytes(),
+		SwapTotal: c.GetSwapTotalBytes(), DiskUsed: c.GetDiskUsedBytes(), DiskTotal: c.GetDiskTotalBytes(),
+		HasRates:    c.GetHasRates(),
+		DiskReadBps: c.GetDiskReadBps(), DiskWriteBps: c.GetDiskWriteBps(), NetRxBps: c.GetNetRxBps(), NetTxBps: c.GetNetTxBps(),
+		DiskCount: c.GetDiskCount(), FSMount: c.GetDiskMount(), FSUsed: c.GetDiskUsed(), FSTotal: c.GetDiskTotal(),
+		Mounts:    make([][]byte, len(c.GetMounts())),
+		NotBefore: now.Add(-7*24*time.Hour + time.Hour), NotAfter: now.Add(maxClockSkew),
 	}
-	disks, kept := 0, 0
-	for _, k := range c.GetDiskCount() {
-		disks += int(k)
-		kept += min(int(k), maxSampleDisks)
-	}
-	if len(c.GetDiskMount()) != disks || len(c.GetDiskUsed()) != disks || len(c.GetDiskTotal()) != disks {
-		return nil, fmt.Errorf("%w: the filesystem columns do not match disk_count (%d filesystems)", ErrProtocol, disks)
-	}
-	mounts := make([][]byte, len(c.GetMounts())) // each mount point as a JSON string
 	for i, m := range c.GetMounts() {
-		mounts[i], _ = json.Marshal(truncate(m, maxMountBytes))
+		out.Mounts[i], _ = json.Marshal(truncate(m, maxMountBytes))
 	}
-	for _, k := range c.GetDiskMount() {
-		if int(k) >= len(mounts) {
-			return nil, fmt.Errorf("%w: filesystem mount index %d of %d", ErrProtocol, k, len(mounts))
-		}
-	}
-
-	out := make([]store.MetricSample, 0, n)
-	fs := make([]float64, 8*n)
-	is := make([]int64, 6*n)
-	js := make([]byte, 0, 2*n+64*kept)
-	lo, hi := now.Add(-7*24*time.Hour+time.Hour), now.Add(maxClockSkew)
-	next := 0 // the current sample's first filesystem
-	for i := range n {
-		d0, nd := next, int(c.DiskCount[i])
-		next += nd
-		t := time.UnixMicro(c.RecordedAtUnixMicros[i])
-		if t.After(hi) || t.Before(lo) {
-			continue
-		}
-		f, v := fs[8*i:8*i+8], is[6*i:6*i+6]
-		f[0], f[1], f[2], f[3] = c.CpuPercent[i], c.Load1[i], c.Load5[i], c.Load15[i]
-		f[4], f[5], f[6], f[7] = c.DiskReadBps[i], c.DiskWriteBps[i], c.NetRxBps[i], c.NetTxBps[i]
-		v[0], v[1], v[2] = clampI64(c.MemUsedBytes[i]), clampI64(c.MemTotalBytes[i]), clampI64(c.SwapUsedBytes[i])
-		v[3], v[4], v[5] = clampI64(c.SwapTotalBytes[i]), clampI64(c.DiskUsedBytes[i]), clampI64(c.DiskTotalBytes[i])
-		m := store.MetricSample{
-			ServerID: serverID, RecordedAt: t,
-			CPUPercent: &f[0], Load1: &f[1], Load5: &f[2], Load15: &f[3],
-			MemUsed: &v[0], MemTotal: &v[1], SwapUsed: &v[2], SwapTotal: &v[3], DiskUsed: &v[4], DiskTotal: &v[5],
-		}
-		if c.HasRates[i] {
-			m.DiskReadBps, m.DiskWriteBps, m.NetRxBps, m.NetTxBps = &f[4], &f[5], &f[6], &f[7]
-		}
-		if nd > 0 {
-			// Hand-encoded: encoding/json's reflection per sample showed too.
-			start := len(js)
-			js = append(js, '[')
-			for j := d0; j < d0+min(nd, maxSampleDisks); j++ {
-				if j > d0 {
-					js = append(js, ',')
-				}
-				js = append(js, `{"mount":`...)
-				js = append(js, mounts[c.DiskMount[j]]...)
-				js = append(js, `,"used":`...)
-				js = strconv.AppendUint(js, c.DiskUsed[j], 10)
-				js = append(js, `,"total":`...)
-				js = strconv.AppendUint(js, c.DiskTotal[j], 10)
-				js = append(js, '}')
-			}
-			js = append(js, ']')
-			m.Disks = js[start:len(js):len(js)]
-		}
-		out = append(out, m)
+	if err := out.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
 	return out, nil
 }
-
-func clampI64(v uint64) int64 { return int64(min(v, 1<<62)) }

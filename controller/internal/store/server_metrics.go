@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/berthhq/berth/gen/dbsqlc"
@@ -44,57 +43,6 @@ func metricSampleFromRow(r dbsqlc.ServerMetric) MetricSample {
 		NetRxBps: r.NetRxBps, NetTxBps: r.NetTxBps, Disks: json.RawMessage(r.Disks),
 	}
 }
-
-// metricColumns are server_metrics' columns in the order metricRows gives
-// them (the same as the InsertServerMetrics query's).
-var metricColumns = []string{"server_id", "recorded_at", "cpu_percent", "load1", "load5", "load15", "mem_used", "mem_total",
-	"swap_used", "swap_total", "disk_used", "disk_total", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps", "disks"}
-
-// copyMetrics COPYs the batches' samples, each attributed to its batch's
-// server, or to the sample's own ServerID when ownID is set.
-func (s *Store) copyMetrics(ctx context.Context, batches []MetricsBatch, ownID bool) (int64, error) {
-	return s.db.CopyFrom(ctx, pgx.Identifier{"server_metrics"}, metricColumns, &metricRows{batches: batches, ownID: ownID, b: 0, i: -1})
-}
-
-// metricRows feeds samples to COPY without a copy of them: the generated
-// iterator wants every row as a parameter struct and boxes three values
-// per row into fresh interfaces, which showed in backfills of millions of
-// rows. This one reuses one row of pointers (pgx encodes each row before
-// asking for the next).
-type metricRows struct {
-	batches []MetricsBatch
-	ownID   bool
-	b, i    int // the current batch and sample
-	id      pgtype.UUID
-	disks   []byte
-	row     [17]any
-}
-
-func (r *metricRows) Next() bool {
-	r.i++
-	for r.b < len(r.batches) && r.i >= len(r.batches[r.b].Samples) {
-		r.b, r.i = r.b+1, 0
-	}
-	return r.b < len(r.batches)
-}
-
-func (r *metricRows) Values() ([]any, error) {
-	m := &r.batches[r.b].Samples[r.i]
-	id := r.batches[r.b].ServerID
-	if r.ownID {
-		id = m.ServerID
-	}
-	r.id = pgID(id)
-	r.disks = m.Disks
-	r.row = [17]any{&r.id, &m.RecordedAt, m.CPUPercent, m.Load1, m.Load5, m.Load15, m.MemUsed, m.MemTotal,
-		m.SwapUsed, m.SwapTotal, m.DiskUsed, m.DiskTotal, m.DiskReadBps, m.DiskWriteBps, m.NetRxBps, m.NetTxBps, nil}
-	if m.Disks != nil {
-		r.row[16] = &r.disks
-	}
-	return r.row[:], nil
-}
-
-func (r *metricRows) Err() error { return nil }
 
 // InsertMetrics writes samples with COPY and reports how many. A sample
 // outside every daily partition fails the whole COPY (there is no default
@@ -247,11 +195,22 @@ func (s *Store) metricsSeries(ctx context.Context, serverIDs []ID, since, until 
 	return out, nil
 }
 
-// MetricsBatch is one agent batch for IngestMetricsBatches.
+// MetricsBatch is one agent batch for IngestMetricsBatches: its samples
+// as Samples or, in the agents' wire form, as Columns (then Samples is
+// ignored).
 type MetricsBatch struct {
 	ServerID ID
 	Seq      int64
 	Samples  []MetricSample
+	Columns  *MetricColumns
+}
+
+// Len is the number of samples in the batch.
+func (b *MetricsBatch) Len() int {
+	if b.Columns != nil {
+		return len(b.Columns.RecordedAt)
+	}
+	return len(b.Samples)
 }
 
 // IngestOutcome is what became of one batch of a group.
@@ -282,6 +241,11 @@ func (s *Store) IngestMetricsBatches(ctx context.Context, batches []MetricsBatch
 		if b.Seq <= 0 {
 			return nil, fmt.Errorf("ingest metrics: sequence %d: %w", b.Seq, ErrInvalid)
 		}
+		if b.Columns != nil {
+			if err := b.Columns.Validate(); err != nil {
+				return nil, fmt.Errorf("ingest metrics: %w: %w", ErrInvalid, err)
+			}
+		}
 		if _, dup := want[b.ServerID]; dup {
 			return nil, fmt.Errorf("ingest metrics: server %s twice in one group: %w", b.ServerID, ErrInvalid)
 		}
@@ -309,7 +273,7 @@ func (s *Store) IngestMetricsBatches(ctx context.Context, batches []MetricsBatch
 			out[id] = IngestStored
 			advIDs, advSeqs = append(advIDs, l.ID), append(advSeqs, b.Seq)
 			kept = append(kept, *b)
-			rows += len(b.Samples)
+			rows += b.Len()
 		}
 		if len(advIDs) == 0 {
 			return nil
