@@ -49,7 +49,12 @@ func metricSampleFromRow(r dbsqlc.ServerMetric) MetricSample {
 // partition). It does not dedupe: agents' batches go through
 // IngestMetricsBatch.
 func (s *Store) InsertMetrics(ctx context.Context, samples []MetricSample) (int64, error) {
-	n, err := s.copyMetrics(ctx, []MetricsBatch{{Samples: samples}}, true)
+	var n int64
+	err := s.InTx(ctx, func(tx *Store) error {
+		var err error
+		n, err = tx.copyMetrics(ctx, []MetricsBatch{{Samples: samples}}, true)
+		return err
+	})
 	return n, mapErr("insert metrics", err)
 }
 
