@@ -48,6 +48,19 @@ FROM (SELECT p.id, p.status FROM servers p WHERE p.id = sqlc.arg(id) FOR UPDATE)
 WHERE s.id = prev.id AND s.status <> 'disabled'
 RETURNING sqlc.embed(s), prev.status AS previous_status;
 
+-- name: ServerHello :one
+-- An agent's hello: UpdateServerFacts and MarkServerSeen in one statement,
+-- so a fleet reconnecting at once costs one row version and one commit per
+-- agent. A disabled server gets no row (not found) and keeps its facts.
+UPDATE servers s
+SET status = 'online', last_seen_at = now(), ip_address = coalesce(sqlc.narg(ip_address), s.ip_address),
+    facts = coalesce(sqlc.narg(facts)::jsonb, s.facts),
+    hostname = coalesce(sqlc.narg(hostname), s.hostname),
+    agent_version = coalesce(sqlc.narg(agent_version), s.agent_version)
+FROM (SELECT p.id, p.status FROM servers p WHERE p.id = sqlc.arg(id) FOR UPDATE) prev
+WHERE s.id = prev.id AND s.status <> 'disabled'
+RETURNING sqlc.embed(s), prev.status AS previous_status;
+
 -- name: SetServerStatus :one
 -- pending/online/offline transitions; never out of or into disabled (that
 -- needs disabled_at: SetServerDisabled).

@@ -314,6 +314,11 @@ func batchToProto(b metrics.Batch, dropped uint64) *agentv1.MetricsBatch {
 		DiskReadBps: f64(), DiskWriteBps: f64(), NetRxBps: f64(), NetTxBps: f64(),
 		DiskCount: make([]uint32, n),
 	}
+	fs := 0
+	for _, s := range b.Samples {
+		fs += len(s.Disks)
+	}
+	c.DiskMount, c.DiskUsed, c.DiskTotal = make([]uint32, 0, fs), make([]uint64, 0, fs), make([]uint64, 0, fs)
 	mounts := map[string]uint32{}
 	for i, s := range b.Samples {
 		c.RecordedAtUnixMicros[i] = s.RecordedAt.UnixMicro()

@@ -42,11 +42,7 @@ func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
 	if hello == nil {
 		return fmt.Errorf("%w: the first message must be hello", ErrProtocol)
 	}
-	srv, err := s.st.UpdateServerFacts(ctx, ag.ServerID, factsOf(hello.GetFacts()))
-	if err != nil {
-		return err
-	}
-	srv, prev, err := s.st.MarkServerSeen(ctx, ag.ServerID, peer.IP)
+	srv, prev, err := s.st.ServerHello(ctx, ag.ServerID, factsOf(hello.GetFacts()), peer.IP)
 	if err != nil {
 		return err
 	}

@@ -215,6 +215,20 @@ func (s *Store) MarkServerSeen(ctx context.Context, id ID, ip *netip.Addr) (Serv
 	return serverFromRow(r.Server), ServerStatus(r.PreviousStatus), nil
 }
 
+// ServerHello records an agent's hello in one statement: its facts as
+// UpdateServerFacts, and online as of now as MarkServerSeen, whose results
+// it returns. ErrNotFound when the server is gone or disabled (its facts
+// are then left alone).
+func (s *Store) ServerHello(ctx context.Context, id ID, f ServerFacts, ip *netip.Addr) (Server, ServerStatus, error) {
+	r, err := s.q.ServerHello(ctx, dbsqlc.ServerHelloParams{
+		ID: pgID(id), IpAddress: ip, Facts: f.Facts, Hostname: nullText(f.Hostname), AgentVersion: nullText(f.AgentVersion),
+	})
+	if err != nil {
+		return Server{}, "", mapErr("server hello", err)
+	}
+	return serverFromRow(r.Server), ServerStatus(r.PreviousStatus), nil
+}
+
 // SetServerStatus moves a server between pending, online and offline;
 // ErrNotFound when it is gone or disabled (see DisableServer), ErrInvalid
 // for disabled or an unknown status.

@@ -387,3 +387,39 @@ func TestServerSSHKey(t *testing.T) {
 		t.Fatalf("unknown server: %v", err)
 	}
 }
+
+// A hello sets the facts and marks the server online in one statement,
+// reporting the status before; a disabled server is not found and keeps
+// its facts.
+func TestServerHello(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, st := keyedStore(t)
+	a := mkServer(t, st, "hello")
+	ip := netip.MustParseAddr("192.0.2.7")
+	srv, prev, err := st.ServerHello(ctx, a.ID, store.ServerFacts{Facts: json.RawMessage(`{"os":"linux"}`), Hostname: "h1", AgentVersion: "1.0.0"}, &ip)
+	if err != nil || prev != store.ServerPending || srv.Status != store.ServerOnline || srv.Hostname != "h1" || srv.AgentVersion != "1.0.0" ||
+		srv.LastSeenAt == nil || srv.IPAddress == nil || *srv.IPAddress != ip {
+		t.Fatalf("first hello: %+v, %s, %v", srv, prev, err)
+	}
+	// Zero fields keep what is there; the previous status is reported.
+	srv, prev, err = st.ServerHello(ctx, a.ID, store.ServerFacts{AgentVersion: "1.0.1"}, nil)
+	if err != nil || prev != store.ServerOnline || srv.Hostname != "h1" || srv.AgentVersion != "1.0.1" || string(srv.Facts) != `{"os": "linux"}` || *srv.IPAddress != ip {
+		t.Fatalf("second hello: %+v (facts %s), %s, %v", srv, srv.Facts, prev, err)
+	}
+	if _, _, err := st.ServerHello(ctx, a.ID, store.ServerFacts{Facts: json.RawMessage(`[1]`)}, nil); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("facts not an object: %v", err)
+	}
+	if _, _, err := st.ServerHello(ctx, store.NewID(), store.ServerFacts{}, nil); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown server: %v", err)
+	}
+	if _, err := st.DisableServer(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.ServerHello(ctx, a.ID, store.ServerFacts{Hostname: "h2"}, nil); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("disabled server: %v", err)
+	}
+	if got, err := st.Server(ctx, a.ID); err != nil || got.Hostname != "h1" || got.Status != store.ServerDisabled {
+		t.Fatalf("disabled server changed: %+v, %v", got, err)
+	}
+}
