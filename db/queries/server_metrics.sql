@@ -1,13 +1,5 @@
--- server_metrics: written with COPY, read downsampled.
-
--- name: InsertServerMetrics :copyfrom
-INSERT INTO server_metrics (
-    server_id, recorded_at, cpu_percent, load1, load5, load15,
-    mem_used, mem_total, swap_used, swap_total, disk_used, disk_total,
-    disk_read_bps, disk_write_bps, net_rx_bps, net_tx_bps, disks
-) VALUES (
-    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
-);
+-- server_metrics: written with COPY in binary form by the store
+-- (controller/internal/store/metric_rows.go), read downsampled.
 
 -- name: MetricsSeries :many
 -- One point per server and step-wide bucket in [since, until): averages,

@@ -30,7 +30,7 @@ SELECT status, count(*) AS servers FROM servers GROUP BY status ORDER BY status;
 UPDATE servers SET labels = sqlc.arg(labels)::jsonb WHERE id = sqlc.arg(id) RETURNING *;
 
 -- name: UpdateServerFacts :one
--- What the agent reports in its hello. NULL leaves a field as it is.
+-- What the agent reports at enrollment. NULL leaves a field as it is.
 UPDATE servers
 SET facts = coalesce(sqlc.narg(facts)::jsonb, facts),
     hostname = coalesce(sqlc.narg(hostname), hostname),
@@ -49,9 +49,10 @@ WHERE s.id = prev.id AND s.status <> 'disabled'
 RETURNING sqlc.embed(s), prev.status AS previous_status;
 
 -- name: ServerHello :one
--- An agent's hello: UpdateServerFacts and MarkServerSeen in one statement,
--- so a fleet reconnecting at once costs one row version and one commit per
--- agent. A disabled server gets no row (not found) and keeps its facts.
+-- An agent's hello: its facts as UpdateServerFacts and, as MarkServerSeen,
+-- online as of now. One statement, so a fleet reconnecting
+-- at once costs one row version and one commit per agent. A disabled
+-- server gets no row (not found) and keeps its facts.
 UPDATE servers s
 SET status = 'online', last_seen_at = now(), ip_address = coalesce(sqlc.narg(ip_address), s.ip_address),
     facts = coalesce(sqlc.narg(facts)::jsonb, s.facts),

@@ -32,26 +32,6 @@ func (q *Queries) CountServerMetrics(ctx context.Context, arg CountServerMetrics
 	return count, err
 }
 
-type InsertServerMetricsParams struct {
-	ServerID     pgtype.UUID
-	RecordedAt   time.Time
-	CpuPercent   *float64
-	Load1        *float64
-	Load5        *float64
-	Load15       *float64
-	MemUsed      *int64
-	MemTotal     *int64
-	SwapUsed     *int64
-	SwapTotal    *int64
-	DiskUsed     *int64
-	DiskTotal    *int64
-	DiskReadBps  *float64
-	DiskWriteBps *float64
-	NetRxBps     *float64
-	NetTxBps     *float64
-	Disks        []byte
-}
-
 const latestMetrics = `-- name: LatestMetrics :many
 SELECT m.server_id, m.recorded_at, m.cpu_percent, m.load1, m.load5, m.load15, m.mem_used, m.mem_total, m.swap_used, m.swap_total, m.disk_used, m.disk_total, m.disk_read_bps, m.disk_write_bps, m.net_rx_bps, m.net_tx_bps, m.disks
 FROM unnest($1::uuid[]) AS s(id)
@@ -109,6 +89,7 @@ func (q *Queries) LatestMetrics(ctx context.Context, arg LatestMetricsParams) ([
 }
 
 const metricsSeries = `-- name: MetricsSeries :many
+
 SELECT
     server_id,
     date_bin($1::interval, recorded_at, $2::timestamptz)::timestamptz AS bucket,
@@ -165,6 +146,8 @@ type MetricsSeriesRow struct {
 	NetTxBps      float64
 }
 
+// server_metrics: written with COPY in binary form by the store
+// (controller/internal/store/metric_rows.go), read downsampled.
 // One point per server and step-wide bucket in [since, until): averages,
 // plus the peak CPU and the largest totals (a total only changes when the
 // hardware does). Buckets are aligned on origin so a chart's buckets do not

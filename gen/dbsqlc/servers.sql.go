@@ -589,9 +589,10 @@ type ServerHelloRow struct {
 	PreviousStatus string
 }
 
-// An agent's hello: UpdateServerFacts and MarkServerSeen in one statement,
-// so a fleet reconnecting at once costs one row version and one commit per
-// agent. A disabled server gets no row (not found) and keeps its facts.
+// An agent's hello: its facts as UpdateServerFacts and, as MarkServerSeen,
+// online as of now. One statement, so a fleet reconnecting
+// at once costs one row version and one commit per agent. A disabled
+// server gets no row (not found) and keeps its facts.
 func (q *Queries) ServerHello(ctx context.Context, arg ServerHelloParams) (ServerHelloRow, error) {
 	row := q.db.QueryRow(ctx, serverHello,
 		arg.IpAddress,
@@ -786,7 +787,7 @@ type UpdateServerFactsParams struct {
 	ID           pgtype.UUID
 }
 
-// What the agent reports in its hello. NULL leaves a field as it is.
+// What the agent reports at enrollment. NULL leaves a field as it is.
 func (q *Queries) UpdateServerFacts(ctx context.Context, arg UpdateServerFactsParams) (Server, error) {
 	row := q.db.QueryRow(ctx, updateServerFacts,
 		arg.Facts,

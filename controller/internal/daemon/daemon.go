@@ -280,6 +280,12 @@ func Run(ctx context.Context, cfg Config) error {
 		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(), authn.Unary),
 		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(), authn.Stream),
 		grpc.MaxRecvMsgSize(4<<20),
+		// Thousands of mostly idle agent connections: a write buffer only
+		// while writing (pooled), and a read buffer of one TLS record
+		// (tls.Conn hands over at most a record per read anyway), not
+		// 32 KB of each held for the life of every connection.
+		grpc.SharedWriteBuffer(true),
+		grpc.ReadBufferSize(16<<10),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
@@ -320,10 +326,12 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // handshakeSlots is how many TLS handshakes of the gRPC listener run at
-// once (see grpcapi.AdmitHandshakes). Well above the cores, since a slot
-// is also held across the round trip to the client, and high enough that a
-// few stalled clients cannot block the rest for long.
-const handshakeSlots = 64
+// once (see grpcapi.AdmitHandshakes). Far above the cores: a slot is held
+// across the round trips to the client too, and a busy client (one
+// process simulating 10,000 agents in scripts/fleet-bench.sh) answers
+// slowly; 64 drained that fleet no faster. Bounded all the same, and high
+// enough that a few stalled clients cannot block the rest for long.
+const handshakeSlots = 512
 
 // defaultPoolConns is the controller's pool size unless the database URL
 // sets pool_max_conns. Metrics are group-committed by a few workers, but a

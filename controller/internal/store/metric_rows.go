@@ -67,8 +67,8 @@ func (c *MetricColumns) Validate() error {
 	return nil
 }
 
-// copyMetricsSQL lists server_metrics' columns in the order metricRows
-// encodes them (the same as the InsertServerMetrics query's).
+// copyMetricsSQL lists server_metrics' columns in the order appendRow
+// encodes them.
 const copyMetricsSQL = `COPY server_metrics (server_id, recorded_at, cpu_percent, load1, load5, load15, mem_used, mem_total,
 	swap_used, swap_total, disk_used, disk_total, disk_read_bps, disk_write_bps, net_rx_bps, net_tx_bps, disks) FROM STDIN BINARY`
 

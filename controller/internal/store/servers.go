@@ -192,7 +192,8 @@ type ServerFacts struct {
 	AgentVersion string
 }
 
-// UpdateServerFacts stores what the agent reported.
+// UpdateServerFacts stores what the agent reported at enrollment (its
+// hellos go through ServerHello).
 func (s *Store) UpdateServerFacts(ctx context.Context, id ID, f ServerFacts) (Server, error) {
 	r, err := s.q.UpdateServerFacts(ctx, dbsqlc.UpdateServerFactsParams{
 		ID: pgID(id), Facts: f.Facts, Hostname: nullText(f.Hostname), AgentVersion: nullText(f.AgentVersion),
