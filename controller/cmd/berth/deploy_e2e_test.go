@@ -35,6 +35,7 @@ echo "building $(cat version.txt)"
 if [ -f fail ]; then echo "build broke on purpose"; exit 7; fi
 if [ -f slow ]; then echo "sleeping"; sleep 120; fi
 if [ -f lines ]; then for i in $(seq 1 40); do echo "line $i"; sleep 0.25; done; fi
+if [ -f loud ]; then head -c 6000000 /dev/zero | tr '\0' x | fold -w 100; fi
 test "$(printf %s "$SECRET_KEY" | sha256sum | cut -c1-64)" = "` + sha256hex(envSecret) + `" || { echo "SECRET_KEY missing"; exit 9; }
 echo "mode=$MODE"
 cp version.txt built.txt
@@ -311,8 +312,24 @@ func TestDeployOverHTTPS(t *testing.T) {
 		t.Fatalf("release %s still on disk: %v", d1.ID, err)
 	}
 
+	// A build that prints more than a deployment's stored log may hold: the
+	// log ends at the cap with a visible marker, later output (the script's
+	// last line) is not stored, and the deploy itself succeeds.
+	e.repo.commit(t, "main", "loud", map[string]string{"loud": "x\n"})
+	loud, _, code := e.deployFollow(t, "shop")
+	if code != 0 || loud.Status != "succeeded" {
+		t.Fatalf("loud build: code %d %+v", code, loud)
+	}
+	r = e.cli(t, "", "deployments", "logs", loud.ID)
+	// (The agent caps the job's output at the same size the controller
+	// stores, so the agent's marker is the one that shows.)
+	if out := r.stdout; r.code != 0 || !strings.Contains(out, "building v6") || !strings.HasSuffix(out, "; the rest is dropped\n") ||
+		!strings.Contains(out, "output truncated") || strings.Contains(out, "mode=prod") || len(out) < 4<<20-64<<10 || len(out) > 4<<20+64<<10 {
+		t.Fatalf("loud build's log: code %d, %d bytes, tail %q", r.code, len(out), out[max(0, len(out)-200):])
+	}
+
 	// Cancel: a slow build is killed, a deploy behind it says it queues.
-	e.repo.commit(t, "main", "slow", map[string]string{"slow": "x\n"})
+	e.repo.commit(t, "main", "slow", map[string]string{"slow": "x\n", "loud": ""})
 	cur := e.current(t, "shop")
 	var slow deployment
 	e.mustJSON(t, &slow, "deploy", "shop")
