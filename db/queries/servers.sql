@@ -116,13 +116,6 @@ WHERE join_token_hash = sqlc.arg(token_hash)
   AND status <> 'disabled'
 RETURNING *;
 
--- name: AdvanceServerMetricsSeq :execrows
--- Exactly-once metrics: run in the transaction that COPYs the batch. Zero
--- rows means the batch was committed before (or the server is gone). The row
--- lock serialises two deliveries of one batch.
-UPDATE servers SET metrics_seq = sqlc.arg(seq)
-WHERE id = sqlc.arg(id) AND metrics_seq < sqlc.arg(seq);
-
 -- name: SetServerSSHKey :execrows
 UPDATE servers SET ssh_private_key = sqlc.narg(ssh_private_key) WHERE id = sqlc.arg(id);
 

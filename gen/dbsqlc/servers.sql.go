@@ -13,27 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const advanceServerMetricsSeq = `-- name: AdvanceServerMetricsSeq :execrows
-UPDATE servers SET metrics_seq = $1
-WHERE id = $2 AND metrics_seq < $1
-`
-
-type AdvanceServerMetricsSeqParams struct {
-	Seq int64
-	ID  pgtype.UUID
-}
-
-// Exactly-once metrics: run in the transaction that COPYs the batch. Zero
-// rows means the batch was committed before (or the server is gone). The row
-// lock serialises two deliveries of one batch.
-func (q *Queries) AdvanceServerMetricsSeq(ctx context.Context, arg AdvanceServerMetricsSeqParams) (int64, error) {
-	result, err := q.db.Exec(ctx, advanceServerMetricsSeq, arg.Seq, arg.ID)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
-}
-
 const consumeServerJoinToken = `-- name: ConsumeServerJoinToken :one
 UPDATE servers
 SET join_token_hash = NULL, join_token_expires_at = NULL, enrolled_at = now()

@@ -58,40 +58,24 @@ func (s *Store) InsertMetrics(ctx context.Context, samples []MetricSample) (int6
 	return n, mapErr("insert metrics", err)
 }
 
-// IngestMetricsBatch stores an agent's batch exactly once. In one
-// transaction it advances the server's metrics_seq to seq, only if seq is
-// greater (a compare-and-set that also locks the row, so two deliveries of
-// one batch serialise), and COPYs the samples, all attributed to serverID.
-// A replayed batch (seq <= metrics_seq) stores nothing and returns false;
-// the caller acknowledges it all the same. ErrNotFound when the server is
-// gone; seq must be positive.
+// IngestMetricsBatch stores one agent's batch exactly once: a group of
+// one for IngestMetricsBatches. A replayed batch (seq <= the server's
+// metrics_seq) stores nothing and returns false; the caller acknowledges
+// it all the same. The samples are attributed to serverID whatever their
+// own ServerID. ErrNotFound when the server is gone; seq must be positive.
 func (s *Store) IngestMetricsBatch(ctx context.Context, serverID ID, seq int64, samples []MetricSample) (bool, error) {
-	if seq <= 0 {
-		return false, fmt.Errorf("ingest metrics: sequence %d: %w", seq, ErrInvalid)
-	}
-	stored := false
-	err := s.InTx(ctx, func(tx *Store) error {
-		n, err := tx.q.AdvanceServerMetricsSeq(ctx, dbsqlc.AdvanceServerMetricsSeqParams{ID: pgID(serverID), Seq: seq})
-		if err != nil {
-			return mapErr("ingest metrics", err)
-		}
-		if n == 0 {
-			// Already committed, or no such server: only the latter is an error.
-			if _, err := tx.q.GetServer(ctx, pgID(serverID)); err != nil {
-				return mapErr("ingest metrics", err)
-			}
-			return nil
-		}
-		if _, err := tx.copyMetrics(ctx, []MetricsBatch{{ServerID: serverID, Samples: samples}}, false); err != nil {
-			return mapErr("ingest metrics", err)
-		}
-		stored = true
-		return nil
-	})
+	res, err := s.IngestMetricsBatches(ctx, []MetricsBatch{{ServerID: serverID, Seq: seq, Samples: samples}})
 	if err != nil {
 		return false, err
 	}
-	return stored, nil
+	switch res[serverID] {
+	case IngestStored:
+		return true, nil
+	case IngestDuplicate:
+		return false, nil
+	default:
+		return false, fmt.Errorf("ingest metrics: server %s: %w", serverID, ErrNotFound)
+	}
 }
 
 // CountMetrics counts a server's samples in [since, until).
