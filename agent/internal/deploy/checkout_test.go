@@ -49,8 +49,10 @@ func TestPinnedCommitFetchOnlyWhenMissing(t *testing.T) {
 	s3.Commit = sha3
 	res = h.run(s3)
 	mustSucceed(t, h, s3.DeploymentID, res)
-	if log := h.log(s3.DeploymentID); !strings.Contains(log, "fetch --prune") {
-		t.Errorf("pinned commit missing from the mirror was not fetched:\n%s", log)
+	// The release is unpacked while git looks the commit up; the first
+	// try, before the fetch, is dropped without a word.
+	if log := h.log(s3.DeploymentID); !strings.Contains(log, "fetch --prune") || strings.Contains(log, "fatal") {
+		t.Errorf("pinned commit missing from the mirror was not fetched cleanly:\n%s", log)
 	}
 	wantCommit(t, res, sha3, "three")
 
@@ -72,6 +74,52 @@ func TestPinnedCommitFetchOnlyWhenMissing(t *testing.T) {
 	res = h.run(s5)
 	if res.Status != StatusFailed || res.FailedStep != StepFetch || !strings.Contains(res.Error, "not found") {
 		t.Errorf("unknown commit: %+v", res)
+	}
+	if _, err := os.Lstat(filepath.Join(h.deploy, "releases", s5.DeploymentID)); !os.IsNotExist(err) {
+		t.Errorf("release of an unknown commit left behind: %v", err)
+	}
+}
+
+// The archive's header is what names the commit: an archive of anything
+// else (here a tree, which names no commit) is refused, and the release it
+// began is removed.
+func TestUnpackNeedsACommit(t *testing.T) {
+	repo := newRepo(t)
+	repo.commit("one", map[string]string{"build.sh": buildSh})
+	h := newHarness(t, Config{})
+	s1 := h.spec(repo)
+	mustSucceed(t, h, s1.DeploymentID, h.run(s1))
+
+	s2 := h.spec(repo)
+	release := filepath.Join(h.deploy, "releases", s2.DeploymentID)
+	j := newJob(h.ex, s2)
+	j.user = &runAs{}
+	if err := os.MkdirAll(j.tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tree := gitT(t, repo.work, "rev-parse", "HEAD^{tree}")
+	u := j.startUnpack(t.Context(), tree, release)
+	if sha, err := u.commitID(); err == nil || !strings.Contains(err.Error(), "is not a commit") {
+		t.Errorf("archive of a tree named commit %q, err %v", sha, err)
+	}
+	if err := u.abort(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(release); !os.IsNotExist(err) {
+		t.Errorf("aborted release left behind: %v", err)
+	}
+
+	// And a commit is named before the tree is unpacked.
+	u = j.startUnpack(t.Context(), "refs/heads/main", release)
+	sha, err := u.commitID()
+	if err != nil || sha != gitT(t, repo.work, "rev-parse", "HEAD") {
+		t.Errorf("commit = %q, %v", sha, err)
+	}
+	if err := u.wait(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(release, "build.sh")); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -151,7 +199,7 @@ func TestExtractTarStaysInside(t *testing.T) {
 	for name, entries := range cases {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			if err := extractTar(tarOf(t, entries...), dir, u); err == nil {
+			if err := extractTar(tarOf(t, entries...), dir, u, nil); err == nil {
 				t.Errorf("no error")
 			}
 			if got, _ := os.ReadDir(outside); len(got) != 0 {
@@ -161,14 +209,18 @@ func TestExtractTarStaysInside(t *testing.T) {
 	}
 
 	dir := t.TempDir()
+	var commit string
 	err := extractTar(tarOf(t,
 		tar.Header{Typeflag: tar.TypeXGlobalHeader, PAXRecords: map[string]string{"comment": "0123"}},
 		tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755},
 		tar.Header{Name: "d/f", Typeflag: tar.TypeReg, Mode: 0o644},
 		tar.Header{Name: "d/l", Typeflag: tar.TypeSymlink, Linkname: "f"},
-	), dir, u)
+	), dir, u, func(c string) { commit = c })
 	if err != nil {
 		t.Fatal(err)
+	}
+	if commit != "0123" {
+		t.Errorf("commit from the pax header = %q, want 0123", commit)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "d", "l")); err != nil || string(b) != "x" {
 		t.Errorf("d/l: %q %v", b, err)

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -116,4 +117,53 @@ func journalHas(path, s string) bool {
 		}
 	}
 	return false
+}
+
+// After a power cut the state file, written without waiting for the disk,
+// may be missing or empty: the job still ends failed, and its release
+// (found by its name) is removed.
+func TestRecoverWithoutStateFile(t *testing.T) {
+	for name, state := range map[string]*string{"missing": nil, "empty": new(string)} {
+		t.Run(name, func(t *testing.T) {
+			repo := newRepo(t)
+			repo.commit("c", map[string]string{"build.sh": buildSh})
+			h := newHarness(t, Config{})
+			good := h.spec(repo)
+			mustSucceed(t, h, good.DeploymentID, h.run(good))
+			h.ex.Close()
+
+			s := h.spec(repo)
+			dir := filepath.Join(h.data, "jobs", s.DeploymentID)
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(journalSpec{Spec: s, StartedAt: time.Now().UTC()})
+			if err := os.WriteFile(filepath.Join(dir, specFile), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if state != nil {
+				if err := os.WriteFile(filepath.Join(dir, stateFile), []byte(*state), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			release := filepath.Join(h.deploy, "releases", s.DeploymentID)
+			if err := os.MkdirAll(filepath.Join(release, "half"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+
+			h.open(Config{})
+			res := h.wait(s.DeploymentID)
+			if res.Status != StatusFailed || res.FailedStep != "start" || res.Error != "agent restarted during step start" {
+				t.Errorf("result = %+v", res)
+			}
+			if _, err := os.Lstat(release); !os.IsNotExist(err) {
+				t.Errorf("interrupted release left behind: %v", err)
+			}
+			if h.current() != good.DeploymentID {
+				t.Errorf("current = %s, want %s", h.current(), good.DeploymentID)
+			}
+			next := h.spec(repo)
+			mustSucceed(t, h, next.DeploymentID, h.run(next))
+		})
+	}
 }

@@ -80,7 +80,7 @@ func TestDeploy(t *testing.T) {
 		"==> fetch", "==> checkout", "==> link_shared", "==> write_env", "==> build",
 		"==> health_check", "==> activate", "==> reload", "==> prune",
 		"building shop at " + sha, "to stderr", "APP_ENV is production",
-		"commit " + sha + ": first release",
+		"commit " + sha + "\n",
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q", want)
@@ -103,6 +103,18 @@ func TestDeploy(t *testing.T) {
 	}
 	if evs[len(evs)-1].Type != EventResult {
 		t.Error("last event is not the result")
+	}
+	// The subject follows the commit id, once the script runs, and is
+	// in the result.
+	subject := false
+	for _, ev := range evs {
+		subject = subject || ev.Type == EventProgress && ev.Commit == sha && ev.CommitMessage == "first release"
+	}
+	if !subject {
+		t.Error("no progress event carries the commit's subject")
+	}
+	if res := evs[len(evs)-1].Result; res.Commit != sha || res.CommitMessage != "first release" {
+		t.Errorf("result commit = %q %q", res.Commit, res.CommitMessage)
 	}
 	if got := strings.Join(steps, ","); got != "fetch,checkout,link_shared,write_env,build,health_check,activate,reload,prune" {
 		t.Errorf("steps = %s", got)

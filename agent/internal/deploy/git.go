@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -74,22 +75,39 @@ func (j *job) git(ctx context.Context, args ...string) error {
 
 // gitOutput runs git and returns its stdout; stderr goes to the log.
 func (j *job) gitOutput(ctx context.Context, args ...string) (string, error) {
+	return j.gitQuery(ctx, nil, args...)
+}
+
+// gitQuery runs git and returns its stdout; stderr goes to stderr, or to
+// the log if that is nil.
+func (j *job) gitQuery(ctx context.Context, stderr io.Writer, args ...string) (string, error) {
+	return j.gitRead(ctx, cmdSpec{stderr: stderr}, args...)
+}
+
+// gitRead runs a read-only git query shaped by c and returns its stdout.
+func (j *job) gitRead(ctx context.Context, c cmdSpec, args ...string) (string, error) {
 	env, err := j.gitEnv()
 	if err != nil {
 		return "", err
 	}
 	var out bytes.Buffer
-	err = j.run(ctx, cmdSpec{argv: append([]string{"git"}, args...), env: env, dir: j.tmp, stdout: &out, untracked: true})
+	c.argv, c.env, c.dir, c.stdout, c.untracked = append([]string{"git"}, args...), env, j.tmp, &out, true
+	err = j.run(ctx, c)
 	return strings.TrimSpace(out.String()), err
 }
 
-// fetch brings the app's mirror up to date (cloning it the first time)
-// and resolves the commit to deploy. Every git process costs time on the
-// deploy's critical path, so the common cases spawn as few as possible:
-// a pinned commit already in the mirror needs no fetch at all (a commit
-// names its content), and a fetch names the URL and refspecs itself
-// instead of rewriting the mirror's remote first.
-func (j *job) fetch(ctx context.Context, res *Result) error {
+// fetch brings the app's mirror up to date (cloning it the first time),
+// names the commit to deploy and leaves it unpacking into release; the
+// checkout step waits for that. Every process costs time on the deploy's
+// critical path (milliseconds each, on a small VM), so a deploy spawns as
+// few as it can before the script starts: a pinned commit already in the
+// mirror needs no fetch at all (a commit names its content); a fetch names
+// the URL and refspecs itself instead of rewriting the mirror's remote
+// first; and git archive alone both resolves the revision (its header names
+// the commit) and produces the release. What only the UI needs (the
+// commit's subject, whether a pinned commit is on the branch) is asked of
+// git once the deploy script runs (see describe).
+func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, error) {
 	m := j.mirrorPath()
 	rev, what := "HEAD", "the default branch"
 	switch {
@@ -101,9 +119,18 @@ func (j *job) fetch(ctx context.Context, res *Result) error {
 	_, err := os.Stat(filepath.Join(m, "HEAD"))
 	have := err == nil
 	if have && j.spec.Commit != "" {
-		if sha, msg, onBranch, err := j.resolve(ctx, m, rev); err == nil {
+		u := j.startUnpack(ctx, rev, release)
+		if sha, err := u.commitID(); err == nil {
 			j.log.printf("commit %s is in the cached mirror; no fetch needed", sha)
-			return j.resolved(sha, msg, onBranch, res)
+			return u, j.resolved(sha, res)
+		}
+		// Not in the mirror (most likely): the fetch below brings it,
+		// and git's complaint is dropped.
+		if err := u.abort(); err != nil {
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
 		}
 	}
 	if have {
@@ -111,12 +138,12 @@ func (j *job) fetch(ctx context.Context, res *Result) error {
 			"--", j.spec.RepoURL, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 		if err != nil {
 			if ctx.Err() != nil {
-				return err
+				return nil, err
 			}
 			// Only a mirror git no longer recognises is cloned again; a
 			// remote that refuses or cannot be reached is the error.
 			if _, derr := j.gitOutput(ctx, "--git-dir", m, "rev-parse", "--git-dir"); derr == nil || ctx.Err() != nil {
-				return err
+				return nil, err
 			}
 			j.log.printf("[berth] the cached mirror is damaged; cloning again")
 			have = false
@@ -130,87 +157,130 @@ func (j *job) fetch(ctx context.Context, res *Result) error {
 		os.RemoveAll(m)
 		if err := j.git(ctx, "clone", "--mirror", "--", j.spec.RepoURL, tmp); err != nil {
 			os.RemoveAll(tmp)
-			return err
+			return nil, err
 		}
 		if err := os.Rename(tmp, m); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	sha, msg, onBranch, err := j.resolve(ctx, m, rev)
+	u := j.startUnpack(ctx, rev, release)
+	sha, err := u.commitID()
 	if err != nil {
+		if aerr := u.abort(); aerr != nil {
+			return nil, aerr
+		}
 		if ctx.Err() != nil {
-			return context.Cause(ctx)
+			return nil, context.Cause(ctx)
 		}
-		return fmt.Errorf("%s not found in the repository", what)
+		// Only a revision git cannot name is "not found"; anything else
+		// (a full disk, a broken mirror) is git's own error.
+		if _, rerr := j.gitQuery(ctx, io.Discard, "--git-dir", m, "rev-parse", "--verify", "--quiet", "--end-of-options", rev+"^{commit}"); rerr == nil {
+			u.logStderr()
+			return nil, err
+		}
+		return nil, fmt.Errorf("%s not found in the repository", what)
 	}
-	return j.resolved(sha, msg, onBranch, res)
-}
-
-// resolve names rev's commit and its subject with one git process. For a
-// pinned commit it also says whether the commit is on the app's branch,
-// asked by a second git process running beside the first.
-func (j *job) resolve(ctx context.Context, mirror, rev string) (sha, msg string, onBranch bool, err error) {
-	branchCheck := make(chan bool, 1)
-	if j.spec.Commit != "" && j.spec.Branch != "" {
-		go func() {
-			_, err := j.gitOutput(ctx, "--git-dir", mirror, "merge-base", "--is-ancestor", "--end-of-options", j.spec.Commit, "refs/heads/"+j.spec.Branch)
-			branchCheck <- err == nil || ctx.Err() != nil
-		}()
-	} else {
-		branchCheck <- true
-	}
-	out, err := j.gitOutput(ctx, "--git-dir", mirror, "log", "-1", "--format=%H%x00%s", "--end-of-options", rev+"^{commit}", "--")
-	onBranch = <-branchCheck
-	if err != nil {
-		return "", "", false, err
-	}
-	sha, msg, ok := strings.Cut(out, "\x00")
-	if !ok || len(sha) < 40 {
-		return "", "", false, fmt.Errorf("git log printed no commit for %s", rev)
-	}
-	return sha, msg, onBranch, nil
+	return u, j.resolved(sha, res)
 }
 
 // resolved records the commit about to be deployed.
-func (j *job) resolved(sha, msg string, onBranch bool, res *Result) error {
-	if !onBranch {
-		// A pinned commit should belong to the app's branch; say so, but
-		// deploy it: the controller asked for it.
-		j.log.printf("[berth] note: commit %s is not on branch %s", sha, j.spec.Branch)
-	}
-	res.Commit, res.CommitMessage = sha, msg
-	if err := j.saveState(func(s *jobState) { s.Commit, s.CommitMessage = sha, msg }); err != nil {
+func (j *job) resolved(sha string, res *Result) error {
+	res.Commit = sha
+	// Not worth a wait for the disk: a crash report without the commit
+	// loses nothing the controller needs, and a power cut ends the job.
+	if err := j.writeState(func(s *jobState) { s.Commit = sha }, false); err != nil {
 		return err
 	}
-	j.log.printf("commit %s: %s", sha, msg)
-	j.emit(Event{Type: EventProgress, Step: StepFetch, Commit: sha, CommitMessage: msg})
+	j.log.printf("commit %s", sha)
+	j.emit(Event{Type: EventProgress, Step: StepFetch, Commit: sha})
 	return nil
 }
 
-// checkout unpacks the commit's tree into a new release directory with
-// `git archive | tar`: the release gets plain files, no .git, nothing that
-// points back at the mirror or any credential.
-func (j *job) checkout(ctx context.Context, sha, release string) error {
-	releases := filepath.Dir(release)
-	if err := j.mkdirOwned(releases); err != nil {
-		return err
-	}
-	if err := os.Mkdir(release, 0o755); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("release directory %s already exists", release)
+// description is what the UI shows of the deployed commit beyond its id.
+type description struct {
+	done     chan struct{}
+	msg      string
+	onBranch bool
+}
+
+// describe asks git for the commit's subject and, for a pinned commit,
+// whether it is on the app's branch: two read-only queries the deploy
+// script does not need, run side by side in the background at the lowest
+// CPU priority and bounded by a minute of their own. When they are done
+// the subject goes to the controller, and a commit off the branch is
+// noted in the log.
+func (j *job) describe(ctx context.Context, sha string) *description {
+	d := &description{done: make(chan struct{}), onBranch: true}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	go func() {
+		defer close(d.done)
+		defer cancel()
+		m := j.mirrorPath()
+		bg := cmdSpec{stderr: io.Discard, background: true}
+		branch := make(chan bool, 1)
+		if j.spec.Commit != "" && j.spec.Branch != "" {
+			go func() {
+				_, err := j.gitRead(ctx, bg, "--git-dir", m, "merge-base", "--is-ancestor", "--end-of-options", sha, "refs/heads/"+j.spec.Branch)
+				var ee *exitError
+				branch <- !errors.As(err, &ee) || ee.code != 1 // 1 is "no"; other failures say nothing
+			}()
+		} else {
+			branch <- true
 		}
-		return err
-	}
-	if err := j.saveState(func(s *jobState) { s.Release = release }); err != nil {
-		os.Remove(release)
-		return err
-	}
-	if err := os.Chmod(release, 0o755); err != nil {
-		return err
-	}
-	if err := j.user.chown(release); err != nil {
-		return err
-	}
+		msg, err := j.gitRead(ctx, bg, "--git-dir", m, "log", "-1", "--format=%s", "--end-of-options", sha, "--")
+		d.onBranch = <-branch
+		if !d.onBranch {
+			// A pinned commit should belong to the app's branch; say so,
+			// but deploy it: the controller asked for it.
+			j.log.printf("[berth] note: commit %s is not on branch %s", sha, j.spec.Branch)
+		}
+		if err != nil || msg == "" {
+			return
+		}
+		d.msg = msg
+		if err := j.writeState(func(s *jobState) { s.CommitMessage = msg }, false); err != nil {
+			j.e.log.Error("journal state", "job", j.id, "err", err)
+		}
+		j.emit(Event{Type: EventProgress, Step: StepFetch, Commit: sha, CommitMessage: msg})
+	}()
+	return d
+}
+
+// unpack is `git archive | unpack` of one revision into a new release
+// directory, in the background: the release gets plain files, no .git,
+// nothing that points back at the mirror or any credential. The archive's
+// first entry names the commit, which is how the fetch step resolves the
+// revision without a git process of its own.
+type unpack struct {
+	j       *job
+	rev     string
+	release string
+	cancel  context.CancelFunc
+	named   chan struct{} // closed once commit is set or the unpack ended
+	done    chan struct{}
+	stderr  bytes.Buffer // git archive's complaints, logged only if they matter
+	commit  string
+	err     error
+}
+
+// startUnpack creates release and unpacks rev into it. The release
+// directory is named by the job, so Recover finds it after a crash
+// without a journal entry (see settleInterrupted).
+func (j *job) startUnpack(ctx context.Context, rev, release string) *unpack {
+	uctx, cancel := context.WithCancel(ctx)
+	u := &unpack{j: j, rev: rev, release: release, cancel: cancel, named: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(u.done)
+		var once sync.Once
+		name := func(c string) { once.Do(func() { u.commit = c; close(u.named) }) }
+		u.err = u.run(uctx, name)
+		name("")
+	}()
+	return u
+}
+
+func (u *unpack) run(ctx context.Context, name func(string)) error {
+	j, release := u.j, u.release
 	env, err := j.gitEnv()
 	if err != nil {
 		return err
@@ -219,36 +289,108 @@ func (j *job) checkout(ctx context.Context, sha, release string) error {
 	if err != nil {
 		return err
 	}
+	// Started first: git spends its start-up while the directory is made.
 	archive, err := j.start(ctx, cmdSpec{
-		argv: []string{"git", "-c", "tar.umask=0022", "--git-dir", j.mirrorPath(), "archive", "--format=tar", sha},
-		env:  env, dir: j.tmp, stdout: w,
-		echo: "git archive " + sha + " into " + release,
+		argv: []string{"git", "-c", "tar.umask=0022", "--git-dir", j.mirrorPath(), "archive", "--format=tar", "--end-of-options", u.rev},
+		env:  env, dir: j.tmp, stdout: w, stderr: &u.stderr, untracked: true,
 	})
 	w.Close()
 	if err != nil {
 		r.Close()
 		return err
 	}
-	// Unpacked here rather than by tar as the app user: one process less
-	// on every deploy, and os.Root keeps every entry inside the release
-	// whatever names or symlinks the repository holds.
-	xerr := extractTar(r, release, j.user)
-	r.Close() // an early stop makes git archive end on a broken pipe
-	aerr := archive.wait()
-	if aerr != nil {
-		return aerr
+	xerr := u.prepare()
+	if xerr == nil {
+		// Unpacked here rather than by tar as the app user: one process
+		// less on every deploy, and os.Root keeps every entry inside the
+		// release whatever names or symlinks the repository holds.
+		xerr = extractTar(r, release, j.user, name)
 	}
+	r.Close() // an early stop makes git archive end on a broken pipe
+	if xerr != nil {
+		u.cancel()
+	}
+	aerr := archive.wait()
 	if xerr != nil {
 		return fmt.Errorf("unpack the release: %w", xerr)
 	}
-	return nil
+	return aerr
+}
+
+// prepare makes the empty release directory, owned by the app user.
+func (u *unpack) prepare() error {
+	j, release := u.j, u.release
+	if err := j.mkdirOwned(filepath.Dir(release)); err != nil {
+		return err
+	}
+	if err := os.Mkdir(release, 0o755); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("release directory %s already exists", release)
+		}
+		return err
+	}
+	if err := j.writeState(func(s *jobState) { s.Release = release }, false); err != nil {
+		return err
+	}
+	if err := os.Chmod(release, 0o755); err != nil {
+		return err
+	}
+	return j.user.chown(release)
+}
+
+// commitID waits for the archive to name its commit.
+func (u *unpack) commitID() (string, error) {
+	<-u.named
+	if u.commit != "" {
+		return u.commit, nil
+	}
+	<-u.done
+	if u.err != nil {
+		return "", u.err
+	}
+	return "", fmt.Errorf("%s is not a commit", u.rev)
+}
+
+// wait is the checkout step: the rest of the tree lands in the release.
+func (u *unpack) wait() error {
+	<-u.done
+	u.cancel()
+	u.j.log.printf("$ git archive %s | unpack into %s", u.commit, u.release)
+	if u.err != nil {
+		u.logStderr()
+	}
+	return u.err
+}
+
+func (u *unpack) logStderr() {
+	u.j.log.pump(bytes.NewReader(u.stderr.Bytes()))
+}
+
+// stop ends the unpack, if it still runs, and waits for it.
+func (u *unpack) stop() {
+	u.cancel()
+	<-u.done
+}
+
+// abort stops an unpack that is not going to be used and removes what it
+// unpacked.
+func (u *unpack) abort() error {
+	u.stop()
+	if u.j.getState().Release != u.release {
+		return nil // it never made the directory (which may be someone else's)
+	}
+	if err := os.RemoveAll(u.release); err != nil {
+		return fmt.Errorf("remove an unused release: %w", err)
+	}
+	return u.j.writeState(func(s *jobState) { s.Release = "" }, false)
 }
 
 // extractTar unpacks a tar stream made by git archive into dir: its
 // directories, regular files and symlinks, with their modes and times,
 // owned by the app user. Entries cannot leave dir: os.Root resolves every
-// name beneath it, symlinks included.
-func extractTar(r io.Reader, dir string, u *runAs) error {
+// name beneath it, symlinks included. named gets the commit id of the
+// archive's global header, which comes first.
+func extractTar(r io.Reader, dir string, u *runAs, named func(commit string)) error {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
@@ -274,7 +416,11 @@ func extractTar(r io.Reader, dir string, u *runAs) error {
 			return err
 		}
 		if h.Typeflag == tar.TypeXGlobalHeader {
-			continue // git archive's commit id
+			// git archive names the commit it read here.
+			if c := h.PAXRecords["comment"]; c != "" && named != nil {
+				named(c)
+			}
+			continue
 		}
 		name := path.Clean(h.Name)
 		if name == "." {

@@ -8,8 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
+
+// describeDelay is how long the deploy script runs before git is asked
+// for the commit's subject: spawning processes is what a deploy's start
+// costs most on a small VM, and the script's own start comes first.
+const describeDelay = 250 * time.Millisecond
 
 // execute runs the job to its end and reports the result.
 func (j *job) execute(ctx context.Context) {
@@ -94,10 +100,29 @@ func (j *job) step(ctx context.Context, name string, res *Result, fn func() erro
 func (j *job) deploy(ctx context.Context, res *Result) error {
 	release := releasePath(j.spec.DeployPath, j.id)
 	res.ReleasePath = release
-	if err := j.step(ctx, StepFetch, res, func() error { return j.fetch(ctx, res) }); err != nil {
+	var u *unpack
+	if err := j.step(ctx, StepFetch, res, func() (err error) { u, err = j.fetch(ctx, release, res); return err }); err != nil {
+		if u != nil {
+			u.abort()
+		}
 		return err
 	}
-	if err := j.step(ctx, StepCheckout, res, func() error { return j.checkout(ctx, res.Commit, release) }); err != nil {
+	// The commit's subject is asked for once the script has had its
+	// start (it needs only the commit id): after describeDelay of the
+	// build, or when the build ends, whichever comes first. It is in the
+	// result however the deploy ends.
+	var (
+		descOnce sync.Once
+		desc     *description
+	)
+	describe := func() { descOnce.Do(func() { desc = j.describe(ctx, res.Commit) }) }
+	defer func() {
+		describe()
+		<-desc.done
+		res.CommitMessage = desc.msg
+	}()
+	if err := j.step(ctx, StepCheckout, res, func() error { return u.wait() }); err != nil {
+		u.stop() // a cancel may have kept wait from running
 		return err
 	}
 	if err := j.step(ctx, StepLinkShared, res, func() error {
@@ -119,7 +144,10 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 	}); err != nil {
 		return err
 	}
-	if err := j.step(ctx, StepBuild, res, func() error { return j.runScript(ctx, release, res.Commit) }); err != nil {
+	scriptStarted := func() { time.AfterFunc(describeDelay, describe) }
+	err := j.step(ctx, StepBuild, res, func() error { return j.runScript(ctx, release, res.Commit, scriptStarted) })
+	describe()
+	if err != nil {
 		return err
 	}
 	if err := j.step(ctx, StepHealthCheck, res, func() error { return j.healthCheck(ctx, release, res.Commit) }); err != nil {
@@ -281,8 +309,10 @@ func (j *job) userEnv(release, commit string) []string {
 // runScript runs the deploy script with bash in the release. The script
 // reaches bash through a pipe on fd 3, not argv (ps would show it) and
 // not a file (the app user could not read the agent's private dir).
-func (j *job) runScript(ctx context.Context, release, commit string) error {
+// started is called once the script runs (or there is none).
+func (j *job) runScript(ctx context.Context, release, commit string, started func()) error {
 	if strings.TrimSpace(j.spec.DeployScript) == "" {
+		started()
 		j.log.printf("no deploy script configured")
 		return nil
 	}
@@ -314,6 +344,7 @@ func (j *job) runScript(ctx context.Context, release, commit string) error {
 		w.WriteString(j.spec.DeployScript)
 		w.Close()
 	}()
+	started()
 	return p.wait()
 }
 

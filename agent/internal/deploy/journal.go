@@ -48,10 +48,13 @@ type jobState struct {
 }
 
 // journalSpec is the spec as journaled: no credential, no env values.
+// StartedAt makes it the job's first state too, so creating a journal
+// waits for the disk once (see recoverJob).
 type journalSpec struct {
 	Spec
-	CredentialKind string   `json:"credential_kind,omitempty"`
-	EnvKeys        []string `json:"env_keys,omitempty"`
+	CredentialKind string    `json:"credential_kind,omitempty"`
+	EnvKeys        []string  `json:"env_keys,omitempty"`
+	StartedAt      time.Time `json:"started_at"`
 }
 
 type job struct {
@@ -112,7 +115,7 @@ func (j *job) create() error {
 }
 
 func (j *job) writeJournal() error {
-	js := journalSpec{Spec: j.spec, CredentialKind: j.spec.Credential.kind()}
+	js := journalSpec{Spec: j.spec, CredentialKind: j.spec.Credential.kind(), StartedAt: j.state.StartedAt}
 	for k := range j.spec.Env {
 		js.EnvKeys = append(js.EnvKeys, k)
 	}
@@ -129,7 +132,7 @@ func (j *job) writeJournal() error {
 	if err := writeFileAtomic(filepath.Join(j.dir, specFile), b, 0o600); err != nil {
 		return fmt.Errorf("deploy: %w", err)
 	}
-	if err := j.saveState(func(*jobState) {}); err != nil {
+	if err := j.writeState(func(*jobState) {}, false); err != nil {
 		return err
 	}
 	f, err := os.OpenFile(filepath.Join(j.dir, eventsFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -277,18 +280,23 @@ func (e *Executor) recoverJob(id string) error {
 	if err == nil {
 		err = json.Unmarshal(b, &js)
 	}
-	var st jobState
-	if err == nil {
-		b, err = os.ReadFile(filepath.Join(dir, stateFile))
-		if err == nil {
-			err = json.Unmarshal(b, &st)
-		}
-	}
 	if err != nil {
 		// The agent died while creating the journal: nothing ran and
 		// nothing was sent.
 		e.log.Warn("removing incomplete job journal", "job", id, "err", err)
 		return os.RemoveAll(dir)
+	}
+	// The state file is written without waiting for the disk; after a
+	// power cut it may be missing or empty, and the job then counts as
+	// started with nothing else known (the spec is on disk).
+	st := jobState{Running: true, StartedAt: js.StartedAt}
+	if b, err := os.ReadFile(filepath.Join(dir, stateFile)); err == nil {
+		var saved jobState
+		if json.Unmarshal(b, &saved) == nil {
+			st = saved
+		} else {
+			e.log.Warn("job state unreadable; the job counts as started", "job", id)
+		}
 	}
 	j := newJob(e, js.Spec)
 	j.state = st
@@ -372,7 +380,12 @@ func (e *Executor) settleInterrupted(j *job) Result {
 	res.PreviousRelease = releaseIDOf(spec.DeployPath, st.PrevTarget)
 	switch spec.Kind {
 	case KindDeploy:
-		res.ReleasePath = st.Release
+		// The release directory is named by the job, whatever the state
+		// file managed to say before the crash.
+		rel := releasePath(spec.DeployPath, j.id)
+		if _, err := os.Lstat(rel); err == nil {
+			res.ReleasePath = rel
+		}
 		if releaseIDOf(spec.DeployPath, cur) == j.id && step == StepReload {
 			// Switched but never reloaded: the app may still serve the
 			// old code, so put current back and fail the deploy.
@@ -387,8 +400,8 @@ func (e *Executor) settleInterrupted(j *job) Result {
 			res.Error = "agent restarted during step " + step + "; the release is active"
 			break
 		}
-		if st.Release != "" {
-			if err := os.RemoveAll(st.Release); err != nil {
+		if res.ReleasePath != "" {
+			if err := os.RemoveAll(res.ReleasePath); err != nil {
 				e.log.Warn("remove interrupted release", "job", j.id, "err", err)
 			}
 		}

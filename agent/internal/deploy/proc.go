@@ -73,11 +73,15 @@ type cmdSpec struct {
 	asUser bool      // run as the app user, with umask 022
 	stdin  *os.File  // nil: /dev/null
 	stdout io.Writer // nil: into the log
+	stderr io.Writer // nil: into the log
 	extra  []*os.File
 	echo   string // the line logged before the command starts ("" for none)
 	// untracked: not journaled as the job's process group, for short
 	// read-only git queries that may run beside another process.
 	untracked bool
+	// background: nothing waits for it, so it runs at the lowest CPU
+	// priority and never slows the step that is running.
+	background bool
 }
 
 // exitError is a process that ran and failed.
@@ -169,6 +173,13 @@ func (j *job) start(ctx context.Context, c cmdSpec) (*proc, error) {
 		closeAll()
 		return nil, err
 	}
+	sinks := make([]func(io.Reader), len(p.rfiles))
+	for i := range sinks {
+		sinks[i] = j.log.pump
+	}
+	if c.stderr != nil {
+		sinks[len(sinks)-1] = func(r io.Reader) { io.Copy(c.stderr, r) }
+	}
 	if c.echo != "" {
 		j.log.printf("$ %s", c.echo)
 	}
@@ -180,18 +191,25 @@ func (j *job) start(ctx context.Context, c cmdSpec) (*proc, error) {
 		w.Close()
 	}
 	pgid := cmd.Process.Pid
+	if c.background {
+		// Best effort: at worst it competes like any other process.
+		syscall.Setpriority(syscall.PRIO_PROCESS, pgid, 19)
+	}
 	p.untracked = c.untracked
 	if !c.untracked {
+		// Not worth a wait for the disk: the group matters to Recover
+		// after the agent alone died, when the page cache still holds the
+		// file; a power cut ends the processes too.
 		start, _ := procStartTime(pgid)
-		if err := j.saveState(func(s *jobState) { s.PGID, s.PGIDStart, s.BootID = pgid, start, bootID() }); err != nil {
+		if err := j.writeState(func(s *jobState) { s.PGID, s.PGIDStart, s.BootID = pgid, start, bootID() }, false); err != nil {
 			j.e.log.Error("journal state", "job", j.id, "err", err)
 		}
 	}
-	for _, r := range p.rfiles {
+	for i, r := range p.rfiles {
 		p.readers.Add(1)
 		go func() {
 			defer p.readers.Done()
-			j.log.pump(r)
+			sinks[i](r)
 		}()
 	}
 	grace := j.e.cfg.KillGrace
@@ -236,7 +254,7 @@ func (p *proc) wait() error {
 		r.Close()
 	}
 	if !p.untracked {
-		if serr := p.j.saveState(func(s *jobState) { s.PGID, s.PGIDStart = 0, 0 }); serr != nil {
+		if serr := p.j.writeState(func(s *jobState) { s.PGID, s.PGIDStart = 0, 0 }, false); serr != nil {
 			p.j.e.log.Error("journal state", "job", p.j.id, "err", serr)
 		}
 	}
