@@ -3,9 +3,9 @@
 -- insert are one step per deployment.
 
 -- name: LockDeploymentSeq :one
--- The deployment's committed event number and log size, row locked until
--- the transaction ends.
-SELECT id, app_id, status, agent_seq, log_bytes, log_truncated FROM deployments
+-- The deployment (with its committed event number and log size), row
+-- locked until the transaction ends.
+SELECT * FROM deployments
 WHERE id = sqlc.arg(id)
 FOR UPDATE;
 
@@ -24,3 +24,8 @@ SELECT deployment_id, seq, step, data, created_at FROM deployment_logs
 WHERE deployment_id = sqlc.arg(deployment_id) AND seq > sqlc.arg(after)
 ORDER BY seq
 LIMIT sqlc.arg(lim);
+
+-- name: GetDeploymentServer :one
+-- The server whose agent runs the deployment (its app's server).
+SELECT a.server_id FROM deployments d JOIN apps a ON a.id = d.app_id
+WHERE d.id = sqlc.arg(id);

@@ -34,6 +34,19 @@ func (q *Queries) AdvanceDeploymentSeq(ctx context.Context, arg AdvanceDeploymen
 	return err
 }
 
+const getDeploymentServer = `-- name: GetDeploymentServer :one
+SELECT a.server_id FROM deployments d JOIN apps a ON a.id = d.app_id
+WHERE d.id = $1
+`
+
+// The server whose agent runs the deployment (its app's server).
+func (q *Queries) GetDeploymentServer(ctx context.Context, id pgtype.UUID) (pgtype.UUID, error) {
+	row := q.db.QueryRow(ctx, getDeploymentServer, id)
+	var server_id pgtype.UUID
+	err := row.Scan(&server_id)
+	return server_id, err
+}
+
 const insertDeploymentLog = `-- name: InsertDeploymentLog :exec
 INSERT INTO deployment_logs (deployment_id, seq, step, data)
 VALUES ($1, $2, $3, $4)
@@ -98,35 +111,48 @@ func (q *Queries) ListDeploymentLogs(ctx context.Context, arg ListDeploymentLogs
 
 const lockDeploymentSeq = `-- name: LockDeploymentSeq :one
 
-SELECT id, app_id, status, agent_seq, log_bytes, log_truncated FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments
 WHERE id = $1
 FOR UPDATE
 `
 
-type LockDeploymentSeqRow struct {
-	ID           pgtype.UUID
-	AppID        pgtype.UUID
-	Status       string
-	AgentSeq     int64
-	LogBytes     int64
-	LogTruncated bool
-}
-
 // deployment_logs: output chunks by the agent's event number. Writers lock
 // the deployment row (LockDeploymentSeq) first, so the seq check and the
 // insert are one step per deployment.
-// The deployment's committed event number and log size, row locked until
-// the transaction ends.
-func (q *Queries) LockDeploymentSeq(ctx context.Context, id pgtype.UUID) (LockDeploymentSeqRow, error) {
+// The deployment (with its committed event number and log size), row
+// locked until the transaction ends.
+func (q *Queries) LockDeploymentSeq(ctx context.Context, id pgtype.UUID) (Deployment, error) {
 	row := q.db.QueryRow(ctx, lockDeploymentSeq, id)
-	var i LockDeploymentSeqRow
+	var i Deployment
 	err := row.Scan(
 		&i.ID,
 		&i.AppID,
+		&i.UserID,
+		&i.TriggeredBy,
+		&i.TriggerRef,
+		&i.Environment,
+		&i.Branch,
+		&i.CommitSha,
+		&i.CommitMessage,
+		&i.CommitAuthor,
 		&i.Status,
-		&i.AgentSeq,
+		&i.FailedStep,
+		&i.ExitCode,
+		&i.FailureReason,
+		&i.ReleasePath,
+		&i.RollbackFromID,
+		&i.TimeoutSeconds,
+		&i.DeadlineAt,
+		&i.CancelRequestedAt,
+		&i.QueuedAt,
+		&i.DispatchedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
 		&i.LogBytes,
 		&i.LogTruncated,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.AgentSeq,
 	)
 	return i, err
 }

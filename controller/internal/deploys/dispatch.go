@@ -136,78 +136,146 @@ func (s *Service) AgentConnected(ctx context.Context, serverID store.ID) {
 	s.poke()
 }
 
-// JobEvent stores one numbered event of a job exactly once and returns the
-// ack for everything committed up to it.
+// JobEvent stores one numbered job event; see JobEvents.
 func (s *Service) JobEvent(ctx context.Context, serverID store.ID, m *agentv1.ConnectRequest) (*agentv1.JobAck, error) {
+	acks, err := s.JobEvents(ctx, serverID, []*agentv1.ConnectRequest{m})
+	if err != nil || len(acks) == 0 {
+		return nil, err
+	}
+	return acks[0], nil
+}
+
+// JobEvents stores a run of job events from serverID's agent, in one
+// transaction, and returns one ack per job: the highest number committed.
+// A job whose events skip a number gets no ack for the skipped ones (the
+// agent re-sends them), and a job deleted meanwhile is acknowledged so the
+// agent forgets it. A malformed event or one for another server's job is
+// ErrInvalid, which ends the stream.
+func (s *Service) JobEvents(ctx context.Context, serverID store.ID, msgs []*agentv1.ConnectRequest) ([]*agentv1.JobAck, error) {
 	var (
-		jobID string
-		ev    store.JobEvent
+		evs    []store.JobEvent
+		ids    []string // job id of evs[i], as the agent wrote it
+		acks   []*agentv1.JobAck
+		owner  = map[store.ID]bool{} // checked deployments: still there?
+		result = map[store.ID]bool{}
 	)
-	switch msg := m.Msg.(type) {
-	case *agentv1.ConnectRequest_JobOutput:
-		o := msg.JobOutput
-		jobID, ev.Seq, ev.Step, ev.Data = o.GetJobId(), int64(o.GetSeq()), truncate(o.GetStep(), 64), o.GetData()
-		if len(ev.Data) > store.MaxLogChunk {
-			return nil, fmt.Errorf("%w: output chunk of %d bytes", ErrInvalid, len(ev.Data))
-		}
-		ev.Apply = func(tx *store.Store, d store.Deployment) error {
-			return startIfDispatched(ctx, tx, d, o.GetTime().AsTime())
-		}
-	case *agentv1.ConnectRequest_JobProgress:
-		p := msg.JobProgress
-		jobID, ev.Seq, ev.Step = p.GetJobId(), int64(p.GetSeq()), truncate(p.GetStep(), 64)
-		ev.Apply = func(tx *store.Store, d store.Deployment) error {
-			if err := startIfDispatched(ctx, tx, d, p.GetTime().AsTime()); err != nil {
-				return err
+	for _, m := range msgs {
+		var (
+			jobID string
+			ev    store.JobEvent
+		)
+		switch msg := m.Msg.(type) {
+		case *agentv1.ConnectRequest_JobOutput:
+			o := msg.JobOutput
+			jobID, ev.Seq, ev.Step, ev.Data = o.GetJobId(), int64(o.GetSeq()), truncate(o.GetStep(), 64), o.GetData()
+			if len(ev.Data) > store.MaxLogChunk {
+				return nil, fmt.Errorf("%w: output chunk of %d bytes", ErrInvalid, len(ev.Data))
 			}
-			if isSHA(p.GetCommit()) {
-				_, err := tx.SetDeploymentCommit(ctx, d.ID, p.GetCommit(), optText(truncate(p.GetCommitMessage(), 1000)), nil)
-				return err
+			ev.Apply = func(tx *store.Store, d store.Deployment) error {
+				return startIfDispatched(ctx, tx, d, o.GetTime().AsTime())
 			}
-			return nil
+		case *agentv1.ConnectRequest_JobProgress:
+			p := msg.JobProgress
+			jobID, ev.Seq, ev.Step = p.GetJobId(), int64(p.GetSeq()), truncate(p.GetStep(), 64)
+			ev.Apply = func(tx *store.Store, d store.Deployment) error {
+				if err := startIfDispatched(ctx, tx, d, p.GetTime().AsTime()); err != nil {
+					return err
+				}
+				if isSHA(p.GetCommit()) {
+					_, err := tx.SetDeploymentCommit(ctx, d.ID, p.GetCommit(), optText(truncate(p.GetCommitMessage(), 1000)), nil)
+					return err
+				}
+				return nil
+			}
+		case *agentv1.ConnectRequest_JobResult:
+			r := msg.JobResult
+			jobID, ev.Seq = r.GetJobId(), int64(r.GetSeq())
+			ev.Apply = func(tx *store.Store, d store.Deployment) error { return s.finish(ctx, tx, d, r) }
+			ev.Fresh = true // finish reads the status and commit the events before it set
+		default:
+			continue
 		}
-	case *agentv1.ConnectRequest_JobResult:
-		r := msg.JobResult
-		jobID, ev.Seq = r.GetJobId(), int64(r.GetSeq())
-		ev.Apply = func(tx *store.Store, d store.Deployment) error { return s.finish(ctx, tx, d, r) }
-	default:
-		return nil, nil
-	}
-	id, err := store.ParseID(jobID)
-	if err != nil || ev.Seq <= 0 {
-		return nil, fmt.Errorf("%w: job event for %q seq %d", ErrInvalid, truncate(jobID, 40), ev.Seq)
-	}
-	ev.DeploymentID = id
-	d, err := s.st.Deployment(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		// Deleted meanwhile: acknowledge so the agent forgets it.
-		return &agentv1.JobAck{JobId: jobID, Seq: uint64(ev.Seq)}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	a, err := s.st.App(ctx, d.AppID)
-	if err != nil {
-		return nil, err
-	}
-	if a.ServerID != serverID {
-		return nil, fmt.Errorf("%w: job %s is not this server's", ErrInvalid, jobID)
-	}
-	committed, dup, err := s.st.CommitJobEvent(ctx, ev, s.cfg.LogCap)
-	if errors.Is(err, store.ErrSeqGap) {
-		s.log.Warn("job event out of order; waiting for the agent to re-send", "deployment", jobID, "seq", ev.Seq)
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if !dup {
-		s.notify(ctx, "log:"+jobID)
+		id, err := store.ParseID(jobID)
+		if err != nil || ev.Seq <= 0 {
+			return nil, fmt.Errorf("%w: job event for %q seq %d", ErrInvalid, truncate(jobID, 40), ev.Seq)
+		}
+		ev.DeploymentID = id
+		there, checked := owner[id]
+		if !checked {
+			sid, err := s.st.DeploymentServer(ctx, id)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				there = false
+			case err != nil:
+				return nil, err
+			case sid != serverID:
+				return nil, fmt.Errorf("%w: job %s is not this server's", ErrInvalid, jobID)
+			default:
+				there = true
+			}
+			owner[id] = there
+		}
+		if !there {
+			// Deleted meanwhile: acknowledge so the agent forgets it.
+			acks = append(acks, &agentv1.JobAck{JobId: jobID, Seq: uint64(ev.Seq)})
+			continue
+		}
 		if _, ok := m.Msg.(*agentv1.ConnectRequest_JobResult); ok {
-			s.notify(ctx, "dispatch")
+			result[id] = true
+		}
+		evs = append(evs, ev)
+		ids = append(ids, jobID)
+	}
+	if len(evs) == 0 {
+		return acks, nil
+	}
+	out, err := s.st.CommitJobEvents(ctx, evs, s.cfg.LogCap)
+	if err != nil {
+		return nil, err
+	}
+	// One ack per job, with its highest committed number; one
+	// notification per job that changed.
+	type jobAck struct {
+		id      string
+		seq     int64
+		acked   bool
+		changed bool
+	}
+	var order []store.ID
+	per := map[store.ID]*jobAck{}
+	for i, ev := range evs {
+		j := per[ev.DeploymentID]
+		if j == nil {
+			j = &jobAck{id: ids[i]}
+			per[ev.DeploymentID] = j
+			order = append(order, ev.DeploymentID)
+		}
+		o := out[i]
+		if o.Gap {
+			s.log.Warn("job event out of order; waiting for the agent to re-send", "deployment", ids[i], "seq", ev.Seq)
+			continue
+		}
+		j.seq, j.acked = o.Committed, true
+		j.changed = j.changed || !o.Dup
+	}
+	var notes []string
+	dispatch := false
+	for _, id := range order {
+		j := per[id]
+		if !j.acked {
+			continue
+		}
+		acks = append(acks, &agentv1.JobAck{JobId: j.id, Seq: uint64(j.seq)})
+		if j.changed {
+			notes = append(notes, "log:"+j.id)
+			dispatch = dispatch || result[id]
 		}
 	}
-	return &agentv1.JobAck{JobId: jobID, Seq: uint64(committed)}, nil
+	if dispatch {
+		notes = append(notes, "dispatch")
+	}
+	s.notifyAll(ctx, notes)
+	return acks, nil
 }
 
 func startIfDispatched(ctx context.Context, tx *store.Store, d store.Deployment, at time.Time) error {

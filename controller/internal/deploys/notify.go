@@ -24,6 +24,16 @@ func (s *Service) notify(ctx context.Context, payload string) {
 	}
 }
 
+// notifyAll sends several notifications with one statement.
+func (s *Service) notifyAll(ctx context.Context, payloads []string) {
+	if len(payloads) == 0 {
+		return
+	}
+	if _, err := s.st.Pool().Exec(ctx, "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", jobsChannel, payloads); err != nil && ctx.Err() == nil {
+		s.log.Warn("notify", "payloads", payloads, "err", err)
+	}
+}
+
 // listen relays notifications; after a lost connection it re-listens and
 // wakes every follower and the dispatcher, since notifications sent
 // meanwhile are gone.

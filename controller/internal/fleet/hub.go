@@ -129,9 +129,9 @@ func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
 type JobHandler interface {
 	// AgentConnected runs once per stream, after the welcome.
 	AgentConnected(ctx context.Context, serverID store.ID)
-	// JobEvent stores one numbered job event and returns the ack to send
-	// (nil: none). An error ends the stream.
-	JobEvent(ctx context.Context, serverID store.ID, m *agentv1.ConnectRequest) (*agentv1.JobAck, error)
+	// JobEvents stores a run of numbered job events, in order, and
+	// returns the acks to send. An error ends the stream.
+	JobEvents(ctx context.Context, serverID store.ID, msgs []*agentv1.ConnectRequest) ([]*agentv1.JobAck, error)
 }
 
 // SetJobHandler routes job messages (set once, before serving).

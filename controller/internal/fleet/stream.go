@@ -22,6 +22,11 @@ const (
 	MaxBatchSamples = 500
 	maxClockSkew    = 10 * time.Minute
 	helloTimeout    = 15 * time.Second
+	// recvQueue messages wait for the handler; up to maxJobBatch job
+	// events of them are stored in one transaction (each batch queues
+	// about one ack per job, well within sendQueue).
+	recvQueue   = 32
+	maxJobBatch = 32
 )
 
 // ErrProtocol marks a misbehaving agent (wrong first message, bad batch).
@@ -86,16 +91,64 @@ func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
 		go h.AgentConnected(ctx, c.serverID)
 	}
 
-	recvErr := make(chan error, 1)
+	// One goroutine receives, another handles: job events that arrive
+	// while earlier ones are being stored queue up here and are stored
+	// together (see handleJobEvents). The queue is short, so a slow
+	// database still pushes back on the agent through flow control.
+	recvErr := make(chan error, 2)
+	in := make(chan *agentv1.ConnectRequest, recvQueue)
 	go func() {
+		defer close(in)
 		for {
 			m, err := stream.Recv()
 			if err != nil {
 				recvErr <- err
 				return
 			}
-			if err := s.handle(ctx, c, peer, m); err != nil {
+			select {
+			case in <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() {
+		var next *agentv1.ConnectRequest
+		for {
+			m := next
+			next = nil
+			if m == nil {
+				var ok bool
+				if m, ok = <-in; !ok {
+					return
+				}
+			}
+			var err error
+			if isJobEvent(m) {
+				batch := []*agentv1.ConnectRequest{m}
+			more:
+				for len(batch) < maxJobBatch {
+					select {
+					case n, ok := <-in:
+						if !ok {
+							break more
+						}
+						if !isJobEvent(n) {
+							next = n // handled after the batch, keeping the order
+							break more
+						}
+						batch = append(batch, n)
+					default:
+						break more
+					}
+				}
+				err = s.handleJobEvents(ctx, c, batch)
+			} else {
+				err = s.handle(ctx, c, peer, m)
+			}
+			if err != nil {
 				recvErr <- err
+				cancel(err)
 				return
 			}
 		}
@@ -173,19 +226,37 @@ func (s *Service) handle(ctx context.Context, c *conn, peer Peer, m *agentv1.Con
 		s.security(ctx, "certificate.issued", store.SeverityInfo, &c.serverID, nil, peer, map[string]any{"serial": issued.SerialHex, "reason": "renew"})
 		return s.queue(c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_Renew{Renew: &agentv1.RenewResponse{CertificateDer: issued.DER}}})
 	case *agentv1.ConnectRequest_JobOutput, *agentv1.ConnectRequest_JobProgress, *agentv1.ConnectRequest_JobResult:
-		h := s.jobHandler()
-		if h == nil {
-			return nil // no jobs here: the agent re-sends after a reconnect
-		}
-		ack, err := h.JobEvent(ctx, c.serverID, m)
-		if err != nil || ack == nil {
-			return err
-		}
-		return s.queue(c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_JobAck{JobAck: ack}})
+		return s.handleJobEvents(ctx, c, []*agentv1.ConnectRequest{m})
 	case *agentv1.ConnectRequest_Hello:
 		return fmt.Errorf("%w: hello sent twice", ErrProtocol)
 	default:
 		return fmt.Errorf("%w: unknown message", ErrProtocol)
+	}
+	return nil
+}
+
+func isJobEvent(m *agentv1.ConnectRequest) bool {
+	switch m.Msg.(type) {
+	case *agentv1.ConnectRequest_JobOutput, *agentv1.ConnectRequest_JobProgress, *agentv1.ConnectRequest_JobResult:
+		return true
+	}
+	return false
+}
+
+// handleJobEvents stores a run of job events and queues their acks.
+func (s *Service) handleJobEvents(ctx context.Context, c *conn, batch []*agentv1.ConnectRequest) error {
+	h := s.jobHandler()
+	if h == nil {
+		return nil // no jobs here: the agent re-sends after a reconnect
+	}
+	acks, err := h.JobEvents(ctx, c.serverID, batch)
+	if err != nil {
+		return err
+	}
+	for _, a := range acks {
+		if err := s.queue(c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_JobAck{JobAck: a}}); err != nil {
+			return err
+		}
 	}
 	return nil
 }

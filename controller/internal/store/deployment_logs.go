@@ -39,6 +39,22 @@ type JobEvent struct {
 	Step         string
 	Data         []byte
 	Apply        func(tx *Store, d Deployment) error
+	// Fresh: Apply needs the row as the events before it in the same
+	// batch left it. Without it Apply may see the row as the batch found
+	// it, which suits changes that check their own preconditions.
+	Fresh bool
+}
+
+// JobEventOutcome is what became of one event of a batch.
+type JobEventOutcome struct {
+	// Committed is the deployment's committed event number after the
+	// event: the number to acknowledge.
+	Committed int64
+	// Dup: numbered at or below the committed number; nothing changed.
+	Dup bool
+	// Gap: numbered past the next one; nothing stored, and the agent
+	// re-sends from the last acknowledged number (see ErrSeqGap).
+	Gap bool
 }
 
 // ErrSeqGap: an event arrived before the ones numbered below it; nothing
@@ -51,67 +67,120 @@ var ErrSeqGap = errors.New("job event out of order")
 // committed number; a later one is ErrSeqGap. logCap 0 is DefaultLogCap.
 // It returns the committed number after the call.
 func (s *Store) CommitJobEvent(ctx context.Context, ev JobEvent, logCap int64) (committed int64, dup bool, err error) {
-	if ev.Seq <= 0 {
-		return 0, false, fmt.Errorf("commit job event: seq %d: %w", ev.Seq, ErrInvalid)
+	out, err := s.CommitJobEvents(ctx, []JobEvent{ev}, logCap)
+	if err != nil {
+		return 0, false, err
+	}
+	if out[0].Gap {
+		return out[0].Committed, false, fmt.Errorf("%w: got %d after %d", ErrSeqGap, ev.Seq, out[0].Committed)
+	}
+	return out[0].Committed, out[0].Dup, nil
+}
+
+// CommitJobEvents stores a run of events, for one deployment or several,
+// in one transaction: each exactly once, as CommitJobEvent does, in the
+// order given. An agent streams its events one by one, and one
+// transaction (one wait for the disk) per event would make the database
+// the slowest part of a deploy; events that queued up while the previous
+// ones were stored commit together. Any error rolls back the whole run.
+func (s *Store) CommitJobEvents(ctx context.Context, evs []JobEvent, logCap int64) ([]JobEventOutcome, error) {
+	for _, ev := range evs {
+		if ev.Seq <= 0 {
+			return nil, fmt.Errorf("commit job event: seq %d: %w", ev.Seq, ErrInvalid)
+		}
 	}
 	if logCap <= 0 {
 		logCap = DefaultLogCap
 	}
-	err = s.InTx(ctx, func(tx *Store) error {
-		row, err := tx.q.LockDeploymentSeq(ctx, pgID(ev.DeploymentID))
-		if err != nil {
-			return err
-		}
-		committed = row.AgentSeq
-		if ev.Seq <= row.AgentSeq {
-			dup = true
-			return nil
-		}
-		if ev.Seq != row.AgentSeq+1 {
-			return fmt.Errorf("%w: got %d after %d", ErrSeqGap, ev.Seq, row.AgentSeq)
-		}
-		logBytes, truncated := row.LogBytes, row.LogTruncated
-		if len(ev.Data) > 0 {
-			data := ev.Data
-			if !truncated {
-				room := logCap - logBytes
-				if int64(len(data)) > room {
-					data = append(append([]byte{}, data[:max(room, 0)]...), TruncationMarker...)
-					truncated = true
-				}
-				if len(data) > MaxLogChunk {
-					data = append(data[:MaxLogChunk-len(TruncationMarker)], TruncationMarker...)
-					truncated = true
-				}
-				if err := tx.q.InsertDeploymentLog(ctx, dbsqlc.InsertDeploymentLogParams{
-					DeploymentID: pgID(ev.DeploymentID), Seq: ev.Seq, Step: ev.Step, Data: data,
-				}); err != nil {
+	// Per deployment, under its row lock: the row and what changed.
+	type locked struct {
+		d        Deployment
+		seq      int64
+		logBytes int64
+		trunc    bool
+		stale    bool // an Apply may have changed the row since d was read
+		advanced bool
+	}
+	out := make([]JobEventOutcome, len(evs))
+	err := s.InTx(ctx, func(tx *Store) error {
+		rows := map[ID]*locked{}
+		var order []*locked
+		for i, ev := range evs {
+			l := rows[ev.DeploymentID]
+			if l == nil {
+				row, err := tx.q.LockDeploymentSeq(ctx, pgID(ev.DeploymentID))
+				if err != nil {
 					return err
 				}
+				d := deploymentFromRow(row)
+				l = &locked{d: d, seq: d.AgentSeq, logBytes: d.LogBytes, trunc: d.LogTruncated}
+				rows[ev.DeploymentID] = l
+				order = append(order, l)
 			}
-			logBytes += int64(len(ev.Data))
+			out[i].Committed = l.seq
+			if ev.Seq <= l.seq {
+				out[i].Dup = true
+				continue
+			}
+			if ev.Seq != l.seq+1 {
+				out[i].Gap = true
+				continue
+			}
+			if len(ev.Data) > 0 {
+				if !l.trunc {
+					data := ev.Data
+					room := logCap - l.logBytes
+					if int64(len(data)) > room {
+						data = append(append([]byte{}, data[:max(room, 0)]...), TruncationMarker...)
+						l.trunc = true
+					}
+					if len(data) > MaxLogChunk {
+						data = append(data[:MaxLogChunk-len(TruncationMarker)], TruncationMarker...)
+						l.trunc = true
+					}
+					if err := tx.q.InsertDeploymentLog(ctx, dbsqlc.InsertDeploymentLogParams{
+						DeploymentID: pgID(ev.DeploymentID), Seq: ev.Seq, Step: ev.Step, Data: data,
+					}); err != nil {
+						return err
+					}
+				}
+				l.logBytes += int64(len(ev.Data))
+			}
+			if ev.Apply != nil {
+				if ev.Fresh && l.stale {
+					row, err := tx.q.GetDeployment(ctx, pgID(ev.DeploymentID))
+					if err != nil {
+						return err
+					}
+					l.d = deploymentFromRow(row)
+				}
+				if err := ev.Apply(tx, l.d); err != nil {
+					return err
+				}
+				l.stale = true
+			}
+			l.seq, l.advanced = ev.Seq, true
+			out[i].Committed = ev.Seq
 		}
-		if ev.Apply != nil {
-			d, err := tx.q.GetDeployment(ctx, pgID(ev.DeploymentID))
-			if err != nil {
+		for _, l := range order {
+			if !l.advanced {
+				continue
+			}
+			if err := tx.q.AdvanceDeploymentSeq(ctx, dbsqlc.AdvanceDeploymentSeqParams{
+				ID: pgID(l.d.ID), AgentSeq: l.seq, LogBytes: l.logBytes, LogTruncated: l.trunc,
+			}); err != nil {
 				return err
 			}
-			if err := ev.Apply(tx, deploymentFromRow(d)); err != nil {
-				return err
-			}
 		}
-		committed = ev.Seq
-		return tx.q.AdvanceDeploymentSeq(ctx, dbsqlc.AdvanceDeploymentSeqParams{
-			ID: pgID(ev.DeploymentID), AgentSeq: ev.Seq, LogBytes: logBytes, LogTruncated: truncated,
-		})
+		return nil
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, false, fmt.Errorf("commit job event: %w", ErrNotFound)
+		return nil, fmt.Errorf("commit job event: %w", ErrNotFound)
 	}
-	if err != nil && !errors.Is(err, ErrSeqGap) {
-		return 0, false, mapErr("commit job event", err)
+	if err != nil {
+		return nil, mapErr("commit job event", err)
 	}
-	return committed, dup, err
+	return out, nil
 }
 
 // DeploymentLogs returns up to limit chunks numbered after after, in order.
@@ -166,4 +235,14 @@ func (s *Store) RecordWebhookDelivery(ctx context.Context, appID ID, provider, d
 // SetWebhookDeliveryDeployment links a delivery to the deployment it made.
 func (s *Store) SetWebhookDeliveryDeployment(ctx context.Context, id, deploymentID ID) error {
 	return mapErr("set webhook delivery deployment", s.q.SetWebhookDeliveryDeployment(ctx, dbsqlc.SetWebhookDeliveryDeploymentParams{ID: pgID(id), DeploymentID: pgID(deploymentID)}))
+}
+
+// DeploymentServer returns the server whose agent runs deployment id:
+// its app's server.
+func (s *Store) DeploymentServer(ctx context.Context, id ID) (ID, error) {
+	sid, err := s.q.GetDeploymentServer(ctx, pgID(id))
+	if err != nil {
+		return ID{}, mapErr("get deployment server", err)
+	}
+	return fromPG(sid), nil
 }
