@@ -41,27 +41,7 @@ git -C "$work/repo" -c user.name=b -c user.email=b@example.com commit -q -m benc
 printf 'date +%%s%%N >> %s\n' "$work/marks" > "$work/deploy.sh"
 "$BIN/berth" app create benchapp --server bench --repo "$work/repo" --path "$work/srv/benchapp" --user "$(id -un)" \
   --deploy-script "$work/deploy.sh" --keep 2 >/dev/null
-"$BIN/berth" deploy benchapp --follow >/dev/null 2>&1 # warm the mirror like any later deploy
-: > "$work/marks"
-: > "$work/deploy.ns"
-for i in $(seq 1 "$N"); do
-  t0=$(now)
-  "$BIN/berth" deploy benchapp --follow >/dev/null 2>&1
-  t1=$(sed -n "${i}p" "$work/marks")
-  echo $((t1 - t0)) >> "$work/deploy.ns"
-done
-
-# The same with the commit pinned (a webhook's push, a redeploy): the
-# mirror already holds it, so the agent skips the fetch.
 sha=$(git -C "$work/repo" rev-parse HEAD)
-: > "$work/marks"
-: > "$work/pinned.ns"
-for i in $(seq 1 "$N"); do
-  t0=$(now)
-  "$BIN/berth" deploy benchapp --commit "$sha" --follow >/dev/null 2>&1
-  t1=$(sed -n "${i}p" "$work/marks")
-  echo $((t1 - t0)) >> "$work/pinned.ns"
-done
 
 # sshd on a loopback port with a throwaway key.
 ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
@@ -84,14 +64,45 @@ mkdir -p /run/sshd
 pids+=($!)
 for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/27022) 2>/dev/null && break; sleep 0.1; done
 sshopts=(-i "$work/id" -p 27022 -o StrictHostKeyChecking=no -o UserKnownHostsFile="$work/known_hosts" -o BatchMode=yes -o LogLevel=ERROR)
+ssh "${sshopts[@]}" -o ControlMaster=yes -o ControlPath="$work/cm" -o ControlPersist=900 -fN "$(id -un)@127.0.0.1"
+
+# One run of each path in turn, so that a machine that speeds up or slows
+# down during the benchmark (a shared VM does) weighs on all of them alike.
+# The deploy script's first command stamps the time into a fresh file.
+deploy_once() { # deploy_once OUT [berth deploy flags...]
+  local out=$1
+  shift
+  : > "$work/marks"
+  local t0
+  t0=$(now)
+  "$BIN/berth" deploy benchapp "$@" --follow >/dev/null 2>&1
+  echo $(($(head -n1 "$work/marks") - t0)) >> "$out"
+}
+ssh_once() { # ssh_once OUT [ssh options...]
+  local out=$1
+  shift
+  local t0 t1
+  t0=$(now)
+  t1=$(ssh "${sshopts[@]}" "$@" "$(id -un)@127.0.0.1" 'date +%s%N')
+  echo $((t1 - t0)) >> "$out"
+}
+# Warm-up, unmeasured: the first deploy clones the mirror.
+deploy_once "$work/warm.ns"
+deploy_once "$work/warm.ns" --commit "$sha"
+ssh_once "$work/warm.ns"
+ssh_once "$work/warm.ns" -o ControlPath="$work/cm"
+: > "$work/deploy.ns"
+: > "$work/pinned.ns"
 : > "$work/fresh.ns"
-for _ in $(seq 1 "$N"); do
-  t0=$(now); t1=$(ssh "${sshopts[@]}" "$(id -un)@127.0.0.1" 'date +%s%N'); echo $((t1 - t0)) >> "$work/fresh.ns"
-done
-ssh "${sshopts[@]}" -o ControlMaster=yes -o ControlPath="$work/cm" -o ControlPersist=60 -fN "$(id -un)@127.0.0.1"
 : > "$work/cm.ns"
 for _ in $(seq 1 "$N"); do
-  t0=$(now); t1=$(ssh "${sshopts[@]}" -o ControlPath="$work/cm" "$(id -un)@127.0.0.1" 'date +%s%N'); echo $((t1 - t0)) >> "$work/cm.ns"
+  # The branch head: queue, dispatch, git fetch, checkout, .env.
+  deploy_once "$work/deploy.ns"
+  # The commit pinned (a webhook's push, a redeploy): the mirror already
+  # holds it, so the agent skips the fetch.
+  deploy_once "$work/pinned.ns" --commit "$sha"
+  ssh_once "$work/fresh.ns"
+  ssh_once "$work/cm.ns" -o ControlPath="$work/cm"
 done
 ssh "${sshopts[@]}" -o ControlPath="$work/cm" -O exit "$(id -un)@127.0.0.1" 2>/dev/null || true
 
@@ -100,9 +111,9 @@ echo "## Deploy dispatch latency"
 echo
 echo "\`BENCH_DEPLOY_RUNS=$N scripts/deploy-bench.sh\`: a real controller and agent on this machine; from"
 echo "invoking \`berth deploy\` to the deploy script's first line (stamped by the script), against one"
-echo "command over \`ssh\` to a loopback sshd. The deploy includes queueing, dispatch over the agent's"
-echo "stream, the git fetch of the branch from the repository (a local path here), checkout into a new"
-echo "release and .env. On this machine (a Firecracker VM) starting any process costs 6-10 ms and the"
+echo "command over \`ssh\` to a loopback sshd; the four paths take turns, one run each per round. The"
+echo "deploy includes queueing, dispatch over the agent's stream, the git fetch of the branch from the"
+echo "repository (a local path here), checkout into a new release and .env. On this machine (a Firecracker VM) starting any process costs 6-10 ms and the"
 echo "\`berth\` CLI itself about 30 ms before its first RPC; the script's first line (\`date\`) is one more."
 echo
 echo "| path ($N runs each) | p50 | p99 |"
@@ -111,6 +122,11 @@ echo "| \`berth deploy\` to the deploy script's first line (queue, dispatch, fet
 echo "| \`berth deploy --commit SHA\` (in the mirror already: no fetch) to the script's first line | $(pct "$work/pinned.ns" 50) ms | $(pct "$work/pinned.ns" 99) ms |"
 echo "| \`ssh localhost CMD\`, fresh connection | $(pct "$work/fresh.ns" 50) ms | $(pct "$work/fresh.ns" 99) ms |"
 echo "| \`ssh localhost CMD\` over an open ControlMaster | $(pct "$work/cm.ns" 50) ms | $(pct "$work/cm.ns" 99) ms |"
+# ratio A B: how many times B's p50 is A's.
+ratio() { awk -v a="$(pct "$1" 50)" -v b="$(pct "$2" 50)" 'BEGIN { printf "%.1fx", b / a }'; }
+echo
+echo "At p50 a fresh ssh takes $(ratio "$work/deploy.ns" "$work/fresh.ns") as long as \`berth deploy\` of the branch head and"
+echo "$(ratio "$work/pinned.ns" "$work/fresh.ns") as long as a pinned one; an open ControlMaster $(ratio "$work/deploy.ns" "$work/cm.ns") and $(ratio "$work/pinned.ns" "$work/cm.ns")."
 # sshd runs the command through the user's shell, which reads ~/.bashrc;
 # the agent's bash does not. Say what that costs here.
 if [ -f "$HOME/.bashrc" ]; then

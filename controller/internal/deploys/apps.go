@@ -36,7 +36,7 @@ func (s *Service) AddGitCredential(ctx context.Context, pr *auth.Principal, peer
 		return store.GitCredential{}, err
 	}
 	p.Name = strings.ToLower(strings.TrimSpace(p.Name))
-	if !nameRE.MatchString(p.Name) {
+	if !validName(p.Name) {
 		return store.GitCredential{}, fmt.Errorf("%w: credential name must be a lowercase slug of 1-63 letters, digits, '.', '_' or '-'", ErrInvalid)
 	}
 	cp := store.CreateGitCredentialParams{Name: p.Name, Kind: p.Kind}
@@ -165,7 +165,7 @@ func (s *Service) CreateApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 	}
 	a := p.AppSettings
 	a.Name = strings.ToLower(strings.TrimSpace(a.Name))
-	if !nameRE.MatchString(a.Name) {
+	if !validName(a.Name) {
 		return store.App{}, fmt.Errorf("%w: app name must be a lowercase slug of 1-63 letters, digits, '.', '_' or '-'", ErrInvalid)
 	}
 	if reservedAppNames[a.Name] {
@@ -227,7 +227,7 @@ func validateApp(a *store.AppSettings) error {
 	if a.DeployPath != "" && (!path.IsAbs(a.DeployPath) || path.Clean(a.DeployPath) != a.DeployPath || a.DeployPath == "/") {
 		return fmt.Errorf("%w: --path must be a clean absolute path below /", ErrInvalid)
 	}
-	if a.RunAsUser != "" && !runAsRE.MatchString(a.RunAsUser) {
+	if a.RunAsUser != "" && (len(a.RunAsUser) > 32 || !runAsRE.MatchString(a.RunAsUser)) {
 		return fmt.Errorf("%w: --user must be a system user name", ErrInvalid)
 	}
 	if len(a.DeployScript) > 256<<10 {

@@ -13,9 +13,13 @@ import (
 )
 
 var (
-	runAsRE  = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
-	commitRE = regexp.MustCompile(`^[0-9a-f]{4,64}$`)
+	// Lengths are checked apart (see validName).
+	runAsRE  = regexp.MustCompile(`^[a-z_][a-z0-9_-]*$`)
+	commitRE = regexp.MustCompile(`^[0-9a-f]*$`)
 )
+
+// validCommit: a hex commit id, abbreviated down to 4 digits.
+func validCommit(s string) bool { return len(s) >= 4 && len(s) <= 64 && commitRE.MatchString(s) }
 
 // Queued is a new deployment and the unfinished ones of its app ahead of it.
 type Queued struct {
@@ -41,7 +45,7 @@ func (s *Service) Deploy(ctx context.Context, pr *auth.Principal, peer Peer, p D
 		return Queued{}, err
 	}
 	p.Commit = strings.ToLower(strings.TrimSpace(p.Commit))
-	if p.Commit != "" && !commitRE.MatchString(p.Commit) {
+	if p.Commit != "" && !validCommit(p.Commit) {
 		return Queued{}, fmt.Errorf("%w: --commit must be a hex SHA (4-64 characters)", ErrInvalid)
 	}
 	a, err := s.ResolveApp(ctx, p.App)
@@ -74,6 +78,9 @@ func (s *Service) enqueue(ctx context.Context, pr *auth.Principal, peer Peer, a 
 	if err != nil {
 		return Queued{}, err
 	}
+	// This controller's dispatcher starts at once, beside the audit
+	// record; the notification below wakes the other controllers.
+	s.poke()
 	changes := map[string]any{"environment": string(d.Environment), "branch": d.Branch}
 	if d.CommitSHA != nil {
 		changes["commit"] = *d.CommitSHA

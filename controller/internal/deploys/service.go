@@ -94,7 +94,12 @@ var (
 	ErrPruned = errors.New("release pruned")
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+// validName: ^[a-z0-9][a-z0-9._-]{0,62}$. The length is checked apart:
+// a counted repetition compiles into that many copies, at every start of
+// the binary, CLI included.
+func validName(s string) bool { return len(s) <= 63 && nameRE.MatchString(s) }
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 
 // require is auth.Require, the check every service shares.
 var require = auth.Require

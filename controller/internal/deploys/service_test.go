@@ -303,7 +303,83 @@ func TestJobEventsExactlyOnceAndQueue(t *testing.T) {
 	}
 }
 
+// Events that queued up on a stream are stored together: one ack per job
+// with its highest committed number (a skipped number holds the rest
+// back), the result sees the commit an earlier event of the run set, a job
+// deleted meanwhile is acknowledged, and another server's job ends the run.
+func TestJobEventsBatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	e.app(t, "shop")
+	e.app(t, "blog")
+	q1, err := e.svc.Deploy(ctx, e.admin, Peer{}, DeployParams{App: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q2, err := e.svc.Deploy(ctx, e.admin, Peer{}, DeployParams{App: "blog"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if claimed, err := e.st.ClaimQueuedDeployments(ctx, []store.ID{e.srv.ID}, 10); err != nil || len(claimed) != 2 {
+		t.Fatalf("claim: %+v %v", claimed, err)
+	}
+	a, b, gone := q1.Deployment.ID, q2.Deployment.ID, store.NewID()
+	sha := strings.Repeat("ef", 20)
+	acks, err := e.svc.JobEvents(ctx, e.srv.ID, []*agentv1.ConnectRequest{
+		output(a, 1, "one\n"),
+		output(b, 1, "x\n"),
+		{Msg: &agentv1.ConnectRequest_JobProgress{JobProgress: &agentv1.JobProgress{JobId: a.String(), Seq: 2, Step: "fetch", Commit: sha, CommitMessage: "subject"}}},
+		output(b, 3, "skipped 2\n"),
+		output(gone, 7, "late\n"),
+		{Msg: &agentv1.ConnectRequest_JobResult{JobResult: &agentv1.JobResult{JobId: a.String(), Seq: 3, Status: "succeeded", ReleasePath: "/srv/shop/releases/" + a.String()}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, ack := range acks {
+		got[ack.GetJobId()] = ack.GetSeq()
+	}
+	if len(acks) != 3 || got[a.String()] != 3 || got[b.String()] != 1 || got[gone.String()] != 7 {
+		t.Fatalf("acks = %v", got)
+	}
+	d, _ := e.st.Deployment(ctx, a)
+	if d.Status != store.DeploymentSucceeded || d.CommitSHA == nil || *d.CommitSHA != sha || d.CommitMessage == nil || *d.CommitMessage != "subject" || d.AgentSeq != 3 {
+		t.Fatalf("a after the run: %+v", d)
+	}
+	if d, _ = e.st.Deployment(ctx, b); d.Status != store.DeploymentRunning || d.AgentSeq != 1 {
+		t.Fatalf("b after the run: %+v", d)
+	}
+	// Another server's job anywhere in a run ends it, and stores nothing.
+	other, _ := e.st.CreateServer(ctx, store.CreateServerParams{Name: "web-2"})
+	if _, err := e.svc.JobEvents(ctx, other.ID, []*agentv1.ConnectRequest{output(b, 2, "y\n")}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("foreign server: %v", err)
+	}
+	if d, _ = e.st.Deployment(ctx, b); d.AgentSeq != 1 {
+		t.Fatalf("foreign event stored: seq %d", d.AgentSeq)
+	}
+}
+
 func toJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+func TestNameAndCommitBounds(t *testing.T) {
+	for s, want := range map[string]bool{
+		"a": true, strings.Repeat("a", 63): true, strings.Repeat("a", 64): false, "": false,
+		"-a": false, "a.b_c-d": true, "A": false,
+	} {
+		if validName(s) != want {
+			t.Errorf("validName(%q) = %v", s, !want)
+		}
+	}
+	for s, want := range map[string]bool{
+		"abc": false, "abcd": true, strings.Repeat("0", 64): true, strings.Repeat("0", 65): false, "abcg": false,
+	} {
+		if validCommit(s) != want {
+			t.Errorf("validCommit(%q) = %v", s, !want)
+		}
+	}
 }

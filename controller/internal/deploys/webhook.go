@@ -131,7 +131,7 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	result := store.WebhookDeployed
 	switch {
-	case !isPush || ev.Deleted || !strings.HasPrefix(ev.Ref, "refs/heads/") || !commitRE.MatchString(commit) || strings.Trim(commit, "0") == "":
+	case !isPush || ev.Deleted || !strings.HasPrefix(ev.Ref, "refs/heads/") || !validCommit(commit) || strings.Trim(commit, "0") == "":
 		result = store.WebhookIgnoredEvent
 	case branch != a.Branch:
 		result = store.WebhookIgnoredBranch

@@ -112,7 +112,12 @@ var (
 	ErrRateLimited = errors.New("too many enrollment attempts: slow down")
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+// validName: ^[a-z0-9][a-z0-9._-]{0,62}$. The length is checked apart:
+// a counted repetition compiles into that many copies, at every start of
+// the binary, CLI included.
+func validName(s string) bool { return len(s) <= 63 && nameRE.MatchString(s) }
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 
 // Peer is where a request came from, for the audit trail.
 type Peer struct {
@@ -179,14 +184,14 @@ func (s *Service) AddServer(ctx context.Context, pr *auth.Principal, peer Peer, 
 		return AddResult{}, err
 	}
 	name = strings.ToLower(strings.TrimSpace(name))
-	if !nameRE.MatchString(name) {
+	if !validName(name) {
 		return AddResult{}, fmt.Errorf("%w: server name must be a lowercase slug of 1-63 letters, digits, '.', '_' or '-'", ErrInvalid)
 	}
 	if len(labels) > 64 {
 		return AddResult{}, fmt.Errorf("%w: at most 64 labels", ErrInvalid)
 	}
 	for k, v := range labels {
-		if !nameRE.MatchString(k) || len(v) > 255 {
+		if !validName(k) || len(v) > 255 {
 			return AddResult{}, fmt.Errorf("%w: label %q: keys are lowercase slugs, values at most 255 bytes", ErrInvalid, k)
 		}
 	}
