@@ -113,8 +113,11 @@ echo "\`BENCH_DEPLOY_RUNS=$N scripts/deploy-bench.sh\`: a real controller and ag
 echo "invoking \`berth deploy\` to the deploy script's first line (stamped by the script), against one"
 echo "command over \`ssh\` to a loopback sshd; the four paths take turns, one run each per round. The"
 echo "deploy includes queueing, dispatch over the agent's stream, the git fetch of the branch from the"
-echo "repository (a local path here), checkout into a new release and .env. On this machine (a Firecracker VM) starting any process costs 6-10 ms and the"
-echo "\`berth\` CLI itself about 30 ms before its first RPC; the script's first line (\`date\`) is one more."
+echo "repository (a local path here), checkout into a new release and .env. On this machine (a Firecracker"
+echo "VM) starting any process costs 6-10 ms (every first touch of a page traps to the hypervisor), the"
+echo "\`berth\` CLI spends about 35 ms before main and 10 ms on its TLS connection, \`git fetch\` of an"
+echo "unchanged branch is four processes (fetch, sh, upload-pack, its rev-list check) and about 40 ms, and"
+echo "\`git archive\` one more; the script's first line (\`date\`) is a process too."
 echo
 echo "| path ($N runs each) | p50 | p99 |"
 echo "|---|---|---|"
