@@ -68,10 +68,16 @@ func TestPinnedCommitFetchOnlyWhenMissing(t *testing.T) {
 		t.Errorf("commit off the branch not noted:\n%s", log)
 	}
 
-	// A commit nowhere in the repository fails the fetch step.
+	// A commit nowhere in the repository fails the fetch step, and the
+	// script's bash, started beside the fetch, runs nothing.
 	s5 := h.spec(repo)
 	s5.Commit = strings.Repeat("ab", 20)
+	marker := filepath.Join(t.TempDir(), "ran")
+	s5.DeployScript = "touch " + marker + "\n"
 	res = h.run(s5)
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Errorf("the script ran for a deploy that failed its fetch: %v", err)
+	}
 	if res.Status != StatusFailed || res.FailedStep != StepFetch || !strings.Contains(res.Error, "not found") {
 		t.Errorf("unknown commit: %+v", res)
 	}

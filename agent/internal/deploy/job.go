@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 )
@@ -100,6 +99,10 @@ func (j *job) step(ctx context.Context, name string, res *Result, fn func() erro
 func (j *job) deploy(ctx context.Context, res *Result) error {
 	release := releasePath(j.spec.DeployPath, j.id)
 	res.ReleasePath = release
+	// bash starts now and waits for the script: its start-up overlaps
+	// the fetch and checkout instead of following them.
+	sh := j.startShell(ctx, release)
+	defer sh.discard()
 	var u *unpack
 	if err := j.step(ctx, StepFetch, res, func() (err error) { u, err = j.fetch(ctx, release, res); return err }); err != nil {
 		if u != nil {
@@ -145,7 +148,7 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 		return err
 	}
 	scriptStarted := func() { time.AfterFunc(describeDelay, describe) }
-	err := j.step(ctx, StepBuild, res, func() error { return j.runScript(ctx, release, res.Commit, scriptStarted) })
+	err := j.step(ctx, StepBuild, res, func() error { return sh.run(res.Commit, scriptStarted) })
 	describe()
 	if err != nil {
 		return err
@@ -304,48 +307,6 @@ func (j *job) userEnv(release, commit string) []string {
 		env = append(env, k+"="+v)
 	}
 	return env
-}
-
-// runScript runs the deploy script with bash in the release. The script
-// reaches bash through a pipe on fd 3, not argv (ps would show it) and
-// not a file (the app user could not read the agent's private dir).
-// started is called once the script runs (or there is none).
-func (j *job) runScript(ctx context.Context, release, commit string, started func()) error {
-	if strings.TrimSpace(j.spec.DeployScript) == "" {
-		started()
-		j.log.printf("no deploy script configured")
-		return nil
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	if j.user.cred != nil {
-		// bash opens /dev/fd/3 afresh, which checks the pipe's owner.
-		if err := r.Chown(j.user.uid, j.user.gid); err != nil {
-			r.Close()
-			w.Close()
-			return err
-		}
-	}
-	p, err := j.start(ctx, cmdSpec{
-		// Sourced from fd 3 by bash -c, which sets the umask first
-		// without another process.
-		argv: []string{"bash", "-c", ". /dev/fd/3", "deploy-script"}, dir: release,
-		env: j.userEnv(release, commit), asUser: true, extra: []*os.File{r},
-	})
-	r.Close()
-	if err != nil {
-		w.Close()
-		return err
-	}
-	go func() {
-		// bash reads the script as it runs; an early exit just ends this.
-		w.WriteString(j.spec.DeployScript)
-		w.Close()
-	}()
-	started()
-	return p.wait()
 }
 
 var errHealthTimeout = errors.New("health check timed out")

@@ -191,19 +191,13 @@ func (j *job) start(ctx context.Context, c cmdSpec) (*proc, error) {
 		w.Close()
 	}
 	pgid := cmd.Process.Pid
+	p.untracked = true
 	if c.background {
 		// Best effort: at worst it competes like any other process.
 		syscall.Setpriority(syscall.PRIO_PROCESS, pgid, 19)
 	}
-	p.untracked = c.untracked
 	if !c.untracked {
-		// Not worth a wait for the disk: the group matters to Recover
-		// after the agent alone died, when the page cache still holds the
-		// file; a power cut ends the processes too.
-		start, _ := procStartTime(pgid)
-		if err := j.writeState(func(s *jobState) { s.PGID, s.PGIDStart, s.BootID = pgid, start, bootID() }, false); err != nil {
-			j.e.log.Error("journal state", "job", j.id, "err", err)
-		}
+		p.track()
 	}
 	for i, r := range p.rfiles {
 		p.readers.Add(1)
@@ -229,6 +223,20 @@ func (j *job) start(ctx context.Context, c cmdSpec) (*proc, error) {
 		}
 	}()
 	return p, nil
+}
+
+// track journals p's process group as the job's, for Recover to end if the
+// agent dies; wait forgets it.
+func (p *proc) track() {
+	// Not worth a wait for the disk: the group matters to Recover after
+	// the agent alone died, when the page cache still holds the file; a
+	// power cut ends the processes too.
+	pgid := p.cmd.Process.Pid
+	start, _ := procStartTime(pgid)
+	if err := p.j.writeState(func(s *jobState) { s.PGID, s.PGIDStart, s.BootID = pgid, start, bootID() }, false); err != nil {
+		p.j.e.log.Error("journal state", "job", p.j.id, "err", err)
+	}
+	p.untracked = false
 }
 
 // wait waits for the process, then ends what it left running in its group

@@ -22,9 +22,9 @@ const (
 	MaxBatchSamples = 500
 	maxClockSkew    = 10 * time.Minute
 	helloTimeout    = 15 * time.Second
-	// recvQueue messages wait for the handler; up to maxJobBatch job
-	// events of them are stored in one transaction (each batch queues
-	// about one ack per job, well within sendQueue).
+	// Up to recvQueue job events (64 KiB of output at most each) wait for
+	// the handler; up to maxJobBatch of them are stored in one transaction
+	// (each batch queues about one ack per job, well within sendQueue).
 	recvQueue   = 32
 	maxJobBatch = 32
 )
@@ -93,10 +93,13 @@ func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
 
 	// One goroutine receives, another handles: job events that arrive
 	// while earlier ones are being stored queue up here and are stored
-	// together (see handleJobEvents). The queue is short, so a slow
-	// database still pushes back on the agent through flow control.
+	// together (see handleJobEvents). Anything else is handled before the
+	// next receive, as if there were one goroutine: metrics batches are
+	// large, and an agent whose batches wait must feel gRPC's flow
+	// control, not fill the controller's memory.
 	recvErr := make(chan error, 2)
 	in := make(chan *agentv1.ConnectRequest, recvQueue)
+	handled := make(chan struct{})
 	go func() {
 		defer close(in)
 		for {
@@ -109,6 +112,13 @@ func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
 			case in <- m:
 			case <-ctx.Done():
 				return
+			}
+			if !isJobEvent(m) {
+				select {
+				case <-handled:
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
 	}()
@@ -145,6 +155,9 @@ func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
 				err = s.handleJobEvents(ctx, c, batch)
 			} else {
 				err = s.handle(ctx, c, peer, m)
+				if err == nil {
+					handled <- struct{}{} // the receiver waits for this
+				}
 			}
 			if err != nil {
 				recvErr <- err
