@@ -199,22 +199,39 @@ func (j *job) resolved(sha string, res *Result) error {
 // description is what the UI shows of the deployed commit beyond its id.
 type description struct {
 	done     chan struct{}
+	cancel   context.CancelFunc
 	msg      string
 	onBranch bool
+}
+
+// describeWait bounds how long a finished deploy waits for its
+// description: at the lowest priority on a saturated server the queries
+// may crawl, and the result goes out without the subject rather than late.
+const describeWait = 2 * time.Second
+
+// wait returns once the description is done or, after describeWait,
+// stopped unfinished.
+func (d *description) wait() {
+	select {
+	case <-d.done:
+	case <-time.After(describeWait):
+		d.cancel()
+		<-d.done
+	}
 }
 
 // describe asks git for the commit's subject and, for a pinned commit,
 // whether it is on the app's branch: two read-only queries the deploy
 // script does not need, run side by side in the background at the lowest
-// CPU priority and bounded by a minute of their own. When they are done
-// the subject goes to the controller, and a commit off the branch is
-// noted in the log.
+// CPU priority and bounded by a minute of their own (a finished deploy
+// waits for them at most describeWait). When they are done the subject
+// goes to the controller, and a commit off the branch is noted in the log.
 func (j *job) describe(ctx context.Context, sha string) *description {
 	d := &description{done: make(chan struct{}), onBranch: true}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	ctx, d.cancel = context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	go func() {
 		defer close(d.done)
-		defer cancel()
+		defer d.cancel()
 		m := j.mirrorPath()
 		bg := cmdSpec{stderr: io.Discard, background: true}
 		branch := make(chan bool, 1)
@@ -234,7 +251,7 @@ func (j *job) describe(ctx context.Context, sha string) *description {
 			// but deploy it: the controller asked for it.
 			j.log.printf("[berth] note: commit %s is not on branch %s", sha, j.spec.Branch)
 		}
-		if err != nil || msg == "" {
+		if err != nil || msg == "" || ctx.Err() != nil {
 			return
 		}
 		d.msg = msg

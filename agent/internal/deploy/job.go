@@ -121,7 +121,7 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 	describe := func() { descOnce.Do(func() { desc = j.describe(ctx, res.Commit) }) }
 	defer func() {
 		describe()
-		<-desc.done
+		desc.wait()
 		res.CommitMessage = desc.msg
 	}()
 	if err := j.step(ctx, StepCheckout, res, func() error { return u.wait() }); err != nil {
