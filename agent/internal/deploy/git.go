@@ -73,18 +73,8 @@ func (j *job) git(ctx context.Context, args ...string) error {
 	})
 }
 
-// gitOutput runs git and returns its stdout; stderr goes to the log.
-func (j *job) gitOutput(ctx context.Context, args ...string) (string, error) {
-	return j.gitQuery(ctx, nil, args...)
-}
-
-// gitQuery runs git and returns its stdout; stderr goes to stderr, or to
-// the log if that is nil.
-func (j *job) gitQuery(ctx context.Context, stderr io.Writer, args ...string) (string, error) {
-	return j.gitRead(ctx, cmdSpec{stderr: stderr}, args...)
-}
-
-// gitRead runs a read-only git query shaped by c and returns its stdout.
+// gitRead runs a read-only git query shaped by c (its stderr goes to the
+// log unless c says otherwise) and returns its stdout.
 func (j *job) gitRead(ctx context.Context, c cmdSpec, args ...string) (string, error) {
 	env, err := j.gitEnv()
 	if err != nil {
@@ -142,7 +132,7 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 			}
 			// Only a mirror git no longer recognises is cloned again; a
 			// remote that refuses or cannot be reached is the error.
-			if _, derr := j.gitOutput(ctx, "--git-dir", m, "rev-parse", "--git-dir"); derr == nil || ctx.Err() != nil {
+			if _, derr := j.gitRead(ctx, cmdSpec{}, "--git-dir", m, "rev-parse", "--git-dir"); derr == nil || ctx.Err() != nil {
 				return nil, err
 			}
 			j.log.printf("[berth] the cached mirror is damaged; cloning again")
@@ -174,7 +164,7 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 		}
 		// Only a revision git cannot name is "not found"; anything else
 		// (a full disk, a broken mirror) is git's own error.
-		if _, rerr := j.gitQuery(ctx, io.Discard, "--git-dir", m, "rev-parse", "--verify", "--quiet", "--end-of-options", rev+"^{commit}"); rerr == nil {
+		if _, rerr := j.gitRead(ctx, cmdSpec{stderr: io.Discard}, "--git-dir", m, "rev-parse", "--verify", "--quiet", "--end-of-options", rev+"^{commit}"); rerr == nil {
 			u.logStderr()
 			return nil, err
 		}

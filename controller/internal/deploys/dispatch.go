@@ -136,15 +136,6 @@ func (s *Service) AgentConnected(ctx context.Context, serverID store.ID) {
 	s.poke()
 }
 
-// JobEvent stores one numbered job event; see JobEvents.
-func (s *Service) JobEvent(ctx context.Context, serverID store.ID, m *agentv1.ConnectRequest) (*agentv1.JobAck, error) {
-	acks, err := s.JobEvents(ctx, serverID, []*agentv1.ConnectRequest{m})
-	if err != nil || len(acks) == 0 {
-		return nil, err
-	}
-	return acks[0], nil
-}
-
 // JobEvents stores a run of job events from serverID's agent, in one
 // transaction, and returns one ack per job: the highest number committed.
 // A job whose events skip a number gets no ack for the skipped ones (the

@@ -219,11 +219,14 @@ func TestJobEventsExactlyOnceAndQueue(t *testing.T) {
 
 	ack := func(m *agentv1.ConnectRequest) *agentv1.JobAck {
 		t.Helper()
-		a, err := e.svc.JobEvent(ctx, e.srv.ID, m)
-		if err != nil {
-			t.Fatal(err)
+		acks, err := e.svc.JobEvents(ctx, e.srv.ID, []*agentv1.ConnectRequest{m})
+		if err != nil || len(acks) > 1 {
+			t.Fatal(acks, err)
 		}
-		return a
+		if len(acks) == 0 {
+			return nil
+		}
+		return acks[0]
 	}
 	if a := ack(output(id, 1, "hello\n")); a.GetSeq() != 1 {
 		t.Fatalf("ack %v", a)
@@ -242,7 +245,7 @@ func TestJobEventsExactlyOnceAndQueue(t *testing.T) {
 	}
 	// Another server cannot report on this job.
 	other, _ := e.st.CreateServer(ctx, store.CreateServerParams{Name: "web-2"})
-	if _, err := e.svc.JobEvent(ctx, other.ID, output(id, 3, "x")); !errors.Is(err, ErrInvalid) {
+	if _, err := e.svc.JobEvents(ctx, other.ID, []*agentv1.ConnectRequest{output(id, 3, "x")}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("foreign server: %v", err)
 	}
 	ack(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_JobResult{JobResult: &agentv1.JobResult{

@@ -212,6 +212,8 @@ func recvWithin(stream connectStream, d time.Duration) (*agentv1.ConnectRequest,
 	}
 }
 
+// handle applies one message that is not a job event (those go to
+// handleJobEvents, in runs).
 func (s *Service) handle(ctx context.Context, c *conn, peer Peer, m *agentv1.ConnectRequest) error {
 	switch msg := m.Msg.(type) {
 	case *agentv1.ConnectRequest_Heartbeat:
@@ -238,8 +240,6 @@ func (s *Service) handle(ctx context.Context, c *conn, peer Peer, m *agentv1.Con
 		}
 		s.security(ctx, "certificate.issued", store.SeverityInfo, &c.serverID, nil, peer, map[string]any{"serial": issued.SerialHex, "reason": "renew"})
 		return s.queue(c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_Renew{Renew: &agentv1.RenewResponse{CertificateDer: issued.DER}}})
-	case *agentv1.ConnectRequest_JobOutput, *agentv1.ConnectRequest_JobProgress, *agentv1.ConnectRequest_JobResult:
-		return s.handleJobEvents(ctx, c, []*agentv1.ConnectRequest{m})
 	case *agentv1.ConnectRequest_Hello:
 		return fmt.Errorf("%w: hello sent twice", ErrProtocol)
 	default:

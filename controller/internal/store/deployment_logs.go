@@ -53,33 +53,16 @@ type JobEventOutcome struct {
 	// Dup: numbered at or below the committed number; nothing changed.
 	Dup bool
 	// Gap: numbered past the next one; nothing stored, and the agent
-	// re-sends from the last acknowledged number (see ErrSeqGap).
+	// re-sends from the last acknowledged number.
 	Gap bool
 }
 
-// ErrSeqGap: an event arrived before the ones numbered below it; nothing
-// was stored and the agent re-sends from the last acknowledged number.
-var ErrSeqGap = errors.New("job event out of order")
-
-// CommitJobEvent stores an event exactly once: under the deployment's row
-// lock, an event numbered at or below the committed number is a duplicate
-// (dup true, nothing changes); the next number is stored and becomes the
-// committed number; a later one is ErrSeqGap. logCap 0 is DefaultLogCap.
-// It returns the committed number after the call.
-func (s *Store) CommitJobEvent(ctx context.Context, ev JobEvent, logCap int64) (committed int64, dup bool, err error) {
-	out, err := s.CommitJobEvents(ctx, []JobEvent{ev}, logCap)
-	if err != nil {
-		return 0, false, err
-	}
-	if out[0].Gap {
-		return out[0].Committed, false, fmt.Errorf("%w: got %d after %d", ErrSeqGap, ev.Seq, out[0].Committed)
-	}
-	return out[0].Committed, out[0].Dup, nil
-}
-
 // CommitJobEvents stores a run of events, for one deployment or several,
-// in one transaction: each exactly once, as CommitJobEvent does, in the
-// order given. An agent streams its events one by one, and one
+// in one transaction, in the order given, each exactly once: under the
+// deployment's row lock an event numbered at or below the committed
+// number is a duplicate (nothing changes), the next number is stored and
+// becomes the committed number, and a later one is a gap (nothing stored).
+// logCap 0 is DefaultLogCap. An agent streams its events one by one, and one
 // transaction (one wait for the disk) per event would make the database
 // the slowest part of a deploy; events that queued up while the previous
 // ones were stored commit together. Any error rolls back the whole run.

@@ -18,33 +18,41 @@ func TestCommitJobEventExactlyOnceAndCapped(t *testing.T) {
 	srv := rawServer(t, e.db, "web-1")
 	d := e.deployTo(t, srv, "shop", store.DeploymentRunning)
 
-	commit := func(seq int64, data string) (int64, bool, error) {
-		return e.st.CommitJobEvent(ctx, store.JobEvent{DeploymentID: d.ID, Seq: seq, Step: "build", Data: []byte(data)}, 10)
+	commitOne := func(ev store.JobEvent) (store.JobEventOutcome, error) {
+		ev.DeploymentID = d.ID
+		out, err := e.st.CommitJobEvents(ctx, []store.JobEvent{ev}, 10)
+		if err != nil {
+			return store.JobEventOutcome{}, err
+		}
+		return out[0], nil
 	}
-	if n, dup, err := commit(1, "hello"); err != nil || dup || n != 1 {
-		t.Fatalf("first: %d %v %v", n, dup, err)
+	commit := func(seq int64, data string) (store.JobEventOutcome, error) {
+		return commitOne(store.JobEvent{Seq: seq, Step: "build", Data: []byte(data)})
+	}
+	if o, err := commit(1, "hello"); err != nil || o != (store.JobEventOutcome{Committed: 1}) {
+		t.Fatalf("first: %+v %v", o, err)
 	}
 	// A replay stores nothing.
-	if n, dup, err := commit(1, "hello"); err != nil || !dup || n != 1 {
-		t.Fatalf("replay: %d %v %v", n, dup, err)
+	if o, err := commit(1, "hello"); err != nil || o != (store.JobEventOutcome{Committed: 1, Dup: true}) {
+		t.Fatalf("replay: %+v %v", o, err)
 	}
 	// A gap is refused and changes nothing.
-	if _, _, err := commit(3, "x"); !errors.Is(err, store.ErrSeqGap) {
-		t.Fatalf("gap: %v", err)
+	if o, err := commit(3, "x"); err != nil || o != (store.JobEventOutcome{Committed: 1, Gap: true}) {
+		t.Fatalf("gap: %+v %v", o, err)
 	}
 	// Past the cap (10 bytes): cut, marker, then nothing more stored.
-	if _, _, err := commit(2, "world!!"); err != nil {
-		t.Fatal(err)
+	if o, err := commit(2, "world!!"); err != nil || o.Committed != 2 {
+		t.Fatal(o, err)
 	}
-	if _, _, err := commit(3, "more"); err != nil {
-		t.Fatal(err)
+	if o, err := commit(3, "more"); err != nil || o.Committed != 3 {
+		t.Fatal(o, err)
 	}
 	applied := false
-	if _, _, err := e.st.CommitJobEvent(ctx, store.JobEvent{DeploymentID: d.ID, Seq: 4, Apply: func(tx *store.Store, cur store.Deployment) error {
+	if o, err := commitOne(store.JobEvent{Seq: 4, Apply: func(tx *store.Store, cur store.Deployment) error {
 		applied = cur.ID == d.ID
 		return nil
-	}}, 10); err != nil || !applied {
-		t.Fatalf("apply: %v %v", applied, err)
+	}}); err != nil || !applied || o.Committed != 4 {
+		t.Fatalf("apply: %v %+v %v", applied, o, err)
 	}
 	chunks, err := e.st.DeploymentLogs(ctx, d.ID, 0, 0)
 	if err != nil {
@@ -94,7 +102,7 @@ func TestCommitJobEventsBatch(t *testing.T) {
 	srv := rawServer(t, e.db, "web-1")
 	d1 := e.deployTo(t, srv, "shop", store.DeploymentDispatched)
 	d2 := e.deployTo(t, srv, "blog", store.DeploymentRunning)
-	if _, _, err := e.st.CommitJobEvent(ctx, store.JobEvent{DeploymentID: d2.ID, Seq: 1, Data: []byte("a")}, 0); err != nil {
+	if _, err := e.st.CommitJobEvents(ctx, []store.JobEvent{{DeploymentID: d2.ID, Seq: 1, Data: []byte("a")}}, 0); err != nil {
 		t.Fatal(err)
 	}
 	sha := strings.Repeat("cd", 20)
