@@ -43,7 +43,7 @@ func crashHelper() {
 
 func TestAgentCrashMidJob(t *testing.T) {
 	repo := newRepo(t)
-	repo.commit("c", map[string]string{"build.sh": buildSh})
+	sha := repo.commit("c", map[string]string{"build.sh": buildSh})
 	h := newHarness(t, Config{})
 	good := h.spec(repo)
 	mustSucceed(t, h, good.DeploymentID, h.run(good))
@@ -74,7 +74,9 @@ func TestAgentCrashMidJob(t *testing.T) {
 
 	h.open(Config{})
 	res := h.wait(id)
-	if res.Status != StatusFailed || res.FailedStep != StepBuild || res.Error != "agent restarted during step build" {
+	// The state journaled step by step (in place) names the step and the
+	// commit.
+	if res.Status != StatusFailed || res.FailedStep != StepBuild || res.Error != "agent restarted during step build" || res.Commit != sha {
 		t.Errorf("result = %+v", res)
 	}
 	if h.current() != good.DeploymentID {

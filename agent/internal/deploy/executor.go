@@ -199,12 +199,13 @@ func (e *Executor) Ack(id string, seq uint64) {
 	j.events = slices.Delete(j.events, 0, n)
 	if !j.running && j.resultSeq != 0 && j.acked >= j.resultSeq {
 		delete(e.jobs, id)
+		j.closeAckedLocked()
 		if err := os.RemoveAll(j.dir); err != nil {
 			e.log.Warn("remove acked job journal", "job", id, "err", err)
 		}
 		return
 	}
-	if err := writeFileHint(filepath.Join(j.dir, ackedFile), fmt.Appendf(nil, "%d\n", j.acked), 0o600); err != nil {
+	if err := j.writeAckedLocked(); err != nil {
 		e.log.Warn("journal ack", "job", id, "err", err)
 	}
 }
@@ -257,6 +258,7 @@ func (e *Executor) Close() error {
 		if j.running {
 			j.cancel(errShutdown)
 		}
+		j.closeAckedLocked()
 	}
 	e.mu.Unlock()
 	e.wg.Wait()

@@ -70,12 +70,15 @@ type job struct {
 	resultSeq uint64
 	running   bool
 	file      *os.File // events.log while the job may append
+	ackedFile *os.File // acked, once written (see writeAckedLocked)
 	cancel    context.CancelCauseFunc
 
 	emitMu sync.Mutex // keeps journal order and Sink order the same
 
-	stateMu sync.Mutex
-	state   jobState
+	stateMu   sync.Mutex
+	state     jobState
+	stateFile *os.File // state.json, overwritten in place (see writeState)
+	stateLen  int      // its length on disk
 
 	log    *logBuffer
 	redact *redactor
@@ -129,11 +132,12 @@ func (j *job) writeJournal() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(j.dir, specFile), b, 0o600); err != nil {
+	// Written in place, not renamed into place: the job's directory is
+	// new, and Recover removes a journal whose spec does not parse (the
+	// agent died while creating it, before anything ran). The spec holds
+	// the job's first state too, so no state file is written yet.
+	if err := writeNewFile(filepath.Join(j.dir, specFile), b); err != nil {
 		return fmt.Errorf("deploy: %w", err)
-	}
-	if err := j.writeState(func(*jobState) {}, false); err != nil {
-		return err
 	}
 	f, err := os.OpenFile(filepath.Join(j.dir, eventsFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -158,6 +162,14 @@ func (j *job) saveStep(name string) error {
 	return j.writeState(func(s *jobState) { s.Step = name }, false)
 }
 
+// writeState applies change and writes the state file; sync waits for
+// the disk. A write that need not wait overwrites the file in place with
+// one pwrite, padded with spaces (JSON ignores them) to the length before:
+// creating and renaming a file costs a deploy a millisecond of metadata
+// work each time on a small VM, and a job writes its state at every step.
+// Such a write stays within a page, which a kill of the agent cannot cut
+// in half; a larger state, and every write that waits for the disk, goes
+// through a new file renamed over the old one instead.
 func (j *job) writeState(change func(*jobState), sync bool) error {
 	j.stateMu.Lock()
 	defer j.stateMu.Unlock()
@@ -166,10 +178,45 @@ func (j *job) writeState(change func(*jobState), sync bool) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFile(filepath.Join(j.dir, stateFile), b, 0o600, sync); err != nil {
+	path := filepath.Join(j.dir, stateFile)
+	if !sync && max(len(b), j.stateLen) <= inPlaceMax {
+		if j.stateFile == nil {
+			f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+			if err != nil {
+				return fmt.Errorf("deploy: journal state: %w", err)
+			}
+			fi, err := f.Stat()
+			if err != nil {
+				f.Close()
+				return fmt.Errorf("deploy: journal state: %w", err)
+			}
+			j.stateFile, j.stateLen = f, int(fi.Size())
+		}
+		if pad := j.stateLen - len(b); pad > 0 {
+			b = append(b, bytes.Repeat([]byte{' '}, pad)...)
+		}
+		if _, err := j.stateFile.WriteAt(b, 0); err != nil {
+			return fmt.Errorf("deploy: journal state: %w", err)
+		}
+		j.stateLen = len(b)
+		return nil
+	}
+	if err := writeFile(path, b, 0o600, sync); err != nil {
 		return fmt.Errorf("deploy: journal state: %w", err)
 	}
+	// The open handle, if any, names the file just replaced.
+	j.closeStateLocked()
 	return nil
+}
+
+// inPlaceMax bounds a state written in place to one page.
+const inPlaceMax = 4096
+
+func (j *job) closeStateLocked() {
+	if j.stateFile != nil {
+		j.stateFile.Close()
+		j.stateFile, j.stateLen = nil, 0
+	}
 }
 
 func (j *job) getState() jobState {
@@ -241,6 +288,10 @@ func (j *job) abandon() {
 	}
 	delete(j.e.jobs, j.id)
 	j.file.Close()
+	j.closeAckedLocked()
+	j.stateMu.Lock()
+	j.closeStateLocked()
+	j.stateMu.Unlock()
 }
 
 // Recover loads the journals left by an earlier agent process: events not
@@ -444,18 +495,47 @@ func readEvents(path string) (events []Event, good int64, err error) {
 	return events, good, nil
 }
 
-// writeFileAtomic replaces path with data: a reader (or a crash) sees the
-// old file or the new one, never half of one.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	return writeFile(path, data, perm, true)
+// writeAckedLocked records the last acked event number, with e.mu held.
+// It does not wait for the disk (a stale ack after a power cut only makes
+// the controller see events again, which it ignores by number) and is
+// written in place, fixed-width, with one pwrite that a kill of the agent
+// cannot cut in half: an ack comes with every batch of events a deploy
+// sends, and creating and renaming a file each time would hold e.mu,
+// which the deploy's next event waits for, for a millisecond.
+func (j *job) writeAckedLocked() error {
+	if j.ackedFile == nil {
+		f, err := os.OpenFile(filepath.Join(j.dir, ackedFile), os.O_WRONLY|os.O_CREATE, 0o600)
+		if err != nil {
+			return err
+		}
+		j.ackedFile = f
+	}
+	_, err := j.ackedFile.WriteAt(fmt.Appendf(nil, "%20d\n", j.acked), 0)
+	return err
 }
 
-// writeFileHint replaces path atomically without waiting for the disk:
-// for records whose loss in a power cut costs nothing (a stale ack only
-// makes the controller see events again, which it ignores by number).
-// A crash of the agent alone still leaves the old or the new file whole.
-func writeFileHint(path string, data []byte, perm os.FileMode) error {
-	return writeFile(path, data, perm, false)
+func (j *job) closeAckedLocked() {
+	if j.ackedFile != nil {
+		j.ackedFile.Close()
+		j.ackedFile = nil
+	}
+}
+
+// writeNewFile creates path, which must not exist, with data, mode 0600,
+// and waits for the disk.
+func writeNewFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func writeFile(path string, data []byte, perm os.FileMode, sync bool) error {

@@ -1,9 +1,11 @@
 package deploy
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -100,4 +102,66 @@ func TestSecondExecutorRefused(t *testing.T) {
 	if _, err := New(Config{DataDir: h.data}); err == nil {
 		t.Error("a second executor on the same data dir was allowed")
 	}
+}
+
+// The state file is overwritten in place while it fits in a page: a
+// shorter state leaves the file's length and pads with spaces, which JSON
+// reads past; a state past a page, or one that waits for the disk, is
+// renamed into place (a new inode), and in-place writes go on after it.
+func TestWriteStateInPlace(t *testing.T) {
+	dir := t.TempDir()
+	j := &job{dir: dir}
+	path := filepath.Join(dir, stateFile)
+	read := func() (jobState, int, uint64) {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st jobState
+		if err := json.Unmarshal(b, &st); err != nil {
+			t.Fatalf("state %q: %v", b, err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st, len(b), fi.Sys().(*syscall.Stat_t).Ino
+	}
+	long := strings.Repeat("x", 300)
+	if err := j.writeState(func(s *jobState) { s.Step, s.Release = StepBuild, long }, false); err != nil {
+		t.Fatal(err)
+	}
+	st, n1, ino1 := read()
+	if st.Release != long || st.Step != StepBuild {
+		t.Fatalf("state = %+v", st)
+	}
+	if err := j.writeState(func(s *jobState) { s.Release = "" }, false); err != nil {
+		t.Fatal(err)
+	}
+	st, n2, ino2 := read()
+	if st.Release != "" || st.Step != StepBuild || n2 != n1 || ino2 != ino1 {
+		t.Fatalf("after a shorter state: %+v, %d bytes (was %d), inode %d (was %d)", st, n2, n1, ino2, ino1)
+	}
+	// Past a page: renamed into place, whole.
+	huge := strings.Repeat("y", inPlaceMax)
+	if err := j.writeState(func(s *jobState) { s.PrevTarget = huge }, false); err != nil {
+		t.Fatal(err)
+	}
+	st, _, ino3 := read()
+	if st.PrevTarget != huge || ino3 == ino1 {
+		t.Fatalf("large state: %d bytes of prev_target, inode %d (in place: %d)", len(st.PrevTarget), ino3, ino1)
+	}
+	// Waiting for the disk: renamed too; the next hint goes to the new file.
+	if err := j.writeState(func(s *jobState) { s.PrevTarget, s.Activated = "p", true }, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.writeState(func(s *jobState) { s.Step = StepReload }, false); err != nil {
+		t.Fatal(err)
+	}
+	st, _, _ = read()
+	if !st.Activated || st.PrevTarget != "p" || st.Step != StepReload {
+		t.Fatalf("after a synced state and a hint: %+v", st)
+	}
+	j.closeStateLocked()
 }
