@@ -3,6 +3,8 @@ package deploy
 import (
 	"archive/tar"
 	"bytes"
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,7 +106,7 @@ func TestUnpackNeedsACommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	tree := gitT(t, repo.work, "rev-parse", "HEAD^{tree}")
-	u := j.startUnpack(t.Context(), tree, release)
+	u := j.startUnpack(t.Context(), tree, release, false)
 	if sha, err := u.commitID(); err == nil || !strings.Contains(err.Error(), "is not a commit") {
 		t.Errorf("archive of a tree named commit %q, err %v", sha, err)
 	}
@@ -116,7 +118,7 @@ func TestUnpackNeedsACommit(t *testing.T) {
 	}
 
 	// And a commit is named before the tree is unpacked.
-	u = j.startUnpack(t.Context(), "refs/heads/main", release)
+	u = j.startUnpack(t.Context(), "refs/heads/main", release, false)
 	sha, err := u.commitID()
 	if err != nil || sha != gitT(t, repo.work, "rev-parse", "HEAD") {
 		t.Errorf("commit = %q, %v", sha, err)
@@ -233,5 +235,119 @@ func TestExtractTarStaysInside(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "d")); err != nil || fi.Mode().Perm() != 0o755 || !fi.ModTime().Equal(time.Unix(1700000000, 0)) {
 		t.Errorf("d: %v %v", fi, err)
+	}
+}
+
+// A deploy of the branch head unpacks the mirror's head beside the fetch;
+// the fetch confirming it keeps that release, and a branch that moved
+// throws it away: nothing of the old tree stays in the new release.
+func TestBranchHeadUnpackedBesideFetch(t *testing.T) {
+	repo := newRepo(t)
+	sha1 := repo.commit("one", map[string]string{"build.sh": buildSh, "v": "1", "gone": "old"})
+	h := newHarness(t, Config{})
+	s1 := h.spec(repo)
+	mustSucceed(t, h, s1.DeploymentID, h.run(s1))
+
+	for _, branch := range []string{"main", ""} { // "" is the repository's default branch
+		s := h.spec(repo)
+		s.Branch = branch
+		res := h.run(s)
+		mustSucceed(t, h, s.DeploymentID, res)
+		log := h.log(s.DeploymentID)
+		if !strings.Contains(log, "is where it was; unpacked beside the fetch") || !strings.Contains(log, "fetch --prune") {
+			t.Errorf("branch %q: unchanged head not unpacked beside the fetch:\n%s", branch, log)
+		}
+		if res.Commit != sha1 {
+			t.Errorf("branch %q: deployed %s, want %s", branch, res.Commit, sha1)
+		}
+		if b, _ := os.ReadFile(filepath.Join(h.deploy, "current", "gone")); string(b) != "old" {
+			t.Errorf("branch %q: current/gone = %q", branch, b)
+		}
+	}
+
+	gitT(t, repo.work, "rm", "-q", "gone")
+	sha2 := repo.commit("two", map[string]string{"v": "2"})
+	s := h.spec(repo)
+	res := h.run(s)
+	mustSucceed(t, h, s.DeploymentID, res)
+	if log := h.log(s.DeploymentID); strings.Contains(log, "is where it was") {
+		t.Errorf("a moved branch kept the guess:\n%s", log)
+	}
+	if res.Commit != sha2 {
+		t.Errorf("deployed %s, want %s", res.Commit, sha2)
+	}
+	if b, _ := os.ReadFile(filepath.Join(h.deploy, "current", "v")); string(b) != "2" {
+		t.Errorf("current/v = %q", b)
+	}
+	if _, err := os.Lstat(filepath.Join(h.deploy, "current", "gone")); !os.IsNotExist(err) {
+		t.Errorf("a file of the guessed tree is in the new release: %v", err)
+	}
+}
+
+func TestReadRef(t *testing.T) {
+	dir := t.TempDir()
+	a, b := strings.Repeat("a", 40), strings.Repeat("b", 64)
+	files := map[string]string{
+		"HEAD":             "ref: refs/heads/main\n",
+		"refs/heads/main":  a + "\n",
+		"refs/heads/bad":   "not an id\n",
+		"refs/heads/loop":  "ref: refs/heads/loop\n",
+		"refs/heads/up":    "ref: ../../etc\n",
+		"packed-refs":      "# pack-refs with: peeled fully-peeled sorted\n" + b + " refs/heads/packed\n^" + a + "\n" + a + " refs/tags/v1\n",
+		"refs/heads/x/y":   a + "\n",
+		"../outside":       a + "\n",
+		"refs/heads/empty": "",
+	}
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for ref, want := range map[string]string{
+		"HEAD": a, "refs/heads/main": a, "refs/heads/packed": b, "refs/tags/v1": a, "refs/heads/x/y": a,
+		"refs/heads/bad": "", "refs/heads/loop": "", "refs/heads/up": "", "refs/heads/missing": "",
+		"refs/heads/x": "", "refs/heads/empty": "", "refs/../../outside": "", "refs/heads/x/../../../../outside": "",
+		"main": "", "refs/heads/a b": "", "refs/heads/": "",
+	} {
+		if got := readRef(dir, ref); got != want {
+			t.Errorf("readRef(%q) = %q, want %q", ref, got, want)
+		}
+	}
+}
+
+// A speculative unpack reads up to its allowance, then waits for the
+// go-ahead (or its end).
+func TestHeldReader(t *testing.T) {
+	held := make(chan struct{})
+	h := &heldReader{r: strings.NewReader("0123456789abcdef"), held: held, ctx: t.Context(), left: 10}
+	buf := make([]byte, 64)
+	n, err := h.Read(buf)
+	if n != 10 || err != nil || string(buf[:n]) != "0123456789" {
+		t.Fatalf("first read: %d %v %q", n, err, buf[:n])
+	}
+	got := make(chan string, 1)
+	go func() {
+		n, _ := h.Read(buf)
+		got <- string(buf[:n])
+	}()
+	select {
+	case s := <-got:
+		t.Fatalf("read %q past the allowance before the go-ahead", s)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(held)
+	if s := <-got; s != "abcdef" {
+		t.Errorf("after the go-ahead: %q", s)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	h = &heldReader{r: strings.NewReader("0123456789"), held: make(chan struct{}), ctx: ctx, left: 0}
+	cancel()
+	if n, err := h.Read(buf); n != 0 || !errors.Is(err, context.Canceled) {
+		t.Errorf("stopped while held: %d %v", n, err)
 	}
 }

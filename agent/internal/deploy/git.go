@@ -109,7 +109,7 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 	_, err := os.Stat(filepath.Join(m, "HEAD"))
 	have := err == nil
 	if have && j.spec.Commit != "" {
-		u := j.startUnpack(ctx, rev, release)
+		u := j.startUnpack(ctx, rev, release, false)
 		if sha, err := u.commitID(); err == nil {
 			j.log.printf("commit %s is in the cached mirror; no fetch needed", sha)
 			return u, j.resolved(sha, res)
@@ -123,10 +123,33 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 			return nil, context.Cause(ctx)
 		}
 	}
+	// The branch head as the mirror has it is, most of the time, what the
+	// fetch will find (a redeploy, one for changed settings or variables):
+	// it unpacks beside the fetch, on the guess, and is kept if the fetch
+	// leaves the branch where it was. A wrong guess is thrown away, after
+	// at most speculativeBytes of files.
+	var guess *unpack
+	guessed := ""
+	if have && j.spec.Commit == "" {
+		if guessed = readRef(m, rev); guessed != "" {
+			guess = j.startUnpack(ctx, guessed, release, true)
+		}
+	}
+	dropGuess := func() error {
+		if guess == nil {
+			return nil
+		}
+		g := guess
+		guess = nil
+		return g.abort()
+	}
 	if have {
 		err := j.git(ctx, "--git-dir", m, "fetch", "--prune", "--no-auto-maintenance", "--no-write-fetch-head",
 			"--", j.spec.RepoURL, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 		if err != nil {
+			if aerr := dropGuess(); aerr != nil {
+				return nil, aerr
+			}
 			if ctx.Err() != nil {
 				return nil, err
 			}
@@ -137,6 +160,21 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 			}
 			j.log.printf("[berth] the cached mirror is damaged; cloning again")
 			have = false
+		}
+	}
+	if guess != nil {
+		if readRef(m, rev) == guessed {
+			close(guess.held)
+			if sha, err := guess.commitID(); err == nil && sha == guessed {
+				j.log.printf("%s is where it was; unpacked beside the fetch", what)
+				return guess, j.resolved(sha, res)
+			}
+		}
+		if err := dropGuess(); err != nil {
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
 		}
 	}
 	if !have {
@@ -153,7 +191,7 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 			return nil, err
 		}
 	}
-	u := j.startUnpack(ctx, rev, release)
+	u := j.startUnpack(ctx, rev, release, false)
 	sha, err := u.commitID()
 	if err != nil {
 		if aerr := u.abort(); aerr != nil {
@@ -268,14 +306,26 @@ type unpack struct {
 	stderr  bytes.Buffer // git archive's complaints, logged only if they matter
 	commit  string
 	err     error
+	// held, when set, pauses a speculative unpack after speculativeBytes
+	// until it is closed (the unpack is wanted) or the unpack is stopped.
+	held chan struct{}
 }
+
+// speculativeBytes bounds what an unpack started on a guess writes before
+// the guess is confirmed: a guess proved wrong costs at most this much.
+const speculativeBytes = 64 << 20
 
 // startUnpack creates release and unpacks rev into it. The release
 // directory is named by the job, so Recover finds it after a crash
 // without a journal entry (see settleInterrupted).
-func (j *job) startUnpack(ctx context.Context, rev, release string) *unpack {
+// A speculative unpack pauses after speculativeBytes until its held
+// channel is closed.
+func (j *job) startUnpack(ctx context.Context, rev, release string, speculative bool) *unpack {
 	uctx, cancel := context.WithCancel(ctx)
 	u := &unpack{j: j, rev: rev, release: release, cancel: cancel, named: make(chan struct{}), done: make(chan struct{})}
+	if speculative {
+		u.held = make(chan struct{})
+	}
 	go func() {
 		defer close(u.done)
 		var once sync.Once
@@ -311,7 +361,11 @@ func (u *unpack) run(ctx context.Context, name func(string)) error {
 		// Unpacked here rather than by tar as the app user: one process
 		// less on every deploy, and os.Root keeps every entry inside the
 		// release whatever names or symlinks the repository holds.
-		xerr = extractTar(r, release, j.user, name)
+		var src io.Reader = r
+		if u.held != nil {
+			src = &heldReader{r: r, held: u.held, ctx: ctx, left: speculativeBytes}
+		}
+		xerr = extractTar(src, release, j.user, name)
 	}
 	r.Close() // an early stop makes git archive end on a broken pipe
 	if xerr != nil {
@@ -483,4 +537,105 @@ func extractTar(r io.Reader, dir string, u *runAs, named func(commit string)) er
 // shellQuote quotes s for sh (GIT_SSH_COMMAND is run by a shell).
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// heldReader passes a speculative unpack's archive through until left
+// bytes are used, then waits for held to close (or ctx to end).
+type heldReader struct {
+	r    io.Reader
+	held chan struct{}
+	ctx  context.Context
+	left int64
+}
+
+func (h *heldReader) Read(p []byte) (int, error) {
+	if h.left <= 0 && h.held != nil {
+		select {
+		case <-h.held:
+			h.held = nil
+		case <-h.ctx.Done():
+			return 0, context.Cause(h.ctx)
+		}
+	}
+	if h.held != nil && int64(len(p)) > h.left {
+		p = p[:h.left]
+	}
+	n, err := h.r.Read(p)
+	h.left -= int64(n)
+	return n, err
+}
+
+// readRef is the object id ref ("HEAD" or "refs/...") names in the bare
+// repository gitDir, read from git's files (a loose ref, else
+// packed-refs) without a git process; "" when it cannot tell, which only
+// costs a deploy its head start.
+func readRef(gitDir, ref string) string {
+	for range 5 { // symbolic refs, followed a few levels
+		if !plainRefName(ref) {
+			return ""
+		}
+		b, err := os.ReadFile(filepath.Join(gitDir, filepath.FromSlash(ref)))
+		if errors.Is(err, fs.ErrNotExist) {
+			return packedRef(gitDir, ref)
+		}
+		if err != nil {
+			return ""
+		}
+		v := strings.TrimSpace(string(b))
+		if target, ok := strings.CutPrefix(v, "ref: "); ok {
+			ref = target
+			continue
+		}
+		if !isObjectID(v) {
+			return ""
+		}
+		return v
+	}
+	return ""
+}
+
+func packedRef(gitDir, ref string) string {
+	b, err := os.ReadFile(filepath.Join(gitDir, "packed-refs"))
+	if err != nil {
+		return ""
+	}
+	for line := range strings.Lines(string(b)) {
+		id, name, ok := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
+		if ok && name == ref && isObjectID(id) {
+			return id
+		}
+	}
+	return ""
+}
+
+// plainRefName admits the ref names readRef follows: HEAD and refs/...
+// with nothing that could step outside the repository or that git would
+// refuse anyway.
+func plainRefName(ref string) bool {
+	if ref == "HEAD" {
+		return true
+	}
+	if !strings.HasPrefix(ref, "refs/") || strings.HasSuffix(ref, "/") || strings.HasSuffix(ref, ".lock") ||
+		strings.Contains(ref, "..") || strings.Contains(ref, "//") || strings.Contains(ref, "/.") {
+		return false
+	}
+	for _, c := range ref {
+		if c <= ' ' || c == 0x7f || strings.ContainsRune("\\~^:?*[", c) {
+			return false
+		}
+	}
+	return true
+}
+
+// isObjectID says whether s is a full SHA-1 or SHA-256 object id.
+func isObjectID(s string) bool {
+	if len(s) != 40 && len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
