@@ -6,18 +6,28 @@
 -- Enqueues a deployment. The branch and timeout default to the app's
 -- (snapshot at enqueue). A replayed webhook delivery (same app and
 -- trigger_ref) inserts nothing and returns no row; so does an unknown app.
+-- With dispatch the deployment is created already dispatched (its
+-- deadline then counts from now, as the dispatcher's claim would set it)
+-- when the app has no unfinished deployment, and nothing is inserted when
+-- it has one; one dispatched meanwhile is a unique violation of
+-- deployments_one_active_per_app_key.
 INSERT INTO deployments (
     id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha,
-    commit_message, commit_author, release_path, rollback_from_id, timeout_seconds, deadline_at
+    commit_message, commit_author, release_path, rollback_from_id, timeout_seconds, deadline_at,
+    status, dispatched_at
 )
 SELECT sqlc.arg(id)::uuid, a.id, sqlc.narg(user_id)::uuid, sqlc.arg(triggered_by)::text, sqlc.narg(trigger_ref)::text,
        sqlc.arg(environment)::text, coalesce(sqlc.narg(branch)::text, a.branch), sqlc.narg(commit_sha)::text,
        sqlc.narg(commit_message)::text, sqlc.narg(commit_author)::text, sqlc.narg(release_path)::text, sqlc.narg(rollback_from_id)::uuid,
        coalesce(sqlc.narg(timeout_seconds)::int, a.timeout_seconds),
        coalesce(sqlc.narg(deadline_at)::timestamptz,
-                now() + coalesce(sqlc.narg(timeout_seconds)::int, a.timeout_seconds) * interval '1 second')
+                now() + coalesce(sqlc.narg(timeout_seconds)::int, a.timeout_seconds) * interval '1 second'),
+       CASE WHEN sqlc.arg(dispatch)::boolean THEN 'dispatched' ELSE 'queued' END,
+       CASE WHEN sqlc.arg(dispatch)::boolean THEN now() END
 FROM apps a
 WHERE a.id = sqlc.arg(app_id)
+  AND NOT (sqlc.arg(dispatch)::boolean AND EXISTS (
+      SELECT 1 FROM deployments x WHERE x.app_id = a.id AND x.status IN ('queued', 'dispatched', 'running')))
 ON CONFLICT (app_id, trigger_ref) WHERE triggered_by = 'webhook' DO NOTHING
 RETURNING *;
 

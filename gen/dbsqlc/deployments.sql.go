@@ -108,16 +108,21 @@ const createDeployment = `-- name: CreateDeployment :one
 
 INSERT INTO deployments (
     id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha,
-    commit_message, commit_author, release_path, rollback_from_id, timeout_seconds, deadline_at
+    commit_message, commit_author, release_path, rollback_from_id, timeout_seconds, deadline_at,
+    status, dispatched_at
 )
 SELECT $1::uuid, a.id, $2::uuid, $3::text, $4::text,
        $5::text, coalesce($6::text, a.branch), $7::text,
        $8::text, $9::text, $10::text, $11::uuid,
        coalesce($12::int, a.timeout_seconds),
        coalesce($13::timestamptz,
-                now() + coalesce($12::int, a.timeout_seconds) * interval '1 second')
+                now() + coalesce($12::int, a.timeout_seconds) * interval '1 second'),
+       CASE WHEN $14::boolean THEN 'dispatched' ELSE 'queued' END,
+       CASE WHEN $14::boolean THEN now() END
 FROM apps a
-WHERE a.id = $14
+WHERE a.id = $15
+  AND NOT ($14::boolean AND EXISTS (
+      SELECT 1 FROM deployments x WHERE x.app_id = a.id AND x.status IN ('queued', 'dispatched', 'running')))
 ON CONFLICT (app_id, trigger_ref) WHERE triggered_by = 'webhook' DO NOTHING
 RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq
 `
@@ -136,6 +141,7 @@ type CreateDeploymentParams struct {
 	RollbackFromID pgtype.UUID
 	TimeoutSeconds *int32
 	DeadlineAt     *time.Time
+	Dispatch       bool
 	AppID          pgtype.UUID
 }
 
@@ -145,6 +151,11 @@ type CreateDeploymentParams struct {
 // Enqueues a deployment. The branch and timeout default to the app's
 // (snapshot at enqueue). A replayed webhook delivery (same app and
 // trigger_ref) inserts nothing and returns no row; so does an unknown app.
+// With dispatch the deployment is created already dispatched (its
+// deadline then counts from now, as the dispatcher's claim would set it)
+// when the app has no unfinished deployment, and nothing is inserted when
+// it has one; one dispatched meanwhile is a unique violation of
+// deployments_one_active_per_app_key.
 func (q *Queries) CreateDeployment(ctx context.Context, arg CreateDeploymentParams) (Deployment, error) {
 	row := q.db.QueryRow(ctx, createDeployment,
 		arg.ID,
@@ -160,6 +171,7 @@ func (q *Queries) CreateDeployment(ctx context.Context, arg CreateDeploymentPara
 		arg.RollbackFromID,
 		arg.TimeoutSeconds,
 		arg.DeadlineAt,
+		arg.Dispatch,
 		arg.AppID,
 	)
 	var i Deployment

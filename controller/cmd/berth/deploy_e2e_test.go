@@ -333,6 +333,11 @@ func TestDeployOverHTTPS(t *testing.T) {
 	cur := e.current(t, "shop")
 	var slow deployment
 	e.mustJSON(t, &slow, "deploy", "shop")
+	// The app is idle and its agent connected here: the deployment is
+	// created dispatched and sent without the dispatcher's round.
+	if slow.Status != "dispatched" && slow.Status != "running" {
+		t.Fatalf("deploy of an idle app: %+v", slow)
+	}
 	e.waitStatus(t, "shop", slow.ID, "running")
 	waitFor(t, "the slow build to print", time.Minute, func() bool {
 		r := e.cli(t, "", "deployments", "logs", slow.ID)

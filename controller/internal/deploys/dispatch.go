@@ -48,6 +48,11 @@ func (s *Service) send(ctx context.Context, d store.Deployment) {
 		s.log.Error("dispatch: load app", "deployment", d.ID.String(), "err", err)
 		return
 	}
+	s.sendTo(ctx, a, d)
+}
+
+// sendTo is send with the deployment's app at hand.
+func (s *Service) sendTo(ctx context.Context, a store.App, d store.Deployment) {
 	start, err := s.jobStart(ctx, a, d)
 	if err != nil {
 		s.log.Error("dispatch: build job", "deployment", d.ID.String(), "err", err)

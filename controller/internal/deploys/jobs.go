@@ -74,13 +74,27 @@ func checkEnvironment(e store.Environment) (store.Environment, error) {
 }
 
 func (s *Service) enqueue(ctx context.Context, pr *auth.Principal, peer Peer, a store.App, cp store.CreateDeploymentParams, action string) (Queued, error) {
+	// An idle app whose agent has its stream here is created dispatched
+	// and sent at once, with the app in hand: the dispatcher's claim and
+	// its reload of the app are off a deploy's critical path. A busy app
+	// queues as usual.
+	cp.Dispatch = s.fleet.Hub().Holds(a.ServerID)
 	d, err := s.st.CreateDeployment(ctx, cp)
+	if errors.Is(err, store.ErrAppBusy) {
+		cp.Dispatch = false
+		d, err = s.st.CreateDeployment(ctx, cp)
+	}
 	if err != nil {
 		return Queued{}, err
 	}
-	// This controller's dispatcher starts at once, beside the audit
-	// record; the notification below wakes the other controllers.
-	s.poke()
+	if cp.Dispatch {
+		s.sendTo(ctx, a, d)
+		s.notify(ctx, "log:"+d.ID.String())
+	} else {
+		// This controller's dispatcher starts at once, beside the audit
+		// record; the notification below wakes the other controllers.
+		s.poke()
+	}
 	changes := map[string]any{"environment": string(d.Environment), "branch": d.Branch}
 	if d.CommitSHA != nil {
 		changes["commit"] = *d.CommitSHA
@@ -90,6 +104,9 @@ func (s *Service) enqueue(ctx context.Context, pr *auth.Principal, peer Peer, a 
 	}
 	if pr != nil {
 		s.activity(ctx, pr, peer, action, "deployment", d.ID, a.Name, changes)
+	}
+	if cp.Dispatch {
+		return Queued{Deployment: d}, nil // nothing ahead of it, by its creation
 	}
 	behind, err := s.ahead(ctx, d)
 	if err != nil {

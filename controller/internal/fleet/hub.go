@@ -93,6 +93,13 @@ func (h *Hub) Cut(serverID store.ID, cause error) bool {
 	return true
 }
 
+// Holds says whether the server's agent has its live stream here.
+func (h *Hub) Holds(serverID store.ID) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.conns[serverID] != nil
+}
+
 // Connected lists the servers with a live stream here.
 func (h *Hub) Connected() []store.ID {
 	h.mu.Lock()

@@ -132,10 +132,20 @@ type CreateDeploymentParams struct {
 	TimeoutSeconds int
 	// DeadlineAt bounds the wait in the queue; nil is now + the timeout.
 	DeadlineAt *time.Time
+	// Dispatch creates it dispatched rather than queued, if the app has
+	// no unfinished deployment (ErrAppBusy otherwise): for a controller
+	// that holds the app's agent and sends the job itself at once.
+	Dispatch bool
 }
 
-// CreateDeployment enqueues a deployment (status queued). ErrConflict: the
-// webhook delivery was already processed; ErrMissingParent: no such app.
+// ErrAppBusy is a deployment that was not created dispatched: the app has
+// an unfinished one (or, for a webhook, the delivery may be a replay).
+// Created queued instead, it waits its turn (or is told a replay).
+var ErrAppBusy = errors.New("the app has an unfinished deployment")
+
+// CreateDeployment enqueues a deployment (status queued, or dispatched,
+// see Dispatch). ErrConflict: the webhook delivery was already processed;
+// ErrMissingParent: no such app; ErrAppBusy.
 func (s *Store) CreateDeployment(ctx context.Context, p CreateDeploymentParams) (Deployment, error) {
 	if p.ID == (ID{}) {
 		p.ID = NewID()
@@ -153,8 +163,11 @@ func (s *Store) CreateDeployment(ctx context.Context, p CreateDeploymentParams) 
 		TriggerRef: p.TriggerRef, Environment: string(p.Environment), Branch: nullText(p.Branch),
 		CommitSha: p.CommitSHA, CommitMessage: p.CommitMessage, CommitAuthor: p.CommitAuthor,
 		ReleasePath: p.ReleasePath, RollbackFromID: pgOptID(p.RollbackFromID), TimeoutSeconds: timeout,
-		DeadlineAt: p.DeadlineAt,
+		DeadlineAt: p.DeadlineAt, Dispatch: p.Dispatch,
 	})
+	if p.Dispatch && (errors.Is(err, pgx.ErrNoRows) || isUniqueViolation(err, "deployments_one_active_per_app_key")) {
+		return Deployment{}, fmt.Errorf("create deployment: %w", ErrAppBusy)
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Nothing inserted: either the app is missing or the delivery
 		// was seen before (ON CONFLICT DO NOTHING keeps a caller's

@@ -522,3 +522,74 @@ func TestDeploymentListsAndReaper(t *testing.T) {
 		t.Fatalf("%d deployments left of a deleted app", len(l))
 	}
 }
+
+// A deployment created with Dispatch starts dispatched when its app is
+// idle, and is refused with ErrAppBusy when the app has an unfinished one
+// (queued, dispatched or running), including one dispatched by a
+// transaction that commits while the create waits on the one-per-app
+// index.
+func TestDeploymentCreateDispatched(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newAppsEnv(t)
+	srv := rawServer(t, e.db, "web-1")
+	create := func(app store.ID, dispatch bool) (store.Deployment, error) {
+		return e.st.CreateDeployment(ctx, store.CreateDeploymentParams{AppID: app, TriggeredBy: store.TriggerUser, TimeoutSeconds: 600, Dispatch: dispatch})
+	}
+
+	a := e.mkApp(t, srv, "idle")
+	before := time.Now()
+	d, err := create(a.ID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Status != store.DeploymentDispatched || d.DispatchedAt == nil ||
+		d.DeadlineAt.Before(before.Add(590*time.Second)) || d.DeadlineAt.After(time.Now().Add(610*time.Second)) {
+		t.Fatalf("created dispatched: %+v", d)
+	}
+	_, err = create(a.ID, true)
+	wantErr(t, "dispatch beside a dispatched deployment", err, store.ErrAppBusy)
+	// Queued instead, it waits its turn.
+	q, err := create(a.ID, false)
+	if err != nil || q.Status != store.DeploymentQueued {
+		t.Fatalf("queued behind: %+v, %v", q, err)
+	}
+	if _, err := e.st.StartDeployment(ctx, d.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.FinishDeployment(ctx, d.ID, store.DeploymentResult{Status: store.DeploymentSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = create(a.ID, true)
+	wantErr(t, "dispatch beside a queued deployment", err, store.ErrAppBusy)
+
+	for _, st := range []store.DeploymentStatus{store.DeploymentRunning, store.DeploymentQueued} {
+		busy := e.deployTo(t, srv, "busy-"+string(st), st)
+		_, err := create(busy.AppID, true)
+		wantErr(t, "dispatch beside a "+string(st)+" deployment", err, store.ErrAppBusy)
+	}
+	_, err = create(store.NewID(), true)
+	if err == nil {
+		t.Fatal("a deployment of a missing app was created")
+	}
+
+	// Two at once: the second waits on the index, then is refused.
+	race := e.mkApp(t, srv, "race")
+	done := make(chan error, 1)
+	err = e.st.InTx(ctx, func(tx *store.Store) error {
+		if _, err := tx.CreateDeployment(ctx, store.CreateDeploymentParams{AppID: race.ID, TriggeredBy: store.TriggerUser, Dispatch: true}); err != nil {
+			return err
+		}
+		go func() { _, err := create(race.ID, true); done <- err }()
+		time.Sleep(200 * time.Millisecond) // let it reach the index; the outcome does not depend on it
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "dispatch racing a committed one", <-done, store.ErrAppBusy)
+	list, err := e.st.ListDeployments(ctx, store.DeploymentFilter{AppID: &race.ID, Limit: 10})
+	if err != nil || len(list) != 1 || list[0].Status != store.DeploymentDispatched {
+		t.Fatalf("race left %+v, %v", list, err)
+	}
+}

@@ -91,6 +91,12 @@ func mapErr(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
+// isUniqueViolation says whether err is a unique violation of constraint.
+func isUniqueViolation(err error, constraint string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == constraint
+}
+
 // isDeleteViolation tells "update or delete on table X violates foreign key"
 // from "insert or update on table X violates foreign key".
 func isDeleteViolation(e *pgconn.PgError) bool {
