@@ -99,12 +99,15 @@ func (j *job) step(ctx context.Context, name string, res *Result, fn func() erro
 func (j *job) deploy(ctx context.Context, res *Result) error {
 	release := releasePath(j.spec.DeployPath, j.id)
 	res.ReleasePath = release
-	// bash starts now and waits for the script: its start-up overlaps
-	// the fetch and checkout instead of following them.
+	// bash starts once the fetch has its first git process, and waits
+	// for the script: its start-up overlaps the fetch and checkout
+	// instead of following them.
 	sh := j.startShell(ctx, release)
 	defer sh.discard()
 	var u *unpack
-	if err := j.step(ctx, StepFetch, res, func() (err error) { u, err = j.fetch(ctx, release, res); return err }); err != nil {
+	err := j.step(ctx, StepFetch, res, func() (err error) { u, err = j.fetch(ctx, release, res); return err })
+	j.markSpawned() // whether or not the fetch started a process
+	if err != nil {
 		if u != nil {
 			u.abort()
 		}
@@ -148,7 +151,7 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 		return err
 	}
 	scriptStarted := func() { time.AfterFunc(describeDelay, describe) }
-	err := j.step(ctx, StepBuild, res, func() error { return sh.run(res.Commit, scriptStarted) })
+	err = j.step(ctx, StepBuild, res, func() error { return sh.run(res.Commit, scriptStarted) })
 	describe()
 	if err != nil {
 		return err

@@ -80,6 +80,12 @@ type job struct {
 	stateFile *os.File // state.json, overwritten in place (see writeState)
 	stateLen  int      // its length on disk
 
+	// spawned is closed once the job has started its first process (or
+	// its fetch step ended): the deploy script's bash waits for it, see
+	// startShell.
+	spawned     chan struct{}
+	spawnedOnce sync.Once
+
 	log    *logBuffer
 	redact *redactor
 	user   *runAs
@@ -94,6 +100,7 @@ func newJob(e *Executor, spec Spec) *job {
 		dir:     filepath.Join(e.jobsDir, spec.DeploymentID),
 		running: true,
 		state:   jobState{Running: true, StartedAt: time.Now().UTC()},
+		spawned: make(chan struct{}),
 	}
 	j.tmp = filepath.Join(j.dir, tmpDir)
 	j.redact = newRedactor(spec)

@@ -108,6 +108,9 @@ type proc struct {
 	rfiles    []*os.File
 }
 
+// markSpawned records that the job's first process has started.
+func (j *job) markSpawned() { j.spawnedOnce.Do(func() { close(j.spawned) }) }
+
 // run starts c and waits for it.
 func (j *job) run(ctx context.Context, c cmdSpec) error {
 	p, err := j.start(ctx, c)
@@ -183,7 +186,9 @@ func (j *job) start(ctx context.Context, c cmdSpec) (*proc, error) {
 	if c.echo != "" {
 		j.log.printf("$ %s", c.echo)
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	j.markSpawned()
+	if err != nil {
 		closeAll()
 		return nil, fmt.Errorf("start %s: %w", p.name, err)
 	}

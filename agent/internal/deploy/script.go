@@ -40,6 +40,15 @@ func (j *job) startShell(ctx context.Context, release string) *shell {
 	}
 	go func() {
 		defer close(sh.ready)
+		// Process starts are serialised (fork holds a lock), and the
+		// fetch step's git, whose output everything after waits for,
+		// goes first; bash still has that git's whole run to start.
+		select {
+		case <-j.spawned:
+		case <-ctx.Done():
+			sh.err = context.Cause(ctx)
+			return
+		}
 		sh.p, sh.err = sh.start()
 	}()
 	return sh
