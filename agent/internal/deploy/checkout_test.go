@@ -238,49 +238,92 @@ func TestExtractTarStaysInside(t *testing.T) {
 	}
 }
 
-// A deploy of the branch head unpacks the mirror's head beside the fetch;
-// the fetch confirming it keeps that release, and a branch that moved
-// throws it away: nothing of the old tree stays in the new release.
-func TestBranchHeadUnpackedBesideFetch(t *testing.T) {
+// A deploy of the branch head whose branch has not moved: from a
+// repository on this machine it reads the branch and skips the fetch;
+// from a remote one it unpacks the mirror's head beside the fetch and
+// keeps it once the fetch agrees. A branch that moved is fetched and the
+// guess thrown away: nothing of the old tree stays in the new release.
+func TestBranchHeadUnchanged(t *testing.T) {
+	for _, remote := range []string{"local", "http"} {
+		t.Run(remote, func(t *testing.T) {
+			repo := newRepo(t)
+			sha1 := repo.commit("one", map[string]string{"build.sh": buildSh, "v": "1", "gone": "old"})
+			h := newHarness(t, Config{})
+			spec := func() Spec {
+				s := h.spec(repo)
+				if remote == "http" {
+					s.RepoURL = gitHTTPServer(t, repo, "deployer", "tok")
+					s.Credential = &Credential{Username: "deployer", Token: "tok"}
+				}
+				return s
+			}
+			s1 := spec()
+			mustSucceed(t, h, s1.DeploymentID, h.run(s1))
+
+			for _, branch := range []string{"main", ""} { // "" is the repository's default branch
+				s := spec()
+				s.Branch = branch
+				res := h.run(s)
+				mustSucceed(t, h, s.DeploymentID, res)
+				log := h.log(s.DeploymentID)
+				switch remote {
+				case "local":
+					if !strings.Contains(log, "is where the cached mirror has it; no fetch needed") || strings.Contains(log, "fetch --prune") {
+						t.Errorf("branch %q: a local repository's unmoved branch was fetched:\n%s", branch, log)
+					}
+				case "http":
+					if !strings.Contains(log, "is where it was; unpacked beside the fetch") || !strings.Contains(log, "fetch --prune") {
+						t.Errorf("branch %q: unchanged head not unpacked beside the fetch:\n%s", branch, log)
+					}
+				}
+				if res.Commit != sha1 {
+					t.Errorf("branch %q: deployed %s, want %s", branch, res.Commit, sha1)
+				}
+				if b, _ := os.ReadFile(filepath.Join(h.deploy, "current", "gone")); string(b) != "old" {
+					t.Errorf("branch %q: current/gone = %q", branch, b)
+				}
+			}
+
+			gitT(t, repo.work, "rm", "-q", "gone")
+			sha2 := repo.commit("two", map[string]string{"v": "2"})
+			s := spec()
+			res := h.run(s)
+			mustSucceed(t, h, s.DeploymentID, res)
+			if log := h.log(s.DeploymentID); strings.Contains(log, "is where") || !strings.Contains(log, "fetch --prune") {
+				t.Errorf("a moved branch was not fetched:\n%s", log)
+			}
+			if res.Commit != sha2 {
+				t.Errorf("deployed %s, want %s", res.Commit, sha2)
+			}
+			if b, _ := os.ReadFile(filepath.Join(h.deploy, "current", "v")); string(b) != "2" {
+				t.Errorf("current/v = %q", b)
+			}
+			if _, err := os.Lstat(filepath.Join(h.deploy, "current", "gone")); !os.IsNotExist(err) {
+				t.Errorf("a file of the guessed tree is in the new release: %v", err)
+			}
+		})
+	}
+}
+
+func TestLocalGitDir(t *testing.T) {
 	repo := newRepo(t)
-	sha1 := repo.commit("one", map[string]string{"build.sh": buildSh, "v": "1", "gone": "old"})
-	h := newHarness(t, Config{})
-	s1 := h.spec(repo)
-	mustSucceed(t, h, s1.DeploymentID, h.run(s1))
-
-	for _, branch := range []string{"main", ""} { // "" is the repository's default branch
-		s := h.spec(repo)
-		s.Branch = branch
-		res := h.run(s)
-		mustSucceed(t, h, s.DeploymentID, res)
-		log := h.log(s.DeploymentID)
-		if !strings.Contains(log, "is where it was; unpacked beside the fetch") || !strings.Contains(log, "fetch --prune") {
-			t.Errorf("branch %q: unchanged head not unpacked beside the fetch:\n%s", branch, log)
+	repo.commit("one", map[string]string{"v": "1"})
+	for url, want := range map[string]string{
+		repo.bare:                        repo.bare,
+		"file://" + repo.bare:            repo.bare,
+		repo.work:                        filepath.Join(repo.work, ".git"),
+		"file://" + repo.work:            filepath.Join(repo.work, ".git"),
+		filepath.Join(repo.work, "v"):    "",
+		t.TempDir():                      "",
+		"https://example.com/r.git":      "",
+		"git@example.com:r.git":          "",
+		"relative/path":                  "",
+		"file://relative":                "",
+		filepath.Join(repo.root, "nope"): "",
+	} {
+		if got := localGitDir(url); got != want {
+			t.Errorf("localGitDir(%q) = %q, want %q", url, got, want)
 		}
-		if res.Commit != sha1 {
-			t.Errorf("branch %q: deployed %s, want %s", branch, res.Commit, sha1)
-		}
-		if b, _ := os.ReadFile(filepath.Join(h.deploy, "current", "gone")); string(b) != "old" {
-			t.Errorf("branch %q: current/gone = %q", branch, b)
-		}
-	}
-
-	gitT(t, repo.work, "rm", "-q", "gone")
-	sha2 := repo.commit("two", map[string]string{"v": "2"})
-	s := h.spec(repo)
-	res := h.run(s)
-	mustSucceed(t, h, s.DeploymentID, res)
-	if log := h.log(s.DeploymentID); strings.Contains(log, "is where it was") {
-		t.Errorf("a moved branch kept the guess:\n%s", log)
-	}
-	if res.Commit != sha2 {
-		t.Errorf("deployed %s, want %s", res.Commit, sha2)
-	}
-	if b, _ := os.ReadFile(filepath.Join(h.deploy, "current", "v")); string(b) != "2" {
-		t.Errorf("current/v = %q", b)
-	}
-	if _, err := os.Lstat(filepath.Join(h.deploy, "current", "gone")); !os.IsNotExist(err) {
-		t.Errorf("a file of the guessed tree is in the new release: %v", err)
 	}
 }
 

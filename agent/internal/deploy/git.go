@@ -131,7 +131,25 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 	var guess *unpack
 	guessed := ""
 	if have && j.spec.Commit == "" {
-		if guessed = readRef(m, rev); guessed != "" {
+		var name string
+		if name, guessed = resolveRef(m, rev); guessed != "" {
+			// A repository on this machine tells where its branch is
+			// without a fetch: reading its refs is what git's local
+			// transport does too, minus four processes. The mirror
+			// holds that commit already if its ref says the same.
+			if dir := localGitDir(j.spec.RepoURL); dir != "" && readRef(dir, name) == guessed {
+				u := j.startUnpack(ctx, guessed, release, false)
+				if sha, err := u.commitID(); err == nil && sha == guessed {
+					j.log.printf("%s of %s is where the cached mirror has it; no fetch needed", what, j.spec.RepoURL)
+					return u, j.resolved(sha, res)
+				}
+				if err := u.abort(); err != nil {
+					return nil, err
+				}
+				if ctx.Err() != nil {
+					return nil, context.Cause(ctx)
+				}
+			}
 			guess = j.startUnpack(ctx, guessed, release, true)
 		}
 	}
@@ -565,21 +583,28 @@ func (h *heldReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// readRef is the object id ref ("HEAD" or "refs/...") names in the bare
+// readRef is the object id ref ("HEAD" or "refs/...") names in the
 // repository gitDir, read from git's files (a loose ref, else
 // packed-refs) without a git process; "" when it cannot tell, which only
 // costs a deploy its head start.
 func readRef(gitDir, ref string) string {
+	_, id := resolveRef(gitDir, ref)
+	return id
+}
+
+// resolveRef is readRef that also says which ref a symbolic one (HEAD)
+// ended at.
+func resolveRef(gitDir, ref string) (name, id string) {
 	for range 5 { // symbolic refs, followed a few levels
 		if !plainRefName(ref) {
-			return ""
+			return "", ""
 		}
 		b, err := os.ReadFile(filepath.Join(gitDir, filepath.FromSlash(ref)))
 		if errors.Is(err, fs.ErrNotExist) {
-			return packedRef(gitDir, ref)
+			return ref, packedRef(gitDir, ref)
 		}
 		if err != nil {
-			return ""
+			return "", ""
 		}
 		v := strings.TrimSpace(string(b))
 		if target, ok := strings.CutPrefix(v, "ref: "); ok {
@@ -587,9 +612,31 @@ func readRef(gitDir, ref string) string {
 			continue
 		}
 		if !isObjectID(v) {
-			return ""
+			return "", ""
 		}
-		return v
+		return ref, v
+	}
+	return "", ""
+}
+
+// localGitDir is the git directory of a repository URL that is a path on
+// this machine (or a file:// URL): its .git, or itself when bare. ""
+// for any other URL or layout (a .git file, say): the fetch decides.
+func localGitDir(repoURL string) string {
+	p := repoURL
+	if rest, ok := strings.CutPrefix(repoURL, "file://"); ok {
+		p = rest
+	}
+	if !filepath.IsAbs(p) {
+		return ""
+	}
+	if fi, err := os.Stat(filepath.Join(p, ".git")); err == nil && fi.IsDir() {
+		return filepath.Join(p, ".git")
+	}
+	if _, err := os.Stat(filepath.Join(p, "objects")); err == nil {
+		if _, err := os.Stat(filepath.Join(p, "HEAD")); err == nil {
+			return p
+		}
 	}
 	return ""
 }
