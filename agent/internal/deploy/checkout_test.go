@@ -101,6 +101,7 @@ func TestUnpackNeedsACommit(t *testing.T) {
 	s2 := h.spec(repo)
 	release := filepath.Join(h.deploy, "releases", s2.DeploymentID)
 	j := newJob(h.ex, s2)
+	close(j.synced) // no journal: nothing to wait for
 	j.user = &runAs{}
 	if err := os.MkdirAll(j.tmp, 0o700); err != nil {
 		t.Fatal(err)
@@ -128,6 +129,25 @@ func TestUnpackNeedsACommit(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(release, "build.sh")); err != nil {
 		t.Error(err)
+	}
+
+	// A journal that never reached the disk stops the unpack before it
+	// makes the release.
+	s3 := h.spec(repo)
+	release3 := filepath.Join(h.deploy, "releases", s3.DeploymentID)
+	j3 := newJob(h.ex, s3)
+	j3.syncErr = errors.New("deploy: journal: input/output error")
+	close(j3.synced)
+	j3.user = &runAs{}
+	if err := os.MkdirAll(j3.tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	u = j3.startUnpack(t.Context(), "refs/heads/main", release3, false)
+	if sha, err := u.commitID(); err == nil || !strings.Contains(err.Error(), "input/output error") {
+		t.Errorf("unpack without a journal on disk: commit %q, err %v", sha, err)
+	}
+	if _, err := os.Lstat(release3); !os.IsNotExist(err) {
+		t.Errorf("release made without a journal on disk: %v", err)
 	}
 }
 

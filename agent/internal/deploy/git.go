@@ -399,6 +399,9 @@ func (u *unpack) run(ctx context.Context, name func(string)) error {
 // prepare makes the empty release directory, owned by the app user.
 func (u *unpack) prepare() error {
 	j, release := u.j, u.release
+	if err := j.durable(); err != nil {
+		return err
+	}
 	if err := j.mkdirOwned(filepath.Dir(release)); err != nil {
 		return err
 	}

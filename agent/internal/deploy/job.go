@@ -210,6 +210,10 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 func (j *job) rollback(ctx context.Context, res *Result) error {
 	release := releasePath(j.spec.DeployPath, j.spec.RollbackTo)
 	res.ReleasePath = release
+	if err := j.durable(); err != nil {
+		res.FailedStep, res.ExitCode = "start", -1
+		return err
+	}
 	if err := j.step(ctx, StepVerify, res, func() error {
 		fi, err := os.Stat(release)
 		if err != nil || !fi.IsDir() {

@@ -86,6 +86,9 @@ type job struct {
 	spawned     chan struct{}
 	spawnedOnce sync.Once
 
+	synced  chan struct{} // closed once the journal is on disk, see durable
+	syncErr error
+
 	log    *logBuffer
 	redact *redactor
 	user   *runAs
@@ -101,6 +104,7 @@ func newJob(e *Executor, spec Spec) *job {
 		running: true,
 		state:   jobState{Running: true, StartedAt: time.Now().UTC()},
 		spawned: make(chan struct{}),
+		synced:  make(chan struct{}),
 	}
 	j.tmp = filepath.Join(j.dir, tmpDir)
 	j.redact = newRedactor(spec)
@@ -143,15 +147,45 @@ func (j *job) writeJournal() error {
 	// new, and Recover removes a journal whose spec does not parse (the
 	// agent died while creating it, before anything ran). The spec holds
 	// the job's first state too, so no state file is written yet.
-	if err := writeNewFile(filepath.Join(j.dir, specFile), b); err != nil {
+	spec, err := os.OpenFile(filepath.Join(j.dir, specFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	}
+	if _, err := spec.Write(b); err != nil {
+		spec.Close()
 		return fmt.Errorf("deploy: %w", err)
 	}
 	f, err := os.OpenFile(filepath.Join(j.dir, eventsFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
+		spec.Close()
 		return fmt.Errorf("deploy: %w", err)
 	}
 	j.file = f
+	// The wait for the disk runs beside the job's first steps (see
+	// durable): a kill of the agent finds the journal in the page cache
+	// anyway, and only a power cut needs it on disk.
+	go func() {
+		err := spec.Sync()
+		if cerr := spec.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			err = fmt.Errorf("deploy: journal: %w", err)
+		}
+		j.syncErr = err
+		close(j.synced)
+	}()
 	return nil
+}
+
+// durable waits until the job's journal is on disk. A job does nothing it
+// could not take back before: it creates no release and switches nothing.
+// A power cut before then leaves no journal, and the controller's re-send
+// of the job starts it afresh; its first events (a step banner or two)
+// may then be the first run's.
+func (j *job) durable() error {
+	<-j.synced
+	return j.syncErr
 }
 
 // saveState applies change and writes the state file. A failure to write
@@ -357,6 +391,7 @@ func (e *Executor) recoverJob(id string) error {
 		}
 	}
 	j := newJob(e, js.Spec)
+	close(j.synced) // whatever the journal holds, it is all there is
 	j.state = st
 	j.running = false
 	if b, err := os.ReadFile(filepath.Join(dir, ackedFile)); err == nil {
@@ -526,23 +561,6 @@ func (j *job) closeAckedLocked() {
 		j.ackedFile.Close()
 		j.ackedFile = nil
 	}
-}
-
-// writeNewFile creates path, which must not exist, with data, mode 0600,
-// and waits for the disk.
-func writeNewFile(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 func writeFile(path string, data []byte, perm os.FileMode, sync bool) error {
