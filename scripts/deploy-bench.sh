@@ -4,8 +4,8 @@
 # stamps the time), against running one command with `ssh localhost`, fresh
 # and over an open ControlMaster connection, on this machine. The deploy
 # path includes what a real deploy does before the script: queue, dispatch
-# over the agent's stream, git fetch of the exact commit into the mirror,
-# checkout into a new release, .env. Prints one markdown section.
+# over the agent's stream, finding the commit (and fetching it after a
+# push), checkout into a new release, .env. Prints one markdown section.
 set -euo pipefail
 N=${BENCH_DEPLOY_RUNS:-30}
 BIN=${BIN:-$(pwd)/.bin}
@@ -86,19 +86,34 @@ ssh_once() { # ssh_once OUT [ssh options...]
   t1=$(ssh "${sshopts[@]}" "$@" "$(id -un)@127.0.0.1" 'date +%s%N')
   echo $((t1 - t0)) >> "$out"
 }
+# push: a new commit on the branch, outside the timed part.
+push() {
+  date +%s%N > "$work/repo/pushed"
+  git -C "$work/repo" add pushed
+  git -C "$work/repo" -c user.name=b -c user.email=b@example.com commit -q -m push
+}
 # Warm-up, unmeasured: the first deploy clones the mirror.
 deploy_once "$work/warm.ns"
 deploy_once "$work/warm.ns" --commit "$sha"
+push
+deploy_once "$work/warm.ns"
 ssh_once "$work/warm.ns"
 ssh_once "$work/warm.ns" -o ControlPath="$work/cm"
 : > "$work/deploy.ns"
+: > "$work/pushed.ns"
 : > "$work/pinned.ns"
 : > "$work/fresh.ns"
 : > "$work/cm.ns"
 for _ in $(seq 1 "$N"); do
-  # The branch head: queue, dispatch, git fetch, checkout, .env.
+  # The branch head after a push: queue, dispatch, git fetch of the new
+  # commit, checkout, .env.
+  push
+  deploy_once "$work/pushed.ns"
+  # The branch head again (a redeploy, one for changed settings or
+  # variables): the repository is on this machine, so the agent reads
+  # where its branch is and, the mirror having it there, skips the fetch.
   deploy_once "$work/deploy.ns"
-  # The commit pinned (a webhook's push, a redeploy): the mirror already
+  # The commit pinned (a webhook's push, a rollforward): the mirror already
   # holds it, so the agent skips the fetch.
   deploy_once "$work/pinned.ns" --commit "$sha"
   ssh_once "$work/fresh.ns"
@@ -111,25 +126,27 @@ echo "## Deploy dispatch latency"
 echo
 echo "\`BENCH_DEPLOY_RUNS=$N scripts/deploy-bench.sh\`: a real controller and agent on this machine; from"
 echo "invoking \`berth deploy\` to the deploy script's first line (stamped by the script), against one"
-echo "command over \`ssh\` to a loopback sshd; the four paths take turns, one run each per round. The"
-echo "deploy includes queueing, dispatch over the agent's stream, the git fetch of the branch from the"
-echo "repository (a local path here), checkout into a new release and .env. On this machine (a Firecracker"
-echo "VM) starting any process costs 6-10 ms (every first touch of a page traps to the hypervisor), the"
-echo "\`berth\` CLI spends about 35 ms before main and 10 ms on its TLS connection, \`git fetch\` of an"
-echo "unchanged branch is four processes (fetch, sh, upload-pack, its rev-list check) and about 40 ms, and"
-echo "\`git archive\` one more; the script's first line (\`date\`) is a process too."
+echo "command over \`ssh\` to a loopback sshd; the five paths take turns, one run each per round. A deploy"
+echo "includes queueing, dispatch over the agent's stream, finding the commit (a local repository here),"
+echo "checkout into a new release and .env. On this machine (a Firecracker VM) starting any process costs"
+echo "5-10 ms (every first touch of a page traps to the hypervisor): the \`berth\` CLI spends about 25 ms"
+echo "before main and 10 ms on its TLS connection and request, \`git archive\` of the release about 15 ms,"
+echo "and the script's first line (\`date\`) is a process too. After a push the agent fetches the new commit:"
+echo "four processes (fetch, sh, upload-pack, its rev-list check), about 40 ms."
 echo
 echo "| path ($N runs each) | p50 | p99 |"
 echo "|---|---|---|"
-echo "| \`berth deploy\` to the deploy script's first line (queue, dispatch, fetch, checkout, .env) | $(pct "$work/deploy.ns" 50) ms | $(pct "$work/deploy.ns" 99) ms |"
-echo "| \`berth deploy --commit SHA\` (in the mirror already: no fetch) to the script's first line | $(pct "$work/pinned.ns" 50) ms | $(pct "$work/pinned.ns" 99) ms |"
+echo "| \`berth deploy\` of the branch head, unchanged (a redeploy: no fetch needed) | $(pct "$work/deploy.ns" 50) ms | $(pct "$work/deploy.ns" 99) ms |"
+echo "| \`berth deploy --commit SHA\` (in the mirror already: no fetch) | $(pct "$work/pinned.ns" 50) ms | $(pct "$work/pinned.ns" 99) ms |"
+echo "| \`berth deploy\` of the branch head after a push (git fetch of the new commit) | $(pct "$work/pushed.ns" 50) ms | $(pct "$work/pushed.ns" 99) ms |"
 echo "| \`ssh localhost CMD\`, fresh connection | $(pct "$work/fresh.ns" 50) ms | $(pct "$work/fresh.ns" 99) ms |"
 echo "| \`ssh localhost CMD\` over an open ControlMaster | $(pct "$work/cm.ns" 50) ms | $(pct "$work/cm.ns" 99) ms |"
-# ratio A B: how many times B's p50 is A's.
-ratio() { awk -v a="$(pct "$1" 50)" -v b="$(pct "$2" 50)" 'BEGIN { printf "%.1fx", b / a }'; }
+# ratio A B P: how many times B's P-th percentile is A's.
+ratio() { awk -v a="$(pct "$1" "$3")" -v b="$(pct "$2" "$3")" 'BEGIN { printf "%.1fx", b / a }'; }
 echo
-echo "At p50 a fresh ssh takes $(ratio "$work/deploy.ns" "$work/fresh.ns") as long as \`berth deploy\` of the branch head and"
-echo "$(ratio "$work/pinned.ns" "$work/fresh.ns") as long as a pinned one; an open ControlMaster $(ratio "$work/deploy.ns" "$work/cm.ns") and $(ratio "$work/pinned.ns" "$work/cm.ns")."
+echo "A fresh ssh takes $(ratio "$work/deploy.ns" "$work/fresh.ns" 50) (p50) and $(ratio "$work/deploy.ns" "$work/fresh.ns" 99) (p99) as long as \`berth deploy\` of the"
+echo "unchanged branch head, $(ratio "$work/pinned.ns" "$work/fresh.ns" 50) and $(ratio "$work/pinned.ns" "$work/fresh.ns" 99) as long as a pinned one, $(ratio "$work/pushed.ns" "$work/fresh.ns" 50) and $(ratio "$work/pushed.ns" "$work/fresh.ns" 99)"
+echo "as long as one that fetches a push; an open ControlMaster $(ratio "$work/deploy.ns" "$work/cm.ns" 50), $(ratio "$work/pinned.ns" "$work/cm.ns" 50) and $(ratio "$work/pushed.ns" "$work/cm.ns" 50) (p50)."
 # sshd runs the command through the user's shell, which reads ~/.bashrc;
 # the agent's bash does not. Say what that costs here.
 if [ -f "$HOME/.bashrc" ]; then
