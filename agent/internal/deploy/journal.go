@@ -220,7 +220,7 @@ func (j *job) writeState(change func(*jobState), sync bool) error {
 		return err
 	}
 	path := filepath.Join(j.dir, stateFile)
-	if !sync && max(len(b), j.stateLen) <= inPlaceMax {
+	if !sync && len(b) <= inPlaceMax {
 		if j.stateFile == nil {
 			f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 			if err != nil {
@@ -233,14 +233,16 @@ func (j *job) writeState(change func(*jobState), sync bool) error {
 			}
 			j.stateFile, j.stateLen = f, int(fi.Size())
 		}
-		if pad := j.stateLen - len(b); pad > 0 {
-			b = append(b, bytes.Repeat([]byte{' '}, pad)...)
+		if j.stateLen <= inPlaceMax {
+			if pad := j.stateLen - len(b); pad > 0 {
+				b = append(b, bytes.Repeat([]byte{' '}, pad)...)
+			}
+			if _, err := j.stateFile.WriteAt(b, 0); err != nil {
+				return fmt.Errorf("deploy: journal state: %w", err)
+			}
+			j.stateLen = len(b)
+			return nil
 		}
-		if _, err := j.stateFile.WriteAt(b, 0); err != nil {
-			return fmt.Errorf("deploy: journal state: %w", err)
-		}
-		j.stateLen = len(b)
-		return nil
 	}
 	if err := writeFile(path, b, 0o600, sync); err != nil {
 		return fmt.Errorf("deploy: journal state: %w", err)

@@ -163,5 +163,17 @@ func TestWriteStateInPlace(t *testing.T) {
 	if !st.Activated || st.PrevTarget != "p" || st.Step != StepReload {
 		t.Fatalf("after a synced state and a hint: %+v", st)
 	}
+	// A large state on disk is not padded into a write past a page.
+	if err := j.writeState(func(s *jobState) { s.PrevTarget = huge }, true); err != nil {
+		t.Fatal(err)
+	}
+	_, _, ino4 := read()
+	if err := j.writeState(func(s *jobState) { s.PrevTarget = "q" }, false); err != nil {
+		t.Fatal(err)
+	}
+	st, n5, ino5 := read()
+	if st.PrevTarget != "q" || ino5 == ino4 || n5 > inPlaceMax {
+		t.Fatalf("a small state after a large one: prev_target %q, %d bytes, inode %d (was %d)", st.PrevTarget, n5, ino5, ino4)
+	}
 	j.closeStateLocked()
 }
