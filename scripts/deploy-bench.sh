@@ -7,7 +7,7 @@
 # over the agent's stream, finding the commit (and fetching it after a
 # push), checkout into a new release, .env. Prints one markdown section.
 set -euo pipefail
-N=${BENCH_DEPLOY_RUNS:-30}
+N=${BENCH_DEPLOY_RUNS:-100}
 BIN=${BIN:-$(pwd)/.bin}
 work=$(mktemp -d /tmp/berthdb.XXXX)
 chmod 755 "$work"
