@@ -5,9 +5,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -269,10 +273,15 @@ func TestBranchHeadUnchanged(t *testing.T) {
 			repo := newRepo(t)
 			sha1 := repo.commit("one", map[string]string{"build.sh": buildSh, "v": "1", "gone": "old"})
 			h := newHarness(t, Config{})
+			// While armed, git's own requests wait until the agent's
+			// probe has had its answer: the probe's shortcut is what is
+			// tested, whatever the machine's timing.
+			g := &probeGate{}
+			url := gitHTTPServerWrapped(t, repo, "deployer", "tok", g.wrap)
 			spec := func() Spec {
 				s := h.spec(repo)
 				if remote == "http" {
-					s.RepoURL = gitHTTPServer(t, repo, "deployer", "tok")
+					s.RepoURL = url
 					s.Credential = &Credential{Username: "deployer", Token: "tok"}
 				}
 				return s
@@ -283,7 +292,9 @@ func TestBranchHeadUnchanged(t *testing.T) {
 			for _, branch := range []string{"main", ""} { // "" is the repository's default branch
 				s := spec()
 				s.Branch = branch
+				g.arm()
 				res := h.run(s)
+				g.disarm()
 				mustSucceed(t, h, s.DeploymentID, res)
 				log := h.log(s.DeploymentID)
 				switch remote {
@@ -292,8 +303,8 @@ func TestBranchHeadUnchanged(t *testing.T) {
 						t.Errorf("branch %q: a local repository's unmoved branch was fetched:\n%s", branch, log)
 					}
 				case "http":
-					if !strings.Contains(log, "is where it was; unpacked beside the fetch") || !strings.Contains(log, "fetch --prune") {
-						t.Errorf("branch %q: unchanged head not unpacked beside the fetch:\n%s", branch, log)
+					if !strings.Contains(log, "has not moved on the remote (asked it directly); the fetch was stopped") {
+						t.Errorf("branch %q: unchanged head not confirmed by asking the remote:\n%s", branch, log)
 					}
 				}
 				if res.Commit != sha1 {
@@ -413,4 +424,151 @@ func TestHeldReader(t *testing.T) {
 	if n, err := h.Read(buf); n != 0 || !errors.Is(err, context.Canceled) {
 		t.Errorf("stopped while held: %d %v", n, err)
 	}
+}
+
+// The in-process probe of an http(s) remote: protocol version 2 (git
+// http-backend's answer to the Git-Protocol header) and version 0 (a
+// server that ignores it), a ref that is not there, a refused credential.
+func TestRemoteRef(t *testing.T) {
+	repo := newRepo(t)
+	sha := repo.commit("one", map[string]string{"v": "1"})
+	gitT(t, repo.work, "push", "-q", repo.bare, "main:other")
+	url := gitHTTPServer(t, repo, "deployer", "tok")
+	h := newHarness(t, Config{})
+	probe := func(url string, cred *Credential, ref string) (string, error) {
+		s := h.spec(repo)
+		s.RepoURL, s.Credential = url, cred
+		j := newJob(h.ex, s)
+		close(j.synced)
+		return j.remoteRef(t.Context(), ref)
+	}
+	good := &Credential{Username: "deployer", Token: "tok"}
+	for _, ref := range []string{"refs/heads/main", "refs/heads/other"} {
+		if id, err := probe(url, good, ref); err != nil || id != sha {
+			t.Errorf("v2 %s: %q, %v; want %s", ref, id, err, sha)
+		}
+	}
+	if id, err := probe(url, good, "refs/heads/mai"); err == nil {
+		t.Errorf("a prefix of a ref answered %q", id)
+	}
+	if id, err := probe(url, &Credential{Username: "deployer", Token: "wrong"}, "refs/heads/main"); err == nil {
+		t.Errorf("a refused credential answered %q", id)
+	}
+	// A server that speaks version 0 only.
+	v0 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del("Git-Protocol")
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, url+strings.TrimPrefix(r.URL.RequestURI(), "/repo.git"), r.Body)
+		req.Header = r.Header
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	defer v0.Close()
+	if id, err := probe(v0.URL+"/repo.git", good, "refs/heads/other"); err != nil || id != sha {
+		t.Errorf("v0: %q, %v; want %s", id, err, sha)
+	}
+	if id, err := probe(v0.URL+"/repo.git", good, "refs/heads/none"); err == nil {
+		t.Errorf("v0: a missing ref answered %q", id)
+	}
+}
+
+func TestPktReader(t *testing.T) {
+	for in, want := range map[string]string{
+		"0009hello0000": "hello|flush",
+		"0004":          "|eof",
+		"000":           "eof",
+		"zzzz":          "bad",
+		"0002":          "bad",
+		"000aERR no\n":  "err",
+		"ffff":          "eof",
+	} {
+		pr := newPktReader(strings.NewReader(in))
+		var got []string
+		for range 3 {
+			l, err := pr.line()
+			switch {
+			case errors.Is(err, errFlush):
+				got = append(got, "flush")
+			case err != nil && strings.Contains(err.Error(), "EOF"):
+				got = append(got, "eof")
+			case err != nil && strings.Contains(err.Error(), "remote error"):
+				got = append(got, "err")
+			case err != nil:
+				got = append(got, "bad")
+			default:
+				got = append(got, l)
+				continue
+			}
+			break
+		}
+		if g := strings.Join(got, "|"); g != want {
+			t.Errorf("%q: %s, want %s", in, g, want)
+		}
+	}
+	// An answer larger than the probe reads is refused, not buffered.
+	big := strings.Repeat("fff0"+strings.Repeat("x", 0xfff0-4), pktLimit/0xfff0+2)
+	pr := newPktReader(strings.NewReader(big))
+	var err error
+	for err == nil {
+		_, err = pr.line()
+	}
+	if !strings.Contains(err.Error(), "too large") {
+		t.Errorf("large answer: %v", err)
+	}
+}
+
+// probeGate holds git's requests to a test server, while armed, until the
+// agent's in-process probe (its User-Agent says berth-agent) has been
+// answered.
+type probeGate struct {
+	mu     sync.Mutex
+	opened chan struct{} // nil when disarmed
+	once   *sync.Once
+}
+
+func (g *probeGate) arm() {
+	g.mu.Lock()
+	g.opened, g.once = make(chan struct{}), new(sync.Once)
+	g.mu.Unlock()
+}
+
+func (g *probeGate) disarm() {
+	g.mu.Lock()
+	if g.opened != nil {
+		g.once.Do(func() { close(g.opened) })
+	}
+	g.opened = nil
+	g.mu.Unlock()
+}
+
+func (g *probeGate) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.mu.Lock()
+		opened, once := g.opened, g.once
+		g.mu.Unlock()
+		if opened == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if strings.Contains(r.UserAgent(), "berth-agent") {
+			next.ServeHTTP(w, r)
+			if r.Method == http.MethodPost {
+				once.Do(func() { close(opened) })
+			}
+			return
+		}
+		select {
+		case <-opened:
+		case <-time.After(hangGuard):
+		case <-r.Context().Done():
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -178,13 +178,21 @@ func TestRedeployFetchesIncrementally(t *testing.T) {
 // gitHTTPServer serves repo over smart HTTP through git http-backend,
 // requiring basic auth user:token.
 func gitHTTPServer(t *testing.T, repo *testRepo, user, token string) string {
+	return gitHTTPServerWrapped(t, repo, user, token, nil)
+}
+
+// gitHTTPServerWrapped is gitHTTPServer with wrap around git http-backend.
+func gitHTTPServerWrapped(t *testing.T, repo *testRepo, user, token string, wrap func(http.Handler) http.Handler) string {
 	backend := "/usr/lib/git-core/git-http-backend"
 	if _, err := os.Stat(backend); err != nil {
 		t.Fatalf("git http-backend not installed (it comes with Debian's git package): %v", err)
 	}
-	h := &cgi.Handler{
+	var h http.Handler = &cgi.Handler{
 		Path: backend,
 		Env:  []string{"GIT_PROJECT_ROOT=" + repo.root, "GIT_HTTP_EXPORT_ALL=1"},
+	}
+	if wrap != nil {
+		h = wrap(h)
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, p, ok := r.BasicAuth()

@@ -129,9 +129,8 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 	// leaves the branch where it was. A wrong guess is thrown away, after
 	// at most speculativeBytes of files.
 	var guess *unpack
-	guessed := ""
+	guessed, name := "", ""
 	if have && j.spec.Commit == "" {
-		var name string
 		if name, guessed = resolveRef(m, rev); guessed != "" {
 			// A repository on this machine tells where its branch is
 			// without a fetch: reading its refs is what git's local
@@ -162,8 +161,24 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 		return g.abort()
 	}
 	if have {
-		err := j.git(ctx, "--git-dir", m, "fetch", "--prune", "--no-auto-maintenance", "--no-write-fetch-head",
-			"--", j.spec.RepoURL, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+		var err error
+		if guess != nil && (strings.HasPrefix(j.spec.RepoURL, "https://") || strings.HasPrefix(j.spec.RepoURL, "http://")) {
+			var confirmed bool
+			if confirmed, err = j.fetchOrConfirm(ctx, m, name, guessed); confirmed {
+				close(guess.held)
+				if sha, cerr := guess.commitID(); cerr == nil && sha == guessed {
+					j.log.printf("%s has not moved on the remote (asked it directly); the fetch was stopped", what)
+					return guess, j.resolved(sha, res)
+				}
+				// The mirror could not unpack it after all: fetch as usual.
+				if err := dropGuess(); err != nil {
+					return nil, err
+				}
+				err = j.fetchMirror(ctx, m)
+			}
+		} else {
+			err = j.fetchMirror(ctx, m)
+		}
 		if err != nil {
 			if aerr := dropGuess(); aerr != nil {
 				return nil, aerr
@@ -227,6 +242,12 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 		return nil, fmt.Errorf("%s not found in the repository", what)
 	}
 	return u, j.resolved(sha, res)
+}
+
+// fetchMirror brings every branch and tag of the remote into the mirror.
+func (j *job) fetchMirror(ctx context.Context, mirror string) error {
+	return j.git(ctx, "--git-dir", mirror, "fetch", "--prune", "--no-auto-maintenance", "--no-write-fetch-head",
+		"--", j.spec.RepoURL, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 }
 
 // resolved records the commit about to be deployed.
