@@ -160,15 +160,21 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 		guess = nil
 		return g.abort()
 	}
+	// confirmGuess lets a confirmed guess unpack to the end, if it names
+	// the commit it was started on.
+	confirmGuess := func() bool {
+		close(guess.held)
+		sha, err := guess.commitID()
+		return err == nil && sha == guessed
+	}
 	if have {
 		var err error
 		if guess != nil && (strings.HasPrefix(j.spec.RepoURL, "https://") || strings.HasPrefix(j.spec.RepoURL, "http://")) {
 			var confirmed bool
 			if confirmed, err = j.fetchOrConfirm(ctx, m, name, guessed); confirmed {
-				close(guess.held)
-				if sha, cerr := guess.commitID(); cerr == nil && sha == guessed {
+				if confirmGuess() {
 					j.log.printf("%s has not moved on the remote (asked it directly); the fetch was stopped", what)
-					return guess, j.resolved(sha, res)
+					return guess, j.resolved(guessed, res)
 				}
 				// The mirror could not unpack it after all: fetch as usual.
 				if err := dropGuess(); err != nil {
@@ -196,12 +202,9 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 		}
 	}
 	if guess != nil {
-		if readRef(m, rev) == guessed {
-			close(guess.held)
-			if sha, err := guess.commitID(); err == nil && sha == guessed {
-				j.log.printf("%s is where it was; unpacked beside the fetch", what)
-				return guess, j.resolved(sha, res)
-			}
+		if readRef(m, rev) == guessed && confirmGuess() {
+			j.log.printf("%s is where it was; unpacked beside the fetch", what)
+			return guess, j.resolved(guessed, res)
 		}
 		if err := dropGuess(); err != nil {
 			return nil, err
