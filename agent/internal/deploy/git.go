@@ -35,11 +35,10 @@ func (j *job) gitEnv() ([]string, error) {
 	c := j.spec.Credential
 	switch c.kind() {
 	case "https":
-		basic := base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Token))
 		env = append(env,
 			"GIT_CONFIG_COUNT=2",
 			"GIT_CONFIG_KEY_0=http.extraHeader",
-			"GIT_CONFIG_VALUE_0=Authorization: Basic "+basic,
+			"GIT_CONFIG_VALUE_0=Authorization: "+c.basicAuth(),
 			// No credential helper may hand over (or store) anything else.
 			"GIT_CONFIG_KEY_1=credential.helper",
 			"GIT_CONFIG_VALUE_1=",
@@ -59,6 +58,11 @@ func (j *job) gitEnv() ([]string, error) {
 			" -o UserKnownHostsFile="+shellQuote(known))
 	}
 	return env, nil
+}
+
+// basicAuth is the Authorization header value of an https credential.
+func (c *Credential) basicAuth() string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(c.Username+":"+c.Token))
 }
 
 // git runs git as the agent's user, output into the log.
@@ -109,18 +113,13 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 	_, err := os.Stat(filepath.Join(m, "HEAD"))
 	have := err == nil
 	if have && j.spec.Commit != "" {
-		u := j.startUnpack(ctx, rev, release, false)
-		if sha, err := u.commitID(); err == nil {
-			j.log.printf("commit %s is in the cached mirror; no fetch needed", sha)
-			return u, j.resolved(sha, res)
-		}
-		// Not in the mirror (most likely): the fetch below brings it,
-		// and git's complaint is dropped.
-		if err := u.abort(); err != nil {
-			return nil, err
-		}
-		if ctx.Err() != nil {
-			return nil, context.Cause(ctx)
+		// Not in the mirror (most likely), the fetch below brings it.
+		if u, sha, err := j.unpackIfPresent(ctx, rev, release, ""); u != nil || err != nil {
+			if u != nil {
+				j.log.printf("commit %s is in the cached mirror; no fetch needed", sha)
+				err = j.resolved(sha, res)
+			}
+			return u, err
 		}
 	}
 	// The branch head as the mirror has it is, most of the time, what the
@@ -137,16 +136,12 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 			// transport does too, minus four processes. The mirror
 			// holds that commit already if its ref says the same.
 			if dir := localGitDir(j.spec.RepoURL); dir != "" && readRef(dir, name) == guessed {
-				u := j.startUnpack(ctx, guessed, release, false)
-				if sha, err := u.commitID(); err == nil && sha == guessed {
-					j.log.printf("%s of %s is where the cached mirror has it; no fetch needed", what, j.spec.RepoURL)
-					return u, j.resolved(sha, res)
-				}
-				if err := u.abort(); err != nil {
-					return nil, err
-				}
-				if ctx.Err() != nil {
-					return nil, context.Cause(ctx)
+				if u, _, err := j.unpackIfPresent(ctx, guessed, release, guessed); u != nil || err != nil {
+					if u != nil {
+						j.log.printf("%s of %s is where the cached mirror has it; no fetch needed", what, j.spec.RepoURL)
+						err = j.resolved(guessed, res)
+					}
+					return u, err
 				}
 			}
 			guess = j.startUnpack(ctx, guessed, release, true)
@@ -245,6 +240,24 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 		return nil, fmt.Errorf("%s not found in the repository", what)
 	}
 	return u, j.resolved(sha, res)
+}
+
+// unpackIfPresent unpacks rev from the mirror if it names a commit there
+// (the commit want, when set). If not, what it began is removed and it
+// returns no unpack and no error (git's complaint is dropped), unless the
+// job is stopping.
+func (j *job) unpackIfPresent(ctx context.Context, rev, release, want string) (*unpack, string, error) {
+	u := j.startUnpack(ctx, rev, release, false)
+	if sha, err := u.commitID(); err == nil && (want == "" || sha == want) {
+		return u, sha, nil
+	}
+	if err := u.abort(); err != nil {
+		return nil, "", err
+	}
+	if ctx.Err() != nil {
+		return nil, "", context.Cause(ctx)
+	}
+	return nil, "", nil
 }
 
 // fetchMirror brings every branch and tag of the remote into the mirror.
@@ -703,13 +716,5 @@ func plainRefName(ref string) bool {
 
 // isObjectID says whether s is a full SHA-1 or SHA-256 object id.
 func isObjectID(s string) bool {
-	if len(s) != 40 && len(s) != 64 {
-		return false
-	}
-	for _, c := range s {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
+	return (len(s) == 40 || len(s) == 64) && shaRE.MatchString(s)
 }

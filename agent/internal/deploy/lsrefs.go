@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -38,7 +37,7 @@ func (j *job) remoteRef(ctx context.Context, ref string) (string, error) {
 		"User-Agent":   {"git/berth-agent"},
 	}
 	if c := j.spec.Credential; c.kind() == "https" {
-		header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(c.Username+":"+c.Token)))
+		header.Set("Authorization", c.basicAuth())
 	}
 
 	info := *base
