@@ -101,17 +101,17 @@ func (j *Jobs) start(ctx context.Context, log *slog.Logger, js *agentv1.JobStart
 	}
 }
 
-// refuse reports a job the executor would not start as failed. Such a job
-// has no events yet, so its result is event 1.
+// refuse reports a job the executor would not start as failed, as the
+// event after the last one the controller holds. For a job that ran here
+// and finished, that number is its own result's or lower (the controller
+// re-sent the job before that result reached it), and the controller
+// ignores it; for one whose journal was lost it is the job's end.
 func (j *Jobs) refuse(log *slog.Logger, js *agentv1.JobStart, err error) {
 	log.Error("job refused", "job", js.GetJobId(), "err", err)
-	if js.GetAckedSeq() != 0 {
-		return
-	}
 	now := timestamppb.Now()
 	j.mu.Lock()
 	j.extra = append(j.extra, &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_JobResult{JobResult: &agentv1.JobResult{
-		JobId: js.GetJobId(), Seq: 1, Status: string(deploy.StatusFailed), FailedStep: "start", ExitCode: -1,
+		JobId: js.GetJobId(), Seq: js.GetAckedSeq() + 1, Status: string(deploy.StatusFailed), FailedStep: "start", ExitCode: -1,
 		Error: "the agent refused the job: " + err.Error(), StartedAt: now, FinishedAt: now,
 	}}})
 	j.mu.Unlock()
@@ -151,7 +151,7 @@ func specOf(js *agentv1.JobStart) deploy.Spec {
 		RepoURL: js.GetRepositoryUrl(), Branch: js.GetBranch(), Commit: js.GetCommit(), DeployPath: js.GetDeployPath(),
 		RunAsUser: js.GetRunAsUser(), DeployScript: js.GetDeployScript(), Env: js.GetEnv(), KeepReleases: int(js.GetKeepReleases()),
 		SharedPaths: js.GetSharedPaths(), Timeout: js.GetTimeout().AsDuration(), RollbackTo: js.GetRollbackTo(),
-		ReloadCommand: js.GetReloadCommand(),
+		ReloadCommand: js.GetReloadCommand(), ControllerSeq: js.GetAckedSeq(),
 	}
 	if c := js.GetCredential(); c != nil && (c.GetSshPrivateKey() != "" || c.GetToken() != "") {
 		s.Credential = &deploy.Credential{SSHPrivateKey: c.GetSshPrivateKey(), Username: c.GetUsername(), Token: c.GetToken()}

@@ -606,6 +606,19 @@ func TestJournalReplay(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(h.data, "jobs", s.DeploymentID)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("journal kept after the final ack: %v", err)
 	}
+	// The controller re-sending the job (it read it as unfinished before
+	// the result reached it) does not run it again.
+	again := s
+	again.ControllerSeq = k
+	if err := h.ex.Start(t.Context(), again); !errors.Is(err, ErrRanBefore) {
+		t.Errorf("re-sent finished job: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(h.data, "jobs", s.DeploymentID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a journal was made for the re-sent job: %v", err)
+	}
+	if p := h.ex.Pending(); len(p) != 0 {
+		t.Errorf("events of a re-sent finished job: %v", p)
+	}
 }
 
 func TestJournalHasNoEnvValues(t *testing.T) {

@@ -27,6 +27,10 @@ const (
 var (
 	ErrAppBusy    = errors.New("deploy: another job is running for this app")
 	ErrJobExists  = errors.New("deploy: job already known to this agent")
+	// ErrRanBefore is a job this agent no longer knows but the controller
+	// holds events of: it ran here and its journal is gone (finished and
+	// acknowledged, or lost with the disk). A job id runs once.
+	ErrRanBefore = errors.New("deploy: the job ran on this agent before and its journal is gone; it is not run again")
 	ErrNotRunning = errors.New("deploy: job is not running")
 	ErrClosed     = errors.New("deploy: executor closed")
 )
@@ -138,6 +142,10 @@ func (e *Executor) Start(ctx context.Context, spec Spec) error {
 	if _, ok := e.jobs[spec.DeploymentID]; ok {
 		e.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrJobExists, spec.DeploymentID)
+	}
+	if spec.ControllerSeq > 0 {
+		e.mu.Unlock()
+		return ErrRanBefore
 	}
 	if other, ok := e.apps[spec.AppID]; ok {
 		e.mu.Unlock()

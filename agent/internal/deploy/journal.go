@@ -180,9 +180,9 @@ func (j *job) writeJournal() error {
 
 // durable waits until the job's journal is on disk. A job does nothing it
 // could not take back before: it creates no release and switches nothing.
-// A power cut before then leaves no journal, and the controller's re-send
-// of the job starts it afresh; its first events (a step banner or two)
-// may then be the first run's.
+// A power cut before then leaves no journal; the controller's re-send of
+// the job is then refused (ErrRanBefore if it had events already) and
+// the deployment ends failed, or, with none, the job starts afresh.
 func (j *job) durable() error {
 	<-j.synced
 	return j.syncErr

@@ -66,6 +66,10 @@ const (
 // Spec is one deploy or rollback job as the controller sends it.
 type Spec struct {
 	DeploymentID string `json:"deployment_id"` // ULID; also the release directory name
+	// ControllerSeq is how many of the job's events the controller holds
+	// already: not zero only for a job re-sent after a reconnect, which
+	// this agent must know (see ErrRanBefore).
+	ControllerSeq uint64 `json:"-"`
 	AppID        string `json:"app_id"`
 	AppName      string `json:"app_name"`
 	Kind         Kind   `json:"kind"`

@@ -263,6 +263,15 @@ func TestDeployKilledControllerAndAgent(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.base, "shop", "releases", slow.ID)); !os.IsNotExist(err) {
 		t.Fatalf("the interrupted release is still there: %v", err)
 	}
+	// The controller re-sends the job on the reconnect if it reads it
+	// before the recovered result arrives: the agent never runs it again.
+	waitFor(t, "the recovered agent to settle the job", time.Minute, func() bool {
+		return strings.Contains(e.agent.logs.String(), "connected to controller")
+	})
+	time.Sleep(2 * time.Second) // a re-send would have arrived; the check below does not depend on it
+	if strings.Contains(e.agent.logs.String(), `"job started","job":"`+slow.ID+`"`) {
+		t.Fatalf("the restarted agent ran the interrupted job again:\n%s", e.agent.logs.String())
+	}
 	e.repo.commit(t, "main", "fixed", map[string]string{"slow": "", "version.txt": "v3\n"})
 	if next, logs, code := e.deployFollow(t, "shop"); code != 0 || e.current(t, "shop") != next.ID {
 		t.Fatalf("deploy after the agent kill: %d %+v\n%s", code, next, logs)
