@@ -25,12 +25,12 @@ const (
 
 // Errors from Start and Cancel.
 var (
-	ErrAppBusy    = errors.New("deploy: another job is running for this app")
-	ErrJobExists  = errors.New("deploy: job already known to this agent")
+	ErrAppBusy   = errors.New("deploy: another job is running for this app")
+	ErrJobExists = errors.New("deploy: job already known to this agent")
 	// ErrRanBefore is a job this agent no longer knows but the controller
 	// holds events of: it ran here and its journal is gone (finished and
 	// acknowledged, or lost with the disk). A job id runs once.
-	ErrRanBefore = errors.New("deploy: the job ran on this agent before and its journal is gone; it is not run again")
+	ErrRanBefore  = errors.New("deploy: the job ran on this agent before and its journal is gone; it is not run again")
 	ErrNotRunning = errors.New("deploy: job is not running")
 	ErrClosed     = errors.New("deploy: executor closed")
 )

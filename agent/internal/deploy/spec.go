@@ -70,9 +70,9 @@ type Spec struct {
 	// already: not zero only for a job re-sent after a reconnect, which
 	// this agent must know (see ErrRanBefore).
 	ControllerSeq uint64 `json:"-"`
-	AppID        string `json:"app_id"`
-	AppName      string `json:"app_name"`
-	Kind         Kind   `json:"kind"`
+	AppID         string `json:"app_id"`
+	AppName       string `json:"app_name"`
+	Kind          Kind   `json:"kind"`
 
 	RepoURL string `json:"repo_url"`
 	Branch  string `json:"branch"`
