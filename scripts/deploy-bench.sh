@@ -89,6 +89,15 @@ ssh_once() { # ssh_once OUT [ssh options...]
   t1=$(ssh "${sshopts[@]}" "$@" "$(id -un)@127.0.0.1" 'date +%s%N')
   echo $((t1 - t0)) >> "$out"
 }
+# timed OUT CMD...: from a stamp before CMD to one after it.
+timed() {
+  local out=$1
+  shift
+  local t0
+  t0=$(now)
+  "$@" >/dev/null
+  echo $(($(now) - t0)) >> "$out"
+}
 # push: a new commit on the branch, outside the timed part.
 push() {
   date +%s%N > "$work/repo/pushed"
@@ -130,13 +139,8 @@ for _ in $(seq 1 "$N"); do
   ssh_once "$work/cm.ns" -o ControlPath="$work/cm"
   # What starting a process costs here, for the figures below: one
   # `date` (stamp to stamp), and the CLI starting and exiting.
-  t0=$(now)
-  t1=$(now)
-  echo $((t1 - t0)) >> "$work/proc.ns"
-  t0=$(now)
-  "$BIN/berth" version >/dev/null
-  t1=$(now)
-  echo $((t1 - t0)) >> "$work/cli.ns"
+  timed "$work/proc.ns" true
+  timed "$work/cli.ns" "$BIN/berth" version
 done
 ssh "${sshopts[@]}" -o ControlPath="$work/cm" -O exit "$(id -un)@127.0.0.1" 2>/dev/null || true
 

@@ -268,7 +268,9 @@ func TestDeployKilledControllerAndAgent(t *testing.T) {
 	waitFor(t, "the recovered agent to settle the job", time.Minute, func() bool {
 		return strings.Contains(e.agent.logs.String(), "connected to controller")
 	})
-	time.Sleep(2 * time.Second) // a re-send would have arrived; the check below does not depend on it
+	// A re-send, when there is one, arrives just after the reconnect; the
+	// wait gives it time to be run (wrongly) before the log is read.
+	time.Sleep(2 * time.Second)
 	if strings.Contains(e.agent.logs.String(), `"job started","job":"`+slow.ID+`"`) {
 		t.Fatalf("the restarted agent ran the interrupted job again:\n%s", e.agent.logs.String())
 	}
