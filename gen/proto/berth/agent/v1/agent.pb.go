@@ -1391,7 +1391,10 @@ type JobStart struct {
 	RollbackTo    string `protobuf:"bytes,19,opt,name=rollback_to,json=rollbackTo,proto3" json:"rollback_to,omitempty"`
 	ReloadCommand string `protobuf:"bytes,20,opt,name=reload_command,json=reloadCommand,proto3" json:"reload_command,omitempty"`
 	// acked_seq is the highest event of this job the controller committed.
-	AckedSeq      uint64 `protobuf:"varint,21,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"`
+	AckedSeq uint64 `protobuf:"varint,21,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"`
+	// allow_root: the server's admin-granted allowance to run this app as
+	// root (uid 0). Without it the agent refuses a run_as_user that is root.
+	AllowRoot     bool `protobuf:"varint,22,opt,name=allow_root,json=allowRoot,proto3" json:"allow_root,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1573,12 +1576,25 @@ func (x *JobStart) GetAckedSeq() uint64 {
 	return 0
 }
 
+func (x *JobStart) GetAllowRoot() bool {
+	if x != nil {
+		return x.AllowRoot
+	}
+	return false
+}
+
 // GitCredential is a deploy key or an HTTPS username and token.
 type GitCredential struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SshPrivateKey string                 `protobuf:"bytes,1,opt,name=ssh_private_key,json=sshPrivateKey,proto3" json:"ssh_private_key,omitempty"`
 	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
 	Token         string                 `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	// allowed_hosts are the repository hosts (lowercase, without port) this
+	// credential may be sent to; the agent refuses to use it for any other.
+	AllowedHosts []string `protobuf:"bytes,4,rep,name=allowed_hosts,json=allowedHosts,proto3" json:"allowed_hosts,omitempty"`
+	// known_hosts are the pinned SSH host keys (OpenSSH known_hosts lines)
+	// an ssh fetch must match; ssh never learns a key on its own.
+	KnownHosts    string `protobuf:"bytes,5,opt,name=known_hosts,json=knownHosts,proto3" json:"known_hosts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1630,6 +1646,20 @@ func (x *GitCredential) GetUsername() string {
 func (x *GitCredential) GetToken() string {
 	if x != nil {
 		return x.Token
+	}
+	return ""
+}
+
+func (x *GitCredential) GetAllowedHosts() []string {
+	if x != nil {
+		return x.AllowedHosts
+	}
+	return nil
+}
+
+func (x *GitCredential) GetKnownHosts() string {
+	if x != nil {
+		return x.KnownHosts
 	}
 	return ""
 }
@@ -2143,7 +2173,7 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\fRenewRequest\x12\x17\n" +
 	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"8\n" +
 	"\rRenewResponse\x12'\n" +
-	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\"\xdb\x06\n" +
+	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\"\xfa\x06\n" +
 	"\bJobStart\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x19\n" +
@@ -2170,14 +2200,19 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\vrollback_to\x18\x13 \x01(\tR\n" +
 	"rollbackTo\x12%\n" +
 	"\x0ereload_command\x18\x14 \x01(\tR\rreloadCommand\x12\x1b\n" +
-	"\tacked_seq\x18\x15 \x01(\x04R\backedSeq\x1a6\n" +
+	"\tacked_seq\x18\x15 \x01(\x04R\backedSeq\x12\x1d\n" +
+	"\n" +
+	"allow_root\x18\x16 \x01(\bR\tallowRoot\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"i\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaf\x01\n" +
 	"\rGitCredential\x12&\n" +
 	"\x0fssh_private_key\x18\x01 \x01(\tR\rsshPrivateKey\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x14\n" +
-	"\x05token\x18\x03 \x01(\tR\x05token\"\"\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\x12#\n" +
+	"\rallowed_hosts\x18\x04 \x03(\tR\fallowedHosts\x12\x1f\n" +
+	"\vknown_hosts\x18\x05 \x01(\tR\n" +
+	"knownHosts\"\"\n" +
 	"\tJobCancel\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"1\n" +
 	"\x06JobAck\x12\x15\n" +
