@@ -10,6 +10,7 @@ import (
 	"path"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/auth"
@@ -202,12 +203,43 @@ func (s *Server) redirect(w http.ResponseWriter, r *http.Request, to, flash stri
 	http.Redirect(w, r, to, http.StatusSeeOther)
 }
 
-// safeNext keeps post-login redirects on this site.
+// safeNext keeps post-login redirects on this site: it returns next only
+// when it is a path on this host however a browser reads it, else "/".
+//
+// A browser does not read a Location value as written. The URL standard
+// drops ASCII tab and newline anywhere, trims leading and trailing C0
+// controls and spaces, and reads a backslash as a slash in http(s) URLs, so
+// "/\t/evil.example" and "/\\evil.example" both become "//evil.example", a
+// host. Rather than list such tricks, refuse every character a browser
+// might drop or rewrite (controls, DEL, backslash, whitespace), then parse
+// what is left and accept only a rooted path with no scheme, user or host.
+// What is returned is re-serialised from the parse, so it is the URL that
+// was checked.
 func safeNext(next string) string {
-	if next == "" || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") || strings.ContainsAny(next, "\r\n") {
+	if next == "" || len(next) > 2048 || !strings.HasPrefix(next, "/") {
 		return "/"
 	}
-	return next
+	for _, r := range next {
+		if r <= 0x20 || r == 0x7f || r == '\\' || unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return "/"
+		}
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.User != nil || u.Host != "" || u.Opaque != "" ||
+		!strings.HasPrefix(u.Path, "/") || strings.HasPrefix(u.Path, "//") {
+		return "/"
+	}
+	out := u.EscapedPath()
+	if strings.HasPrefix(out, "//") || !strings.HasPrefix(out, "/") {
+		return "/"
+	}
+	if u.RawQuery != "" {
+		out += "?" + u.RawQuery
+	}
+	if u.Fragment != "" {
+		out += "#" + u.EscapedFragment()
+	}
+	return out
 }
 
 func humanAgo(d time.Duration) string {
