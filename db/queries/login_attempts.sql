@@ -45,3 +45,14 @@ INSERT INTO login_attempts (id, user_id, email, ip_address, user_agent, stage, r
 VALUES (sqlc.arg(id), sqlc.narg(user_id), sqlc.arg(email), sqlc.narg(ip_address), sqlc.narg(user_agent),
         sqlc.arg(stage), sqlc.arg(result), sqlc.narg(reason), sqlc.arg(created_at))
 RETURNING *;
+
+-- name: CountPasswordResetRequests :one
+-- Accepted password reset requests since a time for an email (any case) or
+-- from an address, and the oldest of them, from which the caller says when
+-- the window frees up. oldest_at is meaningless when requests is 0.
+SELECT count(*) AS requests, coalesce(min(created_at), 'epoch')::timestamptz AS oldest_at
+FROM login_attempts
+WHERE stage = 'password_reset'
+  AND result = 'succeeded'
+  AND created_at >= sqlc.arg(since)::timestamptz
+  AND (lower(email) = lower(sqlc.narg(email)::text) OR ip_address = sqlc.narg(ip)::inet);

@@ -68,6 +68,36 @@ func (q *Queries) CountLoginFailuresByIP(ctx context.Context, arg CountLoginFail
 	return i, err
 }
 
+const countPasswordResetRequests = `-- name: CountPasswordResetRequests :one
+SELECT count(*) AS requests, coalesce(min(created_at), 'epoch')::timestamptz AS oldest_at
+FROM login_attempts
+WHERE stage = 'password_reset'
+  AND result = 'succeeded'
+  AND created_at >= $1::timestamptz
+  AND (lower(email) = lower($2::text) OR ip_address = $3::inet)
+`
+
+type CountPasswordResetRequestsParams struct {
+	Since time.Time
+	Email *string
+	Ip    *netip.Addr
+}
+
+type CountPasswordResetRequestsRow struct {
+	Requests int64
+	OldestAt time.Time
+}
+
+// Accepted password reset requests since a time for an email (any case) or
+// from an address, and the oldest of them, from which the caller says when
+// the window frees up. oldest_at is meaningless when requests is 0.
+func (q *Queries) CountPasswordResetRequests(ctx context.Context, arg CountPasswordResetRequestsParams) (CountPasswordResetRequestsRow, error) {
+	row := q.db.QueryRow(ctx, countPasswordResetRequests, arg.Since, arg.Email, arg.Ip)
+	var i CountPasswordResetRequestsRow
+	err := row.Scan(&i.Requests, &i.OldestAt)
+	return i, err
+}
+
 const createLoginAttempt = `-- name: CreateLoginAttempt :one
 
 INSERT INTO login_attempts (id, user_id, email, ip_address, user_agent, stage, result, reason)

@@ -51,6 +51,8 @@ type Config struct {
 	InviteTTL time.Duration
 	// Throttle slows down password and code guessing.
 	Throttle Throttle
+	// ResetThrottle bounds password reset requests.
+	ResetThrottle ResetThrottle
 	// Issuer names Berth in authenticator apps ("Berth").
 	Issuer string
 	// MailTimeout bounds one mail sent in the background (30 s).
@@ -77,6 +79,15 @@ type Throttle struct {
 	MaxDelay         time.Duration // 15 min
 }
 
+// ResetThrottle bounds password reset requests, which send mail and so
+// could flood an inbox or a mail relay: at most PerAccount per email (as
+// typed, any case) and PerIP per client address within Window.
+type ResetThrottle struct {
+	Window     time.Duration // 1 h
+	PerAccount int           // 3
+	PerIP      int           // 10
+}
+
 func (c *Config) setDefaults() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -93,6 +104,13 @@ func (c *Config) setDefaults() {
 	def(&c.Throttle.Window, 15*time.Minute)
 	def(&c.Throttle.BaseDelay, time.Second)
 	def(&c.Throttle.MaxDelay, 15*time.Minute)
+	def(&c.ResetThrottle.Window, time.Hour)
+	if c.ResetThrottle.PerAccount <= 0 {
+		c.ResetThrottle.PerAccount = 3
+	}
+	if c.ResetThrottle.PerIP <= 0 {
+		c.ResetThrottle.PerIP = 10
+	}
 	if c.Throttle.AccountThreshold <= 0 {
 		c.Throttle.AccountThreshold = 5
 	}
@@ -124,6 +142,10 @@ type Service struct {
 	dummyHash string
 
 	mailWG sync.WaitGroup // mails being sent in the background
+
+	// resetHook, when set (by tests in this package), runs at the start
+	// of a reset request's background part.
+	resetHook func()
 }
 
 // New returns a service on st. A nil mailer drops mails with a log line

@@ -80,21 +80,95 @@ func (s *Service) ChangePassword(ctx context.Context, a Actor, current, next str
 
 // RequestPasswordReset mails a single-use reset link (valid ResetTTL) to an
 // active account with this email. It returns nil whether or not such an
-// account exists, and the mail goes out in the background, so neither the
-// answer nor its timing tells whether the email is registered. Only
-// infrastructure failures (the database) return an error.
+// account exists, so the answer does not tell whether the email is
+// registered, and neither does its timing: before answering it does only
+// what it does for every address (check the address, the throttle windows,
+// record the request); looking the account up, making the link and mailing
+// it happen after the answer, in the background.
+//
+// Requests are throttled per account (the email as typed, any case, whether
+// or not it has an account, so the throttle itself tells nothing) and per
+// client address: *ThrottledError past Config.ResetThrottle's limits.
+// Only infrastructure failures (the database) return another error.
 func (s *Service) RequestPasswordReset(ctx context.Context, email string, meta Meta) error {
 	email, err := normalizeEmail(email)
 	if err != nil {
 		return nil // same answer as for an unknown address
 	}
+	at := attempt{email: email, stage: store.StagePasswordReset, meta: meta}
+	if err := s.checkResetThrottle(ctx, at); err != nil {
+		return err
+	}
+	if err := s.recordAttempt(ctx, at, store.LoginSucceeded, ""); err != nil {
+		return fmt.Errorf("request password reset: %w", err)
+	}
+	s.mailWG.Add(1)
+	go func() {
+		defer s.mailWG.Done()
+		if s.resetHook != nil {
+			s.resetHook()
+		}
+		// The request's context ends with the answer; this work must not.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.MailTimeout)
+		defer cancel()
+		if err := s.sendResetLink(bctx, email, meta); err != nil {
+			s.log.ErrorContext(bctx, "password reset request", "ip", meta.IP, "err", err)
+		}
+	}()
+	return nil
+}
+
+// checkResetThrottle refuses a reset request past the per-account or the
+// per-address limit of the window, saying when the window frees up.
+func (s *Service) checkResetThrottle(ctx context.Context, at attempt) error {
+	th := s.cfg.ResetThrottle
+	now := s.now()
+	since := now.Add(-th.Window)
+	wait, scope := time.Duration(0), ""
+	check := func(r store.ResetRequests, limit int, sc string) {
+		if r.Count >= int64(limit) && r.OldestAt != nil {
+			if w := max(r.OldestAt.Add(th.Window).Sub(now), time.Second); w > wait {
+				wait, scope = w, sc
+			}
+		}
+	}
+	r, err := s.st.PasswordResetRequests(ctx, at.email, nil, since)
+	if err != nil {
+		return fmt.Errorf("throttle: %w", err)
+	}
+	check(r, th.PerAccount, "account")
+	if ip := at.meta.ip(); ip != nil {
+		r, err := s.st.PasswordResetRequests(ctx, "", ip, since)
+		if err != nil {
+			return fmt.Errorf("throttle: %w", err)
+		}
+		check(r, th.PerIP, "ip")
+	}
+	if wait <= 0 {
+		return nil
+	}
+	if err := s.recordAttempt(ctx, at, store.LoginThrottled, "throttled"); err != nil {
+		return err
+	}
+	terr := &ThrottledError{RetryAfter: wait}
+	if err := s.event(ctx, s.st, "password_reset_throttled", store.SeverityWarning, nil, at.email, at.meta, map[string]any{
+		"scope": scope, "email": at.email, "retry_after_seconds": terr.Seconds(),
+	}); err != nil {
+		return err
+	}
+	return terr
+}
+
+// sendResetLink is the part of a reset request that depends on whether the
+// account exists; it runs after the answer.
+func (s *Service) sendResetLink(ctx context.Context, email string, meta Meta) error {
 	u, err := s.st.UserByEmail(ctx, email)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && u.Status != store.UserActive) {
 		s.log.InfoContext(ctx, "password reset requested for no active account", "ip", meta.IP)
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("request password reset: %w", err)
+		return err
 	}
 	tok := randomToken()
 	err = s.st.InTx(ctx, func(tx *store.Store) error {
@@ -113,16 +187,19 @@ func (s *Service) RequestPasswordReset(ctx context.Context, email string, meta M
 			map[string]any{"expires_at": t.ExpiresAt})
 	})
 	if err != nil {
-		return fmt.Errorf("request password reset: %w", err)
+		return err
 	}
-	s.sendLater(mail.Message{
+	m := mail.Message{
 		To:      u.Email,
 		Subject: "Reset your Berth password",
 		Text: fmt.Sprintf("Someone (hopefully you) asked to reset the password of the Berth account %s.\n\n"+
 			"Open this link within %s to choose a new password:\n\n%s\n\n"+
 			"If you did not ask for this, ignore this mail: your password stays as it is.\n",
 			u.Email, humanDuration(s.cfg.ResetTTL), s.link("reset", tok)),
-	})
+	}
+	if err := s.mail.Send(ctx, m); err != nil {
+		s.log.ErrorContext(ctx, "sending mail failed", "to", m.To, "subject", m.Subject, "err", err)
+	}
 	return nil
 }
 
@@ -192,20 +269,6 @@ func (s *Service) consumeLink(ctx context.Context, tx *store.Store, token string
 }
 
 func (s *Service) link(kind, tok string) string { return s.base + "/" + kind + "/" + tok }
-
-// sendLater sends m in the background, for mails whose sending must not
-// show in the response time. Failures are logged (without the body).
-func (s *Service) sendLater(m mail.Message) {
-	s.mailWG.Add(1)
-	go func() {
-		defer s.mailWG.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.MailTimeout)
-		defer cancel()
-		if err := s.mail.Send(ctx, m); err != nil {
-			s.log.Error("sending mail failed", "to", m.To, "subject", m.Subject, "err", err)
-		}
-	}()
-}
 
 func humanDuration(d time.Duration) string {
 	switch {

@@ -1,8 +1,14 @@
 package accounts_test
 
 import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -103,4 +109,89 @@ func TestResetDoesNotBypassTwoFactor(t *testing.T) {
 	res, err := e.svc.VerifySecondFactor(e.ctx, pend, e.code(secret), meta(ipA, ""))
 	must(t, err)
 	e.secret(res.Token)
+}
+
+// A reset request is answered before anything that depends on whether the
+// account exists (the lookup, the link, the mail) happens, so the answer's
+// timing cannot tell a registered address from another: with the
+// background part held back, both requests have returned and no link
+// exists yet; released, the registered one gets its link.
+func TestPasswordResetAnswersBeforeTheAccountLookup(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ada := e.user(store.RoleAdmin, "ada@example.com", adaPW)
+	release := make(chan struct{})
+	started := make(chan struct{}, 2)
+	accounts.SetResetHook(e.svc, func() { started <- struct{}{}; <-release })
+
+	must(t, e.svc.RequestPasswordReset(e.ctx, "ada@example.com", meta(ipB, "")))
+	must(t, e.svc.RequestPasswordReset(e.ctx, "nobody@example.com", meta(ipB, "")))
+	<-started
+	<-started
+	if n := e.resetTokens(ada.ID); n != 0 {
+		t.Fatalf("%d reset links exist before the background part ran", n)
+	}
+	if ev := e.events("password_reset_requested"); len(ev) != 0 {
+		t.Fatalf("password_reset_requested written before the answer: %+v", ev)
+	}
+	close(release)
+	e.svc.Wait()
+	if n := e.resetTokens(ada.ID); n != 1 {
+		t.Fatalf("%d reset links after the background part, want 1", n)
+	}
+	e.mailedToken("ada@example.com", "reset")
+	if msgs := e.smtp.Messages(); len(msgs) != 1 {
+		t.Fatalf("%d mails, want 1", len(msgs))
+	}
+}
+
+// Reset requests are throttled per account (the email as typed, whether or
+// not it is registered, so the throttle tells nothing) and per address.
+func TestPasswordResetThrottled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *accounts.Config) {
+		c.ResetThrottle = accounts.ResetThrottle{Window: time.Hour, PerAccount: 3, PerIP: 5}
+	})
+	e.user(store.RoleAdmin, "ada@example.com", adaPW)
+	for _, email := range []string{"ada@example.com", "nobody@example.com"} {
+		for i := range 3 {
+			// Each from its own address: the account limit holds across them.
+			ip := netip.AddrFrom4([4]byte{10, 1, byte(len(email)), byte(i + 1)})
+			must(t, e.svc.RequestPasswordReset(e.ctx, email, meta(ip, "")))
+		}
+		err := e.svc.RequestPasswordReset(e.ctx, strings.ToUpper(email), meta(netip.MustParseAddr("10.9.9.9"), ""))
+		var te *accounts.ThrottledError
+		if !errors.As(err, &te) || te.Seconds() <= 0 {
+			t.Fatalf("%s: 4th request in the window: %v, want throttled", email, err)
+		}
+	}
+	e.svc.Wait()
+	if msgs := e.smtp.Messages(); len(msgs) != 3 {
+		t.Fatalf("%d mails, want 3 (the throttled request sends none)", len(msgs))
+	}
+
+	// Per address: 5 different emails from one address, then the 6th is refused.
+	ip := netip.MustParseAddr("10.7.7.7")
+	for i := range 5 {
+		must(t, e.svc.RequestPasswordReset(e.ctx, fmt.Sprintf("user%d@example.com", i), meta(ip, "")))
+	}
+	wantErr(t, "6th from one address", e.svc.RequestPasswordReset(e.ctx, "user9@example.com", meta(ip, "")), accounts.ErrThrottled)
+	if ev := e.events("password_reset_throttled"); len(ev) != 3 {
+		t.Errorf("password_reset_throttled events = %d, want 3", len(ev))
+	}
+
+	// The window moves on: an hour later the account may ask again.
+	e.clock.Advance(time.Hour + time.Second)
+	must(t, e.svc.RequestPasswordReset(e.ctx, "ada@example.com", meta(ip, "")))
+	e.svc.Wait()
+}
+
+// resetTokens counts the reset links made for a user.
+func (e *env) resetTokens(userID store.ID) int {
+	e.t.Helper()
+	var n int
+	if err := e.db.Pool.QueryRow(e.ctx, "SELECT count(*) FROM password_reset_tokens WHERE user_id = $1 AND purpose = 'reset'", pgtype.UUID{Bytes: userID, Valid: true}).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
 }

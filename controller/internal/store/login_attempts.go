@@ -15,6 +15,9 @@ type LoginStage string
 const (
 	StagePassword  LoginStage = "password"
 	StageTwoFactor LoginStage = "two_factor" // TOTP or recovery code
+	// StagePasswordReset is a request for a reset link: recorded succeeded
+	// (accepted) or throttled, never failed, so it is no login failure.
+	StagePasswordReset LoginStage = "password_reset"
 )
 
 // LoginResult is how an attempt ended.
@@ -101,6 +104,32 @@ func (s *Store) LoginFailuresByEmail(ctx context.Context, email string, since ti
 		return LoginFailures{}, mapErr("count login failures", err)
 	}
 	return loginFailures(r.Failures, r.LastFailureAt), nil
+}
+
+// ResetRequests is a reset throttling window: accepted requests and when
+// the oldest of them was made (nil when none).
+type ResetRequests struct {
+	Count    int64
+	OldestAt *time.Time
+}
+
+// PasswordResetRequests counts accepted password reset requests since a
+// time, for an email (any case) when email is not "", else from ip.
+func (s *Store) PasswordResetRequests(ctx context.Context, email string, ip *netip.Addr, since time.Time) (ResetRequests, error) {
+	p := dbsqlc.CountPasswordResetRequestsParams{Since: since, Ip: ip}
+	if email != "" {
+		p.Email, p.Ip = &email, nil
+	}
+	r, err := s.q.CountPasswordResetRequests(ctx, p)
+	if err != nil {
+		return ResetRequests{}, mapErr("count password reset requests", err)
+	}
+	out := ResetRequests{Count: r.Requests}
+	if r.Requests > 0 {
+		at := r.OldestAt
+		out.OldestAt = &at
+	}
+	return out, nil
 }
 
 // LoginFailuresByIP counts failed attempts from an address since a time.

@@ -503,3 +503,25 @@ func TestLiveStatusOverServerSentEvents(t *testing.T) {
 	}
 	next(`"status":"online"`)
 }
+
+// The forgot-password form answers the same for any address and says when
+// to try again once an address has asked too often (3 an hour by default),
+// whether or not it has an account.
+func TestForgotPasswordThrottled(t *testing.T) {
+	e := newEnv(t, false)
+	e.user("admin@example.com", store.RoleAdmin)
+	c := e.client()
+	for _, email := range []string{"admin@example.com", "nobody@example.com"} {
+		for i := range 3 {
+			resp, body := c.post("/forgot", url.Values{"email": {email}})
+			if resp.StatusCode != http.StatusOK || strings.Contains(body, "Too many") {
+				t.Fatalf("%s request %d: %d", email, i, resp.StatusCode)
+			}
+		}
+		resp, body := c.post("/forgot", url.Values{"email": {email}})
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "Too many requests. Try again in") {
+			t.Fatalf("%s: 4th request: %d %q", email, resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	}
+	e.acc.Wait()
+}
