@@ -84,7 +84,18 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a := &agent{cfg: cfg, log: cfg.Logger}
 	a.metricsEvery.Store(int64(10 * time.Second))
-	go a.sampleLoop(ctx)
+	sampling := make(chan struct{})
+	go func() { defer close(sampling); a.sampleLoop(ctx) }()
+	// What became of this run's samples: every one taken was stored by the
+	// controller unless it is still held (unacknowledged) or was dropped
+	// for lack of room. An operator reads data loss here; tests check it.
+	defer func() {
+		if ctx.Err() != nil {
+			<-sampling // so no sample is half counted
+		}
+		a.log.Info("agent stopped", "samples_taken", a.samplesTaken.Load(),
+			"samples_unacknowledged", cfg.Buffer.Len(), "samples_dropped", cfg.Buffer.Dropped())
+	}()
 
 	backoff := cfg.MinBackoff
 	for {

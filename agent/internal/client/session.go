@@ -32,6 +32,7 @@ type agent struct {
 	log *slog.Logger
 
 	metricsEvery atomic.Int64 // nanoseconds, set by the controller
+	samplesTaken atomic.Uint64
 	wake         chan struct{}
 	retime       chan struct{} // the metrics interval changed
 	chOnce       sync.Once
@@ -71,6 +72,7 @@ func (a *agent) sampleLoop(ctx context.Context) {
 			a.log.Warn("metrics sample failed", "err", err)
 		} else {
 			a.cfg.Buffer.Add(s)
+			a.samplesTaken.Add(1)
 			select {
 			case a.wakeCh() <- struct{}{}:
 			default:

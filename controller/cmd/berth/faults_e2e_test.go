@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,8 +16,10 @@ import (
 
 // TestControllerKilledAgentsKeepEverySample: three agents stream metrics
 // every second; the controller is killed with SIGKILL and kept down 20 s.
-// After it comes back, every agent's series is complete (no gap wider than
-// one interval and a bit) and no sample is stored twice.
+// After it comes back, every sample each agent took is stored exactly once:
+// the agents say on exit how many they took and how many they still held,
+// and the stored rows are counted against that (no timing assumption about
+// when samples were taken).
 func TestControllerKilledAgentsKeepEverySample(t *testing.T) {
 	t.Parallel()
 	f := startFleet(t)
@@ -30,24 +33,26 @@ func TestControllerKilledAgentsKeepEverySample(t *testing.T) {
 		}
 		agents[n] = startAgent(t, dir)
 	}
+	dsn := fmt.Sprintf("host=%s user=berth dbname=berth sslmode=disable", filepath.Join(f.dataDir, "postgres", "run"))
 	for _, n := range names {
-		waitFor(t, n+" online", 30*time.Second, func() bool {
+		waitFor(t, n+" online with samples stored", 30*time.Second, func() bool {
 			s := f.server(t, n)
-			return s != nil && s["status"] == "online"
+			return s != nil && s["status"] == "online" && len(series(t, dsn, n)) > 0
 		})
 	}
-	time.Sleep(3 * time.Second)
 
 	_ = f.c.stop(t, syscall.SIGKILL)
+	killedAt := time.Now()
+	// The outage itself (not a wait for anything): agents sample into their
+	// buffers all along.
 	time.Sleep(20 * time.Second)
+	restartedAt := time.Now()
 	f.c = startControllerAt(t, f.dataDir, f.c.httpAddr, f.c.grpcAddr, "--metrics-interval", "1s", "--heartbeat-interval", "1s")
 	// The restarted controller gives agents time before marking anything
 	// offline; they reconnect and flush their buffers.
-	dsn := fmt.Sprintf("host=%s user=berth dbname=berth sslmode=disable", filepath.Join(f.dataDir, "postgres", "run"))
-	outageEnd := time.Now()
 	waitFor(t, "buffered samples to arrive", 60*time.Second, func() bool {
 		for _, n := range names {
-			if latest(t, dsn, n).Before(outageEnd) {
+			if latest(t, dsn, n).Before(restartedAt) {
 				return false
 			}
 		}
@@ -60,19 +65,53 @@ func TestControllerKilledAgentsKeepEverySample(t *testing.T) {
 
 	for _, n := range names {
 		times := series(t, dsn, n)
-		if len(times) < 25 {
-			t.Fatalf("%s: only %d samples across a 20 s outage at 1 s", n, len(times))
-		}
 		for i := 1; i < len(times); i++ {
-			gap := times[i].Sub(times[i-1])
-			if gap <= 0 {
+			if !times[i].After(times[i-1]) {
 				t.Fatalf("%s: sample at %s stored twice", n, times[i])
 			}
-			if gap > 2500*time.Millisecond {
-				t.Fatalf("%s: %s gap in samples at %s: samples were lost", n, gap, times[i-1])
+		}
+		var during int
+		for _, ts := range times {
+			if ts.After(killedAt) && ts.Before(restartedAt) {
+				during++
 			}
 		}
+		if during == 0 {
+			t.Fatalf("%s: no sample from the outage was stored", n)
+		}
+		st := agentStopped(t, agents[n])
+		// Every sample taken is stored unless the agent still held it at
+		// exit (a batch the controller stored but had not yet acknowledged
+		// is held and stored, hence the range).
+		if st.Dropped != 0 || int64(len(times)) > st.Taken || int64(len(times)) < st.Taken-st.Unacked {
+			t.Fatalf("%s: %d samples stored; the agent took %d, held %d unacknowledged and dropped %d at exit",
+				n, len(times), st.Taken, st.Unacked, st.Dropped)
+		}
 	}
+}
+
+// stoppedStats is what an agent logs as it stops about its samples.
+type stoppedStats struct {
+	Taken   int64 `json:"samples_taken"`
+	Unacked int64 `json:"samples_unacknowledged"`
+	Dropped int64 `json:"samples_dropped"`
+}
+
+// agentStopped reads the "agent stopped" line of an agent that has exited.
+func agentStopped(t *testing.T, a *agentProc) stoppedStats {
+	t.Helper()
+	for _, line := range strings.Split(a.logs.String(), "\n") {
+		if !strings.Contains(line, `"msg":"agent stopped"`) {
+			continue
+		}
+		var st stoppedStats
+		if err := json.Unmarshal([]byte(line), &st); err != nil {
+			t.Fatalf("agent stopped line %q: %v", line, err)
+		}
+		return st
+	}
+	t.Fatalf("the agent logged no \"agent stopped\" line:\n%s", a.logs.String())
+	return stoppedStats{}
 }
 
 func series(t *testing.T, dsn, name string) []time.Time {
@@ -119,11 +158,26 @@ func TestKilledAgentGoesOffline(t *testing.T) {
 	waitFor(t, "online", 30*time.Second, func() bool { s := g.server(t, "edge-1"); return s != nil && s["status"] == "online" })
 	_ = ag.cmd.Process.Signal(syscall.SIGKILL)
 	<-ag.done
-	killed := time.Now()
 	waitFor(t, "offline", 30*time.Second, func() bool { s := g.server(t, "edge-1"); return s != nil && s["status"] == "offline" })
-	// TTL is 3 heartbeats plus 5 s grace: not before that.
-	if since := time.Since(killed); since < 3*time.Second {
-		t.Fatalf("offline after %s, before the TTL", since)
+	// Not before the TTL (3 heartbeats plus the 5 s grace): read from the
+	// database's own record of the last heartbeat and of the row's change to
+	// offline, so the check is about the controller's decision, not about
+	// how quickly this test noticed it.
+	dsn := fmt.Sprintf("host=%s user=berth dbname=berth sslmode=disable", filepath.Join(dataDir, "postgres", "run"))
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var secs float64
+	err = conn.QueryRow(context.Background(),
+		`SELECT extract(epoch FROM updated_at - last_seen_at)::float8 FROM servers WHERE name = 'edge-1' AND status = 'offline'`).Scan(&secs)
+	silent := time.Duration(secs * float64(time.Second))
+	conn.Close(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl := 3*time.Second + 5*time.Second; silent < ttl {
+		t.Fatalf("marked offline %s after its last heartbeat, before the TTL of %s", silent, ttl)
 	}
 	startAgent(t, dir)
 	waitFor(t, "online again", 30*time.Second, func() bool { s := g.server(t, "edge-1"); return s != nil && s["status"] == "online" })

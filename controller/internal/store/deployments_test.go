@@ -581,7 +581,15 @@ func TestDeploymentCreateDispatched(t *testing.T) {
 			return err
 		}
 		go func() { _, err := create(race.ID, true); done <- err }()
-		time.Sleep(200 * time.Millisecond) // let it reach the index; the outcome does not depend on it
+		// Commit only once the second INSERT waits on the unique index
+		// behind this transaction, so the contended path is the one tested
+		// (not a second insert that sees the first already committed).
+		waitFor(t, "the second insert to wait on a lock", func() bool {
+			var n int
+			err := e.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO deployments%'`).Scan(&n)
+			return err == nil && n > 0
+		})
 		return nil
 	})
 	if err != nil {
@@ -591,5 +599,19 @@ func TestDeploymentCreateDispatched(t *testing.T) {
 	list, err := e.st.ListDeployments(ctx, store.DeploymentFilter{AppID: &race.ID, Limit: 10})
 	if err != nil || len(list) != 1 || list[0].Status != store.DeploymentDispatched {
 		t.Fatalf("race left %+v, %v", list, err)
+	}
+}
+
+// waitFor polls cond until it holds; the test's deadline bounds the wait.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-t.Context().Done():
+			t.Fatalf("gave up waiting for %s", what)
+		case <-tick.C:
+		}
 	}
 }
