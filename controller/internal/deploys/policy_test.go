@@ -153,14 +153,14 @@ func TestRootNeedsServerAllowance(t *testing.T) {
 func TestParseRepoHost(t *testing.T) {
 	t.Parallel()
 	good := map[string]repoLocation{
-		"https://GitHub.com/acme/shop.git":         {Host: "github.com"},
+		"https://GitHub.com/acme/shop.git":          {Host: "github.com"},
 		"https://bot@gitlab.example.com:8443/a.git": {Host: "gitlab.example.com", Port: "8443"},
-		"ssh://git@github.com/acme/shop.git":       {Host: "github.com", SSH: true},
-		"ssh://root@127.0.0.1:2222/srv/app.git":    {Host: "127.0.0.1", Port: "2222", SSH: true},
-		"git@GitHub.com:acme/shop.git":             {Host: "github.com", SSH: true},
-		"github.com:acme/shop.git":                 {Host: "github.com", SSH: true},
-		"ssh://git@[::1]:22/x.git":                 {Host: "::1", Port: "22", SSH: true},
-		"https://xn--bcher-kva.example/x.git":      {Host: "xn--bcher-kva.example"},
+		"ssh://git@github.com/acme/shop.git":        {Host: "github.com", SSH: true},
+		"ssh://root@127.0.0.1:2222/srv/app.git":     {Host: "127.0.0.1", Port: "2222", SSH: true},
+		"git@GitHub.com:acme/shop.git":              {Host: "github.com", SSH: true},
+		"github.com:acme/shop.git":                  {Host: "github.com", SSH: true},
+		"ssh://git@[::1]:22/x.git":                  {Host: "::1", Port: "22", SSH: true},
+		"https://xn--bcher-kva.example/x.git":       {Host: "xn--bcher-kva.example"},
 	}
 	for raw, want := range good {
 		got, err := parseRepoHost(raw)
