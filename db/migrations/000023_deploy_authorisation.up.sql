@@ -23,15 +23,16 @@ ALTER TABLE git_credentials ADD COLUMN known_hosts text NOT NULL DEFAULT '';
 -- ssh://user@host:port/.., user@host:path).
 UPDATE git_credentials c SET allowed_hosts = h.hosts
 FROM (
-    SELECT a.git_credential_id AS id, array_agg(DISTINCT lower(coalesce(
-        substring(a.repository_url FROM '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/]*@)?([A-Za-z0-9.-]+)'),
-        substring(a.repository_url FROM '^(?:[^@/:]*@)?([A-Za-z0-9.-]+):')))) AS hosts
+    SELECT a.git_credential_id AS id, array_remove(array_agg(DISTINCT lower(
+        CASE WHEN a.repository_url ~ '^[A-Za-z][A-Za-z0-9+.-]*://'
+            THEN substring(a.repository_url FROM '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/]*@)?([A-Za-z0-9.-]+)')
+            ELSE substring(a.repository_url FROM '^(?:[^@/:]*@)?([A-Za-z0-9.-]+):')
+        END)), NULL) AS hosts
     FROM apps a
     WHERE a.git_credential_id IS NOT NULL
     GROUP BY a.git_credential_id
 ) h
 WHERE c.id = h.id;
-UPDATE git_credentials SET allowed_hosts = array_remove(allowed_hosts, NULL);
 
 -- A credential shared with a user (besides admins) may be attached to apps
 -- by that user.
