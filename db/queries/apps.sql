@@ -69,7 +69,8 @@ SELECT id, webhook_secret, env_vars, env_production, env_staging FROM apps WHERE
 SELECT id, webhook_secret, env_vars, env_production, env_staging FROM apps WHERE id = sqlc.arg(id) FOR UPDATE;
 
 -- name: SetAppWebhookSecret :execrows
-UPDATE apps SET webhook_secret = sqlc.narg(ciphertext) WHERE id = sqlc.arg(id);
+-- set_by is the user whose deploy rights the webhook's deliveries use.
+UPDATE apps SET webhook_secret = sqlc.narg(ciphertext), webhook_secret_set_by = sqlc.narg(set_by) WHERE id = sqlc.arg(id);
 
 -- name: SetAppEnvVars :execrows
 UPDATE apps SET env_vars = sqlc.narg(ciphertext) WHERE id = sqlc.arg(id);

@@ -153,3 +153,6 @@ FOR NO KEY UPDATE;
 UPDATE servers s SET metrics_seq = v.seq
 FROM (SELECT unnest(sqlc.arg(ids)::uuid[]) AS id, unnest(sqlc.arg(seqs)::bigint[]) AS seq) AS v
 WHERE s.id = v.id;
+
+-- name: SetServerAllowRoot :one
+UPDATE servers SET allow_root = sqlc.arg(allow_root) WHERE id = sqlc.arg(id) RETURNING *;

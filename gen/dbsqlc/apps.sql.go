@@ -25,7 +25,7 @@ INSERT INTO apps (
     $13, $14, $15::text[], $16,
     $17, $18, $19, $20
 )
-RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at
+RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by
 `
 
 type CreateAppParams struct {
@@ -101,6 +101,7 @@ func (q *Queries) CreateApp(ctx context.Context, arg CreateAppParams) (App, erro
 		&i.CurrentDeploymentID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.WebhookSecretSetBy,
 	)
 	return i, err
 }
@@ -118,7 +119,7 @@ func (q *Queries) DeleteApp(ctx context.Context, id pgtype.UUID) (int64, error) 
 }
 
 const getApp = `-- name: GetApp :one
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at FROM apps WHERE id = $1
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by FROM apps WHERE id = $1
 `
 
 func (q *Queries) GetApp(ctx context.Context, id pgtype.UUID) (App, error) {
@@ -148,12 +149,13 @@ func (q *Queries) GetApp(ctx context.Context, id pgtype.UUID) (App, error) {
 		&i.CurrentDeploymentID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.WebhookSecretSetBy,
 	)
 	return i, err
 }
 
 const getAppByName = `-- name: GetAppByName :one
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at FROM apps WHERE name = $1
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by FROM apps WHERE name = $1
 `
 
 func (q *Queries) GetAppByName(ctx context.Context, name string) (App, error) {
@@ -183,6 +185,7 @@ func (q *Queries) GetAppByName(ctx context.Context, name string) (App, error) {
 		&i.CurrentDeploymentID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.WebhookSecretSetBy,
 	)
 	return i, err
 }
@@ -264,7 +267,7 @@ func (q *Queries) ListAppNamesByGitCredential(ctx context.Context, gitCredential
 }
 
 const listApps = `-- name: ListApps :many
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at FROM apps
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by FROM apps
 WHERE ($1::uuid IS NULL OR server_id = $1)
   AND ($2::uuid IS NULL OR git_credential_id = $2)
   AND ($3::uuid IS NULL OR id < $3)
@@ -318,6 +321,7 @@ func (q *Queries) ListApps(ctx context.Context, arg ListAppsParams) ([]App, erro
 			&i.CurrentDeploymentID,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.WebhookSecretSetBy,
 		); err != nil {
 			return nil, err
 		}
@@ -330,7 +334,7 @@ func (q *Queries) ListApps(ctx context.Context, arg ListAppsParams) ([]App, erro
 }
 
 const setAppCurrentDeployment = `-- name: SetAppCurrentDeployment :one
-UPDATE apps SET current_deployment_id = $1 WHERE id = $2 RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at
+UPDATE apps SET current_deployment_id = $1 WHERE id = $2 RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by
 `
 
 type SetAppCurrentDeploymentParams struct {
@@ -366,6 +370,7 @@ func (q *Queries) SetAppCurrentDeployment(ctx context.Context, arg SetAppCurrent
 		&i.CurrentDeploymentID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.WebhookSecretSetBy,
 	)
 	return i, err
 }
@@ -422,16 +427,18 @@ func (q *Queries) SetAppEnvVars(ctx context.Context, arg SetAppEnvVarsParams) (i
 }
 
 const setAppWebhookSecret = `-- name: SetAppWebhookSecret :execrows
-UPDATE apps SET webhook_secret = $1 WHERE id = $2
+UPDATE apps SET webhook_secret = $1, webhook_secret_set_by = $2 WHERE id = $3
 `
 
 type SetAppWebhookSecretParams struct {
 	Ciphertext []byte
+	SetBy      pgtype.UUID
 	ID         pgtype.UUID
 }
 
+// set_by is the user whose deploy rights the webhook's deliveries use.
 func (q *Queries) SetAppWebhookSecret(ctx context.Context, arg SetAppWebhookSecretParams) (int64, error) {
-	result, err := q.db.Exec(ctx, setAppWebhookSecret, arg.Ciphertext, arg.ID)
+	result, err := q.db.Exec(ctx, setAppWebhookSecret, arg.Ciphertext, arg.SetBy, arg.ID)
 	if err != nil {
 		return 0, err
 	}
@@ -456,7 +463,7 @@ UPDATE apps SET
     shared_paths = $14::text[],
     timeout_seconds = $15
 WHERE id = $16
-RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at
+RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by
 `
 
 type UpdateAppParams struct {
@@ -524,6 +531,7 @@ func (q *Queries) UpdateApp(ctx context.Context, arg UpdateAppParams) (App, erro
 		&i.CurrentDeploymentID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.WebhookSecretSetBy,
 	)
 	return i, err
 }

@@ -13,19 +13,22 @@ import (
 
 const createGitCredential = `-- name: CreateGitCredential :one
 
-INSERT INTO git_credentials (id, name, kind, credentials, public_key, fingerprint, username)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-RETURNING id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at
+INSERT INTO git_credentials (id, name, kind, credentials, public_key, fingerprint, username, allowed_hosts, known_hosts)
+VALUES ($1, $2, $3, $4, $5, $6, $7,
+        $8::text[], $9)
+RETURNING id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at, allowed_hosts, known_hosts
 `
 
 type CreateGitCredentialParams struct {
-	ID          pgtype.UUID
-	Name        string
-	Kind        string
-	Credentials []byte
-	PublicKey   *string
-	Fingerprint *string
-	Username    *string
+	ID           pgtype.UUID
+	Name         string
+	Kind         string
+	Credentials  []byte
+	PublicKey    *string
+	Fingerprint  *string
+	Username     *string
+	AllowedHosts []string
+	KnownHosts   string
 }
 
 // git_credentials: the secret (credentials) is sealed in Go with the row id
@@ -39,6 +42,8 @@ func (q *Queries) CreateGitCredential(ctx context.Context, arg CreateGitCredenti
 		arg.PublicKey,
 		arg.Fingerprint,
 		arg.Username,
+		arg.AllowedHosts,
+		arg.KnownHosts,
 	)
 	var i GitCredential
 	err := row.Scan(
@@ -52,6 +57,8 @@ func (q *Queries) CreateGitCredential(ctx context.Context, arg CreateGitCredenti
 		&i.LastUsedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowedHosts,
+		&i.KnownHosts,
 	)
 	return i, err
 }
@@ -68,8 +75,25 @@ func (q *Queries) DeleteGitCredential(ctx context.Context, id pgtype.UUID) (int6
 	return result.RowsAffected(), nil
 }
 
+const deleteGitCredentialShare = `-- name: DeleteGitCredentialShare :execrows
+DELETE FROM git_credential_shares WHERE git_credential_id = $1 AND user_id = $2
+`
+
+type DeleteGitCredentialShareParams struct {
+	GitCredentialID pgtype.UUID
+	UserID          pgtype.UUID
+}
+
+func (q *Queries) DeleteGitCredentialShare(ctx context.Context, arg DeleteGitCredentialShareParams) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteGitCredentialShare, arg.GitCredentialID, arg.UserID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const getGitCredential = `-- name: GetGitCredential :one
-SELECT id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at FROM git_credentials WHERE id = $1
+SELECT id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at, allowed_hosts, known_hosts FROM git_credentials WHERE id = $1
 `
 
 func (q *Queries) GetGitCredential(ctx context.Context, id pgtype.UUID) (GitCredential, error) {
@@ -86,12 +110,14 @@ func (q *Queries) GetGitCredential(ctx context.Context, id pgtype.UUID) (GitCred
 		&i.LastUsedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowedHosts,
+		&i.KnownHosts,
 	)
 	return i, err
 }
 
 const getGitCredentialByName = `-- name: GetGitCredentialByName :one
-SELECT id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at FROM git_credentials WHERE name = $1
+SELECT id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at, allowed_hosts, known_hosts FROM git_credentials WHERE name = $1
 `
 
 func (q *Queries) GetGitCredentialByName(ctx context.Context, name string) (GitCredential, error) {
@@ -108,12 +134,103 @@ func (q *Queries) GetGitCredentialByName(ctx context.Context, name string) (GitC
 		&i.LastUsedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowedHosts,
+		&i.KnownHosts,
 	)
 	return i, err
 }
 
+const getGitCredentialForUpdate = `-- name: GetGitCredentialForUpdate :one
+SELECT id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at, allowed_hosts, known_hosts FROM git_credentials WHERE id = $1 FOR UPDATE
+`
+
+// Locks the row while an app is attached (the first attach sets
+// allowed_hosts) or its pinned host keys change.
+func (q *Queries) GetGitCredentialForUpdate(ctx context.Context, id pgtype.UUID) (GitCredential, error) {
+	row := q.db.QueryRow(ctx, getGitCredentialForUpdate, id)
+	var i GitCredential
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.Kind,
+		&i.Credentials,
+		&i.PublicKey,
+		&i.Fingerprint,
+		&i.Username,
+		&i.LastUsedAt,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.AllowedHosts,
+		&i.KnownHosts,
+	)
+	return i, err
+}
+
+const gitCredentialSharedWith = `-- name: GitCredentialSharedWith :one
+SELECT EXISTS (
+    SELECT 1 FROM git_credential_shares WHERE git_credential_id = $1 AND user_id = $2
+) AS shared
+`
+
+type GitCredentialSharedWithParams struct {
+	GitCredentialID pgtype.UUID
+	UserID          pgtype.UUID
+}
+
+func (q *Queries) GitCredentialSharedWith(ctx context.Context, arg GitCredentialSharedWithParams) (bool, error) {
+	row := q.db.QueryRow(ctx, gitCredentialSharedWith, arg.GitCredentialID, arg.UserID)
+	var shared bool
+	err := row.Scan(&shared)
+	return shared, err
+}
+
+const insertGitCredentialShare = `-- name: InsertGitCredentialShare :execrows
+INSERT INTO git_credential_shares (git_credential_id, user_id)
+VALUES ($1, $2)
+ON CONFLICT DO NOTHING
+`
+
+type InsertGitCredentialShareParams struct {
+	GitCredentialID pgtype.UUID
+	UserID          pgtype.UUID
+}
+
+func (q *Queries) InsertGitCredentialShare(ctx context.Context, arg InsertGitCredentialShareParams) (int64, error) {
+	result, err := q.db.Exec(ctx, insertGitCredentialShare, arg.GitCredentialID, arg.UserID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const listGitCredentialShareEmails = `-- name: ListGitCredentialShareEmails :many
+SELECT u.email FROM git_credential_shares s JOIN users u ON u.id = s.user_id
+WHERE s.git_credential_id = $1
+ORDER BY u.email
+`
+
+func (q *Queries) ListGitCredentialShareEmails(ctx context.Context, gitCredentialID pgtype.UUID) ([]string, error) {
+	rows, err := q.db.Query(ctx, listGitCredentialShareEmails, gitCredentialID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var email string
+		if err := rows.Scan(&email); err != nil {
+			return nil, err
+		}
+		items = append(items, email)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listGitCredentials = `-- name: ListGitCredentials :many
-SELECT id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at FROM git_credentials
+SELECT id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at, allowed_hosts, known_hosts FROM git_credentials
 WHERE ($1::text IS NULL OR kind = $1)
   AND ($2::uuid IS NULL OR id < $2)
 ORDER BY id DESC
@@ -147,6 +264,8 @@ func (q *Queries) ListGitCredentials(ctx context.Context, arg ListGitCredentials
 			&i.LastUsedAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AllowedHosts,
+			&i.KnownHosts,
 		); err != nil {
 			return nil, err
 		}
@@ -159,7 +278,7 @@ func (q *Queries) ListGitCredentials(ctx context.Context, arg ListGitCredentials
 }
 
 const renameGitCredential = `-- name: RenameGitCredential :one
-UPDATE git_credentials SET name = $1 WHERE id = $2 RETURNING id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at
+UPDATE git_credentials SET name = $1 WHERE id = $2 RETURNING id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at, allowed_hosts, known_hosts
 `
 
 type RenameGitCredentialParams struct {
@@ -181,6 +300,66 @@ func (q *Queries) RenameGitCredential(ctx context.Context, arg RenameGitCredenti
 		&i.LastUsedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowedHosts,
+		&i.KnownHosts,
+	)
+	return i, err
+}
+
+const setGitCredentialAllowedHosts = `-- name: SetGitCredentialAllowedHosts :one
+UPDATE git_credentials SET allowed_hosts = $1::text[] WHERE id = $2 RETURNING id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at, allowed_hosts, known_hosts
+`
+
+type SetGitCredentialAllowedHostsParams struct {
+	AllowedHosts []string
+	ID           pgtype.UUID
+}
+
+func (q *Queries) SetGitCredentialAllowedHosts(ctx context.Context, arg SetGitCredentialAllowedHostsParams) (GitCredential, error) {
+	row := q.db.QueryRow(ctx, setGitCredentialAllowedHosts, arg.AllowedHosts, arg.ID)
+	var i GitCredential
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.Kind,
+		&i.Credentials,
+		&i.PublicKey,
+		&i.Fingerprint,
+		&i.Username,
+		&i.LastUsedAt,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.AllowedHosts,
+		&i.KnownHosts,
+	)
+	return i, err
+}
+
+const setGitCredentialKnownHosts = `-- name: SetGitCredentialKnownHosts :one
+UPDATE git_credentials SET known_hosts = $1 WHERE id = $2 RETURNING id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at, allowed_hosts, known_hosts
+`
+
+type SetGitCredentialKnownHostsParams struct {
+	KnownHosts string
+	ID         pgtype.UUID
+}
+
+func (q *Queries) SetGitCredentialKnownHosts(ctx context.Context, arg SetGitCredentialKnownHostsParams) (GitCredential, error) {
+	row := q.db.QueryRow(ctx, setGitCredentialKnownHosts, arg.KnownHosts, arg.ID)
+	var i GitCredential
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.Kind,
+		&i.Credentials,
+		&i.PublicKey,
+		&i.Fingerprint,
+		&i.Username,
+		&i.LastUsedAt,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.AllowedHosts,
+		&i.KnownHosts,
 	)
 	return i, err
 }
@@ -202,7 +381,7 @@ UPDATE git_credentials
 SET credentials = $1, public_key = $2,
     fingerprint = $3, username = $4
 WHERE id = $5
-RETURNING id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at
+RETURNING id, name, kind, credentials, public_key, fingerprint, username, last_used_at, created_at, updated_at, allowed_hosts, known_hosts
 `
 
 type UpdateGitCredentialSecretParams struct {
@@ -234,6 +413,8 @@ func (q *Queries) UpdateGitCredentialSecret(ctx context.Context, arg UpdateGitCr
 		&i.LastUsedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowedHosts,
+		&i.KnownHosts,
 	)
 	return i, err
 }

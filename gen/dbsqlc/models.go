@@ -75,6 +75,7 @@ type App struct {
 	CurrentDeploymentID       pgtype.UUID
 	CreatedAt                 time.Time
 	UpdatedAt                 time.Time
+	WebhookSecretSetBy        pgtype.UUID
 }
 
 type Backup struct {
@@ -203,16 +204,24 @@ type Domain struct {
 }
 
 type GitCredential struct {
-	ID          pgtype.UUID
-	Name        string
-	Kind        string
-	Credentials []byte
-	PublicKey   *string
-	Fingerprint *string
-	Username    *string
-	LastUsedAt  *time.Time
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	ID           pgtype.UUID
+	Name         string
+	Kind         string
+	Credentials  []byte
+	PublicKey    *string
+	Fingerprint  *string
+	Username     *string
+	LastUsedAt   *time.Time
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	AllowedHosts []string
+	KnownHosts   string
+}
+
+type GitCredentialShare struct {
+	GitCredentialID pgtype.UUID
+	UserID          pgtype.UUID
+	CreatedAt       time.Time
 }
 
 type LoginAttempt struct {
@@ -290,6 +299,7 @@ type Server struct {
 	SshPrivateKey      []byte
 	CreatedAt          time.Time
 	UpdatedAt          time.Time
+	AllowRoot          bool
 }
 
 type ServerMetric struct {
@@ -353,4 +363,5 @@ type WebhookDelivery struct {
 	Result       string
 	DeploymentID pgtype.UUID
 	CreatedAt    time.Time
+	BodyDigest   []byte
 }

@@ -19,7 +19,7 @@ SET join_token_hash = NULL, join_token_expires_at = NULL, enrolled_at = now()
 WHERE join_token_hash = $1
   AND join_token_expires_at > now()
   AND status <> 'disabled'
-RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at
+RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root
 `
 
 // Enrolment, single use in one statement: of two concurrent uses one clears
@@ -46,6 +46,7 @@ func (q *Queries) ConsumeServerJoinToken(ctx context.Context, tokenHash []byte) 
 		&i.SshPrivateKey,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowRoot,
 	)
 	return i, err
 }
@@ -84,7 +85,7 @@ const createServer = `-- name: CreateServer :one
 INSERT INTO servers (id, name, labels, join_token_hash, join_token_expires_at)
 VALUES ($1, $2, $3::jsonb,
         $4, $5)
-RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at
+RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root
 `
 
 type CreateServerParams struct {
@@ -124,6 +125,7 @@ func (q *Queries) CreateServer(ctx context.Context, arg CreateServerParams) (Ser
 		&i.SshPrivateKey,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowRoot,
 	)
 	return i, err
 }
@@ -143,7 +145,7 @@ func (q *Queries) DeleteServer(ctx context.Context, id pgtype.UUID) (int64, erro
 const disableServer = `-- name: DisableServer :one
 UPDATE servers SET status = 'disabled', disabled_at = coalesce(disabled_at, now())
 WHERE id = $1
-RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at
+RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root
 `
 
 func (q *Queries) DisableServer(ctx context.Context, id pgtype.UUID) (Server, error) {
@@ -167,6 +169,7 @@ func (q *Queries) DisableServer(ctx context.Context, id pgtype.UUID) (Server, er
 		&i.SshPrivateKey,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowRoot,
 	)
 	return i, err
 }
@@ -175,7 +178,7 @@ const enableServer = `-- name: EnableServer :one
 UPDATE servers
 SET status = CASE WHEN enrolled_at IS NULL THEN 'pending' ELSE 'offline' END, disabled_at = NULL
 WHERE id = $1 AND status = 'disabled'
-RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at
+RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root
 `
 
 // Back to offline (pending if it never enrolled); the next heartbeat brings
@@ -201,12 +204,13 @@ func (q *Queries) EnableServer(ctx context.Context, id pgtype.UUID) (Server, err
 		&i.SshPrivateKey,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowRoot,
 	)
 	return i, err
 }
 
 const getServer = `-- name: GetServer :one
-SELECT id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at FROM servers WHERE id = $1
+SELECT id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root FROM servers WHERE id = $1
 `
 
 func (q *Queries) GetServer(ctx context.Context, id pgtype.UUID) (Server, error) {
@@ -230,12 +234,13 @@ func (q *Queries) GetServer(ctx context.Context, id pgtype.UUID) (Server, error)
 		&i.SshPrivateKey,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowRoot,
 	)
 	return i, err
 }
 
 const getServerByName = `-- name: GetServerByName :one
-SELECT id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at FROM servers WHERE name = $1
+SELECT id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root FROM servers WHERE name = $1
 `
 
 func (q *Queries) GetServerByName(ctx context.Context, name string) (Server, error) {
@@ -259,6 +264,7 @@ func (q *Queries) GetServerByName(ctx context.Context, name string) (Server, err
 		&i.SshPrivateKey,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowRoot,
 	)
 	return i, err
 }
@@ -275,7 +281,7 @@ func (q *Queries) GetServerSSHKey(ctx context.Context, id pgtype.UUID) ([]byte, 
 }
 
 const listServers = `-- name: ListServers :many
-SELECT id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at FROM servers
+SELECT id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root FROM servers
 WHERE ($1::text IS NULL OR status = $1)
   AND ($2::jsonb IS NULL OR labels @> $2)
   AND ($3::uuid IS NULL OR id < $3)
@@ -324,6 +330,7 @@ func (q *Queries) ListServers(ctx context.Context, arg ListServersParams) ([]Ser
 			&i.SshPrivateKey,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AllowRoot,
 		); err != nil {
 			return nil, err
 		}
@@ -336,7 +343,7 @@ func (q *Queries) ListServers(ctx context.Context, arg ListServersParams) ([]Ser
 }
 
 const listStaleServers = `-- name: ListStaleServers :many
-SELECT id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at FROM servers
+SELECT id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root FROM servers
 WHERE status = 'online' AND last_seen_at < $1::timestamptz
 ORDER BY last_seen_at
 `
@@ -369,6 +376,7 @@ func (q *Queries) ListStaleServers(ctx context.Context, cutoff time.Time) ([]Ser
 			&i.SshPrivateKey,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AllowRoot,
 		); err != nil {
 			return nil, err
 		}
@@ -433,7 +441,7 @@ UPDATE servers s
 SET status = 'online', last_seen_at = now(), ip_address = coalesce($1, s.ip_address)
 FROM (SELECT p.id, p.status FROM servers p WHERE p.id = $2 FOR UPDATE) prev
 WHERE s.id = prev.id AND s.status <> 'disabled'
-RETURNING s.id, s.name, s.hostname, s.ip_address, s.labels, s.status, s.facts, s.agent_version, s.join_token_hash, s.join_token_expires_at, s.enrolled_at, s.last_seen_at, s.metrics_seq, s.disabled_at, s.ssh_private_key, s.created_at, s.updated_at, prev.status AS previous_status
+RETURNING s.id, s.name, s.hostname, s.ip_address, s.labels, s.status, s.facts, s.agent_version, s.join_token_hash, s.join_token_expires_at, s.enrolled_at, s.last_seen_at, s.metrics_seq, s.disabled_at, s.ssh_private_key, s.created_at, s.updated_at, s.allow_root, prev.status AS previous_status
 `
 
 type MarkServerSeenParams struct {
@@ -470,6 +478,7 @@ func (q *Queries) MarkServerSeen(ctx context.Context, arg MarkServerSeenParams) 
 		&i.Server.SshPrivateKey,
 		&i.Server.CreatedAt,
 		&i.Server.UpdatedAt,
+		&i.Server.AllowRoot,
 		&i.PreviousStatus,
 	)
 	return i, err
@@ -501,7 +510,7 @@ func (q *Queries) MarkServersSeen(ctx context.Context, arg MarkServersSeenParams
 const markStaleServersOffline = `-- name: MarkStaleServersOffline :many
 UPDATE servers SET status = 'offline'
 WHERE status = 'online' AND last_seen_at < $1::timestamptz
-RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at
+RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root
 `
 
 // The offline sweep in one statement: a heartbeat that lands meanwhile moves
@@ -533,6 +542,7 @@ func (q *Queries) MarkStaleServersOffline(ctx context.Context, cutoff time.Time)
 			&i.SshPrivateKey,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AllowRoot,
 		); err != nil {
 			return nil, err
 		}
@@ -552,7 +562,7 @@ SET status = 'online', last_seen_at = now(), ip_address = coalesce($1, s.ip_addr
     agent_version = coalesce($4, s.agent_version)
 FROM (SELECT p.id, p.status FROM servers p WHERE p.id = $5 FOR UPDATE) prev
 WHERE s.id = prev.id AND s.status <> 'disabled'
-RETURNING s.id, s.name, s.hostname, s.ip_address, s.labels, s.status, s.facts, s.agent_version, s.join_token_hash, s.join_token_expires_at, s.enrolled_at, s.last_seen_at, s.metrics_seq, s.disabled_at, s.ssh_private_key, s.created_at, s.updated_at, prev.status AS previous_status
+RETURNING s.id, s.name, s.hostname, s.ip_address, s.labels, s.status, s.facts, s.agent_version, s.join_token_hash, s.join_token_expires_at, s.enrolled_at, s.last_seen_at, s.metrics_seq, s.disabled_at, s.ssh_private_key, s.created_at, s.updated_at, s.allow_root, prev.status AS previous_status
 `
 
 type ServerHelloParams struct {
@@ -599,7 +609,43 @@ func (q *Queries) ServerHello(ctx context.Context, arg ServerHelloParams) (Serve
 		&i.Server.SshPrivateKey,
 		&i.Server.CreatedAt,
 		&i.Server.UpdatedAt,
+		&i.Server.AllowRoot,
 		&i.PreviousStatus,
+	)
+	return i, err
+}
+
+const setServerAllowRoot = `-- name: SetServerAllowRoot :one
+UPDATE servers SET allow_root = $1 WHERE id = $2 RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root
+`
+
+type SetServerAllowRootParams struct {
+	AllowRoot bool
+	ID        pgtype.UUID
+}
+
+func (q *Queries) SetServerAllowRoot(ctx context.Context, arg SetServerAllowRootParams) (Server, error) {
+	row := q.db.QueryRow(ctx, setServerAllowRoot, arg.AllowRoot, arg.ID)
+	var i Server
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.Hostname,
+		&i.IpAddress,
+		&i.Labels,
+		&i.Status,
+		&i.Facts,
+		&i.AgentVersion,
+		&i.JoinTokenHash,
+		&i.JoinTokenExpiresAt,
+		&i.EnrolledAt,
+		&i.LastSeenAt,
+		&i.MetricsSeq,
+		&i.DisabledAt,
+		&i.SshPrivateKey,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.AllowRoot,
 	)
 	return i, err
 }
@@ -608,7 +654,7 @@ const setServerJoinToken = `-- name: SetServerJoinToken :one
 UPDATE servers
 SET join_token_hash = $1, join_token_expires_at = $2::timestamptz
 WHERE id = $3
-RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at
+RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root
 `
 
 type SetServerJoinTokenParams struct {
@@ -639,12 +685,13 @@ func (q *Queries) SetServerJoinToken(ctx context.Context, arg SetServerJoinToken
 		&i.SshPrivateKey,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowRoot,
 	)
 	return i, err
 }
 
 const setServerLabels = `-- name: SetServerLabels :one
-UPDATE servers SET labels = $1::jsonb WHERE id = $2 RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at
+UPDATE servers SET labels = $1::jsonb WHERE id = $2 RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root
 `
 
 type SetServerLabelsParams struct {
@@ -673,6 +720,7 @@ func (q *Queries) SetServerLabels(ctx context.Context, arg SetServerLabelsParams
 		&i.SshPrivateKey,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowRoot,
 	)
 	return i, err
 }
@@ -697,7 +745,7 @@ func (q *Queries) SetServerSSHKey(ctx context.Context, arg SetServerSSHKeyParams
 const setServerStatus = `-- name: SetServerStatus :one
 UPDATE servers SET status = $1
 WHERE id = $2 AND status <> 'disabled'
-RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at
+RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root
 `
 
 type SetServerStatusParams struct {
@@ -728,6 +776,7 @@ func (q *Queries) SetServerStatus(ctx context.Context, arg SetServerStatusParams
 		&i.SshPrivateKey,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowRoot,
 	)
 	return i, err
 }
@@ -756,7 +805,7 @@ SET facts = coalesce($1::jsonb, facts),
     hostname = coalesce($2, hostname),
     agent_version = coalesce($3, agent_version)
 WHERE id = $4
-RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at
+RETURNING id, name, hostname, ip_address, labels, status, facts, agent_version, join_token_hash, join_token_expires_at, enrolled_at, last_seen_at, metrics_seq, disabled_at, ssh_private_key, created_at, updated_at, allow_root
 `
 
 type UpdateServerFactsParams struct {
@@ -793,6 +842,7 @@ func (q *Queries) UpdateServerFacts(ctx context.Context, arg UpdateServerFactsPa
 		&i.SshPrivateKey,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AllowRoot,
 	)
 	return i, err
 }

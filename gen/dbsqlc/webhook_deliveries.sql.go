@@ -7,15 +7,16 @@ package dbsqlc
 
 import (
 	"context"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const insertWebhookDelivery = `-- name: InsertWebhookDelivery :one
-INSERT INTO webhook_deliveries (id, app_id, provider, delivery_id, ref, result)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO webhook_deliveries (id, app_id, provider, delivery_id, ref, result, body_digest)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (app_id, provider, delivery_id) DO NOTHING
-RETURNING id, app_id, provider, delivery_id, ref, result, deployment_id, created_at
+RETURNING id, app_id, provider, delivery_id, ref, result, deployment_id, created_at, body_digest
 `
 
 type InsertWebhookDeliveryParams struct {
@@ -25,6 +26,7 @@ type InsertWebhookDeliveryParams struct {
 	DeliveryID string
 	Ref        string
 	Result     string
+	BodyDigest []byte
 }
 
 // A replayed delivery (same app, provider and id) inserts nothing and
@@ -37,6 +39,7 @@ func (q *Queries) InsertWebhookDelivery(ctx context.Context, arg InsertWebhookDe
 		arg.DeliveryID,
 		arg.Ref,
 		arg.Result,
+		arg.BodyDigest,
 	)
 	var i WebhookDelivery
 	err := row.Scan(
@@ -48,8 +51,25 @@ func (q *Queries) InsertWebhookDelivery(ctx context.Context, arg InsertWebhookDe
 		&i.Result,
 		&i.DeploymentID,
 		&i.CreatedAt,
+		&i.BodyDigest,
 	)
 	return i, err
+}
+
+const lockWebhookBody = `-- name: LockWebhookBody :exec
+SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text || encode($2::bytea, 'hex'), 0))
+`
+
+type LockWebhookBodyParams struct {
+	AppID      pgtype.UUID
+	BodyDigest []byte
+}
+
+// Serialises deliveries of one body to one app until the transaction ends,
+// so two replays racing with new delivery ids cannot both miss each other.
+func (q *Queries) LockWebhookBody(ctx context.Context, arg LockWebhookBodyParams) error {
+	_, err := q.db.Exec(ctx, lockWebhookBody, arg.AppID, arg.BodyDigest)
+	return err
 }
 
 const setWebhookDeliveryDeployment = `-- name: SetWebhookDeliveryDeployment :exec
@@ -64,4 +84,32 @@ type SetWebhookDeliveryDeploymentParams struct {
 func (q *Queries) SetWebhookDeliveryDeployment(ctx context.Context, arg SetWebhookDeliveryDeploymentParams) error {
 	_, err := q.db.Exec(ctx, setWebhookDeliveryDeployment, arg.DeploymentID, arg.ID)
 	return err
+}
+
+const webhookBodySeen = `-- name: WebhookBodySeen :one
+SELECT EXISTS (
+    SELECT 1 FROM webhook_deliveries
+    WHERE app_id = $1 AND provider = $2
+      AND body_digest = $3::bytea AND created_at >= $4
+) AS seen
+`
+
+type WebhookBodySeenParams struct {
+	AppID      pgtype.UUID
+	Provider   string
+	BodyDigest []byte
+	Since      time.Time
+}
+
+// Whether the same body reached this app from this provider since a time.
+func (q *Queries) WebhookBodySeen(ctx context.Context, arg WebhookBodySeenParams) (bool, error) {
+	row := q.db.QueryRow(ctx, webhookBodySeen,
+		arg.AppID,
+		arg.Provider,
+		arg.BodyDigest,
+		arg.Since,
+	)
+	var seen bool
+	err := row.Scan(&seen)
+	return seen, err
 }

@@ -63,6 +63,13 @@ func setupDeploy(t *testing.T, extra ...string) *deployEnv {
 		t.Fatalf("enroll: %+v", r)
 	}
 	e.agent = e.startAgent(t)
+	// The e2e apps run as root (the test's own user): an admin's grant.
+	var srv map[string]any
+	e.mustJSON(t, &srv, "server", "allow-root", "web-1")
+	e.mustJSON(t, &srv, "server", "show", "web-1")
+	if srv["allow_root"] != true {
+		t.Fatalf("server show after allow-root: %v", srv)
+	}
 	return e
 }
 

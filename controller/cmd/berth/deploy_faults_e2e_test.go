@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -50,8 +51,25 @@ func TestDeployOverSSH(t *testing.T) {
 	}
 	privLines := strings.Split(strings.TrimSpace(string(must(os.ReadFile(keyFile)))), "\n")
 
-	url := e.repo.serveSSH(t, pub+"\n"+strings.TrimSpace(string(impPub)))
+	url, hostFP := e.repo.serveSSH(t, pub+"\n"+strings.TrimSpace(string(impPub)))
+	hostPort := strings.TrimPrefix(url, "ssh://root@")
+	hostPort = hostPort[:strings.Index(hostPort, "/")]
 	e.createApp(t, "api", url, "genkey")
+	// No host key pinned yet: refused before dispatch, naming the command.
+	if r := e.cli(t, "", "deploy", "api"); r.code == 0 || !strings.Contains(r.stderr, "scan-host") {
+		t.Fatalf("deploy without a pinned host key: %+v", r)
+	}
+	// The admin scans, checks the fingerprint, and pins it to each key.
+	var keys []map[string]string
+	e.mustJSON(t, &keys, "git-credential", "scan-host", "genkey", hostPort)
+	if !slices.ContainsFunc(keys, func(k map[string]string) bool { return k["fingerprint"] == hostFP }) {
+		t.Fatalf("scan-host: %v, want %s", keys, hostFP)
+	}
+	for _, cred := range []string{"genkey", "impkey"} {
+		if r := e.cli(t, "", "git-credential", "trust-host", cred, hostPort, "--fingerprint", hostFP); r.code != 0 {
+			t.Fatalf("trust-host %s: %+v", cred, r)
+		}
+	}
 	d, logs, code := e.deployFollow(t, "api")
 	if code != 0 || d.Status != "succeeded" || d.CommitSHA != c1 || e.current(t, "api") != d.ID {
 		t.Fatalf("deploy over ssh: %d %+v\n%s", code, d, logs)
@@ -150,9 +168,14 @@ func TestDeployWebhook(t *testing.T) {
 	if d := e.waitStatus(t, "shop", id, "succeeded", "failed"); d.Status != "succeeded" || d.CommitSHA != c1 || d.TriggeredBy != "webhook" {
 		t.Fatalf("webhook deploy: %+v", d)
 	}
-	// Replayed delivery: processed once.
+	// Replayed delivery: processed once, also under a new delivery id
+	// (the header is not signed; the body is).
 	if code, m := postHook(t, gh, hdr, body); code != http.StatusOK || m["result"] != "already processed" {
 		t.Fatalf("replay: %d %v", code, m)
+	}
+	hdr["X-GitHub-Delivery"] = "delivery-1-replayed"
+	if code, m := postHook(t, gh, hdr, body); code != http.StatusOK || m["result"] != "already processed" {
+		t.Fatalf("replayed body under a new delivery id: %d %v", code, m)
 	}
 	// Another branch: ignored.
 	other := push("refs/heads/feature", c1)

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // gitRepo is a bare repository served to agents, and a work tree to commit
@@ -99,8 +101,10 @@ func (r *gitRepo) serveHTTP(t *testing.T, user, token string) string {
 }
 
 // serveSSH runs a real sshd on a loopback port that lets in only
-// authorizedKey, and only for git-shell (fetching the repository).
-func (r *gitRepo) serveSSH(t *testing.T, authorizedKey string) string {
+// authorizedKey, and only for git-shell (fetching the repository). It
+// returns the repository's URL and the SHA256 fingerprint of the host key,
+// which a test checks scan-host against before trust-host, as an admin would.
+func (r *gitRepo) serveSSH(t *testing.T, authorizedKey string) (url, hostKeyFingerprint string) {
 	t.Helper()
 	dir := t.TempDir()
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, "host_key")).CombinedOutput(); err != nil {
@@ -144,7 +148,15 @@ func (r *gitRepo) serveSSH(t *testing.T, authorizedKey string) string {
 		}
 		return err == nil
 	})
-	return "ssh://root@" + addr + r.bare
+	pubLine, err := os.ReadFile(filepath.Join(dir, "host_key.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(pubLine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "ssh://root@" + addr + r.bare, ssh.FingerprintSHA256(pub)
 }
 
 var execCommand = exec.Command

@@ -217,6 +217,84 @@ func (a *app) appCmd() *cobra.Command {
 		},
 	}, &hookF)
 
-	cmd.AddCommand(create, list, show, env, hook)
+	cmd.AddCommand(create, list, show, env, hook, a.appUpdateCmd())
+	return cmd
+}
+
+// appUpdateCmd changes the settings whose flags are given. --keep,
+// --timeout and --health-timeout need the write scope; every other flag
+// decides what code runs, as whom or where, and needs deploy.
+func (a *app) appUpdateCmd() *cobra.Command {
+	var f apiFlags
+	var repo, branch, credential, path, user, scriptFile, healthCmd, healthURL, reloadCmd string
+	var healthTimeout, keep, timeout uint32
+	var shared []string
+	cmd := apiCommand(&cobra.Command{
+		Use:   "update APP",
+		Short: "Change an app's settings (only the flags given)",
+		Long: "Changes only the settings whose flags are given. --keep, --timeout and --health-timeout need the\n" +
+			"write scope; the others decide what code runs, as whom or where, and need deploy. --credential ''\n" +
+			"detaches the credential; --health-cmd '', --health-url '' and --reload-cmd '' clear them.",
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fl := cmd.Flags()
+			req := &adminv1.UpdateAppRequest{App: args[0]}
+			str := func(name string, v string) *string {
+				if fl.Changed(name) {
+					return &v
+				}
+				return nil
+			}
+			num := func(name string, v uint32) *uint32 {
+				if fl.Changed(name) {
+					return &v
+				}
+				return nil
+			}
+			req.RepositoryUrl, req.Branch, req.Credential = str("repo", repo), str("branch", branch), str("credential", credential)
+			req.DeployPath, req.RunAsUser = str("path", path), str("user", user)
+			req.HealthCheckCommand, req.HealthCheckUrl, req.ReloadCommand = str("health-cmd", healthCmd), str("health-url", healthURL), str("reload-cmd", reloadCmd)
+			req.HealthCheckTimeoutSeconds, req.ReleasesToKeep, req.TimeoutSeconds = num("health-timeout", healthTimeout), num("keep", keep), num("timeout", timeout)
+			if fl.Changed("shared") {
+				req.SharedPaths, req.SetSharedPaths = shared, true
+			}
+			if scriptFile != "" {
+				b, err := os.ReadFile(scriptFile)
+				if err != nil {
+					return fmt.Errorf("deploy script: %w", err)
+				}
+				s := string(b)
+				req.DeployScript = &s
+			}
+			c, done, err := f.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := c.UpdateApp(cmd.Context(), req)
+			if err != nil {
+				return rpcErr(err)
+			}
+			if f.output == "json" {
+				return a.printJSON(appJSON(res.GetApp()))
+			}
+			fmt.Fprintf(a.stdout, "app %s updated\n", res.GetApp().GetName())
+			return nil
+		},
+	}, &f)
+	fs := cmd.Flags()
+	fs.StringVar(&repo, "repo", "", "git repository URL")
+	fs.StringVar(&branch, "branch", "", "branch to deploy")
+	fs.StringVar(&credential, "credential", "", "git credential ('' detaches it)")
+	fs.StringVar(&path, "path", "", "deploy path on the server")
+	fs.StringVar(&user, "user", "", "system user that runs the app (root needs the server's allow-root)")
+	fs.StringVar(&scriptFile, "deploy-script", "", "file with the new deploy script")
+	fs.StringVar(&healthCmd, "health-cmd", "", "health check command ('' clears)")
+	fs.StringVar(&healthURL, "health-url", "", "health check URL ('' clears)")
+	fs.Uint32Var(&healthTimeout, "health-timeout", 0, "health check timeout in seconds")
+	fs.StringVar(&reloadCmd, "reload-cmd", "", "command run after `current` switches ('' clears)")
+	fs.Uint32Var(&keep, "keep", 0, "releases to keep")
+	fs.StringArrayVar(&shared, "shared", nil, "shared path (repeatable; replaces the list)")
+	fs.Uint32Var(&timeout, "timeout", 0, "deploy timeout in seconds")
 	return cmd
 }

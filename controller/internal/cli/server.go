@@ -110,7 +110,7 @@ func (a *app) serverCmd() *cobra.Command {
 				return a.printJSON(serverJSON(res.GetServer()))
 			}
 			s := res.GetServer()
-			fmt.Fprintf(a.stdout, "id:       %s\nname:     %s\nstatus:   %s\nhostname: %s\nagent:    %s\nfacts:    %s\n", s.GetId(), s.GetName(), s.GetStatus(), s.GetHostname(), s.GetAgentVersion(), s.GetFactsJson())
+			fmt.Fprintf(a.stdout, "id:       %s\nname:     %s\nstatus:   %s\nhostname: %s\nagent:    %s\nroot:     %s\nfacts:    %s\n", s.GetId(), s.GetName(), s.GetStatus(), s.GetHostname(), s.GetAgentVersion(), rootWord(s.GetAllowRoot()), s.GetFactsJson())
 			return nil
 		},
 	}, &showF)
@@ -175,6 +175,7 @@ func (a *app) serverCmd() *cobra.Command {
 	enable.Flags().DurationVar(&enTTL, "token-ttl", time.Hour, "how long the join token is valid")
 
 	cmd.AddCommand(add, list, show, remove, disable, enable)
+	cmd.AddCommand(a.serverRootCmds()...)
 	return cmd
 }
 
@@ -182,7 +183,7 @@ func serverJSON(s *adminv1.Server) map[string]any {
 	m := map[string]any{
 		"id": s.GetId(), "name": s.GetName(), "status": s.GetStatus(), "labels": s.GetLabels(),
 		"hostname": s.GetHostname(), "agent_version": s.GetAgentVersion(), "last_seen_at": nil,
-		"created_at": s.GetCreatedAt().AsTime(), "ip_address": s.GetIpAddress(),
+		"created_at": s.GetCreatedAt().AsTime(), "ip_address": s.GetIpAddress(), "allow_root": s.GetAllowRoot(),
 	}
 	if s.GetLastSeenAt() != nil {
 		m["last_seen_at"] = s.GetLastSeenAt().AsTime()
@@ -247,4 +248,42 @@ func (a *app) printJoin(output, verb string, srv *adminv1.Server, token string, 
 		srv.GetName(), verb, srv.GetId(), exp.Local().Format(time.RFC3339))
 	fmt.Fprintf(a.stdout, "Install and enroll on the server (as root):\n  %s\n\nOr, with berth-agent already installed:\n  %s\n", install, enroll)
 	return nil
+}
+
+// serverRootCmds: allow-root and deny-root, an admin's per-server grant
+// to run apps as root (without it the controller and the agent refuse).
+func (a *app) serverRootCmds() []*cobra.Command {
+	mk := func(use, short string, allow bool) *cobra.Command {
+		var f apiFlags
+		return apiCommand(&cobra.Command{
+			Use: use + " NAME", Short: short, Args: exactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, done, err := f.dial()
+				if err != nil {
+					return err
+				}
+				defer done()
+				res, err := c.SetServerAllowRoot(cmd.Context(), &adminv1.SetServerAllowRootRequest{Server: args[0], Allow: allow})
+				if err != nil {
+					return rpcErr(err)
+				}
+				if f.output == "json" {
+					return a.printJSON(serverJSON(res.GetServer()))
+				}
+				fmt.Fprintf(a.stdout, "server %s: apps %s\n", res.GetServer().GetName(), rootWord(res.GetServer().GetAllowRoot()))
+				return nil
+			},
+		}, &f)
+	}
+	return []*cobra.Command{
+		mk("allow-root", "Allow apps on a server to run as root (admin)", true),
+		mk("deny-root", "Refuse apps on a server that run as root (admin); their next deploy fails", false),
+	}
+}
+
+func rootWord(allow bool) string {
+	if allow {
+		return "may run as root"
+	}
+	return "may not run as root"
 }

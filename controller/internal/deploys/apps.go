@@ -27,6 +27,11 @@ type AddGitCredentialParams struct {
 	PrivateKey string
 	Username   string
 	Token      string
+	// AllowedHosts bind the credential to repository hosts; empty: the
+	// host of the first app that uses it.
+	AllowedHosts []string
+	// KnownHosts pins SSH host keys (OpenSSH known_hosts lines; ssh only).
+	KnownHosts string
 }
 
 // AddGitCredential stores a credential; only its public part comes back.
@@ -40,6 +45,19 @@ func (s *Service) AddGitCredential(ctx context.Context, pr *auth.Principal, peer
 		return store.GitCredential{}, fmt.Errorf("%w: credential name must be a lowercase slug of 1-63 letters, digits, '.', '_' or '-'", ErrInvalid)
 	}
 	cp := store.CreateGitCredentialParams{Name: p.Name, Kind: p.Kind}
+	hosts, err := normaliseHosts(p.AllowedHosts)
+	if err != nil {
+		return store.GitCredential{}, err
+	}
+	cp.AllowedHosts = hosts
+	if strings.TrimSpace(p.KnownHosts) != "" {
+		if p.Kind != store.GitCredentialSSH {
+			return store.GitCredential{}, fmt.Errorf("%w: known hosts are for ssh credentials", ErrInvalid)
+		}
+		if cp.KnownHosts, err = parseKnownHosts(p.KnownHosts); err != nil {
+			return store.GitCredential{}, err
+		}
+	}
 	switch p.Kind {
 	case store.GitCredentialSSH:
 		if p.Username != "" || p.Token != "" {
@@ -103,7 +121,9 @@ func (s *Service) AddGitCredential(ctx context.Context, pr *auth.Principal, peer
 	if err != nil {
 		return store.GitCredential{}, err
 	}
-	s.activity(ctx, pr, peer, "git_credential.created", "git_credential", c.ID, c.Name, map[string]any{"kind": string(c.Kind), "credentials": map[string]any{"changed": true}})
+	s.activity(ctx, pr, peer, "git_credential.created", "git_credential", c.ID, c.Name, map[string]any{
+		"kind": string(c.Kind), "credentials": map[string]any{"changed": true}, "allowed_hosts": c.AllowedHosts, "known_hosts_pinned": c.KnownHosts != "",
+	})
 	return c, nil
 }
 
@@ -158,9 +178,10 @@ type CreateAppParams struct {
 	Credential string
 }
 
-// CreateApp validates and stores an app.
+// CreateApp validates and stores an app. Creating an app decides what
+// code runs on a server: it needs the deploy scope (requireAppChange).
 func (s *Service) CreateApp(ctx context.Context, pr *auth.Principal, peer Peer, p CreateAppParams) (store.App, error) {
-	if err := require(pr, store.ScopeWrite); err != nil {
+	if err := requireAppChange(pr, changeCreate); err != nil {
 		return store.App{}, err
 	}
 	a := p.AppSettings
@@ -176,26 +197,160 @@ func (s *Service) CreateApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 		return store.App{}, fmt.Errorf("server %q: %w", p.Server, err)
 	}
 	a.ServerID = srv.ID
-	if p.Credential != "" {
-		c, err := s.resolveCredential(ctx, p.Credential)
-		if err != nil {
-			return store.App{}, err
-		}
-		a.GitCredentialID = &c.ID
-	}
 	if err := validateApp(&a); err != nil {
 		return store.App{}, err
 	}
-	app, err := s.st.CreateApp(ctx, store.CreateAppParams{AppSettings: a})
+	if err := checkRoot(a.Name, a.RunAsUser, srv); err != nil {
+		return store.App{}, err
+	}
+	var app store.App
+	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		if p.Credential != "" {
+			c, err := s.attachCredential(ctx, tx, pr, p.Credential, a.RepositoryURL, true)
+			if err != nil {
+				return err
+			}
+			a.GitCredentialID = &c.ID
+		}
+		var err error
+		app, err = tx.CreateApp(ctx, store.CreateAppParams{AppSettings: a})
+		return err
+	})
 	if errors.Is(err, store.ErrConflict) {
-		return store.App{}, fmt.Errorf("%w: an app named %q or another app at %s on %s already exists", store.ErrConflict, a.Name, app.DeployPath, srv.Name)
+		return store.App{}, fmt.Errorf("%w: an app named %q or another app at %s on %s already exists", store.ErrConflict, a.Name, a.DeployPath, srv.Name)
 	}
 	if err != nil {
 		return store.App{}, err
 	}
 	s.activity(ctx, pr, peer, "app.created", "app", app.ID, app.Name, map[string]any{
 		"server": srv.Name, "repository_url": redactURL(app.RepositoryURL), "branch": app.Branch, "deploy_path": app.DeployPath,
+		"run_as_user": app.RunAsUser,
 	})
+	return app, nil
+}
+
+// UpdateAppParams changes the settings that are not nil; the others stay.
+// Credential "" detaches the app's credential.
+type UpdateAppParams struct {
+	App                       string
+	RepositoryURL             *string
+	Branch                    *string
+	Credential                *string
+	DeployPath                *string
+	RunAsUser                 *string
+	DeployScript              *string
+	HealthCheckCommand        *string // "" clears
+	HealthCheckURL            *string // "" clears
+	HealthCheckTimeoutSeconds *int
+	ReloadCommand             *string // "" clears
+	ReleasesToKeep            *int
+	SharedPaths               *[]string
+	TimeoutSeconds            *int
+}
+
+// UpdateApp changes an app's settings. The scope needed is that of the
+// fields that really change (appChangeScope): write for the harmless
+// ones, deploy for the rest.
+func (s *Service) UpdateApp(ctx context.Context, pr *auth.Principal, peer Peer, p UpdateAppParams) (store.App, error) {
+	if err := require(pr, store.ScopeWrite); err != nil {
+		return store.App{}, err
+	}
+	old, err := s.ResolveApp(ctx, p.App)
+	if err != nil {
+		return store.App{}, err
+	}
+	a := old.AppSettings
+	set := func(dst *string, v *string) {
+		if v != nil {
+			*dst = strings.TrimSpace(*v)
+		}
+	}
+	setOpt := func(dst **string, v *string) {
+		if v != nil {
+			*dst = optText(strings.TrimSpace(*v))
+		}
+	}
+	setInt := func(dst *int, v *int) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&a.RepositoryURL, p.RepositoryURL)
+	set(&a.Branch, p.Branch)
+	set(&a.DeployPath, p.DeployPath)
+	set(&a.RunAsUser, p.RunAsUser)
+	if p.DeployScript != nil {
+		a.DeployScript = *p.DeployScript
+	}
+	setOpt(&a.HealthCheckCommand, p.HealthCheckCommand)
+	setOpt(&a.HealthCheckURL, p.HealthCheckURL)
+	setOpt(&a.ReloadCommand, p.ReloadCommand)
+	setInt(&a.HealthCheckTimeoutSeconds, p.HealthCheckTimeoutSeconds)
+	setInt(&a.ReleasesToKeep, p.ReleasesToKeep)
+	setInt(&a.TimeoutSeconds, p.TimeoutSeconds)
+	if p.SharedPaths != nil {
+		a.SharedPaths = slices.Clone(*p.SharedPaths)
+		if a.SharedPaths == nil {
+			a.SharedPaths = []string{}
+		}
+	}
+	var newCred *store.GitCredential
+	if p.Credential != nil {
+		if ref := strings.TrimSpace(*p.Credential); ref == "" {
+			a.GitCredentialID = nil
+		} else {
+			c, err := s.resolveCredential(ctx, ref)
+			if err != nil {
+				return store.App{}, err
+			}
+			a.GitCredentialID, newCred = &c.ID, &c
+		}
+	}
+	if err := validateApp(&a); err != nil {
+		return store.App{}, err
+	}
+	fields := changedAppFields(old.AppSettings, a)
+	if err := requireAppChange(pr, fields...); err != nil {
+		return store.App{}, err
+	}
+	if len(fields) == 0 {
+		return old, nil
+	}
+	srv, err := s.st.Server(ctx, a.ServerID)
+	if err != nil {
+		return store.App{}, err
+	}
+	if slices.Contains(fields, "run_as_user") {
+		if err := checkRoot(a.Name, a.RunAsUser, srv); err != nil {
+			return store.App{}, err
+		}
+	}
+	var app store.App
+	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		credChanged := slices.Contains(fields, "credential")
+		if a.GitCredentialID != nil && (credChanged || slices.Contains(fields, "repository_url")) {
+			if _, err := s.attachCredential(ctx, tx, pr, a.GitCredentialID.String(), a.RepositoryURL, credChanged && newCred != nil); err != nil {
+				return err
+			}
+		}
+		var err error
+		app, err = tx.UpdateApp(ctx, old.ID, a)
+		return err
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return store.App{}, fmt.Errorf("%w: another app at %s on %s already exists", store.ErrConflict, a.DeployPath, srv.Name)
+	}
+	if err != nil {
+		return store.App{}, err
+	}
+	changes := map[string]any{"fields": fields}
+	if slices.Contains(fields, "repository_url") {
+		changes["repository_url"] = redactURL(app.RepositoryURL)
+	}
+	if slices.Contains(fields, "run_as_user") {
+		changes["run_as_user"] = app.RunAsUser
+	}
+	s.activity(ctx, pr, peer, "app.updated", "app", app.ID, app.Name, changes)
 	return app, nil
 }
 
@@ -227,8 +382,17 @@ func validateApp(a *store.AppSettings) error {
 	if a.DeployPath != "" && (!path.IsAbs(a.DeployPath) || path.Clean(a.DeployPath) != a.DeployPath || a.DeployPath == "/") {
 		return fmt.Errorf("%w: --path must be a clean absolute path below /", ErrInvalid)
 	}
-	if a.RunAsUser != "" && (len(a.RunAsUser) > 32 || !runAsRE.MatchString(a.RunAsUser)) {
+	// An empty user is the schema's default, a dedicated unprivileged
+	// account the agent creates; never empty, which meant the agent's own
+	// user (root under systemd).
+	if a.RunAsUser == "" {
+		a.RunAsUser = store.DefaultAppRunAsUser
+	}
+	if a.RunAsUser != "0" && (len(a.RunAsUser) > 32 || !runAsRE.MatchString(a.RunAsUser)) {
 		return fmt.Errorf("%w: --user must be a system user name", ErrInvalid)
+	}
+	if a.RunAsUser == "0" {
+		a.RunAsUser = "root" // uid 0 by name: what the schema and the agent take
 	}
 	if len(a.DeployScript) > 256<<10 {
 		return fmt.Errorf("%w: deploy script larger than 256 KiB", ErrInvalid)
@@ -330,7 +494,7 @@ func (s *Service) View(ctx context.Context, a store.App) (AppView, error) {
 // staging) and returns the names now set. The audit trail records only
 // that the scope changed and which names were touched.
 func (s *Service) SetAppEnv(ctx context.Context, pr *auth.Principal, peer Peer, ref string, scope store.AppEnvScope, set map[string]string, unset []string) ([]string, error) {
-	if err := require(pr, store.ScopeWrite); err != nil {
+	if err := requireAppChange(pr, changeEnv); err != nil {
 		return nil, err
 	}
 	if scope == "" {
@@ -372,9 +536,12 @@ func (s *Service) SetAppEnv(ctx context.Context, pr *auth.Principal, peer Peer, 
 }
 
 // SetWebhookSecret sets the app's webhook secret (empty: generate one)
-// and returns it, once.
+// and returns it, once. Whoever holds the secret triggers deployments, so
+// setting it needs the deploy scope, and the deliveries deploy on this
+// caller's behalf: they are refused once the caller's user may no longer
+// deploy.
 func (s *Service) SetWebhookSecret(ctx context.Context, pr *auth.Principal, peer Peer, ref, secret string) (store.App, string, error) {
-	if err := require(pr, store.ScopeWrite); err != nil {
+	if err := requireAppChange(pr, changeWebhookSecret); err != nil {
 		return store.App{}, "", err
 	}
 	if secret == "" {
@@ -389,7 +556,8 @@ func (s *Service) SetWebhookSecret(ctx context.Context, pr *auth.Principal, peer
 	if err != nil {
 		return store.App{}, "", err
 	}
-	if err := s.st.SetAppWebhookSecret(ctx, a.ID, []byte(secret)); err != nil {
+	uid := pr.UserID
+	if err := s.st.SetAppWebhookSecretBy(ctx, a.ID, []byte(secret), &uid); err != nil {
 		return store.App{}, "", err
 	}
 	s.activity(ctx, pr, peer, "app.webhook_secret_changed", "app", a.ID, a.Name, map[string]any{"webhook_secret": map[string]any{"changed": true}})

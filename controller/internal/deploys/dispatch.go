@@ -78,6 +78,8 @@ func (s *Service) sendTo(ctx context.Context, a store.App, d store.Deployment) {
 // safeReason keeps a store error's kind but never its details.
 func safeReason(err error) string {
 	switch {
+	case errors.Is(err, ErrRefused):
+		return err.Error() // a policy's refusal names no secret and says what would allow it
 	case errors.Is(err, store.ErrNotFound):
 		return "a referenced record is missing"
 	default:
@@ -109,6 +111,13 @@ func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment)
 	if a.ReloadCommand != nil {
 		js.ReloadCommand = *a.ReloadCommand
 	}
+	// Checked at every dispatch, not only when the app was saved: an admin
+	// may have withdrawn the root allowance or a credential's binding since.
+	srv, cred, err := s.loadRunnable(ctx, a, d.TriggeredBy != store.TriggerRollback)
+	if err != nil {
+		return nil, err
+	}
+	js.AllowRoot = srv.AllowRoot
 	if d.TriggeredBy == store.TriggerRollback {
 		if d.RollbackFromID == nil {
 			return nil, fmt.Errorf("rollback without a target: %w", store.ErrNotFound)
@@ -116,12 +125,15 @@ func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment)
 		js.Kind, js.RollbackTo = kindRollback, d.RollbackFromID.String()
 		return js, nil
 	}
-	if a.GitCredentialID != nil {
-		sec, err := s.st.GitCredentialSecret(ctx, *a.GitCredentialID)
+	if cred != nil {
+		sec, err := s.st.GitCredentialSecret(ctx, cred.ID)
 		if err != nil {
 			return nil, err
 		}
-		js.Credential = &agentv1.GitCredential{SshPrivateKey: sec.PrivateKey, Username: sec.Username, Token: sec.Token}
+		js.Credential = &agentv1.GitCredential{
+			SshPrivateKey: sec.PrivateKey, Username: sec.Username, Token: sec.Token,
+			AllowedHosts: cred.AllowedHosts, KnownHosts: cred.KnownHosts,
+		}
 		_ = s.st.TouchGitCredential(ctx, *a.GitCredentialID)
 	}
 	return js, nil

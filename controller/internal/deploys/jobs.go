@@ -52,6 +52,10 @@ func (s *Service) Deploy(ctx context.Context, pr *auth.Principal, peer Peer, p D
 	if err != nil {
 		return Queued{}, err
 	}
+	// Refused here already so the caller hears why; dispatch checks again.
+	if _, _, err := s.loadRunnable(ctx, a, true); err != nil {
+		return Queued{}, err
+	}
 	cp := store.CreateDeploymentParams{AppID: a.ID, Environment: env, UserID: &pr.UserID, TriggeredBy: store.TriggerUser}
 	if pr.TokenID != nil {
 		ref := pr.TokenID.String()
@@ -140,6 +144,9 @@ func (s *Service) Rollback(ctx context.Context, pr *auth.Principal, peer Peer, a
 	}
 	a, err := s.ResolveApp(ctx, app)
 	if err != nil {
+		return Queued{}, err
+	}
+	if _, _, err := s.loadRunnable(ctx, a, false); err != nil {
 		return Queued{}, err
 	}
 	// Releases are the app's succeeded deploys (rollbacks build none),

@@ -148,10 +148,15 @@ func (s *Service) ResolveApp(ctx context.Context, ref string) (store.App, error)
 }
 
 func (s *Service) resolveCredential(ctx context.Context, ref string) (store.GitCredential, error) {
+	return s.resolveCredentialIn(ctx, s.st, ref)
+}
+
+// resolveCredentialIn is resolveCredential in a transaction.
+func (s *Service) resolveCredentialIn(ctx context.Context, st *store.Store, ref string) (store.GitCredential, error) {
 	if id, err := store.ParseID(ref); err == nil {
-		return s.st.GitCredential(ctx, id)
+		return st.GitCredential(ctx, id)
 	}
-	c, err := s.st.GitCredentialByName(ctx, strings.ToLower(strings.TrimSpace(ref)))
+	c, err := st.GitCredentialByName(ctx, strings.ToLower(strings.TrimSpace(ref)))
 	if errors.Is(err, store.ErrNotFound) {
 		return store.GitCredential{}, fmt.Errorf("%w: no git credential named %q", store.ErrNotFound, ref)
 	}

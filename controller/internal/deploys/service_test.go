@@ -66,7 +66,7 @@ func setup(t *testing.T) *env {
 func (e *env) app(t *testing.T, name string) store.App {
 	t.Helper()
 	a, err := e.svc.CreateApp(context.Background(), e.admin, Peer{}, CreateAppParams{Server: "web-1",
-		AppSettings: store.AppSettings{Name: name, RepositoryURL: "https://git.example.com/x.git", DeployPath: "/srv/" + name, RunAsUser: "root"}})
+		AppSettings: store.AppSettings{Name: name, RepositoryURL: "https://git.example.com/x.git", DeployPath: "/srv/" + name}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package deploys
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -17,13 +19,21 @@ import (
 // maxWebhookBody bounds a push event's body.
 const maxWebhookBody = 2 << 20
 
+// webhookReplayWindow: a body already delivered to the app within it is a
+// replay, whatever its delivery id header says (headers are not signed).
+const webhookReplayWindow = 24 * time.Hour
+
 // WebhookHandler serves POST /hooks/apps/{app}/{provider}: GitHub push
 // events signed with X-Hub-Signature-256 (HMAC-SHA256 of the body with the
 // app's webhook secret) and GitLab push events carrying the secret in
 // X-Gitlab-Token (compared in constant time). A push to the app's branch
 // enqueues a deployment of the pushed commit; other branches are ignored.
-// Each delivery (X-GitHub-Delivery, X-Gitlab-Event-UUID) is processed once:
-// a replay is answered "already processed" and does nothing.
+// Each delivery (X-GitHub-Delivery, X-Gitlab-Event-UUID) is processed once,
+// and so is each body within webhookReplayWindow (the delivery id is not
+// signed, so a captured body replayed under a new id must not redeploy): a
+// replay is answered "already processed" and does nothing. A delivery
+// deploys on behalf of the user who set the secret and is refused, with a
+// security event, once that user is disabled or no longer holds deploy.
 func (s *Service) WebhookHandler() http.Handler {
 	return http.HandlerFunc(s.serveWebhook)
 }
@@ -108,6 +118,15 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		webhookReply(w, http.StatusUnauthorized, map[string]any{"error": "signature or token does not match"})
 		return
 	}
+	if !s.hookOwnerMayDeploy(ctx, a) {
+		aid := a.ID
+		_, _ = s.st.CreateSecurityEvent(ctx, store.CreateSecurityEventParams{
+			Type: "webhook.owner_not_allowed", Severity: store.SeverityWarning, Actor: "webhook:" + provider,
+			IPAddress: peer.IP, UserAgent: peer.UserAgent, Details: map[string]any{"app": a.Name, "app_id": aid.String(), "provider": provider},
+		})
+		webhookReply(w, http.StatusForbidden, map[string]any{"error": "the user who set this webhook's secret may no longer deploy; someone who may sets a new secret"})
+		return
+	}
 	if delivery == "" || len(delivery) > 200 {
 		webhookReply(w, http.StatusBadRequest, map[string]any{"error": "missing delivery id header"})
 		return
@@ -143,7 +162,11 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	err = s.st.InTx(ctx, func(tx *store.Store) error {
 		var did store.ID
 		var err error
-		did, first, err = tx.RecordWebhookDelivery(ctx, a.ID, provider, delivery, truncate(branch, 255), result)
+		digest := sha256.Sum256(body)
+		did, first, err = tx.RecordWebhookDeliveryBody(ctx, store.WebhookDelivery{
+			AppID: a.ID, Provider: provider, DeliveryID: delivery, Ref: truncate(branch, 255), Result: result,
+			BodyDigest: digest[:], Since: s.cfg.Now().Add(-webhookReplayWindow),
+		})
 		if err != nil || !first || result != store.WebhookDeployed {
 			return err
 		}
@@ -175,6 +198,24 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	s.systemActivity(ctx, store.ActorWebhook, "webhook:"+provider, "deployment.queued", dep, a.Name, map[string]any{"branch": branch, "commit": commit, "delivery": delivery})
 	s.notify(ctx, "dispatch")
 	webhookReply(w, http.StatusAccepted, map[string]any{"result": string(result), "deployment_id": dep.ID.String()})
+}
+
+// hookOwnerMayDeploy: the user who set the app's webhook secret is still
+// active and their role still holds deploy. A secret nobody set through
+// SetWebhookSecret (before that was recorded, or its user deleted) vouches
+// for nothing.
+func (s *Service) hookOwnerMayDeploy(ctx context.Context, a store.App) bool {
+	if a.WebhookSecretSetBy == nil {
+		return false
+	}
+	u, err := s.st.User(ctx, *a.WebhookSecretSetBy)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.log.Error("webhook: load the secret's owner", "app", a.Name, "err", err)
+		}
+		return false
+	}
+	return roleMayDeploy(u)
 }
 
 func fleetPeer(r *http.Request) Peer {

@@ -28,6 +28,7 @@ func serverPB(s store.Server) *adminv1.Server {
 	out := &adminv1.Server{
 		Id: s.ID.String(), Name: s.Name, Status: string(s.Status), Labels: s.Labels, Hostname: s.Hostname,
 		AgentVersion: s.AgentVersion, FactsJson: string(s.Facts), CreatedAt: timestamppb.New(s.CreatedAt),
+		AllowRoot: s.AllowRoot,
 	}
 	if s.LastSeenAt != nil {
 		out.LastSeenAt = timestamppb.New(*s.LastSeenAt)

@@ -44,7 +44,19 @@ func credentialPB(c store.GitCredential) *adminv1.GitCredential {
 	return &adminv1.GitCredential{
 		Id: c.ID.String(), Name: c.Name, Kind: string(c.Kind), PublicKey: str(c.PublicKey), Fingerprint: str(c.Fingerprint),
 		Username: str(c.Username), CreatedAt: timestamppb.New(c.CreatedAt), LastUsedAt: ts(c.LastUsedAt),
+		AllowedHosts: c.AllowedHosts, KnownHosts: c.KnownHosts,
 	}
+}
+
+// credentialWithShares is credentialPB with the users it is shared with.
+func (a *adminServer) credentialWithShares(ctx context.Context, svc *deploys.Service, c store.GitCredential) (*adminv1.GitCredential, error) {
+	out := credentialPB(c)
+	shares, err := svc.GitCredentialShares(ctx, auth.PrincipalFrom(ctx), c)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out.SharedWith = shares
+	return out, nil
 }
 
 func appPB(v deploys.AppView) *adminv1.App {
@@ -97,6 +109,7 @@ func (a *adminServer) AddGitCredential(ctx context.Context, req *adminv1.AddGitC
 	}
 	c, err := svc.AddGitCredential(ctx, auth.PrincipalFrom(ctx), peerOf(ctx), deploys.AddGitCredentialParams{
 		Name: req.GetName(), Kind: store.GitCredentialKind(req.GetKind()), PrivateKey: req.GetPrivateKey(), Username: req.GetUsername(), Token: req.GetToken(),
+		AllowedHosts: req.GetAllowedHosts(), KnownHosts: req.GetKnownHosts(),
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -115,9 +128,89 @@ func (a *adminServer) ListGitCredentials(ctx context.Context, _ *adminv1.ListGit
 	}
 	out := &adminv1.ListGitCredentialsResponse{}
 	for _, c := range list {
-		out.Credentials = append(out.Credentials, credentialPB(c))
+		pb, err := a.credentialWithShares(ctx, svc, c)
+		if err != nil {
+			return nil, err
+		}
+		out.Credentials = append(out.Credentials, pb)
 	}
 	return out, nil
+}
+
+func (a *adminServer) shareGitCredential(ctx context.Context, credential, user string, share bool) (*adminv1.GitCredential, error) {
+	svc, err := a.dep()
+	if err != nil {
+		return nil, err
+	}
+	c, err := svc.ShareGitCredential(ctx, auth.PrincipalFrom(ctx), peerOf(ctx), credential, user, share)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return a.credentialWithShares(ctx, svc, c)
+}
+
+func (a *adminServer) ShareGitCredential(ctx context.Context, req *adminv1.ShareGitCredentialRequest) (*adminv1.ShareGitCredentialResponse, error) {
+	c, err := a.shareGitCredential(ctx, req.GetCredential(), req.GetUser(), true)
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.ShareGitCredentialResponse{Credential: c}, nil
+}
+
+func (a *adminServer) UnshareGitCredential(ctx context.Context, req *adminv1.UnshareGitCredentialRequest) (*adminv1.UnshareGitCredentialResponse, error) {
+	c, err := a.shareGitCredential(ctx, req.GetCredential(), req.GetUser(), false)
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.UnshareGitCredentialResponse{Credential: c}, nil
+}
+
+func hostKeyPB(k deploys.HostKey) *adminv1.HostKey {
+	return &adminv1.HostKey{Type: k.Type, Fingerprint: k.Fingerprint}
+}
+
+func (a *adminServer) ScanGitHost(ctx context.Context, req *adminv1.ScanGitHostRequest) (*adminv1.ScanGitHostResponse, error) {
+	svc, err := a.dep()
+	if err != nil {
+		return nil, err
+	}
+	keys, err := svc.ScanGitHost(ctx, auth.PrincipalFrom(ctx), req.GetCredential(), req.GetAddress())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &adminv1.ScanGitHostResponse{}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, hostKeyPB(k))
+	}
+	return out, nil
+}
+
+func (a *adminServer) TrustGitHost(ctx context.Context, req *adminv1.TrustGitHostRequest) (*adminv1.TrustGitHostResponse, error) {
+	svc, err := a.dep()
+	if err != nil {
+		return nil, err
+	}
+	c, k, err := svc.TrustGitHost(ctx, auth.PrincipalFrom(ctx), peerOf(ctx), req.GetCredential(), req.GetAddress(), req.GetFingerprint())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	pb, err := a.credentialWithShares(ctx, svc, c)
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.TrustGitHostResponse{Credential: pb, Key: hostKeyPB(k)}, nil
+}
+
+func (a *adminServer) SetServerAllowRoot(ctx context.Context, req *adminv1.SetServerAllowRootRequest) (*adminv1.SetServerAllowRootResponse, error) {
+	svc, err := a.dep()
+	if err != nil {
+		return nil, err
+	}
+	srv, err := svc.SetServerAllowRoot(ctx, auth.PrincipalFrom(ctx), peerOf(ctx), req.GetServer(), req.GetAllow())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &adminv1.SetServerAllowRootResponse{Server: serverPB(srv)}, nil
 }
 
 func (a *adminServer) DeleteGitCredential(ctx context.Context, req *adminv1.DeleteGitCredentialRequest) (*adminv1.DeleteGitCredentialResponse, error) {
@@ -196,6 +289,43 @@ func (a *adminServer) GetApp(ctx context.Context, req *adminv1.GetAppRequest) (*
 		return nil, toStatus(err)
 	}
 	return &adminv1.GetAppResponse{App: appPB(v)}, nil
+}
+
+func optInt(v *uint32) *int {
+	if v == nil {
+		return nil
+	}
+	n := int(*v)
+	return &n
+}
+
+func (a *adminServer) UpdateApp(ctx context.Context, req *adminv1.UpdateAppRequest) (*adminv1.UpdateAppResponse, error) {
+	svc, err := a.dep()
+	if err != nil {
+		return nil, err
+	}
+	if req.GetReleasesToKeep() > 1000 || req.GetTimeoutSeconds() > 1<<20 || req.GetHealthCheckTimeoutSeconds() > 1<<20 {
+		return nil, status.Error(codes.InvalidArgument, "a number is out of range")
+	}
+	p := deploys.UpdateAppParams{
+		App: req.GetApp(), RepositoryURL: req.RepositoryUrl, Branch: req.Branch, Credential: req.Credential, DeployPath: req.DeployPath,
+		RunAsUser: req.RunAsUser, DeployScript: req.DeployScript, HealthCheckCommand: req.HealthCheckCommand, HealthCheckURL: req.HealthCheckUrl,
+		HealthCheckTimeoutSeconds: optInt(req.HealthCheckTimeoutSeconds), ReloadCommand: req.ReloadCommand,
+		ReleasesToKeep: optInt(req.ReleasesToKeep), TimeoutSeconds: optInt(req.TimeoutSeconds),
+	}
+	if req.GetSetSharedPaths() {
+		sp := req.GetSharedPaths()
+		p.SharedPaths = &sp
+	}
+	app, err := svc.UpdateApp(ctx, auth.PrincipalFrom(ctx), peerOf(ctx), p)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	v, err := svc.View(ctx, app)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &adminv1.UpdateAppResponse{App: appPB(v)}, nil
 }
 
 func (a *adminServer) SetAppEnv(ctx context.Context, req *adminv1.SetAppEnvRequest) (*adminv1.SetAppEnvResponse, error) {

@@ -98,11 +98,40 @@ func TestDeployRPCs(t *testing.T) {
 	if _, err := read.CreateApp(rctx, appReq); code(err) != codes.PermissionDenied {
 		t.Fatalf("read creates an app: %v", err)
 	}
-	if _, err := write.CreateApp(wctx, appReq); err != nil {
+	// Only deploy scope decides what runs; root needs the server's
+	// allowance, which only admin grants.
+	if _, err := write.CreateApp(wctx, appReq); code(err) != codes.PermissionDenied {
+		t.Fatalf("write creates an app: %v", err)
+	}
+	if _, err := admin.CreateApp(actx, appReq); code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "allow-root") {
+		t.Fatalf("root app without the allowance: %v", err)
+	}
+	if _, err := write.SetServerAllowRoot(wctx, &adminv1.SetServerAllowRootRequest{Server: "web-1", Allow: true}); code(err) != codes.PermissionDenied {
+		t.Fatalf("write allows root: %v", err)
+	}
+	if sr, err := admin.SetServerAllowRoot(actx, &adminv1.SetServerAllowRootRequest{Server: "web-1", Allow: true}); err != nil || !sr.GetServer().GetAllowRoot() {
+		t.Fatalf("admin allows root: %v %v", sr, err)
+	}
+	if _, err := admin.CreateApp(actx, appReq); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := write.SetAppEnv(wctx, &adminv1.SetAppEnvRequest{App: "shop", Scope: "production", Set: map[string]string{"SECRET": envValue}}); err != nil {
+	if _, err := write.SetAppEnv(wctx, &adminv1.SetAppEnvRequest{App: "shop", Scope: "production", Set: map[string]string{"SECRET": envValue}}); code(err) != codes.PermissionDenied {
+		t.Fatalf("write sets env: %v", err)
+	}
+	if _, err := admin.SetAppEnv(actx, &adminv1.SetAppEnvRequest{App: "shop", Scope: "production", Set: map[string]string{"SECRET": envValue}}); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := write.SetAppWebhookSecret(wctx, &adminv1.SetAppWebhookSecretRequest{App: "shop"}); code(err) != codes.PermissionDenied {
+		t.Fatalf("write sets the webhook secret: %v", err)
+	}
+	if _, err := write.UpdateApp(wctx, &adminv1.UpdateAppRequest{App: "shop", DeployScript: proto.String("id")}); code(err) != codes.PermissionDenied {
+		t.Fatalf("write changes the deploy script: %v", err)
+	}
+	if ua, err := write.UpdateApp(wctx, &adminv1.UpdateAppRequest{App: "shop", ReleasesToKeep: proto.Uint32(7)}); err != nil || ua.GetApp().GetReleasesToKeep() != 7 {
+		t.Fatalf("write changes the releases kept: %v %v", ua, err)
+	}
+	if _, err := admin.UpdateApp(actx, &adminv1.UpdateAppRequest{App: "shop", RepositoryUrl: proto.String("https://evil.example/shop.git")}); code(err) != codes.FailedPrecondition {
+		t.Fatalf("credential sent to another host: %v", err)
 	}
 	ga, err := read.GetApp(rctx, &adminv1.GetAppRequest{App: "shop"})
 	if err != nil || strings.Contains(prototext.Format(ga), envValue) || ga.GetApp().GetEnvKeys()["production"].GetKeys()[0] != "SECRET" {
@@ -159,7 +188,8 @@ func TestDeployRPCs(t *testing.T) {
 		}
 		start = m.GetJobStart()
 	}
-	if start.GetJobId() != id || start.GetCredential().GetToken() != token || start.GetEnv()["SECRET"] != envValue || start.GetKind() != "deploy" {
+	if start.GetJobId() != id || start.GetCredential().GetToken() != token || start.GetEnv()["SECRET"] != envValue || start.GetKind() != "deploy" ||
+		!start.GetAllowRoot() || strings.Join(start.GetCredential().GetAllowedHosts(), ",") != "git.example.com" {
 		t.Fatalf("job start: id %s kind %s", start.GetJobId(), start.GetKind())
 	}
 	recvAck := func() *agentv1.JobAck {

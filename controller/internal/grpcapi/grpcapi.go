@@ -73,7 +73,7 @@ func toStatus(err error) error {
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, fleet.ErrRateLimited), errors.Is(err, fleet.ErrSlowAgent):
 		return status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, deploys.ErrPruned), errors.Is(err, store.ErrWrongState):
+	case errors.Is(err, deploys.ErrPruned), errors.Is(err, deploys.ErrRefused), errors.Is(err, store.ErrWrongState):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fleet.ErrInvalid), errors.Is(err, store.ErrInvalid), errors.Is(err, fleet.ErrProtocol), errors.Is(err, deploys.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())

@@ -80,9 +80,12 @@ type App struct {
 	ID ID
 	AppSettings
 	HasWebhookSecret bool
-	HasEnvVars       bool // common variables
-	HasEnvProduction bool
-	HasEnvStaging    bool
+	// WebhookSecretSetBy is the user who set the webhook secret: deliveries
+	// deploy with that user's rights (nil: nobody vouches, refused).
+	WebhookSecretSetBy *ID
+	HasEnvVars         bool // common variables
+	HasEnvProduction   bool
+	HasEnvStaging      bool
 	// The deployment whose release `current` points at.
 	CurrentDeploymentID *ID
 	CreatedAt           time.Time
@@ -99,7 +102,7 @@ func appFromRow(r dbsqlc.App) App {
 			HealthCheckTimeoutSeconds: int(r.HealthCheckTimeoutSeconds), ReloadCommand: r.ReloadCommand,
 			ReleasesToKeep: int(r.ReleasesToKeep), SharedPaths: r.SharedPaths, TimeoutSeconds: int(r.TimeoutSeconds),
 		},
-		HasWebhookSecret: r.WebhookSecret != nil, HasEnvVars: r.EnvVars != nil,
+		HasWebhookSecret: r.WebhookSecret != nil, WebhookSecretSetBy: fromOptPG(r.WebhookSecretSetBy), HasEnvVars: r.EnvVars != nil,
 		HasEnvProduction: r.EnvProduction != nil, HasEnvStaging: r.EnvStaging != nil,
 		CurrentDeploymentID: fromOptPG(r.CurrentDeploymentID), CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
@@ -434,6 +437,11 @@ func (s *Store) MergedAppEnv(ctx context.Context, appID ID, env Environment) (ma
 // SetAppWebhookSecret replaces the secret webhooks are verified with; nil
 // or empty clears it (the webhook endpoint then refuses the app).
 func (s *Store) SetAppWebhookSecret(ctx context.Context, appID ID, secret []byte) error {
+	return s.SetAppWebhookSecretBy(ctx, appID, secret, nil)
+}
+
+// SetAppWebhookSecretBy is SetAppWebhookSecret recording who set it.
+func (s *Store) SetAppWebhookSecretBy(ctx context.Context, appID ID, secret []byte, setBy *ID) error {
 	var ct []byte
 	if len(secret) > 0 {
 		var err error
@@ -441,7 +449,7 @@ func (s *Store) SetAppWebhookSecret(ctx context.Context, appID ID, secret []byte
 			return mapErr("set app webhook secret", err)
 		}
 	}
-	n, err := s.q.SetAppWebhookSecret(ctx, dbsqlc.SetAppWebhookSecretParams{ID: pgID(appID), Ciphertext: ct})
+	n, err := s.q.SetAppWebhookSecret(ctx, dbsqlc.SetAppWebhookSecretParams{ID: pgID(appID), Ciphertext: ct, SetBy: pgOptID(setBy)})
 	return affected("set app webhook secret", n, err)
 }
 

@@ -202,9 +202,41 @@ const (
 // for a replay (nothing is recorded). Call it in the transaction that acts
 // on the delivery, so a failure forgets both.
 func (s *Store) RecordWebhookDelivery(ctx context.Context, appID ID, provider, deliveryID, ref string, res WebhookDeliveryResult) (id ID, first bool, err error) {
+	return s.RecordWebhookDeliveryBody(ctx, WebhookDelivery{AppID: appID, Provider: provider, DeliveryID: deliveryID, Ref: ref, Result: res})
+}
+
+// WebhookDelivery is a verified delivery to record.
+type WebhookDelivery struct {
+	AppID                     ID
+	Provider, DeliveryID, Ref string
+	Result                    WebhookDeliveryResult
+	// BodyDigest is the SHA-256 of the verified body; nil: not deduped by body.
+	BodyDigest []byte
+	// Since: a delivery of the same body to the same app and provider
+	// recorded at or after it is a replay (the dedupe window's start).
+	Since time.Time
+}
+
+// RecordWebhookDeliveryBody records a verified delivery once: first is
+// false for a replay of its delivery id, or of its body since d.Since
+// (a signed body sent again under a new delivery id). Call it in the
+// transaction that acts on the delivery: the body's lock is held until it ends.
+func (s *Store) RecordWebhookDeliveryBody(ctx context.Context, d WebhookDelivery) (id ID, first bool, err error) {
+	if d.BodyDigest != nil {
+		if err := s.q.LockWebhookBody(ctx, dbsqlc.LockWebhookBodyParams{AppID: pgID(d.AppID), BodyDigest: d.BodyDigest}); err != nil {
+			return ID{}, false, mapErr("lock webhook body", err)
+		}
+		seen, err := s.q.WebhookBodySeen(ctx, dbsqlc.WebhookBodySeenParams{AppID: pgID(d.AppID), Provider: d.Provider, BodyDigest: d.BodyDigest, Since: d.Since})
+		if err != nil {
+			return ID{}, false, mapErr("webhook body seen", err)
+		}
+		if seen {
+			return ID{}, false, nil
+		}
+	}
 	id = NewID()
 	_, err = s.q.InsertWebhookDelivery(ctx, dbsqlc.InsertWebhookDeliveryParams{
-		ID: pgID(id), AppID: pgID(appID), Provider: provider, DeliveryID: deliveryID, Ref: ref, Result: string(res),
+		ID: pgID(id), AppID: pgID(d.AppID), Provider: d.Provider, DeliveryID: d.DeliveryID, Ref: d.Ref, Result: string(d.Result), BodyDigest: d.BodyDigest,
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ID{}, false, nil

@@ -31,7 +31,13 @@ type GitCredential struct {
 	PublicKey   *string
 	Fingerprint *string
 	// https: the username (not secret). nil for ssh.
-	Username   *string
+	Username *string
+	// AllowedHosts are the repository hosts (lowercase, no port) the
+	// credential may be sent to; empty until the first app attaches it.
+	AllowedHosts []string
+	// KnownHosts are the OpenSSH known_hosts lines an ssh credential's
+	// fetches trust, one per line; empty: none pinned yet.
+	KnownHosts string
 	LastUsedAt *time.Time
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
@@ -58,6 +64,7 @@ func gitCredentialFromRow(r dbsqlc.GitCredential) GitCredential {
 	return GitCredential{
 		ID: fromPG(r.ID), Name: r.Name, Kind: GitCredentialKind(r.Kind),
 		PublicKey: r.PublicKey, Fingerprint: r.Fingerprint, Username: r.Username,
+		AllowedHosts: r.AllowedHosts, KnownHosts: r.KnownHosts,
 		LastUsedAt: r.LastUsedAt, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
@@ -72,6 +79,9 @@ type CreateGitCredentialParams struct {
 	Fingerprint *string
 	Username    *string
 	Secret      GitCredentialSecret
+	// AllowedHosts and KnownHosts as GitCredential's; nil and "": none yet.
+	AllowedHosts []string
+	KnownHosts   string
 }
 
 func (s *Store) sealGitCredential(id ID, kind GitCredentialKind, username *string, sec GitCredentialSecret) ([]byte, error) {
@@ -97,6 +107,7 @@ func (s *Store) CreateGitCredential(ctx context.Context, p CreateGitCredentialPa
 	r, err := s.q.CreateGitCredential(ctx, dbsqlc.CreateGitCredentialParams{
 		ID: pgID(p.ID), Name: p.Name, Kind: string(p.Kind), Credentials: ct,
 		PublicKey: p.PublicKey, Fingerprint: p.Fingerprint, Username: p.Username,
+		AllowedHosts: emptyIfNil(p.AllowedHosts), KnownHosts: p.KnownHosts,
 	})
 	if err != nil {
 		return GitCredential{}, mapErr("create git credential", err)
@@ -216,4 +227,77 @@ func (s *Store) TouchGitCredential(ctx context.Context, id ID) error {
 func (s *Store) DeleteGitCredential(ctx context.Context, id ID) error {
 	n, err := s.q.DeleteGitCredential(ctx, pgID(id))
 	return affected("delete git credential", n, err)
+}
+
+func emptyIfNil(v []string) []string {
+	if v == nil {
+		return []string{}
+	}
+	return v
+}
+
+// GitCredentialForUpdate returns a credential and locks its row until the
+// transaction ends: attaching it to an app (the first attach binds its
+// hosts) and pinning host keys are read-modify-writes.
+func (s *Store) GitCredentialForUpdate(ctx context.Context, id ID) (GitCredential, error) {
+	r, err := s.q.GetGitCredentialForUpdate(ctx, pgID(id))
+	if err != nil {
+		return GitCredential{}, mapErr("get git credential for update", err)
+	}
+	return gitCredentialFromRow(r), nil
+}
+
+// SetGitCredentialAllowedHosts replaces the hosts a credential may be sent to.
+func (s *Store) SetGitCredentialAllowedHosts(ctx context.Context, id ID, hosts []string) (GitCredential, error) {
+	r, err := s.q.SetGitCredentialAllowedHosts(ctx, dbsqlc.SetGitCredentialAllowedHostsParams{ID: pgID(id), AllowedHosts: emptyIfNil(hosts)})
+	if err != nil {
+		return GitCredential{}, mapErr("set git credential allowed hosts", err)
+	}
+	return gitCredentialFromRow(r), nil
+}
+
+// SetGitCredentialKnownHosts replaces a credential's pinned host keys.
+func (s *Store) SetGitCredentialKnownHosts(ctx context.Context, id ID, knownHosts string) (GitCredential, error) {
+	r, err := s.q.SetGitCredentialKnownHosts(ctx, dbsqlc.SetGitCredentialKnownHostsParams{ID: pgID(id), KnownHosts: knownHosts})
+	if err != nil {
+		return GitCredential{}, mapErr("set git credential known hosts", err)
+	}
+	return gitCredentialFromRow(r), nil
+}
+
+// ShareGitCredential lets a user attach the credential to apps; changed is
+// false when it was shared already.
+func (s *Store) ShareGitCredential(ctx context.Context, id, userID ID) (changed bool, err error) {
+	n, err := s.q.InsertGitCredentialShare(ctx, dbsqlc.InsertGitCredentialShareParams{GitCredentialID: pgID(id), UserID: pgID(userID)})
+	if err != nil {
+		return false, mapErr("share git credential", err)
+	}
+	return n > 0, nil
+}
+
+// UnshareGitCredential withdraws a share; changed is false when there was none.
+func (s *Store) UnshareGitCredential(ctx context.Context, id, userID ID) (changed bool, err error) {
+	n, err := s.q.DeleteGitCredentialShare(ctx, dbsqlc.DeleteGitCredentialShareParams{GitCredentialID: pgID(id), UserID: pgID(userID)})
+	if err != nil {
+		return false, mapErr("unshare git credential", err)
+	}
+	return n > 0, nil
+}
+
+// GitCredentialSharedWith reports whether the credential is shared with a user.
+func (s *Store) GitCredentialSharedWith(ctx context.Context, id, userID ID) (bool, error) {
+	ok, err := s.q.GitCredentialSharedWith(ctx, dbsqlc.GitCredentialSharedWithParams{GitCredentialID: pgID(id), UserID: pgID(userID)})
+	if err != nil {
+		return false, mapErr("git credential shared with", err)
+	}
+	return ok, nil
+}
+
+// GitCredentialShares lists the emails of the users a credential is shared with.
+func (s *Store) GitCredentialShares(ctx context.Context, id ID) ([]string, error) {
+	out, err := s.q.ListGitCredentialShareEmails(ctx, pgID(id))
+	if err != nil {
+		return nil, mapErr("list git credential shares", err)
+	}
+	return out, nil
 }

@@ -42,8 +42,10 @@ type Server struct {
 	MetricsSeq         int64
 	DisabledAt         *time.Time
 	HasSSHKey          bool
-	CreatedAt          time.Time
-	UpdatedAt          time.Time
+	// AllowRoot: apps on this server may run as root (an admin's grant).
+	AllowRoot bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 func serverFromRow(r dbsqlc.Server) Server {
@@ -53,7 +55,7 @@ func serverFromRow(r dbsqlc.Server) Server {
 		AgentVersion: textOf(r.AgentVersion), HasJoinToken: r.JoinTokenHash != nil,
 		JoinTokenExpiresAt: r.JoinTokenExpiresAt, EnrolledAt: r.EnrolledAt, LastSeenAt: r.LastSeenAt,
 		MetricsSeq: r.MetricsSeq, DisabledAt: r.DisabledAt, HasSSHKey: r.SshPrivateKey != nil,
-		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		AllowRoot: r.AllowRoot, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
 
@@ -332,4 +334,13 @@ func (s *Store) ServerSSHKey(ctx context.Context, id ID) ([]byte, error) {
 		return nil, fmt.Errorf("get server ssh key: %w", ErrNotFound)
 	}
 	return s.open("servers", "ssh_private_key", id, ct)
+}
+
+// SetServerAllowRoot grants or withdraws the allowance to run apps as root.
+func (s *Store) SetServerAllowRoot(ctx context.Context, id ID, allow bool) (Server, error) {
+	r, err := s.q.SetServerAllowRoot(ctx, dbsqlc.SetServerAllowRootParams{ID: pgID(id), AllowRoot: allow})
+	if err != nil {
+		return Server{}, mapErr("set server allow root", err)
+	}
+	return serverFromRow(r), nil
 }

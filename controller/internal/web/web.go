@@ -249,7 +249,7 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, store.ErrInvalid), errors.Is(err, fleet.ErrInvalid), errors.Is(err, deploys.ErrInvalid):
 		return http.StatusBadRequest
-	case errors.Is(err, deploys.ErrPruned):
+	case errors.Is(err, deploys.ErrPruned), errors.Is(err, deploys.ErrRefused):
 		return http.StatusConflict
 	}
 	return accountsStatus(err)

@@ -222,11 +222,13 @@ type Server struct {
 	Hostname     string            `protobuf:"bytes,5,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	AgentVersion string            `protobuf:"bytes,6,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// facts is the JSON object the agent reported (os, kernel, arch, cpus, ...).
-	FactsJson     string                 `protobuf:"bytes,7,opt,name=facts_json,json=factsJson,proto3" json:"facts_json,omitempty"`
-	LastSeenAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_seen_at,json=lastSeenAt,proto3" json:"last_seen_at,omitempty"`
-	EnrolledAt    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=enrolled_at,json=enrolledAt,proto3" json:"enrolled_at,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	IpAddress     string                 `protobuf:"bytes,11,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
+	FactsJson  string                 `protobuf:"bytes,7,opt,name=facts_json,json=factsJson,proto3" json:"facts_json,omitempty"`
+	LastSeenAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_seen_at,json=lastSeenAt,proto3" json:"last_seen_at,omitempty"`
+	EnrolledAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=enrolled_at,json=enrolledAt,proto3" json:"enrolled_at,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	IpAddress  string                 `protobuf:"bytes,11,opt,name=ip_address,json=ipAddress,proto3" json:"ip_address,omitempty"`
+	// allow_root: apps on this server may run as root (an admin's grant).
+	AllowRoot     bool `protobuf:"varint,12,opt,name=allow_root,json=allowRoot,proto3" json:"allow_root,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -338,6 +340,111 @@ func (x *Server) GetIpAddress() string {
 	return ""
 }
 
+func (x *Server) GetAllowRoot() bool {
+	if x != nil {
+		return x.AllowRoot
+	}
+	return false
+}
+
+// SetServerAllowRootRequest names a server and the allowance.
+type SetServerAllowRootRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	Allow         bool                   `protobuf:"varint,2,opt,name=allow,proto3" json:"allow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetServerAllowRootRequest) Reset() {
+	*x = SetServerAllowRootRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetServerAllowRootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetServerAllowRootRequest) ProtoMessage() {}
+
+func (x *SetServerAllowRootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetServerAllowRootRequest.ProtoReflect.Descriptor instead.
+func (*SetServerAllowRootRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SetServerAllowRootRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *SetServerAllowRootRequest) GetAllow() bool {
+	if x != nil {
+		return x.Allow
+	}
+	return false
+}
+
+// SetServerAllowRootResponse is the server after the change.
+type SetServerAllowRootResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Server        *Server                `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetServerAllowRootResponse) Reset() {
+	*x = SetServerAllowRootResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetServerAllowRootResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetServerAllowRootResponse) ProtoMessage() {}
+
+func (x *SetServerAllowRootResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetServerAllowRootResponse.ProtoReflect.Descriptor instead.
+func (*SetServerAllowRootResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SetServerAllowRootResponse) GetServer() *Server {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
 // AddServerRequest names the new server.
 type AddServerRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -351,7 +458,7 @@ type AddServerRequest struct {
 
 func (x *AddServerRequest) Reset() {
 	*x = AddServerRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +470,7 @@ func (x *AddServerRequest) String() string {
 func (*AddServerRequest) ProtoMessage() {}
 
 func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +483,7 @@ func (x *AddServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerRequest.ProtoReflect.Descriptor instead.
 func (*AddServerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AddServerRequest) GetName() string {
@@ -415,7 +522,7 @@ type AddServerResponse struct {
 
 func (x *AddServerResponse) Reset() {
 	*x = AddServerResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +534,7 @@ func (x *AddServerResponse) String() string {
 func (*AddServerResponse) ProtoMessage() {}
 
 func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +547,7 @@ func (x *AddServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddServerResponse.ProtoReflect.Descriptor instead.
 func (*AddServerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AddServerResponse) GetServer() *Server {
@@ -498,7 +605,7 @@ type ListServersRequest struct {
 
 func (x *ListServersRequest) Reset() {
 	*x = ListServersRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +617,7 @@ func (x *ListServersRequest) String() string {
 func (*ListServersRequest) ProtoMessage() {}
 
 func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +630,7 @@ func (x *ListServersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersRequest.ProtoReflect.Descriptor instead.
 func (*ListServersRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListServersRequest) GetStatus() string {
@@ -559,7 +666,7 @@ type ListServersResponse struct {
 
 func (x *ListServersResponse) Reset() {
 	*x = ListServersResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +678,7 @@ func (x *ListServersResponse) String() string {
 func (*ListServersResponse) ProtoMessage() {}
 
 func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +691,7 @@ func (x *ListServersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServersResponse.ProtoReflect.Descriptor instead.
 func (*ListServersResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListServersResponse) GetServers() []*Server {
@@ -612,7 +719,7 @@ type GetServerRequest struct {
 
 func (x *GetServerRequest) Reset() {
 	*x = GetServerRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +731,7 @@ func (x *GetServerRequest) String() string {
 func (*GetServerRequest) ProtoMessage() {}
 
 func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +744,7 @@ func (x *GetServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerRequest.ProtoReflect.Descriptor instead.
 func (*GetServerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetServerRequest) GetServer() string {
@@ -657,7 +764,7 @@ type GetServerResponse struct {
 
 func (x *GetServerResponse) Reset() {
 	*x = GetServerResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +776,7 @@ func (x *GetServerResponse) String() string {
 func (*GetServerResponse) ProtoMessage() {}
 
 func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +789,7 @@ func (x *GetServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerResponse.ProtoReflect.Descriptor instead.
 func (*GetServerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetServerResponse) GetServer() *Server {
@@ -702,7 +809,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +821,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +834,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RemoveServerRequest) GetServer() string {
@@ -746,7 +853,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +865,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +878,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 // DisableServerRequest names a server.
@@ -784,7 +891,7 @@ type DisableServerRequest struct {
 
 func (x *DisableServerRequest) Reset() {
 	*x = DisableServerRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +903,7 @@ func (x *DisableServerRequest) String() string {
 func (*DisableServerRequest) ProtoMessage() {}
 
 func (x *DisableServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +916,7 @@ func (x *DisableServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableServerRequest.ProtoReflect.Descriptor instead.
 func (*DisableServerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DisableServerRequest) GetServer() string {
@@ -829,7 +936,7 @@ type DisableServerResponse struct {
 
 func (x *DisableServerResponse) Reset() {
 	*x = DisableServerResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +948,7 @@ func (x *DisableServerResponse) String() string {
 func (*DisableServerResponse) ProtoMessage() {}
 
 func (x *DisableServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +961,7 @@ func (x *DisableServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableServerResponse.ProtoReflect.Descriptor instead.
 func (*DisableServerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DisableServerResponse) GetServer() *Server {
@@ -876,7 +983,7 @@ type EnableServerRequest struct {
 
 func (x *EnableServerRequest) Reset() {
 	*x = EnableServerRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +995,7 @@ func (x *EnableServerRequest) String() string {
 func (*EnableServerRequest) ProtoMessage() {}
 
 func (x *EnableServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1008,7 @@ func (x *EnableServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableServerRequest.ProtoReflect.Descriptor instead.
 func (*EnableServerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *EnableServerRequest) GetServer() string {
@@ -933,7 +1040,7 @@ type EnableServerResponse struct {
 
 func (x *EnableServerResponse) Reset() {
 	*x = EnableServerResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1052,7 @@ func (x *EnableServerResponse) String() string {
 func (*EnableServerResponse) ProtoMessage() {}
 
 func (x *EnableServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1065,7 @@ func (x *EnableServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableServerResponse.ProtoReflect.Descriptor instead.
 func (*EnableServerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EnableServerResponse) GetServer() *Server {
@@ -1017,7 +1124,7 @@ type GetMetricsRequest struct {
 
 func (x *GetMetricsRequest) Reset() {
 	*x = GetMetricsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1136,7 @@ func (x *GetMetricsRequest) String() string {
 func (*GetMetricsRequest) ProtoMessage() {}
 
 func (x *GetMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1149,7 @@ func (x *GetMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetMetricsRequest) GetServer() string {
@@ -1090,7 +1197,7 @@ type MetricPoint struct {
 
 func (x *MetricPoint) Reset() {
 	*x = MetricPoint{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1209,7 @@ func (x *MetricPoint) String() string {
 func (*MetricPoint) ProtoMessage() {}
 
 func (x *MetricPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1222,7 @@ func (x *MetricPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricPoint.ProtoReflect.Descriptor instead.
 func (*MetricPoint) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MetricPoint) GetT() *timestamppb.Timestamp {
@@ -1233,7 +1340,7 @@ type GetMetricsResponse struct {
 
 func (x *GetMetricsResponse) Reset() {
 	*x = GetMetricsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1352,7 @@ func (x *GetMetricsResponse) String() string {
 func (*GetMetricsResponse) ProtoMessage() {}
 
 func (x *GetMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1365,7 @@ func (x *GetMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetricsResponse.ProtoReflect.Descriptor instead.
 func (*GetMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetMetricsResponse) GetPoints() []*MetricPoint {
@@ -1279,16 +1386,22 @@ type GitCredential struct {
 	PublicKey   string `protobuf:"bytes,4,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
 	Fingerprint string `protobuf:"bytes,5,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	// username (https).
-	Username      string                 `protobuf:"bytes,6,opt,name=username,proto3" json:"username,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	LastUsedAt    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	Username   string                 `protobuf:"bytes,6,opt,name=username,proto3" json:"username,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	LastUsedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
+	// allowed_hosts are the repository hosts the credential may be sent to.
+	AllowedHosts []string `protobuf:"bytes,9,rep,name=allowed_hosts,json=allowedHosts,proto3" json:"allowed_hosts,omitempty"`
+	// known_hosts are the pinned SSH host keys (OpenSSH known_hosts lines).
+	KnownHosts string `protobuf:"bytes,10,opt,name=known_hosts,json=knownHosts,proto3" json:"known_hosts,omitempty"`
+	// shared_with lists the users (emails) who may attach it besides admins.
+	SharedWith    []string `protobuf:"bytes,11,rep,name=shared_with,json=sharedWith,proto3" json:"shared_with,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GitCredential) Reset() {
 	*x = GitCredential{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1413,7 @@ func (x *GitCredential) String() string {
 func (*GitCredential) ProtoMessage() {}
 
 func (x *GitCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1426,7 @@ func (x *GitCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GitCredential.ProtoReflect.Descriptor instead.
 func (*GitCredential) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GitCredential) GetId() string {
@@ -1372,22 +1485,48 @@ func (x *GitCredential) GetLastUsedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *GitCredential) GetAllowedHosts() []string {
+	if x != nil {
+		return x.AllowedHosts
+	}
+	return nil
+}
+
+func (x *GitCredential) GetKnownHosts() string {
+	if x != nil {
+		return x.KnownHosts
+	}
+	return ""
+}
+
+func (x *GitCredential) GetSharedWith() []string {
+	if x != nil {
+		return x.SharedWith
+	}
+	return nil
+}
+
 // AddGitCredentialRequest: kind ssh with an empty private_key generates an
 // ed25519 key; kind https needs username and token.
 type AddGitCredentialRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
-	PrivateKey    string                 `protobuf:"bytes,3,opt,name=private_key,json=privateKey,proto3" json:"private_key,omitempty"`
-	Username      string                 `protobuf:"bytes,4,opt,name=username,proto3" json:"username,omitempty"`
-	Token         string                 `protobuf:"bytes,5,opt,name=token,proto3" json:"token,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Kind       string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	PrivateKey string                 `protobuf:"bytes,3,opt,name=private_key,json=privateKey,proto3" json:"private_key,omitempty"`
+	Username   string                 `protobuf:"bytes,4,opt,name=username,proto3" json:"username,omitempty"`
+	Token      string                 `protobuf:"bytes,5,opt,name=token,proto3" json:"token,omitempty"`
+	// allowed_hosts bind the credential to repository hosts; empty: the host
+	// of the first app that uses it.
+	AllowedHosts []string `protobuf:"bytes,6,rep,name=allowed_hosts,json=allowedHosts,proto3" json:"allowed_hosts,omitempty"`
+	// known_hosts pins SSH host keys (OpenSSH known_hosts lines; ssh only).
+	KnownHosts    string `protobuf:"bytes,7,opt,name=known_hosts,json=knownHosts,proto3" json:"known_hosts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddGitCredentialRequest) Reset() {
 	*x = AddGitCredentialRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1538,7 @@ func (x *AddGitCredentialRequest) String() string {
 func (*AddGitCredentialRequest) ProtoMessage() {}
 
 func (x *AddGitCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1551,7 @@ func (x *AddGitCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGitCredentialRequest.ProtoReflect.Descriptor instead.
 func (*AddGitCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddGitCredentialRequest) GetName() string {
@@ -1450,6 +1589,20 @@ func (x *AddGitCredentialRequest) GetToken() string {
 	return ""
 }
 
+func (x *AddGitCredentialRequest) GetAllowedHosts() []string {
+	if x != nil {
+		return x.AllowedHosts
+	}
+	return nil
+}
+
+func (x *AddGitCredentialRequest) GetKnownHosts() string {
+	if x != nil {
+		return x.KnownHosts
+	}
+	return ""
+}
+
 // AddGitCredentialResponse carries the public part only.
 type AddGitCredentialResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1460,7 +1613,7 @@ type AddGitCredentialResponse struct {
 
 func (x *AddGitCredentialResponse) Reset() {
 	*x = AddGitCredentialResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1625,7 @@ func (x *AddGitCredentialResponse) String() string {
 func (*AddGitCredentialResponse) ProtoMessage() {}
 
 func (x *AddGitCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1638,7 @@ func (x *AddGitCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGitCredentialResponse.ProtoReflect.Descriptor instead.
 func (*AddGitCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AddGitCredentialResponse) GetCredential() *GitCredential {
@@ -1504,7 +1657,7 @@ type ListGitCredentialsRequest struct {
 
 func (x *ListGitCredentialsRequest) Reset() {
 	*x = ListGitCredentialsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1669,7 @@ func (x *ListGitCredentialsRequest) String() string {
 func (*ListGitCredentialsRequest) ProtoMessage() {}
 
 func (x *ListGitCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1682,7 @@ func (x *ListGitCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGitCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListGitCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 // ListGitCredentialsResponse lists every credential.
@@ -1542,7 +1695,7 @@ type ListGitCredentialsResponse struct {
 
 func (x *ListGitCredentialsResponse) Reset() {
 	*x = ListGitCredentialsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1707,7 @@ func (x *ListGitCredentialsResponse) String() string {
 func (*ListGitCredentialsResponse) ProtoMessage() {}
 
 func (x *ListGitCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1720,7 @@ func (x *ListGitCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGitCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListGitCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListGitCredentialsResponse) GetCredentials() []*GitCredential {
@@ -1587,7 +1740,7 @@ type DeleteGitCredentialRequest struct {
 
 func (x *DeleteGitCredentialRequest) Reset() {
 	*x = DeleteGitCredentialRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1752,7 @@ func (x *DeleteGitCredentialRequest) String() string {
 func (*DeleteGitCredentialRequest) ProtoMessage() {}
 
 func (x *DeleteGitCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1765,7 @@ func (x *DeleteGitCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGitCredentialRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGitCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteGitCredentialRequest) GetCredential() string {
@@ -1631,7 +1784,7 @@ type DeleteGitCredentialResponse struct {
 
 func (x *DeleteGitCredentialResponse) Reset() {
 	*x = DeleteGitCredentialResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1796,7 @@ func (x *DeleteGitCredentialResponse) String() string {
 func (*DeleteGitCredentialResponse) ProtoMessage() {}
 
 func (x *DeleteGitCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1809,471 @@ func (x *DeleteGitCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGitCredentialResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGitCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+// ShareGitCredentialRequest names a credential and a user (email).
+type ShareGitCredentialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    string                 `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShareGitCredentialRequest) Reset() {
+	*x = ShareGitCredentialRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShareGitCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShareGitCredentialRequest) ProtoMessage() {}
+
+func (x *ShareGitCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShareGitCredentialRequest.ProtoReflect.Descriptor instead.
+func (*ShareGitCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ShareGitCredentialRequest) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
+func (x *ShareGitCredentialRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+// ShareGitCredentialResponse is the credential after the change.
+type ShareGitCredentialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    *GitCredential         `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShareGitCredentialResponse) Reset() {
+	*x = ShareGitCredentialResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShareGitCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShareGitCredentialResponse) ProtoMessage() {}
+
+func (x *ShareGitCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShareGitCredentialResponse.ProtoReflect.Descriptor instead.
+func (*ShareGitCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ShareGitCredentialResponse) GetCredential() *GitCredential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+// UnshareGitCredentialRequest names a credential and a user (email).
+type UnshareGitCredentialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    string                 `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnshareGitCredentialRequest) Reset() {
+	*x = UnshareGitCredentialRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnshareGitCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnshareGitCredentialRequest) ProtoMessage() {}
+
+func (x *UnshareGitCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnshareGitCredentialRequest.ProtoReflect.Descriptor instead.
+func (*UnshareGitCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *UnshareGitCredentialRequest) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
+func (x *UnshareGitCredentialRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+// UnshareGitCredentialResponse is the credential after the change.
+type UnshareGitCredentialResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    *GitCredential         `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnshareGitCredentialResponse) Reset() {
+	*x = UnshareGitCredentialResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnshareGitCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnshareGitCredentialResponse) ProtoMessage() {}
+
+func (x *UnshareGitCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnshareGitCredentialResponse.ProtoReflect.Descriptor instead.
+func (*UnshareGitCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *UnshareGitCredentialResponse) GetCredential() *GitCredential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+// ScanGitHostRequest: address is HOST or HOST:PORT (port 22 by default).
+type ScanGitHostRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    string                 `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanGitHostRequest) Reset() {
+	*x = ScanGitHostRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanGitHostRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanGitHostRequest) ProtoMessage() {}
+
+func (x *ScanGitHostRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanGitHostRequest.ProtoReflect.Descriptor instead.
+func (*ScanGitHostRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ScanGitHostRequest) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
+func (x *ScanGitHostRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// HostKey is one SSH host key as a scan saw it.
+type HostKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// type is the key algorithm (ssh-ed25519, ecdsa-sha2-nistp256, ...).
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// fingerprint is SHA256:... as ssh-keygen -l prints it.
+	Fingerprint   string `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostKey) Reset() {
+	*x = HostKey{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostKey) ProtoMessage() {}
+
+func (x *HostKey) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostKey.ProtoReflect.Descriptor instead.
+func (*HostKey) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *HostKey) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *HostKey) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+// ScanGitHostResponse lists the keys the host offered.
+type ScanGitHostResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*HostKey             `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanGitHostResponse) Reset() {
+	*x = ScanGitHostResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanGitHostResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanGitHostResponse) ProtoMessage() {}
+
+func (x *ScanGitHostResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanGitHostResponse.ProtoReflect.Descriptor instead.
+func (*ScanGitHostResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ScanGitHostResponse) GetKeys() []*HostKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// TrustGitHostRequest: the key is stored only if a fresh scan of address
+// offers a key with this fingerprint.
+type TrustGitHostRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    string                 `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Fingerprint   string                 `protobuf:"bytes,3,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustGitHostRequest) Reset() {
+	*x = TrustGitHostRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustGitHostRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustGitHostRequest) ProtoMessage() {}
+
+func (x *TrustGitHostRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustGitHostRequest.ProtoReflect.Descriptor instead.
+func (*TrustGitHostRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *TrustGitHostRequest) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
+func (x *TrustGitHostRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *TrustGitHostRequest) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+// TrustGitHostResponse is the credential with the key pinned.
+type TrustGitHostResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credential    *GitCredential         `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	Key           *HostKey               `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrustGitHostResponse) Reset() {
+	*x = TrustGitHostResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrustGitHostResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrustGitHostResponse) ProtoMessage() {}
+
+func (x *TrustGitHostResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrustGitHostResponse.ProtoReflect.Descriptor instead.
+func (*TrustGitHostResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *TrustGitHostResponse) GetCredential() *GitCredential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *TrustGitHostResponse) GetKey() *HostKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
 }
 
 // App is an app as the API shows it: never its secrets.
@@ -1692,7 +2309,7 @@ type App struct {
 
 func (x *App) Reset() {
 	*x = App{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +2321,7 @@ func (x *App) String() string {
 func (*App) ProtoMessage() {}
 
 func (x *App) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +2334,7 @@ func (x *App) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use App.ProtoReflect.Descriptor instead.
 func (*App) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *App) GetId() string {
@@ -1877,7 +2494,7 @@ type EnvKeys struct {
 
 func (x *EnvKeys) Reset() {
 	*x = EnvKeys{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +2506,7 @@ func (x *EnvKeys) String() string {
 func (*EnvKeys) ProtoMessage() {}
 
 func (x *EnvKeys) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +2519,7 @@ func (x *EnvKeys) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvKeys.ProtoReflect.Descriptor instead.
 func (*EnvKeys) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *EnvKeys) GetKeys() []string {
@@ -1936,7 +2553,7 @@ type CreateAppRequest struct {
 
 func (x *CreateAppRequest) Reset() {
 	*x = CreateAppRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2565,7 @@ func (x *CreateAppRequest) String() string {
 func (*CreateAppRequest) ProtoMessage() {}
 
 func (x *CreateAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2578,7 @@ func (x *CreateAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAppRequest.ProtoReflect.Descriptor instead.
 func (*CreateAppRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateAppRequest) GetName() string {
@@ -2079,7 +2696,7 @@ type CreateAppResponse struct {
 
 func (x *CreateAppResponse) Reset() {
 	*x = CreateAppResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +2708,7 @@ func (x *CreateAppResponse) String() string {
 func (*CreateAppResponse) ProtoMessage() {}
 
 func (x *CreateAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +2721,7 @@ func (x *CreateAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAppResponse.ProtoReflect.Descriptor instead.
 func (*CreateAppResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateAppResponse) GetApp() *App {
@@ -2124,7 +2741,7 @@ type ListAppsRequest struct {
 
 func (x *ListAppsRequest) Reset() {
 	*x = ListAppsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2753,7 @@ func (x *ListAppsRequest) String() string {
 func (*ListAppsRequest) ProtoMessage() {}
 
 func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2766,7 @@ func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppsRequest.ProtoReflect.Descriptor instead.
 func (*ListAppsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListAppsRequest) GetServer() string {
@@ -2169,7 +2786,7 @@ type ListAppsResponse struct {
 
 func (x *ListAppsResponse) Reset() {
 	*x = ListAppsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2181,7 +2798,7 @@ func (x *ListAppsResponse) String() string {
 func (*ListAppsResponse) ProtoMessage() {}
 
 func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2194,7 +2811,7 @@ func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppsResponse.ProtoReflect.Descriptor instead.
 func (*ListAppsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListAppsResponse) GetApps() []*App {
@@ -2214,7 +2831,7 @@ type GetAppRequest struct {
 
 func (x *GetAppRequest) Reset() {
 	*x = GetAppRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2226,7 +2843,7 @@ func (x *GetAppRequest) String() string {
 func (*GetAppRequest) ProtoMessage() {}
 
 func (x *GetAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,7 +2856,7 @@ func (x *GetAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppRequest.ProtoReflect.Descriptor instead.
 func (*GetAppRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetAppRequest) GetApp() string {
@@ -2259,7 +2876,7 @@ type GetAppResponse struct {
 
 func (x *GetAppResponse) Reset() {
 	*x = GetAppResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2888,7 @@ func (x *GetAppResponse) String() string {
 func (*GetAppResponse) ProtoMessage() {}
 
 func (x *GetAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,10 +2901,214 @@ func (x *GetAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppResponse.ProtoReflect.Descriptor instead.
 func (*GetAppResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetAppResponse) GetApp() *App {
+	if x != nil {
+		return x.App
+	}
+	return nil
+}
+
+// UpdateAppRequest changes the fields that are set; the others stay.
+type UpdateAppRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	RepositoryUrl *string                `protobuf:"bytes,2,opt,name=repository_url,json=repositoryUrl,proto3,oneof" json:"repository_url,omitempty"`
+	Branch        *string                `protobuf:"bytes,3,opt,name=branch,proto3,oneof" json:"branch,omitempty"`
+	// credential: a name or id; "" detaches.
+	Credential                *string `protobuf:"bytes,4,opt,name=credential,proto3,oneof" json:"credential,omitempty"`
+	DeployPath                *string `protobuf:"bytes,5,opt,name=deploy_path,json=deployPath,proto3,oneof" json:"deploy_path,omitempty"`
+	RunAsUser                 *string `protobuf:"bytes,6,opt,name=run_as_user,json=runAsUser,proto3,oneof" json:"run_as_user,omitempty"`
+	DeployScript              *string `protobuf:"bytes,7,opt,name=deploy_script,json=deployScript,proto3,oneof" json:"deploy_script,omitempty"`
+	HealthCheckCommand        *string `protobuf:"bytes,8,opt,name=health_check_command,json=healthCheckCommand,proto3,oneof" json:"health_check_command,omitempty"`
+	HealthCheckUrl            *string `protobuf:"bytes,9,opt,name=health_check_url,json=healthCheckUrl,proto3,oneof" json:"health_check_url,omitempty"`
+	HealthCheckTimeoutSeconds *uint32 `protobuf:"varint,10,opt,name=health_check_timeout_seconds,json=healthCheckTimeoutSeconds,proto3,oneof" json:"health_check_timeout_seconds,omitempty"`
+	ReloadCommand             *string `protobuf:"bytes,11,opt,name=reload_command,json=reloadCommand,proto3,oneof" json:"reload_command,omitempty"`
+	ReleasesToKeep            *uint32 `protobuf:"varint,12,opt,name=releases_to_keep,json=releasesToKeep,proto3,oneof" json:"releases_to_keep,omitempty"`
+	// shared_paths replaces the list when set_shared_paths is true.
+	SharedPaths    []string `protobuf:"bytes,13,rep,name=shared_paths,json=sharedPaths,proto3" json:"shared_paths,omitempty"`
+	SetSharedPaths bool     `protobuf:"varint,14,opt,name=set_shared_paths,json=setSharedPaths,proto3" json:"set_shared_paths,omitempty"`
+	TimeoutSeconds *uint32  `protobuf:"varint,15,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *UpdateAppRequest) Reset() {
+	*x = UpdateAppRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAppRequest) ProtoMessage() {}
+
+func (x *UpdateAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAppRequest.ProtoReflect.Descriptor instead.
+func (*UpdateAppRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *UpdateAppRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *UpdateAppRequest) GetRepositoryUrl() string {
+	if x != nil && x.RepositoryUrl != nil {
+		return *x.RepositoryUrl
+	}
+	return ""
+}
+
+func (x *UpdateAppRequest) GetBranch() string {
+	if x != nil && x.Branch != nil {
+		return *x.Branch
+	}
+	return ""
+}
+
+func (x *UpdateAppRequest) GetCredential() string {
+	if x != nil && x.Credential != nil {
+		return *x.Credential
+	}
+	return ""
+}
+
+func (x *UpdateAppRequest) GetDeployPath() string {
+	if x != nil && x.DeployPath != nil {
+		return *x.DeployPath
+	}
+	return ""
+}
+
+func (x *UpdateAppRequest) GetRunAsUser() string {
+	if x != nil && x.RunAsUser != nil {
+		return *x.RunAsUser
+	}
+	return ""
+}
+
+func (x *UpdateAppRequest) GetDeployScript() string {
+	if x != nil && x.DeployScript != nil {
+		return *x.DeployScript
+	}
+	return ""
+}
+
+func (x *UpdateAppRequest) GetHealthCheckCommand() string {
+	if x != nil && x.HealthCheckCommand != nil {
+		return *x.HealthCheckCommand
+	}
+	return ""
+}
+
+func (x *UpdateAppRequest) GetHealthCheckUrl() string {
+	if x != nil && x.HealthCheckUrl != nil {
+		return *x.HealthCheckUrl
+	}
+	return ""
+}
+
+func (x *UpdateAppRequest) GetHealthCheckTimeoutSeconds() uint32 {
+	if x != nil && x.HealthCheckTimeoutSeconds != nil {
+		return *x.HealthCheckTimeoutSeconds
+	}
+	return 0
+}
+
+func (x *UpdateAppRequest) GetReloadCommand() string {
+	if x != nil && x.ReloadCommand != nil {
+		return *x.ReloadCommand
+	}
+	return ""
+}
+
+func (x *UpdateAppRequest) GetReleasesToKeep() uint32 {
+	if x != nil && x.ReleasesToKeep != nil {
+		return *x.ReleasesToKeep
+	}
+	return 0
+}
+
+func (x *UpdateAppRequest) GetSharedPaths() []string {
+	if x != nil {
+		return x.SharedPaths
+	}
+	return nil
+}
+
+func (x *UpdateAppRequest) GetSetSharedPaths() bool {
+	if x != nil {
+		return x.SetSharedPaths
+	}
+	return false
+}
+
+func (x *UpdateAppRequest) GetTimeoutSeconds() uint32 {
+	if x != nil && x.TimeoutSeconds != nil {
+		return *x.TimeoutSeconds
+	}
+	return 0
+}
+
+// UpdateAppResponse is the app after the change.
+type UpdateAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           *App                   `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAppResponse) Reset() {
+	*x = UpdateAppResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAppResponse) ProtoMessage() {}
+
+func (x *UpdateAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAppResponse.ProtoReflect.Descriptor instead.
+func (*UpdateAppResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *UpdateAppResponse) GetApp() *App {
 	if x != nil {
 		return x.App
 	}
@@ -2307,7 +3128,7 @@ type SetAppEnvRequest struct {
 
 func (x *SetAppEnvRequest) Reset() {
 	*x = SetAppEnvRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +3140,7 @@ func (x *SetAppEnvRequest) String() string {
 func (*SetAppEnvRequest) ProtoMessage() {}
 
 func (x *SetAppEnvRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +3153,7 @@ func (x *SetAppEnvRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppEnvRequest.ProtoReflect.Descriptor instead.
 func (*SetAppEnvRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SetAppEnvRequest) GetApp() string {
@@ -2373,7 +3194,7 @@ type SetAppEnvResponse struct {
 
 func (x *SetAppEnvResponse) Reset() {
 	*x = SetAppEnvResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +3206,7 @@ func (x *SetAppEnvResponse) String() string {
 func (*SetAppEnvResponse) ProtoMessage() {}
 
 func (x *SetAppEnvResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +3219,7 @@ func (x *SetAppEnvResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppEnvResponse.ProtoReflect.Descriptor instead.
 func (*SetAppEnvResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SetAppEnvResponse) GetKeys() []string {
@@ -2419,7 +3240,7 @@ type SetAppWebhookSecretRequest struct {
 
 func (x *SetAppWebhookSecretRequest) Reset() {
 	*x = SetAppWebhookSecretRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2431,7 +3252,7 @@ func (x *SetAppWebhookSecretRequest) String() string {
 func (*SetAppWebhookSecretRequest) ProtoMessage() {}
 
 func (x *SetAppWebhookSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2444,7 +3265,7 @@ func (x *SetAppWebhookSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppWebhookSecretRequest.ProtoReflect.Descriptor instead.
 func (*SetAppWebhookSecretRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SetAppWebhookSecretRequest) GetApp() string {
@@ -2473,7 +3294,7 @@ type SetAppWebhookSecretResponse struct {
 
 func (x *SetAppWebhookSecretResponse) Reset() {
 	*x = SetAppWebhookSecretResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2485,7 +3306,7 @@ func (x *SetAppWebhookSecretResponse) String() string {
 func (*SetAppWebhookSecretResponse) ProtoMessage() {}
 
 func (x *SetAppWebhookSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2498,7 +3319,7 @@ func (x *SetAppWebhookSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppWebhookSecretResponse.ProtoReflect.Descriptor instead.
 func (*SetAppWebhookSecretResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SetAppWebhookSecretResponse) GetSecret() string {
@@ -2555,7 +3376,7 @@ type Deployment struct {
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +3388,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +3401,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Deployment) GetId() string {
@@ -2756,7 +3577,7 @@ type DeployRequest struct {
 
 func (x *DeployRequest) Reset() {
 	*x = DeployRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2768,7 +3589,7 @@ func (x *DeployRequest) String() string {
 func (*DeployRequest) ProtoMessage() {}
 
 func (x *DeployRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2781,7 +3602,7 @@ func (x *DeployRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployRequest.ProtoReflect.Descriptor instead.
 func (*DeployRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DeployRequest) GetApp() string {
@@ -2817,7 +3638,7 @@ type DeployResponse struct {
 
 func (x *DeployResponse) Reset() {
 	*x = DeployResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2829,7 +3650,7 @@ func (x *DeployResponse) String() string {
 func (*DeployResponse) ProtoMessage() {}
 
 func (x *DeployResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2842,7 +3663,7 @@ func (x *DeployResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployResponse.ProtoReflect.Descriptor instead.
 func (*DeployResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DeployResponse) GetDeployment() *Deployment {
@@ -2871,7 +3692,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2883,7 +3704,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2896,7 +3717,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RollbackRequest) GetApp() string {
@@ -2924,7 +3745,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2936,7 +3757,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2949,7 +3770,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RollbackResponse) GetDeployment() *Deployment {
@@ -2976,7 +3797,7 @@ type CancelDeploymentRequest struct {
 
 func (x *CancelDeploymentRequest) Reset() {
 	*x = CancelDeploymentRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3809,7 @@ func (x *CancelDeploymentRequest) String() string {
 func (*CancelDeploymentRequest) ProtoMessage() {}
 
 func (x *CancelDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3822,7 @@ func (x *CancelDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*CancelDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CancelDeploymentRequest) GetId() string {
@@ -3021,7 +3842,7 @@ type CancelDeploymentResponse struct {
 
 func (x *CancelDeploymentResponse) Reset() {
 	*x = CancelDeploymentResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3854,7 @@ func (x *CancelDeploymentResponse) String() string {
 func (*CancelDeploymentResponse) ProtoMessage() {}
 
 func (x *CancelDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3867,7 @@ func (x *CancelDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*CancelDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CancelDeploymentResponse) GetDeployment() *Deployment {
@@ -3068,7 +3889,7 @@ type ListDeploymentsRequest struct {
 
 func (x *ListDeploymentsRequest) Reset() {
 	*x = ListDeploymentsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3080,7 +3901,7 @@ func (x *ListDeploymentsRequest) String() string {
 func (*ListDeploymentsRequest) ProtoMessage() {}
 
 func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3093,7 +3914,7 @@ func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ListDeploymentsRequest) GetApp() string {
@@ -3128,7 +3949,7 @@ type ListDeploymentsResponse struct {
 
 func (x *ListDeploymentsResponse) Reset() {
 	*x = ListDeploymentsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3961,7 @@ func (x *ListDeploymentsResponse) String() string {
 func (*ListDeploymentsResponse) ProtoMessage() {}
 
 func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3974,7 @@ func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
@@ -3180,7 +4001,7 @@ type GetDeploymentRequest struct {
 
 func (x *GetDeploymentRequest) Reset() {
 	*x = GetDeploymentRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3192,7 +4013,7 @@ func (x *GetDeploymentRequest) String() string {
 func (*GetDeploymentRequest) ProtoMessage() {}
 
 func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3205,7 +4026,7 @@ func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetDeploymentRequest) GetId() string {
@@ -3225,7 +4046,7 @@ type GetDeploymentResponse struct {
 
 func (x *GetDeploymentResponse) Reset() {
 	*x = GetDeploymentResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3237,7 +4058,7 @@ func (x *GetDeploymentResponse) String() string {
 func (*GetDeploymentResponse) ProtoMessage() {}
 
 func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3250,7 +4071,7 @@ func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*GetDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetDeploymentResponse) GetDeployment() *Deployment {
@@ -3271,7 +4092,7 @@ type FollowDeploymentRequest struct {
 
 func (x *FollowDeploymentRequest) Reset() {
 	*x = FollowDeploymentRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3283,7 +4104,7 @@ func (x *FollowDeploymentRequest) String() string {
 func (*FollowDeploymentRequest) ProtoMessage() {}
 
 func (x *FollowDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3296,7 +4117,7 @@ func (x *FollowDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*FollowDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *FollowDeploymentRequest) GetId() string {
@@ -3327,7 +4148,7 @@ type FollowDeploymentResponse struct {
 
 func (x *FollowDeploymentResponse) Reset() {
 	*x = FollowDeploymentResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3339,7 +4160,7 @@ func (x *FollowDeploymentResponse) String() string {
 func (*FollowDeploymentResponse) ProtoMessage() {}
 
 func (x *FollowDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3352,7 +4173,7 @@ func (x *FollowDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*FollowDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *FollowDeploymentResponse) GetSeq() uint64 {
@@ -3396,7 +4217,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x10GetHealthRequest\"4\n" +
 	"\x11GetHealthResponse\x12\x1f\n" +
 	"\vdatabase_ok\x18\x01 \x01(\bR\n" +
-	"databaseOk\"\xf0\x03\n" +
+	"databaseOk\"\x8f\x04\n" +
 	"\x06Server\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -3414,10 +4235,17 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"created_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
 	"\n" +
-	"ip_address\x18\v \x01(\tR\tipAddress\x1a9\n" +
+	"ip_address\x18\v \x01(\tR\tipAddress\x12\x1d\n" +
+	"\n" +
+	"allow_root\x18\f \x01(\bR\tallowRoot\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
+	"\x19SetServerAllowRootRequest\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x12\x14\n" +
+	"\x05allow\x18\x02 \x01(\bR\x05allow\"L\n" +
+	"\x1aSetServerAllowRootResponse\x12.\n" +
+	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\"\xdf\x01\n" +
 	"\x10AddServerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12D\n" +
 	"\x06labels\x18\x02 \x03(\v2,.berth.admin.v1.AddServerRequest.LabelsEntryR\x06labels\x126\n" +
@@ -3488,7 +4316,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"net_tx_bps\x18\x0f \x01(\x01R\bnetTxBps\"I\n" +
 	"\x12GetMetricsResponse\x123\n" +
-	"\x06points\x18\x01 \x03(\v2\x1b.berth.admin.v1.MetricPointR\x06points\"\x9d\x02\n" +
+	"\x06points\x18\x01 \x03(\v2\x1b.berth.admin.v1.MetricPointR\x06points\"\x84\x03\n" +
 	"\rGitCredential\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -3500,14 +4328,23 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12<\n" +
 	"\flast_used_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"lastUsedAt\"\x94\x01\n" +
+	"lastUsedAt\x12#\n" +
+	"\rallowed_hosts\x18\t \x03(\tR\fallowedHosts\x12\x1f\n" +
+	"\vknown_hosts\x18\n" +
+	" \x01(\tR\n" +
+	"knownHosts\x12\x1f\n" +
+	"\vshared_with\x18\v \x03(\tR\n" +
+	"sharedWith\"\xda\x01\n" +
 	"\x17AddGitCredentialRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1f\n" +
 	"\vprivate_key\x18\x03 \x01(\tR\n" +
 	"privateKey\x12\x1a\n" +
 	"\busername\x18\x04 \x01(\tR\busername\x12\x14\n" +
-	"\x05token\x18\x05 \x01(\tR\x05token\"Y\n" +
+	"\x05token\x18\x05 \x01(\tR\x05token\x12#\n" +
+	"\rallowed_hosts\x18\x06 \x03(\tR\fallowedHosts\x12\x1f\n" +
+	"\vknown_hosts\x18\a \x01(\tR\n" +
+	"knownHosts\"Y\n" +
 	"\x18AddGitCredentialResponse\x12=\n" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x1d.berth.admin.v1.GitCredentialR\n" +
@@ -3519,7 +4356,46 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x01 \x01(\tR\n" +
 	"credential\"\x1d\n" +
-	"\x1bDeleteGitCredentialResponse\"\x8c\a\n" +
+	"\x1bDeleteGitCredentialResponse\"O\n" +
+	"\x19ShareGitCredentialRequest\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\tR\n" +
+	"credential\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\"[\n" +
+	"\x1aShareGitCredentialResponse\x12=\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x1d.berth.admin.v1.GitCredentialR\n" +
+	"credential\"Q\n" +
+	"\x1bUnshareGitCredentialRequest\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\tR\n" +
+	"credential\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\"]\n" +
+	"\x1cUnshareGitCredentialResponse\x12=\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x1d.berth.admin.v1.GitCredentialR\n" +
+	"credential\"N\n" +
+	"\x12ScanGitHostRequest\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\tR\n" +
+	"credential\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"?\n" +
+	"\aHostKey\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12 \n" +
+	"\vfingerprint\x18\x02 \x01(\tR\vfingerprint\"B\n" +
+	"\x13ScanGitHostResponse\x12+\n" +
+	"\x04keys\x18\x01 \x03(\v2\x17.berth.admin.v1.HostKeyR\x04keys\"q\n" +
+	"\x13TrustGitHostRequest\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\tR\n" +
+	"credential\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12 \n" +
+	"\vfingerprint\x18\x03 \x01(\tR\vfingerprint\"\x80\x01\n" +
+	"\x14TrustGitHostResponse\x12=\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x1d.berth.admin.v1.GitCredentialR\n" +
+	"credential\x12)\n" +
+	"\x03key\x18\x02 \x01(\v2\x17.berth.admin.v1.HostKeyR\x03key\"\x8c\a\n" +
 	"\x03App\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -3581,6 +4457,41 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\rGetAppRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\"7\n" +
 	"\x0eGetAppResponse\x12%\n" +
+	"\x03app\x18\x01 \x01(\v2\x13.berth.admin.v1.AppR\x03app\"\xf3\x06\n" +
+	"\x10UpdateAppRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12*\n" +
+	"\x0erepository_url\x18\x02 \x01(\tH\x00R\rrepositoryUrl\x88\x01\x01\x12\x1b\n" +
+	"\x06branch\x18\x03 \x01(\tH\x01R\x06branch\x88\x01\x01\x12#\n" +
+	"\n" +
+	"credential\x18\x04 \x01(\tH\x02R\n" +
+	"credential\x88\x01\x01\x12$\n" +
+	"\vdeploy_path\x18\x05 \x01(\tH\x03R\n" +
+	"deployPath\x88\x01\x01\x12#\n" +
+	"\vrun_as_user\x18\x06 \x01(\tH\x04R\trunAsUser\x88\x01\x01\x12(\n" +
+	"\rdeploy_script\x18\a \x01(\tH\x05R\fdeployScript\x88\x01\x01\x125\n" +
+	"\x14health_check_command\x18\b \x01(\tH\x06R\x12healthCheckCommand\x88\x01\x01\x12-\n" +
+	"\x10health_check_url\x18\t \x01(\tH\aR\x0ehealthCheckUrl\x88\x01\x01\x12D\n" +
+	"\x1chealth_check_timeout_seconds\x18\n" +
+	" \x01(\rH\bR\x19healthCheckTimeoutSeconds\x88\x01\x01\x12*\n" +
+	"\x0ereload_command\x18\v \x01(\tH\tR\rreloadCommand\x88\x01\x01\x12-\n" +
+	"\x10releases_to_keep\x18\f \x01(\rH\n" +
+	"R\x0ereleasesToKeep\x88\x01\x01\x12!\n" +
+	"\fshared_paths\x18\r \x03(\tR\vsharedPaths\x12(\n" +
+	"\x10set_shared_paths\x18\x0e \x01(\bR\x0esetSharedPaths\x12,\n" +
+	"\x0ftimeout_seconds\x18\x0f \x01(\rH\vR\x0etimeoutSeconds\x88\x01\x01B\x11\n" +
+	"\x0f_repository_urlB\t\n" +
+	"\a_branchB\r\n" +
+	"\v_credentialB\x0e\n" +
+	"\f_deploy_pathB\x0e\n" +
+	"\f_run_as_userB\x10\n" +
+	"\x0e_deploy_scriptB\x17\n" +
+	"\x15_health_check_commandB\x13\n" +
+	"\x11_health_check_urlB\x1f\n" +
+	"\x1d_health_check_timeout_secondsB\x11\n" +
+	"\x0f_reload_commandB\x13\n" +
+	"\x11_releases_to_keepB\x12\n" +
+	"\x10_timeout_seconds\":\n" +
+	"\x11UpdateAppResponse\x12%\n" +
 	"\x03app\x18\x01 \x01(\v2\x13.berth.admin.v1.AppR\x03app\"\xc5\x01\n" +
 	"\x10SetAppEnvRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x14\n" +
@@ -3678,7 +4589,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12:\n" +
 	"\n" +
 	"deployment\x18\x04 \x01(\v2\x1a.berth.admin.v1.DeploymentR\n" +
-	"deployment2\xb4\x10\n" +
+	"deployment2\x86\x15\n" +
 	"\fAdminService\x12S\n" +
 	"\n" +
 	"GetVersion\x12!.berth.admin.v1.GetVersionRequest\x1a\".berth.admin.v1.GetVersionResponse\x12P\n" +
@@ -3690,13 +4601,19 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\rDisableServer\x12$.berth.admin.v1.DisableServerRequest\x1a%.berth.admin.v1.DisableServerResponse\x12Y\n" +
 	"\fEnableServer\x12#.berth.admin.v1.EnableServerRequest\x1a$.berth.admin.v1.EnableServerResponse\x12S\n" +
 	"\n" +
-	"GetMetrics\x12!.berth.admin.v1.GetMetricsRequest\x1a\".berth.admin.v1.GetMetricsResponse\x12e\n" +
+	"GetMetrics\x12!.berth.admin.v1.GetMetricsRequest\x1a\".berth.admin.v1.GetMetricsResponse\x12k\n" +
+	"\x12SetServerAllowRoot\x12).berth.admin.v1.SetServerAllowRootRequest\x1a*.berth.admin.v1.SetServerAllowRootResponse\x12e\n" +
 	"\x10AddGitCredential\x12'.berth.admin.v1.AddGitCredentialRequest\x1a(.berth.admin.v1.AddGitCredentialResponse\x12k\n" +
 	"\x12ListGitCredentials\x12).berth.admin.v1.ListGitCredentialsRequest\x1a*.berth.admin.v1.ListGitCredentialsResponse\x12n\n" +
-	"\x13DeleteGitCredential\x12*.berth.admin.v1.DeleteGitCredentialRequest\x1a+.berth.admin.v1.DeleteGitCredentialResponse\x12P\n" +
+	"\x13DeleteGitCredential\x12*.berth.admin.v1.DeleteGitCredentialRequest\x1a+.berth.admin.v1.DeleteGitCredentialResponse\x12k\n" +
+	"\x12ShareGitCredential\x12).berth.admin.v1.ShareGitCredentialRequest\x1a*.berth.admin.v1.ShareGitCredentialResponse\x12q\n" +
+	"\x14UnshareGitCredential\x12+.berth.admin.v1.UnshareGitCredentialRequest\x1a,.berth.admin.v1.UnshareGitCredentialResponse\x12V\n" +
+	"\vScanGitHost\x12\".berth.admin.v1.ScanGitHostRequest\x1a#.berth.admin.v1.ScanGitHostResponse\x12Y\n" +
+	"\fTrustGitHost\x12#.berth.admin.v1.TrustGitHostRequest\x1a$.berth.admin.v1.TrustGitHostResponse\x12P\n" +
 	"\tCreateApp\x12 .berth.admin.v1.CreateAppRequest\x1a!.berth.admin.v1.CreateAppResponse\x12M\n" +
 	"\bListApps\x12\x1f.berth.admin.v1.ListAppsRequest\x1a .berth.admin.v1.ListAppsResponse\x12G\n" +
 	"\x06GetApp\x12\x1d.berth.admin.v1.GetAppRequest\x1a\x1e.berth.admin.v1.GetAppResponse\x12P\n" +
+	"\tUpdateApp\x12 .berth.admin.v1.UpdateAppRequest\x1a!.berth.admin.v1.UpdateAppResponse\x12P\n" +
 	"\tSetAppEnv\x12 .berth.admin.v1.SetAppEnvRequest\x1a!.berth.admin.v1.SetAppEnvResponse\x12n\n" +
 	"\x13SetAppWebhookSecret\x12*.berth.admin.v1.SetAppWebhookSecretRequest\x1a+.berth.admin.v1.SetAppWebhookSecretResponse\x12G\n" +
 	"\x06Deploy\x12\x1d.berth.admin.v1.DeployRequest\x1a\x1e.berth.admin.v1.DeployResponse\x12M\n" +
@@ -3720,158 +4637,190 @@ func file_berth_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_berth_admin_v1_admin_proto_rawDescData
 }
 
-var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_berth_admin_v1_admin_proto_goTypes = []any{
-	(*GetVersionRequest)(nil),           // 0: berth.admin.v1.GetVersionRequest
-	(*GetVersionResponse)(nil),          // 1: berth.admin.v1.GetVersionResponse
-	(*GetHealthRequest)(nil),            // 2: berth.admin.v1.GetHealthRequest
-	(*GetHealthResponse)(nil),           // 3: berth.admin.v1.GetHealthResponse
-	(*Server)(nil),                      // 4: berth.admin.v1.Server
-	(*AddServerRequest)(nil),            // 5: berth.admin.v1.AddServerRequest
-	(*AddServerResponse)(nil),           // 6: berth.admin.v1.AddServerResponse
-	(*ListServersRequest)(nil),          // 7: berth.admin.v1.ListServersRequest
-	(*ListServersResponse)(nil),         // 8: berth.admin.v1.ListServersResponse
-	(*GetServerRequest)(nil),            // 9: berth.admin.v1.GetServerRequest
-	(*GetServerResponse)(nil),           // 10: berth.admin.v1.GetServerResponse
-	(*RemoveServerRequest)(nil),         // 11: berth.admin.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),        // 12: berth.admin.v1.RemoveServerResponse
-	(*DisableServerRequest)(nil),        // 13: berth.admin.v1.DisableServerRequest
-	(*DisableServerResponse)(nil),       // 14: berth.admin.v1.DisableServerResponse
-	(*EnableServerRequest)(nil),         // 15: berth.admin.v1.EnableServerRequest
-	(*EnableServerResponse)(nil),        // 16: berth.admin.v1.EnableServerResponse
-	(*GetMetricsRequest)(nil),           // 17: berth.admin.v1.GetMetricsRequest
-	(*MetricPoint)(nil),                 // 18: berth.admin.v1.MetricPoint
-	(*GetMetricsResponse)(nil),          // 19: berth.admin.v1.GetMetricsResponse
-	(*GitCredential)(nil),               // 20: berth.admin.v1.GitCredential
-	(*AddGitCredentialRequest)(nil),     // 21: berth.admin.v1.AddGitCredentialRequest
-	(*AddGitCredentialResponse)(nil),    // 22: berth.admin.v1.AddGitCredentialResponse
-	(*ListGitCredentialsRequest)(nil),   // 23: berth.admin.v1.ListGitCredentialsRequest
-	(*ListGitCredentialsResponse)(nil),  // 24: berth.admin.v1.ListGitCredentialsResponse
-	(*DeleteGitCredentialRequest)(nil),  // 25: berth.admin.v1.DeleteGitCredentialRequest
-	(*DeleteGitCredentialResponse)(nil), // 26: berth.admin.v1.DeleteGitCredentialResponse
-	(*App)(nil),                         // 27: berth.admin.v1.App
-	(*EnvKeys)(nil),                     // 28: berth.admin.v1.EnvKeys
-	(*CreateAppRequest)(nil),            // 29: berth.admin.v1.CreateAppRequest
-	(*CreateAppResponse)(nil),           // 30: berth.admin.v1.CreateAppResponse
-	(*ListAppsRequest)(nil),             // 31: berth.admin.v1.ListAppsRequest
-	(*ListAppsResponse)(nil),            // 32: berth.admin.v1.ListAppsResponse
-	(*GetAppRequest)(nil),               // 33: berth.admin.v1.GetAppRequest
-	(*GetAppResponse)(nil),              // 34: berth.admin.v1.GetAppResponse
-	(*SetAppEnvRequest)(nil),            // 35: berth.admin.v1.SetAppEnvRequest
-	(*SetAppEnvResponse)(nil),           // 36: berth.admin.v1.SetAppEnvResponse
-	(*SetAppWebhookSecretRequest)(nil),  // 37: berth.admin.v1.SetAppWebhookSecretRequest
-	(*SetAppWebhookSecretResponse)(nil), // 38: berth.admin.v1.SetAppWebhookSecretResponse
-	(*Deployment)(nil),                  // 39: berth.admin.v1.Deployment
-	(*DeployRequest)(nil),               // 40: berth.admin.v1.DeployRequest
-	(*DeployResponse)(nil),              // 41: berth.admin.v1.DeployResponse
-	(*RollbackRequest)(nil),             // 42: berth.admin.v1.RollbackRequest
-	(*RollbackResponse)(nil),            // 43: berth.admin.v1.RollbackResponse
-	(*CancelDeploymentRequest)(nil),     // 44: berth.admin.v1.CancelDeploymentRequest
-	(*CancelDeploymentResponse)(nil),    // 45: berth.admin.v1.CancelDeploymentResponse
-	(*ListDeploymentsRequest)(nil),      // 46: berth.admin.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),     // 47: berth.admin.v1.ListDeploymentsResponse
-	(*GetDeploymentRequest)(nil),        // 48: berth.admin.v1.GetDeploymentRequest
-	(*GetDeploymentResponse)(nil),       // 49: berth.admin.v1.GetDeploymentResponse
-	(*FollowDeploymentRequest)(nil),     // 50: berth.admin.v1.FollowDeploymentRequest
-	(*FollowDeploymentResponse)(nil),    // 51: berth.admin.v1.FollowDeploymentResponse
-	nil,                                 // 52: berth.admin.v1.Server.LabelsEntry
-	nil,                                 // 53: berth.admin.v1.AddServerRequest.LabelsEntry
-	nil,                                 // 54: berth.admin.v1.App.EnvKeysEntry
-	nil,                                 // 55: berth.admin.v1.SetAppEnvRequest.SetEntry
-	(*timestamppb.Timestamp)(nil),       // 56: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 57: google.protobuf.Duration
+	(*GetVersionRequest)(nil),            // 0: berth.admin.v1.GetVersionRequest
+	(*GetVersionResponse)(nil),           // 1: berth.admin.v1.GetVersionResponse
+	(*GetHealthRequest)(nil),             // 2: berth.admin.v1.GetHealthRequest
+	(*GetHealthResponse)(nil),            // 3: berth.admin.v1.GetHealthResponse
+	(*Server)(nil),                       // 4: berth.admin.v1.Server
+	(*SetServerAllowRootRequest)(nil),    // 5: berth.admin.v1.SetServerAllowRootRequest
+	(*SetServerAllowRootResponse)(nil),   // 6: berth.admin.v1.SetServerAllowRootResponse
+	(*AddServerRequest)(nil),             // 7: berth.admin.v1.AddServerRequest
+	(*AddServerResponse)(nil),            // 8: berth.admin.v1.AddServerResponse
+	(*ListServersRequest)(nil),           // 9: berth.admin.v1.ListServersRequest
+	(*ListServersResponse)(nil),          // 10: berth.admin.v1.ListServersResponse
+	(*GetServerRequest)(nil),             // 11: berth.admin.v1.GetServerRequest
+	(*GetServerResponse)(nil),            // 12: berth.admin.v1.GetServerResponse
+	(*RemoveServerRequest)(nil),          // 13: berth.admin.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),         // 14: berth.admin.v1.RemoveServerResponse
+	(*DisableServerRequest)(nil),         // 15: berth.admin.v1.DisableServerRequest
+	(*DisableServerResponse)(nil),        // 16: berth.admin.v1.DisableServerResponse
+	(*EnableServerRequest)(nil),          // 17: berth.admin.v1.EnableServerRequest
+	(*EnableServerResponse)(nil),         // 18: berth.admin.v1.EnableServerResponse
+	(*GetMetricsRequest)(nil),            // 19: berth.admin.v1.GetMetricsRequest
+	(*MetricPoint)(nil),                  // 20: berth.admin.v1.MetricPoint
+	(*GetMetricsResponse)(nil),           // 21: berth.admin.v1.GetMetricsResponse
+	(*GitCredential)(nil),                // 22: berth.admin.v1.GitCredential
+	(*AddGitCredentialRequest)(nil),      // 23: berth.admin.v1.AddGitCredentialRequest
+	(*AddGitCredentialResponse)(nil),     // 24: berth.admin.v1.AddGitCredentialResponse
+	(*ListGitCredentialsRequest)(nil),    // 25: berth.admin.v1.ListGitCredentialsRequest
+	(*ListGitCredentialsResponse)(nil),   // 26: berth.admin.v1.ListGitCredentialsResponse
+	(*DeleteGitCredentialRequest)(nil),   // 27: berth.admin.v1.DeleteGitCredentialRequest
+	(*DeleteGitCredentialResponse)(nil),  // 28: berth.admin.v1.DeleteGitCredentialResponse
+	(*ShareGitCredentialRequest)(nil),    // 29: berth.admin.v1.ShareGitCredentialRequest
+	(*ShareGitCredentialResponse)(nil),   // 30: berth.admin.v1.ShareGitCredentialResponse
+	(*UnshareGitCredentialRequest)(nil),  // 31: berth.admin.v1.UnshareGitCredentialRequest
+	(*UnshareGitCredentialResponse)(nil), // 32: berth.admin.v1.UnshareGitCredentialResponse
+	(*ScanGitHostRequest)(nil),           // 33: berth.admin.v1.ScanGitHostRequest
+	(*HostKey)(nil),                      // 34: berth.admin.v1.HostKey
+	(*ScanGitHostResponse)(nil),          // 35: berth.admin.v1.ScanGitHostResponse
+	(*TrustGitHostRequest)(nil),          // 36: berth.admin.v1.TrustGitHostRequest
+	(*TrustGitHostResponse)(nil),         // 37: berth.admin.v1.TrustGitHostResponse
+	(*App)(nil),                          // 38: berth.admin.v1.App
+	(*EnvKeys)(nil),                      // 39: berth.admin.v1.EnvKeys
+	(*CreateAppRequest)(nil),             // 40: berth.admin.v1.CreateAppRequest
+	(*CreateAppResponse)(nil),            // 41: berth.admin.v1.CreateAppResponse
+	(*ListAppsRequest)(nil),              // 42: berth.admin.v1.ListAppsRequest
+	(*ListAppsResponse)(nil),             // 43: berth.admin.v1.ListAppsResponse
+	(*GetAppRequest)(nil),                // 44: berth.admin.v1.GetAppRequest
+	(*GetAppResponse)(nil),               // 45: berth.admin.v1.GetAppResponse
+	(*UpdateAppRequest)(nil),             // 46: berth.admin.v1.UpdateAppRequest
+	(*UpdateAppResponse)(nil),            // 47: berth.admin.v1.UpdateAppResponse
+	(*SetAppEnvRequest)(nil),             // 48: berth.admin.v1.SetAppEnvRequest
+	(*SetAppEnvResponse)(nil),            // 49: berth.admin.v1.SetAppEnvResponse
+	(*SetAppWebhookSecretRequest)(nil),   // 50: berth.admin.v1.SetAppWebhookSecretRequest
+	(*SetAppWebhookSecretResponse)(nil),  // 51: berth.admin.v1.SetAppWebhookSecretResponse
+	(*Deployment)(nil),                   // 52: berth.admin.v1.Deployment
+	(*DeployRequest)(nil),                // 53: berth.admin.v1.DeployRequest
+	(*DeployResponse)(nil),               // 54: berth.admin.v1.DeployResponse
+	(*RollbackRequest)(nil),              // 55: berth.admin.v1.RollbackRequest
+	(*RollbackResponse)(nil),             // 56: berth.admin.v1.RollbackResponse
+	(*CancelDeploymentRequest)(nil),      // 57: berth.admin.v1.CancelDeploymentRequest
+	(*CancelDeploymentResponse)(nil),     // 58: berth.admin.v1.CancelDeploymentResponse
+	(*ListDeploymentsRequest)(nil),       // 59: berth.admin.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),      // 60: berth.admin.v1.ListDeploymentsResponse
+	(*GetDeploymentRequest)(nil),         // 61: berth.admin.v1.GetDeploymentRequest
+	(*GetDeploymentResponse)(nil),        // 62: berth.admin.v1.GetDeploymentResponse
+	(*FollowDeploymentRequest)(nil),      // 63: berth.admin.v1.FollowDeploymentRequest
+	(*FollowDeploymentResponse)(nil),     // 64: berth.admin.v1.FollowDeploymentResponse
+	nil,                                  // 65: berth.admin.v1.Server.LabelsEntry
+	nil,                                  // 66: berth.admin.v1.AddServerRequest.LabelsEntry
+	nil,                                  // 67: berth.admin.v1.App.EnvKeysEntry
+	nil,                                  // 68: berth.admin.v1.SetAppEnvRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),        // 69: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 70: google.protobuf.Duration
 }
 var file_berth_admin_v1_admin_proto_depIdxs = []int32{
-	52, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
-	56, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
-	56, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
-	56, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
-	53, // 4: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
-	57, // 5: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
-	4,  // 6: berth.admin.v1.AddServerResponse.server:type_name -> berth.admin.v1.Server
-	56, // 7: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
-	4,  // 8: berth.admin.v1.ListServersResponse.servers:type_name -> berth.admin.v1.Server
-	4,  // 9: berth.admin.v1.GetServerResponse.server:type_name -> berth.admin.v1.Server
-	4,  // 10: berth.admin.v1.DisableServerResponse.server:type_name -> berth.admin.v1.Server
-	57, // 11: berth.admin.v1.EnableServerRequest.token_ttl:type_name -> google.protobuf.Duration
-	4,  // 12: berth.admin.v1.EnableServerResponse.server:type_name -> berth.admin.v1.Server
-	56, // 13: berth.admin.v1.EnableServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
-	57, // 14: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
-	57, // 15: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
-	56, // 16: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
-	18, // 17: berth.admin.v1.GetMetricsResponse.points:type_name -> berth.admin.v1.MetricPoint
-	56, // 18: berth.admin.v1.GitCredential.created_at:type_name -> google.protobuf.Timestamp
-	56, // 19: berth.admin.v1.GitCredential.last_used_at:type_name -> google.protobuf.Timestamp
-	20, // 20: berth.admin.v1.AddGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
-	20, // 21: berth.admin.v1.ListGitCredentialsResponse.credentials:type_name -> berth.admin.v1.GitCredential
-	54, // 22: berth.admin.v1.App.env_keys:type_name -> berth.admin.v1.App.EnvKeysEntry
-	56, // 23: berth.admin.v1.App.created_at:type_name -> google.protobuf.Timestamp
-	27, // 24: berth.admin.v1.CreateAppResponse.app:type_name -> berth.admin.v1.App
-	27, // 25: berth.admin.v1.ListAppsResponse.apps:type_name -> berth.admin.v1.App
-	27, // 26: berth.admin.v1.GetAppResponse.app:type_name -> berth.admin.v1.App
-	55, // 27: berth.admin.v1.SetAppEnvRequest.set:type_name -> berth.admin.v1.SetAppEnvRequest.SetEntry
-	56, // 28: berth.admin.v1.Deployment.queued_at:type_name -> google.protobuf.Timestamp
-	56, // 29: berth.admin.v1.Deployment.started_at:type_name -> google.protobuf.Timestamp
-	56, // 30: berth.admin.v1.Deployment.finished_at:type_name -> google.protobuf.Timestamp
-	56, // 31: berth.admin.v1.Deployment.deadline_at:type_name -> google.protobuf.Timestamp
-	39, // 32: berth.admin.v1.DeployResponse.deployment:type_name -> berth.admin.v1.Deployment
-	39, // 33: berth.admin.v1.RollbackResponse.deployment:type_name -> berth.admin.v1.Deployment
-	39, // 34: berth.admin.v1.CancelDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	39, // 35: berth.admin.v1.ListDeploymentsResponse.deployments:type_name -> berth.admin.v1.Deployment
-	39, // 36: berth.admin.v1.GetDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	39, // 37: berth.admin.v1.FollowDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	28, // 38: berth.admin.v1.App.EnvKeysEntry.value:type_name -> berth.admin.v1.EnvKeys
-	0,  // 39: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
-	2,  // 40: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
-	5,  // 41: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
-	7,  // 42: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
-	9,  // 43: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
-	11, // 44: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
-	13, // 45: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
-	15, // 46: berth.admin.v1.AdminService.EnableServer:input_type -> berth.admin.v1.EnableServerRequest
-	17, // 47: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
-	21, // 48: berth.admin.v1.AdminService.AddGitCredential:input_type -> berth.admin.v1.AddGitCredentialRequest
-	23, // 49: berth.admin.v1.AdminService.ListGitCredentials:input_type -> berth.admin.v1.ListGitCredentialsRequest
-	25, // 50: berth.admin.v1.AdminService.DeleteGitCredential:input_type -> berth.admin.v1.DeleteGitCredentialRequest
-	29, // 51: berth.admin.v1.AdminService.CreateApp:input_type -> berth.admin.v1.CreateAppRequest
-	31, // 52: berth.admin.v1.AdminService.ListApps:input_type -> berth.admin.v1.ListAppsRequest
-	33, // 53: berth.admin.v1.AdminService.GetApp:input_type -> berth.admin.v1.GetAppRequest
-	35, // 54: berth.admin.v1.AdminService.SetAppEnv:input_type -> berth.admin.v1.SetAppEnvRequest
-	37, // 55: berth.admin.v1.AdminService.SetAppWebhookSecret:input_type -> berth.admin.v1.SetAppWebhookSecretRequest
-	40, // 56: berth.admin.v1.AdminService.Deploy:input_type -> berth.admin.v1.DeployRequest
-	42, // 57: berth.admin.v1.AdminService.Rollback:input_type -> berth.admin.v1.RollbackRequest
-	44, // 58: berth.admin.v1.AdminService.CancelDeployment:input_type -> berth.admin.v1.CancelDeploymentRequest
-	46, // 59: berth.admin.v1.AdminService.ListDeployments:input_type -> berth.admin.v1.ListDeploymentsRequest
-	48, // 60: berth.admin.v1.AdminService.GetDeployment:input_type -> berth.admin.v1.GetDeploymentRequest
-	50, // 61: berth.admin.v1.AdminService.FollowDeployment:input_type -> berth.admin.v1.FollowDeploymentRequest
-	1,  // 62: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
-	3,  // 63: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
-	6,  // 64: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
-	8,  // 65: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
-	10, // 66: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
-	12, // 67: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
-	14, // 68: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
-	16, // 69: berth.admin.v1.AdminService.EnableServer:output_type -> berth.admin.v1.EnableServerResponse
-	19, // 70: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
-	22, // 71: berth.admin.v1.AdminService.AddGitCredential:output_type -> berth.admin.v1.AddGitCredentialResponse
-	24, // 72: berth.admin.v1.AdminService.ListGitCredentials:output_type -> berth.admin.v1.ListGitCredentialsResponse
-	26, // 73: berth.admin.v1.AdminService.DeleteGitCredential:output_type -> berth.admin.v1.DeleteGitCredentialResponse
-	30, // 74: berth.admin.v1.AdminService.CreateApp:output_type -> berth.admin.v1.CreateAppResponse
-	32, // 75: berth.admin.v1.AdminService.ListApps:output_type -> berth.admin.v1.ListAppsResponse
-	34, // 76: berth.admin.v1.AdminService.GetApp:output_type -> berth.admin.v1.GetAppResponse
-	36, // 77: berth.admin.v1.AdminService.SetAppEnv:output_type -> berth.admin.v1.SetAppEnvResponse
-	38, // 78: berth.admin.v1.AdminService.SetAppWebhookSecret:output_type -> berth.admin.v1.SetAppWebhookSecretResponse
-	41, // 79: berth.admin.v1.AdminService.Deploy:output_type -> berth.admin.v1.DeployResponse
-	43, // 80: berth.admin.v1.AdminService.Rollback:output_type -> berth.admin.v1.RollbackResponse
-	45, // 81: berth.admin.v1.AdminService.CancelDeployment:output_type -> berth.admin.v1.CancelDeploymentResponse
-	47, // 82: berth.admin.v1.AdminService.ListDeployments:output_type -> berth.admin.v1.ListDeploymentsResponse
-	49, // 83: berth.admin.v1.AdminService.GetDeployment:output_type -> berth.admin.v1.GetDeploymentResponse
-	51, // 84: berth.admin.v1.AdminService.FollowDeployment:output_type -> berth.admin.v1.FollowDeploymentResponse
-	62, // [62:85] is the sub-list for method output_type
-	39, // [39:62] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	65, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
+	69, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
+	69, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
+	69, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
+	4,  // 4: berth.admin.v1.SetServerAllowRootResponse.server:type_name -> berth.admin.v1.Server
+	66, // 5: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
+	70, // 6: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	4,  // 7: berth.admin.v1.AddServerResponse.server:type_name -> berth.admin.v1.Server
+	69, // 8: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 9: berth.admin.v1.ListServersResponse.servers:type_name -> berth.admin.v1.Server
+	4,  // 10: berth.admin.v1.GetServerResponse.server:type_name -> berth.admin.v1.Server
+	4,  // 11: berth.admin.v1.DisableServerResponse.server:type_name -> berth.admin.v1.Server
+	70, // 12: berth.admin.v1.EnableServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	4,  // 13: berth.admin.v1.EnableServerResponse.server:type_name -> berth.admin.v1.Server
+	69, // 14: berth.admin.v1.EnableServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	70, // 15: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
+	70, // 16: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
+	69, // 17: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
+	20, // 18: berth.admin.v1.GetMetricsResponse.points:type_name -> berth.admin.v1.MetricPoint
+	69, // 19: berth.admin.v1.GitCredential.created_at:type_name -> google.protobuf.Timestamp
+	69, // 20: berth.admin.v1.GitCredential.last_used_at:type_name -> google.protobuf.Timestamp
+	22, // 21: berth.admin.v1.AddGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
+	22, // 22: berth.admin.v1.ListGitCredentialsResponse.credentials:type_name -> berth.admin.v1.GitCredential
+	22, // 23: berth.admin.v1.ShareGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
+	22, // 24: berth.admin.v1.UnshareGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
+	34, // 25: berth.admin.v1.ScanGitHostResponse.keys:type_name -> berth.admin.v1.HostKey
+	22, // 26: berth.admin.v1.TrustGitHostResponse.credential:type_name -> berth.admin.v1.GitCredential
+	34, // 27: berth.admin.v1.TrustGitHostResponse.key:type_name -> berth.admin.v1.HostKey
+	67, // 28: berth.admin.v1.App.env_keys:type_name -> berth.admin.v1.App.EnvKeysEntry
+	69, // 29: berth.admin.v1.App.created_at:type_name -> google.protobuf.Timestamp
+	38, // 30: berth.admin.v1.CreateAppResponse.app:type_name -> berth.admin.v1.App
+	38, // 31: berth.admin.v1.ListAppsResponse.apps:type_name -> berth.admin.v1.App
+	38, // 32: berth.admin.v1.GetAppResponse.app:type_name -> berth.admin.v1.App
+	38, // 33: berth.admin.v1.UpdateAppResponse.app:type_name -> berth.admin.v1.App
+	68, // 34: berth.admin.v1.SetAppEnvRequest.set:type_name -> berth.admin.v1.SetAppEnvRequest.SetEntry
+	69, // 35: berth.admin.v1.Deployment.queued_at:type_name -> google.protobuf.Timestamp
+	69, // 36: berth.admin.v1.Deployment.started_at:type_name -> google.protobuf.Timestamp
+	69, // 37: berth.admin.v1.Deployment.finished_at:type_name -> google.protobuf.Timestamp
+	69, // 38: berth.admin.v1.Deployment.deadline_at:type_name -> google.protobuf.Timestamp
+	52, // 39: berth.admin.v1.DeployResponse.deployment:type_name -> berth.admin.v1.Deployment
+	52, // 40: berth.admin.v1.RollbackResponse.deployment:type_name -> berth.admin.v1.Deployment
+	52, // 41: berth.admin.v1.CancelDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	52, // 42: berth.admin.v1.ListDeploymentsResponse.deployments:type_name -> berth.admin.v1.Deployment
+	52, // 43: berth.admin.v1.GetDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	52, // 44: berth.admin.v1.FollowDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	39, // 45: berth.admin.v1.App.EnvKeysEntry.value:type_name -> berth.admin.v1.EnvKeys
+	0,  // 46: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
+	2,  // 47: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
+	7,  // 48: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
+	9,  // 49: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
+	11, // 50: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
+	13, // 51: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
+	15, // 52: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
+	17, // 53: berth.admin.v1.AdminService.EnableServer:input_type -> berth.admin.v1.EnableServerRequest
+	19, // 54: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
+	5,  // 55: berth.admin.v1.AdminService.SetServerAllowRoot:input_type -> berth.admin.v1.SetServerAllowRootRequest
+	23, // 56: berth.admin.v1.AdminService.AddGitCredential:input_type -> berth.admin.v1.AddGitCredentialRequest
+	25, // 57: berth.admin.v1.AdminService.ListGitCredentials:input_type -> berth.admin.v1.ListGitCredentialsRequest
+	27, // 58: berth.admin.v1.AdminService.DeleteGitCredential:input_type -> berth.admin.v1.DeleteGitCredentialRequest
+	29, // 59: berth.admin.v1.AdminService.ShareGitCredential:input_type -> berth.admin.v1.ShareGitCredentialRequest
+	31, // 60: berth.admin.v1.AdminService.UnshareGitCredential:input_type -> berth.admin.v1.UnshareGitCredentialRequest
+	33, // 61: berth.admin.v1.AdminService.ScanGitHost:input_type -> berth.admin.v1.ScanGitHostRequest
+	36, // 62: berth.admin.v1.AdminService.TrustGitHost:input_type -> berth.admin.v1.TrustGitHostRequest
+	40, // 63: berth.admin.v1.AdminService.CreateApp:input_type -> berth.admin.v1.CreateAppRequest
+	42, // 64: berth.admin.v1.AdminService.ListApps:input_type -> berth.admin.v1.ListAppsRequest
+	44, // 65: berth.admin.v1.AdminService.GetApp:input_type -> berth.admin.v1.GetAppRequest
+	46, // 66: berth.admin.v1.AdminService.UpdateApp:input_type -> berth.admin.v1.UpdateAppRequest
+	48, // 67: berth.admin.v1.AdminService.SetAppEnv:input_type -> berth.admin.v1.SetAppEnvRequest
+	50, // 68: berth.admin.v1.AdminService.SetAppWebhookSecret:input_type -> berth.admin.v1.SetAppWebhookSecretRequest
+	53, // 69: berth.admin.v1.AdminService.Deploy:input_type -> berth.admin.v1.DeployRequest
+	55, // 70: berth.admin.v1.AdminService.Rollback:input_type -> berth.admin.v1.RollbackRequest
+	57, // 71: berth.admin.v1.AdminService.CancelDeployment:input_type -> berth.admin.v1.CancelDeploymentRequest
+	59, // 72: berth.admin.v1.AdminService.ListDeployments:input_type -> berth.admin.v1.ListDeploymentsRequest
+	61, // 73: berth.admin.v1.AdminService.GetDeployment:input_type -> berth.admin.v1.GetDeploymentRequest
+	63, // 74: berth.admin.v1.AdminService.FollowDeployment:input_type -> berth.admin.v1.FollowDeploymentRequest
+	1,  // 75: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
+	3,  // 76: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
+	8,  // 77: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
+	10, // 78: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
+	12, // 79: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
+	14, // 80: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
+	16, // 81: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
+	18, // 82: berth.admin.v1.AdminService.EnableServer:output_type -> berth.admin.v1.EnableServerResponse
+	21, // 83: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
+	6,  // 84: berth.admin.v1.AdminService.SetServerAllowRoot:output_type -> berth.admin.v1.SetServerAllowRootResponse
+	24, // 85: berth.admin.v1.AdminService.AddGitCredential:output_type -> berth.admin.v1.AddGitCredentialResponse
+	26, // 86: berth.admin.v1.AdminService.ListGitCredentials:output_type -> berth.admin.v1.ListGitCredentialsResponse
+	28, // 87: berth.admin.v1.AdminService.DeleteGitCredential:output_type -> berth.admin.v1.DeleteGitCredentialResponse
+	30, // 88: berth.admin.v1.AdminService.ShareGitCredential:output_type -> berth.admin.v1.ShareGitCredentialResponse
+	32, // 89: berth.admin.v1.AdminService.UnshareGitCredential:output_type -> berth.admin.v1.UnshareGitCredentialResponse
+	35, // 90: berth.admin.v1.AdminService.ScanGitHost:output_type -> berth.admin.v1.ScanGitHostResponse
+	37, // 91: berth.admin.v1.AdminService.TrustGitHost:output_type -> berth.admin.v1.TrustGitHostResponse
+	41, // 92: berth.admin.v1.AdminService.CreateApp:output_type -> berth.admin.v1.CreateAppResponse
+	43, // 93: berth.admin.v1.AdminService.ListApps:output_type -> berth.admin.v1.ListAppsResponse
+	45, // 94: berth.admin.v1.AdminService.GetApp:output_type -> berth.admin.v1.GetAppResponse
+	47, // 95: berth.admin.v1.AdminService.UpdateApp:output_type -> berth.admin.v1.UpdateAppResponse
+	49, // 96: berth.admin.v1.AdminService.SetAppEnv:output_type -> berth.admin.v1.SetAppEnvResponse
+	51, // 97: berth.admin.v1.AdminService.SetAppWebhookSecret:output_type -> berth.admin.v1.SetAppWebhookSecretResponse
+	54, // 98: berth.admin.v1.AdminService.Deploy:output_type -> berth.admin.v1.DeployResponse
+	56, // 99: berth.admin.v1.AdminService.Rollback:output_type -> berth.admin.v1.RollbackResponse
+	58, // 100: berth.admin.v1.AdminService.CancelDeployment:output_type -> berth.admin.v1.CancelDeploymentResponse
+	60, // 101: berth.admin.v1.AdminService.ListDeployments:output_type -> berth.admin.v1.ListDeploymentsResponse
+	62, // 102: berth.admin.v1.AdminService.GetDeployment:output_type -> berth.admin.v1.GetDeploymentResponse
+	64, // 103: berth.admin.v1.AdminService.FollowDeployment:output_type -> berth.admin.v1.FollowDeploymentResponse
+	75, // [75:104] is the sub-list for method output_type
+	46, // [46:75] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_berth_admin_v1_admin_proto_init() }
@@ -3879,13 +4828,14 @@ func file_berth_admin_v1_admin_proto_init() {
 	if File_berth_admin_v1_admin_proto != nil {
 		return
 	}
+	file_berth_admin_v1_admin_proto_msgTypes[46].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_admin_v1_admin_proto_rawDesc), len(file_berth_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   56,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,29 +23,35 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_GetVersion_FullMethodName          = "/berth.admin.v1.AdminService/GetVersion"
-	AdminService_GetHealth_FullMethodName           = "/berth.admin.v1.AdminService/GetHealth"
-	AdminService_AddServer_FullMethodName           = "/berth.admin.v1.AdminService/AddServer"
-	AdminService_ListServers_FullMethodName         = "/berth.admin.v1.AdminService/ListServers"
-	AdminService_GetServer_FullMethodName           = "/berth.admin.v1.AdminService/GetServer"
-	AdminService_RemoveServer_FullMethodName        = "/berth.admin.v1.AdminService/RemoveServer"
-	AdminService_DisableServer_FullMethodName       = "/berth.admin.v1.AdminService/DisableServer"
-	AdminService_EnableServer_FullMethodName        = "/berth.admin.v1.AdminService/EnableServer"
-	AdminService_GetMetrics_FullMethodName          = "/berth.admin.v1.AdminService/GetMetrics"
-	AdminService_AddGitCredential_FullMethodName    = "/berth.admin.v1.AdminService/AddGitCredential"
-	AdminService_ListGitCredentials_FullMethodName  = "/berth.admin.v1.AdminService/ListGitCredentials"
-	AdminService_DeleteGitCredential_FullMethodName = "/berth.admin.v1.AdminService/DeleteGitCredential"
-	AdminService_CreateApp_FullMethodName           = "/berth.admin.v1.AdminService/CreateApp"
-	AdminService_ListApps_FullMethodName            = "/berth.admin.v1.AdminService/ListApps"
-	AdminService_GetApp_FullMethodName              = "/berth.admin.v1.AdminService/GetApp"
-	AdminService_SetAppEnv_FullMethodName           = "/berth.admin.v1.AdminService/SetAppEnv"
-	AdminService_SetAppWebhookSecret_FullMethodName = "/berth.admin.v1.AdminService/SetAppWebhookSecret"
-	AdminService_Deploy_FullMethodName              = "/berth.admin.v1.AdminService/Deploy"
-	AdminService_Rollback_FullMethodName            = "/berth.admin.v1.AdminService/Rollback"
-	AdminService_CancelDeployment_FullMethodName    = "/berth.admin.v1.AdminService/CancelDeployment"
-	AdminService_ListDeployments_FullMethodName     = "/berth.admin.v1.AdminService/ListDeployments"
-	AdminService_GetDeployment_FullMethodName       = "/berth.admin.v1.AdminService/GetDeployment"
-	AdminService_FollowDeployment_FullMethodName    = "/berth.admin.v1.AdminService/FollowDeployment"
+	AdminService_GetVersion_FullMethodName           = "/berth.admin.v1.AdminService/GetVersion"
+	AdminService_GetHealth_FullMethodName            = "/berth.admin.v1.AdminService/GetHealth"
+	AdminService_AddServer_FullMethodName            = "/berth.admin.v1.AdminService/AddServer"
+	AdminService_ListServers_FullMethodName          = "/berth.admin.v1.AdminService/ListServers"
+	AdminService_GetServer_FullMethodName            = "/berth.admin.v1.AdminService/GetServer"
+	AdminService_RemoveServer_FullMethodName         = "/berth.admin.v1.AdminService/RemoveServer"
+	AdminService_DisableServer_FullMethodName        = "/berth.admin.v1.AdminService/DisableServer"
+	AdminService_EnableServer_FullMethodName         = "/berth.admin.v1.AdminService/EnableServer"
+	AdminService_GetMetrics_FullMethodName           = "/berth.admin.v1.AdminService/GetMetrics"
+	AdminService_SetServerAllowRoot_FullMethodName   = "/berth.admin.v1.AdminService/SetServerAllowRoot"
+	AdminService_AddGitCredential_FullMethodName     = "/berth.admin.v1.AdminService/AddGitCredential"
+	AdminService_ListGitCredentials_FullMethodName   = "/berth.admin.v1.AdminService/ListGitCredentials"
+	AdminService_DeleteGitCredential_FullMethodName  = "/berth.admin.v1.AdminService/DeleteGitCredential"
+	AdminService_ShareGitCredential_FullMethodName   = "/berth.admin.v1.AdminService/ShareGitCredential"
+	AdminService_UnshareGitCredential_FullMethodName = "/berth.admin.v1.AdminService/UnshareGitCredential"
+	AdminService_ScanGitHost_FullMethodName          = "/berth.admin.v1.AdminService/ScanGitHost"
+	AdminService_TrustGitHost_FullMethodName         = "/berth.admin.v1.AdminService/TrustGitHost"
+	AdminService_CreateApp_FullMethodName            = "/berth.admin.v1.AdminService/CreateApp"
+	AdminService_ListApps_FullMethodName             = "/berth.admin.v1.AdminService/ListApps"
+	AdminService_GetApp_FullMethodName               = "/berth.admin.v1.AdminService/GetApp"
+	AdminService_UpdateApp_FullMethodName            = "/berth.admin.v1.AdminService/UpdateApp"
+	AdminService_SetAppEnv_FullMethodName            = "/berth.admin.v1.AdminService/SetAppEnv"
+	AdminService_SetAppWebhookSecret_FullMethodName  = "/berth.admin.v1.AdminService/SetAppWebhookSecret"
+	AdminService_Deploy_FullMethodName               = "/berth.admin.v1.AdminService/Deploy"
+	AdminService_Rollback_FullMethodName             = "/berth.admin.v1.AdminService/Rollback"
+	AdminService_CancelDeployment_FullMethodName     = "/berth.admin.v1.AdminService/CancelDeployment"
+	AdminService_ListDeployments_FullMethodName      = "/berth.admin.v1.AdminService/ListDeployments"
+	AdminService_GetDeployment_FullMethodName        = "/berth.admin.v1.AdminService/GetDeployment"
+	AdminService_FollowDeployment_FullMethodName     = "/berth.admin.v1.AdminService/FollowDeployment"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -76,6 +82,9 @@ type AdminServiceClient interface {
 	EnableServer(ctx context.Context, in *EnableServerRequest, opts ...grpc.CallOption) (*EnableServerResponse, error)
 	// GetMetrics returns a server's metrics downsampled to a step.
 	GetMetrics(ctx context.Context, in *GetMetricsRequest, opts ...grpc.CallOption) (*GetMetricsResponse, error)
+	// SetServerAllowRoot grants or withdraws the allowance to run apps as root
+	// on a server (admin scope; audited).
+	SetServerAllowRoot(ctx context.Context, in *SetServerAllowRootRequest, opts ...grpc.CallOption) (*SetServerAllowRootResponse, error)
 	// AddGitCredential stores a deploy key (generated ed25519 or imported) or
 	// an HTTPS username and token. The secret is write-only: no response
 	// carries it.
@@ -84,12 +93,26 @@ type AdminServiceClient interface {
 	ListGitCredentials(ctx context.Context, in *ListGitCredentialsRequest, opts ...grpc.CallOption) (*ListGitCredentialsResponse, error)
 	// DeleteGitCredential deletes a credential no app uses.
 	DeleteGitCredential(ctx context.Context, in *DeleteGitCredentialRequest, opts ...grpc.CallOption) (*DeleteGitCredentialResponse, error)
+	// ShareGitCredential lets a user attach a credential to apps;
+	// UnshareGitCredential withdraws that (admin scope; audited).
+	ShareGitCredential(ctx context.Context, in *ShareGitCredentialRequest, opts ...grpc.CallOption) (*ShareGitCredentialResponse, error)
+	UnshareGitCredential(ctx context.Context, in *UnshareGitCredentialRequest, opts ...grpc.CallOption) (*UnshareGitCredentialResponse, error)
+	// ScanGitHost connects to an SSH host and returns its host keys'
+	// fingerprints without storing anything (admin scope).
+	ScanGitHost(ctx context.Context, in *ScanGitHostRequest, opts ...grpc.CallOption) (*ScanGitHostResponse, error)
+	// TrustGitHost pins an SSH host's key to a credential when a fresh scan's
+	// key has the fingerprint given (admin scope; audited).
+	TrustGitHost(ctx context.Context, in *TrustGitHostRequest, opts ...grpc.CallOption) (*TrustGitHostResponse, error)
 	// CreateApp creates an app on a server.
 	CreateApp(ctx context.Context, in *CreateAppRequest, opts ...grpc.CallOption) (*CreateAppResponse, error)
 	// ListApps lists apps.
 	ListApps(ctx context.Context, in *ListAppsRequest, opts ...grpc.CallOption) (*ListAppsResponse, error)
 	// GetApp returns one app by name or id (never its secrets).
 	GetApp(ctx context.Context, in *GetAppRequest, opts ...grpc.CallOption) (*GetAppResponse, error)
+	// UpdateApp changes an app's settings: write scope for the harmless ones
+	// (releases kept, timeouts), deploy scope for anything that decides what
+	// code runs, as whom or where.
+	UpdateApp(ctx context.Context, in *UpdateAppRequest, opts ...grpc.CallOption) (*UpdateAppResponse, error)
 	// SetAppEnv sets (and unsets) variables of one of an app's environments.
 	SetAppEnv(ctx context.Context, in *SetAppEnvRequest, opts ...grpc.CallOption) (*SetAppEnvResponse, error)
 	// SetAppWebhookSecret sets or generates the app's webhook secret and
@@ -209,6 +232,16 @@ func (c *adminServiceClient) GetMetrics(ctx context.Context, in *GetMetricsReque
 	return out, nil
 }
 
+func (c *adminServiceClient) SetServerAllowRoot(ctx context.Context, in *SetServerAllowRootRequest, opts ...grpc.CallOption) (*SetServerAllowRootResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetServerAllowRootResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetServerAllowRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) AddGitCredential(ctx context.Context, in *AddGitCredentialRequest, opts ...grpc.CallOption) (*AddGitCredentialResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AddGitCredentialResponse)
@@ -239,6 +272,46 @@ func (c *adminServiceClient) DeleteGitCredential(ctx context.Context, in *Delete
 	return out, nil
 }
 
+func (c *adminServiceClient) ShareGitCredential(ctx context.Context, in *ShareGitCredentialRequest, opts ...grpc.CallOption) (*ShareGitCredentialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShareGitCredentialResponse)
+	err := c.cc.Invoke(ctx, AdminService_ShareGitCredential_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) UnshareGitCredential(ctx context.Context, in *UnshareGitCredentialRequest, opts ...grpc.CallOption) (*UnshareGitCredentialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnshareGitCredentialResponse)
+	err := c.cc.Invoke(ctx, AdminService_UnshareGitCredential_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ScanGitHost(ctx context.Context, in *ScanGitHostRequest, opts ...grpc.CallOption) (*ScanGitHostResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScanGitHostResponse)
+	err := c.cc.Invoke(ctx, AdminService_ScanGitHost_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) TrustGitHost(ctx context.Context, in *TrustGitHostRequest, opts ...grpc.CallOption) (*TrustGitHostResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TrustGitHostResponse)
+	err := c.cc.Invoke(ctx, AdminService_TrustGitHost_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) CreateApp(ctx context.Context, in *CreateAppRequest, opts ...grpc.CallOption) (*CreateAppResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateAppResponse)
@@ -263,6 +336,16 @@ func (c *adminServiceClient) GetApp(ctx context.Context, in *GetAppRequest, opts
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetAppResponse)
 	err := c.cc.Invoke(ctx, AdminService_GetApp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) UpdateApp(ctx context.Context, in *UpdateAppRequest, opts ...grpc.CallOption) (*UpdateAppResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateAppResponse)
+	err := c.cc.Invoke(ctx, AdminService_UpdateApp_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -386,6 +469,9 @@ type AdminServiceServer interface {
 	EnableServer(context.Context, *EnableServerRequest) (*EnableServerResponse, error)
 	// GetMetrics returns a server's metrics downsampled to a step.
 	GetMetrics(context.Context, *GetMetricsRequest) (*GetMetricsResponse, error)
+	// SetServerAllowRoot grants or withdraws the allowance to run apps as root
+	// on a server (admin scope; audited).
+	SetServerAllowRoot(context.Context, *SetServerAllowRootRequest) (*SetServerAllowRootResponse, error)
 	// AddGitCredential stores a deploy key (generated ed25519 or imported) or
 	// an HTTPS username and token. The secret is write-only: no response
 	// carries it.
@@ -394,12 +480,26 @@ type AdminServiceServer interface {
 	ListGitCredentials(context.Context, *ListGitCredentialsRequest) (*ListGitCredentialsResponse, error)
 	// DeleteGitCredential deletes a credential no app uses.
 	DeleteGitCredential(context.Context, *DeleteGitCredentialRequest) (*DeleteGitCredentialResponse, error)
+	// ShareGitCredential lets a user attach a credential to apps;
+	// UnshareGitCredential withdraws that (admin scope; audited).
+	ShareGitCredential(context.Context, *ShareGitCredentialRequest) (*ShareGitCredentialResponse, error)
+	UnshareGitCredential(context.Context, *UnshareGitCredentialRequest) (*UnshareGitCredentialResponse, error)
+	// ScanGitHost connects to an SSH host and returns its host keys'
+	// fingerprints without storing anything (admin scope).
+	ScanGitHost(context.Context, *ScanGitHostRequest) (*ScanGitHostResponse, error)
+	// TrustGitHost pins an SSH host's key to a credential when a fresh scan's
+	// key has the fingerprint given (admin scope; audited).
+	TrustGitHost(context.Context, *TrustGitHostRequest) (*TrustGitHostResponse, error)
 	// CreateApp creates an app on a server.
 	CreateApp(context.Context, *CreateAppRequest) (*CreateAppResponse, error)
 	// ListApps lists apps.
 	ListApps(context.Context, *ListAppsRequest) (*ListAppsResponse, error)
 	// GetApp returns one app by name or id (never its secrets).
 	GetApp(context.Context, *GetAppRequest) (*GetAppResponse, error)
+	// UpdateApp changes an app's settings: write scope for the harmless ones
+	// (releases kept, timeouts), deploy scope for anything that decides what
+	// code runs, as whom or where.
+	UpdateApp(context.Context, *UpdateAppRequest) (*UpdateAppResponse, error)
 	// SetAppEnv sets (and unsets) variables of one of an app's environments.
 	SetAppEnv(context.Context, *SetAppEnvRequest) (*SetAppEnvResponse, error)
 	// SetAppWebhookSecret sets or generates the app's webhook secret and
@@ -456,6 +556,9 @@ func (UnimplementedAdminServiceServer) EnableServer(context.Context, *EnableServ
 func (UnimplementedAdminServiceServer) GetMetrics(context.Context, *GetMetricsRequest) (*GetMetricsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMetrics not implemented")
 }
+func (UnimplementedAdminServiceServer) SetServerAllowRoot(context.Context, *SetServerAllowRootRequest) (*SetServerAllowRootResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetServerAllowRoot not implemented")
+}
 func (UnimplementedAdminServiceServer) AddGitCredential(context.Context, *AddGitCredentialRequest) (*AddGitCredentialResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddGitCredential not implemented")
 }
@@ -465,6 +568,18 @@ func (UnimplementedAdminServiceServer) ListGitCredentials(context.Context, *List
 func (UnimplementedAdminServiceServer) DeleteGitCredential(context.Context, *DeleteGitCredentialRequest) (*DeleteGitCredentialResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteGitCredential not implemented")
 }
+func (UnimplementedAdminServiceServer) ShareGitCredential(context.Context, *ShareGitCredentialRequest) (*ShareGitCredentialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ShareGitCredential not implemented")
+}
+func (UnimplementedAdminServiceServer) UnshareGitCredential(context.Context, *UnshareGitCredentialRequest) (*UnshareGitCredentialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnshareGitCredential not implemented")
+}
+func (UnimplementedAdminServiceServer) ScanGitHost(context.Context, *ScanGitHostRequest) (*ScanGitHostResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ScanGitHost not implemented")
+}
+func (UnimplementedAdminServiceServer) TrustGitHost(context.Context, *TrustGitHostRequest) (*TrustGitHostResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TrustGitHost not implemented")
+}
 func (UnimplementedAdminServiceServer) CreateApp(context.Context, *CreateAppRequest) (*CreateAppResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateApp not implemented")
 }
@@ -473,6 +588,9 @@ func (UnimplementedAdminServiceServer) ListApps(context.Context, *ListAppsReques
 }
 func (UnimplementedAdminServiceServer) GetApp(context.Context, *GetAppRequest) (*GetAppResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetApp not implemented")
+}
+func (UnimplementedAdminServiceServer) UpdateApp(context.Context, *UpdateAppRequest) (*UpdateAppResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateApp not implemented")
 }
 func (UnimplementedAdminServiceServer) SetAppEnv(context.Context, *SetAppEnvRequest) (*SetAppEnvResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetAppEnv not implemented")
@@ -681,6 +799,24 @@ func _AdminService_GetMetrics_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_SetServerAllowRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetServerAllowRootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetServerAllowRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetServerAllowRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetServerAllowRoot(ctx, req.(*SetServerAllowRootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_AddGitCredential_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AddGitCredentialRequest)
 	if err := dec(in); err != nil {
@@ -735,6 +871,78 @@ func _AdminService_DeleteGitCredential_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ShareGitCredential_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShareGitCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ShareGitCredential(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ShareGitCredential_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ShareGitCredential(ctx, req.(*ShareGitCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_UnshareGitCredential_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnshareGitCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UnshareGitCredential(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UnshareGitCredential_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UnshareGitCredential(ctx, req.(*UnshareGitCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ScanGitHost_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ScanGitHostRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ScanGitHost(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ScanGitHost_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ScanGitHost(ctx, req.(*ScanGitHostRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_TrustGitHost_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TrustGitHostRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).TrustGitHost(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_TrustGitHost_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).TrustGitHost(ctx, req.(*TrustGitHostRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_CreateApp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateAppRequest)
 	if err := dec(in); err != nil {
@@ -785,6 +993,24 @@ func _AdminService_GetApp_Handler(srv interface{}, ctx context.Context, dec func
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).GetApp(ctx, req.(*GetAppRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_UpdateApp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateAppRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UpdateApp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UpdateApp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UpdateApp(ctx, req.(*UpdateAppRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -970,6 +1196,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_GetMetrics_Handler,
 		},
 		{
+			MethodName: "SetServerAllowRoot",
+			Handler:    _AdminService_SetServerAllowRoot_Handler,
+		},
+		{
 			MethodName: "AddGitCredential",
 			Handler:    _AdminService_AddGitCredential_Handler,
 		},
@@ -982,6 +1212,22 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_DeleteGitCredential_Handler,
 		},
 		{
+			MethodName: "ShareGitCredential",
+			Handler:    _AdminService_ShareGitCredential_Handler,
+		},
+		{
+			MethodName: "UnshareGitCredential",
+			Handler:    _AdminService_UnshareGitCredential_Handler,
+		},
+		{
+			MethodName: "ScanGitHost",
+			Handler:    _AdminService_ScanGitHost_Handler,
+		},
+		{
+			MethodName: "TrustGitHost",
+			Handler:    _AdminService_TrustGitHost_Handler,
+		},
+		{
 			MethodName: "CreateApp",
 			Handler:    _AdminService_CreateApp_Handler,
 		},
@@ -992,6 +1238,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetApp",
 			Handler:    _AdminService_GetApp_Handler,
+		},
+		{
+			MethodName: "UpdateApp",
+			Handler:    _AdminService_UpdateApp_Handler,
 		},
 		{
 			MethodName: "SetAppEnv",
