@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -108,7 +109,7 @@ func (s *Service) Hub() *Hub { return s.hub }
 // Errors callers map to status codes.
 var (
 	ErrInvalid     = errors.New("invalid argument")
-	ErrEnrollToken = errors.New("join token unknown, used or expired")
+	ErrEnrollToken = errors.New("enrollment refused: join token unknown, used or expired, or certificate request invalid")
 	ErrRateLimited = errors.New("too many enrollment attempts: slow down")
 )
 
@@ -278,27 +279,49 @@ type Enrolled struct {
 }
 
 // Enroll trades a join token and CSR for a client certificate. Every refusal
-// is recorded with the peer address; the caller gets one generic error.
+// is recorded with the peer address; the caller gets one generic error,
+// ErrEnrollToken, whatever was wrong: a caller without a valid token must
+// not learn from a bad CSR's answer that a token it tried was good. Both the
+// token and the request are checked on every attempt, in one transaction
+// (the token is consumed only when the certificate is issued), and the
+// security event names every reason.
 func (s *Service) Enroll(ctx context.Context, peer Peer, token string, csr []byte, facts *agentv1.HostFacts) (Enrolled, error) {
 	if !s.limit.Allow(peer.String(), s.cfg.Now()) {
 		s.security(ctx, "agent.enroll_refused", store.SeverityWarning, nil, nil, peer, map[string]any{"reason": "rate_limited"})
 		return Enrolled{}, ErrRateLimited
 	}
+	var reasons []string
+	csrErr := ca.CheckCSR(csr)
+	if csrErr != nil {
+		reasons = append(reasons, "bad_csr")
+	}
 	if !strings.HasPrefix(token, joinTokenPrefix) || len(token) > 100 {
-		s.security(ctx, "agent.enroll_refused", store.SeverityWarning, nil, nil, peer, map[string]any{"reason": "malformed_token"})
-		return Enrolled{}, ErrEnrollToken
+		reasons = append(reasons, "malformed_token")
 	}
 	var out Enrolled
+	errRefused := errors.New("refused")
 	err := s.st.InTx(ctx, func(tx *store.Store) error {
+		if slices.Contains(reasons, "malformed_token") {
+			return errRefused
+		}
 		srv, err := tx.ConsumeServerJoinToken(ctx, auth.HashToken(token))
+		if errors.Is(err, store.ErrNotFound) {
+			reasons = append(reasons, "invalid_token")
+			return errRefused
+		}
 		if err != nil {
 			return err
 		}
+		if csrErr != nil {
+			return errRefused // rolls the token back: the agent may retry
+		}
 		issued, err := s.ca.SignAgentCSR(csr, srv.ID, s.cfg.AgentCertTTL)
 		if err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalid, err)
+			reasons = append(reasons, "bad_csr")
+			return errRefused
 		}
-		if _, err := tx.RecordAgentCertificate(ctx, store.AgentCertificate{ServerID: srv.ID, Serial: issued.SerialHex, IssuedFor: "enroll", NotBefore: issued.NotBefore, NotAfter: issued.NotAfter}); err != nil {
+		if _, err := tx.RecordAgentCertificate(ctx, store.AgentCertificate{ServerID: srv.ID, Serial: issued.SerialHex, IssuedFor: "enroll",
+			NotBefore: issued.NotBefore, NotAfter: issued.NotAfter, SPKISHA256: issued.SPKISHA256}); err != nil {
 			return err
 		}
 		if _, err := tx.UpdateServerFacts(ctx, srv.ID, factsOf(facts)); err != nil {
@@ -308,17 +331,15 @@ func (s *Service) Enroll(ctx context.Context, peer Peer, token string, csr []byt
 		return nil
 	})
 	if err != nil {
-		reason := "invalid_token"
-		if errors.Is(err, ErrInvalid) {
-			reason = "bad_csr"
-		} else if !errors.Is(err, store.ErrNotFound) {
+		if !errors.Is(err, errRefused) {
 			s.log.Error("enroll", "err", err)
 			return Enrolled{}, err
 		}
-		s.security(ctx, "agent.enroll_refused", store.SeverityWarning, nil, nil, peer, map[string]any{"reason": reason})
-		if reason == "bad_csr" {
-			return Enrolled{}, err
+		details := map[string]any{"reason": strings.Join(reasons, ",")}
+		if csrErr != nil {
+			details["csr_error"] = csrErr.Error()
 		}
+		s.security(ctx, "agent.enroll_refused", store.SeverityWarning, nil, nil, peer, details)
 		return Enrolled{}, ErrEnrollToken
 	}
 	s.security(ctx, "agent.enrolled", store.SeverityInfo, &out.ServerID, nil, peer, map[string]any{"hostname": facts.GetHostname()})
@@ -378,6 +399,10 @@ func (s *Service) Remove(ctx context.Context, pr *auth.Principal, peer Peer, ref
 		return err
 	}
 	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		// The lock a renewal takes: see renew.
+		if err := tx.LockServer(ctx, srv.ID); err != nil {
+			return err
+		}
 		if _, err := tx.RevokeServerCertificates(ctx, srv.ID, "server removed"); err != nil {
 			return err
 		}
@@ -406,6 +431,10 @@ func (s *Service) Disable(ctx context.Context, pr *auth.Principal, peer Peer, re
 		return store.Server{}, err
 	}
 	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		// The lock a renewal takes: see renew.
+		if err := tx.LockServer(ctx, srv.ID); err != nil {
+			return err
+		}
 		if _, err := tx.RevokeServerCertificates(ctx, srv.ID, "server disabled"); err != nil {
 			return err
 		}

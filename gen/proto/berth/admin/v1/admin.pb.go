@@ -647,10 +647,12 @@ func (x *GetServerRequest) GetServer() string {
 	return ""
 }
 
-// GetServerResponse is the server.
+// GetServerResponse is the server and its agent certificates.
 type GetServerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Server        *Server                `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Server *Server                `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	// certificates are those issued to the server's agent, newest first.
+	Certificates  []*AgentCertificate `protobuf:"bytes,2,rep,name=certificates,proto3" json:"certificates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -692,6 +694,198 @@ func (x *GetServerResponse) GetServer() *Server {
 	return nil
 }
 
+func (x *GetServerResponse) GetCertificates() []*AgentCertificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+// AgentCertificate is a client certificate the controller CA issued.
+type AgentCertificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial is the lowercase hex serial number.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// issued_for is enroll or renew.
+	IssuedFor     string                 `protobuf:"bytes,2,opt,name=issued_for,json=issuedFor,proto3" json:"issued_for,omitempty"`
+	NotBefore     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Revoked       bool                   `protobuf:"varint,5,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokeReason  string                 `protobuf:"bytes,7,opt,name=revoke_reason,json=revokeReason,proto3" json:"revoke_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentCertificate) Reset() {
+	*x = AgentCertificate{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentCertificate) ProtoMessage() {}
+
+func (x *AgentCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentCertificate.ProtoReflect.Descriptor instead.
+func (*AgentCertificate) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AgentCertificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *AgentCertificate) GetIssuedFor() string {
+	if x != nil {
+		return x.IssuedFor
+	}
+	return ""
+}
+
+func (x *AgentCertificate) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *AgentCertificate) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *AgentCertificate) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *AgentCertificate) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *AgentCertificate) GetRevokeReason() string {
+	if x != nil {
+		return x.RevokeReason
+	}
+	return ""
+}
+
+// RevokeCertificateRequest names a certificate by its serial (hex).
+type RevokeCertificateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCertificateRequest) Reset() {
+	*x = RevokeCertificateRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCertificateRequest) ProtoMessage() {}
+
+func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RevokeCertificateRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+// RevokeCertificateResponse names the server the certificate was issued to.
+type RevokeCertificateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ServerId      string                 `protobuf:"bytes,1,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCertificateResponse) Reset() {
+	*x = RevokeCertificateResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCertificateResponse) ProtoMessage() {}
+
+func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RevokeCertificateResponse) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
 // RemoveServerRequest names a server.
 type RemoveServerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -702,7 +896,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +908,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +921,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RemoveServerRequest) GetServer() string {
@@ -746,7 +940,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +952,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +965,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 // DisableServerRequest names a server.
@@ -784,7 +978,7 @@ type DisableServerRequest struct {
 
 func (x *DisableServerRequest) Reset() {
 	*x = DisableServerRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +990,7 @@ func (x *DisableServerRequest) String() string {
 func (*DisableServerRequest) ProtoMessage() {}
 
 func (x *DisableServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +1003,7 @@ func (x *DisableServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableServerRequest.ProtoReflect.Descriptor instead.
 func (*DisableServerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DisableServerRequest) GetServer() string {
@@ -829,7 +1023,7 @@ type DisableServerResponse struct {
 
 func (x *DisableServerResponse) Reset() {
 	*x = DisableServerResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +1035,7 @@ func (x *DisableServerResponse) String() string {
 func (*DisableServerResponse) ProtoMessage() {}
 
 func (x *DisableServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +1048,7 @@ func (x *DisableServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableServerResponse.ProtoReflect.Descriptor instead.
 func (*DisableServerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DisableServerResponse) GetServer() *Server {
@@ -876,7 +1070,7 @@ type EnableServerRequest struct {
 
 func (x *EnableServerRequest) Reset() {
 	*x = EnableServerRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1082,7 @@ func (x *EnableServerRequest) String() string {
 func (*EnableServerRequest) ProtoMessage() {}
 
 func (x *EnableServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1095,7 @@ func (x *EnableServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableServerRequest.ProtoReflect.Descriptor instead.
 func (*EnableServerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EnableServerRequest) GetServer() string {
@@ -933,7 +1127,7 @@ type EnableServerResponse struct {
 
 func (x *EnableServerResponse) Reset() {
 	*x = EnableServerResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1139,7 @@ func (x *EnableServerResponse) String() string {
 func (*EnableServerResponse) ProtoMessage() {}
 
 func (x *EnableServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1152,7 @@ func (x *EnableServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableServerResponse.ProtoReflect.Descriptor instead.
 func (*EnableServerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EnableServerResponse) GetServer() *Server {
@@ -1017,7 +1211,7 @@ type GetMetricsRequest struct {
 
 func (x *GetMetricsRequest) Reset() {
 	*x = GetMetricsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1223,7 @@ func (x *GetMetricsRequest) String() string {
 func (*GetMetricsRequest) ProtoMessage() {}
 
 func (x *GetMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1236,7 @@ func (x *GetMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetMetricsRequest) GetServer() string {
@@ -1090,7 +1284,7 @@ type MetricPoint struct {
 
 func (x *MetricPoint) Reset() {
 	*x = MetricPoint{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1296,7 @@ func (x *MetricPoint) String() string {
 func (*MetricPoint) ProtoMessage() {}
 
 func (x *MetricPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1309,7 @@ func (x *MetricPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricPoint.ProtoReflect.Descriptor instead.
 func (*MetricPoint) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MetricPoint) GetT() *timestamppb.Timestamp {
@@ -1233,7 +1427,7 @@ type GetMetricsResponse struct {
 
 func (x *GetMetricsResponse) Reset() {
 	*x = GetMetricsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1439,7 @@ func (x *GetMetricsResponse) String() string {
 func (*GetMetricsResponse) ProtoMessage() {}
 
 func (x *GetMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1452,7 @@ func (x *GetMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetricsResponse.ProtoReflect.Descriptor instead.
 func (*GetMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetMetricsResponse) GetPoints() []*MetricPoint {
@@ -1288,7 +1482,7 @@ type GitCredential struct {
 
 func (x *GitCredential) Reset() {
 	*x = GitCredential{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1494,7 @@ func (x *GitCredential) String() string {
 func (*GitCredential) ProtoMessage() {}
 
 func (x *GitCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1507,7 @@ func (x *GitCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GitCredential.ProtoReflect.Descriptor instead.
 func (*GitCredential) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GitCredential) GetId() string {
@@ -1387,7 +1581,7 @@ type AddGitCredentialRequest struct {
 
 func (x *AddGitCredentialRequest) Reset() {
 	*x = AddGitCredentialRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1593,7 @@ func (x *AddGitCredentialRequest) String() string {
 func (*AddGitCredentialRequest) ProtoMessage() {}
 
 func (x *AddGitCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1606,7 @@ func (x *AddGitCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGitCredentialRequest.ProtoReflect.Descriptor instead.
 func (*AddGitCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AddGitCredentialRequest) GetName() string {
@@ -1460,7 +1654,7 @@ type AddGitCredentialResponse struct {
 
 func (x *AddGitCredentialResponse) Reset() {
 	*x = AddGitCredentialResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1666,7 @@ func (x *AddGitCredentialResponse) String() string {
 func (*AddGitCredentialResponse) ProtoMessage() {}
 
 func (x *AddGitCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1679,7 @@ func (x *AddGitCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGitCredentialResponse.ProtoReflect.Descriptor instead.
 func (*AddGitCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AddGitCredentialResponse) GetCredential() *GitCredential {
@@ -1504,7 +1698,7 @@ type ListGitCredentialsRequest struct {
 
 func (x *ListGitCredentialsRequest) Reset() {
 	*x = ListGitCredentialsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1710,7 @@ func (x *ListGitCredentialsRequest) String() string {
 func (*ListGitCredentialsRequest) ProtoMessage() {}
 
 func (x *ListGitCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1723,7 @@ func (x *ListGitCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGitCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListGitCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 // ListGitCredentialsResponse lists every credential.
@@ -1542,7 +1736,7 @@ type ListGitCredentialsResponse struct {
 
 func (x *ListGitCredentialsResponse) Reset() {
 	*x = ListGitCredentialsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1554,7 +1748,7 @@ func (x *ListGitCredentialsResponse) String() string {
 func (*ListGitCredentialsResponse) ProtoMessage() {}
 
 func (x *ListGitCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1567,7 +1761,7 @@ func (x *ListGitCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGitCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListGitCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListGitCredentialsResponse) GetCredentials() []*GitCredential {
@@ -1587,7 +1781,7 @@ type DeleteGitCredentialRequest struct {
 
 func (x *DeleteGitCredentialRequest) Reset() {
 	*x = DeleteGitCredentialRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1793,7 @@ func (x *DeleteGitCredentialRequest) String() string {
 func (*DeleteGitCredentialRequest) ProtoMessage() {}
 
 func (x *DeleteGitCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1806,7 @@ func (x *DeleteGitCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGitCredentialRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGitCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteGitCredentialRequest) GetCredential() string {
@@ -1631,7 +1825,7 @@ type DeleteGitCredentialResponse struct {
 
 func (x *DeleteGitCredentialResponse) Reset() {
 	*x = DeleteGitCredentialResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1837,7 @@ func (x *DeleteGitCredentialResponse) String() string {
 func (*DeleteGitCredentialResponse) ProtoMessage() {}
 
 func (x *DeleteGitCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1850,7 @@ func (x *DeleteGitCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGitCredentialResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGitCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 // App is an app as the API shows it: never its secrets.
@@ -1692,7 +1886,7 @@ type App struct {
 
 func (x *App) Reset() {
 	*x = App{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1898,7 @@ func (x *App) String() string {
 func (*App) ProtoMessage() {}
 
 func (x *App) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1911,7 @@ func (x *App) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use App.ProtoReflect.Descriptor instead.
 func (*App) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *App) GetId() string {
@@ -1877,7 +2071,7 @@ type EnvKeys struct {
 
 func (x *EnvKeys) Reset() {
 	*x = EnvKeys{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +2083,7 @@ func (x *EnvKeys) String() string {
 func (*EnvKeys) ProtoMessage() {}
 
 func (x *EnvKeys) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +2096,7 @@ func (x *EnvKeys) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvKeys.ProtoReflect.Descriptor instead.
 func (*EnvKeys) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *EnvKeys) GetKeys() []string {
@@ -1936,7 +2130,7 @@ type CreateAppRequest struct {
 
 func (x *CreateAppRequest) Reset() {
 	*x = CreateAppRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2142,7 @@ func (x *CreateAppRequest) String() string {
 func (*CreateAppRequest) ProtoMessage() {}
 
 func (x *CreateAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2155,7 @@ func (x *CreateAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAppRequest.ProtoReflect.Descriptor instead.
 func (*CreateAppRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CreateAppRequest) GetName() string {
@@ -2079,7 +2273,7 @@ type CreateAppResponse struct {
 
 func (x *CreateAppResponse) Reset() {
 	*x = CreateAppResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +2285,7 @@ func (x *CreateAppResponse) String() string {
 func (*CreateAppResponse) ProtoMessage() {}
 
 func (x *CreateAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +2298,7 @@ func (x *CreateAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAppResponse.ProtoReflect.Descriptor instead.
 func (*CreateAppResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CreateAppResponse) GetApp() *App {
@@ -2124,7 +2318,7 @@ type ListAppsRequest struct {
 
 func (x *ListAppsRequest) Reset() {
 	*x = ListAppsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2330,7 @@ func (x *ListAppsRequest) String() string {
 func (*ListAppsRequest) ProtoMessage() {}
 
 func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2343,7 @@ func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppsRequest.ProtoReflect.Descriptor instead.
 func (*ListAppsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListAppsRequest) GetServer() string {
@@ -2169,7 +2363,7 @@ type ListAppsResponse struct {
 
 func (x *ListAppsResponse) Reset() {
 	*x = ListAppsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2181,7 +2375,7 @@ func (x *ListAppsResponse) String() string {
 func (*ListAppsResponse) ProtoMessage() {}
 
 func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2194,7 +2388,7 @@ func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppsResponse.ProtoReflect.Descriptor instead.
 func (*ListAppsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListAppsResponse) GetApps() []*App {
@@ -2214,7 +2408,7 @@ type GetAppRequest struct {
 
 func (x *GetAppRequest) Reset() {
 	*x = GetAppRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2226,7 +2420,7 @@ func (x *GetAppRequest) String() string {
 func (*GetAppRequest) ProtoMessage() {}
 
 func (x *GetAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,7 +2433,7 @@ func (x *GetAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppRequest.ProtoReflect.Descriptor instead.
 func (*GetAppRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetAppRequest) GetApp() string {
@@ -2259,7 +2453,7 @@ type GetAppResponse struct {
 
 func (x *GetAppResponse) Reset() {
 	*x = GetAppResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2465,7 @@ func (x *GetAppResponse) String() string {
 func (*GetAppResponse) ProtoMessage() {}
 
 func (x *GetAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2478,7 @@ func (x *GetAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppResponse.ProtoReflect.Descriptor instead.
 func (*GetAppResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetAppResponse) GetApp() *App {
@@ -2307,7 +2501,7 @@ type SetAppEnvRequest struct {
 
 func (x *SetAppEnvRequest) Reset() {
 	*x = SetAppEnvRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +2513,7 @@ func (x *SetAppEnvRequest) String() string {
 func (*SetAppEnvRequest) ProtoMessage() {}
 
 func (x *SetAppEnvRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +2526,7 @@ func (x *SetAppEnvRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppEnvRequest.ProtoReflect.Descriptor instead.
 func (*SetAppEnvRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SetAppEnvRequest) GetApp() string {
@@ -2373,7 +2567,7 @@ type SetAppEnvResponse struct {
 
 func (x *SetAppEnvResponse) Reset() {
 	*x = SetAppEnvResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +2579,7 @@ func (x *SetAppEnvResponse) String() string {
 func (*SetAppEnvResponse) ProtoMessage() {}
 
 func (x *SetAppEnvResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +2592,7 @@ func (x *SetAppEnvResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppEnvResponse.ProtoReflect.Descriptor instead.
 func (*SetAppEnvResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SetAppEnvResponse) GetKeys() []string {
@@ -2419,7 +2613,7 @@ type SetAppWebhookSecretRequest struct {
 
 func (x *SetAppWebhookSecretRequest) Reset() {
 	*x = SetAppWebhookSecretRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2431,7 +2625,7 @@ func (x *SetAppWebhookSecretRequest) String() string {
 func (*SetAppWebhookSecretRequest) ProtoMessage() {}
 
 func (x *SetAppWebhookSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2444,7 +2638,7 @@ func (x *SetAppWebhookSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppWebhookSecretRequest.ProtoReflect.Descriptor instead.
 func (*SetAppWebhookSecretRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SetAppWebhookSecretRequest) GetApp() string {
@@ -2473,7 +2667,7 @@ type SetAppWebhookSecretResponse struct {
 
 func (x *SetAppWebhookSecretResponse) Reset() {
 	*x = SetAppWebhookSecretResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2485,7 +2679,7 @@ func (x *SetAppWebhookSecretResponse) String() string {
 func (*SetAppWebhookSecretResponse) ProtoMessage() {}
 
 func (x *SetAppWebhookSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2498,7 +2692,7 @@ func (x *SetAppWebhookSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppWebhookSecretResponse.ProtoReflect.Descriptor instead.
 func (*SetAppWebhookSecretResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetAppWebhookSecretResponse) GetSecret() string {
@@ -2555,7 +2749,7 @@ type Deployment struct {
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2761,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2774,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Deployment) GetId() string {
@@ -2756,7 +2950,7 @@ type DeployRequest struct {
 
 func (x *DeployRequest) Reset() {
 	*x = DeployRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2768,7 +2962,7 @@ func (x *DeployRequest) String() string {
 func (*DeployRequest) ProtoMessage() {}
 
 func (x *DeployRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2781,7 +2975,7 @@ func (x *DeployRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployRequest.ProtoReflect.Descriptor instead.
 func (*DeployRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DeployRequest) GetApp() string {
@@ -2817,7 +3011,7 @@ type DeployResponse struct {
 
 func (x *DeployResponse) Reset() {
 	*x = DeployResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2829,7 +3023,7 @@ func (x *DeployResponse) String() string {
 func (*DeployResponse) ProtoMessage() {}
 
 func (x *DeployResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2842,7 +3036,7 @@ func (x *DeployResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployResponse.ProtoReflect.Descriptor instead.
 func (*DeployResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DeployResponse) GetDeployment() *Deployment {
@@ -2871,7 +3065,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2883,7 +3077,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2896,7 +3090,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RollbackRequest) GetApp() string {
@@ -2924,7 +3118,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2936,7 +3130,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2949,7 +3143,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RollbackResponse) GetDeployment() *Deployment {
@@ -2976,7 +3170,7 @@ type CancelDeploymentRequest struct {
 
 func (x *CancelDeploymentRequest) Reset() {
 	*x = CancelDeploymentRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3182,7 @@ func (x *CancelDeploymentRequest) String() string {
 func (*CancelDeploymentRequest) ProtoMessage() {}
 
 func (x *CancelDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3195,7 @@ func (x *CancelDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*CancelDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CancelDeploymentRequest) GetId() string {
@@ -3021,7 +3215,7 @@ type CancelDeploymentResponse struct {
 
 func (x *CancelDeploymentResponse) Reset() {
 	*x = CancelDeploymentResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3227,7 @@ func (x *CancelDeploymentResponse) String() string {
 func (*CancelDeploymentResponse) ProtoMessage() {}
 
 func (x *CancelDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3240,7 @@ func (x *CancelDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*CancelDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CancelDeploymentResponse) GetDeployment() *Deployment {
@@ -3068,7 +3262,7 @@ type ListDeploymentsRequest struct {
 
 func (x *ListDeploymentsRequest) Reset() {
 	*x = ListDeploymentsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3080,7 +3274,7 @@ func (x *ListDeploymentsRequest) String() string {
 func (*ListDeploymentsRequest) ProtoMessage() {}
 
 func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3093,7 +3287,7 @@ func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListDeploymentsRequest) GetApp() string {
@@ -3128,7 +3322,7 @@ type ListDeploymentsResponse struct {
 
 func (x *ListDeploymentsResponse) Reset() {
 	*x = ListDeploymentsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3334,7 @@ func (x *ListDeploymentsResponse) String() string {
 func (*ListDeploymentsResponse) ProtoMessage() {}
 
 func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3347,7 @@ func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
@@ -3180,7 +3374,7 @@ type GetDeploymentRequest struct {
 
 func (x *GetDeploymentRequest) Reset() {
 	*x = GetDeploymentRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3192,7 +3386,7 @@ func (x *GetDeploymentRequest) String() string {
 func (*GetDeploymentRequest) ProtoMessage() {}
 
 func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3205,7 +3399,7 @@ func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetDeploymentRequest) GetId() string {
@@ -3225,7 +3419,7 @@ type GetDeploymentResponse struct {
 
 func (x *GetDeploymentResponse) Reset() {
 	*x = GetDeploymentResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3237,7 +3431,7 @@ func (x *GetDeploymentResponse) String() string {
 func (*GetDeploymentResponse) ProtoMessage() {}
 
 func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3250,7 +3444,7 @@ func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*GetDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetDeploymentResponse) GetDeployment() *Deployment {
@@ -3271,7 +3465,7 @@ type FollowDeploymentRequest struct {
 
 func (x *FollowDeploymentRequest) Reset() {
 	*x = FollowDeploymentRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3283,7 +3477,7 @@ func (x *FollowDeploymentRequest) String() string {
 func (*FollowDeploymentRequest) ProtoMessage() {}
 
 func (x *FollowDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3296,7 +3490,7 @@ func (x *FollowDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*FollowDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *FollowDeploymentRequest) GetId() string {
@@ -3327,7 +3521,7 @@ type FollowDeploymentResponse struct {
 
 func (x *FollowDeploymentResponse) Reset() {
 	*x = FollowDeploymentResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3339,7 +3533,7 @@ func (x *FollowDeploymentResponse) String() string {
 func (*FollowDeploymentResponse) ProtoMessage() {}
 
 func (x *FollowDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3352,7 +3546,7 @@ func (x *FollowDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*FollowDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *FollowDeploymentResponse) GetSeq() uint64 {
@@ -3441,9 +3635,25 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\vnext_before\x18\x02 \x01(\tR\n" +
 	"nextBefore\"*\n" +
 	"\x10GetServerRequest\x12\x16\n" +
-	"\x06server\x18\x01 \x01(\tR\x06server\"C\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\"\x89\x01\n" +
 	"\x11GetServerResponse\x12.\n" +
-	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\"-\n" +
+	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\x12D\n" +
+	"\fcertificates\x18\x02 \x03(\v2 .berth.admin.v1.AgentCertificateR\fcertificates\"\xb7\x02\n" +
+	"\x10AgentCertificate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1d\n" +
+	"\n" +
+	"issued_for\x18\x02 \x01(\tR\tissuedFor\x129\n" +
+	"\n" +
+	"not_before\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x18\n" +
+	"\arevoked\x18\x05 \x01(\bR\arevoked\x129\n" +
+	"\n" +
+	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12#\n" +
+	"\rrevoke_reason\x18\a \x01(\tR\frevokeReason\"2\n" +
+	"\x18RevokeCertificateRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\"8\n" +
+	"\x19RevokeCertificateResponse\x12\x1b\n" +
+	"\tserver_id\x18\x01 \x01(\tR\bserverId\"-\n" +
 	"\x13RemoveServerRequest\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\"\x16\n" +
 	"\x14RemoveServerResponse\".\n" +
@@ -3678,7 +3888,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12:\n" +
 	"\n" +
 	"deployment\x18\x04 \x01(\v2\x1a.berth.admin.v1.DeploymentR\n" +
-	"deployment2\xb4\x10\n" +
+	"deployment2\x9e\x11\n" +
 	"\fAdminService\x12S\n" +
 	"\n" +
 	"GetVersion\x12!.berth.admin.v1.GetVersionRequest\x1a\".berth.admin.v1.GetVersionResponse\x12P\n" +
@@ -3690,7 +3900,8 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\rDisableServer\x12$.berth.admin.v1.DisableServerRequest\x1a%.berth.admin.v1.DisableServerResponse\x12Y\n" +
 	"\fEnableServer\x12#.berth.admin.v1.EnableServerRequest\x1a$.berth.admin.v1.EnableServerResponse\x12S\n" +
 	"\n" +
-	"GetMetrics\x12!.berth.admin.v1.GetMetricsRequest\x1a\".berth.admin.v1.GetMetricsResponse\x12e\n" +
+	"GetMetrics\x12!.berth.admin.v1.GetMetricsRequest\x1a\".berth.admin.v1.GetMetricsResponse\x12h\n" +
+	"\x11RevokeCertificate\x12(.berth.admin.v1.RevokeCertificateRequest\x1a).berth.admin.v1.RevokeCertificateResponse\x12e\n" +
 	"\x10AddGitCredential\x12'.berth.admin.v1.AddGitCredentialRequest\x1a(.berth.admin.v1.AddGitCredentialResponse\x12k\n" +
 	"\x12ListGitCredentials\x12).berth.admin.v1.ListGitCredentialsRequest\x1a*.berth.admin.v1.ListGitCredentialsResponse\x12n\n" +
 	"\x13DeleteGitCredential\x12*.berth.admin.v1.DeleteGitCredentialRequest\x1a+.berth.admin.v1.DeleteGitCredentialResponse\x12P\n" +
@@ -3720,7 +3931,7 @@ func file_berth_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_berth_admin_v1_admin_proto_rawDescData
 }
 
-var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_berth_admin_v1_admin_proto_goTypes = []any{
 	(*GetVersionRequest)(nil),           // 0: berth.admin.v1.GetVersionRequest
 	(*GetVersionResponse)(nil),          // 1: berth.admin.v1.GetVersionResponse
@@ -3733,145 +3944,154 @@ var file_berth_admin_v1_admin_proto_goTypes = []any{
 	(*ListServersResponse)(nil),         // 8: berth.admin.v1.ListServersResponse
 	(*GetServerRequest)(nil),            // 9: berth.admin.v1.GetServerRequest
 	(*GetServerResponse)(nil),           // 10: berth.admin.v1.GetServerResponse
-	(*RemoveServerRequest)(nil),         // 11: berth.admin.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),        // 12: berth.admin.v1.RemoveServerResponse
-	(*DisableServerRequest)(nil),        // 13: berth.admin.v1.DisableServerRequest
-	(*DisableServerResponse)(nil),       // 14: berth.admin.v1.DisableServerResponse
-	(*EnableServerRequest)(nil),         // 15: berth.admin.v1.EnableServerRequest
-	(*EnableServerResponse)(nil),        // 16: berth.admin.v1.EnableServerResponse
-	(*GetMetricsRequest)(nil),           // 17: berth.admin.v1.GetMetricsRequest
-	(*MetricPoint)(nil),                 // 18: berth.admin.v1.MetricPoint
-	(*GetMetricsResponse)(nil),          // 19: berth.admin.v1.GetMetricsResponse
-	(*GitCredential)(nil),               // 20: berth.admin.v1.GitCredential
-	(*AddGitCredentialRequest)(nil),     // 21: berth.admin.v1.AddGitCredentialRequest
-	(*AddGitCredentialResponse)(nil),    // 22: berth.admin.v1.AddGitCredentialResponse
-	(*ListGitCredentialsRequest)(nil),   // 23: berth.admin.v1.ListGitCredentialsRequest
-	(*ListGitCredentialsResponse)(nil),  // 24: berth.admin.v1.ListGitCredentialsResponse
-	(*DeleteGitCredentialRequest)(nil),  // 25: berth.admin.v1.DeleteGitCredentialRequest
-	(*DeleteGitCredentialResponse)(nil), // 26: berth.admin.v1.DeleteGitCredentialResponse
-	(*App)(nil),                         // 27: berth.admin.v1.App
-	(*EnvKeys)(nil),                     // 28: berth.admin.v1.EnvKeys
-	(*CreateAppRequest)(nil),            // 29: berth.admin.v1.CreateAppRequest
-	(*CreateAppResponse)(nil),           // 30: berth.admin.v1.CreateAppResponse
-	(*ListAppsRequest)(nil),             // 31: berth.admin.v1.ListAppsRequest
-	(*ListAppsResponse)(nil),            // 32: berth.admin.v1.ListAppsResponse
-	(*GetAppRequest)(nil),               // 33: berth.admin.v1.GetAppRequest
-	(*GetAppResponse)(nil),              // 34: berth.admin.v1.GetAppResponse
-	(*SetAppEnvRequest)(nil),            // 35: berth.admin.v1.SetAppEnvRequest
-	(*SetAppEnvResponse)(nil),           // 36: berth.admin.v1.SetAppEnvResponse
-	(*SetAppWebhookSecretRequest)(nil),  // 37: berth.admin.v1.SetAppWebhookSecretRequest
-	(*SetAppWebhookSecretResponse)(nil), // 38: berth.admin.v1.SetAppWebhookSecretResponse
-	(*Deployment)(nil),                  // 39: berth.admin.v1.Deployment
-	(*DeployRequest)(nil),               // 40: berth.admin.v1.DeployRequest
-	(*DeployResponse)(nil),              // 41: berth.admin.v1.DeployResponse
-	(*RollbackRequest)(nil),             // 42: berth.admin.v1.RollbackRequest
-	(*RollbackResponse)(nil),            // 43: berth.admin.v1.RollbackResponse
-	(*CancelDeploymentRequest)(nil),     // 44: berth.admin.v1.CancelDeploymentRequest
-	(*CancelDeploymentResponse)(nil),    // 45: berth.admin.v1.CancelDeploymentResponse
-	(*ListDeploymentsRequest)(nil),      // 46: berth.admin.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),     // 47: berth.admin.v1.ListDeploymentsResponse
-	(*GetDeploymentRequest)(nil),        // 48: berth.admin.v1.GetDeploymentRequest
-	(*GetDeploymentResponse)(nil),       // 49: berth.admin.v1.GetDeploymentResponse
-	(*FollowDeploymentRequest)(nil),     // 50: berth.admin.v1.FollowDeploymentRequest
-	(*FollowDeploymentResponse)(nil),    // 51: berth.admin.v1.FollowDeploymentResponse
-	nil,                                 // 52: berth.admin.v1.Server.LabelsEntry
-	nil,                                 // 53: berth.admin.v1.AddServerRequest.LabelsEntry
-	nil,                                 // 54: berth.admin.v1.App.EnvKeysEntry
-	nil,                                 // 55: berth.admin.v1.SetAppEnvRequest.SetEntry
-	(*timestamppb.Timestamp)(nil),       // 56: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 57: google.protobuf.Duration
+	(*AgentCertificate)(nil),            // 11: berth.admin.v1.AgentCertificate
+	(*RevokeCertificateRequest)(nil),    // 12: berth.admin.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil),   // 13: berth.admin.v1.RevokeCertificateResponse
+	(*RemoveServerRequest)(nil),         // 14: berth.admin.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),        // 15: berth.admin.v1.RemoveServerResponse
+	(*DisableServerRequest)(nil),        // 16: berth.admin.v1.DisableServerRequest
+	(*DisableServerResponse)(nil),       // 17: berth.admin.v1.DisableServerResponse
+	(*EnableServerRequest)(nil),         // 18: berth.admin.v1.EnableServerRequest
+	(*EnableServerResponse)(nil),        // 19: berth.admin.v1.EnableServerResponse
+	(*GetMetricsRequest)(nil),           // 20: berth.admin.v1.GetMetricsRequest
+	(*MetricPoint)(nil),                 // 21: berth.admin.v1.MetricPoint
+	(*GetMetricsResponse)(nil),          // 22: berth.admin.v1.GetMetricsResponse
+	(*GitCredential)(nil),               // 23: berth.admin.v1.GitCredential
+	(*AddGitCredentialRequest)(nil),     // 24: berth.admin.v1.AddGitCredentialRequest
+	(*AddGitCredentialResponse)(nil),    // 25: berth.admin.v1.AddGitCredentialResponse
+	(*ListGitCredentialsRequest)(nil),   // 26: berth.admin.v1.ListGitCredentialsRequest
+	(*ListGitCredentialsResponse)(nil),  // 27: berth.admin.v1.ListGitCredentialsResponse
+	(*DeleteGitCredentialRequest)(nil),  // 28: berth.admin.v1.DeleteGitCredentialRequest
+	(*DeleteGitCredentialResponse)(nil), // 29: berth.admin.v1.DeleteGitCredentialResponse
+	(*App)(nil),                         // 30: berth.admin.v1.App
+	(*EnvKeys)(nil),                     // 31: berth.admin.v1.EnvKeys
+	(*CreateAppRequest)(nil),            // 32: berth.admin.v1.CreateAppRequest
+	(*CreateAppResponse)(nil),           // 33: berth.admin.v1.CreateAppResponse
+	(*ListAppsRequest)(nil),             // 34: berth.admin.v1.ListAppsRequest
+	(*ListAppsResponse)(nil),            // 35: berth.admin.v1.ListAppsResponse
+	(*GetAppRequest)(nil),               // 36: berth.admin.v1.GetAppRequest
+	(*GetAppResponse)(nil),              // 37: berth.admin.v1.GetAppResponse
+	(*SetAppEnvRequest)(nil),            // 38: berth.admin.v1.SetAppEnvRequest
+	(*SetAppEnvResponse)(nil),           // 39: berth.admin.v1.SetAppEnvResponse
+	(*SetAppWebhookSecretRequest)(nil),  // 40: berth.admin.v1.SetAppWebhookSecretRequest
+	(*SetAppWebhookSecretResponse)(nil), // 41: berth.admin.v1.SetAppWebhookSecretResponse
+	(*Deployment)(nil),                  // 42: berth.admin.v1.Deployment
+	(*DeployRequest)(nil),               // 43: berth.admin.v1.DeployRequest
+	(*DeployResponse)(nil),              // 44: berth.admin.v1.DeployResponse
+	(*RollbackRequest)(nil),             // 45: berth.admin.v1.RollbackRequest
+	(*RollbackResponse)(nil),            // 46: berth.admin.v1.RollbackResponse
+	(*CancelDeploymentRequest)(nil),     // 47: berth.admin.v1.CancelDeploymentRequest
+	(*CancelDeploymentResponse)(nil),    // 48: berth.admin.v1.CancelDeploymentResponse
+	(*ListDeploymentsRequest)(nil),      // 49: berth.admin.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),     // 50: berth.admin.v1.ListDeploymentsResponse
+	(*GetDeploymentRequest)(nil),        // 51: berth.admin.v1.GetDeploymentRequest
+	(*GetDeploymentResponse)(nil),       // 52: berth.admin.v1.GetDeploymentResponse
+	(*FollowDeploymentRequest)(nil),     // 53: berth.admin.v1.FollowDeploymentRequest
+	(*FollowDeploymentResponse)(nil),    // 54: berth.admin.v1.FollowDeploymentResponse
+	nil,                                 // 55: berth.admin.v1.Server.LabelsEntry
+	nil,                                 // 56: berth.admin.v1.AddServerRequest.LabelsEntry
+	nil,                                 // 57: berth.admin.v1.App.EnvKeysEntry
+	nil,                                 // 58: berth.admin.v1.SetAppEnvRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),       // 59: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 60: google.protobuf.Duration
 }
 var file_berth_admin_v1_admin_proto_depIdxs = []int32{
-	52, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
-	56, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
-	56, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
-	56, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
-	53, // 4: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
-	57, // 5: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	55, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
+	59, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
+	59, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
+	59, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
+	56, // 4: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
+	60, // 5: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
 	4,  // 6: berth.admin.v1.AddServerResponse.server:type_name -> berth.admin.v1.Server
-	56, // 7: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	59, // 7: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
 	4,  // 8: berth.admin.v1.ListServersResponse.servers:type_name -> berth.admin.v1.Server
 	4,  // 9: berth.admin.v1.GetServerResponse.server:type_name -> berth.admin.v1.Server
-	4,  // 10: berth.admin.v1.DisableServerResponse.server:type_name -> berth.admin.v1.Server
-	57, // 11: berth.admin.v1.EnableServerRequest.token_ttl:type_name -> google.protobuf.Duration
-	4,  // 12: berth.admin.v1.EnableServerResponse.server:type_name -> berth.admin.v1.Server
-	56, // 13: berth.admin.v1.EnableServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
-	57, // 14: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
-	57, // 15: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
-	56, // 16: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
-	18, // 17: berth.admin.v1.GetMetricsResponse.points:type_name -> berth.admin.v1.MetricPoint
-	56, // 18: berth.admin.v1.GitCredential.created_at:type_name -> google.protobuf.Timestamp
-	56, // 19: berth.admin.v1.GitCredential.last_used_at:type_name -> google.protobuf.Timestamp
-	20, // 20: berth.admin.v1.AddGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
-	20, // 21: berth.admin.v1.ListGitCredentialsResponse.credentials:type_name -> berth.admin.v1.GitCredential
-	54, // 22: berth.admin.v1.App.env_keys:type_name -> berth.admin.v1.App.EnvKeysEntry
-	56, // 23: berth.admin.v1.App.created_at:type_name -> google.protobuf.Timestamp
-	27, // 24: berth.admin.v1.CreateAppResponse.app:type_name -> berth.admin.v1.App
-	27, // 25: berth.admin.v1.ListAppsResponse.apps:type_name -> berth.admin.v1.App
-	27, // 26: berth.admin.v1.GetAppResponse.app:type_name -> berth.admin.v1.App
-	55, // 27: berth.admin.v1.SetAppEnvRequest.set:type_name -> berth.admin.v1.SetAppEnvRequest.SetEntry
-	56, // 28: berth.admin.v1.Deployment.queued_at:type_name -> google.protobuf.Timestamp
-	56, // 29: berth.admin.v1.Deployment.started_at:type_name -> google.protobuf.Timestamp
-	56, // 30: berth.admin.v1.Deployment.finished_at:type_name -> google.protobuf.Timestamp
-	56, // 31: berth.admin.v1.Deployment.deadline_at:type_name -> google.protobuf.Timestamp
-	39, // 32: berth.admin.v1.DeployResponse.deployment:type_name -> berth.admin.v1.Deployment
-	39, // 33: berth.admin.v1.RollbackResponse.deployment:type_name -> berth.admin.v1.Deployment
-	39, // 34: berth.admin.v1.CancelDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	39, // 35: berth.admin.v1.ListDeploymentsResponse.deployments:type_name -> berth.admin.v1.Deployment
-	39, // 36: berth.admin.v1.GetDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	39, // 37: berth.admin.v1.FollowDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	28, // 38: berth.admin.v1.App.EnvKeysEntry.value:type_name -> berth.admin.v1.EnvKeys
-	0,  // 39: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
-	2,  // 40: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
-	5,  // 41: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
-	7,  // 42: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
-	9,  // 43: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
-	11, // 44: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
-	13, // 45: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
-	15, // 46: berth.admin.v1.AdminService.EnableServer:input_type -> berth.admin.v1.EnableServerRequest
-	17, // 47: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
-	21, // 48: berth.admin.v1.AdminService.AddGitCredential:input_type -> berth.admin.v1.AddGitCredentialRequest
-	23, // 49: berth.admin.v1.AdminService.ListGitCredentials:input_type -> berth.admin.v1.ListGitCredentialsRequest
-	25, // 50: berth.admin.v1.AdminService.DeleteGitCredential:input_type -> berth.admin.v1.DeleteGitCredentialRequest
-	29, // 51: berth.admin.v1.AdminService.CreateApp:input_type -> berth.admin.v1.CreateAppRequest
-	31, // 52: berth.admin.v1.AdminService.ListApps:input_type -> berth.admin.v1.ListAppsRequest
-	33, // 53: berth.admin.v1.AdminService.GetApp:input_type -> berth.admin.v1.GetAppRequest
-	35, // 54: berth.admin.v1.AdminService.SetAppEnv:input_type -> berth.admin.v1.SetAppEnvRequest
-	37, // 55: berth.admin.v1.AdminService.SetAppWebhookSecret:input_type -> berth.admin.v1.SetAppWebhookSecretRequest
-	40, // 56: berth.admin.v1.AdminService.Deploy:input_type -> berth.admin.v1.DeployRequest
-	42, // 57: berth.admin.v1.AdminService.Rollback:input_type -> berth.admin.v1.RollbackRequest
-	44, // 58: berth.admin.v1.AdminService.CancelDeployment:input_type -> berth.admin.v1.CancelDeploymentRequest
-	46, // 59: berth.admin.v1.AdminService.ListDeployments:input_type -> berth.admin.v1.ListDeploymentsRequest
-	48, // 60: berth.admin.v1.AdminService.GetDeployment:input_type -> berth.admin.v1.GetDeploymentRequest
-	50, // 61: berth.admin.v1.AdminService.FollowDeployment:input_type -> berth.admin.v1.FollowDeploymentRequest
-	1,  // 62: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
-	3,  // 63: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
-	6,  // 64: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
-	8,  // 65: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
-	10, // 66: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
-	12, // 67: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
-	14, // 68: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
-	16, // 69: berth.admin.v1.AdminService.EnableServer:output_type -> berth.admin.v1.EnableServerResponse
-	19, // 70: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
-	22, // 71: berth.admin.v1.AdminService.AddGitCredential:output_type -> berth.admin.v1.AddGitCredentialResponse
-	24, // 72: berth.admin.v1.AdminService.ListGitCredentials:output_type -> berth.admin.v1.ListGitCredentialsResponse
-	26, // 73: berth.admin.v1.AdminService.DeleteGitCredential:output_type -> berth.admin.v1.DeleteGitCredentialResponse
-	30, // 74: berth.admin.v1.AdminService.CreateApp:output_type -> berth.admin.v1.CreateAppResponse
-	32, // 75: berth.admin.v1.AdminService.ListApps:output_type -> berth.admin.v1.ListAppsResponse
-	34, // 76: berth.admin.v1.AdminService.GetApp:output_type -> berth.admin.v1.GetAppResponse
-	36, // 77: berth.admin.v1.AdminService.SetAppEnv:output_type -> berth.admin.v1.SetAppEnvResponse
-	38, // 78: berth.admin.v1.AdminService.SetAppWebhookSecret:output_type -> berth.admin.v1.SetAppWebhookSecretResponse
-	41, // 79: berth.admin.v1.AdminService.Deploy:output_type -> berth.admin.v1.DeployResponse
-	43, // 80: berth.admin.v1.AdminService.Rollback:output_type -> berth.admin.v1.RollbackResponse
-	45, // 81: berth.admin.v1.AdminService.CancelDeployment:output_type -> berth.admin.v1.CancelDeploymentResponse
-	47, // 82: berth.admin.v1.AdminService.ListDeployments:output_type -> berth.admin.v1.ListDeploymentsResponse
-	49, // 83: berth.admin.v1.AdminService.GetDeployment:output_type -> berth.admin.v1.GetDeploymentResponse
-	51, // 84: berth.admin.v1.AdminService.FollowDeployment:output_type -> berth.admin.v1.FollowDeploymentResponse
-	62, // [62:85] is the sub-list for method output_type
-	39, // [39:62] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	11, // 10: berth.admin.v1.GetServerResponse.certificates:type_name -> berth.admin.v1.AgentCertificate
+	59, // 11: berth.admin.v1.AgentCertificate.not_before:type_name -> google.protobuf.Timestamp
+	59, // 12: berth.admin.v1.AgentCertificate.not_after:type_name -> google.protobuf.Timestamp
+	59, // 13: berth.admin.v1.AgentCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	4,  // 14: berth.admin.v1.DisableServerResponse.server:type_name -> berth.admin.v1.Server
+	60, // 15: berth.admin.v1.EnableServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	4,  // 16: berth.admin.v1.EnableServerResponse.server:type_name -> berth.admin.v1.Server
+	59, // 17: berth.admin.v1.EnableServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	60, // 18: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
+	60, // 19: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
+	59, // 20: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
+	21, // 21: berth.admin.v1.GetMetricsResponse.points:type_name -> berth.admin.v1.MetricPoint
+	59, // 22: berth.admin.v1.GitCredential.created_at:type_name -> google.protobuf.Timestamp
+	59, // 23: berth.admin.v1.GitCredential.last_used_at:type_name -> google.protobuf.Timestamp
+	23, // 24: berth.admin.v1.AddGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
+	23, // 25: berth.admin.v1.ListGitCredentialsResponse.credentials:type_name -> berth.admin.v1.GitCredential
+	57, // 26: berth.admin.v1.App.env_keys:type_name -> berth.admin.v1.App.EnvKeysEntry
+	59, // 27: berth.admin.v1.App.created_at:type_name -> google.protobuf.Timestamp
+	30, // 28: berth.admin.v1.CreateAppResponse.app:type_name -> berth.admin.v1.App
+	30, // 29: berth.admin.v1.ListAppsResponse.apps:type_name -> berth.admin.v1.App
+	30, // 30: berth.admin.v1.GetAppResponse.app:type_name -> berth.admin.v1.App
+	58, // 31: berth.admin.v1.SetAppEnvRequest.set:type_name -> berth.admin.v1.SetAppEnvRequest.SetEntry
+	59, // 32: berth.admin.v1.Deployment.queued_at:type_name -> google.protobuf.Timestamp
+	59, // 33: berth.admin.v1.Deployment.started_at:type_name -> google.protobuf.Timestamp
+	59, // 34: berth.admin.v1.Deployment.finished_at:type_name -> google.protobuf.Timestamp
+	59, // 35: berth.admin.v1.Deployment.deadline_at:type_name -> google.protobuf.Timestamp
+	42, // 36: berth.admin.v1.DeployResponse.deployment:type_name -> berth.admin.v1.Deployment
+	42, // 37: berth.admin.v1.RollbackResponse.deployment:type_name -> berth.admin.v1.Deployment
+	42, // 38: berth.admin.v1.CancelDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	42, // 39: berth.admin.v1.ListDeploymentsResponse.deployments:type_name -> berth.admin.v1.Deployment
+	42, // 40: berth.admin.v1.GetDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	42, // 41: berth.admin.v1.FollowDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	31, // 42: berth.admin.v1.App.EnvKeysEntry.value:type_name -> berth.admin.v1.EnvKeys
+	0,  // 43: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
+	2,  // 44: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
+	5,  // 45: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
+	7,  // 46: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
+	9,  // 47: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
+	14, // 48: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
+	16, // 49: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
+	18, // 50: berth.admin.v1.AdminService.EnableServer:input_type -> berth.admin.v1.EnableServerRequest
+	20, // 51: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
+	12, // 52: berth.admin.v1.AdminService.RevokeCertificate:input_type -> berth.admin.v1.RevokeCertificateRequest
+	24, // 53: berth.admin.v1.AdminService.AddGitCredential:input_type -> berth.admin.v1.AddGitCredentialRequest
+	26, // 54: berth.admin.v1.AdminService.ListGitCredentials:input_type -> berth.admin.v1.ListGitCredentialsRequest
+	28, // 55: berth.admin.v1.AdminService.DeleteGitCredential:input_type -> berth.admin.v1.DeleteGitCredentialRequest
+	32, // 56: berth.admin.v1.AdminService.CreateApp:input_type -> berth.admin.v1.CreateAppRequest
+	34, // 57: berth.admin.v1.AdminService.ListApps:input_type -> berth.admin.v1.ListAppsRequest
+	36, // 58: berth.admin.v1.AdminService.GetApp:input_type -> berth.admin.v1.GetAppRequest
+	38, // 59: berth.admin.v1.AdminService.SetAppEnv:input_type -> berth.admin.v1.SetAppEnvRequest
+	40, // 60: berth.admin.v1.AdminService.SetAppWebhookSecret:input_type -> berth.admin.v1.SetAppWebhookSecretRequest
+	43, // 61: berth.admin.v1.AdminService.Deploy:input_type -> berth.admin.v1.DeployRequest
+	45, // 62: berth.admin.v1.AdminService.Rollback:input_type -> berth.admin.v1.RollbackRequest
+	47, // 63: berth.admin.v1.AdminService.CancelDeployment:input_type -> berth.admin.v1.CancelDeploymentRequest
+	49, // 64: berth.admin.v1.AdminService.ListDeployments:input_type -> berth.admin.v1.ListDeploymentsRequest
+	51, // 65: berth.admin.v1.AdminService.GetDeployment:input_type -> berth.admin.v1.GetDeploymentRequest
+	53, // 66: berth.admin.v1.AdminService.FollowDeployment:input_type -> berth.admin.v1.FollowDeploymentRequest
+	1,  // 67: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
+	3,  // 68: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
+	6,  // 69: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
+	8,  // 70: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
+	10, // 71: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
+	15, // 72: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
+	17, // 73: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
+	19, // 74: berth.admin.v1.AdminService.EnableServer:output_type -> berth.admin.v1.EnableServerResponse
+	22, // 75: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
+	13, // 76: berth.admin.v1.AdminService.RevokeCertificate:output_type -> berth.admin.v1.RevokeCertificateResponse
+	25, // 77: berth.admin.v1.AdminService.AddGitCredential:output_type -> berth.admin.v1.AddGitCredentialResponse
+	27, // 78: berth.admin.v1.AdminService.ListGitCredentials:output_type -> berth.admin.v1.ListGitCredentialsResponse
+	29, // 79: berth.admin.v1.AdminService.DeleteGitCredential:output_type -> berth.admin.v1.DeleteGitCredentialResponse
+	33, // 80: berth.admin.v1.AdminService.CreateApp:output_type -> berth.admin.v1.CreateAppResponse
+	35, // 81: berth.admin.v1.AdminService.ListApps:output_type -> berth.admin.v1.ListAppsResponse
+	37, // 82: berth.admin.v1.AdminService.GetApp:output_type -> berth.admin.v1.GetAppResponse
+	39, // 83: berth.admin.v1.AdminService.SetAppEnv:output_type -> berth.admin.v1.SetAppEnvResponse
+	41, // 84: berth.admin.v1.AdminService.SetAppWebhookSecret:output_type -> berth.admin.v1.SetAppWebhookSecretResponse
+	44, // 85: berth.admin.v1.AdminService.Deploy:output_type -> berth.admin.v1.DeployResponse
+	46, // 86: berth.admin.v1.AdminService.Rollback:output_type -> berth.admin.v1.RollbackResponse
+	48, // 87: berth.admin.v1.AdminService.CancelDeployment:output_type -> berth.admin.v1.CancelDeploymentResponse
+	50, // 88: berth.admin.v1.AdminService.ListDeployments:output_type -> berth.admin.v1.ListDeploymentsResponse
+	52, // 89: berth.admin.v1.AdminService.GetDeployment:output_type -> berth.admin.v1.GetDeploymentResponse
+	54, // 90: berth.admin.v1.AdminService.FollowDeployment:output_type -> berth.admin.v1.FollowDeploymentResponse
+	67, // [67:91] is the sub-list for method output_type
+	43, // [43:67] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_berth_admin_v1_admin_proto_init() }
@@ -3885,7 +4105,7 @@ func file_berth_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_admin_v1_admin_proto_rawDesc), len(file_berth_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   56,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

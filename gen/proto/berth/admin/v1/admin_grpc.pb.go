@@ -32,6 +32,7 @@ const (
 	AdminService_DisableServer_FullMethodName       = "/berth.admin.v1.AdminService/DisableServer"
 	AdminService_EnableServer_FullMethodName        = "/berth.admin.v1.AdminService/EnableServer"
 	AdminService_GetMetrics_FullMethodName          = "/berth.admin.v1.AdminService/GetMetrics"
+	AdminService_RevokeCertificate_FullMethodName   = "/berth.admin.v1.AdminService/RevokeCertificate"
 	AdminService_AddGitCredential_FullMethodName    = "/berth.admin.v1.AdminService/AddGitCredential"
 	AdminService_ListGitCredentials_FullMethodName  = "/berth.admin.v1.AdminService/ListGitCredentials"
 	AdminService_DeleteGitCredential_FullMethodName = "/berth.admin.v1.AdminService/DeleteGitCredential"
@@ -76,6 +77,9 @@ type AdminServiceClient interface {
 	EnableServer(ctx context.Context, in *EnableServerRequest, opts ...grpc.CallOption) (*EnableServerResponse, error)
 	// GetMetrics returns a server's metrics downsampled to a step.
 	GetMetrics(ctx context.Context, in *GetMetricsRequest, opts ...grpc.CallOption) (*GetMetricsResponse, error)
+	// RevokeCertificate revokes one agent certificate by serial and cuts the
+	// live stream that uses it (admin scope; audited).
+	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error)
 	// AddGitCredential stores a deploy key (generated ed25519 or imported) or
 	// an HTTPS username and token. The secret is write-only: no response
 	// carries it.
@@ -203,6 +207,16 @@ func (c *adminServiceClient) GetMetrics(ctx context.Context, in *GetMetricsReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetMetricsResponse)
 	err := c.cc.Invoke(ctx, AdminService_GetMetrics_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeCertificateResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeCertificate_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -386,6 +400,9 @@ type AdminServiceServer interface {
 	EnableServer(context.Context, *EnableServerRequest) (*EnableServerResponse, error)
 	// GetMetrics returns a server's metrics downsampled to a step.
 	GetMetrics(context.Context, *GetMetricsRequest) (*GetMetricsResponse, error)
+	// RevokeCertificate revokes one agent certificate by serial and cuts the
+	// live stream that uses it (admin scope; audited).
+	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error)
 	// AddGitCredential stores a deploy key (generated ed25519 or imported) or
 	// an HTTPS username and token. The secret is write-only: no response
 	// carries it.
@@ -455,6 +472,9 @@ func (UnimplementedAdminServiceServer) EnableServer(context.Context, *EnableServ
 }
 func (UnimplementedAdminServiceServer) GetMetrics(context.Context, *GetMetricsRequest) (*GetMetricsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMetrics not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeCertificate not implemented")
 }
 func (UnimplementedAdminServiceServer) AddGitCredential(context.Context, *AddGitCredentialRequest) (*AddGitCredentialResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddGitCredential not implemented")
@@ -677,6 +697,24 @@ func _AdminService_GetMetrics_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).GetMetrics(ctx, req.(*GetMetricsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeCertificate(ctx, req.(*RevokeCertificateRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -968,6 +1006,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetMetrics",
 			Handler:    _AdminService_GetMetrics_Handler,
+		},
+		{
+			MethodName: "RevokeCertificate",
+			Handler:    _AdminService_RevokeCertificate_Handler,
 		},
 		{
 			MethodName: "AddGitCredential",
