@@ -291,6 +291,7 @@ func (a *app) printJoin(output, verb string, srv *adminv1.Server, token string, 
 	}
 	fmt.Fprintf(a.stdout, "Server %s %s (%s). The join token is shown once and expires %s.\n\n",
 		srv.GetName(), verb, srv.GetId(), exp.Local().Format(time.RFC3339))
-	fmt.Fprintf(a.stdout, "Install and enroll on the server (as root):\n  %s\n\nOr, with berth-agent already installed:\n  %s\n", install, enroll)
+	fmt.Fprintf(a.stdout, "Install and enroll on the server (as root):\n  %s\n\nOr, with berth-agent already installed:\n  %s\n\n", install, enroll)
+	fmt.Fprintf(a.stdout, "Both ask for the join token (or read it from --token-file FILE); it is not on the command line, so it stays out of ps and shell history:\n  %s\n", token)
 	return nil
 }

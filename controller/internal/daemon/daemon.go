@@ -212,7 +212,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	fleetSvc := fleet.New(db, authority, log, fleet.Config{
 		HeartbeatInterval: cfg.HeartbeatInterval, MetricsInterval: cfg.MetricsInterval, StartGrace: cfg.StartGrace, AgentCertTTL: cfg.AgentCertTTL,
-		ControllerAddr: advertise, InstallURL: publicURL, EnrollPerMinute: cfg.EnrollPerMinute,
+		ControllerAddr: advertise, InstallURL: publicURL, AgentSHA256: dist.AgentSHA256(), EnrollPerMinute: cfg.EnrollPerMinute,
 	})
 
 	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{StartGrace: cfg.StartGrace, UnreachableGrace: cfg.UnreachableGrace})

@@ -43,6 +43,9 @@ type Config struct {
 	ControllerAddr string
 	// InstallURL is the controller's HTTP base for the install script.
 	InstallURL string
+	// AgentSHA256 is the hex SHA-256 of each agent binary the controller
+	// serves, by GOARCH, for the printed install command.
+	AgentSHA256 map[string]string
 	// EnrollPerMinute and EnrollBurst limit enrollment attempts per address
 	// (default 10 a minute, burst 5). Overall, enrollment is capped at 50 a
 	// second, or at EnrollPerMinute/60 a second when that is higher.
@@ -216,13 +219,24 @@ func (s *Service) AddServer(ctx context.Context, pr *auth.Principal, peer Peer, 
 }
 
 // joinResult is what an operator needs to (re-)enroll a server's agent.
+// The token is never part of a printed command (it would sit in the
+// shell's history and in ps): the installer and `berth-agent enroll` ask
+// for it on the terminal, or read it from --token-file. The install
+// command carries the agent binaries' SHA-256s, so a checksum file from the
+// same origin as the binary is not the only check.
 func (s *Service) joinResult(srv store.Server, token string, exp time.Time) AddResult {
 	pin := s.ca.Pin()
 	res := AddResult{Server: srv, Token: token, TokenExpiresAt: exp, CAPin: pin}
-	res.EnrollCommand = fmt.Sprintf("berth-agent enroll --controller %s --token %s --ca-pin %s", s.cfg.ControllerAddr, token, pin)
+	res.EnrollCommand = fmt.Sprintf("berth-agent enroll --controller %s --ca-pin %s", s.cfg.ControllerAddr, pin)
 	if s.cfg.InstallURL != "" {
-		res.InstallCommand = fmt.Sprintf("curl -fsSL %s/install.sh | sudo sh -s -- --controller %s --token %s --ca-pin %s",
-			strings.TrimRight(s.cfg.InstallURL, "/"), s.cfg.ControllerAddr, token, pin)
+		cmd := fmt.Sprintf("curl -fsSL %s/install.sh | sudo sh -s -- --controller %s --ca-pin %s",
+			strings.TrimRight(s.cfg.InstallURL, "/"), s.cfg.ControllerAddr, pin)
+		for _, arch := range []string{"amd64", "arm64"} {
+			if sum := s.cfg.AgentSHA256[arch]; sum != "" {
+				cmd += fmt.Sprintf(" --sha256-%s %s", arch, sum)
+			}
+		}
+		res.InstallCommand = cmd
 	}
 	return res
 }
