@@ -615,3 +615,41 @@ func TestRevokeCertificateCutsLiveStream(t *testing.T) {
 		t.Fatalf("revoking twice: %v", err)
 	}
 }
+
+// A certificate recorded before keys were (migration 000024) is pinned to
+// the key of its first connection; a forgery of it after that is refused.
+func TestLegacyCertificateKeyPinnedOnFirstUse(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 100)
+	ctx := context.Background()
+	id, _ := e.enroll(t, "web-1")
+	key, csr := newCSR(t)
+	iss, err := e.ca.SignAgentCSR(csr, id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Recorded the way rows from before the migration are: no key.
+	if _, err := e.st.RecordAgentCertificate(ctx, store.AgentCertificate{ServerID: id, Serial: iss.SerialHex, IssuedFor: "renew", NotBefore: iss.NotBefore, NotAfter: iss.NotAfter}); err != nil {
+		t.Fatal(err)
+	}
+	legacy := tls.Certificate{Certificate: [][]byte{iss.DER}, PrivateKey: key}
+	if _, m, err := connect(t, e.client(t, &legacy), nil); err != nil || m.GetWelcome() == nil {
+		t.Fatalf("legacy certificate: %v %v", m, err)
+	}
+	st, err := e.st.CheckAgentCertificate(ctx, id, iss.SerialHex)
+	if err != nil || len(st.SPKISHA256) != 32 {
+		t.Fatalf("key not pinned on first use: %+v %v", st, err)
+	}
+	leaf, _ := x509.ParseCertificate(iss.DER)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := *leaf
+	tmpl.PublicKey, tmpl.Raw, tmpl.RawTBSCertificate, tmpl.RawSubjectPublicKeyInfo, tmpl.Signature = nil, nil, nil, nil, nil
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, e.ca.Cert(), &other.PublicKey, e.caKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: other}
+	if _, _, err := connect(t, e.client(t, &forged), nil); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("forgery of a pinned legacy certificate: %v", err)
+	}
+}
