@@ -13,7 +13,9 @@ import (
 )
 
 const checkAgentCertificate = `-- name: CheckAgentCertificate :one
-SELECT (c.revoked_at IS NOT NULL)::boolean AS revoked, s.status AS server_status
+SELECT (c.revoked_at IS NOT NULL)::boolean AS revoked, s.status AS server_status, c.spki_sha256,
+       (SELECT count(*) FROM agent_certificates o
+        WHERE o.server_id = c.server_id AND o.id < c.id AND o.revoked_at IS NULL)::bigint AS superseded
 FROM agent_certificates c
 JOIN servers s ON s.id = c.server_id
 WHERE c.serial = $1 AND c.server_id = $2
@@ -27,31 +29,58 @@ type CheckAgentCertificateParams struct {
 type CheckAgentCertificateRow struct {
 	Revoked      bool
 	ServerStatus string
+	SpkiSha256   []byte
+	Superseded   int64
 }
 
 // What the controller checks on every agent connection: the serial was
 // issued to this server, is not revoked, and the server exists and is not
-// disabled.
+// disabled. spki_sha256 is the key the serial was issued for; superseded
+// counts the server's older certificates still live, which a connection
+// with this (newer) one revokes.
 func (q *Queries) CheckAgentCertificate(ctx context.Context, arg CheckAgentCertificateParams) (CheckAgentCertificateRow, error) {
 	row := q.db.QueryRow(ctx, checkAgentCertificate, arg.Serial, arg.ServerID)
 	var i CheckAgentCertificateRow
-	err := row.Scan(&i.Revoked, &i.ServerStatus)
+	err := row.Scan(
+		&i.Revoked,
+		&i.ServerStatus,
+		&i.SpkiSha256,
+		&i.Superseded,
+	)
 	return i, err
 }
 
+const countAgentRenewalsSince = `-- name: CountAgentRenewalsSince :one
+SELECT count(*) FROM agent_certificates
+WHERE server_id = $1 AND issued_for = 'renew' AND created_at >= $2::timestamptz
+`
+
+type CountAgentRenewalsSinceParams struct {
+	ServerID pgtype.UUID
+	Since    time.Time
+}
+
+func (q *Queries) CountAgentRenewalsSince(ctx context.Context, arg CountAgentRenewalsSinceParams) (int64, error) {
+	row := q.db.QueryRow(ctx, countAgentRenewalsSince, arg.ServerID, arg.Since)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
 const createAgentCertificate = `-- name: CreateAgentCertificate :one
-INSERT INTO agent_certificates (id, server_id, serial, issued_for, not_before, not_after)
-VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, server_id, serial, issued_for, not_before, not_after, revoked_at, revoke_reason, created_at
+INSERT INTO agent_certificates (id, server_id, serial, issued_for, not_before, not_after, spki_sha256)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING id, server_id, serial, issued_for, not_before, not_after, revoked_at, revoke_reason, created_at, spki_sha256
 `
 
 type CreateAgentCertificateParams struct {
-	ID        pgtype.UUID
-	ServerID  pgtype.UUID
-	Serial    string
-	IssuedFor string
-	NotBefore time.Time
-	NotAfter  time.Time
+	ID         pgtype.UUID
+	ServerID   pgtype.UUID
+	Serial     string
+	IssuedFor  string
+	NotBefore  time.Time
+	NotAfter   time.Time
+	SpkiSha256 []byte
 }
 
 func (q *Queries) CreateAgentCertificate(ctx context.Context, arg CreateAgentCertificateParams) (AgentCertificate, error) {
@@ -62,6 +91,7 @@ func (q *Queries) CreateAgentCertificate(ctx context.Context, arg CreateAgentCer
 		arg.IssuedFor,
 		arg.NotBefore,
 		arg.NotAfter,
+		arg.SpkiSha256,
 	)
 	var i AgentCertificate
 	err := row.Scan(
@@ -74,12 +104,13 @@ func (q *Queries) CreateAgentCertificate(ctx context.Context, arg CreateAgentCer
 		&i.RevokedAt,
 		&i.RevokeReason,
 		&i.CreatedAt,
+		&i.SpkiSha256,
 	)
 	return i, err
 }
 
 const getAgentCertificateBySerial = `-- name: GetAgentCertificateBySerial :one
-SELECT id, server_id, serial, issued_for, not_before, not_after, revoked_at, revoke_reason, created_at FROM agent_certificates WHERE serial = $1
+SELECT id, server_id, serial, issued_for, not_before, not_after, revoked_at, revoke_reason, created_at, spki_sha256 FROM agent_certificates WHERE serial = $1
 `
 
 func (q *Queries) GetAgentCertificateBySerial(ctx context.Context, serial string) (AgentCertificate, error) {
@@ -95,12 +126,13 @@ func (q *Queries) GetAgentCertificateBySerial(ctx context.Context, serial string
 		&i.RevokedAt,
 		&i.RevokeReason,
 		&i.CreatedAt,
+		&i.SpkiSha256,
 	)
 	return i, err
 }
 
 const listAgentCertificates = `-- name: ListAgentCertificates :many
-SELECT id, server_id, serial, issued_for, not_before, not_after, revoked_at, revoke_reason, created_at FROM agent_certificates WHERE server_id = $1 ORDER BY id DESC
+SELECT id, server_id, serial, issued_for, not_before, not_after, revoked_at, revoke_reason, created_at, spki_sha256 FROM agent_certificates WHERE server_id = $1 ORDER BY id DESC
 `
 
 func (q *Queries) ListAgentCertificates(ctx context.Context, serverID pgtype.UUID) ([]AgentCertificate, error) {
@@ -122,6 +154,7 @@ func (q *Queries) ListAgentCertificates(ctx context.Context, serverID pgtype.UUI
 			&i.RevokedAt,
 			&i.RevokeReason,
 			&i.CreatedAt,
+			&i.SpkiSha256,
 		); err != nil {
 			return nil, err
 		}
@@ -133,9 +166,70 @@ func (q *Queries) ListAgentCertificates(ctx context.Context, serverID pgtype.UUI
 	return items, nil
 }
 
-const revokeAgentCertificate = `-- name: RevokeAgentCertificate :execrows
+const lockServer = `-- name: LockServer :one
+SELECT status FROM servers WHERE id = $1 FOR UPDATE
+`
+
+func (q *Queries) LockServer(ctx context.Context, id pgtype.UUID) (string, error) {
+	row := q.db.QueryRow(ctx, lockServer, id)
+	var status string
+	err := row.Scan(&status)
+	return status, err
+}
+
+const lockServerForRenewal = `-- name: LockServerForRenewal :one
+SELECT s.status AS server_status, (c.revoked_at IS NOT NULL)::boolean AS revoked
+FROM servers s
+JOIN agent_certificates c ON c.server_id = s.id AND c.serial = $1
+WHERE s.id = $2
+FOR UPDATE OF s
+`
+
+type LockServerForRenewalParams struct {
+	Serial   string
+	ServerID pgtype.UUID
+}
+
+type LockServerForRenewalRow struct {
+	ServerStatus string
+	Revoked      bool
+}
+
+// Taken first by a renewal and by disable/remove, so the two cannot
+// interleave: a renewal that waited for a disable sees it, and a disable
+// that waited for a renewal revokes what it issued.
+func (q *Queries) LockServerForRenewal(ctx context.Context, arg LockServerForRenewalParams) (LockServerForRenewalRow, error) {
+	row := q.db.QueryRow(ctx, lockServerForRenewal, arg.Serial, arg.ServerID)
+	var i LockServerForRenewalRow
+	err := row.Scan(&i.ServerStatus, &i.Revoked)
+	return i, err
+}
+
+const pinAgentCertificateKey = `-- name: PinAgentCertificateKey :execrows
+UPDATE agent_certificates SET spki_sha256 = $1
+WHERE serial = $2 AND server_id = $3 AND spki_sha256 IS NULL
+`
+
+type PinAgentCertificateKeyParams struct {
+	SpkiSha256 []byte
+	Serial     string
+	ServerID   pgtype.UUID
+}
+
+// Records the key of a certificate issued before keys were recorded, on its
+// first connection (migration 000024); a recorded key is never replaced.
+func (q *Queries) PinAgentCertificateKey(ctx context.Context, arg PinAgentCertificateKeyParams) (int64, error) {
+	result, err := q.db.Exec(ctx, pinAgentCertificateKey, arg.SpkiSha256, arg.Serial, arg.ServerID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const revokeAgentCertificate = `-- name: RevokeAgentCertificate :many
 UPDATE agent_certificates SET revoked_at = now(), revoke_reason = $1
 WHERE serial = $2 AND revoked_at IS NULL
+RETURNING server_id
 `
 
 type RevokeAgentCertificateParams struct {
@@ -143,12 +237,24 @@ type RevokeAgentCertificateParams struct {
 	Serial string
 }
 
-func (q *Queries) RevokeAgentCertificate(ctx context.Context, arg RevokeAgentCertificateParams) (int64, error) {
-	result, err := q.db.Exec(ctx, revokeAgentCertificate, arg.Reason, arg.Serial)
+func (q *Queries) RevokeAgentCertificate(ctx context.Context, arg RevokeAgentCertificateParams) ([]pgtype.UUID, error) {
+	rows, err := q.db.Query(ctx, revokeAgentCertificate, arg.Reason, arg.Serial)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return result.RowsAffected(), nil
+	defer rows.Close()
+	items := []pgtype.UUID{}
+	for rows.Next() {
+		var server_id pgtype.UUID
+		if err := rows.Scan(&server_id); err != nil {
+			return nil, err
+		}
+		items = append(items, server_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const revokeAgentCertificatesForServer = `-- name: RevokeAgentCertificatesForServer :execrows
@@ -167,4 +273,39 @@ func (q *Queries) RevokeAgentCertificatesForServer(ctx context.Context, arg Revo
 		return 0, err
 	}
 	return result.RowsAffected(), nil
+}
+
+const revokeSupersededAgentCertificates = `-- name: RevokeSupersededAgentCertificates :many
+UPDATE agent_certificates o SET revoked_at = now(), revoke_reason = 'superseded by renewal'
+FROM agent_certificates c
+WHERE c.serial = $1 AND c.server_id = $2
+  AND o.server_id = c.server_id AND o.id < c.id AND o.revoked_at IS NULL
+RETURNING o.serial
+`
+
+type RevokeSupersededAgentCertificatesParams struct {
+	Serial   string
+	ServerID pgtype.UUID
+}
+
+// A server's certificates older than the one now in use, revoked once the
+// renewed one has connected.
+func (q *Queries) RevokeSupersededAgentCertificates(ctx context.Context, arg RevokeSupersededAgentCertificatesParams) ([]string, error) {
+	rows, err := q.db.Query(ctx, revokeSupersededAgentCertificates, arg.Serial, arg.ServerID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var serial string
+		if err := rows.Scan(&serial); err != nil {
+			return nil, err
+		}
+		items = append(items, serial)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

@@ -36,6 +36,7 @@ type AgentCertificate struct {
 	RevokedAt    *time.Time
 	RevokeReason *string
 	CreatedAt    time.Time
+	SpkiSha256   []byte
 }
 
 type ApiToken struct {

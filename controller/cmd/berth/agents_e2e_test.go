@@ -3,6 +3,8 @@ package main_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -229,8 +231,18 @@ func TestInstallOneLiner(t *testing.T) {
 	t.Parallel()
 	f := startFleet(t)
 	a := f.addServer(t, "fresh-1")
-	if !strings.Contains(a.Install, "/install.sh | sudo sh -s -- --controller "+f.c.grpcAddr) {
+	if !strings.Contains(a.Install, "/install.sh | sudo sh -s -- --controller "+f.c.grpcAddr+" --ca-pin "+a.CAPin) {
 		t.Fatalf("install command: %q", a.Install)
+	}
+	// The command carries the served binary's SHA-256, computed by the
+	// controller, and never the join token.
+	served, err := os.ReadFile(filepath.Join(filepath.Dir(berthBin), "agent-dist", "berth-agent-linux-"+runtime.GOARCH))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(served)
+	if !strings.Contains(a.Install, "--sha256-"+runtime.GOARCH+" "+hex.EncodeToString(sum[:])) || strings.Contains(a.Install+a.EnrollCommand, a.Token) {
+		t.Fatalf("install command %q, enroll command %q", a.Install, a.EnrollCommand)
 	}
 	code, script := get(f.c.url("/install.sh"))
 	if code != 200 || !strings.Contains(script, `BASE_URL="http://`+f.c.httpAddr+`"`) {

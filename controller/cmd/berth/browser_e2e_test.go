@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -457,10 +458,7 @@ func browserRevokeSession(t *testing.T, e *browserEnv) {
 	b.assertCleanConsole()
 }
 
-var (
-	enrollToken = regexp.MustCompile(`--token (\S+)`)
-	enrollPin   = regexp.MustCompile(`--ca-pin (\S+)`)
-)
+var enrollPin = regexp.MustCompile(`--ca-pin (\S+)`)
 
 // browserServers: add a server in the UI, enroll a real agent with the
 // shown command, watch its status turn online live (server-sent events),
@@ -478,12 +476,14 @@ func browserServers(t *testing.T, e *browserEnv) {
 	tb.waitVisible("#install")
 	install := tabRun(tb, "install command", chromedp.Value(chromedp.CSS("#install")))
 	enroll := tb.text("details textarea")
-	if !strings.Contains(install, "install.sh") || !strings.HasPrefix(enroll, "berth-agent enroll ") {
+	if !strings.Contains(install, "install.sh") || !strings.Contains(install, "--sha256-"+runtime.GOARCH+" ") || !strings.HasPrefix(enroll, "berth-agent enroll ") {
 		t.Fatalf("install %q, enroll %q", install, enroll)
 	}
-	token, pin := enrollToken.FindStringSubmatch(enroll), enrollPin.FindStringSubmatch(enroll)
-	if token == nil || pin == nil {
-		t.Fatalf("enroll command %q", enroll)
+	// The join token is shown beside the commands, never in them.
+	token := []string{"", tabRun(tb, "join token", chromedp.Value(chromedp.CSS("#join-token")))}
+	pin := enrollPin.FindStringSubmatch(enroll)
+	if !strings.HasPrefix(token[1], "bjt_") || strings.Contains(install+enroll, token[1]) || pin == nil {
+		t.Fatalf("token %q, enroll command %q", token[1], enroll)
 	}
 
 	tb.open("/servers")

@@ -251,4 +251,10 @@ func TestAgentRenewsItsCertificate(t *testing.T) {
 	}
 	// Still online on the renewed certificate.
 	waitFor(t, "online after renewal", 10*time.Second, func() bool { s := f.server(t, "renew-1"); return s != nil && s["status"] == "online" })
+	// The agent connected with the renewed certificate, which revoked the
+	// one it replaced.
+	certs := f.serverCerts(t, "renew-1")
+	if len(certs) < 2 || certs[len(certs)-1]["issued_for"] != "enroll" || certs[len(certs)-1]["revoked"] != true {
+		t.Fatalf("certificates after renewal: %v", certs)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -190,6 +191,23 @@ type Issued struct {
 	NotBefore time.Time
 	NotAfter  time.Time
 	ServerID  ulid.ULID
+	// SPKISHA256 is SPKIHash of the certificate: recorded with the serial
+	// so a connection presenting that serial with another key is refused.
+	SPKISHA256 []byte
+}
+
+// SPKIHash is the SHA-256 of cert's SubjectPublicKeyInfo (its public key
+// with algorithm), the key pin recorded for every agent certificate.
+func SPKIHash(cert *x509.Certificate) []byte {
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return sum[:]
+}
+
+// CheckCSR reports whether SignAgentCSR would accept csrDER's request,
+// without signing anything; the error wraps ErrBadCSR.
+func CheckCSR(csrDER []byte) error {
+	_, err := parseCSR(csrDER)
+	return err
 }
 
 // SignAgentCSR issues an agent client certificate for the key in csrDER, a
@@ -238,6 +256,8 @@ func (c *CA) SignAgentCSR(csrDER []byte, serverID ulid.ULID, ttl time.Duration) 
 		NotBefore: cert.NotBefore,
 		NotAfter:  cert.NotAfter,
 		ServerID:  serverID,
+
+		SPKISHA256: SPKIHash(cert),
 	}, nil
 }
 

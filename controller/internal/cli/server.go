@@ -107,10 +107,33 @@ func (a *app) serverCmd() *cobra.Command {
 				return rpcErr(err)
 			}
 			if showF.output == "json" {
-				return a.printJSON(serverJSON(res.GetServer()))
+				m := serverJSON(res.GetServer())
+				certs := make([]map[string]any, 0, len(res.GetCertificates()))
+				for _, c := range res.GetCertificates() {
+					cm := map[string]any{"serial": c.GetSerial(), "issued_for": c.GetIssuedFor(), "not_after": c.GetNotAfter().AsTime(), "revoked": c.GetRevoked()}
+					if c.GetRevoked() {
+						cm["revoked_at"], cm["revoke_reason"] = c.GetRevokedAt().AsTime(), c.GetRevokeReason()
+					}
+					certs = append(certs, cm)
+				}
+				m["certificates"] = certs
+				return a.printJSON(m)
 			}
 			s := res.GetServer()
 			fmt.Fprintf(a.stdout, "id:       %s\nname:     %s\nstatus:   %s\nhostname: %s\nagent:    %s\nroot:     %s\nfacts:    %s\n", s.GetId(), s.GetName(), s.GetStatus(), s.GetHostname(), s.GetAgentVersion(), rootWord(s.GetAllowRoot()), s.GetFactsJson())
+			if len(res.GetCertificates()) > 0 {
+				fmt.Fprintln(a.stdout, "certificates:")
+				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "  SERIAL\tISSUED FOR\tNOT AFTER\tREVOKED")
+				for _, c := range res.GetCertificates() {
+					revoked := "no"
+					if c.GetRevoked() {
+						revoked = "yes (" + c.GetRevokeReason() + ")"
+					}
+					fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.GetSerial(), c.GetIssuedFor(), c.GetNotAfter().AsTime().UTC().Format(time.RFC3339), revoked)
+				}
+				return tw.Flush()
+			}
 			return nil
 		},
 	}, &showF)
@@ -174,7 +197,30 @@ func (a *app) serverCmd() *cobra.Command {
 	}, &enF)
 	enable.Flags().DurationVar(&enTTL, "token-ttl", time.Hour, "how long the join token is valid")
 
-	cmd.AddCommand(add, list, show, remove, disable, enable)
+	var revF apiFlags
+	revokeCert := apiCommand(&cobra.Command{
+		Use:   "revoke-cert SERIAL",
+		Short: "Revoke one agent certificate by serial (see server show) and cut the stream using it (admin)",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := revF.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := c.RevokeCertificate(cmd.Context(), &adminv1.RevokeCertificateRequest{Serial: args[0]})
+			if err != nil {
+				return rpcErr(err)
+			}
+			if revF.output == "json" {
+				return a.printJSON(map[string]any{"serial": args[0], "server_id": res.GetServerId(), "revoked": true})
+			}
+			fmt.Fprintf(a.stdout, "certificate %s of server %s revoked\n", args[0], res.GetServerId())
+			return nil
+		},
+	}, &revF)
+
+	cmd.AddCommand(add, list, show, remove, disable, enable, revokeCert)
 	cmd.AddCommand(a.serverRootCmds()...)
 	return cmd
 }
@@ -246,7 +292,8 @@ func (a *app) printJoin(output, verb string, srv *adminv1.Server, token string, 
 	}
 	fmt.Fprintf(a.stdout, "Server %s %s (%s). The join token is shown once and expires %s.\n\n",
 		srv.GetName(), verb, srv.GetId(), exp.Local().Format(time.RFC3339))
-	fmt.Fprintf(a.stdout, "Install and enroll on the server (as root):\n  %s\n\nOr, with berth-agent already installed:\n  %s\n", install, enroll)
+	fmt.Fprintf(a.stdout, "Install and enroll on the server (as root):\n  %s\n\nOr, with berth-agent already installed:\n  %s\n\n", install, enroll)
+	fmt.Fprintf(a.stdout, "Both ask for the join token (or read it from --token-file FILE); it is not on the command line, so it stays out of ps and shell history:\n  %s\n", token)
 	return nil
 }
 

@@ -212,7 +212,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	fleetSvc := fleet.New(db, authority, log, fleet.Config{
 		HeartbeatInterval: cfg.HeartbeatInterval, MetricsInterval: cfg.MetricsInterval, StartGrace: cfg.StartGrace, AgentCertTTL: cfg.AgentCertTTL,
-		ControllerAddr: advertise, InstallURL: publicURL, EnrollPerMinute: cfg.EnrollPerMinute,
+		ControllerAddr: advertise, InstallURL: publicURL, AgentSHA256: dist.AgentSHA256(), EnrollPerMinute: cfg.EnrollPerMinute,
 	})
 
 	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{StartGrace: cfg.StartGrace, UnreachableGrace: cfg.UnreachableGrace})
@@ -272,10 +272,14 @@ func Run(ctx context.Context, cfg Config) error {
 	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Accounts: accountsSvc, Audit: audit.New(db), Deploys: deploySvc, SchemaVersion: st.Version, Log: log}
 	authn := grpcapi.NewAuthenticator(deps)
 	grpcSrv := grpc.NewServer(
-		grpc.Creds(grpcapi.AdmitHandshakes(authority.ServerTLSConfig(certs.GetCertificate), handshakeSlots)),
+		// Handshake deadlines (ClientHello, slot queue, the rest) and the
+		// per-address cap are AdmitHandshakes'; refused handshakes are
+		// recorded within the agent port's refusal budget.
+		grpc.Creds(grpcapi.AdmitHandshakes(authority.ServerTLSConfig(certs.GetCertificate),
+			grpcapi.AdmitOptions{Slots: handshakeSlots, Refused: authn.HandshakeRefused})),
 		// As long as agents wait for their handshake (agent client's
-		// MinConnectTimeout); it bounds how long a stalled client holds
-		// its handshake slot (grpc's default is two minutes).
+		// MinConnectTimeout); AdmitHandshakes sets shorter deadlines for
+		// each step within it (grpc's default is two minutes).
 		grpc.ConnectionTimeout(time.Minute),
 		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(), authn.Unary),
 		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(), authn.Stream),

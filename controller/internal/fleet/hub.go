@@ -93,6 +93,18 @@ func (h *Hub) Cut(serverID store.ID, cause error) bool {
 	return true
 }
 
+// CutSerial ends a server's stream if it uses the certificate serial.
+func (h *Hub) CutSerial(serverID store.ID, serial string, cause error) bool {
+	h.mu.Lock()
+	c := h.conns[serverID]
+	h.mu.Unlock()
+	if c == nil || c.serial != serial {
+		return false
+	}
+	c.cancel(cause)
+	return true
+}
+
 // Holds says whether the server's agent has its live stream here.
 func (h *Hub) Holds(serverID store.ID) bool {
 	h.mu.Lock()

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -11,12 +12,17 @@ import (
 
 // revokedChannel carries the ids of servers removed, disabled or revoked, so
 // every controller sharing the database cuts that agent's stream, not only
-// the one that served the request.
+// the one that served the request. A payload "<id>:<serial>" names one
+// revoked certificate: only a stream using that serial is cut.
 const revokedChannel = "berth_server_revoked"
 
 func (s *Service) announceRevoked(ctx context.Context, id store.ID) {
-	if _, err := s.st.Pool().Exec(ctx, "SELECT pg_notify($1, $2)", revokedChannel, id.String()); err != nil {
-		s.log.Error("announce revoked server", "server_id", id.String(), "err", err)
+	s.announce(ctx, id.String())
+}
+
+func (s *Service) announce(ctx context.Context, payload string) {
+	if _, err := s.st.Pool().Exec(ctx, "SELECT pg_notify($1, $2)", revokedChannel, payload); err != nil {
+		s.log.Error("announce revocation", "payload", payload, "err", err)
 	}
 }
 
@@ -51,7 +57,13 @@ func (s *Service) listenOnce(ctx context.Context, pool *pgxpool.Pool) {
 		if err != nil {
 			return
 		}
-		if id, err := store.ParseID(n.Payload); err == nil {
+		ref, serial, bySerial := strings.Cut(n.Payload, ":")
+		id, err := store.ParseID(ref)
+		switch {
+		case err != nil:
+		case bySerial:
+			s.hub.CutSerial(id, serial, ErrRevoked)
+		default:
 			s.hub.Cut(id, ErrRevoked)
 		}
 	}

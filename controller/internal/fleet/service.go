@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,6 +43,9 @@ type Config struct {
 	ControllerAddr string
 	// InstallURL is the controller's HTTP base for the install script.
 	InstallURL string
+	// AgentSHA256 is the hex SHA-256 of each agent binary the controller
+	// serves, by GOARCH, for the printed install command.
+	AgentSHA256 map[string]string
 	// EnrollPerMinute and EnrollBurst limit enrollment attempts per address
 	// (default 10 a minute, burst 5). Overall, enrollment is capped at 50 a
 	// second, or at EnrollPerMinute/60 a second when that is higher.
@@ -108,7 +112,7 @@ func (s *Service) Hub() *Hub { return s.hub }
 // Errors callers map to status codes.
 var (
 	ErrInvalid     = errors.New("invalid argument")
-	ErrEnrollToken = errors.New("join token unknown, used or expired")
+	ErrEnrollToken = errors.New("enrollment refused: join token unknown, used or expired, or certificate request invalid")
 	ErrRateLimited = errors.New("too many enrollment attempts: slow down")
 )
 
@@ -215,13 +219,24 @@ func (s *Service) AddServer(ctx context.Context, pr *auth.Principal, peer Peer, 
 }
 
 // joinResult is what an operator needs to (re-)enroll a server's agent.
+// The token is never part of a printed command (it would sit in the
+// shell's history and in ps): the installer and `berth-agent enroll` ask
+// for it on the terminal, or read it from --token-file. The install
+// command carries the agent binaries' SHA-256s, so a checksum file from the
+// same origin as the binary is not the only check.
 func (s *Service) joinResult(srv store.Server, token string, exp time.Time) AddResult {
 	pin := s.ca.Pin()
 	res := AddResult{Server: srv, Token: token, TokenExpiresAt: exp, CAPin: pin}
-	res.EnrollCommand = fmt.Sprintf("berth-agent enroll --controller %s --token %s --ca-pin %s", s.cfg.ControllerAddr, token, pin)
+	res.EnrollCommand = fmt.Sprintf("berth-agent enroll --controller %s --ca-pin %s", s.cfg.ControllerAddr, pin)
 	if s.cfg.InstallURL != "" {
-		res.InstallCommand = fmt.Sprintf("curl -fsSL %s/install.sh | sudo sh -s -- --controller %s --token %s --ca-pin %s",
-			strings.TrimRight(s.cfg.InstallURL, "/"), s.cfg.ControllerAddr, token, pin)
+		cmd := fmt.Sprintf("curl -fsSL %s/install.sh | sudo sh -s -- --controller %s --ca-pin %s",
+			strings.TrimRight(s.cfg.InstallURL, "/"), s.cfg.ControllerAddr, pin)
+		for _, arch := range []string{"amd64", "arm64"} {
+			if sum := s.cfg.AgentSHA256[arch]; sum != "" {
+				cmd += fmt.Sprintf(" --sha256-%s %s", arch, sum)
+			}
+		}
+		res.InstallCommand = cmd
 	}
 	return res
 }
@@ -278,27 +293,49 @@ type Enrolled struct {
 }
 
 // Enroll trades a join token and CSR for a client certificate. Every refusal
-// is recorded with the peer address; the caller gets one generic error.
+// is recorded with the peer address; the caller gets one generic error,
+// ErrEnrollToken, whatever was wrong: a caller without a valid token must
+// not learn from a bad CSR's answer that a token it tried was good. Both the
+// token and the request are checked on every attempt, in one transaction
+// (the token is consumed only when the certificate is issued), and the
+// security event names every reason.
 func (s *Service) Enroll(ctx context.Context, peer Peer, token string, csr []byte, facts *agentv1.HostFacts) (Enrolled, error) {
 	if !s.limit.Allow(peer.String(), s.cfg.Now()) {
 		s.security(ctx, "agent.enroll_refused", store.SeverityWarning, nil, nil, peer, map[string]any{"reason": "rate_limited"})
 		return Enrolled{}, ErrRateLimited
 	}
+	var reasons []string
+	csrErr := ca.CheckCSR(csr)
+	if csrErr != nil {
+		reasons = append(reasons, "bad_csr")
+	}
 	if !strings.HasPrefix(token, joinTokenPrefix) || len(token) > 100 {
-		s.security(ctx, "agent.enroll_refused", store.SeverityWarning, nil, nil, peer, map[string]any{"reason": "malformed_token"})
-		return Enrolled{}, ErrEnrollToken
+		reasons = append(reasons, "malformed_token")
 	}
 	var out Enrolled
+	errRefused := errors.New("refused")
 	err := s.st.InTx(ctx, func(tx *store.Store) error {
+		if slices.Contains(reasons, "malformed_token") {
+			return errRefused
+		}
 		srv, err := tx.ConsumeServerJoinToken(ctx, auth.HashToken(token))
+		if errors.Is(err, store.ErrNotFound) {
+			reasons = append(reasons, "invalid_token")
+			return errRefused
+		}
 		if err != nil {
 			return err
 		}
+		if csrErr != nil {
+			return errRefused // rolls the token back: the agent may retry
+		}
 		issued, err := s.ca.SignAgentCSR(csr, srv.ID, s.cfg.AgentCertTTL)
 		if err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalid, err)
+			reasons = append(reasons, "bad_csr")
+			return errRefused
 		}
-		if _, err := tx.RecordAgentCertificate(ctx, store.AgentCertificate{ServerID: srv.ID, Serial: issued.SerialHex, IssuedFor: "enroll", NotBefore: issued.NotBefore, NotAfter: issued.NotAfter}); err != nil {
+		if _, err := tx.RecordAgentCertificate(ctx, store.AgentCertificate{ServerID: srv.ID, Serial: issued.SerialHex, IssuedFor: "enroll",
+			NotBefore: issued.NotBefore, NotAfter: issued.NotAfter, SPKISHA256: issued.SPKISHA256}); err != nil {
 			return err
 		}
 		if _, err := tx.UpdateServerFacts(ctx, srv.ID, factsOf(facts)); err != nil {
@@ -308,17 +345,15 @@ func (s *Service) Enroll(ctx context.Context, peer Peer, token string, csr []byt
 		return nil
 	})
 	if err != nil {
-		reason := "invalid_token"
-		if errors.Is(err, ErrInvalid) {
-			reason = "bad_csr"
-		} else if !errors.Is(err, store.ErrNotFound) {
+		if !errors.Is(err, errRefused) {
 			s.log.Error("enroll", "err", err)
 			return Enrolled{}, err
 		}
-		s.security(ctx, "agent.enroll_refused", store.SeverityWarning, nil, nil, peer, map[string]any{"reason": reason})
-		if reason == "bad_csr" {
-			return Enrolled{}, err
+		details := map[string]any{"reason": strings.Join(reasons, ",")}
+		if csrErr != nil {
+			details["csr_error"] = csrErr.Error()
 		}
+		s.security(ctx, "agent.enroll_refused", store.SeverityWarning, nil, nil, peer, details)
 		return Enrolled{}, ErrEnrollToken
 	}
 	s.security(ctx, "agent.enrolled", store.SeverityInfo, &out.ServerID, nil, peer, map[string]any{"hostname": facts.GetHostname()})
@@ -378,6 +413,10 @@ func (s *Service) Remove(ctx context.Context, pr *auth.Principal, peer Peer, ref
 		return err
 	}
 	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		// The lock a renewal takes: see renew.
+		if err := tx.LockServer(ctx, srv.ID); err != nil {
+			return err
+		}
 		if _, err := tx.RevokeServerCertificates(ctx, srv.ID, "server removed"); err != nil {
 			return err
 		}
@@ -406,6 +445,10 @@ func (s *Service) Disable(ctx context.Context, pr *auth.Principal, peer Peer, re
 		return store.Server{}, err
 	}
 	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		// The lock a renewal takes: see renew.
+		if err := tx.LockServer(ctx, srv.ID); err != nil {
+			return err
+		}
 		if _, err := tx.RevokeServerCertificates(ctx, srv.ID, "server disabled"); err != nil {
 			return err
 		}

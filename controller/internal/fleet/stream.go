@@ -231,15 +231,11 @@ func (s *Service) handle(ctx context.Context, c *conn, peer Peer, m *agentv1.Con
 		}
 		return s.queue(c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_MetricsAck{MetricsAck: &agentv1.MetricsAck{Seq: msg.Metrics.GetSeq(), Duplicate: dup}}})
 	case *agentv1.ConnectRequest_Renew:
-		issued, err := s.ca.SignAgentCSR(msg.Renew.GetCsrDer(), c.serverID, s.cfg.AgentCertTTL)
+		der, err := s.renew(ctx, c, msg.Renew.GetCsrDer(), peer)
 		if err != nil {
-			return fmt.Errorf("%w: renew: %v", ErrProtocol, err)
-		}
-		if _, err := s.st.RecordAgentCertificate(ctx, store.AgentCertificate{ServerID: c.serverID, Serial: issued.SerialHex, IssuedFor: "renew", NotBefore: issued.NotBefore, NotAfter: issued.NotAfter}); err != nil {
 			return err
 		}
-		s.security(ctx, "certificate.issued", store.SeverityInfo, &c.serverID, nil, peer, map[string]any{"serial": issued.SerialHex, "reason": "renew"})
-		return s.queue(c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_Renew{Renew: &agentv1.RenewResponse{CertificateDer: issued.DER}}})
+		return s.queue(c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_Renew{Renew: &agentv1.RenewResponse{CertificateDer: der}}})
 	case *agentv1.ConnectRequest_Hello:
 		return fmt.Errorf("%w: hello sent twice", ErrProtocol)
 	default:

@@ -81,7 +81,30 @@ func (a *adminServer) GetServer(ctx context.Context, req *adminv1.GetServerReque
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &adminv1.GetServerResponse{Server: serverPB(s)}, nil
+	certs, err := a.d.Fleet.Certificates(ctx, auth.PrincipalFrom(ctx), s.ID)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &adminv1.GetServerResponse{Server: serverPB(s)}
+	for _, c := range certs {
+		pc := &adminv1.AgentCertificate{Serial: c.Serial, IssuedFor: c.IssuedFor, NotBefore: timestamppb.New(c.NotBefore), NotAfter: timestamppb.New(c.NotAfter), Revoked: c.RevokedAt != nil}
+		if c.RevokedAt != nil {
+			pc.RevokedAt = timestamppb.New(*c.RevokedAt)
+		}
+		if c.RevokeReason != nil {
+			pc.RevokeReason = *c.RevokeReason
+		}
+		out.Certificates = append(out.Certificates, pc)
+	}
+	return out, nil
+}
+
+func (a *adminServer) RevokeCertificate(ctx context.Context, req *adminv1.RevokeCertificateRequest) (*adminv1.RevokeCertificateResponse, error) {
+	id, err := a.d.Fleet.RevokeCertificate(ctx, auth.PrincipalFrom(ctx), peerOf(ctx), req.GetSerial())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &adminv1.RevokeCertificateResponse{ServerId: id.String()}, nil
 }
 
 func (a *adminServer) RemoveServer(ctx context.Context, req *adminv1.RemoveServerRequest) (*adminv1.RemoveServerResponse, error) {

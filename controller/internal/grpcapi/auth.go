@@ -1,6 +1,7 @@
 package grpcapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -48,10 +50,15 @@ func peerOf(ctx context.Context) fleet.Peer {
 }
 
 // Authenticator builds the interceptors.
-type Authenticator struct{ d Deps }
+type Authenticator struct {
+	d      Deps
+	budget *refusalBudget // refusals of the agent port, per address
+}
 
 // NewAuthenticator returns the interceptors' owner.
-func NewAuthenticator(d Deps) *Authenticator { return &Authenticator{d: d} }
+func NewAuthenticator(d Deps) *Authenticator {
+	return &Authenticator{d: d, budget: newRefusalBudget(d.Store, d.Log, d.Now)}
+}
 
 func (a *Authenticator) authenticate(ctx context.Context, method string) (context.Context, error) {
 	if public[method] {
@@ -73,41 +80,60 @@ func (a *Authenticator) authenticate(ctx context.Context, method string) (contex
 
 // agent checks the client certificate: it chains to our CA (checked in the
 // handshake and again here), names a server, and the database says the
-// serial was issued to that server, is not revoked, and the server exists
-// and is not disabled.
+// serial was issued to that server for this very key (so a certificate
+// forged with a leaked CA key and a real serial is refused), is not
+// revoked, and the server exists and is not disabled. Refusals are
+// recorded within the refusal budget of the caller's address.
+//
+// The first call made with a renewed certificate revokes the server's
+// older certificates: the renewal is in use, so the old ones are spare keys.
 func (a *Authenticator) agent(ctx context.Context) (*auth.Agent, error) {
 	pe := peerOf(ctx)
-	refuse := func(reason string, serverID *store.ID) error {
-		_, _ = a.d.Store.CreateSecurityEvent(ctx, store.CreateSecurityEventParams{
-			Type: "agent.connection_refused", Severity: store.SeverityWarning, ServerID: serverID,
+	refuse := func(reason string, serverID *store.ID, sev store.Severity) error {
+		a.budget.record(ctx, store.CreateSecurityEventParams{
+			Type: "agent.connection_refused", Severity: sev, ServerID: serverID,
 			IPAddress: pe.IP, UserAgent: pe.UserAgent, Details: map[string]any{"reason": reason},
 		})
 		return status.Error(codes.Unauthenticated, "agent not authorised: "+reason)
 	}
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return nil, refuse("no peer", nil)
+		return nil, refuse("no peer", nil, store.SeverityWarning)
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.PeerCertificates) == 0 {
-		return nil, refuse("no client certificate", nil)
+		return nil, refuse("no client certificate", nil, store.SeverityWarning)
 	}
 	chain := []*x509.Certificate(ti.State.PeerCertificates)
 	id, serial, err := a.d.CA.VerifyAgentChain(chain, time.Time{})
 	if err != nil {
-		return nil, refuse("certificate not valid", nil)
+		return nil, refuse("certificate not valid", nil, store.SeverityWarning)
 	}
 	sid := store.ID(id)
 	st, err := a.d.Store.CheckAgentCertificate(ctx, sid, serial)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return nil, refuse("unknown certificate or server removed", nil)
+		return nil, refuse("unknown certificate or server removed", nil, store.SeverityWarning)
 	case err != nil:
 		return nil, status.Error(codes.Unavailable, "cannot check the certificate now")
 	case st.Revoked:
-		return nil, refuse("certificate revoked", &sid)
+		return nil, refuse("certificate revoked", &sid, store.SeverityWarning)
 	case st.ServerStatus == string(store.ServerDisabled):
-		return nil, refuse("server disabled", &sid)
+		return nil, refuse("server disabled", &sid, store.SeverityWarning)
+	}
+	spki := ca.SPKIHash(chain[0])
+	switch {
+	case st.SPKISHA256 == nil:
+		// Issued before keys were recorded (migration 000024): this first
+		// connection fixes the key.
+		if _, err := a.d.Store.PinAgentCertificateKey(ctx, sid, serial, spki); err != nil {
+			return nil, status.Error(codes.Unavailable, "cannot check the certificate now")
+		}
+	case !bytes.Equal(st.SPKISHA256, spki):
+		return nil, refuse("certificate key does not match the key it was issued for", &sid, store.SeverityCritical)
+	}
+	if st.Superseded > 0 && a.d.Fleet != nil {
+		a.d.Fleet.RenewalInUse(ctx, sid, serial, pe)
 	}
 	return &auth.Agent{ServerID: sid, Serial: serial, Peer: pe.String()}, nil
 }

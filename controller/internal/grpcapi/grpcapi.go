@@ -41,6 +41,9 @@ type Deps struct {
 	Audit         *audit.Service
 	SchemaVersion uint
 	Log           *slog.Logger
+	// Now is the clock of the agent port's refusal budget (time.Now when
+	// nil).
+	Now func() time.Time
 }
 
 // Register adds every service to s.
@@ -71,7 +74,7 @@ func toStatus(err error) error {
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, fleet.ErrEnrollToken):
 		return status.Error(codes.PermissionDenied, err.Error())
-	case errors.Is(err, fleet.ErrRateLimited), errors.Is(err, fleet.ErrSlowAgent):
+	case errors.Is(err, fleet.ErrRateLimited), errors.Is(err, fleet.ErrSlowAgent), errors.Is(err, fleet.ErrRenewLimited):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, deploys.ErrPruned), errors.Is(err, deploys.ErrRefused), errors.Is(err, store.ErrWrongState):
 		return status.Error(codes.FailedPrecondition, err.Error())

@@ -47,7 +47,7 @@ func (c stuckReader) Read([]byte) (int, error) {
 // holds its place until it ends, and the next waits for it.
 func TestAdmitHandshakes(t *testing.T) {
 	cert, pool := selfSigned(t)
-	creds := AdmitHandshakes(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}, 1)
+	creds := AdmitHandshakes(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}, AdmitOptions{Slots: 1})
 	a := creds.(*admission)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 )
 
 // distFiles are the only files /download serves: the agent binaries, the
@@ -23,12 +24,25 @@ type Dist struct {
 	baseURL string
 	sums    []byte
 	script  []byte
+	agents  map[string]string // GOARCH -> hex SHA-256 of the agent binary
+}
+
+// AgentSHA256 returns the hex SHA-256 of each agent binary served, by
+// GOARCH (amd64, arm64), as computed at start. The printed install command
+// carries them, so the installer checks the binary against a sum that did
+// not come from the same download as the binary.
+func (d *Dist) AgentSHA256() map[string]string {
+	out := make(map[string]string, len(d.agents))
+	for k, v := range d.agents {
+		out[k] = v
+	}
+	return out
 }
 
 // NewDist reads dir (made by `make build`: .bin/agent-dist). A missing
 // directory is not an error: the controller runs, /install.sh says why not.
 func NewDist(dir, baseURL string) (*Dist, error) {
-	d := &Dist{dir: dir, baseURL: baseURL}
+	d := &Dist{dir: dir, baseURL: baseURL, agents: map[string]string{}}
 	script, err := os.ReadFile(filepath.Join(dir, "install.sh"))
 	if err != nil {
 		return d, nil
@@ -42,6 +56,9 @@ func NewDist(dir, baseURL string) (*Dist, error) {
 		}
 		sum := sha256.Sum256(b)
 		lines = append(lines, hex.EncodeToString(sum[:])+"  "+name+"\n")
+		if arch, ok := strings.CutPrefix(name, "berth-agent-linux-"); ok {
+			d.agents[arch] = hex.EncodeToString(sum[:])
+		}
 	}
 	sort.Strings(lines)
 	for _, l := range lines {

@@ -11,6 +11,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -74,7 +75,8 @@ func newEnv(t *testing.T, secure bool) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fl := fleet.New(st, authority, log, fleet.Config{ControllerAddr: "127.0.0.1:7443", InstallURL: "http://127.0.0.1:8080"})
+	fl := fleet.New(st, authority, log, fleet.Config{ControllerAddr: "127.0.0.1:7443", InstallURL: "http://127.0.0.1:8080",
+		AgentSHA256: map[string]string{"amd64": strings.Repeat("a1", 32), "arm64": strings.Repeat("b2", 32)}})
 	smtp := mailtest.Start(t)
 	e := &env{t: t, st: st, db: db, smtp: smtp, logs: logs}
 	mux := http.NewServeMux()
@@ -524,4 +526,32 @@ func TestForgotPasswordThrottled(t *testing.T) {
 		}
 	}
 	e.acc.Wait()
+}
+
+// The add-server page prints the install one-liner with the CA pin and the
+// agent binaries' SHA-256s, and shows the join token beside it, never in a
+// command (it would land in ps and the shell's history).
+func TestAddServerPageKeepsTokenOffCommands(t *testing.T) {
+	e := newEnv(t, false)
+	e.user("admin@example.com", store.RoleAdmin)
+	c := e.client()
+	c.login("admin@example.com", adminPassword)
+	resp, body := c.post("/servers", url.Values{"name": {"web-1"}})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("add: %d %s", resp.StatusCode, body)
+	}
+	token := regexp.MustCompile(`id="join-token" readonly class="mono" value="(bjt_[A-Za-z0-9_-]+)"`).FindStringSubmatch(body)
+	if token == nil {
+		t.Fatalf("no join token shown: %s", body)
+	}
+	want := regexp.MustCompile(`curl -fsSL http://127\.0\.0\.1:8080/install\.sh \| sudo sh -s -- --controller 127\.0\.0\.1:7443 --ca-pin sha256:[0-9a-f]{64} --sha256-amd64 (a1){32} --sha256-arm64 (b2){32}</textarea>`)
+	if !want.MatchString(body) {
+		t.Fatalf("install command not as documented: %s", body)
+	}
+	if !strings.Contains(body, "berth-agent enroll --controller 127.0.0.1:7443 --ca-pin sha256:") {
+		t.Fatalf("enroll command: %s", body)
+	}
+	if strings.Count(body, token[1]) != 1 || strings.Contains(body, "--token ") {
+		t.Fatalf("the join token appears in a command: %s", body)
+	}
 }

@@ -754,10 +754,12 @@ func (x *GetServerRequest) GetServer() string {
 	return ""
 }
 
-// GetServerResponse is the server.
+// GetServerResponse is the server and its agent certificates.
 type GetServerResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Server        *Server                `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Server *Server                `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	// certificates are those issued to the server's agent, newest first.
+	Certificates  []*AgentCertificate `protobuf:"bytes,2,rep,name=certificates,proto3" json:"certificates,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -799,6 +801,198 @@ func (x *GetServerResponse) GetServer() *Server {
 	return nil
 }
 
+func (x *GetServerResponse) GetCertificates() []*AgentCertificate {
+	if x != nil {
+		return x.Certificates
+	}
+	return nil
+}
+
+// AgentCertificate is a client certificate the controller CA issued.
+type AgentCertificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial is the lowercase hex serial number.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	// issued_for is enroll or renew.
+	IssuedFor     string                 `protobuf:"bytes,2,opt,name=issued_for,json=issuedFor,proto3" json:"issued_for,omitempty"`
+	NotBefore     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Revoked       bool                   `protobuf:"varint,5,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	RevokeReason  string                 `protobuf:"bytes,7,opt,name=revoke_reason,json=revokeReason,proto3" json:"revoke_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentCertificate) Reset() {
+	*x = AgentCertificate{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentCertificate) ProtoMessage() {}
+
+func (x *AgentCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentCertificate.ProtoReflect.Descriptor instead.
+func (*AgentCertificate) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AgentCertificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *AgentCertificate) GetIssuedFor() string {
+	if x != nil {
+		return x.IssuedFor
+	}
+	return ""
+}
+
+func (x *AgentCertificate) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *AgentCertificate) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *AgentCertificate) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *AgentCertificate) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *AgentCertificate) GetRevokeReason() string {
+	if x != nil {
+		return x.RevokeReason
+	}
+	return ""
+}
+
+// RevokeCertificateRequest names a certificate by its serial (hex).
+type RevokeCertificateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCertificateRequest) Reset() {
+	*x = RevokeCertificateRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCertificateRequest) ProtoMessage() {}
+
+func (x *RevokeCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RevokeCertificateRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+// RevokeCertificateResponse names the server the certificate was issued to.
+type RevokeCertificateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ServerId      string                 `protobuf:"bytes,1,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCertificateResponse) Reset() {
+	*x = RevokeCertificateResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCertificateResponse) ProtoMessage() {}
+
+func (x *RevokeCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RevokeCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RevokeCertificateResponse) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
 // RemoveServerRequest names a server.
 type RemoveServerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -809,7 +1003,7 @@ type RemoveServerRequest struct {
 
 func (x *RemoveServerRequest) Reset() {
 	*x = RemoveServerRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +1015,7 @@ func (x *RemoveServerRequest) String() string {
 func (*RemoveServerRequest) ProtoMessage() {}
 
 func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +1028,7 @@ func (x *RemoveServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveServerRequest) GetServer() string {
@@ -853,7 +1047,7 @@ type RemoveServerResponse struct {
 
 func (x *RemoveServerResponse) Reset() {
 	*x = RemoveServerResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +1059,7 @@ func (x *RemoveServerResponse) String() string {
 func (*RemoveServerResponse) ProtoMessage() {}
 
 func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +1072,7 @@ func (x *RemoveServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 // DisableServerRequest names a server.
@@ -891,7 +1085,7 @@ type DisableServerRequest struct {
 
 func (x *DisableServerRequest) Reset() {
 	*x = DisableServerRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -903,7 +1097,7 @@ func (x *DisableServerRequest) String() string {
 func (*DisableServerRequest) ProtoMessage() {}
 
 func (x *DisableServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -916,7 +1110,7 @@ func (x *DisableServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableServerRequest.ProtoReflect.Descriptor instead.
 func (*DisableServerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DisableServerRequest) GetServer() string {
@@ -936,7 +1130,7 @@ type DisableServerResponse struct {
 
 func (x *DisableServerResponse) Reset() {
 	*x = DisableServerResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1142,7 @@ func (x *DisableServerResponse) String() string {
 func (*DisableServerResponse) ProtoMessage() {}
 
 func (x *DisableServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1155,7 @@ func (x *DisableServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableServerResponse.ProtoReflect.Descriptor instead.
 func (*DisableServerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DisableServerResponse) GetServer() *Server {
@@ -983,7 +1177,7 @@ type EnableServerRequest struct {
 
 func (x *EnableServerRequest) Reset() {
 	*x = EnableServerRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1189,7 @@ func (x *EnableServerRequest) String() string {
 func (*EnableServerRequest) ProtoMessage() {}
 
 func (x *EnableServerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1202,7 @@ func (x *EnableServerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableServerRequest.ProtoReflect.Descriptor instead.
 func (*EnableServerRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EnableServerRequest) GetServer() string {
@@ -1040,7 +1234,7 @@ type EnableServerResponse struct {
 
 func (x *EnableServerResponse) Reset() {
 	*x = EnableServerResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1246,7 @@ func (x *EnableServerResponse) String() string {
 func (*EnableServerResponse) ProtoMessage() {}
 
 func (x *EnableServerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1259,7 @@ func (x *EnableServerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableServerResponse.ProtoReflect.Descriptor instead.
 func (*EnableServerResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EnableServerResponse) GetServer() *Server {
@@ -1124,7 +1318,7 @@ type GetMetricsRequest struct {
 
 func (x *GetMetricsRequest) Reset() {
 	*x = GetMetricsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1330,7 @@ func (x *GetMetricsRequest) String() string {
 func (*GetMetricsRequest) ProtoMessage() {}
 
 func (x *GetMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1343,7 @@ func (x *GetMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetMetricsRequest) GetServer() string {
@@ -1197,7 +1391,7 @@ type MetricPoint struct {
 
 func (x *MetricPoint) Reset() {
 	*x = MetricPoint{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1403,7 @@ func (x *MetricPoint) String() string {
 func (*MetricPoint) ProtoMessage() {}
 
 func (x *MetricPoint) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1416,7 @@ func (x *MetricPoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricPoint.ProtoReflect.Descriptor instead.
 func (*MetricPoint) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MetricPoint) GetT() *timestamppb.Timestamp {
@@ -1340,7 +1534,7 @@ type GetMetricsResponse struct {
 
 func (x *GetMetricsResponse) Reset() {
 	*x = GetMetricsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1546,7 @@ func (x *GetMetricsResponse) String() string {
 func (*GetMetricsResponse) ProtoMessage() {}
 
 func (x *GetMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1559,7 @@ func (x *GetMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMetricsResponse.ProtoReflect.Descriptor instead.
 func (*GetMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetMetricsResponse) GetPoints() []*MetricPoint {
@@ -1401,7 +1595,7 @@ type GitCredential struct {
 
 func (x *GitCredential) Reset() {
 	*x = GitCredential{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1607,7 @@ func (x *GitCredential) String() string {
 func (*GitCredential) ProtoMessage() {}
 
 func (x *GitCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1620,7 @@ func (x *GitCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GitCredential.ProtoReflect.Descriptor instead.
 func (*GitCredential) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GitCredential) GetId() string {
@@ -1526,7 +1720,7 @@ type AddGitCredentialRequest struct {
 
 func (x *AddGitCredentialRequest) Reset() {
 	*x = AddGitCredentialRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1732,7 @@ func (x *AddGitCredentialRequest) String() string {
 func (*AddGitCredentialRequest) ProtoMessage() {}
 
 func (x *AddGitCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1745,7 @@ func (x *AddGitCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGitCredentialRequest.ProtoReflect.Descriptor instead.
 func (*AddGitCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AddGitCredentialRequest) GetName() string {
@@ -1613,7 +1807,7 @@ type AddGitCredentialResponse struct {
 
 func (x *AddGitCredentialResponse) Reset() {
 	*x = AddGitCredentialResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +1819,7 @@ func (x *AddGitCredentialResponse) String() string {
 func (*AddGitCredentialResponse) ProtoMessage() {}
 
 func (x *AddGitCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +1832,7 @@ func (x *AddGitCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGitCredentialResponse.ProtoReflect.Descriptor instead.
 func (*AddGitCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AddGitCredentialResponse) GetCredential() *GitCredential {
@@ -1657,7 +1851,7 @@ type ListGitCredentialsRequest struct {
 
 func (x *ListGitCredentialsRequest) Reset() {
 	*x = ListGitCredentialsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1863,7 @@ func (x *ListGitCredentialsRequest) String() string {
 func (*ListGitCredentialsRequest) ProtoMessage() {}
 
 func (x *ListGitCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1876,7 @@ func (x *ListGitCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGitCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*ListGitCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 // ListGitCredentialsResponse lists every credential.
@@ -1695,7 +1889,7 @@ type ListGitCredentialsResponse struct {
 
 func (x *ListGitCredentialsResponse) Reset() {
 	*x = ListGitCredentialsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1901,7 @@ func (x *ListGitCredentialsResponse) String() string {
 func (*ListGitCredentialsResponse) ProtoMessage() {}
 
 func (x *ListGitCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1914,7 @@ func (x *ListGitCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGitCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*ListGitCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListGitCredentialsResponse) GetCredentials() []*GitCredential {
@@ -1740,7 +1934,7 @@ type DeleteGitCredentialRequest struct {
 
 func (x *DeleteGitCredentialRequest) Reset() {
 	*x = DeleteGitCredentialRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1946,7 @@ func (x *DeleteGitCredentialRequest) String() string {
 func (*DeleteGitCredentialRequest) ProtoMessage() {}
 
 func (x *DeleteGitCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1959,7 @@ func (x *DeleteGitCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGitCredentialRequest.ProtoReflect.Descriptor instead.
 func (*DeleteGitCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteGitCredentialRequest) GetCredential() string {
@@ -1784,7 +1978,7 @@ type DeleteGitCredentialResponse struct {
 
 func (x *DeleteGitCredentialResponse) Reset() {
 	*x = DeleteGitCredentialResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1990,7 @@ func (x *DeleteGitCredentialResponse) String() string {
 func (*DeleteGitCredentialResponse) ProtoMessage() {}
 
 func (x *DeleteGitCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +2003,7 @@ func (x *DeleteGitCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteGitCredentialResponse.ProtoReflect.Descriptor instead.
 func (*DeleteGitCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 // ShareGitCredentialRequest names a credential and a user (email).
@@ -1823,7 +2017,7 @@ type ShareGitCredentialRequest struct {
 
 func (x *ShareGitCredentialRequest) Reset() {
 	*x = ShareGitCredentialRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +2029,7 @@ func (x *ShareGitCredentialRequest) String() string {
 func (*ShareGitCredentialRequest) ProtoMessage() {}
 
 func (x *ShareGitCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +2042,7 @@ func (x *ShareGitCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareGitCredentialRequest.ProtoReflect.Descriptor instead.
 func (*ShareGitCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ShareGitCredentialRequest) GetCredential() string {
@@ -1875,7 +2069,7 @@ type ShareGitCredentialResponse struct {
 
 func (x *ShareGitCredentialResponse) Reset() {
 	*x = ShareGitCredentialResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +2081,7 @@ func (x *ShareGitCredentialResponse) String() string {
 func (*ShareGitCredentialResponse) ProtoMessage() {}
 
 func (x *ShareGitCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +2094,7 @@ func (x *ShareGitCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShareGitCredentialResponse.ProtoReflect.Descriptor instead.
 func (*ShareGitCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ShareGitCredentialResponse) GetCredential() *GitCredential {
@@ -1921,7 +2115,7 @@ type UnshareGitCredentialRequest struct {
 
 func (x *UnshareGitCredentialRequest) Reset() {
 	*x = UnshareGitCredentialRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2127,7 @@ func (x *UnshareGitCredentialRequest) String() string {
 func (*UnshareGitCredentialRequest) ProtoMessage() {}
 
 func (x *UnshareGitCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2140,7 @@ func (x *UnshareGitCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnshareGitCredentialRequest.ProtoReflect.Descriptor instead.
 func (*UnshareGitCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UnshareGitCredentialRequest) GetCredential() string {
@@ -1973,7 +2167,7 @@ type UnshareGitCredentialResponse struct {
 
 func (x *UnshareGitCredentialResponse) Reset() {
 	*x = UnshareGitCredentialResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1985,7 +2179,7 @@ func (x *UnshareGitCredentialResponse) String() string {
 func (*UnshareGitCredentialResponse) ProtoMessage() {}
 
 func (x *UnshareGitCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1998,7 +2192,7 @@ func (x *UnshareGitCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnshareGitCredentialResponse.ProtoReflect.Descriptor instead.
 func (*UnshareGitCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UnshareGitCredentialResponse) GetCredential() *GitCredential {
@@ -2019,7 +2213,7 @@ type ScanGitHostRequest struct {
 
 func (x *ScanGitHostRequest) Reset() {
 	*x = ScanGitHostRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2225,7 @@ func (x *ScanGitHostRequest) String() string {
 func (*ScanGitHostRequest) ProtoMessage() {}
 
 func (x *ScanGitHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2238,7 @@ func (x *ScanGitHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanGitHostRequest.ProtoReflect.Descriptor instead.
 func (*ScanGitHostRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ScanGitHostRequest) GetCredential() string {
@@ -2074,7 +2268,7 @@ type HostKey struct {
 
 func (x *HostKey) Reset() {
 	*x = HostKey{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2280,7 @@ func (x *HostKey) String() string {
 func (*HostKey) ProtoMessage() {}
 
 func (x *HostKey) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2293,7 @@ func (x *HostKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostKey.ProtoReflect.Descriptor instead.
 func (*HostKey) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *HostKey) GetType() string {
@@ -2126,7 +2320,7 @@ type ScanGitHostResponse struct {
 
 func (x *ScanGitHostResponse) Reset() {
 	*x = ScanGitHostResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2332,7 @@ func (x *ScanGitHostResponse) String() string {
 func (*ScanGitHostResponse) ProtoMessage() {}
 
 func (x *ScanGitHostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2345,7 @@ func (x *ScanGitHostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanGitHostResponse.ProtoReflect.Descriptor instead.
 func (*ScanGitHostResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ScanGitHostResponse) GetKeys() []*HostKey {
@@ -2174,7 +2368,7 @@ type TrustGitHostRequest struct {
 
 func (x *TrustGitHostRequest) Reset() {
 	*x = TrustGitHostRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2380,7 @@ func (x *TrustGitHostRequest) String() string {
 func (*TrustGitHostRequest) ProtoMessage() {}
 
 func (x *TrustGitHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2393,7 @@ func (x *TrustGitHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustGitHostRequest.ProtoReflect.Descriptor instead.
 func (*TrustGitHostRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TrustGitHostRequest) GetCredential() string {
@@ -2234,7 +2428,7 @@ type TrustGitHostResponse struct {
 
 func (x *TrustGitHostResponse) Reset() {
 	*x = TrustGitHostResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2246,7 +2440,7 @@ func (x *TrustGitHostResponse) String() string {
 func (*TrustGitHostResponse) ProtoMessage() {}
 
 func (x *TrustGitHostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2259,7 +2453,7 @@ func (x *TrustGitHostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustGitHostResponse.ProtoReflect.Descriptor instead.
 func (*TrustGitHostResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TrustGitHostResponse) GetCredential() *GitCredential {
@@ -2309,7 +2503,7 @@ type App struct {
 
 func (x *App) Reset() {
 	*x = App{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2515,7 @@ func (x *App) String() string {
 func (*App) ProtoMessage() {}
 
 func (x *App) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2528,7 @@ func (x *App) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use App.ProtoReflect.Descriptor instead.
 func (*App) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *App) GetId() string {
@@ -2494,7 +2688,7 @@ type EnvKeys struct {
 
 func (x *EnvKeys) Reset() {
 	*x = EnvKeys{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +2700,7 @@ func (x *EnvKeys) String() string {
 func (*EnvKeys) ProtoMessage() {}
 
 func (x *EnvKeys) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +2713,7 @@ func (x *EnvKeys) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvKeys.ProtoReflect.Descriptor instead.
 func (*EnvKeys) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *EnvKeys) GetKeys() []string {
@@ -2553,7 +2747,7 @@ type CreateAppRequest struct {
 
 func (x *CreateAppRequest) Reset() {
 	*x = CreateAppRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2565,7 +2759,7 @@ func (x *CreateAppRequest) String() string {
 func (*CreateAppRequest) ProtoMessage() {}
 
 func (x *CreateAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2578,7 +2772,7 @@ func (x *CreateAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAppRequest.ProtoReflect.Descriptor instead.
 func (*CreateAppRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreateAppRequest) GetName() string {
@@ -2696,7 +2890,7 @@ type CreateAppResponse struct {
 
 func (x *CreateAppResponse) Reset() {
 	*x = CreateAppResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2708,7 +2902,7 @@ func (x *CreateAppResponse) String() string {
 func (*CreateAppResponse) ProtoMessage() {}
 
 func (x *CreateAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2721,7 +2915,7 @@ func (x *CreateAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateAppResponse.ProtoReflect.Descriptor instead.
 func (*CreateAppResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateAppResponse) GetApp() *App {
@@ -2741,7 +2935,7 @@ type ListAppsRequest struct {
 
 func (x *ListAppsRequest) Reset() {
 	*x = ListAppsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2753,7 +2947,7 @@ func (x *ListAppsRequest) String() string {
 func (*ListAppsRequest) ProtoMessage() {}
 
 func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2766,7 +2960,7 @@ func (x *ListAppsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppsRequest.ProtoReflect.Descriptor instead.
 func (*ListAppsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListAppsRequest) GetServer() string {
@@ -2786,7 +2980,7 @@ type ListAppsResponse struct {
 
 func (x *ListAppsResponse) Reset() {
 	*x = ListAppsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2798,7 +2992,7 @@ func (x *ListAppsResponse) String() string {
 func (*ListAppsResponse) ProtoMessage() {}
 
 func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2811,7 +3005,7 @@ func (x *ListAppsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAppsResponse.ProtoReflect.Descriptor instead.
 func (*ListAppsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListAppsResponse) GetApps() []*App {
@@ -2831,7 +3025,7 @@ type GetAppRequest struct {
 
 func (x *GetAppRequest) Reset() {
 	*x = GetAppRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2843,7 +3037,7 @@ func (x *GetAppRequest) String() string {
 func (*GetAppRequest) ProtoMessage() {}
 
 func (x *GetAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2856,7 +3050,7 @@ func (x *GetAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppRequest.ProtoReflect.Descriptor instead.
 func (*GetAppRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetAppRequest) GetApp() string {
@@ -2876,7 +3070,7 @@ type GetAppResponse struct {
 
 func (x *GetAppResponse) Reset() {
 	*x = GetAppResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2888,7 +3082,7 @@ func (x *GetAppResponse) String() string {
 func (*GetAppResponse) ProtoMessage() {}
 
 func (x *GetAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2901,7 +3095,7 @@ func (x *GetAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAppResponse.ProtoReflect.Descriptor instead.
 func (*GetAppResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetAppResponse) GetApp() *App {
@@ -2937,7 +3131,7 @@ type UpdateAppRequest struct {
 
 func (x *UpdateAppRequest) Reset() {
 	*x = UpdateAppRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2949,7 +3143,7 @@ func (x *UpdateAppRequest) String() string {
 func (*UpdateAppRequest) ProtoMessage() {}
 
 func (x *UpdateAppRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2962,7 +3156,7 @@ func (x *UpdateAppRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAppRequest.ProtoReflect.Descriptor instead.
 func (*UpdateAppRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *UpdateAppRequest) GetApp() string {
@@ -3080,7 +3274,7 @@ type UpdateAppResponse struct {
 
 func (x *UpdateAppResponse) Reset() {
 	*x = UpdateAppResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3092,7 +3286,7 @@ func (x *UpdateAppResponse) String() string {
 func (*UpdateAppResponse) ProtoMessage() {}
 
 func (x *UpdateAppResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3105,7 +3299,7 @@ func (x *UpdateAppResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateAppResponse.ProtoReflect.Descriptor instead.
 func (*UpdateAppResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *UpdateAppResponse) GetApp() *App {
@@ -3128,7 +3322,7 @@ type SetAppEnvRequest struct {
 
 func (x *SetAppEnvRequest) Reset() {
 	*x = SetAppEnvRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3140,7 +3334,7 @@ func (x *SetAppEnvRequest) String() string {
 func (*SetAppEnvRequest) ProtoMessage() {}
 
 func (x *SetAppEnvRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3153,7 +3347,7 @@ func (x *SetAppEnvRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppEnvRequest.ProtoReflect.Descriptor instead.
 func (*SetAppEnvRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SetAppEnvRequest) GetApp() string {
@@ -3194,7 +3388,7 @@ type SetAppEnvResponse struct {
 
 func (x *SetAppEnvResponse) Reset() {
 	*x = SetAppEnvResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3206,7 +3400,7 @@ func (x *SetAppEnvResponse) String() string {
 func (*SetAppEnvResponse) ProtoMessage() {}
 
 func (x *SetAppEnvResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3219,7 +3413,7 @@ func (x *SetAppEnvResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppEnvResponse.ProtoReflect.Descriptor instead.
 func (*SetAppEnvResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SetAppEnvResponse) GetKeys() []string {
@@ -3240,7 +3434,7 @@ type SetAppWebhookSecretRequest struct {
 
 func (x *SetAppWebhookSecretRequest) Reset() {
 	*x = SetAppWebhookSecretRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3252,7 +3446,7 @@ func (x *SetAppWebhookSecretRequest) String() string {
 func (*SetAppWebhookSecretRequest) ProtoMessage() {}
 
 func (x *SetAppWebhookSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3265,7 +3459,7 @@ func (x *SetAppWebhookSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppWebhookSecretRequest.ProtoReflect.Descriptor instead.
 func (*SetAppWebhookSecretRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SetAppWebhookSecretRequest) GetApp() string {
@@ -3294,7 +3488,7 @@ type SetAppWebhookSecretResponse struct {
 
 func (x *SetAppWebhookSecretResponse) Reset() {
 	*x = SetAppWebhookSecretResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3306,7 +3500,7 @@ func (x *SetAppWebhookSecretResponse) String() string {
 func (*SetAppWebhookSecretResponse) ProtoMessage() {}
 
 func (x *SetAppWebhookSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3319,7 +3513,7 @@ func (x *SetAppWebhookSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppWebhookSecretResponse.ProtoReflect.Descriptor instead.
 func (*SetAppWebhookSecretResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SetAppWebhookSecretResponse) GetSecret() string {
@@ -3376,7 +3570,7 @@ type Deployment struct {
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3388,7 +3582,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3401,7 +3595,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Deployment) GetId() string {
@@ -3577,7 +3771,7 @@ type DeployRequest struct {
 
 func (x *DeployRequest) Reset() {
 	*x = DeployRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3589,7 +3783,7 @@ func (x *DeployRequest) String() string {
 func (*DeployRequest) ProtoMessage() {}
 
 func (x *DeployRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3602,7 +3796,7 @@ func (x *DeployRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployRequest.ProtoReflect.Descriptor instead.
 func (*DeployRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *DeployRequest) GetApp() string {
@@ -3638,7 +3832,7 @@ type DeployResponse struct {
 
 func (x *DeployResponse) Reset() {
 	*x = DeployResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3650,7 +3844,7 @@ func (x *DeployResponse) String() string {
 func (*DeployResponse) ProtoMessage() {}
 
 func (x *DeployResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3663,7 +3857,7 @@ func (x *DeployResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployResponse.ProtoReflect.Descriptor instead.
 func (*DeployResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *DeployResponse) GetDeployment() *Deployment {
@@ -3692,7 +3886,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3704,7 +3898,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3717,7 +3911,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RollbackRequest) GetApp() string {
@@ -3745,7 +3939,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3757,7 +3951,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3770,7 +3964,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RollbackResponse) GetDeployment() *Deployment {
@@ -3797,7 +3991,7 @@ type CancelDeploymentRequest struct {
 
 func (x *CancelDeploymentRequest) Reset() {
 	*x = CancelDeploymentRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3809,7 +4003,7 @@ func (x *CancelDeploymentRequest) String() string {
 func (*CancelDeploymentRequest) ProtoMessage() {}
 
 func (x *CancelDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3822,7 +4016,7 @@ func (x *CancelDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*CancelDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CancelDeploymentRequest) GetId() string {
@@ -3842,7 +4036,7 @@ type CancelDeploymentResponse struct {
 
 func (x *CancelDeploymentResponse) Reset() {
 	*x = CancelDeploymentResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3854,7 +4048,7 @@ func (x *CancelDeploymentResponse) String() string {
 func (*CancelDeploymentResponse) ProtoMessage() {}
 
 func (x *CancelDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3867,7 +4061,7 @@ func (x *CancelDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*CancelDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CancelDeploymentResponse) GetDeployment() *Deployment {
@@ -3889,7 +4083,7 @@ type ListDeploymentsRequest struct {
 
 func (x *ListDeploymentsRequest) Reset() {
 	*x = ListDeploymentsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3901,7 +4095,7 @@ func (x *ListDeploymentsRequest) String() string {
 func (*ListDeploymentsRequest) ProtoMessage() {}
 
 func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3914,7 +4108,7 @@ func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListDeploymentsRequest) GetApp() string {
@@ -3949,7 +4143,7 @@ type ListDeploymentsResponse struct {
 
 func (x *ListDeploymentsResponse) Reset() {
 	*x = ListDeploymentsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3961,7 +4155,7 @@ func (x *ListDeploymentsResponse) String() string {
 func (*ListDeploymentsResponse) ProtoMessage() {}
 
 func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3974,7 +4168,7 @@ func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
@@ -4001,7 +4195,7 @@ type GetDeploymentRequest struct {
 
 func (x *GetDeploymentRequest) Reset() {
 	*x = GetDeploymentRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4013,7 +4207,7 @@ func (x *GetDeploymentRequest) String() string {
 func (*GetDeploymentRequest) ProtoMessage() {}
 
 func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4026,7 +4220,7 @@ func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *GetDeploymentRequest) GetId() string {
@@ -4046,7 +4240,7 @@ type GetDeploymentResponse struct {
 
 func (x *GetDeploymentResponse) Reset() {
 	*x = GetDeploymentResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4058,7 +4252,7 @@ func (x *GetDeploymentResponse) String() string {
 func (*GetDeploymentResponse) ProtoMessage() {}
 
 func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4071,7 +4265,7 @@ func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*GetDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *GetDeploymentResponse) GetDeployment() *Deployment {
@@ -4092,7 +4286,7 @@ type FollowDeploymentRequest struct {
 
 func (x *FollowDeploymentRequest) Reset() {
 	*x = FollowDeploymentRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4104,7 +4298,7 @@ func (x *FollowDeploymentRequest) String() string {
 func (*FollowDeploymentRequest) ProtoMessage() {}
 
 func (x *FollowDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4117,7 +4311,7 @@ func (x *FollowDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*FollowDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *FollowDeploymentRequest) GetId() string {
@@ -4148,7 +4342,7 @@ type FollowDeploymentResponse struct {
 
 func (x *FollowDeploymentResponse) Reset() {
 	*x = FollowDeploymentResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4160,7 +4354,7 @@ func (x *FollowDeploymentResponse) String() string {
 func (*FollowDeploymentResponse) ProtoMessage() {}
 
 func (x *FollowDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4173,7 +4367,7 @@ func (x *FollowDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*FollowDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *FollowDeploymentResponse) GetSeq() uint64 {
@@ -4269,9 +4463,25 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\vnext_before\x18\x02 \x01(\tR\n" +
 	"nextBefore\"*\n" +
 	"\x10GetServerRequest\x12\x16\n" +
-	"\x06server\x18\x01 \x01(\tR\x06server\"C\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\"\x89\x01\n" +
 	"\x11GetServerResponse\x12.\n" +
-	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\"-\n" +
+	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\x12D\n" +
+	"\fcertificates\x18\x02 \x03(\v2 .berth.admin.v1.AgentCertificateR\fcertificates\"\xb7\x02\n" +
+	"\x10AgentCertificate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1d\n" +
+	"\n" +
+	"issued_for\x18\x02 \x01(\tR\tissuedFor\x129\n" +
+	"\n" +
+	"not_before\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x18\n" +
+	"\arevoked\x18\x05 \x01(\bR\arevoked\x129\n" +
+	"\n" +
+	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12#\n" +
+	"\rrevoke_reason\x18\a \x01(\tR\frevokeReason\"2\n" +
+	"\x18RevokeCertificateRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\"8\n" +
+	"\x19RevokeCertificateResponse\x12\x1b\n" +
+	"\tserver_id\x18\x01 \x01(\tR\bserverId\"-\n" +
 	"\x13RemoveServerRequest\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\"\x16\n" +
 	"\x14RemoveServerResponse\".\n" +
@@ -4589,7 +4799,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12:\n" +
 	"\n" +
 	"deployment\x18\x04 \x01(\v2\x1a.berth.admin.v1.DeploymentR\n" +
-	"deployment2\x86\x15\n" +
+	"deployment2\xf0\x15\n" +
 	"\fAdminService\x12S\n" +
 	"\n" +
 	"GetVersion\x12!.berth.admin.v1.GetVersionRequest\x1a\".berth.admin.v1.GetVersionResponse\x12P\n" +
@@ -4602,7 +4812,8 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\fEnableServer\x12#.berth.admin.v1.EnableServerRequest\x1a$.berth.admin.v1.EnableServerResponse\x12S\n" +
 	"\n" +
 	"GetMetrics\x12!.berth.admin.v1.GetMetricsRequest\x1a\".berth.admin.v1.GetMetricsResponse\x12k\n" +
-	"\x12SetServerAllowRoot\x12).berth.admin.v1.SetServerAllowRootRequest\x1a*.berth.admin.v1.SetServerAllowRootResponse\x12e\n" +
+	"\x12SetServerAllowRoot\x12).berth.admin.v1.SetServerAllowRootRequest\x1a*.berth.admin.v1.SetServerAllowRootResponse\x12h\n" +
+	"\x11RevokeCertificate\x12(.berth.admin.v1.RevokeCertificateRequest\x1a).berth.admin.v1.RevokeCertificateResponse\x12e\n" +
 	"\x10AddGitCredential\x12'.berth.admin.v1.AddGitCredentialRequest\x1a(.berth.admin.v1.AddGitCredentialResponse\x12k\n" +
 	"\x12ListGitCredentials\x12).berth.admin.v1.ListGitCredentialsRequest\x1a*.berth.admin.v1.ListGitCredentialsResponse\x12n\n" +
 	"\x13DeleteGitCredential\x12*.berth.admin.v1.DeleteGitCredentialRequest\x1a+.berth.admin.v1.DeleteGitCredentialResponse\x12k\n" +
@@ -4637,7 +4848,7 @@ func file_berth_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_berth_admin_v1_admin_proto_rawDescData
 }
 
-var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
 var file_berth_admin_v1_admin_proto_goTypes = []any{
 	(*GetVersionRequest)(nil),            // 0: berth.admin.v1.GetVersionRequest
 	(*GetVersionResponse)(nil),           // 1: berth.admin.v1.GetVersionResponse
@@ -4652,175 +4863,184 @@ var file_berth_admin_v1_admin_proto_goTypes = []any{
 	(*ListServersResponse)(nil),          // 10: berth.admin.v1.ListServersResponse
 	(*GetServerRequest)(nil),             // 11: berth.admin.v1.GetServerRequest
 	(*GetServerResponse)(nil),            // 12: berth.admin.v1.GetServerResponse
-	(*RemoveServerRequest)(nil),          // 13: berth.admin.v1.RemoveServerRequest
-	(*RemoveServerResponse)(nil),         // 14: berth.admin.v1.RemoveServerResponse
-	(*DisableServerRequest)(nil),         // 15: berth.admin.v1.DisableServerRequest
-	(*DisableServerResponse)(nil),        // 16: berth.admin.v1.DisableServerResponse
-	(*EnableServerRequest)(nil),          // 17: berth.admin.v1.EnableServerRequest
-	(*EnableServerResponse)(nil),         // 18: berth.admin.v1.EnableServerResponse
-	(*GetMetricsRequest)(nil),            // 19: berth.admin.v1.GetMetricsRequest
-	(*MetricPoint)(nil),                  // 20: berth.admin.v1.MetricPoint
-	(*GetMetricsResponse)(nil),           // 21: berth.admin.v1.GetMetricsResponse
-	(*GitCredential)(nil),                // 22: berth.admin.v1.GitCredential
-	(*AddGitCredentialRequest)(nil),      // 23: berth.admin.v1.AddGitCredentialRequest
-	(*AddGitCredentialResponse)(nil),     // 24: berth.admin.v1.AddGitCredentialResponse
-	(*ListGitCredentialsRequest)(nil),    // 25: berth.admin.v1.ListGitCredentialsRequest
-	(*ListGitCredentialsResponse)(nil),   // 26: berth.admin.v1.ListGitCredentialsResponse
-	(*DeleteGitCredentialRequest)(nil),   // 27: berth.admin.v1.DeleteGitCredentialRequest
-	(*DeleteGitCredentialResponse)(nil),  // 28: berth.admin.v1.DeleteGitCredentialResponse
-	(*ShareGitCredentialRequest)(nil),    // 29: berth.admin.v1.ShareGitCredentialRequest
-	(*ShareGitCredentialResponse)(nil),   // 30: berth.admin.v1.ShareGitCredentialResponse
-	(*UnshareGitCredentialRequest)(nil),  // 31: berth.admin.v1.UnshareGitCredentialRequest
-	(*UnshareGitCredentialResponse)(nil), // 32: berth.admin.v1.UnshareGitCredentialResponse
-	(*ScanGitHostRequest)(nil),           // 33: berth.admin.v1.ScanGitHostRequest
-	(*HostKey)(nil),                      // 34: berth.admin.v1.HostKey
-	(*ScanGitHostResponse)(nil),          // 35: berth.admin.v1.ScanGitHostResponse
-	(*TrustGitHostRequest)(nil),          // 36: berth.admin.v1.TrustGitHostRequest
-	(*TrustGitHostResponse)(nil),         // 37: berth.admin.v1.TrustGitHostResponse
-	(*App)(nil),                          // 38: berth.admin.v1.App
-	(*EnvKeys)(nil),                      // 39: berth.admin.v1.EnvKeys
-	(*CreateAppRequest)(nil),             // 40: berth.admin.v1.CreateAppRequest
-	(*CreateAppResponse)(nil),            // 41: berth.admin.v1.CreateAppResponse
-	(*ListAppsRequest)(nil),              // 42: berth.admin.v1.ListAppsRequest
-	(*ListAppsResponse)(nil),             // 43: berth.admin.v1.ListAppsResponse
-	(*GetAppRequest)(nil),                // 44: berth.admin.v1.GetAppRequest
-	(*GetAppResponse)(nil),               // 45: berth.admin.v1.GetAppResponse
-	(*UpdateAppRequest)(nil),             // 46: berth.admin.v1.UpdateAppRequest
-	(*UpdateAppResponse)(nil),            // 47: berth.admin.v1.UpdateAppResponse
-	(*SetAppEnvRequest)(nil),             // 48: berth.admin.v1.SetAppEnvRequest
-	(*SetAppEnvResponse)(nil),            // 49: berth.admin.v1.SetAppEnvResponse
-	(*SetAppWebhookSecretRequest)(nil),   // 50: berth.admin.v1.SetAppWebhookSecretRequest
-	(*SetAppWebhookSecretResponse)(nil),  // 51: berth.admin.v1.SetAppWebhookSecretResponse
-	(*Deployment)(nil),                   // 52: berth.admin.v1.Deployment
-	(*DeployRequest)(nil),                // 53: berth.admin.v1.DeployRequest
-	(*DeployResponse)(nil),               // 54: berth.admin.v1.DeployResponse
-	(*RollbackRequest)(nil),              // 55: berth.admin.v1.RollbackRequest
-	(*RollbackResponse)(nil),             // 56: berth.admin.v1.RollbackResponse
-	(*CancelDeploymentRequest)(nil),      // 57: berth.admin.v1.CancelDeploymentRequest
-	(*CancelDeploymentResponse)(nil),     // 58: berth.admin.v1.CancelDeploymentResponse
-	(*ListDeploymentsRequest)(nil),       // 59: berth.admin.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),      // 60: berth.admin.v1.ListDeploymentsResponse
-	(*GetDeploymentRequest)(nil),         // 61: berth.admin.v1.GetDeploymentRequest
-	(*GetDeploymentResponse)(nil),        // 62: berth.admin.v1.GetDeploymentResponse
-	(*FollowDeploymentRequest)(nil),      // 63: berth.admin.v1.FollowDeploymentRequest
-	(*FollowDeploymentResponse)(nil),     // 64: berth.admin.v1.FollowDeploymentResponse
-	nil,                                  // 65: berth.admin.v1.Server.LabelsEntry
-	nil,                                  // 66: berth.admin.v1.AddServerRequest.LabelsEntry
-	nil,                                  // 67: berth.admin.v1.App.EnvKeysEntry
-	nil,                                  // 68: berth.admin.v1.SetAppEnvRequest.SetEntry
-	(*timestamppb.Timestamp)(nil),        // 69: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),          // 70: google.protobuf.Duration
+	(*AgentCertificate)(nil),             // 13: berth.admin.v1.AgentCertificate
+	(*RevokeCertificateRequest)(nil),     // 14: berth.admin.v1.RevokeCertificateRequest
+	(*RevokeCertificateResponse)(nil),    // 15: berth.admin.v1.RevokeCertificateResponse
+	(*RemoveServerRequest)(nil),          // 16: berth.admin.v1.RemoveServerRequest
+	(*RemoveServerResponse)(nil),         // 17: berth.admin.v1.RemoveServerResponse
+	(*DisableServerRequest)(nil),         // 18: berth.admin.v1.DisableServerRequest
+	(*DisableServerResponse)(nil),        // 19: berth.admin.v1.DisableServerResponse
+	(*EnableServerRequest)(nil),          // 20: berth.admin.v1.EnableServerRequest
+	(*EnableServerResponse)(nil),         // 21: berth.admin.v1.EnableServerResponse
+	(*GetMetricsRequest)(nil),            // 22: berth.admin.v1.GetMetricsRequest
+	(*MetricPoint)(nil),                  // 23: berth.admin.v1.MetricPoint
+	(*GetMetricsResponse)(nil),           // 24: berth.admin.v1.GetMetricsResponse
+	(*GitCredential)(nil),                // 25: berth.admin.v1.GitCredential
+	(*AddGitCredentialRequest)(nil),      // 26: berth.admin.v1.AddGitCredentialRequest
+	(*AddGitCredentialResponse)(nil),     // 27: berth.admin.v1.AddGitCredentialResponse
+	(*ListGitCredentialsRequest)(nil),    // 28: berth.admin.v1.ListGitCredentialsRequest
+	(*ListGitCredentialsResponse)(nil),   // 29: berth.admin.v1.ListGitCredentialsResponse
+	(*DeleteGitCredentialRequest)(nil),   // 30: berth.admin.v1.DeleteGitCredentialRequest
+	(*DeleteGitCredentialResponse)(nil),  // 31: berth.admin.v1.DeleteGitCredentialResponse
+	(*ShareGitCredentialRequest)(nil),    // 32: berth.admin.v1.ShareGitCredentialRequest
+	(*ShareGitCredentialResponse)(nil),   // 33: berth.admin.v1.ShareGitCredentialResponse
+	(*UnshareGitCredentialRequest)(nil),  // 34: berth.admin.v1.UnshareGitCredentialRequest
+	(*UnshareGitCredentialResponse)(nil), // 35: berth.admin.v1.UnshareGitCredentialResponse
+	(*ScanGitHostRequest)(nil),           // 36: berth.admin.v1.ScanGitHostRequest
+	(*HostKey)(nil),                      // 37: berth.admin.v1.HostKey
+	(*ScanGitHostResponse)(nil),          // 38: berth.admin.v1.ScanGitHostResponse
+	(*TrustGitHostRequest)(nil),          // 39: berth.admin.v1.TrustGitHostRequest
+	(*TrustGitHostResponse)(nil),         // 40: berth.admin.v1.TrustGitHostResponse
+	(*App)(nil),                          // 41: berth.admin.v1.App
+	(*EnvKeys)(nil),                      // 42: berth.admin.v1.EnvKeys
+	(*CreateAppRequest)(nil),             // 43: berth.admin.v1.CreateAppRequest
+	(*CreateAppResponse)(nil),            // 44: berth.admin.v1.CreateAppResponse
+	(*ListAppsRequest)(nil),              // 45: berth.admin.v1.ListAppsRequest
+	(*ListAppsResponse)(nil),             // 46: berth.admin.v1.ListAppsResponse
+	(*GetAppRequest)(nil),                // 47: berth.admin.v1.GetAppRequest
+	(*GetAppResponse)(nil),               // 48: berth.admin.v1.GetAppResponse
+	(*UpdateAppRequest)(nil),             // 49: berth.admin.v1.UpdateAppRequest
+	(*UpdateAppResponse)(nil),            // 50: berth.admin.v1.UpdateAppResponse
+	(*SetAppEnvRequest)(nil),             // 51: berth.admin.v1.SetAppEnvRequest
+	(*SetAppEnvResponse)(nil),            // 52: berth.admin.v1.SetAppEnvResponse
+	(*SetAppWebhookSecretRequest)(nil),   // 53: berth.admin.v1.SetAppWebhookSecretRequest
+	(*SetAppWebhookSecretResponse)(nil),  // 54: berth.admin.v1.SetAppWebhookSecretResponse
+	(*Deployment)(nil),                   // 55: berth.admin.v1.Deployment
+	(*DeployRequest)(nil),                // 56: berth.admin.v1.DeployRequest
+	(*DeployResponse)(nil),               // 57: berth.admin.v1.DeployResponse
+	(*RollbackRequest)(nil),              // 58: berth.admin.v1.RollbackRequest
+	(*RollbackResponse)(nil),             // 59: berth.admin.v1.RollbackResponse
+	(*CancelDeploymentRequest)(nil),      // 60: berth.admin.v1.CancelDeploymentRequest
+	(*CancelDeploymentResponse)(nil),     // 61: berth.admin.v1.CancelDeploymentResponse
+	(*ListDeploymentsRequest)(nil),       // 62: berth.admin.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),      // 63: berth.admin.v1.ListDeploymentsResponse
+	(*GetDeploymentRequest)(nil),         // 64: berth.admin.v1.GetDeploymentRequest
+	(*GetDeploymentResponse)(nil),        // 65: berth.admin.v1.GetDeploymentResponse
+	(*FollowDeploymentRequest)(nil),      // 66: berth.admin.v1.FollowDeploymentRequest
+	(*FollowDeploymentResponse)(nil),     // 67: berth.admin.v1.FollowDeploymentResponse
+	nil,                                  // 68: berth.admin.v1.Server.LabelsEntry
+	nil,                                  // 69: berth.admin.v1.AddServerRequest.LabelsEntry
+	nil,                                  // 70: berth.admin.v1.App.EnvKeysEntry
+	nil,                                  // 71: berth.admin.v1.SetAppEnvRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),        // 72: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 73: google.protobuf.Duration
 }
 var file_berth_admin_v1_admin_proto_depIdxs = []int32{
-	65, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
-	69, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
-	69, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
-	69, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
+	68, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
+	72, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
+	72, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
+	72, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
 	4,  // 4: berth.admin.v1.SetServerAllowRootResponse.server:type_name -> berth.admin.v1.Server
-	66, // 5: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
-	70, // 6: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	69, // 5: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
+	73, // 6: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
 	4,  // 7: berth.admin.v1.AddServerResponse.server:type_name -> berth.admin.v1.Server
-	69, // 8: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	72, // 8: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
 	4,  // 9: berth.admin.v1.ListServersResponse.servers:type_name -> berth.admin.v1.Server
 	4,  // 10: berth.admin.v1.GetServerResponse.server:type_name -> berth.admin.v1.Server
-	4,  // 11: berth.admin.v1.DisableServerResponse.server:type_name -> berth.admin.v1.Server
-	70, // 12: berth.admin.v1.EnableServerRequest.token_ttl:type_name -> google.protobuf.Duration
-	4,  // 13: berth.admin.v1.EnableServerResponse.server:type_name -> berth.admin.v1.Server
-	69, // 14: berth.admin.v1.EnableServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
-	70, // 15: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
-	70, // 16: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
-	69, // 17: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
-	20, // 18: berth.admin.v1.GetMetricsResponse.points:type_name -> berth.admin.v1.MetricPoint
-	69, // 19: berth.admin.v1.GitCredential.created_at:type_name -> google.protobuf.Timestamp
-	69, // 20: berth.admin.v1.GitCredential.last_used_at:type_name -> google.protobuf.Timestamp
-	22, // 21: berth.admin.v1.AddGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
-	22, // 22: berth.admin.v1.ListGitCredentialsResponse.credentials:type_name -> berth.admin.v1.GitCredential
-	22, // 23: berth.admin.v1.ShareGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
-	22, // 24: berth.admin.v1.UnshareGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
-	34, // 25: berth.admin.v1.ScanGitHostResponse.keys:type_name -> berth.admin.v1.HostKey
-	22, // 26: berth.admin.v1.TrustGitHostResponse.credential:type_name -> berth.admin.v1.GitCredential
-	34, // 27: berth.admin.v1.TrustGitHostResponse.key:type_name -> berth.admin.v1.HostKey
-	67, // 28: berth.admin.v1.App.env_keys:type_name -> berth.admin.v1.App.EnvKeysEntry
-	69, // 29: berth.admin.v1.App.created_at:type_name -> google.protobuf.Timestamp
-	38, // 30: berth.admin.v1.CreateAppResponse.app:type_name -> berth.admin.v1.App
-	38, // 31: berth.admin.v1.ListAppsResponse.apps:type_name -> berth.admin.v1.App
-	38, // 32: berth.admin.v1.GetAppResponse.app:type_name -> berth.admin.v1.App
-	38, // 33: berth.admin.v1.UpdateAppResponse.app:type_name -> berth.admin.v1.App
-	68, // 34: berth.admin.v1.SetAppEnvRequest.set:type_name -> berth.admin.v1.SetAppEnvRequest.SetEntry
-	69, // 35: berth.admin.v1.Deployment.queued_at:type_name -> google.protobuf.Timestamp
-	69, // 36: berth.admin.v1.Deployment.started_at:type_name -> google.protobuf.Timestamp
-	69, // 37: berth.admin.v1.Deployment.finished_at:type_name -> google.protobuf.Timestamp
-	69, // 38: berth.admin.v1.Deployment.deadline_at:type_name -> google.protobuf.Timestamp
-	52, // 39: berth.admin.v1.DeployResponse.deployment:type_name -> berth.admin.v1.Deployment
-	52, // 40: berth.admin.v1.RollbackResponse.deployment:type_name -> berth.admin.v1.Deployment
-	52, // 41: berth.admin.v1.CancelDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	52, // 42: berth.admin.v1.ListDeploymentsResponse.deployments:type_name -> berth.admin.v1.Deployment
-	52, // 43: berth.admin.v1.GetDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	52, // 44: berth.admin.v1.FollowDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	39, // 45: berth.admin.v1.App.EnvKeysEntry.value:type_name -> berth.admin.v1.EnvKeys
-	0,  // 46: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
-	2,  // 47: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
-	7,  // 48: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
-	9,  // 49: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
-	11, // 50: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
-	13, // 51: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
-	15, // 52: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
-	17, // 53: berth.admin.v1.AdminService.EnableServer:input_type -> berth.admin.v1.EnableServerRequest
-	19, // 54: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
-	5,  // 55: berth.admin.v1.AdminService.SetServerAllowRoot:input_type -> berth.admin.v1.SetServerAllowRootRequest
-	23, // 56: berth.admin.v1.AdminService.AddGitCredential:input_type -> berth.admin.v1.AddGitCredentialRequest
-	25, // 57: berth.admin.v1.AdminService.ListGitCredentials:input_type -> berth.admin.v1.ListGitCredentialsRequest
-	27, // 58: berth.admin.v1.AdminService.DeleteGitCredential:input_type -> berth.admin.v1.DeleteGitCredentialRequest
-	29, // 59: berth.admin.v1.AdminService.ShareGitCredential:input_type -> berth.admin.v1.ShareGitCredentialRequest
-	31, // 60: berth.admin.v1.AdminService.UnshareGitCredential:input_type -> berth.admin.v1.UnshareGitCredentialRequest
-	33, // 61: berth.admin.v1.AdminService.ScanGitHost:input_type -> berth.admin.v1.ScanGitHostRequest
-	36, // 62: berth.admin.v1.AdminService.TrustGitHost:input_type -> berth.admin.v1.TrustGitHostRequest
-	40, // 63: berth.admin.v1.AdminService.CreateApp:input_type -> berth.admin.v1.CreateAppRequest
-	42, // 64: berth.admin.v1.AdminService.ListApps:input_type -> berth.admin.v1.ListAppsRequest
-	44, // 65: berth.admin.v1.AdminService.GetApp:input_type -> berth.admin.v1.GetAppRequest
-	46, // 66: berth.admin.v1.AdminService.UpdateApp:input_type -> berth.admin.v1.UpdateAppRequest
-	48, // 67: berth.admin.v1.AdminService.SetAppEnv:input_type -> berth.admin.v1.SetAppEnvRequest
-	50, // 68: berth.admin.v1.AdminService.SetAppWebhookSecret:input_type -> berth.admin.v1.SetAppWebhookSecretRequest
-	53, // 69: berth.admin.v1.AdminService.Deploy:input_type -> berth.admin.v1.DeployRequest
-	55, // 70: berth.admin.v1.AdminService.Rollback:input_type -> berth.admin.v1.RollbackRequest
-	57, // 71: berth.admin.v1.AdminService.CancelDeployment:input_type -> berth.admin.v1.CancelDeploymentRequest
-	59, // 72: berth.admin.v1.AdminService.ListDeployments:input_type -> berth.admin.v1.ListDeploymentsRequest
-	61, // 73: berth.admin.v1.AdminService.GetDeployment:input_type -> berth.admin.v1.GetDeploymentRequest
-	63, // 74: berth.admin.v1.AdminService.FollowDeployment:input_type -> berth.admin.v1.FollowDeploymentRequest
-	1,  // 75: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
-	3,  // 76: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
-	8,  // 77: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
-	10, // 78: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
-	12, // 79: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
-	14, // 80: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
-	16, // 81: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
-	18, // 82: berth.admin.v1.AdminService.EnableServer:output_type -> berth.admin.v1.EnableServerResponse
-	21, // 83: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
-	6,  // 84: berth.admin.v1.AdminService.SetServerAllowRoot:output_type -> berth.admin.v1.SetServerAllowRootResponse
-	24, // 85: berth.admin.v1.AdminService.AddGitCredential:output_type -> berth.admin.v1.AddGitCredentialResponse
-	26, // 86: berth.admin.v1.AdminService.ListGitCredentials:output_type -> berth.admin.v1.ListGitCredentialsResponse
-	28, // 87: berth.admin.v1.AdminService.DeleteGitCredential:output_type -> berth.admin.v1.DeleteGitCredentialResponse
-	30, // 88: berth.admin.v1.AdminService.ShareGitCredential:output_type -> berth.admin.v1.ShareGitCredentialResponse
-	32, // 89: berth.admin.v1.AdminService.UnshareGitCredential:output_type -> berth.admin.v1.UnshareGitCredentialResponse
-	35, // 90: berth.admin.v1.AdminService.ScanGitHost:output_type -> berth.admin.v1.ScanGitHostResponse
-	37, // 91: berth.admin.v1.AdminService.TrustGitHost:output_type -> berth.admin.v1.TrustGitHostResponse
-	41, // 92: berth.admin.v1.AdminService.CreateApp:output_type -> berth.admin.v1.CreateAppResponse
-	43, // 93: berth.admin.v1.AdminService.ListApps:output_type -> berth.admin.v1.ListAppsResponse
-	45, // 94: berth.admin.v1.AdminService.GetApp:output_type -> berth.admin.v1.GetAppResponse
-	47, // 95: berth.admin.v1.AdminService.UpdateApp:output_type -> berth.admin.v1.UpdateAppResponse
-	49, // 96: berth.admin.v1.AdminService.SetAppEnv:output_type -> berth.admin.v1.SetAppEnvResponse
-	51, // 97: berth.admin.v1.AdminService.SetAppWebhookSecret:output_type -> berth.admin.v1.SetAppWebhookSecretResponse
-	54, // 98: berth.admin.v1.AdminService.Deploy:output_type -> berth.admin.v1.DeployResponse
-	56, // 99: berth.admin.v1.AdminService.Rollback:output_type -> berth.admin.v1.RollbackResponse
-	58, // 100: berth.admin.v1.AdminService.CancelDeployment:output_type -> berth.admin.v1.CancelDeploymentResponse
-	60, // 101: berth.admin.v1.AdminService.ListDeployments:output_type -> berth.admin.v1.ListDeploymentsResponse
-	62, // 102: berth.admin.v1.AdminService.GetDeployment:output_type -> berth.admin.v1.GetDeploymentResponse
-	64, // 103: berth.admin.v1.AdminService.FollowDeployment:output_type -> berth.admin.v1.FollowDeploymentResponse
-	75, // [75:104] is the sub-list for method output_type
-	46, // [46:75] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	13, // 11: berth.admin.v1.GetServerResponse.certificates:type_name -> berth.admin.v1.AgentCertificate
+	72, // 12: berth.admin.v1.AgentCertificate.not_before:type_name -> google.protobuf.Timestamp
+	72, // 13: berth.admin.v1.AgentCertificate.not_after:type_name -> google.protobuf.Timestamp
+	72, // 14: berth.admin.v1.AgentCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	4,  // 15: berth.admin.v1.DisableServerResponse.server:type_name -> berth.admin.v1.Server
+	73, // 16: berth.admin.v1.EnableServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	4,  // 17: berth.admin.v1.EnableServerResponse.server:type_name -> berth.admin.v1.Server
+	72, // 18: berth.admin.v1.EnableServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	73, // 19: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
+	73, // 20: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
+	72, // 21: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
+	23, // 22: berth.admin.v1.GetMetricsResponse.points:type_name -> berth.admin.v1.MetricPoint
+	72, // 23: berth.admin.v1.GitCredential.created_at:type_name -> google.protobuf.Timestamp
+	72, // 24: berth.admin.v1.GitCredential.last_used_at:type_name -> google.protobuf.Timestamp
+	25, // 25: berth.admin.v1.AddGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
+	25, // 26: berth.admin.v1.ListGitCredentialsResponse.credentials:type_name -> berth.admin.v1.GitCredential
+	25, // 27: berth.admin.v1.ShareGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
+	25, // 28: berth.admin.v1.UnshareGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
+	37, // 29: berth.admin.v1.ScanGitHostResponse.keys:type_name -> berth.admin.v1.HostKey
+	25, // 30: berth.admin.v1.TrustGitHostResponse.credential:type_name -> berth.admin.v1.GitCredential
+	37, // 31: berth.admin.v1.TrustGitHostResponse.key:type_name -> berth.admin.v1.HostKey
+	70, // 32: berth.admin.v1.App.env_keys:type_name -> berth.admin.v1.App.EnvKeysEntry
+	72, // 33: berth.admin.v1.App.created_at:type_name -> google.protobuf.Timestamp
+	41, // 34: berth.admin.v1.CreateAppResponse.app:type_name -> berth.admin.v1.App
+	41, // 35: berth.admin.v1.ListAppsResponse.apps:type_name -> berth.admin.v1.App
+	41, // 36: berth.admin.v1.GetAppResponse.app:type_name -> berth.admin.v1.App
+	41, // 37: berth.admin.v1.UpdateAppResponse.app:type_name -> berth.admin.v1.App
+	71, // 38: berth.admin.v1.SetAppEnvRequest.set:type_name -> berth.admin.v1.SetAppEnvRequest.SetEntry
+	72, // 39: berth.admin.v1.Deployment.queued_at:type_name -> google.protobuf.Timestamp
+	72, // 40: berth.admin.v1.Deployment.started_at:type_name -> google.protobuf.Timestamp
+	72, // 41: berth.admin.v1.Deployment.finished_at:type_name -> google.protobuf.Timestamp
+	72, // 42: berth.admin.v1.Deployment.deadline_at:type_name -> google.protobuf.Timestamp
+	55, // 43: berth.admin.v1.DeployResponse.deployment:type_name -> berth.admin.v1.Deployment
+	55, // 44: berth.admin.v1.RollbackResponse.deployment:type_name -> berth.admin.v1.Deployment
+	55, // 45: berth.admin.v1.CancelDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	55, // 46: berth.admin.v1.ListDeploymentsResponse.deployments:type_name -> berth.admin.v1.Deployment
+	55, // 47: berth.admin.v1.GetDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	55, // 48: berth.admin.v1.FollowDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	42, // 49: berth.admin.v1.App.EnvKeysEntry.value:type_name -> berth.admin.v1.EnvKeys
+	0,  // 50: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
+	2,  // 51: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
+	7,  // 52: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
+	9,  // 53: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
+	11, // 54: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
+	16, // 55: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
+	18, // 56: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
+	20, // 57: berth.admin.v1.AdminService.EnableServer:input_type -> berth.admin.v1.EnableServerRequest
+	22, // 58: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
+	5,  // 59: berth.admin.v1.AdminService.SetServerAllowRoot:input_type -> berth.admin.v1.SetServerAllowRootRequest
+	14, // 60: berth.admin.v1.AdminService.RevokeCertificate:input_type -> berth.admin.v1.RevokeCertificateRequest
+	26, // 61: berth.admin.v1.AdminService.AddGitCredential:input_type -> berth.admin.v1.AddGitCredentialRequest
+	28, // 62: berth.admin.v1.AdminService.ListGitCredentials:input_type -> berth.admin.v1.ListGitCredentialsRequest
+	30, // 63: berth.admin.v1.AdminService.DeleteGitCredential:input_type -> berth.admin.v1.DeleteGitCredentialRequest
+	32, // 64: berth.admin.v1.AdminService.ShareGitCredential:input_type -> berth.admin.v1.ShareGitCredentialRequest
+	34, // 65: berth.admin.v1.AdminService.UnshareGitCredential:input_type -> berth.admin.v1.UnshareGitCredentialRequest
+	36, // 66: berth.admin.v1.AdminService.ScanGitHost:input_type -> berth.admin.v1.ScanGitHostRequest
+	39, // 67: berth.admin.v1.AdminService.TrustGitHost:input_type -> berth.admin.v1.TrustGitHostRequest
+	43, // 68: berth.admin.v1.AdminService.CreateApp:input_type -> berth.admin.v1.CreateAppRequest
+	45, // 69: berth.admin.v1.AdminService.ListApps:input_type -> berth.admin.v1.ListAppsRequest
+	47, // 70: berth.admin.v1.AdminService.GetApp:input_type -> berth.admin.v1.GetAppRequest
+	49, // 71: berth.admin.v1.AdminService.UpdateApp:input_type -> berth.admin.v1.UpdateAppRequest
+	51, // 72: berth.admin.v1.AdminService.SetAppEnv:input_type -> berth.admin.v1.SetAppEnvRequest
+	53, // 73: berth.admin.v1.AdminService.SetAppWebhookSecret:input_type -> berth.admin.v1.SetAppWebhookSecretRequest
+	56, // 74: berth.admin.v1.AdminService.Deploy:input_type -> berth.admin.v1.DeployRequest
+	58, // 75: berth.admin.v1.AdminService.Rollback:input_type -> berth.admin.v1.RollbackRequest
+	60, // 76: berth.admin.v1.AdminService.CancelDeployment:input_type -> berth.admin.v1.CancelDeploymentRequest
+	62, // 77: berth.admin.v1.AdminService.ListDeployments:input_type -> berth.admin.v1.ListDeploymentsRequest
+	64, // 78: berth.admin.v1.AdminService.GetDeployment:input_type -> berth.admin.v1.GetDeploymentRequest
+	66, // 79: berth.admin.v1.AdminService.FollowDeployment:input_type -> berth.admin.v1.FollowDeploymentRequest
+	1,  // 80: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
+	3,  // 81: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
+	8,  // 82: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
+	10, // 83: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
+	12, // 84: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
+	17, // 85: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
+	19, // 86: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
+	21, // 87: berth.admin.v1.AdminService.EnableServer:output_type -> berth.admin.v1.EnableServerResponse
+	24, // 88: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
+	6,  // 89: berth.admin.v1.AdminService.SetServerAllowRoot:output_type -> berth.admin.v1.SetServerAllowRootResponse
+	15, // 90: berth.admin.v1.AdminService.RevokeCertificate:output_type -> berth.admin.v1.RevokeCertificateResponse
+	27, // 91: berth.admin.v1.AdminService.AddGitCredential:output_type -> berth.admin.v1.AddGitCredentialResponse
+	29, // 92: berth.admin.v1.AdminService.ListGitCredentials:output_type -> berth.admin.v1.ListGitCredentialsResponse
+	31, // 93: berth.admin.v1.AdminService.DeleteGitCredential:output_type -> berth.admin.v1.DeleteGitCredentialResponse
+	33, // 94: berth.admin.v1.AdminService.ShareGitCredential:output_type -> berth.admin.v1.ShareGitCredentialResponse
+	35, // 95: berth.admin.v1.AdminService.UnshareGitCredential:output_type -> berth.admin.v1.UnshareGitCredentialResponse
+	38, // 96: berth.admin.v1.AdminService.ScanGitHost:output_type -> berth.admin.v1.ScanGitHostResponse
+	40, // 97: berth.admin.v1.AdminService.TrustGitHost:output_type -> berth.admin.v1.TrustGitHostResponse
+	44, // 98: berth.admin.v1.AdminService.CreateApp:output_type -> berth.admin.v1.CreateAppResponse
+	46, // 99: berth.admin.v1.AdminService.ListApps:output_type -> berth.admin.v1.ListAppsResponse
+	48, // 100: berth.admin.v1.AdminService.GetApp:output_type -> berth.admin.v1.GetAppResponse
+	50, // 101: berth.admin.v1.AdminService.UpdateApp:output_type -> berth.admin.v1.UpdateAppResponse
+	52, // 102: berth.admin.v1.AdminService.SetAppEnv:output_type -> berth.admin.v1.SetAppEnvResponse
+	54, // 103: berth.admin.v1.AdminService.SetAppWebhookSecret:output_type -> berth.admin.v1.SetAppWebhookSecretResponse
+	57, // 104: berth.admin.v1.AdminService.Deploy:output_type -> berth.admin.v1.DeployResponse
+	59, // 105: berth.admin.v1.AdminService.Rollback:output_type -> berth.admin.v1.RollbackResponse
+	61, // 106: berth.admin.v1.AdminService.CancelDeployment:output_type -> berth.admin.v1.CancelDeploymentResponse
+	63, // 107: berth.admin.v1.AdminService.ListDeployments:output_type -> berth.admin.v1.ListDeploymentsResponse
+	65, // 108: berth.admin.v1.AdminService.GetDeployment:output_type -> berth.admin.v1.GetDeploymentResponse
+	67, // 109: berth.admin.v1.AdminService.FollowDeployment:output_type -> berth.admin.v1.FollowDeploymentResponse
+	80, // [80:110] is the sub-list for method output_type
+	50, // [50:80] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_berth_admin_v1_admin_proto_init() }
@@ -4828,14 +5048,14 @@ func file_berth_admin_v1_admin_proto_init() {
 	if File_berth_admin_v1_admin_proto != nil {
 		return
 	}
-	file_berth_admin_v1_admin_proto_msgTypes[46].OneofWrappers = []any{}
+	file_berth_admin_v1_admin_proto_msgTypes[49].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_admin_v1_admin_proto_rawDesc), len(file_berth_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   69,
+			NumMessages:   72,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	AdminService_EnableServer_FullMethodName         = "/berth.admin.v1.AdminService/EnableServer"
 	AdminService_GetMetrics_FullMethodName           = "/berth.admin.v1.AdminService/GetMetrics"
 	AdminService_SetServerAllowRoot_FullMethodName   = "/berth.admin.v1.AdminService/SetServerAllowRoot"
+	AdminService_RevokeCertificate_FullMethodName    = "/berth.admin.v1.AdminService/RevokeCertificate"
 	AdminService_AddGitCredential_FullMethodName     = "/berth.admin.v1.AdminService/AddGitCredential"
 	AdminService_ListGitCredentials_FullMethodName   = "/berth.admin.v1.AdminService/ListGitCredentials"
 	AdminService_DeleteGitCredential_FullMethodName  = "/berth.admin.v1.AdminService/DeleteGitCredential"
@@ -85,6 +86,9 @@ type AdminServiceClient interface {
 	// SetServerAllowRoot grants or withdraws the allowance to run apps as root
 	// on a server (admin scope; audited).
 	SetServerAllowRoot(ctx context.Context, in *SetServerAllowRootRequest, opts ...grpc.CallOption) (*SetServerAllowRootResponse, error)
+	// RevokeCertificate revokes one agent certificate by serial and cuts the
+	// live stream that uses it (admin scope; audited).
+	RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error)
 	// AddGitCredential stores a deploy key (generated ed25519 or imported) or
 	// an HTTPS username and token. The secret is write-only: no response
 	// carries it.
@@ -236,6 +240,16 @@ func (c *adminServiceClient) SetServerAllowRoot(ctx context.Context, in *SetServ
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SetServerAllowRootResponse)
 	err := c.cc.Invoke(ctx, AdminService_SetServerAllowRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeCertificate(ctx context.Context, in *RevokeCertificateRequest, opts ...grpc.CallOption) (*RevokeCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeCertificateResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeCertificate_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -472,6 +486,9 @@ type AdminServiceServer interface {
 	// SetServerAllowRoot grants or withdraws the allowance to run apps as root
 	// on a server (admin scope; audited).
 	SetServerAllowRoot(context.Context, *SetServerAllowRootRequest) (*SetServerAllowRootResponse, error)
+	// RevokeCertificate revokes one agent certificate by serial and cuts the
+	// live stream that uses it (admin scope; audited).
+	RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error)
 	// AddGitCredential stores a deploy key (generated ed25519 or imported) or
 	// an HTTPS username and token. The secret is write-only: no response
 	// carries it.
@@ -558,6 +575,9 @@ func (UnimplementedAdminServiceServer) GetMetrics(context.Context, *GetMetricsRe
 }
 func (UnimplementedAdminServiceServer) SetServerAllowRoot(context.Context, *SetServerAllowRootRequest) (*SetServerAllowRootResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetServerAllowRoot not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeCertificate(context.Context, *RevokeCertificateRequest) (*RevokeCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeCertificate not implemented")
 }
 func (UnimplementedAdminServiceServer) AddGitCredential(context.Context, *AddGitCredentialRequest) (*AddGitCredentialResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddGitCredential not implemented")
@@ -813,6 +833,24 @@ func _AdminService_SetServerAllowRoot_Handler(srv interface{}, ctx context.Conte
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).SetServerAllowRoot(ctx, req.(*SetServerAllowRootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeCertificate(ctx, req.(*RevokeCertificateRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1198,6 +1236,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetServerAllowRoot",
 			Handler:    _AdminService_SetServerAllowRoot_Handler,
+		},
+		{
+			MethodName: "RevokeCertificate",
+			Handler:    _AdminService_RevokeCertificate_Handler,
 		},
 		{
 			MethodName: "AddGitCredential",

@@ -1,0 +1,2 @@
+ALTER TABLE agent_certificates DROP CONSTRAINT agent_certificates_spki_sha256_check;
+ALTER TABLE agent_certificates DROP COLUMN spki_sha256;
