@@ -282,7 +282,7 @@ func TestBranchHeadUnchanged(t *testing.T) {
 				s := h.spec(repo)
 				if remote == "http" {
 					s.RepoURL = url
-					s.Credential = &Credential{Username: "deployer", Token: "tok"}
+					s.Credential = &Credential{Username: "deployer", Token: "tok", AllowedHosts: []string{"127.0.0.1"}}
 				}
 				return s
 			}
@@ -442,7 +442,7 @@ func TestRemoteRef(t *testing.T) {
 		close(j.synced)
 		return j.remoteRef(t.Context(), ref)
 	}
-	good := &Credential{Username: "deployer", Token: "tok"}
+	good := &Credential{Username: "deployer", Token: "tok", AllowedHosts: []string{"127.0.0.1"}}
 	for _, ref := range []string{"refs/heads/main", "refs/heads/other"} {
 		if id, err := probe(url, good, ref); err != nil || id != sha {
 			t.Errorf("v2 %s: %q, %v; want %s", ref, id, err, sha)
@@ -451,8 +451,14 @@ func TestRemoteRef(t *testing.T) {
 	if id, err := probe(url, good, "refs/heads/mai"); err == nil {
 		t.Errorf("a prefix of a ref answered %q", id)
 	}
-	if id, err := probe(url, &Credential{Username: "deployer", Token: "wrong"}, "refs/heads/main"); err == nil {
+	if id, err := probe(url, &Credential{Username: "deployer", Token: "wrong", AllowedHosts: []string{"127.0.0.1"}}, "refs/heads/main"); err == nil {
 		t.Errorf("a refused credential answered %q", id)
+	}
+	// The probe sends the credential only to a host it is bound to: this
+	// server (which requires it) gets none and answers nothing.
+	elsewhere := &Credential{Username: "deployer", Token: "tok", AllowedHosts: []string{"git.example.com"}}
+	if id, err := probe(url, elsewhere, "refs/heads/main"); err == nil {
+		t.Errorf("a credential bound to another host was sent: %q", id)
 	}
 	// A server that speaks version 0 only.
 	v0 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -107,6 +107,13 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 	var u *unpack
 	err := j.step(ctx, StepFetch, res, func() (err error) { u, err = j.fetch(ctx, release, res); return err })
 	j.markSpawned() // whether or not the fetch started a process
+	// The fetch is over (every git that talked to the remote has exited):
+	// its SSH key leaves the disk now, long before the script is handed
+	// over, and a deploy that cannot remove it goes no further.
+	if derr := j.dropCredential(); derr != nil && err == nil {
+		res.FailedStep, res.ExitCode = StepFetch, -1
+		err = derr
+	}
 	if err != nil {
 		if u != nil {
 			u.abort()

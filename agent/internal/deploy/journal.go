@@ -89,6 +89,11 @@ type job struct {
 	synced  chan struct{} // closed once the journal is on disk, see durable
 	syncErr error
 
+	// credDropped: the fetch is over and its credential gone from disk
+	// (see dropCredential).
+	credMu      sync.Mutex
+	credDropped bool
+
 	log    *logBuffer
 	redact *redactor
 	user   *runAs
