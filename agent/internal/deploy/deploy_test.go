@@ -7,7 +7,9 @@ import (
 	"net/http/cgi"
 	"net/http/httptest"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -439,7 +441,7 @@ func TestPruneKeepsCurrentAndPrevious(t *testing.T) {
 	}
 	// Roll back to the oldest, then deploy: the oldest is now "previous"
 	// and must survive; the next oldest goes.
-	rb := Spec{DeploymentID: newID(), AppID: "app1", Kind: KindRollback, DeployPath: h.deploy, RollbackTo: a}
+	rb := Spec{DeploymentID: newID(), AppID: "app1", Kind: KindRollback, DeployPath: h.deploy, RollbackTo: a, RunAsUser: "root", AllowRoot: true}
 	mustSucceed(t, h, rb.DeploymentID, h.run(rb))
 	d := deploy()
 	if got := h.releases(); strings.Join(got, ",") != strings.Join([]string{a, c, d}, ",") {
@@ -470,6 +472,7 @@ func TestRollback(t *testing.T) {
 
 	rb := Spec{
 		DeploymentID: newID(), AppID: "app1", Kind: KindRollback, DeployPath: h.deploy,
+		RunAsUser: "root", AllowRoot: true,
 		RollbackTo:    s1.DeploymentID,
 		ReloadCommand: fmt.Sprintf("cat v >> %s/reloads", marks),
 		HealthCheck:   &HealthCheck{Command: "test -f v"},
@@ -616,10 +619,11 @@ func TestRunAsUser(t *testing.T) {
 		// test runs as root too, as its dependency installer requires.
 		t.Fatal("TestRunAsUser needs root: run the tests as root, like the agent runs")
 	}
-	u, err := lookupRunAs("nobody")
+	u, err := user.Lookup("nobody")
 	if err != nil {
 		t.Fatalf("the nobody user: %v", err)
 	}
+	nobodyUID, _ := strconv.Atoi(u.Uid)
 	repo := newRepo(t)
 	repo.commit("c", map[string]string{"build.sh": buildSh})
 	h := newHarness(t, Config{})
@@ -642,8 +646,8 @@ func TestRunAsUser(t *testing.T) {
 		if st, err = os.Stat(p); err != nil {
 			t.Fatal(err)
 		}
-		if uid := statUID(st); uid != u.uid {
-			t.Errorf("%s owned by %d, want %d", p, uid, u.uid)
+		if uid := statUID(st); uid != nobodyUID {
+			t.Errorf("%s owned by %d, want %d", p, uid, nobodyUID)
 		}
 	}
 	if st, _ := os.Stat(release + "/build.sh"); st.Mode().Perm() != 0o644 {

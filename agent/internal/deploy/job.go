@@ -22,7 +22,7 @@ func (j *job) execute(ctx context.Context) {
 	res := Result{StartedAt: j.getState().StartedAt}
 	var err error
 	if err = os.Mkdir(j.tmp, 0o700); err == nil {
-		j.user, err = lookupRunAs(j.spec.RunAsUser)
+		j.user, err = j.appUser(ctx)
 	}
 	if err != nil {
 		res.FailedStep, res.ExitCode = "start", -1

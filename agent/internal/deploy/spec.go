@@ -245,6 +245,8 @@ var (
 	safeIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	shaRE    = regexp.MustCompile(`^[0-9a-fA-F]{4,64}$`)
+	// userNameRE admits names useradd would take (and never an option).
+	userNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?$`)
 )
 
 // IsReleaseID reports whether s is shaped like a ULID (26 Crockford base32
@@ -264,6 +266,9 @@ func (s *Spec) normalize() error {
 		return fmt.Errorf("deploy: deploy path %q must be an absolute path below /", s.DeployPath)
 	}
 	s.DeployPath = filepath.Clean(s.DeployPath)
+	if s.RunAsUser != "" && !userNameRE.MatchString(s.RunAsUser) {
+		return fmt.Errorf("deploy: user name %q is not a valid system user name", s.RunAsUser)
+	}
 	if s.KeepReleases <= 0 {
 		s.KeepReleases = DefaultKeepReleases
 	}
