@@ -449,7 +449,7 @@ func (j *job) startUnpack(ctx context.Context, rev, release string, speculative 
 }
 
 func (u *unpack) run(ctx context.Context, name func(string)) error {
-	j, release := u.j, u.release
+	j := u.j
 	env := j.gitEnv()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -474,7 +474,7 @@ func (u *unpack) run(ctx context.Context, name func(string)) error {
 		if u.held != nil {
 			src = &heldReader{r: r, held: u.held, ctx: ctx, left: speculativeBytes}
 		}
-		xerr = extractTar(src, release, j.user, name)
+		xerr = j.extractRelease(src, name)
 	}
 	r.Close() // an early stop makes git archive end on a broken pipe
 	if xerr != nil {
@@ -493,10 +493,10 @@ func (u *unpack) prepare() error {
 	if err := j.durable(); err != nil {
 		return err
 	}
-	if err := j.mkdirOwned(filepath.Dir(release)); err != nil {
+	if err := j.topDir("releases"); err != nil {
 		return err
 	}
-	if err := os.Mkdir(release, 0o755); err != nil {
+	if err := j.tree.root.Mkdir(releaseRel(j.id), 0o755); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("release directory %s already exists", release)
 		}
@@ -505,10 +505,22 @@ func (u *unpack) prepare() error {
 	if err := j.writeState(func(s *jobState) { s.Release = release }, false); err != nil {
 		return err
 	}
-	if err := os.Chmod(release, 0o755); err != nil {
+	if err := j.tree.root.Chmod(releaseRel(j.id), 0o755); err != nil {
 		return err
 	}
-	return j.user.chown(release)
+	return j.lchown(releaseRel(j.id))
+}
+
+// extractRelease unpacks the archive into the job's release, opened
+// beneath the app tree (the app user owns releases/ and could have put a
+// link where the release was just made).
+func (j *job) extractRelease(r io.Reader, named func(string)) error {
+	root, err := j.tree.root.OpenRoot(releaseRel(j.id))
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return extractTar(r, root, j.user, named)
 }
 
 // commitID waits for the archive to name its commit.
@@ -552,23 +564,18 @@ func (u *unpack) abort() error {
 	if u.j.getState().Release != u.release {
 		return nil // it never made the directory (which may be someone else's)
 	}
-	if err := os.RemoveAll(u.release); err != nil {
+	if err := u.j.tree.root.RemoveAll(releaseRel(u.j.id)); err != nil {
 		return fmt.Errorf("remove an unused release: %w", err)
 	}
 	return u.j.writeState(func(s *jobState) { s.Release = "" }, false)
 }
 
-// extractTar unpacks a tar stream made by git archive into dir: its
+// extractTar unpacks a tar stream made by git archive into root: its
 // directories, regular files and symlinks, with their modes and times,
-// owned by the app user. Entries cannot leave dir: os.Root resolves every
+// owned by the app user. Entries cannot leave root: os.Root resolves every
 // name beneath it, symlinks included. named gets the commit id of the
 // archive's global header, which comes first.
-func extractTar(r io.Reader, dir string, u *runAs, named func(commit string)) error {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
+func extractTar(r io.Reader, root *os.Root, u *runAs, named func(commit string)) error {
 	tr := tar.NewReader(r)
 	type dirTime struct {
 		name string
