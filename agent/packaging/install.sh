@@ -82,9 +82,11 @@ if [ -n "$token_file" ]; then
 else
   # Asked on the terminal, not stdin: with curl | sh, stdin is the script.
   { : </dev/tty; } 2>/dev/null || die "no --token-file and no terminal to ask for the join token on"
-  printf 'Join token (from berth server add): ' >/dev/tty
+  # Echo goes off before the prompt shows: whatever is typed after it
+  # is never on the screen.
   restore_tty=1
   stty -echo </dev/tty
+  printf 'Join token (from berth server add): ' >/dev/tty
   IFS= read -r token </dev/tty || token=""
   stty echo </dev/tty
   restore_tty=""

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,6 +22,7 @@ type installEnv struct {
 	script string
 	sum    string // the served binary's SHA-256
 	root   string
+	out    string // what the stand-in agent recorded
 	hits   map[string]int
 }
 
@@ -33,9 +35,11 @@ func newInstallEnv(t *testing.T) *installEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := []byte("#!/bin/sh\necho stand-in agent\n")
+	// The stand-in agent records how it was called and what came on stdin.
+	bin := []byte("#!/bin/sh\n{ echo \"args: $*\"; echo \"stdin: $(cat)\"; } > \"$BERTH_STANDIN_OUT\"\necho enrolled\n")
 	s := sha256.Sum256(bin)
 	e := &installEnv{t: t, sum: hex.EncodeToString(s[:]), root: t.TempDir(), hits: map[string]int{}}
+	e.out = filepath.Join(e.root, "standin.out")
 	name := "berth-agent-linux-" + runtime.GOARCH
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.hits[r.URL.Path]++
@@ -53,11 +57,16 @@ func newInstallEnv(t *testing.T) *installEnv {
 	return e
 }
 
+func (e *installEnv) env() []string {
+	return append(os.Environ(), "BERTH_INSTALL_PREFIX="+e.root+"/bin", "BERTH_AGENT_DATA_DIR="+e.root+"/data",
+		"BERTH_INSTALL_NO_SYSTEMD=1", "BERTH_STANDIN_OUT="+e.out)
+}
+
 func (e *installEnv) run(args ...string) (int, string) {
 	e.t.Helper()
 	cmd := exec.Command("sh", append([]string{"-s", "--"}, args...)...)
 	cmd.Stdin = strings.NewReader(e.script)
-	cmd.Env = append(os.Environ(), "BERTH_INSTALL_PREFIX="+e.root+"/bin", "BERTH_AGENT_DATA_DIR="+e.root+"/data", "BERTH_INSTALL_NO_SYSTEMD=1")
+	cmd.Env = e.env()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -125,5 +134,74 @@ func TestInstallTokenFileMustBePrivate(t *testing.T) {
 	code, out = e.run("--controller", "c:7443", "--token", "tok", "--ca-pin", "sha256:00", sumFlag(), e.sum)
 	if code == 0 || !strings.Contains(out, "--token is not accepted") {
 		t.Fatalf("--token: code %d\n%s", code, out)
+	}
+}
+
+// The token reaches the agent on its stdin, never as an argument: from
+// --token-file, or typed at the terminal's prompt (a pseudo-terminal here,
+// made by script(1)) when no file is given.
+func TestInstallHandsTheTokenOnStdin(t *testing.T) {
+	e := newInstallEnv(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("bjt_fromfile\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out := e.run("--controller", "c:7443", "--ca-pin", "sha256:00", sumFlag(), e.sum, "--token-file", tokenFile)
+	if code != 0 || !strings.Contains(out, "enrolled") {
+		t.Fatalf("install: code %d\n%s", code, out)
+	}
+	got, _ := os.ReadFile(e.out)
+	want := "args: enroll --controller c:7443 --ca-pin sha256:00 --data-dir " + e.root + "/data --token-stdin\nstdin: bjt_fromfile\n"
+	if string(got) != want {
+		t.Fatalf("stand-in agent saw:\n%s\nwant:\n%s", got, want)
+	}
+
+	// No file: asked on the terminal, with echo off.
+	os.Remove(e.out)
+	scriptFile := filepath.Join(t.TempDir(), "install.sh")
+	if err := os.WriteFile(scriptFile, []byte(e.script), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	shell := "sh " + scriptFile + " --controller c:7443 --ca-pin sha256:00 " + sumFlag() + " " + e.sum
+	cmd := exec.Command("script", "-qec", shell, "/dev/null")
+	cmd.Env = e.env()
+	// The token is typed once the prompt is there, as a person would: the
+	// terminal echoes only what arrives while echo is on.
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var tty bytes.Buffer
+	buf := make([]byte, 4096)
+	typed := false
+	for {
+		n, err := stdout.Read(buf)
+		tty.Write(buf[:n])
+		if !typed && strings.Contains(tty.String(), "Join token (from berth server add): ") {
+			io.WriteString(stdin, "bjt_typed\n")
+			stdin.Close()
+			typed = true
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err := cmd.Wait(); err != nil || !typed {
+		t.Fatalf("install at a terminal: %v\n%s", err, tty.String())
+	}
+	got, _ = os.ReadFile(e.out)
+	if !strings.Contains(string(got), "stdin: bjt_typed\n") || strings.Count(string(got), "bjt_typed") != 1 {
+		t.Fatalf("stand-in agent saw:\n%s\nterminal:\n%s", got, tty.String())
+	}
+	if strings.Contains(tty.String(), "bjt_typed") {
+		t.Fatalf("the prompt is missing or echoed the token:\n%s", tty.String())
 	}
 }
