@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -231,7 +232,16 @@ func TestHTTPSCredential(t *testing.T) {
 	s = h.spec(repo)
 	s.RepoURL = url
 	s.Credential = &Credential{Username: "deployer", Token: token, AllowedHosts: []string{"127.0.0.1"}}
+	// What the script (root here) can see of the token: its environment,
+	// git's config where it runs, and every process's environment (the
+	// agent's git processes that are running then among them). Written to
+	// a file, not the log, which would redact it.
+	seen := filepath.Join(t.TempDir(), "seen")
+	s.DeployScript = fmt.Sprintf("{ env; git config -l; for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < \"$f\"; done; } > %q 2>&1\n", seen)
 	mustSucceed(t, h, s.DeploymentID, h.run(s))
+	if b, err := os.ReadFile(seen); err != nil || bytes.Contains(b, []byte(token)) || bytes.Contains(b, []byte("ZGVwbG95ZXI6")) || bytes.Contains(b, []byte("extraHeader")) {
+		t.Errorf("the script could see the token (%v):\n%s", err, b)
+	}
 
 	// The same token embedded in the URL is moved out of it (and redacted).
 	s3 := h.spec(repo)
