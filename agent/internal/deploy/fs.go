@@ -56,6 +56,9 @@ func (j *job) openTree(create bool) (*appTree, error) {
 	// An admin's symlink at the deploy path (or above) is followed: what
 	// must be safe is where it leads.
 	real, err := filepath.EvalSymlinks(p)
+	if errors.Is(err, fs.ErrNotExist) && !create {
+		return nil, fmt.Errorf("the deploy path %s does not exist on this server", p)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("deploy path: %w", err)
 	}
