@@ -45,7 +45,7 @@ export BERTH_TOKEN
 out=$("$BIN/berth" server add bench -o json)
 token=$(printf '%s' "$out" | sed -n 's/.*"token": "\([^"]*\)".*/\1/p')
 pin=$(printf '%s' "$out" | sed -n 's/.*"ca_pin": "\([^"]*\)".*/\1/p')
-"$BIN/berth-agent" enroll --controller 127.0.0.1:27443 --token "$token" --ca-pin "$pin" --data-dir "$work/a" >/dev/null
+printf '%s\n' "$token" | "$BIN/berth-agent" enroll --controller 127.0.0.1:27443 --token-stdin --ca-pin "$pin" --data-dir "$work/a" >/dev/null
 "$BIN/berth-agent" run --data-dir "$work/a" 2>"$work/a.log" &
 pids+=($!)
 for _ in $(seq 1 150); do "$BIN/berth" server show bench -o json | grep -q '"status": "online"' && break; sleep 0.2; done

@@ -38,7 +38,7 @@ if [ ! -s "$DATA_DIR/agent/agent.crt" ]; then
   out=$("$BIN/berth" server add local --label source=make-run -o json)
   token=$(printf '%s' "$out" | sed -n 's/.*"token": "\([^"]*\)".*/\1/p')
   pin=$(printf '%s' "$out" | sed -n 's/.*"ca_pin": "\([^"]*\)".*/\1/p')
-  "$BIN/berth-agent" enroll --controller "$GRPC_ADDR" --token "$token" --ca-pin "$pin" --data-dir "$DATA_DIR/agent" >/dev/null
+  printf '%s\n' "$token" | "$BIN/berth-agent" enroll --controller "$GRPC_ADDR" --token-stdin --ca-pin "$pin" --data-dir "$DATA_DIR/agent" >/dev/null
 fi
 "$BIN/berth-agent" run --data-dir "$DATA_DIR/agent" 2>>"$DATA_DIR/agent.log" &
 pids+=($!)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -36,10 +37,10 @@ Run 'berth-agent <command> -h' for a command's flags.
 const defaultDataDir = "/var/lib/berth-agent"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -55,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	case "enroll":
-		err = enroll(ctx, args[1:], stdout, stderr)
+		err = enroll(ctx, args[1:], stdin, stdout, stderr)
 	case "run":
 		err = runAgent(ctx, args[1:], stderr)
 	default:
@@ -87,10 +88,14 @@ func envDefault(name, def string) string {
 	return def
 }
 
-func enroll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func enroll(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("enroll", stderr)
 	controller := fs.String("controller", envDefault("BERTH_AGENT_CONTROLLER", ""), "controller gRPC address HOST:PORT")
-	token := fs.String("token", "", "one-time join token from 'berth server add'")
+	// --token stays defined only to refuse it with a clear message: a token
+	// in argv is visible in ps and lands in shell history.
+	argToken := fs.String("token", "", "refused: use --token-file or --token-stdin")
+	tokenFile := fs.String("token-file", "", "read the one-time join token from this file (owned by you, mode 0600 or stricter)")
+	tokenStdin := fs.Bool("token-stdin", false, "read the one-time join token from standard input")
 	pin := fs.String("ca-pin", "", "controller CA pin (sha256:HEX) from 'berth server add'")
 	dataDir := fs.String("data-dir", envDefault("BERTH_AGENT_DATA_DIR", defaultDataDir), "where the agent keeps its key and certificate")
 	if err := fs.Parse(args); err != nil {
@@ -99,14 +104,72 @@ func enroll(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	if *argToken != "" {
+		return errors.New("--token is not accepted: a token on the command line shows in ps and shell history; use --token-file F or --token-stdin")
+	}
+	token, err := readToken(*tokenFile, *tokenStdin, stdin)
+	if err != nil {
+		return err
+	}
 	id, err := client.Enroll(ctx, client.EnrollParams{
-		Controller: *controller, Token: *token, CAPin: *pin, DataDir: *dataDir, Facts: facts.Collect(ctx),
+		Controller: *controller, Token: token, CAPin: *pin, DataDir: *dataDir, Facts: facts.Collect(ctx),
 	})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "enrolled as server %s; credentials in %s\n", id, *dataDir)
 	return nil
+}
+
+// maxTokenBytes bounds what is read as a join token (they are short).
+const maxTokenBytes = 4096
+
+// readToken reads the join token from exactly one of a file or stdin. The
+// file must be the caller's own and closed to group and others: the token
+// enrolls a server, so a file others can read or replace is refused.
+func readToken(file string, fromStdin bool, stdin io.Reader) (string, error) {
+	var r io.Reader
+	switch {
+	case file != "" && fromStdin:
+		return "", errors.New("give --token-file or --token-stdin, not both")
+	case file != "":
+		f, err := os.Open(file)
+		if err != nil {
+			return "", fmt.Errorf("token file: %w", err)
+		}
+		defer f.Close()
+		// Checked on the open file, so what is read is what was checked.
+		fi, err := f.Stat()
+		if err != nil {
+			return "", fmt.Errorf("token file: %w", err)
+		}
+		if !fi.Mode().IsRegular() {
+			return "", fmt.Errorf("token file %s is not a regular file", file)
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			return "", fmt.Errorf("token file %s has mode %04o: it must not be readable or writable by group or others (chmod 600 %s)", file, perm, file)
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+			return "", fmt.Errorf("token file %s is owned by uid %d, not by the user running berth-agent (uid %d)", file, st.Uid, os.Getuid())
+		}
+		r = f
+	case fromStdin:
+		r = stdin
+	default:
+		return "", errors.New("the join token is required: --token-file F or --token-stdin")
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxTokenBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("read the join token: %w", err)
+	}
+	if len(b) > maxTokenBytes {
+		return "", errors.New("the join token is too long: is that the right file?")
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" || strings.ContainsAny(token, " \t\r\n") {
+		return "", errors.New("the join token is empty or not one line")
+	}
+	return token, nil
 }
 
 func runAgent(ctx context.Context, args []string, stderr io.Writer) error {

@@ -8,14 +8,14 @@ import (
 
 func TestRunCommands(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "berth-agent ") {
+	if code := run([]string{"version"}, nil, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "berth-agent ") {
 		t.Fatalf("version: code %d out %q", code, out.String())
 	}
 	out.Reset()
-	if code := run([]string{"nope"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "nope"`) {
+	if code := run([]string{"nope"}, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown command "nope"`) {
 		t.Fatalf("unknown command: code %d err %q", code, errb.String())
 	}
-	if code := run(nil, &out, &errb); code != 2 {
+	if code := run(nil, nil, &out, &errb); code != 2 {
 		t.Fatalf("no args: code %d", code)
 	}
 }

@@ -151,10 +151,13 @@ func specOf(js *agentv1.JobStart) deploy.Spec {
 		RepoURL: js.GetRepositoryUrl(), Branch: js.GetBranch(), Commit: js.GetCommit(), DeployPath: js.GetDeployPath(),
 		RunAsUser: js.GetRunAsUser(), DeployScript: js.GetDeployScript(), Env: js.GetEnv(), KeepReleases: int(js.GetKeepReleases()),
 		SharedPaths: js.GetSharedPaths(), Timeout: js.GetTimeout().AsDuration(), RollbackTo: js.GetRollbackTo(),
-		ReloadCommand: js.GetReloadCommand(), ControllerSeq: js.GetAckedSeq(),
+		ReloadCommand: js.GetReloadCommand(), ControllerSeq: js.GetAckedSeq(), AllowRoot: js.GetAllowRoot(),
 	}
 	if c := js.GetCredential(); c != nil && (c.GetSshPrivateKey() != "" || c.GetToken() != "") {
-		s.Credential = &deploy.Credential{SSHPrivateKey: c.GetSshPrivateKey(), Username: c.GetUsername(), Token: c.GetToken()}
+		s.Credential = &deploy.Credential{
+			SSHPrivateKey: c.GetSshPrivateKey(), Username: c.GetUsername(), Token: c.GetToken(),
+			AllowedHosts: c.GetAllowedHosts(), KnownHosts: c.GetKnownHosts(),
+		}
 	}
 	if js.GetHealthCheckCommand() != "" || js.GetHealthCheckUrl() != "" {
 		s.HealthCheck = &deploy.HealthCheck{Command: js.GetHealthCheckCommand(), URL: js.GetHealthCheckUrl(), Timeout: js.GetHealthCheckTimeout().AsDuration()}

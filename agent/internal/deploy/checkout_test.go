@@ -95,6 +95,16 @@ func TestPinnedCommitFetchOnlyWhenMissing(t *testing.T) {
 // The archive's header is what names the commit: an archive of anything
 // else (here a tree, which names no commit) is refused, and the release it
 // began is removed.
+// openTestTree opens the deploy path of a job the test drives by hand.
+func openTestTree(t *testing.T, j *job) {
+	t.Helper()
+	var err error
+	if j.tree, err = j.openTree(true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(j.tree.close)
+}
+
 func TestUnpackNeedsACommit(t *testing.T) {
 	repo := newRepo(t)
 	repo.commit("one", map[string]string{"build.sh": buildSh})
@@ -107,6 +117,7 @@ func TestUnpackNeedsACommit(t *testing.T) {
 	j := newJob(h.ex, s2)
 	close(j.synced) // no journal: nothing to wait for
 	j.user = &runAs{}
+	openTestTree(t, j)
 	if err := os.MkdirAll(j.tmp, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +154,7 @@ func TestUnpackNeedsACommit(t *testing.T) {
 	j3.syncErr = errors.New("deploy: journal: input/output error")
 	close(j3.synced)
 	j3.user = &runAs{}
+	openTestTree(t, j3)
 	if err := os.MkdirAll(j3.tmp, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +231,16 @@ func tarOf(t *testing.T, entries ...tar.Header) *bytes.Reader {
 }
 
 // Whatever a repository's tree holds, unpacking stays inside the release.
+func openRoot(t *testing.T, dir string) *os.Root {
+	t.Helper()
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
 func TestExtractTarStaysInside(t *testing.T) {
 	u := &runAs{}
 	outside := t.TempDir()
@@ -230,8 +252,7 @@ func TestExtractTarStaysInside(t *testing.T) {
 	}
 	for name, entries := range cases {
 		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			if err := extractTar(tarOf(t, entries...), dir, u, nil); err == nil {
+			if err := extractTar(tarOf(t, entries...), openRoot(t, t.TempDir()), u, nil); err == nil {
 				t.Errorf("no error")
 			}
 			if got, _ := os.ReadDir(outside); len(got) != 0 {
@@ -247,7 +268,7 @@ func TestExtractTarStaysInside(t *testing.T) {
 		tar.Header{Name: "d/", Typeflag: tar.TypeDir, Mode: 0o755},
 		tar.Header{Name: "d/f", Typeflag: tar.TypeReg, Mode: 0o644},
 		tar.Header{Name: "d/l", Typeflag: tar.TypeSymlink, Linkname: "f"},
-	), dir, u, func(c string) { commit = c })
+	), openRoot(t, dir), u, func(c string) { commit = c })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +303,7 @@ func TestBranchHeadUnchanged(t *testing.T) {
 				s := h.spec(repo)
 				if remote == "http" {
 					s.RepoURL = url
-					s.Credential = &Credential{Username: "deployer", Token: "tok"}
+					s.Credential = &Credential{Username: "deployer", Token: "tok", AllowedHosts: []string{"127.0.0.1"}}
 				}
 				return s
 			}
@@ -442,7 +463,7 @@ func TestRemoteRef(t *testing.T) {
 		close(j.synced)
 		return j.remoteRef(t.Context(), ref)
 	}
-	good := &Credential{Username: "deployer", Token: "tok"}
+	good := &Credential{Username: "deployer", Token: "tok", AllowedHosts: []string{"127.0.0.1"}}
 	for _, ref := range []string{"refs/heads/main", "refs/heads/other"} {
 		if id, err := probe(url, good, ref); err != nil || id != sha {
 			t.Errorf("v2 %s: %q, %v; want %s", ref, id, err, sha)
@@ -451,8 +472,14 @@ func TestRemoteRef(t *testing.T) {
 	if id, err := probe(url, good, "refs/heads/mai"); err == nil {
 		t.Errorf("a prefix of a ref answered %q", id)
 	}
-	if id, err := probe(url, &Credential{Username: "deployer", Token: "wrong"}, "refs/heads/main"); err == nil {
+	if id, err := probe(url, &Credential{Username: "deployer", Token: "wrong", AllowedHosts: []string{"127.0.0.1"}}, "refs/heads/main"); err == nil {
 		t.Errorf("a refused credential answered %q", id)
+	}
+	// The probe sends the credential only to a host it is bound to: this
+	// server (which requires it) gets none and answers nothing.
+	elsewhere := &Credential{Username: "deployer", Token: "tok", AllowedHosts: []string{"git.example.com"}}
+	if id, err := probe(url, elsewhere, "refs/heads/main"); err == nil {
+		t.Errorf("a credential bound to another host was sent: %q", id)
 	}
 	// A server that speaks version 0 only.
 	v0 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -20,6 +20,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("BERTH_DEPLOY_CRASH_HELPER") == "1" {
 		crashHelper()
 	}
+	if os.Getenv("BERTH_DEPLOY_USER_HELPER") == "1" {
+		userHelper()
+	}
 	os.Exit(m.Run())
 }
 
@@ -31,7 +34,7 @@ func crashHelper() {
 	}
 	err = ex.Start(context.Background(), Spec{
 		DeploymentID: os.Getenv("ID"), AppID: "app1", Kind: KindDeploy,
-		RepoURL: os.Getenv("REPO"), DeployPath: os.Getenv("DEPLOY"),
+		RepoURL: os.Getenv("REPO"), DeployPath: os.Getenv("DEPLOY"), RunAsUser: "root", AllowRoot: true,
 		DeployScript: longScript(os.Getenv("MARKS")),
 	})
 	if err != nil {

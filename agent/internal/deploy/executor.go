@@ -18,6 +18,9 @@ const (
 	DefaultKillGrace     = 10 * time.Second
 	DefaultFlushInterval = 200 * time.Millisecond
 	DefaultMaxLogBytes   = 4 << 20
+	// DefaultAppUser is the dedicated unprivileged account apps run as by
+	// default: never root.
+	DefaultAppUser = "berth"
 	// maxChunkBytes bounds one log event; a chunk is cut earlier at every
 	// flush interval and step change.
 	maxChunkBytes = 64 << 10
@@ -62,6 +65,9 @@ type Config struct {
 	FlushInterval time.Duration
 	// MaxLogBytes caps a job's output; the rest is dropped and counted.
 	MaxLogBytes int64
+	// AppUser is who apps run as when the agent runs as root and a job
+	// names no user (default DefaultAppUser); created when missing.
+	AppUser string
 }
 
 // Executor runs deploy and rollback jobs, at most one at a time per app, and
@@ -78,6 +84,8 @@ type Executor struct {
 	apps   map[string]string // app id -> id of its running job
 	closed bool
 	wg     sync.WaitGroup
+
+	userMu sync.Mutex // serialises creating app users
 }
 
 // New opens the executor's directories under cfg.DataDir and locks them
@@ -97,6 +105,9 @@ func New(cfg Config) (*Executor, error) {
 	}
 	if cfg.MaxLogBytes <= 0 {
 		cfg.MaxLogBytes = DefaultMaxLogBytes
+	}
+	if cfg.AppUser == "" {
+		cfg.AppUser = DefaultAppUser
 	}
 	e := &Executor{
 		cfg:        cfg,

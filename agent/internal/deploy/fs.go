@@ -7,23 +7,131 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 func releasePath(deployPath, id string) string {
 	return filepath.Join(deployPath, "releases", id)
 }
 
-// readCurrent returns where DeployPath/current points ("" when absent).
-func readCurrent(deployPath string) (string, error) {
-	t, err := os.Readlink(filepath.Join(deployPath, "current"))
+// releaseRel is a release's name inside the app tree.
+func releaseRel(id string) string { return path.Join("releases", id) }
+
+// appTree is the app's deploy path opened as an os.Root. Everything below
+// it belongs to the app user, who can plant a symlink anywhere in it
+// (releases, shared, a shared path's parents) while the agent, as root,
+// creates, renames, chowns and removes things there. So every such
+// operation names its file relative to the root and os.Root resolves it
+// beneath the deploy path, refusing any link that leads out; a symlink
+// the app user planted can at worst redirect the agent within the app's
+// own tree.
+type appTree struct {
+	path string // the deploy path, for messages and symlink targets
+	root *os.Root
+}
+
+func (t *appTree) close() {
+	if t != nil {
+		t.root.Close()
+	}
+}
+
+// openTree opens the deploy path, checking first that nobody but root (or
+// the agent's own user) can change any directory above it: an app user
+// who could would swap the deploy path for a link to anywhere. With
+// create, a missing deploy path is made, owned by the app user, below
+// parents made for root; it is never given a parent the app user owns.
+func (j *job) openTree(create bool) (*appTree, error) {
+	p := j.spec.DeployPath
+	if create {
+		if err := j.makeDeployPath(p); err != nil {
+			return nil, err
+		}
+	}
+	// An admin's symlink at the deploy path (or above) is followed: what
+	// must be safe is where it leads.
+	real, err := filepath.EvalSymlinks(p)
+	if errors.Is(err, fs.ErrNotExist) && !create {
+		return nil, fmt.Errorf("the deploy path %s does not exist on this server", p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("deploy path: %w", err)
+	}
+	if err := safeAncestors(real); err != nil {
+		return nil, err
+	}
+	root, err := os.OpenRoot(real)
+	if err != nil {
+		return nil, fmt.Errorf("deploy path: %w", err)
+	}
+	return &appTree{path: p, root: root}, nil
+}
+
+// makeDeployPath creates p when missing: its missing parents 0755 for
+// root, p itself 0755 for the app user.
+func (j *job) makeDeployPath(p string) error {
+	if _, err := os.Lstat(p); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	var missing []string
+	for d := p; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		d := missing[i]
+		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if err := os.Chmod(d, 0o755); err != nil { // the agent's umask is 077
+			return err
+		}
+	}
+	return j.user.chown(p)
+}
+
+// safeAncestors refuses a deploy path below a directory that anyone but
+// root or the agent's user owns, or that group or others may write
+// (unless sticky, like /tmp, where only an entry's owner can move it).
+func safeAncestors(real string) error {
+	me := uint32(os.Geteuid())
+	for d := filepath.Dir(real); ; d = filepath.Dir(d) {
+		fi, err := os.Lstat(d)
+		if err != nil {
+			return fmt.Errorf("deploy path: %w", err)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("deploy path: cannot tell who owns %s", d)
+		}
+		if st.Uid != 0 && st.Uid != me {
+			return fmt.Errorf("the deploy path's parent %s is owned by uid %d: whoever owns it could swap the deploy path for a link (chown root %s)", d, st.Uid, d)
+		}
+		if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0 {
+			return fmt.Errorf("the deploy path's parent %s is writable by group or others: they could swap the deploy path for a link (chmod go-w %s)", d, d)
+		}
+		if d == "/" {
+			return nil
+		}
+	}
+}
+
+// readCurrent returns where current points ("" when absent).
+func (t *appTree) readCurrent() (string, error) {
+	target, err := t.root.Readlink("current")
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
-	return t, err
+	return target, err
 }
 
 // releaseIDOf returns the release id a `current` target names, or "" when
@@ -42,45 +150,45 @@ func releaseIDOf(deployPath, target string) string {
 	return filepath.Base(target)
 }
 
-// switchCurrent points DeployPath/current at target atomically: a new
-// symlink under a temporary name renamed over the old one, so there is no
-// moment without a `current`.
-func switchCurrent(deployPath, target string, owner *runAs) error {
-	tmp := filepath.Join(deployPath, ".current.tmp-"+randHex())
-	if err := os.Symlink(target, tmp); err != nil {
+// switchCurrent points current at target atomically: a new symlink under
+// a temporary name renamed over the old one, so there is no moment
+// without a `current`.
+func (t *appTree) switchCurrent(target string, owner *runAs) error {
+	tmp := ".current.tmp-" + randHex()
+	if err := t.root.Symlink(target, tmp); err != nil {
 		return err
 	}
-	if owner != nil {
-		if err := owner.chown(tmp); err != nil {
-			os.Remove(tmp)
+	if owner != nil && owner.cred != nil {
+		if err := t.root.Lchown(tmp, owner.uid, owner.gid); err != nil {
+			t.root.Remove(tmp)
 			return err
 		}
 	}
-	if err := os.Rename(tmp, filepath.Join(deployPath, "current")); err != nil {
-		os.Remove(tmp)
-		if fi, serr := os.Lstat(filepath.Join(deployPath, "current")); serr == nil && fi.IsDir() {
-			return fmt.Errorf("%s/current is a directory, not a symlink: move it away once", deployPath)
+	if err := t.root.Rename(tmp, "current"); err != nil {
+		t.root.Remove(tmp)
+		if fi, serr := t.root.Lstat("current"); serr == nil && fi.IsDir() {
+			return fmt.Errorf("%s/current is a directory, not a symlink: move it away once", t.path)
 		}
 		return err
 	}
-	return syncDir(deployPath)
+	return t.sync(".")
 }
 
 // restoreCurrent puts `current` back to target, or removes it when there
 // was none.
-func restoreCurrent(deployPath, target string) error {
+func (t *appTree) restoreCurrent(target string) error {
 	if target == "" {
-		err := os.Remove(filepath.Join(deployPath, "current"))
+		err := t.root.Remove("current")
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
 		return err
 	}
-	return switchCurrent(deployPath, target, nil)
+	return t.switchCurrent(target, nil)
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+func (t *appTree) sync(dir string) error {
+	d, err := t.root.Open(dir)
 	if err != nil {
 		return err
 	}
@@ -94,54 +202,66 @@ func randHex() string {
 	return hex.EncodeToString(b[:])
 }
 
-// mkdirOwned makes dir and any missing parents, giving the ones it makes
-// to the app user.
-func (j *job) mkdirOwned(dir string) error {
-	if fi, err := os.Stat(dir); err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("%s is not a directory", dir)
-		}
-		return nil
-	}
-	if err := j.mkdirOwned(filepath.Dir(dir)); err != nil {
+// topDir makes sure the tree's top-level directory name (releases,
+// shared) is a real directory, creating it for the app user. A symlink
+// there is refused with a clear error rather than followed, even within
+// the tree.
+func (j *job) topDir(name string) error {
+	fi, err := j.tree.root.Lstat(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return j.mkdirOwned(name)
+	case err != nil:
 		return err
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return fmt.Errorf("%s/%s is a symlink: the agent does not follow links in the app's directory; make it a directory", j.tree.path, name)
+	case !fi.IsDir():
+		return fmt.Errorf("%s/%s is not a directory", j.tree.path, name)
 	}
-	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	if err := os.Chmod(dir, 0o755); err != nil { // the agent's umask is 077
-		return err
-	}
-	return j.user.chown(dir)
+	return nil
 }
 
-// realDirs makes sure every directory of rel below root is a real
-// directory, creating missing ones. A repository may contain a symlink
-// where a shared path's parent should be; following it as root could
-// write anywhere on the server.
-func (j *job) realDirs(root, rel string) error {
-	p := root
+// mkdirOwned makes name in the tree, 0755, owned by the app user.
+func (j *job) mkdirOwned(name string) error {
+	if err := j.tree.root.Mkdir(name, 0o755); err != nil {
+		return err
+	}
+	if err := j.tree.root.Chmod(name, 0o755); err != nil { // the agent's umask is 077
+		return err
+	}
+	return j.lchown(name)
+}
+
+// lchown gives a name in the tree to the app user (a no-op when that is
+// the agent's user).
+func (j *job) lchown(name string) error {
+	if j.user.cred == nil {
+		return nil
+	}
+	return j.tree.root.Lchown(name, j.user.uid, j.user.gid)
+}
+
+// realDirs makes sure every directory of rel below base (a directory of
+// the tree) is a real directory, creating missing ones. A repository may
+// contain a symlink where a shared path's parent should be; os.Root keeps
+// it inside the tree, and refusing it keeps the layout what it says.
+func (j *job) realDirs(base, rel string) error {
+	p := base
 	for _, part := range strings.Split(rel, string(filepath.Separator)) {
 		if part == "." || part == "" {
 			continue
 		}
-		p = filepath.Join(p, part)
-		fi, err := os.Lstat(p)
+		p = path.Join(p, part)
+		fi, err := j.tree.root.Lstat(p)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			if err := os.Mkdir(p, 0o755); err != nil {
-				return err
-			}
-			if err := os.Chmod(p, 0o755); err != nil {
-				return err
-			}
-			if err := j.user.chown(p); err != nil {
+			if err := j.mkdirOwned(p); err != nil {
 				return err
 			}
 		case err != nil:
 			return err
 		case !fi.IsDir():
-			return fmt.Errorf("%s is not a directory (a symlink or file in the repository?)", p)
+			return fmt.Errorf("%s/%s is not a directory (a symlink or file in the repository?)", j.tree.path, p)
 		}
 	}
 	return nil
@@ -151,37 +271,32 @@ func (j *job) realDirs(root, rel string) error {
 // time, the shared copy is seeded from the release's own (e.g. the
 // repository's storage/ skeleton), or made empty: a directory, unless the
 // name looks like a file (has a dot, like ".env" or "app.db").
-func (j *job) linkShared(release, p string) error {
+func (j *job) linkShared(p string) error {
 	rel, err := cleanRel(p)
 	if err != nil {
 		return err
 	}
-	sharedRoot := filepath.Join(j.spec.DeployPath, "shared")
-	if err := j.mkdirOwned(sharedRoot); err != nil {
+	if err := j.topDir("shared"); err != nil {
 		return err
 	}
-	if err := j.realDirs(sharedRoot, filepath.Dir(rel)); err != nil {
+	release := releaseRel(j.id)
+	if err := j.realDirs("shared", filepath.Dir(rel)); err != nil {
 		return err
 	}
 	if err := j.realDirs(release, filepath.Dir(rel)); err != nil {
 		return err
 	}
-	src, dst := filepath.Join(sharedRoot, rel), filepath.Join(release, rel)
-	if _, err := os.Lstat(src); errors.Is(err, fs.ErrNotExist) {
-		if fi, err := os.Lstat(dst); err == nil && fi.Mode()&fs.ModeSymlink == 0 {
+	root := j.tree.root
+	src, dst := path.Join("shared", filepath.ToSlash(rel)), path.Join(release, filepath.ToSlash(rel))
+	if _, err := root.Lstat(src); errors.Is(err, fs.ErrNotExist) {
+		if fi, err := root.Lstat(dst); err == nil && fi.Mode()&fs.ModeSymlink == 0 {
 			j.log.printf("seeding shared/%s from this release", rel)
-			if err := os.Rename(dst, src); err != nil {
+			if err := root.Rename(dst, src); err != nil {
 				return err
 			}
 		} else if strings.HasSuffix(p, "/") || !strings.Contains(filepath.Base(rel), ".") {
 			j.log.printf("creating shared directory shared/%s", rel)
-			if err := os.Mkdir(src, 0o755); err != nil {
-				return err
-			}
-			if err := os.Chmod(src, 0o755); err != nil {
-				return err
-			}
-			if err := j.user.chown(src); err != nil {
+			if err := j.mkdirOwned(src); err != nil {
 				return err
 			}
 		} else {
@@ -190,37 +305,43 @@ func (j *job) linkShared(release, p string) error {
 			if strings.HasPrefix(filepath.Base(rel), ".env") {
 				mode = 0o600
 			}
-			f, err := os.OpenFile(src, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+			f, err := root.OpenFile(src, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
 			if err != nil {
 				return err
 			}
 			f.Chmod(mode)
 			f.Close()
-			if err := j.user.chown(src); err != nil {
+			if err := j.lchown(src); err != nil {
 				return err
 			}
 		}
 	} else if err != nil {
 		return err
 	}
-	if err := os.RemoveAll(dst); err != nil {
+	if err := root.RemoveAll(dst); err != nil {
 		return err
 	}
-	if err := os.Symlink(src, dst); err != nil {
+	// The link's target is the absolute path, as before: the app reads
+	// it, the agent never follows it.
+	target := filepath.Join(j.tree.path, "shared", rel)
+	if err := root.Symlink(target, dst); err != nil {
 		return err
 	}
-	j.log.printf("%s -> %s", rel, src)
-	return j.user.chown(dst)
+	j.log.printf("%s -> %s", rel, target)
+	return j.lchown(dst)
 }
 
 // writeEnv writes Env as a dotenv file, mode 0600, owned by the app user.
 // A shared .env is written in shared/ (the release links to it); otherwise
 // the file replaces whatever the repository had at .env with a rename, so
 // a symlink committed there is never followed.
-func (j *job) writeEnv(release string) error {
-	dir := release
+func (j *job) writeEnv() error {
+	dir := releaseRel(j.id)
 	if slices.ContainsFunc(j.spec.SharedPaths, func(p string) bool { return filepath.Clean(p) == ".env" }) {
-		dir = filepath.Join(j.spec.DeployPath, "shared")
+		if err := j.topDir("shared"); err != nil {
+			return err
+		}
+		dir = "shared"
 	}
 	keys := make([]string, 0, len(j.spec.Env))
 	for k := range j.spec.Env {
@@ -231,11 +352,11 @@ func (j *job) writeEnv(release string) error {
 	for _, k := range keys {
 		b.WriteString(k + "=" + dotenvQuote(j.spec.Env[k]) + "\n")
 	}
-	f, err := os.CreateTemp(dir, ".env.tmp-*")
+	tmp := path.Join(dir, ".env.tmp-"+randHex())
+	f, err := j.tree.root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
 	_, err = f.WriteString(b.String())
 	if err == nil {
 		err = f.Chmod(0o600)
@@ -250,13 +371,13 @@ func (j *job) writeEnv(release string) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, ".env"))
+		err = j.tree.root.Rename(tmp, path.Join(dir, ".env"))
 	}
 	if err != nil {
-		os.Remove(tmp)
+		j.tree.root.Remove(tmp)
 		return err
 	}
-	j.log.printf("wrote %s/.env (%d variables, mode 0600)", dir, len(keys))
+	j.log.printf("wrote %s/.env (%d variables, mode 0600)", filepath.Join(j.tree.path, dir), len(keys))
 	return nil
 }
 
@@ -284,8 +405,15 @@ func dotenvQuote(v string) string {
 // prune removes the oldest releases beyond keep, never current and never
 // previous (the one current replaced: the first rollback target).
 func (j *job) prune(current, previous string) error {
-	dir := filepath.Join(j.spec.DeployPath, "releases")
-	ents, err := os.ReadDir(dir)
+	if err := j.topDir("releases"); err != nil {
+		return err
+	}
+	d, err := j.tree.root.Open("releases")
+	if err != nil {
+		return err
+	}
+	ents, err := d.ReadDir(-1)
+	d.Close()
 	if err != nil {
 		return err
 	}
@@ -306,7 +434,7 @@ func (j *job) prune(current, previous string) error {
 		if id == current || id == previous {
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(dir, id)); err != nil {
+		if err := j.tree.root.RemoveAll(releaseRel(id)); err != nil {
 			errs = append(errs, err)
 			continue
 		}

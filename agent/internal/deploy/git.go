@@ -23,16 +23,48 @@ func (j *job) mirrorPath() string { return filepath.Join(j.e.mirrorsDir, j.spec.
 
 // gitEnv is git's whole environment: nothing inherited from the agent, no
 // prompts, HOME in the job's private tmp dir (no user config, nowhere for
-// a credential helper to store anything). The credential travels in the
-// environment only, never in argv (ps) or a config file.
-func (j *job) gitEnv() ([]string, error) {
+// a credential helper to store anything). It carries no credential: only
+// the fetch gets one (fetchEnv), so the git processes that may still run
+// beside the deploy script (git archive, describe, housekeeping) have
+// nothing in their environment a root script could read.
+func (j *job) gitEnv() []string {
 	env := []string{
 		"PATH=" + minimalPath,
 		"HOME=" + j.tmp,
 		"LC_ALL=C",
 		"GIT_TERMINAL_PROMPT=0",
 	}
+	// ssh never learns a host key: without a credential's pinned keys an
+	// ssh remote is refused rather than trusted on first use.
+	return append(env, "GIT_SSH_COMMAND=ssh -F /dev/null -o BatchMode=yes"+strictHostKeys("/dev/null"))
+}
+
+func strictHostKeys(knownHosts string) string {
+	return " -o StrictHostKeyChecking=yes -o UpdateHostKeys=no -o GlobalKnownHostsFile=/dev/null" +
+		" -o UserKnownHostsFile=" + shellQuote(knownHosts)
+}
+
+// sshDir holds the SSH key and pinned host keys while the fetch runs: in
+// the job's tmp dir under the agent's data dir (0700, the agent's user
+// only), removed by dropCredential before the deploy script is handed over.
+func (j *job) sshDir() string { return filepath.Join(j.tmp, "ssh") }
+
+// fetchEnv is gitEnv plus the credential, for the git processes that talk
+// to the remote (clone and fetch). The credential travels in the
+// environment only, never in argv (ps) or a config file.
+func (j *job) fetchEnv() ([]string, error) {
+	env := j.gitEnv()
 	c := j.spec.Credential
+	if c == nil {
+		return env, nil
+	}
+	j.credMu.Lock()
+	defer j.credMu.Unlock()
+	if j.credDropped {
+		// A bug, not a user error: nothing may talk to the remote once
+		// the script can run.
+		return nil, errors.New("the git credential was already removed for this job")
+	}
 	switch c.kind() {
 	case "https":
 		env = append(env,
@@ -44,20 +76,38 @@ func (j *job) gitEnv() ([]string, error) {
 			"GIT_CONFIG_VALUE_1=",
 		)
 	case "ssh":
-		key := filepath.Join(j.tmp, "id_key")
+		dir := j.sshDir()
+		key, known := filepath.Join(dir, "id_key"), filepath.Join(dir, "known_hosts")
 		if _, err := os.Stat(key); err != nil {
+			if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+				return nil, err
+			}
+			// Exactly the pinned keys: nothing learned, nothing inherited.
+			if err := os.WriteFile(known, []byte(strings.TrimSpace(c.KnownHosts)+"\n"), 0o600); err != nil {
+				return nil, err
+			}
 			pem := strings.TrimSpace(c.SSHPrivateKey) + "\n" // ssh insists on the final newline
 			if err := os.WriteFile(key, []byte(pem), 0o600); err != nil {
 				return nil, err
 			}
 		}
-		// Host keys are kept per app: accepted on first use, then pinned.
-		known := filepath.Join(j.e.mirrorsDir, j.spec.AppID+".known_hosts")
-		env = append(env, "GIT_SSH_COMMAND=ssh -F /dev/null -i "+shellQuote(key)+
-			" -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new"+
-			" -o UserKnownHostsFile="+shellQuote(known))
+		env[len(env)-1] = "GIT_SSH_COMMAND=ssh -F /dev/null -i " + shellQuote(key) +
+			" -o IdentitiesOnly=yes -o BatchMode=yes" + strictHostKeys(known)
 	}
 	return env, nil
+}
+
+// dropCredential removes the SSH key and host keys from disk and makes
+// any later fetchEnv fail. The deploy calls it once the fetch step is
+// over, before the script (which may run as root) can read anything.
+func (j *job) dropCredential() error {
+	j.credMu.Lock()
+	defer j.credMu.Unlock()
+	j.credDropped = true
+	if err := os.RemoveAll(j.sshDir()); err != nil {
+		return fmt.Errorf("remove the fetch's SSH key: %w", err)
+	}
+	return nil
 }
 
 // basicAuth is the Authorization header value of an https credential.
@@ -65,12 +115,22 @@ func (c *Credential) basicAuth() string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(c.Username+":"+c.Token))
 }
 
-// git runs git as the agent's user, output into the log.
+// git runs git as the agent's user, output into the log, without the
+// credential.
 func (j *job) git(ctx context.Context, args ...string) error {
-	env, err := j.gitEnv()
+	return j.runGit(ctx, j.gitEnv(), args...)
+}
+
+// gitRemote runs a git that talks to the remote, with the credential.
+func (j *job) gitRemote(ctx context.Context, args ...string) error {
+	env, err := j.fetchEnv()
 	if err != nil {
 		return err
 	}
+	return j.runGit(ctx, env, args...)
+}
+
+func (j *job) runGit(ctx context.Context, env []string, args ...string) error {
 	return j.run(ctx, cmdSpec{
 		argv: append([]string{"git"}, args...), env: env, dir: j.tmp,
 		echo: j.redact.string("git " + strings.Join(args, " ")),
@@ -80,13 +140,10 @@ func (j *job) git(ctx context.Context, args ...string) error {
 // gitRead runs a read-only git query shaped by c (its stderr goes to the
 // log unless c says otherwise) and returns its stdout.
 func (j *job) gitRead(ctx context.Context, c cmdSpec, args ...string) (string, error) {
-	env, err := j.gitEnv()
-	if err != nil {
-		return "", err
-	}
+	env := j.gitEnv()
 	var out bytes.Buffer
 	c.argv, c.env, c.dir, c.stdout, c.untracked = append([]string{"git"}, args...), env, j.tmp, &out, true
-	err = j.run(ctx, c)
+	err := j.run(ctx, c)
 	return strings.TrimSpace(out.String()), err
 }
 
@@ -214,7 +271,7 @@ func (j *job) fetch(ctx context.Context, release string, res *Result) (*unpack, 
 		tmp := m + ".tmp-" + j.id
 		os.RemoveAll(tmp)
 		os.RemoveAll(m)
-		if err := j.git(ctx, "clone", "--mirror", "--", j.spec.RepoURL, tmp); err != nil {
+		if err := j.gitRemote(ctx, "clone", "--mirror", "--", j.spec.RepoURL, tmp); err != nil {
 			os.RemoveAll(tmp)
 			return nil, err
 		}
@@ -262,7 +319,7 @@ func (j *job) unpackIfPresent(ctx context.Context, rev, release, want string) (*
 
 // fetchMirror brings every branch and tag of the remote into the mirror.
 func (j *job) fetchMirror(ctx context.Context, mirror string) error {
-	return j.git(ctx, "--git-dir", mirror, "fetch", "--prune", "--no-auto-maintenance", "--no-write-fetch-head",
+	return j.gitRemote(ctx, "--git-dir", mirror, "fetch", "--prune", "--no-auto-maintenance", "--no-write-fetch-head",
 		"--", j.spec.RepoURL, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 }
 
@@ -392,11 +449,8 @@ func (j *job) startUnpack(ctx context.Context, rev, release string, speculative 
 }
 
 func (u *unpack) run(ctx context.Context, name func(string)) error {
-	j, release := u.j, u.release
-	env, err := j.gitEnv()
-	if err != nil {
-		return err
-	}
+	j := u.j
+	env := j.gitEnv()
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -420,7 +474,7 @@ func (u *unpack) run(ctx context.Context, name func(string)) error {
 		if u.held != nil {
 			src = &heldReader{r: r, held: u.held, ctx: ctx, left: speculativeBytes}
 		}
-		xerr = extractTar(src, release, j.user, name)
+		xerr = j.extractRelease(src, name)
 	}
 	r.Close() // an early stop makes git archive end on a broken pipe
 	if xerr != nil {
@@ -439,10 +493,10 @@ func (u *unpack) prepare() error {
 	if err := j.durable(); err != nil {
 		return err
 	}
-	if err := j.mkdirOwned(filepath.Dir(release)); err != nil {
+	if err := j.topDir("releases"); err != nil {
 		return err
 	}
-	if err := os.Mkdir(release, 0o755); err != nil {
+	if err := j.tree.root.Mkdir(releaseRel(j.id), 0o755); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("release directory %s already exists", release)
 		}
@@ -451,10 +505,22 @@ func (u *unpack) prepare() error {
 	if err := j.writeState(func(s *jobState) { s.Release = release }, false); err != nil {
 		return err
 	}
-	if err := os.Chmod(release, 0o755); err != nil {
+	if err := j.tree.root.Chmod(releaseRel(j.id), 0o755); err != nil {
 		return err
 	}
-	return j.user.chown(release)
+	return j.lchown(releaseRel(j.id))
+}
+
+// extractRelease unpacks the archive into the job's release, opened
+// beneath the app tree (the app user owns releases/ and could have put a
+// link where the release was just made).
+func (j *job) extractRelease(r io.Reader, named func(string)) error {
+	root, err := j.tree.root.OpenRoot(releaseRel(j.id))
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return extractTar(r, root, j.user, named)
 }
 
 // commitID waits for the archive to name its commit.
@@ -498,23 +564,18 @@ func (u *unpack) abort() error {
 	if u.j.getState().Release != u.release {
 		return nil // it never made the directory (which may be someone else's)
 	}
-	if err := os.RemoveAll(u.release); err != nil {
+	if err := u.j.tree.root.RemoveAll(releaseRel(u.j.id)); err != nil {
 		return fmt.Errorf("remove an unused release: %w", err)
 	}
 	return u.j.writeState(func(s *jobState) { s.Release = "" }, false)
 }
 
-// extractTar unpacks a tar stream made by git archive into dir: its
+// extractTar unpacks a tar stream made by git archive into root: its
 // directories, regular files and symlinks, with their modes and times,
-// owned by the app user. Entries cannot leave dir: os.Root resolves every
+// owned by the app user. Entries cannot leave root: os.Root resolves every
 // name beneath it, symlinks included. named gets the commit id of the
 // archive's global header, which comes first.
-func extractTar(r io.Reader, dir string, u *runAs, named func(commit string)) error {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
+func extractTar(r io.Reader, root *os.Root, u *runAs, named func(commit string)) error {
 	tr := tar.NewReader(r)
 	type dirTime struct {
 		name string

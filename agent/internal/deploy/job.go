@@ -22,8 +22,13 @@ func (j *job) execute(ctx context.Context) {
 	res := Result{StartedAt: j.getState().StartedAt}
 	var err error
 	if err = os.Mkdir(j.tmp, 0o700); err == nil {
-		j.user, err = lookupRunAs(j.spec.RunAsUser)
+		j.user, err = j.appUser(ctx)
 	}
+	if err == nil {
+		// A rollback needs a deploy path that is there already.
+		j.tree, err = j.openTree(j.spec.Kind == KindDeploy)
+	}
+	defer j.tree.close()
 	if err != nil {
 		res.FailedStep, res.ExitCode = "start", -1
 	} else if j.spec.Kind == KindRollback {
@@ -43,9 +48,9 @@ func (j *job) execute(ctx context.Context) {
 	}
 	if st := j.getState(); err != nil && j.spec.Kind == KindDeploy && st.Release != "" {
 		// Never remove what current points at, however the job failed.
-		cur, cerr := readCurrent(j.spec.DeployPath)
+		cur, cerr := j.tree.readCurrent()
 		if cerr == nil && releaseIDOf(j.spec.DeployPath, cur) != j.id {
-			if rerr := os.RemoveAll(st.Release); rerr != nil {
+			if rerr := j.tree.root.RemoveAll(releaseRel(j.id)); rerr != nil {
 				j.log.printf("[berth] could not remove the failed release: %v", rerr)
 			}
 		}
@@ -107,6 +112,13 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 	var u *unpack
 	err := j.step(ctx, StepFetch, res, func() (err error) { u, err = j.fetch(ctx, release, res); return err })
 	j.markSpawned() // whether or not the fetch started a process
+	// The fetch is over (every git that talked to the remote has exited):
+	// its SSH key leaves the disk now, long before the script is handed
+	// over, and a deploy that cannot remove it goes no further.
+	if derr := j.dropCredential(); derr != nil && err == nil {
+		res.FailedStep, res.ExitCode = StepFetch, -1
+		err = derr
+	}
 	if err != nil {
 		if u != nil {
 			u.abort()
@@ -133,7 +145,7 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 	}
 	if err := j.step(ctx, StepLinkShared, res, func() error {
 		for _, p := range j.spec.SharedPaths {
-			if err := j.linkShared(release, p); err != nil {
+			if err := j.linkShared(p); err != nil {
 				return fmt.Errorf("shared path %s: %w", p, err)
 			}
 		}
@@ -146,7 +158,7 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 			j.log.printf("no environment configured; .env left as the repository has it")
 			return nil
 		}
-		return j.writeEnv(release)
+		return j.writeEnv()
 	}); err != nil {
 		return err
 	}
@@ -161,7 +173,7 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 	}
 	var prev, prevTarget string
 	if err := j.step(ctx, StepActivate, res, func() error {
-		target, err := readCurrent(j.spec.DeployPath)
+		target, err := j.tree.readCurrent()
 		if err != nil {
 			return err
 		}
@@ -173,7 +185,7 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 		if err := j.saveState(func(s *jobState) { s.PrevTarget, s.Activated = target, true }); err != nil {
 			return err
 		}
-		if err := switchCurrent(j.spec.DeployPath, release, j.user); err != nil {
+		if err := j.tree.switchCurrent(release, j.user); err != nil {
 			return err
 		}
 		j.log.printf("current -> %s", release)
@@ -215,7 +227,7 @@ func (j *job) rollback(ctx context.Context, res *Result) error {
 		return err
 	}
 	if err := j.step(ctx, StepVerify, res, func() error {
-		fi, err := os.Stat(release)
+		fi, err := j.tree.root.Stat(releaseRel(j.spec.RollbackTo))
 		if err != nil || !fi.IsDir() {
 			return fmt.Errorf("release %s was pruned (no %s on this server)", j.spec.RollbackTo, release)
 		}
@@ -227,14 +239,14 @@ func (j *job) rollback(ctx context.Context, res *Result) error {
 	var prevTarget string
 	if err := j.step(ctx, StepActivate, res, func() error {
 		var err error
-		if prevTarget, err = readCurrent(j.spec.DeployPath); err != nil {
+		if prevTarget, err = j.tree.readCurrent(); err != nil {
 			return err
 		}
 		res.PreviousRelease = releaseIDOf(j.spec.DeployPath, prevTarget)
 		if err := j.saveState(func(s *jobState) { s.PrevTarget, s.Activated = prevTarget, true }); err != nil {
 			return err
 		}
-		if err := switchCurrent(j.spec.DeployPath, release, j.user); err != nil {
+		if err := j.tree.switchCurrent(release, j.user); err != nil {
 			return err
 		}
 		j.log.printf("current -> %s", release)
@@ -269,7 +281,7 @@ func (j *job) reload(ctx context.Context, release string) error {
 // reloads again so the app serves what current says.
 func (j *job) restoreAfterRollback(ctx context.Context, prevTarget string) {
 	j.log.printf("[berth] rollback failed: switching current back to %q", prevTarget)
-	if err := restoreCurrent(j.spec.DeployPath, prevTarget); err != nil {
+	if err := j.tree.restoreCurrent(prevTarget); err != nil {
 		j.log.printf("[berth] could not switch current back: %v", err)
 		return
 	}

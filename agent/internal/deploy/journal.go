@@ -89,10 +89,16 @@ type job struct {
 	synced  chan struct{} // closed once the journal is on disk, see durable
 	syncErr error
 
+	// credDropped: the fetch is over and its credential gone from disk
+	// (see dropCredential).
+	credMu      sync.Mutex
+	credDropped bool
+
 	log    *logBuffer
 	redact *redactor
 	user   *runAs
-	tmp    string // secrets and git's HOME, removed when the job ends
+	tree   *appTree // the deploy path, open while the job runs
+	tmp    string   // secrets and git's HOME, removed when the job ends
 }
 
 func newJob(e *Executor, spec Spec) *job {
@@ -465,26 +471,40 @@ func (e *Executor) settleInterrupted(j *job) Result {
 		StartedAt:     st.StartedAt,
 		FinishedAt:    time.Now().UTC(),
 	}
+	// Everything below the deploy path is the app user's: it is reached
+	// through the app tree only (see appTree), never by following a path.
+	tree, err := (&job{spec: spec}).openTree(false)
+	if err != nil {
+		e.log.Warn("open the deploy path of an interrupted job", "job", j.id, "err", err)
+		if spec.Kind == KindDeploy {
+			os.RemoveAll(filepath.Join(e.mirrorsDir, spec.AppID+".git.tmp-"+j.id))
+		}
+		return res
+	}
+	defer tree.close()
 	// A temporary symlink of a switch the crash cut short.
-	if tmps, _ := filepath.Glob(filepath.Join(spec.DeployPath, ".current.tmp-*")); len(tmps) > 0 {
-		for _, t := range tmps {
-			os.Remove(t)
+	if d, err := tree.root.Open("."); err == nil {
+		names, _ := d.Readdirnames(-1)
+		d.Close()
+		for _, n := range names {
+			if strings.HasPrefix(n, ".current.tmp-") {
+				tree.root.Remove(n)
+			}
 		}
 	}
-	cur, _ := readCurrent(spec.DeployPath)
+	cur, _ := tree.readCurrent()
 	res.PreviousRelease = releaseIDOf(spec.DeployPath, st.PrevTarget)
 	switch spec.Kind {
 	case KindDeploy:
 		// The release directory is named by the job, whatever the state
 		// file managed to say before the crash.
-		rel := releasePath(spec.DeployPath, j.id)
-		if _, err := os.Lstat(rel); err == nil {
-			res.ReleasePath = rel
+		if _, err := tree.root.Lstat(releaseRel(j.id)); err == nil {
+			res.ReleasePath = releasePath(spec.DeployPath, j.id)
 		}
 		if releaseIDOf(spec.DeployPath, cur) == j.id && step == StepReload {
 			// Switched but never reloaded: the app may still serve the
 			// old code, so put current back and fail the deploy.
-			if err := restoreCurrent(spec.DeployPath, st.PrevTarget); err != nil {
+			if err := tree.restoreCurrent(st.PrevTarget); err != nil {
 				e.log.Warn("restore current after interrupted reload", "job", j.id, "err", err)
 			}
 			cur = st.PrevTarget
@@ -496,7 +516,7 @@ func (e *Executor) settleInterrupted(j *job) Result {
 			break
 		}
 		if res.ReleasePath != "" {
-			if err := os.RemoveAll(res.ReleasePath); err != nil {
+			if err := tree.root.RemoveAll(releaseRel(j.id)); err != nil {
 				e.log.Warn("remove interrupted release", "job", j.id, "err", err)
 			}
 		}
@@ -505,7 +525,7 @@ func (e *Executor) settleInterrupted(j *job) Result {
 	case KindRollback:
 		res.ReleasePath = releasePath(spec.DeployPath, spec.RollbackTo)
 		if st.Activated && cur != st.PrevTarget {
-			if err := restoreCurrent(spec.DeployPath, st.PrevTarget); err != nil {
+			if err := tree.restoreCurrent(st.PrevTarget); err != nil {
 				e.log.Warn("restore current after interrupted rollback", "job", j.id, "err", err)
 			}
 		}

@@ -36,8 +36,21 @@ func (j *job) remoteRef(ctx context.Context, ref string) (string, error) {
 		"Git-Protocol": {"version=2"},
 		"User-Agent":   {"git/berth-agent"},
 	}
-	if c := j.spec.Credential; c.kind() == "https" {
+	// The credential goes only to a host it is bound to (Start checked the
+	// URL already; this keeps the probe honest on its own), and never
+	// follows a redirect to another host.
+	c := j.spec.Credential
+	if c.kind() == "https" && c.allows(base.Hostname()) {
 		header.Set("Authorization", c.basicAuth())
+	}
+	client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		if !c.allows(req.URL.Hostname()) {
+			req.Header.Del("Authorization")
+		}
+		return nil
 	}
 
 	info := *base

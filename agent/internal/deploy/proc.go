@@ -25,25 +25,59 @@ type runAs struct {
 	cred     *syscall.Credential // nil: the agent's own user
 }
 
-func lookupRunAs(name string) (*runAs, error) {
+// appUser decides who the job's own commands run as, and says so in the
+// deploy log. An agent that is not root can run them only as itself. A
+// root agent runs them as the spec's user, or Config.AppUser when it names
+// none, creating that user as a system account when it is missing; a user
+// with uid 0 (root or any alias) is refused unless the server allows it.
+func (j *job) appUser(ctx context.Context) (*runAs, error) {
 	cur, err := user.Current()
 	if err != nil {
 		return nil, fmt.Errorf("look up the agent's user: %w", err)
 	}
-	u := cur
-	if name != "" && name != cur.Username {
-		if u, err = user.Lookup(name); err != nil {
-			return nil, fmt.Errorf("look up user %q: %w", name, err)
+	name := j.spec.RunAsUser
+	if os.Geteuid() != 0 {
+		if name != "" && name != cur.Username {
+			u, err := user.Lookup(name)
+			if err != nil || u.Uid != cur.Uid {
+				return nil, fmt.Errorf("the agent runs as %s, not root, and cannot run commands as %s", cur.Username, name)
+			}
+		}
+		j.log.printf("the agent runs as %s, not root: the app runs as %s too (it can run nothing as anyone else)", cur.Username, cur.Username)
+		return runAsOf(cur, cur)
+	}
+	if name == "" {
+		name = j.e.cfg.AppUser
+		j.log.printf("no app user configured: the app runs as %s", name)
+	}
+	u, err := user.Lookup(name)
+	var unknown user.UnknownUserError
+	if errors.As(err, &unknown) {
+		if u, err = j.e.createUser(ctx, name, j.spec.DeployPath); err == nil {
+			j.log.printf("created system user %s (home %s, login shell nologin)", name, j.spec.DeployPath)
 		}
 	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
+	if err != nil {
+		return nil, fmt.Errorf("look up user %q: %w", name, err)
+	}
+	if u.Uid == "0" && !j.spec.AllowRoot {
+		return nil, fmt.Errorf("user %s has uid 0 (root): running an app as root needs the server's allow-root setting, which only an admin can grant", name)
+	}
+	return runAsOf(u, cur)
+}
+
+func runAsOf(u, cur *user.User) (*runAs, error) {
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return nil, fmt.Errorf("user %s: uid %q", u.Username, u.Uid)
+	}
+	gid, err := strconv.Atoi(u.Gid)
+	if err != nil {
+		return nil, fmt.Errorf("user %s: gid %q", u.Username, u.Gid)
+	}
 	r := &runAs{name: u.Username, uid: uid, gid: gid, home: u.HomeDir}
 	if u.Uid == cur.Uid {
 		return r, nil
-	}
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("the agent runs as %s and cannot run commands as %s", cur.Username, name)
 	}
 	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 	if gids, err := u.GroupIds(); err == nil {
@@ -55,6 +89,28 @@ func lookupRunAs(name string) (*runAs, error) {
 	}
 	r.cred = cred
 	return r, nil
+}
+
+// createUser makes name a system user with its own group, its home the
+// deploy path (not created: the deploy makes it) and no login shell: the
+// deploy runs its commands with bash explicitly. Two jobs may want the same
+// missing user at once; the second finds it made.
+func (e *Executor) createUser(ctx context.Context, name, home string) (*user.User, error) {
+	e.userMu.Lock()
+	defer e.userMu.Unlock()
+	if u, err := user.Lookup(name); err == nil {
+		return u, nil
+	}
+	shell := "/usr/sbin/nologin"
+	if _, err := os.Stat(shell); err != nil {
+		shell = "/sbin/nologin"
+	}
+	cmd := exec.CommandContext(ctx, "useradd", "--system", "--user-group", "--home-dir", home, "--no-create-home", "--shell", shell, "--", name)
+	cmd.Env = []string{"PATH=" + minimalPath, "LC_ALL=C"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("create system user %s: %w: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	return user.Lookup(name)
 }
 
 // chown gives path to the app user (a no-op when that is the agent's user).

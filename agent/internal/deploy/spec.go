@@ -12,9 +12,9 @@
 //	jobs/<deployment id>/state.json   running/finished, current step, process group
 //	jobs/<deployment id>/events.log   every event, one JSON line each, by seq
 //	jobs/<deployment id>/acked        the highest seq the controller committed
-//	jobs/<deployment id>/tmp/         secrets for the job's lifetime only
+//	jobs/<deployment id>/tmp/         git's HOME for the job's lifetime only
+//	jobs/<deployment id>/tmp/ssh/     SSH key and pinned host keys, for the fetch only
 //	mirrors/<app id>.git              bare mirror of the app's repository
-//	mirrors/<app id>.known_hosts      SSH host keys seen for the app (TOFU)
 //
 // On the server, under Spec.DeployPath:
 //
@@ -29,6 +29,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -85,8 +86,13 @@ type Spec struct {
 
 	DeployPath string `json:"deploy_path"` // absolute, e.g. /srv/berth/shop
 	// RunAsUser runs the deploy script, health check and reload command (and
-	// owns the release) as this system user. Empty means the agent's user.
-	RunAsUser    string `json:"run_as_user"`
+	// owns the release) as this system user, created when missing. Empty
+	// means Config.AppUser when the agent runs as root, else the agent's
+	// own user (the only one it can run anything as).
+	RunAsUser string `json:"run_as_user"`
+	// AllowRoot is the server's admin-granted allowance to run the app as
+	// a user with uid 0; without it such a user is refused.
+	AllowRoot    bool   `json:"allow_root"`
 	DeployScript string `json:"deploy_script"`
 	// Env is written to the release's .env (mode 0600, owned by the app
 	// user) and passed to the deploy script, health check and reload
@@ -111,6 +117,106 @@ type Credential struct {
 	SSHPrivateKey string
 	Username      string
 	Token         string
+	// AllowedHosts are the only repository hosts (lowercase, no port) the
+	// credential may be sent to; empty refuses it everywhere.
+	AllowedHosts []string
+	// KnownHosts are the pinned SSH host keys (known_hosts lines) an ssh
+	// fetch must match; ssh never learns one on its own.
+	KnownHosts string
+}
+
+// allows reports whether the credential may be sent to host.
+func (c *Credential) allows(host string) bool {
+	if c == nil {
+		return false
+	}
+	host = normalizeHost(host)
+	return host != "" && slices.ContainsFunc(c.AllowedHosts, func(h string) bool { return normalizeHost(h) == host })
+}
+
+func normalizeHost(h string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.Trim(h, "[]")), ".")
+}
+
+// repoHost is the host a repository URL reaches over the network, and
+// whether it is reached with ssh: https://, http://, git://, ssh:// URLs
+// and scp-like [user@]host:path. It is "" for a path or file:// URL (this
+// machine; no credential is sent anywhere).
+func repoHost(raw string) (host string, ssh bool, err error) {
+	if i := strings.Index(raw, "://"); i >= 0 {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return "", false, fmt.Errorf("deploy: repository URL %q does not parse: %w", raw, err)
+		}
+		switch strings.ToLower(u.Scheme) {
+		case "file":
+			return "", false, nil
+		case "http", "https", "git":
+		case "ssh", "git+ssh", "ssh+git":
+			ssh = true
+		default:
+			return "", false, fmt.Errorf("deploy: repository URL scheme %q is not supported (https, http, ssh, git or a path)", u.Scheme)
+		}
+		if u.Hostname() == "" {
+			return "", false, fmt.Errorf("deploy: repository URL %q names no host", raw)
+		}
+		return normalizeHost(u.Hostname()), ssh, nil
+	}
+	// git's transport::address syntax runs helpers, not a host.
+	if i := strings.Index(raw, "::"); i > 0 && !strings.ContainsAny(raw[:i], "/@[") {
+		return "", false, fmt.Errorf("deploy: repository URL %q uses a transport helper, which is not supported", raw)
+	}
+	// git's rule: a colon before any slash makes it scp-like; a bracketed
+	// host may hold colons ([::1]:repo.git).
+	rest := raw
+	if at := strings.LastIndex(rest, "@"); at >= 0 && !strings.Contains(rest[:at], "/") {
+		rest = rest[at+1:]
+	}
+	var hostPart string
+	if strings.HasPrefix(rest, "[") {
+		end := strings.Index(rest, "]:")
+		if end < 0 {
+			return "", false, nil
+		}
+		hostPart = rest[1:end]
+	} else {
+		colon := strings.Index(rest, ":")
+		if colon < 0 || strings.Contains(rest[:colon], "/") {
+			return "", false, nil // a local path
+		}
+		hostPart = rest[:colon]
+	}
+	if hostPart == "" {
+		return "", false, fmt.Errorf("deploy: repository URL %q names no host", raw)
+	}
+	return normalizeHost(hostPart), true, nil
+}
+
+// checkCredential binds the credential to its hosts before anything is
+// fetched: a repository URL naming another host (or none) never gets it,
+// and an ssh fetch without pinned host keys never connects.
+func (s *Spec) checkCredential() error {
+	c := s.Credential
+	if c == nil {
+		return nil
+	}
+	host, ssh, err := repoHost(s.RepoURL)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return fmt.Errorf("deploy: repository %q is on this machine; a git credential is only sent to a host it is bound to", s.RepoURL)
+	}
+	if len(c.AllowedHosts) == 0 {
+		return fmt.Errorf("deploy: the git credential is bound to no host; refusing to send it to %s", host)
+	}
+	if !c.allows(host) {
+		return fmt.Errorf("deploy: the git credential may be sent only to %s, not to %s (the repository's host)", strings.Join(c.AllowedHosts, ", "), host)
+	}
+	if ssh && c.kind() == "ssh" && strings.TrimSpace(c.KnownHosts) == "" {
+		return fmt.Errorf("deploy: the git credential has no pinned SSH host keys (known_hosts) for %s; refusing to connect without them", host)
+	}
+	return nil
 }
 
 func (c *Credential) kind() string {
@@ -139,6 +245,8 @@ var (
 	safeIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	shaRE    = regexp.MustCompile(`^[0-9a-fA-F]{4,64}$`)
+	// userNameRE admits names useradd would take (and never an option).
+	userNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?$`)
 )
 
 // IsReleaseID reports whether s is shaped like a ULID (26 Crockford base32
@@ -158,6 +266,9 @@ func (s *Spec) normalize() error {
 		return fmt.Errorf("deploy: deploy path %q must be an absolute path below /", s.DeployPath)
 	}
 	s.DeployPath = filepath.Clean(s.DeployPath)
+	if s.RunAsUser != "" && !userNameRE.MatchString(s.RunAsUser) {
+		return fmt.Errorf("deploy: user name %q is not a valid system user name", s.RunAsUser)
+	}
 	if s.KeepReleases <= 0 {
 		s.KeepReleases = DefaultKeepReleases
 	}
@@ -204,6 +315,9 @@ func (s *Spec) normalize() error {
 		if c := s.Credential; c != nil && c.SSHPrivateKey == "" && c.Token == "" {
 			s.Credential = nil
 		}
+		if err := s.checkCredential(); err != nil {
+			return err
+		}
 	case KindRollback:
 		if !IsReleaseID(s.RollbackTo) {
 			return fmt.Errorf("deploy: rollback target %q is not a release id", s.RollbackTo)
@@ -226,7 +340,9 @@ func (s *Spec) moveURLCredential() error {
 		return nil
 	}
 	if s.Credential == nil {
-		s.Credential = &Credential{Username: u.User.Username(), Token: pass}
+		// Whoever wrote the URL chose the host and the secret together:
+		// the credential is bound to that host.
+		s.Credential = &Credential{Username: u.User.Username(), Token: pass, AllowedHosts: []string{u.Hostname()}}
 	}
 	u.User = nil
 	s.RepoURL = u.String()

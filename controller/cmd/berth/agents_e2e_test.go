@@ -95,7 +95,8 @@ func (f *fleetEnv) addServer(t *testing.T, name string, extra ...string) added {
 
 func enrollAgent(t *testing.T, addr, token, pin, dir string) result {
 	t.Helper()
-	return runBin(t, agentBin, nil, "", "berth-agent enroll", "enroll", "--controller", addr, "--token", token, "--ca-pin", pin, "--data-dir", dir)
+	// The token goes in on stdin: on the command line ps would show it.
+	return runBin(t, agentBin, nil, token+"\n", "berth-agent enroll", "enroll", "--controller", addr, "--token-stdin", "--ca-pin", pin, "--data-dir", dir)
 }
 
 type agentProc struct {
@@ -254,10 +255,33 @@ func TestInstallOneLiner(t *testing.T) {
 	if code, _ := get(f.c.url("/download/ca.key")); code != 404 {
 		t.Fatalf("download of ca.key = %d, want 404", code)
 	}
+	// The expected checksum travels in the command (install.sh also checks
+	// SHA256SUMS), and the token in a private file, never in argv.
+	bin := filepath.Join(filepath.Dir(berthBin), "agent-dist", "berth-agent-linux-"+runtime.GOARCH)
+	orig, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(orig)
+	wantSum := hex.EncodeToString(sum[:])
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(a.Token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	root := t.TempDir()
-	install := func() result {
+	installWith := func(sum string) result {
 		env := []string{"BERTH_INSTALL_PREFIX=" + root + "/bin", "BERTH_AGENT_DATA_DIR=" + root + "/data", "BERTH_INSTALL_NO_SYSTEMD=1"}
-		return runBin(t, "sh", env, script, "install.sh", "-s", "--", "--controller", f.c.grpcAddr, "--token", a.Token, "--ca-pin", a.CAPin)
+		return runBin(t, "sh", env, script, "install.sh", "-s", "--", "--controller", f.c.grpcAddr, "--ca-pin", a.CAPin,
+			"--sha256-"+runtime.GOARCH, sum, "--token-file", tokenFile)
+	}
+	install := func() result { return installWith(wantSum) }
+	// A checksum in the command that is not the served binary's is refused,
+	// although SHA256SUMS from the same server agrees with the binary.
+	if r := installWith(strings.Repeat("0", 64)); r.code == 0 || !strings.Contains(r.stderr, "checksum mismatch") {
+		t.Fatalf("wrong --sha256: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(root, "bin", "berth-agent")); err == nil {
+		t.Fatal("a binary with the wrong checksum was installed")
 	}
 	if r := install(); r.code != 0 || !strings.Contains(r.stdout, "enrolled") {
 		t.Fatalf("install: %+v", r)
@@ -267,11 +291,6 @@ func TestInstallOneLiner(t *testing.T) {
 	}
 
 	// Tamper with the served binary: the script refuses it.
-	bin := filepath.Join(filepath.Dir(berthBin), "agent-dist", "berth-agent-linux-"+runtime.GOARCH)
-	orig, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() { _ = os.WriteFile(bin, orig, 0o755) })
 	if err := os.WriteFile(bin, append(append([]byte{}, orig...), 0), 0o755); err != nil {
 		t.Fatal(err)

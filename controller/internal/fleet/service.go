@@ -220,14 +220,15 @@ func (s *Service) AddServer(ctx context.Context, pr *auth.Principal, peer Peer, 
 
 // joinResult is what an operator needs to (re-)enroll a server's agent.
 // The token is never part of a printed command (it would sit in the
-// shell's history and in ps): the installer and `berth-agent enroll` ask
-// for it on the terminal, or read it from --token-file. The install
+// shell's history and in ps): the installer asks for it on the terminal
+// or reads it from --token-file, and `berth-agent enroll --token-stdin`
+// reads it pasted (or piped) on standard input. The install
 // command carries the agent binaries' SHA-256s, so a checksum file from the
 // same origin as the binary is not the only check.
 func (s *Service) joinResult(srv store.Server, token string, exp time.Time) AddResult {
 	pin := s.ca.Pin()
 	res := AddResult{Server: srv, Token: token, TokenExpiresAt: exp, CAPin: pin}
-	res.EnrollCommand = fmt.Sprintf("berth-agent enroll --controller %s --ca-pin %s", s.cfg.ControllerAddr, pin)
+	res.EnrollCommand = fmt.Sprintf("berth-agent enroll --controller %s --ca-pin %s --token-stdin", s.cfg.ControllerAddr, pin)
 	if s.cfg.InstallURL != "" {
 		cmd := fmt.Sprintf("curl -fsSL %s/install.sh | sudo sh -s -- --controller %s --ca-pin %s",
 			strings.TrimRight(s.cfg.InstallURL, "/"), s.cfg.ControllerAddr, pin)
