@@ -237,11 +237,12 @@ func TestInstallOneLiner(t *testing.T) {
 	}
 	// The command carries the served binary's SHA-256, computed by the
 	// controller, and never the join token.
-	served, err := os.ReadFile(filepath.Join(filepath.Dir(berthBin), "agent-dist", "berth-agent-linux-"+runtime.GOARCH))
+	bin := filepath.Join(filepath.Dir(berthBin), "agent-dist", "berth-agent-linux-"+runtime.GOARCH)
+	orig, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(served)
+	sum := sha256.Sum256(orig)
 	if !strings.Contains(a.Install, "--sha256-"+runtime.GOARCH+" "+hex.EncodeToString(sum[:])) || strings.Contains(a.Install+a.EnrollCommand, a.Token) {
 		t.Fatalf("install command %q, enroll command %q", a.Install, a.EnrollCommand)
 	}
@@ -257,12 +258,6 @@ func TestInstallOneLiner(t *testing.T) {
 	}
 	// The expected checksum travels in the command (install.sh also checks
 	// SHA256SUMS), and the token in a private file, never in argv.
-	bin := filepath.Join(filepath.Dir(berthBin), "agent-dist", "berth-agent-linux-"+runtime.GOARCH)
-	orig, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(orig)
 	wantSum := hex.EncodeToString(sum[:])
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(a.Token+"\n"), 0o600); err != nil {
