@@ -47,7 +47,7 @@ func (s *Service) requireTokenManager(a Actor) error {
 
 // CreateToken makes an API token for the actor and returns it (shown once)
 // with its record. See the rules above. expiresAt nil: no expiry, unless
-// the calling token has one.
+// the calling token has one (then its expiry).
 func (s *Service) CreateToken(ctx context.Context, a Actor, name string, scopes []store.Scope, expiresAt *time.Time) (string, store.APIToken, error) {
 	if err := s.requireTokenManager(a); err != nil {
 		return "", store.APIToken{}, err
@@ -80,15 +80,10 @@ func (s *Service) CreateToken(ctx context.Context, a Actor, name string, scopes 
 	var parent *store.ID
 	if a.IsToken() {
 		parent = a.TokenID
-		if pe := a.TokenExpiresAt; pe != nil {
-			switch {
-			case expiresAt == nil:
-				// A child never outlives its parent: it inherits the expiry.
-				expiresAt = pe
-			case expiresAt.After(*pe):
-				return "", store.APIToken{}, fmt.Errorf("%w: expiry %s is after the calling token's expiry %s", ErrForbidden,
-					expiresAt.UTC().Format(time.RFC3339), pe.UTC().Format(time.RFC3339))
-			}
+		if pe := a.TokenExpiresAt; pe != nil && (expiresAt == nil || expiresAt.After(*pe)) {
+			// A child never outlives its parent: asking for no expiry, or a
+			// later one, gives it the parent's (the answer shows it).
+			expiresAt = pe
 		}
 	}
 	tok, hash := auth.NewToken()

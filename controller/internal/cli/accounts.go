@@ -179,7 +179,7 @@ func (a *app) tokenAPICmds() []*cobra.Command {
 		},
 	}, &newF)
 	issue.Flags().StringSliceVar(&scopes, "scope", []string{"read"}, "read, write, deploy or admin (repeatable)")
-	issue.Flags().DurationVar(&expires, "expires", 720*time.Hour, "lifetime; 0 for none, or the calling token's expiry when it has one")
+	issue.Flags().DurationVar(&expires, "expires", 720*time.Hour, "lifetime; 0 for none (never later than the calling token's expiry)")
 
 	var revF apiFlags
 	revoke := apiCommand(&cobra.Command{
