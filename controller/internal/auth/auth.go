@@ -129,17 +129,6 @@ func CapScopes(scopes []store.Scope, r store.UserRole) []store.Scope {
 	return out
 }
 
-// Highest is the highest of scopes ("" for none).
-func Highest(scopes []store.Scope) store.Scope {
-	var top store.Scope
-	for _, sc := range scopes {
-		if Rank(sc) > Rank(top) {
-			top = sc
-		}
-	}
-	return top
-}
-
 // Allows reports whether the principal holds need (or a scope above it).
 // A nil principal allows nothing.
 func (p *Principal) Allows(need store.Scope) bool {
