@@ -174,19 +174,10 @@ func (m Meta) ip() *netip.Addr {
 // (a signed-in user or an API token) with the client's address and agent
 // for the audit trail. It adds no rule of its own: every check is
 // auth.Require or Principal.Allows on the embedded principal. Get one from
-// Session.Actor, Service.TokenActor or ActorOf.
+// Session.Actor or Service.TokenActor.
 type Actor struct {
 	auth.Principal
 	Meta
-}
-
-// ActorOf wraps a principal from another service (the web UI's viewer, the
-// gRPC interceptor's caller) with the client's meta.
-func ActorOf(p *auth.Principal, meta Meta) Actor {
-	if p == nil {
-		return Actor{Meta: meta}
-	}
-	return Actor{Principal: *p, Meta: meta}
 }
 
 // userActor is u acting through a browser session (sessionID may be nil
