@@ -1,6 +1,7 @@
 -- name: CreateAPIToken :one
-INSERT INTO api_tokens (id, user_id, name, token_hash, scopes, expires_at)
-VALUES (sqlc.arg(id), sqlc.arg(user_id), sqlc.arg(name), sqlc.arg(token_hash), sqlc.arg(scopes)::text[], sqlc.narg(expires_at))
+INSERT INTO api_tokens (id, user_id, name, token_hash, scopes, expires_at, parent_token_id)
+VALUES (sqlc.arg(id), sqlc.arg(user_id), sqlc.arg(name), sqlc.arg(token_hash), sqlc.arg(scopes)::text[], sqlc.narg(expires_at),
+        sqlc.narg(parent_token_id))
 RETURNING *;
 
 -- name: GetAPITokenByHash :one
@@ -28,3 +29,16 @@ SELECT * FROM api_tokens WHERE id = sqlc.arg(id);
 -- name: RevokeUserAPITokens :execrows
 -- Every live token of a user at once, when the user is disabled.
 UPDATE api_tokens SET revoked_at = now() WHERE user_id = sqlc.arg(user_id) AND revoked_at IS NULL;
+
+-- name: RevokeAPITokenTree :many
+-- A token and every token made from it, at any depth, in one statement: a
+-- child never outlives its parent. Returns the rows this call revoked
+-- (already revoked ones are left as they were).
+WITH RECURSIVE tree AS (
+    SELECT api_tokens.id FROM api_tokens WHERE api_tokens.id = sqlc.arg(id)
+    UNION
+    SELECT c.id FROM api_tokens c JOIN tree ON c.parent_token_id = tree.id
+)
+UPDATE api_tokens SET revoked_at = now()
+WHERE api_tokens.id IN (SELECT tree.id FROM tree) AND api_tokens.revoked_at IS NULL
+RETURNING *;

@@ -14,18 +14,20 @@ import (
 )
 
 const createAPIToken = `-- name: CreateAPIToken :one
-INSERT INTO api_tokens (id, user_id, name, token_hash, scopes, expires_at)
-VALUES ($1, $2, $3, $4, $5::text[], $6)
-RETURNING id, user_id, name, token_hash, scopes, expires_at, last_used_at, last_used_ip, revoked_at, created_at
+INSERT INTO api_tokens (id, user_id, name, token_hash, scopes, expires_at, parent_token_id)
+VALUES ($1, $2, $3, $4, $5::text[], $6,
+        $7)
+RETURNING id, user_id, name, token_hash, scopes, expires_at, last_used_at, last_used_ip, revoked_at, created_at, parent_token_id
 `
 
 type CreateAPITokenParams struct {
-	ID        pgtype.UUID
-	UserID    pgtype.UUID
-	Name      string
-	TokenHash []byte
-	Scopes    []string
-	ExpiresAt *time.Time
+	ID            pgtype.UUID
+	UserID        pgtype.UUID
+	Name          string
+	TokenHash     []byte
+	Scopes        []string
+	ExpiresAt     *time.Time
+	ParentTokenID pgtype.UUID
 }
 
 func (q *Queries) CreateAPIToken(ctx context.Context, arg CreateAPITokenParams) (ApiToken, error) {
@@ -36,6 +38,7 @@ func (q *Queries) CreateAPIToken(ctx context.Context, arg CreateAPITokenParams) 
 		arg.TokenHash,
 		arg.Scopes,
 		arg.ExpiresAt,
+		arg.ParentTokenID,
 	)
 	var i ApiToken
 	err := row.Scan(
@@ -49,12 +52,13 @@ func (q *Queries) CreateAPIToken(ctx context.Context, arg CreateAPITokenParams) 
 		&i.LastUsedIp,
 		&i.RevokedAt,
 		&i.CreatedAt,
+		&i.ParentTokenID,
 	)
 	return i, err
 }
 
 const getAPIToken = `-- name: GetAPIToken :one
-SELECT id, user_id, name, token_hash, scopes, expires_at, last_used_at, last_used_ip, revoked_at, created_at FROM api_tokens WHERE id = $1
+SELECT id, user_id, name, token_hash, scopes, expires_at, last_used_at, last_used_ip, revoked_at, created_at, parent_token_id FROM api_tokens WHERE id = $1
 `
 
 func (q *Queries) GetAPIToken(ctx context.Context, id pgtype.UUID) (ApiToken, error) {
@@ -71,12 +75,13 @@ func (q *Queries) GetAPIToken(ctx context.Context, id pgtype.UUID) (ApiToken, er
 		&i.LastUsedIp,
 		&i.RevokedAt,
 		&i.CreatedAt,
+		&i.ParentTokenID,
 	)
 	return i, err
 }
 
 const getAPITokenByHash = `-- name: GetAPITokenByHash :one
-SELECT api_tokens.id, api_tokens.user_id, api_tokens.name, api_tokens.token_hash, api_tokens.scopes, api_tokens.expires_at, api_tokens.last_used_at, api_tokens.last_used_ip, api_tokens.revoked_at, api_tokens.created_at, u.email AS user_email, u.status AS user_status, u.role AS user_role
+SELECT api_tokens.id, api_tokens.user_id, api_tokens.name, api_tokens.token_hash, api_tokens.scopes, api_tokens.expires_at, api_tokens.last_used_at, api_tokens.last_used_ip, api_tokens.revoked_at, api_tokens.created_at, api_tokens.parent_token_id, u.email AS user_email, u.status AS user_status, u.role AS user_role
 FROM api_tokens
 JOIN users u ON u.id = api_tokens.user_id
 WHERE api_tokens.token_hash = $1
@@ -104,6 +109,7 @@ func (q *Queries) GetAPITokenByHash(ctx context.Context, tokenHash []byte) (GetA
 		&i.ApiToken.LastUsedIp,
 		&i.ApiToken.RevokedAt,
 		&i.ApiToken.CreatedAt,
+		&i.ApiToken.ParentTokenID,
 		&i.UserEmail,
 		&i.UserStatus,
 		&i.UserRole,
@@ -112,7 +118,7 @@ func (q *Queries) GetAPITokenByHash(ctx context.Context, tokenHash []byte) (GetA
 }
 
 const listAPITokensForUser = `-- name: ListAPITokensForUser :many
-SELECT id, user_id, name, token_hash, scopes, expires_at, last_used_at, last_used_ip, revoked_at, created_at FROM api_tokens WHERE user_id = $1 ORDER BY id DESC
+SELECT id, user_id, name, token_hash, scopes, expires_at, last_used_at, last_used_ip, revoked_at, created_at, parent_token_id FROM api_tokens WHERE user_id = $1 ORDER BY id DESC
 `
 
 func (q *Queries) ListAPITokensForUser(ctx context.Context, userID pgtype.UUID) ([]ApiToken, error) {
@@ -135,6 +141,7 @@ func (q *Queries) ListAPITokensForUser(ctx context.Context, userID pgtype.UUID) 
 			&i.LastUsedIp,
 			&i.RevokedAt,
 			&i.CreatedAt,
+			&i.ParentTokenID,
 		); err != nil {
 			return nil, err
 		}
@@ -147,7 +154,7 @@ func (q *Queries) ListAPITokensForUser(ctx context.Context, userID pgtype.UUID) 
 }
 
 const revokeAPIToken = `-- name: RevokeAPIToken :one
-UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id, user_id, name, token_hash, scopes, expires_at, last_used_at, last_used_ip, revoked_at, created_at
+UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id, user_id, name, token_hash, scopes, expires_at, last_used_at, last_used_ip, revoked_at, created_at, parent_token_id
 `
 
 func (q *Queries) RevokeAPIToken(ctx context.Context, id pgtype.UUID) (ApiToken, error) {
@@ -164,8 +171,55 @@ func (q *Queries) RevokeAPIToken(ctx context.Context, id pgtype.UUID) (ApiToken,
 		&i.LastUsedIp,
 		&i.RevokedAt,
 		&i.CreatedAt,
+		&i.ParentTokenID,
 	)
 	return i, err
+}
+
+const revokeAPITokenTree = `-- name: RevokeAPITokenTree :many
+WITH RECURSIVE tree AS (
+    SELECT api_tokens.id FROM api_tokens WHERE api_tokens.id = $1
+    UNION
+    SELECT c.id FROM api_tokens c JOIN tree ON c.parent_token_id = tree.id
+)
+UPDATE api_tokens SET revoked_at = now()
+WHERE api_tokens.id IN (SELECT tree.id FROM tree) AND api_tokens.revoked_at IS NULL
+RETURNING id, user_id, name, token_hash, scopes, expires_at, last_used_at, last_used_ip, revoked_at, created_at, parent_token_id
+`
+
+// A token and every token made from it, at any depth, in one statement: a
+// child never outlives its parent. Returns the rows this call revoked
+// (already revoked ones are left as they were).
+func (q *Queries) RevokeAPITokenTree(ctx context.Context, id pgtype.UUID) ([]ApiToken, error) {
+	rows, err := q.db.Query(ctx, revokeAPITokenTree, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ApiToken{}
+	for rows.Next() {
+		var i ApiToken
+		if err := rows.Scan(
+			&i.ID,
+			&i.UserID,
+			&i.Name,
+			&i.TokenHash,
+			&i.Scopes,
+			&i.ExpiresAt,
+			&i.LastUsedAt,
+			&i.LastUsedIp,
+			&i.RevokedAt,
+			&i.CreatedAt,
+			&i.ParentTokenID,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const revokeUserAPITokens = `-- name: RevokeUserAPITokens :execrows

@@ -40,16 +40,17 @@ type AgentCertificate struct {
 }
 
 type ApiToken struct {
-	ID         pgtype.UUID
-	UserID     pgtype.UUID
-	Name       string
-	TokenHash  []byte
-	Scopes     []string
-	ExpiresAt  *time.Time
-	LastUsedAt *time.Time
-	LastUsedIp *netip.Addr
-	RevokedAt  *time.Time
-	CreatedAt  time.Time
+	ID            pgtype.UUID
+	UserID        pgtype.UUID
+	Name          string
+	TokenHash     []byte
+	Scopes        []string
+	ExpiresAt     *time.Time
+	LastUsedAt    *time.Time
+	LastUsedIp    *netip.Addr
+	RevokedAt     *time.Time
+	CreatedAt     time.Time
+	ParentTokenID pgtype.UUID
 }
 
 type App struct {

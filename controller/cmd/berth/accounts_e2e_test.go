@@ -77,7 +77,7 @@ func TestAccountsAndAuditOverTheAPI(t *testing.T) {
 	// Everything above is in the activity log and security events, with
 	// no token value anywhere.
 	r = run(t, f.env, "activity", "-o", "json")
-	for _, a := range []string{"server.created", "user.invite", "token.create", "token.revoke", "user.disable"} {
+	for _, a := range []string{"server.created", "user.invited", "token.created", "token.revoked", "user.disabled"} {
 		if !strings.Contains(r.stdout, a) {
 			t.Errorf("activity lacks %s:\n%s", a, r.stdout)
 		}

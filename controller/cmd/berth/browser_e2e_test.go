@@ -310,9 +310,9 @@ func browserThrottle(t *testing.T, e *browserEnv) {
 	createUser(t, e.dataDir, admin, adminPW)
 	sec := e.tab(t, "joan")
 	sec.login(admin, adminPW)
-	sec.open("/security?type=login_throttled")
+	sec.open("/security?type=login.throttled")
 	sec.waitVisible("#security-events")
-	if rows := sec.text("#security-events tbody"); !strings.Contains(rows, "login_throttled") || !strings.Contains(rows, email) {
+	if rows := sec.text("#security-events tbody"); !strings.Contains(rows, "login.throttled") || !strings.Contains(rows, email) {
 		t.Fatalf("security events:\n%s", rows)
 	}
 }

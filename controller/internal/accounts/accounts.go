@@ -192,76 +192,24 @@ func (m Meta) ip() *netip.Addr {
 	return &a
 }
 
-// Actor is who performs an action: a signed-in user (web session) or an
-// API token. Get one from Session.Actor or Service.TokenActor.
+// Actor is who performs an action: the one principal type of package auth
+// (a signed-in user or an API token) with the client's address and agent
+// for the audit trail. It adds no rule of its own: every check is
+// auth.Require or Principal.Allows on the embedded principal. Get one from
+// Session.Actor or Service.TokenActor.
 type Actor struct {
-	UserID store.ID
-	Email  string
-	Role   store.UserRole
-	// SessionID is the acting browser session (nil for API tokens): the
-	// one kept when a password or 2FA change revokes the others.
-	SessionID *store.ID
-	// TokenID, TokenName and Scopes describe the acting API token (nil,
-	// "" and nil for a web session, where the role alone decides).
-	TokenID   *store.ID
-	TokenName string
-	Scopes    []store.Scope
+	auth.Principal
 	Meta
 }
 
-// roleScope is the most a role may do, in scope terms: viewers read,
-// operators may deploy, admins may do everything.
-func roleScope(r store.UserRole) store.Scope {
-	switch r {
-	case store.RoleAdmin:
-		return store.ScopeAdmin
-	case store.RoleOperator:
-		return store.ScopeDeploy
-	case store.RoleViewer:
-		return store.ScopeRead
+// userActor is u acting through a browser session (sessionID may be nil
+// while a mailed link is being used): its scopes are its role's.
+func userActor(u store.User, sessionID *store.ID, meta Meta) Actor {
+	p := auth.Principal{UserID: u.ID, Email: u.Email, Role: u.Role, SessionID: sessionID, Scopes: auth.RoleScopes(u.Role)}
+	if meta.IP.IsValid() {
+		p.IP = meta.IP.String()
 	}
-	return ""
-}
-
-// RoleScopes are the scopes a role grants, lowest first.
-func RoleScopes(r store.UserRole) []store.Scope {
-	var out []store.Scope
-	for _, sc := range allScopes {
-		if scopeRank[sc] <= scopeRank[roleScope(r)] {
-			out = append(out, sc)
-		}
-	}
-	return out
-}
-
-var (
-	allScopes = []store.Scope{store.ScopeRead, store.ScopeWrite, store.ScopeDeploy, store.ScopeAdmin}
-	scopeRank = map[store.Scope]int{store.ScopeRead: 1, store.ScopeWrite: 2, store.ScopeDeploy: 3, store.ScopeAdmin: 4}
-)
-
-// Allows reports whether the actor may do something that needs scope: its
-// role must reach it and, for an API token, so must one of its scopes.
-func (a Actor) Allows(need store.Scope) bool {
-	if a.UserID == (store.ID{}) || scopeRank[need] == 0 || scopeRank[roleScope(a.Role)] < scopeRank[need] {
-		return false
-	}
-	if a.TokenID != nil {
-		return a.Principal().Allows(need)
-	}
-	return true
-}
-
-// Principal is the actor as the auth package sees it. A web session's
-// scopes are its role's.
-func (a Actor) Principal() *auth.Principal {
-	p := &auth.Principal{UserID: a.UserID, Email: a.Email, TokenID: a.TokenID, Scopes: a.Scopes}
-	if a.TokenID == nil {
-		p.Scopes = RoleScopes(a.Role)
-	}
-	if a.IP.IsValid() {
-		p.IP = a.IP.String()
-	}
-	return p
+	return Actor{Principal: p, Meta: meta}
 }
 
 // label names the actor in audit rows: the email, or token:<name>.
@@ -273,13 +221,7 @@ func (a Actor) label() string {
 }
 
 func (s *Service) require(a Actor, need store.Scope) error {
-	if a.UserID == (store.ID{}) {
-		return ErrUnauthenticated
-	}
-	if !a.Allows(need) {
-		return fmt.Errorf("%w: needs %s", ErrForbidden, need)
-	}
-	return nil
+	return auth.Require(&a.Principal, need)
 }
 
 // requireSession: credential changes (password, 2FA) need a signed-in
@@ -295,7 +237,8 @@ func (s *Service) requireSession(a Actor) error {
 }
 
 // TokenActor turns an authenticated API token (grpcapi's principal) into an
-// actor, loading the user's current role. The user must be active.
+// actor, reloading the token and its user: the user must be active and the
+// token live. Scopes are the token's, capped by the user's current role.
 func (s *Service) TokenActor(ctx context.Context, p *auth.Principal, meta Meta) (Actor, error) {
 	if p == nil || p.TokenID == nil {
 		return Actor{}, ErrUnauthenticated
@@ -317,10 +260,41 @@ func (s *Service) TokenActor(ctx context.Context, p *auth.Principal, meta Meta) 
 	if t.RevokedAt != nil || t.UserID != u.ID || (t.ExpiresAt != nil && !s.now().Before(*t.ExpiresAt)) {
 		return Actor{}, ErrUnauthenticated
 	}
-	return Actor{
-		UserID: u.ID, Email: u.Email, Role: u.Role,
-		TokenID: &t.ID, TokenName: t.Name, Scopes: t.Scopes, Meta: meta,
-	}, nil
+	pr := auth.Principal{
+		UserID: u.ID, Email: u.Email, Role: u.Role, TokenID: &t.ID, TokenName: t.Name, TokenExpiresAt: t.ExpiresAt,
+		Scopes: auth.CapScopes(t.Scopes, u.Role), IP: p.IP,
+	}
+	if pr.IP == "" && meta.IP.IsValid() {
+		pr.IP = meta.IP.String()
+	}
+	return Actor{Principal: pr, Meta: meta}, nil
+}
+
+// ResolveUser turns a user reference (a user id, or an email) into a user
+// id for an action on that user. Looking a user up by email tells whether
+// an account exists, so it needs the admin scope like the actions that use
+// it; an id is passed through for the action itself to check.
+func (s *Service) ResolveUser(ctx context.Context, a Actor, ref string) (store.ID, error) {
+	if err := s.require(a, store.ScopeRead); err != nil {
+		return store.ID{}, err
+	}
+	if id, err := store.ParseID(ref); err == nil {
+		return id, nil
+	}
+	if err := s.require(a, store.ScopeAdmin); err != nil {
+		return store.ID{}, err
+	}
+	if len(ref) > 254 || !strings.Contains(ref, "@") {
+		return store.ID{}, invalid("user must be an id or an email")
+	}
+	u, err := s.st.UserByEmail(ctx, ref)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.ID{}, ErrNotFound
+	}
+	if err != nil {
+		return store.ID{}, fmt.Errorf("resolve user: %w", err)
+	}
+	return u.ID, nil
 }
 
 // randomToken is 256 random bits, URL-safe: session cookies and mailed

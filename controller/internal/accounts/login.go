@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/password"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -221,7 +222,7 @@ func (s *Service) loginFailed(ctx context.Context, at attempt, reason string, fa
 	// Exactly at the threshold, so one burst raises one event, not one per
 	// further failure.
 	if f.Count == int64(th.AccountThreshold) {
-		if err := s.event(ctx, s.st, "login_failed_burst", store.SeverityWarning, at.userID, at.email, at.meta, map[string]any{
+		if err := s.event(ctx, s.st, kind.LoginFailedBurst, store.SeverityWarning, at.userID, at.email, at.meta, map[string]any{
 			"scope": "account", "email": at.email, "failures": f.Count, "window_seconds": int(th.Window.Seconds()),
 		}); err != nil {
 			return err
@@ -233,7 +234,7 @@ func (s *Service) loginFailed(ctx context.Context, at attempt, reason string, fa
 			return fmt.Errorf("count login failures: %w", err)
 		}
 		if f.Count == int64(th.IPThreshold) {
-			if err := s.event(ctx, s.st, "login_failed_burst", store.SeverityWarning, nil, "anonymous", at.meta, map[string]any{
+			if err := s.event(ctx, s.st, kind.LoginFailedBurst, store.SeverityWarning, nil, "anonymous", at.meta, map[string]any{
 				"scope": "ip", "failures": f.Count, "window_seconds": int(th.Window.Seconds()),
 			}); err != nil {
 				return err
@@ -270,7 +271,7 @@ func (s *Service) checkThrottle(ctx context.Context, at attempt) error {
 		return err
 	}
 	terr := &ThrottledError{RetryAfter: wait}
-	if err := s.event(ctx, s.st, "login_throttled", store.SeverityWarning, at.userID, at.email, at.meta, map[string]any{
+	if err := s.event(ctx, s.st, kind.LoginThrottled, store.SeverityWarning, at.userID, at.email, at.meta, map[string]any{
 		"scope": scope, "email": at.email, "stage": string(at.stage), "retry_after_seconds": terr.Seconds(),
 	}); err != nil {
 		return err

@@ -100,7 +100,7 @@ func TestThrottlingGrowsAndRecovers(t *testing.T) {
 	for i := range 5 {
 		wantErr(t, "failure "+string(rune('1'+i)), fail(), accounts.ErrInvalidCredentials)
 	}
-	if n := len(e.events("login_failed_burst")); n != 1 {
+	if n := len(e.events("login.failed_burst")); n != 1 {
 		t.Fatalf("%d login_failed_burst events after 5 failures, want 1", n)
 	}
 
@@ -125,10 +125,10 @@ func TestThrottlingGrowsAndRecovers(t *testing.T) {
 	if !errors.As(err, &te) || te.RetryAfter <= first || te.RetryAfter > 2*time.Second {
 		t.Fatalf("second delay: err = %v (%v), want in (%v, 2s]", err, te, first)
 	}
-	if n := len(e.events("login_failed_burst")); n != 1 {
+	if n := len(e.events("login.failed_burst")); n != 1 {
 		t.Errorf("%d login_failed_burst events, want still 1", n)
 	}
-	evs := e.events("login_throttled")
+	evs := e.events("login.throttled")
 	if len(evs) != 2 || evs[0].Severity != store.SeverityWarning || evs[0].Details["scope"] != "account" {
 		t.Errorf("login_throttled events = %+v", evs)
 	}
@@ -180,11 +180,11 @@ func TestThrottlingPerIP(t *testing.T) {
 	if _, err := e.svc.Login(e.ctx, "ada@example.com", adaPW, meta(ipA, "")); err != nil {
 		t.Fatalf("other IP: %v", err)
 	}
-	bursts := e.events("login_failed_burst")
+	bursts := e.events("login.failed_burst")
 	if len(bursts) != 1 || bursts[0].Details["scope"] != "ip" {
 		t.Errorf("bursts = %+v", bursts)
 	}
-	if ev := e.events("login_throttled"); len(ev) != 1 || ev[0].Details["scope"] != "ip" {
+	if ev := e.events("login.throttled"); len(ev) != 1 || ev[0].Details["scope"] != "ip" {
 		t.Errorf("throttled events = %+v", ev)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/mail"
 	"github.com/berthhq/berth/controller/internal/password"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -65,11 +66,11 @@ func (s *Service) ChangePassword(ctx context.Context, a Actor, current, next str
 		if _, err := tx.DeleteUserPasswordResetTokens(ctx, u.ID); err != nil {
 			return err
 		}
-		if err := s.event(ctx, tx, "password_changed", store.SeverityInfo, &u.ID, a.label(), a.Meta,
+		if err := s.event(ctx, tx, kind.PasswordChanged, store.SeverityInfo, &u.ID, a.label(), a.Meta,
 			map[string]any{"sessions_revoked": n}); err != nil {
 			return err
 		}
-		return s.activity(ctx, tx, a, "user.password_change", "user", &u.ID, u.Email,
+		return s.activity(ctx, tx, a, kind.PasswordChanged, "user", &u.ID, u.Email,
 			map[string]any{"password": changed})
 	})
 	if err != nil {
@@ -179,11 +180,11 @@ func (s *Service) sendResetLink(ctx context.Context, email string, meta Meta) er
 		if err != nil {
 			return err
 		}
-		if err := s.event(ctx, tx, "password_reset_requested", store.SeverityInfo, &u.ID, "anonymous", meta, nil); err != nil {
+		if err := s.event(ctx, tx, kind.PasswordResetAsked, store.SeverityInfo, &u.ID, "anonymous", meta, nil); err != nil {
 			return err
 		}
 		// Not yet proven to be the user: recorded without the user as actor.
-		return s.activity(ctx, tx, Actor{Meta: meta}, "user.password_reset_request", "user", &u.ID, u.Email,
+		return s.activity(ctx, tx, Actor{Meta: meta}, kind.PasswordResetAsked, "user", &u.ID, u.Email,
 			map[string]any{"expires_at": t.ExpiresAt})
 	})
 	if err != nil {
@@ -226,12 +227,12 @@ func (s *Service) ResetPassword(ctx context.Context, token, newPassword string, 
 		if err != nil {
 			return err
 		}
-		a := Actor{UserID: u.ID, Email: u.Email, Role: u.Role, Meta: meta}
-		if err := s.event(ctx, tx, "password_reset", store.SeverityWarning, &u.ID, a.label(), meta,
+		a := userActor(u, nil, meta)
+		if err := s.event(ctx, tx, kind.PasswordReset, store.SeverityWarning, &u.ID, a.label(), meta,
 			map[string]any{"sessions_revoked": n}); err != nil {
 			return err
 		}
-		return s.activity(ctx, tx, a, "user.password_reset", "user", &u.ID, u.Email, map[string]any{"password": changed})
+		return s.activity(ctx, tx, a, kind.PasswordReset, "user", &u.ID, u.Email, map[string]any{"password": changed})
 	})
 	if err != nil {
 		return fmt.Errorf("reset password: %w", err)

@@ -38,10 +38,10 @@ func TestChangePassword(t *testing.T) {
 	_, err = e.svc.Login(e.ctx, "ada@example.com", adaPW, meta(ipA, ""))
 	wantErr(t, "old password", err, accounts.ErrInvalidCredentials)
 	e.login("ada@example.com", newPW, meta(ipA, ""))
-	if ev := e.events("password_changed"); len(ev) != 1 || ev[0].Details["sessions_revoked"] != float64(1) {
-		t.Errorf("password_changed events = %+v", ev)
+	if ev := e.events("password.changed"); len(ev) != 1 || ev[0].Details["sessions_revoked"] != float64(1) {
+		t.Errorf("password.changed events = %+v", ev)
 	}
-	if act := e.activities("user.password_change"); len(act) != 1 || act[0].Actor != "ada@example.com" {
+	if act := e.activities("password.changed"); len(act) != 1 || act[0].Actor != "ada@example.com" {
 		t.Errorf("activities = %+v", act)
 	}
 }
@@ -62,7 +62,7 @@ func TestPasswordReset(t *testing.T) {
 	if msgs := e.smtp.Messages(); len(msgs) != 1 {
 		t.Fatalf("%d mails sent, want 1 (none for unknown addresses)", len(msgs))
 	}
-	if ev := e.events("password_reset_requested"); len(ev) != 1 {
+	if ev := e.events("password.reset_requested"); len(ev) != 1 {
 		t.Errorf("password_reset_requested events = %+v", ev)
 	}
 
@@ -75,10 +75,10 @@ func TestPasswordReset(t *testing.T) {
 	_, err := e.svc.Authenticate(e.ctx, tok, meta(ipA, ""))
 	wantErr(t, "session after reset", err, accounts.ErrSessionInvalid)
 	e.login("ada@example.com", newPW, meta(ipA, ""))
-	if ev := e.events("password_reset"); len(ev) != 1 || ev[0].UserID == nil || *ev[0].UserID != ada.ID {
+	if ev := e.events("password.reset"); len(ev) != 1 || ev[0].UserID == nil || *ev[0].UserID != ada.ID {
 		t.Errorf("password_reset events = %+v", ev)
 	}
-	if n := len(e.activities("user.password_reset")); n != 1 {
+	if n := len(e.activities("password.reset")); n != 1 {
 		t.Errorf("%d user.password_reset activities", n)
 	}
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -32,12 +33,13 @@ func sessionOf(r store.Session, u store.User) Session {
 
 // Actor is the session's user acting from the client described by meta.
 func (s *Session) Actor(meta Meta) Actor {
-	return Actor{UserID: s.User.ID, Email: s.User.Email, Role: s.User.Role, SessionID: idPtr(s.ID), Meta: meta}
+	return userActor(s.User, idPtr(s.ID), meta)
 }
 
 // Principal is the session as the auth package sees it (scopes from role).
 func (s *Session) Principal() *auth.Principal {
-	return s.Actor(Meta{}).Principal()
+	a := s.Actor(Meta{})
+	return &a.Principal
 }
 
 // String names the session by id, never by its token.
@@ -109,7 +111,7 @@ func (s *Service) Logout(ctx context.Context, token string, meta Meta) error {
 			return err
 		}
 		sess := sessionOf(sw.Session, sw.User)
-		return s.activity(ctx, tx, sess.Actor(meta), "user.logout", "session", &sw.ID, "", nil)
+		return s.activity(ctx, tx, sess.Actor(meta), kind.UserLoggedOut, "session", &sw.ID, "", nil)
 	})
 	if err != nil {
 		return fmt.Errorf("logout: %w", err)
@@ -166,11 +168,11 @@ func (s *Service) RevokeSession(ctx context.Context, a Actor, id store.ID) error
 			return err
 		}
 		current := a.SessionID != nil && *a.SessionID == id
-		if err := s.event(ctx, tx, "session_revoked", store.SeverityInfo, &a.UserID, a.label(), a.Meta,
+		if err := s.event(ctx, tx, kind.SessionRevoked, store.SeverityInfo, &a.UserID, a.label(), a.Meta,
 			map[string]any{"session_id": id.String(), "current": current}); err != nil {
 			return err
 		}
-		return s.activity(ctx, tx, a, "session.revoke", "session", &id, "", nil)
+		return s.activity(ctx, tx, a, kind.SessionRevoked, "session", &id, "", nil)
 	})
 	if err != nil {
 		return fmt.Errorf("revoke session: %w", err)

@@ -90,10 +90,10 @@ func TestListRevokeAndLogout(t *testing.T) {
 	must(t, e.svc.RevokeSession(e.ctx, a, phone.ID))
 	_, err = e.svc.Authenticate(e.ctx, phoneTok, meta(ipB, ""))
 	wantErr(t, "revoked session", err, accounts.ErrSessionInvalid)
-	if ev := e.events("session_revoked"); len(ev) != 1 || ev[0].Details["session_id"] != phone.ID.String() {
+	if ev := e.events("session.revoked"); len(ev) != 1 || ev[0].Details["session_id"] != phone.ID.String() {
 		t.Errorf("session_revoked events = %+v", ev)
 	}
-	if n := len(e.activities("session.revoke")); n != 1 {
+	if n := len(e.activities("session.revoked")); n != 1 {
 		t.Errorf("%d session.revoke activities", n)
 	}
 
@@ -101,7 +101,7 @@ func TestListRevokeAndLogout(t *testing.T) {
 	_, err = e.svc.Authenticate(e.ctx, laptopTok, meta(ipA, ""))
 	wantErr(t, "after logout", err, accounts.ErrSessionInvalid)
 	must(t, e.svc.Logout(e.ctx, laptopTok, meta(ipA, ""))) // twice is fine
-	if n := len(e.activities("user.logout")); n != 1 {
+	if n := len(e.activities("user.logged_out")); n != 1 {
 		t.Errorf("%d user.logout activities", n)
 	}
 	if p := laptop.Principal(); !p.Allows(store.ScopeRead) || p.Allows(store.ScopeWrite) || p.TokenID != nil {

@@ -8,16 +8,48 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/store"
 )
 
-// CreateToken makes an API token for the actor and returns it (shown once)
-// with its record. Each scope must be within the actor's role (viewer:
-// read; operator: up to deploy; admin: all) and, when the actor is itself
-// a token, within that token's scopes. expiresAt nil: no expiry.
-func (s *Service) CreateToken(ctx context.Context, a Actor, name string, scopes []store.Scope, expiresAt *time.Time) (string, store.APIToken, error) {
+// Who may manage API tokens:
+//
+//   - A person signed in to the web UI manages their own tokens, whatever
+//     their role; a new token's scopes are capped by the role (viewer: read;
+//     operator: up to deploy; admin: all).
+//   - Through an API token, creating or revoking tokens needs the admin
+//     scope. Otherwise a leaked read token could mint itself a fresh token
+//     or revoke its owner's others.
+//   - A token made through a token (a child) gets at most the calling
+//     token's scopes and expiry: a caller with an expiry gives the child
+//     that expiry when none is asked for, and refuses a later one. The
+//     child records its parent and is revoked with it, at any depth, in the
+//     same transaction.
+//   - Revoking another user's token needs the admin scope; to anyone else it
+//     does not exist.
+//
+// Listing one's own tokens needs only read.
+
+// errTokenNeedsAdmin is the refusal for a token without the admin scope.
+var errTokenNeedsAdmin = fmt.Errorf("%w: an API token needs the admin scope to manage tokens", ErrForbidden)
+
+// requireTokenManager checks that a may create or revoke tokens at all.
+func (s *Service) requireTokenManager(a Actor) error {
 	if err := s.require(a, store.ScopeRead); err != nil {
+		return err
+	}
+	if a.IsToken() && !a.Allows(store.ScopeAdmin) {
+		return errTokenNeedsAdmin
+	}
+	return nil
+}
+
+// CreateToken makes an API token for the actor and returns it (shown once)
+// with its record. See the rules above. expiresAt nil: no expiry, unless
+// the calling token has one (then its expiry).
+func (s *Service) CreateToken(ctx context.Context, a Actor, name string, scopes []store.Scope, expiresAt *time.Time) (string, store.APIToken, error) {
+	if err := s.requireTokenManager(a); err != nil {
 		return "", store.APIToken{}, err
 	}
 	name = strings.TrimSpace(name)
@@ -29,10 +61,13 @@ func (s *Service) CreateToken(ctx context.Context, a Actor, name string, scopes 
 	}
 	var clean []store.Scope
 	for _, sc := range scopes {
-		if scopeRank[sc] == 0 {
+		if !auth.ValidScope(sc) {
 			return "", store.APIToken{}, invalid("unknown scope %q (read, write, deploy, admin)", sc)
 		}
 		if !a.Allows(sc) {
+			if a.IsToken() {
+				return "", store.APIToken{}, fmt.Errorf("%w: scope %s exceeds the calling token's scopes (%s)", ErrForbidden, sc, strings.Join(scopeStrings(a.Scopes), ", "))
+			}
 			return "", store.APIToken{}, fmt.Errorf("%w: your role %s cannot grant scope %s", ErrForbidden, a.Role, sc)
 		}
 		if !slices.Contains(clean, sc) {
@@ -42,12 +77,21 @@ func (s *Service) CreateToken(ctx context.Context, a Actor, name string, scopes 
 	if expiresAt != nil && !expiresAt.After(s.now()) {
 		return "", store.APIToken{}, invalid("expiry must be in the future")
 	}
+	var parent *store.ID
+	if a.IsToken() {
+		parent = a.TokenID
+		if pe := a.TokenExpiresAt; pe != nil && (expiresAt == nil || expiresAt.After(*pe)) {
+			// A child never outlives its parent: asking for no expiry, or a
+			// later one, gives it the parent's (the answer shows it).
+			expiresAt = pe
+		}
+	}
 	tok, hash := auth.NewToken()
 	var t store.APIToken
 	err := s.st.InTx(ctx, func(tx *store.Store) error {
 		var err error
 		if t, err = tx.CreateAPIToken(ctx, store.CreateAPITokenParams{
-			UserID: a.UserID, Name: name, TokenHash: hash, Scopes: clean, ExpiresAt: expiresAt,
+			UserID: a.UserID, Name: name, TokenHash: hash, Scopes: clean, ExpiresAt: expiresAt, ParentTokenID: parent,
 		}); err != nil {
 			return err
 		}
@@ -55,14 +99,17 @@ func (s *Service) CreateToken(ctx context.Context, a Actor, name string, scopes 
 		if expiresAt != nil {
 			details["expires_at"] = *expiresAt
 		}
-		if err := s.event(ctx, tx, "token_created", store.SeverityInfo, &a.UserID, a.label(), a.Meta, details); err != nil {
+		if parent != nil {
+			details["parent_token_id"] = parent.String()
+		}
+		if err := s.event(ctx, tx, kind.TokenCreated, store.SeverityInfo, &a.UserID, a.label(), a.Meta, details); err != nil {
 			return err
 		}
 		changes := map[string]any{"name": change(nil, name), "scopes": change(nil, scopeStrings(clean))}
 		if expiresAt != nil {
 			changes["expires_at"] = change(nil, *expiresAt)
 		}
-		return s.activity(ctx, tx, a, "api_token.create", "api_token", &t.ID, name, changes)
+		return s.activity(ctx, tx, a, kind.TokenCreated, "api_token", &t.ID, name, changes)
 	})
 	if err != nil {
 		return "", store.APIToken{}, fmt.Errorf("create token: %w", err)
@@ -83,11 +130,12 @@ func (s *Service) ListTokens(ctx context.Context, a Actor) ([]store.APIToken, er
 	return ts, nil
 }
 
-// RevokeToken revokes one of the actor's tokens; admins may revoke anyone's.
-// Revoking a revoked token is a no-op; another user's token is ErrNotFound
-// to a non-admin.
+// RevokeToken revokes a token and every token made from it. One's own
+// tokens: any signed-in person, or an API token with the admin scope;
+// another user's: the admin scope (to anyone else it is ErrNotFound).
+// Revoking a revoked token is a no-op.
 func (s *Service) RevokeToken(ctx context.Context, a Actor, id store.ID) error {
-	if err := s.require(a, store.ScopeRead); err != nil {
+	if err := s.requireTokenManager(a); err != nil {
 		return err
 	}
 	err := s.st.InTx(ctx, func(tx *store.Store) error {
@@ -100,20 +148,25 @@ func (s *Service) RevokeToken(ctx context.Context, a Actor, id store.ID) error {
 		if t.UserID != a.UserID && !a.Allows(store.ScopeAdmin) {
 			return ErrNotFound
 		}
-		if t.RevokedAt != nil {
-			return nil
-		}
-		if _, err := tx.RevokeAPIToken(ctx, id); errors.Is(err, store.ErrNotFound) {
-			return nil // revoked concurrently
-		} else if err != nil {
+		revoked, err := tx.RevokeAPITokenTree(ctx, id)
+		if err != nil {
 			return err
 		}
-		if err := s.event(ctx, tx, "token_revoked", store.SeverityInfo, &t.UserID, a.label(), a.Meta,
-			map[string]any{"token_id": t.ID.String(), "name": t.Name}); err != nil {
-			return err
+		for _, r := range revoked {
+			details := map[string]any{"token_id": r.ID.String(), "name": r.Name}
+			changes := map[string]any{"revoked": change(false, true)}
+			if r.ID != id {
+				details["reason"], changes["reason"] = "parent revoked", "parent revoked"
+				details["revoked_with"] = id.String()
+			}
+			if err := s.event(ctx, tx, kind.TokenRevoked, store.SeverityInfo, &r.UserID, a.label(), a.Meta, details); err != nil {
+				return err
+			}
+			if err := s.activity(ctx, tx, a, kind.TokenRevoked, "api_token", &r.ID, r.Name, changes); err != nil {
+				return err
+			}
 		}
-		return s.activity(ctx, tx, a, "api_token.revoke", "api_token", &t.ID, t.Name,
-			map[string]any{"revoked": change(false, true)})
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("revoke token: %w", err)

@@ -1,6 +1,7 @@
 package accounts_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -57,28 +58,111 @@ func TestTokenScopesFollowRole(t *testing.T) {
 	_, _, err = e.svc.CreateToken(e.ctx, admin, "t", S(store.ScopeRead), &past)
 	wantErr(t, "expiry in the past", err, accounts.ErrInvalidInput)
 
-	// A token cannot mint a stronger token than itself, even for an admin.
+	// Through an API token, managing tokens needs the admin scope, whatever
+	// the user's role: a read token of an admin mints nothing.
 	readTok, readRec, err := e.svc.CreateToken(e.ctx, admin, "read-only", S(store.ScopeRead), nil)
 	must(t, err)
 	e.secret(readTok)
 	ta, err := e.svc.TokenActor(e.ctx, &auth.Principal{UserID: admin.UserID, TokenID: &readRec.ID}, meta(ipA, "cli"))
 	must(t, err)
-	_, _, err = e.svc.CreateToken(e.ctx, ta, "escalate", S(store.ScopeWrite), nil)
-	wantErr(t, "token escalates", err, accounts.ErrForbidden)
+	_, _, err = e.svc.CreateToken(e.ctx, ta, "child", S(store.ScopeRead), nil)
+	wantErr(t, "read token mints a token", err, accounts.ErrForbidden)
 	_, err = e.svc.ListUsers(e.ctx, ta)
 	wantErr(t, "read token lists users", err, accounts.ErrForbidden)
-	future := e.clock.Now().Add(24 * time.Hour)
-	tok, rec, err := e.svc.CreateToken(e.ctx, ta, "child", S(store.ScopeRead), &future)
+	if n := len(e.events("token.created")); n != 4 {
+		t.Errorf("%d token.created events, want 4", n)
+	}
+}
+
+// tokenActor is the actor of the token rec, as the gRPC API makes it.
+func (e *env) tokenActor(t *testing.T, a accounts.Actor, rec store.APIToken) accounts.Actor {
+	t.Helper()
+	ta, err := e.svc.TokenActor(e.ctx, &auth.Principal{UserID: a.UserID, TokenID: &rec.ID}, meta(ipA, "cli"))
+	must(t, err)
+	return ta
+}
+
+// Issue 15: a read token made a child token and revoked its owner's admin
+// token. Through a token, both need the admin scope, and the refusal says
+// so rather than blaming the role.
+func TestReadTokenCannotManageTokens(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.user(store.RoleAdmin, "ada@example.com", adaPW)
+	admin := e.actor("ada@example.com", adaPW)
+	mk := func(name string, sc store.Scope) store.APIToken {
+		tok, rec, err := e.svc.CreateToken(e.ctx, admin, name, []store.Scope{sc}, nil)
+		must(t, err)
+		e.secret(tok)
+		return rec
+	}
+	adminTok := mk("admin", store.ScopeAdmin)
+	for _, sc := range []store.Scope{store.ScopeRead, store.ScopeWrite, store.ScopeDeploy} {
+		ta := e.tokenActor(t, admin, mk(string(sc), sc))
+		_, _, err := e.svc.CreateToken(e.ctx, ta, "child", []store.Scope{store.ScopeRead}, nil)
+		wantErr(t, string(sc)+" token creates a token", err, accounts.ErrForbidden)
+		if !strings.Contains(err.Error(), "an API token needs the admin scope to manage tokens") || strings.Contains(err.Error(), "role") {
+			t.Errorf("refusal names the wrong limit: %v", err)
+		}
+		err = e.svc.RevokeToken(e.ctx, ta, adminTok.ID)
+		wantErr(t, string(sc)+" token revokes the admin token", err, accounts.ErrForbidden)
+	}
+	e.tokenActor(t, admin, adminTok) // still live
+	if n := len(e.events("token.revoked")); n != 0 {
+		t.Errorf("%d token.revoked events", n)
+	}
+}
+
+// A child token gets at most its parent's expiry, records its parent, and
+// dies with it (at any depth, in the same transaction).
+func TestChildTokensCappedAndRevokedWithParent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.user(store.RoleAdmin, "ada@example.com", adaPW)
+	admin := e.actor("ada@example.com", adaPW)
+	day := e.clock.Now().Add(24 * time.Hour)
+	tok, parent, err := e.svc.CreateToken(e.ctx, admin, "parent", []store.Scope{store.ScopeAdmin}, &day)
 	must(t, err)
 	e.secret(tok)
-	if rec.ExpiresAt == nil || !rec.ExpiresAt.Equal(future) {
-		t.Errorf("expiry = %v", rec.ExpiresAt)
+	pa := e.tokenActor(t, admin, parent)
+
+	// No expiry asked, or a later one: the parent's.
+	tok, child, err := e.svc.CreateToken(e.ctx, pa, "child", []store.Scope{store.ScopeAdmin}, nil)
+	must(t, err)
+	e.secret(tok)
+	if child.ExpiresAt == nil || !child.ExpiresAt.Equal(day) || child.ParentTokenID == nil || *child.ParentTokenID != parent.ID {
+		t.Fatalf("child = expiry %v, parent %v", child.ExpiresAt, child.ParentTokenID)
 	}
-	if act := e.activities("api_token.create"); len(act) == 0 || act[0].ActorType != store.ActorAPIToken || act[0].Actor != "token:read-only" {
-		t.Errorf("activity by token = %+v", act)
+	later := day.Add(time.Hour)
+	tok, outlives, err := e.svc.CreateToken(e.ctx, pa, "outlives", []store.Scope{store.ScopeRead}, &later)
+	must(t, err)
+	e.secret(tok)
+	if outlives.ExpiresAt == nil || !outlives.ExpiresAt.Equal(day) {
+		t.Fatalf("child asking to outlive its parent expires %v, want %v", outlives.ExpiresAt, day)
 	}
-	if n := len(e.events("token_created")); n != 5 {
-		t.Errorf("%d token_created events, want 5", n)
+	hour := e.clock.Now().Add(time.Hour)
+	tok, grand, err := e.svc.CreateToken(e.ctx, e.tokenActor(t, admin, child), "grandchild", []store.Scope{store.ScopeRead}, &hour)
+	must(t, err)
+	e.secret(tok)
+	if grand.ExpiresAt == nil || !grand.ExpiresAt.Equal(hour) {
+		t.Fatalf("grandchild expiry %v", grand.ExpiresAt)
+	}
+	// A token made in a web session has no parent and no forced expiry.
+	tok, other, err := e.svc.CreateToken(e.ctx, admin, "other", []store.Scope{store.ScopeRead}, nil)
+	must(t, err)
+	e.secret(tok)
+	if other.ParentTokenID != nil || other.ExpiresAt != nil {
+		t.Fatalf("session token = parent %v, expiry %v", other.ParentTokenID, other.ExpiresAt)
+	}
+
+	must(t, e.svc.RevokeToken(e.ctx, admin, parent.ID))
+	for _, rec := range []store.APIToken{parent, child, outlives, grand} {
+		_, err := e.svc.TokenActor(e.ctx, &auth.Principal{UserID: admin.UserID, TokenID: &rec.ID}, meta(ipA, ""))
+		wantErr(t, rec.Name+" after its parent was revoked", err, accounts.ErrUnauthenticated)
+	}
+	e.tokenActor(t, admin, other)
+	if ev := e.events("token.revoked"); len(ev) != 4 {
+		t.Errorf("%d token.revoked events, want 4", len(ev))
 	}
 }
 
@@ -104,6 +188,13 @@ func TestListAndRevokeTokens(t *testing.T) {
 		t.Fatalf("bob's tokens = %+v", list)
 	}
 	wantErr(t, "revoke someone else's", e.svc.RevokeToken(e.ctx, op, adaTok.ID), accounts.ErrNotFound)
+	// An operator's strongest token (deploy) cannot either; an admin's
+	// session can, below.
+	tok, deployRec, err := e.svc.CreateToken(e.ctx, op, "bob-deploy", []store.Scope{store.ScopeDeploy}, nil)
+	must(t, err)
+	e.secret(tok)
+	wantErr(t, "operator token revokes someone else's", e.svc.RevokeToken(e.ctx, e.tokenActor(t, op, deployRec), adaTok.ID), accounts.ErrForbidden)
+	must(t, e.svc.RevokeToken(e.ctx, op, deployRec.ID))
 	must(t, e.svc.RevokeToken(e.ctx, op, bobTok1.ID))
 	must(t, e.svc.RevokeToken(e.ctx, op, bobTok1.ID)) // no-op
 	must(t, e.svc.RevokeToken(e.ctx, admin, bobTok2.ID))
@@ -117,10 +208,10 @@ func TestListAndRevokeTokens(t *testing.T) {
 	}
 	_, err = e.svc.TokenActor(e.ctx, &auth.Principal{UserID: op.UserID, TokenID: &bobTok1.ID}, meta(ipA, ""))
 	wantErr(t, "revoked token", err, accounts.ErrUnauthenticated)
-	if ev := e.events("token_revoked"); len(ev) != 2 {
+	if ev := e.events("token.revoked"); len(ev) != 3 {
 		t.Errorf("token_revoked events = %+v", ev)
 	}
-	if n := len(e.activities("api_token.revoke")); n != 2 {
-		t.Errorf("%d api_token.revoke activities", n)
+	if n := len(e.activities("token.revoked")); n != 3 {
+		t.Errorf("%d token.revoked activities", n)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 
+	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/password"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -72,7 +73,7 @@ func (s *Service) BeginTwoFactor(ctx context.Context, a Actor) (*TwoFactorSetup,
 		if err := tx.SetUserTwoFactor(ctx, u.ID, []byte(key.Secret())); err != nil {
 			return err
 		}
-		return s.activity(ctx, tx, a, "user.two_factor_setup", "user", &u.ID, u.Email,
+		return s.activity(ctx, tx, a, kind.TwoFactorSetup, "user", &u.ID, u.Email,
 			map[string]any{"two_factor_secret": changed})
 	})
 	if err != nil {
@@ -119,11 +120,11 @@ func (s *Service) ConfirmTwoFactor(ctx context.Context, a Actor, code string) ([
 		if err != nil {
 			return err
 		}
-		if err := s.event(ctx, tx, "two_factor_enabled", store.SeverityInfo, &u.ID, a.label(), a.Meta,
+		if err := s.event(ctx, tx, kind.TwoFactorEnabled, store.SeverityInfo, &u.ID, a.label(), a.Meta,
 			map[string]any{"sessions_revoked": n}); err != nil {
 			return err
 		}
-		return s.activity(ctx, tx, a, "user.two_factor_enable", "user", &u.ID, u.Email,
+		return s.activity(ctx, tx, a, kind.TwoFactorEnabled, "user", &u.ID, u.Email,
 			map[string]any{"two_factor": change(false, true), "recovery_codes": changed})
 	})
 	if err != nil {
@@ -157,11 +158,11 @@ func (s *Service) DisableTwoFactor(ctx context.Context, a Actor, currentPassword
 		if err != nil {
 			return err
 		}
-		if err := s.event(ctx, tx, "two_factor_disabled", store.SeverityWarning, &u.ID, a.label(), a.Meta,
+		if err := s.event(ctx, tx, kind.TwoFactorDisabled, store.SeverityWarning, &u.ID, a.label(), a.Meta,
 			map[string]any{"sessions_revoked": n, "was_enabled": u.TwoFactorEnabled}); err != nil {
 			return err
 		}
-		return s.activity(ctx, tx, a, "user.two_factor_disable", "user", &u.ID, u.Email,
+		return s.activity(ctx, tx, a, kind.TwoFactorDisabled, "user", &u.ID, u.Email,
 			map[string]any{"two_factor": change(u.TwoFactorEnabled, false)})
 	})
 	if err != nil {
@@ -196,11 +197,11 @@ func (s *Service) RegenerateRecoveryCodes(ctx context.Context, a Actor, currentP
 		if err != nil {
 			return err
 		}
-		if err := s.event(ctx, tx, "recovery_codes_regenerated", store.SeverityInfo, &u.ID, a.label(), a.Meta,
+		if err := s.event(ctx, tx, kind.RecoveryCodesNew, store.SeverityInfo, &u.ID, a.label(), a.Meta,
 			map[string]any{"sessions_revoked": n}); err != nil {
 			return err
 		}
-		return s.activity(ctx, tx, a, "user.recovery_codes_regenerate", "user", &u.ID, u.Email,
+		return s.activity(ctx, tx, a, kind.RecoveryCodesNew, "user", &u.ID, u.Email,
 			map[string]any{"recovery_codes": changed})
 	})
 	if err != nil {
@@ -257,7 +258,7 @@ func (s *Service) checkSecondFactor(ctx context.Context, u store.User, code stri
 			return "", fmt.Errorf("second factor: %w", err)
 		}
 		if !fresh {
-			if err := s.event(ctx, s.st, "totp_replay", store.SeverityWarning, &u.ID, u.Email, meta,
+			if err := s.event(ctx, s.st, kind.TwoFactorReplayed, store.SeverityWarning, &u.ID, u.Email, meta,
 				map[string]any{"step": step}); err != nil {
 				return "", err
 			}
@@ -277,7 +278,7 @@ func (s *Service) checkSecondFactor(ctx context.Context, u store.User, code stri
 		return "bad_recovery_code", ErrInvalidCode
 	}
 	sev := store.SeverityWarning
-	if err := s.event(ctx, s.st, "recovery_code_used", sev, &u.ID, u.Email, meta,
+	if err := s.event(ctx, s.st, kind.RecoveryCodeUsed, sev, &u.ID, u.Email, meta,
 		map[string]any{"remaining": remaining}); err != nil {
 		return "", err
 	}

@@ -101,10 +101,10 @@ func TestTwoFactorEnrolment(t *testing.T) {
 	if _, err := e.svc.Authenticate(e.ctx, "", meta(ipA, "")); err == nil {
 		t.Error("empty token authenticated")
 	}
-	if n := len(e.events("two_factor_enabled")); n != 1 {
+	if n := len(e.events("two_factor.enabled")); n != 1 {
 		t.Errorf("%d two_factor_enabled events", n)
 	}
-	if n := len(e.activities("user.two_factor_enable")); n != 1 {
+	if n := len(e.activities("two_factor.enabled")); n != 1 {
 		t.Errorf("%d user.two_factor_enable activities", n)
 	}
 	_, err = e.svc.BeginTwoFactor(e.ctx, a)
@@ -145,7 +145,7 @@ func TestSecondFactorLogin(t *testing.T) {
 	pend = e.pending("ada@example.com", adaPW)
 	_, err = e.svc.VerifySecondFactor(e.ctx, pend, code, meta(ipA, ""))
 	wantErr(t, "replayed code", err, accounts.ErrCodeReused)
-	if ev := e.events("totp_replay"); len(ev) != 1 || ev[0].Severity != store.SeverityWarning {
+	if ev := e.events("two_factor.code_replayed"); len(ev) != 1 || ev[0].Severity != store.SeverityWarning {
 		t.Errorf("totp_replay events = %+v", ev)
 	}
 	// The used code stays refused while it is within the skew window.
@@ -163,7 +163,7 @@ func TestSecondFactorLogin(t *testing.T) {
 	res, err = e.svc.VerifySecondFactor(e.ctx, pend, strings.ToUpper(strings.ReplaceAll(codes[0], "-", " ")), meta(ipA, ""))
 	must(t, err)
 	e.secret(res.Token)
-	if ev := e.events("recovery_code_used"); len(ev) != 1 || ev[0].Details["remaining"] != float64(9) {
+	if ev := e.events("two_factor.recovery_code_used"); len(ev) != 1 || ev[0].Details["remaining"] != float64(9) {
 		t.Errorf("recovery_code_used events = %+v", ev)
 	}
 	pend = e.pending("ada@example.com", adaPW)
@@ -240,7 +240,7 @@ func TestDisableTwoFactorAndRegenerateCodes(t *testing.T) {
 	if _, err := e.svc.Authenticate(e.ctx, other.Token, meta(ipB, "")); err == nil {
 		t.Error("other session survived regenerating codes")
 	}
-	if n := len(e.events("recovery_codes_regenerated")); n != 1 {
+	if n := len(e.events("two_factor.recovery_codes_regenerated")); n != 1 {
 		t.Errorf("%d recovery_codes_regenerated events", n)
 	}
 	// Old codes are dead, new ones work (here as the re-authentication).
@@ -253,10 +253,10 @@ func TestDisableTwoFactorAndRegenerateCodes(t *testing.T) {
 	wantErr(t, "disable via a token", err, accounts.ErrForbidden)
 
 	must(t, e.svc.DisableTwoFactor(e.ctx, a, adaPW, fresh[0]))
-	if ev := e.events("two_factor_disabled"); len(ev) != 1 || ev[0].Severity != store.SeverityWarning {
+	if ev := e.events("two_factor.disabled"); len(ev) != 1 || ev[0].Severity != store.SeverityWarning {
 		t.Errorf("two_factor_disabled events = %+v", ev)
 	}
-	if n := len(e.activities("user.two_factor_disable")); n != 1 {
+	if n := len(e.activities("two_factor.disabled")); n != 1 {
 		t.Errorf("%d user.two_factor_disable activities", n)
 	}
 	if _, err := e.svc.Authenticate(e.ctx, "", meta(ipA, "")); err == nil {

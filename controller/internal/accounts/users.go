@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/mail"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -50,11 +51,11 @@ func (s *Service) CreateUser(ctx context.Context, a Actor, role store.UserRole, 
 		if u, err = tx.CreateUser(ctx, store.CreateUserParams{Email: email, PasswordHash: hash, Role: role, Status: store.UserActive}); err != nil {
 			return mapUserErr(err)
 		}
-		if err := s.event(ctx, tx, "user_created", store.SeverityInfo, &u.ID, a.label(), a.Meta,
+		if err := s.event(ctx, tx, kind.UserCreated, store.SeverityInfo, &u.ID, a.label(), a.Meta,
 			map[string]any{"email": u.Email, "role": string(role)}); err != nil {
 			return err
 		}
-		return s.activity(ctx, tx, a, "user.create", "user", &u.ID, u.Email, map[string]any{
+		return s.activity(ctx, tx, a, kind.UserCreated, "user", &u.ID, u.Email, map[string]any{
 			"email": change(nil, u.Email), "role": change(nil, string(role)), "password": changed,
 		})
 	})
@@ -89,11 +90,11 @@ func (s *Service) InviteUser(ctx context.Context, a Actor, email string, role st
 		if err := s.createInvite(ctx, tx, u, tok, a.Meta); err != nil {
 			return err
 		}
-		if err := s.event(ctx, tx, "user_invited", store.SeverityInfo, &u.ID, a.label(), a.Meta,
+		if err := s.event(ctx, tx, kind.UserInvited, store.SeverityInfo, &u.ID, a.label(), a.Meta,
 			map[string]any{"email": u.Email, "role": string(role)}); err != nil {
 			return err
 		}
-		return s.activity(ctx, tx, a, "user.invite", "user", &u.ID, u.Email, map[string]any{
+		return s.activity(ctx, tx, a, kind.UserInvited, "user", &u.ID, u.Email, map[string]any{
 			"email": change(nil, u.Email), "role": change(nil, string(role)),
 		})
 	})
@@ -122,7 +123,7 @@ func (s *Service) ResendInvite(ctx context.Context, a Actor, id store.ID) error 
 		if err := s.createInvite(ctx, tx, u, tok, a.Meta); err != nil {
 			return err
 		}
-		return s.activity(ctx, tx, a, "user.invite_resend", "user", &u.ID, u.Email, nil)
+		return s.activity(ctx, tx, a, kind.UserInviteResent, "user", &u.ID, u.Email, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("resend invite: %w", err)
@@ -174,11 +175,11 @@ func (s *Service) AcceptInvite(ctx context.Context, token, pw string, meta Meta)
 		} else if err != nil {
 			return err
 		}
-		a := Actor{UserID: u.ID, Email: u.Email, Role: u.Role, Meta: meta}
-		if err := s.event(ctx, tx, "user_invite_accepted", store.SeverityInfo, &u.ID, a.label(), meta, nil); err != nil {
+		a := userActor(u, nil, meta)
+		if err := s.event(ctx, tx, kind.UserInviteAccepted, store.SeverityInfo, &u.ID, a.label(), meta, nil); err != nil {
 			return err
 		}
-		return s.activity(ctx, tx, a, "user.invite_accept", "user", &u.ID, u.Email, map[string]any{
+		return s.activity(ctx, tx, a, kind.UserInviteAccepted, "user", &u.ID, u.Email, map[string]any{
 			"status": change(string(store.UserInvited), string(store.UserActive)), "password": changed,
 		})
 	})
@@ -233,11 +234,11 @@ func (s *Service) DisableUser(ctx context.Context, a Actor, id store.ID) (store.
 		if _, err := tx.DeleteUserPasswordResetTokens(ctx, id); err != nil {
 			return err
 		}
-		if err := s.event(ctx, tx, "user_disabled", store.SeverityWarning, &id, a.label(), a.Meta,
+		if err := s.event(ctx, tx, kind.UserDisabled, store.SeverityWarning, &id, a.label(), a.Meta,
 			map[string]any{"email": u.Email, "sessions_revoked": sessions, "tokens_revoked": tokens}); err != nil {
 			return err
 		}
-		return s.activity(ctx, tx, a, "user.disable", "user", &id, u.Email, map[string]any{
+		return s.activity(ctx, tx, a, kind.UserDisabled, "user", &id, u.Email, map[string]any{
 			"status": change(string(old.Status), string(u.Status)),
 		})
 	})
@@ -271,11 +272,11 @@ func (s *Service) EnableUser(ctx context.Context, a Actor, id store.ID) (store.U
 		if u, err = tx.SetUserStatus(ctx, id, status); err != nil {
 			return err
 		}
-		if err := s.event(ctx, tx, "user_enabled", store.SeverityInfo, &id, a.label(), a.Meta,
+		if err := s.event(ctx, tx, kind.UserEnabled, store.SeverityInfo, &id, a.label(), a.Meta,
 			map[string]any{"email": u.Email}); err != nil {
 			return err
 		}
-		return s.activity(ctx, tx, a, "user.enable", "user", &id, u.Email, map[string]any{
+		return s.activity(ctx, tx, a, kind.UserEnabled, "user", &id, u.Email, map[string]any{
 			"status": change(string(old.Status), string(u.Status)),
 		})
 	})

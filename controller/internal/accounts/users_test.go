@@ -38,10 +38,10 @@ func TestCreateUserIsAdminOnly(t *testing.T) {
 	_, err = e.svc.CreateUser(e.ctx, admin, store.RoleViewer, "CAROL@example.com", carolPW)
 	wantErr(t, "duplicate", err, accounts.ErrEmailTaken)
 	e.login("carol@example.com", carolPW, meta(ipA, ""))
-	if ev := e.events("user_created"); len(ev) != 1 {
+	if ev := e.events("user.created"); len(ev) != 1 {
 		t.Errorf("user_created events = %+v", ev)
 	}
-	if act := e.activities("user.create"); len(act) != 1 || act[0].SubjectID == nil || *act[0].SubjectID != u.ID {
+	if act := e.activities("user.created"); len(act) != 1 || act[0].SubjectID == nil || *act[0].SubjectID != u.ID {
 		t.Errorf("user.create activities = %+v", act)
 	}
 
@@ -86,12 +86,12 @@ func TestInvitation(t *testing.T) {
 	_, err = e.svc.AcceptInvite(e.ctx, link, carolPW, meta(ipB, ""))
 	wantErr(t, "reused invite", err, accounts.ErrLinkUsed)
 	e.login("carol@example.com", carolPW, meta(ipB, ""))
-	for _, typ := range []string{"user_invited", "user_invite_accepted"} {
+	for _, typ := range []string{"user.invited", "user.invite_accepted"} {
 		if n := len(e.events(typ)); n != 1 {
 			t.Errorf("%d %s events", n, typ)
 		}
 	}
-	for _, action := range []string{"user.invite", "user.invite_accept"} {
+	for _, action := range []string{"user.invited", "user.invite_accepted"} {
 		if n := len(e.activities(action)); n != 1 {
 			t.Errorf("%d %s activities", n, action)
 		}
@@ -155,10 +155,10 @@ func TestDisableUserKillsAccess(t *testing.T) {
 	}
 	_, err = e.svc.TokenActor(e.ctx, &auth.Principal{UserID: bob.ID, TokenID: &tokenIDs[0]}, meta(ipA, ""))
 	wantErr(t, "disabled user's token", err, accounts.ErrUnauthenticated)
-	if ev := e.events("user_disabled"); len(ev) != 1 || ev[0].Details["tokens_revoked"] != float64(2) || ev[0].Details["sessions_revoked"] != float64(2) {
+	if ev := e.events("user.disabled"); len(ev) != 1 || ev[0].Details["tokens_revoked"] != float64(2) || ev[0].Details["sessions_revoked"] != float64(2) {
 		t.Errorf("user_disabled events = %+v", ev)
 	}
-	if act := e.activities("user.disable"); len(act) != 1 {
+	if act := e.activities("user.disabled"); len(act) != 1 {
 		t.Errorf("user.disable activities = %+v", act)
 	}
 
@@ -174,7 +174,7 @@ func TestDisableUserKillsAccess(t *testing.T) {
 			t.Errorf("token %s came back", tk.Name)
 		}
 	}
-	if n := len(e.events("user_enabled")); n != 1 {
+	if n := len(e.events("user.enabled")); n != 1 {
 		t.Errorf("%d user_enabled events", n)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -45,27 +46,105 @@ func WellFormed(token string) bool {
 	return err == nil
 }
 
-// Principal is a person (through an API token or a web session).
+// Principal is a person acting through an API token or a web session: the
+// one caller type every service checks (accounts, fleet, deploys, audit),
+// whether the request came from the web UI or the gRPC API.
 type Principal struct {
-	UserID  store.ID
-	Email   string
-	TokenID *store.ID // nil for web sessions
-	Scopes  []store.Scope
-	IP      string
+	UserID store.ID
+	Email  string
+	// Role is the user's role when the request was authenticated. Scopes
+	// are already capped by it; services read it only to word messages
+	// and to cap what a web session may grant.
+	Role store.UserRole
+	// SessionID is the browser session (nil for API tokens).
+	SessionID *store.ID
+	// TokenID, TokenName and TokenExpiresAt describe the acting API token
+	// (nil, "" and nil for a web session).
+	TokenID        *store.ID
+	TokenName      string
+	TokenExpiresAt *time.Time
+	// Scopes are what the caller may do now: a token's scopes capped by
+	// its user's current role, or a web session's role scopes.
+	Scopes []store.Scope
+	IP     string
 }
 
-// scopeRank orders scopes: each includes the ones below it.
-var scopeRank = map[store.Scope]int{store.ScopeRead: 1, store.ScopeWrite: 2, store.ScopeDeploy: 3, store.ScopeAdmin: 4}
+// Scopes, lowest first. Each includes the ones before it.
+var allScopes = []store.Scope{store.ScopeRead, store.ScopeWrite, store.ScopeDeploy, store.ScopeAdmin}
+
+// Rank orders scopes: each includes the ones ranked below it. 0 for an
+// unknown scope. This is the only ranking of scopes in the controller.
+func Rank(sc store.Scope) int {
+	for i, s := range allScopes {
+		if s == sc {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// ValidScope says whether sc is one of read, write, deploy, admin.
+func ValidScope(sc store.Scope) bool { return Rank(sc) > 0 }
+
+// RoleScope is the most a role may do: viewers read, operators may
+// deploy, admins may do everything. "" for an unknown role.
+func RoleScope(r store.UserRole) store.Scope {
+	switch r {
+	case store.RoleAdmin:
+		return store.ScopeAdmin
+	case store.RoleOperator:
+		return store.ScopeDeploy
+	case store.RoleViewer:
+		return store.ScopeRead
+	}
+	return ""
+}
+
+// RoleScopes are the scopes a role grants, lowest first.
+func RoleScopes(r store.UserRole) []store.Scope {
+	var out []store.Scope
+	for _, sc := range allScopes {
+		if Rank(sc) <= Rank(RoleScope(r)) {
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
+// CapScopes is a token's scopes as its user's role allows them now (not
+// when the token was made): a scope above the role becomes the role's
+// highest, so demoting a user demotes their tokens at once.
+func CapScopes(scopes []store.Scope, r store.UserRole) []store.Scope {
+	top := RoleScope(r)
+	out := make([]store.Scope, 0, len(scopes))
+	for _, sc := range scopes {
+		switch {
+		case !ValidScope(sc) || top == "":
+		case Rank(sc) <= Rank(top):
+			out = append(out, sc)
+		default:
+			out = append(out, top)
+		}
+	}
+	return out
+}
 
 // Allows reports whether the principal holds need (or a scope above it).
+// A nil principal allows nothing.
 func (p *Principal) Allows(need store.Scope) bool {
-	return slices.ContainsFunc(p.Scopes, func(s store.Scope) bool { return scopeRank[s] >= scopeRank[need] })
+	if p == nil || p.UserID == (store.ID{}) || !ValidScope(need) {
+		return false
+	}
+	return slices.ContainsFunc(p.Scopes, func(s store.Scope) bool { return Rank(s) >= Rank(need) })
 }
+
+// IsToken says whether the principal acts through an API token.
+func (p *Principal) IsToken() bool { return p != nil && p.TokenID != nil }
 
 // Require is the authorisation check every service makes first: a caller,
 // holding need or a scope above it.
 func Require(pr *Principal, need store.Scope) error {
-	if pr == nil {
+	if pr == nil || pr.UserID == (store.ID{}) {
 		return ErrUnauthenticated
 	}
 	if !pr.Allows(need) {

@@ -155,6 +155,10 @@ func (a *app) tokenAPICmds() []*cobra.Command {
 	var expires time.Duration
 	issue := apiCommand(&cobra.Command{
 		Use: "issue NAME", Short: "Make a new API token for yourself through the API and print it once", Args: exactArgs(1),
+		Long: "Make a new API token for yourself through the API and print it once.\n\n" +
+			"Managing tokens through the API needs a token with the admin scope (in the web UI, any signed-in person\n" +
+			"manages their own). The new token gets at most the calling token's scopes and expiry, and is revoked\n" +
+			"with it.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withAccounts(cmd.Context(), &newF, func(ctx context.Context, c adminv1.AccountServiceClient) error {
 				req := &adminv1.CreateTokenRequest{Name: args[0], Scopes: scopes}
@@ -175,11 +179,13 @@ func (a *app) tokenAPICmds() []*cobra.Command {
 		},
 	}, &newF)
 	issue.Flags().StringSliceVar(&scopes, "scope", []string{"read"}, "read, write, deploy or admin (repeatable)")
-	issue.Flags().DurationVar(&expires, "expires", 720*time.Hour, "lifetime; 0 for none")
+	issue.Flags().DurationVar(&expires, "expires", 720*time.Hour, "lifetime; 0 for none (never later than the calling token's expiry)")
 
 	var revF apiFlags
 	revoke := apiCommand(&cobra.Command{
-		Use: "revoke ID", Short: "Revoke an API token", Args: exactArgs(1),
+		Use: "revoke ID", Short: "Revoke an API token and the tokens made from it", Args: exactArgs(1),
+		Long: "Revoke an API token and every token made through it. Needs a token with the admin scope; another\n" +
+			"user's token needs the admin scope as well.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withAccounts(cmd.Context(), &revF, func(ctx context.Context, c adminv1.AccountServiceClient) error {
 				if _, err := c.RevokeToken(ctx, &adminv1.RevokeTokenRequest{Id: args[0]}); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/password"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -52,7 +53,7 @@ func (a *app) adminCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				_, _ = st.CreateActivity(cmd.Context(), store.CreateActivityParams{ActorType: store.ActorSystem, Actor: "berth admin create", Action: "user.created", SubjectType: "user", SubjectID: &u.ID, SubjectName: u.Email})
+				_, _ = st.CreateActivity(cmd.Context(), store.CreateActivityParams{ActorType: store.ActorSystem, Actor: "berth admin create", Action: kind.UserCreated, SubjectType: "user", SubjectID: &u.ID, SubjectName: u.Email})
 				fmt.Fprintf(a.stdout, "admin %s created (%s)\n", u.Email, u.ID)
 				return nil
 			})
@@ -118,7 +119,7 @@ func (a *app) tokenCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				_, _ = st.CreateSecurityEvent(cmd.Context(), store.CreateSecurityEventParams{Type: "token.created", Severity: store.SeverityInfo, UserID: &u.ID, Actor: "berth token create", Details: map[string]any{"token_id": t.ID.String(), "name": name}})
+				_, _ = st.CreateSecurityEvent(cmd.Context(), store.CreateSecurityEventParams{Type: kind.TokenCreated, Severity: store.SeverityInfo, UserID: &u.ID, Actor: "berth token create", Details: map[string]any{"token_id": t.ID.String(), "name": name}})
 				if output == "json" {
 					return a.printJSON(map[string]any{"id": t.ID.String(), "name": t.Name, "token": token, "scopes": t.Scopes, "expires_at": t.ExpiresAt})
 				}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -115,33 +114,14 @@ func (a *accountServer) InviteUser(ctx context.Context, req *adminv1.InviteUserR
 	return &adminv1.InviteUserResponse{User: userPB(u)}, nil
 }
 
-// userRef resolves an id or an email to a user id, for admins only (the
-// accounts service checks the role again).
-func (a *accountServer) userRef(ctx context.Context, act accounts.Actor, ref string) (store.ID, error) {
-	if id, err := store.ParseID(ref); err == nil {
-		return id, nil
-	}
-	if !act.Allows(store.ScopeAdmin) {
-		return store.ID{}, status.Error(codes.PermissionDenied, "permission denied: needs the admin scope")
-	}
-	if len(ref) > 254 || !strings.Contains(ref, "@") {
-		return store.ID{}, status.Error(codes.InvalidArgument, "user must be an id or an email")
-	}
-	u, err := a.d.Store.UserByEmail(ctx, ref)
-	if err != nil {
-		return store.ID{}, toStatus(err)
-	}
-	return u.ID, nil
-}
-
 func (a *accountServer) setUser(ctx context.Context, ref string, fn func(context.Context, accounts.Actor, store.ID) (store.User, error)) (*adminv1.User, error) {
 	act, err := a.actor(ctx)
 	if err != nil {
 		return nil, err
 	}
-	id, err := a.userRef(ctx, act, ref)
+	id, err := a.d.Accounts.ResolveUser(ctx, act, ref)
 	if err != nil {
-		return nil, err
+		return nil, accountsStatus(err)
 	}
 	u, err := fn(ctx, act, id)
 	if err != nil {

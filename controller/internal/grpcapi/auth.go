@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"slices"
 	"strings"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/fleet"
@@ -168,17 +166,10 @@ func (a *Authenticator) principal(ctx context.Context) (*auth.Principal, error) 
 	id := t.ID
 	// The token's scopes, capped by its user's role now (not when it was
 	// made): demoting a user demotes their tokens at once.
-	allowed := accounts.RoleScopes(t.UserRole) // lowest first
-	scopes := make([]store.Scope, 0, len(t.Scopes))
-	for _, sc := range t.Scopes {
-		switch {
-		case slices.Contains(allowed, sc):
-			scopes = append(scopes, sc)
-		case len(allowed) > 0:
-			scopes = append(scopes, allowed[len(allowed)-1])
-		}
-	}
-	return &auth.Principal{UserID: t.UserID, Email: t.UserEmail, TokenID: &id, Scopes: scopes, IP: pe.String()}, nil
+	return &auth.Principal{
+		UserID: t.UserID, Email: t.UserEmail, Role: t.UserRole, TokenID: &id, TokenName: t.Name, TokenExpiresAt: t.ExpiresAt,
+		Scopes: auth.CapScopes(t.Scopes, t.UserRole), IP: pe.String(),
+	}, nil
 }
 
 // Unary is the unary interceptor.

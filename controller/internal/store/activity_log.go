@@ -70,6 +70,9 @@ func (s *Store) CreateActivity(ctx context.Context, p CreateActivityParams) (Act
 	if p.ID == (ID{}) {
 		p.ID = NewID()
 	}
+	if err := checkKind(p.Action); err != nil {
+		return Activity{}, fmt.Errorf("create activity: %w", err)
+	}
 	changes, err := jsonObject(p.Changes)
 	if err != nil {
 		return Activity{}, fmt.Errorf("create activity: %w", err)

@@ -36,10 +36,10 @@ func TestActivityLog(t *testing.T) {
 	if br, ok := a0.Changes["branch"].(map[string]any); !ok || br["new"] != "main" || br["old"] != nil {
 		t.Fatalf("changes = %v", a0.Changes)
 	}
-	a1 := rec(store.CreateActivityParams{UserID: &u.ID, ActorType: store.ActorAPIToken, Actor: "token:ci", Action: "deployment.started", SubjectType: "app", SubjectID: &app, SubjectName: "shop"})
-	a2 := rec(store.CreateActivityParams{ActorType: store.ActorWebhook, Actor: "webhook:github", Action: "deployment.started", SubjectType: "app", SubjectID: &app})
+	a1 := rec(store.CreateActivityParams{UserID: &u.ID, ActorType: store.ActorAPIToken, Actor: "token:ci", Action: "deployment.queued", SubjectType: "app", SubjectID: &app, SubjectName: "shop"})
+	a2 := rec(store.CreateActivityParams{ActorType: store.ActorWebhook, Actor: "webhook:github", Action: "deployment.queued", SubjectType: "app", SubjectID: &app})
 	a3 := rec(store.CreateActivityParams{UserID: &u.ID, ActorType: store.ActorUser, Actor: "ops@example.com", Action: "server.removed", SubjectType: "server", SubjectID: &srv, SubjectName: "web"})
-	a4 := rec(store.CreateActivityParams{ActorType: store.ActorSystem, Actor: "system", Action: "maintenance.ran"})
+	a4 := rec(store.CreateActivityParams{ActorType: store.ActorSystem, Actor: "system", Action: "agent.enrolled"})
 	if a4.SubjectType != "" || a4.SubjectID != nil || a4.UserID != nil || a4.Changes == nil {
 		t.Fatalf("no subject = %+v", a4)
 	}
@@ -52,11 +52,11 @@ func TestActivityLog(t *testing.T) {
 		want error
 	}{
 		"bad action":        {store.CreateActivityParams{ActorType: store.ActorSystem, Actor: "s", Action: "Created!"}, store.ErrInvalid},
-		"bad actor type":    {store.CreateActivityParams{ActorType: "robot", Actor: "s", Action: "a.b"}, store.ErrInvalid},
-		"id without type":   {store.CreateActivityParams{ActorType: store.ActorSystem, Actor: "s", Action: "a.b", SubjectID: &app}, store.ErrInvalid},
-		"bad subject type":  {store.CreateActivityParams{ActorType: store.ActorSystem, Actor: "s", Action: "a.b", SubjectType: "App"}, store.ErrInvalid},
-		"unknown user":      {store.CreateActivityParams{UserID: refTo(store.NewID()), ActorType: store.ActorUser, Actor: "s", Action: "a.b"}, store.ErrMissingParent},
-		"changes not a map": {store.CreateActivityParams{ActorType: store.ActorSystem, Actor: "s", Action: "a.b", Changes: map[string]any{"f": func() {}}}, store.ErrInvalid},
+		"bad actor type":    {store.CreateActivityParams{ActorType: "robot", Actor: "s", Action: "app.created"}, store.ErrInvalid},
+		"id without type":   {store.CreateActivityParams{ActorType: store.ActorSystem, Actor: "s", Action: "app.created", SubjectID: &app}, store.ErrInvalid},
+		"bad subject type":  {store.CreateActivityParams{ActorType: store.ActorSystem, Actor: "s", Action: "app.created", SubjectType: "App"}, store.ErrInvalid},
+		"unknown user":      {store.CreateActivityParams{UserID: refTo(store.NewID()), ActorType: store.ActorUser, Actor: "s", Action: "app.created"}, store.ErrMissingParent},
+		"changes not a map": {store.CreateActivityParams{ActorType: store.ActorSystem, Actor: "s", Action: "app.created", Changes: map[string]any{"f": func() {}}}, store.ErrInvalid},
 	} {
 		if _, err := st.CreateActivity(ctx, c.p); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", name, err, c.want)
@@ -93,10 +93,10 @@ func TestActivityLog(t *testing.T) {
 		"user":          {store.ActivityFilter{UserID: &u.ID}, []store.ID{a3.ID, a1.ID, a0.ID}},
 		"subject":       {store.ActivityFilter{SubjectType: "app", SubjectID: &app}, []store.ID{a2.ID, a1.ID, a0.ID}},
 		"subject type":  {store.ActivityFilter{SubjectType: "server"}, []store.ID{a3.ID}},
-		"action":        {store.ActivityFilter{Action: "deployment.started"}, []store.ID{a2.ID, a1.ID}},
+		"action":        {store.ActivityFilter{Action: "deployment.queued"}, []store.ID{a2.ID, a1.ID}},
 		"actor type":    {store.ActivityFilter{ActorType: store.ActorWebhook}, []store.ID{a2.ID}},
 		"since":         {store.ActivityFilter{SubjectID: &app, SubjectType: "app", Since: refTo(time.Now().Add(-time.Hour))}, []store.ID{a2.ID, a1.ID}},
-		"user + action": {store.ActivityFilter{UserID: &u.ID, Action: "deployment.started"}, []store.ID{a1.ID}},
+		"user + action": {store.ActivityFilter{UserID: &u.ID, Action: "deployment.queued"}, []store.ID{a1.ID}},
 		"none":          {store.ActivityFilter{SubjectID: refTo(store.NewID())}, []store.ID{}},
 	} {
 		list, err := st.ActivityLog(ctx, c.f)

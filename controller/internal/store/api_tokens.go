@@ -31,6 +31,10 @@ type APIToken struct {
 	LastUsedIP *netip.Addr
 	RevokedAt  *time.Time
 	CreatedAt  time.Time
+	// ParentTokenID is the API token this one was made through (nil when
+	// made in a web session or by the CLI on the controller's host). A
+	// child is revoked with its parent.
+	ParentTokenID *ID
 }
 
 // APITokenWithUser is a token looked up for authentication.
@@ -51,7 +55,7 @@ func apiTokenFromRow(r dbsqlc.ApiToken) APIToken {
 	return APIToken{
 		ID: fromPG(r.ID), UserID: fromPG(r.UserID), Name: r.Name, Scopes: scopes,
 		ExpiresAt: r.ExpiresAt, LastUsedAt: r.LastUsedAt, LastUsedIP: r.LastUsedIp,
-		RevokedAt: r.RevokedAt, CreatedAt: r.CreatedAt,
+		RevokedAt: r.RevokedAt, CreatedAt: r.CreatedAt, ParentTokenID: fromOptPG(r.ParentTokenID),
 	}
 }
 
@@ -64,6 +68,8 @@ type CreateAPITokenParams struct {
 	TokenHash []byte
 	Scopes    []Scope
 	ExpiresAt *time.Time
+	// ParentTokenID: the API token making this one, if any.
+	ParentTokenID *ID
 }
 
 // CreateAPIToken stores a token's hash.
@@ -77,6 +83,7 @@ func (s *Store) CreateAPIToken(ctx context.Context, p CreateAPITokenParams) (API
 	}
 	r, err := s.q.CreateAPIToken(ctx, dbsqlc.CreateAPITokenParams{
 		ID: pgID(p.ID), UserID: pgID(p.UserID), Name: p.Name, TokenHash: p.TokenHash, Scopes: scopes, ExpiresAt: p.ExpiresAt,
+		ParentTokenID: pgOptID(p.ParentTokenID),
 	})
 	if err != nil {
 		return APIToken{}, mapErr("create api token", err)
@@ -134,4 +141,19 @@ func (s *Store) APIToken(ctx context.Context, id ID) (APIToken, error) {
 func (s *Store) RevokeUserAPITokens(ctx context.Context, userID ID) (int64, error) {
 	n, err := s.q.RevokeUserAPITokens(ctx, pgID(userID))
 	return n, mapErr("revoke user api tokens", err)
+}
+
+// RevokeAPITokenTree revokes a token and every token made from it, at any
+// depth, and returns the ones this call revoked (none when all already
+// were). Run it in the transaction that audits the revocation.
+func (s *Store) RevokeAPITokenTree(ctx context.Context, id ID) ([]APIToken, error) {
+	rows, err := s.q.RevokeAPITokenTree(ctx, pgID(id))
+	if err != nil {
+		return nil, mapErr("revoke api token tree", err)
+	}
+	out := make([]APIToken, len(rows))
+	for i, r := range rows {
+		out[i] = apiTokenFromRow(r)
+	}
+	return out, nil
 }

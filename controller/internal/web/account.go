@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/berthhq/berth/controller/internal/accounts"
+	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/store"
 )
 
@@ -181,7 +182,7 @@ func (s *Server) tokensView(w http.ResponseWriter, r *http.Request, v *viewer, s
 		return
 	}
 	s.render(w, r, "tokens", view{Title: "API tokens", Nav: "settings", User: v, Status: status, Error: errMsg, Data: map[string]any{
-		"Tokens": list, "Scopes": accounts.RoleScopes(v.Role), "NewToken": newToken,
+		"Tokens": list, "Scopes": auth.RoleScopes(v.Role), "NewToken": newToken,
 	}})
 }
 

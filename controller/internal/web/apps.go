@@ -13,32 +13,11 @@ import (
 	"github.com/berthhq/berth/controller/internal/store"
 )
 
-// appRow is one line of the apps list.
-type appRow struct {
-	store.App
-	ServerName string
-	Last       *store.Deployment
-}
-
 func (s *Server) appList(w http.ResponseWriter, r *http.Request, v *viewer) {
-	apps, err := s.d.Deploys.ListApps(r.Context(), v.Principal, "")
+	rows, err := s.d.Deploys.AppRows(r.Context(), v.Principal)
 	if err != nil {
 		s.fail(w, r, v, err)
 		return
-	}
-	servers := map[store.ID]string{}
-	rows := make([]appRow, len(apps))
-	for i, a := range apps {
-		rows[i] = appRow{App: a}
-		if n, ok := servers[a.ServerID]; ok {
-			rows[i].ServerName = n
-		} else if srv, err := s.d.Store.Server(r.Context(), a.ServerID); err == nil {
-			servers[a.ServerID] = srv.Name
-			rows[i].ServerName = srv.Name
-		}
-		if ds, err := s.d.Deploys.ListDeployments(r.Context(), v.Principal, a.ID.String(), nil, 1); err == nil && len(ds) == 1 {
-			rows[i].Last = &ds[0]
-		}
 	}
 	s.render(w, r, "apps", view{Title: "Apps", Nav: "apps", User: v, Data: map[string]any{"Apps": rows}})
 }
@@ -146,7 +125,7 @@ func (s *Server) appView(w http.ResponseWriter, r *http.Request, v *viewer, stat
 		env = append(env, envScope{sc, keys})
 	}
 	s.render(w, r, "app", view{Title: av.Name, Nav: "apps", User: v, Status: status, Error: errMsg, Data: map[string]any{
-		"App": av, "Deployments": list, "Kept": kept, "Env": env, "CanDeploy": v.Principal.Allows(store.ScopeDeploy),
+		"App": av, "Deployments": list, "Kept": kept, "Env": env, "CanDeploy": v.CanDeploy(),
 		"WebhookSecret": webhookSecret, "HookBase": "/hooks/apps/" + av.ID.String(),
 	}})
 }
@@ -225,54 +204,30 @@ func (s *Server) queued(w http.ResponseWriter, r *http.Request, v *viewer, q dep
 	s.redirect(w, r, "/deployments/"+q.Deployment.ID.String(), msg)
 }
 
-// deploymentRow names a deployment's app for the global list.
-type deploymentRow struct {
-	store.Deployment
-	AppName string
-}
-
 func (s *Server) deploymentList(w http.ResponseWriter, r *http.Request, v *viewer) {
-	if !v.Principal.Allows(store.ScopeRead) {
-		s.errorPage(w, r, http.StatusForbidden, "Not allowed", "Your role does not allow this.")
+	const limit = 50
+	var before *store.ID
+	if !s.before(w, r, &before) {
 		return
 	}
-	f := store.DeploymentFilter{Limit: 50}
-	if !s.before(w, r, &f.Before) {
-		return
-	}
-	list, err := s.d.Store.ListDeployments(r.Context(), f)
+	rows, err := s.d.Deploys.AllDeployments(r.Context(), v.Principal, before, limit)
 	if err != nil {
 		s.fail(w, r, v, err)
 		return
 	}
-	names := map[store.ID]string{}
-	rows := make([]deploymentRow, len(list))
-	for i, d := range list {
-		rows[i] = deploymentRow{Deployment: d}
-		if n, ok := names[d.AppID]; ok {
-			rows[i].AppName = n
-		} else if a, err := s.d.Store.App(r.Context(), d.AppID); err == nil {
-			names[d.AppID], rows[i].AppName = a.Name, a.Name
-		}
-	}
 	s.render(w, r, "deployments", view{Title: "Deployments", Nav: "deployments", User: v, Data: map[string]any{
-		"Deployments": rows, "Next": nextPage(r, len(list), f.Limit, idOf(list, func(d store.Deployment) store.ID { return d.ID })),
+		"Deployments": rows, "Next": nextPage(r, len(rows), limit, idOf(rows, func(d deploys.DeploymentRow) store.ID { return d.ID })),
 	}})
 }
 
 func (s *Server) deploymentShow(w http.ResponseWriter, r *http.Request, v *viewer) {
-	d, err := s.d.Deploys.GetDeployment(r.Context(), v.Principal, r.PathValue("id"))
-	if err != nil {
-		s.fail(w, r, v, err)
-		return
-	}
-	app, err := s.d.Store.App(r.Context(), d.AppID)
+	d, app, err := s.d.Deploys.DeploymentWithApp(r.Context(), v.Principal, r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, v, err)
 		return
 	}
 	s.render(w, r, "deployment", view{Title: "Deployment " + d.ID.String(), Nav: "deployments", User: v, Data: map[string]any{
-		"D": d, "App": app, "CanDeploy": v.Principal.Allows(store.ScopeDeploy),
+		"D": d, "App": app, "CanDeploy": v.CanDeploy(),
 	}})
 }
 

@@ -43,9 +43,8 @@ func publicMessage(err error) string {
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, accounts.ErrNotFound) {
 		return "There is no such thing here, or you may not see it."
 	}
-	if errors.Is(err, auth.ErrForbidden) {
-		return "Your role does not allow this."
-	}
+	// A refusal names its real limit (the scope needed, the role's cap),
+	// as the services word it.
 	return err.Error()
 }
 

@@ -138,6 +138,10 @@ func (b *broadcaster) diff(ctx context.Context, last map[store.ID]serverEvent) (
 
 // eventStream is the server-sent events feed of live status.
 func (s *Server) eventStream(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if err := s.d.Fleet.CanWatch(v.Principal); err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
 	fl, ok := startEvents(w)
 	if !ok {
 		return

@@ -17,7 +17,9 @@ import (
 	"github.com/berthhq/berth/controller/internal/store"
 )
 
-// viewer is the signed-in person behind a request.
+// viewer is the signed-in person behind a request. Principal (the same
+// principal Actor carries) is what every service call gets; the services
+// make every authorisation decision.
 type viewer struct {
 	UserID    store.ID
 	Email     string
@@ -29,12 +31,16 @@ type viewer struct {
 	Actor     accounts.Actor
 }
 
-func (v *viewer) IsAdmin() bool { return v != nil && v.Role == store.RoleAdmin }
+// IsAdmin, CanWrite and CanDeploy only decide what a page shows (a link,
+// a button). They protect nothing: the service behind the action checks
+// the same principal again.
+func (v *viewer) IsAdmin() bool { return v != nil && v.Principal.Allows(store.ScopeAdmin) }
 
-// CanWrite: operators and admins change things; viewers only look.
-func (v *viewer) CanWrite() bool {
-	return v != nil && (v.Role == store.RoleAdmin || v.Role == store.RoleOperator)
-}
+// CanWrite: the harmless settings (servers, labels).
+func (v *viewer) CanWrite() bool { return v != nil && v.Principal.Allows(store.ScopeWrite) }
+
+// CanDeploy: anything that decides what code runs on a server.
+func (v *viewer) CanDeploy() bool { return v != nil && v.Principal.Allows(store.ScopeDeploy) }
 
 // view is what every template gets.
 type view struct {

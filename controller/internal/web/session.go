@@ -64,11 +64,14 @@ func (s *Server) authenticate(r *http.Request) (*viewer, error) {
 	if err != nil {
 		return nil, err
 	}
-	actor := sess.Actor(meta)
-	return &viewer{
+	v := &viewer{
 		UserID: sess.User.ID, Email: sess.User.Email, Name: sess.User.Name, Role: sess.User.Role,
-		SessionID: sess.ID, TwoFactor: sess.User.TwoFactorEnabled, Principal: actor.Principal(), Actor: actor,
-	}, nil
+		SessionID: sess.ID, TwoFactor: sess.User.TwoFactorEnabled, Actor: sess.Actor(meta),
+	}
+	// One principal: the services see the same caller the accounts
+	// service does.
+	v.Principal = &v.Actor.Principal
+	return v, nil
 }
 
 // page requires a signed-in session: people are sent to the login page

@@ -86,79 +86,106 @@ func New(d Deps, cfg Config) (*Server, error) {
 // Run runs the live-status feed until ctx ends.
 func (s *Server) Run(ctx context.Context) { s.events.run(ctx) }
 
-// Register mounts the UI's routes on mux.
-func (s *Server) Register(mux *http.ServeMux) {
-	mux.Handle("GET /assets/", s.assets())
-	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "/assets/favicon.svg", http.StatusMovedPermanently)
-	})
-	mux.HandleFunc("GET /{$}", s.page(s.dashboard))
+// route is one pattern of the UI and its handler.
+type route struct {
+	pattern string
+	h       http.Handler
+}
 
-	// Signing in: reachable without a session.
-	mux.HandleFunc("GET /login", s.public(s.loginForm))
-	mux.HandleFunc("POST /login", s.public(s.login))
-	mux.HandleFunc("GET /login/2fa", s.public(s.twoFactorForm))
-	mux.HandleFunc("POST /login/2fa", s.public(s.twoFactor))
-	mux.HandleFunc("POST /logout", s.public(s.logout))
-	mux.HandleFunc("GET /forgot", s.public(s.forgotForm))
-	mux.HandleFunc("POST /forgot", s.public(s.forgot))
-	mux.HandleFunc("GET /reset/{token}", s.public(s.resetForm))
-	mux.HandleFunc("POST /reset/{token}", s.public(s.reset))
-	mux.HandleFunc("GET /invite/{token}", s.public(s.inviteForm))
-	mux.HandleFunc("POST /invite/{token}", s.public(s.acceptInvite))
+// routes is every route of the UI: Register mounts exactly these, and
+// Routes lists them for the scope matrix test, so a route added here
+// without a row in that test's table fails it.
+func (s *Server) routes() []route {
+	rs := []route{
+		{"GET /assets/", s.assets()},
+		{"GET /favicon.ico", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/assets/favicon.svg", http.StatusMovedPermanently)
+		})},
+		{"GET /{$}", s.page(s.dashboard)},
 
-	// The fleet.
-	mux.HandleFunc("GET /servers", s.page(s.serverList))
-	mux.HandleFunc("GET /servers/new", s.page(s.serverNewForm))
-	mux.HandleFunc("POST /servers", s.page(s.serverCreate))
-	mux.HandleFunc("GET /servers/{name}", s.page(s.serverShow))
-	mux.HandleFunc("GET /servers/{name}/metrics.json", s.page(s.serverMetrics))
-	mux.HandleFunc("POST /servers/{name}/disable", s.page(s.serverDisable))
-	mux.HandleFunc("POST /servers/{name}/enable", s.page(s.serverEnable))
-	mux.HandleFunc("POST /servers/{name}/remove", s.page(s.serverRemove))
-	mux.HandleFunc("GET /events", s.page(s.eventStream))
+		// Signing in: reachable without a session.
+		{"GET /login", s.public(s.loginForm)},
+		{"POST /login", s.public(s.login)},
+		{"GET /login/2fa", s.public(s.twoFactorForm)},
+		{"POST /login/2fa", s.public(s.twoFactor)},
+		{"POST /logout", s.public(s.logout)},
+		{"GET /forgot", s.public(s.forgotForm)},
+		{"POST /forgot", s.public(s.forgot)},
+		{"GET /reset/{token}", s.public(s.resetForm)},
+		{"POST /reset/{token}", s.public(s.reset)},
+		{"GET /invite/{token}", s.public(s.inviteForm)},
+		{"POST /invite/{token}", s.public(s.acceptInvite)},
 
-	// Your account.
-	mux.HandleFunc("GET /settings", s.page(s.settings))
-	mux.HandleFunc("POST /settings/password", s.page(s.changePassword))
-	mux.HandleFunc("POST /settings/2fa/begin", s.page(s.beginTwoFactor))
-	mux.HandleFunc("POST /settings/2fa/confirm", s.page(s.confirmTwoFactor))
-	mux.HandleFunc("POST /settings/2fa/disable", s.page(s.disableTwoFactor))
-	mux.HandleFunc("POST /settings/2fa/recovery-codes", s.page(s.regenerateCodes))
-	mux.HandleFunc("POST /settings/sessions/{id}/revoke", s.page(s.revokeSession))
-	mux.HandleFunc("GET /tokens", s.page(s.tokenList))
-	mux.HandleFunc("POST /tokens", s.page(s.tokenCreate))
-	mux.HandleFunc("POST /tokens/{id}/revoke", s.page(s.tokenRevoke))
+		// The fleet.
+		{"GET /servers", s.page(s.serverList)},
+		{"GET /servers/new", s.page(s.serverNewForm)},
+		{"POST /servers", s.page(s.serverCreate)},
+		{"GET /servers/{name}", s.page(s.serverShow)},
+		{"GET /servers/{name}/metrics.json", s.page(s.serverMetrics)},
+		{"POST /servers/{name}/disable", s.page(s.serverDisable)},
+		{"POST /servers/{name}/enable", s.page(s.serverEnable)},
+		{"POST /servers/{name}/remove", s.page(s.serverRemove)},
+		{"GET /events", s.page(s.eventStream)},
 
-	// Administration and audit.
-	mux.HandleFunc("GET /users", s.page(s.userList))
-	mux.HandleFunc("POST /users", s.page(s.userCreate))
-	mux.HandleFunc("POST /users/{id}/disable", s.page(s.userDisable))
-	mux.HandleFunc("POST /users/{id}/enable", s.page(s.userEnable))
-	mux.HandleFunc("GET /security", s.page(s.securityEvents))
-	mux.HandleFunc("GET /activity", s.page(s.activityLog))
+		// Your account.
+		{"GET /settings", s.page(s.settings)},
+		{"POST /settings/password", s.page(s.changePassword)},
+		{"POST /settings/2fa/begin", s.page(s.beginTwoFactor)},
+		{"POST /settings/2fa/confirm", s.page(s.confirmTwoFactor)},
+		{"POST /settings/2fa/disable", s.page(s.disableTwoFactor)},
+		{"POST /settings/2fa/recovery-codes", s.page(s.regenerateCodes)},
+		{"POST /settings/sessions/{id}/revoke", s.page(s.revokeSession)},
+		{"GET /tokens", s.page(s.tokenList)},
+		{"POST /tokens", s.page(s.tokenCreate)},
+		{"POST /tokens/{id}/revoke", s.page(s.tokenRevoke)},
 
-	// Apps and deployments.
-	mux.HandleFunc("GET /apps", s.page(s.appList))
-	mux.HandleFunc("GET /apps/new", s.page(s.appNew))
-	mux.HandleFunc("POST /apps", s.page(s.appCreate))
-	mux.HandleFunc("GET /apps/{app}", s.page(s.appShow))
-	mux.HandleFunc("POST /apps/{app}/env", s.page(s.appEnv))
-	mux.HandleFunc("POST /apps/{app}/webhook-secret", s.page(s.appWebhook))
-	mux.HandleFunc("POST /apps/{app}/deploy", s.page(s.appDeploy))
-	mux.HandleFunc("POST /apps/{app}/rollback", s.page(s.appRollback))
-	mux.HandleFunc("GET /deployments", s.page(s.deploymentList))
-	mux.HandleFunc("GET /deployments/{id}", s.page(s.deploymentShow))
-	mux.HandleFunc("GET /deployments/{id}/log", s.page(s.deploymentLog))
-	mux.HandleFunc("POST /deployments/{id}/cancel", s.page(s.deploymentCancel))
-	mux.HandleFunc("GET /git-credentials", s.page(s.credentialList))
-	mux.HandleFunc("POST /git-credentials", s.page(s.credentialCreate))
-	mux.HandleFunc("POST /git-credentials/{name}/delete", s.page(s.credentialDelete))
+		// Administration and audit.
+		{"GET /users", s.page(s.userList)},
+		{"POST /users", s.page(s.userCreate)},
+		{"POST /users/{id}/disable", s.page(s.userDisable)},
+		{"POST /users/{id}/enable", s.page(s.userEnable)},
+		{"GET /security", s.page(s.securityEvents)},
+		{"GET /activity", s.page(s.activityLog)},
 
+		// Apps and deployments.
+		{"GET /apps", s.page(s.appList)},
+		{"GET /apps/new", s.page(s.appNew)},
+		{"POST /apps", s.page(s.appCreate)},
+		{"GET /apps/{app}", s.page(s.appShow)},
+		{"POST /apps/{app}/env", s.page(s.appEnv)},
+		{"POST /apps/{app}/webhook-secret", s.page(s.appWebhook)},
+		{"POST /apps/{app}/deploy", s.page(s.appDeploy)},
+		{"POST /apps/{app}/rollback", s.page(s.appRollback)},
+		{"GET /deployments", s.page(s.deploymentList)},
+		{"GET /deployments/{id}", s.page(s.deploymentShow)},
+		{"GET /deployments/{id}/log", s.page(s.deploymentLog)},
+		{"POST /deployments/{id}/cancel", s.page(s.deploymentCancel)},
+		{"GET /git-credentials", s.page(s.credentialList)},
+		{"POST /git-credentials", s.page(s.credentialCreate)},
+		{"POST /git-credentials/{name}/delete", s.page(s.credentialDelete)},
+	}
 	// Capabilities whose pages come with their own services.
 	for _, sec := range upcoming {
-		mux.HandleFunc("GET "+sec.Path, s.page(s.upcomingPage(sec)))
+		rs = append(rs, route{"GET " + sec.Path, s.page(s.upcomingPage(sec))})
 	}
+	return rs
+}
+
+// Register mounts the UI's routes on mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	for _, r := range s.routes() {
+		mux.Handle(r.pattern, r.h)
+	}
+}
+
+// Routes lists the patterns Register mounts ("GET /servers/{name}", ...).
+func (s *Server) Routes() []string {
+	rs := s.routes()
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.pattern
+	}
+	return out
 }
 
 // Wrap adds what every response needs: security headers, protection from

@@ -59,6 +59,8 @@ type env struct {
 	smtp *mailtest.Server
 	logs *syncBuffer
 	acc  *accounts.Service
+	ui   *web.Server
+	dep  *deploys.Service
 }
 
 func newEnv(t *testing.T, secure bool) *env {
@@ -87,7 +89,8 @@ func newEnv(t *testing.T, secure bool) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: e.acc, Audit: audit.New(st), Deploys: deploys.New(st, fl, log, deploys.Config{})},
+	e.dep = deploys.New(st, fl, log, deploys.Config{})
+	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: e.acc, Audit: audit.New(st), Deploys: e.dep},
 		web.Config{Secure: secure, EventsPoll: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +99,7 @@ func newEnv(t *testing.T, secure bool) *env {
 	t.Cleanup(cancel)
 	go ui.Run(ctx)
 	ui.Register(mux)
+	e.ui = ui
 	srv.Config.Handler = ui.Wrap(mux)
 	e.srv = srv
 	return e

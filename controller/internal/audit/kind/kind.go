@@ -1,0 +1,90 @@
+// Package kind is the one list of event kinds: every security_events.type
+// and activity_log.action the controller writes is a constant here. One
+// scheme, dotted lowercase: <subject>.<what happened, past tense>, e.g.
+// token.created, login.throttled, agent.connection_refused. The same act
+// has the same name in both tables and from every caller (web, API, CLI).
+//
+// Adding a kind: add a constant and list it in All. The store refuses a
+// kind missing from the list while tests run (see store.CreateSecurityEvent),
+// so an emitter with a new or misspelt kind fails its tests instead of
+// writing a name no filter finds.
+//
+// Kinds renamed by migration 000022 keep their old names in that
+// migration's down file only.
+package kind
+
+import "slices"
+
+// Accounts: people, sessions, API tokens, second factor.
+const (
+	UserCreated        = "user.created"
+	UserInvited        = "user.invited"
+	UserInviteResent   = "user.invite_resent"
+	UserInviteAccepted = "user.invite_accepted"
+	UserDisabled       = "user.disabled"
+	UserEnabled        = "user.enabled"
+	UserLoggedOut      = "user.logged_out"
+	SessionRevoked     = "session.revoked"
+	LoginFailedBurst   = "login.failed_burst"
+	LoginThrottled     = "login.throttled"
+	PasswordChanged    = "password.changed"
+	PasswordResetAsked = "password.reset_requested"
+	PasswordReset      = "password.reset"
+	TwoFactorSetup     = "two_factor.setup_started"
+	TwoFactorEnabled   = "two_factor.enabled"
+	TwoFactorDisabled  = "two_factor.disabled"
+	RecoveryCodesNew   = "two_factor.recovery_codes_regenerated"
+	TwoFactorReplayed  = "two_factor.code_replayed"
+	RecoveryCodeUsed   = "two_factor.recovery_code_used"
+	TokenCreated       = "token.created"
+	TokenRevoked       = "token.revoked"
+)
+
+// The fleet: servers, agents and their certificates.
+const (
+	ServerCreated          = "server.created"
+	ServerEnabled          = "server.enabled"
+	ServerDisabled         = "server.disabled"
+	ServerRemoved          = "server.removed"
+	AgentEnrolled          = "agent.enrolled"
+	AgentEnrollRefused     = "agent.enroll_refused"
+	AgentConnectionRefused = "agent.connection_refused"
+	CertificateIssued      = "certificate.issued"
+	CertificateRevoked     = "certificate.revoked"
+)
+
+// Apps, credentials, webhooks and deployments.
+const (
+	GitCredentialCreated      = "git_credential.created"
+	GitCredentialDeleted      = "git_credential.deleted"
+	AppCreated                = "app.created"
+	AppEnvChanged             = "app.env_changed"
+	AppWebhookSecretChanged   = "app.webhook_secret_changed"
+	WebhookSignatureInvalid   = "webhook.signature_invalid"
+	DeploymentQueued          = "deployment.queued"
+	DeploymentRollbackQueued  = "deployment.rollback_queued"
+	DeploymentCancelRequested = "deployment.cancel_requested"
+	// A deployment's end is written as "deployment." + its final status.
+	DeploymentSucceeded = "deployment.succeeded"
+	DeploymentFailed    = "deployment.failed"
+	DeploymentCanceled  = "deployment.canceled"
+	DeploymentTimedOut  = "deployment.timed_out"
+)
+
+// All is every kind above. Keep it in the order of the constants.
+var All = []string{
+	UserCreated, UserInvited, UserInviteResent, UserInviteAccepted, UserDisabled, UserEnabled, UserLoggedOut,
+	SessionRevoked, LoginFailedBurst, LoginThrottled, PasswordChanged, PasswordResetAsked, PasswordReset,
+	TwoFactorSetup, TwoFactorEnabled, TwoFactorDisabled, RecoveryCodesNew, TwoFactorReplayed, RecoveryCodeUsed,
+	TokenCreated, TokenRevoked,
+
+	ServerCreated, ServerEnabled, ServerDisabled, ServerRemoved, AgentEnrolled, AgentEnrollRefused,
+	AgentConnectionRefused, CertificateIssued, CertificateRevoked,
+
+	GitCredentialCreated, GitCredentialDeleted, AppCreated, AppEnvChanged, AppWebhookSecretChanged,
+	WebhookSignatureInvalid, DeploymentQueued, DeploymentRollbackQueued, DeploymentCancelRequested,
+	DeploymentSucceeded, DeploymentFailed, DeploymentCanceled, DeploymentTimedOut,
+}
+
+// Known reports whether k is in the list.
+func Known(k string) bool { return slices.Contains(All, k) }

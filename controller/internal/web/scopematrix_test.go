@@ -1,0 +1,236 @@
+package web_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/store"
+)
+
+// The web route matrix: one row per route the UI registers (web.Routes),
+// saying what a session needs. The test requests every route with no
+// session and as a viewer (read), an operator (up to deploy) and an admin,
+// with the same-origin headers a browser sends on a form post, and checks
+// the answer: signed out, a page redirects to the login page (GET) or
+// answers 401 (POST); below the row's scope, 403; at or above it, anything
+// else (the request got past authorisation: 200, 201, 303 elsewhere, 400,
+// 404, 409). A route added without a row fails the test.
+//
+// need: a scope, or routePublic (signing in, static files: nobody is
+// refused). path replaces the pattern's wildcards; $MY_TOKEN (a token of
+// the signed-in user), $VICTIM (a viewer's user id) and $NO_SUCH_ID are
+// filled in. form is the POST body: valid enough that a refused caller is
+// refused by the service's check, not by the form's validation.
+type routeRow struct {
+	need store.Scope
+	path string
+	form url.Values
+}
+
+const routePublic store.Scope = "public"
+
+func form(kv ...string) url.Values {
+	v := url.Values{}
+	for i := 0; i < len(kv); i += 2 {
+		v.Add(kv[i], kv[i+1])
+	}
+	return v
+}
+
+var routeMatrix = map[string]routeRow{
+	"GET /assets/":     {routePublic, "/assets/app.css", nil},
+	"GET /favicon.ico": {routePublic, "/favicon.ico", nil},
+	"GET /{$}":         {store.ScopeRead, "/", nil},
+
+	"GET /login":           {routePublic, "/login", nil},
+	"POST /login":          {routePublic, "/login", form("email", "nobody@example.com", "password", "wrong password here")},
+	"GET /login/2fa":       {routePublic, "/login/2fa", nil},
+	"POST /login/2fa":      {routePublic, "/login/2fa", form("code", "000000")},
+	"POST /logout":         {routePublic, "/logout", nil},
+	"GET /forgot":          {routePublic, "/forgot", nil},
+	"POST /forgot":         {routePublic, "/forgot", form("email", "nobody@example.com")},
+	"GET /reset/{token}":   {routePublic, "/reset/not-a-token", nil},
+	"POST /reset/{token}":  {routePublic, "/reset/not-a-token", form("password", "x", "password_confirm", "x")},
+	"GET /invite/{token}":  {routePublic, "/invite/not-a-token", nil},
+	"POST /invite/{token}": {routePublic, "/invite/not-a-token", form("password", "x", "password_confirm", "x")},
+
+	// A blank form shows nothing; its POST is what the service checks.
+	"GET /servers":                        {store.ScopeRead, "/servers", nil},
+	"GET /servers/new":                    {store.ScopeRead, "/servers/new", nil},
+	"POST /servers":                       {store.ScopeWrite, "/servers", form("name", "added-1")},
+	"GET /servers/{name}":                 {store.ScopeRead, "/servers/web-1", nil},
+	"GET /servers/{name}/metrics.json":    {store.ScopeRead, "/servers/web-1/metrics.json?range=1h", nil},
+	"POST /servers/{name}/disable":        {store.ScopeAdmin, "/servers/off-1/disable", form()},
+	"POST /servers/{name}/enable":         {store.ScopeAdmin, "/servers/off-1/enable", form()},
+	"POST /servers/{name}/remove":         {store.ScopeAdmin, "/servers/gone-1/remove", form("confirm", "gone-1")},
+	"GET /events":                         {store.ScopeRead, "/events", nil},
+	"GET /settings":                       {store.ScopeRead, "/settings", nil},
+	"POST /settings/password":             {store.ScopeRead, "/settings/password", form("current_password", "not the password", "new_password", "another long passphrase 7", "new_password_confirm", "another long passphrase 7")},
+	"POST /settings/2fa/begin":            {store.ScopeRead, "/settings/2fa/begin", form()},
+	"POST /settings/2fa/confirm":          {store.ScopeRead, "/settings/2fa/confirm", form("code", "000000")},
+	"POST /settings/2fa/disable":          {store.ScopeRead, "/settings/2fa/disable", form("password", "x", "code", "000000")},
+	"POST /settings/2fa/recovery-codes":   {store.ScopeRead, "/settings/2fa/recovery-codes", form("password", "x", "code", "000000")},
+	"POST /settings/sessions/{id}/revoke": {store.ScopeRead, "/settings/sessions/$NO_SUCH_ID/revoke", form()},
+	// Every person manages their own tokens in a session (scopes capped by
+	// role); through the API that needs admin.
+	"GET /tokens":              {store.ScopeRead, "/tokens", nil},
+	"POST /tokens":             {store.ScopeRead, "/tokens", form("name", "matrix", "scope", "read")},
+	"POST /tokens/{id}/revoke": {store.ScopeRead, "/tokens/$MY_TOKEN/revoke", form()},
+
+	"GET /users":               {store.ScopeAdmin, "/users", nil},
+	"POST /users":              {store.ScopeAdmin, "/users", form("email", "new@example.com", "role", "viewer")},
+	"POST /users/{id}/disable": {store.ScopeAdmin, "/users/$VICTIM/disable", form()},
+	"POST /users/{id}/enable":  {store.ScopeAdmin, "/users/$VICTIM/enable", form()},
+	"GET /security":            {store.ScopeAdmin, "/security", nil},
+	"GET /activity":            {store.ScopeRead, "/activity", nil},
+
+	// Anything deciding what code runs on a server needs deploy.
+	"GET /apps":                           {store.ScopeRead, "/apps", nil},
+	"GET /apps/new":                       {store.ScopeRead, "/apps/new", nil},
+	"POST /apps":                          {store.ScopeDeploy, "/apps", form("name", "app-new", "server", "web-1", "repo", "https://git.example.com/a.git", "path", "/srv/a", "user", "app")},
+	"GET /apps/{app}":                     {store.ScopeRead, "/apps/shop", nil},
+	"POST /apps/{app}/env":                {store.ScopeDeploy, "/apps/shop/env", form("scope", "production", "set", "K=v")},
+	"POST /apps/{app}/webhook-secret":     {store.ScopeDeploy, "/apps/shop/webhook-secret", form()},
+	"POST /apps/{app}/deploy":             {store.ScopeDeploy, "/apps/shop/deploy", form("env", "production")},
+	"POST /apps/{app}/rollback":           {store.ScopeDeploy, "/apps/shop/rollback", form()},
+	"GET /deployments":                    {store.ScopeRead, "/deployments", nil},
+	"GET /deployments/{id}":               {store.ScopeRead, "/deployments/$NO_SUCH_ID", nil},
+	"GET /deployments/{id}/log":           {store.ScopeRead, "/deployments/$NO_SUCH_ID/log", nil},
+	"POST /deployments/{id}/cancel":       {store.ScopeDeploy, "/deployments/$NO_SUCH_ID/cancel", form()},
+	"GET /git-credentials":                {store.ScopeRead, "/git-credentials", nil},
+	"POST /git-credentials":               {store.ScopeAdmin, "/git-credentials", form("name", "cred-new", "kind", "https", "username", "u", "token", "t")},
+	"POST /git-credentials/{name}/delete": {store.ScopeAdmin, "/git-credentials/cred-rm/delete", form()},
+
+	"GET /backups":       {store.ScopeRead, "/backups", nil},
+	"GET /notifications": {store.ScopeRead, "/notifications", nil},
+}
+
+// status requests path as c and returns the status and Location without
+// reading the body, so a live event stream does not hold the test.
+func (c *client) status(method, path string, f url.Values) (int, string) {
+	c.e.t.Helper()
+	var req *http.Request
+	if method == http.MethodPost {
+		req, _ = http.NewRequest(method, c.e.srv.URL+path, strings.NewReader(f.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		// A browser's same-origin form post, so the cross-origin
+		// protection lets it through to the handler.
+		req.Header.Set("Origin", c.e.srv.URL)
+		req.Header.Set("Sec-Fetch-Site", "same-origin")
+	} else {
+		req, _ = http.NewRequest(method, c.e.srv.URL+path, nil)
+	}
+	req.Header.Set("Accept", "text/html")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		c.e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("Location")
+}
+
+func TestRouteScopeMatrix(t *testing.T) {
+	e := newEnv(t, false)
+	ctx := context.Background()
+	admin := e.user("admin@example.com", store.RoleAdmin)
+	e.user("operator@example.com", store.RoleOperator)
+	e.user("viewer@example.com", store.RoleViewer)
+	victim := e.user("victim@example.com", store.RoleViewer)
+	for _, name := range []string{"web-1", "off-1", "gone-1"} {
+		if _, err := e.st.CreateServer(ctx, store.CreateServerParams{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pr := &auth.Principal{UserID: admin.ID, Email: admin.Email, Role: store.RoleAdmin, Scopes: []store.Scope{store.ScopeAdmin}}
+	if _, err := e.dep.AddGitCredential(ctx, pr, deploys.Peer{}, deploys.AddGitCredentialParams{Name: "cred-rm", Kind: store.GitCredentialHTTPS, Username: "u", Token: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.dep.CreateApp(ctx, pr, deploys.Peer{}, deploys.CreateAppParams{Server: "web-1", AppSettings: store.AppSettings{
+		Name: "shop", RepositoryURL: "https://git.example.com/shop.git", DeployPath: "/srv/shop", RunAsUser: "app"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	patterns := e.ui.Routes()
+	for _, p := range patterns {
+		if _, ok := routeMatrix[p]; !ok {
+			t.Errorf("route %q has no row in routeMatrix: add one with the scope it needs", p)
+		}
+	}
+	for p := range routeMatrix {
+		if !slices.Contains(patterns, p) {
+			t.Errorf("routeMatrix row %q names no registered route", p)
+		}
+	}
+	// Signing out ends the session: last.
+	slices.SortFunc(patterns, func(a, b string) int {
+		return bool2int(a == "POST /logout") - bool2int(b == "POST /logout")
+	})
+
+	callers := []struct {
+		name  string
+		email string
+		scope store.Scope
+	}{{"no session", "", ""}, {"viewer", "viewer@example.com", store.ScopeRead}, {"operator", "operator@example.com", store.ScopeDeploy}, {"admin", "admin@example.com", store.ScopeAdmin}}
+	for _, who := range callers {
+		c := e.client()
+		myToken := store.NewID()
+		if who.email != "" {
+			c.login(who.email, adminPassword)
+			u, err := e.st.UserByEmail(ctx, who.email)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, hash := auth.NewToken()
+			rec, err := e.st.CreateAPIToken(ctx, store.CreateAPITokenParams{UserID: u.ID, Name: "mine", TokenHash: hash, Scopes: []store.Scope{store.ScopeRead}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			myToken = rec.ID
+		}
+		repl := strings.NewReplacer("$MY_TOKEN", myToken.String(), "$VICTIM", victim.ID.String(), "$NO_SUCH_ID", store.NewID().String())
+		for _, p := range patterns {
+			row, ok := routeMatrix[p]
+			if !ok {
+				continue
+			}
+			method, _, _ := strings.Cut(p, " ")
+			code, loc := c.status(method, repl.Replace(row.path), row.form)
+			toLogin := code == http.StatusSeeOther && strings.HasPrefix(loc, "/login")
+			got := "allowed"
+			switch {
+			case code == http.StatusForbidden:
+				got = "403"
+			case toLogin || code == http.StatusUnauthorized:
+				got = "sign in"
+			}
+			want := "allowed"
+			switch {
+			case row.need == routePublic:
+				if code == http.StatusForbidden {
+					t.Errorf("%s (public) as %s: 403", p, who.name)
+				}
+				continue
+			case who.email == "":
+				want = "sign in"
+			case auth.Rank(who.scope) < auth.Rank(row.need):
+				want = "403"
+			}
+			if got != want {
+				t.Errorf("%s (needs %s) as %s: %d %s, want %s", p, row.need, who.name, code, loc, want)
+			}
+		}
+	}
+}
+
+func bool2int(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
