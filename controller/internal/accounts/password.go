@@ -152,7 +152,7 @@ func (s *Service) checkResetThrottle(ctx context.Context, at attempt) error {
 		return err
 	}
 	terr := &ThrottledError{RetryAfter: wait}
-	if err := s.event(ctx, s.st, "password_reset_throttled", store.SeverityWarning, nil, at.email, at.meta, map[string]any{
+	if err := s.event(ctx, s.st, kind.PasswordResetLimit, store.SeverityWarning, nil, at.email, at.meta, map[string]any{
 		"scope": scope, "email": at.email, "retry_after_seconds": terr.Seconds(),
 	}); err != nil {
 		return err

@@ -131,7 +131,7 @@ func TestPasswordResetAnswersBeforeTheAccountLookup(t *testing.T) {
 	if n := e.resetTokens(ada.ID); n != 0 {
 		t.Fatalf("%d reset links exist before the background part ran", n)
 	}
-	if ev := e.events("password_reset_requested"); len(ev) != 0 {
+	if ev := e.events("password.reset_requested"); len(ev) != 0 {
 		t.Fatalf("password_reset_requested written before the answer: %+v", ev)
 	}
 	close(release)
@@ -176,7 +176,7 @@ func TestPasswordResetThrottled(t *testing.T) {
 		must(t, e.svc.RequestPasswordReset(e.ctx, fmt.Sprintf("user%d@example.com", i), meta(ip, "")))
 	}
 	wantErr(t, "6th from one address", e.svc.RequestPasswordReset(e.ctx, "user9@example.com", meta(ip, "")), accounts.ErrThrottled)
-	if ev := e.events("password_reset_throttled"); len(ev) != 3 {
+	if ev := e.events("password.reset_throttled"); len(ev) != 3 {
 		t.Errorf("password_reset_throttled events = %d, want 3", len(ev))
 	}
 

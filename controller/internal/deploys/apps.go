@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -350,7 +351,7 @@ func (s *Service) UpdateApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 	if slices.Contains(fields, "run_as_user") {
 		changes["run_as_user"] = app.RunAsUser
 	}
-	s.activity(ctx, pr, peer, "app.updated", "app", app.ID, app.Name, changes)
+	s.activity(ctx, pr, peer, kind.AppUpdated, "app", app.ID, app.Name, changes)
 	return app, nil
 }
 

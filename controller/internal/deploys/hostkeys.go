@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -176,7 +177,7 @@ func (s *Service) TrustGitHost(ctx context.Context, pr *auth.Principal, peer Pee
 	if err != nil {
 		return store.GitCredential{}, HostKey{}, err
 	}
-	s.activity(ctx, pr, peer, "git_credential.host_trusted", "git_credential", c.ID, c.Name, map[string]any{
+	s.activity(ctx, pr, peer, kind.GitCredentialHostTrusted, "git_credential", c.ID, c.Name, map[string]any{
 		"address": hp, "key_type": key.Type, "fingerprint": key.Fingerprint,
 	})
 	return c, key, nil
@@ -203,11 +204,11 @@ func (s *Service) ShareGitCredential(ctx context.Context, pr *auth.Principal, pe
 		return store.GitCredential{}, err
 	}
 	var changed bool
-	action := "git_credential.shared"
+	action := kind.GitCredentialShared
 	if share {
 		changed, err = s.st.ShareGitCredential(ctx, c.ID, u.ID)
 	} else {
-		action = "git_credential.unshared"
+		action = kind.GitCredentialUnshared
 		changed, err = s.st.UnshareGitCredential(ctx, c.ID, u.ID)
 	}
 	if err != nil {
@@ -242,9 +243,9 @@ func (s *Service) SetServerAllowRoot(ctx context.Context, pr *auth.Principal, pe
 		return store.Server{}, err
 	}
 	if srv.AllowRoot != allow {
-		action := "server.root_allowed"
+		action := kind.ServerRootAllowed
 		if !allow {
-			action = "server.root_denied"
+			action = kind.ServerRootDenied
 		}
 		s.activity(ctx, pr, peer, action, "server", out.ID, out.Name, map[string]any{"allow_root": map[string]any{"old": srv.AllowRoot, "new": allow}})
 	}

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
-	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -421,6 +420,6 @@ func roleMayDeploy(u store.User) bool {
 	if u.Status != store.UserActive {
 		return false
 	}
-	p := auth.Principal{Scopes: accounts.RoleScopes(u.Role)}
+	p := auth.Principal{Scopes: auth.RoleScopes(u.Role)}
 	return p.Allows(store.ScopeDeploy)
 }

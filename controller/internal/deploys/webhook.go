@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/store"
 )
 
@@ -121,7 +122,7 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request) {
 	if !s.hookOwnerMayDeploy(ctx, a) {
 		aid := a.ID
 		_, _ = s.st.CreateSecurityEvent(ctx, store.CreateSecurityEventParams{
-			Type: "webhook.owner_not_allowed", Severity: store.SeverityWarning, Actor: "webhook:" + provider,
+			Type: kind.WebhookOwnerNotAllowed, Severity: store.SeverityWarning, Actor: "webhook:" + provider,
 			IPAddress: peer.IP, UserAgent: peer.UserAgent, Details: map[string]any{"app": a.Name, "app_id": aid.String(), "provider": provider},
 		})
 		webhookReply(w, http.StatusForbidden, map[string]any{"error": "the user who set this webhook's secret may no longer deploy; someone who may sets a new secret"})

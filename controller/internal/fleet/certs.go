@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -65,10 +66,10 @@ func (s *Service) renew(ctx context.Context, c *conn, csr []byte, peer Peer) ([]
 	})
 	switch {
 	case errors.Is(err, ErrRenewLimited):
-		s.security(ctx, "certificate.renewal_refused", store.SeverityWarning, &c.serverID, nil, peer, map[string]any{"reason": "rate_limited", "per_hour": s.renewalsPerHour()})
+		s.security(ctx, kind.CertificateRenewRefused, store.SeverityWarning, &c.serverID, nil, peer, map[string]any{"reason": "rate_limited", "per_hour": s.renewalsPerHour()})
 		return nil, err
 	case errors.Is(err, ErrRevoked):
-		s.security(ctx, "certificate.renewal_refused", store.SeverityWarning, &c.serverID, nil, peer, map[string]any{"reason": "server disabled or certificate revoked", "serial": c.serial})
+		s.security(ctx, kind.CertificateRenewRefused, store.SeverityWarning, &c.serverID, nil, peer, map[string]any{"reason": "server disabled or certificate revoked", "serial": c.serial})
 		return nil, err
 	case err != nil:
 		return nil, err

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/ratelimit"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -82,7 +83,7 @@ func (b *refusalBudget) record(ctx context.Context, p store.CreateSecurityEventP
 			return
 		}
 		p = store.CreateSecurityEventParams{
-			Type: "agent.events_suppressed", Severity: store.SeverityWarning, IPAddress: p.IPAddress, UserAgent: p.UserAgent,
+			Type: kind.AgentEventsSuppressed, Severity: store.SeverityWarning, IPAddress: p.IPAddress, UserAgent: p.UserAgent,
 			Details: map[string]any{
 				"first_suppressed": p.Type, "budget_per_minute": RefusalsPerMinute, "budget_burst": RefusalBurst,
 				"note": "further refusals from this address are counted, not recorded, until its budget refills; the next event recorded from it carries the count",
@@ -117,7 +118,7 @@ func (a *Authenticator) HandshakeRefused(addr netip.Addr, reason string, details
 	for k, v := range details {
 		d[k] = v
 	}
-	p := store.CreateSecurityEventParams{Type: "agent.tls_handshake_refused", Severity: store.SeverityWarning, Details: d}
+	p := store.CreateSecurityEventParams{Type: kind.AgentHandshakeRefused, Severity: store.SeverityWarning, Details: d}
 	if addr.IsValid() {
 		p.IPAddress = &addr
 	}

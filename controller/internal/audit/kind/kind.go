@@ -29,6 +29,7 @@ const (
 	LoginThrottled     = "login.throttled"
 	PasswordChanged    = "password.changed"
 	PasswordResetAsked = "password.reset_requested"
+	PasswordResetLimit = "password.reset_throttled"
 	PasswordReset      = "password.reset"
 	TwoFactorSetup     = "two_factor.setup_started"
 	TwoFactorEnabled   = "two_factor.enabled"
@@ -42,21 +43,31 @@ const (
 
 // The fleet: servers, agents and their certificates.
 const (
-	ServerCreated          = "server.created"
-	ServerEnabled          = "server.enabled"
-	ServerDisabled         = "server.disabled"
-	ServerRemoved          = "server.removed"
-	AgentEnrolled          = "agent.enrolled"
-	AgentEnrollRefused     = "agent.enroll_refused"
-	AgentConnectionRefused = "agent.connection_refused"
-	CertificateIssued      = "certificate.issued"
-	CertificateRevoked     = "certificate.revoked"
+	ServerCreated           = "server.created"
+	ServerEnabled           = "server.enabled"
+	ServerDisabled          = "server.disabled"
+	ServerRemoved           = "server.removed"
+	AgentEnrolled           = "agent.enrolled"
+	AgentEnrollRefused      = "agent.enroll_refused"
+	AgentConnectionRefused  = "agent.connection_refused"
+	CertificateIssued       = "certificate.issued"
+	CertificateRevoked      = "certificate.revoked"
+	CertificateRenewRefused = "certificate.renewal_refused"
+	AgentHandshakeRefused   = "agent.tls_handshake_refused"
+	AgentEventsSuppressed   = "agent.events_suppressed"
+	ServerRootAllowed       = "server.root_allowed"
+	ServerRootDenied        = "server.root_denied"
 )
 
 // Apps, credentials, webhooks and deployments.
 const (
 	GitCredentialCreated      = "git_credential.created"
 	GitCredentialDeleted      = "git_credential.deleted"
+	GitCredentialShared       = "git_credential.shared"
+	GitCredentialUnshared     = "git_credential.unshared"
+	GitCredentialHostTrusted  = "git_credential.host_trusted"
+	AppUpdated                = "app.updated"
+	WebhookOwnerNotAllowed    = "webhook.owner_not_allowed"
 	AppCreated                = "app.created"
 	AppEnvChanged             = "app.env_changed"
 	AppWebhookSecretChanged   = "app.webhook_secret_changed"
@@ -74,14 +85,16 @@ const (
 // All is every kind above. Keep it in the order of the constants.
 var All = []string{
 	UserCreated, UserInvited, UserInviteResent, UserInviteAccepted, UserDisabled, UserEnabled, UserLoggedOut,
-	SessionRevoked, LoginFailedBurst, LoginThrottled, PasswordChanged, PasswordResetAsked, PasswordReset,
+	SessionRevoked, LoginFailedBurst, LoginThrottled, PasswordChanged, PasswordResetAsked, PasswordResetLimit, PasswordReset,
 	TwoFactorSetup, TwoFactorEnabled, TwoFactorDisabled, RecoveryCodesNew, TwoFactorReplayed, RecoveryCodeUsed,
 	TokenCreated, TokenRevoked,
 
 	ServerCreated, ServerEnabled, ServerDisabled, ServerRemoved, AgentEnrolled, AgentEnrollRefused,
-	AgentConnectionRefused, CertificateIssued, CertificateRevoked,
+	AgentConnectionRefused, CertificateIssued, CertificateRevoked, CertificateRenewRefused, AgentHandshakeRefused,
+	AgentEventsSuppressed, ServerRootAllowed, ServerRootDenied,
 
-	GitCredentialCreated, GitCredentialDeleted, AppCreated, AppEnvChanged, AppWebhookSecretChanged,
+	GitCredentialCreated, GitCredentialDeleted, GitCredentialShared, GitCredentialUnshared, GitCredentialHostTrusted,
+	AppUpdated, WebhookOwnerNotAllowed, AppCreated, AppEnvChanged, AppWebhookSecretChanged,
 	WebhookSignatureInvalid, DeploymentQueued, DeploymentRollbackQueued, DeploymentCancelRequested,
 	DeploymentSucceeded, DeploymentFailed, DeploymentCanceled, DeploymentTimedOut,
 }
