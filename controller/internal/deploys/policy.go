@@ -420,6 +420,5 @@ func roleMayDeploy(u store.User) bool {
 	if u.Status != store.UserActive {
 		return false
 	}
-	p := auth.Principal{Scopes: auth.RoleScopes(u.Role)}
-	return p.Allows(store.ScopeDeploy)
+	return auth.Rank(auth.RoleScope(u.Role)) >= auth.Rank(store.ScopeDeploy)
 }
