@@ -30,6 +30,9 @@ cleanup() {
 trap cleanup EXIT
 userdel -r "$benchuser" 2>/dev/null || true
 useradd --create-home --shell /bin/bash "$benchuser"
+# useradd leaves the password locked ("!"), and sshd without PAM refuses a
+# locked account even for a key: "*" has no password but is not locked.
+usermod -p '*' "$benchuser"
 benchhome=$(getent passwd "$benchuser" | cut -d: -f6)
 now() { date +%s%N; }
 # pct FILE P: the P-th percentile (nearest rank) of the numbers in FILE, in ms.
@@ -46,7 +49,7 @@ out=$("$BIN/berth" server add bench -o json)
 token=$(printf '%s' "$out" | sed -n 's/.*"token": "\([^"]*\)".*/\1/p')
 pin=$(printf '%s' "$out" | sed -n 's/.*"ca_pin": "\([^"]*\)".*/\1/p')
 printf '%s\n' "$token" | "$BIN/berth-agent" enroll --controller 127.0.0.1:27443 --token-stdin --ca-pin "$pin" --data-dir "$work/a" >/dev/null
-"$BIN/berth-agent" run --data-dir "$work/a" 2>"$work/a.log" &
+"$BIN/berth-agent" run --data-dir "$work/a" --app-dirs "$work" 2>"$work/a.log" &
 pids+=($!)
 for _ in $(seq 1 150); do "$BIN/berth" server show bench -o json | grep -q '"status": "online"' && break; sleep 0.2; done
 

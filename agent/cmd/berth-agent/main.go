@@ -178,6 +178,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	dataDir := fs.String("data-dir", envDefault("BERTH_AGENT_DATA_DIR", defaultDataDir), "where the agent keeps its key and certificate")
 	bufferFor := fs.Duration("buffer", 24*time.Hour, "how much metrics history to keep while the controller is unreachable")
 	killGrace := fs.Duration("kill-grace", deploy.DefaultKillGrace, "how long a canceled or timed-out deploy's processes get between TERM and KILL")
+	appDirs := fs.String("app-dirs", envDefault("BERTH_AGENT_APP_DIRS", strings.Join(deploy.DefaultAppDirs, ",")), "comma-separated directories that apps' deploy paths must lie below")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -201,7 +202,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	// Deploy jobs: journaled under the data dir; jobs an earlier process
 	// left running are reported failed before anything new starts.
 	jobs := client.NewJobs()
-	exec, err := deploy.New(deploy.Config{DataDir: *dataDir, Logger: log, Sink: jobs.Sink, KillGrace: *killGrace})
+	exec, err := deploy.New(deploy.Config{DataDir: *dataDir, Logger: log, Sink: jobs.Sink, KillGrace: *killGrace, AppDirs: splitDirs(*appDirs)})
 	if err != nil {
 		return err
 	}
@@ -219,4 +220,15 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		Logger:     log,
 		Jobs:       jobs,
 	})
+}
+
+// splitDirs reads --app-dirs: absolute directories, comma-separated.
+func splitDirs(v string) []string {
+	var out []string
+	for _, d := range strings.Split(v, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			out = append(out, d)
+		}
+	}
+	return out
 }

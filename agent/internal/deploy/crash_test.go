@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 }
 
 func crashHelper() {
-	ex, err := New(Config{DataDir: os.Getenv("DATA")})
+	ex, err := New(Config{DataDir: os.Getenv("DATA"), AppDirs: []string{os.TempDir()}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "crash helper:", err)
 		os.Exit(2)

@@ -68,7 +68,17 @@ type Config struct {
 	// AppUser is who apps run as when the agent runs as root and a job
 	// names no user (default DefaultAppUser); created when missing.
 	AppUser string
+	// AppDirs are the directories deploy paths must lie below (default
+	// DefaultAppDirs). The agent runs as root and gives each deploy path to
+	// its app user: without this bound a deploy-scoped caller could name
+	// a system directory (a systemd drop-in directory, say) and have it
+	// made and handed to the app user, which is root by another road.
+	AppDirs []string
 }
+
+// DefaultAppDirs are where deploy paths may lie unless the agent is told
+// otherwise (berth-agent run --app-dirs).
+var DefaultAppDirs = []string{"/srv", "/var/www", "/opt", "/home"}
 
 // Executor runs deploy and rollback jobs, at most one at a time per app, and
 // journals them under Config.DataDir. It is safe for concurrent use.
@@ -108,6 +118,9 @@ func New(cfg Config) (*Executor, error) {
 	}
 	if cfg.AppUser == "" {
 		cfg.AppUser = DefaultAppUser
+	}
+	if len(cfg.AppDirs) == 0 {
+		cfg.AppDirs = DefaultAppDirs
 	}
 	e := &Executor{
 		cfg:        cfg,

@@ -48,18 +48,18 @@ func (t *appTree) close() {
 // parents made for root; it is never given a parent the app user owns.
 func (j *job) openTree(create bool) (*appTree, error) {
 	p := j.spec.DeployPath
-	if create {
-		if err := j.makeDeployPath(p); err != nil {
+	real, err := j.resolveDeployPath(p)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Lstat(real); errors.Is(err, fs.ErrNotExist) {
+		if !create {
+			return nil, fmt.Errorf("the deploy path %s does not exist on this server", p)
+		}
+		if err := j.makeDeployPath(real); err != nil {
 			return nil, err
 		}
-	}
-	// An admin's symlink at the deploy path (or above) is followed: what
-	// must be safe is where it leads.
-	real, err := filepath.EvalSymlinks(p)
-	if errors.Is(err, fs.ErrNotExist) && !create {
-		return nil, fmt.Errorf("the deploy path %s does not exist on this server", p)
-	}
-	if err != nil {
+	} else if err != nil {
 		return nil, fmt.Errorf("deploy path: %w", err)
 	}
 	if err := safeAncestors(real); err != nil {
@@ -72,31 +72,78 @@ func (j *job) openTree(create bool) (*appTree, error) {
 	return &appTree{path: p, root: root}, nil
 }
 
-// makeDeployPath creates p when missing: its missing parents 0755 for
-// root, p itself 0755 for the app user.
-func (j *job) makeDeployPath(p string) error {
-	if _, err := os.Lstat(p); err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return err
+// resolveDeployPath is where p really is: its deepest existing ancestor
+// with links followed (an admin's symlink at or above the deploy path is
+// honoured: what must be safe is where it leads), plus the missing rest.
+// That must lie below one of the agent's app directories.
+func (j *job) resolveDeployPath(p string) (string, error) {
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return "", fmt.Errorf("the deploy path %q must be a clean absolute path", p)
 	}
+	existing, rest := p, ""
+	for {
+		if _, err := os.Lstat(existing); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("deploy path: %w", err)
+		}
+		rest = filepath.Join(filepath.Base(existing), rest)
+		existing = filepath.Dir(existing)
+	}
+	realExisting, err := filepath.EvalSymlinks(existing)
+	if err != nil {
+		return "", fmt.Errorf("deploy path: %w", err)
+	}
+	real := filepath.Join(realExisting, rest)
+	for _, base := range j.e.cfg.AppDirs {
+		rb, err := filepath.EvalSymlinks(base)
+		if err != nil {
+			continue
+		}
+		if strings.HasPrefix(real, strings.TrimSuffix(rb, "/")+"/") {
+			return real, nil
+		}
+	}
+	return "", fmt.Errorf("the deploy path %s (%s) is not below one of this agent's app directories (%s): choose a path there, or start the agent with --app-dirs",
+		p, real, strings.Join(j.e.cfg.AppDirs, ", "))
+}
+
+// makeDeployPath creates real (a resolved path, see resolveDeployPath):
+// its missing parents 0755 for root, real itself 0755 for the app user.
+// The parents' ancestors are checked first, and each directory made is
+// checked to be the one made (a link planted meanwhile in a sticky
+// directory such as /tmp is refused, never followed).
+func (j *job) makeDeployPath(real string) error {
 	var missing []string
-	for d := p; ; d = filepath.Dir(d) {
+	for d := real; ; d = filepath.Dir(d) {
 		if _, err := os.Lstat(d); err == nil {
+			if err := safeAncestors(filepath.Join(d, "_")); err != nil {
+				return err
+			}
 			break
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 		missing = append(missing, d)
 	}
+	me := uint32(os.Geteuid())
 	for i := len(missing) - 1; i >= 0; i-- {
 		d := missing[i]
 		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
+		fi, err := os.Lstat(d)
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || !fi.IsDir() || st.Uid != me {
+			return fmt.Errorf("deploy path: %s appeared as something other than the directory the agent made", d)
+		}
 		if err := os.Chmod(d, 0o755); err != nil { // the agent's umask is 077
 			return err
 		}
 	}
-	return j.user.chown(p)
+	return j.user.chown(real)
 }
 
 // safeAncestors refuses a deploy path below a directory that anyone but

@@ -108,6 +108,9 @@ func newHarness(t *testing.T, cfg Config) *harness {
 func (h *harness) open(cfg Config) {
 	h.t.Helper()
 	cfg.DataDir = h.data
+	if len(cfg.AppDirs) == 0 {
+		cfg.AppDirs = []string{os.TempDir()} // deploy paths are t.TempDir()s
+	}
 	cfg.Sink = func(ev Event) {
 		h.mu.Lock()
 		h.events = append(h.events, ev)

@@ -473,7 +473,7 @@ func (e *Executor) settleInterrupted(j *job) Result {
 	}
 	// Everything below the deploy path is the app user's: it is reached
 	// through the app tree only (see appTree), never by following a path.
-	tree, err := (&job{spec: spec}).openTree(false)
+	tree, err := (&job{spec: spec, e: e}).openTree(false)
 	if err != nil {
 		e.log.Warn("open the deploy path of an interrupted job", "job", j.id, "err", err)
 		if spec.Kind == KindDeploy {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,8 +61,13 @@ func (j *job) appUser(ctx context.Context) (*runAs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("look up user %q: %w", name, err)
 	}
-	if u.Uid == "0" && !j.spec.AllowRoot {
-		return nil, fmt.Errorf("user %s has uid 0 (root): running an app as root needs the server's allow-root setting, which only an admin can grant", name)
+	if !j.spec.AllowRoot {
+		if u.Uid == "0" {
+			return nil, fmt.Errorf("user %s has uid 0 (root): running an app as root needs the server's allow-root setting, which only an admin can grant", name)
+		}
+		if g, ok := privilegedGroup(u); ok {
+			return nil, fmt.Errorf("user %s is in group %s, which can become root (sudo, docker, disk access and the like): running an app as such a user needs the server's allow-root setting, which only an admin can grant", name, g)
+		}
 	}
 	return runAsOf(u, cur)
 }
@@ -431,4 +437,32 @@ func procStartTime(pid int) (uint64, error) {
 func bootID() string {
 	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	return strings.TrimSpace(string(b))
+}
+
+// rootEquivalentGroups are groups whose members can become root or read
+// and write what only root may (sudo rules, the docker or lxd socket,
+// raw disks, the shadow file, logs with secrets). A user in one of them
+// is root by another road, so it needs the allow-root setting too.
+var rootEquivalentGroups = []string{"root", "sudo", "wheel", "admin", "docker", "lxd", "incus-admin", "disk", "shadow", "adm", "kvm"}
+
+// privilegedGroup names a root-equivalent group of u (primary gid 0
+// included), if it has one.
+func privilegedGroup(u *user.User) (string, bool) {
+	gids, err := u.GroupIds()
+	if err != nil {
+		return "(unknown: its groups cannot be read)", true
+	}
+	for _, gid := range append([]string{u.Gid}, gids...) {
+		if gid == "0" {
+			return "root (gid 0)", true
+		}
+		g, err := user.LookupGroupId(gid)
+		if err != nil {
+			continue
+		}
+		if slices.Contains(rootEquivalentGroups, g.Name) {
+			return g.Name, true
+		}
+	}
+	return "", false
 }

@@ -166,7 +166,7 @@ func userHelper() {
 		log    bytes.Buffer
 		result = make(chan Result, 1)
 	)
-	ex, err := New(Config{DataDir: os.Getenv("DATA"), Sink: func(ev Event) {
+	ex, err := New(Config{DataDir: os.Getenv("DATA"), AppDirs: []string{os.TempDir()}, Sink: func(ev Event) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch ev.Type {
@@ -257,4 +257,68 @@ func TestNonRootAgentRunsAppsAsItself(t *testing.T) {
 	if r["status"] != string(StatusFailed) || !strings.Contains(r["error"], "the agent runs as nobody, not root, and cannot run commands as root") {
 		t.Errorf("root named: %v", r)
 	}
+}
+
+// A user that can become root another way (here: a member of the disk
+// group, which reads and writes raw disks) needs the allow-root setting
+// like root itself; without it nothing is run and no release is made.
+func TestRootEquivalentAppUserNeedsAllowance(t *testing.T) {
+	needRoot(t)
+	if _, err := user.LookupGroup("disk"); err != nil {
+		t.Fatalf("this test needs the disk group (Debian's base system has it): %v", err)
+	}
+	name := testUser(t)
+	if out, err := exec.Command("useradd", "--system", "--user-group", "--groups", "disk", "--no-create-home",
+		"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd: %v\n%s", err, out)
+	}
+	repo := newRepo(t)
+	repo.commit("c", map[string]string{"build.sh": buildSh})
+	h := newHarness(t, Config{})
+	reachable(t, h.deploy)
+	s := h.spec(repo)
+	s.RunAsUser, s.AllowRoot = name, false
+	ran := filepath.Join(t.TempDir(), "ran")
+	s.DeployScript = "echo ran > " + ran + "\n"
+	res := h.run(s)
+	if res.Status != StatusFailed || !strings.Contains(res.Error, "group disk") || !strings.Contains(res.Error, "allow-root") {
+		t.Fatalf("a disk group member without the allowance: %+v", res)
+	}
+	if _, err := os.Stat(ran); err == nil {
+		t.Fatal("the script ran")
+	}
+	if _, err := os.Stat(filepath.Join(h.deploy, "releases", s.DeploymentID)); err == nil {
+		t.Fatal("a release was made")
+	}
+}
+
+// Deploy paths lie below the agent's app directories: a path elsewhere
+// (a system directory a root service reads, say) is refused and not made,
+// and so is one that reaches outside them through a link.
+func TestDeployPathOutsideAppDirsRefused(t *testing.T) {
+	needRoot(t)
+	repo := newRepo(t)
+	repo.commit("c", map[string]string{"build.sh": buildSh})
+	allowed := t.TempDir()
+	outside := t.TempDir()
+	h := newHarness(t, Config{AppDirs: []string{allowed}})
+	link := filepath.Join(allowed, "escape")
+	if err := os.Symlink(outside, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(outside, "app", "nested"), filepath.Join(link, "app")} {
+		s := h.spec(repo)
+		s.DeployPath = p
+		res := h.run(s)
+		if res.Status != StatusFailed || !strings.Contains(res.Error, "app directories") {
+			t.Errorf("%s: %+v", p, res)
+		}
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Fatalf("something was made outside the app directories: %v", entries)
+	}
+	// Below them, a missing path is made as before.
+	s := h.spec(repo)
+	s.DeployPath = filepath.Join(allowed, "apps", "shop")
+	mustSucceed(t, h, s.DeploymentID, h.run(s))
 }

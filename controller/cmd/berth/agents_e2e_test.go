@@ -108,7 +108,8 @@ type agentProc struct {
 func startAgent(t *testing.T, dir string) *agentProc {
 	t.Helper()
 	p := &agentProc{logs: &syncBuffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(agentBin, "run", "--data-dir", dir)
+	// Deploy paths in these tests are t.TempDir()s.
+	p.cmd = exec.Command(agentBin, "run", "--data-dir", dir, "--app-dirs", os.TempDir())
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
