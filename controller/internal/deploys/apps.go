@@ -330,7 +330,10 @@ func (s *Service) UpdateApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 	err = s.st.InTx(ctx, func(tx *store.Store) error {
 		credChanged := slices.Contains(fields, "credential")
 		if a.GitCredentialID != nil && (credChanged || slices.Contains(fields, "repository_url")) {
-			if _, err := s.attachCredential(ctx, tx, pr, a.GitCredentialID.String(), a.RepositoryURL, credChanged && newCred != nil); err != nil {
+			// Pointing an app that has a credential at another repository is
+			// a new use of the credential: the same check as attaching it.
+			reattach := (credChanged && newCred != nil) || slices.Contains(fields, "repository_url")
+			if _, err := s.attachCredential(ctx, tx, pr, a.GitCredentialID.String(), a.RepositoryURL, reattach); err != nil {
 				return err
 			}
 		}

@@ -136,6 +136,12 @@ func parseRepoHost(raw string) (repoLocation, error) {
 	var loc repoLocation
 	var host string
 	if scheme, _, ok := strings.Cut(raw, "://"); ok {
+		// git hands an ssh:// URL's authority to ssh as written, so
+		// "ssh://github.com#@evil.example/x" dials evil.example while a URL
+		// parser reads github.com: refuse what the two could read apart.
+		if strings.ContainsAny(raw, "#?\\ \t\r\n") {
+			return loc, fmt.Errorf("%w: repository URL %q has a character git and this check could read differently (# ? \\ or space)", ErrInvalid, raw)
+		}
 		u, err := url.Parse(raw)
 		if err != nil {
 			return loc, fmt.Errorf("%w: repository URL %q does not parse", ErrInvalid, raw)
@@ -245,10 +251,24 @@ func checkCredentialHost(c store.GitCredential, repoURL string) (repoLocation, e
 	if err != nil {
 		return loc, err
 	}
+	// A token over plain http (or git://) crosses the network in clear:
+	// only a repository on this machine's loopback may be reached that way.
+	if c.Kind == store.GitCredentialHTTPS && !loc.SSH && !strings.HasPrefix(strings.ToLower(repoURL), "https://") && !isLoopbackHost(loc.Host) {
+		return loc, fmt.Errorf("%w: git credential %s is an https token: the repository URL must start with https:// (over http the token would travel in clear)", ErrRefused, c.Name)
+	}
 	if len(c.AllowedHosts) > 0 && !slices.Contains(c.AllowedHosts, loc.Host) {
 		return loc, fmt.Errorf("%w: git credential %s may only be sent to %s, not to %s", ErrRefused, c.Name, strings.Join(c.AllowedHosts, ", "), loc.Host)
 	}
 	return loc, nil
+}
+
+// isLoopbackHost: localhost or a loopback address.
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && a.IsLoopback()
 }
 
 // checkPinned refuses an ssh credential's fetch from a host whose key is

@@ -172,6 +172,8 @@ func TestParseRepoHost(t *testing.T) {
 		"/srv/git/app.git", "./app.git", "file:///srv/app.git", "https://bücher.example/x.git", "git@bücher.example:x.git",
 		"https:///x.git", "https://exa_mple.com/x.git", "https://example.com:99999/x.git", "ftp://example.com/x.git",
 		"https://example.com:/x.git", "https://-bad.example/x.git",
+		// git would dial evil.example: the fragment is part of ssh's host.
+		"ssh://github.com#@evil.example/x.git", "https://github.com/x.git?y", "ssh://git@github.com\\@evil.example/x",
 	} {
 		if loc, err := parseRepoHost(raw); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %+v %v, want an error", raw, loc, err)
@@ -251,6 +253,18 @@ func TestCredentialBindingAndSharing(t *testing.T) {
 	}
 	if _, err := mk(deploy, "a3", "https://gitlab.com/a.git", "gh"); !errors.Is(err, auth.ErrForbidden) {
 		t.Fatalf("attach after unshare: %v", err)
+	}
+	// Re-pointing an app that has the credential at another repository is
+	// a new use of it: refused to a user it is not shared with.
+	if _, err := e.st.SetGitCredentialAllowedHosts(ctx, https.ID, []string{"github.com"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.UpdateApp(ctx, deploy, Peer{}, UpdateAppParams{App: "a1", RepositoryURL: ptr("https://github.com/acme/private.git")}); !errors.Is(err, auth.ErrForbidden) {
+		t.Fatalf("re-point a credential's app without the credential shared: %v", err)
+	}
+	// An https token never goes over plain http, except on loopback.
+	if _, err := e.svc.UpdateApp(ctx, e.admin, Peer{}, UpdateAppParams{App: "a1", RepositoryURL: ptr("http://github.com/acme/a.git")}); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "https://") {
+		t.Fatalf("https credential over http: %v", err)
 	}
 
 	// Given hosts at creation; ssh without a pinned key is refused before
