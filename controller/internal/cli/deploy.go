@@ -21,7 +21,7 @@ func deploymentJSON(d *adminv1.Deployment) map[string]any {
 		"failed_step": d.GetFailedStep(), "failure_reason": d.GetFailureReason(), "release_path": d.GetReleasePath(),
 		"rollback_from_id": d.GetRollbackFromId(), "cancel_requested": d.GetCancelRequested(), "log_bytes": d.GetLogBytes(),
 		"log_truncated": d.GetLogTruncated(), "queued_at": d.GetQueuedAt().AsTime(), "deadline_at": d.GetDeadlineAt().AsTime(),
-		"exit_code": nil, "started_at": nil, "finished_at": nil,
+		"exit_code": nil, "started_at": nil, "finished_at": nil, "kind": d.GetKind(),
 	}
 	if d.GetHasExitCode() {
 		m["exit_code"] = d.GetExitCode()
