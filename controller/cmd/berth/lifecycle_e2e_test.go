@@ -54,6 +54,9 @@ func TestAppDeleteAndScriptPath(t *testing.T) {
 		t.Fatalf("app delete: %+v", del)
 	}
 	e.waitStatus(t, appID, del.Job.ID, "succeeded")
+	if r := e.cli(t, "", "deployments", "list", appID); r.code != 0 || !strings.Contains(r.stdout, "(app delete)") {
+		t.Fatalf("deployments list of the deleted app: %+v", r)
+	}
 	for _, name := range []string{"releases", "current", "shared", ".env"} {
 		if _, err := os.Lstat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left after app delete: %v", name, err)

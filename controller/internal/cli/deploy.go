@@ -281,7 +281,11 @@ func (a *app) deploymentsCmd() *cobra.Command {
 				if len(sha) > 12 {
 					sha = sha[:12]
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.GetId(), d.GetStatus(), d.GetEnvironment(), sha, d.GetTriggeredBy(), d.GetFailedStep(), d.GetQueuedAt().AsTime().Local().Format(time.DateTime))
+				trigger := d.GetTriggeredBy()
+				if d.GetKind() == "delete" {
+					trigger += " (app delete)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.GetId(), d.GetStatus(), d.GetEnvironment(), sha, trigger, d.GetFailedStep(), d.GetQueuedAt().AsTime().Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},

@@ -43,6 +43,23 @@ func TestAppEditAndDelete(t *testing.T) {
 	if resp, body := c.post("/apps/shop/delete", url.Values{"confirm": {"shp"}}); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Type the app") {
 		t.Fatalf("delete without the name: %d", resp.StatusCode)
 	}
+	// Without keep_files a delete job is queued (no agent here): its page
+	// says what it is, and the app stays until it succeeds.
+	c.post("/servers", url.Values{"name": {"web-2"}})
+	if resp, body := c.post("/apps", url.Values{"name": {"blog"}, "server": {"web-2"}, "repo": {"https://git.example.com/blog.git"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("create blog: %d %s", resp.StatusCode, body)
+	}
+	resp, _ = c.post("/apps/blog/delete", url.Values{"confirm": {"blog"}})
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/deployments/") {
+		t.Fatalf("delete blog: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if _, page := c.get(resp.Header.Get("Location")); !strings.Contains(page, "blog: app delete") {
+		t.Fatalf("delete job page:\n%s", page)
+	}
+	if resp, body := c.post("/apps/blog/delete", url.Values{"confirm": {"blog"}}); resp.StatusCode != http.StatusConflict || !strings.Contains(body, "unfinished delete job") {
+		t.Fatalf("second delete: %d", resp.StatusCode)
+	}
+
 	resp, _ = c.post("/apps/shop/delete", url.Values{"confirm": {"shop"}, "keep_files": {"1"}})
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/apps" {
 		t.Fatalf("delete: %d %s", resp.StatusCode, resp.Header.Get("Location"))
