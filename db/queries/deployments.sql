@@ -14,7 +14,7 @@
 INSERT INTO deployments (
     id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha,
     commit_message, commit_author, release_path, rollback_from_id, timeout_seconds, deadline_at,
-    status, dispatched_at
+    status, dispatched_at, kind
 )
 SELECT sqlc.arg(id)::uuid, a.id, sqlc.narg(user_id)::uuid, sqlc.arg(triggered_by)::text, sqlc.narg(trigger_ref)::text,
        sqlc.arg(environment)::text, coalesce(sqlc.narg(branch)::text, a.branch), sqlc.narg(commit_sha)::text,
@@ -23,16 +23,17 @@ SELECT sqlc.arg(id)::uuid, a.id, sqlc.narg(user_id)::uuid, sqlc.arg(triggered_by
        coalesce(sqlc.narg(deadline_at)::timestamptz,
                 now() + coalesce(sqlc.narg(timeout_seconds)::int, a.timeout_seconds) * interval '1 second'),
        CASE WHEN sqlc.arg(dispatch)::boolean THEN 'dispatched' ELSE 'queued' END,
-       CASE WHEN sqlc.arg(dispatch)::boolean THEN now() END
+       CASE WHEN sqlc.arg(dispatch)::boolean THEN now() END,
+       sqlc.arg(kind)::text
 FROM apps a
-WHERE a.id = sqlc.arg(app_id)
+WHERE a.id = sqlc.arg(app_id) AND a.deleted_at IS NULL
   AND NOT (sqlc.arg(dispatch)::boolean AND EXISTS (
       SELECT 1 FROM deployments x WHERE x.app_id = a.id AND x.status IN ('queued', 'dispatched', 'running')))
 ON CONFLICT (app_id, trigger_ref) WHERE triggered_by = 'webhook' DO NOTHING
 RETURNING *;
 
 -- name: AppExists :one
-SELECT EXISTS (SELECT 1 FROM apps WHERE id = sqlc.arg(id))::boolean AS app_exists;
+SELECT EXISTS (SELECT 1 FROM apps WHERE id = sqlc.arg(id) AND deleted_at IS NULL)::boolean AS app_exists;
 
 -- name: GetDeployment :one
 SELECT * FROM deployments WHERE id = sqlc.arg(id);

@@ -11,21 +11,32 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const countUnfinishedDeployments = `-- name: CountUnfinishedDeployments :one
+SELECT count(*) FROM deployments WHERE app_id = $1 AND status IN ('queued', 'dispatched', 'running')
+`
+
+func (q *Queries) CountUnfinishedDeployments(ctx context.Context, appID pgtype.UUID) (int64, error) {
+	row := q.db.QueryRow(ctx, countUnfinishedDeployments, appID)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
 const createApp = `-- name: CreateApp :one
 
 INSERT INTO apps (
     id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user,
-    deploy_script, health_check_command, health_check_url, health_check_timeout_seconds,
+    deploy_script, deploy_script_path, health_check_command, health_check_url, health_check_timeout_seconds,
     reload_command, releases_to_keep, shared_paths, timeout_seconds,
     webhook_secret, env_vars, env_production, env_staging
 ) VALUES (
     $1, $2, $3, $4, $5,
-    $6, $7, $8, $9,
-    $10, $11, $12,
-    $13, $14, $15::text[], $16,
-    $17, $18, $19, $20
+    $6, $7, $8, $9, $10,
+    $11, $12, $13,
+    $14, $15, $16::text[], $17,
+    $18, $19, $20, $21
 )
-RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by
+RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path
 `
 
 type CreateAppParams struct {
@@ -38,6 +49,7 @@ type CreateAppParams struct {
 	DeployPath                string
 	RunAsUser                 string
 	DeployScript              string
+	DeployScriptPath          *string
 	HealthCheckCommand        *string
 	HealthCheckUrl            *string
 	HealthCheckTimeoutSeconds int32
@@ -64,6 +76,7 @@ func (q *Queries) CreateApp(ctx context.Context, arg CreateAppParams) (App, erro
 		arg.DeployPath,
 		arg.RunAsUser,
 		arg.DeployScript,
+		arg.DeployScriptPath,
 		arg.HealthCheckCommand,
 		arg.HealthCheckUrl,
 		arg.HealthCheckTimeoutSeconds,
@@ -102,6 +115,8 @@ func (q *Queries) CreateApp(ctx context.Context, arg CreateAppParams) (App, erro
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.WebhookSecretSetBy,
+		&i.DeletedAt,
+		&i.DeployScriptPath,
 	)
 	return i, err
 }
@@ -119,7 +134,7 @@ func (q *Queries) DeleteApp(ctx context.Context, id pgtype.UUID) (int64, error) 
 }
 
 const getApp = `-- name: GetApp :one
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by FROM apps WHERE id = $1
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path FROM apps WHERE id = $1
 `
 
 func (q *Queries) GetApp(ctx context.Context, id pgtype.UUID) (App, error) {
@@ -150,14 +165,17 @@ func (q *Queries) GetApp(ctx context.Context, id pgtype.UUID) (App, error) {
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.WebhookSecretSetBy,
+		&i.DeletedAt,
+		&i.DeployScriptPath,
 	)
 	return i, err
 }
 
 const getAppByName = `-- name: GetAppByName :one
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by FROM apps WHERE name = $1
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path FROM apps WHERE name = $1 AND deleted_at IS NULL
 `
 
+// Deleted apps are not found by name: their name is free.
 func (q *Queries) GetAppByName(ctx context.Context, name string) (App, error) {
 	row := q.db.QueryRow(ctx, getAppByName, name)
 	var i App
@@ -186,6 +204,8 @@ func (q *Queries) GetAppByName(ctx context.Context, name string) (App, error) {
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.WebhookSecretSetBy,
+		&i.DeletedAt,
+		&i.DeployScriptPath,
 	)
 	return i, err
 }
@@ -242,7 +262,7 @@ func (q *Queries) GetAppSecretsForUpdate(ctx context.Context, id pgtype.UUID) (G
 }
 
 const listAppNamesByGitCredential = `-- name: ListAppNamesByGitCredential :many
-SELECT name FROM apps WHERE git_credential_id = $1 ORDER BY name
+SELECT name FROM apps WHERE git_credential_id = $1 AND deleted_at IS NULL ORDER BY name
 `
 
 // The apps that keep a credential from being deleted, by name.
@@ -267,8 +287,9 @@ func (q *Queries) ListAppNamesByGitCredential(ctx context.Context, gitCredential
 }
 
 const listApps = `-- name: ListApps :many
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by FROM apps
-WHERE ($1::uuid IS NULL OR server_id = $1)
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path FROM apps
+WHERE deleted_at IS NULL
+  AND ($1::uuid IS NULL OR server_id = $1)
   AND ($2::uuid IS NULL OR git_credential_id = $2)
   AND ($3::uuid IS NULL OR id < $3)
 ORDER BY id DESC
@@ -322,6 +343,8 @@ func (q *Queries) ListApps(ctx context.Context, arg ListAppsParams) ([]App, erro
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.WebhookSecretSetBy,
+			&i.DeletedAt,
+			&i.DeployScriptPath,
 		); err != nil {
 			return nil, err
 		}
@@ -333,8 +356,22 @@ func (q *Queries) ListApps(ctx context.Context, arg ListAppsParams) ([]App, erro
 	return items, nil
 }
 
+const purgeDeletedAppsOfServer = `-- name: PurgeDeletedAppsOfServer :execrows
+DELETE FROM apps WHERE server_id = $1 AND deleted_at IS NOT NULL
+`
+
+// Removing a server takes the history of its deleted apps with it (their
+// deployments cascade); apps not deleted still refuse the removal.
+func (q *Queries) PurgeDeletedAppsOfServer(ctx context.Context, serverID pgtype.UUID) (int64, error) {
+	result, err := q.db.Exec(ctx, purgeDeletedAppsOfServer, serverID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const setAppCurrentDeployment = `-- name: SetAppCurrentDeployment :one
-UPDATE apps SET current_deployment_id = $1 WHERE id = $2 RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by
+UPDATE apps SET current_deployment_id = $1 WHERE id = $2 RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path
 `
 
 type SetAppCurrentDeploymentParams struct {
@@ -371,6 +408,8 @@ func (q *Queries) SetAppCurrentDeployment(ctx context.Context, arg SetAppCurrent
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.WebhookSecretSetBy,
+		&i.DeletedAt,
+		&i.DeployScriptPath,
 	)
 	return i, err
 }
@@ -445,6 +484,24 @@ func (q *Queries) SetAppWebhookSecret(ctx context.Context, arg SetAppWebhookSecr
 	return result.RowsAffected(), nil
 }
 
+const softDeleteApp = `-- name: SoftDeleteApp :execrows
+UPDATE apps SET
+    deleted_at = now(), git_credential_id = NULL, webhook_secret = NULL, webhook_secret_set_by = NULL,
+    env_vars = NULL, env_production = NULL, env_staging = NULL
+WHERE id = $1 AND deleted_at IS NULL
+`
+
+// Marks the app deleted, keeping the row for its deployments' history: its
+// name and deploy path are free again, and its secrets and credential link
+// go (nothing may deploy it any more).
+func (q *Queries) SoftDeleteApp(ctx context.Context, id pgtype.UUID) (int64, error) {
+	result, err := q.db.Exec(ctx, softDeleteApp, id)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const updateApp = `-- name: UpdateApp :one
 UPDATE apps SET
     server_id = $1,
@@ -455,15 +512,16 @@ UPDATE apps SET
     deploy_path = $6,
     run_as_user = $7,
     deploy_script = $8,
-    health_check_command = $9,
-    health_check_url = $10,
-    health_check_timeout_seconds = $11,
-    reload_command = $12,
-    releases_to_keep = $13,
-    shared_paths = $14::text[],
-    timeout_seconds = $15
-WHERE id = $16
-RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by
+    deploy_script_path = $9,
+    health_check_command = $10,
+    health_check_url = $11,
+    health_check_timeout_seconds = $12,
+    reload_command = $13,
+    releases_to_keep = $14,
+    shared_paths = $15::text[],
+    timeout_seconds = $16
+WHERE id = $17 AND deleted_at IS NULL
+RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path
 `
 
 type UpdateAppParams struct {
@@ -475,6 +533,7 @@ type UpdateAppParams struct {
 	DeployPath                string
 	RunAsUser                 string
 	DeployScript              string
+	DeployScriptPath          *string
 	HealthCheckCommand        *string
 	HealthCheckUrl            *string
 	HealthCheckTimeoutSeconds int32
@@ -497,6 +556,7 @@ func (q *Queries) UpdateApp(ctx context.Context, arg UpdateAppParams) (App, erro
 		arg.DeployPath,
 		arg.RunAsUser,
 		arg.DeployScript,
+		arg.DeployScriptPath,
 		arg.HealthCheckCommand,
 		arg.HealthCheckUrl,
 		arg.HealthCheckTimeoutSeconds,
@@ -532,6 +592,8 @@ func (q *Queries) UpdateApp(ctx context.Context, arg UpdateAppParams) (App, erro
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.WebhookSecretSetBy,
+		&i.DeletedAt,
+		&i.DeployScriptPath,
 	)
 	return i, err
 }

@@ -13,7 +13,7 @@ import (
 )
 
 const appExists = `-- name: AppExists :one
-SELECT EXISTS (SELECT 1 FROM apps WHERE id = $1)::boolean AS app_exists
+SELECT EXISTS (SELECT 1 FROM apps WHERE id = $1 AND deleted_at IS NULL)::boolean AS app_exists
 `
 
 func (q *Queries) AppExists(ctx context.Context, id pgtype.UUID) (bool, error) {
@@ -42,7 +42,7 @@ UPDATE deployments u
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + u.timeout_seconds * interval '1 second'
 FROM next
 WHERE u.id = next.id AND u.status = 'queued'
-RETURNING u.id, u.app_id, u.user_id, u.triggered_by, u.trigger_ref, u.environment, u.branch, u.commit_sha, u.commit_message, u.commit_author, u.status, u.failed_step, u.exit_code, u.failure_reason, u.release_path, u.rollback_from_id, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.log_bytes, u.log_truncated, u.created_at, u.updated_at, u.agent_seq
+RETURNING u.id, u.app_id, u.user_id, u.triggered_by, u.trigger_ref, u.environment, u.branch, u.commit_sha, u.commit_message, u.commit_author, u.status, u.failed_step, u.exit_code, u.failure_reason, u.release_path, u.rollback_from_id, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.log_bytes, u.log_truncated, u.created_at, u.updated_at, u.agent_seq, u.kind
 `
 
 type ClaimQueuedDeploymentsParams struct {
@@ -93,6 +93,7 @@ func (q *Queries) ClaimQueuedDeployments(ctx context.Context, arg ClaimQueuedDep
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.AgentSeq,
+			&i.Kind,
 		); err != nil {
 			return nil, err
 		}
@@ -109,7 +110,7 @@ const createDeployment = `-- name: CreateDeployment :one
 INSERT INTO deployments (
     id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha,
     commit_message, commit_author, release_path, rollback_from_id, timeout_seconds, deadline_at,
-    status, dispatched_at
+    status, dispatched_at, kind
 )
 SELECT $1::uuid, a.id, $2::uuid, $3::text, $4::text,
        $5::text, coalesce($6::text, a.branch), $7::text,
@@ -118,13 +119,14 @@ SELECT $1::uuid, a.id, $2::uuid, $3::text, $4::text,
        coalesce($13::timestamptz,
                 now() + coalesce($12::int, a.timeout_seconds) * interval '1 second'),
        CASE WHEN $14::boolean THEN 'dispatched' ELSE 'queued' END,
-       CASE WHEN $14::boolean THEN now() END
+       CASE WHEN $14::boolean THEN now() END,
+       $15::text
 FROM apps a
-WHERE a.id = $15
+WHERE a.id = $16 AND a.deleted_at IS NULL
   AND NOT ($14::boolean AND EXISTS (
       SELECT 1 FROM deployments x WHERE x.app_id = a.id AND x.status IN ('queued', 'dispatched', 'running')))
 ON CONFLICT (app_id, trigger_ref) WHERE triggered_by = 'webhook' DO NOTHING
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind
 `
 
 type CreateDeploymentParams struct {
@@ -142,6 +144,7 @@ type CreateDeploymentParams struct {
 	TimeoutSeconds *int32
 	DeadlineAt     *time.Time
 	Dispatch       bool
+	Kind           string
 	AppID          pgtype.UUID
 }
 
@@ -172,6 +175,7 @@ func (q *Queries) CreateDeployment(ctx context.Context, arg CreateDeploymentPara
 		arg.TimeoutSeconds,
 		arg.DeadlineAt,
 		arg.Dispatch,
+		arg.Kind,
 		arg.AppID,
 	)
 	var i Deployment
@@ -204,6 +208,7 @@ func (q *Queries) CreateDeployment(ctx context.Context, arg CreateDeploymentPara
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.AgentSeq,
+		&i.Kind,
 	)
 	return i, err
 }
@@ -224,7 +229,7 @@ const dispatchDeployment = `-- name: DispatchDeployment :one
 UPDATE deployments
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + timeout_seconds * interval '1 second'
 WHERE id = $1 AND status = 'queued'
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind
 `
 
 // queued -> dispatched. A unique violation means another deployment of the
@@ -261,6 +266,7 @@ func (q *Queries) DispatchDeployment(ctx context.Context, id pgtype.UUID) (Deplo
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.AgentSeq,
+		&i.Kind,
 	)
 	return i, err
 }
@@ -273,7 +279,7 @@ SET status = $1,
     exit_code = coalesce($4, exit_code),
     failure_reason = coalesce($5, failure_reason)
 WHERE id = $6 AND status = ANY ($7::text[])
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind
 `
 
 type FinishDeploymentParams struct {
@@ -327,12 +333,13 @@ func (q *Queries) FinishDeployment(ctx context.Context, arg FinishDeploymentPara
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.AgentSeq,
+		&i.Kind,
 	)
 	return i, err
 }
 
 const getDeployment = `-- name: GetDeployment :one
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments WHERE id = $1
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments WHERE id = $1
 `
 
 func (q *Queries) GetDeployment(ctx context.Context, id pgtype.UUID) (Deployment, error) {
@@ -367,12 +374,13 @@ func (q *Queries) GetDeployment(ctx context.Context, id pgtype.UUID) (Deployment
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.AgentSeq,
+		&i.Kind,
 	)
 	return i, err
 }
 
 const getDeploymentByTriggerRef = `-- name: GetDeploymentByTriggerRef :one
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments
 WHERE app_id = $1 AND triggered_by = 'webhook' AND trigger_ref = $2
 `
 
@@ -414,12 +422,13 @@ func (q *Queries) GetDeploymentByTriggerRef(ctx context.Context, arg GetDeployme
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.AgentSeq,
+		&i.Kind,
 	)
 	return i, err
 }
 
 const listActiveDeploymentsForServer = `-- name: ListActiveDeploymentsForServer :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments
 WHERE status IN ('dispatched', 'running')
   AND app_id IN (SELECT a.id FROM apps a WHERE a.server_id = $1)
 ORDER BY id
@@ -465,6 +474,7 @@ func (q *Queries) ListActiveDeploymentsForServer(ctx context.Context, serverID p
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.AgentSeq,
+			&i.Kind,
 		); err != nil {
 			return nil, err
 		}
@@ -477,7 +487,7 @@ func (q *Queries) ListActiveDeploymentsForServer(ctx context.Context, serverID p
 }
 
 const listDeployments = `-- name: ListDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments
 WHERE ($1::uuid IS NULL OR app_id = $1)
   AND ($2::text IS NULL OR status = $2)
   AND ($3::uuid IS NULL OR id < $3)
@@ -536,6 +546,7 @@ func (q *Queries) ListDeployments(ctx context.Context, arg ListDeploymentsParams
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.AgentSeq,
+			&i.Kind,
 		); err != nil {
 			return nil, err
 		}
@@ -548,7 +559,7 @@ func (q *Queries) ListDeployments(ctx context.Context, arg ListDeploymentsParams
 }
 
 const listOverdueDeployments = `-- name: ListOverdueDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments
 WHERE status IN ('queued', 'dispatched', 'running') AND deadline_at < $1::timestamptz
 ORDER BY deadline_at
 LIMIT $2
@@ -599,6 +610,7 @@ func (q *Queries) ListOverdueDeployments(ctx context.Context, arg ListOverdueDep
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.AgentSeq,
+			&i.Kind,
 		); err != nil {
 			return nil, err
 		}
@@ -611,7 +623,7 @@ func (q *Queries) ListOverdueDeployments(ctx context.Context, arg ListOverdueDep
 }
 
 const listSucceededDeployments = `-- name: ListSucceededDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments
 WHERE app_id = $1 AND status = 'succeeded'
   AND ($2::uuid IS NULL OR id < $2)
 ORDER BY id DESC
@@ -663,6 +675,7 @@ func (q *Queries) ListSucceededDeployments(ctx context.Context, arg ListSucceede
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.AgentSeq,
+			&i.Kind,
 		); err != nil {
 			return nil, err
 		}
@@ -675,7 +688,7 @@ func (q *Queries) ListSucceededDeployments(ctx context.Context, arg ListSucceede
 }
 
 const nextQueuedDeployments = `-- name: NextQueuedDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq FROM deployments d
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments d
 WHERE d.status = 'queued'
   AND ($1::uuid[] IS NULL
        OR d.app_id IN (SELECT a.id FROM apps a WHERE a.server_id = ANY ($1::uuid[])))
@@ -738,6 +751,7 @@ func (q *Queries) NextQueuedDeployments(ctx context.Context, arg NextQueuedDeplo
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.AgentSeq,
+			&i.Kind,
 		); err != nil {
 			return nil, err
 		}
@@ -753,7 +767,7 @@ const requestDeploymentCancel = `-- name: RequestDeploymentCancel :one
 UPDATE deployments
 SET cancel_requested_at = coalesce(cancel_requested_at, now())
 WHERE id = $1 AND status IN ('queued', 'dispatched', 'running')
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind
 `
 
 // Records a cancel request on an unfinished deployment (the first request's
@@ -790,6 +804,7 @@ func (q *Queries) RequestDeploymentCancel(ctx context.Context, id pgtype.UUID) (
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.AgentSeq,
+		&i.Kind,
 	)
 	return i, err
 }
@@ -800,7 +815,7 @@ SET commit_sha = $1,
     commit_message = coalesce($2, commit_message),
     commit_author = coalesce($3, commit_author)
 WHERE id = $4
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind
 `
 
 type SetDeploymentCommitParams struct {
@@ -848,6 +863,7 @@ func (q *Queries) SetDeploymentCommit(ctx context.Context, arg SetDeploymentComm
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.AgentSeq,
+		&i.Kind,
 	)
 	return i, err
 }
@@ -871,7 +887,7 @@ const startDeployment = `-- name: StartDeployment :one
 UPDATE deployments
 SET status = 'running', started_at = coalesce($1::timestamptz, now())
 WHERE id = $2 AND status = 'dispatched'
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind
 `
 
 type StartDeploymentParams struct {
@@ -912,6 +928,7 @@ func (q *Queries) StartDeployment(ctx context.Context, arg StartDeploymentParams
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.AgentSeq,
+		&i.Kind,
 	)
 	return i, err
 }

@@ -78,6 +78,8 @@ type App struct {
 	CreatedAt                 time.Time
 	UpdatedAt                 time.Time
 	WebhookSecretSetBy        pgtype.UUID
+	DeletedAt                 *time.Time
+	DeployScriptPath          *string
 }
 
 type Backup struct {
@@ -169,6 +171,7 @@ type Deployment struct {
 	CreatedAt         time.Time
 	UpdatedAt         time.Time
 	AgentSeq          int64
+	Kind              string
 }
 
 type DeploymentLog struct {

@@ -149,7 +149,7 @@ func specOf(js *agentv1.JobStart) deploy.Spec {
 	s := deploy.Spec{
 		DeploymentID: js.GetJobId(), AppID: js.GetAppId(), AppName: js.GetAppName(), Kind: deploy.Kind(js.GetKind()),
 		RepoURL: js.GetRepositoryUrl(), Branch: js.GetBranch(), Commit: js.GetCommit(), DeployPath: js.GetDeployPath(),
-		RunAsUser: js.GetRunAsUser(), DeployScript: js.GetDeployScript(), Env: js.GetEnv(), KeepReleases: int(js.GetKeepReleases()),
+		RunAsUser: js.GetRunAsUser(), DeployScript: js.GetDeployScript(), DeployScriptPath: js.GetDeployScriptPath(), Env: js.GetEnv(), KeepReleases: int(js.GetKeepReleases()),
 		SharedPaths: js.GetSharedPaths(), Timeout: js.GetTimeout().AsDuration(), RollbackTo: js.GetRollbackTo(),
 		ReloadCommand: js.GetReloadCommand(), ControllerSeq: js.GetAckedSeq(), AllowRoot: js.GetAllowRoot(),
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,16 +22,26 @@ func (j *job) execute(ctx context.Context) {
 	j.log.start()
 	res := Result{StartedAt: j.getState().StartedAt}
 	var err error
-	if err = os.Mkdir(j.tmp, 0o700); err == nil {
+	if err = os.Mkdir(j.tmp, 0o700); err == nil && j.spec.Kind != KindDelete {
+		// A delete runs nothing as the app's user (nor creates it).
 		j.user, err = j.appUser(ctx)
 	}
-	if err == nil {
+	if err == nil && j.spec.Kind == KindDelete {
+		// A delete of an app whose deploy path is gone has nothing to do.
+		if _, lerr := os.Lstat(j.spec.DeployPath); lerr == nil {
+			j.tree, err = j.openTree(false)
+		} else if !errors.Is(lerr, fs.ErrNotExist) {
+			err = lerr
+		}
+	} else if err == nil {
 		// A rollback needs a deploy path that is there already.
 		j.tree, err = j.openTree(j.spec.Kind == KindDeploy)
 	}
 	defer j.tree.close()
 	if err != nil {
 		res.FailedStep, res.ExitCode = "start", -1
+	} else if j.spec.Kind == KindDelete {
+		err = j.remove(ctx, &res)
 	} else if j.spec.Kind == KindRollback {
 		err = j.rollback(ctx, &res)
 	} else {
@@ -58,7 +69,11 @@ func (j *job) execute(ctx context.Context) {
 	switch {
 	case err == nil:
 		res.Status = StatusSucceeded
-		j.log.printf("==> done: %s", res.ReleasePath)
+		if j.spec.Kind == KindDelete {
+			j.log.printf("==> done")
+		} else {
+			j.log.printf("==> done: %s", res.ReleasePath)
+		}
 	case errors.Is(cause, errCanceled):
 		res.Status, res.Error = StatusCanceled, "canceled during step "+res.FailedStep
 	case errors.Is(cause, errTimedOut):

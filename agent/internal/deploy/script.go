@@ -2,7 +2,10 @@ package deploy
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"strings"
 )
@@ -34,7 +37,7 @@ type shell struct {
 // gets none.
 func (j *job) startShell(ctx context.Context, release string) *shell {
 	sh := &shell{j: j, ctx: ctx, release: release, ready: make(chan struct{})}
-	if strings.TrimSpace(j.spec.DeployScript) == "" {
+	if strings.TrimSpace(j.spec.DeployScript) == "" && j.spec.DeployScriptPath == "" {
 		close(sh.ready)
 		return sh
 	}
@@ -119,6 +122,15 @@ func (sh *shell) run(commit string, started func()) error {
 		started()
 		return sh.err
 	}
+	script := j.spec.DeployScript
+	if j.spec.DeployScriptPath != "" {
+		var err error
+		if script, err = j.releaseScript(); err != nil {
+			started()
+			return err
+		}
+		j.log.printf("deploy script: %s of the release", j.spec.DeployScriptPath)
+	}
 	sh.used = true
 	sh.p.track()
 	_, err := fmt.Fprintf(sh.commit, "%s\n", commit)
@@ -130,7 +142,7 @@ func (sh *shell) run(commit string, started func()) error {
 	}
 	go func() {
 		// bash reads the script as it runs; an early exit just ends this.
-		sh.script.WriteString(j.spec.DeployScript)
+		sh.script.WriteString(script)
 		sh.script.Close()
 	}()
 	started()
@@ -147,4 +159,38 @@ func (sh *shell) discard() {
 	sh.commit.Close()
 	sh.script.Close()
 	sh.p.wait()
+}
+
+// releaseScript reads the deploy script from the release being deployed,
+// through an os.Root opened on the release: a symlink committed to the
+// repository may point within the release, never out of it.
+func (j *job) releaseScript() (string, error) {
+	rr, err := j.tree.root.OpenRoot(releaseRel(j.id))
+	if err != nil {
+		return "", err
+	}
+	defer rr.Close()
+	f, err := rr.Open(j.spec.DeployScriptPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("the deploy script %s is not in the release (deploy script path of the app)", j.spec.DeployScriptPath)
+	}
+	if err != nil {
+		return "", fmt.Errorf("deploy script %s: %w", j.spec.DeployScriptPath, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("the deploy script %s in the release is not a regular file", j.spec.DeployScriptPath)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxDeployScript+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxDeployScript {
+		return "", fmt.Errorf("the deploy script %s is larger than 256 KiB", j.spec.DeployScriptPath)
+	}
+	return string(b), nil
 }

@@ -40,6 +40,9 @@ type Kind string
 const (
 	KindDeploy   Kind = "deploy"
 	KindRollback Kind = "rollback"
+	// KindDelete removes a deleted app's files (releases, current, shared,
+	// .env) under its deploy path, and its mirror.
+	KindDelete Kind = "delete"
 )
 
 // Defaults for zero values in a Spec.
@@ -62,7 +65,13 @@ const (
 	// Rollback only.
 	StepVerify = "verify"
 	StepReload = "reload"
+	// Delete only.
+	StepRemove = "remove"
 )
+
+// maxDeployScript bounds a deploy script read from the release, as the
+// controller bounds a stored one.
+const maxDeployScript = 256 << 10
 
 // Spec is one deploy or rollback job as the controller sends it.
 type Spec struct {
@@ -94,6 +103,10 @@ type Spec struct {
 	// a user with uid 0; without it such a user is refused.
 	AllowRoot    bool   `json:"allow_root"`
 	DeployScript string `json:"deploy_script"`
+	// DeployScriptPath: the deploy script is this file of the release
+	// (relative to it), read through the release's os.Root when the build
+	// step starts; DeployScript is then empty.
+	DeployScriptPath string `json:"deploy_script_path,omitempty"`
 	// Env is written to the release's .env (mode 0600, owned by the app
 	// user) and passed to the deploy script, health check and reload
 	// command. Only its keys are journaled.
@@ -298,7 +311,19 @@ func (s *Spec) normalize() error {
 			return err
 		}
 	}
+	if s.DeployScriptPath != "" {
+		if s.DeployScript != "" {
+			return errors.New("deploy: a deploy script and a deploy script path are exclusive")
+		}
+		c, err := cleanScriptPath(s.DeployScriptPath)
+		if err != nil {
+			return err
+		}
+		s.DeployScriptPath = c
+	}
 	switch s.Kind {
+	case KindDelete:
+		return nil
 	case KindDeploy:
 		if s.RepoURL == "" {
 			return errors.New("deploy: repository URL is required")
@@ -355,6 +380,16 @@ func cleanRel(p string) (string, error) {
 	c := filepath.Clean(p)
 	if p == "" || filepath.IsAbs(p) || c == "." || c == ".." || strings.HasPrefix(c, "../") {
 		return "", fmt.Errorf("deploy: shared path %q must be relative and stay inside the release", p)
+	}
+	return c, nil
+}
+
+// cleanScriptPath checks a deploy script path: relative, inside the
+// release, no "..".
+func cleanScriptPath(p string) (string, error) {
+	c := filepath.Clean(p)
+	if p == "" || filepath.IsAbs(p) || c == "." || slices.Contains(strings.Split(filepath.ToSlash(p), "/"), "..") {
+		return "", fmt.Errorf("deploy: deploy script path %q must be relative to the release, without '..'", p)
 	}
 	return c, nil
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -24,7 +25,7 @@ func appJSON(p *adminv1.App) map[string]any {
 		"health_check_timeout_seconds": p.GetHealthCheckTimeoutSeconds(), "reload_command": p.GetReloadCommand(),
 		"releases_to_keep": p.GetReleasesToKeep(), "shared_paths": p.GetSharedPaths(), "timeout_seconds": p.GetTimeoutSeconds(),
 		"has_webhook_secret": p.GetHasWebhookSecret(), "env_keys": env, "current_deployment_id": p.GetCurrentDeploymentId(),
-		"created_at": p.GetCreatedAt().AsTime(),
+		"created_at": p.GetCreatedAt().AsTime(), "deploy_script_path": p.GetDeployScriptPath(),
 	}
 }
 
@@ -75,6 +76,8 @@ func (a *app) appCmd() *cobra.Command {
 	f.StringVar(&req.DeployPath, "path", "", "deploy path on the server (default /srv/berth/NAME)")
 	f.StringVar(&req.RunAsUser, "user", "", "system user that owns the releases and runs the deploy script (default berth)")
 	f.StringVar(&scriptFile, "deploy-script", "", "file with the deploy script, run with bash from the new release directory")
+	f.StringVar(&req.DeployScriptPath, "deploy-script-path", "", "the deploy script is this file of the release being deployed (like deploy/berth.sh)")
+	create.MarkFlagsMutuallyExclusive("deploy-script", "deploy-script-path")
 	f.StringVar(&req.HealthCheckCommand, "health-cmd", "", "health check command, run with bash in the new release; must exit 0")
 	f.StringVar(&req.HealthCheckUrl, "health-url", "", "health check URL polled until it answers 2xx")
 	f.Uint32Var(&req.HealthCheckTimeoutSeconds, "health-timeout", 0, "health check timeout in seconds (default 30)")
@@ -134,12 +137,7 @@ func (a *app) appCmd() *cobra.Command {
 			if showF.output == "json" {
 				return a.printJSON(appJSON(res.GetApp()))
 			}
-			p := res.GetApp()
-			fmt.Fprintf(a.stdout, "id:       %s\nname:     %s\nserver:   %s\nrepo:     %s\nbranch:   %s\npath:     %s\nuser:     %s\ncurrent:  %s\n",
-				p.GetId(), p.GetName(), p.GetServer(), p.GetRepositoryUrl(), p.GetBranch(), p.GetDeployPath(), p.GetRunAsUser(), p.GetCurrentDeploymentId())
-			for _, sc := range []string{"common", "production", "staging"} {
-				fmt.Fprintf(a.stdout, "env %-10s %s\n", sc+":", strings.Join(p.GetEnvKeys()[sc].GetKeys(), " "))
-			}
+			printApp(a.stdout, res.GetApp())
 			return nil
 		},
 	}, &showF)
@@ -217,7 +215,7 @@ func (a *app) appCmd() *cobra.Command {
 		},
 	}, &hookF)
 
-	cmd.AddCommand(create, list, show, env, hook, a.appUpdateCmd())
+	cmd.AddCommand(create, list, show, env, hook, a.appUpdateCmd(), a.appDeleteCmd())
 	return cmd
 }
 
@@ -226,7 +224,7 @@ func (a *app) appCmd() *cobra.Command {
 // decides what code runs, as whom or where, and needs deploy.
 func (a *app) appUpdateCmd() *cobra.Command {
 	var f apiFlags
-	var repo, branch, credential, path, user, scriptFile, healthCmd, healthURL, reloadCmd string
+	var repo, branch, credential, path, user, scriptFile, scriptPath, healthCmd, healthURL, reloadCmd string
 	var healthTimeout, keep, timeout uint32
 	var shared []string
 	cmd := apiCommand(&cobra.Command{
@@ -253,6 +251,7 @@ func (a *app) appUpdateCmd() *cobra.Command {
 			}
 			req.RepositoryUrl, req.Branch, req.Credential = str("repo", repo), str("branch", branch), str("credential", credential)
 			req.DeployPath, req.RunAsUser = str("path", path), str("user", user)
+			req.DeployScriptPath = str("deploy-script-path", scriptPath)
 			req.HealthCheckCommand, req.HealthCheckUrl, req.ReloadCommand = str("health-cmd", healthCmd), str("health-url", healthURL), str("reload-cmd", reloadCmd)
 			req.HealthCheckTimeoutSeconds, req.ReleasesToKeep, req.TimeoutSeconds = num("health-timeout", healthTimeout), num("keep", keep), num("timeout", timeout)
 			if fl.Changed("shared") {
@@ -288,7 +287,9 @@ func (a *app) appUpdateCmd() *cobra.Command {
 	fs.StringVar(&credential, "credential", "", "git credential ('' detaches it)")
 	fs.StringVar(&path, "path", "", "deploy path on the server")
 	fs.StringVar(&user, "user", "", "system user that runs the app (root needs the server's allow-root)")
-	fs.StringVar(&scriptFile, "deploy-script", "", "file with the new deploy script")
+	fs.StringVar(&scriptFile, "deploy-script", "", "file with the new deploy script (replaces a script path)")
+	fs.StringVar(&scriptPath, "deploy-script-path", "", "the deploy script is this file of the release (replaces a stored script; '' clears)")
+	cmd.MarkFlagsMutuallyExclusive("deploy-script", "deploy-script-path")
 	fs.StringVar(&healthCmd, "health-cmd", "", "health check command ('' clears)")
 	fs.StringVar(&healthURL, "health-url", "", "health check URL ('' clears)")
 	fs.Uint32Var(&healthTimeout, "health-timeout", 0, "health check timeout in seconds")
@@ -296,5 +297,77 @@ func (a *app) appUpdateCmd() *cobra.Command {
 	fs.Uint32Var(&keep, "keep", 0, "releases to keep")
 	fs.StringArrayVar(&shared, "shared", nil, "shared path (repeatable; replaces the list)")
 	fs.Uint32Var(&timeout, "timeout", 0, "deploy timeout in seconds")
+	return cmd
+}
+
+// printApp prints every setting of an app; variable names, never values.
+func printApp(w io.Writer, p *adminv1.App) {
+	or := func(v, none string) string {
+		if v == "" {
+			return none
+		}
+		return v
+	}
+	script := "(none)"
+	switch {
+	case p.GetDeployScriptPath() != "":
+		script = "from the release: " + p.GetDeployScriptPath()
+	case p.GetDeployScript() != "":
+		script = fmt.Sprintf("stored (%d bytes; -o json shows it)", len(p.GetDeployScript()))
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, row := range [][2]string{
+		{"id", p.GetId()}, {"name", p.GetName()}, {"server", p.GetServer()}, {"repository", p.GetRepositoryUrl()},
+		{"branch", p.GetBranch()}, {"credential", or(p.GetCredential(), "(none)")}, {"path", p.GetDeployPath()},
+		{"user", p.GetRunAsUser()}, {"deploy script", script},
+		{"health check command", or(p.GetHealthCheckCommand(), "(none)")}, {"health check url", or(p.GetHealthCheckUrl(), "(none)")},
+		{"health check timeout", fmt.Sprintf("%ds", p.GetHealthCheckTimeoutSeconds())}, {"reload command", or(p.GetReloadCommand(), "(none)")},
+		{"keep releases", fmt.Sprint(p.GetReleasesToKeep())}, {"shared paths", or(strings.Join(p.GetSharedPaths(), " "), "(none)")},
+		{"timeout", fmt.Sprintf("%ds", p.GetTimeoutSeconds())}, {"webhook secret", map[bool]string{true: "set", false: "not set"}[p.GetHasWebhookSecret()]},
+		{"current", or(p.GetCurrentDeploymentId(), "(none)")},
+	} {
+		fmt.Fprintf(tw, "%s:\t%s\n", row[0], row[1])
+	}
+	for _, sc := range []string{"common", "production", "staging"} {
+		fmt.Fprintf(tw, "env %s:\t%s\n", sc, strings.Join(p.GetEnvKeys()[sc].GetKeys(), " "))
+	}
+	tw.Flush()
+}
+
+// appDeleteCmd deletes an app; its deployments stay as history.
+func (a *app) appDeleteCmd() *cobra.Command {
+	var f apiFlags
+	var keep bool
+	cmd := apiCommand(&cobra.Command{
+		Use:   "delete APP",
+		Short: "Delete an app: remove its releases, current, shared and .env from its server (unless --keep-files); its deployments stay",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, done, err := f.dial()
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := c.DeleteApp(cmd.Context(), &adminv1.DeleteAppRequest{App: args[0], KeepFiles: keep})
+			if err != nil {
+				return rpcErr(err)
+			}
+			if f.output == "json" {
+				out := map[string]any{"app": res.GetApp().GetName(), "id": res.GetApp().GetId(), "deleted": res.GetDeleted()}
+				if j := res.GetJob(); j != nil {
+					out["job"] = deploymentJSON(j)
+				}
+				return a.printJSON(out)
+			}
+			if res.GetDeleted() {
+				fmt.Fprintf(a.stdout, "app %s deleted; its files stay in %s on %s\n", res.GetApp().GetName(), res.GetApp().GetDeployPath(), res.GetApp().GetServer())
+				return nil
+			}
+			fmt.Fprintf(a.stdout, "deleting app %s: job %s removes its files from %s (berth deployments logs %s --follow); the app is deleted when it succeeds\n",
+				res.GetApp().GetName(), res.GetJob().GetId(), res.GetApp().GetDeployPath(), res.GetJob().GetId())
+			return nil
+		},
+	}, &f)
+	cmd.Flags().BoolVar(&keep, "keep-files", false, "delete the app but leave its files on the server")
 	return cmd
 }

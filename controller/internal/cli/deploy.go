@@ -21,7 +21,7 @@ func deploymentJSON(d *adminv1.Deployment) map[string]any {
 		"failed_step": d.GetFailedStep(), "failure_reason": d.GetFailureReason(), "release_path": d.GetReleasePath(),
 		"rollback_from_id": d.GetRollbackFromId(), "cancel_requested": d.GetCancelRequested(), "log_bytes": d.GetLogBytes(),
 		"log_truncated": d.GetLogTruncated(), "queued_at": d.GetQueuedAt().AsTime(), "deadline_at": d.GetDeadlineAt().AsTime(),
-		"exit_code": nil, "started_at": nil, "finished_at": nil,
+		"exit_code": nil, "started_at": nil, "finished_at": nil, "kind": d.GetKind(),
 	}
 	if d.GetHasExitCode() {
 		m["exit_code"] = d.GetExitCode()
@@ -281,7 +281,11 @@ func (a *app) deploymentsCmd() *cobra.Command {
 				if len(sha) > 12 {
 					sha = sha[:12]
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.GetId(), d.GetStatus(), d.GetEnvironment(), sha, d.GetTriggeredBy(), d.GetFailedStep(), d.GetQueuedAt().AsTime().Local().Format(time.DateTime))
+				trigger := d.GetTriggeredBy()
+				if d.GetKind() == "delete" {
+					trigger += " (app delete)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.GetId(), d.GetStatus(), d.GetEnvironment(), sha, trigger, d.GetFailedStep(), d.GetQueuedAt().AsTime().Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},

@@ -240,6 +240,7 @@ type UpdateAppParams struct {
 	DeployPath                *string
 	RunAsUser                 *string
 	DeployScript              *string
+	DeployScriptPath          *string // "" clears
 	HealthCheckCommand        *string // "" clears
 	HealthCheckURL            *string // "" clears
 	HealthCheckTimeoutSeconds *int
@@ -282,6 +283,15 @@ func (s *Service) UpdateApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 	set(&a.RunAsUser, p.RunAsUser)
 	if p.DeployScript != nil {
 		a.DeployScript = *p.DeployScript
+		if *p.DeployScript != "" && p.DeployScriptPath == nil {
+			a.DeployScriptPath = nil // a stored script replaces a script path
+		}
+	}
+	if p.DeployScriptPath != nil {
+		a.DeployScriptPath = optText(strings.TrimSpace(*p.DeployScriptPath))
+		if a.DeployScriptPath != nil && p.DeployScript == nil {
+			a.DeployScript = "" // a script path replaces a stored script
+		}
 	}
 	setOpt(&a.HealthCheckCommand, p.HealthCheckCommand)
 	setOpt(&a.HealthCheckURL, p.HealthCheckURL)
@@ -400,6 +410,18 @@ func validateApp(a *store.AppSettings) error {
 	}
 	if len(a.DeployScript) > 256<<10 {
 		return fmt.Errorf("%w: deploy script larger than 256 KiB", ErrInvalid)
+	}
+	if sp := a.DeployScriptPath; sp != nil {
+		if *sp == "" {
+			a.DeployScriptPath = nil
+		} else {
+			if a.DeployScript != "" {
+				return fmt.Errorf("%w: --deploy-script and --deploy-script-path are exclusive: give one", ErrInvalid)
+			}
+			if len(*sp) > 1024 || path.IsAbs(*sp) || path.Clean(*sp) == "." || slices.Contains(strings.Split(*sp, "/"), "..") || strings.ContainsAny(*sp, "\x00\n\r") {
+				return fmt.Errorf("%w: --deploy-script-path must be a path relative to the release, without '..' (like deploy/berth.sh)", ErrInvalid)
+			}
+		}
 	}
 	if a.HealthCheckURL != nil {
 		u, err := url.Parse(*a.HealthCheckURL)
@@ -566,4 +588,60 @@ func (s *Service) SetWebhookSecret(ctx context.Context, pr *auth.Principal, peer
 	}
 	s.activity(ctx, pr, peer, "app.webhook_secret_changed", "app", a.ID, a.Name, map[string]any{"webhook_secret": map[string]any{"changed": true}})
 	return a, secret, nil
+}
+
+// DeletedApp is what DeleteApp did: Job is the delete job that removes
+// the app's files (the app is deleted once it succeeds), nil when the files
+// are kept and the app is deleted already.
+type DeletedApp struct {
+	App store.App
+	Job *store.Deployment
+}
+
+// DeleteApp deletes an app (deploy scope: it ends what runs on a server).
+// Its deployments stay as history. Unless keepFiles, a delete job removes
+// its releases, current, shared and .env from its server first, queued
+// like a deploy (it waits for an offline agent), and the app is deleted
+// when that job succeeds. Refused while a deployment of the app is
+// unfinished.
+func (s *Service) DeleteApp(ctx context.Context, pr *auth.Principal, peer Peer, ref string, keepFiles bool) (DeletedApp, error) {
+	if err := require(pr, store.ScopeDeploy); err != nil {
+		return DeletedApp{}, err
+	}
+	a, err := s.ResolveApp(ctx, ref)
+	if err != nil {
+		return DeletedApp{}, err
+	}
+	list, err := s.st.ListDeployments(ctx, store.DeploymentFilter{AppID: &a.ID, Limit: 100})
+	if err != nil {
+		return DeletedApp{}, err
+	}
+	for _, d := range list {
+		if !d.Status.Finished() {
+			what := "deployment"
+			if d.Kind == store.JobDelete {
+				what = "delete job"
+			}
+			return DeletedApp{}, fmt.Errorf("%w: app %s has an unfinished %s %s (%s): wait for it or cancel it (berth deploy cancel %s), then delete",
+				store.ErrWrongState, a.Name, what, d.ID, d.Status, d.ID)
+		}
+	}
+	if keepFiles {
+		if err := s.st.SoftDeleteApp(ctx, a.ID); err != nil {
+			return DeletedApp{}, err
+		}
+		s.activity(ctx, pr, peer, kind.AppDeleted, "app", a.ID, a.Name, map[string]any{"keep_files": true, "deploy_path": a.DeployPath})
+		a, err = s.st.App(ctx, a.ID)
+		return DeletedApp{App: a}, err
+	}
+	cp := store.CreateDeploymentParams{AppID: a.ID, UserID: &pr.UserID, TriggeredBy: store.TriggerUser, Kind: store.JobDelete}
+	if pr.TokenID != nil {
+		ref := pr.TokenID.String()
+		cp.TriggeredBy, cp.TriggerRef = store.TriggerAPIToken, &ref
+	}
+	q, err := s.enqueue(ctx, pr, peer, a, cp, kind.AppDeleteRequested)
+	if err != nil {
+		return DeletedApp{}, err
+	}
+	return DeletedApp{App: a, Job: &q.Deployment}, nil
 }

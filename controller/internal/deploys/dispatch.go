@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/store"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
@@ -16,6 +17,7 @@ import (
 const (
 	kindDeploy   = "deploy"
 	kindRollback = "rollback"
+	kindDelete   = "delete"
 )
 
 // dispatch moves the queued deployments of the agents connected here to
@@ -88,6 +90,16 @@ func safeReason(err error) string {
 }
 
 func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment) (*agentv1.JobStart, error) {
+	if a.DeletedAt != nil {
+		return nil, fmt.Errorf("%w: app %s was deleted", ErrRefused, a.Name)
+	}
+	if d.Kind == store.JobDelete {
+		// Removes files only: no credential, environment or script.
+		return &agentv1.JobStart{
+			JobId: d.ID.String(), AppId: a.ID.String(), AppName: a.Name, Kind: kindDelete, DeployPath: a.DeployPath,
+			RunAsUser: a.RunAsUser, Timeout: durationpb.New(time.Duration(d.TimeoutSeconds) * time.Second), AckedSeq: uint64(d.AgentSeq),
+		}, nil
+	}
 	env, err := s.st.MergedAppEnv(ctx, a.ID, d.Environment)
 	if err != nil {
 		return nil, err
@@ -95,7 +107,7 @@ func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment)
 	js := &agentv1.JobStart{
 		JobId: d.ID.String(), AppId: a.ID.String(), AppName: a.Name, Kind: kindDeploy,
 		RepositoryUrl: a.RepositoryURL, Branch: d.Branch, DeployPath: a.DeployPath, RunAsUser: a.RunAsUser,
-		DeployScript: a.DeployScript, Env: env, HealthCheckTimeout: durationpb.New(time.Duration(a.HealthCheckTimeoutSeconds) * time.Second),
+		DeployScript: a.DeployScript, DeployScriptPath: deref0(a.DeployScriptPath), Env: env, HealthCheckTimeout: durationpb.New(time.Duration(a.HealthCheckTimeoutSeconds) * time.Second),
 		KeepReleases: uint32(a.ReleasesToKeep), SharedPaths: a.SharedPaths,
 		Timeout: durationpb.New(time.Duration(d.TimeoutSeconds) * time.Second), AckedSeq: uint64(d.AgentSeq),
 	}
@@ -346,7 +358,16 @@ func (s *Service) finish(ctx context.Context, tx *store.Store, d store.Deploymen
 	if err != nil {
 		return err
 	}
-	if st == store.DeploymentSucceeded {
+	if st == store.DeploymentSucceeded && d.Kind == store.JobDelete {
+		// The files are gone: the app is deleted now, in the transaction
+		// that records the job's end.
+		if err := tx.SoftDeleteApp(ctx, d.AppID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if a, err := tx.App(ctx, d.AppID); err == nil {
+			s.systemActivity(ctx, store.ActorAgent, "agent:"+a.ServerID.String(), kind.AppDeleted, done, a.Name, map[string]any{"deploy_path": a.DeployPath})
+		}
+	} else if st == store.DeploymentSucceeded {
 		cur := d.ID
 		if d.TriggeredBy == store.TriggerRollback && d.RollbackFromID != nil {
 			cur = *d.RollbackFromID
@@ -407,6 +428,13 @@ func (s *Service) sweep(ctx context.Context) {
 		s.notify(ctx, "log:"+d.ID.String())
 		s.notify(ctx, "dispatch")
 	}
+}
+
+func deref0(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
 
 func optText(s string) *string {

@@ -266,10 +266,14 @@ func (s *Service) Cancel(ctx context.Context, pr *auth.Principal, peer Peer, ref
 	return d, nil
 }
 
-// ListDeployments lists an app's deployments, newest first.
+// ListDeployments lists an app's deployments, newest first. A deleted
+// app's history is listed by the app's id (its name is free for others).
 func (s *Service) ListDeployments(ctx context.Context, pr *auth.Principal, app string, before *store.ID, limit int) ([]store.Deployment, error) {
 	if err := require(pr, store.ScopeRead); err != nil {
 		return nil, err
+	}
+	if id, err := store.ParseID(strings.TrimSpace(app)); err == nil {
+		return s.st.ListDeployments(ctx, store.DeploymentFilter{AppID: &id, Before: before, Limit: limit})
 	}
 	a, err := s.ResolveApp(ctx, app)
 	if err != nil {

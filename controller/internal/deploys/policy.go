@@ -81,6 +81,7 @@ func changedAppFields(old, cur store.AppSettings) []string {
 	add("deploy_path", old.DeployPath != cur.DeployPath)
 	add("run_as_user", old.RunAsUser != cur.RunAsUser)
 	add("deploy_script", old.DeployScript != cur.DeployScript)
+	add("deploy_script_path", !eqPtr(old.DeployScriptPath, cur.DeployScriptPath))
 	add("health_check_command", !eqPtr(old.HealthCheckCommand, cur.HealthCheckCommand))
 	add("health_check_url", !eqPtr(old.HealthCheckURL, cur.HealthCheckURL))
 	add("health_check_timeout_seconds", old.HealthCheckTimeoutSeconds != cur.HealthCheckTimeoutSeconds)

@@ -138,7 +138,11 @@ func (s *Service) systemActivity(ctx context.Context, actorType store.ActorType,
 // ResolveApp finds an app by id or name.
 func (s *Service) ResolveApp(ctx context.Context, ref string) (store.App, error) {
 	if id, err := store.ParseID(ref); err == nil {
-		return s.st.App(ctx, id)
+		a, err := s.st.App(ctx, id)
+		if err == nil && a.DeletedAt != nil {
+			return store.App{}, fmt.Errorf("%w: app %s was deleted", store.ErrNotFound, a.Name)
+		}
+		return a, err
 	}
 	a, err := s.st.AppByName(ctx, strings.ToLower(strings.TrimSpace(ref)))
 	if errors.Is(err, store.ErrNotFound) {

@@ -68,6 +68,7 @@ func appPB(v deploys.AppView) *adminv1.App {
 		HealthCheckTimeoutSeconds: uint32(a.HealthCheckTimeoutSeconds), ReloadCommand: str(a.ReloadCommand),
 		ReleasesToKeep: uint32(a.ReleasesToKeep), SharedPaths: a.SharedPaths, TimeoutSeconds: uint32(a.TimeoutSeconds),
 		HasWebhookSecret: a.HasWebhookSecret, EnvKeys: map[string]*adminv1.EnvKeys{}, CreatedAt: timestamppb.New(a.CreatedAt),
+		DeployScriptPath: str(a.DeployScriptPath),
 	}
 	for sc, keys := range v.EnvKeys {
 		out.EnvKeys[string(sc)] = &adminv1.EnvKeys{Keys: keys}
@@ -85,6 +86,7 @@ func deploymentPB(d store.Deployment, appName string) *adminv1.Deployment {
 		FailedStep: str(d.FailedStep), FailureReason: str(d.FailureReason), ReleasePath: str(d.ReleasePath),
 		QueuedAt: timestamppb.New(d.QueuedAt), StartedAt: ts(d.StartedAt), FinishedAt: ts(d.FinishedAt),
 		DeadlineAt: timestamppb.New(d.DeadlineAt), CancelRequested: d.CancelRequestedAt != nil, LogBytes: d.LogBytes, LogTruncated: d.LogTruncated,
+		Kind: string(d.Kind),
 	}
 	if d.ExitCode != nil {
 		out.ExitCode, out.HasExitCode = int32(*d.ExitCode), true
@@ -246,7 +248,7 @@ func (a *adminServer) CreateApp(ctx context.Context, req *adminv1.CreateAppReque
 			RunAsUser: req.GetRunAsUser(), DeployScript: req.GetDeployScript(), HealthCheckCommand: optStr(req.GetHealthCheckCommand()),
 			HealthCheckURL: optStr(req.GetHealthCheckUrl()), HealthCheckTimeoutSeconds: int(req.GetHealthCheckTimeoutSeconds()),
 			ReloadCommand: optStr(req.GetReloadCommand()), ReleasesToKeep: int(req.GetReleasesToKeep()), SharedPaths: req.GetSharedPaths(),
-			TimeoutSeconds: int(req.GetTimeoutSeconds()),
+			TimeoutSeconds: int(req.GetTimeoutSeconds()), DeployScriptPath: optStr(req.GetDeployScriptPath()),
 		},
 	})
 	if err != nil {
@@ -311,7 +313,7 @@ func (a *adminServer) UpdateApp(ctx context.Context, req *adminv1.UpdateAppReque
 		App: req.GetApp(), RepositoryURL: req.RepositoryUrl, Branch: req.Branch, Credential: req.Credential, DeployPath: req.DeployPath,
 		RunAsUser: req.RunAsUser, DeployScript: req.DeployScript, HealthCheckCommand: req.HealthCheckCommand, HealthCheckURL: req.HealthCheckUrl,
 		HealthCheckTimeoutSeconds: optInt(req.HealthCheckTimeoutSeconds), ReloadCommand: req.ReloadCommand,
-		ReleasesToKeep: optInt(req.ReleasesToKeep), TimeoutSeconds: optInt(req.TimeoutSeconds),
+		ReleasesToKeep: optInt(req.ReleasesToKeep), TimeoutSeconds: optInt(req.TimeoutSeconds), DeployScriptPath: req.DeployScriptPath,
 	}
 	if req.GetSetSharedPaths() {
 		sp := req.GetSharedPaths()
@@ -326,6 +328,26 @@ func (a *adminServer) UpdateApp(ctx context.Context, req *adminv1.UpdateAppReque
 		return nil, toStatus(err)
 	}
 	return &adminv1.UpdateAppResponse{App: appPB(v)}, nil
+}
+
+func (a *adminServer) DeleteApp(ctx context.Context, req *adminv1.DeleteAppRequest) (*adminv1.DeleteAppResponse, error) {
+	svc, err := a.dep()
+	if err != nil {
+		return nil, err
+	}
+	res, err := svc.DeleteApp(ctx, auth.PrincipalFrom(ctx), peerOf(ctx), req.GetApp(), req.GetKeepFiles())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	v, err := svc.View(ctx, res.App)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &adminv1.DeleteAppResponse{App: appPB(v), Deleted: res.Job == nil}
+	if res.Job != nil {
+		out.Job = deploymentPB(*res.Job, res.App.Name)
+	}
+	return out, nil
 }
 
 func (a *adminServer) SetAppEnv(ctx context.Context, req *adminv1.SetAppEnvRequest) (*adminv1.SetAppEnvResponse, error) {

@@ -85,6 +85,7 @@ var scopeMatrix = map[string]matrixRow{
 	// UpdateApp: write at the door, deploy for a field that decides what
 	// code runs (the branch here); deploys' policy tests cover the rest.
 	"/berth.admin.v1.AdminService/UpdateApp":            {store.ScopeDeploy, `app: "shop" branch: "release"`},
+	"/berth.admin.v1.AdminService/DeleteApp":            {store.ScopeDeploy, `app: "shop"`},
 	"/berth.admin.v1.AdminService/SetServerAllowRoot":   {store.ScopeAdmin, `server: "web-1" allow: true`},
 	"/berth.admin.v1.AdminService/RevokeCertificate":    {store.ScopeAdmin, `serial: "00112233445566778899aabbccddeeff"`},
 	"/berth.admin.v1.AdminService/ShareGitCredential":   {store.ScopeAdmin, `credential: "cred-rm" user: "$VICTIM_USER"`},

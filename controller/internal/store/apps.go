@@ -35,7 +35,10 @@ type AppSettings struct {
 	DeployPath      string
 	RunAsUser       string
 	// DeployScript runs with bash from the new release directory.
-	DeployScript              string
+	DeployScript string
+	// DeployScriptPath: the script is this file of the release being
+	// deployed (relative to it) instead; DeployScript is then empty.
+	DeployScriptPath          *string
 	HealthCheckCommand        *string
 	HealthCheckURL            *string
 	HealthCheckTimeoutSeconds int
@@ -88,8 +91,11 @@ type App struct {
 	HasEnvStaging      bool
 	// The deployment whose release `current` points at.
 	CurrentDeploymentID *ID
-	CreatedAt           time.Time
-	UpdatedAt           time.Time
+	// DeletedAt: the app was deleted; the row stays for its deployments'
+	// history. Lookups by name and lists skip it; App by id still finds it.
+	DeletedAt *time.Time
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 func appFromRow(r dbsqlc.App) App {
@@ -98,13 +104,13 @@ func appFromRow(r dbsqlc.App) App {
 		AppSettings: AppSettings{
 			ServerID: fromPG(r.ServerID), GitCredentialID: fromOptPG(r.GitCredentialID), Name: r.Name,
 			RepositoryURL: r.RepositoryUrl, Branch: r.Branch, DeployPath: r.DeployPath, RunAsUser: r.RunAsUser,
-			DeployScript: r.DeployScript, HealthCheckCommand: r.HealthCheckCommand, HealthCheckURL: r.HealthCheckUrl,
+			DeployScript: r.DeployScript, DeployScriptPath: r.DeployScriptPath, HealthCheckCommand: r.HealthCheckCommand, HealthCheckURL: r.HealthCheckUrl,
 			HealthCheckTimeoutSeconds: int(r.HealthCheckTimeoutSeconds), ReloadCommand: r.ReloadCommand,
 			ReleasesToKeep: int(r.ReleasesToKeep), SharedPaths: r.SharedPaths, TimeoutSeconds: int(r.TimeoutSeconds),
 		},
 		HasWebhookSecret: r.WebhookSecret != nil, WebhookSecretSetBy: fromOptPG(r.WebhookSecretSetBy), HasEnvVars: r.EnvVars != nil,
 		HasEnvProduction: r.EnvProduction != nil, HasEnvStaging: r.EnvStaging != nil,
-		CurrentDeploymentID: fromOptPG(r.CurrentDeploymentID), CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		CurrentDeploymentID: fromOptPG(r.CurrentDeploymentID), DeletedAt: r.DeletedAt, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
 
@@ -214,7 +220,7 @@ func (s *Store) CreateApp(ctx context.Context, p CreateAppParams) (App, error) {
 	arg := dbsqlc.CreateAppParams{
 		ID: pgID(p.ID), ServerID: pgID(a.ServerID), GitCredentialID: pgOptID(a.GitCredentialID), Name: a.Name,
 		RepositoryUrl: a.RepositoryURL, Branch: a.Branch, DeployPath: a.DeployPath, RunAsUser: a.RunAsUser,
-		DeployScript: a.DeployScript, HealthCheckCommand: a.HealthCheckCommand, HealthCheckUrl: a.HealthCheckURL,
+		DeployScript: a.DeployScript, DeployScriptPath: a.DeployScriptPath, HealthCheckCommand: a.HealthCheckCommand, HealthCheckUrl: a.HealthCheckURL,
 		HealthCheckTimeoutSeconds: int32(a.HealthCheckTimeoutSeconds), ReloadCommand: a.ReloadCommand,
 		ReleasesToKeep: int32(a.ReleasesToKeep), SharedPaths: a.SharedPaths, TimeoutSeconds: int32(a.TimeoutSeconds),
 	}
@@ -254,7 +260,7 @@ func (s *Store) App(ctx context.Context, id ID) (App, error) {
 	return appFromRow(r), nil
 }
 
-// AppByName returns an app by its name.
+// AppByName returns an app by its name (never a deleted one).
 func (s *Store) AppByName(ctx context.Context, name string) (App, error) {
 	r, err := s.q.GetAppByName(ctx, name)
 	if err != nil {
@@ -302,7 +308,7 @@ func (s *Store) UpdateApp(ctx context.Context, id ID, settings AppSettings) (App
 	r, err := s.q.UpdateApp(ctx, dbsqlc.UpdateAppParams{
 		ID: pgID(id), ServerID: pgID(a.ServerID), GitCredentialID: pgOptID(a.GitCredentialID), Name: a.Name,
 		RepositoryUrl: a.RepositoryURL, Branch: a.Branch, DeployPath: a.DeployPath, RunAsUser: a.RunAsUser,
-		DeployScript: a.DeployScript, HealthCheckCommand: a.HealthCheckCommand, HealthCheckUrl: a.HealthCheckURL,
+		DeployScript: a.DeployScript, DeployScriptPath: a.DeployScriptPath, HealthCheckCommand: a.HealthCheckCommand, HealthCheckUrl: a.HealthCheckURL,
 		HealthCheckTimeoutSeconds: int32(a.HealthCheckTimeoutSeconds), ReloadCommand: a.ReloadCommand,
 		ReleasesToKeep: int32(a.ReleasesToKeep), SharedPaths: a.SharedPaths, TimeoutSeconds: int32(a.TimeoutSeconds),
 	})
@@ -320,6 +326,22 @@ func (s *Store) SetAppCurrentDeployment(ctx context.Context, appID ID, deploymen
 		return App{}, mapErr("set app current deployment", err)
 	}
 	return appFromRow(r), nil
+}
+
+// SoftDeleteApp marks an app deleted: its row stays for the history of
+// its deployments (and backups), its name and deploy path are free, its
+// secrets and credential link are cleared. ErrNotFound: no such app, or
+// deleted already.
+func (s *Store) SoftDeleteApp(ctx context.Context, id ID) error {
+	n, err := s.q.SoftDeleteApp(ctx, pgID(id))
+	return affected("delete app", n, err)
+}
+
+// UnfinishedDeployments counts the app's queued, dispatched and running
+// deployments.
+func (s *Store) UnfinishedDeployments(ctx context.Context, appID ID) (int, error) {
+	n, err := s.q.CountUnfinishedDeployments(ctx, pgID(appID))
+	return int(n), mapErr("count unfinished deployments", err)
 }
 
 // DeleteApp deletes an app with its deployments, domains and backup

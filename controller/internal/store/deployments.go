@@ -85,10 +85,21 @@ type Deployment struct {
 	LogTruncated      bool
 	// AgentSeq is the highest event of the job the agent reported that is
 	// committed (its log chunks are numbered by these events).
-	AgentSeq  int64
+	AgentSeq int64
+	// Kind is deploy (rollbacks too) or delete.
+	Kind      JobKind
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
+
+// JobKind says what a deployment row's job does.
+type JobKind string
+
+// Job kinds: a deploy or rollback, or the removal of a deleted app's files.
+const (
+	JobDeploy JobKind = "deploy"
+	JobDelete JobKind = "delete"
+)
 
 func deploymentFromRow(r dbsqlc.Deployment) Deployment {
 	return Deployment{
@@ -98,7 +109,7 @@ func deploymentFromRow(r dbsqlc.Deployment) Deployment {
 		FailedStep: r.FailedStep, ExitCode: ptrInt(r.ExitCode), FailureReason: r.FailureReason, ReleasePath: r.ReleasePath,
 		RollbackFromID: fromOptPG(r.RollbackFromID), TimeoutSeconds: int(r.TimeoutSeconds), DeadlineAt: r.DeadlineAt,
 		CancelRequestedAt: r.CancelRequestedAt, QueuedAt: r.QueuedAt, DispatchedAt: r.DispatchedAt, StartedAt: r.StartedAt,
-		FinishedAt: r.FinishedAt, LogBytes: r.LogBytes, LogTruncated: r.LogTruncated, AgentSeq: r.AgentSeq, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		FinishedAt: r.FinishedAt, LogBytes: r.LogBytes, LogTruncated: r.LogTruncated, AgentSeq: r.AgentSeq, Kind: JobKind(r.Kind), CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
 
@@ -132,6 +143,8 @@ type CreateDeploymentParams struct {
 	TimeoutSeconds int
 	// DeadlineAt bounds the wait in the queue; nil is now + the timeout.
 	DeadlineAt *time.Time
+	// Kind "" is a deploy.
+	Kind JobKind
 	// Dispatch creates it dispatched rather than queued, if the app has
 	// no unfinished deployment (ErrAppBusy otherwise): for a controller
 	// that holds the app's agent and sends the job itself at once.
@@ -153,6 +166,9 @@ func (s *Store) CreateDeployment(ctx context.Context, p CreateDeploymentParams) 
 	if p.Environment == "" {
 		p.Environment = EnvironmentProduction
 	}
+	if p.Kind == "" {
+		p.Kind = JobDeploy
+	}
 	var timeout *int32
 	if p.TimeoutSeconds != 0 {
 		t := int32(p.TimeoutSeconds)
@@ -163,7 +179,7 @@ func (s *Store) CreateDeployment(ctx context.Context, p CreateDeploymentParams) 
 		TriggerRef: p.TriggerRef, Environment: string(p.Environment), Branch: nullText(p.Branch),
 		CommitSha: p.CommitSHA, CommitMessage: p.CommitMessage, CommitAuthor: p.CommitAuthor,
 		ReleasePath: p.ReleasePath, RollbackFromID: pgOptID(p.RollbackFromID), TimeoutSeconds: timeout,
-		DeadlineAt: p.DeadlineAt, Dispatch: p.Dispatch,
+		DeadlineAt: p.DeadlineAt, Dispatch: p.Dispatch, Kind: string(p.Kind),
 	})
 	if p.Dispatch && (errors.Is(err, pgx.ErrNoRows) || isUniqueViolation(err, "deployments_one_active_per_app_key")) {
 		return Deployment{}, fmt.Errorf("create deployment: %w", ErrAppBusy)

@@ -284,11 +284,17 @@ func (s *Store) EnableServer(ctx context.Context, id ID) (Server, error) {
 	return serverFromRow(r), nil
 }
 
-// DeleteServer removes a server with its metrics and certificates;
-// ErrReferenced while apps are still on it.
+// DeleteServer removes a server with its metrics and certificates, and
+// the deleted apps that were on it with their history; ErrReferenced
+// while apps not deleted are still on it.
 func (s *Store) DeleteServer(ctx context.Context, id ID) error {
-	n, err := s.q.DeleteServer(ctx, pgID(id))
-	return affected("delete server", n, err)
+	return s.InTx(ctx, func(tx *Store) error {
+		if _, err := tx.q.PurgeDeletedAppsOfServer(ctx, pgID(id)); err != nil {
+			return mapErr("delete server", err)
+		}
+		n, err := tx.q.DeleteServer(ctx, pgID(id))
+		return affected("delete server", n, err)
+	})
 }
 
 // SetServerJoinToken issues a new one-time enrolment token (its SHA-256),

@@ -343,3 +343,111 @@ func (s *Server) credentialDelete(w http.ResponseWriter, r *http.Request, v *vie
 	}
 	s.redirect(w, r, "/git-credentials", "Credential deleted.")
 }
+
+// appEdit shows the edit form; what may be saved is the service's call
+// (UpdateApp: write for the harmless fields, deploy for the rest).
+func (s *Server) appEdit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.appEditView(w, r, v, 0, "")
+}
+
+func (s *Server) appEditView(w http.ResponseWriter, r *http.Request, v *viewer, status int, errMsg string) {
+	av, err := s.d.Deploys.GetApp(r.Context(), v.Principal, r.PathValue("app"))
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	s.render(w, r, "app_edit", view{Title: "Edit " + av.Name, Nav: "apps", User: v, Status: status, Error: errMsg, Data: map[string]any{
+		"App": av, "Shared": strings.Join(av.SharedPaths, "\n"), "ScriptPath": deref(av.DeployScriptPath),
+		"HealthCmd": deref(av.HealthCheckCommand), "HealthURL": deref(av.HealthCheckURL), "ReloadCmd": deref(av.ReloadCommand),
+		"TimeoutMinutes": av.TimeoutSeconds / 60,
+	}})
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+// appUpdate saves the edit form through UpdateApp: only the fields the
+// form carries are set, and only those that differ count as changes.
+func (s *Server) appUpdate(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	f := r.PostForm
+	str := func(name string) *string {
+		if _, ok := f[name]; !ok {
+			return nil
+		}
+		val := strings.ReplaceAll(f.Get(name), "\r\n", "\n")
+		return &val
+	}
+	num := func(name string, mul int) (*int, error) {
+		if _, ok := f[name]; !ok || strings.TrimSpace(f.Get(name)) == "" {
+			return nil, nil
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(f.Get(name)))
+		n *= mul
+		return &n, err
+	}
+	keep, err1 := num("keep", 1)
+	timeout, err2 := num("timeout_minutes", 60)
+	hcTimeout, err3 := num("health_timeout", 1)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		s.appEditView(w, r, v, http.StatusBadRequest, "Releases to keep and the timeouts are whole numbers.")
+		return
+	}
+	p := deploys.UpdateAppParams{
+		App: r.PathValue("app"), RepositoryURL: str("repo"), Branch: str("branch"), Credential: str("credential"), DeployPath: str("path"),
+		RunAsUser: str("user"), DeployScript: str("deploy_script"), DeployScriptPath: str("deploy_script_path"),
+		HealthCheckCommand: str("health_cmd"), HealthCheckURL: str("health_url"), ReloadCommand: str("reload_cmd"),
+		HealthCheckTimeoutSeconds: hcTimeout, ReleasesToKeep: keep, TimeoutSeconds: timeout,
+	}
+	if sp := str("shared_paths"); sp != nil {
+		shared := []string{}
+		for _, x := range strings.FieldsFunc(*sp, func(c rune) bool { return c == '\n' || c == ',' }) {
+			if x = strings.TrimSpace(x); x != "" {
+				shared = append(shared, x)
+			}
+		}
+		p.SharedPaths = &shared
+	}
+	a, err := s.d.Deploys.UpdateApp(r.Context(), v.Principal, s.peer(r), p)
+	if err != nil {
+		if st := statusOf(err); st == http.StatusBadRequest || st == http.StatusConflict || st == http.StatusNotFound {
+			s.appEditView(w, r, v, st, publicMessage(err))
+			return
+		}
+		s.fail(w, r, v, err)
+		return
+	}
+	s.redirect(w, r, "/apps/"+a.Name, "App "+a.Name+" saved. The changes apply from the next deploy.")
+}
+
+// appDelete deletes an app once its name is typed as confirmation.
+func (s *Server) appDelete(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	name := r.PathValue("app")
+	if strings.TrimSpace(r.PostFormValue("confirm")) != name {
+		s.appView(w, r, v, http.StatusBadRequest, "Type the app's name to delete it.", "")
+		return
+	}
+	res, err := s.d.Deploys.DeleteApp(r.Context(), v.Principal, s.peer(r), name, r.PostFormValue("keep_files") != "")
+	if err != nil {
+		if st := statusOf(err); st == http.StatusBadRequest || st == http.StatusConflict || st == http.StatusNotFound {
+			s.appView(w, r, v, st, publicMessage(err), "")
+			return
+		}
+		s.fail(w, r, v, err)
+		return
+	}
+	if res.Job != nil {
+		s.redirect(w, r, "/deployments/"+res.Job.ID.String(), "Deleting "+name+": this job removes its files; the app is deleted when it succeeds.")
+		return
+	}
+	s.redirect(w, r, "/apps", "App "+name+" deleted; its files stay on the server.")
+}

@@ -91,14 +91,19 @@ var routeMatrix = map[string]routeRow{
 	"GET /activity":            {store.ScopeRead, "/activity", nil},
 
 	// Anything deciding what code runs on a server needs deploy.
-	"GET /apps":                           {store.ScopeRead, "/apps", nil},
-	"GET /apps/new":                       {store.ScopeRead, "/apps/new", nil},
-	"POST /apps":                          {store.ScopeDeploy, "/apps", form("name", "app-new", "server", "web-1", "repo", "https://git.example.com/a.git", "path", "/srv/a", "user", "app")},
-	"GET /apps/{app}":                     {store.ScopeRead, "/apps/shop", nil},
-	"POST /apps/{app}/env":                {store.ScopeDeploy, "/apps/shop/env", form("scope", "production", "set", "K=v")},
-	"POST /apps/{app}/webhook-secret":     {store.ScopeDeploy, "/apps/shop/webhook-secret", form()},
-	"POST /apps/{app}/deploy":             {store.ScopeDeploy, "/apps/shop/deploy", form("env", "production")},
-	"POST /apps/{app}/rollback":           {store.ScopeDeploy, "/apps/shop/rollback", form()},
+	"GET /apps":                       {store.ScopeRead, "/apps", nil},
+	"GET /apps/new":                   {store.ScopeRead, "/apps/new", nil},
+	"POST /apps":                      {store.ScopeDeploy, "/apps", form("name", "app-new", "server", "web-1", "repo", "https://git.example.com/a.git", "path", "/srv/a", "user", "app")},
+	"GET /apps/{app}":                 {store.ScopeRead, "/apps/shop", nil},
+	"POST /apps/{app}/env":            {store.ScopeDeploy, "/apps/shop/env", form("scope", "production", "set", "K=v")},
+	"POST /apps/{app}/webhook-secret": {store.ScopeDeploy, "/apps/shop/webhook-secret", form()},
+	"POST /apps/{app}/deploy":         {store.ScopeDeploy, "/apps/shop/deploy", form("env", "production")},
+	"POST /apps/{app}/rollback":       {store.ScopeDeploy, "/apps/shop/rollback", form()},
+	// The edit form's POST needs what the changed fields need: write for
+	// --keep alone.
+	"GET /apps/{app}/edit":                {store.ScopeRead, "/apps/shop/edit", nil},
+	"POST /apps/{app}/edit":               {store.ScopeWrite, "/apps/shop/edit", form("keep", "7")},
+	"POST /apps/{app}/delete":             {store.ScopeDeploy, "/apps/gone-app/delete", form("confirm", "gone-app", "keep_files", "1")},
 	"GET /deployments":                    {store.ScopeRead, "/deployments", nil},
 	"GET /deployments/{id}":               {store.ScopeRead, "/deployments/$NO_SUCH_ID", nil},
 	"GET /deployments/{id}/log":           {store.ScopeRead, "/deployments/$NO_SUCH_ID/log", nil},
@@ -153,6 +158,10 @@ func TestRouteScopeMatrix(t *testing.T) {
 	}
 	if _, err := e.dep.CreateApp(ctx, pr, deploys.Peer{}, deploys.CreateAppParams{Server: "web-1", AppSettings: store.AppSettings{
 		Name: "shop", RepositoryURL: "https://git.example.com/shop.git", DeployPath: "/srv/shop", RunAsUser: "app"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.dep.CreateApp(ctx, pr, deploys.Peer{}, deploys.CreateAppParams{Server: "web-1", AppSettings: store.AppSettings{
+		Name: "gone-app", RepositoryURL: "https://git.example.com/shop.git", DeployPath: "/srv/gone-app", RunAsUser: "app"}}); err != nil {
 		t.Fatal(err)
 	}
 

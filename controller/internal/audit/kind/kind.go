@@ -80,6 +80,10 @@ const (
 	DeploymentFailed    = "deployment.failed"
 	DeploymentCanceled  = "deployment.canceled"
 	DeploymentTimedOut  = "deployment.timed_out"
+	// An app's delete: asked for (a delete job removes its files), then
+	// done (the app is deleted; its deployments stay).
+	AppDeleteRequested = "app.delete_requested"
+	AppDeleted         = "app.deleted"
 )
 
 // All is every kind above. Keep it in the order of the constants.
@@ -96,7 +100,7 @@ var All = []string{
 	GitCredentialCreated, GitCredentialDeleted, GitCredentialShared, GitCredentialUnshared, GitCredentialHostTrusted,
 	AppUpdated, WebhookOwnerNotAllowed, AppCreated, AppEnvChanged, AppWebhookSecretChanged,
 	WebhookSignatureInvalid, DeploymentQueued, DeploymentRollbackQueued, DeploymentCancelRequested,
-	DeploymentSucceeded, DeploymentFailed, DeploymentCanceled, DeploymentTimedOut,
+	DeploymentSucceeded, DeploymentFailed, DeploymentCanceled, DeploymentTimedOut, AppDeleteRequested, AppDeleted,
 }
 
 // Known reports whether k is in the list.

@@ -2497,8 +2497,11 @@ type App struct {
 	EnvKeys             map[string]*EnvKeys    `protobuf:"bytes,19,rep,name=env_keys,json=envKeys,proto3" json:"env_keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	CurrentDeploymentId string                 `protobuf:"bytes,20,opt,name=current_deployment_id,json=currentDeploymentId,proto3" json:"current_deployment_id,omitempty"`
 	CreatedAt           *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// deploy_script_path: the deploy script is read from this file of the
+	// release being deployed (relative to it); deploy_script is then empty.
+	DeployScriptPath string `protobuf:"bytes,22,opt,name=deploy_script_path,json=deployScriptPath,proto3" json:"deploy_script_path,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *App) Reset() {
@@ -2678,6 +2681,13 @@ func (x *App) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *App) GetDeployScriptPath() string {
+	if x != nil {
+		return x.DeployScriptPath
+	}
+	return ""
+}
+
 // EnvKeys lists variable names.
 type EnvKeys struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2741,6 +2751,7 @@ type CreateAppRequest struct {
 	ReleasesToKeep            uint32                 `protobuf:"varint,13,opt,name=releases_to_keep,json=releasesToKeep,proto3" json:"releases_to_keep,omitempty"`
 	SharedPaths               []string               `protobuf:"bytes,14,rep,name=shared_paths,json=sharedPaths,proto3" json:"shared_paths,omitempty"`
 	TimeoutSeconds            uint32                 `protobuf:"varint,15,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	DeployScriptPath          string                 `protobuf:"bytes,16,opt,name=deploy_script_path,json=deployScriptPath,proto3" json:"deploy_script_path,omitempty"`
 	unknownFields             protoimpl.UnknownFields
 	sizeCache                 protoimpl.SizeCache
 }
@@ -2878,6 +2889,13 @@ func (x *CreateAppRequest) GetTimeoutSeconds() uint32 {
 		return x.TimeoutSeconds
 	}
 	return 0
+}
+
+func (x *CreateAppRequest) GetDeployScriptPath() string {
+	if x != nil {
+		return x.DeployScriptPath
+	}
+	return ""
 }
 
 // CreateAppResponse is the new app.
@@ -3125,8 +3143,10 @@ type UpdateAppRequest struct {
 	SharedPaths    []string `protobuf:"bytes,13,rep,name=shared_paths,json=sharedPaths,proto3" json:"shared_paths,omitempty"`
 	SetSharedPaths bool     `protobuf:"varint,14,opt,name=set_shared_paths,json=setSharedPaths,proto3" json:"set_shared_paths,omitempty"`
 	TimeoutSeconds *uint32  `protobuf:"varint,15,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// deploy_script_path: "" clears it.
+	DeployScriptPath *string `protobuf:"bytes,16,opt,name=deploy_script_path,json=deployScriptPath,proto3,oneof" json:"deploy_script_path,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *UpdateAppRequest) Reset() {
@@ -3264,6 +3284,13 @@ func (x *UpdateAppRequest) GetTimeoutSeconds() uint32 {
 	return 0
 }
 
+func (x *UpdateAppRequest) GetDeployScriptPath() string {
+	if x != nil && x.DeployScriptPath != nil {
+		return *x.DeployScriptPath
+	}
+	return ""
+}
+
 // UpdateAppResponse is the app after the change.
 type UpdateAppResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3309,6 +3336,121 @@ func (x *UpdateAppResponse) GetApp() *App {
 	return nil
 }
 
+// DeleteAppRequest names the app; keep_files leaves its files on the server.
+type DeleteAppRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	KeepFiles     bool                   `protobuf:"varint,2,opt,name=keep_files,json=keepFiles,proto3" json:"keep_files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAppRequest) Reset() {
+	*x = DeleteAppRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAppRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAppRequest) ProtoMessage() {}
+
+func (x *DeleteAppRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAppRequest.ProtoReflect.Descriptor instead.
+func (*DeleteAppRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *DeleteAppRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *DeleteAppRequest) GetKeepFiles() bool {
+	if x != nil {
+		return x.KeepFiles
+	}
+	return false
+}
+
+// DeleteAppResponse: without keep_files, job is the delete job (the app is
+// deleted when it succeeds); with keep_files the app is deleted already.
+type DeleteAppResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           *App                   `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Job           *Deployment            `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	Deleted       bool                   `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAppResponse) Reset() {
+	*x = DeleteAppResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAppResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAppResponse) ProtoMessage() {}
+
+func (x *DeleteAppResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAppResponse.ProtoReflect.Descriptor instead.
+func (*DeleteAppResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *DeleteAppResponse) GetApp() *App {
+	if x != nil {
+		return x.App
+	}
+	return nil
+}
+
+func (x *DeleteAppResponse) GetJob() *Deployment {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *DeleteAppResponse) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
 // SetAppEnvRequest changes one scope: common, production or staging.
 type SetAppEnvRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3322,7 +3464,7 @@ type SetAppEnvRequest struct {
 
 func (x *SetAppEnvRequest) Reset() {
 	*x = SetAppEnvRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3476,7 @@ func (x *SetAppEnvRequest) String() string {
 func (*SetAppEnvRequest) ProtoMessage() {}
 
 func (x *SetAppEnvRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3489,7 @@ func (x *SetAppEnvRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppEnvRequest.ProtoReflect.Descriptor instead.
 func (*SetAppEnvRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SetAppEnvRequest) GetApp() string {
@@ -3388,7 +3530,7 @@ type SetAppEnvResponse struct {
 
 func (x *SetAppEnvResponse) Reset() {
 	*x = SetAppEnvResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3400,7 +3542,7 @@ func (x *SetAppEnvResponse) String() string {
 func (*SetAppEnvResponse) ProtoMessage() {}
 
 func (x *SetAppEnvResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3413,7 +3555,7 @@ func (x *SetAppEnvResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppEnvResponse.ProtoReflect.Descriptor instead.
 func (*SetAppEnvResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SetAppEnvResponse) GetKeys() []string {
@@ -3434,7 +3576,7 @@ type SetAppWebhookSecretRequest struct {
 
 func (x *SetAppWebhookSecretRequest) Reset() {
 	*x = SetAppWebhookSecretRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3446,7 +3588,7 @@ func (x *SetAppWebhookSecretRequest) String() string {
 func (*SetAppWebhookSecretRequest) ProtoMessage() {}
 
 func (x *SetAppWebhookSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3459,7 +3601,7 @@ func (x *SetAppWebhookSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppWebhookSecretRequest.ProtoReflect.Descriptor instead.
 func (*SetAppWebhookSecretRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SetAppWebhookSecretRequest) GetApp() string {
@@ -3488,7 +3630,7 @@ type SetAppWebhookSecretResponse struct {
 
 func (x *SetAppWebhookSecretResponse) Reset() {
 	*x = SetAppWebhookSecretResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3500,7 +3642,7 @@ func (x *SetAppWebhookSecretResponse) String() string {
 func (*SetAppWebhookSecretResponse) ProtoMessage() {}
 
 func (x *SetAppWebhookSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3513,7 +3655,7 @@ func (x *SetAppWebhookSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAppWebhookSecretResponse.ProtoReflect.Descriptor instead.
 func (*SetAppWebhookSecretResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SetAppWebhookSecretResponse) GetSecret() string {
@@ -3537,7 +3679,7 @@ func (x *SetAppWebhookSecretResponse) GetGitlabPath() string {
 	return ""
 }
 
-// Deployment is a deploy or rollback job.
+// Deployment is a deploy, rollback or delete job.
 type Deployment struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3564,13 +3706,16 @@ type Deployment struct {
 	LogBytes        int64                  `protobuf:"varint,21,opt,name=log_bytes,json=logBytes,proto3" json:"log_bytes,omitempty"`
 	LogTruncated    bool                   `protobuf:"varint,22,opt,name=log_truncated,json=logTruncated,proto3" json:"log_truncated,omitempty"`
 	User            string                 `protobuf:"bytes,23,opt,name=user,proto3" json:"user,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// kind: deploy (rollbacks too, see triggered_by) or delete (the removal
+	// of a deleted app's files).
+	Kind          string `protobuf:"bytes,24,opt,name=kind,proto3" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3582,7 +3727,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3595,7 +3740,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *Deployment) GetId() string {
@@ -3759,6 +3904,13 @@ func (x *Deployment) GetUser() string {
 	return ""
 }
 
+func (x *Deployment) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
 // DeployRequest names the app and optionally the environment and commit.
 type DeployRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3771,7 +3923,7 @@ type DeployRequest struct {
 
 func (x *DeployRequest) Reset() {
 	*x = DeployRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3783,7 +3935,7 @@ func (x *DeployRequest) String() string {
 func (*DeployRequest) ProtoMessage() {}
 
 func (x *DeployRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3796,7 +3948,7 @@ func (x *DeployRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployRequest.ProtoReflect.Descriptor instead.
 func (*DeployRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DeployRequest) GetApp() string {
@@ -3832,7 +3984,7 @@ type DeployResponse struct {
 
 func (x *DeployResponse) Reset() {
 	*x = DeployResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3844,7 +3996,7 @@ func (x *DeployResponse) String() string {
 func (*DeployResponse) ProtoMessage() {}
 
 func (x *DeployResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3857,7 +4009,7 @@ func (x *DeployResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeployResponse.ProtoReflect.Descriptor instead.
 func (*DeployResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *DeployResponse) GetDeployment() *Deployment {
@@ -3886,7 +4038,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3898,7 +4050,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3911,7 +4063,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RollbackRequest) GetApp() string {
@@ -3939,7 +4091,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3951,7 +4103,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3964,7 +4116,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RollbackResponse) GetDeployment() *Deployment {
@@ -3991,7 +4143,7 @@ type CancelDeploymentRequest struct {
 
 func (x *CancelDeploymentRequest) Reset() {
 	*x = CancelDeploymentRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4003,7 +4155,7 @@ func (x *CancelDeploymentRequest) String() string {
 func (*CancelDeploymentRequest) ProtoMessage() {}
 
 func (x *CancelDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4016,7 +4168,7 @@ func (x *CancelDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*CancelDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CancelDeploymentRequest) GetId() string {
@@ -4036,7 +4188,7 @@ type CancelDeploymentResponse struct {
 
 func (x *CancelDeploymentResponse) Reset() {
 	*x = CancelDeploymentResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4048,7 +4200,7 @@ func (x *CancelDeploymentResponse) String() string {
 func (*CancelDeploymentResponse) ProtoMessage() {}
 
 func (x *CancelDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4061,7 +4213,7 @@ func (x *CancelDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*CancelDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CancelDeploymentResponse) GetDeployment() *Deployment {
@@ -4083,7 +4235,7 @@ type ListDeploymentsRequest struct {
 
 func (x *ListDeploymentsRequest) Reset() {
 	*x = ListDeploymentsRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4095,7 +4247,7 @@ func (x *ListDeploymentsRequest) String() string {
 func (*ListDeploymentsRequest) ProtoMessage() {}
 
 func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4108,7 +4260,7 @@ func (x *ListDeploymentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsRequest.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListDeploymentsRequest) GetApp() string {
@@ -4143,7 +4295,7 @@ type ListDeploymentsResponse struct {
 
 func (x *ListDeploymentsResponse) Reset() {
 	*x = ListDeploymentsResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4155,7 +4307,7 @@ func (x *ListDeploymentsResponse) String() string {
 func (*ListDeploymentsResponse) ProtoMessage() {}
 
 func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4168,7 +4320,7 @@ func (x *ListDeploymentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeploymentsResponse.ProtoReflect.Descriptor instead.
 func (*ListDeploymentsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListDeploymentsResponse) GetDeployments() []*Deployment {
@@ -4195,7 +4347,7 @@ type GetDeploymentRequest struct {
 
 func (x *GetDeploymentRequest) Reset() {
 	*x = GetDeploymentRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4207,7 +4359,7 @@ func (x *GetDeploymentRequest) String() string {
 func (*GetDeploymentRequest) ProtoMessage() {}
 
 func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4220,7 +4372,7 @@ func (x *GetDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*GetDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *GetDeploymentRequest) GetId() string {
@@ -4240,7 +4392,7 @@ type GetDeploymentResponse struct {
 
 func (x *GetDeploymentResponse) Reset() {
 	*x = GetDeploymentResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4252,7 +4404,7 @@ func (x *GetDeploymentResponse) String() string {
 func (*GetDeploymentResponse) ProtoMessage() {}
 
 func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[65]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4265,7 +4417,7 @@ func (x *GetDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*GetDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{65}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GetDeploymentResponse) GetDeployment() *Deployment {
@@ -4286,7 +4438,7 @@ type FollowDeploymentRequest struct {
 
 func (x *FollowDeploymentRequest) Reset() {
 	*x = FollowDeploymentRequest{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4298,7 +4450,7 @@ func (x *FollowDeploymentRequest) String() string {
 func (*FollowDeploymentRequest) ProtoMessage() {}
 
 func (x *FollowDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[66]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4311,7 +4463,7 @@ func (x *FollowDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*FollowDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{66}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *FollowDeploymentRequest) GetId() string {
@@ -4342,7 +4494,7 @@ type FollowDeploymentResponse struct {
 
 func (x *FollowDeploymentResponse) Reset() {
 	*x = FollowDeploymentResponse{}
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4354,7 +4506,7 @@ func (x *FollowDeploymentResponse) String() string {
 func (*FollowDeploymentResponse) ProtoMessage() {}
 
 func (x *FollowDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_admin_proto_msgTypes[67]
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4367,7 +4519,7 @@ func (x *FollowDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FollowDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*FollowDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{67}
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *FollowDeploymentResponse) GetSeq() uint64 {
@@ -4605,7 +4757,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x1d.berth.admin.v1.GitCredentialR\n" +
 	"credential\x12)\n" +
-	"\x03key\x18\x02 \x01(\v2\x17.berth.admin.v1.HostKeyR\x03key\"\x8c\a\n" +
+	"\x03key\x18\x02 \x01(\v2\x17.berth.admin.v1.HostKeyR\x03key\"\xba\a\n" +
 	"\x03App\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -4632,12 +4784,13 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\benv_keys\x18\x13 \x03(\v2 .berth.admin.v1.App.EnvKeysEntryR\aenvKeys\x122\n" +
 	"\x15current_deployment_id\x18\x14 \x01(\tR\x13currentDeploymentId\x129\n" +
 	"\n" +
-	"created_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x1aS\n" +
+	"created_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12,\n" +
+	"\x12deploy_script_path\x18\x16 \x01(\tR\x10deployScriptPath\x1aS\n" +
 	"\fEnvKeysEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
 	"\x05value\x18\x02 \x01(\v2\x17.berth.admin.v1.EnvKeysR\x05value:\x028\x01\"\x1d\n" +
 	"\aEnvKeys\x12\x12\n" +
-	"\x04keys\x18\x01 \x03(\tR\x04keys\"\xbd\x04\n" +
+	"\x04keys\x18\x01 \x03(\tR\x04keys\"\xeb\x04\n" +
 	"\x10CreateAppRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06server\x18\x02 \x01(\tR\x06server\x12%\n" +
@@ -4657,7 +4810,8 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x0ereload_command\x18\f \x01(\tR\rreloadCommand\x12(\n" +
 	"\x10releases_to_keep\x18\r \x01(\rR\x0ereleasesToKeep\x12!\n" +
 	"\fshared_paths\x18\x0e \x03(\tR\vsharedPaths\x12'\n" +
-	"\x0ftimeout_seconds\x18\x0f \x01(\rR\x0etimeoutSeconds\":\n" +
+	"\x0ftimeout_seconds\x18\x0f \x01(\rR\x0etimeoutSeconds\x12,\n" +
+	"\x12deploy_script_path\x18\x10 \x01(\tR\x10deployScriptPath\":\n" +
 	"\x11CreateAppResponse\x12%\n" +
 	"\x03app\x18\x01 \x01(\v2\x13.berth.admin.v1.AppR\x03app\")\n" +
 	"\x0fListAppsRequest\x12\x16\n" +
@@ -4667,7 +4821,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\rGetAppRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\"7\n" +
 	"\x0eGetAppResponse\x12%\n" +
-	"\x03app\x18\x01 \x01(\v2\x13.berth.admin.v1.AppR\x03app\"\xf3\x06\n" +
+	"\x03app\x18\x01 \x01(\v2\x13.berth.admin.v1.AppR\x03app\"\xbd\a\n" +
 	"\x10UpdateAppRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12*\n" +
 	"\x0erepository_url\x18\x02 \x01(\tH\x00R\rrepositoryUrl\x88\x01\x01\x12\x1b\n" +
@@ -4688,7 +4842,8 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"R\x0ereleasesToKeep\x88\x01\x01\x12!\n" +
 	"\fshared_paths\x18\r \x03(\tR\vsharedPaths\x12(\n" +
 	"\x10set_shared_paths\x18\x0e \x01(\bR\x0esetSharedPaths\x12,\n" +
-	"\x0ftimeout_seconds\x18\x0f \x01(\rH\vR\x0etimeoutSeconds\x88\x01\x01B\x11\n" +
+	"\x0ftimeout_seconds\x18\x0f \x01(\rH\vR\x0etimeoutSeconds\x88\x01\x01\x121\n" +
+	"\x12deploy_script_path\x18\x10 \x01(\tH\fR\x10deployScriptPath\x88\x01\x01B\x11\n" +
 	"\x0f_repository_urlB\t\n" +
 	"\a_branchB\r\n" +
 	"\v_credentialB\x0e\n" +
@@ -4700,9 +4855,18 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x1d_health_check_timeout_secondsB\x11\n" +
 	"\x0f_reload_commandB\x13\n" +
 	"\x11_releases_to_keepB\x12\n" +
-	"\x10_timeout_seconds\":\n" +
+	"\x10_timeout_secondsB\x15\n" +
+	"\x13_deploy_script_path\":\n" +
 	"\x11UpdateAppResponse\x12%\n" +
-	"\x03app\x18\x01 \x01(\v2\x13.berth.admin.v1.AppR\x03app\"\xc5\x01\n" +
+	"\x03app\x18\x01 \x01(\v2\x13.berth.admin.v1.AppR\x03app\"C\n" +
+	"\x10DeleteAppRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x1d\n" +
+	"\n" +
+	"keep_files\x18\x02 \x01(\bR\tkeepFiles\"\x82\x01\n" +
+	"\x11DeleteAppResponse\x12%\n" +
+	"\x03app\x18\x01 \x01(\v2\x13.berth.admin.v1.AppR\x03app\x12,\n" +
+	"\x03job\x18\x02 \x01(\v2\x1a.berth.admin.v1.DeploymentR\x03job\x12\x18\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted\"\xc5\x01\n" +
 	"\x10SetAppEnvRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x14\n" +
 	"\x05scope\x18\x02 \x01(\tR\x05scope\x12;\n" +
@@ -4721,7 +4885,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\vgithub_path\x18\x02 \x01(\tR\n" +
 	"githubPath\x12\x1f\n" +
 	"\vgitlab_path\x18\x03 \x01(\tR\n" +
-	"gitlabPath\"\xc5\x06\n" +
+	"gitlabPath\"\xd9\x06\n" +
 	"\n" +
 	"Deployment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
@@ -4752,7 +4916,8 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x10cancel_requested\x18\x14 \x01(\bR\x0fcancelRequested\x12\x1b\n" +
 	"\tlog_bytes\x18\x15 \x01(\x03R\blogBytes\x12#\n" +
 	"\rlog_truncated\x18\x16 \x01(\bR\flogTruncated\x12\x12\n" +
-	"\x04user\x18\x17 \x01(\tR\x04user\"[\n" +
+	"\x04user\x18\x17 \x01(\tR\x04user\x12\x12\n" +
+	"\x04kind\x18\x18 \x01(\tR\x04kind\"[\n" +
 	"\rDeployRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12 \n" +
 	"\venvironment\x18\x02 \x01(\tR\venvironment\x12\x16\n" +
@@ -4799,7 +4964,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12:\n" +
 	"\n" +
 	"deployment\x18\x04 \x01(\v2\x1a.berth.admin.v1.DeploymentR\n" +
-	"deployment2\xf0\x15\n" +
+	"deployment2\xc2\x16\n" +
 	"\fAdminService\x12S\n" +
 	"\n" +
 	"GetVersion\x12!.berth.admin.v1.GetVersionRequest\x1a\".berth.admin.v1.GetVersionResponse\x12P\n" +
@@ -4825,6 +4990,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\bListApps\x12\x1f.berth.admin.v1.ListAppsRequest\x1a .berth.admin.v1.ListAppsResponse\x12G\n" +
 	"\x06GetApp\x12\x1d.berth.admin.v1.GetAppRequest\x1a\x1e.berth.admin.v1.GetAppResponse\x12P\n" +
 	"\tUpdateApp\x12 .berth.admin.v1.UpdateAppRequest\x1a!.berth.admin.v1.UpdateAppResponse\x12P\n" +
+	"\tDeleteApp\x12 .berth.admin.v1.DeleteAppRequest\x1a!.berth.admin.v1.DeleteAppResponse\x12P\n" +
 	"\tSetAppEnv\x12 .berth.admin.v1.SetAppEnvRequest\x1a!.berth.admin.v1.SetAppEnvResponse\x12n\n" +
 	"\x13SetAppWebhookSecret\x12*.berth.admin.v1.SetAppWebhookSecretRequest\x1a+.berth.admin.v1.SetAppWebhookSecretResponse\x12G\n" +
 	"\x06Deploy\x12\x1d.berth.admin.v1.DeployRequest\x1a\x1e.berth.admin.v1.DeployResponse\x12M\n" +
@@ -4848,7 +5014,7 @@ func file_berth_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_berth_admin_v1_admin_proto_rawDescData
 }
 
-var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
+var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_berth_admin_v1_admin_proto_goTypes = []any{
 	(*GetVersionRequest)(nil),            // 0: berth.admin.v1.GetVersionRequest
 	(*GetVersionResponse)(nil),           // 1: berth.admin.v1.GetVersionResponse
@@ -4901,56 +5067,58 @@ var file_berth_admin_v1_admin_proto_goTypes = []any{
 	(*GetAppResponse)(nil),               // 48: berth.admin.v1.GetAppResponse
 	(*UpdateAppRequest)(nil),             // 49: berth.admin.v1.UpdateAppRequest
 	(*UpdateAppResponse)(nil),            // 50: berth.admin.v1.UpdateAppResponse
-	(*SetAppEnvRequest)(nil),             // 51: berth.admin.v1.SetAppEnvRequest
-	(*SetAppEnvResponse)(nil),            // 52: berth.admin.v1.SetAppEnvResponse
-	(*SetAppWebhookSecretRequest)(nil),   // 53: berth.admin.v1.SetAppWebhookSecretRequest
-	(*SetAppWebhookSecretResponse)(nil),  // 54: berth.admin.v1.SetAppWebhookSecretResponse
-	(*Deployment)(nil),                   // 55: berth.admin.v1.Deployment
-	(*DeployRequest)(nil),                // 56: berth.admin.v1.DeployRequest
-	(*DeployResponse)(nil),               // 57: berth.admin.v1.DeployResponse
-	(*RollbackRequest)(nil),              // 58: berth.admin.v1.RollbackRequest
-	(*RollbackResponse)(nil),             // 59: berth.admin.v1.RollbackResponse
-	(*CancelDeploymentRequest)(nil),      // 60: berth.admin.v1.CancelDeploymentRequest
-	(*CancelDeploymentResponse)(nil),     // 61: berth.admin.v1.CancelDeploymentResponse
-	(*ListDeploymentsRequest)(nil),       // 62: berth.admin.v1.ListDeploymentsRequest
-	(*ListDeploymentsResponse)(nil),      // 63: berth.admin.v1.ListDeploymentsResponse
-	(*GetDeploymentRequest)(nil),         // 64: berth.admin.v1.GetDeploymentRequest
-	(*GetDeploymentResponse)(nil),        // 65: berth.admin.v1.GetDeploymentResponse
-	(*FollowDeploymentRequest)(nil),      // 66: berth.admin.v1.FollowDeploymentRequest
-	(*FollowDeploymentResponse)(nil),     // 67: berth.admin.v1.FollowDeploymentResponse
-	nil,                                  // 68: berth.admin.v1.Server.LabelsEntry
-	nil,                                  // 69: berth.admin.v1.AddServerRequest.LabelsEntry
-	nil,                                  // 70: berth.admin.v1.App.EnvKeysEntry
-	nil,                                  // 71: berth.admin.v1.SetAppEnvRequest.SetEntry
-	(*timestamppb.Timestamp)(nil),        // 72: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),          // 73: google.protobuf.Duration
+	(*DeleteAppRequest)(nil),             // 51: berth.admin.v1.DeleteAppRequest
+	(*DeleteAppResponse)(nil),            // 52: berth.admin.v1.DeleteAppResponse
+	(*SetAppEnvRequest)(nil),             // 53: berth.admin.v1.SetAppEnvRequest
+	(*SetAppEnvResponse)(nil),            // 54: berth.admin.v1.SetAppEnvResponse
+	(*SetAppWebhookSecretRequest)(nil),   // 55: berth.admin.v1.SetAppWebhookSecretRequest
+	(*SetAppWebhookSecretResponse)(nil),  // 56: berth.admin.v1.SetAppWebhookSecretResponse
+	(*Deployment)(nil),                   // 57: berth.admin.v1.Deployment
+	(*DeployRequest)(nil),                // 58: berth.admin.v1.DeployRequest
+	(*DeployResponse)(nil),               // 59: berth.admin.v1.DeployResponse
+	(*RollbackRequest)(nil),              // 60: berth.admin.v1.RollbackRequest
+	(*RollbackResponse)(nil),             // 61: berth.admin.v1.RollbackResponse
+	(*CancelDeploymentRequest)(nil),      // 62: berth.admin.v1.CancelDeploymentRequest
+	(*CancelDeploymentResponse)(nil),     // 63: berth.admin.v1.CancelDeploymentResponse
+	(*ListDeploymentsRequest)(nil),       // 64: berth.admin.v1.ListDeploymentsRequest
+	(*ListDeploymentsResponse)(nil),      // 65: berth.admin.v1.ListDeploymentsResponse
+	(*GetDeploymentRequest)(nil),         // 66: berth.admin.v1.GetDeploymentRequest
+	(*GetDeploymentResponse)(nil),        // 67: berth.admin.v1.GetDeploymentResponse
+	(*FollowDeploymentRequest)(nil),      // 68: berth.admin.v1.FollowDeploymentRequest
+	(*FollowDeploymentResponse)(nil),     // 69: berth.admin.v1.FollowDeploymentResponse
+	nil,                                  // 70: berth.admin.v1.Server.LabelsEntry
+	nil,                                  // 71: berth.admin.v1.AddServerRequest.LabelsEntry
+	nil,                                  // 72: berth.admin.v1.App.EnvKeysEntry
+	nil,                                  // 73: berth.admin.v1.SetAppEnvRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),        // 74: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 75: google.protobuf.Duration
 }
 var file_berth_admin_v1_admin_proto_depIdxs = []int32{
-	68, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
-	72, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
-	72, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
-	72, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
+	70, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
+	74, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
+	74, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
+	74, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
 	4,  // 4: berth.admin.v1.SetServerAllowRootResponse.server:type_name -> berth.admin.v1.Server
-	69, // 5: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
-	73, // 6: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	71, // 5: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
+	75, // 6: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
 	4,  // 7: berth.admin.v1.AddServerResponse.server:type_name -> berth.admin.v1.Server
-	72, // 8: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	74, // 8: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
 	4,  // 9: berth.admin.v1.ListServersResponse.servers:type_name -> berth.admin.v1.Server
 	4,  // 10: berth.admin.v1.GetServerResponse.server:type_name -> berth.admin.v1.Server
 	13, // 11: berth.admin.v1.GetServerResponse.certificates:type_name -> berth.admin.v1.AgentCertificate
-	72, // 12: berth.admin.v1.AgentCertificate.not_before:type_name -> google.protobuf.Timestamp
-	72, // 13: berth.admin.v1.AgentCertificate.not_after:type_name -> google.protobuf.Timestamp
-	72, // 14: berth.admin.v1.AgentCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	74, // 12: berth.admin.v1.AgentCertificate.not_before:type_name -> google.protobuf.Timestamp
+	74, // 13: berth.admin.v1.AgentCertificate.not_after:type_name -> google.protobuf.Timestamp
+	74, // 14: berth.admin.v1.AgentCertificate.revoked_at:type_name -> google.protobuf.Timestamp
 	4,  // 15: berth.admin.v1.DisableServerResponse.server:type_name -> berth.admin.v1.Server
-	73, // 16: berth.admin.v1.EnableServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	75, // 16: berth.admin.v1.EnableServerRequest.token_ttl:type_name -> google.protobuf.Duration
 	4,  // 17: berth.admin.v1.EnableServerResponse.server:type_name -> berth.admin.v1.Server
-	72, // 18: berth.admin.v1.EnableServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
-	73, // 19: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
-	73, // 20: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
-	72, // 21: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
+	74, // 18: berth.admin.v1.EnableServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	75, // 19: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
+	75, // 20: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
+	74, // 21: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
 	23, // 22: berth.admin.v1.GetMetricsResponse.points:type_name -> berth.admin.v1.MetricPoint
-	72, // 23: berth.admin.v1.GitCredential.created_at:type_name -> google.protobuf.Timestamp
-	72, // 24: berth.admin.v1.GitCredential.last_used_at:type_name -> google.protobuf.Timestamp
+	74, // 23: berth.admin.v1.GitCredential.created_at:type_name -> google.protobuf.Timestamp
+	74, // 24: berth.admin.v1.GitCredential.last_used_at:type_name -> google.protobuf.Timestamp
 	25, // 25: berth.admin.v1.AddGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
 	25, // 26: berth.admin.v1.ListGitCredentialsResponse.credentials:type_name -> berth.admin.v1.GitCredential
 	25, // 27: berth.admin.v1.ShareGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
@@ -4958,89 +5126,93 @@ var file_berth_admin_v1_admin_proto_depIdxs = []int32{
 	37, // 29: berth.admin.v1.ScanGitHostResponse.keys:type_name -> berth.admin.v1.HostKey
 	25, // 30: berth.admin.v1.TrustGitHostResponse.credential:type_name -> berth.admin.v1.GitCredential
 	37, // 31: berth.admin.v1.TrustGitHostResponse.key:type_name -> berth.admin.v1.HostKey
-	70, // 32: berth.admin.v1.App.env_keys:type_name -> berth.admin.v1.App.EnvKeysEntry
-	72, // 33: berth.admin.v1.App.created_at:type_name -> google.protobuf.Timestamp
+	72, // 32: berth.admin.v1.App.env_keys:type_name -> berth.admin.v1.App.EnvKeysEntry
+	74, // 33: berth.admin.v1.App.created_at:type_name -> google.protobuf.Timestamp
 	41, // 34: berth.admin.v1.CreateAppResponse.app:type_name -> berth.admin.v1.App
 	41, // 35: berth.admin.v1.ListAppsResponse.apps:type_name -> berth.admin.v1.App
 	41, // 36: berth.admin.v1.GetAppResponse.app:type_name -> berth.admin.v1.App
 	41, // 37: berth.admin.v1.UpdateAppResponse.app:type_name -> berth.admin.v1.App
-	71, // 38: berth.admin.v1.SetAppEnvRequest.set:type_name -> berth.admin.v1.SetAppEnvRequest.SetEntry
-	72, // 39: berth.admin.v1.Deployment.queued_at:type_name -> google.protobuf.Timestamp
-	72, // 40: berth.admin.v1.Deployment.started_at:type_name -> google.protobuf.Timestamp
-	72, // 41: berth.admin.v1.Deployment.finished_at:type_name -> google.protobuf.Timestamp
-	72, // 42: berth.admin.v1.Deployment.deadline_at:type_name -> google.protobuf.Timestamp
-	55, // 43: berth.admin.v1.DeployResponse.deployment:type_name -> berth.admin.v1.Deployment
-	55, // 44: berth.admin.v1.RollbackResponse.deployment:type_name -> berth.admin.v1.Deployment
-	55, // 45: berth.admin.v1.CancelDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	55, // 46: berth.admin.v1.ListDeploymentsResponse.deployments:type_name -> berth.admin.v1.Deployment
-	55, // 47: berth.admin.v1.GetDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	55, // 48: berth.admin.v1.FollowDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	42, // 49: berth.admin.v1.App.EnvKeysEntry.value:type_name -> berth.admin.v1.EnvKeys
-	0,  // 50: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
-	2,  // 51: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
-	7,  // 52: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
-	9,  // 53: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
-	11, // 54: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
-	16, // 55: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
-	18, // 56: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
-	20, // 57: berth.admin.v1.AdminService.EnableServer:input_type -> berth.admin.v1.EnableServerRequest
-	22, // 58: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
-	5,  // 59: berth.admin.v1.AdminService.SetServerAllowRoot:input_type -> berth.admin.v1.SetServerAllowRootRequest
-	14, // 60: berth.admin.v1.AdminService.RevokeCertificate:input_type -> berth.admin.v1.RevokeCertificateRequest
-	26, // 61: berth.admin.v1.AdminService.AddGitCredential:input_type -> berth.admin.v1.AddGitCredentialRequest
-	28, // 62: berth.admin.v1.AdminService.ListGitCredentials:input_type -> berth.admin.v1.ListGitCredentialsRequest
-	30, // 63: berth.admin.v1.AdminService.DeleteGitCredential:input_type -> berth.admin.v1.DeleteGitCredentialRequest
-	32, // 64: berth.admin.v1.AdminService.ShareGitCredential:input_type -> berth.admin.v1.ShareGitCredentialRequest
-	34, // 65: berth.admin.v1.AdminService.UnshareGitCredential:input_type -> berth.admin.v1.UnshareGitCredentialRequest
-	36, // 66: berth.admin.v1.AdminService.ScanGitHost:input_type -> berth.admin.v1.ScanGitHostRequest
-	39, // 67: berth.admin.v1.AdminService.TrustGitHost:input_type -> berth.admin.v1.TrustGitHostRequest
-	43, // 68: berth.admin.v1.AdminService.CreateApp:input_type -> berth.admin.v1.CreateAppRequest
-	45, // 69: berth.admin.v1.AdminService.ListApps:input_type -> berth.admin.v1.ListAppsRequest
-	47, // 70: berth.admin.v1.AdminService.GetApp:input_type -> berth.admin.v1.GetAppRequest
-	49, // 71: berth.admin.v1.AdminService.UpdateApp:input_type -> berth.admin.v1.UpdateAppRequest
-	51, // 72: berth.admin.v1.AdminService.SetAppEnv:input_type -> berth.admin.v1.SetAppEnvRequest
-	53, // 73: berth.admin.v1.AdminService.SetAppWebhookSecret:input_type -> berth.admin.v1.SetAppWebhookSecretRequest
-	56, // 74: berth.admin.v1.AdminService.Deploy:input_type -> berth.admin.v1.DeployRequest
-	58, // 75: berth.admin.v1.AdminService.Rollback:input_type -> berth.admin.v1.RollbackRequest
-	60, // 76: berth.admin.v1.AdminService.CancelDeployment:input_type -> berth.admin.v1.CancelDeploymentRequest
-	62, // 77: berth.admin.v1.AdminService.ListDeployments:input_type -> berth.admin.v1.ListDeploymentsRequest
-	64, // 78: berth.admin.v1.AdminService.GetDeployment:input_type -> berth.admin.v1.GetDeploymentRequest
-	66, // 79: berth.admin.v1.AdminService.FollowDeployment:input_type -> berth.admin.v1.FollowDeploymentRequest
-	1,  // 80: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
-	3,  // 81: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
-	8,  // 82: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
-	10, // 83: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
-	12, // 84: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
-	17, // 85: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
-	19, // 86: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
-	21, // 87: berth.admin.v1.AdminService.EnableServer:output_type -> berth.admin.v1.EnableServerResponse
-	24, // 88: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
-	6,  // 89: berth.admin.v1.AdminService.SetServerAllowRoot:output_type -> berth.admin.v1.SetServerAllowRootResponse
-	15, // 90: berth.admin.v1.AdminService.RevokeCertificate:output_type -> berth.admin.v1.RevokeCertificateResponse
-	27, // 91: berth.admin.v1.AdminService.AddGitCredential:output_type -> berth.admin.v1.AddGitCredentialResponse
-	29, // 92: berth.admin.v1.AdminService.ListGitCredentials:output_type -> berth.admin.v1.ListGitCredentialsResponse
-	31, // 93: berth.admin.v1.AdminService.DeleteGitCredential:output_type -> berth.admin.v1.DeleteGitCredentialResponse
-	33, // 94: berth.admin.v1.AdminService.ShareGitCredential:output_type -> berth.admin.v1.ShareGitCredentialResponse
-	35, // 95: berth.admin.v1.AdminService.UnshareGitCredential:output_type -> berth.admin.v1.UnshareGitCredentialResponse
-	38, // 96: berth.admin.v1.AdminService.ScanGitHost:output_type -> berth.admin.v1.ScanGitHostResponse
-	40, // 97: berth.admin.v1.AdminService.TrustGitHost:output_type -> berth.admin.v1.TrustGitHostResponse
-	44, // 98: berth.admin.v1.AdminService.CreateApp:output_type -> berth.admin.v1.CreateAppResponse
-	46, // 99: berth.admin.v1.AdminService.ListApps:output_type -> berth.admin.v1.ListAppsResponse
-	48, // 100: berth.admin.v1.AdminService.GetApp:output_type -> berth.admin.v1.GetAppResponse
-	50, // 101: berth.admin.v1.AdminService.UpdateApp:output_type -> berth.admin.v1.UpdateAppResponse
-	52, // 102: berth.admin.v1.AdminService.SetAppEnv:output_type -> berth.admin.v1.SetAppEnvResponse
-	54, // 103: berth.admin.v1.AdminService.SetAppWebhookSecret:output_type -> berth.admin.v1.SetAppWebhookSecretResponse
-	57, // 104: berth.admin.v1.AdminService.Deploy:output_type -> berth.admin.v1.DeployResponse
-	59, // 105: berth.admin.v1.AdminService.Rollback:output_type -> berth.admin.v1.RollbackResponse
-	61, // 106: berth.admin.v1.AdminService.CancelDeployment:output_type -> berth.admin.v1.CancelDeploymentResponse
-	63, // 107: berth.admin.v1.AdminService.ListDeployments:output_type -> berth.admin.v1.ListDeploymentsResponse
-	65, // 108: berth.admin.v1.AdminService.GetDeployment:output_type -> berth.admin.v1.GetDeploymentResponse
-	67, // 109: berth.admin.v1.AdminService.FollowDeployment:output_type -> berth.admin.v1.FollowDeploymentResponse
-	80, // [80:110] is the sub-list for method output_type
-	50, // [50:80] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	41, // 38: berth.admin.v1.DeleteAppResponse.app:type_name -> berth.admin.v1.App
+	57, // 39: berth.admin.v1.DeleteAppResponse.job:type_name -> berth.admin.v1.Deployment
+	73, // 40: berth.admin.v1.SetAppEnvRequest.set:type_name -> berth.admin.v1.SetAppEnvRequest.SetEntry
+	74, // 41: berth.admin.v1.Deployment.queued_at:type_name -> google.protobuf.Timestamp
+	74, // 42: berth.admin.v1.Deployment.started_at:type_name -> google.protobuf.Timestamp
+	74, // 43: berth.admin.v1.Deployment.finished_at:type_name -> google.protobuf.Timestamp
+	74, // 44: berth.admin.v1.Deployment.deadline_at:type_name -> google.protobuf.Timestamp
+	57, // 45: berth.admin.v1.DeployResponse.deployment:type_name -> berth.admin.v1.Deployment
+	57, // 46: berth.admin.v1.RollbackResponse.deployment:type_name -> berth.admin.v1.Deployment
+	57, // 47: berth.admin.v1.CancelDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	57, // 48: berth.admin.v1.ListDeploymentsResponse.deployments:type_name -> berth.admin.v1.Deployment
+	57, // 49: berth.admin.v1.GetDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	57, // 50: berth.admin.v1.FollowDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	42, // 51: berth.admin.v1.App.EnvKeysEntry.value:type_name -> berth.admin.v1.EnvKeys
+	0,  // 52: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
+	2,  // 53: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
+	7,  // 54: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
+	9,  // 55: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
+	11, // 56: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
+	16, // 57: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
+	18, // 58: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
+	20, // 59: berth.admin.v1.AdminService.EnableServer:input_type -> berth.admin.v1.EnableServerRequest
+	22, // 60: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
+	5,  // 61: berth.admin.v1.AdminService.SetServerAllowRoot:input_type -> berth.admin.v1.SetServerAllowRootRequest
+	14, // 62: berth.admin.v1.AdminService.RevokeCertificate:input_type -> berth.admin.v1.RevokeCertificateRequest
+	26, // 63: berth.admin.v1.AdminService.AddGitCredential:input_type -> berth.admin.v1.AddGitCredentialRequest
+	28, // 64: berth.admin.v1.AdminService.ListGitCredentials:input_type -> berth.admin.v1.ListGitCredentialsRequest
+	30, // 65: berth.admin.v1.AdminService.DeleteGitCredential:input_type -> berth.admin.v1.DeleteGitCredentialRequest
+	32, // 66: berth.admin.v1.AdminService.ShareGitCredential:input_type -> berth.admin.v1.ShareGitCredentialRequest
+	34, // 67: berth.admin.v1.AdminService.UnshareGitCredential:input_type -> berth.admin.v1.UnshareGitCredentialRequest
+	36, // 68: berth.admin.v1.AdminService.ScanGitHost:input_type -> berth.admin.v1.ScanGitHostRequest
+	39, // 69: berth.admin.v1.AdminService.TrustGitHost:input_type -> berth.admin.v1.TrustGitHostRequest
+	43, // 70: berth.admin.v1.AdminService.CreateApp:input_type -> berth.admin.v1.CreateAppRequest
+	45, // 71: berth.admin.v1.AdminService.ListApps:input_type -> berth.admin.v1.ListAppsRequest
+	47, // 72: berth.admin.v1.AdminService.GetApp:input_type -> berth.admin.v1.GetAppRequest
+	49, // 73: berth.admin.v1.AdminService.UpdateApp:input_type -> berth.admin.v1.UpdateAppRequest
+	51, // 74: berth.admin.v1.AdminService.DeleteApp:input_type -> berth.admin.v1.DeleteAppRequest
+	53, // 75: berth.admin.v1.AdminService.SetAppEnv:input_type -> berth.admin.v1.SetAppEnvRequest
+	55, // 76: berth.admin.v1.AdminService.SetAppWebhookSecret:input_type -> berth.admin.v1.SetAppWebhookSecretRequest
+	58, // 77: berth.admin.v1.AdminService.Deploy:input_type -> berth.admin.v1.DeployRequest
+	60, // 78: berth.admin.v1.AdminService.Rollback:input_type -> berth.admin.v1.RollbackRequest
+	62, // 79: berth.admin.v1.AdminService.CancelDeployment:input_type -> berth.admin.v1.CancelDeploymentRequest
+	64, // 80: berth.admin.v1.AdminService.ListDeployments:input_type -> berth.admin.v1.ListDeploymentsRequest
+	66, // 81: berth.admin.v1.AdminService.GetDeployment:input_type -> berth.admin.v1.GetDeploymentRequest
+	68, // 82: berth.admin.v1.AdminService.FollowDeployment:input_type -> berth.admin.v1.FollowDeploymentRequest
+	1,  // 83: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
+	3,  // 84: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
+	8,  // 85: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
+	10, // 86: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
+	12, // 87: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
+	17, // 88: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
+	19, // 89: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
+	21, // 90: berth.admin.v1.AdminService.EnableServer:output_type -> berth.admin.v1.EnableServerResponse
+	24, // 91: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
+	6,  // 92: berth.admin.v1.AdminService.SetServerAllowRoot:output_type -> berth.admin.v1.SetServerAllowRootResponse
+	15, // 93: berth.admin.v1.AdminService.RevokeCertificate:output_type -> berth.admin.v1.RevokeCertificateResponse
+	27, // 94: berth.admin.v1.AdminService.AddGitCredential:output_type -> berth.admin.v1.AddGitCredentialResponse
+	29, // 95: berth.admin.v1.AdminService.ListGitCredentials:output_type -> berth.admin.v1.ListGitCredentialsResponse
+	31, // 96: berth.admin.v1.AdminService.DeleteGitCredential:output_type -> berth.admin.v1.DeleteGitCredentialResponse
+	33, // 97: berth.admin.v1.AdminService.ShareGitCredential:output_type -> berth.admin.v1.ShareGitCredentialResponse
+	35, // 98: berth.admin.v1.AdminService.UnshareGitCredential:output_type -> berth.admin.v1.UnshareGitCredentialResponse
+	38, // 99: berth.admin.v1.AdminService.ScanGitHost:output_type -> berth.admin.v1.ScanGitHostResponse
+	40, // 100: berth.admin.v1.AdminService.TrustGitHost:output_type -> berth.admin.v1.TrustGitHostResponse
+	44, // 101: berth.admin.v1.AdminService.CreateApp:output_type -> berth.admin.v1.CreateAppResponse
+	46, // 102: berth.admin.v1.AdminService.ListApps:output_type -> berth.admin.v1.ListAppsResponse
+	48, // 103: berth.admin.v1.AdminService.GetApp:output_type -> berth.admin.v1.GetAppResponse
+	50, // 104: berth.admin.v1.AdminService.UpdateApp:output_type -> berth.admin.v1.UpdateAppResponse
+	52, // 105: berth.admin.v1.AdminService.DeleteApp:output_type -> berth.admin.v1.DeleteAppResponse
+	54, // 106: berth.admin.v1.AdminService.SetAppEnv:output_type -> berth.admin.v1.SetAppEnvResponse
+	56, // 107: berth.admin.v1.AdminService.SetAppWebhookSecret:output_type -> berth.admin.v1.SetAppWebhookSecretResponse
+	59, // 108: berth.admin.v1.AdminService.Deploy:output_type -> berth.admin.v1.DeployResponse
+	61, // 109: berth.admin.v1.AdminService.Rollback:output_type -> berth.admin.v1.RollbackResponse
+	63, // 110: berth.admin.v1.AdminService.CancelDeployment:output_type -> berth.admin.v1.CancelDeploymentResponse
+	65, // 111: berth.admin.v1.AdminService.ListDeployments:output_type -> berth.admin.v1.ListDeploymentsResponse
+	67, // 112: berth.admin.v1.AdminService.GetDeployment:output_type -> berth.admin.v1.GetDeploymentResponse
+	69, // 113: berth.admin.v1.AdminService.FollowDeployment:output_type -> berth.admin.v1.FollowDeploymentResponse
+	83, // [83:114] is the sub-list for method output_type
+	52, // [52:83] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_berth_admin_v1_admin_proto_init() }
@@ -5055,7 +5227,7 @@ func file_berth_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_admin_v1_admin_proto_rawDesc), len(file_berth_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   72,
+			NumMessages:   74,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

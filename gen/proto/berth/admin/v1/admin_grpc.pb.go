@@ -45,6 +45,7 @@ const (
 	AdminService_ListApps_FullMethodName             = "/berth.admin.v1.AdminService/ListApps"
 	AdminService_GetApp_FullMethodName               = "/berth.admin.v1.AdminService/GetApp"
 	AdminService_UpdateApp_FullMethodName            = "/berth.admin.v1.AdminService/UpdateApp"
+	AdminService_DeleteApp_FullMethodName            = "/berth.admin.v1.AdminService/DeleteApp"
 	AdminService_SetAppEnv_FullMethodName            = "/berth.admin.v1.AdminService/SetAppEnv"
 	AdminService_SetAppWebhookSecret_FullMethodName  = "/berth.admin.v1.AdminService/SetAppWebhookSecret"
 	AdminService_Deploy_FullMethodName               = "/berth.admin.v1.AdminService/Deploy"
@@ -117,6 +118,10 @@ type AdminServiceClient interface {
 	// (releases kept, timeouts), deploy scope for anything that decides what
 	// code runs, as whom or where.
 	UpdateApp(ctx context.Context, in *UpdateAppRequest, opts ...grpc.CallOption) (*UpdateAppResponse, error)
+	// DeleteApp deletes an app (deploy scope): its deployments stay as
+	// history; unless keep_files, a delete job removes its files from its
+	// server first. Refused while a deployment of the app is unfinished.
+	DeleteApp(ctx context.Context, in *DeleteAppRequest, opts ...grpc.CallOption) (*DeleteAppResponse, error)
 	// SetAppEnv sets (and unsets) variables of one of an app's environments.
 	SetAppEnv(ctx context.Context, in *SetAppEnvRequest, opts ...grpc.CallOption) (*SetAppEnvResponse, error)
 	// SetAppWebhookSecret sets or generates the app's webhook secret and
@@ -366,6 +371,16 @@ func (c *adminServiceClient) UpdateApp(ctx context.Context, in *UpdateAppRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) DeleteApp(ctx context.Context, in *DeleteAppRequest, opts ...grpc.CallOption) (*DeleteAppResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteAppResponse)
+	err := c.cc.Invoke(ctx, AdminService_DeleteApp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) SetAppEnv(ctx context.Context, in *SetAppEnvRequest, opts ...grpc.CallOption) (*SetAppEnvResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SetAppEnvResponse)
@@ -517,6 +532,10 @@ type AdminServiceServer interface {
 	// (releases kept, timeouts), deploy scope for anything that decides what
 	// code runs, as whom or where.
 	UpdateApp(context.Context, *UpdateAppRequest) (*UpdateAppResponse, error)
+	// DeleteApp deletes an app (deploy scope): its deployments stay as
+	// history; unless keep_files, a delete job removes its files from its
+	// server first. Refused while a deployment of the app is unfinished.
+	DeleteApp(context.Context, *DeleteAppRequest) (*DeleteAppResponse, error)
 	// SetAppEnv sets (and unsets) variables of one of an app's environments.
 	SetAppEnv(context.Context, *SetAppEnvRequest) (*SetAppEnvResponse, error)
 	// SetAppWebhookSecret sets or generates the app's webhook secret and
@@ -611,6 +630,9 @@ func (UnimplementedAdminServiceServer) GetApp(context.Context, *GetAppRequest) (
 }
 func (UnimplementedAdminServiceServer) UpdateApp(context.Context, *UpdateAppRequest) (*UpdateAppResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateApp not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteApp(context.Context, *DeleteAppRequest) (*DeleteAppResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteApp not implemented")
 }
 func (UnimplementedAdminServiceServer) SetAppEnv(context.Context, *SetAppEnvRequest) (*SetAppEnvResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetAppEnv not implemented")
@@ -1053,6 +1075,24 @@ func _AdminService_UpdateApp_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_DeleteApp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteAppRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteApp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteApp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteApp(ctx, req.(*DeleteAppRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_SetAppEnv_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SetAppEnvRequest)
 	if err := dec(in); err != nil {
@@ -1284,6 +1324,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateApp",
 			Handler:    _AdminService_UpdateApp_Handler,
+		},
+		{
+			MethodName: "DeleteApp",
+			Handler:    _AdminService_DeleteApp_Handler,
 		},
 		{
 			MethodName: "SetAppEnv",

@@ -1369,7 +1369,8 @@ type JobStart struct {
 	JobId   string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	AppId   string `protobuf:"bytes,2,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
 	AppName string `protobuf:"bytes,3,opt,name=app_name,json=appName,proto3" json:"app_name,omitempty"`
-	// kind is deploy or rollback.
+	// kind is deploy, rollback or delete (remove the app's releases,
+	// current, shared and .env under deploy_path).
 	Kind          string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
 	RepositoryUrl string `protobuf:"bytes,5,opt,name=repository_url,json=repositoryUrl,proto3" json:"repository_url,omitempty"`
 	Branch        string `protobuf:"bytes,6,opt,name=branch,proto3" json:"branch,omitempty"`
@@ -1394,9 +1395,13 @@ type JobStart struct {
 	AckedSeq uint64 `protobuf:"varint,21,opt,name=acked_seq,json=ackedSeq,proto3" json:"acked_seq,omitempty"`
 	// allow_root: the server's admin-granted allowance to run this app as
 	// root (uid 0). Without it the agent refuses a run_as_user that is root.
-	AllowRoot     bool `protobuf:"varint,22,opt,name=allow_root,json=allowRoot,proto3" json:"allow_root,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AllowRoot bool `protobuf:"varint,22,opt,name=allow_root,json=allowRoot,proto3" json:"allow_root,omitempty"`
+	// deploy_script_path: the deploy script is this file of the release
+	// (relative to it), read when the build step starts; deploy_script is
+	// then empty.
+	DeployScriptPath string `protobuf:"bytes,23,opt,name=deploy_script_path,json=deployScriptPath,proto3" json:"deploy_script_path,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *JobStart) Reset() {
@@ -1581,6 +1586,13 @@ func (x *JobStart) GetAllowRoot() bool {
 		return x.AllowRoot
 	}
 	return false
+}
+
+func (x *JobStart) GetDeployScriptPath() string {
+	if x != nil {
+		return x.DeployScriptPath
+	}
+	return ""
 }
 
 // GitCredential is a deploy key or an HTTPS username and token.
@@ -2173,7 +2185,7 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\fRenewRequest\x12\x17\n" +
 	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"8\n" +
 	"\rRenewResponse\x12'\n" +
-	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\"\xfa\x06\n" +
+	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\"\xa8\a\n" +
 	"\bJobStart\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x19\n" +
@@ -2202,7 +2214,8 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\x0ereload_command\x18\x14 \x01(\tR\rreloadCommand\x12\x1b\n" +
 	"\tacked_seq\x18\x15 \x01(\x04R\backedSeq\x12\x1d\n" +
 	"\n" +
-	"allow_root\x18\x16 \x01(\bR\tallowRoot\x1a6\n" +
+	"allow_root\x18\x16 \x01(\bR\tallowRoot\x12,\n" +
+	"\x12deploy_script_path\x18\x17 \x01(\tR\x10deployScriptPath\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaf\x01\n" +
