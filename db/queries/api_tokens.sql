@@ -42,3 +42,9 @@ WITH RECURSIVE tree AS (
 UPDATE api_tokens SET revoked_at = now()
 WHERE api_tokens.id IN (SELECT tree.id FROM tree) AND api_tokens.revoked_at IS NULL
 RETURNING *;
+
+-- name: LockAPIToken :one
+-- Locks a token's row for the transaction: making a child of it and
+-- revoking it take this lock first, so a child is either seen by the
+-- revocation (and revoked with it) or never made.
+SELECT revoked_at FROM api_tokens WHERE id = sqlc.arg(id) FOR UPDATE;

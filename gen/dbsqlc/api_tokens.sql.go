@@ -153,6 +153,20 @@ func (q *Queries) ListAPITokensForUser(ctx context.Context, userID pgtype.UUID) 
 	return items, nil
 }
 
+const lockAPIToken = `-- name: LockAPIToken :one
+SELECT revoked_at FROM api_tokens WHERE id = $1 FOR UPDATE
+`
+
+// Locks a token's row for the transaction: making a child of it and
+// revoking it take this lock first, so a child is either seen by the
+// revocation (and revoked with it) or never made.
+func (q *Queries) LockAPIToken(ctx context.Context, id pgtype.UUID) (*time.Time, error) {
+	row := q.db.QueryRow(ctx, lockAPIToken, id)
+	var revoked_at *time.Time
+	err := row.Scan(&revoked_at)
+	return revoked_at, err
+}
+
 const revokeAPIToken = `-- name: RevokeAPIToken :one
 UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id, user_id, name, token_hash, scopes, expires_at, last_used_at, last_used_ip, revoked_at, created_at, parent_token_id
 `

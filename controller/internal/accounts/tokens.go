@@ -89,6 +89,17 @@ func (s *Service) CreateToken(ctx context.Context, a Actor, name string, scopes 
 	tok, hash := auth.NewToken()
 	var t store.APIToken
 	err := s.st.InTx(ctx, func(tx *store.Store) error {
+		if parent != nil {
+			// Under the parent's row lock: a revocation running now either
+			// finished first (refused here) or waits and then sees this child.
+			revoked, err := tx.LockAPIToken(ctx, *parent)
+			if errors.Is(err, store.ErrNotFound) || (err == nil && revoked) {
+				return ErrUnauthenticated
+			}
+			if err != nil {
+				return err
+			}
+		}
 		var err error
 		if t, err = tx.CreateAPIToken(ctx, store.CreateAPITokenParams{
 			UserID: a.UserID, Name: name, TokenHash: hash, Scopes: clean, ExpiresAt: expiresAt, ParentTokenID: parent,
@@ -148,9 +159,24 @@ func (s *Service) RevokeToken(ctx context.Context, a Actor, id store.ID) error {
 		if t.UserID != a.UserID && !a.Allows(store.ScopeAdmin) {
 			return ErrNotFound
 		}
-		revoked, err := tx.RevokeAPITokenTree(ctx, id)
-		if err != nil {
+		// The token's row lock first (children are made under their
+		// parent's lock), then the tree until a pass finds nothing more: a
+		// pass's snapshot is taken when it starts, so a child committed
+		// while it waited on a row is caught by the next one, and none can
+		// be made under a token this transaction has revoked and locked.
+		if _, err := tx.LockAPIToken(ctx, id); err != nil {
 			return err
+		}
+		var revoked []store.APIToken
+		for {
+			more, err := tx.RevokeAPITokenTree(ctx, id)
+			if err != nil {
+				return err
+			}
+			if len(more) == 0 {
+				break
+			}
+			revoked = append(revoked, more...)
 		}
 		for _, r := range revoked {
 			details := map[string]any{"token_id": r.ID.String(), "name": r.Name}

@@ -1,6 +1,7 @@
 package accounts_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -213,5 +214,53 @@ func TestListAndRevokeTokens(t *testing.T) {
 	}
 	if n := len(e.activities("token.revoked")); n != 3 {
 		t.Errorf("%d token.revoked activities", n)
+	}
+}
+
+// A child asked for while its parent is being revoked is either revoked
+// with it or never made: here the revocation holds the parent's row when
+// the child is asked for, and the child is refused once it commits.
+func TestChildTokenRacingParentRevocation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.user(store.RoleAdmin, "ada@example.com", adaPW)
+	admin := e.actor("ada@example.com", adaPW)
+	tok, parent, err := e.svc.CreateToken(e.ctx, admin, "parent", []store.Scope{store.ScopeAdmin}, nil)
+	must(t, err)
+	e.secret(tok)
+	pa := e.tokenActor(t, admin, parent)
+
+	done := make(chan error, 1)
+	err = e.st.InTx(e.ctx, func(tx *store.Store) error {
+		if _, err := tx.LockAPIToken(e.ctx, parent.ID); err != nil {
+			return err
+		}
+		if _, err := tx.RevokeAPITokenTree(e.ctx, parent.ID); err != nil {
+			return err
+		}
+		go func() {
+			_, _, err := e.svc.CreateToken(e.ctx, pa, "racer", []store.Scope{store.ScopeRead}, nil)
+			done <- err
+		}()
+		// Commit only once the child's transaction waits on the parent's row.
+		for {
+			var n int
+			if err := e.db.Pool.QueryRow(e.ctx, `SELECT count(*) FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'`).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			time.Sleep(2 * time.Millisecond) // between polls of the event
+		}
+	})
+	must(t, err)
+	if err := <-done; !errors.Is(err, accounts.ErrUnauthenticated) {
+		t.Fatalf("child made while its parent was revoked: %v", err)
+	}
+	var live int
+	if err := e.db.Pool.QueryRow(e.ctx, `SELECT count(*) FROM api_tokens WHERE revoked_at IS NULL AND name = 'racer'`).Scan(&live); err != nil || live != 0 {
+		t.Fatalf("%d live children (%v)", live, err)
 	}
 }
