@@ -56,3 +56,8 @@ WHERE stage = 'password_reset'
   AND result = 'succeeded'
   AND created_at >= sqlc.arg(since)::timestamptz
   AND (lower(email) = lower(sqlc.narg(email)::text) OR ip_address = sqlc.narg(ip)::inet);
+
+-- name: LockPasswordResetWindow :exec
+-- Serialises reset requests for one key (an email or an address) for the
+-- transaction, so a burst cannot all pass the count before any is recorded.
+SELECT pg_advisory_xact_lock(hashtextextended('password_reset:' || sqlc.arg(key)::text, 0));

@@ -253,3 +253,14 @@ func (q *Queries) ListLoginAttempts(ctx context.Context, arg ListLoginAttemptsPa
 	}
 	return items, nil
 }
+
+const lockPasswordResetWindow = `-- name: LockPasswordResetWindow :exec
+SELECT pg_advisory_xact_lock(hashtextextended('password_reset:' || $1::text, 0))
+`
+
+// Serialises reset requests for one key (an email or an address) for the
+// transaction, so a burst cannot all pass the count before any is recorded.
+func (q *Queries) LockPasswordResetWindow(ctx context.Context, key string) error {
+	_, err := q.db.Exec(ctx, lockPasswordResetWindow, key)
+	return err
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/berthhq/berth/controller/internal/audit/kind"
@@ -97,11 +98,33 @@ func (s *Service) RequestPasswordReset(ctx context.Context, email string, meta M
 		return nil // same answer as for an unknown address
 	}
 	at := attempt{email: email, stage: store.StagePasswordReset, meta: meta}
-	if err := s.checkResetThrottle(ctx, at); err != nil {
-		return err
-	}
-	if err := s.recordAttempt(ctx, at, store.LoginSucceeded, ""); err != nil {
+	// Counting and recording happen under the window's locks (the email's,
+	// then the address's: always in that order), so a burst of parallel
+	// requests cannot all pass the count before any is recorded.
+	var throttled *ThrottledError
+	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		if err := tx.LockPasswordResetWindow(ctx, "email:"+strings.ToLower(email)); err != nil {
+			return err
+		}
+		if ip := at.meta.ip(); ip != nil {
+			if err := tx.LockPasswordResetWindow(ctx, "ip:"+ip.String()); err != nil {
+				return err
+			}
+		}
+		var err error
+		if throttled, err = s.checkResetThrottle(ctx, tx, at); err != nil || throttled != nil {
+			return err
+		}
+		if _, err := tx.CreateLoginAttemptAt(ctx, at.params(store.LoginSucceeded, ""), s.now()); err != nil {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("request password reset: %w", err)
+	}
+	if throttled != nil {
+		return throttled
 	}
 	s.mailWG.Add(1)
 	go func() {
@@ -121,7 +144,9 @@ func (s *Service) RequestPasswordReset(ctx context.Context, email string, meta M
 
 // checkResetThrottle refuses a reset request past the per-account or the
 // per-address limit of the window, saying when the window frees up.
-func (s *Service) checkResetThrottle(ctx context.Context, at attempt) error {
+// The refusal is recorded in tx (the attempt and a security event) and
+// returned as the first result.
+func (s *Service) checkResetThrottle(ctx context.Context, tx *store.Store, at attempt) (*ThrottledError, error) {
 	th := s.cfg.ResetThrottle
 	now := s.now()
 	since := now.Add(-th.Window)
@@ -133,31 +158,31 @@ func (s *Service) checkResetThrottle(ctx context.Context, at attempt) error {
 			}
 		}
 	}
-	r, err := s.st.PasswordResetRequests(ctx, at.email, nil, since)
+	r, err := tx.PasswordResetRequests(ctx, at.email, nil, since)
 	if err != nil {
-		return fmt.Errorf("throttle: %w", err)
+		return nil, fmt.Errorf("throttle: %w", err)
 	}
 	check(r, th.PerAccount, "account")
 	if ip := at.meta.ip(); ip != nil {
-		r, err := s.st.PasswordResetRequests(ctx, "", ip, since)
+		r, err := tx.PasswordResetRequests(ctx, "", ip, since)
 		if err != nil {
-			return fmt.Errorf("throttle: %w", err)
+			return nil, fmt.Errorf("throttle: %w", err)
 		}
 		check(r, th.PerIP, "ip")
 	}
 	if wait <= 0 {
-		return nil
+		return nil, nil
 	}
-	if err := s.recordAttempt(ctx, at, store.LoginThrottled, "throttled"); err != nil {
-		return err
+	if _, err := tx.CreateLoginAttemptAt(ctx, at.params(store.LoginThrottled, "throttled"), s.now()); err != nil {
+		return nil, err
 	}
 	terr := &ThrottledError{RetryAfter: wait}
-	if err := s.event(ctx, s.st, kind.PasswordResetLimit, store.SeverityWarning, nil, at.email, at.meta, map[string]any{
+	if err := s.event(ctx, tx, kind.PasswordResetLimit, store.SeverityWarning, nil, at.email, at.meta, map[string]any{
 		"scope": scope, "email": at.email, "retry_after_seconds": terr.Seconds(),
 	}); err != nil {
-		return err
+		return nil, err
 	}
-	return terr
+	return terr, nil
 }
 
 // sendResetLink is the part of a reset request that depends on whether the

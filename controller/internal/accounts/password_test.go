@@ -195,3 +195,32 @@ func (e *env) resetTokens(userID store.ID) int {
 	}
 	return n
 }
+
+// A burst of parallel requests for one address passes the limit no more
+// than requests made one after another: the count and the record are
+// taken under the window's lock.
+func TestPasswordResetBurstThrottled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.user(store.RoleAdmin, "ada@example.com", adaPW)
+	errs := make(chan error, 12)
+	for i := range 12 {
+		go func() {
+			errs <- e.svc.RequestPasswordReset(e.ctx, "ada@example.com", meta(netip.AddrFrom4([4]byte{10, 3, 0, byte(i + 1)}), ""))
+		}()
+	}
+	accepted := 0
+	for range 12 {
+		err := <-errs
+		switch {
+		case err == nil:
+			accepted++
+		case !errors.Is(err, accounts.ErrThrottled):
+			t.Fatal(err)
+		}
+	}
+	e.svc.Wait()
+	if accepted != 3 || len(e.smtp.Messages()) != 3 {
+		t.Fatalf("%d of 12 parallel requests accepted, %d mails; want 3 and 3", accepted, len(e.smtp.Messages()))
+	}
+}

@@ -189,3 +189,12 @@ func (s *Store) CreateLoginAttemptAt(ctx context.Context, p CreateLoginAttemptPa
 	}
 	return loginAttemptFromRow(r), nil
 }
+
+// LockPasswordResetWindow holds, until the transaction ends, the lock of
+// one reset throttling key (an email, lowercased, or an address).
+func (s *Store) LockPasswordResetWindow(ctx context.Context, key string) error {
+	if err := s.q.LockPasswordResetWindow(ctx, key); err != nil {
+		return mapErr("lock password reset window", err)
+	}
+	return nil
+}
