@@ -10,9 +10,9 @@ import (
 // browserAppEditDelete: an app's settings change through its edit form,
 // and it is deleted only once its name is typed.
 func browserAppEditDelete(t *testing.T, e *browserEnv) {
-	const email, pw = "grace@example.com", "grace hopper compiler cobol"
+	const email, pw = "radia@example.com", "radia perlman spanning tree"
 	createUser(t, e.dataDir, email, pw)
-	tb := e.tab(t, "grace")
+	tb := e.tab(t, "radia")
 	tb.login(email, pw)
 
 	tb.open("/servers/new")
