@@ -395,6 +395,8 @@ type ConnectRequest struct {
 	//	*ConnectRequest_JobOutput
 	//	*ConnectRequest_JobProgress
 	//	*ConnectRequest_JobResult
+	//	*ConnectRequest_ProcessReport
+	//	*ConnectRequest_LogsChunk
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -500,6 +502,24 @@ func (x *ConnectRequest) GetJobResult() *JobResult {
 	return nil
 }
 
+func (x *ConnectRequest) GetProcessReport() *ProcessReport {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_ProcessReport); ok {
+			return x.ProcessReport
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetLogsChunk() *LogsChunk {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_LogsChunk); ok {
+			return x.LogsChunk
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -532,6 +552,16 @@ type ConnectRequest_JobResult struct {
 	JobResult *JobResult `protobuf:"bytes,7,opt,name=job_result,json=jobResult,proto3,oneof"`
 }
 
+type ConnectRequest_ProcessReport struct {
+	// process_report is sent after Hello, whenever a process's state
+	// changes, and with every heartbeat (Heartbeat.processes).
+	ProcessReport *ProcessReport `protobuf:"bytes,8,opt,name=process_report,json=processReport,proto3,oneof"`
+}
+
+type ConnectRequest_LogsChunk struct {
+	LogsChunk *LogsChunk `protobuf:"bytes,9,opt,name=logs_chunk,json=logsChunk,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
@@ -546,6 +576,10 @@ func (*ConnectRequest_JobProgress) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_JobResult) isConnectRequest_Msg() {}
 
+func (*ConnectRequest_ProcessReport) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_LogsChunk) isConnectRequest_Msg() {}
+
 // ConnectResponse is one message from the controller on the stream.
 type ConnectResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -558,6 +592,8 @@ type ConnectResponse struct {
 	//	*ConnectResponse_JobStart
 	//	*ConnectResponse_JobCancel
 	//	*ConnectResponse_JobAck
+	//	*ConnectResponse_LogsRequest
+	//	*ConnectResponse_LogsCancel
 	Msg           isConnectResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -663,6 +699,24 @@ func (x *ConnectResponse) GetJobAck() *JobAck {
 	return nil
 }
 
+func (x *ConnectResponse) GetLogsRequest() *LogsRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_LogsRequest); ok {
+			return x.LogsRequest
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetLogsCancel() *LogsCancel {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_LogsCancel); ok {
+			return x.LogsCancel
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Msg interface {
 	isConnectResponse_Msg()
 }
@@ -695,6 +749,14 @@ type ConnectResponse_JobAck struct {
 	JobAck *JobAck `protobuf:"bytes,7,opt,name=job_ack,json=jobAck,proto3,oneof"`
 }
 
+type ConnectResponse_LogsRequest struct {
+	LogsRequest *LogsRequest `protobuf:"bytes,8,opt,name=logs_request,json=logsRequest,proto3,oneof"`
+}
+
+type ConnectResponse_LogsCancel struct {
+	LogsCancel *LogsCancel `protobuf:"bytes,9,opt,name=logs_cancel,json=logsCancel,proto3,oneof"`
+}
+
 func (*ConnectResponse_Welcome) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Config) isConnectResponse_Msg() {}
@@ -708,6 +770,10 @@ func (*ConnectResponse_JobStart) isConnectResponse_Msg() {}
 func (*ConnectResponse_JobCancel) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_JobAck) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_LogsRequest) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_LogsCancel) isConnectResponse_Msg() {}
 
 // Hello opens every stream.
 type Hello struct {
@@ -891,8 +957,10 @@ func (x *Config) GetMetricsBatchMax() uint32 {
 
 // Heartbeat says the agent is alive.
 type Heartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SentAt        *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	SentAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
+	// processes is the state of every app process this agent supervises.
+	Processes     *ProcessReport `protobuf:"bytes,2,opt,name=processes,proto3" json:"processes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -930,6 +998,13 @@ func (*Heartbeat) Descriptor() ([]byte, []int) {
 func (x *Heartbeat) GetSentAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.SentAt
+	}
+	return nil
+}
+
+func (x *Heartbeat) GetProcesses() *ProcessReport {
+	if x != nil {
+		return x.Processes
 	}
 	return nil
 }
@@ -1369,8 +1444,10 @@ type JobStart struct {
 	JobId   string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	AppId   string `protobuf:"bytes,2,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
 	AppName string `protobuf:"bytes,3,opt,name=app_name,json=appName,proto3" json:"app_name,omitempty"`
-	// kind is deploy, rollback or delete (remove the app's releases,
-	// current, shared and .env under deploy_path).
+	// kind is deploy, rollback, delete (stop the app's processes and remove
+	// its releases, current, shared and .env under deploy_path), process
+	// (process_action on its processes) or schedule (one run of a
+	// scheduled command).
 	Kind          string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
 	RepositoryUrl string `protobuf:"bytes,5,opt,name=repository_url,json=repositoryUrl,proto3" json:"repository_url,omitempty"`
 	Branch        string `protobuf:"bytes,6,opt,name=branch,proto3" json:"branch,omitempty"`
@@ -1400,8 +1477,31 @@ type JobStart struct {
 	// (relative to it), read when the build step starts; deploy_script is
 	// then empty.
 	DeployScriptPath string `protobuf:"bytes,23,opt,name=deploy_script_path,json=deployScriptPath,proto3" json:"deploy_script_path,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// processes is the app's whole declared process set. A deploy or
+	// rollback moves them to the new release after its health check (web
+	// instances on fresh ports, upstream switched, old ones drained and
+	// stopped; others restarted); a process job applies process_action.
+	// Empty on a deploy: the app has no managed processes (any left over
+	// are stopped).
+	Processes []*ProcessSpec `protobuf:"bytes,24,rep,name=processes,proto3" json:"processes,omitempty"`
+	// process_action (kind process): apply (start what is declared and not
+	// running, restart what changed, stop what is no longer declared),
+	// start, stop or restart.
+	ProcessAction string `protobuf:"bytes,25,opt,name=process_action,json=processAction,proto3" json:"process_action,omitempty"`
+	// process_names limits process_action to these processes; empty is all.
+	ProcessNames []string `protobuf:"bytes,26,rep,name=process_names,json=processNames,proto3" json:"process_names,omitempty"`
+	// upstream_port: the app's local upstream (127.0.0.1:upstream_port), a
+	// proxy the agent runs that forwards to the instances of every process
+	// with port set. 0: no upstream.
+	UpstreamPort uint32 `protobuf:"varint,27,opt,name=upstream_port,json=upstreamPort,proto3" json:"upstream_port,omitempty"`
+	// schedule_name and schedule_command (kind schedule): run the command
+	// once with bash from the release current points at, as the app's user,
+	// with the app's environment. Schedule jobs of one app run beside its
+	// deploys; two runs of one schedule never overlap.
+	ScheduleName    string `protobuf:"bytes,28,opt,name=schedule_name,json=scheduleName,proto3" json:"schedule_name,omitempty"`
+	ScheduleCommand string `protobuf:"bytes,29,opt,name=schedule_command,json=scheduleCommand,proto3" json:"schedule_command,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *JobStart) Reset() {
@@ -1595,6 +1695,754 @@ func (x *JobStart) GetDeployScriptPath() string {
 	return ""
 }
 
+func (x *JobStart) GetProcesses() []*ProcessSpec {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+func (x *JobStart) GetProcessAction() string {
+	if x != nil {
+		return x.ProcessAction
+	}
+	return ""
+}
+
+func (x *JobStart) GetProcessNames() []string {
+	if x != nil {
+		return x.ProcessNames
+	}
+	return nil
+}
+
+func (x *JobStart) GetUpstreamPort() uint32 {
+	if x != nil {
+		return x.UpstreamPort
+	}
+	return 0
+}
+
+func (x *JobStart) GetScheduleName() string {
+	if x != nil {
+		return x.ScheduleName
+	}
+	return ""
+}
+
+func (x *JobStart) GetScheduleCommand() string {
+	if x != nil {
+		return x.ScheduleCommand
+	}
+	return ""
+}
+
+// ProcessSpec declares one named app process (web, worker, ...).
+type ProcessSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name: a lowercase slug, unique within the app.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// command runs with bash from the release directory, as the app's user,
+	// with the app's merged environment (and PORT when port is set).
+	Command string `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	// instances: how many copies run (at least 1).
+	Instances uint32 `protobuf:"varint,3,opt,name=instances,proto3" json:"instances,omitempty"`
+	// port: each instance gets a free loopback port in PORT and is a
+	// backend of the app's upstream.
+	Port bool `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	// health_path: with port, a new instance must answer GET
+	// http://127.0.0.1:PORT<health_path> with a 2xx before it takes traffic.
+	HealthPath string `protobuf:"bytes,5,opt,name=health_path,json=healthPath,proto3" json:"health_path,omitempty"`
+	// stop_signal: TERM (default), INT, QUIT, HUP, USR1, USR2 or KILL.
+	StopSignal string `protobuf:"bytes,6,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	// stop_grace: time between stop_signal and KILL (default 30s).
+	StopGrace *durationpb.Duration `protobuf:"bytes,7,opt,name=stop_grace,json=stopGrace,proto3" json:"stop_grace,omitempty"`
+	// restart: always (default), on-failure or never. Restarts back off
+	// from 1s, doubling to 1m; a run of a minute resets the backoff.
+	Restart string `protobuf:"bytes,8,opt,name=restart,proto3" json:"restart,omitempty"`
+	// memory_max_bytes and cpu_max_percent (100 = one CPU): 0 is no limit.
+	MemoryMaxBytes uint64 `protobuf:"varint,9,opt,name=memory_max_bytes,json=memoryMaxBytes,proto3" json:"memory_max_bytes,omitempty"`
+	CpuMaxPercent  uint32 `protobuf:"varint,10,opt,name=cpu_max_percent,json=cpuMaxPercent,proto3" json:"cpu_max_percent,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ProcessSpec) Reset() {
+	*x = ProcessSpec{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessSpec) ProtoMessage() {}
+
+func (x *ProcessSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessSpec.ProtoReflect.Descriptor instead.
+func (*ProcessSpec) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ProcessSpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProcessSpec) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+func (x *ProcessSpec) GetInstances() uint32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+func (x *ProcessSpec) GetPort() bool {
+	if x != nil {
+		return x.Port
+	}
+	return false
+}
+
+func (x *ProcessSpec) GetHealthPath() string {
+	if x != nil {
+		return x.HealthPath
+	}
+	return ""
+}
+
+func (x *ProcessSpec) GetStopSignal() string {
+	if x != nil {
+		return x.StopSignal
+	}
+	return ""
+}
+
+func (x *ProcessSpec) GetStopGrace() *durationpb.Duration {
+	if x != nil {
+		return x.StopGrace
+	}
+	return nil
+}
+
+func (x *ProcessSpec) GetRestart() string {
+	if x != nil {
+		return x.Restart
+	}
+	return ""
+}
+
+func (x *ProcessSpec) GetMemoryMaxBytes() uint64 {
+	if x != nil {
+		return x.MemoryMaxBytes
+	}
+	return 0
+}
+
+func (x *ProcessSpec) GetCpuMaxPercent() uint32 {
+	if x != nil {
+		return x.CpuMaxPercent
+	}
+	return 0
+}
+
+// ProcessReport is the state of every app process on the agent: an app
+// that is absent has no running or supervised process there.
+type ProcessReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Apps          []*AppProcesses        `protobuf:"bytes,1,rep,name=apps,proto3" json:"apps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessReport) Reset() {
+	*x = ProcessReport{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessReport) ProtoMessage() {}
+
+func (x *ProcessReport) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessReport.ProtoReflect.Descriptor instead.
+func (*ProcessReport) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ProcessReport) GetApps() []*AppProcesses {
+	if x != nil {
+		return x.Apps
+	}
+	return nil
+}
+
+// AppProcesses is one app's processes on this agent.
+type AppProcesses struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	AppId string                 `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	// upstream_port the app's upstream listens on (0: none running).
+	UpstreamPort  uint32          `protobuf:"varint,2,opt,name=upstream_port,json=upstreamPort,proto3" json:"upstream_port,omitempty"`
+	Processes     []*ProcessState `protobuf:"bytes,3,rep,name=processes,proto3" json:"processes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppProcesses) Reset() {
+	*x = AppProcesses{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppProcesses) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppProcesses) ProtoMessage() {}
+
+func (x *AppProcesses) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppProcesses.ProtoReflect.Descriptor instead.
+func (*AppProcesses) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AppProcesses) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *AppProcesses) GetUpstreamPort() uint32 {
+	if x != nil {
+		return x.UpstreamPort
+	}
+	return 0
+}
+
+func (x *AppProcesses) GetProcesses() []*ProcessState {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+// ProcessState is one declared process and its instances.
+type ProcessState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// state: running (every instance up), starting, restarting (an
+	// instance waits out its backoff), failed (gave up, or restart never
+	// and exited non-zero), stopped.
+	State     string           `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Instances []*InstanceState `protobuf:"bytes,3,rep,name=instances,proto3" json:"instances,omitempty"`
+	// release is the deployment ULID whose release the instances run.
+	Release       string `protobuf:"bytes,4,opt,name=release,proto3" json:"release,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessState) Reset() {
+	*x = ProcessState{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessState) ProtoMessage() {}
+
+func (x *ProcessState) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessState.ProtoReflect.Descriptor instead.
+func (*ProcessState) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ProcessState) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProcessState) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ProcessState) GetInstances() []*InstanceState {
+	if x != nil {
+		return x.Instances
+	}
+	return nil
+}
+
+func (x *ProcessState) GetRelease() string {
+	if x != nil {
+		return x.Release
+	}
+	return ""
+}
+
+// InstanceState is one running copy of a process.
+type InstanceState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// pid of the app's process (0 while it is not running).
+	Pid   int32  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	Port  uint32 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// restarts counts restarts since the instance was started by a job.
+	Restarts     uint32                 `protobuf:"varint,5,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	StartedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	LastExitCode int32                  `protobuf:"varint,7,opt,name=last_exit_code,json=lastExitCode,proto3" json:"last_exit_code,omitempty"`
+	LastError    string                 `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// limits_enforced is false when limits were asked for and this host
+	// cannot apply them (no writable cgroup); last_error says why.
+	LimitsEnforced bool `protobuf:"varint,9,opt,name=limits_enforced,json=limitsEnforced,proto3" json:"limits_enforced,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *InstanceState) Reset() {
+	*x = InstanceState{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstanceState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstanceState) ProtoMessage() {}
+
+func (x *InstanceState) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstanceState.ProtoReflect.Descriptor instead.
+func (*InstanceState) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *InstanceState) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *InstanceState) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *InstanceState) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *InstanceState) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *InstanceState) GetRestarts() uint32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
+func (x *InstanceState) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *InstanceState) GetLastExitCode() int32 {
+	if x != nil {
+		return x.LastExitCode
+	}
+	return 0
+}
+
+func (x *InstanceState) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *InstanceState) GetLimitsEnforced() bool {
+	if x != nil {
+		return x.LimitsEnforced
+	}
+	return false
+}
+
+// LogsRequest asks for an app's process logs (kept on the server, never
+// stored by the controller): the last tail lines at or after since, then
+// with follow every new line until LogsCancel or the stream ends.
+type LogsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	AppId     string                 `protobuf:"bytes,2,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	// processes limits the lines to these processes; empty is all.
+	Processes []string               `protobuf:"bytes,3,rep,name=processes,proto3" json:"processes,omitempty"`
+	Since     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	Follow    bool                   `protobuf:"varint,5,opt,name=follow,proto3" json:"follow,omitempty"`
+	// tail bounds the lines sent before following (0: 200).
+	Tail          uint32 `protobuf:"varint,6,opt,name=tail,proto3" json:"tail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogsRequest) Reset() {
+	*x = LogsRequest{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogsRequest) ProtoMessage() {}
+
+func (x *LogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
+func (*LogsRequest) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *LogsRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *LogsRequest) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *LogsRequest) GetProcesses() []string {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+func (x *LogsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *LogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+func (x *LogsRequest) GetTail() uint32 {
+	if x != nil {
+		return x.Tail
+	}
+	return 0
+}
+
+// LogsCancel ends a following LogsRequest.
+type LogsCancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogsCancel) Reset() {
+	*x = LogsCancel{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogsCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogsCancel) ProtoMessage() {}
+
+func (x *LogsCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogsCancel.ProtoReflect.Descriptor instead.
+func (*LogsCancel) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *LogsCancel) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// LogsChunk carries log lines of one request, in time order per instance.
+type LogsChunk struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Lines     []*LogLine             `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
+	// end: no more chunks for this request; error says why when it failed.
+	End           bool   `protobuf:"varint,3,opt,name=end,proto3" json:"end,omitempty"`
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogsChunk) Reset() {
+	*x = LogsChunk{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogsChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogsChunk) ProtoMessage() {}
+
+func (x *LogsChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogsChunk.ProtoReflect.Descriptor instead.
+func (*LogsChunk) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *LogsChunk) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *LogsChunk) GetLines() []*LogLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *LogsChunk) GetEnd() bool {
+	if x != nil {
+		return x.End
+	}
+	return false
+}
+
+func (x *LogsChunk) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// LogLine is one line an app process wrote.
+type LogLine struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Time     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Process  string                 `protobuf:"bytes,2,opt,name=process,proto3" json:"process,omitempty"`
+	Instance uint32                 `protobuf:"varint,3,opt,name=instance,proto3" json:"instance,omitempty"`
+	// stream: stdout or stderr.
+	Stream        string `protobuf:"bytes,4,opt,name=stream,proto3" json:"stream,omitempty"`
+	Text          string `protobuf:"bytes,5,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogLine) Reset() {
+	*x = LogLine{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogLine) ProtoMessage() {}
+
+func (x *LogLine) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
+func (*LogLine) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *LogLine) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *LogLine) GetProcess() string {
+	if x != nil {
+		return x.Process
+	}
+	return ""
+}
+
+func (x *LogLine) GetInstance() uint32 {
+	if x != nil {
+		return x.Instance
+	}
+	return 0
+}
+
+func (x *LogLine) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *LogLine) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 // GitCredential is a deploy key or an HTTPS username and token.
 type GitCredential struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1613,7 +2461,7 @@ type GitCredential struct {
 
 func (x *GitCredential) Reset() {
 	*x = GitCredential{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +2473,7 @@ func (x *GitCredential) String() string {
 func (*GitCredential) ProtoMessage() {}
 
 func (x *GitCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +2486,7 @@ func (x *GitCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GitCredential.ProtoReflect.Descriptor instead.
 func (*GitCredential) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GitCredential) GetSshPrivateKey() string {
@@ -1687,7 +2535,7 @@ type JobCancel struct {
 
 func (x *JobCancel) Reset() {
 	*x = JobCancel{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1699,7 +2547,7 @@ func (x *JobCancel) String() string {
 func (*JobCancel) ProtoMessage() {}
 
 func (x *JobCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1712,7 +2560,7 @@ func (x *JobCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobCancel.ProtoReflect.Descriptor instead.
 func (*JobCancel) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *JobCancel) GetJobId() string {
@@ -1733,7 +2581,7 @@ type JobAck struct {
 
 func (x *JobAck) Reset() {
 	*x = JobAck{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +2593,7 @@ func (x *JobAck) String() string {
 func (*JobAck) ProtoMessage() {}
 
 func (x *JobAck) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +2606,7 @@ func (x *JobAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobAck.ProtoReflect.Descriptor instead.
 func (*JobAck) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *JobAck) GetJobId() string {
@@ -1789,7 +2637,7 @@ type JobOutput struct {
 
 func (x *JobOutput) Reset() {
 	*x = JobOutput{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +2649,7 @@ func (x *JobOutput) String() string {
 func (*JobOutput) ProtoMessage() {}
 
 func (x *JobOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +2662,7 @@ func (x *JobOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobOutput.ProtoReflect.Descriptor instead.
 func (*JobOutput) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JobOutput) GetJobId() string {
@@ -1867,7 +2715,7 @@ type JobProgress struct {
 
 func (x *JobProgress) Reset() {
 	*x = JobProgress{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1879,7 +2727,7 @@ func (x *JobProgress) String() string {
 func (*JobProgress) ProtoMessage() {}
 
 func (x *JobProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1892,7 +2740,7 @@ func (x *JobProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobProgress.ProtoReflect.Descriptor instead.
 func (*JobProgress) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JobProgress) GetJobId() string {
@@ -1960,7 +2808,7 @@ type JobResult struct {
 
 func (x *JobResult) Reset() {
 	*x = JobResult{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2820,7 @@ func (x *JobResult) String() string {
 func (*JobResult) ProtoMessage() {}
 
 func (x *JobResult) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2833,7 @@ func (x *JobResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobResult.ProtoReflect.Descriptor instead.
 func (*JobResult) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *JobResult) GetJobId() string {
@@ -2109,7 +2957,7 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\x0eEnrollResponse\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12'\n" +
 	"\x0fcertificate_der\x18\x02 \x01(\fR\x0ecertificateDer\x12,\n" +
-	"\x12ca_certificate_der\x18\x03 \x01(\fR\x10caCertificateDer\"\xab\x03\n" +
+	"\x12ca_certificate_der\x18\x03 \x01(\fR\x10caCertificateDer\"\xaf\x04\n" +
 	"\x0eConnectRequest\x12-\n" +
 	"\x05hello\x18\x01 \x01(\v2\x15.berth.agent.v1.HelloH\x00R\x05hello\x129\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x19.berth.agent.v1.HeartbeatH\x00R\theartbeat\x128\n" +
@@ -2119,8 +2967,11 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"job_output\x18\x05 \x01(\v2\x19.berth.agent.v1.JobOutputH\x00R\tjobOutput\x12@\n" +
 	"\fjob_progress\x18\x06 \x01(\v2\x1b.berth.agent.v1.JobProgressH\x00R\vjobProgress\x12:\n" +
 	"\n" +
-	"job_result\x18\a \x01(\v2\x19.berth.agent.v1.JobResultH\x00R\tjobResultB\x05\n" +
-	"\x03msg\"\x9d\x03\n" +
+	"job_result\x18\a \x01(\v2\x19.berth.agent.v1.JobResultH\x00R\tjobResult\x12F\n" +
+	"\x0eprocess_report\x18\b \x01(\v2\x1d.berth.agent.v1.ProcessReportH\x00R\rprocessReport\x12:\n" +
+	"\n" +
+	"logs_chunk\x18\t \x01(\v2\x19.berth.agent.v1.LogsChunkH\x00R\tlogsChunkB\x05\n" +
+	"\x03msg\"\x9e\x04\n" +
 	"\x0fConnectResponse\x123\n" +
 	"\awelcome\x18\x01 \x01(\v2\x17.berth.agent.v1.WelcomeH\x00R\awelcome\x120\n" +
 	"\x06config\x18\x02 \x01(\v2\x16.berth.agent.v1.ConfigH\x00R\x06config\x12=\n" +
@@ -2130,7 +2981,10 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\tjob_start\x18\x05 \x01(\v2\x18.berth.agent.v1.JobStartH\x00R\bjobStart\x12:\n" +
 	"\n" +
 	"job_cancel\x18\x06 \x01(\v2\x19.berth.agent.v1.JobCancelH\x00R\tjobCancel\x121\n" +
-	"\ajob_ack\x18\a \x01(\v2\x16.berth.agent.v1.JobAckH\x00R\x06jobAckB\x05\n" +
+	"\ajob_ack\x18\a \x01(\v2\x16.berth.agent.v1.JobAckH\x00R\x06jobAck\x12@\n" +
+	"\flogs_request\x18\b \x01(\v2\x1b.berth.agent.v1.LogsRequestH\x00R\vlogsRequest\x12=\n" +
+	"\vlogs_cancel\x18\t \x01(\v2\x1a.berth.agent.v1.LogsCancelH\x00R\n" +
+	"logsCancelB\x05\n" +
 	"\x03msg\"a\n" +
 	"\x05Hello\x12/\n" +
 	"\x05facts\x18\x01 \x01(\v2\x19.berth.agent.v1.HostFactsR\x05facts\x12'\n" +
@@ -2142,9 +2996,10 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\x06Config\x12H\n" +
 	"\x12heartbeat_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12D\n" +
 	"\x10metrics_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0fmetricsInterval\x12*\n" +
-	"\x11metrics_batch_max\x18\x03 \x01(\rR\x0fmetricsBatchMax\"@\n" +
+	"\x11metrics_batch_max\x18\x03 \x01(\rR\x0fmetricsBatchMax\"}\n" +
 	"\tHeartbeat\x123\n" +
-	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x8d\x01\n" +
+	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12;\n" +
+	"\tprocesses\x18\x02 \x01(\v2\x1d.berth.agent.v1.ProcessReportR\tprocesses\"\x8d\x01\n" +
 	"\fMetricsBatch\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12#\n" +
 	"\rdropped_total\x18\x03 \x01(\x04R\fdroppedTotal\x127\n" +
@@ -2185,7 +3040,7 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\fRenewRequest\x12\x17\n" +
 	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"8\n" +
 	"\rRenewResponse\x12'\n" +
-	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\"\xa8\a\n" +
+	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\"\xa4\t\n" +
 	"\bJobStart\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x19\n" +
@@ -2215,10 +3070,78 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\tacked_seq\x18\x15 \x01(\x04R\backedSeq\x12\x1d\n" +
 	"\n" +
 	"allow_root\x18\x16 \x01(\bR\tallowRoot\x12,\n" +
-	"\x12deploy_script_path\x18\x17 \x01(\tR\x10deployScriptPath\x1a6\n" +
+	"\x12deploy_script_path\x18\x17 \x01(\tR\x10deployScriptPath\x129\n" +
+	"\tprocesses\x18\x18 \x03(\v2\x1b.berth.agent.v1.ProcessSpecR\tprocesses\x12%\n" +
+	"\x0eprocess_action\x18\x19 \x01(\tR\rprocessAction\x12#\n" +
+	"\rprocess_names\x18\x1a \x03(\tR\fprocessNames\x12#\n" +
+	"\rupstream_port\x18\x1b \x01(\rR\fupstreamPort\x12#\n" +
+	"\rschedule_name\x18\x1c \x01(\tR\fscheduleName\x12)\n" +
+	"\x10schedule_command\x18\x1d \x01(\tR\x0fscheduleCommand\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaf\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd5\x02\n" +
+	"\vProcessSpec\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\acommand\x18\x02 \x01(\tR\acommand\x12\x1c\n" +
+	"\tinstances\x18\x03 \x01(\rR\tinstances\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\bR\x04port\x12\x1f\n" +
+	"\vhealth_path\x18\x05 \x01(\tR\n" +
+	"healthPath\x12\x1f\n" +
+	"\vstop_signal\x18\x06 \x01(\tR\n" +
+	"stopSignal\x128\n" +
+	"\n" +
+	"stop_grace\x18\a \x01(\v2\x19.google.protobuf.DurationR\tstopGrace\x12\x18\n" +
+	"\arestart\x18\b \x01(\tR\arestart\x12(\n" +
+	"\x10memory_max_bytes\x18\t \x01(\x04R\x0ememoryMaxBytes\x12&\n" +
+	"\x0fcpu_max_percent\x18\n" +
+	" \x01(\rR\rcpuMaxPercent\"A\n" +
+	"\rProcessReport\x120\n" +
+	"\x04apps\x18\x01 \x03(\v2\x1c.berth.agent.v1.AppProcessesR\x04apps\"\x86\x01\n" +
+	"\fAppProcesses\x12\x15\n" +
+	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12#\n" +
+	"\rupstream_port\x18\x02 \x01(\rR\fupstreamPort\x12:\n" +
+	"\tprocesses\x18\x03 \x03(\v2\x1c.berth.agent.v1.ProcessStateR\tprocesses\"\x8f\x01\n" +
+	"\fProcessState\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12;\n" +
+	"\tinstances\x18\x03 \x03(\v2\x1d.berth.agent.v1.InstanceStateR\tinstances\x12\x18\n" +
+	"\arelease\x18\x04 \x01(\tR\arelease\"\xa6\x02\n" +
+	"\rInstanceState\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1a\n" +
+	"\brestarts\x18\x05 \x01(\rR\brestarts\x129\n" +
+	"\n" +
+	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12$\n" +
+	"\x0elast_exit_code\x18\a \x01(\x05R\flastExitCode\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12'\n" +
+	"\x0flimits_enforced\x18\t \x01(\bR\x0elimitsEnforced\"\xbf\x01\n" +
+	"\vLogsRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x15\n" +
+	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x1c\n" +
+	"\tprocesses\x18\x03 \x03(\tR\tprocesses\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x16\n" +
+	"\x06follow\x18\x05 \x01(\bR\x06follow\x12\x12\n" +
+	"\x04tail\x18\x06 \x01(\rR\x04tail\"+\n" +
+	"\n" +
+	"LogsCancel\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\"\x81\x01\n" +
+	"\tLogsChunk\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12-\n" +
+	"\x05lines\x18\x02 \x03(\v2\x17.berth.agent.v1.LogLineR\x05lines\x12\x10\n" +
+	"\x03end\x18\x03 \x01(\bR\x03end\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x9b\x01\n" +
+	"\aLogLine\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
+	"\aprocess\x18\x02 \x01(\tR\aprocess\x12\x1a\n" +
+	"\binstance\x18\x03 \x01(\rR\binstance\x12\x16\n" +
+	"\x06stream\x18\x04 \x01(\tR\x06stream\x12\x12\n" +
+	"\x04text\x18\x05 \x01(\tR\x04text\"\xaf\x01\n" +
 	"\rGitCredential\x12&\n" +
 	"\x0fssh_private_key\x18\x01 \x01(\tR\rsshPrivateKey\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x14\n" +
@@ -2282,7 +3205,7 @@ func file_berth_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_berth_agent_v1_agent_proto_rawDescData
 }
 
-var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_berth_agent_v1_agent_proto_goTypes = []any{
 	(*GetVersionRequest)(nil),     // 0: berth.agent.v1.GetVersionRequest
 	(*GetVersionResponse)(nil),    // 1: berth.agent.v1.GetVersionResponse
@@ -2301,58 +3224,81 @@ var file_berth_agent_v1_agent_proto_goTypes = []any{
 	(*RenewRequest)(nil),          // 14: berth.agent.v1.RenewRequest
 	(*RenewResponse)(nil),         // 15: berth.agent.v1.RenewResponse
 	(*JobStart)(nil),              // 16: berth.agent.v1.JobStart
-	(*GitCredential)(nil),         // 17: berth.agent.v1.GitCredential
-	(*JobCancel)(nil),             // 18: berth.agent.v1.JobCancel
-	(*JobAck)(nil),                // 19: berth.agent.v1.JobAck
-	(*JobOutput)(nil),             // 20: berth.agent.v1.JobOutput
-	(*JobProgress)(nil),           // 21: berth.agent.v1.JobProgress
-	(*JobResult)(nil),             // 22: berth.agent.v1.JobResult
-	nil,                           // 23: berth.agent.v1.JobStart.EnvEntry
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(*ProcessSpec)(nil),           // 17: berth.agent.v1.ProcessSpec
+	(*ProcessReport)(nil),         // 18: berth.agent.v1.ProcessReport
+	(*AppProcesses)(nil),          // 19: berth.agent.v1.AppProcesses
+	(*ProcessState)(nil),          // 20: berth.agent.v1.ProcessState
+	(*InstanceState)(nil),         // 21: berth.agent.v1.InstanceState
+	(*LogsRequest)(nil),           // 22: berth.agent.v1.LogsRequest
+	(*LogsCancel)(nil),            // 23: berth.agent.v1.LogsCancel
+	(*LogsChunk)(nil),             // 24: berth.agent.v1.LogsChunk
+	(*LogLine)(nil),               // 25: berth.agent.v1.LogLine
+	(*GitCredential)(nil),         // 26: berth.agent.v1.GitCredential
+	(*JobCancel)(nil),             // 27: berth.agent.v1.JobCancel
+	(*JobAck)(nil),                // 28: berth.agent.v1.JobAck
+	(*JobOutput)(nil),             // 29: berth.agent.v1.JobOutput
+	(*JobProgress)(nil),           // 30: berth.agent.v1.JobProgress
+	(*JobResult)(nil),             // 31: berth.agent.v1.JobResult
+	nil,                           // 32: berth.agent.v1.JobStart.EnvEntry
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 34: google.protobuf.Duration
 }
 var file_berth_agent_v1_agent_proto_depIdxs = []int32{
-	24, // 0: berth.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
+	33, // 0: berth.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
 	2,  // 1: berth.agent.v1.EnrollRequest.facts:type_name -> berth.agent.v1.HostFacts
 	7,  // 2: berth.agent.v1.ConnectRequest.hello:type_name -> berth.agent.v1.Hello
 	10, // 3: berth.agent.v1.ConnectRequest.heartbeat:type_name -> berth.agent.v1.Heartbeat
 	11, // 4: berth.agent.v1.ConnectRequest.metrics:type_name -> berth.agent.v1.MetricsBatch
 	14, // 5: berth.agent.v1.ConnectRequest.renew:type_name -> berth.agent.v1.RenewRequest
-	20, // 6: berth.agent.v1.ConnectRequest.job_output:type_name -> berth.agent.v1.JobOutput
-	21, // 7: berth.agent.v1.ConnectRequest.job_progress:type_name -> berth.agent.v1.JobProgress
-	22, // 8: berth.agent.v1.ConnectRequest.job_result:type_name -> berth.agent.v1.JobResult
-	8,  // 9: berth.agent.v1.ConnectResponse.welcome:type_name -> berth.agent.v1.Welcome
-	9,  // 10: berth.agent.v1.ConnectResponse.config:type_name -> berth.agent.v1.Config
-	13, // 11: berth.agent.v1.ConnectResponse.metrics_ack:type_name -> berth.agent.v1.MetricsAck
-	15, // 12: berth.agent.v1.ConnectResponse.renew:type_name -> berth.agent.v1.RenewResponse
-	16, // 13: berth.agent.v1.ConnectResponse.job_start:type_name -> berth.agent.v1.JobStart
-	18, // 14: berth.agent.v1.ConnectResponse.job_cancel:type_name -> berth.agent.v1.JobCancel
-	19, // 15: berth.agent.v1.ConnectResponse.job_ack:type_name -> berth.agent.v1.JobAck
-	2,  // 16: berth.agent.v1.Hello.facts:type_name -> berth.agent.v1.HostFacts
-	9,  // 17: berth.agent.v1.Welcome.config:type_name -> berth.agent.v1.Config
-	25, // 18: berth.agent.v1.Config.heartbeat_interval:type_name -> google.protobuf.Duration
-	25, // 19: berth.agent.v1.Config.metrics_interval:type_name -> google.protobuf.Duration
-	24, // 20: berth.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	12, // 21: berth.agent.v1.MetricsBatch.columns:type_name -> berth.agent.v1.MetricColumns
-	17, // 22: berth.agent.v1.JobStart.credential:type_name -> berth.agent.v1.GitCredential
-	23, // 23: berth.agent.v1.JobStart.env:type_name -> berth.agent.v1.JobStart.EnvEntry
-	25, // 24: berth.agent.v1.JobStart.health_check_timeout:type_name -> google.protobuf.Duration
-	25, // 25: berth.agent.v1.JobStart.timeout:type_name -> google.protobuf.Duration
-	24, // 26: berth.agent.v1.JobOutput.time:type_name -> google.protobuf.Timestamp
-	24, // 27: berth.agent.v1.JobProgress.time:type_name -> google.protobuf.Timestamp
-	24, // 28: berth.agent.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	24, // 29: berth.agent.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	0,  // 30: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
-	3,  // 31: berth.agent.v1.AgentService.Enroll:input_type -> berth.agent.v1.EnrollRequest
-	5,  // 32: berth.agent.v1.AgentService.Connect:input_type -> berth.agent.v1.ConnectRequest
-	1,  // 33: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
-	4,  // 34: berth.agent.v1.AgentService.Enroll:output_type -> berth.agent.v1.EnrollResponse
-	6,  // 35: berth.agent.v1.AgentService.Connect:output_type -> berth.agent.v1.ConnectResponse
-	33, // [33:36] is the sub-list for method output_type
-	30, // [30:33] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	29, // 6: berth.agent.v1.ConnectRequest.job_output:type_name -> berth.agent.v1.JobOutput
+	30, // 7: berth.agent.v1.ConnectRequest.job_progress:type_name -> berth.agent.v1.JobProgress
+	31, // 8: berth.agent.v1.ConnectRequest.job_result:type_name -> berth.agent.v1.JobResult
+	18, // 9: berth.agent.v1.ConnectRequest.process_report:type_name -> berth.agent.v1.ProcessReport
+	24, // 10: berth.agent.v1.ConnectRequest.logs_chunk:type_name -> berth.agent.v1.LogsChunk
+	8,  // 11: berth.agent.v1.ConnectResponse.welcome:type_name -> berth.agent.v1.Welcome
+	9,  // 12: berth.agent.v1.ConnectResponse.config:type_name -> berth.agent.v1.Config
+	13, // 13: berth.agent.v1.ConnectResponse.metrics_ack:type_name -> berth.agent.v1.MetricsAck
+	15, // 14: berth.agent.v1.ConnectResponse.renew:type_name -> berth.agent.v1.RenewResponse
+	16, // 15: berth.agent.v1.ConnectResponse.job_start:type_name -> berth.agent.v1.JobStart
+	27, // 16: berth.agent.v1.ConnectResponse.job_cancel:type_name -> berth.agent.v1.JobCancel
+	28, // 17: berth.agent.v1.ConnectResponse.job_ack:type_name -> berth.agent.v1.JobAck
+	22, // 18: berth.agent.v1.ConnectResponse.logs_request:type_name -> berth.agent.v1.LogsRequest
+	23, // 19: berth.agent.v1.ConnectResponse.logs_cancel:type_name -> berth.agent.v1.LogsCancel
+	2,  // 20: berth.agent.v1.Hello.facts:type_name -> berth.agent.v1.HostFacts
+	9,  // 21: berth.agent.v1.Welcome.config:type_name -> berth.agent.v1.Config
+	34, // 22: berth.agent.v1.Config.heartbeat_interval:type_name -> google.protobuf.Duration
+	34, // 23: berth.agent.v1.Config.metrics_interval:type_name -> google.protobuf.Duration
+	33, // 24: berth.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	18, // 25: berth.agent.v1.Heartbeat.processes:type_name -> berth.agent.v1.ProcessReport
+	12, // 26: berth.agent.v1.MetricsBatch.columns:type_name -> berth.agent.v1.MetricColumns
+	26, // 27: berth.agent.v1.JobStart.credential:type_name -> berth.agent.v1.GitCredential
+	32, // 28: berth.agent.v1.JobStart.env:type_name -> berth.agent.v1.JobStart.EnvEntry
+	34, // 29: berth.agent.v1.JobStart.health_check_timeout:type_name -> google.protobuf.Duration
+	34, // 30: berth.agent.v1.JobStart.timeout:type_name -> google.protobuf.Duration
+	17, // 31: berth.agent.v1.JobStart.processes:type_name -> berth.agent.v1.ProcessSpec
+	34, // 32: berth.agent.v1.ProcessSpec.stop_grace:type_name -> google.protobuf.Duration
+	19, // 33: berth.agent.v1.ProcessReport.apps:type_name -> berth.agent.v1.AppProcesses
+	20, // 34: berth.agent.v1.AppProcesses.processes:type_name -> berth.agent.v1.ProcessState
+	21, // 35: berth.agent.v1.ProcessState.instances:type_name -> berth.agent.v1.InstanceState
+	33, // 36: berth.agent.v1.InstanceState.started_at:type_name -> google.protobuf.Timestamp
+	33, // 37: berth.agent.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	25, // 38: berth.agent.v1.LogsChunk.lines:type_name -> berth.agent.v1.LogLine
+	33, // 39: berth.agent.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	33, // 40: berth.agent.v1.JobOutput.time:type_name -> google.protobuf.Timestamp
+	33, // 41: berth.agent.v1.JobProgress.time:type_name -> google.protobuf.Timestamp
+	33, // 42: berth.agent.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	33, // 43: berth.agent.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	0,  // 44: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
+	3,  // 45: berth.agent.v1.AgentService.Enroll:input_type -> berth.agent.v1.EnrollRequest
+	5,  // 46: berth.agent.v1.AgentService.Connect:input_type -> berth.agent.v1.ConnectRequest
+	1,  // 47: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
+	4,  // 48: berth.agent.v1.AgentService.Enroll:output_type -> berth.agent.v1.EnrollResponse
+	6,  // 49: berth.agent.v1.AgentService.Connect:output_type -> berth.agent.v1.ConnectResponse
+	47, // [47:50] is the sub-list for method output_type
+	44, // [44:47] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_berth_agent_v1_agent_proto_init() }
@@ -2368,6 +3314,8 @@ func file_berth_agent_v1_agent_proto_init() {
 		(*ConnectRequest_JobOutput)(nil),
 		(*ConnectRequest_JobProgress)(nil),
 		(*ConnectRequest_JobResult)(nil),
+		(*ConnectRequest_ProcessReport)(nil),
+		(*ConnectRequest_LogsChunk)(nil),
 	}
 	file_berth_agent_v1_agent_proto_msgTypes[6].OneofWrappers = []any{
 		(*ConnectResponse_Welcome)(nil),
@@ -2377,6 +3325,8 @@ func file_berth_agent_v1_agent_proto_init() {
 		(*ConnectResponse_JobStart)(nil),
 		(*ConnectResponse_JobCancel)(nil),
 		(*ConnectResponse_JobAck)(nil),
+		(*ConnectResponse_LogsRequest)(nil),
+		(*ConnectResponse_LogsCancel)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2384,7 +3334,7 @@ func file_berth_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_agent_v1_agent_proto_rawDesc), len(file_berth_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
