@@ -65,20 +65,32 @@ func (s *Service) CreateUser(ctx context.Context, a Actor, role store.UserRole, 
 	return u, nil
 }
 
+// Invitation is what InviteUser and ResendInvite did.
+type Invitation struct {
+	User store.User
+	// Mailed is true when the link went to a mail server.
+	Mailed bool
+	// Link is the single-use link, set only when no mail server is
+	// configured: the admin hands it over, and it is shown once (never
+	// logged or stored; only its hash is kept).
+	Link string
+}
+
 // InviteUser creates an invited account (admins only) and mails it a
-// single-use link, valid InviteTTL, to choose a password. When the mail
+// single-use link, valid InviteTTL, to choose a password. Without a mail
+// server nothing is mailed and the link is returned instead. When the mail
 // cannot be sent the account still exists: the error wraps ErrMailFailed
 // and the returned user is valid; ResendInvite tries again.
-func (s *Service) InviteUser(ctx context.Context, a Actor, email string, role store.UserRole) (store.User, error) {
+func (s *Service) InviteUser(ctx context.Context, a Actor, email string, role store.UserRole) (Invitation, error) {
 	if err := s.require(a, store.ScopeAdmin); err != nil {
-		return store.User{}, err
+		return Invitation{}, err
 	}
 	email, err := normalizeEmail(email)
 	if err != nil {
-		return store.User{}, err
+		return Invitation{}, err
 	}
 	if err := validRole(role); err != nil {
-		return store.User{}, err
+		return Invitation{}, err
 	}
 	var u store.User
 	tok := randomToken()
@@ -99,16 +111,17 @@ func (s *Service) InviteUser(ctx context.Context, a Actor, email string, role st
 		})
 	})
 	if err != nil {
-		return store.User{}, fmt.Errorf("invite user: %w", err)
+		return Invitation{}, fmt.Errorf("invite user: %w", err)
 	}
-	return u, s.sendInvite(ctx, a, u, tok)
+	return s.sendInvite(ctx, a, u, tok)
 }
 
 // ResendInvite issues a new invitation link for an invited user (the old
-// one stops working) and mails it (admins only).
-func (s *Service) ResendInvite(ctx context.Context, a Actor, id store.ID) error {
+// one stops working) and mails it, or returns it without a mail server
+// (admins only).
+func (s *Service) ResendInvite(ctx context.Context, a Actor, id store.ID) (Invitation, error) {
 	if err := s.require(a, store.ScopeAdmin); err != nil {
-		return err
+		return Invitation{}, err
 	}
 	var u store.User
 	tok := randomToken()
@@ -126,7 +139,7 @@ func (s *Service) ResendInvite(ctx context.Context, a Actor, id store.ID) error 
 		return s.activity(ctx, tx, a, kind.UserInviteResent, "user", &u.ID, u.Email, nil)
 	})
 	if err != nil {
-		return fmt.Errorf("resend invite: %w", err)
+		return Invitation{}, fmt.Errorf("resend invite: %w", err)
 	}
 	return s.sendInvite(ctx, a, u, tok)
 }
@@ -140,8 +153,13 @@ func (s *Service) createInvite(ctx context.Context, tx *store.Store, u store.Use
 }
 
 // sendInvite mails synchronously: the admin should learn at once that the
-// invitation did not go out.
-func (s *Service) sendInvite(ctx context.Context, a Actor, u store.User, tok string) error {
+// invitation did not go out. Without a mail server it mails nothing and
+// hands the link back, since a dropped invitation reported as sent leaves
+// the invitee waiting for a mail that never comes.
+func (s *Service) sendInvite(ctx context.Context, a Actor, u store.User, tok string) (Invitation, error) {
+	if !mail.Delivers(s.mail) {
+		return Invitation{User: u, Link: s.link("invite", tok)}, nil
+	}
 	err := s.mail.Send(ctx, mail.Message{
 		To:      u.Email,
 		Subject: "You are invited to Berth",
@@ -152,9 +170,9 @@ func (s *Service) sendInvite(ctx context.Context, a Actor, u store.User, tok str
 	})
 	if err != nil {
 		s.log.ErrorContext(ctx, "invitation mail failed", "to", u.Email, "err", err)
-		return fmt.Errorf("%w: %w", ErrMailFailed, err)
+		return Invitation{User: u}, fmt.Errorf("%w: %w", ErrMailFailed, err)
 	}
-	return nil
+	return Invitation{User: u, Mailed: true}, nil
 }
 
 // AcceptInvite redeems an invitation link: the account gets its first

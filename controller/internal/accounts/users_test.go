@@ -1,12 +1,15 @@
 package accounts_test
 
 import (
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/mail"
 	"github.com/berthhq/berth/controller/internal/store"
 )
 
@@ -67,10 +70,11 @@ func TestInvitation(t *testing.T) {
 	carolPW := "carol-has-a-long-password"
 	e.secret(carolPW)
 
-	u, err := e.svc.InviteUser(e.ctx, admin, "carol@example.com", store.RoleOperator)
+	inv, err := e.svc.InviteUser(e.ctx, admin, "carol@example.com", store.RoleOperator)
 	must(t, err)
-	if u.Status != store.UserInvited {
-		t.Fatalf("invited user = %+v", u)
+	u := inv.User
+	if u.Status != store.UserInvited || !inv.Mailed || inv.Link != "" {
+		t.Fatalf("invited user = %+v", inv)
 	}
 	link := e.mailedToken("carol@example.com", "invite")
 	_, err = e.svc.InviteUser(e.ctx, admin, "carol@example.com", store.RoleOperator)
@@ -98,18 +102,55 @@ func TestInvitation(t *testing.T) {
 	}
 
 	// Invitations expire; a resent one works.
-	dave, err := e.svc.InviteUser(e.ctx, admin, "dave@example.com", store.RoleViewer)
+	daveInv, err := e.svc.InviteUser(e.ctx, admin, "dave@example.com", store.RoleViewer)
 	must(t, err)
+	dave := daveInv.User
 	old := e.mailedToken("dave@example.com", "invite")
 	e.clock.Advance(73 * time.Hour)
 	_, err = e.svc.AcceptInvite(e.ctx, old, carolPW, meta(ipB, ""))
 	wantErr(t, "expired invite", err, accounts.ErrLinkExpired)
 	admin = e.actor("ada@example.com", adaPW) // the old session timed out meanwhile
-	must(t, e.svc.ResendInvite(e.ctx, admin, dave.ID))
+	_, err = e.svc.ResendInvite(e.ctx, admin, dave.ID)
+	must(t, err)
 	if _, err := e.svc.AcceptInvite(e.ctx, e.mailedToken("dave@example.com", "invite"), carolPW, meta(ipB, "")); err != nil {
 		t.Fatalf("resent invite: %v", err)
 	}
-	wantErr(t, "resend to an active user", e.svc.ResendInvite(e.ctx, admin, dave.ID), accounts.ErrInvalidInput)
+	_, err = e.svc.ResendInvite(e.ctx, admin, dave.ID)
+	wantErr(t, "resend to an active user", err, accounts.ErrInvalidInput)
+}
+
+// Without a mail server an invitation is not reported as sent: nothing is
+// mailed, and the single-use link comes back for the admin to hand over
+// (and is never logged).
+func TestInvitationWithoutMailServer(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.user(store.RoleAdmin, "ada@example.com", adaPW)
+	svc, err := accounts.New(e.st, mail.Log{Logger: slog.New(slog.NewTextHandler(e.logs, nil))}, accounts.Config{PublicURL: publicURL, Now: e.clock.Now,
+		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	must(t, err)
+	res, err := svc.Login(e.ctx, "ada@example.com", adaPW, meta(ipA, ""))
+	must(t, err)
+	e.secret(res.Token)
+	sess, err := svc.Authenticate(e.ctx, res.Token, meta(ipA, ""))
+	must(t, err)
+	inv, err := svc.InviteUser(e.ctx, sess.Actor(meta(ipA, "")), "erin@example.com", store.RoleViewer)
+	must(t, err)
+	if inv.Mailed || !strings.HasPrefix(inv.Link, publicURL+"/invite/") {
+		t.Fatalf("invitation without a mail server: mailed=%v link=%q", inv.Mailed, inv.Link)
+	}
+	tok := strings.TrimPrefix(inv.Link, publicURL+"/invite/")
+	e.secret(tok)
+	if n := len(e.smtp.Messages()); n != 0 {
+		t.Fatalf("%d mails went out", n)
+	}
+	erinPW := "erin-chose-a-long-password"
+	e.secret(erinPW)
+	got, err := svc.AcceptInvite(e.ctx, tok, erinPW, meta(ipB, ""))
+	must(t, err)
+	if got.ID != inv.User.ID || got.Status != store.UserActive {
+		t.Fatalf("accepted = %+v", got)
+	}
 }
 
 func TestDisableUserKillsAccess(t *testing.T) {

@@ -78,9 +78,19 @@ func (a *app) userCmd() *cobra.Command {
 					return err
 				}
 				if invF.output == "json" {
-					return a.printJSON(userJSON(res.GetUser()))
+					j := userJSON(res.GetUser())
+					j["mailed"] = res.GetMailed()
+					if res.GetInviteUrl() != "" {
+						j["invite_url"] = res.GetInviteUrl()
+					}
+					return a.printJSON(j)
 				}
 				fmt.Fprintf(a.stdout, "invited %s as %s (%s)\n", res.GetUser().GetEmail(), res.GetUser().GetRole(), res.GetUser().GetId())
+				if u := res.GetInviteUrl(); u != "" {
+					fmt.Fprintf(a.stdout, "no mail server is configured, so nothing was mailed: hand this single-use link to %s (shown once):\n%s\n", res.GetUser().GetEmail(), u)
+				} else {
+					fmt.Fprintf(a.stdout, "the invitation was mailed to %s\n", res.GetUser().GetEmail())
+				}
 				return nil
 			})
 		},

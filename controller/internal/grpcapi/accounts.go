@@ -107,11 +107,11 @@ func (a *accountServer) InviteUser(ctx context.Context, req *adminv1.InviteUserR
 	if err != nil {
 		return nil, err
 	}
-	u, err := a.d.Accounts.InviteUser(ctx, act, req.GetEmail(), store.UserRole(req.GetRole()))
+	inv, err := a.d.Accounts.InviteUser(ctx, act, req.GetEmail(), store.UserRole(req.GetRole()))
 	if err != nil {
 		return nil, accountsStatus(err)
 	}
-	return &adminv1.InviteUserResponse{User: userPB(u)}, nil
+	return &adminv1.InviteUserResponse{User: userPB(inv.User), Mailed: inv.Mailed, InviteUrl: inv.Link}, nil
 }
 
 func (a *accountServer) setUser(ctx context.Context, ref string, fn func(context.Context, accounts.Actor, store.ID) (store.User, error)) (*adminv1.User, error) {

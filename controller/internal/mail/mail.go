@@ -157,6 +157,15 @@ func (l Log) Send(ctx context.Context, m Message) error {
 	return nil
 }
 
+// Delivers reports whether m hands messages to a mail server: false for
+// the Log fallback, so a caller whose message carries something the
+// recipient needs (an invitation link) can hand it over another way
+// instead of saying it was sent.
+func Delivers(m Mailer) bool {
+	_, dropped := m.(Log)
+	return m != nil && !dropped
+}
+
 // New returns an SMTP mailer for cfg, or the Log fallback when cfg.Host is
 // empty.
 func New(cfg SMTPConfig, logger *slog.Logger) (Mailer, error) {

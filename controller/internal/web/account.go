@@ -237,12 +237,18 @@ func (s *Server) tokenRevoke(w http.ResponseWriter, r *http.Request, v *viewer) 
 // users
 
 func (s *Server) usersView(w http.ResponseWriter, r *http.Request, v *viewer, status int, errMsg string) {
+	s.usersPage(w, r, v, status, errMsg, nil)
+}
+
+// usersPage renders the users page; inv, when set, is an invitation made
+// without a mail server, whose link is shown this once.
+func (s *Server) usersPage(w http.ResponseWriter, r *http.Request, v *viewer, status int, errMsg string, inv *accounts.Invitation) {
 	list, err := s.d.Accounts.ListUsers(r.Context(), v.Actor)
 	if err != nil {
 		s.fail(w, r, v, err)
 		return
 	}
-	s.render(w, r, "users", view{Title: "Users", Nav: "settings", User: v, Status: status, Error: errMsg, Form: r.PostForm, Data: map[string]any{"Users": list}})
+	s.render(w, r, "users", view{Title: "Users", Nav: "settings", User: v, Status: status, Error: errMsg, Form: r.PostForm, Data: map[string]any{"Users": list, "Invitation": inv}})
 }
 
 func (s *Server) userList(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -253,7 +259,7 @@ func (s *Server) userCreate(w http.ResponseWriter, r *http.Request, v *viewer) {
 	if !s.parseForm(w, r) {
 		return
 	}
-	_, err := s.d.Accounts.InviteUser(r.Context(), v.Actor, r.PostFormValue("email"), store.UserRole(r.PostFormValue("role")))
+	inv, err := s.d.Accounts.InviteUser(r.Context(), v.Actor, r.PostFormValue("email"), store.UserRole(r.PostFormValue("role")))
 	if err != nil {
 		if st := statusOf(err); st == http.StatusBadRequest || st == http.StatusConflict {
 			s.usersView(w, r, v, st, publicMessage(err))
@@ -262,7 +268,14 @@ func (s *Server) userCreate(w http.ResponseWriter, r *http.Request, v *viewer) {
 		s.fail(w, r, v, err)
 		return
 	}
-	s.redirect(w, r, "/users", "Invitation sent to "+r.PostFormValue("email")+".")
+	if !inv.Mailed {
+		// No mail server: the link is on this answer only (not in a
+		// flash cookie or a URL), for the admin to hand over.
+		w.Header().Set("Cache-Control", "no-store")
+		s.usersPage(w, r, v, http.StatusOK, "", &inv)
+		return
+	}
+	s.redirect(w, r, "/users", "Invitation mailed to "+inv.User.Email+".")
 }
 
 func (s *Server) userDisable(w http.ResponseWriter, r *http.Request, v *viewer) {

@@ -22,6 +22,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
+	"github.com/berthhq/berth/controller/internal/mail"
 	"github.com/berthhq/berth/controller/internal/mail/mailtest"
 	"github.com/berthhq/berth/controller/internal/password"
 	"github.com/berthhq/berth/controller/internal/secrets"
@@ -65,6 +66,13 @@ type env struct {
 
 func newEnv(t *testing.T, secure bool) *env {
 	t.Helper()
+	return newEnvMail(t, secure, nil)
+}
+
+// newEnvMail is newEnv with another mailer than the test SMTP server's
+// (mail.Log: a controller without a mail server).
+func newEnvMail(t *testing.T, secure bool, mailer mail.Mailer) *env {
+	t.Helper()
 	db := testdb.New(t)
 	kr, err := secrets.Generate()
 	if err != nil {
@@ -85,7 +93,10 @@ func newEnv(t *testing.T, secure bool) *env {
 	srv := httptest.NewUnstartedServer(nil)
 	srv.Start()
 	t.Cleanup(srv.Close)
-	e.acc, err = accounts.New(st, smtp.Mailer(), accounts.Config{PublicURL: srv.URL, Logger: log})
+	if mailer == nil {
+		mailer = smtp.Mailer()
+	}
+	e.acc, err = accounts.New(st, mailer, accounts.Config{PublicURL: srv.URL, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -557,5 +568,38 @@ func TestAddServerPageKeepsTokenOffCommands(t *testing.T) {
 	}
 	if strings.Count(body, token[1]) != 1 || strings.Contains(body, "--token ") {
 		t.Fatalf("the join token appears in a command: %s", body)
+	}
+}
+
+// An invitation made without a mail server says it was not sent and shows
+// the admin the single-use link once; the link works; nothing is mailed.
+func TestInviteWithoutMailServerShowsLink(t *testing.T) {
+	e := newEnvMail(t, false, mail.Log{})
+	e.user("admin@example.com", store.RoleAdmin)
+	c := e.client()
+	c.login("admin@example.com", adminPassword)
+	resp, body := c.post("/users", url.Values{"email": {"new@example.com"}, "role": {"viewer"}})
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Not sent") || strings.Contains(body, "Invitation mailed") {
+		t.Fatalf("invite without mail: %d\n%s", resp.StatusCode, body)
+	}
+	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+		t.Fatalf("the page with the link may be cached: Cache-Control %q", cc)
+	}
+	i := strings.Index(body, e.srv.URL+"/invite/")
+	if i < 0 {
+		t.Fatalf("no invitation link on the page:\n%s", body)
+	}
+	link := body[i:]
+	link = link[:strings.IndexByte(link, '"')]
+	if len(e.smtp.Messages()) != 0 {
+		t.Fatal("a mail went out")
+	}
+	// The link is the invitee's: it opens the set-password page.
+	if resp, page := e.client().get(strings.TrimPrefix(link, e.srv.URL)); resp.StatusCode != http.StatusOK || !strings.Contains(page, "password") {
+		t.Fatalf("invitation link: %d\n%s", resp.StatusCode, page)
+	}
+	// Shown once: the users page does not show it again.
+	if _, again := c.get("/users"); strings.Contains(again, "/invite/") {
+		t.Fatal("the invitation link is shown again")
 	}
 }

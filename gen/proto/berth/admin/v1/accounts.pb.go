@@ -258,8 +258,13 @@ func (x *InviteUserRequest) GetRole() string {
 }
 
 type InviteUserResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	User  *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	// mailed is true when the invitation went to the mail server.
+	Mailed bool `protobuf:"varint,2,opt,name=mailed,proto3" json:"mailed,omitempty"`
+	// invite_url is the single-use link, set only when the controller has
+	// no mail server: hand it to the invitee. Shown once, never stored.
+	InviteUrl     string `protobuf:"bytes,3,opt,name=invite_url,json=inviteUrl,proto3" json:"invite_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -299,6 +304,20 @@ func (x *InviteUserResponse) GetUser() *User {
 		return x.User
 	}
 	return nil
+}
+
+func (x *InviteUserResponse) GetMailed() bool {
+	if x != nil {
+		return x.Mailed
+	}
+	return false
+}
+
+func (x *InviteUserResponse) GetInviteUrl() string {
+	if x != nil {
+		return x.InviteUrl
+	}
+	return ""
 }
 
 type DisableUserRequest struct {
@@ -1340,9 +1359,12 @@ const file_berth_admin_v1_accounts_proto_rawDesc = "" +
 	"\x05users\x18\x01 \x03(\v2\x14.berth.admin.v1.UserR\x05users\"=\n" +
 	"\x11InviteUserRequest\x12\x14\n" +
 	"\x05email\x18\x01 \x01(\tR\x05email\x12\x12\n" +
-	"\x04role\x18\x02 \x01(\tR\x04role\">\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"u\n" +
 	"\x12InviteUserResponse\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.berth.admin.v1.UserR\x04user\"(\n" +
+	"\x04user\x18\x01 \x01(\v2\x14.berth.admin.v1.UserR\x04user\x12\x16\n" +
+	"\x06mailed\x18\x02 \x01(\bR\x06mailed\x12\x1d\n" +
+	"\n" +
+	"invite_url\x18\x03 \x01(\tR\tinviteUrl\"(\n" +
 	"\x12DisableUserRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\"?\n" +
 	"\x13DisableUserResponse\x12(\n" +
