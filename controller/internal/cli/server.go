@@ -40,7 +40,7 @@ func (a *app) serverCmd() *cobra.Command {
 			if err != nil {
 				return rpcErr(err)
 			}
-			return a.printJoin(addF.output, "added", res.GetServer(), res.GetToken(), res.GetTokenExpiresAt().AsTime(), res.GetCaPin(), res.GetEnrollCommand(), res.GetInstallCommand())
+			return a.printJoin(addF.output, "added", res.GetServer(), res.GetToken(), res.GetTokenExpiresAt().AsTime(), res.GetCaPin(), res.GetEnrollCommand(), res.GetInstallCommand(), res.GetWarnings())
 		},
 	}, &addF)
 	add.Flags().StringArrayVar(&labels, "label", nil, "label key=value (repeatable)")
@@ -192,7 +192,7 @@ func (a *app) serverCmd() *cobra.Command {
 			if err != nil {
 				return rpcErr(err)
 			}
-			return a.printJoin(enF.output, "enabled", res.GetServer(), res.GetToken(), res.GetTokenExpiresAt().AsTime(), res.GetCaPin(), res.GetEnrollCommand(), res.GetInstallCommand())
+			return a.printJoin(enF.output, "enabled", res.GetServer(), res.GetToken(), res.GetTokenExpiresAt().AsTime(), res.GetCaPin(), res.GetEnrollCommand(), res.GetInstallCommand(), res.GetWarnings())
 		},
 	}, &enF)
 	enable.Flags().DurationVar(&enTTL, "token-ttl", time.Hour, "how long the join token is valid")
@@ -283,17 +283,20 @@ func (a *app) metricsCmd() *cobra.Command {
 }
 
 // printJoin shows a join token once, with the commands that use it.
-func (a *app) printJoin(output, verb string, srv *adminv1.Server, token string, exp time.Time, pin, enroll, install string) error {
+func (a *app) printJoin(output, verb string, srv *adminv1.Server, token string, exp time.Time, pin, enroll, install string, warnings []string) error {
 	if output == "json" {
 		return a.printJSON(map[string]any{
 			"id": srv.GetId(), "name": srv.GetName(), "token": token, "token_expires_at": exp,
-			"ca_pin": pin, "enroll_command": enroll, "install_command": install,
+			"ca_pin": pin, "enroll_command": enroll, "install_command": install, "warnings": append([]string{}, warnings...),
 		})
 	}
 	fmt.Fprintf(a.stdout, "Server %s %s (%s). The join token is shown once and expires %s.\n\n",
 		srv.GetName(), verb, srv.GetId(), exp.Local().Format(time.RFC3339))
 	fmt.Fprintf(a.stdout, "Install and enroll on the server (as root):\n  %s\n\nOr, with berth-agent already installed:\n  %s\n\n", install, enroll)
 	fmt.Fprintf(a.stdout, "Both ask for the join token (or read it from --token-file FILE); it is not on the command line, so it stays out of ps and shell history:\n  %s\n", token)
+	for _, w := range warnings {
+		fmt.Fprintf(a.stderr, "\nwarning: %s\n", w)
+	}
 	return nil
 }
 

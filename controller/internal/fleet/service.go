@@ -13,7 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -180,6 +182,9 @@ type AddResult struct {
 	CAPin          string
 	EnrollCommand  string
 	InstallCommand string
+	// Warnings say why the printed commands would not work from another
+	// machine (a loopback address), and which flag fixes it.
+	Warnings []string
 }
 
 // AddServer creates a pending server and its one-time join token.
@@ -239,7 +244,33 @@ func (s *Service) joinResult(srv store.Server, token string, exp time.Time) AddR
 		}
 		res.InstallCommand = cmd
 	}
+	res.Warnings = s.reachabilityWarnings()
 	return res
+}
+
+// reachabilityWarnings names the loopback addresses in the printed
+// commands: they work for an agent on the controller's own machine only,
+// and a newcomer copying them to a real server gets a connection refused
+// with no hint why.
+func (s *Service) reachabilityWarnings() []string {
+	var w []string
+	if host, _, err := net.SplitHostPort(s.cfg.ControllerAddr); err == nil && isLoopbackName(host) {
+		w = append(w, fmt.Sprintf("agents dial %s, which only an agent on this same machine can reach (a loopback address). "+
+			"Start the controller with --advertise-addr HOST:PORT (the address other servers reach its gRPC port at).", s.cfg.ControllerAddr))
+	}
+	if u, err := url.Parse(s.cfg.InstallURL); err == nil && s.cfg.InstallURL != "" && isLoopbackName(u.Hostname()) {
+		w = append(w, fmt.Sprintf("the install script is fetched from %s, which only this same machine can reach (a loopback address). "+
+			"Start the controller with --public-url https://HOST (its web address as other servers reach it).", s.cfg.InstallURL))
+	}
+	return w
+}
+
+func isLoopbackName(host string) bool {
+	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && (ip.IsLoopback() || ip.IsUnspecified())
 }
 
 // Enable re-enables a disabled server with a new join token. Its old

@@ -49,7 +49,7 @@ func (a *adminServer) AddServer(ctx context.Context, req *adminv1.AddServerReque
 	}
 	return &adminv1.AddServerResponse{
 		Server: serverPB(res.Server), Token: res.Token, TokenExpiresAt: timestamppb.New(res.TokenExpiresAt),
-		CaPin: res.CAPin, EnrollCommand: res.EnrollCommand, InstallCommand: res.InstallCommand,
+		CaPin: res.CAPin, EnrollCommand: res.EnrollCommand, InstallCommand: res.InstallCommand, Warnings: res.Warnings,
 	}, nil
 }
 
@@ -153,6 +153,6 @@ func (a *adminServer) EnableServer(ctx context.Context, req *adminv1.EnableServe
 	}
 	return &adminv1.EnableServerResponse{
 		Server: serverPB(res.Server), Token: res.Token, TokenExpiresAt: timestamppb.New(res.TokenExpiresAt),
-		CaPin: res.CAPin, EnrollCommand: res.EnrollCommand, InstallCommand: res.InstallCommand,
+		CaPin: res.CAPin, EnrollCommand: res.EnrollCommand, InstallCommand: res.InstallCommand, Warnings: res.Warnings,
 	}, nil
 }

@@ -603,3 +603,21 @@ func TestInviteWithoutMailServerShowsLink(t *testing.T) {
 		t.Fatal("the invitation link is shown again")
 	}
 }
+
+// The add-server page warns when its commands name loopback addresses
+// (this test controller's are 127.0.0.1) and names the flags that fix it.
+func TestAddServerWarnsOfLoopbackAddresses(t *testing.T) {
+	e := newEnv(t, false)
+	e.user("admin@example.com", store.RoleAdmin)
+	c := e.client()
+	c.login("admin@example.com", adminPassword)
+	resp, body := c.post("/servers", url.Values{"name": {"web-1"}})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("add server: %d\n%s", resp.StatusCode, body)
+	}
+	for _, want := range []string{"data-warning", "--advertise-addr", "--public-url"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the add-server page does not say %q:\n%s", want, body)
+		}
+	}
+}

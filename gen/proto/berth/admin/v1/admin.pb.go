@@ -516,8 +516,11 @@ type AddServerResponse struct {
 	CaPin          string                 `protobuf:"bytes,4,opt,name=ca_pin,json=caPin,proto3" json:"ca_pin,omitempty"`
 	EnrollCommand  string                 `protobuf:"bytes,5,opt,name=enroll_command,json=enrollCommand,proto3" json:"enroll_command,omitempty"`
 	InstallCommand string                 `protobuf:"bytes,6,opt,name=install_command,json=installCommand,proto3" json:"install_command,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// warnings say why the commands would not work from another machine
+	// (a loopback address) and which controller flag fixes it.
+	Warnings      []string `protobuf:"bytes,7,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddServerResponse) Reset() {
@@ -590,6 +593,13 @@ func (x *AddServerResponse) GetInstallCommand() string {
 		return x.InstallCommand
 	}
 	return ""
+}
+
+func (x *AddServerResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
 }
 
 // ListServersRequest filters and pages.
@@ -1228,8 +1238,11 @@ type EnableServerResponse struct {
 	CaPin          string                 `protobuf:"bytes,4,opt,name=ca_pin,json=caPin,proto3" json:"ca_pin,omitempty"`
 	EnrollCommand  string                 `protobuf:"bytes,5,opt,name=enroll_command,json=enrollCommand,proto3" json:"enroll_command,omitempty"`
 	InstallCommand string                 `protobuf:"bytes,6,opt,name=install_command,json=installCommand,proto3" json:"install_command,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// warnings say why the commands would not work from another machine
+	// (a loopback address) and which controller flag fixes it.
+	Warnings      []string `protobuf:"bytes,7,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnableServerResponse) Reset() {
@@ -1302,6 +1315,13 @@ func (x *EnableServerResponse) GetInstallCommand() string {
 		return x.InstallCommand
 	}
 	return ""
+}
+
+func (x *EnableServerResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
 }
 
 // GetMetricsRequest selects a window and a step.
@@ -4598,14 +4618,15 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\ttoken_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\btokenTtl\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\x02\n" +
 	"\x11AddServerResponse\x12.\n" +
 	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12D\n" +
 	"\x10token_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAt\x12\x15\n" +
 	"\x06ca_pin\x18\x04 \x01(\tR\x05caPin\x12%\n" +
 	"\x0eenroll_command\x18\x05 \x01(\tR\renrollCommand\x12'\n" +
-	"\x0finstall_command\x18\x06 \x01(\tR\x0einstallCommand\"Z\n" +
+	"\x0finstall_command\x18\x06 \x01(\tR\x0einstallCommand\x12\x1a\n" +
+	"\bwarnings\x18\a \x03(\tR\bwarnings\"Z\n" +
 	"\x12ListServersRequest\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12\x16\n" +
 	"\x06before\x18\x02 \x01(\tR\x06before\x12\x14\n" +
@@ -4643,14 +4664,15 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\"e\n" +
 	"\x13EnableServerRequest\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x126\n" +
-	"\ttoken_ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\btokenTtl\"\x89\x02\n" +
+	"\ttoken_ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\btokenTtl\"\xa5\x02\n" +
 	"\x14EnableServerResponse\x12.\n" +
 	"\x06server\x18\x01 \x01(\v2\x16.berth.admin.v1.ServerR\x06server\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12D\n" +
 	"\x10token_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenExpiresAt\x12\x15\n" +
 	"\x06ca_pin\x18\x04 \x01(\tR\x05caPin\x12%\n" +
 	"\x0eenroll_command\x18\x05 \x01(\tR\renrollCommand\x12'\n" +
-	"\x0finstall_command\x18\x06 \x01(\tR\x0einstallCommand\"\x8b\x01\n" +
+	"\x0finstall_command\x18\x06 \x01(\tR\x0einstallCommand\x12\x1a\n" +
+	"\bwarnings\x18\a \x03(\tR\bwarnings\"\x8b\x01\n" +
 	"\x11GetMetricsRequest\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x12/\n" +
 	"\x05since\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05since\x12-\n" +
