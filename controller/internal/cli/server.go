@@ -272,7 +272,8 @@ func (a *app) metricsCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tCPU%\tLOAD1\tMEM USED\tDISK USED\tNET RX/s\tNET TX/s")
 			for _, p := range res.GetPoints() {
-				fmt.Fprintf(tw, "%s\t%.1f\t%.2f\t%.0f\t%.0f\t%.0f\t%.0f\n", p.GetT().AsTime().Local().Format(time.TimeOnly), p.GetCpuPercent(), p.GetLoad1(), p.GetMemUsed(), p.GetDiskUsed(), p.GetNetRxBps(), p.GetNetTxBps())
+				fmt.Fprintf(tw, "%s\t%.1f\t%.2f\t%s\t%s\t%s\t%s\n", p.GetT().AsTime().Local().Format(time.TimeOnly), p.GetCpuPercent(), p.GetLoad1(),
+					ofTotal(p.GetMemUsed(), p.GetMemTotal()), ofTotal(p.GetDiskUsed(), p.GetDiskTotal()), humanBytes(p.GetNetRxBps()), humanBytes(p.GetNetTxBps()))
 			}
 			return tw.Flush()
 		},
@@ -336,4 +337,27 @@ func rootWord(allow bool) string {
 		return "may run as root"
 	}
 	return "may not run as root"
+}
+
+// humanBytes prints a byte count in binary units (1.5 GiB); -o json keeps
+// the raw numbers.
+func humanBytes(b float64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%.0f B", b)
+	}
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	i := 0
+	for b /= unit; b >= unit && i < len(units)-1; i++ {
+		b /= unit
+	}
+	return fmt.Sprintf("%.1f %s", b, units[i])
+}
+
+// ofTotal is "used / total" in human units, or just used without a total.
+func ofTotal(used, total float64) string {
+	if total <= 0 {
+		return humanBytes(used)
+	}
+	return humanBytes(used) + " / " + humanBytes(total)
 }
