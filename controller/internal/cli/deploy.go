@@ -95,6 +95,9 @@ func (a *app) follow(ctx context.Context, c adminv1.AdminServiceClient, id strin
 			if len(m.GetData()) > 0 {
 				_, _ = w.Write(m.GetData())
 			}
+			if m.Waiting != nil && m.GetWaiting() != "" && follow {
+				fmt.Fprintf(a.stderr, "==> %s\n", m.GetWaiting())
+			}
 			if m.GetSeq() > after {
 				after = m.GetSeq()
 			}

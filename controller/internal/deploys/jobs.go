@@ -299,6 +299,39 @@ func (s *Service) GetDeployment(ctx context.Context, pr *auth.Principal, ref str
 type FollowEvent struct {
 	Chunk      *store.LogChunk
 	Deployment *store.Deployment
+	// Waiting says why a queued job does not start ("waiting for web-1:
+	// agent offline since ..."); sent when it changes, "" once it no
+	// longer waits on its server.
+	Waiting *string
+}
+
+// WaitingReason says why a queued deployment waits on its server, or ""
+// when its server's agent is connected (it then waits only for the jobs
+// of its app ahead of it, if any). A newcomer whose agent never connected
+// otherwise sees a deploy that is queued forever with no hint why.
+func (s *Service) WaitingReason(ctx context.Context, d store.Deployment) (string, error) {
+	if d.Status != store.DeploymentQueued {
+		return "", nil
+	}
+	a, err := s.st.App(ctx, d.AppID)
+	if err != nil {
+		return "", err
+	}
+	srv, err := s.st.Server(ctx, a.ServerID)
+	if err != nil {
+		return "", err
+	}
+	if s.fleet.Hub().Holds(srv.ID) {
+		return "", nil
+	}
+	switch {
+	case srv.Status == store.ServerDisabled:
+		return fmt.Sprintf("waiting for %s: the server is disabled (berth server enable %s)", srv.Name, srv.Name), nil
+	case srv.LastSeenAt == nil:
+		return fmt.Sprintf("waiting for %s: its agent has not connected yet (install and enroll it: berth server show %s)", srv.Name, srv.Name), nil
+	default:
+		return fmt.Sprintf("waiting for %s: agent offline since %s", srv.Name, srv.LastSeenAt.UTC().Format(time.RFC3339)), nil
+	}
 }
 
 // Follow sends a deployment's log from after (a chunk number) and its
@@ -314,10 +347,17 @@ func (s *Service) Follow(ctx context.Context, pr *auth.Principal, ref string, af
 	defer done()
 	var lastStatus store.DeploymentStatus
 	var lastCancel bool
+	lastWaiting := ""
 	for {
 		cur, err := s.st.Deployment(ctx, d.ID)
 		if err != nil {
 			return err
+		}
+		if w, err := s.WaitingReason(ctx, cur); err == nil && w != lastWaiting {
+			lastWaiting = w
+			if err := send(FollowEvent{Waiting: &w}); err != nil {
+				return err
+			}
 		}
 		for {
 			chunks, err := s.st.DeploymentLogs(ctx, d.ID, after, 500)

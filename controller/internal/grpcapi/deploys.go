@@ -485,6 +485,7 @@ func (a *adminServer) FollowDeployment(req *adminv1.FollowDeploymentRequest, str
 			}
 			m.Deployment = deploymentPB(*d, name)
 		}
+		m.Waiting = ev.Waiting
 		return stream.Send(m)
 	})
 	return toStatus(err)

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -226,8 +227,13 @@ func (s *Server) deploymentShow(w http.ResponseWriter, r *http.Request, v *viewe
 		s.fail(w, r, v, err)
 		return
 	}
+	waiting, err := s.d.Deploys.WaitingReason(r.Context(), d)
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
 	s.render(w, r, "deployment", view{Title: "Deployment " + d.ID.String(), Nav: "deployments", User: v, Data: map[string]any{
-		"D": d, "App": app, "CanDeploy": v.CanDeploy(),
+		"D": d, "App": app, "CanDeploy": v.CanDeploy(), "Waiting": waiting,
 	}})
 }
 
@@ -273,6 +279,12 @@ func (s *Server) deploymentLog(w http.ResponseWriter, r *http.Request, v *viewer
 				return err
 			}
 		}
+		if ev.Waiting != nil {
+			b, _ := json.Marshal(map[string]string{"text": *ev.Waiting})
+			if _, err := fmt.Fprintf(w, "event: waiting\ndata: %s\n\n", b); err != nil {
+				return err
+			}
+		}
 		fl.Flush()
 		return nil
 	})
@@ -295,6 +307,12 @@ func deploymentState(d store.Deployment) map[string]any {
 	}
 	if d.CommitSHA != nil {
 		m["commit_sha"] = *d.CommitSHA
+	}
+	if d.CommitMessage != nil {
+		m["commit_message"] = *d.CommitMessage
+	}
+	if d.FinishedAt != nil {
+		m["finished_at"] = d.FinishedAt.UTC().Format(time.RFC3339)
 	}
 	return m
 }

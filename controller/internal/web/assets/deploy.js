@@ -7,6 +7,9 @@
   if (!log) return;
   var status = document.getElementById("dep-status");
   var result = document.getElementById("dep-result");
+  var commit = document.getElementById("dep-commit");
+  var finished = document.getElementById("dep-finished");
+  var waiting = document.getElementById("dep-waiting");
   var es = new EventSource(log.dataset.log);
   var follow = true;
   window.addEventListener("scroll", function () {
@@ -26,6 +29,18 @@
     if (s.failure_reason) parts.push(s.failure_reason);
     if (s.exit_code) parts.push("exit " + s.exit_code);
     if (parts.length) result.textContent = parts.join(" — ");
+    else if (s.status === "succeeded") result.textContent = "succeeded";
+    if (s.commit_sha) commit.textContent = s.commit_sha + (s.commit_message ? " — " + s.commit_message : "");
+    if (s.finished_at) {
+      var t = new Date(s.finished_at);
+      finished.textContent = t.toLocaleString();
+      finished.title = s.finished_at;
+    }
+  });
+  es.addEventListener("waiting", function (e) {
+    var w = JSON.parse(e.data);
+    waiting.textContent = w.text;
+    waiting.hidden = !w.text;
   });
   es.addEventListener("end", function () {
     es.close();

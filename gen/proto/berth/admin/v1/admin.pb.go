@@ -4507,7 +4507,11 @@ type FollowDeploymentResponse struct {
 	Step  string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
 	Data  []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	// deployment is set when its state changed, and on the last message.
-	Deployment    *Deployment `protobuf:"bytes,4,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	Deployment *Deployment `protobuf:"bytes,4,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// waiting, when set, says why the queued job waits on its server
+	// ("waiting for web-1: agent offline since ..."); set to "" once it no
+	// longer does.
+	Waiting       *string `protobuf:"bytes,5,opt,name=waiting,proto3,oneof" json:"waiting,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4568,6 +4572,13 @@ func (x *FollowDeploymentResponse) GetDeployment() *Deployment {
 		return x.Deployment
 	}
 	return nil
+}
+
+func (x *FollowDeploymentResponse) GetWaiting() string {
+	if x != nil && x.Waiting != nil {
+		return *x.Waiting
+	}
+	return ""
 }
 
 var File_berth_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -4979,14 +4990,17 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"deployment\"F\n" +
 	"\x17FollowDeploymentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
-	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"\x90\x01\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"\xbb\x01\n" +
 	"\x18FollowDeploymentResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12:\n" +
 	"\n" +
 	"deployment\x18\x04 \x01(\v2\x1a.berth.admin.v1.DeploymentR\n" +
-	"deployment2\xc2\x16\n" +
+	"deployment\x12\x1d\n" +
+	"\awaiting\x18\x05 \x01(\tH\x00R\awaiting\x88\x01\x01B\n" +
+	"\n" +
+	"\b_waiting2\xc2\x16\n" +
 	"\fAdminService\x12S\n" +
 	"\n" +
 	"GetVersion\x12!.berth.admin.v1.GetVersionRequest\x1a\".berth.admin.v1.GetVersionResponse\x12P\n" +
@@ -5243,6 +5257,7 @@ func file_berth_admin_v1_admin_proto_init() {
 		return
 	}
 	file_berth_admin_v1_admin_proto_msgTypes[49].OneofWrappers = []any{}
+	file_berth_admin_v1_admin_proto_msgTypes[69].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
