@@ -2520,8 +2520,16 @@ type App struct {
 	// deploy_script_path: the deploy script is read from this file of the
 	// release being deployed (relative to it); deploy_script is then empty.
 	DeployScriptPath string `protobuf:"bytes,22,opt,name=deploy_script_path,json=deployScriptPath,proto3" json:"deploy_script_path,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// processes and schedules the app declares (GetApp fills them; ListApps
+	// leaves them empty).
+	Processes []*AppProcess  `protobuf:"bytes,23,rep,name=processes,proto3" json:"processes,omitempty"`
+	Schedules []*AppSchedule `protobuf:"bytes,24,rep,name=schedules,proto3" json:"schedules,omitempty"`
+	// upstream_port: the app's local upstream on its server
+	// (127.0.0.1:upstream_port) forwards to the instances of every process
+	// with port set. 0 until a process has a port.
+	UpstreamPort  uint32 `protobuf:"varint,25,opt,name=upstream_port,json=upstreamPort,proto3" json:"upstream_port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *App) Reset() {
@@ -2706,6 +2714,27 @@ func (x *App) GetDeployScriptPath() string {
 		return x.DeployScriptPath
 	}
 	return ""
+}
+
+func (x *App) GetProcesses() []*AppProcess {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+func (x *App) GetSchedules() []*AppSchedule {
+	if x != nil {
+		return x.Schedules
+	}
+	return nil
+}
+
+func (x *App) GetUpstreamPort() uint32 {
+	if x != nil {
+		return x.UpstreamPort
+	}
+	return 0
 }
 
 // EnvKeys lists variable names.
@@ -3726,9 +3755,12 @@ type Deployment struct {
 	LogBytes        int64                  `protobuf:"varint,21,opt,name=log_bytes,json=logBytes,proto3" json:"log_bytes,omitempty"`
 	LogTruncated    bool                   `protobuf:"varint,22,opt,name=log_truncated,json=logTruncated,proto3" json:"log_truncated,omitempty"`
 	User            string                 `protobuf:"bytes,23,opt,name=user,proto3" json:"user,omitempty"`
-	// kind: deploy (rollbacks too, see triggered_by) or delete (the removal
-	// of a deleted app's files).
-	Kind          string `protobuf:"bytes,24,opt,name=kind,proto3" json:"kind,omitempty"`
+	// kind: deploy (rollbacks too, see triggered_by), delete (the removal
+	// of a deleted app's files), process (a change to the app's processes)
+	// or schedule (one run of a scheduled command).
+	Kind string `protobuf:"bytes,24,opt,name=kind,proto3" json:"kind,omitempty"`
+	// schedule names the schedule a schedule job runs.
+	Schedule      string `protobuf:"bytes,25,opt,name=schedule,proto3" json:"schedule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3927,6 +3959,13 @@ func (x *Deployment) GetUser() string {
 func (x *Deployment) GetKind() string {
 	if x != nil {
 		return x.Kind
+	}
+	return ""
+}
+
+func (x *Deployment) GetSchedule() string {
+	if x != nil {
+		return x.Schedule
 	}
 	return ""
 }
@@ -4581,6 +4620,1540 @@ func (x *FollowDeploymentResponse) GetWaiting() string {
 	return ""
 }
 
+// AppProcess is a declared process and its last reported state.
+type AppProcess struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Command string                 `protobuf:"bytes,2,opt,name=command,proto3" json:"command,omitempty"`
+	// desired_instances is how many copies should run (--instances).
+	DesiredInstances uint32 `protobuf:"varint,3,opt,name=desired_instances,json=desiredInstances,proto3" json:"desired_instances,omitempty"`
+	// port: each instance gets PORT and is a backend of the app's upstream.
+	Port             bool   `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	HealthPath       string `protobuf:"bytes,5,opt,name=health_path,json=healthPath,proto3" json:"health_path,omitempty"`
+	StopSignal       string `protobuf:"bytes,6,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	StopGraceSeconds uint32 `protobuf:"varint,7,opt,name=stop_grace_seconds,json=stopGraceSeconds,proto3" json:"stop_grace_seconds,omitempty"`
+	// restart: always, on-failure or never.
+	Restart        string `protobuf:"bytes,8,opt,name=restart,proto3" json:"restart,omitempty"`
+	MemoryMaxBytes uint64 `protobuf:"varint,9,opt,name=memory_max_bytes,json=memoryMaxBytes,proto3" json:"memory_max_bytes,omitempty"`
+	CpuMaxPercent  uint32 `protobuf:"varint,10,opt,name=cpu_max_percent,json=cpuMaxPercent,proto3" json:"cpu_max_percent,omitempty"`
+	// state as the agent last reported it: running, starting, restarting,
+	// failed, stopped; unknown before any report.
+	State     string             `protobuf:"bytes,11,opt,name=state,proto3" json:"state,omitempty"`
+	Instances []*ProcessInstance `protobuf:"bytes,12,rep,name=instances,proto3" json:"instances,omitempty"`
+	// release is the deployment id whose release the instances run.
+	Release       string                 `protobuf:"bytes,13,opt,name=release,proto3" json:"release,omitempty"`
+	ReportedAt    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=reported_at,json=reportedAt,proto3" json:"reported_at,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppProcess) Reset() {
+	*x = AppProcess{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppProcess) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppProcess) ProtoMessage() {}
+
+func (x *AppProcess) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppProcess.ProtoReflect.Descriptor instead.
+func (*AppProcess) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *AppProcess) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AppProcess) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+func (x *AppProcess) GetDesiredInstances() uint32 {
+	if x != nil {
+		return x.DesiredInstances
+	}
+	return 0
+}
+
+func (x *AppProcess) GetPort() bool {
+	if x != nil {
+		return x.Port
+	}
+	return false
+}
+
+func (x *AppProcess) GetHealthPath() string {
+	if x != nil {
+		return x.HealthPath
+	}
+	return ""
+}
+
+func (x *AppProcess) GetStopSignal() string {
+	if x != nil {
+		return x.StopSignal
+	}
+	return ""
+}
+
+func (x *AppProcess) GetStopGraceSeconds() uint32 {
+	if x != nil {
+		return x.StopGraceSeconds
+	}
+	return 0
+}
+
+func (x *AppProcess) GetRestart() string {
+	if x != nil {
+		return x.Restart
+	}
+	return ""
+}
+
+func (x *AppProcess) GetMemoryMaxBytes() uint64 {
+	if x != nil {
+		return x.MemoryMaxBytes
+	}
+	return 0
+}
+
+func (x *AppProcess) GetCpuMaxPercent() uint32 {
+	if x != nil {
+		return x.CpuMaxPercent
+	}
+	return 0
+}
+
+func (x *AppProcess) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *AppProcess) GetInstances() []*ProcessInstance {
+	if x != nil {
+		return x.Instances
+	}
+	return nil
+}
+
+func (x *AppProcess) GetRelease() string {
+	if x != nil {
+		return x.Release
+	}
+	return ""
+}
+
+func (x *AppProcess) GetReportedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReportedAt
+	}
+	return nil
+}
+
+func (x *AppProcess) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+// ProcessInstance is one running copy of a process.
+type ProcessInstance struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Index          uint32                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Pid            int32                  `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	Port           uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	State          string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Restarts       uint32                 `protobuf:"varint,5,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	StartedAt      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	LastExitCode   int32                  `protobuf:"varint,7,opt,name=last_exit_code,json=lastExitCode,proto3" json:"last_exit_code,omitempty"`
+	LastError      string                 `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LimitsEnforced bool                   `protobuf:"varint,9,opt,name=limits_enforced,json=limitsEnforced,proto3" json:"limits_enforced,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ProcessInstance) Reset() {
+	*x = ProcessInstance{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessInstance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessInstance) ProtoMessage() {}
+
+func (x *ProcessInstance) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessInstance.ProtoReflect.Descriptor instead.
+func (*ProcessInstance) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *ProcessInstance) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ProcessInstance) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *ProcessInstance) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ProcessInstance) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ProcessInstance) GetRestarts() uint32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
+func (x *ProcessInstance) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *ProcessInstance) GetLastExitCode() int32 {
+	if x != nil {
+		return x.LastExitCode
+	}
+	return 0
+}
+
+func (x *ProcessInstance) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *ProcessInstance) GetLimitsEnforced() bool {
+	if x != nil {
+		return x.LimitsEnforced
+	}
+	return false
+}
+
+// AddAppProcessRequest declares a process; zero values get the defaults
+// (1 instance, TERM, 30s grace, restart always, no limits).
+type AddAppProcessRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	App              string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Name             string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Command          string                 `protobuf:"bytes,3,opt,name=command,proto3" json:"command,omitempty"`
+	Instances        uint32                 `protobuf:"varint,4,opt,name=instances,proto3" json:"instances,omitempty"`
+	Port             bool                   `protobuf:"varint,5,opt,name=port,proto3" json:"port,omitempty"`
+	HealthPath       string                 `protobuf:"bytes,6,opt,name=health_path,json=healthPath,proto3" json:"health_path,omitempty"`
+	StopSignal       string                 `protobuf:"bytes,7,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	StopGraceSeconds uint32                 `protobuf:"varint,8,opt,name=stop_grace_seconds,json=stopGraceSeconds,proto3" json:"stop_grace_seconds,omitempty"`
+	Restart          string                 `protobuf:"bytes,9,opt,name=restart,proto3" json:"restart,omitempty"`
+	MemoryMaxBytes   uint64                 `protobuf:"varint,10,opt,name=memory_max_bytes,json=memoryMaxBytes,proto3" json:"memory_max_bytes,omitempty"`
+	CpuMaxPercent    uint32                 `protobuf:"varint,11,opt,name=cpu_max_percent,json=cpuMaxPercent,proto3" json:"cpu_max_percent,omitempty"`
+	// replace an existing process of this name instead of refusing.
+	Replace       bool `protobuf:"varint,12,opt,name=replace,proto3" json:"replace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddAppProcessRequest) Reset() {
+	*x = AddAppProcessRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddAppProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddAppProcessRequest) ProtoMessage() {}
+
+func (x *AddAppProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddAppProcessRequest.ProtoReflect.Descriptor instead.
+func (*AddAppProcessRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *AddAppProcessRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *AddAppProcessRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddAppProcessRequest) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+func (x *AddAppProcessRequest) GetInstances() uint32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+func (x *AddAppProcessRequest) GetPort() bool {
+	if x != nil {
+		return x.Port
+	}
+	return false
+}
+
+func (x *AddAppProcessRequest) GetHealthPath() string {
+	if x != nil {
+		return x.HealthPath
+	}
+	return ""
+}
+
+func (x *AddAppProcessRequest) GetStopSignal() string {
+	if x != nil {
+		return x.StopSignal
+	}
+	return ""
+}
+
+func (x *AddAppProcessRequest) GetStopGraceSeconds() uint32 {
+	if x != nil {
+		return x.StopGraceSeconds
+	}
+	return 0
+}
+
+func (x *AddAppProcessRequest) GetRestart() string {
+	if x != nil {
+		return x.Restart
+	}
+	return ""
+}
+
+func (x *AddAppProcessRequest) GetMemoryMaxBytes() uint64 {
+	if x != nil {
+		return x.MemoryMaxBytes
+	}
+	return 0
+}
+
+func (x *AddAppProcessRequest) GetCpuMaxPercent() uint32 {
+	if x != nil {
+		return x.CpuMaxPercent
+	}
+	return 0
+}
+
+func (x *AddAppProcessRequest) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
+// AddAppProcessResponse: job applies the change on the server (absent
+// when the app has no current release: the next deploy starts it).
+type AddAppProcessResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Process       *AppProcess            `protobuf:"bytes,1,opt,name=process,proto3" json:"process,omitempty"`
+	Job           *Deployment            `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddAppProcessResponse) Reset() {
+	*x = AddAppProcessResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddAppProcessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddAppProcessResponse) ProtoMessage() {}
+
+func (x *AddAppProcessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddAppProcessResponse.ProtoReflect.Descriptor instead.
+func (*AddAppProcessResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *AddAppProcessResponse) GetProcess() *AppProcess {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+func (x *AddAppProcessResponse) GetJob() *Deployment {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+type ListAppProcessesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAppProcessesRequest) Reset() {
+	*x = ListAppProcessesRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAppProcessesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAppProcessesRequest) ProtoMessage() {}
+
+func (x *ListAppProcessesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAppProcessesRequest.ProtoReflect.Descriptor instead.
+func (*ListAppProcessesRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *ListAppProcessesRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+type ListAppProcessesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Processes     []*AppProcess          `protobuf:"bytes,1,rep,name=processes,proto3" json:"processes,omitempty"`
+	UpstreamPort  uint32                 `protobuf:"varint,2,opt,name=upstream_port,json=upstreamPort,proto3" json:"upstream_port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAppProcessesResponse) Reset() {
+	*x = ListAppProcessesResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAppProcessesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAppProcessesResponse) ProtoMessage() {}
+
+func (x *ListAppProcessesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAppProcessesResponse.ProtoReflect.Descriptor instead.
+func (*ListAppProcessesResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *ListAppProcessesResponse) GetProcesses() []*AppProcess {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+func (x *ListAppProcessesResponse) GetUpstreamPort() uint32 {
+	if x != nil {
+		return x.UpstreamPort
+	}
+	return 0
+}
+
+type RemoveAppProcessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAppProcessRequest) Reset() {
+	*x = RemoveAppProcessRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAppProcessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAppProcessRequest) ProtoMessage() {}
+
+func (x *RemoveAppProcessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAppProcessRequest.ProtoReflect.Descriptor instead.
+func (*RemoveAppProcessRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *RemoveAppProcessRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *RemoveAppProcessRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveAppProcessResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Deployment            `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAppProcessResponse) Reset() {
+	*x = RemoveAppProcessResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAppProcessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAppProcessResponse) ProtoMessage() {}
+
+func (x *RemoveAppProcessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAppProcessResponse.ProtoReflect.Descriptor instead.
+func (*RemoveAppProcessResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *RemoveAppProcessResponse) GetJob() *Deployment {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+// ControlAppProcessesRequest: action is start, stop or restart; names
+// limits it to these processes (empty: all).
+type ControlAppProcessesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Action        string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	Names         []string               `protobuf:"bytes,3,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControlAppProcessesRequest) Reset() {
+	*x = ControlAppProcessesRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlAppProcessesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlAppProcessesRequest) ProtoMessage() {}
+
+func (x *ControlAppProcessesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlAppProcessesRequest.ProtoReflect.Descriptor instead.
+func (*ControlAppProcessesRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *ControlAppProcessesRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *ControlAppProcessesRequest) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *ControlAppProcessesRequest) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+type ControlAppProcessesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           *Deployment            `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControlAppProcessesResponse) Reset() {
+	*x = ControlAppProcessesResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlAppProcessesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlAppProcessesResponse) ProtoMessage() {}
+
+func (x *ControlAppProcessesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlAppProcessesResponse.ProtoReflect.Descriptor instead.
+func (*ControlAppProcessesResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *ControlAppProcessesResponse) GetJob() *Deployment {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+// StreamAppLogsRequest: lines at or after since (0: the last tail lines),
+// of some processes (empty: all), then with follow every new line.
+type StreamAppLogsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	App       string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Processes []string               `protobuf:"bytes,2,rep,name=processes,proto3" json:"processes,omitempty"`
+	Since     *durationpb.Duration   `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	Follow    bool                   `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	// tail bounds the lines sent before following (0: 200, at most 10000).
+	Tail          uint32 `protobuf:"varint,5,opt,name=tail,proto3" json:"tail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamAppLogsRequest) Reset() {
+	*x = StreamAppLogsRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamAppLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamAppLogsRequest) ProtoMessage() {}
+
+func (x *StreamAppLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamAppLogsRequest.ProtoReflect.Descriptor instead.
+func (*StreamAppLogsRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *StreamAppLogsRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *StreamAppLogsRequest) GetProcesses() []string {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+func (x *StreamAppLogsRequest) GetSince() *durationpb.Duration {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *StreamAppLogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+func (x *StreamAppLogsRequest) GetTail() uint32 {
+	if x != nil {
+		return x.Tail
+	}
+	return 0
+}
+
+type StreamAppLogsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lines         []*AppLogLine          `protobuf:"bytes,1,rep,name=lines,proto3" json:"lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamAppLogsResponse) Reset() {
+	*x = StreamAppLogsResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamAppLogsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamAppLogsResponse) ProtoMessage() {}
+
+func (x *StreamAppLogsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamAppLogsResponse.ProtoReflect.Descriptor instead.
+func (*StreamAppLogsResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *StreamAppLogsResponse) GetLines() []*AppLogLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+// AppLogLine is one line a process wrote.
+type AppLogLine struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Time     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Process  string                 `protobuf:"bytes,2,opt,name=process,proto3" json:"process,omitempty"`
+	Instance uint32                 `protobuf:"varint,3,opt,name=instance,proto3" json:"instance,omitempty"`
+	// stream: stdout or stderr.
+	Stream        string `protobuf:"bytes,4,opt,name=stream,proto3" json:"stream,omitempty"`
+	Text          string `protobuf:"bytes,5,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppLogLine) Reset() {
+	*x = AppLogLine{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppLogLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppLogLine) ProtoMessage() {}
+
+func (x *AppLogLine) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppLogLine.ProtoReflect.Descriptor instead.
+func (*AppLogLine) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *AppLogLine) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AppLogLine) GetProcess() string {
+	if x != nil {
+		return x.Process
+	}
+	return ""
+}
+
+func (x *AppLogLine) GetInstance() uint32 {
+	if x != nil {
+		return x.Instance
+	}
+	return 0
+}
+
+func (x *AppLogLine) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *AppLogLine) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// AppSchedule is a scheduled command and its last run.
+type AppSchedule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// cron: five fields (minute hour day-of-month month day-of-week) or a
+	// descriptor such as @hourly.
+	Cron    string `protobuf:"bytes,3,opt,name=cron,proto3" json:"cron,omitempty"`
+	Command string `protobuf:"bytes,4,opt,name=command,proto3" json:"command,omitempty"`
+	// timezone: an IANA zone name; empty is UTC.
+	Timezone      string                 `protobuf:"bytes,5,opt,name=timezone,proto3" json:"timezone,omitempty"`
+	NextRunAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=next_run_at,json=nextRunAt,proto3" json:"next_run_at,omitempty"`
+	LastRun       *Deployment            `protobuf:"bytes,7,opt,name=last_run,json=lastRun,proto3" json:"last_run,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppSchedule) Reset() {
+	*x = AppSchedule{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppSchedule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppSchedule) ProtoMessage() {}
+
+func (x *AppSchedule) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppSchedule.ProtoReflect.Descriptor instead.
+func (*AppSchedule) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *AppSchedule) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AppSchedule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AppSchedule) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *AppSchedule) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+func (x *AppSchedule) GetTimezone() string {
+	if x != nil {
+		return x.Timezone
+	}
+	return ""
+}
+
+func (x *AppSchedule) GetNextRunAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextRunAt
+	}
+	return nil
+}
+
+func (x *AppSchedule) GetLastRun() *Deployment {
+	if x != nil {
+		return x.LastRun
+	}
+	return nil
+}
+
+func (x *AppSchedule) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+type AddAppScheduleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Cron          string                 `protobuf:"bytes,3,opt,name=cron,proto3" json:"cron,omitempty"`
+	Command       string                 `protobuf:"bytes,4,opt,name=command,proto3" json:"command,omitempty"`
+	Timezone      string                 `protobuf:"bytes,5,opt,name=timezone,proto3" json:"timezone,omitempty"`
+	Replace       bool                   `protobuf:"varint,6,opt,name=replace,proto3" json:"replace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddAppScheduleRequest) Reset() {
+	*x = AddAppScheduleRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddAppScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddAppScheduleRequest) ProtoMessage() {}
+
+func (x *AddAppScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddAppScheduleRequest.ProtoReflect.Descriptor instead.
+func (*AddAppScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *AddAppScheduleRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *AddAppScheduleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddAppScheduleRequest) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *AddAppScheduleRequest) GetCommand() string {
+	if x != nil {
+		return x.Command
+	}
+	return ""
+}
+
+func (x *AddAppScheduleRequest) GetTimezone() string {
+	if x != nil {
+		return x.Timezone
+	}
+	return ""
+}
+
+func (x *AddAppScheduleRequest) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
+type AddAppScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedule      *AppSchedule           `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddAppScheduleResponse) Reset() {
+	*x = AddAppScheduleResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddAppScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddAppScheduleResponse) ProtoMessage() {}
+
+func (x *AddAppScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddAppScheduleResponse.ProtoReflect.Descriptor instead.
+func (*AddAppScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *AddAppScheduleResponse) GetSchedule() *AppSchedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+type ListAppSchedulesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAppSchedulesRequest) Reset() {
+	*x = ListAppSchedulesRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAppSchedulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAppSchedulesRequest) ProtoMessage() {}
+
+func (x *ListAppSchedulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAppSchedulesRequest.ProtoReflect.Descriptor instead.
+func (*ListAppSchedulesRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *ListAppSchedulesRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+type ListAppSchedulesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedules     []*AppSchedule         `protobuf:"bytes,1,rep,name=schedules,proto3" json:"schedules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAppSchedulesResponse) Reset() {
+	*x = ListAppSchedulesResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAppSchedulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAppSchedulesResponse) ProtoMessage() {}
+
+func (x *ListAppSchedulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAppSchedulesResponse.ProtoReflect.Descriptor instead.
+func (*ListAppSchedulesResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *ListAppSchedulesResponse) GetSchedules() []*AppSchedule {
+	if x != nil {
+		return x.Schedules
+	}
+	return nil
+}
+
+type RemoveAppScheduleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAppScheduleRequest) Reset() {
+	*x = RemoveAppScheduleRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[88]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAppScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAppScheduleRequest) ProtoMessage() {}
+
+func (x *RemoveAppScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[88]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAppScheduleRequest.ProtoReflect.Descriptor instead.
+func (*RemoveAppScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{88}
+}
+
+func (x *RemoveAppScheduleRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *RemoveAppScheduleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveAppScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAppScheduleResponse) Reset() {
+	*x = RemoveAppScheduleResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[89]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAppScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAppScheduleResponse) ProtoMessage() {}
+
+func (x *RemoveAppScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[89]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAppScheduleResponse.ProtoReflect.Descriptor instead.
+func (*RemoveAppScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{89}
+}
+
+type ListScheduleRunsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListScheduleRunsRequest) Reset() {
+	*x = ListScheduleRunsRequest{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListScheduleRunsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListScheduleRunsRequest) ProtoMessage() {}
+
+func (x *ListScheduleRunsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListScheduleRunsRequest.ProtoReflect.Descriptor instead.
+func (*ListScheduleRunsRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *ListScheduleRunsRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *ListScheduleRunsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListScheduleRunsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// ScheduleRun is one run: its job, and the tail of its output.
+type ScheduleRun struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *Deployment            `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// skipped: the run was due while the previous one was unfinished.
+	Skipped       bool   `protobuf:"varint,2,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	OutputTail    string `protobuf:"bytes,3,opt,name=output_tail,json=outputTail,proto3" json:"output_tail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScheduleRun) Reset() {
+	*x = ScheduleRun{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[91]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScheduleRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScheduleRun) ProtoMessage() {}
+
+func (x *ScheduleRun) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[91]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScheduleRun.ProtoReflect.Descriptor instead.
+func (*ScheduleRun) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{91}
+}
+
+func (x *ScheduleRun) GetJob() *Deployment {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *ScheduleRun) GetSkipped() bool {
+	if x != nil {
+		return x.Skipped
+	}
+	return false
+}
+
+func (x *ScheduleRun) GetOutputTail() string {
+	if x != nil {
+		return x.OutputTail
+	}
+	return ""
+}
+
+type ListScheduleRunsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Runs          []*ScheduleRun         `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListScheduleRunsResponse) Reset() {
+	*x = ListScheduleRunsResponse{}
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[92]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListScheduleRunsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListScheduleRunsResponse) ProtoMessage() {}
+
+func (x *ListScheduleRunsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_admin_proto_msgTypes[92]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListScheduleRunsResponse.ProtoReflect.Descriptor instead.
+func (*ListScheduleRunsResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_admin_proto_rawDescGZIP(), []int{92}
+}
+
+func (x *ListScheduleRunsResponse) GetRuns() []*ScheduleRun {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
 var File_berth_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_berth_admin_v1_admin_proto_rawDesc = "" +
@@ -4790,7 +6363,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x1d.berth.admin.v1.GitCredentialR\n" +
 	"credential\x12)\n" +
-	"\x03key\x18\x02 \x01(\v2\x17.berth.admin.v1.HostKeyR\x03key\"\xba\a\n" +
+	"\x03key\x18\x02 \x01(\v2\x17.berth.admin.v1.HostKeyR\x03key\"\xd4\b\n" +
 	"\x03App\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -4818,7 +6391,10 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x15current_deployment_id\x18\x14 \x01(\tR\x13currentDeploymentId\x129\n" +
 	"\n" +
 	"created_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12,\n" +
-	"\x12deploy_script_path\x18\x16 \x01(\tR\x10deployScriptPath\x1aS\n" +
+	"\x12deploy_script_path\x18\x16 \x01(\tR\x10deployScriptPath\x128\n" +
+	"\tprocesses\x18\x17 \x03(\v2\x1a.berth.admin.v1.AppProcessR\tprocesses\x129\n" +
+	"\tschedules\x18\x18 \x03(\v2\x1b.berth.admin.v1.AppScheduleR\tschedules\x12#\n" +
+	"\rupstream_port\x18\x19 \x01(\rR\fupstreamPort\x1aS\n" +
 	"\fEnvKeysEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
 	"\x05value\x18\x02 \x01(\v2\x17.berth.admin.v1.EnvKeysR\x05value:\x028\x01\"\x1d\n" +
@@ -4918,7 +6494,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\vgithub_path\x18\x02 \x01(\tR\n" +
 	"githubPath\x12\x1f\n" +
 	"\vgitlab_path\x18\x03 \x01(\tR\n" +
-	"gitlabPath\"\xd9\x06\n" +
+	"gitlabPath\"\xf5\x06\n" +
 	"\n" +
 	"Deployment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
@@ -4950,7 +6526,8 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\tlog_bytes\x18\x15 \x01(\x03R\blogBytes\x12#\n" +
 	"\rlog_truncated\x18\x16 \x01(\bR\flogTruncated\x12\x12\n" +
 	"\x04user\x18\x17 \x01(\tR\x04user\x12\x12\n" +
-	"\x04kind\x18\x18 \x01(\tR\x04kind\"[\n" +
+	"\x04kind\x18\x18 \x01(\tR\x04kind\x12\x1a\n" +
+	"\bschedule\x18\x19 \x01(\tR\bschedule\"[\n" +
 	"\rDeployRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12 \n" +
 	"\venvironment\x18\x02 \x01(\tR\venvironment\x12\x16\n" +
@@ -5000,7 +6577,129 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"deployment\x12\x1d\n" +
 	"\awaiting\x18\x05 \x01(\tH\x00R\awaiting\x88\x01\x01B\n" +
 	"\n" +
-	"\b_waiting2\xc2\x16\n" +
+	"\b_waiting\"\xbe\x04\n" +
+	"\n" +
+	"AppProcess\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\acommand\x18\x02 \x01(\tR\acommand\x12+\n" +
+	"\x11desired_instances\x18\x03 \x01(\rR\x10desiredInstances\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\bR\x04port\x12\x1f\n" +
+	"\vhealth_path\x18\x05 \x01(\tR\n" +
+	"healthPath\x12\x1f\n" +
+	"\vstop_signal\x18\x06 \x01(\tR\n" +
+	"stopSignal\x12,\n" +
+	"\x12stop_grace_seconds\x18\a \x01(\rR\x10stopGraceSeconds\x12\x18\n" +
+	"\arestart\x18\b \x01(\tR\arestart\x12(\n" +
+	"\x10memory_max_bytes\x18\t \x01(\x04R\x0ememoryMaxBytes\x12&\n" +
+	"\x0fcpu_max_percent\x18\n" +
+	" \x01(\rR\rcpuMaxPercent\x12\x14\n" +
+	"\x05state\x18\v \x01(\tR\x05state\x12=\n" +
+	"\tinstances\x18\f \x03(\v2\x1f.berth.admin.v1.ProcessInstanceR\tinstances\x12\x18\n" +
+	"\arelease\x18\r \x01(\tR\arelease\x12;\n" +
+	"\vreported_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"reportedAt\x129\n" +
+	"\n" +
+	"created_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xa8\x02\n" +
+	"\x0fProcessInstance\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x05R\x03pid\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1a\n" +
+	"\brestarts\x18\x05 \x01(\rR\brestarts\x129\n" +
+	"\n" +
+	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12$\n" +
+	"\x0elast_exit_code\x18\a \x01(\x05R\flastExitCode\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12'\n" +
+	"\x0flimits_enforced\x18\t \x01(\bR\x0elimitsEnforced\"\xfe\x02\n" +
+	"\x14AddAppProcessRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\acommand\x18\x03 \x01(\tR\acommand\x12\x1c\n" +
+	"\tinstances\x18\x04 \x01(\rR\tinstances\x12\x12\n" +
+	"\x04port\x18\x05 \x01(\bR\x04port\x12\x1f\n" +
+	"\vhealth_path\x18\x06 \x01(\tR\n" +
+	"healthPath\x12\x1f\n" +
+	"\vstop_signal\x18\a \x01(\tR\n" +
+	"stopSignal\x12,\n" +
+	"\x12stop_grace_seconds\x18\b \x01(\rR\x10stopGraceSeconds\x12\x18\n" +
+	"\arestart\x18\t \x01(\tR\arestart\x12(\n" +
+	"\x10memory_max_bytes\x18\n" +
+	" \x01(\x04R\x0ememoryMaxBytes\x12&\n" +
+	"\x0fcpu_max_percent\x18\v \x01(\rR\rcpuMaxPercent\x12\x18\n" +
+	"\areplace\x18\f \x01(\bR\areplace\"{\n" +
+	"\x15AddAppProcessResponse\x124\n" +
+	"\aprocess\x18\x01 \x01(\v2\x1a.berth.admin.v1.AppProcessR\aprocess\x12,\n" +
+	"\x03job\x18\x02 \x01(\v2\x1a.berth.admin.v1.DeploymentR\x03job\"+\n" +
+	"\x17ListAppProcessesRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\"y\n" +
+	"\x18ListAppProcessesResponse\x128\n" +
+	"\tprocesses\x18\x01 \x03(\v2\x1a.berth.admin.v1.AppProcessR\tprocesses\x12#\n" +
+	"\rupstream_port\x18\x02 \x01(\rR\fupstreamPort\"?\n" +
+	"\x17RemoveAppProcessRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"H\n" +
+	"\x18RemoveAppProcessResponse\x12,\n" +
+	"\x03job\x18\x01 \x01(\v2\x1a.berth.admin.v1.DeploymentR\x03job\"\\\n" +
+	"\x1aControlAppProcessesRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12\x14\n" +
+	"\x05names\x18\x03 \x03(\tR\x05names\"K\n" +
+	"\x1bControlAppProcessesResponse\x12,\n" +
+	"\x03job\x18\x01 \x01(\v2\x1a.berth.admin.v1.DeploymentR\x03job\"\xa3\x01\n" +
+	"\x14StreamAppLogsRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x1c\n" +
+	"\tprocesses\x18\x02 \x03(\tR\tprocesses\x12/\n" +
+	"\x05since\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05since\x12\x16\n" +
+	"\x06follow\x18\x04 \x01(\bR\x06follow\x12\x12\n" +
+	"\x04tail\x18\x05 \x01(\rR\x04tail\"I\n" +
+	"\x15StreamAppLogsResponse\x120\n" +
+	"\x05lines\x18\x01 \x03(\v2\x1a.berth.admin.v1.AppLogLineR\x05lines\"\x9e\x01\n" +
+	"\n" +
+	"AppLogLine\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
+	"\aprocess\x18\x02 \x01(\tR\aprocess\x12\x1a\n" +
+	"\binstance\x18\x03 \x01(\rR\binstance\x12\x16\n" +
+	"\x06stream\x18\x04 \x01(\tR\x06stream\x12\x12\n" +
+	"\x04text\x18\x05 \x01(\tR\x04text\"\xa9\x02\n" +
+	"\vAppSchedule\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04cron\x18\x03 \x01(\tR\x04cron\x12\x18\n" +
+	"\acommand\x18\x04 \x01(\tR\acommand\x12\x1a\n" +
+	"\btimezone\x18\x05 \x01(\tR\btimezone\x12:\n" +
+	"\vnext_run_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tnextRunAt\x125\n" +
+	"\blast_run\x18\a \x01(\v2\x1a.berth.admin.v1.DeploymentR\alastRun\x129\n" +
+	"\n" +
+	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xa1\x01\n" +
+	"\x15AddAppScheduleRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04cron\x18\x03 \x01(\tR\x04cron\x12\x18\n" +
+	"\acommand\x18\x04 \x01(\tR\acommand\x12\x1a\n" +
+	"\btimezone\x18\x05 \x01(\tR\btimezone\x12\x18\n" +
+	"\areplace\x18\x06 \x01(\bR\areplace\"Q\n" +
+	"\x16AddAppScheduleResponse\x127\n" +
+	"\bschedule\x18\x01 \x01(\v2\x1b.berth.admin.v1.AppScheduleR\bschedule\"+\n" +
+	"\x17ListAppSchedulesRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\"U\n" +
+	"\x18ListAppSchedulesResponse\x129\n" +
+	"\tschedules\x18\x01 \x03(\v2\x1b.berth.admin.v1.AppScheduleR\tschedules\"@\n" +
+	"\x18RemoveAppScheduleRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x1b\n" +
+	"\x19RemoveAppScheduleResponse\"U\n" +
+	"\x17ListScheduleRunsRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"v\n" +
+	"\vScheduleRun\x12,\n" +
+	"\x03job\x18\x01 \x01(\v2\x1a.berth.admin.v1.DeploymentR\x03job\x12\x18\n" +
+	"\askipped\x18\x02 \x01(\bR\askipped\x12\x1f\n" +
+	"\voutput_tail\x18\x03 \x01(\tR\n" +
+	"outputTail\"K\n" +
+	"\x18ListScheduleRunsResponse\x12/\n" +
+	"\x04runs\x18\x01 \x03(\v2\x1b.berth.admin.v1.ScheduleRunR\x04runs2\xd7\x1d\n" +
 	"\fAdminService\x12S\n" +
 	"\n" +
 	"GetVersion\x12!.berth.admin.v1.GetVersionRequest\x1a\".berth.admin.v1.GetVersionResponse\x12P\n" +
@@ -5034,7 +6733,16 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x10CancelDeployment\x12'.berth.admin.v1.CancelDeploymentRequest\x1a(.berth.admin.v1.CancelDeploymentResponse\x12b\n" +
 	"\x0fListDeployments\x12&.berth.admin.v1.ListDeploymentsRequest\x1a'.berth.admin.v1.ListDeploymentsResponse\x12\\\n" +
 	"\rGetDeployment\x12$.berth.admin.v1.GetDeploymentRequest\x1a%.berth.admin.v1.GetDeploymentResponse\x12g\n" +
-	"\x10FollowDeployment\x12'.berth.admin.v1.FollowDeploymentRequest\x1a(.berth.admin.v1.FollowDeploymentResponse0\x01B\xb5\x01\n" +
+	"\x10FollowDeployment\x12'.berth.admin.v1.FollowDeploymentRequest\x1a(.berth.admin.v1.FollowDeploymentResponse0\x01\x12\\\n" +
+	"\rAddAppProcess\x12$.berth.admin.v1.AddAppProcessRequest\x1a%.berth.admin.v1.AddAppProcessResponse\x12e\n" +
+	"\x10ListAppProcesses\x12'.berth.admin.v1.ListAppProcessesRequest\x1a(.berth.admin.v1.ListAppProcessesResponse\x12e\n" +
+	"\x10RemoveAppProcess\x12'.berth.admin.v1.RemoveAppProcessRequest\x1a(.berth.admin.v1.RemoveAppProcessResponse\x12n\n" +
+	"\x13ControlAppProcesses\x12*.berth.admin.v1.ControlAppProcessesRequest\x1a+.berth.admin.v1.ControlAppProcessesResponse\x12^\n" +
+	"\rStreamAppLogs\x12$.berth.admin.v1.StreamAppLogsRequest\x1a%.berth.admin.v1.StreamAppLogsResponse0\x01\x12_\n" +
+	"\x0eAddAppSchedule\x12%.berth.admin.v1.AddAppScheduleRequest\x1a&.berth.admin.v1.AddAppScheduleResponse\x12e\n" +
+	"\x10ListAppSchedules\x12'.berth.admin.v1.ListAppSchedulesRequest\x1a(.berth.admin.v1.ListAppSchedulesResponse\x12h\n" +
+	"\x11RemoveAppSchedule\x12(.berth.admin.v1.RemoveAppScheduleRequest\x1a).berth.admin.v1.RemoveAppScheduleResponse\x12e\n" +
+	"\x10ListScheduleRuns\x12'.berth.admin.v1.ListScheduleRunsRequest\x1a(.berth.admin.v1.ListScheduleRunsResponseB\xb5\x01\n" +
 	"\x12com.berth.admin.v1B\n" +
 	"AdminProtoP\x01Z9github.com/berthhq/berth/gen/proto/berth/admin/v1;adminv1\xa2\x02\x03BAX\xaa\x02\x0eBerth.Admin.V1\xca\x02\x0eBerth\\Admin\\V1\xe2\x02\x1aBerth\\Admin\\V1\\GPBMetadata\xea\x02\x10Berth::Admin::V1b\x06proto3"
 
@@ -5050,7 +6758,7 @@ func file_berth_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_berth_admin_v1_admin_proto_rawDescData
 }
 
-var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_berth_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 97)
 var file_berth_admin_v1_admin_proto_goTypes = []any{
 	(*GetVersionRequest)(nil),            // 0: berth.admin.v1.GetVersionRequest
 	(*GetVersionResponse)(nil),           // 1: berth.admin.v1.GetVersionResponse
@@ -5122,133 +6830,195 @@ var file_berth_admin_v1_admin_proto_goTypes = []any{
 	(*GetDeploymentResponse)(nil),        // 67: berth.admin.v1.GetDeploymentResponse
 	(*FollowDeploymentRequest)(nil),      // 68: berth.admin.v1.FollowDeploymentRequest
 	(*FollowDeploymentResponse)(nil),     // 69: berth.admin.v1.FollowDeploymentResponse
-	nil,                                  // 70: berth.admin.v1.Server.LabelsEntry
-	nil,                                  // 71: berth.admin.v1.AddServerRequest.LabelsEntry
-	nil,                                  // 72: berth.admin.v1.App.EnvKeysEntry
-	nil,                                  // 73: berth.admin.v1.SetAppEnvRequest.SetEntry
-	(*timestamppb.Timestamp)(nil),        // 74: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),          // 75: google.protobuf.Duration
+	(*AppProcess)(nil),                   // 70: berth.admin.v1.AppProcess
+	(*ProcessInstance)(nil),              // 71: berth.admin.v1.ProcessInstance
+	(*AddAppProcessRequest)(nil),         // 72: berth.admin.v1.AddAppProcessRequest
+	(*AddAppProcessResponse)(nil),        // 73: berth.admin.v1.AddAppProcessResponse
+	(*ListAppProcessesRequest)(nil),      // 74: berth.admin.v1.ListAppProcessesRequest
+	(*ListAppProcessesResponse)(nil),     // 75: berth.admin.v1.ListAppProcessesResponse
+	(*RemoveAppProcessRequest)(nil),      // 76: berth.admin.v1.RemoveAppProcessRequest
+	(*RemoveAppProcessResponse)(nil),     // 77: berth.admin.v1.RemoveAppProcessResponse
+	(*ControlAppProcessesRequest)(nil),   // 78: berth.admin.v1.ControlAppProcessesRequest
+	(*ControlAppProcessesResponse)(nil),  // 79: berth.admin.v1.ControlAppProcessesResponse
+	(*StreamAppLogsRequest)(nil),         // 80: berth.admin.v1.StreamAppLogsRequest
+	(*StreamAppLogsResponse)(nil),        // 81: berth.admin.v1.StreamAppLogsResponse
+	(*AppLogLine)(nil),                   // 82: berth.admin.v1.AppLogLine
+	(*AppSchedule)(nil),                  // 83: berth.admin.v1.AppSchedule
+	(*AddAppScheduleRequest)(nil),        // 84: berth.admin.v1.AddAppScheduleRequest
+	(*AddAppScheduleResponse)(nil),       // 85: berth.admin.v1.AddAppScheduleResponse
+	(*ListAppSchedulesRequest)(nil),      // 86: berth.admin.v1.ListAppSchedulesRequest
+	(*ListAppSchedulesResponse)(nil),     // 87: berth.admin.v1.ListAppSchedulesResponse
+	(*RemoveAppScheduleRequest)(nil),     // 88: berth.admin.v1.RemoveAppScheduleRequest
+	(*RemoveAppScheduleResponse)(nil),    // 89: berth.admin.v1.RemoveAppScheduleResponse
+	(*ListScheduleRunsRequest)(nil),      // 90: berth.admin.v1.ListScheduleRunsRequest
+	(*ScheduleRun)(nil),                  // 91: berth.admin.v1.ScheduleRun
+	(*ListScheduleRunsResponse)(nil),     // 92: berth.admin.v1.ListScheduleRunsResponse
+	nil,                                  // 93: berth.admin.v1.Server.LabelsEntry
+	nil,                                  // 94: berth.admin.v1.AddServerRequest.LabelsEntry
+	nil,                                  // 95: berth.admin.v1.App.EnvKeysEntry
+	nil,                                  // 96: berth.admin.v1.SetAppEnvRequest.SetEntry
+	(*timestamppb.Timestamp)(nil),        // 97: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),          // 98: google.protobuf.Duration
 }
 var file_berth_admin_v1_admin_proto_depIdxs = []int32{
-	70, // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
-	74, // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
-	74, // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
-	74, // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
-	4,  // 4: berth.admin.v1.SetServerAllowRootResponse.server:type_name -> berth.admin.v1.Server
-	71, // 5: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
-	75, // 6: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
-	4,  // 7: berth.admin.v1.AddServerResponse.server:type_name -> berth.admin.v1.Server
-	74, // 8: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
-	4,  // 9: berth.admin.v1.ListServersResponse.servers:type_name -> berth.admin.v1.Server
-	4,  // 10: berth.admin.v1.GetServerResponse.server:type_name -> berth.admin.v1.Server
-	13, // 11: berth.admin.v1.GetServerResponse.certificates:type_name -> berth.admin.v1.AgentCertificate
-	74, // 12: berth.admin.v1.AgentCertificate.not_before:type_name -> google.protobuf.Timestamp
-	74, // 13: berth.admin.v1.AgentCertificate.not_after:type_name -> google.protobuf.Timestamp
-	74, // 14: berth.admin.v1.AgentCertificate.revoked_at:type_name -> google.protobuf.Timestamp
-	4,  // 15: berth.admin.v1.DisableServerResponse.server:type_name -> berth.admin.v1.Server
-	75, // 16: berth.admin.v1.EnableServerRequest.token_ttl:type_name -> google.protobuf.Duration
-	4,  // 17: berth.admin.v1.EnableServerResponse.server:type_name -> berth.admin.v1.Server
-	74, // 18: berth.admin.v1.EnableServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
-	75, // 19: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
-	75, // 20: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
-	74, // 21: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
-	23, // 22: berth.admin.v1.GetMetricsResponse.points:type_name -> berth.admin.v1.MetricPoint
-	74, // 23: berth.admin.v1.GitCredential.created_at:type_name -> google.protobuf.Timestamp
-	74, // 24: berth.admin.v1.GitCredential.last_used_at:type_name -> google.protobuf.Timestamp
-	25, // 25: berth.admin.v1.AddGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
-	25, // 26: berth.admin.v1.ListGitCredentialsResponse.credentials:type_name -> berth.admin.v1.GitCredential
-	25, // 27: berth.admin.v1.ShareGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
-	25, // 28: berth.admin.v1.UnshareGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
-	37, // 29: berth.admin.v1.ScanGitHostResponse.keys:type_name -> berth.admin.v1.HostKey
-	25, // 30: berth.admin.v1.TrustGitHostResponse.credential:type_name -> berth.admin.v1.GitCredential
-	37, // 31: berth.admin.v1.TrustGitHostResponse.key:type_name -> berth.admin.v1.HostKey
-	72, // 32: berth.admin.v1.App.env_keys:type_name -> berth.admin.v1.App.EnvKeysEntry
-	74, // 33: berth.admin.v1.App.created_at:type_name -> google.protobuf.Timestamp
-	41, // 34: berth.admin.v1.CreateAppResponse.app:type_name -> berth.admin.v1.App
-	41, // 35: berth.admin.v1.ListAppsResponse.apps:type_name -> berth.admin.v1.App
-	41, // 36: berth.admin.v1.GetAppResponse.app:type_name -> berth.admin.v1.App
-	41, // 37: berth.admin.v1.UpdateAppResponse.app:type_name -> berth.admin.v1.App
-	41, // 38: berth.admin.v1.DeleteAppResponse.app:type_name -> berth.admin.v1.App
-	57, // 39: berth.admin.v1.DeleteAppResponse.job:type_name -> berth.admin.v1.Deployment
-	73, // 40: berth.admin.v1.SetAppEnvRequest.set:type_name -> berth.admin.v1.SetAppEnvRequest.SetEntry
-	74, // 41: berth.admin.v1.Deployment.queued_at:type_name -> google.protobuf.Timestamp
-	74, // 42: berth.admin.v1.Deployment.started_at:type_name -> google.protobuf.Timestamp
-	74, // 43: berth.admin.v1.Deployment.finished_at:type_name -> google.protobuf.Timestamp
-	74, // 44: berth.admin.v1.Deployment.deadline_at:type_name -> google.protobuf.Timestamp
-	57, // 45: berth.admin.v1.DeployResponse.deployment:type_name -> berth.admin.v1.Deployment
-	57, // 46: berth.admin.v1.RollbackResponse.deployment:type_name -> berth.admin.v1.Deployment
-	57, // 47: berth.admin.v1.CancelDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	57, // 48: berth.admin.v1.ListDeploymentsResponse.deployments:type_name -> berth.admin.v1.Deployment
-	57, // 49: berth.admin.v1.GetDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	57, // 50: berth.admin.v1.FollowDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
-	42, // 51: berth.admin.v1.App.EnvKeysEntry.value:type_name -> berth.admin.v1.EnvKeys
-	0,  // 52: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
-	2,  // 53: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
-	7,  // 54: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
-	9,  // 55: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
-	11, // 56: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
-	16, // 57: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
-	18, // 58: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
-	20, // 59: berth.admin.v1.AdminService.EnableServer:input_type -> berth.admin.v1.EnableServerRequest
-	22, // 60: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
-	5,  // 61: berth.admin.v1.AdminService.SetServerAllowRoot:input_type -> berth.admin.v1.SetServerAllowRootRequest
-	14, // 62: berth.admin.v1.AdminService.RevokeCertificate:input_type -> berth.admin.v1.RevokeCertificateRequest
-	26, // 63: berth.admin.v1.AdminService.AddGitCredential:input_type -> berth.admin.v1.AddGitCredentialRequest
-	28, // 64: berth.admin.v1.AdminService.ListGitCredentials:input_type -> berth.admin.v1.ListGitCredentialsRequest
-	30, // 65: berth.admin.v1.AdminService.DeleteGitCredential:input_type -> berth.admin.v1.DeleteGitCredentialRequest
-	32, // 66: berth.admin.v1.AdminService.ShareGitCredential:input_type -> berth.admin.v1.ShareGitCredentialRequest
-	34, // 67: berth.admin.v1.AdminService.UnshareGitCredential:input_type -> berth.admin.v1.UnshareGitCredentialRequest
-	36, // 68: berth.admin.v1.AdminService.ScanGitHost:input_type -> berth.admin.v1.ScanGitHostRequest
-	39, // 69: berth.admin.v1.AdminService.TrustGitHost:input_type -> berth.admin.v1.TrustGitHostRequest
-	43, // 70: berth.admin.v1.AdminService.CreateApp:input_type -> berth.admin.v1.CreateAppRequest
-	45, // 71: berth.admin.v1.AdminService.ListApps:input_type -> berth.admin.v1.ListAppsRequest
-	47, // 72: berth.admin.v1.AdminService.GetApp:input_type -> berth.admin.v1.GetAppRequest
-	49, // 73: berth.admin.v1.AdminService.UpdateApp:input_type -> berth.admin.v1.UpdateAppRequest
-	51, // 74: berth.admin.v1.AdminService.DeleteApp:input_type -> berth.admin.v1.DeleteAppRequest
-	53, // 75: berth.admin.v1.AdminService.SetAppEnv:input_type -> berth.admin.v1.SetAppEnvRequest
-	55, // 76: berth.admin.v1.AdminService.SetAppWebhookSecret:input_type -> berth.admin.v1.SetAppWebhookSecretRequest
-	58, // 77: berth.admin.v1.AdminService.Deploy:input_type -> berth.admin.v1.DeployRequest
-	60, // 78: berth.admin.v1.AdminService.Rollback:input_type -> berth.admin.v1.RollbackRequest
-	62, // 79: berth.admin.v1.AdminService.CancelDeployment:input_type -> berth.admin.v1.CancelDeploymentRequest
-	64, // 80: berth.admin.v1.AdminService.ListDeployments:input_type -> berth.admin.v1.ListDeploymentsRequest
-	66, // 81: berth.admin.v1.AdminService.GetDeployment:input_type -> berth.admin.v1.GetDeploymentRequest
-	68, // 82: berth.admin.v1.AdminService.FollowDeployment:input_type -> berth.admin.v1.FollowDeploymentRequest
-	1,  // 83: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
-	3,  // 84: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
-	8,  // 85: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
-	10, // 86: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
-	12, // 87: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
-	17, // 88: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
-	19, // 89: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
-	21, // 90: berth.admin.v1.AdminService.EnableServer:output_type -> berth.admin.v1.EnableServerResponse
-	24, // 91: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
-	6,  // 92: berth.admin.v1.AdminService.SetServerAllowRoot:output_type -> berth.admin.v1.SetServerAllowRootResponse
-	15, // 93: berth.admin.v1.AdminService.RevokeCertificate:output_type -> berth.admin.v1.RevokeCertificateResponse
-	27, // 94: berth.admin.v1.AdminService.AddGitCredential:output_type -> berth.admin.v1.AddGitCredentialResponse
-	29, // 95: berth.admin.v1.AdminService.ListGitCredentials:output_type -> berth.admin.v1.ListGitCredentialsResponse
-	31, // 96: berth.admin.v1.AdminService.DeleteGitCredential:output_type -> berth.admin.v1.DeleteGitCredentialResponse
-	33, // 97: berth.admin.v1.AdminService.ShareGitCredential:output_type -> berth.admin.v1.ShareGitCredentialResponse
-	35, // 98: berth.admin.v1.AdminService.UnshareGitCredential:output_type -> berth.admin.v1.UnshareGitCredentialResponse
-	38, // 99: berth.admin.v1.AdminService.ScanGitHost:output_type -> berth.admin.v1.ScanGitHostResponse
-	40, // 100: berth.admin.v1.AdminService.TrustGitHost:output_type -> berth.admin.v1.TrustGitHostResponse
-	44, // 101: berth.admin.v1.AdminService.CreateApp:output_type -> berth.admin.v1.CreateAppResponse
-	46, // 102: berth.admin.v1.AdminService.ListApps:output_type -> berth.admin.v1.ListAppsResponse
-	48, // 103: berth.admin.v1.AdminService.GetApp:output_type -> berth.admin.v1.GetAppResponse
-	50, // 104: berth.admin.v1.AdminService.UpdateApp:output_type -> berth.admin.v1.UpdateAppResponse
-	52, // 105: berth.admin.v1.AdminService.DeleteApp:output_type -> berth.admin.v1.DeleteAppResponse
-	54, // 106: berth.admin.v1.AdminService.SetAppEnv:output_type -> berth.admin.v1.SetAppEnvResponse
-	56, // 107: berth.admin.v1.AdminService.SetAppWebhookSecret:output_type -> berth.admin.v1.SetAppWebhookSecretResponse
-	59, // 108: berth.admin.v1.AdminService.Deploy:output_type -> berth.admin.v1.DeployResponse
-	61, // 109: berth.admin.v1.AdminService.Rollback:output_type -> berth.admin.v1.RollbackResponse
-	63, // 110: berth.admin.v1.AdminService.CancelDeployment:output_type -> berth.admin.v1.CancelDeploymentResponse
-	65, // 111: berth.admin.v1.AdminService.ListDeployments:output_type -> berth.admin.v1.ListDeploymentsResponse
-	67, // 112: berth.admin.v1.AdminService.GetDeployment:output_type -> berth.admin.v1.GetDeploymentResponse
-	69, // 113: berth.admin.v1.AdminService.FollowDeployment:output_type -> berth.admin.v1.FollowDeploymentResponse
-	83, // [83:114] is the sub-list for method output_type
-	52, // [52:83] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	93,  // 0: berth.admin.v1.Server.labels:type_name -> berth.admin.v1.Server.LabelsEntry
+	97,  // 1: berth.admin.v1.Server.last_seen_at:type_name -> google.protobuf.Timestamp
+	97,  // 2: berth.admin.v1.Server.enrolled_at:type_name -> google.protobuf.Timestamp
+	97,  // 3: berth.admin.v1.Server.created_at:type_name -> google.protobuf.Timestamp
+	4,   // 4: berth.admin.v1.SetServerAllowRootResponse.server:type_name -> berth.admin.v1.Server
+	94,  // 5: berth.admin.v1.AddServerRequest.labels:type_name -> berth.admin.v1.AddServerRequest.LabelsEntry
+	98,  // 6: berth.admin.v1.AddServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	4,   // 7: berth.admin.v1.AddServerResponse.server:type_name -> berth.admin.v1.Server
+	97,  // 8: berth.admin.v1.AddServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	4,   // 9: berth.admin.v1.ListServersResponse.servers:type_name -> berth.admin.v1.Server
+	4,   // 10: berth.admin.v1.GetServerResponse.server:type_name -> berth.admin.v1.Server
+	13,  // 11: berth.admin.v1.GetServerResponse.certificates:type_name -> berth.admin.v1.AgentCertificate
+	97,  // 12: berth.admin.v1.AgentCertificate.not_before:type_name -> google.protobuf.Timestamp
+	97,  // 13: berth.admin.v1.AgentCertificate.not_after:type_name -> google.protobuf.Timestamp
+	97,  // 14: berth.admin.v1.AgentCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	4,   // 15: berth.admin.v1.DisableServerResponse.server:type_name -> berth.admin.v1.Server
+	98,  // 16: berth.admin.v1.EnableServerRequest.token_ttl:type_name -> google.protobuf.Duration
+	4,   // 17: berth.admin.v1.EnableServerResponse.server:type_name -> berth.admin.v1.Server
+	97,  // 18: berth.admin.v1.EnableServerResponse.token_expires_at:type_name -> google.protobuf.Timestamp
+	98,  // 19: berth.admin.v1.GetMetricsRequest.since:type_name -> google.protobuf.Duration
+	98,  // 20: berth.admin.v1.GetMetricsRequest.step:type_name -> google.protobuf.Duration
+	97,  // 21: berth.admin.v1.MetricPoint.t:type_name -> google.protobuf.Timestamp
+	23,  // 22: berth.admin.v1.GetMetricsResponse.points:type_name -> berth.admin.v1.MetricPoint
+	97,  // 23: berth.admin.v1.GitCredential.created_at:type_name -> google.protobuf.Timestamp
+	97,  // 24: berth.admin.v1.GitCredential.last_used_at:type_name -> google.protobuf.Timestamp
+	25,  // 25: berth.admin.v1.AddGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
+	25,  // 26: berth.admin.v1.ListGitCredentialsResponse.credentials:type_name -> berth.admin.v1.GitCredential
+	25,  // 27: berth.admin.v1.ShareGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
+	25,  // 28: berth.admin.v1.UnshareGitCredentialResponse.credential:type_name -> berth.admin.v1.GitCredential
+	37,  // 29: berth.admin.v1.ScanGitHostResponse.keys:type_name -> berth.admin.v1.HostKey
+	25,  // 30: berth.admin.v1.TrustGitHostResponse.credential:type_name -> berth.admin.v1.GitCredential
+	37,  // 31: berth.admin.v1.TrustGitHostResponse.key:type_name -> berth.admin.v1.HostKey
+	95,  // 32: berth.admin.v1.App.env_keys:type_name -> berth.admin.v1.App.EnvKeysEntry
+	97,  // 33: berth.admin.v1.App.created_at:type_name -> google.protobuf.Timestamp
+	70,  // 34: berth.admin.v1.App.processes:type_name -> berth.admin.v1.AppProcess
+	83,  // 35: berth.admin.v1.App.schedules:type_name -> berth.admin.v1.AppSchedule
+	41,  // 36: berth.admin.v1.CreateAppResponse.app:type_name -> berth.admin.v1.App
+	41,  // 37: berth.admin.v1.ListAppsResponse.apps:type_name -> berth.admin.v1.App
+	41,  // 38: berth.admin.v1.GetAppResponse.app:type_name -> berth.admin.v1.App
+	41,  // 39: berth.admin.v1.UpdateAppResponse.app:type_name -> berth.admin.v1.App
+	41,  // 40: berth.admin.v1.DeleteAppResponse.app:type_name -> berth.admin.v1.App
+	57,  // 41: berth.admin.v1.DeleteAppResponse.job:type_name -> berth.admin.v1.Deployment
+	96,  // 42: berth.admin.v1.SetAppEnvRequest.set:type_name -> berth.admin.v1.SetAppEnvRequest.SetEntry
+	97,  // 43: berth.admin.v1.Deployment.queued_at:type_name -> google.protobuf.Timestamp
+	97,  // 44: berth.admin.v1.Deployment.started_at:type_name -> google.protobuf.Timestamp
+	97,  // 45: berth.admin.v1.Deployment.finished_at:type_name -> google.protobuf.Timestamp
+	97,  // 46: berth.admin.v1.Deployment.deadline_at:type_name -> google.protobuf.Timestamp
+	57,  // 47: berth.admin.v1.DeployResponse.deployment:type_name -> berth.admin.v1.Deployment
+	57,  // 48: berth.admin.v1.RollbackResponse.deployment:type_name -> berth.admin.v1.Deployment
+	57,  // 49: berth.admin.v1.CancelDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	57,  // 50: berth.admin.v1.ListDeploymentsResponse.deployments:type_name -> berth.admin.v1.Deployment
+	57,  // 51: berth.admin.v1.GetDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	57,  // 52: berth.admin.v1.FollowDeploymentResponse.deployment:type_name -> berth.admin.v1.Deployment
+	71,  // 53: berth.admin.v1.AppProcess.instances:type_name -> berth.admin.v1.ProcessInstance
+	97,  // 54: berth.admin.v1.AppProcess.reported_at:type_name -> google.protobuf.Timestamp
+	97,  // 55: berth.admin.v1.AppProcess.created_at:type_name -> google.protobuf.Timestamp
+	97,  // 56: berth.admin.v1.ProcessInstance.started_at:type_name -> google.protobuf.Timestamp
+	70,  // 57: berth.admin.v1.AddAppProcessResponse.process:type_name -> berth.admin.v1.AppProcess
+	57,  // 58: berth.admin.v1.AddAppProcessResponse.job:type_name -> berth.admin.v1.Deployment
+	70,  // 59: berth.admin.v1.ListAppProcessesResponse.processes:type_name -> berth.admin.v1.AppProcess
+	57,  // 60: berth.admin.v1.RemoveAppProcessResponse.job:type_name -> berth.admin.v1.Deployment
+	57,  // 61: berth.admin.v1.ControlAppProcessesResponse.job:type_name -> berth.admin.v1.Deployment
+	98,  // 62: berth.admin.v1.StreamAppLogsRequest.since:type_name -> google.protobuf.Duration
+	82,  // 63: berth.admin.v1.StreamAppLogsResponse.lines:type_name -> berth.admin.v1.AppLogLine
+	97,  // 64: berth.admin.v1.AppLogLine.time:type_name -> google.protobuf.Timestamp
+	97,  // 65: berth.admin.v1.AppSchedule.next_run_at:type_name -> google.protobuf.Timestamp
+	57,  // 66: berth.admin.v1.AppSchedule.last_run:type_name -> berth.admin.v1.Deployment
+	97,  // 67: berth.admin.v1.AppSchedule.created_at:type_name -> google.protobuf.Timestamp
+	83,  // 68: berth.admin.v1.AddAppScheduleResponse.schedule:type_name -> berth.admin.v1.AppSchedule
+	83,  // 69: berth.admin.v1.ListAppSchedulesResponse.schedules:type_name -> berth.admin.v1.AppSchedule
+	57,  // 70: berth.admin.v1.ScheduleRun.job:type_name -> berth.admin.v1.Deployment
+	91,  // 71: berth.admin.v1.ListScheduleRunsResponse.runs:type_name -> berth.admin.v1.ScheduleRun
+	42,  // 72: berth.admin.v1.App.EnvKeysEntry.value:type_name -> berth.admin.v1.EnvKeys
+	0,   // 73: berth.admin.v1.AdminService.GetVersion:input_type -> berth.admin.v1.GetVersionRequest
+	2,   // 74: berth.admin.v1.AdminService.GetHealth:input_type -> berth.admin.v1.GetHealthRequest
+	7,   // 75: berth.admin.v1.AdminService.AddServer:input_type -> berth.admin.v1.AddServerRequest
+	9,   // 76: berth.admin.v1.AdminService.ListServers:input_type -> berth.admin.v1.ListServersRequest
+	11,  // 77: berth.admin.v1.AdminService.GetServer:input_type -> berth.admin.v1.GetServerRequest
+	16,  // 78: berth.admin.v1.AdminService.RemoveServer:input_type -> berth.admin.v1.RemoveServerRequest
+	18,  // 79: berth.admin.v1.AdminService.DisableServer:input_type -> berth.admin.v1.DisableServerRequest
+	20,  // 80: berth.admin.v1.AdminService.EnableServer:input_type -> berth.admin.v1.EnableServerRequest
+	22,  // 81: berth.admin.v1.AdminService.GetMetrics:input_type -> berth.admin.v1.GetMetricsRequest
+	5,   // 82: berth.admin.v1.AdminService.SetServerAllowRoot:input_type -> berth.admin.v1.SetServerAllowRootRequest
+	14,  // 83: berth.admin.v1.AdminService.RevokeCertificate:input_type -> berth.admin.v1.RevokeCertificateRequest
+	26,  // 84: berth.admin.v1.AdminService.AddGitCredential:input_type -> berth.admin.v1.AddGitCredentialRequest
+	28,  // 85: berth.admin.v1.AdminService.ListGitCredentials:input_type -> berth.admin.v1.ListGitCredentialsRequest
+	30,  // 86: berth.admin.v1.AdminService.DeleteGitCredential:input_type -> berth.admin.v1.DeleteGitCredentialRequest
+	32,  // 87: berth.admin.v1.AdminService.ShareGitCredential:input_type -> berth.admin.v1.ShareGitCredentialRequest
+	34,  // 88: berth.admin.v1.AdminService.UnshareGitCredential:input_type -> berth.admin.v1.UnshareGitCredentialRequest
+	36,  // 89: berth.admin.v1.AdminService.ScanGitHost:input_type -> berth.admin.v1.ScanGitHostRequest
+	39,  // 90: berth.admin.v1.AdminService.TrustGitHost:input_type -> berth.admin.v1.TrustGitHostRequest
+	43,  // 91: berth.admin.v1.AdminService.CreateApp:input_type -> berth.admin.v1.CreateAppRequest
+	45,  // 92: berth.admin.v1.AdminService.ListApps:input_type -> berth.admin.v1.ListAppsRequest
+	47,  // 93: berth.admin.v1.AdminService.GetApp:input_type -> berth.admin.v1.GetAppRequest
+	49,  // 94: berth.admin.v1.AdminService.UpdateApp:input_type -> berth.admin.v1.UpdateAppRequest
+	51,  // 95: berth.admin.v1.AdminService.DeleteApp:input_type -> berth.admin.v1.DeleteAppRequest
+	53,  // 96: berth.admin.v1.AdminService.SetAppEnv:input_type -> berth.admin.v1.SetAppEnvRequest
+	55,  // 97: berth.admin.v1.AdminService.SetAppWebhookSecret:input_type -> berth.admin.v1.SetAppWebhookSecretRequest
+	58,  // 98: berth.admin.v1.AdminService.Deploy:input_type -> berth.admin.v1.DeployRequest
+	60,  // 99: berth.admin.v1.AdminService.Rollback:input_type -> berth.admin.v1.RollbackRequest
+	62,  // 100: berth.admin.v1.AdminService.CancelDeployment:input_type -> berth.admin.v1.CancelDeploymentRequest
+	64,  // 101: berth.admin.v1.AdminService.ListDeployments:input_type -> berth.admin.v1.ListDeploymentsRequest
+	66,  // 102: berth.admin.v1.AdminService.GetDeployment:input_type -> berth.admin.v1.GetDeploymentRequest
+	68,  // 103: berth.admin.v1.AdminService.FollowDeployment:input_type -> berth.admin.v1.FollowDeploymentRequest
+	72,  // 104: berth.admin.v1.AdminService.AddAppProcess:input_type -> berth.admin.v1.AddAppProcessRequest
+	74,  // 105: berth.admin.v1.AdminService.ListAppProcesses:input_type -> berth.admin.v1.ListAppProcessesRequest
+	76,  // 106: berth.admin.v1.AdminService.RemoveAppProcess:input_type -> berth.admin.v1.RemoveAppProcessRequest
+	78,  // 107: berth.admin.v1.AdminService.ControlAppProcesses:input_type -> berth.admin.v1.ControlAppProcessesRequest
+	80,  // 108: berth.admin.v1.AdminService.StreamAppLogs:input_type -> berth.admin.v1.StreamAppLogsRequest
+	84,  // 109: berth.admin.v1.AdminService.AddAppSchedule:input_type -> berth.admin.v1.AddAppScheduleRequest
+	86,  // 110: berth.admin.v1.AdminService.ListAppSchedules:input_type -> berth.admin.v1.ListAppSchedulesRequest
+	88,  // 111: berth.admin.v1.AdminService.RemoveAppSchedule:input_type -> berth.admin.v1.RemoveAppScheduleRequest
+	90,  // 112: berth.admin.v1.AdminService.ListScheduleRuns:input_type -> berth.admin.v1.ListScheduleRunsRequest
+	1,   // 113: berth.admin.v1.AdminService.GetVersion:output_type -> berth.admin.v1.GetVersionResponse
+	3,   // 114: berth.admin.v1.AdminService.GetHealth:output_type -> berth.admin.v1.GetHealthResponse
+	8,   // 115: berth.admin.v1.AdminService.AddServer:output_type -> berth.admin.v1.AddServerResponse
+	10,  // 116: berth.admin.v1.AdminService.ListServers:output_type -> berth.admin.v1.ListServersResponse
+	12,  // 117: berth.admin.v1.AdminService.GetServer:output_type -> berth.admin.v1.GetServerResponse
+	17,  // 118: berth.admin.v1.AdminService.RemoveServer:output_type -> berth.admin.v1.RemoveServerResponse
+	19,  // 119: berth.admin.v1.AdminService.DisableServer:output_type -> berth.admin.v1.DisableServerResponse
+	21,  // 120: berth.admin.v1.AdminService.EnableServer:output_type -> berth.admin.v1.EnableServerResponse
+	24,  // 121: berth.admin.v1.AdminService.GetMetrics:output_type -> berth.admin.v1.GetMetricsResponse
+	6,   // 122: berth.admin.v1.AdminService.SetServerAllowRoot:output_type -> berth.admin.v1.SetServerAllowRootResponse
+	15,  // 123: berth.admin.v1.AdminService.RevokeCertificate:output_type -> berth.admin.v1.RevokeCertificateResponse
+	27,  // 124: berth.admin.v1.AdminService.AddGitCredential:output_type -> berth.admin.v1.AddGitCredentialResponse
+	29,  // 125: berth.admin.v1.AdminService.ListGitCredentials:output_type -> berth.admin.v1.ListGitCredentialsResponse
+	31,  // 126: berth.admin.v1.AdminService.DeleteGitCredential:output_type -> berth.admin.v1.DeleteGitCredentialResponse
+	33,  // 127: berth.admin.v1.AdminService.ShareGitCredential:output_type -> berth.admin.v1.ShareGitCredentialResponse
+	35,  // 128: berth.admin.v1.AdminService.UnshareGitCredential:output_type -> berth.admin.v1.UnshareGitCredentialResponse
+	38,  // 129: berth.admin.v1.AdminService.ScanGitHost:output_type -> berth.admin.v1.ScanGitHostResponse
+	40,  // 130: berth.admin.v1.AdminService.TrustGitHost:output_type -> berth.admin.v1.TrustGitHostResponse
+	44,  // 131: berth.admin.v1.AdminService.CreateApp:output_type -> berth.admin.v1.CreateAppResponse
+	46,  // 132: berth.admin.v1.AdminService.ListApps:output_type -> berth.admin.v1.ListAppsResponse
+	48,  // 133: berth.admin.v1.AdminService.GetApp:output_type -> berth.admin.v1.GetAppResponse
+	50,  // 134: berth.admin.v1.AdminService.UpdateApp:output_type -> berth.admin.v1.UpdateAppResponse
+	52,  // 135: berth.admin.v1.AdminService.DeleteApp:output_type -> berth.admin.v1.DeleteAppResponse
+	54,  // 136: berth.admin.v1.AdminService.SetAppEnv:output_type -> berth.admin.v1.SetAppEnvResponse
+	56,  // 137: berth.admin.v1.AdminService.SetAppWebhookSecret:output_type -> berth.admin.v1.SetAppWebhookSecretResponse
+	59,  // 138: berth.admin.v1.AdminService.Deploy:output_type -> berth.admin.v1.DeployResponse
+	61,  // 139: berth.admin.v1.AdminService.Rollback:output_type -> berth.admin.v1.RollbackResponse
+	63,  // 140: berth.admin.v1.AdminService.CancelDeployment:output_type -> berth.admin.v1.CancelDeploymentResponse
+	65,  // 141: berth.admin.v1.AdminService.ListDeployments:output_type -> berth.admin.v1.ListDeploymentsResponse
+	67,  // 142: berth.admin.v1.AdminService.GetDeployment:output_type -> berth.admin.v1.GetDeploymentResponse
+	69,  // 143: berth.admin.v1.AdminService.FollowDeployment:output_type -> berth.admin.v1.FollowDeploymentResponse
+	73,  // 144: berth.admin.v1.AdminService.AddAppProcess:output_type -> berth.admin.v1.AddAppProcessResponse
+	75,  // 145: berth.admin.v1.AdminService.ListAppProcesses:output_type -> berth.admin.v1.ListAppProcessesResponse
+	77,  // 146: berth.admin.v1.AdminService.RemoveAppProcess:output_type -> berth.admin.v1.RemoveAppProcessResponse
+	79,  // 147: berth.admin.v1.AdminService.ControlAppProcesses:output_type -> berth.admin.v1.ControlAppProcessesResponse
+	81,  // 148: berth.admin.v1.AdminService.StreamAppLogs:output_type -> berth.admin.v1.StreamAppLogsResponse
+	85,  // 149: berth.admin.v1.AdminService.AddAppSchedule:output_type -> berth.admin.v1.AddAppScheduleResponse
+	87,  // 150: berth.admin.v1.AdminService.ListAppSchedules:output_type -> berth.admin.v1.ListAppSchedulesResponse
+	89,  // 151: berth.admin.v1.AdminService.RemoveAppSchedule:output_type -> berth.admin.v1.RemoveAppScheduleResponse
+	92,  // 152: berth.admin.v1.AdminService.ListScheduleRuns:output_type -> berth.admin.v1.ListScheduleRunsResponse
+	113, // [113:153] is the sub-list for method output_type
+	73,  // [73:113] is the sub-list for method input_type
+	73,  // [73:73] is the sub-list for extension type_name
+	73,  // [73:73] is the sub-list for extension extendee
+	0,   // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_berth_admin_v1_admin_proto_init() }
@@ -5264,7 +7034,7 @@ func file_berth_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_admin_v1_admin_proto_rawDesc), len(file_berth_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   74,
+			NumMessages:   97,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -54,6 +54,15 @@ const (
 	AdminService_ListDeployments_FullMethodName      = "/berth.admin.v1.AdminService/ListDeployments"
 	AdminService_GetDeployment_FullMethodName        = "/berth.admin.v1.AdminService/GetDeployment"
 	AdminService_FollowDeployment_FullMethodName     = "/berth.admin.v1.AdminService/FollowDeployment"
+	AdminService_AddAppProcess_FullMethodName        = "/berth.admin.v1.AdminService/AddAppProcess"
+	AdminService_ListAppProcesses_FullMethodName     = "/berth.admin.v1.AdminService/ListAppProcesses"
+	AdminService_RemoveAppProcess_FullMethodName     = "/berth.admin.v1.AdminService/RemoveAppProcess"
+	AdminService_ControlAppProcesses_FullMethodName  = "/berth.admin.v1.AdminService/ControlAppProcesses"
+	AdminService_StreamAppLogs_FullMethodName        = "/berth.admin.v1.AdminService/StreamAppLogs"
+	AdminService_AddAppSchedule_FullMethodName       = "/berth.admin.v1.AdminService/AddAppSchedule"
+	AdminService_ListAppSchedules_FullMethodName     = "/berth.admin.v1.AdminService/ListAppSchedules"
+	AdminService_RemoveAppSchedule_FullMethodName    = "/berth.admin.v1.AdminService/RemoveAppSchedule"
+	AdminService_ListScheduleRuns_FullMethodName     = "/berth.admin.v1.AdminService/ListScheduleRuns"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -141,6 +150,33 @@ type AdminServiceClient interface {
 	// a chunk), then new chunks as they arrive, and ends with the finished
 	// deployment.
 	FollowDeployment(ctx context.Context, in *FollowDeploymentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FollowDeploymentResponse], error)
+	// App processes (deploy scope to change, read to list): a change is a
+	// `process` job (a deployments row of kind process) that applies the
+	// declared processes on the app's server; it waits for the agent like a
+	// deploy and runs one per app at a time.
+	// AddAppProcess declares a process (replace: change an existing one).
+	AddAppProcess(ctx context.Context, in *AddAppProcessRequest, opts ...grpc.CallOption) (*AddAppProcessResponse, error)
+	// ListAppProcesses lists the declared processes with their last
+	// reported state.
+	ListAppProcesses(ctx context.Context, in *ListAppProcessesRequest, opts ...grpc.CallOption) (*ListAppProcessesResponse, error)
+	// RemoveAppProcess stops a process and forgets it.
+	RemoveAppProcess(ctx context.Context, in *RemoveAppProcessRequest, opts ...grpc.CallOption) (*RemoveAppProcessResponse, error)
+	// ControlAppProcesses starts, stops or restarts processes (all or some).
+	ControlAppProcesses(ctx context.Context, in *ControlAppProcessesRequest, opts ...grpc.CallOption) (*ControlAppProcessesResponse, error)
+	// StreamAppLogs streams the app's process logs from its server (read
+	// scope); they are kept on the server, never in PostgreSQL. With follow
+	// the stream stays open until the caller cancels it.
+	StreamAppLogs(ctx context.Context, in *StreamAppLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamAppLogsResponse], error)
+	// Scheduled commands (deploy scope to change, read to list): each run is
+	// a `schedule` job (a deployments row of kind schedule); two runs of one
+	// schedule never overlap (a run due while one is unfinished is skipped
+	// and recorded as skipped).
+	AddAppSchedule(ctx context.Context, in *AddAppScheduleRequest, opts ...grpc.CallOption) (*AddAppScheduleResponse, error)
+	ListAppSchedules(ctx context.Context, in *ListAppSchedulesRequest, opts ...grpc.CallOption) (*ListAppSchedulesResponse, error)
+	RemoveAppSchedule(ctx context.Context, in *RemoveAppScheduleRequest, opts ...grpc.CallOption) (*RemoveAppScheduleResponse, error)
+	// ListScheduleRuns lists a schedule's runs, newest first (the last 100
+	// are kept).
+	ListScheduleRuns(ctx context.Context, in *ListScheduleRunsRequest, opts ...grpc.CallOption) (*ListScheduleRunsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -470,6 +506,105 @@ func (c *adminServiceClient) FollowDeployment(ctx context.Context, in *FollowDep
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_FollowDeploymentClient = grpc.ServerStreamingClient[FollowDeploymentResponse]
 
+func (c *adminServiceClient) AddAppProcess(ctx context.Context, in *AddAppProcessRequest, opts ...grpc.CallOption) (*AddAppProcessResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddAppProcessResponse)
+	err := c.cc.Invoke(ctx, AdminService_AddAppProcess_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListAppProcesses(ctx context.Context, in *ListAppProcessesRequest, opts ...grpc.CallOption) (*ListAppProcessesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAppProcessesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListAppProcesses_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RemoveAppProcess(ctx context.Context, in *RemoveAppProcessRequest, opts ...grpc.CallOption) (*RemoveAppProcessResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveAppProcessResponse)
+	err := c.cc.Invoke(ctx, AdminService_RemoveAppProcess_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ControlAppProcesses(ctx context.Context, in *ControlAppProcessesRequest, opts ...grpc.CallOption) (*ControlAppProcessesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ControlAppProcessesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ControlAppProcesses_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) StreamAppLogs(ctx context.Context, in *StreamAppLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamAppLogsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[1], AdminService_StreamAppLogs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamAppLogsRequest, StreamAppLogsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_StreamAppLogsClient = grpc.ServerStreamingClient[StreamAppLogsResponse]
+
+func (c *adminServiceClient) AddAppSchedule(ctx context.Context, in *AddAppScheduleRequest, opts ...grpc.CallOption) (*AddAppScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddAppScheduleResponse)
+	err := c.cc.Invoke(ctx, AdminService_AddAppSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListAppSchedules(ctx context.Context, in *ListAppSchedulesRequest, opts ...grpc.CallOption) (*ListAppSchedulesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAppSchedulesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListAppSchedules_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RemoveAppSchedule(ctx context.Context, in *RemoveAppScheduleRequest, opts ...grpc.CallOption) (*RemoveAppScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveAppScheduleResponse)
+	err := c.cc.Invoke(ctx, AdminService_RemoveAppSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListScheduleRuns(ctx context.Context, in *ListScheduleRunsRequest, opts ...grpc.CallOption) (*ListScheduleRunsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListScheduleRunsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListScheduleRuns_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -555,6 +690,33 @@ type AdminServiceServer interface {
 	// a chunk), then new chunks as they arrive, and ends with the finished
 	// deployment.
 	FollowDeployment(*FollowDeploymentRequest, grpc.ServerStreamingServer[FollowDeploymentResponse]) error
+	// App processes (deploy scope to change, read to list): a change is a
+	// `process` job (a deployments row of kind process) that applies the
+	// declared processes on the app's server; it waits for the agent like a
+	// deploy and runs one per app at a time.
+	// AddAppProcess declares a process (replace: change an existing one).
+	AddAppProcess(context.Context, *AddAppProcessRequest) (*AddAppProcessResponse, error)
+	// ListAppProcesses lists the declared processes with their last
+	// reported state.
+	ListAppProcesses(context.Context, *ListAppProcessesRequest) (*ListAppProcessesResponse, error)
+	// RemoveAppProcess stops a process and forgets it.
+	RemoveAppProcess(context.Context, *RemoveAppProcessRequest) (*RemoveAppProcessResponse, error)
+	// ControlAppProcesses starts, stops or restarts processes (all or some).
+	ControlAppProcesses(context.Context, *ControlAppProcessesRequest) (*ControlAppProcessesResponse, error)
+	// StreamAppLogs streams the app's process logs from its server (read
+	// scope); they are kept on the server, never in PostgreSQL. With follow
+	// the stream stays open until the caller cancels it.
+	StreamAppLogs(*StreamAppLogsRequest, grpc.ServerStreamingServer[StreamAppLogsResponse]) error
+	// Scheduled commands (deploy scope to change, read to list): each run is
+	// a `schedule` job (a deployments row of kind schedule); two runs of one
+	// schedule never overlap (a run due while one is unfinished is skipped
+	// and recorded as skipped).
+	AddAppSchedule(context.Context, *AddAppScheduleRequest) (*AddAppScheduleResponse, error)
+	ListAppSchedules(context.Context, *ListAppSchedulesRequest) (*ListAppSchedulesResponse, error)
+	RemoveAppSchedule(context.Context, *RemoveAppScheduleRequest) (*RemoveAppScheduleResponse, error)
+	// ListScheduleRuns lists a schedule's runs, newest first (the last 100
+	// are kept).
+	ListScheduleRuns(context.Context, *ListScheduleRunsRequest) (*ListScheduleRunsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -657,6 +819,33 @@ func (UnimplementedAdminServiceServer) GetDeployment(context.Context, *GetDeploy
 }
 func (UnimplementedAdminServiceServer) FollowDeployment(*FollowDeploymentRequest, grpc.ServerStreamingServer[FollowDeploymentResponse]) error {
 	return status.Error(codes.Unimplemented, "method FollowDeployment not implemented")
+}
+func (UnimplementedAdminServiceServer) AddAppProcess(context.Context, *AddAppProcessRequest) (*AddAppProcessResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddAppProcess not implemented")
+}
+func (UnimplementedAdminServiceServer) ListAppProcesses(context.Context, *ListAppProcessesRequest) (*ListAppProcessesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAppProcesses not implemented")
+}
+func (UnimplementedAdminServiceServer) RemoveAppProcess(context.Context, *RemoveAppProcessRequest) (*RemoveAppProcessResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveAppProcess not implemented")
+}
+func (UnimplementedAdminServiceServer) ControlAppProcesses(context.Context, *ControlAppProcessesRequest) (*ControlAppProcessesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ControlAppProcesses not implemented")
+}
+func (UnimplementedAdminServiceServer) StreamAppLogs(*StreamAppLogsRequest, grpc.ServerStreamingServer[StreamAppLogsResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamAppLogs not implemented")
+}
+func (UnimplementedAdminServiceServer) AddAppSchedule(context.Context, *AddAppScheduleRequest) (*AddAppScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddAppSchedule not implemented")
+}
+func (UnimplementedAdminServiceServer) ListAppSchedules(context.Context, *ListAppSchedulesRequest) (*ListAppSchedulesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAppSchedules not implemented")
+}
+func (UnimplementedAdminServiceServer) RemoveAppSchedule(context.Context, *RemoveAppScheduleRequest) (*RemoveAppScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveAppSchedule not implemented")
+}
+func (UnimplementedAdminServiceServer) ListScheduleRuns(context.Context, *ListScheduleRunsRequest) (*ListScheduleRunsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListScheduleRuns not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1230,6 +1419,161 @@ func _AdminService_FollowDeployment_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_FollowDeploymentServer = grpc.ServerStreamingServer[FollowDeploymentResponse]
 
+func _AdminService_AddAppProcess_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddAppProcessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).AddAppProcess(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_AddAppProcess_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).AddAppProcess(ctx, req.(*AddAppProcessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListAppProcesses_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAppProcessesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListAppProcesses(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListAppProcesses_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListAppProcesses(ctx, req.(*ListAppProcessesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RemoveAppProcess_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveAppProcessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RemoveAppProcess(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RemoveAppProcess_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RemoveAppProcess(ctx, req.(*RemoveAppProcessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ControlAppProcesses_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ControlAppProcessesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ControlAppProcesses(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ControlAppProcesses_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ControlAppProcesses(ctx, req.(*ControlAppProcessesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_StreamAppLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StreamAppLogsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).StreamAppLogs(m, &grpc.GenericServerStream[StreamAppLogsRequest, StreamAppLogsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_StreamAppLogsServer = grpc.ServerStreamingServer[StreamAppLogsResponse]
+
+func _AdminService_AddAppSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddAppScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).AddAppSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_AddAppSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).AddAppSchedule(ctx, req.(*AddAppScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListAppSchedules_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAppSchedulesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListAppSchedules(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListAppSchedules_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListAppSchedules(ctx, req.(*ListAppSchedulesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RemoveAppSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveAppScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RemoveAppSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RemoveAppSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RemoveAppSchedule(ctx, req.(*RemoveAppScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListScheduleRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListScheduleRunsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListScheduleRuns(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListScheduleRuns_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListScheduleRuns(ctx, req.(*ListScheduleRunsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1357,11 +1701,48 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetDeployment",
 			Handler:    _AdminService_GetDeployment_Handler,
 		},
+		{
+			MethodName: "AddAppProcess",
+			Handler:    _AdminService_AddAppProcess_Handler,
+		},
+		{
+			MethodName: "ListAppProcesses",
+			Handler:    _AdminService_ListAppProcesses_Handler,
+		},
+		{
+			MethodName: "RemoveAppProcess",
+			Handler:    _AdminService_RemoveAppProcess_Handler,
+		},
+		{
+			MethodName: "ControlAppProcesses",
+			Handler:    _AdminService_ControlAppProcesses_Handler,
+		},
+		{
+			MethodName: "AddAppSchedule",
+			Handler:    _AdminService_AddAppSchedule_Handler,
+		},
+		{
+			MethodName: "ListAppSchedules",
+			Handler:    _AdminService_ListAppSchedules_Handler,
+		},
+		{
+			MethodName: "RemoveAppSchedule",
+			Handler:    _AdminService_RemoveAppSchedule_Handler,
+		},
+		{
+			MethodName: "ListScheduleRuns",
+			Handler:    _AdminService_ListScheduleRuns_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "FollowDeployment",
 			Handler:       _AdminService_FollowDeployment_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "StreamAppLogs",
+			Handler:       _AdminService_StreamAppLogs_Handler,
 			ServerStreams: true,
 		},
 	},
