@@ -222,10 +222,18 @@ func (m *Manager) replace(ctx context.Context, app App, procs []proc, logf func(
 		if o := old[p.Name]; len(o) > 0 {
 			m.stopUnits(context.WithoutCancel(ctx), o, true)
 		}
+		var us []*unit
 		for i := range p.Instances {
-			if _, err := m.startUnit(app, p, i, 0); err != nil {
+			u, err := m.startUnit(app, p, i, 0)
+			if err != nil {
 				return err
 			}
+			us = append(us, u)
+		}
+		// A worker has no health check; wait only until it runs, so the
+		// report sent after the job shows its pid.
+		for _, u := range us {
+			m.waitStarted(ctx, u)
 		}
 		logf("%s: %d instance(s) started", p.Name, p.Instances)
 	}
@@ -508,4 +516,17 @@ func (m *Manager) DeleteApp(ctx context.Context, appID string) error {
 		return fmt.Errorf("remove app state: %w", err)
 	}
 	return nil
+}
+
+// waitStarted waits (briefly) until the supervisor has run the process
+// once.
+func (m *Manager) waitStarted(ctx context.Context, u *unit) {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		var st State
+		if readJSON(filepath.Join(u.dir, stateFile), &st) == nil && (st.Pid != 0 || st.LastExitCode != 0 || st.State != "starting") {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
