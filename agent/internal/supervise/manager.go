@@ -87,8 +87,8 @@ func NewManager(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-func (m *Manager) appDir(id string) string  { return filepath.Join(m.cfg.StateDir, id) }
-func (m *Manager) upDir(id string) string   { return filepath.Join(m.cfg.StateDir, id, upstreamDir) }
+func (m *Manager) appDir(id string) string   { return filepath.Join(m.cfg.StateDir, id) }
+func (m *Manager) upDir(id string) string    { return filepath.Join(m.cfg.StateDir, id, upstreamDir) }
 func (m *Manager) unitRoot(id string) string { return filepath.Join(m.cfg.StateDir, id, unitsDir) }
 
 func (m *Manager) appIDs() ([]string, error) {
