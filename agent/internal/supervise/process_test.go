@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -335,6 +337,21 @@ func TestWebSocketThroughUpstream(t *testing.T) {
 	echo, err := br.ReadString('\n')
 	if err != nil || echo != "r1:ping\n" {
 		t.Fatalf("echo %q %v", echo, err)
+	}
+
+	// What nginx in front says about the client passes through.
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/headers", app.UpstreamPort), nil)
+	req.Header.Set("X-Forwarded-For", "203.0.113.7")
+	req.Header.Set("X-Forwarded-Proto", "https")
+	req.Header.Set("X-Forwarded-Host", "app.example.com")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if got := strings.TrimSpace(string(b)); got != "xff=203.0.113.7, 127.0.0.1 host=app.example.com proto=https" {
+		t.Fatalf("headers: %q", got)
 	}
 }
 
