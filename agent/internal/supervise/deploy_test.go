@@ -1,11 +1,15 @@
 package supervise
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -218,5 +222,75 @@ func TestFailedHealthCheck(t *testing.T) {
 		if u.cfg.Release != "r1" {
 			t.Errorf("new instance %s left behind", u.dir)
 		}
+	}
+}
+
+// TestAgentKilled runs the manager in another process, kills it with -9
+// (the agent dies mid-life), and checks the app keeps serving and a new
+// manager reports the same processes.
+func TestAgentKilled(t *testing.T) {
+	state := t.TempDir()
+	app := newApp(t, true, webSpec(2), workerSpec(`while true; do sleep 1; done`))
+	spec, err := json.Marshal(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := exec.Command(os.Args[0], "-test.run=^$")
+	agent.Env = append(os.Environ(), "SUPERVISE_TEST_AGENT="+state, "SUPERVISE_TEST_EXE="+agentBin, "SUPERVISE_TEST_APP="+string(spec))
+	agent.Stderr = os.Stderr
+	out, err := agent.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "deployed\n" {
+		agent.Process.Kill()
+		agent.Wait()
+		t.Fatalf("fake agent: %q %v", line, err)
+	}
+	m := newManager(t, state)
+	cleanup(t, m, app.ID)
+	before := map[string][]int32{"web": pids(procReport(m, app.ID, "web")), "worker": pids(procReport(m, app.ID, "worker"))}
+	if err := agent.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	agent.Wait()
+
+	if code, body, err := get(app.UpstreamPort, "/"); err != nil || code != 200 || body != "release=r1" {
+		t.Fatalf("after kill -9 of the agent: %d %q %v", code, body, err)
+	}
+	m2 := newManager(t, state)
+	for name, want := range before {
+		p := procReport(m2, app.ID, name)
+		if got := pids(p); fmt.Sprint(got) != fmt.Sprint(want) || slices.Contains(got, 0) || p.GetState() != "running" {
+			t.Fatalf("%s after the agent's death: %v, before %v", name, p, want)
+		}
+		for _, pid := range want {
+			if procGone(int(pid)) {
+				t.Fatalf("%s pid %d gone", name, pid)
+			}
+		}
+	}
+}
+
+// TestPortTakenRetried: an instance that finds its port taken (another
+// program got it first) is started again on another port.
+func TestPortTakenRetried(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	web := webSpec(1)
+	mark := filepath.Join(t.TempDir(), "mark")
+	web.Command = `if [ ! -e "$MARK" ]; then touch "$MARK"; echo "listen tcp: address already in use" >&2; exit 1; fi; exec "$WEBAPP"`
+	app := newApp(t, true, web)
+	app.Env = append(app.Env, "MARK="+mark)
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	if code, body, err := get(app.UpstreamPort, "/"); err != nil || code != 200 || body != "release=r1" {
+		t.Fatalf("%d %q %v", code, body, err)
+	}
+	if n := len(m.units(app.ID)); n != 1 {
+		t.Fatalf("%d unit dirs: the failed attempt was not cleaned up", n)
 	}
 }
