@@ -294,3 +294,74 @@ func TestPortTakenRetried(t *testing.T) {
 		t.Fatalf("%d unit dirs: the failed attempt was not cleaned up", n)
 	}
 }
+
+// TestInFlightFinishes: a request an old instance is serving when the
+// deploy switches the upstream completes there, and the deploy waits for
+// it before the old instance is gone.
+func TestInFlightFinishes(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	app := newApp(t, true, webSpec(1))
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	file := filepath.Join(t.TempDir(), "go")
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		code, body, err := get(app.UpstreamPort, "/wait?file="+file)
+		res <- result{code, body, err}
+	}()
+	old := live(m.units(app.ID))[0]
+	waitFor(t, 10*time.Second, "the request at the old instance", func() bool {
+		l := readTail(old.dir, 1)
+		return len(l) == 1 && l[0].Text == "waiting for "+file
+	})
+	deployed := make(chan error, 1)
+	go func() { deployed <- m.Deploy(context.Background(), withRelease(t, app, "r2"), logT(t)) }()
+	waitFor(t, 20*time.Second, "the upstream on r2", func() bool {
+		_, body, err := get(app.UpstreamPort, "/")
+		return err == nil && body == "release=r2"
+	})
+	select {
+	case err := <-deployed:
+		t.Fatalf("deploy finished (%v) while the old instance still served a request", err)
+	default:
+	}
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil || r.code != 200 || r.body != "release=r1" {
+		t.Fatalf("in-flight request: %d %q %v", r.code, r.body, r.err)
+	}
+	if err := <-deployed; err != nil {
+		t.Fatal(err)
+	}
+	if !procGone(old.state.Pid) {
+		t.Fatal("old instance still running")
+	}
+}
+
+// TestStreamingThroughUpstream: a response is passed on as it is written,
+// not when it ends.
+func TestStreamingThroughUpstream(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	app := newApp(t, true, webSpec(1))
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/stream", app.UpstreamPort), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "first\n" {
+		t.Fatalf("first chunk: %q %v", line, err)
+	}
+}
