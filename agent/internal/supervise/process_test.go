@@ -394,7 +394,7 @@ func TestRunsAsAppUser(t *testing.T) {
 		t.Fatal("this test runs as root (the agent's usual user) to switch to the app's user")
 	}
 	m := newManager(t, t.TempDir())
-	app := newApp(t, false, workerSpec(`id -u; id -g; while true; do sleep 1; done`))
+	app := newApp(t, false, workerSpec(`id -u; id -g; umask; pwd; while true; do sleep 1; done`))
 	app.UID, app.GID = 65534, 65534
 	rel, err := os.MkdirTemp("", "release")
 	if err != nil {
@@ -406,9 +406,9 @@ func TestRunsAsAppUser(t *testing.T) {
 	cleanup(t, m, app.ID)
 	deploy(t, m, app)
 	u := live(m.units(app.ID))[0]
-	waitFor(t, 10*time.Second, "id output", func() bool { return len(readTail(u.dir, 5)) == 2 })
+	waitFor(t, 10*time.Second, "id output", func() bool { return len(readTail(u.dir, 5)) == 4 })
 	l := readTail(u.dir, 5)
-	if l[0].Text != "65534" || l[1].Text != "65534" {
+	if l[0].Text != "65534" || l[1].Text != "65534" || l[2].Text != "0022" || l[3].Text != rel {
 		t.Fatalf("ran as %v", l)
 	}
 }
