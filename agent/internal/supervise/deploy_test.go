@@ -365,3 +365,56 @@ func TestStreamingThroughUpstream(t *testing.T) {
 		t.Fatalf("first chunk: %q %v", line, err)
 	}
 }
+
+// TestRebootRestartsProcesses: after every supervisor, app process and
+// the upstream died at once (the host rebooted), a new manager starts
+// them again; an instance stopped on purpose stays stopped.
+func TestRebootRestartsProcesses(t *testing.T) {
+	state := t.TempDir()
+	m1, err := NewManager(Config{StateDir: state, Executable: agentBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := workerSpec(`while true; do sleep 1; done`)
+	idle.Name = "idle"
+	app := newApp(t, true, webSpec(1), workerSpec(`while true; do sleep 1; done`), idle)
+	deploy(t, m1, app)
+	if err := m1.Action(context.Background(), app, "stop", []string{"idle"}, logT(t)); err != nil {
+		t.Fatal(err)
+	}
+	m1.Close()
+	var dead []int
+	for _, u := range live(m1.units(app.ID)) {
+		for _, pid := range []int{readPid(u.dir), u.state.Pid} {
+			if pid > 1 && !procGone(pid) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				dead = append(dead, pid)
+			}
+		}
+	}
+	up := readPid(m1.upDir(app.ID))
+	syscall.Kill(up, syscall.SIGKILL)
+	dead = append(dead, up)
+	for _, pid := range dead {
+		waitFor(t, 5*time.Second, "the kill", func() bool { return procGone(pid) })
+	}
+	if _, _, err := get(app.UpstreamPort, "/"); err == nil {
+		t.Fatal("upstream still answering after the kill")
+	}
+
+	m2 := newManager(t, state)
+	cleanup(t, m2, app.ID)
+	for _, name := range []string{"web", "worker"} {
+		waitFor(t, 10*time.Second, name+" running again", func() bool {
+			p := procReport(m2, app.ID, name)
+			return p.GetState() == "running" && len(p.GetInstances()) == 1 && p.GetInstances()[0].GetPid() != 0
+		})
+	}
+	if st := procReport(m2, app.ID, "idle").GetState(); st != "stopped" {
+		t.Fatalf("the process stopped on purpose is %s", st)
+	}
+	waitFor(t, 10*time.Second, "the upstream serving", func() bool {
+		code, body, err := get(app.UpstreamPort, "/")
+		return err == nil && code == 200 && body == "release=r1"
+	})
+}
