@@ -240,6 +240,11 @@ func (m *Manager) replace(ctx context.Context, app App, procs []proc, logf func(
 			continue
 		}
 		if o := old[p.Name]; len(o) > 0 {
+			// It may have had a port until now: take those instances out
+			// of the upstream first.
+			if err := m.dropBackends(ctx, app.ID, o); err != nil {
+				return err
+			}
 			m.stopUnits(context.WithoutCancel(ctx), o, true)
 		}
 		var us []*unit
