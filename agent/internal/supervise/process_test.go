@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,10 @@ func TestCrashRestartBackoff(t *testing.T) {
 	app := newApp(t, false, workerSpec(`echo "start $(date +%s.%N)"; exit 3`))
 	cleanup(t, m, app.ID)
 	deploy(t, m, app)
+	// The watcher reports restarts no job caused.
+	var changes atomic.Int32
+	m.OnChange(func() { changes.Add(1) })
+	waitFor(t, 30*time.Second, "OnChange for a restart", func() bool { return changes.Load() > 0 })
 	waitFor(t, 30*time.Second, "three restarts", func() bool {
 		p := procReport(m, app.ID, "worker")
 		u := live(m.units(app.ID))
