@@ -424,3 +424,75 @@ func TestDeleteKeepFilesStopsProcesses(t *testing.T) {
 		t.Errorf("release files: %v", err)
 	}
 }
+
+// When the app's own health check fails after its processes moved, current
+// and the processes go back to the previous release (on a first deploy the
+// processes stop); a deploy that declares no processes stops those left.
+func TestProcessesBackAfterFailedHealthCheck(t *testing.T) {
+	repo := newRepo(t)
+	repo.commit("v0 sick", map[string]string{"build.sh": "true\n", "VERSION": "v0\n", "SICK": "yes\n"})
+	m := newManager(t)
+	h := newHarness(t, Config{Processes: m})
+	port := freePort(t)
+	deploy := func() Spec {
+		s := h.spec(repo)
+		s.Processes, s.UpstreamPort = webProcesses(), port
+		s.HealthCheck = &HealthCheck{Command: "test ! -f SICK"}
+		return s
+	}
+
+	// A first deploy whose check fails: nothing keeps running.
+	s0 := deploy()
+	res := h.run(s0)
+	if res.Status != StatusFailed || res.FailedStep != StepHealthCheck {
+		t.Fatalf("first deploy: %+v\nlog:\n%s", res, h.log(s0.DeploymentID))
+	}
+	if h.current() != "" || appState(m, "web") != nil || len(m.ReleasesInUse("app1")) != 0 {
+		t.Fatalf("after a failed first deploy: current %q, report %v", h.current(), m.Report())
+	}
+	if _, err := get(port); err == nil {
+		t.Error("the upstream serves after a failed first deploy")
+	}
+
+	gitT(t, repo.work, "rm", "-q", "SICK")
+	repo.commit("v1", map[string]string{"VERSION": "v1\n"})
+	s1 := deploy()
+	mustSucceed(t, h, s1.DeploymentID, h.run(s1))
+	mustServe(t, port, "v1")
+
+	repo.commit("v2 sick", map[string]string{"VERSION": "v2\n", "SICK": "yes\n"})
+	s2 := deploy()
+	res = h.run(s2)
+	log := h.log(s2.DeploymentID)
+	if res.Status != StatusFailed || res.FailedStep != StepHealthCheck {
+		t.Fatalf("sick deploy: %+v\nlog:\n%s", res, log)
+	}
+	if !strings.Contains(log, "moving the processes back to release "+s1.DeploymentID) {
+		t.Errorf("log:\n%s", log)
+	}
+	if h.current() != s1.DeploymentID {
+		t.Fatalf("current = %s, want %s", h.current(), s1.DeploymentID)
+	}
+	mustServe(t, port, "v1")
+	if p := appState(m, "worker"); p == nil || p.GetRelease() != s1.DeploymentID {
+		t.Errorf("worker: %v", p)
+	}
+	if _, err := os.Stat(filepath.Join(h.deploy, "releases", s2.DeploymentID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the failed release is kept: %v", err)
+	}
+
+	// No processes declared any more: those left stop.
+	gitT(t, repo.work, "rm", "-q", "SICK")
+	repo.commit("v3", map[string]string{"VERSION": "v3\n"})
+	pid := pidOf(t, m, "web")
+	s3 := h.spec(repo)
+	s3.UpstreamPort = port
+	mustSucceed(t, h, s3.DeploymentID, h.run(s3))
+	if !strings.Contains(h.log(s3.DeploymentID), "declares no processes: stopping those it still has") {
+		t.Errorf("log:\n%s", h.log(s3.DeploymentID))
+	}
+	waitGone(t, strconv.Itoa(int(pid)))
+	if len(m.ReleasesInUse("app1")) != 0 {
+		t.Errorf("releases still in use: %v", m.ReleasesInUse("app1"))
+	}
+}
