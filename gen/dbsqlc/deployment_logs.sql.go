@@ -111,7 +111,7 @@ func (q *Queries) ListDeploymentLogs(ctx context.Context, arg ListDeploymentLogs
 
 const lockDeploymentSeq = `-- name: LockDeploymentSeq :one
 
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
 WHERE id = $1
 FOR UPDATE
 `
@@ -154,6 +154,13 @@ func (q *Queries) LockDeploymentSeq(ctx context.Context, id pgtype.UUID) (Deploy
 		&i.UpdatedAt,
 		&i.AgentSeq,
 		&i.Kind,
+		&i.ProcessAction,
+		&i.ProcessNames,
+		&i.ScheduleID,
+		&i.ScheduleName,
+		&i.ScheduleCommand,
+		&i.Skipped,
+		&i.SkipReason,
 	)
 	return i, err
 }
