@@ -69,6 +69,46 @@ func (q *Queries) InsertDeploymentLog(ctx context.Context, arg InsertDeploymentL
 	return err
 }
 
+const listDeploymentLogTail = `-- name: ListDeploymentLogTail :many
+SELECT deployment_id, seq, step, data, created_at FROM deployment_logs
+WHERE deployment_id = $1
+ORDER BY seq DESC
+LIMIT $2
+`
+
+type ListDeploymentLogTailParams struct {
+	DeploymentID pgtype.UUID
+	Lim          int32
+}
+
+// The last chunks of a deployment's log, newest first (a schedule run's
+// output tail).
+func (q *Queries) ListDeploymentLogTail(ctx context.Context, arg ListDeploymentLogTailParams) ([]DeploymentLog, error) {
+	rows, err := q.db.Query(ctx, listDeploymentLogTail, arg.DeploymentID, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []DeploymentLog{}
+	for rows.Next() {
+		var i DeploymentLog
+		if err := rows.Scan(
+			&i.DeploymentID,
+			&i.Seq,
+			&i.Step,
+			&i.Data,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listDeploymentLogs = `-- name: ListDeploymentLogs :many
 SELECT deployment_id, seq, step, data, created_at FROM deployment_logs
 WHERE deployment_id = $1 AND seq > $2
