@@ -102,7 +102,7 @@ type Deployment struct {
 	Skipped    bool
 	SkipReason *string
 	CreatedAt  time.Time
-	UpdatedAt time.Time
+	UpdatedAt  time.Time
 }
 
 // JobKind says what a deployment row's job does.
