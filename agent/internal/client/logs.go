@@ -19,6 +19,12 @@ const (
 	// logs come (a controller or link too slow for a busy app) is ended
 	// rather than let grow, and never holds up job events.
 	maxQueuedChunks = 64
+	// maxQueuedBytes bounds the same queue by size: log lines may be long
+	// (16 KiB), and 16 requests must not hold much of a small server.
+	maxQueuedBytes = 4 << 20
+	// maxLogChunkBytes bounds one LogsChunk well under gRPC's 4 MiB
+	// message limit; the manager's batches (up to 500 lines) are split.
+	maxLogChunkBytes = 256 << 10
 	// maxChunksPerTurn is how many log chunks the stream's sender sends
 	// before it looks at job events and metrics again.
 	maxChunksPerTurn = 32
@@ -60,7 +66,21 @@ type logRequest struct {
 	id     string
 	cancel context.CancelCauseFunc
 	queue  []*agentv1.LogsChunk
+	bytes  int  // the queue's size, by lineSize
 	ended  bool // the end chunk is queued: nothing more is added
+}
+
+// lineSize is about what a line costs on the wire.
+func lineSize(l *agentv1.LogLine) int {
+	return len(l.GetText()) + len(l.GetProcess()) + len(l.GetStream()) + 32
+}
+
+func chunkSize(c *agentv1.LogsChunk) int {
+	n := 0
+	for _, l := range c.GetLines() {
+		n += lineSize(l)
+	}
+	return n
 }
 
 func newLogStreams(ctx context.Context, mgr *supervise.Manager, log *slog.Logger) *logStreams {
@@ -143,16 +163,27 @@ func (ls *logStreams) push(r *logRequest, lines []*agentv1.LogLine) error {
 		ls.mu.Unlock()
 		return errTooSlow
 	}
-	if len(r.queue) >= maxQueuedChunks {
-		// One chunk past the bound: the end, so the controller learns why.
-		r.queue = append(r.queue, &agentv1.LogsChunk{RequestId: r.id, End: true, Error: errTextTooSlow})
-		r.ended = true
-		ls.mu.Unlock()
-		r.cancel(errTooSlow)
-		ls.poke()
-		return errTooSlow
+	for len(lines) > 0 {
+		// At least one line per chunk; a line is at most 16 KiB.
+		n, size := 1, lineSize(lines[0])
+		for n < len(lines) && size+lineSize(lines[n]) <= maxLogChunkBytes {
+			size += lineSize(lines[n])
+			n++
+		}
+		if len(r.queue) >= maxQueuedChunks || r.bytes+size > maxQueuedBytes {
+			// One chunk past the bound: the end, so the controller
+			// learns why.
+			r.queue = append(r.queue, &agentv1.LogsChunk{RequestId: r.id, End: true, Error: errTextTooSlow})
+			r.ended = true
+			ls.mu.Unlock()
+			r.cancel(errTooSlow)
+			ls.poke()
+			return errTooSlow
+		}
+		r.queue = append(r.queue, &agentv1.LogsChunk{RequestId: r.id, Lines: lines[:n:n]})
+		r.bytes += size
+		lines = lines[n:]
 	}
-	r.queue = append(r.queue, &agentv1.LogsChunk{RequestId: r.id, Lines: lines})
 	ls.mu.Unlock()
 	ls.poke()
 	return nil
@@ -199,6 +230,7 @@ func (ls *logStreams) next(max int) (out []*agentv1.LogsChunk, more bool) {
 			}
 			c := r.queue[0]
 			r.queue = r.queue[1:]
+			r.bytes -= chunkSize(c)
 			out = append(out, c)
 			took = true
 			if c.GetEnd() {

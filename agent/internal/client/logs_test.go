@@ -68,3 +68,43 @@ func TestLogRequestRefusals(t *testing.T) {
 		t.Fatalf("chunks %v (more %v)", got, more)
 	}
 }
+
+// Long lines are split into chunks well under gRPC's message limit, and a
+// queue is bounded by size as well as by count.
+func TestLogChunksBoundedBySize(t *testing.T) {
+	ls := newLogStreams(t.Context(), nil, slog.New(slog.DiscardHandler))
+	_, cancel := context.WithCancelCause(t.Context())
+	r := &logRequest{id: "big", cancel: cancel}
+	ls.reqs[r.id] = r
+	ls.order = append(ls.order, r)
+	long := strings.Repeat("y", 16<<10)
+	var batch []*agentv1.LogLine
+	for range 100 { // 1.6 MiB in one batch, as the manager may send
+		batch = append(batch, &agentv1.LogLine{Process: "web", Stream: "stdout", Text: long})
+	}
+	if err := ls.push(r, batch); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := ls.next(maxChunksPerTurn)
+	lines := 0
+	for _, c := range got {
+		if sz := proto.Size(c); sz > maxLogChunkBytes+(64<<10) {
+			t.Errorf("chunk of %d bytes", sz)
+		}
+		lines += len(c.GetLines())
+	}
+	if len(got) < 2 || lines != 100 {
+		t.Fatalf("%d chunks with %d lines", len(got), lines)
+	}
+	// Past maxQueuedBytes without the sender taking any: too slow.
+	var err error
+	for i := 0; err == nil && i < 10; i++ {
+		err = ls.push(r, batch)
+	}
+	if !errors.Is(err, errTooSlow) {
+		t.Fatalf("pushing 16 MiB nobody takes: %v", err)
+	}
+	if r.bytes > maxQueuedBytes {
+		t.Fatalf("queue holds %d bytes", r.bytes)
+	}
+}
