@@ -338,6 +338,17 @@ func (s *Service) UpdateApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 	}
 	var app store.App
 	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		// The checks above judged the change against what was read first:
+		// if someone changed the app since, writing the whole row back would
+		// undo their change (a write-scoped edit could restore a repository
+		// a deploy-scoped caller had just replaced), so refuse instead.
+		cur, err := tx.LockApp(ctx, old.ID)
+		if err != nil {
+			return err
+		}
+		if len(changedAppFields(old.AppSettings, cur.AppSettings)) > 0 {
+			return errAppChanged
+		}
 		credChanged := slices.Contains(fields, "credential")
 		if a.GitCredentialID != nil && (credChanged || slices.Contains(fields, "repository_url")) {
 			// Pointing an app that has a credential at another repository is
@@ -347,10 +358,12 @@ func (s *Service) UpdateApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 				return err
 			}
 		}
-		var err error
 		app, err = tx.UpdateApp(ctx, old.ID, a)
 		return err
 	})
+	if errors.Is(err, errAppChanged) {
+		return store.App{}, err
+	}
 	if errors.Is(err, store.ErrConflict) {
 		return store.App{}, fmt.Errorf("%w: another app at %s on %s already exists", store.ErrConflict, a.DeployPath, srv.Name)
 	}
@@ -367,6 +380,10 @@ func (s *Service) UpdateApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 	s.activity(ctx, pr, peer, kind.AppUpdated, "app", app.ID, app.Name, changes)
 	return app, nil
 }
+
+// errAppChanged: the app's settings changed between an update's read and
+// its write; the caller reads again and retries.
+var errAppChanged = fmt.Errorf("%w: the app was changed by someone else meanwhile; read it again and retry", ErrRefused)
 
 // redactURL drops a password from a URL for the audit trail.
 func redactURL(raw string) string {
@@ -476,6 +493,11 @@ type AppView struct {
 	store.App
 	ServerName, CredentialName string
 	EnvKeys                    map[store.AppEnvScope][]string
+	// Processes and Schedules the app declares; UpstreamPort is its local
+	// upstream on its server (0 until a process has a port).
+	Processes    []ProcessView
+	Schedules    []ScheduleView
+	UpstreamPort uint32
 }
 
 // GetApp returns an app and the names of its variables.
@@ -513,6 +535,17 @@ func (s *Service) View(ctx context.Context, a store.App) (AppView, error) {
 		slices.Sort(keys)
 		v.EnvKeys[sc] = keys
 	}
+	procs, err := s.st.AppProcesses(ctx, a.ID)
+	if err != nil {
+		return AppView{}, err
+	}
+	if v.Processes, err = s.processViews(ctx, a, procs); err != nil {
+		return AppView{}, err
+	}
+	if v.Schedules, err = s.scheduleViews(ctx, a); err != nil {
+		return AppView{}, err
+	}
+	v.UpstreamPort = uint32(a.UpstreamPort)
 	return v, nil
 }
 
@@ -591,8 +624,9 @@ func (s *Service) SetWebhookSecret(ctx context.Context, pr *auth.Principal, peer
 }
 
 // DeletedApp is what DeleteApp did: Job is the delete job that removes
-// the app's files (the app is deleted once it succeeds), nil when the files
-// are kept and the app is deleted already.
+// the app's files (the app is deleted once it succeeds); when the files
+// are kept the app is deleted already and Job is the process job that
+// stops its processes (nil when it declares none).
 type DeletedApp struct {
 	App store.App
 	Job *store.Deployment
@@ -626,13 +660,29 @@ func (s *Service) DeleteApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 				store.ErrWrongState, a.Name, what, d.ID, d.Status, d.ID)
 		}
 	}
+	// A deleted app runs nothing any more: its schedules go now (a delete
+	// job that fails leaves the app without them; they are declared again
+	// with berth app schedule add). Its processes are stopped by the
+	// delete job on the agent; with keepFiles, by a process job (stop)
+	// queued before the app is marked deleted.
+	if err := s.st.DeleteAppSchedules(ctx, a.ID); err != nil {
+		return DeletedApp{}, err
+	}
 	if keepFiles {
+		var stopJob *store.Deployment
+		if procs, err := s.st.AppProcesses(ctx, a.ID); err != nil {
+			return DeletedApp{}, err
+		} else if len(procs) > 0 {
+			if stopJob, err = s.processJob(ctx, pr, peer, a, ProcessStop, nil); err != nil {
+				return DeletedApp{}, err
+			}
+		}
 		if err := s.st.SoftDeleteApp(ctx, a.ID); err != nil {
 			return DeletedApp{}, err
 		}
 		s.activity(ctx, pr, peer, kind.AppDeleted, "app", a.ID, a.Name, map[string]any{"keep_files": true, "deploy_path": a.DeployPath})
 		a, err = s.st.App(ctx, a.ID)
-		return DeletedApp{App: a}, err
+		return DeletedApp{App: a, Job: stopJob}, err
 	}
 	cp := store.CreateDeploymentParams{AppID: a.ID, UserID: &pr.UserID, TriggeredBy: store.TriggerUser, Kind: store.JobDelete}
 	if pr.TokenID != nil {
