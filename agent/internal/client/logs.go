@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/berthhq/berth/agent/internal/supervise"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
@@ -30,6 +31,10 @@ const (
 	maxChunksPerTurn = 32
 	maxRequestIDLen  = 128
 )
+
+// slowGrace is how long a request whose queue is full waits for the
+// stream to take some before it ends "too slow" (a var for tests).
+var slowGrace = 5 * time.Second
 
 // Reasons a log request ends early, as LogsChunk.error says them.
 const (
@@ -65,9 +70,15 @@ type logStreams struct {
 type logRequest struct {
 	id     string
 	cancel context.CancelCauseFunc
+	ctx    context.Context
 	queue  []*agentv1.LogsChunk
-	bytes  int  // the queue's size, by lineSize
-	ended  bool // the end chunk is queued: nothing more is added
+	bytes  int           // the queue's size, by lineSize
+	space  chan struct{} // cap 1: the sender took some of the queue
+	ended  bool          // the end chunk is queued: nothing more is added
+}
+
+func newLogRequest(ctx context.Context, id string, cancel context.CancelCauseFunc) *logRequest {
+	return &logRequest{id: id, ctx: ctx, cancel: cancel, space: make(chan struct{}, 1)}
 }
 
 // lineSize is about what a line costs on the wire.
@@ -129,7 +140,7 @@ func (ls *logStreams) start(req *agentv1.LogsRequest) {
 		return
 	}
 	ctx, cancel := context.WithCancelCause(ls.ctx)
-	r := &logRequest{id: id, cancel: cancel}
+	r := newLogRequest(ctx, id, cancel)
 	ls.reqs[id] = r
 	ls.order = append(ls.order, r)
 	ls.mu.Unlock()
@@ -170,7 +181,37 @@ func (ls *logStreams) push(r *logRequest, lines []*agentv1.LogLine) error {
 			size += lineSize(lines[n])
 			n++
 		}
-		if len(r.queue) >= maxQueuedChunks || r.bytes+size > maxQueuedBytes {
+		full := func() bool { return len(r.queue) >= maxQueuedChunks || r.bytes+size > maxQueuedBytes }
+		if full() {
+			// A burst (a long tail) gets a moment for the stream to take
+			// some; only this request's goroutine waits, never the stream.
+			ls.mu.Unlock()
+			ls.poke()
+			wait := time.NewTimer(slowGrace)
+			for waited := false; !waited; {
+				select {
+				case <-r.space:
+					ls.mu.Lock()
+					if !full() {
+						waited = true
+						continue
+					}
+					ls.mu.Unlock()
+				case <-wait.C:
+					ls.mu.Lock()
+					waited = true
+				case <-r.ctx.Done():
+					wait.Stop()
+					return context.Cause(r.ctx)
+				}
+			}
+			wait.Stop()
+		}
+		if r.ended {
+			ls.mu.Unlock()
+			return errTooSlow
+		}
+		if full() {
 			// One chunk past the bound: the end, so the controller
 			// learns why.
 			r.queue = append(r.queue, &agentv1.LogsChunk{RequestId: r.id, End: true, Error: errTextTooSlow})
@@ -231,6 +272,10 @@ func (ls *logStreams) next(max int) (out []*agentv1.LogsChunk, more bool) {
 			c := r.queue[0]
 			r.queue = r.queue[1:]
 			r.bytes -= chunkSize(c)
+			select {
+			case r.space <- struct{}{}:
+			default:
+			}
 			out = append(out, c)
 			took = true
 			if c.GetEnd() {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -17,8 +18,10 @@ import (
 // chunks already queued still go, then the end, and the slot is freed.
 func TestLogRequestTooSlow(t *testing.T) {
 	ls := newLogStreams(t.Context(), nil, slog.New(slog.DiscardHandler))
+	defer func(g time.Duration) { slowGrace = g }(slowGrace)
+	slowGrace = 0 // nobody takes chunks here: no wait changes that
 	ctx, cancel := context.WithCancelCause(t.Context())
-	r := &logRequest{id: "slow", cancel: cancel}
+	r := newLogRequest(ctx, "slow", cancel)
 	ls.reqs[r.id] = r
 	ls.order = append(ls.order, r)
 	line := []*agentv1.LogLine{{Process: "web", Stream: "stdout", Text: "x"}}
@@ -73,8 +76,10 @@ func TestLogRequestRefusals(t *testing.T) {
 // queue is bounded by size as well as by count.
 func TestLogChunksBoundedBySize(t *testing.T) {
 	ls := newLogStreams(t.Context(), nil, slog.New(slog.DiscardHandler))
-	_, cancel := context.WithCancelCause(t.Context())
-	r := &logRequest{id: "big", cancel: cancel}
+	defer func(g time.Duration) { slowGrace = g }(slowGrace)
+	slowGrace = 0
+	ctx, cancel := context.WithCancelCause(t.Context())
+	r := newLogRequest(ctx, "big", cancel)
 	ls.reqs[r.id] = r
 	ls.order = append(ls.order, r)
 	long := strings.Repeat("y", 16<<10)
@@ -106,5 +111,42 @@ func TestLogChunksBoundedBySize(t *testing.T) {
 	}
 	if r.bytes > maxQueuedBytes {
 		t.Fatalf("queue holds %d bytes", r.bytes)
+	}
+}
+
+// A burst bigger than the queue (a long tail) goes through when the stream
+// takes chunks meanwhile: the request waits instead of ending.
+func TestLogBurstWaitsForTheSender(t *testing.T) {
+	ls := newLogStreams(t.Context(), nil, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancelCause(t.Context())
+	r := newLogRequest(ctx, "tail", cancel)
+	ls.reqs[r.id] = r
+	ls.order = append(ls.order, r)
+	var batch []*agentv1.LogLine
+	for range 400 { // 400 lines of 16 KiB: 6.4 MiB, past maxQueuedBytes
+		batch = append(batch, &agentv1.LogLine{Process: "web", Stream: "stdout", Text: strings.Repeat("z", 16<<10)})
+	}
+	pushed := make(chan error, 1)
+	go func() { pushed <- ls.push(r, batch) }()
+	lines, ended, more := 0, false, false
+	for !ended || lines < len(batch) {
+		if !more {
+			select {
+			case err := <-pushed:
+				if err != nil {
+					t.Fatalf("push: %v", err)
+				}
+				ended = true
+			case <-ls.wake:
+			}
+		}
+		var got []*agentv1.LogsChunk
+		got, more = ls.next(maxChunksPerTurn)
+		for _, c := range got {
+			if c.GetEnd() {
+				t.Fatalf("request ended: %v", c.GetError())
+			}
+			lines += len(c.GetLines())
+		}
 	}
 }
