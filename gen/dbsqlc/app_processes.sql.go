@@ -23,7 +23,7 @@ RETURNING a.upstream_port
 
 // Gives the app the lowest free port of 10000-19999 on its server (among
 // live apps) unless it has one; returns the app's port. Call with the app
-// locked (LockApp); two apps of one server allocating at once are told
+// locked (LockApp, apps.sql); two apps of one server allocating at once are told
 // apart by apps_server_id_upstream_port_key (the caller retries).
 func (q *Queries) AllocateUpstreamPort(ctx context.Context, id pgtype.UUID) (*int32, error) {
 	row := q.db.QueryRow(ctx, allocateUpstreamPort, id)
@@ -188,19 +188,6 @@ func (q *Queries) ListAppProcesses(ctx context.Context, appID pgtype.UUID) ([]Ap
 		return nil, err
 	}
 	return items, nil
-}
-
-const lockApp = `-- name: LockApp :one
-SELECT id FROM apps WHERE id = $1 AND deleted_at IS NULL FOR UPDATE
-`
-
-// Serialises changes to one app's processes (and its upstream port) in a
-// transaction.
-func (q *Queries) LockApp(ctx context.Context, id pgtype.UUID) (pgtype.UUID, error) {
-	row := q.db.QueryRow(ctx, lockApp, id)
-	var id_2 pgtype.UUID
-	err := row.Scan(&id_2)
-	return id_2, err
 }
 
 const replaceAppProcess = `-- name: ReplaceAppProcess :one
