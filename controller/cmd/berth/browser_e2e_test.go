@@ -529,6 +529,7 @@ func browserServers(t *testing.T, e *browserEnv) {
 	if painted == 0 {
 		t.Fatal("the chart canvas is blank")
 	}
+	browserChartSizeAndLegend(t, tb)
 	if st := tb.text(`[data-live-server][data-field=status]`); st != "online" {
 		t.Fatalf("server page status %q", st)
 	}

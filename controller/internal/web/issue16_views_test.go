@@ -2,10 +2,15 @@ package web_test
 
 import (
 	"context"
+	"html"
+	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/store"
 )
 
@@ -72,5 +77,120 @@ func TestActivityNamesAgentServer(t *testing.T) {
 	}
 	if strings.Contains(body, ">agent:") {
 		t.Fatal("an agent:<id> actor is shown as text")
+	}
+}
+
+// Malformed and oversized process and schedule forms get a clear error
+// and the page shows the form again with everything typed; the log view
+// refuses a malformed query with a message.
+func TestProcessAndScheduleFormsKeepInput(t *testing.T) {
+	e := newEnv(t, false)
+	ctx := context.Background()
+	admin := e.user("admin@example.com", store.RoleAdmin)
+	if _, err := e.st.CreateServer(ctx, store.CreateServerParams{Name: "web-1"}); err != nil {
+		t.Fatal(err)
+	}
+	pr := &auth.Principal{UserID: admin.ID, Email: admin.Email, Role: store.RoleAdmin, Scopes: []store.Scope{store.ScopeAdmin}}
+	if _, err := e.dep.CreateApp(ctx, pr, deploys.Peer{}, deploys.CreateAppParams{Server: "web-1", AppSettings: store.AppSettings{
+		Name: "shop", RepositoryURL: "https://git.example.com/shop.git", DeployPath: "/srv/shop", RunAsUser: "app"}}); err != nil {
+		t.Fatal(err)
+	}
+	c := e.client()
+	c.login("admin@example.com", adminPassword)
+
+	const cmd = `bin/server --listen ":$PORT" <script>alert(1)</script>`
+	good := func(kv ...string) url.Values {
+		f := url.Values{"form": {"process"}, "name": {"web"}, "command": {cmd}, "instances": {"2"}, "port": {"1"},
+			"health_path": {"/up"}, "stop_signal": {"TERM"}, "stop_grace": {"30s"}, "memory_max": {"512M"}, "cpu_max": {"100%"}, "restart": {"on-failure"}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			f.Set(kv[i], kv[i+1])
+		}
+		return f
+	}
+	for _, tc := range []struct {
+		name string
+		form url.Values
+		msg  string
+	}{
+		{"no name", good("name", ""), "Name the process"},
+		{"long name", good("name", strings.Repeat("w", 33)), "at most 32 characters"},
+		{"no command", good("command", "  "), "Give the command"},
+		{"huge command", good("command", strings.Repeat("x", 5000)), "at most 4096 bytes"},
+		{"instances word", good("instances", "two"), "Instances is a whole number from 1 to 32"},
+		{"instances zero", good("instances", "0"), "Instances is a whole number from 1 to 32"},
+		{"instances 33", good("instances", "33"), "Instances is a whole number from 1 to 32"},
+		{"grace", good("stop_grace", "forever"), "Stop grace is a duration"},
+		{"memory", good("memory_max", "lots"), "memory limit"},
+		{"memory zero", good("memory_max", "0M"), "memory limit"},
+		{"cpu", good("cpu_max", "-5%"), "CPU limit"},
+	} {
+		resp, body := c.post("/apps/shop/processes", tc.form)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, tc.msg) {
+			t.Errorf("%s: %d, want 400 saying %q", tc.name, resp.StatusCode, tc.msg)
+			continue
+		}
+		if !strings.Contains(body, `<details open id="process-form-box">`) {
+			t.Errorf("%s: the process form is not open again", tc.name)
+		}
+		// What was typed is back in the form, escaped.
+		for _, f := range []string{"name", "instances", "health_path", "stop_grace", "memory_max", "cpu_max"} {
+			if v := tc.form.Get(f); v != "" && !strings.Contains(body, `name="`+f+`" `) {
+				t.Errorf("%s: no %s field", tc.name, f)
+			} else if v != "" && !strings.Contains(body, `value="`+html.EscapeString(v)+`"`) && !strings.Contains(body, `value="`+v+`"`) {
+				t.Errorf("%s: %s=%q not kept", tc.name, f, v)
+			}
+		}
+		if tc.name != "no command" && tc.name != "huge command" && !strings.Contains(body, html.EscapeString(cmd)) {
+			t.Errorf("%s: the command is not kept (escaped)", tc.name)
+		}
+		if strings.Contains(body, "<script>alert(1)") {
+			t.Fatalf("%s: the command is not escaped", tc.name)
+		}
+		if !strings.Contains(body, `<option value="on-failure" selected>`) || !strings.Contains(body, `name="port" value="1" checked`) {
+			t.Errorf("%s: restart or port choice not kept", tc.name)
+		}
+		// The schedule form stays blank.
+		if !strings.Contains(body, `id="s-name" name="name" required maxlength="63" autocomplete="off" placeholder="nightly-report" value=""`) {
+			t.Errorf("%s: the schedule form got the process form's values", tc.name)
+		}
+	}
+	if resp, body := c.post("/apps/shop/processes/control", url.Values{"action": {"explode"}}); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "start, stop or restart") {
+		t.Errorf("control with a bad action: %d", resp.StatusCode)
+	}
+
+	sched := url.Values{"form": {"schedule"}, "name": {"report"}, "cron": {""}, "command": {"bin/report --daily"}, "timezone": {"Europe/Berlin"}}
+	resp, body := c.post("/apps/shop/schedules", sched)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Give the schedule a cron expression") ||
+		!strings.Contains(body, `<details open id="schedule-form-box">`) || !strings.Contains(body, `value="report"`) ||
+		!strings.Contains(body, "bin/report --daily</textarea>") || !strings.Contains(body, `value="Europe/Berlin"`) {
+		t.Errorf("schedule without cron: %d", resp.StatusCode)
+	}
+	sched.Set("cron", strings.Repeat("* ", 100))
+	if resp, body := c.post("/apps/shop/schedules", sched); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "at most 128 characters") {
+		t.Errorf("oversized cron: %d", resp.StatusCode)
+	}
+	// A form over the size limit is refused as a whole, with the reason.
+	if resp, body := c.post("/apps/shop/processes", good("command", strings.Repeat("x", 70<<10))); resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(body, "64 KiB") {
+		t.Errorf("oversized form: %d", resp.StatusCode)
+	}
+
+	for _, q := range []string{"since=forever", "since=-5m", "since=200h", "process=" + strings.Repeat("p", 40)} {
+		if resp, body := c.get("/apps/shop/logs?" + q); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, `id="form-error"`) || strings.Contains(body, "data-stream=") {
+			t.Errorf("logs page ?%s: %d", q, resp.StatusCode)
+		}
+		if resp, _ := c.get("/apps/shop/logs/stream?" + q); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("logs stream ?%s: %d", q, resp.StatusCode)
+		}
+	}
+	resp, body = c.get("/apps/shop/logs?process=web&since=2h")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `data-stream="/apps/shop/logs/stream?follow=1&amp;process=web&amp;since=2h"`) {
+		t.Errorf("logs page: %d\n%s", resp.StatusCode, body)
+	}
+	if resp, _ := c.get("/apps/nope/logs"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("logs of an unknown app: %d", resp.StatusCode)
+	}
+	// The app page links to the log view.
+	if _, body := c.get("/apps/shop"); !strings.Contains(body, `href="/apps/shop/logs" id="logs-link"`) {
+		t.Error("no Logs link on the app page")
 	}
 }

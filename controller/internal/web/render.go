@@ -133,7 +133,11 @@ var funcs = template.FuncMap{
 		}
 		return *s
 	},
-	"str": func(v any) string { return fmt.Sprint(v) },
+	"str":       func(v any) string { return fmt.Sprint(v) },
+	"formValue": formValue,
+	"procCount": processCounts,
+	"uptime":    uptime,
+	"dur":       func(d time.Duration) string { return d.String() },
 }
 
 func parsePages() (*pages, error) {

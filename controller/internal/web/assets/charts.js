@@ -27,7 +27,10 @@
 
   // A chart is as wide as its card: the figure's width decides (it never
   // grows with its canvas, see app.css), so resizing the window redraws.
-  function widthOf(el) { return Math.max(200, Math.floor(el.getBoundingClientRect().width)); }
+  function widthOf(el) {
+    var cs = getComputedStyle(el);
+    return Math.max(200, Math.floor(el.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight)));
+  }
 
   // lastIdx is the newest point that has any value, so the legend shows
   // the latest time and values while the pointer is elsewhere (uPlot
