@@ -21,7 +21,7 @@ import (
 // wrong, and the page keeps everything typed.
 const (
 	maxCommandLen = 4096
-	maxLogsSince  = 7 * 24 * time.Hour
+	maxLogsSince  = 31 * 24 * time.Hour // as deploys.StreamLogs
 )
 
 // formValue fills a field of the named form from the failed post that
@@ -323,7 +323,7 @@ func logsParams(app string, q url.Values) (deploys.LogsParams, string) {
 	if v := strings.TrimSpace(q.Get("since")); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 || d > maxLogsSince {
-			return p, "Since is a duration such as 10m or 2h, at most 168h."
+			return p, "Since is a duration such as 10m or 2h, at most 744h (31 days)."
 		}
 		p.Since = d
 	}
@@ -384,24 +384,11 @@ func (s *Server) appLogStream(w http.ResponseWriter, r *http.Request, v *viewer)
 		if statusOf(err) == http.StatusInternalServerError {
 			s.d.Log.Error("app logs stream", "app", p.App, "err", err)
 		}
-		b, _ := json.Marshal(map[string]string{"message": logsFailure(err)})
+		b, _ := json.Marshal(map[string]string{"message": publicMessage(err)})
 		_, _ = fmt.Fprintf(w, "event: failure\ndata: %s\n\n", b)
 	}
 	_, _ = fmt.Fprint(w, "event: end\ndata: {}\n\n")
 	fl.Flush()
-}
-
-// logsFailure is what the log view says when the stream stops with an
-// error: the service's words (an offline agent, an unknown process), or a
-// generic line for anything unexpected.
-func logsFailure(err error) string {
-	if statusOf(err) != http.StatusInternalServerError {
-		return publicMessage(err)
-	}
-	if s := err.Error(); strings.Contains(s, "is not connected") {
-		return s
-	}
-	return publicMessage(err)
 }
 
 // processCounts is the summary of a process's instances by state.

@@ -289,6 +289,8 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, deploys.ErrPruned), errors.Is(err, deploys.ErrRefused):
 		return http.StatusConflict
+	case errors.Is(err, deploys.ErrUnavailable):
+		return http.StatusServiceUnavailable
 	}
 	return accountsStatus(err)
 }
