@@ -425,3 +425,22 @@ func uptime(started *time.Time) string {
 	}
 	return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
 }
+
+// jobTitle names what a job of the deployments table does.
+func jobTitle(d store.Deployment) string {
+	switch d.Kind {
+	case store.JobDelete:
+		return "app delete"
+	case store.JobProcess:
+		if d.ProcessAction != nil && *d.ProcessAction != "apply" {
+			return "process " + *d.ProcessAction
+		}
+		return "process change"
+	case store.JobSchedule:
+		return "scheduled run"
+	}
+	if d.TriggeredBy == store.TriggerRollback {
+		return "rollback"
+	}
+	return "deployment"
+}

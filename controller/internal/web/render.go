@@ -135,6 +135,7 @@ var funcs = template.FuncMap{
 	},
 	"str":       func(v any) string { return fmt.Sprint(v) },
 	"formValue": formValue,
+	"jobTitle":  jobTitle,
 	"procCount": processCounts,
 	"uptime":    uptime,
 	"dur":       func(d time.Duration) string { return d.String() },
