@@ -63,6 +63,9 @@ func TestBrowserDeploy(t *testing.T) {
 	repoURL := e.repo.serveHTTP(t, gitUser, gitToken)
 	c1 := e.repo.commit(t, "main", "First release of the shop", map[string]string{"version.txt": "v1\n"})
 	gate := filepath.Join(t.TempDir(), "gate")
+	// A long deploy path: one long word in the activity's changes, which
+	// must wrap rather than widen the page.
+	appDir := filepath.Join(e.base, "shop-"+strings.Repeat("release", 25))
 
 	bctx := startBrowser(t)
 	tb := newTab(t, bctx, e.c, "ops")
@@ -87,7 +90,7 @@ func TestBrowserDeploy(t *testing.T) {
 	}
 
 	tb.open("/apps/new")
-	tb.fill("#name", "shop", "#repo", repoURL, "#path", filepath.Join(e.base, "shop"), "#user", "root",
+	tb.fill("#name", "shop", "#repo", repoURL, "#path", appDir, "#user", "root",
 		"#deploy_script", gatedScript(gate), "#health_cmd", "test -f built.txt", "#keep", "5")
 	tb.do("server", chromedp.SetValue(chromedp.CSS("#server"), "web-1"))
 	tb.do("credential", chromedp.SetValue(chromedp.CSS("#credential"), "shop-git"))
@@ -162,8 +165,8 @@ func TestBrowserDeploy(t *testing.T) {
 		t.Fatalf("rollback went to %s\n%s", p, tb.bodyText())
 	}
 	tb.waitJS("the rollback to succeed", `document.getElementById("dep-status").textContent === "succeeded"`, 3*time.Minute)
-	if got := e.current(t, "shop"); got == "" {
-		t.Fatal("no current release after the rollback")
+	if target, err := os.Readlink(filepath.Join(appDir, "current")); err != nil || !strings.Contains(target, "releases") {
+		t.Fatalf("current after the rollback: %q %v", target, err)
 	}
 	tb.open("/apps/shop")
 	opts = tabRun(tb, "rollback options after the rollback", chromedp.Evaluate[[]option](
