@@ -103,3 +103,9 @@ SELECT count(*) FROM deployments WHERE app_id = sqlc.arg(app_id) AND status IN (
 -- Removing a server takes the history of its deleted apps with it (their
 -- deployments cascade); apps not deleted still refuse the removal.
 DELETE FROM apps WHERE server_id = sqlc.arg(server_id) AND deleted_at IS NOT NULL;
+
+-- name: LockApp :one
+-- Reads a live app and locks its row until the transaction ends, so an
+-- update made from an earlier read can tell whether someone changed the
+-- app's settings in between.
+SELECT * FROM apps WHERE id = sqlc.arg(id) AND deleted_at IS NULL FOR UPDATE;

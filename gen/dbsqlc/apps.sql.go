@@ -360,6 +360,47 @@ func (q *Queries) ListApps(ctx context.Context, arg ListAppsParams) ([]App, erro
 	return items, nil
 }
 
+const lockApp = `-- name: LockApp :one
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path FROM apps WHERE id = $1 AND deleted_at IS NULL FOR UPDATE
+`
+
+// Reads a live app and locks its row until the transaction ends, so an
+// update made from an earlier read can tell whether someone changed the
+// app's settings in between.
+func (q *Queries) LockApp(ctx context.Context, id pgtype.UUID) (App, error) {
+	row := q.db.QueryRow(ctx, lockApp, id)
+	var i App
+	err := row.Scan(
+		&i.ID,
+		&i.ServerID,
+		&i.GitCredentialID,
+		&i.Name,
+		&i.RepositoryUrl,
+		&i.Branch,
+		&i.DeployPath,
+		&i.RunAsUser,
+		&i.DeployScript,
+		&i.HealthCheckCommand,
+		&i.HealthCheckUrl,
+		&i.HealthCheckTimeoutSeconds,
+		&i.ReloadCommand,
+		&i.ReleasesToKeep,
+		&i.SharedPaths,
+		&i.TimeoutSeconds,
+		&i.WebhookSecret,
+		&i.EnvVars,
+		&i.EnvProduction,
+		&i.EnvStaging,
+		&i.CurrentDeploymentID,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.WebhookSecretSetBy,
+		&i.DeletedAt,
+		&i.DeployScriptPath,
+	)
+	return i, err
+}
+
 const purgeDeletedAppsOfServer = `-- name: PurgeDeletedAppsOfServer :execrows
 DELETE FROM apps WHERE server_id = $1 AND deleted_at IS NOT NULL
 `

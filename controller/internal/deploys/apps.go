@@ -338,6 +338,17 @@ func (s *Service) UpdateApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 	}
 	var app store.App
 	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		// The checks above judged the change against what was read first:
+		// if someone changed the app since, writing the whole row back would
+		// undo their change (a write-scoped edit could restore a repository
+		// a deploy-scoped caller had just replaced), so refuse instead.
+		cur, err := tx.LockApp(ctx, old.ID)
+		if err != nil {
+			return err
+		}
+		if len(changedAppFields(old.AppSettings, cur.AppSettings)) > 0 {
+			return errAppChanged
+		}
 		credChanged := slices.Contains(fields, "credential")
 		if a.GitCredentialID != nil && (credChanged || slices.Contains(fields, "repository_url")) {
 			// Pointing an app that has a credential at another repository is
@@ -347,10 +358,12 @@ func (s *Service) UpdateApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 				return err
 			}
 		}
-		var err error
 		app, err = tx.UpdateApp(ctx, old.ID, a)
 		return err
 	})
+	if errors.Is(err, errAppChanged) {
+		return store.App{}, err
+	}
 	if errors.Is(err, store.ErrConflict) {
 		return store.App{}, fmt.Errorf("%w: another app at %s on %s already exists", store.ErrConflict, a.DeployPath, srv.Name)
 	}
@@ -367,6 +380,10 @@ func (s *Service) UpdateApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 	s.activity(ctx, pr, peer, kind.AppUpdated, "app", app.ID, app.Name, changes)
 	return app, nil
 }
+
+// errAppChanged: the app's settings changed between an update's read and
+// its write; the caller reads again and retries.
+var errAppChanged = fmt.Errorf("%w: the app was changed by someone else meanwhile; read it again and retry", ErrRefused)
 
 // redactURL drops a password from a URL for the audit trail.
 func redactURL(raw string) string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berthhq/berth/controller/internal/store"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
@@ -143,5 +144,77 @@ func TestDeployScriptPath(t *testing.T) {
 	js, err := e.svc.jobStart(ctx, a, q.Deployment)
 	if err != nil || js.GetDeployScriptPath() != p || js.GetDeployScript() != "" {
 		t.Fatalf("job start: %+v %v", js, err)
+	}
+}
+
+// TestUpdateAppRefusesAStaleWrite: an update judged against one read of
+// the app must not write its whole row back over a change made after that
+// read (a write-scoped edit of releases kept would restore the branch a
+// deploy-scoped caller had just changed). The other change holds the row
+// lock until the update has read the app and waits for the lock.
+func TestUpdateAppRefusesAStaleWrite(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	a := e.app(t, "shop")
+	locked, release, txDone := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		txDone <- e.st.InTx(ctx, func(tx *store.Store) error {
+			cur, err := tx.LockApp(ctx, a.ID)
+			if err != nil {
+				return err
+			}
+			s := cur.AppSettings
+			s.Branch = "hotfix"
+			if _, err := tx.UpdateApp(ctx, a.ID, s); err != nil {
+				return err
+			}
+			close(locked)
+			<-release
+			return nil
+		})
+	}()
+	<-locked
+	keep := 3
+	res := make(chan error, 1)
+	go func() {
+		_, err := e.svc.UpdateApp(ctx, e.as(store.ScopeWrite), Peer{}, UpdateAppParams{App: "shop", ReleasesToKeep: &keep})
+		res <- err
+	}()
+	// The update has read the app and now waits for the row lock.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var waiting int
+		if err := e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the update never waited for the row lock")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	if err := <-txDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "changed by someone else") {
+		t.Fatalf("stale update: err = %v, want a refusal saying the app changed", err)
+	}
+	got, err := e.st.App(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Branch != "hotfix" || got.ReleasesToKeep == keep {
+		t.Fatalf("after the refused update: branch %q keep %d, want hotfix and the old keep", got.Branch, got.ReleasesToKeep)
+	}
+	// Read again, the same update goes through and keeps the branch.
+	if _, err := e.svc.UpdateApp(ctx, e.as(store.ScopeWrite), Peer{}, UpdateAppParams{App: "shop", ReleasesToKeep: &keep}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ = e.st.App(ctx, a.ID); got.Branch != "hotfix" || got.ReleasesToKeep != keep {
+		t.Fatalf("retried update: branch %q keep %d", got.Branch, got.ReleasesToKeep)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -446,6 +447,16 @@ func TestWebhookReplayAndOwner(t *testing.T) {
 	}
 	if n := deployments(); n != 2 {
 		t.Fatalf("deployments = %d, want one per provider", n)
+	}
+	// Days later the captured body (an old commit by then) still does not
+	// deploy: a replay has no expiry.
+	e.now = e.now.Add(30 * 24 * time.Hour)
+	if w := deliver("github", "github-late"); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), "already processed") {
+		t.Fatalf("body replayed 30 days later: %d %s", w.Code, w.Body)
+	}
+	e.now = time.Now()
+	if n := deployments(); n != 2 {
+		t.Fatalf("deployments = %d after a late replay, want 2", n)
 	}
 
 	// The secret's setter demoted: refused, with a security event.

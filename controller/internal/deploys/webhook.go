@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -20,19 +19,17 @@ import (
 // maxWebhookBody bounds a push event's body.
 const maxWebhookBody = 2 << 20
 
-// webhookReplayWindow: a body already delivered to the app within it is a
-// replay, whatever its delivery id header says (headers are not signed).
-const webhookReplayWindow = 24 * time.Hour
-
 // WebhookHandler serves POST /hooks/apps/{app}/{provider}: GitHub push
 // events signed with X-Hub-Signature-256 (HMAC-SHA256 of the body with the
 // app's webhook secret) and GitLab push events carrying the secret in
 // X-Gitlab-Token (compared in constant time). A push to the app's branch
 // enqueues a deployment of the pushed commit; other branches are ignored.
 // Each delivery (X-GitHub-Delivery, X-Gitlab-Event-UUID) is processed once,
-// and so is each body within webhookReplayWindow (the delivery id is not
-// signed, so a captured body replayed under a new id must not redeploy): a
-// replay is answered "already processed" and does nothing. A delivery
+// and so is each body, ever (the delivery id is not signed, so a captured
+// body replayed under a new id must not redeploy; and a body replayed days
+// later would deploy its old commit over newer ones, so there is no window:
+// the digests stay as long as the delivery rows): a replay is answered
+// "already processed" and does nothing. A delivery
 // deploys on behalf of the user who set the secret and is refused, with a
 // security event, once that user is disabled or no longer holds deploy.
 func (s *Service) WebhookHandler() http.Handler {
@@ -166,7 +163,7 @@ func (s *Service) serveWebhook(w http.ResponseWriter, r *http.Request) {
 		digest := sha256.Sum256(body)
 		did, first, err = tx.RecordWebhookDeliveryBody(ctx, store.WebhookDelivery{
 			AppID: a.ID, Provider: provider, DeliveryID: delivery, Ref: truncate(branch, 255), Result: result,
-			BodyDigest: digest[:], Since: s.cfg.Now().Add(-webhookReplayWindow),
+			BodyDigest: digest[:], // no Since: a body seen once is a replay forever
 		})
 		if err != nil || !first || result != store.WebhookDeployed {
 			return err

@@ -105,7 +105,22 @@ func (s *Service) RevokeCertificate(ctx context.Context, pr *auth.Principal, pee
 	if !serialRE.MatchString(serial) {
 		return store.ID{}, fmt.Errorf("%w: a serial is 1-40 hex digits (as `berth server show` lists them)", ErrInvalid)
 	}
-	id, err := s.st.RevokeAgentCertificate(ctx, serial, "revoked by an administrator")
+	// Under the server's row lock, as renewals take it: a renewal presenting
+	// this certificate either finished before (its successor is listed by
+	// `berth server show`) or sees the revocation and is refused; it cannot
+	// read "not revoked" and then issue a successor after the revocation.
+	var id store.ID
+	err := s.st.InTx(ctx, func(tx *store.Store) error {
+		c, err := tx.AgentCertificateBySerial(ctx, serial)
+		if err != nil {
+			return err
+		}
+		if err := tx.LockServer(ctx, c.ServerID); err != nil {
+			return err
+		}
+		id, err = tx.RevokeAgentCertificate(ctx, serial, "revoked by an administrator")
+		return err
+	})
 	if errors.Is(err, store.ErrNotFound) {
 		return store.ID{}, fmt.Errorf("%w: no live certificate with serial %s", store.ErrNotFound, serial)
 	}

@@ -120,7 +120,7 @@ type admitState struct {
 	opts  AdmitOptions
 
 	mu      sync.Mutex
-	perAddr map[netip.Addr]int // connections in their handshake, by address
+	perAddr map[netip.Addr]int // connections in their handshake, by admitKey
 }
 
 // admittedConn marks a connection in its handshake; its fields are set and
@@ -139,21 +139,36 @@ func remoteAddr(c net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
+// admitKey is what the per-address cap counts: an IPv4 address, or the
+// /64 an IPv6 address lies in. One IPv6 host is normally given a whole /64,
+// so counting single addresses would let it open PerAddress handshakes from
+// each of 2^64 addresses.
+func admitKey(ip netip.Addr) netip.Addr {
+	if ip.Is6() && !ip.Is4In6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return ip
+}
+
 func (a *admitState) enter(ip netip.Addr) bool {
+	k := admitKey(ip)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.perAddr[ip] >= a.opts.PerAddress {
+	if a.perAddr[k] >= a.opts.PerAddress {
 		return false
 	}
-	a.perAddr[ip]++
+	a.perAddr[k]++
 	return true
 }
 
 func (a *admitState) leave(ip netip.Addr) {
+	k := admitKey(ip)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.perAddr[ip]--; a.perAddr[ip] <= 0 {
-		delete(a.perAddr, ip)
+	if a.perAddr[k]--; a.perAddr[k] <= 0 {
+		delete(a.perAddr, k)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"math/big"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -124,5 +125,35 @@ func TestAdmitHandshakes(t *testing.T) {
 	idle.Close()
 	if err := <-serverDone; err == nil {
 		t.Fatal("idle connection's handshake succeeded")
+	}
+}
+
+// TestAdmitCapsAnIPv6Slash64 checks that the per-address cap counts an IPv6
+// /64 as one address: a host given a /64 cannot multiply its handshakes by
+// using many addresses of it, while its neighbours outside it are not held
+// back and IPv4 addresses stay separate.
+func TestAdmitCapsAnIPv6Slash64(t *testing.T) {
+	a := &admitState{slots: make(chan struct{}, 8), opts: AdmitOptions{PerAddress: 2}, perAddr: map[netip.Addr]int{}}
+	same := []netip.Addr{netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2:ffff::9")}
+	for _, ip := range same {
+		if !a.enter(ip) {
+			t.Fatalf("enter %s refused below the cap", ip)
+		}
+	}
+	if a.enter(netip.MustParseAddr("2001:db8:1:2:abcd::7")) {
+		t.Fatal("a third address of the same /64 was admitted past the cap of 2")
+	}
+	if !a.enter(netip.MustParseAddr("2001:db8:1:3::1")) {
+		t.Fatal("an address of another /64 was refused")
+	}
+	if !a.enter(netip.MustParseAddr("192.0.2.1")) || !a.enter(netip.MustParseAddr("192.0.2.2")) || !a.enter(netip.MustParseAddr("192.0.2.2")) {
+		t.Fatal("IPv4 addresses are counted one by one")
+	}
+	if a.enter(netip.MustParseAddr("192.0.2.2")) {
+		t.Fatal("an IPv4 address was admitted past the cap")
+	}
+	a.leave(same[0])
+	if !a.enter(netip.MustParseAddr("2001:db8:1:2::42")) {
+		t.Fatal("leave did not free the /64's slot")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -651,5 +652,53 @@ func TestLegacyCertificateKeyPinnedOnFirstUse(t *testing.T) {
 	forged := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: other}
 	if _, _, err := connect(t, e.client(t, &forged), nil); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("forgery of a pinned legacy certificate: %v", err)
+	}
+}
+
+// A revocation takes the server's lock as a renewal does, so a renewal
+// presenting the certificate being revoked cannot read "not revoked" and
+// issue a successor after the revocation: here the renewal's first step
+// holds the lock, and the revocation must wait for it.
+func TestRevokeCertificateWaitsForRenewal(t *testing.T) {
+	t.Parallel()
+	e := setup(t, 100)
+	ctx := context.Background()
+	id, cert := e.enroll(t, "web-1")
+	serial := serialOf(t, cert)
+	revoked := make(chan error, 1)
+	err := e.st.InTx(ctx, func(tx *store.Store) error {
+		if _, err := tx.LockServerForRenewal(ctx, id, serial); err != nil {
+			return err
+		}
+		go func() { _, err := e.fleet.RevokeCertificate(ctx, e.admin, fleet.Peer{}, serial); revoked <- err }()
+		for {
+			select {
+			case err := <-revoked:
+				return errors.Join(errors.New("the revocation did not wait for the renewal holding the server"), err)
+			default:
+			}
+			var waiting int
+			if err := e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`).Scan(&waiting); err != nil {
+				return err
+			}
+			if waiting > 0 {
+				// Whatever it waits on, it must not have revoked yet: a
+				// renewal still holding the server could issue a successor.
+				if st, err := e.st.CheckAgentCertificate(ctx, id, serial); err != nil || st.Revoked {
+					return fmt.Errorf("the certificate was revoked while a renewal held its server (%v)", err)
+				}
+				return nil
+			}
+			time.Sleep(5 * time.Millisecond) // polling the condition, not timing it
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-revoked; err != nil {
+		t.Fatalf("revoke after the renewal's transaction: %v", err)
+	}
+	if st, err := e.st.CheckAgentCertificate(ctx, id, serial); err != nil || !st.Revoked {
+		t.Fatalf("certificate after revoke: %+v %v", st, err)
 	}
 }

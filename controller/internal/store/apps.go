@@ -328,6 +328,15 @@ func (s *Store) UpdateApp(ctx context.Context, id ID, settings AppSettings) (App
 	return appFromRow(r), nil
 }
 
+// LockApp reads a live app and locks its row until the transaction ends.
+func (s *Store) LockApp(ctx context.Context, id ID) (App, error) {
+	r, err := s.q.LockApp(ctx, pgID(id))
+	if err != nil {
+		return App{}, mapErr("lock app", err)
+	}
+	return appFromRow(r), nil
+}
+
 // SetAppCurrentDeployment records which deployment's release `current`
 // points at (nil: none). A deployment of another app is ErrMissingParent.
 func (s *Store) SetAppCurrentDeployment(ctx context.Context, appID ID, deploymentID *ID) (App, error) {

@@ -233,7 +233,8 @@ type WebhookDelivery struct {
 	// BodyDigest is the SHA-256 of the verified body; nil: not deduped by body.
 	BodyDigest []byte
 	// Since: a delivery of the same body to the same app and provider
-	// recorded at or after it is a replay (the dedupe window's start).
+	// recorded at or after it is a replay (the dedupe window's start); the
+	// zero time: any earlier delivery of the body is.
 	Since time.Time
 }
 
