@@ -30,11 +30,6 @@ SELECT * FROM app_processes WHERE app_id = sqlc.arg(app_id) ORDER BY name;
 -- name: DeleteAppProcess :execrows
 DELETE FROM app_processes WHERE app_id = sqlc.arg(app_id) AND name = sqlc.arg(name);
 
--- name: LockApp :one
--- Serialises changes to one app's processes (and its upstream port) in a
--- transaction.
-SELECT id FROM apps WHERE id = sqlc.arg(id) AND deleted_at IS NULL FOR UPDATE;
-
 -- name: AllocateUpstreamPort :one
 -- Gives the app the lowest free port of 10000-19999 on its server (among
 -- live apps) unless it has one; returns the app's port. Call with the app

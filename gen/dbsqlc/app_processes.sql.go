@@ -190,19 +190,6 @@ func (q *Queries) ListAppProcesses(ctx context.Context, appID pgtype.UUID) ([]Ap
 	return items, nil
 }
 
-const lockApp = `-- name: LockApp :one
-SELECT id FROM apps WHERE id = $1 AND deleted_at IS NULL FOR UPDATE
-`
-
-// Serialises changes to one app's processes (and its upstream port) in a
-// transaction.
-func (q *Queries) LockApp(ctx context.Context, id pgtype.UUID) (pgtype.UUID, error) {
-	row := q.db.QueryRow(ctx, lockApp, id)
-	var id_2 pgtype.UUID
-	err := row.Scan(&id_2)
-	return id_2, err
-}
-
 const replaceAppProcess = `-- name: ReplaceAppProcess :one
 UPDATE app_processes SET
     command = $1, instances = $2, port = $3,

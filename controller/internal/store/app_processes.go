@@ -88,13 +88,6 @@ func (s *Store) DeleteAppProcess(ctx context.Context, appID ID, name string) err
 	return affected("delete app process", n, err)
 }
 
-// LockApp locks a live app's row until the transaction ends (call inside
-// InTx): changes to its processes and port are serialised.
-func (s *Store) LockApp(ctx context.Context, appID ID) error {
-	_, err := s.q.LockApp(ctx, pgID(appID))
-	return mapErr("lock app", err)
-}
-
 // AllocateUpstreamPort gives the app the lowest free port of 10000-19999
 // on its server unless it has one, and returns its port. ErrConflict: the
 // server has no free port, or another app took the same one at the same
