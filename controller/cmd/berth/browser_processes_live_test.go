@@ -1,0 +1,116 @@
+package main_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestBrowserProcessesLive: with a real agent, a process declared on the
+// app page starts with the deploy; the page shows its instances (pid,
+// state, restarts, uptime) from the agent's report, the log view fills
+// with what the process prints and keeps following, and restart and stop
+// from the page act on the server.
+func TestBrowserProcessesLive(t *testing.T) {
+	t.Parallel()
+	e := setupDeploy(t)
+	repoURL := e.repo.serveHTTP(t, gitUser, gitToken)
+	e.repo.commit(t, "main", "first", map[string]string{"version.txt": "v1\n"})
+	if r := e.cli(t, gitToken+"\n", "git-credential", "add", "gitcred", "--https", "--username", gitUser, "--token-stdin"); r.code != 0 {
+		t.Fatalf("git-credential add: %+v", r)
+	}
+	e.createApp(t, "svc", repoURL, "gitcred")
+
+	bctx := startBrowser(t)
+	tb := newTab(t, bctx, e.c, "ops")
+	tb.login("ops@example.com", "correct horse battery staple")
+	tb.open("/apps/svc")
+	tb.do("open the process form", chromedp.Click(chromedp.CSS("#process-form-box summary")))
+	tb.fill("#p-name", "worker", "#p-command", `echo "worker up $(cat version.txt)"; while true; do echo "tick $(date +%s%N)"; sleep 0.2; done`,
+		"#p-instances", "2", "#p-grace", "5s")
+	tb.submit(`#process-form button[type=submit]`)
+	if f := tb.text("p.flash"); !strings.Contains(f, "starts with the next deploy") {
+		t.Fatalf("after adding before any deploy: %q", tb.bodyText())
+	}
+
+	tb.submit(`#deploy-form button[type=submit]`)
+	tb.waitJS("the deploy to succeed", `document.getElementById("dep-status").textContent === "succeeded"`, 3*time.Minute)
+
+	// The agent's report reaches the page (rendered on the server: reload).
+	worker := `article.process[data-process="worker"]`
+	instances := func() [][]string {
+		return tabRun(tb, "instances", chromedp.Evaluate[[][]string](fmt.Sprintf(
+			`[...document.querySelectorAll(%q)].map(tr => [...tr.cells].map(td => td.textContent.trim()))`, worker+" table.instances tbody tr")))
+	}
+	waitRunning := func(what string, ok func([][]string) bool) [][]string {
+		t.Helper()
+		var rows [][]string
+		waitFor(t, what, 2*time.Minute, func() bool {
+			tb.open("/apps/svc")
+			rows = instances()
+			if len(rows) != 2 || tb.text(worker+` [data-field=state]`) != "running" {
+				return false
+			}
+			for _, r := range rows {
+				if r[1] != "running" || r[2] == "" || r[5] == "" {
+					return false
+				}
+			}
+			return ok(rows)
+		})
+		return rows
+	}
+	before := waitRunning("worker running with two instances", func([][]string) bool { return true })
+	if before[0][4] != "0" || before[0][2] == before[1][2] {
+		t.Fatalf("instances: %q", before)
+	}
+
+	// The log view fills, and keeps following.
+	tb.submit(`#logs-link`)
+	tb.waitJS("the worker's start line", `document.getElementById("app-log").textContent.includes("worker up v1")`, time.Minute)
+	n := tabRun(tb, "ticks", chromedp.Evaluate[int](`document.getElementById("app-log").textContent.split("tick ").length`))
+	tb.waitJS("new lines while following", fmt.Sprintf(`document.getElementById("app-log").textContent.split("tick ").length > %d + 5`, n), time.Minute)
+	if st := tb.text("#logs-state"); st != "live" {
+		t.Fatalf("log view state %q", st)
+	}
+	// Text stays text: lines are not parsed as HTML.
+	if n := tb.count("#app-log *:not(span.line)"); n != 0 {
+		t.Fatalf("%d elements inside the log besides lines", n)
+	}
+
+	// Restart from the page: new pids.
+	tb.open("/apps/svc")
+	tb.submit(worker + ` form.control button[value=restart]`)
+	if p := tb.path(); !strings.HasPrefix(p, "/deployments/") {
+		t.Fatalf("restart went to %s: %s", p, tb.bodyText())
+	}
+	tb.waitJS("the restart job to succeed", `document.getElementById("dep-status").textContent === "succeeded"`, 3*time.Minute)
+	pids := func(rows [][]string) []string {
+		var out []string
+		for _, r := range rows {
+			out = append(out, r[2])
+		}
+		return out
+	}
+	waitRunning("the worker restarted with new pids", func(rows [][]string) bool {
+		for _, p := range pids(rows) {
+			if slices.Contains(pids(before), p) {
+				return false
+			}
+		}
+		return true
+	})
+
+	// Stop everything from the page.
+	tb.submit(`#control-all button[value=stop]`)
+	tb.waitJS("the stop job to succeed", `document.getElementById("dep-status").textContent === "succeeded"`, 3*time.Minute)
+	waitFor(t, "the worker reported stopped", 2*time.Minute, func() bool {
+		tb.open("/apps/svc")
+		return tb.text(worker+` [data-field=state]`) == "stopped"
+	})
+	tb.assertCleanConsole()
+}
