@@ -69,6 +69,13 @@ func TestBrowserProcessesLive(t *testing.T) {
 		t.Fatalf("instances: %q", before)
 	}
 
+	for _, w := range []int64{420, 1366} {
+		tb.viewport(w, 900)
+		tb.noSideScroll("/apps/svc")
+	}
+	tb.viewport(1280, 960)
+	tb.open("/apps/svc")
+
 	// The log view fills, and keeps following.
 	tb.submit(`#logs-link`)
 	tb.waitJS("the worker's start line", `document.getElementById("app-log").textContent.includes("worker up v1")`, time.Minute)
@@ -112,5 +119,36 @@ func TestBrowserProcessesLive(t *testing.T) {
 		tb.open("/apps/svc")
 		return tb.text(worker+` [data-field=state]`) == "stopped"
 	})
+
+	// A schedule runs on the server; its runs page shows the exit code
+	// and the output's tail, the app page its last run.
+	tb.open("/apps/svc")
+	tb.do("open the schedule form", chromedp.Click(chromedp.CSS("#schedule-form-box summary")))
+	tb.fill("#s-name", "stamp", "#s-cron", "@every 2s", "#s-command", `echo "stamp $(cat version.txt)"; exit 3`)
+	tb.submit(`#schedule-form button[type=submit]`)
+	if f := tb.text("p.flash"); !strings.Contains(f, "Schedule stamp saved") {
+		t.Fatalf("after adding the schedule: %q", tb.bodyText())
+	}
+	waitFor(t, "a finished run of stamp", 2*time.Minute, func() bool {
+		tb.open("/apps/svc/schedules/stamp/runs")
+		return tb.count(`#runs tr[data-run] .status-failed`) > 0
+	})
+	run := tabRun(tb, "first failed run", chromedp.Evaluate[[]string](`(() => {
+		const tr = [...document.querySelectorAll("#runs tr[data-run]")].find(r => r.querySelector(".status-failed"));
+		const tail = tr.nextElementSibling && tr.nextElementSibling.classList.contains("tail") ? tr.nextElementSibling.textContent : "";
+		return [tr.cells[2].textContent.trim(), tail];
+	})()`))
+	if run[0] != "3" || !strings.Contains(run[1], "stamp v1") {
+		t.Fatalf("schedule run: exit %q, tail %q", run[0], run[1])
+	}
+	tb.open("/apps/svc")
+	if last := tb.text(`#schedule-list tr[data-schedule="stamp"]`); !strings.Contains(last, "failed") || !strings.Contains(last, "exit 3") {
+		t.Fatalf("schedule row: %q", last)
+	}
+	tabRun(tb, "accept confirms", chromedp.Evaluate[bool](`(window.confirm = () => true, true)`))
+	tb.submit(`#schedule-list tr[data-schedule="stamp"] form button`)
+	if tb.count(`#schedule-list tr[data-schedule="stamp"]`) != 0 {
+		t.Fatalf("schedule not removed: %q", tb.bodyText())
+	}
 	tb.assertCleanConsole()
 }
