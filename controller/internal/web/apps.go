@@ -120,7 +120,12 @@ func (s *Server) appView(w http.ResponseWriter, r *http.Request, v *viewer, stat
 		sort.Strings(keys)
 		env = append(env, envScope{sc, keys})
 	}
-	s.render(w, r, "app", view{Title: av.Name, Nav: "apps", User: v, Status: status, Error: errMsg, Form: r.PostForm, Data: map[string]any{
+	form := r.PostForm
+	if form == nil {
+		// "Edit" on a process opens the form filled with its settings.
+		form = editProcessForm(av.Processes, r.URL.Query().Get("edit"))
+	}
+	s.render(w, r, "app", view{Title: av.Name, Nav: "apps", User: v, Status: status, Error: errMsg, Form: form, Data: map[string]any{
 		"App": av, "Deployments": list, "Kept": kept, "Env": env, "CanDeploy": v.CanDeploy(),
 		"WebhookSecret": webhookSecret, "HookBase": "/hooks/apps/" + av.ID.String(),
 	}})

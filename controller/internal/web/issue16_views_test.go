@@ -194,3 +194,54 @@ func TestProcessAndScheduleFormsKeepInput(t *testing.T) {
 		t.Error("no Logs link on the app page")
 	}
 }
+
+// "Edit" on a process opens the form with its settings and replace
+// ticked; saving it replaces the process.
+func TestProcessEditForm(t *testing.T) {
+	e := newEnv(t, false)
+	ctx := context.Background()
+	admin := e.user("admin@example.com", store.RoleAdmin)
+	if _, err := e.st.CreateServer(ctx, store.CreateServerParams{Name: "web-1"}); err != nil {
+		t.Fatal(err)
+	}
+	pr := &auth.Principal{UserID: admin.ID, Email: admin.Email, Role: store.RoleAdmin, Scopes: []store.Scope{store.ScopeAdmin}}
+	if _, err := e.dep.CreateApp(ctx, pr, deploys.Peer{}, deploys.CreateAppParams{Server: "web-1", AppSettings: store.AppSettings{
+		Name: "shop", RepositoryURL: "https://git.example.com/shop.git", DeployPath: "/srv/shop", RunAsUser: "app"}}); err != nil {
+		t.Fatal(err)
+	}
+	c := e.client()
+	c.login("admin@example.com", adminPassword)
+	resp, body := c.post("/apps/shop/processes", url.Values{"form": {"process"}, "name": {"web"}, "command": {"bin/server"}, "instances": {"3"},
+		"port": {"1"}, "health_path": {"/up"}, "stop_grace": {"45s"}, "memory_max": {"1536M"}, "cpu_max": {"150%"}, "restart": {"on-failure"}})
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/apps/shop") {
+		t.Fatalf("add process: %d %s", resp.StatusCode, body)
+	}
+	_, page := c.get("/apps/shop")
+	if !strings.Contains(page, `href="/apps/shop?edit=web#process-form-box"`) || strings.Contains(page, `<details open id="process-form-box">`) {
+		t.Fatal("app page: no Edit link, or the form open without asking")
+	}
+	_, page = c.get("/apps/shop?edit=web")
+	for _, want := range []string{`<details open id="process-form-box">`, `value="web"`, `bin/server</textarea>`, `value="3"`, `value="/up"`,
+		`value="45s"`, `value="1536M"`, `value="150%"`, `<option value="on-failure" selected>`, `name="port" value="1" checked`, `name="replace" value="1" checked`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("edit form lacks %s", want)
+		}
+	}
+	// Saved as shown, with one change: the process is replaced.
+	resp, _ = c.post("/apps/shop/processes", url.Values{"form": {"process"}, "name": {"web"}, "command": {"bin/server --fast"}, "instances": {"3"},
+		"port": {"1"}, "health_path": {"/up"}, "stop_grace": {"45s"}, "memory_max": {"1536M"}, "cpu_max": {"150%"}, "restart": {"on-failure"}, "replace": {"1"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("replace: %d", resp.StatusCode)
+	}
+	if _, page = c.get("/apps/shop"); !strings.Contains(page, "bin/server --fast") || !strings.Contains(page, "memory 1.5 GiB") {
+		t.Fatal("the replaced process is not shown")
+	}
+	// Without replace, the same name is a conflict, the form kept.
+	resp, page = c.post("/apps/shop/processes", url.Values{"form": {"process"}, "name": {"web"}, "command": {"bin/other"}})
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(page, "bin/other</textarea>") {
+		t.Fatalf("add twice: %d", resp.StatusCode)
+	}
+	if _, page = c.get("/apps/shop?edit=nope"); strings.Contains(page, `<details open id="process-form-box">`) {
+		t.Fatal("edit of an unknown process opened the form")
+	}
+}

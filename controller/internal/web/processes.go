@@ -34,6 +34,45 @@ func formValue(f url.Values, form, field string) string {
 	return f.Get(field)
 }
 
+// editProcessForm is the process form filled with a declared process's
+// settings and "replace" ticked, or nil when there is no such process.
+func editProcessForm(procs []deploys.ProcessView, name string) url.Values {
+	for _, p := range procs {
+		if name == "" || p.Name != name {
+			continue
+		}
+		f := url.Values{"form": {"process"}, "name": {p.Name}, "command": {p.Command}, "instances": {strconv.Itoa(int(p.DesiredInstances))},
+			"health_path": {p.HealthPath}, "stop_signal": {p.StopSignal}, "restart": {p.Restart}, "replace": {"1"}}
+		if p.Port {
+			f.Set("port", "1")
+		}
+		if p.StopGrace > 0 {
+			f.Set("stop_grace", p.StopGrace.String())
+		}
+		if p.MemoryMax > 0 {
+			f.Set("memory_max", formatSize(p.MemoryMax))
+		}
+		if p.CPUMaxPercent > 0 {
+			f.Set("cpu_max", strconv.Itoa(int(p.CPUMaxPercent))+"%")
+		}
+		return f
+	}
+	return nil
+}
+
+// formatSize writes bytes the way parseSize reads them, exactly.
+func formatSize(n uint64) string {
+	for _, u := range []struct {
+		suffix string
+		mul    uint64
+	}{{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if n%u.mul == 0 {
+			return strconv.FormatUint(n/u.mul, 10) + u.suffix
+		}
+	}
+	return strconv.FormatUint(n, 10)
+}
+
 // parseSize reads 512M, 1G, 1048576 (bytes), with K/M/G/T as powers of
 // 1024 like systemd's MemoryMax.
 func parseSize(v string) (uint64, error) {
