@@ -37,11 +37,26 @@ func TestBrowserProcessesLive(t *testing.T) {
 		t.Fatalf("after adding before any deploy: %q", tb.bodyText())
 	}
 
-	tb.submit(`#deploy-form button[type=submit]`)
-	tb.waitJS("the deploy to succeed", `document.getElementById("dep-status").textContent === "succeeded"`, 3*time.Minute)
-
-	// The agent's report reaches the page (rendered on the server: reload).
 	worker := `article.process[data-process="worker"]`
+	if st := tb.text(worker + ` [data-field=state]`); st != "unknown" {
+		t.Fatalf("state before any deploy: %q", st)
+	}
+	// Deployed from the CLI while the page stays open: the agent's report
+	// reaches the open page without a reload.
+	tabRun(tb, "mark the page", chromedp.Evaluate[bool](`window.__samePage = true`))
+	if d, logs, code := e.deployFollow(t, "svc"); code != 0 || d.Status != "succeeded" {
+		t.Fatalf("deploy: %d %+v\n%s", code, d, logs)
+	}
+	tb.waitJS("the open page to show two running instances", `(() => {
+		const a = document.querySelector('article.process[data-process="worker"]');
+		const rows = [...a.querySelectorAll("table.instances tbody tr")];
+		return a.querySelector("[data-field=state]").textContent === "running" && rows.length === 2 &&
+			rows.every(r => r.cells[1].textContent.trim() === "running" && r.cells[2].textContent.trim() !== "" && r.cells[5].textContent.trim() !== "");
+	})()`, 2*time.Minute)
+	if !tabRun(tb, "same page", chromedp.Evaluate[bool](`window.__samePage === true`)) {
+		t.Fatal("the app page was reloaded")
+	}
+
 	instances := func() [][]string {
 		return tabRun(tb, "instances", chromedp.Evaluate[[][]string](fmt.Sprintf(
 			`[...document.querySelectorAll(%q)].map(tr => [...tr.cells].map(td => td.textContent.trim()))`, worker+" table.instances tbody tr")))

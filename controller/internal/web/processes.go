@@ -483,3 +483,49 @@ func jobTitle(d store.Deployment) string {
 	}
 	return "deployment"
 }
+
+// processStates is the app page's live view of its processes (polled by
+// processes.js): what the agent last reported, per process and instance.
+func (s *Server) processStates(w http.ResponseWriter, r *http.Request, v *viewer) {
+	procs, _, err := s.d.Deploys.ListProcesses(r.Context(), v.Principal, r.PathValue("app"))
+	if err != nil {
+		jsonError(w, statusOf(err), publicMessage(err))
+		return
+	}
+	type inst struct {
+		Index    uint32 `json:"index"`
+		State    string `json:"state"`
+		PID      string `json:"pid"`
+		Port     string `json:"port"`
+		Restarts uint32 `json:"restarts"`
+		Uptime   string `json:"uptime"`
+		Last     string `json:"last"`
+	}
+	type proc struct {
+		Name      string `json:"name"`
+		State     string `json:"state"`
+		Summary   string `json:"summary"`
+		Instances []inst `json:"instances"`
+	}
+	out := make([]proc, 0, len(procs))
+	for _, p := range procs {
+		pp := proc{Name: p.Name, State: p.State, Summary: processCounts(p), Instances: []inst{}}
+		for _, in := range p.Instances {
+			i := inst{Index: in.Index, State: in.State, Restarts: in.Restarts, Uptime: uptime(in.StartedAt), Last: in.LastError}
+			if in.PID != 0 {
+				i.PID = strconv.Itoa(int(in.PID))
+			}
+			if in.Port != 0 {
+				i.Port = strconv.Itoa(int(in.Port))
+			}
+			if i.Last == "" && in.LastExitCode != 0 {
+				i.Last = fmt.Sprintf("exit %d", in.LastExitCode)
+			}
+			pp.Instances = append(pp.Instances, i)
+		}
+		out = append(out, pp)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(map[string]any{"processes": out})
+}

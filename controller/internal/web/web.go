@@ -161,6 +161,7 @@ func (s *Server) routes() []route {
 		{"POST /apps/{app}/delete", s.page(s.appDelete)},
 		{"POST /apps/{app}/processes", s.page(s.processAdd)},
 		{"POST /apps/{app}/processes/control", s.page(s.processControl)},
+		{"GET /apps/{app}/processes.json", s.page(s.processStates)},
 		{"POST /apps/{app}/processes/{name}/remove", s.page(s.processRemove)},
 		{"POST /apps/{app}/schedules", s.page(s.scheduleAdd)},
 		{"POST /apps/{app}/schedules/{name}/remove", s.page(s.scheduleRemove)},
