@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 	"github.com/berthhq/berth/agent/internal/deploy"
 	"github.com/berthhq/berth/agent/internal/facts"
 	"github.com/berthhq/berth/agent/internal/metrics"
+	"github.com/berthhq/berth/agent/internal/supervise"
 	"github.com/berthhq/berth/agent/internal/version"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
@@ -199,10 +201,20 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// App processes: their supervisors outlive this process (and are found
+	// again by the next one), so closing the manager never stops them.
+	// Without it the agent still deploys and reports; jobs that need
+	// processes fail and say why.
+	procs, err := newProcessManager(*dataDir, log)
+	if err != nil {
+		log.Error("app processes are not supervised on this server", "err", err)
+	} else {
+		defer procs.Close()
+	}
 	// Deploy jobs: journaled under the data dir; jobs an earlier process
 	// left running are reported failed before anything new starts.
 	jobs := client.NewJobs()
-	exec, err := deploy.New(deploy.Config{DataDir: *dataDir, Logger: log, Sink: jobs.Sink, KillGrace: *killGrace, AppDirs: splitDirs(*appDirs)})
+	exec, err := deploy.New(deploy.Config{DataDir: *dataDir, Logger: log, Sink: jobs.Sink, KillGrace: *killGrace, AppDirs: splitDirs(*appDirs), Processes: procs})
 	if err != nil {
 		return err
 	}
@@ -219,7 +231,22 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		Buffer:     metrics.NewBuffer(metrics.CapacityFor(*bufferFor, 10*time.Second)),
 		Logger:     log,
 		Jobs:       jobs,
+		Processes:  procs,
 	})
+}
+
+// newProcessManager opens the supervisor of the apps' processes, with its
+// state under <data-dir>/apps and this binary as the supervisors' own.
+func newProcessManager(dataDir string, log *slog.Logger) (*supervise.Manager, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find the agent's own binary for the process supervisors: %w", err)
+	}
+	m, err := supervise.NewManager(supervise.Config{StateDir: filepath.Join(dataDir, "apps"), Executable: self, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("app processes: %w", err)
+	}
+	return m, nil
 }
 
 // splitDirs reads --app-dirs: absolute directories, comma-separated.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/berthhq/berth/agent/internal/metrics"
+	"github.com/berthhq/berth/agent/internal/supervise"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
@@ -30,6 +31,11 @@ type Config struct {
 	Now func() time.Time
 	// Jobs runs deploy jobs the controller sends (nil: none are run).
 	Jobs *Jobs
+	// Processes supervises the apps' processes: their state goes up after
+	// Hello, on every change and in each heartbeat, and the controller's
+	// log requests are served from it (nil: no processes are reported and
+	// log requests are refused).
+	Processes *supervise.Manager
 	// OnAck, when set, observes every metrics batch the controller
 	// acknowledges, from the stream's receive goroutine (so it must be quick).
 	// The fleet simulator (berth-fleetsim) measures ack latency and committed

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/berthhq/berth/agent/internal/supervise"
 )
 
 // Defaults for zero values in a Config.
@@ -74,14 +76,20 @@ type Config struct {
 	// a system directory (a systemd drop-in directory, say) and have it
 	// made and handed to the app user, which is root by another road.
 	AppDirs []string
+	// Processes supervises the apps' processes: deploys and rollbacks move
+	// them to the new release, process jobs act on them, a delete stops
+	// them and pruning keeps the releases they run. Nil: this executor runs
+	// no app processes, and a job that needs them fails.
+	Processes *supervise.Manager
 }
 
 // DefaultAppDirs are where deploy paths may lie unless the agent is told
 // otherwise (berth-agent run --app-dirs).
 var DefaultAppDirs = []string{"/srv", "/var/www", "/opt", "/home"}
 
-// Executor runs deploy and rollback jobs, at most one at a time per app, and
-// journals them under Config.DataDir. It is safe for concurrent use.
+// Executor runs an app's jobs (deploy, rollback, delete, process) one at a
+// time per app, and each schedule's runs one at a time beside them (see
+// Spec.busyKey); it journals them under Config.DataDir. It is safe for concurrent use.
 type Executor struct {
 	cfg        Config
 	log        *slog.Logger
@@ -89,9 +97,11 @@ type Executor struct {
 	mirrorsDir string
 	lock       *os.File // flock on jobs/.lock: one executor per data dir
 
-	mu     sync.Mutex
-	jobs   map[string]*job   // every job with a journal: running or not fully acked
-	apps   map[string]string // app id -> id of its running job
+	mu   sync.Mutex
+	jobs map[string]*job // every job with a journal: running or not fully acked
+	// busy maps a running job's busy key (see Spec.busyKey: the app, or
+	// one of its schedules) to the job's id.
+	busy   map[string]string
 	closed bool
 	wg     sync.WaitGroup
 
@@ -128,7 +138,7 @@ func New(cfg Config) (*Executor, error) {
 		jobsDir:    filepath.Join(cfg.DataDir, "jobs"),
 		mirrorsDir: filepath.Join(cfg.DataDir, "mirrors"),
 		jobs:       map[string]*job{},
-		apps:       map[string]string{},
+		busy:       map[string]string{},
 	}
 	// Journals hold build output and mirrors hold source: the agent's eyes only.
 	for _, d := range []string{e.jobsDir, e.mirrorsDir} {
@@ -171,19 +181,23 @@ func (e *Executor) Start(ctx context.Context, spec Spec) error {
 		e.mu.Unlock()
 		return ErrRanBefore
 	}
-	if other, ok := e.apps[spec.AppID]; ok {
+	key := spec.busyKey()
+	if other, ok := e.busy[key]; ok {
 		e.mu.Unlock()
+		if spec.Kind == KindSchedule {
+			return fmt.Errorf("%w: schedule %s of app %s is running (job %s)", ErrAppBusy, spec.ScheduleName, spec.AppID, other)
+		}
 		return fmt.Errorf("%w: app %s is running job %s", ErrAppBusy, spec.AppID, other)
 	}
 	j := newJob(e, spec)
 	e.jobs[j.id] = j
-	e.apps[spec.AppID] = j.id
+	e.busy[key] = j.id
 	e.mu.Unlock()
 
 	if err := j.create(); err != nil {
 		e.mu.Lock()
 		delete(e.jobs, j.id)
-		delete(e.apps, spec.AppID)
+		delete(e.busy, key)
 		e.mu.Unlock()
 		return err
 	}

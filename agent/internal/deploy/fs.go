@@ -449,9 +449,11 @@ func dotenvQuote(v string) string {
 	return `"` + r.Replace(v) + `"`
 }
 
-// prune removes the oldest releases beyond keep, never current and never
-// previous (the one current replaced: the first rollback target).
+// prune removes the oldest releases beyond keep, never current, never
+// previous (the one current replaced: the first rollback target) and never
+// one the app's processes still run (an old instance draining, say).
 func (j *job) prune(current, previous string) error {
+	inUse := j.e.releasesInUse(j.spec.AppID)
 	if err := j.topDir("releases"); err != nil {
 		return err
 	}
@@ -479,6 +481,10 @@ func (j *job) prune(current, previous string) error {
 			break
 		}
 		if id == current || id == previous {
+			continue
+		}
+		if slices.Contains(inUse, id) {
+			j.log.printf("kept release %s: the app's processes run it", id)
 			continue
 		}
 		if err := j.tree.root.RemoveAll(releaseRel(id)); err != nil {

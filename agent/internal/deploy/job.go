@@ -42,6 +42,10 @@ func (j *job) execute(ctx context.Context) {
 		res.FailedStep, res.ExitCode = "start", -1
 	} else if j.spec.Kind == KindDelete {
 		err = j.remove(ctx, &res)
+	} else if j.spec.Kind == KindProcess {
+		err = j.process(ctx, &res)
+	} else if j.spec.Kind == KindSchedule {
+		err = j.schedule(ctx, &res)
 	} else if j.spec.Kind == KindRollback {
 		err = j.rollback(ctx, &res)
 	} else {
@@ -59,8 +63,9 @@ func (j *job) execute(ctx context.Context) {
 	}
 	if st := j.getState(); err != nil && j.spec.Kind == KindDeploy && st.Release != "" {
 		// Never remove what current points at, however the job failed.
+		// Nor what the app's processes still run.
 		cur, cerr := j.tree.readCurrent()
-		if cerr == nil && releaseIDOf(j.spec.DeployPath, cur) != j.id {
+		if cerr == nil && releaseIDOf(j.spec.DeployPath, cur) != j.id && !j.e.releaseInUse(j.spec.AppID, j.id) {
 			if rerr := j.tree.root.RemoveAll(releaseRel(j.id)); rerr != nil {
 				j.log.printf("[berth] could not remove the failed release: %v", rerr)
 			}
@@ -69,7 +74,7 @@ func (j *job) execute(ctx context.Context) {
 	switch {
 	case err == nil:
 		res.Status = StatusSucceeded
-		if j.spec.Kind == KindDelete {
+		if j.spec.Kind == KindDelete || j.spec.Kind == KindProcess || j.spec.Kind == KindSchedule {
 			j.log.printf("==> done")
 		} else {
 			j.log.printf("==> done: %s", res.ReleasePath)
@@ -183,8 +188,14 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 	if err != nil {
 		return err
 	}
-	if err := j.step(ctx, StepHealthCheck, res, func() error { return j.healthCheck(ctx, release, res.Commit) }); err != nil {
-		return err
+	// An app with processes is health-checked once they run the release
+	// (its check may well ask them); one without is checked before the
+	// switch, as ever.
+	procs := j.hasProcesses()
+	if !procs {
+		if err := j.step(ctx, StepHealthCheck, res, func() error { return j.healthCheck(ctx, release, res.Commit) }); err != nil {
+			return err
+		}
 	}
 	var prev, prevTarget string
 	if err := j.step(ctx, StepActivate, res, func() error {
@@ -208,11 +219,26 @@ func (j *job) deploy(ctx context.Context, res *Result) error {
 	}); err != nil {
 		return err
 	}
+	// The processes move to the new release; when that fails the old
+	// instances still serve, and current goes back to them.
+	if procs {
+		if err := j.step(ctx, StepProcesses, res, func() error { return j.moveProcesses(ctx, j.id, release) }); err != nil {
+			j.restoreAfterRollback(ctx, prevTarget)
+			return err
+		}
+	}
 	// The app's reload command (php-fpm, a systemd unit...) makes it serve
 	// the new release. If it fails, current goes back to what it was, so a
 	// failed deploy never leaves a half-switched app.
-	if err := j.step(ctx, StepReload, res, func() error { return j.reload(ctx, release) }); err != nil {
+	err = j.step(ctx, StepReload, res, func() error { return j.reload(ctx, release) })
+	if err == nil && procs {
+		err = j.step(ctx, StepHealthCheck, res, func() error { return j.healthCheck(ctx, release, res.Commit) })
+	}
+	if err != nil {
 		j.restoreAfterRollback(ctx, prevTarget)
+		if procs {
+			j.processesBack(ctx, prevTarget)
+		}
 		return err
 	}
 	// The release is live: pruning runs even if a cancel arrives now, and
@@ -269,12 +295,23 @@ func (j *job) rollback(ctx context.Context, res *Result) error {
 	}); err != nil {
 		return err
 	}
+	// The processes move to the kept release as they would to a new one.
+	procs := j.hasProcesses()
+	if procs {
+		if err := j.step(ctx, StepProcesses, res, func() error { return j.moveProcesses(ctx, j.spec.RollbackTo, release) }); err != nil {
+			j.restoreAfterRollback(ctx, prevTarget)
+			return err
+		}
+	}
 	err := j.step(ctx, StepReload, res, func() error { return j.reload(ctx, release) })
 	if err == nil {
 		err = j.step(ctx, StepHealthCheck, res, func() error { return j.healthCheck(ctx, release, "") })
 	}
 	if err != nil {
 		j.restoreAfterRollback(ctx, prevTarget)
+		if procs {
+			j.processesBack(ctx, prevTarget)
+		}
 	}
 	return err
 }
@@ -295,7 +332,7 @@ func (j *job) reload(ctx context.Context, release string) error {
 // a deploy whose reload failed) and
 // reloads again so the app serves what current says.
 func (j *job) restoreAfterRollback(ctx context.Context, prevTarget string) {
-	j.log.printf("[berth] rollback failed: switching current back to %q", prevTarget)
+	j.log.printf("[berth] %s failed: switching current back to %q", j.spec.Kind, prevTarget)
 	if err := j.tree.restoreCurrent(prevTarget); err != nil {
 		j.log.printf("[berth] could not switch current back: %v", err)
 		return

@@ -315,8 +315,8 @@ func (j *job) finish(res Result) {
 	j.emitMu.Lock() // the result goes last, after any log flush in flight
 	j.e.mu.Lock()
 	j.running = false
-	if j.e.apps[j.spec.AppID] == j.id {
-		delete(j.e.apps, j.spec.AppID)
+	if key := j.spec.busyKey(); j.e.busy[key] == j.id {
+		delete(j.e.busy, key)
 	}
 	j.e.mu.Unlock()
 	j.emitMu.Unlock()
@@ -332,8 +332,8 @@ func (j *job) abandon() {
 	j.e.mu.Lock()
 	defer j.e.mu.Unlock()
 	j.running = false
-	if j.e.apps[j.spec.AppID] == j.id {
-		delete(j.e.apps, j.spec.AppID)
+	if key := j.spec.busyKey(); j.e.busy[key] == j.id {
+		delete(j.e.busy, key)
 	}
 	delete(j.e.jobs, j.id)
 	j.file.Close()
@@ -501,11 +501,21 @@ func (e *Executor) settleInterrupted(j *job) Result {
 		if _, err := tree.root.Lstat(releaseRel(j.id)); err == nil {
 			res.ReleasePath = releasePath(spec.DeployPath, j.id)
 		}
-		if releaseIDOf(spec.DeployPath, cur) == j.id && step == StepReload {
-			// Switched but never reloaded: the app may still serve the
-			// old code, so put current back and fail the deploy.
+		inUse := e.releaseInUse(spec.AppID, j.id)
+		afterSwitch := step == StepReload || step == StepProcesses || step == StepHealthCheck
+		if releaseIDOf(spec.DeployPath, cur) == j.id && afterSwitch && inUse {
+			// The app's processes run the release already (the move was
+			// done or half done): current stays with them, and the deploy
+			// is failed, not silently kept.
+			res.Error = "agent restarted during step " + step + "; the release is current and the app's processes run it: deploy again or roll back"
+			break
+		}
+		if releaseIDOf(spec.DeployPath, cur) == j.id && afterSwitch {
+			// Switched but never reloaded (or its processes never moved
+			// or were never checked): the app may still serve the old
+			// code, so put current back and fail the deploy.
 			if err := tree.restoreCurrent(st.PrevTarget); err != nil {
-				e.log.Warn("restore current after interrupted reload", "job", j.id, "err", err)
+				e.log.Warn("restore current after interrupted deploy", "job", j.id, "err", err)
 			}
 			cur = st.PrevTarget
 		}
@@ -515,7 +525,7 @@ func (e *Executor) settleInterrupted(j *job) Result {
 			res.Error = "agent restarted during step " + step + "; the release is active"
 			break
 		}
-		if res.ReleasePath != "" {
+		if res.ReleasePath != "" && !inUse {
 			if err := tree.root.RemoveAll(releaseRel(j.id)); err != nil {
 				e.log.Warn("remove interrupted release", "job", j.id, "err", err)
 			}

@@ -21,6 +21,10 @@ func (j *job) remove(ctx context.Context, res *Result) error {
 		res.FailedStep, res.ExitCode = "start", -1
 		return err
 	}
+	// The processes stop first: nothing may run from files being removed.
+	if err := j.stopProcesses(ctx, res); err != nil {
+		return err
+	}
 	return j.step(ctx, StepRemove, res, func() error {
 		if j.tree == nil {
 			j.log.printf("%s does not exist on this server: nothing to remove there", j.spec.DeployPath)

@@ -32,6 +32,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
 // Kind says what a job does.
@@ -40,9 +42,25 @@ type Kind string
 const (
 	KindDeploy   Kind = "deploy"
 	KindRollback Kind = "rollback"
-	// KindDelete removes a deleted app's files (releases, current, shared,
-	// .env) under its deploy path, and its mirror.
+	// KindDelete stops a deleted app's processes and removes its files
+	// (releases, current, shared, .env) under its deploy path, and its
+	// mirror.
 	KindDelete Kind = "delete"
+	// KindProcess applies Spec.ProcessAction to the app's processes, in the
+	// release current points at.
+	KindProcess Kind = "process"
+	// KindSchedule is one run of a scheduled command in the release current
+	// points at. It runs beside the app's other jobs; two runs of one
+	// schedule never overlap.
+	KindSchedule Kind = "schedule"
+)
+
+// Process actions (Spec.ProcessAction).
+const (
+	ProcessApply   = "apply"
+	ProcessStart   = "start"
+	ProcessStop    = "stop"
+	ProcessRestart = "restart"
 )
 
 // Defaults for zero values in a Spec.
@@ -67,6 +85,17 @@ const (
 	StepReload = "reload"
 	// Delete only.
 	StepRemove = "remove"
+	// StepProcesses moves the app's processes to the release (deploy,
+	// rollback) or applies a process job's action.
+	StepProcesses = "processes"
+	// StepSchedule is a schedule job's run of its command.
+	StepSchedule = "schedule"
+)
+
+// Bounds of what a process or schedule job names.
+const (
+	maxScheduleCommand = 64 << 10
+	maxProcesses       = 64
 )
 
 // maxDeployScript bounds a deploy script read from the release, as the
@@ -122,6 +151,33 @@ type Spec struct {
 	// makes the running app pick it up (e.g. "sudo systemctl reload php-fpm").
 	RollbackTo    string `json:"rollback_to"`
 	ReloadCommand string `json:"reload_command"`
+
+	// Processes is the app's whole declared process set: a deploy or
+	// rollback moves them to its release (an empty set stops any the app
+	// still has); a process job acts on them. The supervise package
+	// validates each spec.
+	Processes []*agentv1.ProcessSpec `json:"processes,omitempty"`
+	// ProcessAction (process jobs): apply, start, stop or restart, on
+	// ProcessNames (empty: all).
+	ProcessAction string   `json:"process_action,omitempty"`
+	ProcessNames  []string `json:"process_names,omitempty"`
+	// UpstreamPort is the app's local upstream (127.0.0.1:UpstreamPort)
+	// in front of its processes with a port; 0 is none.
+	UpstreamPort uint32 `json:"upstream_port,omitempty"`
+	// ScheduleName and ScheduleCommand (schedule jobs): the command runs
+	// once with bash from the release current points at.
+	ScheduleName    string `json:"schedule_name,omitempty"`
+	ScheduleCommand string `json:"schedule_command,omitempty"`
+}
+
+// busyKey is what a running job holds: an app runs one job at a time,
+// except that each of its schedules has a key of its own, so a schedule's
+// runs queue behind each other but never behind a deploy.
+func (s *Spec) busyKey() string {
+	if s.Kind == KindSchedule {
+		return s.AppID + "/schedule/" + s.ScheduleName
+	}
+	return s.AppID
 }
 
 // Credential is how the agent authenticates to the git server: either an
@@ -260,6 +316,8 @@ var (
 	shaRE    = regexp.MustCompile(`^[0-9a-fA-F]{4,64}$`)
 	// userNameRE admits names useradd would take (and never an option).
 	userNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?$`)
+	// slugRE is a process or schedule name, as the controller allows them.
+	slugRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
 )
 
 // IsReleaseID reports whether s is shaped like a ULID (26 Crockford base32
@@ -321,8 +379,48 @@ func (s *Spec) normalize() error {
 		}
 		s.DeployScriptPath = c
 	}
+	if len(s.Processes) > maxProcesses {
+		return fmt.Errorf("deploy: %d processes declared; at most %d", len(s.Processes), maxProcesses)
+	}
+	for _, p := range s.Processes {
+		if p == nil {
+			return errors.New("deploy: a declared process is empty")
+		}
+	}
+	if s.UpstreamPort > 65535 {
+		return fmt.Errorf("deploy: upstream port %d is not a TCP port", s.UpstreamPort)
+	}
 	switch s.Kind {
 	case KindDelete:
+		return nil
+	case KindProcess:
+		switch s.ProcessAction {
+		case ProcessApply, ProcessStart, ProcessStop, ProcessRestart:
+		default:
+			return fmt.Errorf("deploy: process action %q is not apply, start, stop or restart", s.ProcessAction)
+		}
+		if len(s.ProcessNames) > maxProcesses {
+			return fmt.Errorf("deploy: %d process names; at most %d", len(s.ProcessNames), maxProcesses)
+		}
+		for _, n := range s.ProcessNames {
+			if !slugRE.MatchString(n) {
+				return fmt.Errorf("deploy: process name %q is not a lowercase slug of at most 32 characters", n)
+			}
+		}
+		return nil
+	case KindSchedule:
+		if !slugRE.MatchString(s.ScheduleName) {
+			return fmt.Errorf("deploy: schedule name %q is not a lowercase slug of at most 32 characters", s.ScheduleName)
+		}
+		if strings.TrimSpace(s.ScheduleCommand) == "" {
+			return errors.New("deploy: the schedule's command is empty")
+		}
+		if len(s.ScheduleCommand) > maxScheduleCommand {
+			return fmt.Errorf("deploy: the schedule's command is %d bytes; at most 64 KiB", len(s.ScheduleCommand))
+		}
+		if strings.ContainsRune(s.ScheduleCommand, 0) {
+			return errors.New("deploy: the schedule's command contains a NUL byte")
+		}
 		return nil
 	case KindDeploy:
 		if s.RepoURL == "" {

@@ -476,6 +476,11 @@ type AppView struct {
 	store.App
 	ServerName, CredentialName string
 	EnvKeys                    map[store.AppEnvScope][]string
+	// Processes and Schedules the app declares; UpstreamPort is its local
+	// upstream on its server (0 until a process has a port).
+	Processes    []ProcessView
+	Schedules    []ScheduleView
+	UpstreamPort uint32
 }
 
 // GetApp returns an app and the names of its variables.
