@@ -34,6 +34,8 @@ func TestProcessFlagsAreValidated(t *testing.T) {
 		{[]string{"app", "process", "add", "shop", "web", "--command", "x", "--memory-max", "lots"}, "--memory-max: size \"lots\""},
 		{[]string{"app", "process", "add", "shop", "web", "--command", "x", "--memory-max", "0"}, "more than zero"},
 		{[]string{"app", "process", "add", "shop", "web", "--command", "x", "--cpu-max", "1.5"}, "--cpu-max: CPU limit \"1.5\""},
+		{[]string{"app", "process", "add", "shop", "web", "--command", "x", "--stop-signal", "STOP"}, "want TERM, INT, QUIT, HUP, USR1, USR2 or KILL"},
+		{[]string{"app", "process", "add", "shop", "web", "--command", "x", "--stop-signal", ""}, "--stop-signal \"\""},
 		{[]string{"app", "process", "start"}, "give the app"},
 		{[]string{"app", "process", "remove", "shop"}, "accepts 2 arg(s)"},
 		{[]string{"app", "logs", "shop", "--since", "ten minutes"}, "--since \"ten minutes\": want a duration"},
@@ -46,7 +48,7 @@ func TestProcessFlagsAreValidated(t *testing.T) {
 		{[]string{"app", "process", "list", "shop", "-o", "yaml"}, "-o must be text or json"},
 		// Valid flags reach the dial, which needs the CA.
 		{[]string{"app", "process", "add", "shop", "web", "--command", "x", "--port", "--health-path", "/up", "--stop-grace", "10s",
-			"--memory-max", "512M", "--cpu-max", "150%", "--restart", "on-failure", "--instances", "2"}, "set BERTH_CA_FILE"},
+			"--memory-max", "512M", "--cpu-max", "150%", "--restart", "on-failure", "--instances", "2", "--stop-signal", "sigint"}, "set BERTH_CA_FILE"},
 	} {
 		code, out, errOut := runCLI(tc.args...)
 		if code == 0 || out != "" || !strings.Contains(errOut, tc.want) || strings.Count(errOut, "\n") != 1 {

@@ -282,7 +282,12 @@ func (a *app) processCmd() *cobra.Command {
 					return usageError{fmt.Errorf("--cpu-max: %w", err)}
 				}
 			}
-			req.StopSignal = strings.TrimPrefix(strings.ToUpper(req.StopSignal), "SIG")
+			req.StopSignal = strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(req.StopSignal)), "SIG")
+			switch req.StopSignal {
+			case "TERM", "INT", "QUIT", "HUP", "USR1", "USR2", "KILL":
+			default:
+				return usageError{fmt.Errorf("--stop-signal %q: want TERM, INT, QUIT, HUP, USR1, USR2 or KILL", req.StopSignal)}
+			}
 			c, done, err := af.dial()
 			if err != nil {
 				return err
@@ -305,7 +310,7 @@ func (a *app) processCmd() *cobra.Command {
 	f.Uint32Var(&req.Instances, "instances", 1, "how many copies to run")
 	f.BoolVar(&req.Port, "port", false, "give each instance a PORT and route the app's upstream to it")
 	f.StringVar(&req.HealthPath, "health-path", "", "HTTP path (like /up) that must answer 2xx on a new instance's port before traffic moves to it")
-	f.StringVar(&req.StopSignal, "stop-signal", "TERM", "signal that asks the process to stop (TERM, INT, QUIT, HUP, USR1, USR2)")
+	f.StringVar(&req.StopSignal, "stop-signal", "TERM", "signal that asks the process to stop: TERM, INT, QUIT, HUP, USR1, USR2 or KILL")
 	f.StringVar(&grace, "stop-grace", "30s", "how long to wait after the stop signal before KILL")
 	f.StringVar(&memory, "memory-max", "", "memory limit, like 512M (binary units)")
 	f.StringVar(&cpu, "cpu-max", "", "CPU limit in percent of one core, like 150%")
