@@ -61,6 +61,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = enroll(ctx, args[1:], stdin, stdout, stderr)
 	case "run":
 		err = runAgent(ctx, args[1:], stderr)
+	case "supervise": // hidden: started by the agent, see package supervise
+		err = superviseCmd(args[1:], stderr)
+	case "upstream": // hidden: started by the agent, see package supervise
+		err = upstreamCmd(args[1:], stderr)
 	default:
 		fmt.Fprintf(stderr, "berth-agent: unknown command %q (see 'berth-agent --help')\n", args[0])
 		return 2

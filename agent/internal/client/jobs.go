@@ -152,6 +152,8 @@ func specOf(js *agentv1.JobStart) deploy.Spec {
 		RunAsUser: js.GetRunAsUser(), DeployScript: js.GetDeployScript(), DeployScriptPath: js.GetDeployScriptPath(), Env: js.GetEnv(), KeepReleases: int(js.GetKeepReleases()),
 		SharedPaths: js.GetSharedPaths(), Timeout: js.GetTimeout().AsDuration(), RollbackTo: js.GetRollbackTo(),
 		ReloadCommand: js.GetReloadCommand(), ControllerSeq: js.GetAckedSeq(), AllowRoot: js.GetAllowRoot(),
+		Processes: js.GetProcesses(), ProcessAction: js.GetProcessAction(), ProcessNames: js.GetProcessNames(),
+		UpstreamPort: js.GetUpstreamPort(), ScheduleName: js.GetScheduleName(), ScheduleCommand: js.GetScheduleCommand(),
 	}
 	if c := js.GetCredential(); c != nil && (c.GetSshPrivateKey() != "" || c.GetToken() != "") {
 		s.Credential = &deploy.Credential{

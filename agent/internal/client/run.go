@@ -90,6 +90,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	a := &agent{cfg: cfg, log: cfg.Logger}
 	a.metricsEvery.Store(int64(10 * time.Second))
+	if cfg.Processes != nil {
+		cfg.Processes.OnChange(a.processesChanged)
+	}
 	sampling := make(chan struct{})
 	go func() { defer close(sampling); a.sampleLoop(ctx) }()
 	// What became of this run's samples: every one taken was stored by the

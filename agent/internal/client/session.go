@@ -35,14 +35,51 @@ type agent struct {
 	samplesTaken atomic.Uint64
 	wake         chan struct{}
 	retime       chan struct{} // the metrics interval changed
+	procsChanged chan struct{} // a process's state changed (cap 1)
 	chOnce       sync.Once
 }
+
+// reportDebounce is how long a process state change waits for others
+// before the report goes up.
+const reportDebounce = time.Second
 
 func (a *agent) init() {
 	a.chOnce.Do(func() {
 		a.wake = make(chan struct{}, 1)
 		a.retime = make(chan struct{}, 1)
+		a.procsChanged = make(chan struct{}, 1)
 	})
+}
+
+// processesChanged is the process manager's OnChange: it only marks that
+// a report is due, for whichever stream is up.
+func (a *agent) processesChanged() {
+	select {
+	case a.processesChangedCh() <- struct{}{}:
+	default:
+	}
+}
+
+func (a *agent) processesChangedCh() chan struct{} {
+	a.init()
+	return a.procsChanged
+}
+
+// report is every supervised process's state now (nil without a manager).
+func (a *agent) report() *agentv1.ProcessReport {
+	if a.cfg.Processes == nil {
+		return nil
+	}
+	return a.cfg.Processes.Report()
+}
+
+// sendReport sends the process report on its own (not without a manager).
+func (a *agent) sendReport(send func(*agentv1.ConnectRequest) error) error {
+	r := a.report()
+	if r == nil {
+		return nil
+	}
+	return send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_ProcessReport{ProcessReport: r}})
 }
 
 func (a *agent) wakeCh() chan struct{} {
@@ -137,6 +174,7 @@ func (a *agent) session(ctx context.Context) error {
 		sent      sentBatches // only used with OnAck
 		configCh  = make(chan time.Duration, 1)
 		renewedCh = make(chan *agentv1.RenewResponse, 1)
+		logs      = newLogStreams(sctx, a.cfg.Processes, a.log)
 	)
 	// Receiver: acks, config and renewals.
 	recvDone := make(chan error, 1)
@@ -166,6 +204,10 @@ func (a *agent) session(ctx context.Context) error {
 				renewedCh <- msg.Renew
 			case *agentv1.ConnectResponse_JobStart, *agentv1.ConnectResponse_JobCancel, *agentv1.ConnectResponse_JobAck:
 				a.cfg.Jobs.handle(sctx, a.log, m)
+			case *agentv1.ConnectResponse_LogsRequest:
+				logs.start(msg.LogsRequest)
+			case *agentv1.ConnectResponse_LogsCancel:
+				logs.cancel(msg.LogsCancel.GetRequestId())
 			}
 		}
 	}()
@@ -180,6 +222,12 @@ func (a *agent) session(ctx context.Context) error {
 		}
 		return nil
 	}
+	// The controller learns every process's state as soon as it has
+	// taken this agent back, then on each change (see processesChanged).
+	if err := a.sendReport(send); err != nil {
+		return err
+	}
+	var reportTimer <-chan time.Time // armed while a change waits to be sent
 	heartbeat := time.NewTicker(hb)
 	defer heartbeat.Stop()
 	renewTimer := time.NewTimer(max(time.Until(identity.RenewAt(id.Cert)), 0))
@@ -206,6 +254,17 @@ func (a *agent) session(ctx context.Context) error {
 		if err := a.cfg.Jobs.flush(send, jobsSent); err != nil {
 			return err
 		}
+		// Log chunks a few at a time, so a busy log never holds job
+		// events back; what is left waits for the next turn.
+		chunks, more := logs.next(maxChunksPerTurn)
+		for _, c := range chunks {
+			if err := send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_LogsChunk{LogsChunk: c}}); err != nil {
+				return err
+			}
+		}
+		if more {
+			logs.poke()
+		}
 		select {
 		case <-ctx.Done():
 			_ = stream.CloseSend()
@@ -214,10 +273,23 @@ func (a *agent) session(ctx context.Context) error {
 			return err
 		case <-a.cfg.Jobs.wakeCh():
 		case <-a.wakeCh():
+		case <-logs.wake:
+		case <-a.processesChangedCh():
+			// Changes come in bursts (a deploy moves several instances):
+			// one report a moment later carries them all, and the
+			// latest state wins.
+			if reportTimer == nil {
+				reportTimer = time.After(reportDebounce)
+			}
+		case <-reportTimer:
+			reportTimer = nil
+			if err := a.sendReport(send); err != nil {
+				return err
+			}
 		case d := <-configCh:
 			heartbeat.Reset(d)
 		case <-heartbeat.C:
-			if err := send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Heartbeat{Heartbeat: &agentv1.Heartbeat{SentAt: timestamppb.Now()}}}); err != nil {
+			if err := send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Heartbeat{Heartbeat: &agentv1.Heartbeat{SentAt: timestamppb.Now(), Processes: a.report()}}}); err != nil {
 				return err
 			}
 		case <-renewTimer.C:

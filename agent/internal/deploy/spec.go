@@ -316,8 +316,10 @@ var (
 	shaRE    = regexp.MustCompile(`^[0-9a-fA-F]{4,64}$`)
 	// userNameRE admits names useradd would take (and never an option).
 	userNameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?$`)
-	// slugRE is a process or schedule name, as the controller allows them.
-	slugRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+	// slugRE is a process name; scheduleNameRE a schedule's (the
+	// controller's name rule).
+	slugRE         = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+	scheduleNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 )
 
 // IsReleaseID reports whether s is shaped like a ULID (26 Crockford base32
@@ -409,8 +411,8 @@ func (s *Spec) normalize() error {
 		}
 		return nil
 	case KindSchedule:
-		if !slugRE.MatchString(s.ScheduleName) {
-			return fmt.Errorf("deploy: schedule name %q is not a lowercase slug of at most 32 characters", s.ScheduleName)
+		if !scheduleNameRE.MatchString(s.ScheduleName) {
+			return fmt.Errorf("deploy: schedule name %q is not a lowercase slug of at most 63 characters", s.ScheduleName)
 		}
 		if strings.TrimSpace(s.ScheduleCommand) == "" {
 			return errors.New("deploy: the schedule's command is empty")

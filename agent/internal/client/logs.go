@@ -1,0 +1,229 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+
+	"github.com/berthhq/berth/agent/internal/supervise"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
+)
+
+// Bounds of the app log requests one stream serves.
+const (
+	// maxLogRequests bounds the requests served at once; more are refused.
+	maxLogRequests = 16
+	// maxQueuedChunks bounds what one request may have waiting for the
+	// stream: a request whose chunks the stream cannot take as fast as the
+	// logs come (a controller or link too slow for a busy app) is ended
+	// rather than let grow, and never holds up job events.
+	maxQueuedChunks = 64
+	// maxChunksPerTurn is how many log chunks the stream's sender sends
+	// before it looks at job events and metrics again.
+	maxChunksPerTurn = 32
+	maxRequestIDLen  = 128
+)
+
+// Reasons a log request ends early, as LogsChunk.error says them.
+const (
+	errTextTooSlow  = "too slow"
+	errTextTooMany  = "too many log requests on this agent"
+	errTextNoProcs  = "this agent does not supervise app processes"
+	errTextBadInput = "malformed log request"
+)
+
+// errCanceledByController is a request the controller canceled.
+var errCanceledByController = errors.New("canceled by the controller")
+
+// errTooSlow is what a request's send returns once its queue overflowed.
+var errTooSlow = errors.New(errTextTooSlow)
+
+// logStreams serves one stream's app log requests: each runs
+// Manager.Logs in its own goroutine and queues its chunks; the stream's
+// single sender takes them with next, a few at a time, between job events.
+type logStreams struct {
+	mgr  *supervise.Manager
+	log  *slog.Logger
+	ctx  context.Context // the stream's: every request ends with it
+	wake chan struct{}   // cap 1: chunks are waiting
+
+	mu   sync.Mutex
+	reqs map[string]*logRequest
+	// order is the requests in arrival order, for round-robin sending;
+	// refused requests have only their end chunk.
+	order   []*logRequest
+	refused []*agentv1.LogsChunk
+}
+
+type logRequest struct {
+	id     string
+	cancel context.CancelCauseFunc
+	queue  []*agentv1.LogsChunk
+	ended  bool // the end chunk is queued: nothing more is added
+}
+
+func newLogStreams(ctx context.Context, mgr *supervise.Manager, log *slog.Logger) *logStreams {
+	return &logStreams{mgr: mgr, log: log, ctx: ctx, wake: make(chan struct{}, 1), reqs: map[string]*logRequest{}}
+}
+
+func (ls *logStreams) poke() {
+	select {
+	case ls.wake <- struct{}{}:
+	default:
+	}
+}
+
+// start begins serving req, or refuses it with an end chunk saying why.
+func (ls *logStreams) start(req *agentv1.LogsRequest) {
+	id := req.GetRequestId()
+	if id == "" || len(id) > maxRequestIDLen {
+		// Nothing to answer to: a chunk must name its request.
+		ls.log.Warn("log request without a usable request id", "len", len(id))
+		return
+	}
+	refuse := func(msg string) {
+		ls.mu.Lock()
+		ls.refused = append(ls.refused, &agentv1.LogsChunk{RequestId: id, End: true, Error: msg})
+		ls.mu.Unlock()
+		ls.poke()
+	}
+	if req.GetAppId() == "" {
+		refuse(errTextBadInput + ": no app id")
+		return
+	}
+	if ls.mgr == nil {
+		refuse(errTextNoProcs)
+		return
+	}
+	ls.mu.Lock()
+	if _, dup := ls.reqs[id]; dup {
+		ls.mu.Unlock()
+		// Its answer would mix with the running request's.
+		ls.log.Warn("log request id already in use; ignored", "request", id)
+		return
+	}
+	if len(ls.reqs) >= maxLogRequests {
+		ls.mu.Unlock()
+		refuse(errTextTooMany)
+		return
+	}
+	ctx, cancel := context.WithCancelCause(ls.ctx)
+	r := &logRequest{id: id, cancel: cancel}
+	ls.reqs[id] = r
+	ls.order = append(ls.order, r)
+	ls.mu.Unlock()
+	go func() {
+		err := ls.mgr.Logs(ctx, req, func(lines []*agentv1.LogLine) error { return ls.push(r, lines) })
+		cause := context.Cause(ctx)
+		cancel(nil)
+		switch {
+		case errors.Is(cause, errTooSlow):
+			// Ended by push already.
+		case ls.ctx.Err() != nil:
+			// The stream is gone: nobody to tell.
+		case errors.Is(cause, errCanceledByController):
+			ls.end(r, "")
+		case err != nil && !errors.Is(err, context.Canceled):
+			ls.end(r, err.Error())
+		default:
+			ls.end(r, "")
+		}
+	}()
+}
+
+// push queues lines for r; past the bound, r ends with "too slow" and
+// its Logs call is told to stop.
+func (ls *logStreams) push(r *logRequest, lines []*agentv1.LogLine) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	ls.mu.Lock()
+	if r.ended {
+		ls.mu.Unlock()
+		return errTooSlow
+	}
+	if len(r.queue) >= maxQueuedChunks {
+		// One chunk past the bound: the end, so the controller learns why.
+		r.queue = append(r.queue, &agentv1.LogsChunk{RequestId: r.id, End: true, Error: errTextTooSlow})
+		r.ended = true
+		ls.mu.Unlock()
+		r.cancel(errTooSlow)
+		ls.poke()
+		return errTooSlow
+	}
+	r.queue = append(r.queue, &agentv1.LogsChunk{RequestId: r.id, Lines: lines})
+	ls.mu.Unlock()
+	ls.poke()
+	return nil
+}
+
+// end queues r's last chunk.
+func (ls *logStreams) end(r *logRequest, errText string) {
+	ls.mu.Lock()
+	if !r.ended {
+		r.queue = append(r.queue, &agentv1.LogsChunk{RequestId: r.id, End: true, Error: errText})
+		r.ended = true
+	}
+	ls.mu.Unlock()
+	ls.poke()
+}
+
+// cancel ends the request the controller no longer wants.
+func (ls *logStreams) cancel(id string) {
+	ls.mu.Lock()
+	r, ok := ls.reqs[id]
+	ls.mu.Unlock()
+	if ok {
+		r.cancel(errCanceledByController)
+	}
+}
+
+// next takes up to max chunks to send, one per request in turn, and
+// reports whether more are waiting. A request is forgotten (its slot
+// freed) once its end chunk is taken.
+func (ls *logStreams) next(max int) (out []*agentv1.LogsChunk, more bool) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	n := min(len(ls.refused), max)
+	out = append(out, ls.refused[:n]...)
+	ls.refused = ls.refused[n:]
+	for len(out) < max {
+		took := false
+		for _, r := range ls.order {
+			if len(out) >= max {
+				break
+			}
+			if len(r.queue) == 0 {
+				continue
+			}
+			c := r.queue[0]
+			r.queue = r.queue[1:]
+			out = append(out, c)
+			took = true
+			if c.GetEnd() {
+				delete(ls.reqs, r.id)
+			}
+		}
+		if !took {
+			break
+		}
+	}
+	live := ls.order[:0]
+	for _, r := range ls.order {
+		if _, ok := ls.reqs[r.id]; ok && ls.reqs[r.id] == r {
+			live = append(live, r)
+		}
+		more = more || len(r.queue) > 0
+	}
+	clear(ls.order[len(live):])
+	ls.order = live
+	return out, more || len(ls.refused) > 0
+}
+
+// active is how many requests hold a slot (tests).
+func (ls *logStreams) active() int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return len(ls.reqs)
+}
