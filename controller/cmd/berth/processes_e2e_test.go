@@ -554,6 +554,29 @@ func TestAppProcessesStayUp(t *testing.T) {
 	}
 	followLogs(t, e)
 
+	// stop, start: the worker stays stopped until started; the web serves on.
+	show = e.waitRunning(t, "shop", "", "web", "worker")
+	stoppedPID := show.process("worker").Instances[0].PID
+	if r := e.cli(t, "", "app", "process", "stop", "shop", "worker", "--follow"); r.code != 0 {
+		t.Fatalf("process stop worker: %+v", r)
+	}
+	waitFor(t, "the worker reported stopped", time.Minute, func() bool {
+		p := e.appShow(t, "shop").process("worker")
+		return p != nil && p.State == "stopped"
+	})
+	if pidAlive(stoppedPID) {
+		t.Fatalf("the stopped worker's pid %d still runs", stoppedPID)
+	}
+	mustServe(t, upstream, "v10", "with the worker stopped")
+	var started struct {
+		Job deployment `json:"job"`
+	}
+	e.mustJSON(t, &started, "app", "process", "start", "shop", "--follow")
+	if started.Job.Status != "succeeded" {
+		t.Fatalf("process start --follow -o json: %+v", started)
+	}
+	e.waitRunning(t, "shop", "", "web", "worker")
+
 	// kill -9 of the agent: the app keeps serving through its upstream,
 	// and the restarted agent reports the same processes.
 	show = e.waitRunning(t, "shop", "", "web", "worker")
@@ -594,6 +617,16 @@ func TestAppProcessesStayUp(t *testing.T) {
 	})
 	load.check(t, "kill -9 of the agent")
 
+	// remove: the worker stops and is forgotten.
+	workerPID := e.appShow(t, "shop").process("worker").Instances[0].PID
+	if r := e.cli(t, "", "app", "process", "remove", "shop", "worker", "--follow"); r.code != 0 {
+		t.Fatalf("process remove worker: %+v", r)
+	}
+	if e.appShow(t, "shop").process("worker") != nil {
+		t.Fatal("app show lists the removed worker")
+	}
+	waitFor(t, "the removed worker's process to end", 30*time.Second, func() bool { return !pidAlive(workerPID) })
+
 	// Delete: no process, supervisor or upstream is left.
 	left := appProcs(appDir, appID, e.agentDir, e.agent.cmd.Process.Pid)
 	supervisors := 0
@@ -603,7 +636,7 @@ func TestAppProcessesStayUp(t *testing.T) {
 		}
 	}
 	t.Logf("before the delete, the app's processes on this host: %v", left)
-	if len(left) < 3+supervisors || supervisors == 0 {
+	if len(left)-supervisors < 2 || supervisors == 0 {
 		t.Fatalf("before the delete, %d processes of the app found on this host (%d supervisors): %v", len(left), supervisors, left)
 	}
 	var del struct {
