@@ -29,3 +29,11 @@ LIMIT sqlc.arg(lim);
 -- The server whose agent runs the deployment (its app's server).
 SELECT a.server_id FROM deployments d JOIN apps a ON a.id = d.app_id
 WHERE d.id = sqlc.arg(id);
+
+-- name: ListDeploymentLogTail :many
+-- The last chunks of a deployment's log, newest first (a schedule run's
+-- output tail).
+SELECT deployment_id, seq, step, data, created_at FROM deployment_logs
+WHERE deployment_id = sqlc.arg(deployment_id)
+ORDER BY seq DESC
+LIMIT sqlc.arg(lim);

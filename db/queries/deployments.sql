@@ -14,7 +14,7 @@
 INSERT INTO deployments (
     id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha,
     commit_message, commit_author, release_path, rollback_from_id, timeout_seconds, deadline_at,
-    status, dispatched_at, kind
+    status, dispatched_at, kind, process_action, process_names, schedule_id, schedule_name, schedule_command
 )
 SELECT sqlc.arg(id)::uuid, a.id, sqlc.narg(user_id)::uuid, sqlc.arg(triggered_by)::text, sqlc.narg(trigger_ref)::text,
        sqlc.arg(environment)::text, coalesce(sqlc.narg(branch)::text, a.branch), sqlc.narg(commit_sha)::text,
@@ -24,11 +24,13 @@ SELECT sqlc.arg(id)::uuid, a.id, sqlc.narg(user_id)::uuid, sqlc.arg(triggered_by
                 now() + coalesce(sqlc.narg(timeout_seconds)::int, a.timeout_seconds) * interval '1 second'),
        CASE WHEN sqlc.arg(dispatch)::boolean THEN 'dispatched' ELSE 'queued' END,
        CASE WHEN sqlc.arg(dispatch)::boolean THEN now() END,
-       sqlc.arg(kind)::text
+       sqlc.arg(kind)::text, sqlc.narg(process_action)::text, coalesce(sqlc.narg(process_names)::text[], '{}'),
+       sqlc.narg(schedule_id)::uuid, sqlc.narg(schedule_name)::text, sqlc.narg(schedule_command)::text
 FROM apps a
 WHERE a.id = sqlc.arg(app_id) AND a.deleted_at IS NULL
   AND NOT (sqlc.arg(dispatch)::boolean AND EXISTS (
-      SELECT 1 FROM deployments x WHERE x.app_id = a.id AND x.status IN ('queued', 'dispatched', 'running')))
+      SELECT 1 FROM deployments x WHERE x.app_id = a.id AND x.status IN ('queued', 'dispatched', 'running')
+                                    AND x.kind <> 'schedule'))
 ON CONFLICT (app_id, trigger_ref) WHERE triggered_by = 'webhook' DO NOTHING
 RETURNING *;
 
@@ -50,7 +52,9 @@ LIMIT sqlc.arg(lim);
 -- name: NextQueuedDeployments :many
 -- The oldest queued deployment of each app that may start now: none of the
 -- app's deployments is dispatched or running, and no older one of it is
--- queued. Rows are locked (FOR UPDATE SKIP LOCKED): call inside a
+-- queued. Schedule runs are not counted and always may start: they run
+-- beside the app's jobs (a schedule's runs never overlap, see
+-- deployments_one_unfinished_per_schedule_key). Rows are locked (FOR UPDATE SKIP LOCKED): call inside a
 -- transaction and move them to dispatched in it. An app whose oldest queued
 -- row another dispatcher holds is skipped, never its second one.
 -- server_ids NULL means every server.
@@ -58,11 +62,12 @@ SELECT * FROM deployments d
 WHERE d.status = 'queued'
   AND (sqlc.narg(server_ids)::uuid[] IS NULL
        OR d.app_id IN (SELECT a.id FROM apps a WHERE a.server_id = ANY (sqlc.narg(server_ids)::uuid[])))
-  AND NOT EXISTS (SELECT 1 FROM deployments x
-                  WHERE x.app_id = d.app_id AND x.status IN ('dispatched', 'running'))
-  AND NOT EXISTS (SELECT 1 FROM deployments o
-                  WHERE o.app_id = d.app_id AND o.status = 'queued'
-                    AND (o.queued_at, o.id) < (d.queued_at, d.id))
+  AND (d.kind = 'schedule' OR (
+      NOT EXISTS (SELECT 1 FROM deployments x
+                  WHERE x.app_id = d.app_id AND x.status IN ('dispatched', 'running') AND x.kind <> 'schedule')
+      AND NOT EXISTS (SELECT 1 FROM deployments o
+                      WHERE o.app_id = d.app_id AND o.status = 'queued' AND o.kind <> 'schedule'
+                        AND (o.queued_at, o.id) < (d.queued_at, d.id))))
 ORDER BY d.queued_at, d.id
 LIMIT sqlc.arg(lim)
 FOR UPDATE SKIP LOCKED;
@@ -78,11 +83,12 @@ WITH next AS MATERIALIZED (
     WHERE d.status = 'queued'
       AND (sqlc.narg(server_ids)::uuid[] IS NULL
            OR d.app_id IN (SELECT a.id FROM apps a WHERE a.server_id = ANY (sqlc.narg(server_ids)::uuid[])))
-      AND NOT EXISTS (SELECT 1 FROM deployments x
-                      WHERE x.app_id = d.app_id AND x.status IN ('dispatched', 'running'))
-      AND NOT EXISTS (SELECT 1 FROM deployments o
-                      WHERE o.app_id = d.app_id AND o.status = 'queued'
-                        AND (o.queued_at, o.id) < (d.queued_at, d.id))
+      AND (d.kind = 'schedule' OR (
+          NOT EXISTS (SELECT 1 FROM deployments x
+                      WHERE x.app_id = d.app_id AND x.status IN ('dispatched', 'running') AND x.kind <> 'schedule')
+          AND NOT EXISTS (SELECT 1 FROM deployments o
+                          WHERE o.app_id = d.app_id AND o.status = 'queued' AND o.kind <> 'schedule'
+                            AND (o.queued_at, o.id) < (d.queued_at, d.id))))
     ORDER BY d.queued_at, d.id
     LIMIT sqlc.arg(lim)
     FOR UPDATE SKIP LOCKED
@@ -171,3 +177,15 @@ DELETE FROM deployments WHERE id = sqlc.arg(id);
 -- name: SetDeploymentReleasePath :exec
 -- The release directory the agent built or rolled back to.
 UPDATE deployments SET release_path = sqlc.arg(release_path) WHERE id = sqlc.arg(id);
+
+-- name: CreateSkippedScheduleRun :one
+-- Records a run that was due while the schedule's previous one was
+-- unfinished: it never runs (canceled at once, skipped, with the reason).
+INSERT INTO deployments (
+    id, app_id, triggered_by, environment, branch, timeout_seconds, deadline_at, status, finished_at, kind,
+    schedule_id, schedule_name, schedule_command, skipped, skip_reason
+)
+SELECT sqlc.arg(id)::uuid, a.id, 'schedule', 'production', a.branch, a.timeout_seconds, now(), 'canceled', now(), 'schedule',
+       sqlc.arg(schedule_id)::uuid, sqlc.arg(schedule_name)::text, sqlc.arg(schedule_command)::text, true, sqlc.arg(skip_reason)::text
+FROM apps a WHERE a.id = sqlc.arg(app_id)
+RETURNING *;

@@ -36,7 +36,7 @@ INSERT INTO apps (
     $14, $15, $16::text[], $17,
     $18, $19, $20, $21
 )
-RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path
+RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port
 `
 
 type CreateAppParams struct {
@@ -117,6 +117,7 @@ func (q *Queries) CreateApp(ctx context.Context, arg CreateAppParams) (App, erro
 		&i.WebhookSecretSetBy,
 		&i.DeletedAt,
 		&i.DeployScriptPath,
+		&i.UpstreamPort,
 	)
 	return i, err
 }
@@ -134,7 +135,7 @@ func (q *Queries) DeleteApp(ctx context.Context, id pgtype.UUID) (int64, error) 
 }
 
 const getApp = `-- name: GetApp :one
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path FROM apps WHERE id = $1
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port FROM apps WHERE id = $1
 `
 
 func (q *Queries) GetApp(ctx context.Context, id pgtype.UUID) (App, error) {
@@ -167,12 +168,13 @@ func (q *Queries) GetApp(ctx context.Context, id pgtype.UUID) (App, error) {
 		&i.WebhookSecretSetBy,
 		&i.DeletedAt,
 		&i.DeployScriptPath,
+		&i.UpstreamPort,
 	)
 	return i, err
 }
 
 const getAppByName = `-- name: GetAppByName :one
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path FROM apps WHERE name = $1 AND deleted_at IS NULL
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port FROM apps WHERE name = $1 AND deleted_at IS NULL
 `
 
 // Deleted apps are not found by name: their name is free.
@@ -206,6 +208,7 @@ func (q *Queries) GetAppByName(ctx context.Context, name string) (App, error) {
 		&i.WebhookSecretSetBy,
 		&i.DeletedAt,
 		&i.DeployScriptPath,
+		&i.UpstreamPort,
 	)
 	return i, err
 }
@@ -287,7 +290,7 @@ func (q *Queries) ListAppNamesByGitCredential(ctx context.Context, gitCredential
 }
 
 const listApps = `-- name: ListApps :many
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path FROM apps
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port FROM apps
 WHERE deleted_at IS NULL
   AND ($1::uuid IS NULL OR server_id = $1)
   AND ($2::uuid IS NULL OR git_credential_id = $2)
@@ -345,6 +348,7 @@ func (q *Queries) ListApps(ctx context.Context, arg ListAppsParams) ([]App, erro
 			&i.WebhookSecretSetBy,
 			&i.DeletedAt,
 			&i.DeployScriptPath,
+			&i.UpstreamPort,
 		); err != nil {
 			return nil, err
 		}
@@ -371,7 +375,7 @@ func (q *Queries) PurgeDeletedAppsOfServer(ctx context.Context, serverID pgtype.
 }
 
 const setAppCurrentDeployment = `-- name: SetAppCurrentDeployment :one
-UPDATE apps SET current_deployment_id = $1 WHERE id = $2 RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path
+UPDATE apps SET current_deployment_id = $1 WHERE id = $2 RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port
 `
 
 type SetAppCurrentDeploymentParams struct {
@@ -410,6 +414,7 @@ func (q *Queries) SetAppCurrentDeployment(ctx context.Context, arg SetAppCurrent
 		&i.WebhookSecretSetBy,
 		&i.DeletedAt,
 		&i.DeployScriptPath,
+		&i.UpstreamPort,
 	)
 	return i, err
 }
@@ -521,7 +526,7 @@ UPDATE apps SET
     shared_paths = $15::text[],
     timeout_seconds = $16
 WHERE id = $17 AND deleted_at IS NULL
-RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path
+RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port
 `
 
 type UpdateAppParams struct {
@@ -594,6 +599,7 @@ func (q *Queries) UpdateApp(ctx context.Context, arg UpdateAppParams) (App, erro
 		&i.WebhookSecretSetBy,
 		&i.DeletedAt,
 		&i.DeployScriptPath,
+		&i.UpstreamPort,
 	)
 	return i, err
 }

@@ -69,6 +69,46 @@ func (q *Queries) InsertDeploymentLog(ctx context.Context, arg InsertDeploymentL
 	return err
 }
 
+const listDeploymentLogTail = `-- name: ListDeploymentLogTail :many
+SELECT deployment_id, seq, step, data, created_at FROM deployment_logs
+WHERE deployment_id = $1
+ORDER BY seq DESC
+LIMIT $2
+`
+
+type ListDeploymentLogTailParams struct {
+	DeploymentID pgtype.UUID
+	Lim          int32
+}
+
+// The last chunks of a deployment's log, newest first (a schedule run's
+// output tail).
+func (q *Queries) ListDeploymentLogTail(ctx context.Context, arg ListDeploymentLogTailParams) ([]DeploymentLog, error) {
+	rows, err := q.db.Query(ctx, listDeploymentLogTail, arg.DeploymentID, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []DeploymentLog{}
+	for rows.Next() {
+		var i DeploymentLog
+		if err := rows.Scan(
+			&i.DeploymentID,
+			&i.Seq,
+			&i.Step,
+			&i.Data,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listDeploymentLogs = `-- name: ListDeploymentLogs :many
 SELECT deployment_id, seq, step, data, created_at FROM deployment_logs
 WHERE deployment_id = $1 AND seq > $2
@@ -111,7 +151,7 @@ func (q *Queries) ListDeploymentLogs(ctx context.Context, arg ListDeploymentLogs
 
 const lockDeploymentSeq = `-- name: LockDeploymentSeq :one
 
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
 WHERE id = $1
 FOR UPDATE
 `
@@ -154,6 +194,13 @@ func (q *Queries) LockDeploymentSeq(ctx context.Context, id pgtype.UUID) (Deploy
 		&i.UpdatedAt,
 		&i.AgentSeq,
 		&i.Kind,
+		&i.ProcessAction,
+		&i.ProcessNames,
+		&i.ScheduleID,
+		&i.ScheduleName,
+		&i.ScheduleCommand,
+		&i.Skipped,
+		&i.SkipReason,
 	)
 	return i, err
 }

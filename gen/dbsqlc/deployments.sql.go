@@ -29,11 +29,12 @@ WITH next AS MATERIALIZED (
     WHERE d.status = 'queued'
       AND ($1::uuid[] IS NULL
            OR d.app_id IN (SELECT a.id FROM apps a WHERE a.server_id = ANY ($1::uuid[])))
-      AND NOT EXISTS (SELECT 1 FROM deployments x
-                      WHERE x.app_id = d.app_id AND x.status IN ('dispatched', 'running'))
-      AND NOT EXISTS (SELECT 1 FROM deployments o
-                      WHERE o.app_id = d.app_id AND o.status = 'queued'
-                        AND (o.queued_at, o.id) < (d.queued_at, d.id))
+      AND (d.kind = 'schedule' OR (
+          NOT EXISTS (SELECT 1 FROM deployments x
+                      WHERE x.app_id = d.app_id AND x.status IN ('dispatched', 'running') AND x.kind <> 'schedule')
+          AND NOT EXISTS (SELECT 1 FROM deployments o
+                          WHERE o.app_id = d.app_id AND o.status = 'queued' AND o.kind <> 'schedule'
+                            AND (o.queued_at, o.id) < (d.queued_at, d.id))))
     ORDER BY d.queued_at, d.id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -42,7 +43,7 @@ UPDATE deployments u
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + u.timeout_seconds * interval '1 second'
 FROM next
 WHERE u.id = next.id AND u.status = 'queued'
-RETURNING u.id, u.app_id, u.user_id, u.triggered_by, u.trigger_ref, u.environment, u.branch, u.commit_sha, u.commit_message, u.commit_author, u.status, u.failed_step, u.exit_code, u.failure_reason, u.release_path, u.rollback_from_id, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.log_bytes, u.log_truncated, u.created_at, u.updated_at, u.agent_seq, u.kind
+RETURNING u.id, u.app_id, u.user_id, u.triggered_by, u.trigger_ref, u.environment, u.branch, u.commit_sha, u.commit_message, u.commit_author, u.status, u.failed_step, u.exit_code, u.failure_reason, u.release_path, u.rollback_from_id, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.log_bytes, u.log_truncated, u.created_at, u.updated_at, u.agent_seq, u.kind, u.process_action, u.process_names, u.schedule_id, u.schedule_name, u.schedule_command, u.skipped, u.skip_reason
 `
 
 type ClaimQueuedDeploymentsParams struct {
@@ -94,6 +95,13 @@ func (q *Queries) ClaimQueuedDeployments(ctx context.Context, arg ClaimQueuedDep
 			&i.UpdatedAt,
 			&i.AgentSeq,
 			&i.Kind,
+			&i.ProcessAction,
+			&i.ProcessNames,
+			&i.ScheduleID,
+			&i.ScheduleName,
+			&i.ScheduleCommand,
+			&i.Skipped,
+			&i.SkipReason,
 		); err != nil {
 			return nil, err
 		}
@@ -110,7 +118,7 @@ const createDeployment = `-- name: CreateDeployment :one
 INSERT INTO deployments (
     id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha,
     commit_message, commit_author, release_path, rollback_from_id, timeout_seconds, deadline_at,
-    status, dispatched_at, kind
+    status, dispatched_at, kind, process_action, process_names, schedule_id, schedule_name, schedule_command
 )
 SELECT $1::uuid, a.id, $2::uuid, $3::text, $4::text,
        $5::text, coalesce($6::text, a.branch), $7::text,
@@ -120,32 +128,39 @@ SELECT $1::uuid, a.id, $2::uuid, $3::text, $4::text,
                 now() + coalesce($12::int, a.timeout_seconds) * interval '1 second'),
        CASE WHEN $14::boolean THEN 'dispatched' ELSE 'queued' END,
        CASE WHEN $14::boolean THEN now() END,
-       $15::text
+       $15::text, $16::text, coalesce($17::text[], '{}'),
+       $18::uuid, $19::text, $20::text
 FROM apps a
-WHERE a.id = $16 AND a.deleted_at IS NULL
+WHERE a.id = $21 AND a.deleted_at IS NULL
   AND NOT ($14::boolean AND EXISTS (
-      SELECT 1 FROM deployments x WHERE x.app_id = a.id AND x.status IN ('queued', 'dispatched', 'running')))
+      SELECT 1 FROM deployments x WHERE x.app_id = a.id AND x.status IN ('queued', 'dispatched', 'running')
+                                    AND x.kind <> 'schedule'))
 ON CONFLICT (app_id, trigger_ref) WHERE triggered_by = 'webhook' DO NOTHING
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
 `
 
 type CreateDeploymentParams struct {
-	ID             pgtype.UUID
-	UserID         pgtype.UUID
-	TriggeredBy    string
-	TriggerRef     *string
-	Environment    string
-	Branch         *string
-	CommitSha      *string
-	CommitMessage  *string
-	CommitAuthor   *string
-	ReleasePath    *string
-	RollbackFromID pgtype.UUID
-	TimeoutSeconds *int32
-	DeadlineAt     *time.Time
-	Dispatch       bool
-	Kind           string
-	AppID          pgtype.UUID
+	ID              pgtype.UUID
+	UserID          pgtype.UUID
+	TriggeredBy     string
+	TriggerRef      *string
+	Environment     string
+	Branch          *string
+	CommitSha       *string
+	CommitMessage   *string
+	CommitAuthor    *string
+	ReleasePath     *string
+	RollbackFromID  pgtype.UUID
+	TimeoutSeconds  *int32
+	DeadlineAt      *time.Time
+	Dispatch        bool
+	Kind            string
+	ProcessAction   *string
+	ProcessNames    []string
+	ScheduleID      pgtype.UUID
+	ScheduleName    *string
+	ScheduleCommand *string
+	AppID           pgtype.UUID
 }
 
 // deployments: a durable job queue. Every state change is a compare-and-set
@@ -176,6 +191,11 @@ func (q *Queries) CreateDeployment(ctx context.Context, arg CreateDeploymentPara
 		arg.DeadlineAt,
 		arg.Dispatch,
 		arg.Kind,
+		arg.ProcessAction,
+		arg.ProcessNames,
+		arg.ScheduleID,
+		arg.ScheduleName,
+		arg.ScheduleCommand,
 		arg.AppID,
 	)
 	var i Deployment
@@ -209,6 +229,86 @@ func (q *Queries) CreateDeployment(ctx context.Context, arg CreateDeploymentPara
 		&i.UpdatedAt,
 		&i.AgentSeq,
 		&i.Kind,
+		&i.ProcessAction,
+		&i.ProcessNames,
+		&i.ScheduleID,
+		&i.ScheduleName,
+		&i.ScheduleCommand,
+		&i.Skipped,
+		&i.SkipReason,
+	)
+	return i, err
+}
+
+const createSkippedScheduleRun = `-- name: CreateSkippedScheduleRun :one
+INSERT INTO deployments (
+    id, app_id, triggered_by, environment, branch, timeout_seconds, deadline_at, status, finished_at, kind,
+    schedule_id, schedule_name, schedule_command, skipped, skip_reason
+)
+SELECT $1::uuid, a.id, 'schedule', 'production', a.branch, a.timeout_seconds, now(), 'canceled', now(), 'schedule',
+       $2::uuid, $3::text, $4::text, true, $5::text
+FROM apps a WHERE a.id = $6
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
+`
+
+type CreateSkippedScheduleRunParams struct {
+	ID              pgtype.UUID
+	ScheduleID      pgtype.UUID
+	ScheduleName    string
+	ScheduleCommand string
+	SkipReason      string
+	AppID           pgtype.UUID
+}
+
+// Records a run that was due while the schedule's previous one was
+// unfinished: it never runs (canceled at once, skipped, with the reason).
+func (q *Queries) CreateSkippedScheduleRun(ctx context.Context, arg CreateSkippedScheduleRunParams) (Deployment, error) {
+	row := q.db.QueryRow(ctx, createSkippedScheduleRun,
+		arg.ID,
+		arg.ScheduleID,
+		arg.ScheduleName,
+		arg.ScheduleCommand,
+		arg.SkipReason,
+		arg.AppID,
+	)
+	var i Deployment
+	err := row.Scan(
+		&i.ID,
+		&i.AppID,
+		&i.UserID,
+		&i.TriggeredBy,
+		&i.TriggerRef,
+		&i.Environment,
+		&i.Branch,
+		&i.CommitSha,
+		&i.CommitMessage,
+		&i.CommitAuthor,
+		&i.Status,
+		&i.FailedStep,
+		&i.ExitCode,
+		&i.FailureReason,
+		&i.ReleasePath,
+		&i.RollbackFromID,
+		&i.TimeoutSeconds,
+		&i.DeadlineAt,
+		&i.CancelRequestedAt,
+		&i.QueuedAt,
+		&i.DispatchedAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.LogBytes,
+		&i.LogTruncated,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.AgentSeq,
+		&i.Kind,
+		&i.ProcessAction,
+		&i.ProcessNames,
+		&i.ScheduleID,
+		&i.ScheduleName,
+		&i.ScheduleCommand,
+		&i.Skipped,
+		&i.SkipReason,
 	)
 	return i, err
 }
@@ -229,7 +329,7 @@ const dispatchDeployment = `-- name: DispatchDeployment :one
 UPDATE deployments
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + timeout_seconds * interval '1 second'
 WHERE id = $1 AND status = 'queued'
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
 `
 
 // queued -> dispatched. A unique violation means another deployment of the
@@ -267,6 +367,13 @@ func (q *Queries) DispatchDeployment(ctx context.Context, id pgtype.UUID) (Deplo
 		&i.UpdatedAt,
 		&i.AgentSeq,
 		&i.Kind,
+		&i.ProcessAction,
+		&i.ProcessNames,
+		&i.ScheduleID,
+		&i.ScheduleName,
+		&i.ScheduleCommand,
+		&i.Skipped,
+		&i.SkipReason,
 	)
 	return i, err
 }
@@ -279,7 +386,7 @@ SET status = $1,
     exit_code = coalesce($4, exit_code),
     failure_reason = coalesce($5, failure_reason)
 WHERE id = $6 AND status = ANY ($7::text[])
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
 `
 
 type FinishDeploymentParams struct {
@@ -334,12 +441,19 @@ func (q *Queries) FinishDeployment(ctx context.Context, arg FinishDeploymentPara
 		&i.UpdatedAt,
 		&i.AgentSeq,
 		&i.Kind,
+		&i.ProcessAction,
+		&i.ProcessNames,
+		&i.ScheduleID,
+		&i.ScheduleName,
+		&i.ScheduleCommand,
+		&i.Skipped,
+		&i.SkipReason,
 	)
 	return i, err
 }
 
 const getDeployment = `-- name: GetDeployment :one
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments WHERE id = $1
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments WHERE id = $1
 `
 
 func (q *Queries) GetDeployment(ctx context.Context, id pgtype.UUID) (Deployment, error) {
@@ -375,12 +489,19 @@ func (q *Queries) GetDeployment(ctx context.Context, id pgtype.UUID) (Deployment
 		&i.UpdatedAt,
 		&i.AgentSeq,
 		&i.Kind,
+		&i.ProcessAction,
+		&i.ProcessNames,
+		&i.ScheduleID,
+		&i.ScheduleName,
+		&i.ScheduleCommand,
+		&i.Skipped,
+		&i.SkipReason,
 	)
 	return i, err
 }
 
 const getDeploymentByTriggerRef = `-- name: GetDeploymentByTriggerRef :one
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
 WHERE app_id = $1 AND triggered_by = 'webhook' AND trigger_ref = $2
 `
 
@@ -423,12 +544,19 @@ func (q *Queries) GetDeploymentByTriggerRef(ctx context.Context, arg GetDeployme
 		&i.UpdatedAt,
 		&i.AgentSeq,
 		&i.Kind,
+		&i.ProcessAction,
+		&i.ProcessNames,
+		&i.ScheduleID,
+		&i.ScheduleName,
+		&i.ScheduleCommand,
+		&i.Skipped,
+		&i.SkipReason,
 	)
 	return i, err
 }
 
 const listActiveDeploymentsForServer = `-- name: ListActiveDeploymentsForServer :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
 WHERE status IN ('dispatched', 'running')
   AND app_id IN (SELECT a.id FROM apps a WHERE a.server_id = $1)
 ORDER BY id
@@ -475,6 +603,13 @@ func (q *Queries) ListActiveDeploymentsForServer(ctx context.Context, serverID p
 			&i.UpdatedAt,
 			&i.AgentSeq,
 			&i.Kind,
+			&i.ProcessAction,
+			&i.ProcessNames,
+			&i.ScheduleID,
+			&i.ScheduleName,
+			&i.ScheduleCommand,
+			&i.Skipped,
+			&i.SkipReason,
 		); err != nil {
 			return nil, err
 		}
@@ -487,7 +622,7 @@ func (q *Queries) ListActiveDeploymentsForServer(ctx context.Context, serverID p
 }
 
 const listDeployments = `-- name: ListDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
 WHERE ($1::uuid IS NULL OR app_id = $1)
   AND ($2::text IS NULL OR status = $2)
   AND ($3::uuid IS NULL OR id < $3)
@@ -547,6 +682,13 @@ func (q *Queries) ListDeployments(ctx context.Context, arg ListDeploymentsParams
 			&i.UpdatedAt,
 			&i.AgentSeq,
 			&i.Kind,
+			&i.ProcessAction,
+			&i.ProcessNames,
+			&i.ScheduleID,
+			&i.ScheduleName,
+			&i.ScheduleCommand,
+			&i.Skipped,
+			&i.SkipReason,
 		); err != nil {
 			return nil, err
 		}
@@ -559,7 +701,7 @@ func (q *Queries) ListDeployments(ctx context.Context, arg ListDeploymentsParams
 }
 
 const listOverdueDeployments = `-- name: ListOverdueDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
 WHERE status IN ('queued', 'dispatched', 'running') AND deadline_at < $1::timestamptz
 ORDER BY deadline_at
 LIMIT $2
@@ -611,6 +753,13 @@ func (q *Queries) ListOverdueDeployments(ctx context.Context, arg ListOverdueDep
 			&i.UpdatedAt,
 			&i.AgentSeq,
 			&i.Kind,
+			&i.ProcessAction,
+			&i.ProcessNames,
+			&i.ScheduleID,
+			&i.ScheduleName,
+			&i.ScheduleCommand,
+			&i.Skipped,
+			&i.SkipReason,
 		); err != nil {
 			return nil, err
 		}
@@ -623,7 +772,7 @@ func (q *Queries) ListOverdueDeployments(ctx context.Context, arg ListOverdueDep
 }
 
 const listSucceededDeployments = `-- name: ListSucceededDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
 WHERE app_id = $1 AND status = 'succeeded'
   AND ($2::uuid IS NULL OR id < $2)
 ORDER BY id DESC
@@ -676,6 +825,13 @@ func (q *Queries) ListSucceededDeployments(ctx context.Context, arg ListSucceede
 			&i.UpdatedAt,
 			&i.AgentSeq,
 			&i.Kind,
+			&i.ProcessAction,
+			&i.ProcessNames,
+			&i.ScheduleID,
+			&i.ScheduleName,
+			&i.ScheduleCommand,
+			&i.Skipped,
+			&i.SkipReason,
 		); err != nil {
 			return nil, err
 		}
@@ -688,15 +844,16 @@ func (q *Queries) ListSucceededDeployments(ctx context.Context, arg ListSucceede
 }
 
 const nextQueuedDeployments = `-- name: NextQueuedDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind FROM deployments d
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments d
 WHERE d.status = 'queued'
   AND ($1::uuid[] IS NULL
        OR d.app_id IN (SELECT a.id FROM apps a WHERE a.server_id = ANY ($1::uuid[])))
-  AND NOT EXISTS (SELECT 1 FROM deployments x
-                  WHERE x.app_id = d.app_id AND x.status IN ('dispatched', 'running'))
-  AND NOT EXISTS (SELECT 1 FROM deployments o
-                  WHERE o.app_id = d.app_id AND o.status = 'queued'
-                    AND (o.queued_at, o.id) < (d.queued_at, d.id))
+  AND (d.kind = 'schedule' OR (
+      NOT EXISTS (SELECT 1 FROM deployments x
+                  WHERE x.app_id = d.app_id AND x.status IN ('dispatched', 'running') AND x.kind <> 'schedule')
+      AND NOT EXISTS (SELECT 1 FROM deployments o
+                      WHERE o.app_id = d.app_id AND o.status = 'queued' AND o.kind <> 'schedule'
+                        AND (o.queued_at, o.id) < (d.queued_at, d.id))))
 ORDER BY d.queued_at, d.id
 LIMIT $2
 FOR UPDATE SKIP LOCKED
@@ -709,7 +866,9 @@ type NextQueuedDeploymentsParams struct {
 
 // The oldest queued deployment of each app that may start now: none of the
 // app's deployments is dispatched or running, and no older one of it is
-// queued. Rows are locked (FOR UPDATE SKIP LOCKED): call inside a
+// queued. Schedule runs are not counted and always may start: they run
+// beside the app's jobs (a schedule's runs never overlap, see
+// deployments_one_unfinished_per_schedule_key). Rows are locked (FOR UPDATE SKIP LOCKED): call inside a
 // transaction and move them to dispatched in it. An app whose oldest queued
 // row another dispatcher holds is skipped, never its second one.
 // server_ids NULL means every server.
@@ -752,6 +911,13 @@ func (q *Queries) NextQueuedDeployments(ctx context.Context, arg NextQueuedDeplo
 			&i.UpdatedAt,
 			&i.AgentSeq,
 			&i.Kind,
+			&i.ProcessAction,
+			&i.ProcessNames,
+			&i.ScheduleID,
+			&i.ScheduleName,
+			&i.ScheduleCommand,
+			&i.Skipped,
+			&i.SkipReason,
 		); err != nil {
 			return nil, err
 		}
@@ -767,7 +933,7 @@ const requestDeploymentCancel = `-- name: RequestDeploymentCancel :one
 UPDATE deployments
 SET cancel_requested_at = coalesce(cancel_requested_at, now())
 WHERE id = $1 AND status IN ('queued', 'dispatched', 'running')
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
 `
 
 // Records a cancel request on an unfinished deployment (the first request's
@@ -805,6 +971,13 @@ func (q *Queries) RequestDeploymentCancel(ctx context.Context, id pgtype.UUID) (
 		&i.UpdatedAt,
 		&i.AgentSeq,
 		&i.Kind,
+		&i.ProcessAction,
+		&i.ProcessNames,
+		&i.ScheduleID,
+		&i.ScheduleName,
+		&i.ScheduleCommand,
+		&i.Skipped,
+		&i.SkipReason,
 	)
 	return i, err
 }
@@ -815,7 +988,7 @@ SET commit_sha = $1,
     commit_message = coalesce($2, commit_message),
     commit_author = coalesce($3, commit_author)
 WHERE id = $4
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
 `
 
 type SetDeploymentCommitParams struct {
@@ -864,6 +1037,13 @@ func (q *Queries) SetDeploymentCommit(ctx context.Context, arg SetDeploymentComm
 		&i.UpdatedAt,
 		&i.AgentSeq,
 		&i.Kind,
+		&i.ProcessAction,
+		&i.ProcessNames,
+		&i.ScheduleID,
+		&i.ScheduleName,
+		&i.ScheduleCommand,
+		&i.Skipped,
+		&i.SkipReason,
 	)
 	return i, err
 }
@@ -887,7 +1067,7 @@ const startDeployment = `-- name: StartDeployment :one
 UPDATE deployments
 SET status = 'running', started_at = coalesce($1::timestamptz, now())
 WHERE id = $2 AND status = 'dispatched'
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
 `
 
 type StartDeploymentParams struct {
@@ -929,6 +1109,13 @@ func (q *Queries) StartDeployment(ctx context.Context, arg StartDeploymentParams
 		&i.UpdatedAt,
 		&i.AgentSeq,
 		&i.Kind,
+		&i.ProcessAction,
+		&i.ProcessNames,
+		&i.ScheduleID,
+		&i.ScheduleName,
+		&i.ScheduleCommand,
+		&i.Skipped,
+		&i.SkipReason,
 	)
 	return i, err
 }

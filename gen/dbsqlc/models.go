@@ -80,6 +80,42 @@ type App struct {
 	WebhookSecretSetBy        pgtype.UUID
 	DeletedAt                 *time.Time
 	DeployScriptPath          *string
+	UpstreamPort              *int32
+}
+
+type AppProcess struct {
+	ID               pgtype.UUID
+	AppID            pgtype.UUID
+	Name             string
+	Command          string
+	Instances        int32
+	Port             bool
+	HealthPath       string
+	StopSignal       string
+	StopGraceSeconds int32
+	Restart          string
+	MemoryMaxBytes   int64
+	CpuMaxPercent    int32
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+type AppProcessStatus struct {
+	AppID      pgtype.UUID
+	Report     []byte
+	ReportedAt time.Time
+}
+
+type AppSchedule struct {
+	ID        pgtype.UUID
+	AppID     pgtype.UUID
+	Name      string
+	Cron      string
+	Command   string
+	Timezone  string
+	NextRunAt time.Time
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 type Backup struct {
@@ -172,6 +208,13 @@ type Deployment struct {
 	UpdatedAt         time.Time
 	AgentSeq          int64
 	Kind              string
+	ProcessAction     *string
+	ProcessNames      []string
+	ScheduleID        pgtype.UUID
+	ScheduleName      *string
+	ScheduleCommand   *string
+	Skipped           bool
+	SkipReason        *string
 }
 
 type DeploymentLog struct {

@@ -12,7 +12,8 @@ import (
 // delete removes: nothing else there is touched.
 var appEntries = []string{"current", ".env", "shared", "releases"}
 
-// remove is a delete job: it removes the app's releases, current, shared
+// remove is a delete job: it stops the app's processes, then removes the
+// app's releases, current, shared
 // and .env below the deploy path through the tree's os.Root, which never
 // follows a symlink out of it (a link is removed, not what it names), then
 // the deploy path itself when that left it empty, and the app's mirror.
@@ -24,6 +25,11 @@ func (j *job) remove(ctx context.Context, res *Result) error {
 	// The processes stop first: nothing may run from files being removed.
 	if err := j.stopProcesses(ctx, res); err != nil {
 		return err
+	}
+	if j.spec.DeployPath == "" {
+		j.log.printf("no deploy path given: the app's files stay where they are")
+		// The mirror is the agent's own cache, not the app's files.
+		return os.RemoveAll(j.mirrorPath())
 	}
 	return j.step(ctx, StepRemove, res, func() error {
 		if j.tree == nil {

@@ -192,4 +192,12 @@ func TestProcessAndScheduleSpecValidation(t *testing.T) {
 			t.Errorf("valid %s job refused: %v", k, err)
 		}
 	}
+	// Only a delete may come without a deploy path (it keeps the files).
+	for _, k := range []Kind{KindDelete, KindProcess, KindSchedule, KindRollback} {
+		s := base(k)
+		s.DeployPath, s.RollbackTo = "", newID()
+		if err := s.normalize(); (err == nil) != (k == KindDelete) {
+			t.Errorf("%s job without a deploy path: %v", k, err)
+		}
+	}
 }

@@ -44,7 +44,8 @@ const (
 	KindRollback Kind = "rollback"
 	// KindDelete stops a deleted app's processes and removes its files
 	// (releases, current, shared, .env) under its deploy path, and its
-	// mirror.
+	// mirror. Without a deploy path (app delete --keep-files) it stops the
+	// processes and keeps every file.
 	KindDelete Kind = "delete"
 	// KindProcess applies Spec.ProcessAction to the app's processes, in the
 	// release current points at.
@@ -335,10 +336,15 @@ func (s *Spec) normalize() error {
 	if !safeIDRE.MatchString(s.AppID) || s.AppID == "." || s.AppID == ".." {
 		return fmt.Errorf("deploy: app id %q is not a safe identifier", s.AppID)
 	}
-	if s.DeployPath == "" || !filepath.IsAbs(s.DeployPath) || filepath.Clean(s.DeployPath) == "/" {
+	// A delete without a deploy path keeps the app's files (app delete
+	// --keep-files): it only stops the app's processes.
+	keepFiles := s.Kind == KindDelete && s.DeployPath == ""
+	if !keepFiles && (s.DeployPath == "" || !filepath.IsAbs(s.DeployPath) || filepath.Clean(s.DeployPath) == "/") {
 		return fmt.Errorf("deploy: deploy path %q must be an absolute path below /", s.DeployPath)
 	}
-	s.DeployPath = filepath.Clean(s.DeployPath)
+	if !keepFiles {
+		s.DeployPath = filepath.Clean(s.DeployPath)
+	}
 	if s.RunAsUser != "" && !userNameRE.MatchString(s.RunAsUser) {
 		return fmt.Errorf("deploy: user name %q is not a valid system user name", s.RunAsUser)
 	}

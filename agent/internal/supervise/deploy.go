@@ -111,7 +111,7 @@ func (m *Manager) Action(ctx context.Context, app App, action string, names []st
 		up := 0
 		same := true
 		for _, u := range running[p.Name] {
-			if !u.stopped() && u.alive && u.state.State != "failed" {
+			if u.alive && (u.state.State == "running" || u.state.State == "starting" || u.state.State == "restarting") {
 				up++
 			}
 			if u.cfg.Hash != p.hash(app) {

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"syscall"
+	"testing"
 	"time"
 
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"

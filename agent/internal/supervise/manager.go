@@ -39,6 +39,7 @@ type Manager struct {
 	locks    map[string]*sync.Mutex
 	stopping map[string]bool // retired units an earlier agent left running, being stopped
 	onChange []func()
+	kick     chan struct{} // a job changed something: report it now
 
 	stop      chan struct{}
 	watchDone chan struct{}
@@ -77,7 +78,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		cfg: cfg, log: cfg.Logger, cgParent: leaveCgroupRoot(),
 		healthTimeout: 2 * time.Minute, stopSlack: 10 * time.Second,
 		logMax: defaultLogMax, logFiles: defaultLogN,
-		locks: map[string]*sync.Mutex{}, stopping: map[string]bool{}, stop: make(chan struct{}), watchDone: make(chan struct{}),
+		locks: map[string]*sync.Mutex{}, stopping: map[string]bool{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), watchDone: make(chan struct{}),
 	}
 	apps, _ := m.appIDs()
 	for _, id := range apps {
@@ -87,8 +88,8 @@ func NewManager(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-func (m *Manager) appDir(id string) string  { return filepath.Join(m.cfg.StateDir, id) }
-func (m *Manager) upDir(id string) string   { return filepath.Join(m.cfg.StateDir, id, upstreamDir) }
+func (m *Manager) appDir(id string) string   { return filepath.Join(m.cfg.StateDir, id) }
+func (m *Manager) upDir(id string) string    { return filepath.Join(m.cfg.StateDir, id, upstreamDir) }
 func (m *Manager) unitRoot(id string) string { return filepath.Join(m.cfg.StateDir, id, unitsDir) }
 
 func (m *Manager) appIDs() ([]string, error) {

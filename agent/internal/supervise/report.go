@@ -116,7 +116,17 @@ func (m *Manager) OnChange(fn func()) {
 	m.onChange = append(m.onChange, fn)
 }
 
+// changed asks the watcher to call the OnChange functions: they run on
+// its goroutine, never under an app's lock, and a burst of changes is
+// reported once.
 func (m *Manager) changed() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Manager) notify() {
 	m.mu.Lock()
 	fns := slices.Clone(m.onChange)
 	m.mu.Unlock()
@@ -134,10 +144,13 @@ func (m *Manager) watch() {
 	defer t.Stop()
 	last := m.fingerprint()
 	for {
+		kicked := false
 		select {
 		case <-m.stop:
 			return
 		case <-t.C:
+		case <-m.kick:
+			kicked = true
 		}
 		ids, _ := m.appIDs()
 		for _, id := range ids {
@@ -147,9 +160,9 @@ func (m *Manager) watch() {
 				l.Unlock()
 			}
 		}
-		if fp := m.fingerprint(); fp != last {
+		if fp := m.fingerprint(); fp != last || kicked {
 			last = fp
-			m.changed()
+			m.notify()
 		}
 	}
 }

@@ -141,7 +141,21 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	host, _ := u.pick()
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = host
+	// Only local clients reach the loopback listener (nginx in front of
+	// it): keep what they say about the original client, and add ours.
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		if v := pr.In.Header.Values(h); len(v) > 0 {
+			pr.Out.Header[h] = v
+		}
+	}
+	host0, proto0 := pr.Out.Header.Get("X-Forwarded-Host"), pr.Out.Header.Get("X-Forwarded-Proto")
 	pr.SetXForwarded()
+	if host0 != "" {
+		pr.Out.Header.Set("X-Forwarded-Host", host0)
+	}
+	if proto0 != "" {
+		pr.Out.Header.Set("X-Forwarded-Proto", proto0)
+	}
 	pr.Out.Host = pr.In.Host
 }
 

@@ -518,6 +518,17 @@ func (s *Service) View(ctx context.Context, a store.App) (AppView, error) {
 		slices.Sort(keys)
 		v.EnvKeys[sc] = keys
 	}
+	procs, err := s.st.AppProcesses(ctx, a.ID)
+	if err != nil {
+		return AppView{}, err
+	}
+	if v.Processes, err = s.processViews(ctx, a, procs); err != nil {
+		return AppView{}, err
+	}
+	if v.Schedules, err = s.scheduleViews(ctx, a); err != nil {
+		return AppView{}, err
+	}
+	v.UpstreamPort = uint32(a.UpstreamPort)
 	return v, nil
 }
 
@@ -596,8 +607,9 @@ func (s *Service) SetWebhookSecret(ctx context.Context, pr *auth.Principal, peer
 }
 
 // DeletedApp is what DeleteApp did: Job is the delete job that removes
-// the app's files (the app is deleted once it succeeds), nil when the files
-// are kept and the app is deleted already.
+// the app's files (the app is deleted once it succeeds); when the files
+// are kept the app is deleted already and Job is the process job that
+// stops its processes (nil when it declares none).
 type DeletedApp struct {
 	App store.App
 	Job *store.Deployment
@@ -631,13 +643,29 @@ func (s *Service) DeleteApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 				store.ErrWrongState, a.Name, what, d.ID, d.Status, d.ID)
 		}
 	}
+	// A deleted app runs nothing any more: its schedules go now (a delete
+	// job that fails leaves the app without them; they are declared again
+	// with berth app schedule add). Its processes are stopped by the
+	// delete job on the agent; with keepFiles, by a process job (stop)
+	// queued before the app is marked deleted.
+	if err := s.st.DeleteAppSchedules(ctx, a.ID); err != nil {
+		return DeletedApp{}, err
+	}
 	if keepFiles {
+		var stopJob *store.Deployment
+		if procs, err := s.st.AppProcesses(ctx, a.ID); err != nil {
+			return DeletedApp{}, err
+		} else if len(procs) > 0 {
+			if stopJob, err = s.processJob(ctx, pr, peer, a, ProcessStop, nil); err != nil {
+				return DeletedApp{}, err
+			}
+		}
 		if err := s.st.SoftDeleteApp(ctx, a.ID); err != nil {
 			return DeletedApp{}, err
 		}
 		s.activity(ctx, pr, peer, kind.AppDeleted, "app", a.ID, a.Name, map[string]any{"keep_files": true, "deploy_path": a.DeployPath})
 		a, err = s.st.App(ctx, a.ID)
-		return DeletedApp{App: a}, err
+		return DeletedApp{App: a, Job: stopJob}, err
 	}
 	cp := store.CreateDeploymentParams{AppID: a.ID, UserID: &pr.UserID, TriggeredBy: store.TriggerUser, Kind: store.JobDelete}
 	if pr.TokenID != nil {

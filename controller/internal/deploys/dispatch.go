@@ -18,6 +18,8 @@ const (
 	kindDeploy   = "deploy"
 	kindRollback = "rollback"
 	kindDelete   = "delete"
+	kindProcess  = "process"
+	kindSchedule = "schedule"
 )
 
 // dispatch moves the queued deployments of the agents connected here to
@@ -90,7 +92,9 @@ func safeReason(err error) string {
 }
 
 func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment) (*agentv1.JobStart, error) {
-	if a.DeletedAt != nil {
+	// A deleted app's only job is stopping its processes (delete
+	// --keep-files queues it just before marking the app deleted).
+	if a.DeletedAt != nil && (d.Kind != store.JobProcess || deref0(d.ProcessAction) != ProcessStop) {
 		return nil, fmt.Errorf("%w: app %s was deleted", ErrRefused, a.Name)
 	}
 	if d.Kind == store.JobDelete {
@@ -111,6 +115,14 @@ func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment)
 		KeepReleases: uint32(a.ReleasesToKeep), SharedPaths: a.SharedPaths,
 		Timeout: durationpb.New(time.Duration(d.TimeoutSeconds) * time.Second), AckedSeq: uint64(d.AgentSeq),
 	}
+	// Every job but a delete carries the app's whole declared process set
+	// and its upstream: a deploy or rollback moves the processes to the
+	// new release, a process job applies its action to them.
+	procs, err := s.st.AppProcesses(ctx, a.ID)
+	if err != nil {
+		return nil, err
+	}
+	js.Processes, js.UpstreamPort = processSpecs(procs), uint32(a.UpstreamPort)
 	if d.CommitSHA != nil {
 		js.Commit = *d.CommitSHA
 	}
@@ -125,11 +137,23 @@ func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment)
 	}
 	// Checked at every dispatch, not only when the app was saved: an admin
 	// may have withdrawn the root allowance or a credential's binding since.
-	srv, cred, err := s.loadRunnable(ctx, a, d.TriggeredBy != store.TriggerRollback)
+	fetch := d.TriggeredBy != store.TriggerRollback && d.Kind == store.JobDeploy
+	srv, cred, err := s.loadRunnable(ctx, a, fetch)
 	if err != nil {
 		return nil, err
 	}
 	js.AllowRoot = srv.AllowRoot
+	switch d.Kind {
+	case store.JobProcess:
+		// Runs what the current release has: no fetch, no credential.
+		js.Kind, js.ProcessAction, js.ProcessNames = kindProcess, deref0(d.ProcessAction), d.ProcessNames
+		js.RepositoryUrl, js.DeployScript, js.DeployScriptPath = "", "", ""
+		return js, nil
+	case store.JobSchedule:
+		js.Kind, js.ScheduleName, js.ScheduleCommand = kindSchedule, deref0(d.ScheduleName), deref0(d.ScheduleCommand)
+		js.RepositoryUrl, js.DeployScript, js.DeployScriptPath = "", "", ""
+		return js, nil
+	}
 	if d.TriggeredBy == store.TriggerRollback {
 		if d.RollbackFromID == nil {
 			return nil, fmt.Errorf("rollback without a target: %w", store.ErrNotFound)
@@ -367,7 +391,9 @@ func (s *Service) finish(ctx context.Context, tx *store.Store, d store.Deploymen
 		if a, err := tx.App(ctx, d.AppID); err == nil {
 			s.systemActivity(ctx, store.ActorAgent, "agent:"+a.ServerID.String(), kind.AppDeleted, done, a.Name, map[string]any{"deploy_path": a.DeployPath})
 		}
-	} else if st == store.DeploymentSucceeded {
+	} else if st == store.DeploymentSucceeded && d.Kind == store.JobDeploy {
+		// Only a deploy or rollback moves current; a process job or a
+		// schedule run changes no release.
 		cur := d.ID
 		if d.TriggeredBy == store.TriggerRollback && d.RollbackFromID != nil {
 			cur = *d.RollbackFromID

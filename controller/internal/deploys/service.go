@@ -173,6 +173,7 @@ func (s *Service) Run(ctx context.Context, pool *pgxpool.Pool) {
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
 	for {
+		s.fireSchedules(ctx)
 		s.dispatch(ctx)
 		s.sweep(ctx)
 		select {

@@ -32,6 +32,7 @@ type conn struct {
 	out      chan *agentv1.ConnectResponse
 	cancel   context.CancelCauseFunc
 	dropped  uint64 // samples the agent reported dropped from a full buffer
+	reports  reportState
 }
 
 // Hub tracks the agents connected to this controller, at most one stream per

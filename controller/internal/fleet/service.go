@@ -93,6 +93,7 @@ type Service struct {
 	started time.Time
 	seen    seenBatch
 	ingest  *ingester
+	logs    logsRelay
 }
 
 // New returns the service.

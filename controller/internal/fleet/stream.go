@@ -58,6 +58,7 @@ func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
 	c := &conn{serverID: ag.ServerID, serial: ag.Serial, out: make(chan *agentv1.ConnectResponse, sendQueue), cancel: cancel, dropped: hello.GetMetricsDropped()}
 	s.hub.register(c)
 	defer s.hub.unregister(c)
+	defer s.endLogs(c)
 
 	if err := s.sendWelcome(stream, ag, srv); err != nil {
 		return err
@@ -219,6 +220,13 @@ func (s *Service) handle(ctx context.Context, c *conn, peer Peer, m *agentv1.Con
 	case *agentv1.ConnectRequest_Heartbeat:
 		// Batched: FlushHeartbeats writes them every few seconds.
 		s.seen.add(c.serverID, s.cfg.Now())
+		if p := msg.Heartbeat.GetProcesses(); p != nil {
+			s.processReport(ctx, c, p)
+		}
+	case *agentv1.ConnectRequest_ProcessReport:
+		s.processReport(ctx, c, msg.ProcessReport)
+	case *agentv1.ConnectRequest_LogsChunk:
+		s.relayLogs(c, msg.LogsChunk)
 	case *agentv1.ConnectRequest_Metrics:
 		if d := msg.Metrics.GetDroppedTotal(); d > c.dropped {
 			// Only the receive goroutine touches c.dropped.

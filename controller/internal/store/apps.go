@@ -94,8 +94,10 @@ type App struct {
 	// DeletedAt: the app was deleted; the row stays for its deployments'
 	// history. Lookups by name and lists skip it; App by id still finds it.
 	DeletedAt *time.Time
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	// UpstreamPort is the app's local upstream on its server (0: none yet).
+	UpstreamPort int
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
 }
 
 func appFromRow(r dbsqlc.App) App {
@@ -111,7 +113,15 @@ func appFromRow(r dbsqlc.App) App {
 		HasWebhookSecret: r.WebhookSecret != nil, WebhookSecretSetBy: fromOptPG(r.WebhookSecretSetBy), HasEnvVars: r.EnvVars != nil,
 		HasEnvProduction: r.EnvProduction != nil, HasEnvStaging: r.EnvStaging != nil,
 		CurrentDeploymentID: fromOptPG(r.CurrentDeploymentID), DeletedAt: r.DeletedAt, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		UpstreamPort: int(deref32(r.UpstreamPort)),
 	}
+}
+
+func deref32(p *int32) int32 {
+	if p == nil {
+		return 0
+	}
+	return *p
 }
 
 // AppEnvScope names one of an app's encrypted environments.

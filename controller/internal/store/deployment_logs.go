@@ -182,6 +182,26 @@ func (s *Store) DeploymentLogs(ctx context.Context, id ID, after int64, limit in
 	return out, nil
 }
 
+// DeploymentLogTail returns the last max bytes of a deployment's log (at
+// most the last 64 chunks).
+func (s *Store) DeploymentLogTail(ctx context.Context, id ID, max int) ([]byte, error) {
+	rows, err := s.q.ListDeploymentLogTail(ctx, dbsqlc.ListDeploymentLogTailParams{DeploymentID: pgID(id), Lim: 64})
+	if err != nil {
+		return nil, mapErr("deployment log tail", err)
+	}
+	var out []byte
+	for _, r := range rows { // newest first
+		out = append(append([]byte(nil), r.Data...), out...)
+		if len(out) >= max {
+			break
+		}
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return out, nil
+}
+
 // SetDeploymentReleasePath records the release a deployment built or
 // rolled back to.
 func (s *Store) SetDeploymentReleasePath(ctx context.Context, id ID, path string) error {

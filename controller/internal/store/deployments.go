@@ -86,19 +86,35 @@ type Deployment struct {
 	// AgentSeq is the highest event of the job the agent reported that is
 	// committed (its log chunks are numbered by these events).
 	AgentSeq int64
-	// Kind is deploy (rollbacks too) or delete.
-	Kind      JobKind
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	// Kind is deploy (rollbacks too), delete, process or schedule.
+	Kind JobKind
+	// ProcessAction (kind process): apply, start, stop or restart;
+	// ProcessNames limits it (empty: every process).
+	ProcessAction *string
+	ProcessNames  []string
+	// Schedule runs: the schedule (nil once it was removed), its name and
+	// the command as it was when the run was due.
+	ScheduleID      *ID
+	ScheduleName    *string
+	ScheduleCommand *string
+	// Skipped: a schedule run that was due while the previous run was
+	// unfinished; it never ran (status canceled) and SkipReason says why.
+	Skipped    bool
+	SkipReason *string
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 // JobKind says what a deployment row's job does.
 type JobKind string
 
-// Job kinds: a deploy or rollback, or the removal of a deleted app's files.
+// Job kinds: a deploy or rollback, the removal of a deleted app's files, a
+// change to the app's processes, or one run of a scheduled command.
 const (
-	JobDeploy JobKind = "deploy"
-	JobDelete JobKind = "delete"
+	JobDeploy   JobKind = "deploy"
+	JobDelete   JobKind = "delete"
+	JobProcess  JobKind = "process"
+	JobSchedule JobKind = "schedule"
 )
 
 func deploymentFromRow(r dbsqlc.Deployment) Deployment {
@@ -110,6 +126,8 @@ func deploymentFromRow(r dbsqlc.Deployment) Deployment {
 		RollbackFromID: fromOptPG(r.RollbackFromID), TimeoutSeconds: int(r.TimeoutSeconds), DeadlineAt: r.DeadlineAt,
 		CancelRequestedAt: r.CancelRequestedAt, QueuedAt: r.QueuedAt, DispatchedAt: r.DispatchedAt, StartedAt: r.StartedAt,
 		FinishedAt: r.FinishedAt, LogBytes: r.LogBytes, LogTruncated: r.LogTruncated, AgentSeq: r.AgentSeq, Kind: JobKind(r.Kind), CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		ProcessAction: r.ProcessAction, ProcessNames: r.ProcessNames, ScheduleID: fromOptPG(r.ScheduleID),
+		ScheduleName: r.ScheduleName, ScheduleCommand: r.ScheduleCommand, Skipped: r.Skipped, SkipReason: r.SkipReason,
 	}
 }
 
@@ -145,6 +163,13 @@ type CreateDeploymentParams struct {
 	DeadlineAt *time.Time
 	// Kind "" is a deploy.
 	Kind JobKind
+	// ProcessAction and ProcessNames: a process job's action and processes.
+	ProcessAction *string
+	ProcessNames  []string
+	// ScheduleID, ScheduleName, ScheduleCommand: a schedule run's.
+	ScheduleID      *ID
+	ScheduleName    *string
+	ScheduleCommand *string
 	// Dispatch creates it dispatched rather than queued, if the app has
 	// no unfinished deployment (ErrAppBusy otherwise): for a controller
 	// that holds the app's agent and sends the job itself at once.
@@ -180,6 +205,8 @@ func (s *Store) CreateDeployment(ctx context.Context, p CreateDeploymentParams) 
 		CommitSha: p.CommitSHA, CommitMessage: p.CommitMessage, CommitAuthor: p.CommitAuthor,
 		ReleasePath: p.ReleasePath, RollbackFromID: pgOptID(p.RollbackFromID), TimeoutSeconds: timeout,
 		DeadlineAt: p.DeadlineAt, Dispatch: p.Dispatch, Kind: string(p.Kind),
+		ProcessAction: p.ProcessAction, ProcessNames: p.ProcessNames, ScheduleID: pgOptID(p.ScheduleID),
+		ScheduleName: p.ScheduleName, ScheduleCommand: p.ScheduleCommand,
 	})
 	if p.Dispatch && (errors.Is(err, pgx.ErrNoRows) || isUniqueViolation(err, "deployments_one_active_per_app_key")) {
 		return Deployment{}, fmt.Errorf("create deployment: %w", ErrAppBusy)

@@ -84,6 +84,19 @@ const (
 	// done (the app is deleted; its deployments stay).
 	AppDeleteRequested = "app.delete_requested"
 	AppDeleted         = "app.deleted"
+	// App processes and scheduled commands (issue 16): declared, changed,
+	// removed, controlled (a process job is queued), a schedule's run
+	// queued or skipped (the previous run was unfinished).
+	AppProcessAdded     = "app.process_added"
+	AppProcessReplaced  = "app.process_replaced"
+	AppProcessRemoved   = "app.process_removed"
+	AppProcessesControl = "app.processes_controlled"
+	ProcessJobQueued    = "deployment.process_queued"
+	AppScheduleAdded    = "app.schedule_added"
+	AppScheduleReplaced = "app.schedule_replaced"
+	AppScheduleRemoved  = "app.schedule_removed"
+	ScheduleRunQueued   = "deployment.schedule_queued"
+	ScheduleRunSkipped  = "deployment.schedule_skipped"
 )
 
 // All is every kind above. Keep it in the order of the constants.
@@ -101,6 +114,8 @@ var All = []string{
 	AppUpdated, WebhookOwnerNotAllowed, AppCreated, AppEnvChanged, AppWebhookSecretChanged,
 	WebhookSignatureInvalid, DeploymentQueued, DeploymentRollbackQueued, DeploymentCancelRequested,
 	DeploymentSucceeded, DeploymentFailed, DeploymentCanceled, DeploymentTimedOut, AppDeleteRequested, AppDeleted,
+	AppProcessAdded, AppProcessReplaced, AppProcessRemoved, AppProcessesControl, ProcessJobQueued,
+	AppScheduleAdded, AppScheduleReplaced, AppScheduleRemoved, ScheduleRunQueued, ScheduleRunSkipped,
 }
 
 // Known reports whether k is in the list.
