@@ -437,6 +437,11 @@ func (a *app) logsCmd() *cobra.Command {
 					return usageError{err}
 				}
 				req.Since = durationpb.New(d)
+				if !cmd.Flags().Changed("tail") {
+					// --since alone means every line of that period (up
+					// to the most the server sends), not its last 200.
+					req.Tail = maxTail
+				}
 			}
 			for _, p := range procs {
 				if strings.TrimSpace(p) == "" {
@@ -455,7 +460,7 @@ func (a *app) logsCmd() *cobra.Command {
 	fl.StringArrayVar(&procs, "process", nil, "only this process (repeatable)")
 	fl.StringVar(&since, "since", "", "lines of the last DURATION, like 10m (default: the last --tail lines)")
 	fl.BoolVar(&follow, "follow", false, "keep streaming new lines until interrupted")
-	fl.Uint32Var(&tail, "tail", 0, "at most this many lines before following (default 200, at most 10000)")
+	fl.Uint32Var(&tail, "tail", 0, "at most this many lines before following (default 200, or 10000 with --since; at most 10000)")
 	return cmd
 }
 
