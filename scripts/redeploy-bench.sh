@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# Redeploy under load (issue 16 §5): a real controller and agent on this
+# machine, an app whose `web` process (--port, --health-path /up) is a small
+# HTTP server, and wrk sending requests in a closed loop to the app's
+# upstream (127.0.0.1:UPSTREAM_PORT, from `berth app show -o json`) while
+# nothing happens, then across back-to-back redeploys and a rollback, then
+# while nothing happens again, all in one run. Each redeploy starts a new
+# instance on a fresh port, waits for /up, points the upstream at it and
+# stops the old one gracefully: a failed request (a non-2xx answer or a
+# socket error: connect, read, write, timeout) is one a user would have seen.
+# Prints one markdown section.
+#
+# Every request goes to 127.0.0.1; wrk runs are bounded by -d and stop by
+# themselves (the switch window is ended early, by SIGINT, when its deploys
+# are done).
+set -euo pipefail
+STEADY=${BENCH_REDEPLOY_STEADY_SECONDS:-20}
+REDEPLOYS=${BENCH_REDEPLOYS:-10}
+THREADS=${BENCH_REDEPLOY_THREADS:-1}
+CONNS=${BENCH_REDEPLOY_CONNECTIONS:-8}
+# The app's stop grace: the old instance gets this long to finish what it
+# serves after SIGTERM (it needs milliseconds).
+GRACE=${BENCH_REDEPLOY_GRACE:-10s}
+BIN=${BIN:-$(pwd)/.bin}
+HTTP_PORT=${BENCH_REDEPLOY_HTTP_PORT:-28180}
+GRPC_PORT=${BENCH_REDEPLOY_GRPC_PORT:-27543}
+
+die() { echo "redeploy-bench: $*" >&2; exit 1; }
+[ -x "$BIN/berth" ] && [ -x "$BIN/berth-agent" ] || die "no $BIN/berth or $BIN/berth-agent: run make build (or set BIN)"
+command -v go >/dev/null || die "go is needed to build the benchmark's web app"
+# The load generator: wrk from the distribution, installed when missing
+# (as scripts/ensure-deps.sh does for the test tools).
+if ! command -v wrk >/dev/null; then
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    die "missing wrk: install it (Debian/Ubuntu: sudo apt-get install -y wrk) and run again"
+  fi
+  echo "installing wrk ..." >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
+
+work=$(mktemp -d /tmp/berthrb.XXXX)
+chmod 755 "$work"
+pids=()
+wrkpid=
+# The app's user, made fresh (the agent refuses to run an app as root).
+appuser=berthrdb
+# stop_app_processes: the app's processes outlive the agent by design (issue
+# 16 §1), so they are stopped through Berth while the agent runs; what is
+# left after that (nothing, when the stop works) is ended by process id:
+# every process of the user made for this run.
+stop_app_processes() {
+  [ -n "${BERTH_TOKEN:-}" ] || return 0
+  timeout 60 "$BIN/berth" app process stop webbench --follow >/dev/null 2>&1 || true
+}
+kill_user_processes() {
+  local sig=$1 p
+  for p in $(ps -u "$appuser" -o pid= 2>/dev/null); do kill "-$sig" "$p" 2>/dev/null || true; done
+}
+cleanup() {
+  if [ -n "$wrkpid" ]; then kill "$wrkpid" 2>/dev/null || true; fi
+  stop_app_processes
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  kill_user_processes TERM
+  for _ in $(seq 1 50); do [ -z "$(ps -u "$appuser" -o pid= 2>/dev/null)" ] && break; sleep 0.1; done
+  kill_user_processes KILL
+  userdel -r "$appuser" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+if id "$appuser" >/dev/null 2>&1; then
+  # Left by a run that was itself killed.
+  kill_user_processes KILL
+  userdel -r "$appuser" 2>/dev/null || true
+fi
+useradd --create-home --shell /bin/bash "$appuser"
+
+# The web app: answers every path with 200 and a short body (/up is its
+# health check) on 127.0.0.1:$PORT, and on SIGTERM stops accepting, lets
+# the requests in flight finish and exits, as a well-behaved app does.
+mkdir "$work/webapp"
+cat > "$work/webapp/main.go" <<'GO'
+package main
+
+import (
+	"context"
+	"log"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	port := os.Getenv("PORT")
+	if port == "" {
+		log.Fatal("PORT is not set")
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok " + port + "\n"))
+	})
+	srv := &http.Server{Addr: "127.0.0.1:" + port, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Printf("listening on %s", srv.Addr)
+	select {
+	case err := <-errc:
+		log.Fatal(err)
+	case s := <-stop:
+		log.Printf("%s: shutting down", s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+}
+GO
+printf 'module benchwebapp\n\ngo 1.22\n' > "$work/webapp/go.mod"
+(cd "$work/webapp" && CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=mod go build -o "$work/webapp/webapp" .)
+chmod 755 "$work/webapp" "$work/webapp/webapp"
+
+now() { date +%s%N; }
+# pct FILE P: the P-th percentile (nearest rank) of the numbers in FILE, in ms.
+pct() { sort -n "$1" | awk -v p="$2" '{ a[NR] = $1 } END { i = int((p * NR + 99) / 100); if (i < 1) i = 1; printf "%.0f", a[i] / 1e6 }'; }
+
+"$BIN/berth" serve --data-dir "$work/c" --http-addr "127.0.0.1:$HTTP_PORT" --grpc-addr "127.0.0.1:$GRPC_PORT" --heartbeat-interval 1s 2>"$work/c.log" &
+pids+=($!)
+for _ in $(seq 1 300); do curl -fsS "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+curl -fsS "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null || die "the controller did not start: $(tail -n 5 "$work/c.log")"
+printf 'a-long-bench-password\n' | "$BIN/berth" admin create --email bench@example.com --password-stdin --data-dir "$work/c" >/dev/null
+export BERTH_ADDR=127.0.0.1:$GRPC_PORT BERTH_CA_FILE=$work/c/ca.crt
+BERTH_TOKEN=$("$BIN/berth" token create --email bench@example.com --name bench --data-dir "$work/c")
+export BERTH_TOKEN
+out=$("$BIN/berth" server add bench -o json)
+token=$(printf '%s' "$out" | sed -n 's/.*"token": "\([^"]*\)".*/\1/p')
+pin=$(printf '%s' "$out" | sed -n 's/.*"ca_pin": "\([^"]*\)".*/\1/p')
+printf '%s\n' "$token" | "$BIN/berth-agent" enroll --controller "127.0.0.1:$GRPC_PORT" --token-stdin --ca-pin "$pin" --data-dir "$work/a" >/dev/null
+"$BIN/berth-agent" run --data-dir "$work/a" --app-dirs "$work" 2>"$work/a.log" &
+pids+=($!)
+for _ in $(seq 1 150); do "$BIN/berth" server show bench -o json | grep -q '"status": "online"' && break; sleep 0.2; done
+"$BIN/berth" server show bench -o json | grep -q '"status": "online"' || die "the agent did not connect: $(tail -n 5 "$work/a.log")"
+
+# The app: a one-file repository (releases hold nothing the web process
+# needs: it runs the binary built above), a deploy script with nothing to
+# build, and the web process.
+git init -q -b main "$work/repo"
+echo v1 > "$work/repo/index.html"
+git -C "$work/repo" -c user.name=b -c user.email=b@example.com add -A
+git -C "$work/repo" -c user.name=b -c user.email=b@example.com commit -q -m bench
+printf 'echo nothing to build\n' > "$work/deploy.sh"
+"$BIN/berth" app create webbench --server bench --repo "$work/repo" --path "$work/srv/webbench" --user "$appuser" \
+  --deploy-script "$work/deploy.sh" --keep 3 >/dev/null
+"$BIN/berth" app process add webbench web --command "exec $work/webapp/webapp" --port --health-path /up --stop-grace "$GRACE" >/dev/null
+"$BIN/berth" deploy webbench --follow >"$work/deploy0.log" 2>&1 || die "the first deploy failed: $(tail -n 20 "$work/deploy0.log")"
+
+upstream=
+for _ in $(seq 1 150); do
+  upstream=$("$BIN/berth" app show webbench -o json | sed -n 's/.*"upstream_port": \([0-9][0-9]*\).*/\1/p' | head -n1)
+  [ -n "$upstream" ] && [ "$upstream" != 0 ] && curl -fsS "http://127.0.0.1:$upstream/" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+[ -n "$upstream" ] && [ "$upstream" != 0 ] || die "the app has no upstream port: $("$BIN/berth" app show webbench 2>&1 | tail -n 20)"
+curl -fsS "http://127.0.0.1:$upstream/" >/dev/null || die "the app's upstream 127.0.0.1:$upstream does not answer: $("$BIN/berth" app show webbench 2>&1 | tail -n 20)"
+url="http://127.0.0.1:$upstream/"
+
+# wrk's report: requests, non-2xx answers (counted per thread: wrk's own
+# status error counts only >= 400), socket errors and latency percentiles.
+cat > "$work/report.lua" <<'LUA'
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) non2xx = 0 end
+function response(status, headers, body)
+  if status < 200 or status > 299 then non2xx = non2xx + 1 end
+end
+function done(summary, latency, requests)
+  local bad = 0
+  for _, t in ipairs(threads) do bad = bad + t:get("non2xx") end
+  local e = summary.errors
+  io.write(string.format("RESULT requests=%d seconds=%.1f non2xx=%d connect=%d read=%d write=%d timeout=%d p50=%.2f p99=%.2f max=%.2f\n",
+    summary.requests, summary.duration / 1e6, bad, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
+end
+LUA
+wrkargs=(-t "$THREADS" -c "$CONNS" -s "$work/report.lua")
+# field NAME FILE: a field of wrk's RESULT line.
+field() { sed -n "s/.*RESULT.* $1=\([^ ]*\).*/\1/p" "$2"; }
+
+# Warm-up, unmeasured: the app, the upstream and wrk's connections.
+wrk "${wrkargs[@]}" -d 3s "$url" >/dev/null
+
+load_before=$(uptime)
+wrk "${wrkargs[@]}" -d "${STEADY}s" "$url" >"$work/steady1.txt"
+
+# The switch window: wrk runs (at most 30 minutes) while the redeploys and
+# a rollback run back to back, and is stopped by SIGINT (wrk then prints its
+# report) once the last one is done.
+: > "$work/deploy.ns"
+wrk "${wrkargs[@]}" -d 1800s "$url" >"$work/switch.txt" &
+wrkpid=$!
+# wrk connects before it sends: the first requests go out within
+# milliseconds, so the window opens before the first deploy.
+sleep 1
+for i in $(seq 1 "$REDEPLOYS"); do
+  t0=$(now)
+  "$BIN/berth" deploy webbench --follow >"$work/deploy$i.log" 2>&1 || { kill -INT "$wrkpid"; die "redeploy $i failed: $(tail -n 20 "$work/deploy$i.log")"; }
+  echo $(($(now) - t0)) >> "$work/deploy.ns"
+done
+t0=$(now)
+"$BIN/berth" rollback webbench --follow >"$work/rollback.log" 2>&1 || { kill -INT "$wrkpid"; die "the rollback failed: $(tail -n 20 "$work/rollback.log")"; }
+rollback_ms=$((($(now) - t0) / 1000000))
+sleep 1
+kill -INT "$wrkpid"
+wait "$wrkpid" || true
+wrkpid=
+
+wrk "${wrkargs[@]}" -d "${STEADY}s" "$url" >"$work/steady2.txt"
+load_after=$(uptime)
+
+# The web process after it all: still one instance, and how often it was
+# started (restarts would mean a crash, not a deploy).
+show=$("$BIN/berth" app show webbench 2>&1 || true)
+
+for f in steady1 switch steady2; do
+  grep -q RESULT "$work/$f.txt" || die "wrk printed no report for $f: $(cat "$work/$f.txt")"
+done
+row() { # row LABEL FILE
+  local f=$2 failed
+  failed=$(($(field non2xx "$f") + $(field connect "$f") + $(field read "$f") + $(field write "$f") + $(field timeout "$f")))
+  echo "| $1 | $(field seconds "$f") s | $(field requests "$f") | **$failed** ($(field non2xx "$f") non-2xx; socket: $(field connect "$f") connect, $(field read "$f") read, $(field write "$f") write, $(field timeout "$f") timeout) | $(field p50 "$f") ms | $(field p99 "$f") ms | $(field max "$f") ms |"
+}
+total_failed=0
+for f in steady1 switch steady2; do
+  total_failed=$((total_failed + $(field non2xx "$work/$f.txt") + $(field connect "$work/$f.txt") + $(field read "$work/$f.txt") + $(field write "$work/$f.txt") + $(field timeout "$work/$f.txt")))
+done
+
+echo
+echo "## Redeploy under load"
+echo
+echo "\`BENCH_REDEPLOYS=$REDEPLOYS BENCH_REDEPLOY_STEADY_SECONDS=$STEADY BENCH_REDEPLOY_THREADS=$THREADS BENCH_REDEPLOY_CONNECTIONS=$CONNS scripts/redeploy-bench.sh\`"
+echo "(run by \`make bench\`): a real controller and agent on this machine; an app whose \`web\` process"
+echo "(\`berth app process add webbench web --command ... --port --health-path /up --stop-grace $GRACE\`) is a"
+echo "small Go HTTP server that answers every request with 200 and on SIGTERM finishes what it serves and exits."
+echo "\`wrk -t$THREADS -c$CONNS\` (keep-alive connections, a closed loop: each sends its next request when"
+echo "the last is answered) sends \`GET /\` to the app's upstream, 127.0.0.1:UPSTREAM_PORT, in three windows"
+echo "of one run: steady state; $REDEPLOYS redeploys (\`berth deploy --follow\`) and a rollback back to back, each"
+echo "starting a new instance on a fresh port, waiting for /up, switching the upstream and stopping the old"
+echo "one; steady state again. Failed = non-2xx answers + socket errors (connect, read, write, and wrk's"
+echo "2 s timeout); the target is 0. The machine has $(nproc) cores shared with other work; the load generator,"
+echo "the app, the agent and the controller share them. Load (\`uptime\`) before:$(echo "$load_before" | sed 's/.*load average/ load average/'), after:$(echo "$load_after" | sed 's/.*load average/ load average/')."
+echo
+echo "| window | length | requests | failed | p50 | p99 | max |"
+echo "|---|---|---|---|---|---|---|"
+row "steady state, before" "$work/steady1.txt"
+row "during $REDEPLOYS redeploys and a rollback" "$work/switch.txt"
+row "steady state, after" "$work/steady2.txt"
+echo
+echo "A redeploy (\`berth deploy --follow\`, from invoking it to its exit, the process switch included) took"
+echo "$(pct "$work/deploy.ns" 50) ms (p50) and $(pct "$work/deploy.ns" 100) ms (max) under this load; the rollback $rollback_ms ms."
+echo "Failed requests in all three windows: $total_failed."
+echo
+echo "The web process afterwards (\`berth app show webbench\`):"
+echo
+echo '```'
+printf '%s\n' "$show" | sed -n '/^PROCESS/,/^$/p' | head -n 10
+echo '```'
