@@ -184,8 +184,8 @@ echo "start on the way: the \`berth\` CLI, \`git archive\` of the release, bash 
 echo "first command; on this machine starting one (\`date\`, stamp to stamp) takes $(pct "$work/proc.ns" 50) ms (p50) and"
 echo "$(pct "$work/proc.ns" 99) ms (p99), and the CLI starting and exiting (\`berth version\`) $(pct "$work/cli.ns" 50) ms and $(pct "$work/cli.ns" 99) ms. After a"
 echo "push the agent also fetches the new commit: four more processes (fetch, sh, upload-pack, its rev-list check)."
-echo "The machine has $(nproc) cores and is shared with other work; its load (\`uptime\`) before the warm-up"
-echo "rounds:$(echo "$load_before" | sed 's/.*load average/ load average/'), and after them:$(echo "$load_after" | sed 's/.*load average/ load average/')."
+echo "The machine has $(nproc) cores and is shared with other work: its load (\`uptime\`: 1, 5 and 15-minute"
+echo "averages) was$(echo "$load_before" | sed 's/.*load average:\(.*\)/\1/') when the warm-up began and$(echo "$load_after" | sed 's/.*load average:\(.*\)/\1/') when the measured rounds ended."
 echo
 echo "| path ($N runs each) | p50 | p99 |"
 echo "|---|---|---|"

@@ -45,34 +45,47 @@ pids=()
 wrkpid=
 # The app's user, made fresh (the agent refuses to run an app as root).
 appuser=berthrdb
-# stop_app_processes: the app's processes outlive the agent by design (issue
-# 16 §1), so they are stopped through Berth while the agent runs; what is
-# left after that (nothing, when the stop works) is ended by process id:
-# every process of the user made for this run.
-stop_app_processes() {
+# stop_app: the app's processes, their supervisors and its upstream outlive
+# the agent by design (issue 16 §1), so the app is deleted through Berth
+# while the agent runs, which stops them all. What is left after that
+# (nothing, when the delete works) is ended by process id: the processes
+# whose command line names this run's directory (the app's binary, the
+# supervisors and upstream under the agent's data directory).
+stop_app() {
   [ -n "${BERTH_TOKEN:-}" ] || return 0
-  timeout 60 "$BIN/berth" app process stop webbench --follow >/dev/null 2>&1 || true
+  timeout 60 "$BIN/berth" app delete webbench >/dev/null 2>&1 || true
 }
-kill_user_processes() {
-  local sig=$1 p
-  for p in $(ps -u "$appuser" -o pid= 2>/dev/null); do kill "-$sig" "$p" 2>/dev/null || true; done
+ours() {
+  local f p
+  for f in /proc/[0-9]*/cmdline; do
+    p=${f#/proc/}
+    p=${p%/cmdline}
+    [ "$p" = $$ ] && continue
+    tr '\0' ' ' <"$f" 2>/dev/null | grep -qF "$work/" && echo "$p"
+  done
+  return 0
 }
 cleanup() {
   if [ -n "$wrkpid" ]; then kill "$wrkpid" 2>/dev/null || true; fi
-  stop_app_processes
+  stop_app
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  kill_user_processes TERM
-  for _ in $(seq 1 50); do [ -z "$(ps -u "$appuser" -o pid= 2>/dev/null)" ] && break; sleep 0.1; done
-  kill_user_processes KILL
+  local left
+  for _ in $(seq 1 50); do
+    left=$(ours)
+    [ -z "$left" ] && break
+    for p in $left; do kill "$p" 2>/dev/null || true; done
+    sleep 0.1
+  done
+  for p in $(ours); do kill -KILL "$p" 2>/dev/null || true; done
   userdel -r "$appuser" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
+# Left by a run that was itself killed (its processes, if any, are in
+# another directory: userdel then refuses, and says so).
 if id "$appuser" >/dev/null 2>&1; then
-  # Left by a run that was itself killed.
-  kill_user_processes KILL
-  userdel -r "$appuser" 2>/dev/null || true
+  userdel -r "$appuser" || die "user $appuser is left from an earlier run; end its processes and run again"
 fi
 useradd --create-home --shell /bin/bash "$appuser"
 
