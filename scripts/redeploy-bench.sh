@@ -61,7 +61,7 @@ ours() {
     p=${f#/proc/}
     p=${p%/cmdline}
     [ "$p" = $$ ] && continue
-    tr '\0' ' ' <"$f" 2>/dev/null | grep -qF "$work/" && echo "$p"
+    { tr '\0' ' ' <"$f"; } 2>/dev/null | grep -qF "$work/" && echo "$p"
   done
   return 0
 }
@@ -248,6 +248,12 @@ row() { # row LABEL FILE
   failed=$(($(field non2xx "$f") + $(field connect "$f") + $(field read "$f") + $(field write "$f") + $(field timeout "$f")))
   echo "| $1 | $(field seconds "$f") s | $(field requests "$f") | **$failed** ($(field non2xx "$f") non-2xx; socket: $(field connect "$f") connect, $(field read "$f") read, $(field write "$f") write, $(field timeout "$f") timeout) | $(field p50 "$f") ms | $(field p99 "$f") ms | $(field max "$f") ms |"
 }
+# Each deploy's log says it moved the processes; a deploy that did not
+# would have measured nothing.
+moved=0
+for f in "$work"/deploy[1-9]*.log "$work/rollback.log"; do
+  grep -q '^==> processes' "$f" && moved=$((moved + 1))
+done
 total_failed=0
 for f in steady1 switch steady2; do
   total_failed=$((total_failed + $(field non2xx "$work/$f.txt") + $(field connect "$work/$f.txt") + $(field read "$work/$f.txt") + $(field write "$work/$f.txt") + $(field timeout "$work/$f.txt")))
@@ -276,10 +282,11 @@ row "steady state, after" "$work/steady2.txt"
 echo
 echo "A redeploy (\`berth deploy --follow\`, from invoking it to its exit, the process switch included) took"
 echo "$(pct "$work/deploy.ns" 50) ms (p50) and $(pct "$work/deploy.ns" 100) ms (max) under this load; the rollback $rollback_ms ms."
-echo "Failed requests in all three windows: $total_failed."
+echo "Failed requests in all three windows: $total_failed. Deploy logs that moved the web process to the new"
+echo "release (step \`processes\`): $moved of $((REDEPLOYS + 1))."
 echo
 echo "The web process afterwards (\`berth app show webbench\`):"
 echo
 echo '```'
-printf '%s\n' "$show" | sed -n '/^PROCESS/,/^$/p' | head -n 10
+printf '%s\n' "$show" | awk '/^PROCESS/ { on = 1 } on && (/^$/ || /^[a-z]+:/) { exit } on { print }' | head -n 10
 echo '```'
