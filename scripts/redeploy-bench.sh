@@ -53,7 +53,8 @@ appuser=berthrdb
 # supervisors and upstream under the agent's data directory).
 stop_app() {
   [ -n "${BERTH_TOKEN:-}" ] || return 0
-  timeout 60 "$BIN/berth" app delete webbench >/dev/null 2>&1 || true
+  [ -n "${app:-}" ] || return 0
+  timeout 60 "$BIN/berth" app delete "$app" >/dev/null 2>&1 || true
 }
 ours() {
   local f p
@@ -168,19 +169,38 @@ echo v1 > "$work/repo/index.html"
 git -C "$work/repo" -c user.name=b -c user.email=b@example.com add -A
 git -C "$work/repo" -c user.name=b -c user.email=b@example.com commit -q -m bench
 printf 'echo nothing to build\n' > "$work/deploy.sh"
-"$BIN/berth" app create webbench --server bench --repo "$work/repo" --path "$work/srv/webbench" --user "$appuser" \
-  --deploy-script "$work/deploy.sh" --keep 3 >/dev/null
-"$BIN/berth" app process add webbench web --command "exec $work/webapp/webapp" --port --health-path /up --stop-grace "$GRACE" >/dev/null
-"$BIN/berth" deploy webbench --follow >"$work/deploy0.log" 2>&1 || die "the first deploy failed: $(tail -n 20 "$work/deploy0.log")"
+# The controller gives an app the lowest upstream port of 10000-19999 that
+# no other app of the server has; it cannot know what else listens on the
+# host, and on a machine shared with other test runs something often does
+# (a deploy then fails: "bind: address already in use"). So apps are made
+# until one gets a port that is free here; the ones before it, never
+# deployed, hold the busy ports.
+app=
+for i in $(seq 1 20); do
+  name=webbench$i
+  "$BIN/berth" app create "$name" --server bench --repo "$work/repo" --path "$work/srv/$name" --user "$appuser" \
+    --deploy-script "$work/deploy.sh" --keep 3 >/dev/null
+  "$BIN/berth" app process add "$name" web --command "exec $work/webapp/webapp" --port --health-path /up --stop-grace "$GRACE" >/dev/null
+  port=$("$BIN/berth" app show "$name" -o json | sed -n 's/.*"upstream_port": \([0-9][0-9]*\).*/\1/p' | head -n1)
+  [ -n "$port" ] && [ "$port" != 0 ] || die "app $name has no upstream port after process add --port"
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "upstream port $port is in use on this machine; trying another app" >&2
+    continue
+  fi
+  app=$name
+  break
+done
+[ -n "$app" ] || die "20 upstream ports in a row are in use on this machine"
+"$BIN/berth" deploy "$app" --follow >"$work/deploy0.log" 2>&1 || die "the first deploy failed: $(tail -n 20 "$work/deploy0.log")"
 
 upstream=
 for _ in $(seq 1 150); do
-  upstream=$("$BIN/berth" app show webbench -o json | sed -n 's/.*"upstream_port": \([0-9][0-9]*\).*/\1/p' | head -n1)
+  upstream=$("$BIN/berth" app show "$app" -o json | sed -n 's/.*"upstream_port": \([0-9][0-9]*\).*/\1/p' | head -n1)
   [ -n "$upstream" ] && [ "$upstream" != 0 ] && curl -fsS "http://127.0.0.1:$upstream/" >/dev/null 2>&1 && break
   sleep 0.2
 done
-[ -n "$upstream" ] && [ "$upstream" != 0 ] || die "the app has no upstream port: $("$BIN/berth" app show webbench 2>&1 | tail -n 20)"
-curl -fsS "http://127.0.0.1:$upstream/" >/dev/null || die "the app's upstream 127.0.0.1:$upstream does not answer: $("$BIN/berth" app show webbench 2>&1 | tail -n 20)"
+[ -n "$upstream" ] && [ "$upstream" != 0 ] || die "the app has no upstream port: $("$BIN/berth" app show "$app" 2>&1 | tail -n 20)"
+curl -fsS "http://127.0.0.1:$upstream/" >/dev/null || die "the app's upstream 127.0.0.1:$upstream does not answer: $("$BIN/berth" app show "$app" 2>&1 | tail -n 20)"
 url="http://127.0.0.1:$upstream/"
 
 # wrk's report: requests, non-2xx answers (counted per thread: wrk's own
@@ -222,11 +242,11 @@ wrkpid=$!
 sleep 1
 for i in $(seq 1 "$REDEPLOYS"); do
   t0=$(now)
-  "$BIN/berth" deploy webbench --follow >"$work/deploy$i.log" 2>&1 || { kill -INT "$wrkpid"; die "redeploy $i failed: $(tail -n 20 "$work/deploy$i.log")"; }
+  "$BIN/berth" deploy "$app" --follow >"$work/deploy$i.log" 2>&1 || { kill -INT "$wrkpid"; die "redeploy $i failed: $(tail -n 20 "$work/deploy$i.log")"; }
   echo $(($(now) - t0)) >> "$work/deploy.ns"
 done
 t0=$(now)
-"$BIN/berth" rollback webbench --follow >"$work/rollback.log" 2>&1 || { kill -INT "$wrkpid"; die "the rollback failed: $(tail -n 20 "$work/rollback.log")"; }
+"$BIN/berth" rollback "$app" --follow >"$work/rollback.log" 2>&1 || { kill -INT "$wrkpid"; die "the rollback failed: $(tail -n 20 "$work/rollback.log")"; }
 rollback_ms=$((($(now) - t0) / 1000000))
 sleep 1
 kill -INT "$wrkpid"
@@ -238,7 +258,7 @@ load_after=$(uptime)
 
 # The web process after it all: still one instance, and how often it was
 # started (restarts would mean a crash, not a deploy).
-show=$("$BIN/berth" app show webbench 2>&1 || true)
+show=$("$BIN/berth" app show "$app" 2>&1 || true)
 
 for f in steady1 switch steady2; do
   grep -q RESULT "$work/$f.txt" || die "wrk printed no report for $f: $(cat "$work/$f.txt")"
@@ -264,7 +284,7 @@ echo "## Redeploy under load"
 echo
 echo "\`BENCH_REDEPLOYS=$REDEPLOYS BENCH_REDEPLOY_STEADY_SECONDS=$STEADY BENCH_REDEPLOY_THREADS=$THREADS BENCH_REDEPLOY_CONNECTIONS=$CONNS scripts/redeploy-bench.sh\`"
 echo "(run by \`make bench\`): a real controller and agent on this machine; an app whose \`web\` process"
-echo "(\`berth app process add webbench web --command ... --port --health-path /up --stop-grace $GRACE\`) is a"
+echo "(\`berth app process add APP web --command ... --port --health-path /up --stop-grace $GRACE\`) is a"
 echo "small Go HTTP server that answers every request with 200 and on SIGTERM finishes what it serves and exits."
 echo "\`wrk -t$THREADS -c$CONNS\` (keep-alive connections, a closed loop: each sends its next request when"
 echo "the last is answered) sends \`GET /\` to the app's upstream, 127.0.0.1:UPSTREAM_PORT, in three windows"
@@ -285,7 +305,7 @@ echo "$(pct "$work/deploy.ns" 50) ms (p50) and $(pct "$work/deploy.ns" 100) ms (
 echo "Failed requests in all three windows: $total_failed. Deploy logs that moved the web process to the new"
 echo "release (step \`processes\`): $moved of $((REDEPLOYS + 1))."
 echo
-echo "The web process afterwards (\`berth app show webbench\`):"
+echo "The web process afterwards (\`berth app show $app\`):"
 echo
 echo '```'
 printf '%s\n' "$show" | awk '/^PROCESS/ { on = 1 } on && (/^$/ || /^[a-z]+:/) { exit } on { print }' | head -n 10
