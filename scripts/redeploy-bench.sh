@@ -14,6 +14,8 @@
 # themselves (the switch window is ended early, by SIGINT, when its deploys
 # are done).
 set -euo pipefail
+# EPOCHREALTIME and awk read decimals with a point.
+export LC_ALL=C
 STEADY=${BENCH_REDEPLOY_STEADY_SECONDS:-20}
 REDEPLOYS=${BENCH_REDEPLOYS:-10}
 THREADS=${BENCH_REDEPLOY_THREADS:-1}
@@ -225,6 +227,29 @@ wrkargs=(-t "$THREADS" -c "$CONNS" -s "$work/report.lua")
 # field NAME FILE: a field of wrk's RESULT line.
 field() { sed -n "s/.*RESULT.* $1=\([^ ]*\).*/\1/p" "$2"; }
 
+# stamped LOG CMD...: CMD's output (stderr too) into LOG, each line after
+# the time it arrived (seconds.microseconds); CMD's exit status.
+stamped() {
+  local log=$1 line
+  shift
+  "$@" 2>&1 | while IFS= read -r line; do printf '%s %s\n' "$EPOCHREALTIME" "$line"; done >"$log"
+}
+# timed_move LOG OUT CMD...: runs a deploy or rollback (CMD, with --follow)
+# and appends its length (ns) to OUT, and the length of its process move to
+# switch.ns: from the log's "==> processes" line reaching the CLI (the new
+# instance starts, /up answers, the upstream switches, the old one stops)
+# to the command's exit.
+timed_move() {
+  local log=$1 out=$2 t0 t1 tp
+  shift 2
+  t0=$EPOCHREALTIME
+  stamped "$log" "$@" || return 1
+  t1=$EPOCHREALTIME
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f\n", (b - a) * 1e9 }' >>"$out"
+  tp=$(awk '$2 == "==>" && $3 == "processes" { print $1; exit }' "$log")
+  if [ -n "$tp" ]; then awk -v a="$tp" -v b="$t1" 'BEGIN { printf "%.0f\n", (b - a) * 1e9 }' >>"$work/switch.ns"; fi
+}
+
 # Warm-up, unmeasured: the app, the upstream and wrk's connections.
 wrk "${wrkargs[@]}" -d 3s "$url" >/dev/null
 
@@ -235,20 +260,21 @@ wrk "${wrkargs[@]}" -d "${STEADY}s" "$url" >"$work/steady1.txt"
 # a rollback run back to back, and is stopped by SIGINT (wrk then prints its
 # report) once the last one is done.
 : > "$work/deploy.ns"
+: > "$work/switch.ns"
 wrk "${wrkargs[@]}" -d 1800s "$url" >"$work/switch.txt" &
 wrkpid=$!
-# wrk connects before it sends: the first requests go out within
-# milliseconds, so the window opens before the first deploy.
-sleep 1
+# wrk connects before it sends: its first requests go out within
+# milliseconds, so the window opens before the first deploy; it is kept
+# short on either side so that the window is mostly deploys.
+sleep 0.2
 for i in $(seq 1 "$REDEPLOYS"); do
-  t0=$(now)
-  "$BIN/berth" deploy "$app" --follow >"$work/deploy$i.log" 2>&1 || { kill -INT "$wrkpid"; die "redeploy $i failed: $(tail -n 20 "$work/deploy$i.log")"; }
-  echo $(($(now) - t0)) >> "$work/deploy.ns"
+  timed_move "$work/deploy$i.log" "$work/deploy.ns" "$BIN/berth" deploy "$app" --follow ||
+    { kill -INT "$wrkpid"; die "redeploy $i failed: $(tail -n 20 "$work/deploy$i.log")"; }
 done
-t0=$(now)
-"$BIN/berth" rollback "$app" --follow >"$work/rollback.log" 2>&1 || { kill -INT "$wrkpid"; die "the rollback failed: $(tail -n 20 "$work/rollback.log")"; }
-rollback_ms=$((($(now) - t0) / 1000000))
-sleep 1
+timed_move "$work/rollback.log" "$work/rollback.ns" "$BIN/berth" rollback "$app" --follow ||
+  { kill -INT "$wrkpid"; die "the rollback failed: $(tail -n 20 "$work/rollback.log")"; }
+rollback_ms=$(($(cat "$work/rollback.ns") / 1000000))
+sleep 0.2
 kill -INT "$wrkpid"
 wait "$wrkpid" || true
 wrkpid=
@@ -272,7 +298,7 @@ row() { # row LABEL FILE
 # would have measured nothing.
 moved=0
 for f in "$work"/deploy[1-9]*.log "$work/rollback.log"; do
-  grep -q '^==> processes' "$f" && moved=$((moved + 1))
+  grep -q '^[0-9.]* ==> processes$' "$f" && moved=$((moved + 1))
 done
 total_failed=0
 for f in steady1 switch steady2; do
@@ -302,6 +328,10 @@ row "steady state, after" "$work/steady2.txt"
 echo
 echo "A redeploy (\`berth deploy --follow\`, from invoking it to its exit, the process switch included) took"
 echo "$(pct "$work/deploy.ns" 50) ms (p50) and $(pct "$work/deploy.ns" 100) ms (max) under this load; the rollback $rollback_ms ms."
+switch_share=$(awk -v s="$(field seconds "$work/switch.txt")" '{ t += $1 } END { printf "%.0f", t / 1e9 / s * 100 }' "$work/switch.ns")
+echo "Of that, the process move (from the deploy log's \`==> processes\` line reaching the CLI to its exit: the new"
+echo "instance starts, answers /up, the upstream switches to it, the old one is stopped) took $(pct "$work/switch.ns" 50) ms (p50) and"
+echo "$(pct "$work/switch.ns" 100) ms (max): moves were under way for about $switch_share% of the window \"during\" above."
 echo "Failed requests in all three windows: $total_failed. Deploy logs that moved the web process to the new"
 echo "release (step \`processes\`): $moved of $((REDEPLOYS + 1))."
 echo
