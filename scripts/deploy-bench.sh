@@ -185,7 +185,7 @@ echo "first command; on this machine starting one (\`date\`, stamp to stamp) tak
 echo "$(pct "$work/proc.ns" 99) ms (p99), and the CLI starting and exiting (\`berth version\`) $(pct "$work/cli.ns" 50) ms and $(pct "$work/cli.ns" 99) ms. After a"
 echo "push the agent also fetches the new commit: four more processes (fetch, sh, upload-pack, its rev-list check)."
 echo "The machine has $(nproc) cores and is shared with other work: its load (\`uptime\`: 1, 5 and 15-minute"
-echo "averages) was$(echo "$load_before" | sed 's/.*load average:\(.*\)/\1/') when the warm-up began and$(echo "$load_after" | sed 's/.*load average:\(.*\)/\1/') when the measured rounds ended."
+echo "averages) was${load_before#*load average:} when the warm-up began and${load_after#*load average:} when the measured rounds ended."
 echo
 echo "| path ($N runs each) | p50 | p99 |"
 echo "|---|---|---|"
