@@ -27,7 +27,19 @@ SELECT
     coalesce(avg(disk_read_bps)::float8, 'NaN')::float8 AS disk_read_bps,
     coalesce(avg(disk_write_bps)::float8, 'NaN')::float8 AS disk_write_bps,
     coalesce(avg(net_rx_bps)::float8, 'NaN')::float8 AS net_rx_bps,
-    coalesce(avg(net_tx_bps)::float8, 'NaN')::float8 AS net_tx_bps
+    coalesce(avg(net_tx_bps)::float8, 'NaN')::float8 AS net_tx_bps,
+    coalesce(avg(disk_avail)::float8, 'NaN')::float8 AS disk_avail,
+    coalesce(max(inodes_total)::float8, 'NaN')::float8 AS inodes_total,
+    coalesce(avg(inodes_free)::float8, 'NaN')::float8 AS inodes_free,
+    -- Use % per sample, averaged: as df computes it, used / (used + avail),
+    -- where the agent sent avail; used / total for older rows.
+    coalesce(avg(CASE
+        WHEN disk_avail IS NOT NULL THEN
+            CASE WHEN disk_used + disk_avail > 0 THEN disk_used::float8 * 100 / (disk_used + disk_avail) END
+        WHEN disk_total > 0 THEN disk_used::float8 * 100 / disk_total
+    END)::float8, 'NaN')::float8 AS disk_percent,
+    coalesce(avg(CASE WHEN inodes_total > 0
+        THEN greatest(inodes_total - inodes_free, 0)::float8 * 100 / inodes_total END)::float8, 'NaN')::float8 AS inodes_percent
 FROM server_metrics
 WHERE server_id = ANY(sqlc.arg(server_ids)::uuid[])
   AND recorded_at >= sqlc.arg(since)::timestamptz

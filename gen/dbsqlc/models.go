@@ -368,6 +368,9 @@ type ServerMetric struct {
 	NetRxBps     *float64
 	NetTxBps     *float64
 	Disks        []byte
+	DiskAvail    *int64
+	InodesTotal  *int64
+	InodesFree   *int64
 }
 
 type Session struct {

@@ -33,10 +33,10 @@ func (q *Queries) CountServerMetrics(ctx context.Context, arg CountServerMetrics
 }
 
 const latestMetrics = `-- name: LatestMetrics :many
-SELECT m.server_id, m.recorded_at, m.cpu_percent, m.load1, m.load5, m.load15, m.mem_used, m.mem_total, m.swap_used, m.swap_total, m.disk_used, m.disk_total, m.disk_read_bps, m.disk_write_bps, m.net_rx_bps, m.net_tx_bps, m.disks
+SELECT m.server_id, m.recorded_at, m.cpu_percent, m.load1, m.load5, m.load15, m.mem_used, m.mem_total, m.swap_used, m.swap_total, m.disk_used, m.disk_total, m.disk_read_bps, m.disk_write_bps, m.net_rx_bps, m.net_tx_bps, m.disks, m.disk_avail, m.inodes_total, m.inodes_free
 FROM unnest($1::uuid[]) AS s(id)
 CROSS JOIN LATERAL (
-    SELECT server_id, recorded_at, cpu_percent, load1, load5, load15, mem_used, mem_total, swap_used, swap_total, disk_used, disk_total, disk_read_bps, disk_write_bps, net_rx_bps, net_tx_bps, disks FROM server_metrics sm
+    SELECT server_id, recorded_at, cpu_percent, load1, load5, load15, mem_used, mem_total, swap_used, swap_total, disk_used, disk_total, disk_read_bps, disk_write_bps, net_rx_bps, net_tx_bps, disks, disk_avail, inodes_total, inodes_free FROM server_metrics sm
     WHERE sm.server_id = s.id AND sm.recorded_at >= $2::timestamptz
     ORDER BY sm.recorded_at DESC
     LIMIT 1
@@ -77,6 +77,9 @@ func (q *Queries) LatestMetrics(ctx context.Context, arg LatestMetricsParams) ([
 			&i.NetRxBps,
 			&i.NetTxBps,
 			&i.Disks,
+			&i.DiskAvail,
+			&i.InodesTotal,
+			&i.InodesFree,
 		); err != nil {
 			return nil, err
 		}
@@ -108,7 +111,19 @@ SELECT
     coalesce(avg(disk_read_bps)::float8, 'NaN')::float8 AS disk_read_bps,
     coalesce(avg(disk_write_bps)::float8, 'NaN')::float8 AS disk_write_bps,
     coalesce(avg(net_rx_bps)::float8, 'NaN')::float8 AS net_rx_bps,
-    coalesce(avg(net_tx_bps)::float8, 'NaN')::float8 AS net_tx_bps
+    coalesce(avg(net_tx_bps)::float8, 'NaN')::float8 AS net_tx_bps,
+    coalesce(avg(disk_avail)::float8, 'NaN')::float8 AS disk_avail,
+    coalesce(max(inodes_total)::float8, 'NaN')::float8 AS inodes_total,
+    coalesce(avg(inodes_free)::float8, 'NaN')::float8 AS inodes_free,
+    -- Use % per sample, averaged: as df computes it, used / (used + avail),
+    -- where the agent sent avail; used / total for older rows.
+    coalesce(avg(CASE
+        WHEN disk_avail IS NOT NULL THEN
+            CASE WHEN disk_used + disk_avail > 0 THEN disk_used::float8 * 100 / (disk_used + disk_avail) END
+        WHEN disk_total > 0 THEN disk_used::float8 * 100 / disk_total
+    END)::float8, 'NaN')::float8 AS disk_percent,
+    coalesce(avg(CASE WHEN inodes_total > 0
+        THEN greatest(inodes_total - inodes_free, 0)::float8 * 100 / inodes_total END)::float8, 'NaN')::float8 AS inodes_percent
 FROM server_metrics
 WHERE server_id = ANY($3::uuid[])
   AND recorded_at >= $4::timestamptz
@@ -144,6 +159,11 @@ type MetricsSeriesRow struct {
 	DiskWriteBps  float64
 	NetRxBps      float64
 	NetTxBps      float64
+	DiskAvail     float64
+	InodesTotal   float64
+	InodesFree    float64
+	DiskPercent   float64
+	InodesPercent float64
 }
 
 // server_metrics: written with COPY in binary form by the store
@@ -189,6 +209,11 @@ func (q *Queries) MetricsSeries(ctx context.Context, arg MetricsSeriesParams) ([
 			&i.DiskWriteBps,
 			&i.NetRxBps,
 			&i.NetTxBps,
+			&i.DiskAvail,
+			&i.InodesTotal,
+			&i.InodesFree,
+			&i.DiskPercent,
+			&i.InodesPercent,
 		); err != nil {
 			return nil, err
 		}

@@ -259,9 +259,11 @@ func fakeSample(t time.Time) metrics.Sample {
 		RecordedAt: t,
 		CPUPercent: 100 * r, Load1: 2 * r, Load5: 1.5 * r, Load15: r,
 		MemUsed: 1<<30 + uint64(r*(1<<30)), MemTotal: 4 << 30, SwapUsed: 0, SwapTotal: 1 << 30,
-		DiskUsed: 10<<30 + uint64(r*(1<<30)), DiskTotal: 40 << 30,
+		DiskUsed: 10<<30 + uint64(r*(1<<30)), DiskTotal: 40 << 30, DiskAvail: 28<<30 - uint64(r*(1<<30)),
+		InodesTotal: 2621440, InodesFree: 2500000 - uint64(r*1000),
 		DiskReadBps: 1e4 * r, DiskWriteBps: 5e4 * r, NetRxBps: 1e5 * r, NetTxBps: 2e4 * r, HasRates: true,
-		Disks: []metrics.Disk{{Mount: "/", Used: 10<<30 + uint64(r*(1<<30)), Total: 40 << 30}},
+		Disks: []metrics.Disk{{Mount: "/", Used: 10<<30 + uint64(r*(1<<30)), Total: 40 << 30, Avail: 28<<30 - uint64(r*(1<<30)),
+			InodesTotal: 2621440, InodesFree: 2500000 - uint64(r*1000)}},
 	}
 }
 

@@ -384,6 +384,7 @@ func batchToProto(b metrics.Batch, dropped uint64) *agentv1.MetricsBatch {
 		CpuPercent:           f64(), Load1: f64(), Load5: f64(), Load15: f64(),
 		MemUsedBytes: u64(), MemTotalBytes: u64(), SwapUsedBytes: u64(), SwapTotalBytes: u64(),
 		DiskUsedBytes: u64(), DiskTotalBytes: u64(),
+		DiskAvailBytes: u64(), DiskInodesTotalCount: u64(), DiskInodesFreeCount: u64(),
 		HasRates:    make([]bool, n),
 		DiskReadBps: f64(), DiskWriteBps: f64(), NetRxBps: f64(), NetTxBps: f64(),
 		DiskCount: make([]uint32, n),
@@ -393,12 +394,14 @@ func batchToProto(b metrics.Batch, dropped uint64) *agentv1.MetricsBatch {
 		fs += len(s.Disks)
 	}
 	c.DiskMount, c.DiskUsed, c.DiskTotal = make([]uint32, 0, fs), make([]uint64, 0, fs), make([]uint64, 0, fs)
+	c.DiskAvail, c.DiskInodesTotal, c.DiskInodesFree = make([]uint64, 0, fs), make([]uint64, 0, fs), make([]uint64, 0, fs)
 	mounts := map[string]uint32{}
 	for i, s := range b.Samples {
 		c.RecordedAtUnixMicros[i] = s.RecordedAt.UnixMicro()
 		c.CpuPercent[i], c.Load1[i], c.Load5[i], c.Load15[i] = s.CPUPercent, s.Load1, s.Load5, s.Load15
 		c.MemUsedBytes[i], c.MemTotalBytes[i], c.SwapUsedBytes[i], c.SwapTotalBytes[i] = s.MemUsed, s.MemTotal, s.SwapUsed, s.SwapTotal
 		c.DiskUsedBytes[i], c.DiskTotalBytes[i] = s.DiskUsed, s.DiskTotal
+		c.DiskAvailBytes[i], c.DiskInodesTotalCount[i], c.DiskInodesFreeCount[i] = s.DiskAvail, s.InodesTotal, s.InodesFree
 		c.HasRates[i] = s.HasRates
 		c.DiskReadBps[i], c.DiskWriteBps[i], c.NetRxBps[i], c.NetTxBps[i] = s.DiskReadBps, s.DiskWriteBps, s.NetRxBps, s.NetTxBps
 		c.DiskCount[i] = uint32(len(s.Disks))
@@ -412,6 +415,9 @@ func batchToProto(b metrics.Batch, dropped uint64) *agentv1.MetricsBatch {
 			c.DiskMount = append(c.DiskMount, k)
 			c.DiskUsed = append(c.DiskUsed, d.Used)
 			c.DiskTotal = append(c.DiskTotal, d.Total)
+			c.DiskAvail = append(c.DiskAvail, d.Avail)
+			c.DiskInodesTotal = append(c.DiskInodesTotal, d.InodesTotal)
+			c.DiskInodesFree = append(c.DiskInodesFree, d.InodesFree)
 		}
 	}
 	return &agentv1.MetricsBatch{Seq: b.Seq, DroppedTotal: dropped, Columns: c}

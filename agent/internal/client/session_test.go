@@ -39,9 +39,10 @@ func TestSentBatchesAck(t *testing.T) {
 func TestBatchToProto(t *testing.T) {
 	t0 := time.Unix(1700000000, 123456789)
 	b := metrics.Batch{Seq: 7, Samples: []metrics.Sample{
-		{RecordedAt: t0, CPUPercent: 1, MemUsed: 10, Disks: []metrics.Disk{{Mount: "/", Used: 1, Total: 2}, {Mount: "/srv", Used: 3, Total: 4}}},
+		{RecordedAt: t0, CPUPercent: 1, MemUsed: 10, DiskUsed: 1, DiskTotal: 2, DiskAvail: 8, InodesTotal: 9, InodesFree: 5,
+			Disks: []metrics.Disk{{Mount: "/", Used: 1, Total: 2, Avail: 8, InodesTotal: 9, InodesFree: 5}, {Mount: "/srv", Used: 3, Total: 4, Avail: 11, InodesTotal: 12, InodesFree: 13}}},
 		{RecordedAt: t0.Add(time.Second), CPUPercent: 2, HasRates: true, NetRxBps: 5},
-		{RecordedAt: t0.Add(2 * time.Second), CPUPercent: 3, HasRates: true, Disks: []metrics.Disk{{Mount: "/srv", Used: 6, Total: 7}}},
+		{RecordedAt: t0.Add(2 * time.Second), CPUPercent: 3, HasRates: true, Disks: []metrics.Disk{{Mount: "/srv", Used: 6, Total: 7, Avail: 14, InodesTotal: 15, InodesFree: 16}}},
 	}}
 	m := batchToProto(b, 4)
 	c := m.GetColumns()
@@ -59,5 +60,13 @@ func TestBatchToProto(t *testing.T) {
 	if !slices.Equal(c.GetMounts(), []string{"/", "/srv"}) || !slices.Equal(c.GetDiskCount(), []uint32{2, 0, 1}) ||
 		!slices.Equal(c.GetDiskMount(), []uint32{0, 1, 1}) || !slices.Equal(c.GetDiskUsed(), []uint64{1, 3, 6}) || !slices.Equal(c.GetDiskTotal(), []uint64{2, 4, 7}) {
 		t.Fatalf("filesystems: %v", c)
+	}
+	// What df needs (available bytes) and inodes, per sample and per
+	// filesystem.
+	if !slices.Equal(c.GetDiskAvailBytes(), []uint64{8, 0, 0}) || !slices.Equal(c.GetDiskInodesTotalCount(), []uint64{9, 0, 0}) ||
+		!slices.Equal(c.GetDiskInodesFreeCount(), []uint64{5, 0, 0}) || !slices.Equal(c.GetDiskUsedBytes(), []uint64{1, 0, 0}) ||
+		!slices.Equal(c.GetDiskAvail(), []uint64{8, 11, 14}) || !slices.Equal(c.GetDiskInodesTotal(), []uint64{9, 12, 15}) ||
+		!slices.Equal(c.GetDiskInodesFree(), []uint64{5, 13, 16}) {
+		t.Fatalf("available bytes and inodes: %v", c)
 	}
 }

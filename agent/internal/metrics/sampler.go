@@ -31,6 +31,7 @@ import (
 	"github.com/shirou/gopsutil/v4/load"
 	"github.com/shirou/gopsutil/v4/mem"
 	"github.com/shirou/gopsutil/v4/net"
+	"golang.org/x/sys/unix"
 )
 
 // Sample is one reading of the host. Byte figures are bytes; rates are
@@ -44,9 +45,13 @@ type Sample struct {
 	MemUsed, MemTotal    uint64
 	SwapUsed, SwapTotal  uint64
 	DiskUsed, DiskTotal  uint64
-	DiskReadBps          float64
-	DiskWriteBps         float64
-	NetRxBps, NetTxBps   float64
+	// DiskAvail, InodesTotal and InodesFree go with DiskUsed and
+	// DiskTotal: those of "/" or the sums over the real mounts.
+	DiskAvail               uint64
+	InodesTotal, InodesFree uint64
+	DiskReadBps             float64
+	DiskWriteBps            float64
+	NetRxBps, NetTxBps      float64
 
 	// HasRates is true when CPUPercent and the four throughput figures
 	// cover the interval since a previous reading. It is false only when
@@ -61,11 +66,63 @@ type Sample struct {
 }
 
 // Disk is the usage of one mounted filesystem, as df reports it: Total is
-// the filesystem's size, Used what is allocated (reserved blocks count as
-// neither used nor available, so Used can stay below Total when full).
+// the filesystem's size, Used what is allocated, Avail what unprivileged
+// processes can still allocate. Reserved blocks (5% of an ext4 by default)
+// count as neither used nor available, so Used+Avail can stay well below
+// Total and a disk is full for every non-root process when Avail is 0:
+// UsePercent, not Used/Total, says how full it is. InodesTotal is 0 for a
+// filesystem without a fixed inode count (btrfs, some network ones).
 type Disk struct {
-	Mount       string
-	Used, Total uint64
+	Mount                   string
+	Used, Total, Avail      uint64
+	InodesTotal, InodesFree uint64
+}
+
+// UsePercent is the share of the space ordinary processes can use that is
+// used, as df computes it: Used / (Used + Avail), from 0 to 100, unrounded
+// (df rounds it up to a whole percent). It is 0 for an empty filesystem.
+func (d Disk) UsePercent() float64 {
+	if d.Used+d.Avail == 0 {
+		return 0
+	}
+	return float64(d.Used) * 100 / float64(d.Used+d.Avail)
+}
+
+// InodesUsePercent is the share of inodes in use, as df -i computes it,
+// unrounded; 0 when the filesystem has no inode count.
+func (d Disk) InodesUsePercent() float64 {
+	if d.InodesTotal == 0 {
+		return 0
+	}
+	return float64(d.InodesTotal-min(d.InodesFree, d.InodesTotal)) * 100 / float64(d.InodesTotal)
+}
+
+// DiskUsage reads the usage of the filesystem mounted at (or holding)
+// path with statfs(2), the figures df prints: size = f_blocks, used =
+// f_blocks - f_bfree, avail = f_bavail, all in fragment units (f_frsize,
+// or f_bsize when that is 0, as df does), and inodes f_files and f_ffree.
+// gopsutil's disk.Usage multiplies by f_bsize instead, which differs from
+// df on filesystems whose block and fragment sizes differ.
+func DiskUsage(path string) (Disk, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return Disk{}, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	unit := uint64(st.Frsize)
+	if unit == 0 {
+		unit = uint64(st.Bsize)
+	}
+	blocks, bfree, bavail := uint64(st.Blocks), uint64(st.Bfree), uint64(st.Bavail)
+	return Disk{
+		Mount: path,
+		Total: blocks * unit,
+		Used:  counterDelta(blocks, bfree) * unit,
+		Avail: bavail * unit,
+		// The conversions are for 32-bit targets, where Statfs_t's
+		// fields are narrower.
+		InodesTotal: uint64(st.Files),
+		InodesFree:  min(uint64(st.Ffree), uint64(st.Files)),
+	}, nil
 }
 
 // DefaultMountRefresh is how long a Sampler trusts its list of mounts and
@@ -129,10 +186,12 @@ type SamplerOptions struct {
 //     by a device, bind mounts already left out) minus pseudo, in-memory,
 //     overlay and read-only image filesystems (see ignoredFS), one mount per
 //     device (the shortest mount point, so "/" wins), each read with
-//     disk.Usage; a mount that errors is skipped. DiskUsed/DiskTotal are
-//     those of the root filesystem "/" when it is among the real mounts —
-//     the figure people mean by "the server's disk" — and otherwise (e.g.
-//     "/" is an overlay) the sum over all real mounts.
+//     DiskUsage (statfs, df's figures: used, available to non-root, size,
+//     inodes); a mount that errors is skipped. DiskUsed/DiskTotal/DiskAvail
+//     and the inode counts are those of the root filesystem "/" when it is
+//     among the real mounts — the figure people mean by "the server's disk"
+//     — and otherwise (e.g. "/" is an overlay) the sums over all real
+//     mounts.
 //   - Disk throughput: disk.IOCounters deltas summed over whole physical
 //     disks, those with a device entry under /sys/block. That leaves out
 //     partitions (sda1, nvme0n1p1: their I/O is already counted on the
@@ -252,7 +311,7 @@ func (s *Sampler) Sample(ctx context.Context) (Sample, error) {
 	}
 
 	s.discover(ctx, now, &e)
-	s.diskUsage(ctx, &out)
+	s.diskUsage(&out)
 	s.readCounters(ctx, now, &out, &e)
 	s.reportPartial(e.partial)
 	if e.core != nil {
@@ -409,32 +468,35 @@ func (s *Sampler) discover(ctx context.Context, now time.Time, e *sampleErrs) {
 }
 
 // diskUsage fills out's disk figures from the cached mounts.
-func (s *Sampler) diskUsage(ctx context.Context, out *Sample) {
+func (s *Sampler) diskUsage(out *Sample) {
 	if len(s.mounts) == 0 {
 		return
 	}
 	out.Disks = make([]Disk, 0, len(s.mounts))
 	var root *Disk
-	var sumUsed, sumTotal uint64
+	var sum Disk
 	for _, m := range s.mounts {
-		u, err := disk.UsageWithContext(ctx, m)
+		d, err := DiskUsage(m)
 		if err != nil {
 			// Unmounted since the list was read, or not ours to read (a
 			// FUSE mount of another user): skip it.
 			continue
 		}
-		out.Disks = append(out.Disks, Disk{Mount: m, Used: u.Used, Total: u.Total})
+		out.Disks = append(out.Disks, d)
 		if m == "/" {
 			root = &out.Disks[len(out.Disks)-1]
 		}
-		sumUsed += u.Used
-		sumTotal += u.Total
+		sum.Used += d.Used
+		sum.Total += d.Total
+		sum.Avail += d.Avail
+		sum.InodesTotal += d.InodesTotal
+		sum.InodesFree += d.InodesFree
 	}
 	if root != nil {
-		out.DiskUsed, out.DiskTotal = root.Used, root.Total
-	} else {
-		out.DiskUsed, out.DiskTotal = sumUsed, sumTotal
+		sum = *root
 	}
+	out.DiskUsed, out.DiskTotal, out.DiskAvail = sum.Used, sum.Total, sum.Avail
+	out.InodesTotal, out.InodesFree = sum.InodesTotal, sum.InodesFree
 }
 
 // ignoredFS are filesystem types that are never "a disk" of the server:

@@ -1389,24 +1389,38 @@ func (x *GetMetricsRequest) GetStep() *durationpb.Duration {
 
 // MetricPoint is one downsampled bucket.
 type MetricPoint struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	T             *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=t,proto3" json:"t,omitempty"`
-	CpuPercent    float64                `protobuf:"fixed64,2,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
-	Load1         float64                `protobuf:"fixed64,3,opt,name=load1,proto3" json:"load1,omitempty"`
-	Load5         float64                `protobuf:"fixed64,4,opt,name=load5,proto3" json:"load5,omitempty"`
-	Load15        float64                `protobuf:"fixed64,5,opt,name=load15,proto3" json:"load15,omitempty"`
-	MemUsed       float64                `protobuf:"fixed64,6,opt,name=mem_used,json=memUsed,proto3" json:"mem_used,omitempty"`
-	MemTotal      float64                `protobuf:"fixed64,7,opt,name=mem_total,json=memTotal,proto3" json:"mem_total,omitempty"`
-	SwapUsed      float64                `protobuf:"fixed64,8,opt,name=swap_used,json=swapUsed,proto3" json:"swap_used,omitempty"`
-	SwapTotal     float64                `protobuf:"fixed64,9,opt,name=swap_total,json=swapTotal,proto3" json:"swap_total,omitempty"`
-	DiskUsed      float64                `protobuf:"fixed64,10,opt,name=disk_used,json=diskUsed,proto3" json:"disk_used,omitempty"`
-	DiskTotal     float64                `protobuf:"fixed64,11,opt,name=disk_total,json=diskTotal,proto3" json:"disk_total,omitempty"`
-	DiskReadBps   float64                `protobuf:"fixed64,12,opt,name=disk_read_bps,json=diskReadBps,proto3" json:"disk_read_bps,omitempty"`
-	DiskWriteBps  float64                `protobuf:"fixed64,13,opt,name=disk_write_bps,json=diskWriteBps,proto3" json:"disk_write_bps,omitempty"`
-	NetRxBps      float64                `protobuf:"fixed64,14,opt,name=net_rx_bps,json=netRxBps,proto3" json:"net_rx_bps,omitempty"`
-	NetTxBps      float64                `protobuf:"fixed64,15,opt,name=net_tx_bps,json=netTxBps,proto3" json:"net_tx_bps,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	T            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=t,proto3" json:"t,omitempty"`
+	CpuPercent   float64                `protobuf:"fixed64,2,opt,name=cpu_percent,json=cpuPercent,proto3" json:"cpu_percent,omitempty"`
+	Load1        float64                `protobuf:"fixed64,3,opt,name=load1,proto3" json:"load1,omitempty"`
+	Load5        float64                `protobuf:"fixed64,4,opt,name=load5,proto3" json:"load5,omitempty"`
+	Load15       float64                `protobuf:"fixed64,5,opt,name=load15,proto3" json:"load15,omitempty"`
+	MemUsed      float64                `protobuf:"fixed64,6,opt,name=mem_used,json=memUsed,proto3" json:"mem_used,omitempty"`
+	MemTotal     float64                `protobuf:"fixed64,7,opt,name=mem_total,json=memTotal,proto3" json:"mem_total,omitempty"`
+	SwapUsed     float64                `protobuf:"fixed64,8,opt,name=swap_used,json=swapUsed,proto3" json:"swap_used,omitempty"`
+	SwapTotal    float64                `protobuf:"fixed64,9,opt,name=swap_total,json=swapTotal,proto3" json:"swap_total,omitempty"`
+	DiskUsed     float64                `protobuf:"fixed64,10,opt,name=disk_used,json=diskUsed,proto3" json:"disk_used,omitempty"`
+	DiskTotal    float64                `protobuf:"fixed64,11,opt,name=disk_total,json=diskTotal,proto3" json:"disk_total,omitempty"`
+	DiskReadBps  float64                `protobuf:"fixed64,12,opt,name=disk_read_bps,json=diskReadBps,proto3" json:"disk_read_bps,omitempty"`
+	DiskWriteBps float64                `protobuf:"fixed64,13,opt,name=disk_write_bps,json=diskWriteBps,proto3" json:"disk_write_bps,omitempty"`
+	NetRxBps     float64                `protobuf:"fixed64,14,opt,name=net_rx_bps,json=netRxBps,proto3" json:"net_rx_bps,omitempty"`
+	NetTxBps     float64                `protobuf:"fixed64,15,opt,name=net_tx_bps,json=netTxBps,proto3" json:"net_tx_bps,omitempty"`
+	// disk_avail is the root filesystem's bytes available to unprivileged
+	// users; disk_percent its use as df computes it, used / (used + avail)
+	// (reserved blocks count as neither), or used / total for samples from
+	// agents that predate avail. inodes_total/inodes_free and inodes_percent
+	// likewise; inodes_percent is 0 when the filesystem has no inode count
+	// (inodes_total 0). has_disk_percent / has_inodes_percent are false when
+	// no sample in the bucket measured them.
+	DiskAvail        float64 `protobuf:"fixed64,16,opt,name=disk_avail,json=diskAvail,proto3" json:"disk_avail,omitempty"`
+	DiskPercent      float64 `protobuf:"fixed64,17,opt,name=disk_percent,json=diskPercent,proto3" json:"disk_percent,omitempty"`
+	InodesTotal      float64 `protobuf:"fixed64,18,opt,name=inodes_total,json=inodesTotal,proto3" json:"inodes_total,omitempty"`
+	InodesFree       float64 `protobuf:"fixed64,19,opt,name=inodes_free,json=inodesFree,proto3" json:"inodes_free,omitempty"`
+	InodesPercent    float64 `protobuf:"fixed64,20,opt,name=inodes_percent,json=inodesPercent,proto3" json:"inodes_percent,omitempty"`
+	HasDiskPercent   bool    `protobuf:"varint,21,opt,name=has_disk_percent,json=hasDiskPercent,proto3" json:"has_disk_percent,omitempty"`
+	HasInodesPercent bool    `protobuf:"varint,22,opt,name=has_inodes_percent,json=hasInodesPercent,proto3" json:"has_inodes_percent,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *MetricPoint) Reset() {
@@ -1542,6 +1556,55 @@ func (x *MetricPoint) GetNetTxBps() float64 {
 		return x.NetTxBps
 	}
 	return 0
+}
+
+func (x *MetricPoint) GetDiskAvail() float64 {
+	if x != nil {
+		return x.DiskAvail
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetDiskPercent() float64 {
+	if x != nil {
+		return x.DiskPercent
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetInodesTotal() float64 {
+	if x != nil {
+		return x.InodesTotal
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetInodesFree() float64 {
+	if x != nil {
+		return x.InodesFree
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetInodesPercent() float64 {
+	if x != nil {
+		return x.InodesPercent
+	}
+	return 0
+}
+
+func (x *MetricPoint) GetHasDiskPercent() bool {
+	if x != nil {
+		return x.HasDiskPercent
+	}
+	return false
+}
+
+func (x *MetricPoint) GetHasInodesPercent() bool {
+	if x != nil {
+		return x.HasInodesPercent
+	}
+	return false
 }
 
 // GetMetricsResponse is the series, oldest first.
@@ -6260,7 +6323,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x11GetMetricsRequest\x12\x16\n" +
 	"\x06server\x18\x01 \x01(\tR\x06server\x12/\n" +
 	"\x05since\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05since\x12-\n" +
-	"\x04step\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04step\"\xd2\x03\n" +
+	"\x04step\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04step\"\xd7\x05\n" +
 	"\vMetricPoint\x12(\n" +
 	"\x01t\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x01t\x12\x1f\n" +
 	"\vcpu_percent\x18\x02 \x01(\x01R\n" +
@@ -6282,7 +6345,16 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"net_rx_bps\x18\x0e \x01(\x01R\bnetRxBps\x12\x1c\n" +
 	"\n" +
-	"net_tx_bps\x18\x0f \x01(\x01R\bnetTxBps\"I\n" +
+	"net_tx_bps\x18\x0f \x01(\x01R\bnetTxBps\x12\x1d\n" +
+	"\n" +
+	"disk_avail\x18\x10 \x01(\x01R\tdiskAvail\x12!\n" +
+	"\fdisk_percent\x18\x11 \x01(\x01R\vdiskPercent\x12!\n" +
+	"\finodes_total\x18\x12 \x01(\x01R\vinodesTotal\x12\x1f\n" +
+	"\vinodes_free\x18\x13 \x01(\x01R\n" +
+	"inodesFree\x12%\n" +
+	"\x0einodes_percent\x18\x14 \x01(\x01R\rinodesPercent\x12(\n" +
+	"\x10has_disk_percent\x18\x15 \x01(\bR\x0ehasDiskPercent\x12,\n" +
+	"\x12has_inodes_percent\x18\x16 \x01(\bR\x10hasInodesPercent\"I\n" +
 	"\x12GetMetricsResponse\x123\n" +
 	"\x06points\x18\x01 \x03(\v2\x1b.berth.admin.v1.MetricPointR\x06points\"\x84\x03\n" +
 	"\rGitCredential\x12\x0e\n" +

@@ -1107,9 +1107,24 @@ type MetricColumns struct {
 	DiskUsed  []uint64 `protobuf:"varint,19,rep,packed,name=disk_used,json=diskUsed,proto3" json:"disk_used,omitempty"`
 	DiskTotal []uint64 `protobuf:"varint,20,rep,packed,name=disk_total,json=diskTotal,proto3" json:"disk_total,omitempty"`
 	// mounts names each mount point once per batch.
-	Mounts        []string `protobuf:"bytes,21,rep,name=mounts,proto3" json:"mounts,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Mounts []string `protobuf:"bytes,21,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	// The root filesystem (or the aggregate), alongside disk_used_bytes and
+	// disk_total_bytes: the bytes available to unprivileged users (statfs
+	// f_bavail; reserved blocks are neither used nor available, so df's use %
+	// is used / (used + available)), and the inodes in all and free. An agent
+	// that predates these columns sends them empty; otherwise each has one
+	// entry per sample. 0 inodes in all means the filesystem has no fixed
+	// inode count (btrfs, some network filesystems).
+	DiskAvailBytes       []uint64 `protobuf:"varint,22,rep,packed,name=disk_avail_bytes,json=diskAvailBytes,proto3" json:"disk_avail_bytes,omitempty"`
+	DiskInodesTotalCount []uint64 `protobuf:"varint,23,rep,packed,name=disk_inodes_total_count,json=diskInodesTotalCount,proto3" json:"disk_inodes_total_count,omitempty"`
+	DiskInodesFreeCount  []uint64 `protobuf:"varint,24,rep,packed,name=disk_inodes_free_count,json=diskInodesFreeCount,proto3" json:"disk_inodes_free_count,omitempty"`
+	// Per filesystem, alongside disk_used and disk_total, the same three
+	// figures: empty from an older agent, else one entry per filesystem.
+	DiskAvail       []uint64 `protobuf:"varint,25,rep,packed,name=disk_avail,json=diskAvail,proto3" json:"disk_avail,omitempty"`
+	DiskInodesTotal []uint64 `protobuf:"varint,26,rep,packed,name=disk_inodes_total,json=diskInodesTotal,proto3" json:"disk_inodes_total,omitempty"`
+	DiskInodesFree  []uint64 `protobuf:"varint,27,rep,packed,name=disk_inodes_free,json=diskInodesFree,proto3" json:"disk_inodes_free,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *MetricColumns) Reset() {
@@ -1285,6 +1300,48 @@ func (x *MetricColumns) GetDiskTotal() []uint64 {
 func (x *MetricColumns) GetMounts() []string {
 	if x != nil {
 		return x.Mounts
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskAvailBytes() []uint64 {
+	if x != nil {
+		return x.DiskAvailBytes
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskInodesTotalCount() []uint64 {
+	if x != nil {
+		return x.DiskInodesTotalCount
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskInodesFreeCount() []uint64 {
+	if x != nil {
+		return x.DiskInodesFreeCount
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskAvail() []uint64 {
+	if x != nil {
+		return x.DiskAvail
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskInodesTotal() []uint64 {
+	if x != nil {
+		return x.DiskInodesTotal
+	}
+	return nil
+}
+
+func (x *MetricColumns) GetDiskInodesFree() []uint64 {
+	if x != nil {
+		return x.DiskInodesFree
 	}
 	return nil
 }
@@ -3003,7 +3060,7 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\fMetricsBatch\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12#\n" +
 	"\rdropped_total\x18\x03 \x01(\x04R\fdroppedTotal\x127\n" +
-	"\acolumns\x18\x04 \x01(\v2\x1d.berth.agent.v1.MetricColumnsR\acolumnsJ\x04\b\x02\x10\x03R\asamples\"\xd2\x05\n" +
+	"\acolumns\x18\x04 \x01(\v2\x1d.berth.agent.v1.MetricColumnsR\acolumnsJ\x04\b\x02\x10\x03R\asamples\"\xdd\a\n" +
 	"\rMetricColumns\x125\n" +
 	"\x17recorded_at_unix_micros\x18\x01 \x03(\x03R\x14recordedAtUnixMicros\x12\x1f\n" +
 	"\vcpu_percent\x18\x02 \x03(\x01R\n" +
@@ -3032,7 +3089,14 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\tdisk_used\x18\x13 \x03(\x04R\bdiskUsed\x12\x1d\n" +
 	"\n" +
 	"disk_total\x18\x14 \x03(\x04R\tdiskTotal\x12\x16\n" +
-	"\x06mounts\x18\x15 \x03(\tR\x06mounts\"<\n" +
+	"\x06mounts\x18\x15 \x03(\tR\x06mounts\x12(\n" +
+	"\x10disk_avail_bytes\x18\x16 \x03(\x04R\x0ediskAvailBytes\x125\n" +
+	"\x17disk_inodes_total_count\x18\x17 \x03(\x04R\x14diskInodesTotalCount\x123\n" +
+	"\x16disk_inodes_free_count\x18\x18 \x03(\x04R\x13diskInodesFreeCount\x12\x1d\n" +
+	"\n" +
+	"disk_avail\x18\x19 \x03(\x04R\tdiskAvail\x12*\n" +
+	"\x11disk_inodes_total\x18\x1a \x03(\x04R\x0fdiskInodesTotal\x12(\n" +
+	"\x10disk_inodes_free\x18\x1b \x03(\x04R\x0ediskInodesFree\"<\n" +
 	"\n" +
 	"MetricsAck\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1c\n" +
