@@ -29,7 +29,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/daemon"
 )
 
-var cols = []string{"server_id", "recorded_at", "cpu_percent", "load1", "load5", "load15", "mem_used", "mem_total", "swap_used", "swap_total", "disk_used", "disk_total", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps", "disks"}
+var cols = []string{"server_id", "recorded_at", "cpu_percent", "load1", "load5", "load15", "mem_used", "mem_total", "swap_used", "swap_total", "disk_used", "disk_total", "disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps", "disks", "disk_avail", "inodes_total", "inodes_free"}
 
 func main() {
 	dataDir := flag.String("data-dir", "", "the running controller's data dir (its embedded PostgreSQL)")
@@ -125,16 +125,19 @@ func run(ctx context.Context, dataDir, url string, total, per, conns int, prefix
 }
 
 type disk struct {
-	Mount string `json:"mount"`
-	Used  uint64 `json:"used"`
-	Total uint64 `json:"total"`
+	Mount  string `json:"mount"`
+	Used   uint64 `json:"used"`
+	Total  uint64 `json:"total"`
+	Avail  uint64 `json:"avail"`
+	ITotal uint64 `json:"inodes_total"`
+	IFree  uint64 `json:"inodes_free"`
 }
 
 // row is what the controller stores for one of berth-fleetsim's samples.
 func row(srv pgtype.UUID, t time.Time) []any {
 	r := rand.Float64()
-	disks, _ := json.Marshal([]disk{{"/", 10<<30 + uint64(r*(1<<30)), 40 << 30}})
+	disks, _ := json.Marshal([]disk{{"/", 10<<30 + uint64(r*(1<<30)), 40 << 30, 28<<30 - uint64(r*(1<<30)), 2621440, 2500000 - uint64(r*1000)}})
 	return []any{srv, t, 100 * r, 2 * r, 1.5 * r, r,
 		int64(1<<30 + r*(1<<30)), int64(4 << 30), int64(0), int64(1 << 30), int64(10<<30 + r*(1<<30)), int64(40 << 30),
-		1e4 * r, 5e4 * r, 1e5 * r, 2e4 * r, disks}
+		1e4 * r, 5e4 * r, 1e5 * r, 2e4 * r, disks, int64(28<<30 - r*(1<<30)), int64(2621440), int64(2500000 - r*1000)}
 }

@@ -319,6 +319,8 @@ func columnsOf(c *agentv1.MetricColumns, now time.Time) (*store.MetricColumns, e
 		HasRates:    c.GetHasRates(),
 		DiskReadBps: c.GetDiskReadBps(), DiskWriteBps: c.GetDiskWriteBps(), NetRxBps: c.GetNetRxBps(), NetTxBps: c.GetNetTxBps(),
 		DiskCount: c.GetDiskCount(), FSMount: c.GetDiskMount(), FSUsed: c.GetDiskUsed(), FSTotal: c.GetDiskTotal(),
+		DiskAvail: c.GetDiskAvailBytes(), InodesTotal: c.GetDiskInodesTotalCount(), InodesFree: c.GetDiskInodesFreeCount(),
+		FSAvail: c.GetDiskAvail(), FSInodesTotal: c.GetDiskInodesTotal(), FSInodesFree: c.GetDiskInodesFree(),
 		Mounts:    make([][]byte, len(c.GetMounts())),
 		NotBefore: now.Add(-7*24*time.Hour + time.Hour), NotAfter: now.Add(maxClockSkew),
 	}

@@ -33,6 +33,14 @@ type MetricColumns struct {
 	FSMount         []uint32 // index into Mounts
 	FSUsed, FSTotal []uint64
 	Mounts          [][]byte // each mount point as a JSON string
+	// What df needs besides used and total, and the inode counts: per
+	// sample with DiskUsed (stored as disk_avail, inodes_total,
+	// inodes_free) and per filesystem (the "avail", "inodes_total" and
+	// "inodes_free" keys of disks). Agents that predate them send them
+	// empty, which stores NULL and leaves the keys out; otherwise a column
+	// has an entry per sample (per filesystem for the FS ones).
+	DiskAvail, InodesTotal, InodesFree   []uint64
+	FSAvail, FSInodesTotal, FSInodesFree []uint64
 	// Samples recorded before NotBefore or after NotAfter are skipped (a
 	// zero bound does not apply): they would fall outside every partition.
 	NotBefore, NotAfter time.Time
@@ -52,12 +60,22 @@ func (c *MetricColumns) Validate() error {
 			return fmt.Errorf("a metrics column has %d entries for %d samples", l, n)
 		}
 	}
+	for _, l := range []int{len(c.DiskAvail), len(c.InodesTotal), len(c.InodesFree)} {
+		if l != 0 && l != n {
+			return fmt.Errorf("a disk space or inode column has %d entries for %d samples", l, n)
+		}
+	}
 	fs := 0
 	for _, k := range c.DiskCount {
 		fs += int(k)
 	}
 	if len(c.FSMount) != fs || len(c.FSUsed) != fs || len(c.FSTotal) != fs {
 		return fmt.Errorf("the filesystem columns do not match the disk counts (%d filesystems)", fs)
+	}
+	for _, l := range []int{len(c.FSAvail), len(c.FSInodesTotal), len(c.FSInodesFree)} {
+		if l != 0 && l != fs {
+			return fmt.Errorf("a filesystem space or inode column has %d entries for %d filesystems", l, fs)
+		}
 	}
 	for _, k := range c.FSMount {
 		if int(k) >= len(c.Mounts) {
@@ -70,7 +88,8 @@ func (c *MetricColumns) Validate() error {
 // copyMetricsSQL lists server_metrics' columns in the order appendRow
 // encodes them.
 const copyMetricsSQL = `COPY server_metrics (server_id, recorded_at, cpu_percent, load1, load5, load15, mem_used, mem_total,
-	swap_used, swap_total, disk_used, disk_total, disk_read_bps, disk_write_bps, net_rx_bps, net_tx_bps, disks) FROM STDIN BINARY`
+	swap_used, swap_total, disk_used, disk_total, disk_read_bps, disk_write_bps, net_rx_bps, net_tx_bps, disks,
+	disk_avail, inodes_total, inodes_free) FROM STDIN BINARY`
 
 // copyMetrics COPYs the batches' samples, each attributed to its batch's
 // server, or to the sample's own ServerID when ownID is set (Samples
@@ -163,7 +182,7 @@ const pgEpochMicros = 946684800000000
 
 func (r *metricRows) appendRow(d []byte) []byte {
 	b := &r.batches[r.b]
-	d = binary.BigEndian.AppendUint16(d, 17)
+	d = binary.BigEndian.AppendUint16(d, 20)
 	if c := b.Columns; c != nil {
 		i := r.i
 		d = appendUUID(d, b.ServerID)
@@ -183,27 +202,17 @@ func (r *metricRows) appendRow(d []byte) []byte {
 		}
 		nd := int(c.DiskCount[i])
 		if nd == 0 {
-			return appendNull(d)
+			d = appendNull(d)
+		} else {
+			d = r.appendDisks(d, c, nd)
 		}
-		// jsonb: [{"mount":"/","used":1,"total":2},...], hand-encoded
-		// (encoding/json's reflection per row showed too).
-		at := len(d)
-		d = append(d, 0, 0, 0, 0, 1) // length, filled in below; jsonb version 1
-		d = append(d, '[')
-		for j := r.fs; j < r.fs+min(nd, MaxSampleDisks); j++ {
-			if j > r.fs {
-				d = append(d, ',')
+		for _, col := range [...][]uint64{c.DiskAvail, c.InodesTotal, c.InodesFree} {
+			if len(col) == 0 {
+				d = appendNull(d)
+			} else {
+				d = appendInt8(d, clampI64(col[i]))
 			}
-			d = append(d, `{"mount":`...)
-			d = append(d, c.Mounts[c.FSMount[j]]...)
-			d = append(d, `,"used":`...)
-			d = strconv.AppendUint(d, c.FSUsed[j], 10)
-			d = append(d, `,"total":`...)
-			d = strconv.AppendUint(d, c.FSTotal[j], 10)
-			d = append(d, '}')
 		}
-		d = append(d, ']')
-		binary.BigEndian.PutUint32(d[at:], uint32(len(d)-at-4))
 		return d
 	}
 	m := &b.Samples[r.i]
@@ -217,21 +226,59 @@ func (r *metricRows) appendRow(d []byte) []byte {
 		d = appendOptFloat8(d, v)
 	}
 	for _, v := range [...]*int64{m.MemUsed, m.MemTotal, m.SwapUsed, m.SwapTotal, m.DiskUsed, m.DiskTotal} {
-		if v == nil {
-			d = appendNull(d)
-		} else {
-			d = appendInt8(d, *v)
-		}
+		d = appendOptInt8(d, v)
 	}
 	for _, v := range [...]*float64{m.DiskReadBps, m.DiskWriteBps, m.NetRxBps, m.NetTxBps} {
 		d = appendOptFloat8(d, v)
 	}
 	if m.Disks == nil {
-		return appendNull(d)
+		d = appendNull(d)
+	} else {
+		d = binary.BigEndian.AppendUint32(d, uint32(len(m.Disks)+1))
+		d = append(d, 1)
+		d = append(d, m.Disks...)
 	}
-	d = binary.BigEndian.AppendUint32(d, uint32(len(m.Disks)+1))
-	d = append(d, 1)
-	return append(d, m.Disks...)
+	for _, v := range [...]*int64{m.DiskAvail, m.InodesTotal, m.InodesFree} {
+		d = appendOptInt8(d, v)
+	}
+	return d
+}
+
+// appendDisks appends the current sample's nd filesystems as the disks
+// jsonb: [{"mount":"/","used":1,"total":2,"avail":1,"inodes_total":9,
+// "inodes_free":8},...], hand-encoded (encoding/json's reflection per row
+// showed); the last three keys only when the agent sent them.
+func (r *metricRows) appendDisks(d []byte, c *MetricColumns, nd int) []byte {
+	at := len(d)
+	d = append(d, 0, 0, 0, 0, 1) // length, filled in below; jsonb version 1
+	d = append(d, '[')
+	for j := r.fs; j < r.fs+min(nd, MaxSampleDisks); j++ {
+		if j > r.fs {
+			d = append(d, ',')
+		}
+		d = append(d, `{"mount":`...)
+		d = append(d, c.Mounts[c.FSMount[j]]...)
+		d = append(d, `,"used":`...)
+		d = strconv.AppendUint(d, c.FSUsed[j], 10)
+		d = append(d, `,"total":`...)
+		d = strconv.AppendUint(d, c.FSTotal[j], 10)
+		if len(c.FSAvail) > 0 {
+			d = append(d, `,"avail":`...)
+			d = strconv.AppendUint(d, c.FSAvail[j], 10)
+		}
+		if len(c.FSInodesTotal) > 0 {
+			d = append(d, `,"inodes_total":`...)
+			d = strconv.AppendUint(d, c.FSInodesTotal[j], 10)
+		}
+		if len(c.FSInodesFree) > 0 {
+			d = append(d, `,"inodes_free":`...)
+			d = strconv.AppendUint(d, c.FSInodesFree[j], 10)
+		}
+		d = append(d, '}')
+	}
+	d = append(d, ']')
+	binary.BigEndian.PutUint32(d[at:], uint32(len(d)-at-4))
+	return d
 }
 
 // Binary COPY fields: a 4-byte length (-1 for NULL), then the value.
@@ -245,6 +292,13 @@ func appendInt8(d []byte, v int64) []byte {
 func appendFloat8(d []byte, v float64) []byte {
 	d = append(d, 0, 0, 0, 8)
 	return binary.BigEndian.AppendUint64(d, math.Float64bits(v))
+}
+
+func appendOptInt8(d []byte, v *int64) []byte {
+	if v == nil {
+		return appendNull(d)
+	}
+	return appendInt8(d, *v)
 }
 
 func appendOptFloat8(d []byte, v *float64) []byte {

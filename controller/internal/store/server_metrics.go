@@ -30,8 +30,63 @@ type MetricSample struct {
 	DiskWriteBps *float64
 	NetRxBps     *float64
 	NetTxBps     *float64
-	// Disks is [{"mount":"/","used":123,"total":456}, ...]; nil for none.
+	// Disks is [{"mount":"/","used":123,"total":456,"avail":78,
+	// "inodes_total":9,"inodes_free":8}, ...] (the last three keys absent
+	// from older agents); nil for none.
 	Disks json.RawMessage
+	// DiskAvail is what ordinary processes can still allocate on the
+	// filesystem of DiskUsed (reserved blocks are neither used nor
+	// available); InodesTotal/InodesFree its inodes. nil from older agents.
+	DiskAvail   *int64
+	InodesTotal *int64
+	InodesFree  *int64
+}
+
+// DiskPercent is how full the disk is as df computes it, used / (used +
+// avail) in percent (unrounded; df rounds up), or used / total for a
+// sample without avail (from an agent that predates it). ok is false when
+// the sample has no disk figures.
+func (m *MetricSample) DiskPercent() (pct float64, ok bool) {
+	if m.DiskUsed == nil {
+		return 0, false
+	}
+	return DiskUsePercent(*m.DiskUsed, m.DiskAvail, m.DiskTotal)
+}
+
+// InodesPercent is the share of inodes in use; ok is false when the
+// sample has no inode figures or the filesystem no inode count.
+func (m *MetricSample) InodesPercent() (pct float64, ok bool) {
+	if m.InodesTotal == nil || m.InodesFree == nil {
+		return 0, false
+	}
+	return InodesUsePercent(*m.InodesTotal, *m.InodesFree)
+}
+
+// DiskUsePercent is df's use %: used / (used + avail) when avail is known,
+// else used / total; ok is false when the denominator is 0. Every reader
+// (charts, CLI, API, alerts) uses this figure, not used / total: reserved
+// blocks make used / total read 6% on a disk that is 18% full for
+// ordinary processes, and never reach 100% on one that is full for them.
+func DiskUsePercent(used int64, avail, total *int64) (pct float64, ok bool) {
+	switch {
+	case avail != nil:
+		if used+*avail <= 0 {
+			return 0, false
+		}
+		return float64(used) * 100 / float64(used+*avail), true
+	case total != nil && *total > 0:
+		return float64(used) * 100 / float64(*total), true
+	}
+	return 0, false
+}
+
+// InodesUsePercent is (total - free) / total in percent; ok is false for
+// a filesystem without an inode count (total 0).
+func InodesUsePercent(total, free int64) (pct float64, ok bool) {
+	if total <= 0 {
+		return 0, false
+	}
+	return float64(total-min(max(free, 0), total)) * 100 / float64(total), true
 }
 
 func metricSampleFromRow(r dbsqlc.ServerMetric) MetricSample {
@@ -41,6 +96,7 @@ func metricSampleFromRow(r dbsqlc.ServerMetric) MetricSample {
 		MemUsed: r.MemUsed, MemTotal: r.MemTotal, SwapUsed: r.SwapUsed, SwapTotal: r.SwapTotal,
 		DiskUsed: r.DiskUsed, DiskTotal: r.DiskTotal, DiskReadBps: r.DiskReadBps, DiskWriteBps: r.DiskWriteBps,
 		NetRxBps: r.NetRxBps, NetTxBps: r.NetTxBps, Disks: json.RawMessage(r.Disks),
+		DiskAvail: r.DiskAvail, InodesTotal: r.InodesTotal, InodesFree: r.InodesFree,
 	}
 }
 
@@ -121,6 +177,15 @@ type MetricPoint struct {
 	DiskWriteBps  *float64
 	NetRxBps      *float64
 	NetTxBps      *float64
+	// DiskAvail (average), InodesTotal (maximum) and InodesFree (average)
+	// go with DiskUsed; nil for buckets of samples from older agents.
+	DiskAvail   *float64
+	InodesTotal *float64
+	InodesFree  *float64
+	// DiskPercent is the bucket's average of each sample's DiskUsePercent
+	// (df's figure); InodesPercent that of InodesUsePercent.
+	DiskPercent   *float64
+	InodesPercent *float64
 }
 
 func metricPointFromRow(r dbsqlc.MetricsSeriesRow) MetricPoint {
@@ -133,6 +198,8 @@ func metricPointFromRow(r dbsqlc.MetricsSeriesRow) MetricPoint {
 		DiskUsed: nanToNil(r.DiskUsed), DiskTotal: nanToNil(r.DiskTotal),
 		DiskReadBps: nanToNil(r.DiskReadBps), DiskWriteBps: nanToNil(r.DiskWriteBps),
 		NetRxBps: nanToNil(r.NetRxBps), NetTxBps: nanToNil(r.NetTxBps),
+		DiskAvail: nanToNil(r.DiskAvail), InodesTotal: nanToNil(r.InodesTotal), InodesFree: nanToNil(r.InodesFree),
+		DiskPercent: nanToNil(r.DiskPercent), InodesPercent: nanToNil(r.InodesPercent),
 	}
 }
 
