@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -265,15 +267,20 @@ func (a *app) metricsCmd() *cobra.Command {
 						"mem_used": p.GetMemUsed(), "mem_total": p.GetMemTotal(), "swap_used": p.GetSwapUsed(), "swap_total": p.GetSwapTotal(),
 						"disk_used": p.GetDiskUsed(), "disk_total": p.GetDiskTotal(), "disk_read_bps": p.GetDiskReadBps(), "disk_write_bps": p.GetDiskWriteBps(),
 						"net_rx_bps": p.GetNetRxBps(), "net_tx_bps": p.GetNetTxBps(),
+						// Raw, unrounded; null when no sample in the bucket measured it.
+						"disk_avail": p.GetDiskAvail(), "disk_percent": optPercent(p.GetDiskPercent(), p.GetHasDiskPercent()),
+						"inodes_total": p.GetInodesTotal(), "inodes_free": p.GetInodesFree(),
+						"inodes_percent": optPercent(p.GetInodesPercent(), p.GetHasInodesPercent()),
 					})
 				}
 				return a.printJSON(out)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tCPU%\tLOAD1\tMEM USED\tDISK USED\tNET RX/s\tNET TX/s")
+			fmt.Fprintln(tw, "TIME\tCPU%\tLOAD1\tMEM USED\tDISK USE%\tINODE USE%\tNET RX/s\tNET TX/s")
 			for _, p := range res.GetPoints() {
-				fmt.Fprintf(tw, "%s\t%.1f\t%.2f\t%s\t%s\t%s\t%s\n", p.GetT().AsTime().Local().Format(time.TimeOnly), p.GetCpuPercent(), p.GetLoad1(),
-					ofTotal(p.GetMemUsed(), p.GetMemTotal()), ofTotal(p.GetDiskUsed(), p.GetDiskTotal()), humanBytes(p.GetNetRxBps()), humanBytes(p.GetNetTxBps()))
+				fmt.Fprintf(tw, "%s\t%.1f\t%.2f\t%s\t%s\t%s\t%s\t%s\n", p.GetT().AsTime().Local().Format(time.TimeOnly), p.GetCpuPercent(), p.GetLoad1(),
+					ofTotal(p.GetMemUsed(), p.GetMemTotal()), dfPercent(p.GetDiskPercent(), p.GetHasDiskPercent()),
+					dfPercent(p.GetInodesPercent(), p.GetHasInodesPercent()), humanBytes(p.GetNetRxBps()), humanBytes(p.GetNetTxBps()))
 			}
 			return tw.Flush()
 		},
@@ -355,6 +362,23 @@ func humanBytes(b float64) string {
 }
 
 // ofTotal is "used / total" in human units, or just used without a total.
+// dfPercent shows a use percentage as df does: rounded up to a whole
+// percent (a disk 90.1% full shows 91%, never 90%), "-" when unknown.
+func dfPercent(pct float64, ok bool) string {
+	if !ok {
+		return "-"
+	}
+	return strconv.FormatFloat(math.Ceil(pct), 'f', 0, 64) + "%"
+}
+
+// optPercent is a percentage for JSON, nil (null) when unknown.
+func optPercent(pct float64, ok bool) any {
+	if !ok {
+		return nil
+	}
+	return pct
+}
+
 func ofTotal(used, total float64) string {
 	if total <= 0 {
 		return humanBytes(used)

@@ -141,6 +141,10 @@ func (a *adminServer) GetMetrics(ctx context.Context, req *adminv1.GetMetricsReq
 			MemUsed: val(p.MemUsed), MemTotal: val(p.MemTotal), SwapUsed: val(p.SwapUsed), SwapTotal: val(p.SwapTotal),
 			DiskUsed: val(p.DiskUsed), DiskTotal: val(p.DiskTotal), DiskReadBps: val(p.DiskReadBps), DiskWriteBps: val(p.DiskWriteBps),
 			NetRxBps: val(p.NetRxBps), NetTxBps: val(p.NetTxBps),
+			// df's figure (used / (used + avail)), computed by the store.
+			DiskAvail: val(p.DiskAvail), DiskPercent: val(p.DiskPercent), HasDiskPercent: p.DiskPercent != nil,
+			InodesTotal: val(p.InodesTotal), InodesFree: val(p.InodesFree), InodesPercent: val(p.InodesPercent),
+			HasInodesPercent: p.InodesPercent != nil,
 		})
 	}
 	return out, nil

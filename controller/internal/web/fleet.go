@@ -180,13 +180,18 @@ func (s *Server) serverMetrics(w http.ResponseWriter, r *http.Request, v *viewer
 		return
 	}
 	cols := map[string][]*float64{}
+	// disk_percent is df's use % (used / (used + avail): reserved blocks
+	// are no room for ordinary processes), the figure the Disk chart shows;
+	// inodes_percent the share of inodes in use.
 	names := []string{"cpu_percent", "load1", "load5", "load15", "mem_used", "mem_total", "swap_used", "disk_used", "disk_total",
-		"disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps"}
+		"disk_read_bps", "disk_write_bps", "net_rx_bps", "net_tx_bps", "disk_avail", "disk_percent", "inodes_total", "inodes_free",
+		"inodes_percent"}
 	t := make([]int64, len(pts))
 	for i, p := range pts {
 		t[i] = p.T.Unix()
 		vals := []*float64{p.CPUPercent, p.Load1, p.Load5, p.Load15, p.MemUsed, p.MemTotal, p.SwapUsed, p.DiskUsed, p.DiskTotal,
-			p.DiskReadBps, p.DiskWriteBps, p.NetRxBps, p.NetTxBps}
+			p.DiskReadBps, p.DiskWriteBps, p.NetRxBps, p.NetTxBps, p.DiskAvail, p.DiskPercent, p.InodesTotal, p.InodesFree,
+			p.InodesPercent}
 		for j, n := range names {
 			cols[n] = append(cols[n], vals[j])
 		}

@@ -19,7 +19,7 @@
     { title: "CPU", fmt: pct, series: [["cpu_percent", "CPU %", "#0b57d0"]], range: [0, 100] },
     { title: "Load", fmt: num, series: [["load1", "1 min", "#0b57d0"], ["load5", "5 min", "#137333"], ["load15", "15 min", "#a05a00"]] },
     { title: "Memory", fmt: bytes, series: [["mem_used", "used", "#0b57d0"], ["mem_total", "total", "#9aa0a6"], ["swap_used", "swap used", "#b3261e"]] },
-    { title: "Disk", fmt: bytes, series: [["disk_used", "used", "#0b57d0"], ["disk_total", "total", "#9aa0a6"]] },
+    { title: "Disk", fmt: pct, series: [["disk_percent", "used %", "#0b57d0"], ["inodes_percent", "inodes %", "#a05a00"]], range: [0, 100] },
     { title: "Disk I/O", fmt: rate, series: [["disk_read_bps", "read", "#137333"], ["disk_write_bps", "write", "#b3261e"]] },
     { title: "Network", fmt: rate, series: [["net_rx_bps", "received", "#137333"], ["net_tx_bps", "sent", "#0b57d0"]] }
   ];
