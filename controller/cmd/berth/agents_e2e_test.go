@@ -6,10 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -138,6 +140,47 @@ func (f *fleetEnv) server(t *testing.T, name string) map[string]any {
 	return m
 }
 
+// checkDiskAsDf checks a point of berth metrics -o json from a real agent
+// on this machine: its disk use is df's used / (used + avail), which for
+// "/" (the agent's disk here) is within a point of what df prints now
+// (the disk moves a little between the sample and df), and its inode
+// figures are this machine's.
+func checkDiskAsDf(t *testing.T, p map[string]any) {
+	t.Helper()
+	num := func(k string) float64 {
+		v, ok := p[k].(float64)
+		if !ok {
+			t.Fatalf("%s = %v in %v", k, p[k], p)
+		}
+		return v
+	}
+	used, avail, pct := num("disk_used"), num("disk_avail"), num("disk_percent")
+	if avail <= 0 || used <= 0 || math.Abs(pct-used*100/(used+avail)) > 0.01 {
+		t.Fatalf("disk: used %v avail %v percent %v, want used / (used + avail)", used, avail, pct)
+	}
+	out, err := exec.Command("df", "--output=pcent,itotal", "/").Output()
+	if err != nil {
+		t.Fatalf("df /: %v", err)
+	}
+	f := strings.Fields(strings.Split(strings.TrimSpace(string(out)), "\n")[1])
+	dfPct, err1 := strconv.Atoi(strings.TrimSuffix(f[0], "%"))
+	itotal, err2 := strconv.ParseFloat(f[1], 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("df printed %q", out)
+	}
+	if math.Abs(pct-float64(dfPct)) > 1.5 {
+		t.Fatalf("disk use %v%%, df says %d%% (%v)", pct, dfPct, p)
+	}
+	if num("inodes_total") != itotal {
+		t.Fatalf("inodes_total %v, df says %v", num("inodes_total"), itotal)
+	}
+	if itotal > 0 {
+		if ip := num("inodes_percent"); ip <= 0 || ip > 100 {
+			t.Fatalf("inodes_percent %v", ip)
+		}
+	}
+}
+
 func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -185,11 +228,13 @@ func TestAgentEnrollStreamMetricsAndRemove(t *testing.T) {
 		s := f.server(t, "web-1")
 		return s != nil && s["status"] == "online" && s["hostname"] != ""
 	})
+	var pts []map[string]any
 	waitFor(t, "metrics for web-1", 30*time.Second, func() bool {
 		r := run(t, f.env, "metrics", "web-1", "--since", "5m", "--step", "1s", "-o", "json")
-		var pts []map[string]any
+		pts = nil
 		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &pts) == nil && len(pts) >= 2 && pts[0]["mem_total"].(float64) > 0
 	})
+	checkDiskAsDf(t, pts[len(pts)-1])
 
 	// Remove: the stream is cut and the agent cannot come back.
 	if r := run(t, f.env, "server", "remove", "web-1"); r.code != 0 {
