@@ -57,6 +57,40 @@ func TestCrashRestartBackoff(t *testing.T) {
 	}
 }
 
+// TestBackoffResets: a process that ran longer than the reset period
+// restarts after the shortest backoff again, one that crashes at once
+// waits longer each time.
+func TestBackoffResets(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	m.backoffReset = time.Second
+	long := workerSpec(`echo start; sleep 1.5; exit 1`)
+	quick := workerSpec(`exit 1`)
+	quick.Name = "quick"
+	app := newApp(t, false, long, quick)
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	state := func(name string) State {
+		for _, u := range live(m.units(app.ID)) {
+			if u.cfg.Process == name {
+				return u.state
+			}
+		}
+		return State{}
+	}
+	waitFor(t, 30*time.Second, "the quick one's third restart pending", func() bool {
+		st := state("quick")
+		return st.Restarts == 2 && st.State == "restarting"
+	})
+	if b := state("quick").BackoffMS; b != 4000 {
+		t.Fatalf("quick: backoff %dms before its third restart, want 4000", b)
+	}
+	waitFor(t, 30*time.Second, "two restarts of the long one", func() bool { return state("worker").Restarts >= 2 })
+	waitFor(t, 30*time.Second, "the long one exiting again", func() bool { return state("worker").State == "restarting" })
+	if b := state("worker").BackoffMS; b != 1000 {
+		t.Fatalf("long: backoff %dms after a run past the reset, want 1000", b)
+	}
+}
+
 // TestRestartPolicies: never and on-failure leave a process that exited
 // failed or stopped, without restarting it.
 func TestRestartPolicies(t *testing.T) {
