@@ -40,9 +40,24 @@ func TestCrashRestartBackoff(t *testing.T) {
 	if in.GetLastExitCode() != 3 || !strings.Contains(in.GetLastError(), "code 3") {
 		t.Fatalf("instance: %v", in)
 	}
+	// A process killed from outside (the OOM killer, say) says by what.
+	killed := workerSpec(`kill -9 $$`)
+	killed.Name, killed.Restart = "killed", "never"
+	app.Processes = append(app.Processes, killed)
+	if err := m.Action(context.Background(), app, "apply", []string{"killed"}, logT(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the killed process failed", func() bool {
+		return procReport(m, app.ID, "killed").GetState() == "failed"
+	})
+	if k := procReport(m, app.ID, "killed").GetInstances()[0]; k.GetLastError() != "killed by signal 9 (killed)" || k.GetLastExitCode() != -1 {
+		t.Fatalf("killed: %v", k)
+	}
 	var u *unit
 	for _, x := range live(m.units(app.ID)) {
-		u = x
+		if x.cfg.Process == "worker" {
+			u = x
+		}
 	}
 	lines := readTail(u.dir, 100)
 	if len(lines) < 4 {

@@ -134,8 +134,8 @@ func (s *supervisor) loop(stop <-chan os.Signal) {
 				s.update(func(st *State) {
 					st.Pid, st.LastExitCode = 0, code
 					st.LastError = fmt.Sprintf("exited with code %d", code)
-					if code < 0 {
-						st.LastError = "killed by signal " + cmd.ProcessState.String()
+					if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+						st.LastError = fmt.Sprintf("killed by signal %d (%s)", int(ws.Signal()), ws.Signal())
 					}
 				})
 				if s.cfg.Restart == "never" || (s.cfg.Restart == "on-failure" && code == 0) {
