@@ -69,6 +69,9 @@ type job struct {
 	acked     uint64
 	resultSeq uint64
 	running   bool
+	// runsIn is the release a running schedule job's command runs in,
+	// which pruning keeps.
+	runsIn    string
 	file      *os.File // events.log while the job may append
 	ackedFile *os.File // acked, once written (see writeAckedLocked)
 	cancel    context.CancelCauseFunc
