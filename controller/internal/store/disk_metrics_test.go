@@ -129,6 +129,7 @@ func TestIngestDiskAvailAndInodes(t *testing.T) {
 	other := mkServer(t, st, "df-samples")
 	s := samples(base, 1)
 	s[0].ServerID, s[0].DiskUsed, s[0].DiskAvail, s[0].InodesTotal, s[0].InodesFree = other.ID, refTo(int64(3)), refTo(int64(1)), refTo(int64(10)), refTo(int64(4))
+	s[0].Disks = []byte(`[{"mount":"/","used":3,"total":9,"avail":1,"inodes_total":10,"inodes_free":4},{"mount":"/old","used":1,"total":4}]`)
 	if _, err := st.InsertMetrics(ctx, s); err != nil {
 		t.Fatal(err)
 	}
@@ -141,6 +142,23 @@ func TestIngestDiskAvailAndInodes(t *testing.T) {
 	ip, iok := m.InodesPercent()
 	if !dok || dp != 75 || !iok || ip != 60 {
 		t.Fatalf("sample form: disk %v%% (%v), inodes %v%% (%v), %+v", dp, dok, ip, iok, m)
+	}
+	// Per mount, from the stored disks: df's figure where the agent sent
+	// avail, used / total where it did not.
+	mounts, err := m.Mounts()
+	if err != nil || len(mounts) != 2 {
+		t.Fatalf("mounts %+v, %v", mounts, err)
+	}
+	p0, ok0 := mounts[0].UsePercent()
+	i0, iok0 := mounts[0].InodesPercent()
+	p1, ok1 := mounts[1].UsePercent()
+	_, iok1 := mounts[1].InodesPercent()
+	if mounts[0].Mount != "/" || p0 != 75 || !ok0 || i0 != 60 || !iok0 || mounts[1].Mount != "/old" || p1 != 25 || !ok1 || iok1 {
+		t.Fatalf("per mount: %+v: %v %v %v %v / %v %v %v", mounts, p0, ok0, i0, iok0, p1, ok1, iok1)
+	}
+	bad := store.MetricSample{Disks: []byte(`{"not":"a list"}`)}
+	if _, err := bad.Mounts(); err == nil {
+		t.Fatal("malformed disks decoded without an error")
 	}
 }
 
@@ -164,6 +182,29 @@ func TestDiskUsePercent(t *testing.T) {
 		if ok != c.ok || math.Abs(got-c.want) > 1e-9 {
 			t.Errorf("DiskUsePercent(%d, %v, %v) = %v, %v; want %v, %v", c.used, c.avail, c.tot, got, ok, c.want, c.ok)
 		}
+	}
+	// From an agent's columns as a batch arrives: sample 0 sent avail and
+	// inodes, an older agent's batch did not.
+	c := &store.MetricColumns{DiskUsed: []uint64{100, 95}, DiskTotal: []uint64{1000, 100}, DiskAvail: []uint64{500, 0},
+		InodesTotal: []uint64{1000, 0}, InodesFree: []uint64{200, 0}}
+	if p, ok := c.DiskPercent(0); !ok || math.Abs(p-100.0/6) > 1e-9 {
+		t.Errorf("columns disk %% of sample 0 = %v, %v", p, ok)
+	}
+	if p, ok := c.DiskPercent(1); !ok || p != 100 {
+		t.Errorf("columns disk %% of sample 1 = %v, %v; want 100 (full for ordinary users)", p, ok)
+	}
+	if p, ok := c.InodesPercent(0); !ok || p != 80 {
+		t.Errorf("columns inodes %% = %v, %v", p, ok)
+	}
+	if _, ok := c.InodesPercent(1); ok {
+		t.Error("columns: an inode percentage without an inode count")
+	}
+	older := &store.MetricColumns{DiskUsed: []uint64{300}, DiskTotal: []uint64{1000}}
+	if p, ok := older.DiskPercent(0); !ok || p != 30 {
+		t.Errorf("older agent's columns: %v, %v; want used / total", p, ok)
+	}
+	if _, ok := older.InodesPercent(0); ok {
+		t.Error("older agent's columns: an inode percentage")
 	}
 	for _, c := range []struct {
 		total, free int64

@@ -70,12 +70,9 @@ func (m *MetricSample) InodesPercent() (pct float64, ok bool) {
 func DiskUsePercent(used int64, avail, total *int64) (pct float64, ok bool) {
 	switch {
 	case avail != nil:
-		if used+*avail <= 0 {
-			return 0, false
-		}
-		return float64(used) * 100 / float64(used+*avail), true
-	case total != nil && *total > 0:
-		return float64(used) * 100 / float64(*total), true
+		return usePercent(float64(used), float64(*avail), true, 0)
+	case total != nil:
+		return usePercent(float64(used), 0, false, float64(*total))
 	}
 	return 0, false
 }
@@ -83,10 +80,7 @@ func DiskUsePercent(used int64, avail, total *int64) (pct float64, ok bool) {
 // InodesUsePercent is (total - free) / total in percent; ok is false for
 // a filesystem without an inode count (total 0).
 func InodesUsePercent(total, free int64) (pct float64, ok bool) {
-	if total <= 0 {
-		return 0, false
-	}
-	return float64(total-min(max(free, 0), total)) * 100 / float64(total), true
+	return inodesPercent(float64(total), float64(free))
 }
 
 func metricSampleFromRow(r dbsqlc.ServerMetric) MetricSample {
