@@ -2,9 +2,10 @@
 // holds the samples in a bounded buffer until the controller has committed
 // them.
 //
-// Sampler reads CPU, load, memory, swap, disk usage and disk and network
-// throughput through gopsutil (pure Go on Linux, so the agent still builds
-// with CGO_ENABLED=0). It is built to be cheap between samples: it starts no
+// Sampler reads CPU, load, memory, swap, the list of mounts and disk and
+// network throughput through gopsutil (pure Go on Linux, so the agent
+// still builds with CGO_ENABLED=0), and each mount's usage with statfs(2)
+// as df does (DiskUsage). It is built to be cheap between samples: it starts no
 // goroutine, never sleeps, and computes CPU % and throughput from the
 // difference between two consecutive calls instead of measuring over an
 // interval.
