@@ -122,7 +122,14 @@ func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment)
 	if err != nil {
 		return nil, err
 	}
-	js.Processes, js.UpstreamPort = processSpecs(procs), uint32(a.UpstreamPort)
+	js.Processes = processSpecs(procs)
+	// The upstream exists while a process has a port: the app keeps its
+	// allocated port, but with no backend there is nothing to forward to.
+	for _, p := range procs {
+		if p.Port {
+			js.UpstreamPort = uint32(a.UpstreamPort)
+		}
+	}
 	if d.CommitSHA != nil {
 		js.Commit = *d.CommitSHA
 	}

@@ -234,8 +234,24 @@ func TestProcessesLifecycle(t *testing.T) {
 	if _, err := e.svc.RemoveProcess(ctx, dep, Peer{}, "shop", "worker"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("remove twice: %v", err)
 	}
+	// Without a port process the jobs name no upstream (the app keeps its port).
+	e.succeed(t, rj.ID)
+	wj, err := e.svc.RemoveProcess(ctx, dep, Peer{}, "shop", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimed, err = e.st.ClaimQueuedDeployments(ctx, []store.ID{e.srv.ID}, 10)
+	if err != nil || len(claimed) != 1 || claimed[0].ID != wj.ID {
+		t.Fatalf("claim %v %v", claimed, err)
+	}
+	if js, err := e.svc.jobStart(ctx, mustApp(t, e, a.ID), claimed[0]); err != nil || js.GetUpstreamPort() != 0 || len(js.GetProcesses()) != 0 {
+		t.Fatalf("job without processes: %v %v", js, err)
+	}
+	if _, port, _ := e.svc.ListProcesses(ctx, dep, "shop"); port != 10000 {
+		t.Fatalf("port after removing web: %d", port)
+	}
 	var n int
-	if err := e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM activity_log WHERE action IN ('app.process_added','app.process_replaced','app.process_removed','app.processes_controlled')`).Scan(&n); err != nil || n != 5 {
+	if err := e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM activity_log WHERE action IN ('app.process_added','app.process_replaced','app.process_removed','app.processes_controlled')`).Scan(&n); err != nil || n != 6 {
 		t.Fatalf("audit records %d %v", n, err)
 	}
 }
