@@ -118,6 +118,13 @@ func TestProcessesScopesAndValidation(t *testing.T) {
 	if err := e.svc.StreamLogs(ctx, r, LogsParams{App: "shop"}, nil); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "agent for web-1 is not connected") {
 		t.Errorf("logs without an agent: %v", err)
 	}
+	// Online, but its stream is held by another controller.
+	if _, err := e.st.Pool().Exec(ctx, `UPDATE servers SET status = 'online' WHERE name = 'web-1'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.StreamLogs(ctx, r, LogsParams{App: "shop"}, nil); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "another controller") {
+		t.Errorf("logs from the wrong controller: %v", err)
+	}
 	if _, err := e.svc.ControlProcesses(ctx, e.admin, Peer{}, "shop", "reload", nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("action reload: %v", err)
 	}
