@@ -409,6 +409,9 @@ func (s *Service) finish(ctx context.Context, tx *store.Store, d store.Deploymen
 			return err
 		}
 	}
+	if d.Kind == store.JobSchedule && st == store.DeploymentSucceeded {
+		return nil // a run that went well is recorded by its row alone (see fireSchedules)
+	}
 	changes := map[string]any{"status": string(st)}
 	if res.FailedStep != nil {
 		changes["failed_step"] = *res.FailedStep

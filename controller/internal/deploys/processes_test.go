@@ -338,6 +338,13 @@ func TestSchedules(t *testing.T) {
 	if runs[1].OutputTail != "report done\n" || runs[1].Job.ExitCode == nil || *runs[1].Job.ExitCode != 3 {
 		t.Fatalf("finished run: %+v", runs[1])
 	}
+	// The activity log has the skipped runs and the failed one, not every run.
+	for action, want := range map[string]int{"deployment.schedule_skipped": 2, "deployment.failed": 1} {
+		var n int
+		if err := e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM activity_log WHERE action = $1`, action).Scan(&n); err != nil || n != want {
+			t.Errorf("%s recorded %d times (%v), want %d", action, n, err, want)
+		}
+	}
 	if _, err := e.svc.ScheduleRuns(ctx, e.admin, "shop", "report", 101); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("limit 101: %v", err)
 	}
