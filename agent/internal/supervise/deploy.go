@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -70,7 +71,10 @@ func (m *Manager) Action(ctx context.Context, app App, action string, names []st
 		running[u.cfg.Process] = append(running[u.cfg.Process], u)
 	}
 	for _, n := range names {
-		if _, ok := declared[n]; !ok && running[n] == nil {
+		_, ok := declared[n]
+		// stop and apply may name a process no longer declared that still
+		// runs (to stop it); start and restart need its declaration.
+		if !ok && (running[n] == nil || action == "start" || action == "restart") {
 			return fmt.Errorf("process %.40q: not declared for this app", n)
 		}
 	}
@@ -147,11 +151,17 @@ func (m *Manager) Action(ctx context.Context, app App, action string, names []st
 	return nil
 }
 
+// orDiscard makes logf safe to call from the health-check goroutines.
 func orDiscard(logf func(string, ...any)) func(string, ...any) {
 	if logf == nil {
 		return func(string, ...any) {}
 	}
-	return logf
+	var mu sync.Mutex
+	return func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		logf(format, args...)
+	}
 }
 
 // replace starts new instances of procs and retires the ones they
