@@ -33,7 +33,7 @@ DELETE FROM app_processes WHERE app_id = sqlc.arg(app_id) AND name = sqlc.arg(na
 -- name: AllocateUpstreamPort :one
 -- Gives the app the lowest free port of 10000-19999 on its server (among
 -- live apps) unless it has one; returns the app's port. Call with the app
--- locked (LockApp); two apps of one server allocating at once are told
+-- locked (LockApp, apps.sql); two apps of one server allocating at once are told
 -- apart by apps_server_id_upstream_port_key (the caller retries).
 UPDATE apps a SET upstream_port = coalesce(a.upstream_port, (
     SELECT p FROM generate_series(10000, 19999) p

@@ -23,7 +23,7 @@ RETURNING a.upstream_port
 
 // Gives the app the lowest free port of 10000-19999 on its server (among
 // live apps) unless it has one; returns the app's port. Call with the app
-// locked (LockApp); two apps of one server allocating at once are told
+// locked (LockApp, apps.sql); two apps of one server allocating at once are told
 // apart by apps_server_id_upstream_port_key (the caller retries).
 func (q *Queries) AllocateUpstreamPort(ctx context.Context, id pgtype.UUID) (*int32, error) {
 	row := q.db.QueryRow(ctx, allocateUpstreamPort, id)

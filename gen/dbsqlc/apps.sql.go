@@ -361,7 +361,7 @@ func (q *Queries) ListApps(ctx context.Context, arg ListAppsParams) ([]App, erro
 }
 
 const lockApp = `-- name: LockApp :one
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path FROM apps WHERE id = $1 AND deleted_at IS NULL FOR UPDATE
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port FROM apps WHERE id = $1 AND deleted_at IS NULL FOR UPDATE
 `
 
 // Reads a live app and locks its row until the transaction ends, so an
@@ -397,6 +397,7 @@ func (q *Queries) LockApp(ctx context.Context, id pgtype.UUID) (App, error) {
 		&i.WebhookSecretSetBy,
 		&i.DeletedAt,
 		&i.DeployScriptPath,
+		&i.UpstreamPort,
 	)
 	return i, err
 }

@@ -23,7 +23,14 @@ func TestMain(m *testing.M) {
 	if os.Getenv("BERTH_DEPLOY_USER_HELPER") == "1" {
 		userHelper()
 	}
-	os.Exit(m.Run())
+	if os.Getenv("BERTH_DEPLOY_WEB_HELPER") == "1" {
+		webHelper()
+	}
+	code := m.Run()
+	if agentBinDir != "" {
+		os.RemoveAll(agentBinDir)
+	}
+	os.Exit(code)
 }
 
 func crashHelper() {

@@ -128,7 +128,9 @@ func (s *Service) ahead(ctx context.Context, d store.Deployment) ([]store.Deploy
 	}
 	var out []store.Deployment
 	for _, x := range list {
-		if !x.Status.Finished() {
+		// Schedule runs go beside the app's other jobs: none waits for
+		// them, and they wait for none.
+		if !x.Status.Finished() && (x.Kind == store.JobSchedule) == (d.Kind == store.JobSchedule) && d.Kind != store.JobSchedule {
 			out = append(out, x)
 		}
 	}

@@ -76,6 +76,13 @@ func appPB(v deploys.AppView) *adminv1.App {
 	if a.CurrentDeploymentID != nil {
 		out.CurrentDeploymentId = a.CurrentDeploymentID.String()
 	}
+	out.UpstreamPort = v.UpstreamPort
+	for _, p := range v.Processes {
+		out.Processes = append(out.Processes, processPB(p))
+	}
+	for _, sc := range v.Schedules {
+		out.Schedules = append(out.Schedules, schedulePB(sc, a.Name))
+	}
 	return out
 }
 
@@ -86,7 +93,7 @@ func deploymentPB(d store.Deployment, appName string) *adminv1.Deployment {
 		FailedStep: str(d.FailedStep), FailureReason: str(d.FailureReason), ReleasePath: str(d.ReleasePath),
 		QueuedAt: timestamppb.New(d.QueuedAt), StartedAt: ts(d.StartedAt), FinishedAt: ts(d.FinishedAt),
 		DeadlineAt: timestamppb.New(d.DeadlineAt), CancelRequested: d.CancelRequestedAt != nil, LogBytes: d.LogBytes, LogTruncated: d.LogTruncated,
-		Kind: string(d.Kind),
+		Kind: string(d.Kind), Schedule: str(d.ScheduleName),
 	}
 	if d.ExitCode != nil {
 		out.ExitCode, out.HasExitCode = int32(*d.ExitCode), true
@@ -343,7 +350,9 @@ func (a *adminServer) DeleteApp(ctx context.Context, req *adminv1.DeleteAppReque
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &adminv1.DeleteAppResponse{App: appPB(v), Deleted: res.Job == nil}
+	// Deleted: the app is gone already (files kept; Job, if any, stops
+	// its processes) rather than waiting for its delete job.
+	out := &adminv1.DeleteAppResponse{App: appPB(v), Deleted: res.App.DeletedAt != nil}
 	if res.Job != nil {
 		out.Job = deploymentPB(*res.Job, res.App.Name)
 	}

@@ -74,6 +74,8 @@ func toStatus(err error) error {
 		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, fleet.ErrEnrollToken):
 		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, deploys.ErrUnavailable), errors.Is(err, fleet.ErrNotConnected):
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, fleet.ErrRateLimited), errors.Is(err, fleet.ErrSlowAgent), errors.Is(err, fleet.ErrRenewLimited):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, deploys.ErrPruned), errors.Is(err, deploys.ErrRefused), errors.Is(err, store.ErrWrongState):

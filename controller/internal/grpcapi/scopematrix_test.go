@@ -101,6 +101,17 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.AdminService/ListDeployments":      {store.ScopeRead, `app: "shop"`},
 	"/berth.admin.v1.AdminService/GetDeployment":        {store.ScopeRead, `id: "$NO_SUCH_ID"`},
 	"/berth.admin.v1.AdminService/FollowDeployment":     {store.ScopeRead, `id: "$NO_SUCH_ID"`},
+	// Processes and schedules decide what code runs: deploy to change or
+	// control them, read to see them and their logs.
+	"/berth.admin.v1.AdminService/AddAppProcess":       {store.ScopeDeploy, `app: "shop" name: "web" command: "./server" replace: true`},
+	"/berth.admin.v1.AdminService/ListAppProcesses":    {store.ScopeRead, `app: "shop"`},
+	"/berth.admin.v1.AdminService/RemoveAppProcess":    {store.ScopeDeploy, `app: "shop" name: "nope"`},
+	"/berth.admin.v1.AdminService/ControlAppProcesses": {store.ScopeDeploy, `app: "shop" action: "restart"`},
+	"/berth.admin.v1.AdminService/StreamAppLogs":       {store.ScopeRead, `app: "shop"`},
+	"/berth.admin.v1.AdminService/AddAppSchedule":      {store.ScopeDeploy, `app: "shop" name: "nightly" cron: "@daily" command: "true" replace: true`},
+	"/berth.admin.v1.AdminService/ListAppSchedules":    {store.ScopeRead, `app: "shop"`},
+	"/berth.admin.v1.AdminService/RemoveAppSchedule":   {store.ScopeDeploy, `app: "shop" name: "nope"`},
+	"/berth.admin.v1.AdminService/ListScheduleRuns":    {store.ScopeRead, `app: "shop" name: "nope"`},
 
 	// berth.admin.v1.AccountService
 	"/berth.admin.v1.AccountService/ListUsers":          {store.ScopeAdmin, ``},

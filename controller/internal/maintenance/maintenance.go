@@ -57,7 +57,14 @@ func Jobs() []Job {
 		{Name: "security_events_retention", Every: week, Run: deleteOlderThan(store.RetainSecurityEvents, SecurityEventsRetention)},
 		{Name: "notifications_retention", Every: week, Run: deleteOlderThan(store.RetainNotifications, NotificationsRetention)},
 		{Name: "activity_log_retention", Every: week, Run: deleteOlderThan(store.RetainActivityLog, ActivityLogRetention)},
+		{Name: "schedule_runs_retention", Every: time.Hour, Run: PruneScheduleRuns},
 	}
+}
+
+// PruneScheduleRuns keeps the last store.ScheduleRunsToKeep runs of each
+// scheduled command (a schedule every minute makes 1440 runs a day).
+func PruneScheduleRuns(ctx context.Context, st *store.Store, _ time.Time) (int64, error) {
+	return st.PruneScheduleRuns(ctx, store.ScheduleRunsToKeep)
 }
 
 // utcDay truncates t to midnight UTC: partitions are whole UTC days.

@@ -150,3 +150,31 @@ func TestOneLeader(t *testing.T) {
 	}
 	lb.Release()
 }
+
+func TestScheduleRunsRetention(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := testdb.New(t).Pool
+	st := store.New(pool, nil)
+	srv, err := st.CreateServer(ctx, store.CreateServerParams{Name: "web-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := st.CreateApp(ctx, store.CreateAppParams{AppSettings: store.AppSettings{ServerID: srv.ID, Name: "shop", RepositoryURL: "https://git.example.com/shop.git"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := st.PutAppSchedule(ctx, store.AppSchedule{AppID: a.ID, Name: "tick", Cron: "* * * * *", Command: "true", NextRunAt: time.Now()}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range store.ScheduleRunsToKeep + 5 {
+		if _, err := st.CreateSkippedScheduleRun(ctx, sc, "busy"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	maintenance.New(st, quiet).WithJobs().RunDue(ctx)
+	if n := count(t, pool, "SELECT count(*) FROM deployments WHERE schedule_id IS NOT NULL"); n != store.ScheduleRunsToKeep {
+		t.Fatalf("%d runs kept, want %d", n, store.ScheduleRunsToKeep)
+	}
+}
