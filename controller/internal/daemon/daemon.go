@@ -246,6 +246,9 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		// Dispatch, deadlines, and the schedule loop (due scheduled
+		// commands are claimed with SKIP LOCKED, so every controller
+		// sharing the database may run it).
 		deploySvc.Run(bgCtx, pool)
 	}()
 

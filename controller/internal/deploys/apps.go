@@ -512,9 +512,10 @@ func (s *Service) GetApp(ctx context.Context, pr *auth.Principal, ref string) (A
 	return s.View(ctx, a)
 }
 
-// View adds names and variable names to an app.
-func (s *Service) View(ctx context.Context, a store.App) (AppView, error) {
-	v := AppView{App: a, EnvKeys: map[store.AppEnvScope][]string{}}
+// ViewBrief adds names and variable names to an app (lists: no processes
+// or schedules).
+func (s *Service) ViewBrief(ctx context.Context, a store.App) (AppView, error) {
+	v := AppView{App: a, EnvKeys: map[store.AppEnvScope][]string{}, UpstreamPort: uint32(a.UpstreamPort)}
 	if srv, err := s.st.Server(ctx, a.ServerID); err == nil {
 		v.ServerName = srv.Name
 	}
@@ -534,6 +535,15 @@ func (s *Service) View(ctx context.Context, a store.App) (AppView, error) {
 		}
 		slices.Sort(keys)
 		v.EnvKeys[sc] = keys
+	}
+	return v, nil
+}
+
+// View adds names, variable names, processes and schedules to an app.
+func (s *Service) View(ctx context.Context, a store.App) (AppView, error) {
+	v, err := s.ViewBrief(ctx, a)
+	if err != nil {
+		return AppView{}, err
 	}
 	procs, err := s.st.AppProcesses(ctx, a.ID)
 	if err != nil {

@@ -130,7 +130,7 @@ func (s *Service) ahead(ctx context.Context, d store.Deployment) ([]store.Deploy
 	for _, x := range list {
 		// Schedule runs go beside the app's other jobs: none waits for
 		// them, and they wait for none.
-		if !x.Status.Finished() && (x.Kind == store.JobSchedule) == (d.Kind == store.JobSchedule) && d.Kind != store.JobSchedule {
+		if !x.Status.Finished() && x.Kind != store.JobSchedule && d.Kind != store.JobSchedule {
 			out = append(out, x)
 		}
 	}

@@ -258,16 +258,28 @@ func TestSchedules(t *testing.T) {
 	if runs, _ := e.svc.ScheduleRuns(ctx, e.admin, "shop", "report", 0); len(runs) != 0 {
 		t.Fatalf("ran early: %d", len(runs))
 	}
+	// Due before the app was ever deployed: skipped, saying why.
+	e.now = e.now.Add(5 * time.Minute)
+	e.svc.fireSchedules(ctx)
+	runs, err := e.svc.ScheduleRuns(ctx, e.admin, "shop", "report", 0)
+	if err != nil || len(runs) != 1 || !runs[0].Skipped || !strings.Contains(*runs[0].Job.SkipReason, "no current release") {
+		t.Fatalf("run without a release: %+v %v", runs, err)
+	}
+	q0, err := e.svc.Deploy(ctx, e.admin, Peer{}, DeployParams{App: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.succeed(t, q0.Deployment.ID)
 	// After three hours of downtime: one run, next from now.
 	e.now = e.now.Add(3 * time.Hour)
 	e.svc.fireSchedules(ctx)
 	e.svc.fireSchedules(ctx)
-	runs, err := e.svc.ScheduleRuns(ctx, e.admin, "shop", "report", 0)
-	if err != nil || len(runs) != 1 || runs[0].Skipped || runs[0].Job.Kind != store.JobSchedule || runs[0].Job.TriggeredBy != store.TriggerSchedule {
+	runs, err = e.svc.ScheduleRuns(ctx, e.admin, "shop", "report", 0)
+	if err != nil || len(runs) != 2 || runs[0].Skipped || runs[0].Job.Kind != store.JobSchedule || runs[0].Job.TriggeredBy != store.TriggerSchedule {
 		t.Fatalf("runs after downtime: %+v %v", runs, err)
 	}
 	list, _ := e.svc.ListSchedules(ctx, e.admin, "shop")
-	if len(list) != 1 || !list[0].NextRunAt.Equal(time.Date(2026, 3, 1, 13, 5, 0, 0, time.UTC)) || list[0].LastRun == nil || list[0].LastRun.ID != runs[0].Job.ID {
+	if len(list) != 1 || !list[0].NextRunAt.Equal(time.Date(2026, 3, 1, 13, 10, 0, 0, time.UTC)) || list[0].LastRun == nil || list[0].LastRun.ID != runs[0].Job.ID {
 		t.Fatalf("after the run: %+v", list)
 	}
 	run := runs[0].Job
@@ -289,7 +301,7 @@ func TestSchedules(t *testing.T) {
 	e.now = e.now.Add(5 * time.Minute)
 	e.svc.fireSchedules(ctx)
 	runs, _ = e.svc.ScheduleRuns(ctx, e.admin, "shop", "report", 0)
-	if len(runs) != 2 || !runs[0].Skipped || runs[0].Job.Status != store.DeploymentCanceled || !strings.Contains(*runs[0].Job.SkipReason, run.ID.String()) {
+	if len(runs) != 3 || !runs[0].Skipped || runs[0].Job.Status != store.DeploymentCanceled || !strings.Contains(*runs[0].Job.SkipReason, run.ID.String()) {
 		t.Fatalf("overlap: %+v", runs)
 	}
 	// The run's output tail and exit code are kept.
@@ -313,7 +325,7 @@ func TestSchedules(t *testing.T) {
 	if _, err := e.svc.AddSchedule(ctx, e.admin, Peer{}, ScheduleParams{App: "shop", Name: "report", Cron: "@daily", Command: "bin/r2", Replace: true}); err != nil {
 		t.Fatal(err)
 	}
-	if runs, _ := e.svc.ScheduleRuns(ctx, e.admin, "shop", "report", 0); len(runs) != 2 {
+	if runs, _ := e.svc.ScheduleRuns(ctx, e.admin, "shop", "report", 0); len(runs) != 3 {
 		t.Fatalf("runs after replace: %d", len(runs))
 	}
 	if err := e.svc.RemoveSchedule(ctx, e.admin, Peer{}, "shop", "report"); err != nil {

@@ -288,11 +288,18 @@ func (s *Service) fireSchedules(ctx context.Context) {
 			} else if !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
-			env := store.EnvironmentProduction
-			if a.CurrentDeploymentID != nil {
-				if cur, err := tx.Deployment(ctx, *a.CurrentDeploymentID); err == nil {
-					env = cur.Environment
+			if a.CurrentDeploymentID == nil {
+				// Nothing deployed: the command has no release to run in.
+				d, err := tx.CreateSkippedScheduleRun(ctx, sc, "the app has no current release yet (deploy it first)")
+				if err != nil {
+					return err
 				}
+				done = append(done, fired{d, a.Name, true})
+				continue
+			}
+			env := store.EnvironmentProduction
+			if cur, err := tx.Deployment(ctx, *a.CurrentDeploymentID); err == nil {
+				env = cur.Environment
 			}
 			name, cmd, id := sc.Name, sc.Command, sc.ID
 			d, err := tx.CreateDeployment(ctx, store.CreateDeploymentParams{
