@@ -191,3 +191,22 @@ func TestActions(t *testing.T) {
 		t.Fatalf("releases in use: %v", m.ReleasesInUse(app.ID))
 	}
 }
+
+// TestPortDropped: a process that loses its port leaves the upstream.
+func TestPortDropped(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	app := newApp(t, true, webSpec(1))
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	noPort := webSpec(1)
+	noPort.Port, noPort.HealthPath, noPort.Command = false, "", `while true; do sleep 1; done`
+	app.Processes = []*agentv1.ProcessSpec{noPort}
+	deploy(t, m, withRelease(t, app, "r2"))
+	var set backendSet
+	if err := readJSON(m.upDir(app.ID)+"/"+backendsFile, &set); err != nil || len(set.Backends) != 0 {
+		t.Fatalf("backends: %v %v", set, err)
+	}
+	if code, _, err := get(app.UpstreamPort, "/"); err != nil || code != 503 {
+		t.Fatalf("upstream: %d %v", code, err)
+	}
+}
