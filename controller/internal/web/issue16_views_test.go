@@ -217,7 +217,7 @@ func TestProcessEditForm(t *testing.T) {
 		t.Fatalf("add process: %d %s", resp.StatusCode, body)
 	}
 	_, page := c.get("/apps/shop")
-	if !strings.Contains(page, `href="/apps/shop?edit=web#process-form-box"`) || strings.Contains(page, `<details open id="process-form-box">`) {
+	if !strings.Contains(page, `href="/apps/shop/logs?process=web"`) || !strings.Contains(page, `href="/apps/shop?edit=web#process-form-box"`) || strings.Contains(page, `<details open id="process-form-box">`) {
 		t.Fatal("app page: no Edit link, or the form open without asking")
 	}
 	_, page = c.get("/apps/shop?edit=web")
