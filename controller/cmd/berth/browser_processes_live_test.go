@@ -87,6 +87,7 @@ func TestBrowserProcessesLive(t *testing.T) {
 	for _, w := range []int64{420, 1366} {
 		tb.viewport(w, 900)
 		tb.noSideScroll("/apps/svc")
+		tb.screenshot(fmt.Sprintf("app-processes-%d.png", w))
 	}
 	tb.viewport(1280, 960)
 	tb.open("/apps/svc")
