@@ -346,8 +346,20 @@ func TestSchedules(t *testing.T) {
 	if _, _, err := e.svc.AddProcess(ctx, e.admin, Peer{}, ProcessParams{App: "blog", Name: "web", Command: "./s"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.DeleteApp(ctx, e.admin, Peer{}, "blog", true); err != nil {
+	bq, err := e.svc.Deploy(ctx, e.admin, Peer{}, DeployParams{App: "blog"})
+	if err != nil {
 		t.Fatal(err)
+	}
+	e.succeed(t, bq.Deployment.ID)
+	del, err := e.svc.DeleteApp(ctx, e.admin, Peer{}, "blog", true)
+	if err != nil || del.Job == nil {
+		t.Fatalf("delete --keep-files of an app with processes: %+v %v", del, err)
+	}
+	// The agent is told to delete the app without a deploy path: stop its
+	// processes and upstream, forget them, keep the files.
+	js, err = e.svc.jobStart(ctx, mustApp(t, e, b.ID), *del.Job)
+	if err != nil || js.GetKind() != "delete" || js.GetDeployPath() != "" || js.GetAppId() != b.ID.String() {
+		t.Fatalf("keep-files stop job: %v %v", js, err)
 	}
 	if left, _ := e.st.AppSchedules(ctx, b.ID); len(left) != 0 {
 		t.Fatalf("deleted app keeps %d schedules", len(left))
