@@ -159,6 +159,9 @@ func TestActions(t *testing.T) {
 	}
 	// Drop "other" from the declaration: apply stops it and it leaves the report.
 	app.Processes = []*agentv1.ProcessSpec{webSpec(1), a}
+	if err := m.Action(ctx, app, "restart", []string{"other"}, logT(t)); err == nil || !strings.Contains(err.Error(), "not declared") {
+		t.Fatalf("restart of an undeclared process: %v", err)
+	}
 	otherPid := int(o0[0])
 	if err := m.Action(ctx, app, "apply", nil, logT(t)); err != nil {
 		t.Fatal(err)

@@ -70,7 +70,10 @@ func (m *Manager) Action(ctx context.Context, app App, action string, names []st
 		running[u.cfg.Process] = append(running[u.cfg.Process], u)
 	}
 	for _, n := range names {
-		if _, ok := declared[n]; !ok && running[n] == nil {
+		_, ok := declared[n]
+		// stop and apply may name a process no longer declared that still
+		// runs (to stop it); start and restart need its declaration.
+		if !ok && (running[n] == nil || action == "start" || action == "restart") {
 			return fmt.Errorf("process %.40q: not declared for this app", n)
 		}
 	}

@@ -76,7 +76,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("supervise: %w", err)
 	}
 	m := &Manager{
-		cfg: cfg, log: cfg.Logger, cgParent: leaveCgroupRoot(),
+		cfg: cfg, log: cfg.Logger, cgParent: delegatedCgroup(),
 		healthTimeout: 2 * time.Minute, stopSlack: 10 * time.Second,
 		logMax: defaultLogMax, logFiles: defaultLogN,
 		locks: map[string]*sync.Mutex{}, stopping: map[string]bool{}, relaunch: map[string]*relaunchBackoff{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), watchDone: make(chan struct{}),

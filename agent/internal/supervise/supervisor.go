@@ -71,6 +71,9 @@ func RunSupervisor(dir string) error {
 		return err
 	}
 	s.setupLimits()
+	if s.cg != nil {
+		defer s.cg.remove()
+	}
 	s.save()
 	s.loop(stop)
 	return nil
@@ -260,7 +263,4 @@ func (s *supervisor) stopChild(cmd *exec.Cmd, waitDone <-chan error) {
 		code = exitCode(cmd, err)
 	}
 	s.update(func(st *State) { st.State, st.Pid, st.LastExitCode = "stopped", 0, code })
-	if s.cg != nil {
-		s.cg.remove()
-	}
 }
