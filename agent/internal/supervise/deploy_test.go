@@ -418,3 +418,26 @@ func TestRebootRestartsProcesses(t *testing.T) {
 		return err == nil && code == 200 && body == "release=r1"
 	})
 }
+
+// TestOneSupervisorPerUnit: a second supervisor (or upstream) for a
+// directory that has one refuses to run.
+func TestOneSupervisorPerUnit(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	app := newApp(t, true, webSpec(1))
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	u := live(m.units(app.ID))[0]
+	for _, c := range [][2]string{{"supervise", u.dir}, {"upstream", m.upDir(app.ID)}} {
+		pid := readPid(c[1])
+		out, err := exec.Command(agentBin, c[0], "--dir", c[1]).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "another process already runs") {
+			t.Fatalf("second %s: %v %s", c[0], err, out)
+		}
+		if readPid(c[1]) != pid || !isOurs(pid, c[0], c[1]) {
+			t.Fatalf("%s: the first one's pid file changed or it died", c[0])
+		}
+	}
+	if code, _, err := get(app.UpstreamPort, "/"); err != nil || code != 200 {
+		t.Fatalf("%d %v", code, err)
+	}
+}

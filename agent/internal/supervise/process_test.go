@@ -179,6 +179,7 @@ func TestStopGraceThenKill(t *testing.T) {
 		t.Fatalf("web exit code %d, want 0 (graceful)", c)
 	}
 	// Stopped on purpose: nothing starts them again, not even a new agent.
+	m.Close()
 	m2 := newManager(t, m.cfg.StateDir)
 	if st := procReport(m2, app.ID, "worker").GetState(); st != "stopped" {
 		t.Fatalf("after a new manager: %s", st)
