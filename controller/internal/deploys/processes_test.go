@@ -436,3 +436,37 @@ func TestDeleteKeepFilesStopsProcesses(t *testing.T) {
 		t.Fatal("app undeleted")
 	}
 }
+
+// Apps of one server adding port processes at once get distinct upstream
+// ports (a lost race on the unique index is retried).
+func TestUpstreamPortsConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	const n = 8
+	names := make([]string, n)
+	for i := range names {
+		names[i] = "app" + string(rune('a'+i))
+		e.app(t, names[i])
+	}
+	errc := make(chan error, n)
+	for _, name := range names {
+		go func() {
+			_, _, err := e.svc.AddProcess(ctx, e.admin, Peer{}, ProcessParams{App: name, Name: "web", Command: "./s", Port: true})
+			errc <- err
+		}()
+	}
+	for range n {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[uint32]bool{}
+	for _, name := range names {
+		_, port, err := e.svc.ListProcesses(ctx, e.admin, name)
+		if err != nil || port < 10000 || port > 19999 || seen[port] {
+			t.Fatalf("%s: port %d %v (seen %v)", name, port, err, seen)
+		}
+		seen[port] = true
+	}
+}
