@@ -31,12 +31,13 @@ SELECT * FROM app_processes WHERE app_id = sqlc.arg(app_id) ORDER BY name;
 DELETE FROM app_processes WHERE app_id = sqlc.arg(app_id) AND name = sqlc.arg(name);
 
 -- name: AllocateUpstreamPort :one
--- Gives the app the lowest free port of 10000-19999 on its server (among
--- live apps) unless it has one; returns the app's port. Call with the app
+-- Gives the app the lowest free port of low-high (berth serve
+-- --upstream-ports, default 10000-19999) on its server (among live apps)
+-- unless it has one; returns the app's port. Call with the app
 -- locked (LockApp, apps.sql); two apps of one server allocating at once are told
 -- apart by apps_server_id_upstream_port_key (the caller retries).
 UPDATE apps a SET upstream_port = coalesce(a.upstream_port, (
-    SELECT p FROM generate_series(10000, 19999) p
+    SELECT p FROM generate_series(sqlc.arg(low)::int, sqlc.arg(high)::int) p
     WHERE NOT EXISTS (SELECT 1 FROM apps o WHERE o.server_id = a.server_id AND o.deleted_at IS NULL AND o.upstream_port = p)
     ORDER BY p LIMIT 1))
 WHERE a.id = sqlc.arg(id)

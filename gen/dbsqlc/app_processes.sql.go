@@ -14,19 +14,26 @@ import (
 
 const allocateUpstreamPort = `-- name: AllocateUpstreamPort :one
 UPDATE apps a SET upstream_port = coalesce(a.upstream_port, (
-    SELECT p FROM generate_series(10000, 19999) p
+    SELECT p FROM generate_series($1::int, $2::int) p
     WHERE NOT EXISTS (SELECT 1 FROM apps o WHERE o.server_id = a.server_id AND o.deleted_at IS NULL AND o.upstream_port = p)
     ORDER BY p LIMIT 1))
-WHERE a.id = $1
+WHERE a.id = $3
 RETURNING a.upstream_port
 `
 
-// Gives the app the lowest free port of 10000-19999 on its server (among
-// live apps) unless it has one; returns the app's port. Call with the app
+type AllocateUpstreamPortParams struct {
+	Low  int32
+	High int32
+	ID   pgtype.UUID
+}
+
+// Gives the app the lowest free port of low-high (berth serve
+// --upstream-ports, default 10000-19999) on its server (among live apps)
+// unless it has one; returns the app's port. Call with the app
 // locked (LockApp, apps.sql); two apps of one server allocating at once are told
 // apart by apps_server_id_upstream_port_key (the caller retries).
-func (q *Queries) AllocateUpstreamPort(ctx context.Context, id pgtype.UUID) (*int32, error) {
-	row := q.db.QueryRow(ctx, allocateUpstreamPort, id)
+func (q *Queries) AllocateUpstreamPort(ctx context.Context, arg AllocateUpstreamPortParams) (*int32, error) {
+	row := q.db.QueryRow(ctx, allocateUpstreamPort, arg.Low, arg.High, arg.ID)
 	var upstream_port *int32
 	err := row.Scan(&upstream_port)
 	return upstream_port, err

@@ -243,7 +243,7 @@ func (s *Service) AddProcess(ctx context.Context, pr *auth.Principal, peer Peer,
 				return err
 			}
 			if p.Port {
-				_, err = tx.AllocateUpstreamPort(ctx, a.ID)
+				_, err = tx.AllocateUpstreamPort(ctx, a.ID, s.upLow, s.upHigh)
 			}
 			return err
 		})

@@ -3,6 +3,8 @@ package deploys
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -468,5 +470,35 @@ func TestUpstreamPortsConcurrent(t *testing.T) {
 			t.Fatalf("%s: port %d %v (seen %v)", name, port, err, seen)
 		}
 		seen[port] = true
+	}
+}
+
+// The install's upstream port range (berth serve --upstream-ports) is
+// where apps' upstreams get their ports; a malformed range is refused.
+func TestUpstreamPortRange(t *testing.T) {
+	t.Parallel()
+	for _, bad := range []string{"", "10000", "a-b", "80-90", "20000-10000", "60000-70000"} {
+		if _, _, err := ParsePortRange(bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ParsePortRange(%q): %v", bad, err)
+		}
+	}
+	if l, h, err := ParsePortRange(" 23000 - 23001 "); err != nil || l != 23000 || h != 23001 {
+		t.Fatalf("ParsePortRange: %d %d %v", l, h, err)
+	}
+	ctx := context.Background()
+	e := setup(t)
+	svc := New(e.st, e.svc.fleet, slog.New(slog.NewTextHandler(io.Discard, nil)), Config{UpstreamPorts: "23000-23000"})
+	for _, name := range []string{"shop", "blog"} {
+		e.app(t, name)
+	}
+	if _, _, err := svc.AddProcess(ctx, e.admin, Peer{}, ProcessParams{App: "shop", Name: "web", Command: "./s", Port: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, port, err := svc.ListProcesses(ctx, e.admin, "shop"); err != nil || port != 23000 {
+		t.Fatalf("shop's upstream port %d %v", port, err)
+	}
+	_, _, err := svc.AddProcess(ctx, e.admin, Peer{}, ProcessParams{App: "blog", Name: "web", Command: "./s", Port: true})
+	if !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "23000-23000") {
+		t.Fatalf("a second app in a one-port range: %v", err)
 	}
 }

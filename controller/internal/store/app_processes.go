@@ -88,17 +88,17 @@ func (s *Store) DeleteAppProcess(ctx context.Context, appID ID, name string) err
 	return affected("delete app process", n, err)
 }
 
-// AllocateUpstreamPort gives the app the lowest free port of 10000-19999
-// on its server unless it has one, and returns its port. ErrConflict: the
+// AllocateUpstreamPort gives the app the lowest free port of low-high on
+// its server unless it has one, and returns its port. ErrConflict: the
 // server has no free port, or another app took the same one at the same
 // time (retry).
-func (s *Store) AllocateUpstreamPort(ctx context.Context, appID ID) (int, error) {
-	p, err := s.q.AllocateUpstreamPort(ctx, pgID(appID))
+func (s *Store) AllocateUpstreamPort(ctx context.Context, appID ID, low, high int) (int, error) {
+	p, err := s.q.AllocateUpstreamPort(ctx, dbsqlc.AllocateUpstreamPortParams{ID: pgID(appID), Low: int32(low), High: int32(high)})
 	if err != nil {
 		return 0, mapErr("allocate upstream port", err)
 	}
 	if p == nil {
-		return 0, fmt.Errorf("allocate upstream port: %w (the server has no free port in 10000-19999)", ErrConflict)
+		return 0, fmt.Errorf("allocate upstream port: %w (the server has no free port in %d-%d)", ErrConflict, low, high)
 	}
 	return int(*p), nil
 }
