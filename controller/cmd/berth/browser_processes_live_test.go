@@ -159,8 +159,15 @@ func TestBrowserProcessesLive(t *testing.T) {
 	if run[0] != "3" || !strings.Contains(run[1], "stamp v1") {
 		t.Fatalf("schedule run: exit %q, tail %q", run[0], run[1])
 	}
-	tb.open("/apps/svc")
-	if last := tb.text(`#schedule-list tr[data-schedule="stamp"]`); !strings.Contains(last, "failed") || !strings.Contains(last, "exit 3") {
+	// The app page shows the last run: every 2 s a new one starts, so the
+	// row may show one running; wait for it to show a finished one.
+	var last string
+	waitFor(t, "the schedule row to show a failed last run", 2*time.Minute, func() bool {
+		tb.open("/apps/svc")
+		last = tb.text(`#schedule-list tr[data-schedule="stamp"]`)
+		return strings.Contains(last, "failed") && strings.Contains(last, "exit 3")
+	})
+	if strings.Contains(last, "succeeded") {
 		t.Fatalf("schedule row: %q", last)
 	}
 	tabRun(tb, "accept confirms", chromedp.Evaluate[bool](`(window.confirm = () => true, true)`))
