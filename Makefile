@@ -85,13 +85,14 @@ fmt:
 lint: vet fmt-check
 	$(BIN)/buf lint
 
-## bench: benchmarks, with the fleet simulator (not shipped); figures go to BENCHMARKS.md
+## bench: benchmarks, with the fleet simulator (not shipped) and redeploys under wrk load; figures go to BENCHMARKS.md
 bench: deps-test build
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/berth-fleetsim ./agent/cmd/berth-fleetsim
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/berth-rawcopy ./controller/cmd/berth-rawcopy
 	@command -v prometheus-node-exporter >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-node-exporter >/dev/null; } || true
 	./scripts/bench.sh
 	BIN=$(BIN) ./scripts/deploy-bench.sh | tee -a BENCHMARKS.md
+	BIN=$(BIN) ./scripts/redeploy-bench.sh | tee -a BENCHMARKS.md
 
 clean:
 	rm -rf $(BIN) gen/proto gen/dbsqlc

@@ -130,6 +130,7 @@ push() {
 # seconds ago on a fresh cluster, still fill their caches (their first ten
 # seconds here had deploys up to twice their later slowest). A
 # controller in use has been running for days: what is measured is that.
+load_before=$(uptime)
 for _ in $(seq 1 "$W"); do
   push
   deploy_once "$work/warm.ns"
@@ -166,6 +167,7 @@ for _ in $(seq 1 "$N"); do
   timed "$work/proc.ns" true
   timed "$work/cli.ns" "$BIN/berth" version
 done
+load_after=$(uptime)
 ssh "${sshopts[@]}" -o ControlPath="$work/cm" -O exit "$benchuser@127.0.0.1" 2>/dev/null || true
 
 echo
@@ -182,6 +184,8 @@ echo "start on the way: the \`berth\` CLI, \`git archive\` of the release, bash 
 echo "first command; on this machine starting one (\`date\`, stamp to stamp) takes $(pct "$work/proc.ns" 50) ms (p50) and"
 echo "$(pct "$work/proc.ns" 99) ms (p99), and the CLI starting and exiting (\`berth version\`) $(pct "$work/cli.ns" 50) ms and $(pct "$work/cli.ns" 99) ms. After a"
 echo "push the agent also fetches the new commit: four more processes (fetch, sh, upload-pack, its rev-list check)."
+echo "The machine has $(nproc) cores and is shared with other work: its load (\`uptime\`: 1, 5 and 15-minute"
+echo "averages) was${load_before#*load average:} when the warm-up began and${load_after#*load average:} when the measured rounds ended."
 echo
 echo "| path ($N runs each) | p50 | p99 |"
 echo "|---|---|---|"

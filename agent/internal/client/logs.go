@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/berthhq/berth/agent/internal/supervise"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
@@ -19,11 +20,21 @@ const (
 	// logs come (a controller or link too slow for a busy app) is ended
 	// rather than let grow, and never holds up job events.
 	maxQueuedChunks = 64
+	// maxQueuedBytes bounds the same queue by size: log lines may be long
+	// (16 KiB), and 16 requests must not hold much of a small server.
+	maxQueuedBytes = 4 << 20
+	// maxLogChunkBytes bounds one LogsChunk well under gRPC's 4 MiB
+	// message limit; the manager's batches (up to 500 lines) are split.
+	maxLogChunkBytes = 256 << 10
 	// maxChunksPerTurn is how many log chunks the stream's sender sends
 	// before it looks at job events and metrics again.
 	maxChunksPerTurn = 32
 	maxRequestIDLen  = 128
 )
+
+// slowGrace is how long a request whose queue is full waits for the
+// stream to take some before it ends "too slow" (a var for tests).
+var slowGrace = 5 * time.Second
 
 // Reasons a log request ends early, as LogsChunk.error says them.
 const (
@@ -59,8 +70,28 @@ type logStreams struct {
 type logRequest struct {
 	id     string
 	cancel context.CancelCauseFunc
+	ctx    context.Context
 	queue  []*agentv1.LogsChunk
-	ended  bool // the end chunk is queued: nothing more is added
+	bytes  int           // the queue's size, by lineSize
+	space  chan struct{} // cap 1: the sender took some of the queue
+	ended  bool          // the end chunk is queued: nothing more is added
+}
+
+func newLogRequest(ctx context.Context, id string, cancel context.CancelCauseFunc) *logRequest {
+	return &logRequest{id: id, ctx: ctx, cancel: cancel, space: make(chan struct{}, 1)}
+}
+
+// lineSize is about what a line costs on the wire.
+func lineSize(l *agentv1.LogLine) int {
+	return len(l.GetText()) + len(l.GetProcess()) + len(l.GetStream()) + 32
+}
+
+func chunkSize(c *agentv1.LogsChunk) int {
+	n := 0
+	for _, l := range c.GetLines() {
+		n += lineSize(l)
+	}
+	return n
 }
 
 func newLogStreams(ctx context.Context, mgr *supervise.Manager, log *slog.Logger) *logStreams {
@@ -109,7 +140,7 @@ func (ls *logStreams) start(req *agentv1.LogsRequest) {
 		return
 	}
 	ctx, cancel := context.WithCancelCause(ls.ctx)
-	r := &logRequest{id: id, cancel: cancel}
+	r := newLogRequest(ctx, id, cancel)
 	ls.reqs[id] = r
 	ls.order = append(ls.order, r)
 	ls.mu.Unlock()
@@ -143,16 +174,57 @@ func (ls *logStreams) push(r *logRequest, lines []*agentv1.LogLine) error {
 		ls.mu.Unlock()
 		return errTooSlow
 	}
-	if len(r.queue) >= maxQueuedChunks {
-		// One chunk past the bound: the end, so the controller learns why.
-		r.queue = append(r.queue, &agentv1.LogsChunk{RequestId: r.id, End: true, Error: errTextTooSlow})
-		r.ended = true
-		ls.mu.Unlock()
-		r.cancel(errTooSlow)
-		ls.poke()
-		return errTooSlow
+	for len(lines) > 0 {
+		// At least one line per chunk; a line is at most 16 KiB.
+		n, size := 1, lineSize(lines[0])
+		for n < len(lines) && size+lineSize(lines[n]) <= maxLogChunkBytes {
+			size += lineSize(lines[n])
+			n++
+		}
+		full := func() bool { return len(r.queue) >= maxQueuedChunks || r.bytes+size > maxQueuedBytes }
+		if full() {
+			// A burst (a long tail) gets a moment for the stream to take
+			// some; only this request's goroutine waits, never the stream.
+			ls.mu.Unlock()
+			ls.poke()
+			wait := time.NewTimer(slowGrace)
+			for waited := false; !waited; {
+				select {
+				case <-r.space:
+					ls.mu.Lock()
+					if !full() {
+						waited = true
+						continue
+					}
+					ls.mu.Unlock()
+				case <-wait.C:
+					ls.mu.Lock()
+					waited = true
+				case <-r.ctx.Done():
+					wait.Stop()
+					return context.Cause(r.ctx)
+				}
+			}
+			wait.Stop()
+		}
+		if r.ended {
+			ls.mu.Unlock()
+			return errTooSlow
+		}
+		if full() {
+			// One chunk past the bound: the end, so the controller
+			// learns why.
+			r.queue = append(r.queue, &agentv1.LogsChunk{RequestId: r.id, End: true, Error: errTextTooSlow})
+			r.ended = true
+			ls.mu.Unlock()
+			r.cancel(errTooSlow)
+			ls.poke()
+			return errTooSlow
+		}
+		r.queue = append(r.queue, &agentv1.LogsChunk{RequestId: r.id, Lines: lines[:n:n]})
+		r.bytes += size
+		lines = lines[n:]
 	}
-	r.queue = append(r.queue, &agentv1.LogsChunk{RequestId: r.id, Lines: lines})
 	ls.mu.Unlock()
 	ls.poke()
 	return nil
@@ -199,6 +271,11 @@ func (ls *logStreams) next(max int) (out []*agentv1.LogsChunk, more bool) {
 			}
 			c := r.queue[0]
 			r.queue = r.queue[1:]
+			r.bytes -= chunkSize(c)
+			select {
+			case r.space <- struct{}{}:
+			default:
+			}
 			out = append(out, c)
 			took = true
 			if c.GetEnd() {

@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("BERTH_DEPLOY_WEB_HELPER") == "1" {
 		webHelper()
 	}
+	if os.Getenv("BERTH_DEPLOY_PROC_CRASH_HELPER") == "1" {
+		procCrashHelper()
+	}
 	code := m.Run()
 	if agentBinDir != "" {
 		os.RemoveAll(agentBinDir)

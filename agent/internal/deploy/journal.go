@@ -69,6 +69,9 @@ type job struct {
 	acked     uint64
 	resultSeq uint64
 	running   bool
+	// runsIn is the release a running schedule job's command runs in,
+	// which pruning keeps.
+	runsIn    string
 	file      *os.File // events.log while the job may append
 	ackedFile *os.File // acked, once written (see writeAckedLocked)
 	cancel    context.CancelCauseFunc
@@ -502,14 +505,18 @@ func (e *Executor) settleInterrupted(j *job) Result {
 			res.ReleasePath = releasePath(spec.DeployPath, j.id)
 		}
 		inUse := e.releaseInUse(spec.AppID, j.id)
+		prevInUse := e.releaseInUse(spec.AppID, releaseIDOf(spec.DeployPath, st.PrevTarget))
 		afterSwitch := step == StepReload || step == StepProcesses || step == StepHealthCheck
-		if releaseIDOf(spec.DeployPath, cur) == j.id && afterSwitch && inUse {
-			// The app's processes run the release already (the move was
-			// done or half done): current stays with them, and the deploy
-			// is failed, not silently kept.
+		if releaseIDOf(spec.DeployPath, cur) == j.id && afterSwitch && inUse && !prevInUse {
+			// The app's processes moved to the release already: current
+			// stays with them, and the deploy is failed, not silently
+			// kept.
 			res.Error = "agent restarted during step " + step + "; the release is current and the app's processes run it: deploy again or roll back"
 			break
 		}
+		// Otherwise a move cut short left the old instances serving (the
+		// next deploy retires any new one it started): current goes back
+		// to them below, and a release a new instance runs stays.
 		if releaseIDOf(spec.DeployPath, cur) == j.id && afterSwitch {
 			// Switched but never reloaded (or its processes never moved
 			// or were never checked): the app may still serve the old

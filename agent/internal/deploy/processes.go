@@ -206,6 +206,9 @@ func (j *job) schedule(ctx context.Context, res *Result) error {
 			return err
 		}
 		res.ReleasePath = release
+		j.e.mu.Lock()
+		j.runsIn = id
+		j.e.mu.Unlock()
 		j.log.printf("schedule %s in release %s", j.spec.ScheduleName, id)
 		env := append(j.appEnv(id, release), "BERTH_SCHEDULE_NAME="+j.spec.ScheduleName, "BERTH_JOB_ID="+j.id)
 		return j.run(ctx, cmdSpec{
@@ -230,4 +233,18 @@ func (j *job) stopProcesses(ctx context.Context, res *Result) error {
 		j.log.printf("stopped the app's processes and its upstream")
 		return nil
 	})
+}
+
+// releasesOfSchedules are the releases the app's running scheduled
+// commands run in: a deploy beside them must not prune those.
+func (e *Executor) releasesOfSchedules(appID string) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var ids []string
+	for _, j := range e.jobs {
+		if j.running && j.spec.AppID == appID && j.spec.Kind == KindSchedule && j.runsIn != "" {
+			ids = append(ids, j.runsIn)
+		}
+	}
+	return ids
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,7 +83,13 @@ func agentBin(t *testing.T) string {
 // app's processes are stopped and forgotten when the test ends.
 func newManager(t *testing.T) *supervise.Manager {
 	t.Helper()
-	m, err := supervise.NewManager(supervise.Config{StateDir: filepath.Join(t.TempDir(), "apps"), Executable: agentBin(t)})
+	return newManagerAt(t, filepath.Join(t.TempDir(), "apps"))
+}
+
+// newManagerAt is a manager on stateDir, which another may have used.
+func newManagerAt(t *testing.T, stateDir string) *supervise.Manager {
+	t.Helper()
+	m, err := supervise.NewManager(supervise.Config{StateDir: stateDir, Executable: agentBin(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,5 +501,100 @@ func TestProcessesBackAfterFailedHealthCheck(t *testing.T) {
 	waitGone(t, strconv.Itoa(int(pid)))
 	if len(m.ReleasesInUse("app1")) != 0 {
 		t.Errorf("releases still in use: %v", m.ReleasesInUse("app1"))
+	}
+}
+
+// procCrashHelper is the agent the process crash test kills: it starts a
+// deploy whose new web instance waits on a fifo, so the deploy stays in
+// its processes step until the test kills it.
+func procCrashHelper() {
+	m, err := supervise.NewManager(supervise.Config{StateDir: os.Getenv("STATE"), Executable: os.Getenv("AGENT_BIN")})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		os.Exit(2)
+	}
+	ex, err := New(Config{DataDir: os.Getenv("DATA"), AppDirs: []string{os.TempDir()}, Processes: m})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		os.Exit(2)
+	}
+	port, _ := strconv.Atoi(os.Getenv("PORT"))
+	web := webProcesses()[0]
+	web.Command = "read -r _ < " + shellQuote(os.Getenv("FIFO")) + "; " + web.Command
+	err = ex.Start(context.Background(), Spec{
+		DeploymentID: os.Getenv("ID"), AppID: "app1", AppName: "shop", Kind: KindDeploy,
+		RepoURL: os.Getenv("REPO"), Branch: "main", DeployPath: os.Getenv("DEPLOY"), RunAsUser: "root", AllowRoot: true,
+		Processes: []*agentv1.ProcessSpec{web}, UpstreamPort: uint32(port),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash helper:", err)
+		os.Exit(2)
+	}
+	select {}
+}
+
+// An agent killed while it moves the processes: the next one reports the
+// deploy failed at step processes, with current back at the release the
+// old instances still serve; the release a new instance runs stays, and
+// the next deploy retires that instance.
+func TestAgentCrashDuringProcessMove(t *testing.T) {
+	repo := newRepo(t)
+	repo.commit("v1", map[string]string{"build.sh": "true\n", "VERSION": "v1\n"})
+	state := filepath.Join(t.TempDir(), "apps")
+	m1 := newManagerAt(t, state)
+	h := newHarness(t, Config{Processes: m1})
+	port := freePort(t)
+	s1 := h.spec(repo)
+	s1.Processes, s1.UpstreamPort = webProcesses(), port
+	mustSucceed(t, h, s1.DeploymentID, h.run(s1))
+	mustServe(t, port, "v1")
+	h.ex.Close()
+	m1.Close()
+
+	repo.commit("v2", map[string]string{"VERSION": "v2\n"})
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := newID()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "BERTH_DEPLOY_PROC_CRASH_HELPER=1", "STATE="+state, "AGENT_BIN="+agentBin(t), "FIFO="+fifo,
+		"DATA="+h.data, "ID="+id, "REPO="+repo.url(), "DEPLOY="+h.deploy, "PORT="+strconv.Itoa(int(port)))
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	deadline := time.Now().Add(hangGuard)
+	for !journalHas(filepath.Join(h.data, "jobs", id, eventsFile), "waiting for their health checks") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the deploy never reached its processes step; helper said:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+
+	m2 := newManagerAt(t, state)
+	h.open(Config{Processes: m2})
+	res := h.wait(id)
+	if res.Status != StatusFailed || res.FailedStep != StepProcesses || res.Error != "agent restarted during step processes" {
+		t.Fatalf("result = %+v", res)
+	}
+	if h.current() != s1.DeploymentID {
+		t.Fatalf("current = %s, want %s", h.current(), s1.DeploymentID)
+	}
+	mustServe(t, port, "v1")
+	if _, err := os.Stat(filepath.Join(h.deploy, "releases", id)); err != nil {
+		t.Errorf("the release a new instance runs was removed: %v", err)
+	}
+
+	s3 := h.spec(repo)
+	s3.Processes, s3.UpstreamPort = webProcesses(), port
+	mustSucceed(t, h, s3.DeploymentID, h.run(s3))
+	mustServe(t, port, "v2")
+	if got, want := m2.ReleasesInUse("app1"), []string{filepath.Join(h.deploy, "releases", s3.DeploymentID)}; !slices.Equal(got, want) {
+		t.Errorf("releases in use after the next deploy = %v, want %v", got, want)
 	}
 }

@@ -1,5 +1,10 @@
-// Package deploy is the agent's executor for durable deploy and rollback
-// jobs. It knows nothing of the transport: a job arrives as a Spec, its
+// Package deploy is the agent's executor for an app's durable jobs:
+// deploy, rollback, delete, process (an action on the app's supervised
+// processes) and schedule (one run of a scheduled command). Deploys and
+// rollbacks move the app's processes to their release through the
+// supervise.Manager (step processes, after current is switched and before
+// the app's health check); a failure there or later switches current, and
+// the processes, back. It knows nothing of the transport: a job arrives as a Spec, its
 // output and outcome leave as numbered Events through a Sink, and the
 // transport acknowledges them with Ack once the controller has committed
 // them. Everything a job produces is journaled on disk first, so a job keeps

@@ -159,6 +159,9 @@ func TestActions(t *testing.T) {
 	}
 	// Drop "other" from the declaration: apply stops it and it leaves the report.
 	app.Processes = []*agentv1.ProcessSpec{webSpec(1), a}
+	if err := m.Action(ctx, app, "restart", []string{"other"}, logT(t)); err == nil || !strings.Contains(err.Error(), "not declared") {
+		t.Fatalf("restart of an undeclared process: %v", err)
+	}
 	otherPid := int(o0[0])
 	if err := m.Action(ctx, app, "apply", nil, logT(t)); err != nil {
 		t.Fatal(err)
@@ -189,5 +192,24 @@ func TestActions(t *testing.T) {
 	}
 	if len(m.ReleasesInUse(app.ID)) != 0 {
 		t.Fatalf("releases in use: %v", m.ReleasesInUse(app.ID))
+	}
+}
+
+// TestPortDropped: a process that loses its port leaves the upstream.
+func TestPortDropped(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	app := newApp(t, true, webSpec(1))
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	noPort := webSpec(1)
+	noPort.Port, noPort.HealthPath, noPort.Command = false, "", `while true; do sleep 1; done`
+	app.Processes = []*agentv1.ProcessSpec{noPort}
+	deploy(t, m, withRelease(t, app, "r2"))
+	var set backendSet
+	if err := readJSON(m.upDir(app.ID)+"/"+backendsFile, &set); err != nil || len(set.Backends) != 0 {
+		t.Fatalf("backends: %v %v", set, err)
+	}
+	if code, _, err := get(app.UpstreamPort, "/"); err != nil || code != 503 {
+		t.Fatalf("upstream: %d %v", code, err)
 	}
 }

@@ -114,9 +114,14 @@ func leaveCgroupRoot() string {
 	}
 	parent := own
 	if filepath.Base(own) == "agent" {
-		// A restarted agent under KillMode=process starts in the unit's
-		// cgroup again, but one started by hand may already be in the leaf.
+		// systemd put us in the leaf already (DelegateSubgroup=agent).
 		parent = filepath.Dir(own)
+	}
+	// Only a systemd service's own (delegated) cgroup is ours to arrange:
+	// an agent started by hand in a login session must not move the
+	// session's processes about.
+	if !strings.HasSuffix(parent, ".service") {
+		return ""
 	}
 	base := filepath.Join(cgroupRoot, parent)
 	if err := syscall.Access(filepath.Join(base, "cgroup.procs"), 2); err != nil {

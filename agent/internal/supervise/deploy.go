@@ -70,7 +70,10 @@ func (m *Manager) Action(ctx context.Context, app App, action string, names []st
 		running[u.cfg.Process] = append(running[u.cfg.Process], u)
 	}
 	for _, n := range names {
-		if _, ok := declared[n]; !ok && running[n] == nil {
+		_, ok := declared[n]
+		// stop and apply may name a process no longer declared that still
+		// runs (to stop it); start and restart need its declaration.
+		if !ok && (running[n] == nil || action == "start" || action == "restart") {
 			return fmt.Errorf("process %.40q: not declared for this app", n)
 		}
 	}
@@ -193,8 +196,28 @@ func (m *Manager) replace(ctx context.Context, app App, procs []proc, logf func(
 	if len(started) > 0 {
 		logf("started %d new instance(s) on %s; waiting for their health checks", len(started), portList(portsOf(started)))
 		errs := make(chan error, len(started))
-		for _, u := range started {
-			go func() { errs <- m.waitHealthy(ctx, u) }()
+		for i, u := range started {
+			go func() {
+				err := m.waitHealthy(ctx, u)
+				// The free port found was taken before the instance bound
+				// it (another program on this host): try fresh ones.
+				for try := 0; err != nil && try < 3 && strings.Contains(err.Error(), "address already in use"); try++ {
+					m.stopUnits(context.WithoutCancel(ctx), []*unit{u}, true)
+					os.RemoveAll(u.dir)
+					port, perr := freePort(m.usedPorts(app.ID))
+					if perr != nil {
+						break
+					}
+					p := procs[slices.IndexFunc(procs, func(p proc) bool { return p.Name == u.cfg.Process })]
+					if u, err = m.startUnit(app, p, u.cfg.Index, port); err != nil {
+						break
+					}
+					started[i] = u
+					logf("%s instance %d: its port was taken, started again on port %d", p.Name, u.cfg.Index, port)
+					err = m.waitHealthy(ctx, u)
+				}
+				errs <- err
+			}()
 		}
 		var first error
 		for range started {
@@ -220,6 +243,11 @@ func (m *Manager) replace(ctx context.Context, app App, procs []proc, logf func(
 			continue
 		}
 		if o := old[p.Name]; len(o) > 0 {
+			// It may have had a port until now: take those instances out
+			// of the upstream first.
+			if err := m.dropBackends(ctx, app.ID, o); err != nil {
+				return err
+			}
 			m.stopUnits(context.WithoutCancel(ctx), o, true)
 		}
 		var us []*unit

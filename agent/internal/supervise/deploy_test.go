@@ -1,11 +1,15 @@
 package supervise
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -219,4 +223,198 @@ func TestFailedHealthCheck(t *testing.T) {
 			t.Errorf("new instance %s left behind", u.dir)
 		}
 	}
+}
+
+// TestAgentKilled runs the manager in another process, kills it with -9
+// (the agent dies mid-life), and checks the app keeps serving and a new
+// manager reports the same processes.
+func TestAgentKilled(t *testing.T) {
+	state := t.TempDir()
+	app := newApp(t, true, webSpec(2), workerSpec(`while true; do sleep 1; done`))
+	spec, err := json.Marshal(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := exec.Command(os.Args[0], "-test.run=^$")
+	agent.Env = append(os.Environ(), "SUPERVISE_TEST_AGENT="+state, "SUPERVISE_TEST_EXE="+agentBin, "SUPERVISE_TEST_APP="+string(spec))
+	agent.Stderr = os.Stderr
+	out, err := agent.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "deployed\n" {
+		agent.Process.Kill()
+		agent.Wait()
+		t.Fatalf("fake agent: %q %v", line, err)
+	}
+	m := newManager(t, state)
+	cleanup(t, m, app.ID)
+	before := map[string][]int32{"web": pids(procReport(m, app.ID, "web")), "worker": pids(procReport(m, app.ID, "worker"))}
+	if err := agent.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	agent.Wait()
+
+	if code, body, err := get(app.UpstreamPort, "/"); err != nil || code != 200 || body != "release=r1" {
+		t.Fatalf("after kill -9 of the agent: %d %q %v", code, body, err)
+	}
+	m2 := newManager(t, state)
+	for name, want := range before {
+		p := procReport(m2, app.ID, name)
+		if got := pids(p); fmt.Sprint(got) != fmt.Sprint(want) || slices.Contains(got, 0) || p.GetState() != "running" {
+			t.Fatalf("%s after the agent's death: %v, before %v", name, p, want)
+		}
+		for _, pid := range want {
+			if procGone(int(pid)) {
+				t.Fatalf("%s pid %d gone", name, pid)
+			}
+		}
+	}
+}
+
+// TestPortTakenRetried: an instance that finds its port taken (another
+// program got it first) is started again on another port.
+func TestPortTakenRetried(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	web := webSpec(1)
+	mark := filepath.Join(t.TempDir(), "mark")
+	web.Command = `if [ ! -e "$MARK" ]; then touch "$MARK"; echo "listen tcp: address already in use" >&2; exit 1; fi; exec "$WEBAPP"`
+	app := newApp(t, true, web)
+	app.Env = append(app.Env, "MARK="+mark)
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	if code, body, err := get(app.UpstreamPort, "/"); err != nil || code != 200 || body != "release=r1" {
+		t.Fatalf("%d %q %v", code, body, err)
+	}
+	if n := len(m.units(app.ID)); n != 1 {
+		t.Fatalf("%d unit dirs: the failed attempt was not cleaned up", n)
+	}
+}
+
+// TestInFlightFinishes: a request an old instance is serving when the
+// deploy switches the upstream completes there, and the deploy waits for
+// it before the old instance is gone.
+func TestInFlightFinishes(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	app := newApp(t, true, webSpec(1))
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	file := filepath.Join(t.TempDir(), "go")
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		code, body, err := get(app.UpstreamPort, "/wait?file="+file)
+		res <- result{code, body, err}
+	}()
+	old := live(m.units(app.ID))[0]
+	waitFor(t, 10*time.Second, "the request at the old instance", func() bool {
+		l := readTail(old.dir, 1)
+		return len(l) == 1 && l[0].Text == "waiting for "+file
+	})
+	deployed := make(chan error, 1)
+	go func() { deployed <- m.Deploy(context.Background(), withRelease(t, app, "r2"), logT(t)) }()
+	waitFor(t, 20*time.Second, "the upstream on r2", func() bool {
+		_, body, err := get(app.UpstreamPort, "/")
+		return err == nil && body == "release=r2"
+	})
+	select {
+	case err := <-deployed:
+		t.Fatalf("deploy finished (%v) while the old instance still served a request", err)
+	default:
+	}
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil || r.code != 200 || r.body != "release=r1" {
+		t.Fatalf("in-flight request: %d %q %v", r.code, r.body, r.err)
+	}
+	if err := <-deployed; err != nil {
+		t.Fatal(err)
+	}
+	if !procGone(old.state.Pid) {
+		t.Fatal("old instance still running")
+	}
+}
+
+// TestStreamingThroughUpstream: a response is passed on as it is written,
+// not when it ends.
+func TestStreamingThroughUpstream(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	app := newApp(t, true, webSpec(1))
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/stream", app.UpstreamPort), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "first\n" {
+		t.Fatalf("first chunk: %q %v", line, err)
+	}
+}
+
+// TestRebootRestartsProcesses: after every supervisor, app process and
+// the upstream died at once (the host rebooted), a new manager starts
+// them again; an instance stopped on purpose stays stopped.
+func TestRebootRestartsProcesses(t *testing.T) {
+	state := t.TempDir()
+	m1, err := NewManager(Config{StateDir: state, Executable: agentBin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := workerSpec(`while true; do sleep 1; done`)
+	idle.Name = "idle"
+	app := newApp(t, true, webSpec(1), workerSpec(`while true; do sleep 1; done`), idle)
+	deploy(t, m1, app)
+	if err := m1.Action(context.Background(), app, "stop", []string{"idle"}, logT(t)); err != nil {
+		t.Fatal(err)
+	}
+	m1.Close()
+	var dead []int
+	for _, u := range live(m1.units(app.ID)) {
+		for _, pid := range []int{readPid(u.dir), u.state.Pid} {
+			if pid > 1 && !procGone(pid) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				dead = append(dead, pid)
+			}
+		}
+	}
+	up := readPid(m1.upDir(app.ID))
+	syscall.Kill(up, syscall.SIGKILL)
+	dead = append(dead, up)
+	for _, pid := range dead {
+		waitFor(t, 5*time.Second, "the kill", func() bool { return procGone(pid) })
+	}
+	if _, _, err := get(app.UpstreamPort, "/"); err == nil {
+		t.Fatal("upstream still answering after the kill")
+	}
+
+	m2 := newManager(t, state)
+	cleanup(t, m2, app.ID)
+	for _, name := range []string{"web", "worker"} {
+		waitFor(t, 10*time.Second, name+" running again", func() bool {
+			p := procReport(m2, app.ID, name)
+			return p.GetState() == "running" && len(p.GetInstances()) == 1 && p.GetInstances()[0].GetPid() != 0
+		})
+	}
+	if st := procReport(m2, app.ID, "idle").GetState(); st != "stopped" {
+		t.Fatalf("the process stopped on purpose is %s", st)
+	}
+	waitFor(t, 10*time.Second, "the upstream serving", func() bool {
+		code, body, err := get(app.UpstreamPort, "/")
+		return err == nil && code == 200 && body == "release=r1"
+	})
 }

@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +23,9 @@ import (
 var agentBin, webBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv("SUPERVISE_TEST_AGENT") != "" {
+		os.Exit(fakeAgent())
+	}
 	dir, err := os.MkdirTemp("", "supervise-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -41,6 +45,28 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// fakeAgent is the test binary standing in for the agent process (so the
+// test can kill it with -9): it deploys the app given in the environment,
+// says so, and waits to be killed.
+func fakeAgent() int {
+	var app App
+	if err := json.Unmarshal([]byte(os.Getenv("SUPERVISE_TEST_APP")), &app); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	m, err := NewManager(Config{StateDir: os.Getenv("SUPERVISE_TEST_AGENT"), Executable: os.Getenv("SUPERVISE_TEST_EXE")})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := m.Deploy(context.Background(), app, func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("deployed")
+	select {}
 }
 
 var appSeq atomic.Int32

@@ -75,9 +75,10 @@ func (r *rotator) rotate() error {
 // line writes one line of stream (stdout or stderr).
 func (r *rotator) line(stream, text string) {
 	text = strings.TrimRight(text, "\r\n")
-	rec := r.now().UTC().Format(timeFormat) + " " + stream + " " + text + "\n"
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	// Stamped under the lock: the file's order is the time order.
+	rec := r.now().UTC().Format(timeFormat) + " " + stream + " " + text + "\n"
 	if r.size > 0 && r.size+int64(len(rec)) > r.max {
 		if err := r.rotate(); err != nil {
 			fmt.Fprintf(os.Stderr, "rotate log: %v\n", err)

@@ -38,6 +38,7 @@ type Manager struct {
 	mu       sync.Mutex
 	locks    map[string]*sync.Mutex
 	stopping map[string]bool // retired units an earlier agent left running, being stopped
+	relaunch map[string]*relaunchBackoff
 	onChange []func()
 	kick     chan struct{} // a job changed something: report it now
 
@@ -78,7 +79,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		cfg: cfg, log: cfg.Logger, cgParent: leaveCgroupRoot(),
 		healthTimeout: 2 * time.Minute, stopSlack: 10 * time.Second,
 		logMax: defaultLogMax, logFiles: defaultLogN,
-		locks: map[string]*sync.Mutex{}, stopping: map[string]bool{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), watchDone: make(chan struct{}),
+		locks: map[string]*sync.Mutex{}, stopping: map[string]bool{}, relaunch: map[string]*relaunchBackoff{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), watchDone: make(chan struct{}),
 	}
 	apps, _ := m.appIDs()
 	for _, id := range apps {
@@ -176,6 +177,9 @@ func (m *Manager) reattach(id string) {
 				}()
 			}
 		case !u.retired && !u.alive && u.state.State != "stopped":
+			if !m.mayRelaunch(u.dir) {
+				continue
+			}
 			m.killLeftover(u)
 			if err := m.launch("supervise", u.dir); err != nil {
 				m.log.Error("restart supervisor", "dir", u.dir, "err", err)
@@ -186,11 +190,39 @@ func (m *Manager) reattach(id string) {
 	}
 	var uc upstreamConfig
 	dir := m.upDir(id)
-	if readJSON(filepath.Join(dir, upstreamFile), &uc) == nil && !isOurs(readPid(dir), "upstream", dir) {
+	if readJSON(filepath.Join(dir, upstreamFile), &uc) == nil && !isOurs(readPid(dir), "upstream", dir) && m.mayRelaunch(dir) {
 		if err := m.launchUpstream(dir); err != nil {
 			m.log.Error("restart upstream", "app", id, "err", err)
 		}
 	}
+}
+
+// relaunchBackoff spaces out the attempts to start again a supervisor or
+// upstream that keeps dying (a port taken by another program, a release
+// directory gone): 1s doubling to a minute.
+type relaunchBackoff struct {
+	n    int
+	next time.Time
+}
+
+func (m *Manager) mayRelaunch(dir string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b := m.relaunch[dir]
+	if b == nil {
+		b = &relaunchBackoff{}
+		m.relaunch[dir] = b
+	}
+	now := time.Now()
+	if now.Before(b.next) {
+		return false
+	}
+	if now.Sub(b.next) > 5*time.Minute {
+		b.n = 0 // it stayed up a good while: a fresh failure
+	}
+	b.next = now.Add(min(time.Second<<b.n, time.Minute))
+	b.n = min(b.n+1, 6)
+	return true
 }
 
 // killLeftover kills the process group of an instance whose supervisor

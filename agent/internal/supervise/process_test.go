@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +27,10 @@ func TestCrashRestartBackoff(t *testing.T) {
 	app := newApp(t, false, workerSpec(`echo "start $(date +%s.%N)"; exit 3`))
 	cleanup(t, m, app.ID)
 	deploy(t, m, app)
+	// The watcher reports restarts no job caused.
+	var changes atomic.Int32
+	m.OnChange(func() { changes.Add(1) })
+	waitFor(t, 30*time.Second, "OnChange for a restart", func() bool { return changes.Load() > 0 })
 	waitFor(t, 30*time.Second, "three restarts", func() bool {
 		p := procReport(m, app.ID, "worker")
 		u := live(m.units(app.ID))
@@ -394,7 +399,7 @@ func TestRunsAsAppUser(t *testing.T) {
 		t.Fatal("this test runs as root (the agent's usual user) to switch to the app's user")
 	}
 	m := newManager(t, t.TempDir())
-	app := newApp(t, false, workerSpec(`id -u; id -g; while true; do sleep 1; done`))
+	app := newApp(t, false, workerSpec(`id -u; id -g; umask; pwd; while true; do sleep 1; done`))
 	app.UID, app.GID = 65534, 65534
 	rel, err := os.MkdirTemp("", "release")
 	if err != nil {
@@ -406,9 +411,9 @@ func TestRunsAsAppUser(t *testing.T) {
 	cleanup(t, m, app.ID)
 	deploy(t, m, app)
 	u := live(m.units(app.ID))[0]
-	waitFor(t, 10*time.Second, "id output", func() bool { return len(readTail(u.dir, 5)) == 2 })
+	waitFor(t, 10*time.Second, "id output", func() bool { return len(readTail(u.dir, 5)) == 4 })
 	l := readTail(u.dir, 5)
-	if l[0].Text != "65534" || l[1].Text != "65534" {
+	if l[0].Text != "65534" || l[1].Text != "65534" || l[2].Text != "0022" || l[3].Text != rel {
 		t.Fatalf("ran as %v", l)
 	}
 }

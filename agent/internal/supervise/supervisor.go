@@ -44,6 +44,10 @@ func RunSupervisor(dir string) error {
 	if _, ok := signals[s.cfg.StopSignal]; !ok {
 		return fmt.Errorf("unit: stop signal %q", s.cfg.StopSignal)
 	}
+	// The agent's unit runs with umask 077; the app gets the usual 022, as
+	// deploy commands run as the app user do (its files stay readable to
+	// the web server in front, say). Our own files have explicit modes.
+	syscall.Umask(0o022)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	// The agent may have started us from a terminal or a unit it restarts:

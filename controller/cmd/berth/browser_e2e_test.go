@@ -58,6 +58,7 @@ func TestBrowser(t *testing.T) {
 	t.Run("RevokeSessionFromAnotherBrowser", func(t *testing.T) { browserRevokeSession(t, e) })
 	t.Run("ServerListLiveStatusAndCharts", func(t *testing.T) { browserServers(t, e) })
 	t.Run("AppEditAndTypedDelete", func(t *testing.T) { browserAppEditDelete(t, e) })
+	t.Run("AppProcessesSchedulesAndLogs", func(t *testing.T) { browserProcessesAndLogs(t, e) })
 	// Last: its failed attempts count towards the per-IP threshold too.
 	t.Run("LoginThrottled", func(t *testing.T) { browserThrottle(t, e) })
 }
@@ -529,6 +530,7 @@ func browserServers(t *testing.T, e *browserEnv) {
 	if painted == 0 {
 		t.Fatal("the chart canvas is blank")
 	}
+	browserChartSizeAndLegend(t, tb)
 	if st := tb.text(`[data-live-server][data-field=status]`); st != "online" {
 		t.Fatalf("server page status %q", st)
 	}

@@ -18,6 +18,14 @@ func appJSON(p *adminv1.App) map[string]any {
 	for sc, k := range p.GetEnvKeys() {
 		env[sc] = append([]string{}, k.GetKeys()...)
 	}
+	procs := make([]map[string]any, 0, len(p.GetProcesses()))
+	for _, pr := range p.GetProcesses() {
+		procs = append(procs, processJSON(pr))
+	}
+	scheds := make([]map[string]any, 0, len(p.GetSchedules()))
+	for _, s := range p.GetSchedules() {
+		scheds = append(scheds, scheduleJSON(s))
+	}
 	return map[string]any{
 		"id": p.GetId(), "name": p.GetName(), "server": p.GetServer(), "server_id": p.GetServerId(), "repository_url": p.GetRepositoryUrl(),
 		"branch": p.GetBranch(), "credential": p.GetCredential(), "deploy_path": p.GetDeployPath(), "run_as_user": p.GetRunAsUser(),
@@ -26,11 +34,12 @@ func appJSON(p *adminv1.App) map[string]any {
 		"releases_to_keep": p.GetReleasesToKeep(), "shared_paths": p.GetSharedPaths(), "timeout_seconds": p.GetTimeoutSeconds(),
 		"has_webhook_secret": p.GetHasWebhookSecret(), "env_keys": env, "current_deployment_id": p.GetCurrentDeploymentId(),
 		"created_at": p.GetCreatedAt().AsTime(), "deploy_script_path": p.GetDeployScriptPath(),
+		"processes": procs, "schedules": scheds, "upstream_port": p.GetUpstreamPort(),
 	}
 }
 
 func (a *app) appCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "app", Short: "Create and inspect apps and set their environment variables"}
+	cmd := &cobra.Command{Use: "app", Short: "Create, inspect, update and delete apps; their environment, processes, logs and schedules"}
 
 	var createF apiFlags
 	var req adminv1.CreateAppRequest
@@ -122,7 +131,7 @@ func (a *app) appCmd() *cobra.Command {
 	var showF apiFlags
 	show := apiCommand(&cobra.Command{
 		Use:   "show APP",
-		Short: "Show an app (variable names only, never values)",
+		Short: "Show every setting of an app, its processes, schedules and upstream (variable names only, never values)",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, done, err := showF.dial()
@@ -215,7 +224,7 @@ func (a *app) appCmd() *cobra.Command {
 		},
 	}, &hookF)
 
-	cmd.AddCommand(create, list, show, env, hook, a.appUpdateCmd(), a.appDeleteCmd())
+	cmd.AddCommand(create, list, show, env, hook, a.appUpdateCmd(), a.appDeleteCmd(), a.processCmd(), a.logsCmd(), a.scheduleCmd())
 	return cmd
 }
 
@@ -302,12 +311,6 @@ func (a *app) appUpdateCmd() *cobra.Command {
 
 // printApp prints every setting of an app; variable names, never values.
 func printApp(w io.Writer, p *adminv1.App) {
-	or := func(v, none string) string {
-		if v == "" {
-			return none
-		}
-		return v
-	}
 	script := "(none)"
 	switch {
 	case p.GetDeployScriptPath() != "":
@@ -331,7 +334,24 @@ func printApp(w io.Writer, p *adminv1.App) {
 	for _, sc := range []string{"common", "production", "staging"} {
 		fmt.Fprintf(tw, "env %s:\t%s\n", sc, strings.Join(p.GetEnvKeys()[sc].GetKeys(), " "))
 	}
+	upstream := "(none: no process has --port)"
+	if p.GetUpstreamPort() > 0 {
+		upstream = fmt.Sprintf("127.0.0.1:%d", p.GetUpstreamPort())
+	}
+	fmt.Fprintf(tw, "upstream:\t%s\n", upstream)
 	tw.Flush()
+	if len(p.GetProcesses()) == 0 {
+		fmt.Fprintln(w, "processes: (none)")
+	} else {
+		fmt.Fprintln(w, "processes:")
+		printProcesses(w, p.GetProcesses())
+	}
+	if len(p.GetSchedules()) == 0 {
+		fmt.Fprintln(w, "schedules: (none)")
+	} else {
+		fmt.Fprintln(w, "schedules:")
+		printSchedules(w, p.GetSchedules())
+	}
 }
 
 // appDeleteCmd deletes an app; its deployments stay as history.
@@ -340,7 +360,7 @@ func (a *app) appDeleteCmd() *cobra.Command {
 	var keep bool
 	cmd := apiCommand(&cobra.Command{
 		Use:   "delete APP",
-		Short: "Delete an app: remove its releases, current, shared and .env from its server (unless --keep-files); its deployments stay",
+		Short: "Delete an app: stop its processes and schedules, remove its releases, current, shared and .env (unless --keep-files); its deployments stay",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, done, err := f.dial()

@@ -21,7 +21,7 @@ func deploymentJSON(d *adminv1.Deployment) map[string]any {
 		"failed_step": d.GetFailedStep(), "failure_reason": d.GetFailureReason(), "release_path": d.GetReleasePath(),
 		"rollback_from_id": d.GetRollbackFromId(), "cancel_requested": d.GetCancelRequested(), "log_bytes": d.GetLogBytes(),
 		"log_truncated": d.GetLogTruncated(), "queued_at": d.GetQueuedAt().AsTime(), "deadline_at": d.GetDeadlineAt().AsTime(),
-		"exit_code": nil, "started_at": nil, "finished_at": nil, "kind": d.GetKind(),
+		"exit_code": nil, "started_at": nil, "finished_at": nil, "kind": d.GetKind(), "schedule": d.GetSchedule(),
 	}
 	if d.GetHasExitCode() {
 		m["exit_code"] = d.GetExitCode()
@@ -285,8 +285,13 @@ func (a *app) deploymentsCmd() *cobra.Command {
 					sha = sha[:12]
 				}
 				trigger := d.GetTriggeredBy()
-				if d.GetKind() == "delete" {
+				switch d.GetKind() {
+				case "delete":
 					trigger += " (app delete)"
+				case "process":
+					trigger += " (processes)"
+				case "schedule":
+					trigger += " (schedule " + d.GetSchedule() + ")"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.GetId(), d.GetStatus(), d.GetEnvironment(), sha, trigger, d.GetFailedStep(), d.GetQueuedAt().AsTime().Local().Format(time.DateTime))
 			}

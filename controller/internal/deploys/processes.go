@@ -215,6 +215,8 @@ func (s *Service) AddProcess(ctx context.Context, pr *auth.Principal, peer Peer,
 	// transaction fails on the unique index and is tried again.
 	for attempt := 0; ; attempt++ {
 		err = s.st.InTx(ctx, func(tx *store.Store) error {
+			// LockApp (store/apps.go) serialises the app's process and
+			// port changes too.
 			if _, err := tx.LockApp(ctx, a.ID); err != nil {
 				return err
 			}

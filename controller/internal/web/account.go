@@ -181,7 +181,7 @@ func (s *Server) tokensView(w http.ResponseWriter, r *http.Request, v *viewer, s
 		s.fail(w, r, v, err)
 		return
 	}
-	s.render(w, r, "tokens", view{Title: "API tokens", Nav: "settings", User: v, Status: status, Error: errMsg, Data: map[string]any{
+	s.render(w, r, "tokens", view{Title: "API tokens", Nav: "tokens", User: v, Status: status, Error: errMsg, Data: map[string]any{
 		"Tokens": list, "Scopes": auth.RoleScopes(v.Role), "NewToken": newToken,
 	}})
 }
@@ -248,7 +248,7 @@ func (s *Server) usersPage(w http.ResponseWriter, r *http.Request, v *viewer, st
 		s.fail(w, r, v, err)
 		return
 	}
-	s.render(w, r, "users", view{Title: "Users", Nav: "settings", User: v, Status: status, Error: errMsg, Form: r.PostForm, Data: map[string]any{"Users": list, "Invitation": inv}})
+	s.render(w, r, "users", view{Title: "Users", Nav: "users", User: v, Status: status, Error: errMsg, Form: r.PostForm, Data: map[string]any{"Users": list, "Invitation": inv}})
 }
 
 func (s *Server) userList(w http.ResponseWriter, r *http.Request, v *viewer) {

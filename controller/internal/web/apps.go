@@ -108,12 +108,7 @@ func (s *Server) appView(w http.ResponseWriter, r *http.Request, v *viewer, stat
 		s.fail(w, r, v, err)
 		return
 	}
-	var kept []store.Deployment
-	for _, d := range list {
-		if d.Status == store.DeploymentSucceeded && d.ReleasePath != nil {
-			kept = append(kept, d)
-		}
-	}
+	kept := rollbackOptions(list, av.CurrentDeploymentID, av.ReleasesToKeep)
 	scopes := []store.AppEnvScope{store.AppEnvCommon, store.AppEnvProduction, store.AppEnvStaging}
 	type envScope struct {
 		Scope store.AppEnvScope
@@ -125,10 +120,94 @@ func (s *Server) appView(w http.ResponseWriter, r *http.Request, v *viewer, stat
 		sort.Strings(keys)
 		env = append(env, envScope{sc, keys})
 	}
-	s.render(w, r, "app", view{Title: av.Name, Nav: "apps", User: v, Status: status, Error: errMsg, Data: map[string]any{
+	form := r.PostForm
+	if form == nil {
+		// "Edit" on a process opens the form filled with its settings.
+		form = editProcessForm(av.Processes, r.URL.Query().Get("edit"))
+	}
+	s.render(w, r, "app", view{Title: av.Name, Nav: "apps", User: v, Status: status, Error: errMsg, Form: form, Data: map[string]any{
 		"App": av, "Deployments": list, "Kept": kept, "Env": env, "CanDeploy": v.CanDeploy(),
 		"WebhookSecret": webhookSecret, "HookBase": "/hooks/apps/" + av.ID.String(),
 	}})
+}
+
+// releaseOption is one entry of the "Roll back to" list.
+type releaseOption struct {
+	ID       store.ID
+	Label    string
+	Current  bool // shown for orientation, never selectable
+	Selected bool
+}
+
+// rollbackOptions lists the releases a rollback can go to, newest first
+// (list is newest first): succeeded deploys whose release is still kept
+// (the newest keep, and the current one). Rollback rows are left out:
+// rolling back to one re-activates the release it points at, which is
+// listed already. The release before the current one is preselected, as
+// `berth rollback` without --to picks it; the current one never is.
+func rollbackOptions(list []store.Deployment, current *store.ID, keep int) []releaseOption {
+	var out []releaseOption
+	n := 0
+	for _, d := range list {
+		if d.Kind != store.JobDeploy || d.TriggeredBy == store.TriggerRollback || d.Status != store.DeploymentSucceeded || d.ReleasePath == nil {
+			continue
+		}
+		isCur := current != nil && d.ID == *current
+		if n >= keep && keep > 0 && !isCur {
+			n++
+			continue
+		}
+		n++
+		out = append(out, releaseOption{ID: d.ID, Label: releaseLabel(d), Current: isCur})
+	}
+	pick := -1
+	for i, o := range out {
+		if o.Current {
+			continue
+		}
+		if current == nil || o.ID.Compare(*current) < 0 {
+			pick = i
+			break
+		}
+		if pick < 0 {
+			pick = i
+		}
+	}
+	if pick >= 0 {
+		out[pick].Selected = true
+	}
+	if pick < 0 {
+		return nil // only the current release: nothing to roll back to
+	}
+	return out
+}
+
+// releaseLabel names a release as people remember it: the commit's
+// subject, its short sha and when it was deployed.
+func releaseLabel(d store.Deployment) string {
+	var parts []string
+	if d.CommitMessage != nil {
+		subj, _, _ := strings.Cut(strings.TrimSpace(*d.CommitMessage), "\n")
+		if r := []rune(subj); len(r) > 60 {
+			subj = string(r[:59]) + "…"
+		}
+		if subj != "" {
+			parts = append(parts, subj)
+		}
+	}
+	if d.CommitSHA != nil && *d.CommitSHA != "" {
+		sha := *d.CommitSHA
+		if len(sha) > 7 {
+			sha = sha[:7]
+		}
+		parts = append(parts, sha)
+	}
+	at := d.QueuedAt
+	if d.FinishedAt != nil {
+		at = *d.FinishedAt
+	}
+	parts = append(parts, at.UTC().Format("2006-01-02 15:04 UTC"))
+	return strings.Join(parts, " · ")
 }
 
 // appEnv sets and unsets variables of one scope. Values are write-only:

@@ -2,6 +2,7 @@ package web
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"sort"
@@ -18,6 +19,9 @@ type eventRow struct {
 type activityRow struct {
 	store.Activity
 	ChangesText string
+	// Who is the actor as a person reads it: an agent's server by name,
+	// linked to its page, with the raw actor kept for the title.
+	Who, WhoLink string
 }
 
 func (s *Server) securityEvents(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -52,8 +56,28 @@ func (s *Server) activityLog(w http.ResponseWriter, r *http.Request, v *viewer) 
 		return
 	}
 	rows := make([]activityRow, len(list))
+	names := map[string]string{} // agent server id -> name ("" when gone)
 	for i, a := range list {
-		rows[i] = activityRow{Activity: a, ChangesText: compactJSON(a.Changes)}
+		rows[i] = activityRow{Activity: a, ChangesText: compactJSON(a.Changes), Who: a.Actor}
+		id, ok := strings.CutPrefix(a.Actor, "agent:")
+		if !ok {
+			continue
+		}
+		name, seen := names[id]
+		if !seen {
+			if srv, err := s.d.Fleet.Get(r.Context(), v.Principal, id); err == nil {
+				name = srv.Name
+			} else if !errors.Is(err, store.ErrNotFound) {
+				s.fail(w, r, v, err)
+				return
+			}
+			names[id] = name
+		}
+		if name != "" {
+			rows[i].Who, rows[i].WhoLink = name, "/servers/"+name
+		} else {
+			rows[i].Who = "removed server"
+		}
 	}
 	s.render(w, r, "activity", view{Title: "Activity", Nav: "activity", User: v, Data: map[string]any{
 		"Entries": rows, "Filter": f, "Filtered": f.Action != "" || f.SubjectType != "", "Next": nextPage(r, len(list), f.Limit, idOf(list, func(a store.Activity) store.ID { return a.ID })),

@@ -54,24 +54,42 @@ type view struct {
 	Form   url.Values
 }
 
-// Nav items for the whole product, in order.
-type navItem struct{ Key, Path, Label string }
+// Nav items for the whole product, in order. Admin items show only to
+// admins (the pages refuse others anyway).
+type navItem struct {
+	Key, Path, Label string
+	Admin            bool
+}
 
 var navItems = []navItem{
-	{"servers", "/servers", "Servers"},
-	{"apps", "/apps", "Apps"},
-	{"deployments", "/deployments", "Deployments"},
-	{"backups", "/backups", "Backups"},
-	{"notifications", "/notifications", "Notifications"},
-	{"activity", "/activity", "Activity"},
-	{"security", "/security", "Security"},
-	{"settings", "/settings", "Settings"},
+	{Key: "servers", Path: "/servers", Label: "Servers"},
+	{Key: "apps", Path: "/apps", Label: "Apps"},
+	{Key: "deployments", Path: "/deployments", Label: "Deployments"},
+	{Key: "backups", Path: "/backups", Label: "Backups"},
+	{Key: "notifications", Path: "/notifications", Label: "Notifications"},
+	{Key: "activity", Path: "/activity", Label: "Activity"},
+	{Key: "security", Path: "/security", Label: "Security", Admin: true},
+	{Key: "tokens", Path: "/tokens", Label: "API tokens"},
+	{Key: "users", Path: "/users", Label: "Users", Admin: true},
+	{Key: "settings", Path: "/settings", Label: "Settings"},
+}
+
+// navFor is the navigation a viewer sees.
+func navFor(v *viewer) []navItem {
+	out := make([]navItem, 0, len(navItems))
+	for _, it := range navItems {
+		if it.Admin && !v.IsAdmin() {
+			continue
+		}
+		out = append(out, it)
+	}
+	return out
 }
 
 type pages struct{ byName map[string]*template.Template }
 
 var funcs = template.FuncMap{
-	"nav": func() []navItem { return navItems },
+	"nav": navFor,
 	"ago": func(t any) string {
 		var tt time.Time
 		switch v := t.(type) {
@@ -115,7 +133,12 @@ var funcs = template.FuncMap{
 		}
 		return *s
 	},
-	"str": func(v any) string { return fmt.Sprint(v) },
+	"str":       func(v any) string { return fmt.Sprint(v) },
+	"formValue": formValue,
+	"jobTitle":  jobTitle,
+	"procCount": processCounts,
+	"uptime":    uptime,
+	"dur":       func(d time.Duration) string { return d.String() },
 }
 
 func parsePages() (*pages, error) {

@@ -101,16 +101,27 @@ var routeMatrix = map[string]routeRow{
 	"POST /apps/{app}/rollback":       {store.ScopeDeploy, "/apps/shop/rollback", form()},
 	// The edit form's POST needs what the changed fields need: write for
 	// --keep alone.
-	"GET /apps/{app}/edit":                {store.ScopeRead, "/apps/shop/edit", nil},
-	"POST /apps/{app}/edit":               {store.ScopeWrite, "/apps/shop/edit", form("keep", "7")},
-	"POST /apps/{app}/delete":             {store.ScopeDeploy, "/apps/gone-app/delete", form("confirm", "gone-app", "keep_files", "1")},
-	"GET /deployments":                    {store.ScopeRead, "/deployments", nil},
-	"GET /deployments/{id}":               {store.ScopeRead, "/deployments/$NO_SUCH_ID", nil},
-	"GET /deployments/{id}/log":           {store.ScopeRead, "/deployments/$NO_SUCH_ID/log", nil},
-	"POST /deployments/{id}/cancel":       {store.ScopeDeploy, "/deployments/$NO_SUCH_ID/cancel", form()},
-	"GET /git-credentials":                {store.ScopeRead, "/git-credentials", nil},
-	"POST /git-credentials":               {store.ScopeAdmin, "/git-credentials", form("name", "cred-new", "kind", "https", "username", "u", "token", "t")},
-	"POST /git-credentials/{name}/delete": {store.ScopeAdmin, "/git-credentials/cred-rm/delete", form()},
+	"GET /apps/{app}/edit":    {store.ScopeRead, "/apps/shop/edit", nil},
+	"POST /apps/{app}/edit":   {store.ScopeWrite, "/apps/shop/edit", form("keep", "7")},
+	"POST /apps/{app}/delete": {store.ScopeDeploy, "/apps/gone-app/delete", form("confirm", "gone-app", "keep_files", "1")},
+	// Processes and schedules decide what code runs: deploy. Their logs
+	// and runs are reads.
+	"POST /apps/{app}/processes":               {store.ScopeDeploy, "/apps/shop/processes", form("form", "process", "name", "worker", "command", "bin/worker")},
+	"GET /apps/{app}/processes.json":             {store.ScopeRead, "/apps/shop/processes.json", nil},
+	"POST /apps/{app}/processes/control":       {store.ScopeDeploy, "/apps/shop/processes/control", form("action", "restart")},
+	"POST /apps/{app}/processes/{name}/remove": {store.ScopeDeploy, "/apps/shop/processes/web/remove", form()},
+	"POST /apps/{app}/schedules":               {store.ScopeDeploy, "/apps/shop/schedules", form("form", "schedule", "name", "report", "cron", "@daily", "command", "bin/report")},
+	"POST /apps/{app}/schedules/{name}/remove": {store.ScopeDeploy, "/apps/shop/schedules/nightly/remove", form()},
+	"GET /apps/{app}/schedules/{name}/runs":    {store.ScopeRead, "/apps/shop/schedules/nightly/runs", nil},
+	"GET /apps/{app}/logs":                     {store.ScopeRead, "/apps/shop/logs", nil},
+	"GET /apps/{app}/logs/stream":              {store.ScopeRead, "/apps/shop/logs/stream?since=1m", nil},
+	"GET /deployments":                         {store.ScopeRead, "/deployments", nil},
+	"GET /deployments/{id}":                    {store.ScopeRead, "/deployments/$NO_SUCH_ID", nil},
+	"GET /deployments/{id}/log":                {store.ScopeRead, "/deployments/$NO_SUCH_ID/log", nil},
+	"POST /deployments/{id}/cancel":            {store.ScopeDeploy, "/deployments/$NO_SUCH_ID/cancel", form()},
+	"GET /git-credentials":                     {store.ScopeRead, "/git-credentials", nil},
+	"POST /git-credentials":                    {store.ScopeAdmin, "/git-credentials", form("name", "cred-new", "kind", "https", "username", "u", "token", "t")},
+	"POST /git-credentials/{name}/delete":      {store.ScopeAdmin, "/git-credentials/cred-rm/delete", form()},
 
 	"GET /backups":       {store.ScopeRead, "/backups", nil},
 	"GET /notifications": {store.ScopeRead, "/notifications", nil},
@@ -242,4 +253,51 @@ func bool2int(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// Every POST route refuses a cross-site form post (CSRF) before its
+// handler runs, even for a signed-in admin, and the refused posts change
+// nothing: the admin's session, the app and its settings are as before.
+func TestRouteMatrixCrossOriginPosts(t *testing.T) {
+	e := newEnv(t, false)
+	ctx := context.Background()
+	admin := e.user("admin@example.com", store.RoleAdmin)
+	if _, err := e.st.CreateServer(ctx, store.CreateServerParams{Name: "web-1"}); err != nil {
+		t.Fatal(err)
+	}
+	pr := &auth.Principal{UserID: admin.ID, Email: admin.Email, Role: store.RoleAdmin, Scopes: []store.Scope{store.ScopeAdmin}}
+	if _, err := e.dep.CreateApp(ctx, pr, deploys.Peer{}, deploys.CreateAppParams{Server: "web-1", AppSettings: store.AppSettings{
+		Name: "shop", RepositoryURL: "https://git.example.com/shop.git", DeployPath: "/srv/shop", RunAsUser: "app"}}); err != nil {
+		t.Fatal(err)
+	}
+	c := e.client()
+	c.login("admin@example.com", adminPassword)
+	repl := strings.NewReplacer("$MY_TOKEN", store.NewID().String(), "$VICTIM", store.NewID().String(), "$NO_SUCH_ID", store.NewID().String())
+	n := 0
+	for p, row := range routeMatrix {
+		method, _, _ := strings.Cut(p, " ")
+		if method != http.MethodPost {
+			continue
+		}
+		n++
+		req, _ := http.NewRequest(method, e.srv.URL+repl.Replace(row.path), strings.NewReader(row.form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Accept", "text/html")
+		req.Header.Set("Origin", "https://evil.example")
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		resp, body := c.do(req)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "Cross-origin request refused") {
+			t.Errorf("%s cross-site: %d, want 403 refused", p, resp.StatusCode)
+		}
+	}
+	if n < 30 {
+		t.Fatalf("only %d POST routes in the matrix", n)
+	}
+	if resp, _ := c.get("/apps/shop"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after the refused posts: app page %d (session or app gone)", resp.StatusCode)
+	}
+	av, err := e.dep.GetApp(ctx, pr, "shop")
+	if err != nil || av.ReleasesToKeep == 7 || len(av.EnvKeys[store.AppEnvProduction]) != 0 {
+		t.Fatalf("a refused post changed the app: %+v %v", av.App, err)
+	}
 }

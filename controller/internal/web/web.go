@@ -159,6 +159,15 @@ func (s *Server) routes() []route {
 		{"GET /apps/{app}/edit", s.page(s.appEdit)},
 		{"POST /apps/{app}/edit", s.page(s.appUpdate)},
 		{"POST /apps/{app}/delete", s.page(s.appDelete)},
+		{"POST /apps/{app}/processes", s.page(s.processAdd)},
+		{"POST /apps/{app}/processes/control", s.page(s.processControl)},
+		{"GET /apps/{app}/processes.json", s.page(s.processStates)},
+		{"POST /apps/{app}/processes/{name}/remove", s.page(s.processRemove)},
+		{"POST /apps/{app}/schedules", s.page(s.scheduleAdd)},
+		{"POST /apps/{app}/schedules/{name}/remove", s.page(s.scheduleRemove)},
+		{"GET /apps/{app}/schedules/{name}/runs", s.page(s.scheduleRuns)},
+		{"GET /apps/{app}/logs", s.page(s.appLogs)},
+		{"GET /apps/{app}/logs/stream", s.page(s.appLogStream)},
 		{"GET /deployments", s.page(s.deploymentList)},
 		{"GET /deployments/{id}", s.page(s.deploymentShow)},
 		{"GET /deployments/{id}/log", s.page(s.deploymentLog)},
@@ -281,6 +290,8 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, deploys.ErrPruned), errors.Is(err, deploys.ErrRefused):
 		return http.StatusConflict
+	case errors.Is(err, deploys.ErrUnavailable):
+		return http.StatusServiceUnavailable
 	}
 	return accountsStatus(err)
 }

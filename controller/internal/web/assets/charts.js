@@ -25,6 +25,26 @@
   ];
   var plots = [];
 
+  // A chart is as wide as its card: the figure's width decides (it never
+  // grows with its canvas, see app.css), so resizing the window redraws.
+  function widthOf(el) {
+    var cs = getComputedStyle(el);
+    return Math.max(200, Math.floor(el.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight)));
+  }
+
+  // lastIdx is the newest point that has any value, so the legend shows
+  // the latest time and values while the pointer is elsewhere (uPlot
+  // would print "--").
+  function lastIdx(u) {
+    for (var i = u.data[0].length - 1; i >= 0; i--) {
+      for (var s = 1; s < u.data.length; s++) if (u.data[s][i] != null) return i;
+    }
+    return u.data[0].length - 1;
+  }
+  function showLatest(u) {
+    if (u.data[0].length) u.setLegend({ idx: lastIdx(u) });
+  }
+
   function draw(data) {
     // The x axis spans the chosen range up to now, however few points
     // there are yet (uPlot would stretch a single point over years).
@@ -47,21 +67,32 @@
       h.textContent = c.title;
       wrap.appendChild(h);
       box.appendChild(wrap);
-      var series = [{}];
+      var series = [{ label: "Time", value: function (u, v) { return v == null ? "" : new Date(v * 1000).toLocaleString(); } }];
       var cols = [data.t];
       c.series.forEach(function (s) {
         series.push({ label: s[1], stroke: s[2], width: 1.5, value: function (u, v) { return c.fmt(v); } });
         cols.push(data.series[s[0]] || []);
       });
       var opts = {
-        width: Math.max(280, wrap.clientWidth || 340), height: 180, series: series,
+        width: widthOf(wrap), height: 180, series: series,
         axes: [{}, { values: function (u, vals) { return vals.map(c.fmt); }, size: 90 }],
-        scales: { x: { time: true, range: function () { return [now - span, now]; } } }
+        scales: { x: { time: true, range: function () { return [now - span, now]; } } },
+        hooks: { setCursor: [function (u) { if (u.cursor.idx == null) showLatest(u); }] }
       };
       if (c.range) opts.scales.y = { range: c.range };
-      plots.push(new uPlot(opts, cols, wrap));
+      var u = new uPlot(opts, cols, wrap);
+      showLatest(u);
+      plots.push({ u: u, wrap: wrap });
     });
   }
+
+  var resizing = 0;
+  window.addEventListener("resize", function () {
+    cancelAnimationFrame(resizing);
+    resizing = requestAnimationFrame(function () {
+      plots.forEach(function (p) { p.u.setSize({ width: widthOf(p.wrap), height: 180 }); });
+    });
+  });
 
   function load() {
     fetch(box.dataset.metrics, { credentials: "same-origin", headers: { Accept: "application/json" } })
