@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -150,11 +151,17 @@ func (m *Manager) Action(ctx context.Context, app App, action string, names []st
 	return nil
 }
 
+// orDiscard makes logf safe to call from the health-check goroutines.
 func orDiscard(logf func(string, ...any)) func(string, ...any) {
 	if logf == nil {
 		return func(string, ...any) {}
 	}
-	return logf
+	var mu sync.Mutex
+	return func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		logf(format, args...)
+	}
 }
 
 // replace starts new instances of procs and retires the ones they

@@ -33,7 +33,9 @@
 //   - on SIGTERM sends the process's stop signal to its process group,
 //     waits the grace period, kills the group, records stopped and exits;
 //   - applies memory.max and cpu.max through a cgroup v2 directory of the
-//     agent's delegated cgroup (Delegate=yes) when asked and possible;
+//     agent's delegated cgroup when asked and possible (the agent's unit
+//     has Delegate=yes and DelegateSubgroup=agent, systemd 254+, so the
+//     unit's cgroup holds no process and can hand controllers down);
 //     otherwise limits_enforced is false and last_error says why — a
 //     missing cgroup never fails a start.
 //

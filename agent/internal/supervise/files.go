@@ -54,9 +54,12 @@ type unitConfig struct {
 	// CgroupParent is the cgroup v2 directory (under /sys/fs/cgroup) the
 	// supervisor makes the instance's limit cgroup in; empty: none known.
 	CgroupParent string `json:"cgroup_parent,omitempty"`
-	LogMaxBytes  int64  `json:"log_max_bytes"`
-	LogFiles     int    `json:"log_files"`
-	Created      int64  `json:"created"` // unix nanos: orders units of a process
+	// BackoffReset is the run after which restarts back off from 1s again
+	// (0: a minute; tests shorten it).
+	BackoffReset time.Duration `json:"backoff_reset,omitempty"`
+	LogMaxBytes  int64         `json:"log_max_bytes"`
+	LogFiles     int           `json:"log_files"`
+	Created      int64         `json:"created"` // unix nanos: orders units of a process
 }
 
 // State is what a supervisor reports about its instance, written
@@ -71,6 +74,8 @@ type State struct {
 	LastError      string    `json:"last_error,omitempty"`
 	LimitsEnforced bool      `json:"limits_enforced"`
 	SupervisorPid  int       `json:"supervisor_pid"`
+	// BackoffMS is the wait before the pending (or last) restart.
+	BackoffMS int64 `json:"backoff_ms,omitempty"`
 }
 
 // upstreamConfig is the upstream's listen port.

@@ -40,9 +40,24 @@ func TestCrashRestartBackoff(t *testing.T) {
 	if in.GetLastExitCode() != 3 || !strings.Contains(in.GetLastError(), "code 3") {
 		t.Fatalf("instance: %v", in)
 	}
+	// A process killed from outside (the OOM killer, say) says by what.
+	killed := workerSpec(`kill -9 $$`)
+	killed.Name, killed.Restart = "killed", "never"
+	app.Processes = append(app.Processes, killed)
+	if err := m.Action(context.Background(), app, "apply", []string{"killed"}, logT(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the killed process failed", func() bool {
+		return procReport(m, app.ID, "killed").GetState() == "failed"
+	})
+	if k := procReport(m, app.ID, "killed").GetInstances()[0]; k.GetLastError() != "killed by signal 9 (killed)" || k.GetLastExitCode() != -1 {
+		t.Fatalf("killed: %v", k)
+	}
 	var u *unit
 	for _, x := range live(m.units(app.ID)) {
-		u = x
+		if x.cfg.Process == "worker" {
+			u = x
+		}
 	}
 	lines := readTail(u.dir, 100)
 	if len(lines) < 4 {
@@ -54,6 +69,40 @@ func TestCrashRestartBackoff(t *testing.T) {
 		if gap := lines[i+1].Time.Sub(lines[i].Time); gap < want {
 			t.Fatalf("restart %d came %s after the run before, want at least %s", i+1, gap, want)
 		}
+	}
+}
+
+// TestBackoffResets: a process that ran longer than the reset period
+// restarts after the shortest backoff again, one that crashes at once
+// waits longer each time.
+func TestBackoffResets(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	m.backoffReset = time.Second
+	long := workerSpec(`echo start; sleep 1.5; exit 1`)
+	quick := workerSpec(`exit 1`)
+	quick.Name = "quick"
+	app := newApp(t, false, long, quick)
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	state := func(name string) State {
+		for _, u := range live(m.units(app.ID)) {
+			if u.cfg.Process == name {
+				return u.state
+			}
+		}
+		return State{}
+	}
+	waitFor(t, 30*time.Second, "the quick one's third restart pending", func() bool {
+		st := state("quick")
+		return st.Restarts == 2 && st.State == "restarting"
+	})
+	if b := state("quick").BackoffMS; b != 4000 {
+		t.Fatalf("quick: backoff %dms before its third restart, want 4000", b)
+	}
+	waitFor(t, 30*time.Second, "two restarts of the long one", func() bool { return state("worker").Restarts >= 2 })
+	waitFor(t, 30*time.Second, "the long one exiting again", func() bool { return state("worker").State == "restarting" })
+	if b := state("worker").BackoffMS; b != 1000 {
+		t.Fatalf("long: backoff %dms after a run past the reset, want 1000", b)
 	}
 }
 

@@ -97,6 +97,16 @@ func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment)
 	if a.DeletedAt != nil && (d.Kind != store.JobProcess || deref0(d.ProcessAction) != ProcessStop) {
 		return nil, fmt.Errorf("%w: app %s was deleted", ErrRefused, a.Name)
 	}
+	if a.DeletedAt != nil {
+		// The agent's delete without a deploy path: it stops the app's
+		// processes and its upstream, forgets their state and keeps the
+		// app's files. A plain stop would leave the upstream listening
+		// and the supervisors' state behind for an app that is gone.
+		return &agentv1.JobStart{
+			JobId: d.ID.String(), AppId: a.ID.String(), AppName: a.Name, Kind: kindDelete,
+			RunAsUser: a.RunAsUser, Timeout: durationpb.New(time.Duration(d.TimeoutSeconds) * time.Second), AckedSeq: uint64(d.AgentSeq),
+		}, nil
+	}
 	if d.Kind == store.JobDelete {
 		// Removes files only: no credential, environment or script.
 		return &agentv1.JobStart{
@@ -122,7 +132,14 @@ func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment)
 	if err != nil {
 		return nil, err
 	}
-	js.Processes, js.UpstreamPort = processSpecs(procs), uint32(a.UpstreamPort)
+	js.Processes = processSpecs(procs)
+	// The upstream exists while a process has a port: the app keeps its
+	// allocated port, but with no backend there is nothing to forward to.
+	for _, p := range procs {
+		if p.Port {
+			js.UpstreamPort = uint32(a.UpstreamPort)
+		}
+	}
 	if d.CommitSHA != nil {
 		js.Commit = *d.CommitSHA
 	}
@@ -401,6 +418,9 @@ func (s *Service) finish(ctx context.Context, tx *store.Store, d store.Deploymen
 		if _, err := tx.SetAppCurrentDeployment(ctx, d.AppID, &cur); err != nil {
 			return err
 		}
+	}
+	if d.Kind == store.JobSchedule && st == store.DeploymentSucceeded {
+		return nil // a run that went well is recorded by its row alone (see fireSchedules)
 	}
 	changes := map[string]any{"status": string(st)}
 	if res.FailedStep != nil {

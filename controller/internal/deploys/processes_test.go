@@ -118,6 +118,13 @@ func TestProcessesScopesAndValidation(t *testing.T) {
 	if err := e.svc.StreamLogs(ctx, r, LogsParams{App: "shop"}, nil); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "agent for web-1 is not connected") {
 		t.Errorf("logs without an agent: %v", err)
 	}
+	// Online, but its stream is held by another controller.
+	if _, err := e.st.Pool().Exec(ctx, `UPDATE servers SET status = 'online' WHERE name = 'web-1'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.StreamLogs(ctx, r, LogsParams{App: "shop"}, nil); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "another controller") {
+		t.Errorf("logs from the wrong controller: %v", err)
+	}
 	if _, err := e.svc.ControlProcesses(ctx, e.admin, Peer{}, "shop", "reload", nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("action reload: %v", err)
 	}
@@ -234,8 +241,24 @@ func TestProcessesLifecycle(t *testing.T) {
 	if _, err := e.svc.RemoveProcess(ctx, dep, Peer{}, "shop", "worker"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("remove twice: %v", err)
 	}
+	// Without a port process the jobs name no upstream (the app keeps its port).
+	e.succeed(t, rj.ID)
+	wj, err := e.svc.RemoveProcess(ctx, dep, Peer{}, "shop", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimed, err = e.st.ClaimQueuedDeployments(ctx, []store.ID{e.srv.ID}, 10)
+	if err != nil || len(claimed) != 1 || claimed[0].ID != wj.ID {
+		t.Fatalf("claim %v %v", claimed, err)
+	}
+	if js, err := e.svc.jobStart(ctx, mustApp(t, e, a.ID), claimed[0]); err != nil || js.GetUpstreamPort() != 0 || len(js.GetProcesses()) != 0 {
+		t.Fatalf("job without processes: %v %v", js, err)
+	}
+	if _, port, _ := e.svc.ListProcesses(ctx, dep, "shop"); port != 10000 {
+		t.Fatalf("port after removing web: %d", port)
+	}
 	var n int
-	if err := e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM activity_log WHERE action IN ('app.process_added','app.process_replaced','app.process_removed','app.processes_controlled')`).Scan(&n); err != nil || n != 5 {
+	if err := e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM activity_log WHERE action IN ('app.process_added','app.process_replaced','app.process_removed','app.processes_controlled')`).Scan(&n); err != nil || n != 6 {
 		t.Fatalf("audit records %d %v", n, err)
 	}
 }
@@ -315,6 +338,13 @@ func TestSchedules(t *testing.T) {
 	if runs[1].OutputTail != "report done\n" || runs[1].Job.ExitCode == nil || *runs[1].Job.ExitCode != 3 {
 		t.Fatalf("finished run: %+v", runs[1])
 	}
+	// The activity log has the skipped runs and the failed one, not every run.
+	for action, want := range map[string]int{"deployment.schedule_skipped": 2, "deployment.failed": 1} {
+		var n int
+		if err := e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM activity_log WHERE action = $1`, action).Scan(&n); err != nil || n != want {
+			t.Errorf("%s recorded %d times (%v), want %d", action, n, err, want)
+		}
+	}
 	if _, err := e.svc.ScheduleRuns(ctx, e.admin, "shop", "report", 101); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("limit 101: %v", err)
 	}
@@ -346,8 +376,20 @@ func TestSchedules(t *testing.T) {
 	if _, _, err := e.svc.AddProcess(ctx, e.admin, Peer{}, ProcessParams{App: "blog", Name: "web", Command: "./s"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.DeleteApp(ctx, e.admin, Peer{}, "blog", true); err != nil {
+	bq, err := e.svc.Deploy(ctx, e.admin, Peer{}, DeployParams{App: "blog"})
+	if err != nil {
 		t.Fatal(err)
+	}
+	e.succeed(t, bq.Deployment.ID)
+	del, err := e.svc.DeleteApp(ctx, e.admin, Peer{}, "blog", true)
+	if err != nil || del.Job == nil {
+		t.Fatalf("delete --keep-files of an app with processes: %+v %v", del, err)
+	}
+	// The agent is told to delete the app without a deploy path: stop its
+	// processes and upstream, forget them, keep the files.
+	js, err = e.svc.jobStart(ctx, mustApp(t, e, b.ID), *del.Job)
+	if err != nil || js.GetKind() != "delete" || js.GetDeployPath() != "" || js.GetAppId() != b.ID.String() {
+		t.Fatalf("keep-files stop job: %v %v", js, err)
 	}
 	if left, _ := e.st.AppSchedules(ctx, b.ID); len(left) != 0 {
 		t.Fatalf("deleted app keeps %d schedules", len(left))

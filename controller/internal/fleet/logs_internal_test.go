@@ -92,3 +92,23 @@ func TestLogsRelayOwnStreamOnly(t *testing.T) {
 		t.Fatalf("unconnected server: %v", err)
 	}
 }
+
+// A report is bounded before it is stored: processes, instances, texts.
+func TestBoundReport(t *testing.T) {
+	ap := &agentv1.AppProcesses{AppId: "x"}
+	for range 100 {
+		p := &agentv1.ProcessState{Name: strings.Repeat("n", 100), State: strings.Repeat("s", 100)}
+		for range 100 {
+			p.Instances = append(p.Instances, &agentv1.InstanceState{LastError: strings.Repeat("e", 5000)})
+		}
+		ap.Processes = append(ap.Processes, p)
+	}
+	b := boundReport(ap)
+	if len(b.Processes) != maxReportProcesses || len(b.Processes[0].Instances) != maxReportInstances ||
+		len(b.Processes[0].Name) != 64 || len(b.Processes[0].State) != 32 || len(b.Processes[0].Instances[0].LastError) != 500 {
+		t.Fatalf("bounded to %d processes, %d instances", len(b.Processes), len(b.Processes[0].Instances))
+	}
+	if len(ap.Processes) != 100 {
+		t.Fatal("the agent's message was changed in place")
+	}
+}
