@@ -561,6 +561,7 @@ func TestAppProcessesStayUp(t *testing.T) {
 		t.Fatalf("app logs --since 10m -o json: %+v", r)
 	}
 	followLogs(t, e)
+	followAcrossControllerRestart(t, e)
 
 	// stop, start: the worker stays stopped until started; the web serves on.
 	show = e.waitRunning(t, "shop", "", "web", "worker")
@@ -728,4 +729,54 @@ func followLogs(t *testing.T, e *deployEnv) {
 	case <-time.After(time.Minute):
 		t.Fatalf("app logs --follow showed no new worker line in a minute; stderr: %s", stderr.String())
 	}
+}
+
+// followAcrossControllerRestart: `app logs --follow` started before the
+// controller is killed goes on after it is back, and the worker's lines
+// (numbered) come out once each, none lost across the outage.
+func followAcrossControllerRestart(t *testing.T, e *deployEnv) {
+	t.Helper()
+	cmd := exec.Command(berthBin, "app", "logs", "shop", "--process", "worker", "--follow", "--tail", "1")
+	cmd.Env = append(os.Environ(), e.env...)
+	var out, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		<-done
+	}()
+	ticks := func() []int {
+		var ns []int
+		for _, line := range strings.Split(out.String(), "\n") {
+			// TIME worker.0 tick N VERSION t=...
+			f := strings.Fields(line)
+			if len(f) >= 4 && f[1] == "worker.0" && f[2] == "tick" {
+				if n, err := strconv.Atoi(f[3]); err == nil {
+					ns = append(ns, n)
+				}
+			}
+		}
+		return ns
+	}
+	waitFor(t, "the follower to print worker lines", time.Minute, func() bool { return len(ticks()) >= 3 })
+	_ = e.c.stop(t, syscall.SIGKILL)
+	before := len(ticks())
+	e.c = startControllerAt(t, e.dataDir, e.c.httpAddr, e.c.grpcAddr, "--metrics-interval", "1s", "--heartbeat-interval", "1s")
+	waitFor(t, "the follower to go on after the controller restart", 2*time.Minute, func() bool { return len(ticks()) >= before+20 })
+	select {
+	case err := <-done:
+		t.Fatalf("the follower ended: %v\n%s", err, stderr.String())
+	default:
+	}
+	ns := ticks()
+	for i := 1; i < len(ns); i++ {
+		if ns[i] != ns[i-1]+1 {
+			t.Fatalf("worker lines across the controller restart: %d after %d (lost or doubled); stderr %s\n%s", ns[i], ns[i-1], stderr.String(), out.String())
+		}
+	}
+	t.Logf("app logs --follow across a controller kill: %d worker lines, %d after the restart; stderr: %s", len(ns), len(ns)-before, strings.TrimSpace(stderr.String()))
 }

@@ -97,6 +97,16 @@ func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment)
 	if a.DeletedAt != nil && d.Kind != store.JobDelete {
 		return nil, fmt.Errorf("%w: app %s was deleted", ErrRefused, a.Name)
 	}
+	if a.DeletedAt != nil {
+		// The agent's delete without a deploy path: it stops the app's
+		// processes and its upstream, forgets their state and keeps the
+		// app's files. A plain stop would leave the upstream listening
+		// and the supervisors' state behind for an app that is gone.
+		return &agentv1.JobStart{
+			JobId: d.ID.String(), AppId: a.ID.String(), AppName: a.Name, Kind: kindDelete,
+			RunAsUser: a.RunAsUser, Timeout: durationpb.New(time.Duration(d.TimeoutSeconds) * time.Second), AckedSeq: uint64(d.AgentSeq),
+		}, nil
+	}
 	if d.Kind == store.JobDelete {
 		// Removes files only: no credential, environment or script. A
 		// delete job of an app already marked deleted is one of
