@@ -21,6 +21,7 @@ const (
 	retiredFile   = "retired"        // the manager no longer wants this unit
 	logFile       = "output.log"     // the app's stdout and stderr
 	superLogFile  = "supervisor.log" // the supervisor's own stderr
+	lockFile      = "lock"           // flock held by the one supervisor (or upstream) of the dir
 	upstreamFile  = "upstream.json"
 	backendsFile  = "backends.json"
 	appliedFile   = "applied"
@@ -189,4 +190,22 @@ func alive(pid int) bool {
 		return false
 	}
 	return !isZombie(pid)
+}
+
+// lockDir takes dir's lock for the life of this process, so one directory
+// never has two supervisors (or upstreams), whoever started them. The
+// descriptor is close-on-exec: the app does not inherit it.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if err == syscall.EWOULDBLOCK {
+			return nil, fmt.Errorf("another process already runs %s", dir)
+		}
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return f, nil
 }

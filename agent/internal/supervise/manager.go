@@ -178,6 +178,9 @@ func (m *Manager) reattach(id string) {
 				}()
 			}
 		case !u.retired && !u.alive && u.state.State != "stopped":
+			if u.state.State == "" && time.Since(time.Unix(0, u.cfg.Created)) < 30*time.Second {
+				continue // being started (by another manager, in tests)
+			}
 			if !m.mayRelaunch(u.dir) {
 				continue
 			}
@@ -262,14 +265,11 @@ func (m *Manager) launch(kind, dir string) error {
 	pid := cmd.Process.Pid
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }() // reap it while we live
-	if err := writePid(dir, pid); err != nil {
-		syscall.Kill(pid, syscall.SIGKILL)
-		return err
-	}
-	// Until it has exec'd, /proc shows our own command line; wait so a
-	// scan never takes a starting supervisor for a dead one.
+	// It writes its pid file once it holds the directory's lock (a second
+	// one for the same directory exits instead); wait for that, so a scan
+	// never takes a starting supervisor for a dead one.
 	deadline := time.Now().Add(10 * time.Second)
-	for !isOurs(pid, kind, dir) {
+	for readPid(dir) != pid || !isOurs(pid, kind, dir) {
 		select {
 		case <-exited:
 			return fmt.Errorf("%s exited at once: %s", kind, tailFile(logPath, 5))

@@ -179,6 +179,7 @@ func TestStopGraceThenKill(t *testing.T) {
 		t.Fatalf("web exit code %d, want 0 (graceful)", c)
 	}
 	// Stopped on purpose: nothing starts them again, not even a new agent.
+	m.Close()
 	m2 := newManager(t, m.cfg.StateDir)
 	if st := procReport(m2, app.ID, "worker").GetState(); st != "stopped" {
 		t.Fatalf("after a new manager: %s", st)
@@ -464,5 +465,65 @@ func TestRunsAsAppUser(t *testing.T) {
 	l := readTail(u.dir, 5)
 	if l[0].Text != "65534" || l[1].Text != "65534" || l[2].Text != "0022" || l[3].Text != rel {
 		t.Fatalf("ran as %v", l)
+	}
+}
+
+// TestFollowAcrossRotation: a follow sees every line while the log
+// rotates under it, several times between two polls too.
+func TestFollowAcrossRotation(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	m.logMax, m.logFiles = 2048, 4
+	app := newApp(t, true, webSpec(1))
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var got []string
+	started := false
+	done := make(chan error, 1)
+	go func() {
+		done <- m.Logs(ctx, &agentv1.LogsRequest{AppId: app.ID, Follow: true, Tail: 1}, func(l []*agentv1.LogLine) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, x := range l {
+				if strings.HasPrefix(x.GetText(), "msg-") {
+					started = true
+					if x.GetText() != "msg-start" {
+						got = append(got, x.GetText())
+					}
+				}
+			}
+			return nil
+		})
+	}()
+	// The follow has noted where the file ends once a marker line printed
+	// after it started arrives.
+	waitFor(t, 10*time.Second, "the follow running", func() bool {
+		get(app.UpstreamPort, "/print?msg=msg-start")
+		mu.Lock()
+		defer mu.Unlock()
+		return started
+	})
+	const n = 150 // about 5 files of 2 KiB: rotations while following
+	for i := range n {
+		if code, _, err := get(app.UpstreamPort, fmt.Sprintf("/print?msg=msg-%03d", i)); err != nil || code != 200 {
+			t.Fatalf("print %d: %d %v", i, code, err)
+		}
+	}
+	waitFor(t, 10*time.Second, "every line", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= n
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range n {
+		if got[i] != fmt.Sprintf("msg-%03d", i) {
+			t.Fatalf("line %d is %q", i, got[i])
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("%d lines, want %d", len(got), n)
 	}
 }

@@ -44,6 +44,11 @@ func RunSupervisor(dir string) error {
 	if _, ok := signals[s.cfg.StopSignal]; !ok {
 		return fmt.Errorf("unit: stop signal %q", s.cfg.StopSignal)
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	// The agent's unit runs with umask 077; the app gets the usual 022, as
 	// deploy commands run as the app user do (its files stay readable to
 	// the web server in front, say). Our own files have explicit modes.
@@ -53,7 +58,6 @@ func RunSupervisor(dir string) error {
 	// The agent may have started us from a terminal or a unit it restarts:
 	// a hangup is not ours to act on.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
-	var err error
 	if s.log, err = openRotator(dir, s.cfg.LogMaxBytes, s.cfg.LogFiles); err != nil {
 		return err
 	}

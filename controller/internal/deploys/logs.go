@@ -81,7 +81,7 @@ func (s *Service) StreamLogs(ctx context.Context, pr *auth.Principal, p LogsPara
 		}
 		return fmt.Errorf("%w: agent for %s is not connected%s", ErrUnavailable, name, where)
 	}
-	if errors.Is(err, fleet.ErrSlowAgent) || errors.Is(err, fleet.ErrLogsTooSlow) {
+	if errors.Is(err, fleet.ErrSlowAgent) || errors.Is(err, fleet.ErrLogsTooSlow) || errors.Is(err, fleet.ErrLogsSilent) {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return err

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berthhq/berth/controller/internal/store"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
@@ -110,5 +111,25 @@ func TestBoundReport(t *testing.T) {
 	}
 	if len(ap.Processes) != 100 {
 		t.Fatal("the agent's message was changed in place")
+	}
+}
+
+// A request that does not follow ends when the agent falls silent; each
+// chunk restarts the wait.
+func TestLogsRelaySilentAgent(t *testing.T) {
+	s, c, id := relayEnv(t)
+	logsIdle = 200 * time.Millisecond // package variable: this test is not parallel
+	defer func() { logsIdle = 30 * time.Second }()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- s.StreamLogs(context.Background(), id, &agentv1.LogsRequest{}, func(*agentv1.LogsChunk) error { return nil })
+	}()
+	req := (<-c.out).GetLogsRequest()
+	s.relayLogs(c, chunk(req.GetRequestId(), "one"))
+	if err := <-errc; !errors.Is(err, ErrLogsSilent) {
+		t.Fatalf("silent agent: %v", err)
+	}
+	if m := <-c.out; m.GetLogsCancel().GetRequestId() != req.GetRequestId() {
+		t.Fatalf("agent not told to stop: %v", m)
 	}
 }
