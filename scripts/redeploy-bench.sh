@@ -318,8 +318,8 @@ echo "of one run: steady state; $REDEPLOYS redeploys (\`berth deploy --follow\`)
 echo "starting a new instance on a fresh port, waiting for /up, switching the upstream and stopping the old"
 echo "one; steady state again. Failed = non-2xx answers + socket errors (connect, read, write, and wrk's"
 echo "2 s timeout); the target is 0. The machine has $(nproc) cores shared with other work; the load generator,"
-echo "the app, the agent and the controller share them. Its load (\`uptime\`: 1, 5 and 15-minute averages) was"
-echo "${load_before#*load average:} before the first window and${load_after#*load average:} after the last."
+echo "the app, the agent and the controller share them. Its load (\`uptime\`: 1, 5 and 15-minute"
+echo "averages) was${load_before#*load average:} before the first window and${load_after#*load average:} after the last."
 echo
 echo "| window | length | requests | failed | p50 | p99 | max |"
 echo "|---|---|---|---|---|---|---|"

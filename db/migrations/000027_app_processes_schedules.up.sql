@@ -3,10 +3,11 @@
 
 -- upstream_port: the app's local upstream on its server (127.0.0.1:port),
 -- which forwards to the instances of every process with a port. Allocated
--- from 10000-19999 when the first process with a port is added, unique per
+-- from the install's range (berth serve --upstream-ports, default
+-- 10000-19999) when the first process with a port is added, unique per
 -- server among live apps (a deleted app's port is free again).
 ALTER TABLE apps ADD COLUMN upstream_port int;
-ALTER TABLE apps ADD CONSTRAINT apps_upstream_port_check CHECK (upstream_port BETWEEN 10000 AND 19999);
+ALTER TABLE apps ADD CONSTRAINT apps_upstream_port_check CHECK (upstream_port BETWEEN 1024 AND 65535);
 CREATE UNIQUE INDEX apps_server_id_upstream_port_key ON apps (server_id, upstream_port)
     WHERE deleted_at IS NULL AND upstream_port IS NOT NULL;
 

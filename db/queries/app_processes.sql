@@ -31,12 +31,13 @@ SELECT * FROM app_processes WHERE app_id = sqlc.arg(app_id) ORDER BY name;
 DELETE FROM app_processes WHERE app_id = sqlc.arg(app_id) AND name = sqlc.arg(name);
 
 -- name: AllocateUpstreamPort :one
--- Gives the app the lowest free port of 10000-19999 on its server (among
--- live apps) unless it has one; returns the app's port. Call with the app
+-- Gives the app the lowest free port of low-high (berth serve
+-- --upstream-ports, default 10000-19999) on its server (among live apps)
+-- unless it has one; returns the app's port. Call with the app
 -- locked (LockApp, apps.sql); two apps of one server allocating at once are told
 -- apart by apps_server_id_upstream_port_key (the caller retries).
 UPDATE apps a SET upstream_port = coalesce(a.upstream_port, (
-    SELECT p FROM generate_series(10000, 19999) p
+    SELECT p FROM generate_series(sqlc.arg(low)::int, sqlc.arg(high)::int) p
     WHERE NOT EXISTS (SELECT 1 FROM apps o WHERE o.server_id = a.server_id AND o.deleted_at IS NULL AND o.upstream_port = p)
     ORDER BY p LIMIT 1))
 WHERE a.id = sqlc.arg(id)
@@ -53,13 +54,20 @@ ON CONFLICT (app_id) DO UPDATE SET report = excluded.report, reported_at = exclu
 WHERE app_process_status.reported_at <= excluded.reported_at;
 
 -- name: ClearServerProcessStatus :execrows
--- A report lists every app with processes on the server: the apps of that
--- server it leaves out have none running any more.
-DELETE FROM app_process_status s
-USING apps a
-WHERE s.app_id = a.id AND a.server_id = sqlc.arg(server_id)
-  AND NOT (s.app_id = ANY (sqlc.arg(keep)::uuid[]))
-  AND s.reported_at <= sqlc.arg(reported_at);
+-- A report lists every app with processes on the server: the live apps of
+-- that server it leaves out have none running there, recorded as an empty
+-- report (their declared processes read stopped, not unknown). An empty
+-- report already stored is rewritten only when 30 s old, so heartbeats do
+-- not rewrite every app's row.
+INSERT INTO app_process_status (app_id, report, reported_at)
+SELECT a.id, '{}'::jsonb, sqlc.arg(reported_at)::timestamptz
+FROM apps a
+WHERE a.server_id = sqlc.arg(server_id) AND a.deleted_at IS NULL
+  AND NOT (a.id = ANY (sqlc.arg(keep)::uuid[]))
+ON CONFLICT (app_id) DO UPDATE SET report = excluded.report, reported_at = excluded.reported_at
+WHERE app_process_status.reported_at <= excluded.reported_at
+  AND (app_process_status.report <> '{}'::jsonb
+       OR app_process_status.reported_at < excluded.reported_at - interval '30 seconds');
 
 -- name: GetAppProcessStatus :one
 SELECT * FROM app_process_status WHERE app_id = sqlc.arg(app_id);

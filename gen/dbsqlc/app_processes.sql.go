@@ -14,42 +14,56 @@ import (
 
 const allocateUpstreamPort = `-- name: AllocateUpstreamPort :one
 UPDATE apps a SET upstream_port = coalesce(a.upstream_port, (
-    SELECT p FROM generate_series(10000, 19999) p
+    SELECT p FROM generate_series($1::int, $2::int) p
     WHERE NOT EXISTS (SELECT 1 FROM apps o WHERE o.server_id = a.server_id AND o.deleted_at IS NULL AND o.upstream_port = p)
     ORDER BY p LIMIT 1))
-WHERE a.id = $1
+WHERE a.id = $3
 RETURNING a.upstream_port
 `
 
-// Gives the app the lowest free port of 10000-19999 on its server (among
-// live apps) unless it has one; returns the app's port. Call with the app
+type AllocateUpstreamPortParams struct {
+	Low  int32
+	High int32
+	ID   pgtype.UUID
+}
+
+// Gives the app the lowest free port of low-high (berth serve
+// --upstream-ports, default 10000-19999) on its server (among live apps)
+// unless it has one; returns the app's port. Call with the app
 // locked (LockApp, apps.sql); two apps of one server allocating at once are told
 // apart by apps_server_id_upstream_port_key (the caller retries).
-func (q *Queries) AllocateUpstreamPort(ctx context.Context, id pgtype.UUID) (*int32, error) {
-	row := q.db.QueryRow(ctx, allocateUpstreamPort, id)
+func (q *Queries) AllocateUpstreamPort(ctx context.Context, arg AllocateUpstreamPortParams) (*int32, error) {
+	row := q.db.QueryRow(ctx, allocateUpstreamPort, arg.Low, arg.High, arg.ID)
 	var upstream_port *int32
 	err := row.Scan(&upstream_port)
 	return upstream_port, err
 }
 
 const clearServerProcessStatus = `-- name: ClearServerProcessStatus :execrows
-DELETE FROM app_process_status s
-USING apps a
-WHERE s.app_id = a.id AND a.server_id = $1
-  AND NOT (s.app_id = ANY ($2::uuid[]))
-  AND s.reported_at <= $3
+INSERT INTO app_process_status (app_id, report, reported_at)
+SELECT a.id, '{}'::jsonb, $1::timestamptz
+FROM apps a
+WHERE a.server_id = $2 AND a.deleted_at IS NULL
+  AND NOT (a.id = ANY ($3::uuid[]))
+ON CONFLICT (app_id) DO UPDATE SET report = excluded.report, reported_at = excluded.reported_at
+WHERE app_process_status.reported_at <= excluded.reported_at
+  AND (app_process_status.report <> '{}'::jsonb
+       OR app_process_status.reported_at < excluded.reported_at - interval '30 seconds')
 `
 
 type ClearServerProcessStatusParams struct {
+	ReportedAt time.Time
 	ServerID   pgtype.UUID
 	Keep       []pgtype.UUID
-	ReportedAt time.Time
 }
 
-// A report lists every app with processes on the server: the apps of that
-// server it leaves out have none running any more.
+// A report lists every app with processes on the server: the live apps of
+// that server it leaves out have none running there, recorded as an empty
+// report (their declared processes read stopped, not unknown). An empty
+// report already stored is rewritten only when 30 s old, so heartbeats do
+// not rewrite every app's row.
 func (q *Queries) ClearServerProcessStatus(ctx context.Context, arg ClearServerProcessStatusParams) (int64, error) {
-	result, err := q.db.Exec(ctx, clearServerProcessStatus, arg.ServerID, arg.Keep, arg.ReportedAt)
+	result, err := q.db.Exec(ctx, clearServerProcessStatus, arg.ReportedAt, arg.ServerID, arg.Keep)
 	if err != nil {
 		return 0, err
 	}

@@ -475,8 +475,16 @@ func (u *unpack) run(ctx context.Context, name func(string)) error {
 			src = &heldReader{r: r, held: u.held, ctx: ctx, left: speculativeBytes}
 		}
 		xerr = j.extractRelease(src, name)
+		if xerr == nil {
+			// git archive pads its tar to a whole record (10 KiB) after
+			// the end-of-archive blocks the tar reader stops at; with a
+			// full pipe that rest is still unwritten, and closing now
+			// would kill git with SIGPIPE and fail a good unpack. Read it
+			// (bounded: anything past a record is not a git archive).
+			_, _ = io.CopyN(io.Discard, r, 1<<20)
+		}
 	}
-	r.Close() // an early stop makes git archive end on a broken pipe
+	r.Close() // an early stop (a failed unpack) makes git archive end on a broken pipe
 	if xerr != nil {
 		u.cancel()
 	}

@@ -46,14 +46,15 @@ func (j *job) hasProcesses() bool {
 // release id (whose directory is release).
 func (j *job) processApp(id, release string) supervise.App {
 	return supervise.App{
-		ID:           j.spec.AppID,
-		ReleaseID:    id,
-		ReleaseDir:   release,
-		UID:          uint32(j.user.uid),
-		GID:          uint32(j.user.gid),
-		Env:          j.appEnv(id, release),
-		Processes:    j.spec.Processes,
-		UpstreamPort: j.spec.UpstreamPort,
+		ID:            j.spec.AppID,
+		ReleaseID:     id,
+		ReleaseDir:    release,
+		UID:           uint32(j.user.uid),
+		GID:           uint32(j.user.gid),
+		Env:           j.appEnv(id, release),
+		Processes:     j.spec.Processes,
+		UpstreamPort:  j.spec.UpstreamPort,
+		HealthTimeout: j.spec.ProcessHealthTimeout,
 	}
 }
 

@@ -205,7 +205,7 @@ func (m *Manager) replace(ctx context.Context, app App, procs []proc, logf func(
 		errs := make(chan error, len(started))
 		for i, u := range started {
 			go func() {
-				err := m.waitHealthy(ctx, u)
+				err := m.waitHealthy(ctx, u, app.HealthTimeout)
 				// The free port found was taken before the instance bound
 				// it (another program on this host): try fresh ones.
 				for try := 0; err != nil && try < 3 && strings.Contains(err.Error(), "address already in use"); try++ {
@@ -221,7 +221,7 @@ func (m *Manager) replace(ctx context.Context, app App, procs []proc, logf func(
 					}
 					started[i] = u
 					logf("%s instance %d: its port was taken, started again on port %d", p.Name, u.cfg.Index, port)
-					err = m.waitHealthy(ctx, u)
+					err = m.waitHealthy(ctx, u, app.HealthTimeout)
 				}
 				errs <- err
 			}()
@@ -310,8 +310,12 @@ func (m *Manager) stopUndeclared(ctx context.Context, app App, procs []proc, nam
 }
 
 // waitHealthy waits until the instance answers its health check (or, with
-// no health path, accepts a TCP connection), failing early when it exits.
-func (m *Manager) waitHealthy(ctx context.Context, u *unit) error {
+// no health path, accepts a TCP connection) within timeout (0: the
+// Manager's default), failing early when it exits.
+func (m *Manager) waitHealthy(ctx context.Context, u *unit, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = m.healthTimeout
+	}
 	name := fmt.Sprintf("process %s instance %d (port %d)", u.cfg.Process, u.cfg.Index, u.cfg.Port)
 	fail := func(reason string) error {
 		tail := logTail(u.dir, 10)
@@ -320,7 +324,7 @@ func (m *Manager) waitHealthy(ctx context.Context, u *unit) error {
 		}
 		return fmt.Errorf("%s: %s (it printed nothing)", name, reason)
 	}
-	deadline := time.Now().Add(m.healthTimeout)
+	deadline := time.Now().Add(timeout)
 	client := &http.Client{Timeout: 2 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
 	}}
@@ -356,7 +360,7 @@ func (m *Manager) waitHealthy(ctx context.Context, u *unit) error {
 			}
 		}
 		if time.Now().After(deadline) {
-			return fail(fmt.Sprintf("not healthy after %s (%s)", m.healthTimeout, cmpStr(last, "never started")))
+			return fail(fmt.Sprintf("not healthy after %s (%s)", timeout, cmpStr(last, "never started")))
 		}
 		select {
 		case <-ctx.Done():

@@ -192,10 +192,14 @@ func TestFailedHealthCheck(t *testing.T) {
 	oldPids := pids(procReport(m, app.ID, "web"))
 	backends, _ := os.ReadFile(filepath.Join(m.upDir(app.ID), backendsFile))
 
-	m.healthTimeout = 2 * time.Second
+	// The app's own health timeout bounds the wait, not the Manager's
+	// default (kept long here so only App.HealthTimeout can end it soon).
+	m.healthTimeout = time.Hour
 	ctx := context.Background()
-	err := m.Deploy(ctx, withRelease(t, app, "bad", "FAIL_HEALTH=1"), logT(t))
-	if err == nil || !strings.Contains(err.Error(), "process web instance 0") || !strings.Contains(err.Error(), "500") {
+	bad := withRelease(t, app, "bad", "FAIL_HEALTH=1")
+	bad.HealthTimeout = 2 * time.Second
+	err := m.Deploy(ctx, bad, logT(t))
+	if err == nil || !strings.Contains(err.Error(), "process web instance 0") || !strings.Contains(err.Error(), "500") || !strings.Contains(err.Error(), "not healthy after 2s") {
 		t.Fatalf("deploy of an unhealthy release: %v", err)
 	}
 	if !strings.Contains(err.Error(), "listening on") {

@@ -38,8 +38,14 @@ func TestBrowserProcessesLive(t *testing.T) {
 	}
 
 	worker := `article.process[data-process="worker"]`
-	if st := tb.text(worker + ` [data-field=state]`); st != "unknown" {
-		t.Fatalf("state before any deploy: %q", st)
+	instances := func() [][]string {
+		return tabRun(tb, "instances", chromedp.Evaluate[[][]string](fmt.Sprintf(
+			`[...document.querySelectorAll(%q)].map(tr => [...tr.cells].map(td => td.textContent.trim()))`, worker+" table.instances tbody tr")))
+	}
+	// Not running yet: unknown before the agent's first report, stopped
+	// once it reported running nothing for the app.
+	if st := tb.text(worker + ` [data-field=state]`); (st != "unknown" && st != "stopped") || len(instances()) != 0 {
+		t.Fatalf("state before any deploy: %q, instances %q", st, instances())
 	}
 	// Deployed from the CLI while the page stays open: the agent's report
 	// reaches the open page without a reload.
@@ -57,10 +63,6 @@ func TestBrowserProcessesLive(t *testing.T) {
 		t.Fatal("the app page was reloaded")
 	}
 
-	instances := func() [][]string {
-		return tabRun(tb, "instances", chromedp.Evaluate[[][]string](fmt.Sprintf(
-			`[...document.querySelectorAll(%q)].map(tr => [...tr.cells].map(td => td.textContent.trim()))`, worker+" table.instances tbody tr")))
-	}
 	waitRunning := func(what string, ok func([][]string) bool) [][]string {
 		t.Helper()
 		var rows [][]string
@@ -87,6 +89,7 @@ func TestBrowserProcessesLive(t *testing.T) {
 	for _, w := range []int64{420, 1366} {
 		tb.viewport(w, 900)
 		tb.noSideScroll("/apps/svc")
+		tb.screenshot(fmt.Sprintf("app-processes-%d.png", w))
 	}
 	tb.viewport(1280, 960)
 	tb.open("/apps/svc")
@@ -156,8 +159,15 @@ func TestBrowserProcessesLive(t *testing.T) {
 	if run[0] != "3" || !strings.Contains(run[1], "stamp v1") {
 		t.Fatalf("schedule run: exit %q, tail %q", run[0], run[1])
 	}
-	tb.open("/apps/svc")
-	if last := tb.text(`#schedule-list tr[data-schedule="stamp"]`); !strings.Contains(last, "failed") || !strings.Contains(last, "exit 3") {
+	// The app page shows the last run: every 2 s a new one starts, so the
+	// row may show one running; wait for it to show a finished one.
+	var last string
+	waitFor(t, "the schedule row to show a failed last run", 2*time.Minute, func() bool {
+		tb.open("/apps/svc")
+		last = tb.text(`#schedule-list tr[data-schedule="stamp"]`)
+		return strings.Contains(last, "failed") && strings.Contains(last, "exit 3")
+	})
+	if strings.Contains(last, "succeeded") {
 		t.Fatalf("schedule row: %q", last)
 	}
 	tabRun(tb, "accept confirms", chromedp.Evaluate[bool](`(window.confirm = () => true, true)`))

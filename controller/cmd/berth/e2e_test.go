@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -142,6 +143,23 @@ type controller struct {
 	done     chan error
 }
 
+// upstreamRange picks 20 ports, below the ephemeral range, whose first
+// one is free now; each controller of a test run gets its own.
+func upstreamRange(t *testing.T) string {
+	t.Helper()
+	for range 100 {
+		low := 20000 + 20*mrand.IntN(600)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", low))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return fmt.Sprintf("%d-%d", low, low+19)
+	}
+	t.Fatal("no free port range for upstreams")
+	return ""
+}
+
 func startController(t *testing.T, dataDir string, extra ...string) *controller {
 	t.Helper()
 	return startControllerAt(t, dataDir, freeAddr(t), freeAddr(t), extra...)
@@ -152,7 +170,10 @@ func startController(t *testing.T, dataDir string, extra ...string) *controller 
 func startControllerAt(t *testing.T, dataDir, httpAddr, grpcAddr string, extra ...string) *controller {
 	t.Helper()
 	c := &controller{httpAddr: httpAddr, grpcAddr: grpcAddr, logs: &syncBuffer{}, done: make(chan error, 1)}
-	args := append([]string{"serve", "--data-dir", dataDir, "--grpc-addr", c.grpcAddr}, extra...)
+	// Apps' upstreams get ports of a range of this controller's own: tests
+	// running side by side each have a controller whose first app would
+	// otherwise get 10000, on the same host.
+	args := append([]string{"serve", "--data-dir", dataDir, "--grpc-addr", c.grpcAddr, "--upstream-ports", upstreamRange(t)}, extra...)
 	c.cmd = exec.Command(berthBin, args...)
 	// The HTTP address comes from the environment to prove BERTH_* works.
 	c.cmd.Env = append(os.Environ(), "BERTH_HTTP_ADDR="+c.httpAddr)
@@ -376,6 +397,7 @@ func TestBadInputGivesOneClearLine(t *testing.T) {
 		{"unknown flag", []string{"serve", "--bogus"}, "unknown flag: --bogus"},
 		{"unknown command", []string{"frobnicate"}, "unknown command"},
 		{"negative unreachable grace", []string{"serve", "--unreachable-grace", "-5s"}, "--unreachable-grace must not be negative"},
+		{"bad upstream ports", []string{"serve", "--upstream-ports", "9000-80"}, "--upstream-ports: invalid argument: port range \"9000-80\""},
 		{"migrate without database", []string{"migrate", "up"}, "pass --database-url or --data-dir"},
 		{"migrate down bad N", []string{"migrate", "down", "zero", "--database-url", "postgres://x@127.0.0.1:1/x"}, "N must be a positive number"},
 		{"migrate force beyond latest", []string{"migrate", "force", "9999", "--database-url", "postgres://x@127.0.0.1:1/x"}, "does not exist"},

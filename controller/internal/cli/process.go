@@ -482,8 +482,13 @@ func (a *app) streamLogs(ctx context.Context, c adminv1.AdminServiceClient, req 
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !req.GetFollow() || attempt >= 600 || !isUnavailable(err) {
+		// Resume only a stream that worked (the controller restarted
+		// under it); an agent that is offline is said at once.
+		if !req.GetFollow() || last.IsZero() || attempt >= 600 || !isUnavailable(err) {
 			return rpcErr(err)
+		}
+		if attempt == 0 || attempt%30 == 0 {
+			fmt.Fprintf(a.stderr, "==> %s; resuming\n", rpcErr(err))
 		}
 		select {
 		case <-ctx.Done():

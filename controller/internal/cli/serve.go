@@ -33,6 +33,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", 7*24*time.Hour, "lifetime of agent certificates (renewed with a third left)")
 	f.DurationVar(&cfg.StartGrace, "start-grace", 2*time.Minute, "after a start, how long before any server may be marked offline or a deployment failed as agent unreachable (agents reconnecting)")
 	f.DurationVar(&cfg.UnreachableGrace, "unreachable-grace", 30*time.Second, "how long past its deadline a deployment whose agent stays away waits before it fails as \"agent unreachable\"")
+	f.StringVar(&cfg.UpstreamPorts, "upstream-ports", "10000-19999", "range LOW-HIGH of loopback ports apps' upstreams get on their servers (pick one nothing else on your servers listens in)")
 	f.StringVar(&cfg.AgentDist, "agent-dist", defaultAgentDist(), "directory with the agent binaries and install script to serve")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "controller HTTP base URL as servers reach it (default http://HTTP_ADDR)")
 	f.IntVar(&cfg.EnrollPerMinute, "enroll-rate", 10, "agent enrollments allowed per minute from one address (burst: half of it); raise it to enroll a large fleet from one network address at once")

@@ -58,6 +58,9 @@ type Config struct {
 	// agent stays away waits before it is failed as "agent unreachable"
 	// (0: 30s).
 	UnreachableGrace time.Duration
+	// UpstreamPorts is the range apps' local upstreams get their port from,
+	// "LOW-HIGH" (empty: 10000-19999).
+	UpstreamPorts string
 	// AgentDist is the directory with the agent binaries and install script.
 	AgentDist string
 	// PublicURL is the controller's HTTP base as servers reach it, for the
@@ -99,6 +102,11 @@ func (c *Config) checkAndSetDefaults() error {
 	}
 	if c.UnreachableGrace < 0 {
 		return errors.New("--unreachable-grace must not be negative")
+	}
+	if c.UpstreamPorts != "" {
+		if _, _, err := deploys.ParsePortRange(c.UpstreamPorts); err != nil {
+			return fmt.Errorf("--upstream-ports: %w", err)
+		}
 	}
 	if c.HeartbeatInterval != 0 && c.HeartbeatInterval < time.Second {
 		return errors.New("--heartbeat-interval must be at least 1s")
@@ -215,7 +223,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ControllerAddr: advertise, InstallURL: publicURL, AgentSHA256: dist.AgentSHA256(), EnrollPerMinute: cfg.EnrollPerMinute,
 	})
 
-	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{StartGrace: cfg.StartGrace, UnreachableGrace: cfg.UnreachableGrace})
+	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{StartGrace: cfg.StartGrace, UnreachableGrace: cfg.UnreachableGrace, UpstreamPorts: cfg.UpstreamPorts})
 	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, deploySvc, publicURL, log)
 	if err != nil {
 		return err

@@ -243,11 +243,11 @@ func (s *Service) AddProcess(ctx context.Context, pr *auth.Principal, peer Peer,
 				return err
 			}
 			if p.Port {
-				_, err = tx.AllocateUpstreamPort(ctx, a.ID)
+				_, err = tx.AllocateUpstreamPort(ctx, a.ID, s.upLow, s.upHigh)
 			}
 			return err
 		})
-		if err == nil || attempt >= 3 || !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "upstream_port") {
+		if err == nil || attempt >= 20 || !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "upstream_port") {
 			break
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -46,7 +47,25 @@ type Config struct {
 	// Tick is how often queues and deadlines are checked besides
 	// notifications (default 1s).
 	Tick time.Duration
-	Now  func() time.Time
+	// UpstreamPorts is the range "LOW-HIGH" an app's local upstream gets
+	// its port from, the lowest free one among the server's apps (empty:
+	// 10000-19999). Nothing else on the servers should listen in it.
+	UpstreamPorts string
+	Now           func() time.Time
+}
+
+// ParsePortRange parses "LOW-HIGH" (1024 <= LOW <= HIGH <= 65535).
+func ParsePortRange(s string) (low, high int, err error) {
+	a, b, ok := strings.Cut(strings.TrimSpace(s), "-")
+	if !ok {
+		return 0, 0, fmt.Errorf("%w: port range %q is not LOW-HIGH", ErrInvalid, s)
+	}
+	low, err1 := strconv.Atoi(strings.TrimSpace(a))
+	high, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if err1 != nil || err2 != nil || low < 1024 || high > 65535 || low > high {
+		return 0, 0, fmt.Errorf("%w: port range %q: LOW-HIGH with 1024 <= LOW <= HIGH <= 65535", ErrInvalid, s)
+	}
+	return low, high, nil
 }
 
 // Service is the deploys capability.
@@ -64,6 +83,9 @@ type Service struct {
 
 	mu        sync.Mutex
 	followers map[store.ID]map[chan struct{}]struct{}
+
+	// upLow and upHigh bound apps' upstream ports (Config.UpstreamPorts).
+	upLow, upHigh int
 }
 
 // New returns the service and registers it with the fleet as the handler of
@@ -78,11 +100,20 @@ func New(st *store.Store, fl *fleet.Service, log *slog.Logger, cfg Config) *Serv
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
 	}
+	upLow, upHigh := 10000, 19999
+	if cfg.UpstreamPorts != "" {
+		if l, h, err := ParsePortRange(cfg.UpstreamPorts); err == nil {
+			upLow, upHigh = l, h
+		} else {
+			log.Error("upstream ports: using 10000-19999", "err", err)
+		}
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	s := &Service{st: st, fleet: fl, log: log.With("component", "deploys"), cfg: cfg,
-		wake: make(chan struct{}, 1), started: cfg.Now(), badHooks: ratelimit.New(10, 10, 50), followers: map[store.ID]map[chan struct{}]struct{}{}}
+		wake: make(chan struct{}, 1), started: cfg.Now(), badHooks: ratelimit.New(10, 10, 50), followers: map[store.ID]map[chan struct{}]struct{}{},
+		upLow: upLow, upHigh: upHigh}
 	fl.SetJobHandler(s)
 	return s
 }

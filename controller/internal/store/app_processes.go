@@ -88,17 +88,17 @@ func (s *Store) DeleteAppProcess(ctx context.Context, appID ID, name string) err
 	return affected("delete app process", n, err)
 }
 
-// AllocateUpstreamPort gives the app the lowest free port of 10000-19999
-// on its server unless it has one, and returns its port. ErrConflict: the
+// AllocateUpstreamPort gives the app the lowest free port of low-high on
+// its server unless it has one, and returns its port. ErrConflict: the
 // server has no free port, or another app took the same one at the same
 // time (retry).
-func (s *Store) AllocateUpstreamPort(ctx context.Context, appID ID) (int, error) {
-	p, err := s.q.AllocateUpstreamPort(ctx, pgID(appID))
+func (s *Store) AllocateUpstreamPort(ctx context.Context, appID ID, low, high int) (int, error) {
+	p, err := s.q.AllocateUpstreamPort(ctx, dbsqlc.AllocateUpstreamPortParams{ID: pgID(appID), Low: int32(low), High: int32(high)})
 	if err != nil {
 		return 0, mapErr("allocate upstream port", err)
 	}
 	if p == nil {
-		return 0, fmt.Errorf("allocate upstream port: %w (the server has no free port in 10000-19999)", ErrConflict)
+		return 0, fmt.Errorf("allocate upstream port: %w (the server has no free port in %d-%d)", ErrConflict, low, high)
 	}
 	return int(*p), nil
 }
@@ -130,9 +130,9 @@ func (s *Store) SetProcessStatus(ctx context.Context, serverID ID, st ProcessSta
 	return n > 0, nil
 }
 
-// ClearProcessStatus forgets the reports of serverID's apps other than
-// keep that are not newer than at: a full report left them out, so they
-// have no processes there any more.
+// ClearProcessStatus records an empty report at at for serverID's live
+// apps other than keep (unless a newer report is stored): a full report
+// left them out, so they have no processes there.
 func (s *Store) ClearProcessStatus(ctx context.Context, serverID ID, keep []ID, at time.Time) error {
 	_, err := s.q.ClearServerProcessStatus(ctx, dbsqlc.ClearServerProcessStatusParams{
 		ServerID: pgID(serverID), Keep: pgIDs(keep), ReportedAt: at,

@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,17 +47,21 @@ func TestAppProcessesStore(t *testing.T) {
 	wantErr(t, "bad restart", err, store.ErrInvalid)
 
 	// Upstream ports: lowest free per server among live apps, stable.
-	pa, err := e.st.AllocateUpstreamPort(ctx, a.ID)
+	pa, err := e.st.AllocateUpstreamPort(ctx, a.ID, 10000, 19999)
 	if err != nil || pa != 10000 {
 		t.Fatalf("first port %d %v", pa, err)
 	}
-	if again, err := e.st.AllocateUpstreamPort(ctx, a.ID); err != nil || again != pa {
+	if again, err := e.st.AllocateUpstreamPort(ctx, a.ID, 10000, 19999); err != nil || again != pa {
 		t.Fatalf("port moved: %d %v", again, err)
 	}
-	if pb, err := e.st.AllocateUpstreamPort(ctx, b.ID); err != nil || pb != 10001 {
+	// The range is the install's (berth serve --upstream-ports): full, no port.
+	if _, err := e.st.AllocateUpstreamPort(ctx, b.ID, 10000, 10000); !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "10000-10000") {
+		t.Fatalf("full range: %v", err)
+	}
+	if pb, err := e.st.AllocateUpstreamPort(ctx, b.ID, 10000, 19999); err != nil || pb != 10001 {
 		t.Fatalf("second app's port %d %v", pb, err)
 	}
-	if pc, err := e.st.AllocateUpstreamPort(ctx, c.ID); err != nil || pc != 10000 {
+	if pc, err := e.st.AllocateUpstreamPort(ctx, c.ID, 10000, 19999); err != nil || pc != 10000 {
 		t.Fatalf("other server's port %d %v", pc, err)
 	}
 	if got, _ := e.st.App(ctx, a.ID); got.UpstreamPort != 10000 {
@@ -84,8 +90,12 @@ func TestAppProcessesStore(t *testing.T) {
 	if err := e.st.ClearProcessStatus(ctx, srv, nil, now.Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.st.ProcessStatus(ctx, a.ID)
-	wantErr(t, "cleared status", err, store.ErrNotFound)
+	if st, err := e.st.ProcessStatus(ctx, a.ID); err != nil || string(st.Report) != "{}" || !st.ReportedAt.Equal(now.Add(time.Second)) {
+		t.Fatalf("cleared status %s %v %v", st.Report, st.ReportedAt, err)
+	}
+	if _, err := e.st.ProcessStatus(ctx, c.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("another server's app got a status: %v", err)
+	}
 
 	if err := e.st.DeleteAppProcess(ctx, a.ID, "web"); err != nil {
 		t.Fatal(err)
