@@ -56,7 +56,8 @@ func TestMigration27RoundTrip(t *testing.T) {
 			t.Errorf("accepted: %s", bad)
 		}
 	}
-	if err := mg.Down(1); err != nil {
+	// Down to 26, through any migration added after 000027.
+	if err := mg.Down(int(latest) - 26); err != nil {
 		t.Fatal(err)
 	}
 	var n int
