@@ -235,6 +235,13 @@ func browserChartSizeAndLegend(t *testing.T, tb *tab) {
 		t.Fatalf("CPU legend at rest: %q", l)
 	}
 	latest := l[0]
+	// The Disk chart plots df's use % (and inode use) of the real agent's
+	// disk, not bytes used against size.
+	disk := tabRun(tb, "Disk legend", chromedp.Evaluate[[]string](
+		`[...document.querySelectorAll('#charts figure[data-chart="Disk"] .u-legend .u-series')].map(r => r.textContent.trim())`))
+	if len(disk) != 3 || !regexp.MustCompile(`used %\s*[\d.]+%`).MatchString(disk[1]) || !regexp.MustCompile(`inodes %\s*[\d.]+%`).MatchString(disk[2]) {
+		t.Errorf("Disk legend at rest: %q", disk)
+	}
 	// Hover the left quarter of the chart: an older point's time shows.
 	tabRun(tb, "hover", chromedp.Evaluate[bool](`(() => {
 		const o = document.querySelector('#charts figure[data-chart="CPU"] .u-over');
