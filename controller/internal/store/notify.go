@@ -459,4 +459,3 @@ func (s *Store) DeleteNotifyBefore(ctx context.Context, before time.Time) (int64
 	m, err := s.q.DeleteNotifyEventsBefore(ctx, before)
 	return n + m, mapErr("delete notify events", err)
 }
-
