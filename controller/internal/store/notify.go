@@ -459,3 +459,10 @@ func (s *Store) DeleteNotifyBefore(ctx context.Context, before time.Time) (int64
 	m, err := s.q.DeleteNotifyEventsBefore(ctx, before)
 	return n + m, mapErr("delete notify events", err)
 }
+
+// PgNotify sends a NOTIFY on channel; inside a transaction PostgreSQL
+// delivers it at commit.
+func (s *Store) PgNotify(ctx context.Context, channel, payload string) error {
+	_, err := s.db.Exec(ctx, "SELECT pg_notify($1, $2)", channel, payload)
+	return mapErr("notify", err)
+}
