@@ -28,8 +28,8 @@ import (
 	"github.com/berthhq/berth/controller/internal/grpcapi"
 	"github.com/berthhq/berth/controller/internal/httpapi"
 	"github.com/berthhq/berth/controller/internal/maintenance"
-	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/migrate"
+	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/secrets"
 	"github.com/berthhq/berth/controller/internal/store"
 )
