@@ -36,7 +36,8 @@ CREATE TABLE notify_channels (
     id                  uuid        PRIMARY KEY,
     name                text        NOT NULL,
     kind                text        NOT NULL,
-    -- inbox and email: every admin (resolved when the event fans out).
+    -- inbox and email: every active admin (the inbox's when the event fans
+    -- out, email's addresses when the message is sent).
     to_admins           boolean     NOT NULL DEFAULT false,
     -- email: the addresses (not secret).
     recipients          text[]      NOT NULL DEFAULT '{}',
@@ -75,6 +76,8 @@ CREATE TABLE notify_rules (
     CONSTRAINT notify_rules_level_check CHECK (min_level IN ('info', 'warning', 'critical'))
 );
 CREATE INDEX notify_rules_channel_id_idx ON notify_rules (channel_id);
+CREATE INDEX notify_rules_server_id_idx ON notify_rules (server_id);
+CREATE INDEX notify_rules_app_id_idx ON notify_rules (app_id);
 
 CREATE TABLE notify_outbox (
     -- Also the webhook-id: the idempotency key a receiver dedupes on.
@@ -106,7 +109,8 @@ CREATE TABLE notify_outbox (
     CONSTRAINT notify_outbox_status_check CHECK (status IN ('pending', 'delivered', 'failed', 'merged', 'held', 'digested')),
     CONSTRAINT notify_outbox_message_check CHECK (event_id IS NOT NULL OR digest_title IS NOT NULL)
 );
-CREATE INDEX notify_outbox_due_idx ON notify_outbox (next_attempt_at) WHERE status = 'pending';
+-- The claim: status = 'pending' ordered by next_attempt_at.
+CREATE INDEX notify_outbox_status_idx ON notify_outbox (status, next_attempt_at);
 CREATE INDEX notify_outbox_channel_key_idx ON notify_outbox (channel_id, dedupe_key, created_at DESC) WHERE dedupe_key IS NOT NULL;
 CREATE INDEX notify_outbox_channel_created_idx ON notify_outbox (channel_id, created_at DESC);
 CREATE INDEX notify_outbox_held_idx ON notify_outbox (channel_id) WHERE status = 'held';
