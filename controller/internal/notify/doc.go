@@ -53,4 +53,21 @@
 // link-local and unspecified addresses at dial time (after DNS resolution,
 // so rebinding cannot bypass it) unless AllowPrivateTargets is set, follows
 // no redirect, times out and reads a bounded response.
+//
+// # API (for the CLI, gRPC and web UI)
+//
+// One Service per controller (New, then Run in the background):
+//   - channels: AddChannel (returns a generated webhook secret once),
+//     Channels, Channel, RemoveChannel, TestChannel, Deliveries (a
+//     channel's recent messages with status, attempts and last error);
+//   - rules: AddRule, Rules, RemoveRule;
+//   - inbox: Inbox, UnreadCount, MarkRead, MarkAllRead (per user);
+//   - events: Publish (package function, in a transaction) or
+//     Service.Publish (a transaction of its own).
+//
+// Bad input is refused with errors wrapping ErrInvalid (or
+// ErrPrivateTarget for a private URL), unknown names with
+// store.ErrNotFound and taken names with store.ErrConflict, so a caller
+// maps them to InvalidArgument, NotFound and AlreadyExists. Callers check
+// authorisation (admin scope) before calling: the service does not.
 package notify

@@ -811,3 +811,34 @@ func TestEnsureDefaultsAndRetention(t *testing.T) {
 		t.Fatalf("retention: %d %v, want 1 outbox row and 2 events", n, err)
 	}
 }
+
+func TestTestChannel(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	s := e.service(t, true)
+	rcv := newReceiver(t, testSecret)
+	rcv.now = e.clk.Now
+	if _, _, err := s.AddChannel(ctx, ChannelSpec{Name: "hook", Kind: KindWebhook, URL: rcv.URL, Secret: testSecret}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TestChannel(ctx, "hook"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TestChannel(ctx, "admins-inbox"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TestChannel(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown channel: %v", err)
+	}
+	_, ids, _, bodies, bad := rcv.snapshot()
+	if len(ids) != 1 || bad != 0 || !strings.Contains(string(bodies[0]), `"type":"notify.test"`) {
+		t.Fatalf("webhook test: %v %d", ids, bad)
+	}
+	inbox, _ := e.st.Notifications(ctx, e.admin, store.NotificationFilter{})
+	if len(inbox) != 1 || inbox[0].Kind != "notify.test" {
+		t.Fatalf("inbox %+v", inbox)
+	}
+	if c, _ := s.Channel(ctx, "hook"); c.LastDeliveredAt == nil {
+		t.Fatal("test delivery not recorded")
+	}
+}

@@ -298,6 +298,20 @@ func (s *Service) TestChannel(ctx context.Context, name string) error {
 		return err
 	}
 	now := s.cfg.Now()
+	if c.Kind == KindInbox {
+		admins, err := s.st.ActiveAdminIDs(ctx)
+		if err != nil {
+			return err
+		}
+		for _, u := range admins {
+			if _, _, err := s.st.CreateNotification(ctx, store.CreateNotificationParams{
+				UserID: u, Kind: "notify.test", Title: "Test notification from Berth", Body: "This channel works.",
+			}); err != nil {
+				return err
+			}
+		}
+		return s.st.NotifyChannelDelivered(ctx, c.ID, now)
+	}
 	m := message{
 		ID: store.NewID(), Kind: "notify.test", Level: Info, Title: "Test notification from Berth",
 		Body: "This channel works.", At: now,
