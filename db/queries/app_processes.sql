@@ -53,13 +53,20 @@ ON CONFLICT (app_id) DO UPDATE SET report = excluded.report, reported_at = exclu
 WHERE app_process_status.reported_at <= excluded.reported_at;
 
 -- name: ClearServerProcessStatus :execrows
--- A report lists every app with processes on the server: the apps of that
--- server it leaves out have none running any more.
-DELETE FROM app_process_status s
-USING apps a
-WHERE s.app_id = a.id AND a.server_id = sqlc.arg(server_id)
-  AND NOT (s.app_id = ANY (sqlc.arg(keep)::uuid[]))
-  AND s.reported_at <= sqlc.arg(reported_at);
+-- A report lists every app with processes on the server: the live apps of
+-- that server it leaves out have none running there, recorded as an empty
+-- report (their declared processes read stopped, not unknown). An empty
+-- report already stored is rewritten only when 30 s old, so heartbeats do
+-- not rewrite every app's row.
+INSERT INTO app_process_status (app_id, report, reported_at)
+SELECT a.id, '{}'::jsonb, sqlc.arg(reported_at)::timestamptz
+FROM apps a
+WHERE a.server_id = sqlc.arg(server_id) AND a.deleted_at IS NULL
+  AND NOT (a.id = ANY (sqlc.arg(keep)::uuid[]))
+ON CONFLICT (app_id) DO UPDATE SET report = excluded.report, reported_at = excluded.reported_at
+WHERE app_process_status.reported_at <= excluded.reported_at
+  AND (app_process_status.report <> '{}'::jsonb
+       OR app_process_status.reported_at < excluded.reported_at - interval '30 seconds');
 
 -- name: GetAppProcessStatus :one
 SELECT * FROM app_process_status WHERE app_id = sqlc.arg(app_id);

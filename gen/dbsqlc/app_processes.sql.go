@@ -33,23 +33,30 @@ func (q *Queries) AllocateUpstreamPort(ctx context.Context, id pgtype.UUID) (*in
 }
 
 const clearServerProcessStatus = `-- name: ClearServerProcessStatus :execrows
-DELETE FROM app_process_status s
-USING apps a
-WHERE s.app_id = a.id AND a.server_id = $1
-  AND NOT (s.app_id = ANY ($2::uuid[]))
-  AND s.reported_at <= $3
+INSERT INTO app_process_status (app_id, report, reported_at)
+SELECT a.id, '{}'::jsonb, $1::timestamptz
+FROM apps a
+WHERE a.server_id = $2 AND a.deleted_at IS NULL
+  AND NOT (a.id = ANY ($3::uuid[]))
+ON CONFLICT (app_id) DO UPDATE SET report = excluded.report, reported_at = excluded.reported_at
+WHERE app_process_status.reported_at <= excluded.reported_at
+  AND (app_process_status.report <> '{}'::jsonb
+       OR app_process_status.reported_at < excluded.reported_at - interval '30 seconds')
 `
 
 type ClearServerProcessStatusParams struct {
+	ReportedAt time.Time
 	ServerID   pgtype.UUID
 	Keep       []pgtype.UUID
-	ReportedAt time.Time
 }
 
-// A report lists every app with processes on the server: the apps of that
-// server it leaves out have none running any more.
+// A report lists every app with processes on the server: the live apps of
+// that server it leaves out have none running there, recorded as an empty
+// report (their declared processes read stopped, not unknown). An empty
+// report already stored is rewritten only when 30 s old, so heartbeats do
+// not rewrite every app's row.
 func (q *Queries) ClearServerProcessStatus(ctx context.Context, arg ClearServerProcessStatusParams) (int64, error) {
-	result, err := q.db.Exec(ctx, clearServerProcessStatus, arg.ServerID, arg.Keep, arg.ReportedAt)
+	result, err := q.db.Exec(ctx, clearServerProcessStatus, arg.ReportedAt, arg.ServerID, arg.Keep)
 	if err != nil {
 		return 0, err
 	}

@@ -154,6 +154,7 @@ func specOf(js *agentv1.JobStart) deploy.Spec {
 		ReloadCommand: js.GetReloadCommand(), ControllerSeq: js.GetAckedSeq(), AllowRoot: js.GetAllowRoot(),
 		Processes: js.GetProcesses(), ProcessAction: js.GetProcessAction(), ProcessNames: js.GetProcessNames(),
 		UpstreamPort: js.GetUpstreamPort(), ScheduleName: js.GetScheduleName(), ScheduleCommand: js.GetScheduleCommand(),
+		ProcessHealthTimeout: js.GetHealthCheckTimeout().AsDuration(),
 	}
 	if c := js.GetCredential(); c != nil && (c.GetSshPrivateKey() != "" || c.GetToken() != "") {
 		s.Credential = &deploy.Credential{

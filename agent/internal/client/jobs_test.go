@@ -3,6 +3,9 @@ package client
 import (
 	"slices"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/berthhq/berth/agent/internal/deploy"
 
@@ -32,7 +35,11 @@ func TestSpecOfCarriesProcessesAndSchedules(t *testing.T) {
 	s := specOf(&agentv1.JobStart{
 		JobId: "01J0000000000000000000000A", Kind: "process", Processes: procs, ProcessAction: "restart",
 		ProcessNames: []string{"web"}, UpstreamPort: 10001, ScheduleName: "nightly", ScheduleCommand: "php artisan schedule:run",
+		HealthCheckTimeout: durationpb.New(45 * time.Second),
 	})
+	if s.ProcessHealthTimeout != 45*time.Second {
+		t.Fatalf("process health timeout: %v", s.ProcessHealthTimeout)
+	}
 	if s.Kind != deploy.KindProcess || len(s.Processes) != 1 || s.Processes[0] != procs[0] || s.ProcessAction != deploy.ProcessRestart ||
 		!slices.Equal(s.ProcessNames, []string{"web"}) || s.UpstreamPort != 10001 || s.ScheduleName != "nightly" || s.ScheduleCommand != "php artisan schedule:run" {
 		t.Fatalf("spec: %+v", s)

@@ -451,9 +451,10 @@ func dotenvQuote(v string) string {
 
 // prune removes the oldest releases beyond keep, never current, never
 // previous (the one current replaced: the first rollback target) and never
-// one the app's processes still run (an old instance draining, say).
+// one the app's processes or a running scheduled command still use.
 func (j *job) prune(current, previous string) error {
 	inUse := j.e.releasesInUse(j.spec.AppID)
+	scheduled := j.e.releasesOfSchedules(j.spec.AppID)
 	if err := j.topDir("releases"); err != nil {
 		return err
 	}
@@ -485,6 +486,10 @@ func (j *job) prune(current, previous string) error {
 		}
 		if slices.Contains(inUse, id) {
 			j.log.printf("kept release %s: the app's processes run it", id)
+			continue
+		}
+		if slices.Contains(scheduled, id) {
+			j.log.printf("kept release %s: a scheduled command runs in it", id)
 			continue
 		}
 		if err := j.tree.root.RemoveAll(releaseRel(id)); err != nil {

@@ -69,6 +69,9 @@ type job struct {
 	acked     uint64
 	resultSeq uint64
 	running   bool
+	// runsIn is the release a running schedule job's command runs in,
+	// which pruning keeps.
+	runsIn    string
 	file      *os.File // events.log while the job may append
 	ackedFile *os.File // acked, once written (see writeAckedLocked)
 	cancel    context.CancelCauseFunc
@@ -538,6 +541,13 @@ func (e *Executor) settleInterrupted(j *job) Result {
 		os.RemoveAll(filepath.Join(e.mirrorsDir, spec.AppID+".git.tmp-"+j.id))
 	case KindRollback:
 		res.ReleasePath = releasePath(spec.DeployPath, spec.RollbackTo)
+		if releaseIDOf(spec.DeployPath, cur) == spec.RollbackTo && e.releaseInUse(spec.AppID, spec.RollbackTo) &&
+			!e.releaseInUse(spec.AppID, releaseIDOf(spec.DeployPath, st.PrevTarget)) {
+			// The processes moved to the kept release already: current
+			// stays with them (as for a deploy, see above).
+			res.Error = "agent restarted during step " + step + "; the kept release is current and the app's processes run it"
+			break
+		}
 		if st.Activated && cur != st.PrevTarget {
 			if err := tree.restoreCurrent(st.PrevTarget); err != nil {
 				e.log.Warn("restore current after interrupted rollback", "job", j.id, "err", err)

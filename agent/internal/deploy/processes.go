@@ -46,14 +46,15 @@ func (j *job) hasProcesses() bool {
 // release id (whose directory is release).
 func (j *job) processApp(id, release string) supervise.App {
 	return supervise.App{
-		ID:           j.spec.AppID,
-		ReleaseID:    id,
-		ReleaseDir:   release,
-		UID:          uint32(j.user.uid),
-		GID:          uint32(j.user.gid),
-		Env:          j.appEnv(id, release),
-		Processes:    j.spec.Processes,
-		UpstreamPort: j.spec.UpstreamPort,
+		ID:            j.spec.AppID,
+		ReleaseID:     id,
+		ReleaseDir:    release,
+		UID:           uint32(j.user.uid),
+		GID:           uint32(j.user.gid),
+		Env:           j.appEnv(id, release),
+		Processes:     j.spec.Processes,
+		UpstreamPort:  j.spec.UpstreamPort,
+		HealthTimeout: j.spec.ProcessHealthTimeout,
 	}
 }
 
@@ -206,6 +207,9 @@ func (j *job) schedule(ctx context.Context, res *Result) error {
 			return err
 		}
 		res.ReleasePath = release
+		j.e.mu.Lock()
+		j.runsIn = id
+		j.e.mu.Unlock()
 		j.log.printf("schedule %s in release %s", j.spec.ScheduleName, id)
 		env := append(j.appEnv(id, release), "BERTH_SCHEDULE_NAME="+j.spec.ScheduleName, "BERTH_JOB_ID="+j.id)
 		return j.run(ctx, cmdSpec{
@@ -230,4 +234,18 @@ func (j *job) stopProcesses(ctx context.Context, res *Result) error {
 		j.log.printf("stopped the app's processes and its upstream")
 		return nil
 	})
+}
+
+// releasesOfSchedules are the releases the app's running scheduled
+// commands run in: a deploy beside them must not prune those.
+func (e *Executor) releasesOfSchedules(appID string) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var ids []string
+	for _, j := range e.jobs {
+		if j.running && j.spec.AppID == appID && j.spec.Kind == KindSchedule && j.runsIn != "" {
+			ids = append(ids, j.runsIn)
+		}
+	}
+	return ids
 }

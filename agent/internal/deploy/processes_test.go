@@ -519,13 +519,21 @@ func procCrashHelper() {
 		os.Exit(2)
 	}
 	port, _ := strconv.Atoi(os.Getenv("PORT"))
-	web := webProcesses()[0]
-	web.Command = "read -r _ < " + shellQuote(os.Getenv("FIFO")) + "; " + web.Command
-	err = ex.Start(context.Background(), Spec{
-		DeploymentID: os.Getenv("ID"), AppID: "app1", AppName: "shop", Kind: KindDeploy,
+	spec := Spec{
+		DeploymentID: os.Getenv("ID"), AppID: "app1", AppName: "shop", Kind: Kind(os.Getenv("KIND")),
 		RepoURL: os.Getenv("REPO"), Branch: "main", DeployPath: os.Getenv("DEPLOY"), RunAsUser: "root", AllowRoot: true,
-		Processes: []*agentv1.ProcessSpec{web}, UpstreamPort: uint32(port),
-	})
+		Processes: []*agentv1.ProcessSpec{webProcesses()[0]}, UpstreamPort: uint32(port), RollbackTo: os.Getenv("ROLLBACK_TO"),
+	}
+	hold := "read -r _ < " + shellQuote(os.Getenv("FIFO"))
+	if os.Getenv("HOLD") == "reload" {
+		// The processes moved; the reload step holds.
+		spec.ReloadCommand = "echo reload holding; " + hold
+	} else {
+		// The new web instance holds before it listens.
+		web := spec.Processes[0]
+		web.Command = hold + "; " + web.Command
+	}
+	err = ex.Start(context.Background(), spec)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "crash helper:", err)
 		os.Exit(2)
@@ -557,24 +565,8 @@ func TestAgentCrashDuringProcessMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := newID()
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "BERTH_DEPLOY_PROC_CRASH_HELPER=1", "STATE="+state, "AGENT_BIN="+agentBin(t), "FIFO="+fifo,
-		"DATA="+h.data, "ID="+id, "REPO="+repo.url(), "DEPLOY="+h.deploy, "PORT="+strconv.Itoa(int(port)))
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	deadline := time.Now().Add(hangGuard)
-	for !journalHas(filepath.Join(h.data, "jobs", id, eventsFile), "waiting for their health checks") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the deploy never reached its processes step; helper said:\n%s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
+	killHelperAt(t, fifo, "waiting for their health checks", "KIND=deploy", "HOLD=web", "STATE="+state, "DATA="+h.data, "ID="+id,
+		"REPO="+repo.url(), "DEPLOY="+h.deploy, "PORT="+strconv.Itoa(int(port)))
 
 	m2 := newManagerAt(t, state)
 	h.open(Config{Processes: m2})
@@ -596,5 +588,92 @@ func TestAgentCrashDuringProcessMove(t *testing.T) {
 	mustServe(t, port, "v2")
 	if got, want := m2.ReleasesInUse("app1"), []string{filepath.Join(h.deploy, "releases", s3.DeploymentID)}; !slices.Equal(got, want) {
 		t.Errorf("releases in use after the next deploy = %v, want %v", got, want)
+	}
+}
+
+// killHelperAt runs procCrashHelper with env and kills it (-9) once its
+// job's journal holds mark.
+func killHelperAt(t *testing.T, fifo, mark string, env ...string) {
+	t.Helper()
+	var id, data string
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "ID="); ok {
+			id = v
+		}
+		if v, ok := strings.CutPrefix(kv, "DATA="); ok {
+			data = v
+		}
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(append(os.Environ(), "BERTH_DEPLOY_PROC_CRASH_HELPER=1", "AGENT_BIN="+agentBin(t), "FIFO="+fifo), env...)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	deadline := time.Now().Add(hangGuard)
+	for !journalHas(filepath.Join(data, "jobs", id, eventsFile), mark) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the job never logged %q; helper said:\n%s", mark, out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+}
+
+// An agent killed after the processes moved (in the reload step): the next
+// one keeps current with them and fails the job saying so, for a deploy
+// and for a rollback alike; nothing is removed from under them.
+func TestAgentCrashAfterProcessMove(t *testing.T) {
+	repo := newRepo(t)
+	repo.commit("v1", map[string]string{"build.sh": "true\n", "VERSION": "v1\n"})
+	state := filepath.Join(t.TempDir(), "apps")
+	m1 := newManagerAt(t, state)
+	h := newHarness(t, Config{Processes: m1})
+	port := freePort(t)
+	s1 := h.spec(repo)
+	s1.Processes, s1.UpstreamPort = webProcesses(), port
+	mustSucceed(t, h, s1.DeploymentID, h.run(s1))
+	h.ex.Close()
+	m1.Close()
+
+	repo.commit("v2", map[string]string{"VERSION": "v2\n"})
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"HOLD=reload", "STATE=" + state, "DATA=" + h.data, "REPO=" + repo.url(), "DEPLOY=" + h.deploy, "PORT=" + strconv.Itoa(int(port))}
+
+	id := newID()
+	killHelperAt(t, fifo, "reload holding", append(common, "KIND=deploy", "ID="+id)...)
+	m2 := newManagerAt(t, state)
+	h.open(Config{Processes: m2})
+	res := h.wait(id)
+	if res.Status != StatusFailed || res.FailedStep != StepReload || !strings.Contains(res.Error, "the release is current and the app's processes run it") {
+		t.Fatalf("deploy: %+v", res)
+	}
+	if h.current() != id {
+		t.Fatalf("current = %s, want %s (the processes run it)", h.current(), id)
+	}
+	mustServe(t, port, "v2")
+	h.ex.Close()
+	m2.Close()
+
+	rb := newID()
+	killHelperAt(t, fifo, "reload holding", append(common, "KIND=rollback", "ID="+rb, "ROLLBACK_TO="+s1.DeploymentID)...)
+	m3 := newManagerAt(t, state)
+	h.open(Config{Processes: m3})
+	res = h.wait(rb)
+	if res.Status != StatusFailed || res.FailedStep != StepReload || !strings.Contains(res.Error, "the kept release is current and the app's processes run it") {
+		t.Fatalf("rollback: %+v", res)
+	}
+	if h.current() != s1.DeploymentID {
+		t.Fatalf("current = %s, want %s", h.current(), s1.DeploymentID)
+	}
+	mustServe(t, port, "v1")
+	if _, err := os.Stat(filepath.Join(h.deploy, "releases", id)); err != nil {
+		t.Errorf("release %s: %v", id, err)
 	}
 }

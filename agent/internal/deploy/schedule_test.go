@@ -201,3 +201,46 @@ func TestProcessAndScheduleSpecValidation(t *testing.T) {
 		}
 	}
 }
+
+// A deploy beside a running scheduled command does not prune the release
+// the command runs in, however many deploys pass.
+func TestPruneKeepsReleaseOfRunningSchedule(t *testing.T) {
+	repo := newRepo(t)
+	repo.commit("first", map[string]string{"build.sh": "true\n"})
+	h := newHarness(t, Config{})
+	first := h.spec(repo)
+	mustSucceed(t, h, first.DeploymentID, h.run(first))
+
+	dir := t.TempDir()
+	fifo, started := filepath.Join(dir, "go"), filepath.Join(dir, "started")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	long := h.scheduleSpec("nightly", "echo yes > "+started+"; read -r line < "+fifo)
+	h.start(long)
+	waitFile(t, started)
+	var last string
+	for range 3 {
+		d := h.spec(repo)
+		d.KeepReleases = 1
+		mustSucceed(t, h, d.DeploymentID, h.run(d))
+		last = d.DeploymentID
+	}
+	if !strings.Contains(h.log(last), "kept release "+first.DeploymentID+": a scheduled command runs in it") {
+		t.Errorf("log:\n%s", h.log(last))
+	}
+	if _, err := os.Stat(filepath.Join(h.deploy, "releases", first.DeploymentID)); err != nil {
+		t.Fatalf("the schedule's release was pruned: %v", err)
+	}
+	if err := os.WriteFile(fifo, []byte("go\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustSucceed(t, h, long.DeploymentID, h.wait(long.DeploymentID))
+	// Free now: the next deploy prunes it.
+	d := h.spec(repo)
+	d.KeepReleases = 1
+	mustSucceed(t, h, d.DeploymentID, h.run(d))
+	if _, err := os.Stat(filepath.Join(h.deploy, "releases", first.DeploymentID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the release outlived its schedule run: %v", err)
+	}
+}

@@ -170,6 +170,10 @@ type Spec struct {
 	// UpstreamPort is the app's local upstream (127.0.0.1:UpstreamPort)
 	// in front of its processes with a port; 0 is none.
 	UpstreamPort uint32 `json:"upstream_port,omitempty"`
+	// ProcessHealthTimeout is how long a new process instance may take to
+	// pass its health check: the app's health-check timeout (0: the
+	// process manager's default).
+	ProcessHealthTimeout time.Duration `json:"process_health_timeout,omitempty"`
 	// ScheduleName and ScheduleCommand (schedule jobs): the command runs
 	// once with bash from the release current points at.
 	ScheduleName    string `json:"schedule_name,omitempty"`

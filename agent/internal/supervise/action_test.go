@@ -159,6 +159,9 @@ func TestActions(t *testing.T) {
 	}
 	// Drop "other" from the declaration: apply stops it and it leaves the report.
 	app.Processes = []*agentv1.ProcessSpec{webSpec(1), a}
+	if err := m.Action(ctx, app, "restart", []string{"other"}, logT(t)); err == nil || !strings.Contains(err.Error(), "not declared") {
+		t.Fatalf("restart of an undeclared process: %v", err)
+	}
 	otherPid := int(o0[0])
 	if err := m.Action(ctx, app, "apply", nil, logT(t)); err != nil {
 		t.Fatal(err)
@@ -208,5 +211,31 @@ func TestPortDropped(t *testing.T) {
 	}
 	if code, _, err := get(app.UpstreamPort, "/"); err != nil || code != 503 {
 		t.Fatalf("upstream: %d %v", code, err)
+	}
+}
+
+// TestTCPHealth: without a health path a new instance is healthy once it
+// accepts a connection; one that never listens fails the deploy.
+func TestTCPHealth(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	web := webSpec(1)
+	web.HealthPath = ""
+	app := newApp(t, true, web)
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	if code, body, err := get(app.UpstreamPort, "/"); err != nil || code != 200 || body != "release=r1" {
+		t.Fatalf("%d %q %v", code, body, err)
+	}
+	m.healthTimeout = time.Second
+	deaf := withRelease(t, app, "deaf")
+	deaf.Processes = []*agentv1.ProcessSpec{webSpec(1)}
+	deaf.Processes[0].HealthPath = ""
+	deaf.Processes[0].Command = `echo "not listening"; while true; do sleep 1; done`
+	err := m.Deploy(context.Background(), deaf, logT(t))
+	if err == nil || !strings.Contains(err.Error(), "no TCP connection") || !strings.Contains(err.Error(), "not listening") {
+		t.Fatalf("deploy of a process that never listens: %v", err)
+	}
+	if _, body, _ := get(app.UpstreamPort, "/"); body != "release=r1" {
+		t.Fatalf("old release not serving: %q", body)
 	}
 }

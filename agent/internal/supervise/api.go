@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"log/slog"
+	"time"
 
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
@@ -24,6 +25,9 @@ type App struct {
 	Env          []string // merged environment KEY=VALUE (PORT is added per instance)
 	Processes    []*agentv1.ProcessSpec
 	UpstreamPort uint32 // 0: no upstream
+	// HealthTimeout is how long a new instance may take to pass its health
+	// check (the app's health-check timeout); 0: the Manager's default.
+	HealthTimeout time.Duration
 }
 
 // The Manager's methods (see manager.go, deploy.go, report.go, logs.go):

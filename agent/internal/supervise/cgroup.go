@@ -47,15 +47,14 @@ func ownCgroup() (string, error) {
 }
 
 // newCgroup makes parent/name with memory.max and cpu.max. parent must be
-// a cgroup without processes of its own (the agent moves itself into a
-// leaf of its delegated unit cgroup, see leaveCgroupRoot), otherwise the
-// kernel refuses to enable controllers for its children.
+// a cgroup without processes of its own (see delegatedCgroup), otherwise
+// the kernel refuses to enable controllers for its children.
 func newCgroup(parent, name string, memMax uint64, cpuPercent uint32) (*cgroup, error) {
 	if err := cgroupV2(); err != nil {
 		return nil, err
 	}
 	if parent == "" {
-		return nil, errors.New("the agent found no delegated cgroup to create limits in (its unit needs Delegate=yes)")
+		return nil, errors.New("the agent has no delegated cgroup to create limits in (its systemd unit needs Delegate=yes and DelegateSubgroup=agent, systemd 254 or newer)")
 	}
 	base := filepath.Join(cgroupRoot, filepath.Clean("/"+parent))
 	var want []string
@@ -99,41 +98,25 @@ func (c *cgroup) remove() {
 	os.Remove(c.path) // fails while a process is left in it; harmless
 }
 
-// leaveCgroupRoot moves the agent into a leaf "agent" of its own cgroup
-// when that cgroup is delegated to it (systemd Delegate=yes), so the
-// cgroup itself has no processes and can hand memory and cpu to the
-// instances' cgroups. It returns that cgroup (the parent for limits) or
+// delegatedCgroup is the cgroup (relative to the root) supervisors make
+// the instances' limit cgroups in: the agent's systemd unit cgroup, when
+// systemd delegated it (Delegate=yes) and put the agent in its leaf
+// "agent" (DelegateSubgroup=agent, systemd 254+), since a cgroup that
+// hands controllers to its children may hold no process itself. Older
+// systemd would then fail to put a restarted agent back in the unit's
+// cgroup, so without that leaf there are no limits (and reports say so).
 // "" when this host cannot do it.
-func leaveCgroupRoot() string {
+func delegatedCgroup() string {
 	if cgroupV2() != nil {
 		return ""
 	}
 	own, err := ownCgroup()
-	if err != nil || own == "/" {
+	if err != nil || filepath.Base(own) != "agent" || !strings.HasSuffix(filepath.Dir(own), ".service") {
 		return ""
 	}
-	parent := own
-	if filepath.Base(own) == "agent" {
-		// A restarted agent under KillMode=process starts in the unit's
-		// cgroup again, but one started by hand may already be in the leaf.
-		parent = filepath.Dir(own)
-	}
-	base := filepath.Join(cgroupRoot, parent)
-	if err := syscall.Access(filepath.Join(base, "cgroup.procs"), 2); err != nil {
+	parent := filepath.Dir(own)
+	if syscall.Access(filepath.Join(cgroupRoot, parent, "cgroup.subtree_control"), 2) != nil {
 		return ""
-	}
-	leaf := filepath.Join(base, "agent")
-	if err := os.Mkdir(leaf, 0o755); err != nil && !os.IsExist(err) {
-		return ""
-	}
-	// Every process still in the unit's own cgroup (this agent, and
-	// supervisors of an earlier agent) moves to the leaf.
-	b, err := os.ReadFile(filepath.Join(base, "cgroup.procs"))
-	if err != nil {
-		return ""
-	}
-	for _, pid := range strings.Fields(string(b)) {
-		os.WriteFile(filepath.Join(leaf, "cgroup.procs"), []byte(pid), 0)
 	}
 	return parent
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -70,7 +71,10 @@ func (m *Manager) Action(ctx context.Context, app App, action string, names []st
 		running[u.cfg.Process] = append(running[u.cfg.Process], u)
 	}
 	for _, n := range names {
-		if _, ok := declared[n]; !ok && running[n] == nil {
+		_, ok := declared[n]
+		// stop and apply may name a process no longer declared that still
+		// runs (to stop it); start and restart need its declaration.
+		if !ok && (running[n] == nil || action == "start" || action == "restart") {
 			return fmt.Errorf("process %.40q: not declared for this app", n)
 		}
 	}
@@ -147,11 +151,17 @@ func (m *Manager) Action(ctx context.Context, app App, action string, names []st
 	return nil
 }
 
+// orDiscard makes logf safe to call from the health-check goroutines.
 func orDiscard(logf func(string, ...any)) func(string, ...any) {
 	if logf == nil {
 		return func(string, ...any) {}
 	}
-	return logf
+	var mu sync.Mutex
+	return func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		logf(format, args...)
+	}
 }
 
 // replace starts new instances of procs and retires the ones they
@@ -195,7 +205,7 @@ func (m *Manager) replace(ctx context.Context, app App, procs []proc, logf func(
 		errs := make(chan error, len(started))
 		for i, u := range started {
 			go func() {
-				err := m.waitHealthy(ctx, u)
+				err := m.waitHealthy(ctx, u, app.HealthTimeout)
 				// The free port found was taken before the instance bound
 				// it (another program on this host): try fresh ones.
 				for try := 0; err != nil && try < 3 && strings.Contains(err.Error(), "address already in use"); try++ {
@@ -211,7 +221,7 @@ func (m *Manager) replace(ctx context.Context, app App, procs []proc, logf func(
 					}
 					started[i] = u
 					logf("%s instance %d: its port was taken, started again on port %d", p.Name, u.cfg.Index, port)
-					err = m.waitHealthy(ctx, u)
+					err = m.waitHealthy(ctx, u, app.HealthTimeout)
 				}
 				errs <- err
 			}()
@@ -300,8 +310,12 @@ func (m *Manager) stopUndeclared(ctx context.Context, app App, procs []proc, nam
 }
 
 // waitHealthy waits until the instance answers its health check (or, with
-// no health path, accepts a TCP connection), failing early when it exits.
-func (m *Manager) waitHealthy(ctx context.Context, u *unit) error {
+// no health path, accepts a TCP connection) within timeout (0: the
+// Manager's default), failing early when it exits.
+func (m *Manager) waitHealthy(ctx context.Context, u *unit, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = m.healthTimeout
+	}
 	name := fmt.Sprintf("process %s instance %d (port %d)", u.cfg.Process, u.cfg.Index, u.cfg.Port)
 	fail := func(reason string) error {
 		tail := logTail(u.dir, 10)
@@ -310,7 +324,7 @@ func (m *Manager) waitHealthy(ctx context.Context, u *unit) error {
 		}
 		return fmt.Errorf("%s: %s (it printed nothing)", name, reason)
 	}
-	deadline := time.Now().Add(m.healthTimeout)
+	deadline := time.Now().Add(timeout)
 	client := &http.Client{Timeout: 2 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
 	}}
@@ -346,7 +360,7 @@ func (m *Manager) waitHealthy(ctx context.Context, u *unit) error {
 			}
 		}
 		if time.Now().After(deadline) {
-			return fail(fmt.Sprintf("not healthy after %s (%s)", m.healthTimeout, cmpStr(last, "never started")))
+			return fail(fmt.Sprintf("not healthy after %s (%s)", timeout, cmpStr(last, "never started")))
 		}
 		select {
 		case <-ctx.Done():

@@ -192,10 +192,14 @@ func TestFailedHealthCheck(t *testing.T) {
 	oldPids := pids(procReport(m, app.ID, "web"))
 	backends, _ := os.ReadFile(filepath.Join(m.upDir(app.ID), backendsFile))
 
-	m.healthTimeout = 2 * time.Second
+	// The app's own health timeout bounds the wait, not the Manager's
+	// default (kept long here so only App.HealthTimeout can end it soon).
+	m.healthTimeout = time.Hour
 	ctx := context.Background()
-	err := m.Deploy(ctx, withRelease(t, app, "bad", "FAIL_HEALTH=1"), logT(t))
-	if err == nil || !strings.Contains(err.Error(), "process web instance 0") || !strings.Contains(err.Error(), "500") {
+	bad := withRelease(t, app, "bad", "FAIL_HEALTH=1")
+	bad.HealthTimeout = 2 * time.Second
+	err := m.Deploy(ctx, bad, logT(t))
+	if err == nil || !strings.Contains(err.Error(), "process web instance 0") || !strings.Contains(err.Error(), "500") || !strings.Contains(err.Error(), "not healthy after 2s") {
 		t.Fatalf("deploy of an unhealthy release: %v", err)
 	}
 	if !strings.Contains(err.Error(), "listening on") {
@@ -417,4 +421,27 @@ func TestRebootRestartsProcesses(t *testing.T) {
 		code, body, err := get(app.UpstreamPort, "/")
 		return err == nil && code == 200 && body == "release=r1"
 	})
+}
+
+// TestOneSupervisorPerUnit: a second supervisor (or upstream) for a
+// directory that has one refuses to run.
+func TestOneSupervisorPerUnit(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	app := newApp(t, true, webSpec(1))
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	u := live(m.units(app.ID))[0]
+	for _, c := range [][2]string{{"supervise", u.dir}, {"upstream", m.upDir(app.ID)}} {
+		pid := readPid(c[1])
+		out, err := exec.Command(agentBin, c[0], "--dir", c[1]).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "another process already runs") {
+			t.Fatalf("second %s: %v %s", c[0], err, out)
+		}
+		if readPid(c[1]) != pid || !isOurs(pid, c[0], c[1]) {
+			t.Fatalf("%s: the first one's pid file changed or it died", c[0])
+		}
+	}
+	if code, _, err := get(app.UpstreamPort, "/"); err != nil || code != 200 {
+		t.Fatalf("%d %v", code, err)
+	}
 }

@@ -26,14 +26,19 @@
 //     counted;
 //   - writes its state atomically to UNITDIR/state.json (running,
 //     starting, restarting, failed, stopped; pid, port, restarts,
-//     started_at, last_exit_code, last_error, limits_enforced);
+//     started_at, last_exit_code, last_error, limits_enforced, and
+//     backoff_ms, the wait before a pending restart);
 //   - keeps the process's stdout and stderr in UNITDIR/output.log with
-//     rotation (4 files of 8 MiB), each line stamped with its time and
-//     stream;
+//     rotation (output.log.1 to .3, 8 MiB each), one line per line the
+//     process wrote: "TIME stdout|stderr TEXT", TIME in UTC with
+//     nanoseconds (lines longer than 16 KiB are split);
+//   - runs the app with umask 022 (the agent's unit has 077);
 //   - on SIGTERM sends the process's stop signal to its process group,
 //     waits the grace period, kills the group, records stopped and exits;
 //   - applies memory.max and cpu.max through a cgroup v2 directory of the
-//     agent's delegated cgroup (Delegate=yes) when asked and possible;
+//     agent's delegated cgroup when asked and possible (the agent's unit
+//     has Delegate=yes and DelegateSubgroup=agent, systemd 254+, so the
+//     unit's cgroup holds no process and can hand controllers down);
 //     otherwise limits_enforced is false and last_error says why — a
 //     missing cgroup never fails a start.
 //
@@ -46,6 +51,13 @@
 // in flight to an old backend finish there.
 //
 // # The Manager
+//
+// Limits of the design: a supervisor killed with -9 leaves its process
+// running until the agent notices (within half a second while it runs,
+// or at its next start) and starts the supervisor again, which first
+// kills the orphan's process group; moving the upstream to another port
+// refuses connections for a moment; the upstream has no TLS and no
+// access log (nginx in front has both).
 //
 // The Manager (in the agent) keeps no state of its own: the state
 // directory is the truth. Each app has StateDir/APP/units/NAME.INDEX.N

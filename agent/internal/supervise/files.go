@@ -21,6 +21,7 @@ const (
 	retiredFile   = "retired"        // the manager no longer wants this unit
 	logFile       = "output.log"     // the app's stdout and stderr
 	superLogFile  = "supervisor.log" // the supervisor's own stderr
+	lockFile      = "lock"           // flock held by the one supervisor (or upstream) of the dir
 	upstreamFile  = "upstream.json"
 	backendsFile  = "backends.json"
 	appliedFile   = "applied"
@@ -54,9 +55,12 @@ type unitConfig struct {
 	// CgroupParent is the cgroup v2 directory (under /sys/fs/cgroup) the
 	// supervisor makes the instance's limit cgroup in; empty: none known.
 	CgroupParent string `json:"cgroup_parent,omitempty"`
-	LogMaxBytes  int64  `json:"log_max_bytes"`
-	LogFiles     int    `json:"log_files"`
-	Created      int64  `json:"created"` // unix nanos: orders units of a process
+	// BackoffReset is the run after which restarts back off from 1s again
+	// (0: a minute; tests shorten it).
+	BackoffReset time.Duration `json:"backoff_reset,omitempty"`
+	LogMaxBytes  int64         `json:"log_max_bytes"`
+	LogFiles     int           `json:"log_files"`
+	Created      int64         `json:"created"` // unix nanos: orders units of a process
 }
 
 // State is what a supervisor reports about its instance, written
@@ -71,6 +75,8 @@ type State struct {
 	LastError      string    `json:"last_error,omitempty"`
 	LimitsEnforced bool      `json:"limits_enforced"`
 	SupervisorPid  int       `json:"supervisor_pid"`
+	// BackoffMS is the wait before the pending (or last) restart.
+	BackoffMS int64 `json:"backoff_ms,omitempty"`
 }
 
 // upstreamConfig is the upstream's listen port.
@@ -184,4 +190,22 @@ func alive(pid int) bool {
 		return false
 	}
 	return !isZombie(pid)
+}
+
+// lockDir takes dir's lock for the life of this process, so one directory
+// never has two supervisors (or upstreams), whoever started them. The
+// descriptor is close-on-exec: the app does not inherit it.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if err == syscall.EWOULDBLOCK {
+			return nil, fmt.Errorf("another process already runs %s", dir)
+		}
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return f, nil
 }

@@ -130,9 +130,22 @@ func (f *follower) poll() []parsedLine {
 	}
 	var out []parsedLine
 	if ino != f.ino {
-		// Rotated: finish the file we were reading, now output.log.1.
-		if oino, _, ok := fileID(cur + ".1"); ok && oino == f.ino {
-			out, _ = readFrom(cur+".1", f.offset)
+		// Rotated (maybe more than once since the last poll): finish the
+		// file we were reading, now output.log.K, then read the newer
+		// rotated ones whole. Lines rotated out of the last file are gone.
+		k := 0
+		for i := 1; i <= 9; i++ {
+			if oino, _, ok := fileID(fmt.Sprintf("%s.%d", cur, i)); ok && oino == f.ino {
+				k = i
+				break
+			}
+		}
+		if k > 0 {
+			out, _ = readFrom(fmt.Sprintf("%s.%d", cur, k), f.offset)
+			for i := k - 1; i >= 1; i-- {
+				lines, _ := readFrom(fmt.Sprintf("%s.%d", cur, i), 0)
+				out = append(out, lines...)
+			}
 		}
 		f.ino, f.offset = ino, 0
 	}

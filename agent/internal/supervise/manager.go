@@ -33,6 +33,7 @@ type Manager struct {
 	healthTimeout time.Duration
 	stopSlack     time.Duration
 	logMax        int64
+	backoffReset  time.Duration // 0: a minute (tests shorten it)
 	logFiles      int
 
 	mu       sync.Mutex
@@ -76,7 +77,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("supervise: %w", err)
 	}
 	m := &Manager{
-		cfg: cfg, log: cfg.Logger, cgParent: leaveCgroupRoot(),
+		cfg: cfg, log: cfg.Logger, cgParent: delegatedCgroup(),
 		healthTimeout: 2 * time.Minute, stopSlack: 10 * time.Second,
 		logMax: defaultLogMax, logFiles: defaultLogN,
 		locks: map[string]*sync.Mutex{}, stopping: map[string]bool{}, relaunch: map[string]*relaunchBackoff{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), watchDone: make(chan struct{}),
@@ -177,6 +178,9 @@ func (m *Manager) reattach(id string) {
 				}()
 			}
 		case !u.retired && !u.alive && u.state.State != "stopped":
+			if u.state.State == "" && time.Since(time.Unix(0, u.cfg.Created)) < 30*time.Second {
+				continue // being started (by another manager, in tests)
+			}
 			if !m.mayRelaunch(u.dir) {
 				continue
 			}
@@ -261,14 +265,11 @@ func (m *Manager) launch(kind, dir string) error {
 	pid := cmd.Process.Pid
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }() // reap it while we live
-	if err := writePid(dir, pid); err != nil {
-		syscall.Kill(pid, syscall.SIGKILL)
-		return err
-	}
-	// Until it has exec'd, /proc shows our own command line; wait so a
-	// scan never takes a starting supervisor for a dead one.
+	// It writes its pid file once it holds the directory's lock (a second
+	// one for the same directory exits instead); wait for that, so a scan
+	// never takes a starting supervisor for a dead one.
 	deadline := time.Now().Add(10 * time.Second)
-	for !isOurs(pid, kind, dir) {
+	for readPid(dir) != pid || !isOurs(pid, kind, dir) {
 		select {
 		case <-exited:
 			return fmt.Errorf("%s exited at once: %s", kind, tailFile(logPath, 5))
@@ -294,7 +295,7 @@ func (m *Manager) startUnit(app App, p proc, index, port uint32) (*unit, error) 
 		Command: p.Command, UID: app.UID, GID: app.GID, Env: app.Env, Port: port,
 		StopSignal: p.StopSignal, StopGrace: p.StopGrace, Restart: p.Restart,
 		MemoryMax: p.MemoryMax, CPUMax: p.CPUMax, Hash: p.hash(app), HealthPath: p.HealthPath,
-		CgroupParent: m.cgParent, LogMaxBytes: m.logMax, LogFiles: m.logFiles, Created: now,
+		CgroupParent: m.cgParent, BackoffReset: m.backoffReset, LogMaxBytes: m.logMax, LogFiles: m.logFiles, Created: now,
 	}}
 	if err := writeJSON(filepath.Join(dir, unitFile), u.cfg); err != nil {
 		os.RemoveAll(dir)

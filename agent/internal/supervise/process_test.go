@@ -40,9 +40,24 @@ func TestCrashRestartBackoff(t *testing.T) {
 	if in.GetLastExitCode() != 3 || !strings.Contains(in.GetLastError(), "code 3") {
 		t.Fatalf("instance: %v", in)
 	}
+	// A process killed from outside (the OOM killer, say) says by what.
+	killed := workerSpec(`kill -9 $$`)
+	killed.Name, killed.Restart = "killed", "never"
+	app.Processes = append(app.Processes, killed)
+	if err := m.Action(context.Background(), app, "apply", []string{"killed"}, logT(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the killed process failed", func() bool {
+		return procReport(m, app.ID, "killed").GetState() == "failed"
+	})
+	if k := procReport(m, app.ID, "killed").GetInstances()[0]; k.GetLastError() != "killed by signal 9 (killed)" || k.GetLastExitCode() != -1 {
+		t.Fatalf("killed: %v", k)
+	}
 	var u *unit
 	for _, x := range live(m.units(app.ID)) {
-		u = x
+		if x.cfg.Process == "worker" {
+			u = x
+		}
 	}
 	lines := readTail(u.dir, 100)
 	if len(lines) < 4 {
@@ -54,6 +69,40 @@ func TestCrashRestartBackoff(t *testing.T) {
 		if gap := lines[i+1].Time.Sub(lines[i].Time); gap < want {
 			t.Fatalf("restart %d came %s after the run before, want at least %s", i+1, gap, want)
 		}
+	}
+}
+
+// TestBackoffResets: a process that ran longer than the reset period
+// restarts after the shortest backoff again, one that crashes at once
+// waits longer each time.
+func TestBackoffResets(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	m.backoffReset = time.Second
+	long := workerSpec(`echo start; sleep 1.5; exit 1`)
+	quick := workerSpec(`exit 1`)
+	quick.Name = "quick"
+	app := newApp(t, false, long, quick)
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	state := func(name string) State {
+		for _, u := range live(m.units(app.ID)) {
+			if u.cfg.Process == name {
+				return u.state
+			}
+		}
+		return State{}
+	}
+	waitFor(t, 30*time.Second, "the quick one's third restart pending", func() bool {
+		st := state("quick")
+		return st.Restarts == 2 && st.State == "restarting"
+	})
+	if b := state("quick").BackoffMS; b != 4000 {
+		t.Fatalf("quick: backoff %dms before its third restart, want 4000", b)
+	}
+	waitFor(t, 30*time.Second, "two restarts of the long one", func() bool { return state("worker").Restarts >= 2 })
+	waitFor(t, 30*time.Second, "the long one exiting again", func() bool { return state("worker").State == "restarting" })
+	if b := state("worker").BackoffMS; b != 1000 {
+		t.Fatalf("long: backoff %dms after a run past the reset, want 1000", b)
 	}
 }
 
@@ -130,6 +179,7 @@ func TestStopGraceThenKill(t *testing.T) {
 		t.Fatalf("web exit code %d, want 0 (graceful)", c)
 	}
 	// Stopped on purpose: nothing starts them again, not even a new agent.
+	m.Close()
 	m2 := newManager(t, m.cfg.StateDir)
 	if st := procReport(m2, app.ID, "worker").GetState(); st != "stopped" {
 		t.Fatalf("after a new manager: %s", st)
@@ -415,5 +465,65 @@ func TestRunsAsAppUser(t *testing.T) {
 	l := readTail(u.dir, 5)
 	if l[0].Text != "65534" || l[1].Text != "65534" || l[2].Text != "0022" || l[3].Text != rel {
 		t.Fatalf("ran as %v", l)
+	}
+}
+
+// TestFollowAcrossRotation: a follow sees every line while the log
+// rotates under it, several times between two polls too.
+func TestFollowAcrossRotation(t *testing.T) {
+	m := newManager(t, t.TempDir())
+	m.logMax, m.logFiles = 2048, 4
+	app := newApp(t, true, webSpec(1))
+	cleanup(t, m, app.ID)
+	deploy(t, m, app)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var got []string
+	started := false
+	done := make(chan error, 1)
+	go func() {
+		done <- m.Logs(ctx, &agentv1.LogsRequest{AppId: app.ID, Follow: true, Tail: 1}, func(l []*agentv1.LogLine) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, x := range l {
+				if strings.HasPrefix(x.GetText(), "msg-") {
+					started = true
+					if x.GetText() != "msg-start" {
+						got = append(got, x.GetText())
+					}
+				}
+			}
+			return nil
+		})
+	}()
+	// The follow has noted where the file ends once a marker line printed
+	// after it started arrives.
+	waitFor(t, 10*time.Second, "the follow running", func() bool {
+		get(app.UpstreamPort, "/print?msg=msg-start")
+		mu.Lock()
+		defer mu.Unlock()
+		return started
+	})
+	const n = 150 // about 5 files of 2 KiB: rotations while following
+	for i := range n {
+		if code, _, err := get(app.UpstreamPort, fmt.Sprintf("/print?msg=msg-%03d", i)); err != nil || code != 200 {
+			t.Fatalf("print %d: %d %v", i, code, err)
+		}
+	}
+	waitFor(t, 10*time.Second, "every line", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= n
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range n {
+		if got[i] != fmt.Sprintf("msg-%03d", i) {
+			t.Fatalf("line %d is %q", i, got[i])
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("%d lines, want %d", len(got), n)
 	}
 }

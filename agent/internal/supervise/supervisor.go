@@ -44,6 +44,11 @@ func RunSupervisor(dir string) error {
 	if _, ok := signals[s.cfg.StopSignal]; !ok {
 		return fmt.Errorf("unit: stop signal %q", s.cfg.StopSignal)
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	// The agent's unit runs with umask 077; the app gets the usual 022, as
 	// deploy commands run as the app user do (its files stay readable to
 	// the web server in front, say). Our own files have explicit modes.
@@ -53,7 +58,6 @@ func RunSupervisor(dir string) error {
 	// The agent may have started us from a terminal or a unit it restarts:
 	// a hangup is not ours to act on.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
-	var err error
 	if s.log, err = openRotator(dir, s.cfg.LogMaxBytes, s.cfg.LogFiles); err != nil {
 		return err
 	}
@@ -71,6 +75,9 @@ func RunSupervisor(dir string) error {
 		return err
 	}
 	s.setupLimits()
+	if s.cg != nil {
+		defer s.cg.remove()
+	}
 	s.save()
 	s.loop(stop)
 	return nil
@@ -131,8 +138,8 @@ func (s *supervisor) loop(stop <-chan os.Signal) {
 				s.update(func(st *State) {
 					st.Pid, st.LastExitCode = 0, code
 					st.LastError = fmt.Sprintf("exited with code %d", code)
-					if code < 0 {
-						st.LastError = "killed by signal " + cmd.ProcessState.String()
+					if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+						st.LastError = fmt.Sprintf("killed by signal %d (%s)", int(ws.Signal()), ws.Signal())
 					}
 				})
 				if s.cfg.Restart == "never" || (s.cfg.Restart == "on-failure" && code == 0) {
@@ -147,10 +154,14 @@ func (s *supervisor) loop(stop <-chan os.Signal) {
 				}
 			}
 		}
-		if time.Since(started) >= backoffReset {
+		reset := backoffReset
+		if s.cfg.BackoffReset > 0 {
+			reset = s.cfg.BackoffReset
+		}
+		if time.Since(started) >= reset {
 			backoff = backoffMin
 		}
-		s.update(func(st *State) { st.State = "restarting" })
+		s.update(func(st *State) { st.State, st.BackoffMS = "restarting", backoff.Milliseconds() })
 		t := time.NewTimer(backoff)
 		select {
 		case <-stop:
@@ -160,7 +171,7 @@ func (s *supervisor) loop(stop <-chan os.Signal) {
 		case <-t.C:
 		}
 		backoff = min(backoff*2, backoffMax)
-		s.update(func(st *State) { st.Restarts++ })
+		s.update(func(st *State) { st.Restarts++; st.State = "starting" })
 	}
 }
 
@@ -260,7 +271,4 @@ func (s *supervisor) stopChild(cmd *exec.Cmd, waitDone <-chan error) {
 		code = exitCode(cmd, err)
 	}
 	s.update(func(st *State) { st.State, st.Pid, st.LastExitCode = "stopped", 0, code })
-	if s.cg != nil {
-		s.cg.remove()
-	}
 }

@@ -42,6 +42,11 @@ func RunUpstream(dir string) error {
 	if cfg.Port == 0 || cfg.Port > 65535 {
 		return fmt.Errorf("upstream port %d: out of range", cfg.Port)
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	u := &upstream{dir: dir, log: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	u.tr = &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -80,7 +85,7 @@ func RunUpstream(dir string) error {
 			w.WriteHeader(status)
 		},
 	}
-	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 30 * time.Second}
+	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	for {

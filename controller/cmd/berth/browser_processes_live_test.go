@@ -38,8 +38,14 @@ func TestBrowserProcessesLive(t *testing.T) {
 	}
 
 	worker := `article.process[data-process="worker"]`
-	if st := tb.text(worker + ` [data-field=state]`); st != "unknown" {
-		t.Fatalf("state before any deploy: %q", st)
+	instances := func() [][]string {
+		return tabRun(tb, "instances", chromedp.Evaluate[[][]string](fmt.Sprintf(
+			`[...document.querySelectorAll(%q)].map(tr => [...tr.cells].map(td => td.textContent.trim()))`, worker+" table.instances tbody tr")))
+	}
+	// Not running yet: unknown before the agent's first report, stopped
+	// once it reported running nothing for the app.
+	if st := tb.text(worker + ` [data-field=state]`); (st != "unknown" && st != "stopped") || len(instances()) != 0 {
+		t.Fatalf("state before any deploy: %q, instances %q", st, instances())
 	}
 	// Deployed from the CLI while the page stays open: the agent's report
 	// reaches the open page without a reload.
@@ -57,10 +63,6 @@ func TestBrowserProcessesLive(t *testing.T) {
 		t.Fatal("the app page was reloaded")
 	}
 
-	instances := func() [][]string {
-		return tabRun(tb, "instances", chromedp.Evaluate[[][]string](fmt.Sprintf(
-			`[...document.querySelectorAll(%q)].map(tr => [...tr.cells].map(td => td.textContent.trim()))`, worker+" table.instances tbody tr")))
-	}
 	waitRunning := func(what string, ok func([][]string) bool) [][]string {
 		t.Helper()
 		var rows [][]string
@@ -87,6 +89,7 @@ func TestBrowserProcessesLive(t *testing.T) {
 	for _, w := range []int64{420, 1366} {
 		tb.viewport(w, 900)
 		tb.noSideScroll("/apps/svc")
+		tb.screenshot(fmt.Sprintf("app-processes-%d.png", w))
 	}
 	tb.viewport(1280, 960)
 	tb.open("/apps/svc")

@@ -512,9 +512,10 @@ func (s *Service) GetApp(ctx context.Context, pr *auth.Principal, ref string) (A
 	return s.View(ctx, a)
 }
 
-// View adds names and variable names to an app.
-func (s *Service) View(ctx context.Context, a store.App) (AppView, error) {
-	v := AppView{App: a, EnvKeys: map[store.AppEnvScope][]string{}}
+// ViewBrief adds names and variable names to an app (lists: no processes
+// or schedules).
+func (s *Service) ViewBrief(ctx context.Context, a store.App) (AppView, error) {
+	v := AppView{App: a, EnvKeys: map[store.AppEnvScope][]string{}, UpstreamPort: uint32(a.UpstreamPort)}
 	if srv, err := s.st.Server(ctx, a.ServerID); err == nil {
 		v.ServerName = srv.Name
 	}
@@ -534,6 +535,15 @@ func (s *Service) View(ctx context.Context, a store.App) (AppView, error) {
 		}
 		slices.Sort(keys)
 		v.EnvKeys[sc] = keys
+	}
+	return v, nil
+}
+
+// View adds names, variable names, processes and schedules to an app.
+func (s *Service) View(ctx context.Context, a store.App) (AppView, error) {
+	v, err := s.ViewBrief(ctx, a)
+	if err != nil {
+		return AppView{}, err
 	}
 	procs, err := s.st.AppProcesses(ctx, a.ID)
 	if err != nil {
@@ -625,8 +635,8 @@ func (s *Service) SetWebhookSecret(ctx context.Context, pr *auth.Principal, peer
 
 // DeletedApp is what DeleteApp did: Job is the delete job that removes
 // the app's files (the app is deleted once it succeeds); when the files
-// are kept the app is deleted already and Job is the process job that
-// stops its processes (nil when it declares none).
+// are kept the app is deleted already and Job is the delete job that only
+// stops its processes (nil when it runs none).
 type DeletedApp struct {
 	App store.App
 	Job *store.Deployment
@@ -663,24 +673,47 @@ func (s *Service) DeleteApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 	// A deleted app runs nothing any more: its schedules go now (a delete
 	// job that fails leaves the app without them; they are declared again
 	// with berth app schedule add). Its processes are stopped by the
-	// delete job on the agent; with keepFiles, by a process job (stop)
-	// queued before the app is marked deleted.
+	// delete job on the agent; with keepFiles, when it declares processes
+	// and has a release, by a delete job queued just before the app is
+	// marked deleted (the agent, given no deploy path, stops them and
+	// keeps every file; see jobStart).
 	if err := s.st.DeleteAppSchedules(ctx, a.ID); err != nil {
 		return DeletedApp{}, err
 	}
 	if keepFiles {
+		procs, err := s.st.AppProcesses(ctx, a.ID)
+		if err != nil {
+			return DeletedApp{}, err
+		}
 		var stopJob *store.Deployment
-		if procs, err := s.st.AppProcesses(ctx, a.ID); err != nil {
-			return DeletedApp{}, err
-		} else if len(procs) > 0 {
-			if stopJob, err = s.processJob(ctx, pr, peer, a, ProcessStop, nil); err != nil {
-				return DeletedApp{}, err
+		// The job and the mark commit together, the job queued (never
+		// dispatched before the mark): a delete job sent while the app
+		// is not yet marked would carry its deploy path and remove files.
+		err = s.st.InTx(ctx, func(tx *store.Store) error {
+			if len(procs) > 0 && a.CurrentDeploymentID != nil {
+				cp := store.CreateDeploymentParams{AppID: a.ID, UserID: &pr.UserID, TriggeredBy: store.TriggerUser, Kind: store.JobDelete}
+				if pr.TokenID != nil {
+					ref := pr.TokenID.String()
+					cp.TriggeredBy, cp.TriggerRef = store.TriggerAPIToken, &ref
+				}
+				d, err := tx.CreateDeployment(ctx, cp)
+				if err != nil {
+					return err
+				}
+				stopJob = &d
 			}
-		}
-		if err := s.st.SoftDeleteApp(ctx, a.ID); err != nil {
+			return tx.SoftDeleteApp(ctx, a.ID)
+		})
+		if err != nil {
 			return DeletedApp{}, err
 		}
-		s.activity(ctx, pr, peer, kind.AppDeleted, "app", a.ID, a.Name, map[string]any{"keep_files": true, "deploy_path": a.DeployPath})
+		changes := map[string]any{"keep_files": true, "deploy_path": a.DeployPath}
+		if stopJob != nil {
+			changes["stop_job"] = stopJob.ID.String()
+			s.poke()
+			s.notify(ctx, "dispatch")
+		}
+		s.activity(ctx, pr, peer, kind.AppDeleted, "app", a.ID, a.Name, changes)
 		a, err = s.st.App(ctx, a.ID)
 		return DeletedApp{App: a, Job: stopJob}, err
 	}

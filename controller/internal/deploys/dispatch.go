@@ -99,25 +99,26 @@ func safeReason(err error) string {
 }
 
 func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment) (*agentv1.JobStart, error) {
-	// A deleted app's only job is stopping its processes (delete
-	// --keep-files queues it just before marking the app deleted).
-	if a.DeletedAt != nil && (d.Kind != store.JobProcess || deref0(d.ProcessAction) != ProcessStop) {
+	// A deleted app's only job is its delete job of --keep-files (queued
+	// just before the app was marked deleted).
+	if a.DeletedAt != nil && d.Kind != store.JobDelete {
 		return nil, fmt.Errorf("%w: app %s was deleted", ErrRefused, a.Name)
 	}
-	if a.DeletedAt != nil {
-		// The agent's delete without a deploy path: it stops the app's
+	if d.Kind == store.JobDelete {
+		// Removes files only: no credential, environment or script. A
+		// delete job of an app already marked deleted is one of
+		// --keep-files (a plain delete marks the app once its job
+		// succeeded; the keep-files one is committed with the mark):
+		// the agent's delete without a deploy path stops the app's
 		// processes and its upstream, forgets their state and keeps the
 		// app's files. A plain stop would leave the upstream listening
 		// and the supervisors' state behind for an app that is gone.
+		path := a.DeployPath
+		if a.DeletedAt != nil {
+			path = ""
+		}
 		return &agentv1.JobStart{
-			JobId: d.ID.String(), AppId: a.ID.String(), AppName: a.Name, Kind: kindDelete,
-			RunAsUser: a.RunAsUser, Timeout: durationpb.New(time.Duration(d.TimeoutSeconds) * time.Second), AckedSeq: uint64(d.AgentSeq),
-		}, nil
-	}
-	if d.Kind == store.JobDelete {
-		// Removes files only: no credential, environment or script.
-		return &agentv1.JobStart{
-			JobId: d.ID.String(), AppId: a.ID.String(), AppName: a.Name, Kind: kindDelete, DeployPath: a.DeployPath,
+			JobId: d.ID.String(), AppId: a.ID.String(), AppName: a.Name, Kind: kindDelete, DeployPath: path,
 			RunAsUser: a.RunAsUser, Timeout: durationpb.New(time.Duration(d.TimeoutSeconds) * time.Second), AckedSeq: uint64(d.AgentSeq),
 		}, nil
 	}
@@ -139,7 +140,14 @@ func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment)
 	if err != nil {
 		return nil, err
 	}
-	js.Processes, js.UpstreamPort = processSpecs(procs), uint32(a.UpstreamPort)
+	js.Processes = processSpecs(procs)
+	// The upstream exists while a process has a port: the app keeps its
+	// allocated port, but with no backend there is nothing to forward to.
+	for _, p := range procs {
+		if p.Port {
+			js.UpstreamPort = uint32(a.UpstreamPort)
+		}
+	}
 	if d.CommitSHA != nil {
 		js.Commit = *d.CommitSHA
 	}
@@ -403,10 +411,15 @@ func (s *Service) finish(ctx context.Context, tx *store.Store, d store.Deploymen
 	if st == store.DeploymentSucceeded && d.Kind == store.JobDelete {
 		// The files are gone: the app is deleted now, in the transaction
 		// that records the job's end.
+		before, err := tx.App(ctx, d.AppID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
 		if err := tx.SoftDeleteApp(ctx, d.AppID); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		if a, err := tx.App(ctx, d.AppID); err == nil {
+		// Recorded once: a --keep-files delete recorded it already.
+		if a, err := tx.App(ctx, d.AppID); err == nil && before.DeletedAt == nil {
 			s.systemActivity(ctx, store.ActorAgent, "agent:"+a.ServerID.String(), kind.AppDeleted, done, a.Name, map[string]any{"deploy_path": a.DeployPath})
 		}
 	} else if st == store.DeploymentSucceeded && d.Kind == store.JobDeploy {
@@ -419,6 +432,9 @@ func (s *Service) finish(ctx context.Context, tx *store.Store, d store.Deploymen
 		if _, err := tx.SetAppCurrentDeployment(ctx, d.AppID, &cur); err != nil {
 			return err
 		}
+	}
+	if d.Kind == store.JobSchedule && st == store.DeploymentSucceeded {
+		return nil // a run that went well is recorded by its row alone (see fireSchedules)
 	}
 	changes := map[string]any{"status": string(st)}
 	if res.FailedStep != nil {

@@ -70,13 +70,18 @@ func (s *Service) StreamLogs(ctx context.Context, pr *auth.Principal, p LogsPara
 	}
 	err = s.fleet.StreamLogs(ctx, a.ServerID, req, func(c *agentv1.LogsChunk) error { return send(c.GetLines()) })
 	if errors.Is(err, fleet.ErrNotConnected) {
-		name := a.ServerID.String()
+		name, where := a.ServerID.String(), ""
 		if srv, serr := s.st.Server(ctx, a.ServerID); serr == nil {
 			name = srv.Name
+			if srv.Status == store.ServerOnline {
+				// Logs are relayed only by the controller holding the
+				// agent's stream (see fleet.StreamLogs).
+				where = " to this controller (it is connected to another controller of this cluster: ask that one)"
+			}
 		}
-		return fmt.Errorf("%w: agent for %s is not connected", ErrUnavailable, name)
+		return fmt.Errorf("%w: agent for %s is not connected%s", ErrUnavailable, name, where)
 	}
-	if errors.Is(err, fleet.ErrSlowAgent) || errors.Is(err, fleet.ErrLogsTooSlow) {
+	if errors.Is(err, fleet.ErrSlowAgent) || errors.Is(err, fleet.ErrLogsTooSlow) || errors.Is(err, fleet.ErrLogsSilent) {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return err

@@ -247,7 +247,7 @@ func (s *Service) AddProcess(ctx context.Context, pr *auth.Principal, peer Peer,
 			}
 			return err
 		})
-		if err == nil || attempt >= 3 || !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "upstream_port") {
+		if err == nil || attempt >= 20 || !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "upstream_port") {
 			break
 		}
 	}

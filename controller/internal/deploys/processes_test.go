@@ -118,6 +118,13 @@ func TestProcessesScopesAndValidation(t *testing.T) {
 	if err := e.svc.StreamLogs(ctx, r, LogsParams{App: "shop"}, nil); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "agent for web-1 is not connected") {
 		t.Errorf("logs without an agent: %v", err)
 	}
+	// Online, but its stream is held by another controller.
+	if _, err := e.st.Pool().Exec(ctx, `UPDATE servers SET status = 'online' WHERE name = 'web-1'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.StreamLogs(ctx, r, LogsParams{App: "shop"}, nil); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "another controller") {
+		t.Errorf("logs from the wrong controller: %v", err)
+	}
 	if _, err := e.svc.ControlProcesses(ctx, e.admin, Peer{}, "shop", "reload", nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("action reload: %v", err)
 	}
@@ -234,8 +241,24 @@ func TestProcessesLifecycle(t *testing.T) {
 	if _, err := e.svc.RemoveProcess(ctx, dep, Peer{}, "shop", "worker"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("remove twice: %v", err)
 	}
+	// Without a port process the jobs name no upstream (the app keeps its port).
+	e.succeed(t, rj.ID)
+	wj, err := e.svc.RemoveProcess(ctx, dep, Peer{}, "shop", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimed, err = e.st.ClaimQueuedDeployments(ctx, []store.ID{e.srv.ID}, 10)
+	if err != nil || len(claimed) != 1 || claimed[0].ID != wj.ID {
+		t.Fatalf("claim %v %v", claimed, err)
+	}
+	if js, err := e.svc.jobStart(ctx, mustApp(t, e, a.ID), claimed[0]); err != nil || js.GetUpstreamPort() != 0 || len(js.GetProcesses()) != 0 {
+		t.Fatalf("job without processes: %v %v", js, err)
+	}
+	if _, port, _ := e.svc.ListProcesses(ctx, dep, "shop"); port != 10000 {
+		t.Fatalf("port after removing web: %d", port)
+	}
 	var n int
-	if err := e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM activity_log WHERE action IN ('app.process_added','app.process_replaced','app.process_removed','app.processes_controlled')`).Scan(&n); err != nil || n != 5 {
+	if err := e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM activity_log WHERE action IN ('app.process_added','app.process_replaced','app.process_removed','app.processes_controlled')`).Scan(&n); err != nil || n != 6 {
 		t.Fatalf("audit records %d %v", n, err)
 	}
 }
@@ -315,6 +338,13 @@ func TestSchedules(t *testing.T) {
 	if runs[1].OutputTail != "report done\n" || runs[1].Job.ExitCode == nil || *runs[1].Job.ExitCode != 3 {
 		t.Fatalf("finished run: %+v", runs[1])
 	}
+	// The activity log has the skipped runs and the failed one, not every run.
+	for action, want := range map[string]int{"deployment.schedule_skipped": 2, "deployment.failed": 1} {
+		var n int
+		if err := e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM activity_log WHERE action = $1`, action).Scan(&n); err != nil || n != want {
+			t.Errorf("%s recorded %d times (%v), want %d", action, n, err, want)
+		}
+	}
 	if _, err := e.svc.ScheduleRuns(ctx, e.admin, "shop", "report", 101); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("limit 101: %v", err)
 	}
@@ -363,5 +393,80 @@ func TestSchedules(t *testing.T) {
 	}
 	if left, _ := e.st.AppSchedules(ctx, b.ID); len(left) != 0 {
 		t.Fatalf("deleted app keeps %d schedules", len(left))
+	}
+}
+
+// delete --keep-files of an app running processes: the app is deleted at
+// once and a delete job without a deploy path stops its processes (the
+// agent keeps every file); it is recorded deleted once.
+func TestDeleteKeepFilesStopsProcesses(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	a := e.app(t, "shop")
+	if _, _, err := e.svc.AddProcess(ctx, e.admin, Peer{}, ProcessParams{App: "shop", Name: "web", Command: "./s", Port: true}); err != nil {
+		t.Fatal(err)
+	}
+	q, err := e.svc.Deploy(ctx, e.admin, Peer{}, DeployParams{App: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.succeed(t, q.Deployment.ID)
+	res, err := e.svc.DeleteApp(ctx, e.admin, Peer{}, "shop", true)
+	if err != nil || res.App.DeletedAt == nil || res.Job == nil || res.Job.Kind != store.JobDelete {
+		t.Fatalf("delete --keep-files: %+v %v", res, err)
+	}
+	claimed, err := e.st.ClaimQueuedDeployments(ctx, []store.ID{e.srv.ID}, 10)
+	if err != nil || len(claimed) != 1 || claimed[0].ID != res.Job.ID {
+		t.Fatalf("claim %+v %v", claimed, err)
+	}
+	js, err := e.svc.jobStart(ctx, mustApp(t, e, a.ID), claimed[0])
+	if err != nil || js.GetKind() != "delete" || js.GetDeployPath() != "" {
+		t.Fatalf("keep-files delete job: %v %v", js, err)
+	}
+	if _, err := e.svc.JobEvents(ctx, e.srv.ID, []*agentv1.ConnectRequest{{Msg: &agentv1.ConnectRequest_JobResult{JobResult: &agentv1.JobResult{
+		JobId: res.Job.ID.String(), Seq: 1, Status: string(store.DeploymentSucceeded)}}}}); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM activity_log WHERE action = 'app.deleted'`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("app.deleted recorded %d times (%v)", n, err)
+	}
+	if got := mustApp(t, e, a.ID); got.DeletedAt == nil {
+		t.Fatal("app undeleted")
+	}
+}
+
+// Apps of one server adding port processes at once get distinct upstream
+// ports (a lost race on the unique index is retried).
+func TestUpstreamPortsConcurrent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	const n = 8
+	names := make([]string, n)
+	for i := range names {
+		names[i] = "app" + string(rune('a'+i))
+		e.app(t, names[i])
+	}
+	errc := make(chan error, n)
+	for _, name := range names {
+		go func() {
+			_, _, err := e.svc.AddProcess(ctx, e.admin, Peer{}, ProcessParams{App: name, Name: "web", Command: "./s", Port: true})
+			errc <- err
+		}()
+	}
+	for range n {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[uint32]bool{}
+	for _, name := range names {
+		_, port, err := e.svc.ListProcesses(ctx, e.admin, name)
+		if err != nil || port < 10000 || port > 19999 || seen[port] {
+			t.Fatalf("%s: port %d %v (seen %v)", name, port, err, seen)
+		}
+		seen[port] = true
 	}
 }

@@ -319,14 +319,14 @@ func (s *Service) fireSchedules(ctx context.Context) {
 		}
 		return
 	}
+	// A run is not a change: its row is its record. The activity log gets
+	// the skipped ones (and, from finish, the runs that did not succeed),
+	// so a schedule every minute does not bury the changes.
 	for _, f := range done {
-		action := kind.ScheduleRunQueued
-		changes := map[string]any{"schedule": deref0(f.d.ScheduleName)}
 		if f.skipped {
-			action = kind.ScheduleRunSkipped
-			changes["reason"] = deref0(f.d.SkipReason)
+			s.systemActivity(ctx, store.ActorSystem, "scheduler", kind.ScheduleRunSkipped, f.d, f.appName,
+				map[string]any{"schedule": deref0(f.d.ScheduleName), "reason": deref0(f.d.SkipReason)})
 		}
-		s.systemActivity(ctx, store.ActorSystem, "scheduler", action, f.d, f.appName, changes)
 	}
 	if len(done) > 0 {
 		s.poke()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berthhq/berth/controller/internal/store"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
@@ -90,5 +91,45 @@ func TestLogsRelayOwnStreamOnly(t *testing.T) {
 	}
 	if err := s.StreamLogs(context.Background(), store.NewID(), &agentv1.LogsRequest{}, nil); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("unconnected server: %v", err)
+	}
+}
+
+// A report is bounded before it is stored: processes, instances, texts.
+func TestBoundReport(t *testing.T) {
+	ap := &agentv1.AppProcesses{AppId: "x"}
+	for range 100 {
+		p := &agentv1.ProcessState{Name: strings.Repeat("n", 100), State: strings.Repeat("s", 100)}
+		for range 100 {
+			p.Instances = append(p.Instances, &agentv1.InstanceState{LastError: strings.Repeat("e", 5000)})
+		}
+		ap.Processes = append(ap.Processes, p)
+	}
+	b := boundReport(ap)
+	if len(b.Processes) != maxReportProcesses || len(b.Processes[0].Instances) != maxReportInstances ||
+		len(b.Processes[0].Name) != 64 || len(b.Processes[0].State) != 32 || len(b.Processes[0].Instances[0].LastError) != 500 {
+		t.Fatalf("bounded to %d processes, %d instances", len(b.Processes), len(b.Processes[0].Instances))
+	}
+	if len(ap.Processes) != 100 {
+		t.Fatal("the agent's message was changed in place")
+	}
+}
+
+// A request that does not follow ends when the agent falls silent; each
+// chunk restarts the wait.
+func TestLogsRelaySilentAgent(t *testing.T) {
+	s, c, id := relayEnv(t)
+	logsIdle = 200 * time.Millisecond // package variable: this test is not parallel
+	defer func() { logsIdle = 30 * time.Second }()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- s.StreamLogs(context.Background(), id, &agentv1.LogsRequest{}, func(*agentv1.LogsChunk) error { return nil })
+	}()
+	req := (<-c.out).GetLogsRequest()
+	s.relayLogs(c, chunk(req.GetRequestId(), "one"))
+	if err := <-errc; !errors.Is(err, ErrLogsSilent) {
+		t.Fatalf("silent agent: %v", err)
+	}
+	if m := <-c.out; m.GetLogsCancel().GetRequestId() != req.GetRequestId() {
+		t.Fatalf("agent not told to stop: %v", m)
 	}
 }

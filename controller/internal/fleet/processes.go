@@ -39,6 +39,14 @@ const (
 // ErrLogsTooSlow ends a log stream whose caller does not keep up.
 var ErrLogsTooSlow = errors.New("log stream ended: the reader did not keep up")
 
+// ErrLogsSilent ends a request that does not follow when the agent sends
+// nothing for logsIdle.
+var ErrLogsSilent = errors.New("log stream ended")
+
+// logsIdle bounds the silence of an agent serving a request that does not
+// follow (a variable for tests).
+var logsIdle = 30 * time.Second
+
 // reportState is what a conn last stored per app (only the stream's
 // handler goroutine touches it).
 type reportState struct {
@@ -184,8 +192,21 @@ func (s *Service) StreamLogs(ctx context.Context, serverID store.ID, req *agentv
 		// Best effort: a gone stream has nothing to stop.
 		_ = s.queue(sub.c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_LogsCancel{LogsCancel: &agentv1.LogsCancel{RequestId: req.RequestId}}})
 	}
+	// A request that does not follow ends when the agent says so; an agent
+	// that falls silent meanwhile (wedged, or too old to serve logs) must
+	// not hold the caller forever.
+	var idle <-chan time.Time
+	var timer *time.Timer
+	if !req.GetFollow() {
+		timer = time.NewTimer(logsIdle)
+		defer timer.Stop()
+		idle = timer.C
+	}
 	for {
 		select {
+		case <-idle:
+			cancel()
+			return fmt.Errorf("%w: the agent sent no logs for %s", ErrLogsSilent, logsIdle)
 		case <-ctx.Done():
 			cancel()
 			return ctx.Err()
@@ -195,6 +216,9 @@ func (s *Service) StreamLogs(ctx context.Context, serverID store.ID, req *agentv
 			}
 			return sub.err
 		case ch := <-sub.ch:
+			if timer != nil {
+				timer.Reset(logsIdle)
+			}
 			if len(ch.GetLines()) > 0 {
 				if err := send(ch); err != nil {
 					cancel()

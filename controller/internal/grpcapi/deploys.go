@@ -279,7 +279,7 @@ func (a *adminServer) ListApps(ctx context.Context, req *adminv1.ListAppsRequest
 	}
 	out := &adminv1.ListAppsResponse{}
 	for _, app := range list {
-		v, err := svc.View(ctx, app)
+		v, err := svc.ViewBrief(ctx, app) // lists leave processes and schedules out
 		if err != nil {
 			return nil, toStatus(err)
 		}

@@ -111,6 +111,10 @@ func TestProcessRPCs(t *testing.T) {
 		t.Fatalf("get app: %v %v", ga, err)
 	}
 
+	if la, err := read.ListApps(rctx, &adminv1.ListAppsRequest{}); err != nil || len(la.GetApps()) != 1 || len(la.GetApps()[0].GetProcesses()) != 0 || la.GetApps()[0].GetUpstreamPort() != 10000 {
+		t.Fatalf("list apps (processes left out, port shown): %v %v", la, err)
+	}
+
 	// Logs need the agent.
 	ls, err := read.StreamAppLogs(rctx, &adminv1.StreamAppLogsRequest{App: "shop"})
 	if err == nil {

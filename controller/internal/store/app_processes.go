@@ -130,9 +130,9 @@ func (s *Store) SetProcessStatus(ctx context.Context, serverID ID, st ProcessSta
 	return n > 0, nil
 }
 
-// ClearProcessStatus forgets the reports of serverID's apps other than
-// keep that are not newer than at: a full report left them out, so they
-// have no processes there any more.
+// ClearProcessStatus records an empty report at at for serverID's live
+// apps other than keep (unless a newer report is stored): a full report
+// left them out, so they have no processes there.
 func (s *Store) ClearProcessStatus(ctx context.Context, serverID ID, keep []ID, at time.Time) error {
 	_, err := s.q.ClearServerProcessStatus(ctx, dbsqlc.ClearServerProcessStatusParams{
 		ServerID: pgID(serverID), Keep: pgIDs(keep), ReportedAt: at,

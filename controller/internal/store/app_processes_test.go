@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -84,8 +85,12 @@ func TestAppProcessesStore(t *testing.T) {
 	if err := e.st.ClearProcessStatus(ctx, srv, nil, now.Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.st.ProcessStatus(ctx, a.ID)
-	wantErr(t, "cleared status", err, store.ErrNotFound)
+	if st, err := e.st.ProcessStatus(ctx, a.ID); err != nil || string(st.Report) != "{}" || !st.ReportedAt.Equal(now.Add(time.Second)) {
+		t.Fatalf("cleared status %s %v %v", st.Report, st.ReportedAt, err)
+	}
+	if _, err := e.st.ProcessStatus(ctx, c.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("another server's app got a status: %v", err)
+	}
 
 	if err := e.st.DeleteAppProcess(ctx, a.ID, "web"); err != nil {
 		t.Fatal(err)

@@ -217,7 +217,7 @@ func TestProcessEditForm(t *testing.T) {
 		t.Fatalf("add process: %d %s", resp.StatusCode, body)
 	}
 	_, page := c.get("/apps/shop")
-	if !strings.Contains(page, `href="/apps/shop?edit=web#process-form-box"`) || strings.Contains(page, `<details open id="process-form-box">`) {
+	if !strings.Contains(page, `href="/apps/shop/logs?process=web"`) || !strings.Contains(page, `href="/apps/shop?edit=web#process-form-box"`) || strings.Contains(page, `<details open id="process-form-box">`) {
 		t.Fatal("app page: no Edit link, or the form open without asking")
 	}
 	_, page = c.get("/apps/shop?edit=web")
@@ -243,5 +243,26 @@ func TestProcessEditForm(t *testing.T) {
 	}
 	if _, page = c.get("/apps/shop?edit=nope"); strings.Contains(page, `<details open id="process-form-box">`) {
 		t.Fatal("edit of an unknown process opened the form")
+	}
+
+	// A viewer sees the processes, their states and logs, and no control.
+	e.user("viewer@example.com", store.RoleViewer)
+	vc := e.client()
+	vc.login("viewer@example.com", adminPassword)
+	_, page = vc.get("/apps/shop")
+	if !strings.Contains(page, `data-process="web"`) || !strings.Contains(page, `href="/apps/shop/logs?process=web"`) || !strings.Contains(page, "/apps/shop/processes.json") {
+		t.Fatal("viewer: processes or their logs missing")
+	}
+	for _, hidden := range []string{`id="process-form"`, `id="schedule-form"`, `/processes/control`, `/processes/web/remove`, `?edit=web`} {
+		if strings.Contains(page, hidden) {
+			t.Errorf("viewer sees %s", hidden)
+		}
+	}
+	resp, body = vc.get("/apps/shop/processes.json")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"name":"web"`) || !strings.Contains(body, `"state":"unknown"`) {
+		t.Fatalf("processes.json for a viewer: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := vc.post("/apps/shop/processes/control", url.Values{"action": {"stop"}}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("viewer stops processes: %d", resp.StatusCode)
 	}
 }

@@ -107,7 +107,7 @@ var routeMatrix = map[string]routeRow{
 	// Processes and schedules decide what code runs: deploy. Their logs
 	// and runs are reads.
 	"POST /apps/{app}/processes":               {store.ScopeDeploy, "/apps/shop/processes", form("form", "process", "name", "worker", "command", "bin/worker")},
-	"GET /apps/{app}/processes.json":             {store.ScopeRead, "/apps/shop/processes.json", nil},
+	"GET /apps/{app}/processes.json":           {store.ScopeRead, "/apps/shop/processes.json", nil},
 	"POST /apps/{app}/processes/control":       {store.ScopeDeploy, "/apps/shop/processes/control", form("action", "restart")},
 	"POST /apps/{app}/processes/{name}/remove": {store.ScopeDeploy, "/apps/shop/processes/web/remove", form()},
 	"POST /apps/{app}/schedules":               {store.ScopeDeploy, "/apps/shop/schedules", form("form", "schedule", "name", "report", "cron", "@daily", "command", "bin/report")},

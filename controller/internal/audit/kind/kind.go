@@ -86,7 +86,7 @@ const (
 	AppDeleted         = "app.deleted"
 	// App processes and scheduled commands (issue 16): declared, changed,
 	// removed, controlled (a process job is queued), a schedule's run
-	// queued or skipped (the previous run was unfinished).
+	// skipped (the previous run was unfinished, or nothing is deployed).
 	AppProcessAdded     = "app.process_added"
 	AppProcessReplaced  = "app.process_replaced"
 	AppProcessRemoved   = "app.process_removed"
@@ -95,7 +95,6 @@ const (
 	AppScheduleAdded    = "app.schedule_added"
 	AppScheduleReplaced = "app.schedule_replaced"
 	AppScheduleRemoved  = "app.schedule_removed"
-	ScheduleRunQueued   = "deployment.schedule_queued"
 	ScheduleRunSkipped  = "deployment.schedule_skipped"
 )
 
@@ -115,7 +114,7 @@ var All = []string{
 	WebhookSignatureInvalid, DeploymentQueued, DeploymentRollbackQueued, DeploymentCancelRequested,
 	DeploymentSucceeded, DeploymentFailed, DeploymentCanceled, DeploymentTimedOut, AppDeleteRequested, AppDeleted,
 	AppProcessAdded, AppProcessReplaced, AppProcessRemoved, AppProcessesControl, ProcessJobQueued,
-	AppScheduleAdded, AppScheduleReplaced, AppScheduleRemoved, ScheduleRunQueued, ScheduleRunSkipped,
+	AppScheduleAdded, AppScheduleReplaced, AppScheduleRemoved, ScheduleRunSkipped,
 }
 
 // Known reports whether k is in the list.

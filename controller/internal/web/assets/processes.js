@@ -14,7 +14,7 @@
   }
   function status(state) {
     var s = document.createElement("span");
-    s.className = "status status-" + state;
+    s.className = "status pstate-" + state;
     s.textContent = state;
     return s;
   }
@@ -25,7 +25,7 @@
       if (!art) return;
       var st = art.querySelector("[data-field=state]");
       st.textContent = p.state;
-      st.className = "status status-" + p.state;
+      st.className = "status pstate-" + p.state;
       art.querySelector("[data-field=summary]").textContent = p.summary;
       var body = art.querySelector("table.instances tbody");
       body.textContent = "";
