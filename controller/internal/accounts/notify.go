@@ -21,6 +21,16 @@ func (s *Service) notifySecurity(ctx context.Context, st *store.Store, typ strin
 			return
 		}
 		ev.Kind, ev.Title = notify.KindAdminCreated, fmt.Sprintf("New admin %v created by %s", details["email"], actor)
+	case kind.UserInviteAccepted:
+		// An invited admin becomes one when the invitation is accepted.
+		if userID == nil {
+			return
+		}
+		u, err := st.User(ctx, *userID)
+		if err != nil || u.Role != store.RoleAdmin {
+			return
+		}
+		ev.Kind, ev.Title = notify.KindAdminCreated, fmt.Sprintf("New admin %s joined (invitation accepted)", u.Email)
 	case kind.TwoFactorDisabled:
 		ev.Kind, ev.Title = notify.KindTwoFactorDisabled, fmt.Sprintf("Two-factor authentication disabled (by %s)", actor)
 	case kind.TokenCreated:
@@ -33,7 +43,6 @@ func (s *Service) notifySecurity(ctx context.Context, st *store.Store, typ strin
 	default:
 		return
 	}
-	_ = userID
 	if _, err := notify.Publish(ctx, st, ev); err != nil {
 		s.log.ErrorContext(ctx, "publish security notification", "type", typ, "err", err)
 	}
