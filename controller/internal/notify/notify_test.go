@@ -452,9 +452,15 @@ func TestPrivateTargetsRefusedUnlessAllowed(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	strict := e.service(t, false)
-	for _, u := range []string{"http://127.0.0.1:9/x", "http://[::1]/x", "http://10.1.2.3/x", "http://169.254.169.254/latest", "http://0.0.0.0/", "http://localhost:8080/", "http://100.64.0.1/"} {
+	for _, u := range []string{"http://127.0.0.1:9/x", "http://[::1]/x", "http://10.1.2.3/x", "http://169.254.169.254/latest", "http://0.0.0.0/", "http://localhost:8080/", "http://100.64.0.1/", "http://[::ffff:127.0.0.1]/", "http://[fe80::1]/", "http://192.168.1.1/", "http://172.16.0.1/", "http://[fd00::1]/", "http://api.localhost/"} {
 		if _, _, err := strict.AddChannel(ctx, ChannelSpec{Name: "p", Kind: KindSlack, URL: u}); !errors.Is(err, ErrPrivateTarget) {
 			t.Errorf("%s: err %v, want private target refused", u, err)
+		}
+	}
+	// Public addresses and names pass (names are checked again at dial time).
+	for _, u := range []string{"https://93.184.216.34/x", "https://hooks.slack.com/services/T/B/X", "https://[2606:4700::1111]/"} {
+		if _, err := checkURL(u, false); err != nil {
+			t.Errorf("%s: %v", u, err)
 		}
 	}
 	// A name is checked where it is dialled: a channel stored while
