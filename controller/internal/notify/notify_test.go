@@ -541,6 +541,8 @@ func TestBadInputRefused(t *testing.T) {
 		{Name: "x", Kind: KindWebhook, URL: long},
 		{Name: "x", Kind: KindWebhook, URL: "https://example.test/", Secret: "nope"},
 		{Name: "x", Kind: KindWebhook, URL: "https://example.test/", Secret: "whsec_c2hvcnQ="},
+		{Name: "x", Kind: KindWebhook, URL: "https://example.test/", Secret: "whsec_" + strings.Repeat("QUFB", 40)},
+		{Name: "x", Kind: KindWebhook, URL: "https://example.test/", Secret: "whsec_not base64!!"},
 		{Name: "x", Kind: KindSlack, URL: "https://example.test/", Secret: testSecret},
 		{Name: "x", Kind: KindEmail, To: []string{"not-an-address"}},
 		{Name: "x", Kind: KindEmail, To: []string{"A <a@example.test>"}},
