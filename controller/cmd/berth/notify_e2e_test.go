@@ -4,11 +4,16 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/berthhq/berth/db"
 )
 
 // TestKilledAgentNotifiesOnce: real controller and agent processes. The
@@ -69,4 +74,32 @@ func TestKilledAgentNotifiesOnce(t *testing.T) {
 	if admins == 0 || offlineUnread != 0 || onlineUnread != admins {
 		t.Fatalf("admins %d, unread offline %d (want 0: closed), unread online %d (want one each)", admins, offlineUnread, onlineUnread)
 	}
+}
+
+// versionBack is the migration version n steps below the newest: migration
+// numbers need not be contiguous while branches land (000029 before 000028).
+func versionBack(t *testing.T, n int) uint {
+	t.Helper()
+	ents, err := db.Migrations.ReadDir("migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []uint
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".up.sql") {
+			continue
+		}
+		num, _, _ := strings.Cut(name, "_")
+		v, err := strconv.ParseUint(num, 10, 32)
+		if err != nil {
+			t.Fatalf("migration %s: %v", name, err)
+		}
+		vs = append(vs, uint(v))
+	}
+	slices.Sort(vs)
+	if n >= len(vs) {
+		return 0
+	}
+	return vs[len(vs)-1-n]
 }
