@@ -35,3 +35,12 @@ UPDATE notifications SET read_at = now() WHERE user_id = sqlc.arg(user_id) AND r
 
 -- name: DeleteNotification :execrows
 DELETE FROM notifications WHERE id = sqlc.arg(id) AND user_id = sqlc.arg(user_id);
+
+-- name: ResolveNotifications :execrows
+-- A "resolved" event closes the unread notifications of the condition it
+-- ends (every user's): they are marked read.
+UPDATE notifications SET read_at = sqlc.arg(at)
+WHERE dedupe_key = sqlc.arg(dedupe_key) AND read_at IS NULL;
+
+-- name: ActiveAdminIDs :many
+SELECT id FROM users WHERE role = 'admin' AND status = 'active' ORDER BY id;

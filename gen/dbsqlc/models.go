@@ -304,6 +304,66 @@ type Notification struct {
 	CreatedAt time.Time
 }
 
+type NotifyChannel struct {
+	ID               pgtype.UUID
+	Name             string
+	Kind             string
+	ToAdmins         bool
+	Recipients       []string
+	UrlHost          *string
+	Config           []byte
+	Enabled          bool
+	RateLimitPerHour int32
+	LastError        *string
+	FailingSince     *time.Time
+	LastDeliveredAt  *time.Time
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+}
+
+type NotifyEvent struct {
+	ID           pgtype.UUID
+	Kind         string
+	Level        string
+	Title        string
+	Body         string
+	ServerID     pgtype.UUID
+	AppID        pgtype.UUID
+	DeploymentID pgtype.UUID
+	Link         *string
+	DedupeKey    *string
+	Resolves     bool
+	CreatedAt    time.Time
+}
+
+type NotifyOutbox struct {
+	ID            pgtype.UUID
+	ChannelID     pgtype.UUID
+	EventID       pgtype.UUID
+	DedupeKey     *string
+	Resolves      bool
+	Status        string
+	DigestID      pgtype.UUID
+	DigestTitle   *string
+	DigestBody    *string
+	Attempts      int32
+	NextAttemptAt time.Time
+	LockedUntil   *time.Time
+	LastError     *string
+	DeliveredAt   *time.Time
+	CreatedAt     time.Time
+}
+
+type NotifyRule struct {
+	ID        pgtype.UUID
+	ChannelID pgtype.UUID
+	Events    []string
+	ServerID  pgtype.UUID
+	AppID     pgtype.UUID
+	MinLevel  string
+	CreatedAt time.Time
+}
+
 type PasswordResetToken struct {
 	ID          pgtype.UUID
 	UserID      pgtype.UUID

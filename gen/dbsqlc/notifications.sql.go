@@ -7,9 +7,34 @@ package dbsqlc
 
 import (
 	"context"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
 )
+
+const activeAdminIDs = `-- name: ActiveAdminIDs :many
+SELECT id FROM users WHERE role = 'admin' AND status = 'active' ORDER BY id
+`
+
+func (q *Queries) ActiveAdminIDs(ctx context.Context) ([]pgtype.UUID, error) {
+	rows, err := q.db.Query(ctx, activeAdminIDs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []pgtype.UUID{}
+	for rows.Next() {
+		var id pgtype.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
 
 const countUnreadNotifications = `-- name: CountUnreadNotifications :one
 SELECT count(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL
@@ -209,4 +234,24 @@ func (q *Queries) MarkNotificationRead(ctx context.Context, arg MarkNotification
 		&i.CreatedAt,
 	)
 	return i, err
+}
+
+const resolveNotifications = `-- name: ResolveNotifications :execrows
+UPDATE notifications SET read_at = $1
+WHERE dedupe_key = $2 AND read_at IS NULL
+`
+
+type ResolveNotificationsParams struct {
+	At        *time.Time
+	DedupeKey *string
+}
+
+// A "resolved" event closes the unread notifications of the condition it
+// ends (every user's): they are marked read.
+func (q *Queries) ResolveNotifications(ctx context.Context, arg ResolveNotificationsParams) (int64, error) {
+	result, err := q.db.Exec(ctx, resolveNotifications, arg.At, arg.DedupeKey)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }

@@ -47,6 +47,7 @@ func (s *Service) event(ctx context.Context, st *store.Store, typ string, sev st
 		level = slog.LevelWarn
 	}
 	s.log.Log(ctx, level, "security event", "type", typ, "severity", sev, "actor", actor, "ip", meta.IP)
+	s.notifySecurity(ctx, st, typ, userID, actor, details)
 	return nil
 }
 

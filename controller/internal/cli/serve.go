@@ -49,6 +49,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.Web.SessionIdle, "session-idle-timeout", 30*time.Minute, "sign a web session out after this long without use")
 	f.DurationVar(&cfg.Web.SessionMax, "session-max-age", 12*time.Hour, "sign a web session out this long after login")
 	f.StringSliceVar(&cfg.Web.TrustedProxies, "trusted-proxy", nil, "address or CIDR of a reverse proxy whose X-Forwarded-For is trusted (repeatable)")
+	f.BoolVar(&cfg.AllowPrivateWebhookTargets, "allow-private-webhook-targets", false, "let notification channels (webhooks, Slack, Discord) call private, loopback and link-local addresses; off, such targets are refused (SSRF protection)")
 	return cmd
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/httpapi"
 	"github.com/berthhq/berth/controller/internal/maintenance"
 	"github.com/berthhq/berth/controller/internal/migrate"
+	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/secrets"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -72,6 +73,9 @@ type Config struct {
 	Hostnames []string
 	// Web is the web UI's configuration.
 	Web WebConfig
+	// AllowPrivateWebhookTargets lets notification channels call private,
+	// loopback and link-local addresses (off: SSRF protection).
+	AllowPrivateWebhookTargets bool
 	// Ready, when set, is called once every listener is up.
 	Ready func(httpAddr, grpcAddr net.Addr)
 }
@@ -229,6 +233,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer accountsSvc.Wait()
+	notifySvc, err := newNotify(ctx, cfg, db, publicURL, log)
+	if err != nil {
+		return err
+	}
 
 	var wg sync.WaitGroup
 	bgCtx, cancelBG := context.WithCancel(ctx)
@@ -236,7 +244,14 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		maintenance.New(db, log).WithJobs(accountJobs(accountsSvc)...).Run(bgCtx)
+		maintenance.New(db, log).WithJobs(append(accountJobs(accountsSvc), notify.RetentionJob())...).Run(bgCtx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// Delivery workers: outbox rows are claimed with SKIP LOCKED and a
+		// lease, so every controller sharing the database delivers.
+		notifySvc.Run(bgCtx)
 	}()
 	wg.Add(3)
 	go func() {

@@ -61,7 +61,14 @@ func (s *Service) sendTo(ctx context.Context, a store.App, d store.Deployment) {
 	if err != nil {
 		s.log.Error("dispatch: build job", "deployment", d.ID.String(), "err", err)
 		step, reason := "dispatch", "could not prepare the job: "+safeReason(err)
-		if _, ferr := s.st.FinishDeployment(ctx, d.ID, store.DeploymentResult{Status: store.DeploymentFailed, FailedStep: &step, FailureReason: &reason}); ferr == nil {
+		ferr := s.st.InTx(ctx, func(tx *store.Store) error {
+			done, err := tx.FinishDeployment(ctx, d.ID, store.DeploymentResult{Status: store.DeploymentFailed, FailedStep: &step, FailureReason: &reason})
+			if err == nil {
+				s.publishEnd(ctx, tx, done)
+			}
+			return err
+		})
+		if ferr == nil {
 			s.notify(ctx, "log:"+d.ID.String())
 			s.notify(ctx, "dispatch")
 		}
@@ -410,6 +417,7 @@ func (s *Service) finish(ctx context.Context, tx *store.Store, d store.Deploymen
 	if err != nil {
 		return err
 	}
+	s.publishEnd(ctx, tx, done)
 	if st == store.DeploymentSucceeded && d.Kind == store.JobDelete {
 		// The files are gone: the app is deleted now, in the transaction
 		// that records the job's end.
@@ -477,7 +485,15 @@ func (s *Service) sweep(ctx context.Context) {
 		default:
 			continue
 		}
-		done, err := s.st.FinishDeployment(ctx, d.ID, res)
+		var done store.Deployment
+		err := s.st.InTx(ctx, func(tx *store.Store) error {
+			var err error
+			if done, err = tx.FinishDeployment(ctx, d.ID, res); err != nil {
+				return err
+			}
+			s.publishEnd(ctx, tx, done)
+			return nil
+		})
 		if err != nil {
 			continue // another controller or the agent got there first
 		}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/ca"
+	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/ratelimit"
 	"github.com/berthhq/berth/controller/internal/store"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
@@ -375,6 +376,7 @@ func (s *Service) Enroll(ctx context.Context, peer Peer, token string, csr []byt
 			return err
 		}
 		out = Enrolled{ServerID: srv.ID, CertDER: issued.DER}
+		s.publishServer(ctx, tx, notify.KindServerEnrolled, srv)
 		return nil
 	})
 	if err != nil {
@@ -539,7 +541,17 @@ func (s *Service) Liveness(ctx context.Context) {
 			continue // agents are still reconnecting to the restarted controller
 		}
 		cutoff := now.Add(-(3*s.cfg.HeartbeatInterval + s.cfg.Grace))
-		gone, err := s.st.MarkStaleServersOffline(ctx, cutoff)
+		var gone []store.Server
+		err := s.st.InTx(ctx, func(tx *store.Store) error {
+			var err error
+			if gone, err = tx.MarkStaleServersOffline(ctx, cutoff); err != nil {
+				return err
+			}
+			for _, srv := range gone {
+				s.publishServer(ctx, tx, notify.KindServerOffline, srv)
+			}
+			return nil
+		})
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Error("mark stale servers offline", "err", err)

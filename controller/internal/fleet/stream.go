@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/store"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
@@ -47,7 +48,20 @@ func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
 	if hello == nil {
 		return fmt.Errorf("%w: the first message must be hello", ErrProtocol)
 	}
-	srv, prev, err := s.st.ServerHello(ctx, ag.ServerID, factsOf(hello.GetFacts()), peer.IP)
+	var srv store.Server
+	var prev store.ServerStatus
+	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		var err error
+		if srv, prev, err = tx.ServerHello(ctx, ag.ServerID, factsOf(hello.GetFacts()), peer.IP); err != nil {
+			return err
+		}
+		if prev == store.ServerOffline {
+			// Back from offline closes server.offline; a first hello
+			// after enrollment (pending) is not news.
+			s.publishServer(ctx, tx, notify.KindServerOnline, srv)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}

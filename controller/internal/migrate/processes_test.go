@@ -56,9 +56,19 @@ func TestMigration27RoundTrip(t *testing.T) {
 			t.Errorf("accepted: %s", bad)
 		}
 	}
-	// Down to 26, through any migration added after 000027.
-	if err := mg.Down(int(latest) - 26); err != nil {
-		t.Fatal(err)
+	// Down to 26, through any later migrations (their numbers need not be
+	// contiguous while branches land).
+	for {
+		st, err := mg.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Version <= 26 {
+			break
+		}
+		if err := mg.Down(1); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var n int
 	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM deployments`).Scan(&n); err != nil || n != 1 {

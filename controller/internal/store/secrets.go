@@ -23,6 +23,7 @@ var EncryptedColumns = []Column{
 	{"apps", "env_staging"},
 	{"apps", "webhook_secret"},
 	{"backup_destinations", "credentials"},
+	{"notify_channels", "config"},
 }
 
 var errNoKeys = errors.New("store: no keyring configured for encrypted columns")

@@ -1,0 +1,73 @@
+// Package notify is the notifications service: every capability publishes
+// typed events here, and the service delivers them to the channels whose
+// rules match: each admin's in-app inbox, email, Slack, Discord and generic
+// webhooks signed per the Standard Webhooks specification.
+//
+// # Publishing (a transactional outbox)
+//
+// A capability calls Publish with the transaction that makes the change the
+// event reports (store.InTx's *store.Store). Publish writes the event and,
+// in the same transaction, fans it out: inbox channels get their
+// notifications rows at once, every other matching channel gets one
+// notify_outbox row. So an event exists exactly when its change committed,
+// and a rolled-back change notifies no one. Publish needs no Service: the
+// rules live in the database.
+//
+// # Delivery
+//
+// Service.Run starts workers that claim due outbox rows with FOR UPDATE SKIP
+// LOCKED in a short transaction and lease them (locked_until): any number
+// of controllers may deliver and never take the same row at once. A worker
+// sends, then marks the row delivered in a second short transaction. A
+// controller killed between the two leaves a leased row that another worker
+// takes after the lease ends and sends again with the same webhook-id (the
+// row's id), which is the receiver's idempotency key. A failed send is
+// retried with exponential backoff and jitter (30 s doubling, capped at an
+// hour) until MaxAttempts attempts or MaxAge after the event, then given
+// up; the channel shows last_error and failing_since until a delivery
+// succeeds.
+//
+// # Noise rules
+//
+//   - Dedupe: an event may carry a dedupe_key naming a condition (e.g.
+//     "server.offline:<id>"). Inbox: at most one unread notification per
+//     user and key. Other channels: an event whose key already has, on that
+//     channel, an undelivered message or one delivered within DedupeWindow
+//     (and not resolved since) is merged (status merged, not sent).
+//   - Resolve: an event with Resolves set (server.online, alert.resolved)
+//     closes its dedupe_key: the inbox's unread notifications of that key are
+//     marked read and the resolving one is added; on another channel, if the
+//     opening message is still unsent both are merged (nobody needs to hear
+//     of a condition that is already over), if it was sent the resolving
+//     message is sent, and if the channel never heard of the condition the
+//     resolving message is merged.
+//   - Rate limit: a channel sends at most rate_limit_per_hour messages in a
+//     rolling hour; the rest is held, and once the hour has room a single
+//     digest message lists what was held back.
+//
+// # Channels
+//
+// Slack, Discord and webhook URLs and webhook secrets are sealed with the
+// store's keyring and never returned, logged or put into errors: a channel
+// shows only its URL's host. Outbound HTTP refuses private, loopback,
+// link-local and unspecified addresses at dial time (after DNS resolution,
+// so rebinding cannot bypass it) unless AllowPrivateTargets is set, follows
+// no redirect, times out and reads a bounded response.
+//
+// # API (for the CLI, gRPC and web UI)
+//
+// One Service per controller (New, then Run in the background):
+//   - channels: AddChannel (returns a generated webhook secret once),
+//     Channels, Channel, RemoveChannel, TestChannel, Deliveries (a
+//     channel's recent messages with status, attempts and last error);
+//   - rules: AddRule, Rules, RemoveRule;
+//   - inbox: Inbox, UnreadCount, MarkRead, MarkAllRead (per user);
+//   - events: Publish (package function, in a transaction) or
+//     Service.Publish (a transaction of its own).
+//
+// Bad input is refused with errors wrapping ErrInvalid (or
+// ErrPrivateTarget for a private URL), unknown names with
+// store.ErrNotFound and taken names with store.ErrConflict, so a caller
+// maps them to InvalidArgument, NotFound and AlreadyExists. Callers check
+// authorisation (admin scope) before calling: the service does not.
+package notify

@@ -1,0 +1,85 @@
+-- notify_outbox: one row per (event, channel) to send, and digests.
+
+-- name: InsertNotifyOutbox :one
+INSERT INTO notify_outbox (id, channel_id, event_id, dedupe_key, resolves, status, digest_title, digest_body, next_attempt_at, created_at)
+VALUES (sqlc.arg(id), sqlc.arg(channel_id), sqlc.narg(event_id), sqlc.narg(dedupe_key), sqlc.arg(resolves), sqlc.arg(status),
+        sqlc.narg(digest_title), sqlc.narg(digest_body), sqlc.arg(created_at), sqlc.arg(created_at))
+RETURNING *;
+
+-- name: LastNotifyOutboxForKey :one
+-- The channel's latest message about a condition, merged repeats aside.
+SELECT * FROM notify_outbox
+WHERE channel_id = sqlc.arg(channel_id) AND dedupe_key = sqlc.arg(dedupe_key) AND status <> 'merged'
+ORDER BY created_at DESC, id DESC
+LIMIT 1;
+
+-- name: SetNotifyOutboxStatus :exec
+UPDATE notify_outbox SET status = sqlc.arg(status), locked_until = NULL WHERE id = sqlc.arg(id);
+
+-- name: CountNotifyOutboxSince :one
+-- What counts against a channel's rate limit: messages sent or to be sent.
+SELECT count(*) FROM notify_outbox
+WHERE channel_id = sqlc.arg(channel_id) AND created_at >= sqlc.arg(since)
+  AND status IN ('pending', 'delivered', 'failed');
+
+-- name: ClaimNotifyOutbox :many
+-- Takes up to lim due rows for this worker: SKIP LOCKED so concurrent
+-- claimers never take the same row, and a lease so that once this short
+-- transaction commits, others leave the row alone until the lease ends.
+UPDATE notify_outbox o
+SET locked_until = sqlc.arg(lease_until), attempts = o.attempts + 1
+WHERE o.id IN (
+    SELECT x.id FROM notify_outbox x
+    WHERE x.status = 'pending' AND x.next_attempt_at <= sqlc.arg(now)
+      AND (x.locked_until IS NULL OR x.locked_until <= sqlc.arg(now))
+    ORDER BY x.next_attempt_at, x.id
+    LIMIT sqlc.arg(lim)
+    FOR UPDATE SKIP LOCKED)
+RETURNING o.*;
+
+-- name: MarkNotifyOutboxDelivered :execrows
+UPDATE notify_outbox
+SET status = 'delivered', delivered_at = sqlc.arg(at), locked_until = NULL, last_error = NULL
+WHERE id = sqlc.arg(id) AND status = 'pending';
+
+-- name: RetryNotifyOutbox :execrows
+UPDATE notify_outbox
+SET next_attempt_at = sqlc.arg(next_attempt_at), locked_until = NULL, last_error = sqlc.arg(last_error)
+WHERE id = sqlc.arg(id) AND status = 'pending';
+
+-- name: FailNotifyOutbox :execrows
+UPDATE notify_outbox
+SET status = 'failed', locked_until = NULL, last_error = sqlc.arg(last_error)
+WHERE id = sqlc.arg(id) AND status = 'pending';
+
+-- name: GetNotifyOutbox :one
+SELECT * FROM notify_outbox WHERE id = sqlc.arg(id);
+
+-- name: ListNotifyOutboxForChannel :many
+-- A channel's recent deliveries, newest first.
+SELECT * FROM notify_outbox WHERE channel_id = sqlc.arg(channel_id)
+ORDER BY created_at DESC, id DESC
+LIMIT sqlc.arg(lim);
+
+-- name: ListNotifyOutboxForEvent :many
+SELECT * FROM notify_outbox WHERE event_id = sqlc.arg(event_id) ORDER BY channel_id;
+
+-- name: NotifyChannelsWithHeld :many
+SELECT DISTINCT channel_id FROM notify_outbox WHERE status = 'held';
+
+-- name: HeldNotifyOutbox :many
+-- A channel's held-back messages with their events, oldest first.
+SELECT o.id, e.kind, e.level, e.title, e.created_at
+FROM notify_outbox o JOIN notify_events e ON e.id = o.event_id
+WHERE o.channel_id = sqlc.arg(channel_id) AND o.status = 'held'
+ORDER BY o.created_at, o.id
+FOR UPDATE OF o SKIP LOCKED;
+
+-- name: DigestNotifyOutbox :execrows
+UPDATE notify_outbox SET status = 'digested', digest_id = sqlc.arg(digest_id)
+WHERE id = ANY (sqlc.arg(ids)::uuid[]) AND status = 'held';
+
+-- name: DeleteNotifyOutboxBefore :execrows
+-- Retention: finished rows after 30 days.
+DELETE FROM notify_outbox
+WHERE created_at < sqlc.arg(before) AND status IN ('delivered', 'failed', 'merged', 'digested');
