@@ -52,6 +52,8 @@ type view struct {
 	Status int
 	Data   any
 	Form   url.Values
+	// Unread is the bell's count, filled in by render for a signed-in page.
+	Unread int64
 }
 
 // Nav items for the whole product, in order. Admin items show only to
@@ -170,6 +172,9 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, v v
 	}
 	if v.Flash == "" {
 		v.Flash = s.takeFlash(w, r)
+	}
+	if v.User != nil {
+		v.Unread = s.unreadCount(r, v.User)
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", v); err != nil {

@@ -123,8 +123,12 @@ var routeMatrix = map[string]routeRow{
 	"POST /git-credentials":                    {store.ScopeAdmin, "/git-credentials", form("name", "cred-new", "kind", "https", "username", "u", "token", "t")},
 	"POST /git-credentials/{name}/delete":      {store.ScopeAdmin, "/git-credentials/cred-rm/delete", form()},
 
-	"GET /backups":       {store.ScopeRead, "/backups", nil},
-	"GET /notifications": {store.ScopeRead, "/notifications", nil},
+	"GET /backups": {store.ScopeRead, "/backups", nil},
+	// The inbox is always the caller's own: any signed-in person.
+	"GET /notifications":            {store.ScopeRead, "/notifications", nil},
+	"GET /notifications/stream":     {store.ScopeRead, "/notifications/stream", nil},
+	"POST /notifications/{id}/read": {store.ScopeRead, "/notifications/$NO_SUCH_ID/read", form()},
+	"POST /notifications/read-all":  {store.ScopeRead, "/notifications/read-all", form()},
 }
 
 // status requests path as c and returns the status and Location without

@@ -11,7 +11,6 @@ type section struct {
 
 var upcoming = []section{
 	{"backups", "/backups", "Backups", "No backups configured. Backups are not available in this version yet."},
-	{"notifications", "/notifications", "Notifications", "No notifications. Notification channels are not available in this version yet."},
 }
 
 func (s *Server) upcomingPage(sec section) handler {

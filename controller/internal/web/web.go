@@ -21,6 +21,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
+	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/store"
 )
 
@@ -51,6 +52,10 @@ type Deps struct {
 	Accounts *accounts.Service
 	Audit    *audit.Service
 	Deploys  *deploys.Service
+	// Notify serves the inbox. Nil: the UI makes its own on Store, which
+	// is enough for the inbox calls (they only read and mark rows; it is
+	// never Run, so it delivers nothing).
+	Notify *notify.Service
 }
 
 // Server is the web UI.
@@ -60,6 +65,8 @@ type Server struct {
 	pages  *pages
 	events *broadcaster
 	static http.Handler
+	// bellSlots bounds the open unread-count streams (maxBellStreams).
+	bellSlots chan struct{}
 }
 
 // New parses the templates and prepares the handlers.
@@ -78,7 +85,13 @@ func New(d Deps, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{d: d, cfg: cfg, pages: p, static: http.StripPrefix("/assets/", http.FileServerFS(sub))}
+	if d.Notify == nil {
+		if d.Notify, err = notify.New(notify.Config{Store: d.Store, Logger: d.Log, Now: cfg.Now}); err != nil {
+			return nil, fmt.Errorf("web: inbox: %w", err)
+		}
+	}
+	s := &Server{d: d, cfg: cfg, pages: p, static: http.StripPrefix("/assets/", http.FileServerFS(sub)),
+		bellSlots: make(chan struct{}, maxBellStreams)}
 	s.events = newBroadcaster(d.Store, d.Log, cfg.EventsPoll)
 	return s, nil
 }
@@ -173,6 +186,12 @@ func (s *Server) routes() []route {
 		{"GET /deployments/{id}/log", s.page(s.deploymentLog)},
 		{"POST /deployments/{id}/cancel", s.page(s.deploymentCancel)},
 		{"GET /git-credentials", s.page(s.credentialList)},
+
+		// Your inbox.
+		{"GET /notifications", s.page(s.notificationList)},
+		{"GET /notifications/stream", s.page(s.bellStream)},
+		{"POST /notifications/{id}/read", s.page(s.notificationRead)},
+		{"POST /notifications/read-all", s.page(s.notificationReadAll)},
 		{"POST /git-credentials", s.page(s.credentialCreate)},
 		{"POST /git-credentials/{name}/delete", s.page(s.credentialDelete)},
 	}
@@ -286,7 +305,7 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrReferenced), errors.Is(err, store.ErrWrongState):
 		return http.StatusConflict
-	case errors.Is(err, store.ErrInvalid), errors.Is(err, fleet.ErrInvalid), errors.Is(err, deploys.ErrInvalid):
+	case errors.Is(err, store.ErrInvalid), errors.Is(err, fleet.ErrInvalid), errors.Is(err, deploys.ErrInvalid), errors.Is(err, notify.ErrInvalid):
 		return http.StatusBadRequest
 	case errors.Is(err, deploys.ErrPruned), errors.Is(err, deploys.ErrRefused):
 		return http.StatusConflict

@@ -64,5 +64,20 @@
     });
   }
 
-  document.addEventListener("DOMContentLoaded", function () { live(); copyButtons(); confirms(); });
+  // The bell: the unread count, live over server-sent events.
+  function bell() {
+    var count = document.getElementById("bell-count");
+    var link = document.getElementById("bell");
+    if (!count || !link || !window.EventSource) return;
+    var es = new EventSource("/notifications/stream");
+    es.addEventListener("unread", function (e) {
+      var n = JSON.parse(e.data).unread;
+      count.textContent = String(n);
+      count.dataset.count = String(n);
+      count.hidden = n === 0;
+      link.setAttribute("aria-label", "Notifications, " + n + " unread");
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { live(); bell(); copyButtons(); confirms(); });
 })();
