@@ -19,8 +19,8 @@ import (
 // inboxPageSize bounds the page; older notifications are in the CLI/API.
 const inboxPageSize = 100
 
-// maxBellStreams bounds the open unread-count streams of the whole
-// controller: each polls the database on its own, so the number of open
+// maxBellStreams is the default bound (Config.BellStreams) on the open
+// unread-count streams of the whole controller: each polls the database on its own, so the number of open
 // tabs must not decide the database's load.
 const maxBellStreams = 256
 

@@ -3,13 +3,17 @@ package web_test
 import (
 	"bufio"
 	"context"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/berthhq/berth/controller/internal/store"
+	"github.com/berthhq/berth/controller/internal/web"
 )
 
 func (e *env) notification(u store.User, title string, level store.NotificationLevel, link string) store.Notification {
@@ -160,5 +164,66 @@ func TestBellStreamNeedsSession(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {
 		t.Fatalf("signed-out stream: %d", resp.StatusCode)
+	}
+}
+
+// The open bell streams are bounded: one over the bound is refused with
+// 503 and Retry-After, and a slot frees when a stream closes.
+func TestBellStreamsBounded(t *testing.T) {
+	e := newEnv(t, false)
+	e.user("admin@example.com", store.RoleAdmin)
+	c := e.client()
+	c.login("admin@example.com", adminPassword)
+
+	// A second UI on the same database, allowing one stream; the session
+	// cookie (host-scoped, not port-scoped) works on both.
+	ui, err := web.New(web.Deps{Log: slog.New(slog.NewTextHandler(e.logs, nil)), Store: e.st, Accounts: e.acc, Deploys: e.dep},
+		web.Config{EventsPoll: 100 * time.Millisecond, BellStreams: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	ui.Register(mux)
+	srv := httptest.NewServer(ui.Wrap(mux))
+	defer srv.Close()
+
+	open := func(ctx context.Context) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/notifications/stream", nil)
+		req.Header.Set("Accept", "text/event-stream")
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	first := open(ctx1)
+	if first.StatusCode != http.StatusOK {
+		t.Fatalf("first stream: %d", first.StatusCode)
+	}
+	// Read its first event so the handler surely holds its slot.
+	if line, err := bufio.NewReader(first.Body).ReadString('}'); err != nil || !strings.Contains(line, `"unread":0`) {
+		t.Fatalf("first stream's first event: %q %v", line, err)
+	}
+	second := open(context.Background())
+	b, _ := io.ReadAll(second.Body)
+	second.Body.Close()
+	if second.StatusCode != http.StatusServiceUnavailable || second.Header.Get("Retry-After") == "" || !strings.Contains(string(b), "Too many live notification streams") {
+		t.Fatalf("second stream: %d %q %s", second.StatusCode, second.Header.Get("Retry-After"), b)
+	}
+	cancel1()
+	first.Body.Close()
+	// The closed stream's slot comes back once its handler has returned.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp := open(context.Background())
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot never freed: %d", resp.StatusCode)
+		}
 	}
 }

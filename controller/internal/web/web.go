@@ -41,7 +41,10 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// EventsPoll is how often the live-status feed looks at the database.
 	EventsPoll time.Duration
-	Now        func() time.Time
+	// BellStreams bounds the open unread-count streams of this controller
+	// (default 256); one more is refused with 503 and the browser retries.
+	BellStreams int
+	Now         func() time.Time
 }
 
 // Deps are the services the pages call.
@@ -74,6 +77,9 @@ func New(d Deps, cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.BellStreams <= 0 {
+		cfg.BellStreams = maxBellStreams
+	}
 	if cfg.EventsPoll <= 0 {
 		cfg.EventsPoll = 2 * time.Second
 	}
@@ -91,7 +97,7 @@ func New(d Deps, cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{d: d, cfg: cfg, pages: p, static: http.StripPrefix("/assets/", http.FileServerFS(sub)),
-		bellSlots: make(chan struct{}, maxBellStreams)}
+		bellSlots: make(chan struct{}, cfg.BellStreams)}
 	s.events = newBroadcaster(d.Store, d.Log, cfg.EventsPoll)
 	return s, nil
 }
