@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
@@ -141,5 +142,78 @@ func TestNotifyCLIAgainstController(t *testing.T) {
 	}
 	if strings.Contains(r.stdout, secret) {
 		t.Errorf("the activity log shows the secret")
+	}
+}
+
+// TestFailedDeployReachesRuleChannel: a deploy that fails on a real agent
+// publishes deployment.failed, which the deployment.* rule added with the
+// CLI delivers through the outbox to the loopback webhook, signed, once;
+// the admin's inbox shows it through berth notifications.
+func TestFailedDeployReachesRuleChannel(t *testing.T) {
+	t.Parallel()
+	e := setupDeploy(t, "--allow-private-webhook-targets")
+	var mu sync.Mutex
+	var secret string
+	ids := map[string]int{}
+	var types []any
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		mu.Lock()
+		defer mu.Unlock()
+		wh, err := standardwebhooks.NewWebhook(secret)
+		if err != nil || wh.Verify(body, r.Header) != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		var m map[string]any
+		_ = json.Unmarshal(body, &m)
+		ids[r.Header.Get("webhook-id")]++
+		types = append(types, m["type"])
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(rcv.Close)
+	var ch map[string]any
+	e.mustJSON(t, &ch, "notify", "channel", "add", "hook", "--kind", "webhook", "--url", rcv.URL+"/in")
+	mu.Lock()
+	secret, _ = ch["webhook_secret"].(string)
+	mu.Unlock()
+	var rule map[string]any
+	e.mustJSON(t, &rule, "notify", "rule", "add", "--events", "deployment.*", "--channel", "hook", "--server", "web-1", "--min-level", "warning")
+
+	url := e.repo.serveHTTP(t, gitUser, gitToken)
+	e.repo.commit(t, "main", "broken", map[string]string{"version.txt": "v1\n", "fail": "x\n"})
+	if r := e.cli(t, gitToken+"\n", "git-credential", "add", "gitcred", "--https", "--username", gitUser, "--token-stdin"); r.code != 0 {
+		t.Fatalf("git-credential add: %+v", r)
+	}
+	e.createApp(t, "shop", url, "gitcred")
+	d, logs, code := e.deployFollow(t, "shop")
+	if code == 0 || d.Status != "failed" {
+		t.Fatalf("deploy: code %d %+v\n%s", code, d, logs)
+	}
+	waitFor(t, "deployment.failed at the webhook", 60*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(types) > 0
+	})
+	mu.Lock()
+	if len(types) != 1 || types[0] != "deployment.failed" || len(ids) != 1 {
+		t.Errorf("webhook got %v (ids %v), want deployment.failed once", types, ids)
+	}
+	mu.Unlock()
+	var inbox []map[string]any
+	e.mustJSON(t, &inbox, "notifications", "--unread")
+	found := false
+	for _, n := range inbox {
+		found = found || n["kind"] == "deployment.failed"
+	}
+	if !found {
+		t.Fatalf("inbox: %v", inbox)
+	}
+	var chans []map[string]any
+	e.mustJSON(t, &chans, "notify", "channel", "list")
+	for _, c := range chans {
+		if c["name"] == "hook" && (c["last_delivered_at"] == nil || c["last_error"] != "") {
+			t.Errorf("hook after delivery: %v", c)
+		}
 	}
 }
