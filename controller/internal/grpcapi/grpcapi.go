@@ -23,6 +23,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
+	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/store"
 	adminv1 "github.com/berthhq/berth/gen/proto/berth/admin/v1"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
@@ -33,12 +34,15 @@ const ProtocolVersion = 1
 
 // Deps are what the services need.
 type Deps struct {
-	Store         *store.Store
-	CA            *ca.CA
-	Fleet         *fleet.Service
-	Deploys       *deploys.Service
-	Accounts      *accounts.Service
-	Audit         *audit.Service
+	Store    *store.Store
+	CA       *ca.CA
+	Fleet    *fleet.Service
+	Deploys  *deploys.Service
+	Accounts *accounts.Service
+	Audit    *audit.Service
+	// Notify is the notifications service (NotificationService is not
+	// registered without it).
+	Notify        *notify.Service
 	SchemaVersion uint
 	Log           *slog.Logger
 	// Now is the clock of the agent port's refusal budget (time.Now when
@@ -52,6 +56,9 @@ func Register(s *grpc.Server, d Deps) *health.Server {
 	agentv1.RegisterAgentServiceServer(s, &agentServer{d: d})
 	if d.Accounts != nil && d.Audit != nil {
 		adminv1.RegisterAccountServiceServer(s, &accountServer{d: d})
+	}
+	if d.Notify != nil {
+		adminv1.RegisterNotificationServiceServer(s, &notifyServer{d: d})
 	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s, hs)

@@ -26,6 +26,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/grpcapi"
+	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/secrets"
 	"github.com/berthhq/berth/controller/internal/store"
 	"github.com/berthhq/berth/controller/internal/testdb"
@@ -124,6 +125,19 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.AccountService/ListSecurityEvents": {store.ScopeAdmin, ``},
 	"/berth.admin.v1.AccountService/ListActivity":       {store.ScopeRead, ``},
 
+	// berth.admin.v1.NotificationService: channels and rules are admin's;
+	// the inbox is the caller's own.
+	"/berth.admin.v1.NotificationService/AddChannel":            {store.ScopeAdmin, `name: "mail-new" kind: "email" to: "ops@example.com"`},
+	"/berth.admin.v1.NotificationService/ListChannels":          {store.ScopeAdmin, ``},
+	"/berth.admin.v1.NotificationService/TestChannel":           {store.ScopeAdmin, `name: "nope"`},
+	"/berth.admin.v1.NotificationService/RemoveChannel":         {store.ScopeAdmin, `name: "nope"`},
+	"/berth.admin.v1.NotificationService/AddRule":               {store.ScopeAdmin, `events: "deployment.*" channel: "nope"`},
+	"/berth.admin.v1.NotificationService/ListRules":             {store.ScopeAdmin, ``},
+	"/berth.admin.v1.NotificationService/RemoveRule":            {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.NotificationService/ListNotifications":     {store.ScopeRead, `unread_only: true`},
+	"/berth.admin.v1.NotificationService/MarkNotificationsRead": {store.ScopeRead, `all: true`},
+	"/berth.admin.v1.NotificationService/GetUnreadCount":        {store.ScopeRead, ``},
+
 	// berth.agent.v1.AgentService: enrollment is public (the join token is
 	// the credential); the stream needs the client certificate.
 	"/berth.agent.v1.AgentService/GetVersion": {needPublic, ``},
@@ -137,7 +151,8 @@ var scopeMatrix = map[string]matrixRow{
 }
 
 // matrixEnv is the controller's gRPC server with every service the daemon
-// registers (admin, accounts and audit, deploys, agent, health).
+// registers (admin, accounts and audit, deploys, notifications, agent,
+// health).
 type matrixEnv struct {
 	st     *store.Store
 	srv    *grpc.Server
@@ -170,7 +185,11 @@ func setupMatrix(t *testing.T) *matrixEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(acc.Wait)
-	deps := grpcapi.Deps{Store: st, CA: authority, Fleet: fl, Deploys: dep, Accounts: acc, Audit: audit.New(st), Log: log}
+	ns, err := notify.New(notify.Config{Store: st, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := grpcapi.Deps{Store: st, CA: authority, Fleet: fl, Deploys: dep, Accounts: acc, Audit: audit.New(st), Notify: ns, Log: log}
 	authn := grpcapi.NewAuthenticator(deps)
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(authority.ServerTLSConfig(certs.GetCertificate))),
 		grpc.UnaryInterceptor(authn.Unary), grpc.StreamInterceptor(authn.Stream))

@@ -68,6 +68,16 @@
 // Bad input is refused with errors wrapping ErrInvalid (or
 // ErrPrivateTarget for a private URL), unknown names with
 // store.ErrNotFound and taken names with store.ErrConflict, so a caller
-// maps them to InvalidArgument, NotFound and AlreadyExists. Callers check
-// authorisation (admin scope) before calling: the service does not.
+// maps them to InvalidArgument, NotFound and AlreadyExists.
+//
+// # Authorisation and audit
+//
+// Every interface (gRPC, the CLI through it, the web UI) calls the
+// principal-taking methods (AddChannelAs, ChannelsAs, TestChannelAs,
+// RemoveChannelAs, AddRuleAs, RulesAs, RemoveRuleAs, InboxAs,
+// UnreadCountAs, MarkReadAs): channels and rules need the admin scope, the
+// inbox is the caller's own (read scope), refusals wrap auth.ErrForbidden
+// or auth.ErrUnauthenticated, and each change is written to the activity
+// log (never a URL or secret). The methods without a principal are for
+// internal callers acting as the system.
 package notify

@@ -98,6 +98,15 @@ const (
 	ScheduleRunSkipped  = "deployment.schedule_skipped"
 )
 
+// Notification channels and rules (issue 17), changed by an admin.
+const (
+	NotifyChannelCreated = "notify_channel.created"
+	NotifyChannelTested  = "notify_channel.tested"
+	NotifyChannelDeleted = "notify_channel.deleted"
+	NotifyRuleCreated    = "notify_rule.created"
+	NotifyRuleDeleted    = "notify_rule.deleted"
+)
+
 // All is every kind above. Keep it in the order of the constants.
 var All = []string{
 	UserCreated, UserInvited, UserInviteResent, UserInviteAccepted, UserDisabled, UserEnabled, UserLoggedOut,
@@ -115,6 +124,8 @@ var All = []string{
 	DeploymentSucceeded, DeploymentFailed, DeploymentCanceled, DeploymentTimedOut, AppDeleteRequested, AppDeleted,
 	AppProcessAdded, AppProcessReplaced, AppProcessRemoved, AppProcessesControl, ProcessJobQueued,
 	AppScheduleAdded, AppScheduleReplaced, AppScheduleRemoved, ScheduleRunSkipped,
+
+	NotifyChannelCreated, NotifyChannelTested, NotifyChannelDeleted, NotifyRuleCreated, NotifyRuleDeleted,
 }
 
 // Known reports whether k is in the list.
