@@ -228,15 +228,15 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 
 	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{StartGrace: cfg.StartGrace, UnreachableGrace: cfg.UnreachableGrace, UpstreamPorts: cfg.UpstreamPorts})
-	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, deploySvc, publicURL, log)
-	if err != nil {
-		return err
-	}
-	defer accountsSvc.Wait()
 	notifySvc, err := newNotify(ctx, cfg, db, publicURL, log)
 	if err != nil {
 		return err
 	}
+	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, deploySvc, notifySvc, publicURL, log)
+	if err != nil {
+		return err
+	}
+	defer accountsSvc.Wait()
 
 	var wg sync.WaitGroup
 	bgCtx, cancelBG := context.WithCancel(ctx)
