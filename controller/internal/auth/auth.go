@@ -190,3 +190,18 @@ var (
 	ErrUnauthenticated = errors.New("unauthenticated")
 	ErrForbidden       = errors.New("permission denied")
 )
+
+// Actor is how the activity log names who acted: the principal's user
+// through an API token or a web session, or the system for a nil principal.
+// Every service records activity with it, so an act reads the same
+// whichever capability logged it.
+func (p *Principal) Actor() (typ store.ActorType, name string, userID *store.ID) {
+	switch {
+	case p == nil:
+		return store.ActorSystem, "system", nil
+	case p.TokenID != nil:
+		return store.ActorAPIToken, p.Email, &p.UserID
+	default:
+		return store.ActorUser, p.Email, &p.UserID
+	}
+}

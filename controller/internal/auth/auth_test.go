@@ -36,3 +36,17 @@ func TestOneRanking(t *testing.T) {
 		t.Fatal("write principal")
 	}
 }
+
+// The activity log names an actor the same way in every service.
+func TestPrincipalActor(t *testing.T) {
+	uid, tid := store.NewID(), store.NewID()
+	if typ, name, u := (*auth.Principal)(nil).Actor(); typ != store.ActorSystem || name != "system" || u != nil {
+		t.Fatalf("nil principal: %v %q %v", typ, name, u)
+	}
+	if typ, name, u := (&auth.Principal{UserID: uid, Email: "a@example.com", TokenID: &tid}).Actor(); typ != store.ActorAPIToken || name != "a@example.com" || u == nil || *u != uid {
+		t.Fatalf("token: %v %q %v", typ, name, u)
+	}
+	if typ, name, u := (&auth.Principal{UserID: uid, Email: "a@example.com"}).Actor(); typ != store.ActorUser || name != "a@example.com" || u == nil || *u != uid {
+		t.Fatalf("session: %v %q %v", typ, name, u)
+	}
+}

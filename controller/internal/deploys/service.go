@@ -143,14 +143,7 @@ func (s *Service) activity(ctx context.Context, pr *auth.Principal, peer Peer, a
 		Action: action, SubjectType: subjectType, SubjectID: &id, SubjectName: name, Changes: changes,
 		IPAddress: peer.IP, UserAgent: peer.UserAgent,
 	}
-	switch {
-	case pr == nil:
-		p.ActorType, p.Actor = store.ActorSystem, "system"
-	case pr.TokenID != nil:
-		p.ActorType, p.Actor, p.UserID = store.ActorAPIToken, pr.Email, &pr.UserID
-	default:
-		p.ActorType, p.Actor, p.UserID = store.ActorUser, pr.Email, &pr.UserID
-	}
+	p.ActorType, p.Actor, p.UserID = pr.Actor()
 	if _, err := s.st.CreateActivity(ctx, p); err != nil {
 		s.log.Error("record activity", "action", action, "err", err)
 	}

@@ -155,12 +155,9 @@ var require = auth.Require
 
 func (s *Service) activity(ctx context.Context, pr *auth.Principal, peer Peer, action string, srv store.Server, changes map[string]any) {
 	p := store.CreateActivityParams{
-		ActorType: store.ActorAPIToken, Actor: pr.Email, UserID: &pr.UserID, Action: action,
-		SubjectType: "server", SubjectID: &srv.ID, SubjectName: srv.Name, Changes: changes, IPAddress: peer.IP, UserAgent: peer.UserAgent,
+		Action: action, SubjectType: "server", SubjectID: &srv.ID, SubjectName: srv.Name, Changes: changes, IPAddress: peer.IP, UserAgent: peer.UserAgent,
 	}
-	if pr.TokenID == nil {
-		p.ActorType = store.ActorUser
-	}
+	p.ActorType, p.Actor, p.UserID = pr.Actor()
 	if _, err := s.st.CreateActivity(ctx, p); err != nil {
 		s.log.Error("record activity", "action", action, "err", err)
 	}
