@@ -31,7 +31,7 @@ type inboxItem struct {
 
 func (s *Server) notificationList(w http.ResponseWriter, r *http.Request, v *viewer) {
 	unreadOnly := r.URL.Query().Get("unread") == "1"
-	list, err := s.d.Notify.Inbox(r.Context(), v.UserID, store.NotificationFilter{UnreadOnly: unreadOnly, Limit: inboxPageSize})
+	list, err := s.d.Notify.InboxAs(r.Context(), v.Principal, unreadOnly, inboxPageSize)
 	if err != nil {
 		s.fail(w, r, v, err)
 		return
@@ -59,7 +59,7 @@ func (s *Server) notificationRead(w http.ResponseWriter, r *http.Request, v *vie
 		s.errorPage(w, r, http.StatusBadRequest, "Bad request", "not a notification id")
 		return
 	}
-	if err := s.d.Notify.MarkRead(r.Context(), v.UserID, id); err != nil {
+	if _, err := s.d.Notify.MarkReadAs(r.Context(), v.Principal, id.String()); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			// Unknown and someone else's look the same: ids are not
 			// probed for existence.
@@ -73,7 +73,7 @@ func (s *Server) notificationRead(w http.ResponseWriter, r *http.Request, v *vie
 }
 
 func (s *Server) notificationReadAll(w http.ResponseWriter, r *http.Request, v *viewer) {
-	n, err := s.d.Notify.MarkAllRead(r.Context(), v.UserID)
+	n, err := s.d.Notify.MarkReadAs(r.Context(), v.Principal, "all")
 	if err != nil {
 		s.fail(w, r, v, err)
 		return
@@ -87,7 +87,7 @@ func (s *Server) unreadCount(r *http.Request, v *viewer) int64 {
 	if v == nil || s.d.Notify == nil {
 		return 0
 	}
-	n, err := s.d.Notify.UnreadCount(r.Context(), v.UserID)
+	n, err := s.d.Notify.UnreadCountAs(r.Context(), v.Principal)
 	if err != nil {
 		s.d.Log.Warn("unread count", "err", err)
 		return 0
@@ -123,7 +123,7 @@ func (s *Server) bellStream(w http.ResponseWriter, r *http.Request, v *viewer) {
 	defer recheck.Stop()
 	last := int64(-1)
 	send := func() bool {
-		n, err := s.d.Notify.UnreadCount(r.Context(), v.UserID)
+		n, err := s.d.Notify.UnreadCountAs(r.Context(), v.Principal)
 		if err != nil {
 			if r.Context().Err() == nil {
 				s.d.Log.Warn("unread count stream", "err", err)
