@@ -19,6 +19,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/buildinfo"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
@@ -42,7 +43,10 @@ type Deps struct {
 	Audit    *audit.Service
 	// Notify is the notifications service (NotificationService is not
 	// registered without it).
-	Notify        *notify.Service
+	Notify *notify.Service
+	// Backups is the backups service (BackupService is not registered
+	// without it).
+	Backups       *backups.Service
 	SchemaVersion uint
 	Log           *slog.Logger
 	// Now is the clock of the agent port's refusal budget (time.Now when
@@ -59,6 +63,9 @@ func Register(s *grpc.Server, d Deps) *health.Server {
 	}
 	if d.Notify != nil {
 		adminv1.RegisterNotificationServiceServer(s, &notifyServer{d: d})
+	}
+	if d.Backups != nil {
+		adminv1.RegisterBackupServiceServer(s, &backupServer{d: d})
 	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s, hs)
