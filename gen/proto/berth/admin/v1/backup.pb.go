@@ -46,10 +46,8 @@ type BackupDestination struct {
 	LastCheck      string                 `protobuf:"bytes,16,opt,name=last_check,json=lastCheck,proto3" json:"last_check,omitempty"`
 	LastCheckError string                 `protobuf:"bytes,17,opt,name=last_check_error,json=lastCheckError,proto3" json:"last_check_error,omitempty"`
 	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	// access_key_id is not secret and helps tell keys apart.
-	AccessKeyId   string `protobuf:"bytes,19,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BackupDestination) Reset() {
@@ -206,13 +204,6 @@ func (x *BackupDestination) GetCreatedAt() *timestamppb.Timestamp {
 		return x.CreatedAt
 	}
 	return nil
-}
-
-func (x *BackupDestination) GetAccessKeyId() string {
-	if x != nil {
-		return x.AccessKeyId
-	}
-	return ""
 }
 
 type AddBackupDestinationRequest struct {
@@ -2358,7 +2349,7 @@ var File_berth_admin_v1_backup_proto protoreflect.FileDescriptor
 
 const file_berth_admin_v1_backup_proto_rawDesc = "" +
 	"\n" +
-	"\x1bberth/admin/v1/backup.proto\x12\x0eberth.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x04\n" +
+	"\x1bberth/admin/v1/backup.proto\x12\x0eberth.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x04\n" +
 	"\x11BackupDestination\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -2381,8 +2372,7 @@ const file_berth_admin_v1_backup_proto_rawDesc = "" +
 	"last_check\x18\x10 \x01(\tR\tlastCheck\x12(\n" +
 	"\x10last_check_error\x18\x11 \x01(\tR\x0elastCheckError\x129\n" +
 	"\n" +
-	"created_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\"\n" +
-	"\raccess_key_id\x18\x13 \x01(\tR\vaccessKeyId\"\xdf\x03\n" +
+	"created_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xdf\x03\n" +
 	"\x1bAddBackupDestinationRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +

@@ -43,9 +43,10 @@ const (
 //
 // BackupService manages backup destinations, backups and the jobs that act
 // on them (verify, restore, download, delete). It calls the same service
-// layer as the web UI. Scopes: read to look, write to add destinations and
-// run, verify or cancel backups, admin to remove destinations, restore,
-// delete and rotate the encryption key. Destination credentials are
+// layer as the web UI. Scopes: read to look; write to test destinations and
+// run, verify or cancel backups; admin to add and remove destinations (they
+// hold credentials), restore, download (the data in the clear), delete and
+// rotate the encryption key. Destination credentials are
 // write-only: no response carries them.
 type BackupServiceClient interface {
 	AddBackupDestination(ctx context.Context, in *AddBackupDestinationRequest, opts ...grpc.CallOption) (*AddBackupDestinationResponse, error)
@@ -276,9 +277,10 @@ func (c *backupServiceClient) RotateBackupKey(ctx context.Context, in *RotateBac
 //
 // BackupService manages backup destinations, backups and the jobs that act
 // on them (verify, restore, download, delete). It calls the same service
-// layer as the web UI. Scopes: read to look, write to add destinations and
-// run, verify or cancel backups, admin to remove destinations, restore,
-// delete and rotate the encryption key. Destination credentials are
+// layer as the web UI. Scopes: read to look; write to test destinations and
+// run, verify or cancel backups; admin to add and remove destinations (they
+// hold credentials), restore, download (the data in the clear), delete and
+// rotate the encryption key. Destination credentials are
 // write-only: no response carries them.
 type BackupServiceServer interface {
 	AddBackupDestination(context.Context, *AddBackupDestinationRequest) (*AddBackupDestinationResponse, error)
