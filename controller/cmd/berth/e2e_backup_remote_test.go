@@ -14,7 +14,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
@@ -33,6 +36,60 @@ const (
 // this module cannot import.
 func fakeS3(t *testing.T, buckets ...string) (string, *s3mem.Backend) {
 	t.Helper()
+	return fakeS3Gated(t, nil, buckets...)
+}
+
+// s3Gate holds uploads (PUT requests) while closed: a backup waits in its
+// upload, for as long as a test needs to kill something under it.
+type s3Gate struct {
+	mu      sync.Mutex
+	open    chan struct{} // closed: uploads pass
+	entered chan struct{} // gets a value when an upload waits
+}
+
+func newS3Gate() *s3Gate {
+	return &s3Gate{open: make(chan struct{}), entered: make(chan struct{}, 100)}
+}
+
+func (g *s3Gate) hold() {
+	g.mu.Lock()
+	g.open = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *s3Gate) release() {
+	g.mu.Lock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
+	g.mu.Unlock()
+}
+
+func (g *s3Gate) wait(r *http.Request) bool {
+	if g == nil || r.Method != http.MethodPut {
+		return true
+	}
+	g.mu.Lock()
+	open := g.open
+	g.mu.Unlock()
+	select {
+	case <-open:
+		return true
+	default:
+	}
+	g.entered <- struct{}{}
+	select {
+	case <-open:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+func fakeS3Gated(t *testing.T, gate *s3Gate, buckets ...string) (string, *s3mem.Backend) {
+	t.Helper()
 	be := s3mem.New()
 	for _, b := range buckets {
 		if err := be.CreateBucket(b); err != nil {
@@ -46,6 +103,9 @@ func fakeS3(t *testing.T, buckets ...string) (string, *s3mem.Backend) {
 			w.WriteHeader(http.StatusForbidden)
 			fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>Access Denied</Message></Error>`, code)
 			return
+		}
+		if !gate.wait(r) {
+			return // the client went away while its upload was held
 		}
 		if strings.HasPrefix(r.Header.Get("X-Amz-Content-Sha256"), "STREAMING-") {
 			n, err := strconv.ParseInt(r.Header.Get("X-Amz-Decoded-Content-Length"), 10, 64)
@@ -303,4 +363,99 @@ func TestBackupS3AndSFTP(t *testing.T) {
 	}
 	keyLines := strings.Split(strings.TrimSpace(string(key)), "\n")
 	e.noBackupSecrets(t, backupDBPassword, backupDataMarker, s3Secret, keyLines[1])
+}
+
+// kill -9 of the agent in the middle of a backup's upload: after its
+// restart the backup is failed with the reason and no object is at the
+// destination. kill -9 of the controller in the middle of one: the backup
+// goes on, and its end reaches the restarted controller once; the object
+// verifies.
+func TestBackupKilledAgentAndController(t *testing.T) {
+	t.Parallel()
+	e := setupDeploy(t)
+	run := filepath.Join(e.dataDir, "postgres", "run")
+	e.sqlExec(t, "berth", "CREATE DATABASE shopdata")
+	e.sqlExec(t, "shopdata",
+		"CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL, payload bytea NOT NULL)",
+		"INSERT INTO items (name, payload) SELECT 'n-' || g, sha256(g::text::bytea) FROM generate_series(1, 2000) g")
+	e.createApp(t, "shop", "https://git.example.com/shop.git", "")
+	url := fmt.Sprintf("postgres://berth:%s@/shopdata?host=%s", backupDBPassword, run)
+	if r := e.cli(t, "", "app", "env", "set", "shop", "DATABASE_URL="+url); r.code != 0 {
+		t.Fatalf("env set: %+v", r)
+	}
+	gate := newS3Gate()
+	endpoint, be := fakeS3Gated(t, gate, "berth-backups")
+	var dest map[string]any
+	if code := e.backupJSON(t, s3Secret+"\n", &dest, "backup", "destination", "add", "s3", "--kind", "s3", "--endpoint", endpoint,
+		"--bucket", "berth-backups", "--path-style", "--access-key-id", s3AccessKey, "--secret-access-key-stdin"); code != 0 {
+		t.Fatalf("destination add: %d %v", code, dest)
+	}
+	start := func() backupRow {
+		var b backupRow
+		if code := e.backupJSON(t, "", &b, "backup", "run", "shop", "--destination", "s3", "--kind", "postgres", "--source", "shopdata",
+			"--connection-env", "DATABASE_URL"); code != 0 {
+			t.Fatalf("backup run: %d %+v", code, b)
+		}
+		select {
+		case <-gate.entered:
+		case <-time.After(2 * time.Minute):
+			t.Fatal("the backup's upload never reached the S3 server")
+		}
+		return b
+	}
+	show := func(id string) backupRow {
+		var b backupRow
+		if code := e.backupJSON(t, "", &b, "backup", "show", id); code != 0 {
+			t.Fatalf("show %s: %d", id, code)
+		}
+		return b
+	}
+
+	// The agent dies mid-upload.
+	b := start()
+	if got := show(b.ID); got.Status != "running" {
+		t.Fatalf("backup during its upload: %+v", got)
+	}
+	_ = e.agent.cmd.Process.Kill()
+	<-e.agent.done
+	gate.release() // nothing waits any more; the restarted agent must not upload
+	e.agent = e.startAgent(t)
+	var got backupRow
+	waitFor(t, "the interrupted backup to end", 2*time.Minute, func() bool {
+		got = show(b.ID)
+		return got.Status != "running" && got.Status != "dispatched" && got.Status != "queued"
+	})
+	if got.Status != "failed" || !strings.Contains(got.FailureReason, "agent restarted") || got.ObjectKey != "" || got.SizeBytes != 0 {
+		t.Fatalf("backup across an agent kill: %+v", got)
+	}
+	if list, err := be.ListBucket("berth-backups", nil, gofakes3.ListBucketPage{}); err != nil || len(list.Contents) != 0 {
+		t.Fatalf("objects after an interrupted backup: %+v %v", list, err)
+	}
+	if strings.Contains(e.agent.logs.String(), `"job started","job":"`+b.ID+`"`) {
+		t.Fatalf("the restarted agent ran the interrupted backup again")
+	}
+
+	// The controller dies mid-upload; the backup goes on without it.
+	gate.hold()
+	b2 := start()
+	_ = e.c.stop(t, syscall.SIGKILL)
+	e.c = startControllerAt(t, e.dataDir, e.c.httpAddr, e.c.grpcAddr, "--metrics-interval", "1s", "--heartbeat-interval", "1s")
+	gate.release()
+	waitFor(t, "the backup to end after the controller's restart", 2*time.Minute, func() bool {
+		got = show(b2.ID)
+		return got.Status == "succeeded" || got.Status == "failed" || got.Status == "timed_out" || got.Status == "canceled"
+	})
+	if got.Status != "succeeded" || got.SizeBytes <= 0 {
+		t.Fatalf("backup across a controller kill: %+v", got)
+	}
+	var task backupTask
+	if code := e.backupJSON(t, "", &task, "backup", "verify", b2.ID, "--follow"); code != 0 || task.Status != "succeeded" {
+		t.Fatalf("verify after a controller kill: %d %+v", code, task)
+	}
+	// Its log was stored once per chunk.
+	logs := e.cli(t, "", "backup", "logs", b2.ID).stdout
+	if n := strings.Count(logs, "==> done"); n != 1 {
+		t.Fatalf("the log's end appears %d times:\n%s", n, logs)
+	}
+	e.noBackupSecrets(t, backupDBPassword, s3Secret)
 }
