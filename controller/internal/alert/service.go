@@ -81,9 +81,10 @@ func (s *Service) AddAs(ctx context.Context, pr *auth.Principal, peer Peer, spec
 		}
 		r.ServerID = &srv.ID
 	}
+	name := r.Name
 	r, err = s.st.CreateAlertRule(ctx, r)
 	if errors.Is(err, store.ErrConflict) {
-		return Rule{}, fmt.Errorf("%w: an alert named %q already exists", store.ErrConflict, r.Name)
+		return Rule{}, fmt.Errorf("alert %s: %w", name, store.ErrConflict)
 	}
 	if err != nil {
 		return Rule{}, err

@@ -240,6 +240,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	ui.SetAlerts(alertSvc)
 	defer accountsSvc.Wait()
 
 	var wg sync.WaitGroup
