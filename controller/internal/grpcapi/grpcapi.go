@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/berthhq/berth/controller/internal/accounts"
+	"github.com/berthhq/berth/controller/internal/alert"
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/backups"
@@ -44,6 +45,9 @@ type Deps struct {
 	// Notify is the notifications service (NotificationService is not
 	// registered without it).
 	Notify *notify.Service
+	// Alerts is the threshold alerts service (NotificationService's alert
+	// methods answer Unimplemented without it).
+	Alerts *alert.Service
 	// Backups is the backups service (BackupService is not registered
 	// without it).
 	Backups       *backups.Service

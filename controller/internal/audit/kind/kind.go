@@ -132,6 +132,12 @@ const (
 	BackupTaskTimedOut       = "backup_task.timed_out"
 )
 
+// Threshold alert rules (issue 17 §3), changed by an admin.
+const (
+	AlertRuleCreated = "alert_rule.created"
+	AlertRuleDeleted = "alert_rule.deleted"
+)
+
 // All is every kind above. Keep it in the order of the constants.
 var All = []string{
 	UserCreated, UserInvited, UserInviteResent, UserInviteAccepted, UserDisabled, UserEnabled, UserLoggedOut,
@@ -156,6 +162,7 @@ var All = []string{
 	BackupCancelRequested, BackupSucceeded, BackupFailed, BackupCanceled, BackupTimedOut, BackupVerifyQueued,
 	BackupRestoreQueued, BackupDownloaded, BackupDeleteRequested, BackupDeleted,
 	BackupTaskSucceeded, BackupTaskFailed, BackupTaskCanceled, BackupTaskTimedOut,
+	AlertRuleCreated, AlertRuleDeleted,
 }
 
 // Known reports whether k is in the list.
