@@ -105,21 +105,24 @@ func (s *Service) Download(ctx context.Context, pr *auth.Principal, peer Peer, r
 			zr.Close()
 		}
 	}
-	if err == nil {
-		// Whatever follows the age stream's end still counts.
-		_, err = io.Copy(io.Discard, tee)
-	}
-	if errors.Is(err, errTooLong) || (err == nil && (cr.n != want || !bytes.Equal(h.Sum(nil), b.ChecksumSHA256))) {
-		s.markCorrupt(ctx, b, fmt.Sprintf("download: the stored object (%d bytes read) does not match its recorded size %d and SHA-256", cr.n, want))
-		return ErrChecksum
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	if err == nil || ctx.Err() == nil {
+		// Whatever follows the age stream's end still counts; after a
+		// decryption error the rest is read too, so a corrupted object is
+		// told apart from a broken transfer by its checksum.
+		if _, derr := io.Copy(io.Discard, tee); err == nil {
+			err = derr
 		}
-		if cr.n == want && !bytes.Equal(h.Sum(nil), b.ChecksumSHA256) {
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, errTooLong) || cr.n != want || !bytes.Equal(h.Sum(nil), b.ChecksumSHA256) {
+		if err == nil || errors.Is(err, errTooLong) || cr.n >= want {
+			s.markCorrupt(ctx, b, fmt.Sprintf("download: the stored object (%d bytes read) does not match its recorded size %d and SHA-256", cr.n, want))
 			return ErrChecksum
 		}
+	}
+	if err != nil {
 		return fmt.Errorf("%w: download of backup %s: %v", ErrRefused, b.ID, err)
 	}
 	return nil
