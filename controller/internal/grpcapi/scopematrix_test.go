@@ -137,6 +137,7 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.NotificationService/ListNotifications":     {store.ScopeRead, `unread_only: true`},
 	"/berth.admin.v1.NotificationService/MarkNotificationsRead": {store.ScopeRead, `all: true`},
 	"/berth.admin.v1.NotificationService/GetUnreadCount":        {store.ScopeRead, ``},
+	"/berth.admin.v1.NotificationService/ListDeliveries":        {store.ScopeAdmin, `status: "failed"`},
 
 	// berth.agent.v1.AgentService: enrollment is public (the join token is
 	// the credential); the stream needs the client certificate.
