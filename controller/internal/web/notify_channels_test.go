@@ -310,7 +310,7 @@ func TestChannelFormsBadInput(t *testing.T) {
 			map[string]string{"webhook-name": "hook-5", "webhook-url": "https://receiver.example.com/in", "webhook-secret": "whsec_short"}},
 		{"taken", url.Values{"form": {"email"}, "name": {"admins-inbox"}, "to": {"a@example.com"}}, 409, "A channel with that name exists already",
 			map[string]string{"email-name": "admins-inbox"}},
-		{"unknown kind", url.Values{"form": {"sms"}, "name": {"sms-1"}}, 400, "Choose a channel kind", nil},
+		{"unknown kind", url.Values{"form": {"sms"}, "name": {"sms-1"}}, 400, `channel kind "sms"`, nil},
 	} {
 		resp, body := c.post("/notify/channels", tc.form)
 		if resp.StatusCode != tc.status || !strings.Contains(html.UnescapeString(body), tc.msg) || !strings.Contains(body, `id="form-error"`) {
@@ -361,7 +361,7 @@ func TestRulePages(t *testing.T) {
 		msg    string
 	}{
 		{url.Values{"form": {"rule"}, "events": {"Deploy!"}, "channel": {"admins-inbox"}}, 400, "event pattern"},
-		{url.Values{"form": {"rule"}, "events": {""}, "channel": {"admins-inbox"}}, 400, "Name at least one event"},
+		{url.Values{"form": {"rule"}, "events": {""}, "channel": {"admins-inbox"}}, 400, "a rule needs 1 to 50 event patterns"},
 		{url.Values{"form": {"rule"}, "events": {"server.*"}, "channel": {"nope"}}, 404, "There is no such channel."},
 		{url.Values{"form": {"rule"}, "events": {"server.*"}, "channel": {"admins-inbox"}, "server": {"web-404"}}, 404, "There is no such server."},
 		{url.Values{"form": {"rule"}, "events": {"server.*"}, "channel": {"admins-inbox"}, "app": {"no such app!"}}, 400, "is not an app name"},
