@@ -329,7 +329,7 @@ func TestBrowserNotifyChannels(t *testing.T) {
 
 	// Every page seen, and the ones that remain, holds no URL token and
 	// no secret.
-	for _, p := range []string{"/notify/channels", "/notify/channels/ops-slack", "/notify/channels/ops-hook", "/notify/channels/ops-mail", "/notify/rules", "/activity", "/notifications"} {
+	for _, p := range []string{"/notify/channels", "/notify/channels/ops-slack", "/notify/channels/ops-hook", "/notify/channels/ops-mail", "/notify/rules", "/notify/deliveries", "/activity", "/notifications"} {
 		if st := tb.open(p); st != http.StatusOK {
 			t.Fatalf("GET %s = %d", p, st)
 		}

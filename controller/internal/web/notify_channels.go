@@ -238,7 +238,7 @@ func (s *Server) channelRemove(w http.ResponseWriter, r *http.Request, v *viewer
 		return
 	}
 	name := r.PathValue("name")
-	if len(r.PostFormValue("confirm")) > maxNotifyField || r.PostFormValue("confirm") != name {
+	if r.PostFormValue("confirm") != name {
 		// The channel page names what to type; the service still decides
 		// whether this caller may see or remove it.
 		s.channelView(w, r, v, name, http.StatusBadRequest, "Type the channel's name to confirm its removal.", nil)
@@ -320,4 +320,24 @@ func (s *Server) ruleRemove(w http.ResponseWriter, r *http.Request, v *viewer) {
 		return
 	}
 	s.redirect(w, r, "/notify/rules", "Rule removed.")
+}
+
+// deliveryList is the outbox across channels, filtered like `berth notify
+// delivery list` (?channel=NAME&status=STATUS).
+func (s *Server) deliveryList(w http.ResponseWriter, r *http.Request, v *viewer) {
+	q := r.URL.Query()
+	f := notify.DeliveryFilter{Channel: q.Get("channel"), Status: q.Get("status"), Limit: notify.MaxDeliveries}
+	dels, err := s.d.Notify.DeliveriesAs(r.Context(), v.Principal, f)
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	chans, err := s.d.Notify.ChannelsAs(r.Context(), v.Principal)
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	s.render(w, r, "notify_deliveries", view{Title: "Deliveries", Nav: "channels", User: v, Data: map[string]any{
+		"Deliveries": dels, "Channels": chans, "Statuses": notify.DeliveryStatuses, "Channel": f.Channel, "Status": f.Status,
+	}})
 }

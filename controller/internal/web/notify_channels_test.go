@@ -228,6 +228,30 @@ func TestChannelPagesAddTestAndRemove(t *testing.T) {
 		t.Errorf("channel page after a delivery:\n%s", body)
 	}
 
+	// The delivery list across channels, filtered as the CLI's.
+	resp, body = c.get("/notify/deliveries")
+	if resp.StatusCode != http.StatusOK || strings.Count(body, `<tr data-delivery-id=`) != 2 {
+		t.Fatalf("deliveries: %d\n%s", resp.StatusCode, body)
+	}
+	noSecrets("the delivery list", body)
+	_, body = c.get("/notify/deliveries?status=failed")
+	if strings.Count(body, `<tr data-delivery-id=`) != 1 || !strings.Contains(body, `data-status="failed" data-channel="ops-hook"`) || !strings.Contains(body, "Deploy of shop failed") {
+		t.Errorf("failed deliveries:\n%s", body)
+	}
+	_, body = c.get("/notify/deliveries?channel=ops-slack")
+	if strings.Contains(body, `<tr data-delivery-id=`) || !strings.Contains(body, "No deliveries match.") {
+		t.Errorf("ops-slack deliveries:\n%s", body)
+	}
+	if resp, body := c.get("/notify/deliveries?status=lost"); resp.StatusCode != http.StatusBadRequest || !strings.Contains(html.UnescapeString(body), `status "lost"`) {
+		t.Errorf("bad status filter: %d", resp.StatusCode)
+	}
+	if resp, _ := c.get("/notify/deliveries?channel=nope"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown channel filter: %d", resp.StatusCode)
+	}
+	if resp, _ := c.get("/notify/deliveries?channel=" + url.QueryEscape(strings.Repeat("x", 5000))); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("oversized channel filter: %d", resp.StatusCode)
+	}
+
 	// Removal needs the name typed; a wrong name keeps the channel.
 	resp, body = c.post("/notify/channels/ops-hook/remove", url.Values{"confirm": {"ops-hok"}})
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Type the channel&#39;s name to confirm") {
@@ -411,7 +435,7 @@ func TestNotifyPagesAdminOnly(t *testing.T) {
 	for _, who := range []string{"operator@example.com", "viewer@example.com"} {
 		c := e.client()
 		c.login(who, adminPassword)
-		for _, p := range []string{"/notify/channels", "/notify/channels/admins-inbox", "/notify/rules"} {
+		for _, p := range []string{"/notify/channels", "/notify/channels/admins-inbox", "/notify/rules", "/notify/deliveries"} {
 			if resp, body := c.get(p); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "Not allowed") {
 				t.Errorf("%s GET %s: %d", who, p, resp.StatusCode)
 			}

@@ -135,6 +135,7 @@ var routeMatrix = map[string]routeRow{
 	"GET /notify/channels/{name}":         {store.ScopeAdmin, "/notify/channels/admins-inbox", nil},
 	"POST /notify/channels/{name}/test":   {store.ScopeAdmin, "/notify/channels/admins-inbox/test", form()},
 	"POST /notify/channels/{name}/remove": {store.ScopeAdmin, "/notify/channels/nope/remove", form("confirm", "nope")},
+	"GET /notify/deliveries":              {store.ScopeAdmin, "/notify/deliveries?status=failed", nil},
 	"GET /notify/rules":                   {store.ScopeAdmin, "/notify/rules", nil},
 	"POST /notify/rules":                  {store.ScopeAdmin, "/notify/rules", form("events", "deployment.*", "channel", "admins-inbox")},
 	"POST /notify/rules/{id}/remove":      {store.ScopeAdmin, "/notify/rules/$NO_SUCH_ID/remove", form()},

@@ -205,6 +205,7 @@ func (s *Server) routes() []route {
 		{"GET /notify/channels/{name}", s.page(s.channelShow)},
 		{"POST /notify/channels/{name}/test", s.page(s.channelTest)},
 		{"POST /notify/channels/{name}/remove", s.page(s.channelRemove)},
+		{"GET /notify/deliveries", s.page(s.deliveryList)},
 		{"GET /notify/rules", s.page(s.ruleList)},
 		{"POST /notify/rules", s.page(s.ruleCreate)},
 		{"POST /notify/rules/{id}/remove", s.page(s.ruleRemove)},
