@@ -43,14 +43,19 @@ SET status = 'delivered', delivered_at = sqlc.arg(at), locked_until = NULL, last
 WHERE id = sqlc.arg(id) AND status = 'pending';
 
 -- name: RetryNotifyOutbox :execrows
+-- Only the lease holder records a failure: locked_until is the claim's
+-- fencing token, so a worker whose lease ran out (and whose row another
+-- worker has taken since) cannot clear the new holder's lease and let a
+-- third worker send the message at the same time.
 UPDATE notify_outbox
 SET next_attempt_at = sqlc.arg(next_attempt_at), locked_until = NULL, last_error = sqlc.arg(last_error)
-WHERE id = sqlc.arg(id) AND status = 'pending';
+WHERE id = sqlc.arg(id) AND status = 'pending' AND locked_until = sqlc.arg(lease);
 
 -- name: FailNotifyOutbox :execrows
+-- Like RetryNotifyOutbox, only for the lease holder.
 UPDATE notify_outbox
 SET status = 'failed', locked_until = NULL, last_error = sqlc.arg(last_error)
-WHERE id = sqlc.arg(id) AND status = 'pending';
+WHERE id = sqlc.arg(id) AND status = 'pending' AND locked_until = sqlc.arg(lease);
 
 -- name: GetNotifyOutbox :one
 SELECT * FROM notify_outbox WHERE id = sqlc.arg(id);

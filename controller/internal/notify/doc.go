@@ -15,13 +15,19 @@
 //
 // # Delivery
 //
-// Service.Run starts workers that claim due outbox rows with FOR UPDATE SKIP
-// LOCKED in a short transaction and lease them (locked_until): any number
-// of controllers may deliver and never take the same row at once. A worker
-// sends, then marks the row delivered in a second short transaction. A
-// controller killed between the two leaves a leased row that another worker
-// takes after the lease ends and sends again with the same webhook-id (the
-// row's id), which is the receiver's idempotency key. A failed send is
+// Service.Run claims due outbox rows with FOR UPDATE SKIP LOCKED in a short
+// transaction and leases them (locked_until): any number of controllers
+// may deliver and never take the same row at once. Each claimed row is
+// sent by a goroutine of its own (at most Workers at once), so one slow
+// receiver holds up only its own messages. A send ends before its lease
+// does, and only the lease holder records a failure (locked_until is the
+// fencing token), so two workers never send one message at the same time.
+// After the send, the row is marked delivered in a second short
+// transaction. A controller killed between the two leaves a leased row
+// that another worker takes after the lease ends and sends again with the
+// same webhook-id (the row's id), which is the receiver's idempotency key;
+// an email sent again carries the same Message-ID (the row's id and a hash
+// of the address), so mail systems recognise the copy. A failed send is
 // retried with exponential backoff and jitter (30 s doubling, capped at an
 // hour) until MaxAttempts attempts or MaxAge after the event, then given
 // up; the channel shows last_error and failing_since until a delivery
