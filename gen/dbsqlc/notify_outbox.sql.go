@@ -19,6 +19,13 @@ WHERE o.id IN (
     SELECT x.id FROM notify_outbox x
     WHERE x.status = 'pending' AND x.next_attempt_at <= $2
       AND (x.locked_until IS NULL OR x.locked_until <= $2)
+      -- A "resolved" message waits while the message that opened its
+      -- condition is still to be sent (retrying after a failure), so a
+      -- receiver never hears the end of something before its start.
+      AND NOT (x.resolves AND EXISTS (
+          SELECT 1 FROM notify_outbox y
+          WHERE y.channel_id = x.channel_id AND y.dedupe_key = x.dedupe_key
+            AND y.status = 'pending' AND NOT y.resolves AND y.created_at <= x.created_at AND y.id <> x.id))
     ORDER BY x.next_attempt_at, x.id
     LIMIT $3
     FOR UPDATE SKIP LOCKED)

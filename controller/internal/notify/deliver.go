@@ -222,12 +222,23 @@ func (s *Service) deliver(ctx context.Context, r store.NotifyOutbox) {
 	}
 	msg := cut(sendErr.Error(), 500)
 	s.log.Warn("notification delivery failed", "channel", c.Name, "outbox", r.ID.String(), "attempt", r.Attempts, "err", msg)
-	_ = s.st.NotifyChannelFailed(rctx, c.ID, msg, now)
 	if r.Attempts >= s.cfg.MaxAttempts || now.Sub(r.CreatedAt) >= s.cfg.MaxAge {
-		_, _ = s.st.FailNotifyOutbox(rctx, r.ID, lease, msg)
+		// The channel says that a message was lost, not only that a send
+		// failed: a retry may still succeed, this one will not.
+		gaveUp := fmt.Sprintf("gave up after %d attempts: %s", r.Attempts, msg)
+		if ok, _ := s.st.FailNotifyOutbox(rctx, r.ID, lease, msg); ok {
+			_ = s.st.NotifyChannelFailed(rctx, c.ID, gaveUp, now)
+		}
 		return
 	}
-	_, _ = s.st.RetryNotifyOutbox(rctx, r.ID, lease, now.Add(backoff(r.Attempts)), msg)
+	_ = s.st.NotifyChannelFailed(rctx, c.ID, msg, now)
+	wait := backoff(r.Attempts)
+	if ra, ok := errors.AsType[*retryAfterError](sendErr); ok {
+		// The receiver said when (Slack and Discord do when rate
+		// limiting): sooner would be refused again.
+		wait = max(wait, min(ra.after, time.Hour))
+	}
+	_, _ = s.st.RetryNotifyOutbox(rctx, r.ID, lease, now.Add(wait), msg)
 }
 
 // backoff is the wait after the n-th failed attempt: 30 s doubling, capped

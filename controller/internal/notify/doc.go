@@ -29,9 +29,10 @@
 // an email sent again carries the same Message-ID (the row's id and a hash
 // of the address), so mail systems recognise the copy. A failed send is
 // retried with exponential backoff and jitter (30 s doubling, capped at an
-// hour) until MaxAttempts attempts or MaxAge after the event, then given
-// up; the channel shows last_error and failing_since until a delivery
-// succeeds.
+// hour; later when a 429 or 503 names a Retry-After) until MaxAttempts
+// attempts or MaxAge after the event, then given up; the channel shows
+// last_error ("gave up after N attempts: ..." once a message is lost) and
+// failing_since until a delivery succeeds.
 //
 // # Noise rules
 //
@@ -44,9 +45,10 @@
 //     closes its dedupe_key: the inbox's unread notifications of that key are
 //     marked read and the resolving one is added; on another channel, if the
 //     opening message is still unsent both are merged (nobody needs to hear
-//     of a condition that is already over), if it was sent the resolving
-//     message is sent, and if the channel never heard of the condition the
-//     resolving message is merged.
+//     of a condition that is already over), if it was sent (or tried: it
+//     may have arrived) the resolving message is sent, after it, and if
+//     the channel never heard of the condition the resolving message is
+//     merged.
 //   - Rate limit: a channel sends at most rate_limit_per_hour messages in a
 //     rolling hour; the rest is held, and once the hour has room a single
 //     digest message lists what was held back.

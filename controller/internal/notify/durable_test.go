@@ -2,6 +2,8 @@ package notify
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -267,5 +269,144 @@ func TestMailMessageIDStableAcrossResend(t *testing.T) {
 	}
 	if len(seen) != 2 {
 		t.Fatal("two recipients share a Message-ID")
+	}
+}
+
+// A message given up on says so on its channel, for either bound (attempts
+// or age): the channel shows that something was lost, not only that a
+// send failed.
+func TestGiveUpShowsOnChannel(t *testing.T) {
+	ctx := context.Background()
+	for _, bound := range []string{"attempts", "age"} {
+		t.Run(bound, func(t *testing.T) {
+			e := newEnv(t)
+			s := e.service(t, true)
+			if bound == "age" {
+				s.cfg.MaxAttempts, s.cfg.MaxAge = 1000, 3*time.Hour
+			}
+			rcv := newReceiver(t, testSecret)
+			rcv.now = e.clk.Now
+			rcv.fail = 1000
+			hookTo(t, s, "hook", rcv.URL)
+			id, err := s.Publish(ctx, Event{Kind: "backup.failed", Title: "b"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			drain(t, s)
+			c, _ := s.Channel(ctx, "hook")
+			if c.LastError != "post to 127.0.0.1: HTTP 503" || c.FailingSince == nil {
+				t.Fatalf("after one failure: %+v", c)
+			}
+			since := *c.FailingSince
+			for range 20 {
+				e.clk.Add(time.Hour + time.Minute)
+				drain(t, s)
+			}
+			rows, _ := e.st.NotifyOutboxForEvent(ctx, id)
+			if len(rows) != 1 || rows[0].Status != "failed" {
+				t.Fatalf("rows %+v", rows)
+			}
+			c, _ = s.Channel(ctx, "hook")
+			want := fmt.Sprintf("gave up after %d attempts: post to 127.0.0.1: HTTP 503", rows[0].Attempts)
+			if c.LastError != want || c.FailingSince == nil || !c.FailingSince.Equal(since) {
+				t.Fatalf("channel %+v, want last error %q and failing since %v", c, want, since)
+			}
+		})
+	}
+}
+
+// A "resolved" message never overtakes the message that opened its
+// condition: when the opener failed and waits for its retry, the resolve
+// waits for it.
+func TestResolveWaitsForItsOpener(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	s := e.service(t, true)
+	rcv := newReceiver(t, testSecret)
+	rcv.now = e.clk.Now
+	rcv.fail = 1
+	hookTo(t, s, "hook", rcv.URL)
+	srv := store.NewID()
+	key := "server.offline:" + srv.String()
+	if _, err := s.Publish(ctx, Event{Kind: KindServerOffline, Level: Critical, Title: "down", ServerID: &srv, DedupeKey: key}); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, s) // the receiver refuses the opener once: retried in 15 to 30 s
+	e.clk.Add(time.Second)
+	if _, err := s.Publish(ctx, Event{Kind: KindServerOnline, Title: "up", ServerID: &srv, DedupeKey: key, Resolves: true}); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, s)
+	if _, ids, _, _, _ := rcv.snapshot(); len(ids) != 0 {
+		t.Fatalf("delivered %v while the opener waits for its retry", ids)
+	}
+	e.clk.Add(time.Hour)
+	drain(t, s)
+	_, ids, _, bodies, _ := rcv.snapshot()
+	if len(ids) != 2 || len(bodies) != 2 {
+		t.Fatalf("ids %v", ids)
+	}
+	var first, second WebhookPayload
+	_ = json.Unmarshal(bodies[0], &first)
+	_ = json.Unmarshal(bodies[1], &second)
+	if first.Type != KindServerOffline || second.Type != KindServerOnline || !second.Data.Resolved {
+		t.Fatalf("order %s then %s, want offline then online", first.Type, second.Type)
+	}
+}
+
+// A receiver that refuses with 429 and Retry-After (Slack and Discord
+// rate limits) is not asked again before the time it named, in seconds or
+// as an HTTP date; other failures keep the backoff.
+func TestRetryAfterIsHonoured(t *testing.T) {
+	ctx := context.Background()
+	for name, header := range map[string]func(time.Time) string{
+		"seconds": func(time.Time) string { return "1800" },
+		"date":    func(now time.Time) string { return time.Now().Add(30 * time.Minute).UTC().Format(http.TimeFormat) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			s := e.service(t, true)
+			var mu sync.Mutex
+			calls := 0
+			rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				calls++
+				if calls == 1 {
+					w.Header().Set("Retry-After", header(time.Now()))
+					w.WriteHeader(http.StatusTooManyRequests)
+				}
+			}))
+			t.Cleanup(rcv.Close)
+			hookTo(t, s, "hook", rcv.URL)
+			id, err := s.Publish(ctx, Event{Kind: "backup.failed", Title: "b"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			at := e.clk.Now()
+			drain(t, s)
+			rows, _ := e.st.NotifyOutboxForEvent(ctx, id)
+			if len(rows) != 1 || rows[0].Status != "pending" || rows[0].NextAttemptAt.Before(at.Add(29*time.Minute)) || !strings.Contains(rows[0].LastError, "HTTP 429") {
+				t.Fatalf("row after a 429 with Retry-After: %+v", rows)
+			}
+			e.clk.Add(20 * time.Minute)
+			drain(t, s)
+			e.clk.Add(11 * time.Minute)
+			drain(t, s)
+			mu.Lock()
+			n := calls
+			mu.Unlock()
+			rows, _ = e.st.NotifyOutboxForEvent(ctx, id)
+			if n != 2 || rows[0].Status != "delivered" {
+				t.Fatalf("%d calls, status %s; want the retry after the named time only", n, rows[0].Status)
+			}
+		})
+	}
+	// Unparsable or absurd values are ignored (the backoff applies).
+	for _, v := range []string{"soon", "-5", "99999999999", ""} {
+		resp := &http.Response{Header: http.Header{"Retry-After": []string{v}}}
+		if d, ok := retryAfter(resp, time.Now()); ok {
+			t.Errorf("Retry-After %q read as %v", v, d)
+		}
 	}
 }
