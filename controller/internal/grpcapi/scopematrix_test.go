@@ -140,10 +140,11 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.NotificationService/MarkNotificationsRead": {store.ScopeRead, `all: true`},
 	"/berth.admin.v1.NotificationService/GetUnreadCount":        {store.ScopeRead, ``},
 	// Alert rules: admin to change, read to look.
-	"/berth.admin.v1.NotificationService/AddAlert":    {store.ScopeAdmin, `name: "cpu-new" metric: "cpu" above: 90`},
-	"/berth.admin.v1.NotificationService/ListAlerts":  {store.ScopeRead, ``},
-	"/berth.admin.v1.NotificationService/GetAlert":    {store.ScopeRead, `name: "nope"`},
-	"/berth.admin.v1.NotificationService/RemoveAlert": {store.ScopeAdmin, `name: "nope"`},
+	"/berth.admin.v1.NotificationService/AddAlert":       {store.ScopeAdmin, `name: "cpu-new" metric: "cpu" above: 90`},
+	"/berth.admin.v1.NotificationService/ListAlerts":     {store.ScopeRead, ``},
+	"/berth.admin.v1.NotificationService/GetAlert":       {store.ScopeRead, `name: "nope"`},
+	"/berth.admin.v1.NotificationService/RemoveAlert":    {store.ScopeAdmin, `name: "nope"`},
+	"/berth.admin.v1.NotificationService/ListDeliveries": {store.ScopeAdmin, `status: "failed"`},
 
 	// berth.admin.v1.BackupService: destinations hold credentials (admin to
 	// add or remove); running, verifying, testing and canceling are write;

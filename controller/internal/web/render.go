@@ -70,6 +70,8 @@ var navItems = []navItem{
 	{Key: "backups", Path: "/backups", Label: "Backups"},
 	{Key: "notifications", Path: "/notifications", Label: "Notifications"},
 	{Key: "alerts", Path: "/alerts", Label: "Alerts"},
+	{Key: "channels", Path: "/notify/channels", Label: "Channels", Admin: true},
+	{Key: "rules", Path: "/notify/rules", Label: "Rules", Admin: true},
 	{Key: "activity", Path: "/activity", Label: "Activity"},
 	{Key: "security", Path: "/security", Label: "Security", Admin: true},
 	{Key: "tokens", Path: "/tokens", Label: "API tokens"},

@@ -33,6 +33,7 @@ const (
 	NotificationService_ListAlerts_FullMethodName            = "/berth.admin.v1.NotificationService/ListAlerts"
 	NotificationService_GetAlert_FullMethodName              = "/berth.admin.v1.NotificationService/GetAlert"
 	NotificationService_RemoveAlert_FullMethodName           = "/berth.admin.v1.NotificationService/RemoveAlert"
+	NotificationService_ListDeliveries_FullMethodName        = "/berth.admin.v1.NotificationService/ListDeliveries"
 )
 
 // NotificationServiceClient is the client API for NotificationService service.
@@ -75,6 +76,9 @@ type NotificationServiceClient interface {
 	// RemoveAlert deletes an alert rule; what it had firing is resolved
 	// (admin scope).
 	RemoveAlert(ctx context.Context, in *RemoveAlertRequest, opts ...grpc.CallOption) (*RemoveAlertResponse, error)
+	// ListDeliveries lists recent deliveries from the outbox, newest first,
+	// of every channel or one, in any status or one (admin).
+	ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error)
 }
 
 type notificationServiceClient struct {
@@ -225,6 +229,16 @@ func (c *notificationServiceClient) RemoveAlert(ctx context.Context, in *RemoveA
 	return out, nil
 }
 
+func (c *notificationServiceClient) ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeliveriesResponse)
+	err := c.cc.Invoke(ctx, NotificationService_ListDeliveries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NotificationServiceServer is the server API for NotificationService service.
 // All implementations must embed UnimplementedNotificationServiceServer
 // for forward compatibility.
@@ -265,6 +279,9 @@ type NotificationServiceServer interface {
 	// RemoveAlert deletes an alert rule; what it had firing is resolved
 	// (admin scope).
 	RemoveAlert(context.Context, *RemoveAlertRequest) (*RemoveAlertResponse, error)
+	// ListDeliveries lists recent deliveries from the outbox, newest first,
+	// of every channel or one, in any status or one (admin).
+	ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error)
 	mustEmbedUnimplementedNotificationServiceServer()
 }
 
@@ -316,6 +333,9 @@ func (UnimplementedNotificationServiceServer) GetAlert(context.Context, *GetAler
 }
 func (UnimplementedNotificationServiceServer) RemoveAlert(context.Context, *RemoveAlertRequest) (*RemoveAlertResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveAlert not implemented")
+}
+func (UnimplementedNotificationServiceServer) ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeliveries not implemented")
 }
 func (UnimplementedNotificationServiceServer) mustEmbedUnimplementedNotificationServiceServer() {}
 func (UnimplementedNotificationServiceServer) testEmbeddedByValue()                             {}
@@ -590,6 +610,24 @@ func _NotificationService_RemoveAlert_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NotificationService_ListDeliveries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeliveriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).ListDeliveries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_ListDeliveries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).ListDeliveries(ctx, req.(*ListDeliveriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NotificationService_ServiceDesc is the grpc.ServiceDesc for NotificationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -652,6 +690,10 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveAlert",
 			Handler:    _NotificationService_RemoveAlert_Handler,
+		},
+		{
+			MethodName: "ListDeliveries",
+			Handler:    _NotificationService_ListDeliveries_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
