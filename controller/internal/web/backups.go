@@ -585,6 +585,13 @@ func (s *Server) backupDownload(w http.ResponseWriter, r *http.Request, v *viewe
 		return
 	}
 	if !dw.started {
+		if errors.Is(err, backups.ErrChecksum) {
+			// Said plainly: the object at the destination is damaged
+			// (and now recorded as failing verification).
+			s.errorPage(w, r, http.StatusInternalServerError, "Download failed", err.Error()+
+				": nothing was sent. The backup is marked as failing verification.")
+			return
+		}
 		s.fail(w, r, v, err)
 		return
 	}
