@@ -513,6 +513,9 @@ func (s *Service) end(ctx context.Context, tx *store.Store, j store.BackupJob, r
 			changes["sha256"] = hex.EncodeToString(done.ChecksumSHA256)
 		}
 		s.systemActivity(ctx, tx, actorType, actor, "backup."+string(done.Status), "backup", done.ID, done.AppName, changes)
+		if err := s.afterScheduledRun(ctx, tx, done); err != nil {
+			return err
+		}
 		return s.publishBackup(ctx, tx, done)
 	}
 	t := *j.Task
