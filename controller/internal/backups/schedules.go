@@ -507,7 +507,3 @@ func deref0(p *int) int {
 	}
 	return *p
 }
-
-// heldChanged tells a server's agent that the schedules it holds changed
-// (sent with the agent-held schedules; see held.go once it exists).
-func (s *Service) heldChanged(ctx context.Context, serverID store.ID) {}

@@ -81,6 +81,10 @@ type Service struct {
 	downloads map[store.ID]*download
 	pruneNow  bool
 	prunedAt  time.Time
+	// heldRecipients: each connected agent's held_recipient; heldAcks:
+	// the held runs its hello reported, acked after the welcome.
+	heldRecipients map[store.ID]string
+	heldAcks       map[store.ID][]string
 }
 
 // New returns the service and registers it with the fleet as the handler
