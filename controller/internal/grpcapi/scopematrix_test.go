@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/berthhq/berth/controller/internal/accounts"
+	"github.com/berthhq/berth/controller/internal/alert"
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/backups"
@@ -138,6 +139,12 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.NotificationService/ListNotifications":     {store.ScopeRead, `unread_only: true`},
 	"/berth.admin.v1.NotificationService/MarkNotificationsRead": {store.ScopeRead, `all: true`},
 	"/berth.admin.v1.NotificationService/GetUnreadCount":        {store.ScopeRead, ``},
+	"/berth.admin.v1.NotificationService/ListDeliveries":        {store.ScopeAdmin, `status: "failed"`},
+	// Alert rules: admin to change, read to look.
+	"/berth.admin.v1.NotificationService/AddAlert":    {store.ScopeAdmin, `name: "cpu-new" metric: "cpu" above: 90`},
+	"/berth.admin.v1.NotificationService/ListAlerts":  {store.ScopeRead, ``},
+	"/berth.admin.v1.NotificationService/GetAlert":    {store.ScopeRead, `name: "nope"`},
+	"/berth.admin.v1.NotificationService/RemoveAlert": {store.ScopeAdmin, `name: "nope"`},
 
 	// berth.admin.v1.BackupService: destinations hold credentials (admin to
 	// add or remove); running, verifying, testing and canceling are write;
@@ -220,7 +227,8 @@ func setupMatrix(t *testing.T) *matrixEnv {
 		t.Fatal(err)
 	}
 	bk := backups.New(st, fl, dep, log, backups.Config{})
-	deps := grpcapi.Deps{Store: st, CA: authority, Fleet: fl, Deploys: dep, Accounts: acc, Audit: audit.New(st), Notify: ns, Backups: bk, Log: log}
+	deps := grpcapi.Deps{Store: st, CA: authority, Fleet: fl, Deploys: dep, Accounts: acc, Audit: audit.New(st), Notify: ns, Backups: bk, Log: log,
+		Alerts: alert.NewService(st, nil, log)}
 	authn := grpcapi.NewAuthenticator(deps)
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(authority.ServerTLSConfig(certs.GetCertificate))),
 		grpc.UnaryInterceptor(authn.Unary), grpc.StreamInterceptor(authn.Stream))

@@ -146,6 +146,12 @@ const (
 	BackupRetentionDelete    = "backup.retention_delete_queued"
 )
 
+// Threshold alert rules (issue 17 §3), changed by an admin.
+const (
+	AlertRuleCreated = "alert_rule.created"
+	AlertRuleDeleted = "alert_rule.deleted"
+)
+
 // All is every kind above. Keep it in the order of the constants.
 var All = []string{
 	UserCreated, UserInvited, UserInviteResent, UserInviteAccepted, UserDisabled, UserEnabled, UserLoggedOut,
@@ -173,6 +179,8 @@ var All = []string{
 
 	BackupScheduleAdded, BackupScheduleEnabled, BackupScheduleDisabled, BackupScheduleRemoved,
 	BackupScheduleRunSkipped, BackupHeldRunReported, BackupRetentionDelete,
+
+	AlertRuleCreated, AlertRuleDeleted,
 }
 
 // Known reports whether k is in the list.
