@@ -16,6 +16,7 @@ import (
 //	dispatch              a backup or task may be dispatchable
 //	cancel:<server>:<id>  send JobCancel to that server's agent
 //	log:<id>              the job has new log or state
+//	held:<server>         re-send that server's agent its held schedules
 const jobsChannel = "berth_backup_jobs"
 
 func (s *Service) notify(ctx context.Context, payload string) {
@@ -80,6 +81,8 @@ func (s *Service) relay(payload string) {
 		}
 		_ = s.fleet.Hub().Send(sid, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_JobCancel{JobCancel: &agentv1.JobCancel{JobId: job}}})
 		s.cancelDownload(job)
+	case "held":
+		s.relayHeld(rest)
 	case "log":
 		if id, err := store.ParseID(rest); err == nil {
 			s.wakeFollowers(id)

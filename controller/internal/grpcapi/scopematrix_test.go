@@ -139,12 +139,12 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.NotificationService/ListNotifications":     {store.ScopeRead, `unread_only: true`},
 	"/berth.admin.v1.NotificationService/MarkNotificationsRead": {store.ScopeRead, `all: true`},
 	"/berth.admin.v1.NotificationService/GetUnreadCount":        {store.ScopeRead, ``},
+	"/berth.admin.v1.NotificationService/ListDeliveries":        {store.ScopeAdmin, `status: "failed"`},
 	// Alert rules: admin to change, read to look.
-	"/berth.admin.v1.NotificationService/AddAlert":       {store.ScopeAdmin, `name: "cpu-new" metric: "cpu" above: 90`},
-	"/berth.admin.v1.NotificationService/ListAlerts":     {store.ScopeRead, ``},
-	"/berth.admin.v1.NotificationService/GetAlert":       {store.ScopeRead, `name: "nope"`},
-	"/berth.admin.v1.NotificationService/RemoveAlert":    {store.ScopeAdmin, `name: "nope"`},
-	"/berth.admin.v1.NotificationService/ListDeliveries": {store.ScopeAdmin, `status: "failed"`},
+	"/berth.admin.v1.NotificationService/AddAlert":    {store.ScopeAdmin, `name: "cpu-new" metric: "cpu" above: 90`},
+	"/berth.admin.v1.NotificationService/ListAlerts":  {store.ScopeRead, ``},
+	"/berth.admin.v1.NotificationService/GetAlert":    {store.ScopeRead, `name: "nope"`},
+	"/berth.admin.v1.NotificationService/RemoveAlert": {store.ScopeAdmin, `name: "nope"`},
 
 	// berth.admin.v1.BackupService: destinations hold credentials (admin to
 	// add or remove); running, verifying, testing and canceling are write;
@@ -166,6 +166,13 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.BackupService/DeleteBackup":            {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
 	"/berth.admin.v1.BackupService/ListBackupKeys":          {store.ScopeRead, ``},
 	"/berth.admin.v1.BackupService/RotateBackupKey":         {store.ScopeAdmin, ``},
+	// Schedules: admin to change (retention deletes backups).
+	"/berth.admin.v1.BackupService/AddBackupSchedule":     {store.ScopeAdmin, `app: "shop" destination: "nope" kind: "postgres" source: "shop" cron: "0 3 * * *" keep: 3`},
+	"/berth.admin.v1.BackupService/ListBackupSchedules":   {store.ScopeRead, ``},
+	"/berth.admin.v1.BackupService/GetBackupSchedule":     {store.ScopeRead, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/DisableBackupSchedule": {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/EnableBackupSchedule":  {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/RemoveBackupSchedule":  {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
 
 	// berth.agent.v1.AgentService: enrollment is public (the join token is
 	// the credential); the stream needs the client certificate.
