@@ -94,6 +94,7 @@ bench: deps-test build
 	BIN=$(BIN) ./scripts/deploy-bench.sh | tee -a BENCHMARKS.md
 	BIN=$(BIN) ./scripts/redeploy-bench.sh | tee -a BENCHMARKS.md
 	BIN=$(BIN) ./scripts/alert-bench.sh | tee -a BENCHMARKS.md
+	./scripts/notify-bench.sh | tee -a BENCHMARKS.md
 
 clean:
 	rm -rf $(BIN) gen/proto gen/dbsqlc
