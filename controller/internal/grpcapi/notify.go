@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/berthhq/berth/controller/internal/alert"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -38,7 +39,7 @@ func notifyPeer(ctx context.Context) notify.Peer {
 // notifyStatus maps notify errors; the rest goes to toStatus.
 func notifyStatus(err error) error {
 	switch {
-	case errors.Is(err, notify.ErrInvalid), errors.Is(err, notify.ErrPrivateTarget):
+	case errors.Is(err, notify.ErrInvalid), errors.Is(err, notify.ErrPrivateTarget), errors.Is(err, alert.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	return toStatus(err)

@@ -69,6 +69,7 @@ var navItems = []navItem{
 	{Key: "deployments", Path: "/deployments", Label: "Deployments"},
 	{Key: "backups", Path: "/backups", Label: "Backups"},
 	{Key: "notifications", Path: "/notifications", Label: "Notifications"},
+	{Key: "alerts", Path: "/alerts", Label: "Alerts"},
 	{Key: "activity", Path: "/activity", Label: "Activity"},
 	{Key: "security", Path: "/security", Label: "Security", Admin: true},
 	{Key: "tokens", Path: "/tokens", Label: "API tokens"},

@@ -129,6 +129,11 @@ var routeMatrix = map[string]routeRow{
 	"GET /notifications/stream":     {store.ScopeRead, "/notifications/stream", nil},
 	"POST /notifications/{id}/read": {store.ScopeRead, "/notifications/$NO_SUCH_ID/read", form()},
 	"POST /notifications/read-all":  {store.ScopeRead, "/notifications/read-all", form()},
+
+	// Alert rules: anyone reads them; admins change them.
+	"GET /alerts":                {store.ScopeRead, "/alerts", nil},
+	"POST /alerts":               {store.ScopeAdmin, "/alerts", form("name", "matrix-cpu", "metric", "cpu", "above", "90", "scope", "all")},
+	"POST /alerts/{name}/remove": {store.ScopeAdmin, "/alerts/no-such-alert/remove", form()},
 }
 
 // status requests path as c and returns the status and Location without
