@@ -40,6 +40,18 @@ fi
 if [ "$target" = deps-test ] && { [ ! -x /usr/sbin/sshd ] || ! command -v git >/dev/null 2>&1; }; then
   apt_install openssh-server git
 fi
+# The agent's backup tests dump and restore a real MariaDB that they start
+# themselves (mariadb-install-db into a temp dir); the backup bench compares
+# against the shell pipeline pg_dump | zstd | age.
+if [ "$target" = deps-test ]; then
+  backup=()
+  command -v mariadb-install-db >/dev/null 2>&1 || command -v mysql_install_db >/dev/null 2>&1 || backup+=(mariadb-server)
+  command -v zstd >/dev/null 2>&1 || backup+=(zstd)
+  command -v age >/dev/null 2>&1 || backup+=(age)
+  if [ ${#backup[@]} -gt 0 ]; then
+    apt_install "${backup[@]}"
+  fi
+fi
 # The web UI's browser tests drive a real headless Chromium (chromedp); it
 # needs a font to lay pages out and render the screenshots.
 have_chromium() {
