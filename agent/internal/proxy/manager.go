@@ -176,10 +176,14 @@ func detectHTTP2(bin string) (http2Style, error) {
 	if !ok {
 		return 0, fmt.Errorf("proxy: cannot read the nginx version from %q", bytes.TrimSpace(out))
 	}
+	return http2StyleFor(maj, min, patch), nil
+}
+
+func http2StyleFor(maj, min, patch int) http2Style {
 	if maj > 1 || (maj == 1 && (min > 25 || (min == 25 && patch >= 1))) {
-		return http2Directive, nil
+		return http2Directive
 	}
-	return http2Listen, nil
+	return http2Listen
 }
 
 // parseNginxVersion reads "nginx version: nginx/1.22.1 ..." output.
@@ -324,6 +328,12 @@ func nginxMessage(out []byte) string {
 // current generation.
 func (m *Manager) reload(ctx context.Context) error {
 	logOff := m.errorLogSize()
+	// The workers running now: after the reload they must stop accepting
+	// before the new configuration is the only one answering.
+	var old workers
+	if _, pid, err := m.status(ctx); err == nil && pid > 0 {
+		old = snapshotWorkers(pid)
+	}
 	out, err := exec.CommandContext(ctx, m.cfg.NginxBin, m.nginxArgs("-s", "reload")...).CombinedOutput()
 	if err != nil {
 		msg := nginxMessage(out)
@@ -340,6 +350,11 @@ func (m *Manager) reload(ctx context.Context) error {
 	for {
 		got, err := m.statusGeneration(wctx)
 		if err == nil && got == want {
+			// A new worker answers; an old one may still accept a
+			// connection until it has closed its listening sockets.
+			if err := old.waitStopped(wctx); err != nil {
+				return fmt.Errorf("nginx reload: old workers still accept connections: %w", err)
+			}
 			return nil
 		}
 		// A reload nginx refused (a port already taken, a file gone
@@ -372,10 +387,17 @@ func (m *Manager) reload(ctx context.Context) error {
 // statusGeneration asks the loopback status server, on a new connection
 // each time so that an old worker's kept-alive connection cannot answer.
 func (m *Manager) statusGeneration(ctx context.Context) (string, error) {
+	gen, _, err := m.status(ctx)
+	return gen, err
+}
+
+// status returns the generation nginx runs and the pid of the worker that
+// answered.
+func (m *Manager) status(ctx context.Context) (gen string, pid int, err error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(m.cfg.HTTPPort)))
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -383,22 +405,24 @@ func (m *Manager) statusGeneration(ctx context.Context) (string, error) {
 	}
 	req := "GET " + statusPath + " HTTP/1.0\r\nHost: " + statusHost + "\r\n\r\n"
 	if _, err := c.Write([]byte(req)); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(&limitedReader{c, 4096}); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	resp := buf.String()
 	if !strings.HasPrefix(resp, "HTTP/1.1 200") && !strings.HasPrefix(resp, "HTTP/1.0 200") {
 		line, _, _ := strings.Cut(resp, "\r\n")
-		return "", fmt.Errorf("status server answered %q", line)
+		return "", 0, fmt.Errorf("status server answered %q", line)
 	}
 	_, body, ok := strings.Cut(resp, "\r\n\r\n")
 	if !ok {
-		return "", errors.New("status server: no body")
+		return "", 0, errors.New("status server: no body")
 	}
-	return strings.TrimSpace(body), nil
+	gen, p, _ := strings.Cut(strings.TrimSpace(body), " ")
+	pid, _ = strconv.Atoi(p)
+	return gen, pid, nil
 }
 
 type limitedReader struct {

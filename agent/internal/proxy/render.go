@@ -204,7 +204,7 @@ func (m *Manager) renderBase() string {
 	fmt.Fprintf(&b, "    listen 127.0.0.1:%d;\n", m.cfg.HTTPPort)
 	fmt.Fprintf(&b, "    server_name %s;\n", statusHost)
 	b.WriteString("    access_log off;\n")
-	fmt.Fprintf(&b, "    location = %s {\n        allow 127.0.0.1;\n        deny all;\n        default_type text/plain;\n        return 200 \"%d\\n\";\n    }\n", statusPath, m.gen)
+	fmt.Fprintf(&b, "    location = %s {\n        allow 127.0.0.1;\n        deny all;\n        default_type text/plain;\n        return 200 \"%d $pid\\n\";\n    }\n", statusPath, m.gen)
 	b.WriteString("    location / {\n        return 404;\n    }\n}\n")
 	return b.String()
 }
