@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -39,6 +40,45 @@ func (m *Manager) ApplyAll(ctx context.Context, sites []Site) error {
 	return m.applyLocked(ctx, sites, nil)
 }
 
+// Sync makes the sites exactly these: it applies them and removes every
+// other app's site, with one check and one reload, so an agent that missed
+// a removal while it was disconnected drops the site (and the controller
+// stops renewing its certificate on its side).
+func (m *Manager) Sync(ctx context.Context, sites []Site) error {
+	seen := make(map[string]bool, len(sites))
+	for i := range sites {
+		if err := sites[i].validate(); err != nil {
+			return err
+		}
+		if seen[sites[i].App] {
+			return invalid("app %s listed twice", sites[i].App)
+		}
+		seen[sites[i].App] = true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	apps, err := m.Sites()
+	if err != nil {
+		return err
+	}
+	var remove []string
+	for _, app := range apps {
+		if !seen[app] {
+			remove = append(remove, app)
+		}
+	}
+	specs, err := os.ReadDir(m.sitesStateDir())
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	for _, e := range specs {
+		if app, ok := strings.CutSuffix(e.Name(), ".json"); ok && !seen[app] && !fileExists(m.siteFile(app)) {
+			os.Remove(filepath.Join(m.sitesStateDir(), e.Name()))
+		}
+	}
+	return m.applyLocked(ctx, sites, remove)
+}
+
 // Remove takes the app's site out of nginx. Removing an app that has no
 // site is not an error.
 func (m *Manager) Remove(ctx context.Context, app string) error {
@@ -47,8 +87,8 @@ func (m *Manager) Remove(ctx context.Context, app string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !fileExists(m.siteFile(app)) {
-		// Nothing live; a stale spec must not bring it back on the
+	if !m.ours(app) {
+		// Nothing of ours live; a stale spec must not bring it back on the
 		// next certificate.
 		if err := removeIfExists(m.siteSpec(app)); err != nil {
 			return fmt.Errorf("proxy: %w", err)
@@ -58,7 +98,8 @@ func (m *Manager) Remove(ctx context.Context, app string) error {
 	return m.applyLocked(ctx, nil, []string{app})
 }
 
-// Sites lists the apps that have a site file.
+// Sites lists the apps that have a site file written by the agent (files
+// someone else put in SitesDir are not the agent's to list or remove).
 func (m *Manager) Sites() ([]string, error) {
 	ents, err := os.ReadDir(m.cfg.SitesDir)
 	if err != nil {
@@ -66,12 +107,25 @@ func (m *Manager) Sites() ([]string, error) {
 	}
 	var apps []string
 	for _, e := range ents {
-		if app, ok := strings.CutSuffix(e.Name(), ".conf"); ok && validAppName(app) {
+		if app, ok := strings.CutSuffix(e.Name(), ".conf"); ok && validAppName(app) && m.ours(app) {
 			apps = append(apps, app)
 		}
 	}
 	sort.Strings(apps)
 	return apps, nil
+}
+
+// ours tells whether the app's site file starts with the agent's header.
+func (m *Manager) ours(app string) bool {
+	f, err := os.Open(m.siteFile(app))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	want := siteHeader(app)
+	buf := make([]byte, len(want))
+	_, err = io.ReadFull(f, buf)
+	return err == nil && string(buf) == want
 }
 
 func (m *Manager) siteFile(app string) string { return filepath.Join(m.cfg.SitesDir, app+".conf") }
@@ -89,6 +143,11 @@ type staged struct {
 // applyLocked swaps in the rendered sites and removes the named ones,
 // tests, and either rolls back or reloads. m.mu is held.
 func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string) (err error) {
+	for _, s := range sites {
+		if fileExists(m.siteFile(s.App)) && !m.ours(s.App) {
+			return fmt.Errorf("proxy: %s was not written by berth-agent; not replacing it", m.siteFile(s.App))
+		}
+	}
 	var done []staged
 	defer func() {
 		if err != nil {
@@ -116,7 +175,13 @@ func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string
 	if err := m.writeBase(); err != nil {
 		return err
 	}
-	if err := m.test(ctx); err != nil {
+	hosts := map[string]bool{}
+	for _, s := range sites {
+		for _, d := range s.Domains {
+			hosts[d.Host] = true
+		}
+	}
+	if err := m.test(ctx, hosts); err != nil {
 		return err
 	}
 	// The check passed: the new files are the live ones now, whatever the

@@ -272,7 +272,7 @@ func (m *Manager) Reload(ctx context.Context) error {
 	if err := m.writeBase(); err != nil {
 		return err
 	}
-	if err := m.test(ctx); err != nil {
+	if err := m.test(ctx, nil); err != nil {
 		return err
 	}
 	return m.reload(ctx)
@@ -292,10 +292,12 @@ func (m *Manager) nginxArgs(extra ...string) []string {
 	return append(a, extra...)
 }
 
-// test runs nginx -t. A warning that a host of ours is served twice
-// ("conflicting server name") fails it too: nginx would ignore one of the
-// two and the app would silently not be reachable on that host.
-func (m *Manager) test(ctx context.Context) error {
+// test runs nginx -t. A warning that a host of the sites being changed is
+// already served by another server block ("conflicting server name") fails
+// it too: nginx would ignore one of the two and the app would silently not
+// be reachable on that host. Such warnings about other hosts (sites the
+// agent does not own) are left to their owners.
+func (m *Manager) test(ctx context.Context, hosts map[string]bool) error {
 	out, err := exec.CommandContext(ctx, m.cfg.NginxBin, m.nginxArgs("-t", "-q")...).CombinedOutput()
 	msg := nginxMessage(out)
 	if err != nil {
@@ -304,8 +306,20 @@ func (m *Manager) test(ctx context.Context) error {
 		}
 		return fmt.Errorf("nginx -t: %s", msg)
 	}
-	if strings.Contains(msg, "conflicting server name") {
-		return fmt.Errorf("nginx -t: %s", msg)
+	var conflicts []string
+	for _, l := range strings.Split(msg, "; ") {
+		// [warn] conflicting server name "a.test" on 127.0.0.1:80, ignored
+		_, rest, ok := strings.Cut(l, `conflicting server name "`)
+		if !ok {
+			continue
+		}
+		name, _, _ := strings.Cut(rest, `"`)
+		if hosts[name] {
+			conflicts = append(conflicts, l)
+		}
+	}
+	if len(conflicts) > 0 {
+		return fmt.Errorf("nginx -t: %s (the host is already served by another site)", strings.Join(conflicts, "; "))
 	}
 	return nil
 }

@@ -384,6 +384,71 @@ func TestHostOfAnotherAppRefused(t *testing.T) {
 	if _, err := os.Stat(e.m.siteFile("second")); !os.IsNotExist(err) {
 		t.Fatal("the conflicting site stayed")
 	}
+	// A conflict between server blocks the agent does not own is their
+	// owner's business and does not stop the agent's sites.
+	admin := "server {\n    listen 127.0.0.1:" + strconv.Itoa(e.httpPort) + ";\n    server_name admin.test;\n    return 204;\n}\n"
+	if err := os.WriteFile(filepath.Join(e.cfg.SitesDir, "zz-admin.conf"), []byte(admin+admin), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.apply(Site{App: "third", Upstream: be.URL, Domains: []Domain{{Host: "third.test"}}})
+	if got := decodeEcho(t, fetch(t, e.client(), "http://third.test/")); got.Name != "first" {
+		t.Fatal(got)
+	}
+	if apps, _ := e.m.Sites(); strings.Join(apps, ",") != "first,third" {
+		t.Fatalf("Sites() lists a file the agent did not write: %v", apps)
+	}
+	if err := e.m.Sync(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(e.cfg.SitesDir, "zz-admin.conf")); err != nil {
+		t.Fatalf("Sync removed a file the agent did not write: %v", err)
+	}
+	if a := fetch(t, e.client(), "http://admin.test/"); a.status != 204 {
+		t.Fatalf("admin's own site: %d", a.status)
+	}
+	if err := e.m.Remove(context.Background(), "zz-admin"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Apply(context.Background(), Site{App: "zz-admin", Domains: []Domain{{Host: "zz.test"}}}); err == nil || !strings.Contains(err.Error(), "not written by berth-agent") {
+		t.Fatalf("Apply over a file the agent did not write: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.cfg.SitesDir, "zz-admin.conf")); err != nil {
+		t.Fatalf("Remove took a file the agent did not write: %v", err)
+	}
+}
+
+// TestSync: the sites become exactly the ones given, in one reload.
+func TestSync(t *testing.T) {
+	e := startNginx(t)
+	be := backend(t, "sync")
+	for _, app := range []string{"keep", "drop1", "drop2"} {
+		e.apply(Site{App: app, Upstream: be.URL, Domains: []Domain{{Host: app + ".test"}}})
+	}
+	gen := e.m.Generation()
+	err := e.m.Sync(context.Background(), []Site{
+		{App: "keep", Upstream: be.URL, Domains: []Domain{{Host: "keep.test"}, {Host: "keep2.test"}}},
+		{App: "new", Upstream: be.URL, Domains: []Domain{{Host: "new.test"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.m.Generation() != gen+1 {
+		t.Fatal("Sync reloaded more than once")
+	}
+	if apps, _ := e.m.Sites(); strings.Join(apps, ",") != "keep,new" {
+		t.Fatalf("after Sync: %v", apps)
+	}
+	c := e.client()
+	for host, want := range map[string]int{"keep.test": 200, "keep2.test": 200, "new.test": 200, "drop1.test": 404, "drop2.test": 404} {
+		if a := fetch(t, c, "http://"+host+"/"); a.status != want {
+			t.Errorf("%s: %d, want %d", host, a.status, want)
+		}
+	}
+	for _, app := range []string{"drop1", "drop2"} {
+		if _, err := os.Stat(e.m.siteSpec(app)); !os.IsNotExist(err) {
+			t.Errorf("spec of %s kept", app)
+		}
+	}
 }
 
 func TestRemoveSite(t *testing.T) {

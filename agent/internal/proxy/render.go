@@ -68,10 +68,14 @@ func fileExists(p string) bool {
 	return err == nil && st.Mode().IsRegular()
 }
 
+func siteHeader(app string) string {
+	return "# Written by berth-agent for app " + app + ". Do not edit: the agent replaces this file.\n"
+}
+
 // render writes the site file. The site has been validated.
 func (m *Manager) render(s Site) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by berth-agent for app %s. Do not edit: the agent replaces this file.\n", s.App)
+	b.WriteString(siteHeader(s.App))
 	for _, d := range s.Domains {
 		cert, key, hasCert := m.certFiles(d)
 		m.renderHTTP(&b, s, d, hasCert)
