@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Apply renders the site, puts it in place, checks the whole configuration
@@ -154,15 +155,31 @@ func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string
 			m.rollback(done)
 		}
 	}()
-	for _, s := range sites {
-		st, err := m.stage(s.App, []byte(m.render(s)))
+	// The new files are written and synced side by side first (in
+	// parallel: each fsync waits for a journal commit, and concurrent ones
+	// share it), then renamed into place one by one, then the directory is
+	// synced once.
+	paths := make([]string, len(sites))
+	data := make([][]byte, len(sites))
+	for i, s := range sites {
+		paths[i], data[i] = m.siteFile(s.App), []byte(m.render(s))
+	}
+	tmps, err := writeTemps(paths, data, 0o644)
+	if err != nil {
+		return err
+	}
+	for i, s := range sites {
+		st, err := m.stage(s.App, tmps[i])
 		if err != nil {
+			for _, t := range tmps[i:] {
+				os.Remove(t)
+			}
 			return err
 		}
 		done = append(done, st)
 	}
 	for _, app := range remove {
-		st, err := m.stage(app, nil)
+		st, err := m.stage(app, "")
 		if err != nil {
 			return err
 		}
@@ -195,10 +212,8 @@ func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string
 		}
 	}
 	syncDir(m.cfg.SitesDir)
-	for _, s := range sites {
-		if err := m.saveSpec(s); err != nil {
-			return m.reloadAfter(ctx, err)
-		}
+	if err := m.saveSpecs(sites); err != nil {
+		return m.reloadAfter(ctx, err)
 	}
 	for _, app := range remove {
 		if err := removeIfExists(m.siteSpec(app)); err != nil {
@@ -218,12 +233,12 @@ func (m *Manager) reloadAfter(ctx context.Context, err error) error {
 	return err
 }
 
-// stage puts data in place as the app's live file (nil: removes it),
+// stage renames tmp into place as the app's live file ("" removes it),
 // keeping what undoes the change. The live name is never missing while a
 // previous file existed: the previous file is hard-linked aside first and
-// the new one renamed over it.
-func (m *Manager) stage(app string, data []byte) (staged, error) {
-	st := staged{app: app, live: m.siteFile(app), removed: data == nil}
+// the new one renamed over it. The caller syncs the directory.
+func (m *Manager) stage(app, tmp string) (staged, error) {
+	st := staged{app: app, live: m.siteFile(app), removed: tmp == ""}
 	hidden := filepath.Join(m.cfg.SitesDir, "."+app+".conf")
 	if fileExists(st.live) {
 		st.prev = hidden + ".prev"
@@ -232,22 +247,23 @@ func (m *Manager) stage(app string, data []byte) (staged, error) {
 			return staged{}, fmt.Errorf("proxy: keep previous site: %w", err)
 		}
 	} else {
-		if data == nil {
+		if tmp == "" {
 			return st, nil
 		}
 		st.absent = hidden + ".absent"
-		if err := writeFileAtomic(st.absent, nil, 0o600); err != nil {
-			return staged{}, err
+		if err := os.WriteFile(st.absent, nil, 0o600); err != nil {
+			return staged{}, fmt.Errorf("proxy: %w", err)
 		}
 	}
-	if data == nil {
+	if tmp == "" {
 		if err := os.Remove(st.live); err != nil {
 			return st, fmt.Errorf("proxy: %w", err)
 		}
 		return st, nil
 	}
-	if err := writeFileAtomic(st.live, data, 0o644); err != nil {
-		return st, err
+	if err := os.Rename(tmp, st.live); err != nil {
+		os.Remove(tmp)
+		return st, fmt.Errorf("proxy: %w", err)
 	}
 	return st, nil
 }
@@ -267,12 +283,32 @@ func (m *Manager) rollback(done []staged) {
 	syncDir(m.cfg.SitesDir)
 }
 
-func (m *Manager) saveSpec(s Site) error {
-	b, err := json.Marshal(s)
+func (m *Manager) saveSpecs(sites []Site) error {
+	paths := make([]string, len(sites))
+	data := make([][]byte, len(sites))
+	for i, s := range sites {
+		b, err := json.Marshal(s)
+		if err != nil {
+			return fmt.Errorf("proxy: %w", err)
+		}
+		paths[i], data[i] = m.siteSpec(s.App), b
+	}
+	tmps, err := writeTemps(paths, data, 0o600)
 	if err != nil {
+		return err
+	}
+	for i, t := range tmps {
+		if err := os.Rename(t, paths[i]); err != nil {
+			for _, t := range tmps[i:] {
+				os.Remove(t)
+			}
+			return fmt.Errorf("proxy: %w", err)
+		}
+	}
+	if err := syncDir(m.sitesStateDir()); err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}
-	return writeFileAtomic(m.siteSpec(s.App), b, 0o600)
+	return nil
 }
 
 // specs reads the sites last applied.
@@ -306,13 +342,30 @@ func (m *Manager) specs() ([]Site, error) {
 // writeFileAtomic writes data to a temporary file beside path, syncs it,
 // and renames it over path, then syncs the directory.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
+	tmp, err := writeTemp(path, data, mode)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("proxy: write %s: %w", path, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	return nil
+}
+
+// writeTemp writes data, synced, to a new temporary file beside path and
+// returns its name. Temporary names start with '.', so nginx's *.conf
+// include never reads them.
+func writeTemp(path string, data []byte, mode os.FileMode) (string, error) {
 	var rnd [6]byte
 	rand.Read(rnd[:])
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(rnd[:]))
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(rnd[:]))
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
-		return fmt.Errorf("proxy: %w", err)
+		return "", fmt.Errorf("proxy: %w", err)
 	}
 	_, err = f.Write(data)
 	if err == nil {
@@ -324,17 +377,38 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("proxy: write %s: %w", path, err)
+		return "", fmt.Errorf("proxy: write %s: %w", path, err)
 	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("proxy: %w", err)
+	return tmp, nil
+}
+
+// writeTemps is writeTemp for many files, eight at a time. On an error no
+// temporary file is left.
+func writeTemps(paths []string, data [][]byte, mode os.FileMode) ([]string, error) {
+	tmps := make([]string, len(paths))
+	errs := make([]error, len(paths))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i := range paths {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			tmps[i], errs[i] = writeTemp(paths[i], data[i], mode)
+		}()
 	}
-	return nil
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, t := range tmps {
+			if t != "" {
+				os.Remove(t)
+			}
+		}
+		return nil, err
+	}
+	return tmps, nil
 }
 
 func syncDir(dir string) error {
