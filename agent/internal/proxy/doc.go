@@ -71,7 +71,8 @@
 //
 // # Rendering
 //
-// Per host, a plain HTTP server block that always answers
+// Per host (hosts handled alike share one block with several
+// server_name entries), a plain HTTP server block that always answers
 // /.well-known/acme-challenge/ from ChallengeDir first; then either a
 // redirect (redirect-only hosts, with their status, path and query kept),
 // a redirect to HTTPS (force HTTPS, but only when a certificate is really

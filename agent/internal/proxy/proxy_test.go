@@ -567,3 +567,44 @@ func TestRecoverHalfApplied(t *testing.T) {
 		t.Fatalf("after recovery: %v", names)
 	}
 }
+
+// TestHostsSharingACertificate: hosts handled alike share one server block
+// (one TLS context in nginx), and each is still redirected to itself.
+func TestHostsSharingACertificate(t *testing.T) {
+	e := startNginx(t)
+	be := backend(t, "multi")
+	ca := newCA(t)
+	hosts := []string{"a.multi.test", "b.multi.test", "c.multi.test"}
+	csr, err := e.m.CSR("multi", hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.m.InstallCertificate("multi", ca.signCSR(t, csr)); err != nil {
+		t.Fatal(err)
+	}
+	site := Site{App: "multi", Upstream: be.URL}
+	for _, h := range hosts {
+		site.Domains = append(site.Domains, Domain{Host: h, TLS: TLSACME, CertName: "multi", ForceHTTPS: true, HSTS: true})
+	}
+	site.Domains = append(site.Domains, Domain{Host: "plain.multi.test"})
+	e.apply(site)
+	conf, _ := os.ReadFile(e.m.siteFile("multi"))
+	if n := strings.Count(string(conf), "ssl_certificate "); n != 1 {
+		t.Fatalf("%d TLS server blocks for three hosts on one certificate:\n%s", n, conf)
+	}
+	tc := e.tlsClient(ca.pool)
+	for _, h := range hosts {
+		a := fetch(t, e.client(), "http://"+h+"/p?q=1")
+		if want := "https://" + h + ":" + strconv.Itoa(e.httpsPort) + "/p?q=1"; a.status != 301 || a.header.Get("Location") != want {
+			t.Errorf("%s: %d %q, want %q", h, a.status, a.header.Get("Location"), want)
+		}
+		a = fetch(t, tc, "https://"+h+"/")
+		if got := decodeEcho(t, a); got.Host != h || a.header.Get("Strict-Transport-Security") == "" {
+			t.Errorf("%s over HTTPS: %+v %v", h, got, a.header)
+		}
+	}
+	// The host without TLS is in its own block, on plain HTTP, no redirect.
+	if got := decodeEcho(t, fetch(t, e.client(), "http://plain.multi.test/")); got.Host != "plain.multi.test" {
+		t.Fatal(got)
+	}
+}

@@ -148,7 +148,7 @@ func TestInjectionRefused(t *testing.T) {
 		t.Fatalf("redirect path encoding: %q, %v", r, err)
 	}
 	out := e.m.render(good)
-	for _, want := range []string{"server_name xn--bcher-kva.test;", "server_name *.wild.test;", "return 308 https://xn--bcher-kva.test/shop$request_uri;", "proxy_pass http://127.0.0.1:3000;"} {
+	for _, want := range []string{"server_name xn--bcher-kva.test *.wild.test;", "server_name www.xn--bcher-kva.test;", "return 308 https://xn--bcher-kva.test/shop$request_uri;", "proxy_pass http://127.0.0.1:3000;"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("rendered site lacks %q:\n%s", want, out)
 		}
