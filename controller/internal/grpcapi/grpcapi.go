@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/berthhq/berth/controller/internal/accounts"
+	"github.com/berthhq/berth/controller/internal/alert"
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/buildinfo"
@@ -42,7 +43,10 @@ type Deps struct {
 	Audit    *audit.Service
 	// Notify is the notifications service (NotificationService is not
 	// registered without it).
-	Notify        *notify.Service
+	Notify *notify.Service
+	// Alerts is the threshold alerts service (NotificationService's alert
+	// methods answer Unimplemented without it).
+	Alerts        *alert.Service
 	SchemaVersion uint
 	Log           *slog.Logger
 	// Now is the clock of the agent port's refusal budget (time.Now when

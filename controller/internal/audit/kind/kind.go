@@ -107,6 +107,12 @@ const (
 	NotifyRuleDeleted    = "notify_rule.deleted"
 )
 
+// Threshold alert rules (issue 17 §3), changed by an admin.
+const (
+	AlertRuleCreated = "alert_rule.created"
+	AlertRuleDeleted = "alert_rule.deleted"
+)
+
 // All is every kind above. Keep it in the order of the constants.
 var All = []string{
 	UserCreated, UserInvited, UserInviteResent, UserInviteAccepted, UserDisabled, UserEnabled, UserLoggedOut,
@@ -126,6 +132,8 @@ var All = []string{
 	AppScheduleAdded, AppScheduleReplaced, AppScheduleRemoved, ScheduleRunSkipped,
 
 	NotifyChannelCreated, NotifyChannelTested, NotifyChannelDeleted, NotifyRuleCreated, NotifyRuleDeleted,
+
+	AlertRuleCreated, AlertRuleDeleted,
 }
 
 // Known reports whether k is in the list.
