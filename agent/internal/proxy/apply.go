@@ -18,7 +18,9 @@ import (
 // Apply renders the site, puts it in place, checks the whole configuration
 // with nginx -t and reloads nginx, waiting until the new configuration
 // answers. On a failed check the previous file stays live and the error
-// carries nginx's message.
+// carries nginx's message. When the check passes but the reload fails
+// (nginx not running, or refusing the reload) the checked file stays in
+// place for nginx's next start or reload, and the error says why.
 func (m *Manager) Apply(ctx context.Context, s Site) error {
 	return m.ApplyAll(ctx, []Site{s})
 }

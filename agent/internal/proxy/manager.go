@@ -21,7 +21,7 @@ type Config struct {
 	NginxConf   string // main config passed to nginx -t -c / -s reload; it must include SitesDir/*.conf inside http {}
 	NginxPrefix string // -p, optional
 	SitesDir    string // where the agent's site files live (included by NginxConf), one file per app
-	StateDir    string // keys/, certs/, challenges/, sites/
+	StateDir    string // a directory of its own (made 0711): keys/, certs/, challenges/, sites/
 	HTTPPort    int    // default 80
 	HTTPSPort   int    // default 443
 	ListenAddr  string // optional bind address, "" = all (IPv4, and IPv6 when the host has it)
@@ -116,6 +116,14 @@ func New(cfg Config) (*Manager, error) {
 	if err := m.makeDirs(); err != nil {
 		return nil, err
 	}
+	// As root, nginx's workers run as another user (www-data): a challenge
+	// directory they cannot reach would only show at the first issuance,
+	// as a 403 to the CA. Say it now.
+	if os.Geteuid() == 0 {
+		if err := reachableByOthers(cfg.ChallengeDir); err != nil {
+			return nil, fmt.Errorf("proxy: ChallengeDir %s is not readable by nginx's worker user (%v); set Config.ChallengeDir outside any 0700 directory", cfg.ChallengeDir, err)
+		}
+	}
 	style, err := detectHTTP2(cfg.NginxBin)
 	if err != nil {
 		return nil, err
@@ -131,6 +139,30 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// reachableByOthers checks that every directory from / to dir can be
+// passed through by any user, and dir itself read.
+func reachableByOthers(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if st.Mode().Perm()&0o005 != 0o005 {
+		return fmt.Errorf("%s is mode %#o", dir, st.Mode().Perm())
+	}
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s is mode %#o", p, st.Mode().Perm())
+		}
+		if p == "/" {
+			return nil
+		}
+	}
 }
 
 func validPort(p int) bool { return p > 0 && p < 65536 }

@@ -497,3 +497,34 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestChallengeDirReachable(t *testing.T) {
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	os.Chmod(filepath.Dir(root), 0o755)
+	open := filepath.Join(root, "open", "challenges")
+	closed := filepath.Join(root, "closed", "challenges")
+	os.MkdirAll(open, 0o755)
+	os.MkdirAll(closed, 0o755)
+	os.Chmod(filepath.Join(root, "closed"), 0o700) // like /var/lib/berth-agent under systemd
+	if err := reachableByOthers(open); err != nil {
+		t.Fatal(err)
+	}
+	err := reachableByOthers(closed)
+	if err == nil || !strings.Contains(err.Error(), "closed is mode 0700") {
+		t.Fatalf("a challenge dir inside a 0700 directory: %v", err)
+	}
+	os.Chmod(open, 0o700)
+	if err := reachableByOthers(open); err == nil {
+		t.Fatal("an unreadable challenge dir passed")
+	}
+	if os.Geteuid() == 0 {
+		// New refuses it when its workers would be another user.
+		e := newEnv(t)
+		cfg := e.cfg
+		cfg.ChallengeDir = closed
+		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "ChallengeDir") {
+			t.Fatalf("New with an unreachable challenge dir: %v", err)
+		}
+	}
+}
