@@ -245,6 +245,17 @@ func TestACMEFlow(t *testing.T) {
 	if err := e.m.VerifyChallenge(context.Background(), "app.test", token); !errors.Is(err, ErrNoChallenge) {
 		t.Fatalf("VerifyChallenge after delete: %v", err)
 	}
+
+	// The certificate cannot go while the site names it (nginx's
+	// configuration points at its files); once the domains are gone it can.
+	if err := e.m.DeleteCertificate("app.test"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("DeleteCertificate of a certificate in use: %v", err)
+	}
+	e.apply(Site{App: "app", Upstream: be.URL, Domains: []Domain{{Host: "other.test"}}})
+	if err := e.m.DeleteCertificate("app.test"); err != nil {
+		t.Fatal(err)
+	}
+	e.apply(Site{App: "app", Upstream: be.URL, Domains: []Domain{{Host: "other.test"}, {Host: "app.test"}}})
 }
 
 // TestVerifyChallengeCatchesRedirect: a host whose site does not serve
