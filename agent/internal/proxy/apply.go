@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -40,7 +41,7 @@ func (m *Manager) ApplyAll(ctx context.Context, sites []Site) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.applyLocked(ctx, sites, nil)
+	return m.applyLocked(ctx, sites, nil, false)
 }
 
 // Sync makes the sites exactly these: it applies them and removes every
@@ -79,7 +80,7 @@ func (m *Manager) Sync(ctx context.Context, sites []Site) error {
 			os.Remove(filepath.Join(m.sitesStateDir(), e.Name()))
 		}
 	}
-	return m.applyLocked(ctx, sites, remove)
+	return m.applyLocked(ctx, sites, remove, false)
 }
 
 // Remove takes the app's site out of nginx. Removing an app that has no
@@ -98,7 +99,7 @@ func (m *Manager) Remove(ctx context.Context, app string) error {
 		}
 		return nil
 	}
-	return m.applyLocked(ctx, nil, []string{app})
+	return m.applyLocked(ctx, nil, []string{app}, false)
 }
 
 // Sites lists the apps that have a site file written by the agent (files
@@ -145,11 +146,18 @@ type staged struct {
 
 // applyLocked swaps in the rendered sites and removes the named ones,
 // tests, and either rolls back or reloads. m.mu is held.
-func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string) (err error) {
+//
+// With reload set, nginx reloads even when no file changed: a renewed
+// certificate has the same paths, so the sites render the same, but nginx
+// reads certificates only when it loads its configuration.
+func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string, reload bool) (err error) {
 	for _, s := range sites {
 		if fileExists(m.siteFile(s.App)) && !m.ours(s.App) {
 			return fmt.Errorf("proxy: %s was not written by berth-agent; not replacing it", m.siteFile(s.App))
 		}
+	}
+	if !reload && len(remove) == 0 && m.unchanged(ctx, sites) {
+		return nil
 	}
 	var done []staged
 	defer func() {
@@ -224,6 +232,29 @@ func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string
 	}
 	done = nil
 	return m.reload(ctx)
+}
+
+// unchanged tells whether applying sites would change nothing: every
+// rendered file is already the live one, and nginx answers the generation
+// written last (so it runs those files). A retried job then costs no
+// nginx -t and no reload.
+func (m *Manager) unchanged(ctx context.Context, sites []Site) bool {
+	for _, s := range sites {
+		live, err := os.ReadFile(m.siteFile(s.App))
+		if err != nil || string(live) != m.render(s) {
+			return false
+		}
+		spec, err := os.ReadFile(m.siteSpec(s.App))
+		if err != nil {
+			return false
+		}
+		want, err := json.Marshal(s)
+		if err != nil || string(spec) != string(want) {
+			return false
+		}
+	}
+	gen, _, err := m.status(ctx)
+	return err == nil && gen == strconv.FormatUint(m.gen, 10)
 }
 
 // reloadAfter still reloads (the files on disk passed nginx -t) and

@@ -223,7 +223,7 @@ func (m *Manager) InstallCertificateContext(ctx context.Context, name string, ch
 	if len(using) == 0 {
 		return info, nil
 	}
-	if err := m.applyLocked(ctx, using, nil); err != nil {
+	if err := m.applyLocked(ctx, using, nil, true); err != nil {
 		return info, fmt.Errorf("proxy: certificate %s installed, but re-applying its sites failed: %w", name, err)
 	}
 	return info, nil

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net"
@@ -60,6 +61,20 @@ func TestProxyRoutesByHostWithForwardedHeaders(t *testing.T) {
 	apps, err := e.m.Sites()
 	if err != nil || strings.Join(apps, ",") != "one,two" {
 		t.Fatalf("Sites() = %v, %v", apps, err)
+	}
+	// The same site again (a retried job) changes nothing and reloads
+	// nothing; a real change reloads.
+	gen := e.m.Generation()
+	e.apply(Site{App: "one", Upstream: one.URL, Domains: []Domain{{Host: "one.test", Primary: true, TLS: TLSACME, ForceHTTPS: true}}})
+	if e.m.Generation() != gen {
+		t.Fatal("an unchanged site was reloaded")
+	}
+	e.apply(Site{App: "one", Upstream: one.URL, Domains: []Domain{{Host: "one.test", Primary: true, TLS: TLSACME, ForceHTTPS: true}, {Host: "uno.test"}}})
+	if e.m.Generation() != gen+1 {
+		t.Fatal("a changed site was not reloaded")
+	}
+	if got := decodeEcho(t, fetch(t, c, "http://uno.test/")); got.Name != "one" {
+		t.Fatal(got)
 	}
 }
 
@@ -229,6 +244,28 @@ func TestACMEFlow(t *testing.T) {
 	}
 	if a.header.Get("Strict-Transport-Security") != "" {
 		t.Fatal("HSTS sent without being asked for")
+	}
+	// A renewal (same key, new certificate, same file names) is served
+	// as soon as InstallCertificate returns.
+	csr2, err := e.m.CSR("app.test", []string{"app.test", "www.app.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, err := e.m.InstallCertificate("app.test", ca.signCSR(t, csr2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if renewed.SerialHex == info.SerialHex {
+		t.Fatal("the test CA reused a serial")
+	}
+	conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(e.httpsPort)), &tls.Config{RootCAs: ca.pool, ServerName: "app.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := hex.EncodeToString(conn.ConnectionState().PeerCertificates[0].SerialNumber.Bytes())
+	conn.Close()
+	if served != renewed.SerialHex {
+		t.Fatalf("nginx serves serial %s after the renewal to %s", served, renewed.SerialHex)
 	}
 	// The redirect-only host serves its redirect over HTTPS with the same
 	// certificate.

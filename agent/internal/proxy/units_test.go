@@ -528,3 +528,28 @@ func TestChallengeDirReachable(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseChain: whatever the bytes, parsing a chain neither panics nor
+// accepts anything but certificates each signed by the next.
+func FuzzParseChain(f *testing.F) {
+	ca := newCA(f)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	f.Add(ca.issue(f, key.Public(), []string{"a.test"}, time.Now().Add(time.Hour)))
+	f.Add(ca.pem)
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		chain, err := parseChain(b)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error not ErrInvalid: %v", err)
+			}
+			return
+		}
+		for i := 0; i+1 < len(chain); i++ {
+			if chain[i].CheckSignatureFrom(chain[i+1]) != nil {
+				t.Fatal("accepted a chain out of order")
+			}
+		}
+	})
+}
