@@ -240,6 +240,14 @@ func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string
 // nginx -t and no reload.
 func (m *Manager) unchanged(ctx context.Context, sites []Site) bool {
 	for _, s := range sites {
+		for _, d := range s.Domains {
+			// A custom certificate replaced at the same path is read by
+			// nginx only on a reload; applying such a site again is how
+			// it gets picked up.
+			if d.TLS == TLSCustom {
+				return false
+			}
+		}
 		live, err := os.ReadFile(m.siteFile(s.App))
 		if err != nil || string(live) != m.render(s) {
 			return false

@@ -367,6 +367,27 @@ func TestCustomCertificateTLSPolicy(t *testing.T) {
 	if err != nil || info.Subject != "CN=secure.test" || info.DNSNames[0] != "secure.test" || !info.NotAfter.After(info.NotBefore) {
 		t.Fatalf("ReadCertInfo: %+v %v", info, err)
 	}
+	// The admin replaces the certificate at the same paths; applying the
+	// site again makes nginx serve it.
+	newCert, newKey := ca.customPair(t, dir, []string{"secure.test"}) // same file names, new key and serial
+	if newCert != certPath || newKey != keyPath {
+		t.Fatal("customPair changed its file names")
+	}
+	replaced, err := ReadCertInfo(certPath)
+	if err != nil || replaced.SerialHex == info.SerialHex {
+		t.Fatalf("replaced certificate: %+v %v", replaced, err)
+	}
+	e.apply(Site{App: "secure", Upstream: be.URL, Domains: []Domain{
+		{Host: "secure.test", TLS: TLSCustom, CertPath: certPath, KeyPath: keyPath, ForceHTTPS: true, HSTS: true},
+	}})
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool, ServerName: "secure.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if got := hex.EncodeToString(conn.ConnectionState().PeerCertificates[0].SerialNumber.Bytes()); got != replaced.SerialHex {
+		t.Fatalf("nginx serves %s, the replaced certificate is %s", got, replaced.SerialHex)
+	}
 }
 
 // TestBrokenCustomCertKeepsOldConfig: a change that fails nginx -t returns
