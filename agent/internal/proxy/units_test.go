@@ -11,6 +11,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -552,4 +553,54 @@ func FuzzParseChain(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRenderVariants: listen lines for every bind setting, checked by the
+// real nginx -t (nothing is started, so no port is bound), and the HTTP/2
+// directive newer nginx wants instead of the listen parameter.
+func TestRenderVariants(t *testing.T) {
+	ca := newCA(t)
+	for _, tc := range []struct {
+		name   string
+		listen string
+		ipv6   bool
+		want   []string
+	}{
+		{"all addresses", "", false, []string{"listen %h;", "listen %s ssl http2;"}},
+		{"all addresses and IPv6", "", true, []string{"listen %h;", "listen [::]:%h;", "listen %s ssl http2;", "listen [::]:%s ssl http2;"}},
+		{"IPv6 loopback", "::1", false, []string{"listen [::1]:%h;", "listen [::1]:%s ssl http2;"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			cfg := e.cfg
+			cfg.ListenAddr = tc.listen
+			m, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.ipv6 = tc.ipv6
+			certPath, keyPath := ca.customPair(t, e.root, []string{"v.test"})
+			s := Site{App: "v", Upstream: "http://127.0.0.1:9", Domains: []Domain{{Host: "v.test", TLS: TLSCustom, CertPath: certPath, KeyPath: keyPath}}}
+			out := m.render(s)
+			for _, w := range tc.want {
+				w = strings.ReplaceAll(strings.ReplaceAll(w, "%h", strconv.Itoa(e.httpPort)), "%s", strconv.Itoa(e.httpsPort))
+				if !strings.Contains(out, w) {
+					t.Fatalf("no %q in:\n%s", w, out)
+				}
+			}
+			if err := os.WriteFile(m.siteFile("v"), []byte(out), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.test(context.Background(), nil); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	e := newEnv(t)
+	e.m.http2 = http2Directive
+	certPath, keyPath := ca.customPair(t, e.root, []string{"h.test"})
+	out := e.m.render(Site{App: "h", Upstream: "http://127.0.0.1:9", Domains: []Domain{{Host: "h.test", TLS: TLSCustom, CertPath: certPath, KeyPath: keyPath}}})
+	if !strings.Contains(out, "    http2 on;\n") || strings.Contains(out, "ssl http2") {
+		t.Fatalf("nginx 1.25.1+ rendering:\n%s", out)
+	}
 }
