@@ -13,7 +13,7 @@ import (
 	"strings"
 )
 
-// ErrNoChallenge: DeleteChallenge or VerifyChallenge found no answer.
+// ErrNoChallenge: VerifyChallenge found no stored answer for the token.
 var ErrNoChallenge = errors.New("no such challenge")
 
 // PutChallenge writes the HTTP-01 key authorisation for token, served at
