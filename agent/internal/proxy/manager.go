@@ -284,6 +284,18 @@ func (m *Manager) recover() error {
 			os.Remove(filepath.Join(m.cfg.SitesDir, n))
 		}
 	}
+	// Temporary files of writes cut short elsewhere.
+	for _, dir := range []string{m.sitesStateDir(), m.certsDir(), m.keysDir(), m.cfg.ChallengeDir} {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return fmt.Errorf("proxy: %w", err)
+		}
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp-") {
+				os.Remove(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
 	return syncDir(m.cfg.SitesDir)
 }
 

@@ -621,6 +621,8 @@ func TestRecoverHalfApplied(t *testing.T) {
 	os.WriteFile(filepath.Join(sites, "fresh.conf"), []byte("# untested, no previous\n"), 0o644)
 	os.WriteFile(filepath.Join(sites, ".fresh.conf.absent"), nil, 0o600)
 	os.WriteFile(filepath.Join(sites, ".x.conf.tmp-abcdef"), []byte("partial"), 0o644)
+	keyTmp := filepath.Join(e.m.keysDir(), ".a.key.tmp-abcdef")
+	os.WriteFile(keyTmp, []byte("partial"), 0o600)
 	if _, err := New(e.cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -634,6 +636,9 @@ func TestRecoverHalfApplied(t *testing.T) {
 	}
 	if strings.Join(names, ",") != "_berth.conf,kept.conf" {
 		t.Fatalf("after recovery: %v", names)
+	}
+	if _, err := os.Stat(keyTmp); !os.IsNotExist(err) {
+		t.Fatal("a partial key file was left")
 	}
 }
 
