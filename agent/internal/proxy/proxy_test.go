@@ -295,7 +295,7 @@ func TestACMEFlow(t *testing.T) {
 	e.apply(Site{App: "app", Upstream: be.URL, Domains: []Domain{{Host: "other.test"}, {Host: "app.test"}}})
 }
 
-// TestVerifyChallengeCatchesRedirect: a host whose site does not serve
+// TestVerifyChallengeFailsWhenNotServed: a host whose site does not serve
 // the challenge directory (here: no site at all for it) fails the
 // self-check with nginx's answer, before the CA would.
 func TestVerifyChallengeFailsWhenNotServed(t *testing.T) {
@@ -440,7 +440,7 @@ func TestBrokenCustomCertKeepsOldConfig(t *testing.T) {
 	}
 }
 
-// TestHostOfAnotherApp: nginx only warns about a host served twice and
+// TestHostOfAnotherAppRefused: nginx only warns about a host served twice and
 // ignores one; the manager refuses it.
 func TestHostOfAnotherAppRefused(t *testing.T) {
 	e := startNginx(t)
@@ -548,7 +548,7 @@ func TestRemoveSite(t *testing.T) {
 	}
 }
 
-// TestApplyAllOneReload: many sites, one check, one reload; a bad one
+// TestApplyAll: many sites, one check, one reload; a bad one
 // refuses all of them.
 func TestApplyAll(t *testing.T) {
 	e := startNginx(t)
