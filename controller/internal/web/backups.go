@@ -43,6 +43,10 @@ func (s *Server) backupRoutes() []route {
 		{"GET /backups/{id}/tasks/{task}", s.backupPage(s.backupTaskShow)},
 		{"GET /backups/{id}/tasks/{task}/log", s.backupPage(s.backupTaskLog)},
 		{"POST /backups/{id}/tasks/{task}/cancel", s.backupPage(s.backupTaskCancel)},
+		{"POST /apps/{app}/backup-schedules", s.backupPage(s.scheduleBackupAdd)},
+		{"POST /backups/schedules/{id}/disable", s.backupPage(s.scheduleBackupEnabled(false))},
+		{"POST /backups/schedules/{id}/enable", s.backupPage(s.scheduleBackupEnabled(true))},
+		{"POST /backups/schedules/{id}/remove", s.backupPage(s.scheduleBackupRemove)},
 	}
 }
 
@@ -104,6 +108,11 @@ var flagNames = strings.NewReplacer(
 	"--to", "Restore into",
 	"--server", "Server",
 	"--force", "Force",
+	"--keep-days", "Keep days",
+	"--keep", "Keep",
+	"--cron", "Cron",
+	"--timezone", "Time zone",
+	"--verify", "Verify",
 )
 
 func backupMessage(err error) string { return flagNames.Replace(publicMessage(err)) }
@@ -348,8 +357,13 @@ func (s *Server) appBackupsView(w http.ResponseWriter, r *http.Request, v *viewe
 		s.fail(w, r, v, err)
 		return
 	}
+	scheds, err := s.d.Backups.Schedules(ctx, v.Principal, av.ID.String())
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
 	s.render(w, r, "app_backups", view{Title: "Backups of " + av.Name, Nav: "backups", User: v, Status: status, Error: errMsg, Form: r.PostForm,
-		Data: map[string]any{"App": av, "Backups": backupRows(list, dests), "Destinations": destinationRows(dests)}})
+		Data: map[string]any{"App": av, "Backups": backupRows(list, dests), "Destinations": destinationRows(dests), "Schedules": scheduleRows(scheds)}})
 }
 
 func (s *Server) appBackupRun(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -720,4 +734,105 @@ func jobState(j backups.Job) map[string]any {
 		m["finished_at"] = finished.UTC().Format(time.RFC3339)
 	}
 	return m
+}
+
+// Schedules (an app's backups page shows them; admins change them: a
+// schedule's retention deletes backups).
+
+type scheduleRow struct {
+	backups.ScheduleView
+	Retention string
+}
+
+func scheduleRows(list []backups.ScheduleView) []scheduleRow {
+	out := make([]scheduleRow, len(list))
+	for i, sc := range list {
+		var keep []string
+		if sc.RetentionCount != nil {
+			keep = append(keep, fmt.Sprintf("newest %d", *sc.RetentionCount))
+		}
+		if sc.RetentionDays != nil {
+			keep = append(keep, fmt.Sprintf("younger than %d days", *sc.RetentionDays))
+		}
+		out[i] = scheduleRow{ScheduleView: sc, Retention: strings.Join(keep, " and ")}
+	}
+	return out
+}
+
+func (s *Server) scheduleBackupAdd(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	f := r.PostForm
+	keep, err1 := atoiOr(f.Get("keep"), 0)
+	days, err2 := atoiOr(f.Get("keep_days"), 0)
+	if err1 != nil || err2 != nil {
+		s.appBackupsView(w, r, v, http.StatusBadRequest, "Keep and Keep days are whole numbers.")
+		return
+	}
+	sc, err := s.d.Backups.AddSchedule(r.Context(), v.Principal, s.peer(r), backups.ScheduleRequest{
+		App: r.PathValue("app"), Destination: f.Get("destination"), Kind: f.Get("kind"),
+		Source: strings.TrimSpace(f.Get("source")), ConnectionEnv: strings.TrimSpace(f.Get("connection_env")),
+		Cron: f.Get("cron"), Timezone: f.Get("timezone"), Keep: keep, KeepDays: days, Verify: f.Get("verify") != "",
+	})
+	if err != nil {
+		if st, ok := formStatus(err); ok {
+			s.appBackupsView(w, r, v, st, backupMessage(err))
+			return
+		}
+		s.fail(w, r, v, err)
+		return
+	}
+	s.redirect(w, r, "/apps/"+sc.AppName+"/backups", "Schedule added: the first run is "+runAt(sc.NextRunAt)+".")
+}
+
+func runAt(t *time.Time) string {
+	if t == nil {
+		return "not planned"
+	}
+	return t.UTC().Format("2006-01-02 15:04 UTC")
+}
+
+func (s *Server) scheduleBackupEnabled(enabled bool) handler {
+	return func(w http.ResponseWriter, r *http.Request, v *viewer) {
+		sc, err := s.d.Backups.SetScheduleEnabled(r.Context(), v.Principal, s.peer(r), r.PathValue("id"), enabled)
+		if err != nil {
+			s.fail(w, r, v, err)
+			return
+		}
+		msg := "Schedule disabled: no more runs until it is enabled again."
+		if enabled {
+			msg = "Schedule enabled: the next run is " + runAt(sc.NextRunAt) + " (missed runs are not caught up)."
+		}
+		s.redirect(w, r, "/apps/"+sc.AppName+"/backups", msg)
+	}
+}
+
+func (s *Server) scheduleBackupRemove(w http.ResponseWriter, r *http.Request, v *viewer) {
+	// The page to go back to is named by the form (?app=), so a caller
+	// the service refuses is refused before anything is read.
+	to := "/backups"
+	id := r.PathValue("id")
+	if err := s.d.Backups.RemoveSchedule(r.Context(), v.Principal, s.peer(r), id); err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	if app := r.URL.Query().Get("app"); validAppName(app) {
+		to = "/apps/" + app + "/backups"
+	}
+	s.redirect(w, r, to, "Schedule removed. Its backups stay; nothing prunes them any more.")
+}
+
+// validAppName: the characters of an app name, so a redirect built from
+// one stays a path on this site.
+func validAppName(n string) bool {
+	if n == "" || len(n) > 63 {
+		return false
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

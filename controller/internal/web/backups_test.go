@@ -290,3 +290,79 @@ func TestBackupPagesByRole(t *testing.T) {
 		t.Fatalf("bad id: %d %s", resp.StatusCode, body)
 	}
 }
+
+// Schedules on an app's backups page: admins add one (a bad cron or no
+// retention is refused with the reason, keeping what was typed), disable,
+// enable and remove it; operators and viewers see the list only and are
+// refused when they post anyway.
+func TestBackupSchedulesOnAppPage(t *testing.T) {
+	e, pr := backupsEnv(t)
+	if _, err := e.bk.AddDestination(context.Background(), pr, backupPeer, backupSpec("vault")); err != nil {
+		t.Fatal(err)
+	}
+	operator, admin := e.client(), e.client()
+	operator.login("operator@example.com", adminPassword)
+	admin.login("admin@example.com", adminPassword)
+
+	_, page := admin.get("/apps/shop/backups")
+	mustContain(t, "admin's app backups", page, "No backup schedules for shop.", `id="schedule-form"`)
+	add := url.Values{"form": {"schedule"}, "destination": {"vault"}, "kind": {"postgres"}, "source": {"shopdata"}, "connection_env": {"DATABASE_URL"},
+		"cron": {"0 25 * * *"}, "timezone": {"Europe/Berlin"}, "keep": {"7"}, "verify": {"1"}}
+	resp, body := admin.post("/apps/shop/backup-schedules", add)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("bad cron: %d", resp.StatusCode)
+	}
+	mustContain(t, "refused schedule form", body, `value="0 25 * * *"`, `value="Europe/Berlin"`, `value="shopdata"`, `value="7"`, `name="verify" value="1" checked`, `<details id="schedule-box" open>`)
+	if !strings.Contains(body, `id="form-error"`) {
+		t.Fatalf("bad cron without an error:\n%s", body)
+	}
+	add.Set("cron", "0 3 * * *")
+	add.Set("keep", "")
+	if resp, body = admin.post("/apps/shop/backup-schedules", add); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "give Keep N and/or Keep days D") {
+		t.Fatalf("no retention: %d %s", resp.StatusCode, body)
+	}
+	add.Set("keep", "seven")
+	if resp, body = admin.post("/apps/shop/backup-schedules", add); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Keep and Keep days are whole numbers.") || !strings.Contains(body, `value="seven"`) {
+		t.Fatalf("keep not a number: %d %s", resp.StatusCode, body)
+	}
+	add.Set("keep", "7")
+	if resp, _ = operator.post("/apps/shop/backup-schedules", add); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("operator adds a schedule: %d", resp.StatusCode)
+	}
+	if resp, body = admin.post("/apps/shop/backup-schedules", add); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("add schedule: %d %s", resp.StatusCode, body)
+	}
+	_, page = admin.get("/apps/shop/backups")
+	mustContain(t, "schedules", page, "Schedule added: the first run is", "0 3 * * *", "Europe/Berlin", "newest 7", "verified after each run", "status-active\">enabled", "none yet")
+	scheds, err := e.bk.Schedules(context.Background(), pr, "shop")
+	if err != nil || len(scheds) != 1 {
+		t.Fatalf("schedules: %v %v", scheds, err)
+	}
+	sid := scheds[0].ID.String()
+	_, opage := operator.get("/apps/shop/backups")
+	mustContain(t, "operator's app backups", opage, `data-schedule="`+sid+`"`)
+	mustNotContain(t, "operator's app backups", opage, `id="schedule-form"`, "/backups/schedules/"+sid+"/disable")
+	if resp, _ = operator.post("/backups/schedules/"+sid+"/disable", nil); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("operator disables: %d", resp.StatusCode)
+	}
+	if resp, _ = admin.post("/backups/schedules/"+sid+"/disable", nil); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/apps/shop/backups" {
+		t.Fatalf("disable: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if _, page = admin.get("/apps/shop/backups"); !strings.Contains(page, "status-disabled\">disabled") || !strings.Contains(page, "/backups/schedules/"+sid+"/enable") {
+		t.Fatalf("after disable:\n%s", page)
+	}
+	if resp, _ = admin.post("/backups/schedules/"+sid+"/enable", nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("enable: %d", resp.StatusCode)
+	}
+	// The destination is in use by the schedule now: not removable.
+	if resp, body = admin.post("/backups/destinations/vault/remove", nil); resp.StatusCode != http.StatusConflict || !strings.Contains(body, "0 backup(s) and 1 schedule(s)") {
+		t.Fatalf("remove a scheduled destination: %d %s", resp.StatusCode, body)
+	}
+	// A redirect target that is not an app name is not followed.
+	if resp, _ = admin.post("/backups/schedules/"+sid+"/remove?app=//evil.example", nil); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/backups" {
+		t.Fatalf("remove: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if _, page = admin.get("/apps/shop/backups"); strings.Contains(page, `data-schedule="`+sid+`"`) {
+		t.Fatal("the removed schedule is still listed")
+	}
+}

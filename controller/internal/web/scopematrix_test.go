@@ -145,6 +145,11 @@ var routeMatrix = map[string]routeRow{
 	"GET /backups/{id}/tasks/{task}":           {store.ScopeRead, "/backups/$BACKUP/tasks/$NO_SUCH_ID", nil},
 	"GET /backups/{id}/tasks/{task}/log":       {store.ScopeRead, "/backups/$BACKUP/tasks/$NO_SUCH_ID/log", nil},
 	"POST /backups/{id}/tasks/{task}/cancel":   {store.ScopeWrite, "/backups/$BACKUP/tasks/$NO_SUCH_ID/cancel", form()},
+	// Schedules: admins change them (their retention deletes backups).
+	"POST /apps/{app}/backup-schedules":    {store.ScopeAdmin, "/apps/shop/backup-schedules", form("destination", "vault", "kind", "directory", "source", "/srv/shop/shared", "cron", "0 3 * * *", "keep", "7")},
+	"POST /backups/schedules/{id}/disable": {store.ScopeAdmin, "/backups/schedules/$NO_SUCH_ID/disable", form()},
+	"POST /backups/schedules/{id}/enable":  {store.ScopeAdmin, "/backups/schedules/$NO_SUCH_ID/enable", form()},
+	"POST /backups/schedules/{id}/remove":  {store.ScopeAdmin, "/backups/schedules/$NO_SUCH_ID/remove?app=shop", form()},
 	// The inbox is always the caller's own: any signed-in person.
 	"GET /notifications":            {store.ScopeRead, "/notifications", nil},
 	"GET /notifications/stream":     {store.ScopeRead, "/notifications/stream", nil},
