@@ -11,6 +11,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/berthhq/berth/controller/internal/store"
 )
 
 // The S3 secret the browser test types; it must never come back.
@@ -181,6 +183,13 @@ func TestBrowserBackups(t *testing.T) {
 		t.Fatalf("verify went to %s", tb.path())
 	}
 	tb.waitJS("the verify succeeded", `document.getElementById("job-status").textContent === "succeeded"`, 2*time.Minute)
+	// The task is found only under its own backup.
+	taskPath := tb.path()
+	if st := tb.open(strings.Replace(taskPath, id, store.NewID().String(), 1)); st != 404 {
+		t.Fatalf("the task under another backup's id: %d", st)
+	}
+	tb.open(taskPath)
+	tb.waitJS("the verify page again", `document.getElementById("job-status").textContent === "succeeded"`, stepTimeout)
 	tb.submit("#backup-link")
 	if v := tb.text("#backup-verified"); !strings.Contains(v, "verified") {
 		t.Fatalf("verified: %q", v)
