@@ -221,6 +221,16 @@ func TestBrowserBackups(t *testing.T) {
 		t.Fatalf("download: %+v", dl)
 	}
 
+	// The pages fit a phone's width and a laptop's without scrolling
+	// sideways (long paths, checksums and object keys wrap).
+	for _, w := range []int64{420, 1366} {
+		tb.viewport(w, 900)
+		for _, page := range []string{"/backups", "/apps/shop/backups", "/backups/" + id} {
+			tb.noSideScroll(page)
+		}
+	}
+	tb.viewport(1280, 960)
+
 	// No secret in any page the admin saw.
 	for _, page := range []string{"/backups", "/backups/" + id, "/apps/shop/backups", "/activity"} {
 		tb.open(page)
