@@ -457,3 +457,46 @@ func TestSweep(t *testing.T) {
 		}
 	}
 }
+
+// An agent's SendObject is taken only for a download of its own server
+// that a client here waits for, once.
+func TestReceiveObjectRefusals(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	eof := func() ([]byte, string, error) { return nil, "", io.EOF }
+	if err := e.svc.ReceiveObject(ctx, e.srv.ID, "not-an-id", eof); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("malformed job id: %v", err)
+	}
+	if err := e.svc.ReceiveObject(ctx, e.srv.ID, store.NewID().String(), eof); !errors.Is(err, deploys.ErrRefused) {
+		t.Errorf("no download waits: %v", err)
+	}
+	id := store.NewID()
+	rd, pw := io.Pipe()
+	e.svc.mu.Lock()
+	e.svc.downloads[id] = &download{serverID: e.srv.ID, pw: pw}
+	e.svc.mu.Unlock()
+	if err := e.svc.ReceiveObject(ctx, store.NewID(), id.String(), eof); !errors.Is(err, deploys.ErrRefused) {
+		t.Errorf("another server's download: %v", err)
+	}
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(rd); got <- b }()
+	chunks := [][]byte{[]byte("stored "), []byte("bytes")}
+	recv := func() ([]byte, string, error) {
+		if len(chunks) == 0 {
+			return nil, "", io.EOF
+		}
+		c := chunks[0]
+		chunks = chunks[1:]
+		return c, "", nil
+	}
+	if err := e.svc.ReceiveObject(ctx, e.srv.ID, id.String(), recv); err != nil {
+		t.Fatalf("the waited-for download: %v", err)
+	}
+	if b := <-got; string(b) != "stored bytes" {
+		t.Fatalf("relayed %q", b)
+	}
+	if err := e.svc.ReceiveObject(ctx, e.srv.ID, id.String(), eof); !errors.Is(err, deploys.ErrRefused) {
+		t.Errorf("a replayed upload: %v", err)
+	}
+}
