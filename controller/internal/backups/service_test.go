@@ -500,3 +500,36 @@ func TestReceiveObjectRefusals(t *testing.T) {
 		t.Errorf("a replayed upload: %v", err)
 	}
 }
+
+// The schedules' entry points: a scheduled backup gets the newest key and
+// never overlaps its schedule's unfinished run; retention deletes through
+// a delete task.
+func TestSystemEntryPoints(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	d := e.localDest(t, "vault")
+	three, now := 3, time.Now()
+	sched, err := e.st.CreateBackupSchedule(ctx, store.CreateBackupScheduleParams{AppID: e.app.ID, BackupScheduleSettings: store.BackupScheduleSettings{
+		DestinationID: d.ID, Kind: store.BackupPostgres, Source: "shop", Cron: "0 3 * * *", RetentionCount: &three, Enabled: true, NextRunAt: &now}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := store.CreateBackupParams{AppID: &e.app.ID, DestinationID: d.ID, ScheduleID: &sched.ID, Kind: store.BackupPostgres, Source: "shop"}
+	var b store.Backup
+	if err := e.st.InTx(ctx, func(tx *store.Store) error { b, err = e.svc.EnqueueScheduled(ctx, tx, p); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if b.TriggeredBy != store.TriggerSchedule || b.EncryptionKeyID == nil {
+		t.Fatalf("scheduled backup: %+v", b)
+	}
+	if err := e.st.InTx(ctx, func(tx *store.Store) error { _, err := e.svc.EnqueueScheduled(ctx, tx, p); return err }); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("a second run while the first is unfinished: %v", err)
+	}
+	if _, err := e.svc.QueueSystemTask(ctx, b.ID, store.TaskDelete); !errors.Is(err, deploys.ErrRefused) {
+		t.Fatalf("delete of an unfinished backup: %v", err)
+	}
+	if _, err := e.svc.QueueSystemTask(ctx, b.ID, store.TaskRestore); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("a system restore: %v", err)
+	}
+}
