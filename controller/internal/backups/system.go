@@ -94,4 +94,3 @@ func (s *Service) QueueSystemTask(ctx context.Context, backupID store.ID, k stor
 
 // Poke tells every controller that a backup or task may be dispatchable.
 func (s *Service) Poke(ctx context.Context) { s.notify(ctx, "dispatch") }
-
