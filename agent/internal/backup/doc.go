@@ -7,7 +7,7 @@
 // # The stream
 //
 //	dump (pg_dump -Fc -Z0 | mariadb-dump --single-transaction | tar)
-//	  -> zstd (klauspost/compress, 2 MiB window)
+//	  -> zstd (klauspost/compress, fastest level, 2 MiB window)
 //	  -> age (X25519 recipient: the agent never holds the identity of a backup)
 //	  -> SHA-256 + byte count of the stored (encrypted) bytes
 //	  -> upload

@@ -20,11 +20,11 @@ import (
 // reading is one object being read back: stored bytes -> SHA-256 and size
 // -> age -> zstd -> plain, the dump as it was made.
 type reading struct {
-	o     Object
-	st    store
-	raw   io.ReadCloser
-	sum   *hashReader
-	zr    *zstd.Decoder
+	o      Object
+	st     store
+	raw    io.ReadCloser
+	sum    *hashReader
+	zr     *zstd.Decoder
 	plain  io.Reader
 	plainN *countReader
 }

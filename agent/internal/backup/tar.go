@@ -163,6 +163,9 @@ func listTar(r io.Reader) (entries int, size int64, err error) {
 		if hdr.Typeflag == tar.TypeSymlink && linkEscapes(name, hdr.Linkname) {
 			return entries, size, fmt.Errorf("refused: symlink %q points outside the directory (%q)", hdr.Name, hdr.Linkname)
 		}
+		if hdr.Typeflag == tar.TypeLink {
+			return entries, size, fmt.Errorf("refused: hard link entry %q (Berth's archives have none)", hdr.Name)
+		}
 		n, err := io.Copy(io.Discard, tr)
 		if err != nil {
 			return entries, size, fmt.Errorf("tar: %s: %w", hdr.Name, err)

@@ -245,6 +245,17 @@ func TestBackupLocalRoundTrips(t *testing.T) {
 	if code := e.backupJSON(t, "", &b, "backup", "show", b.ID); code != 0 || b.VerificationError == "" {
 		t.Fatalf("show after a failed verify: %+v", b)
 	}
+	// Its download fails on the checksum and leaves no file.
+	bad := filepath.Join(t.TempDir(), "bad.pgdump")
+	if r := e.cli(t, "", "backup", "download", b.ID, "--output", bad); r.code == 0 || !strings.Contains(r.stderr, "DataLoss") {
+		t.Fatalf("download of a corrupted object: %+v", r)
+	}
+	if _, err := os.Stat(bad); !os.IsNotExist(err) {
+		t.Fatalf("a failed download left %s: %v", bad, err)
+	}
+	if _, err := os.Stat(bad + ".partial"); !os.IsNotExist(err) {
+		t.Fatalf("a failed download left its .partial file: %v", err)
+	}
 
 	// Failures say why and notify: a database that does not exist, and a
 	// connection variable the app's environment lacks.

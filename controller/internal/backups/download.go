@@ -100,26 +100,29 @@ func (s *Service) Download(ctx context.Context, pr *auth.Principal, peer Peer, r
 	dec, err := age.Decrypt(tee, ids...)
 	if err == nil {
 		var zr *zstd.Decoder
-		if zr, err = zstd.NewReader(dec, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20)); err == nil {
+		if zr, err = zstd.NewReader(dec, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxDecodeWindow)); err == nil {
 			_, err = io.Copy(w, zr)
 			zr.Close()
 		}
 	}
-	if err == nil {
-		// Whatever follows the age stream's end still counts.
-		_, err = io.Copy(io.Discard, tee)
-	}
-	if errors.Is(err, errTooLong) || (err == nil && (cr.n != want || !bytes.Equal(h.Sum(nil), b.ChecksumSHA256))) {
-		s.markCorrupt(ctx, b, fmt.Sprintf("download: the stored object (%d bytes read) does not match its recorded size %d and SHA-256", cr.n, want))
-		return ErrChecksum
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	if err == nil || ctx.Err() == nil {
+		// Whatever follows the age stream's end still counts; after a
+		// decryption error the rest is read too, so a corrupted object is
+		// told apart from a broken transfer by its checksum.
+		if _, derr := io.Copy(io.Discard, tee); err == nil {
+			err = derr
 		}
-		if cr.n == want && !bytes.Equal(h.Sum(nil), b.ChecksumSHA256) {
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, errTooLong) || cr.n != want || !bytes.Equal(h.Sum(nil), b.ChecksumSHA256) {
+		if err == nil || errors.Is(err, errTooLong) || cr.n >= want {
+			s.markCorrupt(ctx, b, fmt.Sprintf("download: the stored object (%d bytes read) does not match its recorded size %d and SHA-256", cr.n, want))
 			return ErrChecksum
 		}
+	}
+	if err != nil {
 		return fmt.Errorf("%w: download of backup %s: %v", ErrRefused, b.ID, err)
 	}
 	return nil
@@ -138,6 +141,11 @@ func (s *Service) markCorrupt(ctx context.Context, b store.Backup, msg string) {
 }
 
 var errTooLong = errors.New("the object is longer than its recorded size")
+
+// maxDecodeWindow bounds the zstd window a download may ask for, and with
+// it the decoder's memory (the agent's pipeline writes 2 MiB windows; its
+// decoder refuses more than 64 MiB too).
+const maxDecodeWindow = 64 << 20
 
 type countReader struct {
 	r   io.Reader

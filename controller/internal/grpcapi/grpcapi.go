@@ -45,12 +45,12 @@ type Deps struct {
 	// Notify is the notifications service (NotificationService is not
 	// registered without it).
 	Notify *notify.Service
-	// Backups is the backups service (BackupService is not registered
-	// without it).
-	Backups *backups.Service
 	// Alerts is the threshold alerts service (NotificationService's alert
 	// methods answer Unimplemented without it).
-	Alerts        *alert.Service
+	Alerts *alert.Service
+	// Backups is the backups service (BackupService is not registered
+	// without it).
+	Backups       *backups.Service
 	SchemaVersion uint
 	Log           *slog.Logger
 	// Now is the clock of the agent port's refusal budget (time.Now when
