@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/berthhq/berth/agent/internal/deploy"
+	"github.com/berthhq/berth/agent/internal/held"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
@@ -29,6 +31,7 @@ type Jobs struct {
 	extra []*agentv1.ConnectRequest // results for jobs the executor refused
 
 	objects objectClient // for download jobs (SendObject)
+	held    *held.Holder // the held backup schedules (OpenHeld)
 }
 
 // NewJobs returns the link; pass its Sink to deploy.Config.
@@ -67,10 +70,18 @@ func (j *Jobs) handle(ctx context.Context, log *slog.Logger, m *agentv1.ConnectR
 	case *agentv1.ConnectResponse_JobAck:
 		j.Exec.Ack(msg.JobAck.GetJobId(), msg.JobAck.GetSeq())
 		j.poke()
+	case *agentv1.ConnectResponse_HeldBackupSchedules, *agentv1.ConnectResponse_HeldRunsAck:
+		if err := j.handleHeld(m); err != nil {
+			log.Error("held backup schedules", "err", err)
+		}
 	}
 }
 
 func (j *Jobs) start(ctx context.Context, log *slog.Logger, js *agentv1.JobStart) {
+	if ran := j.heldDispatched(js); ran != "" {
+		j.refuse(log, js, fmt.Errorf("this tick of the schedule already ran here as backup %s, from the held schedule while no controller was reachable", ran))
+		return
+	}
 	spec := specOf(js)
 	err := j.Exec.Start(ctx, spec)
 	switch {

@@ -457,5 +457,22 @@ func TestBackupKilledAgentAndController(t *testing.T) {
 	if n := strings.Count(logs, "==> done"); n != 1 {
 		t.Fatalf("the log's end appears %d times:\n%s", n, logs)
 	}
+
+	// Cancel mid-upload: canceled (a follower exits 3), no object.
+	gate.hold()
+	b3 := start()
+	if r := e.cli(t, "", "backup", "cancel", b3.ID); r.code != 0 {
+		t.Fatalf("cancel: %+v", r)
+	}
+	if r := e.cli(t, "", "backup", "logs", b3.ID, "--follow"); r.code != 3 {
+		t.Fatalf("follow of a canceled backup: %+v", r)
+	}
+	if got = show(b3.ID); got.Status != "canceled" || got.ObjectKey != "" {
+		t.Fatalf("canceled backup: %+v", got)
+	}
+	gate.release()
+	if _, err := be.HeadObject("berth-backups", "shop/"+b3.ID+".pgdump.zst.age"); err == nil {
+		t.Fatal("a canceled backup left its object")
+	}
 	e.noBackupSecrets(t, backupDBPassword, s3Secret)
 }

@@ -100,7 +100,7 @@ func (s *Service) Download(ctx context.Context, pr *auth.Principal, peer Peer, r
 	dec, err := age.Decrypt(tee, ids...)
 	if err == nil {
 		var zr *zstd.Decoder
-		if zr, err = zstd.NewReader(dec, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20)); err == nil {
+		if zr, err = zstd.NewReader(dec, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxDecodeWindow)); err == nil {
 			_, err = io.Copy(w, zr)
 			zr.Close()
 		}
@@ -141,6 +141,11 @@ func (s *Service) markCorrupt(ctx context.Context, b store.Backup, msg string) {
 }
 
 var errTooLong = errors.New("the object is longer than its recorded size")
+
+// maxDecodeWindow bounds the zstd window a download may ask for, and with
+// it the decoder's memory (the agent's pipeline writes 2 MiB windows; its
+// decoder refuses more than 64 MiB too).
+const maxDecodeWindow = 64 << 20
 
 type countReader struct {
 	r   io.Reader

@@ -210,7 +210,7 @@ func (s *Service) taskStart(ctx context.Context, t store.BackupTask) (*agentv1.J
 // that cannot be built fails at once with the reason.
 func (s *Service) sendBackup(ctx context.Context, b store.Backup) {
 	if b.ServerID == nil {
-		s.failUnbuildable(ctx, Job{Backup: &b}, errors.New("the server was removed"))
+		s.failUnbuildable(ctx, Job{Backup: &b}, errServerRemoved)
 		return
 	}
 	js, err := s.backupStart(ctx, b)
@@ -223,7 +223,7 @@ func (s *Service) sendBackup(ctx context.Context, b store.Backup) {
 
 func (s *Service) sendTask(ctx context.Context, t store.BackupTask) {
 	if t.ServerID == nil {
-		s.failUnbuildable(ctx, Job{Task: &t}, errors.New("the server was removed"))
+		s.failUnbuildable(ctx, Job{Task: &t}, errServerRemoved)
 		return
 	}
 	if t.Kind == store.TaskDownload && !s.downloadWaiting(t.ID) {
@@ -253,6 +253,9 @@ func (s *Service) sendJob(server store.ID, js *agentv1.JobStart, cancel bool) {
 	}
 }
 
+// errServerRemoved: the job's server was removed before it ran.
+var errServerRemoved = fmt.Errorf("%w: the server was removed", ErrRefused)
+
 // safeReason keeps an error's kind but never a store error's details.
 func safeReason(err error) string {
 	switch {
@@ -260,8 +263,6 @@ func safeReason(err error) string {
 		return err.Error() // built from names, never secrets
 	case errors.Is(err, store.ErrNotFound):
 		return "a referenced record is missing"
-	case err != nil && err.Error() == "the server was removed":
-		return err.Error()
 	default:
 		return "secrets could not be opened (check the encryption keys)"
 	}

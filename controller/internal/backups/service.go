@@ -42,7 +42,9 @@ import (
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
+	"github.com/berthhq/berth/controller/internal/jobrelay"
 	"github.com/berthhq/berth/controller/internal/store"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
 // Config tunes the service.
@@ -76,8 +78,11 @@ type Service struct {
 	wake    chan struct{}
 	started time.Time
 
+	// relay carries dispatch, cancel and log messages between
+	// controllers and holds this controller's followers (as deploys').
+	relay *jobrelay.Relay
+
 	mu        sync.Mutex
-	followers map[store.ID]map[chan struct{}]struct{}
 	downloads map[store.ID]*download
 	pruneNow  bool
 	prunedAt  time.Time
@@ -117,7 +122,19 @@ func New(st *store.Store, fl *fleet.Service, next fleet.JobHandler, log *slog.Lo
 	}
 	s := &Service{st: st, fleet: fl, next: next, log: log.With("component", "backups"), cfg: cfg,
 		wake: make(chan struct{}, 1), started: cfg.Now(),
-		followers: map[store.ID]map[chan struct{}]struct{}{}, downloads: map[store.ID]*download{}}
+		downloads: map[store.ID]*download{}}
+	s.relay = jobrelay.New(st.Pool(), jobsChannel, s.log, jobrelay.Handlers{
+		Dispatch: s.poke,
+		Cancel: func(server store.ID, job string) {
+			_ = fl.Hub().Send(server, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_JobCancel{JobCancel: &agentv1.JobCancel{JobId: job}}})
+			s.cancelDownload(job)
+		},
+		Other: func(kind, rest string) {
+			if kind == "held" { // held:<server>: re-send its agent's held schedules
+				s.relayHeld(rest)
+			}
+		},
+	})
 	fl.SetJobHandler(s)
 	return s
 }

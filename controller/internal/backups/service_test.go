@@ -457,3 +457,79 @@ func TestSweep(t *testing.T) {
 		}
 	}
 }
+
+// An agent's SendObject is taken only for a download of its own server
+// that a client here waits for, once.
+func TestReceiveObjectRefusals(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	eof := func() ([]byte, string, error) { return nil, "", io.EOF }
+	if err := e.svc.ReceiveObject(ctx, e.srv.ID, "not-an-id", eof); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("malformed job id: %v", err)
+	}
+	if err := e.svc.ReceiveObject(ctx, e.srv.ID, store.NewID().String(), eof); !errors.Is(err, deploys.ErrRefused) {
+		t.Errorf("no download waits: %v", err)
+	}
+	id := store.NewID()
+	rd, pw := io.Pipe()
+	e.svc.mu.Lock()
+	e.svc.downloads[id] = &download{serverID: e.srv.ID, pw: pw}
+	e.svc.mu.Unlock()
+	if err := e.svc.ReceiveObject(ctx, store.NewID(), id.String(), eof); !errors.Is(err, deploys.ErrRefused) {
+		t.Errorf("another server's download: %v", err)
+	}
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(rd); got <- b }()
+	chunks := [][]byte{[]byte("stored "), []byte("bytes")}
+	recv := func() ([]byte, string, error) {
+		if len(chunks) == 0 {
+			return nil, "", io.EOF
+		}
+		c := chunks[0]
+		chunks = chunks[1:]
+		return c, "", nil
+	}
+	if err := e.svc.ReceiveObject(ctx, e.srv.ID, id.String(), recv); err != nil {
+		t.Fatalf("the waited-for download: %v", err)
+	}
+	if b := <-got; string(b) != "stored bytes" {
+		t.Fatalf("relayed %q", b)
+	}
+	if err := e.svc.ReceiveObject(ctx, e.srv.ID, id.String(), eof); !errors.Is(err, deploys.ErrRefused) {
+		t.Errorf("a replayed upload: %v", err)
+	}
+}
+
+// The schedules' entry points: a scheduled backup gets the newest key and
+// never overlaps its schedule's unfinished run; retention deletes through
+// a delete task.
+func TestSystemEntryPoints(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	d := e.localDest(t, "vault")
+	three, now := 3, time.Now()
+	sched, err := e.st.CreateBackupSchedule(ctx, store.CreateBackupScheduleParams{AppID: e.app.ID, BackupScheduleSettings: store.BackupScheduleSettings{
+		DestinationID: d.ID, Kind: store.BackupPostgres, Source: "shop", Cron: "0 3 * * *", RetentionCount: &three, Enabled: true, NextRunAt: &now}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := store.CreateBackupParams{AppID: &e.app.ID, DestinationID: d.ID, ScheduleID: &sched.ID, Kind: store.BackupPostgres, Source: "shop"}
+	var b store.Backup
+	if err := e.st.InTx(ctx, func(tx *store.Store) error { b, err = e.svc.EnqueueScheduled(ctx, tx, p); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if b.TriggeredBy != store.TriggerSchedule || b.EncryptionKeyID == nil {
+		t.Fatalf("scheduled backup: %+v", b)
+	}
+	if err := e.st.InTx(ctx, func(tx *store.Store) error { _, err := e.svc.EnqueueScheduled(ctx, tx, p); return err }); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("a second run while the first is unfinished: %v", err)
+	}
+	if _, err := e.svc.QueueSystemTask(ctx, b.ID, store.TaskDelete); !errors.Is(err, deploys.ErrRefused) {
+		t.Fatalf("delete of an unfinished backup: %v", err)
+	}
+	if _, err := e.svc.QueueSystemTask(ctx, b.ID, store.TaskRestore); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("a system restore: %v", err)
+	}
+}
