@@ -60,51 +60,59 @@ age-keygen -o "$work/key.txt" 2>/dev/null
 recipient=$(age-keygen -y "$work/key.txt")
 mkdir -p "$work/berth" "$work/shell"
 
-now() { date +%s.%N; }
 # Arithmetic with awk (no bc on a minimal machine).
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
-shell_best=""; berth_best=""; berth_rss=0
-for r in $(seq 1 "$ROUNDS"); do
-  rm -f "$work/shell/dump.age"
-  t0=$(now)
+# timed CMD...: runs CMD, sets wall and cpu (user + system seconds of CMD and
+# every process it waited for, pg_dump included; the PostgreSQL server's own
+# backend is in neither side's figure).
+timed() {
+  local TIMEFORMAT='%3R %3U %3S' t
+  t=$( { time "$@" >"$work/out" 2>>"$work/cmd.log"; } 2>&1 ) || { echo "failed: $*" >&2; cat "$work/cmd.log" >&2; exit 1; }
+  wall=$(echo "$t" | awk '{ print $1 }')
+  cpu=$(echo "$t" | awk '{ printf "%.3f", $2 + $3 }')
+}
+shell_pipeline() {
   as_pg "$pgbin/pg_dump" -h "$work" -p 5432 -Fc -Z0 bench | zstd -q | age -r "$recipient" > "$work/shell/dump.age"
   # Berth fsyncs the object before it calls it stored; so does this side.
   sync "$work/shell/dump.age"
-  t1=$(now)
-  s=$(calc %.3f "$t1 - $t0")
+}
+shell_best=""; berth_best=""; shell_cpu=""; berth_cpu=""; berth_rss=0
+for r in $(seq 1 "$ROUNDS"); do
+  rm -f "$work/shell/dump.age"
+  timed shell_pipeline
   shell_size=$(stat -c %s "$work/shell/dump.age")
-  if [ -z "$shell_best" ] || lt "$s" "$shell_best"; then shell_best=$s; fi
+  if [ -z "$shell_best" ] || lt "$wall" "$shell_best"; then shell_best=$wall; fi
+  if [ -z "$shell_cpu" ] || lt "$cpu" "$shell_cpu"; then shell_cpu=$cpu; fi
 
-  rm -rf "$work/berth/b"
-  t0=$(now)
-  out=$("$bench" -mode backup -kind postgres -name bench -dest "$work/berth" -key "b/$r.dump.zst.age" -recipient "$recipient" 2>"$work/berth.log")
-  t1=$(now)
-  s=$(calc %.3f "$t1 - $t0")
+  key="b/$r.dump.zst.age"
+  timed "$bench" -mode backup -kind postgres -name bench -dest "$work/berth" -key "$key" -recipient "$recipient"
+  out=$(cat "$work/out")
   rss=$(printf '%s' "$out" | sed -n 's/.*"peak_rss_kib":\([0-9]*\).*/\1/p')
   size=$(printf '%s' "$out" | sed -n 's/.*"size":\([0-9]*\).*/\1/p')
   sum=$(printf '%s' "$out" | sed -n 's/.*"sha256":"\([0-9a-f]*\)".*/\1/p')
-  key="b/$r.dump.zst.age"
   [ "$rss" -gt "$berth_rss" ] && berth_rss=$rss
-  if [ -z "$berth_best" ] || lt "$s" "$berth_best"; then berth_best=$s; fi
+  if [ -z "$berth_best" ] || lt "$wall" "$berth_best"; then berth_best=$wall; fi
+  if [ -z "$berth_cpu" ] || lt "$cpu" "$berth_cpu"; then berth_cpu=$cpu; fi
+  echo "round $r: shell ${shell_best}s/${shell_cpu} cpu-s, berth ${wall}s/${cpu} cpu-s" >&2
 done
 
 mb() { calc %.1f "$1 / 1000000"; }
 rate() { calc %.1f "$raw_dump_bytes / $1 / 1000000"; }
 ratio=$(calc %.2f "$shell_best / $berth_best")
+cpu_ratio=$(calc %.2f "$shell_cpu / $berth_cpu")
 
 # Restore: Berth into a fresh database (it creates it) against by hand.
-t0=$(now)
-"$bench" -mode restore -kind postgres -name bench_berth -dest "$work/berth" -key "$key" -size "$size" -sha256 "$sum" \
-  -identity-file "$work/key.txt" >"$work/restore.json" 2>>"$work/berth.log"
-t1=$(now)
-berth_restore=$(calc %.3f "$t1 - $t0")
-restore_rss=$(sed -n 's/.*"peak_rss_kib":\([0-9]*\).*/\1/p' "$work/restore.json")
+timed "$bench" -mode restore -kind postgres -name bench_berth -dest "$work/berth" -key "$key" -size "$size" -sha256 "$sum" \
+  -identity-file "$work/key.txt"
+berth_restore=$wall berth_restore_cpu=$cpu
+restore_rss=$(sed -n 's/.*"peak_rss_kib":\([0-9]*\).*/\1/p' "$work/out")
 psql -d postgres -c "CREATE DATABASE bench_shell"
-t0=$(now)
-age -d -i "$work/key.txt" "$work/shell/dump.age" | zstd -d -q | as_pg "$pgbin/pg_restore" -h "$work" -p 5432 -d bench_shell --single-transaction --exit-on-error
-t1=$(now)
-shell_restore=$(calc %.3f "$t1 - $t0")
+shell_restore() {
+  age -d -i "$work/key.txt" "$work/shell/dump.age" | zstd -d -q | as_pg "$pgbin/pg_restore" -h "$work" -p 5432 -d bench_shell --single-transaction --exit-on-error
+}
+timed shell_restore
+shell_restore=$wall shell_restore_cpu=$cpu
 rows_b=$(psql -d bench_berth -c "SELECT count(*) FROM orders")
 rows_s=$(psql -d bench_shell -c "SELECT count(*) FROM orders")
 sum_src=$(psql -d bench -c "SELECT md5(string_agg(md5(o::text), '' ORDER BY id)) FROM orders o")
@@ -124,19 +132,19 @@ landed when this ran. Destination: a local directory, like the shell pipeline's 
 alternating. Database: $(mb "$db_bytes") MB (table $(mb "$table_bytes") MB, $ROWS rows, built in ${build_s}s); the
 uncompressed custom-format dump is $(mb "$raw_dump_bytes") MB.
 
-| backup | seconds | dump MB/s | stored MB |
-|---|---|---|---|
-| \`pg_dump -Fc -Z0 \| zstd \| age -r KEY > file; sync file\` | $(printf '%.1f' "$shell_best") | $(rate "$shell_best") | $(mb "$shell_size") |
-| Berth (backup.Run: zstd, age, SHA-256, local destination) | $(printf '%.1f' "$berth_best") | $(rate "$berth_best") | $(mb "$size") |
-| ratio, Berth / shell throughput (target at least 0.9) | | $ratio | |
+| backup | seconds | dump MB/s | CPU seconds (pg_dump included) | stored MB |
+|---|---|---|---|---|
+| \`pg_dump -Fc -Z0 \| zstd \| age -r KEY > file; sync file\` | $(printf '%.1f' "$shell_best") | $(rate "$shell_best") | $(printf '%.1f' "$shell_cpu") | $(mb "$shell_size") |
+| Berth (backup.Run: zstd, age, SHA-256, local destination) | $(printf '%.1f' "$berth_best") | $(rate "$berth_best") | $(printf '%.1f' "$berth_cpu") | $(mb "$size") |
+| ratio, Berth / shell (target at least 0.9 of the throughput) | | $ratio | $cpu_ratio (shell CPU / Berth CPU) | |
 
 Peak RSS of the process running Berth's pipeline (VmHWM, pg_dump not included, as for the agent):
 $(calc %.1f "$berth_rss / 1024") MiB (target under 64 MB); during the restore: $(calc %.1f "$restore_rss / 1024") MiB.
 
-| restore into a fresh database | seconds |
-|---|---|
-| \`age -d \| zstd -d \| pg_restore --single-transaction --exit-on-error\` | $(printf '%.1f' "$shell_restore") |
-| Berth (backup.Restore: checksum, age, zstd, createdb, the same pg_restore) | $(printf '%.1f' "$berth_restore") |
+| restore into a fresh database | seconds | CPU seconds (pg_restore included) |
+|---|---|---|
+| \`age -d \| zstd -d \| pg_restore --single-transaction --exit-on-error\` | $(printf '%.1f' "$shell_restore") | $(printf '%.1f' "$shell_restore_cpu") |
+| Berth (backup.Restore: checksum, age, zstd, createdb, the same pg_restore) | $(printf '%.1f' "$berth_restore") | $(printf '%.1f' "$berth_restore_cpu") |
 
 Restored rows: Berth $rows_b, shell $rows_s, of $ROWS; Berth's restore has the same rows as the source (md5 of every row): $same.
 MD

@@ -53,6 +53,13 @@ if [ "$target" = deps-test ]; then
     apt_install "${backup[@]}"
   fi
 fi
+# The agent's site manager tests (agent/internal/proxy) start a real nginx
+# with their own prefix and loopback ports. Debian's package does not start
+# a system nginx where policy-rc.d forbids it (containers); elsewhere it
+# starts one on port 80, which the tests do not use.
+if [ "$target" = deps-test ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  apt_install nginx
+fi
 # The web UI's browser tests drive a real headless Chromium (chromedp); it
 # needs a font to lay pages out and render the screenshots.
 have_chromium() {

@@ -244,25 +244,31 @@ func verifyPostgres(ctx context.Context, r *reading, lg *logger) (string, error)
 
 // verifyMySQL checks the dump's first line (a mysqldump/mariadb-dump header)
 // and its last (the "-- Dump completed" trailer, written only when the dump
-// finished), reading every byte between.
+// finished), reading every byte between. Lines are not kept whole (an
+// extended INSERT can be megabytes): only the first bytes of each.
 func verifyMySQL(r *reading) (string, error) {
 	br := bufio.NewReaderSize(r.plain, 64<<10)
-	first, err := br.ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return "", err
-	}
-	if !strings.HasPrefix(first, "-- MariaDB dump") && !strings.HasPrefix(first, "-- MySQL dump") &&
-		!strings.HasPrefix(first, "/*M!999999") {
-		return "", fmt.Errorf("the content is not a MySQL/MariaDB dump (first line %q)", truncate(first, 60))
-	}
-	var last string
-	lines := 1
+	var first, last []byte
+	lines := 0
+	atStart := true
 	for {
-		line, err := br.ReadString('\n')
-		if t := strings.TrimSpace(line); t != "" {
-			last = t
+		chunk, err := br.ReadSlice('\n')
+		if len(chunk) > 0 {
+			if atStart {
+				head := bytes.TrimSpace(chunk[:min(len(chunk), 80)])
+				if lines == 0 {
+					first = append([]byte(nil), head...)
+				}
+				if len(head) > 0 {
+					last = append(last[:0], head...)
+				}
+				lines++
+			}
+			atStart = chunk[len(chunk)-1] == '\n'
 		}
-		lines++
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -270,8 +276,12 @@ func verifyMySQL(r *reading) (string, error) {
 			return "", err
 		}
 	}
-	if !strings.HasPrefix(last, "-- Dump completed") {
-		return "", fmt.Errorf("the dump has no \"-- Dump completed\" trailer (last line %q): it was cut short", truncate(last, 60))
+	f := string(first)
+	if !strings.HasPrefix(f, "-- MariaDB dump") && !strings.HasPrefix(f, "-- MySQL dump") && !strings.HasPrefix(f, "/*M!999999") {
+		return "", fmt.Errorf("the content is not a MySQL/MariaDB dump (first line %q)", truncate(f, 60))
+	}
+	if !bytes.HasPrefix(last, []byte("-- Dump completed")) {
+		return "", fmt.Errorf("the dump has no \"-- Dump completed\" trailer (last line %q): it was cut short", truncate(string(last), 60))
 	}
 	return fmt.Sprintf("dump of %d lines with its completion trailer", lines), nil
 }

@@ -94,6 +94,18 @@ func TestVerifyContent(t *testing.T) {
 	if err := Verify(ctx, obj, identity, nil); err != nil {
 		t.Errorf("complete mysql dump: %v", err)
 	}
+	// A line far longer than the reader's buffer (an extended INSERT).
+	long := "-- MariaDB dump 10.19\nINSERT INTO t VALUES " + strings.Repeat("(1,'abc'),", 30000) + "(2,'x');\n-- Dump completed on 2026-12-06 22:00:00\n"
+	lobj := storePlain(t, dest, "c/long", []byte(long), recipient)
+	lobj.Kind = "mysql"
+	if err := Verify(ctx, lobj, identity, nil); err != nil {
+		t.Errorf("mysql dump with a long line: %v", err)
+	}
+	cut := storePlain(t, dest, "c/cut", []byte(long[:len(long)-60]), recipient)
+	cut.Kind = "mysql"
+	if err := Verify(ctx, cut, identity, nil); err == nil || !strings.Contains(err.Error(), "trailer") {
+		t.Errorf("mysql dump cut in its long line: %v", err)
+	}
 	// Restoring needs the same kind of target.
 	if err := Restore(ctx, obj, identity, RestoreTarget{Source: Source{Kind: "postgres", Name: "x"}}, nil); err == nil || !strings.Contains(err.Error(), "cannot be restored into a postgres target") {
 		t.Errorf("cross-kind restore: %v", err)
