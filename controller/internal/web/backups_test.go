@@ -366,3 +366,41 @@ func TestBackupSchedulesOnAppPage(t *testing.T) {
 		t.Fatal("the removed schedule is still listed")
 	}
 }
+
+// Malformed and oversized requests to the backup routes: a form over the
+// limit, a log stream resumed from a Last-Event-ID that is no number, a
+// task id that is not one; each a clear 4xx, nothing stored.
+func TestBackupBadRequests(t *testing.T) {
+	e, pr := backupsEnv(t)
+	ctx := context.Background()
+	if _, err := e.bk.AddDestination(ctx, pr, backupPeer, backupSpec("vault")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.bk.RunBackup(ctx, pr, backupPeer, backups.RunRequest{App: "shop", Destination: "vault", Kind: "directory", Source: "/srv/shop/shared"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := e.client()
+	admin.login("admin@example.com", adminPassword)
+
+	huge := url.Values{"form": {"dest-sftp"}, "kind": {"sftp"}, "name": {"huge"}, "host": {"h.example.com"}, "username": {"u"}, "path": {"/b"},
+		"host_key_fingerprint": {"SHA256:abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"}, "private_key": {strings.Repeat("k", 70<<10)}}
+	if resp, body := admin.post("/backups/destinations", huge); resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(body, "limited to 64 KiB") {
+		t.Fatalf("oversized form: %d %s", resp.StatusCode, body)
+	}
+	if _, err := e.bk.Destination(ctx, pr, "huge"); err == nil {
+		t.Fatal("the oversized form stored a destination")
+	}
+	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/backups/"+b.ID.String()+"/log", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Last-Event-ID", "twelve")
+	if resp, body := admin.do(req); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "bad Last-Event-ID") {
+		t.Fatalf("bad Last-Event-ID: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := admin.get("/backups/" + b.ID.String() + "/tasks/nope"); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "is not a backup id") {
+		t.Fatalf("bad task id: %d %s", resp.StatusCode, body)
+	}
+	if resp, _ := admin.get("/backups/" + b.ID.String() + "/tasks/" + b.ID.String() + "/log"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a backup's id as a task's: %d", resp.StatusCode)
+	}
+}
