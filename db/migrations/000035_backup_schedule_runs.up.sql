@@ -16,5 +16,15 @@ CREATE UNIQUE INDEX backups_schedule_run_key ON backups (backup_schedule_id, sch
 -- the controller was unreachable (the row was made from its report).
 ALTER TABLE backups ADD COLUMN held boolean NOT NULL DEFAULT false;
 
+-- Held runs are reported together when the agent is back, each still
+-- 'running' until its events arrive; the agent already ran them one after
+-- the other (it never starts a schedule's run beside the previous one), so
+-- they are outside the one-active-run index. The controller still starts
+-- no run of its own while any run of the schedule, held or not, is
+-- unfinished (it checks before inserting).
+DROP INDEX backups_one_active_per_schedule_key;
+CREATE UNIQUE INDEX backups_one_active_per_schedule_key ON backups (backup_schedule_id)
+    WHERE status IN ('queued', 'dispatched', 'running') AND NOT held;
+
 -- verify: each backup this schedule makes is verified once it succeeded.
 ALTER TABLE backup_schedules ADD COLUMN verify boolean NOT NULL DEFAULT false;

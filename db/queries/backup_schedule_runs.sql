@@ -63,8 +63,11 @@ SELECT * FROM backups
 WHERE backup_schedule_id = sqlc.arg(backup_schedule_id) AND scheduled_for = sqlc.arg(scheduled_for);
 
 -- name: GetActiveBackupForSchedule :one
+-- A schedule's unfinished run (held ones included), oldest first.
 SELECT * FROM backups
-WHERE backup_schedule_id = sqlc.arg(backup_schedule_id) AND status IN ('queued', 'dispatched', 'running');
+WHERE backup_schedule_id = sqlc.arg(backup_schedule_id) AND status IN ('queued', 'dispatched', 'running')
+ORDER BY id
+LIMIT 1;
 
 -- name: SupersedeScheduledBackup :one
 -- A queued or dispatched run the agent never started gives way to the run

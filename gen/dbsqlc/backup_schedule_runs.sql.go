@@ -172,8 +172,11 @@ func (q *Queries) ClaimRetentionDeletes(ctx context.Context, arg ClaimRetentionD
 const getActiveBackupForSchedule = `-- name: GetActiveBackupForSchedule :one
 SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
 WHERE backup_schedule_id = $1 AND status IN ('queued', 'dispatched', 'running')
+ORDER BY id
+LIMIT 1
 `
 
+// A schedule's unfinished run (held ones included), oldest first.
 func (q *Queries) GetActiveBackupForSchedule(ctx context.Context, backupScheduleID pgtype.UUID) (Backup, error) {
 	row := q.db.QueryRow(ctx, getActiveBackupForSchedule, backupScheduleID)
 	var i Backup

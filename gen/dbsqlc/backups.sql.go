@@ -106,7 +106,7 @@ INSERT INTO backups (
     coalesce($12::timestamptz, now() + $11::int * interval '1 second'),
     $13
 )
-ON CONFLICT (backup_schedule_id) WHERE status IN ('queued', 'dispatched', 'running') DO NOTHING
+ON CONFLICT (backup_schedule_id) WHERE status IN ('queued', 'dispatched', 'running') AND NOT held DO NOTHING
 RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 

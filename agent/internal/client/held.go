@@ -69,13 +69,18 @@ func (j *Jobs) heldDispatched(js *agentv1.JobStart) string {
 	if j.held == nil || b.GetScheduleId() == "" || b.GetScheduledFor() == nil {
 		return ""
 	}
-	ran, err := j.held.Dispatched(b.GetScheduleId(), b.GetScheduledFor().AsTime())
+	ran, err := j.held.Dispatched(b.GetScheduleId(), b.GetScheduledFor().AsTime(), js.GetJobId())
 	if err != nil {
 		// Not recorded: the worst case is a held run of a tick that ran,
 		// which the controller then refuses by its run key.
 		return ""
 	}
 	return ran
+}
+
+// heldWaits: the events of a held run wait until the controller stored it.
+func (j *Jobs) heldWaits(jobID string) bool {
+	return j.held != nil && j.held.Unacked(jobID)
 }
 
 func (j *Jobs) handleHeld(m *agentv1.ConnectResponse) error {
@@ -86,7 +91,9 @@ func (j *Jobs) handleHeld(m *agentv1.ConnectResponse) error {
 	case *agentv1.ConnectResponse_HeldBackupSchedules:
 		return j.held.Replace(msg.HeldBackupSchedules)
 	case *agentv1.ConnectResponse_HeldRunsAck:
-		return j.held.Acked(msg.HeldRunsAck.GetJobIds())
+		err := j.held.Acked(msg.HeldRunsAck.GetJobIds())
+		j.poke() // their events may go up now
+		return err
 	}
 	return nil
 }

@@ -147,7 +147,7 @@ func (j *Jobs) flush(send func(*agentv1.ConnectRequest) error, sent map[string]u
 		}
 	}
 	for _, ev := range j.Exec.Pending() {
-		if ev.Seq <= sent[ev.JobID] {
+		if ev.Seq <= sent[ev.JobID] || j.heldWaits(ev.JobID) {
 			continue
 		}
 		if err := send(eventToProto(ev)); err != nil {

@@ -85,8 +85,10 @@ type Schedule struct {
 type state struct {
 	Schedules []Schedule `json:"schedules"`
 	Runs      []Run      `json:"runs"`
-	// Taken: per schedule, the newest tick run here (held or dispatched).
+	// Taken: per schedule, the newest tick run here (held or dispatched);
+	// Last: the job of that run (a new run never starts beside it).
 	Taken map[string]time.Time `json:"taken"`
+	Last  map[string]string    `json:"last"`
 }
 
 // Start runs a held tick's backup: jobID, the schedule, its opened job
@@ -147,7 +149,7 @@ func Open(cfg Config) (*Holder, error) {
 	}
 	// Until the first connection attempt ends the agent does not know
 	// whether a controller runs its ticks: it waits for it.
-	h := &Holder{cfg: cfg, id: id, wake: make(chan struct{}, 1), st: state{Taken: map[string]time.Time{}}, link: connecting}
+	h := &Holder{cfg: cfg, id: id, wake: make(chan struct{}, 1), st: state{Taken: map[string]time.Time{}, Last: map[string]string{}}, link: connecting}
 	b, err := os.ReadFile(filepath.Join(cfg.DataDir, StateFile))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -159,6 +161,9 @@ func Open(cfg Config) (*Holder, error) {
 		}
 		if h.st.Taken == nil {
 			h.st.Taken = map[string]time.Time{}
+		}
+		if h.st.Last == nil {
+			h.st.Last = map[string]string{}
 		}
 	}
 	return h, nil
@@ -248,6 +253,7 @@ func (h *Holder) Replace(m *agentv1.HeldBackupSchedules) error {
 	for id := range h.st.Taken {
 		if !keep[id] {
 			delete(h.st.Taken, id)
+			delete(h.st.Last, id)
 		}
 	}
 	h.st.Schedules = list
@@ -272,9 +278,9 @@ func (h *Holder) Acked(jobIDs []string) error {
 	return h.saveLocked()
 }
 
-// Dispatched records a tick the controller sent here as a job, and says
-// (with the held job's id) whether this agent ran that tick already.
-func (h *Holder) Dispatched(scheduleID string, tick time.Time) (ranAs string, err error) {
+// Dispatched records a tick the controller sent here as job jobID, and
+// says (with the held job's id) whether this agent ran that tick already.
+func (h *Holder) Dispatched(scheduleID string, tick time.Time, jobID string) (ranAs string, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, r := range h.st.Runs {
@@ -285,6 +291,7 @@ func (h *Holder) Dispatched(scheduleID string, tick time.Time) (ranAs string, er
 	if t, ok := h.st.Taken[scheduleID]; !ok || tick.After(t) {
 		h.st.Taken[scheduleID] = tick
 	}
+	h.st.Last[scheduleID] = jobID
 	return "", h.saveLocked()
 }
 
@@ -330,7 +337,7 @@ func (h *Holder) Step(ctx context.Context, now time.Time) []string {
 		if t, ok := h.st.Taken[s.ID]; ok && !tick.After(t) {
 			continue
 		}
-		if prev := h.lastRunLocked(s.ID); prev != "" && h.cfg.Running(prev) {
+		if prev := h.st.Last[s.ID]; prev != "" && h.cfg.Running(prev) {
 			h.cfg.Log.Warn("held backup tick skipped: the previous run is still running", "schedule_id", s.ID, "tick", tick, "previous", prev)
 			continue
 		}
@@ -349,7 +356,7 @@ func (h *Holder) Step(ctx context.Context, now time.Time) []string {
 		if len(h.st.Runs) > maxRuns {
 			h.st.Runs = h.st.Runs[len(h.st.Runs)-maxRuns:]
 		}
-		h.st.Taken[s.ID] = tick
+		h.st.Taken[s.ID], h.st.Last[s.ID] = tick, id
 		if err := h.saveLocked(); err != nil {
 			h.cfg.Log.Error("held backup run not journaled; not started", "schedule_id", s.ID, "err", err)
 			h.st.Runs = h.st.Runs[:len(h.st.Runs)-1]
@@ -371,13 +378,18 @@ func (h *Holder) Step(ctx context.Context, now time.Time) []string {
 	return started
 }
 
-func (h *Holder) lastRunLocked(scheduleID string) string {
-	for i := len(h.st.Runs) - 1; i >= 0; i-- {
-		if h.st.Runs[i].ScheduleID == scheduleID {
-			return h.st.Runs[i].JobID
+// Unacked says whether jobID is a held run the controller has not
+// stored yet: its events wait until it has (a controller acknowledges the
+// events of a job it does not know, and they would be lost).
+func (h *Holder) Unacked(jobID string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range h.st.Runs {
+		if r.JobID == jobID {
+			return true
 		}
 	}
-	return ""
+	return false
 }
 
 // Runs lists the unacknowledged runs (tests, status).

@@ -129,10 +129,10 @@ func TestHeldTicks(t *testing.T) {
 	}
 	h2.Down()
 	// The controller dispatched the tick it ran: recognised.
-	if ran, err := h2.Dispatched("S1", t1); err != nil || ran != got[0] {
+	if ran, err := h2.Dispatched("S1", t1, "01DISPATCHED00000000000001"); err != nil || ran != got[0] {
 		t.Fatalf("dispatched ran as %q %v", ran, err)
 	}
-	if ran, _ := h2.Dispatched("S1", t2.Add(time.Hour)); ran != "" {
+	if ran, _ := h2.Dispatched("S1", t2.Add(time.Hour), "01DISPATCHED00000000000002"); ran != "" {
 		t.Fatalf("a tick it did not run: %q", ran)
 	}
 	// That dispatched tick (t2+1h) is taken: not run from the held copy.

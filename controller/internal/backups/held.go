@@ -48,6 +48,8 @@ import (
 
 const maxHeldRuns = 1000
 
+var errTickTaken = errors.New("the tick already ran")
+
 // AgentHello reads an agent's hello before its stream counts as
 // connected: the recipient its held schedules are sealed to, and the runs
 // it made from them (stored here under their run keys). An error refuses
@@ -134,13 +136,14 @@ func (s *Service) adoptHeldRun(ctx context.Context, serverID store.ID, r *agentv
 		p := store.ScheduledBackup{ID: jobID, Schedule: sc, AppName: a.Name, ServerID: serverID, ScheduledFor: tick,
 			EncryptionKey: keyID, Timeout: s.cfg.Timeout, Held: true, StartedAt: &started}
 		b, err := tx.InsertScheduledBackup(ctx, p)
-		if errors.Is(err, store.ErrRunExists) || errors.Is(err, store.ErrRunActive) {
-			// A controller run of this tick, or an unfinished one of an
-			// earlier tick, that the agent never started (it holds no
-			// run of the schedule while it runs this one): it gives way.
+		if errors.Is(err, store.ErrRunExists) {
+			// A controller run of this tick that the agent never
+			// started (queued, or dispatched over a stream that was
+			// already dead: an agent that got it never runs the tick
+			// from its held copy): it gives way.
 			if _, serr := tx.SupersedeScheduledBackup(ctx, b.ID, "superseded by backup "+jobID.String()+
 				", which the agent ran from its held schedule while no controller was reachable"); serr != nil {
-				return fmt.Errorf("held run %s: the tick's run %s is %s: %w", jobID, b.ID, b.Status, serr)
+				return fmt.Errorf("%w: the tick's run %s is %s", errTickTaken, b.ID, b.Status)
 			}
 			b, err = tx.InsertScheduledBackup(ctx, p)
 		}
@@ -164,6 +167,12 @@ func (s *Service) adoptHeldRun(ctx context.Context, serverID store.ID, r *agentv
 			map[string]any{"schedule": sc.ID.String(), "scheduled_for": tick.UTC().Format(time.RFC3339), "started_at": started.UTC().Format(time.RFC3339)})
 		return nil
 	})
+	if errors.Is(err, errTickTaken) {
+		// Cannot happen with a well-behaved agent; acknowledged so it is
+		// not reported forever, and said loudly.
+		s.log.Error("held backup run of a tick that already ran; not stored", "server_id", serverID.String(), "job", jobID.String(), "err", err)
+		return true, nil
+	}
 	if err != nil {
 		return false, err
 	}

@@ -171,3 +171,52 @@ func TestHeldRunsAdopted(t *testing.T) {
 		}
 	}
 }
+
+// Runs the agent made one after the other during one outage come in one
+// hello, each still running until its events arrive: all are stored, and
+// the controller starts no run of its own beside them.
+func TestHeldRunsTogether(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t0 := time.Date(2026, 3, 1, 2, 30, 0, 0, time.UTC)
+	e, c := setupClock(t, t0)
+	e.localDest(t, "vault")
+	v := e.schedule(t, ScheduleRequest{App: "shop", Destination: "vault", Kind: "postgres", Source: "shop", Cron: "0 * * * *", Keep: 50})
+	key, err := e.svc.currentKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs []*agentv1.HeldBackupRun
+	var ids []store.ID
+	for i := 0; i < 3; i++ {
+		tick := time.Date(2026, 3, 1, 3+i, 0, 0, 0, time.UTC)
+		id := store.NewID()
+		ids = append(ids, id)
+		runs = append(runs, heldRun(id, v.ID, tick, tick.Add(time.Second), key.ID.String()))
+	}
+	c.set(time.Date(2026, 3, 1, 6, 0, 5, 0, time.UTC)) // back after the third
+	if err := e.svc.AgentHello(ctx, e.srv.ID, &agentv1.Hello{HeldRuns: runs}); err != nil {
+		t.Fatal(err)
+	}
+	if acks := e.svc.heldAcks[e.srv.ID]; len(acks) != 3 {
+		t.Fatalf("acked %v", acks)
+	}
+	for _, id := range ids {
+		if b, err := e.st.Backup(ctx, id); err != nil || !b.Held || b.Status != store.BackupRunning {
+			t.Fatalf("held run %s: %+v %v", id, b, err)
+		}
+	}
+	// The 07:00 tick while held runs are unfinished: skipped.
+	c.set(time.Date(2026, 3, 1, 7, 0, 1, 0, time.UTC))
+	if n := e.svc.fireFor(ctx, []store.ID{e.srv.ID}); n != 0 {
+		t.Fatalf("the controller ran beside the held runs: %d", n)
+	}
+	for _, id := range ids {
+		b, _ := e.st.Backup(ctx, id)
+		e.succeed(t, b)
+	}
+	c.set(time.Date(2026, 3, 1, 8, 0, 1, 0, time.UTC))
+	if n := e.svc.fireFor(ctx, []store.ID{e.srv.ID}); n != 1 {
+		t.Fatalf("after the held runs finished fired %d", n)
+	}
+}

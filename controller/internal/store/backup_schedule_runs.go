@@ -91,6 +91,15 @@ func (s *Store) InsertScheduledBackup(ctx context.Context, p ScheduledBackup) (B
 		p.ID = NewID()
 	}
 	at := p.ScheduledFor.UTC()
+	if !p.Held {
+		// Never beside an unfinished run, held ones included (they are
+		// outside the one-active index).
+		if b, err := s.q.GetActiveBackupForSchedule(ctx, pgID(p.Schedule.ID)); err == nil {
+			return backupFromRow(b), ErrRunActive
+		} else if !errors.Is(err, pgx.ErrNoRows) {
+			return Backup{}, mapErr("get active scheduled backup", err)
+		}
+	}
 	r, err := s.q.InsertScheduledBackup(ctx, dbsqlc.InsertScheduledBackupParams{
 		ID: pgID(p.ID), AppID: pgID(p.Schedule.AppID), AppName: p.AppName, ServerID: pgID(p.ServerID),
 		BackupDestinationID: pgID(p.Schedule.DestinationID), BackupScheduleID: pgID(p.Schedule.ID),
