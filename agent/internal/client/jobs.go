@@ -78,7 +78,10 @@ func (j *Jobs) handle(ctx context.Context, log *slog.Logger, m *agentv1.ConnectR
 }
 
 func (j *Jobs) start(ctx context.Context, log *slog.Logger, js *agentv1.JobStart) {
-	if ran := j.heldDispatched(js); ran != "" {
+	// A tick this agent ran from its held schedule as another job is
+	// refused; the held job itself, re-sent once the controller stored
+	// it, is a re-send like any other.
+	if ran := j.heldDispatched(js); ran != "" && ran != js.GetJobId() {
 		j.refuse(log, js, fmt.Errorf("this tick of the schedule already ran here as backup %s, from the held schedule while no controller was reachable", ran))
 		return
 	}
