@@ -312,6 +312,19 @@ func TestNotifyDeliveryAcrossControllerKill(t *testing.T) {
 		}
 	}
 	checkMailsOnce(t, smtp, mailsBefore, 1)
+	// The mail's Message-ID is derived from its delivery (the admins-email
+	// outbox row), so a resend would carry the same one.
+	mailRows := channelRows(t, e.dsn(), "admins-email")
+	for _, m := range smtp.Messages()[mailsBefore:] {
+		if m.Subject != "[Berth] Deploy of shop failed" {
+			continue
+		}
+		mid := strings.Trim(m.Header.Get("Message-Id"), "<>")
+		ulidPart, _, _ := strings.Cut(mid, ".")
+		if r, ok := mailRows[uuidOf(t, ulidPart)]; !ok || r.kind != "deployment.failed" {
+			t.Fatalf("Message-ID %q is not derived from the mail's delivery", mid)
+		}
+	}
 
 	// 2. The receiver is down for a while, then back.
 	rcv.stop()
