@@ -193,7 +193,10 @@ func channelRows(t *testing.T, dsn, channel string) map[string]outboxRow {
 func TestNotifyDeliveryAcrossControllerKill(t *testing.T) {
 	t.Parallel()
 	smtp := mailtest.Start(t)
-	flags := []string{"--allow-private-webhook-targets", "--notify-lease", "30s",
+	// The lease bounds how long a send may take (so the five must all be
+	// held within it, with CLI calls between them on a loaded machine) and
+	// how soon after the kill the restarted controller sends again.
+	flags := []string{"--allow-private-webhook-targets", "--notify-lease", "60s",
 		"--smtp-host", smtp.Host, "--smtp-port", strconv.Itoa(smtp.Port), "--smtp-tls", "none", "--smtp-from", mailtest.From}
 	e := setupDeploy(t, flags...)
 	rcv := newHookReceiver(t)
@@ -267,7 +270,7 @@ func TestNotifyDeliveryAcrossControllerKill(t *testing.T) {
 	}
 
 	e.c = startControllerAt(t, e.dataDir, e.c.httpAddr, e.c.grpcAddr, append([]string{"--metrics-interval", "1s", "--heartbeat-interval", "1s"}, flags...)...)
-	waitFor(t, "every message again after the restart", 2*time.Minute, func() bool {
+	waitFor(t, "every message again after the restart", 3*time.Minute, func() bool {
 		return rcv.get(func(r *hookReceiver) bool {
 			for _, id := range firstIDs {
 				if r.seen[id] < 2 {
