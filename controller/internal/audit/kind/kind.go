@@ -109,8 +109,9 @@ const (
 
 // Threshold alert rules (issue 17 §3), changed by an admin.
 const (
-	AlertRuleCreated = "alert_rule.created"
-	AlertRuleDeleted = "alert_rule.deleted"
+	AlertRuleCreated  = "alert_rule.created"
+	AlertRuleReplaced = "alert_rule.replaced"
+	AlertRuleDeleted  = "alert_rule.deleted"
 )
 
 // All is every kind above. Keep it in the order of the constants.
@@ -133,7 +134,7 @@ var All = []string{
 
 	NotifyChannelCreated, NotifyChannelTested, NotifyChannelDeleted, NotifyRuleCreated, NotifyRuleDeleted,
 
-	AlertRuleCreated, AlertRuleDeleted,
+	AlertRuleCreated, AlertRuleReplaced, AlertRuleDeleted,
 }
 
 // Known reports whether k is in the list.
