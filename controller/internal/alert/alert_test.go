@@ -602,3 +602,51 @@ func TestReplaceRule(t *testing.T) {
 		t.Errorf("activity: %v", seen)
 	}
 }
+
+// Streams evaluate at once while rules reload and offline checks run (the
+// race detector watches): one condition crossed by all of them fires once.
+func TestConcurrentEvaluation(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	eng := e.engine(t)
+	if _, err := e.st.CreateAlertRule(ctx, store.AlertRule{Name: "cpu-hot", Metric: "cpu", Above: f(50), ResolveBelow: f(40), For: 2 * time.Second, Level: "warning"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t0 := e.clk.Now()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				eng.ObserveMetrics(e.srv.ID, sample(t0.Add(time.Duration(i*8+g)*100*time.Millisecond), 90, 1, "/"))
+			}
+		}()
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for range 5 {
+			if err := eng.Refresh(ctx); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 5 {
+			if err := eng.CheckOffline(ctx); err != nil {
+				t.Error(err)
+			}
+			drain(eng)
+		}
+	}()
+	wg.Wait()
+	drain(eng)
+	if ev := e.alertEvents(t); len(ev) != 1 || ev[0].kind != KindFiring {
+		t.Fatalf("events: %+v", ev)
+	}
+}
