@@ -24,6 +24,8 @@ var EncryptedColumns = []Column{
 	{"apps", "webhook_secret"},
 	{"backup_destinations", "credentials"},
 	{"notify_channels", "config"},
+	{"acme_accounts", "private_key"},
+	{"dns_providers", "credentials"},
 }
 
 var errNoKeys = errors.New("store: no keyring configured for encrypted columns")
