@@ -164,15 +164,20 @@ RETURNING *;
 -- name: ExpireDomainCertificates :many
 -- Certificates past their expiry are expired, never active.
 UPDATE domains SET tls_status = 'expired'
-WHERE tls_status = 'active' AND tls_expires_at <= sqlc.arg(now)::timestamptz
+WHERE tls_status IN ('active', 'failed') AND tls_expires_at <= sqlc.arg(now)::timestamptz
 RETURNING *;
 
 -- name: ClaimDomainsExpiring :many
--- Certificates within the warning window whose warning was not raised yet
--- for this certificate; marked raised in the same statement.
+-- Certificates within the warning window (window, or a third of the
+-- certificate's lifetime when that is shorter: a 6-day certificate is
+-- always within 14 days of expiry, and is late only once it should have
+-- renewed) whose warning was not raised yet for this certificate; marked
+-- raised in the same statement.
 UPDATE domains SET tls_expiring_notified_at = sqlc.arg(now)::timestamptz
 WHERE tls_mode IN ('acme', 'custom') AND tls_expires_at IS NOT NULL
-  AND tls_expires_at <= sqlc.arg(cutoff)::timestamptz
+  AND tls_expires_at <= sqlc.arg(now)::timestamptz + LEAST(
+        sqlc.arg(window_seconds)::bigint * interval '1 second',
+        coalesce((tls_expires_at - tls_not_before) / 3, sqlc.arg(window_seconds)::bigint * interval '1 second'))
   AND tls_expiring_notified_at IS NULL
 RETURNING *;
 

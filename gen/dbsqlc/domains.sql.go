@@ -15,20 +15,25 @@ import (
 const claimDomainsExpiring = `-- name: ClaimDomainsExpiring :many
 UPDATE domains SET tls_expiring_notified_at = $1::timestamptz
 WHERE tls_mode IN ('acme', 'custom') AND tls_expires_at IS NOT NULL
-  AND tls_expires_at <= $2::timestamptz
+  AND tls_expires_at <= $1::timestamptz + LEAST(
+        $2::bigint * interval '1 second',
+        coalesce((tls_expires_at - tls_not_before) / 3, $2::bigint * interval '1 second'))
   AND tls_expiring_notified_at IS NULL
 RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
 `
 
 type ClaimDomainsExpiringParams struct {
-	Now    time.Time
-	Cutoff time.Time
+	Now           time.Time
+	WindowSeconds int64
 }
 
-// Certificates within the warning window whose warning was not raised yet
-// for this certificate; marked raised in the same statement.
+// Certificates within the warning window (window, or a third of the
+// certificate's lifetime when that is shorter: a 6-day certificate is
+// always within 14 days of expiry, and is late only once it should have
+// renewed) whose warning was not raised yet for this certificate; marked
+// raised in the same statement.
 func (q *Queries) ClaimDomainsExpiring(ctx context.Context, arg ClaimDomainsExpiringParams) ([]Domain, error) {
-	rows, err := q.db.Query(ctx, claimDomainsExpiring, arg.Now, arg.Cutoff)
+	rows, err := q.db.Query(ctx, claimDomainsExpiring, arg.Now, arg.WindowSeconds)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +272,7 @@ func (q *Queries) DeleteDomain(ctx context.Context, id pgtype.UUID) (int64, erro
 
 const expireDomainCertificates = `-- name: ExpireDomainCertificates :many
 UPDATE domains SET tls_status = 'expired'
-WHERE tls_status = 'active' AND tls_expires_at <= $1::timestamptz
+WHERE tls_status IN ('active', 'failed') AND tls_expires_at <= $1::timestamptz
 RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
 `
 

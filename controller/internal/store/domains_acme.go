@@ -81,8 +81,8 @@ func (s *Store) SetAppDomainsStatus(ctx context.Context, appID ID, ids []ID, sta
 	return domainsFromRows(rows), nil
 }
 
-// ExpireDomainCertificates marks active certificates past their expiry
-// expired and returns them.
+// ExpireDomainCertificates marks active (or failed to renew) certificates
+// past their expiry expired and returns them.
 func (s *Store) ExpireDomainCertificates(ctx context.Context, now time.Time) ([]Domain, error) {
 	rows, err := s.q.ExpireDomainCertificates(ctx, now)
 	if err != nil {
@@ -91,11 +91,12 @@ func (s *Store) ExpireDomainCertificates(ctx context.Context, now time.Time) ([]
 	return domainsFromRows(rows), nil
 }
 
-// ClaimDomainsExpiring returns the certificates expiring before cutoff
-// whose warning was not raised yet, and marks it raised (once per
-// certificate: a new serial re-arms it).
-func (s *Store) ClaimDomainsExpiring(ctx context.Context, now, cutoff time.Time) ([]Domain, error) {
-	rows, err := s.q.ClaimDomainsExpiring(ctx, dbsqlc.ClaimDomainsExpiringParams{Now: now, Cutoff: cutoff})
+// ClaimDomainsExpiring returns the certificates expiring within window
+// (or a third of their lifetime, when shorter) whose warning was not
+// raised yet, and marks it raised (once per certificate: a new serial
+// re-arms it).
+func (s *Store) ClaimDomainsExpiring(ctx context.Context, now time.Time, window time.Duration) ([]Domain, error) {
+	rows, err := s.q.ClaimDomainsExpiring(ctx, dbsqlc.ClaimDomainsExpiringParams{Now: now, WindowSeconds: int64(window / time.Second)})
 	if err != nil {
 		return nil, mapErr("claim expiring domains", err)
 	}

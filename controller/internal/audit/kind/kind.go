@@ -107,6 +107,21 @@ const (
 	NotifyRuleDeleted    = "notify_rule.deleted"
 )
 
+// Domains and certificates (issue 19): a host routed to an app, removed,
+// a certificate attempt asked for, an app's routing changed, a DNS-01
+// provider's credentials stored; issued, renewed, failed (by the
+// controller's ACME loop).
+const (
+	DomainAdded          = "domain.added"
+	DomainRemoved        = "domain.removed"
+	DomainRenewRequested = "domain.renew_requested"
+	AppRoutingChanged    = "app.routing_changed"
+	DNSProviderCreated   = "dns_provider.created"
+	DomainCertIssued     = "domain.certificate_issued"
+	DomainCertFailed     = "domain.certificate_failed"
+	DomainSiteFailed     = "domain.site_failed"
+)
+
 // All is every kind above. Keep it in the order of the constants.
 var All = []string{
 	UserCreated, UserInvited, UserInviteResent, UserInviteAccepted, UserDisabled, UserEnabled, UserLoggedOut,
@@ -126,6 +141,9 @@ var All = []string{
 	AppScheduleAdded, AppScheduleReplaced, AppScheduleRemoved, ScheduleRunSkipped,
 
 	NotifyChannelCreated, NotifyChannelTested, NotifyChannelDeleted, NotifyRuleCreated, NotifyRuleDeleted,
+
+	DomainAdded, DomainRemoved, DomainRenewRequested, AppRoutingChanged, DNSProviderCreated,
+	DomainCertIssued, DomainCertFailed, DomainSiteFailed,
 }
 
 // Known reports whether k is in the list.
