@@ -24,6 +24,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/domains"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/grpcapi"
 	"github.com/berthhq/berth/controller/internal/httpapi"
@@ -76,6 +77,8 @@ type Config struct {
 	// AllowPrivateWebhookTargets lets notification channels call private,
 	// loopback and link-local addresses (off: SSRF protection).
 	AllowPrivateWebhookTargets bool
+	// Domains configures ACME and the certificate loop.
+	Domains domains.Config
 	// Ready, when set, is called once every listener is up.
 	Ready func(httpAddr, grpcAddr net.Addr)
 }
@@ -232,6 +235,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	domainSvc, err := domains.New(db, deploySvc, log, cfg.Domains)
+	if err != nil {
+		return err
+	}
 	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, deploySvc, notifySvc, publicURL, log)
 	if err != nil {
 		return err
@@ -278,6 +285,13 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		// Certificates: due domains are claimed with SKIP LOCKED and a
+		// lease, so every controller sharing the database may run it.
+		domainSvc.Run(bgCtx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		ui.Run(bgCtx)
 	}()
 
@@ -295,7 +309,7 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Accounts: accountsSvc, Audit: audit.New(db), Deploys: deploySvc, Notify: notifySvc, SchemaVersion: st.Version, Log: log}
+	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Accounts: accountsSvc, Audit: audit.New(db), Deploys: deploySvc, Notify: notifySvc, Domains: domainSvc, SchemaVersion: st.Version, Log: log}
 	authn := grpcapi.NewAuthenticator(deps)
 	grpcSrv := grpc.NewServer(
 		// Handshake deadlines (ClientHello, slot queue, the rest) and the

@@ -22,6 +22,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/buildinfo"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/domains"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -42,7 +43,10 @@ type Deps struct {
 	Audit    *audit.Service
 	// Notify is the notifications service (NotificationService is not
 	// registered without it).
-	Notify        *notify.Service
+	Notify *notify.Service
+	// Domains is the domains service (DomainService is not registered
+	// without it).
+	Domains       *domains.Service
 	SchemaVersion uint
 	Log           *slog.Logger
 	// Now is the clock of the agent port's refusal budget (time.Now when
@@ -59,6 +63,9 @@ func Register(s *grpc.Server, d Deps) *health.Server {
 	}
 	if d.Notify != nil {
 		adminv1.RegisterNotificationServiceServer(s, &notifyServer{d: d})
+	}
+	if d.Domains != nil {
+		adminv1.RegisterDomainServiceServer(s, &domainServer{d: d})
 	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s, hs)

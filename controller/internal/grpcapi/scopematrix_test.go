@@ -24,6 +24,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/domains"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/grpcapi"
 	"github.com/berthhq/berth/controller/internal/notify"
@@ -138,6 +139,18 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.NotificationService/MarkNotificationsRead": {store.ScopeRead, `all: true`},
 	"/berth.admin.v1.NotificationService/GetUnreadCount":        {store.ScopeRead, ``},
 
+	// berth.admin.v1.DomainService: read to look, write to route hosts and
+	// renew (like an app's harmless settings: no code runs); DNS provider
+	// credentials are admin's.
+	"/berth.admin.v1.DomainService/AddDomain":        {store.ScopeWrite, `app: "shop" hostname: "shop.example.com" tls: "off"`},
+	"/berth.admin.v1.DomainService/ListDomains":      {store.ScopeRead, ``},
+	"/berth.admin.v1.DomainService/GetDomain":        {store.ScopeRead, `hostname: "nope.example.com"`},
+	"/berth.admin.v1.DomainService/RemoveDomain":     {store.ScopeWrite, `hostname: "nope.example.com"`},
+	"/berth.admin.v1.DomainService/RenewDomain":      {store.ScopeWrite, `hostname: "nope.example.com"`},
+	"/berth.admin.v1.DomainService/WatchDomain":      {store.ScopeRead, `hostname: "nope.example.com"`},
+	"/berth.admin.v1.DomainService/AddDNSProvider":   {store.ScopeAdmin, `name: "dns-new" provider: "httpreq" credentials {key: "HTTPREQ_ENDPOINT" value: "https://dns.example.com"}`},
+	"/berth.admin.v1.DomainService/ListDNSProviders": {store.ScopeRead, ``},
+
 	// berth.agent.v1.AgentService: enrollment is public (the join token is
 	// the credential); the stream needs the client certificate.
 	"/berth.agent.v1.AgentService/GetVersion": {needPublic, ``},
@@ -189,7 +202,11 @@ func setupMatrix(t *testing.T) *matrixEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deps := grpcapi.Deps{Store: st, CA: authority, Fleet: fl, Deploys: dep, Accounts: acc, Audit: audit.New(st), Notify: ns, Log: log}
+	dom, err := domains.New(st, dep, log, domains.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := grpcapi.Deps{Store: st, CA: authority, Fleet: fl, Deploys: dep, Accounts: acc, Audit: audit.New(st), Notify: ns, Domains: dom, Log: log}
 	authn := grpcapi.NewAuthenticator(deps)
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(authority.ServerTLSConfig(certs.GetCertificate))),
 		grpc.UnaryInterceptor(authn.Unary), grpc.StreamInterceptor(authn.Stream))
