@@ -83,11 +83,10 @@ func siteSpec(a store.App, ds []store.Domain, now time.Time) (*agentv1.SiteSpec,
 	for _, d := range ds {
 		ids = append(ids, d.ID.String())
 		sd := &agentv1.SiteDomain{
-			Host: d.Hostname, Primary: d.IsPrimary, RedirectStatus: uint32(d.RedirectStatus),
-			ForceHttps: d.ForceHTTPS, Hsts: d.HSTS, Tls: string(d.TLSMode),
+			Host: d.Hostname, Primary: d.IsPrimary, ForceHttps: d.ForceHTTPS, Hsts: d.HSTS, Tls: string(d.TLSMode),
 		}
 		if d.RedirectTo != nil {
-			sd.RedirectTo = *d.RedirectTo
+			sd.RedirectTo, sd.RedirectStatus = *d.RedirectTo, uint32(d.RedirectStatus)
 			if !strings.Contains(sd.RedirectTo, "://") {
 				scheme := "https"
 				if d.TLSMode == store.TLSOff {
