@@ -70,7 +70,7 @@ func isUsageError(err error) bool {
 func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "berth",
-		Short:         "Berth controller and CLI: servers, apps, their processes and schedules, deployments",
+		Short:         "Berth controller and CLI: servers, apps, their processes and schedules, deployments, domains",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		// Flags may also come from BERTH_* variables; an explicit flag wins.
