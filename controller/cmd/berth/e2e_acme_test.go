@@ -288,7 +288,7 @@ func TestDomainsACME(t *testing.T) {
 		t.Fatalf("--hsts: no Strict-Transport-Security: %v", h)
 	}
 	// Force HTTPS: plain HTTP redirects, except the ACME challenge path.
-	if code, _, h := n.get(t, "shop.example.test", "/index.html"); code != 301 || h.Get("Location") != "https://shop.example.test/index.html" {
+	if code, _, h := n.get(t, "shop.example.test", "/index.html"); code != 301 || h.Get("Location") != fmt.Sprintf("https://shop.example.test:%d/index.html", n.httpsPort) {
 		t.Fatalf("force https: %d %v", code, h)
 	}
 	if code, _, _ := n.get(t, "shop.example.test", "/.well-known/acme-challenge/not-there-0123456789"); code == 301 || code == 308 {
