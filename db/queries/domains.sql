@@ -174,7 +174,7 @@ RETURNING *;
 -- renewed) whose warning was not raised yet for this certificate; marked
 -- raised in the same statement.
 UPDATE domains SET tls_expiring_notified_at = sqlc.arg(now)::timestamptz
-WHERE tls_mode IN ('acme', 'custom') AND tls_expires_at IS NOT NULL
+WHERE tls_mode IN ('acme', 'custom') AND tls_expires_at > sqlc.arg(now)::timestamptz
   AND tls_expires_at <= sqlc.arg(now)::timestamptz + LEAST(
         sqlc.arg(window_seconds)::bigint * interval '1 second',
         coalesce((tls_expires_at - tls_not_before) / 3, sqlc.arg(window_seconds)::bigint * interval '1 second'))

@@ -14,7 +14,7 @@ import (
 
 const claimDomainsExpiring = `-- name: ClaimDomainsExpiring :many
 UPDATE domains SET tls_expiring_notified_at = $1::timestamptz
-WHERE tls_mode IN ('acme', 'custom') AND tls_expires_at IS NOT NULL
+WHERE tls_mode IN ('acme', 'custom') AND tls_expires_at > $1::timestamptz
   AND tls_expires_at <= $1::timestamptz + LEAST(
         $2::bigint * interval '1 second',
         coalesce((tls_expires_at - tls_not_before) / 3, $2::bigint * interval '1 second'))
