@@ -55,12 +55,6 @@ WHERE id = sqlc.arg(id) AND status = 'pending';
 -- name: GetNotifyOutbox :one
 SELECT * FROM notify_outbox WHERE id = sqlc.arg(id);
 
--- name: ListNotifyOutboxForChannel :many
--- A channel's recent deliveries, newest first.
-SELECT * FROM notify_outbox WHERE channel_id = sqlc.arg(channel_id)
-ORDER BY created_at DESC, id DESC
-LIMIT sqlc.arg(lim);
-
 -- name: ListNotifyOutboxForEvent :many
 SELECT * FROM notify_outbox WHERE event_id = sqlc.arg(event_id) ORDER BY channel_id;
 
@@ -83,3 +77,25 @@ WHERE id = ANY (sqlc.arg(ids)::uuid[]) AND status = 'held';
 -- Retention: finished rows after 30 days.
 DELETE FROM notify_outbox
 WHERE created_at < sqlc.arg(before) AND status IN ('delivered', 'failed', 'merged', 'digested');
+
+-- name: ListNotifyDeliveries :many
+-- The delivery list: recent messages of every channel, or of one, in one
+-- status or any, newest first, with the event's kind and title (a digest
+-- has none: its own title).
+SELECT o.id, o.channel_id, c.name AS channel_name, o.event_id,
+       coalesce(e.kind, 'notify.digest')::text AS event_kind,
+       coalesce(e.title, o.digest_title, '')::text AS title,
+       o.status, o.attempts, o.last_error, o.next_attempt_at, o.delivered_at, o.created_at
+FROM notify_outbox o
+JOIN notify_channels c ON c.id = o.channel_id
+LEFT JOIN notify_events e ON e.id = o.event_id
+WHERE (sqlc.narg(channel_id)::uuid IS NULL OR o.channel_id = sqlc.narg(channel_id)::uuid)
+  AND (sqlc.narg(status)::text IS NULL OR o.status = sqlc.narg(status)::text)
+ORDER BY o.created_at DESC, o.id DESC
+LIMIT sqlc.arg(lim);
+
+-- name: CountNotifyOutboxFailedByChannel :many
+-- Messages given up per channel (kept for the outbox's retention).
+SELECT channel_id, count(*) AS given_up FROM notify_outbox
+WHERE status = 'failed'
+GROUP BY channel_id;

@@ -49,6 +49,34 @@ type AgentCertificate struct {
 	SpkiSha256   []byte
 }
 
+type AlertRule struct {
+	ID           pgtype.UUID
+	Name         string
+	Metric       string
+	Above        *float64
+	ResolveBelow *float64
+	ForSeconds   int32
+	Mount        *string
+	ServerID     pgtype.UUID
+	LabelKey     *string
+	LabelValue   *string
+	Level        string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+type AlertState struct {
+	RuleID       pgtype.UUID
+	ServerID     pgtype.UUID
+	Mount        string
+	Status       string
+	PendingSince time.Time
+	FiringSince  time.Time
+	ResolvedAt   *time.Time
+	Value        *float64
+	UpdatedAt    time.Time
+}
+
 type ApiToken struct {
 	ID            pgtype.UUID
 	UserID        pgtype.UUID

@@ -70,6 +70,38 @@ func (q *Queries) ClaimNotifyOutbox(ctx context.Context, arg ClaimNotifyOutboxPa
 	return items, nil
 }
 
+const countNotifyOutboxFailedByChannel = `-- name: CountNotifyOutboxFailedByChannel :many
+SELECT channel_id, count(*) AS given_up FROM notify_outbox
+WHERE status = 'failed'
+GROUP BY channel_id
+`
+
+type CountNotifyOutboxFailedByChannelRow struct {
+	ChannelID pgtype.UUID
+	GivenUp   int64
+}
+
+// Messages given up per channel (kept for the outbox's retention).
+func (q *Queries) CountNotifyOutboxFailedByChannel(ctx context.Context) ([]CountNotifyOutboxFailedByChannelRow, error) {
+	rows, err := q.db.Query(ctx, countNotifyOutboxFailedByChannel)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []CountNotifyOutboxFailedByChannelRow{}
+	for rows.Next() {
+		var i CountNotifyOutboxFailedByChannelRow
+		if err := rows.Scan(&i.ChannelID, &i.GivenUp); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const countNotifyOutboxSince = `-- name: CountNotifyOutboxSince :one
 SELECT count(*) FROM notify_outbox
 WHERE channel_id = $1 AND created_at >= $2
@@ -300,41 +332,64 @@ func (q *Queries) LastNotifyOutboxForKey(ctx context.Context, arg LastNotifyOutb
 	return i, err
 }
 
-const listNotifyOutboxForChannel = `-- name: ListNotifyOutboxForChannel :many
-SELECT id, channel_id, event_id, dedupe_key, resolves, status, digest_id, digest_title, digest_body, attempts, next_attempt_at, locked_until, last_error, delivered_at, created_at FROM notify_outbox WHERE channel_id = $1
-ORDER BY created_at DESC, id DESC
-LIMIT $2
+const listNotifyDeliveries = `-- name: ListNotifyDeliveries :many
+SELECT o.id, o.channel_id, c.name AS channel_name, o.event_id,
+       coalesce(e.kind, 'notify.digest')::text AS event_kind,
+       coalesce(e.title, o.digest_title, '')::text AS title,
+       o.status, o.attempts, o.last_error, o.next_attempt_at, o.delivered_at, o.created_at
+FROM notify_outbox o
+JOIN notify_channels c ON c.id = o.channel_id
+LEFT JOIN notify_events e ON e.id = o.event_id
+WHERE ($1::uuid IS NULL OR o.channel_id = $1::uuid)
+  AND ($2::text IS NULL OR o.status = $2::text)
+ORDER BY o.created_at DESC, o.id DESC
+LIMIT $3
 `
 
-type ListNotifyOutboxForChannelParams struct {
+type ListNotifyDeliveriesParams struct {
 	ChannelID pgtype.UUID
+	Status    *string
 	Lim       int32
 }
 
-// A channel's recent deliveries, newest first.
-func (q *Queries) ListNotifyOutboxForChannel(ctx context.Context, arg ListNotifyOutboxForChannelParams) ([]NotifyOutbox, error) {
-	rows, err := q.db.Query(ctx, listNotifyOutboxForChannel, arg.ChannelID, arg.Lim)
+type ListNotifyDeliveriesRow struct {
+	ID            pgtype.UUID
+	ChannelID     pgtype.UUID
+	ChannelName   string
+	EventID       pgtype.UUID
+	EventKind     string
+	Title         string
+	Status        string
+	Attempts      int32
+	LastError     *string
+	NextAttemptAt time.Time
+	DeliveredAt   *time.Time
+	CreatedAt     time.Time
+}
+
+// The delivery list: recent messages of every channel, or of one, in one
+// status or any, newest first, with the event's kind and title (a digest
+// has none: its own title).
+func (q *Queries) ListNotifyDeliveries(ctx context.Context, arg ListNotifyDeliveriesParams) ([]ListNotifyDeliveriesRow, error) {
+	rows, err := q.db.Query(ctx, listNotifyDeliveries, arg.ChannelID, arg.Status, arg.Lim)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []NotifyOutbox{}
+	items := []ListNotifyDeliveriesRow{}
 	for rows.Next() {
-		var i NotifyOutbox
+		var i ListNotifyDeliveriesRow
 		if err := rows.Scan(
 			&i.ID,
 			&i.ChannelID,
+			&i.ChannelName,
 			&i.EventID,
-			&i.DedupeKey,
-			&i.Resolves,
+			&i.EventKind,
+			&i.Title,
 			&i.Status,
-			&i.DigestID,
-			&i.DigestTitle,
-			&i.DigestBody,
 			&i.Attempts,
-			&i.NextAttemptAt,
-			&i.LockedUntil,
 			&i.LastError,
+			&i.NextAttemptAt,
 			&i.DeliveredAt,
 			&i.CreatedAt,
 		); err != nil {

@@ -235,6 +235,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	alertEng, alertSvc, err := newAlerts(ctx, cfg, db, fleetSvc, log)
+	if err != nil {
+		return err
+	}
 	domainSvc, err := domains.New(db, deploySvc, log, cfg.Domains)
 	if err != nil {
 		return err
@@ -243,6 +247,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	ui.SetAlerts(alertSvc)
 	defer accountsSvc.Wait()
 
 	var wg sync.WaitGroup
@@ -259,6 +264,13 @@ func Run(ctx context.Context, cfg Config) error {
 		// Delivery workers: outbox rows are claimed with SKIP LOCKED and a
 		// lease, so every controller sharing the database delivers.
 		notifySvc.Run(bgCtx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// Transitions, reloads on NOTIFY and offline checks: conditional
+		// writes, so every controller sharing the database runs it.
+		alertEng.Run(bgCtx, pool)
 	}()
 	wg.Add(3)
 	go func() {
@@ -309,7 +321,7 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Accounts: accountsSvc, Audit: audit.New(db), Deploys: deploySvc, Notify: notifySvc, Domains: domainSvc, SchemaVersion: st.Version, Log: log}
+	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Accounts: accountsSvc, Audit: audit.New(db), Deploys: deploySvc, Notify: notifySvc, Alerts: alertSvc, Domains: domainSvc, SchemaVersion: st.Version, Log: log}
 	authn := grpcapi.NewAuthenticator(deps)
 	grpcSrv := grpc.NewServer(
 		// Handshake deadlines (ClientHello, slot queue, the rest) and the

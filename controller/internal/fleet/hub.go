@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/berthhq/berth/controller/internal/store"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
@@ -42,6 +43,8 @@ type Hub struct {
 	mu    sync.Mutex
 	conns map[store.ID]*conn
 	jobs  JobHandler
+	// observer: see SetMetricsObserver.
+	observer atomic.Pointer[MetricsObserver]
 }
 
 // NewHub returns an empty hub.
@@ -165,4 +168,26 @@ func (s *Service) jobHandler() JobHandler {
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()
 	return s.hub.jobs
+}
+
+// MetricsObserver sees every metrics batch once it is stored (threshold
+// alerts evaluate it). It is called on the agent's stream after the ack is
+// queued and must not block on the database.
+type MetricsObserver interface {
+	ObserveMetrics(serverID store.ID, cols *store.MetricColumns)
+}
+
+// SetMetricsObserver installs the observer (the daemon wires the alert
+// engine).
+func (s *Service) SetMetricsObserver(o MetricsObserver) {
+	s.hub.observer.Store(&o)
+}
+
+// metricsObserver is read on every batch: an atomic load, not the hub's
+// lock.
+func (s *Service) metricsObserver() MetricsObserver {
+	if o := s.hub.observer.Load(); o != nil {
+		return *o
+	}
+	return nil
 }

@@ -247,11 +247,18 @@ func (s *Service) handle(ctx context.Context, c *conn, peer Peer, m *agentv1.Con
 			s.log.Warn("agent dropped metrics samples from a full buffer", "server_id", c.serverID.String(), "dropped_total", d, "new", d-c.dropped)
 			c.dropped = d
 		}
-		dup, err := s.ingestBatch(ctx, c.serverID, msg.Metrics)
+		dup, cols, err := s.ingestBatch(ctx, c.serverID, msg.Metrics)
 		if err != nil {
 			return err
 		}
-		return s.queue(c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_MetricsAck{MetricsAck: &agentv1.MetricsAck{Seq: msg.Metrics.GetSeq(), Duplicate: dup}}})
+		if err := s.queue(c, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_MetricsAck{MetricsAck: &agentv1.MetricsAck{Seq: msg.Metrics.GetSeq(), Duplicate: dup}}}); err != nil {
+			return err
+		}
+		// After the ack is on its way: evaluation adds nothing to the
+		// agent's wait. A replay was evaluated when it was first stored.
+		if o := s.metricsObserver(); o != nil && !dup {
+			o.ObserveMetrics(c.serverID, cols)
+		}
 	case *agentv1.ConnectRequest_Renew:
 		der, err := s.renew(ctx, c, msg.Renew.GetCsrDer(), peer)
 		if err != nil {
@@ -303,15 +310,16 @@ func (s *Service) queue(c *conn, m *agentv1.ConnectResponse) error {
 
 // ingestBatch stores a batch exactly once (group-committed with other
 // agents' batches) and reports whether it was a replay.
-func (s *Service) ingestBatch(ctx context.Context, serverID store.ID, b *agentv1.MetricsBatch) (bool, error) {
+func (s *Service) ingestBatch(ctx context.Context, serverID store.ID, b *agentv1.MetricsBatch) (bool, *store.MetricColumns, error) {
 	if b.GetSeq() == 0 || b.GetSeq() > 1<<62 {
-		return false, fmt.Errorf("%w: batch sequence %d", ErrProtocol, b.GetSeq())
+		return false, nil, fmt.Errorf("%w: batch sequence %d", ErrProtocol, b.GetSeq())
 	}
 	cols, err := columnsOf(b.GetColumns(), s.cfg.Now())
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
-	return s.ingest.submit(ctx, store.MetricsBatch{ServerID: serverID, Seq: int64(b.GetSeq()), Columns: cols})
+	dup, err := s.ingest.submit(ctx, store.MetricsBatch{ServerID: serverID, Seq: int64(b.GetSeq()), Columns: cols})
+	return dup, cols, err
 }
 
 // maxMountBytes cuts mount points longer than this.

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/berthhq/berth/controller/internal/accounts"
+	"github.com/berthhq/berth/controller/internal/alert"
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/buildinfo"
@@ -46,7 +47,10 @@ type Deps struct {
 	Notify *notify.Service
 	// Domains is the domains service (DomainService is not registered
 	// without it).
-	Domains       *domains.Service
+	Domains *domains.Service
+	// Alerts is the threshold alerts service (NotificationService's alert
+	// methods answer Unimplemented without it).
+	Alerts        *alert.Service
 	SchemaVersion uint
 	Log           *slog.Logger
 	// Now is the clock of the agent port's refusal budget (time.Now when

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/berthhq/berth/controller/internal/accounts"
+	"github.com/berthhq/berth/controller/internal/alert"
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/ca"
@@ -138,6 +139,12 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.NotificationService/ListNotifications":     {store.ScopeRead, `unread_only: true`},
 	"/berth.admin.v1.NotificationService/MarkNotificationsRead": {store.ScopeRead, `all: true`},
 	"/berth.admin.v1.NotificationService/GetUnreadCount":        {store.ScopeRead, ``},
+	// Alert rules: admin to change, read to look.
+	"/berth.admin.v1.NotificationService/AddAlert":       {store.ScopeAdmin, `name: "cpu-new" metric: "cpu" above: 90`},
+	"/berth.admin.v1.NotificationService/ListAlerts":     {store.ScopeRead, ``},
+	"/berth.admin.v1.NotificationService/GetAlert":       {store.ScopeRead, `name: "nope"`},
+	"/berth.admin.v1.NotificationService/RemoveAlert":    {store.ScopeAdmin, `name: "nope"`},
+	"/berth.admin.v1.NotificationService/ListDeliveries": {store.ScopeAdmin, `status: "failed"`},
 
 	// berth.admin.v1.DomainService: read to look, write to route hosts and
 	// renew (like an app's harmless settings: no code runs); DNS provider
@@ -206,7 +213,8 @@ func setupMatrix(t *testing.T) *matrixEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deps := grpcapi.Deps{Store: st, CA: authority, Fleet: fl, Deploys: dep, Accounts: acc, Audit: audit.New(st), Notify: ns, Domains: dom, Log: log}
+	deps := grpcapi.Deps{Store: st, CA: authority, Fleet: fl, Deploys: dep, Accounts: acc, Audit: audit.New(st), Notify: ns, Log: log,
+		Alerts: alert.NewService(st, nil, log), Domains: dom}
 	authn := grpcapi.NewAuthenticator(deps)
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(authority.ServerTLSConfig(certs.GetCertificate))),
 		grpc.UnaryInterceptor(authn.Unary), grpc.StreamInterceptor(authn.Stream))

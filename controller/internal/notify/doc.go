@@ -58,8 +58,9 @@
 //
 // One Service per controller (New, then Run in the background):
 //   - channels: AddChannel (returns a generated webhook secret once),
-//     Channels, Channel, RemoveChannel, TestChannel, Deliveries (a
-//     channel's recent messages with status, attempts and last error);
+//     Channels, Channel, RemoveChannel, TestChannel, Deliveries (recent
+//     messages of every channel or one, in a status or any, with attempts,
+//     last error and next attempt);
 //   - rules: AddRule, Rules, RemoveRule;
 //   - inbox: Inbox, UnreadCount, MarkRead, MarkAllRead (per user);
 //   - events: Publish (package function, in a transaction) or
@@ -74,8 +75,8 @@
 //
 // Every interface (gRPC, the CLI through it, the web UI) calls the
 // principal-taking methods (AddChannelAs, ChannelsAs, TestChannelAs,
-// RemoveChannelAs, AddRuleAs, RulesAs, RemoveRuleAs, InboxAs,
-// UnreadCountAs, MarkReadAs): channels and rules need the admin scope, the
+// RemoveChannelAs, DeliveriesAs, AddRuleAs, RulesAs, RemoveRuleAs, InboxAs,
+// UnreadCountAs, MarkReadAs): channels, deliveries and rules need the admin scope, the
 // inbox is the caller's own (read scope), refusals wrap auth.ErrForbidden
 // or auth.ErrUnauthenticated, and each change is written to the activity
 // log (never a URL or secret). The methods without a principal are for

@@ -390,15 +390,6 @@ func (s *Store) NotifyOutboxByID(ctx context.Context, id ID) (NotifyOutbox, erro
 	return notifyOutboxFromRow(r), nil
 }
 
-// NotifyOutboxForChannel lists a channel's latest messages.
-func (s *Store) NotifyOutboxForChannel(ctx context.Context, channelID ID, limit int) ([]NotifyOutbox, error) {
-	rows, err := s.q.ListNotifyOutboxForChannel(ctx, dbsqlc.ListNotifyOutboxForChannelParams{ChannelID: pgID(channelID), Lim: int32(limit)})
-	if err != nil {
-		return nil, mapErr("list notify outbox", err)
-	}
-	return notifyOutboxRows(rows), nil
-}
-
 // NotifyOutboxForEvent lists an event's messages.
 func (s *Store) NotifyOutboxForEvent(ctx context.Context, eventID ID) ([]NotifyOutbox, error) {
 	rows, err := s.q.ListNotifyOutboxForEvent(ctx, pgID(eventID))
@@ -465,4 +456,62 @@ func (s *Store) DeleteNotifyBefore(ctx context.Context, before time.Time) (int64
 func (s *Store) PgNotify(ctx context.Context, channel, payload string) error {
 	_, err := s.db.Exec(ctx, "SELECT pg_notify($1, $2)", channel, payload)
 	return mapErr("notify", err)
+}
+
+// NotifyDelivery is one outbox row as the delivery list shows it: with its
+// channel's name and its event's kind and title.
+type NotifyDelivery struct {
+	ID            ID
+	ChannelID     ID
+	ChannelName   string
+	EventID       *ID // nil for a digest
+	EventKind     string
+	Title         string
+	Status        string
+	Attempts      int
+	LastError     string
+	NextAttemptAt time.Time
+	DeliveredAt   *time.Time
+	CreatedAt     time.Time
+}
+
+// NotifyDeliveryFilter narrows the delivery list: a channel, a status
+// (both optional) and at most Limit rows.
+type NotifyDeliveryFilter struct {
+	ChannelID *ID
+	Status    string
+	Limit     int
+}
+
+// NotifyDeliveries lists outbox rows newest first.
+func (s *Store) NotifyDeliveries(ctx context.Context, f NotifyDeliveryFilter) ([]NotifyDelivery, error) {
+	rows, err := s.q.ListNotifyDeliveries(ctx, dbsqlc.ListNotifyDeliveriesParams{
+		ChannelID: pgOptID(f.ChannelID), Status: nullText(f.Status), Lim: int32(f.Limit),
+	})
+	if err != nil {
+		return nil, mapErr("list notify deliveries", err)
+	}
+	out := make([]NotifyDelivery, len(rows))
+	for i, r := range rows {
+		out[i] = NotifyDelivery{
+			ID: fromPG(r.ID), ChannelID: fromPG(r.ChannelID), ChannelName: r.ChannelName, EventID: fromOptPG(r.EventID),
+			EventKind: r.EventKind, Title: r.Title, Status: r.Status, Attempts: int(r.Attempts), LastError: textOf(r.LastError),
+			NextAttemptAt: r.NextAttemptAt, DeliveredAt: r.DeliveredAt, CreatedAt: r.CreatedAt,
+		}
+	}
+	return out, nil
+}
+
+// NotifyGivenUpCounts is, per channel, how many messages were given up
+// (status failed) and are still within the outbox's retention.
+func (s *Store) NotifyGivenUpCounts(ctx context.Context) (map[ID]int64, error) {
+	rows, err := s.q.CountNotifyOutboxFailedByChannel(ctx)
+	if err != nil {
+		return nil, mapErr("count given-up notifications", err)
+	}
+	out := make(map[ID]int64, len(rows))
+	for _, r := range rows {
+		out[fromPG(r.ChannelID)] = r.GivenUp
+	}
+	return out, nil
 }

@@ -161,8 +161,13 @@ func (s *Server) serverShow(w http.ResponseWriter, r *http.Request, v *viewer) {
 		}
 		fl = append(fl, fact{k, fmt.Sprint(val)})
 	}
+	firing, err := s.serverAlerts(r, v, srv.ID)
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
 	s.render(w, r, "server", view{Title: srv.Name, Nav: "servers", User: v, Data: map[string]any{
-		"Server": srv, "Range": rng, "Ranges": []string{"1h", "24h", "7d"}, "Facts": fl,
+		"Server": srv, "Range": rng, "Ranges": []string{"1h", "24h", "7d"}, "Facts": fl, "Alerts": firing,
 	}})
 }
 

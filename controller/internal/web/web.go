@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/berthhq/berth/controller/internal/accounts"
+	"github.com/berthhq/berth/controller/internal/alert"
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
@@ -55,10 +56,15 @@ type Deps struct {
 	Accounts *accounts.Service
 	Audit    *audit.Service
 	Deploys  *deploys.Service
-	// Notify serves the inbox. Nil: the UI makes its own on Store, which
-	// is enough for the inbox calls (they only read and mark rows; it is
-	// never Run, so it delivers nothing).
+	// Notify serves the inbox, channels and rules. Nil: the UI makes its
+	// own on Store, which is enough for those calls (it is never Run, so
+	// it delivers nothing but the test messages asked for, and it refuses
+	// private targets).
 	Notify *notify.Service
+	// Alerts serves the Alerts page and a server's firing alerts. Nil: the
+	// UI makes its own on Store (reads and rule changes; the daemon's
+	// engine picks changes up through NOTIFY).
+	Alerts *alert.Service
 }
 
 // Server is the web UI.
@@ -95,6 +101,9 @@ func New(d Deps, cfg Config) (*Server, error) {
 		if d.Notify, err = notify.New(notify.Config{Store: d.Store, Logger: d.Log, Now: cfg.Now}); err != nil {
 			return nil, fmt.Errorf("web: inbox: %w", err)
 		}
+	}
+	if d.Alerts == nil {
+		d.Alerts = alert.NewService(d.Store, nil, d.Log)
 	}
 	s := &Server{d: d, cfg: cfg, pages: p, static: http.StripPrefix("/assets/", http.FileServerFS(sub)),
 		bellSlots: make(chan struct{}, cfg.BellStreams)}
@@ -198,6 +207,21 @@ func (s *Server) routes() []route {
 		{"GET /notifications/stream", s.page(s.bellStream)},
 		{"POST /notifications/{id}/read", s.page(s.notificationRead)},
 		{"POST /notifications/read-all", s.page(s.notificationReadAll)},
+
+		// Threshold alerts.
+		{"GET /alerts", s.page(s.alertList)},
+		{"POST /alerts", s.page(s.alertCreate)},
+		{"POST /alerts/{name}/remove", s.page(s.alertRemove)},
+		// Notification channels and rules (admin).
+		{"GET /notify/channels", s.page(s.channelList)},
+		{"POST /notify/channels", s.page(s.channelCreate)},
+		{"GET /notify/channels/{name}", s.page(s.channelShow)},
+		{"POST /notify/channels/{name}/test", s.page(s.channelTest)},
+		{"POST /notify/channels/{name}/remove", s.page(s.channelRemove)},
+		{"GET /notify/deliveries", s.page(s.deliveryList)},
+		{"GET /notify/rules", s.page(s.ruleList)},
+		{"POST /notify/rules", s.page(s.ruleCreate)},
+		{"POST /notify/rules/{id}/remove", s.page(s.ruleRemove)},
 		{"POST /git-credentials", s.page(s.credentialCreate)},
 		{"POST /git-credentials/{name}/delete", s.page(s.credentialDelete)},
 	}
@@ -311,7 +335,7 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrReferenced), errors.Is(err, store.ErrWrongState):
 		return http.StatusConflict
-	case errors.Is(err, store.ErrInvalid), errors.Is(err, fleet.ErrInvalid), errors.Is(err, deploys.ErrInvalid), errors.Is(err, notify.ErrInvalid):
+	case errors.Is(err, store.ErrInvalid), errors.Is(err, fleet.ErrInvalid), errors.Is(err, deploys.ErrInvalid), errors.Is(err, notify.ErrInvalid), errors.Is(err, alert.ErrInvalid):
 		return http.StatusBadRequest
 	case errors.Is(err, deploys.ErrPruned), errors.Is(err, deploys.ErrRefused):
 		return http.StatusConflict
@@ -319,4 +343,12 @@ func statusOf(err error) int {
 		return http.StatusServiceUnavailable
 	}
 	return accountsStatus(err)
+}
+
+// SetAlerts gives the UI the daemon's alert service (whose engine reloads
+// at once on a change made here).
+func (s *Server) SetAlerts(a *alert.Service) {
+	if a != nil {
+		s.d.Alerts = a
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/mail"
 	"github.com/berthhq/berth/controller/internal/mail/mailtest"
+	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/password"
 	"github.com/berthhq/berth/controller/internal/secrets"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -62,6 +63,8 @@ type env struct {
 	acc  *accounts.Service
 	ui   *web.Server
 	dep  *deploys.Service
+	// notify is the UI's notifications service when newEnvWith made it.
+	notify *notify.Service
 }
 
 func newEnv(t *testing.T, secure bool) *env {
@@ -72,6 +75,14 @@ func newEnv(t *testing.T, secure bool) *env {
 // newEnvMail is newEnv with another mailer than the test SMTP server's
 // (mail.Log: a controller without a mail server).
 func newEnvMail(t *testing.T, secure bool, mailer mail.Mailer) *env {
+	t.Helper()
+	return newEnvWith(t, secure, mailer, nil)
+}
+
+// newEnvWith is newEnvMail with the UI's notifications service made from
+// notifyCfg (its Store and Logger filled in), e.g. one that allows private
+// webhook targets; nil lets the UI make its own.
+func newEnvWith(t *testing.T, secure bool, mailer mail.Mailer, notifyCfg *notify.Config) *env {
 	t.Helper()
 	db := testdb.New(t)
 	kr, err := secrets.Generate()
@@ -101,7 +112,16 @@ func newEnvMail(t *testing.T, secure bool, mailer mail.Mailer) *env {
 		t.Fatal(err)
 	}
 	e.dep = deploys.New(st, fl, log, deploys.Config{})
-	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: e.acc, Audit: audit.New(st), Deploys: e.dep},
+	var ns *notify.Service
+	if notifyCfg != nil {
+		cfg := *notifyCfg
+		cfg.Store, cfg.Logger = st, log
+		if ns, err = notify.New(cfg); err != nil {
+			t.Fatal(err)
+		}
+		e.notify = ns
+	}
+	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: e.acc, Audit: audit.New(st), Deploys: e.dep, Notify: ns},
 		web.Config{Secure: secure, EventsPoll: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -107,10 +107,16 @@ const (
 	NotifyRuleDeleted    = "notify_rule.deleted"
 )
 
+// Threshold alert rules (issue 17 §3), changed by an admin.
+const (
+	AlertRuleCreated = "alert_rule.created"
+	AlertRuleDeleted = "alert_rule.deleted"
+)
+
 // Domains and certificates (issue 19): a host routed to an app, removed,
 // a certificate attempt asked for, an app's routing changed, a DNS-01
-// provider's credentials stored; issued, renewed, failed (by the
-// controller's ACME loop).
+// provider's credentials stored; issued, failed (by the controller's ACME
+// loop), a site nginx refused.
 const (
 	DomainAdded          = "domain.added"
 	DomainRemoved        = "domain.removed"
@@ -141,6 +147,8 @@ var All = []string{
 	AppScheduleAdded, AppScheduleReplaced, AppScheduleRemoved, ScheduleRunSkipped,
 
 	NotifyChannelCreated, NotifyChannelTested, NotifyChannelDeleted, NotifyRuleCreated, NotifyRuleDeleted,
+
+	AlertRuleCreated, AlertRuleDeleted,
 
 	DomainAdded, DomainRemoved, DomainRenewRequested, AppRoutingChanged, DNSProviderCreated,
 	DomainCertIssued, DomainCertFailed, DomainSiteFailed,

@@ -29,6 +29,11 @@ const (
 	NotificationService_ListNotifications_FullMethodName     = "/berth.admin.v1.NotificationService/ListNotifications"
 	NotificationService_MarkNotificationsRead_FullMethodName = "/berth.admin.v1.NotificationService/MarkNotificationsRead"
 	NotificationService_GetUnreadCount_FullMethodName        = "/berth.admin.v1.NotificationService/GetUnreadCount"
+	NotificationService_AddAlert_FullMethodName              = "/berth.admin.v1.NotificationService/AddAlert"
+	NotificationService_ListAlerts_FullMethodName            = "/berth.admin.v1.NotificationService/ListAlerts"
+	NotificationService_GetAlert_FullMethodName              = "/berth.admin.v1.NotificationService/GetAlert"
+	NotificationService_RemoveAlert_FullMethodName           = "/berth.admin.v1.NotificationService/RemoveAlert"
+	NotificationService_ListDeliveries_FullMethodName        = "/berth.admin.v1.NotificationService/ListDeliveries"
 )
 
 // NotificationServiceClient is the client API for NotificationService service.
@@ -62,6 +67,18 @@ type NotificationServiceClient interface {
 	MarkNotificationsRead(ctx context.Context, in *MarkNotificationsReadRequest, opts ...grpc.CallOption) (*MarkNotificationsReadResponse, error)
 	// GetUnreadCount is the caller's unread count.
 	GetUnreadCount(ctx context.Context, in *GetUnreadCountRequest, opts ...grpc.CallOption) (*GetUnreadCountResponse, error)
+	// AddAlert adds a threshold alert rule (admin scope).
+	AddAlert(ctx context.Context, in *AddAlertRequest, opts ...grpc.CallOption) (*AddAlertResponse, error)
+	// ListAlerts lists the alert rules with where they fire now (read scope).
+	ListAlerts(ctx context.Context, in *ListAlertsRequest, opts ...grpc.CallOption) (*ListAlertsResponse, error)
+	// GetAlert shows one alert rule with where it fires now (read scope).
+	GetAlert(ctx context.Context, in *GetAlertRequest, opts ...grpc.CallOption) (*GetAlertResponse, error)
+	// RemoveAlert deletes an alert rule; what it had firing is resolved
+	// (admin scope).
+	RemoveAlert(ctx context.Context, in *RemoveAlertRequest, opts ...grpc.CallOption) (*RemoveAlertResponse, error)
+	// ListDeliveries lists recent deliveries from the outbox, newest first,
+	// of every channel or one, in any status or one (admin).
+	ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error)
 }
 
 type notificationServiceClient struct {
@@ -172,6 +189,56 @@ func (c *notificationServiceClient) GetUnreadCount(ctx context.Context, in *GetU
 	return out, nil
 }
 
+func (c *notificationServiceClient) AddAlert(ctx context.Context, in *AddAlertRequest, opts ...grpc.CallOption) (*AddAlertResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddAlertResponse)
+	err := c.cc.Invoke(ctx, NotificationService_AddAlert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) ListAlerts(ctx context.Context, in *ListAlertsRequest, opts ...grpc.CallOption) (*ListAlertsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAlertsResponse)
+	err := c.cc.Invoke(ctx, NotificationService_ListAlerts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) GetAlert(ctx context.Context, in *GetAlertRequest, opts ...grpc.CallOption) (*GetAlertResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAlertResponse)
+	err := c.cc.Invoke(ctx, NotificationService_GetAlert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) RemoveAlert(ctx context.Context, in *RemoveAlertRequest, opts ...grpc.CallOption) (*RemoveAlertResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveAlertResponse)
+	err := c.cc.Invoke(ctx, NotificationService_RemoveAlert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *notificationServiceClient) ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeliveriesResponse)
+	err := c.cc.Invoke(ctx, NotificationService_ListDeliveries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NotificationServiceServer is the server API for NotificationService service.
 // All implementations must embed UnimplementedNotificationServiceServer
 // for forward compatibility.
@@ -203,6 +270,18 @@ type NotificationServiceServer interface {
 	MarkNotificationsRead(context.Context, *MarkNotificationsReadRequest) (*MarkNotificationsReadResponse, error)
 	// GetUnreadCount is the caller's unread count.
 	GetUnreadCount(context.Context, *GetUnreadCountRequest) (*GetUnreadCountResponse, error)
+	// AddAlert adds a threshold alert rule (admin scope).
+	AddAlert(context.Context, *AddAlertRequest) (*AddAlertResponse, error)
+	// ListAlerts lists the alert rules with where they fire now (read scope).
+	ListAlerts(context.Context, *ListAlertsRequest) (*ListAlertsResponse, error)
+	// GetAlert shows one alert rule with where it fires now (read scope).
+	GetAlert(context.Context, *GetAlertRequest) (*GetAlertResponse, error)
+	// RemoveAlert deletes an alert rule; what it had firing is resolved
+	// (admin scope).
+	RemoveAlert(context.Context, *RemoveAlertRequest) (*RemoveAlertResponse, error)
+	// ListDeliveries lists recent deliveries from the outbox, newest first,
+	// of every channel or one, in any status or one (admin).
+	ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error)
 	mustEmbedUnimplementedNotificationServiceServer()
 }
 
@@ -242,6 +321,21 @@ func (UnimplementedNotificationServiceServer) MarkNotificationsRead(context.Cont
 }
 func (UnimplementedNotificationServiceServer) GetUnreadCount(context.Context, *GetUnreadCountRequest) (*GetUnreadCountResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetUnreadCount not implemented")
+}
+func (UnimplementedNotificationServiceServer) AddAlert(context.Context, *AddAlertRequest) (*AddAlertResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddAlert not implemented")
+}
+func (UnimplementedNotificationServiceServer) ListAlerts(context.Context, *ListAlertsRequest) (*ListAlertsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAlerts not implemented")
+}
+func (UnimplementedNotificationServiceServer) GetAlert(context.Context, *GetAlertRequest) (*GetAlertResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAlert not implemented")
+}
+func (UnimplementedNotificationServiceServer) RemoveAlert(context.Context, *RemoveAlertRequest) (*RemoveAlertResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveAlert not implemented")
+}
+func (UnimplementedNotificationServiceServer) ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeliveries not implemented")
 }
 func (UnimplementedNotificationServiceServer) mustEmbedUnimplementedNotificationServiceServer() {}
 func (UnimplementedNotificationServiceServer) testEmbeddedByValue()                             {}
@@ -444,6 +538,96 @@ func _NotificationService_GetUnreadCount_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NotificationService_AddAlert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddAlertRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).AddAlert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_AddAlert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).AddAlert(ctx, req.(*AddAlertRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_ListAlerts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAlertsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).ListAlerts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_ListAlerts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).ListAlerts(ctx, req.(*ListAlertsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_GetAlert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAlertRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).GetAlert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_GetAlert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).GetAlert(ctx, req.(*GetAlertRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_RemoveAlert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveAlertRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).RemoveAlert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_RemoveAlert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).RemoveAlert(ctx, req.(*RemoveAlertRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _NotificationService_ListDeliveries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeliveriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).ListDeliveries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_ListDeliveries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).ListDeliveries(ctx, req.(*ListDeliveriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NotificationService_ServiceDesc is the grpc.ServiceDesc for NotificationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -490,6 +674,26 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetUnreadCount",
 			Handler:    _NotificationService_GetUnreadCount_Handler,
+		},
+		{
+			MethodName: "AddAlert",
+			Handler:    _NotificationService_AddAlert_Handler,
+		},
+		{
+			MethodName: "ListAlerts",
+			Handler:    _NotificationService_ListAlerts_Handler,
+		},
+		{
+			MethodName: "GetAlert",
+			Handler:    _NotificationService_GetAlert_Handler,
+		},
+		{
+			MethodName: "RemoveAlert",
+			Handler:    _NotificationService_RemoveAlert_Handler,
+		},
+		{
+			MethodName: "ListDeliveries",
+			Handler:    _NotificationService_ListDeliveries_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

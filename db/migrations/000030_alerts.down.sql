@@ -1,0 +1,3 @@
+DROP TABLE IF EXISTS alert_states;
+DROP TABLE IF EXISTS alert_rules;
+DROP FUNCTION IF EXISTS berth_alert_rules_changed();
