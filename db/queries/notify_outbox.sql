@@ -32,6 +32,13 @@ WHERE o.id IN (
     SELECT x.id FROM notify_outbox x
     WHERE x.status = 'pending' AND x.next_attempt_at <= sqlc.arg(now)
       AND (x.locked_until IS NULL OR x.locked_until <= sqlc.arg(now))
+      -- A "resolved" message waits while the message that opened its
+      -- condition is still to be sent (retrying after a failure), so a
+      -- receiver never hears the end of something before its start.
+      AND NOT (x.resolves AND EXISTS (
+          SELECT 1 FROM notify_outbox y
+          WHERE y.channel_id = x.channel_id AND y.dedupe_key = x.dedupe_key
+            AND y.status = 'pending' AND NOT y.resolves AND y.created_at <= x.created_at AND y.id <> x.id))
     ORDER BY x.next_attempt_at, x.id
     LIMIT sqlc.arg(lim)
     FOR UPDATE SKIP LOCKED)
@@ -43,14 +50,19 @@ SET status = 'delivered', delivered_at = sqlc.arg(at), locked_until = NULL, last
 WHERE id = sqlc.arg(id) AND status = 'pending';
 
 -- name: RetryNotifyOutbox :execrows
+-- Only the lease holder records a failure: locked_until is the claim's
+-- fencing token, so a worker whose lease ran out (and whose row another
+-- worker has taken since) cannot clear the new holder's lease and let a
+-- third worker send the message at the same time.
 UPDATE notify_outbox
 SET next_attempt_at = sqlc.arg(next_attempt_at), locked_until = NULL, last_error = sqlc.arg(last_error)
-WHERE id = sqlc.arg(id) AND status = 'pending';
+WHERE id = sqlc.arg(id) AND status = 'pending' AND locked_until = sqlc.arg(lease);
 
 -- name: FailNotifyOutbox :execrows
+-- Like RetryNotifyOutbox, only for the lease holder.
 UPDATE notify_outbox
 SET status = 'failed', locked_until = NULL, last_error = sqlc.arg(last_error)
-WHERE id = sqlc.arg(id) AND status = 'pending';
+WHERE id = sqlc.arg(id) AND status = 'pending' AND locked_until = sqlc.arg(lease);
 
 -- name: GetNotifyOutbox :one
 SELECT * FROM notify_outbox WHERE id = sqlc.arg(id);

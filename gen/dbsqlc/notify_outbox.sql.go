@@ -19,6 +19,13 @@ WHERE o.id IN (
     SELECT x.id FROM notify_outbox x
     WHERE x.status = 'pending' AND x.next_attempt_at <= $2
       AND (x.locked_until IS NULL OR x.locked_until <= $2)
+      -- A "resolved" message waits while the message that opened its
+      -- condition is still to be sent (retrying after a failure), so a
+      -- receiver never hears the end of something before its start.
+      AND NOT (x.resolves AND EXISTS (
+          SELECT 1 FROM notify_outbox y
+          WHERE y.channel_id = x.channel_id AND y.dedupe_key = x.dedupe_key
+            AND y.status = 'pending' AND NOT y.resolves AND y.created_at <= x.created_at AND y.id <> x.id))
     ORDER BY x.next_attempt_at, x.id
     LIMIT $3
     FOR UPDATE SKIP LOCKED)
@@ -156,16 +163,18 @@ func (q *Queries) DigestNotifyOutbox(ctx context.Context, arg DigestNotifyOutbox
 const failNotifyOutbox = `-- name: FailNotifyOutbox :execrows
 UPDATE notify_outbox
 SET status = 'failed', locked_until = NULL, last_error = $1
-WHERE id = $2 AND status = 'pending'
+WHERE id = $2 AND status = 'pending' AND locked_until = $3
 `
 
 type FailNotifyOutboxParams struct {
 	LastError *string
 	ID        pgtype.UUID
+	Lease     *time.Time
 }
 
+// Like RetryNotifyOutbox, only for the lease holder.
 func (q *Queries) FailNotifyOutbox(ctx context.Context, arg FailNotifyOutboxParams) (int64, error) {
-	result, err := q.db.Exec(ctx, failNotifyOutbox, arg.LastError, arg.ID)
+	result, err := q.db.Exec(ctx, failNotifyOutbox, arg.LastError, arg.ID, arg.Lease)
 	if err != nil {
 		return 0, err
 	}
@@ -489,17 +498,27 @@ func (q *Queries) NotifyChannelsWithHeld(ctx context.Context) ([]pgtype.UUID, er
 const retryNotifyOutbox = `-- name: RetryNotifyOutbox :execrows
 UPDATE notify_outbox
 SET next_attempt_at = $1, locked_until = NULL, last_error = $2
-WHERE id = $3 AND status = 'pending'
+WHERE id = $3 AND status = 'pending' AND locked_until = $4
 `
 
 type RetryNotifyOutboxParams struct {
 	NextAttemptAt time.Time
 	LastError     *string
 	ID            pgtype.UUID
+	Lease         *time.Time
 }
 
+// Only the lease holder records a failure: locked_until is the claim's
+// fencing token, so a worker whose lease ran out (and whose row another
+// worker has taken since) cannot clear the new holder's lease and let a
+// third worker send the message at the same time.
 func (q *Queries) RetryNotifyOutbox(ctx context.Context, arg RetryNotifyOutboxParams) (int64, error) {
-	result, err := q.db.Exec(ctx, retryNotifyOutbox, arg.NextAttemptAt, arg.LastError, arg.ID)
+	result, err := q.db.Exec(ctx, retryNotifyOutbox,
+		arg.NextAttemptAt,
+		arg.LastError,
+		arg.ID,
+		arg.Lease,
+	)
 	if err != nil {
 		return 0, err
 	}

@@ -53,6 +53,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.Web.SessionMax, "session-max-age", 12*time.Hour, "sign a web session out this long after login")
 	f.StringSliceVar(&cfg.Web.TrustedProxies, "trusted-proxy", nil, "address or CIDR of a reverse proxy whose X-Forwarded-For is trusted (repeatable)")
 	f.BoolVar(&cfg.AllowPrivateWebhookTargets, "allow-private-webhook-targets", false, "let notification channels (webhooks, Slack, Discord) call private, loopback and link-local addresses; off, such targets are refused (SSRF protection)")
+	f.DurationVar(&cfg.NotifyLease, "notify-lease", 2*time.Minute, "how long a notification being sent is left to its controller (sends end before it); after a crash, how long until another controller sends it again (at least 1s)")
 	f.StringVar(&cfg.Domains.ACMEDirectory, "acme-directory", "https://acme-v02.api.letsencrypt.org/directory", "ACME directory certificates come from (a domain may name its own: berth domain add --acme-directory)")
 	f.StringVar(&cfg.Domains.ACMEEmail, "acme-email", "", "contact address of the ACME account (expiry notices from the CA)")
 	f.StringVar(&cfg.Domains.EABKeyID, "acme-eab-kid", "", "External Account Binding key id, for CAs that require one (ZeroSSL, ...)")

@@ -77,6 +77,10 @@ type Config struct {
 	// AllowPrivateWebhookTargets lets notification channels call private,
 	// loopback and link-local addresses (off: SSRF protection).
 	AllowPrivateWebhookTargets bool
+	// NotifyLease is how long a notification being sent is left alone by
+	// other controllers, and so how soon after a crash it is sent again
+	// (0: the notify package's default).
+	NotifyLease time.Duration
 	// Domains configures ACME and the certificate loop.
 	Domains domains.Config
 	// Ready, when set, is called once every listener is up.

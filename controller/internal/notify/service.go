@@ -42,10 +42,13 @@ type Config struct {
 	PublicURL string
 	// Now is the clock (tests inject one); default time.Now.
 	Now func() time.Time
-	// Workers is the number of delivery goroutines; default 2.
+	// Workers is how many messages are sent at once; default 8.
 	Workers int
 	// Lease is how long a claimed row is left alone by other workers;
-	// default 2 minutes (longer than one send's timeouts).
+	// default 2 minutes, at least a second. A send ends before its lease
+	// does (see deliver), so a lease shorter than the HTTP timeout
+	// shortens the sends; it is also how long after a crash (kill -9) a
+	// message the dead controller held is sent again.
 	Lease time.Duration
 	// MaxAttempts and MaxAge bound the retries; defaults 10 and 24 hours.
 	MaxAttempts int
@@ -63,6 +66,8 @@ type Service struct {
 	log    *slog.Logger
 	client *http.Client
 	wake   chan struct{}
+	// mailDomain is the right side of email Message-IDs.
+	mailDomain string
 }
 
 // New returns a Service.
@@ -77,10 +82,13 @@ func New(cfg Config) (*Service, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 2
+		cfg.Workers = 8
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = 2 * time.Minute
+	}
+	if cfg.Lease < time.Second {
+		return nil, errors.New("notify: the delivery lease must be at least a second")
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 10
@@ -94,6 +102,7 @@ func New(cfg Config) (*Service, error) {
 	return &Service{
 		cfg: cfg, st: cfg.Store, log: cfg.Logger.With("component", "notify"),
 		client: newHTTPClient(cfg.AllowPrivateTargets), wake: make(chan struct{}, 1),
+		mailDomain: mailDomain(cfg.PublicURL),
 	}, nil
 }
 

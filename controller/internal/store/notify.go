@@ -369,16 +369,20 @@ func (s *Store) MarkNotifyOutboxDelivered(ctx context.Context, id ID, at time.Ti
 	return n > 0, mapErr("mark notify outbox delivered", err)
 }
 
-// RetryNotifyOutbox releases a row to be tried again at next.
-func (s *Store) RetryNotifyOutbox(ctx context.Context, id ID, next time.Time, msg string) error {
-	_, err := s.q.RetryNotifyOutbox(ctx, dbsqlc.RetryNotifyOutboxParams{NextAttemptAt: next, LastError: &msg, ID: pgID(id)})
-	return mapErr("retry notify outbox", err)
+// RetryNotifyOutbox releases a row to be tried again at next. lease is the
+// row's locked_until as the claim returned it: when the row has been
+// claimed again since (this worker's lease ran out), nothing changes and
+// ok is false.
+func (s *Store) RetryNotifyOutbox(ctx context.Context, id ID, lease time.Time, next time.Time, msg string) (bool, error) {
+	n, err := s.q.RetryNotifyOutbox(ctx, dbsqlc.RetryNotifyOutboxParams{NextAttemptAt: next, LastError: &msg, ID: pgID(id), Lease: &lease})
+	return n > 0, mapErr("retry notify outbox", err)
 }
 
-// FailNotifyOutbox gives a row up.
-func (s *Store) FailNotifyOutbox(ctx context.Context, id ID, msg string) error {
-	_, err := s.q.FailNotifyOutbox(ctx, dbsqlc.FailNotifyOutboxParams{LastError: &msg, ID: pgID(id)})
-	return mapErr("fail notify outbox", err)
+// FailNotifyOutbox gives a row up, if lease (as for RetryNotifyOutbox)
+// still holds it.
+func (s *Store) FailNotifyOutbox(ctx context.Context, id ID, lease time.Time, msg string) (bool, error) {
+	n, err := s.q.FailNotifyOutbox(ctx, dbsqlc.FailNotifyOutboxParams{LastError: &msg, ID: pgID(id), Lease: &lease})
+	return n > 0, mapErr("fail notify outbox", err)
 }
 
 // NotifyOutboxByID gets one row.
