@@ -2,11 +2,17 @@ package main_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -312,6 +318,22 @@ func TestDomainsPlainHTTP(t *testing.T) {
 		t.Fatalf("domain list with a bad token: %+v", r)
 	}
 
+	// A custom certificate already on the server: served, and its issuer
+	// and expiry read by the agent.
+	caPEM, certPath, keyPath := customPair(t, n.root, "custom.example.test")
+	e.mustJSON(t, &added, "domain", "add", "shop", "custom.example.test", "--tls", "custom", "--cert-path", certPath, "--key-path", keyPath)
+	cd := e.waitDomain(t, "custom.example.test", "active", func(d domainView) bool { return d.Status != "pending" && d.TLSStatus != "pending" })
+	if cd.Status != "active" || cd.TLSStatus != "active" || !strings.Contains(cd.TLSIssuer, "berth test custom CA") || cd.TLSExpiresAt == nil ||
+		cd.TLSExpiresAt.Before(time.Now().Add(20*time.Hour)) {
+		t.Fatalf("custom certificate: %+v", cd)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	waitFor(t, "HTTPS with the custom certificate", time.Minute, func() bool {
+		code, body, _ := n.do(t, "https", n.httpsPort, "custom.example.test", "/hello", roots)
+		return code == 200 && strings.Contains(body, "custom.example.test") && strings.Contains(body, `"proto":"https"`)
+	})
+
 	// A custom certificate whose files are not there: nginx -t fails, the
 	// domain says why, and the live site keeps serving.
 	e.mustJSON(t, &added, "domain", "add", "shop", "secure.example.test", "--tls", "custom",
@@ -373,4 +395,36 @@ func startEcho(t *testing.T) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String()
+}
+
+// customPair writes a CA-signed certificate and key for host under dir,
+// as an operator would place them on the server, and returns the CA.
+func customPair(t *testing.T, dir, host string) (caPEM []byte, certPath, keyPath string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(10), Subject: pkix.Name{CommonName: "berth test custom CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(11), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	certPath, keyPath = filepath.Join(dir, host+".pem"), filepath.Join(dir, host+".key")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), certPath, keyPath
 }
