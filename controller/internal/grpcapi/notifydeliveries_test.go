@@ -74,10 +74,10 @@ func TestListDeliveriesAPI(t *testing.T) {
 		}
 		downSeen++
 		if downSeen == 1 {
-			err = e.st.FailNotifyOutbox(ctx, r.ID, "post to down.example.com: HTTP 500")
+			_, err = e.st.FailNotifyOutbox(ctx, r.ID, *r.LockedUntil, "post to down.example.com: HTTP 500")
 		} else {
 			next = now.Add(time.Hour).Truncate(time.Second)
-			err = e.st.RetryNotifyOutbox(ctx, r.ID, next, "post to down.example.com: HTTP 503")
+			_, err = e.st.RetryNotifyOutbox(ctx, r.ID, *r.LockedUntil, next, "post to down.example.com: HTTP 503")
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -139,12 +139,12 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.NotificationService/ListNotifications":     {store.ScopeRead, `unread_only: true`},
 	"/berth.admin.v1.NotificationService/MarkNotificationsRead": {store.ScopeRead, `all: true`},
 	"/berth.admin.v1.NotificationService/GetUnreadCount":        {store.ScopeRead, ``},
+	"/berth.admin.v1.NotificationService/ListDeliveries":        {store.ScopeAdmin, `status: "failed"`},
 	// Alert rules: admin to change, read to look.
-	"/berth.admin.v1.NotificationService/AddAlert":       {store.ScopeAdmin, `name: "cpu-new" metric: "cpu" above: 90`},
-	"/berth.admin.v1.NotificationService/ListAlerts":     {store.ScopeRead, ``},
-	"/berth.admin.v1.NotificationService/GetAlert":       {store.ScopeRead, `name: "nope"`},
-	"/berth.admin.v1.NotificationService/RemoveAlert":    {store.ScopeAdmin, `name: "nope"`},
-	"/berth.admin.v1.NotificationService/ListDeliveries": {store.ScopeAdmin, `status: "failed"`},
+	"/berth.admin.v1.NotificationService/AddAlert":    {store.ScopeAdmin, `name: "cpu-new" metric: "cpu" above: 90`},
+	"/berth.admin.v1.NotificationService/ListAlerts":  {store.ScopeRead, ``},
+	"/berth.admin.v1.NotificationService/GetAlert":    {store.ScopeRead, `name: "nope"`},
+	"/berth.admin.v1.NotificationService/RemoveAlert": {store.ScopeAdmin, `name: "nope"`},
 
 	// berth.admin.v1.DomainService: read to look, write to route hosts and
 	// renew (like an app's harmless settings: no code runs); DNS provider

@@ -129,11 +129,6 @@ var routeMatrix = map[string]routeRow{
 	"GET /notifications/stream":     {store.ScopeRead, "/notifications/stream", nil},
 	"POST /notifications/{id}/read": {store.ScopeRead, "/notifications/$NO_SUCH_ID/read", form()},
 	"POST /notifications/read-all":  {store.ScopeRead, "/notifications/read-all", form()},
-
-	// Alert rules: anyone reads them; admins change them.
-	"GET /alerts":                {store.ScopeRead, "/alerts", nil},
-	"POST /alerts":               {store.ScopeAdmin, "/alerts", form("name", "matrix-cpu", "metric", "cpu", "above", "90", "scope", "all")},
-	"POST /alerts/{name}/remove": {store.ScopeAdmin, "/alerts/no-such-alert/remove", form()},
 	// Channels and rules are the admin's, pages and changes alike.
 	"GET /notify/channels":                {store.ScopeAdmin, "/notify/channels", nil},
 	"POST /notify/channels":               {store.ScopeAdmin, "/notify/channels", form("form", "email", "name", "matrix-mail", "to", "ops@example.com")},
@@ -144,6 +139,11 @@ var routeMatrix = map[string]routeRow{
 	"GET /notify/rules":                   {store.ScopeAdmin, "/notify/rules", nil},
 	"POST /notify/rules":                  {store.ScopeAdmin, "/notify/rules", form("events", "deployment.*", "channel", "admins-inbox")},
 	"POST /notify/rules/{id}/remove":      {store.ScopeAdmin, "/notify/rules/$NO_SUCH_ID/remove", form()},
+
+	// Alert rules: anyone reads them; admins change them.
+	"GET /alerts":                {store.ScopeRead, "/alerts", nil},
+	"POST /alerts":               {store.ScopeAdmin, "/alerts", form("name", "matrix-cpu", "metric", "cpu", "above", "90", "scope", "all")},
+	"POST /alerts/{name}/remove": {store.ScopeAdmin, "/alerts/no-such-alert/remove", form()},
 }
 
 // status requests path as c and returns the status and Location without

@@ -207,11 +207,6 @@ func (s *Server) routes() []route {
 		{"GET /notifications/stream", s.page(s.bellStream)},
 		{"POST /notifications/{id}/read", s.page(s.notificationRead)},
 		{"POST /notifications/read-all", s.page(s.notificationReadAll)},
-
-		// Threshold alerts.
-		{"GET /alerts", s.page(s.alertList)},
-		{"POST /alerts", s.page(s.alertCreate)},
-		{"POST /alerts/{name}/remove", s.page(s.alertRemove)},
 		// Notification channels and rules (admin).
 		{"GET /notify/channels", s.page(s.channelList)},
 		{"POST /notify/channels", s.page(s.channelCreate)},
@@ -222,6 +217,11 @@ func (s *Server) routes() []route {
 		{"GET /notify/rules", s.page(s.ruleList)},
 		{"POST /notify/rules", s.page(s.ruleCreate)},
 		{"POST /notify/rules/{id}/remove", s.page(s.ruleRemove)},
+
+		// Threshold alerts.
+		{"GET /alerts", s.page(s.alertList)},
+		{"POST /alerts", s.page(s.alertCreate)},
+		{"POST /alerts/{name}/remove", s.page(s.alertRemove)},
 		{"POST /git-credentials", s.page(s.credentialCreate)},
 		{"POST /git-credentials/{name}/delete", s.page(s.credentialDelete)},
 	}

@@ -29,11 +29,11 @@ const (
 	NotificationService_ListNotifications_FullMethodName     = "/berth.admin.v1.NotificationService/ListNotifications"
 	NotificationService_MarkNotificationsRead_FullMethodName = "/berth.admin.v1.NotificationService/MarkNotificationsRead"
 	NotificationService_GetUnreadCount_FullMethodName        = "/berth.admin.v1.NotificationService/GetUnreadCount"
+	NotificationService_ListDeliveries_FullMethodName        = "/berth.admin.v1.NotificationService/ListDeliveries"
 	NotificationService_AddAlert_FullMethodName              = "/berth.admin.v1.NotificationService/AddAlert"
 	NotificationService_ListAlerts_FullMethodName            = "/berth.admin.v1.NotificationService/ListAlerts"
 	NotificationService_GetAlert_FullMethodName              = "/berth.admin.v1.NotificationService/GetAlert"
 	NotificationService_RemoveAlert_FullMethodName           = "/berth.admin.v1.NotificationService/RemoveAlert"
-	NotificationService_ListDeliveries_FullMethodName        = "/berth.admin.v1.NotificationService/ListDeliveries"
 )
 
 // NotificationServiceClient is the client API for NotificationService service.
@@ -67,6 +67,9 @@ type NotificationServiceClient interface {
 	MarkNotificationsRead(ctx context.Context, in *MarkNotificationsReadRequest, opts ...grpc.CallOption) (*MarkNotificationsReadResponse, error)
 	// GetUnreadCount is the caller's unread count.
 	GetUnreadCount(ctx context.Context, in *GetUnreadCountRequest, opts ...grpc.CallOption) (*GetUnreadCountResponse, error)
+	// ListDeliveries lists recent deliveries from the outbox, newest first,
+	// of every channel or one, in any status or one (admin).
+	ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error)
 	// AddAlert adds a threshold alert rule (admin scope).
 	AddAlert(ctx context.Context, in *AddAlertRequest, opts ...grpc.CallOption) (*AddAlertResponse, error)
 	// ListAlerts lists the alert rules with where they fire now (read scope).
@@ -76,9 +79,6 @@ type NotificationServiceClient interface {
 	// RemoveAlert deletes an alert rule; what it had firing is resolved
 	// (admin scope).
 	RemoveAlert(ctx context.Context, in *RemoveAlertRequest, opts ...grpc.CallOption) (*RemoveAlertResponse, error)
-	// ListDeliveries lists recent deliveries from the outbox, newest first,
-	// of every channel or one, in any status or one (admin).
-	ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error)
 }
 
 type notificationServiceClient struct {
@@ -189,6 +189,16 @@ func (c *notificationServiceClient) GetUnreadCount(ctx context.Context, in *GetU
 	return out, nil
 }
 
+func (c *notificationServiceClient) ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeliveriesResponse)
+	err := c.cc.Invoke(ctx, NotificationService_ListDeliveries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *notificationServiceClient) AddAlert(ctx context.Context, in *AddAlertRequest, opts ...grpc.CallOption) (*AddAlertResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AddAlertResponse)
@@ -229,16 +239,6 @@ func (c *notificationServiceClient) RemoveAlert(ctx context.Context, in *RemoveA
 	return out, nil
 }
 
-func (c *notificationServiceClient) ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ListDeliveriesResponse)
-	err := c.cc.Invoke(ctx, NotificationService_ListDeliveries_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 // NotificationServiceServer is the server API for NotificationService service.
 // All implementations must embed UnimplementedNotificationServiceServer
 // for forward compatibility.
@@ -270,6 +270,9 @@ type NotificationServiceServer interface {
 	MarkNotificationsRead(context.Context, *MarkNotificationsReadRequest) (*MarkNotificationsReadResponse, error)
 	// GetUnreadCount is the caller's unread count.
 	GetUnreadCount(context.Context, *GetUnreadCountRequest) (*GetUnreadCountResponse, error)
+	// ListDeliveries lists recent deliveries from the outbox, newest first,
+	// of every channel or one, in any status or one (admin).
+	ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error)
 	// AddAlert adds a threshold alert rule (admin scope).
 	AddAlert(context.Context, *AddAlertRequest) (*AddAlertResponse, error)
 	// ListAlerts lists the alert rules with where they fire now (read scope).
@@ -279,9 +282,6 @@ type NotificationServiceServer interface {
 	// RemoveAlert deletes an alert rule; what it had firing is resolved
 	// (admin scope).
 	RemoveAlert(context.Context, *RemoveAlertRequest) (*RemoveAlertResponse, error)
-	// ListDeliveries lists recent deliveries from the outbox, newest first,
-	// of every channel or one, in any status or one (admin).
-	ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error)
 	mustEmbedUnimplementedNotificationServiceServer()
 }
 
@@ -322,6 +322,9 @@ func (UnimplementedNotificationServiceServer) MarkNotificationsRead(context.Cont
 func (UnimplementedNotificationServiceServer) GetUnreadCount(context.Context, *GetUnreadCountRequest) (*GetUnreadCountResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetUnreadCount not implemented")
 }
+func (UnimplementedNotificationServiceServer) ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeliveries not implemented")
+}
 func (UnimplementedNotificationServiceServer) AddAlert(context.Context, *AddAlertRequest) (*AddAlertResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddAlert not implemented")
 }
@@ -333,9 +336,6 @@ func (UnimplementedNotificationServiceServer) GetAlert(context.Context, *GetAler
 }
 func (UnimplementedNotificationServiceServer) RemoveAlert(context.Context, *RemoveAlertRequest) (*RemoveAlertResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveAlert not implemented")
-}
-func (UnimplementedNotificationServiceServer) ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method ListDeliveries not implemented")
 }
 func (UnimplementedNotificationServiceServer) mustEmbedUnimplementedNotificationServiceServer() {}
 func (UnimplementedNotificationServiceServer) testEmbeddedByValue()                             {}
@@ -538,6 +538,24 @@ func _NotificationService_GetUnreadCount_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NotificationService_ListDeliveries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeliveriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).ListDeliveries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_ListDeliveries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).ListDeliveries(ctx, req.(*ListDeliveriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _NotificationService_AddAlert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AddAlertRequest)
 	if err := dec(in); err != nil {
@@ -610,24 +628,6 @@ func _NotificationService_RemoveAlert_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
-func _NotificationService_ListDeliveries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ListDeliveriesRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(NotificationServiceServer).ListDeliveries(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: NotificationService_ListDeliveries_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NotificationServiceServer).ListDeliveries(ctx, req.(*ListDeliveriesRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 // NotificationService_ServiceDesc is the grpc.ServiceDesc for NotificationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -676,6 +676,10 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _NotificationService_GetUnreadCount_Handler,
 		},
 		{
+			MethodName: "ListDeliveries",
+			Handler:    _NotificationService_ListDeliveries_Handler,
+		},
+		{
 			MethodName: "AddAlert",
 			Handler:    _NotificationService_AddAlert_Handler,
 		},
@@ -690,10 +694,6 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveAlert",
 			Handler:    _NotificationService_RemoveAlert_Handler,
-		},
-		{
-			MethodName: "ListDeliveries",
-			Handler:    _NotificationService_ListDeliveries_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
