@@ -93,6 +93,7 @@ bench: deps-test build
 	./scripts/bench.sh
 	BIN=$(BIN) ./scripts/deploy-bench.sh | tee -a BENCHMARKS.md
 	BIN=$(BIN) ./scripts/redeploy-bench.sh | tee -a BENCHMARKS.md
+	BERTH_BENCH_OUT=$(CURDIR)/BENCHMARKS.md $(GO) test -count=1 -parallel 1 -run 'TestDomainsACME|TestDomainsManyOnOneServer' ./controller/cmd/berth/
 
 clean:
 	rm -rf $(BIN) gen/proto gen/dbsqlc
