@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,6 +24,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // pebbleBins builds pebble and its challenge test server once, from the
@@ -52,45 +55,68 @@ type acmeEnv struct {
 	challMgmt string // challtestsrv management http://host:port
 	roots     *x509.CertPool
 	logs      *syncBuffer
+	tlsDir    string // pebble's own HTTPS certificate and key
 }
 
 // startPebble starts challtestsrv and pebble (HTTP-01 on nginx's port,
 // certificates valid for validity), with PEBBLE_VA_ALWAYS_VALID unset.
 func startPebble(t *testing.T, n *nginxEnv, validity time.Duration) *acmeEnv {
 	t.Helper()
+	return startPebbleWith(t, n, validity, nil, nil)
+}
+
+// startPebbleWith is startPebble requiring External Account Binding with
+// eab's keys (kid -> base64url HMAC) when set, and sharing the DNS server
+// and HTTPS certificate of other when set.
+func startPebbleWith(t *testing.T, n *nginxEnv, validity time.Duration, eab map[string]string, other *acmeEnv) *acmeEnv {
+	t.Helper()
 	bins, err := pebbleBins()
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	caPEM, certPEM, keyPEM := testTLS(t)
 	a := &acmeEnv{caFile: filepath.Join(dir, "ca.pem"), logs: &syncBuffer{}}
-	for name, b := range map[string][]byte{"ca.pem": caPEM, "cert.pem": certPEM, "key.pem": keyPEM} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+	var caPEM []byte
+	if other != nil {
+		a.caFile, a.dnsAddr, a.challMgmt, a.tlsDir = other.caFile, other.dnsAddr, other.challMgmt, other.tlsDir
+		if caPEM, err = os.ReadFile(a.caFile); err != nil {
 			t.Fatal(err)
 		}
-	}
-	dnsPort, challMgmtPort := freePort(t), freePort(t)
-	a.dnsAddr = "127.0.0.1:" + strconv.Itoa(dnsPort)
-	a.challMgmt = "http://127.0.0.1:" + strconv.Itoa(challMgmtPort)
-	chall := exec.Command(filepath.Join(bins, "pebble-challtestsrv"), "-http01", "", "-https01", "", "-doh", "", "-tlsalpn01", "",
-		"-dnsserver", a.dnsAddr, "-management", "127.0.0.1:"+strconv.Itoa(challMgmtPort), "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
-	startProc(t, chall, a.logs)
-	waitFor(t, "challtestsrv up", 30*time.Second, func() bool {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(challMgmtPort), time.Second)
-		if err == nil {
-			c.Close()
+	} else {
+		var certPEM, keyPEM []byte
+		caPEM, certPEM, keyPEM = testTLS(t)
+		a.tlsDir = dir
+		for name, b := range map[string][]byte{"ca.pem": caPEM, "cert.pem": certPEM, "key.pem": keyPEM} {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
-		return err == nil
-	})
+		dnsPort, challMgmtPort := freePort(t), freePort(t)
+		a.dnsAddr = "127.0.0.1:" + strconv.Itoa(dnsPort)
+		a.challMgmt = "http://127.0.0.1:" + strconv.Itoa(challMgmtPort)
+		chall := exec.Command(filepath.Join(bins, "pebble-challtestsrv"), "-http01", "", "-https01", "", "-doh", "", "-tlsalpn01", "",
+			"-dnsserver", a.dnsAddr, "-management", "127.0.0.1:"+strconv.Itoa(challMgmtPort), "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
+		startProc(t, chall, a.logs)
+		waitFor(t, "challtestsrv up", 30*time.Second, func() bool {
+			c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(challMgmtPort), time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+	}
 	listen, mgmt := "127.0.0.1:"+strconv.Itoa(freePort(t)), "127.0.0.1:"+strconv.Itoa(freePort(t))
-	cfg := map[string]any{"pebble": map[string]any{
+	pc := map[string]any{
 		"listenAddress": listen, "managementListenAddress": mgmt,
-		"certificate": filepath.Join(dir, "cert.pem"), "privateKey": filepath.Join(dir, "key.pem"),
-		"httpPort": n.httpPort, "tlsPort": n.httpsPort, "ocspResponderURL": "", "externalAccountBindingRequired": false,
+		"certificate": filepath.Join(a.tlsDir, "cert.pem"), "privateKey": filepath.Join(a.tlsDir, "key.pem"),
+		"httpPort": n.httpPort, "tlsPort": n.httpsPort, "ocspResponderURL": "", "externalAccountBindingRequired": eab != nil,
 		"retryAfter": map[string]int{"authz": 1, "order": 1}, "keyAlgorithm": "ecdsa",
 		"profiles": map[string]any{"default": map[string]any{"description": "short", "validityPeriod": int(validity / time.Second)}},
-	}}
+	}
+	if eab != nil {
+		pc["externalAccountMACKeys"] = eab
+	}
+	cfg := map[string]any{"pebble": pc}
 	buf, _ := json.Marshal(cfg)
 	cfgPath := filepath.Join(dir, "pebble.json")
 	if err := os.WriteFile(cfgPath, buf, 0o600); err != nil {
@@ -383,4 +409,73 @@ func servedSerial(t *testing.T, n *nginxEnv, host string, roots *x509.CertPool) 
 	}
 	defer c.Close()
 	return fmt.Sprintf("%x", c.ConnectionState().PeerCertificates[0].SerialNumber.Bytes())
+}
+
+// TestDomainsACMEAccounts: the install's directory requires External
+// Account Binding (as ZeroSSL does) and gets it from --acme-eab-kid and
+// --acme-eab-hmac; a domain with its own --acme-directory is issued by
+// that CA instead. Account keys are stored sealed, one per directory.
+func TestDomainsACMEAccounts(t *testing.T) {
+	t.Parallel()
+	n := startNginxEnv(t)
+	const kid, hmac = "kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+	eabCA := startPebbleWith(t, n, time.Hour, map[string]string{kid: hmac}, nil)
+	other := startPebbleWith(t, n, time.Hour, nil, eabCA)
+	e := setupDeployWith(t, n.agentArgs(), "--acme-interval", "200ms", "--acme-retry", "2s", "--acme-directory", eabCA.dir,
+		"--acme-ca-file", eabCA.caFile, "--acme-eab-kid", kid, "--acme-eab-hmac", hmac)
+	openToWorkers(t, filepath.Dir(e.base), e.base)
+	url := e.repo.serveHTTP(t, gitUser, gitToken)
+	if r := e.cli(t, gitToken+"\n", "git-credential", "add", "gitcred", "--https", "--username", gitUser, "--token-stdin"); r.code != 0 {
+		t.Fatalf("git-credential add: %+v", r)
+	}
+	e.commitApp(t, "v1", map[string]string{"index.html": "shop v1\n"})
+	e.createApp(t, "shop", url, "gitcred")
+	var app map[string]any
+	e.mustJSON(t, &app, "app", "update", "shop", "--static-root", ".")
+	var added domainView
+	e.mustJSON(t, &added, "domain", "add", "shop", "eab.example.test")
+	e.mustJSON(t, &added, "domain", "add", "shop", "other.example.test", "--acme-directory", other.dir)
+	done := func(d domainView) bool { return d.TLSStatus == "active" || d.TLSStatus == "failed" }
+	a := e.waitDomain(t, "eab.example.test", "certificate", done)
+	b := e.waitDomain(t, "other.example.test", "certificate", done)
+	if a.TLSStatus != "active" || b.TLSStatus != "active" {
+		t.Fatalf("EAB directory: %+v\nper-domain directory: %+v", a, b)
+	}
+	// Each pebble has its own intermediate (a random name suffix).
+	if a.TLSIssuer == b.TLSIssuer || !strings.Contains(a.TLSIssuer, "Pebble") || !strings.Contains(b.TLSIssuer, "Pebble") {
+		t.Fatalf("issuers: %q and %q, want two different pebbles", a.TLSIssuer, b.TLSIssuer)
+	}
+	var shown map[string]any
+	e.mustJSON(t, &shown, "domain", "show", "other.example.test")
+	if shown["acme_directory"] != other.dir {
+		t.Fatalf("per-domain directory: %v", shown["acme_directory"])
+	}
+	conn, err := pgx.Connect(context.Background(), e.dsn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(context.Background(), `SELECT directory_url, private_key, registration_uri FROM acme_accounts ORDER BY directory_url`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accounts := 0
+	for rows.Next() {
+		var dir, reg string
+		var key []byte
+		if err := rows.Scan(&dir, &key, &reg); err != nil {
+			t.Fatal(err)
+		}
+		accounts++
+		if bytes.Contains(key, []byte("PRIVATE KEY")) || reg == "" {
+			t.Errorf("account at %s: key in the clear or no registration", dir)
+		}
+	}
+	rows.Close()
+	if accounts != 2 {
+		t.Fatalf("%d ACME accounts, want one per directory", accounts)
+	}
+	if strings.Contains(e.c.logs.String(), hmac) || strings.Contains(e.outputs.String(), hmac) {
+		t.Fatal("the EAB HMAC reached a log or the CLI's output")
+	}
 }
