@@ -340,3 +340,43 @@ func TestAddRules(t *testing.T) {
 		t.Fatalf("wildcard with dns: %+v %v", w, err)
 	}
 }
+
+// The site the agent gets: HTTPS only where a certificate is in place, a
+// bare-host redirect to HTTPS only when its target can answer it, the
+// upstream or static root of the app.
+func TestSiteSpec(t *testing.T) {
+	t.Parallel()
+	ptr := func(s string) *string { return &s }
+	a := store.App{AppSettings: store.AppSettings{DeployPath: "/srv/shop"}, UpstreamPort: 10001}
+	apex := store.Domain{Hostname: "example.com", IsPrimary: true, DomainSettings: store.DomainSettings{TLSMode: store.TLSACME, ForceHTTPS: true, HSTS: true, RedirectStatus: 301}}
+	www := store.Domain{Hostname: "www.example.com", DomainSettings: store.DomainSettings{TLSMode: store.TLSACME, ForceHTTPS: true, RedirectTo: ptr("example.com"), RedirectStatus: 308}}
+	custom := store.Domain{Hostname: "c.example.com", DomainSettings: store.DomainSettings{TLSMode: store.TLSCustom, TLSCertPath: ptr("/etc/c.pem"), TLSKeyPath: ptr("/etc/c.key"), RedirectStatus: 301}}
+	site, ids := siteSpec(a, []store.Domain{apex, www, custom}, time.Now())
+	if site.GetUpstream() != "http://127.0.0.1:10001" || site.GetStaticRoot() != "" || len(ids) != 3 {
+		t.Fatalf("site: %v", site)
+	}
+	d := site.GetDomains()
+	// No certificate yet: plain HTTP, no forced redirect, no HSTS.
+	if d[0].GetTls() != "off" || d[0].GetForceHttps() || d[0].GetHsts() || d[0].GetCertName() != "" || d[0].GetRedirectStatus() != 0 {
+		t.Fatalf("apex before issuance: %v", d[0])
+	}
+	if d[1].GetRedirectTo() != "http://example.com" || d[1].GetRedirectStatus() != 308 {
+		t.Fatalf("www before the apex has a certificate: %v", d[1])
+	}
+	if d[2].GetTls() != "custom" || d[2].GetCertPath() != "/etc/c.pem" || d[2].GetKeyPath() != "/etc/c.key" {
+		t.Fatalf("custom: %v", d[2])
+	}
+	apex.TLSSerial = ptr("01")
+	a.StaticRoot = ptr("public")
+	site, _ = siteSpec(a, []store.Domain{apex, www}, time.Now())
+	d = site.GetDomains()
+	if site.GetStaticRoot() != "/srv/shop/current/public" || site.GetUpstream() != "" {
+		t.Fatalf("static root: %v", site)
+	}
+	if d[0].GetTls() != "acme" || !d[0].GetForceHttps() || !d[0].GetHsts() || d[0].GetCertName() != "example.com" {
+		t.Fatalf("apex after issuance: %v", d[0])
+	}
+	if d[1].GetRedirectTo() != "https://example.com" {
+		t.Fatalf("www after the apex has a certificate: %v", d[1])
+	}
+}

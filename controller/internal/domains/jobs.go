@@ -79,6 +79,13 @@ func siteSpec(a store.App, ds []store.Domain, now time.Time) (*agentv1.SiteSpec,
 	case a.UpstreamPort > 0:
 		site.Upstream = fmt.Sprintf("http://127.0.0.1:%d", a.UpstreamPort)
 	}
+	// A bare-host redirect goes to HTTPS when its target can answer it:
+	// a host of this site with a certificate in place, or a host Berth
+	// does not route here (its owner's business).
+	secure := map[string]bool{}
+	for _, d := range ds {
+		secure[d.Hostname] = d.TLSMode == store.TLSCustom || (d.TLSMode == store.TLSACME && d.TLSSerial != nil)
+	}
 	ids := make([]string, 0, len(ds))
 	for _, d := range ds {
 		ids = append(ids, d.ID.String())
@@ -89,7 +96,7 @@ func siteSpec(a store.App, ds []store.Domain, now time.Time) (*agentv1.SiteSpec,
 			sd.RedirectTo, sd.RedirectStatus = *d.RedirectTo, uint32(d.RedirectStatus)
 			if !strings.Contains(sd.RedirectTo, "://") {
 				scheme := "https"
-				if d.TLSMode == store.TLSOff {
+				if ok, ours := secure[sd.RedirectTo]; ours && !ok {
 					scheme = "http"
 				}
 				sd.RedirectTo = scheme + "://" + sd.RedirectTo

@@ -501,6 +501,11 @@ func (s *Service) Renew(ctx context.Context, pr *auth.Principal, peer Peer, host
 	if d.TLSMode == store.TLSOff {
 		return Domain{}, fmt.Errorf("%w: %s has TLS off: there is no certificate to renew", store.ErrWrongState, d.Hostname)
 	}
+	if d.TLSStatus == store.TLSIssuing {
+		// An attempt is under way (or its controller died and its lease
+		// brings it back): a second order beside it would only race it.
+		return s.view(ctx, d), nil
+	}
 	now := s.cfg.Now()
 	if d, err = s.st.SetDomainNextAttempt(ctx, d.ID, &now, true); err != nil {
 		return Domain{}, err
