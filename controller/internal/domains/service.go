@@ -237,13 +237,24 @@ type AddParams struct {
 	DNSProvider    string
 }
 
-// Add routes a host to an app (write scope). The host is normalised; a
+// Add routes a host to an app (write scope; admin with a DNS provider or
+// an ACME directory other than the install's). The host is normalised; a
 // host another app (or this one) already has is refused, as are redirect
 // loops. Its site is synced and, for acme and custom, its certificate
 // attempt scheduled at once.
 func (s *Service) Add(ctx context.Context, pr *auth.Principal, peer Peer, p AddParams) (Domain, error) {
 	if err := require(pr, store.ScopeWrite); err != nil {
 		return Domain{}, err
+	}
+	// Two options are more than a harmless setting: a DNS provider spends
+	// the credentials an admin stored (DNS-01 proves control of any name
+	// in their zones, wherever its DNS points, so the write scope could
+	// get a trusted certificate for any such name), and a directory of the
+	// caller's choosing makes the controller talk to that server.
+	if strings.TrimSpace(p.DNSProvider) != "" || (strings.TrimSpace(p.ACMEDirectory) != "" && strings.TrimSpace(p.ACMEDirectory) != s.cfg.ACMEDirectory) {
+		if err := require(pr, store.ScopeAdmin); err != nil {
+			return Domain{}, err
+		}
 	}
 	host, err := NormalizeHost(p.Host)
 	if err != nil {
