@@ -40,6 +40,25 @@ fi
 if [ "$target" = deps-test ] && { [ ! -x /usr/sbin/sshd ] || ! command -v git >/dev/null 2>&1; }; then
   apt_install openssh-server git
 fi
+# The agent's backup tests dump and restore a real MariaDB that they start
+# themselves (mariadb-install-db into a temp dir); the backup bench compares
+# against the shell pipeline pg_dump | zstd | age.
+if [ "$target" = deps-test ]; then
+  backup=()
+  command -v mariadb-install-db >/dev/null 2>&1 || command -v mysql_install_db >/dev/null 2>&1 || backup+=(mariadb-server)
+  command -v zstd >/dev/null 2>&1 || backup+=(zstd)
+  command -v age >/dev/null 2>&1 || backup+=(age)
+  if [ ${#backup[@]} -gt 0 ]; then
+    apt_install "${backup[@]}"
+  fi
+fi
+# The agent's site manager tests (agent/internal/proxy) start a real nginx
+# with their own prefix and loopback ports. Debian's package does not start
+# a system nginx where policy-rc.d forbids it (containers); elsewhere it
+# starts one on port 80, which the tests do not use.
+if [ "$target" = deps-test ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  apt_install nginx
+fi
 # The web UI's browser tests drive a real headless Chromium (chromedp); it
 # needs a font to lay pages out and render the screenshots.
 have_chromium() {

@@ -7,16 +7,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 )
 
 // Apply renders the site, puts it in place, checks the whole configuration
 // with nginx -t and reloads nginx, waiting until the new configuration
 // answers. On a failed check the previous file stays live and the error
-// carries nginx's message.
+// carries nginx's message. When the check passes but the reload fails
+// (nginx not running, or refusing the reload) the checked file stays in
+// place for nginx's next start or reload, and the error says why.
 func (m *Manager) Apply(ctx context.Context, s Site) error {
 	return m.ApplyAll(ctx, []Site{s})
 }
@@ -36,7 +41,46 @@ func (m *Manager) ApplyAll(ctx context.Context, sites []Site) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.applyLocked(ctx, sites, nil)
+	return m.applyLocked(ctx, sites, nil, false)
+}
+
+// Sync makes the sites exactly these: it applies them and removes every
+// other app's site, with one check and one reload, so an agent that missed
+// a removal while it was disconnected drops the site (and the controller
+// stops renewing its certificate on its side).
+func (m *Manager) Sync(ctx context.Context, sites []Site) error {
+	seen := make(map[string]bool, len(sites))
+	for i := range sites {
+		if err := sites[i].validate(); err != nil {
+			return err
+		}
+		if seen[sites[i].App] {
+			return invalid("app %s listed twice", sites[i].App)
+		}
+		seen[sites[i].App] = true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	apps, err := m.Sites()
+	if err != nil {
+		return err
+	}
+	var remove []string
+	for _, app := range apps {
+		if !seen[app] {
+			remove = append(remove, app)
+		}
+	}
+	specs, err := os.ReadDir(m.sitesStateDir())
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	for _, e := range specs {
+		if app, ok := strings.CutSuffix(e.Name(), ".json"); ok && !seen[app] && !fileExists(m.siteFile(app)) {
+			os.Remove(filepath.Join(m.sitesStateDir(), e.Name()))
+		}
+	}
+	return m.applyLocked(ctx, sites, remove, false)
 }
 
 // Remove takes the app's site out of nginx. Removing an app that has no
@@ -47,18 +91,19 @@ func (m *Manager) Remove(ctx context.Context, app string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !fileExists(m.siteFile(app)) {
-		// Nothing live; a stale spec must not bring it back on the
+	if !m.ours(app) {
+		// Nothing of ours live; a stale spec must not bring it back on the
 		// next certificate.
 		if err := removeIfExists(m.siteSpec(app)); err != nil {
 			return fmt.Errorf("proxy: %w", err)
 		}
 		return nil
 	}
-	return m.applyLocked(ctx, nil, []string{app})
+	return m.applyLocked(ctx, nil, []string{app}, false)
 }
 
-// Sites lists the apps that have a site file.
+// Sites lists the apps that have a site file written by the agent (files
+// someone else put in SitesDir are not the agent's to list or remove).
 func (m *Manager) Sites() ([]string, error) {
 	ents, err := os.ReadDir(m.cfg.SitesDir)
 	if err != nil {
@@ -66,12 +111,25 @@ func (m *Manager) Sites() ([]string, error) {
 	}
 	var apps []string
 	for _, e := range ents {
-		if app, ok := strings.CutSuffix(e.Name(), ".conf"); ok && validAppName(app) {
+		if app, ok := strings.CutSuffix(e.Name(), ".conf"); ok && validAppName(app) && m.ours(app) {
 			apps = append(apps, app)
 		}
 	}
 	sort.Strings(apps)
 	return apps, nil
+}
+
+// ours tells whether the app's site file starts with the agent's header.
+func (m *Manager) ours(app string) bool {
+	f, err := os.Open(m.siteFile(app))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	want := siteHeader(app)
+	buf := make([]byte, len(want))
+	_, err = io.ReadFull(f, buf)
+	return err == nil && string(buf) == want
 }
 
 func (m *Manager) siteFile(app string) string { return filepath.Join(m.cfg.SitesDir, app+".conf") }
@@ -88,22 +146,50 @@ type staged struct {
 
 // applyLocked swaps in the rendered sites and removes the named ones,
 // tests, and either rolls back or reloads. m.mu is held.
-func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string) (err error) {
+//
+// With reload set, nginx reloads even when no file changed: a renewed
+// certificate has the same paths, so the sites render the same, but nginx
+// reads certificates only when it loads its configuration.
+func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string, reload bool) (err error) {
+	for _, s := range sites {
+		if fileExists(m.siteFile(s.App)) && !m.ours(s.App) {
+			return fmt.Errorf("proxy: %s was not written by berth-agent; not replacing it", m.siteFile(s.App))
+		}
+	}
+	if !reload && len(remove) == 0 && m.unchanged(ctx, sites) {
+		return nil
+	}
 	var done []staged
 	defer func() {
 		if err != nil {
 			m.rollback(done)
 		}
 	}()
-	for _, s := range sites {
-		st, err := m.stage(s.App, []byte(m.render(s)))
+	// The new files are written and synced side by side first (in
+	// parallel: each fsync waits for a journal commit, and concurrent ones
+	// share it), then renamed into place one by one, then the directory is
+	// synced once.
+	paths := make([]string, len(sites))
+	data := make([][]byte, len(sites))
+	for i, s := range sites {
+		paths[i], data[i] = m.siteFile(s.App), []byte(m.render(s))
+	}
+	tmps, err := writeTemps(paths, data, 0o644)
+	if err != nil {
+		return err
+	}
+	for i, s := range sites {
+		st, err := m.stage(s.App, tmps[i])
 		if err != nil {
+			for _, t := range tmps[i:] {
+				os.Remove(t)
+			}
 			return err
 		}
 		done = append(done, st)
 	}
 	for _, app := range remove {
-		st, err := m.stage(app, nil)
+		st, err := m.stage(app, "")
 		if err != nil {
 			return err
 		}
@@ -116,7 +202,13 @@ func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string
 	if err := m.writeBase(); err != nil {
 		return err
 	}
-	if err := m.test(ctx); err != nil {
+	hosts := map[string]bool{}
+	for _, s := range sites {
+		for _, d := range s.Domains {
+			hosts[d.Host] = true
+		}
+	}
+	if err := m.test(ctx, hosts); err != nil {
 		return err
 	}
 	// The check passed: the new files are the live ones now, whatever the
@@ -130,10 +222,8 @@ func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string
 		}
 	}
 	syncDir(m.cfg.SitesDir)
-	for _, s := range sites {
-		if err := m.saveSpec(s); err != nil {
-			return m.reloadAfter(ctx, err)
-		}
+	if err := m.saveSpecs(sites); err != nil {
+		return m.reloadAfter(ctx, err)
 	}
 	for _, app := range remove {
 		if err := removeIfExists(m.siteSpec(app)); err != nil {
@@ -142,6 +232,37 @@ func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string
 	}
 	done = nil
 	return m.reload(ctx)
+}
+
+// unchanged tells whether applying sites would change nothing: every
+// rendered file is already the live one, and nginx answers the generation
+// written last (so it runs those files). A retried job then costs no
+// nginx -t and no reload.
+func (m *Manager) unchanged(ctx context.Context, sites []Site) bool {
+	for _, s := range sites {
+		for _, d := range s.Domains {
+			// A custom certificate replaced at the same path is read by
+			// nginx only on a reload; applying such a site again is how
+			// it gets picked up.
+			if d.TLS == TLSCustom {
+				return false
+			}
+		}
+		live, err := os.ReadFile(m.siteFile(s.App))
+		if err != nil || string(live) != m.render(s) {
+			return false
+		}
+		spec, err := os.ReadFile(m.siteSpec(s.App))
+		if err != nil {
+			return false
+		}
+		want, err := json.Marshal(s)
+		if err != nil || string(spec) != string(want) {
+			return false
+		}
+	}
+	gen, _, err := m.status(ctx)
+	return err == nil && gen == strconv.FormatUint(m.gen, 10)
 }
 
 // reloadAfter still reloads (the files on disk passed nginx -t) and
@@ -153,12 +274,12 @@ func (m *Manager) reloadAfter(ctx context.Context, err error) error {
 	return err
 }
 
-// stage puts data in place as the app's live file (nil: removes it),
+// stage renames tmp into place as the app's live file ("" removes it),
 // keeping what undoes the change. The live name is never missing while a
 // previous file existed: the previous file is hard-linked aside first and
-// the new one renamed over it.
-func (m *Manager) stage(app string, data []byte) (staged, error) {
-	st := staged{app: app, live: m.siteFile(app), removed: data == nil}
+// the new one renamed over it. The caller syncs the directory.
+func (m *Manager) stage(app, tmp string) (staged, error) {
+	st := staged{app: app, live: m.siteFile(app), removed: tmp == ""}
 	hidden := filepath.Join(m.cfg.SitesDir, "."+app+".conf")
 	if fileExists(st.live) {
 		st.prev = hidden + ".prev"
@@ -167,22 +288,23 @@ func (m *Manager) stage(app string, data []byte) (staged, error) {
 			return staged{}, fmt.Errorf("proxy: keep previous site: %w", err)
 		}
 	} else {
-		if data == nil {
+		if tmp == "" {
 			return st, nil
 		}
 		st.absent = hidden + ".absent"
-		if err := writeFileAtomic(st.absent, nil, 0o600); err != nil {
-			return staged{}, err
+		if err := os.WriteFile(st.absent, nil, 0o600); err != nil {
+			return staged{}, fmt.Errorf("proxy: %w", err)
 		}
 	}
-	if data == nil {
+	if tmp == "" {
 		if err := os.Remove(st.live); err != nil {
 			return st, fmt.Errorf("proxy: %w", err)
 		}
 		return st, nil
 	}
-	if err := writeFileAtomic(st.live, data, 0o644); err != nil {
-		return st, err
+	if err := os.Rename(tmp, st.live); err != nil {
+		os.Remove(tmp)
+		return st, fmt.Errorf("proxy: %w", err)
 	}
 	return st, nil
 }
@@ -202,12 +324,32 @@ func (m *Manager) rollback(done []staged) {
 	syncDir(m.cfg.SitesDir)
 }
 
-func (m *Manager) saveSpec(s Site) error {
-	b, err := json.Marshal(s)
+func (m *Manager) saveSpecs(sites []Site) error {
+	paths := make([]string, len(sites))
+	data := make([][]byte, len(sites))
+	for i, s := range sites {
+		b, err := json.Marshal(s)
+		if err != nil {
+			return fmt.Errorf("proxy: %w", err)
+		}
+		paths[i], data[i] = m.siteSpec(s.App), b
+	}
+	tmps, err := writeTemps(paths, data, 0o600)
 	if err != nil {
+		return err
+	}
+	for i, t := range tmps {
+		if err := os.Rename(t, paths[i]); err != nil {
+			for _, t := range tmps[i:] {
+				os.Remove(t)
+			}
+			return fmt.Errorf("proxy: %w", err)
+		}
+	}
+	if err := syncDir(m.sitesStateDir()); err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}
-	return writeFileAtomic(m.siteSpec(s.App), b, 0o600)
+	return nil
 }
 
 // specs reads the sites last applied.
@@ -241,13 +383,30 @@ func (m *Manager) specs() ([]Site, error) {
 // writeFileAtomic writes data to a temporary file beside path, syncs it,
 // and renames it over path, then syncs the directory.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
+	tmp, err := writeTemp(path, data, mode)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("proxy: write %s: %w", path, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	return nil
+}
+
+// writeTemp writes data, synced, to a new temporary file beside path and
+// returns its name. Temporary names start with '.', so nginx's *.conf
+// include never reads them.
+func writeTemp(path string, data []byte, mode os.FileMode) (string, error) {
 	var rnd [6]byte
 	rand.Read(rnd[:])
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(rnd[:]))
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+hex.EncodeToString(rnd[:]))
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
-		return fmt.Errorf("proxy: %w", err)
+		return "", fmt.Errorf("proxy: %w", err)
 	}
 	_, err = f.Write(data)
 	if err == nil {
@@ -259,17 +418,38 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("proxy: write %s: %w", path, err)
+		return "", fmt.Errorf("proxy: write %s: %w", path, err)
 	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("proxy: %w", err)
+	return tmp, nil
+}
+
+// writeTemps is writeTemp for many files, eight at a time. On an error no
+// temporary file is left.
+func writeTemps(paths []string, data [][]byte, mode os.FileMode) ([]string, error) {
+	tmps := make([]string, len(paths))
+	errs := make([]error, len(paths))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for i := range paths {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			tmps[i], errs[i] = writeTemp(paths[i], data[i], mode)
+		}()
 	}
-	return nil
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, t := range tmps {
+			if t != "" {
+				os.Remove(t)
+			}
+		}
+		return nil, err
+	}
+	return tmps, nil
 }
 
 func syncDir(dir string) error {

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -192,19 +193,47 @@ func (m *Manager) InstallCertificateContext(ctx context.Context, name string, ch
 	// The new key first, then its certificate: between the two renames
 	// nginx must not load them, which holds since reloads go through m.mu
 	// (an outside reload then would fail and leave nginx as it was).
+	tmp, err := writeTemp(m.certPath(name), out.Bytes(), 0o600)
+	if err != nil {
+		return CertInfo{}, err
+	}
 	if keyFile == m.nextKeyPath(name) {
 		if err := os.Rename(keyFile, m.keyPath(name)); err != nil {
+			os.Remove(tmp)
+			return CertInfo{}, fmt.Errorf("proxy: %w", err)
+		}
+		if err := syncDir(m.keysDir()); err != nil {
+			os.Remove(tmp)
 			return CertInfo{}, fmt.Errorf("proxy: %w", err)
 		}
 	}
-	if err := writeFileAtomic(m.certPath(name), out.Bytes(), 0o600); err != nil {
-		return CertInfo{}, err
+	if err := os.Rename(tmp, m.certPath(name)); err != nil {
+		os.Remove(tmp)
+		return CertInfo{}, fmt.Errorf("proxy: %w", err)
+	}
+	if err := syncDir(m.certsDir()); err != nil {
+		return CertInfo{}, fmt.Errorf("proxy: %w", err)
 	}
 	info := certInfo(leaf)
 
-	sites, err := m.specs()
+	using, err := m.sitesUsing(name)
 	if err != nil {
 		return info, err
+	}
+	if len(using) == 0 {
+		return info, nil
+	}
+	if err := m.applyLocked(ctx, using, nil, true); err != nil {
+		return info, fmt.Errorf("proxy: certificate %s installed, but re-applying its sites failed: %w", name, err)
+	}
+	return info, nil
+}
+
+// sitesUsing returns the applied sites with a domain on certificate name.
+func (m *Manager) sitesUsing(name string) ([]Site, error) {
+	sites, err := m.specs()
+	if err != nil {
+		return nil, err
 	}
 	var using []Site
 	for _, s := range sites {
@@ -215,23 +244,30 @@ func (m *Manager) InstallCertificateContext(ctx context.Context, name string, ch
 			}
 		}
 	}
-	if len(using) == 0 {
-		return info, nil
-	}
-	if err := m.applyLocked(ctx, using, nil); err != nil {
-		return info, fmt.Errorf("proxy: certificate %s installed, but re-applying its sites failed: %w", name, err)
-	}
-	return info, nil
+	return using, nil
 }
 
-// DeleteCertificate removes a certificate and its keys. Sites still using
-// it fall back to plain HTTP at their next apply.
+// ErrInUse: DeleteCertificate was asked to remove a certificate that an
+// applied site still names.
+var ErrInUse = errors.New("in use")
+
+// DeleteCertificate removes a certificate and its keys. A certificate
+// that an applied site still names is refused (ErrInUse): nginx's
+// configuration points at its files, and without them every later
+// nginx -t would fail. Apply the sites without it first.
 func (m *Manager) DeleteCertificate(name string) error {
 	if !validCertName(name) {
 		return invalid("certificate name %q", name)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	using, err := m.sitesUsing(name)
+	if err != nil {
+		return err
+	}
+	if len(using) > 0 {
+		return fmt.Errorf("proxy: certificate %s: %w by app %s", name, ErrInUse, using[0].App)
+	}
 	for _, p := range []string{m.certPath(name), m.keyPath(name), m.nextKeyPath(name)} {
 		if err := removeIfExists(p); err != nil {
 			return fmt.Errorf("proxy: %w", err)

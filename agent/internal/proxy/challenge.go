@@ -13,7 +13,7 @@ import (
 	"strings"
 )
 
-// ErrNoChallenge: DeleteChallenge or VerifyChallenge found no answer.
+// ErrNoChallenge: VerifyChallenge found no stored answer for the token.
 var ErrNoChallenge = errors.New("no such challenge")
 
 // PutChallenge writes the HTTP-01 key authorisation for token, served at
@@ -72,8 +72,11 @@ func (m *Manager) VerifyChallenge(ctx context.Context, host, token string) error
 		return fmt.Errorf("proxy: %w", err)
 	}
 	addr := m.cfg.ListenAddr
-	if addr == "" || net.ParseIP(addr).IsUnspecified() {
+	switch {
+	case addr == "" || addr == "0.0.0.0":
 		addr = "127.0.0.1"
+	case net.ParseIP(addr).IsUnspecified(): // "::"
+		addr = "::1"
 	}
 	target := net.JoinHostPort(addr, strconv.Itoa(m.cfg.HTTPPort))
 	var d net.Dialer

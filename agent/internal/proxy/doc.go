@@ -23,8 +23,10 @@
 //
 //	SitesDir/_berth.conf        http-level pieces every site uses (the
 //	                            $http_upgrade map) and a loopback status
-//	                            server whose answer is the generation of
-//	                            the last reload; included by NginxConf
+//	                            server (127.0.0.1:HTTPPort, Host
+//	                            status.berth-agent.invalid) whose answer
+//	                            is the generation of the last reload and
+//	                            the answering worker's pid
 //	SitesDir/APP.conf           one file per app, a server block per host
 //	SitesDir/.APP.conf.prev     the previous file while a new one is tested
 //	SitesDir/.APP.conf.absent   marker: no previous file while testing
@@ -53,18 +55,24 @@
 // renames the new file into place and runs `nginx -t`. A failed check (or a
 // warning that a host is already served by another server block) puts the
 // previous file back and returns nginx's own message. A passed check is
-// followed by `nginx -s reload` and a wait until the new configuration
-// answers: the loopback status server is asked for the generation written
-// with this change, on fresh connections, until it matches (polling, no
-// sleep-and-hope); a reload that nginx refused (a port already taken, say)
-// times out with the error log's last emergency lines.
+// followed by `nginx -s reload` and a wait until the new configuration is
+// the only one answering: the loopback status server is asked, on fresh
+// connections, for the generation written with this change until it
+// matches, and then every worker that ran before the reload must have
+// exited or closed its listening sockets (read from /proc: an old worker
+// can otherwise still accept a connection and answer it with the old
+// configuration). All of it is polling a condition, never a fixed sleep.
+// A reload that nginx refused (a port already taken, say) is reported at
+// once from the error log's new [emerg] lines when Config.ErrorLog is
+// set, else when Config.ReloadTimeout runs out.
 //
 // An agent that dies between the rename and the check leaves .prev or
 // .absent behind; New puts the previous state back before anything else.
 //
 // # Rendering
 //
-// Per host, a plain HTTP server block that always answers
+// Per host (hosts handled alike share one block with several
+// server_name entries), a plain HTTP server block that always answers
 // /.well-known/acme-challenge/ from ChallengeDir first; then either a
 // redirect (redirect-only hosts, with their status, path and query kept),
 // a redirect to HTTPS (force HTTPS, but only when a certificate is really

@@ -31,7 +31,7 @@ import (
 // env is a real nginx from the system's package, started by the test with
 // its own prefix, configuration and loopback ports, and a Manager for it.
 type env struct {
-	t         *testing.T
+	t         testing.TB
 	root      string
 	cfg       Config
 	m         *Manager
@@ -40,7 +40,7 @@ type env struct {
 	errLog    string
 }
 
-func nginxBin(t *testing.T) string {
+func nginxBin(t testing.TB) string {
 	t.Helper()
 	for _, p := range []string{"nginx", "/usr/sbin/nginx"} {
 		if b, err := exec.LookPath(p); err == nil {
@@ -51,7 +51,7 @@ func nginxBin(t *testing.T) string {
 	return ""
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -62,7 +62,7 @@ func freePort(t *testing.T) int {
 }
 
 // newEnv makes the directories and the Manager, without starting nginx.
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	root := t.TempDir()
 	// nginx's workers run as www-data when the test is root, as in
@@ -131,7 +131,7 @@ http {
 
 // startNginx is newEnv plus a running nginx, answering the Manager's
 // status server.
-func startNginx(t *testing.T) *env {
+func startNginx(t testing.TB) *env {
 	t.Helper()
 	e := newEnv(t)
 	e.start()
@@ -212,7 +212,7 @@ type answer struct {
 	proto  string
 }
 
-func fetch(t *testing.T, c *http.Client, url string) answer {
+func fetch(t testing.TB, c *http.Client, url string) answer {
 	t.Helper()
 	resp, err := c.Get(url)
 	if err != nil {
@@ -236,7 +236,7 @@ type echoed struct {
 
 // backend is a loopback HTTP app that reports the request it got and
 // echoes WebSocket frames (bytes, after the 101) back.
-func backend(t *testing.T, name string) *httptest.Server {
+func backend(t testing.TB, name string) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(echoHandler(name))
 	t.Cleanup(srv.Close)
@@ -277,7 +277,7 @@ func echoHandler(name string) http.Handler {
 	})
 }
 
-func decodeEcho(t *testing.T, a answer) echoed {
+func decodeEcho(t testing.TB, a answer) echoed {
 	t.Helper()
 	if a.status != 200 {
 		t.Fatalf("status %d, body %q", a.status, a.body)
@@ -304,7 +304,7 @@ type testCA struct {
 	pem  []byte
 }
 
-func newCA(t *testing.T) *testCA {
+func newCA(t testing.TB) *testCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -333,7 +333,7 @@ var serial int64 = 100
 
 // issue signs a leaf for pub naming hosts, valid until notAfter, and
 // returns the chain PEM (leaf, then the CA).
-func (ca *testCA) issue(t *testing.T, pub any, hosts []string, notAfter time.Time) []byte {
+func (ca *testCA) issue(t testing.TB, pub any, hosts []string, notAfter time.Time) []byte {
 	t.Helper()
 	serial++
 	tmpl := &x509.Certificate{
@@ -354,7 +354,7 @@ func (ca *testCA) issue(t *testing.T, pub any, hosts []string, notAfter time.Tim
 
 // signCSR issues a certificate for a CSR the Manager made, as an ACME CA
 // would after validation.
-func (ca *testCA) signCSR(t *testing.T, csrPEM []byte) []byte {
+func (ca *testCA) signCSR(t testing.TB, csrPEM []byte) []byte {
 	t.Helper()
 	blk, _ := pem.Decode(csrPEM)
 	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
@@ -372,7 +372,7 @@ func (ca *testCA) signCSR(t *testing.T, csrPEM []byte) []byte {
 
 // customPair writes a key and certificate for hosts to dir, as an admin
 // would put a bought certificate on the server.
-func (ca *testCA) customPair(t *testing.T, dir string, hosts []string) (certPath, keyPath string) {
+func (ca *testCA) customPair(t testing.TB, dir string, hosts []string) (certPath, keyPath string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -21,7 +21,7 @@ type Config struct {
 	NginxConf   string // main config passed to nginx -t -c / -s reload; it must include SitesDir/*.conf inside http {}
 	NginxPrefix string // -p, optional
 	SitesDir    string // where the agent's site files live (included by NginxConf), one file per app
-	StateDir    string // keys/, certs/, challenges/, sites/
+	StateDir    string // a directory of its own (made 0711): keys/, certs/, challenges/, sites/
 	HTTPPort    int    // default 80
 	HTTPSPort   int    // default 443
 	ListenAddr  string // optional bind address, "" = all (IPv4, and IPv6 when the host has it)
@@ -116,6 +116,14 @@ func New(cfg Config) (*Manager, error) {
 	if err := m.makeDirs(); err != nil {
 		return nil, err
 	}
+	// As root, nginx's workers run as another user (www-data): a challenge
+	// directory they cannot reach would only show at the first issuance,
+	// as a 403 to the CA. Say it now.
+	if os.Geteuid() == 0 {
+		if err := reachableByOthers(cfg.ChallengeDir); err != nil {
+			return nil, fmt.Errorf("proxy: ChallengeDir %s is not readable by nginx's worker user (%v); set Config.ChallengeDir outside any 0700 directory", cfg.ChallengeDir, err)
+		}
+	}
 	style, err := detectHTTP2(cfg.NginxBin)
 	if err != nil {
 		return nil, err
@@ -131,6 +139,30 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// reachableByOthers checks that every directory from / to dir can be
+// passed through by any user, and dir itself read.
+func reachableByOthers(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if st.Mode().Perm()&0o005 != 0o005 {
+		return fmt.Errorf("%s is mode %#o", dir, st.Mode().Perm())
+	}
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s is mode %#o", p, st.Mode().Perm())
+		}
+		if p == "/" {
+			return nil
+		}
+	}
 }
 
 func validPort(p int) bool { return p > 0 && p < 65536 }
@@ -176,10 +208,14 @@ func detectHTTP2(bin string) (http2Style, error) {
 	if !ok {
 		return 0, fmt.Errorf("proxy: cannot read the nginx version from %q", bytes.TrimSpace(out))
 	}
+	return http2StyleFor(maj, min, patch), nil
+}
+
+func http2StyleFor(maj, min, patch int) http2Style {
 	if maj > 1 || (maj == 1 && (min > 25 || (min == 25 && patch >= 1))) {
-		return http2Directive, nil
+		return http2Directive
 	}
-	return http2Listen, nil
+	return http2Listen
 }
 
 // parseNginxVersion reads "nginx version: nginx/1.22.1 ..." output.
@@ -248,6 +284,18 @@ func (m *Manager) recover() error {
 			os.Remove(filepath.Join(m.cfg.SitesDir, n))
 		}
 	}
+	// Temporary files of writes cut short elsewhere.
+	for _, dir := range []string{m.sitesStateDir(), m.certsDir(), m.keysDir(), m.cfg.ChallengeDir} {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return fmt.Errorf("proxy: %w", err)
+		}
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp-") {
+				os.Remove(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
 	return syncDir(m.cfg.SitesDir)
 }
 
@@ -268,7 +316,7 @@ func (m *Manager) Reload(ctx context.Context) error {
 	if err := m.writeBase(); err != nil {
 		return err
 	}
-	if err := m.test(ctx); err != nil {
+	if err := m.test(ctx, nil); err != nil {
 		return err
 	}
 	return m.reload(ctx)
@@ -288,10 +336,12 @@ func (m *Manager) nginxArgs(extra ...string) []string {
 	return append(a, extra...)
 }
 
-// test runs nginx -t. A warning that a host of ours is served twice
-// ("conflicting server name") fails it too: nginx would ignore one of the
-// two and the app would silently not be reachable on that host.
-func (m *Manager) test(ctx context.Context) error {
+// test runs nginx -t. A warning that a host of the sites being changed is
+// already served by another server block ("conflicting server name") fails
+// it too: nginx would ignore one of the two and the app would silently not
+// be reachable on that host. Such warnings about other hosts (sites the
+// agent does not own) are left to their owners.
+func (m *Manager) test(ctx context.Context, hosts map[string]bool) error {
 	out, err := exec.CommandContext(ctx, m.cfg.NginxBin, m.nginxArgs("-t", "-q")...).CombinedOutput()
 	msg := nginxMessage(out)
 	if err != nil {
@@ -300,8 +350,20 @@ func (m *Manager) test(ctx context.Context) error {
 		}
 		return fmt.Errorf("nginx -t: %s", msg)
 	}
-	if strings.Contains(msg, "conflicting server name") {
-		return fmt.Errorf("nginx -t: %s", msg)
+	var conflicts []string
+	for _, l := range strings.Split(msg, "; ") {
+		// [warn] conflicting server name "a.test" on 127.0.0.1:80, ignored
+		_, rest, ok := strings.Cut(l, `conflicting server name "`)
+		if !ok {
+			continue
+		}
+		name, _, _ := strings.Cut(rest, `"`)
+		if hosts[name] {
+			conflicts = append(conflicts, l)
+		}
+	}
+	if len(conflicts) > 0 {
+		return fmt.Errorf("nginx -t: %s (the host is already served by another site)", strings.Join(conflicts, "; "))
 	}
 	return nil
 }
@@ -324,6 +386,12 @@ func nginxMessage(out []byte) string {
 // current generation.
 func (m *Manager) reload(ctx context.Context) error {
 	logOff := m.errorLogSize()
+	// The workers running now: after the reload they must stop accepting
+	// before the new configuration is the only one answering.
+	var old workers
+	if _, pid, err := m.status(ctx); err == nil && pid > 0 {
+		old = snapshotWorkers(pid)
+	}
 	out, err := exec.CommandContext(ctx, m.cfg.NginxBin, m.nginxArgs("-s", "reload")...).CombinedOutput()
 	if err != nil {
 		msg := nginxMessage(out)
@@ -340,6 +408,11 @@ func (m *Manager) reload(ctx context.Context) error {
 	for {
 		got, err := m.statusGeneration(wctx)
 		if err == nil && got == want {
+			// A new worker answers; an old one may still accept a
+			// connection until it has closed its listening sockets.
+			if err := old.waitStopped(wctx); err != nil {
+				return fmt.Errorf("nginx reload: old workers still accept connections: %w", err)
+			}
 			return nil
 		}
 		// A reload nginx refused (a port already taken, a file gone
@@ -372,10 +445,17 @@ func (m *Manager) reload(ctx context.Context) error {
 // statusGeneration asks the loopback status server, on a new connection
 // each time so that an old worker's kept-alive connection cannot answer.
 func (m *Manager) statusGeneration(ctx context.Context) (string, error) {
+	gen, _, err := m.status(ctx)
+	return gen, err
+}
+
+// status returns the generation nginx runs and the pid of the worker that
+// answered.
+func (m *Manager) status(ctx context.Context) (gen string, pid int, err error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(m.cfg.HTTPPort)))
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
@@ -383,22 +463,24 @@ func (m *Manager) statusGeneration(ctx context.Context) (string, error) {
 	}
 	req := "GET " + statusPath + " HTTP/1.0\r\nHost: " + statusHost + "\r\n\r\n"
 	if _, err := c.Write([]byte(req)); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(&limitedReader{c, 4096}); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	resp := buf.String()
 	if !strings.HasPrefix(resp, "HTTP/1.1 200") && !strings.HasPrefix(resp, "HTTP/1.0 200") {
 		line, _, _ := strings.Cut(resp, "\r\n")
-		return "", fmt.Errorf("status server answered %q", line)
+		return "", 0, fmt.Errorf("status server answered %q", line)
 	}
 	_, body, ok := strings.Cut(resp, "\r\n\r\n")
 	if !ok {
-		return "", errors.New("status server: no body")
+		return "", 0, errors.New("status server: no body")
 	}
-	return strings.TrimSpace(body), nil
+	gen, p, _ := strings.Cut(strings.TrimSpace(body), " ")
+	pid, _ = strconv.Atoi(p)
+	return gen, pid, nil
 }
 
 type limitedReader struct {

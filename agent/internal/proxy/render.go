@@ -68,18 +68,64 @@ func fileExists(p string) bool {
 	return err == nil && st.Mode().IsRegular()
 }
 
+func siteHeader(app string) string {
+	return "# Written by berth-agent for app " + app + ". Do not edit: the agent replaces this file.\n"
+}
+
 // render writes the site file. The site has been validated.
+//
+// Hosts that are handled alike (same redirect, same certificate, same
+// HTTPS and HSTS settings) share one pair of server blocks with several
+// server_name entries: nginx builds a TLS context per server block, and
+// for a site with hundreds of names on one certificate that is most of
+// the cost of nginx -t and of every reload.
 func (m *Manager) render(s Site) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by berth-agent for app %s. Do not edit: the agent replaces this file.\n", s.App)
-	for _, d := range s.Domains {
-		cert, key, hasCert := m.certFiles(d)
-		m.renderHTTP(&b, s, d, hasCert)
-		if hasCert {
-			m.renderHTTPS(&b, s, d, cert, key)
+	b.WriteString(siteHeader(s.App))
+	for _, g := range m.group(s.Domains) {
+		m.renderHTTP(&b, s, g)
+		if g.hasCert {
+			m.renderHTTPS(&b, s, g)
 		}
 	}
 	return b.String()
+}
+
+// hostGroup is hosts rendered into the same server blocks; d is the
+// first one's settings, which all of them share.
+type hostGroup struct {
+	hosts     []string
+	d         Domain
+	cert, key string
+	hasCert   bool
+}
+
+func (m *Manager) group(ds []Domain) []*hostGroup {
+	type key struct {
+		redirect    string
+		status      int
+		force, hsts bool
+		cert, key   string
+		hasCert     bool
+	}
+	var out []*hostGroup
+	byKey := map[key]*hostGroup{}
+	for _, d := range ds {
+		cert, k, has := m.certFiles(d)
+		status := d.RedirectStatus
+		if status == 0 {
+			status = 301
+		}
+		gk := key{d.RedirectTo, status, d.ForceHTTPS && has, d.HSTS && has, cert, k, has}
+		if g, ok := byKey[gk]; ok {
+			g.hosts = append(g.hosts, d.Host)
+			continue
+		}
+		g := &hostGroup{hosts: []string{d.Host}, d: d, cert: cert, key: k, hasCert: has}
+		byKey[gk] = g
+		out = append(out, g)
+	}
+	return out
 }
 
 func (m *Manager) listenHTTP() []string {
@@ -101,20 +147,22 @@ func (m *Manager) listens(port int, params string) []string {
 	return []string{net.JoinHostPort(m.cfg.ListenAddr, p) + params}
 }
 
-func (m *Manager) renderHTTP(b *strings.Builder, s Site, d Domain, hasCert bool) {
+func (m *Manager) renderHTTP(b *strings.Builder, s Site, g *hostGroup) {
+	d := g.d
 	b.WriteString("\nserver {\n")
 	for _, l := range m.listenHTTP() {
 		fmt.Fprintf(b, "    listen %s;\n", l)
 	}
-	fmt.Fprintf(b, "    server_name %s;\n", d.Host)
+	fmt.Fprintf(b, "    server_name %s;\n", strings.Join(g.hosts, " "))
 	m.renderChallenge(b)
 	switch {
 	case d.RedirectTo != "":
 		renderRedirect(b, d)
-	case d.ForceHTTPS && hasCert:
-		// Everything but the challenge goes to HTTPS.
+	case d.ForceHTTPS && g.hasCert:
+		// Everything but the challenge goes to HTTPS. $host is the name
+		// the request matched (one of server_name's, lowercased).
 		target := "https://" + d.Host
-		if strings.HasPrefix(d.Host, "*.") {
+		if len(g.hosts) > 1 || strings.HasPrefix(d.Host, "*.") {
 			target = "https://$host"
 		}
 		if m.cfg.HTTPSPort != 443 {
@@ -127,7 +175,8 @@ func (m *Manager) renderHTTP(b *strings.Builder, s Site, d Domain, hasCert bool)
 	b.WriteString("}\n")
 }
 
-func (m *Manager) renderHTTPS(b *strings.Builder, s Site, d Domain, cert, key string) {
+func (m *Manager) renderHTTPS(b *strings.Builder, s Site, g *hostGroup) {
+	d := g.d
 	b.WriteString("\nserver {\n")
 	params := "ssl"
 	if m.http2 == http2Listen {
@@ -139,8 +188,8 @@ func (m *Manager) renderHTTPS(b *strings.Builder, s Site, d Domain, cert, key st
 	if m.http2 == http2Directive {
 		b.WriteString("    http2 on;\n")
 	}
-	fmt.Fprintf(b, "    server_name %s;\n", d.Host)
-	fmt.Fprintf(b, "    ssl_certificate \"%s\";\n    ssl_certificate_key \"%s\";\n", cert, key)
+	fmt.Fprintf(b, "    server_name %s;\n", strings.Join(g.hosts, " "))
+	fmt.Fprintf(b, "    ssl_certificate \"%s\";\n    ssl_certificate_key \"%s\";\n", g.cert, g.key)
 	fmt.Fprintf(b, "    ssl_protocols %s;\n    ssl_ciphers %s;\n    ssl_ecdh_curve %s;\n", tlsProtocols, tlsCiphers, tlsCurves)
 	b.WriteString("    ssl_prefer_server_ciphers off;\n")
 	b.WriteString("    ssl_session_timeout 1d;\n    ssl_session_cache shared:berth_tls:10m;\n    ssl_session_tickets off;\n")
@@ -204,7 +253,7 @@ func (m *Manager) renderBase() string {
 	fmt.Fprintf(&b, "    listen 127.0.0.1:%d;\n", m.cfg.HTTPPort)
 	fmt.Fprintf(&b, "    server_name %s;\n", statusHost)
 	b.WriteString("    access_log off;\n")
-	fmt.Fprintf(&b, "    location = %s {\n        allow 127.0.0.1;\n        deny all;\n        default_type text/plain;\n        return 200 \"%d\\n\";\n    }\n", statusPath, m.gen)
+	fmt.Fprintf(&b, "    location = %s {\n        allow 127.0.0.1;\n        deny all;\n        default_type text/plain;\n        return 200 \"%d $pid\\n\";\n    }\n", statusPath, m.gen)
 	b.WriteString("    location / {\n        return 404;\n    }\n}\n")
 	return b.String()
 }

@@ -474,3 +474,73 @@ func TestRemovingAFiringRuleResolvesIt(t *testing.T) {
 		t.Fatalf("after removal: %+v", ev)
 	}
 }
+
+// A removed server is forgotten at the next reload, without asking for
+// another; a server the engine has not loaded yet asks for one reload,
+// not one per batch.
+func TestRemovedAndNewServers(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	eng := e.engine(t)
+	if _, err := e.st.CreateAlertRule(ctx, store.AlertRule{Name: "cpu-hot", Metric: "cpu", Above: f(50), ResolveBelow: f(40), For: time.Minute, Level: "warning"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eng.ObserveMetrics(e.srv.ID, sample(e.clk.Now(), 99, 1, "/"))
+	if err := e.st.DeleteServer(ctx, e.srv.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eng.mu.RLock()
+	_, kept := eng.servers[e.srv.ID]
+	eng.mu.RUnlock()
+	if kept || len(eng.wantRef) != 0 {
+		t.Fatalf("removed server kept %v, reload asked for %d", kept, len(eng.wantRef))
+	}
+	newcomer, err := e.st.CreateServer(ctx, store.CreateServerParams{Name: "web-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Add(refreshGap)
+	for i := range 3 {
+		eng.ObserveMetrics(newcomer.ID, sample(e.clk.Now().Add(time.Duration(i)*time.Second), 99, 1, "/"))
+	}
+	if len(eng.wantRef) != 1 {
+		t.Fatalf("reloads asked for a new server: %d", len(eng.wantRef))
+	}
+	<-eng.wantRef
+	eng.ObserveMetrics(newcomer.ID, sample(e.clk.Now().Add(5*time.Second), 99, 1, "/"))
+	if len(eng.wantRef) != 0 {
+		t.Fatal("a second reload asked for within the gap")
+	}
+}
+
+// A full transition queue never blocks the caller: the transition is
+// undone and the next sample makes it again.
+func TestFullQueueUndoesAndRetries(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	eng := e.engine(t)
+	if _, err := e.st.CreateAlertRule(ctx, store.AlertRule{Name: "cpu-hot", Metric: "cpu", Above: f(50), ResolveBelow: f(40), Level: "warning"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for len(eng.work) < cap(eng.work) {
+		eng.work <- transition{rule: store.AlertRule{ID: store.NewID()}, server: store.NewID()}
+	}
+	eng.ObserveMetrics(e.srv.ID, sample(e.clk.Now(), 99, 1, "/")) // returns: the queue is full
+	for len(eng.work) > 0 {
+		<-eng.work
+	}
+	eng.ObserveMetrics(e.srv.ID, sample(e.clk.Now().Add(time.Second), 99, 1, "/"))
+	drain(eng)
+	if ev := e.alertEvents(t); len(ev) != 1 || ev[0].kind != KindFiring {
+		t.Fatalf("events: %+v", ev)
+	}
+}

@@ -114,6 +114,9 @@ func (c *Config) checkAndSetDefaults() error {
 	if c.UnreachableGrace < 0 {
 		return errors.New("--unreachable-grace must not be negative")
 	}
+	if c.NotifyLease != 0 && c.NotifyLease < time.Second {
+		return errors.New("--notify-lease must be at least 1s")
+	}
 	if c.UpstreamPorts != "" {
 		if _, _, err := deploys.ParsePortRange(c.UpstreamPorts); err != nil {
 			return fmt.Errorf("--upstream-ports: %w", err)

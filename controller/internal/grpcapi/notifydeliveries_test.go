@@ -73,14 +73,16 @@ func TestListDeliveriesAPI(t *testing.T) {
 			continue
 		}
 		downSeen++
+		// The claim's locked_until is the lease the holder records under.
+		var ok bool
 		if downSeen == 1 {
-			_, err = e.st.FailNotifyOutbox(ctx, r.ID, *r.LockedUntil, "post to down.example.com: HTTP 500")
+			ok, err = e.st.FailNotifyOutbox(ctx, r.ID, *r.LockedUntil, "post to down.example.com: HTTP 500")
 		} else {
 			next = now.Add(time.Hour).Truncate(time.Second)
-			_, err = e.st.RetryNotifyOutbox(ctx, r.ID, *r.LockedUntil, next, "post to down.example.com: HTTP 503")
+			ok, err = e.st.RetryNotifyOutbox(ctx, r.ID, *r.LockedUntil, next, "post to down.example.com: HTTP 503")
 		}
-		if err != nil {
-			t.Fatal(err)
+		if err != nil || !ok {
+			t.Fatalf("record failure: %v %v", ok, err)
 		}
 	}
 
