@@ -21,6 +21,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/alert"
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/domains"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -65,6 +66,10 @@ type Deps struct {
 	// UI makes its own on Store (reads and rule changes; the daemon's
 	// engine picks changes up through NOTIFY).
 	Alerts *alert.Service
+	// Domains serves the Domains pages. Nil: the UI makes its own on Store
+	// and Deploys, which registers the domain job kinds on Deploys; so the
+	// daemon must pass the one whose renewal loop it runs.
+	Domains *domains.Service
 }
 
 // Server is the web UI.
@@ -104,6 +109,11 @@ func New(d Deps, cfg Config) (*Server, error) {
 	}
 	if d.Alerts == nil {
 		d.Alerts = alert.NewService(d.Store, nil, d.Log)
+	}
+	if d.Domains == nil && d.Deploys != nil {
+		if d.Domains, err = domains.New(d.Store, d.Deploys, d.Log, domains.Config{Now: cfg.Now}); err != nil {
+			return nil, fmt.Errorf("web: domains: %w", err)
+		}
 	}
 	s := &Server{d: d, cfg: cfg, pages: p, static: http.StripPrefix("/assets/", http.FileServerFS(sub)),
 		bellSlots: make(chan struct{}, cfg.BellStreams)}
@@ -196,6 +206,11 @@ func (s *Server) routes() []route {
 		{"GET /apps/{app}/schedules/{name}/runs", s.page(s.scheduleRuns)},
 		{"GET /apps/{app}/logs", s.page(s.appLogs)},
 		{"GET /apps/{app}/logs/stream", s.page(s.appLogStream)},
+		{"GET /apps/{app}/domains", s.page(s.appDomains)},
+		{"POST /apps/{app}/domains", s.page(s.domainAdd)},
+		{"GET /domains", s.page(s.domainList)},
+		{"POST /domains/{host}/renew", s.page(s.domainRenew)},
+		{"POST /domains/{host}/remove", s.page(s.domainRemove)},
 		{"GET /deployments", s.page(s.deploymentList)},
 		{"GET /deployments/{id}", s.page(s.deploymentShow)},
 		{"GET /deployments/{id}/log", s.page(s.deploymentLog)},
