@@ -128,8 +128,10 @@ func (s *Server) appDomainsView(w http.ResponseWriter, r *http.Request, v *viewe
 	}
 	serves := "its upstream port"
 	switch {
+	case av.StaticRoot != nil && *av.StaticRoot == ".":
+		serves = "static files from current"
 	case av.StaticRoot != nil:
-		serves = "static files from " + *av.StaticRoot + " of current"
+		serves = "static files from current/" + *av.StaticRoot
 	case av.UpstreamURL != nil:
 		serves = *av.UpstreamURL
 	case av.UpstreamPort != 0:
