@@ -76,9 +76,4 @@ if [ "$target" = deps-test ]; then
     apt_install "${browser[@]}"
   fi
 fi
-# Domains: the end-to-end tests run a real nginx (their own prefix, config
-# and loopback ports; the system's nginx is never touched).
-if [ "$target" = deps-test ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-  apt_install nginx
-fi
 exit 0

@@ -31,8 +31,9 @@ import (
 // pebbleBins builds pebble and its challenge test server once, from the
 // versions tools/go.mod pins (letsencrypt/pebble/v2, a Go tool there).
 var pebbleBins = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "pebble-bin-")
-	if err != nil {
+	// Beside the berth binaries, which TestMain removes at the end.
+	dir := filepath.Join(filepath.Dir(berthBin), "pebble")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
 	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/letsencrypt/pebble/v2/cmd/pebble", "github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv")

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -87,7 +88,9 @@ func benchOut(t *testing.T, section string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.WriteString("\n" + section); err != nil {
+	title, rest, _ := strings.Cut(section, "\n")
+	stamp := fmt.Sprintf("\nMeasured %s, %d cores, %s.\n", time.Now().UTC().Format("2006-01-02T15:04Z"), runtime.NumCPU(), runtime.Version())
+	if _, err := f.WriteString("\n" + title + "\n" + stamp + rest); err != nil {
 		t.Fatal(err)
 	}
 }
