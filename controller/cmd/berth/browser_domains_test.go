@@ -76,8 +76,20 @@ func TestBrowserDomains(t *testing.T) {
 	if tb.count(field("shop.example.test", "primary")) != 1 {
 		t.Fatal("the first host is not shown as primary")
 	}
-	if st := waitRow("routed", "shop.example.test", "status", func(s string) bool { return s == "active" || s == "failed" }); st != "active" {
+	// The status turns active in place (domains.js), without a reload:
+	// what is being typed in the form meanwhile stays.
+	first := tb.text(field("shop.example.test", "status"))
+	t.Logf("shop.example.test at load: %s", first)
+	tb.fill("#d-host", "typing.example.test")
+	tb.waitJS("shop.example.test active in place", `document.querySelector('tr[data-domain="shop.example.test"] [data-field=status]').textContent !== "pending"`, 3*time.Minute)
+	if st := tb.text(field("shop.example.test", "status")); st != "active" {
 		t.Fatalf("status %s: %s", st, tb.text(row("shop.example.test")))
+	}
+	if first == "pending" && tb.count("#domains[data-updated]") != 1 {
+		t.Fatal("the status changed without the page's poll")
+	}
+	if v := tb.value("#d-host"); v != "typing.example.test" {
+		t.Fatalf("the form lost what was typed while the status updated: %q", v)
 	}
 	if code, body, _ := n.get(t, "shop.example.test", "/index.html"); code != 200 || body != "shop v1\n" {
 		t.Fatalf("nginx for shop.example.test: %d %q", code, body)

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -232,4 +233,54 @@ func (s *Server) domainRemove(w http.ResponseWriter, r *http.Request, v *viewer)
 		return
 	}
 	s.redirect(w, r, domainBack(r, d.App), "Domain "+d.Hostname+" removed: it leaves nginx and is never renewed again.")
+}
+
+// domainState is one domain's live state for domains.js: what the agent
+// and the certificate loop last recorded, formatted as the page shows it.
+type domainState struct {
+	Host         string `json:"host"`
+	Status       string `json:"status"`
+	LastError    string `json:"last_error"`
+	TLSStatus    string `json:"tls_status"`
+	TLSLastError string `json:"tls_last_error"`
+	Expiry       string `json:"expiry"`
+	DaysLeft     int    `json:"days_left"`
+	Soon         bool   `json:"soon"`
+	ExpiresAt    string `json:"expires_at"`
+	ExpiresISO   string `json:"expires_iso"`
+	Issuer       string `json:"issuer"`
+	NextAttempt  string `json:"next_attempt"`
+	NextISO      string `json:"next_iso"`
+}
+
+// appDomainStates answers the Domains tab's poll while a domain's route or
+// certificate is in progress, so its status changes without a reload
+// (which would lose what is typed in the add form).
+func (s *Server) appDomainStates(w http.ResponseWriter, r *http.Request, v *viewer) {
+	av, err := s.d.Deploys.GetApp(r.Context(), v.Principal, r.PathValue("app"))
+	if err != nil {
+		jsonError(w, statusOf(err), publicMessage(err))
+		return
+	}
+	ds, err := s.d.Domains.List(r.Context(), v.Principal, av.ID.String())
+	if err != nil {
+		jsonError(w, statusOf(err), publicMessage(err))
+		return
+	}
+	out := make([]domainState, 0, len(ds))
+	for _, d := range domainRows(ds, s.cfg.Now()) {
+		st := domainState{Host: d.Hostname, Status: string(d.Status), LastError: deref(d.LastError), TLSStatus: string(d.TLSStatus),
+			TLSLastError: deref(d.TLSLastError), Issuer: deref(d.TLSIssuer)}
+		if d.TLSExpiresAt != nil {
+			st.Expiry, st.DaysLeft, st.Soon = d.Expiry, d.DaysLeft, d.Soon
+			st.ExpiresAt, st.ExpiresISO = d.TLSExpiresAt.UTC().Format("2006-01-02 15:04:05 UTC"), d.TLSExpiresAt.UTC().Format(time.RFC3339)
+		}
+		if d.TLSNextAttemptAt != nil {
+			st.NextAttempt, st.NextISO = d.TLSNextAttemptAt.UTC().Format("2006-01-02 15:04:05 UTC"), d.TLSNextAttemptAt.UTC().Format(time.RFC3339)
+		}
+		out = append(out, st)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(map[string]any{"domains": out})
 }

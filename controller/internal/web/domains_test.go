@@ -2,6 +2,8 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -183,6 +185,37 @@ func TestDomainPages(t *testing.T) {
 	}
 	if _, body := c.get("/apps/shop/domains"); !strings.Contains(body, "cannot load certificate") || !strings.Contains(body, "5 days left") {
 		t.Fatalf("the tab lacks the failure or the expiry:\n%s", body)
+	}
+	// The tab's live states, as domains.js polls them.
+	resp, body = c.get("/apps/shop/domains.json")
+	var states struct {
+		Domains []struct {
+			Host      string `json:"host"`
+			Status    string `json:"status"`
+			LastError string `json:"last_error"`
+			TLSStatus string `json:"tls_status"`
+			Expiry    string `json:"expiry"`
+			Issuer    string `json:"issuer"`
+			DaysLeft  int    `json:"days_left"`
+			Soon      bool   `json:"soon"`
+		} `json:"domains"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &states) != nil {
+		t.Fatalf("domains.json: %d %s", resp.StatusCode, body)
+	}
+	got := map[string]string{}
+	for _, d := range states.Domains {
+		got[d.Host] = fmt.Sprintf("%s/%s/%s/%d/%v/%s", d.Status, d.TLSStatus, d.Expiry, d.DaysLeft, d.Soon, d.Issuer)
+		if d.Host == "soon.example.test" && !strings.Contains(d.LastError, "cannot load certificate") {
+			t.Errorf("domains.json: soon's last error %q", d.LastError)
+		}
+	}
+	if got["soon.example.test"] != "failed/active/5 days left/5/true/CN=berth test CA" || got["late.example.test"] != "pending/active/40 days left/40/false/CN=berth test CA" ||
+		got["shop.example.test"] != "pending/disabled//0/false/" || len(got) != 5 {
+		t.Fatalf("domains.json states: %v", got)
+	}
+	if resp, body := c.get("/apps/nope/domains.json"); resp.StatusCode != http.StatusNotFound || !strings.Contains(body, `"error"`) {
+		t.Fatalf("domains.json of an unknown app: %d %s", resp.StatusCode, body)
 	}
 
 	// A viewer looks, and is refused every change; nothing changes.

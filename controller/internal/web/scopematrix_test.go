@@ -147,11 +147,12 @@ var routeMatrix = map[string]routeRow{
 	"POST /alerts/{name}/remove": {store.ScopeAdmin, "/alerts/no-such-alert/remove", form()},
 
 	// Domains: read to look, write to change (as DomainService).
-	"GET /apps/{app}/domains":     {store.ScopeRead, "/apps/shop/domains", nil},
-	"POST /apps/{app}/domains":    {store.ScopeWrite, "/apps/shop/domains", form("form", "domain", "host", "matrix.example.test", "tls", "off")},
-	"GET /domains":                {store.ScopeRead, "/domains", nil},
-	"POST /domains/{host}/renew":  {store.ScopeWrite, "/domains/renew.example.test/renew", form()},
-	"POST /domains/{host}/remove": {store.ScopeWrite, "/domains/gone.example.test/remove", form()},
+	"GET /apps/{app}/domains":      {store.ScopeRead, "/apps/shop/domains", nil},
+	"POST /apps/{app}/domains":     {store.ScopeWrite, "/apps/shop/domains", form("form", "domain", "host", "matrix.example.test", "tls", "off")},
+	"GET /domains":                 {store.ScopeRead, "/domains", nil},
+	"GET /apps/{app}/domains.json": {store.ScopeRead, "/apps/shop/domains.json", nil},
+	"POST /domains/{host}/renew":   {store.ScopeWrite, "/domains/renew.example.test/renew", form()},
+	"POST /domains/{host}/remove":  {store.ScopeWrite, "/domains/gone.example.test/remove", form()},
 }
 
 // status requests path as c and returns the status and Location without

@@ -208,6 +208,7 @@ func (s *Server) routes() []route {
 		{"GET /apps/{app}/logs/stream", s.page(s.appLogStream)},
 		{"GET /apps/{app}/domains", s.page(s.appDomains)},
 		{"POST /apps/{app}/domains", s.page(s.domainAdd)},
+		{"GET /apps/{app}/domains.json", s.page(s.appDomainStates)},
 		{"GET /domains", s.page(s.domainList)},
 		{"POST /domains/{host}/renew", s.page(s.domainRenew)},
 		{"POST /domains/{host}/remove", s.page(s.domainRemove)},
