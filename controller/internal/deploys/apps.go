@@ -661,7 +661,9 @@ func (s *Service) DeleteApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 		return DeletedApp{}, err
 	}
 	for _, d := range list {
-		if !d.Status.Finished() {
+		// Jobs of other capabilities (a site being applied, a certificate
+		// step) are short, and the delete job queues behind them.
+		if !d.Status.Finished() && s.kinds[d.Kind] == nil {
 			what := "deployment"
 			if d.Kind == store.JobDelete {
 				what = "delete job"

@@ -135,9 +135,14 @@ func lastErrText(d store.Domain) string {
 }
 
 func (s *Service) publish(ctx context.Context, d store.Domain, k string, lvl notify.Level, title, body string) {
+	s.publishIn(ctx, s.st, d, k, lvl, title, body)
+}
+
+// publishIn publishes in tx (the transaction of the change it reports).
+func (s *Service) publishIn(ctx context.Context, tx *store.Store, d store.Domain, k string, lvl notify.Level, title, body string) {
 	id := d.AppID
 	srv := d.ServerID
-	if _, err := notify.Publish(ctx, s.st, notify.Event{
+	if _, err := notify.Publish(ctx, tx, notify.Event{
 		Kind: k, Level: lvl, Title: title, Body: body, AppID: &id, ServerID: &srv,
 		Link: "/domains/" + d.Hostname, DedupeKey: k + ":" + d.ID.String(),
 	}); err != nil {
@@ -195,17 +200,23 @@ func (s *Service) issue(ctx context.Context, d store.Domain) {
 		s.failed(ctx, d, err)
 		return
 	}
-	if _, err := s.st.Domain(ctx, d.ID); err != nil {
-		return // removed while it was issued
-	}
-	done, err := s.st.SetDomainTLSAttempt(ctx, d.ID, out)
+	var done store.Domain
+	err = s.st.InTx(ctx, func(tx *store.Store) error {
+		var err error
+		if done, err = tx.SetDomainTLSAttempt(ctx, d.ID, out); err != nil {
+			return err // not found: removed while it was issued
+		}
+		s.systemActivity(ctx, tx, kind.DomainCertIssued, d.ID, d.Hostname, map[string]any{
+			"issuer": deref(out.Issuer), "serial": deref(out.Serial), "expires_at": fmtTime(out.ExpiresAt), "next_attempt_at": fmtTime(out.NextAttemptAt),
+		})
+		return nil
+	})
 	if err != nil {
-		s.logErr(ctx, "record certificate", err)
+		if !errors.Is(err, store.ErrNotFound) {
+			s.logErr(ctx, "record certificate", err)
+		}
 		return
 	}
-	s.systemActivity(ctx, s.st, kind.DomainCertIssued, d.ID, d.Hostname, map[string]any{
-		"issuer": deref(out.Issuer), "serial": deref(out.Serial), "expires_at": fmtTime(out.ExpiresAt), "next_attempt_at": fmtTime(out.NextAttemptAt),
-	})
 	s.log.Info("certificate installed", "domain", d.Hostname, "expires_at", fmtTime(out.ExpiresAt), "next_attempt_at", fmtTime(out.NextAttemptAt))
 	// The site now serves HTTPS with it (or reloads nginx for the new one).
 	if err := s.syncSite(ctx, done.AppID, nil); err != nil {
@@ -242,19 +253,28 @@ func (s *Service) failed(ctx context.Context, d store.Domain, cause error) {
 		NextAttemptAt: &next, LastError: &msg, Certificate: d.TLSCertificate, Serial: d.TLSSerial, Failures: n,
 		ARIWindowStart: d.TLSARIWindowStart, ARIWindowEnd: d.TLSARIWindowEnd,
 	}
-	if _, err := s.st.SetDomainTLSAttempt(ctx, d.ID, a); err != nil {
-		s.logErr(ctx, "record certificate failure", err)
-		return
-	}
-	s.log.Warn("certificate attempt failed", "domain", d.Hostname, "failures", n, "next_attempt_at", next, "err", msg)
-	s.systemActivity(ctx, s.st, kind.DomainCertFailed, d.ID, d.Hostname, map[string]any{"error": msg, "failures": n, "next_attempt_at": fmtTime(&next)})
 	what := "issued"
 	if d.TLSSerial != nil {
 		what = "renewed"
 	}
 	d.TLSLastError = &msg
-	s.publish(ctx, d, KindRenewalFailed, notify.Critical, "The certificate of "+d.Hostname+" could not be "+what,
-		msg+"\nNext try at "+fmtTime(&next)+".")
+	// The record, its audit entry and the notification commit together:
+	// a domain removed meanwhile gets none of them (its row is gone, the
+	// update finds nothing), so nothing is said about it after removal.
+	err := s.st.InTx(ctx, func(tx *store.Store) error {
+		if _, err := tx.SetDomainTLSAttempt(ctx, d.ID, a); err != nil {
+			return err
+		}
+		s.systemActivity(ctx, tx, kind.DomainCertFailed, d.ID, d.Hostname, map[string]any{"error": msg, "failures": n, "next_attempt_at": fmtTime(&next)})
+		s.publishIn(ctx, tx, d, KindRenewalFailed, notify.Critical, "The certificate of "+d.Hostname+" could not be "+what,
+			msg+"\nNext try at "+fmtTime(&next)+".")
+		return nil
+	})
+	if err != nil {
+		s.logErr(ctx, "record certificate failure", err)
+		return
+	}
+	s.log.Warn("certificate attempt failed", "domain", d.Hostname, "failures", n, "next_attempt_at", next, "err", msg)
 }
 
 // obtain runs the ACME order for d with a CSR from its server and installs
