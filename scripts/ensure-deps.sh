@@ -40,8 +40,9 @@ fi
 if [ "$target" = deps-test ] && { [ ! -x /usr/sbin/sshd ] || ! command -v git >/dev/null 2>&1; }; then
   apt_install openssh-server git
 fi
-# The agent's backup tests dump and restore a real MariaDB that they start
-# themselves (mariadb-install-db into a temp dir); the backup bench compares
+# The agent's backup tests and the controller's backup end-to-end tests dump
+# and restore a real MariaDB that they start themselves (mariadb-install-db
+# into a temp dir, pg_dump/pg_restore come with postgresql); the backup bench compares
 # against the shell pipeline pg_dump | zstd | age.
 if [ "$target" = deps-test ]; then
   backup=()

@@ -219,7 +219,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	// Deploy jobs: journaled under the data dir; jobs an earlier process
 	// left running are reported failed before anything new starts.
 	jobs := client.NewJobs()
-	exec, err := deploy.New(deploy.Config{DataDir: *dataDir, Logger: log, Sink: jobs.Sink, KillGrace: *killGrace, AppDirs: splitDirs(*appDirs), Processes: procs})
+	exec, err := deploy.New(deploy.Config{DataDir: *dataDir, Logger: log, Sink: jobs.Sink, KillGrace: *killGrace, AppDirs: splitDirs(*appDirs), Processes: procs, SendObject: jobs.SendObject})
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,8 @@ type Jobs struct {
 	extra []*agentv1.ConnectRequest // results for jobs the executor refused, and of domain jobs
 	// domain: results of domain jobs until acknowledged (nil: running).
 	domain map[string]*agentv1.ConnectRequest
+
+	objects objectClient // for download jobs (SendObject)
 }
 
 // NewJobs returns the link; pass its Sink to deploy.Config.
@@ -181,6 +183,9 @@ func specOf(js *agentv1.JobStart) deploy.Spec {
 			AllowedHosts: c.GetAllowedHosts(), KnownHosts: c.GetKnownHosts(),
 		}
 	}
+	if b := js.GetBackup(); b != nil {
+		s.Backup = backupJobOf(b)
+	}
 	if js.GetHealthCheckCommand() != "" || js.GetHealthCheckUrl() != "" {
 		s.HealthCheck = &deploy.HealthCheck{Command: js.GetHealthCheckCommand(), URL: js.GetHealthCheckUrl(), Timeout: js.GetHealthCheckTimeout().AsDuration()}
 	}
@@ -209,6 +214,7 @@ func eventToProto(ev deploy.Event) *agentv1.ConnectRequest {
 			JobId: ev.JobID, Seq: ev.Seq, Status: string(r.Status), FailedStep: r.FailedStep, ExitCode: int32(r.ExitCode),
 			Error: r.Error, Commit: r.Commit, CommitMessage: r.CommitMessage, ReleasePath: r.ReleasePath,
 			PreviousRelease: r.PreviousRelease, StartedAt: tsOf(r.StartedAt), FinishedAt: tsOf(r.FinishedAt), LogDroppedBytes: r.LogDroppedBytes,
+			BackupObject: backupObjectPB(r.BackupObject),
 		}}}
 	default: // progress, and anything newer: a progress event keeps the numbering whole
 		return &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_JobProgress{JobProgress: &agentv1.JobProgress{

@@ -145,9 +145,15 @@ func (a *agent) session(ctx context.Context) error {
 
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stream, err := agentv1.NewAgentServiceClient(conn).Connect(sctx)
+	ac := agentv1.NewAgentServiceClient(conn)
+	stream, err := ac.Connect(sctx)
 	if err != nil {
 		return err
+	}
+	if a.cfg.Jobs != nil {
+		// Download jobs send objects over this connection while it is up.
+		a.cfg.Jobs.objects.set(ac)
+		defer a.cfg.Jobs.objects.set(nil)
 	}
 	if err := stream.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Hello{Hello: &agentv1.Hello{
 		Facts: a.cfg.Facts(), MetricsDropped: a.cfg.Buffer.Dropped(),

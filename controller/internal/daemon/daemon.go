@@ -22,6 +22,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 
 	"github.com/berthhq/berth/controller/internal/audit"
+	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/domains"
@@ -238,6 +239,9 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 
 	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{StartGrace: cfg.StartGrace, UnreachableGrace: cfg.UnreachableGrace, UpstreamPorts: cfg.UpstreamPorts})
+	// Backups take the agents' job events first and hand the deploys
+	// service those of its jobs.
+	backupSvc := backups.New(db, fleetSvc, deploySvc, log, backups.Config{StartGrace: cfg.StartGrace, UnreachableGrace: cfg.UnreachableGrace})
 	notifySvc, err := newNotify(ctx, cfg, db, publicURL, log)
 	if err != nil {
 		return err
@@ -300,6 +304,11 @@ func Run(ctx context.Context, cfg Config) error {
 		// sharing the database may run it).
 		deploySvc.Run(bgCtx, pool)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		backupSvc.Run(bgCtx, pool)
+	}()
 
 	wg.Add(1)
 	go func() {
@@ -328,7 +337,7 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Accounts: accountsSvc, Audit: audit.New(db), Deploys: deploySvc, Notify: notifySvc, Alerts: alertSvc, Domains: domainSvc, SchemaVersion: st.Version, Log: log}
+	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Accounts: accountsSvc, Audit: audit.New(db), Deploys: deploySvc, Notify: notifySvc, Alerts: alertSvc, Backups: backupSvc, Domains: domainSvc, SchemaVersion: st.Version, Log: log}
 	authn := grpcapi.NewAuthenticator(deps)
 	grpcSrv := grpc.NewServer(
 		// Handshake deadlines (ClientHello, slot queue, the rest) and the

@@ -23,6 +23,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/alert"
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/domains"
@@ -158,11 +159,33 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.DomainService/AddDNSProvider":   {store.ScopeAdmin, `name: "dns-new" provider: "httpreq" credentials {key: "HTTPREQ_ENDPOINT" value: "https://dns.example.com"}`},
 	"/berth.admin.v1.DomainService/ListDNSProviders": {store.ScopeRead, ``},
 
+	// berth.admin.v1.BackupService: destinations hold credentials (admin to
+	// add or remove); running, verifying, testing and canceling are write;
+	// restore, delete and download (the data in the clear) and key
+	// rotation are admin.
+	"/berth.admin.v1.BackupService/AddBackupDestination":    {store.ScopeAdmin, `name: "dest-new" kind: "local" path: "/var/backups/berth"`},
+	"/berth.admin.v1.BackupService/ListBackupDestinations":  {store.ScopeRead, ``},
+	"/berth.admin.v1.BackupService/GetBackupDestination":    {store.ScopeRead, `name: "nope"`},
+	"/berth.admin.v1.BackupService/TestBackupDestination":   {store.ScopeWrite, `name: "nope"`},
+	"/berth.admin.v1.BackupService/RemoveBackupDestination": {store.ScopeAdmin, `name: "nope"`},
+	"/berth.admin.v1.BackupService/RunBackup":               {store.ScopeWrite, `app: "shop" destination: "nope" kind: "postgres" source: "shop"`},
+	"/berth.admin.v1.BackupService/ListBackups":             {store.ScopeRead, ``},
+	"/berth.admin.v1.BackupService/GetBackup":               {store.ScopeRead, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/FollowBackupJob":         {store.ScopeRead, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/CancelBackupJob":         {store.ScopeWrite, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/VerifyBackup":            {store.ScopeWrite, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/RestoreBackup":           {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/DownloadBackup":          {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/DeleteBackup":            {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/ListBackupKeys":          {store.ScopeRead, ``},
+	"/berth.admin.v1.BackupService/RotateBackupKey":         {store.ScopeAdmin, ``},
+
 	// berth.agent.v1.AgentService: enrollment is public (the join token is
 	// the credential); the stream needs the client certificate.
 	"/berth.agent.v1.AgentService/GetVersion": {needPublic, ``},
 	"/berth.agent.v1.AgentService/Enroll":     {needPublic, `token: "not-a-join-token"`},
 	"/berth.agent.v1.AgentService/Connect":    {needCert, ``},
+	"/berth.agent.v1.AgentService/SendObject": {needCert, ``},
 
 	// grpc.health.v1.Health: load balancers probe without credentials.
 	"/grpc.health.v1.Health/Check": {needPublic, ``},
@@ -213,7 +236,8 @@ func setupMatrix(t *testing.T) *matrixEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deps := grpcapi.Deps{Store: st, CA: authority, Fleet: fl, Deploys: dep, Accounts: acc, Audit: audit.New(st), Notify: ns, Log: log,
+	bk := backups.New(st, fl, dep, log, backups.Config{})
+	deps := grpcapi.Deps{Store: st, CA: authority, Fleet: fl, Deploys: dep, Accounts: acc, Audit: audit.New(st), Notify: ns, Backups: bk, Log: log,
 		Alerts: alert.NewService(st, nil, log), Domains: dom}
 	authn := grpcapi.NewAuthenticator(deps)
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(authority.ServerTLSConfig(certs.GetCertificate))),

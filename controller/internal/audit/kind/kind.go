@@ -107,6 +107,31 @@ const (
 	NotifyRuleDeleted    = "notify_rule.deleted"
 )
 
+// Backups (issue 18): destinations, the keyring, backups and the tasks
+// acting on them. A backup's or task's end is written as "backup." or
+// "backup_task." + its final status.
+const (
+	BackupDestinationCreated = "backup_destination.created"
+	BackupDestinationTested  = "backup_destination.tested"
+	BackupDestinationRemoved = "backup_destination.removed"
+	BackupKeyCreated         = "backup_key.created"
+	BackupQueued             = "backup.queued"
+	BackupCancelRequested    = "backup.cancel_requested"
+	BackupSucceeded          = "backup.succeeded"
+	BackupFailed             = "backup.failed"
+	BackupCanceled           = "backup.canceled"
+	BackupTimedOut           = "backup.timed_out"
+	BackupVerifyQueued       = "backup.verify_queued"
+	BackupRestoreQueued      = "backup.restore_queued"
+	BackupDownloaded         = "backup.downloaded"
+	BackupDeleteRequested    = "backup.delete_requested"
+	BackupDeleted            = "backup.deleted"
+	BackupTaskSucceeded      = "backup_task.succeeded"
+	BackupTaskFailed         = "backup_task.failed"
+	BackupTaskCanceled       = "backup_task.canceled"
+	BackupTaskTimedOut       = "backup_task.timed_out"
+)
+
 // Threshold alert rules (issue 17 §3), changed by an admin.
 const (
 	AlertRuleCreated = "alert_rule.created"
@@ -148,6 +173,10 @@ var All = []string{
 
 	NotifyChannelCreated, NotifyChannelTested, NotifyChannelDeleted, NotifyRuleCreated, NotifyRuleDeleted,
 
+	BackupDestinationCreated, BackupDestinationTested, BackupDestinationRemoved, BackupKeyCreated, BackupQueued,
+	BackupCancelRequested, BackupSucceeded, BackupFailed, BackupCanceled, BackupTimedOut, BackupVerifyQueued,
+	BackupRestoreQueued, BackupDownloaded, BackupDeleteRequested, BackupDeleted,
+	BackupTaskSucceeded, BackupTaskFailed, BackupTaskCanceled, BackupTaskTimedOut,
 	AlertRuleCreated, AlertRuleDeleted,
 
 	DomainAdded, DomainRemoved, DomainRenewRequested, AppRoutingChanged, DNSProviderCreated,

@@ -1557,6 +1557,11 @@ type JobStart struct {
 	// deploys; two runs of one schedule never overlap.
 	ScheduleName    string `protobuf:"bytes,28,opt,name=schedule_name,json=scheduleName,proto3" json:"schedule_name,omitempty"`
 	ScheduleCommand string `protobuf:"bytes,29,opt,name=schedule_command,json=scheduleCommand,proto3" json:"schedule_command,omitempty"`
+	// backup is set on the backup job kinds (backup, backup_verify,
+	// backup_restore, backup_download, backup_probe, backup_delete). Its
+	// secrets (destination credentials, a connection URL, the age identity)
+	// live in the agent's memory for the job only, never in its journal.
+	Backup *BackupJob `protobuf:"bytes,30,opt,name=backup,proto3" json:"backup,omitempty"`
 	// site (kind site): the app's whole nginx site, rendered, checked with
 	// nginx -t and swapped in atomically; no domains removes it. Numbers from
 	// 50 leave room for other additions.
@@ -1798,6 +1803,13 @@ func (x *JobStart) GetScheduleCommand() string {
 		return x.ScheduleCommand
 	}
 	return ""
+}
+
+func (x *JobStart) GetBackup() *BackupJob {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
 }
 
 func (x *JobStart) GetSite() *SiteSpec {
@@ -2879,6 +2891,8 @@ type JobResult struct {
 	StartedAt       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	FinishedAt      *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	LogDroppedBytes int64                  `protobuf:"varint,13,opt,name=log_dropped_bytes,json=logDroppedBytes,proto3" json:"log_dropped_bytes,omitempty"`
+	// backup_object: a backup job's stored object (set only on success).
+	BackupObject *BackupObject `protobuf:"bytes,14,opt,name=backup_object,json=backupObject,proto3" json:"backup_object,omitempty"`
 	// csr_pem (acme csr): the certificate request; its key stays on the server.
 	CsrPem []byte `protobuf:"bytes,50,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
 	// cert (acme install and inspect): the certificate now in place.
@@ -3008,6 +3022,13 @@ func (x *JobResult) GetLogDroppedBytes() int64 {
 		return x.LogDroppedBytes
 	}
 	return 0
+}
+
+func (x *JobResult) GetBackupObject() *BackupObject {
+	if x != nil {
+		return x.BackupObject
+	}
+	return nil
 }
 
 func (x *JobResult) GetCsrPem() []byte {
@@ -3458,6 +3479,491 @@ func (x *SiteCert) GetError() string {
 	return ""
 }
 
+// BackupJob is what a backup job kind needs.
+type BackupJob struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// source: what is dumped or restored into.
+	Source      *BackupSource      `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Destination *BackupDestination `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	// object: the stored object (verify, restore, download, delete); key
+	// only for a new backup (where to store it).
+	Object *BackupObject `protobuf:"bytes,3,opt,name=object,proto3" json:"object,omitempty"`
+	// recipient: the age X25519 recipient a new backup is encrypted to.
+	Recipient string `protobuf:"bytes,4,opt,name=recipient,proto3" json:"recipient,omitempty"`
+	// identity: the age identity that decrypts object (verify, restore).
+	Identity string `protobuf:"bytes,5,opt,name=identity,proto3" json:"identity,omitempty"`
+	// force: restore into a non-empty database.
+	Force         bool `protobuf:"varint,6,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupJob) Reset() {
+	*x = BackupJob{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupJob) ProtoMessage() {}
+
+func (x *BackupJob) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupJob.ProtoReflect.Descriptor instead.
+func (*BackupJob) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *BackupJob) GetSource() *BackupSource {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *BackupJob) GetDestination() *BackupDestination {
+	if x != nil {
+		return x.Destination
+	}
+	return nil
+}
+
+func (x *BackupJob) GetObject() *BackupObject {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+func (x *BackupJob) GetRecipient() string {
+	if x != nil {
+		return x.Recipient
+	}
+	return ""
+}
+
+func (x *BackupJob) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *BackupJob) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+// BackupSource is a database or a directory.
+type BackupSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind: postgres, mysql or directory.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// name: the database name or the directory path.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// connection_url: from the app's environment; empty to connect as the
+	// local superuser over the unix socket.
+	ConnectionUrl string `protobuf:"bytes,3,opt,name=connection_url,json=connectionUrl,proto3" json:"connection_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupSource) Reset() {
+	*x = BackupSource{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupSource) ProtoMessage() {}
+
+func (x *BackupSource) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupSource.ProtoReflect.Descriptor instead.
+func (*BackupSource) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *BackupSource) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *BackupSource) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BackupSource) GetConnectionUrl() string {
+	if x != nil {
+		return x.ConnectionUrl
+	}
+	return ""
+}
+
+// BackupDestination is where objects are stored, with its credentials.
+type BackupDestination struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind: local, s3 or sftp.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// path: local directory, or the sftp directory.
+	Path               string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Endpoint           string `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Bucket             string `protobuf:"bytes,4,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	Region             string `protobuf:"bytes,5,opt,name=region,proto3" json:"region,omitempty"`
+	Prefix             string `protobuf:"bytes,6,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	PathStyle          bool   `protobuf:"varint,7,opt,name=path_style,json=pathStyle,proto3" json:"path_style,omitempty"`
+	AccessKeyId        string `protobuf:"bytes,8,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	SecretAccessKey    string `protobuf:"bytes,9,opt,name=secret_access_key,json=secretAccessKey,proto3" json:"secret_access_key,omitempty"`
+	Host               string `protobuf:"bytes,10,opt,name=host,proto3" json:"host,omitempty"`
+	Port               uint32 `protobuf:"varint,11,opt,name=port,proto3" json:"port,omitempty"`
+	Username           string `protobuf:"bytes,12,opt,name=username,proto3" json:"username,omitempty"`
+	Password           string `protobuf:"bytes,13,opt,name=password,proto3" json:"password,omitempty"`
+	PrivateKey         []byte `protobuf:"bytes,14,opt,name=private_key,json=privateKey,proto3" json:"private_key,omitempty"`
+	HostKeyFingerprint string `protobuf:"bytes,15,opt,name=host_key_fingerprint,json=hostKeyFingerprint,proto3" json:"host_key_fingerprint,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *BackupDestination) Reset() {
+	*x = BackupDestination{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupDestination) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupDestination) ProtoMessage() {}
+
+func (x *BackupDestination) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupDestination.ProtoReflect.Descriptor instead.
+func (*BackupDestination) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *BackupDestination) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetPathStyle() bool {
+	if x != nil {
+		return x.PathStyle
+	}
+	return false
+}
+
+func (x *BackupDestination) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetSecretAccessKey() string {
+	if x != nil {
+		return x.SecretAccessKey
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *BackupDestination) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetPrivateKey() []byte {
+	if x != nil {
+		return x.PrivateKey
+	}
+	return nil
+}
+
+func (x *BackupDestination) GetHostKeyFingerprint() string {
+	if x != nil {
+		return x.HostKeyFingerprint
+	}
+	return ""
+}
+
+// BackupObject is a stored object.
+type BackupObject struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Size  int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// sha256 of the stored (encrypted) bytes, 32 bytes.
+	Sha256 []byte `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// kind of the backup (postgres, mysql, directory).
+	Kind          string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupObject) Reset() {
+	*x = BackupObject{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupObject) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupObject) ProtoMessage() {}
+
+func (x *BackupObject) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupObject.ProtoReflect.Descriptor instead.
+func (*BackupObject) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *BackupObject) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *BackupObject) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *BackupObject) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *BackupObject) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+// SendObjectRequest is one message of SendObject.
+type SendObjectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// job_id: the download job (first message only).
+	JobId string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Data  []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// error: the agent could not read the object; the stream ends.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendObjectRequest) Reset() {
+	*x = SendObjectRequest{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendObjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendObjectRequest) ProtoMessage() {}
+
+func (x *SendObjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendObjectRequest.ProtoReflect.Descriptor instead.
+func (*SendObjectRequest) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *SendObjectRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *SendObjectRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SendObjectRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type SendObjectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendObjectResponse) Reset() {
+	*x = SendObjectResponse{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendObjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendObjectResponse) ProtoMessage() {}
+
+func (x *SendObjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendObjectResponse.ProtoReflect.Descriptor instead.
+func (*SendObjectResponse) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{42}
+}
+
 var File_berth_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_berth_agent_v1_agent_proto_rawDesc = "" +
@@ -3578,7 +4084,7 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\fRenewRequest\x12\x17\n" +
 	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"8\n" +
 	"\rRenewResponse\x12'\n" +
-	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\"\x80\n" +
+	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\"\xb3\n" +
 	"\n" +
 	"\bJobStart\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x15\n" +
@@ -3615,7 +4121,8 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\rprocess_names\x18\x1a \x03(\tR\fprocessNames\x12#\n" +
 	"\rupstream_port\x18\x1b \x01(\rR\fupstreamPort\x12#\n" +
 	"\rschedule_name\x18\x1c \x01(\tR\fscheduleName\x12)\n" +
-	"\x10schedule_command\x18\x1d \x01(\tR\x0fscheduleCommand\x12,\n" +
+	"\x10schedule_command\x18\x1d \x01(\tR\x0fscheduleCommand\x121\n" +
+	"\x06backup\x18\x1e \x01(\v2\x19.berth.agent.v1.BackupJobR\x06backup\x12,\n" +
 	"\x04site\x182 \x01(\v2\x18.berth.agent.v1.SiteSpecR\x04site\x12,\n" +
 	"\x04acme\x183 \x01(\v2\x18.berth.agent.v1.AcmeStepR\x04acme\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
@@ -3707,7 +4214,7 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\x04step\x18\x03 \x01(\tR\x04step\x12\x16\n" +
 	"\x06commit\x18\x04 \x01(\tR\x06commit\x12%\n" +
 	"\x0ecommit_message\x18\x05 \x01(\tR\rcommitMessage\x12.\n" +
-	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xd1\x04\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x94\x05\n" +
 	"\tJobResult\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x16\n" +
@@ -3725,7 +4232,8 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"started_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12*\n" +
-	"\x11log_dropped_bytes\x18\r \x01(\x03R\x0flogDroppedBytes\x12\x17\n" +
+	"\x11log_dropped_bytes\x18\r \x01(\x03R\x0flogDroppedBytes\x12A\n" +
+	"\rbackup_object\x18\x0e \x01(\v2\x1c.berth.agent.v1.BackupObjectR\fbackupObject\x12\x17\n" +
 	"\acsr_pem\x182 \x01(\fR\x06csrPem\x12,\n" +
 	"\x04cert\x183 \x01(\v2\x18.berth.agent.v1.CertInfoR\x04cert\x127\n" +
 	"\n" +
@@ -3770,12 +4278,54 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\bSiteCert\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12,\n" +
 	"\x04cert\x18\x02 \x01(\v2\x18.berth.agent.v1.CertInfoR\x04cert\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error2\xfc\x01\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\x8c\x02\n" +
+	"\tBackupJob\x124\n" +
+	"\x06source\x18\x01 \x01(\v2\x1c.berth.agent.v1.BackupSourceR\x06source\x12C\n" +
+	"\vdestination\x18\x02 \x01(\v2!.berth.agent.v1.BackupDestinationR\vdestination\x124\n" +
+	"\x06object\x18\x03 \x01(\v2\x1c.berth.agent.v1.BackupObjectR\x06object\x12\x1c\n" +
+	"\trecipient\x18\x04 \x01(\tR\trecipient\x12\x1a\n" +
+	"\bidentity\x18\x05 \x01(\tR\bidentity\x12\x14\n" +
+	"\x05force\x18\x06 \x01(\bR\x05force\"]\n" +
+	"\fBackupSource\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12%\n" +
+	"\x0econnection_url\x18\x03 \x01(\tR\rconnectionUrl\"\xc1\x03\n" +
+	"\x11BackupDestination\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1a\n" +
+	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x12\x16\n" +
+	"\x06bucket\x18\x04 \x01(\tR\x06bucket\x12\x16\n" +
+	"\x06region\x18\x05 \x01(\tR\x06region\x12\x16\n" +
+	"\x06prefix\x18\x06 \x01(\tR\x06prefix\x12\x1d\n" +
+	"\n" +
+	"path_style\x18\a \x01(\bR\tpathStyle\x12\"\n" +
+	"\raccess_key_id\x18\b \x01(\tR\vaccessKeyId\x12*\n" +
+	"\x11secret_access_key\x18\t \x01(\tR\x0fsecretAccessKey\x12\x12\n" +
+	"\x04host\x18\n" +
+	" \x01(\tR\x04host\x12\x12\n" +
+	"\x04port\x18\v \x01(\rR\x04port\x12\x1a\n" +
+	"\busername\x18\f \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\r \x01(\tR\bpassword\x12\x1f\n" +
+	"\vprivate_key\x18\x0e \x01(\fR\n" +
+	"privateKey\x120\n" +
+	"\x14host_key_fingerprint\x18\x0f \x01(\tR\x12hostKeyFingerprint\"`\n" +
+	"\fBackupObject\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\fR\x06sha256\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\"T\n" +
+	"\x11SendObjectRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\x14\n" +
+	"\x12SendObjectResponse2\xd3\x02\n" +
 	"\fAgentService\x12S\n" +
 	"\n" +
 	"GetVersion\x12!.berth.agent.v1.GetVersionRequest\x1a\".berth.agent.v1.GetVersionResponse\x12G\n" +
 	"\x06Enroll\x12\x1d.berth.agent.v1.EnrollRequest\x1a\x1e.berth.agent.v1.EnrollResponse\x12N\n" +
-	"\aConnect\x12\x1e.berth.agent.v1.ConnectRequest\x1a\x1f.berth.agent.v1.ConnectResponse(\x010\x01B\xb5\x01\n" +
+	"\aConnect\x12\x1e.berth.agent.v1.ConnectRequest\x1a\x1f.berth.agent.v1.ConnectResponse(\x010\x01\x12U\n" +
+	"\n" +
+	"SendObject\x12!.berth.agent.v1.SendObjectRequest\x1a\".berth.agent.v1.SendObjectResponse(\x01B\xb5\x01\n" +
 	"\x12com.berth.agent.v1B\n" +
 	"AgentProtoP\x01Z9github.com/berthhq/berth/gen/proto/berth/agent/v1;agentv1\xa2\x02\x03BAX\xaa\x02\x0eBerth.Agent.V1\xca\x02\x0eBerth\\Agent\\V1\xe2\x02\x1aBerth\\Agent\\V1\\GPBMetadata\xea\x02\x10Berth::Agent::V1b\x06proto3"
 
@@ -3791,7 +4341,7 @@ func file_berth_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_berth_agent_v1_agent_proto_rawDescData
 }
 
-var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_berth_agent_v1_agent_proto_goTypes = []any{
 	(*GetVersionRequest)(nil),     // 0: berth.agent.v1.GetVersionRequest
 	(*GetVersionResponse)(nil),    // 1: berth.agent.v1.GetVersionResponse
@@ -3830,12 +4380,18 @@ var file_berth_agent_v1_agent_proto_goTypes = []any{
 	(*AcmeStep)(nil),              // 34: berth.agent.v1.AcmeStep
 	(*CertInfo)(nil),              // 35: berth.agent.v1.CertInfo
 	(*SiteCert)(nil),              // 36: berth.agent.v1.SiteCert
-	nil,                           // 37: berth.agent.v1.JobStart.EnvEntry
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 39: google.protobuf.Duration
+	(*BackupJob)(nil),             // 37: berth.agent.v1.BackupJob
+	(*BackupSource)(nil),          // 38: berth.agent.v1.BackupSource
+	(*BackupDestination)(nil),     // 39: berth.agent.v1.BackupDestination
+	(*BackupObject)(nil),          // 40: berth.agent.v1.BackupObject
+	(*SendObjectRequest)(nil),     // 41: berth.agent.v1.SendObjectRequest
+	(*SendObjectResponse)(nil),    // 42: berth.agent.v1.SendObjectResponse
+	nil,                           // 43: berth.agent.v1.JobStart.EnvEntry
+	(*timestamppb.Timestamp)(nil), // 44: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 45: google.protobuf.Duration
 }
 var file_berth_agent_v1_agent_proto_depIdxs = []int32{
-	38, // 0: berth.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
+	44, // 0: berth.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
 	2,  // 1: berth.agent.v1.EnrollRequest.facts:type_name -> berth.agent.v1.HostFacts
 	7,  // 2: berth.agent.v1.ConnectRequest.hello:type_name -> berth.agent.v1.Hello
 	10, // 3: berth.agent.v1.ConnectRequest.heartbeat:type_name -> berth.agent.v1.Heartbeat
@@ -3857,47 +4413,54 @@ var file_berth_agent_v1_agent_proto_depIdxs = []int32{
 	23, // 19: berth.agent.v1.ConnectResponse.logs_cancel:type_name -> berth.agent.v1.LogsCancel
 	2,  // 20: berth.agent.v1.Hello.facts:type_name -> berth.agent.v1.HostFacts
 	9,  // 21: berth.agent.v1.Welcome.config:type_name -> berth.agent.v1.Config
-	39, // 22: berth.agent.v1.Config.heartbeat_interval:type_name -> google.protobuf.Duration
-	39, // 23: berth.agent.v1.Config.metrics_interval:type_name -> google.protobuf.Duration
-	38, // 24: berth.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	45, // 22: berth.agent.v1.Config.heartbeat_interval:type_name -> google.protobuf.Duration
+	45, // 23: berth.agent.v1.Config.metrics_interval:type_name -> google.protobuf.Duration
+	44, // 24: berth.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
 	18, // 25: berth.agent.v1.Heartbeat.processes:type_name -> berth.agent.v1.ProcessReport
 	12, // 26: berth.agent.v1.MetricsBatch.columns:type_name -> berth.agent.v1.MetricColumns
 	26, // 27: berth.agent.v1.JobStart.credential:type_name -> berth.agent.v1.GitCredential
-	37, // 28: berth.agent.v1.JobStart.env:type_name -> berth.agent.v1.JobStart.EnvEntry
-	39, // 29: berth.agent.v1.JobStart.health_check_timeout:type_name -> google.protobuf.Duration
-	39, // 30: berth.agent.v1.JobStart.timeout:type_name -> google.protobuf.Duration
+	43, // 28: berth.agent.v1.JobStart.env:type_name -> berth.agent.v1.JobStart.EnvEntry
+	45, // 29: berth.agent.v1.JobStart.health_check_timeout:type_name -> google.protobuf.Duration
+	45, // 30: berth.agent.v1.JobStart.timeout:type_name -> google.protobuf.Duration
 	17, // 31: berth.agent.v1.JobStart.processes:type_name -> berth.agent.v1.ProcessSpec
-	32, // 32: berth.agent.v1.JobStart.site:type_name -> berth.agent.v1.SiteSpec
-	34, // 33: berth.agent.v1.JobStart.acme:type_name -> berth.agent.v1.AcmeStep
-	39, // 34: berth.agent.v1.ProcessSpec.stop_grace:type_name -> google.protobuf.Duration
-	19, // 35: berth.agent.v1.ProcessReport.apps:type_name -> berth.agent.v1.AppProcesses
-	20, // 36: berth.agent.v1.AppProcesses.processes:type_name -> berth.agent.v1.ProcessState
-	21, // 37: berth.agent.v1.ProcessState.instances:type_name -> berth.agent.v1.InstanceState
-	38, // 38: berth.agent.v1.InstanceState.started_at:type_name -> google.protobuf.Timestamp
-	38, // 39: berth.agent.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
-	25, // 40: berth.agent.v1.LogsChunk.lines:type_name -> berth.agent.v1.LogLine
-	38, // 41: berth.agent.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	38, // 42: berth.agent.v1.JobOutput.time:type_name -> google.protobuf.Timestamp
-	38, // 43: berth.agent.v1.JobProgress.time:type_name -> google.protobuf.Timestamp
-	38, // 44: berth.agent.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	38, // 45: berth.agent.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	35, // 46: berth.agent.v1.JobResult.cert:type_name -> berth.agent.v1.CertInfo
-	36, // 47: berth.agent.v1.JobResult.site_certs:type_name -> berth.agent.v1.SiteCert
-	33, // 48: berth.agent.v1.SiteSpec.domains:type_name -> berth.agent.v1.SiteDomain
-	38, // 49: berth.agent.v1.CertInfo.not_before:type_name -> google.protobuf.Timestamp
-	38, // 50: berth.agent.v1.CertInfo.not_after:type_name -> google.protobuf.Timestamp
-	35, // 51: berth.agent.v1.SiteCert.cert:type_name -> berth.agent.v1.CertInfo
-	0,  // 52: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
-	3,  // 53: berth.agent.v1.AgentService.Enroll:input_type -> berth.agent.v1.EnrollRequest
-	5,  // 54: berth.agent.v1.AgentService.Connect:input_type -> berth.agent.v1.ConnectRequest
-	1,  // 55: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
-	4,  // 56: berth.agent.v1.AgentService.Enroll:output_type -> berth.agent.v1.EnrollResponse
-	6,  // 57: berth.agent.v1.AgentService.Connect:output_type -> berth.agent.v1.ConnectResponse
-	55, // [55:58] is the sub-list for method output_type
-	52, // [52:55] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	37, // 32: berth.agent.v1.JobStart.backup:type_name -> berth.agent.v1.BackupJob
+	32, // 33: berth.agent.v1.JobStart.site:type_name -> berth.agent.v1.SiteSpec
+	34, // 34: berth.agent.v1.JobStart.acme:type_name -> berth.agent.v1.AcmeStep
+	45, // 35: berth.agent.v1.ProcessSpec.stop_grace:type_name -> google.protobuf.Duration
+	19, // 36: berth.agent.v1.ProcessReport.apps:type_name -> berth.agent.v1.AppProcesses
+	20, // 37: berth.agent.v1.AppProcesses.processes:type_name -> berth.agent.v1.ProcessState
+	21, // 38: berth.agent.v1.ProcessState.instances:type_name -> berth.agent.v1.InstanceState
+	44, // 39: berth.agent.v1.InstanceState.started_at:type_name -> google.protobuf.Timestamp
+	44, // 40: berth.agent.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	25, // 41: berth.agent.v1.LogsChunk.lines:type_name -> berth.agent.v1.LogLine
+	44, // 42: berth.agent.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	44, // 43: berth.agent.v1.JobOutput.time:type_name -> google.protobuf.Timestamp
+	44, // 44: berth.agent.v1.JobProgress.time:type_name -> google.protobuf.Timestamp
+	44, // 45: berth.agent.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	44, // 46: berth.agent.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	40, // 47: berth.agent.v1.JobResult.backup_object:type_name -> berth.agent.v1.BackupObject
+	35, // 48: berth.agent.v1.JobResult.cert:type_name -> berth.agent.v1.CertInfo
+	36, // 49: berth.agent.v1.JobResult.site_certs:type_name -> berth.agent.v1.SiteCert
+	33, // 50: berth.agent.v1.SiteSpec.domains:type_name -> berth.agent.v1.SiteDomain
+	44, // 51: berth.agent.v1.CertInfo.not_before:type_name -> google.protobuf.Timestamp
+	44, // 52: berth.agent.v1.CertInfo.not_after:type_name -> google.protobuf.Timestamp
+	35, // 53: berth.agent.v1.SiteCert.cert:type_name -> berth.agent.v1.CertInfo
+	38, // 54: berth.agent.v1.BackupJob.source:type_name -> berth.agent.v1.BackupSource
+	39, // 55: berth.agent.v1.BackupJob.destination:type_name -> berth.agent.v1.BackupDestination
+	40, // 56: berth.agent.v1.BackupJob.object:type_name -> berth.agent.v1.BackupObject
+	0,  // 57: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
+	3,  // 58: berth.agent.v1.AgentService.Enroll:input_type -> berth.agent.v1.EnrollRequest
+	5,  // 59: berth.agent.v1.AgentService.Connect:input_type -> berth.agent.v1.ConnectRequest
+	41, // 60: berth.agent.v1.AgentService.SendObject:input_type -> berth.agent.v1.SendObjectRequest
+	1,  // 61: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
+	4,  // 62: berth.agent.v1.AgentService.Enroll:output_type -> berth.agent.v1.EnrollResponse
+	6,  // 63: berth.agent.v1.AgentService.Connect:output_type -> berth.agent.v1.ConnectResponse
+	42, // 64: berth.agent.v1.AgentService.SendObject:output_type -> berth.agent.v1.SendObjectResponse
+	61, // [61:65] is the sub-list for method output_type
+	57, // [57:61] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_berth_agent_v1_agent_proto_init() }
@@ -3933,7 +4496,7 @@ func file_berth_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_agent_v1_agent_proto_rawDesc), len(file_berth_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
