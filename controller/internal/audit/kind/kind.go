@@ -134,8 +134,9 @@ const (
 
 // Threshold alert rules (issue 17 §3), changed by an admin.
 const (
-	AlertRuleCreated = "alert_rule.created"
-	AlertRuleDeleted = "alert_rule.deleted"
+	AlertRuleCreated  = "alert_rule.created"
+	AlertRuleReplaced = "alert_rule.replaced"
+	AlertRuleDeleted  = "alert_rule.deleted"
 )
 
 // Domains and certificates (issue 19): a host routed to an app, removed,
@@ -177,7 +178,7 @@ var All = []string{
 	BackupCancelRequested, BackupSucceeded, BackupFailed, BackupCanceled, BackupTimedOut, BackupVerifyQueued,
 	BackupRestoreQueued, BackupDownloaded, BackupDeleteRequested, BackupDeleted,
 	BackupTaskSucceeded, BackupTaskFailed, BackupTaskCanceled, BackupTaskTimedOut,
-	AlertRuleCreated, AlertRuleDeleted,
+	AlertRuleCreated, AlertRuleReplaced, AlertRuleDeleted,
 
 	DomainAdded, DomainRemoved, DomainRenewRequested, AppRoutingChanged, DNSProviderCreated,
 	DomainCertIssued, DomainCertFailed, DomainSiteFailed,
