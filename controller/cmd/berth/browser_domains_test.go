@@ -208,6 +208,13 @@ func TestBrowserDomains(t *testing.T) {
 	if p, f := tb.path(), tb.text("p.flash"); p != "/domains" || !strings.Contains(f, "The certificate of late.example.test is read again from the server.") {
 		t.Fatalf("renew: at %s, flash %q", p, f)
 	}
+	// Long hosts, errors and paths wrap or scroll inside their table: the
+	// pages never scroll sideways on a phone or a laptop.
+	for _, w := range []int64{420, 1366} {
+		tb.viewport(w, 900)
+		tb.noSideScroll("/apps/shop/domains")
+		tb.noSideScroll("/domains")
+	}
 	tb.assertCleanConsole()
 
 	// A viewer sees the domains, no form and no buttons, and a change
