@@ -19,6 +19,7 @@ import (
 
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/audit"
+	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/domains"
@@ -68,6 +69,8 @@ type env struct {
 	notify *notify.Service
 	// dom is the UI's domains service (its renewal loop is not run).
 	dom *domains.Service
+	bk  *backups.Service
+	fl  *fleet.Service
 }
 
 func newEnv(t *testing.T, secure bool) *env {
@@ -118,6 +121,10 @@ func newEnvWith(t *testing.T, secure bool, mailer mail.Mailer, notifyCfg *notify
 	if e.dom, err = domains.New(st, e.dep, log, domains.Config{}); err != nil {
 		t.Fatal(err)
 	}
+	// Not Run: jobs stay queued (no agent here); the backups pages' reads
+	// and refusals need no dispatcher.
+	e.bk = backups.New(st, fl, e.dep, log, backups.Config{})
+	e.fl = fl
 	var ns *notify.Service
 	if notifyCfg != nil {
 		cfg := *notifyCfg
@@ -135,6 +142,7 @@ func newEnvWith(t *testing.T, secure bool, mailer mail.Mailer, notifyCfg *notify
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go ui.Run(ctx)
+	ui.SetBackups(e.bk)
 	ui.Register(mux)
 	e.ui = ui
 	srv.Config.Handler = ui.Wrap(mux)
