@@ -202,6 +202,7 @@ func TestBrowserDomains(t *testing.T) {
 	if tb.text(`header nav a[aria-current="page"]`) != "Domains" {
 		t.Fatal("the Domains nav entry is not current")
 	}
+	tb.screenshot("domains-all.png")
 
 	// Renew now from there: the custom certificate is read again.
 	tb.submit(row("late.example.test") + " form.renew button")
