@@ -229,7 +229,6 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Error("recover deploy jobs", "err", err)
 	}
 	jobs.Exec = exec
-	jobs.Proxy = nginx.manager(*dataDir, log)
 	// Backup schedules this agent runs itself while no controller is
 	// reachable (sealed to its own key; see package held).
 	if h, err := jobs.OpenHeld(*dataDir, held.Config{Log: log}); err != nil {
@@ -237,6 +236,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	} else {
 		go h.Run(ctx)
 	}
+	jobs.Proxy = nginx.manager(*dataDir, log)
 	return client.Run(ctx, client.Config{
 		Controller: addr,
 		DataDir:    *dataDir,
