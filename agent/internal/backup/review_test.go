@@ -1,6 +1,9 @@
 package backup
 
 import (
+	"archive/tar"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -50,4 +53,50 @@ func TestPostgresURLQueryPasswordNotInArgv(t *testing.T) {
 		t.Fatalf("Run with the password in the query: %v\n%s", err, log.String())
 	}
 	checkNoSecrets(t, []string{pw}, log.String())
+}
+
+// The destination is not trusted: whoever can write there can replace an
+// object with another encrypted to the same (public) recipient. A restore
+// must not act on a single byte before the object matched the size and
+// SHA-256 the backup recorded: a directory restore writes no file, a
+// database client never starts (mysql's \! would run a shell as root).
+func TestRestoreActsOnlyOnCheckedBytes(t *testing.T) {
+	ctx := ctxT(t)
+	identity, recipient := ageKeys(t)
+	dest := Destination{Kind: "local", Path: t.TempDir()}
+	obj := storePlain(t, dest, "app/01K.tar.zst.age", makeTar(t, tarEntry{name: "good.txt", typ: tar.TypeReg, body: "the real backup"}), recipient)
+	// The attacker's object, same key, encrypted to the same recipient,
+	// padded to the recorded size so only the checksum tells them apart.
+	evil := makeTar(t, tarEntry{name: ".ssh/authorized_keys", typ: tar.TypeReg, body: "ssh-ed25519 AAAA attacker"})
+	forged := storePlain(t, dest, obj.Key, evil, recipient)
+	if forged.SHA256 == obj.SHA256 {
+		t.Fatal("the forged object is the original")
+	}
+	target := filepath.Join(t.TempDir(), "restore")
+	err := Restore(ctx, obj, identity, RestoreTarget{Source: Source{Kind: "directory", Name: target}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "SHA-256") && !strings.Contains(err.Error(), "bytes") {
+		t.Fatalf("restore of a replaced object: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(target, ".ssh")); err == nil {
+		t.Fatal("the replaced object's files were written before its checksum was checked")
+	}
+	// The genuine object restores.
+	storePlainAt(t, dest, obj.Key, makeTar(t, tarEntry{name: "good.txt", typ: tar.TypeReg, body: "the real backup"}), recipient, &obj)
+	if err := Restore(ctx, obj, identity, RestoreTarget{Source: Source{Kind: "directory", Name: target}, Force: true}, nil); err != nil {
+		t.Fatalf("restore of the genuine object: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(target, "good.txt")); err != nil || string(b) != "the real backup" {
+		t.Fatalf("restored %q, %v", b, err)
+	}
+	// Nothing of the checked copy stays behind in the spool directory.
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "berth-restore-*")); len(left) > 0 {
+		t.Errorf("spool files left: %v", left)
+	}
+}
+
+// storePlainAt stores plain under key again and points obj at it.
+func storePlainAt(t *testing.T, dest Destination, key string, plain []byte, recipient string, obj *Object) {
+	t.Helper()
+	o := storePlain(t, dest, key, plain, recipient)
+	obj.Size, obj.SHA256 = o.Size, o.SHA256
 }
