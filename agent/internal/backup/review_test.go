@@ -100,3 +100,42 @@ func storePlainAt(t *testing.T, dest Destination, key string, plain []byte, reci
 	o := storePlain(t, dest, key, plain, recipient)
 	obj.Size, obj.SHA256 = o.Size, o.SHA256
 }
+
+// Modes round-trip as far as they are safe: a sticky directory (a shared
+// upload directory) stays sticky; setuid and setgid bits are never
+// restored, so no archive can plant a setuid program.
+func TestDirectoryRestoreModes(t *testing.T) {
+	ctx := ctxT(t)
+	src := t.TempDir()
+	if err := os.Mkdir(filepath.Join(src, "shared"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(src, "shared"), 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "tool"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(src, "tool"), 0o755|os.ModeSetuid|os.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	identity, recipient := ageKeys(t)
+	dest := Destination{Kind: "local", Path: t.TempDir()}
+	res, err := Run(ctx, Spec{Source: Source{Kind: "directory", Name: src}, Dest: dest, Key: "m/01.tar.zst.age", Recipient: recipient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := Object{Dest: dest, Key: res.Key, Size: res.Size, SHA256: res.SHA256, Kind: "directory"}
+	target := filepath.Join(t.TempDir(), "r")
+	if err := Restore(ctx, obj, identity, RestoreTarget{Source: Source{Kind: "directory", Name: target}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(target, "shared"))
+	if err != nil || fi.Mode() != os.ModeDir|os.ModeSticky|0o777 {
+		t.Errorf("shared restored as %v, %v; want sticky drwxrwxrwx", fi.Mode(), err)
+	}
+	fi, err = os.Stat(filepath.Join(target, "tool"))
+	if err != nil || fi.Mode() != 0o755 {
+		t.Errorf("tool restored as %v, %v; want -rwxr-xr-x without setuid/setgid", fi.Mode(), err)
+	}
+}
