@@ -111,3 +111,12 @@ LIMIT sqlc.arg(lim);
 SELECT channel_id, count(*) AS given_up FROM notify_outbox
 WHERE status = 'failed'
 GROUP BY channel_id;
+
+-- name: ReleaseNotifyOutbox :execrows
+-- A send cut short by a clean shutdown, or a claimed row not sent before
+-- it: free at once for any controller (the restarted one included) rather
+-- than after the lease. The attempt does not count: the receiver did not
+-- refuse anything. Only the lease holder may release.
+UPDATE notify_outbox
+SET locked_until = NULL, attempts = greatest(attempts - 1, 0)
+WHERE id = sqlc.arg(id) AND status = 'pending' AND locked_until = sqlc.arg(lease);

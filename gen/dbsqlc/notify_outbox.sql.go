@@ -495,6 +495,29 @@ func (q *Queries) NotifyChannelsWithHeld(ctx context.Context) ([]pgtype.UUID, er
 	return items, nil
 }
 
+const releaseNotifyOutbox = `-- name: ReleaseNotifyOutbox :execrows
+UPDATE notify_outbox
+SET locked_until = NULL, attempts = greatest(attempts - 1, 0)
+WHERE id = $1 AND status = 'pending' AND locked_until = $2
+`
+
+type ReleaseNotifyOutboxParams struct {
+	ID    pgtype.UUID
+	Lease *time.Time
+}
+
+// A send cut short by a clean shutdown, or a claimed row not sent before
+// it: free at once for any controller (the restarted one included) rather
+// than after the lease. The attempt does not count: the receiver did not
+// refuse anything. Only the lease holder may release.
+func (q *Queries) ReleaseNotifyOutbox(ctx context.Context, arg ReleaseNotifyOutboxParams) (int64, error) {
+	result, err := q.db.Exec(ctx, releaseNotifyOutbox, arg.ID, arg.Lease)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const retryNotifyOutbox = `-- name: RetryNotifyOutbox :execrows
 UPDATE notify_outbox
 SET next_attempt_at = $1, locked_until = NULL, last_error = $2

@@ -193,7 +193,10 @@ func channelRows(t *testing.T, dsn, channel string) map[string]outboxRow {
 func TestNotifyDeliveryAcrossControllerKill(t *testing.T) {
 	t.Parallel()
 	smtp := mailtest.Start(t)
-	flags := []string{"--allow-private-webhook-targets", "--notify-lease", "30s",
+	// The lease bounds how long a send may take (so the five must all be
+	// held within it, with CLI calls between them on a loaded machine) and
+	// how soon after the kill the restarted controller sends again.
+	flags := []string{"--allow-private-webhook-targets", "--notify-lease", "60s",
 		"--smtp-host", smtp.Host, "--smtp-port", strconv.Itoa(smtp.Port), "--smtp-tls", "none", "--smtp-from", mailtest.From}
 	e := setupDeploy(t, flags...)
 	rcv := newHookReceiver(t)
@@ -267,7 +270,7 @@ func TestNotifyDeliveryAcrossControllerKill(t *testing.T) {
 	}
 
 	e.c = startControllerAt(t, e.dataDir, e.c.httpAddr, e.c.grpcAddr, append([]string{"--metrics-interval", "1s", "--heartbeat-interval", "1s"}, flags...)...)
-	waitFor(t, "every message again after the restart", 2*time.Minute, func() bool {
+	waitFor(t, "every message again after the restart", 3*time.Minute, func() bool {
 		return rcv.get(func(r *hookReceiver) bool {
 			for _, id := range firstIDs {
 				if r.seen[id] < 2 {
@@ -312,6 +315,19 @@ func TestNotifyDeliveryAcrossControllerKill(t *testing.T) {
 		}
 	}
 	checkMailsOnce(t, smtp, mailsBefore, 1)
+	// The mail's Message-ID is derived from its delivery (the admins-email
+	// outbox row), so a resend would carry the same one.
+	mailRows := channelRows(t, e.dsn(), "admins-email")
+	for _, m := range smtp.Messages()[mailsBefore:] {
+		if m.Subject != "[Berth] Deploy of shop failed" {
+			continue
+		}
+		mid := strings.Trim(m.Header.Get("Message-Id"), "<>")
+		ulidPart, _, _ := strings.Cut(mid, ".")
+		if r, ok := mailRows[uuidOf(t, ulidPart)]; !ok || r.kind != "deployment.failed" {
+			t.Fatalf("Message-ID %q is not derived from the mail's delivery", mid)
+		}
+	}
 
 	// 2. The receiver is down for a while, then back.
 	rcv.stop()

@@ -152,10 +152,7 @@ func (s *Service) DeliverDue(ctx context.Context, limit int) (int, error) {
 		return 0, err
 	}
 	for _, r := range rows {
-		if ctx.Err() != nil {
-			break // the lease runs out and another worker takes it
-		}
-		s.deliver(ctx, r)
+		s.deliver(ctx, r) // after ctx ends, this releases the rest
 	}
 	return len(rows), nil
 }
@@ -190,12 +187,32 @@ func (s *Service) deliver(ctx context.Context, r store.NotifyOutbox) {
 	if budget <= 0 {
 		return
 	}
+	// Results are recorded even while shutting down: a message that went
+	// out is marked, so a clean stop causes no resend.
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer rcancel()
+	// On a clean shutdown a row not sent, or whose send was cut short
+	// (not the receiver's failure), is released for the next controller
+	// at once instead of after the lease; it goes again with the same
+	// webhook-id.
+	release := func() { _, _ = s.st.ReleaseNotifyOutbox(rctx, r.ID, lease) }
+	if ctx.Err() != nil {
+		release()
+		return
+	}
 	c, err := s.st.NotifyChannelByID(ctx, r.ChannelID)
 	if err != nil {
+		if ctx.Err() != nil {
+			release()
+		}
 		return // removed meanwhile: its rows went with it
 	}
 	m, err := s.messageOf(ctx, r)
 	if err != nil {
+		if ctx.Err() != nil {
+			release()
+			return
+		}
 		s.log.Warn("load notification", "outbox", r.ID.String(), "err", err)
 		return
 	}
@@ -203,14 +220,9 @@ func (s *Service) deliver(ctx context.Context, r store.NotifyOutbox) {
 	sendErr := s.send(sctx, c, m)
 	cancel()
 	if sendErr != nil && ctx.Err() != nil {
-		// Shutdown cut the send short: not the receiver's failure. The
-		// row is sent again (same webhook-id) once the lease runs out.
+		release()
 		return
 	}
-	// A message that went out is recorded even during shutdown, so a
-	// clean stop does not cause a resend.
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer rcancel()
 	now := s.cfg.Now()
 	if sendErr == nil {
 		if _, err := s.st.MarkNotifyOutboxDelivered(rctx, r.ID, now); err != nil {

@@ -27,7 +27,9 @@
 // that another worker takes after the lease ends and sends again with the
 // same webhook-id (the row's id), which is the receiver's idempotency key;
 // an email sent again carries the same Message-ID (the row's id and a hash
-// of the address), so mail systems recognise the copy. A failed send is
+// of the address), so mail systems recognise the copy. A clean shutdown
+// releases the rows whose sends it cut short, so the next controller sends
+// them at once rather than after the lease. A failed send is
 // retried with exponential backoff and jitter (30 s doubling, capped at an
 // hour; later when a 429 or 503 names a Retry-After) until MaxAttempts
 // attempts or MaxAge after the event, then given up; the channel shows

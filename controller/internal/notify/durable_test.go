@@ -410,3 +410,67 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 		}
 	}
 }
+
+// A clean shutdown (SIGTERM) in the middle of a send releases the row:
+// the next controller sends it at once, with the same webhook-id, instead
+// of after the lease; the cut attempt does not count.
+func TestShutdownReleasesInterruptedSend(t *testing.T) {
+	e := newEnv(t)
+	arrived := make(chan string, 10)
+	var mu sync.Mutex
+	hold := true
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read to the end: only then does the server notice the client
+		// going away (and end r.Context()).
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		h := hold
+		mu.Unlock()
+		arrived <- r.Header.Get("webhook-id")
+		if h {
+			<-r.Context().Done()
+		}
+	}))
+	t.Cleanup(rcv.Close)
+	a := e.realService(t, nil)
+	hookTo(t, a, "hook", rcv.URL)
+	id, err := a.Publish(context.Background(), Event{Kind: "backup.failed", Title: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	var first string
+	select {
+	case first = <-arrived:
+	case <-time.After(60 * time.Second):
+		t.Fatal("nothing sent")
+	}
+	cancel()
+	<-done
+	rows, _ := e.st.NotifyOutboxForEvent(context.Background(), id)
+	if len(rows) != 1 || rows[0].Status != "pending" || rows[0].LockedUntil != nil || rows[0].Attempts != 0 {
+		t.Fatalf("row after the shutdown: %+v, want pending, released, no attempt counted", rows)
+	}
+	mu.Lock()
+	hold = false
+	mu.Unlock()
+	// The next controller (default 2-minute lease) sends it at once.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	b := e.realService(t, nil)
+	go b.Run(ctx2)
+	select {
+	case again := <-arrived:
+		if again != first {
+			t.Fatalf("resent as %s, want the same webhook-id %s", again, first)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the released message was not sent again")
+	}
+	waitUntil(t, "the resend recorded", 30*time.Second, func() bool {
+		rows, _ := e.st.NotifyOutboxForEvent(context.Background(), id)
+		return len(rows) == 1 && rows[0].Status == "delivered" && rows[0].Attempts == 1
+	})
+}

@@ -385,6 +385,13 @@ func (s *Store) FailNotifyOutbox(ctx context.Context, id ID, lease time.Time, ms
 	return n > 0, mapErr("fail notify outbox", err)
 }
 
+// ReleaseNotifyOutbox frees a claimed row that was not (fully) sent, if
+// lease (as for RetryNotifyOutbox) still holds it.
+func (s *Store) ReleaseNotifyOutbox(ctx context.Context, id ID, lease time.Time) (bool, error) {
+	n, err := s.q.ReleaseNotifyOutbox(ctx, dbsqlc.ReleaseNotifyOutboxParams{ID: pgID(id), Lease: &lease})
+	return n > 0, mapErr("release notify outbox", err)
+}
+
 // NotifyOutboxByID gets one row.
 func (s *Store) NotifyOutboxByID(ctx context.Context, id ID) (NotifyOutbox, error) {
 	r, err := s.q.GetNotifyOutbox(ctx, pgID(id))

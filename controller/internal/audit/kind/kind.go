@@ -134,8 +134,9 @@ const (
 
 // Threshold alert rules (issue 17 §3), changed by an admin.
 const (
-	AlertRuleCreated = "alert_rule.created"
-	AlertRuleDeleted = "alert_rule.deleted"
+	AlertRuleCreated  = "alert_rule.created"
+	AlertRuleReplaced = "alert_rule.replaced"
+	AlertRuleDeleted  = "alert_rule.deleted"
 )
 
 // All is every kind above. Keep it in the order of the constants.
@@ -162,7 +163,7 @@ var All = []string{
 	BackupCancelRequested, BackupSucceeded, BackupFailed, BackupCanceled, BackupTimedOut, BackupVerifyQueued,
 	BackupRestoreQueued, BackupDownloaded, BackupDeleteRequested, BackupDeleted,
 	BackupTaskSucceeded, BackupTaskFailed, BackupTaskCanceled, BackupTaskTimedOut,
-	AlertRuleCreated, AlertRuleDeleted,
+	AlertRuleCreated, AlertRuleReplaced, AlertRuleDeleted,
 }
 
 // Known reports whether k is in the list.

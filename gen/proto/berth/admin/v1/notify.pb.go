@@ -1789,7 +1789,10 @@ type AddAlertRequest struct {
 	Server string `protobuf:"bytes,7,opt,name=server,proto3" json:"server,omitempty"`
 	Label  string `protobuf:"bytes,8,opt,name=label,proto3" json:"label,omitempty"`
 	// level: warning (default) or critical.
-	Level         string `protobuf:"bytes,9,opt,name=level,proto3" json:"level,omitempty"`
+	Level string `protobuf:"bytes,9,opt,name=level,proto3" json:"level,omitempty"`
+	// replace: an alert of that name is changed to this definition (what
+	// it has firing is resolved first) instead of refused.
+	Replace       bool `protobuf:"varint,10,opt,name=replace,proto3" json:"replace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1885,6 +1888,13 @@ func (x *AddAlertRequest) GetLevel() string {
 		return x.Level
 	}
 	return ""
+}
+
+func (x *AddAlertRequest) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
 }
 
 type AddAlertResponse struct {
@@ -2317,7 +2327,7 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	"\x05mount\x18\x03 \x01(\tR\x05mount\x12?\n" +
 	"\rpending_since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fpendingSince\x120\n" +
 	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
-	"\x05value\x18\x06 \x01(\x01R\x05value\"\xa5\x02\n" +
+	"\x05value\x18\x06 \x01(\x01R\x05value\"\xbf\x02\n" +
 	"\x0fAddAlertRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06metric\x18\x02 \x01(\tR\x06metric\x12\x19\n" +
@@ -2327,7 +2337,9 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	"\x05mount\x18\x06 \x01(\tR\x05mount\x12\x16\n" +
 	"\x06server\x18\a \x01(\tR\x06server\x12\x14\n" +
 	"\x05label\x18\b \x01(\tR\x05label\x12\x14\n" +
-	"\x05level\x18\t \x01(\tR\x05levelB\b\n" +
+	"\x05level\x18\t \x01(\tR\x05level\x12\x18\n" +
+	"\areplace\x18\n" +
+	" \x01(\bR\areplaceB\b\n" +
 	"\x06_aboveB\x10\n" +
 	"\x0e_resolve_below\"C\n" +
 	"\x10AddAlertResponse\x12/\n" +
