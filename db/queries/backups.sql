@@ -17,7 +17,7 @@ INSERT INTO backups (
     coalesce(sqlc.narg(deadline_at)::timestamptz, now() + sqlc.arg(timeout_seconds)::int * interval '1 second'),
     sqlc.narg(connection_env)
 )
-ON CONFLICT (backup_schedule_id) WHERE status IN ('queued', 'dispatched', 'running') DO NOTHING
+ON CONFLICT (backup_schedule_id) WHERE status IN ('queued', 'dispatched', 'running') AND NOT held DO NOTHING
 RETURNING *;
 
 -- name: GetBackup :one

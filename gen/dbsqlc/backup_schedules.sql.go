@@ -22,7 +22,7 @@ INSERT INTO backup_schedules (
     $6, $7, $8, $9,
     $10, $11
 )
-RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env
+RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify
 `
 
 type CreateBackupScheduleParams struct {
@@ -72,6 +72,7 @@ func (q *Queries) CreateBackupSchedule(ctx context.Context, arg CreateBackupSche
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.ConnectionEnv,
+		&i.Verify,
 	)
 	return i, err
 }
@@ -89,7 +90,7 @@ func (q *Queries) DeleteBackupSchedule(ctx context.Context, id pgtype.UUID) (int
 }
 
 const getBackupSchedule = `-- name: GetBackupSchedule :one
-SELECT id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env FROM backup_schedules WHERE id = $1
+SELECT id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify FROM backup_schedules WHERE id = $1
 `
 
 func (q *Queries) GetBackupSchedule(ctx context.Context, id pgtype.UUID) (BackupSchedule, error) {
@@ -111,12 +112,13 @@ func (q *Queries) GetBackupSchedule(ctx context.Context, id pgtype.UUID) (Backup
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.ConnectionEnv,
+		&i.Verify,
 	)
 	return i, err
 }
 
 const listBackupSchedules = `-- name: ListBackupSchedules :many
-SELECT id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env FROM backup_schedules
+SELECT id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify FROM backup_schedules
 WHERE ($1::uuid IS NULL OR app_id = $1)
   AND ($2::uuid IS NULL OR backup_destination_id = $2)
   AND ($3::boolean IS NULL OR enabled = $3)
@@ -165,6 +167,7 @@ func (q *Queries) ListBackupSchedules(ctx context.Context, arg ListBackupSchedul
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.ConnectionEnv,
+			&i.Verify,
 		); err != nil {
 			return nil, err
 		}
@@ -177,7 +180,7 @@ func (q *Queries) ListBackupSchedules(ctx context.Context, arg ListBackupSchedul
 }
 
 const listDueBackupSchedules = `-- name: ListDueBackupSchedules :many
-SELECT id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env FROM backup_schedules
+SELECT id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify FROM backup_schedules
 WHERE enabled AND next_run_at <= $1::timestamptz
 ORDER BY next_run_at, id
 LIMIT $2
@@ -216,6 +219,7 @@ func (q *Queries) ListDueBackupSchedules(ctx context.Context, arg ListDueBackupS
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.ConnectionEnv,
+			&i.Verify,
 		); err != nil {
 			return nil, err
 		}
@@ -230,7 +234,7 @@ func (q *Queries) ListDueBackupSchedules(ctx context.Context, arg ListDueBackupS
 const setBackupScheduleEnabled = `-- name: SetBackupScheduleEnabled :one
 UPDATE backup_schedules SET enabled = $1, next_run_at = $2
 WHERE id = $3
-RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env
+RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify
 `
 
 type SetBackupScheduleEnabledParams struct {
@@ -258,6 +262,7 @@ func (q *Queries) SetBackupScheduleEnabled(ctx context.Context, arg SetBackupSch
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.ConnectionEnv,
+		&i.Verify,
 	)
 	return i, err
 }
@@ -265,7 +270,7 @@ func (q *Queries) SetBackupScheduleEnabled(ctx context.Context, arg SetBackupSch
 const setBackupScheduleRun = `-- name: SetBackupScheduleRun :one
 UPDATE backup_schedules SET last_run_at = $1, next_run_at = $2
 WHERE id = $3
-RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env
+RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify
 `
 
 type SetBackupScheduleRunParams struct {
@@ -294,6 +299,7 @@ func (q *Queries) SetBackupScheduleRun(ctx context.Context, arg SetBackupSchedul
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.ConnectionEnv,
+		&i.Verify,
 	)
 	return i, err
 }
@@ -310,7 +316,7 @@ UPDATE backup_schedules SET
     enabled = $8,
     next_run_at = $9
 WHERE id = $10
-RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env
+RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify
 `
 
 type UpdateBackupScheduleParams struct {
@@ -357,6 +363,7 @@ func (q *Queries) UpdateBackupSchedule(ctx context.Context, arg UpdateBackupSche
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.ConnectionEnv,
+		&i.Verify,
 	)
 	return i, err
 }

@@ -25,7 +25,7 @@ UPDATE backups u
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + u.timeout_seconds * interval '1 second'
 FROM next
 WHERE u.id = next.id AND u.status = 'queued'
-RETURNING u.id, u.app_id, u.app_name, u.server_id, u.backup_destination_id, u.backup_schedule_id, u.triggered_by, u.kind, u.source, u.status, u.object_key, u.compression, u.encryption_key_id, u.size_bytes, u.checksum_sha256, u.failure_reason, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.verified_at, u.verification_error, u.created_at, u.updated_at, u.connection_env, u.agent_seq, u.log_bytes, u.log_truncated, u.delete_requested_at, u.delete_error
+RETURNING u.id, u.app_id, u.app_name, u.server_id, u.backup_destination_id, u.backup_schedule_id, u.triggered_by, u.kind, u.source, u.status, u.object_key, u.compression, u.encryption_key_id, u.size_bytes, u.checksum_sha256, u.failure_reason, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.verified_at, u.verification_error, u.created_at, u.updated_at, u.connection_env, u.agent_seq, u.log_bytes, u.log_truncated, u.delete_requested_at, u.delete_error, u.scheduled_for, u.held
 `
 
 type ClaimQueuedBackupsParams struct {
@@ -79,6 +79,8 @@ func (q *Queries) ClaimQueuedBackups(ctx context.Context, arg ClaimQueuedBackups
 			&i.LogTruncated,
 			&i.DeleteRequestedAt,
 			&i.DeleteError,
+			&i.ScheduledFor,
+			&i.Held,
 		); err != nil {
 			return nil, err
 		}
@@ -104,8 +106,8 @@ INSERT INTO backups (
     coalesce($12::timestamptz, now() + $11::int * interval '1 second'),
     $13
 )
-ON CONFLICT (backup_schedule_id) WHERE status IN ('queued', 'dispatched', 'running') DO NOTHING
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error
+ON CONFLICT (backup_schedule_id) WHERE status IN ('queued', 'dispatched', 'running') AND NOT held DO NOTHING
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 type CreateBackupParams struct {
@@ -180,6 +182,8 @@ func (q *Queries) CreateBackup(ctx context.Context, arg CreateBackupParams) (Bac
 		&i.LogTruncated,
 		&i.DeleteRequestedAt,
 		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
@@ -200,7 +204,7 @@ const dispatchBackup = `-- name: DispatchBackup :one
 UPDATE backups
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + timeout_seconds * interval '1 second'
 WHERE id = $1 AND status = 'queued'
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 // queued -> dispatched.
@@ -241,6 +245,8 @@ func (q *Queries) DispatchBackup(ctx context.Context, id pgtype.UUID) (Backup, e
 		&i.LogTruncated,
 		&i.DeleteRequestedAt,
 		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
@@ -250,7 +256,7 @@ UPDATE backups
 SET status = $1, finished_at = coalesce($2::timestamptz, now()),
     failure_reason = coalesce($3, failure_reason)
 WHERE id = $4 AND status = ANY ($5::text[])
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 type FinishBackupParams struct {
@@ -305,12 +311,14 @@ func (q *Queries) FinishBackup(ctx context.Context, arg FinishBackupParams) (Bac
 		&i.LogTruncated,
 		&i.DeleteRequestedAt,
 		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
 
 const getBackup = `-- name: GetBackup :one
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error FROM backups WHERE id = $1
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups WHERE id = $1
 `
 
 func (q *Queries) GetBackup(ctx context.Context, id pgtype.UUID) (Backup, error) {
@@ -350,12 +358,14 @@ func (q *Queries) GetBackup(ctx context.Context, id pgtype.UUID) (Backup, error)
 		&i.LogTruncated,
 		&i.DeleteRequestedAt,
 		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
 
 const getLatestSucceededBackupForApp = `-- name: GetLatestSucceededBackupForApp :one
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
 WHERE app_id = $1 AND status = 'succeeded'
 ORDER BY id DESC
 LIMIT 1
@@ -398,12 +408,14 @@ func (q *Queries) GetLatestSucceededBackupForApp(ctx context.Context, appID pgty
 		&i.LogTruncated,
 		&i.DeleteRequestedAt,
 		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
 
 const getLatestSucceededBackupForSchedule = `-- name: GetLatestSucceededBackupForSchedule :one
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
 WHERE backup_schedule_id = $1 AND status = 'succeeded'
 ORDER BY id DESC
 LIMIT 1
@@ -446,12 +458,14 @@ func (q *Queries) GetLatestSucceededBackupForSchedule(ctx context.Context, backu
 		&i.LogTruncated,
 		&i.DeleteRequestedAt,
 		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
 
 const listActiveBackupsForServer = `-- name: ListActiveBackupsForServer :many
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
 WHERE status IN ('dispatched', 'running') AND server_id = $1
 ORDER BY id
 `
@@ -499,6 +513,8 @@ func (q *Queries) ListActiveBackupsForServer(ctx context.Context, serverID pgtyp
 			&i.LogTruncated,
 			&i.DeleteRequestedAt,
 			&i.DeleteError,
+			&i.ScheduledFor,
+			&i.Held,
 		); err != nil {
 			return nil, err
 		}
@@ -511,7 +527,7 @@ func (q *Queries) ListActiveBackupsForServer(ctx context.Context, serverID pgtyp
 }
 
 const listBackupRetentionCandidates = `-- name: ListBackupRetentionCandidates :many
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
 WHERE id IN (
     SELECT r.id
     FROM (SELECT b.id, b.created_at, row_number() OVER (ORDER BY b.id DESC) AS rn
@@ -577,6 +593,8 @@ func (q *Queries) ListBackupRetentionCandidates(ctx context.Context, arg ListBac
 			&i.LogTruncated,
 			&i.DeleteRequestedAt,
 			&i.DeleteError,
+			&i.ScheduledFor,
+			&i.Held,
 		); err != nil {
 			return nil, err
 		}
@@ -589,7 +607,7 @@ func (q *Queries) ListBackupRetentionCandidates(ctx context.Context, arg ListBac
 }
 
 const listBackups = `-- name: ListBackups :many
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
 WHERE ($1::uuid IS NULL OR app_id = $1)
   AND ($2::uuid IS NULL OR server_id = $2)
   AND ($3::uuid IS NULL OR backup_destination_id = $3)
@@ -665,6 +683,8 @@ func (q *Queries) ListBackups(ctx context.Context, arg ListBackupsParams) ([]Bac
 			&i.LogTruncated,
 			&i.DeleteRequestedAt,
 			&i.DeleteError,
+			&i.ScheduledFor,
+			&i.Held,
 		); err != nil {
 			return nil, err
 		}
@@ -677,7 +697,7 @@ func (q *Queries) ListBackups(ctx context.Context, arg ListBackupsParams) ([]Bac
 }
 
 const listOverdueBackups = `-- name: ListOverdueBackups :many
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
 WHERE status IN ('queued', 'dispatched', 'running') AND deadline_at < $1::timestamptz
 ORDER BY deadline_at
 LIMIT $2
@@ -731,6 +751,8 @@ func (q *Queries) ListOverdueBackups(ctx context.Context, arg ListOverdueBackups
 			&i.LogTruncated,
 			&i.DeleteRequestedAt,
 			&i.DeleteError,
+			&i.ScheduledFor,
+			&i.Held,
 		); err != nil {
 			return nil, err
 		}
@@ -748,7 +770,7 @@ SET verified_at = CASE WHEN $1::text IS NULL
                        THEN coalesce($2::timestamptz, now()) ELSE verified_at END,
     verification_error = $1::text
 WHERE id = $3 AND status = 'succeeded'
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 type RecordBackupVerificationParams struct {
@@ -796,6 +818,8 @@ func (q *Queries) RecordBackupVerification(ctx context.Context, arg RecordBackup
 		&i.LogTruncated,
 		&i.DeleteRequestedAt,
 		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
@@ -804,7 +828,7 @@ const requestBackupCancel = `-- name: RequestBackupCancel :one
 UPDATE backups
 SET cancel_requested_at = coalesce(cancel_requested_at, now())
 WHERE id = $1 AND status IN ('queued', 'dispatched', 'running')
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 func (q *Queries) RequestBackupCancel(ctx context.Context, id pgtype.UUID) (Backup, error) {
@@ -844,6 +868,8 @@ func (q *Queries) RequestBackupCancel(ctx context.Context, id pgtype.UUID) (Back
 		&i.LogTruncated,
 		&i.DeleteRequestedAt,
 		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
@@ -852,7 +878,7 @@ const startBackup = `-- name: StartBackup :one
 UPDATE backups
 SET status = 'running', started_at = coalesce($1::timestamptz, now())
 WHERE id = $2 AND status = 'dispatched'
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 type StartBackupParams struct {
@@ -898,6 +924,8 @@ func (q *Queries) StartBackup(ctx context.Context, arg StartBackupParams) (Backu
 		&i.LogTruncated,
 		&i.DeleteRequestedAt,
 		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
@@ -908,7 +936,7 @@ SET status = 'succeeded', finished_at = coalesce($1::timestamptz, now()),
     object_key = $2, size_bytes = $3,
     checksum_sha256 = $4, encryption_key_id = $5
 WHERE id = $6 AND status = 'running'
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 type SucceedBackupParams struct {
@@ -966,6 +994,8 @@ func (q *Queries) SucceedBackup(ctx context.Context, arg SucceedBackupParams) (B
 		&i.LogTruncated,
 		&i.DeleteRequestedAt,
 		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }

@@ -180,6 +180,8 @@ type Backup struct {
 	LogTruncated        bool
 	DeleteRequestedAt   *time.Time
 	DeleteError         *string
+	ScheduledFor        *time.Time
+	Held                bool
 }
 
 type BackupDestination struct {
@@ -226,6 +228,7 @@ type BackupSchedule struct {
 	CreatedAt           time.Time
 	UpdatedAt           time.Time
 	ConnectionEnv       *string
+	Verify              bool
 }
 
 type BackupTask struct {

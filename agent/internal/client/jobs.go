@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/berthhq/berth/agent/internal/deploy"
+	"github.com/berthhq/berth/agent/internal/held"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
@@ -29,6 +31,7 @@ type Jobs struct {
 	extra []*agentv1.ConnectRequest // results for jobs the executor refused
 
 	objects objectClient // for download jobs (SendObject)
+	held    *held.Holder // the held backup schedules (OpenHeld)
 }
 
 // NewJobs returns the link; pass its Sink to deploy.Config.
@@ -67,10 +70,21 @@ func (j *Jobs) handle(ctx context.Context, log *slog.Logger, m *agentv1.ConnectR
 	case *agentv1.ConnectResponse_JobAck:
 		j.Exec.Ack(msg.JobAck.GetJobId(), msg.JobAck.GetSeq())
 		j.poke()
+	case *agentv1.ConnectResponse_HeldBackupSchedules, *agentv1.ConnectResponse_HeldRunsAck:
+		if err := j.handleHeld(m); err != nil {
+			log.Error("held backup schedules", "err", err)
+		}
 	}
 }
 
 func (j *Jobs) start(ctx context.Context, log *slog.Logger, js *agentv1.JobStart) {
+	// A tick this agent ran from its held schedule as another job is
+	// refused; the held job itself, re-sent once the controller stored
+	// it, is a re-send like any other.
+	if ran := j.heldDispatched(js); ran != "" && ran != js.GetJobId() {
+		j.refuse(log, js, fmt.Errorf("this tick of the schedule already ran here as backup %s, from the held schedule while no controller was reachable", ran))
+		return
+	}
 	spec := specOf(js)
 	err := j.Exec.Start(ctx, spec)
 	switch {
@@ -136,7 +150,7 @@ func (j *Jobs) flush(send func(*agentv1.ConnectRequest) error, sent map[string]u
 		}
 	}
 	for _, ev := range j.Exec.Pending() {
-		if ev.Seq <= sent[ev.JobID] {
+		if ev.Seq <= sent[ev.JobID] || j.heldWaits(ev.JobID) {
 			continue
 		}
 		if err := send(eventToProto(ev)); err != nil {

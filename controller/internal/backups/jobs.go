@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/notify"
@@ -148,6 +149,10 @@ func (s *Service) backupStart(ctx context.Context, b store.Backup) (*agentv1.Job
 	}
 	if b.AppID != nil {
 		js.AppId = b.AppID.String()
+	}
+	if b.ScheduleID != nil && b.ScheduledFor != nil {
+		// The run key: the agent never runs this tick from its held copy.
+		js.Backup.ScheduleId, js.Backup.ScheduledFor = b.ScheduleID.String(), timestamppb.New(*b.ScheduledFor)
 	}
 	return js, nil
 }
@@ -298,6 +303,7 @@ func (s *Service) AgentConnected(ctx context.Context, serverID store.ID) {
 	for _, t := range ts {
 		s.sendTask(ctx, t)
 	}
+	s.heldConnected(ctx, serverID)
 	s.poke()
 	if s.next != nil {
 		s.next.AgentConnected(ctx, serverID)
@@ -514,6 +520,9 @@ func (s *Service) end(ctx context.Context, tx *store.Store, j store.BackupJob, r
 			changes["sha256"] = hex.EncodeToString(done.ChecksumSHA256)
 		}
 		s.systemActivity(ctx, tx, actorType, actor, "backup."+string(done.Status), "backup", done.ID, done.AppName, changes)
+		if err := s.afterScheduledRun(ctx, tx, done); err != nil {
+			return err
+		}
 		return s.publishBackup(ctx, tx, done)
 	}
 	t := *j.Task

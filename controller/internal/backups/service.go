@@ -60,6 +60,11 @@ type Config struct {
 	UnreachableGrace time.Duration
 	StartGrace       time.Duration
 	Tick             time.Duration
+	// RetentionEvery: how often schedules' retention is applied besides
+	// after each scheduled backup (default 1m); DeleteRetryAfter: how long
+	// after a failed delete retention queues it again (default 10m).
+	RetentionEvery   time.Duration
+	DeleteRetryAfter time.Duration
 	Now              func() time.Time
 }
 
@@ -79,6 +84,12 @@ type Service struct {
 
 	mu        sync.Mutex
 	downloads map[store.ID]*download
+	pruneNow  bool
+	prunedAt  time.Time
+	// heldRecipients: each connected agent's held_recipient; heldAcks:
+	// the held runs its hello reported, acked after the welcome.
+	heldRecipients map[store.ID]string
+	heldAcks       map[store.ID][]string
 }
 
 // New returns the service and registers it with the fleet as the handler
@@ -100,6 +111,12 @@ func New(st *store.Store, fl *fleet.Service, next fleet.JobHandler, log *slog.Lo
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
 	}
+	if cfg.RetentionEvery <= 0 {
+		cfg.RetentionEvery = time.Minute
+	}
+	if cfg.DeleteRetryAfter <= 0 {
+		cfg.DeleteRetryAfter = 10 * time.Minute
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -111,6 +128,11 @@ func New(st *store.Store, fl *fleet.Service, next fleet.JobHandler, log *slog.Lo
 		Cancel: func(server store.ID, job string) {
 			_ = fl.Hub().Send(server, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_JobCancel{JobCancel: &agentv1.JobCancel{JobId: job}}})
 			s.cancelDownload(job)
+		},
+		Other: func(kind, rest string) {
+			if kind == "held" { // held:<server>: re-send its agent's held schedules
+				s.relayHeld(rest)
+			}
 		},
 	})
 	fl.SetJobHandler(s)
@@ -181,6 +203,10 @@ func (s *Service) Run(ctx context.Context, pool *pgxpool.Pool) {
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
 	for {
+		s.fireSchedules(ctx)
+		if s.pruneDue(s.cfg.Now()) {
+			s.prune(ctx)
+		}
 		s.dispatch(ctx)
 		s.sweep(ctx)
 		select {

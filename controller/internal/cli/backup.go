@@ -47,7 +47,7 @@ func backupJSON(b *adminv1.Backup) map[string]any {
 		"started_at": tsOrNil(b.GetStartedAt()), "finished_at": tsOrNil(b.GetFinishedAt()), "deadline_at": tsOrNil(b.GetDeadlineAt()),
 		"cancel_requested": b.GetCancelRequested(), "verified_at": tsOrNil(b.GetVerifiedAt()), "verification_error": b.GetVerificationError(),
 		"delete_requested_at": tsOrNil(b.GetDeleteRequestedAt()), "delete_error": b.GetDeleteError(), "log_bytes": b.GetLogBytes(),
-		"log_truncated": b.GetLogTruncated()}
+		"log_truncated": b.GetLogTruncated(), "scheduled_for": tsOrNil(b.GetScheduledFor()), "held": b.GetHeld()}
 }
 
 func backupTaskJSON(t *adminv1.BackupTask) map[string]any {
@@ -176,6 +176,7 @@ func (a *app) backupCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "backup", Short: "Backups: destinations, backup jobs, verify, restore, download, delete"}
 	cmd.AddCommand(a.backupDestinationCmd(), a.backupRunCmd(), a.backupListCmd(), a.backupShowCmd(), a.backupLogsCmd(),
 		a.backupCancelCmd(), a.backupVerifyCmd(), a.backupRestoreCmd(), a.backupDownloadCmd(), a.backupDeleteCmd(), a.backupKeyCmd())
+	cmd.AddCommand(a.backupScheduleCmd())
 	return cmd
 }
 

@@ -252,6 +252,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	ui.SetAlerts(alertSvc)
+	ui.SetBackups(backupSvc)
 	defer accountsSvc.Wait()
 
 	var wg sync.WaitGroup

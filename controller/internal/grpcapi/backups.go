@@ -78,7 +78,7 @@ func backupPB(b store.Backup, dest string) *adminv1.Backup {
 		QueuedAt: timestamppb.New(b.QueuedAt), StartedAt: optTS(b.StartedAt), FinishedAt: optTS(b.FinishedAt),
 		DeadlineAt: timestamppb.New(b.DeadlineAt), CancelRequested: b.CancelRequestedAt != nil, VerifiedAt: optTS(b.VerifiedAt),
 		VerificationError: deref(b.VerificationError), DeleteRequestedAt: optTS(b.DeleteRequestedAt), DeleteError: deref(b.DeleteError),
-		LogBytes: b.LogBytes, LogTruncated: b.LogTruncated,
+		LogBytes: b.LogBytes, LogTruncated: b.LogTruncated, ScheduledFor: optTS(b.ScheduledFor), Held: b.Held,
 	}
 	if b.AppID != nil {
 		out.AppId = b.AppID.String()

@@ -50,6 +50,17 @@ func TestBackupServiceBadInput(t *testing.T) {
 		{"DeleteBackup", `id: ""`, codes.InvalidArgument},
 		{"GetBackupDestination", `name: "nope"`, codes.NotFound},
 		{"RemoveBackupDestination", `name: "Not A Name"`, codes.InvalidArgument},
+		// Schedules.
+		{"AddBackupSchedule", `app: "shop" destination: "d" kind: "postgres" source: "shop" cron: "not cron" keep: 3`, codes.InvalidArgument},
+		{"AddBackupSchedule", `app: "shop" destination: "d" kind: "postgres" source: "shop" cron: "0 3 * * *" timezone: "Nowhere/Zone" keep: 3`, codes.InvalidArgument},
+		{"AddBackupSchedule", `app: "shop" destination: "d" kind: "postgres" source: "shop" cron: "0 3 * * *" keep: -1`, codes.InvalidArgument},
+		{"AddBackupSchedule", `app: "shop" destination: "d" kind: "postgres" source: "shop" cron: "0 3 * * *"`, codes.InvalidArgument},
+		{"AddBackupSchedule", fmt.Sprintf(`app: "shop" destination: "d" kind: "postgres" source: "shop" cron: "%s" keep: 3`, long), codes.InvalidArgument},
+		{"GetBackupSchedule", `id: "not-an-id"`, codes.InvalidArgument},
+		{"GetBackupSchedule", `id: "$NO_SUCH_ID"`, codes.NotFound},
+		{"DisableBackupSchedule", `id: "$NO_SUCH_ID"`, codes.NotFound},
+		{"EnableBackupSchedule", fmt.Sprintf(`id: "%s"`, long), codes.InvalidArgument},
+		{"RemoveBackupSchedule", `id: "$NO_SUCH_ID"`, codes.NotFound},
 	}
 	for _, c := range cases {
 		method := "/berth.admin.v1.BackupService/" + c.method

@@ -166,6 +166,13 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.BackupService/DeleteBackup":            {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
 	"/berth.admin.v1.BackupService/ListBackupKeys":          {store.ScopeRead, ``},
 	"/berth.admin.v1.BackupService/RotateBackupKey":         {store.ScopeAdmin, ``},
+	// Schedules: admin to change (retention deletes backups).
+	"/berth.admin.v1.BackupService/AddBackupSchedule":     {store.ScopeAdmin, `app: "shop" destination: "nope" kind: "postgres" source: "shop" cron: "0 3 * * *" keep: 3`},
+	"/berth.admin.v1.BackupService/ListBackupSchedules":   {store.ScopeRead, ``},
+	"/berth.admin.v1.BackupService/GetBackupSchedule":     {store.ScopeRead, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/DisableBackupSchedule": {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/EnableBackupSchedule":  {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/RemoveBackupSchedule":  {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
 
 	// berth.agent.v1.AgentService: enrollment is public (the join token is
 	// the credential); the stream needs the client certificate.

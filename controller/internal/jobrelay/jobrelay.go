@@ -32,6 +32,9 @@ type Handlers struct {
 	// Cancel sends a JobCancel to the server's agent if it is connected
 	// here.
 	Cancel func(server store.ID, job string)
+	// Other gets any other message (kind:rest), such as the backups'
+	// held:<server>.
+	Other func(kind, rest string)
 }
 
 // Relay is one job kind's channel.
@@ -120,6 +123,10 @@ func (r *Relay) relay(payload string) {
 	case "log":
 		if id, err := store.ParseID(rest); err == nil {
 			r.Wake(id)
+		}
+	default:
+		if r.h.Other != nil {
+			r.h.Other(kind, rest)
 		}
 	}
 }

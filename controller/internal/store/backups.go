@@ -108,8 +108,13 @@ type Backup struct {
 	// after that failed, with DeleteError).
 	DeleteRequestedAt *time.Time
 	DeleteError       *string
-	CreatedAt         time.Time
-	UpdatedAt         time.Time
+	// ScheduledFor: the schedule's tick this backup is the run of (its
+	// run key with ScheduleID); Held: the agent ran it from its held copy
+	// of the schedule while no controller was reachable.
+	ScheduledFor *time.Time
+	Held         bool
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
 }
 
 func backupFromRow(r dbsqlc.Backup) Backup {
@@ -124,6 +129,7 @@ func backupFromRow(r dbsqlc.Backup) Backup {
 		VerifiedAt: r.VerifiedAt, VerificationError: r.VerificationError, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 		ConnectionEnv: r.ConnectionEnv, AgentSeq: r.AgentSeq, LogBytes: r.LogBytes, LogTruncated: r.LogTruncated,
 		DeleteRequestedAt: r.DeleteRequestedAt, DeleteError: r.DeleteError,
+		ScheduledFor: r.ScheduledFor, Held: r.Held,
 	}
 }
 

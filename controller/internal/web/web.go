@@ -20,6 +20,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/alert"
 	"github.com/berthhq/berth/controller/internal/audit"
+	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/notify"
@@ -65,6 +66,9 @@ type Deps struct {
 	// UI makes its own on Store (reads and rule changes; the daemon's
 	// engine picks changes up through NOTIFY).
 	Alerts *alert.Service
+	// Backups serves the Backups pages. Nil until SetBackups: the service
+	// is the fleet's one job handler, so the UI never makes its own.
+	Backups *backups.Service
 }
 
 // Server is the web UI.
@@ -225,6 +229,7 @@ func (s *Server) routes() []route {
 		{"POST /git-credentials", s.page(s.credentialCreate)},
 		{"POST /git-credentials/{name}/delete", s.page(s.credentialDelete)},
 	}
+	rs = append(rs, s.backupRoutes()...)
 	// Capabilities whose pages come with their own services.
 	for _, sec := range upcoming {
 		rs = append(rs, route{"GET " + sec.Path, s.page(s.upcomingPage(sec))})

@@ -19,6 +19,7 @@ import (
 
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/audit"
+	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
@@ -65,6 +66,8 @@ type env struct {
 	dep  *deploys.Service
 	// notify is the UI's notifications service when newEnvWith made it.
 	notify *notify.Service
+	bk     *backups.Service
+	fl     *fleet.Service
 }
 
 func newEnv(t *testing.T, secure bool) *env {
@@ -112,6 +115,10 @@ func newEnvWith(t *testing.T, secure bool, mailer mail.Mailer, notifyCfg *notify
 		t.Fatal(err)
 	}
 	e.dep = deploys.New(st, fl, log, deploys.Config{})
+	// Not Run: jobs stay queued (no agent here); the backups pages' reads
+	// and refusals need no dispatcher.
+	e.bk = backups.New(st, fl, e.dep, log, backups.Config{})
+	e.fl = fl
 	var ns *notify.Service
 	if notifyCfg != nil {
 		cfg := *notifyCfg
@@ -129,6 +136,7 @@ func newEnvWith(t *testing.T, secure bool, mailer mail.Mailer, notifyCfg *notify
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go ui.Run(ctx)
+	ui.SetBackups(e.bk)
 	ui.Register(mux)
 	e.ui = ui
 	srv.Config.Handler = ui.Wrap(mux)

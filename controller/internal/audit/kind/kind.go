@@ -132,6 +132,20 @@ const (
 	BackupTaskTimedOut       = "backup_task.timed_out"
 )
 
+// Backup schedules (issue 18 §3): changes by a person or token, a tick
+// skipped because the previous run was unfinished, a run the agent made
+// from its held schedule while no controller was reachable, and a delete
+// queued by retention.
+const (
+	BackupScheduleAdded      = "backup_schedule.added"
+	BackupScheduleEnabled    = "backup_schedule.enabled"
+	BackupScheduleDisabled   = "backup_schedule.disabled"
+	BackupScheduleRemoved    = "backup_schedule.removed"
+	BackupScheduleRunSkipped = "backup_schedule.run_skipped"
+	BackupHeldRunReported    = "backup.held_run_reported"
+	BackupRetentionDelete    = "backup.retention_delete_queued"
+)
+
 // Threshold alert rules (issue 17 §3), changed by an admin.
 const (
 	AlertRuleCreated  = "alert_rule.created"
@@ -163,6 +177,10 @@ var All = []string{
 	BackupCancelRequested, BackupSucceeded, BackupFailed, BackupCanceled, BackupTimedOut, BackupVerifyQueued,
 	BackupRestoreQueued, BackupDownloaded, BackupDeleteRequested, BackupDeleted,
 	BackupTaskSucceeded, BackupTaskFailed, BackupTaskCanceled, BackupTaskTimedOut,
+
+	BackupScheduleAdded, BackupScheduleEnabled, BackupScheduleDisabled, BackupScheduleRemoved,
+	BackupScheduleRunSkipped, BackupHeldRunReported, BackupRetentionDelete,
+
 	AlertRuleCreated, AlertRuleReplaced, AlertRuleDeleted,
 }
 

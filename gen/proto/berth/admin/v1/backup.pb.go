@@ -802,8 +802,13 @@ type Backup struct {
 	DeleteError       string                 `protobuf:"bytes,26,opt,name=delete_error,json=deleteError,proto3" json:"delete_error,omitempty"`
 	LogBytes          int64                  `protobuf:"varint,27,opt,name=log_bytes,json=logBytes,proto3" json:"log_bytes,omitempty"`
 	LogTruncated      bool                   `protobuf:"varint,28,opt,name=log_truncated,json=logTruncated,proto3" json:"log_truncated,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// scheduled_for: the schedule's tick this backup is the run of.
+	ScheduledFor *timestamppb.Timestamp `protobuf:"bytes,29,opt,name=scheduled_for,json=scheduledFor,proto3" json:"scheduled_for,omitempty"`
+	// held: the agent ran it from its held schedule while no controller was
+	// reachable.
+	Held          bool `protobuf:"varint,30,opt,name=held,proto3" json:"held,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Backup) Reset() {
@@ -1028,6 +1033,20 @@ func (x *Backup) GetLogBytes() int64 {
 func (x *Backup) GetLogTruncated() bool {
 	if x != nil {
 		return x.LogTruncated
+	}
+	return false
+}
+
+func (x *Backup) GetScheduledFor() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScheduledFor
+	}
+	return nil
+}
+
+func (x *Backup) GetHeld() bool {
+	if x != nil {
+		return x.Held
 	}
 	return false
 }
@@ -2345,6 +2364,779 @@ func (x *RotateBackupKeyResponse) GetKey() *BackupKey {
 	return nil
 }
 
+// BackupSchedule is a cron schedule of an app's backups with retention.
+type BackupSchedule struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	AppId         string                 `protobuf:"bytes,2,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	App           string                 `protobuf:"bytes,3,opt,name=app,proto3" json:"app,omitempty"`
+	Destination   string                 `protobuf:"bytes,4,opt,name=destination,proto3" json:"destination,omitempty"`
+	Kind          string                 `protobuf:"bytes,5,opt,name=kind,proto3" json:"kind,omitempty"`
+	Source        string                 `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	ConnectionEnv string                 `protobuf:"bytes,7,opt,name=connection_env,json=connectionEnv,proto3" json:"connection_env,omitempty"`
+	Cron          string                 `protobuf:"bytes,8,opt,name=cron,proto3" json:"cron,omitempty"`
+	Timezone      string                 `protobuf:"bytes,9,opt,name=timezone,proto3" json:"timezone,omitempty"`
+	// keep: the newest N succeeded backups (0: unset); keep_days: those
+	// younger than D days (0: unset). The newest succeeded and the newest
+	// verified backup are always kept.
+	Keep      int32                  `protobuf:"varint,10,opt,name=keep,proto3" json:"keep,omitempty"`
+	KeepDays  int32                  `protobuf:"varint,11,opt,name=keep_days,json=keepDays,proto3" json:"keep_days,omitempty"`
+	Verify    bool                   `protobuf:"varint,12,opt,name=verify,proto3" json:"verify,omitempty"`
+	Enabled   bool                   `protobuf:"varint,13,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	NextRunAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=next_run_at,json=nextRunAt,proto3" json:"next_run_at,omitempty"`
+	LastRunAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=last_run_at,json=lastRunAt,proto3" json:"last_run_at,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// last_backup: the schedule's newest backup, if any.
+	LastBackup    *Backup `protobuf:"bytes,17,opt,name=last_backup,json=lastBackup,proto3" json:"last_backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupSchedule) Reset() {
+	*x = BackupSchedule{}
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupSchedule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupSchedule) ProtoMessage() {}
+
+func (x *BackupSchedule) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupSchedule.ProtoReflect.Descriptor instead.
+func (*BackupSchedule) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_backup_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *BackupSchedule) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BackupSchedule) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *BackupSchedule) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *BackupSchedule) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *BackupSchedule) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *BackupSchedule) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *BackupSchedule) GetConnectionEnv() string {
+	if x != nil {
+		return x.ConnectionEnv
+	}
+	return ""
+}
+
+func (x *BackupSchedule) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *BackupSchedule) GetTimezone() string {
+	if x != nil {
+		return x.Timezone
+	}
+	return ""
+}
+
+func (x *BackupSchedule) GetKeep() int32 {
+	if x != nil {
+		return x.Keep
+	}
+	return 0
+}
+
+func (x *BackupSchedule) GetKeepDays() int32 {
+	if x != nil {
+		return x.KeepDays
+	}
+	return 0
+}
+
+func (x *BackupSchedule) GetVerify() bool {
+	if x != nil {
+		return x.Verify
+	}
+	return false
+}
+
+func (x *BackupSchedule) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *BackupSchedule) GetNextRunAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextRunAt
+	}
+	return nil
+}
+
+func (x *BackupSchedule) GetLastRunAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastRunAt
+	}
+	return nil
+}
+
+func (x *BackupSchedule) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *BackupSchedule) GetLastBackup() *Backup {
+	if x != nil {
+		return x.LastBackup
+	}
+	return nil
+}
+
+type AddBackupScheduleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	Destination   string                 `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	Source        string                 `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	ConnectionEnv string                 `protobuf:"bytes,5,opt,name=connection_env,json=connectionEnv,proto3" json:"connection_env,omitempty"`
+	// cron: five fields (minute hour day-of-month month day-of-week) or a
+	// descriptor such as @daily.
+	Cron string `protobuf:"bytes,6,opt,name=cron,proto3" json:"cron,omitempty"`
+	// timezone: an IANA zone; empty is UTC.
+	Timezone      string `protobuf:"bytes,7,opt,name=timezone,proto3" json:"timezone,omitempty"`
+	Keep          int32  `protobuf:"varint,8,opt,name=keep,proto3" json:"keep,omitempty"`
+	KeepDays      int32  `protobuf:"varint,9,opt,name=keep_days,json=keepDays,proto3" json:"keep_days,omitempty"`
+	Verify        bool   `protobuf:"varint,10,opt,name=verify,proto3" json:"verify,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddBackupScheduleRequest) Reset() {
+	*x = AddBackupScheduleRequest{}
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddBackupScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddBackupScheduleRequest) ProtoMessage() {}
+
+func (x *AddBackupScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddBackupScheduleRequest.ProtoReflect.Descriptor instead.
+func (*AddBackupScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_backup_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *AddBackupScheduleRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+func (x *AddBackupScheduleRequest) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *AddBackupScheduleRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AddBackupScheduleRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *AddBackupScheduleRequest) GetConnectionEnv() string {
+	if x != nil {
+		return x.ConnectionEnv
+	}
+	return ""
+}
+
+func (x *AddBackupScheduleRequest) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *AddBackupScheduleRequest) GetTimezone() string {
+	if x != nil {
+		return x.Timezone
+	}
+	return ""
+}
+
+func (x *AddBackupScheduleRequest) GetKeep() int32 {
+	if x != nil {
+		return x.Keep
+	}
+	return 0
+}
+
+func (x *AddBackupScheduleRequest) GetKeepDays() int32 {
+	if x != nil {
+		return x.KeepDays
+	}
+	return 0
+}
+
+func (x *AddBackupScheduleRequest) GetVerify() bool {
+	if x != nil {
+		return x.Verify
+	}
+	return false
+}
+
+type AddBackupScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedule      *BackupSchedule        `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddBackupScheduleResponse) Reset() {
+	*x = AddBackupScheduleResponse{}
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddBackupScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddBackupScheduleResponse) ProtoMessage() {}
+
+func (x *AddBackupScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddBackupScheduleResponse.ProtoReflect.Descriptor instead.
+func (*AddBackupScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_backup_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *AddBackupScheduleResponse) GetSchedule() *BackupSchedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+type ListBackupSchedulesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// app: empty for every app.
+	App           string `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBackupSchedulesRequest) Reset() {
+	*x = ListBackupSchedulesRequest{}
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBackupSchedulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBackupSchedulesRequest) ProtoMessage() {}
+
+func (x *ListBackupSchedulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBackupSchedulesRequest.ProtoReflect.Descriptor instead.
+func (*ListBackupSchedulesRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_backup_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ListBackupSchedulesRequest) GetApp() string {
+	if x != nil {
+		return x.App
+	}
+	return ""
+}
+
+type ListBackupSchedulesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedules     []*BackupSchedule      `protobuf:"bytes,1,rep,name=schedules,proto3" json:"schedules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBackupSchedulesResponse) Reset() {
+	*x = ListBackupSchedulesResponse{}
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBackupSchedulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBackupSchedulesResponse) ProtoMessage() {}
+
+func (x *ListBackupSchedulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBackupSchedulesResponse.ProtoReflect.Descriptor instead.
+func (*ListBackupSchedulesResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_backup_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ListBackupSchedulesResponse) GetSchedules() []*BackupSchedule {
+	if x != nil {
+		return x.Schedules
+	}
+	return nil
+}
+
+type GetBackupScheduleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBackupScheduleRequest) Reset() {
+	*x = GetBackupScheduleRequest{}
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBackupScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBackupScheduleRequest) ProtoMessage() {}
+
+func (x *GetBackupScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBackupScheduleRequest.ProtoReflect.Descriptor instead.
+func (*GetBackupScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_backup_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *GetBackupScheduleRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetBackupScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedule      *BackupSchedule        `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBackupScheduleResponse) Reset() {
+	*x = GetBackupScheduleResponse{}
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBackupScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBackupScheduleResponse) ProtoMessage() {}
+
+func (x *GetBackupScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBackupScheduleResponse.ProtoReflect.Descriptor instead.
+func (*GetBackupScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_backup_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *GetBackupScheduleResponse) GetSchedule() *BackupSchedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+type DisableBackupScheduleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableBackupScheduleRequest) Reset() {
+	*x = DisableBackupScheduleRequest{}
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableBackupScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableBackupScheduleRequest) ProtoMessage() {}
+
+func (x *DisableBackupScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableBackupScheduleRequest.ProtoReflect.Descriptor instead.
+func (*DisableBackupScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_backup_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *DisableBackupScheduleRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DisableBackupScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedule      *BackupSchedule        `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableBackupScheduleResponse) Reset() {
+	*x = DisableBackupScheduleResponse{}
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableBackupScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableBackupScheduleResponse) ProtoMessage() {}
+
+func (x *DisableBackupScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableBackupScheduleResponse.ProtoReflect.Descriptor instead.
+func (*DisableBackupScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_backup_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *DisableBackupScheduleResponse) GetSchedule() *BackupSchedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+type EnableBackupScheduleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableBackupScheduleRequest) Reset() {
+	*x = EnableBackupScheduleRequest{}
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableBackupScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableBackupScheduleRequest) ProtoMessage() {}
+
+func (x *EnableBackupScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableBackupScheduleRequest.ProtoReflect.Descriptor instead.
+func (*EnableBackupScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_backup_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *EnableBackupScheduleRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type EnableBackupScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedule      *BackupSchedule        `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableBackupScheduleResponse) Reset() {
+	*x = EnableBackupScheduleResponse{}
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableBackupScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableBackupScheduleResponse) ProtoMessage() {}
+
+func (x *EnableBackupScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableBackupScheduleResponse.ProtoReflect.Descriptor instead.
+func (*EnableBackupScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_backup_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *EnableBackupScheduleResponse) GetSchedule() *BackupSchedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+type RemoveBackupScheduleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveBackupScheduleRequest) Reset() {
+	*x = RemoveBackupScheduleRequest{}
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveBackupScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveBackupScheduleRequest) ProtoMessage() {}
+
+func (x *RemoveBackupScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveBackupScheduleRequest.ProtoReflect.Descriptor instead.
+func (*RemoveBackupScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_backup_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RemoveBackupScheduleRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemoveBackupScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveBackupScheduleResponse) Reset() {
+	*x = RemoveBackupScheduleResponse{}
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveBackupScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveBackupScheduleResponse) ProtoMessage() {}
+
+func (x *RemoveBackupScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_backup_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveBackupScheduleResponse.ProtoReflect.Descriptor instead.
+func (*RemoveBackupScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_backup_proto_rawDescGZIP(), []int{48}
+}
+
 var File_berth_admin_v1_backup_proto protoreflect.FileDescriptor
 
 const file_berth_admin_v1_backup_proto_rawDesc = "" +
@@ -2410,7 +3202,7 @@ const file_berth_admin_v1_backup_proto_rawDesc = "" +
 	"\x04task\x18\x02 \x01(\v2\x1a.berth.admin.v1.BackupTaskR\x04task\"4\n" +
 	"\x1eRemoveBackupDestinationRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"!\n" +
-	"\x1fRemoveBackupDestinationResponse\"\xc1\b\n" +
+	"\x1fRemoveBackupDestinationResponse\"\x96\t\n" +
 	"\x06Backup\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x10\n" +
@@ -2447,7 +3239,9 @@ const file_berth_admin_v1_backup_proto_rawDesc = "" +
 	"\x13delete_requested_at\x18\x19 \x01(\v2\x1a.google.protobuf.TimestampR\x11deleteRequestedAt\x12!\n" +
 	"\fdelete_error\x18\x1a \x01(\tR\vdeleteError\x12\x1b\n" +
 	"\tlog_bytes\x18\x1b \x01(\x03R\blogBytes\x12#\n" +
-	"\rlog_truncated\x18\x1c \x01(\bR\flogTruncated\"\xd5\x03\n" +
+	"\rlog_truncated\x18\x1c \x01(\bR\flogTruncated\x12?\n" +
+	"\rscheduled_for\x18\x1d \x01(\v2\x1a.google.protobuf.TimestampR\fscheduledFor\x12\x12\n" +
+	"\x04held\x18\x1e \x01(\bR\x04held\"\xd5\x03\n" +
 	"\n" +
 	"BackupTask\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -2531,7 +3325,61 @@ const file_berth_admin_v1_backup_proto_rawDesc = "" +
 	"\x04keys\x18\x01 \x03(\v2\x19.berth.admin.v1.BackupKeyR\x04keys\"\x18\n" +
 	"\x16RotateBackupKeyRequest\"F\n" +
 	"\x17RotateBackupKeyResponse\x12+\n" +
-	"\x03key\x18\x01 \x01(\v2\x19.berth.admin.v1.BackupKeyR\x03key2\xe2\f\n" +
+	"\x03key\x18\x01 \x01(\v2\x19.berth.admin.v1.BackupKeyR\x03key\"\xbd\x04\n" +
+	"\x0eBackupSchedule\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
+	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x10\n" +
+	"\x03app\x18\x03 \x01(\tR\x03app\x12 \n" +
+	"\vdestination\x18\x04 \x01(\tR\vdestination\x12\x12\n" +
+	"\x04kind\x18\x05 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source\x12%\n" +
+	"\x0econnection_env\x18\a \x01(\tR\rconnectionEnv\x12\x12\n" +
+	"\x04cron\x18\b \x01(\tR\x04cron\x12\x1a\n" +
+	"\btimezone\x18\t \x01(\tR\btimezone\x12\x12\n" +
+	"\x04keep\x18\n" +
+	" \x01(\x05R\x04keep\x12\x1b\n" +
+	"\tkeep_days\x18\v \x01(\x05R\bkeepDays\x12\x16\n" +
+	"\x06verify\x18\f \x01(\bR\x06verify\x12\x18\n" +
+	"\aenabled\x18\r \x01(\bR\aenabled\x12:\n" +
+	"\vnext_run_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tnextRunAt\x12:\n" +
+	"\vlast_run_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\tlastRunAt\x129\n" +
+	"\n" +
+	"created_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x127\n" +
+	"\vlast_backup\x18\x11 \x01(\v2\x16.berth.admin.v1.BackupR\n" +
+	"lastBackup\"\x9a\x02\n" +
+	"\x18AddBackupScheduleRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\x12 \n" +
+	"\vdestination\x18\x02 \x01(\tR\vdestination\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12%\n" +
+	"\x0econnection_env\x18\x05 \x01(\tR\rconnectionEnv\x12\x12\n" +
+	"\x04cron\x18\x06 \x01(\tR\x04cron\x12\x1a\n" +
+	"\btimezone\x18\a \x01(\tR\btimezone\x12\x12\n" +
+	"\x04keep\x18\b \x01(\x05R\x04keep\x12\x1b\n" +
+	"\tkeep_days\x18\t \x01(\x05R\bkeepDays\x12\x16\n" +
+	"\x06verify\x18\n" +
+	" \x01(\bR\x06verify\"W\n" +
+	"\x19AddBackupScheduleResponse\x12:\n" +
+	"\bschedule\x18\x01 \x01(\v2\x1e.berth.admin.v1.BackupScheduleR\bschedule\".\n" +
+	"\x1aListBackupSchedulesRequest\x12\x10\n" +
+	"\x03app\x18\x01 \x01(\tR\x03app\"[\n" +
+	"\x1bListBackupSchedulesResponse\x12<\n" +
+	"\tschedules\x18\x01 \x03(\v2\x1e.berth.admin.v1.BackupScheduleR\tschedules\"*\n" +
+	"\x18GetBackupScheduleRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"W\n" +
+	"\x19GetBackupScheduleResponse\x12:\n" +
+	"\bschedule\x18\x01 \x01(\v2\x1e.berth.admin.v1.BackupScheduleR\bschedule\".\n" +
+	"\x1cDisableBackupScheduleRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"[\n" +
+	"\x1dDisableBackupScheduleResponse\x12:\n" +
+	"\bschedule\x18\x01 \x01(\v2\x1e.berth.admin.v1.BackupScheduleR\bschedule\"-\n" +
+	"\x1bEnableBackupScheduleRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"Z\n" +
+	"\x1cEnableBackupScheduleResponse\x12:\n" +
+	"\bschedule\x18\x01 \x01(\v2\x1e.berth.admin.v1.BackupScheduleR\bschedule\"-\n" +
+	"\x1bRemoveBackupScheduleRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x1e\n" +
+	"\x1cRemoveBackupScheduleResponse2\x82\x12\n" +
 	"\rBackupService\x12q\n" +
 	"\x14AddBackupDestination\x12+.berth.admin.v1.AddBackupDestinationRequest\x1a,.berth.admin.v1.AddBackupDestinationResponse\x12w\n" +
 	"\x16ListBackupDestinations\x12-.berth.admin.v1.ListBackupDestinationsRequest\x1a..berth.admin.v1.ListBackupDestinationsResponse\x12q\n" +
@@ -2548,7 +3396,13 @@ const file_berth_admin_v1_backup_proto_rawDesc = "" +
 	"\x0eDownloadBackup\x12%.berth.admin.v1.DownloadBackupRequest\x1a&.berth.admin.v1.DownloadBackupResponse0\x01\x12Y\n" +
 	"\fDeleteBackup\x12#.berth.admin.v1.DeleteBackupRequest\x1a$.berth.admin.v1.DeleteBackupResponse\x12_\n" +
 	"\x0eListBackupKeys\x12%.berth.admin.v1.ListBackupKeysRequest\x1a&.berth.admin.v1.ListBackupKeysResponse\x12b\n" +
-	"\x0fRotateBackupKey\x12&.berth.admin.v1.RotateBackupKeyRequest\x1a'.berth.admin.v1.RotateBackupKeyResponseB\xb6\x01\n" +
+	"\x0fRotateBackupKey\x12&.berth.admin.v1.RotateBackupKeyRequest\x1a'.berth.admin.v1.RotateBackupKeyResponse\x12h\n" +
+	"\x11AddBackupSchedule\x12(.berth.admin.v1.AddBackupScheduleRequest\x1a).berth.admin.v1.AddBackupScheduleResponse\x12n\n" +
+	"\x13ListBackupSchedules\x12*.berth.admin.v1.ListBackupSchedulesRequest\x1a+.berth.admin.v1.ListBackupSchedulesResponse\x12h\n" +
+	"\x11GetBackupSchedule\x12(.berth.admin.v1.GetBackupScheduleRequest\x1a).berth.admin.v1.GetBackupScheduleResponse\x12t\n" +
+	"\x15DisableBackupSchedule\x12,.berth.admin.v1.DisableBackupScheduleRequest\x1a-.berth.admin.v1.DisableBackupScheduleResponse\x12q\n" +
+	"\x14EnableBackupSchedule\x12+.berth.admin.v1.EnableBackupScheduleRequest\x1a,.berth.admin.v1.EnableBackupScheduleResponse\x12q\n" +
+	"\x14RemoveBackupSchedule\x12+.berth.admin.v1.RemoveBackupScheduleRequest\x1a,.berth.admin.v1.RemoveBackupScheduleResponseB\xb6\x01\n" +
 	"\x12com.berth.admin.v1B\vBackupProtoP\x01Z9github.com/berthhq/berth/gen/proto/berth/admin/v1;adminv1\xa2\x02\x03BAX\xaa\x02\x0eBerth.Admin.V1\xca\x02\x0eBerth\\Admin\\V1\xe2\x02\x1aBerth\\Admin\\V1\\GPBMetadata\xea\x02\x10Berth::Admin::V1b\x06proto3"
 
 var (
@@ -2563,7 +3417,7 @@ func file_berth_admin_v1_backup_proto_rawDescGZIP() []byte {
 	return file_berth_admin_v1_backup_proto_rawDescData
 }
 
-var file_berth_admin_v1_backup_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_berth_admin_v1_backup_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_berth_admin_v1_backup_proto_goTypes = []any{
 	(*BackupDestination)(nil),               // 0: berth.admin.v1.BackupDestination
 	(*AddBackupDestinationRequest)(nil),     // 1: berth.admin.v1.AddBackupDestinationRequest
@@ -2601,76 +3455,111 @@ var file_berth_admin_v1_backup_proto_goTypes = []any{
 	(*ListBackupKeysResponse)(nil),          // 33: berth.admin.v1.ListBackupKeysResponse
 	(*RotateBackupKeyRequest)(nil),          // 34: berth.admin.v1.RotateBackupKeyRequest
 	(*RotateBackupKeyResponse)(nil),         // 35: berth.admin.v1.RotateBackupKeyResponse
-	(*timestamppb.Timestamp)(nil),           // 36: google.protobuf.Timestamp
+	(*BackupSchedule)(nil),                  // 36: berth.admin.v1.BackupSchedule
+	(*AddBackupScheduleRequest)(nil),        // 37: berth.admin.v1.AddBackupScheduleRequest
+	(*AddBackupScheduleResponse)(nil),       // 38: berth.admin.v1.AddBackupScheduleResponse
+	(*ListBackupSchedulesRequest)(nil),      // 39: berth.admin.v1.ListBackupSchedulesRequest
+	(*ListBackupSchedulesResponse)(nil),     // 40: berth.admin.v1.ListBackupSchedulesResponse
+	(*GetBackupScheduleRequest)(nil),        // 41: berth.admin.v1.GetBackupScheduleRequest
+	(*GetBackupScheduleResponse)(nil),       // 42: berth.admin.v1.GetBackupScheduleResponse
+	(*DisableBackupScheduleRequest)(nil),    // 43: berth.admin.v1.DisableBackupScheduleRequest
+	(*DisableBackupScheduleResponse)(nil),   // 44: berth.admin.v1.DisableBackupScheduleResponse
+	(*EnableBackupScheduleRequest)(nil),     // 45: berth.admin.v1.EnableBackupScheduleRequest
+	(*EnableBackupScheduleResponse)(nil),    // 46: berth.admin.v1.EnableBackupScheduleResponse
+	(*RemoveBackupScheduleRequest)(nil),     // 47: berth.admin.v1.RemoveBackupScheduleRequest
+	(*RemoveBackupScheduleResponse)(nil),    // 48: berth.admin.v1.RemoveBackupScheduleResponse
+	(*timestamppb.Timestamp)(nil),           // 49: google.protobuf.Timestamp
 }
 var file_berth_admin_v1_backup_proto_depIdxs = []int32{
-	36, // 0: berth.admin.v1.BackupDestination.last_checked_at:type_name -> google.protobuf.Timestamp
-	36, // 1: berth.admin.v1.BackupDestination.created_at:type_name -> google.protobuf.Timestamp
+	49, // 0: berth.admin.v1.BackupDestination.last_checked_at:type_name -> google.protobuf.Timestamp
+	49, // 1: berth.admin.v1.BackupDestination.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: berth.admin.v1.AddBackupDestinationResponse.destination:type_name -> berth.admin.v1.BackupDestination
 	0,  // 3: berth.admin.v1.ListBackupDestinationsResponse.destinations:type_name -> berth.admin.v1.BackupDestination
 	0,  // 4: berth.admin.v1.GetBackupDestinationResponse.destination:type_name -> berth.admin.v1.BackupDestination
 	0,  // 5: berth.admin.v1.TestBackupDestinationResponse.destination:type_name -> berth.admin.v1.BackupDestination
 	12, // 6: berth.admin.v1.TestBackupDestinationResponse.task:type_name -> berth.admin.v1.BackupTask
-	36, // 7: berth.admin.v1.Backup.queued_at:type_name -> google.protobuf.Timestamp
-	36, // 8: berth.admin.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
-	36, // 9: berth.admin.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
-	36, // 10: berth.admin.v1.Backup.deadline_at:type_name -> google.protobuf.Timestamp
-	36, // 11: berth.admin.v1.Backup.verified_at:type_name -> google.protobuf.Timestamp
-	36, // 12: berth.admin.v1.Backup.delete_requested_at:type_name -> google.protobuf.Timestamp
-	36, // 13: berth.admin.v1.BackupTask.queued_at:type_name -> google.protobuf.Timestamp
-	36, // 14: berth.admin.v1.BackupTask.started_at:type_name -> google.protobuf.Timestamp
-	36, // 15: berth.admin.v1.BackupTask.finished_at:type_name -> google.protobuf.Timestamp
-	11, // 16: berth.admin.v1.RunBackupResponse.backup:type_name -> berth.admin.v1.Backup
-	11, // 17: berth.admin.v1.ListBackupsResponse.backups:type_name -> berth.admin.v1.Backup
-	11, // 18: berth.admin.v1.GetBackupResponse.backup:type_name -> berth.admin.v1.Backup
-	12, // 19: berth.admin.v1.GetBackupResponse.tasks:type_name -> berth.admin.v1.BackupTask
-	11, // 20: berth.admin.v1.FollowBackupJobResponse.backup:type_name -> berth.admin.v1.Backup
-	12, // 21: berth.admin.v1.FollowBackupJobResponse.task:type_name -> berth.admin.v1.BackupTask
-	11, // 22: berth.admin.v1.CancelBackupJobResponse.backup:type_name -> berth.admin.v1.Backup
-	12, // 23: berth.admin.v1.CancelBackupJobResponse.task:type_name -> berth.admin.v1.BackupTask
-	12, // 24: berth.admin.v1.VerifyBackupResponse.task:type_name -> berth.admin.v1.BackupTask
-	12, // 25: berth.admin.v1.RestoreBackupResponse.task:type_name -> berth.admin.v1.BackupTask
-	12, // 26: berth.admin.v1.DeleteBackupResponse.task:type_name -> berth.admin.v1.BackupTask
-	36, // 27: berth.admin.v1.BackupKey.created_at:type_name -> google.protobuf.Timestamp
-	31, // 28: berth.admin.v1.ListBackupKeysResponse.keys:type_name -> berth.admin.v1.BackupKey
-	31, // 29: berth.admin.v1.RotateBackupKeyResponse.key:type_name -> berth.admin.v1.BackupKey
-	1,  // 30: berth.admin.v1.BackupService.AddBackupDestination:input_type -> berth.admin.v1.AddBackupDestinationRequest
-	3,  // 31: berth.admin.v1.BackupService.ListBackupDestinations:input_type -> berth.admin.v1.ListBackupDestinationsRequest
-	5,  // 32: berth.admin.v1.BackupService.GetBackupDestination:input_type -> berth.admin.v1.GetBackupDestinationRequest
-	7,  // 33: berth.admin.v1.BackupService.TestBackupDestination:input_type -> berth.admin.v1.TestBackupDestinationRequest
-	9,  // 34: berth.admin.v1.BackupService.RemoveBackupDestination:input_type -> berth.admin.v1.RemoveBackupDestinationRequest
-	13, // 35: berth.admin.v1.BackupService.RunBackup:input_type -> berth.admin.v1.RunBackupRequest
-	15, // 36: berth.admin.v1.BackupService.ListBackups:input_type -> berth.admin.v1.ListBackupsRequest
-	17, // 37: berth.admin.v1.BackupService.GetBackup:input_type -> berth.admin.v1.GetBackupRequest
-	19, // 38: berth.admin.v1.BackupService.FollowBackupJob:input_type -> berth.admin.v1.FollowBackupJobRequest
-	21, // 39: berth.admin.v1.BackupService.CancelBackupJob:input_type -> berth.admin.v1.CancelBackupJobRequest
-	23, // 40: berth.admin.v1.BackupService.VerifyBackup:input_type -> berth.admin.v1.VerifyBackupRequest
-	25, // 41: berth.admin.v1.BackupService.RestoreBackup:input_type -> berth.admin.v1.RestoreBackupRequest
-	27, // 42: berth.admin.v1.BackupService.DownloadBackup:input_type -> berth.admin.v1.DownloadBackupRequest
-	29, // 43: berth.admin.v1.BackupService.DeleteBackup:input_type -> berth.admin.v1.DeleteBackupRequest
-	32, // 44: berth.admin.v1.BackupService.ListBackupKeys:input_type -> berth.admin.v1.ListBackupKeysRequest
-	34, // 45: berth.admin.v1.BackupService.RotateBackupKey:input_type -> berth.admin.v1.RotateBackupKeyRequest
-	2,  // 46: berth.admin.v1.BackupService.AddBackupDestination:output_type -> berth.admin.v1.AddBackupDestinationResponse
-	4,  // 47: berth.admin.v1.BackupService.ListBackupDestinations:output_type -> berth.admin.v1.ListBackupDestinationsResponse
-	6,  // 48: berth.admin.v1.BackupService.GetBackupDestination:output_type -> berth.admin.v1.GetBackupDestinationResponse
-	8,  // 49: berth.admin.v1.BackupService.TestBackupDestination:output_type -> berth.admin.v1.TestBackupDestinationResponse
-	10, // 50: berth.admin.v1.BackupService.RemoveBackupDestination:output_type -> berth.admin.v1.RemoveBackupDestinationResponse
-	14, // 51: berth.admin.v1.BackupService.RunBackup:output_type -> berth.admin.v1.RunBackupResponse
-	16, // 52: berth.admin.v1.BackupService.ListBackups:output_type -> berth.admin.v1.ListBackupsResponse
-	18, // 53: berth.admin.v1.BackupService.GetBackup:output_type -> berth.admin.v1.GetBackupResponse
-	20, // 54: berth.admin.v1.BackupService.FollowBackupJob:output_type -> berth.admin.v1.FollowBackupJobResponse
-	22, // 55: berth.admin.v1.BackupService.CancelBackupJob:output_type -> berth.admin.v1.CancelBackupJobResponse
-	24, // 56: berth.admin.v1.BackupService.VerifyBackup:output_type -> berth.admin.v1.VerifyBackupResponse
-	26, // 57: berth.admin.v1.BackupService.RestoreBackup:output_type -> berth.admin.v1.RestoreBackupResponse
-	28, // 58: berth.admin.v1.BackupService.DownloadBackup:output_type -> berth.admin.v1.DownloadBackupResponse
-	30, // 59: berth.admin.v1.BackupService.DeleteBackup:output_type -> berth.admin.v1.DeleteBackupResponse
-	33, // 60: berth.admin.v1.BackupService.ListBackupKeys:output_type -> berth.admin.v1.ListBackupKeysResponse
-	35, // 61: berth.admin.v1.BackupService.RotateBackupKey:output_type -> berth.admin.v1.RotateBackupKeyResponse
-	46, // [46:62] is the sub-list for method output_type
-	30, // [30:46] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	49, // 7: berth.admin.v1.Backup.queued_at:type_name -> google.protobuf.Timestamp
+	49, // 8: berth.admin.v1.Backup.started_at:type_name -> google.protobuf.Timestamp
+	49, // 9: berth.admin.v1.Backup.finished_at:type_name -> google.protobuf.Timestamp
+	49, // 10: berth.admin.v1.Backup.deadline_at:type_name -> google.protobuf.Timestamp
+	49, // 11: berth.admin.v1.Backup.verified_at:type_name -> google.protobuf.Timestamp
+	49, // 12: berth.admin.v1.Backup.delete_requested_at:type_name -> google.protobuf.Timestamp
+	49, // 13: berth.admin.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
+	49, // 14: berth.admin.v1.BackupTask.queued_at:type_name -> google.protobuf.Timestamp
+	49, // 15: berth.admin.v1.BackupTask.started_at:type_name -> google.protobuf.Timestamp
+	49, // 16: berth.admin.v1.BackupTask.finished_at:type_name -> google.protobuf.Timestamp
+	11, // 17: berth.admin.v1.RunBackupResponse.backup:type_name -> berth.admin.v1.Backup
+	11, // 18: berth.admin.v1.ListBackupsResponse.backups:type_name -> berth.admin.v1.Backup
+	11, // 19: berth.admin.v1.GetBackupResponse.backup:type_name -> berth.admin.v1.Backup
+	12, // 20: berth.admin.v1.GetBackupResponse.tasks:type_name -> berth.admin.v1.BackupTask
+	11, // 21: berth.admin.v1.FollowBackupJobResponse.backup:type_name -> berth.admin.v1.Backup
+	12, // 22: berth.admin.v1.FollowBackupJobResponse.task:type_name -> berth.admin.v1.BackupTask
+	11, // 23: berth.admin.v1.CancelBackupJobResponse.backup:type_name -> berth.admin.v1.Backup
+	12, // 24: berth.admin.v1.CancelBackupJobResponse.task:type_name -> berth.admin.v1.BackupTask
+	12, // 25: berth.admin.v1.VerifyBackupResponse.task:type_name -> berth.admin.v1.BackupTask
+	12, // 26: berth.admin.v1.RestoreBackupResponse.task:type_name -> berth.admin.v1.BackupTask
+	12, // 27: berth.admin.v1.DeleteBackupResponse.task:type_name -> berth.admin.v1.BackupTask
+	49, // 28: berth.admin.v1.BackupKey.created_at:type_name -> google.protobuf.Timestamp
+	31, // 29: berth.admin.v1.ListBackupKeysResponse.keys:type_name -> berth.admin.v1.BackupKey
+	31, // 30: berth.admin.v1.RotateBackupKeyResponse.key:type_name -> berth.admin.v1.BackupKey
+	49, // 31: berth.admin.v1.BackupSchedule.next_run_at:type_name -> google.protobuf.Timestamp
+	49, // 32: berth.admin.v1.BackupSchedule.last_run_at:type_name -> google.protobuf.Timestamp
+	49, // 33: berth.admin.v1.BackupSchedule.created_at:type_name -> google.protobuf.Timestamp
+	11, // 34: berth.admin.v1.BackupSchedule.last_backup:type_name -> berth.admin.v1.Backup
+	36, // 35: berth.admin.v1.AddBackupScheduleResponse.schedule:type_name -> berth.admin.v1.BackupSchedule
+	36, // 36: berth.admin.v1.ListBackupSchedulesResponse.schedules:type_name -> berth.admin.v1.BackupSchedule
+	36, // 37: berth.admin.v1.GetBackupScheduleResponse.schedule:type_name -> berth.admin.v1.BackupSchedule
+	36, // 38: berth.admin.v1.DisableBackupScheduleResponse.schedule:type_name -> berth.admin.v1.BackupSchedule
+	36, // 39: berth.admin.v1.EnableBackupScheduleResponse.schedule:type_name -> berth.admin.v1.BackupSchedule
+	1,  // 40: berth.admin.v1.BackupService.AddBackupDestination:input_type -> berth.admin.v1.AddBackupDestinationRequest
+	3,  // 41: berth.admin.v1.BackupService.ListBackupDestinations:input_type -> berth.admin.v1.ListBackupDestinationsRequest
+	5,  // 42: berth.admin.v1.BackupService.GetBackupDestination:input_type -> berth.admin.v1.GetBackupDestinationRequest
+	7,  // 43: berth.admin.v1.BackupService.TestBackupDestination:input_type -> berth.admin.v1.TestBackupDestinationRequest
+	9,  // 44: berth.admin.v1.BackupService.RemoveBackupDestination:input_type -> berth.admin.v1.RemoveBackupDestinationRequest
+	13, // 45: berth.admin.v1.BackupService.RunBackup:input_type -> berth.admin.v1.RunBackupRequest
+	15, // 46: berth.admin.v1.BackupService.ListBackups:input_type -> berth.admin.v1.ListBackupsRequest
+	17, // 47: berth.admin.v1.BackupService.GetBackup:input_type -> berth.admin.v1.GetBackupRequest
+	19, // 48: berth.admin.v1.BackupService.FollowBackupJob:input_type -> berth.admin.v1.FollowBackupJobRequest
+	21, // 49: berth.admin.v1.BackupService.CancelBackupJob:input_type -> berth.admin.v1.CancelBackupJobRequest
+	23, // 50: berth.admin.v1.BackupService.VerifyBackup:input_type -> berth.admin.v1.VerifyBackupRequest
+	25, // 51: berth.admin.v1.BackupService.RestoreBackup:input_type -> berth.admin.v1.RestoreBackupRequest
+	27, // 52: berth.admin.v1.BackupService.DownloadBackup:input_type -> berth.admin.v1.DownloadBackupRequest
+	29, // 53: berth.admin.v1.BackupService.DeleteBackup:input_type -> berth.admin.v1.DeleteBackupRequest
+	32, // 54: berth.admin.v1.BackupService.ListBackupKeys:input_type -> berth.admin.v1.ListBackupKeysRequest
+	34, // 55: berth.admin.v1.BackupService.RotateBackupKey:input_type -> berth.admin.v1.RotateBackupKeyRequest
+	37, // 56: berth.admin.v1.BackupService.AddBackupSchedule:input_type -> berth.admin.v1.AddBackupScheduleRequest
+	39, // 57: berth.admin.v1.BackupService.ListBackupSchedules:input_type -> berth.admin.v1.ListBackupSchedulesRequest
+	41, // 58: berth.admin.v1.BackupService.GetBackupSchedule:input_type -> berth.admin.v1.GetBackupScheduleRequest
+	43, // 59: berth.admin.v1.BackupService.DisableBackupSchedule:input_type -> berth.admin.v1.DisableBackupScheduleRequest
+	45, // 60: berth.admin.v1.BackupService.EnableBackupSchedule:input_type -> berth.admin.v1.EnableBackupScheduleRequest
+	47, // 61: berth.admin.v1.BackupService.RemoveBackupSchedule:input_type -> berth.admin.v1.RemoveBackupScheduleRequest
+	2,  // 62: berth.admin.v1.BackupService.AddBackupDestination:output_type -> berth.admin.v1.AddBackupDestinationResponse
+	4,  // 63: berth.admin.v1.BackupService.ListBackupDestinations:output_type -> berth.admin.v1.ListBackupDestinationsResponse
+	6,  // 64: berth.admin.v1.BackupService.GetBackupDestination:output_type -> berth.admin.v1.GetBackupDestinationResponse
+	8,  // 65: berth.admin.v1.BackupService.TestBackupDestination:output_type -> berth.admin.v1.TestBackupDestinationResponse
+	10, // 66: berth.admin.v1.BackupService.RemoveBackupDestination:output_type -> berth.admin.v1.RemoveBackupDestinationResponse
+	14, // 67: berth.admin.v1.BackupService.RunBackup:output_type -> berth.admin.v1.RunBackupResponse
+	16, // 68: berth.admin.v1.BackupService.ListBackups:output_type -> berth.admin.v1.ListBackupsResponse
+	18, // 69: berth.admin.v1.BackupService.GetBackup:output_type -> berth.admin.v1.GetBackupResponse
+	20, // 70: berth.admin.v1.BackupService.FollowBackupJob:output_type -> berth.admin.v1.FollowBackupJobResponse
+	22, // 71: berth.admin.v1.BackupService.CancelBackupJob:output_type -> berth.admin.v1.CancelBackupJobResponse
+	24, // 72: berth.admin.v1.BackupService.VerifyBackup:output_type -> berth.admin.v1.VerifyBackupResponse
+	26, // 73: berth.admin.v1.BackupService.RestoreBackup:output_type -> berth.admin.v1.RestoreBackupResponse
+	28, // 74: berth.admin.v1.BackupService.DownloadBackup:output_type -> berth.admin.v1.DownloadBackupResponse
+	30, // 75: berth.admin.v1.BackupService.DeleteBackup:output_type -> berth.admin.v1.DeleteBackupResponse
+	33, // 76: berth.admin.v1.BackupService.ListBackupKeys:output_type -> berth.admin.v1.ListBackupKeysResponse
+	35, // 77: berth.admin.v1.BackupService.RotateBackupKey:output_type -> berth.admin.v1.RotateBackupKeyResponse
+	38, // 78: berth.admin.v1.BackupService.AddBackupSchedule:output_type -> berth.admin.v1.AddBackupScheduleResponse
+	40, // 79: berth.admin.v1.BackupService.ListBackupSchedules:output_type -> berth.admin.v1.ListBackupSchedulesResponse
+	42, // 80: berth.admin.v1.BackupService.GetBackupSchedule:output_type -> berth.admin.v1.GetBackupScheduleResponse
+	44, // 81: berth.admin.v1.BackupService.DisableBackupSchedule:output_type -> berth.admin.v1.DisableBackupScheduleResponse
+	46, // 82: berth.admin.v1.BackupService.EnableBackupSchedule:output_type -> berth.admin.v1.EnableBackupScheduleResponse
+	48, // 83: berth.admin.v1.BackupService.RemoveBackupSchedule:output_type -> berth.admin.v1.RemoveBackupScheduleResponse
+	62, // [62:84] is the sub-list for method output_type
+	40, // [40:62] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_berth_admin_v1_backup_proto_init() }
@@ -2684,7 +3573,7 @@ func file_berth_admin_v1_backup_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_admin_v1_backup_proto_rawDesc), len(file_berth_admin_v1_backup_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,12 @@ const (
 	BackupService_DeleteBackup_FullMethodName            = "/berth.admin.v1.BackupService/DeleteBackup"
 	BackupService_ListBackupKeys_FullMethodName          = "/berth.admin.v1.BackupService/ListBackupKeys"
 	BackupService_RotateBackupKey_FullMethodName         = "/berth.admin.v1.BackupService/RotateBackupKey"
+	BackupService_AddBackupSchedule_FullMethodName       = "/berth.admin.v1.BackupService/AddBackupSchedule"
+	BackupService_ListBackupSchedules_FullMethodName     = "/berth.admin.v1.BackupService/ListBackupSchedules"
+	BackupService_GetBackupSchedule_FullMethodName       = "/berth.admin.v1.BackupService/GetBackupSchedule"
+	BackupService_DisableBackupSchedule_FullMethodName   = "/berth.admin.v1.BackupService/DisableBackupSchedule"
+	BackupService_EnableBackupSchedule_FullMethodName    = "/berth.admin.v1.BackupService/EnableBackupSchedule"
+	BackupService_RemoveBackupSchedule_FullMethodName    = "/berth.admin.v1.BackupService/RemoveBackupSchedule"
 )
 
 // BackupServiceClient is the client API for BackupService service.
@@ -83,6 +89,20 @@ type BackupServiceClient interface {
 	ListBackupKeys(ctx context.Context, in *ListBackupKeysRequest, opts ...grpc.CallOption) (*ListBackupKeysResponse, error)
 	// RotateBackupKey makes a new key that new backups use (admin).
 	RotateBackupKey(ctx context.Context, in *RotateBackupKeyRequest, opts ...grpc.CallOption) (*RotateBackupKeyResponse, error)
+	// Schedules: cron in a time zone, with retention (read to look, admin to
+	// change: retention deletes backups, and disabling one stops backups
+	// someone counts on). Each tick runs once (its run key is the schedule
+	// and the tick's time), by the controller while the app's agent is
+	// connected, or by the agent from the schedule it holds while no
+	// controller is reachable.
+	AddBackupSchedule(ctx context.Context, in *AddBackupScheduleRequest, opts ...grpc.CallOption) (*AddBackupScheduleResponse, error)
+	ListBackupSchedules(ctx context.Context, in *ListBackupSchedulesRequest, opts ...grpc.CallOption) (*ListBackupSchedulesResponse, error)
+	GetBackupSchedule(ctx context.Context, in *GetBackupScheduleRequest, opts ...grpc.CallOption) (*GetBackupScheduleResponse, error)
+	DisableBackupSchedule(ctx context.Context, in *DisableBackupScheduleRequest, opts ...grpc.CallOption) (*DisableBackupScheduleResponse, error)
+	// EnableBackupSchedule: the next run is the first tick after now.
+	EnableBackupSchedule(ctx context.Context, in *EnableBackupScheduleRequest, opts ...grpc.CallOption) (*EnableBackupScheduleResponse, error)
+	// RemoveBackupSchedule: the schedule's backups stay.
+	RemoveBackupSchedule(ctx context.Context, in *RemoveBackupScheduleRequest, opts ...grpc.CallOption) (*RemoveBackupScheduleResponse, error)
 }
 
 type backupServiceClient struct {
@@ -271,6 +291,66 @@ func (c *backupServiceClient) RotateBackupKey(ctx context.Context, in *RotateBac
 	return out, nil
 }
 
+func (c *backupServiceClient) AddBackupSchedule(ctx context.Context, in *AddBackupScheduleRequest, opts ...grpc.CallOption) (*AddBackupScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddBackupScheduleResponse)
+	err := c.cc.Invoke(ctx, BackupService_AddBackupSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backupServiceClient) ListBackupSchedules(ctx context.Context, in *ListBackupSchedulesRequest, opts ...grpc.CallOption) (*ListBackupSchedulesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBackupSchedulesResponse)
+	err := c.cc.Invoke(ctx, BackupService_ListBackupSchedules_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backupServiceClient) GetBackupSchedule(ctx context.Context, in *GetBackupScheduleRequest, opts ...grpc.CallOption) (*GetBackupScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBackupScheduleResponse)
+	err := c.cc.Invoke(ctx, BackupService_GetBackupSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backupServiceClient) DisableBackupSchedule(ctx context.Context, in *DisableBackupScheduleRequest, opts ...grpc.CallOption) (*DisableBackupScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DisableBackupScheduleResponse)
+	err := c.cc.Invoke(ctx, BackupService_DisableBackupSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backupServiceClient) EnableBackupSchedule(ctx context.Context, in *EnableBackupScheduleRequest, opts ...grpc.CallOption) (*EnableBackupScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnableBackupScheduleResponse)
+	err := c.cc.Invoke(ctx, BackupService_EnableBackupSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backupServiceClient) RemoveBackupSchedule(ctx context.Context, in *RemoveBackupScheduleRequest, opts ...grpc.CallOption) (*RemoveBackupScheduleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveBackupScheduleResponse)
+	err := c.cc.Invoke(ctx, BackupService_RemoveBackupSchedule_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BackupServiceServer is the server API for BackupService service.
 // All implementations must embed UnimplementedBackupServiceServer
 // for forward compatibility.
@@ -317,6 +397,20 @@ type BackupServiceServer interface {
 	ListBackupKeys(context.Context, *ListBackupKeysRequest) (*ListBackupKeysResponse, error)
 	// RotateBackupKey makes a new key that new backups use (admin).
 	RotateBackupKey(context.Context, *RotateBackupKeyRequest) (*RotateBackupKeyResponse, error)
+	// Schedules: cron in a time zone, with retention (read to look, admin to
+	// change: retention deletes backups, and disabling one stops backups
+	// someone counts on). Each tick runs once (its run key is the schedule
+	// and the tick's time), by the controller while the app's agent is
+	// connected, or by the agent from the schedule it holds while no
+	// controller is reachable.
+	AddBackupSchedule(context.Context, *AddBackupScheduleRequest) (*AddBackupScheduleResponse, error)
+	ListBackupSchedules(context.Context, *ListBackupSchedulesRequest) (*ListBackupSchedulesResponse, error)
+	GetBackupSchedule(context.Context, *GetBackupScheduleRequest) (*GetBackupScheduleResponse, error)
+	DisableBackupSchedule(context.Context, *DisableBackupScheduleRequest) (*DisableBackupScheduleResponse, error)
+	// EnableBackupSchedule: the next run is the first tick after now.
+	EnableBackupSchedule(context.Context, *EnableBackupScheduleRequest) (*EnableBackupScheduleResponse, error)
+	// RemoveBackupSchedule: the schedule's backups stay.
+	RemoveBackupSchedule(context.Context, *RemoveBackupScheduleRequest) (*RemoveBackupScheduleResponse, error)
 	mustEmbedUnimplementedBackupServiceServer()
 }
 
@@ -374,6 +468,24 @@ func (UnimplementedBackupServiceServer) ListBackupKeys(context.Context, *ListBac
 }
 func (UnimplementedBackupServiceServer) RotateBackupKey(context.Context, *RotateBackupKeyRequest) (*RotateBackupKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateBackupKey not implemented")
+}
+func (UnimplementedBackupServiceServer) AddBackupSchedule(context.Context, *AddBackupScheduleRequest) (*AddBackupScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddBackupSchedule not implemented")
+}
+func (UnimplementedBackupServiceServer) ListBackupSchedules(context.Context, *ListBackupSchedulesRequest) (*ListBackupSchedulesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBackupSchedules not implemented")
+}
+func (UnimplementedBackupServiceServer) GetBackupSchedule(context.Context, *GetBackupScheduleRequest) (*GetBackupScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBackupSchedule not implemented")
+}
+func (UnimplementedBackupServiceServer) DisableBackupSchedule(context.Context, *DisableBackupScheduleRequest) (*DisableBackupScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DisableBackupSchedule not implemented")
+}
+func (UnimplementedBackupServiceServer) EnableBackupSchedule(context.Context, *EnableBackupScheduleRequest) (*EnableBackupScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method EnableBackupSchedule not implemented")
+}
+func (UnimplementedBackupServiceServer) RemoveBackupSchedule(context.Context, *RemoveBackupScheduleRequest) (*RemoveBackupScheduleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveBackupSchedule not implemented")
 }
 func (UnimplementedBackupServiceServer) mustEmbedUnimplementedBackupServiceServer() {}
 func (UnimplementedBackupServiceServer) testEmbeddedByValue()                       {}
@@ -670,6 +782,114 @@ func _BackupService_RotateBackupKey_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BackupService_AddBackupSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddBackupScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackupServiceServer).AddBackupSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackupService_AddBackupSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackupServiceServer).AddBackupSchedule(ctx, req.(*AddBackupScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BackupService_ListBackupSchedules_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBackupSchedulesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackupServiceServer).ListBackupSchedules(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackupService_ListBackupSchedules_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackupServiceServer).ListBackupSchedules(ctx, req.(*ListBackupSchedulesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BackupService_GetBackupSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBackupScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackupServiceServer).GetBackupSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackupService_GetBackupSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackupServiceServer).GetBackupSchedule(ctx, req.(*GetBackupScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BackupService_DisableBackupSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DisableBackupScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackupServiceServer).DisableBackupSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackupService_DisableBackupSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackupServiceServer).DisableBackupSchedule(ctx, req.(*DisableBackupScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BackupService_EnableBackupSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnableBackupScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackupServiceServer).EnableBackupSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackupService_EnableBackupSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackupServiceServer).EnableBackupSchedule(ctx, req.(*EnableBackupScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _BackupService_RemoveBackupSchedule_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveBackupScheduleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackupServiceServer).RemoveBackupSchedule(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BackupService_RemoveBackupSchedule_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackupServiceServer).RemoveBackupSchedule(ctx, req.(*RemoveBackupScheduleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // BackupService_ServiceDesc is the grpc.ServiceDesc for BackupService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -732,6 +952,30 @@ var BackupService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateBackupKey",
 			Handler:    _BackupService_RotateBackupKey_Handler,
+		},
+		{
+			MethodName: "AddBackupSchedule",
+			Handler:    _BackupService_AddBackupSchedule_Handler,
+		},
+		{
+			MethodName: "ListBackupSchedules",
+			Handler:    _BackupService_ListBackupSchedules_Handler,
+		},
+		{
+			MethodName: "GetBackupSchedule",
+			Handler:    _BackupService_GetBackupSchedule_Handler,
+		},
+		{
+			MethodName: "DisableBackupSchedule",
+			Handler:    _BackupService_DisableBackupSchedule_Handler,
+		},
+		{
+			MethodName: "EnableBackupSchedule",
+			Handler:    _BackupService_EnableBackupSchedule_Handler,
+		},
+		{
+			MethodName: "RemoveBackupSchedule",
+			Handler:    _BackupService_RemoveBackupSchedule_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
