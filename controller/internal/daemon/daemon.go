@@ -254,7 +254,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, deploySvc, notifySvc, publicURL, log)
+	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, deploySvc, notifySvc, domainSvc, publicURL, log)
 	if err != nil {
 		return err
 	}
