@@ -43,11 +43,13 @@ import (
 	"time"
 
 	"github.com/go-acme/lego/v5/challenge/dns01"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/store"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
 // Job kinds on the deployments machinery.
@@ -496,7 +498,22 @@ func (s *Service) Remove(ctx context.Context, pr *auth.Principal, peer Peer, hos
 		name = a.Name
 	}
 	s.activity(ctx, pr, peer, kind.DomainRemoved, d.ID, d.Hostname, map[string]any{"app": name})
-	return s.syncSite(ctx, d.AppID, &pr.UserID)
+	if err := s.syncSite(ctx, d.AppID, &pr.UserID); err != nil {
+		return err
+	}
+	if d.TLSMode == store.TLSACME {
+		// After the site job (the app's jobs run in order), the server
+		// deletes the certificate and its key: a key left behind would be
+		// reused by the host's next owner on that server.
+		params, err := protojson.Marshal(&agentv1.AcmeStep{Op: "delete", CertName: certName(d.Hostname), Hosts: []string{d.Hostname}})
+		if err != nil {
+			return err
+		}
+		if _, err := s.dep.EnqueueJob(ctx, d.AppID, JobACME, &pr.UserID, params, s.cfg.JobTimeout); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Renew asks for a certificate attempt now (write scope): an ACME
