@@ -535,7 +535,16 @@ func (s *Service) Renew(ctx context.Context, pr *auth.Principal, peer Peer, host
 		return s.view(ctx, d), nil
 	}
 	now := s.cfg.Now()
-	if d, err = s.st.SetDomainNextAttempt(ctx, d.ID, &now, true); err != nil {
+	// Not sooner than the retry base after the last attempt: renew in a
+	// loop would otherwise be an ACME order per call, spending the CA's
+	// rate limits that all the install's domains share.
+	at := now
+	if d.TLSLastAttemptAt != nil {
+		if earliest := d.TLSLastAttemptAt.Add(s.cfg.RetryBase); earliest.After(at) {
+			at = earliest
+		}
+	}
+	if d, err = s.st.SetDomainNextAttempt(ctx, d.ID, &at, true); err != nil {
 		return Domain{}, err
 	}
 	s.activity(ctx, pr, peer, kind.DomainRenewRequested, d.ID, d.Hostname, nil)
