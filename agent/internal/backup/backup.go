@@ -186,38 +186,56 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 
 // produce writes the dump through zstd and age into w.
 func produce(ctx context.Context, src source, rcp age.Recipient, w io.Writer, raw *int64) error {
-	aw, err := age.Encrypt(w, rcp)
-	if err != nil {
-		return fmt.Errorf("start encryption: %w", err)
+	// Encryption (and, through w, hashing and the upload's pipe) runs in a
+	// goroutine of its own, as age runs in a process of its own in the
+	// shell pipeline: compression and encryption overlap.
+	pr, pw := io.Pipe()
+	encDone := make(chan error, 1)
+	go func() {
+		aw, err := age.Encrypt(w, rcp)
+		if err == nil {
+			// Only a complete stream gets age's final chunk: after a
+			// read error the ciphertext stays visibly cut.
+			if _, err = io.CopyBuffer(aw, pr, make([]byte, 64<<10)); err == nil {
+				err = aw.Close()
+			}
+		}
+		if err != nil {
+			err = fmt.Errorf("encrypt: %w", err)
+		}
+		pr.CloseWithError(err)
+		encDone <- err
+	}()
+	fail := func(err error) error {
+		pw.CloseWithError(err)
+		<-encDone
+		return err
 	}
 	// SpeedFastest (zstd level 1 class) with a 2 MiB window: on pg_dump
 	// output it used less CPU per byte than the zstd CLI's default level 3
 	// and compressed as well (see BENCHMARKS.md); SpeedDefault took about
 	// 40% more CPU for no gain. A backup shares the server with its app.
-	// Two encoders let one block compress while the last one is encrypted
-	// and written.
-	zw, err := zstd.NewWriter(aw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithWindowSize(zstdWindow),
+	// Two encoders let one block compress while the last one is written.
+	zw, err := zstd.NewWriter(pw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithWindowSize(zstdWindow),
 		zstd.WithEncoderConcurrency(2), zstd.WithLowerEncoderMem(true))
 	if err != nil {
-		return fmt.Errorf("start compression: %w", err)
+		return fail(fmt.Errorf("start compression: %w", err))
 	}
 	cw := &countWriter{w: zw}
 	if err := src.writeTo(ctx, cw); err != nil {
 		zw.Close()
-		return err
+		return fail(err)
 	}
 	*raw = cw.n
 	if cw.n == 0 {
 		zw.Close()
-		return fmt.Errorf("%s produced no data: nothing to back up", src.describe())
+		return fail(fmt.Errorf("%s produced no data: nothing to back up", src.describe()))
 	}
 	if err := zw.Close(); err != nil {
-		return fmt.Errorf("compress: %w", err)
+		return fail(fmt.Errorf("compress: %w", err))
 	}
-	if err := aw.Close(); err != nil {
-		return fmt.Errorf("encrypt: %w", err)
-	}
-	return nil
+	pw.Close()
+	return <-encDone
 }
 
 // Open returns the stored (encrypted) bytes of o, for a download that the
