@@ -136,24 +136,20 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	pr, pw := io.Pipe()
+	pipe := newBufPipe()
 	stored := &countHash{h: sha256.New()}
 	var raw int64
 	prodDone := make(chan error, 1)
 	go func() {
-		err := produce(ctx, src, rcp, io.MultiWriter(pw, stored), &raw)
-		if err != nil {
-			// The upload sees the error instead of an end of file: it
-			// must not complete the object.
-			pw.CloseWithError(err)
-		} else {
-			pw.Close()
-		}
+		err := produce(ctx, src, rcp, io.MultiWriter(pipe, stored), &raw)
+		// On an error the upload sees it instead of an end of file: it
+		// must not complete the object.
+		pipe.CloseWrite(err)
 		prodDone <- err
 	}()
-	n, upErr := st.put(ctx, s.Key, pr)
+	n, upErr := st.put(ctx, s.Key, pipe)
 	if upErr != nil {
-		pr.CloseWithError(errUploadGone)
+		pipe.CloseRead(errUploadGone)
 		cancel(upErr)
 	}
 	prodErr := <-prodDone
@@ -189,25 +185,26 @@ func produce(ctx context.Context, src source, rcp age.Recipient, w io.Writer, ra
 	// Encryption (and, through w, hashing and the upload's pipe) runs in a
 	// goroutine of its own, as age runs in a process of its own in the
 	// shell pipeline: compression and encryption overlap.
-	pr, pw := io.Pipe()
+	pipe := newBufPipe()
 	encDone := make(chan error, 1)
 	go func() {
 		aw, err := age.Encrypt(w, rcp)
 		if err == nil {
 			// Only a complete stream gets age's final chunk: after a
 			// read error the ciphertext stays visibly cut.
-			if _, err = io.CopyBuffer(aw, pr, make([]byte, 64<<10)); err == nil {
+			if _, err = io.CopyBuffer(aw, pipe, make([]byte, 64<<10)); err == nil {
 				err = aw.Close()
 			}
 		}
 		if err != nil {
 			err = fmt.Errorf("encrypt: %w", err)
+			pipe.CloseRead(err)
 		}
-		pr.CloseWithError(err)
 		encDone <- err
 	}()
+	pw := pipe
 	fail := func(err error) error {
-		pw.CloseWithError(err)
+		pw.CloseWrite(err)
 		<-encDone
 		return err
 	}
@@ -234,7 +231,7 @@ func produce(ctx context.Context, src source, rcp age.Recipient, w io.Writer, ra
 	if err := zw.Close(); err != nil {
 		return fail(fmt.Errorf("compress: %w", err))
 	}
-	pw.Close()
+	pw.CloseWrite(nil)
 	return <-encDone
 }
 
