@@ -93,6 +93,8 @@ bench: deps-test build
 	./scripts/bench.sh
 	BIN=$(BIN) ./scripts/deploy-bench.sh | tee -a BENCHMARKS.md
 	BIN=$(BIN) ./scripts/redeploy-bench.sh | tee -a BENCHMARKS.md
+	BIN=$(BIN) ./scripts/alert-bench.sh | tee -a BENCHMARKS.md
+	./scripts/notify-bench.sh | tee -a BENCHMARKS.md
 	CGO_ENABLED=0 $(GO) build -tags $(BUILDTAGS) -trimpath -ldflags '-s -w' -o $(BIN)/berth-backup-bench ./agent/internal/backup/benchrun
 	BIN=$(BIN) ./scripts/backup-bench.sh | tee -a BENCHMARKS.md
 

@@ -12,6 +12,7 @@ AGENTS=${BENCH_ALERT_AGENTS:-10000}
 SECS=${BENCH_ALERT_SECONDS:-60}
 RULES=${BENCH_ALERT_RULES:-5}
 RAMP=${BENCH_FLEET_RAMP:-$((AGENTS / 200 > 30 ? AGENTS / 200 : 30))}
+WARMUP=${BENCH_ALERT_WARMUP:-15}
 BIN=${BIN:-$(pwd)/.bin}
 
 ulimit -n "$(ulimit -Hn)"
@@ -74,7 +75,7 @@ run_once() {
   local postmaster
   postmaster=$(head -1 "$work/c/postgres/data/postmaster.pid")
   "$BIN/berth-fleetsim" -controller 127.0.0.1:17445 -ca-file "$work/c/ca.crt" -token "$token" -dir "$agents" \
-    -agents "$AGENTS" -ramp "${RAMP}s" -window "${SECS}s" -backfill 0 \
+    -agents "$AGENTS" -ramp "${RAMP}s" -window "${SECS}s" -warmup "${WARMUP}s" -backfill 0 \
     -controller-pid "$controller" -pg-pid "$postmaster" >"$out"
   echo "alert_rules=$("$BIN/berth" alert list -o json | grep -c '"name"')" >>"$out"
   kill "$controller"
@@ -93,9 +94,17 @@ run_once "$RULES" "$tmp/with.out"
 v() { sed -n "s/^$2=//p" "$tmp/$1.out" | head -1; }
 ratio() { awk -v a="$(v "$1" fleet_samples_per_second)" -v b="$(v "$1" fleet_expected_samples_per_second)" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
 delta() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f", b - a }'; }
+echo
+echo "## Alert evaluation"
+echo
+echo "\`BENCH_ALERT_AGENTS=$AGENTS BENCH_ALERT_SECONDS=$SECS BENCH_ALERT_RULES=$RULES BENCH_ALERT_WARMUP=$WARMUP scripts/alert-bench.sh\`: the fleet"
+echo "benchmark's steady state twice in one invocation, each on a fresh controller: without alert rules,"
+echo "then with fleet-wide rules that every sample is evaluated against. Target: ingest ratio and ack"
+echo "latency where they are without rules."
+echo
 echo "Load average when the run started: $load1 (other work on the machine shares its $(nproc) cores)."
 echo
-echo "$AGENTS simulated agents started over ${RAMP} s, measured for ${SECS} s after a warm-up; each run on a fresh controller."
+echo "$AGENTS simulated agents started over ${RAMP} s, measured for ${SECS} s after a ${WARMUP} s warm-up; each run on a fresh controller."
 echo "With rules: $(v with alert_rules) fleet-wide rules (every agent's every sample is evaluated against each); without: none."
 echo
 echo "| fleet, 10 s interval | without rules | with $(v with alert_rules) rules | change |"

@@ -40,8 +40,9 @@ fi
 if [ "$target" = deps-test ] && { [ ! -x /usr/sbin/sshd ] || ! command -v git >/dev/null 2>&1; }; then
   apt_install openssh-server git
 fi
-# The agent's backup tests dump and restore a real MariaDB that they start
-# themselves (mariadb-install-db into a temp dir); the backup bench compares
+# The agent's backup tests and the controller's backup end-to-end tests dump
+# and restore a real MariaDB that they start themselves (mariadb-install-db
+# into a temp dir, pg_dump/pg_restore come with postgresql); the backup bench compares
 # against the shell pipeline pg_dump | zstd | age.
 if [ "$target" = deps-test ]; then
   backup=()
@@ -51,6 +52,13 @@ if [ "$target" = deps-test ]; then
   if [ ${#backup[@]} -gt 0 ]; then
     apt_install "${backup[@]}"
   fi
+fi
+# The agent's site manager tests (agent/internal/proxy) start a real nginx
+# with their own prefix and loopback ports. Debian's package does not start
+# a system nginx where policy-rc.d forbids it (containers); elsewhere it
+# starts one on port 80, which the tests do not use.
+if [ "$target" = deps-test ] && ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  apt_install nginx
 fi
 # The web UI's browser tests drive a real headless Chromium (chromedp); it
 # needs a font to lay pages out and render the screenshots.

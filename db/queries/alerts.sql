@@ -57,3 +57,12 @@ FROM servers;
 -- name: ListOfflineAlertTargets :many
 SELECT id, name, labels, status, last_seen_at, 0::integer AS cpus
 FROM servers WHERE status = 'offline';
+
+-- name: UpdateAlertRule :one
+-- Replaces a rule's definition, keeping its id and name.
+UPDATE alert_rules
+SET metric = sqlc.arg(metric), above = sqlc.narg(above), resolve_below = sqlc.narg(resolve_below),
+    for_seconds = sqlc.arg(for_seconds), mount = sqlc.narg(mount), server_id = sqlc.narg(server_id),
+    label_key = sqlc.narg(label_key), label_value = sqlc.narg(label_value), level = sqlc.arg(level)
+WHERE id = sqlc.arg(id)
+RETURNING *;

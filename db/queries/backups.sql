@@ -7,16 +7,17 @@
 -- row (the tick is skipped) without aborting the caller's transaction.
 INSERT INTO backups (
     id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by,
-    kind, source, compression, timeout_seconds, deadline_at
+    kind, source, compression, timeout_seconds, deadline_at, connection_env
 ) VALUES (
     sqlc.arg(id), sqlc.narg(app_id),
     coalesce(sqlc.narg(app_name)::text, (SELECT a.name FROM apps a WHERE a.id = sqlc.narg(app_id))),
     coalesce(sqlc.narg(server_id)::uuid, (SELECT a.server_id FROM apps a WHERE a.id = sqlc.narg(app_id))),
     sqlc.arg(backup_destination_id), sqlc.narg(backup_schedule_id), sqlc.arg(triggered_by),
     sqlc.arg(kind), sqlc.arg(source), sqlc.arg(compression), sqlc.arg(timeout_seconds)::int,
-    coalesce(sqlc.narg(deadline_at)::timestamptz, now() + sqlc.arg(timeout_seconds)::int * interval '1 second')
+    coalesce(sqlc.narg(deadline_at)::timestamptz, now() + sqlc.arg(timeout_seconds)::int * interval '1 second'),
+    sqlc.narg(connection_env)
 )
-ON CONFLICT (backup_schedule_id) WHERE status IN ('queued', 'dispatched', 'running') DO NOTHING
+ON CONFLICT (backup_schedule_id) WHERE status IN ('queued', 'dispatched', 'running') AND NOT held DO NOTHING
 RETURNING *;
 
 -- name: GetBackup :one

@@ -22,9 +22,16 @@ DELETE FROM notify_channels WHERE id = sqlc.arg(id);
 SELECT count(*) FROM notify_channels WHERE kind = sqlc.arg(kind);
 
 -- name: NotifyChannelDelivered :exec
+-- Skipped while the channel is healthy and its last delivery is under a
+-- second old: every delivery updating the one channel row would make the
+-- channel's concurrent sends wait on each other's commits (a row lock held
+-- through each fsync), capping a channel at one delivery per commit.
 UPDATE notify_channels
 SET last_delivered_at = sqlc.arg(at), last_error = NULL, failing_since = NULL
-WHERE id = sqlc.arg(id);
+WHERE id = sqlc.arg(id)
+  AND (last_error IS NOT NULL OR failing_since IS NOT NULL OR last_delivered_at IS NULL
+       OR last_delivered_at < sqlc.arg(at)::timestamptz - interval '1 second'
+       OR last_delivered_at > sqlc.arg(at)::timestamptz);
 
 -- name: NotifyChannelFailed :exec
 -- failing_since keeps the first failure of the current run of failures.

@@ -32,6 +32,13 @@ WHERE o.id IN (
     SELECT x.id FROM notify_outbox x
     WHERE x.status = 'pending' AND x.next_attempt_at <= sqlc.arg(now)
       AND (x.locked_until IS NULL OR x.locked_until <= sqlc.arg(now))
+      -- A "resolved" message waits while the message that opened its
+      -- condition is still to be sent (retrying after a failure), so a
+      -- receiver never hears the end of something before its start.
+      AND NOT (x.resolves AND EXISTS (
+          SELECT 1 FROM notify_outbox y
+          WHERE y.channel_id = x.channel_id AND y.dedupe_key = x.dedupe_key
+            AND y.status = 'pending' AND NOT y.resolves AND y.created_at <= x.created_at AND y.id <> x.id))
     ORDER BY x.next_attempt_at, x.id
     LIMIT sqlc.arg(lim)
     FOR UPDATE SKIP LOCKED)
@@ -43,23 +50,22 @@ SET status = 'delivered', delivered_at = sqlc.arg(at), locked_until = NULL, last
 WHERE id = sqlc.arg(id) AND status = 'pending';
 
 -- name: RetryNotifyOutbox :execrows
+-- Only the lease holder records a failure: locked_until is the claim's
+-- fencing token, so a worker whose lease ran out (and whose row another
+-- worker has taken since) cannot clear the new holder's lease and let a
+-- third worker send the message at the same time.
 UPDATE notify_outbox
 SET next_attempt_at = sqlc.arg(next_attempt_at), locked_until = NULL, last_error = sqlc.arg(last_error)
-WHERE id = sqlc.arg(id) AND status = 'pending';
+WHERE id = sqlc.arg(id) AND status = 'pending' AND locked_until = sqlc.arg(lease);
 
 -- name: FailNotifyOutbox :execrows
+-- Like RetryNotifyOutbox, only for the lease holder.
 UPDATE notify_outbox
 SET status = 'failed', locked_until = NULL, last_error = sqlc.arg(last_error)
-WHERE id = sqlc.arg(id) AND status = 'pending';
+WHERE id = sqlc.arg(id) AND status = 'pending' AND locked_until = sqlc.arg(lease);
 
 -- name: GetNotifyOutbox :one
 SELECT * FROM notify_outbox WHERE id = sqlc.arg(id);
-
--- name: ListNotifyOutboxForChannel :many
--- A channel's recent deliveries, newest first.
-SELECT * FROM notify_outbox WHERE channel_id = sqlc.arg(channel_id)
-ORDER BY created_at DESC, id DESC
-LIMIT sqlc.arg(lim);
 
 -- name: ListNotifyOutboxForEvent :many
 SELECT * FROM notify_outbox WHERE event_id = sqlc.arg(event_id) ORDER BY channel_id;
@@ -83,3 +89,34 @@ WHERE id = ANY (sqlc.arg(ids)::uuid[]) AND status = 'held';
 -- Retention: finished rows after 30 days.
 DELETE FROM notify_outbox
 WHERE created_at < sqlc.arg(before) AND status IN ('delivered', 'failed', 'merged', 'digested');
+
+-- name: ListNotifyDeliveries :many
+-- The delivery list: recent messages of every channel, or of one, in one
+-- status or any, newest first, with the event's kind and title (a digest
+-- has none: its own title).
+SELECT o.id, o.channel_id, c.name AS channel_name, o.event_id,
+       coalesce(e.kind, 'notify.digest')::text AS event_kind,
+       coalesce(e.title, o.digest_title, '')::text AS title,
+       o.status, o.attempts, o.last_error, o.next_attempt_at, o.delivered_at, o.created_at
+FROM notify_outbox o
+JOIN notify_channels c ON c.id = o.channel_id
+LEFT JOIN notify_events e ON e.id = o.event_id
+WHERE (sqlc.narg(channel_id)::uuid IS NULL OR o.channel_id = sqlc.narg(channel_id)::uuid)
+  AND (sqlc.narg(status)::text IS NULL OR o.status = sqlc.narg(status)::text)
+ORDER BY o.created_at DESC, o.id DESC
+LIMIT sqlc.arg(lim);
+
+-- name: CountNotifyOutboxFailedByChannel :many
+-- Messages given up per channel (kept for the outbox's retention).
+SELECT channel_id, count(*) AS given_up FROM notify_outbox
+WHERE status = 'failed'
+GROUP BY channel_id;
+
+-- name: ReleaseNotifyOutbox :execrows
+-- A send cut short by a clean shutdown, or a claimed row not sent before
+-- it: free at once for any controller (the restarted one included) rather
+-- than after the lease. The attempt does not count: the receiver did not
+-- refuse anything. Only the lease holder may release.
+UPDATE notify_outbox
+SET locked_until = NULL, attempts = greatest(attempts - 1, 0)
+WHERE id = sqlc.arg(id) AND status = 'pending' AND locked_until = sqlc.arg(lease);

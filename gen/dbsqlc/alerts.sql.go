@@ -438,3 +438,58 @@ func (q *Queries) ResolveAlertState(ctx context.Context, arg ResolveAlertStatePa
 	)
 	return i, err
 }
+
+const updateAlertRule = `-- name: UpdateAlertRule :one
+UPDATE alert_rules
+SET metric = $1, above = $2, resolve_below = $3,
+    for_seconds = $4, mount = $5, server_id = $6,
+    label_key = $7, label_value = $8, level = $9
+WHERE id = $10
+RETURNING id, name, metric, above, resolve_below, for_seconds, mount, server_id, label_key, label_value, level, created_at, updated_at
+`
+
+type UpdateAlertRuleParams struct {
+	Metric       string
+	Above        *float64
+	ResolveBelow *float64
+	ForSeconds   int32
+	Mount        *string
+	ServerID     pgtype.UUID
+	LabelKey     *string
+	LabelValue   *string
+	Level        string
+	ID           pgtype.UUID
+}
+
+// Replaces a rule's definition, keeping its id and name.
+func (q *Queries) UpdateAlertRule(ctx context.Context, arg UpdateAlertRuleParams) (AlertRule, error) {
+	row := q.db.QueryRow(ctx, updateAlertRule,
+		arg.Metric,
+		arg.Above,
+		arg.ResolveBelow,
+		arg.ForSeconds,
+		arg.Mount,
+		arg.ServerID,
+		arg.LabelKey,
+		arg.LabelValue,
+		arg.Level,
+		arg.ID,
+	)
+	var i AlertRule
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.Metric,
+		&i.Above,
+		&i.ResolveBelow,
+		&i.ForSeconds,
+		&i.Mount,
+		&i.ServerID,
+		&i.LabelKey,
+		&i.LabelValue,
+		&i.Level,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
+}

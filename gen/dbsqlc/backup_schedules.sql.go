@@ -22,7 +22,7 @@ INSERT INTO backup_schedules (
     $6, $7, $8, $9,
     $10, $11
 )
-RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at
+RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify
 `
 
 type CreateBackupScheduleParams struct {
@@ -71,6 +71,8 @@ func (q *Queries) CreateBackupSchedule(ctx context.Context, arg CreateBackupSche
 		&i.LastRunAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.Verify,
 	)
 	return i, err
 }
@@ -88,7 +90,7 @@ func (q *Queries) DeleteBackupSchedule(ctx context.Context, id pgtype.UUID) (int
 }
 
 const getBackupSchedule = `-- name: GetBackupSchedule :one
-SELECT id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at FROM backup_schedules WHERE id = $1
+SELECT id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify FROM backup_schedules WHERE id = $1
 `
 
 func (q *Queries) GetBackupSchedule(ctx context.Context, id pgtype.UUID) (BackupSchedule, error) {
@@ -109,12 +111,14 @@ func (q *Queries) GetBackupSchedule(ctx context.Context, id pgtype.UUID) (Backup
 		&i.LastRunAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.Verify,
 	)
 	return i, err
 }
 
 const listBackupSchedules = `-- name: ListBackupSchedules :many
-SELECT id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at FROM backup_schedules
+SELECT id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify FROM backup_schedules
 WHERE ($1::uuid IS NULL OR app_id = $1)
   AND ($2::uuid IS NULL OR backup_destination_id = $2)
   AND ($3::boolean IS NULL OR enabled = $3)
@@ -162,6 +166,8 @@ func (q *Queries) ListBackupSchedules(ctx context.Context, arg ListBackupSchedul
 			&i.LastRunAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.ConnectionEnv,
+			&i.Verify,
 		); err != nil {
 			return nil, err
 		}
@@ -174,7 +180,7 @@ func (q *Queries) ListBackupSchedules(ctx context.Context, arg ListBackupSchedul
 }
 
 const listDueBackupSchedules = `-- name: ListDueBackupSchedules :many
-SELECT id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at FROM backup_schedules
+SELECT id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify FROM backup_schedules
 WHERE enabled AND next_run_at <= $1::timestamptz
 ORDER BY next_run_at, id
 LIMIT $2
@@ -212,6 +218,8 @@ func (q *Queries) ListDueBackupSchedules(ctx context.Context, arg ListDueBackupS
 			&i.LastRunAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.ConnectionEnv,
+			&i.Verify,
 		); err != nil {
 			return nil, err
 		}
@@ -226,7 +234,7 @@ func (q *Queries) ListDueBackupSchedules(ctx context.Context, arg ListDueBackupS
 const setBackupScheduleEnabled = `-- name: SetBackupScheduleEnabled :one
 UPDATE backup_schedules SET enabled = $1, next_run_at = $2
 WHERE id = $3
-RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at
+RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify
 `
 
 type SetBackupScheduleEnabledParams struct {
@@ -253,6 +261,8 @@ func (q *Queries) SetBackupScheduleEnabled(ctx context.Context, arg SetBackupSch
 		&i.LastRunAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.Verify,
 	)
 	return i, err
 }
@@ -260,7 +270,7 @@ func (q *Queries) SetBackupScheduleEnabled(ctx context.Context, arg SetBackupSch
 const setBackupScheduleRun = `-- name: SetBackupScheduleRun :one
 UPDATE backup_schedules SET last_run_at = $1, next_run_at = $2
 WHERE id = $3
-RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at
+RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify
 `
 
 type SetBackupScheduleRunParams struct {
@@ -288,6 +298,8 @@ func (q *Queries) SetBackupScheduleRun(ctx context.Context, arg SetBackupSchedul
 		&i.LastRunAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.Verify,
 	)
 	return i, err
 }
@@ -304,7 +316,7 @@ UPDATE backup_schedules SET
     enabled = $8,
     next_run_at = $9
 WHERE id = $10
-RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at
+RETURNING id, app_id, backup_destination_id, kind, source, cron, timezone, retention_count, retention_days, enabled, next_run_at, last_run_at, created_at, updated_at, connection_env, verify
 `
 
 type UpdateBackupScheduleParams struct {
@@ -350,6 +362,8 @@ func (q *Queries) UpdateBackupSchedule(ctx context.Context, arg UpdateBackupSche
 		&i.LastRunAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.Verify,
 	)
 	return i, err
 }

@@ -25,7 +25,7 @@ UPDATE backups u
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + u.timeout_seconds * interval '1 second'
 FROM next
 WHERE u.id = next.id AND u.status = 'queued'
-RETURNING u.id, u.app_id, u.app_name, u.server_id, u.backup_destination_id, u.backup_schedule_id, u.triggered_by, u.kind, u.source, u.status, u.object_key, u.compression, u.encryption_key_id, u.size_bytes, u.checksum_sha256, u.failure_reason, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.verified_at, u.verification_error, u.created_at, u.updated_at
+RETURNING u.id, u.app_id, u.app_name, u.server_id, u.backup_destination_id, u.backup_schedule_id, u.triggered_by, u.kind, u.source, u.status, u.object_key, u.compression, u.encryption_key_id, u.size_bytes, u.checksum_sha256, u.failure_reason, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.verified_at, u.verification_error, u.created_at, u.updated_at, u.connection_env, u.agent_seq, u.log_bytes, u.log_truncated, u.delete_requested_at, u.delete_error, u.scheduled_for, u.held
 `
 
 type ClaimQueuedBackupsParams struct {
@@ -73,6 +73,14 @@ func (q *Queries) ClaimQueuedBackups(ctx context.Context, arg ClaimQueuedBackups
 			&i.VerificationError,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.ConnectionEnv,
+			&i.AgentSeq,
+			&i.LogBytes,
+			&i.LogTruncated,
+			&i.DeleteRequestedAt,
+			&i.DeleteError,
+			&i.ScheduledFor,
+			&i.Held,
 		); err != nil {
 			return nil, err
 		}
@@ -88,17 +96,18 @@ const createBackup = `-- name: CreateBackup :one
 
 INSERT INTO backups (
     id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by,
-    kind, source, compression, timeout_seconds, deadline_at
+    kind, source, compression, timeout_seconds, deadline_at, connection_env
 ) VALUES (
     $1, $2,
     coalesce($3::text, (SELECT a.name FROM apps a WHERE a.id = $2)),
     coalesce($4::uuid, (SELECT a.server_id FROM apps a WHERE a.id = $2)),
     $5, $6, $7,
     $8, $9, $10, $11::int,
-    coalesce($12::timestamptz, now() + $11::int * interval '1 second')
+    coalesce($12::timestamptz, now() + $11::int * interval '1 second'),
+    $13
 )
-ON CONFLICT (backup_schedule_id) WHERE status IN ('queued', 'dispatched', 'running') DO NOTHING
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at
+ON CONFLICT (backup_schedule_id) WHERE status IN ('queued', 'dispatched', 'running') AND NOT held DO NOTHING
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 type CreateBackupParams struct {
@@ -114,6 +123,7 @@ type CreateBackupParams struct {
 	Compression         string
 	TimeoutSeconds      int32
 	DeadlineAt          *time.Time
+	ConnectionEnv       *string
 }
 
 // backups: backup jobs and the objects they produced. Same job states,
@@ -135,6 +145,7 @@ func (q *Queries) CreateBackup(ctx context.Context, arg CreateBackupParams) (Bac
 		arg.Compression,
 		arg.TimeoutSeconds,
 		arg.DeadlineAt,
+		arg.ConnectionEnv,
 	)
 	var i Backup
 	err := row.Scan(
@@ -165,6 +176,14 @@ func (q *Queries) CreateBackup(ctx context.Context, arg CreateBackupParams) (Bac
 		&i.VerificationError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.AgentSeq,
+		&i.LogBytes,
+		&i.LogTruncated,
+		&i.DeleteRequestedAt,
+		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
@@ -185,7 +204,7 @@ const dispatchBackup = `-- name: DispatchBackup :one
 UPDATE backups
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + timeout_seconds * interval '1 second'
 WHERE id = $1 AND status = 'queued'
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 // queued -> dispatched.
@@ -220,6 +239,14 @@ func (q *Queries) DispatchBackup(ctx context.Context, id pgtype.UUID) (Backup, e
 		&i.VerificationError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.AgentSeq,
+		&i.LogBytes,
+		&i.LogTruncated,
+		&i.DeleteRequestedAt,
+		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
@@ -229,7 +256,7 @@ UPDATE backups
 SET status = $1, finished_at = coalesce($2::timestamptz, now()),
     failure_reason = coalesce($3, failure_reason)
 WHERE id = $4 AND status = ANY ($5::text[])
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 type FinishBackupParams struct {
@@ -278,12 +305,20 @@ func (q *Queries) FinishBackup(ctx context.Context, arg FinishBackupParams) (Bac
 		&i.VerificationError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.AgentSeq,
+		&i.LogBytes,
+		&i.LogTruncated,
+		&i.DeleteRequestedAt,
+		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
 
 const getBackup = `-- name: GetBackup :one
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at FROM backups WHERE id = $1
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups WHERE id = $1
 `
 
 func (q *Queries) GetBackup(ctx context.Context, id pgtype.UUID) (Backup, error) {
@@ -317,12 +352,20 @@ func (q *Queries) GetBackup(ctx context.Context, id pgtype.UUID) (Backup, error)
 		&i.VerificationError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.AgentSeq,
+		&i.LogBytes,
+		&i.LogTruncated,
+		&i.DeleteRequestedAt,
+		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
 
 const getLatestSucceededBackupForApp = `-- name: GetLatestSucceededBackupForApp :one
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
 WHERE app_id = $1 AND status = 'succeeded'
 ORDER BY id DESC
 LIMIT 1
@@ -359,12 +402,20 @@ func (q *Queries) GetLatestSucceededBackupForApp(ctx context.Context, appID pgty
 		&i.VerificationError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.AgentSeq,
+		&i.LogBytes,
+		&i.LogTruncated,
+		&i.DeleteRequestedAt,
+		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
 
 const getLatestSucceededBackupForSchedule = `-- name: GetLatestSucceededBackupForSchedule :one
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
 WHERE backup_schedule_id = $1 AND status = 'succeeded'
 ORDER BY id DESC
 LIMIT 1
@@ -401,12 +452,20 @@ func (q *Queries) GetLatestSucceededBackupForSchedule(ctx context.Context, backu
 		&i.VerificationError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.AgentSeq,
+		&i.LogBytes,
+		&i.LogTruncated,
+		&i.DeleteRequestedAt,
+		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
 
 const listActiveBackupsForServer = `-- name: ListActiveBackupsForServer :many
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
 WHERE status IN ('dispatched', 'running') AND server_id = $1
 ORDER BY id
 `
@@ -448,6 +507,14 @@ func (q *Queries) ListActiveBackupsForServer(ctx context.Context, serverID pgtyp
 			&i.VerificationError,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.ConnectionEnv,
+			&i.AgentSeq,
+			&i.LogBytes,
+			&i.LogTruncated,
+			&i.DeleteRequestedAt,
+			&i.DeleteError,
+			&i.ScheduledFor,
+			&i.Held,
 		); err != nil {
 			return nil, err
 		}
@@ -460,7 +527,7 @@ func (q *Queries) ListActiveBackupsForServer(ctx context.Context, serverID pgtyp
 }
 
 const listBackupRetentionCandidates = `-- name: ListBackupRetentionCandidates :many
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
 WHERE id IN (
     SELECT r.id
     FROM (SELECT b.id, b.created_at, row_number() OVER (ORDER BY b.id DESC) AS rn
@@ -520,6 +587,14 @@ func (q *Queries) ListBackupRetentionCandidates(ctx context.Context, arg ListBac
 			&i.VerificationError,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.ConnectionEnv,
+			&i.AgentSeq,
+			&i.LogBytes,
+			&i.LogTruncated,
+			&i.DeleteRequestedAt,
+			&i.DeleteError,
+			&i.ScheduledFor,
+			&i.Held,
 		); err != nil {
 			return nil, err
 		}
@@ -532,7 +607,7 @@ func (q *Queries) ListBackupRetentionCandidates(ctx context.Context, arg ListBac
 }
 
 const listBackups = `-- name: ListBackups :many
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
 WHERE ($1::uuid IS NULL OR app_id = $1)
   AND ($2::uuid IS NULL OR server_id = $2)
   AND ($3::uuid IS NULL OR backup_destination_id = $3)
@@ -602,6 +677,14 @@ func (q *Queries) ListBackups(ctx context.Context, arg ListBackupsParams) ([]Bac
 			&i.VerificationError,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.ConnectionEnv,
+			&i.AgentSeq,
+			&i.LogBytes,
+			&i.LogTruncated,
+			&i.DeleteRequestedAt,
+			&i.DeleteError,
+			&i.ScheduledFor,
+			&i.Held,
 		); err != nil {
 			return nil, err
 		}
@@ -614,7 +697,7 @@ func (q *Queries) ListBackups(ctx context.Context, arg ListBackupsParams) ([]Bac
 }
 
 const listOverdueBackups = `-- name: ListOverdueBackups :many
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
 WHERE status IN ('queued', 'dispatched', 'running') AND deadline_at < $1::timestamptz
 ORDER BY deadline_at
 LIMIT $2
@@ -662,6 +745,14 @@ func (q *Queries) ListOverdueBackups(ctx context.Context, arg ListOverdueBackups
 			&i.VerificationError,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.ConnectionEnv,
+			&i.AgentSeq,
+			&i.LogBytes,
+			&i.LogTruncated,
+			&i.DeleteRequestedAt,
+			&i.DeleteError,
+			&i.ScheduledFor,
+			&i.Held,
 		); err != nil {
 			return nil, err
 		}
@@ -679,7 +770,7 @@ SET verified_at = CASE WHEN $1::text IS NULL
                        THEN coalesce($2::timestamptz, now()) ELSE verified_at END,
     verification_error = $1::text
 WHERE id = $3 AND status = 'succeeded'
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 type RecordBackupVerificationParams struct {
@@ -721,6 +812,14 @@ func (q *Queries) RecordBackupVerification(ctx context.Context, arg RecordBackup
 		&i.VerificationError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.AgentSeq,
+		&i.LogBytes,
+		&i.LogTruncated,
+		&i.DeleteRequestedAt,
+		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
@@ -729,7 +828,7 @@ const requestBackupCancel = `-- name: RequestBackupCancel :one
 UPDATE backups
 SET cancel_requested_at = coalesce(cancel_requested_at, now())
 WHERE id = $1 AND status IN ('queued', 'dispatched', 'running')
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 func (q *Queries) RequestBackupCancel(ctx context.Context, id pgtype.UUID) (Backup, error) {
@@ -763,6 +862,14 @@ func (q *Queries) RequestBackupCancel(ctx context.Context, id pgtype.UUID) (Back
 		&i.VerificationError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.AgentSeq,
+		&i.LogBytes,
+		&i.LogTruncated,
+		&i.DeleteRequestedAt,
+		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
@@ -771,7 +878,7 @@ const startBackup = `-- name: StartBackup :one
 UPDATE backups
 SET status = 'running', started_at = coalesce($1::timestamptz, now())
 WHERE id = $2 AND status = 'dispatched'
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 type StartBackupParams struct {
@@ -811,6 +918,14 @@ func (q *Queries) StartBackup(ctx context.Context, arg StartBackupParams) (Backu
 		&i.VerificationError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.AgentSeq,
+		&i.LogBytes,
+		&i.LogTruncated,
+		&i.DeleteRequestedAt,
+		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }
@@ -821,7 +936,7 @@ SET status = 'succeeded', finished_at = coalesce($1::timestamptz, now()),
     object_key = $2, size_bytes = $3,
     checksum_sha256 = $4, encryption_key_id = $5
 WHERE id = $6 AND status = 'running'
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
 `
 
 type SucceedBackupParams struct {
@@ -873,6 +988,14 @@ func (q *Queries) SucceedBackup(ctx context.Context, arg SucceedBackupParams) (B
 		&i.VerificationError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.ConnectionEnv,
+		&i.AgentSeq,
+		&i.LogBytes,
+		&i.LogTruncated,
+		&i.DeleteRequestedAt,
+		&i.DeleteError,
+		&i.ScheduledFor,
+		&i.Held,
 	)
 	return i, err
 }

@@ -174,6 +174,14 @@ type Backup struct {
 	VerificationError   *string
 	CreatedAt           time.Time
 	UpdatedAt           time.Time
+	ConnectionEnv       *string
+	AgentSeq            int64
+	LogBytes            int64
+	LogTruncated        bool
+	DeleteRequestedAt   *time.Time
+	DeleteError         *string
+	ScheduledFor        *time.Time
+	Held                bool
 }
 
 type BackupDestination struct {
@@ -189,6 +197,21 @@ type BackupDestination struct {
 	UpdatedAt      time.Time
 }
 
+type BackupEncryptionKey struct {
+	ID        pgtype.UUID
+	Recipient string
+	Identity  []byte
+	CreatedAt time.Time
+}
+
+type BackupLog struct {
+	JobID     pgtype.UUID
+	Seq       int64
+	Step      string
+	Data      []byte
+	CreatedAt time.Time
+}
+
 type BackupSchedule struct {
 	ID                  pgtype.UUID
 	AppID               pgtype.UUID
@@ -202,6 +225,34 @@ type BackupSchedule struct {
 	Enabled             bool
 	NextRunAt           *time.Time
 	LastRunAt           *time.Time
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+	ConnectionEnv       *string
+	Verify              bool
+}
+
+type BackupTask struct {
+	ID                  pgtype.UUID
+	Kind                string
+	BackupID            pgtype.UUID
+	BackupDestinationID pgtype.UUID
+	ServerID            pgtype.UUID
+	TriggeredBy         string
+	Target              *string
+	Force               bool
+	ConnectionEnv       *string
+	Status              string
+	FailureReason       *string
+	TimeoutSeconds      int32
+	DeadlineAt          time.Time
+	CancelRequestedAt   *time.Time
+	QueuedAt            time.Time
+	DispatchedAt        *time.Time
+	StartedAt           *time.Time
+	FinishedAt          *time.Time
+	AgentSeq            int64
+	LogBytes            int64
+	LogTruncated        bool
 	CreatedAt           time.Time
 	UpdatedAt           time.Time
 }

@@ -273,6 +273,9 @@ const notifyChannelDelivered = `-- name: NotifyChannelDelivered :exec
 UPDATE notify_channels
 SET last_delivered_at = $1, last_error = NULL, failing_since = NULL
 WHERE id = $2
+  AND (last_error IS NOT NULL OR failing_since IS NOT NULL OR last_delivered_at IS NULL
+       OR last_delivered_at < $1::timestamptz - interval '1 second'
+       OR last_delivered_at > $1::timestamptz)
 `
 
 type NotifyChannelDeliveredParams struct {
@@ -280,6 +283,10 @@ type NotifyChannelDeliveredParams struct {
 	ID pgtype.UUID
 }
 
+// Skipped while the channel is healthy and its last delivery is under a
+// second old: every delivery updating the one channel row would make the
+// channel's concurrent sends wait on each other's commits (a row lock held
+// through each fsync), capping a channel at one delivery per commit.
 func (q *Queries) NotifyChannelDelivered(ctx context.Context, arg NotifyChannelDeliveredParams) error {
 	_, err := q.db.Exec(ctx, notifyChannelDelivered, arg.At, arg.ID)
 	return err

@@ -19,6 +19,13 @@ WHERE o.id IN (
     SELECT x.id FROM notify_outbox x
     WHERE x.status = 'pending' AND x.next_attempt_at <= $2
       AND (x.locked_until IS NULL OR x.locked_until <= $2)
+      -- A "resolved" message waits while the message that opened its
+      -- condition is still to be sent (retrying after a failure), so a
+      -- receiver never hears the end of something before its start.
+      AND NOT (x.resolves AND EXISTS (
+          SELECT 1 FROM notify_outbox y
+          WHERE y.channel_id = x.channel_id AND y.dedupe_key = x.dedupe_key
+            AND y.status = 'pending' AND NOT y.resolves AND y.created_at <= x.created_at AND y.id <> x.id))
     ORDER BY x.next_attempt_at, x.id
     LIMIT $3
     FOR UPDATE SKIP LOCKED)
@@ -60,6 +67,38 @@ func (q *Queries) ClaimNotifyOutbox(ctx context.Context, arg ClaimNotifyOutboxPa
 			&i.DeliveredAt,
 			&i.CreatedAt,
 		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const countNotifyOutboxFailedByChannel = `-- name: CountNotifyOutboxFailedByChannel :many
+SELECT channel_id, count(*) AS given_up FROM notify_outbox
+WHERE status = 'failed'
+GROUP BY channel_id
+`
+
+type CountNotifyOutboxFailedByChannelRow struct {
+	ChannelID pgtype.UUID
+	GivenUp   int64
+}
+
+// Messages given up per channel (kept for the outbox's retention).
+func (q *Queries) CountNotifyOutboxFailedByChannel(ctx context.Context) ([]CountNotifyOutboxFailedByChannelRow, error) {
+	rows, err := q.db.Query(ctx, countNotifyOutboxFailedByChannel)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []CountNotifyOutboxFailedByChannelRow{}
+	for rows.Next() {
+		var i CountNotifyOutboxFailedByChannelRow
+		if err := rows.Scan(&i.ChannelID, &i.GivenUp); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -124,16 +163,18 @@ func (q *Queries) DigestNotifyOutbox(ctx context.Context, arg DigestNotifyOutbox
 const failNotifyOutbox = `-- name: FailNotifyOutbox :execrows
 UPDATE notify_outbox
 SET status = 'failed', locked_until = NULL, last_error = $1
-WHERE id = $2 AND status = 'pending'
+WHERE id = $2 AND status = 'pending' AND locked_until = $3
 `
 
 type FailNotifyOutboxParams struct {
 	LastError *string
 	ID        pgtype.UUID
+	Lease     *time.Time
 }
 
+// Like RetryNotifyOutbox, only for the lease holder.
 func (q *Queries) FailNotifyOutbox(ctx context.Context, arg FailNotifyOutboxParams) (int64, error) {
-	result, err := q.db.Exec(ctx, failNotifyOutbox, arg.LastError, arg.ID)
+	result, err := q.db.Exec(ctx, failNotifyOutbox, arg.LastError, arg.ID, arg.Lease)
 	if err != nil {
 		return 0, err
 	}
@@ -300,41 +341,64 @@ func (q *Queries) LastNotifyOutboxForKey(ctx context.Context, arg LastNotifyOutb
 	return i, err
 }
 
-const listNotifyOutboxForChannel = `-- name: ListNotifyOutboxForChannel :many
-SELECT id, channel_id, event_id, dedupe_key, resolves, status, digest_id, digest_title, digest_body, attempts, next_attempt_at, locked_until, last_error, delivered_at, created_at FROM notify_outbox WHERE channel_id = $1
-ORDER BY created_at DESC, id DESC
-LIMIT $2
+const listNotifyDeliveries = `-- name: ListNotifyDeliveries :many
+SELECT o.id, o.channel_id, c.name AS channel_name, o.event_id,
+       coalesce(e.kind, 'notify.digest')::text AS event_kind,
+       coalesce(e.title, o.digest_title, '')::text AS title,
+       o.status, o.attempts, o.last_error, o.next_attempt_at, o.delivered_at, o.created_at
+FROM notify_outbox o
+JOIN notify_channels c ON c.id = o.channel_id
+LEFT JOIN notify_events e ON e.id = o.event_id
+WHERE ($1::uuid IS NULL OR o.channel_id = $1::uuid)
+  AND ($2::text IS NULL OR o.status = $2::text)
+ORDER BY o.created_at DESC, o.id DESC
+LIMIT $3
 `
 
-type ListNotifyOutboxForChannelParams struct {
+type ListNotifyDeliveriesParams struct {
 	ChannelID pgtype.UUID
+	Status    *string
 	Lim       int32
 }
 
-// A channel's recent deliveries, newest first.
-func (q *Queries) ListNotifyOutboxForChannel(ctx context.Context, arg ListNotifyOutboxForChannelParams) ([]NotifyOutbox, error) {
-	rows, err := q.db.Query(ctx, listNotifyOutboxForChannel, arg.ChannelID, arg.Lim)
+type ListNotifyDeliveriesRow struct {
+	ID            pgtype.UUID
+	ChannelID     pgtype.UUID
+	ChannelName   string
+	EventID       pgtype.UUID
+	EventKind     string
+	Title         string
+	Status        string
+	Attempts      int32
+	LastError     *string
+	NextAttemptAt time.Time
+	DeliveredAt   *time.Time
+	CreatedAt     time.Time
+}
+
+// The delivery list: recent messages of every channel, or of one, in one
+// status or any, newest first, with the event's kind and title (a digest
+// has none: its own title).
+func (q *Queries) ListNotifyDeliveries(ctx context.Context, arg ListNotifyDeliveriesParams) ([]ListNotifyDeliveriesRow, error) {
+	rows, err := q.db.Query(ctx, listNotifyDeliveries, arg.ChannelID, arg.Status, arg.Lim)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []NotifyOutbox{}
+	items := []ListNotifyDeliveriesRow{}
 	for rows.Next() {
-		var i NotifyOutbox
+		var i ListNotifyDeliveriesRow
 		if err := rows.Scan(
 			&i.ID,
 			&i.ChannelID,
+			&i.ChannelName,
 			&i.EventID,
-			&i.DedupeKey,
-			&i.Resolves,
+			&i.EventKind,
+			&i.Title,
 			&i.Status,
-			&i.DigestID,
-			&i.DigestTitle,
-			&i.DigestBody,
 			&i.Attempts,
-			&i.NextAttemptAt,
-			&i.LockedUntil,
 			&i.LastError,
+			&i.NextAttemptAt,
 			&i.DeliveredAt,
 			&i.CreatedAt,
 		); err != nil {
@@ -431,20 +495,53 @@ func (q *Queries) NotifyChannelsWithHeld(ctx context.Context) ([]pgtype.UUID, er
 	return items, nil
 }
 
+const releaseNotifyOutbox = `-- name: ReleaseNotifyOutbox :execrows
+UPDATE notify_outbox
+SET locked_until = NULL, attempts = greatest(attempts - 1, 0)
+WHERE id = $1 AND status = 'pending' AND locked_until = $2
+`
+
+type ReleaseNotifyOutboxParams struct {
+	ID    pgtype.UUID
+	Lease *time.Time
+}
+
+// A send cut short by a clean shutdown, or a claimed row not sent before
+// it: free at once for any controller (the restarted one included) rather
+// than after the lease. The attempt does not count: the receiver did not
+// refuse anything. Only the lease holder may release.
+func (q *Queries) ReleaseNotifyOutbox(ctx context.Context, arg ReleaseNotifyOutboxParams) (int64, error) {
+	result, err := q.db.Exec(ctx, releaseNotifyOutbox, arg.ID, arg.Lease)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const retryNotifyOutbox = `-- name: RetryNotifyOutbox :execrows
 UPDATE notify_outbox
 SET next_attempt_at = $1, locked_until = NULL, last_error = $2
-WHERE id = $3 AND status = 'pending'
+WHERE id = $3 AND status = 'pending' AND locked_until = $4
 `
 
 type RetryNotifyOutboxParams struct {
 	NextAttemptAt time.Time
 	LastError     *string
 	ID            pgtype.UUID
+	Lease         *time.Time
 }
 
+// Only the lease holder records a failure: locked_until is the claim's
+// fencing token, so a worker whose lease ran out (and whose row another
+// worker has taken since) cannot clear the new holder's lease and let a
+// third worker send the message at the same time.
 func (q *Queries) RetryNotifyOutbox(ctx context.Context, arg RetryNotifyOutboxParams) (int64, error) {
-	result, err := q.db.Exec(ctx, retryNotifyOutbox, arg.NextAttemptAt, arg.LastError, arg.ID)
+	result, err := q.db.Exec(ctx, retryNotifyOutbox,
+		arg.NextAttemptAt,
+		arg.LastError,
+		arg.ID,
+		arg.Lease,
+	)
 	if err != nil {
 		return 0, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/berthhq/berth/agent/internal/client"
 	"github.com/berthhq/berth/agent/internal/deploy"
 	"github.com/berthhq/berth/agent/internal/facts"
+	"github.com/berthhq/berth/agent/internal/held"
 	"github.com/berthhq/berth/agent/internal/metrics"
 	"github.com/berthhq/berth/agent/internal/supervise"
 	"github.com/berthhq/berth/agent/internal/version"
@@ -218,7 +219,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	// Deploy jobs: journaled under the data dir; jobs an earlier process
 	// left running are reported failed before anything new starts.
 	jobs := client.NewJobs()
-	exec, err := deploy.New(deploy.Config{DataDir: *dataDir, Logger: log, Sink: jobs.Sink, KillGrace: *killGrace, AppDirs: splitDirs(*appDirs), Processes: procs})
+	exec, err := deploy.New(deploy.Config{DataDir: *dataDir, Logger: log, Sink: jobs.Sink, KillGrace: *killGrace, AppDirs: splitDirs(*appDirs), Processes: procs, SendObject: jobs.SendObject})
 	if err != nil {
 		return err
 	}
@@ -227,6 +228,13 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Error("recover deploy jobs", "err", err)
 	}
 	jobs.Exec = exec
+	// Backup schedules this agent runs itself while no controller is
+	// reachable (sealed to its own key; see package held).
+	if h, err := jobs.OpenHeld(*dataDir, held.Config{Log: log}); err != nil {
+		log.Error("held backup schedules unavailable: schedules run only while a controller is reachable", "err", err)
+	} else {
+		go h.Run(ctx)
+	}
 	return client.Run(ctx, client.Config{
 		Controller: addr,
 		DataDir:    *dataDir,

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/berthhq/berth/agent/internal/deploy"
+	"github.com/berthhq/berth/agent/internal/held"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
@@ -27,6 +29,9 @@ type Jobs struct {
 
 	mu    sync.Mutex
 	extra []*agentv1.ConnectRequest // results for jobs the executor refused
+
+	objects objectClient // for download jobs (SendObject)
+	held    *held.Holder // the held backup schedules (OpenHeld)
 }
 
 // NewJobs returns the link; pass its Sink to deploy.Config.
@@ -65,10 +70,21 @@ func (j *Jobs) handle(ctx context.Context, log *slog.Logger, m *agentv1.ConnectR
 	case *agentv1.ConnectResponse_JobAck:
 		j.Exec.Ack(msg.JobAck.GetJobId(), msg.JobAck.GetSeq())
 		j.poke()
+	case *agentv1.ConnectResponse_HeldBackupSchedules, *agentv1.ConnectResponse_HeldRunsAck:
+		if err := j.handleHeld(m); err != nil {
+			log.Error("held backup schedules", "err", err)
+		}
 	}
 }
 
 func (j *Jobs) start(ctx context.Context, log *slog.Logger, js *agentv1.JobStart) {
+	// A tick this agent ran from its held schedule as another job is
+	// refused; the held job itself, re-sent once the controller stored
+	// it, is a re-send like any other.
+	if ran := j.heldDispatched(js); ran != "" && ran != js.GetJobId() {
+		j.refuse(log, js, fmt.Errorf("this tick of the schedule already ran here as backup %s, from the held schedule while no controller was reachable", ran))
+		return
+	}
 	spec := specOf(js)
 	err := j.Exec.Start(ctx, spec)
 	switch {
@@ -134,7 +150,7 @@ func (j *Jobs) flush(send func(*agentv1.ConnectRequest) error, sent map[string]u
 		}
 	}
 	for _, ev := range j.Exec.Pending() {
-		if ev.Seq <= sent[ev.JobID] {
+		if ev.Seq <= sent[ev.JobID] || j.heldWaits(ev.JobID) {
 			continue
 		}
 		if err := send(eventToProto(ev)); err != nil {
@@ -161,6 +177,9 @@ func specOf(js *agentv1.JobStart) deploy.Spec {
 			SSHPrivateKey: c.GetSshPrivateKey(), Username: c.GetUsername(), Token: c.GetToken(),
 			AllowedHosts: c.GetAllowedHosts(), KnownHosts: c.GetKnownHosts(),
 		}
+	}
+	if b := js.GetBackup(); b != nil {
+		s.Backup = backupJobOf(b)
 	}
 	if js.GetHealthCheckCommand() != "" || js.GetHealthCheckUrl() != "" {
 		s.HealthCheck = &deploy.HealthCheck{Command: js.GetHealthCheckCommand(), URL: js.GetHealthCheckUrl(), Timeout: js.GetHealthCheckTimeout().AsDuration()}
@@ -190,6 +209,7 @@ func eventToProto(ev deploy.Event) *agentv1.ConnectRequest {
 			JobId: ev.JobID, Seq: ev.Seq, Status: string(r.Status), FailedStep: r.FailedStep, ExitCode: int32(r.ExitCode),
 			Error: r.Error, Commit: r.Commit, CommitMessage: r.CommitMessage, ReleasePath: r.ReleasePath,
 			PreviousRelease: r.PreviousRelease, StartedAt: tsOf(r.StartedAt), FinishedAt: tsOf(r.FinishedAt), LogDroppedBytes: r.LogDroppedBytes,
+			BackupObject: backupObjectPB(r.BackupObject),
 		}}}
 	default: // progress, and anything newer: a progress event keeps the numbering whole
 		return &agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_JobProgress{JobProgress: &agentv1.JobProgress{

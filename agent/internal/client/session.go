@@ -145,13 +145,22 @@ func (a *agent) session(ctx context.Context) error {
 
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stream, err := agentv1.NewAgentServiceClient(conn).Connect(sctx)
+	ac := agentv1.NewAgentServiceClient(conn)
+	stream, err := ac.Connect(sctx)
 	if err != nil {
 		return err
 	}
-	if err := stream.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Hello{Hello: &agentv1.Hello{
-		Facts: a.cfg.Facts(), MetricsDropped: a.cfg.Buffer.Dropped(),
-	}}}); err != nil {
+	if a.cfg.Jobs != nil {
+		// Download jobs send objects over this connection while it is up.
+		a.cfg.Jobs.objects.set(ac)
+		defer a.cfg.Jobs.objects.set(nil)
+	}
+	hello := &agentv1.Hello{Facts: a.cfg.Facts(), MetricsDropped: a.cfg.Buffer.Dropped()}
+	// Held runs go in the hello; until the welcome (or the end of this
+	// attempt) the held schedules wait (package held).
+	a.cfg.Jobs.heldHello(hello)
+	defer a.cfg.Jobs.heldLink(false)
+	if err := stream.Send(&agentv1.ConnectRequest{Msg: &agentv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
 		return recvErr(stream)
 	}
 	first, err := stream.Recv()
@@ -169,6 +178,7 @@ func (a *agent) session(ctx context.Context) error {
 	a.cfg.Buffer.SetNextSeq(welcome.GetLastMetricsSeq() + 1)
 	a.cfg.Buffer.Requeue()
 	a.log.Info("connected to controller", "server_id", welcome.GetServerId(), "controller", a.cfg.Controller)
+	a.cfg.Jobs.heldLink(true)
 
 	var (
 		sent      sentBatches // only used with OnAck
@@ -202,7 +212,8 @@ func (a *agent) session(ctx context.Context) error {
 				}
 			case *agentv1.ConnectResponse_Renew:
 				renewedCh <- msg.Renew
-			case *agentv1.ConnectResponse_JobStart, *agentv1.ConnectResponse_JobCancel, *agentv1.ConnectResponse_JobAck:
+			case *agentv1.ConnectResponse_JobStart, *agentv1.ConnectResponse_JobCancel, *agentv1.ConnectResponse_JobAck,
+				*agentv1.ConnectResponse_HeldBackupSchedules, *agentv1.ConnectResponse_HeldRunsAck:
 				a.cfg.Jobs.handle(sctx, a.log, m)
 			case *agentv1.ConnectResponse_LogsRequest:
 				logs.start(msg.LogsRequest)

@@ -66,4 +66,6 @@ type Result struct {
 	FinishedAt time.Time `json:"finished_at"`
 	// LogDroppedBytes counts output dropped past Config.MaxLogBytes.
 	LogDroppedBytes int64 `json:"log_dropped_bytes,omitempty"`
+	// BackupObject is a backup job's stored object (success only).
+	BackupObject *BackupObject `json:"backup_object,omitempty"`
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -76,6 +77,9 @@ type Config struct {
 	// a system directory (a systemd drop-in directory, say) and have it
 	// made and handed to the app user, which is root by another road.
 	AppDirs []string
+	// SendObject sends a download job's stored bytes to the controller
+	// (nil: this executor refuses download jobs).
+	SendObject func(ctx context.Context, jobID string, r io.Reader) error
 	// Processes supervises the apps' processes: deploys and rollbacks move
 	// them to the new release, process jobs act on them, a delete stops
 	// them and pruning keeps the releases they run. Nil: this executor runs

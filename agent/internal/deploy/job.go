@@ -22,6 +22,16 @@ func (j *job) execute(ctx context.Context) {
 	j.log.start()
 	res := Result{StartedAt: j.getState().StartedAt}
 	var err error
+	if j.spec.Kind.IsBackup() {
+		// No app user, no deploy path: the backup package runs its tools
+		// (dumps as the database's own superuser or with the job's
+		// connection URL) and reaches the destination itself.
+		if err = j.durable(); err == nil {
+			err = j.backupJob(ctx, &res)
+		}
+		j.endJob(ctx, err, res)
+		return
+	}
 	if err = os.Mkdir(j.tmp, 0o700); err == nil && j.spec.Kind != KindDelete {
 		// A delete runs nothing as the app's user (nor creates it).
 		j.user, err = j.appUser(ctx)
@@ -71,10 +81,21 @@ func (j *job) execute(ctx context.Context) {
 			}
 		}
 	}
+	j.endJob(ctx, err, res)
+}
+
+// endJob turns a job's error and context into its result, and reports it.
+func (j *job) endJob(ctx context.Context, err error, res Result) {
+	cause := context.Cause(ctx)
+	if errors.Is(cause, errShutdown) {
+		j.log.close()
+		j.abandon()
+		return
+	}
 	switch {
 	case err == nil:
 		res.Status = StatusSucceeded
-		if j.spec.Kind == KindDelete || j.spec.Kind == KindProcess || j.spec.Kind == KindSchedule {
+		if j.spec.Kind.IsBackup() || j.spec.Kind == KindDelete || j.spec.Kind == KindProcess || j.spec.Kind == KindSchedule {
 			j.log.printf("==> done")
 		} else {
 			j.log.printf("==> done: %s", res.ReleasePath)

@@ -474,6 +474,13 @@ func (e *Executor) settleInterrupted(j *job) Result {
 		StartedAt:     st.StartedAt,
 		FinishedAt:    time.Now().UTC(),
 	}
+	if spec.Kind.IsBackup() {
+		// Its secrets were never journaled, so it is not run again. The
+		// backup package stores an object under its key only when it is
+		// complete (a temporary name, or an unfinished multipart upload),
+		// so what the crash cut short is never taken for a backup.
+		return res
+	}
 	// Everything below the deploy path is the app user's: it is reached
 	// through the app tree only (see appTree), never by following a path.
 	tree, err := (&job{spec: spec, e: e}).openTree(false)

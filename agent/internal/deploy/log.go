@@ -181,6 +181,9 @@ func newRedactor(spec Spec) *redactor {
 			add(v)
 		}
 	}
+	for _, v := range backupSecrets(spec.Backup) {
+		add(v)
+	}
 	return r
 }
 

@@ -127,6 +127,9 @@ type Spec struct {
 	// Credential is never journaled, never written into the repository or
 	// the mirror's config, and redacted from all output.
 	Credential *Credential `json:"-"`
+	// Backup is a backup job kind's spec, with its secrets: never
+	// journaled, redacted from all output.
+	Backup *BackupJob `json:"-"`
 
 	DeployPath string `json:"deploy_path"` // absolute, e.g. /srv/berth/shop
 	// RunAsUser runs the deploy script, health check and reload command (and
@@ -184,6 +187,10 @@ type Spec struct {
 // except that each of its schedules has a key of its own, so a schedule's
 // runs queue behind each other but never behind a deploy.
 func (s *Spec) busyKey() string {
+	if s.Kind.IsBackup() {
+		// Backups run beside the app's jobs and each other.
+		return "backup/" + s.DeploymentID
+	}
 	if s.Kind == KindSchedule {
 		return s.AppID + "/schedule/" + s.ScheduleName
 	}
@@ -341,6 +348,9 @@ func IsReleaseID(s string) bool { return ulidRE.MatchString(s) }
 func (s *Spec) normalize() error {
 	if !IsReleaseID(s.DeploymentID) {
 		return fmt.Errorf("deploy: deployment id %q is not a ULID", s.DeploymentID)
+	}
+	if s.Kind.IsBackup() {
+		return s.normalizeBackup()
 	}
 	if !safeIDRE.MatchString(s.AppID) || s.AppID == "." || s.AppID == ".." {
 		return fmt.Errorf("deploy: app id %q is not a safe identifier", s.AppID)

@@ -105,8 +105,9 @@ func startAgentEnv(t *testing.T, dir string, env ...string) *agentProc {
 // a spike the agent saw above 50% and then below fires nothing; a fill that
 // stays fires alert.firing once after the duration (the webhook receiver
 // and the inbox each see it once), and removing the file resolves it once.
-// Stopping the agent fires the offline rule once, and its return resolves
-// it once.
+// A controller restart while it fires neither fires it again nor forgets
+// it. Stopping the agent fires the offline rule once, and its return
+// resolves it once.
 func TestDiskAndOfflineAlertsEndToEnd(t *testing.T) {
 	t.Parallel()
 	dataDir := shortDir(t)
@@ -158,16 +159,14 @@ func TestDiskAndOfflineAlertsEndToEnd(t *testing.T) {
 	if r := run(t, f.env, "alert", "add", "tmp-full", "--metric", "cpu", "--above", "50"); r.code == 0 || !strings.Contains(r.stderr, "AlreadyExists") {
 		t.Fatalf("duplicate alert: %+v", r)
 	}
-	if r := run(t, f.env, "alert", "add", "disk-1-gone", "--metric", "offline", "--for", "2s", "--server", "disk-1"); r.code != 0 {
-		t.Fatalf("offline alert add: %+v", r)
-	}
 
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=%s user=berth dbname=berth sslmode=disable", filepath.Join(dataDir, "postgres", "run")))
+	dsn := fmt.Sprintf("host=%s user=berth dbname=berth sslmode=disable", filepath.Join(dataDir, "postgres", "run"))
+	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	defer func() { conn.Close(ctx) }()
 	// latest is the newest stored sample of the tmpfs: its time and df's
 	// use percent.
 	latest := func() (time.Time, float64) {
@@ -241,10 +240,33 @@ func TestDiskAndOfflineAlertsEndToEnd(t *testing.T) {
 		t.Fatalf("alert list does not show where it fires: %+v", r)
 	}
 
+	// A controller restart neither fires it again nor forgets it: samples
+	// still above after the restart add nothing, and emptying the disk
+	// then resolves it.
+	conn.Close(ctx)
+	if err := c.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("controller stop: %v", err)
+	}
+	c = startControllerAt(t, dataDir, c.httpAddr, c.grpcAddr, "--metrics-interval", "1s", "--heartbeat-interval", "1s", "--start-grace", "1s", "--allow-private-webhook-targets")
+	if conn, err = pgx.Connect(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	waitSample("a sample above after the restart", func(p float64) bool { return p > 50 })
+	waitSample("another sample above after the restart", func(p float64) bool { return p > 50 })
+	if n := rcv.count("alert.firing", "tmp-full"); n != 1 {
+		t.Fatalf("after the restart the webhook has %d firing messages, want 1", n)
+	}
+	if r := run(t, f.env, "alert", "show", "tmp-full", "-o", "json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &shown) != nil || len(shown.Firing) != 1 {
+		t.Fatalf("alert show after the restart: %+v", r)
+	}
+
 	empty()
 	waitFor(t, "alert.resolved at the webhook", 60*time.Second, func() bool { return rcv.count("alert.resolved", "tmp-full") > 0 })
 
 	// Offline: the agent stops; the rule fires once; back, it resolves once.
+	if r := run(t, f.env, "alert", "add", "disk-1-gone", "--metric", "offline", "--for", "2s", "--server", "disk-1"); r.code != 0 {
+		t.Fatalf("offline alert add: %+v", r)
+	}
 	_ = ag.cmd.Process.Signal(syscall.SIGTERM)
 	<-ag.done
 	waitFor(t, "offline alert.firing at the webhook", 90*time.Second, func() bool { return rcv.count("alert.firing", "disk-1-gone") > 0 })

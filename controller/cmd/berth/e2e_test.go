@@ -397,6 +397,7 @@ func TestBadInputGivesOneClearLine(t *testing.T) {
 		{"unknown flag", []string{"serve", "--bogus"}, "unknown flag: --bogus"},
 		{"unknown command", []string{"frobnicate"}, "unknown command"},
 		{"negative unreachable grace", []string{"serve", "--unreachable-grace", "-5s"}, "--unreachable-grace must not be negative"},
+		{"short notify lease", []string{"serve", "--notify-lease", "10ms"}, "--notify-lease must be at least 1s"},
 		{"bad upstream ports", []string{"serve", "--upstream-ports", "9000-80"}, "--upstream-ports: invalid argument: port range \"9000-80\""},
 		{"migrate without database", []string{"migrate", "up"}, "pass --database-url or --data-dir"},
 		{"migrate down bad N", []string{"migrate", "down", "zero", "--database-url", "postgres://x@127.0.0.1:1/x"}, "N must be a positive number"},

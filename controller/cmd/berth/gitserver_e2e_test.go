@@ -106,22 +106,32 @@ func (r *gitRepo) serveHTTP(t *testing.T, user, token string) string {
 // which a test checks scan-host against before trust-host, as an admin would.
 func (r *gitRepo) serveSSH(t *testing.T, authorizedKey string) (url, hostKeyFingerprint string) {
 	t.Helper()
+	ak := `command="git-shell -c \"$SSH_ORIGINAL_COMMAND\"",no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty ` + strings.TrimSpace(authorizedKey) + "\n"
+	addr, fp := startSSHD(t, ak)
+	return "ssh://root@" + addr + r.bare, fp
+}
+
+// startSSHD runs a real OpenSSH sshd on a loopback port with the given
+// authorized_keys (and extra config lines) and returns its address and the
+// SHA256 fingerprint of its host key. The git tests serve git-shell with it,
+// the backup tests internal-sftp.
+func startSSHD(t *testing.T, authorizedKeys string, extra ...string) (addr, hostKeyFingerprint string) {
+	t.Helper()
 	dir := t.TempDir()
 	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, "host_key")).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v\n%s", err, out)
 	}
-	ak := `command="git-shell -c \"$SSH_ORIGINAL_COMMAND\"",no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty ` + strings.TrimSpace(authorizedKey) + "\n"
-	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), []byte(ak), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), []byte(authorizedKeys), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr = freeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
-	cfg := strings.Join([]string{
+	cfg := strings.Join(append([]string{
 		"Port " + port, "ListenAddress 127.0.0.1", "HostKey " + filepath.Join(dir, "host_key"),
 		"PidFile " + filepath.Join(dir, "sshd.pid"), "AuthorizedKeysFile " + filepath.Join(dir, "authorized_keys"),
 		"PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-		"PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no", "LogLevel VERBOSE", "",
-	}, "\n")
+		"PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no", "LogLevel VERBOSE",
+	}, append(extra, "")...), "\n")
 	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +166,7 @@ func (r *gitRepo) serveSSH(t *testing.T, authorizedKey string) (url, hostKeyFing
 	if err != nil {
 		t.Fatal(err)
 	}
-	return "ssh://root@" + addr + r.bare, ssh.FingerprintSHA256(pub)
+	return addr, ssh.FingerprintSHA256(pub)
 }
 
 var execCommand = exec.Command

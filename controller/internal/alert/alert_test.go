@@ -474,3 +474,179 @@ func TestRemovingAFiringRuleResolvesIt(t *testing.T) {
 		t.Fatalf("after removal: %+v", ev)
 	}
 }
+
+// A removed server is forgotten at the next reload, without asking for
+// another; a server the engine has not loaded yet asks for one reload,
+// not one per batch.
+func TestRemovedAndNewServers(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	eng := e.engine(t)
+	if _, err := e.st.CreateAlertRule(ctx, store.AlertRule{Name: "cpu-hot", Metric: "cpu", Above: f(50), ResolveBelow: f(40), For: time.Minute, Level: "warning"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eng.ObserveMetrics(e.srv.ID, sample(e.clk.Now(), 99, 1, "/"))
+	if err := e.st.DeleteServer(ctx, e.srv.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eng.mu.RLock()
+	_, kept := eng.servers[e.srv.ID]
+	eng.mu.RUnlock()
+	if kept || len(eng.wantRef) != 0 {
+		t.Fatalf("removed server kept %v, reload asked for %d", kept, len(eng.wantRef))
+	}
+	newcomer, err := e.st.CreateServer(ctx, store.CreateServerParams{Name: "web-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Add(refreshGap)
+	for i := range 3 {
+		eng.ObserveMetrics(newcomer.ID, sample(e.clk.Now().Add(time.Duration(i)*time.Second), 99, 1, "/"))
+	}
+	if len(eng.wantRef) != 1 {
+		t.Fatalf("reloads asked for a new server: %d", len(eng.wantRef))
+	}
+	<-eng.wantRef
+	eng.ObserveMetrics(newcomer.ID, sample(e.clk.Now().Add(5*time.Second), 99, 1, "/"))
+	if len(eng.wantRef) != 0 {
+		t.Fatal("a second reload asked for within the gap")
+	}
+}
+
+// A full transition queue never blocks the caller: the transition is
+// undone and the next sample makes it again.
+func TestFullQueueUndoesAndRetries(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	eng := e.engine(t)
+	if _, err := e.st.CreateAlertRule(ctx, store.AlertRule{Name: "cpu-hot", Metric: "cpu", Above: f(50), ResolveBelow: f(40), Level: "warning"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for len(eng.work) < cap(eng.work) {
+		eng.work <- transition{rule: store.AlertRule{ID: store.NewID()}, server: store.NewID()}
+	}
+	eng.ObserveMetrics(e.srv.ID, sample(e.clk.Now(), 99, 1, "/")) // returns: the queue is full
+	for len(eng.work) > 0 {
+		<-eng.work
+	}
+	eng.ObserveMetrics(e.srv.ID, sample(e.clk.Now().Add(time.Second), 99, 1, "/"))
+	drain(eng)
+	if ev := e.alertEvents(t); len(ev) != 1 || ev[0].kind != KindFiring {
+		t.Fatalf("events: %+v", ev)
+	}
+}
+
+// Replacing a rule changes its definition in place (same id), resolves
+// what the old definition had firing, and evaluation follows the new
+// thresholds at once; without replace the name is refused, and replace
+// of a name not taken adds it.
+func TestReplaceRule(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	eng := e.engine(t)
+	svc := NewService(e.st, eng, slog.New(slog.DiscardHandler))
+	first, err := svc.AddAs(ctx, e.admin, Peer{}, Spec{Name: "cpu-hot", Metric: "cpu", Above: f(50), For: d(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng.ObserveMetrics(e.srv.ID, sample(e.clk.Now(), 70, 1, "/"))
+	drain(eng)
+	if _, err := svc.AddAs(ctx, e.admin, Peer{}, Spec{Name: "cpu-hot", Metric: "cpu", Above: f(80)}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("taken name without replace: %v", err)
+	}
+	second, err := svc.AddAs(ctx, e.admin, Peer{}, Spec{Name: "cpu-hot", Metric: "cpu", Above: f(80), For: d(0), Level: "critical", Replace: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.ID != first.ID || *second.Above != 80 || second.Level != "critical" {
+		t.Fatalf("replaced: %+v", second.AlertRule)
+	}
+	ev := e.alertEvents(t)
+	if len(ev) != 2 || ev[0].kind != KindFiring || ev[1].kind != KindResolved || !strings.Contains(ev[1].title, "cpu-hot resolved") {
+		t.Fatalf("events after replace: %+v", ev)
+	}
+	// 70% is below the new threshold: nothing; 90% fires the new one.
+	eng.ObserveMetrics(e.srv.ID, sample(e.clk.Now().Add(time.Second), 70, 1, "/"))
+	drain(eng)
+	if ev := e.alertEvents(t); len(ev) != 2 {
+		t.Fatalf("fired below the new threshold: %+v", ev)
+	}
+	eng.ObserveMetrics(e.srv.ID, sample(e.clk.Now().Add(2*time.Second), 90, 1, "/"))
+	drain(eng)
+	if ev := e.alertEvents(t); len(ev) != 3 || ev[2].kind != KindFiring {
+		t.Fatalf("after crossing the new threshold: %+v", ev)
+	}
+	if _, err := svc.AddAs(ctx, e.admin, Peer{}, Spec{Name: "fresh", Metric: "swap", Above: f(50), Replace: true}); err != nil {
+		t.Fatalf("replace of a new name: %v", err)
+	}
+	acts, err := e.st.ActivityLog(ctx, store.ActivityFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	for _, a := range acts {
+		if strings.HasPrefix(a.Action, "alert_rule.") {
+			seen = append(seen, a.Action+" "+a.SubjectName)
+		}
+	}
+	if strings.Join(seen, ",") != "alert_rule.created fresh,alert_rule.replaced cpu-hot,alert_rule.created cpu-hot" {
+		t.Errorf("activity: %v", seen)
+	}
+}
+
+// Streams evaluate at once while rules reload and offline checks run (the
+// race detector watches): one condition crossed by all of them fires once.
+func TestConcurrentEvaluation(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	eng := e.engine(t)
+	if _, err := e.st.CreateAlertRule(ctx, store.AlertRule{Name: "cpu-hot", Metric: "cpu", Above: f(50), ResolveBelow: f(40), For: 2 * time.Second, Level: "warning"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t0 := e.clk.Now()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				eng.ObserveMetrics(e.srv.ID, sample(t0.Add(time.Duration(i*8+g)*100*time.Millisecond), 90, 1, "/"))
+			}
+		}()
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for range 5 {
+			if err := eng.Refresh(ctx); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range 5 {
+			if err := eng.CheckOffline(ctx); err != nil {
+				t.Error(err)
+			}
+			drain(eng)
+		}
+	}()
+	wg.Wait()
+	drain(eng)
+	if ev := e.alertEvents(t); len(ev) != 1 || ev[0].kind != KindFiring {
+		t.Fatalf("events: %+v", ev)
+	}
+}

@@ -53,8 +53,9 @@ type Engine struct {
 	mu      sync.RWMutex
 	servers map[store.ID]*serverState
 
-	work    chan transition
-	wantRef chan struct{}
+	work        chan transition
+	wantRef     chan struct{}
+	lastRefresh atomic.Int64 // unix nanos of the last reload
 	// written counts committed transitions, for tests that wait on them.
 	written atomic.Int64
 }
@@ -168,6 +169,7 @@ func (e *Engine) Refresh(ctx context.Context) error {
 		snap.targets[targets[i].ID] = &targets[i]
 	}
 	e.snap.Store(snap)
+	e.lastRefresh.Store(e.cfg.Now().UnixNano())
 
 	inDB := make(map[store.ID]map[condKey]store.AlertState)
 	for _, f := range firing {
@@ -185,7 +187,14 @@ func (e *Engine) Refresh(ctx context.Context) error {
 	e.mu.RUnlock()
 	for _, ss := range states {
 		ss.mu.Lock()
-		e.rebind(ss, snap)
+		if !e.rebind(ss, snap) {
+			// The server was removed (its states with it).
+			ss.mu.Unlock()
+			e.mu.Lock()
+			delete(e.servers, ss.id)
+			e.mu.Unlock()
+			continue
+		}
 		db := inDB[ss.id]
 		for k, f := range db {
 			c := ss.conds[k]
@@ -226,17 +235,18 @@ func (e *Engine) state(id store.ID) *serverState {
 }
 
 // rebind recomputes which rules apply to ss after a reload, and drops the
-// conditions of removed rules. ss.mu is held.
-func (e *Engine) rebind(ss *serverState, snap *snapshot) {
+// conditions of removed rules. It reports whether the snapshot knows the
+// server. ss.mu is held.
+func (e *Engine) rebind(ss *serverState, snap *snapshot) (known bool) {
+	t := snap.targets[ss.id]
 	if ss.version == snap.version {
-		return
+		return t != nil
 	}
 	ss.version = snap.version
-	t := snap.targets[ss.id]
+	known = t != nil
 	if t == nil {
 		// A server added since the last reload: no labels known yet.
 		t = &store.AlertTarget{ID: ss.id, Name: ss.id.String()}
-		e.requestRefresh()
 	}
 	ss.name, ss.cpus = t.Name, t.CPUs
 	ss.rules = ss.rules[:0]
@@ -252,7 +262,22 @@ func (e *Engine) rebind(ss *serverState, snap *snapshot) {
 			delete(ss.conds, k) // the rule is gone, and its states with it
 		}
 	}
+	return known
 }
+
+// requestRefresh asks Run for a reload, at most one every refreshGap for
+// servers the snapshot does not know (a new server's first batches; a
+// removed server's last ones must not make every batch a reload).
+func (e *Engine) requestRefreshForUnknown() {
+	now := e.cfg.Now().UnixNano()
+	if last := e.lastRefresh.Load(); now-last < int64(refreshGap) {
+		return
+	}
+	e.requestRefresh()
+}
+
+// refreshGap spaces reloads asked for by unknown servers.
+const refreshGap = 5 * time.Second
 
 func (e *Engine) requestRefresh() {
 	select {
@@ -272,15 +297,36 @@ func (e *Engine) ObserveMetrics(serverID store.ID, c *store.MetricColumns) {
 	ss := e.state(serverID)
 	var out []transition
 	ss.mu.Lock()
-	if ss.version != snap.version {
-		e.rebind(ss, snap)
+	if ss.version != snap.version && !e.rebind(ss, snap) {
+		e.requestRefreshForUnknown()
 	}
 	if len(ss.rules) > 0 {
 		out = e.evaluate(ss, c)
 	}
 	ss.mu.Unlock()
+	e.enqueue(out)
+}
+
+// enqueue hands transitions to the writer without ever blocking the
+// caller (an agent's stream): when the queue is full, the transition is
+// undone and the next sample makes it again. Called without ss.mu (the
+// writer takes it to finish a transition).
+func (e *Engine) enqueue(out []transition) {
 	for _, t := range out {
-		e.work <- t // outside ss.mu: the worker takes it to finish
+		select {
+		case e.work <- t:
+		default:
+			e.undo(t)
+		}
+	}
+}
+
+func (e *Engine) undo(t transition) {
+	ss := e.state(t.server)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if c := ss.conds[condKey{t.rule.ID, t.mount}]; c != nil {
+		c.busy, c.firing = false, !t.fire
 	}
 }
 
@@ -678,13 +724,7 @@ func (e *Engine) CheckOffline(ctx context.Context) error {
 		}
 		ss.mu.Unlock()
 	}
-	for _, t := range out {
-		select {
-		case e.work <- t:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	e.enqueue(out)
 	return nil
 }
 

@@ -88,6 +88,9 @@ type Spec struct {
 	Server       string
 	Label        string
 	Level        string // default warning
+	// Replace changes an existing alert of that name (resolving what it
+	// has firing) instead of refusing the name; without one it adds.
+	Replace bool
 }
 
 // check validates s and returns the rule to store (without the server id,

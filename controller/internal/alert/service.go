@@ -82,9 +82,20 @@ func (s *Service) AddAs(ctx context.Context, pr *auth.Principal, peer Peer, spec
 		r.ServerID = &srv.ID
 	}
 	name := r.Name
-	r, err = s.st.CreateAlertRule(ctx, r)
+	action := kind.AlertRuleCreated
+	if spec.Replace {
+		var replaced bool
+		if r, replaced, err = s.replace(ctx, r); err != nil {
+			return Rule{}, err
+		}
+		if replaced {
+			action = kind.AlertRuleReplaced
+		}
+	} else {
+		r, err = s.st.CreateAlertRule(ctx, r)
+	}
 	if errors.Is(err, store.ErrConflict) {
-		return Rule{}, fmt.Errorf("alert %s: %w", name, store.ErrConflict)
+		return Rule{}, fmt.Errorf("alert %s: %w (give replace to change it)", name, store.ErrConflict)
 	}
 	if err != nil {
 		return Rule{}, err
@@ -103,8 +114,53 @@ func (s *Service) AddAs(ctx context.Context, pr *auth.Principal, peer Peer, spec
 	if r.LabelKey != "" {
 		changes["label"] = r.LabelKey + "=" + r.LabelValue
 	}
-	s.activity(ctx, pr, peer, kind.AlertRuleCreated, r, changes)
+	s.activity(ctx, pr, peer, action, r, changes)
 	return Rule{AlertRule: r, ServerName: srv.Name}, nil
+}
+
+// replace changes the rule named r.Name to r's definition, or adds it
+// when there is none. What the old definition has firing is resolved in
+// the same transaction: its thresholds, mount or servers may no longer
+// hold, and the new definition fires again on its own terms.
+func (s *Service) replace(ctx context.Context, r store.AlertRule) (store.AlertRule, bool, error) {
+	replaced := false
+	err := s.st.InTx(ctx, func(tx *store.Store) error {
+		old, err := tx.AlertRuleByName(ctx, r.Name)
+		if errors.Is(err, store.ErrNotFound) {
+			r, err = tx.CreateAlertRule(ctx, r)
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.resolveAll(ctx, tx, old, "The alert rule "+old.Name+" was changed."); err != nil {
+			return err
+		}
+		r.ID = old.ID
+		r, err = tx.UpdateAlertRule(ctx, r)
+		replaced = err == nil
+		return err
+	})
+	return r, replaced, err
+}
+
+// resolveAll resolves, in tx, everything rule r has firing, with reason as
+// the resolved events' body.
+func (s *Service) resolveAll(ctx context.Context, tx *store.Store, r store.AlertRule, reason string) error {
+	firing, err := tx.FiringAlertsOfRule(ctx, r.ID)
+	if err != nil {
+		return err
+	}
+	names := map[store.ID]string{}
+	now := s.now()
+	for _, f := range firing {
+		t := transition{rule: r, server: f.ServerID, name: s.serverName(ctx, f.ServerID, names), mount: f.Mount,
+			since: f.PendingSince, at: now, value: f.Value, reason: reason}
+		if err := writeTransition(ctx, tx, t); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // reload makes this controller's engine see a change at once (others
@@ -239,19 +295,9 @@ func (s *Service) RemoveAs(ctx context.Context, pr *auth.Principal, peer Peer, n
 	if err != nil {
 		return err
 	}
-	now := s.now()
 	err = s.st.InTx(ctx, func(tx *store.Store) error {
-		firing, err := tx.FiringAlertsOfRule(ctx, r.ID)
-		if err != nil {
+		if err := s.resolveAll(ctx, tx, r, "The alert rule "+r.Name+" was removed."); err != nil {
 			return err
-		}
-		names := map[store.ID]string{}
-		for _, f := range firing {
-			t := transition{rule: r, server: f.ServerID, name: s.serverName(ctx, f.ServerID, names), mount: f.Mount,
-				since: f.PendingSince, at: now, value: f.Value, reason: "The alert rule " + r.Name + " was removed."}
-			if err := writeTransition(ctx, tx, t); err != nil {
-				return err
-			}
 		}
 		return tx.DeleteAlertRule(ctx, r.ID)
 	})

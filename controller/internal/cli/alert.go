@@ -84,15 +84,17 @@ func (a *app) alertCmd() *cobra.Command {
 	var metric, mount, server, label, level string
 	var above, resolveBelow float64
 	var forD time.Duration
+	var replace bool
 	add := apiCommand(&cobra.Command{
 		Use:   "add NAME",
 		Short: "Alert when a metric stays above a threshold for a duration",
 		Long: "berth alert add NAME --metric cpu|memory|swap|load|disk|inodes|net_rx|net_tx|offline [--above X] [--for DURATION]\n" +
-			"    [--resolve-below Y] [--mount PATH] [--server S | --label K=V] [--level warning|critical]\n\n" +
+			"    [--resolve-below Y] [--mount PATH] [--server S | --label K=V] [--level warning|critical] [--replace]\n\n" +
 			"cpu, memory, swap, disk and inodes are percentages, load is load1 per core, net_rx and net_tx are bytes per second.\n" +
 			"It fires once the metric stayed above X for DURATION (default 5m; offline: 2m) and resolves below Y\n" +
 			"(default X minus 5 points for percentages, 10% below X otherwise). disk and inodes are per mount: --mount PATH,\n" +
-			"or every mount. offline takes no threshold: it fires once a server has sent no heartbeat for DURATION.",
+			"or every mount. offline takes no threshold: it fires once a server has sent no heartbeat for DURATION.\n" +
+			"--replace changes an existing alert of that name (what it has firing is resolved first).",
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fl := cmd.Flags()
@@ -111,7 +113,7 @@ func (a *app) alertCmd() *cobra.Command {
 			if mount != "" && metric != "disk" && metric != "inodes" {
 				return usageError{fmt.Errorf("--mount is for disk and inodes only, not %s", metric)}
 			}
-			req := &adminv1.AddAlertRequest{Name: args[0], Metric: metric, Mount: mount, Server: server, Label: label, Level: level}
+			req := &adminv1.AddAlertRequest{Name: args[0], Metric: metric, Mount: mount, Server: server, Label: label, Level: level, Replace: replace}
 			if metric == "offline" {
 				if fl.Changed("above") || fl.Changed("resolve-below") {
 					return usageError{errors.New("offline takes no --above or --resolve-below")}
@@ -159,6 +161,7 @@ func (a *app) alertCmd() *cobra.Command {
 	add.Flags().StringVar(&server, "server", "", "only this server")
 	add.Flags().StringVar(&label, "label", "", "only servers with this label (K=V)")
 	add.Flags().StringVar(&level, "level", "", "warning (default) or critical")
+	add.Flags().BoolVar(&replace, "replace", false, "change the alert of that name if there is one")
 
 	var listF apiFlags
 	list := apiCommand(&cobra.Command{

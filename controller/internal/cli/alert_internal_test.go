@@ -34,6 +34,7 @@ func TestAlertFlagsAreValidated(t *testing.T) {
 		{[]string{"alert", "add", "tmp", "--metric", "disk", "--above", "50", "--for", "10s", "--mount", "/mnt/t", "--server", "web-1", "--level", "critical"}, "set BERTH_CA_FILE"},
 		{[]string{"alert", "add", "gone", "--metric", "offline", "--for", "2m", "--label", "env=prod"}, "set BERTH_CA_FILE"},
 		{[]string{"alert", "list", "-o", "json"}, "set BERTH_CA_FILE"},
+		{[]string{"alert", "add", "disk-above-90", "--metric", "disk", "--above", "80", "--replace"}, "set BERTH_CA_FILE"},
 	} {
 		var out, errb bytes.Buffer
 		code := Main(tc.args, strings.NewReader(""), &out, &errb)

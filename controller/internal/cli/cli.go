@@ -81,7 +81,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.serveCmd(), a.migrateCmd(), a.keysCmd(), a.versionCmd(), a.adminCmd(), a.tokenCmd(), a.serverCmd(), a.metricsCmd(),
 		a.gitCredentialCmd(), a.appCmd(), a.deployCmd(), a.rollbackCmd(), a.deploymentsCmd(),
-		a.userCmd(), a.activityCmd(), a.securityCmd(), a.notifyCmd(), a.notificationsCmd(), a.alertCmd())
+		a.userCmd(), a.activityCmd(), a.securityCmd(), a.notifyCmd(), a.notificationsCmd(), a.alertCmd(), a.backupCmd())
 	return root
 }
 

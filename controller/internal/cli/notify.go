@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -46,7 +47,8 @@ func (a *app) stdinLine(what string) (string, error) {
 func channelJSON(c *adminv1.NotifyChannel) map[string]any {
 	return map[string]any{"id": c.GetId(), "name": c.GetName(), "kind": c.GetKind(), "to": orEmpty(c.GetTo()), "to_admins": c.GetToAdmins(),
 		"url_host": c.GetUrlHost(), "rate_limit_per_hour": c.GetRateLimitPerHour(), "last_error": c.GetLastError(),
-		"failing_since": tsOrNil(c.GetFailingSince()), "last_delivered_at": tsOrNil(c.GetLastDeliveredAt()), "created_at": tsString(c.GetCreatedAt())}
+		"failing_since": tsOrNil(c.GetFailingSince()), "last_delivered_at": tsOrNil(c.GetLastDeliveredAt()), "given_up": c.GetGivenUp(),
+		"created_at": tsString(c.GetCreatedAt())}
 }
 
 func ruleJSON(r *adminv1.NotifyRule) map[string]any {
@@ -76,7 +78,65 @@ func tsOrNil(t *timestamppb.Timestamp) any {
 
 func (a *app) notifyCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "notify", Short: "Notification channels and the rules that route events to them (admin)"}
-	cmd.AddCommand(a.notifyChannelCmd(), a.notifyRuleCmd())
+	cmd.AddCommand(a.notifyChannelCmd(), a.notifyRuleCmd(), a.notifyDeliveryCmd())
+	return cmd
+}
+
+// deliveryStatuses are the outbox states (the service checks them too; the
+// CLI refuses a typo before dialing).
+var deliveryStatuses = []string{"pending", "delivered", "failed", "merged", "held", "digested"}
+
+func deliveryJSON(d *adminv1.NotifyDelivery) map[string]any {
+	return map[string]any{"id": d.GetId(), "channel": d.GetChannel(), "event_id": d.GetEventId(), "event_kind": d.GetEventKind(),
+		"title": d.GetTitle(), "status": d.GetStatus(), "attempts": d.GetAttempts(), "last_error": d.GetLastError(),
+		"next_attempt_at": tsOrNil(d.GetNextAttemptAt()), "delivered_at": tsOrNil(d.GetDeliveredAt()), "created_at": tsString(d.GetCreatedAt())}
+}
+
+func (a *app) notifyDeliveryCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "delivery", Short: "The outbox: each message to each channel and how its delivery went"}
+	var f apiFlags
+	var channel, st string
+	var limit int
+	list := apiCommand(&cobra.Command{
+		Use:   "list",
+		Short: "Recent deliveries, newest first (--channel NAME, --status pending|delivered|failed)",
+		Long: "Lists the latest messages of every channel, or of one with --channel, newest first.\n" +
+			"--status narrows to pending (to send or retry), delivered, failed (given up after its retries),\n" +
+			"merged (a repeat not sent), held (over the rate limit, waiting for a digest) or digested.",
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if st != "" && !slices.Contains(deliveryStatuses, st) {
+				return usageError{fmt.Errorf("--status %q: want %s", st, strings.Join(deliveryStatuses, ", "))}
+			}
+			if limit < 1 || limit > 200 {
+				return usageError{errors.New("--limit must be 1 to 200")}
+			}
+			return withNotify(cmd.Context(), &f, func(ctx context.Context, c adminv1.NotificationServiceClient) error {
+				res, err := c.ListDeliveries(ctx, &adminv1.ListDeliveriesRequest{Channel: channel, Status: st, Limit: int32(limit)})
+				if err != nil {
+					return err
+				}
+				if f.output == "json" {
+					out := []map[string]any{}
+					for _, d := range res.GetDeliveries() {
+						out = append(out, deliveryJSON(d))
+					}
+					return a.printJSON(out)
+				}
+				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tCREATED\tCHANNEL\tEVENT\tSTATUS\tATTEMPTS\tNEXT ATTEMPT\tDELIVERED\tLAST ERROR")
+				for _, d := range res.GetDeliveries() {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.GetId(), tsString(d.GetCreatedAt()), d.GetChannel(), d.GetEventKind(),
+						d.GetStatus(), d.GetAttempts(), tsString(d.GetNextAttemptAt()), tsString(d.GetDeliveredAt()), dash(d.GetLastError()))
+				}
+				return tw.Flush()
+			})
+		},
+	}, &f)
+	list.Flags().StringVar(&channel, "channel", "", "only this channel's deliveries")
+	list.Flags().StringVar(&st, "status", "", "only deliveries in this status: pending, delivered or failed (also merged, held, digested)")
+	list.Flags().IntVar(&limit, "limit", 50, "at most this many (1 to 200)")
+	cmd.AddCommand(list)
 	return cmd
 }
 
@@ -181,7 +241,7 @@ func (a *app) notifyChannelCmd() *cobra.Command {
 					return a.printJSON(out)
 				}
 				tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tKIND\tTARGET\tLAST DELIVERED\tFAILING SINCE\tLAST ERROR")
+				fmt.Fprintln(tw, "NAME\tKIND\tTARGET\tLAST DELIVERED\tFAILING SINCE\tGIVEN UP\tLAST ERROR")
 				for _, ch := range res.GetChannels() {
 					target := ch.GetUrlHost()
 					switch {
@@ -190,8 +250,8 @@ func (a *app) notifyChannelCmd() *cobra.Command {
 					case len(ch.GetTo()) > 0:
 						target = strings.Join(ch.GetTo(), ",")
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ch.GetName(), ch.GetKind(), target, tsString(ch.GetLastDeliveredAt()),
-						tsString(ch.GetFailingSince()), dash(ch.GetLastError()))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", ch.GetName(), ch.GetKind(), target, tsString(ch.GetLastDeliveredAt()),
+						tsString(ch.GetFailingSince()), ch.GetGivenUp(), dash(ch.GetLastError()))
 				}
 				return tw.Flush()
 			})

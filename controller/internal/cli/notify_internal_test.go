@@ -31,10 +31,16 @@ func TestNotifyFlagsAreValidated(t *testing.T) {
 		{[]string{"notify", "rule", "remove"}, "", "accepts 1 arg(s)"},
 		{[]string{"notifications", "--unread", "--mark-read", "all"}, "", "do not go together"},
 		{[]string{"notifications", "-o", "yaml"}, "", "-o must be text or json"},
+		{[]string{"notify", "delivery", "list", "--status", "lost"}, "", "--status \"lost\": want pending, delivered, failed"},
+		{[]string{"notify", "delivery", "list", "--limit", "0"}, "", "--limit must be 1 to 200"},
+		{[]string{"notify", "delivery", "list", "--limit", "5000"}, "", "--limit must be 1 to 200"},
+		{[]string{"notify", "delivery", "list", "extra"}, "", "accepts 0 arg(s)"},
+		{[]string{"notify", "delivery", "list", "-o", "yaml"}, "", "-o must be text or json"},
 		// Valid flags reach the dial, which needs the CA.
 		{[]string{"notify", "channel", "add", "ops", "--kind", "slack", "--url-stdin"}, "https://hooks.slack.com/services/T/B/x\n", "set BERTH_CA_FILE"},
 		{[]string{"notify", "rule", "add", "--events", "deployment.*,server.offline", "--channel", "ops", "--min-level", "warning"}, "", "set BERTH_CA_FILE"},
 		{[]string{"notifications", "--mark-read", "all"}, "", "set BERTH_CA_FILE"},
+		{[]string{"notify", "delivery", "list", "--channel", "ops", "--status", "failed", "-o", "json"}, "", "set BERTH_CA_FILE"},
 	} {
 		var out, errb bytes.Buffer
 		code := Main(tc.args, strings.NewReader(tc.stdin), &out, &errb)

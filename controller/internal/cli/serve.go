@@ -50,6 +50,7 @@ func (a *app) serveCmd() *cobra.Command {
 	f.DurationVar(&cfg.Web.SessionMax, "session-max-age", 12*time.Hour, "sign a web session out this long after login")
 	f.StringSliceVar(&cfg.Web.TrustedProxies, "trusted-proxy", nil, "address or CIDR of a reverse proxy whose X-Forwarded-For is trusted (repeatable)")
 	f.BoolVar(&cfg.AllowPrivateWebhookTargets, "allow-private-webhook-targets", false, "let notification channels (webhooks, Slack, Discord) call private, loopback and link-local addresses; off, such targets are refused (SSRF protection)")
+	f.DurationVar(&cfg.NotifyLease, "notify-lease", 2*time.Minute, "how long a notification being sent is left to its controller (sends end before it); after a crash, how long until another controller sends it again (at least 1s)")
 	return cmd
 }
 

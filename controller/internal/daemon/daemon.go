@@ -22,6 +22,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 
 	"github.com/berthhq/berth/controller/internal/audit"
+	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
@@ -76,6 +77,10 @@ type Config struct {
 	// AllowPrivateWebhookTargets lets notification channels call private,
 	// loopback and link-local addresses (off: SSRF protection).
 	AllowPrivateWebhookTargets bool
+	// NotifyLease is how long a notification being sent is left alone by
+	// other controllers, and so how soon after a crash it is sent again
+	// (0: the notify package's default).
+	NotifyLease time.Duration
 	// Ready, when set, is called once every listener is up.
 	Ready func(httpAddr, grpcAddr net.Addr)
 }
@@ -106,6 +111,9 @@ func (c *Config) checkAndSetDefaults() error {
 	}
 	if c.UnreachableGrace < 0 {
 		return errors.New("--unreachable-grace must not be negative")
+	}
+	if c.NotifyLease != 0 && c.NotifyLease < time.Second {
+		return errors.New("--notify-lease must be at least 1s")
 	}
 	if c.UpstreamPorts != "" {
 		if _, _, err := deploys.ParsePortRange(c.UpstreamPorts); err != nil {
@@ -228,6 +236,9 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 
 	deploySvc := deploys.New(db, fleetSvc, log, deploys.Config{StartGrace: cfg.StartGrace, UnreachableGrace: cfg.UnreachableGrace, UpstreamPorts: cfg.UpstreamPorts})
+	// Backups take the agents' job events first and hand the deploys
+	// service those of its jobs.
+	backupSvc := backups.New(db, fleetSvc, deploySvc, log, backups.Config{StartGrace: cfg.StartGrace, UnreachableGrace: cfg.UnreachableGrace})
 	notifySvc, err := newNotify(ctx, cfg, db, publicURL, log)
 	if err != nil {
 		return err
@@ -241,6 +252,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	ui.SetAlerts(alertSvc)
+	ui.SetBackups(backupSvc)
 	defer accountsSvc.Wait()
 
 	var wg sync.WaitGroup
@@ -286,6 +298,11 @@ func Run(ctx context.Context, cfg Config) error {
 		// sharing the database may run it).
 		deploySvc.Run(bgCtx, pool)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		backupSvc.Run(bgCtx, pool)
+	}()
 
 	wg.Add(1)
 	go func() {
@@ -307,7 +324,7 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Accounts: accountsSvc, Audit: audit.New(db), Deploys: deploySvc, Notify: notifySvc, Alerts: alertSvc, SchemaVersion: st.Version, Log: log}
+	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Accounts: accountsSvc, Audit: audit.New(db), Deploys: deploySvc, Notify: notifySvc, Alerts: alertSvc, Backups: backupSvc, SchemaVersion: st.Version, Log: log}
 	authn := grpcapi.NewAuthenticator(deps)
 	grpcSrv := grpc.NewServer(
 		// Handshake deadlines (ClientHello, slot queue, the rest) and the

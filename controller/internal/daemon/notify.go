@@ -21,6 +21,7 @@ func newNotify(ctx context.Context, cfg Config, db *store.Store, publicURL strin
 	}
 	svc, err := notify.New(notify.Config{
 		Store: db, Mailer: mailer, Logger: log, AllowPrivateTargets: cfg.AllowPrivateWebhookTargets, PublicURL: publicURL,
+		Lease: cfg.NotifyLease,
 	})
 	if err != nil {
 		return nil, err

@@ -21,15 +21,16 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/fleet"
+	"github.com/berthhq/berth/controller/internal/jobrelay"
 	"github.com/berthhq/berth/controller/internal/ratelimit"
 	"github.com/berthhq/berth/controller/internal/store"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
 // Config tunes the service.
@@ -81,8 +82,9 @@ type Service struct {
 	// and address: 10 a minute (burst 10), 50 a second over all.
 	badHooks *ratelimit.PerKey
 
-	mu        sync.Mutex
-	followers map[store.ID]map[chan struct{}]struct{}
+	// relay carries dispatch, cancel and log messages between
+	// controllers and holds this controller's followers.
+	relay *jobrelay.Relay
 
 	// upLow and upHigh bound apps' upstream ports (Config.UpstreamPorts).
 	upLow, upHigh int
@@ -112,8 +114,14 @@ func New(st *store.Store, fl *fleet.Service, log *slog.Logger, cfg Config) *Serv
 		cfg.Now = time.Now
 	}
 	s := &Service{st: st, fleet: fl, log: log.With("component", "deploys"), cfg: cfg,
-		wake: make(chan struct{}, 1), started: cfg.Now(), badHooks: ratelimit.New(10, 10, 50), followers: map[store.ID]map[chan struct{}]struct{}{},
+		wake: make(chan struct{}, 1), started: cfg.Now(), badHooks: ratelimit.New(10, 10, 50),
 		upLow: upLow, upHigh: upHigh}
+	s.relay = jobrelay.New(st.Pool(), jobsChannel, s.log, jobrelay.Handlers{
+		Dispatch: s.poke,
+		Cancel: func(server store.ID, job string) {
+			_ = fl.Hub().Send(server, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_JobCancel{JobCancel: &agentv1.JobCancel{JobId: job}}})
+		},
+	})
 	fl.SetJobHandler(s)
 	return s
 }

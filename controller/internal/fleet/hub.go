@@ -157,6 +157,14 @@ type JobHandler interface {
 	JobEvents(ctx context.Context, serverID store.ID, msgs []*agentv1.ConnectRequest) ([]*agentv1.JobAck, error)
 }
 
+// HelloHandler is a JobHandler that also reads each stream's hello before
+// the stream counts as connected (the backups service stores the runs an
+// agent made from its held schedules there, so no controller runs those
+// ticks again). An error refuses the stream.
+type HelloHandler interface {
+	AgentHello(ctx context.Context, serverID store.ID, hello *agentv1.Hello) error
+}
+
 // SetJobHandler routes job messages (set once, before serving).
 func (s *Service) SetJobHandler(h JobHandler) {
 	s.hub.mu.Lock()

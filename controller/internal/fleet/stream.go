@@ -68,6 +68,11 @@ func (s *Service) Serve(stream connectStream, ag *auth.Agent, peer Peer) error {
 	if prev != store.ServerOnline {
 		s.log.Info("server online", "server", srv.Name, "peer", peer.String())
 	}
+	if hh, ok := s.jobHandler().(HelloHandler); ok {
+		if err := hh.AgentHello(ctx, ag.ServerID, hello); err != nil {
+			return err
+		}
+	}
 
 	c := &conn{serverID: ag.ServerID, serial: ag.Serial, out: make(chan *agentv1.ConnectResponse, sendQueue), cancel: cancel, dropped: hello.GetMetricsDropped()}
 	s.hub.register(c)

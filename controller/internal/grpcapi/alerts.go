@@ -52,6 +52,7 @@ func (s *notifyServer) AddAlert(ctx context.Context, req *adminv1.AddAlertReques
 	spec := alert.Spec{
 		Name: req.GetName(), Metric: req.GetMetric(), Above: req.Above, ResolveBelow: req.ResolveBelow,
 		Mount: req.GetMount(), Server: req.GetServer(), Label: req.GetLabel(), Level: req.GetLevel(),
+		Replace: req.GetReplace(),
 	}
 	if req.For != nil {
 		if err := req.GetFor().CheckValid(); err != nil {

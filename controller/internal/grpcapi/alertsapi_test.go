@@ -81,6 +81,10 @@ func TestAlertRulesAPI(t *testing.T) {
 		t.Errorf("unknown server: %v", err)
 	}
 
+	rep, err := c.AddAlert(as(admin), &adminv1.AddAlertRequest{Name: "tmp-full", Metric: "disk", Above: proto.Float64(60), Mount: "/mnt/t", Replace: true})
+	if err != nil || rep.GetAlert().GetId() != r.GetId() || rep.GetAlert().GetAbove() != 60 || rep.GetAlert().GetServerId() != "" {
+		t.Fatalf("replace: %v %v", rep, err)
+	}
 	got, err := c.GetAlert(as(reader), &adminv1.GetAlertRequest{Name: "tmp-full"})
 	if err != nil || got.GetAlert().GetId() != r.GetId() || len(got.GetAlert().GetFiring()) != 0 {
 		t.Fatalf("get: %v %v", got, err)

@@ -20,6 +20,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/alert"
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/buildinfo"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
@@ -46,7 +47,10 @@ type Deps struct {
 	Notify *notify.Service
 	// Alerts is the threshold alerts service (NotificationService's alert
 	// methods answer Unimplemented without it).
-	Alerts        *alert.Service
+	Alerts *alert.Service
+	// Backups is the backups service (BackupService is not registered
+	// without it).
+	Backups       *backups.Service
 	SchemaVersion uint
 	Log           *slog.Logger
 	// Now is the clock of the agent port's refusal budget (time.Now when
@@ -63,6 +67,9 @@ func Register(s *grpc.Server, d Deps) *health.Server {
 	}
 	if d.Notify != nil {
 		adminv1.RegisterNotificationServiceServer(s, &notifyServer{d: d})
+	}
+	if d.Backups != nil {
+		adminv1.RegisterBackupServiceServer(s, &backupServer{d: d})
 	}
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(s, hs)

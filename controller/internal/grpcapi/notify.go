@@ -68,6 +68,7 @@ func notifyChannelPB(c notify.Channel) *adminv1.NotifyChannel {
 	out := &adminv1.NotifyChannel{
 		Id: c.ID.String(), Name: c.Name, Kind: c.Kind, To: c.To, ToAdmins: c.ToAdmins, UrlHost: c.Host,
 		RateLimitPerHour: int32(c.RateLimitPerHour), LastError: c.LastError, CreatedAt: timestamppb.New(c.CreatedAt),
+		GivenUp: c.GivenUp,
 	}
 	if c.FailingSince != nil {
 		out.FailingSince = timestamppb.New(*c.FailingSince)
@@ -224,4 +225,38 @@ func (s *notifyServer) GetUnreadCount(ctx context.Context, _ *adminv1.GetUnreadC
 		return nil, notifyStatus(err)
 	}
 	return &adminv1.GetUnreadCountResponse{Unread: n}, nil
+}
+
+func notifyDeliveryPB(d notify.Delivery) *adminv1.NotifyDelivery {
+	out := &adminv1.NotifyDelivery{
+		Id: d.ID.String(), Channel: d.Channel, EventKind: d.EventKind, Title: d.Title, Status: d.Status,
+		Attempts: int32(d.Attempts), LastError: d.LastError, CreatedAt: timestamppb.New(d.CreatedAt),
+	}
+	if d.EventID != nil {
+		out.EventId = d.EventID.String()
+	}
+	if d.NextAttemptAt != nil {
+		out.NextAttemptAt = timestamppb.New(*d.NextAttemptAt)
+	}
+	if d.DeliveredAt != nil {
+		out.DeliveredAt = timestamppb.New(*d.DeliveredAt)
+	}
+	return out
+}
+
+func (s *notifyServer) ListDeliveries(ctx context.Context, req *adminv1.ListDeliveriesRequest) (*adminv1.ListDeliveriesResponse, error) {
+	if err := checkSizes([]string{req.GetChannel(), req.GetStatus()}); err != nil {
+		return nil, err
+	}
+	ds, err := s.d.Notify.DeliveriesAs(ctx, auth.PrincipalFrom(ctx), notify.DeliveryFilter{
+		Channel: req.GetChannel(), Status: req.GetStatus(), Limit: int(req.GetLimit()),
+	})
+	if err != nil {
+		return nil, notifyStatus(err)
+	}
+	out := &adminv1.ListDeliveriesResponse{}
+	for _, d := range ds {
+		out.Deliveries = append(out.Deliveries, notifyDeliveryPB(d))
+	}
+	return out, nil
 }

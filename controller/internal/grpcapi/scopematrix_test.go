@@ -23,6 +23,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/alert"
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
@@ -138,17 +139,47 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.NotificationService/ListNotifications":     {store.ScopeRead, `unread_only: true`},
 	"/berth.admin.v1.NotificationService/MarkNotificationsRead": {store.ScopeRead, `all: true`},
 	"/berth.admin.v1.NotificationService/GetUnreadCount":        {store.ScopeRead, ``},
+	"/berth.admin.v1.NotificationService/ListDeliveries":        {store.ScopeAdmin, `status: "failed"`},
 	// Alert rules: admin to change, read to look.
 	"/berth.admin.v1.NotificationService/AddAlert":    {store.ScopeAdmin, `name: "cpu-new" metric: "cpu" above: 90`},
 	"/berth.admin.v1.NotificationService/ListAlerts":  {store.ScopeRead, ``},
 	"/berth.admin.v1.NotificationService/GetAlert":    {store.ScopeRead, `name: "nope"`},
 	"/berth.admin.v1.NotificationService/RemoveAlert": {store.ScopeAdmin, `name: "nope"`},
 
+	// berth.admin.v1.BackupService: destinations hold credentials (admin to
+	// add or remove); running, verifying, testing and canceling are write;
+	// restore, delete and download (the data in the clear) and key
+	// rotation are admin.
+	"/berth.admin.v1.BackupService/AddBackupDestination":    {store.ScopeAdmin, `name: "dest-new" kind: "local" path: "/var/backups/berth"`},
+	"/berth.admin.v1.BackupService/ListBackupDestinations":  {store.ScopeRead, ``},
+	"/berth.admin.v1.BackupService/GetBackupDestination":    {store.ScopeRead, `name: "nope"`},
+	"/berth.admin.v1.BackupService/TestBackupDestination":   {store.ScopeWrite, `name: "nope"`},
+	"/berth.admin.v1.BackupService/RemoveBackupDestination": {store.ScopeAdmin, `name: "nope"`},
+	"/berth.admin.v1.BackupService/RunBackup":               {store.ScopeWrite, `app: "shop" destination: "nope" kind: "postgres" source: "shop"`},
+	"/berth.admin.v1.BackupService/ListBackups":             {store.ScopeRead, ``},
+	"/berth.admin.v1.BackupService/GetBackup":               {store.ScopeRead, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/FollowBackupJob":         {store.ScopeRead, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/CancelBackupJob":         {store.ScopeWrite, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/VerifyBackup":            {store.ScopeWrite, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/RestoreBackup":           {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/DownloadBackup":          {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/DeleteBackup":            {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/ListBackupKeys":          {store.ScopeRead, ``},
+	"/berth.admin.v1.BackupService/RotateBackupKey":         {store.ScopeAdmin, ``},
+	// Schedules: admin to change (retention deletes backups).
+	"/berth.admin.v1.BackupService/AddBackupSchedule":     {store.ScopeAdmin, `app: "shop" destination: "nope" kind: "postgres" source: "shop" cron: "0 3 * * *" keep: 3`},
+	"/berth.admin.v1.BackupService/ListBackupSchedules":   {store.ScopeRead, ``},
+	"/berth.admin.v1.BackupService/GetBackupSchedule":     {store.ScopeRead, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/DisableBackupSchedule": {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/EnableBackupSchedule":  {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+	"/berth.admin.v1.BackupService/RemoveBackupSchedule":  {store.ScopeAdmin, `id: "$NO_SUCH_ID"`},
+
 	// berth.agent.v1.AgentService: enrollment is public (the join token is
 	// the credential); the stream needs the client certificate.
 	"/berth.agent.v1.AgentService/GetVersion": {needPublic, ``},
 	"/berth.agent.v1.AgentService/Enroll":     {needPublic, `token: "not-a-join-token"`},
 	"/berth.agent.v1.AgentService/Connect":    {needCert, ``},
+	"/berth.agent.v1.AgentService/SendObject": {needCert, ``},
 
 	// grpc.health.v1.Health: load balancers probe without credentials.
 	"/grpc.health.v1.Health/Check": {needPublic, ``},
@@ -195,7 +226,8 @@ func setupMatrix(t *testing.T) *matrixEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deps := grpcapi.Deps{Store: st, CA: authority, Fleet: fl, Deploys: dep, Accounts: acc, Audit: audit.New(st), Notify: ns, Log: log,
+	bk := backups.New(st, fl, dep, log, backups.Config{})
+	deps := grpcapi.Deps{Store: st, CA: authority, Fleet: fl, Deploys: dep, Accounts: acc, Audit: audit.New(st), Notify: ns, Backups: bk, Log: log,
 		Alerts: alert.NewService(st, nil, log)}
 	authn := grpcapi.NewAuthenticator(deps)
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(authority.ServerTLSConfig(certs.GetCertificate))),

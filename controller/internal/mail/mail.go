@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"time"
 
@@ -22,6 +23,28 @@ type Message struct {
 	To      string
 	Subject string
 	Text    string
+	// MessageID, when set, is the Message-ID header's value without the
+	// angle brackets ("left@right"): a sender that may send the same
+	// message again (a retry after a crash) sets a stable one, so mail
+	// systems and readers can tell the copy for what it is. Empty: a
+	// random one.
+	MessageID string
+}
+
+// messageIDRE is what a Message-ID may be here: RFC 5322's dot-atom-text
+// on both sides of the "@" (no brackets, spaces or line breaks, which
+// could inject headers).
+var messageIDRE = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+/=?^_` + "`" + `{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_` + "`" + `{|}~-]+)*@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$`)
+
+// ErrBadMessageID: Message.MessageID is not of the form left@right.
+var ErrBadMessageID = errors.New("mail: message id must be dot-atom text left@right")
+
+// CheckMessageID reports whether id may be a Message.MessageID.
+func CheckMessageID(id string) error {
+	if len(id) > 250 || !messageIDRE.MatchString(id) {
+		return ErrBadMessageID
+	}
+	return nil
 }
 
 // Mailer sends messages.
@@ -111,7 +134,14 @@ func (s *SMTP) Send(ctx context.Context, m Message) error {
 	}
 	msg.Subject(m.Subject)
 	msg.SetDate()
-	msg.SetMessageID()
+	if m.MessageID != "" {
+		if err := CheckMessageID(m.MessageID); err != nil {
+			return err
+		}
+		msg.SetMessageIDWithValue(m.MessageID)
+	} else {
+		msg.SetMessageID()
+	}
 	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
 
 	opts := []gomail.Option{gomail.WithPort(s.cfg.Port), gomail.WithTimeout(s.cfg.Timeout)}

@@ -3,6 +3,7 @@ package mail_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -128,5 +129,41 @@ func TestLogFallbackHidesBody(t *testing.T) {
 	}
 	if strings.Contains(out, "SECRET-TOKEN") {
 		t.Errorf("log contains the body: %q", out)
+	}
+}
+
+// A message sent twice with the same MessageID (a retry after a crash)
+// arrives twice with one Message-ID, so mail systems can tell the copy;
+// without one, each message gets its own. An id that could inject headers
+// is refused before anything is sent.
+func TestStableMessageID(t *testing.T) {
+	srv := mailtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const id = "01JF8ZQ3K4Y6W2V0A9B8C7D6E5.3f2a@berth.example.com"
+	for range 2 {
+		if err := srv.Mailer().Send(ctx, mail.Message{To: "ops@example.com", Subject: "s", Text: "t", MessageID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if err := srv.Mailer().Send(ctx, mail.Message{To: "dev@example.com", Subject: "s", Text: "t"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ops, dev := srv.MessagesTo("ops@example.com"), srv.MessagesTo("dev@example.com")
+	if len(ops) != 2 || ops[0].Header.Get("Message-Id") != "<"+id+">" || ops[1].Header.Get("Message-Id") != "<"+id+">" {
+		t.Fatalf("stable ids: %q", []string{ops[0].Header.Get("Message-Id"), ops[1].Header.Get("Message-Id")})
+	}
+	if len(dev) != 2 || dev[0].Header.Get("Message-Id") == dev[1].Header.Get("Message-Id") || dev[0].Header.Get("Message-Id") == "" {
+		t.Fatalf("random ids are not distinct: %v %v", dev[0].Header, dev[1].Header)
+	}
+	for _, bad := range []string{"no-at-sign", "<a@b>", "a@b\r\nBcc: x@evil.example", "a b@c", "a@b c", "a..b@c", "@c", "a@", strings.Repeat("a", 250) + "@b"} {
+		if err := srv.Mailer().Send(ctx, mail.Message{To: "ops@example.com", Subject: "s", Text: "t", MessageID: bad}); !errors.Is(err, mail.ErrBadMessageID) {
+			t.Errorf("message id %q: err %v, want ErrBadMessageID", bad, err)
+		}
+	}
+	if n := len(srv.Messages()); n != 4 {
+		t.Fatalf("%d messages arrived, want 4 (bad ids send nothing)", n)
 	}
 }

@@ -71,6 +71,21 @@ func (s *Service) ChannelsAs(ctx context.Context, pr *auth.Principal) ([]Channel
 	return s.Channels(ctx)
 }
 
+// ChannelAs gets one channel by name for an admin.
+func (s *Service) ChannelAs(ctx context.Context, pr *auth.Principal, name string) (Channel, error) {
+	if err := auth.Require(pr, store.ScopeAdmin); err != nil {
+		return Channel{}, err
+	}
+	if err := checkName(name); err != nil {
+		return Channel{}, err
+	}
+	c, err := s.Channel(ctx, name)
+	if err != nil {
+		return Channel{}, fmt.Errorf("channel %s: %w", name, err)
+	}
+	return c, nil
+}
+
 // TestChannelAs sends a test message for an admin and returns the channel
 // as it is after the attempt (its last_error shows a failure). A failed
 // send is reported in the error too.
@@ -138,24 +153,26 @@ func (s *Service) AddRuleAs(ctx context.Context, pr *auth.Principal, peer Peer, 
 		return Rule{}, err
 	}
 	spec := RuleSpec{Events: req.Events, Channel: req.Channel, MinLevel: req.MinLevel}
+	var serverName, appName string
 	if req.Server != "" {
 		srv, err := s.resolveServer(ctx, req.Server)
 		if err != nil {
 			return Rule{}, err
 		}
-		spec.ServerID = &srv.ID
+		spec.ServerID, serverName = &srv.ID, srv.Name
 	}
 	if req.App != "" {
 		app, err := s.resolveApp(ctx, req.App)
 		if err != nil {
 			return Rule{}, err
 		}
-		spec.AppID = &app.ID
+		spec.AppID, appName = &app.ID, app.Name
 	}
 	r, err := s.AddRule(ctx, spec)
 	if err != nil {
 		return Rule{}, err
 	}
+	r.ServerName, r.AppName = serverName, appName
 	changes := map[string]any{"events": r.Events, "channel": r.Channel, "min_level": string(r.MinLevel)}
 	if req.Server != "" {
 		changes["server"] = req.Server
@@ -283,4 +300,13 @@ func checkName(name string) error {
 		return fmt.Errorf("%w: channel name must be 1-63 lowercase letters, digits, '.', '_' or '-'", ErrInvalid)
 	}
 	return nil
+}
+
+// DeliveriesAs lists recent deliveries for an admin: every channel's or
+// one's, in any status or one (see Deliveries).
+func (s *Service) DeliveriesAs(ctx context.Context, pr *auth.Principal, f DeliveryFilter) ([]Delivery, error) {
+	if err := auth.Require(pr, store.ScopeAdmin); err != nil {
+		return nil, err
+	}
+	return s.Deliveries(ctx, f)
 }

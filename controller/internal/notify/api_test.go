@@ -39,6 +39,12 @@ func TestAPIAuthorisation(t *testing.T) {
 		if _, err := s.ChannelsAs(ctx, pr); !errors.Is(err, want) {
 			t.Errorf("channels: %v", err)
 		}
+		if _, err := s.ChannelAs(ctx, pr, "admins-inbox"); !errors.Is(err, want) {
+			t.Errorf("channel: %v", err)
+		}
+		if _, err := s.DeliveriesAs(ctx, pr, DeliveryFilter{}); !errors.Is(err, want) {
+			t.Errorf("deliveries: %v", err)
+		}
 		if _, err := s.TestChannelAs(ctx, pr, Peer{}, "inbox"); !errors.Is(err, want) {
 			t.Errorf("test: %v", err)
 		}

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -37,48 +39,68 @@ type message struct {
 	At           time.Time
 }
 
-// Run delivers until ctx ends: Workers goroutines claim due rows, woken by
-// new rows (LISTEN) or every Poll; one of them also sends digests of held
-// messages.
+// Run delivers until ctx ends. One loop claims due rows, woken by new rows
+// (LISTEN), by a finished send when every slot was busy, or every Poll, and
+// hands each row to a goroutine of its own, at most Workers sends at once.
+// A receiver that answers slowly (or never, until the timeout) so holds
+// one slot, not a whole batch of other channels' messages behind it. The
+// loop also turns held messages into digests once a minute.
 func (s *Service) Run(ctx context.Context) {
 	go s.listen(ctx)
-	done := make(chan struct{})
-	for i := 0; i < s.cfg.Workers; i++ {
-		go func(i int) {
-			defer func() { done <- struct{}{} }()
-			s.worker(ctx, i == 0)
-		}(i)
-	}
-	for i := 0; i < s.cfg.Workers; i++ {
-		<-done
-	}
-}
-
-func (s *Service) worker(ctx context.Context, digests bool) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, s.cfg.Workers)
+	freed := make(chan struct{}, 1)
 	t := time.NewTicker(s.cfg.Poll)
 	defer t.Stop()
 	lastDigest := time.Time{}
 	for ctx.Err() == nil {
-		n, err := s.DeliverDue(ctx, 10)
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("deliver notifications", "err", err)
-		}
-		if digests && time.Since(lastDigest) >= time.Minute {
+		if time.Since(lastDigest) >= time.Minute {
 			lastDigest = time.Now()
 			if _, err := s.SendDigests(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("notification digests", "err", err)
 			}
 		}
-		if n > 0 {
-			continue
+		free := min(cap(slots)-len(slots), claimBatch)
+		claimed := 0
+		if free > 0 {
+			rows, err := s.claim(ctx, free)
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("claim notifications", "err", err)
+			}
+			claimed = len(rows)
+			for _, r := range rows {
+				slots <- struct{}{} // never blocks: at most free rows
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					s.deliver(ctx, r)
+					<-slots
+					select {
+					case freed <- struct{}{}:
+					default:
+					}
+				}()
+			}
+		}
+		if claimed > 0 && claimed == free && len(slots) < cap(slots) {
+			continue // maybe more due, and room for them
+		}
+		var onFreed chan struct{}
+		if len(slots) == cap(slots) {
+			onFreed = freed
 		}
 		select {
 		case <-ctx.Done():
 		case <-s.wake:
 		case <-t.C:
+		case <-onFreed:
 		}
 	}
 }
+
+// claimBatch is the most rows one claim takes.
+const claimBatch = 10
 
 func (s *Service) poke() {
 	select {
@@ -121,54 +143,114 @@ func (s *Service) listenOnce(ctx context.Context, pool *pgxpool.Pool) {
 	}
 }
 
-// DeliverDue claims up to limit due outbox rows, sends them and records
-// each result; it reports how many it claimed. Run calls it; tests and
-// tools may call it directly.
+// DeliverDue claims up to limit due outbox rows, sends them one after
+// the other and records each result; it reports how many it claimed.
+// Tests and tools call it; Run sends concurrently.
 func (s *Service) DeliverDue(ctx context.Context, limit int) (int, error) {
-	now := s.cfg.Now()
-	rows, err := s.st.ClaimNotifyOutbox(ctx, now, now.Add(s.cfg.Lease), limit)
+	rows, err := s.claim(ctx, limit)
 	if err != nil {
 		return 0, err
 	}
 	for _, r := range rows {
-		if ctx.Err() != nil {
-			break // the lease runs out and another worker takes it
-		}
-		s.deliver(ctx, r)
+		s.deliver(ctx, r) // after ctx ends, this releases the rest
 	}
 	return len(rows), nil
 }
 
+func (s *Service) claim(ctx context.Context, limit int) ([]store.NotifyOutbox, error) {
+	now := s.cfg.Now()
+	return s.st.ClaimNotifyOutbox(ctx, now, now.Add(s.cfg.Lease), limit)
+}
+
+// leaseMargin is the part of a lease kept for recording a send's result:
+// a send must end this long before the lease does.
+func (s *Service) leaseMargin() time.Duration {
+	return min(s.cfg.Lease/4, 10*time.Second)
+}
+
 // deliver sends one claimed row and records the outcome in a second short
 // transaction (each statement is its own).
+//
+// The send ends before the row's lease does (less leaseMargin): a worker
+// still sending when the lease runs out would overlap with the worker that
+// takes the row over, and a receiver would get the message twice at once.
+// A row whose lease is already (nearly) over when its turn comes is left
+// for the next claim. Failures are recorded only while the lease is still
+// this worker's (locked_until is the fencing token); a success is always
+// recorded, since the receiver has the message whoever holds the row.
 func (s *Service) deliver(ctx context.Context, r store.NotifyOutbox) {
+	if r.LockedUntil == nil {
+		return // not claimed: nothing to fence with
+	}
+	lease := *r.LockedUntil
+	budget := lease.Sub(s.cfg.Now()) - s.leaseMargin()
+	if budget <= 0 {
+		return
+	}
+	// Results are recorded even while shutting down: a message that went
+	// out is marked, so a clean stop causes no resend.
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer rcancel()
+	// On a clean shutdown a row not sent, or whose send was cut short
+	// (not the receiver's failure), is released for the next controller
+	// at once instead of after the lease; it goes again with the same
+	// webhook-id.
+	release := func() { _, _ = s.st.ReleaseNotifyOutbox(rctx, r.ID, lease) }
+	if ctx.Err() != nil {
+		release()
+		return
+	}
 	c, err := s.st.NotifyChannelByID(ctx, r.ChannelID)
 	if err != nil {
+		if ctx.Err() != nil {
+			release()
+		}
 		return // removed meanwhile: its rows went with it
 	}
 	m, err := s.messageOf(ctx, r)
 	if err != nil {
+		if ctx.Err() != nil {
+			release()
+			return
+		}
 		s.log.Warn("load notification", "outbox", r.ID.String(), "err", err)
 		return
 	}
-	sendErr := s.send(ctx, c, m)
+	sctx, cancel := context.WithTimeout(ctx, budget)
+	sendErr := s.send(sctx, c, m)
+	cancel()
+	if sendErr != nil && ctx.Err() != nil {
+		release()
+		return
+	}
 	now := s.cfg.Now()
 	if sendErr == nil {
-		if _, err := s.st.MarkNotifyOutboxDelivered(ctx, r.ID, now); err != nil {
+		if _, err := s.st.MarkNotifyOutboxDelivered(rctx, r.ID, now); err != nil {
 			s.log.Warn("record notification delivered", "outbox", r.ID.String(), "err", err)
 			return
 		}
-		_ = s.st.NotifyChannelDelivered(ctx, c.ID, now)
+		_ = s.st.NotifyChannelDelivered(rctx, c.ID, now)
 		return
 	}
 	msg := cut(sendErr.Error(), 500)
 	s.log.Warn("notification delivery failed", "channel", c.Name, "outbox", r.ID.String(), "attempt", r.Attempts, "err", msg)
-	_ = s.st.NotifyChannelFailed(ctx, c.ID, msg, now)
 	if r.Attempts >= s.cfg.MaxAttempts || now.Sub(r.CreatedAt) >= s.cfg.MaxAge {
-		_ = s.st.FailNotifyOutbox(ctx, r.ID, msg)
+		// The channel says that a message was lost, not only that a send
+		// failed: a retry may still succeed, this one will not.
+		gaveUp := fmt.Sprintf("gave up after %d attempts: %s", r.Attempts, msg)
+		if ok, _ := s.st.FailNotifyOutbox(rctx, r.ID, lease, msg); ok {
+			_ = s.st.NotifyChannelFailed(rctx, c.ID, gaveUp, now)
+		}
 		return
 	}
-	_ = s.st.RetryNotifyOutbox(ctx, r.ID, now.Add(backoff(r.Attempts)), msg)
+	_ = s.st.NotifyChannelFailed(rctx, c.ID, msg, now)
+	wait := backoff(r.Attempts)
+	if ra, ok := errors.AsType[*retryAfterError](sendErr); ok {
+		// The receiver said when (Slack and Discord do when rate
+		// limiting): sooner would be refused again.
+		wait = max(wait, min(ra.after, time.Hour))
+	}
+	_, _ = s.st.RetryNotifyOutbox(rctx, r.ID, lease, now.Add(wait), msg)
 }
 
 // backoff is the wait after the n-th failed attempt: 30 s doubling, capped
@@ -344,16 +426,41 @@ func (s *Service) sendEmail(ctx context.Context, c store.NotifyChannel, m messag
 	var failed []string
 	for _, addr := range to {
 		// One message per address, so no recipient sees the others.
-		if err := s.cfg.Mailer.Send(ctx, bmail.Message{To: addr, Subject: "[Berth] " + m.Title, Text: text}); err != nil {
+		msg := bmail.Message{To: addr, Subject: "[Berth] " + m.Title, Text: text, MessageID: s.messageID(m.ID, addr)}
+		if err := s.cfg.Mailer.Send(ctx, msg); err != nil {
 			failed = append(failed, addr)
 		}
 	}
 	if len(failed) > 0 {
-		// A retry re-sends to all; mail has no idempotency key, and a
-		// duplicate mail is better than a lost one.
+		// A retry re-sends to all: a duplicate mail is better than a lost
+		// one, and it carries the same Message-ID as the first.
 		return fmt.Errorf("mail to %d of %d recipients failed", len(failed), len(to))
 	}
 	return nil
+}
+
+// messageID is the Message-ID of the mail of delivery id to addr: the
+// same on every attempt, so a resend after a crash between send and commit
+// (or a retry after a partial failure) is recognisably the same message to
+// mail systems and readers, as webhook-id is to a webhook receiver. Each
+// recipient gets a message of their own and so an id of its own (the
+// delivery id and a hash of the address; the address itself stays out of
+// the header). The right side is the controller's public host.
+func (s *Service) messageID(id store.ID, addr string) string {
+	h := sha256.Sum256([]byte(strings.ToLower(addr)))
+	return fmt.Sprintf("%s.%x@%s", id.String(), h[:6], s.mailDomain)
+}
+
+// mailDomain is the right side of Message-IDs: the public URL's host when
+// it is a name or IPv4 address, else "berth.invalid".
+func mailDomain(publicURL string) string {
+	u, err := url.Parse(publicURL)
+	if err == nil {
+		if h := strings.ToLower(u.Hostname()); h != "" && bmail.CheckMessageID("x@"+h) == nil {
+			return h
+		}
+	}
+	return "berth.invalid"
 }
 
 // SendDigests turns each channel's held-back messages into one digest

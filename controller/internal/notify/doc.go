@@ -15,17 +15,26 @@
 //
 // # Delivery
 //
-// Service.Run starts workers that claim due outbox rows with FOR UPDATE SKIP
-// LOCKED in a short transaction and lease them (locked_until): any number
-// of controllers may deliver and never take the same row at once. A worker
-// sends, then marks the row delivered in a second short transaction. A
-// controller killed between the two leaves a leased row that another worker
-// takes after the lease ends and sends again with the same webhook-id (the
-// row's id), which is the receiver's idempotency key. A failed send is
+// Service.Run claims due outbox rows with FOR UPDATE SKIP LOCKED in a short
+// transaction and leases them (locked_until): any number of controllers
+// may deliver and never take the same row at once. Each claimed row is
+// sent by a goroutine of its own (at most Workers at once), so one slow
+// receiver holds up only its own messages. A send ends before its lease
+// does, and only the lease holder records a failure (locked_until is the
+// fencing token), so two workers never send one message at the same time.
+// After the send, the row is marked delivered in a second short
+// transaction. A controller killed between the two leaves a leased row
+// that another worker takes after the lease ends and sends again with the
+// same webhook-id (the row's id), which is the receiver's idempotency key;
+// an email sent again carries the same Message-ID (the row's id and a hash
+// of the address), so mail systems recognise the copy. A clean shutdown
+// releases the rows whose sends it cut short, so the next controller sends
+// them at once rather than after the lease. A failed send is
 // retried with exponential backoff and jitter (30 s doubling, capped at an
-// hour) until MaxAttempts attempts or MaxAge after the event, then given
-// up; the channel shows last_error and failing_since until a delivery
-// succeeds.
+// hour; later when a 429 or 503 names a Retry-After) until MaxAttempts
+// attempts or MaxAge after the event, then given up; the channel shows
+// last_error ("gave up after N attempts: ..." once a message is lost) and
+// failing_since until a delivery succeeds.
 //
 // # Noise rules
 //
@@ -38,9 +47,10 @@
 //     closes its dedupe_key: the inbox's unread notifications of that key are
 //     marked read and the resolving one is added; on another channel, if the
 //     opening message is still unsent both are merged (nobody needs to hear
-//     of a condition that is already over), if it was sent the resolving
-//     message is sent, and if the channel never heard of the condition the
-//     resolving message is merged.
+//     of a condition that is already over), if it was sent (or tried: it
+//     may have arrived) the resolving message is sent, after it, and if
+//     the channel never heard of the condition the resolving message is
+//     merged.
 //   - Rate limit: a channel sends at most rate_limit_per_hour messages in a
 //     rolling hour; the rest is held, and once the hour has room a single
 //     digest message lists what was held back.
@@ -58,8 +68,9 @@
 //
 // One Service per controller (New, then Run in the background):
 //   - channels: AddChannel (returns a generated webhook secret once),
-//     Channels, Channel, RemoveChannel, TestChannel, Deliveries (a
-//     channel's recent messages with status, attempts and last error);
+//     Channels, Channel, RemoveChannel, TestChannel, Deliveries (recent
+//     messages of every channel or one, in a status or any, with attempts,
+//     last error and next attempt);
 //   - rules: AddRule, Rules, RemoveRule;
 //   - inbox: Inbox, UnreadCount, MarkRead, MarkAllRead (per user);
 //   - events: Publish (package function, in a transaction) or
@@ -74,8 +85,8 @@
 //
 // Every interface (gRPC, the CLI through it, the web UI) calls the
 // principal-taking methods (AddChannelAs, ChannelsAs, TestChannelAs,
-// RemoveChannelAs, AddRuleAs, RulesAs, RemoveRuleAs, InboxAs,
-// UnreadCountAs, MarkReadAs): channels and rules need the admin scope, the
+// RemoveChannelAs, DeliveriesAs, AddRuleAs, RulesAs, RemoveRuleAs, InboxAs,
+// UnreadCountAs, MarkReadAs): channels, deliveries and rules need the admin scope, the
 // inbox is the caller's own (read scope), refusals wrap auth.ErrForbidden
 // or auth.ErrUnauthenticated, and each change is written to the activity
 // log (never a URL or secret). The methods without a principal are for

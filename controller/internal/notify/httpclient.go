@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -118,9 +119,40 @@ func post(ctx context.Context, c *http.Client, rawURL string, hdr http.Header, b
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseRead))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("post to %s: HTTP %d", host, resp.StatusCode)
+		err := fmt.Errorf("post to %s: HTTP %d", host, resp.StatusCode)
+		if d, ok := retryAfter(resp, time.Now()); ok && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
+			return &retryAfterError{error: err, after: d}
+		}
+		return err
 	}
 	return nil
+}
+
+// retryAfterError is a refusal that says when to try again (a 429 or 503
+// with Retry-After).
+type retryAfterError struct {
+	error
+	after time.Duration
+}
+
+func (e *retryAfterError) Unwrap() error { return e.error }
+
+// retryAfter reads a Retry-After header: delay seconds or an HTTP date.
+func retryAfter(resp *http.Response, now time.Time) (time.Duration, bool) {
+	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 || n > 7*24*3600 {
+			return 0, false
+		}
+		return time.Duration(n) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
 }
 
 // scrub is err's message with the URL (which may carry a token) removed:

@@ -626,7 +626,7 @@ func TestSecretsNeverInErrorsLogsOrListings(t *testing.T) {
 	}
 	chans, _ := s.Channels(ctx)
 	dump, _ := json.Marshal(chans)
-	dels, _ := s.Deliveries(ctx, "hook", 10)
+	dels, _ := s.Deliveries(ctx, DeliveryFilter{Channel: "hook", Limit: 10})
 	dump2, _ := json.Marshal(dels)
 	for what, text := range map[string]string{"logs": e.logs.String(), "channels": string(dump), "deliveries": string(dump2), "test error": testErr.Error()} {
 		if strings.Contains(text, token) || strings.Contains(text, strings.TrimPrefix(gen, "whsec_")) {

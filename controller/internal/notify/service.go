@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/mail"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,10 +42,13 @@ type Config struct {
 	PublicURL string
 	// Now is the clock (tests inject one); default time.Now.
 	Now func() time.Time
-	// Workers is the number of delivery goroutines; default 2.
+	// Workers is how many messages are sent at once; default 8.
 	Workers int
 	// Lease is how long a claimed row is left alone by other workers;
-	// default 2 minutes (longer than one send's timeouts).
+	// default 2 minutes, at least a second. A send ends before its lease
+	// does (see deliver), so a lease shorter than the HTTP timeout
+	// shortens the sends; it is also how long after a crash (kill -9) a
+	// message the dead controller held is sent again.
 	Lease time.Duration
 	// MaxAttempts and MaxAge bound the retries; defaults 10 and 24 hours.
 	MaxAttempts int
@@ -62,6 +66,8 @@ type Service struct {
 	log    *slog.Logger
 	client *http.Client
 	wake   chan struct{}
+	// mailDomain is the right side of email Message-IDs.
+	mailDomain string
 }
 
 // New returns a Service.
@@ -76,10 +82,13 @@ func New(cfg Config) (*Service, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 2
+		cfg.Workers = 8
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = 2 * time.Minute
+	}
+	if cfg.Lease < time.Second {
+		return nil, errors.New("notify: the delivery lease must be at least a second")
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 10
@@ -93,6 +102,7 @@ func New(cfg Config) (*Service, error) {
 	return &Service{
 		cfg: cfg, st: cfg.Store, log: cfg.Logger.With("component", "notify"),
 		client: newHTTPClient(cfg.AllowPrivateTargets), wake: make(chan struct{}, 1),
+		mailDomain: mailDomain(cfg.PublicURL),
 	}, nil
 }
 
@@ -136,7 +146,10 @@ type Channel struct {
 	LastError        string
 	FailingSince     *time.Time
 	LastDeliveredAt  *time.Time
-	CreatedAt        time.Time
+	// GivenUp counts the channel's messages given up after their retries
+	// (within the outbox's retention).
+	GivenUp   int64
+	CreatedAt time.Time
 }
 
 func channelOf(c store.NotifyChannel) Channel {
@@ -265,9 +278,14 @@ func (s *Service) Channels(ctx context.Context) ([]Channel, error) {
 	if err != nil {
 		return nil, err
 	}
+	givenUp, err := s.st.NotifyGivenUpCounts(ctx)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]Channel, len(cs))
 	for i, c := range cs {
 		out[i] = channelOf(c)
+		out[i].GivenUp = givenUp[c.ID]
 	}
 	return out, nil
 }
@@ -278,7 +296,13 @@ func (s *Service) Channel(ctx context.Context, name string) (Channel, error) {
 	if err != nil {
 		return Channel{}, err
 	}
-	return channelOf(c), nil
+	givenUp, err := s.st.NotifyGivenUpCounts(ctx)
+	if err != nil {
+		return Channel{}, err
+	}
+	out := channelOf(c)
+	out.GivenUp = givenUp[c.ID]
+	return out, nil
 }
 
 // RemoveChannel deletes a channel, its rules and its pending messages.
@@ -319,33 +343,74 @@ func (s *Service) TestChannel(ctx context.Context, name string) error {
 	return s.sendAndRecord(ctx, c, m)
 }
 
-// Delivery is one message to a channel, as shown.
+// Delivery is one message to a channel, as shown: what it is about and
+// how its delivery went, never the channel's URL.
 type Delivery struct {
-	ID          store.ID // the webhook-id
-	EventID     *store.ID
-	Status      string // pending, delivered, failed, merged, held, digested
-	Attempts    int
-	LastError   string
-	DeliveredAt *time.Time
-	CreatedAt   time.Time
+	ID            store.ID // the webhook-id
+	ChannelID     store.ID
+	Channel       string
+	EventID       *store.ID // nil for a digest
+	EventKind     string    // notify.digest for a digest
+	Title         string
+	Status        string // pending, delivered, failed, merged, held, digested
+	Attempts      int
+	LastError     string
+	NextAttemptAt *time.Time // pending only: when it is tried (again)
+	DeliveredAt   *time.Time
+	CreatedAt     time.Time
 }
 
-// Deliveries lists a channel's latest messages (at most limit, up to 200).
-func (s *Service) Deliveries(ctx context.Context, channel string, limit int) ([]Delivery, error) {
-	c, err := s.st.NotifyChannelByName(ctx, channel)
-	if err != nil {
-		return nil, err
+// DeliveryStatuses are the outbox states a delivery list filters on.
+var DeliveryStatuses = []string{"pending", "delivered", "failed", "merged", "held", "digested"}
+
+// MaxDeliveries bounds one delivery listing.
+const MaxDeliveries = 200
+
+// DeliveryFilter narrows a delivery list: a channel's name and a status
+// ("" for any), and at most Limit rows (0: 50).
+type DeliveryFilter struct {
+	Channel string
+	Status  string
+	Limit   int
+}
+
+// Deliveries lists the latest messages, newest first, filtered by f. An
+// unknown channel is store.ErrNotFound; a malformed filter ErrInvalid.
+func (s *Service) Deliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, error) {
+	if f.Limit == 0 {
+		f.Limit = 50
 	}
-	if limit <= 0 || limit > 200 {
-		limit = 200
+	if f.Limit < 0 || f.Limit > MaxDeliveries {
+		return nil, fmt.Errorf("%w: limit must be 1 to %d", ErrInvalid, MaxDeliveries)
 	}
-	rows, err := s.st.NotifyOutboxForChannel(ctx, c.ID, limit)
+	if f.Status != "" && !slices.Contains(DeliveryStatuses, f.Status) {
+		return nil, fmt.Errorf("%w: status %q (want %s)", ErrInvalid, cut(f.Status, 20), strings.Join(DeliveryStatuses, ", "))
+	}
+	sf := store.NotifyDeliveryFilter{Status: f.Status, Limit: f.Limit}
+	if f.Channel != "" {
+		if err := checkName(f.Channel); err != nil {
+			return nil, err
+		}
+		c, err := s.st.NotifyChannelByName(ctx, f.Channel)
+		if err != nil {
+			return nil, fmt.Errorf("channel %s: %w", f.Channel, err)
+		}
+		sf.ChannelID = &c.ID
+	}
+	rows, err := s.st.NotifyDeliveries(ctx, sf)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]Delivery, len(rows))
 	for i, r := range rows {
-		out[i] = Delivery{ID: r.ID, EventID: r.EventID, Status: r.Status, Attempts: r.Attempts, LastError: r.LastError, DeliveredAt: r.DeliveredAt, CreatedAt: r.CreatedAt}
+		out[i] = Delivery{
+			ID: r.ID, ChannelID: r.ChannelID, Channel: r.ChannelName, EventID: r.EventID, EventKind: r.EventKind, Title: r.Title,
+			Status: r.Status, Attempts: r.Attempts, LastError: r.LastError, DeliveredAt: r.DeliveredAt, CreatedAt: r.CreatedAt,
+		}
+		if r.Status == "pending" {
+			next := r.NextAttemptAt
+			out[i].NextAttemptAt = &next
+		}
 	}
 	return out, nil
 }
@@ -360,14 +425,17 @@ type RuleSpec struct {
 	MinLevel Level // default info
 }
 
-// Rule is a stored rule.
+// Rule is a stored rule. ServerName and AppName are filled in by Rules
+// for display.
 type Rule struct {
-	ID       store.ID
-	Events   []string
-	Channel  string
-	ServerID *store.ID
-	AppID    *store.ID
-	MinLevel Level
+	ID         store.ID
+	Events     []string
+	Channel    string
+	ServerID   *store.ID
+	ServerName string
+	AppID      *store.ID
+	AppName    string
+	MinLevel   Level
 }
 
 var patternRE = regexp.MustCompile(`^(\*|[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?)$`)
@@ -415,9 +483,32 @@ func (s *Service) Rules(ctx context.Context) ([]Rule, error) {
 	for _, c := range cs {
 		names[c.ID] = c.Name
 	}
+	// Rules with a filter are few; their server and app names are looked
+	// up one by one (a rule's server or app is deleted with its rule).
+	servers, apps := map[store.ID]string{}, map[store.ID]string{}
 	out := make([]Rule, len(rs))
 	for i, r := range rs {
 		out[i] = Rule{ID: r.ID, Events: r.Events, Channel: names[r.ChannelID], ServerID: r.ServerID, AppID: r.AppID, MinLevel: Level(r.MinLevel)}
+		if r.ServerID != nil {
+			if _, ok := servers[*r.ServerID]; !ok {
+				srv, err := s.st.Server(ctx, *r.ServerID)
+				if err != nil && !errors.Is(err, store.ErrNotFound) {
+					return nil, err
+				}
+				servers[*r.ServerID] = srv.Name
+			}
+			out[i].ServerName = servers[*r.ServerID]
+		}
+		if r.AppID != nil {
+			if _, ok := apps[*r.AppID]; !ok {
+				app, err := s.st.App(ctx, *r.AppID)
+				if err != nil && !errors.Is(err, store.ErrNotFound) {
+					return nil, err
+				}
+				apps[*r.AppID] = app.Name
+			}
+			out[i].AppName = apps[*r.AppID]
+		}
 	}
 	return out, nil
 }

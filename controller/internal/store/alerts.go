@@ -263,3 +263,16 @@ func (c *MetricColumns) FSInodesPercent(j int) (pct float64, ok bool) {
 	}
 	return inodesPercent(float64(c.FSInodesTotal[j]), float64(c.FSInodesFree[j]))
 }
+
+// UpdateAlertRule replaces rule r.ID's definition (its name stays).
+func (s *Store) UpdateAlertRule(ctx context.Context, r AlertRule) (AlertRule, error) {
+	row, err := s.q.UpdateAlertRule(ctx, dbsqlc.UpdateAlertRuleParams{
+		ID: pgID(r.ID), Metric: r.Metric, Above: r.Above, ResolveBelow: r.ResolveBelow,
+		ForSeconds: int32(r.For / time.Second), Mount: nullText(r.Mount), ServerID: pgOptID(r.ServerID),
+		LabelKey: nullText(r.LabelKey), LabelValue: nullText(r.LabelValue), Level: r.Level,
+	})
+	if err != nil {
+		return AlertRule{}, mapErr("update alert rule", err)
+	}
+	return alertRuleFromRow(row), nil
+}

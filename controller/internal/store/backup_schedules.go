@@ -34,8 +34,11 @@ type BackupSchedule struct {
 	AppID ID
 	BackupScheduleSettings
 	LastRunAt *time.Time
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	// ConnectionEnv: as Backup's; Verify: each new backup is verified.
+	ConnectionEnv *string
+	Verify        bool
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 func backupScheduleFromRow(r dbsqlc.BackupSchedule) BackupSchedule {
@@ -46,7 +49,7 @@ func backupScheduleFromRow(r dbsqlc.BackupSchedule) BackupSchedule {
 			Timezone: r.Timezone, RetentionCount: ptrInt(r.RetentionCount), RetentionDays: ptrInt(r.RetentionDays),
 			Enabled: r.Enabled, NextRunAt: r.NextRunAt,
 		},
-		LastRunAt: r.LastRunAt, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		LastRunAt: r.LastRunAt, ConnectionEnv: r.ConnectionEnv, Verify: r.Verify, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
 

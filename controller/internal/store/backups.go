@@ -98,8 +98,23 @@ type Backup struct {
 	FinishedAt        *time.Time
 	VerifiedAt        *time.Time
 	VerificationError *string
-	CreatedAt         time.Time
-	UpdatedAt         time.Time
+	// ConnectionEnv: nil connects as the local superuser over the unix
+	// socket; else the app environment variable holding a connection URL.
+	ConnectionEnv *string
+	AgentSeq      int64
+	LogBytes      int64
+	LogTruncated  bool
+	// DeleteRequestedAt is set while its object is being deleted (and
+	// after that failed, with DeleteError).
+	DeleteRequestedAt *time.Time
+	DeleteError       *string
+	// ScheduledFor: the schedule's tick this backup is the run of (its
+	// run key with ScheduleID); Held: the agent ran it from its held copy
+	// of the schedule while no controller was reachable.
+	ScheduledFor *time.Time
+	Held         bool
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
 }
 
 func backupFromRow(r dbsqlc.Backup) Backup {
@@ -112,6 +127,9 @@ func backupFromRow(r dbsqlc.Backup) Backup {
 		TimeoutSeconds: int(r.TimeoutSeconds), DeadlineAt: r.DeadlineAt, CancelRequestedAt: r.CancelRequestedAt,
 		QueuedAt: r.QueuedAt, DispatchedAt: r.DispatchedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
 		VerifiedAt: r.VerifiedAt, VerificationError: r.VerificationError, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		ConnectionEnv: r.ConnectionEnv, AgentSeq: r.AgentSeq, LogBytes: r.LogBytes, LogTruncated: r.LogTruncated,
+		DeleteRequestedAt: r.DeleteRequestedAt, DeleteError: r.DeleteError,
+		ScheduledFor: r.ScheduledFor, Held: r.Held,
 	}
 }
 
@@ -140,6 +158,8 @@ type CreateBackupParams struct {
 	TimeoutSeconds int
 	// DeadlineAt bounds the wait in the queue; nil is now + the timeout.
 	DeadlineAt *time.Time
+	// ConnectionEnv "" connects as the local superuser.
+	ConnectionEnv string
 }
 
 // CreateBackup enqueues a backup (status queued). ErrConflict when its
@@ -157,7 +177,7 @@ func (s *Store) CreateBackup(ctx context.Context, p CreateBackupParams) (Backup,
 		ID: pgID(p.ID), AppID: pgOptID(p.AppID), AppName: nullText(p.AppName), ServerID: pgOptID(p.ServerID),
 		BackupDestinationID: pgID(p.DestinationID), BackupScheduleID: pgOptID(p.ScheduleID),
 		TriggeredBy: string(p.TriggeredBy), Kind: string(p.Kind), Source: p.Source, Compression: string(p.Compression),
-		TimeoutSeconds: int32(p.TimeoutSeconds), DeadlineAt: p.DeadlineAt,
+		TimeoutSeconds: int32(p.TimeoutSeconds), DeadlineAt: p.DeadlineAt, ConnectionEnv: nullText(p.ConnectionEnv),
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Backup{}, fmt.Errorf("create backup: %w (backups_one_active_per_schedule_key)", ErrConflict)
@@ -357,8 +377,12 @@ func (s *Store) BackupRetentionCandidates(ctx context.Context, scheduleID ID, no
 	return backupsFromRows(rows), nil
 }
 
-// DeleteBackup deletes a backup's row (delete its object first).
+// DeleteBackup deletes a backup's row and its log (delete its object
+// first).
 func (s *Store) DeleteBackup(ctx context.Context, id ID) error {
 	n, err := s.q.DeleteBackup(ctx, pgID(id))
-	return affected("delete backup", n, err)
+	if err := affected("delete backup", n, err); err != nil {
+		return err
+	}
+	return mapErr("delete backup log", s.q.DeleteBackupLogs(ctx, pgID(id)))
 }

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -67,103 +66,35 @@ type JobEventOutcome struct {
 // the slowest part of a deploy; events that queued up while the previous
 // ones were stored commit together. Any error rolls back the whole run.
 func (s *Store) CommitJobEvents(ctx context.Context, evs []JobEvent, logCap int64) ([]JobEventOutcome, error) {
-	for _, ev := range evs {
-		if ev.Seq <= 0 {
-			return nil, fmt.Errorf("commit job event: seq %d: %w", ev.Seq, ErrInvalid)
+	nevs := make([]numberedEvent[Deployment], len(evs))
+	for i, ev := range evs {
+		nevs[i] = numberedEvent[Deployment]{JobID: ev.DeploymentID, Seq: ev.Seq, Step: ev.Step, Data: ev.Data, Apply: ev.Apply, Fresh: ev.Fresh}
+	}
+	return commitNumbered(ctx, s, nevs, logCap, deploymentJobs)
+}
+
+// deploymentJobs is how commitNumbered reaches deployments and their log.
+var deploymentJobs = jobTable[Deployment]{
+	lock: func(ctx context.Context, tx *Store, id ID) (Deployment, jobCounters, error) {
+		row, err := tx.q.LockDeploymentSeq(ctx, pgID(id))
+		if err != nil {
+			return Deployment{}, jobCounters{}, err
 		}
-	}
-	if logCap <= 0 {
-		logCap = DefaultLogCap
-	}
-	// Per deployment, under its row lock: the row and what changed.
-	type locked struct {
-		d        Deployment
-		seq      int64
-		logBytes int64
-		trunc    bool
-		stale    bool // an Apply may have changed the row since d was read
-		advanced bool
-	}
-	out := make([]JobEventOutcome, len(evs))
-	err := s.InTx(ctx, func(tx *Store) error {
-		rows := map[ID]*locked{}
-		var order []*locked
-		for i, ev := range evs {
-			l := rows[ev.DeploymentID]
-			if l == nil {
-				row, err := tx.q.LockDeploymentSeq(ctx, pgID(ev.DeploymentID))
-				if err != nil {
-					return err
-				}
-				d := deploymentFromRow(row)
-				l = &locked{d: d, seq: d.AgentSeq, logBytes: d.LogBytes, trunc: d.LogTruncated}
-				rows[ev.DeploymentID] = l
-				order = append(order, l)
-			}
-			out[i].Committed = l.seq
-			if ev.Seq <= l.seq {
-				out[i].Dup = true
-				continue
-			}
-			if ev.Seq != l.seq+1 {
-				out[i].Gap = true
-				continue
-			}
-			if len(ev.Data) > 0 {
-				if !l.trunc {
-					data := ev.Data
-					room := logCap - l.logBytes
-					if int64(len(data)) > room {
-						data = append(append([]byte{}, data[:max(room, 0)]...), TruncationMarker...)
-						l.trunc = true
-					}
-					if len(data) > MaxLogChunk {
-						data = append(data[:MaxLogChunk-len(TruncationMarker)], TruncationMarker...)
-						l.trunc = true
-					}
-					if err := tx.q.InsertDeploymentLog(ctx, dbsqlc.InsertDeploymentLogParams{
-						DeploymentID: pgID(ev.DeploymentID), Seq: ev.Seq, Step: ev.Step, Data: data,
-					}); err != nil {
-						return err
-					}
-				}
-				l.logBytes += int64(len(ev.Data))
-			}
-			if ev.Apply != nil {
-				if ev.Fresh && l.stale {
-					row, err := tx.q.GetDeployment(ctx, pgID(ev.DeploymentID))
-					if err != nil {
-						return err
-					}
-					l.d = deploymentFromRow(row)
-				}
-				if err := ev.Apply(tx, l.d); err != nil {
-					return err
-				}
-				l.stale = true
-			}
-			l.seq, l.advanced = ev.Seq, true
-			out[i].Committed = ev.Seq
-		}
-		for _, l := range order {
-			if !l.advanced {
-				continue
-			}
-			if err := tx.q.AdvanceDeploymentSeq(ctx, dbsqlc.AdvanceDeploymentSeqParams{
-				ID: pgID(l.d.ID), AgentSeq: l.seq, LogBytes: l.logBytes, LogTruncated: l.trunc,
-			}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("commit job event: %w", ErrNotFound)
-	}
-	if err != nil {
-		return nil, mapErr("commit job event", err)
-	}
-	return out, nil
+		d := deploymentFromRow(row)
+		return d, jobCounters{Seq: d.AgentSeq, LogBytes: d.LogBytes, Truncated: d.LogTruncated}, nil
+	},
+	get: func(ctx context.Context, tx *Store, id ID) (Deployment, error) {
+		row, err := tx.q.GetDeployment(ctx, pgID(id))
+		return deploymentFromRow(row), err
+	},
+	insertLog: func(ctx context.Context, tx *Store, id ID, seq int64, step string, data []byte) error {
+		return tx.q.InsertDeploymentLog(ctx, dbsqlc.InsertDeploymentLogParams{DeploymentID: pgID(id), Seq: seq, Step: step, Data: data})
+	},
+	advance: func(ctx context.Context, tx *Store, id ID, c jobCounters) error {
+		return tx.q.AdvanceDeploymentSeq(ctx, dbsqlc.AdvanceDeploymentSeqParams{
+			ID: pgID(id), AgentSeq: c.Seq, LogBytes: c.LogBytes, LogTruncated: c.Truncated,
+		})
+	},
 }
 
 // DeploymentLogs returns up to limit chunks numbered after after, in order.

@@ -369,16 +369,27 @@ func (s *Store) MarkNotifyOutboxDelivered(ctx context.Context, id ID, at time.Ti
 	return n > 0, mapErr("mark notify outbox delivered", err)
 }
 
-// RetryNotifyOutbox releases a row to be tried again at next.
-func (s *Store) RetryNotifyOutbox(ctx context.Context, id ID, next time.Time, msg string) error {
-	_, err := s.q.RetryNotifyOutbox(ctx, dbsqlc.RetryNotifyOutboxParams{NextAttemptAt: next, LastError: &msg, ID: pgID(id)})
-	return mapErr("retry notify outbox", err)
+// RetryNotifyOutbox releases a row to be tried again at next. lease is the
+// row's locked_until as the claim returned it: when the row has been
+// claimed again since (this worker's lease ran out), nothing changes and
+// ok is false.
+func (s *Store) RetryNotifyOutbox(ctx context.Context, id ID, lease time.Time, next time.Time, msg string) (bool, error) {
+	n, err := s.q.RetryNotifyOutbox(ctx, dbsqlc.RetryNotifyOutboxParams{NextAttemptAt: next, LastError: &msg, ID: pgID(id), Lease: &lease})
+	return n > 0, mapErr("retry notify outbox", err)
 }
 
-// FailNotifyOutbox gives a row up.
-func (s *Store) FailNotifyOutbox(ctx context.Context, id ID, msg string) error {
-	_, err := s.q.FailNotifyOutbox(ctx, dbsqlc.FailNotifyOutboxParams{LastError: &msg, ID: pgID(id)})
-	return mapErr("fail notify outbox", err)
+// FailNotifyOutbox gives a row up, if lease (as for RetryNotifyOutbox)
+// still holds it.
+func (s *Store) FailNotifyOutbox(ctx context.Context, id ID, lease time.Time, msg string) (bool, error) {
+	n, err := s.q.FailNotifyOutbox(ctx, dbsqlc.FailNotifyOutboxParams{LastError: &msg, ID: pgID(id), Lease: &lease})
+	return n > 0, mapErr("fail notify outbox", err)
+}
+
+// ReleaseNotifyOutbox frees a claimed row that was not (fully) sent, if
+// lease (as for RetryNotifyOutbox) still holds it.
+func (s *Store) ReleaseNotifyOutbox(ctx context.Context, id ID, lease time.Time) (bool, error) {
+	n, err := s.q.ReleaseNotifyOutbox(ctx, dbsqlc.ReleaseNotifyOutboxParams{ID: pgID(id), Lease: &lease})
+	return n > 0, mapErr("release notify outbox", err)
 }
 
 // NotifyOutboxByID gets one row.
@@ -388,15 +399,6 @@ func (s *Store) NotifyOutboxByID(ctx context.Context, id ID) (NotifyOutbox, erro
 		return NotifyOutbox{}, mapErr("get notify outbox", err)
 	}
 	return notifyOutboxFromRow(r), nil
-}
-
-// NotifyOutboxForChannel lists a channel's latest messages.
-func (s *Store) NotifyOutboxForChannel(ctx context.Context, channelID ID, limit int) ([]NotifyOutbox, error) {
-	rows, err := s.q.ListNotifyOutboxForChannel(ctx, dbsqlc.ListNotifyOutboxForChannelParams{ChannelID: pgID(channelID), Lim: int32(limit)})
-	if err != nil {
-		return nil, mapErr("list notify outbox", err)
-	}
-	return notifyOutboxRows(rows), nil
 }
 
 // NotifyOutboxForEvent lists an event's messages.
@@ -465,4 +467,62 @@ func (s *Store) DeleteNotifyBefore(ctx context.Context, before time.Time) (int64
 func (s *Store) PgNotify(ctx context.Context, channel, payload string) error {
 	_, err := s.db.Exec(ctx, "SELECT pg_notify($1, $2)", channel, payload)
 	return mapErr("notify", err)
+}
+
+// NotifyDelivery is one outbox row as the delivery list shows it: with its
+// channel's name and its event's kind and title.
+type NotifyDelivery struct {
+	ID            ID
+	ChannelID     ID
+	ChannelName   string
+	EventID       *ID // nil for a digest
+	EventKind     string
+	Title         string
+	Status        string
+	Attempts      int
+	LastError     string
+	NextAttemptAt time.Time
+	DeliveredAt   *time.Time
+	CreatedAt     time.Time
+}
+
+// NotifyDeliveryFilter narrows the delivery list: a channel, a status
+// (both optional) and at most Limit rows.
+type NotifyDeliveryFilter struct {
+	ChannelID *ID
+	Status    string
+	Limit     int
+}
+
+// NotifyDeliveries lists outbox rows newest first.
+func (s *Store) NotifyDeliveries(ctx context.Context, f NotifyDeliveryFilter) ([]NotifyDelivery, error) {
+	rows, err := s.q.ListNotifyDeliveries(ctx, dbsqlc.ListNotifyDeliveriesParams{
+		ChannelID: pgOptID(f.ChannelID), Status: nullText(f.Status), Lim: int32(f.Limit),
+	})
+	if err != nil {
+		return nil, mapErr("list notify deliveries", err)
+	}
+	out := make([]NotifyDelivery, len(rows))
+	for i, r := range rows {
+		out[i] = NotifyDelivery{
+			ID: fromPG(r.ID), ChannelID: fromPG(r.ChannelID), ChannelName: r.ChannelName, EventID: fromOptPG(r.EventID),
+			EventKind: r.EventKind, Title: r.Title, Status: r.Status, Attempts: int(r.Attempts), LastError: textOf(r.LastError),
+			NextAttemptAt: r.NextAttemptAt, DeliveredAt: r.DeliveredAt, CreatedAt: r.CreatedAt,
+		}
+	}
+	return out, nil
+}
+
+// NotifyGivenUpCounts is, per channel, how many messages were given up
+// (status failed) and are still within the outbox's retention.
+func (s *Store) NotifyGivenUpCounts(ctx context.Context) (map[ID]int64, error) {
+	rows, err := s.q.CountNotifyOutboxFailedByChannel(ctx)
+	if err != nil {
+		return nil, mapErr("count given-up notifications", err)
+	}
+	out := make(map[ID]int64, len(rows))
+	for _, r := range rows {
+		out[fromPG(r.ChannelID)] = r.GivenUp
+	}
+	return out, nil
 }

@@ -24,6 +24,7 @@ var EncryptedColumns = []Column{
 	{"apps", "webhook_secret"},
 	{"backup_destinations", "credentials"},
 	{"notify_channels", "config"},
+	{"backup_encryption_keys", "identity"},
 }
 
 var errNoKeys = errors.New("store: no keyring configured for encrypted columns")

@@ -69,6 +69,8 @@ var navItems = []navItem{
 	{Key: "deployments", Path: "/deployments", Label: "Deployments"},
 	{Key: "backups", Path: "/backups", Label: "Backups"},
 	{Key: "notifications", Path: "/notifications", Label: "Notifications"},
+	{Key: "channels", Path: "/notify/channels", Label: "Channels", Admin: true},
+	{Key: "rules", Path: "/notify/rules", Label: "Notify rules", Admin: true},
 	{Key: "alerts", Path: "/alerts", Label: "Alerts"},
 	{Key: "activity", Path: "/activity", Label: "Activity"},
 	{Key: "security", Path: "/security", Label: "Security", Admin: true},

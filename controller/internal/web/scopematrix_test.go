@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/berthhq/berth/controller/internal/auth"
+	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -123,12 +124,47 @@ var routeMatrix = map[string]routeRow{
 	"POST /git-credentials":                    {store.ScopeAdmin, "/git-credentials", form("name", "cred-new", "kind", "https", "username", "u", "token", "t")},
 	"POST /git-credentials/{name}/delete":      {store.ScopeAdmin, "/git-credentials/cred-rm/delete", form()},
 
-	"GET /backups": {store.ScopeRead, "/backups", nil},
+	// Backups: anyone reads them; write tests a destination, runs,
+	// verifies and cancels; admins add and remove destinations, restore,
+	// download and delete. $BACKUP is a queued backup of shop: restore and
+	// delete read it for the typed confirmation before the service's
+	// check, so their rows carry the right confirmation.
+	"GET /backups":                             {store.ScopeRead, "/backups", nil},
+	"POST /backups/destinations":               {store.ScopeAdmin, "/backups/destinations", form("form", "dest-local", "kind", "local", "name", "matrix-dest", "path", "/var/backups/matrix")},
+	"POST /backups/destinations/{name}/test":   {store.ScopeWrite, "/backups/destinations/vault/test", form()},
+	"POST /backups/destinations/{name}/remove": {store.ScopeAdmin, "/backups/destinations/rm-dest/remove", form()},
+	"GET /apps/{app}/backups":                  {store.ScopeRead, "/apps/shop/backups", nil},
+	"POST /apps/{app}/backups":                 {store.ScopeWrite, "/apps/shop/backups", form("destination", "vault", "kind", "directory", "source", "/srv/shop/shared")},
+	"GET /backups/{id}":                        {store.ScopeRead, "/backups/$BACKUP", nil},
+	"GET /backups/{id}/log":                    {store.ScopeRead, "/backups/$NO_SUCH_ID/log", nil},
+	"POST /backups/{id}/cancel":                {store.ScopeWrite, "/backups/$NO_SUCH_ID/cancel", form()},
+	"POST /backups/{id}/verify":                {store.ScopeWrite, "/backups/$BACKUP/verify", form()},
+	"POST /backups/{id}/restore":               {store.ScopeAdmin, "/backups/$BACKUP/restore", form("confirm", "shop")},
+	"POST /backups/{id}/download":              {store.ScopeAdmin, "/backups/$BACKUP/download", form()},
+	"POST /backups/{id}/delete":                {store.ScopeAdmin, "/backups/$BACKUP/delete", form("confirm", "shop")},
+	"GET /backups/{id}/tasks/{task}":           {store.ScopeRead, "/backups/$BACKUP/tasks/$NO_SUCH_ID", nil},
+	"GET /backups/{id}/tasks/{task}/log":       {store.ScopeRead, "/backups/$BACKUP/tasks/$NO_SUCH_ID/log", nil},
+	"POST /backups/{id}/tasks/{task}/cancel":   {store.ScopeWrite, "/backups/$BACKUP/tasks/$NO_SUCH_ID/cancel", form()},
+	// Schedules: admins change them (their retention deletes backups).
+	"POST /apps/{app}/backup-schedules":    {store.ScopeAdmin, "/apps/shop/backup-schedules", form("destination", "vault", "kind", "directory", "source", "/srv/shop/shared", "cron", "0 3 * * *", "keep", "7")},
+	"POST /backups/schedules/{id}/disable": {store.ScopeAdmin, "/backups/schedules/$NO_SUCH_ID/disable", form()},
+	"POST /backups/schedules/{id}/enable":  {store.ScopeAdmin, "/backups/schedules/$NO_SUCH_ID/enable", form()},
+	"POST /backups/schedules/{id}/remove":  {store.ScopeAdmin, "/backups/schedules/$NO_SUCH_ID/remove?app=shop", form()},
 	// The inbox is always the caller's own: any signed-in person.
 	"GET /notifications":            {store.ScopeRead, "/notifications", nil},
 	"GET /notifications/stream":     {store.ScopeRead, "/notifications/stream", nil},
 	"POST /notifications/{id}/read": {store.ScopeRead, "/notifications/$NO_SUCH_ID/read", form()},
 	"POST /notifications/read-all":  {store.ScopeRead, "/notifications/read-all", form()},
+	// Channels and rules are the admin's, pages and changes alike.
+	"GET /notify/channels":                {store.ScopeAdmin, "/notify/channels", nil},
+	"POST /notify/channels":               {store.ScopeAdmin, "/notify/channels", form("form", "email", "name", "matrix-mail", "to", "ops@example.com")},
+	"GET /notify/channels/{name}":         {store.ScopeAdmin, "/notify/channels/admins-inbox", nil},
+	"POST /notify/channels/{name}/test":   {store.ScopeAdmin, "/notify/channels/admins-inbox/test", form()},
+	"POST /notify/channels/{name}/remove": {store.ScopeAdmin, "/notify/channels/nope/remove", form("confirm", "nope")},
+	"GET /notify/deliveries":              {store.ScopeAdmin, "/notify/deliveries?status=failed", nil},
+	"GET /notify/rules":                   {store.ScopeAdmin, "/notify/rules", nil},
+	"POST /notify/rules":                  {store.ScopeAdmin, "/notify/rules", form("events", "deployment.*", "channel", "admins-inbox")},
+	"POST /notify/rules/{id}/remove":      {store.ScopeAdmin, "/notify/rules/$NO_SUCH_ID/remove", form()},
 
 	// Alert rules: anyone reads them; admins change them.
 	"GET /alerts":                {store.ScopeRead, "/alerts", nil},
@@ -185,6 +221,16 @@ func TestRouteScopeMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	for _, name := range []string{"vault", "rm-dest"} {
+		if _, err := e.bk.AddDestination(ctx, pr, backups.Peer{}, backups.DestinationSpec{Name: name, Kind: "local", Path: "/var/backups/" + name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	queued, err := e.bk.RunBackup(ctx, pr, backups.Peer{}, backups.RunRequest{App: "shop", Destination: "vault", Kind: "directory", Source: "/srv/shop/shared"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	patterns := e.ui.Routes()
 	for _, p := range patterns {
 		if _, ok := routeMatrix[p]; !ok {
@@ -222,7 +268,7 @@ func TestRouteScopeMatrix(t *testing.T) {
 			}
 			myToken = rec.ID
 		}
-		repl := strings.NewReplacer("$MY_TOKEN", myToken.String(), "$VICTIM", victim.ID.String(), "$NO_SUCH_ID", store.NewID().String())
+		repl := strings.NewReplacer("$MY_TOKEN", myToken.String(), "$VICTIM", victim.ID.String(), "$NO_SUCH_ID", store.NewID().String(), "$BACKUP", queued.ID.String())
 		for _, p := range patterns {
 			row, ok := routeMatrix[p]
 			if !ok {
@@ -281,7 +327,7 @@ func TestRouteMatrixCrossOriginPosts(t *testing.T) {
 	}
 	c := e.client()
 	c.login("admin@example.com", adminPassword)
-	repl := strings.NewReplacer("$MY_TOKEN", store.NewID().String(), "$VICTIM", store.NewID().String(), "$NO_SUCH_ID", store.NewID().String())
+	repl := strings.NewReplacer("$MY_TOKEN", store.NewID().String(), "$VICTIM", store.NewID().String(), "$NO_SUCH_ID", store.NewID().String(), "$BACKUP", store.NewID().String())
 	n := 0
 	for p, row := range routeMatrix {
 		method, _, _ := strings.Cut(p, " ")

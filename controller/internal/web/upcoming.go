@@ -9,9 +9,7 @@ type section struct {
 	Key, Path, Title, Empty string
 }
 
-var upcoming = []section{
-	{"backups", "/backups", "Backups", "No backups configured. Backups are not available in this version yet."},
-}
+var upcoming = []section{}
 
 func (s *Server) upcomingPage(sec section) handler {
 	return func(w http.ResponseWriter, r *http.Request, v *viewer) {

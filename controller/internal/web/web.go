@@ -20,6 +20,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/alert"
 	"github.com/berthhq/berth/controller/internal/audit"
+	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/notify"
@@ -56,14 +57,18 @@ type Deps struct {
 	Accounts *accounts.Service
 	Audit    *audit.Service
 	Deploys  *deploys.Service
-	// Notify serves the inbox. Nil: the UI makes its own on Store, which
-	// is enough for the inbox calls (they only read and mark rows; it is
-	// never Run, so it delivers nothing).
+	// Notify serves the inbox, channels and rules. Nil: the UI makes its
+	// own on Store, which is enough for those calls (it is never Run, so
+	// it delivers nothing but the test messages asked for, and it refuses
+	// private targets).
 	Notify *notify.Service
 	// Alerts serves the Alerts page and a server's firing alerts. Nil: the
 	// UI makes its own on Store (reads and rule changes; the daemon's
 	// engine picks changes up through NOTIFY).
 	Alerts *alert.Service
+	// Backups serves the Backups pages. Nil until SetBackups: the service
+	// is the fleet's one job handler, so the UI never makes its own.
+	Backups *backups.Service
 }
 
 // Server is the web UI.
@@ -206,6 +211,16 @@ func (s *Server) routes() []route {
 		{"GET /notifications/stream", s.page(s.bellStream)},
 		{"POST /notifications/{id}/read", s.page(s.notificationRead)},
 		{"POST /notifications/read-all", s.page(s.notificationReadAll)},
+		// Notification channels and rules (admin).
+		{"GET /notify/channels", s.page(s.channelList)},
+		{"POST /notify/channels", s.page(s.channelCreate)},
+		{"GET /notify/channels/{name}", s.page(s.channelShow)},
+		{"POST /notify/channels/{name}/test", s.page(s.channelTest)},
+		{"POST /notify/channels/{name}/remove", s.page(s.channelRemove)},
+		{"GET /notify/deliveries", s.page(s.deliveryList)},
+		{"GET /notify/rules", s.page(s.ruleList)},
+		{"POST /notify/rules", s.page(s.ruleCreate)},
+		{"POST /notify/rules/{id}/remove", s.page(s.ruleRemove)},
 
 		// Threshold alerts.
 		{"GET /alerts", s.page(s.alertList)},
@@ -214,6 +229,7 @@ func (s *Server) routes() []route {
 		{"POST /git-credentials", s.page(s.credentialCreate)},
 		{"POST /git-credentials/{name}/delete", s.page(s.credentialDelete)},
 	}
+	rs = append(rs, s.backupRoutes()...)
 	// Capabilities whose pages come with their own services.
 	for _, sec := range upcoming {
 		rs = append(rs, route{"GET " + sec.Path, s.page(s.upcomingPage(sec))})

@@ -19,11 +19,13 @@ import (
 
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/audit"
+	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/mail"
 	"github.com/berthhq/berth/controller/internal/mail/mailtest"
+	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/password"
 	"github.com/berthhq/berth/controller/internal/secrets"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -62,6 +64,10 @@ type env struct {
 	acc  *accounts.Service
 	ui   *web.Server
 	dep  *deploys.Service
+	// notify is the UI's notifications service when newEnvWith made it.
+	notify *notify.Service
+	bk     *backups.Service
+	fl     *fleet.Service
 }
 
 func newEnv(t *testing.T, secure bool) *env {
@@ -72,6 +78,14 @@ func newEnv(t *testing.T, secure bool) *env {
 // newEnvMail is newEnv with another mailer than the test SMTP server's
 // (mail.Log: a controller without a mail server).
 func newEnvMail(t *testing.T, secure bool, mailer mail.Mailer) *env {
+	t.Helper()
+	return newEnvWith(t, secure, mailer, nil)
+}
+
+// newEnvWith is newEnvMail with the UI's notifications service made from
+// notifyCfg (its Store and Logger filled in), e.g. one that allows private
+// webhook targets; nil lets the UI make its own.
+func newEnvWith(t *testing.T, secure bool, mailer mail.Mailer, notifyCfg *notify.Config) *env {
 	t.Helper()
 	db := testdb.New(t)
 	kr, err := secrets.Generate()
@@ -101,7 +115,20 @@ func newEnvMail(t *testing.T, secure bool, mailer mail.Mailer) *env {
 		t.Fatal(err)
 	}
 	e.dep = deploys.New(st, fl, log, deploys.Config{})
-	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: e.acc, Audit: audit.New(st), Deploys: e.dep},
+	// Not Run: jobs stay queued (no agent here); the backups pages' reads
+	// and refusals need no dispatcher.
+	e.bk = backups.New(st, fl, e.dep, log, backups.Config{})
+	e.fl = fl
+	var ns *notify.Service
+	if notifyCfg != nil {
+		cfg := *notifyCfg
+		cfg.Store, cfg.Logger = st, log
+		if ns, err = notify.New(cfg); err != nil {
+			t.Fatal(err)
+		}
+		e.notify = ns
+	}
+	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: e.acc, Audit: audit.New(st), Deploys: e.dep, Notify: ns},
 		web.Config{Secure: secure, EventsPoll: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +136,7 @@ func newEnvMail(t *testing.T, secure bool, mailer mail.Mailer) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go ui.Run(ctx)
+	ui.SetBackups(e.bk)
 	ui.Register(mux)
 	e.ui = ui
 	srv.Config.Handler = ui.Wrap(mux)

@@ -107,10 +107,50 @@ const (
 	NotifyRuleDeleted    = "notify_rule.deleted"
 )
 
+// Backups (issue 18): destinations, the keyring, backups and the tasks
+// acting on them. A backup's or task's end is written as "backup." or
+// "backup_task." + its final status.
+const (
+	BackupDestinationCreated = "backup_destination.created"
+	BackupDestinationTested  = "backup_destination.tested"
+	BackupDestinationRemoved = "backup_destination.removed"
+	BackupKeyCreated         = "backup_key.created"
+	BackupQueued             = "backup.queued"
+	BackupCancelRequested    = "backup.cancel_requested"
+	BackupSucceeded          = "backup.succeeded"
+	BackupFailed             = "backup.failed"
+	BackupCanceled           = "backup.canceled"
+	BackupTimedOut           = "backup.timed_out"
+	BackupVerifyQueued       = "backup.verify_queued"
+	BackupRestoreQueued      = "backup.restore_queued"
+	BackupDownloaded         = "backup.downloaded"
+	BackupDeleteRequested    = "backup.delete_requested"
+	BackupDeleted            = "backup.deleted"
+	BackupTaskSucceeded      = "backup_task.succeeded"
+	BackupTaskFailed         = "backup_task.failed"
+	BackupTaskCanceled       = "backup_task.canceled"
+	BackupTaskTimedOut       = "backup_task.timed_out"
+)
+
+// Backup schedules (issue 18 §3): changes by a person or token, a tick
+// skipped because the previous run was unfinished, a run the agent made
+// from its held schedule while no controller was reachable, and a delete
+// queued by retention.
+const (
+	BackupScheduleAdded      = "backup_schedule.added"
+	BackupScheduleEnabled    = "backup_schedule.enabled"
+	BackupScheduleDisabled   = "backup_schedule.disabled"
+	BackupScheduleRemoved    = "backup_schedule.removed"
+	BackupScheduleRunSkipped = "backup_schedule.run_skipped"
+	BackupHeldRunReported    = "backup.held_run_reported"
+	BackupRetentionDelete    = "backup.retention_delete_queued"
+)
+
 // Threshold alert rules (issue 17 §3), changed by an admin.
 const (
-	AlertRuleCreated = "alert_rule.created"
-	AlertRuleDeleted = "alert_rule.deleted"
+	AlertRuleCreated  = "alert_rule.created"
+	AlertRuleReplaced = "alert_rule.replaced"
+	AlertRuleDeleted  = "alert_rule.deleted"
 )
 
 // All is every kind above. Keep it in the order of the constants.
@@ -133,7 +173,15 @@ var All = []string{
 
 	NotifyChannelCreated, NotifyChannelTested, NotifyChannelDeleted, NotifyRuleCreated, NotifyRuleDeleted,
 
-	AlertRuleCreated, AlertRuleDeleted,
+	BackupDestinationCreated, BackupDestinationTested, BackupDestinationRemoved, BackupKeyCreated, BackupQueued,
+	BackupCancelRequested, BackupSucceeded, BackupFailed, BackupCanceled, BackupTimedOut, BackupVerifyQueued,
+	BackupRestoreQueued, BackupDownloaded, BackupDeleteRequested, BackupDeleted,
+	BackupTaskSucceeded, BackupTaskFailed, BackupTaskCanceled, BackupTaskTimedOut,
+
+	BackupScheduleAdded, BackupScheduleEnabled, BackupScheduleDisabled, BackupScheduleRemoved,
+	BackupScheduleRunSkipped, BackupHeldRunReported, BackupRetentionDelete,
+
+	AlertRuleCreated, AlertRuleReplaced, AlertRuleDeleted,
 }
 
 // Known reports whether k is in the list.

@@ -39,8 +39,11 @@ type NotifyChannel struct {
 	FailingSince     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=failing_since,json=failingSince,proto3" json:"failing_since,omitempty"`
 	LastDeliveredAt  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_delivered_at,json=lastDeliveredAt,proto3" json:"last_delivered_at,omitempty"`
 	CreatedAt        *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// given_up counts messages given up after their retries (within the
+	// outbox's 30 days).
+	GivenUp       int64 `protobuf:"varint,12,opt,name=given_up,json=givenUp,proto3" json:"given_up,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NotifyChannel) Reset() {
@@ -148,6 +151,13 @@ func (x *NotifyChannel) GetCreatedAt() *timestamppb.Timestamp {
 		return x.CreatedAt
 	}
 	return nil
+}
+
+func (x *NotifyChannel) GetGivenUp() int64 {
+	if x != nil {
+		return x.GivenUp
+	}
+	return 0
 }
 
 type AddChannelRequest struct {
@@ -1277,6 +1287,246 @@ func (x *GetUnreadCountResponse) GetUnread() int64 {
 	return 0
 }
 
+// NotifyDelivery is one message to one channel: an event (or a digest of
+// held-back events) and how its delivery went.
+type NotifyDelivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the outbox row's id, also the webhook-id a receiver dedupes on.
+	Id      string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Channel string `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
+	// event_id is empty for a digest.
+	EventId string `protobuf:"bytes,3,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// event_kind is the event's kind, notify.digest for a digest.
+	EventKind string `protobuf:"bytes,4,opt,name=event_kind,json=eventKind,proto3" json:"event_kind,omitempty"`
+	Title     string `protobuf:"bytes,5,opt,name=title,proto3" json:"title,omitempty"`
+	// status: pending, delivered, failed (given up), merged, held or
+	// digested.
+	Status    string `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	Attempts  int32  `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	LastError string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// next_attempt_at is set while pending.
+	NextAttemptAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=next_attempt_at,json=nextAttemptAt,proto3" json:"next_attempt_at,omitempty"`
+	DeliveredAt   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=delivered_at,json=deliveredAt,proto3" json:"delivered_at,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifyDelivery) Reset() {
+	*x = NotifyDelivery{}
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyDelivery) ProtoMessage() {}
+
+func (x *NotifyDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyDelivery.ProtoReflect.Descriptor instead.
+func (*NotifyDelivery) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *NotifyDelivery) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NotifyDelivery) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *NotifyDelivery) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *NotifyDelivery) GetEventKind() string {
+	if x != nil {
+		return x.EventKind
+	}
+	return ""
+}
+
+func (x *NotifyDelivery) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *NotifyDelivery) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *NotifyDelivery) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *NotifyDelivery) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *NotifyDelivery) GetNextAttemptAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptAt
+	}
+	return nil
+}
+
+func (x *NotifyDelivery) GetDeliveredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeliveredAt
+	}
+	return nil
+}
+
+func (x *NotifyDelivery) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+type ListDeliveriesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// channel: a channel's name, or empty for every channel.
+	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// status: pending, delivered, failed, merged, held or digested; empty
+	// for any.
+	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	// limit: 1 to 200; default 50.
+	Limit         int32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeliveriesRequest) Reset() {
+	*x = ListDeliveriesRequest{}
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeliveriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeliveriesRequest) ProtoMessage() {}
+
+func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeliveriesRequest.ProtoReflect.Descriptor instead.
+func (*ListDeliveriesRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListDeliveriesRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *ListDeliveriesRequest) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *ListDeliveriesRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListDeliveriesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*NotifyDelivery      `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeliveriesResponse) Reset() {
+	*x = ListDeliveriesResponse{}
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeliveriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeliveriesResponse) ProtoMessage() {}
+
+func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeliveriesResponse.ProtoReflect.Descriptor instead.
+func (*ListDeliveriesResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListDeliveriesResponse) GetDeliveries() []*NotifyDelivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
 // AlertRule is a threshold alert: metric above a threshold for a duration,
 // resolved below a lower mark.
 type AlertRule struct {
@@ -1309,7 +1559,7 @@ type AlertRule struct {
 
 func (x *AlertRule) Reset() {
 	*x = AlertRule{}
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[23]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1571,7 @@ func (x *AlertRule) String() string {
 func (*AlertRule) ProtoMessage() {}
 
 func (x *AlertRule) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[23]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1584,7 @@ func (x *AlertRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertRule.ProtoReflect.Descriptor instead.
 func (*AlertRule) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{23}
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AlertRule) GetId() string {
@@ -1453,7 +1703,7 @@ type AlertFiring struct {
 
 func (x *AlertFiring) Reset() {
 	*x = AlertFiring{}
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[24]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1715,7 @@ func (x *AlertFiring) String() string {
 func (*AlertFiring) ProtoMessage() {}
 
 func (x *AlertFiring) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[24]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1728,7 @@ func (x *AlertFiring) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertFiring.ProtoReflect.Descriptor instead.
 func (*AlertFiring) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{24}
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AlertFiring) GetServerId() string {
@@ -1539,14 +1789,17 @@ type AddAlertRequest struct {
 	Server string `protobuf:"bytes,7,opt,name=server,proto3" json:"server,omitempty"`
 	Label  string `protobuf:"bytes,8,opt,name=label,proto3" json:"label,omitempty"`
 	// level: warning (default) or critical.
-	Level         string `protobuf:"bytes,9,opt,name=level,proto3" json:"level,omitempty"`
+	Level string `protobuf:"bytes,9,opt,name=level,proto3" json:"level,omitempty"`
+	// replace: an alert of that name is changed to this definition (what
+	// it has firing is resolved first) instead of refused.
+	Replace       bool `protobuf:"varint,10,opt,name=replace,proto3" json:"replace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddAlertRequest) Reset() {
 	*x = AddAlertRequest{}
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[25]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1811,7 @@ func (x *AddAlertRequest) String() string {
 func (*AddAlertRequest) ProtoMessage() {}
 
 func (x *AddAlertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[25]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1824,7 @@ func (x *AddAlertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddAlertRequest.ProtoReflect.Descriptor instead.
 func (*AddAlertRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{25}
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AddAlertRequest) GetName() string {
@@ -1637,6 +1890,13 @@ func (x *AddAlertRequest) GetLevel() string {
 	return ""
 }
 
+func (x *AddAlertRequest) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
 type AddAlertResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Alert         *AlertRule             `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
@@ -1646,7 +1906,7 @@ type AddAlertResponse struct {
 
 func (x *AddAlertResponse) Reset() {
 	*x = AddAlertResponse{}
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[26]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1918,7 @@ func (x *AddAlertResponse) String() string {
 func (*AddAlertResponse) ProtoMessage() {}
 
 func (x *AddAlertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[26]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1931,7 @@ func (x *AddAlertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddAlertResponse.ProtoReflect.Descriptor instead.
 func (*AddAlertResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{26}
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AddAlertResponse) GetAlert() *AlertRule {
@@ -1689,7 +1949,7 @@ type ListAlertsRequest struct {
 
 func (x *ListAlertsRequest) Reset() {
 	*x = ListAlertsRequest{}
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[27]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +1961,7 @@ func (x *ListAlertsRequest) String() string {
 func (*ListAlertsRequest) ProtoMessage() {}
 
 func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[27]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +1974,7 @@ func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsRequest.ProtoReflect.Descriptor instead.
 func (*ListAlertsRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{27}
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{30}
 }
 
 type ListAlertsResponse struct {
@@ -1726,7 +1986,7 @@ type ListAlertsResponse struct {
 
 func (x *ListAlertsResponse) Reset() {
 	*x = ListAlertsResponse{}
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[28]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1998,7 @@ func (x *ListAlertsResponse) String() string {
 func (*ListAlertsResponse) ProtoMessage() {}
 
 func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[28]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +2011,7 @@ func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsResponse.ProtoReflect.Descriptor instead.
 func (*ListAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{28}
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListAlertsResponse) GetAlerts() []*AlertRule {
@@ -1770,7 +2030,7 @@ type GetAlertRequest struct {
 
 func (x *GetAlertRequest) Reset() {
 	*x = GetAlertRequest{}
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[29]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +2042,7 @@ func (x *GetAlertRequest) String() string {
 func (*GetAlertRequest) ProtoMessage() {}
 
 func (x *GetAlertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[29]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +2055,7 @@ func (x *GetAlertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAlertRequest.ProtoReflect.Descriptor instead.
 func (*GetAlertRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{29}
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetAlertRequest) GetName() string {
@@ -1814,7 +2074,7 @@ type GetAlertResponse struct {
 
 func (x *GetAlertResponse) Reset() {
 	*x = GetAlertResponse{}
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[30]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1826,7 +2086,7 @@ func (x *GetAlertResponse) String() string {
 func (*GetAlertResponse) ProtoMessage() {}
 
 func (x *GetAlertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[30]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1839,7 +2099,7 @@ func (x *GetAlertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAlertResponse.ProtoReflect.Descriptor instead.
 func (*GetAlertResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{30}
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetAlertResponse) GetAlert() *AlertRule {
@@ -1858,7 +2118,7 @@ type RemoveAlertRequest struct {
 
 func (x *RemoveAlertRequest) Reset() {
 	*x = RemoveAlertRequest{}
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[31]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +2130,7 @@ func (x *RemoveAlertRequest) String() string {
 func (*RemoveAlertRequest) ProtoMessage() {}
 
 func (x *RemoveAlertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[31]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +2143,7 @@ func (x *RemoveAlertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveAlertRequest.ProtoReflect.Descriptor instead.
 func (*RemoveAlertRequest) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{31}
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RemoveAlertRequest) GetName() string {
@@ -1901,7 +2161,7 @@ type RemoveAlertResponse struct {
 
 func (x *RemoveAlertResponse) Reset() {
 	*x = RemoveAlertResponse{}
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[32]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1913,7 +2173,7 @@ func (x *RemoveAlertResponse) String() string {
 func (*RemoveAlertResponse) ProtoMessage() {}
 
 func (x *RemoveAlertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_admin_v1_notify_proto_msgTypes[32]
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1926,14 +2186,14 @@ func (x *RemoveAlertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveAlertResponse.ProtoReflect.Descriptor instead.
 func (*RemoveAlertResponse) Descriptor() ([]byte, []int) {
-	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{32}
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{35}
 }
 
 var File_berth_admin_v1_notify_proto protoreflect.FileDescriptor
 
 const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	"\n" +
-	"\x1bberth/admin/v1/notify.proto\x12\x0eberth.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x03\n" +
+	"\x1bberth/admin/v1/notify.proto\x12\x0eberth.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x03\n" +
 	"\rNotifyChannel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -1948,7 +2208,8 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	"\x11last_delivered_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\x0flastDeliveredAt\x129\n" +
 	"\n" +
-	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"u\n" +
+	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x19\n" +
+	"\bgiven_up\x18\f \x01(\x03R\agivenUp\"u\n" +
 	"\x11AddChannelRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x0e\n" +
@@ -2013,7 +2274,31 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	"\x06marked\x18\x01 \x01(\x03R\x06marked\"\x17\n" +
 	"\x15GetUnreadCountRequest\"0\n" +
 	"\x16GetUnreadCountResponse\x12\x16\n" +
-	"\x06unread\x18\x01 \x01(\x03R\x06unread\"\xed\x03\n" +
+	"\x06unread\x18\x01 \x01(\x03R\x06unread\"\x9b\x03\n" +
+	"\x0eNotifyDelivery\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\achannel\x18\x02 \x01(\tR\achannel\x12\x19\n" +
+	"\bevent_id\x18\x03 \x01(\tR\aeventId\x12\x1d\n" +
+	"\n" +
+	"event_kind\x18\x04 \x01(\tR\teventKind\x12\x14\n" +
+	"\x05title\x18\x05 \x01(\tR\x05title\x12\x16\n" +
+	"\x06status\x18\x06 \x01(\tR\x06status\x12\x1a\n" +
+	"\battempts\x18\a \x01(\x05R\battempts\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12B\n" +
+	"\x0fnext_attempt_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\x12=\n" +
+	"\fdelivered_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\vdeliveredAt\x129\n" +
+	"\n" +
+	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"_\n" +
+	"\x15ListDeliveriesRequest\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\"X\n" +
+	"\x16ListDeliveriesResponse\x12>\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x1e.berth.admin.v1.NotifyDeliveryR\n" +
+	"deliveries\"\xed\x03\n" +
 	"\tAlertRule\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -2042,7 +2327,7 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	"\x05mount\x18\x03 \x01(\tR\x05mount\x12?\n" +
 	"\rpending_since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fpendingSince\x120\n" +
 	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
-	"\x05value\x18\x06 \x01(\x01R\x05value\"\xa5\x02\n" +
+	"\x05value\x18\x06 \x01(\x01R\x05value\"\xbf\x02\n" +
 	"\x0fAddAlertRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06metric\x18\x02 \x01(\tR\x06metric\x12\x19\n" +
@@ -2052,7 +2337,9 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	"\x05mount\x18\x06 \x01(\tR\x05mount\x12\x16\n" +
 	"\x06server\x18\a \x01(\tR\x06server\x12\x14\n" +
 	"\x05label\x18\b \x01(\tR\x05label\x12\x14\n" +
-	"\x05level\x18\t \x01(\tR\x05levelB\b\n" +
+	"\x05level\x18\t \x01(\tR\x05level\x12\x18\n" +
+	"\areplace\x18\n" +
+	" \x01(\bR\areplaceB\b\n" +
 	"\x06_aboveB\x10\n" +
 	"\x0e_resolve_below\"C\n" +
 	"\x10AddAlertResponse\x12/\n" +
@@ -2066,7 +2353,8 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	"\x05alert\x18\x01 \x01(\v2\x19.berth.admin.v1.AlertRuleR\x05alert\"(\n" +
 	"\x12RemoveAlertRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
-	"\x13RemoveAlertResponse2\xfa\t\n" +
+	"\x13RemoveAlertResponse2\xdb\n" +
+	"\n" +
 	"\x13NotificationService\x12S\n" +
 	"\n" +
 	"AddChannel\x12!.berth.admin.v1.AddChannelRequest\x1a\".berth.admin.v1.AddChannelResponse\x12Y\n" +
@@ -2079,7 +2367,8 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	"RemoveRule\x12!.berth.admin.v1.RemoveRuleRequest\x1a\".berth.admin.v1.RemoveRuleResponse\x12h\n" +
 	"\x11ListNotifications\x12(.berth.admin.v1.ListNotificationsRequest\x1a).berth.admin.v1.ListNotificationsResponse\x12t\n" +
 	"\x15MarkNotificationsRead\x12,.berth.admin.v1.MarkNotificationsReadRequest\x1a-.berth.admin.v1.MarkNotificationsReadResponse\x12_\n" +
-	"\x0eGetUnreadCount\x12%.berth.admin.v1.GetUnreadCountRequest\x1a&.berth.admin.v1.GetUnreadCountResponse\x12M\n" +
+	"\x0eGetUnreadCount\x12%.berth.admin.v1.GetUnreadCountRequest\x1a&.berth.admin.v1.GetUnreadCountResponse\x12_\n" +
+	"\x0eListDeliveries\x12%.berth.admin.v1.ListDeliveriesRequest\x1a&.berth.admin.v1.ListDeliveriesResponse\x12M\n" +
 	"\bAddAlert\x12\x1f.berth.admin.v1.AddAlertRequest\x1a .berth.admin.v1.AddAlertResponse\x12S\n" +
 	"\n" +
 	"ListAlerts\x12!.berth.admin.v1.ListAlertsRequest\x1a\".berth.admin.v1.ListAlertsResponse\x12M\n" +
@@ -2099,7 +2388,7 @@ func file_berth_admin_v1_notify_proto_rawDescGZIP() []byte {
 	return file_berth_admin_v1_notify_proto_rawDescData
 }
 
-var file_berth_admin_v1_notify_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_berth_admin_v1_notify_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_berth_admin_v1_notify_proto_goTypes = []any{
 	(*NotifyChannel)(nil),                 // 0: berth.admin.v1.NotifyChannel
 	(*AddChannelRequest)(nil),             // 1: berth.admin.v1.AddChannelRequest
@@ -2124,73 +2413,82 @@ var file_berth_admin_v1_notify_proto_goTypes = []any{
 	(*MarkNotificationsReadResponse)(nil), // 20: berth.admin.v1.MarkNotificationsReadResponse
 	(*GetUnreadCountRequest)(nil),         // 21: berth.admin.v1.GetUnreadCountRequest
 	(*GetUnreadCountResponse)(nil),        // 22: berth.admin.v1.GetUnreadCountResponse
-	(*AlertRule)(nil),                     // 23: berth.admin.v1.AlertRule
-	(*AlertFiring)(nil),                   // 24: berth.admin.v1.AlertFiring
-	(*AddAlertRequest)(nil),               // 25: berth.admin.v1.AddAlertRequest
-	(*AddAlertResponse)(nil),              // 26: berth.admin.v1.AddAlertResponse
-	(*ListAlertsRequest)(nil),             // 27: berth.admin.v1.ListAlertsRequest
-	(*ListAlertsResponse)(nil),            // 28: berth.admin.v1.ListAlertsResponse
-	(*GetAlertRequest)(nil),               // 29: berth.admin.v1.GetAlertRequest
-	(*GetAlertResponse)(nil),              // 30: berth.admin.v1.GetAlertResponse
-	(*RemoveAlertRequest)(nil),            // 31: berth.admin.v1.RemoveAlertRequest
-	(*RemoveAlertResponse)(nil),           // 32: berth.admin.v1.RemoveAlertResponse
-	(*timestamppb.Timestamp)(nil),         // 33: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 34: google.protobuf.Duration
+	(*NotifyDelivery)(nil),                // 23: berth.admin.v1.NotifyDelivery
+	(*ListDeliveriesRequest)(nil),         // 24: berth.admin.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil),        // 25: berth.admin.v1.ListDeliveriesResponse
+	(*AlertRule)(nil),                     // 26: berth.admin.v1.AlertRule
+	(*AlertFiring)(nil),                   // 27: berth.admin.v1.AlertFiring
+	(*AddAlertRequest)(nil),               // 28: berth.admin.v1.AddAlertRequest
+	(*AddAlertResponse)(nil),              // 29: berth.admin.v1.AddAlertResponse
+	(*ListAlertsRequest)(nil),             // 30: berth.admin.v1.ListAlertsRequest
+	(*ListAlertsResponse)(nil),            // 31: berth.admin.v1.ListAlertsResponse
+	(*GetAlertRequest)(nil),               // 32: berth.admin.v1.GetAlertRequest
+	(*GetAlertResponse)(nil),              // 33: berth.admin.v1.GetAlertResponse
+	(*RemoveAlertRequest)(nil),            // 34: berth.admin.v1.RemoveAlertRequest
+	(*RemoveAlertResponse)(nil),           // 35: berth.admin.v1.RemoveAlertResponse
+	(*timestamppb.Timestamp)(nil),         // 36: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 37: google.protobuf.Duration
 }
 var file_berth_admin_v1_notify_proto_depIdxs = []int32{
-	33, // 0: berth.admin.v1.NotifyChannel.failing_since:type_name -> google.protobuf.Timestamp
-	33, // 1: berth.admin.v1.NotifyChannel.last_delivered_at:type_name -> google.protobuf.Timestamp
-	33, // 2: berth.admin.v1.NotifyChannel.created_at:type_name -> google.protobuf.Timestamp
+	36, // 0: berth.admin.v1.NotifyChannel.failing_since:type_name -> google.protobuf.Timestamp
+	36, // 1: berth.admin.v1.NotifyChannel.last_delivered_at:type_name -> google.protobuf.Timestamp
+	36, // 2: berth.admin.v1.NotifyChannel.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: berth.admin.v1.AddChannelResponse.channel:type_name -> berth.admin.v1.NotifyChannel
 	0,  // 4: berth.admin.v1.ListChannelsResponse.channels:type_name -> berth.admin.v1.NotifyChannel
 	0,  // 5: berth.admin.v1.TestChannelResponse.channel:type_name -> berth.admin.v1.NotifyChannel
 	9,  // 6: berth.admin.v1.AddRuleResponse.rule:type_name -> berth.admin.v1.NotifyRule
 	9,  // 7: berth.admin.v1.ListRulesResponse.rules:type_name -> berth.admin.v1.NotifyRule
-	33, // 8: berth.admin.v1.Notification.read_at:type_name -> google.protobuf.Timestamp
-	33, // 9: berth.admin.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
+	36, // 8: berth.admin.v1.Notification.read_at:type_name -> google.protobuf.Timestamp
+	36, // 9: berth.admin.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
 	16, // 10: berth.admin.v1.ListNotificationsResponse.notifications:type_name -> berth.admin.v1.Notification
-	34, // 11: berth.admin.v1.AlertRule.for:type_name -> google.protobuf.Duration
-	33, // 12: berth.admin.v1.AlertRule.created_at:type_name -> google.protobuf.Timestamp
-	24, // 13: berth.admin.v1.AlertRule.firing:type_name -> berth.admin.v1.AlertFiring
-	33, // 14: berth.admin.v1.AlertFiring.pending_since:type_name -> google.protobuf.Timestamp
-	33, // 15: berth.admin.v1.AlertFiring.since:type_name -> google.protobuf.Timestamp
-	34, // 16: berth.admin.v1.AddAlertRequest.for:type_name -> google.protobuf.Duration
-	23, // 17: berth.admin.v1.AddAlertResponse.alert:type_name -> berth.admin.v1.AlertRule
-	23, // 18: berth.admin.v1.ListAlertsResponse.alerts:type_name -> berth.admin.v1.AlertRule
-	23, // 19: berth.admin.v1.GetAlertResponse.alert:type_name -> berth.admin.v1.AlertRule
-	1,  // 20: berth.admin.v1.NotificationService.AddChannel:input_type -> berth.admin.v1.AddChannelRequest
-	3,  // 21: berth.admin.v1.NotificationService.ListChannels:input_type -> berth.admin.v1.ListChannelsRequest
-	5,  // 22: berth.admin.v1.NotificationService.TestChannel:input_type -> berth.admin.v1.TestChannelRequest
-	7,  // 23: berth.admin.v1.NotificationService.RemoveChannel:input_type -> berth.admin.v1.RemoveChannelRequest
-	10, // 24: berth.admin.v1.NotificationService.AddRule:input_type -> berth.admin.v1.AddRuleRequest
-	12, // 25: berth.admin.v1.NotificationService.ListRules:input_type -> berth.admin.v1.ListRulesRequest
-	14, // 26: berth.admin.v1.NotificationService.RemoveRule:input_type -> berth.admin.v1.RemoveRuleRequest
-	17, // 27: berth.admin.v1.NotificationService.ListNotifications:input_type -> berth.admin.v1.ListNotificationsRequest
-	19, // 28: berth.admin.v1.NotificationService.MarkNotificationsRead:input_type -> berth.admin.v1.MarkNotificationsReadRequest
-	21, // 29: berth.admin.v1.NotificationService.GetUnreadCount:input_type -> berth.admin.v1.GetUnreadCountRequest
-	25, // 30: berth.admin.v1.NotificationService.AddAlert:input_type -> berth.admin.v1.AddAlertRequest
-	27, // 31: berth.admin.v1.NotificationService.ListAlerts:input_type -> berth.admin.v1.ListAlertsRequest
-	29, // 32: berth.admin.v1.NotificationService.GetAlert:input_type -> berth.admin.v1.GetAlertRequest
-	31, // 33: berth.admin.v1.NotificationService.RemoveAlert:input_type -> berth.admin.v1.RemoveAlertRequest
-	2,  // 34: berth.admin.v1.NotificationService.AddChannel:output_type -> berth.admin.v1.AddChannelResponse
-	4,  // 35: berth.admin.v1.NotificationService.ListChannels:output_type -> berth.admin.v1.ListChannelsResponse
-	6,  // 36: berth.admin.v1.NotificationService.TestChannel:output_type -> berth.admin.v1.TestChannelResponse
-	8,  // 37: berth.admin.v1.NotificationService.RemoveChannel:output_type -> berth.admin.v1.RemoveChannelResponse
-	11, // 38: berth.admin.v1.NotificationService.AddRule:output_type -> berth.admin.v1.AddRuleResponse
-	13, // 39: berth.admin.v1.NotificationService.ListRules:output_type -> berth.admin.v1.ListRulesResponse
-	15, // 40: berth.admin.v1.NotificationService.RemoveRule:output_type -> berth.admin.v1.RemoveRuleResponse
-	18, // 41: berth.admin.v1.NotificationService.ListNotifications:output_type -> berth.admin.v1.ListNotificationsResponse
-	20, // 42: berth.admin.v1.NotificationService.MarkNotificationsRead:output_type -> berth.admin.v1.MarkNotificationsReadResponse
-	22, // 43: berth.admin.v1.NotificationService.GetUnreadCount:output_type -> berth.admin.v1.GetUnreadCountResponse
-	26, // 44: berth.admin.v1.NotificationService.AddAlert:output_type -> berth.admin.v1.AddAlertResponse
-	28, // 45: berth.admin.v1.NotificationService.ListAlerts:output_type -> berth.admin.v1.ListAlertsResponse
-	30, // 46: berth.admin.v1.NotificationService.GetAlert:output_type -> berth.admin.v1.GetAlertResponse
-	32, // 47: berth.admin.v1.NotificationService.RemoveAlert:output_type -> berth.admin.v1.RemoveAlertResponse
-	34, // [34:48] is the sub-list for method output_type
-	20, // [20:34] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	36, // 11: berth.admin.v1.NotifyDelivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	36, // 12: berth.admin.v1.NotifyDelivery.delivered_at:type_name -> google.protobuf.Timestamp
+	36, // 13: berth.admin.v1.NotifyDelivery.created_at:type_name -> google.protobuf.Timestamp
+	23, // 14: berth.admin.v1.ListDeliveriesResponse.deliveries:type_name -> berth.admin.v1.NotifyDelivery
+	37, // 15: berth.admin.v1.AlertRule.for:type_name -> google.protobuf.Duration
+	36, // 16: berth.admin.v1.AlertRule.created_at:type_name -> google.protobuf.Timestamp
+	27, // 17: berth.admin.v1.AlertRule.firing:type_name -> berth.admin.v1.AlertFiring
+	36, // 18: berth.admin.v1.AlertFiring.pending_since:type_name -> google.protobuf.Timestamp
+	36, // 19: berth.admin.v1.AlertFiring.since:type_name -> google.protobuf.Timestamp
+	37, // 20: berth.admin.v1.AddAlertRequest.for:type_name -> google.protobuf.Duration
+	26, // 21: berth.admin.v1.AddAlertResponse.alert:type_name -> berth.admin.v1.AlertRule
+	26, // 22: berth.admin.v1.ListAlertsResponse.alerts:type_name -> berth.admin.v1.AlertRule
+	26, // 23: berth.admin.v1.GetAlertResponse.alert:type_name -> berth.admin.v1.AlertRule
+	1,  // 24: berth.admin.v1.NotificationService.AddChannel:input_type -> berth.admin.v1.AddChannelRequest
+	3,  // 25: berth.admin.v1.NotificationService.ListChannels:input_type -> berth.admin.v1.ListChannelsRequest
+	5,  // 26: berth.admin.v1.NotificationService.TestChannel:input_type -> berth.admin.v1.TestChannelRequest
+	7,  // 27: berth.admin.v1.NotificationService.RemoveChannel:input_type -> berth.admin.v1.RemoveChannelRequest
+	10, // 28: berth.admin.v1.NotificationService.AddRule:input_type -> berth.admin.v1.AddRuleRequest
+	12, // 29: berth.admin.v1.NotificationService.ListRules:input_type -> berth.admin.v1.ListRulesRequest
+	14, // 30: berth.admin.v1.NotificationService.RemoveRule:input_type -> berth.admin.v1.RemoveRuleRequest
+	17, // 31: berth.admin.v1.NotificationService.ListNotifications:input_type -> berth.admin.v1.ListNotificationsRequest
+	19, // 32: berth.admin.v1.NotificationService.MarkNotificationsRead:input_type -> berth.admin.v1.MarkNotificationsReadRequest
+	21, // 33: berth.admin.v1.NotificationService.GetUnreadCount:input_type -> berth.admin.v1.GetUnreadCountRequest
+	24, // 34: berth.admin.v1.NotificationService.ListDeliveries:input_type -> berth.admin.v1.ListDeliveriesRequest
+	28, // 35: berth.admin.v1.NotificationService.AddAlert:input_type -> berth.admin.v1.AddAlertRequest
+	30, // 36: berth.admin.v1.NotificationService.ListAlerts:input_type -> berth.admin.v1.ListAlertsRequest
+	32, // 37: berth.admin.v1.NotificationService.GetAlert:input_type -> berth.admin.v1.GetAlertRequest
+	34, // 38: berth.admin.v1.NotificationService.RemoveAlert:input_type -> berth.admin.v1.RemoveAlertRequest
+	2,  // 39: berth.admin.v1.NotificationService.AddChannel:output_type -> berth.admin.v1.AddChannelResponse
+	4,  // 40: berth.admin.v1.NotificationService.ListChannels:output_type -> berth.admin.v1.ListChannelsResponse
+	6,  // 41: berth.admin.v1.NotificationService.TestChannel:output_type -> berth.admin.v1.TestChannelResponse
+	8,  // 42: berth.admin.v1.NotificationService.RemoveChannel:output_type -> berth.admin.v1.RemoveChannelResponse
+	11, // 43: berth.admin.v1.NotificationService.AddRule:output_type -> berth.admin.v1.AddRuleResponse
+	13, // 44: berth.admin.v1.NotificationService.ListRules:output_type -> berth.admin.v1.ListRulesResponse
+	15, // 45: berth.admin.v1.NotificationService.RemoveRule:output_type -> berth.admin.v1.RemoveRuleResponse
+	18, // 46: berth.admin.v1.NotificationService.ListNotifications:output_type -> berth.admin.v1.ListNotificationsResponse
+	20, // 47: berth.admin.v1.NotificationService.MarkNotificationsRead:output_type -> berth.admin.v1.MarkNotificationsReadResponse
+	22, // 48: berth.admin.v1.NotificationService.GetUnreadCount:output_type -> berth.admin.v1.GetUnreadCountResponse
+	25, // 49: berth.admin.v1.NotificationService.ListDeliveries:output_type -> berth.admin.v1.ListDeliveriesResponse
+	29, // 50: berth.admin.v1.NotificationService.AddAlert:output_type -> berth.admin.v1.AddAlertResponse
+	31, // 51: berth.admin.v1.NotificationService.ListAlerts:output_type -> berth.admin.v1.ListAlertsResponse
+	33, // 52: berth.admin.v1.NotificationService.GetAlert:output_type -> berth.admin.v1.GetAlertResponse
+	35, // 53: berth.admin.v1.NotificationService.RemoveAlert:output_type -> berth.admin.v1.RemoveAlertResponse
+	39, // [39:54] is the sub-list for method output_type
+	24, // [24:39] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_berth_admin_v1_notify_proto_init() }
@@ -2198,15 +2496,15 @@ func file_berth_admin_v1_notify_proto_init() {
 	if File_berth_admin_v1_notify_proto != nil {
 		return
 	}
-	file_berth_admin_v1_notify_proto_msgTypes[23].OneofWrappers = []any{}
-	file_berth_admin_v1_notify_proto_msgTypes[25].OneofWrappers = []any{}
+	file_berth_admin_v1_notify_proto_msgTypes[26].OneofWrappers = []any{}
+	file_berth_admin_v1_notify_proto_msgTypes[28].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_admin_v1_notify_proto_rawDesc), len(file_berth_admin_v1_notify_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

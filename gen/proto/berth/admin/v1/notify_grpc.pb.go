@@ -29,6 +29,7 @@ const (
 	NotificationService_ListNotifications_FullMethodName     = "/berth.admin.v1.NotificationService/ListNotifications"
 	NotificationService_MarkNotificationsRead_FullMethodName = "/berth.admin.v1.NotificationService/MarkNotificationsRead"
 	NotificationService_GetUnreadCount_FullMethodName        = "/berth.admin.v1.NotificationService/GetUnreadCount"
+	NotificationService_ListDeliveries_FullMethodName        = "/berth.admin.v1.NotificationService/ListDeliveries"
 	NotificationService_AddAlert_FullMethodName              = "/berth.admin.v1.NotificationService/AddAlert"
 	NotificationService_ListAlerts_FullMethodName            = "/berth.admin.v1.NotificationService/ListAlerts"
 	NotificationService_GetAlert_FullMethodName              = "/berth.admin.v1.NotificationService/GetAlert"
@@ -66,6 +67,9 @@ type NotificationServiceClient interface {
 	MarkNotificationsRead(ctx context.Context, in *MarkNotificationsReadRequest, opts ...grpc.CallOption) (*MarkNotificationsReadResponse, error)
 	// GetUnreadCount is the caller's unread count.
 	GetUnreadCount(ctx context.Context, in *GetUnreadCountRequest, opts ...grpc.CallOption) (*GetUnreadCountResponse, error)
+	// ListDeliveries lists recent deliveries from the outbox, newest first,
+	// of every channel or one, in any status or one (admin).
+	ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error)
 	// AddAlert adds a threshold alert rule (admin scope).
 	AddAlert(ctx context.Context, in *AddAlertRequest, opts ...grpc.CallOption) (*AddAlertResponse, error)
 	// ListAlerts lists the alert rules with where they fire now (read scope).
@@ -185,6 +189,16 @@ func (c *notificationServiceClient) GetUnreadCount(ctx context.Context, in *GetU
 	return out, nil
 }
 
+func (c *notificationServiceClient) ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeliveriesResponse)
+	err := c.cc.Invoke(ctx, NotificationService_ListDeliveries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *notificationServiceClient) AddAlert(ctx context.Context, in *AddAlertRequest, opts ...grpc.CallOption) (*AddAlertResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AddAlertResponse)
@@ -256,6 +270,9 @@ type NotificationServiceServer interface {
 	MarkNotificationsRead(context.Context, *MarkNotificationsReadRequest) (*MarkNotificationsReadResponse, error)
 	// GetUnreadCount is the caller's unread count.
 	GetUnreadCount(context.Context, *GetUnreadCountRequest) (*GetUnreadCountResponse, error)
+	// ListDeliveries lists recent deliveries from the outbox, newest first,
+	// of every channel or one, in any status or one (admin).
+	ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error)
 	// AddAlert adds a threshold alert rule (admin scope).
 	AddAlert(context.Context, *AddAlertRequest) (*AddAlertResponse, error)
 	// ListAlerts lists the alert rules with where they fire now (read scope).
@@ -304,6 +321,9 @@ func (UnimplementedNotificationServiceServer) MarkNotificationsRead(context.Cont
 }
 func (UnimplementedNotificationServiceServer) GetUnreadCount(context.Context, *GetUnreadCountRequest) (*GetUnreadCountResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetUnreadCount not implemented")
+}
+func (UnimplementedNotificationServiceServer) ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeliveries not implemented")
 }
 func (UnimplementedNotificationServiceServer) AddAlert(context.Context, *AddAlertRequest) (*AddAlertResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddAlert not implemented")
@@ -518,6 +538,24 @@ func _NotificationService_GetUnreadCount_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NotificationService_ListDeliveries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeliveriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).ListDeliveries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_ListDeliveries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).ListDeliveries(ctx, req.(*ListDeliveriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _NotificationService_AddAlert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AddAlertRequest)
 	if err := dec(in); err != nil {
@@ -636,6 +674,10 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetUnreadCount",
 			Handler:    _NotificationService_GetUnreadCount_Handler,
+		},
+		{
+			MethodName: "ListDeliveries",
+			Handler:    _NotificationService_ListDeliveries_Handler,
 		},
 		{
 			MethodName: "AddAlert",

@@ -594,6 +594,8 @@ type ConnectResponse struct {
 	//	*ConnectResponse_JobAck
 	//	*ConnectResponse_LogsRequest
 	//	*ConnectResponse_LogsCancel
+	//	*ConnectResponse_HeldBackupSchedules
+	//	*ConnectResponse_HeldRunsAck
 	Msg           isConnectResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -717,6 +719,24 @@ func (x *ConnectResponse) GetLogsCancel() *LogsCancel {
 	return nil
 }
 
+func (x *ConnectResponse) GetHeldBackupSchedules() *HeldBackupSchedules {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_HeldBackupSchedules); ok {
+			return x.HeldBackupSchedules
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetHeldRunsAck() *HeldRunsAck {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_HeldRunsAck); ok {
+			return x.HeldRunsAck
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Msg interface {
 	isConnectResponse_Msg()
 }
@@ -757,6 +777,18 @@ type ConnectResponse_LogsCancel struct {
 	LogsCancel *LogsCancel `protobuf:"bytes,9,opt,name=logs_cancel,json=logsCancel,proto3,oneof"`
 }
 
+type ConnectResponse_HeldBackupSchedules struct {
+	// held_backup_schedules replaces the backup schedules the agent holds
+	// (sent after every Welcome and whenever they change).
+	HeldBackupSchedules *HeldBackupSchedules `protobuf:"bytes,10,opt,name=held_backup_schedules,json=heldBackupSchedules,proto3,oneof"`
+}
+
+type ConnectResponse_HeldRunsAck struct {
+	// held_runs_ack: the controller stored these held runs (Hello.held_runs);
+	// the agent stops reporting them.
+	HeldRunsAck *HeldRunsAck `protobuf:"bytes,11,opt,name=held_runs_ack,json=heldRunsAck,proto3,oneof"`
+}
+
 func (*ConnectResponse_Welcome) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Config) isConnectResponse_Msg() {}
@@ -775,14 +807,27 @@ func (*ConnectResponse_LogsRequest) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_LogsCancel) isConnectResponse_Msg() {}
 
+func (*ConnectResponse_HeldBackupSchedules) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_HeldRunsAck) isConnectResponse_Msg() {}
+
 // Hello opens every stream.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Facts *HostFacts             `protobuf:"bytes,1,opt,name=facts,proto3" json:"facts,omitempty"`
 	// metrics_dropped counts samples dropped from a full buffer since start.
 	MetricsDropped uint64 `protobuf:"varint,2,opt,name=metrics_dropped,json=metricsDropped,proto3" json:"metrics_dropped,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// held_recipient: the age X25519 recipient the agent's held backup
+	// schedules are sealed to (its identity stays in the agent's data dir).
+	HeldRecipient string `protobuf:"bytes,3,opt,name=held_recipient,json=heldRecipient,proto3" json:"held_recipient,omitempty"`
+	// held_runs: backups the agent started from its held schedules while no
+	// controller was reachable, not yet acknowledged (HeldRunsAck). The
+	// controller stores each under its run key before the stream counts as
+	// connected, so it never runs the same tick again; their job events
+	// follow as any job's.
+	HeldRuns      []*HeldBackupRun `protobuf:"bytes,4,rep,name=held_runs,json=heldRuns,proto3" json:"held_runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -827,6 +872,20 @@ func (x *Hello) GetMetricsDropped() uint64 {
 		return x.MetricsDropped
 	}
 	return 0
+}
+
+func (x *Hello) GetHeldRecipient() string {
+	if x != nil {
+		return x.HeldRecipient
+	}
+	return ""
+}
+
+func (x *Hello) GetHeldRuns() []*HeldBackupRun {
+	if x != nil {
+		return x.HeldRuns
+	}
+	return nil
 }
 
 // Welcome answers Hello.
@@ -1557,8 +1616,13 @@ type JobStart struct {
 	// deploys; two runs of one schedule never overlap.
 	ScheduleName    string `protobuf:"bytes,28,opt,name=schedule_name,json=scheduleName,proto3" json:"schedule_name,omitempty"`
 	ScheduleCommand string `protobuf:"bytes,29,opt,name=schedule_command,json=scheduleCommand,proto3" json:"schedule_command,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// backup is set on the backup job kinds (backup, backup_verify,
+	// backup_restore, backup_download, backup_probe, backup_delete). Its
+	// secrets (destination credentials, a connection URL, the age identity)
+	// live in the agent's memory for the job only, never in its journal.
+	Backup        *BackupJob `protobuf:"bytes,30,opt,name=backup,proto3" json:"backup,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobStart) Reset() {
@@ -1792,6 +1856,13 @@ func (x *JobStart) GetScheduleCommand() string {
 		return x.ScheduleCommand
 	}
 	return ""
+}
+
+func (x *JobStart) GetBackup() *BackupJob {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
 }
 
 // ProcessSpec declares one named app process (web, worker, ...).
@@ -2859,8 +2930,10 @@ type JobResult struct {
 	StartedAt       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	FinishedAt      *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	LogDroppedBytes int64                  `protobuf:"varint,13,opt,name=log_dropped_bytes,json=logDroppedBytes,proto3" json:"log_dropped_bytes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// backup_object: a backup job's stored object (set only on success).
+	BackupObject  *BackupObject `protobuf:"bytes,14,opt,name=backup_object,json=backupObject,proto3" json:"backup_object,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobResult) Reset() {
@@ -2984,6 +3057,807 @@ func (x *JobResult) GetLogDroppedBytes() int64 {
 	return 0
 }
 
+func (x *JobResult) GetBackupObject() *BackupObject {
+	if x != nil {
+		return x.BackupObject
+	}
+	return nil
+}
+
+// BackupJob is what a backup job kind needs.
+type BackupJob struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// source: what is dumped or restored into.
+	Source      *BackupSource      `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Destination *BackupDestination `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	// object: the stored object (verify, restore, download, delete); key
+	// only for a new backup (where to store it).
+	Object *BackupObject `protobuf:"bytes,3,opt,name=object,proto3" json:"object,omitempty"`
+	// recipient: the age X25519 recipient a new backup is encrypted to.
+	Recipient string `protobuf:"bytes,4,opt,name=recipient,proto3" json:"recipient,omitempty"`
+	// identity: the age identity that decrypts object (verify, restore).
+	Identity string `protobuf:"bytes,5,opt,name=identity,proto3" json:"identity,omitempty"`
+	// force: restore into a non-empty database.
+	Force bool `protobuf:"varint,6,opt,name=force,proto3" json:"force,omitempty"`
+	// schedule_id and scheduled_for: the run key of a scheduled backup. The
+	// agent records it so it never runs the same tick from its held copy of
+	// the schedule.
+	ScheduleId    string                 `protobuf:"bytes,7,opt,name=schedule_id,json=scheduleId,proto3" json:"schedule_id,omitempty"`
+	ScheduledFor  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=scheduled_for,json=scheduledFor,proto3" json:"scheduled_for,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupJob) Reset() {
+	*x = BackupJob{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupJob) ProtoMessage() {}
+
+func (x *BackupJob) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupJob.ProtoReflect.Descriptor instead.
+func (*BackupJob) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *BackupJob) GetSource() *BackupSource {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *BackupJob) GetDestination() *BackupDestination {
+	if x != nil {
+		return x.Destination
+	}
+	return nil
+}
+
+func (x *BackupJob) GetObject() *BackupObject {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+func (x *BackupJob) GetRecipient() string {
+	if x != nil {
+		return x.Recipient
+	}
+	return ""
+}
+
+func (x *BackupJob) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *BackupJob) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *BackupJob) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+func (x *BackupJob) GetScheduledFor() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScheduledFor
+	}
+	return nil
+}
+
+// BackupSource is a database or a directory.
+type BackupSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind: postgres, mysql or directory.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// name: the database name or the directory path.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// connection_url: from the app's environment; empty to connect as the
+	// local superuser over the unix socket.
+	ConnectionUrl string `protobuf:"bytes,3,opt,name=connection_url,json=connectionUrl,proto3" json:"connection_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupSource) Reset() {
+	*x = BackupSource{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupSource) ProtoMessage() {}
+
+func (x *BackupSource) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupSource.ProtoReflect.Descriptor instead.
+func (*BackupSource) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *BackupSource) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *BackupSource) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BackupSource) GetConnectionUrl() string {
+	if x != nil {
+		return x.ConnectionUrl
+	}
+	return ""
+}
+
+// BackupDestination is where objects are stored, with its credentials.
+type BackupDestination struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind: local, s3 or sftp.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// path: local directory, or the sftp directory.
+	Path               string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Endpoint           string `protobuf:"bytes,3,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Bucket             string `protobuf:"bytes,4,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	Region             string `protobuf:"bytes,5,opt,name=region,proto3" json:"region,omitempty"`
+	Prefix             string `protobuf:"bytes,6,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	PathStyle          bool   `protobuf:"varint,7,opt,name=path_style,json=pathStyle,proto3" json:"path_style,omitempty"`
+	AccessKeyId        string `protobuf:"bytes,8,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	SecretAccessKey    string `protobuf:"bytes,9,opt,name=secret_access_key,json=secretAccessKey,proto3" json:"secret_access_key,omitempty"`
+	Host               string `protobuf:"bytes,10,opt,name=host,proto3" json:"host,omitempty"`
+	Port               uint32 `protobuf:"varint,11,opt,name=port,proto3" json:"port,omitempty"`
+	Username           string `protobuf:"bytes,12,opt,name=username,proto3" json:"username,omitempty"`
+	Password           string `protobuf:"bytes,13,opt,name=password,proto3" json:"password,omitempty"`
+	PrivateKey         []byte `protobuf:"bytes,14,opt,name=private_key,json=privateKey,proto3" json:"private_key,omitempty"`
+	HostKeyFingerprint string `protobuf:"bytes,15,opt,name=host_key_fingerprint,json=hostKeyFingerprint,proto3" json:"host_key_fingerprint,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *BackupDestination) Reset() {
+	*x = BackupDestination{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupDestination) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupDestination) ProtoMessage() {}
+
+func (x *BackupDestination) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupDestination.ProtoReflect.Descriptor instead.
+func (*BackupDestination) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *BackupDestination) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetPathStyle() bool {
+	if x != nil {
+		return x.PathStyle
+	}
+	return false
+}
+
+func (x *BackupDestination) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetSecretAccessKey() string {
+	if x != nil {
+		return x.SecretAccessKey
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *BackupDestination) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *BackupDestination) GetPrivateKey() []byte {
+	if x != nil {
+		return x.PrivateKey
+	}
+	return nil
+}
+
+func (x *BackupDestination) GetHostKeyFingerprint() string {
+	if x != nil {
+		return x.HostKeyFingerprint
+	}
+	return ""
+}
+
+// BackupObject is a stored object.
+type BackupObject struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Size  int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// sha256 of the stored (encrypted) bytes, 32 bytes.
+	Sha256 []byte `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// kind of the backup (postgres, mysql, directory).
+	Kind          string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupObject) Reset() {
+	*x = BackupObject{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupObject) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupObject) ProtoMessage() {}
+
+func (x *BackupObject) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupObject.ProtoReflect.Descriptor instead.
+func (*BackupObject) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *BackupObject) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *BackupObject) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *BackupObject) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *BackupObject) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+// SendObjectRequest is one message of SendObject.
+type SendObjectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// job_id: the download job (first message only).
+	JobId string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Data  []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// error: the agent could not read the object; the stream ends.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendObjectRequest) Reset() {
+	*x = SendObjectRequest{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendObjectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendObjectRequest) ProtoMessage() {}
+
+func (x *SendObjectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendObjectRequest.ProtoReflect.Descriptor instead.
+func (*SendObjectRequest) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SendObjectRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *SendObjectRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SendObjectRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type SendObjectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendObjectResponse) Reset() {
+	*x = SendObjectResponse{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendObjectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendObjectResponse) ProtoMessage() {}
+
+func (x *SendObjectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendObjectResponse.ProtoReflect.Descriptor instead.
+func (*SendObjectResponse) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+}
+
+// HeldBackupSchedule is a backup schedule the agent keeps and runs itself
+// while no controller is reachable.
+type HeldBackupSchedule struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ScheduleId string                 `protobuf:"bytes,1,opt,name=schedule_id,json=scheduleId,proto3" json:"schedule_id,omitempty"`
+	AppId      string                 `protobuf:"bytes,2,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	AppName    string                 `protobuf:"bytes,3,opt,name=app_name,json=appName,proto3" json:"app_name,omitempty"`
+	// cron (five fields or a descriptor) read in timezone (IANA).
+	Cron     string `protobuf:"bytes,4,opt,name=cron,proto3" json:"cron,omitempty"`
+	Timezone string `protobuf:"bytes,5,opt,name=timezone,proto3" json:"timezone,omitempty"`
+	// next_run_at: the tick the controller runs next.
+	NextRunAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=next_run_at,json=nextRunAt,proto3" json:"next_run_at,omitempty"`
+	Timeout   *durationpb.Duration   `protobuf:"bytes,7,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// encryption_key_id: the keyring key the sealed job's recipient is.
+	EncryptionKeyId string `protobuf:"bytes,8,opt,name=encryption_key_id,json=encryptionKeyId,proto3" json:"encryption_key_id,omitempty"`
+	// object_suffix: the object key is app_name/<job id><object_suffix>.
+	ObjectSuffix string `protobuf:"bytes,9,opt,name=object_suffix,json=objectSuffix,proto3" json:"object_suffix,omitempty"`
+	// sealed: a BackupJob (source with its connection URL, destination with
+	// its credentials, recipient) encrypted with age to Hello.held_recipient.
+	// It is written to the agent's disk only sealed.
+	Sealed        []byte `protobuf:"bytes,10,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldBackupSchedule) Reset() {
+	*x = HeldBackupSchedule{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldBackupSchedule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldBackupSchedule) ProtoMessage() {}
+
+func (x *HeldBackupSchedule) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldBackupSchedule.ProtoReflect.Descriptor instead.
+func (*HeldBackupSchedule) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *HeldBackupSchedule) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+func (x *HeldBackupSchedule) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *HeldBackupSchedule) GetAppName() string {
+	if x != nil {
+		return x.AppName
+	}
+	return ""
+}
+
+func (x *HeldBackupSchedule) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *HeldBackupSchedule) GetTimezone() string {
+	if x != nil {
+		return x.Timezone
+	}
+	return ""
+}
+
+func (x *HeldBackupSchedule) GetNextRunAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextRunAt
+	}
+	return nil
+}
+
+func (x *HeldBackupSchedule) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *HeldBackupSchedule) GetEncryptionKeyId() string {
+	if x != nil {
+		return x.EncryptionKeyId
+	}
+	return ""
+}
+
+func (x *HeldBackupSchedule) GetObjectSuffix() string {
+	if x != nil {
+		return x.ObjectSuffix
+	}
+	return ""
+}
+
+func (x *HeldBackupSchedule) GetSealed() []byte {
+	if x != nil {
+		return x.Sealed
+	}
+	return nil
+}
+
+type HeldBackupSchedules struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedules     []*HeldBackupSchedule  `protobuf:"bytes,1,rep,name=schedules,proto3" json:"schedules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldBackupSchedules) Reset() {
+	*x = HeldBackupSchedules{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldBackupSchedules) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldBackupSchedules) ProtoMessage() {}
+
+func (x *HeldBackupSchedules) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldBackupSchedules.ProtoReflect.Descriptor instead.
+func (*HeldBackupSchedules) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *HeldBackupSchedules) GetSchedules() []*HeldBackupSchedule {
+	if x != nil {
+		return x.Schedules
+	}
+	return nil
+}
+
+// HeldBackupRun is one backup the agent ran from a held schedule.
+type HeldBackupRun struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	JobId           string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	ScheduleId      string                 `protobuf:"bytes,2,opt,name=schedule_id,json=scheduleId,proto3" json:"schedule_id,omitempty"`
+	ScheduledFor    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=scheduled_for,json=scheduledFor,proto3" json:"scheduled_for,omitempty"`
+	StartedAt       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	EncryptionKeyId string                 `protobuf:"bytes,5,opt,name=encryption_key_id,json=encryptionKeyId,proto3" json:"encryption_key_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *HeldBackupRun) Reset() {
+	*x = HeldBackupRun{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldBackupRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldBackupRun) ProtoMessage() {}
+
+func (x *HeldBackupRun) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldBackupRun.ProtoReflect.Descriptor instead.
+func (*HeldBackupRun) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *HeldBackupRun) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *HeldBackupRun) GetScheduleId() string {
+	if x != nil {
+		return x.ScheduleId
+	}
+	return ""
+}
+
+func (x *HeldBackupRun) GetScheduledFor() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScheduledFor
+	}
+	return nil
+}
+
+func (x *HeldBackupRun) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *HeldBackupRun) GetEncryptionKeyId() string {
+	if x != nil {
+		return x.EncryptionKeyId
+	}
+	return ""
+}
+
+type HeldRunsAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobIds        []string               `protobuf:"bytes,1,rep,name=job_ids,json=jobIds,proto3" json:"job_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldRunsAck) Reset() {
+	*x = HeldRunsAck{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldRunsAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldRunsAck) ProtoMessage() {}
+
+func (x *HeldRunsAck) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldRunsAck.ProtoReflect.Descriptor instead.
+func (*HeldRunsAck) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *HeldRunsAck) GetJobIds() []string {
+	if x != nil {
+		return x.JobIds
+	}
+	return nil
+}
+
 var File_berth_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_berth_agent_v1_agent_proto_rawDesc = "" +
@@ -3028,7 +3902,7 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\x0eprocess_report\x18\b \x01(\v2\x1d.berth.agent.v1.ProcessReportH\x00R\rprocessReport\x12:\n" +
 	"\n" +
 	"logs_chunk\x18\t \x01(\v2\x19.berth.agent.v1.LogsChunkH\x00R\tlogsChunkB\x05\n" +
-	"\x03msg\"\x9e\x04\n" +
+	"\x03msg\"\xbc\x05\n" +
 	"\x0fConnectResponse\x123\n" +
 	"\awelcome\x18\x01 \x01(\v2\x17.berth.agent.v1.WelcomeH\x00R\awelcome\x120\n" +
 	"\x06config\x18\x02 \x01(\v2\x16.berth.agent.v1.ConfigH\x00R\x06config\x12=\n" +
@@ -3041,11 +3915,16 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\ajob_ack\x18\a \x01(\v2\x16.berth.agent.v1.JobAckH\x00R\x06jobAck\x12@\n" +
 	"\flogs_request\x18\b \x01(\v2\x1b.berth.agent.v1.LogsRequestH\x00R\vlogsRequest\x12=\n" +
 	"\vlogs_cancel\x18\t \x01(\v2\x1a.berth.agent.v1.LogsCancelH\x00R\n" +
-	"logsCancelB\x05\n" +
-	"\x03msg\"a\n" +
+	"logsCancel\x12Y\n" +
+	"\x15held_backup_schedules\x18\n" +
+	" \x01(\v2#.berth.agent.v1.HeldBackupSchedulesH\x00R\x13heldBackupSchedules\x12A\n" +
+	"\rheld_runs_ack\x18\v \x01(\v2\x1b.berth.agent.v1.HeldRunsAckH\x00R\vheldRunsAckB\x05\n" +
+	"\x03msg\"\xc4\x01\n" +
 	"\x05Hello\x12/\n" +
 	"\x05facts\x18\x01 \x01(\v2\x19.berth.agent.v1.HostFactsR\x05facts\x12'\n" +
-	"\x0fmetrics_dropped\x18\x02 \x01(\x04R\x0emetricsDropped\"\x80\x01\n" +
+	"\x0fmetrics_dropped\x18\x02 \x01(\x04R\x0emetricsDropped\x12%\n" +
+	"\x0eheld_recipient\x18\x03 \x01(\tR\rheldRecipient\x12:\n" +
+	"\theld_runs\x18\x04 \x03(\v2\x1d.berth.agent.v1.HeldBackupRunR\bheldRuns\"\x80\x01\n" +
 	"\aWelcome\x12\x1b\n" +
 	"\tserver_id\x18\x01 \x01(\tR\bserverId\x12(\n" +
 	"\x10last_metrics_seq\x18\x02 \x01(\x04R\x0elastMetricsSeq\x12.\n" +
@@ -3104,7 +3983,7 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\fRenewRequest\x12\x17\n" +
 	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"8\n" +
 	"\rRenewResponse\x12'\n" +
-	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\"\xa4\t\n" +
+	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\"\xd7\t\n" +
 	"\bJobStart\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x19\n" +
@@ -3140,7 +4019,8 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\rprocess_names\x18\x1a \x03(\tR\fprocessNames\x12#\n" +
 	"\rupstream_port\x18\x1b \x01(\rR\fupstreamPort\x12#\n" +
 	"\rschedule_name\x18\x1c \x01(\tR\fscheduleName\x12)\n" +
-	"\x10schedule_command\x18\x1d \x01(\tR\x0fscheduleCommand\x1a6\n" +
+	"\x10schedule_command\x18\x1d \x01(\tR\x0fscheduleCommand\x121\n" +
+	"\x06backup\x18\x1e \x01(\v2\x19.berth.agent.v1.BackupJobR\x06backup\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd5\x02\n" +
@@ -3230,7 +4110,7 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\x04step\x18\x03 \x01(\tR\x04step\x12\x16\n" +
 	"\x06commit\x18\x04 \x01(\tR\x06commit\x12%\n" +
 	"\x0ecommit_message\x18\x05 \x01(\tR\rcommitMessage\x12.\n" +
-	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xd1\x03\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x94\x04\n" +
 	"\tJobResult\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x16\n" +
@@ -3248,12 +4128,83 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"started_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12*\n" +
-	"\x11log_dropped_bytes\x18\r \x01(\x03R\x0flogDroppedBytes2\xfc\x01\n" +
+	"\x11log_dropped_bytes\x18\r \x01(\x03R\x0flogDroppedBytes\x12A\n" +
+	"\rbackup_object\x18\x0e \x01(\v2\x1c.berth.agent.v1.BackupObjectR\fbackupObject\"\xee\x02\n" +
+	"\tBackupJob\x124\n" +
+	"\x06source\x18\x01 \x01(\v2\x1c.berth.agent.v1.BackupSourceR\x06source\x12C\n" +
+	"\vdestination\x18\x02 \x01(\v2!.berth.agent.v1.BackupDestinationR\vdestination\x124\n" +
+	"\x06object\x18\x03 \x01(\v2\x1c.berth.agent.v1.BackupObjectR\x06object\x12\x1c\n" +
+	"\trecipient\x18\x04 \x01(\tR\trecipient\x12\x1a\n" +
+	"\bidentity\x18\x05 \x01(\tR\bidentity\x12\x14\n" +
+	"\x05force\x18\x06 \x01(\bR\x05force\x12\x1f\n" +
+	"\vschedule_id\x18\a \x01(\tR\n" +
+	"scheduleId\x12?\n" +
+	"\rscheduled_for\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fscheduledFor\"]\n" +
+	"\fBackupSource\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12%\n" +
+	"\x0econnection_url\x18\x03 \x01(\tR\rconnectionUrl\"\xc1\x03\n" +
+	"\x11BackupDestination\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1a\n" +
+	"\bendpoint\x18\x03 \x01(\tR\bendpoint\x12\x16\n" +
+	"\x06bucket\x18\x04 \x01(\tR\x06bucket\x12\x16\n" +
+	"\x06region\x18\x05 \x01(\tR\x06region\x12\x16\n" +
+	"\x06prefix\x18\x06 \x01(\tR\x06prefix\x12\x1d\n" +
+	"\n" +
+	"path_style\x18\a \x01(\bR\tpathStyle\x12\"\n" +
+	"\raccess_key_id\x18\b \x01(\tR\vaccessKeyId\x12*\n" +
+	"\x11secret_access_key\x18\t \x01(\tR\x0fsecretAccessKey\x12\x12\n" +
+	"\x04host\x18\n" +
+	" \x01(\tR\x04host\x12\x12\n" +
+	"\x04port\x18\v \x01(\rR\x04port\x12\x1a\n" +
+	"\busername\x18\f \x01(\tR\busername\x12\x1a\n" +
+	"\bpassword\x18\r \x01(\tR\bpassword\x12\x1f\n" +
+	"\vprivate_key\x18\x0e \x01(\fR\n" +
+	"privateKey\x120\n" +
+	"\x14host_key_fingerprint\x18\x0f \x01(\tR\x12hostKeyFingerprint\"`\n" +
+	"\fBackupObject\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\fR\x06sha256\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\"T\n" +
+	"\x11SendObjectRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\x14\n" +
+	"\x12SendObjectResponse\"\xf1\x02\n" +
+	"\x12HeldBackupSchedule\x12\x1f\n" +
+	"\vschedule_id\x18\x01 \x01(\tR\n" +
+	"scheduleId\x12\x15\n" +
+	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x19\n" +
+	"\bapp_name\x18\x03 \x01(\tR\aappName\x12\x12\n" +
+	"\x04cron\x18\x04 \x01(\tR\x04cron\x12\x1a\n" +
+	"\btimezone\x18\x05 \x01(\tR\btimezone\x12:\n" +
+	"\vnext_run_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tnextRunAt\x123\n" +
+	"\atimeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12*\n" +
+	"\x11encryption_key_id\x18\b \x01(\tR\x0fencryptionKeyId\x12#\n" +
+	"\robject_suffix\x18\t \x01(\tR\fobjectSuffix\x12\x16\n" +
+	"\x06sealed\x18\n" +
+	" \x01(\fR\x06sealed\"W\n" +
+	"\x13HeldBackupSchedules\x12@\n" +
+	"\tschedules\x18\x01 \x03(\v2\".berth.agent.v1.HeldBackupScheduleR\tschedules\"\xef\x01\n" +
+	"\rHeldBackupRun\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1f\n" +
+	"\vschedule_id\x18\x02 \x01(\tR\n" +
+	"scheduleId\x12?\n" +
+	"\rscheduled_for\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fscheduledFor\x129\n" +
+	"\n" +
+	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12*\n" +
+	"\x11encryption_key_id\x18\x05 \x01(\tR\x0fencryptionKeyId\"&\n" +
+	"\vHeldRunsAck\x12\x17\n" +
+	"\ajob_ids\x18\x01 \x03(\tR\x06jobIds2\xd3\x02\n" +
 	"\fAgentService\x12S\n" +
 	"\n" +
 	"GetVersion\x12!.berth.agent.v1.GetVersionRequest\x1a\".berth.agent.v1.GetVersionResponse\x12G\n" +
 	"\x06Enroll\x12\x1d.berth.agent.v1.EnrollRequest\x1a\x1e.berth.agent.v1.EnrollResponse\x12N\n" +
-	"\aConnect\x12\x1e.berth.agent.v1.ConnectRequest\x1a\x1f.berth.agent.v1.ConnectResponse(\x010\x01B\xb5\x01\n" +
+	"\aConnect\x12\x1e.berth.agent.v1.ConnectRequest\x1a\x1f.berth.agent.v1.ConnectResponse(\x010\x01\x12U\n" +
+	"\n" +
+	"SendObject\x12!.berth.agent.v1.SendObjectRequest\x1a\".berth.agent.v1.SendObjectResponse(\x01B\xb5\x01\n" +
 	"\x12com.berth.agent.v1B\n" +
 	"AgentProtoP\x01Z9github.com/berthhq/berth/gen/proto/berth/agent/v1;agentv1\xa2\x02\x03BAX\xaa\x02\x0eBerth.Agent.V1\xca\x02\x0eBerth\\Agent\\V1\xe2\x02\x1aBerth\\Agent\\V1\\GPBMetadata\xea\x02\x10Berth::Agent::V1b\x06proto3"
 
@@ -3269,7 +4220,7 @@ func file_berth_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_berth_agent_v1_agent_proto_rawDescData
 }
 
-var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_berth_agent_v1_agent_proto_goTypes = []any{
 	(*GetVersionRequest)(nil),     // 0: berth.agent.v1.GetVersionRequest
 	(*GetVersionResponse)(nil),    // 1: berth.agent.v1.GetVersionResponse
@@ -3303,12 +4254,22 @@ var file_berth_agent_v1_agent_proto_goTypes = []any{
 	(*JobOutput)(nil),             // 29: berth.agent.v1.JobOutput
 	(*JobProgress)(nil),           // 30: berth.agent.v1.JobProgress
 	(*JobResult)(nil),             // 31: berth.agent.v1.JobResult
-	nil,                           // 32: berth.agent.v1.JobStart.EnvEntry
-	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 34: google.protobuf.Duration
+	(*BackupJob)(nil),             // 32: berth.agent.v1.BackupJob
+	(*BackupSource)(nil),          // 33: berth.agent.v1.BackupSource
+	(*BackupDestination)(nil),     // 34: berth.agent.v1.BackupDestination
+	(*BackupObject)(nil),          // 35: berth.agent.v1.BackupObject
+	(*SendObjectRequest)(nil),     // 36: berth.agent.v1.SendObjectRequest
+	(*SendObjectResponse)(nil),    // 37: berth.agent.v1.SendObjectResponse
+	(*HeldBackupSchedule)(nil),    // 38: berth.agent.v1.HeldBackupSchedule
+	(*HeldBackupSchedules)(nil),   // 39: berth.agent.v1.HeldBackupSchedules
+	(*HeldBackupRun)(nil),         // 40: berth.agent.v1.HeldBackupRun
+	(*HeldRunsAck)(nil),           // 41: berth.agent.v1.HeldRunsAck
+	nil,                           // 42: berth.agent.v1.JobStart.EnvEntry
+	(*timestamppb.Timestamp)(nil), // 43: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 44: google.protobuf.Duration
 }
 var file_berth_agent_v1_agent_proto_depIdxs = []int32{
-	33, // 0: berth.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
+	43, // 0: berth.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
 	2,  // 1: berth.agent.v1.EnrollRequest.facts:type_name -> berth.agent.v1.HostFacts
 	7,  // 2: berth.agent.v1.ConnectRequest.hello:type_name -> berth.agent.v1.Hello
 	10, // 3: berth.agent.v1.ConnectRequest.heartbeat:type_name -> berth.agent.v1.Heartbeat
@@ -3328,41 +4289,57 @@ var file_berth_agent_v1_agent_proto_depIdxs = []int32{
 	28, // 17: berth.agent.v1.ConnectResponse.job_ack:type_name -> berth.agent.v1.JobAck
 	22, // 18: berth.agent.v1.ConnectResponse.logs_request:type_name -> berth.agent.v1.LogsRequest
 	23, // 19: berth.agent.v1.ConnectResponse.logs_cancel:type_name -> berth.agent.v1.LogsCancel
-	2,  // 20: berth.agent.v1.Hello.facts:type_name -> berth.agent.v1.HostFacts
-	9,  // 21: berth.agent.v1.Welcome.config:type_name -> berth.agent.v1.Config
-	34, // 22: berth.agent.v1.Config.heartbeat_interval:type_name -> google.protobuf.Duration
-	34, // 23: berth.agent.v1.Config.metrics_interval:type_name -> google.protobuf.Duration
-	33, // 24: berth.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
-	18, // 25: berth.agent.v1.Heartbeat.processes:type_name -> berth.agent.v1.ProcessReport
-	12, // 26: berth.agent.v1.MetricsBatch.columns:type_name -> berth.agent.v1.MetricColumns
-	26, // 27: berth.agent.v1.JobStart.credential:type_name -> berth.agent.v1.GitCredential
-	32, // 28: berth.agent.v1.JobStart.env:type_name -> berth.agent.v1.JobStart.EnvEntry
-	34, // 29: berth.agent.v1.JobStart.health_check_timeout:type_name -> google.protobuf.Duration
-	34, // 30: berth.agent.v1.JobStart.timeout:type_name -> google.protobuf.Duration
-	17, // 31: berth.agent.v1.JobStart.processes:type_name -> berth.agent.v1.ProcessSpec
-	34, // 32: berth.agent.v1.ProcessSpec.stop_grace:type_name -> google.protobuf.Duration
-	19, // 33: berth.agent.v1.ProcessReport.apps:type_name -> berth.agent.v1.AppProcesses
-	20, // 34: berth.agent.v1.AppProcesses.processes:type_name -> berth.agent.v1.ProcessState
-	21, // 35: berth.agent.v1.ProcessState.instances:type_name -> berth.agent.v1.InstanceState
-	33, // 36: berth.agent.v1.InstanceState.started_at:type_name -> google.protobuf.Timestamp
-	33, // 37: berth.agent.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
-	25, // 38: berth.agent.v1.LogsChunk.lines:type_name -> berth.agent.v1.LogLine
-	33, // 39: berth.agent.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	33, // 40: berth.agent.v1.JobOutput.time:type_name -> google.protobuf.Timestamp
-	33, // 41: berth.agent.v1.JobProgress.time:type_name -> google.protobuf.Timestamp
-	33, // 42: berth.agent.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	33, // 43: berth.agent.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	0,  // 44: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
-	3,  // 45: berth.agent.v1.AgentService.Enroll:input_type -> berth.agent.v1.EnrollRequest
-	5,  // 46: berth.agent.v1.AgentService.Connect:input_type -> berth.agent.v1.ConnectRequest
-	1,  // 47: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
-	4,  // 48: berth.agent.v1.AgentService.Enroll:output_type -> berth.agent.v1.EnrollResponse
-	6,  // 49: berth.agent.v1.AgentService.Connect:output_type -> berth.agent.v1.ConnectResponse
-	47, // [47:50] is the sub-list for method output_type
-	44, // [44:47] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	39, // 20: berth.agent.v1.ConnectResponse.held_backup_schedules:type_name -> berth.agent.v1.HeldBackupSchedules
+	41, // 21: berth.agent.v1.ConnectResponse.held_runs_ack:type_name -> berth.agent.v1.HeldRunsAck
+	2,  // 22: berth.agent.v1.Hello.facts:type_name -> berth.agent.v1.HostFacts
+	40, // 23: berth.agent.v1.Hello.held_runs:type_name -> berth.agent.v1.HeldBackupRun
+	9,  // 24: berth.agent.v1.Welcome.config:type_name -> berth.agent.v1.Config
+	44, // 25: berth.agent.v1.Config.heartbeat_interval:type_name -> google.protobuf.Duration
+	44, // 26: berth.agent.v1.Config.metrics_interval:type_name -> google.protobuf.Duration
+	43, // 27: berth.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	18, // 28: berth.agent.v1.Heartbeat.processes:type_name -> berth.agent.v1.ProcessReport
+	12, // 29: berth.agent.v1.MetricsBatch.columns:type_name -> berth.agent.v1.MetricColumns
+	26, // 30: berth.agent.v1.JobStart.credential:type_name -> berth.agent.v1.GitCredential
+	42, // 31: berth.agent.v1.JobStart.env:type_name -> berth.agent.v1.JobStart.EnvEntry
+	44, // 32: berth.agent.v1.JobStart.health_check_timeout:type_name -> google.protobuf.Duration
+	44, // 33: berth.agent.v1.JobStart.timeout:type_name -> google.protobuf.Duration
+	17, // 34: berth.agent.v1.JobStart.processes:type_name -> berth.agent.v1.ProcessSpec
+	32, // 35: berth.agent.v1.JobStart.backup:type_name -> berth.agent.v1.BackupJob
+	44, // 36: berth.agent.v1.ProcessSpec.stop_grace:type_name -> google.protobuf.Duration
+	19, // 37: berth.agent.v1.ProcessReport.apps:type_name -> berth.agent.v1.AppProcesses
+	20, // 38: berth.agent.v1.AppProcesses.processes:type_name -> berth.agent.v1.ProcessState
+	21, // 39: berth.agent.v1.ProcessState.instances:type_name -> berth.agent.v1.InstanceState
+	43, // 40: berth.agent.v1.InstanceState.started_at:type_name -> google.protobuf.Timestamp
+	43, // 41: berth.agent.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	25, // 42: berth.agent.v1.LogsChunk.lines:type_name -> berth.agent.v1.LogLine
+	43, // 43: berth.agent.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	43, // 44: berth.agent.v1.JobOutput.time:type_name -> google.protobuf.Timestamp
+	43, // 45: berth.agent.v1.JobProgress.time:type_name -> google.protobuf.Timestamp
+	43, // 46: berth.agent.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	43, // 47: berth.agent.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	35, // 48: berth.agent.v1.JobResult.backup_object:type_name -> berth.agent.v1.BackupObject
+	33, // 49: berth.agent.v1.BackupJob.source:type_name -> berth.agent.v1.BackupSource
+	34, // 50: berth.agent.v1.BackupJob.destination:type_name -> berth.agent.v1.BackupDestination
+	35, // 51: berth.agent.v1.BackupJob.object:type_name -> berth.agent.v1.BackupObject
+	43, // 52: berth.agent.v1.BackupJob.scheduled_for:type_name -> google.protobuf.Timestamp
+	43, // 53: berth.agent.v1.HeldBackupSchedule.next_run_at:type_name -> google.protobuf.Timestamp
+	44, // 54: berth.agent.v1.HeldBackupSchedule.timeout:type_name -> google.protobuf.Duration
+	38, // 55: berth.agent.v1.HeldBackupSchedules.schedules:type_name -> berth.agent.v1.HeldBackupSchedule
+	43, // 56: berth.agent.v1.HeldBackupRun.scheduled_for:type_name -> google.protobuf.Timestamp
+	43, // 57: berth.agent.v1.HeldBackupRun.started_at:type_name -> google.protobuf.Timestamp
+	0,  // 58: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
+	3,  // 59: berth.agent.v1.AgentService.Enroll:input_type -> berth.agent.v1.EnrollRequest
+	5,  // 60: berth.agent.v1.AgentService.Connect:input_type -> berth.agent.v1.ConnectRequest
+	36, // 61: berth.agent.v1.AgentService.SendObject:input_type -> berth.agent.v1.SendObjectRequest
+	1,  // 62: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
+	4,  // 63: berth.agent.v1.AgentService.Enroll:output_type -> berth.agent.v1.EnrollResponse
+	6,  // 64: berth.agent.v1.AgentService.Connect:output_type -> berth.agent.v1.ConnectResponse
+	37, // 65: berth.agent.v1.AgentService.SendObject:output_type -> berth.agent.v1.SendObjectResponse
+	62, // [62:66] is the sub-list for method output_type
+	58, // [58:62] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_berth_agent_v1_agent_proto_init() }
@@ -3391,6 +4368,8 @@ func file_berth_agent_v1_agent_proto_init() {
 		(*ConnectResponse_JobAck)(nil),
 		(*ConnectResponse_LogsRequest)(nil),
 		(*ConnectResponse_LogsCancel)(nil),
+		(*ConnectResponse_HeldBackupSchedules)(nil),
+		(*ConnectResponse_HeldRunsAck)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3398,7 +4377,7 @@ func file_berth_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_agent_v1_agent_proto_rawDesc), len(file_berth_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

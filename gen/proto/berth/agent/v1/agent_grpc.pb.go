@@ -26,6 +26,7 @@ const (
 	AgentService_GetVersion_FullMethodName = "/berth.agent.v1.AgentService/GetVersion"
 	AgentService_Enroll_FullMethodName     = "/berth.agent.v1.AgentService/Enroll"
 	AgentService_Connect_FullMethodName    = "/berth.agent.v1.AgentService/Connect"
+	AgentService_SendObject_FullMethodName = "/berth.agent.v1.AgentService/SendObject"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -44,6 +45,11 @@ type AgentServiceClient interface {
 	// Connect is the agent's one long-lived stream: hello, heartbeats,
 	// metrics and renewals up; welcome, config, acks and certificates down.
 	Connect(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConnectRequest, ConnectResponse], error)
+	// SendObject carries the raw stored bytes of a backup object for a
+	// download job that this agent runs: the first message names the job,
+	// the rest carry data in order. The controller checks the job is this
+	// server's, the size and SHA-256, and decrypts for the client.
+	SendObject(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SendObjectRequest, SendObjectResponse], error)
 }
 
 type agentServiceClient struct {
@@ -87,6 +93,19 @@ func (c *agentServiceClient) Connect(ctx context.Context, opts ...grpc.CallOptio
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_ConnectClient = grpc.BidiStreamingClient[ConnectRequest, ConnectResponse]
 
+func (c *agentServiceClient) SendObject(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SendObjectRequest, SendObjectResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentService_ServiceDesc.Streams[1], AgentService_SendObject_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SendObjectRequest, SendObjectResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_SendObjectClient = grpc.ClientStreamingClient[SendObjectRequest, SendObjectResponse]
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -103,6 +122,11 @@ type AgentServiceServer interface {
 	// Connect is the agent's one long-lived stream: hello, heartbeats,
 	// metrics and renewals up; welcome, config, acks and certificates down.
 	Connect(grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]) error
+	// SendObject carries the raw stored bytes of a backup object for a
+	// download job that this agent runs: the first message names the job,
+	// the rest carry data in order. The controller checks the job is this
+	// server's, the size and SHA-256, and decrypts for the client.
+	SendObject(grpc.ClientStreamingServer[SendObjectRequest, SendObjectResponse]) error
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -121,6 +145,9 @@ func (UnimplementedAgentServiceServer) Enroll(context.Context, *EnrollRequest) (
 }
 func (UnimplementedAgentServiceServer) Connect(grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]) error {
 	return status.Error(codes.Unimplemented, "method Connect not implemented")
+}
+func (UnimplementedAgentServiceServer) SendObject(grpc.ClientStreamingServer[SendObjectRequest, SendObjectResponse]) error {
+	return status.Error(codes.Unimplemented, "method SendObject not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -186,6 +213,13 @@ func _AgentService_Connect_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AgentService_ConnectServer = grpc.BidiStreamingServer[ConnectRequest, ConnectResponse]
 
+func _AgentService_SendObject_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentServiceServer).SendObject(&grpc.GenericServerStream[SendObjectRequest, SendObjectResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentService_SendObjectServer = grpc.ClientStreamingServer[SendObjectRequest, SendObjectResponse]
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -207,6 +241,11 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Connect",
 			Handler:       _AgentService_Connect_Handler,
 			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "SendObject",
+			Handler:       _AgentService_SendObject_Handler,
 			ClientStreams: true,
 		},
 	},

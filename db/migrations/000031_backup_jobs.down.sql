@@ -1,0 +1,10 @@
+DROP TABLE IF EXISTS backup_logs;
+DROP TABLE IF EXISTS backup_tasks;
+ALTER TABLE backups DROP COLUMN IF EXISTS delete_error;
+ALTER TABLE backups DROP COLUMN IF EXISTS delete_requested_at;
+ALTER TABLE backups DROP COLUMN IF EXISTS log_truncated;
+ALTER TABLE backups DROP COLUMN IF EXISTS log_bytes;
+ALTER TABLE backups DROP COLUMN IF EXISTS agent_seq;
+ALTER TABLE backup_schedules DROP COLUMN IF EXISTS connection_env;
+ALTER TABLE backups DROP COLUMN IF EXISTS connection_env;
+DROP TABLE IF EXISTS backup_encryption_keys;
