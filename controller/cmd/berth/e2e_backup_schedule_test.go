@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -99,6 +100,24 @@ func TestBackupSchedules(t *testing.T) {
 	var list []scheduleRow
 	if code := e.backupJSON(t, "", &list, "backup", "schedule", "list"); code != 0 || len(list) != 0 {
 		t.Fatalf("schedules after bad input: %v", list)
+	}
+	// Unauthorised: a write token cannot add a schedule (its retention
+	// deletes backups); a read token lists them.
+	for _, scope := range []string{"write", "read"} {
+		r := e.cli(t, "", "token", "issue", "sched-"+scope, "--scope", scope, "-o", "json")
+		var tok struct {
+			Token string `json:"token"`
+		}
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &tok) != nil {
+			t.Fatalf("token issue: %+v", r)
+		}
+		env := append(e.env[:len(e.env):len(e.env)], "BERTH_TOKEN="+tok.Token)
+		if r := run(t, env, append(append([]string{}, base...), "--cron", "0 3 * * *", "--keep", "3")...); r.code == 0 || !strings.Contains(r.stderr, "PermissionDenied") {
+			t.Fatalf("%s token adds a schedule: %+v", scope, r)
+		}
+		if r := run(t, env, "backup", "schedule", "list", "-o", "json"); r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+			t.Fatalf("%s token lists schedules: %+v", scope, r)
+		}
 	}
 
 	// A schedule on the controller: each backup verified; keep 2.
