@@ -240,6 +240,11 @@ func (s *Service) heldSchedules(ctx context.Context, serverID store.ID, rcpt str
 	if err != nil {
 		return nil, err
 	}
+	// This server's recipient (serverkey.go), as for the jobs it is sent.
+	recipient, err := s.serverRecipient(ctx, key.ID, serverID)
+	if err != nil {
+		return nil, err
+	}
 	for _, sc := range scheds {
 		a, err := s.st.App(ctx, sc.AppID)
 		if err != nil {
@@ -258,7 +263,7 @@ func (s *Service) heldSchedules(ctx context.Context, serverID store.ID, rcpt str
 		}
 		job := &agentv1.BackupJob{
 			Source:      &agentv1.BackupSource{Kind: string(sc.Kind), Name: sc.Source, ConnectionUrl: url},
-			Destination: dest, Recipient: key.Recipient, ScheduleId: sc.ID.String(),
+			Destination: dest, Recipient: recipient, ScheduleId: sc.ID.String(),
 		}
 		plain, err := proto.Marshal(job)
 		if err != nil {
@@ -289,15 +294,22 @@ func (s *Service) heldSchedules(ctx context.Context, serverID store.ID, rcpt str
 	return out, nil
 }
 
-// relayHeld handles a "held:<server>" notification.
+// relayHeld handles a "held:<server>" (or "held:all") notification.
 func (s *Service) relayHeld(rest string) {
-	sid, err := store.ParseID(rest)
-	if err != nil || !s.fleet.Hub().Holds(sid) {
+	var servers []store.ID
+	if rest == "all" {
+		servers = s.fleet.Hub().Connected()
+	} else if sid, err := store.ParseID(rest); err == nil && s.fleet.Hub().Holds(sid) {
+		servers = []store.ID{sid}
+	}
+	if len(servers) == 0 {
 		return
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		s.sendHeld(ctx, sid)
+		for _, sid := range servers {
+			s.sendHeld(ctx, sid)
+		}
 	}()
 }
