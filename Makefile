@@ -97,6 +97,7 @@ bench: deps-test build
 	./scripts/notify-bench.sh | tee -a BENCHMARKS.md
 	CGO_ENABLED=0 $(GO) build -tags $(BUILDTAGS) -trimpath -ldflags '-s -w' -o $(BIN)/berth-backup-bench ./agent/internal/backup/benchrun
 	BIN=$(BIN) ./scripts/backup-bench.sh | tee -a BENCHMARKS.md
+	BERTH_BENCH_OUT=$(CURDIR)/BENCHMARKS.md $(GO) test -count=1 -parallel 1 -run '^(TestDomainsACME|TestDomainsManyOnOneServer)$$' ./controller/cmd/berth/
 
 clean:
 	rm -rf $(BIN) gen/proto gen/dbsqlc

@@ -5,15 +5,16 @@
 -- Returns no row when the app does not exist.
 INSERT INTO domains (
     id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https,
-    tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status
+    tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, hsts, dns_provider_id
 )
 SELECT sqlc.arg(id)::uuid, a.id, a.server_id, sqlc.arg(hostname)::text, sqlc.arg(is_primary)::boolean,
        sqlc.narg(redirect_to)::text, sqlc.arg(redirect_status)::smallint, sqlc.arg(force_https)::boolean,
        sqlc.arg(tls_mode)::text, sqlc.narg(acme_directory_url)::text,
        sqlc.narg(tls_cert_path)::text, sqlc.narg(tls_key_path)::text,
-       CASE WHEN sqlc.arg(tls_mode)::text = 'off' THEN 'disabled' ELSE 'pending' END
+       CASE WHEN sqlc.arg(tls_mode)::text = 'off' THEN 'disabled' ELSE 'pending' END,
+       sqlc.arg(hsts)::boolean, sqlc.narg(dns_provider_id)::uuid
 FROM apps a
-WHERE a.id = sqlc.arg(app_id)
+WHERE a.id = sqlc.arg(app_id) AND a.deleted_at IS NULL
 RETURNING *;
 
 -- name: GetDomain :one
@@ -55,6 +56,8 @@ UPDATE domains SET
                       WHEN sqlc.arg(tls_mode)::text <> tls_mode THEN 'pending'
                       ELSE tls_status END,
     tls_mode = sqlc.arg(tls_mode)::text,
+    hsts = sqlc.arg(hsts)::boolean,
+    dns_provider_id = sqlc.narg(dns_provider_id)::uuid,
     status = 'pending',
     last_error = NULL
 WHERE id = sqlc.arg(id)
@@ -103,3 +106,98 @@ LIMIT sqlc.arg(lim);
 
 -- name: DeleteDomain :execrows
 DELETE FROM domains WHERE id = sqlc.arg(id);
+
+-- name: ClaimDomainsTLSDue :many
+-- The ACME and custom domains whose next certificate attempt is due, claimed
+-- by this controller (FOR UPDATE SKIP LOCKED): their next attempt moves to
+-- lease_until, so a controller that dies mid-issuance leaves them to be
+-- tried again then, and no other controller takes them meanwhile.
+WITH due AS MATERIALIZED (
+    SELECT d.id FROM domains d
+    WHERE d.tls_mode IN ('acme', 'custom') AND d.tls_next_attempt_at IS NOT NULL
+      AND d.tls_next_attempt_at <= sqlc.arg(now)::timestamptz
+    ORDER BY d.tls_next_attempt_at, d.id
+    LIMIT sqlc.arg(lim)
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE domains u SET tls_next_attempt_at = sqlc.arg(lease_until)::timestamptz
+FROM due WHERE u.id = due.id
+RETURNING u.*;
+
+-- name: SetDomainTLSAttempt :one
+-- The whole outcome of an issuance, renewal or inspection.
+UPDATE domains SET
+    tls_status = sqlc.arg(tls_status),
+    tls_issuer = sqlc.narg(tls_issuer),
+    tls_not_before = sqlc.narg(tls_not_before)::timestamptz,
+    tls_expires_at = sqlc.narg(tls_expires_at)::timestamptz,
+    tls_last_attempt_at = sqlc.narg(tls_last_attempt_at)::timestamptz,
+    tls_next_attempt_at = sqlc.narg(tls_next_attempt_at)::timestamptz,
+    tls_last_error = sqlc.narg(tls_last_error),
+    tls_certificate = sqlc.narg(tls_certificate),
+    tls_serial = sqlc.narg(tls_serial),
+    tls_failures = sqlc.arg(tls_failures),
+    tls_ari_window_start = sqlc.narg(tls_ari_window_start)::timestamptz,
+    tls_ari_window_end = sqlc.narg(tls_ari_window_end)::timestamptz,
+    tls_expiring_notified_at = CASE WHEN sqlc.narg(tls_serial)::text IS DISTINCT FROM tls_serial
+                                    THEN NULL ELSE tls_expiring_notified_at END
+WHERE id = sqlc.arg(id)
+RETURNING *;
+
+-- name: SetDomainNextAttempt :one
+-- Asks for an attempt at a time (renew now, a new domain, a settings change).
+UPDATE domains SET tls_next_attempt_at = sqlc.narg(at)::timestamptz,
+                   tls_status = CASE WHEN tls_status = 'failed' AND sqlc.arg(reset)::boolean THEN 'pending' ELSE tls_status END
+WHERE id = sqlc.arg(id)
+RETURNING *;
+
+-- name: SetDomainDNSProvider :one
+UPDATE domains SET dns_provider_id = sqlc.narg(dns_provider_id)::uuid WHERE id = sqlc.arg(id) RETURNING *;
+
+-- name: SetAppDomainsStatus :many
+-- What the agent reported after applying the app's site, for the domains
+-- the applied site held.
+UPDATE domains SET status = sqlc.arg(status), last_error = sqlc.narg(last_error)
+WHERE app_id = sqlc.arg(app_id) AND id = ANY (sqlc.arg(ids)::uuid[])
+RETURNING *;
+
+-- name: ExpireDomainCertificates :many
+-- Certificates past their expiry are expired, never active.
+UPDATE domains SET tls_status = 'expired'
+WHERE tls_status IN ('active', 'failed') AND tls_expires_at <= sqlc.arg(now)::timestamptz
+RETURNING *;
+
+-- name: ClaimDomainsExpiring :many
+-- Certificates within the warning window (window, or a third of the
+-- certificate's lifetime when that is shorter: a 6-day certificate is
+-- always within 14 days of expiry, and is late only once it should have
+-- renewed) whose warning was not raised yet for this certificate; marked
+-- raised in the same statement.
+UPDATE domains SET tls_expiring_notified_at = sqlc.arg(now)::timestamptz
+WHERE tls_mode IN ('acme', 'custom') AND tls_expires_at > sqlc.arg(now)::timestamptz
+  AND tls_expires_at <= sqlc.arg(now)::timestamptz + LEAST(
+        sqlc.arg(window_seconds)::bigint * interval '1 second',
+        coalesce((tls_expires_at - tls_not_before) / 3, sqlc.arg(window_seconds)::bigint * interval '1 second'))
+  AND tls_expiring_notified_at IS NULL
+RETURNING *;
+
+-- name: ListAllDomains :many
+-- Every domain, soonest expiry first (no certificate last), then by name.
+SELECT * FROM domains
+WHERE (sqlc.narg(app_id)::uuid IS NULL OR app_id = sqlc.narg(app_id))
+ORDER BY tls_expires_at NULLS LAST, hostname
+LIMIT sqlc.arg(lim);
+
+-- name: SetDeploymentParams :exec
+UPDATE deployments SET params = sqlc.arg(params)::jsonb WHERE id = sqlc.arg(id);
+
+-- name: SetDeploymentResultData :exec
+UPDATE deployments SET result = sqlc.arg(result)::jsonb WHERE id = sqlc.arg(id);
+
+-- name: GetDeploymentData :one
+SELECT params, result FROM deployments WHERE id = sqlc.arg(id);
+
+-- name: SetAppRouting :one
+UPDATE apps SET upstream_url = sqlc.narg(upstream_url), static_root = sqlc.narg(static_root)
+WHERE id = sqlc.arg(id) AND deleted_at IS NULL
+RETURNING *;

@@ -160,7 +160,7 @@ func (q *Queries) GetAppScheduleByName(ctx context.Context, arg GetAppScheduleBy
 }
 
 const lastScheduleRuns = `-- name: LastScheduleRuns :many
-SELECT DISTINCT ON (schedule_id) id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
+SELECT DISTINCT ON (schedule_id) id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result FROM deployments
 WHERE app_id = $1 AND schedule_id IS NOT NULL
 ORDER BY schedule_id, created_at DESC, id DESC
 `
@@ -212,6 +212,8 @@ func (q *Queries) LastScheduleRuns(ctx context.Context, appID pgtype.UUID) ([]De
 			&i.ScheduleCommand,
 			&i.Skipped,
 			&i.SkipReason,
+			&i.Params,
+			&i.Result,
 		); err != nil {
 			return nil, err
 		}
@@ -258,7 +260,7 @@ func (q *Queries) ListAppSchedules(ctx context.Context, appID pgtype.UUID) ([]Ap
 }
 
 const listScheduleRuns = `-- name: ListScheduleRuns :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result FROM deployments
 WHERE schedule_id = $1
 ORDER BY created_at DESC, id DESC
 LIMIT $2
@@ -316,6 +318,8 @@ func (q *Queries) ListScheduleRuns(ctx context.Context, arg ListScheduleRunsPara
 			&i.ScheduleCommand,
 			&i.Skipped,
 			&i.SkipReason,
+			&i.Params,
+			&i.Result,
 		); err != nil {
 			return nil, err
 		}
@@ -402,7 +406,7 @@ func (q *Queries) SetAppScheduleNextRun(ctx context.Context, arg SetAppScheduleN
 }
 
 const unfinishedScheduleRun = `-- name: UnfinishedScheduleRun :one
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result FROM deployments
 WHERE schedule_id = $1 AND status IN ('queued', 'dispatched', 'running')
 LIMIT 1
 `
@@ -448,6 +452,8 @@ func (q *Queries) UnfinishedScheduleRun(ctx context.Context, scheduleID pgtype.U
 		&i.ScheduleCommand,
 		&i.Skipped,
 		&i.SkipReason,
+		&i.Params,
+		&i.Result,
 	)
 	return i, err
 }

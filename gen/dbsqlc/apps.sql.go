@@ -36,7 +36,7 @@ INSERT INTO apps (
     $14, $15, $16::text[], $17,
     $18, $19, $20, $21
 )
-RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port
+RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port, upstream_url, static_root
 `
 
 type CreateAppParams struct {
@@ -118,6 +118,8 @@ func (q *Queries) CreateApp(ctx context.Context, arg CreateAppParams) (App, erro
 		&i.DeletedAt,
 		&i.DeployScriptPath,
 		&i.UpstreamPort,
+		&i.UpstreamUrl,
+		&i.StaticRoot,
 	)
 	return i, err
 }
@@ -135,7 +137,7 @@ func (q *Queries) DeleteApp(ctx context.Context, id pgtype.UUID) (int64, error) 
 }
 
 const getApp = `-- name: GetApp :one
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port FROM apps WHERE id = $1
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port, upstream_url, static_root FROM apps WHERE id = $1
 `
 
 func (q *Queries) GetApp(ctx context.Context, id pgtype.UUID) (App, error) {
@@ -169,12 +171,14 @@ func (q *Queries) GetApp(ctx context.Context, id pgtype.UUID) (App, error) {
 		&i.DeletedAt,
 		&i.DeployScriptPath,
 		&i.UpstreamPort,
+		&i.UpstreamUrl,
+		&i.StaticRoot,
 	)
 	return i, err
 }
 
 const getAppByName = `-- name: GetAppByName :one
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port FROM apps WHERE name = $1 AND deleted_at IS NULL
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port, upstream_url, static_root FROM apps WHERE name = $1 AND deleted_at IS NULL
 `
 
 // Deleted apps are not found by name: their name is free.
@@ -209,6 +213,8 @@ func (q *Queries) GetAppByName(ctx context.Context, name string) (App, error) {
 		&i.DeletedAt,
 		&i.DeployScriptPath,
 		&i.UpstreamPort,
+		&i.UpstreamUrl,
+		&i.StaticRoot,
 	)
 	return i, err
 }
@@ -290,7 +296,7 @@ func (q *Queries) ListAppNamesByGitCredential(ctx context.Context, gitCredential
 }
 
 const listApps = `-- name: ListApps :many
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port FROM apps
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port, upstream_url, static_root FROM apps
 WHERE deleted_at IS NULL
   AND ($1::uuid IS NULL OR server_id = $1)
   AND ($2::uuid IS NULL OR git_credential_id = $2)
@@ -349,6 +355,8 @@ func (q *Queries) ListApps(ctx context.Context, arg ListAppsParams) ([]App, erro
 			&i.DeletedAt,
 			&i.DeployScriptPath,
 			&i.UpstreamPort,
+			&i.UpstreamUrl,
+			&i.StaticRoot,
 		); err != nil {
 			return nil, err
 		}
@@ -361,7 +369,7 @@ func (q *Queries) ListApps(ctx context.Context, arg ListAppsParams) ([]App, erro
 }
 
 const lockApp = `-- name: LockApp :one
-SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port FROM apps WHERE id = $1 AND deleted_at IS NULL FOR UPDATE
+SELECT id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port, upstream_url, static_root FROM apps WHERE id = $1 AND deleted_at IS NULL FOR UPDATE
 `
 
 // Reads a live app and locks its row until the transaction ends, so an
@@ -398,6 +406,8 @@ func (q *Queries) LockApp(ctx context.Context, id pgtype.UUID) (App, error) {
 		&i.DeletedAt,
 		&i.DeployScriptPath,
 		&i.UpstreamPort,
+		&i.UpstreamUrl,
+		&i.StaticRoot,
 	)
 	return i, err
 }
@@ -417,7 +427,7 @@ func (q *Queries) PurgeDeletedAppsOfServer(ctx context.Context, serverID pgtype.
 }
 
 const setAppCurrentDeployment = `-- name: SetAppCurrentDeployment :one
-UPDATE apps SET current_deployment_id = $1 WHERE id = $2 RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port
+UPDATE apps SET current_deployment_id = $1 WHERE id = $2 RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port, upstream_url, static_root
 `
 
 type SetAppCurrentDeploymentParams struct {
@@ -457,6 +467,8 @@ func (q *Queries) SetAppCurrentDeployment(ctx context.Context, arg SetAppCurrent
 		&i.DeletedAt,
 		&i.DeployScriptPath,
 		&i.UpstreamPort,
+		&i.UpstreamUrl,
+		&i.StaticRoot,
 	)
 	return i, err
 }
@@ -568,7 +580,7 @@ UPDATE apps SET
     shared_paths = $15::text[],
     timeout_seconds = $16
 WHERE id = $17 AND deleted_at IS NULL
-RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port
+RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port, upstream_url, static_root
 `
 
 type UpdateAppParams struct {
@@ -642,6 +654,8 @@ func (q *Queries) UpdateApp(ctx context.Context, arg UpdateAppParams) (App, erro
 		&i.DeletedAt,
 		&i.DeployScriptPath,
 		&i.UpstreamPort,
+		&i.UpstreamUrl,
+		&i.StaticRoot,
 	)
 	return i, err
 }

@@ -151,7 +151,7 @@ func (q *Queries) ListDeploymentLogs(ctx context.Context, arg ListDeploymentLogs
 
 const lockDeploymentSeq = `-- name: LockDeploymentSeq :one
 
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result FROM deployments
 WHERE id = $1
 FOR UPDATE
 `
@@ -201,6 +201,8 @@ func (q *Queries) LockDeploymentSeq(ctx context.Context, id pgtype.UUID) (Deploy
 		&i.ScheduleCommand,
 		&i.Skipped,
 		&i.SkipReason,
+		&i.Params,
+		&i.Result,
 	)
 	return i, err
 }

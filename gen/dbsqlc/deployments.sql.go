@@ -43,7 +43,7 @@ UPDATE deployments u
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + u.timeout_seconds * interval '1 second'
 FROM next
 WHERE u.id = next.id AND u.status = 'queued'
-RETURNING u.id, u.app_id, u.user_id, u.triggered_by, u.trigger_ref, u.environment, u.branch, u.commit_sha, u.commit_message, u.commit_author, u.status, u.failed_step, u.exit_code, u.failure_reason, u.release_path, u.rollback_from_id, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.log_bytes, u.log_truncated, u.created_at, u.updated_at, u.agent_seq, u.kind, u.process_action, u.process_names, u.schedule_id, u.schedule_name, u.schedule_command, u.skipped, u.skip_reason
+RETURNING u.id, u.app_id, u.user_id, u.triggered_by, u.trigger_ref, u.environment, u.branch, u.commit_sha, u.commit_message, u.commit_author, u.status, u.failed_step, u.exit_code, u.failure_reason, u.release_path, u.rollback_from_id, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.log_bytes, u.log_truncated, u.created_at, u.updated_at, u.agent_seq, u.kind, u.process_action, u.process_names, u.schedule_id, u.schedule_name, u.schedule_command, u.skipped, u.skip_reason, u.params, u.result
 `
 
 type ClaimQueuedDeploymentsParams struct {
@@ -102,6 +102,8 @@ func (q *Queries) ClaimQueuedDeployments(ctx context.Context, arg ClaimQueuedDep
 			&i.ScheduleCommand,
 			&i.Skipped,
 			&i.SkipReason,
+			&i.Params,
+			&i.Result,
 		); err != nil {
 			return nil, err
 		}
@@ -136,7 +138,7 @@ WHERE a.id = $21 AND a.deleted_at IS NULL
       SELECT 1 FROM deployments x WHERE x.app_id = a.id AND x.status IN ('queued', 'dispatched', 'running')
                                     AND x.kind <> 'schedule'))
 ON CONFLICT (app_id, trigger_ref) WHERE triggered_by = 'webhook' DO NOTHING
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result
 `
 
 type CreateDeploymentParams struct {
@@ -236,6 +238,8 @@ func (q *Queries) CreateDeployment(ctx context.Context, arg CreateDeploymentPara
 		&i.ScheduleCommand,
 		&i.Skipped,
 		&i.SkipReason,
+		&i.Params,
+		&i.Result,
 	)
 	return i, err
 }
@@ -248,7 +252,7 @@ INSERT INTO deployments (
 SELECT $1::uuid, a.id, 'schedule', 'production', a.branch, a.timeout_seconds, now(), 'canceled', now(), 'schedule',
        $2::uuid, $3::text, $4::text, true, $5::text
 FROM apps a WHERE a.id = $6
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result
 `
 
 type CreateSkippedScheduleRunParams struct {
@@ -309,6 +313,8 @@ func (q *Queries) CreateSkippedScheduleRun(ctx context.Context, arg CreateSkippe
 		&i.ScheduleCommand,
 		&i.Skipped,
 		&i.SkipReason,
+		&i.Params,
+		&i.Result,
 	)
 	return i, err
 }
@@ -329,7 +335,7 @@ const dispatchDeployment = `-- name: DispatchDeployment :one
 UPDATE deployments
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + timeout_seconds * interval '1 second'
 WHERE id = $1 AND status = 'queued'
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result
 `
 
 // queued -> dispatched. A unique violation means another deployment of the
@@ -374,6 +380,8 @@ func (q *Queries) DispatchDeployment(ctx context.Context, id pgtype.UUID) (Deplo
 		&i.ScheduleCommand,
 		&i.Skipped,
 		&i.SkipReason,
+		&i.Params,
+		&i.Result,
 	)
 	return i, err
 }
@@ -386,7 +394,7 @@ SET status = $1,
     exit_code = coalesce($4, exit_code),
     failure_reason = coalesce($5, failure_reason)
 WHERE id = $6 AND status = ANY ($7::text[])
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result
 `
 
 type FinishDeploymentParams struct {
@@ -448,12 +456,14 @@ func (q *Queries) FinishDeployment(ctx context.Context, arg FinishDeploymentPara
 		&i.ScheduleCommand,
 		&i.Skipped,
 		&i.SkipReason,
+		&i.Params,
+		&i.Result,
 	)
 	return i, err
 }
 
 const getDeployment = `-- name: GetDeployment :one
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments WHERE id = $1
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result FROM deployments WHERE id = $1
 `
 
 func (q *Queries) GetDeployment(ctx context.Context, id pgtype.UUID) (Deployment, error) {
@@ -496,12 +506,14 @@ func (q *Queries) GetDeployment(ctx context.Context, id pgtype.UUID) (Deployment
 		&i.ScheduleCommand,
 		&i.Skipped,
 		&i.SkipReason,
+		&i.Params,
+		&i.Result,
 	)
 	return i, err
 }
 
 const getDeploymentByTriggerRef = `-- name: GetDeploymentByTriggerRef :one
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result FROM deployments
 WHERE app_id = $1 AND triggered_by = 'webhook' AND trigger_ref = $2
 `
 
@@ -551,12 +563,14 @@ func (q *Queries) GetDeploymentByTriggerRef(ctx context.Context, arg GetDeployme
 		&i.ScheduleCommand,
 		&i.Skipped,
 		&i.SkipReason,
+		&i.Params,
+		&i.Result,
 	)
 	return i, err
 }
 
 const listActiveDeploymentsForServer = `-- name: ListActiveDeploymentsForServer :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result FROM deployments
 WHERE status IN ('dispatched', 'running')
   AND app_id IN (SELECT a.id FROM apps a WHERE a.server_id = $1)
 ORDER BY id
@@ -610,6 +624,8 @@ func (q *Queries) ListActiveDeploymentsForServer(ctx context.Context, serverID p
 			&i.ScheduleCommand,
 			&i.Skipped,
 			&i.SkipReason,
+			&i.Params,
+			&i.Result,
 		); err != nil {
 			return nil, err
 		}
@@ -622,7 +638,7 @@ func (q *Queries) ListActiveDeploymentsForServer(ctx context.Context, serverID p
 }
 
 const listDeployments = `-- name: ListDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result FROM deployments
 WHERE ($1::uuid IS NULL OR app_id = $1)
   AND ($2::text IS NULL OR status = $2)
   AND ($3::uuid IS NULL OR id < $3)
@@ -689,6 +705,8 @@ func (q *Queries) ListDeployments(ctx context.Context, arg ListDeploymentsParams
 			&i.ScheduleCommand,
 			&i.Skipped,
 			&i.SkipReason,
+			&i.Params,
+			&i.Result,
 		); err != nil {
 			return nil, err
 		}
@@ -701,7 +719,7 @@ func (q *Queries) ListDeployments(ctx context.Context, arg ListDeploymentsParams
 }
 
 const listOverdueDeployments = `-- name: ListOverdueDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result FROM deployments
 WHERE status IN ('queued', 'dispatched', 'running') AND deadline_at < $1::timestamptz
 ORDER BY deadline_at
 LIMIT $2
@@ -760,6 +778,8 @@ func (q *Queries) ListOverdueDeployments(ctx context.Context, arg ListOverdueDep
 			&i.ScheduleCommand,
 			&i.Skipped,
 			&i.SkipReason,
+			&i.Params,
+			&i.Result,
 		); err != nil {
 			return nil, err
 		}
@@ -772,7 +792,7 @@ func (q *Queries) ListOverdueDeployments(ctx context.Context, arg ListOverdueDep
 }
 
 const listSucceededDeployments = `-- name: ListSucceededDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result FROM deployments
 WHERE app_id = $1 AND status = 'succeeded'
   AND ($2::uuid IS NULL OR id < $2)
 ORDER BY id DESC
@@ -832,6 +852,8 @@ func (q *Queries) ListSucceededDeployments(ctx context.Context, arg ListSucceede
 			&i.ScheduleCommand,
 			&i.Skipped,
 			&i.SkipReason,
+			&i.Params,
+			&i.Result,
 		); err != nil {
 			return nil, err
 		}
@@ -844,7 +866,7 @@ func (q *Queries) ListSucceededDeployments(ctx context.Context, arg ListSucceede
 }
 
 const nextQueuedDeployments = `-- name: NextQueuedDeployments :many
-SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason FROM deployments d
+SELECT id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result FROM deployments d
 WHERE d.status = 'queued'
   AND ($1::uuid[] IS NULL
        OR d.app_id IN (SELECT a.id FROM apps a WHERE a.server_id = ANY ($1::uuid[])))
@@ -918,6 +940,8 @@ func (q *Queries) NextQueuedDeployments(ctx context.Context, arg NextQueuedDeplo
 			&i.ScheduleCommand,
 			&i.Skipped,
 			&i.SkipReason,
+			&i.Params,
+			&i.Result,
 		); err != nil {
 			return nil, err
 		}
@@ -933,7 +957,7 @@ const requestDeploymentCancel = `-- name: RequestDeploymentCancel :one
 UPDATE deployments
 SET cancel_requested_at = coalesce(cancel_requested_at, now())
 WHERE id = $1 AND status IN ('queued', 'dispatched', 'running')
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result
 `
 
 // Records a cancel request on an unfinished deployment (the first request's
@@ -978,6 +1002,8 @@ func (q *Queries) RequestDeploymentCancel(ctx context.Context, id pgtype.UUID) (
 		&i.ScheduleCommand,
 		&i.Skipped,
 		&i.SkipReason,
+		&i.Params,
+		&i.Result,
 	)
 	return i, err
 }
@@ -988,7 +1014,7 @@ SET commit_sha = $1,
     commit_message = coalesce($2, commit_message),
     commit_author = coalesce($3, commit_author)
 WHERE id = $4
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result
 `
 
 type SetDeploymentCommitParams struct {
@@ -1044,6 +1070,8 @@ func (q *Queries) SetDeploymentCommit(ctx context.Context, arg SetDeploymentComm
 		&i.ScheduleCommand,
 		&i.Skipped,
 		&i.SkipReason,
+		&i.Params,
+		&i.Result,
 	)
 	return i, err
 }
@@ -1067,7 +1095,7 @@ const startDeployment = `-- name: StartDeployment :one
 UPDATE deployments
 SET status = 'running', started_at = coalesce($1::timestamptz, now())
 WHERE id = $2 AND status = 'dispatched'
-RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason
+RETURNING id, app_id, user_id, triggered_by, trigger_ref, environment, branch, commit_sha, commit_message, commit_author, status, failed_step, exit_code, failure_reason, release_path, rollback_from_id, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, log_bytes, log_truncated, created_at, updated_at, agent_seq, kind, process_action, process_names, schedule_id, schedule_name, schedule_command, skipped, skip_reason, params, result
 `
 
 type StartDeploymentParams struct {
@@ -1116,6 +1144,8 @@ func (q *Queries) StartDeployment(ctx context.Context, arg StartDeploymentParams
 		&i.ScheduleCommand,
 		&i.Skipped,
 		&i.SkipReason,
+		&i.Params,
+		&i.Result,
 	)
 	return i, err
 }

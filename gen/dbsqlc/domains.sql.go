@@ -12,6 +12,154 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const claimDomainsExpiring = `-- name: ClaimDomainsExpiring :many
+UPDATE domains SET tls_expiring_notified_at = $1::timestamptz
+WHERE tls_mode IN ('acme', 'custom') AND tls_expires_at > $1::timestamptz
+  AND tls_expires_at <= $1::timestamptz + LEAST(
+        $2::bigint * interval '1 second',
+        coalesce((tls_expires_at - tls_not_before) / 3, $2::bigint * interval '1 second'))
+  AND tls_expiring_notified_at IS NULL
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+`
+
+type ClaimDomainsExpiringParams struct {
+	Now           time.Time
+	WindowSeconds int64
+}
+
+// Certificates within the warning window (window, or a third of the
+// certificate's lifetime when that is shorter: a 6-day certificate is
+// always within 14 days of expiry, and is late only once it should have
+// renewed) whose warning was not raised yet for this certificate; marked
+// raised in the same statement.
+func (q *Queries) ClaimDomainsExpiring(ctx context.Context, arg ClaimDomainsExpiringParams) ([]Domain, error) {
+	rows, err := q.db.Query(ctx, claimDomainsExpiring, arg.Now, arg.WindowSeconds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Domain{}
+	for rows.Next() {
+		var i Domain
+		if err := rows.Scan(
+			&i.ID,
+			&i.AppID,
+			&i.ServerID,
+			&i.Hostname,
+			&i.IsPrimary,
+			&i.RedirectTo,
+			&i.RedirectStatus,
+			&i.ForceHttps,
+			&i.Status,
+			&i.LastError,
+			&i.TlsMode,
+			&i.AcmeDirectoryUrl,
+			&i.TlsCertPath,
+			&i.TlsKeyPath,
+			&i.TlsStatus,
+			&i.TlsIssuer,
+			&i.TlsNotBefore,
+			&i.TlsExpiresAt,
+			&i.TlsLastAttemptAt,
+			&i.TlsNextAttemptAt,
+			&i.TlsLastError,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.DnsProviderID,
+			&i.TlsCertificate,
+			&i.TlsSerial,
+			&i.TlsFailures,
+			&i.Hsts,
+			&i.TlsExpiringNotifiedAt,
+			&i.TlsAriWindowStart,
+			&i.TlsAriWindowEnd,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const claimDomainsTLSDue = `-- name: ClaimDomainsTLSDue :many
+WITH due AS MATERIALIZED (
+    SELECT d.id FROM domains d
+    WHERE d.tls_mode IN ('acme', 'custom') AND d.tls_next_attempt_at IS NOT NULL
+      AND d.tls_next_attempt_at <= $2::timestamptz
+    ORDER BY d.tls_next_attempt_at, d.id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE domains u SET tls_next_attempt_at = $1::timestamptz
+FROM due WHERE u.id = due.id
+RETURNING u.id, u.app_id, u.server_id, u.hostname, u.is_primary, u.redirect_to, u.redirect_status, u.force_https, u.status, u.last_error, u.tls_mode, u.acme_directory_url, u.tls_cert_path, u.tls_key_path, u.tls_status, u.tls_issuer, u.tls_not_before, u.tls_expires_at, u.tls_last_attempt_at, u.tls_next_attempt_at, u.tls_last_error, u.created_at, u.updated_at, u.dns_provider_id, u.tls_certificate, u.tls_serial, u.tls_failures, u.hsts, u.tls_expiring_notified_at, u.tls_ari_window_start, u.tls_ari_window_end
+`
+
+type ClaimDomainsTLSDueParams struct {
+	LeaseUntil time.Time
+	Now        time.Time
+	Lim        int32
+}
+
+// The ACME and custom domains whose next certificate attempt is due, claimed
+// by this controller (FOR UPDATE SKIP LOCKED): their next attempt moves to
+// lease_until, so a controller that dies mid-issuance leaves them to be
+// tried again then, and no other controller takes them meanwhile.
+func (q *Queries) ClaimDomainsTLSDue(ctx context.Context, arg ClaimDomainsTLSDueParams) ([]Domain, error) {
+	rows, err := q.db.Query(ctx, claimDomainsTLSDue, arg.LeaseUntil, arg.Now, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Domain{}
+	for rows.Next() {
+		var i Domain
+		if err := rows.Scan(
+			&i.ID,
+			&i.AppID,
+			&i.ServerID,
+			&i.Hostname,
+			&i.IsPrimary,
+			&i.RedirectTo,
+			&i.RedirectStatus,
+			&i.ForceHttps,
+			&i.Status,
+			&i.LastError,
+			&i.TlsMode,
+			&i.AcmeDirectoryUrl,
+			&i.TlsCertPath,
+			&i.TlsKeyPath,
+			&i.TlsStatus,
+			&i.TlsIssuer,
+			&i.TlsNotBefore,
+			&i.TlsExpiresAt,
+			&i.TlsLastAttemptAt,
+			&i.TlsNextAttemptAt,
+			&i.TlsLastError,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.DnsProviderID,
+			&i.TlsCertificate,
+			&i.TlsSerial,
+			&i.TlsFailures,
+			&i.Hsts,
+			&i.TlsExpiringNotifiedAt,
+			&i.TlsAriWindowStart,
+			&i.TlsAriWindowEnd,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const clearPrimaryDomain = `-- name: ClearPrimaryDomain :exec
 UPDATE domains SET is_primary = false WHERE app_id = $1 AND is_primary
 `
@@ -25,16 +173,17 @@ const createDomain = `-- name: CreateDomain :one
 
 INSERT INTO domains (
     id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https,
-    tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status
+    tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, hsts, dns_provider_id
 )
 SELECT $1::uuid, a.id, a.server_id, $2::text, $3::boolean,
        $4::text, $5::smallint, $6::boolean,
        $7::text, $8::text,
        $9::text, $10::text,
-       CASE WHEN $7::text = 'off' THEN 'disabled' ELSE 'pending' END
+       CASE WHEN $7::text = 'off' THEN 'disabled' ELSE 'pending' END,
+       $11::boolean, $12::uuid
 FROM apps a
-WHERE a.id = $11
-RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at
+WHERE a.id = $13 AND a.deleted_at IS NULL
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
 `
 
 type CreateDomainParams struct {
@@ -48,6 +197,8 @@ type CreateDomainParams struct {
 	AcmeDirectoryUrl *string
 	TlsCertPath      *string
 	TlsKeyPath       *string
+	Hsts             bool
+	DnsProviderID    pgtype.UUID
 	AppID            pgtype.UUID
 }
 
@@ -66,6 +217,8 @@ func (q *Queries) CreateDomain(ctx context.Context, arg CreateDomainParams) (Dom
 		arg.AcmeDirectoryUrl,
 		arg.TlsCertPath,
 		arg.TlsKeyPath,
+		arg.Hsts,
+		arg.DnsProviderID,
 		arg.AppID,
 	)
 	var i Domain
@@ -93,6 +246,14 @@ func (q *Queries) CreateDomain(ctx context.Context, arg CreateDomainParams) (Dom
 		&i.TlsLastError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DnsProviderID,
+		&i.TlsCertificate,
+		&i.TlsSerial,
+		&i.TlsFailures,
+		&i.Hsts,
+		&i.TlsExpiringNotifiedAt,
+		&i.TlsAriWindowStart,
+		&i.TlsAriWindowEnd,
 	)
 	return i, err
 }
@@ -109,8 +270,83 @@ func (q *Queries) DeleteDomain(ctx context.Context, id pgtype.UUID) (int64, erro
 	return result.RowsAffected(), nil
 }
 
+const expireDomainCertificates = `-- name: ExpireDomainCertificates :many
+UPDATE domains SET tls_status = 'expired'
+WHERE tls_status IN ('active', 'failed') AND tls_expires_at <= $1::timestamptz
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+`
+
+// Certificates past their expiry are expired, never active.
+func (q *Queries) ExpireDomainCertificates(ctx context.Context, now time.Time) ([]Domain, error) {
+	rows, err := q.db.Query(ctx, expireDomainCertificates, now)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Domain{}
+	for rows.Next() {
+		var i Domain
+		if err := rows.Scan(
+			&i.ID,
+			&i.AppID,
+			&i.ServerID,
+			&i.Hostname,
+			&i.IsPrimary,
+			&i.RedirectTo,
+			&i.RedirectStatus,
+			&i.ForceHttps,
+			&i.Status,
+			&i.LastError,
+			&i.TlsMode,
+			&i.AcmeDirectoryUrl,
+			&i.TlsCertPath,
+			&i.TlsKeyPath,
+			&i.TlsStatus,
+			&i.TlsIssuer,
+			&i.TlsNotBefore,
+			&i.TlsExpiresAt,
+			&i.TlsLastAttemptAt,
+			&i.TlsNextAttemptAt,
+			&i.TlsLastError,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.DnsProviderID,
+			&i.TlsCertificate,
+			&i.TlsSerial,
+			&i.TlsFailures,
+			&i.Hsts,
+			&i.TlsExpiringNotifiedAt,
+			&i.TlsAriWindowStart,
+			&i.TlsAriWindowEnd,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const getDeploymentData = `-- name: GetDeploymentData :one
+SELECT params, result FROM deployments WHERE id = $1
+`
+
+type GetDeploymentDataRow struct {
+	Params []byte
+	Result []byte
+}
+
+func (q *Queries) GetDeploymentData(ctx context.Context, id pgtype.UUID) (GetDeploymentDataRow, error) {
+	row := q.db.QueryRow(ctx, getDeploymentData, id)
+	var i GetDeploymentDataRow
+	err := row.Scan(&i.Params, &i.Result)
+	return i, err
+}
+
 const getDomain = `-- name: GetDomain :one
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at FROM domains WHERE id = $1
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains WHERE id = $1
 `
 
 func (q *Queries) GetDomain(ctx context.Context, id pgtype.UUID) (Domain, error) {
@@ -140,12 +376,20 @@ func (q *Queries) GetDomain(ctx context.Context, id pgtype.UUID) (Domain, error)
 		&i.TlsLastError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DnsProviderID,
+		&i.TlsCertificate,
+		&i.TlsSerial,
+		&i.TlsFailures,
+		&i.Hsts,
+		&i.TlsExpiringNotifiedAt,
+		&i.TlsAriWindowStart,
+		&i.TlsAriWindowEnd,
 	)
 	return i, err
 }
 
 const getDomainByHostname = `-- name: GetDomainByHostname :one
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at FROM domains WHERE hostname = $1
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains WHERE hostname = $1
 `
 
 func (q *Queries) GetDomainByHostname(ctx context.Context, hostname string) (Domain, error) {
@@ -175,12 +419,85 @@ func (q *Queries) GetDomainByHostname(ctx context.Context, hostname string) (Dom
 		&i.TlsLastError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DnsProviderID,
+		&i.TlsCertificate,
+		&i.TlsSerial,
+		&i.TlsFailures,
+		&i.Hsts,
+		&i.TlsExpiringNotifiedAt,
+		&i.TlsAriWindowStart,
+		&i.TlsAriWindowEnd,
 	)
 	return i, err
 }
 
+const listAllDomains = `-- name: ListAllDomains :many
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains
+WHERE ($1::uuid IS NULL OR app_id = $1)
+ORDER BY tls_expires_at NULLS LAST, hostname
+LIMIT $2
+`
+
+type ListAllDomainsParams struct {
+	AppID pgtype.UUID
+	Lim   int32
+}
+
+// Every domain, soonest expiry first (no certificate last), then by name.
+func (q *Queries) ListAllDomains(ctx context.Context, arg ListAllDomainsParams) ([]Domain, error) {
+	rows, err := q.db.Query(ctx, listAllDomains, arg.AppID, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Domain{}
+	for rows.Next() {
+		var i Domain
+		if err := rows.Scan(
+			&i.ID,
+			&i.AppID,
+			&i.ServerID,
+			&i.Hostname,
+			&i.IsPrimary,
+			&i.RedirectTo,
+			&i.RedirectStatus,
+			&i.ForceHttps,
+			&i.Status,
+			&i.LastError,
+			&i.TlsMode,
+			&i.AcmeDirectoryUrl,
+			&i.TlsCertPath,
+			&i.TlsKeyPath,
+			&i.TlsStatus,
+			&i.TlsIssuer,
+			&i.TlsNotBefore,
+			&i.TlsExpiresAt,
+			&i.TlsLastAttemptAt,
+			&i.TlsNextAttemptAt,
+			&i.TlsLastError,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.DnsProviderID,
+			&i.TlsCertificate,
+			&i.TlsSerial,
+			&i.TlsFailures,
+			&i.Hsts,
+			&i.TlsExpiringNotifiedAt,
+			&i.TlsAriWindowStart,
+			&i.TlsAriWindowEnd,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listDomains = `-- name: ListDomains :many
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at FROM domains
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains
 WHERE ($1::uuid IS NULL OR app_id = $1)
   AND ($2::uuid IS NULL OR server_id = $2)
   AND ($3::text IS NULL OR status = $3)
@@ -240,6 +557,14 @@ func (q *Queries) ListDomains(ctx context.Context, arg ListDomainsParams) ([]Dom
 			&i.TlsLastError,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.DnsProviderID,
+			&i.TlsCertificate,
+			&i.TlsSerial,
+			&i.TlsFailures,
+			&i.Hsts,
+			&i.TlsExpiringNotifiedAt,
+			&i.TlsAriWindowStart,
+			&i.TlsAriWindowEnd,
 		); err != nil {
 			return nil, err
 		}
@@ -252,7 +577,7 @@ func (q *Queries) ListDomains(ctx context.Context, arg ListDomainsParams) ([]Dom
 }
 
 const listDomainsExpiringBefore = `-- name: ListDomainsExpiringBefore :many
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at FROM domains
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains
 WHERE tls_mode = 'acme' AND tls_expires_at < $1::timestamptz
 ORDER BY tls_expires_at, id
 LIMIT $2
@@ -298,6 +623,14 @@ func (q *Queries) ListDomainsExpiringBefore(ctx context.Context, arg ListDomains
 			&i.TlsLastError,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.DnsProviderID,
+			&i.TlsCertificate,
+			&i.TlsSerial,
+			&i.TlsFailures,
+			&i.Hsts,
+			&i.TlsExpiringNotifiedAt,
+			&i.TlsAriWindowStart,
+			&i.TlsAriWindowEnd,
 		); err != nil {
 			return nil, err
 		}
@@ -310,7 +643,7 @@ func (q *Queries) ListDomainsExpiringBefore(ctx context.Context, arg ListDomains
 }
 
 const listDomainsForApp = `-- name: ListDomainsForApp :many
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at FROM domains WHERE app_id = $1 ORDER BY is_primary DESC, hostname
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains WHERE app_id = $1 ORDER BY is_primary DESC, hostname
 `
 
 // The primary first, then by host name.
@@ -347,6 +680,14 @@ func (q *Queries) ListDomainsForApp(ctx context.Context, appID pgtype.UUID) ([]D
 			&i.TlsLastError,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.DnsProviderID,
+			&i.TlsCertificate,
+			&i.TlsSerial,
+			&i.TlsFailures,
+			&i.Hsts,
+			&i.TlsExpiringNotifiedAt,
+			&i.TlsAriWindowStart,
+			&i.TlsAriWindowEnd,
 		); err != nil {
 			return nil, err
 		}
@@ -359,7 +700,7 @@ func (q *Queries) ListDomainsForApp(ctx context.Context, appID pgtype.UUID) ([]D
 }
 
 const listDomainsForServer = `-- name: ListDomainsForServer :many
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at FROM domains WHERE server_id = $1 ORDER BY hostname
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains WHERE server_id = $1 ORDER BY hostname
 `
 
 // Every route the server's proxy serves, by host name.
@@ -396,6 +737,14 @@ func (q *Queries) ListDomainsForServer(ctx context.Context, serverID pgtype.UUID
 			&i.TlsLastError,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.DnsProviderID,
+			&i.TlsCertificate,
+			&i.TlsSerial,
+			&i.TlsFailures,
+			&i.Hsts,
+			&i.TlsExpiringNotifiedAt,
+			&i.TlsAriWindowStart,
+			&i.TlsAriWindowEnd,
 		); err != nil {
 			return nil, err
 		}
@@ -408,7 +757,7 @@ func (q *Queries) ListDomainsForServer(ctx context.Context, serverID pgtype.UUID
 }
 
 const listDomainsTLSAttemptDue = `-- name: ListDomainsTLSAttemptDue :many
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at FROM domains
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains
 WHERE tls_next_attempt_at IS NOT NULL AND tls_next_attempt_at <= $1::timestamptz
 ORDER BY tls_next_attempt_at, id
 LIMIT $2
@@ -453,6 +802,14 @@ func (q *Queries) ListDomainsTLSAttemptDue(ctx context.Context, arg ListDomainsT
 			&i.TlsLastError,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.DnsProviderID,
+			&i.TlsCertificate,
+			&i.TlsSerial,
+			&i.TlsFailures,
+			&i.Hsts,
+			&i.TlsExpiringNotifiedAt,
+			&i.TlsAriWindowStart,
+			&i.TlsAriWindowEnd,
 		); err != nil {
 			return nil, err
 		}
@@ -464,10 +821,260 @@ func (q *Queries) ListDomainsTLSAttemptDue(ctx context.Context, arg ListDomainsT
 	return items, nil
 }
 
+const setAppDomainsStatus = `-- name: SetAppDomainsStatus :many
+UPDATE domains SET status = $1, last_error = $2
+WHERE app_id = $3 AND id = ANY ($4::uuid[])
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+`
+
+type SetAppDomainsStatusParams struct {
+	Status    string
+	LastError *string
+	AppID     pgtype.UUID
+	Ids       []pgtype.UUID
+}
+
+// What the agent reported after applying the app's site, for the domains
+// the applied site held.
+func (q *Queries) SetAppDomainsStatus(ctx context.Context, arg SetAppDomainsStatusParams) ([]Domain, error) {
+	rows, err := q.db.Query(ctx, setAppDomainsStatus,
+		arg.Status,
+		arg.LastError,
+		arg.AppID,
+		arg.Ids,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Domain{}
+	for rows.Next() {
+		var i Domain
+		if err := rows.Scan(
+			&i.ID,
+			&i.AppID,
+			&i.ServerID,
+			&i.Hostname,
+			&i.IsPrimary,
+			&i.RedirectTo,
+			&i.RedirectStatus,
+			&i.ForceHttps,
+			&i.Status,
+			&i.LastError,
+			&i.TlsMode,
+			&i.AcmeDirectoryUrl,
+			&i.TlsCertPath,
+			&i.TlsKeyPath,
+			&i.TlsStatus,
+			&i.TlsIssuer,
+			&i.TlsNotBefore,
+			&i.TlsExpiresAt,
+			&i.TlsLastAttemptAt,
+			&i.TlsNextAttemptAt,
+			&i.TlsLastError,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.DnsProviderID,
+			&i.TlsCertificate,
+			&i.TlsSerial,
+			&i.TlsFailures,
+			&i.Hsts,
+			&i.TlsExpiringNotifiedAt,
+			&i.TlsAriWindowStart,
+			&i.TlsAriWindowEnd,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const setAppRouting = `-- name: SetAppRouting :one
+UPDATE apps SET upstream_url = $1, static_root = $2
+WHERE id = $3 AND deleted_at IS NULL
+RETURNING id, server_id, git_credential_id, name, repository_url, branch, deploy_path, run_as_user, deploy_script, health_check_command, health_check_url, health_check_timeout_seconds, reload_command, releases_to_keep, shared_paths, timeout_seconds, webhook_secret, env_vars, env_production, env_staging, current_deployment_id, created_at, updated_at, webhook_secret_set_by, deleted_at, deploy_script_path, upstream_port, upstream_url, static_root
+`
+
+type SetAppRoutingParams struct {
+	UpstreamUrl *string
+	StaticRoot  *string
+	ID          pgtype.UUID
+}
+
+func (q *Queries) SetAppRouting(ctx context.Context, arg SetAppRoutingParams) (App, error) {
+	row := q.db.QueryRow(ctx, setAppRouting, arg.UpstreamUrl, arg.StaticRoot, arg.ID)
+	var i App
+	err := row.Scan(
+		&i.ID,
+		&i.ServerID,
+		&i.GitCredentialID,
+		&i.Name,
+		&i.RepositoryUrl,
+		&i.Branch,
+		&i.DeployPath,
+		&i.RunAsUser,
+		&i.DeployScript,
+		&i.HealthCheckCommand,
+		&i.HealthCheckUrl,
+		&i.HealthCheckTimeoutSeconds,
+		&i.ReloadCommand,
+		&i.ReleasesToKeep,
+		&i.SharedPaths,
+		&i.TimeoutSeconds,
+		&i.WebhookSecret,
+		&i.EnvVars,
+		&i.EnvProduction,
+		&i.EnvStaging,
+		&i.CurrentDeploymentID,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.WebhookSecretSetBy,
+		&i.DeletedAt,
+		&i.DeployScriptPath,
+		&i.UpstreamPort,
+		&i.UpstreamUrl,
+		&i.StaticRoot,
+	)
+	return i, err
+}
+
+const setDeploymentParams = `-- name: SetDeploymentParams :exec
+UPDATE deployments SET params = $1::jsonb WHERE id = $2
+`
+
+type SetDeploymentParamsParams struct {
+	Params []byte
+	ID     pgtype.UUID
+}
+
+func (q *Queries) SetDeploymentParams(ctx context.Context, arg SetDeploymentParamsParams) error {
+	_, err := q.db.Exec(ctx, setDeploymentParams, arg.Params, arg.ID)
+	return err
+}
+
+const setDeploymentResultData = `-- name: SetDeploymentResultData :exec
+UPDATE deployments SET result = $1::jsonb WHERE id = $2
+`
+
+type SetDeploymentResultDataParams struct {
+	Result []byte
+	ID     pgtype.UUID
+}
+
+func (q *Queries) SetDeploymentResultData(ctx context.Context, arg SetDeploymentResultDataParams) error {
+	_, err := q.db.Exec(ctx, setDeploymentResultData, arg.Result, arg.ID)
+	return err
+}
+
+const setDomainDNSProvider = `-- name: SetDomainDNSProvider :one
+UPDATE domains SET dns_provider_id = $1::uuid WHERE id = $2 RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+`
+
+type SetDomainDNSProviderParams struct {
+	DnsProviderID pgtype.UUID
+	ID            pgtype.UUID
+}
+
+func (q *Queries) SetDomainDNSProvider(ctx context.Context, arg SetDomainDNSProviderParams) (Domain, error) {
+	row := q.db.QueryRow(ctx, setDomainDNSProvider, arg.DnsProviderID, arg.ID)
+	var i Domain
+	err := row.Scan(
+		&i.ID,
+		&i.AppID,
+		&i.ServerID,
+		&i.Hostname,
+		&i.IsPrimary,
+		&i.RedirectTo,
+		&i.RedirectStatus,
+		&i.ForceHttps,
+		&i.Status,
+		&i.LastError,
+		&i.TlsMode,
+		&i.AcmeDirectoryUrl,
+		&i.TlsCertPath,
+		&i.TlsKeyPath,
+		&i.TlsStatus,
+		&i.TlsIssuer,
+		&i.TlsNotBefore,
+		&i.TlsExpiresAt,
+		&i.TlsLastAttemptAt,
+		&i.TlsNextAttemptAt,
+		&i.TlsLastError,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.DnsProviderID,
+		&i.TlsCertificate,
+		&i.TlsSerial,
+		&i.TlsFailures,
+		&i.Hsts,
+		&i.TlsExpiringNotifiedAt,
+		&i.TlsAriWindowStart,
+		&i.TlsAriWindowEnd,
+	)
+	return i, err
+}
+
+const setDomainNextAttempt = `-- name: SetDomainNextAttempt :one
+UPDATE domains SET tls_next_attempt_at = $1::timestamptz,
+                   tls_status = CASE WHEN tls_status = 'failed' AND $2::boolean THEN 'pending' ELSE tls_status END
+WHERE id = $3
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+`
+
+type SetDomainNextAttemptParams struct {
+	At    *time.Time
+	Reset bool
+	ID    pgtype.UUID
+}
+
+// Asks for an attempt at a time (renew now, a new domain, a settings change).
+func (q *Queries) SetDomainNextAttempt(ctx context.Context, arg SetDomainNextAttemptParams) (Domain, error) {
+	row := q.db.QueryRow(ctx, setDomainNextAttempt, arg.At, arg.Reset, arg.ID)
+	var i Domain
+	err := row.Scan(
+		&i.ID,
+		&i.AppID,
+		&i.ServerID,
+		&i.Hostname,
+		&i.IsPrimary,
+		&i.RedirectTo,
+		&i.RedirectStatus,
+		&i.ForceHttps,
+		&i.Status,
+		&i.LastError,
+		&i.TlsMode,
+		&i.AcmeDirectoryUrl,
+		&i.TlsCertPath,
+		&i.TlsKeyPath,
+		&i.TlsStatus,
+		&i.TlsIssuer,
+		&i.TlsNotBefore,
+		&i.TlsExpiresAt,
+		&i.TlsLastAttemptAt,
+		&i.TlsNextAttemptAt,
+		&i.TlsLastError,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.DnsProviderID,
+		&i.TlsCertificate,
+		&i.TlsSerial,
+		&i.TlsFailures,
+		&i.Hsts,
+		&i.TlsExpiringNotifiedAt,
+		&i.TlsAriWindowStart,
+		&i.TlsAriWindowEnd,
+	)
+	return i, err
+}
+
 const setDomainStatus = `-- name: SetDomainStatus :one
 UPDATE domains SET status = $1, last_error = $2
 WHERE id = $3
-RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
 `
 
 type SetDomainStatusParams struct {
@@ -504,6 +1111,14 @@ func (q *Queries) SetDomainStatus(ctx context.Context, arg SetDomainStatusParams
 		&i.TlsLastError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DnsProviderID,
+		&i.TlsCertificate,
+		&i.TlsSerial,
+		&i.TlsFailures,
+		&i.Hsts,
+		&i.TlsExpiringNotifiedAt,
+		&i.TlsAriWindowStart,
+		&i.TlsAriWindowEnd,
 	)
 	return i, err
 }
@@ -518,7 +1133,7 @@ UPDATE domains SET
     tls_next_attempt_at = $6::timestamptz,
     tls_last_error = $7
 WHERE id = $8
-RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
 `
 
 type SetDomainTLSParams struct {
@@ -570,12 +1185,110 @@ func (q *Queries) SetDomainTLS(ctx context.Context, arg SetDomainTLSParams) (Dom
 		&i.TlsLastError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DnsProviderID,
+		&i.TlsCertificate,
+		&i.TlsSerial,
+		&i.TlsFailures,
+		&i.Hsts,
+		&i.TlsExpiringNotifiedAt,
+		&i.TlsAriWindowStart,
+		&i.TlsAriWindowEnd,
+	)
+	return i, err
+}
+
+const setDomainTLSAttempt = `-- name: SetDomainTLSAttempt :one
+UPDATE domains SET
+    tls_status = $1,
+    tls_issuer = $2,
+    tls_not_before = $3::timestamptz,
+    tls_expires_at = $4::timestamptz,
+    tls_last_attempt_at = $5::timestamptz,
+    tls_next_attempt_at = $6::timestamptz,
+    tls_last_error = $7,
+    tls_certificate = $8,
+    tls_serial = $9,
+    tls_failures = $10,
+    tls_ari_window_start = $11::timestamptz,
+    tls_ari_window_end = $12::timestamptz,
+    tls_expiring_notified_at = CASE WHEN $9::text IS DISTINCT FROM tls_serial
+                                    THEN NULL ELSE tls_expiring_notified_at END
+WHERE id = $13
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+`
+
+type SetDomainTLSAttemptParams struct {
+	TlsStatus         string
+	TlsIssuer         *string
+	TlsNotBefore      *time.Time
+	TlsExpiresAt      *time.Time
+	TlsLastAttemptAt  *time.Time
+	TlsNextAttemptAt  *time.Time
+	TlsLastError      *string
+	TlsCertificate    *string
+	TlsSerial         *string
+	TlsFailures       int32
+	TlsAriWindowStart *time.Time
+	TlsAriWindowEnd   *time.Time
+	ID                pgtype.UUID
+}
+
+// The whole outcome of an issuance, renewal or inspection.
+func (q *Queries) SetDomainTLSAttempt(ctx context.Context, arg SetDomainTLSAttemptParams) (Domain, error) {
+	row := q.db.QueryRow(ctx, setDomainTLSAttempt,
+		arg.TlsStatus,
+		arg.TlsIssuer,
+		arg.TlsNotBefore,
+		arg.TlsExpiresAt,
+		arg.TlsLastAttemptAt,
+		arg.TlsNextAttemptAt,
+		arg.TlsLastError,
+		arg.TlsCertificate,
+		arg.TlsSerial,
+		arg.TlsFailures,
+		arg.TlsAriWindowStart,
+		arg.TlsAriWindowEnd,
+		arg.ID,
+	)
+	var i Domain
+	err := row.Scan(
+		&i.ID,
+		&i.AppID,
+		&i.ServerID,
+		&i.Hostname,
+		&i.IsPrimary,
+		&i.RedirectTo,
+		&i.RedirectStatus,
+		&i.ForceHttps,
+		&i.Status,
+		&i.LastError,
+		&i.TlsMode,
+		&i.AcmeDirectoryUrl,
+		&i.TlsCertPath,
+		&i.TlsKeyPath,
+		&i.TlsStatus,
+		&i.TlsIssuer,
+		&i.TlsNotBefore,
+		&i.TlsExpiresAt,
+		&i.TlsLastAttemptAt,
+		&i.TlsNextAttemptAt,
+		&i.TlsLastError,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.DnsProviderID,
+		&i.TlsCertificate,
+		&i.TlsSerial,
+		&i.TlsFailures,
+		&i.Hsts,
+		&i.TlsExpiringNotifiedAt,
+		&i.TlsAriWindowStart,
+		&i.TlsAriWindowEnd,
 	)
 	return i, err
 }
 
 const setPrimaryDomain = `-- name: SetPrimaryDomain :one
-UPDATE domains SET is_primary = true WHERE id = $1 RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at
+UPDATE domains SET is_primary = true WHERE id = $1 RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
 `
 
 func (q *Queries) SetPrimaryDomain(ctx context.Context, id pgtype.UUID) (Domain, error) {
@@ -605,6 +1318,14 @@ func (q *Queries) SetPrimaryDomain(ctx context.Context, id pgtype.UUID) (Domain,
 		&i.TlsLastError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DnsProviderID,
+		&i.TlsCertificate,
+		&i.TlsSerial,
+		&i.TlsFailures,
+		&i.Hsts,
+		&i.TlsExpiringNotifiedAt,
+		&i.TlsAriWindowStart,
+		&i.TlsAriWindowEnd,
 	)
 	return i, err
 }
@@ -621,10 +1342,12 @@ UPDATE domains SET
                       WHEN $7::text <> tls_mode THEN 'pending'
                       ELSE tls_status END,
     tls_mode = $7::text,
+    hsts = $8::boolean,
+    dns_provider_id = $9::uuid,
     status = 'pending',
     last_error = NULL
-WHERE id = $8
-RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at
+WHERE id = $10
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
 `
 
 type UpdateDomainParams struct {
@@ -635,6 +1358,8 @@ type UpdateDomainParams struct {
 	TlsCertPath      *string
 	TlsKeyPath       *string
 	TlsMode          string
+	Hsts             bool
+	DnsProviderID    pgtype.UUID
 	ID               pgtype.UUID
 }
 
@@ -649,6 +1374,8 @@ func (q *Queries) UpdateDomain(ctx context.Context, arg UpdateDomainParams) (Dom
 		arg.TlsCertPath,
 		arg.TlsKeyPath,
 		arg.TlsMode,
+		arg.Hsts,
+		arg.DnsProviderID,
 		arg.ID,
 	)
 	var i Domain
@@ -676,6 +1403,14 @@ func (q *Queries) UpdateDomain(ctx context.Context, arg UpdateDomainParams) (Dom
 		&i.TlsLastError,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.DnsProviderID,
+		&i.TlsCertificate,
+		&i.TlsSerial,
+		&i.TlsFailures,
+		&i.Hsts,
+		&i.TlsExpiringNotifiedAt,
+		&i.TlsAriWindowStart,
+		&i.TlsAriWindowEnd,
 	)
 	return i, err
 }

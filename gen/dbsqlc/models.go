@@ -11,6 +11,16 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type AcmeAccount struct {
+	ID              pgtype.UUID
+	DirectoryUrl    string
+	Email           string
+	PrivateKey      []byte
+	RegistrationUri *string
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
 type ActivityLog struct {
 	ID          pgtype.UUID
 	UserID      pgtype.UUID
@@ -109,6 +119,8 @@ type App struct {
 	DeletedAt                 *time.Time
 	DeployScriptPath          *string
 	UpstreamPort              *int32
+	UpstreamUrl               *string
+	StaticRoot                *string
 }
 
 type AppProcess struct {
@@ -294,6 +306,8 @@ type Deployment struct {
 	ScheduleCommand   *string
 	Skipped           bool
 	SkipReason        *string
+	Params            []byte
+	Result            []byte
 }
 
 type DeploymentLog struct {
@@ -304,30 +318,47 @@ type DeploymentLog struct {
 	CreatedAt    time.Time
 }
 
+type DnsProvider struct {
+	ID          pgtype.UUID
+	Name        string
+	Provider    string
+	Credentials []byte
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
 type Domain struct {
-	ID               pgtype.UUID
-	AppID            pgtype.UUID
-	ServerID         pgtype.UUID
-	Hostname         string
-	IsPrimary        bool
-	RedirectTo       *string
-	RedirectStatus   int16
-	ForceHttps       bool
-	Status           string
-	LastError        *string
-	TlsMode          string
-	AcmeDirectoryUrl *string
-	TlsCertPath      *string
-	TlsKeyPath       *string
-	TlsStatus        string
-	TlsIssuer        *string
-	TlsNotBefore     *time.Time
-	TlsExpiresAt     *time.Time
-	TlsLastAttemptAt *time.Time
-	TlsNextAttemptAt *time.Time
-	TlsLastError     *string
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
+	ID                    pgtype.UUID
+	AppID                 pgtype.UUID
+	ServerID              pgtype.UUID
+	Hostname              string
+	IsPrimary             bool
+	RedirectTo            *string
+	RedirectStatus        int16
+	ForceHttps            bool
+	Status                string
+	LastError             *string
+	TlsMode               string
+	AcmeDirectoryUrl      *string
+	TlsCertPath           *string
+	TlsKeyPath            *string
+	TlsStatus             string
+	TlsIssuer             *string
+	TlsNotBefore          *time.Time
+	TlsExpiresAt          *time.Time
+	TlsLastAttemptAt      *time.Time
+	TlsNextAttemptAt      *time.Time
+	TlsLastError          *string
+	CreatedAt             time.Time
+	UpdatedAt             time.Time
+	DnsProviderID         pgtype.UUID
+	TlsCertificate        *string
+	TlsSerial             *string
+	TlsFailures           int32
+	Hsts                  bool
+	TlsExpiringNotifiedAt *time.Time
+	TlsAriWindowStart     *time.Time
+	TlsAriWindowEnd       *time.Time
 }
 
 type GitCredential struct {

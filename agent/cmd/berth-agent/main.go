@@ -186,6 +186,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	bufferFor := fs.Duration("buffer", 24*time.Hour, "how much metrics history to keep while the controller is unreachable")
 	killGrace := fs.Duration("kill-grace", deploy.DefaultKillGrace, "how long a canceled or timed-out deploy's processes get between TERM and KILL")
 	appDirs := fs.String("app-dirs", envDefault("BERTH_AGENT_APP_DIRS", strings.Join(deploy.DefaultAppDirs, ",")), "comma-separated directories that apps' deploy paths must lie below")
+	nginx := proxyFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -235,6 +236,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	} else {
 		go h.Run(ctx)
 	}
+	jobs.Proxy = nginx.manager(*dataDir, log)
 	return client.Run(ctx, client.Config{
 		Controller: addr,
 		DataDir:    *dataDir,

@@ -87,6 +87,9 @@ type Object struct {
 type RestoreTarget struct {
 	Source Source
 	Force  bool
+	// SpoolDir holds the checked copy of the stored object while it is
+	// restored (an unlinked file, the object's size); "" is os.TempDir().
+	SpoolDir string
 }
 
 // S3PartSize is the size of one multipart upload part, and so the S3

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -60,6 +61,90 @@ func openReading(ctx context.Context, o Object, identity string) (*reading, erro
 		st.close()
 		return nil, err
 	}
+	return newReading(o, id, st, raw)
+}
+
+// openChecked is openReading for a restore: the stored bytes are first
+// copied into an unlinked file in dir (os.TempDir() when "") and checked
+// against the recorded size and SHA-256, and only then decrypted from that
+// copy. Whoever can write to the destination can replace an object with
+// another encrypted to the same public recipient; a streamed restore would
+// have written its files, or had pg_restore or the mysql client execute its
+// statements (mysql's \! runs a shell), before the mismatch showed at the
+// end. The copy needs the object's (compressed, encrypted) size on disk.
+func openChecked(ctx context.Context, o Object, identity, dir string, lg *logger) (*reading, error) {
+	if err := checkKey(o.Key); err != nil {
+		return nil, err
+	}
+	if len(o.SHA256) != 64 {
+		return nil, errors.New("the backup's recorded SHA-256 is missing or malformed")
+	}
+	id, err := parseIdentity(identity)
+	if err != nil {
+		return nil, err
+	}
+	f, err := spoolChecked(ctx, o, dir)
+	if err != nil {
+		return nil, err
+	}
+	lg.printf("read %s (%s) and checked its size and SHA-256 before restoring from it", o.Key, humanBytes(o.Size))
+	return newReading(o, id, nil, f)
+}
+
+// spoolChecked copies o's stored bytes into a temporary file in dir that is
+// unlinked at once (its space goes back when it is closed, or when the
+// agent dies), checks size and SHA-256, and returns it rewound.
+func spoolChecked(ctx context.Context, o Object, dir string) (_ *os.File, err error) {
+	st, err := openStore(ctx, o.Dest)
+	if err != nil {
+		return nil, err
+	}
+	defer st.close()
+	raw, err := st.get(ctx, o.Key)
+	if err != nil {
+		return nil, err
+	}
+	defer raw.Close()
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	f, err := os.CreateTemp(dir, "berth-restore-*")
+	if err != nil {
+		return nil, fmt.Errorf("create a file for the object's checked copy: %w", err)
+	}
+	_ = os.Remove(f.Name())
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	h := sha256.New()
+	n, err := io.CopyBuffer(io.MultiWriter(f, h), io.LimitReader(raw, o.Size+1), make([]byte, 64<<10))
+	switch {
+	case err != nil && isENOSPC(err):
+		return nil, fmt.Errorf("the checked copy of the object (%s) does not fit in %s: %w", humanBytes(o.Size), dir, err)
+	case err != nil:
+		if cerr := context.Cause(ctx); cerr != nil {
+			return nil, cerr
+		}
+		return nil, fmt.Errorf("read the stored object: %w", err)
+	case n > o.Size:
+		return nil, fmt.Errorf("the stored object is longer than the %d bytes the backup recorded: it is corrupted or replaced", o.Size)
+	case n < o.Size:
+		return nil, fmt.Errorf("the stored object has %d bytes, the backup recorded %d: it is truncated, corrupted or replaced", n, o.Size)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, o.SHA256) {
+		return nil, fmt.Errorf("the stored object's SHA-256 is %s, the backup recorded %s: it is corrupted or replaced", got, o.SHA256)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// newReading decrypts and decompresses raw (st, when not nil, is closed
+// with it).
+func newReading(o Object, id age.Identity, st store, raw io.ReadCloser) (*reading, error) {
 	r := &reading{o: o, st: st, raw: raw, sum: &hashReader{r: raw, h: sha256.New()}}
 	ar, err := age.Decrypt(r.sum, id)
 	if err != nil {
@@ -83,7 +168,9 @@ func (r *reading) close() {
 		r.zr.Close()
 	}
 	r.raw.Close()
-	r.st.close()
+	if r.st != nil {
+		r.st.close()
+	}
 }
 
 // checkSum reads what is left of the stored bytes and compares size and

@@ -19,10 +19,10 @@ import (
 // when missing), or the archive into a directory (created when missing,
 // never written outside). A target that is not empty needs t.Force.
 //
-// The stream is decrypted and decompressed as it is read; its size and
-// SHA-256 are checked when it ends, and a database client still running
-// then is killed (pg_restore runs in one transaction, which rolls back)
-// rather than given the end of a stream that does not match.
+// The stored object is first copied to t.SpoolDir and checked against its
+// recorded size and SHA-256 (see openChecked): nothing is written or
+// executed from bytes the backup did not make. The copy is then decrypted
+// and decompressed as it is read.
 func Restore(ctx context.Context, o Object, identity string, t RestoreTarget, log io.Writer) error {
 	lg := newLogger(log)
 	if t.Source.Kind != o.Kind {
@@ -32,7 +32,7 @@ func Restore(ctx context.Context, o Object, identity string, t RestoreTarget, lo
 		return fmt.Errorf("restore: %w", err)
 	}
 	start := time.Now()
-	r, err := openReading(ctx, o, identity)
+	r, err := openChecked(ctx, o, identity, t.SpoolDir, lg)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}

@@ -95,6 +95,24 @@ func parseConn(s Source) (*conn, error) {
 		if c.user != "" {
 			clean.User = url.User(c.user)
 		}
+		// libpq also takes the password as a query parameter: it goes to
+		// PGPASSWORD like the userinfo's, never into the --dbname argument
+		// that any user of the server reads in /proc/PID/cmdline.
+		q := u.Query()
+		for k, vs := range q {
+			switch strings.ToLower(k) {
+			case "password":
+				if c.password == "" && len(vs) > 0 {
+					c.password = vs[len(vs)-1]
+				}
+				q.Del(k)
+			case "sslpassword":
+				// No environment variable carries it: refused rather than
+				// put on a command line.
+				return nil, errors.New("postgres source: the connection URL's sslpassword cannot be passed safely; use an unencrypted client key or another URL")
+			}
+		}
+		clean.RawQuery = q.Encode()
 		clean.Path = "/" + c.db
 		clean.RawPath = ""
 		c.url = &clean

@@ -218,7 +218,12 @@ func extractTar(ctx context.Context, r io.Reader, dir string, lg *logger) error 
 				return fmt.Errorf("create %s: %w", parent, err)
 			}
 		}
-		mode := fs.FileMode(hdr.Mode).Perm() | fs.FileMode(hdr.Mode)&fs.ModeSticky
+		// Permission bits and sticky (tar's 01000, not fs.ModeSticky);
+		// setuid and setgid never: no archive plants a setuid program.
+		mode := fs.FileMode(hdr.Mode).Perm()
+		if hdr.Mode&0o1000 != 0 {
+			mode |= fs.ModeSticky
+		}
 		switch hdr.Typeflag {
 		case tar.TypeDir:
 			if err := root.Mkdir(name, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {

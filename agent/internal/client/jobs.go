@@ -12,6 +12,7 @@ import (
 
 	"github.com/berthhq/berth/agent/internal/deploy"
 	"github.com/berthhq/berth/agent/internal/held"
+	"github.com/berthhq/berth/agent/internal/proxy"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
@@ -25,10 +26,15 @@ import (
 type Jobs struct {
 	// Exec runs the jobs; set it before Run.
 	Exec *deploy.Executor
-	wake chan struct{}
+	// Proxy runs the site and acme jobs of domains (nil: they fail and
+	// say why). A delete job also removes the app's site.
+	Proxy *proxy.Manager
+	wake  chan struct{}
 
 	mu    sync.Mutex
-	extra []*agentv1.ConnectRequest // results for jobs the executor refused
+	extra []*agentv1.ConnectRequest // results for jobs the executor refused, and of domain jobs
+	// domain: results of domain jobs until acknowledged (nil: running).
+	domain map[string]*agentv1.ConnectRequest
 
 	objects objectClient // for download jobs (SendObject)
 	held    *held.Holder // the held backup schedules (OpenHeld)
@@ -62,12 +68,25 @@ func (j *Jobs) handle(ctx context.Context, log *slog.Logger, m *agentv1.ConnectR
 	}
 	switch msg := m.Msg.(type) {
 	case *agentv1.ConnectResponse_JobStart:
+		switch msg.JobStart.GetKind() {
+		case kindSite, kindACME:
+			j.domainJob(ctx, log, msg.JobStart)
+			return
+		case string(deploy.KindDelete):
+			// A deleted app's site goes with it (its domains are gone).
+			if j.Proxy != nil {
+				if err := j.Proxy.Remove(ctx, msg.JobStart.GetAppName()); err != nil {
+					log.Warn("remove the site of a deleted app", "app", msg.JobStart.GetAppName(), "err", err)
+				}
+			}
+		}
 		j.start(ctx, log, msg.JobStart)
 	case *agentv1.ConnectResponse_JobCancel:
 		if err := j.Exec.Cancel(msg.JobCancel.GetJobId()); err != nil && !errors.Is(err, deploy.ErrNotRunning) {
 			log.Warn("cancel job", "job", msg.JobCancel.GetJobId(), "err", err)
 		}
 	case *agentv1.ConnectResponse_JobAck:
+		j.ackDomain(msg.JobAck.GetJobId(), msg.JobAck.GetSeq())
 		j.Exec.Ack(msg.JobAck.GetJobId(), msg.JobAck.GetSeq())
 		j.poke()
 	case *agentv1.ConnectResponse_HeldBackupSchedules, *agentv1.ConnectResponse_HeldRunsAck:

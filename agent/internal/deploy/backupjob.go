@@ -152,8 +152,10 @@ func (j *job) backupJob(ctx context.Context, res *Result) error {
 	case KindBackupVerify:
 		return j.step(ctx, StepVerify, res, func() error { return backup.Verify(ctx, obj, b.Identity, lw) })
 	case KindBackupRestore:
+		// The checked copy of the object goes to the agent's data
+		// directory (on disk; /tmp may be a small tmpfs).
 		return j.step(ctx, StepRestore, res, func() error {
-			return backup.Restore(ctx, obj, b.Identity, backup.RestoreTarget{Source: b.Source, Force: b.Force}, lw)
+			return backup.Restore(ctx, obj, b.Identity, backup.RestoreTarget{Source: b.Source, Force: b.Force, SpoolDir: j.e.cfg.DataDir}, lw)
 		})
 	case KindBackupProbe:
 		return j.step(ctx, StepProbe, res, func() error {

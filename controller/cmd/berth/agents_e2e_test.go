@@ -107,11 +107,13 @@ type agentProc struct {
 	done chan error
 }
 
-func startAgent(t *testing.T, dir string) *agentProc {
+func startAgent(t *testing.T, dir string, extra ...string) *agentProc {
 	t.Helper()
 	p := &agentProc{logs: &syncBuffer{}, done: make(chan error, 1)}
-	// Deploy paths in these tests are t.TempDir()s.
-	p.cmd = exec.Command(agentBin, "run", "--data-dir", dir, "--app-dirs", os.TempDir())
+	// Deploy paths in these tests are t.TempDir()s. The machine's own
+	// nginx is never touched: a test that wants sites passes its own.
+	args := append([]string{"run", "--data-dir", dir, "--app-dirs", os.TempDir(), "--nginx", "off"}, extra...)
+	p.cmd = exec.Command(agentBin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -48,17 +48,25 @@ type deployEnv struct {
 	repo     *gitRepo
 	base     string // where apps are deployed
 	outputs  *strings.Builder
+	// agentArgs are extra `berth-agent run` flags (nginx for domains).
+	agentArgs []string
 }
 
 // setupDeploy starts a controller (with extra serve flags) and an enrolled
 // agent on server web-1, and a private repository.
 func setupDeploy(t *testing.T, extra ...string) *deployEnv {
 	t.Helper()
+	return setupDeployWith(t, nil, extra...)
+}
+
+// setupDeployWith is setupDeploy with extra agent flags.
+func setupDeployWith(t *testing.T, agentArgs []string, extra ...string) *deployEnv {
+	t.Helper()
 	dataDir := shortDir(t)
 	c := startController(t, dataDir, append([]string{"--metrics-interval", "1s", "--heartbeat-interval", "1s"}, extra...)...)
 	f := startFleetOn(t, &fleetEnv{c: c, dataDir: dataDir})
 	a := f.addServer(t, "web-1")
-	e := &deployEnv{fleetEnv: f, agentDir: filepath.Join(shortDir(t), "agent"), repo: newGitRepo(t), base: t.TempDir(), outputs: &strings.Builder{}}
+	e := &deployEnv{fleetEnv: f, agentDir: filepath.Join(shortDir(t), "agent"), repo: newGitRepo(t), base: t.TempDir(), outputs: &strings.Builder{}, agentArgs: agentArgs}
 	if r := enrollAgent(t, f.c.grpcAddr, a.Token, a.CAPin, e.agentDir); r.code != 0 {
 		t.Fatalf("enroll: %+v", r)
 	}
@@ -75,7 +83,7 @@ func setupDeploy(t *testing.T, extra ...string) *deployEnv {
 
 func (e *deployEnv) startAgent(t *testing.T) *agentProc {
 	t.Helper()
-	p := startAgent(t, e.agentDir)
+	p := startAgent(t, e.agentDir, e.agentArgs...)
 	waitFor(t, "web-1 online", 30*time.Second, func() bool {
 		s := e.server(t, "web-1")
 		return s != nil && s["status"] == "online"

@@ -253,8 +253,20 @@ func TestBackupLocalRoundTrips(t *testing.T) {
 	if _, err := os.Stat(bad); !os.IsNotExist(err) {
 		t.Fatalf("a failed download left %s: %v", bad, err)
 	}
-	if _, err := os.Stat(bad + ".partial"); !os.IsNotExist(err) {
-		t.Fatalf("a failed download left its .partial file: %v", err)
+	if left, _ := filepath.Glob(bad + ".partial*"); len(left) > 0 {
+		t.Fatalf("a failed download left its partial file: %v", left)
+	}
+	// An object gone from the destination: the agent's download job fails
+	// before it sends a byte, and the download ends with its reason instead
+	// of waiting for bytes that never come.
+	if err := os.Remove(filepath.Join(vault, b.ObjectKey)); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.cli(t, "", "backup", "download", b.ID, "--output", bad); r.code == 0 || !strings.Contains(r.stderr, "does not exist") {
+		t.Fatalf("download of a missing object: %+v", r)
+	}
+	if _, err := os.Stat(bad); !os.IsNotExist(err) {
+		t.Fatalf("a failed download left %s: %v", bad, err)
 	}
 
 	// Failures say why and notify: a database that does not exist, and a

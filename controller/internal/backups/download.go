@@ -85,10 +85,18 @@ func (s *Service) Download(ctx context.Context, pr *auth.Principal, peer Peer, r
 		delete(s.downloads, tid)
 		s.mu.Unlock()
 	}()
+	// The job can end without sending a byte (the object is gone, the
+	// destination is down, the agent restarted): its end closes the pipe
+	// with its reason, or the read below would wait for ever.
+	changed, unsubscribe := s.subscribe(tid)
+	defer unsubscribe()
 	_, err = s.queueTask(ctx, pr, peer, b, store.CreateBackupTaskParams{ID: tid, Kind: store.TaskDownload}, kind.BackupDownloaded, nil)
 	if err != nil {
 		return err
 	}
+	watchDone := make(chan struct{})
+	defer close(watchDone)
+	go s.closeWhenEnded(ctx, tid, changed, watchDone, pw)
 	// The client going away ends the pipe, which ends the agent's upload.
 	stop := context.AfterFunc(ctx, func() { pw.CloseWithError(context.Cause(ctx)) })
 	defer stop()
@@ -126,6 +134,31 @@ func (s *Service) Download(ctx context.Context, pr *auth.Principal, peer Peer, r
 		return fmt.Errorf("%w: download of backup %s: %v", ErrRefused, b.ID, err)
 	}
 	return nil
+}
+
+// closeWhenEnded closes a download's pipe with the job's reason once the
+// job has ended. After a successful job the agent's upload has already
+// closed it, and CloseWithError keeps that first close.
+func (s *Service) closeWhenEnded(ctx context.Context, id store.ID, changed <-chan struct{}, done <-chan struct{}, pw *io.PipeWriter) {
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		t, err := s.st.BackupTask(ctx, id)
+		if err != nil || !t.Status.Finished() {
+			continue
+		}
+		reason := string(t.Status)
+		if t.FailureReason != nil {
+			reason += ": " + *t.FailureReason
+		}
+		pw.CloseWithError(fmt.Errorf("the download job ended %s", reason))
+		return
+	}
 }
 
 // markCorrupt records a failed check as a verification error.

@@ -240,6 +240,11 @@ func (s *Service) heldSchedules(ctx context.Context, serverID store.ID, rcpt str
 	if err != nil {
 		return nil, err
 	}
+	// This server's recipient (serverkey.go), as for the jobs it is sent.
+	recipient, err := s.serverRecipient(ctx, key.ID, serverID)
+	if err != nil {
+		return nil, err
+	}
 	for _, sc := range scheds {
 		a, err := s.st.App(ctx, sc.AppID)
 		if err != nil {
@@ -258,7 +263,7 @@ func (s *Service) heldSchedules(ctx context.Context, serverID store.ID, rcpt str
 		}
 		job := &agentv1.BackupJob{
 			Source:      &agentv1.BackupSource{Kind: string(sc.Kind), Name: sc.Source, ConnectionUrl: url},
-			Destination: dest, Recipient: key.Recipient, ScheduleId: sc.ID.String(),
+			Destination: dest, Recipient: recipient, ScheduleId: sc.ID.String(),
 		}
 		plain, err := proto.Marshal(job)
 		if err != nil {

@@ -132,6 +132,14 @@ func (s *Service) backupStart(ctx context.Context, b store.Backup) (*agentv1.Job
 	if recipient == "" {
 		return nil, fmt.Errorf("%w: encryption key %s is not in the keyring", ErrRefused, kid)
 	}
+	if b.ServerID == nil {
+		return nil, errServerRemoved
+	}
+	// The server's own recipient, not the keyring's: the identity its
+	// verify and restore jobs get opens this server's backups only.
+	if recipient, err = s.serverRecipient(ctx, kid, *b.ServerID); err != nil {
+		return nil, err
+	}
 	dest, err := s.agentDestination(ctx, b.DestinationID)
 	if err != nil {
 		return nil, err

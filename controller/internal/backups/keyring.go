@@ -50,7 +50,8 @@ func (s *Service) newKey(ctx context.Context, tx *store.Store) (store.BackupEncr
 	return tx.CreateBackupEncryptionKey(ctx, id.Recipient().String(), store.BackupIdentity(id.String()))
 }
 
-// identityFor opens the identity a backup was encrypted to.
+// identityFor opens the identity a backup was encrypted to: its server's
+// key derived from the keyring key it names (see serverkey.go).
 func (s *Service) identityFor(ctx context.Context, b store.Backup) (store.BackupIdentity, error) {
 	if b.EncryptionKeyID == nil {
 		return "", fmt.Errorf("%w: backup %s names no encryption key", ErrRefused, b.ID)
@@ -59,7 +60,18 @@ func (s *Service) identityFor(ctx context.Context, b store.Backup) (store.Backup
 	if err != nil {
 		return "", fmt.Errorf("%w: backup %s names an unknown encryption key", ErrRefused, b.ID)
 	}
-	return s.st.BackupEncryptionIdentity(ctx, kid)
+	if b.ServerID == nil {
+		return "", errServerRemoved
+	}
+	keyring, err := s.st.BackupEncryptionIdentity(ctx, kid)
+	if err != nil {
+		return "", err
+	}
+	id, err := serverIdentity(keyring, *b.ServerID)
+	if err != nil {
+		return "", err
+	}
+	return store.BackupIdentity(id.String()), nil
 }
 
 // Keys lists the keyring (recipients only), newest first.

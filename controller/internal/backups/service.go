@@ -17,8 +17,9 @@
 // environment and the age identity leave the controller only inside the
 // JobStart of the job that needs them; the agent keeps them in memory
 // (its journal writes the spec without them). A backup is encrypted on the
-// server to the newest keyring recipient; the identity goes out only for a
-// verify or restore, and a download is decrypted here.
+// server to that server's recipient, derived from the newest keyring key
+// (serverkey.go); that server's identity goes out only for a verify or
+// restore on it, and a download is decrypted here.
 //
 // Probes run as a job on a server, not in the controller: the controller
 // module does not import the agent's code (the S3 and SFTP clients live

@@ -35,6 +35,7 @@ func appJSON(p *adminv1.App) map[string]any {
 		"has_webhook_secret": p.GetHasWebhookSecret(), "env_keys": env, "current_deployment_id": p.GetCurrentDeploymentId(),
 		"created_at": p.GetCreatedAt().AsTime(), "deploy_script_path": p.GetDeployScriptPath(),
 		"processes": procs, "schedules": scheds, "upstream_port": p.GetUpstreamPort(),
+		"upstream_url": p.GetUpstreamUrl(), "static_root": p.GetStaticRoot(),
 	}
 }
 
@@ -234,6 +235,7 @@ func (a *app) appCmd() *cobra.Command {
 func (a *app) appUpdateCmd() *cobra.Command {
 	var f apiFlags
 	var repo, branch, credential, path, user, scriptFile, scriptPath, healthCmd, healthURL, reloadCmd string
+	var upstream, staticRoot string
 	var healthTimeout, keep, timeout uint32
 	var shared []string
 	cmd := apiCommand(&cobra.Command{
@@ -263,6 +265,7 @@ func (a *app) appUpdateCmd() *cobra.Command {
 			req.DeployScriptPath = str("deploy-script-path", scriptPath)
 			req.HealthCheckCommand, req.HealthCheckUrl, req.ReloadCommand = str("health-cmd", healthCmd), str("health-url", healthURL), str("reload-cmd", reloadCmd)
 			req.HealthCheckTimeoutSeconds, req.ReleasesToKeep, req.TimeoutSeconds = num("health-timeout", healthTimeout), num("keep", keep), num("timeout", timeout)
+			req.Upstream, req.StaticRoot = str("upstream", upstream), str("static-root", staticRoot)
 			if fl.Changed("shared") {
 				req.SharedPaths, req.SetSharedPaths = shared, true
 			}
@@ -292,6 +295,8 @@ func (a *app) appUpdateCmd() *cobra.Command {
 	}, &f)
 	fs := cmd.Flags()
 	fs.StringVar(&repo, "repo", "", "git repository URL")
+	fs.StringVar(&upstream, "upstream", "", "where the app's domains forward: http://127.0.0.1:PORT or unix:/path.sock ('' goes back to the app's own upstream port)")
+	fs.StringVar(&staticRoot, "static-root", "", "serve the app's domains from this directory of current instead of an upstream ('' clears)")
 	fs.StringVar(&branch, "branch", "", "branch to deploy")
 	fs.StringVar(&credential, "credential", "", "git credential ('' detaches it)")
 	fs.StringVar(&path, "path", "", "deploy path on the server")

@@ -641,7 +641,7 @@ func (a *app) backupDownloadCmd() *cobra.Command {
 		Use:   "download ID --output FILE",
 		Short: "Download a backup's decrypted, decompressed dump (admin)",
 		Long: "The stored object's size and SHA-256 are checked on the way; FILE appears only once they matched\n" +
-			"(the data goes to FILE.partial first).",
+			"(the data goes to a new FILE.partial-* beside it first).",
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
@@ -668,11 +668,14 @@ func registerConn(f *apiFlags, fs *pflag.FlagSet) {
 }
 
 func (a *app) download(ctx context.Context, c adminv1.BackupServiceClient, id, out string) error {
-	partial := out + ".partial"
-	fh, err := os.OpenFile(partial, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	// A new file of a random name beside FILE (O_EXCL, mode 0600): a
+	// fixed FILE.partial in a shared directory could be a symlink someone
+	// planted, which opening with O_TRUNC would follow and overwrite.
+	fh, err := os.CreateTemp(filepath.Dir(out), filepath.Base(out)+".partial-*")
 	if err != nil {
 		return err
 	}
+	partial := fh.Name()
 	ok := false
 	defer func() {
 		if !ok {

@@ -70,7 +70,7 @@ func isUsageError(err error) bool {
 func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "berth",
-		Short:         "Berth controller and CLI: servers, apps, their processes and schedules, deployments",
+		Short:         "Berth controller and CLI: servers, apps, their processes and schedules, deployments, domains",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		// Flags may also come from BERTH_* variables; an explicit flag wins.
@@ -81,7 +81,7 @@ func (a *app) rootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.serveCmd(), a.migrateCmd(), a.keysCmd(), a.versionCmd(), a.adminCmd(), a.tokenCmd(), a.serverCmd(), a.metricsCmd(),
 		a.gitCredentialCmd(), a.appCmd(), a.deployCmd(), a.rollbackCmd(), a.deploymentsCmd(),
-		a.userCmd(), a.activityCmd(), a.securityCmd(), a.notifyCmd(), a.notificationsCmd(), a.alertCmd(), a.backupCmd())
+		a.userCmd(), a.activityCmd(), a.securityCmd(), a.notifyCmd(), a.notificationsCmd(), a.alertCmd(), a.backupCmd(), a.domainCmd())
 	return root
 }
 

@@ -19,6 +19,9 @@ func (a *app) serveCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger = a.log
 			cfg.EncryptionKeys = envEncryptionKeys()
+			if v := os.Getenv("BERTH_ACME_EAB_HMAC"); v != "" && cfg.Domains.EABHMAC == "" {
+				cfg.Domains.EABHMAC = v
+			}
 			return daemon.Run(cmd.Context(), cfg)
 		},
 	}
@@ -51,6 +54,16 @@ func (a *app) serveCmd() *cobra.Command {
 	f.StringSliceVar(&cfg.Web.TrustedProxies, "trusted-proxy", nil, "address or CIDR of a reverse proxy whose X-Forwarded-For is trusted (repeatable)")
 	f.BoolVar(&cfg.AllowPrivateWebhookTargets, "allow-private-webhook-targets", false, "let notification channels (webhooks, Slack, Discord) call private, loopback and link-local addresses; off, such targets are refused (SSRF protection)")
 	f.DurationVar(&cfg.NotifyLease, "notify-lease", 2*time.Minute, "how long a notification being sent is left to its controller (sends end before it); after a crash, how long until another controller sends it again (at least 1s)")
+	f.StringVar(&cfg.Domains.ACMEDirectory, "acme-directory", "https://acme-v02.api.letsencrypt.org/directory", "ACME directory certificates come from (a domain may name its own: berth domain add --acme-directory)")
+	f.StringVar(&cfg.Domains.ACMEEmail, "acme-email", "", "contact address of the ACME account (expiry notices from the CA)")
+	f.StringVar(&cfg.Domains.EABKeyID, "acme-eab-kid", "", "External Account Binding key id, for CAs that require one (ZeroSSL, ...)")
+	f.StringVar(&cfg.Domains.EABHMAC, "acme-eab-hmac", "", "External Account Binding HMAC key, base64url (prefer BERTH_ACME_EAB_HMAC: flags show in ps)")
+	f.StringVar(&cfg.Domains.ACMECAFile, "acme-ca-file", "", "PEM roots to trust, besides the system's, for HTTPS to ACME directories (a private CA)")
+	f.StringSliceVar(&cfg.Domains.DNSResolvers, "acme-dns-resolver", nil, "HOST:PORT of a DNS resolver DNS-01 checks ask (repeatable; default the system's)")
+	f.BoolVar(&cfg.Domains.DNSSkipPropagationCheck, "acme-dns-skip-propagation-check", false, "tell the CA to look at a DNS-01 record as soon as the provider accepted it")
+	f.BoolVar(&cfg.Domains.AllowDNSExec, "acme-allow-dns-exec", false, "allow the 'exec' DNS provider, which runs a program on this controller")
+	f.DurationVar(&cfg.Domains.Tick, "acme-interval", 10*time.Second, "how often the certificate loop looks for due issuances and renewals")
+	f.DurationVar(&cfg.Domains.RetryBase, "acme-retry", time.Minute, "wait after a failed certificate attempt, doubled per failure in a row (up to 6h)")
 	return cmd
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/domains"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/grpcapi"
 	"github.com/berthhq/berth/controller/internal/httpapi"
@@ -81,6 +82,8 @@ type Config struct {
 	// other controllers, and so how soon after a crash it is sent again
 	// (0: the notify package's default).
 	NotifyLease time.Duration
+	// Domains configures ACME and the certificate loop.
+	Domains domains.Config
 	// Ready, when set, is called once every listener is up.
 	Ready func(httpAddr, grpcAddr net.Addr)
 }
@@ -247,7 +250,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, deploySvc, notifySvc, publicURL, log)
+	domainSvc, err := domains.New(db, deploySvc, log, cfg.Domains)
+	if err != nil {
+		return err
+	}
+	ui, accountsSvc, err := newWeb(cfg.Web, db, fleetSvc, deploySvc, notifySvc, domainSvc, publicURL, log)
 	if err != nil {
 		return err
 	}
@@ -307,6 +314,13 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		// Certificates: due domains are claimed with SKIP LOCKED and a
+		// lease, so every controller sharing the database may run it.
+		domainSvc.Run(bgCtx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		ui.Run(bgCtx)
 	}()
 
@@ -324,7 +338,7 @@ func Run(ctx context.Context, cfg Config) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Accounts: accountsSvc, Audit: audit.New(db), Deploys: deploySvc, Notify: notifySvc, Alerts: alertSvc, Backups: backupSvc, SchemaVersion: st.Version, Log: log}
+	deps := grpcapi.Deps{Store: db, CA: authority, Fleet: fleetSvc, Accounts: accountsSvc, Audit: audit.New(db), Deploys: deploySvc, Notify: notifySvc, Alerts: alertSvc, Backups: backupSvc, Domains: domainSvc, SchemaVersion: st.Version, Log: log}
 	authn := grpcapi.NewAuthenticator(deps)
 	grpcSrv := grpc.NewServer(
 		// Handshake deadlines (ClientHello, slot queue, the rest) and the

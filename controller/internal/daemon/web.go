@@ -15,6 +15,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/accounts"
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/domains"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/mail"
 	"github.com/berthhq/berth/controller/internal/maintenance"
@@ -89,7 +90,7 @@ func (c WebConfig) proxies() ([]netip.Prefix, error) {
 }
 
 // newWeb builds the accounts service and the web UI on it.
-func newWeb(c WebConfig, st *store.Store, fl *fleet.Service, dep *deploys.Service, nt *notify.Service, publicURL string, log *slog.Logger) (*web.Server, *accounts.Service, error) {
+func newWeb(c WebConfig, st *store.Store, fl *fleet.Service, dep *deploys.Service, nt *notify.Service, ds *domains.Service, publicURL string, log *slog.Logger) (*web.Server, *accounts.Service, error) {
 	mailer, err := mail.New(c.SMTP, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("smtp: %w", err)
@@ -105,7 +106,7 @@ func newWeb(c WebConfig, st *store.Store, fl *fleet.Service, dep *deploys.Servic
 		return nil, nil, err
 	}
 	u, _ := url.Parse(publicURL)
-	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: acc, Audit: audit.New(st), Deploys: dep, Notify: nt},
+	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: acc, Audit: audit.New(st), Deploys: dep, Notify: nt, Domains: ds},
 		web.Config{Secure: c.TLSCert != "" || (u != nil && u.Scheme == "https"), TrustedProxies: proxies})
 	if err != nil {
 		return nil, nil, err

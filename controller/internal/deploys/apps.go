@@ -661,7 +661,9 @@ func (s *Service) DeleteApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 		return DeletedApp{}, err
 	}
 	for _, d := range list {
-		if !d.Status.Finished() {
+		// Jobs of other capabilities (a site being applied, a certificate
+		// step) are short, and the delete job queues behind them.
+		if !d.Status.Finished() && s.kinds[d.Kind] == nil {
 			what := "deployment"
 			if d.Kind == store.JobDelete {
 				what = "delete job"
@@ -690,7 +692,8 @@ func (s *Service) DeleteApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 		// dispatched before the mark): a delete job sent while the app
 		// is not yet marked would carry its deploy path and remove files.
 		err = s.st.InTx(ctx, func(tx *store.Store) error {
-			if len(procs) > 0 && a.CurrentDeploymentID != nil {
+			// A site in nginx goes too: the agent's delete job removes it.
+			if (len(procs) > 0 && a.CurrentDeploymentID != nil) || s.appHasSite(ctx, a.ID) {
 				cp := store.CreateDeploymentParams{AppID: a.ID, UserID: &pr.UserID, TriggeredBy: store.TriggerUser, Kind: store.JobDelete}
 				if pr.TokenID != nil {
 					ref := pr.TokenID.String()

@@ -64,10 +64,14 @@ func (s *Service) sendTo(ctx context.Context, a store.App, d store.Deployment) {
 		step, reason := "dispatch", "could not prepare the job: "+safeReason(err)
 		ferr := s.st.InTx(ctx, func(tx *store.Store) error {
 			done, err := tx.FinishDeployment(ctx, d.ID, store.DeploymentResult{Status: store.DeploymentFailed, FailedStep: &step, FailureReason: &reason})
-			if err == nil {
-				s.publishEnd(ctx, tx, done)
+			if err != nil {
+				return err
 			}
-			return err
+			if ok, err := s.handledJobEnded(ctx, tx, done, nil); ok {
+				return err
+			}
+			s.publishEnd(ctx, tx, done)
+			return nil
 		})
 		if ferr == nil {
 			s.notify(ctx, "log:"+d.ID.String())
@@ -95,6 +99,9 @@ func (s *Service) jobStart(ctx context.Context, a store.App, d store.Deployment)
 	// just before the app was marked deleted).
 	if a.DeletedAt != nil && d.Kind != store.JobDelete {
 		return nil, fmt.Errorf("%w: app %s was deleted", ErrRefused, a.Name)
+	}
+	if js, ok, err := s.handledJobStart(ctx, a, d); ok {
+		return js, err
 	}
 	if a.DeletedAt != nil {
 		// The agent's delete without a deploy path: it stops the app's
@@ -375,6 +382,9 @@ func (s *Service) finish(ctx context.Context, tx *store.Store, d store.Deploymen
 	if err != nil {
 		return err
 	}
+	if ok, err := s.handledJobEnded(ctx, tx, done, r); ok {
+		return err
+	}
 	s.publishEnd(ctx, tx, done)
 	if st == store.DeploymentSucceeded && d.Kind == store.JobDelete {
 		// The files are gone: the app is deleted now, in the transaction
@@ -441,6 +451,9 @@ func (s *Service) sweep(ctx context.Context) {
 		err := s.st.InTx(ctx, func(tx *store.Store) error {
 			var err error
 			if done, err = tx.FinishDeployment(ctx, d.ID, res); err != nil {
+				return err
+			}
+			if ok, err := s.handledJobEnded(ctx, tx, done, nil); ok {
 				return err
 			}
 			s.publishEnd(ctx, tx, done)

@@ -88,6 +88,9 @@ type Service struct {
 
 	// upLow and upHigh bound apps' upstream ports (Config.UpstreamPorts).
 	upLow, upHigh int
+
+	// kinds: job kinds other capabilities run here (HandleJobKind).
+	kinds map[store.JobKind]JobKindHandler
 }
 
 // New returns the service and registers it with the fleet as the handler of

@@ -77,6 +77,7 @@ func appPB(v deploys.AppView) *adminv1.App {
 		out.CurrentDeploymentId = a.CurrentDeploymentID.String()
 	}
 	out.UpstreamPort = v.UpstreamPort
+	out.UpstreamUrl, out.StaticRoot = str(a.UpstreamURL), str(a.StaticRoot)
 	for _, p := range v.Processes {
 		out.Processes = append(out.Processes, processPB(p))
 	}
@@ -326,7 +327,7 @@ func (a *adminServer) UpdateApp(ctx context.Context, req *adminv1.UpdateAppReque
 		sp := req.GetSharedPaths()
 		p.SharedPaths = &sp
 	}
-	app, err := svc.UpdateApp(ctx, auth.PrincipalFrom(ctx), peerOf(ctx), p)
+	app, err := a.updateApp(ctx, svc, req, p)
 	if err != nil {
 		return nil, toStatus(err)
 	}

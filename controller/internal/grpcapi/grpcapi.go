@@ -24,6 +24,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/buildinfo"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/domains"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -45,6 +46,9 @@ type Deps struct {
 	// Notify is the notifications service (NotificationService is not
 	// registered without it).
 	Notify *notify.Service
+	// Domains is the domains service (DomainService is not registered
+	// without it).
+	Domains *domains.Service
 	// Alerts is the threshold alerts service (NotificationService's alert
 	// methods answer Unimplemented without it).
 	Alerts *alert.Service
@@ -67,6 +71,9 @@ func Register(s *grpc.Server, d Deps) *health.Server {
 	}
 	if d.Notify != nil {
 		adminv1.RegisterNotificationServiceServer(s, &notifyServer{d: d})
+	}
+	if d.Domains != nil {
+		adminv1.RegisterDomainServiceServer(s, &domainServer{d: d})
 	}
 	if d.Backups != nil {
 		adminv1.RegisterBackupServiceServer(s, &backupServer{d: d})

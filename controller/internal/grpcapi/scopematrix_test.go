@@ -26,6 +26,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/domains"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/grpcapi"
 	"github.com/berthhq/berth/controller/internal/notify"
@@ -146,6 +147,18 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.NotificationService/GetAlert":    {store.ScopeRead, `name: "nope"`},
 	"/berth.admin.v1.NotificationService/RemoveAlert": {store.ScopeAdmin, `name: "nope"`},
 
+	// berth.admin.v1.DomainService: read to look, write to route hosts and
+	// renew (like an app's harmless settings: no code runs); DNS provider
+	// credentials are admin's.
+	"/berth.admin.v1.DomainService/AddDomain":        {store.ScopeWrite, `app: "shop" hostname: "shop.example.com" tls: "off"`},
+	"/berth.admin.v1.DomainService/ListDomains":      {store.ScopeRead, ``},
+	"/berth.admin.v1.DomainService/GetDomain":        {store.ScopeRead, `hostname: "nope.example.com"`},
+	"/berth.admin.v1.DomainService/RemoveDomain":     {store.ScopeWrite, `hostname: "nope.example.com"`},
+	"/berth.admin.v1.DomainService/RenewDomain":      {store.ScopeWrite, `hostname: "nope.example.com"`},
+	"/berth.admin.v1.DomainService/WatchDomain":      {store.ScopeRead, `hostname: "nope.example.com"`},
+	"/berth.admin.v1.DomainService/AddDNSProvider":   {store.ScopeAdmin, `name: "dns-new" provider: "httpreq" credentials {key: "HTTPREQ_ENDPOINT" value: "https://dns.example.com"}`},
+	"/berth.admin.v1.DomainService/ListDNSProviders": {store.ScopeRead, ``},
+
 	// berth.admin.v1.BackupService: destinations hold credentials (admin to
 	// add or remove); running, verifying, testing and canceling are write;
 	// restore, delete and download (the data in the clear) and key
@@ -226,9 +239,13 @@ func setupMatrix(t *testing.T) *matrixEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dom, err := domains.New(st, dep, log, domains.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	bk := backups.New(st, fl, dep, log, backups.Config{})
 	deps := grpcapi.Deps{Store: st, CA: authority, Fleet: fl, Deploys: dep, Accounts: acc, Audit: audit.New(st), Notify: ns, Backups: bk, Log: log,
-		Alerts: alert.NewService(st, nil, log)}
+		Alerts: alert.NewService(st, nil, log), Domains: dom}
 	authn := grpcapi.NewAuthenticator(deps)
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(authority.ServerTLSConfig(certs.GetCertificate))),
 		grpc.UnaryInterceptor(authn.Unary), grpc.StreamInterceptor(authn.Stream))

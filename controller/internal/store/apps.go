@@ -96,8 +96,12 @@ type App struct {
 	DeletedAt *time.Time
 	// UpstreamPort is the app's local upstream on its server (0: none yet).
 	UpstreamPort int
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	// UpstreamURL overrides where the app's nginx site forwards (nil: its
+	// upstream port); StaticRoot serves a directory of current instead.
+	UpstreamURL *string
+	StaticRoot  *string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
 }
 
 func appFromRow(r dbsqlc.App) App {
@@ -113,7 +117,7 @@ func appFromRow(r dbsqlc.App) App {
 		HasWebhookSecret: r.WebhookSecret != nil, WebhookSecretSetBy: fromOptPG(r.WebhookSecretSetBy), HasEnvVars: r.EnvVars != nil,
 		HasEnvProduction: r.EnvProduction != nil, HasEnvStaging: r.EnvStaging != nil,
 		CurrentDeploymentID: fromOptPG(r.CurrentDeploymentID), DeletedAt: r.DeletedAt, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
-		UpstreamPort: int(deref32(r.UpstreamPort)),
+		UpstreamPort: int(deref32(r.UpstreamPort)), UpstreamURL: r.UpstreamUrl, StaticRoot: r.StaticRoot,
 	}
 }
 

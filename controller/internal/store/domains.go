@@ -57,6 +57,10 @@ type DomainSettings struct {
 	// TLSCertPath and TLSKeyPath are paths on the server, for custom only.
 	TLSCertPath *string
 	TLSKeyPath  *string
+	// HSTS sends Strict-Transport-Security over HTTPS.
+	HSTS bool
+	// DNSProviderID answers ACME by DNS-01 (wildcards need it).
+	DNSProviderID *ID
 }
 
 func (d DomainSettings) withDefaults() DomainSettings {
@@ -87,8 +91,17 @@ type Domain struct {
 	TLSLastAttemptAt *time.Time
 	TLSNextAttemptAt *time.Time
 	TLSLastError     *string
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
+	// TLSCertificate is the chain the CA last issued (public).
+	TLSCertificate *string
+	TLSSerial      *string
+	// TLSFailures counts failed attempts in a row (the backoff grows with it).
+	TLSFailures           int
+	TLSExpiringNotifiedAt *time.Time
+	// ARI's suggested renewal window (RFC 9773).
+	TLSARIWindowStart *time.Time
+	TLSARIWindowEnd   *time.Time
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
 }
 
 func domainFromRow(r dbsqlc.Domain) Domain {
@@ -97,10 +110,13 @@ func domainFromRow(r dbsqlc.Domain) Domain {
 		DomainSettings: DomainSettings{
 			RedirectTo: r.RedirectTo, RedirectStatus: int(r.RedirectStatus), ForceHTTPS: r.ForceHttps, TLSMode: TLSMode(r.TlsMode),
 			ACMEDirectoryURL: r.AcmeDirectoryUrl, TLSCertPath: r.TlsCertPath, TLSKeyPath: r.TlsKeyPath,
+			HSTS: r.Hsts, DNSProviderID: fromOptPG(r.DnsProviderID),
 		},
 		Status: DomainStatus(r.Status), LastError: r.LastError, TLSStatus: TLSStatus(r.TlsStatus), TLSIssuer: r.TlsIssuer,
 		TLSNotBefore: r.TlsNotBefore, TLSExpiresAt: r.TlsExpiresAt, TLSLastAttemptAt: r.TlsLastAttemptAt,
 		TLSNextAttemptAt: r.TlsNextAttemptAt, TLSLastError: r.TlsLastError, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		TLSCertificate: r.TlsCertificate, TLSSerial: r.TlsSerial, TLSFailures: int(r.TlsFailures),
+		TLSExpiringNotifiedAt: r.TlsExpiringNotifiedAt, TLSARIWindowStart: r.TlsAriWindowStart, TLSARIWindowEnd: r.TlsAriWindowEnd,
 	}
 }
 
@@ -139,6 +155,7 @@ func (s *Store) CreateDomain(ctx context.Context, p CreateDomainParams) (Domain,
 		ID: pgID(p.ID), AppID: pgID(p.AppID), Hostname: normalizeHostname(p.Hostname), IsPrimary: p.IsPrimary,
 		RedirectTo: d.RedirectTo, RedirectStatus: int16(d.RedirectStatus), ForceHttps: d.ForceHTTPS, TlsMode: string(d.TLSMode),
 		AcmeDirectoryUrl: d.ACMEDirectoryURL, TlsCertPath: d.TLSCertPath, TlsKeyPath: d.TLSKeyPath,
+		Hsts: d.HSTS, DnsProviderID: pgOptID(d.DNSProviderID),
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Domain{}, fmt.Errorf("create domain: %w (app)", ErrMissingParent)
@@ -217,6 +234,7 @@ func (s *Store) UpdateDomain(ctx context.Context, id ID, settings DomainSettings
 	r, err := s.q.UpdateDomain(ctx, dbsqlc.UpdateDomainParams{
 		ID: pgID(id), RedirectTo: d.RedirectTo, RedirectStatus: int16(d.RedirectStatus), ForceHttps: d.ForceHTTPS,
 		TlsMode: string(d.TLSMode), AcmeDirectoryUrl: d.ACMEDirectoryURL, TlsCertPath: d.TLSCertPath, TlsKeyPath: d.TLSKeyPath,
+		Hsts: d.HSTS, DnsProviderID: pgOptID(d.DNSProviderID),
 	})
 	if err != nil {
 		return Domain{}, mapErr("update domain", err)

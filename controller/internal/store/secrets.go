@@ -25,6 +25,8 @@ var EncryptedColumns = []Column{
 	{"backup_destinations", "credentials"},
 	{"notify_channels", "config"},
 	{"backup_encryption_keys", "identity"},
+	{"acme_accounts", "private_key"},
+	{"dns_providers", "credentials"},
 }
 
 var errNoKeys = errors.New("store: no keyring configured for encrypted columns")

@@ -66,6 +66,7 @@ type navItem struct {
 var navItems = []navItem{
 	{Key: "servers", Path: "/servers", Label: "Servers"},
 	{Key: "apps", Path: "/apps", Label: "Apps"},
+	{Key: "domains", Path: "/domains", Label: "Domains"},
 	{Key: "deployments", Path: "/deployments", Label: "Deployments"},
 	{Key: "backups", Path: "/backups", Label: "Backups"},
 	{Key: "notifications", Path: "/notifications", Label: "Notifications"},

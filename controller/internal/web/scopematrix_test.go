@@ -11,6 +11,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/domains"
 	"github.com/berthhq/berth/controller/internal/store"
 )
 
@@ -170,6 +171,14 @@ var routeMatrix = map[string]routeRow{
 	"GET /alerts":                {store.ScopeRead, "/alerts", nil},
 	"POST /alerts":               {store.ScopeAdmin, "/alerts", form("name", "matrix-cpu", "metric", "cpu", "above", "90", "scope", "all")},
 	"POST /alerts/{name}/remove": {store.ScopeAdmin, "/alerts/no-such-alert/remove", form()},
+
+	// Domains: read to look, write to change (as DomainService).
+	"GET /apps/{app}/domains":      {store.ScopeRead, "/apps/shop/domains", nil},
+	"POST /apps/{app}/domains":     {store.ScopeWrite, "/apps/shop/domains", form("form", "domain", "host", "matrix.example.test", "tls", "off")},
+	"GET /domains":                 {store.ScopeRead, "/domains", nil},
+	"GET /apps/{app}/domains.json": {store.ScopeRead, "/apps/shop/domains.json", nil},
+	"POST /domains/{host}/renew":   {store.ScopeWrite, "/domains/renew.example.test/renew", form()},
+	"POST /domains/{host}/remove":  {store.ScopeWrite, "/domains/gone.example.test/remove", form()},
 }
 
 // status requests path as c and returns the status and Location without
@@ -219,6 +228,11 @@ func TestRouteScopeMatrix(t *testing.T) {
 	if _, err := e.dep.CreateApp(ctx, pr, deploys.Peer{}, deploys.CreateAppParams{Server: "web-1", AppSettings: store.AppSettings{
 		Name: "gone-app", RepositoryURL: "https://git.example.com/shop.git", DeployPath: "/srv/gone-app", RunAsUser: "app"}}); err != nil {
 		t.Fatal(err)
+	}
+	for _, host := range []string{"renew.example.test", "gone.example.test"} {
+		if _, err := e.dom.Add(ctx, pr, deploys.Peer{}, domains.AddParams{App: "shop", Host: host}); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	for _, name := range []string{"vault", "rm-dest"} {

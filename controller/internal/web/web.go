@@ -22,6 +22,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/audit"
 	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/domains"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/store"
@@ -66,6 +67,10 @@ type Deps struct {
 	// UI makes its own on Store (reads and rule changes; the daemon's
 	// engine picks changes up through NOTIFY).
 	Alerts *alert.Service
+	// Domains serves the Domains pages. Nil: the UI makes its own on Store
+	// and Deploys, which registers the domain job kinds on Deploys; so the
+	// daemon must pass the one whose renewal loop it runs.
+	Domains *domains.Service
 	// Backups serves the Backups pages. Nil until SetBackups: the service
 	// is the fleet's one job handler, so the UI never makes its own.
 	Backups *backups.Service
@@ -108,6 +113,11 @@ func New(d Deps, cfg Config) (*Server, error) {
 	}
 	if d.Alerts == nil {
 		d.Alerts = alert.NewService(d.Store, nil, d.Log)
+	}
+	if d.Domains == nil && d.Deploys != nil {
+		if d.Domains, err = domains.New(d.Store, d.Deploys, d.Log, domains.Config{Now: cfg.Now}); err != nil {
+			return nil, fmt.Errorf("web: domains: %w", err)
+		}
 	}
 	s := &Server{d: d, cfg: cfg, pages: p, static: http.StripPrefix("/assets/", http.FileServerFS(sub)),
 		bellSlots: make(chan struct{}, cfg.BellStreams)}
@@ -200,6 +210,12 @@ func (s *Server) routes() []route {
 		{"GET /apps/{app}/schedules/{name}/runs", s.page(s.scheduleRuns)},
 		{"GET /apps/{app}/logs", s.page(s.appLogs)},
 		{"GET /apps/{app}/logs/stream", s.page(s.appLogStream)},
+		{"GET /apps/{app}/domains", s.page(s.appDomains)},
+		{"POST /apps/{app}/domains", s.page(s.domainAdd)},
+		{"GET /apps/{app}/domains.json", s.page(s.appDomainStates)},
+		{"GET /domains", s.page(s.domainList)},
+		{"POST /domains/{host}/renew", s.page(s.domainRenew)},
+		{"POST /domains/{host}/remove", s.page(s.domainRemove)},
 		{"GET /deployments", s.page(s.deploymentList)},
 		{"GET /deployments/{id}", s.page(s.deploymentShow)},
 		{"GET /deployments/{id}/log", s.page(s.deploymentLog)},

@@ -22,6 +22,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/ca"
 	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/domains"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/mail"
 	"github.com/berthhq/berth/controller/internal/mail/mailtest"
@@ -66,8 +67,10 @@ type env struct {
 	dep  *deploys.Service
 	// notify is the UI's notifications service when newEnvWith made it.
 	notify *notify.Service
-	bk     *backups.Service
-	fl     *fleet.Service
+	// dom is the UI's domains service (its renewal loop is not run).
+	dom *domains.Service
+	bk  *backups.Service
+	fl  *fleet.Service
 }
 
 func newEnv(t *testing.T, secure bool) *env {
@@ -115,6 +118,9 @@ func newEnvWith(t *testing.T, secure bool, mailer mail.Mailer, notifyCfg *notify
 		t.Fatal(err)
 	}
 	e.dep = deploys.New(st, fl, log, deploys.Config{})
+	if e.dom, err = domains.New(st, e.dep, log, domains.Config{}); err != nil {
+		t.Fatal(err)
+	}
 	// Not Run: jobs stay queued (no agent here); the backups pages' reads
 	// and refusals need no dispatcher.
 	e.bk = backups.New(st, fl, e.dep, log, backups.Config{})
@@ -128,7 +134,7 @@ func newEnvWith(t *testing.T, secure bool, mailer mail.Mailer, notifyCfg *notify
 		}
 		e.notify = ns
 	}
-	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: e.acc, Audit: audit.New(st), Deploys: e.dep, Notify: ns},
+	ui, err := web.New(web.Deps{Log: log, Store: st, Fleet: fl, Accounts: e.acc, Audit: audit.New(st), Deploys: e.dep, Notify: ns, Domains: e.dom},
 		web.Config{Secure: secure, EventsPoll: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

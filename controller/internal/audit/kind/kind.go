@@ -153,6 +153,21 @@ const (
 	AlertRuleDeleted  = "alert_rule.deleted"
 )
 
+// Domains and certificates (issue 19): a host routed to an app, removed,
+// a certificate attempt asked for, an app's routing changed, a DNS-01
+// provider's credentials stored; issued, failed (by the controller's ACME
+// loop), a site nginx refused.
+const (
+	DomainAdded          = "domain.added"
+	DomainRemoved        = "domain.removed"
+	DomainRenewRequested = "domain.renew_requested"
+	AppRoutingChanged    = "app.routing_changed"
+	DNSProviderCreated   = "dns_provider.created"
+	DomainCertIssued     = "domain.certificate_issued"
+	DomainCertFailed     = "domain.certificate_failed"
+	DomainSiteFailed     = "domain.site_failed"
+)
+
 // All is every kind above. Keep it in the order of the constants.
 var All = []string{
 	UserCreated, UserInvited, UserInviteResent, UserInviteAccepted, UserDisabled, UserEnabled, UserLoggedOut,
@@ -182,6 +197,9 @@ var All = []string{
 	BackupScheduleRunSkipped, BackupHeldRunReported, BackupRetentionDelete,
 
 	AlertRuleCreated, AlertRuleReplaced, AlertRuleDeleted,
+
+	DomainAdded, DomainRemoved, DomainRenewRequested, AppRoutingChanged, DNSProviderCreated,
+	DomainCertIssued, DomainCertFailed, DomainSiteFailed,
 }
 
 // Known reports whether k is in the list.

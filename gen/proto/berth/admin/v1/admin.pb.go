@@ -2590,7 +2590,12 @@ type App struct {
 	// upstream_port: the app's local upstream on its server
 	// (127.0.0.1:upstream_port) forwards to the instances of every process
 	// with port set. 0 until a process has a port.
-	UpstreamPort  uint32 `protobuf:"varint,25,opt,name=upstream_port,json=upstreamPort,proto3" json:"upstream_port,omitempty"`
+	UpstreamPort uint32 `protobuf:"varint,25,opt,name=upstream_port,json=upstreamPort,proto3" json:"upstream_port,omitempty"`
+	// upstream_url: where the app's nginx site forwards when set (else
+	// http://127.0.0.1:upstream_port); static_root: files served from this
+	// directory of current instead.
+	UpstreamUrl   string `protobuf:"bytes,40,opt,name=upstream_url,json=upstreamUrl,proto3" json:"upstream_url,omitempty"`
+	StaticRoot    string `protobuf:"bytes,41,opt,name=static_root,json=staticRoot,proto3" json:"static_root,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2798,6 +2803,20 @@ func (x *App) GetUpstreamPort() uint32 {
 		return x.UpstreamPort
 	}
 	return 0
+}
+
+func (x *App) GetUpstreamUrl() string {
+	if x != nil {
+		return x.UpstreamUrl
+	}
+	return ""
+}
+
+func (x *App) GetStaticRoot() string {
+	if x != nil {
+		return x.StaticRoot
+	}
+	return ""
 }
 
 // EnvKeys lists variable names.
@@ -3257,8 +3276,15 @@ type UpdateAppRequest struct {
 	TimeoutSeconds *uint32  `protobuf:"varint,15,opt,name=timeout_seconds,json=timeoutSeconds,proto3,oneof" json:"timeout_seconds,omitempty"`
 	// deploy_script_path: "" clears it.
 	DeployScriptPath *string `protobuf:"bytes,16,opt,name=deploy_script_path,json=deployScriptPath,proto3,oneof" json:"deploy_script_path,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// upstream: where the app's nginx site forwards (http://127.0.0.1:PORT
+	// or unix:/path); "" goes back to the app's own upstream port. Numbers
+	// from 40 leave room for other additions.
+	Upstream *string `protobuf:"bytes,40,opt,name=upstream,proto3,oneof" json:"upstream,omitempty"`
+	// static_root: serve files from this directory of current instead; ""
+	// clears it.
+	StaticRoot    *string `protobuf:"bytes,41,opt,name=static_root,json=staticRoot,proto3,oneof" json:"static_root,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateAppRequest) Reset() {
@@ -3399,6 +3425,20 @@ func (x *UpdateAppRequest) GetTimeoutSeconds() uint32 {
 func (x *UpdateAppRequest) GetDeployScriptPath() string {
 	if x != nil && x.DeployScriptPath != nil {
 		return *x.DeployScriptPath
+	}
+	return ""
+}
+
+func (x *UpdateAppRequest) GetUpstream() string {
+	if x != nil && x.Upstream != nil {
+		return *x.Upstream
+	}
+	return ""
+}
+
+func (x *UpdateAppRequest) GetStaticRoot() string {
+	if x != nil && x.StaticRoot != nil {
+		return *x.StaticRoot
 	}
 	return ""
 }
@@ -6435,7 +6475,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x01 \x01(\v2\x1d.berth.admin.v1.GitCredentialR\n" +
 	"credential\x12)\n" +
-	"\x03key\x18\x02 \x01(\v2\x17.berth.admin.v1.HostKeyR\x03key\"\xd4\b\n" +
+	"\x03key\x18\x02 \x01(\v2\x17.berth.admin.v1.HostKeyR\x03key\"\x98\t\n" +
 	"\x03App\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
@@ -6466,7 +6506,10 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x12deploy_script_path\x18\x16 \x01(\tR\x10deployScriptPath\x128\n" +
 	"\tprocesses\x18\x17 \x03(\v2\x1a.berth.admin.v1.AppProcessR\tprocesses\x129\n" +
 	"\tschedules\x18\x18 \x03(\v2\x1b.berth.admin.v1.AppScheduleR\tschedules\x12#\n" +
-	"\rupstream_port\x18\x19 \x01(\rR\fupstreamPort\x1aS\n" +
+	"\rupstream_port\x18\x19 \x01(\rR\fupstreamPort\x12!\n" +
+	"\fupstream_url\x18( \x01(\tR\vupstreamUrl\x12\x1f\n" +
+	"\vstatic_root\x18) \x01(\tR\n" +
+	"staticRoot\x1aS\n" +
 	"\fEnvKeysEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
 	"\x05value\x18\x02 \x01(\v2\x17.berth.admin.v1.EnvKeysR\x05value:\x028\x01\"\x1d\n" +
@@ -6502,7 +6545,7 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\rGetAppRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\"7\n" +
 	"\x0eGetAppResponse\x12%\n" +
-	"\x03app\x18\x01 \x01(\v2\x13.berth.admin.v1.AppR\x03app\"\xbd\a\n" +
+	"\x03app\x18\x01 \x01(\v2\x13.berth.admin.v1.AppR\x03app\"\xa1\b\n" +
 	"\x10UpdateAppRequest\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12*\n" +
 	"\x0erepository_url\x18\x02 \x01(\tH\x00R\rrepositoryUrl\x88\x01\x01\x12\x1b\n" +
@@ -6524,7 +6567,10 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\fshared_paths\x18\r \x03(\tR\vsharedPaths\x12(\n" +
 	"\x10set_shared_paths\x18\x0e \x01(\bR\x0esetSharedPaths\x12,\n" +
 	"\x0ftimeout_seconds\x18\x0f \x01(\rH\vR\x0etimeoutSeconds\x88\x01\x01\x121\n" +
-	"\x12deploy_script_path\x18\x10 \x01(\tH\fR\x10deployScriptPath\x88\x01\x01B\x11\n" +
+	"\x12deploy_script_path\x18\x10 \x01(\tH\fR\x10deployScriptPath\x88\x01\x01\x12\x1f\n" +
+	"\bupstream\x18( \x01(\tH\rR\bupstream\x88\x01\x01\x12$\n" +
+	"\vstatic_root\x18) \x01(\tH\x0eR\n" +
+	"staticRoot\x88\x01\x01B\x11\n" +
 	"\x0f_repository_urlB\t\n" +
 	"\a_branchB\r\n" +
 	"\v_credentialB\x0e\n" +
@@ -6537,7 +6583,9 @@ const file_berth_admin_v1_admin_proto_rawDesc = "" +
 	"\x0f_reload_commandB\x13\n" +
 	"\x11_releases_to_keepB\x12\n" +
 	"\x10_timeout_secondsB\x15\n" +
-	"\x13_deploy_script_path\":\n" +
+	"\x13_deploy_script_pathB\v\n" +
+	"\t_upstreamB\x0e\n" +
+	"\f_static_root\":\n" +
 	"\x11UpdateAppResponse\x12%\n" +
 	"\x03app\x18\x01 \x01(\v2\x13.berth.admin.v1.AppR\x03app\"C\n" +
 	"\x10DeleteAppRequest\x12\x10\n" +

@@ -1620,7 +1620,13 @@ type JobStart struct {
 	// backup_restore, backup_download, backup_probe, backup_delete). Its
 	// secrets (destination credentials, a connection URL, the age identity)
 	// live in the agent's memory for the job only, never in its journal.
-	Backup        *BackupJob `protobuf:"bytes,30,opt,name=backup,proto3" json:"backup,omitempty"`
+	Backup *BackupJob `protobuf:"bytes,30,opt,name=backup,proto3" json:"backup,omitempty"`
+	// site (kind site): the app's whole nginx site, rendered, checked with
+	// nginx -t and swapped in atomically; no domains removes it. Numbers from
+	// 50 leave room for other additions.
+	Site *SiteSpec `protobuf:"bytes,50,opt,name=site,proto3" json:"site,omitempty"`
+	// acme (kind acme): one step of a certificate issuance.
+	Acme          *AcmeStep `protobuf:"bytes,51,opt,name=acme,proto3" json:"acme,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1861,6 +1867,20 @@ func (x *JobStart) GetScheduleCommand() string {
 func (x *JobStart) GetBackup() *BackupJob {
 	if x != nil {
 		return x.Backup
+	}
+	return nil
+}
+
+func (x *JobStart) GetSite() *SiteSpec {
+	if x != nil {
+		return x.Site
+	}
+	return nil
+}
+
+func (x *JobStart) GetAcme() *AcmeStep {
+	if x != nil {
+		return x.Acme
 	}
 	return nil
 }
@@ -2931,7 +2951,13 @@ type JobResult struct {
 	FinishedAt      *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	LogDroppedBytes int64                  `protobuf:"varint,13,opt,name=log_dropped_bytes,json=logDroppedBytes,proto3" json:"log_dropped_bytes,omitempty"`
 	// backup_object: a backup job's stored object (set only on success).
-	BackupObject  *BackupObject `protobuf:"bytes,14,opt,name=backup_object,json=backupObject,proto3" json:"backup_object,omitempty"`
+	BackupObject *BackupObject `protobuf:"bytes,14,opt,name=backup_object,json=backupObject,proto3" json:"backup_object,omitempty"`
+	// csr_pem (acme csr): the certificate request; its key stays on the server.
+	CsrPem []byte `protobuf:"bytes,50,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	// cert (acme install and inspect): the certificate now in place.
+	Cert *CertInfo `protobuf:"bytes,51,opt,name=cert,proto3" json:"cert,omitempty"`
+	// site_certs (site): the custom certificates the site uses, by host.
+	SiteCerts     []*SiteCert `protobuf:"bytes,52,rep,name=site_certs,json=siteCerts,proto3" json:"site_certs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3064,6 +3090,454 @@ func (x *JobResult) GetBackupObject() *BackupObject {
 	return nil
 }
 
+func (x *JobResult) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+func (x *JobResult) GetCert() *CertInfo {
+	if x != nil {
+		return x.Cert
+	}
+	return nil
+}
+
+func (x *JobResult) GetSiteCerts() []*SiteCert {
+	if x != nil {
+		return x.SiteCerts
+	}
+	return nil
+}
+
+// SiteSpec is an app's nginx site.
+type SiteSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// upstream: http://127.0.0.1:PORT or unix:/path; empty with static_root.
+	Upstream string `protobuf:"bytes,1,opt,name=upstream,proto3" json:"upstream,omitempty"`
+	// static_root: an absolute directory served instead of an upstream.
+	StaticRoot    string        `protobuf:"bytes,2,opt,name=static_root,json=staticRoot,proto3" json:"static_root,omitempty"`
+	Domains       []*SiteDomain `protobuf:"bytes,3,rep,name=domains,proto3" json:"domains,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SiteSpec) Reset() {
+	*x = SiteSpec{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SiteSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SiteSpec) ProtoMessage() {}
+
+func (x *SiteSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SiteSpec.ProtoReflect.Descriptor instead.
+func (*SiteSpec) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SiteSpec) GetUpstream() string {
+	if x != nil {
+		return x.Upstream
+	}
+	return ""
+}
+
+func (x *SiteSpec) GetStaticRoot() string {
+	if x != nil {
+		return x.StaticRoot
+	}
+	return ""
+}
+
+func (x *SiteSpec) GetDomains() []*SiteDomain {
+	if x != nil {
+		return x.Domains
+	}
+	return nil
+}
+
+// SiteDomain is one host of a site.
+type SiteDomain struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Host    string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	Primary bool                   `protobuf:"varint,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	// redirect_to: this host only redirects there (a URL or a host).
+	RedirectTo     string `protobuf:"bytes,3,opt,name=redirect_to,json=redirectTo,proto3" json:"redirect_to,omitempty"`
+	RedirectStatus uint32 `protobuf:"varint,4,opt,name=redirect_status,json=redirectStatus,proto3" json:"redirect_status,omitempty"`
+	ForceHttps     bool   `protobuf:"varint,5,opt,name=force_https,json=forceHttps,proto3" json:"force_https,omitempty"`
+	Hsts           bool   `protobuf:"varint,6,opt,name=hsts,proto3" json:"hsts,omitempty"`
+	// tls: acme, custom or off.
+	Tls string `protobuf:"bytes,7,opt,name=tls,proto3" json:"tls,omitempty"`
+	// cert_path and key_path (custom): files already on the server.
+	CertPath string `protobuf:"bytes,8,opt,name=cert_path,json=certPath,proto3" json:"cert_path,omitempty"`
+	KeyPath  string `protobuf:"bytes,9,opt,name=key_path,json=keyPath,proto3" json:"key_path,omitempty"`
+	// cert_name (acme): the installed certificate's name; none installed
+	// yet serves the host over plain HTTP only.
+	CertName      string `protobuf:"bytes,10,opt,name=cert_name,json=certName,proto3" json:"cert_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SiteDomain) Reset() {
+	*x = SiteDomain{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SiteDomain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SiteDomain) ProtoMessage() {}
+
+func (x *SiteDomain) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SiteDomain.ProtoReflect.Descriptor instead.
+func (*SiteDomain) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *SiteDomain) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *SiteDomain) GetPrimary() bool {
+	if x != nil {
+		return x.Primary
+	}
+	return false
+}
+
+func (x *SiteDomain) GetRedirectTo() string {
+	if x != nil {
+		return x.RedirectTo
+	}
+	return ""
+}
+
+func (x *SiteDomain) GetRedirectStatus() uint32 {
+	if x != nil {
+		return x.RedirectStatus
+	}
+	return 0
+}
+
+func (x *SiteDomain) GetForceHttps() bool {
+	if x != nil {
+		return x.ForceHttps
+	}
+	return false
+}
+
+func (x *SiteDomain) GetHsts() bool {
+	if x != nil {
+		return x.Hsts
+	}
+	return false
+}
+
+func (x *SiteDomain) GetTls() string {
+	if x != nil {
+		return x.Tls
+	}
+	return ""
+}
+
+func (x *SiteDomain) GetCertPath() string {
+	if x != nil {
+		return x.CertPath
+	}
+	return ""
+}
+
+func (x *SiteDomain) GetKeyPath() string {
+	if x != nil {
+		return x.KeyPath
+	}
+	return ""
+}
+
+func (x *SiteDomain) GetCertName() string {
+	if x != nil {
+		return x.CertName
+	}
+	return ""
+}
+
+// AcmeStep is one agent step of an issuance the controller runs.
+type AcmeStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// op: csr (make a key and a CSR for hosts under cert_name), present or
+	// cleanup (an HTTP-01 answer: token, key_auth), install (chain_pem under
+	// cert_name, matched to its key), inspect (read cert_path).
+	Op            string   `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
+	CertName      string   `protobuf:"bytes,2,opt,name=cert_name,json=certName,proto3" json:"cert_name,omitempty"`
+	Hosts         []string `protobuf:"bytes,3,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	Token         string   `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
+	KeyAuth       string   `protobuf:"bytes,5,opt,name=key_auth,json=keyAuth,proto3" json:"key_auth,omitempty"`
+	ChainPem      []byte   `protobuf:"bytes,6,opt,name=chain_pem,json=chainPem,proto3" json:"chain_pem,omitempty"`
+	CertPath      string   `protobuf:"bytes,7,opt,name=cert_path,json=certPath,proto3" json:"cert_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcmeStep) Reset() {
+	*x = AcmeStep{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcmeStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcmeStep) ProtoMessage() {}
+
+func (x *AcmeStep) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcmeStep.ProtoReflect.Descriptor instead.
+func (*AcmeStep) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *AcmeStep) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *AcmeStep) GetCertName() string {
+	if x != nil {
+		return x.CertName
+	}
+	return ""
+}
+
+func (x *AcmeStep) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *AcmeStep) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AcmeStep) GetKeyAuth() string {
+	if x != nil {
+		return x.KeyAuth
+	}
+	return ""
+}
+
+func (x *AcmeStep) GetChainPem() []byte {
+	if x != nil {
+		return x.ChainPem
+	}
+	return nil
+}
+
+func (x *AcmeStep) GetCertPath() string {
+	if x != nil {
+		return x.CertPath
+	}
+	return ""
+}
+
+// CertInfo describes a certificate the agent read.
+type CertInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Issuer        string                 `protobuf:"bytes,1,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	Subject       string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	DnsNames      []string               `protobuf:"bytes,3,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
+	NotBefore     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	SerialHex     string                 `protobuf:"bytes,6,opt,name=serial_hex,json=serialHex,proto3" json:"serial_hex,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertInfo) Reset() {
+	*x = CertInfo{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertInfo) ProtoMessage() {}
+
+func (x *CertInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertInfo.ProtoReflect.Descriptor instead.
+func (*CertInfo) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *CertInfo) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *CertInfo) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *CertInfo) GetDnsNames() []string {
+	if x != nil {
+		return x.DnsNames
+	}
+	return nil
+}
+
+func (x *CertInfo) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *CertInfo) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *CertInfo) GetSerialHex() string {
+	if x != nil {
+		return x.SerialHex
+	}
+	return ""
+}
+
+// SiteCert is a custom certificate of a site, or why it could not be read.
+type SiteCert struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Host          string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	Cert          *CertInfo              `protobuf:"bytes,2,opt,name=cert,proto3" json:"cert,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SiteCert) Reset() {
+	*x = SiteCert{}
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SiteCert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SiteCert) ProtoMessage() {}
+
+func (x *SiteCert) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SiteCert.ProtoReflect.Descriptor instead.
+func (*SiteCert) Descriptor() ([]byte, []int) {
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SiteCert) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *SiteCert) GetCert() *CertInfo {
+	if x != nil {
+		return x.Cert
+	}
+	return nil
+}
+
+func (x *SiteCert) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // BackupJob is what a backup job kind needs.
 type BackupJob struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3090,7 +3564,7 @@ type BackupJob struct {
 
 func (x *BackupJob) Reset() {
 	*x = BackupJob{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3576,7 @@ func (x *BackupJob) String() string {
 func (*BackupJob) ProtoMessage() {}
 
 func (x *BackupJob) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[32]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3589,7 @@ func (x *BackupJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupJob.ProtoReflect.Descriptor instead.
 func (*BackupJob) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{32}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *BackupJob) GetSource() *BackupSource {
@@ -3190,7 +3664,7 @@ type BackupSource struct {
 
 func (x *BackupSource) Reset() {
 	*x = BackupSource{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3202,7 +3676,7 @@ func (x *BackupSource) String() string {
 func (*BackupSource) ProtoMessage() {}
 
 func (x *BackupSource) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[33]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3215,7 +3689,7 @@ func (x *BackupSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupSource.ProtoReflect.Descriptor instead.
 func (*BackupSource) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{33}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *BackupSource) GetKind() string {
@@ -3265,7 +3739,7 @@ type BackupDestination struct {
 
 func (x *BackupDestination) Reset() {
 	*x = BackupDestination{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3277,7 +3751,7 @@ func (x *BackupDestination) String() string {
 func (*BackupDestination) ProtoMessage() {}
 
 func (x *BackupDestination) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[34]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3290,7 +3764,7 @@ func (x *BackupDestination) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupDestination.ProtoReflect.Descriptor instead.
 func (*BackupDestination) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{34}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *BackupDestination) GetKind() string {
@@ -3413,7 +3887,7 @@ type BackupObject struct {
 
 func (x *BackupObject) Reset() {
 	*x = BackupObject{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3425,7 +3899,7 @@ func (x *BackupObject) String() string {
 func (*BackupObject) ProtoMessage() {}
 
 func (x *BackupObject) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[35]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3438,7 +3912,7 @@ func (x *BackupObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupObject.ProtoReflect.Descriptor instead.
 func (*BackupObject) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{35}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *BackupObject) GetKey() string {
@@ -3483,7 +3957,7 @@ type SendObjectRequest struct {
 
 func (x *SendObjectRequest) Reset() {
 	*x = SendObjectRequest{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3495,7 +3969,7 @@ func (x *SendObjectRequest) String() string {
 func (*SendObjectRequest) ProtoMessage() {}
 
 func (x *SendObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[36]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3508,7 +3982,7 @@ func (x *SendObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendObjectRequest.ProtoReflect.Descriptor instead.
 func (*SendObjectRequest) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{36}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SendObjectRequest) GetJobId() string {
@@ -3540,7 +4014,7 @@ type SendObjectResponse struct {
 
 func (x *SendObjectResponse) Reset() {
 	*x = SendObjectResponse{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3552,7 +4026,7 @@ func (x *SendObjectResponse) String() string {
 func (*SendObjectResponse) ProtoMessage() {}
 
 func (x *SendObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[37]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3565,7 +4039,7 @@ func (x *SendObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendObjectResponse.ProtoReflect.Descriptor instead.
 func (*SendObjectResponse) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{37}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{42}
 }
 
 // HeldBackupSchedule is a backup schedule the agent keeps and runs itself
@@ -3595,7 +4069,7 @@ type HeldBackupSchedule struct {
 
 func (x *HeldBackupSchedule) Reset() {
 	*x = HeldBackupSchedule{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3607,7 +4081,7 @@ func (x *HeldBackupSchedule) String() string {
 func (*HeldBackupSchedule) ProtoMessage() {}
 
 func (x *HeldBackupSchedule) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[38]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3620,7 +4094,7 @@ func (x *HeldBackupSchedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeldBackupSchedule.ProtoReflect.Descriptor instead.
 func (*HeldBackupSchedule) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{38}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *HeldBackupSchedule) GetScheduleId() string {
@@ -3702,7 +4176,7 @@ type HeldBackupSchedules struct {
 
 func (x *HeldBackupSchedules) Reset() {
 	*x = HeldBackupSchedules{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3714,7 +4188,7 @@ func (x *HeldBackupSchedules) String() string {
 func (*HeldBackupSchedules) ProtoMessage() {}
 
 func (x *HeldBackupSchedules) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[39]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3727,7 +4201,7 @@ func (x *HeldBackupSchedules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeldBackupSchedules.ProtoReflect.Descriptor instead.
 func (*HeldBackupSchedules) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{39}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *HeldBackupSchedules) GetSchedules() []*HeldBackupSchedule {
@@ -3751,7 +4225,7 @@ type HeldBackupRun struct {
 
 func (x *HeldBackupRun) Reset() {
 	*x = HeldBackupRun{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[40]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3763,7 +4237,7 @@ func (x *HeldBackupRun) String() string {
 func (*HeldBackupRun) ProtoMessage() {}
 
 func (x *HeldBackupRun) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[40]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3776,7 +4250,7 @@ func (x *HeldBackupRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeldBackupRun.ProtoReflect.Descriptor instead.
 func (*HeldBackupRun) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{40}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *HeldBackupRun) GetJobId() string {
@@ -3823,7 +4297,7 @@ type HeldRunsAck struct {
 
 func (x *HeldRunsAck) Reset() {
 	*x = HeldRunsAck{}
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[41]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3835,7 +4309,7 @@ func (x *HeldRunsAck) String() string {
 func (*HeldRunsAck) ProtoMessage() {}
 
 func (x *HeldRunsAck) ProtoReflect() protoreflect.Message {
-	mi := &file_berth_agent_v1_agent_proto_msgTypes[41]
+	mi := &file_berth_agent_v1_agent_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3848,7 +4322,7 @@ func (x *HeldRunsAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeldRunsAck.ProtoReflect.Descriptor instead.
 func (*HeldRunsAck) Descriptor() ([]byte, []int) {
-	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{41}
+	return file_berth_agent_v1_agent_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *HeldRunsAck) GetJobIds() []string {
@@ -3983,7 +4457,8 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\fRenewRequest\x12\x17\n" +
 	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\"8\n" +
 	"\rRenewResponse\x12'\n" +
-	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\"\xd7\t\n" +
+	"\x0fcertificate_der\x18\x01 \x01(\fR\x0ecertificateDer\"\xb3\n" +
+	"\n" +
 	"\bJobStart\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x19\n" +
@@ -4020,7 +4495,9 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\rupstream_port\x18\x1b \x01(\rR\fupstreamPort\x12#\n" +
 	"\rschedule_name\x18\x1c \x01(\tR\fscheduleName\x12)\n" +
 	"\x10schedule_command\x18\x1d \x01(\tR\x0fscheduleCommand\x121\n" +
-	"\x06backup\x18\x1e \x01(\v2\x19.berth.agent.v1.BackupJobR\x06backup\x1a6\n" +
+	"\x06backup\x18\x1e \x01(\v2\x19.berth.agent.v1.BackupJobR\x06backup\x12,\n" +
+	"\x04site\x182 \x01(\v2\x18.berth.agent.v1.SiteSpecR\x04site\x12,\n" +
+	"\x04acme\x183 \x01(\v2\x18.berth.agent.v1.AcmeStepR\x04acme\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd5\x02\n" +
@@ -4110,7 +4587,7 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\x04step\x18\x03 \x01(\tR\x04step\x12\x16\n" +
 	"\x06commit\x18\x04 \x01(\tR\x06commit\x12%\n" +
 	"\x0ecommit_message\x18\x05 \x01(\tR\rcommitMessage\x12.\n" +
-	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x94\x04\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x94\x05\n" +
 	"\tJobResult\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x16\n" +
@@ -4129,7 +4606,52 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\vfinished_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x12*\n" +
 	"\x11log_dropped_bytes\x18\r \x01(\x03R\x0flogDroppedBytes\x12A\n" +
-	"\rbackup_object\x18\x0e \x01(\v2\x1c.berth.agent.v1.BackupObjectR\fbackupObject\"\xee\x02\n" +
+	"\rbackup_object\x18\x0e \x01(\v2\x1c.berth.agent.v1.BackupObjectR\fbackupObject\x12\x17\n" +
+	"\acsr_pem\x182 \x01(\fR\x06csrPem\x12,\n" +
+	"\x04cert\x183 \x01(\v2\x18.berth.agent.v1.CertInfoR\x04cert\x127\n" +
+	"\n" +
+	"site_certs\x184 \x03(\v2\x18.berth.agent.v1.SiteCertR\tsiteCerts\"}\n" +
+	"\bSiteSpec\x12\x1a\n" +
+	"\bupstream\x18\x01 \x01(\tR\bupstream\x12\x1f\n" +
+	"\vstatic_root\x18\x02 \x01(\tR\n" +
+	"staticRoot\x124\n" +
+	"\adomains\x18\x03 \x03(\v2\x1a.berth.agent.v1.SiteDomainR\adomains\"\xa0\x02\n" +
+	"\n" +
+	"SiteDomain\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12\x18\n" +
+	"\aprimary\x18\x02 \x01(\bR\aprimary\x12\x1f\n" +
+	"\vredirect_to\x18\x03 \x01(\tR\n" +
+	"redirectTo\x12'\n" +
+	"\x0fredirect_status\x18\x04 \x01(\rR\x0eredirectStatus\x12\x1f\n" +
+	"\vforce_https\x18\x05 \x01(\bR\n" +
+	"forceHttps\x12\x12\n" +
+	"\x04hsts\x18\x06 \x01(\bR\x04hsts\x12\x10\n" +
+	"\x03tls\x18\a \x01(\tR\x03tls\x12\x1b\n" +
+	"\tcert_path\x18\b \x01(\tR\bcertPath\x12\x19\n" +
+	"\bkey_path\x18\t \x01(\tR\akeyPath\x12\x1b\n" +
+	"\tcert_name\x18\n" +
+	" \x01(\tR\bcertName\"\xb8\x01\n" +
+	"\bAcmeStep\x12\x0e\n" +
+	"\x02op\x18\x01 \x01(\tR\x02op\x12\x1b\n" +
+	"\tcert_name\x18\x02 \x01(\tR\bcertName\x12\x14\n" +
+	"\x05hosts\x18\x03 \x03(\tR\x05hosts\x12\x14\n" +
+	"\x05token\x18\x04 \x01(\tR\x05token\x12\x19\n" +
+	"\bkey_auth\x18\x05 \x01(\tR\akeyAuth\x12\x1b\n" +
+	"\tchain_pem\x18\x06 \x01(\fR\bchainPem\x12\x1b\n" +
+	"\tcert_path\x18\a \x01(\tR\bcertPath\"\xec\x01\n" +
+	"\bCertInfo\x12\x16\n" +
+	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1b\n" +
+	"\tdns_names\x18\x03 \x03(\tR\bdnsNames\x129\n" +
+	"\n" +
+	"not_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
+	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x1d\n" +
+	"\n" +
+	"serial_hex\x18\x06 \x01(\tR\tserialHex\"b\n" +
+	"\bSiteCert\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12,\n" +
+	"\x04cert\x18\x02 \x01(\v2\x18.berth.agent.v1.CertInfoR\x04cert\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xee\x02\n" +
 	"\tBackupJob\x124\n" +
 	"\x06source\x18\x01 \x01(\v2\x1c.berth.agent.v1.BackupSourceR\x06source\x12C\n" +
 	"\vdestination\x18\x02 \x01(\v2!.berth.agent.v1.BackupDestinationR\vdestination\x124\n" +
@@ -4220,7 +4742,7 @@ func file_berth_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_berth_agent_v1_agent_proto_rawDescData
 }
 
-var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_berth_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_berth_agent_v1_agent_proto_goTypes = []any{
 	(*GetVersionRequest)(nil),     // 0: berth.agent.v1.GetVersionRequest
 	(*GetVersionResponse)(nil),    // 1: berth.agent.v1.GetVersionResponse
@@ -4254,22 +4776,27 @@ var file_berth_agent_v1_agent_proto_goTypes = []any{
 	(*JobOutput)(nil),             // 29: berth.agent.v1.JobOutput
 	(*JobProgress)(nil),           // 30: berth.agent.v1.JobProgress
 	(*JobResult)(nil),             // 31: berth.agent.v1.JobResult
-	(*BackupJob)(nil),             // 32: berth.agent.v1.BackupJob
-	(*BackupSource)(nil),          // 33: berth.agent.v1.BackupSource
-	(*BackupDestination)(nil),     // 34: berth.agent.v1.BackupDestination
-	(*BackupObject)(nil),          // 35: berth.agent.v1.BackupObject
-	(*SendObjectRequest)(nil),     // 36: berth.agent.v1.SendObjectRequest
-	(*SendObjectResponse)(nil),    // 37: berth.agent.v1.SendObjectResponse
-	(*HeldBackupSchedule)(nil),    // 38: berth.agent.v1.HeldBackupSchedule
-	(*HeldBackupSchedules)(nil),   // 39: berth.agent.v1.HeldBackupSchedules
-	(*HeldBackupRun)(nil),         // 40: berth.agent.v1.HeldBackupRun
-	(*HeldRunsAck)(nil),           // 41: berth.agent.v1.HeldRunsAck
-	nil,                           // 42: berth.agent.v1.JobStart.EnvEntry
-	(*timestamppb.Timestamp)(nil), // 43: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 44: google.protobuf.Duration
+	(*SiteSpec)(nil),              // 32: berth.agent.v1.SiteSpec
+	(*SiteDomain)(nil),            // 33: berth.agent.v1.SiteDomain
+	(*AcmeStep)(nil),              // 34: berth.agent.v1.AcmeStep
+	(*CertInfo)(nil),              // 35: berth.agent.v1.CertInfo
+	(*SiteCert)(nil),              // 36: berth.agent.v1.SiteCert
+	(*BackupJob)(nil),             // 37: berth.agent.v1.BackupJob
+	(*BackupSource)(nil),          // 38: berth.agent.v1.BackupSource
+	(*BackupDestination)(nil),     // 39: berth.agent.v1.BackupDestination
+	(*BackupObject)(nil),          // 40: berth.agent.v1.BackupObject
+	(*SendObjectRequest)(nil),     // 41: berth.agent.v1.SendObjectRequest
+	(*SendObjectResponse)(nil),    // 42: berth.agent.v1.SendObjectResponse
+	(*HeldBackupSchedule)(nil),    // 43: berth.agent.v1.HeldBackupSchedule
+	(*HeldBackupSchedules)(nil),   // 44: berth.agent.v1.HeldBackupSchedules
+	(*HeldBackupRun)(nil),         // 45: berth.agent.v1.HeldBackupRun
+	(*HeldRunsAck)(nil),           // 46: berth.agent.v1.HeldRunsAck
+	nil,                           // 47: berth.agent.v1.JobStart.EnvEntry
+	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 49: google.protobuf.Duration
 }
 var file_berth_agent_v1_agent_proto_depIdxs = []int32{
-	43, // 0: berth.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
+	48, // 0: berth.agent.v1.HostFacts.boot_time:type_name -> google.protobuf.Timestamp
 	2,  // 1: berth.agent.v1.EnrollRequest.facts:type_name -> berth.agent.v1.HostFacts
 	7,  // 2: berth.agent.v1.ConnectRequest.hello:type_name -> berth.agent.v1.Hello
 	10, // 3: berth.agent.v1.ConnectRequest.heartbeat:type_name -> berth.agent.v1.Heartbeat
@@ -4289,57 +4816,65 @@ var file_berth_agent_v1_agent_proto_depIdxs = []int32{
 	28, // 17: berth.agent.v1.ConnectResponse.job_ack:type_name -> berth.agent.v1.JobAck
 	22, // 18: berth.agent.v1.ConnectResponse.logs_request:type_name -> berth.agent.v1.LogsRequest
 	23, // 19: berth.agent.v1.ConnectResponse.logs_cancel:type_name -> berth.agent.v1.LogsCancel
-	39, // 20: berth.agent.v1.ConnectResponse.held_backup_schedules:type_name -> berth.agent.v1.HeldBackupSchedules
-	41, // 21: berth.agent.v1.ConnectResponse.held_runs_ack:type_name -> berth.agent.v1.HeldRunsAck
+	44, // 20: berth.agent.v1.ConnectResponse.held_backup_schedules:type_name -> berth.agent.v1.HeldBackupSchedules
+	46, // 21: berth.agent.v1.ConnectResponse.held_runs_ack:type_name -> berth.agent.v1.HeldRunsAck
 	2,  // 22: berth.agent.v1.Hello.facts:type_name -> berth.agent.v1.HostFacts
-	40, // 23: berth.agent.v1.Hello.held_runs:type_name -> berth.agent.v1.HeldBackupRun
+	45, // 23: berth.agent.v1.Hello.held_runs:type_name -> berth.agent.v1.HeldBackupRun
 	9,  // 24: berth.agent.v1.Welcome.config:type_name -> berth.agent.v1.Config
-	44, // 25: berth.agent.v1.Config.heartbeat_interval:type_name -> google.protobuf.Duration
-	44, // 26: berth.agent.v1.Config.metrics_interval:type_name -> google.protobuf.Duration
-	43, // 27: berth.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
+	49, // 25: berth.agent.v1.Config.heartbeat_interval:type_name -> google.protobuf.Duration
+	49, // 26: berth.agent.v1.Config.metrics_interval:type_name -> google.protobuf.Duration
+	48, // 27: berth.agent.v1.Heartbeat.sent_at:type_name -> google.protobuf.Timestamp
 	18, // 28: berth.agent.v1.Heartbeat.processes:type_name -> berth.agent.v1.ProcessReport
 	12, // 29: berth.agent.v1.MetricsBatch.columns:type_name -> berth.agent.v1.MetricColumns
 	26, // 30: berth.agent.v1.JobStart.credential:type_name -> berth.agent.v1.GitCredential
-	42, // 31: berth.agent.v1.JobStart.env:type_name -> berth.agent.v1.JobStart.EnvEntry
-	44, // 32: berth.agent.v1.JobStart.health_check_timeout:type_name -> google.protobuf.Duration
-	44, // 33: berth.agent.v1.JobStart.timeout:type_name -> google.protobuf.Duration
+	47, // 31: berth.agent.v1.JobStart.env:type_name -> berth.agent.v1.JobStart.EnvEntry
+	49, // 32: berth.agent.v1.JobStart.health_check_timeout:type_name -> google.protobuf.Duration
+	49, // 33: berth.agent.v1.JobStart.timeout:type_name -> google.protobuf.Duration
 	17, // 34: berth.agent.v1.JobStart.processes:type_name -> berth.agent.v1.ProcessSpec
-	32, // 35: berth.agent.v1.JobStart.backup:type_name -> berth.agent.v1.BackupJob
-	44, // 36: berth.agent.v1.ProcessSpec.stop_grace:type_name -> google.protobuf.Duration
-	19, // 37: berth.agent.v1.ProcessReport.apps:type_name -> berth.agent.v1.AppProcesses
-	20, // 38: berth.agent.v1.AppProcesses.processes:type_name -> berth.agent.v1.ProcessState
-	21, // 39: berth.agent.v1.ProcessState.instances:type_name -> berth.agent.v1.InstanceState
-	43, // 40: berth.agent.v1.InstanceState.started_at:type_name -> google.protobuf.Timestamp
-	43, // 41: berth.agent.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
-	25, // 42: berth.agent.v1.LogsChunk.lines:type_name -> berth.agent.v1.LogLine
-	43, // 43: berth.agent.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	43, // 44: berth.agent.v1.JobOutput.time:type_name -> google.protobuf.Timestamp
-	43, // 45: berth.agent.v1.JobProgress.time:type_name -> google.protobuf.Timestamp
-	43, // 46: berth.agent.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
-	43, // 47: berth.agent.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
-	35, // 48: berth.agent.v1.JobResult.backup_object:type_name -> berth.agent.v1.BackupObject
-	33, // 49: berth.agent.v1.BackupJob.source:type_name -> berth.agent.v1.BackupSource
-	34, // 50: berth.agent.v1.BackupJob.destination:type_name -> berth.agent.v1.BackupDestination
-	35, // 51: berth.agent.v1.BackupJob.object:type_name -> berth.agent.v1.BackupObject
-	43, // 52: berth.agent.v1.BackupJob.scheduled_for:type_name -> google.protobuf.Timestamp
-	43, // 53: berth.agent.v1.HeldBackupSchedule.next_run_at:type_name -> google.protobuf.Timestamp
-	44, // 54: berth.agent.v1.HeldBackupSchedule.timeout:type_name -> google.protobuf.Duration
-	38, // 55: berth.agent.v1.HeldBackupSchedules.schedules:type_name -> berth.agent.v1.HeldBackupSchedule
-	43, // 56: berth.agent.v1.HeldBackupRun.scheduled_for:type_name -> google.protobuf.Timestamp
-	43, // 57: berth.agent.v1.HeldBackupRun.started_at:type_name -> google.protobuf.Timestamp
-	0,  // 58: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
-	3,  // 59: berth.agent.v1.AgentService.Enroll:input_type -> berth.agent.v1.EnrollRequest
-	5,  // 60: berth.agent.v1.AgentService.Connect:input_type -> berth.agent.v1.ConnectRequest
-	36, // 61: berth.agent.v1.AgentService.SendObject:input_type -> berth.agent.v1.SendObjectRequest
-	1,  // 62: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
-	4,  // 63: berth.agent.v1.AgentService.Enroll:output_type -> berth.agent.v1.EnrollResponse
-	6,  // 64: berth.agent.v1.AgentService.Connect:output_type -> berth.agent.v1.ConnectResponse
-	37, // 65: berth.agent.v1.AgentService.SendObject:output_type -> berth.agent.v1.SendObjectResponse
-	62, // [62:66] is the sub-list for method output_type
-	58, // [58:62] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	37, // 35: berth.agent.v1.JobStart.backup:type_name -> berth.agent.v1.BackupJob
+	32, // 36: berth.agent.v1.JobStart.site:type_name -> berth.agent.v1.SiteSpec
+	34, // 37: berth.agent.v1.JobStart.acme:type_name -> berth.agent.v1.AcmeStep
+	49, // 38: berth.agent.v1.ProcessSpec.stop_grace:type_name -> google.protobuf.Duration
+	19, // 39: berth.agent.v1.ProcessReport.apps:type_name -> berth.agent.v1.AppProcesses
+	20, // 40: berth.agent.v1.AppProcesses.processes:type_name -> berth.agent.v1.ProcessState
+	21, // 41: berth.agent.v1.ProcessState.instances:type_name -> berth.agent.v1.InstanceState
+	48, // 42: berth.agent.v1.InstanceState.started_at:type_name -> google.protobuf.Timestamp
+	48, // 43: berth.agent.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	25, // 44: berth.agent.v1.LogsChunk.lines:type_name -> berth.agent.v1.LogLine
+	48, // 45: berth.agent.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	48, // 46: berth.agent.v1.JobOutput.time:type_name -> google.protobuf.Timestamp
+	48, // 47: berth.agent.v1.JobProgress.time:type_name -> google.protobuf.Timestamp
+	48, // 48: berth.agent.v1.JobResult.started_at:type_name -> google.protobuf.Timestamp
+	48, // 49: berth.agent.v1.JobResult.finished_at:type_name -> google.protobuf.Timestamp
+	40, // 50: berth.agent.v1.JobResult.backup_object:type_name -> berth.agent.v1.BackupObject
+	35, // 51: berth.agent.v1.JobResult.cert:type_name -> berth.agent.v1.CertInfo
+	36, // 52: berth.agent.v1.JobResult.site_certs:type_name -> berth.agent.v1.SiteCert
+	33, // 53: berth.agent.v1.SiteSpec.domains:type_name -> berth.agent.v1.SiteDomain
+	48, // 54: berth.agent.v1.CertInfo.not_before:type_name -> google.protobuf.Timestamp
+	48, // 55: berth.agent.v1.CertInfo.not_after:type_name -> google.protobuf.Timestamp
+	35, // 56: berth.agent.v1.SiteCert.cert:type_name -> berth.agent.v1.CertInfo
+	38, // 57: berth.agent.v1.BackupJob.source:type_name -> berth.agent.v1.BackupSource
+	39, // 58: berth.agent.v1.BackupJob.destination:type_name -> berth.agent.v1.BackupDestination
+	40, // 59: berth.agent.v1.BackupJob.object:type_name -> berth.agent.v1.BackupObject
+	48, // 60: berth.agent.v1.BackupJob.scheduled_for:type_name -> google.protobuf.Timestamp
+	48, // 61: berth.agent.v1.HeldBackupSchedule.next_run_at:type_name -> google.protobuf.Timestamp
+	49, // 62: berth.agent.v1.HeldBackupSchedule.timeout:type_name -> google.protobuf.Duration
+	43, // 63: berth.agent.v1.HeldBackupSchedules.schedules:type_name -> berth.agent.v1.HeldBackupSchedule
+	48, // 64: berth.agent.v1.HeldBackupRun.scheduled_for:type_name -> google.protobuf.Timestamp
+	48, // 65: berth.agent.v1.HeldBackupRun.started_at:type_name -> google.protobuf.Timestamp
+	0,  // 66: berth.agent.v1.AgentService.GetVersion:input_type -> berth.agent.v1.GetVersionRequest
+	3,  // 67: berth.agent.v1.AgentService.Enroll:input_type -> berth.agent.v1.EnrollRequest
+	5,  // 68: berth.agent.v1.AgentService.Connect:input_type -> berth.agent.v1.ConnectRequest
+	41, // 69: berth.agent.v1.AgentService.SendObject:input_type -> berth.agent.v1.SendObjectRequest
+	1,  // 70: berth.agent.v1.AgentService.GetVersion:output_type -> berth.agent.v1.GetVersionResponse
+	4,  // 71: berth.agent.v1.AgentService.Enroll:output_type -> berth.agent.v1.EnrollResponse
+	6,  // 72: berth.agent.v1.AgentService.Connect:output_type -> berth.agent.v1.ConnectResponse
+	42, // 73: berth.agent.v1.AgentService.SendObject:output_type -> berth.agent.v1.SendObjectResponse
+	70, // [70:74] is the sub-list for method output_type
+	66, // [66:70] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_berth_agent_v1_agent_proto_init() }
@@ -4377,7 +4912,7 @@ func file_berth_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_agent_v1_agent_proto_rawDesc), len(file_berth_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   43,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

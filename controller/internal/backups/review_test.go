@@ -1,0 +1,101 @@
+package backups
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"testing"
+
+	"filippo.io/age"
+
+	"github.com/berthhq/berth/controller/internal/deploys"
+	"github.com/berthhq/berth/controller/internal/store"
+)
+
+// One server's agent gets an identity for its verify and restore jobs; it
+// must open that server's backups only. With one keyring identity for all
+// servers, a single compromised server (or any verify run on it) could
+// decrypt every other server's backups. Each server encrypts to its own
+// recipient, derived from the keyring key, and gets only its own identity.
+func TestServerKeysAreIsolated(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	e.localDest(t, "vault")
+	other, err := e.st.CreateServer(ctx, store.CreateServerParams{Name: "web-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep := deploys.New(e.st, e.svc.fleet, e.svc.log, deploys.Config{})
+	if _, err := dep.CreateApp(ctx, e.admin, deploys.Peer{}, deploys.CreateAppParams{Server: "web-2",
+		AppSettings: store.AppSettings{Name: "blog", RepositoryURL: "https://git.example.com/b.git", DeployPath: "/srv/blog"}}); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(app string) (store.Backup, string) {
+		b, err := e.svc.RunBackup(ctx, e.admin, Peer{}, RunRequest{App: app, Destination: "vault", Kind: "postgres", Source: app})
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, err := e.svc.backupStart(ctx, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b, js.GetBackup().GetRecipient()
+	}
+	bA, rcptA := mk("shop")
+	bB, rcptB := mk("blog")
+	if *bB.ServerID != other.ID {
+		t.Fatalf("blog's backup is on %s", bB.ServerID)
+	}
+	if rcptA == rcptB {
+		t.Fatal("two servers encrypt to the same recipient")
+	}
+	keys, err := e.st.BackupEncryptionKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rcptA == keys[0].Recipient || rcptB == keys[0].Recipient {
+		t.Fatal("a server encrypts to the keyring's own recipient")
+	}
+	seal := func(rcpt string) []byte {
+		r, err := age.ParseX25519Recipient(rcpt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		w, _ := age.Encrypt(&buf, r)
+		io.WriteString(w, "rows")
+		w.Close()
+		return buf.Bytes()
+	}
+	opens := func(identity store.BackupIdentity, ct []byte) bool {
+		ids, err := age.ParseIdentities(bytes.NewReader([]byte(identity)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := age.Decrypt(bytes.NewReader(ct), ids...)
+		if err != nil {
+			return false
+		}
+		b, err := io.ReadAll(r)
+		return err == nil && string(b) == "rows"
+	}
+	idA, err := e.svc.identityFor(ctx, bA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idB, err := e.svc.identityFor(ctx, bB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !opens(idA, seal(rcptA)) || !opens(idB, seal(rcptB)) {
+		t.Fatal("a server's identity does not open its own backups")
+	}
+	if opens(idA, seal(rcptB)) || opens(idB, seal(rcptA)) {
+		t.Fatal("one server's identity opens another server's backups")
+	}
+	// Deterministic: a re-sent job encrypts to the same recipient.
+	if _, again := mk("shop"); again != rcptA {
+		t.Fatal("the server's recipient changed between two backups with the same key")
+	}
+}
