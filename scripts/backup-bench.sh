@@ -78,24 +78,32 @@ shell_pipeline() {
   sync "$work/shell/dump.age"
 }
 shell_best=""; berth_best=""; shell_cpu=""; berth_cpu=""; berth_rss=0
-for r in $(seq 1 "$ROUNDS"); do
+run_shell() {
   rm -f "$work/shell/dump.age"
   timed shell_pipeline
   shell_size=$(stat -c %s "$work/shell/dump.age")
   if [ -z "$shell_best" ] || lt "$wall" "$shell_best"; then shell_best=$wall; fi
   if [ -z "$shell_cpu" ] || lt "$cpu" "$shell_cpu"; then shell_cpu=$cpu; fi
-
+  echo "round $r: shell ${wall}s ${cpu} cpu-s" >&2
+}
+run_berth() {
   key="b/$r.dump.zst.age"
   timed "$bench" -mode backup -kind postgres -name bench -dest "$work/berth" -key "$key" -recipient "$recipient"
   out=$(cat "$work/out")
   rss=$(printf '%s' "$out" | sed -n 's/.*"peak_rss_kib":\([0-9]*\).*/\1/p')
   size=$(printf '%s' "$out" | sed -n 's/.*"size":\([0-9]*\).*/\1/p')
   sum=$(printf '%s' "$out" | sed -n 's/.*"sha256":"\([0-9a-f]*\)".*/\1/p')
-  [ "$rss" -gt "$berth_rss" ] && berth_rss=$rss
+  if [ "$rss" -gt "$berth_rss" ]; then berth_rss=$rss; fi
   if [ -z "$berth_best" ] || lt "$wall" "$berth_best"; then berth_best=$wall; fi
   if [ -z "$berth_cpu" ] || lt "$cpu" "$berth_cpu"; then berth_cpu=$cpu; fi
-  echo "round $r: shell ${shell_best}s/${shell_cpu} cpu-s, berth ${wall}s/${cpu} cpu-s" >&2
+  echo "round $r: berth ${wall}s ${cpu} cpu-s" >&2
+}
+# Alternating which goes first, so neither always runs behind the other's
+# disk writeback.
+for r in $(seq 1 "$ROUNDS"); do
+  if [ $((r % 2)) = 1 ]; then run_shell; run_berth; else run_berth; run_shell; fi
 done
+# The restore below reads the last object Berth stored ($key, $size, $sum).
 
 mb() { calc %.1f "$1 / 1000000"; }
 rate() { calc %.1f "$raw_dump_bytes / $1 / 1000000"; }
@@ -127,9 +135,9 @@ Written by \`make bench\` (\`scripts/backup-bench.sh\`) on $(date -u +%Y-%m-%dT%
 Load average when the run started: $(cut -d' ' -f1 /proc/loadavg) (other work shares the machine's cores).
 
 Berth's side is \`berth-backup-bench\` (agent/internal/backup/benchrun), a small program that calls exactly
-\`backup.Run\` / \`backup.Restore\`, the functions the agent's backup jobs call; the agent's job wiring had not
-landed when this ran. Destination: a local directory, like the shell pipeline's file. Best of $ROUNDS rounds each,
-alternating. Database: $(mb "$db_bytes") MB (table $(mb "$table_bytes") MB, $ROWS rows, built in ${build_s}s); the
+\`backup.Run\` / \`backup.Restore\` as the agent's backup job does (agent/internal/deploy/backupjob.go); the
+controller and the agent's job stream around it are not in the figure. Destination: a local directory, like the shell pipeline's file. Best of $ROUNDS rounds each,
+alternating which goes first. Database: $(mb "$db_bytes") MB (table $(mb "$table_bytes") MB, $ROWS rows, built in ${build_s}s); the
 uncompressed custom-format dump is $(mb "$raw_dump_bytes") MB.
 
 | backup | seconds | dump MB/s | CPU seconds (pg_dump included) | stored MB |

@@ -67,10 +67,23 @@ func (f nginxFlags) manager(dataDir string, log *slog.Logger) *proxy.Manager {
 	m, err := proxy.New(proxy.Config{
 		NginxBin: *f.bin, NginxConf: *f.conf, NginxPrefix: *f.prefix, SitesDir: *f.sites, StateDir: state,
 		HTTPPort: *f.httpPort, HTTPSPort: *f.httpsPort, ListenAddr: *f.listen, ChallengeDir: *f.challenges, ErrorLog: *f.errorLog,
+		// The agent's identity key lives in its data directory: no custom
+		// certificate path may name it.
+		ProtectedDirs: protectedDirs(dataDir),
 	})
 	if err != nil {
 		log.Error("nginx sites are not managed on this server", "err", err)
 		return nil
 	}
 	return m
+}
+
+func protectedDirs(dataDir string) []string {
+	if dataDir == "" {
+		return nil
+	}
+	if abs, err := filepath.Abs(dataDir); err == nil {
+		return []string{abs}
+	}
+	return []string{dataDir}
 }

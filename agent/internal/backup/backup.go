@@ -139,24 +139,20 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	pr, pw := io.Pipe()
+	pipe := newBufPipe()
 	stored := &countHash{h: sha256.New()}
 	var raw int64
 	prodDone := make(chan error, 1)
 	go func() {
-		err := produce(ctx, src, rcp, io.MultiWriter(pw, stored), &raw)
-		if err != nil {
-			// The upload sees the error instead of an end of file: it
-			// must not complete the object.
-			pw.CloseWithError(err)
-		} else {
-			pw.Close()
-		}
+		err := produce(ctx, src, rcp, io.MultiWriter(pipe, stored), &raw)
+		// On an error the upload sees it instead of an end of file: it
+		// must not complete the object.
+		pipe.CloseWrite(err)
 		prodDone <- err
 	}()
-	n, upErr := st.put(ctx, s.Key, pr)
+	n, upErr := st.put(ctx, s.Key, pipe)
 	if upErr != nil {
-		pr.CloseWithError(errUploadGone)
+		pipe.CloseRead(errUploadGone)
 		cancel(upErr)
 	}
 	prodErr := <-prodDone
@@ -189,38 +185,57 @@ func Run(ctx context.Context, s Spec) (Result, error) {
 
 // produce writes the dump through zstd and age into w.
 func produce(ctx context.Context, src source, rcp age.Recipient, w io.Writer, raw *int64) error {
-	aw, err := age.Encrypt(w, rcp)
-	if err != nil {
-		return fmt.Errorf("start encryption: %w", err)
+	// Encryption (and, through w, hashing and the upload's pipe) runs in a
+	// goroutine of its own, as age runs in a process of its own in the
+	// shell pipeline: compression and encryption overlap.
+	pipe := newBufPipe()
+	encDone := make(chan error, 1)
+	go func() {
+		aw, err := age.Encrypt(w, rcp)
+		if err == nil {
+			// Only a complete stream gets age's final chunk: after a
+			// read error the ciphertext stays visibly cut.
+			if _, err = io.CopyBuffer(aw, pipe, make([]byte, 64<<10)); err == nil {
+				err = aw.Close()
+			}
+		}
+		if err != nil {
+			err = fmt.Errorf("encrypt: %w", err)
+			pipe.CloseRead(err)
+		}
+		encDone <- err
+	}()
+	pw := pipe
+	fail := func(err error) error {
+		pw.CloseWrite(err)
+		<-encDone
+		return err
 	}
 	// SpeedFastest (zstd level 1 class) with a 2 MiB window: on pg_dump
 	// output it used less CPU per byte than the zstd CLI's default level 3
 	// and compressed as well (see BENCHMARKS.md); SpeedDefault took about
 	// 40% more CPU for no gain. A backup shares the server with its app.
-	// Two encoders let one block compress while the last one is encrypted
-	// and written.
-	zw, err := zstd.NewWriter(aw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithWindowSize(zstdWindow),
+	// Two encoders let one block compress while the last one is written.
+	zw, err := zstd.NewWriter(pw, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithWindowSize(zstdWindow),
 		zstd.WithEncoderConcurrency(2), zstd.WithLowerEncoderMem(true))
 	if err != nil {
-		return fmt.Errorf("start compression: %w", err)
+		return fail(fmt.Errorf("start compression: %w", err))
 	}
 	cw := &countWriter{w: zw}
 	if err := src.writeTo(ctx, cw); err != nil {
 		zw.Close()
-		return err
+		return fail(err)
 	}
 	*raw = cw.n
 	if cw.n == 0 {
 		zw.Close()
-		return fmt.Errorf("%s produced no data: nothing to back up", src.describe())
+		return fail(fmt.Errorf("%s produced no data: nothing to back up", src.describe()))
 	}
 	if err := zw.Close(); err != nil {
-		return fmt.Errorf("compress: %w", err)
+		return fail(fmt.Errorf("compress: %w", err))
 	}
-	if err := aw.Close(); err != nil {
-		return fmt.Errorf("encrypt: %w", err)
-	}
-	return nil
+	pw.CloseWrite(nil)
+	return <-encDone
 }
 
 // Open returns the stored (encrypted) bytes of o, for a download that the

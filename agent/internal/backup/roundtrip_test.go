@@ -200,12 +200,26 @@ func TestMySQLRoundTripSFTP(t *testing.T) {
 		t.Fatalf("restored (URL) database differs:\n got %s\nwant %s", got, want)
 	}
 	checkNoSecrets(t, []string{pw, sftpPassword, identity}, log.String())
-	// Nothing but the objects in the remote directories.
-	for _, d := range []string{"m", "p"} {
-		ents, _ := os.ReadDir(filepath.Join(srv.dir, d))
-		if len(ents) != 1 {
-			t.Errorf("remote directory %s holds %v", d, ents)
-		}
+	// Open over sftp gives the stored bytes; Delete removes them.
+	rc, err := Open(ctx, obj2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, sum := hashAll(t, rc); n != res2.Size || sum != res2.SHA256 {
+		t.Errorf("Open: %d bytes %s, want %d %s", n, sum, res2.Size, res2.SHA256)
+	}
+	if err := Delete(ctx, srv.passwordDest(), res2.Key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(srv.dir, res2.Key)); !os.IsNotExist(err) {
+		t.Fatalf("after Delete over sftp: %v", err)
+	}
+	if err := Restore(ctx, obj2, identity, RestoreTarget{Source: Source{Kind: "mysql", Name: fresh2 + "x"}}, &log); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("restore of a deleted object: %v", err)
+	}
+	// Nothing but the object in the remote directory.
+	if ents, _ := os.ReadDir(filepath.Join(srv.dir, "m")); len(ents) != 1 {
+		t.Errorf("remote directory holds %v", ents)
 	}
 }
 
@@ -262,5 +276,17 @@ func TestDirectoryRoundTrip(t *testing.T) {
 	}
 	if got, want := treeDigest(t, target), treeDigest(t, src); got != want {
 		t.Fatalf("restored (force) tree differs:\n got:\n%s\nwant:\n%s", got, want)
+	}
+	if err := Delete(ctx, dest, res.Key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dest.Path, res.Key)); !os.IsNotExist(err) {
+		t.Fatalf("after Delete: %v", err)
+	}
+	if err := Delete(ctx, dest, res.Key); err != nil {
+		t.Fatalf("deleting a deleted key again: %v", err)
+	}
+	if err := Delete(ctx, dest, "../outside"); err == nil {
+		t.Fatal("Delete accepted a key leaving the destination")
 	}
 }

@@ -143,6 +143,10 @@ func (j *Jobs) acmeStep(ctx context.Context, st *agentv1.AcmeStep, r *agentv1.Jo
 			r.Cert = certInfoProto(info)
 		}
 		return err
+	case "delete":
+		// A removed domain's key and certificate go too, so a later owner
+		// of the host never gets a key that served someone else's site.
+		return j.Proxy.DeleteCertificate(st.GetCertName())
 	case "inspect":
 		info, err := proxy.ReadCertInfo(st.GetCertPath())
 		if err == nil {

@@ -34,6 +34,9 @@ func (m *Manager) ApplyAll(ctx context.Context, sites []Site) error {
 		if err := sites[i].validate(); err != nil {
 			return err
 		}
+		if err := m.checkCustomFiles(sites[i]); err != nil {
+			return err
+		}
 		if seen[sites[i].App] {
 			return invalid("app %s listed twice", sites[i].App)
 		}
@@ -52,6 +55,9 @@ func (m *Manager) Sync(ctx context.Context, sites []Site) error {
 	seen := make(map[string]bool, len(sites))
 	for i := range sites {
 		if err := sites[i].validate(); err != nil {
+			return err
+		}
+		if err := m.checkCustomFiles(sites[i]); err != nil {
 			return err
 		}
 		if seen[sites[i].App] {

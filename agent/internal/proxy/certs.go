@@ -332,9 +332,9 @@ func certInfo(c *x509.Certificate) CertInfo {
 // ReadCertInfo reads the first certificate of a PEM file (a custom
 // certificate already on the server).
 func ReadCertInfo(path string) (CertInfo, error) {
-	f, err := os.Open(path)
+	f, err := openRegular(path)
 	if err != nil {
-		return CertInfo{}, fmt.Errorf("proxy: %w", err)
+		return CertInfo{}, err
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxChain+1))

@@ -39,6 +39,10 @@ type Config struct {
 	// ReloadTimeout bounds the wait for a reload to take effect; default
 	// 30s. It only ends a wait for a reload nginx refused.
 	ReloadTimeout time.Duration
+	// ProtectedDirs hold files a custom certificate or key may never
+	// name (the agent's data directory with its identity key); StateDir
+	// is always one of them.
+	ProtectedDirs []string
 }
 
 // Manager renders, validates and reloads the sites, and keeps the keys,

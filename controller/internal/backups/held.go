@@ -294,15 +294,22 @@ func (s *Service) heldSchedules(ctx context.Context, serverID store.ID, rcpt str
 	return out, nil
 }
 
-// relayHeld handles a "held:<server>" notification.
+// relayHeld handles a "held:<server>" (or "held:all") notification.
 func (s *Service) relayHeld(rest string) {
-	sid, err := store.ParseID(rest)
-	if err != nil || !s.fleet.Hub().Holds(sid) {
+	var servers []store.ID
+	if rest == "all" {
+		servers = s.fleet.Hub().Connected()
+	} else if sid, err := store.ParseID(rest); err == nil && s.fleet.Hub().Holds(sid) {
+		servers = []store.ID{sid}
+	}
+	if len(servers) == 0 {
 		return
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		s.sendHeld(ctx, sid)
+		for _, sid := range servers {
+			s.sendHeld(ctx, sid)
+		}
 	}()
 }

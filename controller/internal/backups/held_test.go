@@ -71,6 +71,16 @@ func TestHeldSchedulesSealed(t *testing.T) {
 	if _, err := age.Decrypt(bytes.NewReader(h.GetSealed()), other); err == nil {
 		t.Fatal("another identity opened the sealed job")
 	}
+	// After a key rotation the held job encrypts to the new key.
+	k2, err := e.svc.RotateKey(ctx, e.admin, Peer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg2, err := e.svc.heldSchedules(ctx, e.srv.ID, agentID.Recipient().String())
+	if err != nil || msg2.GetSchedules()[0].GetEncryptionKeyId() != k2.ID.String() ||
+		openSealed(t, msg2.GetSchedules()[0].GetSealed(), agentID).GetRecipient() != k2.Recipient {
+		t.Fatalf("held schedule after rotation: %v %v", msg2, err)
+	}
 	// Another server's agent holds none of them.
 	srv2, err := e.st.CreateServer(ctx, store.CreateServerParams{Name: "web-2"})
 	if err != nil {

@@ -100,5 +100,9 @@ func (s *Service) RotateKey(ctx context.Context, pr *auth.Principal, peer Peer) 
 		s.activity(ctx, tx, pr, peer, kind.BackupKeyCreated, "backup_key", k.ID, k.Recipient, map[string]any{"recipient": k.Recipient})
 		return nil
 	})
+	if err == nil {
+		// Held schedules carry the recipient: every agent gets the new one.
+		s.notify(ctx, "held:all")
+	}
 	return k, err
 }

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/go-acme/lego/v5/acme"
@@ -297,16 +298,9 @@ func (s *Service) obtain(ctx context.Context, d store.Domain) (store.TLSAttempt,
 	if err != nil {
 		return store.TLSAttempt{}, fmt.Errorf("certificate request from the server: %w", err)
 	}
-	blk, _ := pem.Decode(res.CSR)
-	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
-		return store.TLSAttempt{}, errors.New("the server returned no PEM certificate request")
-	}
-	csr, err := x509.ParseCertificateRequest(blk.Bytes)
-	if err != nil || csr.CheckSignature() != nil {
-		return store.TLSAttempt{}, errors.New("the server returned an invalid certificate request")
-	}
-	if !slices.Equal(csr.DNSNames, []string{d.Hostname}) {
-		return store.TLSAttempt{}, fmt.Errorf("the server's certificate request names %v, not %s", csr.DNSNames, d.Hostname)
+	csr, err := checkCSR(res.CSR, d.Hostname)
+	if err != nil {
+		return store.TLSAttempt{}, err
 	}
 	if d.DNSProviderID != nil {
 		p, opts, err := s.dnsProvider(ctx, *d.DNSProviderID)
@@ -369,6 +363,33 @@ func (s *Service) obtain(ctx context.Context, d store.Domain) (store.TLSAttempt,
 	}
 	out.NextAttemptAt = &next
 	return out, nil
+}
+
+// checkCSR parses the server's certificate request and accepts it only
+// when it asks for exactly host. lego orders every name a CSR holds (its
+// common name and IP addresses as well as its DNS names), and the
+// controller solves DNS-01 for whatever is ordered, so a server (or
+// whoever holds its agent key) could otherwise add another app's host in
+// the common name and get a certificate for it, its key on this server.
+func checkCSR(raw []byte, host string) (*x509.CertificateRequest, error) {
+	blk, _ := pem.Decode(raw)
+	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
+		return nil, errors.New("the server returned no PEM certificate request")
+	}
+	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	if err != nil || csr.CheckSignature() != nil {
+		return nil, errors.New("the server returned an invalid certificate request")
+	}
+	if !slices.Equal(csr.DNSNames, []string{host}) {
+		return nil, fmt.Errorf("the server's certificate request names %q, not %s", truncate(strings.Join(csr.DNSNames, ","), 300), host)
+	}
+	if cn := csr.Subject.CommonName; cn != "" && cn != host {
+		return nil, fmt.Errorf("the server's certificate request has common name %q, not %s", truncate(cn, 100), host)
+	}
+	if len(csr.IPAddresses) > 0 || len(csr.EmailAddresses) > 0 || len(csr.URIs) > 0 {
+		return nil, errors.New("the server's certificate request holds IP addresses, email addresses or URIs besides its host name")
+	}
+	return csr, nil
 }
 
 func leafOf(chain []byte) (*x509.Certificate, error) {

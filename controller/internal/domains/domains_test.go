@@ -53,10 +53,10 @@ func TestNormalizeHost(t *testing.T) {
 func TestRedirectAndPaths(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string][2]string{
-		"Example.COM":               {"example.com", "example.com"},
-		"https://Example.com/a?b=1": {"https://example.com/a?b=1", "example.com"},
-		"http://example.com:8080/":  {"http://example.com:8080/", "example.com"},
-		"https://bücher.example/":   {"https://xn--bcher-kva.example/", "xn--bcher-kva.example"},
+		"Example.COM":              {"example.com", "example.com"},
+		"https://Example.com/a/b":  {"https://example.com/a/b", "example.com"},
+		"http://example.com:8080/": {"http://example.com:8080/", "example.com"},
+		"https://bücher.example/":  {"https://xn--bcher-kva.example/", "xn--bcher-kva.example"},
 	} {
 		stored, host, err := redirectTarget(in)
 		if err != nil || stored != want[0] || host != want[1] {

@@ -43,11 +43,13 @@ import (
 	"time"
 
 	"github.com/go-acme/lego/v5/challenge/dns01"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/store"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
 // Job kinds on the deployments machinery.
@@ -237,13 +239,24 @@ type AddParams struct {
 	DNSProvider    string
 }
 
-// Add routes a host to an app (write scope). The host is normalised; a
+// Add routes a host to an app (write scope; admin with a DNS provider or
+// an ACME directory other than the install's). The host is normalised; a
 // host another app (or this one) already has is refused, as are redirect
 // loops. Its site is synced and, for acme and custom, its certificate
 // attempt scheduled at once.
 func (s *Service) Add(ctx context.Context, pr *auth.Principal, peer Peer, p AddParams) (Domain, error) {
 	if err := require(pr, store.ScopeWrite); err != nil {
 		return Domain{}, err
+	}
+	// Two options are more than a harmless setting: a DNS provider spends
+	// the credentials an admin stored (DNS-01 proves control of any name
+	// in their zones, wherever its DNS points, so the write scope could
+	// get a trusted certificate for any such name), and a directory of the
+	// caller's choosing makes the controller talk to that server.
+	if strings.TrimSpace(p.DNSProvider) != "" || (strings.TrimSpace(p.ACMEDirectory) != "" && strings.TrimSpace(p.ACMEDirectory) != s.cfg.ACMEDirectory) {
+		if err := require(pr, store.ScopeAdmin); err != nil {
+			return Domain{}, err
+		}
 	}
 	host, err := NormalizeHost(p.Host)
 	if err != nil {
@@ -485,7 +498,22 @@ func (s *Service) Remove(ctx context.Context, pr *auth.Principal, peer Peer, hos
 		name = a.Name
 	}
 	s.activity(ctx, pr, peer, kind.DomainRemoved, d.ID, d.Hostname, map[string]any{"app": name})
-	return s.syncSite(ctx, d.AppID, &pr.UserID)
+	if err := s.syncSite(ctx, d.AppID, &pr.UserID); err != nil {
+		return err
+	}
+	if d.TLSMode == store.TLSACME {
+		// After the site job (the app's jobs run in order), the server
+		// deletes the certificate and its key: a key left behind would be
+		// reused by the host's next owner on that server.
+		params, err := protojson.Marshal(&agentv1.AcmeStep{Op: "delete", CertName: certName(d.Hostname), Hosts: []string{d.Hostname}})
+		if err != nil {
+			return err
+		}
+		if _, err := s.dep.EnqueueJob(ctx, d.AppID, JobACME, &pr.UserID, params, s.cfg.JobTimeout); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Renew asks for a certificate attempt now (write scope): an ACME
@@ -507,7 +535,16 @@ func (s *Service) Renew(ctx context.Context, pr *auth.Principal, peer Peer, host
 		return s.view(ctx, d), nil
 	}
 	now := s.cfg.Now()
-	if d, err = s.st.SetDomainNextAttempt(ctx, d.ID, &now, true); err != nil {
+	// Not sooner than the retry base after the last attempt: renew in a
+	// loop would otherwise be an ACME order per call, spending the CA's
+	// rate limits that all the install's domains share.
+	at := now
+	if d.TLSLastAttemptAt != nil {
+		if earliest := d.TLSLastAttemptAt.Add(s.cfg.RetryBase); earliest.After(at) {
+			at = earliest
+		}
+	}
+	if d, err = s.st.SetDomainNextAttempt(ctx, d.ID, &at, true); err != nil {
 		return Domain{}, err
 	}
 	s.activity(ctx, pr, peer, kind.DomainRenewRequested, d.ID, d.Hostname, nil)

@@ -93,6 +93,15 @@ func redirectTarget(raw string) (stored, host string, err error) {
 	if strings.ContainsAny(raw, " \t\r\n\"'{};\\") {
 		return "", "", fmt.Errorf("%w: --redirect-to %q holds characters a URL may not", ErrInvalid, raw)
 	}
+	// The agent appends the request's own path and query, and refuses a
+	// target with a query, a fragment or a path character outside this
+	// set; a target it refuses would fail every site job of the app.
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(raw, "#") {
+		return "", "", fmt.Errorf("%w: --redirect-to %q: no query or fragment (the request's own path and query are kept)", ErrInvalid, raw)
+	}
+	if !onlyChars(u.EscapedPath(), "/._-~%") {
+		return "", "", fmt.Errorf("%w: --redirect-to %q: the path may hold only letters, digits, /._-~ and %%-escapes", ErrInvalid, raw)
+	}
 	h, err := NormalizeHost(u.Hostname())
 	if err != nil || strings.HasPrefix(h, "*.") {
 		return "", "", fmt.Errorf("%w: --redirect-to %q has no valid host", ErrInvalid, raw)
@@ -113,10 +122,22 @@ func checkServerPath(flag, p string) (string, error) {
 	if p == "" {
 		return "", fmt.Errorf("%w: %s is required with --tls custom", ErrInvalid, flag)
 	}
-	if len(p) > 1024 || !strings.HasPrefix(p, "/") || path.Clean(p) != p || strings.ContainsAny(p, " \t\r\n\"'{};$\\") {
-		return "", fmt.Errorf("%w: %s must be a clean absolute path without spaces, quotes, braces, ';' or '$'", ErrInvalid, flag)
+	// The agent's rule (safePath): ASCII letters, digits and ._-/@+ only.
+	if len(p) > 1024 || !strings.HasPrefix(p, "/") || path.Clean(p) != p || !onlyChars(p, "._-/@+") {
+		return "", fmt.Errorf("%w: %s must be a clean absolute path of letters, digits and ._-/@+", ErrInvalid, flag)
 	}
 	return p, nil
+}
+
+// onlyChars says whether s holds only ASCII letters, digits and extra.
+func onlyChars(s, extra string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(extra, c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkUpstream checks an app's upstream: an http(s) URL on a host and

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -29,7 +30,17 @@ func main() {
 	size := flag.Int64("size", 0, "stored size (restore)")
 	sum := flag.String("sha256", "", "stored SHA-256 (restore)")
 	force := flag.Bool("force", false, "restore over a non-empty target")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx := context.Background()
 	dest := backup.Destination{Kind: "local", Path: *dir}
@@ -58,6 +69,7 @@ func main() {
 	}
 	json.NewEncoder(os.Stdout).Encode(out)
 	if err != nil {
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
