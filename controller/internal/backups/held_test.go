@@ -76,9 +76,15 @@ func TestHeldSchedulesSealed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// It is this server's key derived from the new keyring key, never the
+	// keyring key itself (that would open every server's backups).
+	want, err := e.svc.serverRecipient(ctx, k2.ID, e.srv.ID)
+	if err != nil || want == k2.Recipient {
+		t.Fatalf("server recipient %q %v", want, err)
+	}
 	msg2, err := e.svc.heldSchedules(ctx, e.srv.ID, agentID.Recipient().String())
 	if err != nil || msg2.GetSchedules()[0].GetEncryptionKeyId() != k2.ID.String() ||
-		openSealed(t, msg2.GetSchedules()[0].GetSealed(), agentID).GetRecipient() != k2.Recipient {
+		openSealed(t, msg2.GetSchedules()[0].GetSealed(), agentID).GetRecipient() != want {
 		t.Fatalf("held schedule after rotation: %v %v", msg2, err)
 	}
 	// Another server's agent holds none of them.

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/berthhq/berth/controller/internal/audit/kind"
+	"github.com/berthhq/berth/controller/internal/jobs"
 	"github.com/berthhq/berth/controller/internal/notify"
 	"github.com/berthhq/berth/controller/internal/store"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
@@ -249,16 +250,7 @@ func (s *Service) sendTask(ctx context.Context, t store.BackupTask) {
 }
 
 func (s *Service) sendJob(server store.ID, js *agentv1.JobStart, cancel bool) {
-	msgs := []*agentv1.ConnectResponse{{Msg: &agentv1.ConnectResponse_JobStart{JobStart: js}}}
-	if cancel {
-		msgs = append(msgs, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_JobCancel{JobCancel: &agentv1.JobCancel{JobId: js.JobId}}})
-	}
-	for _, m := range msgs {
-		if err := s.fleet.Hub().Send(server, m); err != nil {
-			s.log.Warn("dispatch: agent not reachable now; it gets the job when it reconnects", "job", js.JobId, "err", err)
-			return
-		}
-	}
+	jobs.Send(s.fleet.Hub(), s.log, server, js, cancel, "job")
 }
 
 // errServerRemoved: the job's server was removed before it ran.
@@ -324,38 +316,27 @@ func (s *Service) AgentConnected(ctx context.Context, serverID store.ID) {
 // ends).
 func (s *Service) JobEvents(ctx context.Context, serverID store.ID, msgs []*agentv1.ConnectRequest) ([]*agentv1.JobAck, error) {
 	var (
-		mine   []store.BackupJobEvent
-		ids    []string
-		others []*agentv1.ConnectRequest
-		known  = map[string]bool{} // job id -> a backup job of this server
+		mine    []store.BackupJobEvent
+		decoded []jobs.Event // mine[i] as the agent wrote it
+		others  []*agentv1.ConnectRequest
+		known   = map[string]bool{} // job id -> a backup job of this server
 	)
 	for _, m := range msgs {
-		var (
-			jobID string
-			ev    store.BackupJobEvent
-		)
-		switch msg := m.Msg.(type) {
-		case *agentv1.ConnectRequest_JobOutput:
-			o := msg.JobOutput
-			jobID, ev.Seq, ev.Step, ev.Data = o.GetJobId(), int64(o.GetSeq()), truncate(o.GetStep(), 64), o.GetData()
-			if len(ev.Data) > store.MaxLogChunk {
-				return nil, fmt.Errorf("%w: output chunk of %d bytes", ErrInvalid, len(ev.Data))
-			}
-			at := o.GetTime().AsTime()
-			ev.Apply = func(tx *store.Store, j store.BackupJob) error { return startIfDispatched(ctx, tx, j, at) }
-		case *agentv1.ConnectRequest_JobProgress:
-			p := msg.JobProgress
-			jobID, ev.Seq, ev.Step = p.GetJobId(), int64(p.GetSeq()), truncate(p.GetStep(), 64)
-			at := p.GetTime().AsTime()
-			ev.Apply = func(tx *store.Store, j store.BackupJob) error { return startIfDispatched(ctx, tx, j, at) }
-		case *agentv1.ConnectRequest_JobResult:
-			r := msg.JobResult
-			jobID, ev.Seq = r.GetJobId(), int64(r.GetSeq())
-			ev.Apply = func(tx *store.Store, j store.BackupJob) error { return s.finish(ctx, tx, serverID, j, r) }
-			ev.Fresh = true
-		default:
+		e, ok, err := jobs.Decode(m)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrInvalid, err)
+		}
+		if !ok {
 			others = append(others, m)
 			continue
+		}
+		jobID, at := e.JobID, e.At
+		ev := store.BackupJobEvent{Seq: e.Seq, Step: e.Step, Data: e.Data}
+		if r := e.Result; r != nil {
+			ev.Apply = func(tx *store.Store, j store.BackupJob) error { return s.finish(ctx, tx, serverID, j, r) }
+			ev.Fresh = true
+		} else {
+			ev.Apply = func(tx *store.Store, j store.BackupJob) error { return startIfDispatched(ctx, tx, j, at) }
 		}
 		mineJob, checked := known[jobID]
 		if !checked {
@@ -384,7 +365,7 @@ func (s *Service) JobEvents(ctx context.Context, serverID store.ID, msgs []*agen
 		}
 		ev.JobID, _ = store.ParseID(jobID)
 		mine = append(mine, ev)
-		ids = append(ids, jobID)
+		decoded = append(decoded, e)
 	}
 	var acks []*agentv1.JobAck
 	if len(others) > 0 && s.next != nil {
@@ -401,37 +382,15 @@ func (s *Service) JobEvents(ctx context.Context, serverID store.ID, msgs []*agen
 	if err != nil {
 		return nil, err
 	}
-	type jobAck struct {
-		id      string
-		seq     int64
-		acked   bool
-		changed bool
-	}
-	var order []store.ID
-	per := map[store.ID]*jobAck{}
+	keys := make([]store.ID, len(mine))
 	for i, ev := range mine {
-		j := per[ev.JobID]
-		if j == nil {
-			j = &jobAck{id: ids[i]}
-			per[ev.JobID] = j
-			order = append(order, ev.JobID)
-		}
-		if out[i].Gap {
-			s.log.Warn("backup job event out of order; waiting for the agent to re-send", "job", ids[i], "seq", ev.Seq)
-			continue
-		}
-		j.seq, j.acked = out[i].Committed, true
-		j.changed = j.changed || !out[i].Dup
+		keys[i] = ev.JobID
 	}
 	var notes []string
-	for _, id := range order {
-		j := per[id]
-		if !j.acked {
-			continue
-		}
-		acks = append(acks, &agentv1.JobAck{JobId: j.id, Seq: uint64(j.seq)})
-		if j.changed {
-			notes = append(notes, "log:"+j.id)
+	for _, c := range jobs.Acks(s.log, "backup job", "job", keys, decoded, out) {
+		acks = append(acks, c.AckOf())
+		if c.Changed {
+			notes = append(notes, "log:"+c.JobID)
 		}
 	}
 	s.notifyAll(ctx, notes)
@@ -439,10 +398,7 @@ func (s *Service) JobEvents(ctx context.Context, serverID store.ID, msgs []*agen
 }
 
 func startIfDispatched(ctx context.Context, tx *store.Store, j store.BackupJob, at time.Time) error {
-	var atp *time.Time
-	if !at.IsZero() && at.Unix() > 0 {
-		atp = &at
-	}
+	atp := jobs.StartedAt(at)
 	var err error
 	switch {
 	case j.Backup != nil && j.Backup.Status == store.BackupDispatched:
@@ -450,10 +406,7 @@ func startIfDispatched(ctx context.Context, tx *store.Store, j store.BackupJob, 
 	case j.Task != nil && j.Task.Status == store.BackupDispatched:
 		_, err = tx.StartBackupTask(ctx, j.Task.ID, atp)
 	}
-	if errors.Is(err, store.ErrWrongState) {
-		return nil
-	}
-	return err
+	return jobs.IgnoreWrongState(err)
 }
 
 // finish applies a job's result. A job already ended by the controller
@@ -633,31 +586,24 @@ func (s *Service) sweep(ctx context.Context) {
 	if err != nil && ctx.Err() == nil {
 		s.log.Error("list overdue backups", "err", err)
 	}
-	var jobs []Job
+	var overdue []Job
 	for i := range bs {
-		jobs = append(jobs, Job{Backup: &bs[i]})
+		overdue = append(overdue, Job{Backup: &bs[i]})
 	}
 	ts, err := s.st.OverdueBackupTasks(ctx, now, 100)
 	if err != nil && ctx.Err() == nil {
 		s.log.Error("list overdue backup tasks", "err", err)
 	}
 	for i := range ts {
-		jobs = append(jobs, Job{Task: &ts[i]})
+		overdue = append(overdue, Job{Task: &ts[i]})
 	}
-	for _, j := range jobs {
-		var res store.BackupResult
-		st, deadline, cancel := jobStatus(j), deadlineOf(j), cancelRequested(j)
-		switch {
-		case st == store.BackupQueued:
-			res = store.BackupResult{Status: store.BackupTimedOut, FailureReason: optText("waited in the queue past its deadline")}
-			if cancel {
-				res.Status = store.BackupCanceled
-			}
-		case now.After(deadline.Add(s.cfg.UnreachableGrace)) && now.Sub(s.started) >= s.cfg.StartGrace:
-			res = store.BackupResult{Status: store.BackupFailed, FailureReason: optText("agent unreachable")}
-		default:
+	g := jobs.Grace{Unreachable: s.cfg.UnreachableGrace, Start: s.cfg.StartGrace, Started: s.started}
+	for _, j := range overdue {
+		st, reason, ok := jobs.Overdue[store.BackupStatus](g, now, jobStatus(j) == store.BackupQueued, cancelRequested(j), deadlineOf(j))
+		if !ok {
 			continue
 		}
+		res := store.BackupResult{Status: st, FailureReason: optText(reason)}
 		err := s.st.InTx(ctx, func(tx *store.Store) error {
 			return s.end(ctx, tx, j, res, nil, store.ActorSystem, "system")
 		})

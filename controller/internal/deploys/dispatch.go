@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/berthhq/berth/controller/internal/audit/kind"
+	"github.com/berthhq/berth/controller/internal/jobs"
 	"github.com/berthhq/berth/controller/internal/store"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
@@ -78,16 +79,7 @@ func (s *Service) sendTo(ctx context.Context, a store.App, d store.Deployment) {
 		}
 		return
 	}
-	msgs := []*agentv1.ConnectResponse{{Msg: &agentv1.ConnectResponse_JobStart{JobStart: start}}}
-	if d.CancelRequestedAt != nil {
-		msgs = append(msgs, &agentv1.ConnectResponse{Msg: &agentv1.ConnectResponse_JobCancel{JobCancel: &agentv1.JobCancel{JobId: d.ID.String()}}})
-	}
-	for _, m := range msgs {
-		if err := s.fleet.Hub().Send(a.ServerID, m); err != nil {
-			s.log.Warn("dispatch: agent not reachable now; it gets the job when it reconnects", "deployment", d.ID.String(), "err", err)
-			return
-		}
-	}
+	jobs.Send(s.fleet.Hub(), s.log, a.ServerID, start, d.CancelRequestedAt != nil, "deployment")
 }
 
 // safeReason keeps a store error's kind but never its details.
@@ -239,32 +231,27 @@ func (s *Service) AgentConnected(ctx context.Context, serverID store.ID) {
 // ErrInvalid, which ends the stream.
 func (s *Service) JobEvents(ctx context.Context, serverID store.ID, msgs []*agentv1.ConnectRequest) ([]*agentv1.JobAck, error) {
 	var (
-		evs    []store.JobEvent
-		ids    []string // job id of evs[i], as the agent wrote it
-		acks   []*agentv1.JobAck
-		owner  = map[store.ID]bool{} // checked deployments: still there?
-		result = map[store.ID]bool{}
+		evs     []store.JobEvent
+		decoded []jobs.Event // evs[i] as the agent wrote it
+		acks    []*agentv1.JobAck
+		owner   = map[store.ID]bool{} // checked deployments: still there?
+		result  = map[store.ID]bool{}
 	)
 	for _, m := range msgs {
-		var (
-			jobID string
-			ev    store.JobEvent
-		)
-		switch msg := m.Msg.(type) {
-		case *agentv1.ConnectRequest_JobOutput:
-			o := msg.JobOutput
-			jobID, ev.Seq, ev.Step, ev.Data = o.GetJobId(), int64(o.GetSeq()), truncate(o.GetStep(), 64), o.GetData()
-			if len(ev.Data) > store.MaxLogChunk {
-				return nil, fmt.Errorf("%w: output chunk of %d bytes", ErrInvalid, len(ev.Data))
-			}
+		e, ok, err := jobs.Decode(m)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrInvalid, err)
+		}
+		if !ok {
+			continue
+		}
+		jobID, at := e.JobID, e.At
+		ev := store.JobEvent{Seq: e.Seq, Step: e.Step, Data: e.Data}
+		switch {
+		case e.Progress != nil:
+			p := e.Progress
 			ev.Apply = func(tx *store.Store, d store.Deployment) error {
-				return startIfDispatched(ctx, tx, d, o.GetTime().AsTime())
-			}
-		case *agentv1.ConnectRequest_JobProgress:
-			p := msg.JobProgress
-			jobID, ev.Seq, ev.Step = p.GetJobId(), int64(p.GetSeq()), truncate(p.GetStep(), 64)
-			ev.Apply = func(tx *store.Store, d store.Deployment) error {
-				if err := startIfDispatched(ctx, tx, d, p.GetTime().AsTime()); err != nil {
+				if err := startIfDispatched(ctx, tx, d, at); err != nil {
 					return err
 				}
 				if isSHA(p.GetCommit()) {
@@ -273,13 +260,14 @@ func (s *Service) JobEvents(ctx context.Context, serverID store.ID, msgs []*agen
 				}
 				return nil
 			}
-		case *agentv1.ConnectRequest_JobResult:
-			r := msg.JobResult
-			jobID, ev.Seq = r.GetJobId(), int64(r.GetSeq())
+		case e.Result != nil:
+			r := e.Result
 			ev.Apply = func(tx *store.Store, d store.Deployment) error { return s.finish(ctx, tx, d, r) }
 			ev.Fresh = true // finish reads the status and commit the events before it set
 		default:
-			continue
+			ev.Apply = func(tx *store.Store, d store.Deployment) error {
+				return startIfDispatched(ctx, tx, d, at)
+			}
 		}
 		id, err := store.ParseID(jobID)
 		if err != nil || ev.Seq <= 0 {
@@ -306,11 +294,11 @@ func (s *Service) JobEvents(ctx context.Context, serverID store.ID, msgs []*agen
 			acks = append(acks, &agentv1.JobAck{JobId: jobID, Seq: uint64(ev.Seq)})
 			continue
 		}
-		if _, ok := m.Msg.(*agentv1.ConnectRequest_JobResult); ok {
+		if e.Result != nil {
 			result[id] = true
 		}
 		evs = append(evs, ev)
-		ids = append(ids, jobID)
+		decoded = append(decoded, e)
 	}
 	if len(evs) == 0 {
 		return acks, nil
@@ -321,40 +309,17 @@ func (s *Service) JobEvents(ctx context.Context, serverID store.ID, msgs []*agen
 	}
 	// One ack per job, with its highest committed number; one
 	// notification per job that changed.
-	type jobAck struct {
-		id      string
-		seq     int64
-		acked   bool
-		changed bool
-	}
-	var order []store.ID
-	per := map[store.ID]*jobAck{}
+	keys := make([]store.ID, len(evs))
 	for i, ev := range evs {
-		j := per[ev.DeploymentID]
-		if j == nil {
-			j = &jobAck{id: ids[i]}
-			per[ev.DeploymentID] = j
-			order = append(order, ev.DeploymentID)
-		}
-		o := out[i]
-		if o.Gap {
-			s.log.Warn("job event out of order; waiting for the agent to re-send", "deployment", ids[i], "seq", ev.Seq)
-			continue
-		}
-		j.seq, j.acked = o.Committed, true
-		j.changed = j.changed || !o.Dup
+		keys[i] = ev.DeploymentID
 	}
 	var notes []string
 	dispatch := false
-	for _, id := range order {
-		j := per[id]
-		if !j.acked {
-			continue
-		}
-		acks = append(acks, &agentv1.JobAck{JobId: j.id, Seq: uint64(j.seq)})
-		if j.changed {
-			notes = append(notes, "log:"+j.id)
-			dispatch = dispatch || result[id]
+	for _, c := range jobs.Acks(s.log, "job", "deployment", keys, decoded, out) {
+		acks = append(acks, c.AckOf())
+		if c.Changed {
+			notes = append(notes, "log:"+c.JobID)
+			dispatch = dispatch || result[c.ID]
 		}
 	}
 	if dispatch {
@@ -368,15 +333,8 @@ func startIfDispatched(ctx context.Context, tx *store.Store, d store.Deployment,
 	if d.Status != store.DeploymentDispatched {
 		return nil
 	}
-	var atp *time.Time
-	if !at.IsZero() && at.Unix() > 0 {
-		atp = &at
-	}
-	_, err := tx.StartDeployment(ctx, d.ID, atp)
-	if errors.Is(err, store.ErrWrongState) {
-		return nil
-	}
-	return err
+	_, err := tx.StartDeployment(ctx, d.ID, jobs.StartedAt(at))
+	return jobs.IgnoreWrongState(err)
 }
 
 // finish applies a job's result. A deployment already ended by the
@@ -482,19 +440,13 @@ func (s *Service) sweep(ctx context.Context) {
 		}
 		return
 	}
+	g := jobs.Grace{Unreachable: s.cfg.UnreachableGrace, Start: s.cfg.StartGrace, Started: s.started}
 	for _, d := range overdue {
-		var res store.DeploymentResult
-		switch {
-		case d.Status == store.DeploymentQueued:
-			res = store.DeploymentResult{Status: store.DeploymentTimedOut, FailureReason: optText("waited in the queue past its deadline")}
-			if d.CancelRequestedAt != nil {
-				res.Status = store.DeploymentCanceled
-			}
-		case now.After(d.DeadlineAt.Add(s.cfg.UnreachableGrace)) && now.Sub(s.started) >= s.cfg.StartGrace:
-			res = store.DeploymentResult{Status: store.DeploymentFailed, FailureReason: optText("agent unreachable")}
-		default:
+		st, reason, ok := jobs.Overdue[store.DeploymentStatus](g, now, d.Status == store.DeploymentQueued, d.CancelRequestedAt != nil, d.DeadlineAt)
+		if !ok {
 			continue
 		}
+		res := store.DeploymentResult{Status: st, FailureReason: optText(reason)}
 		var done store.Deployment
 		err := s.st.InTx(ctx, func(tx *store.Store) error {
 			var err error
@@ -535,12 +487,7 @@ func optText(s string) *string {
 	return &s
 }
 
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
+func truncate(s string, n int) string { return jobs.Truncate(s, n) }
 
 func isSHA(s string) bool {
 	if len(s) < 4 || len(s) > 64 {
