@@ -392,10 +392,7 @@ func (m *Manager) reload(ctx context.Context) error {
 	logOff := m.errorLogSize()
 	// The workers running now: after the reload they must stop accepting
 	// before the new configuration is the only one answering.
-	var old workers
-	if _, pid, err := m.status(ctx); err == nil && pid > 0 {
-		old = snapshotWorkers(pid)
-	}
+	old := m.oldWorkers(ctx)
 	out, err := exec.CommandContext(ctx, m.cfg.NginxBin, m.nginxArgs("-s", "reload")...).CombinedOutput()
 	if err != nil {
 		msg := nginxMessage(out)
@@ -444,6 +441,18 @@ func (m *Manager) reload(ctx context.Context) error {
 			delay *= 2
 		}
 	}
+}
+
+// oldWorkers are nginx's workers before a reload, found through the one
+// that answers the status server or, when nginx runs a configuration
+// without it (the first change after the agent was installed, beside the
+// distribution's default site), through the sockets on our ports: its
+// workers may still listen there.
+func (m *Manager) oldWorkers(ctx context.Context) workers {
+	if _, pid, err := m.status(ctx); err == nil && pid > 0 {
+		return snapshotWorkers(pid)
+	}
+	return snapshotListeners(m.cfg.HTTPPort, m.cfg.HTTPSPort)
 }
 
 // statusGeneration asks the loopback status server, on a new connection

@@ -9,10 +9,13 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -43,6 +46,67 @@ func TestReloadWaitsForOldWorkers(t *testing.T) {
 	be := backend(t, "w")
 	e.apply(Site{App: "w", Upstream: be.URL, Domains: []Domain{{Host: "w.test"}}})
 	listening = listeningInodes()
+	for _, p := range old.procs {
+		if pp, start, ok := procStat(p.pid); ok && pp == old.master && start == p.start && holdsAny(p.pid, listening) {
+			t.Fatalf("old worker %d still holds a listening socket after Apply returned", p.pid)
+		}
+	}
+}
+
+// TestReloadFindsWorkersWithoutStatusServer: nginx runs a configuration
+// without the agent's status server (the first change after the agent was
+// installed, a distribution's default site on the port): the old workers
+// are found through their listening sockets, and Apply returns only once
+// none of them can accept a connection.
+func TestReloadFindsWorkersWithoutStatusServer(t *testing.T) {
+	e := newEnv(t)
+	// What the server ran before the agent: a default site answering 200
+	// for every host on the agent's port, and no status server.
+	if err := os.Remove(filepath.Join(e.cfg.SitesDir, baseFile)); err != nil {
+		t.Fatal(err)
+	}
+	def := fmt.Sprintf("server {\n    listen 127.0.0.1:%d default_server;\n    return 200 \"welcome\\n\";\n}\n", e.httpPort)
+	if err := os.WriteFile(filepath.Join(e.cfg.SitesDir, "default.conf"), []byte(def), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(e.cfg.NginxBin, "-p", e.cfg.NginxPrefix, "-c", e.cfg.NginxConf, "-e", e.errLog, "-g", "daemon off;")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for {
+		// Polled until nginx listens (refused before).
+		if resp, err := e.client().Get("http://any.test/"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			log, _ := os.ReadFile(e.errLog)
+			t.Fatalf("the default site never answered:\n%s", log)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if _, pid, err := e.m.status(ctx); err == nil && pid > 0 {
+		t.Fatalf("the default site answered as the status server (pid %d)", pid)
+	}
+	old := e.m.oldWorkers(ctx)
+	if old.master != cmd.Process.Pid || len(old.procs) != 2 { // worker_processes 2
+		t.Fatalf("old workers: %+v, want the 2 children of master %d", old, cmd.Process.Pid)
+	}
+	be := backend(t, "w")
+	e.apply(Site{App: "w", Upstream: be.URL, Domains: []Domain{{Host: "w.test"}}})
+	listening := listeningInodes()
 	for _, p := range old.procs {
 		if pp, start, ok := procStat(p.pid); ok && pp == old.master && start == p.start && holdsAny(p.pid, listening) {
 			t.Fatalf("old worker %d still holds a listening socket after Apply returned", p.pid)

@@ -41,6 +41,39 @@ func snapshotWorkers(workerPid int) workers {
 	if !ok || master <= 1 {
 		return workers{}
 	}
+	return childrenOf(master)
+}
+
+// snapshotListeners finds nginx's master through the processes holding a
+// listening socket on one of ports (the master and its workers all hold
+// them; the master is the one whose parent does not), and the master's
+// children. It reads every process's descriptors, so it is only the
+// fallback for when the status server does not answer.
+func snapshotListeners(ports ...int) workers {
+	inodes := listeningInodesOn(ports)
+	if len(inodes) == 0 {
+		return workers{}
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return workers{}
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() || !holdsAny(pid, inodes) {
+			continue
+		}
+		master := pid
+		if pp, _, ok := procStat(pid); ok && pp > 1 && holdsAny(pp, inodes) {
+			master = pp
+		}
+		return childrenOf(master)
+	}
+	return workers{}
+}
+
+// childrenOf lists master's children by pid and start time.
+func childrenOf(master int) workers {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return workers{}
@@ -115,7 +148,15 @@ func (w workers) waitStopped(ctx context.Context) error {
 
 // listeningInodes are the socket inodes in LISTEN state (TCP, IPv4 and
 // IPv6) of this network namespace.
-func listeningInodes() map[string]bool {
+func listeningInodes() map[string]bool { return listeningInodesOn(nil) }
+
+// listeningInodesOn is listeningInodes limited to the local ports given
+// (all ports when none are).
+func listeningInodesOn(ports []int) map[string]bool {
+	want := map[string]bool{}
+	for _, p := range ports {
+		want[fmt.Sprintf("%04X", p)] = true
+	}
 	set := map[string]bool{}
 	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
 		fh, err := os.Open(f)
@@ -127,7 +168,11 @@ func listeningInodes() map[string]bool {
 		for sc.Scan() {
 			// sl local rem st tx:rx tr:when retrnsmt uid timeout inode
 			fs := strings.Fields(sc.Text())
-			if len(fs) >= 10 && fs[3] == "0A" {
+			if len(fs) < 10 || fs[3] != "0A" {
+				continue
+			}
+			// local address "0100007F:1F90": the port is after the last ':'
+			if i := strings.LastIndexByte(fs[1], ':'); len(want) == 0 || (i >= 0 && want[fs[1][i+1:]]) {
 				set[fs[9]] = true
 			}
 		}

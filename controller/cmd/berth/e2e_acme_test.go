@@ -312,6 +312,11 @@ func TestDomainsACME(t *testing.T) {
 		return code == 200 && body == "shop v1\n"
 	})
 	firstHTTPS := time.Since(start)
+	// tls_status turns active when the certificate is installed, before
+	// the site job that serves it is queued; an HTTPS answer means that
+	// job exists. Until the agent reports it applied, nginx's old workers
+	// (plain HTTP, no redirect) may still answer.
+	e.waitSiteApplied(t, "shop")
 	benchOut(t, fmt.Sprintf(`## Domains: first HTTPS answer
 
 From `+"`berth domain add`"+` to the first HTTPS answer through nginx with a certificate from pebble

@@ -211,6 +211,30 @@ func (e *deployEnv) waitDomain(t *testing.T, host, what string, ok func(domainVi
 	return d
 }
 
+// waitSiteApplied waits until every site job of app has ended: the agent
+// reports a site applied only once nginx's old workers have stopped
+// accepting connections. Before that, during a reload, one request may be
+// answered by a new worker and the next by an old one, so a single answer
+// from the new configuration does not mean the old one is gone. The
+// caller makes sure the job it waits for is queued (a change whose RPC
+// queues it, or an answer that only the new site gives).
+func (e *deployEnv) waitSiteApplied(t *testing.T, app string) {
+	t.Helper()
+	waitFor(t, app+"'s site applied", 3*time.Minute, func() bool {
+		var jobs []struct {
+			Kind   string `json:"kind"`
+			Status string `json:"status"`
+		}
+		e.mustJSON(t, &jobs, "deployments", "list", app)
+		for _, j := range jobs {
+			if j.Kind == "site" && (j.Status == "queued" || j.Status == "dispatched" || j.Status == "running") {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // cliFails runs a command that must fail with one error line holding want.
 func (e *deployEnv) cliFails(t *testing.T, want string, args ...string) {
 	t.Helper()
@@ -273,15 +297,14 @@ func TestDomainsPlainHTTP(t *testing.T) {
 	}
 	// An upstream instead: the proxy headers reach it.
 	up := startEcho(t)
+	// The update queues the site job before it answers; once the agent
+	// reported it applied, every answer comes from the new site.
 	e.mustJSON(t, &app, "app", "update", "shop", "--upstream", up, "--static-root", "")
-	waitFor(t, "the upstream to serve shop", time.Minute, func() bool {
-		code, body, _ := n.get(t, "shop.example.test", "/hello")
-		return code == 200 && strings.Contains(body, `"host":"shop.example.test"`)
-	})
-	_, body, _ := n.get(t, "shop.example.test", "/hello")
+	e.waitSiteApplied(t, "shop")
+	code, body, _ := n.get(t, "shop.example.test", "/hello")
 	var echo map[string]string
-	if err := json.Unmarshal([]byte(body), &echo); err != nil || echo["proto"] != "http" || echo["xff"] == "" {
-		t.Fatalf("proxy headers: %q", body)
+	if err := json.Unmarshal([]byte(body), &echo); code != 200 || err != nil || echo["host"] != "shop.example.test" || echo["proto"] != "http" || echo["xff"] == "" {
+		t.Fatalf("the upstream through nginx: %d %q", code, body)
 	}
 
 	// Refusals: one clear error each, nothing stored.
