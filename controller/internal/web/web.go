@@ -246,10 +246,6 @@ func (s *Server) routes() []route {
 		{"POST /git-credentials/{name}/delete", s.page(s.credentialDelete)},
 	}
 	rs = append(rs, s.backupRoutes()...)
-	// Capabilities whose pages come with their own services.
-	for _, sec := range upcoming {
-		rs = append(rs, route{"GET " + sec.Path, s.page(s.upcomingPage(sec))})
-	}
 	return rs
 }
 
