@@ -1,4 +1,4 @@
--- 000035 backup schedule runs (issue 18 §3): the run key that makes a
+-- 000033 backup schedule runs (issue 18 §3): the run key that makes a
 -- schedule's tick run once whoever runs it, the agent-held runs, and
 -- automatic verification per schedule.
 
