@@ -6,7 +6,10 @@
 # --kind postgres --source DB --follow` timed from invocation to the stored
 # object) against the same pipeline by hand in one shell
 # (pg_dump -Fc -Z0 | zstd | age -r KEY > file), on this machine, in the same
-# run, alternating, best of BENCH_BACKUP_ROUNDS each. Both run pg_dump as the
+# run, alternating, BENCH_BACKUP_ROUNDS (5) rounds: best of each side, and the
+# median of the rounds' paired ratios (each round runs both back to back, so
+# a ratio compares the two under the same conditions; the median is robust to
+# a round disturbed by something else on the machine). Both run pg_dump as the
 # postgres system user over the same socket, and both fsync the stored file
 # before the clock stops (the agent does before it calls a backup stored).
 # The agent's peak RSS is its VmHWM from /proc/PID/status, read before the
@@ -17,7 +20,7 @@
 set -euo pipefail
 BIN=${BIN:-$(pwd)/.bin}
 ROWS=${BENCH_BACKUP_ROWS:-6000000}
-ROUNDS=${BENCH_BACKUP_ROUNDS:-3}
+ROUNDS=${BENCH_BACKUP_ROUNDS:-5}
 pgbin=$(dirname "$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
 work=$(mktemp -d /tmp/berthbk.XXXX)
 chmod 755 "$work"
@@ -114,6 +117,7 @@ shell_pipeline() {
   # Berth fsyncs the object before it calls it stored; so does this side.
   sync "$work/shell/dump.age"
 }
+declare -a round_shell round_berth round_shell_cpu round_berth_cpu
 shell_best=""; berth_best=""; shell_cpu=""; berth_cpu=""; berth_row_best=""
 run_shell() {
   rm -f "$work/shell/dump.age"
@@ -121,6 +125,7 @@ run_shell() {
   shell_size=$(stat -c %s "$work/shell/dump.age")
   if [ -z "$shell_best" ] || lt "$wall" "$shell_best"; then shell_best=$wall; fi
   if [ -z "$shell_cpu" ] || lt "$cpu" "$shell_cpu"; then shell_cpu=$cpu; fi
+  round_shell[$r]=$wall round_shell_cpu[$r]=$cpu
   echo "round $r: shell ${wall}s ${cpu} cpu-s" >&2
 }
 # Berth's CPU: the agent's own user + system seconds (from /proc/PID/stat,
@@ -140,6 +145,7 @@ run_berth() {
   if [ -z "$berth_best" ] || lt "$wall" "$berth_best"; then berth_best=$wall; fi
   if [ -z "$berth_cpu" ] || lt "$cpu" "$berth_cpu"; then berth_cpu=$cpu; fi
   if [ -z "$berth_row_best" ] || lt "$row" "$berth_row_best"; then berth_row_best=$row; fi
+  round_berth[$r]=$wall round_berth_cpu[$r]=$cpu
   echo "round $r: berth ${wall}s (row started->finished ${row}s) ${cpu} cpu-s, agent VmHWM $(hwm) kB" >&2
 }
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -155,6 +161,14 @@ mb() { calc %.1f "$1 / 1000000"; }
 rate() { calc %.1f "$raw_dump_bytes / $1 / 1000000"; }
 ratio=$(calc %.2f "$shell_best / $berth_best")
 cpu_ratio=$(calc %.2f "$shell_cpu / $berth_cpu")
+# Per round: the shell's seconds / Berth's (= Berth's throughput / the
+# shell's); the median of them, and the rounds in one line.
+ratios=() rounds_md=""
+for r in $(seq 1 "$ROUNDS"); do
+  ratios+=("$(calc %.3f "${round_shell[$r]} / ${round_berth[$r]}")")
+  rounds_md+="${rounds_md:+; }$r: shell $(printf '%.1f' "${round_shell[$r]}") s ($(printf '%.1f' "${round_shell_cpu[$r]}")), Berth $(printf '%.1f' "${round_berth[$r]}") s ($(printf '%.1f' "${round_berth_cpu[$r]}")), ratio ${ratios[-1]}"
+done
+median_ratio=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) printf "%.2f", v[(NR + 1) / 2]; else printf "%.2f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
 
 # Restore: Berth into a fresh database (it creates it) against by hand.
 c0=$(agent_cpu)
@@ -187,14 +201,17 @@ Berth's side is the product: \`berth serve\` on its embedded PostgreSQL, a \`ber
 on loopback, an app on that server, a local destination (a directory, like the shell pipeline's file), and
 \`berth backup run benchapp --destination vault --kind postgres --source bench --follow\` timed from invocation until
 the CLI has seen the backup succeed (queue, dispatch over the agent's stream, pg_dump, zstd, age, SHA-256,
-fsync, the stored row). Best of $ROUNDS rounds each, alternating which goes first. Database: $(mb "$db_bytes") MB
+fsync, the stored row). $ROUNDS rounds, each running both back to back, alternating which goes first. Database: $(mb "$db_bytes") MB
 (table $(mb "$table_bytes") MB, $ROWS rows, built in ${build_s}s); the uncompressed custom-format dump is $(mb "$raw_dump_bytes") MB.
 
 | backup | seconds | dump MB/s | CPU seconds (pg_dump included) | stored MB |
 |---|---|---|---|---|
 | \`pg_dump -Fc -Z0 \| zstd \| age -r KEY > file; sync file\` | $(printf '%.1f' "$shell_best") | $(rate "$shell_best") | $(printf '%.1f' "$shell_cpu") | $(mb "$shell_size") |
 | Berth, \`berth backup run ... --follow\` (agent: zstd, age, SHA-256, fsync, local destination) | $(printf '%.1f' "$berth_best") | $(rate "$berth_best") | $(printf '%.1f' "$berth_cpu") | $(mb "$size") |
-| ratio, Berth / shell (target at least 0.9 of the throughput) | | $ratio | $cpu_ratio (shell CPU / Berth CPU) | |
+| ratio, Berth / shell (target at least 0.9 of the throughput): best against best | | $ratio | $cpu_ratio (shell CPU / Berth CPU) | |
+| ratio, Berth / shell: median of the $ROUNDS rounds' paired ratios | | $median_ratio | | |
+
+The rounds (seconds, CPU seconds in brackets): $rounds_md.
 
 The backup's row (started_at to finished_at, from the agent taking the job to the object stored) took
 $(printf '%.0f' "$berth_row_best") s at best (whole seconds: the CLI prints the row's times to the second); the rest of the CLI's figure is queueing, dispatch and the CLI's own start.
