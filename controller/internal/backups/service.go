@@ -207,6 +207,7 @@ func (s *Service) Run(ctx context.Context, pool *pgxpool.Pool) {
 		s.fireSchedules(ctx)
 		if s.pruneDue(s.cfg.Now()) {
 			s.prune(ctx)
+			s.retryCleanups(ctx, s.fleet.Hub().Connected())
 		}
 		s.dispatch(ctx)
 		s.sweep(ctx)
