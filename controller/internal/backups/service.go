@@ -2,9 +2,9 @@
 // SFTP) with write-only credentials, the controller's age keyring, backup
 // jobs and the tasks that act on a stored object (verify, restore,
 // download, delete), test a destination (probe) or remove what an
-// unsucceeded backup left at its destination (cleanup, see cleanup.go). The gRPC API and the web
-// UI both call this service, so authorisation, validation and audit live
-// here once.
+// unsucceeded backup left at its destination (cleanup, see cleanup.go).
+// The gRPC API and the web UI both call this service, so authorisation,
+// validation and audit live here once.
 //
 // Backups and tasks run on the one job machinery of deployments: rows in
 // PostgreSQL with the same states and deadlines, sent to the server's agent
