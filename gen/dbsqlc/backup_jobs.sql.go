@@ -651,7 +651,7 @@ func (q *Queries) LockBackupEncryptionKeys(ctx context.Context) error {
 }
 
 const lockBackupSeq = `-- name: LockBackupSeq :one
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups WHERE id = $1 FOR UPDATE
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at FROM backups WHERE id = $1 FOR UPDATE
 `
 
 func (q *Queries) LockBackupSeq(ctx context.Context, id pgtype.UUID) (Backup, error) {
@@ -693,6 +693,9 @@ func (q *Queries) LockBackupSeq(ctx context.Context, id pgtype.UUID) (Backup, er
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
@@ -749,7 +752,7 @@ func (q *Queries) RecordBackupDeleteError(ctx context.Context, arg RecordBackupD
 const requestBackupDelete = `-- name: RequestBackupDelete :one
 UPDATE backups SET delete_requested_at = now(), delete_error = NULL
 WHERE id = $1 AND status IN ('succeeded', 'failed', 'canceled', 'timed_out')
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at
 `
 
 // Marks a finished backup as being deleted; the caller starts the delete
@@ -793,6 +796,9 @@ func (q *Queries) RequestBackupDelete(ctx context.Context, id pgtype.UUID) (Back
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
@@ -852,7 +858,7 @@ func (q *Queries) SetBackupConnectionEnv(ctx context.Context, arg SetBackupConne
 const setBackupEncryptionKey = `-- name: SetBackupEncryptionKey :one
 UPDATE backups SET encryption_key_id = $1
 WHERE id = $2 AND status = 'queued'
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at
 `
 
 type SetBackupEncryptionKeyParams struct {
@@ -900,6 +906,9 @@ func (q *Queries) SetBackupEncryptionKey(ctx context.Context, arg SetBackupEncry
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }

@@ -70,7 +70,7 @@ func (q *Queries) ClaimDueBackupSchedulesForServers(ctx context.Context, arg Cla
 }
 
 const claimRetentionDeletes = `-- name: ClaimRetentionDeletes :many
-SELECT b.id, b.app_id, b.app_name, b.server_id, b.backup_destination_id, b.backup_schedule_id, b.triggered_by, b.kind, b.source, b.status, b.object_key, b.compression, b.encryption_key_id, b.size_bytes, b.checksum_sha256, b.failure_reason, b.timeout_seconds, b.deadline_at, b.cancel_requested_at, b.queued_at, b.dispatched_at, b.started_at, b.finished_at, b.verified_at, b.verification_error, b.created_at, b.updated_at, b.connection_env, b.agent_seq, b.log_bytes, b.log_truncated, b.delete_requested_at, b.delete_error, b.scheduled_for, b.held FROM backups b
+SELECT b.id, b.app_id, b.app_name, b.server_id, b.backup_destination_id, b.backup_schedule_id, b.triggered_by, b.kind, b.source, b.status, b.object_key, b.compression, b.encryption_key_id, b.size_bytes, b.checksum_sha256, b.failure_reason, b.timeout_seconds, b.deadline_at, b.cancel_requested_at, b.queued_at, b.dispatched_at, b.started_at, b.finished_at, b.verified_at, b.verification_error, b.created_at, b.updated_at, b.connection_env, b.agent_seq, b.log_bytes, b.log_truncated, b.delete_requested_at, b.delete_error, b.scheduled_for, b.held, b.cleanup_status, b.cleanup_error, b.cleanup_at FROM backups b
 WHERE b.id IN (
     SELECT r.id
     FROM (SELECT x.id, x.created_at, row_number() OVER (ORDER BY x.id DESC) AS rn
@@ -158,6 +158,9 @@ func (q *Queries) ClaimRetentionDeletes(ctx context.Context, arg ClaimRetentionD
 			&i.DeleteError,
 			&i.ScheduledFor,
 			&i.Held,
+			&i.CleanupStatus,
+			&i.CleanupError,
+			&i.CleanupAt,
 		); err != nil {
 			return nil, err
 		}
@@ -170,7 +173,7 @@ func (q *Queries) ClaimRetentionDeletes(ctx context.Context, arg ClaimRetentionD
 }
 
 const getActiveBackupForSchedule = `-- name: GetActiveBackupForSchedule :one
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at FROM backups
 WHERE backup_schedule_id = $1 AND status IN ('queued', 'dispatched', 'running')
 ORDER BY id
 LIMIT 1
@@ -216,12 +219,15 @@ func (q *Queries) GetActiveBackupForSchedule(ctx context.Context, backupSchedule
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
 
 const getBackupByRunKey = `-- name: GetBackupByRunKey :one
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at FROM backups
 WHERE backup_schedule_id = $1 AND scheduled_for = $2
 `
 
@@ -269,6 +275,9 @@ func (q *Queries) GetBackupByRunKey(ctx context.Context, arg GetBackupByRunKeyPa
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
@@ -359,7 +368,7 @@ INSERT INTO backups (
     CASE WHEN $8::boolean THEN $13::timestamptz END
 )
 ON CONFLICT DO NOTHING
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at
 `
 
 type InsertScheduledBackupParams struct {
@@ -438,6 +447,9 @@ func (q *Queries) InsertScheduledBackup(ctx context.Context, arg InsertScheduled
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
@@ -572,7 +584,7 @@ UPDATE backups
 SET status = 'canceled', finished_at = now(), scheduled_for = NULL,
     failure_reason = $1
 WHERE id = $2 AND status IN ('queued', 'dispatched')
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at
 `
 
 type SupersedeScheduledBackupParams struct {
@@ -622,6 +634,9 @@ func (q *Queries) SupersedeScheduledBackup(ctx context.Context, arg SupersedeSch
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }

@@ -25,7 +25,7 @@ UPDATE backups u
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + u.timeout_seconds * interval '1 second'
 FROM next
 WHERE u.id = next.id AND u.status = 'queued'
-RETURNING u.id, u.app_id, u.app_name, u.server_id, u.backup_destination_id, u.backup_schedule_id, u.triggered_by, u.kind, u.source, u.status, u.object_key, u.compression, u.encryption_key_id, u.size_bytes, u.checksum_sha256, u.failure_reason, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.verified_at, u.verification_error, u.created_at, u.updated_at, u.connection_env, u.agent_seq, u.log_bytes, u.log_truncated, u.delete_requested_at, u.delete_error, u.scheduled_for, u.held
+RETURNING u.id, u.app_id, u.app_name, u.server_id, u.backup_destination_id, u.backup_schedule_id, u.triggered_by, u.kind, u.source, u.status, u.object_key, u.compression, u.encryption_key_id, u.size_bytes, u.checksum_sha256, u.failure_reason, u.timeout_seconds, u.deadline_at, u.cancel_requested_at, u.queued_at, u.dispatched_at, u.started_at, u.finished_at, u.verified_at, u.verification_error, u.created_at, u.updated_at, u.connection_env, u.agent_seq, u.log_bytes, u.log_truncated, u.delete_requested_at, u.delete_error, u.scheduled_for, u.held, u.cleanup_status, u.cleanup_error, u.cleanup_at
 `
 
 type ClaimQueuedBackupsParams struct {
@@ -81,6 +81,9 @@ func (q *Queries) ClaimQueuedBackups(ctx context.Context, arg ClaimQueuedBackups
 			&i.DeleteError,
 			&i.ScheduledFor,
 			&i.Held,
+			&i.CleanupStatus,
+			&i.CleanupError,
+			&i.CleanupAt,
 		); err != nil {
 			return nil, err
 		}
@@ -107,7 +110,7 @@ INSERT INTO backups (
     $13
 )
 ON CONFLICT (backup_schedule_id) WHERE status IN ('queued', 'dispatched', 'running') AND NOT held DO NOTHING
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at
 `
 
 type CreateBackupParams struct {
@@ -184,6 +187,9 @@ func (q *Queries) CreateBackup(ctx context.Context, arg CreateBackupParams) (Bac
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
@@ -204,7 +210,7 @@ const dispatchBackup = `-- name: DispatchBackup :one
 UPDATE backups
 SET status = 'dispatched', dispatched_at = now(), deadline_at = now() + timeout_seconds * interval '1 second'
 WHERE id = $1 AND status = 'queued'
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at
 `
 
 // queued -> dispatched.
@@ -247,6 +253,9 @@ func (q *Queries) DispatchBackup(ctx context.Context, id pgtype.UUID) (Backup, e
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
@@ -256,7 +265,7 @@ UPDATE backups
 SET status = $1, finished_at = coalesce($2::timestamptz, now()),
     failure_reason = coalesce($3, failure_reason)
 WHERE id = $4 AND status = ANY ($5::text[])
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at
 `
 
 type FinishBackupParams struct {
@@ -313,12 +322,15 @@ func (q *Queries) FinishBackup(ctx context.Context, arg FinishBackupParams) (Bac
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
 
 const getBackup = `-- name: GetBackup :one
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups WHERE id = $1
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at FROM backups WHERE id = $1
 `
 
 func (q *Queries) GetBackup(ctx context.Context, id pgtype.UUID) (Backup, error) {
@@ -360,12 +372,15 @@ func (q *Queries) GetBackup(ctx context.Context, id pgtype.UUID) (Backup, error)
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
 
 const getLatestSucceededBackupForApp = `-- name: GetLatestSucceededBackupForApp :one
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at FROM backups
 WHERE app_id = $1 AND status = 'succeeded'
 ORDER BY id DESC
 LIMIT 1
@@ -410,12 +425,15 @@ func (q *Queries) GetLatestSucceededBackupForApp(ctx context.Context, appID pgty
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
 
 const getLatestSucceededBackupForSchedule = `-- name: GetLatestSucceededBackupForSchedule :one
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at FROM backups
 WHERE backup_schedule_id = $1 AND status = 'succeeded'
 ORDER BY id DESC
 LIMIT 1
@@ -460,12 +478,15 @@ func (q *Queries) GetLatestSucceededBackupForSchedule(ctx context.Context, backu
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
 
 const listActiveBackupsForServer = `-- name: ListActiveBackupsForServer :many
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at FROM backups
 WHERE status IN ('dispatched', 'running') AND server_id = $1
 ORDER BY id
 `
@@ -515,6 +536,9 @@ func (q *Queries) ListActiveBackupsForServer(ctx context.Context, serverID pgtyp
 			&i.DeleteError,
 			&i.ScheduledFor,
 			&i.Held,
+			&i.CleanupStatus,
+			&i.CleanupError,
+			&i.CleanupAt,
 		); err != nil {
 			return nil, err
 		}
@@ -527,7 +551,7 @@ func (q *Queries) ListActiveBackupsForServer(ctx context.Context, serverID pgtyp
 }
 
 const listBackupRetentionCandidates = `-- name: ListBackupRetentionCandidates :many
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at FROM backups
 WHERE id IN (
     SELECT r.id
     FROM (SELECT b.id, b.created_at, row_number() OVER (ORDER BY b.id DESC) AS rn
@@ -595,6 +619,9 @@ func (q *Queries) ListBackupRetentionCandidates(ctx context.Context, arg ListBac
 			&i.DeleteError,
 			&i.ScheduledFor,
 			&i.Held,
+			&i.CleanupStatus,
+			&i.CleanupError,
+			&i.CleanupAt,
 		); err != nil {
 			return nil, err
 		}
@@ -607,7 +634,7 @@ func (q *Queries) ListBackupRetentionCandidates(ctx context.Context, arg ListBac
 }
 
 const listBackups = `-- name: ListBackups :many
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at FROM backups
 WHERE ($1::uuid IS NULL OR app_id = $1)
   AND ($2::uuid IS NULL OR server_id = $2)
   AND ($3::uuid IS NULL OR backup_destination_id = $3)
@@ -685,6 +712,9 @@ func (q *Queries) ListBackups(ctx context.Context, arg ListBackupsParams) ([]Bac
 			&i.DeleteError,
 			&i.ScheduledFor,
 			&i.Held,
+			&i.CleanupStatus,
+			&i.CleanupError,
+			&i.CleanupAt,
 		); err != nil {
 			return nil, err
 		}
@@ -697,7 +727,7 @@ func (q *Queries) ListBackups(ctx context.Context, arg ListBackupsParams) ([]Bac
 }
 
 const listOverdueBackups = `-- name: ListOverdueBackups :many
-SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held FROM backups
+SELECT id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at FROM backups
 WHERE status IN ('queued', 'dispatched', 'running') AND deadline_at < $1::timestamptz
 ORDER BY deadline_at
 LIMIT $2
@@ -753,6 +783,9 @@ func (q *Queries) ListOverdueBackups(ctx context.Context, arg ListOverdueBackups
 			&i.DeleteError,
 			&i.ScheduledFor,
 			&i.Held,
+			&i.CleanupStatus,
+			&i.CleanupError,
+			&i.CleanupAt,
 		); err != nil {
 			return nil, err
 		}
@@ -770,7 +803,7 @@ SET verified_at = CASE WHEN $1::text IS NULL
                        THEN coalesce($2::timestamptz, now()) ELSE verified_at END,
     verification_error = $1::text
 WHERE id = $3 AND status = 'succeeded'
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at
 `
 
 type RecordBackupVerificationParams struct {
@@ -820,6 +853,9 @@ func (q *Queries) RecordBackupVerification(ctx context.Context, arg RecordBackup
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
@@ -828,7 +864,7 @@ const requestBackupCancel = `-- name: RequestBackupCancel :one
 UPDATE backups
 SET cancel_requested_at = coalesce(cancel_requested_at, now())
 WHERE id = $1 AND status IN ('queued', 'dispatched', 'running')
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at
 `
 
 func (q *Queries) RequestBackupCancel(ctx context.Context, id pgtype.UUID) (Backup, error) {
@@ -870,6 +906,9 @@ func (q *Queries) RequestBackupCancel(ctx context.Context, id pgtype.UUID) (Back
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
@@ -878,7 +917,7 @@ const startBackup = `-- name: StartBackup :one
 UPDATE backups
 SET status = 'running', started_at = coalesce($1::timestamptz, now())
 WHERE id = $2 AND status = 'dispatched'
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at
 `
 
 type StartBackupParams struct {
@@ -926,6 +965,9 @@ func (q *Queries) StartBackup(ctx context.Context, arg StartBackupParams) (Backu
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }
@@ -936,7 +978,7 @@ SET status = 'succeeded', finished_at = coalesce($1::timestamptz, now()),
     object_key = $2, size_bytes = $3,
     checksum_sha256 = $4, encryption_key_id = $5
 WHERE id = $6 AND status = 'running'
-RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held
+RETURNING id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, triggered_by, kind, source, status, object_key, compression, encryption_key_id, size_bytes, checksum_sha256, failure_reason, timeout_seconds, deadline_at, cancel_requested_at, queued_at, dispatched_at, started_at, finished_at, verified_at, verification_error, created_at, updated_at, connection_env, agent_seq, log_bytes, log_truncated, delete_requested_at, delete_error, scheduled_for, held, cleanup_status, cleanup_error, cleanup_at
 `
 
 type SucceedBackupParams struct {
@@ -996,6 +1038,9 @@ func (q *Queries) SucceedBackup(ctx context.Context, arg SucceedBackupParams) (B
 		&i.DeleteError,
 		&i.ScheduledFor,
 		&i.Held,
+		&i.CleanupStatus,
+		&i.CleanupError,
+		&i.CleanupAt,
 	)
 	return i, err
 }

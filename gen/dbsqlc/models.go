@@ -194,6 +194,9 @@ type Backup struct {
 	DeleteError         *string
 	ScheduledFor        *time.Time
 	Held                bool
+	CleanupStatus       *string
+	CleanupError        *string
+	CleanupAt           *time.Time
 }
 
 type BackupDestination struct {

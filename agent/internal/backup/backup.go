@@ -261,18 +261,28 @@ func Open(ctx context.Context, o Object) (io.ReadCloser, error) {
 	return &closeBoth{ReadCloser: rc, after: st.close}, nil
 }
 
-// Delete removes key from d. A key that is already gone is not an error, so
-// that a retried delete succeeds.
-func Delete(ctx context.Context, d Destination, key string) error {
+// Delete removes key from d, and everything an interrupted upload of key
+// left there (its temporary files on a local or SFTP destination, its
+// unfinished multipart uploads on S3); it returns how many such leftovers
+// it removed. Keys are unique per backup, so nothing of another backup is
+// touched. A key that is already gone, or has no leftovers, is not an
+// error, so that a retried delete succeeds.
+func Delete(ctx context.Context, d Destination, key string) (leftovers int, err error) {
 	if err := checkKey(key); err != nil {
-		return err
+		return 0, err
 	}
 	st, err := openStore(ctx, d)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer st.close()
-	return st.remove(ctx, key)
+	// Leftovers first: an upload still finishing elsewhere then fails at
+	// its rename or completion instead of leaving an object behind the
+	// remove below.
+	if leftovers, err = st.removeLeftovers(ctx, key); err != nil {
+		return leftovers, err
+	}
+	return leftovers, st.remove(ctx, key)
 }
 
 type closeBoth struct {

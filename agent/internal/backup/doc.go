@@ -46,6 +46,13 @@
 // only when complete and removed otherwise. Canceling the context kills the
 // dump's whole process group (TERM, then KILL).
 //
+// A process that dies (kill -9, a crash, power loss) cannot clean up: it
+// leaves KEY.partial-<16 hex> on a local or SFTP destination, or an
+// unfinished multipart upload of KEY on S3. [Delete] of KEY removes those
+// too, and only those (keys are unique per backup): the controller queues
+// such a delete as the cleanup of every backup that ended without
+// succeeding after it was sent to an agent.
+//
 // Credentials (S3 keys, SFTP passwords and keys, database passwords) live
 // only in memory: they are handed to child processes through their
 // environment (PGPASSWORD, MYSQL_PWD), never on a command line, never in a

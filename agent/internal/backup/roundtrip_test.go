@@ -131,13 +131,13 @@ func TestPostgresConnectionURLToS3(t *testing.T) {
 		t.Fatalf("wrong password: %v", err)
 	}
 	checkNoSecrets(t, []string{pw, "wrong-pw-9090", identity, testSecretKey}, log.String(), err.Error())
-	if err := Delete(ctx, dest, res.Key); err != nil {
+	if _, err := Delete(ctx, dest, res.Key); err != nil {
 		t.Fatal(err)
 	}
 	if keys := s3.keys(t, "backups"); len(keys) != 0 {
 		t.Fatalf("after delete the bucket holds %v", keys)
 	}
-	if err := Delete(ctx, dest, res.Key); err != nil {
+	if _, err := Delete(ctx, dest, res.Key); err != nil {
 		t.Fatalf("deleting a deleted key again: %v", err)
 	}
 }
@@ -208,7 +208,7 @@ func TestMySQLRoundTripSFTP(t *testing.T) {
 	if n, sum := hashAll(t, rc); n != res2.Size || sum != res2.SHA256 {
 		t.Errorf("Open: %d bytes %s, want %d %s", n, sum, res2.Size, res2.SHA256)
 	}
-	if err := Delete(ctx, srv.passwordDest(), res2.Key); err != nil {
+	if _, err := Delete(ctx, srv.passwordDest(), res2.Key); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(srv.dir, res2.Key)); !os.IsNotExist(err) {
@@ -277,16 +277,16 @@ func TestDirectoryRoundTrip(t *testing.T) {
 	if got, want := treeDigest(t, target), treeDigest(t, src); got != want {
 		t.Fatalf("restored (force) tree differs:\n got:\n%s\nwant:\n%s", got, want)
 	}
-	if err := Delete(ctx, dest, res.Key); err != nil {
+	if _, err := Delete(ctx, dest, res.Key); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dest.Path, res.Key)); !os.IsNotExist(err) {
 		t.Fatalf("after Delete: %v", err)
 	}
-	if err := Delete(ctx, dest, res.Key); err != nil {
+	if _, err := Delete(ctx, dest, res.Key); err != nil {
 		t.Fatalf("deleting a deleted key again: %v", err)
 	}
-	if err := Delete(ctx, dest, "../outside"); err == nil {
+	if _, err := Delete(ctx, dest, "../outside"); err == nil {
 		t.Fatal("Delete accepted a key leaving the destination")
 	}
 }

@@ -145,3 +145,30 @@ func (s *s3Store) remove(ctx context.Context, key string) error {
 	}
 	return nil
 }
+
+// removeLeftovers aborts the unfinished multipart uploads of exactly
+// prefix+key: a killed agent never aborted its upload, and the provider
+// keeps (and bills) its parts until someone does. The listing is by
+// prefix, so each upload's name is compared whole: another key that
+// merely starts with this one is never touched.
+func (s *s3Store) removeLeftovers(ctx context.Context, key string) (int, error) {
+	name := s.prefix + key
+	core := minio.Core{Client: s.c}
+	n := 0
+	for u := range s.c.ListIncompleteUploads(ctx, s.d.Bucket, name, true) {
+		if u.Err != nil {
+			return n, s.wrap("list unfinished uploads of "+key, u.Err)
+		}
+		if u.Key != name || u.UploadID == "" {
+			continue
+		}
+		if err := core.AbortMultipartUpload(ctx, s.d.Bucket, name, u.UploadID); err != nil {
+			if minio.ToErrorResponse(err).Code == "NoSuchUpload" {
+				continue // aborted or completed meanwhile
+			}
+			return n, s.wrap("abort unfinished upload of "+key, err)
+		}
+		n++
+	}
+	return n, nil
+}

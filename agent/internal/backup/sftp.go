@@ -254,3 +254,32 @@ func (s *sftpStore) remove(_ context.Context, key string) error {
 	}
 	return s.wrap("remove "+key, err)
 }
+
+// removeLeftovers removes key's temporary files on the server. ReadDir
+// reports each entry as lstat does, so a symlink with such a name is seen
+// as a symlink and left alone; only regular files go.
+func (s *sftpStore) removeLeftovers(_ context.Context, key string) (int, error) {
+	dir := path.Dir(s.full(key))
+	ents, err := s.c.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, s.wrap("list "+dir, err)
+	}
+	n := 0
+	for _, e := range ents {
+		if !isPartialOf(e.Name(), key) || !e.Mode().IsRegular() {
+			continue
+		}
+		err := s.c.Remove(path.Join(dir, e.Name()))
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, fs.ErrNotExist):
+		default:
+			return n, s.wrap("remove "+path.Join(dir, e.Name()), err)
+		}
+	}
+	return n, nil
+}

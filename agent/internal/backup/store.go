@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -22,6 +23,10 @@ type store interface {
 	get(ctx context.Context, key string) (io.ReadCloser, error)
 	// remove deletes key; a missing key is not an error.
 	remove(ctx context.Context, key string) error
+	// removeLeftovers deletes what an interrupted upload of key left
+	// behind (a temporary file, an unfinished multipart upload) and says
+	// how many it removed; none is not an error.
+	removeLeftovers(ctx context.Context, key string) (int, error)
 	// checkAbsent fails when key already holds an object: a backup never
 	// replaces another.
 	checkAbsent(ctx context.Context, key string) error
@@ -57,10 +62,29 @@ func describeDest(d Destination) string {
 	return d.Kind
 }
 
+const partialMark = ".partial-"
+
 func tempSuffix() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return ".partial-" + hex.EncodeToString(b[:])
+	return partialMark + hex.EncodeToString(b[:])
+}
+
+// isPartialOf reports whether name (a file name, no directory) is one of
+// key's temporary upload names: exactly base(key) + ".partial-" + 16
+// lowercase hex digits, as tempSuffix makes them. Nothing else in the
+// directory is ever touched by a cleanup, whatever it is called.
+func isPartialOf(name, key string) bool {
+	rest, ok := strings.CutPrefix(name, path.Base(key)+partialMark)
+	if !ok || len(rest) != 16 {
+		return false
+	}
+	for _, c := range rest {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // localStore is a directory on this server, reached through an os.Root so
@@ -164,4 +188,39 @@ func (l *localStore) remove(_ context.Context, key string) error {
 		return nil
 	}
 	return l.wrap("remove "+key, err)
+}
+
+// removeLeftovers removes key's temporary files (a killed agent leaves
+// them: its deferred remove never ran). Through the os.Root, so no name
+// leaves the destination, and only regular files: a symlink or directory
+// that happens to have such a name is left alone, never followed.
+func (l *localStore) removeLeftovers(_ context.Context, key string) (int, error) {
+	dir := path.Dir(key)
+	d, err := l.root.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, l.wrap("open "+dir, err)
+	}
+	ents, err := d.ReadDir(-1)
+	d.Close()
+	if err != nil {
+		return 0, l.wrap("list "+dir, err)
+	}
+	n := 0
+	for _, e := range ents {
+		if !isPartialOf(e.Name(), key) || !e.Type().IsRegular() {
+			continue
+		}
+		err := l.root.Remove(path.Join(dir, e.Name()))
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, fs.ErrNotExist):
+		default:
+			return n, l.wrap("remove "+path.Join(dir, e.Name()), err)
+		}
+	}
+	return n, nil
 }

@@ -167,7 +167,11 @@ func (j *job) backupJob(ctx context.Context, res *Result) error {
 		})
 	case KindBackupDelete:
 		return j.step(ctx, StepDelete, res, func() error {
-			if err := backup.Delete(ctx, b.Dest, obj.Key); err != nil {
+			n, err := backup.Delete(ctx, b.Dest, obj.Key)
+			if n > 0 {
+				j.log.printf("removed %d leftover(s) of an interrupted upload of %s", n, obj.Key)
+			}
+			if err != nil {
 				return err
 			}
 			j.log.printf("deleted %s", obj.Key)

@@ -188,7 +188,15 @@ type Spec struct {
 // runs queue behind each other but never behind a deploy.
 func (s *Spec) busyKey() string {
 	if s.Kind.IsBackup() {
-		// Backups run beside the app's jobs and each other.
+		// Backups run beside the app's jobs and each other. A backup and
+		// a delete of the same object key hold that key: a delete (the
+		// cleanup of a backup the controller gave up on) waits for the
+		// backup still running here to end, so it never removes a
+		// temporary file or multipart upload that the backup then turns
+		// into an object nobody calls good.
+		if (s.Kind == KindBackup || s.Kind == KindBackupDelete) && s.Backup != nil && s.Backup.Object.Key != "" {
+			return "backup-object/" + s.Backup.Object.Key
+		}
 		return "backup/" + s.DeploymentID
 	}
 	if s.Kind == KindSchedule {

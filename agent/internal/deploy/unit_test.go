@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/berthhq/berth/agent/internal/backup"
 )
 
 func TestRedactor(t *testing.T) {
@@ -176,4 +178,27 @@ func TestWriteStateInPlace(t *testing.T) {
 		t.Fatalf("a small state after a large one: prev_target %q, %d bytes, inode %d (was %d)", st.PrevTarget, n5, ino5, ino4)
 	}
 	j.closeStateLocked()
+}
+
+// A backup and the delete (the controller's cleanup) of the same object
+// key hold one busy key, so the delete waits for a backup still running
+// here; other jobs of that backup, and other keys, run beside them.
+func TestBackupObjectBusyKey(t *testing.T) {
+	spec := func(id string, k Kind, key string) *Spec {
+		return &Spec{DeploymentID: id, Kind: k, Backup: &BackupJob{Object: backup.Object{Key: key}}}
+	}
+	b := spec("01A", KindBackup, "app/1.tar.zst.age")
+	if got, want := spec("01B", KindBackupDelete, "app/1.tar.zst.age").busyKey(), b.busyKey(); got != want {
+		t.Errorf("delete of the key holds %q, the backup %q", got, want)
+	}
+	for _, other := range []*Spec{
+		spec("01C", KindBackupDelete, "app/2.tar.zst.age"),
+		spec("01D", KindBackupVerify, "app/1.tar.zst.age"),
+		spec("01E", KindBackupDownload, "app/1.tar.zst.age"),
+		spec("01F", KindBackupProbe, ""),
+	} {
+		if other.busyKey() == b.busyKey() {
+			t.Errorf("%s job %s holds the backup's key %q", other.Kind, other.DeploymentID, b.busyKey())
+		}
+	}
 }

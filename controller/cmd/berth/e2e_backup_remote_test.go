@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/xml"
 	"fmt"
 	"io"
 	"net/http"
@@ -97,6 +98,7 @@ func fakeS3Gated(t *testing.T, gate *s3Gate, buckets ...string) (string, *s3mem.
 		}
 	}
 	h := gofakes3.New(be, gofakes3.WithTimeSkewLimit(0)).Server()
+	fakeS3Handlers.Store(be, h)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if code := checkSigV4(r); code != "" {
 			w.Header().Set("Content-Type", "application/xml")
@@ -122,6 +124,39 @@ func fakeS3Gated(t *testing.T, gate *s3Gate, buckets ...string) (string, *s3mem.
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL, be
+}
+
+// fakeS3Handlers: each fake server's gofakes3 handler by its backend, so
+// a test can ask it what only the S3 API tells (unfinished multipart
+// uploads) without signing a request.
+var fakeS3Handlers sync.Map // *s3mem.Backend -> http.Handler
+
+// incompleteUploads lists the keys of bucket's unfinished multipart
+// uploads (S3's ListMultipartUploads, answered by gofakes3 itself).
+func incompleteUploads(t *testing.T, be *s3mem.Backend, bucket string) []string {
+	t.Helper()
+	h, ok := fakeS3Handlers.Load(be)
+	if !ok {
+		t.Fatal("not a fake S3 backend")
+	}
+	rec := httptest.NewRecorder()
+	h.(http.Handler).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/"+bucket+"?uploads", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("list multipart uploads: %d %s", rec.Code, rec.Body)
+	}
+	var res struct {
+		Uploads []struct {
+			Key string `xml:"Key"`
+		} `xml:"Upload"`
+	}
+	if err := xml.Unmarshal(rec.Body.Bytes(), &res); err != nil {
+		t.Fatalf("list multipart uploads: %v: %s", err, rec.Body)
+	}
+	var keys []string
+	for _, u := range res.Uploads {
+		keys = append(keys, u.Key)
+	}
+	return keys
 }
 
 // checkSigV4 returns an S3 error code when r is not signed with the test
@@ -433,6 +468,27 @@ func TestBackupKilledAgentAndController(t *testing.T) {
 	}
 	if strings.Contains(e.agent.logs.String(), `"job started","job":"`+b.ID+`"`) {
 		t.Fatalf("the restarted agent ran the interrupted backup again")
+	}
+	// The killed agent never aborted its multipart upload; the backup's
+	// cleanup task (followed to its end) does.
+	var shown backupShow
+	if code := e.backupJSON(t, "", &shown, "backup", "show", b.ID); code != 0 {
+		t.Fatalf("show %s: %d", b.ID, code)
+	}
+	cleaned := false
+	for _, tk := range shown.Tasks {
+		if tk.Kind == "cleanup" {
+			if r := e.cli(t, "", "backup", "logs", tk.ID, "--follow"); r.code != 0 {
+				t.Fatalf("cleanup task: %+v", r)
+			}
+			cleaned = true
+		}
+	}
+	if !cleaned {
+		t.Fatalf("no cleanup task for the interrupted backup: %+v", shown)
+	}
+	if keys := incompleteUploads(t, be, "berth-backups"); len(keys) != 0 {
+		t.Fatalf("unfinished multipart uploads after the cleanup: %v", keys)
 	}
 
 	// The controller dies mid-upload; the backup goes on without it.

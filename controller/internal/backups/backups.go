@@ -379,8 +379,10 @@ func (s *Service) Restore(ctx context.Context, pr *auth.Principal, peer Peer, r 
 }
 
 // Delete deletes a backup (admin): a finished backup without an object
-// goes at once; a stored object is deleted by a job first, then the row.
-// A failed delete keeps the row with delete_error.
+// goes at once; a stored object is deleted by a job first, then the row;
+// an unsucceeded backup that reached an agent is cleaned up first (its
+// pending cleanup, or a new one), then the row. A failed delete keeps the
+// row with delete_error.
 func (s *Service) Delete(ctx context.Context, pr *auth.Principal, peer Peer, ref string) (*store.BackupTask, error) {
 	if err := require(pr, store.ScopeAdmin); err != nil {
 		return nil, err
@@ -396,9 +398,15 @@ func (s *Service) Delete(ctx context.Context, pr *auth.Principal, peer Peer, ref
 	if !b.Status.Finished() {
 		return nil, fmt.Errorf("%w: backup %s is %s; cancel it first", ErrRefused, b.ID, b.Status)
 	}
+	if b.Status != store.BackupSucceeded && needsCleanup(b) && b.CleanupStatus != store.CleanupDone && b.ServerID != nil {
+		// What it may have left at the destination goes first (its
+		// cleanup, queued again if it failed or never ran), then the row.
+		return s.deleteAfterCleanup(ctx, pr, peer, b)
+	}
 	if b.Status != store.BackupSucceeded || b.ObjectKey == nil {
-		// No row calls anything stored good: nothing to delete remotely.
-		// A failed backup's partial upload was aborted by the agent.
+		// No row calls anything stored good, and nothing is left at the
+		// destination: never dispatched, cleaned up, or its server (the
+		// only way there) was removed.
 		err := s.st.InTx(ctx, func(tx *store.Store) error {
 			if err := tx.DeleteBackup(ctx, b.ID); err != nil {
 				return err
@@ -416,6 +424,44 @@ func (s *Service) Delete(ctx context.Context, pr *auth.Principal, peer Peer, ref
 		return nil, err
 	}
 	return &t, nil
+}
+
+// deleteAfterCleanup marks an unsucceeded backup for deletion once its
+// cleanup is done and returns the cleanup task: the pending one, or a new
+// one when the last failed (or none ran, for a backup older than cleanups).
+func (s *Service) deleteAfterCleanup(ctx context.Context, pr *auth.Principal, peer Peer, b store.Backup) (*store.BackupTask, error) {
+	var t *store.BackupTask
+	err := s.st.InTx(ctx, func(tx *store.Store) error {
+		cur, err := tx.RequestBackupDelete(ctx, b.ID)
+		if err != nil {
+			return err
+		}
+		if cur.CleanupStatus == store.CleanupPending {
+			ts, err := tx.BackupTasks(ctx, b.ID, 50)
+			if err != nil {
+				return err
+			}
+			for i := range ts {
+				if ts[i].Kind == store.TaskCleanup && !ts[i].Status.Finished() {
+					t = &ts[i]
+					break
+				}
+			}
+		} else if t, err = s.queueCleanup(ctx, tx, cur, pr, peer, cur.CleanupStatus == store.CleanupFailed); err != nil {
+			return err
+		}
+		if t == nil {
+			return fmt.Errorf("%w: backup %s: its cleanup is %s but has no running task", ErrRefused, b.ID, cur.CleanupStatus)
+		}
+		s.activity(ctx, tx, pr, peer, kind.BackupDeleteRequested, "backup", b.ID, b.AppName,
+			map[string]any{"task": t.ID.String(), "status": string(b.Status), "after": "cleanup"})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.notify(ctx, "dispatch")
+	return t, nil
 }
 
 // queueTask creates a task for a stored backup on its server.

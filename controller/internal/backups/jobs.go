@@ -32,6 +32,9 @@ const (
 var taskKinds = map[store.BackupTaskKind]string{
 	store.TaskVerify: KindVerify, store.TaskRestore: KindRestore, store.TaskDownload: KindDownload,
 	store.TaskProbe: KindProbe, store.TaskDelete: KindDelete,
+	// A cleanup is the agent's delete of the backup's key: the object if
+	// any, and the key's leftovers (see cleanup.go).
+	store.TaskCleanup: KindDelete,
 }
 
 // dispatch sends the queued backups and tasks of the agents connected here.
@@ -45,7 +48,7 @@ func (s *Service) dispatch(ctx context.Context) {
 		s.log.Error("claim queued backups", "err", err)
 	}
 	for _, b := range bs {
-		s.sendBackup(ctx, b)
+		s.sendBackup(ctx, b, false)
 		s.notify(ctx, "log:"+b.ID.String())
 	}
 	ts, err := s.st.ClaimQueuedBackupTasks(ctx, servers, 100)
@@ -195,6 +198,18 @@ func (s *Service) taskStart(ctx context.Context, t store.BackupTask) (*agentv1.J
 	if err != nil {
 		return nil, err
 	}
+	if t.Kind == store.TaskCleanup {
+		// The key the backup was given; nothing there is called good.
+		if b.Status == store.BackupSucceeded || !b.Status.Finished() {
+			return nil, fmt.Errorf("%w: backup %s is %s; only an unsucceeded backup is cleaned up", ErrRefused, b.ID, b.Status)
+		}
+		js.AppName = b.AppName
+		if b.AppID != nil {
+			js.AppId = b.AppID.String()
+		}
+		js.Backup.Object = &agentv1.BackupObject{Key: objectKey(b), Kind: string(b.Kind)}
+		return js, nil
+	}
 	if b.ObjectKey == nil || b.SizeBytes == nil {
 		return nil, fmt.Errorf("%w: backup %s has no stored object", ErrRefused, b.ID)
 	}
@@ -224,15 +239,16 @@ func (s *Service) taskStart(ctx context.Context, t store.BackupTask) (*agentv1.J
 }
 
 // sendBackup sends a backup's JobStart (and its cancel) to its agent. A job
-// that cannot be built fails at once with the reason.
-func (s *Service) sendBackup(ctx context.Context, b store.Backup) {
+// that cannot be built fails at once with the reason; resent says an agent
+// may have it already (and so needs its cleanup).
+func (s *Service) sendBackup(ctx context.Context, b store.Backup, resent bool) {
 	if b.ServerID == nil {
-		s.failUnbuildable(ctx, Job{Backup: &b}, errServerRemoved)
+		s.failUnbuildable(ctx, Job{Backup: &b}, errServerRemoved, resent)
 		return
 	}
 	js, err := s.backupStart(ctx, b)
 	if err != nil {
-		s.failUnbuildable(ctx, Job{Backup: &b}, err)
+		s.failUnbuildable(ctx, Job{Backup: &b}, err, resent)
 		return
 	}
 	s.sendJob(*b.ServerID, js, b.CancelRequestedAt != nil)
@@ -240,18 +256,18 @@ func (s *Service) sendBackup(ctx context.Context, b store.Backup) {
 
 func (s *Service) sendTask(ctx context.Context, t store.BackupTask) {
 	if t.ServerID == nil {
-		s.failUnbuildable(ctx, Job{Task: &t}, errServerRemoved)
+		s.failUnbuildable(ctx, Job{Task: &t}, errServerRemoved, false)
 		return
 	}
 	if t.Kind == store.TaskDownload && !s.downloadWaiting(t.ID) {
 		// The client that asked went away (or asked another controller):
 		// nobody would read the bytes.
-		s.failUnbuildable(ctx, Job{Task: &t}, fmt.Errorf("%w: the download's client is gone", ErrRefused))
+		s.failUnbuildable(ctx, Job{Task: &t}, fmt.Errorf("%w: the download's client is gone", ErrRefused), false)
 		return
 	}
 	js, err := s.taskStart(ctx, t)
 	if err != nil {
-		s.failUnbuildable(ctx, Job{Task: &t}, err)
+		s.failUnbuildable(ctx, Job{Task: &t}, err, false)
 		return
 	}
 	s.sendJob(*t.ServerID, js, t.CancelRequestedAt != nil)
@@ -276,11 +292,14 @@ func safeReason(err error) string {
 	}
 }
 
-func (s *Service) failUnbuildable(ctx context.Context, j Job, cause error) {
+// failUnbuildable fails a job that could not be built. A backup just
+// claimed never reached an agent and needs no cleanup; one re-sent
+// (sent) may be running there.
+func (s *Service) failUnbuildable(ctx context.Context, j Job, cause error, sent bool) {
 	reason := "could not prepare the job: " + safeReason(cause)
 	s.log.Error("dispatch: build backup job", "job", jobID(j).String(), "err", cause)
 	err := s.st.InTx(ctx, func(tx *store.Store) error {
-		return s.end(ctx, tx, j, store.BackupResult{Status: store.BackupFailed, FailureReason: &reason}, nil, store.ActorSystem, "system")
+		return s.endJob(ctx, tx, j, store.BackupResult{Status: store.BackupFailed, FailureReason: &reason}, nil, store.ActorSystem, "system", sent)
 	})
 	if err == nil {
 		s.notify(ctx, "log:"+jobID(j).String())
@@ -302,7 +321,7 @@ func (s *Service) AgentConnected(ctx context.Context, serverID store.ID) {
 		s.log.Error("list active backups", "server_id", serverID.String(), "err", err)
 	}
 	for _, b := range bs {
-		s.sendBackup(ctx, b)
+		s.sendBackup(ctx, b, true)
 	}
 	ts, err := s.st.ActiveBackupTasksForServer(ctx, serverID)
 	if err != nil {
@@ -458,9 +477,15 @@ func (s *Service) finish(ctx context.Context, tx *store.Store, serverID store.ID
 }
 
 // end records a job's end in tx, with what it means (a verification, a
-// check of the destination, a deleted row), its notification and its
-// activity.
+// check of the destination, a deleted row, a cleanup to queue), its
+// notification and its activity.
 func (s *Service) end(ctx context.Context, tx *store.Store, j store.BackupJob, res store.BackupResult, obj *store.BackupObject, actorType store.ActorType, actor string) error {
+	return s.endJob(ctx, tx, j, res, obj, actorType, actor, true)
+}
+
+// endJob is end; cleanup false: the backup certainly never reached an
+// agent, so it left nothing to clean up.
+func (s *Service) endJob(ctx context.Context, tx *store.Store, j store.BackupJob, res store.BackupResult, obj *store.BackupObject, actorType store.ActorType, actor string, cleanup bool) error {
 	if j.Backup != nil {
 		var done store.Backup
 		var err error
@@ -491,6 +516,11 @@ func (s *Service) end(ctx context.Context, tx *store.Store, j store.BackupJob, r
 		s.systemActivity(ctx, tx, actorType, actor, "backup."+string(done.Status), "backup", done.ID, done.AppName, changes)
 		if err := s.afterScheduledRun(ctx, tx, done); err != nil {
 			return err
+		}
+		if cleanup && needsCleanup(done) {
+			if _, err := s.queueCleanup(ctx, tx, done, nil, Peer{}, false); err != nil {
+				return err
+			}
 		}
 		return s.publishBackup(ctx, tx, done)
 	}
@@ -527,6 +557,10 @@ func (s *Service) end(ctx context.Context, tx *store.Store, j store.BackupJob, r
 					return err
 				}
 			}
+		}
+	case store.TaskCleanup:
+		if err := s.cleanupEnded(ctx, tx, t, done, actorType, actor); err != nil {
+			return err
 		}
 	case store.TaskDelete:
 		if t.BackupID != nil {

@@ -1,9 +1,10 @@
 // Package backups is the backups capability: destinations (local, S3,
 // SFTP) with write-only credentials, the controller's age keyring, backup
 // jobs and the tasks that act on a stored object (verify, restore,
-// download, delete) or test a destination (probe). The gRPC API and the web
-// UI both call this service, so authorisation, validation and audit live
-// here once.
+// download, delete), test a destination (probe) or remove what an
+// unsucceeded backup left at its destination (cleanup, see cleanup.go).
+// The gRPC API and the web UI both call this service, so authorisation,
+// validation and audit live here once.
 //
 // Backups and tasks run on the one job machinery of deployments: rows in
 // PostgreSQL with the same states and deadlines, sent to the server's agent
@@ -63,7 +64,8 @@ type Config struct {
 	Tick             time.Duration
 	// RetentionEvery: how often schedules' retention is applied besides
 	// after each scheduled backup (default 1m); DeleteRetryAfter: how long
-	// after a failed delete retention queues it again (default 10m).
+	// after a failed delete retention queues it again, and after a failed
+	// cleanup (cleanup.go) it is queued again (default 10m).
 	RetentionEvery   time.Duration
 	DeleteRetryAfter time.Duration
 	Now              func() time.Time
@@ -207,6 +209,7 @@ func (s *Service) Run(ctx context.Context, pool *pgxpool.Pool) {
 		s.fireSchedules(ctx)
 		if s.pruneDue(s.cfg.Now()) {
 			s.prune(ctx)
+			s.retryCleanups(ctx, s.fleet.Hub().Connected())
 		}
 		s.dispatch(ctx)
 		s.sweep(ctx)

@@ -47,7 +47,8 @@ func backupJSON(b *adminv1.Backup) map[string]any {
 		"started_at": tsOrNil(b.GetStartedAt()), "finished_at": tsOrNil(b.GetFinishedAt()), "deadline_at": tsOrNil(b.GetDeadlineAt()),
 		"cancel_requested": b.GetCancelRequested(), "verified_at": tsOrNil(b.GetVerifiedAt()), "verification_error": b.GetVerificationError(),
 		"delete_requested_at": tsOrNil(b.GetDeleteRequestedAt()), "delete_error": b.GetDeleteError(), "log_bytes": b.GetLogBytes(),
-		"log_truncated": b.GetLogTruncated(), "scheduled_for": tsOrNil(b.GetScheduledFor()), "held": b.GetHeld()}
+		"log_truncated": b.GetLogTruncated(), "scheduled_for": tsOrNil(b.GetScheduledFor()), "held": b.GetHeld(),
+		"cleanup_status": b.GetCleanupStatus(), "cleanup_error": b.GetCleanupError(), "cleanup_at": tsOrNil(b.GetCleanupAt())}
 }
 
 func backupTaskJSON(t *adminv1.BackupTask) map[string]any {
@@ -519,6 +520,14 @@ func (a *app) backupShowCmd() *cobra.Command {
 					if v != "" {
 						fmt.Fprintf(tw, "%s\t%s\n", k, v)
 					}
+				}
+				if cs := b.GetCleanupStatus(); cs != "" {
+					// What the unsucceeded backup may have left at the
+					// destination: pending, done, or failed: reason.
+					if e := b.GetCleanupError(); cs == "failed" && e != "" {
+						cs += ": " + e
+					}
+					fmt.Fprintf(tw, "cleanup\t%s\n", cs)
 				}
 				for _, t := range res.GetTasks() {
 					fmt.Fprintf(tw, "task\t%s %s %s %s\n", t.GetId(), t.GetKind(), t.GetStatus(), t.GetFailureReason())

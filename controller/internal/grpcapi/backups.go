@@ -79,6 +79,7 @@ func backupPB(b store.Backup, dest string) *adminv1.Backup {
 		DeadlineAt: timestamppb.New(b.DeadlineAt), CancelRequested: b.CancelRequestedAt != nil, VerifiedAt: optTS(b.VerifiedAt),
 		VerificationError: deref(b.VerificationError), DeleteRequestedAt: optTS(b.DeleteRequestedAt), DeleteError: deref(b.DeleteError),
 		LogBytes: b.LogBytes, LogTruncated: b.LogTruncated, ScheduledFor: optTS(b.ScheduledFor), Held: b.Held,
+		CleanupStatus: string(b.CleanupStatus), CleanupError: deref(b.CleanupError), CleanupAt: optTS(b.CleanupAt),
 	}
 	if b.AppID != nil {
 		out.AppId = b.AppID.String()

@@ -121,6 +121,9 @@ const (
 	TaskDownload BackupTaskKind = "download"
 	TaskProbe    BackupTaskKind = "probe"
 	TaskDelete   BackupTaskKind = "delete"
+	// TaskCleanup removes what an unsucceeded backup may have left under
+	// its key (see Backup.CleanupStatus).
+	TaskCleanup BackupTaskKind = "cleanup"
 )
 
 // BackupTask is a job acting on a backup or testing a destination. Its

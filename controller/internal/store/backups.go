@@ -113,8 +113,15 @@ type Backup struct {
 	// of the schedule while no controller was reachable.
 	ScheduledFor *time.Time
 	Held         bool
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	// Cleanup of what an unsucceeded backup that reached an agent may
+	// have left under its key (000034): "" none needed, or CleanupPending,
+	// CleanupDone, CleanupFailed (with CleanupError); CleanupAt: when it
+	// last changed.
+	CleanupStatus CleanupStatus
+	CleanupError  *string
+	CleanupAt     *time.Time
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 func backupFromRow(r dbsqlc.Backup) Backup {
@@ -130,6 +137,7 @@ func backupFromRow(r dbsqlc.Backup) Backup {
 		ConnectionEnv: r.ConnectionEnv, AgentSeq: r.AgentSeq, LogBytes: r.LogBytes, LogTruncated: r.LogTruncated,
 		DeleteRequestedAt: r.DeleteRequestedAt, DeleteError: r.DeleteError,
 		ScheduledFor: r.ScheduledFor, Held: r.Held,
+		CleanupStatus: cleanupStatusOf(r.CleanupStatus), CleanupError: r.CleanupError, CleanupAt: r.CleanupAt,
 	}
 }
 

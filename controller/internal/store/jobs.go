@@ -28,6 +28,9 @@ const (
 	TriggerWebhook  Trigger = "webhook"
 	TriggerRollback Trigger = "rollback"
 	TriggerSchedule Trigger = "schedule"
+	// TriggerSystem: the controller queued it on its own (a backup task
+	// such as a cleanup).
+	TriggerSystem Trigger = "system"
 )
 
 // Environment is a deployment environment: it picks which environment

@@ -13,11 +13,13 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/backups"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/store"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
 // Secrets typed into the destination forms; none may come back in a page,
@@ -403,4 +405,49 @@ func TestBackupBadRequests(t *testing.T) {
 	if resp, _ := admin.get("/backups/" + b.ID.String() + "/tasks/" + b.ID.String() + "/log"); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("a backup's id as a task's: %d", resp.StatusCode)
 	}
+}
+
+// A backup that failed after reaching its agent shows its cleanup on its
+// page: pending while the cleanup task waits, then failed with the reason
+// (and that it is retried).
+func TestBackupPageShowsCleanup(t *testing.T) {
+	e, pr := backupsEnv(t)
+	ctx := context.Background()
+	if _, err := e.bk.AddDestination(ctx, pr, backupPeer, backupSpec("vault")); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := e.st.ServerByName(ctx, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.bk.RunBackup(ctx, pr, backupPeer, backups.RunRequest{App: "shop", Destination: "vault", Kind: "directory", Source: "/srv/shop/shared"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := func(id store.ID, status, reason string) {
+		t.Helper()
+		if _, err := e.st.ClaimQueuedBackups(ctx, []store.ID{srv.ID}, 10); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.st.ClaimQueuedBackupTasks(ctx, []store.ID{srv.ID}, 10); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.bk.JobEvents(ctx, srv.ID, []*agentv1.ConnectRequest{{Msg: &agentv1.ConnectRequest_JobResult{JobResult: &agentv1.JobResult{
+			JobId: id.String(), Seq: 1, Status: status, Error: reason, StartedAt: timestamppb.Now(), FinishedAt: timestamppb.Now()}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end(b.ID, "failed", "tar: the agent was killed")
+	admin := e.client()
+	admin.login("admin@example.com", adminPassword)
+	loc := "/backups/" + b.ID.String()
+	_, page := admin.get(loc)
+	mustContain(t, "failed backup's page", page, `id="backup-cleanup"`, ">pending</dd>")
+	_, tasks, err := e.bk.Backup(ctx, pr, b.ID.String())
+	if err != nil || len(tasks) != 1 || tasks[0].Kind != store.TaskCleanup {
+		t.Fatalf("tasks %+v %v", tasks, err)
+	}
+	end(tasks[0].ID, "failed", "local destination /var/backups/vault: permission denied")
+	_, page = admin.get(loc)
+	mustContain(t, "failed cleanup", page, `id="backup-cleanup"`, "failed: cleanup failed: local destination /var/backups/vault: permission denied (retried)")
 }

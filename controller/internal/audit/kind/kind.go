@@ -144,6 +144,9 @@ const (
 	BackupScheduleRunSkipped = "backup_schedule.run_skipped"
 	BackupHeldRunReported    = "backup.held_run_reported"
 	BackupRetentionDelete    = "backup.retention_delete_queued"
+	// BackupCleanupQueued: the controller queued the cleanup of what an
+	// unsucceeded backup may have left at its destination (or a retry).
+	BackupCleanupQueued = "backup.cleanup_queued"
 )
 
 // Threshold alert rules (issue 17 §3), changed by an admin.
@@ -194,7 +197,7 @@ var All = []string{
 	BackupTaskSucceeded, BackupTaskFailed, BackupTaskCanceled, BackupTaskTimedOut,
 
 	BackupScheduleAdded, BackupScheduleEnabled, BackupScheduleDisabled, BackupScheduleRemoved,
-	BackupScheduleRunSkipped, BackupHeldRunReported, BackupRetentionDelete,
+	BackupScheduleRunSkipped, BackupHeldRunReported, BackupRetentionDelete, BackupCleanupQueued,
 
 	AlertRuleCreated, AlertRuleReplaced, AlertRuleDeleted,
 

@@ -806,7 +806,16 @@ type Backup struct {
 	ScheduledFor *timestamppb.Timestamp `protobuf:"bytes,29,opt,name=scheduled_for,json=scheduledFor,proto3" json:"scheduled_for,omitempty"`
 	// held: the agent ran it from its held schedule while no controller was
 	// reachable.
-	Held          bool `protobuf:"varint,30,opt,name=held,proto3" json:"held,omitempty"`
+	Held bool `protobuf:"varint,30,opt,name=held,proto3" json:"held,omitempty"`
+	// cleanup_status: "" (none needed: succeeded, or never sent to an agent),
+	// pending, done or failed. A backup that ended failed, canceled or timed
+	// out after an agent got it has what it may have left under its key at
+	// the destination (a temporary file, an unfinished multipart upload, an
+	// object) removed by a cleanup task; a failed one is retried.
+	CleanupStatus string `protobuf:"bytes,31,opt,name=cleanup_status,json=cleanupStatus,proto3" json:"cleanup_status,omitempty"`
+	// cleanup_error: why the last cleanup failed.
+	CleanupError  string                 `protobuf:"bytes,32,opt,name=cleanup_error,json=cleanupError,proto3" json:"cleanup_error,omitempty"`
+	CleanupAt     *timestamppb.Timestamp `protobuf:"bytes,33,opt,name=cleanup_at,json=cleanupAt,proto3" json:"cleanup_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1051,7 +1060,28 @@ func (x *Backup) GetHeld() bool {
 	return false
 }
 
-// BackupTask is a verify, restore, download, probe or delete job.
+func (x *Backup) GetCleanupStatus() string {
+	if x != nil {
+		return x.CleanupStatus
+	}
+	return ""
+}
+
+func (x *Backup) GetCleanupError() string {
+	if x != nil {
+		return x.CleanupError
+	}
+	return ""
+}
+
+func (x *Backup) GetCleanupAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CleanupAt
+	}
+	return nil
+}
+
+// BackupTask is a verify, restore, download, probe, delete or cleanup job.
 type BackupTask struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3202,7 +3232,8 @@ const file_berth_admin_v1_backup_proto_rawDesc = "" +
 	"\x04task\x18\x02 \x01(\v2\x1a.berth.admin.v1.BackupTaskR\x04task\"4\n" +
 	"\x1eRemoveBackupDestinationRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"!\n" +
-	"\x1fRemoveBackupDestinationResponse\"\x96\t\n" +
+	"\x1fRemoveBackupDestinationResponse\"\x9d\n" +
+	"\n" +
 	"\x06Backup\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x10\n" +
@@ -3241,7 +3272,11 @@ const file_berth_admin_v1_backup_proto_rawDesc = "" +
 	"\tlog_bytes\x18\x1b \x01(\x03R\blogBytes\x12#\n" +
 	"\rlog_truncated\x18\x1c \x01(\bR\flogTruncated\x12?\n" +
 	"\rscheduled_for\x18\x1d \x01(\v2\x1a.google.protobuf.TimestampR\fscheduledFor\x12\x12\n" +
-	"\x04held\x18\x1e \x01(\bR\x04held\"\xd5\x03\n" +
+	"\x04held\x18\x1e \x01(\bR\x04held\x12%\n" +
+	"\x0ecleanup_status\x18\x1f \x01(\tR\rcleanupStatus\x12#\n" +
+	"\rcleanup_error\x18  \x01(\tR\fcleanupError\x129\n" +
+	"\n" +
+	"cleanup_at\x18! \x01(\v2\x1a.google.protobuf.TimestampR\tcleanupAt\"\xd5\x03\n" +
 	"\n" +
 	"BackupTask\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -3485,81 +3520,82 @@ var file_berth_admin_v1_backup_proto_depIdxs = []int32{
 	49, // 11: berth.admin.v1.Backup.verified_at:type_name -> google.protobuf.Timestamp
 	49, // 12: berth.admin.v1.Backup.delete_requested_at:type_name -> google.protobuf.Timestamp
 	49, // 13: berth.admin.v1.Backup.scheduled_for:type_name -> google.protobuf.Timestamp
-	49, // 14: berth.admin.v1.BackupTask.queued_at:type_name -> google.protobuf.Timestamp
-	49, // 15: berth.admin.v1.BackupTask.started_at:type_name -> google.protobuf.Timestamp
-	49, // 16: berth.admin.v1.BackupTask.finished_at:type_name -> google.protobuf.Timestamp
-	11, // 17: berth.admin.v1.RunBackupResponse.backup:type_name -> berth.admin.v1.Backup
-	11, // 18: berth.admin.v1.ListBackupsResponse.backups:type_name -> berth.admin.v1.Backup
-	11, // 19: berth.admin.v1.GetBackupResponse.backup:type_name -> berth.admin.v1.Backup
-	12, // 20: berth.admin.v1.GetBackupResponse.tasks:type_name -> berth.admin.v1.BackupTask
-	11, // 21: berth.admin.v1.FollowBackupJobResponse.backup:type_name -> berth.admin.v1.Backup
-	12, // 22: berth.admin.v1.FollowBackupJobResponse.task:type_name -> berth.admin.v1.BackupTask
-	11, // 23: berth.admin.v1.CancelBackupJobResponse.backup:type_name -> berth.admin.v1.Backup
-	12, // 24: berth.admin.v1.CancelBackupJobResponse.task:type_name -> berth.admin.v1.BackupTask
-	12, // 25: berth.admin.v1.VerifyBackupResponse.task:type_name -> berth.admin.v1.BackupTask
-	12, // 26: berth.admin.v1.RestoreBackupResponse.task:type_name -> berth.admin.v1.BackupTask
-	12, // 27: berth.admin.v1.DeleteBackupResponse.task:type_name -> berth.admin.v1.BackupTask
-	49, // 28: berth.admin.v1.BackupKey.created_at:type_name -> google.protobuf.Timestamp
-	31, // 29: berth.admin.v1.ListBackupKeysResponse.keys:type_name -> berth.admin.v1.BackupKey
-	31, // 30: berth.admin.v1.RotateBackupKeyResponse.key:type_name -> berth.admin.v1.BackupKey
-	49, // 31: berth.admin.v1.BackupSchedule.next_run_at:type_name -> google.protobuf.Timestamp
-	49, // 32: berth.admin.v1.BackupSchedule.last_run_at:type_name -> google.protobuf.Timestamp
-	49, // 33: berth.admin.v1.BackupSchedule.created_at:type_name -> google.protobuf.Timestamp
-	11, // 34: berth.admin.v1.BackupSchedule.last_backup:type_name -> berth.admin.v1.Backup
-	36, // 35: berth.admin.v1.AddBackupScheduleResponse.schedule:type_name -> berth.admin.v1.BackupSchedule
-	36, // 36: berth.admin.v1.ListBackupSchedulesResponse.schedules:type_name -> berth.admin.v1.BackupSchedule
-	36, // 37: berth.admin.v1.GetBackupScheduleResponse.schedule:type_name -> berth.admin.v1.BackupSchedule
-	36, // 38: berth.admin.v1.DisableBackupScheduleResponse.schedule:type_name -> berth.admin.v1.BackupSchedule
-	36, // 39: berth.admin.v1.EnableBackupScheduleResponse.schedule:type_name -> berth.admin.v1.BackupSchedule
-	1,  // 40: berth.admin.v1.BackupService.AddBackupDestination:input_type -> berth.admin.v1.AddBackupDestinationRequest
-	3,  // 41: berth.admin.v1.BackupService.ListBackupDestinations:input_type -> berth.admin.v1.ListBackupDestinationsRequest
-	5,  // 42: berth.admin.v1.BackupService.GetBackupDestination:input_type -> berth.admin.v1.GetBackupDestinationRequest
-	7,  // 43: berth.admin.v1.BackupService.TestBackupDestination:input_type -> berth.admin.v1.TestBackupDestinationRequest
-	9,  // 44: berth.admin.v1.BackupService.RemoveBackupDestination:input_type -> berth.admin.v1.RemoveBackupDestinationRequest
-	13, // 45: berth.admin.v1.BackupService.RunBackup:input_type -> berth.admin.v1.RunBackupRequest
-	15, // 46: berth.admin.v1.BackupService.ListBackups:input_type -> berth.admin.v1.ListBackupsRequest
-	17, // 47: berth.admin.v1.BackupService.GetBackup:input_type -> berth.admin.v1.GetBackupRequest
-	19, // 48: berth.admin.v1.BackupService.FollowBackupJob:input_type -> berth.admin.v1.FollowBackupJobRequest
-	21, // 49: berth.admin.v1.BackupService.CancelBackupJob:input_type -> berth.admin.v1.CancelBackupJobRequest
-	23, // 50: berth.admin.v1.BackupService.VerifyBackup:input_type -> berth.admin.v1.VerifyBackupRequest
-	25, // 51: berth.admin.v1.BackupService.RestoreBackup:input_type -> berth.admin.v1.RestoreBackupRequest
-	27, // 52: berth.admin.v1.BackupService.DownloadBackup:input_type -> berth.admin.v1.DownloadBackupRequest
-	29, // 53: berth.admin.v1.BackupService.DeleteBackup:input_type -> berth.admin.v1.DeleteBackupRequest
-	32, // 54: berth.admin.v1.BackupService.ListBackupKeys:input_type -> berth.admin.v1.ListBackupKeysRequest
-	34, // 55: berth.admin.v1.BackupService.RotateBackupKey:input_type -> berth.admin.v1.RotateBackupKeyRequest
-	37, // 56: berth.admin.v1.BackupService.AddBackupSchedule:input_type -> berth.admin.v1.AddBackupScheduleRequest
-	39, // 57: berth.admin.v1.BackupService.ListBackupSchedules:input_type -> berth.admin.v1.ListBackupSchedulesRequest
-	41, // 58: berth.admin.v1.BackupService.GetBackupSchedule:input_type -> berth.admin.v1.GetBackupScheduleRequest
-	43, // 59: berth.admin.v1.BackupService.DisableBackupSchedule:input_type -> berth.admin.v1.DisableBackupScheduleRequest
-	45, // 60: berth.admin.v1.BackupService.EnableBackupSchedule:input_type -> berth.admin.v1.EnableBackupScheduleRequest
-	47, // 61: berth.admin.v1.BackupService.RemoveBackupSchedule:input_type -> berth.admin.v1.RemoveBackupScheduleRequest
-	2,  // 62: berth.admin.v1.BackupService.AddBackupDestination:output_type -> berth.admin.v1.AddBackupDestinationResponse
-	4,  // 63: berth.admin.v1.BackupService.ListBackupDestinations:output_type -> berth.admin.v1.ListBackupDestinationsResponse
-	6,  // 64: berth.admin.v1.BackupService.GetBackupDestination:output_type -> berth.admin.v1.GetBackupDestinationResponse
-	8,  // 65: berth.admin.v1.BackupService.TestBackupDestination:output_type -> berth.admin.v1.TestBackupDestinationResponse
-	10, // 66: berth.admin.v1.BackupService.RemoveBackupDestination:output_type -> berth.admin.v1.RemoveBackupDestinationResponse
-	14, // 67: berth.admin.v1.BackupService.RunBackup:output_type -> berth.admin.v1.RunBackupResponse
-	16, // 68: berth.admin.v1.BackupService.ListBackups:output_type -> berth.admin.v1.ListBackupsResponse
-	18, // 69: berth.admin.v1.BackupService.GetBackup:output_type -> berth.admin.v1.GetBackupResponse
-	20, // 70: berth.admin.v1.BackupService.FollowBackupJob:output_type -> berth.admin.v1.FollowBackupJobResponse
-	22, // 71: berth.admin.v1.BackupService.CancelBackupJob:output_type -> berth.admin.v1.CancelBackupJobResponse
-	24, // 72: berth.admin.v1.BackupService.VerifyBackup:output_type -> berth.admin.v1.VerifyBackupResponse
-	26, // 73: berth.admin.v1.BackupService.RestoreBackup:output_type -> berth.admin.v1.RestoreBackupResponse
-	28, // 74: berth.admin.v1.BackupService.DownloadBackup:output_type -> berth.admin.v1.DownloadBackupResponse
-	30, // 75: berth.admin.v1.BackupService.DeleteBackup:output_type -> berth.admin.v1.DeleteBackupResponse
-	33, // 76: berth.admin.v1.BackupService.ListBackupKeys:output_type -> berth.admin.v1.ListBackupKeysResponse
-	35, // 77: berth.admin.v1.BackupService.RotateBackupKey:output_type -> berth.admin.v1.RotateBackupKeyResponse
-	38, // 78: berth.admin.v1.BackupService.AddBackupSchedule:output_type -> berth.admin.v1.AddBackupScheduleResponse
-	40, // 79: berth.admin.v1.BackupService.ListBackupSchedules:output_type -> berth.admin.v1.ListBackupSchedulesResponse
-	42, // 80: berth.admin.v1.BackupService.GetBackupSchedule:output_type -> berth.admin.v1.GetBackupScheduleResponse
-	44, // 81: berth.admin.v1.BackupService.DisableBackupSchedule:output_type -> berth.admin.v1.DisableBackupScheduleResponse
-	46, // 82: berth.admin.v1.BackupService.EnableBackupSchedule:output_type -> berth.admin.v1.EnableBackupScheduleResponse
-	48, // 83: berth.admin.v1.BackupService.RemoveBackupSchedule:output_type -> berth.admin.v1.RemoveBackupScheduleResponse
-	62, // [62:84] is the sub-list for method output_type
-	40, // [40:62] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	49, // 14: berth.admin.v1.Backup.cleanup_at:type_name -> google.protobuf.Timestamp
+	49, // 15: berth.admin.v1.BackupTask.queued_at:type_name -> google.protobuf.Timestamp
+	49, // 16: berth.admin.v1.BackupTask.started_at:type_name -> google.protobuf.Timestamp
+	49, // 17: berth.admin.v1.BackupTask.finished_at:type_name -> google.protobuf.Timestamp
+	11, // 18: berth.admin.v1.RunBackupResponse.backup:type_name -> berth.admin.v1.Backup
+	11, // 19: berth.admin.v1.ListBackupsResponse.backups:type_name -> berth.admin.v1.Backup
+	11, // 20: berth.admin.v1.GetBackupResponse.backup:type_name -> berth.admin.v1.Backup
+	12, // 21: berth.admin.v1.GetBackupResponse.tasks:type_name -> berth.admin.v1.BackupTask
+	11, // 22: berth.admin.v1.FollowBackupJobResponse.backup:type_name -> berth.admin.v1.Backup
+	12, // 23: berth.admin.v1.FollowBackupJobResponse.task:type_name -> berth.admin.v1.BackupTask
+	11, // 24: berth.admin.v1.CancelBackupJobResponse.backup:type_name -> berth.admin.v1.Backup
+	12, // 25: berth.admin.v1.CancelBackupJobResponse.task:type_name -> berth.admin.v1.BackupTask
+	12, // 26: berth.admin.v1.VerifyBackupResponse.task:type_name -> berth.admin.v1.BackupTask
+	12, // 27: berth.admin.v1.RestoreBackupResponse.task:type_name -> berth.admin.v1.BackupTask
+	12, // 28: berth.admin.v1.DeleteBackupResponse.task:type_name -> berth.admin.v1.BackupTask
+	49, // 29: berth.admin.v1.BackupKey.created_at:type_name -> google.protobuf.Timestamp
+	31, // 30: berth.admin.v1.ListBackupKeysResponse.keys:type_name -> berth.admin.v1.BackupKey
+	31, // 31: berth.admin.v1.RotateBackupKeyResponse.key:type_name -> berth.admin.v1.BackupKey
+	49, // 32: berth.admin.v1.BackupSchedule.next_run_at:type_name -> google.protobuf.Timestamp
+	49, // 33: berth.admin.v1.BackupSchedule.last_run_at:type_name -> google.protobuf.Timestamp
+	49, // 34: berth.admin.v1.BackupSchedule.created_at:type_name -> google.protobuf.Timestamp
+	11, // 35: berth.admin.v1.BackupSchedule.last_backup:type_name -> berth.admin.v1.Backup
+	36, // 36: berth.admin.v1.AddBackupScheduleResponse.schedule:type_name -> berth.admin.v1.BackupSchedule
+	36, // 37: berth.admin.v1.ListBackupSchedulesResponse.schedules:type_name -> berth.admin.v1.BackupSchedule
+	36, // 38: berth.admin.v1.GetBackupScheduleResponse.schedule:type_name -> berth.admin.v1.BackupSchedule
+	36, // 39: berth.admin.v1.DisableBackupScheduleResponse.schedule:type_name -> berth.admin.v1.BackupSchedule
+	36, // 40: berth.admin.v1.EnableBackupScheduleResponse.schedule:type_name -> berth.admin.v1.BackupSchedule
+	1,  // 41: berth.admin.v1.BackupService.AddBackupDestination:input_type -> berth.admin.v1.AddBackupDestinationRequest
+	3,  // 42: berth.admin.v1.BackupService.ListBackupDestinations:input_type -> berth.admin.v1.ListBackupDestinationsRequest
+	5,  // 43: berth.admin.v1.BackupService.GetBackupDestination:input_type -> berth.admin.v1.GetBackupDestinationRequest
+	7,  // 44: berth.admin.v1.BackupService.TestBackupDestination:input_type -> berth.admin.v1.TestBackupDestinationRequest
+	9,  // 45: berth.admin.v1.BackupService.RemoveBackupDestination:input_type -> berth.admin.v1.RemoveBackupDestinationRequest
+	13, // 46: berth.admin.v1.BackupService.RunBackup:input_type -> berth.admin.v1.RunBackupRequest
+	15, // 47: berth.admin.v1.BackupService.ListBackups:input_type -> berth.admin.v1.ListBackupsRequest
+	17, // 48: berth.admin.v1.BackupService.GetBackup:input_type -> berth.admin.v1.GetBackupRequest
+	19, // 49: berth.admin.v1.BackupService.FollowBackupJob:input_type -> berth.admin.v1.FollowBackupJobRequest
+	21, // 50: berth.admin.v1.BackupService.CancelBackupJob:input_type -> berth.admin.v1.CancelBackupJobRequest
+	23, // 51: berth.admin.v1.BackupService.VerifyBackup:input_type -> berth.admin.v1.VerifyBackupRequest
+	25, // 52: berth.admin.v1.BackupService.RestoreBackup:input_type -> berth.admin.v1.RestoreBackupRequest
+	27, // 53: berth.admin.v1.BackupService.DownloadBackup:input_type -> berth.admin.v1.DownloadBackupRequest
+	29, // 54: berth.admin.v1.BackupService.DeleteBackup:input_type -> berth.admin.v1.DeleteBackupRequest
+	32, // 55: berth.admin.v1.BackupService.ListBackupKeys:input_type -> berth.admin.v1.ListBackupKeysRequest
+	34, // 56: berth.admin.v1.BackupService.RotateBackupKey:input_type -> berth.admin.v1.RotateBackupKeyRequest
+	37, // 57: berth.admin.v1.BackupService.AddBackupSchedule:input_type -> berth.admin.v1.AddBackupScheduleRequest
+	39, // 58: berth.admin.v1.BackupService.ListBackupSchedules:input_type -> berth.admin.v1.ListBackupSchedulesRequest
+	41, // 59: berth.admin.v1.BackupService.GetBackupSchedule:input_type -> berth.admin.v1.GetBackupScheduleRequest
+	43, // 60: berth.admin.v1.BackupService.DisableBackupSchedule:input_type -> berth.admin.v1.DisableBackupScheduleRequest
+	45, // 61: berth.admin.v1.BackupService.EnableBackupSchedule:input_type -> berth.admin.v1.EnableBackupScheduleRequest
+	47, // 62: berth.admin.v1.BackupService.RemoveBackupSchedule:input_type -> berth.admin.v1.RemoveBackupScheduleRequest
+	2,  // 63: berth.admin.v1.BackupService.AddBackupDestination:output_type -> berth.admin.v1.AddBackupDestinationResponse
+	4,  // 64: berth.admin.v1.BackupService.ListBackupDestinations:output_type -> berth.admin.v1.ListBackupDestinationsResponse
+	6,  // 65: berth.admin.v1.BackupService.GetBackupDestination:output_type -> berth.admin.v1.GetBackupDestinationResponse
+	8,  // 66: berth.admin.v1.BackupService.TestBackupDestination:output_type -> berth.admin.v1.TestBackupDestinationResponse
+	10, // 67: berth.admin.v1.BackupService.RemoveBackupDestination:output_type -> berth.admin.v1.RemoveBackupDestinationResponse
+	14, // 68: berth.admin.v1.BackupService.RunBackup:output_type -> berth.admin.v1.RunBackupResponse
+	16, // 69: berth.admin.v1.BackupService.ListBackups:output_type -> berth.admin.v1.ListBackupsResponse
+	18, // 70: berth.admin.v1.BackupService.GetBackup:output_type -> berth.admin.v1.GetBackupResponse
+	20, // 71: berth.admin.v1.BackupService.FollowBackupJob:output_type -> berth.admin.v1.FollowBackupJobResponse
+	22, // 72: berth.admin.v1.BackupService.CancelBackupJob:output_type -> berth.admin.v1.CancelBackupJobResponse
+	24, // 73: berth.admin.v1.BackupService.VerifyBackup:output_type -> berth.admin.v1.VerifyBackupResponse
+	26, // 74: berth.admin.v1.BackupService.RestoreBackup:output_type -> berth.admin.v1.RestoreBackupResponse
+	28, // 75: berth.admin.v1.BackupService.DownloadBackup:output_type -> berth.admin.v1.DownloadBackupResponse
+	30, // 76: berth.admin.v1.BackupService.DeleteBackup:output_type -> berth.admin.v1.DeleteBackupResponse
+	33, // 77: berth.admin.v1.BackupService.ListBackupKeys:output_type -> berth.admin.v1.ListBackupKeysResponse
+	35, // 78: berth.admin.v1.BackupService.RotateBackupKey:output_type -> berth.admin.v1.RotateBackupKeyResponse
+	38, // 79: berth.admin.v1.BackupService.AddBackupSchedule:output_type -> berth.admin.v1.AddBackupScheduleResponse
+	40, // 80: berth.admin.v1.BackupService.ListBackupSchedules:output_type -> berth.admin.v1.ListBackupSchedulesResponse
+	42, // 81: berth.admin.v1.BackupService.GetBackupSchedule:output_type -> berth.admin.v1.GetBackupScheduleResponse
+	44, // 82: berth.admin.v1.BackupService.DisableBackupSchedule:output_type -> berth.admin.v1.DisableBackupScheduleResponse
+	46, // 83: berth.admin.v1.BackupService.EnableBackupSchedule:output_type -> berth.admin.v1.EnableBackupScheduleResponse
+	48, // 84: berth.admin.v1.BackupService.RemoveBackupSchedule:output_type -> berth.admin.v1.RemoveBackupScheduleResponse
+	63, // [63:85] is the sub-list for method output_type
+	41, // [41:63] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_berth_admin_v1_backup_proto_init() }
