@@ -45,9 +45,9 @@ func TestNotifyCLIAgainstController(t *testing.T) {
 	}))
 	t.Cleanup(rcv.Close)
 
-	r := run(t, f.env, "notify", "channel", "add", "hook", "--kind", "webhook", "--url", rcv.URL+"/in", "-o", "json")
+	r := run(t, f.env, "notify", "channel", "add", "hook", "--kind", "webhook", "--url", rcv.URL+"/in", "--rate-limit", "7", "-o", "json")
 	var ch map[string]any
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ch) != nil || ch["url_host"] != "127.0.0.1" {
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ch) != nil || ch["url_host"] != "127.0.0.1" || ch["rate_limit_per_hour"] != float64(7) {
 		t.Fatalf("channel add: %+v", r)
 	}
 	s, _ := ch["webhook_secret"].(string)

@@ -23,6 +23,10 @@ func TestNotifyFlagsAreValidated(t *testing.T) {
 		{[]string{"notify", "channel", "add", "ops", "--kind", "webhook"}, "", "needs --url URL"},
 		{[]string{"notify", "channel", "add", "ops", "--kind", "webhook", "--url", "https://x", "--secret-stdin"}, "", "no secret on standard input"},
 		{[]string{"notify", "channel", "add", "ops", "--kind", "webhook", "--url-stdin"}, "https://x\n", "takes --url URL"},
+		{[]string{"notify", "channel", "add", "ops", "--kind", "email", "--to", "a@example.com", "--rate-limit", "0"}, "", "--rate-limit must be 1 to 10000"},
+		{[]string{"notify", "channel", "add", "ops", "--kind", "email", "--to", "a@example.com", "--rate-limit", "10001"}, "", "--rate-limit must be 1 to 10000"},
+		{[]string{"notify", "channel", "add", "ops", "--kind", "email", "--to", "a@example.com", "--rate-limit", "-3"}, "", "--rate-limit must be 1 to 10000"},
+		{[]string{"notify", "channel", "add", "ops", "--kind", "email", "--to", "a@example.com", "--rate-limit", "lots"}, "", "invalid argument \"lots\" for \"--rate-limit\""},
 		{[]string{"notify", "channel", "add"}, "", "accepts 1 arg(s)"},
 		{[]string{"notify", "channel", "test"}, "", "accepts 1 arg(s)"},
 		{[]string{"notify", "channel", "remove", "a", "b"}, "", "accepts 1 arg(s)"},
@@ -38,6 +42,7 @@ func TestNotifyFlagsAreValidated(t *testing.T) {
 		{[]string{"notify", "delivery", "list", "-o", "yaml"}, "", "-o must be text or json"},
 		// Valid flags reach the dial, which needs the CA.
 		{[]string{"notify", "channel", "add", "ops", "--kind", "slack", "--url-stdin"}, "https://hooks.slack.com/services/T/B/x\n", "set BERTH_CA_FILE"},
+		{[]string{"notify", "channel", "add", "ops", "--kind", "email", "--to", "a@example.com", "--rate-limit", "10000"}, "", "set BERTH_CA_FILE"},
 		{[]string{"notify", "rule", "add", "--events", "deployment.*,server.offline", "--channel", "ops", "--min-level", "warning"}, "", "set BERTH_CA_FILE"},
 		{[]string{"notifications", "--mark-read", "all"}, "", "set BERTH_CA_FILE"},
 		{[]string{"notify", "delivery", "list", "--channel", "ops", "--status", "failed", "-o", "json"}, "", "set BERTH_CA_FILE"},

@@ -107,6 +107,7 @@ func (s *notifyServer) AddChannel(ctx context.Context, req *adminv1.AddChannelRe
 	}
 	c, secret, err := s.d.Notify.AddChannelAs(ctx, auth.PrincipalFrom(ctx), notifyPeer(ctx), notify.ChannelSpec{
 		Name: req.GetName(), Kind: strings.ToLower(req.GetKind()), To: req.GetTo(), URL: req.GetUrl(), Secret: req.GetSecret(),
+		RateLimitPerHour: int(req.GetRateLimitPerHour()),
 	})
 	if err != nil {
 		return nil, notifyStatus(err)

@@ -52,7 +52,7 @@ func (s *Service) AddChannelAs(ctx context.Context, pr *auth.Principal, peer Pee
 	if err != nil {
 		return Channel{}, "", err
 	}
-	changes := map[string]any{"kind": c.Kind}
+	changes := map[string]any{"kind": c.Kind, "rate_limit_per_hour": c.RateLimitPerHour}
 	if len(c.To) > 0 {
 		changes["to"] = c.To
 	}

@@ -95,6 +95,8 @@ func TestAPIAdminChangesAudited(t *testing.T) {
 		{Name: "in2", Kind: KindInbox, ToAdmins: true},
 		{Name: "mail2", Kind: KindEmail, ToAdmins: true},
 		{Name: "BAD", Kind: KindEmail, To: []string{"a@example.test"}},
+		{Name: "rate-low", Kind: KindEmail, To: []string{"a@example.test"}, RateLimitPerHour: -1},
+		{Name: "rate-high", Kind: KindEmail, To: []string{"a@example.test"}, RateLimitPerHour: MaxRateLimit + 1},
 	} {
 		if _, _, err := s.AddChannelAs(ctx, admin, Peer{}, spec); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%+v: %v, want invalid", spec, err)

@@ -171,9 +171,12 @@ type AddChannelRequest struct {
 	Url string `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"`
 	// secret: a webhook channel's whsec_ signing secret (write-only);
 	// generated when empty.
-	Secret        string `protobuf:"bytes,5,opt,name=secret,proto3" json:"secret,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Secret string `protobuf:"bytes,5,opt,name=secret,proto3" json:"secret,omitempty"`
+	// rate_limit_per_hour: at most this many messages an hour, the rest
+	// held back for a digest; 1 to 10000, 0 for the default (20).
+	RateLimitPerHour int32 `protobuf:"varint,6,opt,name=rate_limit_per_hour,json=rateLimitPerHour,proto3" json:"rate_limit_per_hour,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *AddChannelRequest) Reset() {
@@ -239,6 +242,13 @@ func (x *AddChannelRequest) GetSecret() string {
 		return x.Secret
 	}
 	return ""
+}
+
+func (x *AddChannelRequest) GetRateLimitPerHour() int32 {
+	if x != nil {
+		return x.RateLimitPerHour
+	}
+	return 0
 }
 
 type AddChannelResponse struct {
@@ -2209,13 +2219,14 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\x0flastDeliveredAt\x129\n" +
 	"\n" +
 	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x19\n" +
-	"\bgiven_up\x18\f \x01(\x03R\agivenUp\"u\n" +
+	"\bgiven_up\x18\f \x01(\x03R\agivenUp\"\xa4\x01\n" +
 	"\x11AddChannelRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x0e\n" +
 	"\x02to\x18\x03 \x03(\tR\x02to\x12\x10\n" +
 	"\x03url\x18\x04 \x01(\tR\x03url\x12\x16\n" +
-	"\x06secret\x18\x05 \x01(\tR\x06secret\"t\n" +
+	"\x06secret\x18\x05 \x01(\tR\x06secret\x12-\n" +
+	"\x13rate_limit_per_hour\x18\x06 \x01(\x05R\x10rateLimitPerHour\"t\n" +
 	"\x12AddChannelResponse\x127\n" +
 	"\achannel\x18\x01 \x01(\v2\x1d.berth.admin.v1.NotifyChannelR\achannel\x12%\n" +
 	"\x0ewebhook_secret\x18\x02 \x01(\tR\rwebhookSecret\"\x15\n" +
