@@ -242,6 +242,8 @@ func (s *Server) routes() []route {
 		{"GET /alerts", s.page(s.alertList)},
 		{"POST /alerts", s.page(s.alertCreate)},
 		{"POST /alerts/{name}/remove", s.page(s.alertRemove)},
+		{"GET /alerts/{name}/edit", s.page(s.alertEdit)},
+		{"POST /alerts/{name}/edit", s.page(s.alertUpdate)},
 		{"POST /git-credentials", s.page(s.credentialCreate)},
 		{"POST /git-credentials/{name}/delete", s.page(s.credentialDelete)},
 	}
