@@ -40,3 +40,16 @@ RETURNING *;
 
 -- name: DeleteBackupDestination :execrows
 DELETE FROM backup_destinations WHERE id = sqlc.arg(id);
+
+-- name: ListBackupDestinationUsers :many
+-- The first schedules and backups that keep a destination from being
+-- removed, to name them in the refusal.
+(SELECT 'schedule'::text AS what, s.id, a.name::text AS app_name
+   FROM backup_schedules s JOIN apps a ON a.id = s.app_id
+  WHERE s.backup_destination_id = sqlc.arg(id)
+  ORDER BY s.id LIMIT 5)
+UNION ALL
+(SELECT 'backup'::text, b.id, b.app_name::text
+   FROM backups b
+  WHERE b.backup_destination_id = sqlc.arg(id)
+  ORDER BY b.id DESC LIMIT 5);

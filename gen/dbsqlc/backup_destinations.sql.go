@@ -119,6 +119,46 @@ func (q *Queries) GetBackupDestinationCredentials(ctx context.Context, id pgtype
 	return credentials, err
 }
 
+const listBackupDestinationUsers = `-- name: ListBackupDestinationUsers :many
+(SELECT 'schedule'::text AS what, s.id, a.name::text AS app_name
+   FROM backup_schedules s JOIN apps a ON a.id = s.app_id
+  WHERE s.backup_destination_id = $1
+  ORDER BY s.id LIMIT 5)
+UNION ALL
+(SELECT 'backup'::text, b.id, b.app_name::text
+   FROM backups b
+  WHERE b.backup_destination_id = $1
+  ORDER BY b.id DESC LIMIT 5)
+`
+
+type ListBackupDestinationUsersRow struct {
+	What    string
+	ID      pgtype.UUID
+	AppName string
+}
+
+// The first schedules and backups that keep a destination from being
+// removed, to name them in the refusal.
+func (q *Queries) ListBackupDestinationUsers(ctx context.Context, id pgtype.UUID) ([]ListBackupDestinationUsersRow, error) {
+	rows, err := q.db.Query(ctx, listBackupDestinationUsers, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListBackupDestinationUsersRow{}
+	for rows.Next() {
+		var i ListBackupDestinationUsersRow
+		if err := rows.Scan(&i.What, &i.ID, &i.AppName); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listBackupDestinations = `-- name: ListBackupDestinations :many
 SELECT id, name, kind, config, credentials, last_checked_at, last_check_ok, last_check_error, created_at, updated_at FROM backup_destinations
 WHERE ($1::text IS NULL OR kind = $1)

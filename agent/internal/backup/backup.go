@@ -47,6 +47,11 @@ type Source struct {
 	// libpq's or the MySQL client's default unless the agent's environment
 	// names another (PGHOST/PGPORT, MYSQL_UNIX_PORT).
 	ConnectionURL string
+	// Within (directories only, optional): a directory Name lies in (the
+	// app's deploy path). Name is then opened through it, so that no
+	// symlink on the way, such as one a deployed release put there, leads
+	// outside: the archive holds only what is under Within.
+	Within string
 }
 
 // Spec is one backup to make.

@@ -139,3 +139,77 @@ func TestDirectoryRestoreModes(t *testing.T) {
 		t.Errorf("tool restored as %v, %v; want -rwxr-xr-x without setuid/setgid", fi.Mode(), err)
 	}
 }
+
+// A directory backup with Within (an app's deploy path) is opened through
+// it: a symlink that a deployed release put on the way cannot lead the
+// archive outside, while links that stay inside (current -> releases/N)
+// work. Without Within the same path is followed: that is why the
+// controller sets it for every directory inside an app's path.
+func TestDirectoryWithinConfines(t *testing.T) {
+	ctx := ctxT(t)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	app, outside := t.TempDir(), t.TempDir()
+	must(os.MkdirAll(filepath.Join(app, "releases/1/storage"), 0o755))
+	must(os.WriteFile(filepath.Join(app, "releases/1/storage/file.txt"), []byte("app data\n"), 0o644))
+	must(os.Symlink("releases/1", filepath.Join(app, "current")))
+	must(os.MkdirAll(filepath.Join(outside, "keys"), 0o700))
+	must(os.WriteFile(filepath.Join(outside, "keys/secret.txt"), []byte("server secret\n"), 0o600))
+	must(os.Symlink(outside, filepath.Join(app, "releases/1/evil")))
+	identity, recipient := ageKeys(t)
+	dest := Destination{Kind: "local", Path: t.TempDir()}
+	var log lockedLog
+
+	// Inside: through the current symlink, confined to the app.
+	res, err := Run(ctx, Spec{Source: Source{Kind: "directory", Name: filepath.Join(app, "current/storage"), Within: app},
+		Dest: dest, Key: "app/1.tar.zst.age", Recipient: recipient, Log: &log})
+	if err != nil {
+		t.Fatalf("backup inside the app: %v\n%s", err, log.String())
+	}
+	obj := Object{Dest: dest, Key: res.Key, Size: res.Size, SHA256: res.SHA256, Kind: "directory"}
+	target := filepath.Join(t.TempDir(), "restored")
+	if err := Restore(ctx, obj, identity, RestoreTarget{Source: Source{Kind: "directory", Name: target}}, &log); err != nil {
+		t.Fatalf("restore: %v\n%s", err, log.String())
+	}
+	if got, want := treeDigest(t, target), treeDigest(t, filepath.Join(app, "releases/1/storage")); got != want {
+		t.Fatalf("restored %s, want %s", got, want)
+	}
+
+	// Out through the release's symlink: refused, nothing stored.
+	escape := filepath.Join(app, "current/evil/keys")
+	_, err = Run(ctx, Spec{Source: Source{Kind: "directory", Name: escape, Within: app},
+		Dest: dest, Key: "app/2.tar.zst.age", Recipient: recipient, Log: &log})
+	if err == nil || !strings.Contains(err.Error(), escape) {
+		t.Fatalf("backup through a symlink out of the app: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dest.Path, "app/2.tar.zst.age")); !os.IsNotExist(err) {
+		t.Fatalf("an object was stored for the refused backup: %v", err)
+	}
+	entries, _ := os.ReadDir(filepath.Join(dest.Path, "app"))
+	if len(entries) != 1 {
+		t.Fatalf("destination holds %d entries after the refused backup", len(entries))
+	}
+	// A name outside Within is refused before anything runs.
+	if _, err := Run(ctx, Spec{Source: Source{Kind: "directory", Name: outside, Within: app},
+		Dest: dest, Key: "app/3.tar.zst.age", Recipient: recipient}); err == nil || !strings.Contains(err.Error(), "not inside") {
+		t.Fatalf("backup of a directory outside Within: %v", err)
+	}
+
+	// The same path without Within reaches the secret: the case Within is for.
+	res, err = Run(ctx, Spec{Source: Source{Kind: "directory", Name: escape}, Dest: dest, Key: "admin/4.tar.zst.age", Recipient: recipient, Log: &log})
+	if err != nil {
+		t.Fatalf("unconfined backup: %v", err)
+	}
+	obj = Object{Dest: dest, Key: res.Key, Size: res.Size, SHA256: res.SHA256, Kind: "directory"}
+	target = filepath.Join(t.TempDir(), "restored")
+	if err := Restore(ctx, obj, identity, RestoreTarget{Source: Source{Kind: "directory", Name: target}}, &log); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(target, "secret.txt")); err != nil || string(b) != "server secret\n" {
+		t.Fatalf("unconfined backup holds %q %v", b, err)
+	}
+}

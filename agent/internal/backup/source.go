@@ -45,6 +45,14 @@ func checkSource(s Source) error {
 		if !filepath.IsAbs(s.Name) || filepath.Clean(s.Name) != s.Name || s.Name == "/" {
 			return fmt.Errorf("directory source: %q is not a clean absolute path below /", s.Name)
 		}
+		if s.Within != "" {
+			if !filepath.IsAbs(s.Within) || filepath.Clean(s.Within) != s.Within {
+				return fmt.Errorf("directory source: %q is not a clean absolute path", s.Within)
+			}
+			if rel, err := filepath.Rel(s.Within, s.Name); err != nil || !filepath.IsLocal(rel) {
+				return fmt.Errorf("directory source: %s is not inside %s", s.Name, s.Within)
+			}
+		}
 	case "":
 		return errors.New("source kind is missing (postgres, mysql or directory)")
 	default:
@@ -264,7 +272,7 @@ func (c *conn) objectCount(ctx context.Context, lg *logger) (n int, missing bool
 // returns what dumps it.
 func prepareSource(ctx context.Context, s Source, lg *logger) (source, error) {
 	if s.Kind == "directory" {
-		return prepareDir(s.Name, lg)
+		return prepareDir(s, lg)
 	}
 	c, err := parseConn(s)
 	if err != nil {
@@ -340,17 +348,26 @@ func (f *failWriter) Write(p []byte) (int, error) {
 
 // dirEmptyOrMissing returns an error for a directory that cannot be backed
 // up: missing, not a directory, or empty.
-func prepareDir(dir string, lg *logger) (source, error) {
-	fi, err := os.Lstat(dir)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("directory %s does not exist", dir)
-	case err != nil:
-		return nil, fmt.Errorf("directory %s: %w", dir, err)
-	case !fi.IsDir():
-		return nil, fmt.Errorf("%s is not a directory", dir)
+func prepareDir(s Source, lg *logger) (source, error) {
+	dir := s.Name
+	if s.Within == "" {
+		fi, err := os.Lstat(dir)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			return nil, fmt.Errorf("directory %s does not exist", dir)
+		case err != nil:
+			return nil, fmt.Errorf("directory %s: %w", dir, err)
+		case !fi.IsDir():
+			return nil, fmt.Errorf("%s is not a directory", dir)
+		}
 	}
-	f, err := os.Open(dir)
+	d := &dirSource{dir: dir, within: s.Within, lg: lg}
+	root, err := d.open()
+	if err != nil {
+		return nil, err
+	}
+	f, err := root.Open(".")
+	root.Close()
 	if err != nil {
 		return nil, fmt.Errorf("directory %s: %w", dir, err)
 	}
@@ -363,7 +380,7 @@ func prepareDir(dir string, lg *logger) (source, error) {
 		return nil, fmt.Errorf("directory %s: %w", dir, err)
 	}
 	lg.printf("archiving directory %s (tar; symlinks kept as links, never followed)", dir)
-	return &dirSource{dir: dir, lg: lg}, nil
+	return d, nil
 }
 
 // isENOSPC says whether err is a full disk.

@@ -20,16 +20,52 @@ import (
 // and never followed, and a component swapped for a symlink while the walk
 // runs cannot lead it out.
 type dirSource struct {
-	dir string
-	lg  *logger
+	dir    string
+	within string // Source.Within
+	lg     *logger
+}
+
+// open opens the directory as a root: through within when set, so that a
+// symlink among its components cannot lead outside within (os.Root
+// refuses to leave it).
+func (d *dirSource) open() (*os.Root, error) {
+	if d.within == "" {
+		root, err := os.OpenRoot(d.dir)
+		if err != nil {
+			return nil, fmt.Errorf("open directory %s: %w", d.dir, err)
+		}
+		return root, nil
+	}
+	outer, err := os.OpenRoot(d.within)
+	if err != nil {
+		return nil, fmt.Errorf("open directory %s: %w", d.within, err)
+	}
+	rel, err := filepath.Rel(d.within, d.dir)
+	if err != nil || !filepath.IsLocal(rel) {
+		outer.Close()
+		return nil, fmt.Errorf("directory source: %s is not inside %s", d.dir, d.within)
+	}
+	if rel == "." {
+		return outer, nil
+	}
+	defer outer.Close()
+	root, err := outer.OpenRoot(rel)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("directory %s does not exist", d.dir)
+	case err != nil:
+		// Among others: a symlink leading out of within.
+		return nil, fmt.Errorf("open directory %s inside %s: %w", d.dir, d.within, err)
+	}
+	return root, nil
 }
 
 func (d *dirSource) describe() string { return "the archive of directory " + d.dir }
 
 func (d *dirSource) writeTo(ctx context.Context, w io.Writer) error {
-	root, err := os.OpenRoot(d.dir)
+	root, err := d.open()
 	if err != nil {
-		return fmt.Errorf("open directory %s: %w", d.dir, err)
+		return err
 	}
 	defer root.Close()
 	tw := tar.NewWriter(w)

@@ -17,7 +17,7 @@ import (
 func backupJobOf(b *agentv1.BackupJob) *deploy.BackupJob {
 	d := b.GetDestination()
 	out := &deploy.BackupJob{
-		Source: backup.Source{Kind: b.GetSource().GetKind(), Name: b.GetSource().GetName(), ConnectionURL: b.GetSource().GetConnectionUrl()},
+		Source: backup.Source{Kind: b.GetSource().GetKind(), Name: b.GetSource().GetName(), ConnectionURL: b.GetSource().GetConnectionUrl(), Within: b.GetSource().GetWithin()},
 		Dest: backup.Destination{
 			Kind: d.GetKind(), Path: d.GetPath(), Endpoint: d.GetEndpoint(), Bucket: d.GetBucket(), Region: d.GetRegion(),
 			Prefix: d.GetPrefix(), PathStyle: d.GetPathStyle(), AccessKeyID: d.GetAccessKeyId(), SecretAccessKey: d.GetSecretAccessKey(),

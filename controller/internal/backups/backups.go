@@ -10,6 +10,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/audit/kind"
 	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/store"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
 
 // RunRequest asks for a backup of an app's database or directory.
@@ -37,6 +38,24 @@ func checkSource(k store.BackupKind, src string) error {
 		return checkAbsPath("--source", src)
 	}
 	return fmt.Errorf("%w: --kind must be postgres, mysql or directory", ErrInvalid)
+}
+
+// insideDir says whether p is dir or lies below it (both clean and
+// absolute).
+func insideDir(dir, p string) bool {
+	return dir != "" && (p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/"))
+}
+
+// sourceOf is what the agent dumps or archives. A directory inside the
+// app's deploy path is opened through it (Within): whoever may deploy
+// the app may put symlinks there, and none of them may lead the archive
+// out.
+func sourceOf(a *store.App, kind store.BackupKind, name, url string) *agentv1.BackupSource {
+	src := &agentv1.BackupSource{Kind: string(kind), Name: name, ConnectionUrl: url}
+	if kind == store.BackupDirectory && a != nil && insideDir(a.DeployPath, name) {
+		src.Within = a.DeployPath
+	}
+	return src
 }
 
 func checkConnectionEnv(k store.BackupKind, v string) error {
@@ -69,6 +88,15 @@ func (s *Service) RunBackup(ctx context.Context, pr *auth.Principal, peer Peer, 
 	a, err := s.resolveApp(ctx, r.App)
 	if err != nil {
 		return store.Backup{}, err
+	}
+	// The agent runs as root: a directory outside the app's own is any
+	// file of the server (keys, /etc/shadow). Encrypted and readable by
+	// admins only, but the write scope is for an app, so it backs up the
+	// app's directory only (sourceOf confines the agent to it).
+	if k == store.BackupDirectory && !insideDir(a.DeployPath, r.Source) {
+		if err := require(pr, store.ScopeAdmin); err != nil {
+			return store.Backup{}, fmt.Errorf("%w: %s is outside the app's directory %s: backing it up needs the admin scope", auth.ErrForbidden, r.Source, a.DeployPath)
+		}
 	}
 	d, err := s.resolveDestination(ctx, r.Destination)
 	if err != nil {

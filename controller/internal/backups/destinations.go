@@ -281,7 +281,8 @@ func (s *Service) RemoveDestination(ctx context.Context, pr *auth.Principal, pee
 		return err
 	}
 	if nb > 0 || ns > 0 {
-		return fmt.Errorf("%w: destination %s is used by %d backup(s) and %d schedule(s); delete those backups and remove those schedules first", ErrInUse, d.Name, nb, ns)
+		return fmt.Errorf("%w: destination %s is used by %d backup(s) and %d schedule(s)%s; delete those backups and remove those schedules first",
+			ErrInUse, d.Name, nb, ns, s.nameUsers(ctx, d.ID, nb, ns))
 	}
 	return s.st.InTx(ctx, func(tx *store.Store) error {
 		err := tx.DeleteBackupDestination(ctx, d.ID)
@@ -294,6 +295,40 @@ func (s *Service) RemoveDestination(ctx context.Context, pr *auth.Principal, pee
 		s.activity(ctx, tx, pr, peer, kind.BackupDestinationRemoved, "backup_destination", d.ID, d.Name, map[string]any{"kind": string(d.Kind)})
 		return nil
 	})
+}
+
+// nameUsers says which schedules and backups use a destination (the first
+// few of each, with their apps) for the refusal of its removal.
+func (s *Service) nameUsers(ctx context.Context, id store.ID, nb, ns int64) string {
+	users, err := s.st.BackupDestinationUsers(ctx, id)
+	if err != nil || len(users) == 0 {
+		return ""
+	}
+	var scheds, backups []string
+	for _, u := range users {
+		if u.What == "schedule" {
+			scheds = append(scheds, u.ID.String()+" ("+u.AppName+")")
+		} else {
+			backups = append(backups, u.ID.String()+" ("+u.AppName+")")
+		}
+	}
+	part := func(what string, ids []string, n int64) string {
+		if len(ids) == 0 {
+			return ""
+		}
+		p := what + " " + strings.Join(ids, ", ")
+		if more := n - int64(len(ids)); more > 0 {
+			p += fmt.Sprintf(" and %d more", more)
+		}
+		return p
+	}
+	var parts []string
+	for _, p := range []string{part("schedules", scheds, ns), part("backups", backups, nb)} {
+		if p != "" {
+			parts = append(parts, p)
+		}
+	}
+	return ": " + strings.Join(parts, "; ")
 }
 
 // TestDestination runs a probe job on a server (serverRef, or any

@@ -199,6 +199,18 @@ func (s *Service) heldChanged(ctx context.Context, serverID store.ID) {
 	s.notify(ctx, "held:"+serverID.String())
 }
 
+// AppChanged re-sends the held schedules of the app's server (through
+// deploys.Service.OnAppChange): they carry the app's name (the object
+// keys' prefix) and the connection URL taken from its environment, and an
+// agent must stop holding the schedules of a deleted app, or it would run
+// them during an outage. The NOTIFY goes through tx: sent at its commit,
+// the schedules are read after the change.
+func (s *Service) AppChanged(ctx context.Context, tx *store.Store, a store.App) {
+	if err := tx.PgNotify(ctx, jobsChannel, "held:"+a.ServerID.String()); err != nil {
+		s.log.Warn("re-send held backup schedules", "app_id", a.ID.String(), "err", err)
+	}
+}
+
 // sendHeld sends a connected agent the schedules it holds, sealed to its
 // recipient. An agent that named no recipient holds none.
 func (s *Service) sendHeld(ctx context.Context, serverID store.ID) {
@@ -262,7 +274,7 @@ func (s *Service) heldSchedules(ctx context.Context, serverID store.ID, rcpt str
 			continue
 		}
 		job := &agentv1.BackupJob{
-			Source:      &agentv1.BackupSource{Kind: string(sc.Kind), Name: sc.Source, ConnectionUrl: url},
+			Source:      sourceOf(&a, sc.Kind, sc.Source, url),
 			Destination: dest, Recipient: recipient, ScheduleId: sc.ID.String(),
 		}
 		plain, err := proto.Marshal(job)

@@ -148,11 +148,19 @@ func (s *Service) backupStart(ctx context.Context, b store.Backup) (*agentv1.Job
 	if err != nil {
 		return nil, err
 	}
+	var app *store.App
+	if b.AppID != nil {
+		a, err := s.st.App(ctx, *b.AppID)
+		if err != nil {
+			return nil, err
+		}
+		app = &a
+	}
 	js := &agentv1.JobStart{
 		JobId: b.ID.String(), AppName: b.AppName, Kind: KindBackup,
 		Timeout: durationpb.New(time.Duration(b.TimeoutSeconds) * time.Second), AckedSeq: uint64(b.AgentSeq),
 		Backup: &agentv1.BackupJob{
-			Source:      &agentv1.BackupSource{Kind: string(b.Kind), Name: b.Source, ConnectionUrl: url},
+			Source:      sourceOf(app, b.Kind, b.Source, url),
 			Destination: dest, Object: &agentv1.BackupObject{Key: objectKey(b), Kind: string(b.Kind)}, Recipient: recipient,
 		},
 	}

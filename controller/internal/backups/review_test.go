@@ -3,11 +3,13 @@ package backups
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"testing"
 
 	"filippo.io/age"
 
+	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -97,5 +99,56 @@ func TestServerKeysAreIsolated(t *testing.T) {
 	// Deterministic: a re-sent job encrypts to the same recipient.
 	if _, again := mk("shop"); again != rcptA {
 		t.Fatal("the server's recipient changed between two backups with the same key")
+	}
+}
+
+// The write scope backs up its app's directory only: the agent is root,
+// and a directory elsewhere is any file of the server. Admins may name any
+// directory. A directory inside the app's path is sent with within set
+// (the agent opens it through the app's path, so a symlink a release put
+// there cannot lead out); one outside, an admin's, without.
+func TestDirectoryBackupScope(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	e.localDest(t, "vault")
+	for _, src := range []string{"/etc", "/srv/shopping", "/srv", "/"} {
+		_, err := e.svc.RunBackup(ctx, e.as(store.ScopeWrite), Peer{}, RunRequest{App: "shop", Destination: "vault", Kind: "directory", Source: src})
+		if !errors.Is(err, auth.ErrForbidden) && !(src == "/" && errors.Is(err, store.ErrInvalid)) {
+			t.Errorf("write token backs up %s: %v", src, err)
+		}
+	}
+	list, err := e.svc.Backups(ctx, e.admin, ListRequest{})
+	if err != nil || len(list) != 0 {
+		t.Fatalf("refused runs left %d backups (%v)", len(list), err)
+	}
+	within := func(pr *auth.Principal, src string) string {
+		t.Helper()
+		b, err := e.svc.RunBackup(ctx, pr, Peer{}, RunRequest{App: "shop", Destination: "vault", Kind: "directory", Source: src})
+		if err != nil {
+			t.Fatalf("backup of %s: %v", src, err)
+		}
+		js, err := e.svc.backupStart(ctx, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if js.GetBackup().GetSource().GetName() != src {
+			t.Fatalf("source %q", js.GetBackup().GetSource().GetName())
+		}
+		if _, err := e.svc.Cancel(ctx, e.admin, Peer{}, b.ID.String()); err != nil {
+			t.Fatal(err)
+		}
+		return js.GetBackup().GetSource().GetWithin()
+	}
+	for _, src := range []string{"/srv/shop", "/srv/shop/current/storage"} {
+		if got := within(e.as(store.ScopeWrite), src); got != "/srv/shop" {
+			t.Errorf("write token's backup of %s: within %q", src, got)
+		}
+	}
+	if got := within(e.admin, "/srv/shop/shared"); got != "/srv/shop" {
+		t.Errorf("admin's backup inside the app: within %q", got)
+	}
+	if got := within(e.admin, "/etc"); got != "" {
+		t.Errorf("admin's backup of /etc: within %q", got)
 	}
 }

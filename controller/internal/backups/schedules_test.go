@@ -152,7 +152,7 @@ func TestScheduleValidation(t *testing.T) {
 		t.Errorf("unknown id: %v", err)
 	}
 	// A destination a schedule uses is not removed, and says so.
-	if err := e.svc.RemoveDestination(ctx, e.admin, Peer{}, "vault"); !errors.Is(err, store.ErrReferenced) || !strings.Contains(err.Error(), "schedule") {
+	if err := e.svc.RemoveDestination(ctx, e.admin, Peer{}, "vault"); !errors.Is(err, store.ErrReferenced) || !strings.Contains(err.Error(), "schedules "+v.ID.String()+" (shop)") {
 		t.Errorf("remove a destination a schedule uses: %v", err)
 	}
 	if n := e.count(t, `SELECT count(*) FROM activity_log WHERE action = 'backup_schedule.added'`); n != 1 {

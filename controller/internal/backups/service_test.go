@@ -264,9 +264,10 @@ func TestRemoveDestinationInUse(t *testing.T) {
 	e := setup(t)
 	e.localDest(t, "vault")
 	e.localDest(t, "spare")
-	e.dispatched(t, "vault")
+	b := e.dispatched(t, "vault")
 	err := e.svc.RemoveDestination(ctx, e.admin, Peer{}, "vault")
-	if !errors.Is(err, store.ErrReferenced) || !strings.Contains(err.Error(), "1 backup(s) and 0 schedule(s)") {
+	// It says which: the backup by id, with its app.
+	if !errors.Is(err, store.ErrReferenced) || !strings.Contains(err.Error(), "1 backup(s) and 0 schedule(s): backups "+b.ID.String()+" (shop);") {
 		t.Fatalf("remove of a used destination: %v", err)
 	}
 	if err := e.svc.RemoveDestination(ctx, e.admin, Peer{}, "spare"); err != nil {

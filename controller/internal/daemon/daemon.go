@@ -242,6 +242,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// Backups take the agents' job events first and hand the deploys
 	// service those of its jobs.
 	backupSvc := backups.New(db, fleetSvc, deploySvc, log, backups.Config{StartGrace: cfg.StartGrace, UnreachableGrace: cfg.UnreachableGrace})
+	deploySvc.OnAppChange(backupSvc.AppChanged)
 	notifySvc, err := newNotify(ctx, cfg, db, publicURL, log)
 	if err != nil {
 		return err

@@ -378,6 +378,7 @@ func (s *Service) UpdateApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 		changes["run_as_user"] = app.RunAsUser
 	}
 	s.activity(ctx, pr, peer, kind.AppUpdated, "app", app.ID, app.Name, changes)
+	s.appChange(ctx, s.st, app)
 	return app, nil
 }
 
@@ -601,6 +602,7 @@ func (s *Service) SetAppEnv(ctx context.Context, pr *auth.Principal, peer Peer, 
 	slices.Sort(touched)
 	col := map[store.AppEnvScope]string{store.AppEnvCommon: "env_vars", store.AppEnvProduction: "env_production", store.AppEnvStaging: "env_staging"}[scope]
 	s.activity(ctx, pr, peer, "app.env_changed", "app", a.ID, a.Name, map[string]any{col: map[string]any{"changed": true, "keys": touched}})
+	s.appChange(ctx, s.st, a)
 	return keys, nil
 }
 
@@ -705,7 +707,13 @@ func (s *Service) DeleteApp(ctx context.Context, pr *auth.Principal, peer Peer, 
 				}
 				stopJob = &d
 			}
-			return tx.SoftDeleteApp(ctx, a.ID)
+			if err := tx.SoftDeleteApp(ctx, a.ID); err != nil {
+				return err
+			}
+			if gone, err := tx.App(ctx, a.ID); err == nil {
+				s.appChange(ctx, tx, gone)
+			}
+			return nil
 		})
 		if err != nil {
 			return DeletedApp{}, err

@@ -399,6 +399,7 @@ func (s *Service) finish(ctx context.Context, tx *store.Store, d store.Deploymen
 		// Recorded once: a --keep-files delete recorded it already.
 		if a, err := tx.App(ctx, d.AppID); err == nil && before.DeletedAt == nil {
 			s.systemActivity(ctx, store.ActorAgent, "agent:"+a.ServerID.String(), kind.AppDeleted, done, a.Name, map[string]any{"deploy_path": a.DeployPath})
+			s.appChange(ctx, tx, a)
 		}
 	} else if st == store.DeploymentSucceeded && d.Kind == store.JobDeploy {
 		// Only a deploy or rollback moves current; a process job or a

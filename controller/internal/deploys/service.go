@@ -91,6 +91,28 @@ type Service struct {
 
 	// kinds: job kinds other capabilities run here (HandleJobKind).
 	kinds map[store.JobKind]JobKindHandler
+
+	// appChanged: what other capabilities do when an app's settings,
+	// environment or existence changed (OnAppChange).
+	appChanged []AppChangeFunc
+}
+
+// AppChangeFunc is told that an app changed: its settings, its
+// environment, or it was deleted (a.DeletedAt set). tx is the transaction
+// that made the change, or the store when the change is already committed;
+// a NOTIFY sent through it is delivered only if the change commits. It
+// must not fail the change: it reports its own errors.
+type AppChangeFunc func(ctx context.Context, tx *store.Store, a store.App)
+
+// OnAppChange registers f (at start-up, before the service serves). Agent
+// held backup schedules carry an app's name and connection URL, and must
+// go when it is deleted: the backups service re-sends them through this.
+func (s *Service) OnAppChange(f AppChangeFunc) { s.appChanged = append(s.appChanged, f) }
+
+func (s *Service) appChange(ctx context.Context, tx *store.Store, a store.App) {
+	for _, f := range s.appChanged {
+		f(ctx, tx, a)
+	}
 }
 
 // New returns the service and registers it with the fleet as the handler of

@@ -212,3 +212,25 @@ func (s *Store) DeleteBackupDestination(ctx context.Context, id ID) error {
 	n, err := s.q.DeleteBackupDestination(ctx, pgID(id))
 	return affected("delete backup destination", n, err)
 }
+
+// BackupDestinationUser is a schedule or backup that stores into a
+// destination.
+type BackupDestinationUser struct {
+	What    string // "schedule" or "backup"
+	ID      ID
+	AppName string
+}
+
+// BackupDestinationUsers names the first (up to five of each) schedules
+// and newest backups that keep a destination from being removed.
+func (s *Store) BackupDestinationUsers(ctx context.Context, id ID) ([]BackupDestinationUser, error) {
+	rows, err := s.q.ListBackupDestinationUsers(ctx, pgID(id))
+	if err != nil {
+		return nil, mapErr("list backup destination users", err)
+	}
+	out := make([]BackupDestinationUser, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, BackupDestinationUser{What: r.What, ID: fromPG(r.ID), AppName: r.AppName})
+	}
+	return out, nil
+}

@@ -3658,6 +3658,11 @@ type BackupSource struct {
 	// connection_url: from the app's environment; empty to connect as the
 	// local superuser over the unix socket.
 	ConnectionUrl string `protobuf:"bytes,3,opt,name=connection_url,json=connectionUrl,proto3" json:"connection_url,omitempty"`
+	// within: for a directory, the app's deploy path when name lies inside
+	// it. The agent opens name through it (os.Root), so no symlink on the
+	// way (one a deployed release put there) leads the archive outside.
+	// Only an admin may back up a directory outside its app's path.
+	Within        string `protobuf:"bytes,4,opt,name=within,proto3" json:"within,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3709,6 +3714,13 @@ func (x *BackupSource) GetName() string {
 func (x *BackupSource) GetConnectionUrl() string {
 	if x != nil {
 		return x.ConnectionUrl
+	}
+	return ""
+}
+
+func (x *BackupSource) GetWithin() string {
+	if x != nil {
+		return x.Within
 	}
 	return ""
 }
@@ -4661,11 +4673,12 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\x05force\x18\x06 \x01(\bR\x05force\x12\x1f\n" +
 	"\vschedule_id\x18\a \x01(\tR\n" +
 	"scheduleId\x12?\n" +
-	"\rscheduled_for\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fscheduledFor\"]\n" +
+	"\rscheduled_for\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fscheduledFor\"u\n" +
 	"\fBackupSource\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12%\n" +
-	"\x0econnection_url\x18\x03 \x01(\tR\rconnectionUrl\"\xc1\x03\n" +
+	"\x0econnection_url\x18\x03 \x01(\tR\rconnectionUrl\x12\x16\n" +
+	"\x06within\x18\x04 \x01(\tR\x06within\"\xc1\x03\n" +
 	"\x11BackupDestination\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1a\n" +
