@@ -63,6 +63,14 @@ func TestNotifyCLIAgainstController(t *testing.T) {
 	if r := run(t, f.env, "notify", "channel", "add", "bad", "--kind", "webhook", "--url", "ftp://example.com/"); r.code == 0 || !strings.Contains(r.stderr, "InvalidArgument") {
 		t.Fatalf("bad url: %+v", r)
 	}
+	// The install's inbox channel's limit, changed in place.
+	r = run(t, f.env, "notify", "channel", "update", "admins-inbox", "--rate-limit", "40", "-o", "json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ch) != nil || ch["name"] != "admins-inbox" || ch["rate_limit_per_hour"] != float64(40) {
+		t.Fatalf("channel update: %+v", r)
+	}
+	if r := run(t, f.env, "notify", "channel", "update", "nope", "--rate-limit", "5"); r.code == 0 || !strings.Contains(r.stderr, "NotFound") {
+		t.Fatalf("update unknown: %+v", r)
+	}
 
 	r = run(t, f.env, "notify", "rule", "add", "--events", "deployment.*", "--channel", "hook", "--min-level", "warning", "-o", "json")
 	var rule map[string]any

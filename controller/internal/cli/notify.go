@@ -302,7 +302,39 @@ func (a *app) notifyChannelCmd() *cobra.Command {
 		},
 	}, &rmF)
 
-	cmd.AddCommand(add, list, test, remove)
+	var updF apiFlags
+	var updRate int
+	update := apiCommand(&cobra.Command{
+		Use:   "update NAME --rate-limit N",
+		Short: "Change a channel's rate limit (the install's admins-inbox and admins-email too)",
+		Long: "--rate-limit N: at most N messages an hour (1 to 10000); the rest are held back and sent as one digest.\n" +
+			"The change holds from the next message on. A channel's URL, secret and addresses are not changed in place:\n" +
+			"remove and add it.",
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("rate-limit") {
+				return usageError{errors.New("nothing to change: give --rate-limit N")}
+			}
+			if updRate < 1 || updRate > 10000 {
+				return usageError{errors.New("--rate-limit must be 1 to 10000 messages per hour")}
+			}
+			rate := int32(updRate)
+			return withNotify(cmd.Context(), &updF, func(ctx context.Context, c adminv1.NotificationServiceClient) error {
+				res, err := c.UpdateChannel(ctx, &adminv1.UpdateChannelRequest{Name: args[0], RateLimitPerHour: &rate})
+				if err != nil {
+					return err
+				}
+				if updF.output == "json" {
+					return a.printJSON(channelJSON(res.GetChannel()))
+				}
+				fmt.Fprintf(a.stdout, "channel %s: at most %d messages an hour\n", res.GetChannel().GetName(), res.GetChannel().GetRateLimitPerHour())
+				return nil
+			})
+		},
+	}, &updF)
+	update.Flags().IntVar(&updRate, "rate-limit", 0, "at most this many messages an hour (1 to 10000); the rest are held back for a digest")
+
+	cmd.AddCommand(add, list, test, remove, update)
 	return cmd
 }
 

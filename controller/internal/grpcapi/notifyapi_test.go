@@ -105,6 +105,47 @@ func TestNotificationServiceAPI(t *testing.T) {
 			t.Errorf("%s lists rate limit %d, want %d", ch.GetName(), ch.GetRateLimitPerHour(), want)
 		}
 	}
+	// UpdateChannel changes the limit in place, the install's inbox
+	// channel included; out of range, nothing to change, unknown and
+	// unauthorised requests are refused and change nothing.
+	for _, bad := range []*adminv1.UpdateChannelRequest{
+		{Name: "rated"},
+		{Name: "rated", RateLimitPerHour: new(int32(0))},
+		{Name: "rated", RateLimitPerHour: new(int32(-5))},
+		{Name: "rated", RateLimitPerHour: new(int32(10001))},
+		{Name: "Not A Name", RateLimitPerHour: new(int32(5))},
+		{Name: strings.Repeat("n", 5000), RateLimitPerHour: new(int32(5))},
+	} {
+		if _, err := c.UpdateChannel(as(admin), bad); code(err) != codes.InvalidArgument {
+			t.Errorf("update %.60v: %v, want InvalidArgument", bad, err)
+		}
+	}
+	if _, err := c.UpdateChannel(as(admin), &adminv1.UpdateChannelRequest{Name: "nope", RateLimitPerHour: new(int32(5))}); code(err) != codes.NotFound {
+		t.Errorf("update unknown: %v", err)
+	}
+	if _, err := c.UpdateChannel(as(reader), &adminv1.UpdateChannelRequest{Name: "rated", RateLimitPerHour: new(int32(5))}); code(err) != codes.PermissionDenied {
+		t.Errorf("reader updates: %v", err)
+	}
+	upd, err := c.UpdateChannel(as(admin), &adminv1.UpdateChannelRequest{Name: "admins-inbox", RateLimitPerHour: new(int32(50))})
+	if err != nil || upd.GetChannel().GetRateLimitPerHour() != 50 || upd.GetChannel().GetName() != "admins-inbox" {
+		t.Fatalf("update the inbox channel: %v %v", upd, err)
+	}
+	all, err = c.ListChannels(as(admin), &adminv1.ListChannelsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range all.GetChannels() {
+		want := int32(20)
+		switch ch.GetName() {
+		case "rated":
+			want = 10000
+		case "admins-inbox":
+			want = 50
+		}
+		if ch.GetRateLimitPerHour() != want {
+			t.Errorf("after the update %s lists rate limit %d, want %d", ch.GetName(), ch.GetRateLimitPerHour(), want)
+		}
+	}
 	if _, err := c.RemoveChannel(as(admin), &adminv1.RemoveChannelRequest{Name: "rated"}); err != nil {
 		t.Fatal(err)
 	}

@@ -231,7 +231,7 @@ func (s *Server) channelView(w http.ResponseWriter, r *http.Request, v *viewer, 
 	for k, val := range extra {
 		data[k] = val
 	}
-	s.render(w, r, "notify_channel", view{Title: "Channel " + c.Name, Nav: "channels", User: v, Status: status, Error: errMsg, Data: data})
+	s.render(w, r, "notify_channel", view{Title: "Channel " + c.Name, Nav: "channels", User: v, Status: status, Error: errMsg, Form: r.PostForm, Data: data})
 }
 
 func (s *Server) channelShow(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -264,6 +264,41 @@ func (s *Server) channelTest(w http.ResponseWriter, r *http.Request, v *viewer) 
 		return
 	}
 	s.channelView(w, r, v, c.Name, http.StatusOK, "", map[string]any{"Test": testResult{OK: true, Message: "Test message delivered to " + c.Name + "."}})
+}
+
+// channelUpdate saves the channel page's rate limit form through the
+// service's UpdateChannelAs (the gRPC UpdateChannel), which checks who
+// asks, the range, and records the change.
+func (s *Server) channelUpdate(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	name := r.PathValue("name")
+	f := r.PostForm
+	if field := oversized(f); field != "" {
+		s.channelView(w, r, v, name, http.StatusBadRequest, oversizedMessage(field), nil)
+		return
+	}
+	var u notify.ChannelUpdate
+	if raw := strings.TrimSpace(f.Get("rate_limit_per_hour")); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			s.channelView(w, r, v, name, http.StatusBadRequest, fmt.Sprintf("Messages per hour must be a whole number from 1 to %d.", notify.MaxRateLimit), nil)
+			return
+		}
+		u.RateLimitPerHour = &n
+	}
+	c, err := s.d.Notify.UpdateChannelAs(r.Context(), v.Principal, s.notifyPeer(r), name, u)
+	if err != nil {
+		if statusOf(err) == http.StatusBadRequest {
+			// The page needs the channel: a bad name fails there.
+			s.channelView(w, r, v, name, http.StatusBadRequest, publicMessage(err), nil)
+			return
+		}
+		s.fail(w, r, v, err)
+		return
+	}
+	s.redirect(w, r, "/notify/channels/"+c.Name, fmt.Sprintf("Channel %s: at most %d messages an hour from now on.", c.Name, c.RateLimitPerHour))
 }
 
 func (s *Server) channelRemove(w http.ResponseWriter, r *http.Request, v *viewer) {

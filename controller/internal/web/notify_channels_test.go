@@ -476,6 +476,7 @@ func TestNotifyPagesAdminOnly(t *testing.T) {
 			"/notify/channels":                                    {"form": {"email"}, "name": {"sneaky"}, "to": {"me@example.com"}},
 			"/notify/channels/admins-inbox/test":                  {},
 			"/notify/channels/admins-inbox/remove":                {"confirm": {"admins-inbox"}},
+			"/notify/channels/admins-inbox/update":                {"form": {"rate"}, "rate_limit_per_hour": {"1"}},
 			"/notify/rules":                                       {"form": {"rule"}, "events": {"*"}, "channel": {"admins-inbox"}},
 			"/notify/rules/" + store.NewID().String() + "/remove": {},
 		} {
@@ -490,7 +491,7 @@ func TestNotifyPagesAdminOnly(t *testing.T) {
 	}
 	chans, _ := e.st.NotifyChannels(context.Background())
 	rules, _ := e.st.NotifyRules(context.Background())
-	if len(chans) != 1 || len(rules) != 1 {
+	if len(chans) != 1 || len(rules) != 1 || chans[0].RateLimitPerHour != notify.DefaultRateLimit {
 		t.Fatalf("refused callers changed something: %d channels, %d rules", len(chans), len(rules))
 	}
 }
@@ -589,5 +590,61 @@ func TestChannelFormRateLimit(t *testing.T) {
 	}
 	if status["delivered"] != 1 || status["held"] != 2 || len(dels) != 3 {
 		t.Fatalf("deliveries by status %v, want 1 delivered and 2 held", status)
+	}
+
+	// The channel page changes the limit in place (the service's
+	// UpdateChannelAs): bad input is refused with what was typed kept and
+	// the limit unchanged; a new limit holds from the next message on.
+	for _, tc := range []struct {
+		rate, msg string
+	}{
+		{"ten", "Messages per hour must be a whole number from 1 to 10000."},
+		{"0", "rate limit must be 1 to 10000 messages per hour"},
+		{"10001", "rate limit must be 1 to 10000 messages per hour"},
+		{"", "nothing to change: give a rate limit"},
+	} {
+		resp, body := c.post("/notify/channels/limited/update", url.Values{"form": {"rate"}, "rate_limit_per_hour": {tc.rate}})
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(html.UnescapeString(body), tc.msg) || !strings.Contains(body, `id="form-error"`) {
+			t.Errorf("update to %q: %d, want 400 with %q", tc.rate, resp.StatusCode, tc.msg)
+			continue
+		}
+		if got, _ := inputValue(body, "rate-limit"); got != tc.rate {
+			t.Errorf("update to %q: kept %q", tc.rate, got)
+		}
+		if !strings.Contains(body, `<dd data-field="rate_limit">1 an hour`) {
+			t.Errorf("update to %q: the page no longer shows the unchanged limit", tc.rate)
+		}
+	}
+	if resp, _ := c.post("/notify/channels/nope/update", url.Values{"form": {"rate"}, "rate_limit_per_hour": {"5"}}); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("update of an unknown channel: %d", resp.StatusCode)
+	}
+	if _, body := c.get("/notify/channels/limited"); !strings.Contains(body, `value="1"`) {
+		t.Errorf("the rate limit form does not show the limit")
+	}
+	resp, _ = c.post("/notify/channels/limited/update", url.Values{"form": {"rate"}, "rate_limit_per_hour": {"10"}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/notify/channels/limited" {
+		t.Fatalf("update: %d", resp.StatusCode)
+	}
+	if _, body := c.get("/notify/channels/limited"); !strings.Contains(body, `<dd data-field="rate_limit">10 an hour`) ||
+		!strings.Contains(body, "Channel limited: at most 10 messages an hour from now on.") {
+		t.Errorf("the page after the update:\n%s", body)
+	}
+	if _, body := c.get("/activity"); !strings.Contains(body, "notify_channel.updated") {
+		t.Errorf("the activity log lacks notify_channel.updated")
+	}
+	if _, err := e.notify.Publish(ctx, notify.Event{Kind: "backup.failed", Level: notify.Critical, Title: "backup 3 failed"}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		n, err := e.notify.DeliverDue(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if v, r := hook.counts(); v != 2 || r != 0 {
+		t.Fatalf("after raising the limit the receiver verified %d and refused %d; want 2", v, r)
 	}
 }

@@ -162,6 +162,7 @@ var routeMatrix = map[string]routeRow{
 	"GET /notify/channels/{name}":         {store.ScopeAdmin, "/notify/channels/admins-inbox", nil},
 	"POST /notify/channels/{name}/test":   {store.ScopeAdmin, "/notify/channels/admins-inbox/test", form()},
 	"POST /notify/channels/{name}/remove": {store.ScopeAdmin, "/notify/channels/nope/remove", form("confirm", "nope")},
+	"POST /notify/channels/{name}/update": {store.ScopeAdmin, "/notify/channels/admins-inbox/update", form("form", "rate", "rate_limit_per_hour", "30")},
 	"GET /notify/deliveries":              {store.ScopeAdmin, "/notify/deliveries?status=failed", nil},
 	"GET /notify/rules":                   {store.ScopeAdmin, "/notify/rules", nil},
 	"POST /notify/rules":                  {store.ScopeAdmin, "/notify/rules", form("events", "deployment.*", "channel", "admins-inbox")},
