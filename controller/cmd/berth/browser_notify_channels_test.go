@@ -125,11 +125,28 @@ func TestBrowserNotifyChannels(t *testing.T) {
 	var pages []string // every page's HTML, scanned for secrets at the end
 	snap := func() { pages = append(pages, tb.html()) }
 
-	// Email: a test message reaches the SMTP server.
-	tb.fill("#email-name", "ops-mail", "#email-to", "ops@example.com, oncall@example.com")
+	// Email, at most 5 messages an hour: a test message reaches the SMTP
+	// server.
+	tb.fill("#email-name", "ops-mail", "#email-to", "ops@example.com, oncall@example.com", "#email-rate", "5")
 	tb.submit("#add-email button[type=submit]")
 	if p := tb.path(); p != "/notify/channels/ops-mail" || !strings.Contains(tb.text("p.flash"), "Channel ops-mail added.") {
 		t.Fatalf("after adding email at %s: %s", tb.path(), tb.bodyText())
+	}
+	if got := tb.text(`[data-field="rate_limit"]`); !strings.HasPrefix(got, "5 an hour") || tb.value("#rate-limit") != "5" {
+		t.Fatalf("rate limit shown as %q, form %q", got, tb.value("#rate-limit"))
+	}
+	// The channel page's form changes it; out of range is refused with
+	// what was typed kept.
+	tb.setValue("#rate-limit", "10001")
+	tb.submit("#rate-limit-form button[type=submit]")
+	if got := tb.text("#form-error"); !strings.Contains(got, "rate limit must be 1 to 10000 messages per hour") || tb.value("#rate-limit") != "10001" ||
+		!strings.HasPrefix(tb.text(`[data-field="rate_limit"]`), "5 an hour") {
+		t.Fatalf("rate limit 10001: %q", got)
+	}
+	tb.setValue("#rate-limit", "12")
+	tb.submit("#rate-limit-form button[type=submit]")
+	if got := tb.text(`[data-field="rate_limit"]`); !strings.HasPrefix(got, "12 an hour") || !strings.Contains(tb.text("p.flash"), "at most 12 messages an hour") {
+		t.Fatalf("after changing the rate limit: %q / %q", got, tb.text("p.flash"))
 	}
 	snap()
 	tb.submit("#test-channel button")
