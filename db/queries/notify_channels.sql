@@ -61,3 +61,11 @@ ORDER BY c.name;
 SELECT email FROM users
 WHERE role = 'admin' AND status = 'active' AND disabled_at IS NULL
 ORDER BY email;
+
+-- name: SetNotifyChannelRateLimit :one
+-- Read by every publish and delivery, so a change holds from the next
+-- message on.
+UPDATE notify_channels
+SET rate_limit_per_hour = sqlc.arg(rate_limit_per_hour), updated_at = now()
+WHERE id = sqlc.arg(id)
+RETURNING *;

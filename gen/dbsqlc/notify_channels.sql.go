@@ -309,3 +309,39 @@ func (q *Queries) NotifyChannelFailed(ctx context.Context, arg NotifyChannelFail
 	_, err := q.db.Exec(ctx, notifyChannelFailed, arg.LastError, arg.At, arg.ID)
 	return err
 }
+
+const setNotifyChannelRateLimit = `-- name: SetNotifyChannelRateLimit :one
+UPDATE notify_channels
+SET rate_limit_per_hour = $1, updated_at = now()
+WHERE id = $2
+RETURNING id, name, kind, to_admins, recipients, url_host, config, enabled, rate_limit_per_hour, last_error, failing_since, last_delivered_at, created_at, updated_at
+`
+
+type SetNotifyChannelRateLimitParams struct {
+	RateLimitPerHour int32
+	ID               pgtype.UUID
+}
+
+// Read by every publish and delivery, so a change holds from the next
+// message on.
+func (q *Queries) SetNotifyChannelRateLimit(ctx context.Context, arg SetNotifyChannelRateLimitParams) (NotifyChannel, error) {
+	row := q.db.QueryRow(ctx, setNotifyChannelRateLimit, arg.RateLimitPerHour, arg.ID)
+	var i NotifyChannel
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.Kind,
+		&i.ToAdmins,
+		&i.Recipients,
+		&i.UrlHost,
+		&i.Config,
+		&i.Enabled,
+		&i.RateLimitPerHour,
+		&i.LastError,
+		&i.FailingSince,
+		&i.LastDeliveredAt,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
+}

@@ -14,7 +14,9 @@ import (
 // Chromium. The Alerts page lists the install's default rules; an admin
 // adds a rule with the form (bad input is refused with a clear message),
 // the real agent's samples make it fire, the page shows where and since
-// when, the server's page shows its firing alert, and removing the rule
+// when, the server's page shows its firing alert, its edit page changes it
+// (refusing bad input with the form kept; a change resolves what fired,
+// and the new definition fires on its own terms), and removing the rule
 // with its button (after the confirmation) takes it away and resolves it.
 func TestBrowserAlertsPage(t *testing.T) {
 	t.Parallel()
@@ -83,6 +85,48 @@ func TestBrowserAlertsPage(t *testing.T) {
 		t.Fatalf("server page alerts: %d %q", n, tb.text("#server-alerts"))
 	}
 
+	// Edit it on its page (what `berth alert add NAME --replace` does):
+	// the form shows the rule; bad input is refused with what was typed
+	// kept; a threshold memory never passes resolves what fired, at once;
+	// back to 1% the real agent's samples fire it again.
+	tb.open("/alerts")
+	tb.submit(`tr[data-alert="mem-any"] a.edit`)
+	if p := tb.path(); p != "/alerts/mem-any/edit" {
+		t.Fatalf("the edit link goes to %s", p)
+	}
+	if tb.value("#metric") != "memory" || tb.value("#above") != "1" || tb.value("#for") != "0s" || tb.value("#scope") != "server" ||
+		tb.value("#server") != "web-a" || tb.value("#level") != "critical" {
+		t.Fatalf("the edit form does not show the rule: %q %q %q %q %q %q", tb.value("#metric"), tb.value("#above"), tb.value("#for"),
+			tb.value("#scope"), tb.value("#server"), tb.value("#level"))
+	}
+	if got := tb.text("#alert-now"); !strings.Contains(got, "memory > 1.0% for 0s") || !strings.Contains(got, "It fires on 1 server or mount") {
+		t.Fatalf("the edit page's summary: %q", got)
+	}
+	tb.setValue("#above", "150")
+	tb.setValue("#resolve_below", "")
+	tb.submit(`#alert-edit-form button[type=submit]`)
+	if got := tb.text("#form-error"); !strings.Contains(got, "0 to 100") || tb.value("#above") != "150" || tb.value("#server") != "web-a" ||
+		tb.value("#scope") != "server" || tb.value("#level") != "critical" {
+		t.Fatalf("bad threshold on the edit form: %q (above %q, server %q)", got, tb.value("#above"), tb.value("#server"))
+	}
+	tb.setValue("#above", "100")
+	tb.setValue("#level", "warning")
+	tb.submit(`#alert-edit-form button[type=submit]`)
+	if p, body := tb.path(), tb.bodyText(); p != "/alerts" || !strings.Contains(body, "Alert mem-any changed.") || !strings.Contains(body, "memory > 100.0% for 0s") {
+		t.Fatalf("after saving (%s):\n%s", p, body)
+	}
+	if n := tb.count(firing); n != 0 || tb.text(`tr[data-alert="mem-any"] .status`) != "warning" {
+		t.Fatalf("after the edit the rule fires on %d / level %q", n, tb.text(`tr[data-alert="mem-any"] .status`))
+	}
+	tb.open("/alerts/mem-any/edit")
+	tb.setValue("#above", "1")
+	tb.setValue("#resolve_below", "")
+	tb.submit(`#alert-edit-form button[type=submit]`)
+	waitFor(t, "mem-any firing again after the edit", 60*time.Second, func() bool {
+		tb.open("/alerts")
+		return tb.count(firing) == 1
+	})
+
 	// Remove it, accepting the confirmation.
 	tb.open("/alerts")
 	tabRun(tb, "accept confirmations", chromedp.Evaluate[bool](`window.confirm = function () { return true; }; true`))
@@ -96,7 +140,10 @@ func TestBrowserAlertsPage(t *testing.T) {
 	}
 	// The inbox got the firing alert and its resolution.
 	tb.open("/notifications")
-	if body := tb.bodyText(); !strings.Contains(body, "mem-any: memory") || !strings.Contains(body, "mem-any resolved on web-a") {
+	// (The removal's resolution is merged into the edit's, still unread:
+	// one unread notification per alert.)
+	if body := tb.bodyText(); !strings.Contains(body, "mem-any: memory") || !strings.Contains(body, "mem-any resolved on web-a") ||
+		!strings.Contains(body, "The alert rule mem-any was changed.") {
 		t.Fatalf("inbox:\n%s", body)
 	}
 	tb.assertCleanConsole()

@@ -125,11 +125,28 @@ func TestBrowserNotifyChannels(t *testing.T) {
 	var pages []string // every page's HTML, scanned for secrets at the end
 	snap := func() { pages = append(pages, tb.html()) }
 
-	// Email: a test message reaches the SMTP server.
-	tb.fill("#email-name", "ops-mail", "#email-to", "ops@example.com, oncall@example.com")
+	// Email, at most 5 messages an hour: a test message reaches the SMTP
+	// server.
+	tb.fill("#email-name", "ops-mail", "#email-to", "ops@example.com, oncall@example.com", "#email-rate", "5")
 	tb.submit("#add-email button[type=submit]")
 	if p := tb.path(); p != "/notify/channels/ops-mail" || !strings.Contains(tb.text("p.flash"), "Channel ops-mail added.") {
 		t.Fatalf("after adding email at %s: %s", tb.path(), tb.bodyText())
+	}
+	if got := tb.text(`[data-field="rate_limit"]`); !strings.HasPrefix(got, "5 an hour") || tb.value("#rate-limit") != "5" {
+		t.Fatalf("rate limit shown as %q, form %q", got, tb.value("#rate-limit"))
+	}
+	// The channel page's form changes it; out of range is refused with
+	// what was typed kept.
+	tb.setValue("#rate-limit", "10001")
+	tb.submit("#rate-limit-form button[type=submit]")
+	if got := tb.text("#form-error"); !strings.Contains(got, "rate limit must be 1 to 10000 messages per hour") || tb.value("#rate-limit") != "10001" ||
+		!strings.HasPrefix(tb.text(`[data-field="rate_limit"]`), "5 an hour") {
+		t.Fatalf("rate limit 10001: %q", got)
+	}
+	tb.setValue("#rate-limit", "12")
+	tb.submit("#rate-limit-form button[type=submit]")
+	if got := tb.text(`[data-field="rate_limit"]`); !strings.HasPrefix(got, "12 an hour") || !strings.Contains(tb.text("p.flash"), "at most 12 messages an hour") {
+		t.Fatalf("after changing the rate limit: %q / %q", got, tb.text("p.flash"))
 	}
 	snap()
 	tb.submit("#test-channel button")
@@ -223,19 +240,23 @@ func TestBrowserNotifyChannels(t *testing.T) {
 	}
 	snap()
 
-	// Bad input: the error says what is wrong; everything typed stays.
+	// Bad input: the error says what is wrong; what was typed stays,
+	// except the URL and the secret, which never come back to the browser
+	// (the page says to enter them again).
+	const again = "URLs and secrets are never sent back to the browser: enter it again."
 	badURL := "ftp://files.example.com/in"
 	tb.fill("#webhook-name", "bad-hook", "#webhook-url", badURL, "#webhook-secret", "whsec_short")
 	tb.submit("#add-webhook button[type=submit]")
-	if got := tb.text("#form-error"); !strings.Contains(got, "not an http(s) URL with a host") {
+	if got := tb.text("#form-error"); !strings.Contains(got, "not an http(s) URL with a host") || !strings.Contains(got, again) {
 		t.Fatalf("bad URL error: %q", got)
 	}
-	if tb.value("#webhook-name") != "bad-hook" || tb.value("#webhook-url") != badURL || tb.value("#webhook-secret") != "whsec_short" {
-		t.Fatalf("typed values lost: %q %q %q", tb.value("#webhook-name"), tb.value("#webhook-url"), tb.value("#webhook-secret"))
+	if tb.value("#webhook-name") != "bad-hook" || tb.value("#webhook-url") != "" || tb.value("#webhook-secret") != "" {
+		t.Fatalf("after a refusal: name %q, URL %q, secret %q", tb.value("#webhook-name"), tb.value("#webhook-url"), tb.value("#webhook-secret"))
 	}
 	tb.setValue("#webhook-url", "https://receiver.example.com/in")
+	tb.setValue("#webhook-secret", "whsec_short")
 	tb.submit("#add-webhook button[type=submit]")
-	if got := tb.text("#form-error"); !strings.Contains(got, "the secret must be") || tb.value("#webhook-name") != "bad-hook" {
+	if got := tb.text("#form-error"); !strings.Contains(got, "the secret must be") || tb.value("#webhook-name") != "bad-hook" || tb.value("#webhook-secret") != "" {
 		t.Fatalf("bad secret: %q", got)
 	}
 	longName := strings.Repeat("n", 100)
@@ -243,17 +264,18 @@ func TestBrowserNotifyChannels(t *testing.T) {
 	tb.setValue("#slack-name", longName)
 	tb.setValue("#slack-url", longURL)
 	tb.submit("#add-slack button[type=submit]")
-	if got := tb.text("#form-error"); !strings.Contains(got, "channel name must be 1-63") || tb.value("#slack-name") != longName || tb.value("#slack-url") != longURL {
+	if got := tb.text("#form-error"); !strings.Contains(got, "channel name must be 1-63") || tb.value("#slack-name") != longName || tb.value("#slack-url") != "" {
 		t.Fatalf("oversized name: %q (kept %d/%d chars)", got, len(tb.value("#slack-name")), len(tb.value("#slack-url")))
 	}
 	tb.setValue("#slack-name", "long-url")
+	tb.setValue("#slack-url", longURL)
 	tb.submit("#add-slack button[type=submit]")
-	if got := tb.text("#form-error"); !strings.Contains(got, "the URL must be 1 to 2048 characters") || tb.value("#slack-url") != longURL {
+	if got := tb.text("#form-error"); !strings.Contains(got, "the URL must be 1 to 2048 characters") || tb.value("#slack-url") != "" {
 		t.Fatalf("oversized URL: %q", got)
 	}
 	tb.setValue("#slack-url", longURL+strings.Repeat("v", 2000))
 	tb.submit("#add-slack button[type=submit]")
-	if got := tb.text("#form-error"); got != "URL is longer than 4096 characters." || tb.value("#slack-name") != "long-url" {
+	if got := tb.text("#form-error"); got != "URL is longer than 4096 characters. "+again || tb.value("#slack-name") != "long-url" {
 		t.Fatalf("oversized field: %q", got)
 	}
 	tb.fill("#email-name", "ops-mail", "#email-to", "dup@example.com")
@@ -371,7 +393,7 @@ func TestBrowserNotifyChannels(t *testing.T) {
 	}
 
 	// A controller that does not allow private targets refuses a
-	// loopback or private URL, and the form keeps what was typed.
+	// loopback or private URL; the form keeps the name, not the URL.
 	t.Run("PrivateTargetRefused", func(t *testing.T) {
 		dir := shortDir(t)
 		strict := startController(t, dir)
@@ -389,8 +411,8 @@ func TestBrowserNotifyChannels(t *testing.T) {
 			if got := st.text("#form-error"); !strings.Contains(got, "private, loopback or link-local address") || !strings.Contains(got, "--allow-private-webhook-targets") {
 				t.Fatalf("%s to %s: %q", tc.kind, tc.url, got)
 			}
-			if st.value("#"+tc.kind+"-name") != "private-"+tc.kind || st.value("#"+tc.kind+"-url") != tc.url {
-				t.Fatalf("%s: typed values lost", tc.kind)
+			if st.value("#"+tc.kind+"-name") != "private-"+tc.kind || st.value("#"+tc.kind+"-url") != "" {
+				t.Fatalf("%s: name %q kept, URL %q back", tc.kind, st.value("#"+tc.kind+"-name"), st.value("#"+tc.kind+"-url"))
 			}
 			if st.count(`tr[data-channel="private-`+tc.kind+`"]`) != 0 {
 				t.Fatalf("%s: the refused channel is listed", tc.kind)

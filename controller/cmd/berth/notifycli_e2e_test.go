@@ -45,9 +45,9 @@ func TestNotifyCLIAgainstController(t *testing.T) {
 	}))
 	t.Cleanup(rcv.Close)
 
-	r := run(t, f.env, "notify", "channel", "add", "hook", "--kind", "webhook", "--url", rcv.URL+"/in", "-o", "json")
+	r := run(t, f.env, "notify", "channel", "add", "hook", "--kind", "webhook", "--url", rcv.URL+"/in", "--rate-limit", "7", "-o", "json")
 	var ch map[string]any
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ch) != nil || ch["url_host"] != "127.0.0.1" {
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ch) != nil || ch["url_host"] != "127.0.0.1" || ch["rate_limit_per_hour"] != float64(7) {
 		t.Fatalf("channel add: %+v", r)
 	}
 	s, _ := ch["webhook_secret"].(string)
@@ -62,6 +62,14 @@ func TestNotifyCLIAgainstController(t *testing.T) {
 	}
 	if r := run(t, f.env, "notify", "channel", "add", "bad", "--kind", "webhook", "--url", "ftp://example.com/"); r.code == 0 || !strings.Contains(r.stderr, "InvalidArgument") {
 		t.Fatalf("bad url: %+v", r)
+	}
+	// The install's inbox channel's limit, changed in place.
+	r = run(t, f.env, "notify", "channel", "update", "admins-inbox", "--rate-limit", "40", "-o", "json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ch) != nil || ch["name"] != "admins-inbox" || ch["rate_limit_per_hour"] != float64(40) {
+		t.Fatalf("channel update: %+v", r)
+	}
+	if r := run(t, f.env, "notify", "channel", "update", "nope", "--rate-limit", "5"); r.code == 0 || !strings.Contains(r.stderr, "NotFound") {
+		t.Fatalf("update unknown: %+v", r)
 	}
 
 	r = run(t, f.env, "notify", "rule", "add", "--events", "deployment.*", "--channel", "hook", "--min-level", "warning", "-o", "json")

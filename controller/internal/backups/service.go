@@ -45,6 +45,7 @@ import (
 	"github.com/berthhq/berth/controller/internal/deploys"
 	"github.com/berthhq/berth/controller/internal/fleet"
 	"github.com/berthhq/berth/controller/internal/jobrelay"
+	"github.com/berthhq/berth/controller/internal/jobs"
 	"github.com/berthhq/berth/controller/internal/store"
 	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
 )
@@ -243,12 +244,9 @@ func deref(p *string) string {
 	return *p
 }
 
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
-}
+// truncate is jobs.Truncate, the job machinery's one byte-bounded cut,
+// under the short name this package's messages use.
+func truncate(s string, n int) string { return jobs.Truncate(s, n) }
 
 // resolveServer finds a server by id or name.
 func (s *Service) resolveServer(ctx context.Context, ref string) (store.Server, error) {

@@ -147,16 +147,27 @@ func (a *app) notifyChannelCmd() *cobra.Command {
 	var kind, url string
 	var to []string
 	var urlStdin, secretStdin bool
+	var rateLimit int
 	add := apiCommand(&cobra.Command{
 		Use:   "add NAME",
 		Short: "Add an email, Slack, Discord or webhook channel",
 		Long: "  --kind email --to ADDR[,ADDR]\n" +
 			"  --kind slack|discord --url-stdin     (the incoming-webhook URL carries a token: read from standard input)\n" +
 			"  --kind webhook --url URL [--secret-stdin]\n" +
-			"A webhook channel signs per Standard Webhooks; without --secret-stdin a whsec_ secret is generated and shown once.",
+			"A webhook channel signs per Standard Webhooks; without --secret-stdin a whsec_ secret is generated and shown once.\n" +
+			"--rate-limit N sends at most N messages an hour (1 to 10000, default 20); the rest go out as one digest.",
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := &adminv1.AddChannelRequest{Name: args[0], Kind: kind}
+			if cmd.Flags().Changed("rate-limit") {
+				// Refused before dialing, as --limit is (the service
+				// checks it again); a typed 0 would mean "the default"
+				// on the wire, so it is refused here too.
+				if rateLimit < 1 || rateLimit > 10000 {
+					return usageError{errors.New("--rate-limit must be 1 to 10000 messages per hour")}
+				}
+				req.RateLimitPerHour = int32(rateLimit)
+			}
 			switch kind {
 			case "email":
 				if len(to) == 0 {
@@ -223,6 +234,7 @@ func (a *app) notifyChannelCmd() *cobra.Command {
 	add.Flags().StringVar(&url, "url", "", "webhook URL")
 	add.Flags().BoolVar(&urlStdin, "url-stdin", false, "read a Slack or Discord URL from standard input")
 	add.Flags().BoolVar(&secretStdin, "secret-stdin", false, "read the webhook's whsec_ signing secret from standard input")
+	add.Flags().IntVar(&rateLimit, "rate-limit", 20, "at most this many messages an hour (1 to 10000); the rest are held back for a digest")
 
 	var listF apiFlags
 	list := apiCommand(&cobra.Command{
@@ -290,7 +302,39 @@ func (a *app) notifyChannelCmd() *cobra.Command {
 		},
 	}, &rmF)
 
-	cmd.AddCommand(add, list, test, remove)
+	var updF apiFlags
+	var updRate int
+	update := apiCommand(&cobra.Command{
+		Use:   "update NAME --rate-limit N",
+		Short: "Change a channel's rate limit (the install's admins-inbox and admins-email too)",
+		Long: "--rate-limit N: at most N messages an hour (1 to 10000); the rest are held back and sent as one digest.\n" +
+			"The change holds from the next message on. A channel's URL, secret and addresses are not changed in place:\n" +
+			"remove and add it.",
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("rate-limit") {
+				return usageError{errors.New("nothing to change: give --rate-limit N")}
+			}
+			if updRate < 1 || updRate > 10000 {
+				return usageError{errors.New("--rate-limit must be 1 to 10000 messages per hour")}
+			}
+			rate := int32(updRate)
+			return withNotify(cmd.Context(), &updF, func(ctx context.Context, c adminv1.NotificationServiceClient) error {
+				res, err := c.UpdateChannel(ctx, &adminv1.UpdateChannelRequest{Name: args[0], RateLimitPerHour: &rate})
+				if err != nil {
+					return err
+				}
+				if updF.output == "json" {
+					return a.printJSON(channelJSON(res.GetChannel()))
+				}
+				fmt.Fprintf(a.stdout, "channel %s: at most %d messages an hour\n", res.GetChannel().GetName(), res.GetChannel().GetRateLimitPerHour())
+				return nil
+			})
+		},
+	}, &updF)
+	update.Flags().IntVar(&updRate, "rate-limit", 0, "at most this many messages an hour (1 to 10000); the rest are held back for a digest")
+
+	cmd.AddCommand(add, list, test, remove, update)
 	return cmd
 }
 

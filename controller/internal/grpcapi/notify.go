@@ -107,6 +107,7 @@ func (s *notifyServer) AddChannel(ctx context.Context, req *adminv1.AddChannelRe
 	}
 	c, secret, err := s.d.Notify.AddChannelAs(ctx, auth.PrincipalFrom(ctx), notifyPeer(ctx), notify.ChannelSpec{
 		Name: req.GetName(), Kind: strings.ToLower(req.GetKind()), To: req.GetTo(), URL: req.GetUrl(), Secret: req.GetSecret(),
+		RateLimitPerHour: int(req.GetRateLimitPerHour()),
 	})
 	if err != nil {
 		return nil, notifyStatus(err)
@@ -150,6 +151,22 @@ func (s *notifyServer) RemoveChannel(ctx context.Context, req *adminv1.RemoveCha
 		return nil, notifyStatus(err)
 	}
 	return &adminv1.RemoveChannelResponse{}, nil
+}
+
+func (s *notifyServer) UpdateChannel(ctx context.Context, req *adminv1.UpdateChannelRequest) (*adminv1.UpdateChannelResponse, error) {
+	if err := checkSizes([]string{req.GetName()}); err != nil {
+		return nil, err
+	}
+	var u notify.ChannelUpdate
+	if req.RateLimitPerHour != nil {
+		n := int(req.GetRateLimitPerHour())
+		u.RateLimitPerHour = &n
+	}
+	c, err := s.d.Notify.UpdateChannelAs(ctx, auth.PrincipalFrom(ctx), notifyPeer(ctx), req.GetName(), u)
+	if err != nil {
+		return nil, notifyStatus(err)
+	}
+	return &adminv1.UpdateChannelResponse{Channel: notifyChannelPB(c)}, nil
 }
 
 func (s *notifyServer) AddRule(ctx context.Context, req *adminv1.AddRuleRequest) (*adminv1.AddRuleResponse, error) {

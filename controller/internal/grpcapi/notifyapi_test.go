@@ -71,6 +71,8 @@ func TestNotificationServiceAPI(t *testing.T) {
 		{Name: "x", Kind: "email", To: make([]string, 51)},
 		{Name: "x", Kind: "email", To: []string{"not an address"}},
 		{Name: "x", Kind: "webhook", Url: "https://example.com/", Secret: "whsec_short"},
+		{Name: "x", Kind: "email", To: []string{"a@example.com"}, RateLimitPerHour: 10001},
+		{Name: "x", Kind: "email", To: []string{"a@example.com"}, RateLimitPerHour: -1},
 	} {
 		_, err := c.AddChannel(as(admin), bad)
 		if code(err) != codes.InvalidArgument {
@@ -80,7 +82,74 @@ func TestNotificationServiceAPI(t *testing.T) {
 			t.Errorf("error carries a secret: %v", err)
 		}
 	}
-	if _, err := c.AddChannel(as(reader), &adminv1.AddChannelRequest{Name: "r", Kind: "email", To: []string{"a@example.com"}}); code(err) != codes.PermissionDenied {
+	// A rate limit out of range says so; one in range is stored and
+	// listed (0 is the default, 20).
+	if _, err := c.AddChannel(as(admin), &adminv1.AddChannelRequest{Name: "rated", Kind: "email", To: []string{"a@example.com"}, RateLimitPerHour: 10001}); code(err) != codes.InvalidArgument ||
+		!strings.Contains(status.Convert(err).Message(), "rate limit must be 1 to 10000 messages per hour") {
+		t.Errorf("rate limit 10001: %v", err)
+	}
+	rated, err := c.AddChannel(as(admin), &adminv1.AddChannelRequest{Name: "rated", Kind: "email", To: []string{"a@example.com"}, RateLimitPerHour: 10000})
+	if err != nil || rated.GetChannel().GetRateLimitPerHour() != 10000 {
+		t.Fatalf("rate limit 10000: %v %v", rated, err)
+	}
+	all, err := c.ListChannels(as(admin), &adminv1.ListChannelsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range all.GetChannels() {
+		want := int32(20)
+		if ch.GetName() == "rated" {
+			want = 10000
+		}
+		if ch.GetRateLimitPerHour() != want {
+			t.Errorf("%s lists rate limit %d, want %d", ch.GetName(), ch.GetRateLimitPerHour(), want)
+		}
+	}
+	// UpdateChannel changes the limit in place, the install's inbox
+	// channel included; out of range, nothing to change, unknown and
+	// unauthorised requests are refused and change nothing.
+	for _, bad := range []*adminv1.UpdateChannelRequest{
+		{Name: "rated"},
+		{Name: "rated", RateLimitPerHour: new(int32(0))},
+		{Name: "rated", RateLimitPerHour: new(int32(-5))},
+		{Name: "rated", RateLimitPerHour: new(int32(10001))},
+		{Name: "Not A Name", RateLimitPerHour: new(int32(5))},
+		{Name: strings.Repeat("n", 5000), RateLimitPerHour: new(int32(5))},
+	} {
+		if _, err := c.UpdateChannel(as(admin), bad); code(err) != codes.InvalidArgument {
+			t.Errorf("update %.60v: %v, want InvalidArgument", bad, err)
+		}
+	}
+	if _, err := c.UpdateChannel(as(admin), &adminv1.UpdateChannelRequest{Name: "nope", RateLimitPerHour: new(int32(5))}); code(err) != codes.NotFound {
+		t.Errorf("update unknown: %v", err)
+	}
+	if _, err := c.UpdateChannel(as(reader), &adminv1.UpdateChannelRequest{Name: "rated", RateLimitPerHour: new(int32(5))}); code(err) != codes.PermissionDenied {
+		t.Errorf("reader updates: %v", err)
+	}
+	upd, err := c.UpdateChannel(as(admin), &adminv1.UpdateChannelRequest{Name: "admins-inbox", RateLimitPerHour: new(int32(50))})
+	if err != nil || upd.GetChannel().GetRateLimitPerHour() != 50 || upd.GetChannel().GetName() != "admins-inbox" {
+		t.Fatalf("update the inbox channel: %v %v", upd, err)
+	}
+	all, err = c.ListChannels(as(admin), &adminv1.ListChannelsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range all.GetChannels() {
+		want := int32(20)
+		switch ch.GetName() {
+		case "rated":
+			want = 10000
+		case "admins-inbox":
+			want = 50
+		}
+		if ch.GetRateLimitPerHour() != want {
+			t.Errorf("after the update %s lists rate limit %d, want %d", ch.GetName(), ch.GetRateLimitPerHour(), want)
+		}
+	}
+	if _, err := c.RemoveChannel(as(admin), &adminv1.RemoveChannelRequest{Name: "rated"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddChannel(as(reader), &adminv1.AddChannelRequest{Name: "r", Kind: "email", To: []string{"a@example.com"}, RateLimitPerHour: 5}); code(err) != codes.PermissionDenied {
 		t.Errorf("reader adds a channel: %v", err)
 	}
 	if _, err := c.TestChannel(as(admin), &adminv1.TestChannelRequest{Name: "nope"}); code(err) != codes.NotFound {

@@ -141,6 +141,7 @@ var scopeMatrix = map[string]matrixRow{
 	"/berth.admin.v1.NotificationService/MarkNotificationsRead": {store.ScopeRead, `all: true`},
 	"/berth.admin.v1.NotificationService/GetUnreadCount":        {store.ScopeRead, ``},
 	"/berth.admin.v1.NotificationService/ListDeliveries":        {store.ScopeAdmin, `status: "failed"`},
+	"/berth.admin.v1.NotificationService/UpdateChannel":         {store.ScopeAdmin, `name: "admins-inbox" rate_limit_per_hour: 30`},
 	// Alert rules: admin to change, read to look.
 	"/berth.admin.v1.NotificationService/AddAlert":    {store.ScopeAdmin, `name: "cpu-new" metric: "cpu" above: 90`},
 	"/berth.admin.v1.NotificationService/ListAlerts":  {store.ScopeRead, ``},

@@ -52,7 +52,7 @@ func (s *Service) AddChannelAs(ctx context.Context, pr *auth.Principal, peer Pee
 	if err != nil {
 		return Channel{}, "", err
 	}
-	changes := map[string]any{"kind": c.Kind}
+	changes := map[string]any{"kind": c.Kind, "rate_limit_per_hour": c.RateLimitPerHour}
 	if len(c.To) > 0 {
 		changes["to"] = c.To
 	}
@@ -132,6 +132,48 @@ func (s *Service) RemoveChannelAs(ctx context.Context, pr *auth.Principal, peer 
 	}
 	s.activity(ctx, pr, peer, kind.NotifyChannelDeleted, "notify_channel", c.ID, c.Name, map[string]any{"kind": c.Kind})
 	return nil
+}
+
+// ChannelUpdate is a change to a channel: each field set is changed, the
+// others are kept. (A channel's URL, secret and addresses are not changed
+// in place: remove and add it.)
+type ChannelUpdate struct {
+	// RateLimitPerHour: 1 to MaxRateLimit messages an hour.
+	RateLimitPerHour *int
+}
+
+// UpdateChannelAs changes a channel for an admin, the install's inbox and
+// email channels included. The change holds from the next message on
+// (every publish and delivery reads the channel's limit). A request that
+// changes nothing is refused, so a typo in a client never passes for a
+// change.
+func (s *Service) UpdateChannelAs(ctx context.Context, pr *auth.Principal, peer Peer, name string, u ChannelUpdate) (Channel, error) {
+	if err := auth.Require(pr, store.ScopeAdmin); err != nil {
+		return Channel{}, err
+	}
+	if err := checkName(name); err != nil {
+		return Channel{}, err
+	}
+	if u.RateLimitPerHour == nil {
+		return Channel{}, fmt.Errorf("%w: nothing to change: give a rate limit", ErrInvalid)
+	}
+	if n := *u.RateLimitPerHour; n < 1 || n > MaxRateLimit {
+		return Channel{}, fmt.Errorf("%w: rate limit must be 1 to %d messages per hour", ErrInvalid, MaxRateLimit)
+	}
+	old, err := s.st.NotifyChannelByName(ctx, name)
+	if err != nil {
+		return Channel{}, fmt.Errorf("channel %s: %w", name, err)
+	}
+	if _, err := s.st.SetNotifyChannelRateLimit(ctx, old.ID, *u.RateLimitPerHour); err != nil {
+		return Channel{}, fmt.Errorf("channel %s: %w", name, err)
+	}
+	s.activity(ctx, pr, peer, kind.NotifyChannelUpdated, "notify_channel", old.ID, old.Name,
+		map[string]any{"rate_limit_per_hour": map[string]any{"old": old.RateLimitPerHour, "new": *u.RateLimitPerHour}})
+	c, err := s.Channel(ctx, name)
+	if err != nil {
+		return Channel{}, fmt.Errorf("channel %s: %w", name, err)
+	}
+	return c, nil
 }
 
 // RuleRequest is a rule as an interface names it: server and app by name

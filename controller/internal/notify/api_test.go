@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -51,6 +52,9 @@ func TestAPIAuthorisation(t *testing.T) {
 		if err := s.RemoveChannelAs(ctx, pr, Peer{}, "inbox"); !errors.Is(err, want) {
 			t.Errorf("remove: %v", err)
 		}
+		if _, err := s.UpdateChannelAs(ctx, pr, Peer{}, "admins-inbox", ChannelUpdate{RateLimitPerHour: new(1)}); !errors.Is(err, want) {
+			t.Errorf("update: %v", err)
+		}
 		if _, err := s.AddRuleAs(ctx, pr, Peer{}, RuleRequest{Events: []string{"*"}, Channel: "inbox"}); !errors.Is(err, want) {
 			t.Errorf("add rule: %v", err)
 		}
@@ -72,6 +76,90 @@ func TestAPIAuthorisation(t *testing.T) {
 	}
 	if _, err := e.st.NotifyChannelByName(ctx, "ops"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a refused add left a channel: %v", err)
+	}
+	if c, err := e.st.NotifyChannelByName(ctx, "admins-inbox"); err != nil || c.RateLimitPerHour != DefaultRateLimit {
+		t.Errorf("a refused update changed the inbox channel: %+v %v", c, err)
+	}
+}
+
+// An admin changes a channel's rate limit in place, the install's inbox
+// channel included: out of range, nothing to change and a bad name are
+// ErrInvalid, an unknown channel ErrNotFound; the change is audited and
+// holds from the next message on (lowered to 1 an hour, the first of
+// three events goes out and the rest are held back for the digest).
+func TestAPIUpdateChannelRateLimit(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	s := e.service(t, true)
+	admin := &auth.Principal{UserID: e.admin, Email: "admin@example.test", Role: store.RoleAdmin, Scopes: []store.Scope{store.ScopeAdmin}}
+	for _, tc := range []struct {
+		name string
+		u    ChannelUpdate
+		want error
+	}{
+		{"admins-inbox", ChannelUpdate{}, ErrInvalid},
+		{"admins-inbox", ChannelUpdate{RateLimitPerHour: new(0)}, ErrInvalid},
+		{"admins-inbox", ChannelUpdate{RateLimitPerHour: new(-1)}, ErrInvalid},
+		{"admins-inbox", ChannelUpdate{RateLimitPerHour: new(MaxRateLimit + 1)}, ErrInvalid},
+		{"Not A Name", ChannelUpdate{RateLimitPerHour: new(5)}, ErrInvalid},
+		{"nope", ChannelUpdate{RateLimitPerHour: new(5)}, store.ErrNotFound},
+	} {
+		if _, err := s.UpdateChannelAs(ctx, admin, Peer{}, tc.name, tc.u); !errors.Is(err, tc.want) {
+			t.Errorf("%s %+v: %v, want %v", tc.name, tc.u, err, tc.want)
+		}
+	}
+	c, err := s.UpdateChannelAs(ctx, admin, Peer{UserAgent: "test"}, "admins-inbox", ChannelUpdate{RateLimitPerHour: new(MaxRateLimit)})
+	if err != nil || c.RateLimitPerHour != MaxRateLimit || c.Name != "admins-inbox" {
+		t.Fatalf("update the inbox channel: %+v %v", c, err)
+	}
+
+	rcv := newReceiver(t, testSecret)
+	if _, _, err := s.AddChannelAs(ctx, admin, Peer{}, ChannelSpec{Name: "hook", Kind: KindWebhook, URL: rcv.URL, Secret: testSecret}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddRuleAs(ctx, admin, Peer{}, RuleRequest{Events: []string{"backup.*"}, Channel: "hook"}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = s.UpdateChannelAs(ctx, admin, Peer{}, "hook", ChannelUpdate{RateLimitPerHour: new(1)}); err != nil || c.RateLimitPerHour != 1 {
+		t.Fatalf("lower the hook's limit: %+v %v", c, err)
+	}
+	for i := range 3 {
+		if _, err := s.Publish(ctx, Event{Kind: "backup.failed", Title: "backup " + strconv.Itoa(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drain(t, s)
+	if _, ids, _, _, _ := rcv.snapshot(); len(ids) != 1 {
+		t.Fatalf("the receiver got %d messages, want 1 within the new limit of 1 an hour", len(ids))
+	}
+	dels, err := s.DeliveriesAs(ctx, admin, DeliveryFilter{Channel: "hook"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := 0
+	for _, d := range dels {
+		if d.Status == "held" {
+			held++
+		}
+	}
+	if held != 2 {
+		t.Fatalf("%d held, want 2", held)
+	}
+
+	acts, err := e.st.ActivityLog(ctx, store.ActivityFilter{Limit: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var updates []string
+	for _, a := range acts {
+		if a.Action == "notify_channel.updated" {
+			b, _ := json.Marshal(a.Changes)
+			updates = append(updates, a.SubjectName+" "+string(b))
+		}
+	}
+	want := []string{`hook {"rate_limit_per_hour":{"new":1,"old":20}}`, `admins-inbox {"rate_limit_per_hour":{"new":10000,"old":20}}`}
+	if strings.Join(updates, "; ") != strings.Join(want, "; ") {
+		t.Fatalf("activity: %v, want %v", updates, want)
 	}
 }
 
@@ -95,6 +183,8 @@ func TestAPIAdminChangesAudited(t *testing.T) {
 		{Name: "in2", Kind: KindInbox, ToAdmins: true},
 		{Name: "mail2", Kind: KindEmail, ToAdmins: true},
 		{Name: "BAD", Kind: KindEmail, To: []string{"a@example.test"}},
+		{Name: "rate-low", Kind: KindEmail, To: []string{"a@example.test"}, RateLimitPerHour: -1},
+		{Name: "rate-high", Kind: KindEmail, To: []string{"a@example.test"}, RateLimitPerHour: MaxRateLimit + 1},
 	} {
 		if _, _, err := s.AddChannelAs(ctx, admin, Peer{}, spec); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%+v: %v, want invalid", spec, err)

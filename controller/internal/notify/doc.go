@@ -52,8 +52,11 @@
 //     the channel never heard of the condition the resolving message is
 //     merged.
 //   - Rate limit: a channel sends at most rate_limit_per_hour messages in a
-//     rolling hour; the rest is held, and once the hour has room a single
-//     digest message lists what was held back.
+//     rolling hour (1 to 10000, default 20, set when it is added and
+//     changed in place with UpdateChannelAs; every publish and delivery
+//     reads it, so a change holds from the next message on); the rest is
+//     held, and once the hour has room a single digest message lists what
+//     was held back.
 //
 // # Channels
 //
@@ -85,7 +88,7 @@
 //
 // Every interface (gRPC, the CLI through it, the web UI) calls the
 // principal-taking methods (AddChannelAs, ChannelsAs, TestChannelAs,
-// RemoveChannelAs, DeliveriesAs, AddRuleAs, RulesAs, RemoveRuleAs, InboxAs,
+// UpdateChannelAs, RemoveChannelAs, DeliveriesAs, AddRuleAs, RulesAs, RemoveRuleAs, InboxAs,
 // UnreadCountAs, MarkReadAs): channels, deliveries and rules need the admin scope, the
 // inbox is the caller's own (read scope), refusals wrap auth.ErrForbidden
 // or auth.ErrUnauthenticated, and each change is written to the activity

@@ -129,9 +129,17 @@ type ChannelSpec struct {
 	// Secret: a webhook channel's signing secret, "whsec_" + base64 of
 	// 24 to 64 bytes; generated when empty (write-only).
 	Secret string
-	// RateLimitPerHour: default 20.
+	// RateLimitPerHour: at most this many messages an hour (the rest are
+	// held back for a digest), 1 to MaxRateLimit; 0 for
+	// DefaultRateLimit.
 	RateLimitPerHour int
 }
+
+// The bounds of a channel's rate limit (the table's check constraint).
+const (
+	DefaultRateLimit = 20
+	MaxRateLimit     = 10000
+)
 
 // Channel is a channel as shown: never its URL or secret, only the URL's
 // host.
@@ -181,10 +189,10 @@ func (s *Service) AddChannel(ctx context.Context, spec ChannelSpec) (Channel, st
 		return Channel{}, "", fmt.Errorf("%w: channel name must be 1-63 lowercase letters, digits, '.', '_' or '-'", ErrInvalid)
 	}
 	if spec.RateLimitPerHour == 0 {
-		spec.RateLimitPerHour = 20
+		spec.RateLimitPerHour = DefaultRateLimit
 	}
-	if spec.RateLimitPerHour < 1 || spec.RateLimitPerHour > 10000 {
-		return Channel{}, "", fmt.Errorf("%w: rate limit must be 1 to 10000 per hour", ErrInvalid)
+	if spec.RateLimitPerHour < 1 || spec.RateLimitPerHour > MaxRateLimit {
+		return Channel{}, "", fmt.Errorf("%w: rate limit must be 1 to %d messages per hour", ErrInvalid, MaxRateLimit)
 	}
 	p := store.CreateNotifyChannelParams{Name: spec.Name, Kind: spec.Kind, ToAdmins: spec.ToAdmins, RateLimitPerHour: spec.RateLimitPerHour}
 	generated := ""
@@ -541,7 +549,7 @@ func (s *Service) EnsureDefaults(ctx context.Context, smtpConfigured bool) error
 		return err
 	}
 	err = s.st.InTx(ctx, func(tx *store.Store) error {
-		c, err := tx.CreateNotifyChannel(ctx, store.CreateNotifyChannelParams{Name: defaultEmailChannel, Kind: KindEmail, ToAdmins: true, RateLimitPerHour: 20})
+		c, err := tx.CreateNotifyChannel(ctx, store.CreateNotifyChannelParams{Name: defaultEmailChannel, Kind: KindEmail, ToAdmins: true, RateLimitPerHour: DefaultRateLimit})
 		if err != nil {
 			return err
 		}

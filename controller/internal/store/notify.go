@@ -123,6 +123,16 @@ func (s *Store) CreateNotifyChannel(ctx context.Context, p CreateNotifyChannelPa
 	return notifyChannelFromRow(r), nil
 }
 
+// SetNotifyChannelRateLimit changes a channel's rate limit (messages per
+// rolling hour); ErrNotFound when the channel is gone.
+func (s *Store) SetNotifyChannelRateLimit(ctx context.Context, id ID, perHour int) (NotifyChannel, error) {
+	r, err := s.q.SetNotifyChannelRateLimit(ctx, dbsqlc.SetNotifyChannelRateLimitParams{ID: pgID(id), RateLimitPerHour: int32(perHour)})
+	if err != nil {
+		return NotifyChannel{}, mapErr("set notify channel rate limit", err)
+	}
+	return notifyChannelFromRow(r), nil
+}
+
 // NotifyChannelConfig opens a channel's sealed configuration (nil for
 // channels that have none).
 func (s *Store) NotifyChannelConfig(c NotifyChannel) ([]byte, error) {

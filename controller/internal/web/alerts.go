@@ -2,6 +2,7 @@ package web
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -65,20 +66,17 @@ func (s *Server) alertList(w http.ResponseWriter, r *http.Request, v *viewer) {
 	s.alertsView(w, r, v, 0, "")
 }
 
-func (s *Server) alertCreate(w http.ResponseWriter, r *http.Request, v *viewer) {
-	if !s.parseForm(w, r) {
-		return
-	}
-	f := r.PostForm
-	spec := alert.Spec{Name: f.Get("name"), Metric: f.Get("metric"), Mount: strings.TrimSpace(f.Get("mount")),
-		Level: f.Get("level")}
+// alertSpec reads the add and edit forms into a spec for the service,
+// which validates it; bad is set (and the spec unusable) when a field is
+// not even a number or a duration.
+func alertSpec(f url.Values) (spec alert.Spec, bad string) {
+	spec = alert.Spec{Name: f.Get("name"), Metric: f.Get("metric"), Mount: strings.TrimSpace(f.Get("mount")), Level: f.Get("level")}
 	switch f.Get("scope") {
 	case "server":
 		spec.Server = strings.TrimSpace(f.Get("server"))
 	case "label":
 		spec.Label = strings.TrimSpace(f.Get("label"))
 	}
-	bad := func(msg string) { s.alertsView(w, r, v, http.StatusBadRequest, msg) }
 	num := func(field string) (*float64, bool) {
 		raw := strings.TrimSpace(f.Get(field))
 		if raw == "" {
@@ -92,31 +90,155 @@ func (s *Server) alertCreate(w http.ResponseWriter, r *http.Request, v *viewer) 
 	}
 	var ok bool
 	if spec.Above, ok = num("above"); !ok {
-		bad("Above must be a number.")
-		return
+		return spec, "Above must be a number."
 	}
 	if spec.ResolveBelow, ok = num("resolve_below"); !ok {
-		bad("Resolve below must be a number.")
-		return
+		return spec, "Resolve below must be a number."
 	}
 	if raw := strings.TrimSpace(f.Get("for")); raw != "" {
 		d, err := time.ParseDuration(raw)
 		if err != nil {
-			bad("For must be a duration such as 30s, 5m or 1h.")
-			return
+			return spec, "For must be a duration such as 30s, 5m or 1h."
 		}
 		spec.For = &d
 	}
+	return spec, ""
+}
+
+// alertRefusal is the page's message for a refusal the form can fix, and
+// its status; ok is false for anything else (the error page's business).
+func alertRefusal(err error, spec alert.Spec) (msg string, st int, ok bool) {
+	st = statusOf(err)
+	switch st {
+	case http.StatusBadRequest, http.StatusConflict:
+		return publicMessage(err), st, true
+	case http.StatusNotFound:
+		if spec.Server != "" {
+			// The only lookup a valid spec makes: say which.
+			return "There is no server " + strconv.Quote(cutRunes(spec.Server, 63)) + ".", st, true
+		}
+		return publicMessage(err), st, true
+	}
+	return "", st, false
+}
+
+func cutRunes(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n])
+	}
+	return s
+}
+
+func (s *Server) alertCreate(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	spec, bad := alertSpec(r.PostForm)
+	if bad != "" {
+		s.alertsView(w, r, v, http.StatusBadRequest, bad)
+		return
+	}
 	rule, err := s.d.Alerts.AddAs(r.Context(), v.Principal, alert.Peer(s.peer(r)), spec)
 	if err != nil {
-		if st := statusOf(err); st == http.StatusBadRequest || st == http.StatusConflict || st == http.StatusNotFound {
-			s.alertsView(w, r, v, st, publicMessage(err))
+		if msg, st, ok := alertRefusal(err, spec); ok {
+			s.alertsView(w, r, v, st, msg)
 			return
 		}
 		s.fail(w, r, v, err)
 		return
 	}
 	s.redirect(w, r, "/alerts", "Alert "+rule.Name+" added.")
+}
+
+// The edit page changes a rule through the same service call as `berth
+// alert add NAME ... --replace` (AddAs with Replace): the admin scope,
+// the same validation, and an alert_rule.replaced audit entry; what the
+// old definition had firing is resolved. The name is the rule's identity
+// and is not edited.
+
+// alertForm is a rule as the form's fields, for the edit page's first
+// showing.
+func alertForm(r alert.Rule) url.Values {
+	f := url.Values{"name": {r.Name}, "metric": {r.Metric}, "for": {shortDuration(r.For)}, "mount": {r.Mount}, "level": {r.Level}, "scope": {"all"}}
+	if r.Above != nil {
+		f.Set("above", strconv.FormatFloat(*r.Above, 'f', -1, 64))
+	}
+	if r.ResolveBelow != nil {
+		f.Set("resolve_below", strconv.FormatFloat(*r.ResolveBelow, 'f', -1, 64))
+	}
+	switch {
+	case r.ServerID != nil:
+		f.Set("scope", "server")
+		f.Set("server", r.ServerName)
+	case r.LabelKey != "":
+		f.Set("scope", "label")
+		f.Set("label", r.LabelKey+"="+r.LabelValue)
+	}
+	return f
+}
+
+// shortDuration writes 5m rather than 5m0s, 1h rather than 1h0m0s.
+func shortDuration(d time.Duration) string {
+	out := d.String()
+	if strings.HasSuffix(out, "m0s") {
+		out = strings.TrimSuffix(out, "0s")
+	}
+	if strings.HasSuffix(out, "h0m") {
+		out = strings.TrimSuffix(out, "0m")
+	}
+	return out
+}
+
+// alertEditView renders the edit form of the rule named in the path: with
+// the rule's definition, or with what was typed (r.PostForm) after a
+// refusal.
+func (s *Server) alertEditView(w http.ResponseWriter, r *http.Request, v *viewer, status int, errMsg string) {
+	rule, err := s.d.Alerts.GetAs(r.Context(), v.Principal, r.PathValue("name"))
+	if err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	form := r.PostForm
+	if form == nil {
+		form = alertForm(rule)
+	}
+	s.render(w, r, "alert_edit", view{Title: "Edit alert " + rule.Name, Nav: "alerts", User: v, Status: status, Error: errMsg, Form: form,
+		Data: map[string]any{"Rule": alertRow{Rule: rule, Condition: alertCondition(rule), Scope: alertScope(rule)}, "Metrics": alert.Metrics}})
+}
+
+func (s *Server) alertEdit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	r.PostForm = nil
+	s.alertEditView(w, r, v, 0, "")
+}
+
+func (s *Server) alertUpdate(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	name := r.PathValue("name")
+	// Replace adds a rule that is not there; an edit must not bring back
+	// a rule removed since its form was opened.
+	if _, err := s.d.Alerts.GetAs(r.Context(), v.Principal, name); err != nil {
+		s.fail(w, r, v, err)
+		return
+	}
+	r.PostForm.Set("name", name)
+	spec, bad := alertSpec(r.PostForm)
+	if bad != "" {
+		s.alertEditView(w, r, v, http.StatusBadRequest, bad)
+		return
+	}
+	spec.Replace = true
+	rule, err := s.d.Alerts.AddAs(r.Context(), v.Principal, alert.Peer(s.peer(r)), spec)
+	if err != nil {
+		if msg, st, ok := alertRefusal(err, spec); ok {
+			s.alertEditView(w, r, v, st, msg)
+			return
+		}
+		s.fail(w, r, v, err)
+		return
+	}
+	s.redirect(w, r, "/alerts", "Alert "+rule.Name+" changed.")
 }
 
 func (s *Server) alertRemove(w http.ResponseWriter, r *http.Request, v *viewer) {

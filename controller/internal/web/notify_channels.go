@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -73,7 +74,7 @@ func oversized(f url.Values) string {
 
 // fieldLabel is a form field's name as the page labels it.
 var fieldLabel = map[string]string{
-	"name": "Name", "to": "Addresses", "url": "URL", "secret": "Signing secret",
+	"name": "Name", "to": "Addresses", "url": "URL", "secret": "Signing secret", "rate_limit_per_hour": "Messages per hour",
 	"events": "Events", "channel": "Channel", "server": "Server", "app": "App", "min_level": "Minimum level", "confirm": "Confirmation",
 }
 
@@ -122,11 +123,23 @@ func (s *Server) channelCreate(w http.ResponseWriter, r *http.Request, v *viewer
 	}
 	f := r.PostForm
 	if field := oversized(f); field != "" {
-		s.channelsView(w, r, v, http.StatusBadRequest, oversizedMessage(field))
+		s.channelsView(w, r, v, http.StatusBadRequest, oversizedMessage(field)+forgetSecrets(f))
 		return
 	}
 	kind := f.Get("form")
 	spec := notify.ChannelSpec{Name: strings.TrimSpace(f.Get("name")), Kind: kind}
+	if raw := strings.TrimSpace(f.Get("rate_limit_per_hour")); raw != "" {
+		// Empty is the default; a number goes to the service, which
+		// checks its range (0 being the default there, it is refused
+		// here where it was typed).
+		n, err := strconv.Atoi(raw)
+		if err != nil || n == 0 {
+			s.channelsView(w, r, v, http.StatusBadRequest,
+				fmt.Sprintf("Messages per hour must be a whole number from 1 to %d (empty for %d).", notify.MaxRateLimit, notify.DefaultRateLimit)+forgetSecrets(f))
+			return
+		}
+		spec.RateLimitPerHour = n
+	}
 	switch kind {
 	case notify.KindEmail:
 		spec.To = splitList(f.Get("to"))
@@ -141,7 +154,7 @@ func (s *Server) channelCreate(w http.ResponseWriter, r *http.Request, v *viewer
 	c, secret, err := s.d.Notify.AddChannelAs(r.Context(), v.Principal, s.notifyPeer(r), spec)
 	if err != nil {
 		if st := statusOf(err); st == http.StatusBadRequest || st == http.StatusConflict {
-			s.channelsView(w, r, v, st, channelError(err))
+			s.channelsView(w, r, v, st, channelError(err)+forgetSecrets(f))
 			return
 		}
 		s.fail(w, r, v, err)
@@ -154,6 +167,26 @@ func (s *Server) channelCreate(w http.ResponseWriter, r *http.Request, v *viewer
 		return
 	}
 	s.redirect(w, r, "/notify/channels/"+c.Name, "Channel "+c.Name+" added.")
+}
+
+// channelSecrets are the add forms' write-only fields: a Slack or Discord
+// URL carries its token, a webhook's URL may, and the signing secret is
+// one.
+var channelSecrets = []string{"url", "secret"}
+
+// forgetSecrets drops the write-only fields from a refused form, so the
+// page that answers it never carries them back (as the git-credential and
+// backup-destination forms), and says so when one was typed.
+func forgetSecrets(f url.Values) string {
+	typed := false
+	for _, k := range channelSecrets {
+		typed = typed || strings.TrimSpace(f.Get(k)) != ""
+		f.Del(k)
+	}
+	if typed {
+		return " URLs and secrets are never sent back to the browser: enter it again."
+	}
+	return ""
 }
 
 // channelError is the service's refusal as the page words it. The
@@ -198,7 +231,7 @@ func (s *Server) channelView(w http.ResponseWriter, r *http.Request, v *viewer, 
 	for k, val := range extra {
 		data[k] = val
 	}
-	s.render(w, r, "notify_channel", view{Title: "Channel " + c.Name, Nav: "channels", User: v, Status: status, Error: errMsg, Data: data})
+	s.render(w, r, "notify_channel", view{Title: "Channel " + c.Name, Nav: "channels", User: v, Status: status, Error: errMsg, Form: r.PostForm, Data: data})
 }
 
 func (s *Server) channelShow(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -231,6 +264,41 @@ func (s *Server) channelTest(w http.ResponseWriter, r *http.Request, v *viewer) 
 		return
 	}
 	s.channelView(w, r, v, c.Name, http.StatusOK, "", map[string]any{"Test": testResult{OK: true, Message: "Test message delivered to " + c.Name + "."}})
+}
+
+// channelUpdate saves the channel page's rate limit form through the
+// service's UpdateChannelAs (the gRPC UpdateChannel), which checks who
+// asks, the range, and records the change.
+func (s *Server) channelUpdate(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !s.parseForm(w, r) {
+		return
+	}
+	name := r.PathValue("name")
+	f := r.PostForm
+	if field := oversized(f); field != "" {
+		s.channelView(w, r, v, name, http.StatusBadRequest, oversizedMessage(field), nil)
+		return
+	}
+	var u notify.ChannelUpdate
+	if raw := strings.TrimSpace(f.Get("rate_limit_per_hour")); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			s.channelView(w, r, v, name, http.StatusBadRequest, fmt.Sprintf("Messages per hour must be a whole number from 1 to %d.", notify.MaxRateLimit), nil)
+			return
+		}
+		u.RateLimitPerHour = &n
+	}
+	c, err := s.d.Notify.UpdateChannelAs(r.Context(), v.Principal, s.notifyPeer(r), name, u)
+	if err != nil {
+		if statusOf(err) == http.StatusBadRequest {
+			// The page needs the channel: a bad name fails there.
+			s.channelView(w, r, v, name, http.StatusBadRequest, publicMessage(err), nil)
+			return
+		}
+		s.fail(w, r, v, err)
+		return
+	}
+	s.redirect(w, r, "/notify/channels/"+c.Name, fmt.Sprintf("Channel %s: at most %d messages an hour from now on.", c.Name, c.RateLimitPerHour))
 }
 
 func (s *Server) channelRemove(w http.ResponseWriter, r *http.Request, v *viewer) {

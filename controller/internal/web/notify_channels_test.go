@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"fmt"
 	"html"
 	"io"
 	"net/http"
@@ -295,15 +296,19 @@ func adminPrincipal(t *testing.T, e *env) *auth.Principal {
 }
 
 // Bad input on the add forms gets a clear error and the form back with
-// everything typed: an invalid URL, a private target (this controller
-// refuses them), an oversized field, a taken name, a bad secret, an
-// unknown kind. Nothing is stored.
+// what was typed, except the write-only fields: a URL (Slack's and
+// Discord's carry their token, a webhook's may) and a signing secret are
+// never put back into the page, which says to enter them again. Refused:
+// an invalid URL, a private target (this controller refuses them), an
+// oversized field, a taken name, a bad secret, an unknown kind. Nothing is
+// stored.
 func TestChannelFormsBadInput(t *testing.T) {
 	e := newEnv(t, false)
 	e.user("admin@example.com", store.RoleAdmin)
 	c := e.client()
 	c.login("admin@example.com", adminPassword)
 	long := "https://hooks.example.com/" + strings.Repeat("a", 3000)
+	const again = "URLs and secrets are never sent back to the browser: enter it again."
 	for _, tc := range []struct {
 		name   string
 		form   url.Values
@@ -311,16 +316,16 @@ func TestChannelFormsBadInput(t *testing.T) {
 		msg    string
 		kept   map[string]string // input id: value kept
 	}{
-		{"not http", url.Values{"form": {"webhook"}, "name": {"hook-1"}, "url": {"ftp://example.com/x"}}, 400, "not an http(s) URL with a host",
-			map[string]string{"webhook-name": "hook-1", "webhook-url": "ftp://example.com/x"}},
-		{"loopback", url.Values{"form": {"slack"}, "name": {"slack-1"}, "url": {"http://127.0.0.1:9/services/T/B/x"}}, 400, "private, loopback or link-local",
-			map[string]string{"slack-name": "slack-1", "slack-url": "http://127.0.0.1:9/services/T/B/x"}},
-		{"private", url.Values{"form": {"discord"}, "name": {"disc-1"}, "url": {"https://10.1.2.3/api/webhooks/1/x"}}, 400, "--allow-private-webhook-targets",
-			map[string]string{"discord-name": "disc-1", "discord-url": "https://10.1.2.3/api/webhooks/1/x"}},
-		{"localhost", url.Values{"form": {"webhook"}, "name": {"hook-2"}, "url": {"http://localhost:8080/in"}}, 400, "private, loopback or link-local",
-			map[string]string{"webhook-url": "http://localhost:8080/in"}},
+		{"not http", url.Values{"form": {"webhook"}, "name": {"hook-1"}, "url": {"ftp://example.com/x-sekrit-1"}}, 400, "not an http(s) URL with a host",
+			map[string]string{"webhook-name": "hook-1"}},
+		{"loopback", url.Values{"form": {"slack"}, "name": {"slack-1"}, "url": {"http://127.0.0.1:9/services/T/B/sekrit-2"}}, 400, "private, loopback or link-local",
+			map[string]string{"slack-name": "slack-1"}},
+		{"private", url.Values{"form": {"discord"}, "name": {"disc-1"}, "url": {"https://10.1.2.3/api/webhooks/1/sekrit-3"}}, 400, "--allow-private-webhook-targets",
+			map[string]string{"discord-name": "disc-1"}},
+		{"localhost", url.Values{"form": {"webhook"}, "name": {"hook-2"}, "url": {"http://localhost:8080/in?token=sekrit-4"}}, 400, "private, loopback or link-local",
+			map[string]string{"webhook-name": "hook-2"}},
 		{"URL too long", url.Values{"form": {"webhook"}, "name": {"hook-3"}, "url": {long}}, 400, "the URL must be 1 to 2048 characters",
-			map[string]string{"webhook-name": "hook-3", "webhook-url": long}},
+			map[string]string{"webhook-name": "hook-3"}},
 		{"field oversized", url.Values{"form": {"webhook"}, "name": {"hook-4"}, "url": {long + strings.Repeat("b", 5000)}}, 400, "URL is longer than 4096 characters.",
 			map[string]string{"webhook-name": "hook-4"}},
 		{"name oversized", url.Values{"form": {"email"}, "name": {strings.Repeat("n", 100)}, "to": {"a@example.com"}}, 400, "channel name must be 1-63",
@@ -330,14 +335,18 @@ func TestChannelFormsBadInput(t *testing.T) {
 		{"bad address", url.Values{"form": {"email"}, "name": {"mail-1"}, "to": {"ops@example.com, not-an-address"}}, 400, "is not an email address",
 			map[string]string{"email-name": "mail-1"}},
 		{"no address", url.Values{"form": {"email"}, "name": {"mail-2"}, "to": {""}}, 400, "needs at least one address", nil},
-		{"bad secret", url.Values{"form": {"webhook"}, "name": {"hook-5"}, "url": {"https://receiver.example.com/in"}, "secret": {"whsec_short"}}, 400, "the secret must be",
-			map[string]string{"webhook-name": "hook-5", "webhook-url": "https://receiver.example.com/in", "webhook-secret": "whsec_short"}},
+		{"bad secret", url.Values{"form": {"webhook"}, "name": {"hook-5"}, "url": {"https://receiver.example.com/in?token=sekrit-5"}, "secret": {"whsec_shortsekrit6"}}, 400, "the secret must be",
+			map[string]string{"webhook-name": "hook-5"}},
+		{"taken with a secret", url.Values{"form": {"webhook"}, "name": {"admins-inbox"}, "url": {"https://receiver.example.com/in?token=sekrit-7"},
+			"secret": {"whsec_c2Vrcml0LTg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4"}}, 409, "A channel with that name exists already",
+			map[string]string{"webhook-name": "admins-inbox"}},
 		{"taken", url.Values{"form": {"email"}, "name": {"admins-inbox"}, "to": {"a@example.com"}}, 409, "A channel with that name exists already",
 			map[string]string{"email-name": "admins-inbox"}},
 		{"unknown kind", url.Values{"form": {"sms"}, "name": {"sms-1"}}, 400, `channel kind "sms"`, nil},
 	} {
 		resp, body := c.post("/notify/channels", tc.form)
-		if resp.StatusCode != tc.status || !strings.Contains(html.UnescapeString(body), tc.msg) || !strings.Contains(body, `id="form-error"`) {
+		text := html.UnescapeString(body)
+		if resp.StatusCode != tc.status || !strings.Contains(text, tc.msg) || !strings.Contains(body, `id="form-error"`) {
 			t.Errorf("%s: %d, want %d with %q", tc.name, resp.StatusCode, tc.status, tc.msg)
 			continue
 		}
@@ -345,6 +354,29 @@ func TestChannelFormsBadInput(t *testing.T) {
 			if got, ok := inputValue(body, id); !ok || got != want {
 				t.Errorf("%s: %s kept %.60q, want %.60q", tc.name, id, got, want)
 			}
+		}
+		// The typed URL and secret are nowhere in the answer, not even
+		// in part (the tokens are unique to each case), and the message
+		// says why the fields are empty.
+		typed := false
+		for _, k := range []string{"url", "secret"} {
+			v := tc.form.Get(k)
+			if v == "" {
+				continue
+			}
+			typed = true
+			if strings.Contains(text, v) || strings.Contains(body, v) {
+				t.Errorf("%s: the answer carries the typed %s", tc.name, k)
+			}
+			if i := strings.Index(v, "sekrit"); i >= 0 && strings.Contains(text, v[i:]) {
+				t.Errorf("%s: the answer carries the token of the typed %s", tc.name, k)
+			}
+		}
+		if typed != strings.Contains(text, again) {
+			t.Errorf("%s: typed a URL or secret %v, page says to enter it again %v", tc.name, typed, strings.Contains(text, again))
+		}
+		if got := resp.Header.Get("Cache-Control"); got != "no-store" {
+			t.Errorf("%s: Cache-Control %q", tc.name, got)
 		}
 		if tc.name == "bad address" {
 			if got := textareaValue(body, "email-to"); got != "ops@example.com, not-an-address" {
@@ -444,6 +476,7 @@ func TestNotifyPagesAdminOnly(t *testing.T) {
 			"/notify/channels":                                    {"form": {"email"}, "name": {"sneaky"}, "to": {"me@example.com"}},
 			"/notify/channels/admins-inbox/test":                  {},
 			"/notify/channels/admins-inbox/remove":                {"confirm": {"admins-inbox"}},
+			"/notify/channels/admins-inbox/update":                {"form": {"rate"}, "rate_limit_per_hour": {"1"}},
 			"/notify/rules":                                       {"form": {"rule"}, "events": {"*"}, "channel": {"admins-inbox"}},
 			"/notify/rules/" + store.NewID().String() + "/remove": {},
 		} {
@@ -458,7 +491,160 @@ func TestNotifyPagesAdminOnly(t *testing.T) {
 	}
 	chans, _ := e.st.NotifyChannels(context.Background())
 	rules, _ := e.st.NotifyRules(context.Background())
-	if len(chans) != 1 || len(rules) != 1 {
+	if len(chans) != 1 || len(rules) != 1 || chans[0].RateLimitPerHour != notify.DefaultRateLimit {
 		t.Fatalf("refused callers changed something: %d channels, %d rules", len(chans), len(rules))
+	}
+}
+
+// The add forms set a channel's rate limit (messages per hour): out of
+// range or not a number is refused with the form kept (the URL aside), a
+// set value is shown on the channel and honoured by delivery: with 1 an
+// hour, the first of three events goes out and the other two are held
+// back for the digest.
+func TestChannelFormRateLimit(t *testing.T) {
+	e := newEnvWith(t, false, nil, &notify.Config{AllowPrivateTargets: true})
+	e.user("admin@example.com", store.RoleAdmin)
+	c := e.client()
+	c.login("admin@example.com", adminPassword)
+	ctx := context.Background()
+	hook := newHookReceiver(t)
+	const secret = "whsec_c2Vrcml0LTg4ODg4ODg4ODg4ODg4ODg4ODg4ODg4OA=="
+	hook.secret = secret
+
+	for _, tc := range []struct {
+		rate, msg string
+	}{
+		{"10001", "rate limit must be 1 to 10000 messages per hour"},
+		{"-5", "rate limit must be 1 to 10000 messages per hour"},
+		{"0", "Messages per hour must be a whole number from 1 to 10000 (empty for 20)."},
+		{"ten", "Messages per hour must be a whole number from 1 to 10000 (empty for 20)."},
+		{"1.5", "Messages per hour must be a whole number from 1 to 10000 (empty for 20)."},
+	} {
+		resp, body := c.post("/notify/channels", url.Values{"form": {"webhook"}, "name": {"limited"}, "url": {hook.URL + "/in"}, "secret": {secret},
+			"rate_limit_per_hour": {tc.rate}})
+		text := html.UnescapeString(body)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(text, tc.msg) {
+			t.Errorf("rate %q: %d, want 400 with %q", tc.rate, resp.StatusCode, tc.msg)
+			continue
+		}
+		if got, _ := inputValue(body, "webhook-rate"); got != tc.rate {
+			t.Errorf("rate %q: kept %q", tc.rate, got)
+		}
+		if got, _ := inputValue(body, "webhook-name"); got != "limited" {
+			t.Errorf("rate %q: name kept %q", tc.rate, got)
+		}
+		if strings.Contains(body, hook.URL) || strings.Contains(body, strings.TrimPrefix(secret, "whsec_")) {
+			t.Errorf("rate %q: the refusal carries the URL or secret", tc.rate)
+		}
+	}
+	if _, err := e.st.NotifyChannelByName(ctx, "limited"); err == nil {
+		t.Fatal("a refused rate limit stored the channel")
+	}
+
+	resp, body := c.post("/notify/channels", url.Values{"form": {"webhook"}, "name": {"limited"}, "url": {hook.URL + "/in"}, "secret": {secret},
+		"rate_limit_per_hour": {" 1 "}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("add with a rate limit: %d %s", resp.StatusCode, body)
+	}
+	resp, body = c.post("/notify/channels", url.Values{"form": {"email"}, "name": {"mail-default"}, "to": {"ops@example.com"}, "rate_limit_per_hour": {""}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("add with the default: %d %s", resp.StatusCode, body)
+	}
+	for name, want := range map[string]string{"limited": ">1 an hour", "mail-default": ">20 an hour"} {
+		if _, body := c.get("/notify/channels/" + name); !strings.Contains(body, `<dd data-field="rate_limit"`+want) {
+			t.Errorf("%s: the page does not show %q", name, want)
+		}
+	}
+	// The activity log has the limit chosen.
+	if _, body := c.get("/activity"); !strings.Contains(html.UnescapeString(body), "rate_limit_per_hour") {
+		t.Errorf("the activity log lacks the rate limit")
+	}
+
+	if _, err := e.notify.AddRuleAs(ctx, adminPrincipal(t, e), notify.Peer{}, notify.RuleRequest{Events: []string{"backup.*"}, Channel: "limited"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := e.notify.Publish(ctx, notify.Event{Kind: "backup.failed", Level: notify.Critical, Title: fmt.Sprintf("backup %d failed", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		n, err := e.notify.DeliverDue(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if v, r := hook.counts(); v != 1 || r != 0 {
+		t.Fatalf("the receiver verified %d and refused %d; want 1 within the limit of 1 an hour", v, r)
+	}
+	dels, err := e.notify.DeliveriesAs(ctx, adminPrincipal(t, e), notify.DeliveryFilter{Channel: "limited"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := map[string]int{}
+	for _, d := range dels {
+		status[d.Status]++
+	}
+	if status["delivered"] != 1 || status["held"] != 2 || len(dels) != 3 {
+		t.Fatalf("deliveries by status %v, want 1 delivered and 2 held", status)
+	}
+
+	// The channel page changes the limit in place (the service's
+	// UpdateChannelAs): bad input is refused with what was typed kept and
+	// the limit unchanged; a new limit holds from the next message on.
+	for _, tc := range []struct {
+		rate, msg string
+	}{
+		{"ten", "Messages per hour must be a whole number from 1 to 10000."},
+		{"0", "rate limit must be 1 to 10000 messages per hour"},
+		{"10001", "rate limit must be 1 to 10000 messages per hour"},
+		{"", "nothing to change: give a rate limit"},
+	} {
+		resp, body := c.post("/notify/channels/limited/update", url.Values{"form": {"rate"}, "rate_limit_per_hour": {tc.rate}})
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(html.UnescapeString(body), tc.msg) || !strings.Contains(body, `id="form-error"`) {
+			t.Errorf("update to %q: %d, want 400 with %q", tc.rate, resp.StatusCode, tc.msg)
+			continue
+		}
+		if got, _ := inputValue(body, "rate-limit"); got != tc.rate {
+			t.Errorf("update to %q: kept %q", tc.rate, got)
+		}
+		if !strings.Contains(body, `<dd data-field="rate_limit">1 an hour`) {
+			t.Errorf("update to %q: the page no longer shows the unchanged limit", tc.rate)
+		}
+	}
+	if resp, _ := c.post("/notify/channels/nope/update", url.Values{"form": {"rate"}, "rate_limit_per_hour": {"5"}}); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("update of an unknown channel: %d", resp.StatusCode)
+	}
+	if _, body := c.get("/notify/channels/limited"); !strings.Contains(body, `value="1"`) {
+		t.Errorf("the rate limit form does not show the limit")
+	}
+	resp, _ = c.post("/notify/channels/limited/update", url.Values{"form": {"rate"}, "rate_limit_per_hour": {"10"}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/notify/channels/limited" {
+		t.Fatalf("update: %d", resp.StatusCode)
+	}
+	if _, body := c.get("/notify/channels/limited"); !strings.Contains(body, `<dd data-field="rate_limit">10 an hour`) ||
+		!strings.Contains(body, "Channel limited: at most 10 messages an hour from now on.") {
+		t.Errorf("the page after the update:\n%s", body)
+	}
+	if _, body := c.get("/activity"); !strings.Contains(body, "notify_channel.updated") {
+		t.Errorf("the activity log lacks notify_channel.updated")
+	}
+	if _, err := e.notify.Publish(ctx, notify.Event{Kind: "backup.failed", Level: notify.Critical, Title: "backup 3 failed"}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		n, err := e.notify.DeliverDue(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if v, r := hook.counts(); v != 2 || r != 0 {
+		t.Fatalf("after raising the limit the receiver verified %d and refused %d; want 2", v, r)
 	}
 }

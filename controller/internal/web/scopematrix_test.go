@@ -162,6 +162,7 @@ var routeMatrix = map[string]routeRow{
 	"GET /notify/channels/{name}":         {store.ScopeAdmin, "/notify/channels/admins-inbox", nil},
 	"POST /notify/channels/{name}/test":   {store.ScopeAdmin, "/notify/channels/admins-inbox/test", form()},
 	"POST /notify/channels/{name}/remove": {store.ScopeAdmin, "/notify/channels/nope/remove", form("confirm", "nope")},
+	"POST /notify/channels/{name}/update": {store.ScopeAdmin, "/notify/channels/admins-inbox/update", form("form", "rate", "rate_limit_per_hour", "30")},
 	"GET /notify/deliveries":              {store.ScopeAdmin, "/notify/deliveries?status=failed", nil},
 	"GET /notify/rules":                   {store.ScopeAdmin, "/notify/rules", nil},
 	"POST /notify/rules":                  {store.ScopeAdmin, "/notify/rules", form("events", "deployment.*", "channel", "admins-inbox")},
@@ -171,6 +172,11 @@ var routeMatrix = map[string]routeRow{
 	"GET /alerts":                {store.ScopeRead, "/alerts", nil},
 	"POST /alerts":               {store.ScopeAdmin, "/alerts", form("name", "matrix-cpu", "metric", "cpu", "above", "90", "scope", "all")},
 	"POST /alerts/{name}/remove": {store.ScopeAdmin, "/alerts/no-such-alert/remove", form()},
+	// The edit form is a read (it shows the rule); saving it is the
+	// service's replace, admin only. The rule exists (an install default):
+	// editing a missing one is a 404 before any scope check.
+	"GET /alerts/{name}/edit":  {store.ScopeRead, "/alerts/memory-above-95/edit", nil},
+	"POST /alerts/{name}/edit": {store.ScopeAdmin, "/alerts/memory-above-95/edit", form("metric", "memory", "above", "96", "for", "10m", "scope", "all", "level", "warning")},
 
 	// Domains: read to look, write to change (as DomainService).
 	"GET /apps/{app}/domains":      {store.ScopeRead, "/apps/shop/domains", nil},

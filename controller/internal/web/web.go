@@ -233,6 +233,7 @@ func (s *Server) routes() []route {
 		{"GET /notify/channels/{name}", s.page(s.channelShow)},
 		{"POST /notify/channels/{name}/test", s.page(s.channelTest)},
 		{"POST /notify/channels/{name}/remove", s.page(s.channelRemove)},
+		{"POST /notify/channels/{name}/update", s.page(s.channelUpdate)},
 		{"GET /notify/deliveries", s.page(s.deliveryList)},
 		{"GET /notify/rules", s.page(s.ruleList)},
 		{"POST /notify/rules", s.page(s.ruleCreate)},
@@ -242,6 +243,8 @@ func (s *Server) routes() []route {
 		{"GET /alerts", s.page(s.alertList)},
 		{"POST /alerts", s.page(s.alertCreate)},
 		{"POST /alerts/{name}/remove", s.page(s.alertRemove)},
+		{"GET /alerts/{name}/edit", s.page(s.alertEdit)},
+		{"POST /alerts/{name}/edit", s.page(s.alertUpdate)},
 		{"POST /git-credentials", s.page(s.credentialCreate)},
 		{"POST /git-credentials/{name}/delete", s.page(s.credentialDelete)},
 	}

@@ -103,6 +103,7 @@ const (
 	NotifyChannelCreated = "notify_channel.created"
 	NotifyChannelTested  = "notify_channel.tested"
 	NotifyChannelDeleted = "notify_channel.deleted"
+	NotifyChannelUpdated = "notify_channel.updated"
 	NotifyRuleCreated    = "notify_rule.created"
 	NotifyRuleDeleted    = "notify_rule.deleted"
 )
@@ -189,7 +190,7 @@ var All = []string{
 	AppProcessAdded, AppProcessReplaced, AppProcessRemoved, AppProcessesControl, ProcessJobQueued,
 	AppScheduleAdded, AppScheduleReplaced, AppScheduleRemoved, ScheduleRunSkipped,
 
-	NotifyChannelCreated, NotifyChannelTested, NotifyChannelDeleted, NotifyRuleCreated, NotifyRuleDeleted,
+	NotifyChannelCreated, NotifyChannelTested, NotifyChannelDeleted, NotifyChannelUpdated, NotifyRuleCreated, NotifyRuleDeleted,
 
 	BackupDestinationCreated, BackupDestinationTested, BackupDestinationRemoved, BackupKeyCreated, BackupQueued,
 	BackupCancelRequested, BackupSucceeded, BackupFailed, BackupCanceled, BackupTimedOut, BackupVerifyQueued,

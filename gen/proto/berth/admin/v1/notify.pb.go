@@ -171,9 +171,12 @@ type AddChannelRequest struct {
 	Url string `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"`
 	// secret: a webhook channel's whsec_ signing secret (write-only);
 	// generated when empty.
-	Secret        string `protobuf:"bytes,5,opt,name=secret,proto3" json:"secret,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Secret string `protobuf:"bytes,5,opt,name=secret,proto3" json:"secret,omitempty"`
+	// rate_limit_per_hour: at most this many messages an hour, the rest
+	// held back for a digest; 1 to 10000, 0 for the default (20).
+	RateLimitPerHour int32 `protobuf:"varint,6,opt,name=rate_limit_per_hour,json=rateLimitPerHour,proto3" json:"rate_limit_per_hour,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *AddChannelRequest) Reset() {
@@ -239,6 +242,13 @@ func (x *AddChannelRequest) GetSecret() string {
 		return x.Secret
 	}
 	return ""
+}
+
+func (x *AddChannelRequest) GetRateLimitPerHour() int32 {
+	if x != nil {
+		return x.RateLimitPerHour
+	}
+	return 0
 }
 
 type AddChannelResponse struct {
@@ -2189,6 +2199,105 @@ func (*RemoveAlertResponse) Descriptor() ([]byte, []int) {
 	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{35}
 }
 
+type UpdateChannelRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// rate_limit_per_hour: 1 to 10000 messages an hour, the rest held back
+	// for a digest; unset to keep it. A request that sets nothing is
+	// refused.
+	RateLimitPerHour *int32 `protobuf:"varint,2,opt,name=rate_limit_per_hour,json=rateLimitPerHour,proto3,oneof" json:"rate_limit_per_hour,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *UpdateChannelRequest) Reset() {
+	*x = UpdateChannelRequest{}
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateChannelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateChannelRequest) ProtoMessage() {}
+
+func (x *UpdateChannelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateChannelRequest.ProtoReflect.Descriptor instead.
+func (*UpdateChannelRequest) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *UpdateChannelRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateChannelRequest) GetRateLimitPerHour() int32 {
+	if x != nil && x.RateLimitPerHour != nil {
+		return *x.RateLimitPerHour
+	}
+	return 0
+}
+
+type UpdateChannelResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Channel       *NotifyChannel         `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateChannelResponse) Reset() {
+	*x = UpdateChannelResponse{}
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateChannelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateChannelResponse) ProtoMessage() {}
+
+func (x *UpdateChannelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_berth_admin_v1_notify_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateChannelResponse.ProtoReflect.Descriptor instead.
+func (*UpdateChannelResponse) Descriptor() ([]byte, []int) {
+	return file_berth_admin_v1_notify_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *UpdateChannelResponse) GetChannel() *NotifyChannel {
+	if x != nil {
+		return x.Channel
+	}
+	return nil
+}
+
 var File_berth_admin_v1_notify_proto protoreflect.FileDescriptor
 
 const file_berth_admin_v1_notify_proto_rawDesc = "" +
@@ -2209,13 +2318,14 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\x0flastDeliveredAt\x129\n" +
 	"\n" +
 	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x19\n" +
-	"\bgiven_up\x18\f \x01(\x03R\agivenUp\"u\n" +
+	"\bgiven_up\x18\f \x01(\x03R\agivenUp\"\xa4\x01\n" +
 	"\x11AddChannelRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x0e\n" +
 	"\x02to\x18\x03 \x03(\tR\x02to\x12\x10\n" +
 	"\x03url\x18\x04 \x01(\tR\x03url\x12\x16\n" +
-	"\x06secret\x18\x05 \x01(\tR\x06secret\"t\n" +
+	"\x06secret\x18\x05 \x01(\tR\x06secret\x12-\n" +
+	"\x13rate_limit_per_hour\x18\x06 \x01(\x05R\x10rateLimitPerHour\"t\n" +
 	"\x12AddChannelResponse\x127\n" +
 	"\achannel\x18\x01 \x01(\v2\x1d.berth.admin.v1.NotifyChannelR\achannel\x12%\n" +
 	"\x0ewebhook_secret\x18\x02 \x01(\tR\rwebhookSecret\"\x15\n" +
@@ -2353,8 +2463,13 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	"\x05alert\x18\x01 \x01(\v2\x19.berth.admin.v1.AlertRuleR\x05alert\"(\n" +
 	"\x12RemoveAlertRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
-	"\x13RemoveAlertResponse2\xdb\n" +
-	"\n" +
+	"\x13RemoveAlertResponse\"v\n" +
+	"\x14UpdateChannelRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
+	"\x13rate_limit_per_hour\x18\x02 \x01(\x05H\x00R\x10rateLimitPerHour\x88\x01\x01B\x16\n" +
+	"\x14_rate_limit_per_hour\"P\n" +
+	"\x15UpdateChannelResponse\x127\n" +
+	"\achannel\x18\x01 \x01(\v2\x1d.berth.admin.v1.NotifyChannelR\achannel2\xb9\v\n" +
 	"\x13NotificationService\x12S\n" +
 	"\n" +
 	"AddChannel\x12!.berth.admin.v1.AddChannelRequest\x1a\".berth.admin.v1.AddChannelResponse\x12Y\n" +
@@ -2373,7 +2488,8 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	"\n" +
 	"ListAlerts\x12!.berth.admin.v1.ListAlertsRequest\x1a\".berth.admin.v1.ListAlertsResponse\x12M\n" +
 	"\bGetAlert\x12\x1f.berth.admin.v1.GetAlertRequest\x1a .berth.admin.v1.GetAlertResponse\x12V\n" +
-	"\vRemoveAlert\x12\".berth.admin.v1.RemoveAlertRequest\x1a#.berth.admin.v1.RemoveAlertResponseB\xb6\x01\n" +
+	"\vRemoveAlert\x12\".berth.admin.v1.RemoveAlertRequest\x1a#.berth.admin.v1.RemoveAlertResponse\x12\\\n" +
+	"\rUpdateChannel\x12$.berth.admin.v1.UpdateChannelRequest\x1a%.berth.admin.v1.UpdateChannelResponseB\xb6\x01\n" +
 	"\x12com.berth.admin.v1B\vNotifyProtoP\x01Z9github.com/berthhq/berth/gen/proto/berth/admin/v1;adminv1\xa2\x02\x03BAX\xaa\x02\x0eBerth.Admin.V1\xca\x02\x0eBerth\\Admin\\V1\xe2\x02\x1aBerth\\Admin\\V1\\GPBMetadata\xea\x02\x10Berth::Admin::V1b\x06proto3"
 
 var (
@@ -2388,7 +2504,7 @@ func file_berth_admin_v1_notify_proto_rawDescGZIP() []byte {
 	return file_berth_admin_v1_notify_proto_rawDescData
 }
 
-var file_berth_admin_v1_notify_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_berth_admin_v1_notify_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_berth_admin_v1_notify_proto_goTypes = []any{
 	(*NotifyChannel)(nil),                 // 0: berth.admin.v1.NotifyChannel
 	(*AddChannelRequest)(nil),             // 1: berth.admin.v1.AddChannelRequest
@@ -2426,69 +2542,74 @@ var file_berth_admin_v1_notify_proto_goTypes = []any{
 	(*GetAlertResponse)(nil),              // 33: berth.admin.v1.GetAlertResponse
 	(*RemoveAlertRequest)(nil),            // 34: berth.admin.v1.RemoveAlertRequest
 	(*RemoveAlertResponse)(nil),           // 35: berth.admin.v1.RemoveAlertResponse
-	(*timestamppb.Timestamp)(nil),         // 36: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 37: google.protobuf.Duration
+	(*UpdateChannelRequest)(nil),          // 36: berth.admin.v1.UpdateChannelRequest
+	(*UpdateChannelResponse)(nil),         // 37: berth.admin.v1.UpdateChannelResponse
+	(*timestamppb.Timestamp)(nil),         // 38: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 39: google.protobuf.Duration
 }
 var file_berth_admin_v1_notify_proto_depIdxs = []int32{
-	36, // 0: berth.admin.v1.NotifyChannel.failing_since:type_name -> google.protobuf.Timestamp
-	36, // 1: berth.admin.v1.NotifyChannel.last_delivered_at:type_name -> google.protobuf.Timestamp
-	36, // 2: berth.admin.v1.NotifyChannel.created_at:type_name -> google.protobuf.Timestamp
+	38, // 0: berth.admin.v1.NotifyChannel.failing_since:type_name -> google.protobuf.Timestamp
+	38, // 1: berth.admin.v1.NotifyChannel.last_delivered_at:type_name -> google.protobuf.Timestamp
+	38, // 2: berth.admin.v1.NotifyChannel.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: berth.admin.v1.AddChannelResponse.channel:type_name -> berth.admin.v1.NotifyChannel
 	0,  // 4: berth.admin.v1.ListChannelsResponse.channels:type_name -> berth.admin.v1.NotifyChannel
 	0,  // 5: berth.admin.v1.TestChannelResponse.channel:type_name -> berth.admin.v1.NotifyChannel
 	9,  // 6: berth.admin.v1.AddRuleResponse.rule:type_name -> berth.admin.v1.NotifyRule
 	9,  // 7: berth.admin.v1.ListRulesResponse.rules:type_name -> berth.admin.v1.NotifyRule
-	36, // 8: berth.admin.v1.Notification.read_at:type_name -> google.protobuf.Timestamp
-	36, // 9: berth.admin.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
+	38, // 8: berth.admin.v1.Notification.read_at:type_name -> google.protobuf.Timestamp
+	38, // 9: berth.admin.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
 	16, // 10: berth.admin.v1.ListNotificationsResponse.notifications:type_name -> berth.admin.v1.Notification
-	36, // 11: berth.admin.v1.NotifyDelivery.next_attempt_at:type_name -> google.protobuf.Timestamp
-	36, // 12: berth.admin.v1.NotifyDelivery.delivered_at:type_name -> google.protobuf.Timestamp
-	36, // 13: berth.admin.v1.NotifyDelivery.created_at:type_name -> google.protobuf.Timestamp
+	38, // 11: berth.admin.v1.NotifyDelivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	38, // 12: berth.admin.v1.NotifyDelivery.delivered_at:type_name -> google.protobuf.Timestamp
+	38, // 13: berth.admin.v1.NotifyDelivery.created_at:type_name -> google.protobuf.Timestamp
 	23, // 14: berth.admin.v1.ListDeliveriesResponse.deliveries:type_name -> berth.admin.v1.NotifyDelivery
-	37, // 15: berth.admin.v1.AlertRule.for:type_name -> google.protobuf.Duration
-	36, // 16: berth.admin.v1.AlertRule.created_at:type_name -> google.protobuf.Timestamp
+	39, // 15: berth.admin.v1.AlertRule.for:type_name -> google.protobuf.Duration
+	38, // 16: berth.admin.v1.AlertRule.created_at:type_name -> google.protobuf.Timestamp
 	27, // 17: berth.admin.v1.AlertRule.firing:type_name -> berth.admin.v1.AlertFiring
-	36, // 18: berth.admin.v1.AlertFiring.pending_since:type_name -> google.protobuf.Timestamp
-	36, // 19: berth.admin.v1.AlertFiring.since:type_name -> google.protobuf.Timestamp
-	37, // 20: berth.admin.v1.AddAlertRequest.for:type_name -> google.protobuf.Duration
+	38, // 18: berth.admin.v1.AlertFiring.pending_since:type_name -> google.protobuf.Timestamp
+	38, // 19: berth.admin.v1.AlertFiring.since:type_name -> google.protobuf.Timestamp
+	39, // 20: berth.admin.v1.AddAlertRequest.for:type_name -> google.protobuf.Duration
 	26, // 21: berth.admin.v1.AddAlertResponse.alert:type_name -> berth.admin.v1.AlertRule
 	26, // 22: berth.admin.v1.ListAlertsResponse.alerts:type_name -> berth.admin.v1.AlertRule
 	26, // 23: berth.admin.v1.GetAlertResponse.alert:type_name -> berth.admin.v1.AlertRule
-	1,  // 24: berth.admin.v1.NotificationService.AddChannel:input_type -> berth.admin.v1.AddChannelRequest
-	3,  // 25: berth.admin.v1.NotificationService.ListChannels:input_type -> berth.admin.v1.ListChannelsRequest
-	5,  // 26: berth.admin.v1.NotificationService.TestChannel:input_type -> berth.admin.v1.TestChannelRequest
-	7,  // 27: berth.admin.v1.NotificationService.RemoveChannel:input_type -> berth.admin.v1.RemoveChannelRequest
-	10, // 28: berth.admin.v1.NotificationService.AddRule:input_type -> berth.admin.v1.AddRuleRequest
-	12, // 29: berth.admin.v1.NotificationService.ListRules:input_type -> berth.admin.v1.ListRulesRequest
-	14, // 30: berth.admin.v1.NotificationService.RemoveRule:input_type -> berth.admin.v1.RemoveRuleRequest
-	17, // 31: berth.admin.v1.NotificationService.ListNotifications:input_type -> berth.admin.v1.ListNotificationsRequest
-	19, // 32: berth.admin.v1.NotificationService.MarkNotificationsRead:input_type -> berth.admin.v1.MarkNotificationsReadRequest
-	21, // 33: berth.admin.v1.NotificationService.GetUnreadCount:input_type -> berth.admin.v1.GetUnreadCountRequest
-	24, // 34: berth.admin.v1.NotificationService.ListDeliveries:input_type -> berth.admin.v1.ListDeliveriesRequest
-	28, // 35: berth.admin.v1.NotificationService.AddAlert:input_type -> berth.admin.v1.AddAlertRequest
-	30, // 36: berth.admin.v1.NotificationService.ListAlerts:input_type -> berth.admin.v1.ListAlertsRequest
-	32, // 37: berth.admin.v1.NotificationService.GetAlert:input_type -> berth.admin.v1.GetAlertRequest
-	34, // 38: berth.admin.v1.NotificationService.RemoveAlert:input_type -> berth.admin.v1.RemoveAlertRequest
-	2,  // 39: berth.admin.v1.NotificationService.AddChannel:output_type -> berth.admin.v1.AddChannelResponse
-	4,  // 40: berth.admin.v1.NotificationService.ListChannels:output_type -> berth.admin.v1.ListChannelsResponse
-	6,  // 41: berth.admin.v1.NotificationService.TestChannel:output_type -> berth.admin.v1.TestChannelResponse
-	8,  // 42: berth.admin.v1.NotificationService.RemoveChannel:output_type -> berth.admin.v1.RemoveChannelResponse
-	11, // 43: berth.admin.v1.NotificationService.AddRule:output_type -> berth.admin.v1.AddRuleResponse
-	13, // 44: berth.admin.v1.NotificationService.ListRules:output_type -> berth.admin.v1.ListRulesResponse
-	15, // 45: berth.admin.v1.NotificationService.RemoveRule:output_type -> berth.admin.v1.RemoveRuleResponse
-	18, // 46: berth.admin.v1.NotificationService.ListNotifications:output_type -> berth.admin.v1.ListNotificationsResponse
-	20, // 47: berth.admin.v1.NotificationService.MarkNotificationsRead:output_type -> berth.admin.v1.MarkNotificationsReadResponse
-	22, // 48: berth.admin.v1.NotificationService.GetUnreadCount:output_type -> berth.admin.v1.GetUnreadCountResponse
-	25, // 49: berth.admin.v1.NotificationService.ListDeliveries:output_type -> berth.admin.v1.ListDeliveriesResponse
-	29, // 50: berth.admin.v1.NotificationService.AddAlert:output_type -> berth.admin.v1.AddAlertResponse
-	31, // 51: berth.admin.v1.NotificationService.ListAlerts:output_type -> berth.admin.v1.ListAlertsResponse
-	33, // 52: berth.admin.v1.NotificationService.GetAlert:output_type -> berth.admin.v1.GetAlertResponse
-	35, // 53: berth.admin.v1.NotificationService.RemoveAlert:output_type -> berth.admin.v1.RemoveAlertResponse
-	39, // [39:54] is the sub-list for method output_type
-	24, // [24:39] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	0,  // 24: berth.admin.v1.UpdateChannelResponse.channel:type_name -> berth.admin.v1.NotifyChannel
+	1,  // 25: berth.admin.v1.NotificationService.AddChannel:input_type -> berth.admin.v1.AddChannelRequest
+	3,  // 26: berth.admin.v1.NotificationService.ListChannels:input_type -> berth.admin.v1.ListChannelsRequest
+	5,  // 27: berth.admin.v1.NotificationService.TestChannel:input_type -> berth.admin.v1.TestChannelRequest
+	7,  // 28: berth.admin.v1.NotificationService.RemoveChannel:input_type -> berth.admin.v1.RemoveChannelRequest
+	10, // 29: berth.admin.v1.NotificationService.AddRule:input_type -> berth.admin.v1.AddRuleRequest
+	12, // 30: berth.admin.v1.NotificationService.ListRules:input_type -> berth.admin.v1.ListRulesRequest
+	14, // 31: berth.admin.v1.NotificationService.RemoveRule:input_type -> berth.admin.v1.RemoveRuleRequest
+	17, // 32: berth.admin.v1.NotificationService.ListNotifications:input_type -> berth.admin.v1.ListNotificationsRequest
+	19, // 33: berth.admin.v1.NotificationService.MarkNotificationsRead:input_type -> berth.admin.v1.MarkNotificationsReadRequest
+	21, // 34: berth.admin.v1.NotificationService.GetUnreadCount:input_type -> berth.admin.v1.GetUnreadCountRequest
+	24, // 35: berth.admin.v1.NotificationService.ListDeliveries:input_type -> berth.admin.v1.ListDeliveriesRequest
+	28, // 36: berth.admin.v1.NotificationService.AddAlert:input_type -> berth.admin.v1.AddAlertRequest
+	30, // 37: berth.admin.v1.NotificationService.ListAlerts:input_type -> berth.admin.v1.ListAlertsRequest
+	32, // 38: berth.admin.v1.NotificationService.GetAlert:input_type -> berth.admin.v1.GetAlertRequest
+	34, // 39: berth.admin.v1.NotificationService.RemoveAlert:input_type -> berth.admin.v1.RemoveAlertRequest
+	36, // 40: berth.admin.v1.NotificationService.UpdateChannel:input_type -> berth.admin.v1.UpdateChannelRequest
+	2,  // 41: berth.admin.v1.NotificationService.AddChannel:output_type -> berth.admin.v1.AddChannelResponse
+	4,  // 42: berth.admin.v1.NotificationService.ListChannels:output_type -> berth.admin.v1.ListChannelsResponse
+	6,  // 43: berth.admin.v1.NotificationService.TestChannel:output_type -> berth.admin.v1.TestChannelResponse
+	8,  // 44: berth.admin.v1.NotificationService.RemoveChannel:output_type -> berth.admin.v1.RemoveChannelResponse
+	11, // 45: berth.admin.v1.NotificationService.AddRule:output_type -> berth.admin.v1.AddRuleResponse
+	13, // 46: berth.admin.v1.NotificationService.ListRules:output_type -> berth.admin.v1.ListRulesResponse
+	15, // 47: berth.admin.v1.NotificationService.RemoveRule:output_type -> berth.admin.v1.RemoveRuleResponse
+	18, // 48: berth.admin.v1.NotificationService.ListNotifications:output_type -> berth.admin.v1.ListNotificationsResponse
+	20, // 49: berth.admin.v1.NotificationService.MarkNotificationsRead:output_type -> berth.admin.v1.MarkNotificationsReadResponse
+	22, // 50: berth.admin.v1.NotificationService.GetUnreadCount:output_type -> berth.admin.v1.GetUnreadCountResponse
+	25, // 51: berth.admin.v1.NotificationService.ListDeliveries:output_type -> berth.admin.v1.ListDeliveriesResponse
+	29, // 52: berth.admin.v1.NotificationService.AddAlert:output_type -> berth.admin.v1.AddAlertResponse
+	31, // 53: berth.admin.v1.NotificationService.ListAlerts:output_type -> berth.admin.v1.ListAlertsResponse
+	33, // 54: berth.admin.v1.NotificationService.GetAlert:output_type -> berth.admin.v1.GetAlertResponse
+	35, // 55: berth.admin.v1.NotificationService.RemoveAlert:output_type -> berth.admin.v1.RemoveAlertResponse
+	37, // 56: berth.admin.v1.NotificationService.UpdateChannel:output_type -> berth.admin.v1.UpdateChannelResponse
+	41, // [41:57] is the sub-list for method output_type
+	25, // [25:41] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_berth_admin_v1_notify_proto_init() }
@@ -2498,13 +2619,14 @@ func file_berth_admin_v1_notify_proto_init() {
 	}
 	file_berth_admin_v1_notify_proto_msgTypes[26].OneofWrappers = []any{}
 	file_berth_admin_v1_notify_proto_msgTypes[28].OneofWrappers = []any{}
+	file_berth_admin_v1_notify_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_admin_v1_notify_proto_rawDesc), len(file_berth_admin_v1_notify_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,6 +34,7 @@ const (
 	NotificationService_ListAlerts_FullMethodName            = "/berth.admin.v1.NotificationService/ListAlerts"
 	NotificationService_GetAlert_FullMethodName              = "/berth.admin.v1.NotificationService/GetAlert"
 	NotificationService_RemoveAlert_FullMethodName           = "/berth.admin.v1.NotificationService/RemoveAlert"
+	NotificationService_UpdateChannel_FullMethodName         = "/berth.admin.v1.NotificationService/UpdateChannel"
 )
 
 // NotificationServiceClient is the client API for NotificationService service.
@@ -79,6 +80,10 @@ type NotificationServiceClient interface {
 	// RemoveAlert deletes an alert rule; what it had firing is resolved
 	// (admin scope).
 	RemoveAlert(ctx context.Context, in *RemoveAlertRequest, opts ...grpc.CallOption) (*RemoveAlertResponse, error)
+	// UpdateChannel changes a channel's settings in place (admin scope);
+	// fields left unset are kept. Its URL, secret and addresses are not
+	// changed in place: remove and add the channel.
+	UpdateChannel(ctx context.Context, in *UpdateChannelRequest, opts ...grpc.CallOption) (*UpdateChannelResponse, error)
 }
 
 type notificationServiceClient struct {
@@ -239,6 +244,16 @@ func (c *notificationServiceClient) RemoveAlert(ctx context.Context, in *RemoveA
 	return out, nil
 }
 
+func (c *notificationServiceClient) UpdateChannel(ctx context.Context, in *UpdateChannelRequest, opts ...grpc.CallOption) (*UpdateChannelResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateChannelResponse)
+	err := c.cc.Invoke(ctx, NotificationService_UpdateChannel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NotificationServiceServer is the server API for NotificationService service.
 // All implementations must embed UnimplementedNotificationServiceServer
 // for forward compatibility.
@@ -282,6 +297,10 @@ type NotificationServiceServer interface {
 	// RemoveAlert deletes an alert rule; what it had firing is resolved
 	// (admin scope).
 	RemoveAlert(context.Context, *RemoveAlertRequest) (*RemoveAlertResponse, error)
+	// UpdateChannel changes a channel's settings in place (admin scope);
+	// fields left unset are kept. Its URL, secret and addresses are not
+	// changed in place: remove and add the channel.
+	UpdateChannel(context.Context, *UpdateChannelRequest) (*UpdateChannelResponse, error)
 	mustEmbedUnimplementedNotificationServiceServer()
 }
 
@@ -336,6 +355,9 @@ func (UnimplementedNotificationServiceServer) GetAlert(context.Context, *GetAler
 }
 func (UnimplementedNotificationServiceServer) RemoveAlert(context.Context, *RemoveAlertRequest) (*RemoveAlertResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveAlert not implemented")
+}
+func (UnimplementedNotificationServiceServer) UpdateChannel(context.Context, *UpdateChannelRequest) (*UpdateChannelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateChannel not implemented")
 }
 func (UnimplementedNotificationServiceServer) mustEmbedUnimplementedNotificationServiceServer() {}
 func (UnimplementedNotificationServiceServer) testEmbeddedByValue()                             {}
@@ -628,6 +650,24 @@ func _NotificationService_RemoveAlert_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NotificationService_UpdateChannel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateChannelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotificationServiceServer).UpdateChannel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotificationService_UpdateChannel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotificationServiceServer).UpdateChannel(ctx, req.(*UpdateChannelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NotificationService_ServiceDesc is the grpc.ServiceDesc for NotificationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -694,6 +734,10 @@ var NotificationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveAlert",
 			Handler:    _NotificationService_RemoveAlert_Handler,
+		},
+		{
+			MethodName: "UpdateChannel",
+			Handler:    _NotificationService_UpdateChannel_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
