@@ -139,6 +139,7 @@ UPDATE domains SET
     tls_failures = sqlc.arg(tls_failures),
     tls_ari_window_start = sqlc.narg(tls_ari_window_start)::timestamptz,
     tls_ari_window_end = sqlc.narg(tls_ari_window_end)::timestamptz,
+    tls_ari_next_poll_at = sqlc.narg(tls_ari_next_poll_at)::timestamptz,
     tls_expiring_notified_at = CASE WHEN sqlc.narg(tls_serial)::text IS DISTINCT FROM tls_serial
                                     THEN NULL ELSE tls_expiring_notified_at END
 WHERE id = sqlc.arg(id)
@@ -200,4 +201,59 @@ SELECT params, result FROM deployments WHERE id = sqlc.arg(id);
 -- name: SetAppRouting :one
 UPDATE apps SET upstream_url = sqlc.narg(upstream_url), static_root = sqlc.narg(static_root)
 WHERE id = sqlc.arg(id) AND deleted_at IS NULL
+RETURNING *;
+
+-- name: ListAppsSiteBehindCertificates :many
+-- Apps with an installed ACME certificate that the app's newest site job
+-- does not carry (a certificate name on that host): the state a controller
+-- that died between recording a certificate and queueing its site job
+-- leaves. An app whose newest site job is not finished yet is left to it
+-- (a queued job is built when sent, with the newest state).
+SELECT DISTINCT d.app_id
+FROM domains d
+JOIN apps a ON a.id = d.app_id AND a.deleted_at IS NULL
+LEFT JOIN LATERAL (
+    SELECT j.status, j.params FROM deployments j
+    WHERE j.app_id = d.app_id AND j.kind = 'site'
+    ORDER BY j.created_at DESC, j.id DESC
+    LIMIT 1
+) last ON true
+WHERE d.tls_mode = 'acme' AND d.tls_serial IS NOT NULL
+  AND (last.status IS NULL OR last.status NOT IN ('queued', 'dispatched', 'running'))
+  AND NOT EXISTS (
+      SELECT 1 FROM jsonb_array_elements(coalesce(last.params -> 'site' -> 'domains', '[]'::jsonb)) e
+      WHERE e ->> 'host' = d.hostname AND coalesce(e ->> 'certName', '') <> ''
+  )
+ORDER BY d.app_id
+LIMIT sqlc.arg(lim);
+
+-- name: ClaimDomainsARIDue :many
+-- ACME certificates whose renewal information is due to be asked again,
+-- claimed by this controller (FOR UPDATE SKIP LOCKED): the next poll moves
+-- to lease_until, so no other controller asks meanwhile and one that dies
+-- leaves the poll to be done again then.
+WITH due AS MATERIALIZED (
+    SELECT d.id FROM domains d
+    WHERE d.tls_mode = 'acme' AND d.tls_certificate IS NOT NULL
+      AND d.tls_ari_next_poll_at IS NOT NULL AND d.tls_ari_next_poll_at <= sqlc.arg(now)::timestamptz
+    ORDER BY d.tls_ari_next_poll_at, d.id
+    LIMIT sqlc.arg(lim)
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE domains u SET tls_ari_next_poll_at = sqlc.arg(lease_until)::timestamptz
+FROM due WHERE u.id = due.id
+RETURNING u.*;
+
+-- name: SetDomainARI :one
+-- A renewal-information poll's outcome for the certificate with serial
+-- (none when it was replaced meanwhile): the window, when to ask again,
+-- and, while the certificate is active and no attempt is under way, the
+-- renewal time the window gives.
+UPDATE domains SET
+    tls_ari_window_start = coalesce(sqlc.narg(window_start)::timestamptz, tls_ari_window_start),
+    tls_ari_window_end = coalesce(sqlc.narg(window_end)::timestamptz, tls_ari_window_end),
+    tls_ari_next_poll_at = sqlc.arg(next_poll_at)::timestamptz,
+    tls_next_attempt_at = CASE WHEN sqlc.narg(renew_at)::timestamptz IS NOT NULL AND tls_status = 'active'
+                               THEN sqlc.narg(renew_at)::timestamptz ELSE tls_next_attempt_at END
+WHERE id = sqlc.arg(id) AND tls_serial = sqlc.arg(serial)::text
 RETURNING *;

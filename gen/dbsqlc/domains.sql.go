@@ -12,6 +12,83 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const claimDomainsARIDue = `-- name: ClaimDomainsARIDue :many
+WITH due AS MATERIALIZED (
+    SELECT d.id FROM domains d
+    WHERE d.tls_mode = 'acme' AND d.tls_certificate IS NOT NULL
+      AND d.tls_ari_next_poll_at IS NOT NULL AND d.tls_ari_next_poll_at <= $2::timestamptz
+    ORDER BY d.tls_ari_next_poll_at, d.id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE domains u SET tls_ari_next_poll_at = $1::timestamptz
+FROM due WHERE u.id = due.id
+RETURNING u.id, u.app_id, u.server_id, u.hostname, u.is_primary, u.redirect_to, u.redirect_status, u.force_https, u.status, u.last_error, u.tls_mode, u.acme_directory_url, u.tls_cert_path, u.tls_key_path, u.tls_status, u.tls_issuer, u.tls_not_before, u.tls_expires_at, u.tls_last_attempt_at, u.tls_next_attempt_at, u.tls_last_error, u.created_at, u.updated_at, u.dns_provider_id, u.tls_certificate, u.tls_serial, u.tls_failures, u.hsts, u.tls_expiring_notified_at, u.tls_ari_window_start, u.tls_ari_window_end, u.tls_ari_next_poll_at
+`
+
+type ClaimDomainsARIDueParams struct {
+	LeaseUntil time.Time
+	Now        time.Time
+	Lim        int32
+}
+
+// ACME certificates whose renewal information is due to be asked again,
+// claimed by this controller (FOR UPDATE SKIP LOCKED): the next poll moves
+// to lease_until, so no other controller asks meanwhile and one that dies
+// leaves the poll to be done again then.
+func (q *Queries) ClaimDomainsARIDue(ctx context.Context, arg ClaimDomainsARIDueParams) ([]Domain, error) {
+	rows, err := q.db.Query(ctx, claimDomainsARIDue, arg.LeaseUntil, arg.Now, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Domain{}
+	for rows.Next() {
+		var i Domain
+		if err := rows.Scan(
+			&i.ID,
+			&i.AppID,
+			&i.ServerID,
+			&i.Hostname,
+			&i.IsPrimary,
+			&i.RedirectTo,
+			&i.RedirectStatus,
+			&i.ForceHttps,
+			&i.Status,
+			&i.LastError,
+			&i.TlsMode,
+			&i.AcmeDirectoryUrl,
+			&i.TlsCertPath,
+			&i.TlsKeyPath,
+			&i.TlsStatus,
+			&i.TlsIssuer,
+			&i.TlsNotBefore,
+			&i.TlsExpiresAt,
+			&i.TlsLastAttemptAt,
+			&i.TlsNextAttemptAt,
+			&i.TlsLastError,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.DnsProviderID,
+			&i.TlsCertificate,
+			&i.TlsSerial,
+			&i.TlsFailures,
+			&i.Hsts,
+			&i.TlsExpiringNotifiedAt,
+			&i.TlsAriWindowStart,
+			&i.TlsAriWindowEnd,
+			&i.TlsAriNextPollAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const claimDomainsExpiring = `-- name: ClaimDomainsExpiring :many
 UPDATE domains SET tls_expiring_notified_at = $1::timestamptz
 WHERE tls_mode IN ('acme', 'custom') AND tls_expires_at > $1::timestamptz
@@ -19,7 +96,7 @@ WHERE tls_mode IN ('acme', 'custom') AND tls_expires_at > $1::timestamptz
         $2::bigint * interval '1 second',
         coalesce((tls_expires_at - tls_not_before) / 3, $2::bigint * interval '1 second'))
   AND tls_expiring_notified_at IS NULL
-RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at
 `
 
 type ClaimDomainsExpiringParams struct {
@@ -73,6 +150,7 @@ func (q *Queries) ClaimDomainsExpiring(ctx context.Context, arg ClaimDomainsExpi
 			&i.TlsExpiringNotifiedAt,
 			&i.TlsAriWindowStart,
 			&i.TlsAriWindowEnd,
+			&i.TlsAriNextPollAt,
 		); err != nil {
 			return nil, err
 		}
@@ -95,7 +173,7 @@ WITH due AS MATERIALIZED (
 )
 UPDATE domains u SET tls_next_attempt_at = $1::timestamptz
 FROM due WHERE u.id = due.id
-RETURNING u.id, u.app_id, u.server_id, u.hostname, u.is_primary, u.redirect_to, u.redirect_status, u.force_https, u.status, u.last_error, u.tls_mode, u.acme_directory_url, u.tls_cert_path, u.tls_key_path, u.tls_status, u.tls_issuer, u.tls_not_before, u.tls_expires_at, u.tls_last_attempt_at, u.tls_next_attempt_at, u.tls_last_error, u.created_at, u.updated_at, u.dns_provider_id, u.tls_certificate, u.tls_serial, u.tls_failures, u.hsts, u.tls_expiring_notified_at, u.tls_ari_window_start, u.tls_ari_window_end
+RETURNING u.id, u.app_id, u.server_id, u.hostname, u.is_primary, u.redirect_to, u.redirect_status, u.force_https, u.status, u.last_error, u.tls_mode, u.acme_directory_url, u.tls_cert_path, u.tls_key_path, u.tls_status, u.tls_issuer, u.tls_not_before, u.tls_expires_at, u.tls_last_attempt_at, u.tls_next_attempt_at, u.tls_last_error, u.created_at, u.updated_at, u.dns_provider_id, u.tls_certificate, u.tls_serial, u.tls_failures, u.hsts, u.tls_expiring_notified_at, u.tls_ari_window_start, u.tls_ari_window_end, u.tls_ari_next_poll_at
 `
 
 type ClaimDomainsTLSDueParams struct {
@@ -149,6 +227,7 @@ func (q *Queries) ClaimDomainsTLSDue(ctx context.Context, arg ClaimDomainsTLSDue
 			&i.TlsExpiringNotifiedAt,
 			&i.TlsAriWindowStart,
 			&i.TlsAriWindowEnd,
+			&i.TlsAriNextPollAt,
 		); err != nil {
 			return nil, err
 		}
@@ -183,7 +262,7 @@ SELECT $1::uuid, a.id, a.server_id, $2::text, $3::boolean,
        $11::boolean, $12::uuid
 FROM apps a
 WHERE a.id = $13 AND a.deleted_at IS NULL
-RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at
 `
 
 type CreateDomainParams struct {
@@ -254,6 +333,7 @@ func (q *Queries) CreateDomain(ctx context.Context, arg CreateDomainParams) (Dom
 		&i.TlsExpiringNotifiedAt,
 		&i.TlsAriWindowStart,
 		&i.TlsAriWindowEnd,
+		&i.TlsAriNextPollAt,
 	)
 	return i, err
 }
@@ -273,7 +353,7 @@ func (q *Queries) DeleteDomain(ctx context.Context, id pgtype.UUID) (int64, erro
 const expireDomainCertificates = `-- name: ExpireDomainCertificates :many
 UPDATE domains SET tls_status = 'expired'
 WHERE tls_status IN ('active', 'failed') AND tls_expires_at <= $1::timestamptz
-RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at
 `
 
 // Certificates past their expiry are expired, never active.
@@ -318,6 +398,7 @@ func (q *Queries) ExpireDomainCertificates(ctx context.Context, now time.Time) (
 			&i.TlsExpiringNotifiedAt,
 			&i.TlsAriWindowStart,
 			&i.TlsAriWindowEnd,
+			&i.TlsAriNextPollAt,
 		); err != nil {
 			return nil, err
 		}
@@ -346,7 +427,7 @@ func (q *Queries) GetDeploymentData(ctx context.Context, id pgtype.UUID) (GetDep
 }
 
 const getDomain = `-- name: GetDomain :one
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains WHERE id = $1
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at FROM domains WHERE id = $1
 `
 
 func (q *Queries) GetDomain(ctx context.Context, id pgtype.UUID) (Domain, error) {
@@ -384,12 +465,13 @@ func (q *Queries) GetDomain(ctx context.Context, id pgtype.UUID) (Domain, error)
 		&i.TlsExpiringNotifiedAt,
 		&i.TlsAriWindowStart,
 		&i.TlsAriWindowEnd,
+		&i.TlsAriNextPollAt,
 	)
 	return i, err
 }
 
 const getDomainByHostname = `-- name: GetDomainByHostname :one
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains WHERE hostname = $1
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at FROM domains WHERE hostname = $1
 `
 
 func (q *Queries) GetDomainByHostname(ctx context.Context, hostname string) (Domain, error) {
@@ -427,12 +509,13 @@ func (q *Queries) GetDomainByHostname(ctx context.Context, hostname string) (Dom
 		&i.TlsExpiringNotifiedAt,
 		&i.TlsAriWindowStart,
 		&i.TlsAriWindowEnd,
+		&i.TlsAriNextPollAt,
 	)
 	return i, err
 }
 
 const listAllDomains = `-- name: ListAllDomains :many
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at FROM domains
 WHERE ($1::uuid IS NULL OR app_id = $1)
 ORDER BY tls_expires_at NULLS LAST, hostname
 LIMIT $2
@@ -485,6 +568,7 @@ func (q *Queries) ListAllDomains(ctx context.Context, arg ListAllDomainsParams) 
 			&i.TlsExpiringNotifiedAt,
 			&i.TlsAriWindowStart,
 			&i.TlsAriWindowEnd,
+			&i.TlsAriNextPollAt,
 		); err != nil {
 			return nil, err
 		}
@@ -496,8 +580,53 @@ func (q *Queries) ListAllDomains(ctx context.Context, arg ListAllDomainsParams) 
 	return items, nil
 }
 
+const listAppsSiteBehindCertificates = `-- name: ListAppsSiteBehindCertificates :many
+SELECT DISTINCT d.app_id
+FROM domains d
+JOIN apps a ON a.id = d.app_id AND a.deleted_at IS NULL
+LEFT JOIN LATERAL (
+    SELECT j.status, j.params FROM deployments j
+    WHERE j.app_id = d.app_id AND j.kind = 'site'
+    ORDER BY j.created_at DESC, j.id DESC
+    LIMIT 1
+) last ON true
+WHERE d.tls_mode = 'acme' AND d.tls_serial IS NOT NULL
+  AND (last.status IS NULL OR last.status NOT IN ('queued', 'dispatched', 'running'))
+  AND NOT EXISTS (
+      SELECT 1 FROM jsonb_array_elements(coalesce(last.params -> 'site' -> 'domains', '[]'::jsonb)) e
+      WHERE e ->> 'host' = d.hostname AND coalesce(e ->> 'certName', '') <> ''
+  )
+ORDER BY d.app_id
+LIMIT $1
+`
+
+// Apps with an installed ACME certificate that the app's newest site job
+// does not carry (a certificate name on that host): the state a controller
+// that died between recording a certificate and queueing its site job
+// leaves. An app whose newest site job is not finished yet is left to it
+// (a queued job is built when sent, with the newest state).
+func (q *Queries) ListAppsSiteBehindCertificates(ctx context.Context, lim int32) ([]pgtype.UUID, error) {
+	rows, err := q.db.Query(ctx, listAppsSiteBehindCertificates, lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []pgtype.UUID{}
+	for rows.Next() {
+		var app_id pgtype.UUID
+		if err := rows.Scan(&app_id); err != nil {
+			return nil, err
+		}
+		items = append(items, app_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listDomains = `-- name: ListDomains :many
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at FROM domains
 WHERE ($1::uuid IS NULL OR app_id = $1)
   AND ($2::uuid IS NULL OR server_id = $2)
   AND ($3::text IS NULL OR status = $3)
@@ -565,6 +694,7 @@ func (q *Queries) ListDomains(ctx context.Context, arg ListDomainsParams) ([]Dom
 			&i.TlsExpiringNotifiedAt,
 			&i.TlsAriWindowStart,
 			&i.TlsAriWindowEnd,
+			&i.TlsAriNextPollAt,
 		); err != nil {
 			return nil, err
 		}
@@ -577,7 +707,7 @@ func (q *Queries) ListDomains(ctx context.Context, arg ListDomainsParams) ([]Dom
 }
 
 const listDomainsExpiringBefore = `-- name: ListDomainsExpiringBefore :many
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at FROM domains
 WHERE tls_mode = 'acme' AND tls_expires_at < $1::timestamptz
 ORDER BY tls_expires_at, id
 LIMIT $2
@@ -631,6 +761,7 @@ func (q *Queries) ListDomainsExpiringBefore(ctx context.Context, arg ListDomains
 			&i.TlsExpiringNotifiedAt,
 			&i.TlsAriWindowStart,
 			&i.TlsAriWindowEnd,
+			&i.TlsAriNextPollAt,
 		); err != nil {
 			return nil, err
 		}
@@ -643,7 +774,7 @@ func (q *Queries) ListDomainsExpiringBefore(ctx context.Context, arg ListDomains
 }
 
 const listDomainsForApp = `-- name: ListDomainsForApp :many
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains WHERE app_id = $1 ORDER BY is_primary DESC, hostname
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at FROM domains WHERE app_id = $1 ORDER BY is_primary DESC, hostname
 `
 
 // The primary first, then by host name.
@@ -688,6 +819,7 @@ func (q *Queries) ListDomainsForApp(ctx context.Context, appID pgtype.UUID) ([]D
 			&i.TlsExpiringNotifiedAt,
 			&i.TlsAriWindowStart,
 			&i.TlsAriWindowEnd,
+			&i.TlsAriNextPollAt,
 		); err != nil {
 			return nil, err
 		}
@@ -700,7 +832,7 @@ func (q *Queries) ListDomainsForApp(ctx context.Context, appID pgtype.UUID) ([]D
 }
 
 const listDomainsForServer = `-- name: ListDomainsForServer :many
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains WHERE server_id = $1 ORDER BY hostname
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at FROM domains WHERE server_id = $1 ORDER BY hostname
 `
 
 // Every route the server's proxy serves, by host name.
@@ -745,6 +877,7 @@ func (q *Queries) ListDomainsForServer(ctx context.Context, serverID pgtype.UUID
 			&i.TlsExpiringNotifiedAt,
 			&i.TlsAriWindowStart,
 			&i.TlsAriWindowEnd,
+			&i.TlsAriNextPollAt,
 		); err != nil {
 			return nil, err
 		}
@@ -757,7 +890,7 @@ func (q *Queries) ListDomainsForServer(ctx context.Context, serverID pgtype.UUID
 }
 
 const listDomainsTLSAttemptDue = `-- name: ListDomainsTLSAttemptDue :many
-SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end FROM domains
+SELECT id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at FROM domains
 WHERE tls_next_attempt_at IS NOT NULL AND tls_next_attempt_at <= $1::timestamptz
 ORDER BY tls_next_attempt_at, id
 LIMIT $2
@@ -810,6 +943,7 @@ func (q *Queries) ListDomainsTLSAttemptDue(ctx context.Context, arg ListDomainsT
 			&i.TlsExpiringNotifiedAt,
 			&i.TlsAriWindowStart,
 			&i.TlsAriWindowEnd,
+			&i.TlsAriNextPollAt,
 		); err != nil {
 			return nil, err
 		}
@@ -824,7 +958,7 @@ func (q *Queries) ListDomainsTLSAttemptDue(ctx context.Context, arg ListDomainsT
 const setAppDomainsStatus = `-- name: SetAppDomainsStatus :many
 UPDATE domains SET status = $1, last_error = $2
 WHERE app_id = $3 AND id = ANY ($4::uuid[])
-RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at
 `
 
 type SetAppDomainsStatusParams struct {
@@ -882,6 +1016,7 @@ func (q *Queries) SetAppDomainsStatus(ctx context.Context, arg SetAppDomainsStat
 			&i.TlsExpiringNotifiedAt,
 			&i.TlsAriWindowStart,
 			&i.TlsAriWindowEnd,
+			&i.TlsAriNextPollAt,
 		); err != nil {
 			return nil, err
 		}
@@ -970,8 +1105,79 @@ func (q *Queries) SetDeploymentResultData(ctx context.Context, arg SetDeployment
 	return err
 }
 
+const setDomainARI = `-- name: SetDomainARI :one
+UPDATE domains SET
+    tls_ari_window_start = coalesce($1::timestamptz, tls_ari_window_start),
+    tls_ari_window_end = coalesce($2::timestamptz, tls_ari_window_end),
+    tls_ari_next_poll_at = $3::timestamptz,
+    tls_next_attempt_at = CASE WHEN $4::timestamptz IS NOT NULL AND tls_status = 'active'
+                               THEN $4::timestamptz ELSE tls_next_attempt_at END
+WHERE id = $5 AND tls_serial = $6::text
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at
+`
+
+type SetDomainARIParams struct {
+	WindowStart *time.Time
+	WindowEnd   *time.Time
+	NextPollAt  time.Time
+	RenewAt     *time.Time
+	ID          pgtype.UUID
+	Serial      string
+}
+
+// A renewal-information poll's outcome for the certificate with serial
+// (none when it was replaced meanwhile): the window, when to ask again,
+// and, while the certificate is active and no attempt is under way, the
+// renewal time the window gives.
+func (q *Queries) SetDomainARI(ctx context.Context, arg SetDomainARIParams) (Domain, error) {
+	row := q.db.QueryRow(ctx, setDomainARI,
+		arg.WindowStart,
+		arg.WindowEnd,
+		arg.NextPollAt,
+		arg.RenewAt,
+		arg.ID,
+		arg.Serial,
+	)
+	var i Domain
+	err := row.Scan(
+		&i.ID,
+		&i.AppID,
+		&i.ServerID,
+		&i.Hostname,
+		&i.IsPrimary,
+		&i.RedirectTo,
+		&i.RedirectStatus,
+		&i.ForceHttps,
+		&i.Status,
+		&i.LastError,
+		&i.TlsMode,
+		&i.AcmeDirectoryUrl,
+		&i.TlsCertPath,
+		&i.TlsKeyPath,
+		&i.TlsStatus,
+		&i.TlsIssuer,
+		&i.TlsNotBefore,
+		&i.TlsExpiresAt,
+		&i.TlsLastAttemptAt,
+		&i.TlsNextAttemptAt,
+		&i.TlsLastError,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.DnsProviderID,
+		&i.TlsCertificate,
+		&i.TlsSerial,
+		&i.TlsFailures,
+		&i.Hsts,
+		&i.TlsExpiringNotifiedAt,
+		&i.TlsAriWindowStart,
+		&i.TlsAriWindowEnd,
+		&i.TlsAriNextPollAt,
+	)
+	return i, err
+}
+
 const setDomainDNSProvider = `-- name: SetDomainDNSProvider :one
-UPDATE domains SET dns_provider_id = $1::uuid WHERE id = $2 RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+UPDATE domains SET dns_provider_id = $1::uuid WHERE id = $2 RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at
 `
 
 type SetDomainDNSProviderParams struct {
@@ -1014,6 +1220,7 @@ func (q *Queries) SetDomainDNSProvider(ctx context.Context, arg SetDomainDNSProv
 		&i.TlsExpiringNotifiedAt,
 		&i.TlsAriWindowStart,
 		&i.TlsAriWindowEnd,
+		&i.TlsAriNextPollAt,
 	)
 	return i, err
 }
@@ -1022,7 +1229,7 @@ const setDomainNextAttempt = `-- name: SetDomainNextAttempt :one
 UPDATE domains SET tls_next_attempt_at = $1::timestamptz,
                    tls_status = CASE WHEN tls_status = 'failed' AND $2::boolean THEN 'pending' ELSE tls_status END
 WHERE id = $3
-RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at
 `
 
 type SetDomainNextAttemptParams struct {
@@ -1067,6 +1274,7 @@ func (q *Queries) SetDomainNextAttempt(ctx context.Context, arg SetDomainNextAtt
 		&i.TlsExpiringNotifiedAt,
 		&i.TlsAriWindowStart,
 		&i.TlsAriWindowEnd,
+		&i.TlsAriNextPollAt,
 	)
 	return i, err
 }
@@ -1074,7 +1282,7 @@ func (q *Queries) SetDomainNextAttempt(ctx context.Context, arg SetDomainNextAtt
 const setDomainStatus = `-- name: SetDomainStatus :one
 UPDATE domains SET status = $1, last_error = $2
 WHERE id = $3
-RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at
 `
 
 type SetDomainStatusParams struct {
@@ -1119,6 +1327,7 @@ func (q *Queries) SetDomainStatus(ctx context.Context, arg SetDomainStatusParams
 		&i.TlsExpiringNotifiedAt,
 		&i.TlsAriWindowStart,
 		&i.TlsAriWindowEnd,
+		&i.TlsAriNextPollAt,
 	)
 	return i, err
 }
@@ -1133,7 +1342,7 @@ UPDATE domains SET
     tls_next_attempt_at = $6::timestamptz,
     tls_last_error = $7
 WHERE id = $8
-RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at
 `
 
 type SetDomainTLSParams struct {
@@ -1193,6 +1402,7 @@ func (q *Queries) SetDomainTLS(ctx context.Context, arg SetDomainTLSParams) (Dom
 		&i.TlsExpiringNotifiedAt,
 		&i.TlsAriWindowStart,
 		&i.TlsAriWindowEnd,
+		&i.TlsAriNextPollAt,
 	)
 	return i, err
 }
@@ -1211,10 +1421,11 @@ UPDATE domains SET
     tls_failures = $10,
     tls_ari_window_start = $11::timestamptz,
     tls_ari_window_end = $12::timestamptz,
+    tls_ari_next_poll_at = $13::timestamptz,
     tls_expiring_notified_at = CASE WHEN $9::text IS DISTINCT FROM tls_serial
                                     THEN NULL ELSE tls_expiring_notified_at END
-WHERE id = $13
-RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+WHERE id = $14
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at
 `
 
 type SetDomainTLSAttemptParams struct {
@@ -1230,6 +1441,7 @@ type SetDomainTLSAttemptParams struct {
 	TlsFailures       int32
 	TlsAriWindowStart *time.Time
 	TlsAriWindowEnd   *time.Time
+	TlsAriNextPollAt  *time.Time
 	ID                pgtype.UUID
 }
 
@@ -1248,6 +1460,7 @@ func (q *Queries) SetDomainTLSAttempt(ctx context.Context, arg SetDomainTLSAttem
 		arg.TlsFailures,
 		arg.TlsAriWindowStart,
 		arg.TlsAriWindowEnd,
+		arg.TlsAriNextPollAt,
 		arg.ID,
 	)
 	var i Domain
@@ -1283,12 +1496,13 @@ func (q *Queries) SetDomainTLSAttempt(ctx context.Context, arg SetDomainTLSAttem
 		&i.TlsExpiringNotifiedAt,
 		&i.TlsAriWindowStart,
 		&i.TlsAriWindowEnd,
+		&i.TlsAriNextPollAt,
 	)
 	return i, err
 }
 
 const setPrimaryDomain = `-- name: SetPrimaryDomain :one
-UPDATE domains SET is_primary = true WHERE id = $1 RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+UPDATE domains SET is_primary = true WHERE id = $1 RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at
 `
 
 func (q *Queries) SetPrimaryDomain(ctx context.Context, id pgtype.UUID) (Domain, error) {
@@ -1326,6 +1540,7 @@ func (q *Queries) SetPrimaryDomain(ctx context.Context, id pgtype.UUID) (Domain,
 		&i.TlsExpiringNotifiedAt,
 		&i.TlsAriWindowStart,
 		&i.TlsAriWindowEnd,
+		&i.TlsAriNextPollAt,
 	)
 	return i, err
 }
@@ -1347,7 +1562,7 @@ UPDATE domains SET
     status = 'pending',
     last_error = NULL
 WHERE id = $10
-RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end
+RETURNING id, app_id, server_id, hostname, is_primary, redirect_to, redirect_status, force_https, status, last_error, tls_mode, acme_directory_url, tls_cert_path, tls_key_path, tls_status, tls_issuer, tls_not_before, tls_expires_at, tls_last_attempt_at, tls_next_attempt_at, tls_last_error, created_at, updated_at, dns_provider_id, tls_certificate, tls_serial, tls_failures, hsts, tls_expiring_notified_at, tls_ari_window_start, tls_ari_window_end, tls_ari_next_poll_at
 `
 
 type UpdateDomainParams struct {
@@ -1411,6 +1626,7 @@ func (q *Queries) UpdateDomain(ctx context.Context, arg UpdateDomainParams) (Dom
 		&i.TlsExpiringNotifiedAt,
 		&i.TlsAriWindowStart,
 		&i.TlsAriWindowEnd,
+		&i.TlsAriNextPollAt,
 	)
 	return i, err
 }

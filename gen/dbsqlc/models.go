@@ -362,6 +362,7 @@ type Domain struct {
 	TlsExpiringNotifiedAt *time.Time
 	TlsAriWindowStart     *time.Time
 	TlsAriWindowEnd       *time.Time
+	TlsAriNextPollAt      *time.Time
 }
 
 type GitCredential struct {

@@ -64,6 +64,8 @@ func (a *app) serveCmd() *cobra.Command {
 	f.BoolVar(&cfg.Domains.AllowDNSExec, "acme-allow-dns-exec", false, "allow the 'exec' DNS provider, which runs a program on this controller")
 	f.DurationVar(&cfg.Domains.Tick, "acme-interval", 10*time.Second, "how often the certificate loop looks for due issuances and renewals")
 	f.DurationVar(&cfg.Domains.RetryBase, "acme-retry", time.Minute, "wait after a failed certificate attempt, doubled per failure in a row (up to 6h)")
+	f.DurationVar(&cfg.Domains.ARIPollMin, "acme-ari-poll-min", time.Hour, "ask a CA for a certificate's renewal window (ARI) again no sooner than this, whatever its Retry-After")
+	f.DurationVar(&cfg.Domains.ARIPollMax, "acme-ari-poll-max", 24*time.Hour, "ask a CA for a certificate's renewal window (ARI) again at least this often")
 	return cmd
 }
 

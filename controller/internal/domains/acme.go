@@ -92,7 +92,13 @@ func (s *Service) Tick(ctx context.Context) {
 				"It expires at "+fmtTime(d.TLSExpiresAt)+" and has not been renewed."+lastErrText(d))
 		}
 	}
+	s.reconcileSites(ctx)
 	free := cap(s.sem) - len(s.sem)
+	if free <= 0 {
+		return
+	}
+	s.claimARIPolls(ctx, now, free)
+	free = cap(s.sem) - len(s.sem)
 	if free <= 0 {
 		return
 	}
@@ -252,7 +258,7 @@ func (s *Service) failed(ctx context.Context, d store.Domain, cause error) {
 	a := store.TLSAttempt{
 		Status: st, Issuer: d.TLSIssuer, NotBefore: d.TLSNotBefore, ExpiresAt: d.TLSExpiresAt, LastAttemptAt: &now,
 		NextAttemptAt: &next, LastError: &msg, Certificate: d.TLSCertificate, Serial: d.TLSSerial, Failures: n,
-		ARIWindowStart: d.TLSARIWindowStart, ARIWindowEnd: d.TLSARIWindowEnd,
+		ARIWindowStart: d.TLSARIWindowStart, ARIWindowEnd: d.TLSARIWindowEnd, ARINextPollAt: d.TLSARINextPollAt,
 	}
 	what := "issued"
 	if d.TLSSerial != nil {
@@ -358,6 +364,10 @@ func (s *Service) obtain(ctx context.Context, d store.Domain) (store.TLSAttempt,
 		if at := info.ShouldRenewAt(now, na.Sub(now)); at != nil {
 			next = *at
 		}
+		// Asked again on the CA's schedule: a window moved earlier (a
+		// mass revocation) is heard before the renewal this one sets.
+		poll := now.Add(s.ariPollAfter(info.RetryAfter))
+		out.ARINextPollAt = &poll
 	} else if err != nil && !errors.Is(err, api.ErrNoARI) {
 		s.log.Info("renewal information not available; renewing at two thirds of the lifetime", "domain", d.Hostname, "err", err)
 	}

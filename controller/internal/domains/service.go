@@ -97,7 +97,12 @@ type Config struct {
 	// CustomCheckEvery is how often a custom certificate is read again
 	// (default 12h).
 	CustomCheckEvery time.Duration
-	Now              func() time.Time
+	// ARIPollMin and ARIPollMax bound how soon renewal information is
+	// asked again after the CA's Retry-After (default 1h and 24h): a CA
+	// asking for less is not polled more often than the minimum, one
+	// asking for more (or nothing) is still asked at the maximum.
+	ARIPollMin, ARIPollMax time.Duration
+	Now                    func() time.Time
 }
 
 // Service is the domains capability.
@@ -140,6 +145,15 @@ func New(st *store.Store, dep *deploys.Service, log *slog.Logger, cfg Config) (*
 	}
 	if cfg.CustomCheckEvery <= 0 {
 		cfg.CustomCheckEvery = 12 * time.Hour
+	}
+	if cfg.ARIPollMin <= 0 {
+		cfg.ARIPollMin = time.Hour
+	}
+	if cfg.ARIPollMax <= 0 {
+		cfg.ARIPollMax = 24 * time.Hour
+	}
+	if cfg.ARIPollMax < cfg.ARIPollMin {
+		return nil, errors.New("the ARI poll maximum is below its minimum")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -100,8 +100,11 @@ type Domain struct {
 	// ARI's suggested renewal window (RFC 9773).
 	TLSARIWindowStart *time.Time
 	TLSARIWindowEnd   *time.Time
-	CreatedAt         time.Time
-	UpdatedAt         time.Time
+	// TLSARINextPollAt: when the renewal information is asked again (nil:
+	// never, the CA offers none).
+	TLSARINextPollAt *time.Time
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
 }
 
 func domainFromRow(r dbsqlc.Domain) Domain {
@@ -117,6 +120,7 @@ func domainFromRow(r dbsqlc.Domain) Domain {
 		TLSNextAttemptAt: r.TlsNextAttemptAt, TLSLastError: r.TlsLastError, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 		TLSCertificate: r.TlsCertificate, TLSSerial: r.TlsSerial, TLSFailures: int(r.TlsFailures),
 		TLSExpiringNotifiedAt: r.TlsExpiringNotifiedAt, TLSARIWindowStart: r.TlsAriWindowStart, TLSARIWindowEnd: r.TlsAriWindowEnd,
+		TLSARINextPollAt: r.TlsAriNextPollAt,
 	}
 }
 

@@ -39,6 +39,8 @@ type TLSAttempt struct {
 	Failures       int
 	ARIWindowStart *time.Time
 	ARIWindowEnd   *time.Time
+	// ARINextPollAt: when to ask for renewal information again.
+	ARINextPollAt *time.Time
 }
 
 // SetDomainTLSAttempt records an attempt's outcome. A new serial re-arms
@@ -49,6 +51,7 @@ func (s *Store) SetDomainTLSAttempt(ctx context.Context, id ID, a TLSAttempt) (D
 		TlsLastAttemptAt: a.LastAttemptAt, TlsNextAttemptAt: a.NextAttemptAt, TlsLastError: a.LastError,
 		TlsCertificate: a.Certificate, TlsSerial: a.Serial, TlsFailures: int32(a.Failures),
 		TlsAriWindowStart: a.ARIWindowStart, TlsAriWindowEnd: a.ARIWindowEnd,
+		TlsAriNextPollAt: a.ARINextPollAt,
 	})
 	if err != nil {
 		return Domain{}, mapErr("set domain tls attempt", err)
@@ -257,4 +260,50 @@ func (s *Store) DNSProviders(ctx context.Context) ([]DNSProvider, error) {
 // DNSProviderCredentials opens a provider's credentials (JSON).
 func (s *Store) DNSProviderCredentials(p DNSProvider) ([]byte, error) {
 	return s.open("dns_providers", "credentials", p.ID, p.credentials)
+}
+
+// AppsSiteBehindCertificates lists (at most limit) apps with an installed
+// ACME certificate that their newest finished site job does not carry:
+// what a controller that died between recording a certificate and queueing
+// the site job that serves it leaves behind.
+func (s *Store) AppsSiteBehindCertificates(ctx context.Context, limit int) ([]ID, error) {
+	rows, err := s.q.ListAppsSiteBehindCertificates(ctx, limitArg(limit))
+	if err != nil {
+		return nil, mapErr("list apps whose site lacks a certificate", err)
+	}
+	out := make([]ID, len(rows))
+	for i, r := range rows {
+		out[i] = fromPG(r)
+	}
+	return out, nil
+}
+
+// ClaimDomainsARIDue claims (at most limit) ACME domains whose renewal
+// information is due to be asked again; their next poll moves to
+// leaseUntil.
+func (s *Store) ClaimDomainsARIDue(ctx context.Context, now, leaseUntil time.Time, limit int) ([]Domain, error) {
+	rows, err := s.q.ClaimDomainsARIDue(ctx, dbsqlc.ClaimDomainsARIDueParams{Now: now, LeaseUntil: leaseUntil, Lim: limitArg(limit)})
+	if err != nil {
+		return nil, mapErr("claim domains due for renewal information", err)
+	}
+	return domainsFromRows(rows), nil
+}
+
+// ARIPoll is a renewal-information poll's outcome.
+type ARIPoll struct {
+	WindowStart, WindowEnd *time.Time // nil keeps the stored window
+	NextPollAt             time.Time
+	RenewAt                *time.Time // the next attempt while active; nil keeps it
+}
+
+// SetDomainARI records a poll for the certificate with serial;
+// ErrNotFound when the domain is gone or holds another certificate now.
+func (s *Store) SetDomainARI(ctx context.Context, id ID, serial string, p ARIPoll) (Domain, error) {
+	r, err := s.q.SetDomainARI(ctx, dbsqlc.SetDomainARIParams{
+		ID: pgID(id), Serial: serial, WindowStart: p.WindowStart, WindowEnd: p.WindowEnd, NextPollAt: p.NextPollAt, RenewAt: p.RenewAt,
+	})
+	if err != nil {
+		return Domain{}, mapErr("set domain renewal information", err)
+	}
+	return domainFromRow(r), nil
 }
