@@ -56,7 +56,7 @@ func (j *Jobs) domainJob(ctx context.Context, log *slog.Logger, js *agentv1.JobS
 		} else if js.GetKind() == kindSite {
 			err = j.applySite(jctx, js, r)
 		} else {
-			err = j.acmeStep(jctx, js.GetAcme(), r)
+			err = j.acmeStep(jctx, js.GetAppName(), js.GetAcme(), r)
 		}
 		if err != nil {
 			r.Status, r.FailedStep, r.ExitCode, r.Error = string(deploy.StatusFailed), js.GetKind(), 1, err.Error()
@@ -120,14 +120,14 @@ func (j *Jobs) applySite(ctx context.Context, js *agentv1.JobStart, r *agentv1.J
 	return err
 }
 
-func (j *Jobs) acmeStep(ctx context.Context, st *agentv1.AcmeStep, r *agentv1.JobResult) error {
+func (j *Jobs) acmeStep(ctx context.Context, app string, st *agentv1.AcmeStep, r *agentv1.JobResult) error {
 	switch st.GetOp() {
 	case "csr":
-		csr, err := j.Proxy.CSR(st.GetCertName(), st.GetHosts())
+		csr, err := j.Proxy.CSRWith(st.GetCertName(), st.GetHosts(), proxy.CSROptions{App: app})
 		r.CsrPem = csr
 		return err
 	case "present":
-		if err := j.Proxy.PutChallenge(st.GetToken(), st.GetKeyAuth()); err != nil {
+		if err := j.Proxy.PutChallengeFor(app, st.GetToken(), st.GetKeyAuth()); err != nil {
 			return err
 		}
 		// The CA is told to look only once the answer is really served.

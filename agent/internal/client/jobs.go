@@ -73,10 +73,14 @@ func (j *Jobs) handle(ctx context.Context, log *slog.Logger, m *agentv1.ConnectR
 			j.domainJob(ctx, log, msg.JobStart)
 			return
 		case string(deploy.KindDelete):
-			// A deleted app's site goes with it (its domains are gone).
+			// A deleted app's site goes with it (its domains are gone),
+			// and so do its certificate keys and challenge answers.
 			if j.Proxy != nil {
-				if err := j.Proxy.Remove(ctx, msg.JobStart.GetAppName()); err != nil {
-					log.Warn("remove the site of a deleted app", "app", msg.JobStart.GetAppName(), "err", err)
+				if c, err := j.Proxy.RemoveApp(ctx, msg.JobStart.GetAppName()); err != nil {
+					log.Warn("remove the site, keys and challenge answers of a deleted app", "app", msg.JobStart.GetAppName(), "err", err)
+				} else if len(c.Certificates) > 0 || c.Challenges > 0 {
+					log.Info("removed a deleted app's certificates and challenge answers", "app", msg.JobStart.GetAppName(),
+						"certificates", len(c.Certificates), "challenges", c.Challenges)
 				}
 			}
 		}

@@ -97,6 +97,10 @@ func (m *Manager) Remove(ctx context.Context, app string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.removeLocked(ctx, app)
+}
+
+func (m *Manager) removeLocked(ctx context.Context, app string) error {
 	if !m.ours(app) {
 		// Nothing of ours live; a stale spec must not bring it back on the
 		// next certificate.

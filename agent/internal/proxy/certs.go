@@ -49,6 +49,9 @@ type CSROptions struct {
 	// certificate stays in use until a certificate for the new key is
 	// installed.
 	Rotate bool
+	// App is the app whose job asks: it owns the key, and its delete
+	// removes it.
+	App string
 }
 
 // CSR returns a PEM certificate request for hosts, signed by the key of
@@ -94,6 +97,9 @@ func (m *Manager) CSRWith(name string, hosts []string, opt CSROptions) ([]byte, 
 		key, err = newKey(m.keyPath(name))
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := m.own(ownCerts, name, opt.App); err != nil {
 		return nil, err
 	}
 	tmpl := &x509.CertificateRequest{DNSNames: hosts}
@@ -273,7 +279,7 @@ func (m *Manager) DeleteCertificate(name string) error {
 			return fmt.Errorf("proxy: %w", err)
 		}
 	}
-	return nil
+	return m.disown(ownCerts, name)
 }
 
 func samePublicKey(a, b crypto.PublicKey) bool {

@@ -19,6 +19,12 @@ var ErrNoChallenge = errors.New("no such challenge")
 // PutChallenge writes the HTTP-01 key authorisation for token, served at
 // /.well-known/acme-challenge/TOKEN on every host of every site.
 func (m *Manager) PutChallenge(token, keyAuth string) error {
+	return m.PutChallengeFor("", token, keyAuth)
+}
+
+// PutChallengeFor is PutChallenge for app's job: the answer is recorded as
+// app's, and app's delete removes it if it is still there.
+func (m *Manager) PutChallengeFor(app, token, keyAuth string) error {
 	if !validToken(token) {
 		return invalid("challenge token: want 16 to 256 base64url characters")
 	}
@@ -26,6 +32,9 @@ func (m *Manager) PutChallenge(token, keyAuth string) error {
 	thumb, ok := strings.CutPrefix(keyAuth, token+".")
 	if !ok || len(thumb) < 16 || len(thumb) > 128 || !allB64URL(thumb) {
 		return invalid("key authorisation: want TOKEN.THUMBPRINT in base64url")
+	}
+	if err := m.own(ownChallenges, token, app); err != nil {
+		return err
 	}
 	return writeFileAtomic(filepath.Join(m.cfg.ChallengeDir, token), []byte(keyAuth), 0o644)
 }
@@ -48,7 +57,7 @@ func (m *Manager) DeleteChallenge(token string) error {
 	if err := removeIfExists(filepath.Join(m.cfg.ChallengeDir, token)); err != nil {
 		return fmt.Errorf("proxy: %w", err)
 	}
-	return nil
+	return m.disown(ownChallenges, token)
 }
 
 // VerifyChallenge fetches token's answer through nginx the way the CA

@@ -182,6 +182,9 @@ func (m *Manager) makeDirs() error {
 		{m.keysDir(), 0o700},
 		{m.certsDir(), 0o700},
 		{m.sitesStateDir(), 0o700},
+		{filepath.Join(m.cfg.StateDir, "owners"), 0o700},
+		{m.ownersDir(ownCerts), 0o700},
+		{m.ownersDir(ownChallenges), 0o700},
 		{m.cfg.ChallengeDir, 0o755},
 		{m.cfg.SitesDir, 0o755},
 	}
