@@ -99,7 +99,7 @@ func (j *Jobs) applySite(ctx context.Context, js *agentv1.JobStart, r *agentv1.J
 		site.Domains = append(site.Domains, proxy.Domain{
 			Host: d.GetHost(), Primary: d.GetPrimary(), RedirectTo: d.GetRedirectTo(), RedirectStatus: int(d.GetRedirectStatus()),
 			ForceHTTPS: d.GetForceHttps(), HSTS: d.GetHsts(), TLS: d.GetTls(), CertPath: d.GetCertPath(), KeyPath: d.GetKeyPath(),
-			CertName: d.GetCertName(),
+			CertName: d.GetCertName(), ConfineRoot: d.GetConfineRoot(),
 		})
 	}
 	err := j.Proxy.Apply(ctx, site)
@@ -110,7 +110,11 @@ func (j *Jobs) applySite(ctx context.Context, js *agentv1.JobStart, r *agentv1.J
 			continue
 		}
 		sc := &agentv1.SiteCert{Host: d.Host}
-		if info, rerr := proxy.ReadCertInfo(d.CertPath); rerr != nil {
+		read := proxy.ReadCertInfo
+		if d.ConfineRoot != "" {
+			read = func(p string) (proxy.CertInfo, error) { return proxy.ReadCertInfoIn(d.ConfineRoot, p) }
+		}
+		if info, rerr := read(d.CertPath); rerr != nil {
 			sc.Error = rerr.Error()
 		} else {
 			sc.Cert = certInfoProto(info)
@@ -148,7 +152,13 @@ func (j *Jobs) acmeStep(ctx context.Context, app string, st *agentv1.AcmeStep, r
 		// of the host never gets a key that served someone else's site.
 		return j.Proxy.DeleteCertificate(st.GetCertName())
 	case "inspect":
-		info, err := proxy.ReadCertInfo(st.GetCertPath())
+		var info proxy.CertInfo
+		var err error
+		if root := st.GetConfineRoot(); root != "" {
+			info, err = proxy.ReadCertInfoIn(root, st.GetCertPath())
+		} else {
+			info, err = proxy.ReadCertInfo(st.GetCertPath())
+		}
 		if err == nil {
 			r.Cert = certInfoProto(info)
 		}

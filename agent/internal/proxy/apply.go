@@ -169,6 +169,9 @@ func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string
 	if !reload && len(remove) == 0 && m.unchanged(ctx, sites) {
 		return nil
 	}
+	if err := m.copyConfined(sites); err != nil {
+		return err
+	}
 	var done []staged
 	defer func() {
 		if err != nil {
@@ -241,7 +244,9 @@ func (m *Manager) applyLocked(ctx context.Context, sites []Site, remove []string
 		}
 	}
 	done = nil
-	return m.reload(ctx)
+	err = m.reload(ctx)
+	m.gcCopies()
+	return err
 }
 
 // unchanged tells whether applying sites would change nothing: every

@@ -350,6 +350,11 @@ func ReadCertInfo(path string) (CertInfo, error) {
 	if len(b) > maxChain {
 		return CertInfo{}, invalid("%s is larger than %d bytes", path, maxChain)
 	}
+	return firstCert(path, b)
+}
+
+// firstCert reads the first certificate of PEM data read from path.
+func firstCert(path string, b []byte) (CertInfo, error) {
 	rest := b
 	for {
 		var blk *pem.Block

@@ -185,6 +185,7 @@ func (m *Manager) makeDirs() error {
 		{filepath.Join(m.cfg.StateDir, "owners"), 0o700},
 		{m.ownersDir(ownCerts), 0o700},
 		{m.ownersDir(ownChallenges), 0o700},
+		{m.customDir(), 0o700},
 		{m.cfg.ChallengeDir, 0o755},
 		{m.cfg.SitesDir, 0o755},
 	}

@@ -21,6 +21,14 @@ type Domain struct {
 	CertPath       string // custom
 	KeyPath        string // custom
 	CertName       string // acme: name of the certificate under StateDir/certs (set when issued)
+	// ConfineRoot (custom): the app's directory CertPath and KeyPath are
+	// in. They are read through an os.Root of it (a symlink out of it is
+	// refused) and nginx serves the copies below, which the agent makes
+	// on every apply: a link swapped in after the check reaches nothing.
+	ConfineRoot string `json:",omitempty"`
+	// CertCopy and KeyCopy are those copies (set by the agent).
+	CertCopy string `json:",omitempty"`
+	KeyCopy  string `json:",omitempty"`
 }
 
 // Site is everything nginx needs to route an app's domains.
@@ -50,6 +58,9 @@ const (
 func (m *Manager) certFiles(d Domain) (cert, key string, ok bool) {
 	switch d.TLS {
 	case TLSCustom:
+		if d.ConfineRoot != "" {
+			return d.CertCopy, d.KeyCopy, d.CertCopy != "" && d.KeyCopy != ""
+		}
 		return d.CertPath, d.KeyPath, true
 	case TLSACME:
 		if d.CertName == "" {

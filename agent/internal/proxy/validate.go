@@ -263,6 +263,14 @@ func (s *Site) validate() error {
 			if !safePath(d.CertPath) || !safePath(d.KeyPath) {
 				return invalid("host %s: custom certificate and key need absolute paths of letters, digits and ._-/@+ (got %q, %q)", d.Host, d.CertPath, d.KeyPath)
 			}
+			if d.ConfineRoot != "" {
+				if !safePath(d.ConfineRoot) || d.ConfineRoot == "/" {
+					return invalid("host %s: app directory %q", d.Host, d.ConfineRoot)
+				}
+				if !within(d.CertPath, d.ConfineRoot) || !within(d.KeyPath, d.ConfineRoot) || d.CertPath == d.ConfineRoot || d.KeyPath == d.ConfineRoot {
+					return invalid("host %s: %s and %s must be files inside the app's directory %s", d.Host, d.CertPath, d.KeyPath, d.ConfineRoot)
+				}
+			}
 		default:
 			return invalid("host %s: TLS mode %q, want acme, custom or off", d.Host, d.TLS)
 		}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -177,7 +178,11 @@ func (s *Service) inspect(ctx context.Context, d store.Domain) {
 		return
 	}
 	var cert *agentv1.CertInfo
-	res, err := s.step(ctx, a, &agentv1.AcmeStep{Op: "inspect", CertPath: deref(d.TLSCertPath), Hosts: []string{d.Hostname}})
+	st := &agentv1.AcmeStep{Op: "inspect", CertPath: deref(d.TLSCertPath), Hosts: []string{d.Hostname}}
+	if insideApp(a, st.CertPath) && insideApp(a, deref(d.TLSKeyPath)) {
+		st.ConfineRoot = path.Clean(a.DeployPath)
+	}
+	res, err := s.step(ctx, a, st)
 	if err == nil {
 		cert, err = res.cert()
 	}

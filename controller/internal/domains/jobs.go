@@ -105,6 +105,9 @@ func siteSpec(a store.App, ds []store.Domain, now time.Time) (*agentv1.SiteSpec,
 		switch d.TLSMode {
 		case store.TLSCustom:
 			sd.CertPath, sd.KeyPath = deref(d.TLSCertPath), deref(d.TLSKeyPath)
+			if insideApp(a, sd.CertPath) && insideApp(a, sd.KeyPath) {
+				sd.ConfineRoot = path.Clean(a.DeployPath)
+			}
 		case store.TLSACME:
 			if d.TLSSerial != nil {
 				sd.CertName = certName(d.Hostname)

@@ -304,6 +304,17 @@ func (s *Service) Add(ctx context.Context, pr *auth.Principal, peer Peer, p AddP
 			return Domain{}, err
 		}
 		set.TLSCertPath, set.TLSKeyPath = &cp, &kp
+		// nginx's master runs as root and reads these: a path anywhere
+		// would let the write scope serve (never see, but probe with
+		// nginx -t's errors) any key on the server. Inside the app's
+		// directory the agent reads them through it without following a
+		// link out and nginx serves its copies; anywhere else is an
+		// admin's decision.
+		if !insideApp(a, cp) || !insideApp(a, kp) {
+			if err := require(pr, store.ScopeAdmin); err != nil {
+				return Domain{}, fmt.Errorf("%w: --cert-path and --key-path outside the app's directory %s need the admin scope", auth.ErrForbidden, a.DeployPath)
+			}
+		}
 	} else if p.CertPath != "" || p.KeyPath != "" {
 		return Domain{}, fmt.Errorf("%w: --cert-path and --key-path go with --tls custom", ErrInvalid)
 	}
@@ -677,4 +688,11 @@ func (s *Service) syncSite(ctx context.Context, appID store.ID, userID *store.ID
 	}
 	_, err = s.dep.EnqueueJob(ctx, appID, JobSite, userID, nil, s.cfg.JobTimeout)
 	return err
+}
+
+// insideApp tells whether p (clean, absolute) is a file below the app's
+// deploy path.
+func insideApp(a store.App, p string) bool {
+	root := strings.TrimSuffix(a.DeployPath, "/")
+	return root != "" && strings.HasPrefix(a.DeployPath, "/") && strings.HasPrefix(p, root+"/")
 }

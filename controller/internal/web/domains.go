@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthhq/berth/controller/internal/auth"
 	"github.com/berthhq/berth/controller/internal/domains"
 	"github.com/berthhq/berth/controller/internal/store"
 )
@@ -175,7 +176,15 @@ func (s *Server) domainAdd(w http.ResponseWriter, r *http.Request, v *viewer) {
 	}
 	d, err := s.d.Domains.Add(r.Context(), v.Principal, s.peer(r), p)
 	if err != nil {
-		if st := statusOf(err); st == http.StatusBadRequest || st == http.StatusConflict || st == http.StatusNotFound {
+		// A writer refused an option only an admin may use (custom files
+		// outside the app's directory, a DNS provider) gets the form back
+		// with why; one who may not add at all gets the refusal page.
+		st := statusOf(err)
+		if st == http.StatusForbidden && auth.Require(v.Principal, store.ScopeWrite) == nil {
+			s.appDomainsView(w, r, v, st, domainMessage(err))
+			return
+		}
+		if st == http.StatusBadRequest || st == http.StatusConflict || st == http.StatusNotFound {
 			s.appDomainsView(w, r, v, st, domainMessage(err))
 			return
 		}

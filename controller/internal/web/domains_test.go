@@ -255,6 +255,28 @@ func TestDomainPages(t *testing.T) {
 		t.Fatalf("renew malformed host: %d", resp.StatusCode)
 	}
 
+	// An operator (write scope) may name custom certificate files inside
+	// the app's directory only: outside it, the form comes back with why
+	// and what was typed, and nothing is stored.
+	e.user("operator@example.com", store.RoleOperator)
+	o := e.client()
+	o.login("operator@example.com", adminPassword)
+	if resp, body := o.post("/apps/shop/domains", domainForm("host", "out.example.test", "tls", "custom", "cert_path", "/etc/ssl/out.pem", "key_path", "/etc/ssl/private/out.key")); resp.StatusCode != http.StatusForbidden ||
+		!strings.Contains(body, "Certificate path and Key path outside the app&#39;s directory /srv/shop need the admin scope") ||
+		!strings.Contains(body, `value="/etc/ssl/private/out.key"`) || !strings.Contains(body, `value="out.example.test"`) || !strings.Contains(body, `id="domain-form"`) {
+		t.Fatalf("operator, custom files outside the app: %d\n%s", resp.StatusCode, body)
+	}
+	if _, err := e.dom.Get(ctx, pr, "out.example.test"); err == nil {
+		t.Fatal("a refused custom domain was stored")
+	}
+	if resp, body := o.post("/apps/shop/domains", domainForm("host", "in.example.test", "tls", "custom", "cert_path", "/srv/shop/shared/tls/in.pem", "key_path", "/srv/shop/shared/tls/in.key")); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("operator, custom files inside the app: %d\n%s", resp.StatusCode, body)
+	}
+	// The admin may name files anywhere.
+	if resp, body := c.post("/apps/shop/domains", domainForm("host", "out.example.test", "tls", "custom", "cert_path", "/etc/ssl/out.pem", "key_path", "/etc/ssl/private/out.key")); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("admin, custom files outside the app: %d\n%s", resp.StatusCode, body)
+	}
+
 	// Remove: back to the app's tab, gone from both pages and the store.
 	resp, _ = c.post("/domains/www.example.test/remove", url.Values{})
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/apps/shop/domains" {

@@ -3191,7 +3191,12 @@ type SiteDomain struct {
 	KeyPath  string `protobuf:"bytes,9,opt,name=key_path,json=keyPath,proto3" json:"key_path,omitempty"`
 	// cert_name (acme): the installed certificate's name; none installed
 	// yet serves the host over plain HTTP only.
-	CertName      string `protobuf:"bytes,10,opt,name=cert_name,json=certName,proto3" json:"cert_name,omitempty"`
+	CertName string `protobuf:"bytes,10,opt,name=cert_name,json=certName,proto3" json:"cert_name,omitempty"`
+	// confine_root (custom): the app's directory that cert_path and key_path
+	// are in. The agent opens them through it without following a symlink
+	// out of it, and nginx serves copies the agent keeps, so a link swapped
+	// in later reaches nothing outside.
+	ConfineRoot   string `protobuf:"bytes,11,opt,name=confine_root,json=confineRoot,proto3" json:"confine_root,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3296,19 +3301,28 @@ func (x *SiteDomain) GetCertName() string {
 	return ""
 }
 
+func (x *SiteDomain) GetConfineRoot() string {
+	if x != nil {
+		return x.ConfineRoot
+	}
+	return ""
+}
+
 // AcmeStep is one agent step of an issuance the controller runs.
 type AcmeStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// op: csr (make a key and a CSR for hosts under cert_name), present or
 	// cleanup (an HTTP-01 answer: token, key_auth), install (chain_pem under
 	// cert_name, matched to its key), inspect (read cert_path).
-	Op            string   `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
-	CertName      string   `protobuf:"bytes,2,opt,name=cert_name,json=certName,proto3" json:"cert_name,omitempty"`
-	Hosts         []string `protobuf:"bytes,3,rep,name=hosts,proto3" json:"hosts,omitempty"`
-	Token         string   `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
-	KeyAuth       string   `protobuf:"bytes,5,opt,name=key_auth,json=keyAuth,proto3" json:"key_auth,omitempty"`
-	ChainPem      []byte   `protobuf:"bytes,6,opt,name=chain_pem,json=chainPem,proto3" json:"chain_pem,omitempty"`
-	CertPath      string   `protobuf:"bytes,7,opt,name=cert_path,json=certPath,proto3" json:"cert_path,omitempty"`
+	Op       string   `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
+	CertName string   `protobuf:"bytes,2,opt,name=cert_name,json=certName,proto3" json:"cert_name,omitempty"`
+	Hosts    []string `protobuf:"bytes,3,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	Token    string   `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
+	KeyAuth  string   `protobuf:"bytes,5,opt,name=key_auth,json=keyAuth,proto3" json:"key_auth,omitempty"`
+	ChainPem []byte   `protobuf:"bytes,6,opt,name=chain_pem,json=chainPem,proto3" json:"chain_pem,omitempty"`
+	CertPath string   `protobuf:"bytes,7,opt,name=cert_path,json=certPath,proto3" json:"cert_path,omitempty"`
+	// confine_root (inspect): as SiteDomain's, cert_path is read through it.
+	ConfineRoot   string `protobuf:"bytes,8,opt,name=confine_root,json=confineRoot,proto3" json:"confine_root,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3388,6 +3402,13 @@ func (x *AcmeStep) GetChainPem() []byte {
 func (x *AcmeStep) GetCertPath() string {
 	if x != nil {
 		return x.CertPath
+	}
+	return ""
+}
+
+func (x *AcmeStep) GetConfineRoot() string {
+	if x != nil {
+		return x.ConfineRoot
 	}
 	return ""
 }
@@ -4627,7 +4648,7 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\bupstream\x18\x01 \x01(\tR\bupstream\x12\x1f\n" +
 	"\vstatic_root\x18\x02 \x01(\tR\n" +
 	"staticRoot\x124\n" +
-	"\adomains\x18\x03 \x03(\v2\x1a.berth.agent.v1.SiteDomainR\adomains\"\xa0\x02\n" +
+	"\adomains\x18\x03 \x03(\v2\x1a.berth.agent.v1.SiteDomainR\adomains\"\xc3\x02\n" +
 	"\n" +
 	"SiteDomain\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x18\n" +
@@ -4642,7 +4663,8 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\tcert_path\x18\b \x01(\tR\bcertPath\x12\x19\n" +
 	"\bkey_path\x18\t \x01(\tR\akeyPath\x12\x1b\n" +
 	"\tcert_name\x18\n" +
-	" \x01(\tR\bcertName\"\xb8\x01\n" +
+	" \x01(\tR\bcertName\x12!\n" +
+	"\fconfine_root\x18\v \x01(\tR\vconfineRoot\"\xdb\x01\n" +
 	"\bAcmeStep\x12\x0e\n" +
 	"\x02op\x18\x01 \x01(\tR\x02op\x12\x1b\n" +
 	"\tcert_name\x18\x02 \x01(\tR\bcertName\x12\x14\n" +
@@ -4650,7 +4672,8 @@ const file_berth_agent_v1_agent_proto_rawDesc = "" +
 	"\x05token\x18\x04 \x01(\tR\x05token\x12\x19\n" +
 	"\bkey_auth\x18\x05 \x01(\tR\akeyAuth\x12\x1b\n" +
 	"\tchain_pem\x18\x06 \x01(\fR\bchainPem\x12\x1b\n" +
-	"\tcert_path\x18\a \x01(\tR\bcertPath\"\xec\x01\n" +
+	"\tcert_path\x18\a \x01(\tR\bcertPath\x12!\n" +
+	"\fconfine_root\x18\b \x01(\tR\vconfineRoot\"\xec\x01\n" +
 	"\bCertInfo\x12\x16\n" +
 	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12\x1b\n" +
