@@ -357,6 +357,59 @@ func TestDomainsPlainHTTP(t *testing.T) {
 		return code == 200 && strings.Contains(body, "custom.example.test") && strings.Contains(body, `"proto":"https"`)
 	})
 
+	// The write scope may name custom files inside the app's directory
+	// only: outside it needs the admin scope (nginx's root master would
+	// read any file). Inside, the agent reads them through the directory
+	// and a link out of it is refused.
+	var wtok struct {
+		Token string `json:"token"`
+	}
+	e.mustJSON(t, &wtok, "token", "issue", "writer", "--scope", "write")
+	writeEnv := append(append([]string{}, e.env...), "BERTH_TOKEN="+wtok.Token)
+	_, outCert, outKey := customPair(t, n.root, "out.example.test")
+	if r := runIn(t, writeEnv, "", "custom files outside as writer", "domain", "add", "shop", "out.example.test", "--tls", "custom",
+		"--cert-path", outCert, "--key-path", outKey); r.code == 0 || !strings.Contains(r.stderr, "PermissionDenied") || !strings.Contains(r.stderr, "admin scope") {
+		t.Fatalf("custom files outside the app's directory with a write token: %+v", r)
+	}
+	e.cliFails(t, "no domain", "domain", "show", "out.example.test")
+	appTLS := filepath.Join(e.base, "shop", "shared", "tls")
+	if err := os.MkdirAll(appTLS, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inCA, inCert, inKey := customPair(t, appTLS, "in.example.test")
+	if r := runIn(t, writeEnv, "", "custom files inside as writer", "domain", "add", "shop", "in.example.test", "--tls", "custom",
+		"--cert-path", inCert, "--key-path", inKey); r.code != 0 {
+		t.Fatalf("custom files inside the app's directory with a write token: %+v", r)
+	}
+	in := e.waitDomain(t, "in.example.test", "active", func(d domainView) bool { return d.Status != "pending" && d.TLSStatus != "pending" })
+	if in.Status != "active" || in.TLSStatus != "active" {
+		t.Fatalf("confined custom certificate: %+v", in)
+	}
+	inRoots := x509.NewCertPool()
+	inRoots.AppendCertsFromPEM(inCA)
+	waitFor(t, "HTTPS with the confined custom certificate", time.Minute, func() bool {
+		code, body, _ := n.do(t, "https", n.httpsPort, "in.example.test", "/hello", inRoots)
+		return code == 200 && strings.Contains(body, "in.example.test")
+	})
+	evil := filepath.Join(appTLS, "evil.key")
+	if err := os.Symlink(keyPath, evil); err != nil {
+		t.Fatal(err)
+	}
+	if r := runIn(t, writeEnv, "", "a link out as writer", "domain", "add", "shop", "evil.example.test", "--tls", "custom",
+		"--cert-path", inCert, "--key-path", evil); r.code != 0 {
+		t.Fatalf("domain add with a link: %+v", r)
+	}
+	ev := e.waitDomain(t, "evil.example.test", "refused by the agent", func(d domainView) bool { return d.Status == "failed" || d.Status == "active" })
+	if ev.Status != "failed" || !strings.Contains(ev.LastError, "must stay inside it") || strings.Contains(ev.LastError, keyPath) {
+		t.Fatalf("a link out of the app's directory: %+v", ev)
+	}
+	if code, body, _ := n.do(t, "https", n.httpsPort, "in.example.test", "/hello", inRoots); code != 200 || !strings.Contains(body, "in.example.test") {
+		t.Fatalf("the live site after the refused link: %d %q", code, body)
+	}
+	if r := runIn(t, writeEnv, "", "remove as writer", "domain", "remove", "evil.example.test"); r.code != 0 {
+		t.Fatalf("domain remove: %+v", r)
+	}
+
 	// A custom certificate whose files are not there: nginx -t fails, the
 	// domain says why, and the live site keeps serving.
 	e.mustJSON(t, &added, "domain", "add", "shop", "secure.example.test", "--tls", "custom",
@@ -398,6 +451,12 @@ func TestDomainsPlainHTTP(t *testing.T) {
 	waitFor(t, "shop's site to leave nginx", time.Minute, func() bool {
 		_, err := os.Stat(filepath.Join(n.sites, "shop.conf"))
 		return os.IsNotExist(err)
+	})
+	// With it, the agent's copies of its confined custom files (removed
+	// once nginx runs without them).
+	waitFor(t, "the copies of shop's custom files to go", time.Minute, func() bool {
+		ents, err := os.ReadDir(filepath.Join(n.state, "custom"))
+		return err == nil && len(ents) == 0
 	})
 	e.cliFails(t, "no domain", "domain", "show", "shop.example.test")
 }
