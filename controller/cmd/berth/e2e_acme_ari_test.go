@@ -110,6 +110,28 @@ func TestDomainsACMERenewalWindowMoved(t *testing.T) {
 	if n := e.activityCount(t, "domain.certificate_issued", host); n != 2 {
 		t.Fatalf("certificates issued for %s: %d, want 2", host, n)
 	}
+
+	// Deleting the app removes its certificate's key (0600, made by the
+	// agent for its CSRs), the chain and the ownership records with its
+	// site; no challenge answer is left either.
+	key := filepath.Join(n.state, "keys", host+".key")
+	if _, err := os.Stat(key); err != nil {
+		t.Fatalf("the key before the delete: %v", err)
+	}
+	if r := e.cli(t, "", "app", "delete", "shop", "--keep-files"); r.code != 0 {
+		t.Fatalf("app delete: %+v", r)
+	}
+	waitFor(t, "the deleted app's key and chain to go", time.Minute, func() bool {
+		_, kerr := os.Stat(key)
+		_, cerr := os.Stat(filepath.Join(n.state, "certs", host+".pem"))
+		owners, oerr := os.ReadDir(filepath.Join(n.state, "owners", "certs"))
+		return os.IsNotExist(kerr) && os.IsNotExist(cerr) && oerr == nil && len(owners) == 0
+	})
+	for _, dir := range []string{n.challenges, filepath.Join(n.state, "owners", "challenges")} {
+		if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+			t.Fatalf("%s after the app's delete: %v %v", dir, ents, err)
+		}
+	}
 }
 
 // servedLeaf is the leaf certificate nginx serves for host.
