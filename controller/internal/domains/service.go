@@ -24,7 +24,12 @@
 // controller works on each. After an issuance the next attempt is the
 // time ACME Renewal Information (RFC 9773) suggests when the CA offers it,
 // else two thirds into the certificate's lifetime, which holds for 6-day,
-// 45-day and 90-day certificates alike. Failures retry with exponential
+// 45-day and 90-day certificates alike. The renewal information is asked
+// again on the CA's Retry-After (bounded), claimed the same way, so a
+// window moved earlier moves the renewal. Recording a certificate and
+// queueing the site job that serves it are two commits; the loop queues
+// the site job of any installed certificate the app's newest site lacks,
+// so a controller killed between them leaves nothing unserved. Failures retry with exponential
 // backoff, set tls_status and tls_last_error at once and publish
 // certificate.renewal_failed; a certificate within 14 days of expiry
 // raises certificate.expiring once; one past expiry is expired, never
