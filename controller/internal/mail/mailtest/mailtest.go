@@ -52,6 +52,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	refusals map[string][]refusal // lower-cased address -> answers to come
+	rcpts    map[string]int       // lower-cased address -> RCPT TO commands seen
 	msgs     []Message
 	taken    []bool        // messages already handed out by WaitFor
 	received chan struct{} // closed and replaced on every new message
@@ -162,11 +163,23 @@ func (s *Server) Refuse(to string, code int, text string, n int) {
 	s.refusals[k] = append(s.refusals[k], refusal{code: code, text: text, n: n})
 }
 
-// refusalFor takes the next refusal for to, if any.
+// RcptCount is how many times a client named to (case-insensitively) in
+// RCPT TO, accepted or refused: how often delivery to it was tried.
+func (s *Server) RcptCount(to string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rcpts[strings.ToLower(to)]
+}
+
+// refusalFor counts an RCPT TO for to and takes its next refusal, if any.
 func (s *Server) refusalFor(to string) (refusal, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := strings.ToLower(to)
+	if s.rcpts == nil {
+		s.rcpts = map[string]int{}
+	}
+	s.rcpts[k]++
 	q := s.refusals[k]
 	if len(q) == 0 {
 		return refusal{}, false
