@@ -89,7 +89,17 @@ var deliveryStatuses = []string{"pending", "delivered", "failed", "merged", "hel
 func deliveryJSON(d *adminv1.NotifyDelivery) map[string]any {
 	return map[string]any{"id": d.GetId(), "channel": d.GetChannel(), "event_id": d.GetEventId(), "event_kind": d.GetEventKind(),
 		"title": d.GetTitle(), "status": d.GetStatus(), "attempts": d.GetAttempts(), "last_error": d.GetLastError(),
-		"next_attempt_at": tsOrNil(d.GetNextAttemptAt()), "delivered_at": tsOrNil(d.GetDeliveredAt()), "created_at": tsString(d.GetCreatedAt())}
+		"next_attempt_at": tsOrNil(d.GetNextAttemptAt()), "delivered_at": tsOrNil(d.GetDeliveredAt()), "created_at": tsString(d.GetCreatedAt()),
+		"delivered_to": nonNil(d.GetDeliveredTo()), "refused_to": nonNilMap(d.GetRefusedTo())}
+}
+
+// nonNilMap makes an empty map print as {} in JSON, not null (as nonNil
+// does for lists).
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 func (a *app) notifyDeliveryCmd() *cobra.Command {
