@@ -200,10 +200,11 @@ func (e *RefusedError) Error() string {
 // Permanent reports whether the server refused the recipient for good.
 func (e *RefusedError) Permanent() bool { return e.Code >= 500 }
 
-// replyRE finds the server's reply (code and text) in go-mail's error
-// text, which also names the reason, the recipients and the Message-ID
-// (go-mail keeps the underlying error unexported).
-var replyRE = regexp.MustCompile(`(?s)\b([45][0-9][0-9])[ -](.*?)(?:, affected recipient\(s\):|, affected message ID:|$)`)
+// replyRE finds the server's reply in go-mail's error text, which also
+// names the reason, the recipients and the Message-ID (go-mail keeps the
+// underlying error unexported): the code, then the text as net/textproto
+// prints it, Go-quoted (older Go releases printed it bare).
+var replyRE = regexp.MustCompile(`\b([45][0-9][0-9]) ("(?:[^"\\]|\\.)*"|.*?(?:, affected recipient\(s\):|, affected message ID:|$))`)
 
 // refusedOf is the RefusedError a send's error stands for when the server
 // refused the (one) recipient at RCPT TO, else nil.
@@ -218,7 +219,15 @@ func refusedOf(to string, err error) *RefusedError {
 	}
 	reply := strconv.Itoa(code)
 	if sm := replyRE.FindStringSubmatch(se.Error()); sm != nil && sm[1] == reply {
-		reply = strings.TrimSpace(sm[1] + " " + strings.TrimSpace(sm[2]))
+		text := sm[2]
+		if u, err := strconv.Unquote(text); err == nil {
+			text = u
+		} else {
+			text = strings.TrimSuffix(strings.TrimSuffix(text, ", affected recipient(s):"), ", affected message ID:")
+		}
+		// A multi-line reply reads as one line in a list or a log.
+		text = strings.Join(strings.Fields(text), " ")
+		reply = strings.TrimSpace(reply + " " + text)
 	}
 	if len(reply) > 300 {
 		reply = reply[:300]

@@ -187,6 +187,9 @@ func TestMailRecipientRefused(t *testing.T) {
 	if re.Permanent() || re.Code != 450 || re.To != "busy@example.com" || !strings.HasPrefix(re.Reply, "450 ") || !strings.Contains(re.Reply, "mailbox busy, try later") {
 		t.Fatalf("450 refusal = %+v (permanent %v)", re, re.Permanent())
 	}
+	if re.Reply != "450 4.1.1 mailbox busy, try later" {
+		t.Errorf("reply %q, want the server's reply line", re.Reply)
+	}
 	if strings.Contains(re.Reply, "affected") {
 		t.Errorf("reply carries go-mail's decoration: %q", re.Reply)
 	}
@@ -197,7 +200,7 @@ func TestMailRecipientRefused(t *testing.T) {
 
 	for range 2 { // refused every time
 		err = m.Send(ctx, mail.Message{To: "gone@example.com", Subject: "s", Text: "t"})
-		if !errors.As(err, &re) || !re.Permanent() || re.Code != 550 || !strings.Contains(re.Reply, "550") || !strings.Contains(re.Reply, "no such user here") {
+		if !errors.As(err, &re) || !re.Permanent() || re.Code != 550 || re.Reply != "550 5.1.1 no such user here" {
 			t.Fatalf("550 send: %v (%+v)", err, re)
 		}
 	}
