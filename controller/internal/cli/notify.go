@@ -111,7 +111,8 @@ func (a *app) notifyDeliveryCmd() *cobra.Command {
 		Use:   "list",
 		Short: "Recent deliveries, newest first (--channel NAME, --status pending|delivered|failed)",
 		Long: "Lists the latest messages of every channel, or of one with --channel, newest first.\n" +
-			"--status narrows to pending (to send or retry), delivered, failed (given up after its retries),\n" +
+			"--status narrows to pending (to send or retry), delivered, failed (given up after its retries, or an\n" +
+			"email address refused for good by the mail server: -o json shows refused_to with its reply),\n" +
 			"merged (a repeat not sent), held (over the rate limit, waiting for a digest) or digested.",
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {

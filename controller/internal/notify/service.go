@@ -155,6 +155,7 @@ type Channel struct {
 	FailingSince     *time.Time
 	LastDeliveredAt  *time.Time
 	// GivenUp counts the channel's messages given up after their retries
+	// or because the mail server refused an address for good
 	// (within the outbox's retention).
 	GivenUp   int64
 	CreatedAt time.Time
