@@ -466,6 +466,8 @@ type NotifyOutbox struct {
 	LastError     *string
 	DeliveredAt   *time.Time
 	CreatedAt     time.Time
+	DeliveredTo   []string
+	RefusedTo     []byte
 }
 
 type NotifyRule struct {
