@@ -581,22 +581,27 @@ func (q *Queries) ListAllDomains(ctx context.Context, arg ListAllDomainsParams) 
 }
 
 const listAppsSiteBehindCertificates = `-- name: ListAppsSiteBehindCertificates :many
-SELECT DISTINCT d.app_id
-FROM domains d
-JOIN apps a ON a.id = d.app_id AND a.deleted_at IS NULL
+WITH certs AS (
+    SELECT d.app_id, array_agg(d.hostname::text) AS hosts
+    FROM domains d
+    JOIN apps a ON a.id = d.app_id AND a.deleted_at IS NULL
+    WHERE d.tls_mode = 'acme' AND d.tls_serial IS NOT NULL
+    GROUP BY d.app_id
+)
+SELECT c.app_id
+FROM certs c
 LEFT JOIN LATERAL (
     SELECT j.status, j.params FROM deployments j
-    WHERE j.app_id = d.app_id AND j.kind = 'site'
+    WHERE j.app_id = c.app_id AND j.kind = 'site'
     ORDER BY j.created_at DESC, j.id DESC
     LIMIT 1
 ) last ON true
-WHERE d.tls_mode = 'acme' AND d.tls_serial IS NOT NULL
-  AND (last.status IS NULL OR last.status NOT IN ('queued', 'dispatched', 'running'))
-  AND NOT EXISTS (
-      SELECT 1 FROM jsonb_array_elements(coalesce(last.params -> 'site' -> 'domains', '[]'::jsonb)) e
-      WHERE e ->> 'host' = d.hostname AND coalesce(e ->> 'certName', '') <> ''
+WHERE (last.status IS NULL OR last.status NOT IN ('queued', 'dispatched', 'running'))
+  AND NOT c.hosts <@ ARRAY(
+      SELECT e ->> 'host' FROM jsonb_array_elements(coalesce(last.params -> 'site' -> 'domains', '[]'::jsonb)) e
+      WHERE coalesce(e ->> 'certName', '') <> ''
   )
-ORDER BY d.app_id
+ORDER BY c.app_id
 LIMIT $1
 `
 
@@ -604,7 +609,9 @@ LIMIT $1
 // does not carry (a certificate name on that host): the state a controller
 // that died between recording a certificate and queueing its site job
 // leaves. An app whose newest site job is not finished yet is left to it
-// (a queued job is built when sent, with the newest state).
+// (a queued job is built when sent, with the newest state). Per app, not
+// per domain: the newest site job's params (every host of the app) are
+// read once, and the hosts compared as arrays; the loop runs every tick.
 func (q *Queries) ListAppsSiteBehindCertificates(ctx context.Context, lim int32) ([]pgtype.UUID, error) {
 	rows, err := q.db.Query(ctx, listAppsSiteBehindCertificates, lim)
 	if err != nil {
