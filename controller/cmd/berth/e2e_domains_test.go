@@ -391,6 +391,20 @@ func TestDomainsPlainHTTP(t *testing.T) {
 		code, body, _ := n.do(t, "https", n.httpsPort, "in.example.test", "/hello", inRoots)
 		return code == 200 && strings.Contains(body, "in.example.test")
 	})
+	// Renewed on the server by another tool (new files, new CA, new
+	// serial at the same paths): the next read sees it, and nginx serves
+	// it (the agent copies the confined files again and reloads).
+	newCA, _, _ := customPairSerial(t, appTLS, "in.example.test", 12)
+	if r := runIn(t, writeEnv, "", "re-read the custom certificate", "domain", "renew", "in.example.test", "--follow"); r.code != 0 {
+		t.Fatalf("domain renew of a custom certificate: %+v", r)
+	}
+	newRoots := x509.NewCertPool()
+	newRoots.AppendCertsFromPEM(newCA)
+	waitFor(t, "HTTPS with the renewed custom certificate", time.Minute, func() bool {
+		code, body, _ := n.do(t, "https", n.httpsPort, "in.example.test", "/hello", newRoots)
+		return code == 200 && strings.Contains(body, "in.example.test")
+	})
+	inRoots = newRoots
 	evil := filepath.Join(appTLS, "evil.key")
 	if err := os.Symlink(keyPath, evil); err != nil {
 		t.Fatal(err)
@@ -483,6 +497,13 @@ func startEcho(t *testing.T) string {
 // as an operator would place them on the server, and returns the CA.
 func customPair(t *testing.T, dir, host string) (caPEM []byte, certPath, keyPath string) {
 	t.Helper()
+	return customPairSerial(t, dir, host, 11)
+}
+
+// customPairSerial is customPair with the leaf's serial number: a renewed
+// certificate has a new one.
+func customPairSerial(t *testing.T, dir, host string, serial int64) (caPEM []byte, certPath, keyPath string) {
+	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(10), Subject: pkix.Name{CommonName: "berth test custom CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour), IsCA: true, BasicConstraintsValid: true,
@@ -493,7 +514,7 @@ func customPair(t *testing.T, dir, host string) (caPEM []byte, certPath, keyPath
 	}
 	ca, _ := x509.ParseCertificate(caDER)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(11), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)

@@ -192,6 +192,15 @@ func (s *Service) inspect(ctx context.Context, d store.Domain) {
 	}
 	if _, err := s.recordCustom(ctx, s.st, d, cert, msg); err != nil {
 		s.logErr(ctx, "record custom certificate", err)
+		return
+	}
+	// A custom certificate replaced on the server (renewed by another
+	// tool) is served only once nginx reloads, and a confined one only
+	// once the agent copies it again: both happen in a site job.
+	if cert != nil && d.TLSSerial != nil && *d.TLSSerial != truncate(cert.GetSerialHex(), 100) {
+		if err := s.syncSite(ctx, a.ID, nil); err != nil {
+			s.logErr(ctx, "queue the site job of a replaced custom certificate", err)
+		}
 	}
 }
 
