@@ -294,6 +294,15 @@ func (s *Service) Cancel(ctx context.Context, pr *auth.Principal, peer Peer, ref
 				}
 				j.Task = &done
 				server = nil
+				if t.Kind == store.TaskCleanup {
+					// A cleanup that never ran failed: recorded on its
+					// backup (retried, and a delete waiting for it says
+					// why), never left pending with no task behind it.
+					actorType, actor, _ := pr.Actor()
+					if err := s.cleanupEnded(ctx, tx, t, done, actorType, actor); err != nil {
+						return err
+					}
+				}
 			}
 		}
 		s.activity(ctx, tx, pr, peer, kind.BackupCancelRequested, "backup", id, name, nil)

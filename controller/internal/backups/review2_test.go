@@ -1,0 +1,75 @@
+package backups
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berthhq/berth/controller/internal/store"
+	agentv1 "github.com/berthhq/berth/gen/proto/berth/agent/v1"
+)
+
+// A cleanup canceled while still queued (write scope may cancel tasks)
+// is a failed cleanup: visible, retried like any other, and it never
+// leaves the backup "pending" with no task behind it, which would keep
+// its debris forever and refuse every delete of the row. A delete that
+// waited for it records why and goes once the retry succeeds.
+func TestCanceledQueuedCleanupIsRetried(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e, c := setupClock(t, time.Now())
+	e.localDest(t, "vault")
+	servers := []store.ID{e.srv.ID}
+	failed := func() (store.Backup, store.BackupTask) {
+		b := e.dispatched(t, "vault")
+		if _, err := e.svc.JobEvents(ctx, e.srv.ID, []*agentv1.ConnectRequest{result(b.ID.String(), 1, "failed", nil)}); err != nil {
+			t.Fatal(err)
+		}
+		return b, e.oneCleanup(t, b, store.BackupFailed)
+	}
+
+	// Canceled alone: failed, with the reason, and queued again.
+	b, task := failed()
+	if _, err := e.svc.Cancel(ctx, e.as(store.ScopeWrite), Peer{}, task.ID.String()); err != nil {
+		t.Fatal(err)
+	}
+	got := e.backup(t, b.ID)
+	if got.CleanupStatus != store.CleanupFailed || !strings.Contains(deref(got.CleanupError), "canceled") {
+		t.Fatalf("after its queued cleanup was canceled: cleanup %q %q; want failed, canceled", got.CleanupStatus, deref(got.CleanupError))
+	}
+	c.set(time.Now().Add(time.Hour))
+	if n := e.svc.retryCleanups(ctx, servers); n != 1 {
+		t.Fatalf("canceled cleanup retried %d times, want 1", n)
+	}
+	cs := e.cleanups(t, b.ID)
+	e.finishTask(t, cs[len(cs)-1].ID, "succeeded")
+	if got := e.backup(t, b.ID); got.CleanupStatus != store.CleanupDone {
+		t.Fatalf("after the retry: cleanup %q", got.CleanupStatus)
+	}
+
+	// Canceled under a delete that waits for it: the delete says why,
+	// the retry runs, and the row goes.
+	c.set(time.Now())
+	b2, task2 := failed()
+	if _, err := e.svc.Delete(ctx, e.admin, Peer{}, b2.ID.String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Cancel(ctx, e.as(store.ScopeWrite), Peer{}, task2.ID.String()); err != nil {
+		t.Fatal(err)
+	}
+	got = e.backup(t, b2.ID)
+	if got.CleanupStatus != store.CleanupFailed || got.DeleteError == nil || !strings.Contains(*got.DeleteError, "cleanup") {
+		t.Fatalf("delete under a canceled cleanup: cleanup %q, delete error %v", got.CleanupStatus, got.DeleteError)
+	}
+	// Asking again queues a new cleanup rather than refusing.
+	again, err := e.svc.Delete(ctx, e.admin, Peer{}, b2.ID.String())
+	if err != nil || again == nil || again.Kind != store.TaskCleanup {
+		t.Fatalf("delete again after the canceled cleanup: %+v %v", again, err)
+	}
+	e.finishTask(t, again.ID, "succeeded")
+	if _, err := e.st.Backup(ctx, b2.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("row after its cleanup: %v", err)
+	}
+}
