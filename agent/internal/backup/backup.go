@@ -50,7 +50,8 @@ type Source struct {
 	// Within (directories only, optional): a directory Name lies in (the
 	// app's deploy path). Name is then opened through it, so that no
 	// symlink on the way, such as one a deployed release put there, leads
-	// outside: the archive holds only what is under Within.
+	// outside: the archive holds only what is under Within. A directory
+	// restore with Within writes through it the same way.
 	Within string
 }
 

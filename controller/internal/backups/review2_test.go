@@ -73,3 +73,36 @@ func TestCanceledQueuedCleanupIsRetried(t *testing.T) {
 		t.Fatalf("row after its cleanup: %v", err)
 	}
 }
+
+// A directory restore into the app's path is sent with within set, as
+// the backup was: the agent, root, then writes through the app's path and
+// never follows a symlink the app's user put there out of it. A target
+// outside the app (an admin's --to) goes without.
+func TestDirectoryRestoreWithin(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	e.localDest(t, "vault")
+	b, err := e.svc.RunBackup(ctx, e.admin, Peer{}, RunRequest{App: "shop", Destination: "vault", Kind: "directory", Source: "/srv/shop/current/storage"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = e.succeed(t, b)
+	for to, want := range map[string]string{"": "/srv/shop", "/srv/shop/shared/storage": "/srv/shop", "/srv/restored": "", "/srv/shopping": ""} {
+		task, err := e.svc.Restore(ctx, e.admin, Peer{}, RestoreRequest{ID: b.ID.String(), To: to, Force: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, err := e.svc.taskStart(ctx, task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := js.GetBackup().GetSource()
+		if wantName := map[bool]string{true: b.Source, false: to}[to == ""]; src.GetName() != wantName || src.GetWithin() != want {
+			t.Errorf("restore --to %q: source %q within %q; want %q within %q", to, src.GetName(), src.GetWithin(), wantName, want)
+		}
+		if _, err := e.svc.Cancel(ctx, e.admin, Peer{}, task.ID.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
