@@ -445,6 +445,15 @@ func (s *Service) deleteAfterCleanup(ctx context.Context, pr *auth.Principal, pe
 		if err != nil {
 			return err
 		}
+		if cur.CleanupStatus == store.CleanupDone {
+			// Done since the caller read it (its result came in between):
+			// nothing is left at the destination, the row goes now.
+			if err := tx.DeleteBackup(ctx, b.ID); err != nil {
+				return err
+			}
+			s.activity(ctx, tx, pr, peer, kind.BackupDeleted, "backup", b.ID, b.AppName, map[string]any{"status": string(b.Status)})
+			return nil
+		}
 		if cur.CleanupStatus == store.CleanupPending {
 			ts, err := tx.BackupTasks(ctx, b.ID, 50)
 			if err != nil {
@@ -466,7 +475,7 @@ func (s *Service) deleteAfterCleanup(ctx context.Context, pr *auth.Principal, pe
 			map[string]any{"task": t.ID.String(), "status": string(b.Status), "after": "cleanup"})
 		return nil
 	})
-	if err != nil {
+	if err != nil || t == nil {
 		return nil, err
 	}
 	s.notify(ctx, "dispatch")

@@ -106,3 +106,28 @@ func TestDirectoryRestoreWithin(t *testing.T) {
 		}
 	}
 }
+
+// A delete that read the backup while its cleanup was pending, and whose
+// transaction finds the cleanup done meanwhile (the agent's result came
+// in between), deletes the row as a delete after a done cleanup does,
+// instead of refusing with "its cleanup is done but has no running task".
+func TestDeleteRacingCleanupEnd(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	e.localDest(t, "vault")
+	b := e.dispatched(t, "vault")
+	if _, err := e.svc.JobEvents(ctx, e.srv.ID, []*agentv1.ConnectRequest{result(b.ID.String(), 1, "failed", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	task := e.oneCleanup(t, b, store.BackupFailed)
+	stale := e.backup(t, b.ID) // Delete's read: cleanup pending
+	e.finishTask(t, task.ID, "succeeded")
+	got, err := e.svc.deleteAfterCleanup(ctx, e.admin, Peer{}, stale)
+	if err != nil || got != nil {
+		t.Fatalf("delete after the cleanup ended meanwhile: %+v %v", got, err)
+	}
+	if _, err := e.st.Backup(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("row: %v", err)
+	}
+}
