@@ -64,6 +64,25 @@ UPDATE notify_outbox
 SET status = 'failed', locked_until = NULL, last_error = sqlc.arg(last_error)
 WHERE id = sqlc.arg(id) AND status = 'pending' AND locked_until = sqlc.arg(lease);
 
+-- name: RecordNotifyOutboxRecipients :execrows
+-- An email attempt's outcome per address: those the server accepted the
+-- message for and those it refused permanently (address -> reply). Not
+-- fenced by the lease, like a delivery: they have (or will never get) the
+-- message whoever holds the row, and a later attempt must not send again.
+UPDATE notify_outbox
+SET delivered_to = ARRAY(SELECT DISTINCT a FROM unnest(delivered_to || sqlc.arg(delivered)::text[]) AS a ORDER BY a),
+    refused_to = refused_to || sqlc.arg(refused)::jsonb
+WHERE id = sqlc.arg(id) AND status = 'pending';
+
+-- name: EndNotifyOutboxRefused :execrows
+-- Every address of an email message got it or was refused permanently, and
+-- some were refused: the message ends failed (a give-up for those), with
+-- delivered_at when the others got it.
+UPDATE notify_outbox
+SET status = 'failed', locked_until = NULL, last_error = sqlc.arg(last_error),
+    delivered_at = CASE WHEN cardinality(delivered_to) > 0 THEN sqlc.arg(at)::timestamptz END
+WHERE id = sqlc.arg(id) AND status = 'pending';
+
 -- name: GetNotifyOutbox :one
 SELECT * FROM notify_outbox WHERE id = sqlc.arg(id);
 
@@ -97,7 +116,8 @@ WHERE created_at < sqlc.arg(before) AND status IN ('delivered', 'failed', 'merge
 SELECT o.id, o.channel_id, c.name AS channel_name, o.event_id,
        coalesce(e.kind, 'notify.digest')::text AS event_kind,
        coalesce(e.title, o.digest_title, '')::text AS title,
-       o.status, o.attempts, o.last_error, o.next_attempt_at, o.delivered_at, o.created_at
+       o.status, o.attempts, o.last_error, o.next_attempt_at, o.delivered_at, o.created_at,
+       o.delivered_to, o.refused_to
 FROM notify_outbox o
 JOIN notify_channels c ON c.id = o.channel_id
 LEFT JOIN notify_events e ON e.id = o.event_id

@@ -465,6 +465,8 @@ type NotifyOutbox struct {
 	LastError     *string
 	DeliveredAt   *time.Time
 	CreatedAt     time.Time
+	DeliveredTo   []string
+	RefusedTo     []byte
 }
 
 type NotifyRule struct {

@@ -29,7 +29,7 @@ WHERE o.id IN (
     ORDER BY x.next_attempt_at, x.id
     LIMIT $3
     FOR UPDATE SKIP LOCKED)
-RETURNING o.id, o.channel_id, o.event_id, o.dedupe_key, o.resolves, o.status, o.digest_id, o.digest_title, o.digest_body, o.attempts, o.next_attempt_at, o.locked_until, o.last_error, o.delivered_at, o.created_at
+RETURNING o.id, o.channel_id, o.event_id, o.dedupe_key, o.resolves, o.status, o.digest_id, o.digest_title, o.digest_body, o.attempts, o.next_attempt_at, o.locked_until, o.last_error, o.delivered_at, o.created_at, o.delivered_to, o.refused_to
 `
 
 type ClaimNotifyOutboxParams struct {
@@ -66,6 +66,8 @@ func (q *Queries) ClaimNotifyOutbox(ctx context.Context, arg ClaimNotifyOutboxPa
 			&i.LastError,
 			&i.DeliveredAt,
 			&i.CreatedAt,
+			&i.DeliveredTo,
+			&i.RefusedTo,
 		); err != nil {
 			return nil, err
 		}
@@ -160,6 +162,30 @@ func (q *Queries) DigestNotifyOutbox(ctx context.Context, arg DigestNotifyOutbox
 	return result.RowsAffected(), nil
 }
 
+const endNotifyOutboxRefused = `-- name: EndNotifyOutboxRefused :execrows
+UPDATE notify_outbox
+SET status = 'failed', locked_until = NULL, last_error = $1,
+    delivered_at = CASE WHEN cardinality(delivered_to) > 0 THEN $2::timestamptz END
+WHERE id = $3 AND status = 'pending'
+`
+
+type EndNotifyOutboxRefusedParams struct {
+	LastError *string
+	At        time.Time
+	ID        pgtype.UUID
+}
+
+// Every address of an email message got it or was refused permanently, and
+// some were refused: the message ends failed (a give-up for those), with
+// delivered_at when the others got it.
+func (q *Queries) EndNotifyOutboxRefused(ctx context.Context, arg EndNotifyOutboxRefusedParams) (int64, error) {
+	result, err := q.db.Exec(ctx, endNotifyOutboxRefused, arg.LastError, arg.At, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const failNotifyOutbox = `-- name: FailNotifyOutbox :execrows
 UPDATE notify_outbox
 SET status = 'failed', locked_until = NULL, last_error = $1
@@ -182,7 +208,7 @@ func (q *Queries) FailNotifyOutbox(ctx context.Context, arg FailNotifyOutboxPara
 }
 
 const getNotifyOutbox = `-- name: GetNotifyOutbox :one
-SELECT id, channel_id, event_id, dedupe_key, resolves, status, digest_id, digest_title, digest_body, attempts, next_attempt_at, locked_until, last_error, delivered_at, created_at FROM notify_outbox WHERE id = $1
+SELECT id, channel_id, event_id, dedupe_key, resolves, status, digest_id, digest_title, digest_body, attempts, next_attempt_at, locked_until, last_error, delivered_at, created_at, delivered_to, refused_to FROM notify_outbox WHERE id = $1
 `
 
 func (q *Queries) GetNotifyOutbox(ctx context.Context, id pgtype.UUID) (NotifyOutbox, error) {
@@ -204,6 +230,8 @@ func (q *Queries) GetNotifyOutbox(ctx context.Context, id pgtype.UUID) (NotifyOu
 		&i.LastError,
 		&i.DeliveredAt,
 		&i.CreatedAt,
+		&i.DeliveredTo,
+		&i.RefusedTo,
 	)
 	return i, err
 }
@@ -256,7 +284,7 @@ const insertNotifyOutbox = `-- name: InsertNotifyOutbox :one
 INSERT INTO notify_outbox (id, channel_id, event_id, dedupe_key, resolves, status, digest_title, digest_body, next_attempt_at, created_at)
 VALUES ($1, $2, $3, $4, $5, $6,
         $7, $8, $9, $9)
-RETURNING id, channel_id, event_id, dedupe_key, resolves, status, digest_id, digest_title, digest_body, attempts, next_attempt_at, locked_until, last_error, delivered_at, created_at
+RETURNING id, channel_id, event_id, dedupe_key, resolves, status, digest_id, digest_title, digest_body, attempts, next_attempt_at, locked_until, last_error, delivered_at, created_at, delivered_to, refused_to
 `
 
 type InsertNotifyOutboxParams struct {
@@ -301,12 +329,14 @@ func (q *Queries) InsertNotifyOutbox(ctx context.Context, arg InsertNotifyOutbox
 		&i.LastError,
 		&i.DeliveredAt,
 		&i.CreatedAt,
+		&i.DeliveredTo,
+		&i.RefusedTo,
 	)
 	return i, err
 }
 
 const lastNotifyOutboxForKey = `-- name: LastNotifyOutboxForKey :one
-SELECT id, channel_id, event_id, dedupe_key, resolves, status, digest_id, digest_title, digest_body, attempts, next_attempt_at, locked_until, last_error, delivered_at, created_at FROM notify_outbox
+SELECT id, channel_id, event_id, dedupe_key, resolves, status, digest_id, digest_title, digest_body, attempts, next_attempt_at, locked_until, last_error, delivered_at, created_at, delivered_to, refused_to FROM notify_outbox
 WHERE channel_id = $1 AND dedupe_key = $2 AND status <> 'merged'
 ORDER BY created_at DESC, id DESC
 LIMIT 1
@@ -337,6 +367,8 @@ func (q *Queries) LastNotifyOutboxForKey(ctx context.Context, arg LastNotifyOutb
 		&i.LastError,
 		&i.DeliveredAt,
 		&i.CreatedAt,
+		&i.DeliveredTo,
+		&i.RefusedTo,
 	)
 	return i, err
 }
@@ -345,7 +377,8 @@ const listNotifyDeliveries = `-- name: ListNotifyDeliveries :many
 SELECT o.id, o.channel_id, c.name AS channel_name, o.event_id,
        coalesce(e.kind, 'notify.digest')::text AS event_kind,
        coalesce(e.title, o.digest_title, '')::text AS title,
-       o.status, o.attempts, o.last_error, o.next_attempt_at, o.delivered_at, o.created_at
+       o.status, o.attempts, o.last_error, o.next_attempt_at, o.delivered_at, o.created_at,
+       o.delivered_to, o.refused_to
 FROM notify_outbox o
 JOIN notify_channels c ON c.id = o.channel_id
 LEFT JOIN notify_events e ON e.id = o.event_id
@@ -374,6 +407,8 @@ type ListNotifyDeliveriesRow struct {
 	NextAttemptAt time.Time
 	DeliveredAt   *time.Time
 	CreatedAt     time.Time
+	DeliveredTo   []string
+	RefusedTo     []byte
 }
 
 // The delivery list: recent messages of every channel, or of one, in one
@@ -401,6 +436,8 @@ func (q *Queries) ListNotifyDeliveries(ctx context.Context, arg ListNotifyDelive
 			&i.NextAttemptAt,
 			&i.DeliveredAt,
 			&i.CreatedAt,
+			&i.DeliveredTo,
+			&i.RefusedTo,
 		); err != nil {
 			return nil, err
 		}
@@ -413,7 +450,7 @@ func (q *Queries) ListNotifyDeliveries(ctx context.Context, arg ListNotifyDelive
 }
 
 const listNotifyOutboxForEvent = `-- name: ListNotifyOutboxForEvent :many
-SELECT id, channel_id, event_id, dedupe_key, resolves, status, digest_id, digest_title, digest_body, attempts, next_attempt_at, locked_until, last_error, delivered_at, created_at FROM notify_outbox WHERE event_id = $1 ORDER BY channel_id
+SELECT id, channel_id, event_id, dedupe_key, resolves, status, digest_id, digest_title, digest_body, attempts, next_attempt_at, locked_until, last_error, delivered_at, created_at, delivered_to, refused_to FROM notify_outbox WHERE event_id = $1 ORDER BY channel_id
 `
 
 func (q *Queries) ListNotifyOutboxForEvent(ctx context.Context, eventID pgtype.UUID) ([]NotifyOutbox, error) {
@@ -441,6 +478,8 @@ func (q *Queries) ListNotifyOutboxForEvent(ctx context.Context, eventID pgtype.U
 			&i.LastError,
 			&i.DeliveredAt,
 			&i.CreatedAt,
+			&i.DeliveredTo,
+			&i.RefusedTo,
 		); err != nil {
 			return nil, err
 		}
@@ -493,6 +532,31 @@ func (q *Queries) NotifyChannelsWithHeld(ctx context.Context) ([]pgtype.UUID, er
 		return nil, err
 	}
 	return items, nil
+}
+
+const recordNotifyOutboxRecipients = `-- name: RecordNotifyOutboxRecipients :execrows
+UPDATE notify_outbox
+SET delivered_to = ARRAY(SELECT DISTINCT a FROM unnest(delivered_to || $1::text[]) AS a ORDER BY a),
+    refused_to = refused_to || $2::jsonb
+WHERE id = $3 AND status = 'pending'
+`
+
+type RecordNotifyOutboxRecipientsParams struct {
+	Delivered []string
+	Refused   []byte
+	ID        pgtype.UUID
+}
+
+// An email attempt's outcome per address: those the server accepted the
+// message for and those it refused permanently (address -> reply). Not
+// fenced by the lease, like a delivery: they have (or will never get) the
+// message whoever holds the row, and a later attempt must not send again.
+func (q *Queries) RecordNotifyOutboxRecipients(ctx context.Context, arg RecordNotifyOutboxRecipientsParams) (int64, error) {
+	result, err := q.db.Exec(ctx, recordNotifyOutboxRecipients, arg.Delivered, arg.Refused, arg.ID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const releaseNotifyOutbox = `-- name: ReleaseNotifyOutbox :execrows

@@ -89,7 +89,17 @@ var deliveryStatuses = []string{"pending", "delivered", "failed", "merged", "hel
 func deliveryJSON(d *adminv1.NotifyDelivery) map[string]any {
 	return map[string]any{"id": d.GetId(), "channel": d.GetChannel(), "event_id": d.GetEventId(), "event_kind": d.GetEventKind(),
 		"title": d.GetTitle(), "status": d.GetStatus(), "attempts": d.GetAttempts(), "last_error": d.GetLastError(),
-		"next_attempt_at": tsOrNil(d.GetNextAttemptAt()), "delivered_at": tsOrNil(d.GetDeliveredAt()), "created_at": tsString(d.GetCreatedAt())}
+		"next_attempt_at": tsOrNil(d.GetNextAttemptAt()), "delivered_at": tsOrNil(d.GetDeliveredAt()), "created_at": tsString(d.GetCreatedAt()),
+		"delivered_to": nonNil(d.GetDeliveredTo()), "refused_to": nonNilMap(d.GetRefusedTo())}
+}
+
+// nonNilMap makes an empty map print as {} in JSON, not null (as nonNil
+// does for lists).
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 func (a *app) notifyDeliveryCmd() *cobra.Command {
@@ -101,7 +111,8 @@ func (a *app) notifyDeliveryCmd() *cobra.Command {
 		Use:   "list",
 		Short: "Recent deliveries, newest first (--channel NAME, --status pending|delivered|failed)",
 		Long: "Lists the latest messages of every channel, or of one with --channel, newest first.\n" +
-			"--status narrows to pending (to send or retry), delivered, failed (given up after its retries),\n" +
+			"--status narrows to pending (to send or retry), delivered, failed (given up after its retries, or an\n" +
+			"email address refused for good by the mail server: -o json shows refused_to with its reply),\n" +
 			"merged (a repeat not sent), held (over the rate limit, waiting for a digest) or digested.",
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -248,6 +248,7 @@ func notifyDeliveryPB(d notify.Delivery) *adminv1.NotifyDelivery {
 	out := &adminv1.NotifyDelivery{
 		Id: d.ID.String(), Channel: d.Channel, EventKind: d.EventKind, Title: d.Title, Status: d.Status,
 		Attempts: int32(d.Attempts), LastError: d.LastError, CreatedAt: timestamppb.New(d.CreatedAt),
+		DeliveredTo: d.DeliveredTo, RefusedTo: d.RefusedTo,
 	}
 	if d.EventID != nil {
 		out.EventId = d.EventID.String()

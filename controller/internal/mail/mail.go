@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -164,10 +165,74 @@ func (s *SMTP) Send(ctx context.Context, m Message) error {
 	if err != nil {
 		return fmt.Errorf("mail: client: %w", err)
 	}
-	if err := c.DialAndSendWithContext(ctx, msg); err != nil {
+	conn, err := c.DialToSMTPClientWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("mail: send to %s via %s:%d: dial failed: %w", m.To, s.cfg.Host, s.cfg.Port, err)
+	}
+	if err := c.SendWithSMTPClient(conn, msg); err != nil {
+		_ = c.CloseWithSMTPClient(conn)
+		if re := refusedOf(m.To, err); re != nil {
+			err = re
+		}
 		return fmt.Errorf("mail: send to %s via %s:%d: %w", m.To, s.cfg.Host, s.cfg.Port, err)
 	}
+	// The server accepted the message with DATA's final reply: it is
+	// delivered. A failing QUIT after that must not read as a failed send,
+	// or a retry would mail the recipient a second copy.
+	_ = c.CloseWithSMTPClient(conn)
 	return nil
+}
+
+// RefusedError is a mail server's refusal of a recipient at RCPT TO. A
+// Permanent one (a 5xx reply: no such user, mailbox disabled, ...) will
+// not change on a retry; a temporary one (4xx: greylisting, mailbox busy)
+// may.
+type RefusedError struct {
+	To    string
+	Code  int    // the reply code, 400-599
+	Reply string // the server's reply, code first ("550 5.1.1 no such user")
+}
+
+func (e *RefusedError) Error() string {
+	return "recipient " + e.To + " refused: " + e.Reply
+}
+
+// Permanent reports whether the server refused the recipient for good.
+func (e *RefusedError) Permanent() bool { return e.Code >= 500 }
+
+// replyRE finds the server's reply in go-mail's error text, which also
+// names the reason, the recipients and the Message-ID (go-mail keeps the
+// underlying error unexported): the code, then the text as net/textproto
+// prints it, Go-quoted (older Go releases printed it bare).
+var replyRE = regexp.MustCompile(`\b([45][0-9][0-9]) ("(?:[^"\\]|\\.)*"|.*?(?:, affected recipient\(s\):|, affected message ID:|$))`)
+
+// refusedOf is the RefusedError a send's error stands for when the server
+// refused the (one) recipient at RCPT TO, else nil.
+func refusedOf(to string, err error) *RefusedError {
+	var se *gomail.SendError
+	if !errors.As(err, &se) || se.Reason != gomail.ErrSMTPRcptTo {
+		return nil
+	}
+	code := se.ErrorCode()
+	if code < 400 || code > 599 {
+		return nil
+	}
+	reply := strconv.Itoa(code)
+	if sm := replyRE.FindStringSubmatch(se.Error()); sm != nil && sm[1] == reply {
+		text := sm[2]
+		if u, err := strconv.Unquote(text); err == nil {
+			text = u
+		} else {
+			text = strings.TrimSuffix(strings.TrimSuffix(text, ", affected recipient(s):"), ", affected message ID:")
+		}
+		// A multi-line reply reads as one line in a list or a log.
+		text = strings.Join(strings.Fields(text), " ")
+		reply = strings.TrimSpace(reply + " " + text)
+	}
+	if len(reply) > 300 {
+		reply = reply[:300]
+	}
+	return &RefusedError{To: to, Code: code, Reply: strings.ToValidUTF8(reply, "")}
 }
 
 // Log is the mailer used when no SMTP relay is configured: it drops the

@@ -167,3 +167,56 @@ func TestStableMessageID(t *testing.T) {
 		t.Fatalf("%d messages arrived, want 4 (bad ids send nothing)", n)
 	}
 }
+
+// A recipient the server refuses at RCPT TO comes back as a RefusedError
+// with the server's reply: permanent for 5xx, temporary for 4xx; nothing
+// is delivered for it, and once the server accepts it the send succeeds.
+func TestMailRecipientRefused(t *testing.T) {
+	srv := mailtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m := srv.Mailer()
+	srv.Refuse("busy@example.com", 450, "mailbox busy, try later", 1)
+	srv.Refuse("gone@example.com", 550, "no such user here", 0)
+
+	err := m.Send(ctx, mail.Message{To: "busy@example.com", Subject: "s", Text: "t"})
+	var re *mail.RefusedError
+	if !errors.As(err, &re) {
+		t.Fatalf("450 send: %v, want a RefusedError", err)
+	}
+	if re.Permanent() || re.Code != 450 || re.To != "busy@example.com" || !strings.HasPrefix(re.Reply, "450 ") || !strings.Contains(re.Reply, "mailbox busy, try later") {
+		t.Fatalf("450 refusal = %+v (permanent %v)", re, re.Permanent())
+	}
+	if re.Reply != "450 4.1.1 mailbox busy, try later" {
+		t.Errorf("reply %q, want the server's reply line", re.Reply)
+	}
+	if strings.Contains(re.Reply, "affected") {
+		t.Errorf("reply carries go-mail's decoration: %q", re.Reply)
+	}
+	// The refusal was for one attempt only.
+	if err := m.Send(ctx, mail.Message{To: "busy@example.com", Subject: "s", Text: "t"}); err != nil {
+		t.Fatalf("second send to busy: %v", err)
+	}
+
+	for range 2 { // refused every time
+		err = m.Send(ctx, mail.Message{To: "gone@example.com", Subject: "s", Text: "t"})
+		if !errors.As(err, &re) || !re.Permanent() || re.Code != 550 || re.Reply != "550 5.1.1 no such user here" {
+			t.Fatalf("550 send: %v (%+v)", err, re)
+		}
+	}
+	if n := len(srv.MessagesTo("gone@example.com")); n != 0 {
+		t.Errorf("a refused recipient got %d messages", n)
+	}
+	if n := len(srv.MessagesTo("busy@example.com")); n != 1 {
+		t.Errorf("busy@ got %d messages, want 1", n)
+	}
+
+	// A failure that is not a refusal (nothing listens) is no RefusedError.
+	dead, err := mail.NewSMTP(mail.SMTPConfig{Host: "127.0.0.1", Port: 1, From: mailtest.From, TLS: mail.TLSNone, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dead.Send(ctx, mail.Message{To: "a@example.com", Subject: "s", Text: "t"}); err == nil || errors.As(err, &re) {
+		t.Fatalf("send to a closed port: %v", err)
+	}
+}

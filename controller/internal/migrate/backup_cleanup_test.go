@@ -71,7 +71,7 @@ func TestMigration34RoundTrip(t *testing.T) {
 			t.Fatalf("%s: %v, want a violation of %s", q, err, constraint)
 		}
 	}
-	if err := mg.Down(1); err != nil {
+	if err := downTo(mg, 33); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(cols); n != 0 {

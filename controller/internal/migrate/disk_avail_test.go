@@ -54,7 +54,7 @@ func TestMigration28RoundTrip(t *testing.T) {
 	exec(`INSERT INTO server_metrics (server_id, recorded_at, disk_used, disk_total, disk_avail, inodes_total, inodes_free)
 		VALUES ('00000000-0000-0000-0000-000000000001', now(), 1, 3, 1, 10, 4)`)
 
-	if err := mg.Down(int(latest) - 27); err != nil {
+	if err := downTo(mg, 27); err != nil {
 		t.Fatal(err)
 	}
 	if n := cols(); n != 0 {

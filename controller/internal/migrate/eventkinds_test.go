@@ -22,12 +22,8 @@ func TestEventKindsRenamedBy22(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mg.Close()
-	latest, err := migrate.LatestVersion()
-	if err != nil {
-		t.Fatal(err)
-	}
-	toBefore22 := int(latest) - 21
-	if err := mg.Down(toBefore22); err != nil {
+	const toBefore22 = 21 // the version before 000022
+	if err := downTo(mg, toBefore22); err != nil {
 		t.Fatal(err)
 	}
 	exec := func(q string) {
@@ -60,7 +56,7 @@ func TestEventKindsRenamedBy22(t *testing.T) {
 		t.Errorf("activity after up: %v, want %v", act, want)
 	}
 
-	if err := mg.Down(toBefore22); err != nil {
+	if err := downTo(mg, toBefore22); err != nil {
 		t.Fatal(err)
 	}
 	sec, act = kinds()

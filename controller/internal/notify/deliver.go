@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -217,20 +218,56 @@ func (s *Service) deliver(ctx context.Context, r store.NotifyOutbox) {
 		return
 	}
 	sctx, cancel := context.WithTimeout(ctx, budget)
-	sendErr := s.send(sctx, c, m)
-	cancel()
-	if sendErr != nil && ctx.Err() != nil {
-		release()
-		return
+	var mr mailResult
+	var sendErr error
+	if c.Kind == KindEmail {
+		mr, sendErr = s.sendEmail(sctx, c, m, r.DeliveredTo, r.RefusedTo)
+	} else {
+		sendErr = s.send(sctx, c, m)
 	}
+	cancel()
+	// Who got the message (or never will) is recorded in the transaction
+	// that records the attempt, so a retry, whoever makes it, sends only
+	// to the rest. Recipients are recorded whatever the row's fate: even
+	// when this worker's lease ran out or the controller is stopping, the
+	// addresses the server accepted must not get a second copy.
+	err = s.st.InTx(rctx, func(tx *store.Store) error {
+		if len(mr.delivered) > 0 || len(mr.refused) > 0 {
+			if _, err := tx.RecordNotifyOutboxRecipients(rctx, r.ID, mr.delivered, mr.refused); err != nil {
+				return err
+			}
+		}
+		if sendErr != nil && ctx.Err() != nil {
+			_, err := tx.ReleaseNotifyOutbox(rctx, r.ID, lease)
+			return err
+		}
+		return s.settle(rctx, tx, r, lease, c, mr, sendErr)
+	})
+	if err != nil {
+		s.log.Warn("record notification attempt", "outbox", r.ID.String(), "err", err)
+	}
+}
+
+// settle records the outcome of an attempt at r in tx: delivered, ended
+// with some email recipients refused for good, retried later or given up.
+func (s *Service) settle(ctx context.Context, tx *store.Store, r store.NotifyOutbox, lease time.Time, c store.NotifyChannel, mr mailResult, sendErr error) error {
 	now := s.cfg.Now()
 	if sendErr == nil {
-		if _, err := s.st.MarkNotifyOutboxDelivered(rctx, r.ID, now); err != nil {
-			s.log.Warn("record notification delivered", "outbox", r.ID.String(), "err", err)
-			return
+		if len(mr.refusedAll) > 0 {
+			// Everyone else has it; the refused addresses never will. The
+			// message ends as a give-up for them, visible on the channel.
+			msg := cut(fmt.Sprintf("refused by the mail server: %s (delivered to %d of %d)", refusalText(mr.refusedAll), mr.deliveredAll, mr.total), 500)
+			s.log.Warn("notification refused", "channel", c.Name, "outbox", r.ID.String(), "err", msg)
+			ok, err := tx.EndNotifyOutboxRefused(ctx, r.ID, now, msg)
+			if err != nil || !ok {
+				return err
+			}
+			return tx.NotifyChannelFailed(ctx, c.ID, "gave up: "+msg, now)
 		}
-		_ = s.st.NotifyChannelDelivered(rctx, c.ID, now)
-		return
+		if _, err := tx.MarkNotifyOutboxDelivered(ctx, r.ID, now); err != nil {
+			return err
+		}
+		return tx.NotifyChannelDelivered(ctx, c.ID, now)
 	}
 	msg := cut(sendErr.Error(), 500)
 	s.log.Warn("notification delivery failed", "channel", c.Name, "outbox", r.ID.String(), "attempt", r.Attempts, "err", msg)
@@ -238,19 +275,23 @@ func (s *Service) deliver(ctx context.Context, r store.NotifyOutbox) {
 		// The channel says that a message was lost, not only that a send
 		// failed: a retry may still succeed, this one will not.
 		gaveUp := fmt.Sprintf("gave up after %d attempts: %s", r.Attempts, msg)
-		if ok, _ := s.st.FailNotifyOutbox(rctx, r.ID, lease, msg); ok {
-			_ = s.st.NotifyChannelFailed(rctx, c.ID, gaveUp, now)
+		ok, err := tx.FailNotifyOutbox(ctx, r.ID, lease, msg)
+		if err != nil || !ok {
+			return err
 		}
-		return
+		return tx.NotifyChannelFailed(ctx, c.ID, gaveUp, now)
 	}
-	_ = s.st.NotifyChannelFailed(rctx, c.ID, msg, now)
+	if err := tx.NotifyChannelFailed(ctx, c.ID, msg, now); err != nil {
+		return err
+	}
 	wait := backoff(r.Attempts)
 	if ra, ok := errors.AsType[*retryAfterError](sendErr); ok {
 		// The receiver said when (Slack and Discord do when rate
 		// limiting): sooner would be refused again.
 		wait = max(wait, min(ra.after, time.Hour))
 	}
-	_, _ = s.st.RetryNotifyOutbox(rctx, r.ID, lease, now.Add(wait), msg)
+	_, err := tx.RetryNotifyOutbox(ctx, r.ID, lease, now.Add(wait), msg)
+	return err
 }
 
 // backoff is the wait after the n-th failed attempt: 30 s doubling, capped
@@ -293,7 +334,12 @@ func (s *Service) sendAndRecord(ctx context.Context, c store.NotifyChannel, m me
 func (s *Service) send(ctx context.Context, c store.NotifyChannel, m message) error {
 	switch c.Kind {
 	case KindEmail:
-		return s.sendEmail(ctx, c, m)
+		// Not through the outbox (a test message): to every address.
+		mr, err := s.sendEmail(ctx, c, m, nil, nil)
+		if err == nil && len(mr.refusedAll) > 0 {
+			err = errors.New("refused by the mail server: " + refusalText(mr.refusedAll))
+		}
+		return err
 	case KindSlack, KindDiscord, KindWebhook:
 	default:
 		return fmt.Errorf("channel kind %s does not deliver through the outbox", c.Kind)
@@ -403,20 +449,45 @@ func (s *Service) plain(m message, bold string) string {
 	return b.String()
 }
 
-func (s *Service) sendEmail(ctx context.Context, c store.NotifyChannel, m message) error {
+// mailResult is what one attempt at an email message did per address.
+type mailResult struct {
+	total        int               // the message's addresses
+	delivered    []string          // accepted by the server in this attempt
+	refused      map[string]string // refused for good in this attempt: address -> reply
+	deliveredAll int               // addresses that have it, this attempt and earlier ones
+	refusedAll   map[string]string // refused for good, this attempt and earlier ones
+}
+
+// sendEmail sends m to each of the channel's addresses that do not have it
+// yet (done) and were not refused for good (refused). The error is nil
+// when every address now has the message or was refused for good (see
+// mr.refusedAll); else it says what failed for now, and a retry sends to
+// those addresses only.
+func (s *Service) sendEmail(ctx context.Context, c store.NotifyChannel, m message, done []string, refused map[string]string) (mailResult, error) {
+	mr := mailResult{refused: map[string]string{}, refusedAll: map[string]string{}}
 	if s.cfg.Mailer == nil || !bmail.Delivers(s.cfg.Mailer) {
-		return errors.New("no SMTP relay is configured")
+		return mr, errors.New("no SMTP relay is configured")
 	}
 	to := append([]string(nil), c.Recipients...)
 	if c.ToAdmins {
 		admins, err := s.st.AdminEmails(ctx)
 		if err != nil {
-			return err
+			return mr, err
 		}
 		to = append(to, admins...)
 	}
+	to = uniqueFold(to)
 	if len(to) == 0 {
-		return errors.New("no recipient")
+		return mr, errors.New("no recipient")
+	}
+	mr.total = len(to)
+	has := map[string]bool{}
+	for _, a := range done {
+		has[strings.ToLower(a)] = true
+	}
+	gone := map[string]string{}
+	for a, reply := range refused {
+		gone[strings.ToLower(a)] = reply
 	}
 	text := m.Body
 	if l := s.link(m); l != "" {
@@ -424,19 +495,76 @@ func (s *Service) sendEmail(ctx context.Context, c store.NotifyChannel, m messag
 	}
 	text += "\n\n-- \nBerth (" + m.Kind + ", " + string(m.Level) + ")\n"
 	var failed []string
+	var firstErr error
 	for _, addr := range to {
+		k := strings.ToLower(addr)
+		if has[k] {
+			mr.deliveredAll++
+			continue
+		}
+		if reply, ok := gone[k]; ok {
+			mr.refusedAll[addr] = reply
+			continue
+		}
 		// One message per address, so no recipient sees the others.
 		msg := bmail.Message{To: addr, Subject: "[Berth] " + m.Title, Text: text, MessageID: s.messageID(m.ID, addr)}
-		if err := s.cfg.Mailer.Send(ctx, msg); err != nil {
-			failed = append(failed, addr)
+		err := s.cfg.Mailer.Send(ctx, msg)
+		if err == nil {
+			mr.delivered = append(mr.delivered, addr)
+			mr.deliveredAll++
+			continue
+		}
+		if re, ok := errors.AsType[*bmail.RefusedError](err); ok && re.Permanent() {
+			// No such user, mailbox disabled: a retry would be refused
+			// again, so this address is given up now, with the reason.
+			mr.refused[addr] = re.Reply
+			mr.refusedAll[addr] = re.Reply
+			continue
+		}
+		failed = append(failed, addr)
+		if firstErr == nil {
+			firstErr = err
 		}
 	}
 	if len(failed) > 0 {
-		// A retry re-sends to all: a duplicate mail is better than a lost
-		// one, and it carries the same Message-ID as the first.
-		return fmt.Errorf("mail to %d of %d recipients failed", len(failed), len(to))
+		// A retry sends to these only: the others have the message (or
+		// were refused for good).
+		e := fmt.Sprintf("mail to %d of %d recipients failed: %v", len(failed), len(to), firstErr)
+		if len(mr.refusedAll) > 0 {
+			e += "; refused by the mail server: " + refusalText(mr.refusedAll)
+		}
+		return mr, errors.New(e)
 	}
-	return nil
+	return mr, nil
+}
+
+// uniqueFold drops repeated addresses (compared case-insensitively, as
+// mail systems mostly do), keeping the first spelling: an admin who is also
+// a listed recipient gets one mail.
+func uniqueFold(addrs []string) []string {
+	seen := map[string]bool{}
+	out := addrs[:0]
+	for _, a := range addrs {
+		if k := strings.ToLower(a); !seen[k] {
+			seen[k] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// refusalText is "addr: reply; addr: reply", addresses in order.
+func refusalText(refused map[string]string) string {
+	addrs := make([]string, 0, len(refused))
+	for a := range refused {
+		addrs = append(addrs, a)
+	}
+	sort.Strings(addrs)
+	parts := make([]string, len(addrs))
+	for i, a := range addrs {
+		parts[i] = a + ": " + refused[a]
+	}
+	return strings.Join(parts, "; ")
 }
 
 // messageID is the Message-ID of the mail of delivery id to addr: the

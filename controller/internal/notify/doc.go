@@ -27,7 +27,19 @@
 // that another worker takes after the lease ends and sends again with the
 // same webhook-id (the row's id), which is the receiver's idempotency key;
 // an email sent again carries the same Message-ID (the row's id and a hash
-// of the address), so mail systems recognise the copy. A clean shutdown
+// of the address), so mail systems recognise the copy. An email channel
+// sends each address a message of its own, and the transaction that
+// records an attempt also records which addresses the mail server accepted
+// the message for (DATA's final reply) and which it refused for good (a
+// 5xx reply to RCPT TO, kept with the reply): a retry goes only to the
+// rest, so nobody gets a second copy of a partly failed send. A 4xx
+// refusal is retried like any failure; once every address has the message
+// or was refused for good the message ends, delivered, or failed when any
+// address was refused (a give-up for those, on the channel and in the
+// delivery list with the server's reply). The crash window stays: a
+// controller killed after the server accepted a message and before the
+// commit sends it to those addresses once more, with the same Message-ID.
+// A clean shutdown
 // releases the rows whose sends it cut short, so the next controller sends
 // them at once rather than after the lease. A failed send is
 // retried with exponential backoff and jitter (30 s doubling, capped at an

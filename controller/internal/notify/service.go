@@ -155,6 +155,7 @@ type Channel struct {
 	FailingSince     *time.Time
 	LastDeliveredAt  *time.Time
 	// GivenUp counts the channel's messages given up after their retries
+	// or because the mail server refused an address for good
 	// (within the outbox's retention).
 	GivenUp   int64
 	CreatedAt time.Time
@@ -366,6 +367,12 @@ type Delivery struct {
 	NextAttemptAt *time.Time // pending only: when it is tried (again)
 	DeliveredAt   *time.Time
 	CreatedAt     time.Time
+	// DeliveredTo and RefusedTo are an email message's addresses that
+	// have it and those the mail server refused for good (address -> its
+	// reply); a message with any refused ends failed once the others
+	// have it. Empty for other kinds.
+	DeliveredTo []string
+	RefusedTo   map[string]string
 }
 
 // DeliveryStatuses are the outbox states a delivery list filters on.
@@ -414,6 +421,7 @@ func (s *Service) Deliveries(ctx context.Context, f DeliveryFilter) ([]Delivery,
 		out[i] = Delivery{
 			ID: r.ID, ChannelID: r.ChannelID, Channel: r.ChannelName, EventID: r.EventID, EventKind: r.EventKind, Title: r.Title,
 			Status: r.Status, Attempts: r.Attempts, LastError: r.LastError, DeliveredAt: r.DeliveredAt, CreatedAt: r.CreatedAt,
+			DeliveredTo: r.DeliveredTo, RefusedTo: r.RefusedTo,
 		}
 		if r.Status == "pending" {
 			next := r.NextAttemptAt

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -304,6 +306,11 @@ type NotifyOutbox struct {
 	LastError     string
 	DeliveredAt   *time.Time
 	CreatedAt     time.Time
+	// DeliveredTo and RefusedTo are an email message's addresses the mail
+	// server accepted it for, and refused permanently (address -> the
+	// server's reply); neither is sent to again.
+	DeliveredTo []string
+	RefusedTo   map[string]string
 }
 
 func notifyOutboxFromRow(r dbsqlc.NotifyOutbox) NotifyOutbox {
@@ -312,7 +319,16 @@ func notifyOutboxFromRow(r dbsqlc.NotifyOutbox) NotifyOutbox {
 		Resolves: r.Resolves, Status: r.Status, DigestID: fromOptPG(r.DigestID), DigestTitle: textOf(r.DigestTitle),
 		DigestBody: textOf(r.DigestBody), Attempts: int(r.Attempts), NextAttemptAt: r.NextAttemptAt,
 		LockedUntil: r.LockedUntil, LastError: textOf(r.LastError), DeliveredAt: r.DeliveredAt, CreatedAt: r.CreatedAt,
+		DeliveredTo: r.DeliveredTo, RefusedTo: refusedOf(r.RefusedTo),
 	}
+}
+
+// refusedOf decodes refused_to, a JSON object (the column's CHECK says
+// so) of address -> reply.
+func refusedOf(raw []byte) map[string]string {
+	out := map[string]string{}
+	_ = json.Unmarshal(raw, &out)
+	return out
 }
 
 func notifyOutboxRows(rows []dbsqlc.NotifyOutbox) []NotifyOutbox {
@@ -400,6 +416,34 @@ func (s *Store) FailNotifyOutbox(ctx context.Context, id ID, lease time.Time, ms
 func (s *Store) ReleaseNotifyOutbox(ctx context.Context, id ID, lease time.Time) (bool, error) {
 	n, err := s.q.ReleaseNotifyOutbox(ctx, dbsqlc.ReleaseNotifyOutboxParams{ID: pgID(id), Lease: &lease})
 	return n > 0, mapErr("release notify outbox", err)
+}
+
+// RecordNotifyOutboxRecipients adds to a pending email message the
+// addresses the mail server accepted it for and those it refused
+// permanently (address -> reply). It is not fenced by the lease: whoever
+// holds the row, those addresses must not be sent to again. ok is false
+// when the row is no longer pending.
+func (s *Store) RecordNotifyOutboxRecipients(ctx context.Context, id ID, delivered []string, refused map[string]string) (bool, error) {
+	if delivered == nil {
+		delivered = []string{}
+	}
+	if refused == nil {
+		refused = map[string]string{}
+	}
+	raw, err := json.Marshal(refused)
+	if err != nil {
+		return false, fmt.Errorf("record notify recipients: %w", err)
+	}
+	n, err := s.q.RecordNotifyOutboxRecipients(ctx, dbsqlc.RecordNotifyOutboxRecipientsParams{ID: pgID(id), Delivered: delivered, Refused: raw})
+	return n > 0, mapErr("record notify recipients", err)
+}
+
+// EndNotifyOutboxRefused ends a pending email message whose every address
+// either got it or was refused permanently, some refused: status failed
+// with msg, and delivered_at when anyone got it.
+func (s *Store) EndNotifyOutboxRefused(ctx context.Context, id ID, at time.Time, msg string) (bool, error) {
+	n, err := s.q.EndNotifyOutboxRefused(ctx, dbsqlc.EndNotifyOutboxRefusedParams{LastError: &msg, At: at, ID: pgID(id)})
+	return n > 0, mapErr("end notify outbox refused", err)
 }
 
 // NotifyOutboxByID gets one row.
@@ -494,6 +538,8 @@ type NotifyDelivery struct {
 	NextAttemptAt time.Time
 	DeliveredAt   *time.Time
 	CreatedAt     time.Time
+	DeliveredTo   []string          // email: addresses that have it
+	RefusedTo     map[string]string // email: addresses refused for good -> the server's reply
 }
 
 // NotifyDeliveryFilter narrows the delivery list: a channel, a status
@@ -518,6 +564,7 @@ func (s *Store) NotifyDeliveries(ctx context.Context, f NotifyDeliveryFilter) ([
 			ID: fromPG(r.ID), ChannelID: fromPG(r.ChannelID), ChannelName: r.ChannelName, EventID: fromOptPG(r.EventID),
 			EventKind: r.EventKind, Title: r.Title, Status: r.Status, Attempts: int(r.Attempts), LastError: textOf(r.LastError),
 			NextAttemptAt: r.NextAttemptAt, DeliveredAt: r.DeliveredAt, CreatedAt: r.CreatedAt,
+			DeliveredTo: r.DeliveredTo, RefusedTo: refusedOf(r.RefusedTo),
 		}
 	}
 	return out, nil

@@ -51,6 +51,8 @@ type Server struct {
 	Port int
 
 	mu       sync.Mutex
+	refusals map[string][]refusal // lower-cased address -> answers to come
+	rcpts    map[string]int       // lower-cased address -> RCPT TO commands seen
 	msgs     []Message
 	taken    []bool        // messages already handed out by WaitFor
 	received chan struct{} // closed and replaced on every new message
@@ -137,6 +139,61 @@ func (s *Server) WaitFor(ctx context.Context, to string) (Message, error) {
 	}
 }
 
+// refusal is how RCPT TO for an address is answered: with code and
+// text, n more times (or always when n <= 0).
+type refusal struct {
+	code int
+	text string
+	n    int
+}
+
+// Refuse makes the server refuse RCPT TO for the address to (compared
+// case-insensitively) with the reply code (4xx temporary, 5xx permanent)
+// and text: the next n times, or every time when n <= 0. Refusals queue:
+// Refuse(a, 450, ..., 1) then Refuse(a, 550, ..., 0) answers 450 once,
+// then 550 from then on. Other recipients of the transaction are not
+// affected; once the queue is used up the address is accepted.
+func (s *Server) Refuse(to string, code int, text string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refusals == nil {
+		s.refusals = map[string][]refusal{}
+	}
+	k := strings.ToLower(to)
+	s.refusals[k] = append(s.refusals[k], refusal{code: code, text: text, n: n})
+}
+
+// RcptCount is how many times a client named to (case-insensitively) in
+// RCPT TO, accepted or refused: how often delivery to it was tried.
+func (s *Server) RcptCount(to string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rcpts[strings.ToLower(to)]
+}
+
+// refusalFor counts an RCPT TO for to and takes its next refusal, if any.
+func (s *Server) refusalFor(to string) (refusal, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := strings.ToLower(to)
+	if s.rcpts == nil {
+		s.rcpts = map[string]int{}
+	}
+	s.rcpts[k]++
+	q := s.refusals[k]
+	if len(q) == 0 {
+		return refusal{}, false
+	}
+	r := q[0]
+	if r.n > 0 {
+		q[0].n--
+		if q[0].n == 0 {
+			s.refusals[k] = q[1:]
+		}
+	}
+	return r, true
+}
+
 func (m Message) sentTo(to string) bool {
 	for _, r := range m.To {
 		if strings.EqualFold(r, to) {
@@ -171,6 +228,10 @@ func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if r, ok := x.srv.refusalFor(to); ok {
+		class := r.code / 100
+		return &smtp.SMTPError{Code: r.code, EnhancedCode: smtp.EnhancedCode{class, 1, 1}, Message: r.text}
+	}
 	x.to = append(x.to, to)
 	return nil
 }

@@ -1318,6 +1318,13 @@ type NotifyDelivery struct {
 	NextAttemptAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=next_attempt_at,json=nextAttemptAt,proto3" json:"next_attempt_at,omitempty"`
 	DeliveredAt   *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=delivered_at,json=deliveredAt,proto3" json:"delivered_at,omitempty"`
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// delivered_to: an email message's addresses that have it (the mail
+	// server accepted it); a retry goes only to the others.
+	DeliveredTo []string `protobuf:"bytes,12,rep,name=delivered_to,json=deliveredTo,proto3" json:"delivered_to,omitempty"`
+	// refused_to: an email message's addresses the mail server refused for
+	// good (a 5xx reply to RCPT TO), each with the server's reply; they are
+	// not tried again, and the message ends failed once the others have it.
+	RefusedTo     map[string]string `protobuf:"bytes,13,rep,name=refused_to,json=refusedTo,proto3" json:"refused_to,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1425,6 +1432,20 @@ func (x *NotifyDelivery) GetDeliveredAt() *timestamppb.Timestamp {
 func (x *NotifyDelivery) GetCreatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *NotifyDelivery) GetDeliveredTo() []string {
+	if x != nil {
+		return x.DeliveredTo
+	}
+	return nil
+}
+
+func (x *NotifyDelivery) GetRefusedTo() map[string]string {
+	if x != nil {
+		return x.RefusedTo
 	}
 	return nil
 }
@@ -2384,7 +2405,7 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	"\x06marked\x18\x01 \x01(\x03R\x06marked\"\x17\n" +
 	"\x15GetUnreadCountRequest\"0\n" +
 	"\x16GetUnreadCountResponse\x12\x16\n" +
-	"\x06unread\x18\x01 \x01(\x03R\x06unread\"\x9b\x03\n" +
+	"\x06unread\x18\x01 \x01(\x03R\x06unread\"\xca\x04\n" +
 	"\x0eNotifyDelivery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x19\n" +
@@ -2400,7 +2421,13 @@ const file_berth_admin_v1_notify_proto_rawDesc = "" +
 	"\fdelivered_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\vdeliveredAt\x129\n" +
 	"\n" +
-	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"_\n" +
+	"created_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12!\n" +
+	"\fdelivered_to\x18\f \x03(\tR\vdeliveredTo\x12L\n" +
+	"\n" +
+	"refused_to\x18\r \x03(\v2-.berth.admin.v1.NotifyDelivery.RefusedToEntryR\trefusedTo\x1a<\n" +
+	"\x0eRefusedToEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"_\n" +
 	"\x15ListDeliveriesRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x14\n" +
@@ -2504,7 +2531,7 @@ func file_berth_admin_v1_notify_proto_rawDescGZIP() []byte {
 	return file_berth_admin_v1_notify_proto_rawDescData
 }
 
-var file_berth_admin_v1_notify_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_berth_admin_v1_notify_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_berth_admin_v1_notify_proto_goTypes = []any{
 	(*NotifyChannel)(nil),                 // 0: berth.admin.v1.NotifyChannel
 	(*AddChannelRequest)(nil),             // 1: berth.admin.v1.AddChannelRequest
@@ -2544,72 +2571,74 @@ var file_berth_admin_v1_notify_proto_goTypes = []any{
 	(*RemoveAlertResponse)(nil),           // 35: berth.admin.v1.RemoveAlertResponse
 	(*UpdateChannelRequest)(nil),          // 36: berth.admin.v1.UpdateChannelRequest
 	(*UpdateChannelResponse)(nil),         // 37: berth.admin.v1.UpdateChannelResponse
-	(*timestamppb.Timestamp)(nil),         // 38: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 39: google.protobuf.Duration
+	nil,                                   // 38: berth.admin.v1.NotifyDelivery.RefusedToEntry
+	(*timestamppb.Timestamp)(nil),         // 39: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 40: google.protobuf.Duration
 }
 var file_berth_admin_v1_notify_proto_depIdxs = []int32{
-	38, // 0: berth.admin.v1.NotifyChannel.failing_since:type_name -> google.protobuf.Timestamp
-	38, // 1: berth.admin.v1.NotifyChannel.last_delivered_at:type_name -> google.protobuf.Timestamp
-	38, // 2: berth.admin.v1.NotifyChannel.created_at:type_name -> google.protobuf.Timestamp
+	39, // 0: berth.admin.v1.NotifyChannel.failing_since:type_name -> google.protobuf.Timestamp
+	39, // 1: berth.admin.v1.NotifyChannel.last_delivered_at:type_name -> google.protobuf.Timestamp
+	39, // 2: berth.admin.v1.NotifyChannel.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: berth.admin.v1.AddChannelResponse.channel:type_name -> berth.admin.v1.NotifyChannel
 	0,  // 4: berth.admin.v1.ListChannelsResponse.channels:type_name -> berth.admin.v1.NotifyChannel
 	0,  // 5: berth.admin.v1.TestChannelResponse.channel:type_name -> berth.admin.v1.NotifyChannel
 	9,  // 6: berth.admin.v1.AddRuleResponse.rule:type_name -> berth.admin.v1.NotifyRule
 	9,  // 7: berth.admin.v1.ListRulesResponse.rules:type_name -> berth.admin.v1.NotifyRule
-	38, // 8: berth.admin.v1.Notification.read_at:type_name -> google.protobuf.Timestamp
-	38, // 9: berth.admin.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
+	39, // 8: berth.admin.v1.Notification.read_at:type_name -> google.protobuf.Timestamp
+	39, // 9: berth.admin.v1.Notification.created_at:type_name -> google.protobuf.Timestamp
 	16, // 10: berth.admin.v1.ListNotificationsResponse.notifications:type_name -> berth.admin.v1.Notification
-	38, // 11: berth.admin.v1.NotifyDelivery.next_attempt_at:type_name -> google.protobuf.Timestamp
-	38, // 12: berth.admin.v1.NotifyDelivery.delivered_at:type_name -> google.protobuf.Timestamp
-	38, // 13: berth.admin.v1.NotifyDelivery.created_at:type_name -> google.protobuf.Timestamp
-	23, // 14: berth.admin.v1.ListDeliveriesResponse.deliveries:type_name -> berth.admin.v1.NotifyDelivery
-	39, // 15: berth.admin.v1.AlertRule.for:type_name -> google.protobuf.Duration
-	38, // 16: berth.admin.v1.AlertRule.created_at:type_name -> google.protobuf.Timestamp
-	27, // 17: berth.admin.v1.AlertRule.firing:type_name -> berth.admin.v1.AlertFiring
-	38, // 18: berth.admin.v1.AlertFiring.pending_since:type_name -> google.protobuf.Timestamp
-	38, // 19: berth.admin.v1.AlertFiring.since:type_name -> google.protobuf.Timestamp
-	39, // 20: berth.admin.v1.AddAlertRequest.for:type_name -> google.protobuf.Duration
-	26, // 21: berth.admin.v1.AddAlertResponse.alert:type_name -> berth.admin.v1.AlertRule
-	26, // 22: berth.admin.v1.ListAlertsResponse.alerts:type_name -> berth.admin.v1.AlertRule
-	26, // 23: berth.admin.v1.GetAlertResponse.alert:type_name -> berth.admin.v1.AlertRule
-	0,  // 24: berth.admin.v1.UpdateChannelResponse.channel:type_name -> berth.admin.v1.NotifyChannel
-	1,  // 25: berth.admin.v1.NotificationService.AddChannel:input_type -> berth.admin.v1.AddChannelRequest
-	3,  // 26: berth.admin.v1.NotificationService.ListChannels:input_type -> berth.admin.v1.ListChannelsRequest
-	5,  // 27: berth.admin.v1.NotificationService.TestChannel:input_type -> berth.admin.v1.TestChannelRequest
-	7,  // 28: berth.admin.v1.NotificationService.RemoveChannel:input_type -> berth.admin.v1.RemoveChannelRequest
-	10, // 29: berth.admin.v1.NotificationService.AddRule:input_type -> berth.admin.v1.AddRuleRequest
-	12, // 30: berth.admin.v1.NotificationService.ListRules:input_type -> berth.admin.v1.ListRulesRequest
-	14, // 31: berth.admin.v1.NotificationService.RemoveRule:input_type -> berth.admin.v1.RemoveRuleRequest
-	17, // 32: berth.admin.v1.NotificationService.ListNotifications:input_type -> berth.admin.v1.ListNotificationsRequest
-	19, // 33: berth.admin.v1.NotificationService.MarkNotificationsRead:input_type -> berth.admin.v1.MarkNotificationsReadRequest
-	21, // 34: berth.admin.v1.NotificationService.GetUnreadCount:input_type -> berth.admin.v1.GetUnreadCountRequest
-	24, // 35: berth.admin.v1.NotificationService.ListDeliveries:input_type -> berth.admin.v1.ListDeliveriesRequest
-	28, // 36: berth.admin.v1.NotificationService.AddAlert:input_type -> berth.admin.v1.AddAlertRequest
-	30, // 37: berth.admin.v1.NotificationService.ListAlerts:input_type -> berth.admin.v1.ListAlertsRequest
-	32, // 38: berth.admin.v1.NotificationService.GetAlert:input_type -> berth.admin.v1.GetAlertRequest
-	34, // 39: berth.admin.v1.NotificationService.RemoveAlert:input_type -> berth.admin.v1.RemoveAlertRequest
-	36, // 40: berth.admin.v1.NotificationService.UpdateChannel:input_type -> berth.admin.v1.UpdateChannelRequest
-	2,  // 41: berth.admin.v1.NotificationService.AddChannel:output_type -> berth.admin.v1.AddChannelResponse
-	4,  // 42: berth.admin.v1.NotificationService.ListChannels:output_type -> berth.admin.v1.ListChannelsResponse
-	6,  // 43: berth.admin.v1.NotificationService.TestChannel:output_type -> berth.admin.v1.TestChannelResponse
-	8,  // 44: berth.admin.v1.NotificationService.RemoveChannel:output_type -> berth.admin.v1.RemoveChannelResponse
-	11, // 45: berth.admin.v1.NotificationService.AddRule:output_type -> berth.admin.v1.AddRuleResponse
-	13, // 46: berth.admin.v1.NotificationService.ListRules:output_type -> berth.admin.v1.ListRulesResponse
-	15, // 47: berth.admin.v1.NotificationService.RemoveRule:output_type -> berth.admin.v1.RemoveRuleResponse
-	18, // 48: berth.admin.v1.NotificationService.ListNotifications:output_type -> berth.admin.v1.ListNotificationsResponse
-	20, // 49: berth.admin.v1.NotificationService.MarkNotificationsRead:output_type -> berth.admin.v1.MarkNotificationsReadResponse
-	22, // 50: berth.admin.v1.NotificationService.GetUnreadCount:output_type -> berth.admin.v1.GetUnreadCountResponse
-	25, // 51: berth.admin.v1.NotificationService.ListDeliveries:output_type -> berth.admin.v1.ListDeliveriesResponse
-	29, // 52: berth.admin.v1.NotificationService.AddAlert:output_type -> berth.admin.v1.AddAlertResponse
-	31, // 53: berth.admin.v1.NotificationService.ListAlerts:output_type -> berth.admin.v1.ListAlertsResponse
-	33, // 54: berth.admin.v1.NotificationService.GetAlert:output_type -> berth.admin.v1.GetAlertResponse
-	35, // 55: berth.admin.v1.NotificationService.RemoveAlert:output_type -> berth.admin.v1.RemoveAlertResponse
-	37, // 56: berth.admin.v1.NotificationService.UpdateChannel:output_type -> berth.admin.v1.UpdateChannelResponse
-	41, // [41:57] is the sub-list for method output_type
-	25, // [25:41] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	39, // 11: berth.admin.v1.NotifyDelivery.next_attempt_at:type_name -> google.protobuf.Timestamp
+	39, // 12: berth.admin.v1.NotifyDelivery.delivered_at:type_name -> google.protobuf.Timestamp
+	39, // 13: berth.admin.v1.NotifyDelivery.created_at:type_name -> google.protobuf.Timestamp
+	38, // 14: berth.admin.v1.NotifyDelivery.refused_to:type_name -> berth.admin.v1.NotifyDelivery.RefusedToEntry
+	23, // 15: berth.admin.v1.ListDeliveriesResponse.deliveries:type_name -> berth.admin.v1.NotifyDelivery
+	40, // 16: berth.admin.v1.AlertRule.for:type_name -> google.protobuf.Duration
+	39, // 17: berth.admin.v1.AlertRule.created_at:type_name -> google.protobuf.Timestamp
+	27, // 18: berth.admin.v1.AlertRule.firing:type_name -> berth.admin.v1.AlertFiring
+	39, // 19: berth.admin.v1.AlertFiring.pending_since:type_name -> google.protobuf.Timestamp
+	39, // 20: berth.admin.v1.AlertFiring.since:type_name -> google.protobuf.Timestamp
+	40, // 21: berth.admin.v1.AddAlertRequest.for:type_name -> google.protobuf.Duration
+	26, // 22: berth.admin.v1.AddAlertResponse.alert:type_name -> berth.admin.v1.AlertRule
+	26, // 23: berth.admin.v1.ListAlertsResponse.alerts:type_name -> berth.admin.v1.AlertRule
+	26, // 24: berth.admin.v1.GetAlertResponse.alert:type_name -> berth.admin.v1.AlertRule
+	0,  // 25: berth.admin.v1.UpdateChannelResponse.channel:type_name -> berth.admin.v1.NotifyChannel
+	1,  // 26: berth.admin.v1.NotificationService.AddChannel:input_type -> berth.admin.v1.AddChannelRequest
+	3,  // 27: berth.admin.v1.NotificationService.ListChannels:input_type -> berth.admin.v1.ListChannelsRequest
+	5,  // 28: berth.admin.v1.NotificationService.TestChannel:input_type -> berth.admin.v1.TestChannelRequest
+	7,  // 29: berth.admin.v1.NotificationService.RemoveChannel:input_type -> berth.admin.v1.RemoveChannelRequest
+	10, // 30: berth.admin.v1.NotificationService.AddRule:input_type -> berth.admin.v1.AddRuleRequest
+	12, // 31: berth.admin.v1.NotificationService.ListRules:input_type -> berth.admin.v1.ListRulesRequest
+	14, // 32: berth.admin.v1.NotificationService.RemoveRule:input_type -> berth.admin.v1.RemoveRuleRequest
+	17, // 33: berth.admin.v1.NotificationService.ListNotifications:input_type -> berth.admin.v1.ListNotificationsRequest
+	19, // 34: berth.admin.v1.NotificationService.MarkNotificationsRead:input_type -> berth.admin.v1.MarkNotificationsReadRequest
+	21, // 35: berth.admin.v1.NotificationService.GetUnreadCount:input_type -> berth.admin.v1.GetUnreadCountRequest
+	24, // 36: berth.admin.v1.NotificationService.ListDeliveries:input_type -> berth.admin.v1.ListDeliveriesRequest
+	28, // 37: berth.admin.v1.NotificationService.AddAlert:input_type -> berth.admin.v1.AddAlertRequest
+	30, // 38: berth.admin.v1.NotificationService.ListAlerts:input_type -> berth.admin.v1.ListAlertsRequest
+	32, // 39: berth.admin.v1.NotificationService.GetAlert:input_type -> berth.admin.v1.GetAlertRequest
+	34, // 40: berth.admin.v1.NotificationService.RemoveAlert:input_type -> berth.admin.v1.RemoveAlertRequest
+	36, // 41: berth.admin.v1.NotificationService.UpdateChannel:input_type -> berth.admin.v1.UpdateChannelRequest
+	2,  // 42: berth.admin.v1.NotificationService.AddChannel:output_type -> berth.admin.v1.AddChannelResponse
+	4,  // 43: berth.admin.v1.NotificationService.ListChannels:output_type -> berth.admin.v1.ListChannelsResponse
+	6,  // 44: berth.admin.v1.NotificationService.TestChannel:output_type -> berth.admin.v1.TestChannelResponse
+	8,  // 45: berth.admin.v1.NotificationService.RemoveChannel:output_type -> berth.admin.v1.RemoveChannelResponse
+	11, // 46: berth.admin.v1.NotificationService.AddRule:output_type -> berth.admin.v1.AddRuleResponse
+	13, // 47: berth.admin.v1.NotificationService.ListRules:output_type -> berth.admin.v1.ListRulesResponse
+	15, // 48: berth.admin.v1.NotificationService.RemoveRule:output_type -> berth.admin.v1.RemoveRuleResponse
+	18, // 49: berth.admin.v1.NotificationService.ListNotifications:output_type -> berth.admin.v1.ListNotificationsResponse
+	20, // 50: berth.admin.v1.NotificationService.MarkNotificationsRead:output_type -> berth.admin.v1.MarkNotificationsReadResponse
+	22, // 51: berth.admin.v1.NotificationService.GetUnreadCount:output_type -> berth.admin.v1.GetUnreadCountResponse
+	25, // 52: berth.admin.v1.NotificationService.ListDeliveries:output_type -> berth.admin.v1.ListDeliveriesResponse
+	29, // 53: berth.admin.v1.NotificationService.AddAlert:output_type -> berth.admin.v1.AddAlertResponse
+	31, // 54: berth.admin.v1.NotificationService.ListAlerts:output_type -> berth.admin.v1.ListAlertsResponse
+	33, // 55: berth.admin.v1.NotificationService.GetAlert:output_type -> berth.admin.v1.GetAlertResponse
+	35, // 56: berth.admin.v1.NotificationService.RemoveAlert:output_type -> berth.admin.v1.RemoveAlertResponse
+	37, // 57: berth.admin.v1.NotificationService.UpdateChannel:output_type -> berth.admin.v1.UpdateChannelResponse
+	42, // [42:58] is the sub-list for method output_type
+	26, // [26:42] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_berth_admin_v1_notify_proto_init() }
@@ -2626,7 +2655,7 @@ func file_berth_admin_v1_notify_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_berth_admin_v1_notify_proto_rawDesc), len(file_berth_admin_v1_notify_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
