@@ -2,6 +2,7 @@ package backups
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"strings"
 	"testing"
@@ -129,5 +130,43 @@ func TestDeleteRacingCleanupEnd(t *testing.T) {
 	}
 	if _, err := e.st.Backup(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("row: %v", err)
+	}
+}
+
+// A held run reported long after it started (the agent was cut off for
+// longer than the backup timeout) is alive: its agent just said hello and
+// sends the run's events next. The sweep between the hello and those
+// events must not end it "agent unreachable", which would queue its
+// cleanup and delete the object the agent stored while no controller was
+// reachable, the very backup held schedules exist for.
+func TestLateHeldRunNotSwept(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	e.localDest(t, "vault")
+	e.svc.started = time.Now().Add(-time.Hour) // past the start grace
+	v := e.schedule(t, ScheduleRequest{App: "shop", Destination: "vault", Kind: "postgres", Source: "shop", Cron: "0 3 * * *", Keep: 3})
+	key, err := e.svc.currentKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := time.Now().UTC().Add(-48 * time.Hour)
+	tick := time.Date(y.Year(), y.Month(), y.Day(), 3, 0, 0, 0, time.UTC)
+	job := store.NewID()
+	if err := e.svc.AgentHello(ctx, e.srv.ID, &agentv1.Hello{HeldRuns: []*agentv1.HeldBackupRun{heldRun(job, v.ID, tick, tick.Add(time.Second), key.ID.String())}}); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.sweep(ctx) // a tick of the service loop, before the events
+	b := e.backup(t, job)
+	if b.Status != store.BackupRunning || b.CleanupStatus != "" {
+		t.Fatalf("the reported held run was swept: %s (%s), cleanup %q", b.Status, deref(b.FailureReason), b.CleanupStatus)
+	}
+	sum := sha256.Sum256([]byte("held"))
+	obj := &agentv1.BackupObject{Key: objectKey(b), Size: 100, Sha256: sum[:]}
+	if _, err := e.svc.JobEvents(ctx, e.srv.ID, []*agentv1.ConnectRequest{result(job.String(), 1, "succeeded", obj)}); err != nil {
+		t.Fatal(err)
+	}
+	if b := e.backup(t, job); b.Status != store.BackupSucceeded || len(e.cleanups(t, job)) != 0 {
+		t.Fatalf("held run after its events: %s, %d cleanups", b.Status, len(e.cleanups(t, job)))
 	}
 }
