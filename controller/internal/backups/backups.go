@@ -390,7 +390,8 @@ func (s *Service) Restore(ctx context.Context, pr *auth.Principal, peer Peer, r 
 // Delete deletes a backup (admin): a finished backup without an object
 // goes at once; a stored object is deleted by a job first, then the row;
 // an unsucceeded backup that reached an agent is cleaned up first (its
-// pending cleanup, or a new one), then the row. A failed delete keeps the
+// pending cleanup, or a new one), then the row; asked again after that
+// cleanup failed, the row goes (see giveUp). A failed delete keeps the
 // row with delete_error.
 func (s *Service) Delete(ctx context.Context, pr *auth.Principal, peer Peer, ref string) (*store.BackupTask, error) {
 	if err := require(pr, store.ScopeAdmin); err != nil {
@@ -407,7 +408,13 @@ func (s *Service) Delete(ctx context.Context, pr *auth.Principal, peer Peer, ref
 	if !b.Status.Finished() {
 		return nil, fmt.Errorf("%w: backup %s is %s; cancel it first", ErrRefused, b.ID, b.Status)
 	}
-	if b.Status != store.BackupSucceeded && needsCleanup(b) && b.CleanupStatus != store.CleanupDone && b.ServerID != nil {
+	// A cleanup that failed under an earlier delete of this backup was
+	// its chance: the admin asking again gives it up (a destination
+	// unreachable for good, wrong credentials or a removed bucket, fails
+	// every attempt, and the row would keep the destination forever).
+	// The key that may hold leftovers is kept in the activity log.
+	giveUp := b.CleanupStatus == store.CleanupFailed && b.DeleteRequestedAt != nil
+	if b.Status != store.BackupSucceeded && needsCleanup(b) && b.CleanupStatus != store.CleanupDone && b.ServerID != nil && !giveUp {
 		// What it may have left at the destination goes first (its
 		// cleanup, queued again if it failed or never ran), then the row.
 		return s.deleteAfterCleanup(ctx, pr, peer, b)
@@ -420,7 +427,14 @@ func (s *Service) Delete(ctx context.Context, pr *auth.Principal, peer Peer, ref
 			if err := tx.DeleteBackup(ctx, b.ID); err != nil {
 				return err
 			}
-			s.activity(ctx, tx, pr, peer, kind.BackupDeleted, "backup", b.ID, b.AppName, map[string]any{"status": string(b.Status)})
+			changes := map[string]any{"status": string(b.Status)}
+			if giveUp {
+				changes["cleanup"] = string(store.CleanupFailed)
+				changes["cleanup_error"] = deref(b.CleanupError)
+				changes["object_key"] = objectKey(b)
+				changes["destination_id"] = b.DestinationID.String()
+			}
+			s.activity(ctx, tx, pr, peer, kind.BackupDeleted, "backup", b.ID, b.AppName, changes)
 			return nil
 		})
 		return nil, err

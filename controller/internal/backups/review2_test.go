@@ -64,12 +64,13 @@ func TestCanceledQueuedCleanupIsRetried(t *testing.T) {
 	if got.CleanupStatus != store.CleanupFailed || got.DeleteError == nil || !strings.Contains(*got.DeleteError, "cleanup") {
 		t.Fatalf("delete under a canceled cleanup: cleanup %q, delete error %v", got.CleanupStatus, got.DeleteError)
 	}
-	// Asking again queues a new cleanup rather than refusing.
-	again, err := e.svc.Delete(ctx, e.admin, Peer{}, b2.ID.String())
-	if err != nil || again == nil || again.Kind != store.TaskCleanup {
-		t.Fatalf("delete again after the canceled cleanup: %+v %v", again, err)
+	// The retry queues it again, and the row goes once it is done.
+	c.set(time.Now().Add(time.Hour))
+	if n := e.svc.retryCleanups(ctx, servers); n != 1 {
+		t.Fatalf("canceled cleanup under a delete retried %d times, want 1", n)
 	}
-	e.finishTask(t, again.ID, "succeeded")
+	cs = e.cleanups(t, b2.ID)
+	e.finishTask(t, cs[len(cs)-1].ID, "succeeded")
 	if _, err := e.st.Backup(ctx, b2.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("row after its cleanup: %v", err)
 	}
@@ -168,5 +169,46 @@ func TestLateHeldRunNotSwept(t *testing.T) {
 	}
 	if b := e.backup(t, job); b.Status != store.BackupSucceeded || len(e.cleanups(t, job)) != 0 {
 		t.Fatalf("held run after its events: %s, %d cleanups", b.Status, len(e.cleanups(t, job)))
+	}
+}
+
+// A backup that failed because its destination is unreachable for good
+// (wrong credentials, a removed bucket, a decommissioned SFTP host: the
+// destination cannot be changed, only removed) has a cleanup that fails
+// on every attempt. A delete waits for one attempt and says why it
+// failed; the admin's delete after that removes the row, with the key
+// that may hold leftovers and the reason in the activity log, instead of
+// queueing cleanups forever and keeping the row, and with it the
+// destination, for good.
+func TestDeleteAfterFailedCleanupUnderDelete(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	e.localDest(t, "vault")
+	b := e.dispatched(t, "vault")
+	if _, err := e.svc.JobEvents(ctx, e.srv.ID, []*agentv1.ConnectRequest{result(b.ID.String(), 1, "failed", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	first := e.oneCleanup(t, b, store.BackupFailed)
+	if task, err := e.svc.Delete(ctx, e.admin, Peer{}, b.ID.String()); err != nil || task == nil || task.ID != first.ID {
+		t.Fatalf("first delete: %+v %v", task, err)
+	}
+	e.finishTask(t, first.ID, "failed")
+	if got := e.backup(t, b.ID); got.DeleteError == nil {
+		t.Fatal("the failed cleanup under the delete is not visible")
+	}
+	task, err := e.svc.Delete(ctx, e.admin, Peer{}, b.ID.String())
+	if err != nil || task != nil {
+		t.Fatalf("delete after the cleanup under a delete failed: %+v %v; want the row gone", task, err)
+	}
+	if _, err := e.st.Backup(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("row: %v", err)
+	}
+	if n := e.count(t, `SELECT count(*) FROM activity_log WHERE action = 'backup.deleted' AND subject_id = $1
+		AND changes->>'object_key' = $2 AND changes->>'cleanup_error' LIKE '%pg_dump exited 1%'`, b.ID, objectKey(b)); n != 1 {
+		t.Fatalf("the given-up cleanup is audited %d times", n)
+	}
+	if err := e.svc.RemoveDestination(ctx, e.admin, Peer{}, "vault"); err != nil {
+		t.Fatalf("the destination stays in use: %v", err)
 	}
 }
