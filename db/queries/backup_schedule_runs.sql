@@ -39,7 +39,10 @@ ORDER BY s.id;
 -- run (backups_schedule_run_key) or the schedule's previous run is
 -- unfinished (backups_one_active_per_schedule_key); the caller tells which.
 -- held: the agent's report of a run it made (status running from
--- started_at); otherwise queued.
+-- started_at); otherwise queued. The deadline counts from now even for a
+-- held run that started long ago: its agent is connected (it just
+-- reported the run) and its events come next, so the sweep must not end
+-- it as unreachable in between (and clean up the object it stored).
 INSERT INTO backups (
     id, app_id, app_name, server_id, backup_destination_id, backup_schedule_id, scheduled_for, held,
     triggered_by, kind, source, status, encryption_key_id, timeout_seconds, deadline_at, connection_env,
@@ -50,7 +53,7 @@ INSERT INTO backups (
     'schedule', sqlc.arg(kind), sqlc.arg(source),
     CASE WHEN sqlc.arg(held)::boolean THEN 'running' ELSE 'queued' END,
     sqlc.arg(encryption_key_id), sqlc.arg(timeout_seconds)::int,
-    coalesce(sqlc.narg(started_at)::timestamptz, now()) + sqlc.arg(timeout_seconds)::int * interval '1 second',
+    greatest(coalesce(sqlc.narg(started_at)::timestamptz, now()), now()) + sqlc.arg(timeout_seconds)::int * interval '1 second',
     sqlc.narg(connection_env),
     CASE WHEN sqlc.arg(held)::boolean THEN sqlc.narg(started_at)::timestamptz END,
     CASE WHEN sqlc.arg(held)::boolean THEN sqlc.narg(started_at)::timestamptz END

@@ -362,7 +362,7 @@ INSERT INTO backups (
     'schedule', $9, $10,
     CASE WHEN $8::boolean THEN 'running' ELSE 'queued' END,
     $11, $12::int,
-    coalesce($13::timestamptz, now()) + $12::int * interval '1 second',
+    greatest(coalesce($13::timestamptz, now()), now()) + $12::int * interval '1 second',
     $14,
     CASE WHEN $8::boolean THEN $13::timestamptz END,
     CASE WHEN $8::boolean THEN $13::timestamptz END
@@ -392,7 +392,10 @@ type InsertScheduledBackupParams struct {
 // run (backups_schedule_run_key) or the schedule's previous run is
 // unfinished (backups_one_active_per_schedule_key); the caller tells which.
 // held: the agent's report of a run it made (status running from
-// started_at); otherwise queued.
+// started_at); otherwise queued. The deadline counts from now even for a
+// held run that started long ago: its agent is connected (it just
+// reported the run) and its events come next, so the sweep must not end
+// it as unreachable in between (and clean up the object it stored).
 func (q *Queries) InsertScheduledBackup(ctx context.Context, arg InsertScheduledBackupParams) (Backup, error) {
 	row := q.db.QueryRow(ctx, insertScheduledBackup,
 		arg.ID,

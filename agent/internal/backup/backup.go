@@ -50,7 +50,8 @@ type Source struct {
 	// Within (directories only, optional): a directory Name lies in (the
 	// app's deploy path). Name is then opened through it, so that no
 	// symlink on the way, such as one a deployed release put there, leads
-	// outside: the archive holds only what is under Within.
+	// outside: the archive holds only what is under Within. A directory
+	// restore with Within writes through it the same way.
 	Within string
 }
 
@@ -261,6 +262,14 @@ func Open(ctx context.Context, o Object) (io.ReadCloser, error) {
 	return &closeBoth{ReadCloser: rc, after: st.close}, nil
 }
 
+// ErrUploadsNotListed: Delete removed the object but could not list the
+// unfinished multipart uploads of its key on S3 (the key lacks the
+// s3:ListBucketMultipartUploads permission), so any an interrupted upload
+// left stay until a lifecycle rule (AbortIncompleteMultipartUpload)
+// removes them. The delete itself is done: callers report this as a
+// warning, never as a failure that would be retried forever.
+var ErrUploadsNotListed = errors.New("the destination's key may not list unfinished multipart uploads (s3:ListBucketMultipartUploads), so what an interrupted upload may have left there was not looked for; an S3 lifecycle rule AbortIncompleteMultipartUpload removes it")
+
 // Delete removes key from d, and everything an interrupted upload of key
 // left there (its temporary files on a local or SFTP destination, its
 // unfinished multipart uploads on S3); it returns how many such leftovers
@@ -279,10 +288,18 @@ func Delete(ctx context.Context, d Destination, key string) (leftovers int, err 
 	// Leftovers first: an upload still finishing elsewhere then fails at
 	// its rename or completion instead of leaving an object behind the
 	// remove below.
-	if leftovers, err = st.removeLeftovers(ctx, key); err != nil {
+	leftovers, err = st.removeLeftovers(ctx, key)
+	unlisted := errors.Is(err, ErrUploadsNotListed)
+	if err != nil && !unlisted {
 		return leftovers, err
 	}
-	return leftovers, st.remove(ctx, key)
+	if err := st.remove(ctx, key); err != nil {
+		return leftovers, err
+	}
+	if unlisted {
+		return leftovers, ErrUploadsNotListed
+	}
+	return leftovers, nil
 }
 
 type closeBoth struct {

@@ -150,6 +150,9 @@ func restoreMySQL(ctx context.Context, r *reading, t RestoreTarget, lg *logger) 
 
 func restoreDir(ctx context.Context, r *reading, t RestoreTarget, lg *logger) error {
 	dir := t.Source.Name
+	if t.Source.Within != "" {
+		return restoreDirWithin(ctx, r, t, lg)
+	}
 	fi, err := os.Lstat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -211,4 +214,55 @@ func Probe(ctx context.Context, d Destination) error {
 		return fmt.Errorf("probe: delete: the probe object is still there after its delete")
 	}
 	return nil
+}
+
+// restoreDirWithin is restoreDir for a target inside Within (the app's
+// deploy path): every step, the checks, creating the target and the
+// extraction, goes through an os.Root of Within. The app's user may have
+// replaced a component of the target with a symlink out of the app since
+// the backup; a restore running as root must not follow it (os.Root
+// refuses to leave Within), or it would write the archive's files, which
+// that user chose, anywhere on the server.
+func restoreDirWithin(ctx context.Context, r *reading, t RestoreTarget, lg *logger) error {
+	dir, within := t.Source.Name, t.Source.Within
+	outer, err := os.OpenRoot(within)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", within, err)
+	}
+	defer outer.Close()
+	rel, err := filepath.Rel(within, dir)
+	if err != nil || !filepath.IsLocal(rel) {
+		return fmt.Errorf("directory %s is not inside %s", dir, within)
+	}
+	fi, err := outer.Lstat(rel)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := outer.MkdirAll(rel, 0o755); err != nil {
+			return fmt.Errorf("create %s inside %s: %w", dir, within, err)
+		}
+		lg.printf("created directory %s", dir)
+	case err != nil:
+		// Among others: a symlink on the way leading out of within.
+		return fmt.Errorf("directory %s inside %s: %w", dir, within, err)
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	root, err := outer.OpenRoot(rel)
+	if err != nil {
+		return fmt.Errorf("open %s inside %s: %w", dir, within, err)
+	}
+	defer root.Close()
+	f, err := root.Open(".")
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	ents, err := f.ReadDir(-1)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("read %s: %w", dir, err)
+	}
+	if len(ents) > 0 && !t.Force {
+		return fmt.Errorf("directory %s is not empty (%d entries): restoring into it needs force, which replaces files of the same name", dir, len(ents))
+	}
+	return extractTarRoot(ctx, r.plain, root, dir, lg)
 }

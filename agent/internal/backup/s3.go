@@ -157,6 +157,11 @@ func (s *s3Store) removeLeftovers(ctx context.Context, key string) (int, error) 
 	n := 0
 	for u := range s.c.ListIncompleteUploads(ctx, s.d.Bucket, name, true) {
 		if u.Err != nil {
+			if minio.ToErrorResponse(u.Err).Code == "AccessDenied" {
+				// A permission of its own that a backup user's policy
+				// often lacks: the delete goes on (see the error).
+				return n, ErrUploadsNotListed
+			}
 			return n, s.wrap("list unfinished uploads of "+key, u.Err)
 		}
 		if u.Key != name || u.UploadID == "" {

@@ -221,6 +221,12 @@ func extractTar(ctx context.Context, r io.Reader, dir string, lg *logger) error 
 		return fmt.Errorf("open %s: %w", dir, err)
 	}
 	defer root.Close()
+	return extractTarRoot(ctx, r, root, dir, lg)
+}
+
+// extractTarRoot is extractTar into an open root (dir: its name, for the
+// log).
+func extractTarRoot(ctx context.Context, r io.Reader, root *os.Root, dir string, lg *logger) error {
 	asRoot := os.Geteuid() == 0
 	type dirTime struct {
 		name string

@@ -171,6 +171,12 @@ func (j *job) backupJob(ctx context.Context, res *Result) error {
 			if n > 0 {
 				j.log.printf("removed %d leftover(s) of an interrupted upload of %s", n, obj.Key)
 			}
+			if errors.Is(err, backup.ErrUploadsNotListed) {
+				// The object is gone; failing would retry a delete
+				// that can never do more, and keep its row for good.
+				j.log.printf("warning: %v", err)
+				err = nil
+			}
 			if err != nil {
 				return err
 			}

@@ -294,6 +294,15 @@ func (s *Service) Cancel(ctx context.Context, pr *auth.Principal, peer Peer, ref
 				}
 				j.Task = &done
 				server = nil
+				if t.Kind == store.TaskCleanup {
+					// A cleanup that never ran failed: recorded on its
+					// backup (retried, and a delete waiting for it says
+					// why), never left pending with no task behind it.
+					actorType, actor, _ := pr.Actor()
+					if err := s.cleanupEnded(ctx, tx, t, done, actorType, actor); err != nil {
+						return err
+					}
+				}
 			}
 		}
 		s.activity(ctx, tx, pr, peer, kind.BackupCancelRequested, "backup", id, name, nil)
@@ -381,7 +390,8 @@ func (s *Service) Restore(ctx context.Context, pr *auth.Principal, peer Peer, r 
 // Delete deletes a backup (admin): a finished backup without an object
 // goes at once; a stored object is deleted by a job first, then the row;
 // an unsucceeded backup that reached an agent is cleaned up first (its
-// pending cleanup, or a new one), then the row. A failed delete keeps the
+// pending cleanup, or a new one), then the row; asked again after that
+// cleanup failed, the row goes (see giveUp). A failed delete keeps the
 // row with delete_error.
 func (s *Service) Delete(ctx context.Context, pr *auth.Principal, peer Peer, ref string) (*store.BackupTask, error) {
 	if err := require(pr, store.ScopeAdmin); err != nil {
@@ -398,7 +408,13 @@ func (s *Service) Delete(ctx context.Context, pr *auth.Principal, peer Peer, ref
 	if !b.Status.Finished() {
 		return nil, fmt.Errorf("%w: backup %s is %s; cancel it first", ErrRefused, b.ID, b.Status)
 	}
-	if b.Status != store.BackupSucceeded && needsCleanup(b) && b.CleanupStatus != store.CleanupDone && b.ServerID != nil {
+	// A cleanup that failed under an earlier delete of this backup was
+	// its chance: the admin asking again gives it up (a destination
+	// unreachable for good, wrong credentials or a removed bucket, fails
+	// every attempt, and the row would keep the destination forever).
+	// The key that may hold leftovers is kept in the activity log.
+	giveUp := b.CleanupStatus == store.CleanupFailed && b.DeleteRequestedAt != nil
+	if b.Status != store.BackupSucceeded && needsCleanup(b) && b.CleanupStatus != store.CleanupDone && b.ServerID != nil && !giveUp {
 		// What it may have left at the destination goes first (its
 		// cleanup, queued again if it failed or never ran), then the row.
 		return s.deleteAfterCleanup(ctx, pr, peer, b)
@@ -411,7 +427,14 @@ func (s *Service) Delete(ctx context.Context, pr *auth.Principal, peer Peer, ref
 			if err := tx.DeleteBackup(ctx, b.ID); err != nil {
 				return err
 			}
-			s.activity(ctx, tx, pr, peer, kind.BackupDeleted, "backup", b.ID, b.AppName, map[string]any{"status": string(b.Status)})
+			changes := map[string]any{"status": string(b.Status)}
+			if giveUp {
+				changes["cleanup"] = string(store.CleanupFailed)
+				changes["cleanup_error"] = deref(b.CleanupError)
+				changes["object_key"] = objectKey(b)
+				changes["destination_id"] = b.DestinationID.String()
+			}
+			s.activity(ctx, tx, pr, peer, kind.BackupDeleted, "backup", b.ID, b.AppName, changes)
 			return nil
 		})
 		return nil, err
@@ -436,6 +459,15 @@ func (s *Service) deleteAfterCleanup(ctx context.Context, pr *auth.Principal, pe
 		if err != nil {
 			return err
 		}
+		if cur.CleanupStatus == store.CleanupDone {
+			// Done since the caller read it (its result came in between):
+			// nothing is left at the destination, the row goes now.
+			if err := tx.DeleteBackup(ctx, b.ID); err != nil {
+				return err
+			}
+			s.activity(ctx, tx, pr, peer, kind.BackupDeleted, "backup", b.ID, b.AppName, map[string]any{"status": string(b.Status)})
+			return nil
+		}
 		if cur.CleanupStatus == store.CleanupPending {
 			ts, err := tx.BackupTasks(ctx, b.ID, 50)
 			if err != nil {
@@ -457,7 +489,7 @@ func (s *Service) deleteAfterCleanup(ctx context.Context, pr *auth.Principal, pe
 			map[string]any{"task": t.ID.String(), "status": string(b.Status), "after": "cleanup"})
 		return nil
 	})
-	if err != nil {
+	if err != nil || t == nil {
 		return nil, err
 	}
 	s.notify(ctx, "dispatch")

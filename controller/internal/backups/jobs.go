@@ -228,12 +228,22 @@ func (s *Service) taskStart(ctx context.Context, t store.BackupTask) (*agentv1.J
 		js.Backup.Identity = string(id)
 	}
 	if t.Kind == store.TaskRestore {
-		js.Backup.Source.Name = deref(t.Target)
 		url, err := s.connectionURL(ctx, b.AppID, t.ConnectionEnv)
 		if err != nil {
 			return nil, err
 		}
-		js.Backup.Source.ConnectionUrl = url
+		// A directory inside the app's path is written through it, as it
+		// was read (sourceOf): the app's user may have put a symlink out
+		// of the app on the way since, and the agent restores as root.
+		var app *store.App
+		if b.AppID != nil {
+			a, err := s.st.App(ctx, *b.AppID)
+			if err != nil {
+				return nil, err
+			}
+			app = &a
+		}
+		js.Backup.Source = sourceOf(app, b.Kind, deref(t.Target), url)
 	}
 	return js, nil
 }
