@@ -291,6 +291,14 @@ func TestBackupLocalRoundTrips(t *testing.T) {
 	if r := e.cli(t, "", "backup", "destination", "remove", "vault"); r.code == 0 || !strings.Contains(r.stderr, "backup(s)") {
 		t.Fatalf("remove of a used destination: %+v", r)
 	}
+	// --forget is only for a backup whose delete failed: refused here,
+	// and the backup and its object stay.
+	if r := e.cli(t, "", "backup", "delete", d.ID, "--forget"); r.code == 0 || !strings.Contains(r.stderr, "delete it first") {
+		t.Fatalf("delete --forget of a backup never deleted: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(vault, d.ObjectKey)); err != nil {
+		t.Fatalf("object after a refused --forget: %v", err)
+	}
 	// Delete: the object first, then the row.
 	if code := e.backupJSON(t, "", &task, "backup", "delete", d.ID); code != 0 || task.Status != "succeeded" {
 		t.Fatalf("delete: %d %+v", code, task)

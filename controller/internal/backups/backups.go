@@ -449,6 +449,55 @@ func (s *Service) Delete(ctx context.Context, pr *auth.Principal, peer Peer, ref
 	return &t, nil
 }
 
+// Forget removes the record of a stored backup whose object cannot be
+// deleted (admin): its delete failed (a destination gone for good, wrong
+// credentials, a removed bucket) or its server was removed. Without it
+// such a row stays for ever, and so does its destination, which cannot be
+// removed while a backup uses it. The object stays where it is; the
+// activity log keeps its key, destination and the delete's error. A
+// backup whose delete never failed is refused: delete it first.
+func (s *Service) Forget(ctx context.Context, pr *auth.Principal, peer Peer, ref string) error {
+	if err := require(pr, store.ScopeAdmin); err != nil {
+		return err
+	}
+	id, err := parseJobID(ref)
+	if err != nil {
+		return err
+	}
+	return s.st.InTx(ctx, func(tx *store.Store) error {
+		b, err := tx.Backup(ctx, id)
+		if err != nil {
+			return err
+		}
+		unreachable := b.ServerID == nil
+		failedDelete := b.DeleteRequestedAt != nil && b.DeleteError != nil
+		if b.Status != store.BackupSucceeded || b.ObjectKey == nil || (!unreachable && !failedDelete) {
+			return fmt.Errorf("%w: backup %s: --forget only removes the record of a stored backup whose delete failed or whose server was removed; delete it first (berth backup delete %s)", ErrRefused, b.ID, b.ID)
+		}
+		tasks, err := tx.BackupTasks(ctx, b.ID, 100)
+		if err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			if !t.Status.Finished() {
+				return fmt.Errorf("%w: backup %s has an unfinished %s task %s; wait for it or cancel it", ErrRefused, b.ID, t.Kind, t.ID)
+			}
+		}
+		if err := tx.DeleteBackup(ctx, b.ID); err != nil {
+			return err
+		}
+		changes := map[string]any{"object_key": *b.ObjectKey, "destination_id": b.DestinationID.String(), "object_kept": true}
+		if b.DeleteError != nil {
+			changes["delete_error"] = *b.DeleteError
+		}
+		if unreachable {
+			changes["server_removed"] = true
+		}
+		s.activity(ctx, tx, pr, peer, kind.BackupForgotten, "backup", b.ID, b.AppName, changes)
+		return nil
+	})
+}
+
 // deleteAfterCleanup marks an unsucceeded backup for deletion once its
 // cleanup is done and returns the cleanup task: the pending one, or a new
 // one when the last failed (or none ran, for a backup older than cleanups).

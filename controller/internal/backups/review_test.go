@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"filippo.io/age"
@@ -150,5 +151,63 @@ func TestDirectoryBackupScope(t *testing.T) {
 	}
 	if got := within(e.admin, "/etc"); got != "" {
 		t.Errorf("admin's backup of /etc: within %q", got)
+	}
+}
+
+// A stored backup whose delete failed (its destination gone for good)
+// would keep its row, and so its destination, for ever: an admin may
+// forget it, the record only, with the object's key in the activity log.
+// Forget is refused for a backup whose delete never failed or is under
+// way, for anyone but an admin, and for an id already forgotten.
+func TestForgetBackupWhoseDeleteFailed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t)
+	e.localDest(t, "vault")
+	b := e.succeed(t, e.dispatched(t, "vault"))
+	// Never deleted: refused, nothing happens.
+	if err := e.svc.Forget(ctx, e.admin, Peer{}, b.ID.String()); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "delete it first") {
+		t.Fatalf("forget of a backup never deleted: %v", err)
+	}
+	task, err := e.svc.Delete(ctx, e.admin, Peer{}, b.ID.String())
+	if err != nil || task == nil {
+		t.Fatalf("delete: %v %v", task, err)
+	}
+	// Under way: refused.
+	if err := e.svc.Forget(ctx, e.admin, Peer{}, b.ID.String()); !errors.Is(err, ErrRefused) {
+		t.Fatalf("forget while the delete is under way: %v", err)
+	}
+	e.finishTask(t, task.ID, "failed")
+	got := e.backup(t, b.ID)
+	if got.DeleteError == nil {
+		t.Fatalf("the failed delete is not on the backup: %+v", got)
+	}
+	// Not an admin: refused.
+	for _, sc := range []store.Scope{store.ScopeRead, store.ScopeWrite, store.ScopeDeploy} {
+		if err := e.svc.Forget(ctx, e.as(sc), Peer{}, b.ID.String()); !errors.Is(err, auth.ErrForbidden) {
+			t.Fatalf("%s forgets: %v", sc, err)
+		}
+	}
+	for _, bad := range []string{"", "nope", strings.Repeat("Z", 5000)} {
+		if err := e.svc.Forget(ctx, e.admin, Peer{}, bad); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("forget %.20q: %v", bad, err)
+		}
+	}
+	if err := e.svc.Forget(ctx, e.admin, Peer{}, b.ID.String()); err != nil {
+		t.Fatalf("forget after a failed delete: %v", err)
+	}
+	if _, err := e.st.Backup(ctx, b.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the forgotten backup's row: %v", err)
+	}
+	if n := e.count(t, `SELECT count(*) FROM activity_log WHERE action = 'backup.forgotten' AND changes->>'object_key' = $1 AND changes ? 'delete_error'`, objectKey(b)); n != 1 {
+		t.Fatalf("backup.forgotten recorded %d times with the key and the error", n)
+	}
+	// Replayed: the row is gone.
+	if err := e.svc.Forget(ctx, e.admin, Peer{}, b.ID.String()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("forget again: %v", err)
+	}
+	// Its destination is free now.
+	if err := e.svc.RemoveDestination(ctx, e.admin, Peer{}, "vault"); err != nil {
+		t.Fatalf("remove the destination after forgetting its last backup: %v", err)
 	}
 }

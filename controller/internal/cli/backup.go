@@ -731,13 +731,21 @@ func (a *app) download(ctx context.Context, c adminv1.BackupServiceClient, id, o
 
 func (a *app) backupDeleteCmd() *cobra.Command {
 	var f apiFlags
-	return apiCommand(&cobra.Command{
+	var forget bool
+	cmd := apiCommand(&cobra.Command{
 		Use: "delete ID", Short: "Delete a backup: its object, then its record (admin)", Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withBackups(cmd.Context(), &f, func(ctx context.Context, c adminv1.BackupServiceClient) error {
-				res, err := c.DeleteBackup(ctx, &adminv1.DeleteBackupRequest{Id: args[0]})
+				res, err := c.DeleteBackup(ctx, &adminv1.DeleteBackupRequest{Id: args[0], Forget: forget})
 				if err != nil {
 					return err
+				}
+				if forget {
+					if f.output == "json" {
+						return a.printJSON(map[string]any{"forgotten": args[0]})
+					}
+					fmt.Fprintf(a.stdout, "forgot backup %s: its record is gone, its object stays at the destination\n", args[0])
+					return nil
 				}
 				t := res.GetTask()
 				if t == nil {
@@ -752,6 +760,8 @@ func (a *app) backupDeleteCmd() *cobra.Command {
 			})
 		},
 	}, &f)
+	cmd.Flags().BoolVar(&forget, "forget", false, "only remove the record of a stored backup whose delete failed or whose server was removed (the object stays)")
+	return cmd
 }
 
 func (a *app) backupKeyCmd() *cobra.Command {

@@ -399,6 +399,12 @@ func (b *backupServer) DeleteBackup(ctx context.Context, req *adminv1.DeleteBack
 	if err := checkBackupFields(req.GetId()); err != nil {
 		return nil, err
 	}
+	if req.GetForget() {
+		if err := svc.Forget(ctx, auth.PrincipalFrom(ctx), peerOf(ctx), req.GetId()); err != nil {
+			return nil, toStatus(err)
+		}
+		return &adminv1.DeleteBackupResponse{}, nil
+	}
 	t, err := svc.Delete(ctx, auth.PrincipalFrom(ctx), peerOf(ctx), req.GetId())
 	if err != nil {
 		return nil, toStatus(err)

@@ -148,6 +148,10 @@ const (
 	// BackupCleanupQueued: the controller queued the cleanup of what an
 	// unsucceeded backup may have left at its destination (or a retry).
 	BackupCleanupQueued = "backup.cleanup_queued"
+	// BackupForgotten: an admin removed the record of a stored backup
+	// whose object could not be deleted (berth backup delete --forget);
+	// the object stays at the destination.
+	BackupForgotten = "backup.forgotten"
 )
 
 // Threshold alert rules (issue 17 §3), changed by an admin.
@@ -198,7 +202,7 @@ var All = []string{
 	BackupTaskSucceeded, BackupTaskFailed, BackupTaskCanceled, BackupTaskTimedOut,
 
 	BackupScheduleAdded, BackupScheduleEnabled, BackupScheduleDisabled, BackupScheduleRemoved,
-	BackupScheduleRunSkipped, BackupHeldRunReported, BackupRetentionDelete, BackupCleanupQueued,
+	BackupScheduleRunSkipped, BackupHeldRunReported, BackupRetentionDelete, BackupCleanupQueued, BackupForgotten,
 
 	AlertRuleCreated, AlertRuleReplaced, AlertRuleDeleted,
 

@@ -2079,8 +2079,12 @@ func (x *DownloadBackupResponse) GetDone() bool {
 }
 
 type DeleteBackupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// forget: only remove the record of a stored backup whose delete failed
+	// (its destination unreachable for good) or whose server was removed;
+	// the object stays at the destination (admin).
+	Forget        bool `protobuf:"varint,2,opt,name=forget,proto3" json:"forget,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2120,6 +2124,13 @@ func (x *DeleteBackupRequest) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *DeleteBackupRequest) GetForget() bool {
+	if x != nil {
+		return x.Forget
+	}
+	return false
 }
 
 type DeleteBackupResponse struct {
@@ -3344,9 +3355,10 @@ const file_berth_admin_v1_backup_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"@\n" +
 	"\x16DownloadBackupResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
-	"\x04done\x18\x02 \x01(\bR\x04done\"%\n" +
+	"\x04done\x18\x02 \x01(\bR\x04done\"=\n" +
 	"\x13DeleteBackupRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"F\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06forget\x18\x02 \x01(\bR\x06forget\"F\n" +
 	"\x14DeleteBackupResponse\x12.\n" +
 	"\x04task\x18\x01 \x01(\v2\x1a.berth.admin.v1.BackupTaskR\x04task\"\x8c\x01\n" +
 	"\tBackupKey\x12\x0e\n" +
