@@ -264,6 +264,15 @@ func browserChartSizeAndLegend(t *testing.T, tb *tab) {
 
 	tb.viewport(420, 900)
 	tb.waitJS("charts resized to the narrow window", `[...document.querySelectorAll("#charts figure.chart canvas")].every(c => c.getBoundingClientRect().width <= 420)`, 30*time.Second)
+	// The layout may settle in more than one step (a scroll bar that
+	// comes or goes changes the cards' width once more): wait until the
+	// canvases fit their cards, then check them.
+	tb.waitJS("charts fitted to their narrow cards", `[...document.querySelectorAll("#charts figure.chart")].every(f => {
+		const cs = getComputedStyle(f);
+		const inner = f.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+		const w = f.querySelector("canvas").getBoundingClientRect().width;
+		return w >= inner - 2 && w <= inner + 1;
+	})`, 30*time.Second)
 	check("420 px")
 	sizes := tabRun(tb, "page widths", chromedp.Evaluate[[]int](`[document.documentElement.scrollWidth, document.documentElement.clientWidth]`))
 	if sizes[0] > sizes[1] {

@@ -549,7 +549,11 @@ func (s *Service) client(ctx context.Context, dir string) (*lego.Client, error) 
 		u.reg = &acme.ExtendedAccount{Location: *acct.RegistrationURI}
 	}
 	cfg := lego.NewConfig(u)
-	cfg.CADirURL, cfg.HTTPClient, cfg.UserAgent = dir, s.http, "berth"
+	// A copy per client: lego wraps the client's Transport in place
+	// (sender.NewDoer), which on a shared client races between attempts
+	// running at once and stacks one more wrapper per client made.
+	hc := *s.http
+	cfg.CADirURL, cfg.HTTPClient, cfg.UserAgent = dir, &hc, "berth"
 	client, err := lego.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("acme directory %s: %w", dir, err)
@@ -573,7 +577,8 @@ func (s *Service) client(ctx context.Context, dir string) (*lego.Client, error) 
 		// A client made before registration signs with a JWK; the next
 		// one uses the account URL (kid) as ACME requires.
 		cfg := lego.NewConfig(u)
-		cfg.CADirURL, cfg.HTTPClient, cfg.UserAgent = dir, s.http, "berth"
+		hc := *s.http
+		cfg.CADirURL, cfg.HTTPClient, cfg.UserAgent = dir, &hc, "berth"
 		if client, err = lego.NewClient(cfg); err != nil {
 			return nil, err
 		}

@@ -380,3 +380,21 @@ func TestSiteSpec(t *testing.T) {
 		t.Fatalf("www after the apex has a certificate: %v", d[1])
 	}
 }
+
+// lego wraps an HTTP client's Transport in place when it makes an ACME
+// client: on the service's shared client that raced between attempts
+// running at once (found by the race detector) and stacked one wrapper
+// per client made. Each ACME client gets a copy; the shared one is left
+// as it was.
+func TestACMEClientLeavesSharedHTTPClientAlone(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	before := e.s.http.Transport
+	for range 3 {
+		_, _ = e.s.client(ctx, e.s.cfg.ACMEDirectory)
+	}
+	if e.s.http.Transport != before {
+		t.Fatalf("the shared HTTP client's transport was replaced: %T", e.s.http.Transport)
+	}
+}
