@@ -192,6 +192,9 @@ func TestExpiryWarningsAndExpired(t *testing.T) {
 	e.addCert(t, "shortlate.example.com", e.now.Add(-5*day), e.now.Add(day))   // 6-day, 1 left: warn
 	gone := e.addCert(t, "gone.example.com", e.now.Add(-90*day), e.now.Add(-time.Minute))
 	e.s.Tick(ctx)
+	// The tick also starts renewal attempts of the due ones; they mark
+	// their domains issuing until they end: wait for them.
+	e.attemptsDone()
 	warned := e.events(t, KindExpiring)
 	if len(warned) != 2 || !strings.Contains(strings.Join(warned, "|"), "late.example.com") || !strings.Contains(strings.Join(warned, "|"), "shortlate.example.com") {
 		t.Fatalf("expiring warnings: %v", warned)
@@ -205,6 +208,7 @@ func TestExpiryWarningsAndExpired(t *testing.T) {
 	}
 	// Once per certificate.
 	e.s.Tick(ctx)
+	e.attemptsDone()
 	if n := len(e.events(t, KindExpiring)); n != 2 {
 		t.Fatalf("warnings after a second tick: %d", n)
 	}
@@ -396,5 +400,17 @@ func TestACMEClientLeavesSharedHTTPClientAlone(t *testing.T) {
 	}
 	if e.s.http.Transport != before {
 		t.Fatalf("the shared HTTP client's transport was replaced: %T", e.s.http.Transport)
+	}
+}
+
+// attemptsDone waits until no certificate attempt or renewal-information
+// poll runs: each holds a slot of the service's semaphore while it runs,
+// so holding every slot means all of them ended.
+func (e *env) attemptsDone() {
+	for range cap(e.s.sem) {
+		e.s.sem <- struct{}{}
+	}
+	for range cap(e.s.sem) {
+		<-e.s.sem
 	}
 }
