@@ -78,6 +78,7 @@ func TestCrashBetweenCertificateAndSiteHeals(t *testing.T) {
 	}
 	// Nothing to heal yet: no certificate.
 	e.s.Tick(ctx)
+	e.attemptsDone()
 	if q := e.queuedSites(t); len(q) != 0 {
 		t.Fatalf("a site job queued without a certificate: %d", len(q))
 	}
@@ -92,12 +93,14 @@ func TestCrashBetweenCertificateAndSiteHeals(t *testing.T) {
 	}
 	// A restarted controller's first tick heals it.
 	e.s.Tick(ctx)
+	e.attemptsDone()
 	q = e.queuedSites(t)
 	if len(q) != 1 {
 		t.Fatalf("site jobs queued by the loop after the crash: %d, want 1", len(q))
 	}
 	// A second tick while that job is queued adds none.
 	e.s.Tick(ctx)
+	e.attemptsDone()
 	if got := e.queuedSites(t); len(got) != 1 {
 		t.Fatalf("site jobs after a second tick: %d, want still 1", len(got))
 	}
@@ -108,6 +111,7 @@ func TestCrashBetweenCertificateAndSiteHeals(t *testing.T) {
 	// It carried the certificate (even though it failed: the domain's
 	// status says why, and a loop of re-sends would not help): done.
 	e.s.Tick(ctx)
+	e.attemptsDone()
 	if q := e.queuedSites(t); len(q) != 0 {
 		t.Fatalf("site jobs queued after one carried the certificate: %d", len(q))
 	}
