@@ -151,13 +151,9 @@ func (s *Service) backupStart(ctx context.Context, b store.Backup) (*agentv1.Job
 	if err != nil {
 		return nil, err
 	}
-	var app *store.App
-	if b.AppID != nil {
-		a, err := s.st.App(ctx, *b.AppID)
-		if err != nil {
-			return nil, err
-		}
-		app = &a
+	app, err := s.appOf(ctx, b.AppID)
+	if err != nil {
+		return nil, err
 	}
 	js := &agentv1.JobStart{
 		JobId: b.ID.String(), AppName: b.AppName, Kind: KindBackup,
@@ -175,6 +171,19 @@ func (s *Service) backupStart(ctx context.Context, b store.Backup) (*agentv1.Job
 		js.Backup.ScheduleId, js.Backup.ScheduledFor = b.ScheduleID.String(), timestamppb.New(*b.ScheduledFor)
 	}
 	return js, nil
+}
+
+// appOf is the backup's app, nil for none (its app_id was cleared when the
+// app went).
+func (s *Service) appOf(ctx context.Context, id *store.ID) (*store.App, error) {
+	if id == nil {
+		return nil, nil
+	}
+	a, err := s.st.App(ctx, *id)
+	if err != nil {
+		return nil, err
+	}
+	return &a, nil
 }
 
 func (s *Service) taskStart(ctx context.Context, t store.BackupTask) (*agentv1.JobStart, error) {
@@ -235,13 +244,9 @@ func (s *Service) taskStart(ctx context.Context, t store.BackupTask) (*agentv1.J
 		// A directory inside the app's path is written through it, as it
 		// was read (sourceOf): the app's user may have put a symlink out
 		// of the app on the way since, and the agent restores as root.
-		var app *store.App
-		if b.AppID != nil {
-			a, err := s.st.App(ctx, *b.AppID)
-			if err != nil {
-				return nil, err
-			}
-			app = &a
+		app, err := s.appOf(ctx, b.AppID)
+		if err != nil {
+			return nil, err
 		}
 		js.Backup.Source = sourceOf(app, b.Kind, deref(t.Target), url)
 	}

@@ -109,17 +109,24 @@ func (s *Service) Tick(ctx context.Context) {
 		return
 	}
 	for _, d := range due {
-		s.sem <- struct{}{}
-		go func() {
-			defer func() { <-s.sem }()
-			defer func() {
-				if r := recover(); r != nil {
-					s.log.Error("certificate attempt panicked", "domain", d.Hostname, "panic", r)
-				}
-			}()
-			s.attempt(ctx, d)
-		}()
+		s.inPool("certificate attempt", d, func() { s.attempt(ctx, d) })
 	}
+}
+
+// inPool runs fn for d in a goroutine holding a slot of the attempt pool
+// (waiting for one), so attempts and renewal-information polls together
+// stay within its size; a panic is logged, not fatal.
+func (s *Service) inPool(what string, d store.Domain, fn func()) {
+	s.sem <- struct{}{}
+	go func() {
+		defer func() { <-s.sem }()
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error(what+" panicked", "domain", d.Hostname, "panic", r)
+			}
+		}()
+		fn()
+	}()
 }
 
 func (s *Service) logErr(ctx context.Context, what string, err error) {

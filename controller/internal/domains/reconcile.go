@@ -49,18 +49,11 @@ func (s *Service) claimARIPolls(ctx context.Context, now time.Time, limit int) {
 		return
 	}
 	for _, d := range due {
-		s.sem <- struct{}{}
-		go func() {
-			defer func() { <-s.sem }()
-			defer func() {
-				if r := recover(); r != nil {
-					s.log.Error("renewal information poll panicked", "domain", d.Hostname, "panic", r)
-				}
-			}()
+		s.inPool("renewal information poll", d, func() {
 			pctx, cancel := context.WithTimeout(ctx, lease-time.Minute)
 			defer cancel()
 			s.pollARI(pctx, d)
-		}()
+		})
 	}
 }
 
